@@ -1,0 +1,236 @@
+"""The batch directory: its paths, its id, its lock, and finding batches in an output dir."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import orjson
+
+from .errors import UserError
+from .files import DIR_MODE, FILE_MODE, DamagedFile, read_model
+from .models import ACTIVE_STATES, BatchState, LiveProgress, LockInfo, Manifest
+
+BATCH_ID_RE: Final = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{8}$")
+HOST: Final = socket.gethostname()
+
+
+def now_iso() -> str:
+    """The one timestamp format of every batch file: ISO 8601, UTC, milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def new_batch_id() -> str:
+    return time.strftime("%Y%m%d_%H%M%S") + "_" + secrets.token_hex(4)
+
+
+class BatchLocked(UserError):
+    """Another live engine holds the batch."""
+
+    def __init__(self, path: Path, info: LockInfo | None) -> None:
+        self.info = info
+        who = f"pid {info.pid} on {info.host} (since {info.started_at})" if info else "another process"
+        super().__init__(f"batch {path.name} is being run by {who}; watch it with `batchtui watch {path.name}`")
+
+
+class BatchLock:
+    """``fcntl.flock`` on ``<batch>/lock``, held from engine start to exit.
+
+    flock is released by the kernel when the holder dies (even by SIGKILL), so a dead
+    engine's lock is taken over without fuss; the pid/host inside are for messages only.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, *, wait: float = 1.0) -> LockInfo:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # A viewer's brief shared probe can hold it for microseconds: retry a little.
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise BatchLocked(self.path.parent, read_lock_info(self.path)) from None
+                time.sleep(0.05)
+        info = LockInfo(pid=os.getpid(), host=HOST, started_at=now_iso())
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, orjson.dumps(info.model_dump()) + b"\n", 0)
+        self._fd = fd
+        return info
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def read_lock_info(path: Path) -> LockInfo | None:
+    try:
+        raw = path.read_bytes()
+        return LockInfo.model_validate(orjson.loads(raw)) if raw.strip() else None
+    except (OSError, ValueError):
+        return None
+
+
+def engine_alive(batch_path: Path) -> LockInfo | None:
+    """The lock holder's info if a live engine holds the batch, else None (never blocks)."""
+    lock = batch_path / "lock"
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return read_lock_info(lock) or LockInfo(pid=0, host="?", started_at="")
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class BatchDir:
+    """Paths of one batch directory (DESIGN section 2)."""
+
+    path: Path
+
+    @property
+    def batch_id(self) -> str:
+        return self.path.name
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def items_db(self) -> Path:
+        return self.path / "items.db"
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results.jsonl"
+
+    @property
+    def live_progress(self) -> Path:
+        return self.path / "live_progress.json"
+
+    @property
+    def control(self) -> Path:
+        return self.path / "control.jsonl"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.path / "lock"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def engine_log(self) -> Path:
+        return self.path / "engine.log"
+
+    @classmethod
+    def create(cls, output_dir: Path) -> BatchDir:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):
+            path = output_dir / new_batch_id()
+            try:
+                path.mkdir(mode=DIR_MODE)
+            except FileExistsError:
+                continue
+            os.chmod(path, DIR_MODE)  # mkdir's mode is filtered by the umask
+            return cls(path)
+        raise RuntimeError(f"could not create a new batch directory in {output_dir}")
+
+    def read_manifest(self) -> Manifest:
+        return read_model(self.manifest, Manifest)
+
+    def read_live(self) -> LiveProgress | None:
+        try:
+            return read_model(self.live_progress, LiveProgress, use_backup=False)
+        except (FileNotFoundError, DamagedFile):
+            return None
+
+    def alive(self) -> LockInfo | None:
+        return engine_alive(self.path)
+
+
+def is_batch_dir(path: Path) -> bool:
+    return path.is_dir() and BATCH_ID_RE.match(path.name) is not None and (path / "manifest.json").exists()
+
+
+def iter_batches(output_dir: Path) -> Iterator[BatchDir]:
+    """Batch directories in ``output_dir``, newest first."""
+    try:
+        names = sorted((e.name for e in os.scandir(output_dir) if e.is_dir()), reverse=True)
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = output_dir / name
+        if is_batch_dir(path):
+            yield BatchDir(path)
+
+
+def resolve_batch(arg: str | None, output_dir: Path, *, unfinished: bool = False) -> BatchDir:
+    """A batch by id, by path, or (no arg) the latest one (the latest unfinished one)."""
+    if arg:
+        candidate = Path(arg)
+        if candidate.is_dir() and (candidate / "manifest.json").exists():
+            return BatchDir(candidate.resolve())
+        by_id = output_dir / arg
+        if by_id.is_dir() and (by_id / "manifest.json").exists():
+            return BatchDir(by_id.resolve())
+        matches = [b for b in iter_batches(output_dir) if b.batch_id.startswith(arg) or b.batch_id.endswith(arg)]
+        if len(matches) == 1:
+            return BatchDir(matches[0].path.resolve())
+        if len(matches) > 1:
+            raise UserError(f"{arg!r} matches {len(matches)} batches: " + ", ".join(b.batch_id for b in matches[:5]))
+        raise UserError(f"no batch {arg!r} (looked for a path and for an id in {output_dir})")
+    for batch in iter_batches(output_dir):
+        if not unfinished:
+            return BatchDir(batch.path.resolve())
+        try:
+            state = batch.read_manifest().state
+        except (FileNotFoundError, DamagedFile):
+            continue
+        if state != BatchState.FINISHED or _has_pending(batch):
+            return BatchDir(batch.path.resolve())
+    what = "unfinished batch" if unfinished else "batch"
+    raise UserError(f"no {what} in {output_dir}")
+
+
+def _has_pending(batch: BatchDir) -> bool:
+    live = batch.read_live()
+    return bool(live and live.state in ACTIVE_STATES)

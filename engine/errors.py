@@ -1,0 +1,161 @@
+"""Failure classification: every failure becomes (error_type, category, message, detail).
+
+Categories are a contract (DESIGN section 5): ``transient`` (retried with backoff),
+``item`` (failed at once, the batch goes on), ``fatal`` (the batch halts, resumable) and
+``timeout`` (killed, then handled like transient).
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Final, Literal
+
+Category = Literal["transient", "item", "fatal", "timeout"]
+CATEGORIES: Final[tuple[Category, ...]] = ("transient", "item", "fatal", "timeout")
+
+#: Exit code conventionally meaning "temporary failure, try again" (sysexits EX_TEMPFAIL).
+EX_TEMPFAIL: Final = 75
+DETAIL_LIMIT: Final = 8192
+MESSAGE_LIMIT: Final = 500
+
+
+class BatchtuiError(Exception):
+    """Base class of batchtui's own errors."""
+
+
+class UserError(BatchtuiError):
+    """A mistake of the user's (bad flag, missing file, bad config): exit 2, no traceback."""
+
+
+class Fatal(BatchtuiError):
+    """Raise from a processor to halt the whole batch (resumable), e.g. an expired API key."""
+
+
+class CommandFailed(BatchtuiError):
+    """A shell command exited non-zero."""
+
+    def __init__(self, exit_code: int, stderr_tail: str = "") -> None:
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+        last = _last_line(stderr_tail)
+        super().__init__(f"exit {exit_code}" + (f": {last}" if last else ""))
+
+
+class CommandKilled(BatchtuiError):
+    """A shell command died from a signal it did not expect from us."""
+
+    def __init__(self, signum: int, stderr_tail: str = "") -> None:
+        self.signum = signum
+        self.stderr_tail = stderr_tail
+        super().__init__(f"killed by signal {signum}")
+
+
+class ItemTimeout(BatchtuiError):
+    """The item ran past ``--timeout`` and was killed."""
+
+    def __init__(self, seconds: float, stderr_tail: str = "") -> None:
+        self.seconds = seconds
+        self.stderr_tail = stderr_tail
+        super().__init__(f"timed out after {seconds:g}s")
+
+
+class WorkerLost(BatchtuiError):
+    """The worker process running the item died (killed, out of memory, crashed)."""
+
+
+class InvalidRecord(BatchtuiError):
+    """The source record could not be read (invalid JSON line, ragged CSV row...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """A classified failure, as stored on the item and its attempt row."""
+
+    error_type: str
+    category: Category
+    message: str
+    detail: str
+
+    @property
+    def retryable(self) -> bool:
+        return self.category in ("transient", "timeout")
+
+
+def _last_line(text: str) -> str:
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return line.strip()[:MESSAGE_LIMIT]
+    return ""
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:MESSAGE_LIMIT]
+    return ""
+
+
+def classify(
+    exc: BaseException,
+    *,
+    retry_exit_codes: Collection[int] = (),
+    fatal_exit_codes: Collection[int] = (),
+    transient_types: Collection[str] = (),
+) -> ErrorInfo:
+    """Classify an exception raised while processing one item."""
+    detail = ""
+    if isinstance(exc, CommandFailed):
+        code = exc.exit_code
+        error_type = f"exit {code}"
+        if code in fatal_exit_codes:
+            category: Category = "fatal"
+        elif code == EX_TEMPFAIL or code in retry_exit_codes:
+            category = "transient"
+        else:
+            category = "item"
+        message = _last_line(exc.stderr_tail) or error_type
+        detail = exc.stderr_tail
+    elif isinstance(exc, CommandKilled):
+        error_type = f"signal {exc.signum}"
+        category = "item"
+        message = str(exc)
+        detail = exc.stderr_tail
+    elif isinstance(exc, ItemTimeout):
+        error_type = "timeout"
+        category = "timeout"
+        message = str(exc)
+        detail = exc.stderr_tail
+    elif isinstance(exc, Fatal):
+        error_type = type(exc).__name__
+        category = "fatal"
+        message = _first_line(str(exc)) or error_type
+    else:
+        error_type = type(exc).__name__
+        if isinstance(exc, (TimeoutError, ConnectionError, WorkerLost)) or error_type in transient_types:
+            category = "transient"
+        else:
+            category = "item"
+        message = _first_line(str(exc)) or error_type
+    if not detail:
+        detail = "".join(traceback.format_exception(exc))
+    return ErrorInfo(error_type, category, message, detail[-DETAIL_LIMIT:])
+
+
+_NORMALIZERS: Final = (
+    (re.compile(r"(?:[A-Za-z]:)?(?:/[^\s/:'\"]+){2,}/?"), "<path>"),
+    (re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"), "<id>"),
+    (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
+    (re.compile(r"\b[0-9a-fA-F]{12,}\b"), "<id>"),
+    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
+)
+
+
+def normalize_message(message: str) -> str:
+    """Fold the variable parts of an error message (paths, ids, numbers) so alike errors group."""
+    out = message
+    for pattern, repl in _NORMALIZERS:
+        out = pattern.sub(repl, out)
+    return out[:200]

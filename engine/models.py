@@ -1,0 +1,234 @@
+"""One pydantic model per batch-directory file format, shared by the writer and every reader.
+
+The field names here are the contract of DESIGN section 2: scripts and other processes read
+these files, so a rename is a breaking change.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_VERSION: Final = 1
+
+
+class ItemStatus(StrEnum):
+    """Status of one item (DESIGN section 3)."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+STATUSES: Final[tuple[str, ...]] = tuple(s.value for s in ItemStatus)
+
+
+class BatchState(StrEnum):
+    """State of a whole batch (DESIGN section 2)."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    HALTED = "halted"
+    FINISHED = "finished"
+
+
+#: States in which an engine may be working on the batch.
+ACTIVE_STATES: Final = frozenset({BatchState.RUNNING, BatchState.PAUSED, BatchState.STOPPING})
+
+
+class _Model(BaseModel):
+    # Readers ignore fields they do not know, so a newer engine's files stay readable.
+    model_config = ConfigDict(extra="ignore")
+
+
+class Counts(_Model):
+    """Items per status. ``total`` is the number of enqueued (distinct) items."""
+
+    total: int = 0
+    pending: int = 0
+    processing: int = 0
+    complete: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Items that reached a final status (complete, failed or skipped)."""
+        return self.complete + self.failed + self.skipped
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.finished / self.total if self.total else 100.0
+
+
+class HistoryEntry(_Model):
+    """One run or resume of the batch."""
+
+    action: Literal["run", "resume"]
+    at: str
+    pid: int
+    host: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    ended_at: str | None = None
+    outcome: str | None = None
+
+
+class Manifest(_Model):
+    """``manifest.json``: the batch header."""
+
+    version: int = MANIFEST_VERSION
+    batch_id: str
+    name: str
+    created_at: str
+    started_at: str | None = None
+    ended_at: str | None = None
+    state: BatchState = BatchState.CREATED
+    halt_reason: str | None = None
+    source: dict[str, Any]
+    processor: dict[str, Any]
+    config: dict[str, Any]
+    totals: Counts = Field(default_factory=Counts)
+    duplicates_dropped: int = 0
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+
+class InFlight(_Model):
+    seq: int
+    key: str
+    attempt: int
+    started_at: str
+
+
+class Memory(_Model):
+    rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+    children_rss_mb: float = 0.0
+    system_available_mb: float = 0.0
+
+
+class Cost(_Model):
+    spent: float = 0.0
+    budget: float | None = None
+
+
+class ErrorGroup(_Model):
+    """Failures grouped by error type and normalized message."""
+
+    error_type: str
+    category: str
+    message: str
+    count: int
+    example_seq: int
+    example_message: str
+
+
+class RecentError(_Model):
+    seq: int
+    key: str
+    error_type: str
+    category: str
+    message: str
+    at: str
+    attempt: int
+
+
+class LiveProgress(_Model):
+    """``live_progress.json``: the engine's committed state, for every view."""
+
+    batch_id: str
+    state: BatchState
+    updated_at: str
+    commit_seq: int = 0
+    total: int = 0
+    counts: Counts = Field(default_factory=Counts)
+    percent: float = 0.0
+    rate_per_s: float = 0.0
+    eta_s: float | None = None
+    elapsed_s: float = 0.0
+    in_flight: list[InFlight] = Field(default_factory=list)
+    memory: Memory = Field(default_factory=Memory)
+    cost: Cost = Field(default_factory=Cost)
+    errors_by_type: dict[str, int] = Field(default_factory=dict)
+    error_groups: list[ErrorGroup] = Field(default_factory=list)
+    recent_errors: list[RecentError] = Field(default_factory=list)
+    paused: bool = False
+    workers: int = 0
+    control_ack: str | None = None
+    acked: list[str] = Field(default_factory=list)
+    halt_reason: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+ControlOp = Literal["pause", "resume", "stop", "retry", "skip", "set_workers"]
+
+
+class ControlCommand(_Model):
+    """One line of ``control.jsonl``."""
+
+    id: str
+    ts: str
+    op: ControlOp
+    seqs: list[int] | None = None
+    filter: dict[str, Any] | None = None
+    value: Any = None
+
+
+class DurationStats(_Model):
+    count: int = 0
+    mean: float = 0.0
+    p50: float = 0.0
+    p90: float = 0.0
+    p99: float = 0.0
+    max: float = 0.0
+
+
+class Report(_Model):
+    """``report.json``: written at the end of every run (also a halted or stopped one)."""
+
+    batch_id: str
+    name: str
+    state: BatchState
+    halt_reason: str | None = None
+    started_at: str | None = None
+    ended_at: str
+    duration_s: float
+    totals: Counts
+    duplicates_dropped: int = 0
+    success_rate: float
+    items_per_s: float
+    durations: DurationStats
+    peak_memory_mb: float
+    cost_spent: float = 0.0
+    errors_by_type: dict[str, int] = Field(default_factory=dict)
+    errors_by_category: dict[str, int] = Field(default_factory=dict)
+    error_groups: list[ErrorGroup] = Field(default_factory=list)
+    config: dict[str, Any]
+    resume_command: str | None = None
+
+
+class ResultLine(_Model):
+    """One line of ``results.jsonl``."""
+
+    seq: int
+    key: str
+    result: Any = None
+    attempts: int
+    duration_s: float
+    finished_at: str
+
+
+class LockInfo(_Model):
+    """Content of the ``lock`` file while an engine holds it."""
+
+    pid: int
+    host: str
+    started_at: str

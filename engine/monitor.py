@@ -1,0 +1,75 @@
+"""Measurements for live progress: memory of the engine and its children, rate and ETA."""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+
+import psutil
+
+from .models import Memory
+
+
+class MemoryMonitor:
+    """psutil RSS of this process and its children, sampled at most once a second."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.proc = psutil.Process(os.getpid())
+        self.interval = interval
+        self.peak_mb = 0.0
+        self.last = Memory()
+        self._stamp = 0.0
+
+    def sample(self, force: bool = False) -> Memory:
+        now = time.monotonic()
+        if not force and now - self._stamp < self.interval:
+            return self.last
+        self._stamp = now
+        rss = self.proc.memory_info().rss / 1048576
+        children = 0.0
+        try:
+            for child in self.proc.children(recursive=True):
+                try:
+                    children += child.memory_info().rss / 1048576
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    pass
+        except psutil.Error:
+            pass
+        self.peak_mb = max(self.peak_mb, rss + children)
+        self.last = Memory(
+            rss_mb=round(rss, 1),
+            peak_rss_mb=round(self.peak_mb, 1),
+            children_rss_mb=round(children, 1),
+            system_available_mb=round(psutil.virtual_memory().available / 1048576, 1),
+        )
+        return self.last
+
+    def total_mb(self) -> float:
+        return self.last.rss_mb + self.last.children_rss_mb
+
+
+class RateMeter:
+    """Finished items per second over a sliding window, and the ETA from it."""
+
+    def __init__(self, window_s: float = 30.0) -> None:
+        self.window_s = window_s
+        self.samples: collections.deque[tuple[float, int]] = collections.deque()
+
+    def add(self, finished: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.samples.append((now, finished))
+        while len(self.samples) > 2 and now - self.samples[0][0] > self.window_s:
+            self.samples.popleft()
+
+    def rate(self) -> float:
+        if len(self.samples) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def eta(self, remaining: int) -> float | None:
+        if remaining <= 0:
+            return 0.0
+        rate = self.rate()
+        return remaining / rate if rate > 0 else None

@@ -1,0 +1,97 @@
+"""Failure and pacing policy: retry backoff, the rate limit, the failure-rate halt."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import RetryCallState, wait_exponential_jitter
+
+from .config import BatchConfig
+
+
+class Backoff:
+    """Exponential backoff with jitter, computed by tenacity's own wait strategy.
+
+    The runner never sleeps: it asks for the delay of an attempt and schedules the retry.
+    """
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self._wait = wait_exponential_jitter(initial=initial, max=maximum, jitter=max(initial, 0.001))
+        self.initial = initial
+        self.maximum = maximum
+
+    def delay(self, failed_attempt: int) -> float:
+        """Seconds to wait after the ``failed_attempt``-th attempt (1-based) failed."""
+        if self.initial <= 0:
+            return 0.0
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = failed_attempt
+        return float(min(self._wait(state), self.maximum))
+
+
+class TokenBucket:
+    """``--rate N/s``: at most N dispatches a second on average, bursts of up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.capacity = burst if burst is not None else max(1.0, min(rate, 10.0))
+        self.tokens = 1.0
+        self.stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def try_take(self, now: float | None = None) -> bool:
+        with self._lock:
+            self._refill(time.monotonic() if now is None else now)
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return True
+            return False
+
+    def give_back(self) -> None:
+        """Return a token taken for an item that turned out not to exist."""
+        with self._lock:
+            self.tokens = min(self.capacity, self.tokens + 1.0)
+
+    def wait_time(self, now: float | None = None) -> float:
+        with self._lock:
+            self._refill(time.monotonic() if now is None else now)
+            return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
+
+
+@dataclass
+class HaltCheck:
+    """Decides whether the batch must halt after a commit."""
+
+    config: BatchConfig
+    reason: str | None = field(default=None)
+
+    def failure_rate(self, complete: int, failed: int) -> str | None:
+        limit = self.config.max_failure_rate
+        done = complete + failed
+        if limit is None or done < self.config.min_items or done == 0:
+            return None
+        rate = failed / done
+        if rate > limit:
+            return f"failure rate {rate:.0%} over --max-failure-rate {limit:.0%} after {done} items"
+        return None
+
+    def budget(self, spent: float, in_flight_estimate: float) -> str | None:
+        cap = self.config.max_cost
+        if cap is None:
+            return None
+        if spent >= cap:
+            return f"cost {spent:.4g} reached --max-cost {cap:g}"
+        if spent + in_flight_estimate > cap:
+            return f"cost {spent:.4g} + one more item (~{in_flight_estimate:.4g}) would pass --max-cost {cap:g}"
+        return None
+
+
+def describe(config: BatchConfig) -> dict[str, Any]:
+    return {"max_attempts": config.max_attempts, "backoff": config.backoff, "backoff_max": config.backoff_max}

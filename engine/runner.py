@@ -1,0 +1,1130 @@
+"""The batch runner: creates batches and runs them. One thread, the single writer.
+
+Flow of one item: pending in items.db -> fetched in pages -> marked processing (staged) ->
+submitted to the executor in chunks -> its Outcome comes back on the completion queue ->
+a complete one is appended to results.jsonl at once -> at the next group commit
+(<= 50 ms or <= 1000 changes) results.jsonl is fsynced, then one SQLite transaction records
+the new statuses and the results offset -> the committed counts feed live_progress.json.
+
+Because the results offset is committed with the statuses, a crash between the append and
+the commit leaves lines past the offset: on resume they are adopted (the items marked complete
+from them), never redone and never written twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import orjson
+
+from .batchdir import HOST, BatchDir, BatchLock, now_iso, parse_iso
+from .config import BatchConfig
+from .errors import ErrorInfo, InvalidRecord, ItemTimeout, UserError, classify, normalize_message
+from .executors import CompletionQueue, Executor, Outcome, WorkerInitError, make_executor
+from .files import ResultsLog, dumps, iter_jsonl, read_model, write_model
+from .models import (
+    BatchState,
+    ControlCommand,
+    Cost,
+    Counts,
+    DurationStats,
+    HistoryEntry,
+    InFlight,
+    LiveProgress,
+    Manifest,
+    RecentError,
+    Report,
+)
+from .monitor import MemoryMonitor, RateMeter
+from .policy import Backoff, HaltCheck, TokenBucket
+from .processors import Item, ProcessorSpec
+from .sources import SourceSpec, iter_items
+from .store import ItemStore
+
+log = logging.getLogger("batchtui.engine")
+
+COMMIT_INTERVAL_S: Final = 0.05
+COMMIT_MAX_CHANGES: Final = 1000
+LIVE_INTERVAL_S: Final = 0.25
+MANIFEST_INTERVAL_S: Final = 2.0
+FETCH_PAGE: Final = 1024
+MAX_CHUNK: Final = 256
+IN_FLIGHT_SHOWN: Final = 64
+RECENT_ERRORS: Final = 20
+
+EXIT_OK: Final = 0
+EXIT_SOME_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_HALTED: Final = 3
+EXIT_INTERRUPTED: Final = 130
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended."""
+
+    batch: BatchDir
+    state: BatchState
+    counts: Counts
+    halt_reason: str | None
+    exit_code: int
+
+
+def exit_code_for(state: BatchState, counts: Counts) -> int:
+    """The CLI contract: 0 all complete; 1 some failed or skipped; 3 halted; 130 stopped."""
+    if state == BatchState.HALTED:
+        return EXIT_HALTED
+    if state in (BatchState.STOPPED, BatchState.STOPPING, BatchState.PAUSED, BatchState.RUNNING):
+        return EXIT_INTERRUPTED
+    if counts.failed or counts.skipped or counts.pending or counts.processing:
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def resume_command(batch: BatchDir) -> str:
+    return f"batchtui resume {batch.batch_id} --output-dir {batch.path.parent}"
+
+
+# -- creating a batch ------------------------------------------------------------------------
+
+
+def _rows(spec: SourceSpec, stdin: TextIO | None, at: str, counter: list[int]) -> Iterator[tuple[Any, ...]]:
+    for item in iter_items(spec, stdin):
+        counter[0] += 1
+        data = orjson.dumps(item.data).decode()
+        kind = _kind_of(item.data, spec)
+        if item.invalid is None:
+            yield (item.key, data, kind, "pending", None, None, None, None, None, None)
+        else:
+            info = classify(InvalidRecord(item.invalid))
+            yield (
+                item.key,
+                data,
+                kind,
+                "failed",
+                info.error_type,
+                info.category,
+                info.message,
+                f"{item.origin}: {item.invalid}" if item.origin else item.invalid,
+                normalize_message(info.message),
+                at,
+            )
+
+
+def _kind_of(data: Any, spec: SourceSpec) -> str:
+    if isinstance(data, dict):
+        return "record"
+    kinds = {e.kind for e in spec.entries}
+    if kinds <= {"dir", "files"}:
+        return "file"
+    if kinds.isdisjoint({"dir", "files"}):
+        return "line"
+    return "file" if os.path.isabs(str(data)) and os.path.exists(str(data)) else "line"
+
+
+def enqueue_source(
+    store: ItemStore,
+    source: SourceSpec,
+    *,
+    stdin: TextIO | None = None,
+    on_enqueue: Callable[[int], None] | None = None,
+) -> int:
+    """Enqueue every item of the source (or the rest of it, after an interrupted enqueue).
+
+    Returns the total number of duplicates dropped.
+    """
+    already = int(store.get_meta("enqueue_read", 0) or 0)
+    if already and any(e.kind == "stdin" for e in source.entries):
+        raise UserError("this batch was interrupted while reading stdin, which cannot be read again; start a new batch")
+    counter = [0]
+    rows: Iterator[tuple[Any, ...]] = _rows(source, stdin, now_iso(), counter)
+    if already:
+        rows = itertools.islice(rows, already, None)
+    if on_enqueue is not None:
+        rows = _report_every(rows, counter, on_enqueue)
+    store.enqueue(rows)
+    with store.transaction():
+        store.set_meta("enqueue_done", 1)
+    return int(store.get_meta("duplicates_dropped", 0) or 0)
+
+
+def create_batch(
+    config: BatchConfig,
+    source: SourceSpec,
+    processor: ProcessorSpec,
+    *,
+    stdin: TextIO | None = None,
+    on_enqueue: Callable[[int], None] | None = None,
+) -> BatchDir:
+    """Create the batch directory and enqueue every item (streamed, deduplicated by key).
+
+    A user error in the source (a bad encoding, a missing header) removes the half-made batch;
+    a crash leaves it resumable (the enqueue continues on resume).
+    """
+    bdir = BatchDir.create(Path(config.output_dir).resolve())
+    try:
+        created = now_iso()
+        name = config.name or _default_name(source)
+        manifest = Manifest(
+            batch_id=bdir.batch_id,
+            name=name,
+            created_at=created,
+            source=source.model_dump(mode="json"),
+            processor=processor.model_dump(mode="json"),
+            config=config.model_dump(mode="json"),
+        )
+        write_model(bdir.manifest, manifest, durable=config.fsync)
+        store = ItemStore.create(bdir.items_db, durable=config.fsync)
+        try:
+            with store.transaction():
+                store.set_meta("results_offset", 0)
+                store.set_meta("commit_seq", 0)
+            dropped = enqueue_source(store, source, stdin=stdin, on_enqueue=on_enqueue)
+            counts = store.counts()
+        finally:
+            store.close()
+        manifest = manifest.model_copy(update={"totals": counts, "duplicates_dropped": dropped})
+        write_model(bdir.manifest, manifest, durable=config.fsync, backup=True)
+        ResultsLog(bdir.results).close()
+    except (UserError, KeyboardInterrupt):
+        shutil.rmtree(bdir.path, ignore_errors=True)
+        raise
+    return bdir
+
+
+def _report_every(
+    rows: Iterator[tuple[Any, ...]], counter: list[int], cb: Callable[[int], None]
+) -> Iterator[tuple[Any, ...]]:
+    next_at = 100_000
+    for row in rows:
+        yield row
+        if counter[0] >= next_at:
+            cb(counter[0])
+            next_at += 100_000
+
+
+def _default_name(source: SourceSpec) -> str:
+    from .sources import describe
+
+    return describe(source)[:80]
+
+
+# -- running a batch -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Flight:
+    item: Item
+    started: float
+    started_at: str
+
+
+@dataclass(order=True)
+class _Retry:
+    ready: float
+    seq: int
+    item: Item = field(compare=False)
+
+
+class BatchRunner:
+    """Runs (or resumes) one batch to its end, a halt, or a stop.
+
+    Thread-safe entry points for other threads: :meth:`request_stop`, :meth:`command`.
+    Everything else runs on the thread that called :meth:`run`.
+    """
+
+    def __init__(
+        self,
+        batch: BatchDir,
+        *,
+        config: BatchConfig | None = None,
+        action: str = "run",
+        overrides: dict[str, Any] | None = None,
+        on_progress: Callable[[LiveProgress], None] | None = None,
+        handle_signals: bool = False,
+    ) -> None:
+        self.batch = batch
+        self.manifest = batch.read_manifest()
+        self.config = config or BatchConfig.model_validate(self.manifest.config)
+        self.spec = ProcessorSpec.model_validate(self.manifest.processor)
+        self.action = action
+        self.overrides = overrides or {}
+        self.on_progress = on_progress
+        self.handle_signals = handle_signals
+
+        self.completions: CompletionQueue = queue.SimpleQueue()
+        self.commands: queue.SimpleQueue[ControlCommand] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._wake = threading.Event()
+
+        self.state = BatchState.RUNNING
+        self.paused = False
+        self.halt_reason: str | None = None
+        self.counts = Counts()
+        self.commit_seq = 0
+        self.cost_spent = 0.0
+        self.last_ack: str | None = None
+        self.acked: collections.deque[str] = collections.deque(maxlen=50)
+        self.warnings: collections.deque[str] = collections.deque(maxlen=10)
+
+        self._inflight: dict[int, _Flight] = {}
+        self._retries: list[_Retry] = []
+        self._buffer: collections.deque[Any] = collections.deque()
+        self._cursor = -1
+        self._exhausted = False
+        self._kill_reasons: dict[int, str] = {}
+        self._chunk = 1
+        self._avg_item_s: float | None = None
+        self._chunks_in_flight = 0
+
+        self._stage: dict[str, list[tuple[Any, ...]]] = collections.defaultdict(list)
+        self._delta: collections.Counter[str] = collections.Counter()
+        self._staged = 0
+        self._first_staged: float | None = None
+
+        self._recent: collections.deque[RecentError] = collections.deque(maxlen=RECENT_ERRORS)
+        self._error_groups: list[Any] = []
+        self._errors_by_type: dict[str, int] = {}
+        self._errors_dirty = True
+        self._errors_stamp = 0.0
+        self._live_stamp = 0.0
+        self._manifest_stamp = 0.0
+        self._manifest_counts: Counts | None = None
+        self._t0 = time.monotonic()
+        self._started_at = now_iso()
+
+        self.memory = MemoryMonitor()
+        self.rate = RateMeter()
+        self.backoff = Backoff(self.config.backoff, self.config.backoff_max)
+        self.bucket = TokenBucket(self.config.rate) if self.config.rate else None
+        self.halts = HaltCheck(self.config)
+        self.lock = BatchLock(batch.lock)
+        self.store: ItemStore | None = None
+        self.results: ResultsLog | None = None
+        self.executor: Executor | None = None
+        self._mem_waiting = False
+
+    # -- thread-safe API -------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Graceful stop: no new dispatch, in-flight items get ``grace`` seconds, then killed."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+        self._wake.set()
+        self.completions.put([])  # wake the loop
+
+    def command(self, cmd: ControlCommand) -> None:
+        """Queue a control command (pause, resume, stop, retry, skip, set_workers)."""
+        self.commands.put(cmd)
+        self.completions.put([])
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        self.lock.acquire()
+        old_handlers: dict[signal.Signals, Any] = {}
+        try:
+            if self.handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    old_handlers[sig] = signal.signal(sig, self._on_signal)
+            self._setup()
+            try:
+                self._loop()
+            finally:
+                self._finish()
+        finally:
+            for signum, handler in old_handlers.items():
+                signal.signal(signum, handler)
+            if self.executor is not None:
+                self.executor.shutdown(wait=1.0)
+            if self.store is not None:
+                self.store.close()
+            if self.results is not None:
+                self.results.close()
+            self.lock.release()
+        return RunResult(self.batch, self.state, self.counts, self.halt_reason, exit_code_for(self.state, self.counts))
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self._stop.is_set() and signum == signal.SIGINT:
+            self._stop_reason = f"{name} again: stopping now"
+            self.config = self.config.model_copy(update={"grace": 0.0})
+        self.request_stop(f"{name} received")
+
+    def _setup(self) -> None:
+        durable = self.config.fsync
+        self.store = store = ItemStore.open(self.batch.items_db, durable=durable)
+        self.results = ResultsLog(self.batch.results)
+        if self.results.torn_bytes:
+            self._warn(f"cut a torn last line ({self.results.torn_bytes} bytes) from results.jsonl")
+        if not store.get_meta("enqueue_done"):
+            self._warn("the previous engine died while enqueuing: reading the rest of the source")
+            dropped = enqueue_source(store, SourceSpec.model_validate(self.manifest.source))
+            self.manifest = self.manifest.model_copy(update={"duplicates_dropped": dropped})
+        requeued = store.requeue_processing()
+        if requeued:
+            log.info("requeued %d items left processing by a previous engine", requeued)
+        self.commit_seq = int(store.get_meta("commit_seq", 0) or 0)
+        adopted = self._adopt_results(int(store.get_meta("results_offset", 0) or 0))
+        if adopted:
+            self._warn(f"adopted {adopted} results written just before the last crash (not redone)")
+        self.counts = store.counts()
+        self.cost_spent = store.total_cost()
+        self.rate.add(self.counts.finished)
+
+        entry = HistoryEntry(
+            action="resume" if self.action == "resume" else "run",
+            at=self._started_at,
+            pid=os.getpid(),
+            host=HOST,
+            overrides=self.overrides,
+        )
+        self.manifest = self.manifest.model_copy(
+            update={
+                "state": BatchState.RUNNING,
+                "started_at": self.manifest.started_at or self._started_at,
+                "ended_at": None,
+                "halt_reason": None,
+                "config": self.config.model_dump(mode="json"),
+                "history": [*self.manifest.history, entry],
+                "totals": self.counts,
+            }
+        )
+        self._write_manifest()
+        self._write_live(force=True)
+        self.executor = make_executor(self.spec, self.config, self.completions)
+        try:
+            self.executor.start()
+        except WorkerInitError as exc:
+            self.halt_reason = f"worker start failed: {exc}"
+            raise
+
+    def _adopt_results(self, offset: int) -> int:
+        """Lines past the committed offset are completions the db missed: adopt them."""
+        assert self.store is not None and self.results is not None
+        if self.results.offset <= offset:
+            if self.results.offset < offset:
+                self._warn("results.jsonl is shorter than the committed offset; it was truncated by hand")
+            return 0
+        updates: list[tuple[Any, ...]] = []
+        end = offset
+        for line_end, obj, _raw in iter_jsonl(self.batch.results, offset):
+            end = line_end
+            if obj is None or not isinstance(obj.get("seq"), int):
+                continue
+            updates.append(
+                (
+                    int(obj.get("attempts") or 1),
+                    obj.get("finished_at"),
+                    obj.get("duration_s"),
+                    obj.get("cost"),
+                    orjson.dumps(obj.get("result")).decode(),
+                    obj["seq"],
+                )
+            )
+        with self.store.transaction() as conn:
+            cur = conn.executemany(
+                "UPDATE items SET status='complete', attempts=?, finished_at=?, duration_s=?, cost=?, result=?,"
+                " error_type=NULL, error_category=NULL, error_message=NULL, error_detail=NULL, error_group=NULL"
+                " WHERE seq=? AND status != 'complete'",
+                updates,
+            )
+            self.store.set_meta("results_offset", end)
+        return cur.rowcount if cur.rowcount >= 0 else len(updates)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        grace_deadline: float | None = None
+        while True:
+            now = time.monotonic()
+            self._handle_commands()
+            if self._stop.is_set() and self.state not in (BatchState.STOPPING,):
+                self._enter_stopping()
+                grace_deadline = now + self.config.grace
+            if self.halt_reason and self.state != BatchState.STOPPING:
+                self._enter_stopping()
+                grace_deadline = now + self.config.grace
+
+            if self.state == BatchState.STOPPING:
+                if not self._inflight:
+                    break
+                assert grace_deadline is not None
+                if now >= grace_deadline:
+                    self._kill_in_flight("stop")
+                    if now >= grace_deadline + 3.0:
+                        # Python callables in threads cannot be killed: requeue and leave them.
+                        self._abandon_in_flight()
+                        break
+            else:
+                self._dispatch(now)
+                if not self._inflight and not self._retries and self._exhausted and not self._buffer:
+                    break
+
+            self._watchdog(now)
+            timeout = self._next_wake(now, grace_deadline)
+            try:
+                outcomes = self.completions.get(timeout=timeout)
+            except queue.Empty:
+                outcomes = None
+            if outcomes:
+                self._on_outcomes(outcomes)
+                # Drain what else is ready without blocking: fewer, bigger commits.
+                while True:
+                    try:
+                        more = self.completions.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more:
+                        self._on_outcomes(more)
+            self._maybe_commit()
+            self._periodic()
+
+    def _next_wake(self, now: float, grace_deadline: float | None) -> float:
+        wake = 0.25
+        if self._first_staged is not None:
+            wake = min(wake, max(0.0, self._first_staged + COMMIT_INTERVAL_S - now))
+        if self._retries:
+            wake = min(wake, max(0.0, self._retries[0].ready - time.monotonic()))
+        if grace_deadline is not None:
+            wake = min(wake, max(0.0, grace_deadline - now) + 0.01)
+        if self.bucket is not None and not self.paused:
+            wake = min(wake, max(0.001, self.bucket.wait_time()))
+        return max(wake, 0.0005)
+
+    def _enter_stopping(self) -> None:
+        self.state = BatchState.STOPPING
+        # Items waiting for a retry are not running: straight back to pending.
+        for retry in self._retries:
+            self._stage_row("requeue", (retry.seq,))
+            self._delta["processing"] -= 1
+            self._delta["pending"] += 1
+        self._retries.clear()
+        self._buffer.clear()
+        self._commit()
+        self._write_live(force=True)
+        self._write_manifest()
+
+    def _kill_in_flight(self, reason: str) -> None:
+        assert self.executor is not None
+        for seq in list(self._inflight):
+            if seq not in self._kill_reasons:
+                self._kill_reasons[seq] = reason
+                self.executor.kill(seq)
+
+    def _abandon_in_flight(self) -> None:
+        for seq in list(self._inflight):
+            self._inflight.pop(seq)
+            self._stage_row("requeue", (seq,))
+            self._delta["processing"] -= 1
+            self._delta["pending"] += 1
+        self._commit()
+
+    def _watchdog(self, now: float) -> None:
+        """Kill items past --timeout where the processor cannot time out by itself."""
+        timeout = self.config.timeout
+        if timeout is None or self.spec.kind == "shell" or self.executor is None:
+            return
+        for seq, flight in list(self._inflight.items()):
+            if now - flight.started > timeout and seq not in self._kill_reasons:
+                self._kill_reasons[seq] = "timeout"
+                if not self.executor.kill(seq):
+                    # A thread cannot be killed: fail the item now, ignore its late outcome.
+                    self._kill_reasons.pop(seq, None)
+                    self._on_outcomes(
+                        [
+                            Outcome(
+                                seq,
+                                flight.item.attempt,
+                                time.time() - (now - flight.started),
+                                now - flight.started,
+                                error=classify(ItemTimeout(timeout)),
+                            )
+                        ]
+                    )
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def _dispatch(self, now: float) -> None:
+        if self.paused or self.halt_reason or self.executor is None:
+            return
+        if not self._memory_ok():
+            return
+        budget_reason = self._budget_blocks()
+        if budget_reason:
+            if not self._inflight:
+                self.halt_reason = budget_reason
+            return
+        workers = max(1, self.executor.workers)
+        max_items = self.config.window or workers * 4 * self._chunk
+        room = max_items - len(self._inflight)
+        if room <= 0:
+            return
+        chunk_size = self._chunk_size(workers)
+        chunk: list[Item] = []
+        started_at = now_iso()
+        started = time.monotonic()
+        while room > 0:
+            if self.bucket is not None and not self.bucket.try_take():
+                break
+            item = self._take_next(now)
+            if item is None:
+                if self.bucket is not None:
+                    self.bucket.give_back()
+                break
+            self._inflight[item.seq] = _Flight(item, started, started_at)
+            self._stage_row("processing", (started_at, item.seq))
+            room -= 1
+            chunk.append(item)
+            if len(chunk) >= chunk_size:
+                self.executor.submit(chunk)
+                chunk = []
+        if chunk:
+            self.executor.submit(chunk)
+
+    def _chunk_size(self, workers: int) -> int:
+        if self.spec.kind == "shell" or (
+            self.config.timeout is not None and self.config.resolved_executor(self.spec.kind) == "process"
+        ):
+            return 1
+        cs = self.config.chunk_size
+        if self.spec.chunked:
+            if cs == "auto" or cs is None:
+                from .processors import chunk_size_for
+
+                return chunk_size_for(self.counts.total)
+            return int(cs)
+        if isinstance(cs, int):
+            return cs
+        return self._chunk
+
+    def _take_next(self, now: float) -> Item | None:
+        if self._retries and self._retries[0].ready <= now:
+            return heapq.heappop(self._retries).item
+        if not self._buffer:
+            if self._exhausted:
+                return None
+            assert self.store is not None
+            if self._cursor < 0 and self._staged:
+                self._commit()  # a re-scan must not see our own uncommitted dispatches as pending
+            rows = self.store.next_pending(self._cursor, FETCH_PAGE)
+            if not rows:
+                self._exhausted = True
+                return None
+            self._buffer.extend(rows)
+            self._cursor = rows[-1].seq
+        while self._buffer:
+            row = self._buffer.popleft()
+            if row.seq in self._inflight:
+                continue
+            self._delta["pending"] -= 1
+            self._delta["processing"] += 1
+            return Item(
+                seq=row.seq,
+                key=row.key,
+                data=row.data,
+                attempt=row.attempts + 1,
+                batch_dir=str(self.batch.path),
+                kind=row.kind,
+            )
+        return self._take_next(now)
+
+    def _memory_ok(self) -> bool:
+        limit = self.config.memory_limit_mb
+        if limit is None:
+            return True
+        mem = self.memory.sample()
+        over = mem.rss_mb + mem.children_rss_mb > limit
+        if over and not self._mem_waiting:
+            used = mem.rss_mb + mem.children_rss_mb
+            self._warn(f"memory {used:.0f} MB over --memory-limit-mb {limit:g}: dispatch waits")
+        if not over and self._mem_waiting:
+            self._warn("memory back under the limit: dispatch goes on")
+        self._mem_waiting = over
+        return not over
+
+    def _budget_blocks(self) -> str | None:
+        if self.config.max_cost is None:
+            return None
+        done = max(1, self.counts.complete)
+        estimate = self.cost_spent / done if self.counts.complete else 0.0
+        pending_cost = estimate * len(self._inflight)
+        return self.halts.budget(self.cost_spent + pending_cost, estimate)
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _on_outcomes(self, outcomes: list[Outcome]) -> None:
+        assert self.results is not None
+        if outcomes and self._avg_item_s is None:
+            self._avg_item_s = max(1e-7, sum(o.duration for o in outcomes) / len(outcomes))
+        for o in outcomes:
+            flight = self._inflight.pop(o.seq, None)
+            if flight is None:
+                continue  # a late outcome of an item already handled (timed out, abandoned)
+            self._avg_item_s = 0.9 * (self._avg_item_s or o.duration) + 0.1 * o.duration
+            reason = self._kill_reasons.pop(o.seq, None)
+            finished_at = now_iso()
+            if reason == "stop":
+                self._stage_row(
+                    "attempt",
+                    (
+                        o.seq,
+                        o.attempt,
+                        "interrupted",
+                        flight.started_at,
+                        finished_at,
+                        o.duration,
+                        None,
+                        None,
+                        "stopped by operator",
+                        None,
+                    ),
+                )
+                self._stage_row("requeue", (o.seq,))
+                self._delta["processing"] -= 1
+                self._delta["pending"] += 1
+                continue
+            if reason == "skip":
+                self._stage_row(
+                    "attempt",
+                    (
+                        o.seq,
+                        o.attempt,
+                        "skipped",
+                        flight.started_at,
+                        finished_at,
+                        o.duration,
+                        None,
+                        None,
+                        "skipped while running",
+                        None,
+                    ),
+                )
+                self._stage_row("skip", ("skipped while running", finished_at, o.seq))
+                self._delta["processing"] -= 1
+                self._delta["skipped"] += 1
+                continue
+            if reason == "timeout" and (o.error is None or o.error.category != "timeout"):
+                o.error = classify(ItemTimeout(self.config.timeout or 0))
+            if o.error is None:
+                self._complete(o, flight, finished_at)
+            else:
+                self._failed(o, flight, finished_at, o.error)
+        self._retune_chunk()
+
+    def _complete(self, o: Outcome, flight: _Flight, finished_at: str) -> None:
+        assert self.results is not None
+        line: dict[str, Any] = {
+            "seq": o.seq,
+            "key": flight.item.key,
+            "result": o.result,
+            "attempts": o.attempt,
+            "duration_s": round(o.duration, 6),
+            "finished_at": finished_at,
+        }
+        if o.cost is not None:
+            line["cost"] = o.cost
+            self.cost_spent += o.cost
+        try:
+            result_json = orjson.dumps(o.result, option=orjson.OPT_NON_STR_KEYS).decode()
+            raw = orjson.dumps(line, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError as exc:
+            self._failed(o, flight, finished_at, classify(TypeError(f"result is not JSON-serializable: {exc}")))
+            return
+        self.results.append(raw)
+        self._stage_row("complete", (o.attempt, finished_at, o.duration, o.cost, result_json, o.seq))
+        self._stage_row(
+            "attempt",
+            (o.seq, o.attempt, "complete", flight.started_at, finished_at, o.duration, None, None, None, None),
+        )
+        self._delta["processing"] -= 1
+        self._delta["complete"] += 1
+
+    def _failed(self, o: Outcome, flight: _Flight, finished_at: str, err: ErrorInfo) -> None:
+        self._stage_row(
+            "attempt",
+            (
+                o.seq,
+                o.attempt,
+                "failed",
+                flight.started_at,
+                finished_at,
+                o.duration,
+                err.error_type,
+                err.category,
+                err.message,
+                err.detail,
+            ),
+        )
+        self._recent.append(
+            RecentError(
+                seq=o.seq,
+                key=flight.item.key,
+                error_type=err.error_type,
+                category=err.category,
+                message=err.message,
+                at=finished_at,
+                attempt=o.attempt,
+            )
+        )
+        fields = (
+            o.attempt,
+            err.error_type,
+            err.category,
+            err.message,
+            err.detail,
+            normalize_message(err.message),
+            finished_at,
+            o.duration,
+        )
+        if err.category == "fatal":
+            # The cause is outside the item (an expired key...): the item goes back to pending
+            # so a resume after the fix runs it again.
+            self._stage_row("fatal", (*fields, o.seq))
+            self._delta["processing"] -= 1
+            self._delta["pending"] += 1
+            if not self.halt_reason:
+                self.halt_reason = f"fatal error on item {o.seq}: {err.error_type}: {err.message}"
+            return
+        if err.retryable and o.attempt < self.config.max_attempts and not self._stop.is_set() and not self.halt_reason:
+            self._stage_row("retrying", (*fields, o.seq))
+            delay = self.backoff.delay(o.attempt)
+            item = flight.item
+            retry_item = Item(
+                seq=item.seq,
+                key=item.key,
+                data=item.data,
+                attempt=o.attempt + 1,
+                batch_dir=item.batch_dir,
+                kind=item.kind,
+            )
+            heapq.heappush(self._retries, _Retry(time.monotonic() + delay, o.seq, retry_item))
+            return
+        self._stage_row("failed", (*fields, o.seq))
+        self._delta["processing"] -= 1
+        self._delta["failed"] += 1
+        self._errors_dirty = True
+
+    def _retune_chunk(self) -> None:
+        if self._avg_item_s is None:
+            return
+        target = 0.02  # keep a chunk around 20 ms so completions stream and stops are quick
+        self._chunk = max(1, min(MAX_CHUNK, int(target / max(self._avg_item_s, 1e-7))))
+
+    # -- commits ---------------------------------------------------------------------------
+
+    _SQL: Final = {
+        "processing": "UPDATE items SET status='processing', started_at=? WHERE seq=?",
+        "complete": "UPDATE items SET status='complete', attempts=?, finished_at=?, duration_s=?, cost=?, result=?,"
+        " error_type=NULL, error_category=NULL, error_message=NULL, error_detail=NULL, error_group=NULL WHERE seq=?",
+        "failed": "UPDATE items SET status='failed', attempts=?, error_type=?, error_category=?, error_message=?,"
+        " error_detail=?, error_group=?, finished_at=?, duration_s=? WHERE seq=?",
+        "retrying": "UPDATE items SET attempts=?, error_type=?, error_category=?, error_message=?,"
+        " error_detail=?, error_group=?, finished_at=?, duration_s=? WHERE seq=?",
+        "fatal": "UPDATE items SET status='pending', attempts=?, error_type=?, error_category=?, error_message=?,"
+        " error_detail=?, error_group=?, finished_at=?, duration_s=? WHERE seq=?",
+        "requeue": "UPDATE items SET status='pending' WHERE seq=?",
+        "skip": "UPDATE items SET status='skipped', error_message=?, finished_at=? WHERE seq=?",
+        "attempt": "INSERT OR REPLACE INTO attempts(seq, attempt, status, started_at, finished_at, duration_s,"
+        " error_type, error_category, error_message, error_detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
+    }
+    _ORDER: Final = ("processing", "retrying", "fatal", "requeue", "skip", "failed", "complete", "attempt")
+
+    def _stage_row(self, kind: str, row: tuple[Any, ...]) -> None:
+        self._stage[kind].append(row)
+        self._staged += 1
+        if self._first_staged is None:
+            self._first_staged = time.monotonic()
+
+    def _maybe_commit(self) -> None:
+        if self._first_staged is None:
+            return
+        if self._staged >= COMMIT_MAX_CHANGES or time.monotonic() - self._first_staged >= COMMIT_INTERVAL_S:
+            self._commit()
+
+    def _commit(self) -> None:
+        """One group commit: fsync results.jsonl, then one transaction for all staged changes."""
+        if self._first_staged is None:
+            return
+        assert self.store is not None and self.results is not None
+        offset = self.results.sync(self.config.fsync)
+        with self.store.transaction() as conn:
+            for kind in self._ORDER:
+                rows = self._stage.get(kind)
+                if rows:
+                    conn.executemany(self._SQL[kind], rows)
+            self.commit_seq += 1
+            conn.executemany(
+                "INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)",
+                (("results_offset", offset), ("commit_seq", self.commit_seq)),
+            )
+        for status, n in self._delta.items():
+            setattr(self.counts, status, getattr(self.counts, status) + n)
+        self._stage.clear()
+        self._delta.clear()
+        self._staged = 0
+        self._first_staged = None
+        self.rate.add(self.counts.finished)
+        reason = self.halts.failure_rate(self.counts.complete, self.counts.failed)
+        if reason and not self.halt_reason:
+            self.halt_reason = reason
+        self._write_live()
+
+    # -- control ---------------------------------------------------------------------------
+
+    def _handle_commands(self) -> None:
+        while True:
+            try:
+                cmd = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._apply(cmd)
+            except Exception as exc:  # a bad command must never kill the run
+                self._warn(f"control command {cmd.op} {cmd.id} failed: {exc}")
+            self.last_ack = cmd.id
+            self.acked.append(cmd.id)
+            self._write_live(force=True)
+
+    def _apply(self, cmd: ControlCommand) -> None:
+        assert self.store is not None and self.executor is not None
+        if cmd.op == "pause":
+            if self.state == BatchState.RUNNING:
+                self.paused = True
+                self.state = BatchState.PAUSED
+                self._write_manifest()
+        elif cmd.op == "resume":
+            if self.state == BatchState.PAUSED:
+                self.paused = False
+                self.state = BatchState.RUNNING
+                self._write_manifest()
+        elif cmd.op == "stop":
+            self.request_stop(f"stop command {cmd.id}")
+        elif cmd.op == "set_workers":
+            n = int(cmd.value)
+            if not 1 <= n <= 4096:
+                raise ValueError(f"workers must be 1..4096, not {n}")
+            self.executor.set_workers(n)
+        elif cmd.op == "skip":
+            self._skip(cmd.seqs or [])
+        elif cmd.op == "retry":
+            self._commit()
+            error_type = (cmd.filter or {}).get("error_type")
+            changed = self.store.retry_failed(error_type=error_type, seqs=cmd.seqs)
+            self.counts.failed -= len(changed)
+            self.counts.pending += len(changed)
+            if changed:
+                self._reset_scan()
+                self._errors_dirty = True
+
+    def _skip(self, seqs: list[int]) -> None:
+        assert self.store is not None and self.executor is not None
+        self._commit()
+        running = [s for s in seqs if s in self._inflight]
+        waiting = {r.seq for r in self._retries}
+        for seq in running:
+            if seq not in self._kill_reasons:
+                self._kill_reasons[seq] = "skip"
+                self.executor.kill(seq)
+        rest = [s for s in seqs if s not in self._inflight]
+        if waiting & set(rest):
+            self._retries = [r for r in self._retries if r.seq not in set(rest)]
+            heapq.heapify(self._retries)
+        before = self.store.statuses(rest)
+        changed = self.store.skip(rest, at=now_iso())
+        for seq in changed:
+            old = before.get(seq, "pending")
+            setattr(self.counts, old, getattr(self.counts, old) - 1)
+            self.counts.skipped += 1
+        if changed:
+            self._reset_scan()
+
+    def _reset_scan(self) -> None:
+        self._buffer.clear()
+        self._cursor = -1
+        self._exhausted = False
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _warn(self, text: str) -> None:
+        log.warning(text)
+        self.warnings.append(f"{now_iso()} {text}")
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        if now - self._live_stamp >= LIVE_INTERVAL_S:
+            self._write_live()
+        if now - self._manifest_stamp >= MANIFEST_INTERVAL_S and self._manifest_counts != self.counts:
+            self._write_manifest()
+
+    def _refresh_errors(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.store is None or not (self._errors_dirty or force) or (now - self._errors_stamp < 1.0 and not force):
+            return
+        self._error_groups = self.store.error_groups(10)
+        self._errors_by_type = self.store.errors_by("error_type")
+        self._errors_dirty = False
+        self._errors_stamp = now
+
+    def live(self) -> LiveProgress:
+        c = self.counts
+        mem = self.memory.sample()
+        rate = self.rate.rate()
+        remaining = c.pending + c.processing
+        in_flight = [
+            InFlight(seq=f.item.seq, key=f.item.key, attempt=f.item.attempt, started_at=f.started_at)
+            for f in list(self._inflight.values())[:IN_FLIGHT_SHOWN]
+        ]
+        self._refresh_errors()
+        return LiveProgress(
+            batch_id=self.batch.batch_id,
+            state=self.state,
+            updated_at=now_iso(),
+            commit_seq=self.commit_seq,
+            total=c.total,
+            counts=c.model_copy(),
+            percent=round(c.percent, 2),
+            rate_per_s=round(rate, 3),
+            eta_s=None if (eta := self.rate.eta(remaining)) is None else round(eta, 1),
+            elapsed_s=round(time.monotonic() - self._t0, 2),
+            in_flight=in_flight,
+            memory=mem,
+            cost=Cost(spent=round(self.cost_spent, 6), budget=self.config.max_cost),
+            errors_by_type=self._errors_by_type,
+            error_groups=self._error_groups,
+            recent_errors=list(self._recent),
+            paused=self.paused,
+            workers=self.executor.workers if self.executor else self.config.workers,
+            control_ack=self.last_ack,
+            acked=list(self.acked),
+            halt_reason=self.halt_reason,
+            pid=os.getpid(),
+            host=HOST,
+            warnings=list(self.warnings),
+        )
+
+    def _write_live(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._live_stamp < LIVE_INTERVAL_S:
+            return
+        self._live_stamp = now
+        live = self.live()
+        write_model(self.batch.live_progress, live, durable=False)
+        if self.on_progress is not None:
+            self.on_progress(live)
+
+    def _write_manifest(self) -> None:
+        self._manifest_stamp = time.monotonic()
+        self._manifest_counts = self.counts.model_copy()
+        self.manifest = self.manifest.model_copy(
+            update={"state": self.state, "totals": self.counts.model_copy(), "halt_reason": self.halt_reason}
+        )
+        write_model(self.batch.manifest, self.manifest, durable=self.config.fsync, backup=True)
+
+    def _finish(self) -> None:
+        """Final commit, state, manifest, live progress, report and the on-finish hook."""
+        if self.store is None or self.results is None:
+            return
+        self._commit()
+        c = self.counts
+        if self.halt_reason:
+            self.state = BatchState.HALTED
+        elif self._stop.is_set() or c.pending or c.processing:
+            self.state = BatchState.STOPPED
+        else:
+            self.state = BatchState.FINISHED
+        ended = now_iso()
+        history = list(self.manifest.history)
+        if history:
+            history[-1] = history[-1].model_copy(update={"ended_at": ended, "outcome": self.state.value})
+        self.manifest = self.manifest.model_copy(update={"ended_at": ended, "history": history})
+        self._write_manifest()
+        self._errors_dirty = True
+        self._refresh_errors(force=True)
+        self._write_live(force=True)
+        report = self._report(ended)
+        write_model(self.batch.report, report, durable=self.config.fsync)
+        if self.config.on_finish:
+            self._run_hook(self.config.on_finish, report)
+
+    def _report(self, ended: str) -> Report:
+        assert self.store is not None
+        durations = self.store.durations()
+        stats = DurationStats()
+        if durations:
+            n = len(durations)
+
+            def pct(p: float) -> float:
+                return round(durations[min(n - 1, int(p * n))], 6)
+
+            stats = DurationStats(
+                count=n,
+                mean=round(sum(durations) / n, 6),
+                p50=pct(0.5),
+                p90=pct(0.9),
+                p99=pct(0.99),
+                max=round(durations[-1], 6),
+            )
+        start = self.manifest.started_at or self._started_at
+        duration = max(0.0, parse_iso(ended) - parse_iso(start))
+        run_time = time.monotonic() - self._t0
+        c = self.counts
+        done = c.complete + c.failed
+        return Report(
+            batch_id=self.batch.batch_id,
+            name=self.manifest.name,
+            state=self.state,
+            halt_reason=self.halt_reason,
+            started_at=start,
+            ended_at=ended,
+            duration_s=round(duration, 3),
+            totals=c.model_copy(),
+            duplicates_dropped=self.manifest.duplicates_dropped,
+            success_rate=round(c.complete / done, 6) if done else 1.0,
+            items_per_s=round(c.finished / run_time, 3) if run_time > 0 else 0.0,
+            durations=stats,
+            peak_memory_mb=self.memory.peak_mb,
+            cost_spent=round(self.cost_spent, 6),
+            errors_by_type=self.store.errors_by("error_type"),
+            errors_by_category=self.store.errors_by("error_category"),
+            error_groups=self.store.error_groups(50),
+            config=self.config.model_dump(mode="json"),
+            resume_command=None if self.state == BatchState.FINISHED else resume_command(self.batch),
+        )
+
+    def _run_hook(self, command: str, report: Report) -> None:
+        try:
+            proc = subprocess.run(
+                ["/bin/sh", "-c", command],
+                check=False,
+                input=dumps(report.model_dump(mode="json")),
+                capture_output=True,
+                timeout=60,
+                cwd=self.spec.cwd if os.path.isdir(self.spec.cwd) else None,
+                env={**os.environ, "BATCHTUI_BATCH_DIR": str(self.batch.path), "BATCHTUI_STATE": self.state.value},
+            )
+            if proc.returncode != 0:
+                tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+                self._warn(f"--on-finish exited {proc.returncode}: {tail[0]}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self._warn(f"--on-finish failed: {exc}")
+
+
+def load_manifest(batch: BatchDir) -> Manifest:
+    return read_model(batch.manifest, Manifest)

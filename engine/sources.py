@@ -1,0 +1,633 @@
+"""Item sources, streamed: a directory walk, files, line files, CSV, JSONL and stdin.
+
+:func:`build_spec` turns command-line arguments into a :class:`SourceSpec` (stored in the
+manifest), :func:`iter_items` streams :class:`SourceItem` objects from it. Nothing here holds a
+whole input in memory: files are read line by line and a directory walk keeps only the sorted
+entries of the directories on the current path.
+
+Every item has a key from the one normalization of its kind (files: the resolved path; lines:
+:func:`normalize_line_key`; records: ``--key-field`` or :func:`record_hash`). Duplicates are not
+dropped here: the store dedupes on the key, so the key functions must be deterministic.
+
+A record that cannot be read (invalid JSON line, ragged CSV row, a file name that is not UTF-8)
+does not stop the batch: it comes as an item with ``invalid`` set, which the engine enqueues as
+failed. A wrong encoding or a CSV without a usable header is the user's mistake and raises
+:class:`UserError` when reached.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import fnmatch
+import hashlib
+import io
+import itertools
+import os
+import re
+import stat
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from .errors import UserError
+
+SourceKind = Literal["dir", "files", "lines", "csv", "jsonl", "stdin"]
+AsKind = Literal["auto", "files", "lines", "csv", "jsonl"]
+
+_AS_KINDS: Final[frozenset[str]] = frozenset({"auto", "files", "lines", "csv", "jsonl"})
+_SUFFIX_KINDS: Final[dict[str, SourceKind]] = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".txt": "lines",
+    ".lst": "lines",
+    ".list": "lines",
+    ".urls": "lines",
+}
+_SNIFF_BYTES: Final = 64 * 1024
+_SNIFF_DELIMITERS: Final = ",;\t|"
+_CSV_FIELD_LIMIT: Final = 64 * 1024 * 1024
+_RAW_LIMIT: Final = 10_000
+_FIELDS_SCAN_LINES: Final = 1000
+_DEFAULT_PORTS: Final[dict[str, int]] = {"http": 80, "https": 443, "ftp": 21}
+
+# Undecodable bytes become this lone surrogate instead of raising inside the text layer, where
+# the line number is lost (the decoder works on whole chunks). No strict decoder ever produces a
+# lone surrogate, so finding it in a line means "this line did not decode".
+_MARK: Final = "\udfff"
+_MARK_ERRORS: Final = "batchtui.sources.mark"
+
+
+def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
+    if isinstance(exc, UnicodeDecodeError):
+        return _MARK, exc.end
+    raise exc
+
+
+codecs.register_error(_MARK_ERRORS, _mark_undecodable)
+
+
+class SourceEntry(BaseModel):
+    """One source argument: its kind and its absolute path ("-" for stdin)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: SourceKind
+    path: str
+
+
+class SourceSpec(BaseModel):
+    """Where the items come from and how to read them; stored in manifest.json as ``source``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entries: tuple[SourceEntry, ...]
+    glob: str | None = None
+    follow_symlinks: bool = False
+    encoding: str = "utf-8"
+    key_field: str | None = None
+    delimiter: str | None = None
+    skip_hidden: bool = True
+    #: Absolute directories pruned from directory walks (the batch output directory, so that
+    #: ``run .`` never walks its own batch).
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceItem:
+    """One item from a source.
+
+    ``data`` is JSON-serializable: the resolved path (files), the stripped line (lines, stdin) or
+    a ``dict[str, Any]`` (CSV, JSONL). ``invalid`` says why a record could not be read; such an
+    item is enqueued as failed. ``origin`` is "name:line" for line-based sources.
+    """
+
+    key: str
+    data: Any
+    invalid: str | None = None
+    origin: str = ""
+
+
+# -- building a spec -------------------------------------------------------------------------
+
+
+def build_spec(
+    args: Sequence[str],
+    *,
+    as_kind: AsKind = "auto",
+    glob: str | None = None,
+    follow_symlinks: bool = False,
+    encoding: str = "utf-8",
+    key_field: str | None = None,
+    delimiter: str | None = None,
+) -> SourceSpec:
+    """Turn source arguments into a :class:`SourceSpec`, checking each one now.
+
+    "-" is stdin, a directory is walked, other paths get their kind from ``as_kind`` or, with
+    "auto", from the suffix (.csv/.tsv, .jsonl/.ndjson, .txt/.lst/.list/.urls, else a file).
+    Paths are made absolute so a resume from another directory reads the same inputs.
+    Raises :class:`UserError` on a missing or unreadable path, stdin given twice, no arguments,
+    an unknown encoding, a bad delimiter, or an option that applies to none of the sources.
+    """
+    if isinstance(args, str):
+        args = [args]
+    if not args:
+        raise UserError(
+            "no source given: pass a directory, files, a list file (.txt), a CSV or JSONL file, or - for stdin"
+        )
+    if as_kind not in _AS_KINDS:
+        raise UserError(f"unknown source kind {as_kind!r}: use one of auto, files, lines, csv, jsonl")
+    _codec(encoding)
+    delimiter = _check_delimiter(delimiter)
+    if glob is not None:
+        glob = glob.strip().removeprefix("./") or None
+    entries: list[SourceEntry] = []
+    for arg in args:
+        if arg == "-":
+            if any(e.kind == "stdin" for e in entries):
+                raise UserError("stdin (-) is given more than once")
+            entries.append(SourceEntry(kind="stdin", path="-"))
+        else:
+            entries.append(_entry_for(arg, as_kind))
+    kinds = {e.kind for e in entries}
+    if glob is not None and "dir" not in kinds:
+        raise UserError(f"--glob {glob!r} applies only to directory sources, and none was given")
+    if key_field is not None:
+        if not key_field:
+            raise UserError("--key-field is empty")
+        if kinds.isdisjoint({"csv", "jsonl"}):
+            raise UserError("--key-field applies only to CSV and JSONL sources, and none was given")
+    if delimiter is not None and "csv" not in kinds:
+        raise UserError("--delimiter applies only to CSV sources, and none was given")
+    return SourceSpec(
+        entries=tuple(entries),
+        glob=glob,
+        follow_symlinks=follow_symlinks,
+        encoding=encoding,
+        key_field=key_field,
+        delimiter=delimiter,
+    )
+
+
+def _entry_for(arg: str, as_kind: AsKind) -> SourceEntry:
+    if not arg:
+        raise UserError("an empty path was given as a source")
+    shown = _show(arg)
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"source path is not valid UTF-8: {shown} (rename it, or pass its directory)") from None
+    path = os.path.abspath(arg)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise UserError(f"broken symlink: {shown}") from None
+        raise UserError(f"no such file or directory: {shown}") from None
+    except OSError as exc:
+        raise UserError(f"cannot access {shown}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise UserError(f"directory not readable: {shown} (permission denied)")
+        return SourceEntry(kind="dir", path=path)
+    kind: SourceKind = _SUFFIX_KINDS.get(os.path.splitext(path)[1].lower(), "files") if as_kind == "auto" else as_kind
+    if kind == "files":
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"not a regular file: {shown}")
+    elif not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+        # A FIFO or /dev/fd/N (process substitution) is fine to read lines or records from.
+        raise UserError(f"not a readable file: {shown}")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"file not readable: {shown} (permission denied)")
+    return SourceEntry(kind=kind, path=path)
+
+
+def _check_delimiter(delimiter: str | None) -> str | None:
+    if delimiter is None:
+        return None
+    named = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
+    delimiter = named.get(delimiter.lower(), delimiter)
+    if len(delimiter) != 1 or delimiter in '\r\n"':
+        raise UserError(f"--delimiter must be one character (or \\t, tab), not {delimiter!r}")
+    return delimiter
+
+
+def _codec(encoding: str) -> str:
+    """The codec to open text with: utf-8 becomes utf-8-sig so a BOM is dropped."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise UserError(f"unknown encoding {encoding!r}") from None
+    return "utf-8-sig" if name == "utf-8" else encoding
+
+
+# -- iterating ---------------------------------------------------------------------------------
+
+
+def iter_items(spec: SourceSpec, stdin: TextIO | None = None) -> Iterator[SourceItem]:
+    """Stream every item of ``spec``, entry by entry, in order (a directory in name order).
+
+    ``stdin`` is read for a "-" entry (default: ``sys.stdin``, decoded with ``spec.encoding``).
+    Raises :class:`UserError` when an input is missing or does not decode, when reached.
+    """
+    for entry in spec.entries:
+        if entry.kind == "dir":
+            yield from _walk_dir(entry.path, spec)
+        elif entry.kind == "files":
+            yield _explicit_file(entry.path)
+        elif entry.kind == "lines":
+            with _open_text(entry.path, spec.encoding) as f:
+                yield from _line_items(f, os.path.basename(entry.path), spec.encoding)
+        elif entry.kind == "stdin":
+            yield from _stdin_items(stdin, spec.encoding)
+        elif entry.kind == "csv":
+            yield from _csv_items(entry.path, spec)
+        else:
+            yield from _jsonl_items(entry.path, spec)
+
+
+def _file_item(real: str) -> SourceItem:
+    try:
+        real.encode("utf-8")
+    except UnicodeEncodeError:
+        # Not storable as UTF-8 text (a name made of raw bytes): show it escaped, fail the item.
+        shown = os.fsencode(real).decode("utf-8", "backslashreplace")
+        return SourceItem(key=shown, data=shown, invalid="file name is not valid UTF-8")
+    return SourceItem(key=real, data=real)
+
+
+def _explicit_file(path: str) -> SourceItem:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise UserError(f"cannot read {_show(path)}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"not a regular file: {_show(path)}")
+    return _file_item(os.path.realpath(path))
+
+
+def _glob_matcher(pattern: str | None) -> Callable[[str, str], bool] | None:
+    """(name, relative posix path) -> matches. Without "/" the pattern matches the name only."""
+    if pattern is None:
+        return None
+    match = re.compile(fnmatch.translate(pattern)).match
+    if "/" in pattern:
+        return lambda _name, rel: match(rel) is not None
+    return lambda name, _rel: match(name) is not None
+
+
+def _scan(path: str) -> list[os.DirEntry[str]] | None:
+    """The entries of one directory, sorted by name; None when it cannot be read."""
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError:
+        return None
+
+
+def _walk_dir(root: str, spec: SourceSpec) -> Iterator[SourceItem]:
+    follow = spec.follow_symlinks
+    matcher = _glob_matcher(spec.glob)
+    exclude = {os.path.realpath(p) for p in spec.exclude}
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        raise UserError(f"cannot read directory {_show(root)}: {exc.strerror or exc}") from None
+    top = _scan(root)
+    if top is None:
+        raise UserError(f"cannot read directory {_show(root)}")
+    # Directories already entered, by identity; only needed when symlinks can make loops.
+    visited = {(st.st_dev, st.st_ino)}
+    # One frame per directory on the current path: (its resolved path, its path relative to the
+    # root with a trailing "/", its remaining sorted entries). Resolving once per directory
+    # spares a realpath() per file: below a resolved directory, a non-link name is resolved.
+    stack: list[tuple[str, str, Iterator[os.DirEntry[str]]]] = [(os.path.realpath(root), "", iter(top))]
+    while stack:
+        real_dir, rel_dir, entries = stack[-1]
+        de = next(entries, None)
+        if de is None:
+            stack.pop()
+            continue
+        name = de.name
+        if spec.skip_hidden and name.startswith("."):
+            continue
+        try:
+            is_link = de.is_symlink()
+            if is_link and not follow:
+                continue
+            if de.is_dir(follow_symlinks=follow):
+                real_sub = os.path.realpath(de.path) if is_link else os.path.join(real_dir, name)
+                if real_sub in exclude:
+                    continue
+                if follow:
+                    sst = de.stat(follow_symlinks=True)
+                    ident = (sst.st_dev, sst.st_ino)
+                    if ident in visited:
+                        continue
+                    visited.add(ident)
+                sub = _scan(de.path)
+                if sub is not None:  # an unreadable directory is skipped, not fatal
+                    stack.append((real_sub, f"{rel_dir}{name}/", iter(sub)))
+                continue
+            if not de.is_file(follow_symlinks=follow):
+                continue  # fifo, socket, device, broken link
+        except OSError:
+            continue  # vanished or unreadable while walking
+        if matcher is not None and not matcher(name, rel_dir + name):
+            continue
+        yield _file_item(os.path.realpath(de.path) if is_link else os.path.join(real_dir, name))
+
+
+def _open_text(path: str, encoding: str, newline: str | None = None) -> TextIO:
+    try:
+        return open(path, encoding=_codec(encoding), errors=_MARK_ERRORS, newline=newline)
+    except OSError as exc:
+        raise UserError(f"cannot read {_show(path)}: {exc.strerror or exc}") from None
+
+
+def _undecodable(name: str, line: int, encoding: str) -> UserError:
+    return UserError(f"{name}: line {line} is not valid {encoding} text (pass the right --encoding)")
+
+
+def _line_items(lines: Iterable[str], name: str, encoding: str) -> Iterator[SourceItem]:
+    for n, raw in enumerate(lines, 1):
+        if _MARK in raw:
+            raise _undecodable(name, n, encoding)
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        yield SourceItem(key=normalize_line_key(line), data=line, origin=f"{name}:{n}")
+
+
+def _stdin_items(stdin: TextIO | None, encoding: str) -> Iterator[SourceItem]:
+    if stdin is None or stdin is sys.stdin:
+        if sys.stdin is None:
+            raise UserError("stdin (-) was given but this process has no stdin")
+        # The real stdin: decode its bytes with the source's encoding, not the locale's.
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is not None:
+            wrapper = io.TextIOWrapper(buffer, encoding=_codec(encoding), errors=_MARK_ERRORS)
+            try:
+                yield from _line_items(wrapper, "<stdin>", encoding)
+            finally:
+                wrapper.detach()  # leave sys.stdin.buffer open
+            return
+        stdin = sys.stdin
+    try:
+        yield from _line_items(stdin, "<stdin>", encoding)
+    except UnicodeDecodeError:
+        raise UserError(f"<stdin> is not valid {stdin.encoding or encoding} text") from None
+
+
+# -- CSV ---------------------------------------------------------------------------------------
+
+
+def _sniff_delimiter(head: str) -> str:
+    sample = head[:_SNIFF_BYTES]
+    cut = sample.rfind("\n")
+    if cut > 0:
+        sample = sample[:cut]
+    first = next((ln for ln in sample.splitlines() if ln.strip()), "")
+    try:
+        found = csv.Sniffer().sniff(sample, delimiters=_SNIFF_DELIMITERS).delimiter
+    except csv.Error:
+        found = ","
+    if found in first:
+        return found
+    # The sniffer guessed a character the header does not even contain: trust the header.
+    counts = {d: first.count(d) for d in _SNIFF_DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+class _CsvHead:
+    """An open CSV: its reader positioned after the header, and the header."""
+
+    def __init__(self, f: TextIO, path: str, spec: SourceSpec) -> None:
+        self.name = os.path.basename(path)
+        if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+            csv.field_size_limit(_CSV_FIELD_LIMIT)
+        # Sniff on the head, then read on from it without seeking (works for pipes too). The
+        # head is completed to a whole line so no physical line is split in two.
+        head = f.read(_SNIFF_BYTES)
+        if head and not head.endswith("\n"):
+            head += f.readline()
+        delimiter = spec.delimiter or _sniff_delimiter(head)
+        lines = itertools.chain(io.StringIO(head, newline=""), f)
+        self.reader = csv.reader(lines, delimiter=delimiter)
+        self.last_line = 0
+        self.encoding = spec.encoding
+        header_row: list[str] | None = None
+        for row in self.rows():
+            if any(field.strip() for field in row[1]):
+                header_row = row[1]
+                break
+        if header_row is None:
+            raise UserError(f"{self.name}: empty CSV file: a header line naming the columns is required")
+        self.header = [h.strip() for h in header_row]
+        for i, h in enumerate(self.header, 1):
+            if not h:
+                raise UserError(
+                    f"{self.name}: header column {i} has no name (is the first line a header?); "
+                    f"header: {', '.join(self.header)}"
+                )
+        dup = next((h for i, h in enumerate(self.header) if h in self.header[:i]), None)
+        if dup is not None:
+            raise UserError(f"{self.name}: header names column {dup!r} twice")
+        if spec.key_field is not None and spec.key_field not in self.header:
+            raise UserError(
+                f"{self.name}: --key-field {spec.key_field!r} is not a column; columns: {', '.join(self.header)}"
+            )
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]:
+        """(line where the row starts, row), checking that it decoded."""
+        while True:
+            start = self.last_line + 1
+            try:
+                row = next(self.reader, None)
+            except csv.Error as exc:
+                raise UserError(f"{self.name}: line {self.reader.line_num}: {exc}") from None
+            if row is None:
+                return
+            self.last_line = self.reader.line_num
+            if any(_MARK in field for field in row):
+                raise _undecodable(self.name, start, self.encoding)
+            yield start, row
+
+
+def _csv_items(path: str, spec: SourceSpec) -> Iterator[SourceItem]:
+    key_field = spec.key_field
+    with _open_text(path, spec.encoding, newline="") as f:
+        head = _CsvHead(f, path, spec)
+        header = head.header
+        width = len(header)
+        for n, row in head.rows():
+            if not any(field.strip() for field in row):
+                continue  # blank line or a row of empty fields
+            origin = f"{head.name}:{n}"
+            if len(row) != width:
+                yield SourceItem(
+                    key=f"{path}:{n}",
+                    data={"_raw": row, "_line": n},
+                    invalid=f"row {n} has {len(row)} fields, header has {width}",
+                    origin=origin,
+                )
+                continue
+            record = dict(zip(header, row, strict=True))
+            yield _record_item(record, key_field, path, n, origin)
+
+
+def _record_item(record: dict[str, Any], key_field: str | None, path: str, n: int, origin: str) -> SourceItem:
+    if key_field is None:
+        return SourceItem(key=record_hash(record), data=record, origin=origin)
+    if key_field not in record:
+        return SourceItem(key=f"{path}:{n}", data=record, invalid=f"line {n}: no field {key_field!r}", origin=origin)
+    value = record[key_field]
+    key = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    if value is None or not key.strip():
+        # An empty key would silently merge every such record into one.
+        return SourceItem(
+            key=f"{path}:{n}", data=record, invalid=f"line {n}: field {key_field!r} is empty", origin=origin
+        )
+    return SourceItem(key=key, data=record, origin=origin)
+
+
+# -- JSONL -------------------------------------------------------------------------------------
+
+_JSON_TYPES: Final[dict[type, str]] = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+def _parse_jsonl_line(line: str, n: int, encoding: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(object, None) or (None, why not)."""
+    if _MARK in line:
+        return None, f"line {n}: not valid {encoding} text"
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return None, f"line {n}: invalid JSON: {exc}"
+    if not isinstance(obj, dict):
+        return None, f"line {n}: expected a JSON object, got {_JSON_TYPES.get(type(obj), type(obj).__name__)}"
+    return obj, None
+
+
+def _jsonl_items(path: str, spec: SourceSpec) -> Iterator[SourceItem]:
+    name = os.path.basename(path)
+    with _open_text(path, spec.encoding) as f:
+        for n, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            origin = f"{name}:{n}"
+            obj, why = _parse_jsonl_line(line, n, spec.encoding)
+            if obj is None:
+                shown = line[:_RAW_LIMIT].replace(_MARK, "\ufffd")
+                yield SourceItem(key=f"{path}:{n}", data={"_raw": shown, "_line": n}, invalid=why, origin=origin)
+                continue
+            yield _record_item(obj, spec.key_field, path, n, origin)
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def normalize_line_key(line: str) -> str:
+    """The one key normalization for lines.
+
+    Stripped; an http/https/ftp URL gets a lowercase scheme and host, no default port, no
+    fragment and "/" for an empty path (the query is kept as is). Anything else is the stripped
+    line unchanged.
+    """
+    line = line.strip()
+    if "://" not in line:
+        return line
+    try:
+        parts = urlsplit(line)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS or not parts.netloc:
+            return line
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:  # bad port or bracketed host: leave it alone
+        return line
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    netloc = f"{userinfo}{at}{host}"
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        netloc = f"{netloc}:{port}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """A record's key without --key-field: 32 hex chars of sha256 over its canonical JSON."""
+    data = record if isinstance(record, dict) else dict(record)
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+# -- describing --------------------------------------------------------------------------------
+
+
+def fields_of(spec: SourceSpec) -> set[str] | None:
+    """The field names a template may use: CSV headers and the keys of each JSONL file's first
+    object (a union over entries); None without a CSV or JSONL entry. Reads only file heads; a
+    pipe is not read (that would eat its items)."""
+    fields: set[str] | None = None
+    for entry in spec.entries:
+        if entry.kind not in ("csv", "jsonl"):
+            continue
+        fields = fields if fields is not None else set()
+        try:
+            if not stat.S_ISREG(os.stat(entry.path).st_mode):
+                continue
+        except OSError as exc:
+            raise UserError(f"cannot read {_show(entry.path)}: {exc.strerror or exc}") from None
+        if entry.kind == "csv":
+            with _open_text(entry.path, spec.encoding, newline="") as f:
+                fields.update(_CsvHead(f, entry.path, spec).header)
+            continue
+        with _open_text(entry.path, spec.encoding) as f:
+            for n, raw in enumerate(itertools.islice(f, _FIELDS_SCAN_LINES), 1):
+                if raw.strip():
+                    obj, _ = _parse_jsonl_line(raw.strip(), n, spec.encoding)
+                    if obj is not None:
+                        fields.update(obj)
+                        break
+    return fields
+
+
+def describe(spec: SourceSpec) -> str:
+    """Short human text for the spec, e.g. "dir /data (*.py)", "urls.txt (lines)", "2 sources"."""
+    entries = spec.entries
+    if not entries:
+        return "no sources"
+    if len(entries) > 1:
+        if all(e.kind == "files" for e in entries):
+            return f"{len(entries)} files"
+        return f"{len(entries)} sources"
+    entry = entries[0]
+    if entry.kind == "dir":
+        return _show(f"dir {entry.path}" + (f" ({spec.glob})" if spec.glob else ""))
+    if entry.kind == "stdin":
+        return "stdin (lines)"
+    name = os.path.basename(entry.path)
+    return _show(name if entry.kind == "files" else f"{name} ({entry.kind})")
+
+
+def _show(text: str) -> str:
+    """Text safe for one terminal line: control characters and raw bytes escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

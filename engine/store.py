@@ -1,0 +1,482 @@
+"""``items.db``: the item store (SQLite in WAL mode).
+
+One writer: the engine's runner thread owns the writable connection and commits in groups.
+Views open their own read-only connections (:meth:`ItemStore.open_readonly`); WAL lets them
+read while the engine writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from .errors import ErrorInfo
+from .files import FILE_MODE
+from .models import Counts, ErrorGroup
+
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS items (
+    seq INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    data TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'lines',
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error_type TEXT,
+    error_category TEXT,
+    error_message TEXT,
+    error_detail TEXT,
+    error_group TEXT,
+    started_at TEXT,
+    finished_at TEXT,
+    duration_s REAL,
+    cost REAL,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS items_status ON items(status, seq);
+CREATE INDEX IF NOT EXISTS items_failed_type ON items(error_type, seq) WHERE status = 'failed';
+CREATE TABLE IF NOT EXISTS attempts (
+    seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    duration_s REAL,
+    error_type TEXT,
+    error_category TEXT,
+    error_message TEXT,
+    error_detail TEXT,
+    PRIMARY KEY (seq, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+"""
+
+ITEM_COLUMNS: Final = (
+    "seq",
+    "key",
+    "data",
+    "kind",
+    "status",
+    "attempts",
+    "error_type",
+    "error_category",
+    "error_message",
+    "error_detail",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "cost",
+    "result",
+)
+
+
+class StoreError(Exception):
+    """items.db cannot be opened or read (missing, corrupted, newer schema)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    seq: int
+    key: str
+    data: Any
+    kind: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    seq: int
+    attempt: int
+    status: str
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+    error: ErrorInfo | None
+
+
+@dataclass(slots=True)
+class ItemRow:
+    """A full item row, for views (show, export, the TUI detail screen)."""
+
+    seq: int
+    key: str
+    data: Any
+    kind: str
+    status: str
+    attempts: int
+    error_type: str | None
+    error_category: str | None
+    error_message: str | None
+    error_detail: str | None
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+    cost: float | None
+    result: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ITEM_COLUMNS}
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _row(values: Sequence[Any]) -> ItemRow:
+    v = list(values)
+    v[2] = _loads(v[2])
+    v[14] = _loads(v[14])
+    return ItemRow(*v)
+
+
+class ItemStore:
+    """The items table and its companions. Not thread-safe: one owner thread per instance."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
+        self.conn = conn
+        self.path = path
+        self.readonly = readonly
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path, *, durable: bool = True) -> ItemStore:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        os.close(fd)
+        store = cls._open_rw(path, durable=durable)
+        store.conn.executescript(_SCHEMA)
+        store.set_meta("schema_version", SCHEMA_VERSION)
+        return store
+
+    @classmethod
+    def open(cls, path: Path, *, durable: bool = True) -> ItemStore:
+        if not path.exists():
+            raise StoreError(f"{path} does not exist")
+        store = cls._open_rw(path, durable=durable)
+        store._check()
+        return store
+
+    @classmethod
+    def _open_rw(cls, path: Path, *, durable: bool) -> ItemStore:
+        old_umask = os.umask(0o077)  # -wal and -shm files get 0600 too
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            conn.execute("PRAGMA cache_size=-16000")
+            conn.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: {exc}") from None
+        finally:
+            os.umask(old_umask)
+        return cls(conn, path, readonly=False)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> ItemStore:
+        """A read-only connection for views; never blocks or disturbs the engine."""
+        if not path.exists():
+            raise StoreError(f"{path} does not exist")
+        old_umask = os.umask(0o077)  # a reader may create the -shm file: 0600 like the rest
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=2000")
+            conn.execute("PRAGMA query_only=1")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: {exc}") from None
+        finally:
+            os.umask(old_umask)
+        store = cls(conn, path, readonly=True)
+        store._check()
+        return store
+
+    def _check(self) -> None:
+        try:
+            row = self.conn.execute("SELECT v FROM meta WHERE k='schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a readable batchtui store: {exc}") from None
+        if row is None:
+            raise StoreError(f"{self.path} has no schema version (not a batchtui store)")
+        if int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer batchtui (schema {row[0]})")
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # -- meta ------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT v FROM meta WHERE k=?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", (key, value))
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def enqueue(self, rows: Iterable[tuple[Any, ...]], *, chunk: int = 20000) -> tuple[int, int]:
+        """Insert rows in input order; duplicate keys are dropped. Resumable.
+
+        A row is (key, data_json, kind, status, error_type, error_category, error_message,
+        error_detail, error_group, finished_at): status is 'pending', or 'failed' with the error
+        fields for a record that could not be read.
+
+        seq is assigned by SQLite as max(seq)+1 (a sentinel row -1 makes the first seq 0), so
+        dropped duplicates leave no gaps and the insert runs in SQLite's C loop. Each chunk's
+        transaction also records how many source rows were consumed (``enqueue_read``) and the
+        duplicates so far, so an enqueue cut short by a crash continues where it stopped: the
+        caller skips the first ``enqueue_read`` rows of the source.
+        Returns (inserted, duplicates) of this call.
+        """
+        conn = self.conn
+        inserted = dropped = 0
+        read = int(self.get_meta("enqueue_read", 0) or 0)
+        dup_total = int(self.get_meta("duplicates_dropped", 0) or 0)
+        sql = (
+            "INSERT OR IGNORE INTO items(key, data, kind, status, error_type, error_category, error_message,"
+            " error_detail, error_group, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        batch: list[tuple[Any, ...]] = []
+
+        def flush() -> None:
+            nonlocal inserted, dropped, read, dup_total
+            with self.transaction():
+                sentinel = conn.execute("SELECT 1 FROM items LIMIT 1").fetchone() is None
+                if sentinel:
+                    conn.execute("INSERT INTO items(seq, key, data) VALUES (-1, '', 'null')")
+                before = conn.total_changes
+                conn.executemany(sql, batch)
+                added = conn.total_changes - before
+                if sentinel:
+                    conn.execute("DELETE FROM items WHERE seq = -1")
+                read += len(batch)
+                dup_total += len(batch) - added
+                self.set_meta("enqueue_read", read)
+                self.set_meta("duplicates_dropped", dup_total)
+            inserted += added
+            dropped += len(batch) - added
+            batch.clear()
+
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= chunk:
+                flush()
+        if batch:
+            flush()
+        return inserted, dropped
+
+    # -- the runner's reads ----------------------------------------------------------------
+
+    def counts(self) -> Counts:
+        c = Counts()
+        for status, n in self.conn.execute("SELECT status, COUNT(*) FROM items GROUP BY status"):
+            setattr(c, status, n)
+        c.total = c.pending + c.processing + c.complete + c.failed + c.skipped
+        return c
+
+    def next_pending(self, after_seq: int, limit: int) -> list[PendingRow]:
+        rows = self.conn.execute(
+            "SELECT seq, key, data, kind, attempts FROM items WHERE status='pending' AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+        return [PendingRow(r[0], r[1], orjson.loads(r[2]), r[3], r[4]) for r in rows]
+
+    def requeue_processing(self) -> int:
+        """Crash recovery: items left 'processing' go back to 'pending', attempts kept."""
+        with self.transaction():
+            cur = self.conn.execute("UPDATE items SET status='pending' WHERE status='processing'")
+        return cur.rowcount
+
+    def total_cost(self) -> float:
+        row = self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM items WHERE cost IS NOT NULL").fetchone()
+        return float(row[0])
+
+    def statuses(self, seqs: Iterable[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        seq_list = list(seqs)
+        for i in range(0, len(seq_list), 500):
+            part = seq_list[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for seq, status in self.conn.execute(f"SELECT seq, status FROM items WHERE seq IN ({marks})", part):
+                out[seq] = status
+        return out
+
+    # -- views -----------------------------------------------------------------------------
+
+    def get(self, seq: int) -> ItemRow | None:
+        row = self.conn.execute(f"SELECT {', '.join(ITEM_COLUMNS)} FROM items WHERE seq=?", (seq,)).fetchone()
+        return _row(row) if row else None
+
+    def attempts(self, seq: int) -> list[AttemptRow]:
+        out = []
+        for r in self.conn.execute(
+            "SELECT seq, attempt, status, started_at, finished_at, duration_s, error_type, error_category,"
+            " error_message, error_detail FROM attempts WHERE seq=? ORDER BY attempt",
+            (seq,),
+        ):
+            err = ErrorInfo(r[6], r[7], r[8] or "", r[9] or "") if r[6] else None
+            out.append(AttemptRow(r[0], r[1], r[2], r[3], r[4], r[5], err))
+        return out
+
+    def _where(self, status: str | None, error_type: str | None, text: str | None) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        if status:
+            clauses.append("status = ?")
+            args.append(status)
+        if error_type:
+            clauses.append("error_type = ?")
+            args.append(error_type)
+        if text:
+            clauses.append("(key LIKE ? ESCAPE '\\' OR error_message LIKE ? ESCAPE '\\')")
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args += [pattern, pattern]
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def count_where(self, status: str | None = None, error_type: str | None = None, text: str | None = None) -> int:
+        where, args = self._where(status, error_type, text)
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM items{where}", args).fetchone()[0])
+
+    def page(
+        self,
+        offset: int,
+        limit: int,
+        *,
+        status: str | None = None,
+        error_type: str | None = None,
+        text: str | None = None,
+    ) -> list[ItemRow]:
+        """Rows ``offset .. offset+limit`` of the filtered view, in seq order."""
+        where, args = self._where(status, error_type, text)
+        if not where:
+            # Unfiltered: seq is dense, so a range scan beats OFFSET on a 1M-row table.
+            sql = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items WHERE seq >= ? ORDER BY seq LIMIT ?"
+            return [_row(r) for r in self.conn.execute(sql, (offset, limit))]
+        sql = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items{where} ORDER BY seq LIMIT ? OFFSET ?"
+        return [_row(r) for r in self.conn.execute(sql, [*args, limit, offset])]
+
+    def iter_rows(self, status: str | None = None, error_type: str | None = None) -> Iterator[ItemRow]:
+        """Stream every row (export); pages by seq so memory stays flat."""
+        where, args = self._where(status, error_type, None)
+        joiner = " AND " if where else " WHERE "
+        last = -1
+        while True:
+            rows = self.conn.execute(
+                f"SELECT {', '.join(ITEM_COLUMNS)} FROM items{where}{joiner}seq > ? ORDER BY seq LIMIT 2000",
+                [*args, last],
+            ).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield _row(r)
+            last = rows[-1][0]
+
+    def error_groups(self, limit: int = 20) -> list[ErrorGroup]:
+        """Failed items grouped by error type and normalized message, biggest first."""
+        rows = self.conn.execute(
+            "SELECT error_type, MAX(error_category), error_group, COUNT(*), MIN(seq) FROM items"
+            " WHERE status='failed' GROUP BY error_type, error_group ORDER BY COUNT(*) DESC, MIN(seq) LIMIT ?",
+            (limit,),
+        ).fetchall()
+        out = []
+        for etype, cat, group, n, example in rows:
+            msg = self.conn.execute("SELECT error_message FROM items WHERE seq=?", (example,)).fetchone()
+            out.append(
+                ErrorGroup(
+                    error_type=etype or "unknown",
+                    category=cat or "item",
+                    message=group or "",
+                    count=n,
+                    example_seq=example,
+                    example_message=(msg[0] if msg else "") or "",
+                )
+            )
+        return out
+
+    def errors_by(self, column: str) -> dict[str, int]:
+        if column not in ("error_type", "error_category"):
+            raise ValueError(column)
+        return {
+            (k or "unknown"): n
+            for k, n in self.conn.execute(
+                f"SELECT {column}, COUNT(*) FROM items WHERE status='failed' GROUP BY {column} ORDER BY 2 DESC"
+            )
+        }
+
+    def durations(self) -> list[float]:
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT duration_s FROM items WHERE status='complete' AND duration_s IS NOT NULL ORDER BY duration_s"
+            )
+        ]
+
+    # -- changes outside a run (CLI with no engine running, under the lock) ------------------
+
+    def retry_failed(self, *, error_type: str | None = None, seqs: Sequence[int] | None = None) -> list[int]:
+        """failed -> pending; history (attempts rows) kept. Returns the seqs changed."""
+        where = "status='failed'"
+        args: list[Any] = []
+        if error_type:
+            where += " AND error_type=?"
+            args.append(error_type)
+        if seqs is not None:
+            changed: list[int] = []
+            for i in range(0, len(seqs), 500):
+                part = list(seqs[i : i + 500])
+                marks = ",".join("?" * len(part))
+                changed += [
+                    r[0]
+                    for r in self.conn.execute(
+                        f"SELECT seq FROM items WHERE {where} AND seq IN ({marks})", [*args, *part]
+                    )
+                ]
+        else:
+            changed = [r[0] for r in self.conn.execute(f"SELECT seq FROM items WHERE {where}", args)]
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE items SET status='pending', error_type=NULL, error_category=NULL, error_message=NULL,"
+                " error_detail=NULL, error_group=NULL, finished_at=NULL WHERE seq=? AND status='failed'",
+                [(s,) for s in changed],
+            )
+        return changed
+
+    def skip(self, seqs: Sequence[int], *, reason: str = "skipped by operator", at: str | None = None) -> list[int]:
+        """pending/processing -> skipped (processing only when no engine runs). Returns seqs changed."""
+        changed: list[int] = []
+        with self.transaction():
+            for seq in seqs:
+                cur = self.conn.execute(
+                    "UPDATE items SET status='skipped', error_message=?, finished_at=?"
+                    " WHERE seq=? AND status IN ('pending', 'processing', 'failed')",
+                    (reason, at, seq),
+                )
+                if cur.rowcount:
+                    changed.append(seq)
+        return changed

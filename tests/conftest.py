@@ -1,0 +1,70 @@
+"""Shared fixtures: run the real CLI in a subprocess, read batch files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import orjson
+import pytest
+
+CLI = [sys.executable, "-m", "batchtui.tui.cli"]
+
+
+def cli_env(out: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHTUI_")}
+    env["BATCHTUI_OUTPUT_DIR"] = str(out)
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    return tmp_path / "batch_output"
+
+
+@pytest.fixture
+def run_cli(out_dir: Path, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``batchtui ARGS`` to completion; returns the CompletedProcess (text)."""
+
+    def run(
+        args: Sequence[str],
+        *,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=cli_env(out_dir, env),
+            input=input,
+            cwd=cwd or tmp_path,
+            check=False,
+        )
+
+    return run
+
+
+def only_batch(out: Path) -> Path:
+    batches = [p for p in out.iterdir() if p.is_dir()]
+    assert len(batches) == 1, batches
+    return batches[0]
+
+
+def read_jsonl(path: Path) -> list[dict[str, object]]:
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), "results.jsonl must end with a newline"
+    return [orjson.loads(line) for line in data.splitlines()]
+
+
+def read_json(path: Path) -> dict[str, object]:
+    obj = orjson.loads(path.read_bytes())
+    assert isinstance(obj, dict)
+    return obj

@@ -1,0 +1,42 @@
+"""Python processors used by the tests through ``--call tests/procs.py:NAME``."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any
+
+
+def _log_start(item: Any) -> None:
+    path = os.environ.get("BATCHTUI_TEST_EXEC_LOG")
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{item.seq} {item.attempt}\n".encode())
+        finally:
+            os.close(fd)
+
+
+def record_and_work(item: Any) -> dict[str, Any]:
+    """Logs each execution start, works 2-15 ms, returns a result derived from the item."""
+    _log_start(item)
+    time.sleep(random.uniform(0.002, 0.015))
+    return {"seq": item.seq, "double": item.seq * 2, "line": item.data}
+
+
+def noop(item: Any) -> None:
+    return None
+
+
+def flaky(item: Any) -> dict[str, int]:
+    """Fails transiently on the first attempt of every third item."""
+    _log_start(item)
+    if item.seq % 3 == 0 and item.attempt == 1:
+        raise ConnectionError(f"reset on {item.seq}")
+    return {"seq": item.seq}
+
+
+def costly(item: Any) -> dict[str, float]:
+    time.sleep(0.01)
+    return {"cost": 1.0}

@@ -1,0 +1,95 @@
+"""Config precedence and validation: defaults < batchtui.toml < BATCHTUI_* env < flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchtui.engine.config import BatchConfig, load_config, operational_overrides, parse_rate
+from batchtui.engine.errors import UserError
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = load_config({}, environ={}, cwd=tmp_path)
+    assert cfg.max_attempts == 3
+    assert cfg.output_dir == "./batch_output"
+    assert cfg.workers >= 2
+
+
+def test_precedence_each_layer_wins_over_the_one_below(tmp_path: Path) -> None:
+    (tmp_path / "batchtui.toml").write_text("workers = 3\nmax_attempts = 5\ntimeout = 9\nrate = '2/s'\n")
+    env = {"BATCHTUI_WORKERS": "4", "BATCHTUI_MAX_ATTEMPTS": "6"}
+    cfg = load_config({"workers": 7}, environ=env, cwd=tmp_path)
+    assert cfg.workers == 7  # flag beats env
+    assert cfg.max_attempts == 6  # env beats file
+    assert cfg.timeout == 9  # file beats default
+    assert cfg.rate == 2.0
+    assert cfg.backoff == 1.0  # default
+
+
+def test_config_file_flag_and_section(tmp_path: Path) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text("[batchtui]\nmax-failure-rate = 0.25\nretry-exit-codes = [3, 4]\n")
+    cfg = load_config({}, config_file=other, environ={}, cwd=tmp_path)
+    assert cfg.max_failure_rate == 0.25
+    assert cfg.retry_exit_codes == (3, 4)
+
+
+def test_unknown_setting_is_an_error_naming_its_source(tmp_path: Path) -> None:
+    (tmp_path / "batchtui.toml").write_text("max_atempts = 5\n")
+    with pytest.raises(UserError) as err:
+        load_config({}, environ={}, cwd=tmp_path)
+    assert "max_atempts" in str(err.value)
+    assert "unknown setting" in str(err.value)
+    assert "batchtui.toml" in str(err.value)
+
+
+def test_bad_env_value_names_the_environment(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as err:
+        load_config({}, environ={"BATCHTUI_WORKERS": "zero"}, cwd=tmp_path)
+    assert "workers" in str(err.value) and "environment" in str(err.value)
+
+
+def test_item_env_vars_are_not_settings(tmp_path: Path) -> None:
+    # Commands run by batchtui see BATCHTUI_SEQ etc.; a nested batchtui must not choke on them.
+    cfg = load_config({}, environ={"BATCHTUI_SEQ": "3", "BATCHTUI_ITEM_JSON": "{}"}, cwd=tmp_path)
+    assert cfg.max_attempts == 3
+
+
+def test_invalid_toml_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "batchtui.toml").write_text("workers = = 3\n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_config({}, environ={}, cwd=tmp_path)
+
+
+def test_consistency_checks() -> None:
+    with pytest.raises(UserError, match="both retryable and fatal"):
+        load_config({"retry_exit_codes": "3,4", "fatal_exit_codes": "4"}, environ={})
+    with pytest.raises(UserError, match="backoff_max"):
+        load_config({"backoff": 10, "backoff_max": 1}, environ={})
+
+
+def test_frozen_and_round_trips_through_the_manifest() -> None:
+    cfg = load_config({"rate": "120/m", "chunk_size": "auto"}, environ={})
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type
+        cfg.workers = 3  # type: ignore[misc]
+    again = BatchConfig.model_validate(cfg.model_dump(mode="json"))
+    assert again == cfg
+    assert again.rate == 2.0
+
+
+def test_operational_overrides() -> None:
+    stored = load_config({"workers": 2}, environ={})
+    new = load_config({"workers": 5, "timeout": 3}, base=stored.model_dump(mode="json"), environ={})
+    assert operational_overrides(stored, new) == {"timeout": 3.0, "workers": 5}
+
+
+@pytest.mark.parametrize(("text", "per_s"), [("10", 10.0), ("10/s", 10.0), ("60/m", 1.0), ("3600/h", 1.0)])
+def test_parse_rate(text: str, per_s: float) -> None:
+    assert parse_rate(text) == per_s
+
+
+def test_parse_rate_rejects_garbage() -> None:
+    with pytest.raises(ValueError):
+        parse_rate("fast")

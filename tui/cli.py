@@ -1,0 +1,741 @@
+"""The ``batchtui`` command line (DESIGN section 8 is its contract).
+
+The headless paths never import textual, so a server without a terminal pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import click
+
+from batchtui.engine.batchdir import BatchDir, iter_batches, parse_iso, resolve_batch
+from batchtui.engine.config import OPERATIONAL, BatchConfig, load_config
+from batchtui.engine.errors import UserError
+from batchtui.engine.files import DamagedFile
+from batchtui.engine.models import BatchState, Counts, LiveProgress, Manifest
+from batchtui.engine.runner import (
+    EXIT_USAGE,
+    BatchRunner,
+    RunResult,
+    create_batch,
+    exit_code_for,
+    resume_command,
+)
+from batchtui.engine.store import ItemStore, StoreError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def progress_line(live: LiveProgress) -> str:
+    """The headless progress line of the contract, from live_progress (the one source)."""
+    c = live.counts
+    rss = live.memory.rss_mb + live.memory.children_rss_mb
+    line = (
+        f"Progress: {c.finished}/{live.total} ({c.complete} ok, {c.failed} failed, {c.skipped} skipped)"
+        f" | {live.rate_per_s:.1f}/s | elapsed {fmt_duration(live.elapsed_s)} | ETA {fmt_duration(live.eta_s)}"
+        f" | RSS {rss:.0f} MB"
+    )
+    if live.state not in (BatchState.RUNNING, BatchState.FINISHED):
+        line += f" | {live.state.value}"
+    return line
+
+
+class ProgressPrinter:
+    """Prints a progress line every ``interval`` seconds (and on state changes)."""
+
+    def __init__(self, interval: float, stream: TextIO | None = None) -> None:
+        self.interval = interval
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last = 0.0
+        self._state: BatchState | None = None
+        self._pending_newline = False
+
+    def __call__(self, live: LiveProgress) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval and live.state == self._state:
+            return
+        self._last = now
+        self._state = live.state
+        line = progress_line(live)
+        if self.tty:
+            width = shutil.get_terminal_size((120, 20)).columns
+            self.stream.write("\r" + line[: width - 1].ljust(width - 1))
+            self._pending_newline = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._pending_newline:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._pending_newline = False
+
+
+def print_summary(
+    batch: BatchDir, manifest: Manifest, counts: Counts, live: LiveProgress | None, report: dict[str, Any] | None = None
+) -> None:
+    done = counts.complete + counts.failed
+    success = 100.0 * counts.complete / done if done else 100.0
+    bar = "=" * 64
+    lines = [
+        bar,
+        f"BATCH SUMMARY  {batch.batch_id}  ({manifest.state.value})",
+        bar,
+        f"  Name:      {_plain(manifest.name)}",
+        f"  Total:     {counts.total}",
+        f"  Complete:  {counts.complete}",
+        f"  Failed:    {counts.failed}",
+        f"  Skipped:   {counts.skipped}",
+    ]
+    if counts.pending or counts.processing:
+        lines.append(f"  Pending:   {counts.pending + counts.processing}")
+    lines.append(f"  Success:   {success:.1f}%")
+    if manifest.duplicates_dropped:
+        lines.append(f"  Duplicates dropped: {manifest.duplicates_dropped}")
+    if report:
+        rate = report.get("items_per_s", 0)
+        lines.append(f"  Duration:  {fmt_duration(report.get('duration_s'))}   {rate:.1f} items/s")
+        if report.get("cost_spent"):
+            lines.append(f"  Cost:      {report['cost_spent']:.4f}")
+    if manifest.halt_reason:
+        lines.append(f"  Halted:    {_plain(manifest.halt_reason)}")
+    groups = (live.error_groups if live else []) or []
+    if groups:
+        lines.append("  Errors:")
+        for g in groups[:8]:
+            lines.append(f"    {g.count:>6}  {_plain(g.error_type)} [{g.category}]  {_plain(g.example_message)[:70]}")
+    lines.append(f"  Results:   {batch.results}")
+    lines.append(f"  Manifest:  {batch.manifest}")
+    if manifest.state != BatchState.FINISHED or counts.pending:
+        lines.append(f"  Resume:    {resume_command(batch)}")
+    if counts.failed:
+        lines.append(f"  Retry:     batchtui resume {batch.batch_id} --output-dir {batch.path.parent} --retry-failed")
+    lines.append(bar)
+    click.echo("\n".join(lines))
+
+
+def _plain(text: str | None) -> str:
+    """Item-derived text for a terminal: control characters shown escaped, never interpreted."""
+    if not text:
+        return ""
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
+
+
+def output_dir_of(ctx: click.Context, flag: str | None) -> Path:
+    value = flag or (ctx.obj or {}).get("output_dir")
+    config = load_config({"output_dir": value} if value else {})
+    return Path(config.output_dir)
+
+
+# -- options -------------------------------------------------------------------------------------
+
+
+def _float_or_none(value: str | None) -> float | None:
+    return None if value is None else float(value)
+
+
+OPERATIONAL_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.option("--workers", "-j", type=click.IntRange(1, 4096), help="Items run at once [default: CPU count, 2+]."),
+    click.option(
+        "--executor",
+        type=click.Choice(["thread", "process", "dask"]),
+        help="Where items run [default: thread for --cmd, process for --call].",
+    ),
+    click.option("--max-attempts", type=click.IntRange(1, 100), help="Attempts per item for transient errors [3]."),
+    click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds an item may run."),
+    click.option("--grace", type=click.FloatRange(min=0), help="Seconds in-flight items get on stop [10]."),
+    click.option("--backoff", type=click.FloatRange(min=0), help="First retry delay in seconds [1]."),
+    click.option("--backoff-max", type=click.FloatRange(min=0), help="Longest retry delay in seconds [60]."),
+    click.option("--max-failure-rate", type=click.FloatRange(0, 1), help="Halt when failed/finished passes this."),
+    click.option("--min-items", type=click.IntRange(min=1), help="Items finished before the failure rate counts [20]."),
+    click.option("--max-cost", type=click.FloatRange(min=0), help="Halt before the summed `cost` passes this."),
+    click.option("--rate", help="At most this many items a second: N, N/s, N/m or N/h."),
+    click.option(
+        "--memory-limit-mb",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Pause dispatch while engine+children RSS is over this.",
+    ),
+    click.option("--window", type=click.IntRange(min=1), help="Items in flight at most [4 x workers x chunk]."),
+    click.option("--fsync/--no-fsync", default=None, help="fsync results and the store at each group commit [on]."),
+    click.option("--on-finish", help="Shell command run at the end with report.json on stdin."),
+    click.option("--progress-interval", type=click.FloatRange(min=0.1), help="Seconds between headless lines [2]."),
+]
+
+BATCH_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.option("--name", help="A name for the batch [the source]."),
+    click.option("--retry-exit-codes", help="Comma list of exit codes to retry (75 always is)."),
+    click.option("--fatal-exit-codes", help="Comma list of exit codes that halt the batch."),
+    click.option("--transient-errors", help="Comma list of exception names to retry (besides Timeout/Connection)."),
+    click.option("--chunk-size", help="Items per call for chunked callables: N or auto."),
+]
+
+COMMON_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live [./batch_output]."),
+    click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), help="Settings file [./batchtui.toml if present]."
+    ),
+    click.option("--headless", is_flag=True, help="No TUI: plain progress lines (the default without a terminal)."),
+    click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout."),
+    click.option("--theme", help="TUI theme name."),
+]
+
+
+def apply(options: list[Callable[[Callable[..., Any]], Callable[..., Any]]]) -> Callable[[Callable[..., Any]], Any]:
+    def deco(func: Callable[..., Any]) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return deco
+
+
+def collect_flags(kwargs: dict[str, Any], ctx: click.Context) -> dict[str, Any]:
+    names = set(BatchConfig.model_fields)
+    flags = {k: v for k, v in kwargs.items() if k in names and v is not None}
+    if "output_dir" not in flags and (ctx.obj or {}).get("output_dir"):
+        flags["output_dir"] = ctx.obj["output_dir"]
+    return flags
+
+
+# -- the group -------------------------------------------------------------------------------------
+
+
+class Main(click.Group):
+    """Turns user errors into one clear line and exit 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            fail(str(exc))
+        except StoreError as exc:
+            fail(f"{exc}\n  the item store cannot be read; `batchtui show` still reads the manifest")
+        except DamagedFile as exc:
+            fail(f"{exc.path} is damaged ({exc.reason}) and has no good backup")
+        except BrokenPipeError:
+            sys.stderr.close()
+            raise SystemExit(1) from None
+
+
+@click.group(cls=Main, context_settings=CONTEXT, invoke_without_command=True)
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live [./batch_output].")
+@click.version_option(package_name="batchtui")
+@click.pass_context
+def main(ctx: click.Context, output_dir: str | None) -> None:
+    """Run work items through a command or a Python function, durably, and watch it live.
+
+    \b
+    batchtui run DIR --glob '*.pdf' --cmd 'pdftotext {path} {out}/text.txt'
+    batchtui run urls.txt --call fetch.py:fetch --workers 8 --rate 5/s
+    batchtui resume                 resume the latest unfinished batch
+    batchtui ls / show / export     look at batches and their results
+
+    Exit codes: 0 all complete, 1 some failed or skipped, 2 usage or config error,
+    3 halted by a policy, 130 interrupted (resumable).
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["output_dir"] = output_dir
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(ls_cmd, output_dir=output_dir, as_json=False)
+
+
+# -- run / demo / resume -------------------------------------------------------------------------
+
+
+def _run_headless(runner: BatchRunner, as_json: bool) -> RunResult:
+    printer = ProgressPrinter(runner.config.progress_interval)
+    runner.on_progress = printer
+    try:
+        result = runner.run()
+    finally:
+        printer.close()
+    _finish_output(result, as_json)
+    return result
+
+
+def _finish_output(result: RunResult, as_json: bool) -> None:
+    batch = result.batch
+    manifest = batch.read_manifest()
+    live = batch.read_live()
+    report = _read_json(batch.report)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "batch_id": batch.batch_id,
+                    "batch_dir": str(batch.path),
+                    "state": result.state.value,
+                    "halt_reason": result.halt_reason,
+                    "exit_code": result.exit_code,
+                    "totals": result.counts.model_dump(),
+                    "duplicates_dropped": manifest.duplicates_dropped,
+                    "report": report,
+                    "resume_command": None if result.state == BatchState.FINISHED else resume_command(batch),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print_summary(batch, manifest, result.counts, live, report)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _enqueue_note(n: int) -> None:
+    click.echo(f"  enqueued {n:,} items...", err=True)
+
+
+@main.command("run", context_settings=CONTEXT)
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--cmd", "command", help="Shell command template, e.g. 'wc -l < {path}' (values are shell-quoted).")
+@click.option("--call", help="Python callable: module:function or path/to/file.py:function.")
+@click.option("--glob", help="For directories: only files matching, e.g. '*.py' or 'sub/*.csv'.")
+@click.option("--follow-symlinks", is_flag=True, help="Follow symlinks when walking directories.")
+@click.option(
+    "--as",
+    "as_kind",
+    type=click.Choice(["auto", "files", "lines", "csv", "jsonl"]),
+    default="auto",
+    show_default=True,
+    help="How to read file sources.",
+)
+@click.option("--encoding", default="utf-8", show_default=True, help="Encoding of line, CSV and JSONL sources.")
+@click.option("--key-field", help="CSV/JSONL field that identifies a record (duplicates dropped on it).")
+@click.option("--delimiter", help="CSV delimiter [sniffed].")
+@apply(BATCH_OPTIONS)
+@apply(OPERATIONAL_OPTIONS)
+@apply(COMMON_OPTIONS)
+@click.pass_context
+def run_cmd(
+    ctx: click.Context,
+    sources: tuple[str, ...],
+    command: str | None,
+    call: str | None,
+    glob: str | None,
+    follow_symlinks: bool,
+    as_kind: str,
+    encoding: str,
+    key_field: str | None,
+    delimiter: str | None,
+    config_file: str | None,
+    headless: bool,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """Create a batch from SOURCES and run it.
+
+    SOURCES: directories (walked recursively), files, line files (.txt: one item a line,
+    e.g. URLs), CSV or JSONL files, or - for lines on stdin. Duplicates are dropped.
+
+    \b
+    Template placeholders (every value is shell-quoted):
+      {} main value   {path} {name} {stem} {suffix} {parent}   {seq} {key}
+      {out} a per-item folder in the batch dir   {field} a CSV/JSONL field
+    """
+    from batchtui.engine.processors import python_spec, shell_spec
+    from batchtui.engine.sources import build_spec
+
+    if bool(command) == bool(call):
+        fail("give exactly one of --cmd TEMPLATE or --call MODULE:FUNCTION")
+    config = load_config(collect_flags(kwargs, ctx), config_file=config_file)
+    spec = build_spec(
+        list(sources),
+        as_kind=as_kind,
+        glob=glob,
+        follow_symlinks=follow_symlinks,  # type: ignore[arg-type]
+        encoding=encoding,
+        key_field=key_field,
+        delimiter=delimiter,
+    )
+    processor = shell_spec(command) if command else python_spec(call or "", chunked=config.chunk_size is not None)
+    _create_and_run(config, spec, processor, headless=headless, as_json=as_json)
+
+
+def _create_and_run(
+    config: BatchConfig, spec: Any, processor: Any, *, headless: bool, as_json: bool, stdin: TextIO | None = None
+) -> NoReturn:
+    batch = create_batch(
+        config, spec, processor, stdin=stdin if stdin is not None else sys.stdin, on_enqueue=_enqueue_note
+    )
+    manifest = batch.read_manifest()
+    t = manifest.totals
+    dup = f", {manifest.duplicates_dropped} duplicates dropped" if manifest.duplicates_dropped else ""
+    click.echo(f"batch {batch.batch_id}: {t.total} items{dup} -> {batch.path}", err=True)
+    runner = BatchRunner(batch, config=config, action="run", handle_signals=True)
+    result = _run_headless(runner, as_json)
+    raise SystemExit(result.exit_code)
+
+
+@main.command("demo", context_settings=CONTEXT)
+@click.option(
+    "--items", "-n", type=click.IntRange(1, 10_000_000), default=200, show_default=True, help="How many demo items."
+)
+@apply(OPERATIONAL_OPTIONS)
+@apply(COMMON_OPTIONS)
+@click.pass_context
+def demo_cmd(
+    ctx: click.Context, items: int, config_file: str | None, headless: bool, as_json: bool, **kwargs: Any
+) -> None:
+    """Run the built-in demo: a pretend paid API with latency, retries and a few permanent errors."""
+    from batchtui.engine.processors import demo_spec
+    from batchtui.engine.sources import SourceEntry, SourceSpec
+
+    flags = collect_flags(kwargs, ctx)
+    flags.setdefault("workers", 8)
+    flags.setdefault("executor", "thread")
+    flags.setdefault("backoff", 0.2)
+    flags.setdefault("name", f"demo ({items} items)")
+    config = load_config(flags, config_file=config_file)
+    spec = SourceSpec(entries=(SourceEntry(kind="stdin", path="-"),))
+    lines = io.StringIO("".join(f"https://api.example.com/v1/documents/{i:07d}\n" for i in range(items)))
+    _create_and_run(config, spec, demo_spec(), headless=headless, as_json=as_json, stdin=lines)
+
+
+@main.command("resume", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@click.option("--retry-failed", is_flag=True, help="Put failed items back to pending first.")
+@apply(OPERATIONAL_OPTIONS)
+@apply(COMMON_OPTIONS)
+@click.pass_context
+def resume_cmd(
+    ctx: click.Context,
+    batch: str | None,
+    retry_failed: bool,
+    config_file: str | None,
+    headless: bool,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """Resume BATCH (an id, a unique part of one, or a path) [default: the latest unfinished].
+
+    The stored config is used; operational options given here (workers, rate, timeout,
+    thresholds...) override it and are recorded in the manifest's history.
+    """
+    out = output_dir_of(ctx, kwargs.get("output_dir"))
+    bdir = resolve_batch(batch, out, unfinished=True)
+    manifest = bdir.read_manifest()
+    stored = BatchConfig.model_validate(manifest.config)
+    flags = {k: v for k, v in collect_flags(kwargs, ctx).items() if k != "output_dir"}
+    overrides_in = {k: v for k, v in flags.items() if k in OPERATIONAL}
+    new = load_config(overrides_in, base=stored.model_dump(mode="json"), config_file=config_file, environ={})
+    # Only operational knobs may change on resume; the rest is the batch's identity.
+    changed = {
+        k: v
+        for k, v in new.model_dump(mode="json").items()
+        if k not in OPERATIONAL and stored.model_dump(mode="json").get(k) != v
+    }
+    if changed:
+        fail(f"cannot change {', '.join(sorted(changed))} on resume (only operational settings may change)")
+    from batchtui.engine.config import operational_overrides
+
+    overrides = operational_overrides(stored, new)
+
+    store = ItemStore.open_readonly(bdir.items_db)
+    try:
+        counts = store.counts()
+    finally:
+        store.close()
+    if (
+        manifest.state == BatchState.FINISHED
+        and not (counts.pending or counts.processing)
+        and not (retry_failed and counts.failed)
+    ):
+        click.echo(f"batch {bdir.batch_id} is finished; nothing to resume.", err=True)
+        _finish_output(
+            RunResult(bdir, manifest.state, counts, manifest.halt_reason, exit_code_for(manifest.state, counts)),
+            as_json,
+        )
+        raise SystemExit(exit_code_for(manifest.state, counts))
+    if retry_failed:
+        from batchtui.engine.batchdir import BatchLock
+
+        lock = BatchLock(bdir.lock)
+        lock.acquire()
+        try:
+            rw = ItemStore.open(bdir.items_db, durable=new.fsync)
+            try:
+                n = len(rw.retry_failed())
+            finally:
+                rw.close()
+        finally:
+            lock.release()
+        click.echo(f"requeued {n} failed items", err=True)
+    click.echo(f"resuming batch {bdir.batch_id}: {counts.finished}/{counts.total} done", err=True)
+    runner = BatchRunner(bdir, config=new, action="resume", overrides=overrides, handle_signals=True)
+    result = _run_headless(runner, as_json)
+    raise SystemExit(result.exit_code)
+
+
+# -- looking at batches ------------------------------------------------------------------------------
+
+
+def _batch_summary(bdir: BatchDir) -> dict[str, Any]:
+    """What ls shows for one batch; live counts when an engine is running."""
+    try:
+        manifest = bdir.read_manifest()
+    except (FileNotFoundError, DamagedFile) as exc:
+        return {"batch_id": bdir.batch_id, "path": str(bdir.path), "state": "damaged", "error": str(exc)}
+    alive = bdir.alive()
+    live = bdir.read_live()
+    counts = manifest.totals
+    state = manifest.state.value
+    updated = manifest.ended_at or manifest.started_at or manifest.created_at
+    if live is not None and alive is not None:
+        counts = live.counts
+        state = live.state.value
+        updated = live.updated_at
+    elif manifest.state in (BatchState.RUNNING, BatchState.PAUSED, BatchState.STOPPING) and alive is None:
+        state = "interrupted"
+    return {
+        "batch_id": bdir.batch_id,
+        "path": str(bdir.path),
+        "name": manifest.name,
+        "state": state,
+        "halt_reason": manifest.halt_reason,
+        "engine": None if alive is None else {"pid": alive.pid, "host": alive.host},
+        "totals": counts.model_dump(),
+        "percent": round(counts.percent, 1),
+        "duplicates_dropped": manifest.duplicates_dropped,
+        "created_at": manifest.created_at,
+        "updated_at": updated,
+        "processor": manifest.processor,
+    }
+
+
+@main.command("ls", context_settings=CONTEXT)
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout.")
+@click.pass_context
+def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
+    """List the batches in the output dir, newest first."""
+    out = output_dir_of(ctx, output_dir)
+    rows = [_batch_summary(b) for b in iter_batches(out)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no batches in {out}  (start one: batchtui run SOURCE --cmd '...', or batchtui demo)")
+        return
+    click.echo(f"{'BATCH':<25} {'STATE':<12} {'ENGINE':<10} {'DONE':>15} {'FAILED':>7} {'CREATED':<17} NAME")
+    for r in rows:
+        if r["state"] == "damaged":
+            click.echo(f"{r['batch_id']:<25} {'damaged':<12} {'':<10} {'':>15} {'':>7} {'':<17} {r['error']}")
+            continue
+        t = r["totals"]
+        done = t["complete"] + t["failed"] + t["skipped"]
+        engine = f"pid {r['engine']['pid']}" if r["engine"] else "-"
+        created = _local(r["created_at"])
+        progress = f"{done}/{t['total']}"
+        click.echo(
+            f"{r['batch_id']:<25} {r['state']:<12} {engine:<10} {progress:>15} {t['failed']:>7}"
+            f" {created:<17} {_plain(r['name'])[:40]}"
+        )
+
+
+def _local(iso: str | None) -> str:
+    if not iso:
+        return ""
+    try:
+        return datetime.fromtimestamp(parse_iso(iso)).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso
+
+
+@main.command("show", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.option("--json", "as_json", is_flag=True, help="Everything as JSON on stdout.")
+@click.pass_context
+def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_json: bool) -> None:
+    """Summary, error breakdown and settings of BATCH [default: the latest]."""
+    out = output_dir_of(ctx, output_dir)
+    bdir = resolve_batch(batch, out)
+    manifest = bdir.read_manifest()
+    live = bdir.read_live()
+    report = _read_json(bdir.report)
+    groups: list[dict[str, Any]] = []
+    counts = manifest.totals
+    try:
+        store = ItemStore.open_readonly(bdir.items_db)
+        try:
+            counts = store.counts()
+            groups = [g.model_dump() for g in store.error_groups(20)]
+            by_category = store.errors_by("error_category")
+        finally:
+            store.close()
+    except StoreError as exc:
+        click.echo(f"warning: {exc}; counts come from the manifest", err=True)
+        by_category = {}
+    alive = bdir.alive()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "batch_id": bdir.batch_id,
+                    "path": str(bdir.path),
+                    "manifest": manifest.model_dump(mode="json"),
+                    "counts": counts.model_dump(),
+                    "live": live.model_dump(mode="json") if live else None,
+                    "engine": alive.model_dump() if alive else None,
+                    "error_groups": groups,
+                    "errors_by_category": by_category,
+                    "report": report,
+                },
+                indent=2,
+            )
+        )
+        return
+    state_manifest = manifest
+    if live is not None and alive is not None:
+        state_manifest = manifest.model_copy(update={"state": live.state})
+    print_summary(bdir, state_manifest, counts, None, report)
+    proc = manifest.processor
+    click.echo(f"  Processor: {_plain(proc.get('command') or proc.get('call') or proc.get('kind'))}")
+    click.echo(
+        f"  Created:   {_local(manifest.created_at)}   Engine: "
+        + (f"running, pid {alive.pid} on {alive.host}" if alive else "none")
+    )
+    if live is not None and alive is not None:
+        click.echo("  Now:       " + progress_line(live))
+    if groups:
+        click.echo("  Error breakdown (type, category, count, example):")
+        for g in groups:
+            click.echo(
+                f"    {g['count']:>6}  {_plain(g['error_type'])}  [{g['category']}]  "
+                f"#{g['example_seq']}: {_plain(g['example_message'])[:80]}"
+            )
+    if by_category:
+        click.echo("  By category: " + ", ".join(f"{k} {v}" for k, v in by_category.items()))
+
+
+@main.command("export", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "processing", "complete", "failed", "skipped"]),
+    help="Only items with this status.",
+)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--out", "-O", "out_file", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.pass_context
+def export_cmd(
+    ctx: click.Context, batch: str | None, status: str | None, fmt: str, out_file: str | None, output_dir: str | None
+) -> None:
+    """Stream the items of BATCH (all columns) as JSONL or CSV."""
+    out = output_dir_of(ctx, output_dir)
+    bdir = resolve_batch(batch, out)
+    store = ItemStore.open_readonly(bdir.items_db)
+    stream: TextIO = open(out_file, "w", newline="", encoding="utf-8") if out_file else sys.stdout  # noqa: SIM115
+    n = 0
+    try:
+        rows: Iterator[Any] = store.iter_rows(status=status)
+        if fmt == "jsonl":
+            for row in rows:
+                stream.write(json.dumps(row.as_dict(), ensure_ascii=False) + "\n")
+                n += 1
+        else:
+            from batchtui.engine.store import ITEM_COLUMNS
+
+            writer = csv.writer(stream)
+            writer.writerow(ITEM_COLUMNS)
+            for row in rows:
+                d = row.as_dict()
+                writer.writerow(
+                    [
+                        json.dumps(d[c], ensure_ascii=False)
+                        if c in ("data", "result") and d[c] is not None
+                        else ("" if d[c] is None else d[c])
+                        for c in ITEM_COLUMNS
+                    ]
+                )
+                n += 1
+    finally:
+        store.close()
+        if out_file:
+            stream.close()
+    if out_file:
+        click.echo(f"exported {n} items to {out_file}", err=True)
+
+
+@main.command("cleanup", context_settings=CONTEXT)
+@click.option(
+    "--max-age-days",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="Remove batches whose last activity is older than this.",
+)
+@click.option("--include-unfinished", is_flag=True, help="Also remove resumable (unfinished) batches.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.pass_context
+def cleanup_cmd(
+    ctx: click.Context, max_age_days: float, include_unfinished: bool, dry_run: bool, output_dir: str | None
+) -> None:
+    """Remove old finished batches (never one with a live engine)."""
+    out = output_dir_of(ctx, output_dir)
+    cutoff = time.time() - max_age_days * 86400
+    removed = kept = 0
+    for bdir in iter_batches(out):
+        try:
+            manifest = bdir.read_manifest()
+            last = parse_iso(manifest.ended_at or manifest.started_at or manifest.created_at)
+            finished = manifest.state == BatchState.FINISHED
+        except (FileNotFoundError, DamagedFile, ValueError):
+            last = bdir.path.stat().st_mtime
+            finished = False
+        if last > cutoff or bdir.alive() is not None or (not finished and not include_unfinished):
+            kept += 1
+            continue
+        age = (time.time() - last) / 86400
+        click.echo(f"{'would remove' if dry_run else 'removing'} {bdir.batch_id} ({age:.0f} days old)")
+        if not dry_run:
+            shutil.rmtree(bdir.path)
+        removed += 1
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {removed} batches, kept {kept}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+
+__all__ = ["main", "progress_line"]
