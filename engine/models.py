@@ -162,6 +162,7 @@ class LiveProgress(_Model):
     workers: int = 0
     control_ack: str | None = None
     acked: list[str] = Field(default_factory=list)
+    control_results: dict[str, str] = Field(default_factory=dict)
     halt_reason: str | None = None
     pid: int | None = None
     host: str | None = None

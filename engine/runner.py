@@ -33,6 +33,7 @@ import orjson
 
 from .batchdir import HOST, BatchDir, BatchLock, now_iso, parse_iso
 from .config import BatchConfig
+from .control import ControlReader, ControlWatcher
 from .errors import ErrorInfo, InvalidRecord, ItemTimeout, UserError, classify, normalize_message
 from .executors import CompletionQueue, Executor, Outcome, WorkerInitError, make_executor
 from .files import ResultsLog, dumps, iter_jsonl, read_model, write_model
@@ -280,6 +281,9 @@ class BatchRunner:
         self.cost_spent = 0.0
         self.last_ack: str | None = None
         self.acked: collections.deque[str] = collections.deque(maxlen=50)
+        self.control_results: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.control_reader = ControlReader(batch.control)
+        self.watcher: ControlWatcher | None = None
         self.warnings: collections.deque[str] = collections.deque(maxlen=10)
 
         self._inflight: dict[int, _Flight] = {}
@@ -338,8 +342,12 @@ class BatchRunner:
 
     def run(self) -> RunResult:
         self.lock.acquire()
+        # Only commands appended from now on are ours (older ones were applied offline).
+        self.control_reader = ControlReader(self.batch.control)
         old_handlers: dict[signal.Signals, Any] = {}
         try:
+            self.watcher = ControlWatcher(self.batch.path, lambda: self.completions.put([]))
+            self.watcher.start()
             if self.handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     old_handlers[sig] = signal.signal(sig, self._on_signal)
@@ -349,6 +357,8 @@ class BatchRunner:
             finally:
                 self._finish()
         finally:
+            if self.watcher is not None:
+                self.watcher.stop()
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
             if self.executor is not None:
@@ -889,41 +899,59 @@ class BatchRunner:
     # -- control ---------------------------------------------------------------------------
 
     def _handle_commands(self) -> None:
+        if self.control_reader.changed():
+            for cmd in self.control_reader.read_new():
+                self.commands.put(cmd)
+        handled = False
         while True:
             try:
                 cmd = self.commands.get_nowait()
             except queue.Empty:
-                return
+                break
             try:
-                self._apply(cmd)
+                message = self._apply(cmd)
             except Exception as exc:  # a bad command must never kill the run
+                message = f"failed: {exc}"
                 self._warn(f"control command {cmd.op} {cmd.id} failed: {exc}")
             self.last_ack = cmd.id
             self.acked.append(cmd.id)
+            self.control_results[cmd.id] = message
+            while len(self.control_results) > 50:
+                self.control_results.popitem(last=False)
+            handled = True
+        if handled:
             self._write_live(force=True)
 
-    def _apply(self, cmd: ControlCommand) -> None:
+    def _apply(self, cmd: ControlCommand) -> str:
+        """Apply one control command on the runner thread; returns what it did."""
         assert self.store is not None and self.executor is not None
         if cmd.op == "pause":
-            if self.state == BatchState.RUNNING:
-                self.paused = True
-                self.state = BatchState.PAUSED
-                self._write_manifest()
-        elif cmd.op == "resume":
-            if self.state == BatchState.PAUSED:
-                self.paused = False
-                self.state = BatchState.RUNNING
-                self._write_manifest()
-        elif cmd.op == "stop":
+            if self.state != BatchState.RUNNING:
+                return f"not running ({self.state.value})"
+            self.paused = True
+            self.state = BatchState.PAUSED
+            self._write_manifest()
+            return f"paused; {len(self._inflight)} in-flight items finish"
+        if cmd.op == "resume":
+            if self.state != BatchState.PAUSED:
+                return f"not paused ({self.state.value})"
+            self.paused = False
+            self.state = BatchState.RUNNING
+            self._write_manifest()
+            return "running"
+        if cmd.op == "stop":
             self.request_stop(f"stop command {cmd.id}")
-        elif cmd.op == "set_workers":
+            return f"stopping; in-flight items get {self.config.grace:g}s"
+        if cmd.op == "set_workers":
             n = int(cmd.value)
             if not 1 <= n <= 4096:
                 raise ValueError(f"workers must be 1..4096, not {n}")
+            before = self.executor.workers
             self.executor.set_workers(n)
-        elif cmd.op == "skip":
-            self._skip(cmd.seqs or [])
-        elif cmd.op == "retry":
+            return f"workers {before} -> {n}"
+        if cmd.op == "skip":
+            return self._skip(cmd.seqs or [])
+        if cmd.op == "retry":
             self._commit()
             error_type = (cmd.filter or {}).get("error_type")
             changed = self.store.retry_failed(error_type=error_type, seqs=cmd.seqs)
@@ -932,8 +960,10 @@ class BatchRunner:
             if changed:
                 self._reset_scan()
                 self._errors_dirty = True
+            return f"{len(changed)} failed items back to pending"
+        raise ValueError(f"unknown op {cmd.op}")
 
-    def _skip(self, seqs: list[int]) -> None:
+    def _skip(self, seqs: list[int]) -> str:
         assert self.store is not None and self.executor is not None
         self._commit()
         running = [s for s in seqs if s in self._inflight]
@@ -954,6 +984,7 @@ class BatchRunner:
             self.counts.skipped += 1
         if changed:
             self._reset_scan()
+        return f"{len(changed)} skipped, {len(running)} in-flight killed"
 
     def _reset_scan(self) -> None:
         self._buffer.clear()
@@ -1013,6 +1044,7 @@ class BatchRunner:
             workers=self.executor.workers if self.executor else self.config.workers,
             control_ack=self.last_ack,
             acked=list(self.acked),
+            control_results=dict(self.control_results),
             halt_reason=self.halt_reason,
             pid=os.getpid(),
             host=HOST,

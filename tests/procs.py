@@ -40,3 +40,12 @@ def flaky(item: Any) -> dict[str, int]:
 def costly(item: Any) -> dict[str, float]:
     time.sleep(0.01)
     return {"cost": 1.0}
+
+
+def slow_switch(item: Any) -> dict[str, int]:
+    """50 ms per item; items with seq % 10 == 3 fail while the file $BATCHTUI_TEST_SWITCH exists."""
+    time.sleep(0.05)
+    switch = os.environ.get("BATCHTUI_TEST_SWITCH")
+    if switch and item.seq % 10 == 3 and os.path.exists(switch):
+        raise ValueError(f"switch on for {item.seq}")
+    return {"seq": item.seq}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import sys
 import time
@@ -206,6 +207,7 @@ COMMON_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         "--config", "config_file", type=click.Path(dir_okay=False), help="Settings file [./batchtui.toml if present]."
     ),
     click.option("--headless", is_flag=True, help="No TUI: plain progress lines (the default without a terminal)."),
+    click.option("--detach", is_flag=True, help="Run the engine in the background (output in engine.log) and return."),
     click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout."),
     click.option("--theme", help="TUI theme name."),
 ]
@@ -372,6 +374,7 @@ def run_cmd(
     from batchtui.engine.processors import python_spec, shell_spec
     from batchtui.engine.sources import build_spec
 
+    detach = bool(kwargs.pop("detach", False))
     if bool(command) == bool(call):
         fail("give exactly one of --cmd TEMPLATE or --call MODULE:FUNCTION")
     config = load_config(collect_flags(kwargs, ctx), config_file=config_file)
@@ -385,11 +388,65 @@ def run_cmd(
         delimiter=delimiter,
     )
     processor = shell_spec(command) if command else python_spec(call or "", chunked=config.chunk_size is not None)
-    _create_and_run(config, spec, processor, headless=headless, as_json=as_json)
+    _create_and_run(config, spec, processor, headless=headless, as_json=as_json, detach=detach)
+
+
+def detach_engine(batch: BatchDir, *, action: str, overrides: dict[str, Any] | None = None, wait: float = 15.0) -> int:
+    """Start the engine for ``batch`` as a background process in its own session.
+
+    Output goes to engine.log in the batch dir. Returns the engine's pid once it holds the
+    batch lock; raises UserError with the log's tail if it died first.
+    """
+    import subprocess
+
+    log_fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    args = [sys.executable, "-m", "batchtui.tui.cli", "resume", str(batch.path), "--headless"]
+    args += ["--engine-action", action]
+    if overrides:
+        args += ["--overrides-json", json.dumps(overrides)]
+    try:
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, start_new_session=True, close_fds=True
+        )
+    finally:
+        os.close(log_fd)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        alive = batch.alive()
+        if alive is not None and alive.pid == proc.pid:
+            return proc.pid
+        code = proc.poll()
+        if code is not None:
+            tail = batch.engine_log.read_text(errors="replace").strip().splitlines()[-5:]
+            if code in (0, 1):
+                return proc.pid  # it already finished (a tiny batch)
+            raise UserError(f"the background engine exited with {code}:\n  " + "\n  ".join(tail))
+        time.sleep(0.02)
+    return proc.pid
+
+
+def _announce_detached(batch: BatchDir, pid: int, as_json: bool) -> None:
+    where = f"--output-dir {batch.path.parent}"
+    if as_json:
+        info = {"batch_id": batch.batch_id, "batch_dir": str(batch.path), "pid": pid, "detached": True}
+        click.echo(json.dumps({**info, "engine_log": str(batch.engine_log)}))
+        return
+    click.echo(f"batch {batch.batch_id}: engine running in the background (pid {pid})")
+    click.echo(f"  watch:  batchtui watch {batch.batch_id} {where}")
+    click.echo(f"  status: batchtui show {batch.batch_id} {where}")
+    click.echo(f"  stop:   batchtui stop {batch.batch_id} {where}")
+    click.echo(f"  log:    {batch.engine_log}")
 
 
 def _create_and_run(
-    config: BatchConfig, spec: Any, processor: Any, *, headless: bool, as_json: bool, stdin: TextIO | None = None
+    config: BatchConfig,
+    spec: Any,
+    processor: Any,
+    *,
+    headless: bool,
+    as_json: bool,
+    detach: bool = False,
+    stdin: TextIO | None = None,
 ) -> NoReturn:
     batch = create_batch(
         config, spec, processor, stdin=stdin if stdin is not None else sys.stdin, on_enqueue=_enqueue_note
@@ -398,6 +455,9 @@ def _create_and_run(
     t = manifest.totals
     dup = f", {manifest.duplicates_dropped} duplicates dropped" if manifest.duplicates_dropped else ""
     click.echo(f"batch {batch.batch_id}: {t.total} items{dup} -> {batch.path}", err=True)
+    if detach:
+        _announce_detached(batch, detach_engine(batch, action="run"), as_json)
+        raise SystemExit(0)
     runner = BatchRunner(batch, config=config, action="run", handle_signals=True)
     result = _run_headless(runner, as_json)
     raise SystemExit(result.exit_code)
@@ -417,6 +477,7 @@ def demo_cmd(
     from batchtui.engine.processors import demo_spec
     from batchtui.engine.sources import SourceEntry, SourceSpec
 
+    detach = bool(kwargs.pop("detach", False))
     flags = collect_flags(kwargs, ctx)
     flags.setdefault("workers", 8)
     flags.setdefault("executor", "thread")
@@ -425,12 +486,14 @@ def demo_cmd(
     config = load_config(flags, config_file=config_file)
     spec = SourceSpec(entries=(SourceEntry(kind="stdin", path="-"),))
     lines = io.StringIO("".join(f"https://api.example.com/v1/documents/{i:07d}\n" for i in range(items)))
-    _create_and_run(config, spec, demo_spec(), headless=headless, as_json=as_json, stdin=lines)
+    _create_and_run(config, spec, demo_spec(), headless=headless, as_json=as_json, detach=detach, stdin=lines)
 
 
 @main.command("resume", context_settings=CONTEXT)
 @click.argument("batch", required=False)
 @click.option("--retry-failed", is_flag=True, help="Put failed items back to pending first.")
+@click.option("--engine-action", type=click.Choice(["run", "resume"]), default="resume", hidden=True)
+@click.option("--overrides-json", hidden=True)
 @apply(OPERATIONAL_OPTIONS)
 @apply(COMMON_OPTIONS)
 @click.pass_context
@@ -448,11 +511,16 @@ def resume_cmd(
     The stored config is used; operational options given here (workers, rate, timeout,
     thresholds...) override it and are recorded in the manifest's history.
     """
+    detach = bool(kwargs.pop("detach", False))
+    engine_action = str(kwargs.pop("engine_action", "resume"))
+    overrides_json = kwargs.pop("overrides_json", None)
     out = output_dir_of(ctx, kwargs.get("output_dir"))
     bdir = resolve_batch(batch, out, unfinished=True)
     manifest = bdir.read_manifest()
     stored = BatchConfig.model_validate(manifest.config)
     flags = {k: v for k, v in collect_flags(kwargs, ctx).items() if k != "output_dir"}
+    if overrides_json:
+        flags.update(json.loads(overrides_json))
     overrides_in = {k: v for k, v in flags.items() if k in OPERATIONAL}
     new = load_config(overrides_in, base=stored.model_dump(mode="json"), config_file=config_file, environ={})
     # Only operational knobs may change on resume; the rest is the batch's identity.
@@ -497,10 +565,190 @@ def resume_cmd(
         finally:
             lock.release()
         click.echo(f"requeued {n} failed items", err=True)
+    if detach:
+        pid = detach_engine(bdir, action="resume", overrides=overrides)
+        _announce_detached(bdir, pid, as_json)
+        raise SystemExit(0)
     click.echo(f"resuming batch {bdir.batch_id}: {counts.finished}/{counts.total} done", err=True)
-    runner = BatchRunner(bdir, config=new, action="resume", overrides=overrides, handle_signals=True)
+    runner = BatchRunner(bdir, config=new, action=engine_action, overrides=overrides, handle_signals=True)
     result = _run_headless(runner, as_json)
     raise SystemExit(result.exit_code)
+
+
+# -- steering a batch ------------------------------------------------------------------------------
+
+
+def _control(
+    ctx: click.Context,
+    batch: str | None,
+    output_dir: str | None,
+    cmd: Any,
+    offline: Callable[[ItemStore], str] | None,
+    wait: float,
+    as_json: bool = False,
+) -> None:
+    """Send ``cmd`` to the engine running the batch and wait for its ack, or change the store
+    directly (under the lock) when no engine runs."""
+    from batchtui.engine.control import append_command, apply_offline, wait_for_ack
+
+    out = output_dir_of(ctx, output_dir)
+    bdir = resolve_batch(batch, out)
+    alive = bdir.alive()
+    if alive is not None:
+        append_command(bdir, cmd)
+        live = wait_for_ack(bdir, cmd.id, wait)
+        if live is None:
+            fail(
+                f"the engine (pid {alive.pid} on {alive.host}) did not acknowledge {cmd.op} within {wait:g}s;"
+                f" it is queued in {bdir.control} and applies when the engine reads it",
+                1,
+            )
+        message = live.control_results.get(cmd.id, "done")
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "batch_id": bdir.batch_id,
+                        "id": cmd.id,
+                        "op": cmd.op,
+                        "engine": True,
+                        "result": message,
+                        "state": live.state.value,
+                    }
+                )
+            )
+        else:
+            click.echo(f"{bdir.batch_id}: {cmd.op}: {message}")
+        return
+    if offline is None:
+        fail(f"no engine is running batch {bdir.batch_id}; start it with `{resume_command(bdir)}`", 1)
+    message = apply_offline(bdir, offline)
+    if as_json:
+        click.echo(
+            json.dumps({"batch_id": bdir.batch_id, "id": cmd.id, "op": cmd.op, "engine": False, "result": message})
+        )
+    else:
+        click.echo(f"{bdir.batch_id}: {cmd.op} (no engine running, store changed): {message}")
+
+
+WAIT_OPTION = click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the engine's acknowledgement.",
+)
+DIR_OPTION = click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+
+
+@main.command("pause", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@WAIT_OPTION
+@DIR_OPTION
+@JSON_OPTION
+@click.pass_context
+def pause_cmd(ctx: click.Context, batch: str | None, wait: float, output_dir: str | None, as_json: bool) -> None:
+    """Pause BATCH: no new items start; in-flight items finish."""
+    from batchtui.engine.control import new_command
+
+    _control(ctx, batch, output_dir, new_command("pause"), None, wait, as_json)
+
+
+@main.command("unpause", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@WAIT_OPTION
+@DIR_OPTION
+@JSON_OPTION
+@click.pass_context
+def unpause_cmd(ctx: click.Context, batch: str | None, wait: float, output_dir: str | None, as_json: bool) -> None:
+    """Let a paused BATCH go on."""
+    from batchtui.engine.control import new_command
+
+    _control(ctx, batch, output_dir, new_command("resume"), None, wait, as_json)
+
+
+@main.command("stop", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@WAIT_OPTION
+@DIR_OPTION
+@JSON_OPTION
+@click.pass_context
+def stop_cmd(ctx: click.Context, batch: str | None, wait: float, output_dir: str | None, as_json: bool) -> None:
+    """Stop BATCH gracefully (like SIGTERM): resumable later."""
+    from batchtui.engine.control import new_command
+
+    _control(ctx, batch, output_dir, new_command("stop"), None, wait, as_json)
+
+
+@main.command("skip", context_settings=CONTEXT)
+@click.argument("batch")
+@click.argument("seqs", nargs=-1, type=click.IntRange(min=0), required=True)
+@WAIT_OPTION
+@DIR_OPTION
+@JSON_OPTION
+@click.pass_context
+def skip_cmd(
+    ctx: click.Context, batch: str, seqs: tuple[int, ...], wait: float, output_dir: str | None, as_json: bool
+) -> None:
+    """Skip items SEQS of BATCH (an in-flight one is killed)."""
+    from batchtui.engine.control import new_command
+
+    def offline(store: ItemStore) -> str:
+        changed = store.skip(list(seqs), at=_now())
+        return f"{len(changed)} skipped"
+
+    _control(ctx, batch, output_dir, new_command("skip", seqs=list(seqs)), offline, wait, as_json)
+
+
+@main.command("retry", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@click.option("--type", "error_type", help="Only failed items with this error type (e.g. 'exit 4', TimeoutError).")
+@click.option("--seq", "seqs", type=click.IntRange(min=0), multiple=True, help="Only these items (repeatable).")
+@WAIT_OPTION
+@DIR_OPTION
+@JSON_OPTION
+@click.pass_context
+def retry_cmd(
+    ctx: click.Context,
+    batch: str | None,
+    error_type: str | None,
+    seqs: tuple[int, ...],
+    wait: float,
+    output_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Put failed items of BATCH back to pending (their attempt history is kept)."""
+    from batchtui.engine.control import new_command
+
+    seq_list = list(seqs) if seqs else None
+
+    def offline(store: ItemStore) -> str:
+        changed = store.retry_failed(error_type=error_type, seqs=seq_list)
+        return f"{len(changed)} failed items back to pending; run them with `batchtui resume`"
+
+    cmd = new_command("retry", seqs=seq_list, filter={"error_type": error_type} if error_type else None)
+    _control(ctx, batch, output_dir, cmd, offline, wait, as_json)
+
+
+@main.command("workers", context_settings=CONTEXT)
+@click.argument("batch")
+@click.argument("n", type=click.IntRange(1, 4096))
+@WAIT_OPTION
+@DIR_OPTION
+@JSON_OPTION
+@click.pass_context
+def workers_cmd(ctx: click.Context, batch: str, n: int, wait: float, output_dir: str | None, as_json: bool) -> None:
+    """Grow or shrink the worker pool of a running BATCH to N."""
+    from batchtui.engine.control import new_command
+
+    _control(ctx, batch, output_dir, new_command("set_workers", value=n), None, wait, as_json)
+
+
+def _now() -> str:
+    from batchtui.engine.batchdir import now_iso
+
+    return now_iso()
 
 
 # -- looking at batches ------------------------------------------------------------------------------
@@ -735,7 +983,7 @@ def cleanup_cmd(
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    main(prog_name="batchtui")
 
 
 __all__ = ["main", "progress_line"]

@@ -1,0 +1,256 @@
+"""Live control across processes: a headless run steered from a second process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.control import append_command, new_command, wait_for_ack
+
+from .conftest import CLI, cli_env, only_batch
+
+PROCS = Path(__file__).with_name("procs.py")
+
+
+def live(batch: Path) -> dict[str, object]:
+    for _ in range(50):
+        try:
+            return orjson.loads((batch / "live_progress.json").read_bytes())  # type: ignore[no-any-return]
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            time.sleep(0.01)
+    raise AssertionError("no live_progress.json")
+
+
+def manifest(batch: Path) -> dict[str, object]:
+    return orjson.loads((batch / "manifest.json").read_bytes())  # type: ignore[no-any-return]
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def statuses(batch: Path) -> dict[int, str]:
+    db = sqlite3.connect(f"file:{batch / 'items.db'}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT seq, status FROM items").fetchall())
+    finally:
+        db.close()
+
+
+def test_pause_skip_unpause_stop_resume_retry(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"row-{i}\n" for i in range(200)))
+    switch = tmp_path / "switch"
+    switch.write_text("on")
+    env = cli_env(out_dir, {"BATCHTUI_TEST_SWITCH": str(switch)})
+    engine = subprocess.Popen(
+        [
+            *CLI,
+            "run",
+            str(items),
+            "--call",
+            f"{PROCS}:slow_switch",
+            "--executor",
+            "thread",
+            "-j",
+            "2",
+            "--headless",
+            "--max-attempts",
+            "1",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: out_dir.exists() and any(out_dir.iterdir()))
+        batch = only_batch(out_dir)
+        bdir = BatchDir(batch)
+        wait_until(lambda: (batch / "live_progress.json").exists() and live(batch)["counts"]["complete"] >= 10)  # type: ignore[index]
+
+        # Pause: acknowledged within 0.5 s, then the counts stop growing.
+        cmd = new_command("pause")
+        t0 = time.monotonic()
+        append_command(bdir, cmd)
+        ack = wait_for_ack(bdir, cmd.id, timeout=5)
+        latency = time.monotonic() - t0
+        assert ack is not None and latency < 0.5, latency
+        assert ack.state == "paused" and ack.paused
+        wait_until(lambda: live(batch)["counts"]["processing"] == 0, 5)  # type: ignore[index]
+        frozen = live(batch)["counts"]
+        time.sleep(0.6)
+        assert live(batch)["counts"] == frozen
+        assert manifest(batch)["state"] == "paused"
+
+        # Skip two pending items through the CLI (a second process), with the engine live.
+        skipped = run_cli(["skip", batch.name, "150", "151", "--json"])
+        assert skipped.returncode == 0, skipped.stderr
+        assert json.loads(skipped.stdout)["engine"] is True
+        assert live(batch)["counts"]["skipped"] == 2  # type: ignore[index]
+
+        resumed = run_cli(["unpause", batch.name])
+        assert resumed.returncode == 0, resumed.stderr
+        done_before = frozen["complete"]  # type: ignore[index]
+        wait_until(lambda: live(batch)["counts"]["complete"] > done_before + 5, 10)  # type: ignore[index]
+        assert live(batch)["state"] == "running"
+
+        workers = run_cli(["workers", batch.name, "3"])
+        assert workers.returncode == 0 and "2 -> 3" in workers.stdout, workers.stdout + workers.stderr
+        assert live(batch)["workers"] == 3
+
+        stopped = run_cli(["stop", batch.name])
+        assert stopped.returncode == 0, stopped.stderr
+        assert engine.wait(timeout=30) == 130
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    assert manifest(batch)["state"] == "stopped"
+    assert live(batch)["state"] == "stopped"
+    st = statuses(batch)
+    assert "processing" not in st.values()
+    assert st[150] == st[151] == "skipped"
+    assert list(st.values()).count("pending") > 0
+
+    # Resume to the end: the switch makes items ...3 fail (exit 1: some failed).
+    first = subprocess.run(
+        [*CLI, "resume", batch.name, "--headless"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert first.returncode == 1, first.stderr
+    st = statuses(batch)
+    failed = {s for s, v in st.items() if v == "failed"}
+    assert failed == {s for s in range(200) if s % 10 == 3} - {150, 151}
+    assert manifest(batch)["state"] == "finished"
+
+    # Fix the cause, retry the failed ones with no engine running (store changed under the lock).
+    switch.unlink()
+    retried = run_cli(["retry", batch.name, "--type", "ValueError"])
+    assert retried.returncode == 0 and f"{len(failed)} failed items back to pending" in retried.stdout
+    assert manifest(batch)["totals"]["pending"] == len(failed)  # type: ignore[index]
+    second = subprocess.run(
+        [*CLI, "resume", batch.name, "--headless"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert second.returncode == 1, second.stderr  # two skipped items remain
+    st = statuses(batch)
+    assert {s for s, v in st.items() if v != "complete"} == {150, 151}
+    m = manifest(batch)
+    assert m["totals"]["complete"] == 198 and m["totals"]["skipped"] == 2  # type: ignore[index]
+    assert [h["action"] for h in m["history"]] == ["run", "resume", "resume"]  # type: ignore[index]
+    db = sqlite3.connect(batch / "items.db")
+    # History kept: a retried item has its failed attempt and its successful one.
+    rows = db.execute("SELECT attempt, status FROM attempts WHERE seq=3 ORDER BY attempt").fetchall()
+    assert rows == [(1, "failed"), (2, "complete")]
+    db.close()
+    lines = (batch / "results.jsonl").read_bytes().splitlines()
+    seqs = [orjson.loads(line)["seq"] for line in lines]
+    assert len(seqs) == len(set(seqs)) == 198
+
+
+def test_commands_without_engine(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = tmp_path / "items.txt"
+    items.write_text("a\nb\n")
+    assert run_cli(["run", str(items), "--cmd", "true"]).returncode == 0
+    batch = only_batch(out_dir)
+    paused = run_cli(["pause", batch.name])
+    assert paused.returncode == 1 and "no engine is running" in paused.stderr
+
+
+def test_lock_names_holder_and_dead_lock_is_taken_over(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"{i}\n" for i in range(400)))
+    started = run_cli(["run", str(items), "--cmd", "sleep 0.05", "-j", "2", "--detach", "--json"])
+    assert started.returncode == 0, started.stderr
+    info = json.loads(started.stdout)
+    pid, batch = info["pid"], Path(info["batch_dir"])
+    assert (batch / "engine.log").exists()
+    listed = json.loads(run_cli(["ls", "--json"]).stdout)
+    assert listed[0]["engine"]["pid"] == pid
+
+    second = run_cli(["resume", batch.name, "--headless"])
+    assert second.returncode == 2
+    assert f"pid {pid}" in second.stderr and os.uname().nodename in second.stderr
+    assert "Traceback" not in second.stderr
+
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: BatchDir(batch).alive() is None, 5)
+    again = run_cli(["resume", batch.name, "--headless"], timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert manifest(batch)["state"] == "finished"
+    assert set(statuses(batch).values()) == {"complete"}
+
+
+def test_two_engines_racing_for_one_batch(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"{i}\n" for i in range(100)))
+    created = run_cli(["run", str(items), "--cmd", "sleep 0.1", "-j", "2", "--detach", "--json"])
+    batch = Path(json.loads(created.stdout)["batch_dir"])
+    run_cli(["stop", batch.name])
+    wait_until(lambda: BatchDir(batch).alive() is None, 10)
+    env = cli_env(out_dir)
+    procs = [
+        subprocess.Popen(
+            [*CLI, "resume", batch.name, "--headless"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    codes = sorted(p.wait(timeout=60) for p in procs)
+    assert codes == [0, 2], [p.stderr.read() for p in procs if p.stderr]  # type: ignore[union-attr]
+    assert set(statuses(batch).values()) == {"complete"}
+
+
+@pytest.mark.parametrize("op", ["pause", "stop"])
+def test_ack_timeout_message(tmp_path: Path, out_dir: Path, run_cli, op: str) -> None:  # type: ignore[no-untyped-def]
+    # A live lock held by a process that is not an engine never acknowledges.
+    items = tmp_path / "items.txt"
+    items.write_text("x\n")
+    assert run_cli(["run", str(items), "--cmd", "true"]).returncode == 0
+    batch = only_batch(out_dir)
+    holder = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('ok', flush=True); time.sleep(30)",
+            str(batch / "lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+        res = run_cli([op, batch.name, "--wait", "0.3"])
+        assert res.returncode == 1 and "did not acknowledge" in res.stderr
+    finally:
+        holder.kill()
