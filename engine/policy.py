@@ -37,7 +37,8 @@ class TokenBucket:
 
     def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, min(rate, 10.0))
+        # No burst by default: "at most N a second" holds over any window, from the start.
+        self.capacity = burst if burst is not None else 1.0
         self.tokens = 1.0
         self.stamp = time.monotonic()
         self._lock = threading.Lock()
@@ -82,14 +83,19 @@ class HaltCheck:
             return f"failure rate {rate:.0%} over --max-failure-rate {limit:.0%} after {done} items"
         return None
 
-    def budget(self, spent: float, in_flight_estimate: float) -> str | None:
+    def budget(self, spent: float, in_flight: int, per_item: float) -> str | None:
+        """Whether one more dispatch could pass ``--max-cost``.
+
+        ``per_item`` is the largest cost seen so far: the spend committed plus every item in
+        flight at that cost plus the next one must stay within the cap.
+        """
         cap = self.config.max_cost
         if cap is None:
             return None
         if spent >= cap:
             return f"cost {spent:.4g} reached --max-cost {cap:g}"
-        if spent + in_flight_estimate > cap:
-            return f"cost {spent:.4g} + one more item (~{in_flight_estimate:.4g}) would pass --max-cost {cap:g}"
+        if spent + (in_flight + 1) * per_item > cap:
+            return f"cost {spent:.4g} + one more item (~{per_item:.4g}) would pass --max-cost {cap:g}"
         return None
 
 

@@ -295,6 +295,8 @@ class BatchRunner:
         self._chunk = 1
         self._avg_item_s: float | None = None
         self._chunks_in_flight = 0
+        self._max_item_cost = 0.0
+        self._cost_known = False
 
         self._stage: dict[str, list[tuple[Any, ...]]] = collections.defaultdict(list)
         self._delta: collections.Counter[str] = collections.Counter()
@@ -396,6 +398,8 @@ class BatchRunner:
             self._warn(f"adopted {adopted} results written just before the last crash (not redone)")
         self.counts = store.counts()
         self.cost_spent = store.total_cost()
+        self._max_item_cost = store.max_cost()
+        self._cost_known = self.counts.complete > 0
         self.rate.add(self.counts.finished)
 
         entry = HistoryEntry(
@@ -583,6 +587,8 @@ class BatchRunner:
             return
         workers = max(1, self.executor.workers)
         max_items = self.config.window or workers * 4 * self._chunk
+        if self.config.max_cost is not None and not self._cost_known:
+            max_items = 1  # no item finished yet: probe with one so the cap cannot be overrun
         room = max_items - len(self._inflight)
         if room <= 0:
             return
@@ -590,7 +596,10 @@ class BatchRunner:
         chunk: list[Item] = []
         started_at = now_iso()
         started = time.monotonic()
+        budget = self.config.max_cost is not None
         while room > 0:
+            if budget and self._budget_blocks():
+                break  # every in-flight item at the largest cost seen, plus this one, must fit
             if self.bucket is not None and not self.bucket.try_take():
                 break
             item = self._take_next(now)
@@ -672,10 +681,7 @@ class BatchRunner:
     def _budget_blocks(self) -> str | None:
         if self.config.max_cost is None:
             return None
-        done = max(1, self.counts.complete)
-        estimate = self.cost_spent / done if self.counts.complete else 0.0
-        pending_cost = estimate * len(self._inflight)
-        return self.halts.budget(self.cost_spent + pending_cost, estimate)
+        return self.halts.budget(self.cost_spent, len(self._inflight), self._max_item_cost)
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -748,9 +754,11 @@ class BatchRunner:
             "duration_s": round(o.duration, 6),
             "finished_at": finished_at,
         }
+        self._cost_known = True
         if o.cost is not None:
             line["cost"] = o.cost
             self.cost_spent += o.cost
+            self._max_item_cost = max(self._max_item_cost, o.cost)
         try:
             result_json = orjson.dumps(o.result, option=orjson.OPT_NON_STR_KEYS).decode()
             raw = orjson.dumps(line, option=orjson.OPT_NON_STR_KEYS)
@@ -1094,6 +1102,7 @@ class BatchRunner:
         write_model(self.batch.report, report, durable=self.config.fsync)
         if self.config.on_finish:
             self._run_hook(self.config.on_finish, report)
+            self._write_live(force=True)  # a hook failure shows in the warnings
 
     def _report(self, ended: str) -> Report:
         assert self.store is not None

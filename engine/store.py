@@ -317,6 +317,10 @@ class ItemStore:
         row = self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM items WHERE cost IS NOT NULL").fetchone()
         return float(row[0])
 
+    def max_cost(self) -> float:
+        row = self.conn.execute("SELECT COALESCE(MAX(cost), 0) FROM items WHERE cost IS NOT NULL").fetchone()
+        return float(row[0])
+
     def statuses(self, seqs: Iterable[int]) -> dict[int, str]:
         out: dict[int, str] = {}
         seq_list = list(seqs)

@@ -49,3 +49,36 @@ def slow_switch(item: Any) -> dict[str, int]:
     if switch and item.seq % 10 == 3 and os.path.exists(switch):
         raise ValueError(f"switch on for {item.seq}")
     return {"seq": item.seq}
+
+
+def always_transient(item: Any) -> None:
+    raise TimeoutError(f"upstream slow for {item.seq}")
+
+
+def classify_me(item: Any) -> dict[str, int]:
+    """Raises a different exception class by the item's line."""
+    from batchtui.engine import Fatal
+
+    kind = item.data
+    if kind == "value":
+        raise ValueError("bad value")
+    if kind == "conn":
+        raise ConnectionError("refused")
+    if kind == "fatal":
+        raise Fatal("api key expired")
+    return {"ok": 1}
+
+
+def half_fail(item: Any) -> dict[str, int]:
+    time.sleep(0.01)
+    if item.seq % 2:
+        raise ValueError(f"odd {item.seq}")
+    return {"seq": item.seq}
+
+
+def sleepy(item: Any) -> None:
+    time.sleep(30)
+
+
+def chunk_double(items: list[Any]) -> list[dict[str, int]]:
+    return [{"seq": it.seq, "n": len(items)} for it in items]

@@ -324,43 +324,83 @@ def _enqueue_note(n: int) -> None:
     click.echo(f"  enqueued {n:,} items...", err=True)
 
 
+SOURCE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.argument("sources", nargs=-1, required=True),
+    click.option("--cmd", "command", help="Shell command template, e.g. 'wc -l < {path}' (values are shell-quoted)."),
+    click.option("--call", help="Python callable: module:function or path/to/file.py:function."),
+    click.option("--glob", help="For directories: only files matching, e.g. '*.py' or 'sub/*.csv'."),
+    click.option("--follow-symlinks", is_flag=True, help="Follow symlinks when walking directories."),
+    click.option(
+        "--as",
+        "as_kind",
+        type=click.Choice(["auto", "files", "lines", "csv", "jsonl"]),
+        default="auto",
+        show_default=True,
+        help="How to read file sources.",
+    ),
+    click.option("--encoding", default="utf-8", show_default=True, help="Encoding of line, CSV and JSONL sources."),
+    click.option("--key-field", help="CSV/JSONL field that identifies a record (duplicates dropped on it)."),
+    click.option("--delimiter", help="CSV delimiter [sniffed]."),
+]
+
+DRY_RUN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.option("--dry-run", is_flag=True, help="Validate every item without processing it; no batch is made."),
+    click.option("--max-size-mb", type=click.FloatRange(min=0), help="Dry run: flag files bigger than this."),
+    click.option("--extensions", help="Dry run: flag files whose suffix is not in this comma list (.pdf,.png)."),
+]
+
+
+def _prepare(ctx: click.Context, kwargs: dict[str, Any]) -> tuple[BatchConfig, Any, Any]:
+    """Config, source spec and processor spec from run/check arguments (one validation)."""
+    from batchtui.engine.processors import python_spec, shell_spec
+    from batchtui.engine.sources import build_spec
+
+    command, call = kwargs.pop("command", None), kwargs.pop("call", None)
+    if bool(command) == bool(call):
+        fail("give exactly one of --cmd TEMPLATE or --call MODULE:FUNCTION")
+    source_args = {
+        k: kwargs.pop(k) for k in ("as_kind", "glob", "follow_symlinks", "encoding", "key_field", "delimiter")
+    }
+    sources = list(kwargs.pop("sources"))
+    config = load_config(collect_flags(kwargs, ctx), config_file=kwargs.get("config_file"))
+    spec = build_spec(sources, **source_args)
+    # Never walk our own output: a source dir that contains the output dir would feed the
+    # batch its own files.
+    spec = spec.model_copy(update={"exclude": (str(Path(config.output_dir).resolve()),)})
+    processor = shell_spec(command) if command else python_spec(call or "", chunked=config.chunk_size is not None)
+    return config, spec, processor
+
+
+def _print_preflight(pf: Any, as_json: bool, *, stream_err: bool = False) -> None:
+    if as_json:
+        click.echo(json.dumps(pf.as_dict(), indent=2))
+        return
+    marks = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}
+    for c in pf.checks:
+        click.echo(f"{marks[c.level]} {c.name}: {_plain(c.message)}", err=stream_err)
+        if c.fix and c.level != "ok":
+            click.echo(f"       fix: {c.fix}", err=stream_err)
+    click.echo(pf.verdict, err=stream_err)
+
+
+def _gate(pf: Any) -> None:
+    """run/resume refuse to start when preflight fails."""
+    if not pf.proceed:
+        _print_preflight(pf, False, stream_err=True)
+        raise SystemExit(EXIT_USAGE)
+    for c in pf.checks:
+        if c.level == "warn":
+            click.echo(f"warning: {c.name}: {_plain(c.message)}", err=True)
+
+
 @main.command("run", context_settings=CONTEXT)
-@click.argument("sources", nargs=-1, required=True)
-@click.option("--cmd", "command", help="Shell command template, e.g. 'wc -l < {path}' (values are shell-quoted).")
-@click.option("--call", help="Python callable: module:function or path/to/file.py:function.")
-@click.option("--glob", help="For directories: only files matching, e.g. '*.py' or 'sub/*.csv'.")
-@click.option("--follow-symlinks", is_flag=True, help="Follow symlinks when walking directories.")
-@click.option(
-    "--as",
-    "as_kind",
-    type=click.Choice(["auto", "files", "lines", "csv", "jsonl"]),
-    default="auto",
-    show_default=True,
-    help="How to read file sources.",
-)
-@click.option("--encoding", default="utf-8", show_default=True, help="Encoding of line, CSV and JSONL sources.")
-@click.option("--key-field", help="CSV/JSONL field that identifies a record (duplicates dropped on it).")
-@click.option("--delimiter", help="CSV delimiter [sniffed].")
+@apply(SOURCE_OPTIONS)
+@apply(DRY_RUN_OPTIONS)
 @apply(BATCH_OPTIONS)
 @apply(OPERATIONAL_OPTIONS)
 @apply(COMMON_OPTIONS)
 @click.pass_context
-def run_cmd(
-    ctx: click.Context,
-    sources: tuple[str, ...],
-    command: str | None,
-    call: str | None,
-    glob: str | None,
-    follow_symlinks: bool,
-    as_kind: str,
-    encoding: str,
-    key_field: str | None,
-    delimiter: str | None,
-    config_file: str | None,
-    headless: bool,
-    as_json: bool,
-    **kwargs: Any,
-) -> None:
+def run_cmd(ctx: click.Context, **kwargs: Any) -> None:
     """Create a batch from SOURCES and run it.
 
     SOURCES: directories (walked recursively), files, line files (.txt: one item a line,
@@ -371,24 +411,81 @@ def run_cmd(
       {} main value   {path} {name} {stem} {suffix} {parent}   {seq} {key}
       {out} a per-item folder in the batch dir   {field} a CSV/JSONL field
     """
-    from batchtui.engine.processors import python_spec, shell_spec
-    from batchtui.engine.sources import build_spec
+    from batchtui.engine.preflight import preflight_new
 
-    detach = bool(kwargs.pop("detach", False))
-    if bool(command) == bool(call):
-        fail("give exactly one of --cmd TEMPLATE or --call MODULE:FUNCTION")
-    config = load_config(collect_flags(kwargs, ctx), config_file=config_file)
-    spec = build_spec(
-        list(sources),
-        as_kind=as_kind,
-        glob=glob,
-        follow_symlinks=follow_symlinks,  # type: ignore[arg-type]
-        encoding=encoding,
-        key_field=key_field,
-        delimiter=delimiter,
-    )
-    processor = shell_spec(command) if command else python_spec(call or "", chunked=config.chunk_size is not None)
+    detach, headless, as_json = kwargs.pop("detach"), kwargs.pop("headless"), kwargs.pop("as_json")
+    dry, max_size, extensions = kwargs.pop("dry_run"), kwargs.pop("max_size_mb"), kwargs.pop("extensions")
+    config, spec, processor = _prepare(ctx, kwargs)
+    if dry:
+        _dry_run(spec, processor, max_size, extensions, as_json)
+    _gate(preflight_new(config, spec, processor))
     _create_and_run(config, spec, processor, headless=headless, as_json=as_json, detach=detach)
+
+
+def _dry_run(spec: Any, processor: Any, max_size: float | None, extensions: str | None, as_json: bool) -> NoReturn:
+    from batchtui.engine.preflight import dry_run
+
+    exts = tuple(e.strip() for e in (extensions or "").split(",") if e.strip())
+    report = dry_run(spec, processor, max_size_mb=max_size, extensions=exts)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "items": report.items,
+                    "duplicates_dropped": report.duplicates,
+                    "problem_count": report.problem_count,
+                    "problems": [{"origin": p.origin, "key": p.key, "problem": p.problem} for p in report.problems],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for p in report.problems:
+            click.echo(f"{_plain(p.origin)}: {_plain(p.problem)}")
+        if report.problem_count > len(report.problems):
+            click.echo(f"... and {report.problem_count - len(report.problems)} more")
+        click.echo(
+            f"dry run: {report.items} items, {report.duplicates} duplicates dropped, "
+            f"{report.problem_count} problems; nothing was run"
+        )
+    raise SystemExit(1 if report.problem_count else 0)
+
+
+@main.command("check", context_settings=CONTEXT)
+@click.argument("sources", nargs=-1)
+@click.option("--batch", "batch_arg", help="Check a batch for resuming instead (an id or a path).")
+@apply(SOURCE_OPTIONS[1:])
+@apply(BATCH_OPTIONS)
+@apply(OPERATIONAL_OPTIONS)
+@apply(COMMON_OPTIONS)
+@click.pass_context
+def check_cmd(ctx: click.Context, batch_arg: str | None, **kwargs: Any) -> None:
+    """Preflight: the same arguments as `run` (or --batch ID for a resume); prints each check
+    and PROCEED (exit 0) or FIX_ISSUES (exit 2)."""
+    from batchtui.engine.preflight import preflight_new, preflight_resume
+    from batchtui.engine.processors import ProcessorSpec
+    from batchtui.engine.sources import SourceSpec
+
+    as_json = kwargs.pop("as_json")
+    for k in ("detach", "headless"):
+        kwargs.pop(k, None)
+    if batch_arg:
+        bdir = resolve_batch(batch_arg, output_dir_of(ctx, kwargs.get("output_dir")))
+        manifest = bdir.read_manifest()
+        config = BatchConfig.model_validate(manifest.config)
+        pf = preflight_resume(
+            config,
+            bdir.path,
+            SourceSpec.model_validate(manifest.source),
+            ProcessorSpec.model_validate(manifest.processor),
+        )
+    else:
+        if not kwargs.get("sources"):
+            fail("give SOURCES and --cmd/--call as for `run`, or --batch BATCH")
+        config, spec, processor = _prepare(ctx, kwargs)
+        pf = preflight_new(config, spec, processor)
+    _print_preflight(pf, as_json)
+    raise SystemExit(0 if pf.proceed else EXIT_USAGE)
 
 
 def detach_engine(batch: BatchDir, *, action: str, overrides: dict[str, Any] | None = None, wait: float = 15.0) -> int:
@@ -565,6 +662,15 @@ def resume_cmd(
         finally:
             lock.release()
         click.echo(f"requeued {n} failed items", err=True)
+    from batchtui.engine.preflight import preflight_resume
+    from batchtui.engine.processors import ProcessorSpec
+    from batchtui.engine.sources import SourceSpec
+
+    _gate(
+        preflight_resume(
+            new, bdir.path, SourceSpec.model_validate(manifest.source), ProcessorSpec.model_validate(manifest.processor)
+        )
+    )
     if detach:
         pid = detach_engine(bdir, action="resume", overrides=overrides)
         _announce_detached(bdir, pid, as_json)

@@ -1,0 +1,469 @@
+"""Preflight checks (``batchtui check``) and the dry run (``--dry-run``).
+
+Preflight answers "will this batch start and run?" before anything is spent: the output dir,
+the source, the processor (the callable imports and takes an item; the command's program
+exists; the template's fields exist in the source), the config, and for a resume the store.
+``run`` and ``resume`` run the same checks and refuse with FIX_ISSUES.
+
+The dry run goes further: it reads every item and validates it without processing it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+from .config import BatchConfig
+from .errors import UserError
+from .processors import ProcessorSpec, accepts_one_argument, load_callable
+from .shell import CommandTemplate
+from .sources import SourceSpec, fields_of, iter_items
+
+Level = Literal["ok", "warn", "fail"]
+MIN_FREE_MB: Final = 100
+
+SHELL_WORDS: Final = frozenset(
+    [
+        "!",
+        "[",
+        "[[",
+        ".",
+        ":",
+        "alias",
+        "bg",
+        "break",
+        "case",
+        "cd",
+        "command",
+        "continue",
+        "echo",
+        "eval",
+        "exec",
+        "exit",
+        "export",
+        "false",
+        "fc",
+        "fg",
+        "for",
+        "function",
+        "getopts",
+        "hash",
+        "if",
+        "jobs",
+        "kill",
+        "let",
+        "local",
+        "printf",
+        "pwd",
+        "read",
+        "readonly",
+        "return",
+        "set",
+        "shift",
+        "test",
+        "times",
+        "trap",
+        "true",
+        "type",
+        "ulimit",
+        "umask",
+        "unalias",
+        "unset",
+        "until",
+        "wait",
+        "while",
+        "{",
+        "(",
+        "time",
+    ]
+)
+
+#: Leading bytes of common formats, checked when a file's suffix names one of them.
+MAGIC: Final[dict[str, tuple[bytes, ...]]] = {
+    ".pdf": (b"%PDF",),
+    ".png": (b"\x89PNG\r\n\x1a\n",),
+    ".jpg": (b"\xff\xd8\xff",),
+    ".jpeg": (b"\xff\xd8\xff",),
+    ".gif": (b"GIF87a", b"GIF89a"),
+    ".zip": (b"PK\x03\x04", b"PK\x05\x06"),
+    ".docx": (b"PK\x03\x04",),
+    ".xlsx": (b"PK\x03\x04",),
+    ".pptx": (b"PK\x03\x04",),
+    ".odt": (b"PK\x03\x04",),
+    ".epub": (b"PK\x03\x04",),
+    ".jar": (b"PK\x03\x04",),
+    ".gz": (b"\x1f\x8b",),
+    ".tgz": (b"\x1f\x8b",),
+    ".bz2": (b"BZh",),
+    ".xz": (b"\xfd7zXZ\x00",),
+    ".zst": (b"\x28\xb5\x2f\xfd",),
+    ".parquet": (b"PAR1",),
+    ".sqlite": (b"SQLite format 3\x00",),
+    ".db": (b"SQLite format 3\x00",),
+    ".wav": (b"RIFF",),
+    ".webp": (b"RIFF",),
+    ".mp3": (b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"),
+    ".flac": (b"fLaC",),
+    ".ogg": (b"OggS",),
+    ".tif": (b"II*\x00", b"MM\x00*"),
+    ".tiff": (b"II*\x00", b"MM\x00*"),
+    ".bmp": (b"BM",),
+    ".7z": (b"7z\xbc\xaf\x27\x1c",),
+    ".rar": (b"Rar!\x1a\x07",),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One preflight check's outcome."""
+
+    name: str
+    level: Level
+    message: str
+    fix: str = ""
+
+
+@dataclass
+class Preflight:
+    """All checks; ``proceed`` is False when any failed."""
+
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, name: str, level: Level, message: str, fix: str = "") -> None:
+        self.checks.append(Check(name, level, message, fix))
+
+    @property
+    def proceed(self) -> bool:
+        return all(c.level != "fail" for c in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        return "PROCEED" if self.proceed else "FIX_ISSUES"
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.level == "fail"]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "recommendation": self.verdict,
+            "checks": [{"name": c.name, "level": c.level, "message": c.message, "fix": c.fix} for c in self.checks],
+        }
+
+
+def check_output_dir(pf: Preflight, output_dir: Path, need_mb: float = MIN_FREE_MB) -> None:
+    target = output_dir
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not os.access(target, os.W_OK | os.X_OK):
+        pf.add("output dir", "fail", f"{output_dir} is not writable", "pick another --output-dir")
+        return
+    try:
+        if output_dir.exists():
+            with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".batchtui-check-"):
+                pass
+    except OSError as exc:
+        pf.add("output dir", "fail", f"cannot write in {output_dir}: {exc.strerror}", "pick another --output-dir")
+        return
+    free_mb = shutil.disk_usage(target).free / 1048576
+    if free_mb < need_mb:
+        pf.add(
+            "output dir",
+            "fail",
+            f"{output_dir}: only {free_mb:.0f} MB free (need {need_mb:.0f} MB)",
+            "free some space or use another --output-dir",
+        )
+        return
+    pf.add("output dir", "ok", f"{output_dir} writable, {free_mb / 1024:.1f} GB free")
+
+
+def check_source(pf: Preflight, source: SourceSpec) -> None:
+    try:
+        first = next(iter(_peek(source)), None)
+    except UserError as exc:
+        pf.add("source", "fail", str(exc))
+        return
+    if first is None:
+        pf.add("source", "warn", "the source has no items", "check the path and --glob")
+    else:
+        pf.add("source", "ok", f"{len(source.entries)} source(s) readable, first item {first!r}"[:160])
+
+
+def _peek(source: SourceSpec) -> Iterator[str]:
+    if any(e.kind == "stdin" for e in source.entries):
+        return  # reading stdin here would eat the items
+    for item in iter_items(source):
+        yield item.key
+        return
+
+
+def check_processor(pf: Preflight, processor: ProcessorSpec, source: SourceSpec | None) -> None:
+    if processor.kind == "shell":
+        _check_command(pf, processor, source)
+    elif processor.kind == "python":
+        _check_callable(pf, processor)
+    else:
+        pf.add("processor", "ok", "built-in demo processor")
+
+
+def _check_command(pf: Preflight, processor: ProcessorSpec, source: SourceSpec | None) -> None:
+    assert processor.command is not None
+    try:
+        template = CommandTemplate(processor.command)
+    except UserError as exc:
+        pf.add("command", "fail", str(exc))
+        return
+    program = first_program(processor.command)
+    if program is None:
+        pf.add("command", "warn", "cannot tell which program the command runs; it was not checked")
+    elif program in SHELL_WORDS:
+        pf.add("command", "ok", f"starts with the shell word {program!r}")
+    elif "/" in program:
+        path = Path(processor.cwd, program) if not os.path.isabs(program) else Path(program)
+        if path.is_file() and os.access(path, os.X_OK):
+            pf.add("command", "ok", f"{program} is executable")
+        else:
+            pf.add("command", "fail", f"{program} is not an executable file", "fix the path in --cmd")
+    else:
+        found = shutil.which(program)
+        if found:
+            pf.add("command", "ok", f"{program} found at {found}")
+        else:
+            pf.add("command", "fail", f"{program!r} is not on PATH", f"install {program} or give its full path")
+    needed = template.fields
+    if needed and source is not None:
+        available = fields_of(source)
+        if available is None:
+            pf.add(
+                "template fields",
+                "fail",
+                f"the template uses {', '.join(sorted(needed))} but the source has no fields (not CSV/JSONL)",
+                "use {} or {path}, or a CSV/JSONL source",
+            )
+        else:
+            missing = sorted(needed - available)
+            if missing:
+                pf.add(
+                    "template fields",
+                    "fail",
+                    f"the template uses {', '.join(missing)}, which the source lacks"
+                    f" (it has: {', '.join(sorted(available)) or 'nothing'})",
+                    "fix the placeholder names or the source",
+                )
+            else:
+                pf.add("template fields", "ok", f"{', '.join(sorted(needed))} present in the source")
+
+
+def first_program(command: str) -> str | None:
+    """The program a shell command starts with, skipping variable assignments."""
+    # Placeholders become a harmless word so shlex can split the template.
+    text = command.replace("{{", "(").replace("}}", ")")
+    out: list[str] = []
+    depth = 0
+    for ch in text:
+        if ch == "{":
+            depth += 1
+            out.append("X")
+        elif ch == "}":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            out.append(ch)
+    try:
+        words = shlex.split("".join(out), comments=True)
+    except ValueError:
+        return None
+    for word in words:
+        if "=" in word and word.split("=", 1)[0].isidentifier():
+            continue
+        if word in ("exec", "nice", "nohup", "env", "command", "time", "timeout"):
+            continue
+        return word if word != "X" else None
+    return None
+
+
+def _check_callable(pf: Preflight, processor: ProcessorSpec) -> None:
+    assert processor.call is not None
+    try:
+        func = load_callable(processor.call, processor.cwd)
+    except UserError as exc:
+        pf.add("callable", "fail", str(exc), "fix the module or the --call spec")
+        return
+    if not accepts_one_argument(func):
+        pf.add(
+            "callable",
+            "fail",
+            f"{processor.call} cannot be called with one argument (the item)",
+            "give it the signature f(item)",
+        )
+        return
+    pf.add("callable", "ok", f"{processor.call} imports and takes an item")
+
+
+def check_config(pf: Preflight, config: BatchConfig, processor: ProcessorSpec) -> None:
+    executor = config.resolved_executor(processor.kind)
+    notes = [f"{config.workers} workers, {executor} executor, max {config.max_attempts} attempts"]
+    if config.timeout:
+        notes.append(f"timeout {config.timeout:g}s")
+    if config.rate:
+        notes.append(f"rate {config.rate:g}/s")
+    if config.max_cost is not None:
+        notes.append(f"max cost {config.max_cost:g}")
+    pf.add("config", "ok", ", ".join(notes))
+    if config.chunk_size is not None and processor.kind != "python":
+        pf.add("config", "fail", "--chunk-size applies to --call processors only", "drop --chunk-size")
+    if executor == "dask":
+        try:
+            import importlib
+
+            importlib.import_module("dask.distributed")
+        except ImportError:
+            pf.add("executor", "fail", "the dask executor needs the extra: pip install 'batchtui[dask]'")
+
+
+def check_store(pf: Preflight, batch_path: Path) -> None:
+    from .batchdir import BatchDir
+    from .files import DamagedFile
+    from .store import ItemStore, StoreError
+
+    bdir = BatchDir(batch_path)
+    try:
+        bdir.read_manifest()
+    except (FileNotFoundError, DamagedFile) as exc:
+        pf.add("manifest", "fail", f"{bdir.manifest}: {exc}", "restore manifest.json.bak")
+        return
+    try:
+        store = ItemStore.open_readonly(bdir.items_db)
+        try:
+            counts = store.counts()
+            store.conn.execute("PRAGMA quick_check").fetchone()
+        finally:
+            store.close()
+    except (StoreError, Exception) as exc:
+        pf.add(
+            "store",
+            "fail",
+            f"{bdir.items_db} is not readable: {exc}",
+            f"batchtui recover {bdir.batch_id} rebuilds it from results.jsonl and the source",
+        )
+        return
+    pf.add(
+        "store", "ok", f"{counts.total} items, {counts.finished} finished, {counts.pending + counts.processing} to do"
+    )
+    if bdir.results.exists() and not os.access(bdir.results, os.R_OK | os.W_OK):
+        pf.add("results", "fail", f"{bdir.results} is not writable")
+
+
+def preflight_new(config: BatchConfig, source: SourceSpec, processor: ProcessorSpec) -> Preflight:
+    pf = Preflight()
+    check_output_dir(pf, Path(config.output_dir).resolve())
+    check_source(pf, source)
+    check_processor(pf, processor, source)
+    check_config(pf, config, processor)
+    return pf
+
+
+def preflight_resume(config: BatchConfig, batch_path: Path, source: SourceSpec, processor: ProcessorSpec) -> Preflight:
+    pf = Preflight()
+    check_store(pf, batch_path)
+    check_output_dir(pf, batch_path.parent, need_mb=10)
+    check_processor(pf, processor, None)
+    check_config(pf, config, processor)
+    return pf
+
+
+# -- dry run --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemProblem:
+    origin: str
+    key: str
+    problem: str
+
+
+@dataclass
+class DryRun:
+    """What a dry run found: item count, duplicates, and problems per item."""
+
+    items: int = 0
+    duplicates: int = 0
+    problems: list[ItemProblem] = field(default_factory=list)
+    problem_count: int = 0
+
+
+def dry_run(
+    source: SourceSpec,
+    processor: ProcessorSpec,
+    *,
+    max_size_mb: float | None = None,
+    extensions: tuple[str, ...] = (),
+    keep: int = 1000,
+) -> DryRun:
+    """Validate every item without processing it. Keys are deduplicated with a set of hashes."""
+    import hashlib
+
+    needed = CommandTemplate(processor.command).fields if processor.kind == "shell" and processor.command else set()
+    seen: set[bytes] = set()
+    report = DryRun()
+    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+
+    def problem(origin: str, key: str, text: str) -> None:
+        report.problem_count += 1
+        if len(report.problems) < keep:
+            report.problems.append(ItemProblem(origin, key, text))
+
+    for item in iter_items(source):
+        digest = hashlib.blake2b(item.key.encode(errors="surrogatepass"), digest_size=12).digest()
+        if digest in seen:
+            report.duplicates += 1
+            continue
+        seen.add(digest)
+        report.items += 1
+        where = item.origin or item.key
+        if item.invalid:
+            problem(where, item.key, item.invalid)
+            continue
+        if isinstance(item.data, dict):
+            missing = sorted(f for f in needed if f not in item.data)
+            if missing:
+                problem(where, item.key, f"no field {', '.join(missing)} for the template")
+            continue
+        if needed and not isinstance(item.data, dict):
+            problem(where, item.key, f"template fields {', '.join(sorted(needed))} need CSV/JSONL records")
+        if any(e.kind in ("dir", "files") for e in source.entries) and os.path.isabs(str(item.data)):
+            for text in _file_problems(str(item.data), max_size_mb, exts):
+                problem(where, item.key, text)
+    return report
+
+
+def _file_problems(path: str, max_size_mb: float | None, exts: set[str]) -> list[str]:
+    out: list[str] = []
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return [f"cannot stat: {exc.strerror}"]
+    if not os.access(path, os.R_OK):
+        return ["not readable"]
+    suffix = os.path.splitext(path)[1].lower()
+    if exts and suffix not in exts:
+        out.append(f"extension {suffix or '(none)'} not in {', '.join(sorted(exts))}")
+    if max_size_mb is not None and st.st_size > max_size_mb * 1048576:
+        out.append(f"{st.st_size / 1048576:.1f} MB over the {max_size_mb:g} MB limit")
+    if st.st_size == 0:
+        out.append("empty file")
+        return out
+    magic = MAGIC.get(suffix)
+    if magic:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(16)
+        except OSError as exc:
+            return [*out, f"cannot read: {exc.strerror}"]
+        if not any(head.startswith(m) for m in magic):
+            out.append(f"content is not {suffix[1:].upper()} (unexpected leading bytes {head[:8]!r})")
+    return out

@@ -1,0 +1,389 @@
+"""Failure policy with real failing commands and callables (DESIGN section 5)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import psutil
+
+from .conftest import CLI, cli_env, only_batch, read_json, read_jsonl
+
+PROCS = Path(__file__).with_name("procs.py")
+
+
+def _items(tmp_path: Path, n: int, fmt: str = "item-{i}") -> Path:
+    path = tmp_path / "items.txt"
+    path.write_text("".join(fmt.format(i=i) + "\n" for i in range(n)))
+    return path
+
+
+def _db(batch: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{batch / 'items.db'}?mode=ro", uri=True)
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def test_retry_counts_and_backoff(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = _items(tmp_path, 12)
+    proc = run_cli(
+        [
+            "run",
+            str(items),
+            "--call",
+            f"{PROCS}:flaky",
+            "--executor",
+            "thread",
+            "-j",
+            "2",
+            "--backoff",
+            "0.3",
+            "--backoff-max",
+            "1",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr
+    batch = only_batch(out_dir)
+    db = _db(batch)
+    for seq in range(12):
+        rows = db.execute(
+            "SELECT attempt, status, started_at, finished_at, error_type, error_category"
+            " FROM attempts WHERE seq=? ORDER BY attempt",
+            (seq,),
+        ).fetchall()
+        if seq % 3 == 0:
+            assert [(r[0], r[1]) for r in rows] == [(1, "failed"), (2, "complete")]
+            assert rows[0][4:] == ("ConnectionError", "transient")
+            gap = _ts(rows[1][2]) - _ts(rows[0][3])
+            assert 0.28 <= gap <= 1.5, gap  # exponential backoff with jitter: 0.3 s + up to 0.3 s
+        else:
+            assert [(r[0], r[1]) for r in rows] == [(1, "complete")]
+    assert db.execute("SELECT MAX(attempts) FROM items").fetchone()[0] == 2
+    results = read_jsonl(batch / "results.jsonl")
+    assert {r["seq"]: r["attempts"] for r in results}[3] == 2
+
+
+def test_transient_gives_up_after_max_attempts(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = _items(tmp_path, 3)
+    proc = run_cli(
+        [
+            "run",
+            str(items),
+            "--call",
+            f"{PROCS}:always_transient",
+            "--executor",
+            "thread",
+            "--max-attempts",
+            "4",
+            "--backoff",
+            "0.01",
+            "--backoff-max",
+            "0.05",
+        ]
+    )
+    assert proc.returncode == 1
+    db = _db(only_batch(out_dir))
+    assert db.execute("SELECT DISTINCT status, attempts, error_type, error_category FROM items").fetchall() == [
+        ("failed", 4, "TimeoutError", "transient")
+    ]
+    assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 12
+
+
+def test_classification_of_each_kind(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = tmp_path / "codes.txt"
+    items.write_text("0\n3\n75\n9\n")
+    proc = run_cli(
+        [
+            "run",
+            str(items),
+            "--cmd",
+            'echo "stderr of {}" >&2; exit {}',
+            "--retry-exit-codes",
+            "9",
+            "--max-attempts",
+            "2",
+            "--backoff",
+            "0",
+        ]
+    )
+    assert proc.returncode == 1, proc.stderr
+    db = _db(only_batch(out_dir))
+    got = {
+        row[0]: row[1:]
+        for row in db.execute("SELECT data, status, attempts, error_type, error_category, error_message FROM items")
+    }
+    assert got['"0"'][0] == "complete"
+    assert got['"3"'] == ("failed", 1, "exit 3", "item", "stderr of 3")  # message: stderr's last line
+    assert got['"75"'] == ("failed", 2, "exit 75", "transient", "stderr of 75")  # EX_TEMPFAIL retried
+    assert got['"9"'] == ("failed", 2, "exit 9", "transient", "stderr of 9")  # --retry-exit-codes
+    detail = db.execute("SELECT error_detail FROM items WHERE data='\"3\"'").fetchone()[0]
+    assert "stderr of 3" in detail
+
+    items2 = tmp_path / "kinds.txt"
+    items2.write_text("value\nconn\nok\n")
+    out2 = tmp_path / "out2"
+    proc = run_cli(
+        [
+            "run",
+            str(items2),
+            "--call",
+            f"{PROCS}:classify_me",
+            "--executor",
+            "thread",
+            "-o",
+            str(out2),
+            "--max-attempts",
+            "2",
+            "--backoff",
+            "0",
+        ]
+    )
+    assert proc.returncode == 1
+    db2 = _db(only_batch(out2))
+    got2 = {row[0]: row[1:] for row in db2.execute("SELECT data, status, error_type, error_category FROM items")}
+    assert got2['"value"'] == ("failed", "ValueError", "item")
+    assert got2['"conn"'] == ("failed", "ConnectionError", "transient")
+    tb = db2.execute("SELECT error_detail FROM items WHERE data='\"value\"'").fetchone()[0]
+    assert "Traceback" in tb and "bad value" in tb
+
+
+def test_fatal_exit_code_and_fatal_exception_halt_resumably(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = _items(tmp_path, 30, "{i}")
+    proc = run_cli(["run", str(items), "--cmd", "test {} -ne 5 || exit 42", "--fatal-exit-codes", "42", "-j", "1"])
+    assert proc.returncode == 3, proc.stderr
+    batch = only_batch(out_dir)
+    m = read_json(batch / "manifest.json")
+    assert m["state"] == "halted" and "fatal error on item 5" in str(m["halt_reason"])
+    db = _db(batch)
+    # The fatal item goes back to pending (its cause is outside it) and is redone on resume.
+    assert db.execute("SELECT status, error_type, error_category FROM items WHERE seq=5").fetchone() == (
+        "pending",
+        "exit 42",
+        "fatal",
+    )
+    report = read_json(batch / "report.json")
+    assert report["state"] == "halted" and report["resume_command"]
+
+    items2 = tmp_path / "kinds.txt"
+    items2.write_text("ok\nfatal\nok2\n")
+    out2 = tmp_path / "out2"
+    proc = run_cli(
+        ["run", str(items2), "--call", f"{PROCS}:classify_me", "--executor", "thread", "-j", "1", "-o", str(out2)]
+    )
+    assert proc.returncode == 3
+    m2 = read_json(only_batch(out2) / "manifest.json")
+    assert "Fatal: api key expired" in str(m2["halt_reason"])
+
+
+def test_failure_rate_halt_then_resume_carries_on(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = _items(tmp_path, 200)
+    proc = run_cli(
+        [
+            "run",
+            str(items),
+            "--call",
+            f"{PROCS}:half_fail",
+            "--executor",
+            "thread",
+            "-j",
+            "2",
+            "--max-failure-rate",
+            "0.2",
+            "--min-items",
+            "20",
+        ]
+    )
+    assert proc.returncode == 3, proc.stderr
+    batch = only_batch(out_dir)
+    m = read_json(batch / "manifest.json")
+    assert m["state"] == "halted" and "failure rate" in str(m["halt_reason"])
+    totals = m["totals"]
+    assert totals["pending"] > 100  # it stopped early  # type: ignore[index]
+    live = read_json(batch / "live_progress.json")
+    assert live["state"] == "halted" and live["counts"] == totals
+
+    again = run_cli(["resume", batch.name, "--max-failure-rate", "0.9"])
+    assert again.returncode == 1, again.stderr
+    m = read_json(batch / "manifest.json")
+    assert m["state"] == "finished" and m["totals"]["failed"] == 100  # type: ignore[index]
+    assert m["history"][-1]["overrides"] == {"max_failure_rate": 0.9}  # type: ignore[index]
+
+
+def test_budget_never_passed_by_more_than_one_item(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = _items(tmp_path, 100)
+    proc = run_cli(
+        ["run", str(items), "--call", f"{PROCS}:costly", "--executor", "thread", "-j", "4", "--max-cost", "10"]
+    )
+    assert proc.returncode == 3, proc.stderr
+    batch = only_batch(out_dir)
+    spent = sum(float(r["result"]["cost"]) for r in read_jsonl(batch / "results.jsonl"))  # type: ignore[index]
+    assert 9 <= spent <= 10 + 1
+    m = read_json(batch / "manifest.json")
+    assert "--max-cost" in str(m["halt_reason"])
+    assert read_json(batch / "report.json")["cost_spent"] == spent
+    again = run_cli(["resume", batch.name, "--max-cost", "20"])
+    assert again.returncode == 3
+    spent2 = sum(float(r["result"]["cost"]) for r in read_jsonl(batch / "results.jsonl"))  # type: ignore[index]
+    assert 19 <= spent2 <= 21
+
+
+def test_rate_within_ten_percent(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = _items(tmp_path, 41)
+    proc = run_cli(["run", str(items), "--call", f"{PROCS}:noop", "--executor", "thread", "-j", "4", "--rate", "20/s"])
+    assert proc.returncode == 0, proc.stderr
+    db = _db(only_batch(out_dir))
+    starts = sorted(_ts(r[0]) for r in db.execute("SELECT started_at FROM attempts"))
+    rate = (len(starts) - 1) / (starts[-1] - starts[0])
+    assert 18 <= rate <= 22, rate
+
+
+def test_timeout_kills_the_whole_group(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = _items(tmp_path, 2)
+    marker = "31.4159"
+    t0 = time.monotonic()
+    proc = run_cli(
+        [
+            "run",
+            str(items),
+            "--cmd",
+            f"sleep {marker} & sleep {marker}; true",
+            "--timeout",
+            "0.5",
+            "--max-attempts",
+            "2",
+            "--backoff",
+            "0",
+        ]
+    )
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 1, proc.stderr
+    assert elapsed < 10
+    time.sleep(0.2)
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+    assert leftovers == []
+    db = _db(only_batch(out_dir))
+    assert db.execute("SELECT DISTINCT status, attempts, error_type, error_category FROM items").fetchall() == [
+        ("failed", 2, "timeout", "timeout")
+    ]
+
+
+def test_timeout_of_a_python_item_in_a_process_worker(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = _items(tmp_path, 2)
+    proc = run_cli(
+        [
+            "run",
+            str(items),
+            "--call",
+            f"{PROCS}:sleepy",
+            "--executor",
+            "process",
+            "-j",
+            "2",
+            "--timeout",
+            "1",
+            "--max-attempts",
+            "1",
+        ],
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    db = _db(only_batch(out_dir))
+    assert db.execute("SELECT DISTINCT status, error_type FROM items").fetchall() == [("failed", "timeout")]
+
+
+def test_memory_guard_holds_dispatch(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = _items(tmp_path, 20)
+    env = cli_env(out_dir)
+    engine = subprocess.Popen(
+        [*CLI, "run", str(items), "--cmd", "true", "--memory-limit-mb", "1", "--headless"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(3)
+        batch = only_batch(out_dir)
+        live = read_json(batch / "live_progress.json")
+        assert live["counts"]["complete"] == 0  # type: ignore[index]
+        assert any("memory-limit-mb" in w for w in live["warnings"])  # type: ignore[union-attr]
+        assert live["memory"]["rss_mb"] > 1 and live["memory"]["system_available_mb"] > 0  # type: ignore[index]
+        stop = run_cli(["stop", batch.name])
+        assert stop.returncode == 0
+        assert engine.wait(30) == 130
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    again = run_cli(["resume", batch.name, "--memory-limit-mb", "4000"])
+    assert again.returncode == 0, again.stderr
+
+
+def test_chunked_callable(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = _items(tmp_path, 23)
+    proc = run_cli(["run", str(items), "--call", f"{PROCS}:chunk_double", "--executor", "thread", "--chunk-size", "5"])
+    assert proc.returncode == 0, proc.stderr
+    results = read_jsonl(only_batch(out_dir) / "results.jsonl")
+    assert sorted(r["seq"] for r in results) == list(range(23))
+    assert {r["result"]["n"] for r in results} <= {5, 3, 4, 2, 1}  # type: ignore[index]
+    assert max(r["result"]["n"] for r in results) == 5  # type: ignore[index]
+
+
+def test_on_finish_hook_gets_the_report(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = _items(tmp_path, 3)
+    hook_out = tmp_path / "hook.json"
+    proc = run_cli(["run", str(items), "--cmd", "true", "--on-finish", f"cat > {hook_out}"])
+    assert proc.returncode == 0
+    report = json.loads(hook_out.read_text())
+    assert report["state"] == "finished" and report["totals"]["complete"] == 3
+    failing = run_cli(
+        ["run", str(_items(tmp_path, 2, "x{i}")), "--cmd", "true", "--on-finish", "exit 9", "-o", str(tmp_path / "o2")]
+    )
+    assert failing.returncode == 0  # a failing hook is logged, never fatal
+    live = orjson.loads((only_batch(tmp_path / "o2") / "live_progress.json").read_bytes())
+    assert any("--on-finish exited 9" in w for w in live["warnings"])
+
+
+def test_check_catches_bad_module_and_missing_csv_field(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "people.csv"
+    data.write_text("id,name\n1,ann\n")
+    bad = run_cli(["check", str(data), "--call", "no_such_module_q:f"])
+    assert bad.returncode == 2 and "FIX_ISSUES" in bad.stdout and "cannot import no_such_module_q" in bad.stdout
+    broken = tmp_path / "broken.py"
+    broken.write_text("import json\nimport not_installed_anywhere\ndef f(item):\n    return 1\n")
+    bad2 = run_cli(["check", str(data), "--call", f"{broken}:f"])
+    assert bad2.returncode == 2 and "not_installed_anywhere" in bad2.stdout
+    field = run_cli(["check", str(data), "--cmd", "echo {name} {email}"])
+    assert field.returncode == 2 and "email" in field.stdout and "FIX_ISSUES" in field.stdout
+    ok = run_cli(["check", str(data), "--cmd", "echo {name}", "--json"])
+    assert ok.returncode == 0 and json.loads(ok.stdout)["recommendation"] == "PROCEED"
+    refused = run_cli(["run", str(data), "--cmd", "echo {email}"])
+    assert refused.returncode == 2 and "FIX_ISSUES" in refused.stderr
+    assert not (tmp_path / "batch_output").exists() or not any((tmp_path / "batch_output").iterdir())
+
+
+def test_dry_run_reports_problems_per_item(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "good.pdf").write_bytes(b"%PDF-1.7\n...")
+    (d / "fake.pdf").write_bytes(b"<html>not a pdf</html>")
+    (d / "empty.pdf").write_bytes(b"")
+    (d / "big.pdf").write_bytes(b"%PDF" + b"0" * 2_000_000)
+    (d / "notes.txt").write_text("hi")
+    proc = run_cli(
+        ["run", str(d), "--cmd", "cat {path}", "--dry-run", "--max-size-mb", "1", "--extensions", ".pdf", "--json"]
+    )
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    problems = {Path(p["key"]).name: p["problem"] for p in report["problems"]}
+    assert report["items"] == 5 and report["problem_count"] == 4
+    assert "not PDF" in problems["fake.pdf"] and "empty" in problems["empty.pdf"]
+    assert "over the 1 MB limit" in problems["big.pdf"] and ".txt not in .pdf" in problems["notes.txt"]
+    assert "good.pdf" not in problems
+    assert not out_dir.exists()  # a dry run makes no batch
