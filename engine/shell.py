@@ -1,20 +1,42 @@
 """The shell-template processor (``--cmd``) and the item objects every processor receives.
 
-Every value substituted into a template is passed through :func:`shlex.quote`, so item content
-(file names, lines, CSV fields) can never inject shell code. The command runs with
-``/bin/sh -c`` in a new session (its own process group): a timeout, a skip or a stop kills the
-whole tree, and no background child outlives its item.
+Templates. ``{}`` is the item's main value (a file's path, a line, or a record as compact JSON),
+``{path} {name} {stem} {suffix} {parent} {seq} {key} {out}`` are built-ins and any other
+``{field}`` is a CSV/JSONL record field; ``{{`` and ``}}`` are literal braces. A template is parsed
+once; every render only fills the slots.
 
-Logs: the last ``log_limit`` bytes of stdout and stderr go to ``logs/<seq>.out`` / ``.err``,
-only when the stream is non-empty (thousands of empty files would cost more than the runs).
+Quoting. Every substituted value goes through :func:`shlex.quote`, so item content (file names,
+lines, CSV fields: quotes, ``$(...)``, backticks, ``;``, newlines) can never inject shell code. The
+parser also follows the template's own shell quoting, because a quoted word inside the user's
+quotes would otherwise be unquoted again (``"{}"`` with a value ``$(x)`` gives ``"'$(x)'"``, which
+runs ``x``): inside ``'...'`` or ``"..."`` the value is put between a closing and a reopening quote,
+so ``convert "{}" "{out}/a.png"`` is as safe as ``convert {} {out}/a.png``. Where no quoting can
+be safe (backticks, ``${...}``, ``$((...))``, ``$'...'``, a here-document body, a comment, right
+after a ``\\`` or a ``$``) the template is refused with a :class:`UserError` at once.
+
+A value that begins with ``-`` is only quoted, never altered: a command may read it as an option,
+so templates should put ``--`` before it or use a ``./`` path. Data is never changed silently.
+Quoting makes a value one literal word; a command that evaluates its arguments (``eval``,
+``sh -c {}``, bash's ``[[ {} -eq 1 ]]``) still does what that command does with it.
+A NUL byte cannot travel through ``exec``: the item fails with a clear message instead.
+
+Processes. The command runs as ``/bin/sh -c <rendered template>`` in a new session (its own
+process group): a timeout, a skip or a stop kills the whole tree, and when the shell exits the
+rest of its group is killed too, so no background child outlives its item.
+
+Logs. The last ``log_limit`` bytes of stdout and stderr go to ``logs/<seq>.out`` / ``.err`` (mode
+0600), only when that stream is non-empty: thousands of empty files per run would cost more time
+than the commands. A retry overwrites them (and removes a stale one its own run left empty).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import math
 import os
 import re
-import selectors
+import select
 import shlex
 import signal
 import subprocess
@@ -28,28 +50,60 @@ import orjson
 
 from .errors import CommandFailed, CommandKilled, ItemTimeout, UserError
 
+__all__ = [
+    "BUILTINS",
+    "CommandTemplate",
+    "Item",
+    "MissingField",
+    "ProcessOutput",
+    "ShellProcessor",
+]
+
+#: Placeholder names with a fixed meaning; any other name is a record field.
 BUILTINS: Final = frozenset({"", "path", "name", "stem", "suffix", "parent", "seq", "key", "out"})
-_FIELD: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-STDERR_TAIL: Final = 8192
+#: Built-ins a record field of the same name stands in for: a path's parts of a JSON text mean nothing,
+#: while a CSV column called ``name`` or ``path`` is common.
+_PATHLIKE: Final = frozenset({"path", "name", "stem", "suffix", "parent"})
+#: A field name: an identifier, where ``-`` may also follow the first character (``user-id``).
+_FIELD: Final = re.compile(r"[^\W\d][\w-]*")
+
+STDERR_TAIL: Final = 8192  # bytes of stderr carried by the exception (errors.DETAIL_LIMIT)
+_STDOUT_KEEP: Final = 1 << 16  # stdout kept in memory at least, to find a JSON last line
+_RESULT_TAIL: Final = 200  # characters of plain stdout kept as the result
+_READ: Final = 1 << 16
+#: After the shell exits (or is killed) its group is killed; this long at most is then spent reading
+#: what is left in the pipes, in case a process that left the group still holds them open.
+_DRAIN_GRACE: Final = 0.5
+_POLL_TICK_MS: Final = 20  # only where pidfd_open is missing: how often to look for the exit
+
+
+class MissingField(KeyError):
+    """The template names a record field this item does not have."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else "missing field"
 
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """What a processor receives for one attempt at one item."""
+    """What a processor receives for one attempt at one item.
+
+    ``data`` is a str (a resolved file path or a stripped line) or a dict (a CSV/JSONL record);
+    ``kind`` is the source kind: ``dir``/``files``, ``lines``/``stdin``, ``csv``/``jsonl``.
+    """
 
     seq: int
     key: str
     data: Any
     attempt: int
     batch_dir: str
-    kind: str = "line"
+    kind: str = "lines"
 
     @property
     def value(self) -> str:
         """The item's main value: a path, a line, or a record as compact JSON."""
-        if isinstance(self.data, str):
-            return self.data
-        return orjson.dumps(self.data).decode()
+        data = self.data
+        return data if isinstance(data, str) else _text(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,128 +114,458 @@ class ProcessOutput:
     cost: float | None = None
 
 
+# -- templates ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    name: str
+    wrap: str  # "" outside quotes, "'" or '"' inside the template's own quotes
+
+
 class CommandTemplate:
-    """A parsed ``--cmd`` template. ``{{`` and ``}}`` are literal braces."""
+    """A parsed ``--cmd`` template; :meth:`render` fills it for one item, every value quoted."""
+
+    __slots__ = ("_parts", "template")
 
     def __init__(self, template: str) -> None:
         if not template.strip():
             raise UserError("the command template is empty")
         self.template = template
-        self.parts: list[tuple[bool, str]] = []  # (is_placeholder, text or name)
-        i, n = 0, len(template)
+        parts: list[str | _Slot] = []
+        ctx = _ShellContext(template)
         buf: list[str] = []
+        i, n = 0, len(template)
         while i < n:
             ch = template[i]
-            if ch == "{":
-                if template.startswith("{{", i):
-                    buf.append("{")
-                    i += 2
-                    continue
-                end = template.find("}", i)
-                if end < 0:
-                    raise UserError(f"unbalanced '{{' at position {i} in the command template {template!r}")
-                name = template[i + 1 : end].strip()
-                if name not in BUILTINS and not _FIELD.fullmatch(name):
-                    raise UserError(f"bad placeholder {{{name}}} in the command template (use a field name)")
-                if buf:
-                    self.parts.append((False, "".join(buf)))
-                    buf = []
-                self.parts.append((True, name))
-                i = end + 1
+            if ch == "{" and template.startswith("{{", i):
+                buf.append("{")
+                i += 2
+            elif ch == "}" and template.startswith("}}", i):
+                buf.append("}")
+                i += 2
             elif ch == "}":
-                if template.startswith("}}", i):
-                    buf.append("}")
-                    i += 2
-                    continue
-                raise UserError(f"unbalanced '}}' at position {i} in the command template {template!r}")
+                raise UserError(
+                    f"unbalanced '}}' at position {i} in the command template {template!r} "
+                    "(write }} for a literal brace)"
+                )
+            elif ch == "{":
+                end = template.find("}", i + 1)
+                if end < 0:
+                    raise UserError(
+                        f"unbalanced '{{' at position {i} in the command template {template!r} "
+                        "(write {{ for a literal brace)"
+                    )
+                name = template[i + 1 : end]
+                if name not in BUILTINS and not _FIELD.fullmatch(name):
+                    raise UserError(
+                        f"bad placeholder {{{name}}} in the command template {template!r}: use {{}}, "
+                        "{path}, {name}, {stem}, {suffix}, {parent}, {seq}, {key}, {out} or a record "
+                        "field name, and write {{ and }} for literal braces"
+                    )
+                if buf:
+                    literal = "".join(buf)
+                    ctx.feed(literal)
+                    parts.append(literal)
+                    buf = []
+                parts.append(_Slot(name, ctx.placeholder(name)))
+                i = end + 1
             else:
                 buf.append(ch)
                 i += 1
         if buf:
-            self.parts.append((False, "".join(buf)))
+            literal = "".join(buf)
+            ctx.feed(literal)
+            parts.append(literal)
+        ctx.finish()
+        self._parts: tuple[str | _Slot, ...] = tuple(parts)
+
+    def __repr__(self) -> str:
+        return f"CommandTemplate({self.template!r})"
 
     @property
     def fields(self) -> frozenset[str]:
-        """Record fields the template uses (placeholders that are not built-ins)."""
-        return frozenset(name for is_ph, name in self.parts if is_ph and name not in BUILTINS)
+        """Record field names the template uses (placeholders that are not built-ins)."""
+        return frozenset(p.name for p in self._parts if isinstance(p, _Slot) and p.name not in BUILTINS)
 
     @property
     def uses_out(self) -> bool:
-        return any(is_ph and name == "out" for is_ph, name in self.parts)
+        """Whether the template uses ``{out}`` (the processor then creates that folder)."""
+        return any(isinstance(p, _Slot) and p.name == "out" for p in self._parts)
 
     def render(self, item: Item, out_dir: str | None) -> str:
+        """The command line for ``item``. ``out_dir`` is ``{out}`` (default ``<batch_dir>/out/<seq>``).
+
+        Raises :class:`MissingField` when the item lacks a field the template names, and
+        :class:`ValueError` when a value holds a NUL byte.
+        """
         pieces: list[str] = []
-        for is_ph, text in self.parts:
-            pieces.append(_quote(self._value(item, text, out_dir)) if is_ph else text)
+        append = pieces.append
+        for part in self._parts:
+            if isinstance(part, str):
+                append(part)
+                continue
+            text = _text(_value(item, part.name, out_dir))
+            if "\x00" in text:
+                raise ValueError(f"the value of {{{part.name}}} contains a NUL byte, which exec cannot pass")
+            quoted = shlex.quote(text)
+            if part.wrap and quoted != text:
+                # Inside the template's own quotes: close them, add the quoted word, reopen them.
+                quoted = part.wrap + quoted + part.wrap
+            append(quoted)
         return "".join(pieces)
 
-    @staticmethod
-    def _value(item: Item, name: str, out_dir: str | None) -> Any:
-        main = item.value
-        if name == "":
-            return main
-        if name == "seq":
-            return item.seq
-        if name == "key":
-            return item.key
-        if name == "out":
-            return out_dir or ""
-        if name in ("path", "name", "stem", "suffix", "parent"):
-            path = main if isinstance(item.data, str) else str(main)
-            base = os.path.basename(path.rstrip("/")) or path
-            if name == "path":
-                return path
-            if name == "name":
-                return base
-            if name == "parent":
-                return os.path.dirname(path)
-            stem, dot, suffix = base.rpartition(".")
-            if not dot or not stem:
-                stem, suffix = base, ""
+
+def _value(item: Item, name: str, out_dir: str | None) -> Any:
+    data = item.data
+    if name == "":
+        return data
+    if name == "seq":
+        return item.seq
+    if name == "key":
+        return item.key
+    if name == "out":
+        return out_dir if out_dir is not None else _out_path(item)
+    if isinstance(data, dict):
+        if name in data:
+            return data[name]
+        if name not in _PATHLIKE:
+            raise MissingField(f"item has no field {name!r}")
+    elif name not in _PATHLIKE:
+        raise MissingField(f"item has no field {name!r} (only CSV and JSONL records have fields)")
+    path = data if isinstance(data, str) else _text(data)
+    if name == "path":
+        return path
+    if name == "parent":
+        return os.path.dirname(path.rstrip("/")) or ("/" if path.startswith("/") else ".")
+    base = os.path.basename(path.rstrip("/")) or path
+    if name == "name":
+        return base
+    stem, suffix = os.path.splitext(base)
+    return stem if name == "stem" else suffix
+
+
+def _text(value: Any) -> str:
+    """A value as command-line text: a str as is, anything else as its JSON text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError too: big ints, odd types
+        return str(value)
+
+
+def _out_path(item: Item) -> str:
+    return os.path.join(item.batch_dir, "out", str(item.seq))
+
+
+@dataclass(slots=True)
+class _Frame:
+    kind: str
+    cases: int = 0  # plain frames: `case` statements open in it (their patterns end with a bare ")")
+    word: str = ""  # plain frames: the word being read ("\x01" marks a quoted or expanded part)
+    cmd: bool = True  # plain frames: whether that word is at a command's start (where keywords count)
+
+
+class _ShellContext:
+    """Follows the shell quoting of a template's literal text, to know where each placeholder sits.
+
+    A stack of frames: ``N`` top level, ``C`` ``$(...)``, ``G`` ``(...)`` (the plain ones), ``S``
+    '...', ``D`` "...", ``E`` $'...', ``B`` backticks, ``P`` ${...}, ``A``/``a`` $((...)) or
+    ((...)), ``M`` a comment, ``H`` a here-document body. Only ``N C G S D`` can take a value. It
+    reads words as far as ``case ... esac`` needs (a pattern's bare ``)`` closes nothing), so a
+    template the shell can parse is followed exactly where placeholders are allowed.
+    """
+
+    _PLAIN: Final = frozenset("NCG")
+    _BREAK: Final = frozenset(" \t\n;&|()<>")
+    _STAY_CMD: Final = frozenset({"then", "do", "else", "elif", "if", "while", "until", "!", "{", "time"})
+    _WHY: Final = {
+        "B": "inside backticks (`...`), where quotes do not protect a backtick: use $(...)",
+        "E": "inside $'...'",
+        "P": "inside ${...}",
+        "A": "inside $((...)) or ((...))",
+        "a": "inside $((...)) or ((...))",
+        "M": "inside a # comment, where a newline in the value would end the comment",
+        "H": "inside a here-document, where quotes are not special: pass the value as an argument "
+        "or read it from $BATCHTUI_ITEM_JSON",
+    }
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self.stack: list[_Frame] = [_Frame("N")]
+        self.escape = False  # a backslash ended the last literal
+        self.dollar = False  # a bare "$" ended the last literal
+        self.heredocs: list[tuple[str | None, bool]] = []  # pending (delimiter, strip tabs)
+        self.line: list[str] = []  # the here-document line being read
+
+    def _refuse(self, name: str, why: str) -> UserError:
+        return UserError(
+            f"placeholder {{{name}}} {why} in the command template {self.template!r}: "
+            "its value could not be quoted safely there"
+        )
+
+    def placeholder(self, name: str) -> str:
+        """Where the next placeholder sits: the quote to wrap its value in, or a UserError."""
+        if self.escape:
+            raise self._refuse(name, "right after a backslash (which would unquote the value)")
+        if self.dollar:
+            raise UserError(
+                f"placeholder {{{name}}} right after a '$' in the command template {self.template!r}: "
+                "for a shell variable write $NAME or ${{NAME}}; a '$' cannot start an item's value"
+            )
+        kind = self.stack[-1].kind
+        if kind in self._PLAIN:
+            self._taint()
+            return ""
+        if kind == "S":
+            return "'"
+        if kind == "D":
+            return '"'
+        raise self._refuse(name, self._WHY[kind])
+
+    def finish(self) -> None:
+        kind = self.stack[-1].kind
+        if kind in "SDEB":
+            quote = {"S": "'", "D": '"', "E": "$'", "B": "`"}[kind]
+            raise UserError(f"unterminated {quote} quote in the command template {self.template!r}")
+
+    def _taint(self) -> None:
+        top = self.stack[-1]
+        if top.kind in self._PLAIN:
+            top.word += "\x01"
+
+    def _push(self, kind: str) -> None:
+        self._taint()  # a quoted or substituted part: the word is no keyword
+        self.stack.append(_Frame(kind))
+
+    def feed(self, text: str) -> None:
+        """Advance over a run of literal text (braces already unescaped)."""
+        self.escape = self.dollar = False
+        stack = self.stack
+        i, n = 0, len(text)
+        while i < n:
+            c = text[i]
+            kind = stack[-1].kind
+            if kind == "H":
+                i = self._heredoc_char(text, i)
+                continue
+            if c == "\\" and kind not in "SM":
+                if i + 1 >= n:
+                    self.escape = True
+                self._taint()
+                i += 2
+                continue
+            if kind in "SE":
+                if c == "'":
+                    stack.pop()
+            elif kind == "M":
+                if c == "\n":
+                    stack.pop()
+                    continue  # the newline also ends the command line (here-documents start)
+            elif kind == "B":
+                if c == "`":
+                    stack.pop()
+            elif c == "$":
+                i = self._dollar(text, i)
+                continue
+            elif kind in "DP" and c == "`":
+                self._push("B")
+            elif kind == "D":
+                if c == '"':
+                    stack.pop()
+            elif kind == "P":
+                if c in "'\"":
+                    self._push("S" if c == "'" else "D")
+                elif c == "}":
+                    stack.pop()
+            elif kind in "Aa":
+                if c == "(":
+                    self._push("a")
+                elif c == ")":
+                    stack.pop()
+                    if kind == "A" and text.startswith(")", i + 1):
+                        i += 1
             else:
-                suffix = "." + suffix
-            return stem if name == "stem" else suffix
-        if isinstance(item.data, dict):
-            if name not in item.data:
-                raise KeyError(f"item has no field {name!r}")
-            return item.data[name]
-        raise KeyError(f"item has no field {name!r} (only CSV/JSONL records have fields)")
+                i = self._plain(text, i, stack[-1])
+                continue
+            i += 1
+
+    def _dollar(self, text: str, i: int) -> int:
+        self._taint()
+        nxt = text[i + 1 : i + 2]
+        if not nxt:
+            self.dollar = True
+            return i + 1
+        if nxt == "(":
+            if text.startswith("((", i + 1):
+                self._push("A")
+                return i + 3
+            self._push("C")
+            return i + 2
+        if nxt == "{":
+            self._push("P")
+            return i + 2
+        if nxt == "'" and self.stack[-1].kind != "D":
+            self._push("E")
+            return i + 2
+        return i + 1
+
+    def _plain(self, text: str, i: int, frame: _Frame) -> int:
+        """One character in a plain frame (N, C, G)."""
+        c = text[i]
+        if c in "'\"`":
+            self._push({"'": "S", '"': "D", "`": "B"}[c])
+            return i + 1
+        if c == "#" and not frame.word:
+            self.stack.append(_Frame("M"))
+            return i + 1
+        if c not in self._BREAK:
+            frame.word += c
+            return i + 1
+        self._end_word(frame)
+        if c == "(":
+            if frame.cmd and text.startswith("((", i):
+                self.stack.append(_Frame("A"))  # bash's (( arithmetic )), which evaluates its text
+                return i + 2
+            self.stack.append(_Frame("G"))
+        elif c == ")":
+            if frame.cases:
+                frame.cmd = True  # the end of a case pattern: its commands follow
+                return i + 1
+            if frame.kind != "N":
+                self.stack.pop()
+                return i + 1
+        elif c == "<" and text.startswith("<<", i) and not text.startswith("<<<", i):
+            return self._heredoc_start(text, i)
+        elif c == "\n" and self.heredocs:
+            self.stack.append(_Frame("H"))
+            self.line = []
+        if c in ";&|\n":
+            frame.cmd = True
+        return i + 1
+
+    def _end_word(self, frame: _Frame) -> None:
+        word, frame.word = frame.word, ""
+        if not word or not frame.cmd:
+            return
+        if word == "case":
+            frame.cases += 1
+        elif word == "esac" and frame.cases:
+            frame.cases -= 1
+        frame.cmd = word in self._STAY_CMD
+
+    def _heredoc_start(self, text: str, i: int) -> int:
+        i += 2
+        strip = text.startswith("-", i)
+        if strip:
+            i += 1
+        while i < len(text) and text[i] in " \t":
+            i += 1
+        word: list[str] = []
+        quote = ""
+        n = len(text)
+        while i < n and (quote or text[i] not in self._BREAK):
+            c = text[i]
+            if quote:
+                if c == quote:
+                    quote = ""
+                else:
+                    word.append(c)
+            elif c in "'\"":
+                quote = c
+            elif c == "\\":
+                i += 1
+                word.append(text[i : i + 1])
+            else:
+                word.append(c)
+            i += 1
+        # A delimiter cut short by a placeholder (or a quote left open) has no known end: every
+        # later placeholder is then refused as inside the body.
+        delimiter = "".join(word) if i < n and not quote else None
+        self.heredocs.append((delimiter or None, strip))
+        self.stack[-1].cmd = False
+        return min(i, n)
+
+    def _heredoc_char(self, text: str, i: int) -> int:
+        c = text[i]
+        if c != "\n":
+            self.line.append(c)
+            return i + 1
+        delimiter, strip = self.heredocs[0]
+        line = "".join(self.line)
+        self.line = []
+        if delimiter is not None and (line.lstrip("\t") if strip else line) == delimiter:
+            self.heredocs.pop(0)
+            if not self.heredocs:
+                self.stack.pop()
+        return i + 1
 
 
-def _quote(value: Any) -> str:
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    if "\x00" in text:
-        raise ValueError("the item contains a NUL byte, which no command line can carry")
-    # Quoting makes any value one literal word. A value starting with "-" is still only
-    # quoted: templates should put `--` or `./` before it; data is never altered silently.
-    return shlex.quote(text)
+# -- running -----------------------------------------------------------------------------------
 
 
 class _Tail:
-    """Keeps the last ``limit`` bytes written to it."""
+    """The last ``keep`` bytes written to it (and how many were written in all)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = max(limit, STDERR_TAIL)
-        self.chunks: list[bytes] = []
-        self.size = 0
+    __slots__ = ("buf", "keep", "total")
+
+    def __init__(self, keep: int) -> None:
+        self.buf = bytearray()
+        self.keep = keep
         self.total = 0
 
     def add(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.size += len(data)
+        self.buf += data
         self.total += len(data)
-        if self.size > self.limit * 2:
-            joined = b"".join(self.chunks)[-self.limit :]
-            self.chunks = [joined]
-            self.size = len(joined)
+        if len(self.buf) > 2 * self.keep:
+            del self.buf[: -self.keep]
 
-    def value(self, limit: int | None = None) -> bytes:
-        joined = b"".join(self.chunks)
-        return joined[-(limit if limit is not None else self.limit) :] if joined else b""
+    def last(self, limit: int) -> bytes:
+        return bytes(self.buf[-limit:]) if limit > 0 else b""
+
+
+_pidfd_ok = hasattr(os, "pidfd_open")
+
+
+def _open_pidfd(pid: int) -> int:
+    """A pidfd for ``pid`` (readable once it exits, without reaping it), or -1 where unsupported."""
+    global _pidfd_ok
+    if _pidfd_ok:
+        try:
+            return os.pidfd_open(pid)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSYS, errno.EPERM, errno.EINVAL):
+                _pidfd_ok = False  # an old kernel or a sandbox: poll for the exit instead
+            else:
+                raise
+    return -1
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` has exited, leaving it unreaped (so its process group id stays ours)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _killpg(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 class ShellProcessor:
-    """Runs ``/bin/sh -c <rendered template>`` for each item."""
+    """Runs ``<shell> -c <rendered template>`` for each item, one process group per item.
+
+    Thread-safe: worker threads call :meth:`run` concurrently and any thread may call
+    :meth:`kill` or :meth:`kill_all`. ``cwd`` is the folder commands run in (the folder the
+    batch was started from; default: this process's).
+    """
 
     def __init__(
         self,
@@ -195,42 +579,61 @@ class ShellProcessor:
     ) -> None:
         self.template = CommandTemplate(template)
         self.shell = shell
-        self.timeout = timeout
-        self.log_limit = log_limit
-        self.cwd = cwd if cwd and os.path.isdir(cwd) else None
-        self.base_env = dict(os.environ)
-        if env:
-            self.base_env.update(env)
+        self.timeout = timeout if timeout is not None and timeout > 0 else None
+        self.log_limit = max(0, log_limit)
+        if cwd is not None and not os.path.isdir(cwd):
+            raise UserError(f"the folder to run commands in does not exist: {cwd}")
+        self.cwd = cwd
+        # The environment is copied (and encoded) once; each item adds its four variables.
+        base = dict(os.environ)
+        base.update(env or {})
+        self._env: dict[bytes, bytes] = {os.fsencode(k): os.fsencode(v) for k, v in base.items()}
+        self._uses_out = self.template.uses_out
+        self._lock = threading.Lock()
+        # seq -> the running shell. While listed, the shell is not reaped, so its pid (= the group
+        # id) cannot be reused: kill() never hits an unrelated group.
         self._running: dict[int, subprocess.Popen[bytes]] = {}
         self._killed: set[int] = set()
-        self._lock = threading.Lock()
-        self._logs_ready = False
 
-    def _env(self, item: Item) -> dict[str, str]:
-        env = dict(self.base_env)
-        env["BATCHTUI_ITEM_JSON"] = orjson.dumps(
-            {"seq": item.seq, "key": item.key, "data": item.data, "attempt": item.attempt}
-        ).decode()
-        env["BATCHTUI_SEQ"] = str(item.seq)
-        env["BATCHTUI_ATTEMPT"] = str(item.attempt)
-        env["BATCHTUI_BATCH_DIR"] = item.batch_dir
-        return env
+    def __repr__(self) -> str:
+        return f"ShellProcessor({self.template.template!r}, timeout={self.timeout})"
 
     def run(self, item: Item) -> ProcessOutput:
-        out_dir = None
-        if self.template.uses_out:
-            out_dir = os.path.join(item.batch_dir, "out", str(item.seq))
-            os.makedirs(out_dir, mode=0o700, exist_ok=True)
+        """Run the command for ``item``.
+
+        Raises :class:`CommandFailed` (exit > 0), :class:`CommandKilled` (a signal, or
+        :meth:`kill`), :class:`ItemTimeout`, :class:`MissingField` or :class:`ValueError` (a value
+        the template cannot take).
+        """
+        out_dir = _out_path(item) if self._uses_out else None
         cmd = self.template.render(item, out_dir)
-        proc = subprocess.Popen(
-            [self.shell, "-c", cmd],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env=self._env(item),
-            cwd=self.cwd,
+        if out_dir is not None:
+            _make_dir(out_dir)
+        env = self._env.copy()
+        env[b"BATCHTUI_ITEM_JSON"] = orjson.dumps(
+            {"seq": item.seq, "key": item.key, "data": item.data, "attempt": item.attempt}
         )
+        env[b"BATCHTUI_SEQ"] = str(item.seq).encode()
+        env[b"BATCHTUI_ATTEMPT"] = str(item.attempt).encode()
+        env[b"BATCHTUI_BATCH_DIR"] = os.fsencode(item.batch_dir)
+        try:
+            proc = subprocess.Popen(
+                [self.shell, "-c", cmd],
+                bufsize=0,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env=env,
+                cwd=self.cwd,
+            )
+        except OSError as exc:
+            if exc.errno == errno.E2BIG:
+                raise ValueError(
+                    f"the command line ({len(cmd)} characters) or the item is too large to run: "
+                    "pass big values through a file"
+                ) from exc
+            raise
         with self._lock:
             self._running[item.seq] = proc
         try:
@@ -238,92 +641,149 @@ class ShellProcessor:
         finally:
             with self._lock:
                 self._running.pop(item.seq, None)
-                killed_by_us = item.seq in self._killed
+                killed = item.seq in self._killed
                 self._killed.discard(item.seq)
-            # The item is over: nothing it started may linger.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        self._write_logs(item, out, err)
-        err_tail = err.value(STDERR_TAIL).decode(errors="replace")
-        if timed_out:
-            raise ItemTimeout(self.timeout or 0, err_tail)
+            _killpg(proc.pid)  # before reaping: the group id is still ours
+            proc.wait()
+            assert proc.stdout is not None and proc.stderr is not None
+            proc.stdout.close()
+            proc.stderr.close()
+        if out.total or err.total or item.attempt > 1:
+            self._write_logs(item, out, err)
         code = proc.returncode
-        if code < 0 or killed_by_us:
-            raise CommandKilled(-code if code < 0 else signal.SIGKILL, err_tail)
-        if code != 0:
-            raise CommandFailed(code, err_tail)
-        return _parse_stdout(out.value(65536))
+        if killed:
+            raise CommandKilled(signal.SIGKILL, _decode_tail(err))
+        if timed_out:
+            raise ItemTimeout(self.timeout or 0.0, _decode_tail(err))
+        if code < 0:
+            raise CommandKilled(-code, _decode_tail(err))
+        if code > 0:
+            raise CommandFailed(code, _decode_tail(err))
+        return _parse_stdout(out.buf)
 
     def _collect(self, proc: subprocess.Popen[bytes]) -> tuple[_Tail, _Tail, bool]:
-        """Read both pipes to EOF keeping only their tails; kill the group on timeout."""
-        out, err = _Tail(self.log_limit), _Tail(self.log_limit)
+        """Read both pipes until the shell has exited and they are drained; returns with the shell
+        exited but not reaped, and its group killed. Keeps only the tails of the output."""
         assert proc.stdout is not None and proc.stderr is not None
-        deadline = time.monotonic() + self.timeout if self.timeout else None
-        timed_out = False
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ, out)
-            sel.register(proc.stderr, selectors.EVENT_READ, err)
-            while sel.get_map():
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                events = sel.select(wait)
-                if not events and deadline is not None and time.monotonic() >= deadline:
-                    timed_out = True
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    break
-                for key, _mask in events:
-                    data = os.read(key.fd, 65536)
+        out = _Tail(max(self.log_limit, _STDOUT_KEEP))
+        err = _Tail(max(self.log_limit, STDERR_TAIL))
+        tails = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+        poller = select.poll()
+        for fd in tails:
+            poller.register(fd, select.POLLIN)
+        pidfd = _open_pidfd(proc.pid)
+        if pidfd >= 0:
+            poller.register(pidfd, select.POLLIN)
+        end = None if self.timeout is None else time.monotonic() + self.timeout
+        exited = timed_out = group_killed = False
+        try:
+            while not (exited and not tails):
+                if end is None:
+                    wait_ms = -1
+                else:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        if group_killed:
+                            break  # draining took too long: something outside the group holds a pipe
+                        timed_out = group_killed = True
+                        _killpg(proc.pid)
+                        end = time.monotonic() + _DRAIN_GRACE
+                        continue
+                    wait_ms = math.ceil(left * 1000)
+                if pidfd < 0 and not exited:
+                    wait_ms = _POLL_TICK_MS if wait_ms < 0 else min(wait_ms, _POLL_TICK_MS)
+                for fd, _event in poller.poll(wait_ms):
+                    if fd == pidfd:
+                        exited = True
+                        poller.unregister(pidfd)
+                        continue
+                    data = os.read(fd, _READ)
                     if data:
-                        key.data.add(data)
+                        tails[fd].add(data)
                     else:
-                        sel.unregister(key.fileobj)
-        proc.stdout.close()
-        proc.stderr.close()
-        proc.wait()
+                        poller.unregister(fd)
+                        del tails[fd]
+                if not exited and pidfd < 0:
+                    exited = _exited(proc.pid)
+                if exited and not group_killed:
+                    # The shell is done: what it left running in the background goes too.
+                    group_killed = True
+                    _killpg(proc.pid)
+                    if tails:
+                        end = time.monotonic() + _DRAIN_GRACE
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
         return out, err, timed_out
 
     def _write_logs(self, item: Item, out: _Tail, err: _Tail) -> None:
-        if not out.total and not err.total:
-            return
         logs = os.path.join(item.batch_dir, "logs")
-        if not self._logs_ready:
-            os.makedirs(logs, mode=0o700, exist_ok=True)
-            self._logs_ready = True
         for suffix, tail in ((".out", out), (".err", err)):
             path = os.path.join(logs, f"{item.seq}{suffix}")
-            if not tail.total:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)  # a stale log of an earlier attempt
+            data = tail.last(self.log_limit)
+            if not data:
+                if item.attempt > 1:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)  # left by an earlier attempt: the logs are the latest attempt's
                 continue
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.write(fd, tail.value(self.log_limit))
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                _make_dir(logs)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
 
     def kill(self, seq: int) -> bool:
+        """Kill the process group running item ``seq``; its :meth:`run` then raises
+        ``CommandKilled(SIGKILL)``. False if that item is not running here."""
         with self._lock:
             proc = self._running.get(seq)
             if proc is None:
                 return False
             self._killed.add(seq)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            _killpg(proc.pid)
         return True
 
     def kill_all(self) -> int:
+        """Kill every running item's process group; returns how many."""
         with self._lock:
-            seqs = list(self._running)
-        return sum(1 for seq in seqs if self.kill(seq))
+            for seq, proc in self._running.items():
+                self._killed.add(seq)
+                _killpg(proc.pid)
+            return len(self._running)
 
 
-def _parse_stdout(data: bytes) -> ProcessOutput:
+def _make_dir(path: str) -> None:
+    """Create ``path`` and any missing parents with mode 0700 (concurrent callers are fine)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        parent = os.path.dirname(path)
+        if not parent or parent == path:
+            raise
+        _make_dir(parent)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+
+
+def _decode_tail(err: _Tail) -> str:
+    return err.last(STDERR_TAIL).decode(errors="replace")
+
+
+def _parse_stdout(data: bytearray) -> ProcessOutput:
     """A JSON object on the last non-blank stdout line is the result; else the output's tail."""
-    text = data.decode(errors="replace").rstrip()
+    text = bytes(data).strip()
     if not text:
         return ProcessOutput(None)
-    last = text.rsplit("\n", 1)[-1].strip()
-    if last.startswith("{"):
+    last = text[text.rfind(b"\n") + 1 :].strip()
+    if last.startswith(b"{"):
         try:
             obj = orjson.loads(last)
         except orjson.JSONDecodeError:
@@ -332,4 +792,5 @@ def _parse_stdout(data: bytes) -> ProcessOutput:
             raw = obj.get("cost")
             cost = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
             return ProcessOutput(obj, cost)
-    return ProcessOutput({"stdout": text[-200:]})
+    tail = text[-_RESULT_TAIL * 4 :].decode(errors="replace")[-_RESULT_TAIL:].strip()
+    return ProcessOutput({"stdout_tail": tail})
