@@ -327,8 +327,13 @@ class BatchRunner:
 
     # -- thread-safe API -------------------------------------------------------------------
 
-    def request_stop(self, reason: str = "stop requested") -> None:
-        """Graceful stop: no new dispatch, in-flight items get ``grace`` seconds, then killed."""
+    def request_stop(self, reason: str = "stop requested", grace: float | None = None) -> None:
+        """Graceful stop: no new dispatch, in-flight items get ``grace`` seconds, then killed.
+
+        ``grace`` shortens the configured grace period (a hand-off to another engine).
+        """
+        if grace is not None and grace < self.config.grace:
+            self.config = self.config.model_copy(update={"grace": grace})
         if not self._stop.is_set():
             self._stop_reason = reason
             self._stop.set()
@@ -522,14 +527,21 @@ class BatchRunner:
             wake = min(wake, max(0.001, self.bucket.wait_time()))
         return max(wake, 0.0005)
 
-    def _enter_stopping(self) -> None:
-        self.state = BatchState.STOPPING
-        # Items waiting for a retry are not running: straight back to pending.
+    def _requeue_waiting_retries(self) -> None:
+        """Items waiting out a retry backoff are not running: back to pending (attempts kept)."""
+        if not self._retries:
+            return
         for retry in self._retries:
             self._stage_row("requeue", (retry.seq,))
             self._delta["processing"] -= 1
             self._delta["pending"] += 1
         self._retries.clear()
+        self._commit()
+        self._reset_scan()
+
+    def _enter_stopping(self) -> None:
+        self.state = BatchState.STOPPING
+        self._requeue_waiting_retries()
         self._buffer.clear()
         self._commit()
         self._write_live(force=True)
@@ -938,6 +950,7 @@ class BatchRunner:
                 return f"not running ({self.state.value})"
             self.paused = True
             self.state = BatchState.PAUSED
+            self._requeue_waiting_retries()
             self._write_manifest()
             return f"paused; {len(self._inflight)} in-flight items finish"
         if cmd.op == "resume":

@@ -34,6 +34,8 @@ from batchtui.engine.runner import (
 )
 from batchtui.engine.store import ItemStore, StoreError
 
+from .launch import detach_engine
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -252,9 +254,15 @@ class Main(click.Group):
 
 @click.group(cls=Main, context_settings=CONTEXT, invoke_without_command=True)
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live [./batch_output].")
+@click.option("--theme", help="TUI theme (dark, light, high-contrast, or one of yours).")
+@click.option(
+    "--color-system",
+    type=click.Choice(["auto", "standard", "256", "truecolor", "none"]),
+    help="Colours the terminal can show (e.g. 256 over SSH).",
+)
 @click.version_option(package_name="batchtui")
 @click.pass_context
-def main(ctx: click.Context, output_dir: str | None) -> None:
+def main(ctx: click.Context, output_dir: str | None, theme: str | None, color_system: str | None) -> None:
     """Run work items through a command or a Python function, durably, and watch it live.
 
     \b
@@ -268,8 +276,39 @@ def main(ctx: click.Context, output_dir: str | None) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["output_dir"] = output_dir
+    ctx.obj["theme"] = theme
+    ctx.obj["color_system"] = color_system
     if ctx.invoked_subcommand is None:
+        if terminal():
+            launch_tui(ctx, output_dir=output_dir_of(ctx, output_dir))
         ctx.invoke(ls_cmd, output_dir=output_dir, as_json=False)
+
+
+def terminal() -> bool:
+    """Whether a TUI can run: stdin and stdout are a terminal (not a pipe, not CI)."""
+    return sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def launch_tui(
+    ctx: click.Context, *, output_dir: Path, batch: Path | None = None, runner: Any = None, theme: str | None = None
+) -> NoReturn:
+    """Run the Textual app and exit with its return code."""
+    obj = ctx.find_root().obj or {}
+    color_system = obj.get("color_system")
+    if color_system:
+        from batchtui.tui.themes import apply_color_system
+
+        apply_color_system(color_system)  # before textual is imported
+    from batchtui.tui.app import BatchtuiApp
+
+    app = BatchtuiApp(output_dir=output_dir, batch=batch, runner=runner, theme=theme or obj.get("theme"))
+    try:
+        code = app.run()
+    finally:
+        app.stop_engine_after_exit()
+    if runner is not None and app.engine_result is not None and not code:
+        code = app.engine_result.exit_code
+    raise SystemExit(code or 0)
 
 
 # -- run / demo / resume -------------------------------------------------------------------------
@@ -488,40 +527,6 @@ def check_cmd(ctx: click.Context, batch_arg: str | None, **kwargs: Any) -> None:
     raise SystemExit(0 if pf.proceed else EXIT_USAGE)
 
 
-def detach_engine(batch: BatchDir, *, action: str, overrides: dict[str, Any] | None = None, wait: float = 15.0) -> int:
-    """Start the engine for ``batch`` as a background process in its own session.
-
-    Output goes to engine.log in the batch dir. Returns the engine's pid once it holds the
-    batch lock; raises UserError with the log's tail if it died first.
-    """
-    import subprocess
-
-    log_fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    args = [sys.executable, "-m", "batchtui.tui.cli", "resume", str(batch.path), "--headless"]
-    args += ["--engine-action", action]
-    if overrides:
-        args += ["--overrides-json", json.dumps(overrides)]
-    try:
-        proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, start_new_session=True, close_fds=True
-        )
-    finally:
-        os.close(log_fd)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        alive = batch.alive()
-        if alive is not None and alive.pid == proc.pid:
-            return proc.pid
-        code = proc.poll()
-        if code is not None:
-            tail = batch.engine_log.read_text(errors="replace").strip().splitlines()[-5:]
-            if code in (0, 1):
-                return proc.pid  # it already finished (a tiny batch)
-            raise UserError(f"the background engine exited with {code}:\n  " + "\n  ".join(tail))
-        time.sleep(0.02)
-    return proc.pid
-
-
 def _announce_detached(batch: BatchDir, pid: int, as_json: bool) -> None:
     where = f"--output-dir {batch.path.parent}"
     if as_json:
@@ -555,6 +560,10 @@ def _create_and_run(
     if detach:
         _announce_detached(batch, detach_engine(batch, action="run"), as_json)
         raise SystemExit(0)
+    reads_stdin = stdin is None and any(e.kind == "stdin" for e in spec.entries)
+    if not headless and not as_json and terminal() and not reads_stdin:
+        runner = BatchRunner(batch, config=config, action="run")
+        launch_tui(click.get_current_context(), output_dir=batch.path.parent, runner=runner, theme=config.theme)
     runner = BatchRunner(batch, config=config, action="run", handle_signals=True)
     result = _run_headless(runner, as_json)
     raise SystemExit(result.exit_code)
@@ -676,9 +685,27 @@ def resume_cmd(
         _announce_detached(bdir, pid, as_json)
         raise SystemExit(0)
     click.echo(f"resuming batch {bdir.batch_id}: {counts.finished}/{counts.total} done", err=True)
+    if not headless and not as_json and terminal():
+        runner = BatchRunner(bdir, config=new, action=engine_action, overrides=overrides)
+        launch_tui(ctx, output_dir=bdir.path.parent, runner=runner, theme=kwargs.get("theme"))
     runner = BatchRunner(bdir, config=new, action=engine_action, overrides=overrides, handle_signals=True)
     result = _run_headless(runner, as_json)
     raise SystemExit(result.exit_code)
+
+
+@main.command("watch", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.option("--theme", help="TUI theme.")
+@click.pass_context
+def watch_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, theme: str | None) -> None:
+    """Attach the dashboard to BATCH [default: the latest]: a running engine (here or in another
+    process) or a finished batch. Its keys steer the engine through control.jsonl."""
+    out = output_dir_of(ctx, output_dir)
+    bdir = resolve_batch(batch, out)
+    if not terminal():
+        fail(f"watch needs a terminal; for a text summary use `batchtui show {bdir.batch_id}`")
+    launch_tui(ctx, output_dir=out, batch=bdir.path, theme=theme)
 
 
 # -- steering a batch ------------------------------------------------------------------------------

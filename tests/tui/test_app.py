@@ -1,0 +1,282 @@
+"""Pilot tests: every screen and key of the app, on real batch directories."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import orjson
+
+from batchtui.engine.models import BatchState
+from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.screens.browser import BrowserScreen
+from batchtui.tui.screens.dashboard import DashboardScreen
+from batchtui.tui.screens.detail import ItemDetailScreen
+from batchtui.tui.screens.modals import ConfirmScreen, HelpScreen
+from batchtui.tui.widgets.items_table import ItemsTable
+
+from .conftest import run
+from .fixtures import FROZEN, hold_lock, make_batch
+
+SIZE = (140, 48)
+
+
+def _app(out: Path, batch: Path | None = None) -> BatchtuiApp:
+    return BatchtuiApp(
+        output_dir=out, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False, strict_display=True
+    )
+
+
+def _commands(batch: Path) -> list[dict[str, object]]:
+    path = batch / "control.jsonl"
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+def _status(batch: Path, seq: int) -> str:
+    db = sqlite3.connect(batch / "items.db")
+    try:
+        return str(db.execute("SELECT status FROM items WHERE seq=?", (seq,)).fetchone()[0])
+    finally:
+        db.close()
+
+
+def _text(widget: object) -> str:
+    """The plain text a Static shows."""
+    content = getattr(widget, "content", None)
+    return str(getattr(content, "plain", content))
+
+
+def test_browser_lists_batches_and_opens_one(tmp_path: Path) -> None:
+    for state in (BatchState.RUNNING, BatchState.PAUSED, BatchState.HALTED, BatchState.FINISHED):
+        make_batch(tmp_path, state=state)
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            ids = [r["id"] for r in screen.rows]
+            assert ids == sorted(ids, reverse=True) and len(ids) == 4
+            states = {r["id"][-1]: r["state"] for r in screen.rows}
+            # No engine holds the running/paused ones: they show as interrupted (resumable).
+            assert states == {"1": "interrupted", "2": "interrupted", "3": "halted", "4": "finished"}
+            await pilot.press("enter")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, DashboardScreen)
+            assert app.screen.batch.batch_id == ids[0]
+            await pilot.press("b")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, BrowserScreen)
+
+    run(body)
+
+
+def test_browser_delete_asks_first(tmp_path: Path) -> None:
+    make_batch(tmp_path, state=BatchState.FINISHED)
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("d")
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("n")
+            await pilot.pause(0.1)
+            assert any(tmp_path.iterdir())
+            await pilot.press("d")
+            await pilot.pause(0.1)
+            await pilot.press("y")
+            await pilot.pause(0.3)
+            assert not any(p.is_dir() for p in tmp_path.iterdir())
+
+    run(body)
+
+
+def test_dashboard_running_pause_and_stop_go_through_control(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = _app(tmp_path, batch)
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.pause(0.3)
+                screen = app.screen
+                assert isinstance(screen, DashboardScreen)
+                assert screen.engine_live
+                title = _text(screen.query_one("#title"))
+                assert batch.name in title and "RUNNING" in title
+                progress = _text(screen.query_one("#progress-text"))
+                assert "ETA 10s" in progress and "12.5/s" in progress
+                assert screen.query_one("#errors").row_count == 3  # type: ignore[attr-defined]
+                assert screen.query_one("#inflight").row_count == 4  # type: ignore[attr-defined]
+                await pilot.press("p")
+                await pilot.pause(0.1)
+                assert [c["op"] for c in _commands(batch)] == ["pause"]
+                await pilot.press("x")
+                await pilot.pause(0.1)
+                assert isinstance(app.screen, ConfirmScreen)
+                await pilot.press("y")
+                await pilot.pause(0.1)
+                assert [c["op"] for c in _commands(batch)] == ["pause", "stop"]
+
+    run(body)
+
+
+def test_dashboard_paused_p_resumes(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.PAUSED)
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = _app(tmp_path, batch)
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.pause(0.3)
+                assert "ETA paused" in _text(app.screen.query_one("#progress-text"))
+                await pilot.press("p")
+                await pilot.pause(0.1)
+                assert [c["op"] for c in _commands(batch)] == ["resume"]
+
+    run(body)
+
+
+def test_finished_batch_greys_out_engine_actions(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.FINISHED)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            screen = app.screen
+            assert screen.check_action("toggle_pause", ()) is None
+            assert screen.check_action("stop", ()) is None
+            await pilot.press("p", "x")
+            await pilot.pause(0.1)
+            assert _commands(batch) == []
+            assert isinstance(app.screen, DashboardScreen)
+
+    run(body)
+
+
+def test_tabs_filter_and_error_selection(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.FINISHED)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            table = app.screen.query_one(ItemsTable)
+            await pilot.press("3")
+            await pilot.pause(0.1)
+            assert table.status == "failed"
+            await pilot.press("4")
+            await pilot.pause(0.1)
+            assert table.status == "complete"
+            await pilot.press("5")
+            await pilot.pause(0.1)
+            assert table.status == "skipped"
+            await pilot.press("1")
+            await pilot.pause(0.1)
+            assert table.status is None
+            # Selecting an error row filters the items to that error type.
+            errors = app.screen.query_one("#errors")
+            errors.focus()
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert table.status == "failed" and table.error_type is not None
+            # / filters by text; escape clears.
+            await pilot.press("slash")
+            for ch in "00020":
+                await pilot.press(ch)
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert table.text == "00020"
+            await pilot.press("escape")
+            await pilot.pause(0.1)
+            assert table.text is None and table.error_type is None
+
+    run(body)
+
+
+def test_item_detail_and_offline_retry_and_skip(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.HALTED, halt_reason="failure rate 40% over 20%")
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            table = app.screen.query_one(ItemsTable)
+            table.focus()
+            # seq 3 is a failed TimeoutError item in the fixture
+            await pilot.press("down", "down", "down")
+            await pilot.pause(0.1)
+            assert table.selected_seq == 3
+            await pilot.press("enter")
+            await pilot.pause(0.2)
+            detail = app.screen
+            assert isinstance(detail, ItemDetailScreen) and detail.row is not None
+            assert detail.row.status == "failed" and len(detail.attempt_rows) == 1
+            assert "upstream timed out" in _text(detail.query_one("#detail-stderr"))
+            await pilot.press("r")  # no engine: the store is changed under the lock
+            await pilot.pause(0.8)
+            assert _status(batch, 3) == "pending"
+            await pilot.press("escape")
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, DashboardScreen)
+            # skip a pending item from the dashboard
+            table.focus()
+            await pilot.press("end")
+            await pilot.pause(0.1)
+            last = table.selected_seq
+            assert last == 299
+            await pilot.press("s")
+            await pilot.pause(0.8)
+            assert _status(batch, 299) == "skipped"
+
+    run(body)
+
+
+def test_item_text_is_plain_never_markup_or_escapes(tmp_path: Path) -> None:
+    keys = ["[bold red]evil[/]", "\x1b[2J\x1b[31mred", "plain"]
+    batch = make_batch(tmp_path, state=BatchState.FINISHED, n=3, keys=keys)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            table = app.screen.query_one(ItemsTable)
+            lines = [table.render_line(y).text for y in range(table.size.height)]
+            joined = "\n".join(lines)
+            assert "[bold red]evil[/]" in joined
+            assert "\x1b" not in joined and "\\x1b[2J" in joined
+            table.focus()
+            await pilot.press("down", "enter")
+            await pilot.pause(0.2)
+            title = _text(app.screen.query_one("#detail-title"))
+            assert "\\x1b[2J" in title and "\x1b" not in title
+
+    run(body)
+
+
+def test_theme_help_and_palette(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.FINISHED)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.2)
+            first = app.theme
+            await pilot.press("t")
+            await pilot.pause(0.1)
+            assert app.theme != first
+            await pilot.press("question_mark")
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press("escape")
+            await pilot.pause(0.1)
+            titles = [c.title for c in app.get_system_commands(app.screen)]
+            for wanted in ("Retry", "Skip", "Filter", "Next theme", "Help"):
+                assert wanted in titles, titles
+            assert "Pause/Resume" not in titles  # greyed out for a finished batch
+
+    run(body)

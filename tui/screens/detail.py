@@ -1,0 +1,165 @@
+"""Item detail: its data, every attempt with its error, stdout/stderr tails, the result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from batchtui.engine.batchdir import BatchDir, engine_alive
+from batchtui.engine.control import append_command, apply_offline, new_command
+from batchtui.engine.store import AttemptRow, ItemRow, ItemStore
+
+from ..text import clean, plain, plain_block
+
+TAIL_BYTES = 16384
+
+
+def _tail(path: Path, limit: int = TAIL_BYTES) -> str | None:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            data = fh.read()
+    except FileNotFoundError:
+        return None
+    text = data.decode(errors="replace")
+    if size > limit:
+        text = "…" + text.split("\n", 1)[-1]
+    return text
+
+
+class ItemDetailScreen(Screen[None]):
+    """One item, in full. Item content is shown as plain text, never markup."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,backspace", "back", "Back", id="detail_back", tooltip="Back to the dashboard"),
+        Binding("r", "retry", "Retry", id="detail_retry", tooltip="Retry this item (if it failed)"),
+        Binding("s", "skip", "Skip", id="detail_skip", tooltip="Skip this item"),
+        Binding("f5", "reload", "Reload", id="detail_reload", tooltip="Read the item again"),
+    ]
+
+    def __init__(self, batch: Path, seq: int) -> None:
+        super().__init__()
+        self.batch = BatchDir(batch)
+        self.seq = seq
+        self.row: ItemRow | None = None
+        self.attempt_rows: list[AttemptRow] = []
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="detail"):
+            yield Static(id="detail-title")
+            yield Static("Data", classes="section")
+            yield Static(id="detail-data", classes="block")
+            yield Static("Attempts", classes="section")
+            yield DataTable(id="attempts", cursor_type="row")
+            yield Static("Error", classes="section")
+            yield Static(id="detail-error", classes="block")
+            yield Static("Result", classes="section")
+            yield Static(id="detail-result", classes="block")
+            yield Static("stdout (tail)", classes="section")
+            yield Static(id="detail-stdout", classes="block")
+            yield Static("stderr (tail)", classes="section")
+            yield Static(id="detail-stderr", classes="block")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#attempts", DataTable).add_columns("Try", "Status", "Started", "Duration", "Error")
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        try:
+            store = ItemStore.open_readonly(self.batch.items_db)
+        except Exception as exc:
+            self.query_one("#detail-title", Static).update(plain(f"cannot read the store: {exc}"))
+            return
+        try:
+            self.row = store.get(self.seq)
+            self.attempt_rows = store.attempts(self.seq)
+        finally:
+            store.close()
+        self._show_row()
+
+    def _show_row(self) -> None:
+        row = self.row
+        if row is None:
+            self.query_one("#detail-title", Static).update(plain(f"item {self.seq} not found"))
+            return
+        title = Text()
+        title.append(f"#{row.seq}  ", style="bold")
+        title.append_text(plain(row.key, limit=200))
+        title.append(f"  [{row.status.upper()}]  attempts {row.attempts}", style="bold")
+        if row.duration_s is not None:
+            title.append(f"  {row.duration_s:.3f}s")
+        if row.cost is not None:
+            title.append(f"  cost {row.cost:g}")
+        self.query_one("#detail-title", Static).update(title)
+        self.query_one("#detail-data", Static).update(plain_block(_pretty(row.data)))
+        table = self.query_one("#attempts", DataTable)
+        table.clear()
+        for a in self.attempt_rows:
+            err = f"{a.error.error_type} [{a.error.category}]: {a.error.message}" if a.error else ""
+            table.add_row(
+                Text(str(a.attempt)),
+                Text(a.status),
+                Text(a.started_at or ""),
+                Text(f"{a.duration_s:.3f}s" if a.duration_s is not None else ""),
+                plain(err, limit=200),
+            )
+        if row.error_type:
+            err = f"{row.error_type} [{row.error_category}]: {row.error_message}\n\n{row.error_detail or ''}"
+        else:
+            err = "(none)"
+        self.query_one("#detail-error", Static).update(plain_block(err))
+        self.query_one("#detail-result", Static).update(
+            plain_block(_pretty(row.result) if row.status == "complete" else "(not complete)")
+        )
+        for stream, wid in (("out", "#detail-stdout"), ("err", "#detail-stderr")):
+            text = _tail(self.batch.logs / f"{row.seq}.{stream}")
+            self.query_one(wid, Static).update(plain_block(text if text is not None else "(no output)"))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_retry(self) -> None:
+        if self.row is None or self.row.status != "failed":
+            self.notify("only a failed item can be retried", severity="warning")
+            return
+        self._command("retry", lambda s: f"{len(s.retry_failed(seqs=[self.seq]))} back to pending")
+
+    def action_skip(self) -> None:
+        if self.row is None or self.row.status not in ("pending", "processing", "failed"):
+            self.notify("this item cannot be skipped now", severity="warning")
+            return
+        self._command("skip", lambda s: f"{len(s.skip([self.seq]))} skipped")
+
+    @work(thread=True, group="detail")
+    def _command(self, op: str, offline: Any) -> None:
+        if engine_alive(self.batch.path) is not None:
+            append_command(self.batch, new_command(op, seqs=[self.seq]))  # type: ignore[arg-type]
+            message = f"{op} #{self.seq} sent to the engine"
+        else:
+            try:
+                message = f"{op} #{self.seq}: {apply_offline(self.batch, offline)}"
+            except Exception as exc:
+                message = f"{op} failed: {exc}"
+        self.app.call_from_thread(self.notify, clean(message), timeout=3)
+        self.app.call_from_thread(self.set_timer, 0.6, self.action_reload)
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)

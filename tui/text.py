@@ -1,0 +1,46 @@
+"""Untrusted text (item keys, data, error messages, logs) made safe for the terminal.
+
+Item content must never render as markup nor reach the terminal as control sequences: a file
+named ``[bold]x`` or ``\\x1b[2J`` shows literally. Everything item-derived goes through these
+helpers; plain ``str`` is never handed to a widget that parses markup (Static, DataTable).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from rich.text import Text
+
+_REPLACEMENTS: Final = {"\t": "    "}
+
+
+def clean(text: object, limit: int | None = None) -> str:
+    """A single-line-safe string: control characters shown as escapes (``\\x1b``, ``\\n``)."""
+    s = text if isinstance(text, str) else str(text)
+    if limit is not None and len(s) > limit:
+        s = s[: max(0, limit - 1)] + "…"
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:
+        if ch.isprintable():
+            out.append(ch)
+        elif ch in _REPLACEMENTS:
+            out.append(_REPLACEMENTS[ch])
+        else:
+            out.append(repr(ch)[1:-1])
+    return "".join(out)
+
+
+def clean_block(text: str) -> str:
+    """Multi-line text (logs, tracebacks): newlines kept, every other control char escaped."""
+    return "\n".join(clean(line) for line in text.splitlines())
+
+
+def plain(text: object, style: str = "", limit: int | None = None) -> Text:
+    """A Rich Text that is never parsed as markup."""
+    return Text(clean(text, limit), style=style, no_wrap=True, overflow="ellipsis")
+
+
+def plain_block(text: str, style: str = "") -> Text:
+    return Text(clean_block(text), style=style)

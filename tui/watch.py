@@ -1,0 +1,94 @@
+"""Watching a batch directory: live_progress.json and manifest.json, parsed off the UI thread.
+
+watchfiles watches the *directory* with a filename filter (watching the file itself misses
+atomic renames, which replace its inode) and a short debounce; a slow poll backs it up where
+inotify is unavailable. The thread only reads and parses, then posts messages: the UI never
+blocks on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from textual.message import Message
+
+from batchtui.engine.files import DamagedFile, read_model
+from batchtui.engine.models import LiveProgress, Manifest
+
+from .messages import LiveUpdated, ManifestUpdated
+
+WATCHED: Final = frozenset({"live_progress.json", "manifest.json"})
+POLL_S: Final = 1.0
+
+
+class BatchWatcher:
+    """Posts LiveUpdated / ManifestUpdated for one batch directory until stopped."""
+
+    def __init__(self, batch: Path, post: Callable[[Message], object], *, use_inotify: bool = True) -> None:
+        self.batch = batch
+        self.post = post
+        self.use_inotify = use_inotify
+        self._stop = threading.Event()
+        self._stamps: dict[str, tuple[int, int]] = {}
+        self._thread = threading.Thread(target=self._run, name="batchtui-watch", daemon=True)
+
+    def start(self) -> None:
+        self.read_all(force=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def read_all(self, *, force: bool = False) -> None:
+        for name in WATCHED:
+            self._read(name, force=force)
+
+    def _read(self, name: str, *, force: bool = False) -> None:
+        path = self.batch / name
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return
+        stamp = (st.st_mtime_ns, st.st_ino)
+        if not force and self._stamps.get(name) == stamp:
+            return
+        self._stamps[name] = stamp
+        try:
+            if name == "live_progress.json":
+                self.post(LiveUpdated(self.batch, read_model(path, LiveProgress, use_backup=False)))
+            else:
+                self.post(ManifestUpdated(self.batch, read_model(path, Manifest)))
+        except (FileNotFoundError, DamagedFile, OSError):
+            self._stamps.pop(name, None)  # mid-replace or damaged: read again next time
+
+    def _run(self) -> None:
+        if self.use_inotify:
+            try:
+                from watchfiles import watch
+
+                def interesting(_change: object, path: str) -> bool:
+                    return os.path.basename(path) in WATCHED
+
+                for changes in watch(
+                    self.batch,
+                    watch_filter=interesting,
+                    debounce=50,
+                    step=20,
+                    stop_event=self._stop,
+                    recursive=False,
+                    rust_timeout=int(POLL_S * 1000),
+                    yield_on_timeout=True,
+                    raise_interrupt=False,
+                ):
+                    names = {os.path.basename(p) for _c, p in changes} if changes else set(WATCHED)
+                    for name in names & WATCHED:
+                        self._read(name)
+                return
+            except Exception:  # no inotify, directory gone...: fall back to polling
+                pass
+        while not self._stop.wait(POLL_S / 4):
+            self.read_all()

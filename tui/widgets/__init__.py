@@ -1,0 +1,1 @@
+"""Widgets of the batchtui TUI, one per module."""
