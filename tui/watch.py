@@ -21,7 +21,7 @@ from batchtui.engine.models import LiveProgress, Manifest
 
 from .messages import LiveUpdated, ManifestUpdated
 
-WATCHED: Final = frozenset({"live_progress.json", "manifest.json"})
+WATCHED: Final = ("manifest.json", "live_progress.json")  # manifest first: a fixed, sensible order
 POLL_S: Final = 1.0
 
 
@@ -85,8 +85,9 @@ class BatchWatcher:
                     raise_interrupt=False,
                 ):
                     names = {os.path.basename(p) for _c, p in changes} if changes else set(WATCHED)
-                    for name in names & WATCHED:
-                        self._read(name)
+                    for name in WATCHED:
+                        if name in names:
+                            self._read(name)
                 return
             except Exception:  # no inotify, directory gone...: fall back to polling
                 pass

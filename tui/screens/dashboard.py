@@ -143,7 +143,7 @@ class DashboardScreen(Screen[None]):
             flights.add_column(label, key=label.lower())
         self.query_one("#filter", Input).display = False
         self.query_one("#title", Static).update(plain(f"batch {self.batch.batch_id}"))
-        self._event(f"watching {self.batch.path}")
+        self._event(f"watching batch {self.batch.batch_id}")
         if self.app_watch_files:
             self.watcher = BatchWatcher(self.batch.path, self.post_message)
             self.watcher.start()
@@ -169,6 +169,8 @@ class DashboardScreen(Screen[None]):
     def _manifest(self, message: ManifestUpdated) -> None:
         self.manifest = message.manifest
         self._render_title()
+        if self.live is not None:
+            self._render_counts(self.live)  # duplicates dropped come from the manifest
 
     @on(LiveUpdated)
     def _live(self, message: LiveUpdated) -> None:

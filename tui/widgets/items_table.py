@@ -621,10 +621,10 @@ class ItemsTable(ScrollView, can_focus=True):
             self.post_message(_CountReady(generation, count, total, time.perf_counter() - started))
 
     def _set_count(self, count: int) -> None:
-        if count != self._count:
+        if count != self._count or self.virtual_size.height != count + 1:
             self._count = count
             self._paint = None  # the scrollbar may come or go
-            self.virtual_size = Size(0, count + 1)
+            self.virtual_size = Size(0, count + 1)  # + the header line
         clamped = max(0, min(self.cursor_row, count - 1))
         if clamped != self.cursor_row:
             self.set_reactive(ItemsTable.cursor_row, clamped)
