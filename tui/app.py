@@ -231,18 +231,19 @@ class BatchtuiApp(App[int]):
     def _on_hangup(self) -> None:
         """SIGHUP: the terminal is gone. Hand the batch off, then leave."""
         if self.engine_running:
-            thread = threading.Thread(target=self._hangup_thread, name="batchtui-handoff")
+            loop = asyncio.get_running_loop()
+            thread = threading.Thread(target=self._hangup_thread, args=(loop,), name="batchtui-handoff")
             thread.start()
         else:
             self.exit(0)
 
-    def _hangup_thread(self) -> None:
+    def _hangup_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         self.hand_off()
+        # Never wait on the event loop here: with the terminal gone it may not answer.
         with contextlib.suppress(Exception):
-            self.call_from_thread(self.exit, 0)
-        # The terminal is gone: if the app cannot shut down cleanly, do not linger.
-        time.sleep(5)
-        os._exit(0)
+            loop.call_soon_threadsafe(self.exit, 0)
+        time.sleep(3)
+        os._exit(0)  # the app could not shut down on a dead terminal: the batch is safe, leave
 
     # -- themes, help, the command palette -----------------------------------------------------
 

@@ -1,0 +1,83 @@
+"""The engine in the app's worker thread: quitting asks; stop is resumable, hand-off goes on."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+
+from batchtui.engine.batchdir import engine_alive
+from batchtui.engine.config import load_config
+from batchtui.engine.processors import shell_spec
+from batchtui.engine.runner import BatchRunner, create_batch
+from batchtui.engine.sources import build_spec
+from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.screens.modals import QuitScreen
+
+from .conftest import run
+
+
+def _runner(tmp_path: Path, n: int = 200) -> BatchRunner:
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"{i}\n" for i in range(n)))
+    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2, "grace": 2}, environ={})
+    batch = create_batch(config, build_spec([str(items)]), shell_spec("sleep 0.05"))
+    return BatchRunner(batch, config=config)
+
+
+def _manifest(batch: Path) -> dict[str, object]:
+    return orjson.loads((batch / "manifest.json").read_bytes())  # type: ignore[no-any-return]
+
+
+def test_quit_and_stop_leaves_a_resumable_batch(tmp_path: Path) -> None:
+    runner = _runner(tmp_path)
+
+    async def body() -> None:
+        app = BatchtuiApp(output_dir=runner.batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)
+        async with app.run_test(size=(140, 48)) as pilot:
+            await pilot.pause(1.0)
+            assert app.engine_running
+            await pilot.press("q")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, QuitScreen)
+            await pilot.press("s")
+            for _ in range(150):
+                await pilot.pause(0.1)
+                if not app.is_running:
+                    break
+        assert app.return_value == 130  # what app.run() returns: the CLI exit code
+        assert not app.engine_running
+
+    run(body)
+    m = _manifest(runner.batch.path)
+    assert m["state"] == "stopped"
+    assert m["totals"]["pending"] > 0 and m["totals"]["processing"] == 0  # type: ignore[index]
+
+
+def test_quit_and_hand_off_keeps_the_batch_running(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, n=120)
+
+    async def body() -> None:
+        app = BatchtuiApp(output_dir=runner.batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)
+        async with app.run_test(size=(140, 48)) as pilot:
+            await pilot.pause(1.0)
+            await pilot.press("q")
+            await pilot.pause(0.2)
+            await pilot.press("b")
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if not app.is_running:
+                    break
+        assert app.return_value == 0
+
+    run(body)
+    batch = runner.batch.path
+    holder = engine_alive(batch)
+    assert holder is not None or _manifest(batch)["state"] == "finished"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (_manifest(batch)["state"] == "finished" and engine_alive(batch) is None):
+        time.sleep(0.2)
+    m = _manifest(batch)
+    assert m["state"] == "finished" and m["totals"]["complete"] == 120  # type: ignore[index]
+    assert [h["action"] for h in m["history"]] == ["run", "resume"]  # type: ignore[index]
