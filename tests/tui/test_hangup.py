@@ -56,7 +56,7 @@ def test_terminal_hangup_hands_the_batch_to_a_background_engine(tmp_path: Path) 
         assert holder is not None and holder.pid == pid  # the engine runs inside the TUI process
         os.close(fd)  # the terminal goes away, as with an SSH drop: the kernel sends SIGHUP
         fd = -1
-        _, status = os.waitpid(pid, 0)
+        os.waitpid(pid, 0)
         # A background engine (another pid) took the batch over and finishes it.
         deadline = time.monotonic() + 30
         taken = None
