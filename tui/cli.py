@@ -1076,6 +1076,25 @@ def export_cmd(
         click.echo(f"exported {n} items to {out_file}", err=True)
 
 
+@main.command("recover", context_settings=CONTEXT)
+@click.argument("batch")
+@click.option("--force", is_flag=True, help="Rebuild even when items.db looks healthy.")
+@click.option("--no-salvage", is_flag=True, help="Take nothing from the damaged items.db (only the source + results).")
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.option("--json", "as_json", is_flag=True, help="What was rebuilt, as JSON on stdout.")
+@click.pass_context
+def recover_cmd(
+    ctx: click.Context, batch: str, force: bool, no_salvage: bool, output_dir: str | None, as_json: bool
+) -> None:
+    """Rebuild the items.db of BATCH when it is damaged or missing: items from the source, results
+    from results.jsonl; the damaged file is kept as items.db.corrupt-<time>. Then `batchtui resume`."""
+    from batchtui.engine.recover import recover_batch
+
+    bdir = resolve_batch(batch, output_dir_of(ctx, output_dir))
+    result = recover_batch(bdir, force=force, salvage=not no_salvage)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.describe())
+
+
 @main.command("cleanup", context_settings=CONTEXT)
 @click.option(
     "--max-age-days",

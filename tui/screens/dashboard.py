@@ -150,6 +150,7 @@ class DashboardScreen(Screen[None]):
         else:
             BatchWatcher(self.batch.path, self.post_message).read_all(force=True)
         self.set_interval(1.0, self._tick)
+        self.query_one(ItemsTable).focus()  # the items are what an operator works on
 
     @property
     def app_watch_files(self) -> bool:
@@ -244,9 +245,10 @@ class DashboardScreen(Screen[None]):
             title.append("  ")
             title.append_text(plain(self.manifest.name, limit=60))
             proc = self.manifest.processor
-            what = proc.get("command") or proc.get("call") or proc.get("kind") or ""
+            kind = str(proc.get("kind", ""))
+            what = proc.get("command") or proc.get("call")
             title.append("  ")
-            title.append_text(plain(f"{proc.get('kind', '')}: {what}", style="dim", limit=70))
+            title.append_text(plain(f"{kind}: {what}" if what else f"{kind} processor", style="dim", limit=70))
         label = state.value if state is not None else "interrupted"
         badge = self.query_one("#title", Static)
         badge.set_class(label == "paused", "paused")
@@ -255,7 +257,7 @@ class DashboardScreen(Screen[None]):
         engine = ""
         if self.live is not None and self.alive:
             engine = " in this app" if self.in_process else f" pid {self.live.pid}"
-        title.append(f"  [{label.upper()}{engine}]", style="bold")
+        title.append(f"   [{label.upper()}{engine}]", style="bold")
         if self.live is not None and self.live.halt_reason:
             title.append("  ")
             title.append_text(plain(self.live.halt_reason, limit=80))

@@ -1,0 +1,99 @@
+"""Regenerate the README screenshots from the real app: a real demo batch, a real engine.
+
+    python screenshots/make_screenshots.py
+
+Writes SVGs next to this file: the dashboard while the demo runs (dark, light and
+high-contrast themes), the failed-items tab, an item's detail screen and the batch browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+
+from batchtui.engine.config import load_config  # noqa: E402
+from batchtui.engine.processors import demo_spec  # noqa: E402
+from batchtui.engine.runner import BatchRunner, create_batch  # noqa: E402
+from batchtui.engine.sources import SourceEntry, SourceSpec  # noqa: E402
+from batchtui.tui.app import BatchtuiApp  # noqa: E402
+from batchtui.tui.screens.browser import BrowserScreen  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SIZE = (140, 46)
+
+
+def demo_runner(out: Path, items: int) -> BatchRunner:
+    config = load_config(
+        {
+            "output_dir": str(out),
+            "workers": 8,
+            "executor": "thread",
+            "backoff": 0.2,
+            "max_cost": 5.0,
+            "name": f"demo ({items} items)",
+        },
+        environ={},
+    )
+    spec = SourceSpec(entries=(SourceEntry(kind="stdin", path="-"),))
+    lines = io.StringIO("".join(f"https://api.example.com/v1/documents/{i:07d}\n" for i in range(items)))
+    batch = create_batch(config, spec, demo_spec(), stdin=lines)
+    return BatchRunner(batch, config=config)
+
+
+async def shoot(out: Path, theme: str, *, full: bool, seconds: float) -> None:
+    runner = demo_runner(out, 4000)
+    app = BatchtuiApp(output_dir=out, runner=runner, theme=theme, handle_hangup=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(seconds)
+        app.save_screenshot(f"dashboard-{theme}.svg", str(HERE))
+        if full:
+            await pilot.press("3")
+            await pilot.pause(1.0)
+            app.save_screenshot("failed-items.svg", str(HERE))
+            await pilot.press("enter")
+            await pilot.pause(1.0)
+            app.save_screenshot("item-detail.svg", str(HERE))
+            await pilot.press("escape")
+        runner.request_stop("screenshots taken", grace=1)
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if not app.engine_running:
+                break
+        if full:
+            app.push_screen(BrowserScreen(out))
+            await pilot.pause(1.0)
+            await app.workers.wait_for_complete()
+            await pilot.pause(0.5)
+            app.save_screenshot("browser.svg", str(HERE))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=6.0, help="How long the demo runs before the shot.")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="batchtui-shots-"))
+    cwd = os.getcwd()
+    os.chdir(work)  # relative output dir: no temp paths in the pictures
+    try:
+        out = Path("batch_output")
+        asyncio.run(shoot(out, "dark", full=True, seconds=args.seconds))
+        for theme in ("light", "high-contrast"):
+            asyncio.run(shoot(out, theme, full=False, seconds=args.seconds))
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(work, ignore_errors=True)
+    for svg in sorted(HERE.glob("*.svg")):
+        print(svg.relative_to(HERE.parent))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
