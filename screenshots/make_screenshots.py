@@ -19,12 +19,12 @@ from pathlib import Path
 
 os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
 
-from batchtui.engine.config import load_config  # noqa: E402
-from batchtui.engine.processors import demo_spec  # noqa: E402
-from batchtui.engine.runner import BatchRunner, create_batch  # noqa: E402
-from batchtui.engine.sources import SourceEntry, SourceSpec  # noqa: E402
-from batchtui.tui.app import BatchtuiApp  # noqa: E402
-from batchtui.tui.screens.browser import BrowserScreen  # noqa: E402
+from batchtui.engine.config import load_config
+from batchtui.engine.processors import demo_spec
+from batchtui.engine.runner import BatchRunner, create_batch
+from batchtui.engine.sources import SourceEntry, SourceSpec
+from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.screens.browser import BrowserScreen
 
 HERE = Path(__file__).resolve().parent
 SIZE = (140, 46)
