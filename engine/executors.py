@@ -342,6 +342,11 @@ def make_executor(spec: ProcessorSpec, config: BatchConfig, completions: Complet
         return ThreadExecutor(spec, config, completions)
     if kind == "process":
         return ProcessExecutor(spec, config, completions)
+    if kind == "dask":
+        # Imported here: dask is an optional extra and importing batchtui never imports it.
+        from .dask_executor import DaskExecutor
+
+        return DaskExecutor(spec, config, completions)
     from .errors import UserError
 
-    raise UserError("the dask executor is not available yet in this build (use thread or process)")
+    raise UserError(f"unknown executor {kind!r} (use thread, process or dask)")

@@ -139,6 +139,17 @@ class RecentError(_Model):
     attempt: int
 
 
+class ClusterInfo(_Model):
+    """The dask cluster the items run on (``--executor dask`` only): sampled from the scheduler."""
+
+    scheduler: str = ""
+    local: bool = False  # a LocalCluster the engine started (and closes)
+    workers: int = 0
+    threads: int = 0
+    memory_total_mb: float = 0.0  # the workers' summed memory limits (0: no limit set)
+    memory_used_mb: float = 0.0  # the workers' summed process memory
+
+
 class LiveProgress(_Model):
     """``live_progress.json``: the engine's committed state, for every view."""
 
@@ -167,6 +178,7 @@ class LiveProgress(_Model):
     pid: int | None = None
     host: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    cluster: ClusterInfo | None = None
 
 
 ControlOp = Literal["pause", "resume", "stop", "retry", "skip", "set_workers"]

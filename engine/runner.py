@@ -826,13 +826,20 @@ class BatchRunner:
         if err.category == "fatal":
             # The cause is outside the item (an expired key...): the item goes back to pending
             # so a resume after the fix runs it again.
-            self._stage_row("fatal", (*fields, o.seq))
+            self._stage_row("pending_with_error", (*fields, o.seq))
             self._delta["processing"] -= 1
             self._delta["pending"] += 1
             if not self.halt_reason:
                 self.halt_reason = f"fatal error on item {o.seq}: {err.error_type}: {err.message}"
             return
-        if err.retryable and o.attempt < self.config.max_attempts and not self._stop.is_set() and not self.halt_reason:
+        if err.retryable and o.attempt < self.config.max_attempts and (self._stop.is_set() or self.halt_reason):
+            # Stopping: a retryable failure is not the item's verdict. Back to pending (the error
+            # kept); the resume retries it.
+            self._stage_row("pending_with_error", (*fields, o.seq))
+            self._delta["processing"] -= 1
+            self._delta["pending"] += 1
+            return
+        if err.retryable and o.attempt < self.config.max_attempts:
             self._stage_row("retrying", (*fields, o.seq))
             delay = self.backoff.delay(o.attempt)
             item = flight.item
@@ -867,14 +874,14 @@ class BatchRunner:
         " error_detail=?, error_group=?, finished_at=?, duration_s=? WHERE seq=?",
         "retrying": "UPDATE items SET attempts=?, error_type=?, error_category=?, error_message=?,"
         " error_detail=?, error_group=?, finished_at=?, duration_s=? WHERE seq=?",
-        "fatal": "UPDATE items SET status='pending', attempts=?, error_type=?, error_category=?, error_message=?,"
+        "pending_with_error": "UPDATE items SET status='pending', attempts=?, error_type=?, error_category=?, error_message=?,"
         " error_detail=?, error_group=?, finished_at=?, duration_s=? WHERE seq=?",
         "requeue": "UPDATE items SET status='pending' WHERE seq=?",
         "skip": "UPDATE items SET status='skipped', error_message=?, finished_at=? WHERE seq=?",
         "attempt": "INSERT OR REPLACE INTO attempts(seq, attempt, status, started_at, finished_at, duration_s,"
         " error_type, error_category, error_message, error_detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
     }
-    _ORDER: Final = ("processing", "retrying", "fatal", "requeue", "skip", "failed", "complete", "attempt")
+    _ORDER: Final = ("processing", "retrying", "pending_with_error", "requeue", "skip", "failed", "complete", "attempt")
 
     def _stage_row(self, kind: str, row: tuple[Any, ...]) -> None:
         self._stage[kind].append(row)
@@ -1070,6 +1077,7 @@ class BatchRunner:
             pid=os.getpid(),
             host=HOST,
             warnings=list(self.warnings),
+            cluster=getattr(self.executor, "cluster_info", lambda: None)(),  # dask: workers, memory
         )
 
     def _write_live(self, force: bool = False) -> None:

@@ -286,6 +286,13 @@ class DashboardScreen(Screen[None]):
         if self.manifest is not None and self.manifest.duplicates_dropped:
             extra.append(f"duplicates dropped {self.manifest.duplicates_dropped:,}")
         extra.append(f"workers {live.workers}")
+        cluster = live.cluster
+        if cluster is not None:
+            where = "local dask cluster" if cluster.local else f"dask {cluster.scheduler}"
+            extra.append(
+                f"{where}: {cluster.workers} workers, {fmt_mb(cluster.memory_used_mb)}"
+                f" / {fmt_mb(cluster.memory_total_mb)}"
+            )
         self.query_one("#count-extra", Static).update(Text("  ".join(extra)))
 
     def _render_charts(self, live: LiveProgress) -> None:
