@@ -232,6 +232,7 @@ class _Flight:
     item: Item
     started: float
     started_at: str
+    marked: bool = False  # its 'processing' status is in the store
 
 
 @dataclass(order=True)
@@ -297,6 +298,7 @@ class BatchRunner:
         self._chunks_in_flight = 0
         self._max_item_cost = 0.0
         self._cost_known = False
+        self._lines: list[bytes] = []
 
         self._stage: dict[str, list[tuple[Any, ...]]] = collections.defaultdict(list)
         self._delta: collections.Counter[str] = collections.Counter()
@@ -620,7 +622,6 @@ class BatchRunner:
                     self.bucket.give_back()
                 break
             self._inflight[item.seq] = _Flight(item, started, started_at)
-            self._stage_row("processing", (started_at, item.seq))
             room -= 1
             chunk.append(item)
             if len(chunk) >= chunk_size:
@@ -628,6 +629,10 @@ class BatchRunner:
                 chunk = []
         if chunk:
             self.executor.submit(chunk)
+        if self._inflight and self._first_staged is None:
+            # 'processing' is written at the next commit, only for items still running then:
+            # a fast item goes pending -> complete in one update.
+            self._first_staged = time.monotonic()
 
     def _chunk_size(self, workers: int) -> int:
         if self.spec.kind == "shell" or (
@@ -652,7 +657,7 @@ class BatchRunner:
             if self._exhausted:
                 return None
             assert self.store is not None
-            if self._cursor < 0 and self._staged:
+            if self._cursor < 0 and self._first_staged is not None:
                 self._commit()  # a re-scan must not see our own uncommitted dispatches as pending
             rows = self.store.next_pending(self._cursor, FETCH_PAGE)
             if not rows:
@@ -701,13 +706,13 @@ class BatchRunner:
         assert self.results is not None
         if outcomes and self._avg_item_s is None:
             self._avg_item_s = max(1e-7, sum(o.duration for o in outcomes) / len(outcomes))
+        finished_at = now_iso()  # one timestamp per chunk: its items ended within ~20 ms
         for o in outcomes:
             flight = self._inflight.pop(o.seq, None)
             if flight is None:
                 continue  # a late outcome of an item already handled (timed out, abandoned)
             self._avg_item_s = 0.9 * (self._avg_item_s or o.duration) + 0.1 * o.duration
             reason = self._kill_reasons.pop(o.seq, None)
-            finished_at = now_iso()
             if reason == "stop":
                 self._stage_row(
                     "attempt",
@@ -754,6 +759,10 @@ class BatchRunner:
                 self._complete(o, flight, finished_at)
             else:
                 self._failed(o, flight, finished_at, o.error)
+        if self._lines:
+            # One write for the chunk's lines: each whole and newline-terminated.
+            self.results.append(b"\n".join(self._lines))
+            self._lines.clear()
         self._retune_chunk()
 
     def _complete(self, o: Outcome, flight: _Flight, finished_at: str) -> None:
@@ -777,8 +786,8 @@ class BatchRunner:
         except TypeError as exc:
             self._failed(o, flight, finished_at, classify(TypeError(f"result is not JSON-serializable: {exc}")))
             return
-        self.results.append(raw)
-        self._stage_row("complete", (o.attempt, finished_at, o.duration, o.cost, result_json, o.seq))
+        self._lines.append(raw)
+        self._stage_row("complete", (o.attempt, finished_at, o.duration, o.cost, result_json, flight.started_at, o.seq))
         self._stage_row(
             "attempt",
             (o.seq, o.attempt, "complete", flight.started_at, finished_at, o.duration, None, None, None, None),
@@ -826,7 +835,7 @@ class BatchRunner:
         if err.category == "fatal":
             # The cause is outside the item (an expired key...): the item goes back to pending
             # so a resume after the fix runs it again.
-            self._stage_row("pending_with_error", (*fields, o.seq))
+            self._stage_row("pending_with_error", (*fields, flight.started_at, o.seq))
             self._delta["processing"] -= 1
             self._delta["pending"] += 1
             if not self.halt_reason:
@@ -835,12 +844,12 @@ class BatchRunner:
         if err.retryable and o.attempt < self.config.max_attempts and (self._stop.is_set() or self.halt_reason):
             # Stopping: a retryable failure is not the item's verdict. Back to pending (the error
             # kept); the resume retries it.
-            self._stage_row("pending_with_error", (*fields, o.seq))
+            self._stage_row("pending_with_error", (*fields, flight.started_at, o.seq))
             self._delta["processing"] -= 1
             self._delta["pending"] += 1
             return
         if err.retryable and o.attempt < self.config.max_attempts:
-            self._stage_row("retrying", (*fields, o.seq))
+            self._stage_row("retrying", (*fields, flight.started_at, o.seq))
             delay = self.backoff.delay(o.attempt)
             item = flight.item
             retry_item = Item(
@@ -853,7 +862,7 @@ class BatchRunner:
             )
             heapq.heappush(self._retries, _Retry(time.monotonic() + delay, o.seq, retry_item))
             return
-        self._stage_row("failed", (*fields, o.seq))
+        self._stage_row("failed", (*fields, flight.started_at, o.seq))
         self._delta["processing"] -= 1
         self._delta["failed"] += 1
         self._errors_dirty = True
@@ -869,13 +878,15 @@ class BatchRunner:
     _SQL: Final = {
         "processing": "UPDATE items SET status='processing', started_at=? WHERE seq=?",
         "complete": "UPDATE items SET status='complete', attempts=?, finished_at=?, duration_s=?, cost=?, result=?,"
-        " error_type=NULL, error_category=NULL, error_message=NULL, error_detail=NULL, error_group=NULL WHERE seq=?",
+        " error_type=NULL, error_category=NULL, error_message=NULL, error_detail=NULL, error_group=NULL,"
+        " started_at=? WHERE seq=?",
         "failed": "UPDATE items SET status='failed', attempts=?, error_type=?, error_category=?, error_message=?,"
-        " error_detail=?, error_group=?, finished_at=?, duration_s=? WHERE seq=?",
-        "retrying": "UPDATE items SET attempts=?, error_type=?, error_category=?, error_message=?,"
-        " error_detail=?, error_group=?, finished_at=?, duration_s=? WHERE seq=?",
-        "pending_with_error": "UPDATE items SET status='pending', attempts=?, error_type=?, error_category=?, error_message=?,"
-        " error_detail=?, error_group=?, finished_at=?, duration_s=? WHERE seq=?",
+        " error_detail=?, error_group=?, finished_at=?, duration_s=?, started_at=? WHERE seq=?",
+        # Waiting out a backoff: 'processing' in the store, so a re-scan never dispatches it twice.
+        "retrying": "UPDATE items SET status='processing', attempts=?, error_type=?, error_category=?,"
+        " error_message=?, error_detail=?, error_group=?, finished_at=?, duration_s=?, started_at=? WHERE seq=?",
+        "pending_with_error": "UPDATE items SET status='pending', attempts=?, error_type=?, error_category=?,"
+        " error_message=?, error_detail=?, error_group=?, finished_at=?, duration_s=?, started_at=? WHERE seq=?",
         "requeue": "UPDATE items SET status='pending' WHERE seq=?",
         "skip": "UPDATE items SET status='skipped', error_message=?, finished_at=? WHERE seq=?",
         "attempt": "INSERT OR REPLACE INTO attempts(seq, attempt, status, started_at, finished_at, duration_s,"
@@ -901,6 +912,13 @@ class BatchRunner:
             return
         assert self.store is not None and self.results is not None
         offset = self.results.sync(self.config.fsync)
+        marks = []
+        for seq, flight in self._inflight.items():
+            if not flight.marked:
+                flight.marked = True
+                marks.append((flight.started_at, seq))
+        if marks:
+            self._stage["processing"] = marks
         with self.store.transaction() as conn:
             for kind in self._ORDER:
                 rows = self._stage.get(kind)
