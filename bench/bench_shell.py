@@ -1,0 +1,185 @@
+"""Shell items: N trivial commands (`true`) through batchtui against xargs and GNU parallel.
+
+    python -m bench.bench_shell [--items 3000] [--reps 5] [--workers 2]
+
+Contenders, on the same items file (N distinct lines), interleaved round by round (the order
+rotates), median of --reps rounds:
+
+  xargs     xargs -P2 -n1 true < items
+  xargs-sh  xargs -P2 -n1 sh -c true < items   (reference: one /bin/sh per item, as batchtui)
+  parallel  parallel --will-cite -j2 --joblog LOG true :::: items
+  batchtui  batchtui run items --cmd true --headless --workers 2
+
+Targets (issue 6): batchtui <= 1.25x xargs' time; GNU parallel >= 3x batchtui's time.
+Start-up is measured on its own (bare interpreter, the CLI's imports, a 1-item run) so the
+per-item cost can be told apart from the fixed cost. No RSS sampler runs during the timed
+rounds (it would steal CPU on a 2-core machine); batchtui's peak RSS comes from its report.
+CPU is user+system of the whole process tree (every reaped child included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.common import (
+    BATCHTUI,
+    check,
+    cleanup,
+    env_for,
+    have,
+    interleave,
+    machine_line,
+    median,
+    only_batch,
+    per_s,
+    read_json,
+    run_timed,
+    spread,
+    table,
+    verdict,
+    workdir,
+    write_lines,
+)
+
+TARGET_VS_XARGS = 1.25
+TARGET_PARALLEL_VS_US = 3.0
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=3000, help="commands to run [3000]")
+    ap.add_argument("--reps", type=int, default=5, help="rounds; the median is reported [5]")
+    ap.add_argument("--workers", type=int, default=2, help="parallel jobs for every tool [2]")
+    ap.add_argument("--no-parallel", action="store_true", help="skip GNU parallel (the slowest contender)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (printed) for inspection")
+    args = ap.parse_args(argv)
+    n, j = args.items, str(args.workers)
+
+    work = workdir("bt-shell-")
+    try:
+        items = write_lines(work / "items.txt", n)
+        one = write_lines(work / "one.txt", 1)
+        engine_stats: list[dict[str, float]] = []
+        cpu: dict[str, list[float]] = {}
+        counter = [0]
+        pyenv = env_for(work / "py")  # the same environment and bytecode cache as the batchtui runs
+
+        def batchtui(src: Path, record: bool) -> float:
+            counter[0] += 1
+            out = work / f"out{counter[0]}"
+            cmd = [*BATCHTUI, "run", str(src), "--cmd", "true", "--headless", "--workers", j]
+            t = check(run_timed(cmd, env=env_for(out), cwd=work, rss_interval=None), "batchtui run")
+            if record:
+                rep = read_json(only_batch(out) / "report.json")
+                assert rep["totals"]["complete"] == n, rep["totals"]
+                engine_stats.append({"duration_s": rep["duration_s"], "peak_mb": rep["peak_memory_mb"]})
+                cpu.setdefault("batchtui", []).append(t.cpu_s)
+            cleanup(out)
+            return t.seconds
+
+        def xargs(name: str, *command: str) -> float:
+            with items.open("rb") as fh:
+                t = run_timed(["xargs", "-P", j, "-n1", *command], stdin=fh, cwd=work, rss_interval=None)
+            cpu.setdefault(name, []).append(check(t, "xargs").cpu_s)
+            return t.seconds
+
+        def parallel() -> float:
+            log = work / "parallel.log"
+            t = run_timed(
+                ["parallel", "--will-cite", "-j", j, "--joblog", str(log), "true", "::::", str(items)],
+                cwd=work,
+                rss_interval=None,
+            )
+            cpu.setdefault("parallel", []).append(check(t, "parallel").cpu_s)
+            jobs = log.read_text().count("\n") - 1  # a header line, then one line a job
+            assert jobs == n, f"parallel joblog has {jobs} jobs, expected {n}"
+            log.unlink()
+            return t.seconds
+
+        def python(code: str) -> float:
+            return check(run_timed([sys.executable, "-c", code], env=pyenv, rss_interval=None), "python").seconds
+
+        runners = {
+            "xargs": lambda: xargs("xargs", "true"),
+            "xargs-sh": lambda: xargs("xargs-sh", "sh", "-c", "true"),
+            "batchtui": lambda: batchtui(items, True),
+        }
+        use_parallel = not args.no_parallel and have("parallel")
+        if use_parallel:
+            runners["parallel"] = parallel
+        else:
+            print("note: GNU parallel skipped" + ("" if args.no_parallel else " (not installed)"), file=sys.stderr)
+
+        # warm-up: page cache, bytecode cache
+        xargs("warm-up", "true")
+        batchtui(one, False)
+        python("import batchtui.tui.cli")
+        times = interleave(args.reps, runners)
+
+        # start-up: the fixed costs, measured alone
+        start = interleave(
+            args.reps,
+            {
+                "python -c pass": lambda: python("pass"),
+                "imports": lambda: python("import batchtui.tui.cli"),
+                "one item": lambda: batchtui(one, False),
+            },
+        )
+
+        def cpu_ms(name: str) -> str:
+            return f"{median(cpu[name]) / n * 1000:.2f}" if cpu.get(name) else ""
+
+        t_x, t_xs, t_b = median(times["xargs"]), median(times["xargs-sh"]), median(times["batchtui"])
+        t_p = median(times["parallel"]) if use_parallel else float("nan")
+        t_one, t_imp, t_py = median(start["one item"]), median(start["imports"]), median(start["python -c pass"])
+        eng_dur = median([s["duration_s"] for s in engine_stats])
+        peak = max(s["peak_mb"] for s in engine_stats)
+
+        r_x = t_b / t_x
+        rows: list[tuple[str, ...]] = [
+            ("contender", "time (median, range)", "items/s", "CPU ms/item", "vs target"),
+            (f"xargs -P{j} -n1 true", spread(times["xargs"]), per_s(n, t_x), cpu_ms("xargs"), ""),
+            (f"xargs -P{j} -n1 sh -c true (ref)", spread(times["xargs-sh"]), per_s(n, t_xs), cpu_ms("xargs-sh"), ""),
+        ]
+        if use_parallel:
+            rows.append((f"parallel -j{j} --joblog", spread(times["parallel"]), per_s(n, t_p), cpu_ms("parallel"), ""))
+        rows += [
+            (f"batchtui run --cmd true -j{j}", spread(times["batchtui"]), per_s(n, t_b), cpu_ms("batchtui"), ""),
+            ("batchtui / xargs", f"{r_x:.2f}x", "", "", f"<= {TARGET_VS_XARGS}  {verdict(r_x, TARGET_VS_XARGS, at_most=True)}"),
+        ]  # fmt: skip
+        if use_parallel:
+            r_p = t_p / t_b
+            ok = verdict(r_p, TARGET_PARALLEL_VS_US, at_most=False)
+            rows.append(("parallel / batchtui", f"{r_p:.2f}x", "", "", f">= {TARGET_PARALLEL_VS_US}  {ok}"))
+        rows.append(("batchtui / xargs-sh (same exec path)", f"{t_b / t_xs:.2f}x", "", "", ""))
+        print(table(f"Shell: {n:,} x `true`, {j} workers ({machine_line()})", rows))
+
+        steady = (t_b - t_one) / max(1, n - 1)
+        srows: list[tuple[str, ...]] = [
+            ("measure", "value", "share of batchtui's run"),
+            ("python -c pass (bare interpreter)", f"{t_py * 1000:.0f} ms", f"{t_py / t_b:.0%}"),
+            ("python -c 'import batchtui.tui.cli'", f"{t_imp * 1000:.0f} ms", f"{t_imp / t_b:.0%}"),
+            ("batchtui run on 1 item (all fixed costs)", f"{t_one * 1000:.0f} ms", f"{t_one / t_b:.0%}"),
+            ("engine run phase (report.json duration_s)", f"{eng_dur:.2f} s", f"{eng_dur / t_b:.0%}"),
+            (
+                "batchtui per item after start-up",
+                f"{steady * 1000:.3f} ms  ({1 / steady:,.0f}/s)" if steady > 0 else "n/a",
+                "",
+            ),
+            ("xargs per item", f"{t_x / n * 1000:.3f} ms", ""),
+            ("batchtui / xargs without start-up", f"{(t_b - t_one) / t_x:.2f}x" if steady > 0 else "n/a", ""),
+            ("batchtui engine peak RSS (report.json)", f"{peak:.0f} MB", ""),
+        ]
+        print(table("Shell: batchtui start-up and per-item cost", srows))
+        if args.keep:
+            print(f"kept {work}")
+        return rows + srows
+    finally:
+        if not args.keep:
+            cleanup(work)
+
+
+if __name__ == "__main__":
+    main()
