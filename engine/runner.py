@@ -104,10 +104,11 @@ def resume_command(batch: BatchDir) -> str:
 
 
 def _rows(spec: SourceSpec, stdin: TextIO | None, at: str, counter: list[int]) -> Iterator[tuple[Any, ...]]:
+    kinds = frozenset(e.kind for e in spec.entries)
     for item in iter_items(spec, stdin):
         counter[0] += 1
         data = orjson.dumps(item.data).decode()
-        kind = _kind_of(item.data, spec)
+        kind = _kind_of(item.data, kinds)
         if item.invalid is None:
             yield (item.key, data, kind, "pending", None, None, None, None, None, None)
         else:
@@ -126,10 +127,9 @@ def _rows(spec: SourceSpec, stdin: TextIO | None, at: str, counter: list[int]) -
             )
 
 
-def _kind_of(data: Any, spec: SourceSpec) -> str:
+def _kind_of(data: Any, kinds: frozenset[str]) -> str:
     if isinstance(data, dict):
         return "record"
-    kinds = {e.kind for e in spec.entries}
     if kinds <= {"dir", "files"}:
         return "file"
     if kinds.isdisjoint({"dir", "files"}):
@@ -514,6 +514,8 @@ class BatchRunner:
                         break
                     if more:
                         self._on_outcomes(more)
+                        if self._staged >= COMMIT_MAX_CHANGES:
+                            self._commit()  # the contract: at most ~1000 changes a transaction
             self._maybe_commit()
             self._periodic()
 
