@@ -254,3 +254,22 @@ def test_ack_timeout_message(tmp_path: Path, out_dir: Path, run_cli, op: str) ->
         assert res.returncode == 1 and "did not acknowledge" in res.stderr
     finally:
         holder.kill()
+
+
+def test_resume_retry_failed_requeues_and_runs(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"row-{i}\n" for i in range(20)))
+    switch = tmp_path / "switch"
+    switch.write_text("on")
+    env = {"BATCHTUI_TEST_SWITCH": str(switch)}
+    first = run_cli(
+        ["run", str(items), "--call", f"{PROCS}:slow_switch", "--executor", "thread", "--max-attempts", "1"], env=env
+    )
+    assert first.returncode == 1, first.stderr
+    batch = only_batch(out_dir)
+    assert sorted(s for s, v in statuses(batch).items() if v == "failed") == [3, 13]
+    switch.unlink()
+    again = run_cli(["resume", batch.name, "--retry-failed"], env=env)
+    assert again.returncode == 0, again.stderr
+    assert "requeued 2 failed items" in again.stderr
+    assert set(statuses(batch).values()) == {"complete"}

@@ -280,3 +280,35 @@ def test_theme_help_and_palette(tmp_path: Path) -> None:
             assert "Pause/Resume" not in titles  # greyed out for a finished batch
 
     run(body)
+
+
+def test_browser_r_resumes_a_batch_with_its_engine_in_the_app(tmp_path: Path) -> None:
+    from batchtui.engine.config import load_config
+    from batchtui.engine.processors import shell_spec
+    from batchtui.engine.runner import create_batch
+    from batchtui.engine.sources import build_spec
+
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"{i}\n" for i in range(30)))
+    out = tmp_path / "out"
+    config = load_config({"output_dir": str(out), "workers": 2}, environ={})
+    batch = create_batch(config, build_spec([str(items)]), shell_spec("true"))
+
+    async def body() -> None:
+        app = _app(out)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.5)
+            assert isinstance(app.screen, BrowserScreen)
+            assert app.screen.check_action("resume", ()) is True
+            await pilot.press("r")
+            await pilot.pause(0.3)
+            assert isinstance(app.screen, DashboardScreen) and app.screen.in_process
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if app.engine_result is not None:
+                    break
+            assert app.engine_result is not None and app.engine_result.exit_code == 0
+
+    run(body)
+    manifest = orjson.loads((batch.path / "manifest.json").read_bytes())
+    assert manifest["state"] == "finished" and manifest["history"][0]["action"] == "resume"
