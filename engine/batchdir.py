@@ -187,8 +187,14 @@ class BatchDir:
         return engine_alive(self.path)
 
 
+def has_manifest(path: Path) -> bool:
+    """Whether ``path`` holds a manifest, or at least its backup (a lost manifest.json is read
+    from manifest.json.bak, so such a batch is still found and resumable)."""
+    return (path / "manifest.json").exists() or (path / "manifest.json.bak").exists()
+
+
 def is_batch_dir(path: Path) -> bool:
-    return path.is_dir() and BATCH_ID_RE.match(path.name) is not None and (path / "manifest.json").exists()
+    return path.is_dir() and BATCH_ID_RE.match(path.name) is not None and has_manifest(path)
 
 
 def iter_batches(output_dir: Path) -> Iterator[BatchDir]:
@@ -207,10 +213,10 @@ def resolve_batch(arg: str | None, output_dir: Path, *, unfinished: bool = False
     """A batch by id, by path, or (no arg) the latest one (the latest unfinished one)."""
     if arg:
         candidate = Path(arg)
-        if candidate.is_dir() and (candidate / "manifest.json").exists():
+        if candidate.is_dir() and has_manifest(candidate):
             return BatchDir(candidate.resolve())
         by_id = output_dir / arg
-        if by_id.is_dir() and (by_id / "manifest.json").exists():
+        if by_id.is_dir() and has_manifest(by_id):
             return BatchDir(by_id.resolve())
         matches = [b for b in iter_batches(output_dir) if b.batch_id.startswith(arg) or b.batch_id.endswith(arg)]
         if len(matches) == 1:

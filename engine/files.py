@@ -7,7 +7,9 @@ fsync the directory. A reader therefore sees the old file or the new one, never 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -15,10 +17,40 @@ from typing import Any, Final, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from .errors import UserError
+
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
 
 M = TypeVar("M", bound=BaseModel)
+
+#: errno values that mean "this file cannot grow or be written now", not "this item is bad".
+NO_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+WRITE_ERRNOS: Final = NO_SPACE_ERRNOS | {errno.EIO, errno.EROFS}
+_BATCH_ID: Final = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{8}$")
+
+
+class WriteFailed(UserError):
+    """A batch file could not be written: the disk is full, a file size limit was reached, the
+    file system is read-only or failing.
+
+    Raised instead of the bare OSError (or SQLite error) so every caller shows one clear line.
+    What was committed before stays intact: the batch is resumable once there is room again.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        batch = next((p.name for p in (path.parent, path.parent.parent) if _BATCH_ID.match(p.name)), None)
+        how = f"`batchtui resume {batch}`" if batch else "resume the batch"
+        super().__init__(f"cannot write {path}: {reason}. Nothing finished is lost: free some space, then {how}")
+
+
+def write_failed(path: Path, exc: OSError) -> WriteFailed | OSError:
+    """``exc`` as :class:`WriteFailed` when it means the disk cannot take the write, else itself."""
+    if exc.errno in WRITE_ERRNOS:
+        return WriteFailed(path, exc.strerror or os.strerror(exc.errno or 0))
+    return exc
 
 
 def fsync_dir(path: Path) -> None:
@@ -38,17 +70,24 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True, backup:
     ``backup`` keeps the previous good copy as ``<name>.bak`` (by hard link, also atomic).
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    if backup and path.exists():
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        # A half-written temp file only takes the space a full disk lacks: remove it.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise write_failed(path, exc) from None
+    if backup and _parses(path):
+        # Never back up a damaged file over the good backup: the .bak must stay readable.
         bak = path.with_name(path.name + ".bak")
         bak_tmp = path.with_name(f".{path.name}.bak.{os.getpid()}.tmp")
         with contextlib.suppress(FileNotFoundError):
@@ -62,6 +101,15 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True, backup:
     os.replace(tmp, path)
     if durable:
         fsync_dir(path.parent)
+
+
+def _parses(path: Path) -> bool:
+    """Whether ``path`` exists and holds whole JSON (the only kind of file worth backing up)."""
+    try:
+        orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return True
 
 
 def dumps(obj: Any, *, pretty: bool = False) -> bytes:
@@ -151,19 +199,33 @@ class ResultsLog:
         return size
 
     def append(self, line: bytes) -> None:
-        """Append one complete line (``line`` must not contain a newline; one is added)."""
+        """Append one complete line (``line`` must not contain a newline; one is added).
+
+        All or nothing: when the write fails part way (disk full, file size limit), the part
+        that made it is cut off again, so the log never holds a torn line followed by whole
+        ones, and :class:`WriteFailed` is raised.
+        """
         data = line + b"\n"
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            if len(view) != len(data):
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self.offset)
+            raise write_failed(self.path, exc) from None
         self.offset += len(data)
         self._dirty = True
 
     def sync(self, durable: bool = True) -> int:
         """Make appended lines durable; returns the offset that is now safe to commit."""
         if self._dirty and durable:
-            os.fdatasync(self._fd)
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                raise write_failed(self.path, exc) from None
         self._dirty = False
         return self.offset
 

@@ -8,6 +8,7 @@ read while the engine writes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,7 +19,7 @@ from typing import Any, Final
 import orjson
 
 from .errors import ErrorInfo
-from .files import FILE_MODE
+from .files import FILE_MODE, WriteFailed, fsync_dir
 from .models import Counts, ErrorGroup
 
 SCHEMA_VERSION: Final = 1
@@ -82,6 +83,116 @@ ITEM_COLUMNS: Final = (
 
 class StoreError(Exception):
     """items.db cannot be opened or read (missing, corrupted, newer schema)."""
+
+
+class StoreCorrupt(StoreError, sqlite3.DatabaseError):
+    """SQLite found items.db damaged while reading or writing it.
+
+    Also a ``sqlite3.DatabaseError``, so code that handles SQLite errors still handles it, and a
+    :class:`StoreError`, so the CLI shows it as one clear line with the way out.
+    """
+
+
+def recover_hint(path: Path) -> str:
+    """The way out for a damaged or missing store, for error messages."""
+    return f"rebuild it from results.jsonl and the source with `batchtui recover {path.parent.name}`"
+
+
+_CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def _translate(exc: sqlite3.DatabaseError, path: Path) -> Exception:
+    """A SQLite error that means "damaged file" or "cannot write" as our own clear error."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in _CORRUPT_CODES:
+        return StoreCorrupt(f"{path} is damaged ({exc}); {recover_hint(path)}")
+    if primary == sqlite3.SQLITE_FULL:
+        return WriteFailed(path, f"the disk is full ({exc})")
+    if primary == sqlite3.SQLITE_IOERR:
+        return WriteFailed(path, f"{exc} (the disk may be full, past a file size limit, or failing)")
+    return exc
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose errors come out translated (see :func:`_translate`)."""
+
+    def _path(self) -> Path:
+        return getattr(self.connection, "db_path", Path("items.db"))
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        try:
+            super().execute(sql, parameters)
+            return self
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self._path()) from None
+
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> _Cursor:
+        try:
+            super().executemany(sql, seq_of_parameters)
+            return self
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self._path()) from None
+
+    def executescript(self, sql_script: str, /) -> _Cursor:
+        try:
+            super().executescript(sql_script)
+            return self
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self._path()) from None
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self._path()) from None
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self._path()) from None
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        try:
+            return super().fetchmany(self.arraysize if size is None else size)
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self._path()) from None
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self._path()) from None
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose shortcut methods use :class:`_Cursor`, so a damaged page or a full
+    disk found anywhere (a view's query, a group commit) raises :class:`StoreCorrupt` or
+    :class:`~batchtui.engine.files.WriteFailed` instead of a bare ``sqlite3`` error."""
+
+    db_path: Path
+
+    def _cursor(self) -> _Cursor:
+        cur = self.cursor(_Cursor)
+        assert isinstance(cur, _Cursor)
+        return cur
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        return self._cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> _Cursor:
+        return self._cursor().executemany(sql, parameters)
+
+    def executescript(self, sql_script: str, /) -> _Cursor:
+        return self._cursor().executescript(sql_script)
+
+
+def _connect(target: str | Path, path: Path, **kwargs: Any) -> _Connection:
+    conn = sqlite3.connect(target, factory=_Connection, **kwargs)
+    assert isinstance(conn, _Connection)
+    conn.db_path = path
+    return conn
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,33 +267,70 @@ class ItemStore:
 
     @classmethod
     def create(cls, path: Path, *, durable: bool = True) -> ItemStore:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        """A new, empty store at ``path`` (which must not exist).
+
+        The schema is built under a temporary name and linked into place, so ``items.db`` is
+        never seen without its tables, even after a crash in the middle of creating it.
+        """
+        if path.exists():
+            raise FileExistsError(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+        for stale in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
         os.close(fd)
-        store = cls._open_rw(path, durable=durable)
-        store.conn.executescript(_SCHEMA)
-        store.set_meta("schema_version", SCHEMA_VERSION)
-        return store
+        try:
+            store = cls._open_rw(tmp, durable=durable)
+            try:
+                store.conn.executescript(_SCHEMA)
+                store.set_meta("schema_version", SCHEMA_VERSION)
+            finally:
+                store.close()
+            try:
+                os.link(tmp, path)  # fails if path appeared meanwhile: never clobbers a store
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                if path.exists():  # a file system without hard links: check, then rename
+                    raise FileExistsError(path) from None
+                os.rename(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if durable:
+            fsync_dir(path.parent)
+        return cls._open_rw(path, durable=durable)
 
     @classmethod
     def open(cls, path: Path, *, durable: bool = True) -> ItemStore:
         if not path.exists():
-            raise StoreError(f"{path} does not exist")
+            raise StoreError(f"{path} does not exist; {recover_hint(path)}")
         store = cls._open_rw(path, durable=durable)
-        store._check()
+        try:
+            store._check()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @classmethod
     def _open_rw(cls, path: Path, *, durable: bool) -> ItemStore:
         old_umask = os.umask(0o077)  # -wal and -shm files get 0600 too
+        conn: _Connection | None = None
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn = _connect(path, path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             conn.execute("PRAGMA temp_store=MEMORY")
             conn.execute("PRAGMA cache_size=-16000")
             conn.execute("PRAGMA busy_timeout=5000")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: {exc}") from None
+        except (StoreError, sqlite3.DatabaseError) as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"{path}: {exc}; {recover_hint(path)}") from None
         finally:
             os.umask(old_umask)
         return cls(conn, path, readonly=False)
@@ -191,27 +339,40 @@ class ItemStore:
     def open_readonly(cls, path: Path) -> ItemStore:
         """A read-only connection for views; never blocks or disturbs the engine."""
         if not path.exists():
-            raise StoreError(f"{path} does not exist")
+            raise StoreError(f"{path} does not exist; {recover_hint(path)}")
         old_umask = os.umask(0o077)  # a reader may create the -shm file: 0600 like the rest
+        conn: _Connection | None = None
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            conn = _connect(f"file:{path}?mode=ro", path, uri=True, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=2000")
             conn.execute("PRAGMA query_only=1")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: {exc}") from None
+        except (StoreError, sqlite3.DatabaseError) as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"{path}: {exc}; {recover_hint(path)}") from None
         finally:
             os.umask(old_umask)
         store = cls(conn, path, readonly=True)
-        store._check()
+        try:
+            store._check()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def _check(self) -> None:
         try:
             row = self.conn.execute("SELECT v FROM meta WHERE k='schema_version'").fetchone()
+        except StoreCorrupt:
+            raise
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a readable batchtui store: {exc}") from None
+            raise StoreError(
+                f"{self.path} is not a readable batchtui store: {exc}; {recover_hint(self.path)}"
+            ) from None
         if row is None:
-            raise StoreError(f"{self.path} has no schema version (not a batchtui store)")
+            raise StoreError(f"{self.path} has no schema version (not a batchtui store); {recover_hint(self.path)}")
         if int(row[0]) > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer batchtui (schema {row[0]})")
 
@@ -221,14 +382,17 @@ class ItemStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back when its body or its COMMIT fails (a full disk
+        fails the COMMIT), so the connection is usable again and nothing half-done is kept."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
             self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                with contextlib.suppress(Exception):
+                    self.conn.execute("ROLLBACK")
+            raise
 
     # -- meta ------------------------------------------------------------------------------
 
@@ -385,9 +549,9 @@ class ItemStore:
         if not where:
             # Unfiltered: seq is dense, so a range scan beats OFFSET on a 1M-row table.
             sql = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items WHERE seq >= ? ORDER BY seq LIMIT ?"
-            return [_row(r) for r in self.conn.execute(sql, (offset, limit))]
+            return [_row(r) for r in self.conn.execute(sql, (offset, limit)).fetchall()]
         sql = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items{where} ORDER BY seq LIMIT ? OFFSET ?"
-        return [_row(r) for r in self.conn.execute(sql, [*args, limit, offset])]
+        return [_row(r) for r in self.conn.execute(sql, [*args, limit, offset]).fetchall()]
 
     def iter_rows(self, status: str | None = None, error_type: str | None = None) -> Iterator[ItemRow]:
         """Stream every row (export); pages by seq so memory stays flat."""
@@ -438,12 +602,10 @@ class ItemStore:
         }
 
     def durations(self) -> list[float]:
-        return [
-            r[0]
-            for r in self.conn.execute(
-                "SELECT duration_s FROM items WHERE status='complete' AND duration_s IS NOT NULL ORDER BY duration_s"
-            )
-        ]
+        rows = self.conn.execute(
+            "SELECT duration_s FROM items WHERE status='complete' AND duration_s IS NOT NULL ORDER BY duration_s"
+        ).fetchall()  # one call: the rows of a 1M-item batch do not each pass through Python's __next__
+        return [r[0] for r in rows]
 
     # -- changes outside a run (CLI with no engine running, under the lock) ------------------
 
@@ -466,7 +628,7 @@ class ItemStore:
                     )
                 ]
         else:
-            changed = [r[0] for r in self.conn.execute(f"SELECT seq FROM items WHERE {where}", args)]
+            changed = [r[0] for r in self.conn.execute(f"SELECT seq FROM items WHERE {where}", args).fetchall()]
         with self.transaction():
             self.conn.executemany(
                 "UPDATE items SET status='pending', error_type=NULL, error_category=NULL, error_message=NULL,"

@@ -175,7 +175,9 @@ OPERATIONAL_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = 
         type=click.Choice(["thread", "process", "dask"]),
         help="Where items run [default: thread for --cmd, process for --call].",
     ),
-    click.option("--scheduler", help="Dask scheduler address tcp://HOST:PORT (with --executor dask) [a local cluster]."),
+    click.option(
+        "--scheduler", help="Dask scheduler address tcp://HOST:PORT (with --executor dask) [a local cluster]."
+    ),
     click.option("--max-attempts", type=click.IntRange(1, 100), help="Attempts per item for transient errors [3]."),
     click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds an item may run."),
     click.option("--grace", type=click.FloatRange(min=0), help="Seconds in-flight items get on stop [10]."),

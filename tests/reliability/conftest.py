@@ -1,0 +1,1 @@
+"""Fixtures of the reliability suite (the top-level tests/conftest.py gives out_dir)."""

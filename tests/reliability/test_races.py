@@ -1,0 +1,293 @@
+"""Races: two engines on one batch, many control commands at once, CLI and engine together."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from .helpers import (
+    CLI,
+    PROCS,
+    assert_invariants,
+    assert_no_traceback,
+    cli,
+    env_for,
+    exited,
+    kill_group,
+    only_batch,
+    read_json,
+    start,
+    store_items,
+    wait_until,
+)
+
+
+def _stopped_batch(tmp_path: Path, out_dir: Path, n: int, at: int = 10) -> Path:
+    """A batch of ``paced`` items (50 ms each; seq % 7 == 3 fails its first attempt), stopped
+    by SIGTERM after ``at`` results."""
+    source = tmp_path / "items.txt"
+    source.write_text("".join(f"row-{i}\n" for i in range(n)))
+    proc = start(
+        ["run", str(source), "--call", f"{PROCS}:paced", "--executor", "thread", "-j", "4", "--headless"],
+        out=out_dir,
+        cwd=tmp_path,
+    )
+    try:
+        wait_until(
+            lambda: (
+                bool(list(out_dir.glob("*/results.jsonl")))
+                and len(next(out_dir.glob("*/results.jsonl")).read_bytes().splitlines()) >= at
+            ),
+            60,
+        )
+    finally:
+        kill_group(proc, signal.SIGTERM)
+    assert proc.returncode == 130
+    return only_batch(out_dir)
+
+
+def test_two_engines_at_once_exactly_one_runs(tmp_path: Path, out_dir: Path) -> None:
+    n = 200
+    batch = _stopped_batch(tmp_path, out_dir, n)
+    env = env_for(out_dir)
+    procs = [
+        subprocess.Popen(
+            [*CLI, "resume", batch.name, "--headless"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [1, 2], (codes, [o[1][-800:] for o in outs])  # 1: the paced failures
+    winner = next(p for p in procs if p.returncode != 2)
+    loser_err = next(o[1] for p, o in zip(procs, outs, strict=True) if p.returncode == 2)
+    assert f"pid {winner.pid} on" in loser_err and "is being run by" in loser_err, loser_err
+    assert "Traceback" not in loser_err
+    checked = assert_invariants(batch, n_items=n, state="finished")
+    history = checked["manifest"]["history"]
+    assert [h["pid"] for h in history[1:]] == [winner.pid], "the loser must leave no trace in the manifest"
+
+
+def test_two_detached_engines_at_once(tmp_path: Path, out_dir: Path) -> None:
+    n = 300
+    batch = _stopped_batch(tmp_path, out_dir, n)
+    env = env_for(out_dir)
+    procs = [
+        subprocess.Popen(
+            [*CLI, "resume", batch.name, "--detach", "--json"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=60) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], (codes, outs)
+    ok = next(o for p, o in zip(procs, outs, strict=True) if p.returncode == 0)
+    err = next(o[1] for p, o in zip(procs, outs, strict=True) if p.returncode == 2)
+    pid = int(json.loads(ok[0])["pid"])
+    assert "background engine exited with 2" in err and "Traceback" not in err, err
+    wait_until(exited(pid), 60)
+    checked = assert_invariants(batch, n_items=n, state="finished")
+    assert [h["pid"] for h in checked["manifest"]["history"][1:]] == [pid]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tui/launch.py detach_engine shows the tail of the *shared* engine.log when its engine exits"
+    " early, so the loser of two `resume --detach` shows the winner's lines (often its summary) instead"
+    " of its own 'is being run by pid N on HOST'. Proposed fix: note engine.log's size before starting"
+    " the engine and, on failure, show only what was written after it by that engine (e.g. start the"
+    " engine with its stderr on a pipe until it holds the lock, then switch to engine.log), or read the"
+    " lock holder (read_lock_info) and say it directly.",
+)
+def test_the_loser_of_two_detached_engines_says_who_holds_the_batch(tmp_path: Path, out_dir: Path) -> None:
+    batch = _stopped_batch(tmp_path, out_dir, 300)
+    engine = start(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
+    stop = threading.Event()
+
+    def other_engine_output() -> None:
+        # What a detached engine running the batch writes to engine.log meanwhile (its progress
+        # lines, its summary at the end), here a line every 2 ms.
+        with (batch / "engine.log").open("a", buffering=1) as log:
+            while not stop.is_set():
+                log.write("Progress: 10/300 (10 ok, 0 failed, 0 skipped) | the other engine\n")
+                time.sleep(0.002)
+
+    writer = threading.Thread(target=other_engine_output)
+    try:
+        wait_until(lambda: (batch / "lock").stat().st_size > 0, 30, "engine lock")
+        writer.start()
+        loser = cli(["resume", batch.name, "--detach"], out=out_dir, cwd=tmp_path)
+    finally:
+        stop.set()
+        if writer.is_alive():
+            writer.join()
+        kill_group(engine, signal.SIGTERM)
+    assert loser.returncode == 2
+    assert "is being run by" in loser.stderr and f"pid {engine.pid}" in loser.stderr, loser.stderr
+
+
+def test_concurrent_control_commands_all_acked(tmp_path: Path, out_dir: Path) -> None:
+    n = 240
+    batch = _stopped_batch(tmp_path, out_dir, n, at=5)
+    engine = start(["resume", batch.name, "--headless", "-j", "2"], out=out_dir, cwd=tmp_path)
+    try:
+        wait_until(
+            lambda: (
+                (batch / "lock").stat().st_size > 0
+                and bool(read_json(batch / "live_progress.json")["pid"] == engine.pid)
+            ),
+            30,
+        )
+        skips = [list(range(180 + 10 * i, 185 + 10 * i)) for i in range(4)]
+        commands = [
+            *(["skip", batch.name, *map(str, s)] for s in skips),
+            ["retry", batch.name],
+            ["retry", batch.name, "--type", "ValueError"],
+            ["pause", batch.name],
+            ["unpause", batch.name],
+            ["workers", batch.name, "3"],
+            ["pause", batch.name],
+        ]
+        env = env_for(out_dir)
+        procs = [
+            subprocess.Popen(
+                [*CLI, *args, "--json", "--wait", "20"],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for args in commands
+        ]
+        outs = [p.communicate(timeout=60) for p in procs]
+        for args, proc, (stdout, stderr) in zip(commands, procs, outs, strict=True):
+            assert proc.returncode == 0, (args, stderr)
+            assert "Traceback" not in stderr
+            info = json.loads(stdout)
+            assert info["engine"] is True, (args, info)
+        # Every command line is whole and acknowledged.
+        lines = [orjson.loads(x) for x in (batch / "control.jsonl").read_bytes().splitlines()]
+        ids = {json.loads(o[0])["id"] for o in outs}
+        assert ids <= {c["id"] for c in lines}
+        assert ids <= set(read_json(batch / "live_progress.json")["acked"])
+        # Whatever order they landed in, the last word is ours: go on, and finish.
+        final = cli(["unpause", batch.name, "--wait", "20"], out=out_dir, cwd=tmp_path)
+        assert final.returncode == 0, final.stderr
+        assert engine.wait(timeout=120) in (0, 1)
+    finally:
+        if engine.poll() is None:
+            kill_group(engine)
+    checked = assert_invariants(batch, n_items=n, state="finished")
+    statuses = {s: st for s, (_k, st) in store_items(batch).items()}
+    for seq in (s for group in skips for s in group):
+        assert statuses[seq] in ("skipped", "complete"), (seq, statuses[seq])
+    assert checked["counts"]["skipped"] >= 1
+    assert checked["counts"]["pending"] == 0
+
+
+def test_offline_commands_racing_an_engine_start(tmp_path: Path, out_dir: Path) -> None:
+    """`skip`/`retry` while an engine is starting: either applied to the store before the engine
+    takes the lock, or sent to the engine and acknowledged; never an error, never lost."""
+    n = 200
+    batch = _stopped_batch(tmp_path, out_dir, n, at=20)
+    for round_no, delay in enumerate((0.0, 0.4, 0.8)):
+        seq = 150 + round_no
+        engine = start(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
+        time.sleep(delay)
+        try:
+            proc = cli(["skip", batch.name, str(seq), "--wait", "20"], out=out_dir, cwd=tmp_path)
+            assert proc.returncode == 0, proc.stderr
+            assert_no_traceback(proc)
+            # processing: in flight when the skip came; the engine marks it skipped when it ends.
+            assert store_items(batch)[seq][1] in ("skipped", "complete", "processing")
+        finally:
+            kill_group(engine, signal.SIGTERM)
+        # 130: stopped; -15: the SIGTERM came before the engine set its handlers (a crash).
+        assert engine.returncode in (0, 1, 130, -signal.SIGTERM)
+    final = cli(["resume", batch.name, "--headless", "-j", "8"], out=out_dir, cwd=tmp_path)
+    assert final.returncode == 1, final.stderr  # the paced failures
+    checked = assert_invariants(batch, n_items=n, state="finished")
+    assert checked["counts"]["skipped"] >= 1
+    statuses = store_items(batch)
+    assert all(statuses[150 + i][1] in ("skipped", "complete") for i in range(3))
+
+
+def test_readers_during_a_run_never_fail(tmp_path: Path, out_dir: Path) -> None:
+    """show/ls/export against a batch the engine is writing: always whole, never an error."""
+    n = 300
+    batch = _stopped_batch(tmp_path, out_dir, n, at=5)
+    engine = start(["resume", batch.name, "--headless", "-j", "8"], out=out_dir, cwd=tmp_path)
+    seen = []
+    try:
+        while engine.poll() is None:
+            shown = cli(["show", batch.name, "--json"], out=out_dir, cwd=tmp_path)
+            assert shown.returncode == 0, shown.stderr
+            assert_no_traceback(shown)
+            counts = json.loads(shown.stdout)["counts"]
+            assert sum(counts[k] for k in ("pending", "processing", "complete", "failed", "skipped")) == n
+            seen.append(counts["complete"])
+            exported = cli(["export", batch.name], out=out_dir, cwd=tmp_path)
+            assert exported.returncode == 0 and len(exported.stdout.splitlines()) == n
+    finally:
+        if engine.poll() is None:
+            kill_group(engine)
+    assert seen == sorted(seen), "complete counts went backwards"
+    assert_invariants(batch, n_items=n, state="finished")
+
+
+def test_recover_refuses_while_an_engine_runs(tmp_path: Path, out_dir: Path) -> None:
+    batch = _stopped_batch(tmp_path, out_dir, 200, at=5)
+    engine = start(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
+    try:
+        wait_until(lambda: (batch / "lock").stat().st_size > 0, 30, "engine lock")
+        proc = cli(["recover", batch.name, "--force"], out=out_dir, cwd=tmp_path)
+        assert proc.returncode == 2 and f"pid {engine.pid}" in proc.stderr, proc.stderr
+        assert_no_traceback(proc)
+        assert not list(batch.glob("items.db.corrupt-*"))
+    finally:
+        kill_group(engine, signal.SIGTERM)
+    assert_invariants(batch, n_items=200)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="A command acknowledged by nobody is lost: when the engine dies before reading it, the CLI"
+    " says 'it is queued in control.jsonl and applies when the engine reads it', but the next engine's"
+    " ControlReader starts at the end of control.jsonl (engine/control.py, runner.run), so it never"
+    " applies. Proposed fix: keep the consumed offset of control.jsonl in the store (meta"
+    " 'control_offset', committed by the engine as it applies commands and advanced by apply_offline),"
+    " and start the engine's ControlReader there; or, in cli._control, when the ack times out and the"
+    " engine is gone, apply the command offline instead.",
+)
+def test_command_queued_for_an_engine_that_dies_is_not_lost(tmp_path: Path, out_dir: Path) -> None:
+    batch = _stopped_batch(tmp_path, out_dir, 100, at=5)
+    engine = start(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
+    try:
+        wait_until(lambda: (batch / "lock").stat().st_size > 0, 30, "engine lock")
+        os.kill(engine.pid, signal.SIGSTOP)  # alive, holding the lock, reading nothing
+        proc = cli(["skip", batch.name, "90", "--wait", "1"], out=out_dir, cwd=tmp_path)
+        assert proc.returncode == 1 and "queued" in proc.stderr
+    finally:
+        kill_group(engine)  # it dies without reading the command
+    final = cli(["resume", batch.name, "--headless", "-j", "8"], out=out_dir, cwd=tmp_path)
+    assert final.returncode in (0, 1), final.stderr
+    assert store_items(batch)[90][1] == "skipped", "the queued skip was never applied"
