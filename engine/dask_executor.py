@@ -73,7 +73,7 @@ RESTART_WINDOW_S: Final = 30.0
 def require_distributed() -> Any:
     """Import ``distributed``, or raise the clear :class:`UserError` naming the extra."""
     try:
-        import distributed  # type: ignore[import-untyped,unused-ignore]
+        import distributed  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError as exc:
         raise UserError(f"the dask executor needs the optional extra: {INSTALL_HINT} ({exc})") from None
     return distributed
