@@ -7,6 +7,7 @@ Categories are a contract (DESIGN section 5): ``transient`` (retried with backof
 
 from __future__ import annotations
 
+import errno
 import re
 import traceback
 from collections.abc import Collection
@@ -19,6 +20,8 @@ CATEGORIES: Final[tuple[Category, ...]] = ("transient", "item", "fatal", "timeou
 #: Exit code conventionally meaning "temporary failure, try again" (sysexits EX_TEMPFAIL).
 EX_TEMPFAIL: Final = 75
 DETAIL_LIMIT: Final = 8192
+#: A full disk (or quota, or file size limit) is about the machine, not the item: fatal.
+NO_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 MESSAGE_LIMIT: Final = 500
 
 
@@ -128,7 +131,7 @@ def classify(
         category = "timeout"
         message = str(exc)
         detail = exc.stderr_tail
-    elif isinstance(exc, Fatal):
+    elif isinstance(exc, Fatal) or (isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS):
         error_type = type(exc).__name__
         category = "fatal"
         message = _first_line(str(exc)) or error_type

@@ -165,7 +165,12 @@ def recover_batch(
 
         kept: Path | None = None
         if present or Path(f"{db}-wal").exists():
-            kept = db.with_name(f"{db.name}.corrupt-{time.strftime('%Y%m%d_%H%M%S')}")
+            stamp = time.strftime("%Y%m%d_%H%M%S")
+            kept = db.with_name(f"{db.name}.corrupt-{stamp}")
+            n = 1
+            while kept.exists():  # never replace an earlier kept copy
+                n += 1
+                kept = db.with_name(f"{db.name}.corrupt-{stamp}-{n}")
             for suffix in ("", "-wal", "-shm", "-journal"):
                 src = Path(f"{db}{suffix}")
                 if src.exists():

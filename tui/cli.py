@@ -976,6 +976,13 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
     report = _read_json(bdir.report)
     groups: list[dict[str, Any]] = []
     counts = manifest.totals
+    from batchtui.engine.recover import store_is_healthy
+
+    damaged = f"{bdir.items_db} is damaged or unreadable (the manifest says {manifest.state.value}, "
+    damaged += f"{counts.finished}/{counts.total} done); rebuild it with `batchtui recover {bdir.batch_id}`"
+    # A live engine would have failed on a damaged store; otherwise check it (SQLite quick_check).
+    if bdir.alive() is None and not store_is_healthy(bdir.items_db):
+        fail(damaged)
     try:
         store = ItemStore.open_readonly(bdir.items_db)
         try:
@@ -984,9 +991,8 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
             by_category = store.errors_by("error_category")
         finally:
             store.close()
-    except StoreError as exc:
-        click.echo(f"warning: {exc}; counts come from the manifest", err=True)
-        by_category = {}
+    except StoreError:
+        fail(damaged)
     alive = bdir.alive()
     if as_json:
         click.echo(

@@ -284,14 +284,6 @@ def test_corrupted_store_resume_names_the_file_and_the_way_out_then_recover(
     assert all(n == 1 for n in runs.values()), "an item ran twice"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="show_cmd (tui/cli.py) catches StoreError, prints it as a warning and exits 0 (and when the"
-    " damaged pages are not the few it reads, it says nothing at all). Proposed fix: in show_cmd, after"
-    " opening the store, check batchtui.engine.recover.store_is_healthy(bdir.items_db) (PRAGMA"
-    " quick_check) and fail(..., 2) with the StoreError text, which names items.db and `batchtui recover"
-    " BATCH`; keep printing the manifest's summary first if wanted.",
-)
 def test_corrupted_store_show_is_a_clear_error(tmp_path: Path, out_dir: Path, env: dict[str, str]) -> None:
     batch = _damaged_store_batch(tmp_path, out_dir, env)
     proc = cli(["show", batch.name], out=out_dir, cwd=tmp_path)
@@ -433,13 +425,6 @@ def test_file_size_limit_halts_with_exit_3(tmp_path: Path, out_dir: Path, env: d
     assert manifest["state"] == "halted" and "disk" in (manifest["halt_reason"] or "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="errors.classify turns OSError(ENOSPC/EDQUOT/EFBIG) raised while running an item (e.g. the"
-    " shell processor writing logs/<seq>.out) into an *item* failure, so on a full disk every item"
-    " fails and needs --retry-failed. Proposed fix: in errors.classify, an OSError whose errno is in"
-    " files.NO_SPACE_ERRNOS is category 'fatal' (the batch halts, the item goes back to pending).",
-)
 def test_no_space_for_an_items_log_halts_instead_of_failing_items(tmp_path: Path, out_dir: Path) -> None:
     source = _lines(tmp_path, 20)
     # 300 kB of output: the engine's copy in logs/<seq>.out passes the 200 kB file size limit.
