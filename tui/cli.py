@@ -34,6 +34,7 @@ from batchtui.engine.runner import (
 )
 from batchtui.engine.store import ItemStore, StoreError
 
+from .fmt import clean, fmt_duration
 from .launch import detach_engine
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -45,17 +46,6 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     raise SystemExit(code)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def progress_line(live: LiveProgress) -> str:
@@ -150,9 +140,7 @@ def print_summary(
 
 def _plain(text: str | None) -> str:
     """Item-derived text for a terminal: control characters shown escaped, never interpreted."""
-    if not text:
-        return ""
-    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
+    return clean(text) if text else ""
 
 
 def output_dir_of(ctx: click.Context, flag: str | None) -> Path:

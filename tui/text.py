@@ -7,29 +7,11 @@ helpers; plain ``str`` is never handed to a widget that parses markup (Static, D
 
 from __future__ import annotations
 
-from typing import Final
-
 from rich.text import Text
 
-_REPLACEMENTS: Final = {"\t": "    "}
+from .fmt import clean
 
-
-def clean(text: object, limit: int | None = None) -> str:
-    """A single-line-safe string: control characters shown as escapes (``\\x1b``, ``\\n``)."""
-    s = text if isinstance(text, str) else str(text)
-    if limit is not None and len(s) > limit:
-        s = s[: max(0, limit - 1)] + "…"
-    if s.isprintable():
-        return s
-    out = []
-    for ch in s:
-        if ch.isprintable():
-            out.append(ch)
-        elif ch in _REPLACEMENTS:
-            out.append(_REPLACEMENTS[ch])
-        else:
-            out.append(repr(ch)[1:-1])
-    return "".join(out)
+__all__ = ["clean", "clean_block", "plain", "plain_block"]
 
 
 def clean_block(text: str) -> str:

@@ -25,6 +25,7 @@ from batchtui.engine.control import append_command, apply_offline, new_command
 from batchtui.engine.models import ACTIVE_STATES, BatchState, LiveProgress, Manifest
 from batchtui.engine.store import ItemStore
 
+from ..fmt import fmt_duration
 from ..messages import EngineFinished, LiveUpdated, ManifestUpdated
 from ..text import clean, plain
 from ..watch import BatchWatcher
@@ -39,17 +40,6 @@ TABS: tuple[tuple[str, str, str | None], ...] = (
     ("tab-skipped", "5 Skipped", "skipped"),
 )
 HISTORY = 120
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = round(max(0.0, seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def fmt_mb(mb: float) -> str:
