@@ -56,7 +56,7 @@ from typing import Any, Final
 
 from .config import BatchConfig
 from .errors import Fatal, UserError, WorkerLost, classify
-from .executors import Classifier, CompletionQueue, Outcome, WorkerInitError, run_items
+from .executors import Classifier, CompletionQueue, Outcome, WorkerInitError, run_items, tracks_starts
 from .models import ClusterInfo
 from .processors import Item, ProcessorSpec, build_processor
 
@@ -66,6 +66,7 @@ INSTALL_HINT: Final = "pip install 'batchtui[dask]'"
 CONNECT_TIMEOUT_S: Final = 15.0
 WORKER_WAIT_S: Final = 120.0
 INFO_INTERVAL_S: Final = 1.0
+START_POLL_S: Final = 0.25  # how often the start of running tasks is looked up (with --timeout)
 SWEEP_AFTER_S: Final = 5.0
 RESTART_WINDOW_S: Final = 30.0
 
@@ -167,6 +168,25 @@ def processing_on(keys: list[str], dask_scheduler: Any = None) -> dict[str, str]
     return out
 
 
+def running_for(keys: list[str], dask_scheduler: Any = None) -> dict[str, float]:
+    """Run on the scheduler: how long each of ``keys`` has been running on its worker.
+
+    Read from the workers' heartbeats (each reports its executing tasks and for how long), aged
+    by the time since that heartbeat. Tasks queued on a worker behind others are not listed.
+    """
+    now = time.time()
+    out: dict[str, float] = {}
+    for key in keys:
+        ts = dask_scheduler.tasks.get(key)
+        ws = getattr(ts, "processing_on", None)
+        if ws is None:
+            continue
+        duration = ws.executing.get(ts)
+        if duration is not None:
+            out[key] = max(0.0, now - ws.last_seen) + float(duration)
+    return out
+
+
 def dask_setup(worker: Any) -> None:
     """Worker preload (LocalCluster only): a Ctrl-C in the engine's terminal reaches the whole
     process group; the engine decides when its workers stop, as with the process executor."""
@@ -182,6 +202,7 @@ class _Task:
     future: Any
     chunk: list[Item]
     failed_at: float | None = None
+    since: float | None = None  # when it began to run on its worker (engine's monotonic clock)
 
 
 class DaskExecutor:
@@ -217,6 +238,7 @@ class DaskExecutor:
         self._reap: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._restarted: dict[str, float] = {}  # worker address -> when the reaper restarted it
         self._info_kwargs: dict[str, Any] = {}
+        self._track_starts = tracks_starts(spec, config)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -262,6 +284,8 @@ class DaskExecutor:
             (self._poll, "batchtui-dask-info"),
             (self._reaper, "batchtui-dask-reaper"),
         ]
+        if self._track_starts:
+            threads.append((self._starts, "batchtui-dask-starts"))
         for target, name in threads:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -495,6 +519,34 @@ class DaskExecutor:
             now = time.monotonic()  # the window counts from the end of the restart
             for address in running:
                 self._restarted[address] = now
+
+    def started(self, seq: int) -> float | None:
+        with self._lock:
+            key = self._by_seq.get(seq)
+            task = self._tasks.get(key) if key is not None else None
+            return task.since if task is not None else None
+
+    def _starts(self) -> None:
+        """With a --timeout on Python calls: learn when each task began to run on its worker
+        (a task waits on the scheduler or behind another on a worker; that time is not its
+        own). Known to within the workers' heartbeat, so a timeout is never cut short."""
+        while not self._closing.wait(START_POLL_S):
+            with self._lock:
+                waiting = {key: task for key, task in self._tasks.items() if task.since is None}
+            if not waiting:
+                continue
+            try:
+                running: dict[str, float] = self.client.run_on_scheduler(running_for, list(waiting))
+            except Exception:
+                if not self._closing.is_set():
+                    log.debug("dask start tracking", exc_info=True)
+                continue
+            now = time.monotonic()
+            with self._lock:
+                for key, seconds in running.items():
+                    task = waiting.get(key)
+                    if task is not None and task.since is None:
+                        task.since = now - seconds
 
     def _poll(self) -> None:
         while not self._closing.wait(INFO_INTERVAL_S):

@@ -14,7 +14,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,9 +57,20 @@ class Classifier:
         )
 
 
-def run_items(processor: Any, items: Sequence[Item], classifier: Classifier, chunked: bool) -> list[Outcome]:
-    """Run a chunk of items; never raises (every failure becomes an Outcome)."""
+StartHook = Callable[[Sequence[Item]], None]
+
+
+def run_items(
+    processor: Any, items: Sequence[Item], classifier: Classifier, chunked: bool, on_start: StartHook | None = None
+) -> list[Outcome]:
+    """Run a chunk of items; never raises (every failure becomes an Outcome).
+
+    ``on_start`` (when given) is told as each item begins (the whole chunk at once for a
+    chunked processor): the runner's ``--timeout`` counts from there, not from the dispatch.
+    """
     if chunked and isinstance(processor, CallableProcessor):
+        if on_start is not None:
+            on_start(items)
         started = time.time()
         t0 = time.perf_counter()
         try:
@@ -73,6 +84,8 @@ def run_items(processor: Any, items: Sequence[Item], classifier: Classifier, chu
         return [Outcome(it.seq, it.attempt, started, dur, out.result, out.cost) for it, out in pairs]
     outcomes: list[Outcome] = []
     for item in items:
+        if on_start is not None:
+            on_start((item,))
         started = time.time()
         t0 = time.perf_counter()
         try:
@@ -102,7 +115,20 @@ class Executor(Protocol):
 
     def kill_all(self) -> int: ...
 
+    def started(self, seq: int) -> float | None:
+        """When ``seq`` began to run (``time.monotonic()``), None while it waits in a queue.
+
+        Only tracked where the runner's watchdog needs it (a ``--timeout`` on Python calls):
+        an item's timeout counts its own running time, never its wait behind other items.
+        """
+        ...
+
     def shutdown(self, wait: float = 5.0) -> None: ...
+
+
+def tracks_starts(spec: ProcessorSpec, config: BatchConfig) -> bool:
+    """Whether the runner times items out itself (shell commands time out in the processor)."""
+    return config.timeout is not None and spec.kind != "shell"
 
 
 _RETIRE = object()
@@ -126,19 +152,34 @@ class ThreadExecutor:
         self.workers = 0
         self._lock = threading.Lock()
         self._counter = 0
+        self._since: dict[int, float] | None = {} if tracks_starts(spec, config) else None
 
     def start(self) -> None:
         self.processor = build_processor(self.spec, timeout=self.config.timeout, log_limit=self.config.log_limit)
         self.set_workers(self.config.workers)
 
+    def _mark(self, items: Sequence[Item]) -> None:
+        since, now = self._since, time.monotonic()
+        if since is not None:
+            for item in items:
+                since[item.seq] = now
+
     def _loop(self) -> None:
         processor, classifier, chunked = self.processor, self.classifier, self.spec.chunked
-        tasks, completions = self.tasks, self.completions
+        tasks, completions, since = self.tasks, self.completions, self._since
+        on_start = self._mark if since is not None else None
         while True:
             chunk = tasks.get()
             if chunk is None or chunk is _RETIRE:
                 return
-            completions.put(run_items(processor, chunk, classifier, chunked))
+            outcomes = run_items(processor, chunk, classifier, chunked, on_start)
+            if since is not None:
+                for item in chunk:
+                    since.pop(item.seq, None)
+            completions.put(outcomes)
+
+    def started(self, seq: int) -> float | None:
+        return self._since.get(seq) if self._since is not None else None
 
     def set_workers(self, n: int) -> None:
         with self._lock:
@@ -198,6 +239,7 @@ class _Slot:
     conn: multiprocessing.connection.Connection
     thread: threading.Thread | None = None
     running: list[int] = field(default_factory=list)
+    since: float = 0.0  # when the running chunk was sent (the process is idle until then)
     retire: bool = False
 
 
@@ -252,6 +294,7 @@ class ProcessExecutor:
                     slot.conn.send(None)
                 slot.proc.join(2)
                 return
+            slot.since = time.monotonic()
             slot.running = [it.seq for it in chunk]
             try:
                 slot.conn.send(chunk)
@@ -298,6 +341,12 @@ class ProcessExecutor:
                     os.kill(slot.proc.pid, signal.SIGKILL)
                 return True
         return False
+
+    def started(self, seq: int) -> float | None:
+        for slot in self.slots:
+            if seq in slot.running:
+                return slot.since
+        return None
 
     def kill_all(self) -> int:
         n = 0

@@ -572,22 +572,26 @@ class BatchRunner:
         if timeout is None or self.spec.kind == "shell" or self.executor is None:
             return
         for seq, flight in list(self._inflight.items()):
-            if now - flight.started > timeout and seq not in self._kill_reasons:
-                self._kill_reasons[seq] = "timeout"
-                if not self.executor.kill(seq):
-                    # A thread cannot be killed: fail the item now, ignore its late outcome.
-                    self._kill_reasons.pop(seq, None)
-                    self._on_outcomes(
-                        [
-                            Outcome(
-                                seq,
-                                flight.item.attempt,
-                                time.time() - (now - flight.started),
-                                now - flight.started,
-                                error=classify(ItemTimeout(timeout)),
-                            )
-                        ]
-                    )
+            # The clock runs from the moment the item began to run, not from its dispatch: an
+            # item waiting behind slow ones in the executor's queue has not used its time.
+            began = self.executor.started(seq)
+            if began is None or now - began <= timeout or seq in self._kill_reasons:
+                continue
+            self._kill_reasons[seq] = "timeout"
+            if not self.executor.kill(seq):
+                # A thread cannot be killed: fail the item now, ignore its late outcome.
+                self._kill_reasons.pop(seq, None)
+                self._on_outcomes(
+                    [
+                        Outcome(
+                            seq,
+                            flight.item.attempt,
+                            time.time() - (now - began),
+                            now - began,
+                            error=classify(ItemTimeout(timeout)),
+                        )
+                    ]
+                )
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -638,7 +642,8 @@ class BatchRunner:
 
     def _chunk_size(self, workers: int) -> int:
         if self.spec.kind == "shell" or (
-            self.config.timeout is not None and self.config.resolved_executor(self.spec.kind) == "process"
+            # Killing a timed-out call kills its whole process (or dask worker): one item each.
+            self.config.timeout is not None and self.config.resolved_executor(self.spec.kind) in ("process", "dask")
         ):
             return 1
         cs = self.config.chunk_size

@@ -80,5 +80,10 @@ def sleepy(item: Any) -> None:
     time.sleep(30)
 
 
+def nap_or_hang(item: Any) -> None:
+    """0.6 s per item, except seq 3 which outlasts any timeout the tests set."""
+    time.sleep(8 if item.seq == 3 else 0.6)
+
+
 def chunk_double(items: list[Any]) -> list[dict[str, int]]:
     return [{"seq": it.seq, "n": len(items)} for it in items]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 import psutil
+import pytest
 
 from .conftest import CLI, cli_env, only_batch, read_json, read_jsonl
 
@@ -296,6 +297,21 @@ def test_timeout_of_a_python_item_in_a_process_worker(tmp_path: Path, out_dir: P
     assert proc.returncode == 1, proc.stderr
     db = _db(only_batch(out_dir))
     assert db.execute("SELECT DISTINCT status, error_type FROM items").fetchall() == [("failed", "timeout")]
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_timeout_counts_running_time_not_time_in_the_queue(executor: str, tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """Ten 0.6 s items on two workers, one of them hung: the engine keeps more items in flight
+    than it has workers, so the last ones wait seconds before they start. Only the hung item
+    may time out; a wait in the queue is not running time."""
+    items = _items(tmp_path, 10)
+    args = ["run", str(items), "--call", f"{PROCS}:nap_or_hang", "--executor", executor, "-j", "2"]
+    proc = run_cli([*args, "--timeout", "2", "--max-attempts", "1"], timeout=90)
+    assert proc.returncode == 1, proc.stderr
+    db = _db(only_batch(out_dir))
+    failed = db.execute("SELECT seq, error_type FROM items WHERE status != 'complete'").fetchall()
+    assert failed == [(3, "timeout")]
+    assert db.execute("SELECT count(*) FROM items WHERE status = 'complete'").fetchone() == (9,)
 
 
 def test_memory_guard_holds_dispatch(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
