@@ -300,7 +300,9 @@ def test_timeout_of_a_python_item_in_a_process_worker(tmp_path: Path, out_dir: P
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
-def test_timeout_counts_running_time_not_time_in_the_queue(executor: str, tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_timeout_counts_running_time_not_time_in_the_queue(
+    executor: str, tmp_path: Path, out_dir: Path, run_cli
+) -> None:  # type: ignore[no-untyped-def]
     """Ten 0.6 s items on two workers, one of them hung: the engine keeps more items in flight
     than it has workers, so the last ones wait seconds before they start. Only the hung item
     may time out; a wait in the queue is not running time."""
