@@ -14,6 +14,7 @@ from them), never redone and never written twice.
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import itertools
 import logging
@@ -21,6 +22,7 @@ import os
 import queue
 import shutil
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -36,7 +38,7 @@ from .config import BatchConfig
 from .control import ControlReader, ControlWatcher
 from .errors import ErrorInfo, InvalidRecord, ItemTimeout, UserError, classify, normalize_message
 from .executors import CompletionQueue, Executor, Outcome, WorkerInitError, make_executor
-from .files import ResultsLog, dumps, iter_jsonl, read_model, write_model
+from .files import ResultsLog, WriteFailed, dumps, iter_jsonl, read_model, write_model
 from .models import (
     BatchState,
     ControlCommand,
@@ -201,6 +203,12 @@ def create_batch(
         manifest = manifest.model_copy(update={"totals": counts, "duplicates_dropped": dropped})
         write_model(bdir.manifest, manifest, durable=config.fsync, backup=True)
         ResultsLog(bdir.results).close()
+    except WriteFailed as exc:
+        shutil.rmtree(bdir.path, ignore_errors=True)
+        raise UserError(
+            f"cannot create the batch: cannot write {exc.path.name}: {exc.reason}."
+            " The half-made batch was removed: free some space, then run again"
+        ) from None
     except (UserError, KeyboardInterrupt):
         shutil.rmtree(bdir.path, ignore_errors=True)
         raise
@@ -326,6 +334,7 @@ class BatchRunner:
         self.results: ResultsLog | None = None
         self.executor: Executor | None = None
         self._mem_waiting = False
+        self.write_failure: WriteFailed | None = None
 
     # -- thread-safe API -------------------------------------------------------------------
 
@@ -472,6 +481,41 @@ class BatchRunner:
     # -- the loop --------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._run_loop()
+        except WriteFailed as exc:
+            self._on_write_failed(exc)
+
+    def _on_write_failed(self, exc: WriteFailed) -> None:
+        """The disk is full (or a file size limit, a read-only file system): halt at once.
+
+        Nothing uncommitted is trusted: the staged changes are dropped (result lines already in
+        results.jsonl past the committed offset are adopted on resume; other outcomes are redone,
+        as after a crash), running items are killed and left for resume to requeue. The final
+        files are then written where there is still room (:meth:`_finish`)."""
+        log.error("%s", exc)
+        self.write_failure = exc
+        self.halt_reason = f"disk full or not writable: {exc}"
+        self.state = BatchState.STOPPING
+        self._stage.clear()
+        self._delta.clear()
+        self._staged = 0
+        self._first_staged = None
+        self._lines.clear()
+        self._retries.clear()
+        self._buffer.clear()
+        if self.executor is not None:
+            with contextlib.suppress(Exception):
+                self.executor.kill_all()
+        self._inflight.clear()
+        assert self.store is not None
+        try:  # a small transaction may still fit (a file size limit hit by results.jsonl)
+            self.store.requeue_processing()
+            self.counts = self.store.counts()
+        except (WriteFailed, sqlite3.Error) as again:
+            log.warning("items left 'processing' go back to pending on resume (%s)", again)
+
+    def _run_loop(self) -> None:
         grace_deadline: float | None = None
         while True:
             now = time.monotonic()
@@ -1127,7 +1171,11 @@ class BatchRunner:
         """Final commit, state, manifest, live progress, report and the on-finish hook."""
         if self.store is None or self.results is None:
             return
-        self._commit()
+        if self.write_failure is None:
+            try:
+                self._commit()
+            except WriteFailed as exc:
+                self._on_write_failed(exc)
         c = self.counts
         if self.halt_reason:
             self.state = BatchState.HALTED
@@ -1140,15 +1188,26 @@ class BatchRunner:
         if history:
             history[-1] = history[-1].model_copy(update={"ended_at": ended, "outcome": self.state.value})
         self.manifest = self.manifest.model_copy(update={"ended_at": ended, "history": history})
-        self._write_manifest()
+        # Each final file on its own: on a full disk, write whatever still fits.
+        self._best_effort(self._write_manifest)
         self._errors_dirty = True
-        self._refresh_errors(force=True)
-        self._write_live(force=True)
+        self._best_effort(lambda: self._refresh_errors(force=True))
+        self._best_effort(lambda: self._write_live(force=True))
         report = self._report(ended)
-        write_model(self.batch.report, report, durable=self.config.fsync)
+        self._best_effort(lambda: write_model(self.batch.report, report, durable=self.config.fsync))
         if self.config.on_finish:
             self._run_hook(self.config.on_finish, report)
-            self._write_live(force=True)  # a hook failure shows in the warnings
+            self._best_effort(lambda: self._write_live(force=True))  # a hook failure shows in the warnings
+
+    def _best_effort(self, write: Callable[[], object]) -> None:
+        try:
+            write()
+        except WriteFailed as exc:
+            log.warning("%s", exc)
+            if self.write_failure is None:  # the disk filled up at the very end
+                self.write_failure = exc
+                self.halt_reason = f"disk full or not writable: {exc}"
+                self.state = BatchState.HALTED
 
     def _report(self, ended: str) -> Report:
         assert self.store is not None

@@ -318,7 +318,9 @@ def _run_headless(runner: BatchRunner, as_json: bool) -> RunResult:
 
 def _finish_output(result: RunResult, as_json: bool) -> None:
     batch = result.batch
-    manifest = batch.read_manifest()
+    # The engine's own word on how it ended (the manifest on disk may be stale when the disk
+    # filled up at the end).
+    manifest = batch.read_manifest().model_copy(update={"state": result.state, "halt_reason": result.halt_reason})
     live = batch.read_live()
     report = _read_json(batch.report)
     if as_json:
