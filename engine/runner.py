@@ -196,6 +196,7 @@ def create_batch(
             with store.transaction():
                 store.set_meta("results_offset", 0)
                 store.set_meta("commit_seq", 0)
+                store.set_meta("control_offset", 0)
             dropped = enqueue_source(store, source, stdin=stdin, on_enqueue=on_enqueue)
             counts = store.counts()
         finally:
@@ -335,6 +336,7 @@ class BatchRunner:
         self.executor: Executor | None = None
         self._mem_waiting = False
         self.write_failure: WriteFailed | None = None
+        self._control_saved = -1
 
     # -- thread-safe API -------------------------------------------------------------------
 
@@ -360,7 +362,7 @@ class BatchRunner:
 
     def run(self) -> RunResult:
         self.lock.acquire()
-        # Only commands appended from now on are ours (older ones were applied offline).
+        # Where the last engine stopped reading control.jsonl is in the store (_setup).
         self.control_reader = ControlReader(self.batch.control)
         old_handlers: dict[signal.Signals, Any] = {}
         try:
@@ -436,6 +438,7 @@ class BatchRunner:
                 "totals": self.counts,
             }
         )
+        self._take_over_control(store)
         self._write_manifest()
         self._write_live(force=True)
         self.executor = make_executor(self.spec, self.config, self.completions)
@@ -444,6 +447,38 @@ class BatchRunner:
         except WorkerInitError as exc:
             self.halt_reason = f"worker start failed: {exc}"
             raise
+
+    def _take_over_control(self, store: ItemStore) -> None:
+        """Commands appended to control.jsonl that no engine read (it died or was killed first).
+
+        The store keeps how far engines have read. Skips and retries still apply (they change
+        items, as they would offline); pause, unpause, stop and set_workers were meant for the
+        engine that is gone, so they are answered as not applied instead of acting on this one.
+        Batches made before the offset was kept start at the end of the file, as they did.
+        """
+        stored = store.get_meta("control_offset")
+        if stored is None:
+            self._save_control_offset()
+            return
+        self.control_reader.offset = int(stored)
+        left = self.control_reader.read_new()
+        for cmd in left:
+            if cmd.op in ("skip", "retry"):
+                self.commands.put(cmd)
+            else:
+                self._answer(cmd, "not applied: it was sent to an engine that ended before reading it")
+        if left:
+            self._warn(f"{len(left)} control command(s) were queued for the previous engine, which never read them")
+        self._save_control_offset()
+
+    def _save_control_offset(self) -> None:
+        """Record how far control.jsonl is read, after the commands read so far took effect."""
+        assert self.store is not None
+        offset = self.control_reader.offset
+        if offset != self._control_saved:
+            with self.store.transaction():
+                self.store.set_meta("control_offset", offset)
+            self._control_saved = offset
 
     def _adopt_results(self, offset: int) -> int:
         """Lines past the committed offset are completions the db missed: adopt them."""
@@ -1006,17 +1041,23 @@ class BatchRunner:
                 break
             try:
                 message = self._apply(cmd)
+            except WriteFailed:
+                raise  # the disk is full: the run halts
             except Exception as exc:  # a bad command must never kill the run
                 message = f"failed: {exc}"
                 self._warn(f"control command {cmd.op} {cmd.id} failed: {exc}")
-            self.last_ack = cmd.id
-            self.acked.append(cmd.id)
-            self.control_results[cmd.id] = message
-            while len(self.control_results) > 50:
-                self.control_results.popitem(last=False)
+            self._answer(cmd, message)
             handled = True
         if handled:
+            self._save_control_offset()
             self._write_live(force=True)
+
+    def _answer(self, cmd: ControlCommand, message: str) -> None:
+        self.last_ack = cmd.id
+        self.acked.append(cmd.id)
+        self.control_results[cmd.id] = message
+        while len(self.control_results) > 50:
+            self.control_results.popitem(last=False)
 
     def _apply(self, cmd: ControlCommand) -> str:
         """Apply one control command on the runner thread; returns what it did."""

@@ -726,7 +726,12 @@ def _control(
         if live is None:
             fail(
                 f"the engine (pid {alive.pid} on {alive.host}) did not acknowledge {cmd.op} within {wait:g}s;"
-                f" it is queued in {bdir.control} and applies when the engine reads it",
+                f" it is queued in {bdir.control} and applies when the engine reads it"
+                + (
+                    " (or, if this engine ends first, when the batch is next resumed)"
+                    if cmd.op in ("skip", "retry")
+                    else " (dropped if this engine ends first)"
+                ),
                 1,
             )
         message = live.control_results.get(cmd.id, "done")

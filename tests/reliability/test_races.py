@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -268,16 +269,6 @@ def test_recover_refuses_while_an_engine_runs(tmp_path: Path, out_dir: Path) -> 
     assert_invariants(batch, n_items=200)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A command acknowledged by nobody is lost: when the engine dies before reading it, the CLI"
-    " says 'it is queued in control.jsonl and applies when the engine reads it', but the next engine's"
-    " ControlReader starts at the end of control.jsonl (engine/control.py, runner.run), so it never"
-    " applies. Proposed fix: keep the consumed offset of control.jsonl in the store (meta"
-    " 'control_offset', committed by the engine as it applies commands and advanced by apply_offline),"
-    " and start the engine's ControlReader there; or, in cli._control, when the ack times out and the"
-    " engine is gone, apply the command offline instead.",
-)
 def test_command_queued_for_an_engine_that_dies_is_not_lost(tmp_path: Path, out_dir: Path) -> None:
     batch = _stopped_batch(tmp_path, out_dir, 100, at=5)
     engine = start(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
@@ -291,3 +282,30 @@ def test_command_queued_for_an_engine_that_dies_is_not_lost(tmp_path: Path, out_
     final = cli(["resume", batch.name, "--headless", "-j", "8"], out=out_dir, cwd=tmp_path)
     assert final.returncode in (0, 1), final.stderr
     assert store_items(batch)[90][1] == "skipped", "the queued skip was never applied"
+    live = read_json(batch / "live_progress.json")
+    assert any("never read them" in w for w in live["warnings"]), live["warnings"]
+
+
+def test_session_commands_for_a_dead_engine_do_not_act_on_the_next(tmp_path: Path, out_dir: Path) -> None:
+    """A pause (or stop) queued for an engine that died unread was meant for that engine: the
+    next resume answers it as not applied and runs to the end, and it is not replayed again."""
+    batch = _stopped_batch(tmp_path, out_dir, 60, at=5)
+    engine = start(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
+    try:
+        wait_until(lambda: (batch / "lock").stat().st_size > 0, 30, "engine lock")
+        os.kill(engine.pid, signal.SIGSTOP)
+        for op in ("pause", "stop"):
+            proc = cli([op, batch.name, "--wait", "0.5"], out=out_dir, cwd=tmp_path)
+            assert proc.returncode == 1 and "dropped if this engine ends first" in proc.stderr, proc.stderr
+    finally:
+        kill_group(engine)
+    final = cli(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
+    assert final.returncode == 1, final.stderr  # 1: some items fail by design, none were left
+    assert_invariants(batch, n_items=60, state="finished")
+    live = read_json(batch / "live_progress.json")
+    answers = list(live["control_results"].values())
+    assert len(answers) == 2 and all(a.startswith("not applied") for a in answers), answers
+    # Read once: the store records how far control.jsonl was read, so nothing is replayed.
+    with sqlite3.connect(batch / "items.db") as db:
+        (offset,) = db.execute("SELECT v FROM meta WHERE k = 'control_offset'").fetchone()
+    assert int(offset) == (batch / "control.jsonl").stat().st_size
