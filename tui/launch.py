@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.batchdir import BatchDir, BatchLocked
 from batchtui.engine.errors import UserError
 
 
@@ -17,9 +17,11 @@ def detach_engine(batch: BatchDir, *, action: str, overrides: dict[str, Any] | N
     """Start the engine for ``batch`` as a background process in its own session.
 
     Output goes to engine.log in the batch dir. Returns the engine's pid once it holds the
-    batch lock; raises UserError with the log's tail if it died first.
+    batch lock; raises UserError if it died first: who holds the batch when another engine
+    won the race, else what this engine wrote to the log (never another engine's lines).
     """
     log_fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    start_offset = os.fstat(log_fd).st_size
     args = [sys.executable, "-m", "batchtui.tui.cli", "resume", str(batch.path), "--headless"]
     args += ["--engine-action", action]
     if overrides:
@@ -37,9 +39,25 @@ def detach_engine(batch: BatchDir, *, action: str, overrides: dict[str, Any] | N
             return proc.pid
         code = proc.poll()
         if code is not None:
-            tail = batch.engine_log.read_text(errors="replace").strip().splitlines()[-5:]
             if code in (0, 1):
                 return proc.pid  # it already finished (a tiny batch)
-            raise UserError(f"the background engine exited with {code}:\n  " + "\n  ".join(tail))
+            holder = batch.alive()
+            if holder is not None and holder.pid != proc.pid:
+                raise BatchLocked(batch.path, holder)  # another engine won the race
+            raise UserError(
+                f"the background engine exited with {code}:\n  " + "\n  ".join(_own_lines(batch, start_offset))
+            )
         time.sleep(0.02)
     return proc.pid
+
+
+def _own_lines(batch: BatchDir, offset: int, keep: int = 5) -> list[str]:
+    """The last lines engine.log got since ``offset`` (no other engine held the batch then, so
+    they are this engine's)."""
+    try:
+        with batch.engine_log.open("rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return []
+    return text.strip().splitlines()[-keep:]
