@@ -344,6 +344,13 @@ def _finish_output(result: RunResult, as_json: bool) -> None:
         print_summary(batch, manifest, result.counts, live, report)
 
 
+def _has_results(bdir: BatchDir) -> bool:
+    try:
+        return bdir.results.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
@@ -634,6 +641,13 @@ def resume_cmd(
 
     overrides = operational_overrides(stored, new)
 
+    if not bdir.items_db.exists() and not _has_results(bdir) and manifest.state == BatchState.CREATED:
+        # The engine died while creating the batch, before items.db existed: nothing ran, so
+        # building the store from the source is exactly what the creation would have done.
+        from batchtui.engine.recover import recover_batch
+
+        click.echo(f"batch {bdir.batch_id} has no items.db yet (creation was cut short): building it", err=True)
+        recover_batch(bdir)
     store = ItemStore.open_readonly(bdir.items_db)
     try:
         counts = store.counts()

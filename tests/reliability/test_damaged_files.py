@@ -545,3 +545,27 @@ def test_recover_of_a_stdin_batch_is_a_clear_error(tmp_path: Path, out_dir: Path
     assert rec.returncode == 2 and "stdin" in rec.stderr, rec.stderr
     assert_no_traceback(rec)
     assert not (batch / "items.db").exists() and not list(batch.glob(".items.db*"))
+
+
+def test_a_crash_before_items_db_existed_resumes_without_recover(tmp_path: Path, out_dir: Path) -> None:
+    """create_batch writes the manifest, then items.db: a crash between the two leaves a batch
+    with a manifest in state 'created' and nothing else. Nothing ran, so resume builds the store
+    itself (as `recover` would) and runs the batch."""
+    n = 40
+    source = _lines(tmp_path, n)
+    made = cli(["run", str(source), "--cmd", "true", "--headless"], out=out_dir, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    batch = only_batch(out_dir)
+    manifest = read_json(batch / "manifest.json")
+    for path in batch.iterdir():
+        if path.name != "manifest.json":
+            path.unlink()
+    blank = {"total": 0, "pending": 0, "processing": 0, "complete": 0, "failed": 0, "skipped": 0}
+    manifest.update(state="created", history=[], started_at=None, ended_at=None, totals=blank)
+    (batch / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+    proc = cli(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "creation was cut short" in proc.stderr
+    assert_no_traceback(proc)
+    assert_invariants(batch, n_items=n, state="finished")
