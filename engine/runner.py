@@ -1,7 +1,8 @@
 """The batch runner: creates batches and runs them. One thread, the single writer.
 
-Flow of one item: pending in items.db -> fetched in pages -> marked processing (staged) ->
-submitted to the executor in chunks -> its Outcome comes back on the completion queue ->
+Flow of one item: pending in items.db -> fetched in pages -> submitted to the executor in
+chunks (marked 'processing' in the store only once it has run for MARK_AFTER_S: a quick item
+goes pending -> complete in one update) -> its Outcome comes back on the completion queue ->
 a complete one is appended to results.jsonl at once -> at the next group commit
 (<= 50 ms or <= 1000 changes) results.jsonl is fsynced, then one SQLite transaction records
 the new statuses and the results offset -> the committed counts feed live_progress.json.
@@ -62,6 +63,8 @@ log = logging.getLogger("batchtui.engine")
 
 COMMIT_INTERVAL_S: Final = 0.05
 COMMIT_MAX_CHANGES: Final = 1000
+#: An item is marked 'processing' in the store once it has run this long (views show it).
+MARK_AFTER_S: Final = 1.0
 LIVE_INTERVAL_S: Final = 0.25
 MANIFEST_INTERVAL_S: Final = 2.0
 FETCH_PAGE: Final = 1024
@@ -337,6 +340,7 @@ class BatchRunner:
         self._mem_waiting = False
         self.write_failure: WriteFailed | None = None
         self._control_saved = -1
+        self._marks_stamp = 0.0
 
     # -- thread-safe API -------------------------------------------------------------------
 
@@ -998,13 +1002,7 @@ class BatchRunner:
             return
         assert self.store is not None and self.results is not None
         offset = self.results.sync(self.config.fsync)
-        marks = []
-        for seq, flight in self._inflight.items():
-            if not flight.marked:
-                flight.marked = True
-                marks.append((flight.started_at, seq))
-        if marks:
-            self._stage["processing"] = marks
+        self._stage_marks(time.monotonic())
         with self.store.transaction() as conn:
             for kind in self._ORDER:
                 rows = self._stage.get(kind)
@@ -1135,8 +1133,26 @@ class BatchRunner:
         log.warning(text)
         self.warnings.append(f"{now_iso()} {text}")
 
+    def _stage_marks(self, now: float) -> bool:
+        """Stage 'processing' for items that have run for MARK_AFTER_S; True if any."""
+        marks = []
+        cutoff = now - MARK_AFTER_S
+        for seq, flight in self._inflight.items():
+            if not flight.marked and flight.started <= cutoff:
+                flight.marked = True
+                marks.append((flight.started_at, seq))
+        if marks:
+            self._stage["processing"] = marks
+        return bool(marks)
+
     def _periodic(self) -> None:
         now = time.monotonic()
+        if self._first_staged is None and now - self._marks_stamp >= MARK_AFTER_S / 2:
+            # Nothing else to commit: long-running items still show as 'processing' in views.
+            self._marks_stamp = now
+            if self._stage_marks(now):
+                self._first_staged = now
+                self._commit()
         if now - self._live_stamp >= LIVE_INTERVAL_S:
             self._write_live()
         if now - self._manifest_stamp >= MANIFEST_INTERVAL_S and self._manifest_counts != self.counts:

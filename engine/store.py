@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import queue
+import re
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +102,72 @@ def recover_hint(path: Path) -> str:
 
 
 _CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def _json_bulk_supported() -> bool:
+    """SQLite 3.38+: UPDATE ... FROM, the JSON functions and the ->> operator."""
+    if sqlite3.sqlite_version_info < (3, 38, 0):
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+            conn.execute("SELECT j.value ->> 0 FROM json_each('[[1]]') AS j").fetchall()
+    except sqlite3.Error:
+        return False
+    return True
+
+
+JSON_BULK: Final = _json_bulk_supported()
+_PLACEHOLDER = re.compile(r"\?")
+
+
+@dataclass(frozen=True, slots=True)
+class Bulk:
+    """One statement applied to many rows.
+
+    ``executemany`` binds each row in Python and steps it in C, letting go of the GIL and taking
+    it back for every row: next to busy Python threads (the workers) each row then waits for
+    its turn at the GIL, up to 5 ms. Where SQLite can, the rows go in as one JSON array to one
+    statement over ``json_each``: a single step in C for the whole group, without the GIL.
+    Rows are the ``executemany`` parameter tuples (JSON scalars: None, int, float, str).
+
+    ``sql`` is ``INSERT ... VALUES (?, ...)`` or ``UPDATE items SET ... WHERE seq=?`` with
+    the seq last; an UPDATE keeps the last row of a seq given twice, as executemany would.
+    """
+
+    sql: str
+    json_sql: str | None
+
+    @classmethod
+    def of(cls, sql: str) -> Bulk:
+        counter = iter(range(1000))
+
+        def param(_m: re.Match[str]) -> str:
+            return f"j.value ->> {next(counter)}"
+
+        if sql.startswith("INSERT") and " VALUES (" in sql:
+            head, _, values = sql.partition(" VALUES ")
+            return cls(sql, f"{head} SELECT {_PLACEHOLDER.sub(param, values.strip()[1:-1])} FROM json_each(?) AS j")
+        if sql.startswith("UPDATE items SET ") and sql.endswith(" WHERE seq=?"):
+            body = _PLACEHOLDER.sub(param, sql.removesuffix(" WHERE seq=?"))
+            return cls(sql, f"{body} FROM json_each(?) AS j WHERE items.seq = j.value ->> {next(counter)}")
+        return cls(sql, None)
+
+    def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        if self.json_sql is not None and JSON_BULK:
+            if self.sql.startswith("UPDATE"):
+                rows = list({row[-1]: row for row in rows}.values())
+            try:
+                blob = orjson.dumps(rows)
+            except TypeError:  # not a JSON scalar somewhere (or a lone surrogate): bind each row
+                pass
+            else:
+                # SQLite's JSON functions cut a string at an escaped NUL: bind those rows as they are.
+                if b"\\u0000" not in blob:
+                    conn.execute(self.json_sql, (blob,))
+                    return
+        conn.executemany(self.sql, rows)
 
 
 def _translate(exc: sqlite3.DatabaseError, path: Path) -> Exception:
@@ -423,20 +492,33 @@ class ItemStore:
         inserted = dropped = 0
         read = int(self.get_meta("enqueue_read", 0) or 0)
         dup_total = int(self.get_meta("duplicates_dropped", 0) or 0)
-        sql = (
+        insert_invalid = Bulk.of(
             "INSERT OR IGNORE INTO items(key, data, kind, status, error_type, error_category, error_message,"
             " error_detail, error_group, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        batch: list[tuple[Any, ...]] = []
+        insert_pending = Bulk.of("INSERT OR IGNORE INTO items(key, data, kind) VALUES (?, ?, ?)")
 
-        def flush() -> None:
+        def insert(batch: list[tuple[Any, ...]]) -> None:
+            """In input order: runs of pending rows (3 columns, the rest default), the rare
+            unreadable records with their error fields on their own."""
+            run: list[tuple[Any, ...]] = []
+            for row in batch:
+                if row[3] == "pending":
+                    run.append(row[:3])
+                    continue
+                insert_pending.run(conn, run)
+                run = []
+                insert_invalid.run(conn, [row])
+            insert_pending.run(conn, run)
+
+        def flush(batch: list[tuple[Any, ...]]) -> None:
             nonlocal inserted, dropped, read, dup_total
             with self.transaction():
                 sentinel = conn.execute("SELECT 1 FROM items LIMIT 1").fetchone() is None
                 if sentinel:
                     conn.execute("INSERT INTO items(seq, key, data) VALUES (-1, '', 'null')")
                 before = conn.total_changes
-                conn.executemany(sql, batch)
+                insert(batch)
                 added = conn.total_changes - before
                 if sentinel:
                     conn.execute("DELETE FROM items WHERE seq = -1")
@@ -446,14 +528,39 @@ class ItemStore:
                 self.set_meta("duplicates_dropped", dup_total)
             inserted += added
             dropped += len(batch) - added
-            batch.clear()
 
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= chunk:
-                flush()
-        if batch:
-            flush()
+        # Reading and parsing the source (Python) overlaps the inserts (SQLite's C loop, which
+        # lets go of the GIL): chunks go to one writer thread through a queue of one, so the
+        # store still has a single writer and commits chunks in order.
+        chunks: queue.Queue[list[tuple[Any, ...]] | None] = queue.Queue(maxsize=1)
+        failure: list[BaseException] = []
+
+        def writer() -> None:
+            while (batch := chunks.get()) is not None:
+                if not failure:  # after a failure, drain so the reader never blocks
+                    try:
+                        flush(batch)
+                    except BaseException as exc:
+                        failure.append(exc)
+
+        thread = threading.Thread(target=writer, name="batchtui-enqueue", daemon=True)
+        thread.start()
+        try:
+            batch: list[tuple[Any, ...]] = []
+            for row in rows:
+                batch.append(row)
+                if len(batch) >= chunk:
+                    if failure:
+                        break
+                    chunks.put(batch)
+                    batch = []
+            if batch and not failure:
+                chunks.put(batch)
+        finally:
+            chunks.put(None)
+            thread.join()
+        if failure:
+            raise failure[0]
         return inserted, dropped
 
     # -- the runner's reads ----------------------------------------------------------------

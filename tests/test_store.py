@@ -1,0 +1,132 @@
+"""The item store's bulk statements: the JSON form gives exactly what executemany gives."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchtui.engine import store as store_mod
+from batchtui.engine.runner import BatchRunner
+from batchtui.engine.store import Bulk, ItemStore
+
+HOSTILE = [
+    "plain",
+    "",
+    "quote ' and \" and \\",
+    "newline\nin it",
+    "emoji \U0001f600",
+    "tab\tand \\u0041",
+    "$(rm -rf ~)",
+]
+
+
+def _rows(n: int) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for i in range(n):
+        text = HOSTILE[i % len(HOSTILE)] + f" #{i}"
+        rows.append((text, f'{{"line": {i}}}', "line"))
+    return rows
+
+
+def _dump(path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as conn:
+        items = conn.execute("SELECT * FROM items ORDER BY seq").fetchall()
+        attempts = conn.execute("SELECT * FROM attempts ORDER BY seq, attempt").fetchall()
+    return [*items, ("--",), *attempts]
+
+
+def _fill(path: Path, *, json_bulk: bool, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    monkeypatch.setattr(store_mod, "JSON_BULK", json_bulk)
+    store = ItemStore.create(path, durable=False)
+    try:
+        rows = _rows(50)
+        rows.insert(7, rows[3])  # a duplicate key: dropped, no gap in seq
+        invalid = ("bad record", '{"_raw": "x"}', "record", "failed", "InvalidRecord", "invalid", "m", "d", "g", "t")
+        store.enqueue(
+            [
+                *(r + ("pending",) + (None,) * 6 for r in rows[:20]),
+                invalid,
+                *(r + ("pending",) + (None,) * 6 for r in rows[20:]),
+            ]
+        )
+        sql = BatchRunner._SQL
+        with store.transaction() as conn:
+            Bulk.of(sql["complete"]).run(
+                conn,
+                [
+                    (
+                        1,
+                        "2026-11-23T10:00:00.000+00:00",
+                        0.25,
+                        None,
+                        '{"ok": true}',
+                        "2026-11-23T09:59:59.000+00:00",
+                        0,
+                    ),
+                    (2, "2026-11-23T10:00:01.000+00:00", 1.5e-7, 0.003, "null", None, 1),
+                    # the same seq twice in one group: the last one wins, as with executemany
+                    (1, "x", 0.1, None, '"first"', None, 2),
+                    (3, "y", 0.2, 12, '"second"', None, 2),
+                ],
+            )
+            Bulk.of(sql["failed"]).run(
+                conn, [(3, "exit 1", "permanent", "boom ' \"", "tail\n", "g", "t", 2.0, None, 4)]
+            )
+            Bulk.of(sql["attempt"]).run(
+                conn,
+                [
+                    (0, 1, "complete", "a", "b", 0.25, None, None, None, None),
+                    (4, 3, "failed", "a", "b", 2.0, "exit 1", "permanent", "boom", "tail"),
+                    (4, 3, "failed", "a", "b", 2.5, "exit 1", "permanent", "replaced", "tail"),
+                ],
+            )
+            Bulk.of(sql["requeue"]).run(conn, [(5,), (6,)])
+        # NUL bytes: SQLite's JSON functions would cut the string there, so these rows are bound
+        # one by one (two keys that differ only after a NUL stay two items).
+        store.enqueue(
+            [("nul \x00 a", "1", "line", "pending", *(None,) * 6), ("nul \x00 b", "2", "line", "pending", *(None,) * 6)]
+        )
+        assert store.counts().total == 53
+    finally:
+        store.close()
+    return _dump(path)
+
+
+def test_json_bulk_matches_executemany(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not store_mod._json_bulk_supported():
+        pytest.skip("this SQLite has no ->> operator: executemany is used")
+    with_json = _fill(tmp_path / "json.db", json_bulk=True, monkeypatch=monkeypatch)
+    with_many = _fill(tmp_path / "many.db", json_bulk=False, monkeypatch=monkeypatch)
+    assert with_json == with_many
+    seq2 = next(r for r in with_json if r[0] == 2)
+    assert seq2[-1] == '"second"' and seq2[5] == 3  # result, attempts of the last row for seq 2
+    assert [r[0] for r in with_json[:53]] == list(range(53))  # dense seq, input order
+    assert [r[1] for r in with_json[51:53]] == ["nul \x00 a", "nul \x00 b"]
+
+
+def test_bulk_forms() -> None:
+    insert = Bulk.of("INSERT OR IGNORE INTO items(key, data) VALUES (?, ?)")
+    assert (
+        insert.json_sql
+        == "INSERT OR IGNORE INTO items(key, data) SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?) AS j"
+    )
+    update = Bulk.of("UPDATE items SET status='skipped', error_message=? WHERE seq=?")
+    assert update.json_sql == (
+        "UPDATE items SET status='skipped', error_message=j.value ->> 0 FROM json_each(?) AS j WHERE items.seq = j.value ->> 1"
+    )
+    assert Bulk.of("DELETE FROM items WHERE seq=?").json_sql is None
+
+
+def test_values_json_cannot_hold_fall_back_to_executemany(tmp_path: Path) -> None:
+    store = ItemStore.create(tmp_path / "items.db", durable=False)
+    try:
+        with store.transaction() as conn:
+            Bulk.of("INSERT OR IGNORE INTO items(key, data, kind) VALUES (?, ?, ?)").run(
+                conn, [("k", b"bytes", "line")]
+            )
+        assert store.conn.execute("SELECT data FROM items").fetchone() == (b"bytes",)
+    finally:
+        store.close()
