@@ -272,6 +272,7 @@ class BatchRunner:
         handle_signals: bool = False,
     ) -> None:
         self.batch = batch
+        self._batch_dir = str(batch.path)
         self.manifest = batch.read_manifest()
         self.config = config or BatchConfig.model_validate(self.manifest.config)
         self.spec = ProcessorSpec.model_validate(self.manifest.processor)
@@ -718,10 +719,6 @@ class BatchRunner:
                 chunk = []
         if chunk:
             self.executor.submit(chunk)
-        if self._inflight and self._first_staged is None:
-            # 'processing' is written at the next commit, only for items still running then:
-            # a fast item goes pending -> complete in one update.
-            self._first_staged = time.monotonic()
 
     def _chunk_size(self, workers: int) -> int:
         if self.spec.kind == "shell" or (
@@ -741,35 +738,30 @@ class BatchRunner:
         return self._chunk
 
     def _take_next(self, now: float) -> Item | None:
-        if self._retries and self._retries[0].ready <= now:
-            return heapq.heappop(self._retries).item
-        if not self._buffer:
+        """The next item to run (a retry whose backoff is over first)."""
+        while True:
+            if self._retries and self._retries[0].ready <= now:
+                return heapq.heappop(self._retries).item
+            buffer, inflight = self._buffer, self._inflight
+            while buffer:
+                seq, key, data, kind, attempts = buffer.popleft()
+                if seq in inflight:
+                    continue
+                delta = self._delta
+                delta["pending"] -= 1
+                delta["processing"] += 1
+                return Item(seq, key, data, attempts + 1, self._batch_dir, kind)
             if self._exhausted:
                 return None
             assert self.store is not None
             if self._cursor < 0 and self._first_staged is not None:
-                self._commit()  # a re-scan must not see our own uncommitted dispatches as pending
+                self._commit()  # a re-scan must not see our own uncommitted outcomes as pending
             rows = self.store.next_pending(self._cursor, FETCH_PAGE)
             if not rows:
                 self._exhausted = True
                 return None
-            self._buffer.extend(rows)
+            buffer.extend(rows)
             self._cursor = rows[-1].seq
-        while self._buffer:
-            row = self._buffer.popleft()
-            if row.seq in self._inflight:
-                continue
-            self._delta["pending"] -= 1
-            self._delta["processing"] += 1
-            return Item(
-                seq=row.seq,
-                key=row.key,
-                data=row.data,
-                attempt=row.attempts + 1,
-                batch_dir=str(self.batch.path),
-                kind=row.kind,
-            )
-        return self._take_next(now)
 
     def _memory_ok(self) -> bool:
         limit = self.config.memory_limit_mb
@@ -985,8 +977,11 @@ class BatchRunner:
     _ORDER: Final = ("processing", "retrying", "pending_with_error", "requeue", "skip", "failed", "complete", "attempt")
 
     def _stage_row(self, kind: str, row: tuple[Any, ...]) -> None:
+        """Stage one change for the next group commit. An item's status change counts toward
+        COMMIT_MAX_CHANGES; the attempt row that logs it goes with it and does not."""
         self._stage[kind].append(row)
-        self._staged += 1
+        if kind != "attempt":
+            self._staged += 1
         if self._first_staged is None:
             self._first_staged = time.monotonic()
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -264,8 +264,9 @@ def _connect(target: str | Path, path: Path, **kwargs: Any) -> _Connection:
     return conn
 
 
-@dataclass(frozen=True, slots=True)
-class PendingRow:
+class PendingRow(NamedTuple):
+    """A pending item as the runner fetches it (a tuple: built for every item dispatched)."""
+
     seq: int
     key: str
     data: Any
@@ -577,7 +578,8 @@ class ItemStore:
             "SELECT seq, key, data, kind, attempts FROM items WHERE status='pending' AND seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         ).fetchall()
-        return [PendingRow(r[0], r[1], orjson.loads(r[2]), r[3], r[4]) for r in rows]
+        loads = orjson.loads
+        return [PendingRow(seq, key, loads(data), kind, attempts) for seq, key, data, kind, attempts in rows]
 
     def requeue_processing(self) -> int:
         """Crash recovery: items left 'processing' go back to 'pending', attempts kept."""
