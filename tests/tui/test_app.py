@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -120,6 +121,30 @@ def test_dashboard_running_pause_and_stop_go_through_control(tmp_path: Path) -> 
                 await pilot.press("y")
                 await pilot.pause(0.1)
                 assert [c["op"] for c in _commands(batch)] == ["pause", "stop"]
+
+    run(body)
+
+
+def test_dashboard_title_says_where_a_dask_run_runs(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    live = json.loads((batch / "live_progress.json").read_text())
+    live["cluster"] = {
+        "scheduler": "tcp://10.0.0.5:8786",
+        "local": False,
+        "workers": 3,
+        "threads": 6,
+        "memory_used_mb": 512.0,
+        "memory_total_mb": 4096.0,
+    }
+    (batch / "live_progress.json").write_text(json.dumps(live))
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = _app(tmp_path, batch)
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.pause(0.3)
+                title = _text(app.screen.query_one("#title"))
+                assert "RUNNING" in title and "on dask tcp://10.0.0.5:8786" in title, title
 
     run(body)
 

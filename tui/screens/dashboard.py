@@ -247,6 +247,9 @@ class DashboardScreen(Screen[None]):
         engine = ""
         if self.live is not None and self.alive:
             engine = " in this app" if self.in_process else f" pid {self.live.pid}"
+            cluster = self.live.cluster
+            if cluster is not None:  # where the items run: the title says it, not only the counts row
+                engine += " on a local dask cluster" if cluster.local else f" on dask {cluster.scheduler}"
         title.append(f"   [{label.upper()}{engine}]", style="bold")
         if self.live is not None and self.live.halt_reason:
             title.append("  ")
