@@ -7,8 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tenacity import RetryCallState, wait_exponential_jitter
-
 from .config import BatchConfig
 
 
@@ -16,10 +14,12 @@ class Backoff:
     """Exponential backoff with jitter, computed by tenacity's own wait strategy.
 
     The runner never sleeps: it asks for the delay of an attempt and schedules the retry.
+    tenacity is imported at the first retry: it pulls in asyncio (and tornado, where dask
+    installed it), a cost every start would pay though most runs never retry.
     """
 
     def __init__(self, initial: float, maximum: float) -> None:
-        self._wait = wait_exponential_jitter(initial=initial, max=maximum, jitter=max(initial, 0.001))
+        self._wait: Any = None
         self.initial = initial
         self.maximum = maximum
 
@@ -27,6 +27,12 @@ class Backoff:
         """Seconds to wait after the ``failed_attempt``-th attempt (1-based) failed."""
         if self.initial <= 0:
             return 0.0
+        from tenacity import RetryCallState, wait_exponential_jitter
+
+        if self._wait is None:
+            self._wait = wait_exponential_jitter(
+                initial=self.initial, max=self.maximum, jitter=max(self.initial, 0.001)
+            )
         state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         state.attempt_number = failed_attempt
         return float(min(self._wait(state), self.maximum))
