@@ -1,7 +1,8 @@
 """Helpers shared by the bench scripts: timing commands, peak RSS, CPU time, medians, tables.
 
 Every bench script is runnable on its own (``python -m bench.<name> --help``) from the repo root
-and uses only the standard library, psutil and orjson.
+and uses only the standard library, psutil and orjson, except bench_watch, which reads the
+terminal through pyte (``pip install -e '.[bench]'``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
 def noop(item: Any) -> None:
     return None
+
+
+def fail_every_50(item: Any) -> None:
+    """A no-op that raises for every 50th item (seq % 50 == 0), so the error views have content."""
+    if item.seq % 50 == 0:
+        raise ValueError(f"bench failure on item {item.seq}")
+
+
+def sleepy(item: Any) -> None:
+    """Sleeps 20 ms: a batch that keeps its engine running while it is watched."""
+    time.sleep(0.02)

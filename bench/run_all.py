@@ -2,7 +2,7 @@
 bench/results/latest.txt (gitignored).
 
     python -m bench.run_all            # full: scale on 1,000,000 items (about 10 minutes on 2 cores)
-    python -m bench.run_all --quick    # scale on 100,000 items, fewer rounds elsewhere
+    python -m bench.run_all --quick    # scale on 100,000 items, watch on 50,000, fewer rounds elsewhere
     python -m bench.run_all --only shell,inproc
 
 Each bench runs in its own fresh interpreter (python -m bench.<name>), one after the other, so
@@ -44,6 +44,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
             if "--quick" in helptext:
                 extra = ["--quick"]
         steps.append(("bench_tui_table", extra))
+    steps.append(("bench_watch", ["--items", "50000", "--reps", "2"] if quick else []))
     return steps
 
 
@@ -66,8 +67,12 @@ def git_rev() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="scale on 100,000 items, fewer rounds elsewhere")
-    ap.add_argument("--only", default="", help="comma list of benches to run (shell,inproc,durability,scale,tui_table)")
+    ap.add_argument(
+        "--quick", action="store_true", help="scale on 100,000 items, watch on 50,000, fewer rounds elsewhere"
+    )
+    ap.add_argument(
+        "--only", default="", help="comma list of benches to run (shell,inproc,durability,scale,tui_table,watch)"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.txt", help="combined text [bench/results/latest.txt]")
     args = ap.parse_args(argv)
     only = {f"bench_{x.strip().removeprefix('bench_')}" for x in args.only.split(",") if x.strip()}
