@@ -323,6 +323,40 @@ def check_config(pf: Preflight, config: BatchConfig, processor: ProcessorSpec) -
             importlib.import_module("dask.distributed")
         except ImportError:
             pf.add("executor", "fail", "the dask executor needs the extra: pip install 'batchtui[dask]'")
+        if config.scheduler:
+            check_scheduler(pf, config.scheduler)
+
+
+def check_scheduler(pf: Preflight, address: str, timeout: float = 3.0) -> None:
+    """A TCP connect to the scheduler's address: a wrong one fails here in seconds, not after the
+    client's 15 s. Addresses that are not host:port over TCP (a scheduler file...) are left to
+    the client."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or port is None:
+        pf.add("scheduler", "fail", f"--scheduler {address!r} is not host:port", "e.g. tcp://10.0.0.5:8786")
+        return
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        pf.add(
+            "scheduler",
+            "fail",
+            f"cannot reach the dask scheduler at {host}:{port}: {reason}",
+            "start it (`dask scheduler`) or fix --scheduler",
+        )
+        return
+    pf.add("scheduler", "ok", f"dask scheduler {host}:{port} answers")
 
 
 def check_store(pf: Preflight, batch_path: Path) -> None:

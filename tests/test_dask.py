@@ -334,6 +334,24 @@ def test_existing_scheduler_is_used_and_left_running(tmp_path: Path, out_dir: Pa
         cluster.close()
 
 
+@needs_dask
+def test_unreachable_scheduler_fails_in_preflight(tmp_path: Path, out_dir: Path, work: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """A wrong --scheduler is caught before any batch is made, in seconds (not the client's 15 s)."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    items = _items(tmp_path, 3)
+    t0 = time.monotonic()
+    args = ["run", str(items), "--call", f"{work}:slow", "--executor", "dask", "--scheduler", f"tcp://127.0.0.1:{port}"]
+    proc = run_cli([*args, "--headless"], timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot reach the dask scheduler at 127.0.0.1:{port}" in proc.stderr + proc.stdout
+    assert time.monotonic() - t0 < 10
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
 # -- without dask ----------------------------------------------------------------------------------
 
 

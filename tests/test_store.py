@@ -130,3 +130,24 @@ def test_values_json_cannot_hold_fall_back_to_executemany(tmp_path: Path) -> Non
         assert store.conn.execute("SELECT data FROM items").fetchone() == (b"bytes",)
     finally:
         store.close()
+
+
+def test_a_bounded_health_check_stops_in_time_and_still_finds_a_damaged_header(tmp_path: Path) -> None:
+    import time
+
+    from batchtui.engine.recover import store_is_healthy
+
+    path = tmp_path / "items.db"
+    store = ItemStore.create(path, durable=False)
+    try:
+        rows = [(f"key-{i:07d}-" + "x" * 200, '{"line": 1}', "line", "pending", *(None,) * 6) for i in range(60_000)]
+        store.enqueue(rows)
+    finally:
+        store.close()
+    t0 = time.monotonic()
+    assert store_is_healthy(path, budget_s=0.0)  # stopped at once: nothing wrong in what it read
+    assert time.monotonic() - t0 < 1.0
+    assert store_is_healthy(path)  # the whole file
+    with path.open("r+b") as fh:
+        fh.write(b"not an sqlite file at all" * 4)
+    assert not store_is_healthy(path, budget_s=1.0)

@@ -989,8 +989,9 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
 
     damaged = f"{bdir.items_db} is damaged or unreadable (the manifest says {manifest.state.value}, "
     damaged += f"{counts.finished}/{counts.total} done); rebuild it with `batchtui recover {bdir.batch_id}`"
-    # A live engine would have failed on a damaged store; otherwise check it (SQLite quick_check).
-    if bdir.alive() is None and not store_is_healthy(bdir.items_db):
+    # A live engine would have failed on a damaged store; otherwise check it (SQLite quick_check,
+    # for at most a second: `batchtui check` and `recover` check the whole file).
+    if bdir.alive() is None and not store_is_healthy(bdir.items_db, budget_s=1.0):
         fail(damaged)
     try:
         store = ItemStore.open_readonly(bdir.items_db)
