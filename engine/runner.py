@@ -754,13 +754,17 @@ class BatchRunner:
             if self._exhausted:
                 return None
             assert self.store is not None
-            if self._cursor < 0 and self._first_staged is not None:
-                self._commit()  # a re-scan must not see our own uncommitted outcomes as pending
+            # The store must not show our own outcomes as still pending: commit them first. An
+            # item still running is 'pending' there too (it is marked 'processing' only after
+            # MARK_AFTER_S), so it is left out of the page now, not only when popped: it may
+            # finish (leave _inflight) before its row would come up.
+            if self._first_staged is not None:
+                self._commit()
             rows = self.store.next_pending(self._cursor, FETCH_PAGE)
             if not rows:
                 self._exhausted = True
                 return None
-            buffer.extend(rows)
+            buffer.extend(row for row in rows if row.seq not in inflight)
             self._cursor = rows[-1].seq
 
     def _memory_ok(self) -> bool:

@@ -182,8 +182,10 @@ def test_concurrent_control_commands_all_acked(tmp_path: Path, out_dir: Path) ->
         assert ids <= set(read_json(batch / "live_progress.json")["acked"])
         # Whatever order they landed in, the last word is ours: go on, and finish.
         final = cli(["unpause", batch.name, "--wait", "20"], out=out_dir, cwd=tmp_path)
-        assert final.returncode == 0, final.stderr
-        assert engine.wait(timeout=120) in (0, 1)
+        if final.returncode != 0:  # an unpause landed last and the batch has already finished
+            assert "no engine is running" in final.stderr and engine.poll() is not None, final.stderr
+        code = engine.wait(timeout=120)
+        assert code in (0, 1), str(read_json(batch / "live_progress.json")["counts"])
     finally:
         if engine.poll() is None:
             kill_group(engine)
