@@ -1141,7 +1141,7 @@ class BatchRunner:
                 flight.marked = True
                 marks.append((flight.started_at, seq))
         if marks:
-            self._stage["processing"] = marks
+            self._stage["processing"].extend(marks)  # _periodic may have staged some already
         return bool(marks)
 
     def _periodic(self) -> None:
