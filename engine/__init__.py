@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from .batchdir import BatchDir, iter_batches, resolve_batch
 from .config import BatchConfig, load_config
+from .enqueue import create_batch
 from .errors import Fatal, UserError
 from .models import BatchState, ItemStatus, LiveProgress, Manifest, Report
 from .processors import Item, ProcessorSpec, ProcessOutput
-from .runner import BatchRunner, RunResult, create_batch
+from .runner import BatchRunner, RunResult
 
 __all__ = [
     "BatchConfig",

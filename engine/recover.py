@@ -136,7 +136,7 @@ def recover_batch(
     Refuses (UserError) while an engine runs the batch, when the store is healthy (unless
     ``force``), when the manifest is unreadable, and when the source cannot be read again.
     """
-    from .runner import enqueue_source  # the runner imports the store; import it only here
+    from .enqueue import enqueue_source
 
     lock = BatchLock(batch.lock)
     lock.acquire(wait=0.5)

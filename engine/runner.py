@@ -17,27 +17,25 @@ from __future__ import annotations
 import collections
 import contextlib
 import heapq
-import itertools
 import logging
 import os
 import queue
-import shutil
 import signal
 import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
 import orjson
 
 from .batchdir import HOST, BatchDir, BatchLock, now_iso, parse_iso
 from .config import BatchConfig
 from .control import ControlReader, ControlWatcher
-from .errors import ErrorInfo, InvalidRecord, ItemTimeout, UserError, classify, normalize_message
+from .enqueue import enqueue_source
+from .errors import ErrorInfo, ItemTimeout, classify, normalize_message
 from .executors import CompletionQueue, Executor, Outcome, WorkerInitError, make_executor
 from .files import ResultsLog, WriteFailed, dumps, iter_jsonl, read_model, write_model
 from .models import (
@@ -56,7 +54,7 @@ from .models import (
 from .monitor import MemoryMonitor, RateMeter
 from .policy import Backoff, HaltCheck, TokenBucket
 from .processors import Item, ProcessorSpec
-from .sources import SourceSpec, iter_items
+from .sources import SourceSpec
 from .store import ItemStore
 
 log = logging.getLogger("batchtui.engine")
@@ -103,137 +101,6 @@ def exit_code_for(state: BatchState, counts: Counts) -> int:
 
 def resume_command(batch: BatchDir) -> str:
     return f"batchtui resume {batch.batch_id} --output-dir {batch.path.parent}"
-
-
-# -- creating a batch ------------------------------------------------------------------------
-
-
-def _rows(spec: SourceSpec, stdin: TextIO | None, at: str, counter: list[int]) -> Iterator[tuple[Any, ...]]:
-    kinds = frozenset(e.kind for e in spec.entries)
-    for item in iter_items(spec, stdin):
-        counter[0] += 1
-        data = orjson.dumps(item.data).decode()
-        kind = _kind_of(item.data, kinds)
-        if item.invalid is None:
-            yield (item.key, data, kind, "pending", None, None, None, None, None, None)
-        else:
-            info = classify(InvalidRecord(item.invalid))
-            yield (
-                item.key,
-                data,
-                kind,
-                "failed",
-                info.error_type,
-                info.category,
-                info.message,
-                f"{item.origin}: {item.invalid}" if item.origin else item.invalid,
-                normalize_message(info.message),
-                at,
-            )
-
-
-def _kind_of(data: Any, kinds: frozenset[str]) -> str:
-    if isinstance(data, dict):
-        return "record"
-    if kinds <= {"dir", "files"}:
-        return "file"
-    if kinds.isdisjoint({"dir", "files"}):
-        return "line"
-    return "file" if os.path.isabs(str(data)) and os.path.exists(str(data)) else "line"
-
-
-def enqueue_source(
-    store: ItemStore,
-    source: SourceSpec,
-    *,
-    stdin: TextIO | None = None,
-    on_enqueue: Callable[[int], None] | None = None,
-) -> int:
-    """Enqueue every item of the source (or the rest of it, after an interrupted enqueue).
-
-    Returns the total number of duplicates dropped.
-    """
-    already = int(store.get_meta("enqueue_read", 0) or 0)
-    if already and any(e.kind == "stdin" for e in source.entries):
-        raise UserError("this batch was interrupted while reading stdin, which cannot be read again; start a new batch")
-    counter = [0]
-    rows: Iterator[tuple[Any, ...]] = _rows(source, stdin, now_iso(), counter)
-    if already:
-        rows = itertools.islice(rows, already, None)
-    if on_enqueue is not None:
-        rows = _report_every(rows, counter, on_enqueue)
-    store.enqueue(rows)
-    with store.transaction():
-        store.set_meta("enqueue_done", 1)
-    return int(store.get_meta("duplicates_dropped", 0) or 0)
-
-
-def create_batch(
-    config: BatchConfig,
-    source: SourceSpec,
-    processor: ProcessorSpec,
-    *,
-    stdin: TextIO | None = None,
-    on_enqueue: Callable[[int], None] | None = None,
-) -> BatchDir:
-    """Create the batch directory and enqueue every item (streamed, deduplicated by key).
-
-    A user error in the source (a bad encoding, a missing header) removes the half-made batch;
-    a crash leaves it resumable (the enqueue continues on resume).
-    """
-    bdir = BatchDir.create(Path(config.output_dir).resolve())
-    try:
-        created = now_iso()
-        name = config.name or _default_name(source)
-        manifest = Manifest(
-            batch_id=bdir.batch_id,
-            name=name,
-            created_at=created,
-            source=source.model_dump(mode="json"),
-            processor=processor.model_dump(mode="json"),
-            config=config.model_dump(mode="json"),
-        )
-        write_model(bdir.manifest, manifest, durable=config.fsync)
-        store = ItemStore.create(bdir.items_db, durable=config.fsync)
-        try:
-            with store.transaction():
-                store.set_meta("results_offset", 0)
-                store.set_meta("commit_seq", 0)
-                store.set_meta("control_offset", 0)
-            dropped = enqueue_source(store, source, stdin=stdin, on_enqueue=on_enqueue)
-            counts = store.counts()
-        finally:
-            store.close()
-        manifest = manifest.model_copy(update={"totals": counts, "duplicates_dropped": dropped})
-        write_model(bdir.manifest, manifest, durable=config.fsync, backup=True)
-        ResultsLog(bdir.results).close()
-    except WriteFailed as exc:
-        shutil.rmtree(bdir.path, ignore_errors=True)
-        raise UserError(
-            f"cannot create the batch: cannot write {exc.path.name}: {exc.reason}."
-            " The half-made batch was removed: free some space, then run again"
-        ) from None
-    except (UserError, KeyboardInterrupt):
-        shutil.rmtree(bdir.path, ignore_errors=True)
-        raise
-    return bdir
-
-
-def _report_every(
-    rows: Iterator[tuple[Any, ...]], counter: list[int], cb: Callable[[int], None]
-) -> Iterator[tuple[Any, ...]]:
-    next_at = 100_000
-    for row in rows:
-        yield row
-        if counter[0] >= next_at:
-            cb(counter[0])
-            next_at += 100_000
-
-
-def _default_name(source: SourceSpec) -> str:
-    from .sources import describe
-
-    return describe(source)[:80]
 
 
 # -- running a batch -------------------------------------------------------------------------

@@ -20,8 +20,9 @@ from pathlib import Path
 os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
 
 from batchtui.engine.config import load_config
+from batchtui.engine.enqueue import create_batch
 from batchtui.engine.processors import demo_spec
-from batchtui.engine.runner import BatchRunner, create_batch
+from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import SourceEntry, SourceSpec
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.screens.browser import BrowserScreen

@@ -21,6 +21,7 @@ import click
 
 from batchtui.engine.batchdir import BatchDir, iter_batches, parse_iso, resolve_batch
 from batchtui.engine.config import OPERATIONAL, BatchConfig, load_config
+from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import UserError
 from batchtui.engine.files import DamagedFile
 from batchtui.engine.models import BatchState, Counts, LiveProgress, Manifest
@@ -28,7 +29,6 @@ from batchtui.engine.runner import (
     EXIT_USAGE,
     BatchRunner,
     RunResult,
-    create_batch,
     exit_code_for,
     resume_command,
 )

@@ -309,8 +309,8 @@ def test_theme_help_and_palette(tmp_path: Path) -> None:
 
 def test_browser_r_resumes_a_batch_with_its_engine_in_the_app(tmp_path: Path) -> None:
     from batchtui.engine.config import load_config
+    from batchtui.engine.enqueue import create_batch
     from batchtui.engine.processors import shell_spec
-    from batchtui.engine.runner import create_batch
     from batchtui.engine.sources import build_spec
 
     items = tmp_path / "items.txt"

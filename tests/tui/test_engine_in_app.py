@@ -9,8 +9,9 @@ import orjson
 
 from batchtui.engine.batchdir import engine_alive
 from batchtui.engine.config import load_config
+from batchtui.engine.enqueue import create_batch
 from batchtui.engine.processors import shell_spec
-from batchtui.engine.runner import BatchRunner, create_batch
+from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.screens.modals import QuitScreen
