@@ -229,6 +229,14 @@ class ResultsLog:
         self._dirty = False
         return self.offset
 
+    def datasync(self) -> None:
+        """Make every line appended so far durable. Safe from another thread (the run's
+        committer) while this one appends: it never touches the offset or the dirty flag."""
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            raise write_failed(self.path, exc) from None
+
     def truncate_to(self, offset: int) -> None:
         """Cut the log back to a committed offset (used only by ``recover`` tooling)."""
         os.ftruncate(self._fd, offset)

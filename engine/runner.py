@@ -32,6 +32,7 @@ from typing import Any, Final
 import orjson
 
 from .batchdir import HOST, BatchDir, BatchLock, now_iso, parse_iso
+from .committer import CommitJob, Committer
 from .config import BatchConfig
 from .control import ControlReader, ControlWatcher
 from .enqueue import enqueue_source
@@ -209,6 +210,9 @@ class BatchRunner:
         self.write_failure: WriteFailed | None = None
         self._control_saved = -1
         self._marks_stamp = 0.0
+        self.committer: Committer | None = None
+        self._next_commit_seq = 0
+        self._high = -1  # the highest seq fetched this run: a scan below it must commit first
 
     # -- thread-safe API -------------------------------------------------------------------
 
@@ -255,6 +259,8 @@ class BatchRunner:
                 signal.signal(signum, handler)
             if self.executor is not None:
                 self.executor.shutdown(wait=1.0)
+            if self.committer is not None:
+                self.committer.close()
             if self.store is not None:
                 self.store.close()
             if self.results is not None:
@@ -287,8 +293,9 @@ class BatchRunner:
         if adopted:
             self._warn(f"adopted {adopted} results written just before the last crash (not redone)")
         self.counts = store.counts()
-        self.cost_spent = store.total_cost()
-        self._max_item_cost = store.max_cost()
+        if self.counts.complete:  # a new batch has spent nothing: skip two scans of the table
+            self.cost_spent = store.total_cost()
+            self._max_item_cost = store.max_cost()
         self._cost_known = self.counts.complete > 0
         self.rate.add(self.counts.finished)
 
@@ -313,6 +320,16 @@ class BatchRunner:
         self._take_over_control(store)
         self._write_manifest()
         self._write_live(force=True)
+        self._next_commit_seq = self.commit_seq
+        self.committer = Committer(
+            store.second_writer(durable=durable),
+            self.results,
+            order=self._ORDER,
+            sql=self._SQL,
+            durable=durable,
+            synced_offset=0,  # the first commit syncs whatever the file holds
+            wake=lambda: self.completions.put([]),
+        )
         self.executor = make_executor(self.spec, self.config, self.completions)
         try:
             self.executor.start()
@@ -348,6 +365,7 @@ class BatchRunner:
         assert self.store is not None
         offset = self.control_reader.offset
         if offset != self._control_saved:
+            self._commit()  # the committer is idle while this thread writes
             with self.store.transaction():
                 self.store.set_meta("control_offset", offset)
             self._control_saved = offset
@@ -411,6 +429,8 @@ class BatchRunner:
         self._lines.clear()
         self._retries.clear()
         self._buffer.clear()
+        if self.committer is not None:
+            self.committer.abandon()  # queued group commits are dropped like the staged ones
         if self.executor is not None:
             with contextlib.suppress(Exception):
                 self.executor.kill_all()
@@ -419,6 +439,7 @@ class BatchRunner:
         try:  # a small transaction may still fit (a file size limit hit by results.jsonl)
             self.store.requeue_processing()
             self.counts = self.store.counts()
+            self.commit_seq = int(self.store.get_meta("commit_seq", self.commit_seq) or 0)
         except (WriteFailed, sqlite3.Error) as again:
             log.warning("items left 'processing' go back to pending on resume (%s)", again)
 
@@ -466,7 +487,7 @@ class BatchRunner:
                     if more:
                         self._on_outcomes(more)
                         if self._staged >= COMMIT_MAX_CHANGES:
-                            self._commit()  # the contract: at most ~1000 changes a transaction
+                            self._commit(wait=False)  # the contract: at most ~1000 changes a transaction
             self._maybe_commit()
             self._periodic()
 
@@ -621,11 +642,13 @@ class BatchRunner:
             if self._exhausted:
                 return None
             assert self.store is not None
-            # The store must not show our own outcomes as still pending: commit them first. An
-            # item still running is 'pending' there too (it is marked 'processing' only after
-            # MARK_AFTER_S), so it is left out of the page now, not only when popped: it may
-            # finish (leave _inflight) before its row would come up.
-            if self._first_staged is not None:
+            # A page past every seq fetched so far holds only items this run never touched. A
+            # re-scan (after a skip or a retry) comes back over items this run has finished:
+            # the store must not show our own outcomes as still pending, so everything staged
+            # is committed first. An item still running is 'pending' there too (it is marked
+            # 'processing' only after MARK_AFTER_S), so it is left out of the page now, not
+            # only when popped: it may finish (leave _inflight) before its row would come up.
+            if self._cursor < self._high:
                 self._commit()
             rows = self.store.next_pending(self._cursor, FETCH_PAGE)
             if not rows:
@@ -633,6 +656,7 @@ class BatchRunner:
                 return None
             buffer.extend(row for row in rows if row.seq not in inflight)
             self._cursor = rows[-1].seq
+            self._high = max(self._high, self._cursor)
 
     def _memory_ok(self) -> bool:
         limit = self.config.memory_limit_mb
@@ -740,11 +764,8 @@ class BatchRunner:
             self._failed(o, flight, finished_at, classify(TypeError(f"result is not JSON-serializable: {exc}")))
             return
         self._lines.append(raw)
+        # Its attempt row is written by the store's trigger, from this same update.
         self._stage_row("complete", (o.attempt, finished_at, o.duration, o.cost, result_json, flight.started_at, o.seq))
-        self._stage_row(
-            "attempt",
-            (o.seq, o.attempt, "complete", flight.started_at, finished_at, o.duration, None, None, None, None),
-        )
         self._delta["processing"] -= 1
         self._delta["complete"] += 1
 
@@ -857,36 +878,46 @@ class BatchRunner:
             self._first_staged = time.monotonic()
 
     def _maybe_commit(self) -> None:
-        if self._first_staged is None:
-            return
-        if self._staged >= COMMIT_MAX_CHANGES or time.monotonic() - self._first_staged >= COMMIT_INTERVAL_S:
-            self._commit()
+        """Hand the staged changes to the committer when due; take in finished commits."""
+        first = self._first_staged
+        if first is not None and (self._staged >= COMMIT_MAX_CHANGES or time.monotonic() - first >= COMMIT_INTERVAL_S):
+            self._commit(wait=False)
+        elif self.committer is not None:
+            self._settle(self.committer.done())
 
-    def _commit(self) -> None:
-        """One group commit: fsync results.jsonl, then one transaction for all staged changes."""
-        if self._first_staged is None:
+    def _commit(self, wait: bool = True) -> None:
+        """One group commit of everything staged, carried out by the committer: fsync
+        results.jsonl, then one transaction with the changes and the results offset.
+
+        ``wait`` (the default) returns once every commit handed over so far is done and its
+        counts applied: the store may then be read or written on this thread. The hot path
+        passes ``wait=False`` and goes on while the committer works."""
+        committer = self.committer
+        if committer is None:
+            return  # not running yet (or no more): nothing can be staged
+        if self._first_staged is not None:
+            assert self.results is not None
+            self._stage_marks(time.monotonic())
+            self._next_commit_seq += 1
+            job = CommitJob(self._stage, self.results.offset, self._next_commit_seq, self._delta)
+            self._stage = collections.defaultdict(list)
+            self._delta = collections.Counter()
+            self._staged = 0
+            self._first_staged = None
+            committer.submit(job)
+        self._settle(committer.drain() if wait else committer.done())
+
+    def _settle(self, jobs: list[CommitJob]) -> None:
+        """Committed jobs: their counts become the batch's counts (what views show)."""
+        if not jobs:
             return
-        assert self.store is not None and self.results is not None
-        offset = self.results.sync(self.config.fsync)
-        self._stage_marks(time.monotonic())
-        with self.store.transaction() as conn:
-            for kind in self._ORDER:
-                rows = self._stage.get(kind)
-                if rows:
-                    conn.executemany(self._SQL[kind], rows)
-            self.commit_seq += 1
-            conn.executemany(
-                "INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)",
-                (("results_offset", offset), ("commit_seq", self.commit_seq)),
-            )
-        for status, n in self._delta.items():
-            setattr(self.counts, status, getattr(self.counts, status) + n)
-        self._stage.clear()
-        self._delta.clear()
-        self._staged = 0
-        self._first_staged = None
-        self.rate.add(self.counts.finished)
-        reason = self.halts.failure_rate(self.counts.complete, self.counts.failed)
+        counts = self.counts
+        for job in jobs:
+            for status, n in job.delta.items():
+                setattr(counts, status, getattr(counts, status) + n)
+            self.commit_seq = job.commit_seq
+        self.rate.add(counts.finished)
+        reason = self.halts.failure_rate(counts.complete, counts.failed)
         if reason and not self.halt_reason:
             self.halt_reason = reason
         self._write_live()
@@ -1018,7 +1049,7 @@ class BatchRunner:
             self._marks_stamp = now
             if self._stage_marks(now):
                 self._first_staged = now
-                self._commit()
+                self._commit(wait=False)
         if now - self._live_stamp >= LIVE_INTERVAL_S:
             self._write_live()
         if now - self._manifest_stamp >= MANIFEST_INTERVAL_S and self._manifest_counts != self.counts:

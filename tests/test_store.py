@@ -67,9 +67,10 @@ def _fill(path: Path, *, json_bulk: bool, monkeypatch: pytest.MonkeyPatch) -> li
                         0,
                     ),
                     (2, "2026-11-23T10:00:01.000+00:00", 1.5e-7, 0.003, "null", None, 1),
-                    # the same seq twice in one group: the last one wins, as with executemany
+                    # the same seq twice in one group: the last one wins, as with executemany (the
+                    # same attempt: the store's trigger logs one attempt row either way)
                     (1, "x", 0.1, None, '"first"', None, 2),
-                    (3, "y", 0.2, 12, '"second"', None, 2),
+                    (1, "y", 0.2, 12, '"second"', None, 2),
                 ],
             )
             Bulk.of(sql["failed"]).run(
@@ -102,7 +103,7 @@ def test_json_bulk_matches_executemany(tmp_path: Path, monkeypatch: pytest.Monke
     with_many = _fill(tmp_path / "many.db", json_bulk=False, monkeypatch=monkeypatch)
     assert with_json == with_many
     seq2 = next(r for r in with_json if r[0] == 2)
-    assert seq2[-1] == '"second"' and seq2[5] == 3  # result, attempts of the last row for seq 2
+    assert seq2[-1] == '"second"' and seq2[13] == 0.2  # result, duration of the last row for seq 2
     assert [r[0] for r in with_json[:53]] == list(range(53))  # dense seq, input order
     assert [r[1] for r in with_json[51:53]] == ["nul \x00 a", "nul \x00 b"]
 
@@ -151,3 +152,38 @@ def test_a_bounded_health_check_stops_in_time_and_still_finds_a_damaged_header(t
     with path.open("r+b") as fh:
         fh.write(b"not an sqlite file at all" * 4)
     assert not store_is_healthy(path, budget_s=1.0)
+
+
+def test_completing_an_item_logs_its_attempt(tmp_path: Path) -> None:
+    """The store's trigger writes the attempt row of a completion from the items row itself."""
+    path = tmp_path / "items.db"
+    store = ItemStore.create(path, durable=False)
+    try:
+        store.enqueue([(f"k{i}", "null", "line", "pending", *(None,) * 6) for i in range(3)])
+        with store.transaction() as conn:
+            Bulk.of(BatchRunner._SQL["complete"]).run(
+                conn,
+                [(2, "2026-11-23T10:00:01+00:00", 0.5, None, "null", "2026-11-23T10:00:00+00:00", 1)],
+            )
+        a = store.attempts(1)[0]
+        assert (a.seq, a.attempt, a.status, a.started_at, a.finished_at, a.duration_s, a.error) == (
+            1, 2, "complete", "2026-11-23T10:00:00+00:00", "2026-11-23T10:00:01+00:00", 0.5, None,
+        )  # fmt: skip
+        assert store.attempts(0) == [] and store.attempts(2) == []
+    finally:
+        store.close()
+
+
+def test_a_store_made_without_the_trigger_gets_it_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "items.db"
+    ItemStore.create(path, durable=False).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER attempt_of_complete")  # as made by an earlier batchtui
+    store = ItemStore.open(path, durable=False)
+    try:
+        store.enqueue([("k", "null", "line", "pending", *(None,) * 6)])
+        with store.transaction() as conn:
+            conn.execute(BatchRunner._SQL["complete"], (1, "t1", 0.1, None, "null", "t0", 0))
+        assert [(a.seq, a.attempt, a.status) for a in store.attempts(0)] == [(0, 1, "complete")]
+    finally:
+        store.close()
