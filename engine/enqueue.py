@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import orjson
 
@@ -21,34 +22,80 @@ from .errors import InvalidRecord, UserError, classify, normalize_message
 from .files import ResultsLog, WriteFailed, write_model
 from .models import Manifest
 from .processors import ProcessorSpec
-from .sources import SourceSpec, iter_items
+from .sources import SourceItem, SourceSpec, iter_blocks, line_keys
 from .store import ItemStore
 
 # -- creating a batch ------------------------------------------------------------------------
 
+# What orjson escapes in a string (the rest it writes as is, in UTF-8), and the lone surrogates
+# it refuses.
+_JSON_ESCAPED: Final = re.compile(r'["\\\x00-\x1f\ud800-\udfff]')
 
-def _rows(spec: SourceSpec, stdin: TextIO | None, at: str, counter: list[int]) -> Iterator[tuple[Any, ...]]:
+
+def _rows(spec: SourceSpec, stdin: TextIO | None, at: str, skip: int = 0) -> Iterator[tuple[Any, ...]]:
+    """The store rows of every source item after the first ``skip`` (those an interrupted enqueue
+    already stored), in source order. The source is still read from its start, so an error in
+    it is raised whether or not it lies in the part skipped."""
     kinds = frozenset(e.kind for e in spec.entries)
-    for item in iter_items(spec, stdin):
-        counter[0] += 1
-        data = orjson.dumps(item.data).decode()
-        kind = _kind_of(item.data, kinds)
-        if item.invalid is None:
-            yield (item.key, data, kind, "pending", None, None, None, None, None, None)
-        else:
-            info = classify(InvalidRecord(item.invalid))
-            yield (
-                item.key,
-                data,
-                kind,
-                "failed",
-                info.error_type,
-                info.category,
-                info.message,
-                f"{item.origin}: {item.invalid}" if item.origin else item.invalid,
-                normalize_message(info.message),
-                at,
-            )
+    # The kind of every line when no entry makes files; else it is worked out per line.
+    line_kind = "line" if kinds.isdisjoint({"dir", "files"}) else None
+    dumps = orjson.dumps
+    for block in iter_blocks(spec, stdin):
+        if isinstance(block, tuple):  # a record read
+            if skip:
+                skip -= 1
+            else:
+                yield (block[0], dumps(block[1]).decode(), "record", "pending", None, None, None, None, None, None)
+            continue
+        if isinstance(block, SourceItem):
+            if skip:
+                skip -= 1
+            else:
+                yield _item_row(block, kinds, at)
+            continue
+        if skip:
+            if skip >= len(block):
+                skip -= len(block)
+                continue
+            block = block[skip:]
+            skip = 0
+        yield from _line_rows(block, line_kind, kinds)
+
+
+def _line_rows(lines: list[str], kind: str | None, kinds: frozenset[str]) -> list[tuple[Any, ...]]:
+    """The rows of a block of stripped lines: what :func:`_item_row` makes of their items."""
+    keys = line_keys(lines)
+    joined = "".join(lines)
+    if (joined.isprintable() and '"' not in joined and "\\" not in joined) or _JSON_ESCAPED.search(joined) is None:
+        # Nothing JSON escapes (no control character, so no newline either): a line's JSON is
+        # the line in quotes, made for the whole block at once.
+        data = ('"' + '"\n"'.join(lines) + '"').split("\n")
+    else:
+        dumps = orjson.dumps
+        data = [dumps(line).decode() for line in lines]
+    kind_of = itertools.repeat(kind) if kind is not None else [_kind_of(line, kinds) for line in lines]
+    none = itertools.repeat(None)
+    return list(zip(keys, data, kind_of, itertools.repeat("pending"), none, none, none, none, none, none))
+
+
+def _item_row(item: SourceItem, kinds: frozenset[str], at: str) -> tuple[Any, ...]:
+    data = orjson.dumps(item.data).decode()
+    kind = _kind_of(item.data, kinds)
+    if item.invalid is None:
+        return (item.key, data, kind, "pending", None, None, None, None, None, None)
+    info = classify(InvalidRecord(item.invalid))
+    return (
+        item.key,
+        data,
+        kind,
+        "failed",
+        info.error_type,
+        info.category,
+        info.message,
+        f"{item.origin}: {item.invalid}" if item.origin else item.invalid,
+        normalize_message(info.message),
+        at,
+    )
 
 
 def _kind_of(data: Any, kinds: frozenset[str]) -> str:
@@ -75,12 +122,9 @@ def enqueue_source(
     already = int(store.get_meta("enqueue_read", 0) or 0)
     if already and any(e.kind == "stdin" for e in source.entries):
         raise UserError("this batch was interrupted while reading stdin, which cannot be read again; start a new batch")
-    counter = [0]
-    rows: Iterator[tuple[Any, ...]] = _rows(source, stdin, now_iso(), counter)
-    if already:
-        rows = itertools.islice(rows, already, None)
+    rows = _rows(source, stdin, now_iso(), already)
     if on_enqueue is not None:
-        rows = _report_every(rows, counter, on_enqueue)
+        rows = _report_every(rows, already, on_enqueue)
     store.enqueue(rows)
     with store.transaction():
         store.set_meta("enqueue_done", 1)
@@ -138,14 +182,15 @@ def create_batch(
     return bdir
 
 
-def _report_every(
-    rows: Iterator[tuple[Any, ...]], counter: list[int], cb: Callable[[int], None]
-) -> Iterator[tuple[Any, ...]]:
+def _report_every(rows: Iterator[tuple[Any, ...]], read: int, cb: Callable[[int], None]) -> Iterator[tuple[Any, ...]]:
+    """``rows``, calling ``cb`` with the number of source items read (``read`` were skipped
+    before the first row) once past each multiple of 100,000."""
     next_at = 100_000
     for row in rows:
+        read += 1
         yield row
-        if counter[0] >= next_at:
-            cb(counter[0])
+        if read >= next_at:
+            cb(read)
             next_at += 100_000
 
 

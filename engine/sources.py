@@ -55,6 +55,10 @@ _SNIFF_DELIMITERS: Final = ",;\t|"
 _CSV_FIELD_LIMIT: Final = 64 * 1024 * 1024
 _RAW_LIMIT: Final = 10_000
 _FIELDS_SCAN_LINES: Final = 1000
+# The enqueue reads line sources in blocks of this many characters (or, from a stdin object
+# this module did not open, of this many lines): a few hundred kilobytes at a time.
+_BLOCK_CHARS: Final = 256 * 1024
+_BLOCK_LINES: Final = 8192
 _DEFAULT_PORTS: Final[dict[str, int]] = {"http": 80, "https": 443, "ftp": 21}
 # An http/https/ftp URL split as urllib.parse.urlsplit does (the RFC 3986 appendix B regex), with
 # the authority taken apart: (scheme, userinfo@, host, port, path, query); the fragment is
@@ -70,6 +74,17 @@ _URL_RE: Final = re.compile(
     r"(?:#.*)?\Z",
     re.IGNORECASE | re.ASCII | re.DOTALL,
 )
+
+# A URL that normalize_line_key() returns unchanged: a lowercase http/https/ftp scheme, a host of
+# lowercase ASCII name characters only (no userinfo, no port, no IPv6 literal: str.lower() leaves
+# it as it is), a path, no fragment, and not ending in "?" (an empty query is dropped). Checking
+# this is a fraction of normalizing; anything it does not match takes normalize_line_key().
+_NORMAL_URL_HEAD: Final = r"(?:https?|ftp)://[a-z0-9._~%!$&'()*+,;=-]+/"
+_NORMAL_URL_RE: Final = re.compile(_NORMAL_URL_HEAD + r"[^#]*(?<!\?)", re.ASCII)
+_NORMAL_URL_HEAD_RE: Final = re.compile(_NORMAL_URL_HEAD, re.ASCII)
+# A line start ("\n") where such a head begins; findall() gives the one-character "\n" per match,
+# which allocates nothing.
+_NORMAL_URL_LINES_RE: Final = re.compile(r"\n(?=" + _NORMAL_URL_HEAD + ")", re.ASCII)
 
 # Undecodable bytes become this lone surrogate instead of raising inside the text layer, where
 # the line number is lost (the decoder works on whole chunks). No strict decoder ever produces a
@@ -261,9 +276,32 @@ def iter_items(spec: SourceSpec, stdin: TextIO | None = None) -> Iterator[Source
         elif entry.kind == "stdin":
             yield from _stdin_items(stdin, spec.encoding)
         elif entry.kind == "csv":
-            yield from _csv_items(entry.path, spec)
+            yield from _items_of(_csv_records(entry.path, spec), os.path.basename(entry.path))
         else:
-            yield from _jsonl_items(entry.path, spec)
+            yield from _items_of(_jsonl_records(entry.path, spec), os.path.basename(entry.path))
+
+
+def iter_blocks(spec: SourceSpec, stdin: TextIO | None = None) -> Iterator[SourceItem | Record | list[str]]:
+    """The items of :func:`iter_items`, in the same order, with those of line sources (a lines
+    file, stdin) in blocks: lists of their data (the stripped lines kept), whose keys are
+    :func:`line_keys`; and the CSV and JSONL records read as :data:`Record` tuples (those that
+    cannot be read come as invalid items). The enqueue's fast path: no per-line item, origin
+    or key here.
+
+    Raises :class:`UserError` as :func:`iter_items` does, after the items before the error.
+    """
+    for entry in spec.entries:
+        if entry.kind == "lines":
+            with _open_text(entry.path, spec.encoding) as f:
+                yield from _line_blocks(_read_blocks(f), os.path.basename(entry.path), spec.encoding)
+        elif entry.kind == "stdin":
+            yield from _stdin_blocks(stdin, spec.encoding)
+        elif entry.kind == "csv":
+            yield from _csv_records(entry.path, spec)
+        elif entry.kind == "jsonl":
+            yield from _jsonl_records(entry.path, spec)
+        else:
+            yield from iter_items(spec.model_copy(update={"entries": (entry,)}), stdin)
 
 
 def _file_item(real: str) -> SourceItem:
@@ -399,6 +437,67 @@ def _stdin_items(stdin: TextIO | None, encoding: str) -> Iterator[SourceItem]:
         raise UserError(f"<stdin> is not valid {stdin.encoding or encoding} text") from None
 
 
+def _read_blocks(f: TextIO) -> Iterator[list[str]]:
+    """The lines of ``f`` (without their newline), a block at a time. Only for text opened with
+    universal newlines (every line ends in "\\n" once read): then this splits as iterating does."""
+    tail = ""
+    while chunk := f.read(_BLOCK_CHARS):
+        lines = (tail + chunk).split("\n") if tail else chunk.split("\n")
+        tail = lines.pop()
+        if lines:
+            yield lines
+    if tail:
+        yield [tail]
+
+
+def _iter_blocks(lines: Iterable[str]) -> Iterator[list[str]]:
+    """The lines of any text stream, a block at a time, split as iterating it splits them."""
+    it = iter(lines)
+    while block := list(itertools.islice(it, _BLOCK_LINES)):
+        yield block
+
+
+def _keep(lines: list[str]) -> list[str]:
+    return [line for line in map(str.strip, lines) if line and line[0] != "#"]
+
+
+def _line_blocks(blocks: Iterable[list[str]], name: str, encoding: str) -> Iterator[list[str]]:
+    """:func:`_line_items` a block at a time: the data of the lines kept, block by block."""
+    n = 0  # lines before this block
+    for raw in blocks:
+        if _MARK in "".join(raw):
+            bad = next(i for i, line in enumerate(raw) if _MARK in line)
+            kept = _keep(raw[:bad])
+            if kept:
+                yield kept
+            raise _undecodable(name, n + bad + 1, encoding)
+        n += len(raw)
+        kept = _keep(raw)
+        if kept:
+            yield kept
+
+
+def _stdin_blocks(stdin: TextIO | None, encoding: str) -> Iterator[list[str]]:
+    """:func:`_stdin_items` a block at a time."""
+    if stdin is None or stdin is sys.stdin:
+        if sys.stdin is None:
+            raise UserError("stdin (-) was given but this process has no stdin")
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is not None:
+            wrapper = io.TextIOWrapper(buffer, encoding=_codec(encoding), errors=_MARK_ERRORS)
+            try:
+                yield from _line_blocks(_read_blocks(wrapper), "<stdin>", encoding)
+            finally:
+                wrapper.detach()
+            return
+        stdin = sys.stdin
+    try:
+        # Not opened here, so its newline mode is unknown: split as iterating it does.
+        yield from _line_blocks(_iter_blocks(stdin), "<stdin>", encoding)
+    except UnicodeDecodeError:
+        raise UserError(f"<stdin> is not valid {stdin.encoding or encoding} text") from None
+
+
 # -- CSV ---------------------------------------------------------------------------------------
 
 
@@ -477,7 +576,22 @@ class _CsvHead:
             yield start, row
 
 
-def _csv_items(path: str, spec: SourceSpec) -> Iterator[SourceItem]:
+#: A record that was read: (key, record, line). The enqueue makes its row from this, without the
+#: :class:`SourceItem` (and its origin) that :func:`iter_items` makes of it.
+Record = tuple[str, dict[str, Any], int]
+
+
+def _items_of(records: Iterator[SourceItem | Record], name: str) -> Iterator[SourceItem]:
+    for rec in records:
+        if isinstance(rec, SourceItem):
+            yield rec
+        else:
+            key, data, n = rec
+            yield SourceItem(key=key, data=data, origin=f"{name}:{n}")
+
+
+def _csv_records(path: str, spec: SourceSpec) -> Iterator[SourceItem | Record]:
+    """The records of a CSV file; those that cannot be read as invalid items."""
     key_field = spec.key_field
     with _open_text(path, spec.encoding, newline="") as f:
         head = _CsvHead(f, path, spec)
@@ -486,32 +600,33 @@ def _csv_items(path: str, spec: SourceSpec) -> Iterator[SourceItem]:
         for n, row in head.rows():
             if not any(field.strip() for field in row):
                 continue  # blank line or a row of empty fields
-            origin = f"{head.name}:{n}"
             if len(row) != width:
                 yield SourceItem(
                     key=f"{path}:{n}",
                     data={"_raw": row, "_line": n},
                     invalid=f"row {n} has {len(row)} fields, header has {width}",
-                    origin=origin,
+                    origin=f"{head.name}:{n}",
                 )
                 continue
             record = dict(zip(header, row, strict=True))
-            yield _record_item(record, key_field, path, n, origin)
+            yield _record(record, key_field, path, n, head.name)
 
 
-def _record_item(record: dict[str, Any], key_field: str | None, path: str, n: int, origin: str) -> SourceItem:
+def _record(record: dict[str, Any], key_field: str | None, path: str, n: int, name: str) -> SourceItem | Record:
     if key_field is None:
-        return SourceItem(key=record_hash(record), data=record, origin=origin)
+        return record_hash(record), record, n
     if key_field not in record:
-        return SourceItem(key=f"{path}:{n}", data=record, invalid=f"line {n}: no field {key_field!r}", origin=origin)
+        return SourceItem(
+            key=f"{path}:{n}", data=record, invalid=f"line {n}: no field {key_field!r}", origin=f"{name}:{n}"
+        )
     value = record[key_field]
     key = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     if value is None or not key.strip():
         # An empty key would silently merge every such record into one.
         return SourceItem(
-            key=f"{path}:{n}", data=record, invalid=f"line {n}: field {key_field!r} is empty", origin=origin
+            key=f"{path}:{n}", data=record, invalid=f"line {n}: field {key_field!r} is empty", origin=f"{name}:{n}"
         )
-    return SourceItem(key=key, data=record, origin=origin)
+    return key, record, n
 
 
 # -- JSONL -------------------------------------------------------------------------------------
@@ -539,20 +654,21 @@ def _parse_jsonl_line(line: str, n: int, encoding: str) -> tuple[dict[str, Any] 
     return obj, None
 
 
-def _jsonl_items(path: str, spec: SourceSpec) -> Iterator[SourceItem]:
+def _jsonl_records(path: str, spec: SourceSpec) -> Iterator[SourceItem | Record]:
+    """The records of a JSONL file; those that cannot be read as invalid items."""
     name = os.path.basename(path)
+    key_field = spec.key_field
     with _open_text(path, spec.encoding) as f:
         for n, raw in enumerate(f, 1):
             line = raw.strip()
             if not line:
                 continue
-            origin = f"{name}:{n}"
             obj, why = _parse_jsonl_line(line, n, spec.encoding)
             if obj is None:
                 shown = line[:_RAW_LIMIT].replace(_MARK, "\ufffd")
-                yield SourceItem(key=f"{path}:{n}", data={"_raw": shown, "_line": n}, invalid=why, origin=origin)
+                yield SourceItem(key=f"{path}:{n}", data={"_raw": shown, "_line": n}, invalid=why, origin=f"{name}:{n}")
                 continue
-            yield _record_item(obj, spec.key_field, path, n, origin)
+            yield _record(obj, key_field, path, n, name)
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -577,6 +693,38 @@ def normalize_line_key(line: str) -> str:
         port = "" if int(port) == _DEFAULT_PORTS[scheme] else f":{int(port)}"
     query = f"?{query}" if query else ""
     return f"{scheme}://{userinfo or ''}{host.lower()}{port or ''}{path or '/'}{query}"
+
+
+def line_keys(lines: list[str]) -> list[str]:
+    """``[normalize_line_key(line) for line in lines]`` for stripped lines, faster: a line
+    without "://" is its own key, and so is a URL already in normal form (most of a URL list).
+    When every line of the block is its own key, that is told from a few scans of its text and
+    ``lines`` itself is returned."""
+    if _own_keys(lines):
+        return lines
+    normal = _NORMAL_URL_RE.fullmatch
+    norm = normalize_line_key
+    return [line if "://" not in line or normal(line) else norm(line) for line in lines]
+
+
+def _own_keys(lines: list[str]) -> bool:
+    """Whether every one of these stripped lines is its own key; False when unsure."""
+    text = "\n" + "\n".join(lines)
+    if text.count("\n") != len(lines):
+        return False  # a line holds a newline: not one line per "\n" here
+    urls = text.count("://")
+    if not urls:
+        return True
+    if "#" in text or "?\n" in text or text.endswith("?"):
+        return False  # maybe a fragment or an empty query: see line by line
+    # A line starting with a URL head in normal form (scheme://host/) is a URL in normal form:
+    # it has no "#" and does not end in "?" (seen above). Each head holds one "://", so when
+    # there are as many heads at line starts as "://" in the block, every "://" is in one: the
+    # other lines are no URLs. Most URL lists share one head: count that first.
+    first = _NORMAL_URL_HEAD_RE.match(lines[0])
+    if first is not None and text.count("\n" + first.group()) == urls:
+        return True
+    return len(_NORMAL_URL_LINES_RE.findall(text)) == urls
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
