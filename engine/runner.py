@@ -170,7 +170,8 @@ class BatchRunner:
 
         self._inflight: dict[int, _Flight] = {}
         self._retries: list[_Retry] = []
-        self._buffer: collections.deque[Any] = collections.deque()
+        self._buffer: list[Item] = []  # the fetched page of pending items, taken from _buf_pos on
+        self._buf_pos = 0
         self._cursor = -1
         self._exhausted = False
         self._kill_reasons: dict[int, str] = {}
@@ -428,7 +429,7 @@ class BatchRunner:
         self._first_staged = None
         self._lines.clear()
         self._retries.clear()
-        self._buffer.clear()
+        self._buffer, self._buf_pos = [], 0
         if self.committer is not None:
             self.committer.abandon()  # queued group commits are dropped like the staged ones
         if self.executor is not None:
@@ -467,7 +468,7 @@ class BatchRunner:
                         break
             else:
                 self._dispatch(now)
-                if not self._inflight and not self._retries and self._exhausted and not self._buffer:
+                if not self._inflight and not self._retries and self._exhausted and self._buf_pos >= len(self._buffer):
                     break
 
             self._watchdog(now)
@@ -518,7 +519,7 @@ class BatchRunner:
     def _enter_stopping(self) -> None:
         self.state = BatchState.STOPPING
         self._requeue_waiting_retries()
-        self._buffer.clear()
+        self._buffer, self._buf_pos = [], 0
         self._commit()
         self._write_live(force=True)
         self._write_manifest()
@@ -589,6 +590,9 @@ class BatchRunner:
         started_at = now_iso()
         started = time.monotonic()
         budget = self.config.max_cost is not None
+        if not budget and self.bucket is None:
+            self._dispatch_chunks(room, chunk_size, now, started, started_at)
+            return
         while room > 0:
             if budget and self._budget_blocks():
                 break  # every in-flight item at the largest cost seen, plus this one, must fit
@@ -625,38 +629,75 @@ class BatchRunner:
             return cs
         return self._chunk
 
+    def _dispatch_chunks(self, room: int, chunk_size: int, now: float, started: float, started_at: str) -> None:
+        """Dispatch without a rate limit or a cost budget: whole chunks at a time."""
+        assert self.executor is not None
+        executor, inflight, retries = self.executor, self._inflight, self._retries
+        while room > 0:
+            want = min(room, chunk_size)
+            if retries and retries[0].ready <= now:
+                chunk: list[Item] = []
+                while retries and retries[0].ready <= now and len(chunk) < want:
+                    chunk.append(heapq.heappop(retries).item)
+            else:
+                chunk = self._take_pending(want)
+                if not chunk:
+                    return
+            for item in chunk:
+                inflight[item.seq] = _Flight(item, started, started_at)
+            room -= len(chunk)
+            executor.submit(chunk)
+
     def _take_next(self, now: float) -> Item | None:
         """The next item to run (a retry whose backoff is over first)."""
-        while True:
-            if self._retries and self._retries[0].ready <= now:
-                return heapq.heappop(self._retries).item
-            buffer, inflight = self._buffer, self._inflight
-            while buffer:
-                seq, key, data, kind, attempts = buffer.popleft()
-                if seq in inflight:
-                    continue
-                delta = self._delta
-                delta["pending"] -= 1
-                delta["processing"] += 1
-                return Item(seq, key, data, attempts + 1, self._batch_dir, kind)
-            if self._exhausted:
-                return None
-            assert self.store is not None
-            # A page past every seq fetched so far holds only items this run never touched. A
-            # re-scan (after a skip or a retry) comes back over items this run has finished:
-            # the store must not show our own outcomes as still pending, so everything staged
-            # is committed first. An item still running is 'pending' there too (it is marked
-            # 'processing' only after MARK_AFTER_S), so it is left out of the page now, not
-            # only when popped: it may finish (leave _inflight) before its row would come up.
-            if self._cursor < self._high:
-                self._commit()
-            rows = self.store.next_pending(self._cursor, FETCH_PAGE)
-            if not rows:
-                self._exhausted = True
-                return None
-            buffer.extend(row for row in rows if row.seq not in inflight)
-            self._cursor = rows[-1].seq
-            self._high = max(self._high, self._cursor)
+        if self._retries and self._retries[0].ready <= now:
+            return heapq.heappop(self._retries).item
+        items = self._take_pending(1)
+        return items[0] if items else None
+
+    def _take_pending(self, n: int) -> list[Item]:
+        """Up to ``n`` pending items in seq order; fewer only when the store has no more."""
+        taken: list[Item] = []
+        inflight = self._inflight
+        while len(taken) < n:
+            buffer, pos = self._buffer, self._buf_pos
+            if pos < len(buffer):
+                part = buffer[pos : pos + n - len(taken)]
+                self._buf_pos = pos + len(part)
+                taken += [item for item in part if item.seq not in inflight]
+            elif self._exhausted or not self._fetch():
+                break
+        if taken:
+            delta = self._delta
+            delta["pending"] -= len(taken)
+            delta["processing"] += len(taken)
+        return taken
+
+    def _fetch(self) -> bool:
+        """The next page of pending items into the buffer; False when there are no more."""
+        assert self.store is not None
+        # A page past every seq fetched so far holds only items this run never touched. A
+        # re-scan (after a skip or a retry) comes back over items this run has finished:
+        # the store must not show our own outcomes as still pending, so everything staged
+        # is committed first. An item still running is 'pending' there too (it is marked
+        # 'processing' only after MARK_AFTER_S), so it is left out of the page now, not
+        # only when taken: it may finish (leave _inflight) before its row would come up.
+        if self._cursor < self._high:
+            self._commit()
+        rows = self.store.next_pending(self._cursor, FETCH_PAGE)
+        if not rows:
+            self._exhausted = True
+            return False
+        inflight, loads, batch_dir = self._inflight, orjson.loads, self._batch_dir
+        self._buffer = [
+            Item(seq, key, loads(data), attempts + 1, batch_dir, kind)
+            for seq, key, data, kind, attempts in rows
+            if seq not in inflight
+        ]
+        self._buf_pos = 0
+        self._cursor = rows[-1][0]
+        self._high = max(self._high, self._cursor)
+        return True
 
     def _memory_ok(self) -> bool:
         limit = self.config.memory_limit_mb
@@ -681,66 +722,109 @@ class BatchRunner:
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         assert self.results is not None
-        if outcomes and self._avg_item_s is None:
-            self._avg_item_s = max(1e-7, sum(o.duration for o in outcomes) / len(outcomes))
+        if not outcomes:
+            return
+        avg = self._avg_item_s
+        if avg is None:
+            avg = max(1e-7, sum(o.duration for o in outcomes) / len(outcomes))
         finished_at = now_iso()  # one timestamp per chunk: its items ended within ~20 ms
+        pop, kill_reasons = self._inflight.pop, self._kill_reasons
+        lines, rows = self._lines, self._stage["complete"]
+        dumps, opt = orjson.dumps, orjson.OPT_NON_STR_KEYS
+        plain = 0
         for o in outcomes:
-            flight = self._inflight.pop(o.seq, None)
+            flight = pop(o.seq, None)
             if flight is None:
                 continue  # a late outcome of an item already handled (timed out, abandoned)
-            self._avg_item_s = 0.9 * (self._avg_item_s or o.duration) + 0.1 * o.duration
-            reason = self._kill_reasons.pop(o.seq, None)
-            if reason == "stop":
-                self._stage_row(
-                    "attempt",
-                    (
-                        o.seq,
-                        o.attempt,
-                        "interrupted",
-                        flight.started_at,
-                        finished_at,
-                        o.duration,
-                        None,
-                        None,
-                        "stopped by operator",
-                        None,
-                    ),
-                )
-                self._stage_row("requeue", (o.seq,))
-                self._delta["processing"] -= 1
-                self._delta["pending"] += 1
+            avg = 0.9 * avg + 0.1 * o.duration
+            if o.error is not None or o.cost is not None or (kill_reasons and o.seq in kill_reasons):
+                self._outcome(o, flight, finished_at)
                 continue
-            if reason == "skip":
-                self._stage_row(
-                    "attempt",
-                    (
-                        o.seq,
-                        o.attempt,
-                        "skipped",
-                        flight.started_at,
-                        finished_at,
-                        o.duration,
-                        None,
-                        None,
-                        "skipped while running",
-                        None,
-                    ),
+            # The common case inline (see _complete): a success with no cost, nothing to kill.
+            try:
+                result_json = dumps(o.result, option=opt)
+                line = dumps(
+                    {
+                        "seq": o.seq,
+                        "key": flight.item.key,
+                        "result": o.result,
+                        "attempts": o.attempt,
+                        "duration_s": round(o.duration, 6),
+                        "finished_at": finished_at,
+                    },
+                    option=opt,
                 )
-                self._stage_row("skip", ("skipped while running", finished_at, o.seq))
-                self._delta["processing"] -= 1
-                self._delta["skipped"] += 1
+            except TypeError:
+                self._complete(o, flight, finished_at)  # fails the item with the reason
                 continue
-            if reason == "timeout" and (o.error is None or o.error.category != "timeout"):
-                o.error = classify(ItemTimeout(self.config.timeout or 0))
-            if o.error is None:
-                self._complete(o, flight, finished_at)
-            else:
-                self._failed(o, flight, finished_at, o.error)
-        if self._lines:
+            lines.append(line)
+            # Its attempt row is written by the store's trigger, from this same update.
+            rows.append((o.attempt, finished_at, o.duration, None, result_json.decode(), flight.started_at, o.seq))
+            plain += 1
+        self._avg_item_s = avg
+        if plain:
+            self._cost_known = True
+            self._staged += plain
+            if self._first_staged is None:
+                self._first_staged = time.monotonic()
+            delta = self._delta
+            delta["processing"] -= plain
+            delta["complete"] += plain
+        if lines:
             # One write for the chunk's lines: each whole and newline-terminated.
-            self.results.append(b"\n".join(self._lines))
-            self._lines.clear()
+            self.results.append(b"\n".join(lines))
+            lines.clear()
         self._retune_chunk()
+
+    def _outcome(self, o: Outcome, flight: _Flight, finished_at: str) -> None:
+        """One outcome off the common path: killed (stop, skip, timeout), failed, or with a cost."""
+        reason = self._kill_reasons.pop(o.seq, None)
+        if reason == "stop":
+            self._stage_row(
+                "attempt",
+                (
+                    o.seq,
+                    o.attempt,
+                    "interrupted",
+                    flight.started_at,
+                    finished_at,
+                    o.duration,
+                    None,
+                    None,
+                    "stopped by operator",
+                    None,
+                ),
+            )
+            self._stage_row("requeue", (o.seq,))
+            self._delta["processing"] -= 1
+            self._delta["pending"] += 1
+            return
+        if reason == "skip":
+            self._stage_row(
+                "attempt",
+                (
+                    o.seq,
+                    o.attempt,
+                    "skipped",
+                    flight.started_at,
+                    finished_at,
+                    o.duration,
+                    None,
+                    None,
+                    "skipped while running",
+                    None,
+                ),
+            )
+            self._stage_row("skip", ("skipped while running", finished_at, o.seq))
+            self._delta["processing"] -= 1
+            self._delta["skipped"] += 1
+            return
+        if reason == "timeout" and (o.error is None or o.error.category != "timeout"):
+            o.error = classify(ItemTimeout(self.config.timeout or 0))
+        if o.error is None:
+            self._complete(o, flight, finished_at)
+        else:
+            self._failed(o, flight, finished_at, o.error)
 
     def _complete(self, o: Outcome, flight: _Flight, finished_at: str) -> None:
         assert self.results is not None
@@ -1020,7 +1104,7 @@ class BatchRunner:
         return f"{len(changed)} skipped, {len(running)} in-flight killed"
 
     def _reset_scan(self) -> None:
-        self._buffer.clear()
+        self._buffer, self._buf_pos = [], 0
         self._cursor = -1
         self._exhausted = False
 

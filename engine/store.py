@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import orjson
 
@@ -275,16 +275,6 @@ def _connect(target: str | Path, path: Path, **kwargs: Any) -> _Connection:
     assert isinstance(conn, _Connection)
     conn.db_path = path
     return conn
-
-
-class PendingRow(NamedTuple):
-    """A pending item as the runner fetches it (a tuple: built for every item dispatched)."""
-
-    seq: int
-    key: str
-    data: Any
-    kind: str
-    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,13 +582,13 @@ class ItemStore:
         c.total = c.pending + c.processing + c.complete + c.failed + c.skipped
         return c
 
-    def next_pending(self, after_seq: int, limit: int) -> list[PendingRow]:
-        rows = self.conn.execute(
+    def next_pending(self, after_seq: int, limit: int) -> list[tuple[int, str, str, str, int]]:
+        """Pending items after ``after_seq`` in seq order: (seq, key, data as JSON, kind, attempts)."""
+        rows: list[tuple[int, str, str, str, int]] = self.conn.execute(
             "SELECT seq, key, data, kind, attempts FROM items WHERE status='pending' AND seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         ).fetchall()
-        loads = orjson.loads
-        return [PendingRow(seq, key, loads(data), kind, attempts) for seq, key, data, kind, attempts in rows]
+        return rows
 
     def requeue_processing(self) -> int:
         """Crash recovery: items left 'processing' go back to 'pending', attempts kept."""
