@@ -1,0 +1,415 @@
+"""How the shell processor starts commands: glibc's posix_spawn where it can, Popen where only Popen can.
+
+Both paths must give a command the same world: a new session, /dev/null as stdin, two pipes, no
+other descriptor, SIGPIPE at its default, the same return codes and errors, and kills that reach
+the whole process group. Each test runs on both paths and checks which one was taken.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import pytest
+
+from batchtui.engine import shell as shell_mod
+from batchtui.engine.errors import CommandFailed, CommandKilled, ItemTimeout
+from batchtui.engine.shell import Item, ProcessOutput, ShellProcessor
+
+
+@pytest.fixture
+def batch(tmp_path: Path) -> Path:
+    path = tmp_path / "batch"
+    path.mkdir(mode=0o700)
+    return path
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+def make_item(batch: Path, data: Any = "v", *, seq: int = 0) -> Item:
+    return Item(seq=seq, key=str(data), data=data, attempt=1, batch_dir=str(batch))
+
+
+class Spy:
+    """Counts the starts that went through posix_spawn and through subprocess.Popen."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.spawns = 0
+        self.popens = 0
+        real_spawn, real_popen = shell_mod._LibcSpawn.spawn, subprocess.Popen
+
+        def spawn(*args: Any, **kw: Any) -> int:
+            self.spawns += 1
+            return real_spawn(*args, **kw)
+
+        def popen(*args: Any, **kw: Any) -> Any:
+            self.popens += 1
+            return real_popen(*args, **kw)
+
+        monkeypatch.setattr(shell_mod._LibcSpawn, "spawn", spawn)
+        monkeypatch.setattr(shell_mod.subprocess, "Popen", popen)
+
+    def took(self, path: str) -> bool:
+        return (self.spawns, self.popens) != (0, 0) and (self.popens if path == "spawn" else self.spawns) == 0
+
+
+@pytest.fixture(params=["spawn", "popen"])
+def path(request: pytest.FixtureRequest, tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Which start path the test exercises; commands run in ``work`` either way: posix_spawn when
+    that is this process's folder, Popen (which enters it) when it is not."""
+    monkeypatch.chdir(work if request.param == "spawn" else tmp_path)
+    yield request.param
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    return Spy(monkeypatch)
+
+
+def processor(path: str, work: Path, template: str, **kw: Any) -> ShellProcessor:
+    """A processor running commands in ``work`` (the ``path`` fixture set which way it starts them)."""
+    assert (os.getcwd() == os.path.realpath(work)) == (path == "spawn")
+    return ShellProcessor(template, cwd=os.path.realpath(work), **kw)
+
+
+def stdout_of(proc: ShellProcessor, batch: Path, seq: int = 0) -> str:
+    got = proc.run(make_item(batch, seq=seq))
+    assert isinstance(got.result, dict)
+    text = got.result["stdout_tail"]
+    assert isinstance(text, str)
+    return text
+
+
+def open_fds() -> set[int]:
+    return {int(x) for x in os.listdir("/proc/self/fd")}
+
+
+def assert_gone_soon(pid: int, within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} is still running")
+
+
+# -- the child's world -------------------------------------------------------------------------
+
+
+def test_the_command_sees_only_fds_0_1_2(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    # Inheritable descriptors of this process (as one inherited from a launcher, or one os.dup2
+    # made), before and after the processor is made, stay here: only 0, 1 and 2 reach the command.
+    before = os.open(os.devnull, os.O_RDONLY)
+    os.set_inheritable(before, True)
+    proc = processor(path, work, "ls /proc/self/fd")
+    after = os.dup2(before, before + 50)
+    r, w = os.pipe()  # Python's own: non-inheritable
+    try:
+        assert os.get_inheritable(after) and min(before, after, r, w) > 3
+        # ls opens /proc/self/fd itself: that is the one descriptor beyond 0-2 (the lowest free).
+        assert stdout_of(proc, batch).split() == ["0", "1", "2", "3"]
+        # The shell's own descriptors, listed by its child.
+        shown = stdout_of(processor(path, work, "ls /proc/$$/fd"), batch, seq=1)
+        assert shown.split() == ["0", "1", "2"]
+    finally:
+        for fd in (before, after, r, w):
+            os.close(fd)
+    assert spy.took(path)
+
+
+def test_stdin_is_dev_null_and_outputs_are_pipes(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    proc = processor(path, work, "readlink /proc/$$/fd/0 /proc/$$/fd/1 /proc/$$/fd/2; cat; echo ok >&0")
+    lines = stdout_of(proc, batch).splitlines()
+    assert lines[0] == "/dev/null"
+    assert lines[1].startswith("pipe:[") and lines[2].startswith("pipe:[") and lines[1] != lines[2]
+    assert len(lines) == 3  # cat read nothing; writing to stdin worked (read-write, as Popen's DEVNULL)
+    assert spy.took(path)
+
+
+def test_a_new_session_and_process_group(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    proc = processor(path, work, "echo $$; cut -d' ' -f5,6 /proc/$$/stat")
+    pid, ids = stdout_of(proc, batch).splitlines()
+    assert ids.split() == [pid, pid]  # process group id and session id are the shell's pid
+    assert spy.took(path)
+
+
+def _ignored(status: str) -> int:
+    line = next(x for x in status.splitlines() if x.startswith("SigIgn:"))
+    return int(line.split()[1], 16)
+
+
+def test_sigpipe_is_at_its_default(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # Python's own setting
+    ignored = _ignored(stdout_of(processor(path, work, "grep SigIgn: /proc/$$/status"), batch))
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (sig - 1)), sig
+    # So a writer into a closed pipe dies quietly, as in a terminal.
+    with pytest.raises(CommandFailed) as err:
+        processor(path, work, "yes | head -n 1 >/dev/null; exit 3").run(make_item(batch, seq=1))
+    assert "Broken pipe" not in err.value.stderr_tail
+    assert spy.took(path)
+
+
+def test_environment_and_folder(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    proc = processor(path, work, 'pwd; echo "$BATCHTUI_SEQ $EXTRA"', env={"EXTRA": "yes"})
+    assert stdout_of(proc, batch, seq=5).splitlines() == [os.path.realpath(work), "5 yes"]
+    assert spy.took(path)
+
+
+def test_item_variables_replace_inherited_ones_in_place(
+    path: str, spy: Spy, work: Path, batch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCHTUI_ATTEMPT", "inherited")
+    monkeypatch.setenv("BATCHTUI_SEQ", "inherited")
+    monkeypatch.setenv("AFTER", "x")
+    # /proc/<pid>/environ: the environment exactly as exec gave it to the shell.
+    proc = processor(path, work, "cat /proc/$$/environ > env.bin", env={"EXTRA": "1"})
+    item = make_item(batch, seq=3)
+    proc.run(item)
+    entries = [e for e in (work / "env.bin").read_bytes().split(b"\0") if e]
+    # As the dict Popen is given: inherited names keep their place, new ones follow in order.
+    expected = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+    expected[b"EXTRA"] = b"1"
+    expected[b"BATCHTUI_ITEM_JSON"] = orjson.dumps({"seq": 3, "key": "v", "data": "v", "attempt": 1})
+    expected[b"BATCHTUI_SEQ"] = b"3"
+    expected[b"BATCHTUI_ATTEMPT"] = b"1"
+    expected[b"BATCHTUI_BATCH_DIR"] = os.fsencode(str(batch))
+    assert entries == [k + b"=" + v for k, v in expected.items()]
+    assert spy.took(path)
+
+
+def test_undecodable_bytes_reach_the_command(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    # A template (from the command line) that is not UTF-8 is passed on byte for byte.
+    literal = os.fsdecode(b"caf\xe9 \xff")
+    processor(path, work, f"printf %s '{literal}' > out").run(make_item(batch))
+    assert (work / "out").read_bytes() == b"caf\xe9 \xff"
+    assert spy.took(path)
+
+
+def test_values_exec_cannot_take_raise_as_popen_does(path: str, work: Path, batch: Path) -> None:
+    with pytest.raises(ValueError, match="embedded null byte"):
+        processor(path, work, "true \x00").run(make_item(batch))
+    with pytest.raises(ValueError, match="illegal environment variable name"):
+        processor(path, work, "true", env={"A=B": "x"}).run(make_item(batch))
+    with pytest.raises(ValueError, match="embedded null byte"):
+        processor(path, work, "true", env={"A": "x\x00y"}).run(make_item(batch))
+
+
+def test_the_cwd_fallback_runs_in_the_right_folder(
+    spy: Spy, tmp_path: Path, work: Path, batch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.path.realpath(work)
+    monkeypatch.chdir(tmp_path)
+    here = os.getcwd()
+    assert stdout_of(ShellProcessor("pwd", cwd=real), batch) == real
+    assert (spy.spawns, spy.popens) == (0, 1)
+    assert os.getcwd() == here  # this process never changed folder
+    proc = ShellProcessor("pwd", cwd=real)
+    monkeypatch.chdir(work)  # now the same folder as this process's: posix_spawn
+    assert stdout_of(proc, batch) == real
+    assert (spy.spawns, spy.popens) == (1, 1)
+    assert stdout_of(ShellProcessor("pwd"), batch) == real
+    assert (spy.spawns, spy.popens) == (2, 1)
+    monkeypatch.chdir(tmp_path)  # and back: Popen again, decided at each run
+    assert stdout_of(proc, batch) == real
+    assert (spy.spawns, spy.popens) == (2, 2)
+
+
+def test_a_shell_named_without_a_folder_is_looked_up_by_popen(spy: Spy, batch: Path) -> None:
+    assert stdout_of(ShellProcessor("echo hi", shell="sh"), batch) == "hi"
+    assert (spy.spawns, spy.popens) == (0, 1)
+
+
+# -- results and errors ------------------------------------------------------------------------
+
+
+def test_return_codes_and_signals(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    assert processor(path, work, "true").run(make_item(batch)) == ProcessOutput(None)
+    with pytest.raises(CommandFailed) as failed:
+        processor(path, work, "echo bad >&2; exit 3").run(make_item(batch, seq=1))
+    assert (failed.value.exit_code, failed.value.stderr_tail) == (3, "bad\n")
+    with pytest.raises(CommandKilled) as killed:
+        processor(path, work, "kill -TERM $$").run(make_item(batch, seq=2))
+    assert killed.value.signum == signal.SIGTERM
+    with pytest.raises(CommandKilled) as killed:
+        processor(path, work, "kill -KILL $$").run(make_item(batch, seq=3))
+    assert killed.value.signum == signal.SIGKILL
+    assert spy.took(path)
+
+
+def test_a_missing_shell_raises_file_not_found(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    before = open_fds()
+    proc = processor(path, work, "true", shell=str(work / "no-such-shell"))
+    with pytest.raises(FileNotFoundError) as err:
+        proc.run(make_item(batch))
+    assert err.value.filename == str(work / "no-such-shell")
+    not_exec = work / "not-exec"
+    not_exec.write_text("#!/bin/sh\n")
+    with pytest.raises(PermissionError):
+        processor(path, work, "true", shell=str(not_exec)).run(make_item(batch))
+    assert open_fds() == before
+    assert spy.took(path)
+
+
+def test_too_big_a_command_is_a_value_error(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    before = open_fds()
+    with pytest.raises(ValueError, match="too large"):
+        processor(path, work, "true {}").run(make_item(batch, "x" * 300_000))
+    assert open_fds() == before
+    assert spy.took(path)
+
+
+def test_no_descriptor_or_zombie_is_left(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    proc = processor(path, work, "echo out; echo err >&2")
+    before = open_fds()
+    for seq in range(30):
+        proc.run(make_item(batch, seq=seq))
+    assert open_fds() == before
+    assert not [p for p in psutil.Process().children() if p.status() == psutil.STATUS_ZOMBIE]
+    assert spy.took(path)
+
+
+def test_closed_stdin_here_falls_back_to_popen(tmp_path: Path, batch: Path) -> None:
+    """With fd 0 closed in the engine a new pipe takes number 0: Popen sorts that out."""
+    code = (
+        "import os, sys\n"
+        "from batchtui.engine.shell import Item, ShellProcessor\n"
+        "os.close(0)\n"
+        "item = Item(seq=0, key='k', data='v', attempt=1, batch_dir=sys.argv[1])\n"
+        "out = ShellProcessor('readlink /proc/$$/fd/0; echo hi; echo err >&2').run(item)\n"
+        "print(out.result['stdout_tail'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(batch)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["/dev/null", "hi"]
+    assert (batch / "logs" / "0.err").read_bytes() == b"err\n"
+
+
+# -- kills reach the group ---------------------------------------------------------------------
+
+
+def _run_in_thread(proc: ShellProcessor, item: Item) -> tuple[threading.Thread, dict[str, Any]]:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["out"] = proc.run(item)
+        except BaseException as exc:
+            box["exc"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, box
+
+
+def _wait_for(file: Path) -> list[int]:
+    deadline = time.monotonic() + 10
+    while True:
+        text = file.read_text() if file.exists() else ""
+        if text.endswith("\n") and len(text.split()) == 2:
+            return [int(x) for x in text.split()]
+        assert time.monotonic() < deadline, f"{file} not written"
+        time.sleep(0.01)
+
+
+def test_kill_reaches_background_grandchildren(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    # A grandchild in the background (a subshell's sleep) and a child in the foreground.
+    proc = processor(
+        path,
+        work,
+        "(sleep 30 & echo $! > {out}/bg.tmp; wait) & while [ ! -s {out}/bg.tmp ]; do sleep 0.01; done; "
+        "echo $(cat {out}/bg.tmp) $$ > {out}/pids; sleep 30",
+    )
+    assert proc.kill(7) is False
+    thread, box = _run_in_thread(proc, make_item(batch, seq=7))
+    grandchild, shell_pid = _wait_for(batch / "out" / "7" / "pids")
+    assert proc.kill(7) is True
+    thread.join(5)
+    assert not thread.is_alive()
+    assert isinstance(box["exc"], CommandKilled) and box["exc"].signum == signal.SIGKILL
+    assert_gone_soon(grandchild)
+    assert_gone_soon(shell_pid)
+    assert proc.kill(7) is False
+    assert spy.took(path)
+
+
+def test_kill_all_and_timeouts_reach_the_group(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    template = "sleep 30 & echo $! $$ > {out}/pids; sleep 30"
+    proc = processor(path, work, template)
+    runs = [_run_in_thread(proc, make_item(batch, seq=seq)) for seq in (1, 2)]
+    pids = [_wait_for(batch / "out" / str(seq) / "pids") for seq in (1, 2)]
+    assert proc.kill_all() == 2
+    for thread, box in runs:
+        thread.join(5)
+        assert isinstance(box["exc"], CommandKilled)
+    for pid in (p for pair in pids for p in pair):
+        assert_gone_soon(pid)
+
+    timed = processor(path, work, template, timeout=0.5)
+    with pytest.raises(ItemTimeout):
+        timed.run(make_item(batch, seq=3))
+    for pid in _wait_for(batch / "out" / "3" / "pids"):
+        assert_gone_soon(pid)
+    assert spy.took(path)
+
+
+def test_background_children_die_when_the_shell_exits(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    proc = processor(path, work, "sleep 30 & echo $! > {out}/bg; echo done")
+    assert stdout_of(proc, batch) == "done"
+    assert_gone_soon(int((batch / "out" / "0" / "bg").read_text()))
+    assert spy.took(path)
+
+
+# -- threads and the spawn path's reused buffers -----------------------------------------------
+
+
+def test_concurrent_items_each_get_their_own_command_and_environment(
+    path: str, spy: Spy, work: Path, batch: Path
+) -> None:
+    proc = processor(path, work, 'echo {} "$BATCHTUI_SEQ"; echo "e$BATCHTUI_SEQ" >&2; exit $((BATCHTUI_SEQ % 3))')
+    items = [make_item(batch, f"v{i}", seq=i) for i in range(200)]
+
+    def run(item: Item) -> tuple[int, str, str]:
+        try:
+            out = proc.run(item)
+        except CommandFailed as exc:
+            return item.seq, str(exc.exit_code), exc.stderr_tail
+        assert isinstance(out.result, dict)
+        return item.seq, "0", out.result["stdout_tail"]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, items))
+    for seq, code, text in results:
+        assert code == str(seq % 3)
+        assert text == (f"v{seq} {seq}" if code == "0" else f"e{seq}\n")
+    assert spy.took(path)
+
+
+def test_file_actions_not_kept_past_the_limit_are_freed_and_work(
+    spy: Spy, batch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shell_mod, "_ACTIONS_KEPT", 0)
+    proc = ShellProcessor("ls /proc/self/fd; echo err >&2")
+    for seq in range(20):
+        assert stdout_of(proc, batch, seq=seq).split() == ["0", "1", "2", "3"]
+    assert (spy.spawns, spy.popens) == (20, 0)
