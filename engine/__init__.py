@@ -6,17 +6,62 @@ Public surface::
 
 Processors raise :class:`Fatal` to halt a batch (resumable); any other exception fails the
 item (TimeoutError and ConnectionError are retried).
+
+The names are loaded on first use (PEP 562): importing one submodule, as the CLI does for
+``batchtui ls``, must not pull in the runner, the store and the executors with it.
 """
 
 from __future__ import annotations
 
-from .batchdir import BatchDir, iter_batches, resolve_batch
-from .config import BatchConfig, load_config
-from .enqueue import create_batch
-from .errors import Fatal, UserError
-from .models import BatchState, ItemStatus, LiveProgress, Manifest, Report
-from .processors import Item, ProcessorSpec, ProcessOutput
-from .runner import BatchRunner, RunResult
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .batchdir import BatchDir, iter_batches, resolve_batch
+    from .config import BatchConfig, load_config
+    from .enqueue import create_batch
+    from .errors import Fatal, UserError
+    from .models import BatchState, ItemStatus, LiveProgress, Manifest, Report
+    from .processors import Item, ProcessorSpec, ProcessOutput
+    from .runner import BatchRunner, RunResult
+
+#: public name -> the submodule that defines it
+_SOURCES: dict[str, str] = {
+    "BatchDir": "batchdir",
+    "iter_batches": "batchdir",
+    "resolve_batch": "batchdir",
+    "BatchConfig": "config",
+    "load_config": "config",
+    "create_batch": "enqueue",
+    "Fatal": "errors",
+    "UserError": "errors",
+    "BatchState": "models",
+    "ItemStatus": "models",
+    "LiveProgress": "models",
+    "Manifest": "models",
+    "Report": "models",
+    "Item": "processors",
+    "ProcessorSpec": "processors",
+    "ProcessOutput": "processors",
+    "BatchRunner": "runner",
+    "RunResult": "runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCES.get(name)
+    if module is None:
+        # AttributeError, not ImportError: ``from batchtui.engine import store`` relies on it to
+        # fall back to importing the submodule.
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SOURCES})
+
 
 __all__ = [
     "BatchConfig",

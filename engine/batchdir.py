@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import os
 import re
-import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -35,7 +34,9 @@ def parse_iso(text: str) -> float:
 
 
 def new_batch_id() -> str:
-    return time.strftime("%Y%m%d_%H%M%S") + "_" + secrets.token_hex(4)
+    # os.urandom is what secrets.token_hex reads; the secrets module (hashlib, hmac, random)
+    # costs more to import than every other `batchtui ls` needs.
+    return time.strftime("%Y%m%d_%H%M%S") + "_" + os.urandom(4).hex()
 
 
 class BatchLocked(UserError):
@@ -185,6 +186,11 @@ class BatchDir:
 
     def alive(self) -> LockInfo | None:
         return engine_alive(self.path)
+
+
+def resume_command(batch: BatchDir) -> str:
+    """The command line that resumes ``batch`` (shown in summaries and errors)."""
+    return f"batchtui resume {batch.batch_id} --output-dir {batch.path.parent}"
 
 
 def has_manifest(path: Path) -> bool:

@@ -125,11 +125,18 @@ class ControlReader:
 
 
 class ControlWatcher:
-    """A thread that calls ``poke()`` whenever control.jsonl changes (watchfiles, inotify)."""
+    """A thread that calls ``poke()`` whenever control.jsonl changes (watchfiles, inotify).
 
-    def __init__(self, batch_dir: Path, poke: Callable[[], None]) -> None:
+    It starts watching ``delay`` seconds after :meth:`start`: importing watchfiles (and anyio
+    with it) costs a short run more than all its items, and until then the runner's loop
+    ``stat`` (at least every quarter second) picks commands up, as it does wherever inotify is
+    unavailable. A run that ends within ``delay`` never loads watchfiles.
+    """
+
+    def __init__(self, batch_dir: Path, poke: Callable[[], None], *, delay: float = 0.5) -> None:
         self.batch_dir = batch_dir
         self.poke = poke
+        self.delay = delay
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="batchtui-control-watch", daemon=True)
 
@@ -137,6 +144,8 @@ class ControlWatcher:
         self._thread.start()
 
     def _run(self) -> None:
+        if self.delay > 0 and self._stop.wait(self.delay):
+            return  # stopped before it began watching
         try:
             from watchfiles import watch
         except ImportError:  # pragma: no cover - a dependency; the loop's stat still works

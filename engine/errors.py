@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import re
-import traceback
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -23,6 +22,10 @@ DETAIL_LIMIT: Final = 8192
 #: A full disk (or quota, or file size limit) is about the machine, not the item: fatal.
 NO_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 MESSAGE_LIMIT: Final = 500
+#: The exit code of a usage or config error (a :class:`UserError`): the CLI contract, DESIGN
+#: section 8. Here rather than only in the runner, so the CLI can exit with it without loading
+#: the runner.
+EXIT_USAGE: Final = 2
 
 
 class BatchtuiError(Exception):
@@ -143,22 +146,29 @@ def classify(
             category = "item"
         message = _first_line(str(exc)) or error_type
     if not detail:
+        import traceback  # only a failure needs it (the CLI imports this module for every command)
+
         detail = "".join(traceback.format_exception(exc))
     return ErrorInfo(error_type, category, message, detail[-DETAIL_LIMIT:])
 
 
-_NORMALIZERS: Final = (
-    (re.compile(r"(?:[A-Za-z]:)?(?:/[^\s/:'\"]+){2,}/?"), "<path>"),
-    (re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"), "<id>"),
-    (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
-    (re.compile(r"\b[0-9a-fA-F]{12,}\b"), "<id>"),
-    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
+_NORMALIZER_PATTERNS: Final = (
+    (r"(?:[A-Za-z]:)?(?:/[^\s/:'\"]+){2,}/?", "<path>"),
+    (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "<id>"),
+    (r"\b0x[0-9a-fA-F]+\b", "<hex>"),
+    (r"\b[0-9a-fA-F]{12,}\b", "<id>"),
+    (r"\d+(?:\.\d+)?", "<n>"),
 )
+#: Compiled at the first failure, not at import (every CLI command imports this module).
+_normalizers: tuple[tuple[re.Pattern[str], str], ...] | None = None
 
 
 def normalize_message(message: str) -> str:
     """Fold the variable parts of an error message (paths, ids, numbers) so alike errors group."""
+    global _normalizers
+    if _normalizers is None:  # two threads may both compile: the same result, no harm
+        _normalizers = tuple((re.compile(pattern), repl) for pattern, repl in _NORMALIZER_PATTERNS)
     out = message
-    for pattern, repl in _NORMALIZERS:
+    for pattern, repl in _normalizers:
         out = pattern.sub(repl, out)
     return out[:200]

@@ -45,7 +45,7 @@ ACTIVE_STATES: Final = frozenset({BatchState.RUNNING, BatchState.PAUSED, BatchSt
 
 class _Model(BaseModel):
     # Readers ignore fields they do not know, so a newer engine's files stay readable.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class Counts(_Model):

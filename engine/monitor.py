@@ -5,17 +5,21 @@ from __future__ import annotations
 import collections
 import os
 import time
-
-import psutil
+from typing import TYPE_CHECKING
 
 from .models import Memory
+
+if TYPE_CHECKING:
+    import psutil
 
 
 class MemoryMonitor:
     """psutil RSS of this process and its children, sampled at most once a second."""
 
     def __init__(self, interval: float = 1.0) -> None:
-        self.proc = psutil.Process(os.getpid())
+        import psutil  # here, not at module level: importing the runner (the TUI does) needs no psutil
+
+        self.proc: psutil.Process = psutil.Process(os.getpid())
         self.interval = interval
         self.peak_mb = 0.0
         self.last = Memory()
@@ -26,6 +30,8 @@ class MemoryMonitor:
         if not force and now - self._stamp < self.interval:
             return self.last
         self._stamp = now
+        import psutil  # loaded by __init__: a dictionary look-up
+
         rss = self.proc.memory_info().rss / 1048576
         children = 0.0
         try:

@@ -34,7 +34,6 @@ from .batchdir import BatchDir, BatchLock, now_iso
 from .errors import UserError
 from .files import DamagedFile, ResultsLog, fsync_dir, iter_jsonl, read_model, write_model
 from .models import BatchState, Counts, LiveProgress, Report
-from .sources import SourceSpec
 from .store import ItemStore, StoreError
 
 SALVAGE_CHUNK: Final = 500
@@ -137,6 +136,7 @@ def recover_batch(
     ``force``), when the manifest is unreadable, and when the source cannot be read again.
     """
     from .enqueue import enqueue_source
+    from .sources import SourceSpec  # here: `batchtui show` checks the store without the sources
 
     lock = BatchLock(batch.lock)
     lock.acquire(wait=0.5)

@@ -1,12 +1,15 @@
 """The ``batchtui`` command line (DESIGN section 8 is its contract).
 
 The headless paths never import textual, so a server without a terminal pays nothing for it.
+
+Start-up is part of every run's cost (a batch of a few items, a script calling ``batchtui``
+in a loop), so this module imports only click at load time; each command imports the engine
+modules it needs when it runs: ``--help`` loads no engine module, ``ls`` and ``show`` never the
+runner or the executors. tests/test_layering.py keeps it so.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import shutil
@@ -15,27 +18,20 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
-from batchtui.engine.batchdir import BatchDir, iter_batches, parse_iso, resolve_batch
-from batchtui.engine.config import OPERATIONAL, BatchConfig, load_config
-from batchtui.engine.enqueue import create_batch
-from batchtui.engine.errors import UserError
-from batchtui.engine.files import DamagedFile
-from batchtui.engine.models import BatchState, Counts, LiveProgress, Manifest
-from batchtui.engine.runner import (
-    EXIT_USAGE,
-    BatchRunner,
-    RunResult,
-    exit_code_for,
-    resume_command,
-)
-from batchtui.engine.store import ItemStore, StoreError
+from batchtui.engine.errors import EXIT_USAGE
 
 from .fmt import clean, fmt_duration
-from .launch import detach_engine
+
+if TYPE_CHECKING:
+    from batchtui.engine.batchdir import BatchDir
+    from batchtui.engine.config import BatchConfig
+    from batchtui.engine.models import BatchState, Counts, LiveProgress, Manifest
+    from batchtui.engine.runner import BatchRunner, RunResult
+    from batchtui.engine.store import ItemStore
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -50,6 +46,8 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 def progress_line(live: LiveProgress) -> str:
     """The headless progress line of the contract, from live_progress (the one source)."""
+    from batchtui.engine.models import BatchState
+
     c = live.counts
     rss = live.memory.rss_mb + live.memory.children_rss_mb
     line = (
@@ -98,6 +96,9 @@ class ProgressPrinter:
 def print_summary(
     batch: BatchDir, manifest: Manifest, counts: Counts, live: LiveProgress | None, report: dict[str, Any] | None = None
 ) -> None:
+    from batchtui.engine.batchdir import resume_command
+    from batchtui.engine.models import BatchState
+
     done = counts.complete + counts.failed
     success = 100.0 * counts.complete / done if done else 100.0
     bar = "=" * 64
@@ -144,6 +145,8 @@ def _plain(text: str | None) -> str:
 
 
 def output_dir_of(ctx: click.Context, flag: str | None) -> Path:
+    from batchtui.engine.config import load_config
+
     value = flag or (ctx.obj or {}).get("output_dir")
     config = load_config({"output_dir": value} if value else {})
     return Path(config.output_dir)
@@ -216,6 +219,8 @@ def apply(options: list[Callable[[Callable[..., Any]], Callable[..., Any]]]) -> 
 
 
 def collect_flags(kwargs: dict[str, Any], ctx: click.Context) -> dict[str, Any]:
+    from batchtui.engine.config import BatchConfig
+
     names = set(BatchConfig.model_fields)
     flags = {k: v for k, v in kwargs.items() if k in names and v is not None}
     if "output_dir" not in flags and (ctx.obj or {}).get("output_dir"):
@@ -232,15 +237,27 @@ class Main(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except UserError as exc:
-            fail(str(exc))
-        except StoreError as exc:
-            fail(f"{exc}\n  the item store cannot be read; `batchtui show` still reads the manifest")
-        except DamagedFile as exc:
-            fail(f"{exc.path} is damaged ({exc.reason}) and has no good backup")
-        except BrokenPipeError:
-            sys.stderr.close()
-            raise SystemExit(1) from None
+        except Exception as exc:
+            # The engine's error classes are looked up among the loaded modules only: an error
+            # of a module that was never imported cannot have been raised (and importing the
+            # store here, for a `batchtui ls`, would cost more than the command).
+            if isinstance(exc, _loaded("errors", "UserError")):
+                fail(str(exc))
+            if isinstance(exc, _loaded("store", "StoreError")):
+                fail(f"{exc}\n  the item store cannot be read; `batchtui show` still reads the manifest")
+            if isinstance(exc, _loaded("files", "DamagedFile")):
+                fail(f"{exc.path} is damaged ({exc.reason}) and has no good backup")  # type: ignore[attr-defined]
+            if isinstance(exc, BrokenPipeError):
+                sys.stderr.close()
+                raise SystemExit(1) from None
+            raise
+
+
+def _loaded(module: str, name: str) -> tuple[type[Exception], ...]:
+    """``batchtui.engine.<module>.<name>`` if that module is loaded (for isinstance), else ()."""
+    mod = sys.modules.get(f"batchtui.engine.{module}")
+    cls = getattr(mod, name, None) if mod is not None else None
+    return (cls,) if isinstance(cls, type) and issubclass(cls, Exception) else ()
 
 
 @click.group(cls=Main, context_settings=CONTEXT, invoke_without_command=True)
@@ -317,6 +334,9 @@ def _run_headless(runner: BatchRunner, as_json: bool) -> RunResult:
 
 
 def _finish_output(result: RunResult, as_json: bool) -> None:
+    from batchtui.engine.batchdir import resume_command
+    from batchtui.engine.models import BatchState
+
     batch = result.batch
     # The engine's own word on how it ended (the manifest on disk may be stale when the disk
     # filled up at the end).
@@ -391,6 +411,7 @@ DRY_RUN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
 
 def _prepare(ctx: click.Context, kwargs: dict[str, Any]) -> tuple[BatchConfig, Any, Any]:
     """Config, source spec and processor spec from run/check arguments (one validation)."""
+    from batchtui.engine.config import load_config
     from batchtui.engine.processors import python_spec, shell_spec
     from batchtui.engine.sources import build_spec
 
@@ -501,6 +522,8 @@ def _dry_run(spec: Any, processor: Any, max_size: float | None, extensions: str 
 def check_cmd(ctx: click.Context, batch_arg: str | None, **kwargs: Any) -> None:
     """Preflight: the same arguments as `run` (or --batch ID for a resume); prints each check
     and PROCEED (exit 0) or FIX_ISSUES (exit 2)."""
+    from batchtui.engine.batchdir import resolve_batch
+    from batchtui.engine.config import BatchConfig
     from batchtui.engine.preflight import preflight_new, preflight_resume
     from batchtui.engine.processors import ProcessorSpec
     from batchtui.engine.sources import SourceSpec
@@ -550,6 +573,9 @@ def _create_and_run(
     detach: bool = False,
     stdin: TextIO | None = None,
 ) -> NoReturn:
+    from batchtui.engine.enqueue import create_batch
+    from batchtui.engine.runner import BatchRunner
+
     batch = create_batch(
         config, spec, processor, stdin=stdin if stdin is not None else sys.stdin, on_enqueue=_enqueue_note
     )
@@ -558,6 +584,8 @@ def _create_and_run(
     dup = f", {manifest.duplicates_dropped} duplicates dropped" if manifest.duplicates_dropped else ""
     click.echo(f"batch {batch.batch_id}: {t.total} items{dup} -> {batch.path}", err=True)
     if detach:
+        from .launch import detach_engine
+
         _announce_detached(batch, detach_engine(batch, action="run"), as_json)
         raise SystemExit(0)
     reads_stdin = stdin is None and any(e.kind == "stdin" for e in spec.entries)
@@ -580,6 +608,9 @@ def demo_cmd(
     ctx: click.Context, items: int, config_file: str | None, headless: bool, as_json: bool, **kwargs: Any
 ) -> None:
     """Run the built-in demo: a pretend paid API with latency, retries and a few permanent errors."""
+    import io
+
+    from batchtui.engine.config import load_config
     from batchtui.engine.processors import demo_spec
     from batchtui.engine.sources import SourceEntry, SourceSpec
 
@@ -617,6 +648,12 @@ def resume_cmd(
     The stored config is used; operational options given here (workers, rate, timeout,
     thresholds...) override it and are recorded in the manifest's history.
     """
+    from batchtui.engine.batchdir import resolve_batch
+    from batchtui.engine.config import OPERATIONAL, BatchConfig, load_config
+    from batchtui.engine.models import BatchState
+    from batchtui.engine.runner import BatchRunner, RunResult, exit_code_for
+    from batchtui.engine.store import ItemStore
+
     detach = bool(kwargs.pop("detach", False))
     engine_action = str(kwargs.pop("engine_action", "resume"))
     overrides_json = kwargs.pop("overrides_json", None)
@@ -688,6 +725,8 @@ def resume_cmd(
         )
     )
     if detach:
+        from .launch import detach_engine
+
         pid = detach_engine(bdir, action="resume", overrides=overrides)
         _announce_detached(bdir, pid, as_json)
         raise SystemExit(0)
@@ -708,6 +747,8 @@ def resume_cmd(
 def watch_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, theme: str | None) -> None:
     """Attach the dashboard to BATCH [default: the latest]: a running engine (here or in another
     process) or a finished batch. Its keys steer the engine through control.jsonl."""
+    from batchtui.engine.batchdir import resolve_batch
+
     out = output_dir_of(ctx, output_dir)
     bdir = resolve_batch(batch, out)
     if not terminal():
@@ -729,6 +770,7 @@ def _control(
 ) -> None:
     """Send ``cmd`` to the engine running the batch and wait for its ack, or change the store
     directly (under the lock) when no engine runs."""
+    from batchtui.engine.batchdir import resolve_batch, resume_command
     from batchtui.engine.control import append_command, apply_offline, wait_for_ack
 
     out = output_dir_of(ctx, output_dir)
@@ -901,6 +943,9 @@ def _now() -> str:
 
 def _batch_summary(bdir: BatchDir) -> dict[str, Any]:
     """What ls shows for one batch; live counts when an engine is running."""
+    from batchtui.engine.files import DamagedFile
+    from batchtui.engine.models import BatchState
+
     try:
         manifest = bdir.read_manifest()
     except (FileNotFoundError, DamagedFile) as exc:
@@ -938,6 +983,8 @@ def _batch_summary(bdir: BatchDir) -> dict[str, Any]:
 @click.pass_context
 def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
     """List the batches in the output dir, newest first."""
+    from batchtui.engine.batchdir import iter_batches
+
     out = output_dir_of(ctx, output_dir)
     rows = [_batch_summary(b) for b in iter_batches(out)]
     if as_json:
@@ -963,6 +1010,8 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
 
 
 def _local(iso: str | None) -> str:
+    from batchtui.engine.batchdir import parse_iso
+
     if not iso:
         return ""
     try:
@@ -978,6 +1027,9 @@ def _local(iso: str | None) -> str:
 @click.pass_context
 def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_json: bool) -> None:
     """Summary, error breakdown and settings of BATCH [default: the latest]."""
+    from batchtui.engine.batchdir import resolve_batch
+    from batchtui.engine.store import ItemStore, StoreError
+
     out = output_dir_of(ctx, output_dir)
     bdir = resolve_batch(batch, out)
     manifest = bdir.read_manifest()
@@ -1060,6 +1112,9 @@ def export_cmd(
     ctx: click.Context, batch: str | None, status: str | None, fmt: str, out_file: str | None, output_dir: str | None
 ) -> None:
     """Stream the items of BATCH (all columns) as JSONL or CSV."""
+    from batchtui.engine.batchdir import resolve_batch
+    from batchtui.engine.store import ItemStore
+
     out = output_dir_of(ctx, output_dir)
     bdir = resolve_batch(batch, out)
     store = ItemStore.open_readonly(bdir.items_db)
@@ -1072,6 +1127,8 @@ def export_cmd(
                 stream.write(json.dumps(row.as_dict(), ensure_ascii=False) + "\n")
                 n += 1
         else:
+            import csv
+
             from batchtui.engine.store import ITEM_COLUMNS
 
             writer = csv.writer(stream)
@@ -1107,6 +1164,7 @@ def recover_cmd(
 ) -> None:
     """Rebuild the items.db of BATCH when it is damaged or missing: items from the source, results
     from results.jsonl; the damaged file is kept as items.db.corrupt-<time>. Then `batchtui resume`."""
+    from batchtui.engine.batchdir import resolve_batch
     from batchtui.engine.recover import recover_batch
 
     bdir = resolve_batch(batch, output_dir_of(ctx, output_dir))
@@ -1130,6 +1188,10 @@ def cleanup_cmd(
     ctx: click.Context, max_age_days: float, include_unfinished: bool, dry_run: bool, output_dir: str | None
 ) -> None:
     """Remove old finished batches (never one with a live engine)."""
+    from batchtui.engine.batchdir import iter_batches, parse_iso
+    from batchtui.engine.files import DamagedFile
+    from batchtui.engine.models import BatchState
+
     out = output_dir_of(ctx, output_dir)
     cutoff = time.time() - max_age_days * 86400
     removed = kept = 0

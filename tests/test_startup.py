@@ -1,0 +1,144 @@
+"""Start-up stays cheap: which modules each CLI path loads (no timing, so it holds on any machine).
+
+Every `batchtui` call pays for what it imports before it does anything; a 1-item run or a
+`batchtui ls` in a script loop is mostly that. These tests fail when an eager import creeps
+back in: the CLI module loads only click and a few engine basics, `--help` and `ls` never load
+the runner, the store, the executors or psutil, and no headless path loads textual.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import cli_env
+
+#: Never loaded by ``import batchtui.tui.cli`` (nor by ``--help``).
+HEAVY_FOR_IMPORT = (
+    "pydantic",
+    "psutil",
+    "multiprocessing",
+    "sqlite3",
+    "watchfiles",
+    "textual",
+    "rich",
+    "dask",
+    "distributed",
+    "importlib.metadata",
+    "batchtui.engine.runner",
+    "batchtui.engine.store",
+    "batchtui.engine.executors",
+    "batchtui.engine.models",
+    "batchtui.engine.config",
+    "batchtui.tui.launch",
+)
+#: Never loaded by ``batchtui ls`` (which does need pydantic and the batch files' models).
+HEAVY_FOR_LS = (
+    "psutil",
+    "multiprocessing",
+    "sqlite3",
+    "watchfiles",
+    "textual",
+    "rich",
+    "dask",
+    "batchtui.engine.runner",
+    "batchtui.engine.store",
+    "batchtui.engine.executors",
+    "batchtui.engine.enqueue",
+    "batchtui.engine.sources",
+    "batchtui.engine.shell",
+    "batchtui.engine.processors",
+    "batchtui.engine.recover",
+)
+
+
+def _loaded_after(code: str, *, cwd: Path | None = None, env: dict[str, str] | None = None) -> set[str]:
+    """The modules loaded once ``code`` ran in a fresh interpreter (printed as JSON at exit)."""
+    wrapper = (
+        "import atexit, json, sys\n"
+        "atexit.register(lambda: print('\\nMODULES=' + json.dumps(sorted(sys.modules)), file=sys.__stderr__))\n"
+        f"{code}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=120, cwd=cwd, env=env, check=False
+    )
+    line = next((x for x in proc.stderr.splitlines() if x.startswith("MODULES=")), None)
+    assert line is not None, proc.stderr
+    return set(json.loads(line.removeprefix("MODULES=")))
+
+
+def _present(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def test_importing_the_cli_loads_only_click_and_the_engine_basics() -> None:
+    modules = _loaded_after("import batchtui.tui.cli")
+    assert _present(modules, HEAVY_FOR_IMPORT) == []
+
+
+def test_help_loads_no_engine_module() -> None:
+    modules = _loaded_after(
+        "from batchtui.tui.cli import main\ntry:\n    main(['--help'], prog_name='batchtui')\nexcept SystemExit:\n    pass"
+    )
+    assert _present(modules, HEAVY_FOR_IMPORT) == []
+
+
+def test_ls_never_loads_the_runner_the_store_or_psutil(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    one = tmp_path / "one.txt"
+    one.write_text("a\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "batchtui.tui.cli", "run", str(one), "--cmd", "true", "--headless", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(out),
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    code = (
+        "from batchtui.tui.cli import main\n"
+        f"try:\n    main(['ls', '-o', {str(out)!r}], prog_name='batchtui')\nexcept SystemExit as e:\n    assert not e.code\n"
+    )
+    modules = _loaded_after(code, cwd=tmp_path, env=cli_env(out))
+    assert "batchtui.engine.batchdir" in modules  # it did list the batch
+    assert _present(modules, HEAVY_FOR_LS) == []
+
+
+def test_the_engine_package_loads_its_names_on_first_use() -> None:
+    modules = _loaded_after(
+        "import batchtui.engine as e\n"
+        "import sys\n"
+        "assert [m for m in sys.modules if m.startswith('batchtui.engine.')] == [], sys.modules\n"
+        "from batchtui.engine import BatchConfig, BatchRunner, Fatal, Item, create_batch\n"
+        "assert BatchRunner.__module__ == 'batchtui.engine.runner'\n"
+        "assert sorted(e.__all__) == sorted(e._SOURCES)\n"
+        "for name in e.__all__:\n"
+        "    getattr(e, name)\n"
+        "from batchtui.engine import store\n"
+        "assert store.__name__ == 'batchtui.engine.store'\n"
+        "try:\n"
+        "    e.no_such_name\n"
+        "except AttributeError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+    )
+    assert "batchtui.engine.runner" in modules
+
+
+def test_importing_the_runner_loads_no_psutil_until_a_run() -> None:
+    modules = _loaded_after("import batchtui.engine.runner")
+    assert _present(modules, ("psutil", "textual", "watchfiles", "dask")) == []
+
+
+def test_the_cli_exit_code_and_resume_command_match_the_runner(tmp_path: Path) -> None:
+    from batchtui.engine import batchdir, errors, runner
+
+    assert errors.EXIT_USAGE == runner.EXIT_USAGE == 2
+    bdir = batchdir.BatchDir(tmp_path / "20260101_000000_0123abcd")
+    assert batchdir.resume_command(bdir) == runner.resume_command(bdir)
