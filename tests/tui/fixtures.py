@@ -110,8 +110,9 @@ def make_batch(
                     " result=? WHERE seq=?",
                     (T0, T1, 0.1 + (seq % 7) / 10, orjson.dumps({"tokens": seq}).decode(), seq),
                 )
-                conn.execute(
-                    "INSERT INTO attempts VALUES (?, 1, 'complete', ?, ?, 0.2, NULL, NULL, NULL, NULL)", (seq, T0, T1)
+                conn.execute(  # replaces the row the store's trigger wrote from the update above
+                    "INSERT OR REPLACE INTO attempts VALUES (?, 1, 'complete', ?, ?, 0.2, NULL, NULL, NULL, NULL)",
+                    (seq, T0, T1),
                 )
             else:
                 conn.execute("UPDATE items SET status=?, started_at=? WHERE seq=?", (st, T0, seq))
