@@ -234,10 +234,12 @@ def resolve_batch(arg: str | None, output_dir: Path, *, unfinished: bool = False
         if not unfinished:
             return BatchDir(batch.path.resolve())
         try:
-            state = batch.read_manifest().state
+            manifest = batch.read_manifest()
         except (FileNotFoundError, DamagedFile):
             continue
-        if state != BatchState.FINISHED or _has_pending(batch):
+        totals = manifest.totals
+        # A finished batch with items pending again (an offline `retry`) is unfinished too.
+        if manifest.state != BatchState.FINISHED or totals.pending or totals.processing or _has_pending(batch):
             return BatchDir(batch.path.resolve())
     what = "unfinished batch" if unfinished else "batch"
     raise UserError(f"no {what} in {output_dir}")

@@ -154,6 +154,18 @@ def test_failures_exit_1_and_show_and_export(tmp_path: Path, out_dir: Path, run_
     assert sum(1 for r in table if r["status"] == "failed") == 6
     assert json.loads(table[7]["data"]) == "https://example.com/7"
 
+    # An offline retry puts the failures back to pending: a plain `resume` (no id) finds the
+    # batch again, though its manifest said finished, and runs exactly those six.
+    retried = run_cli(["retry", batch.name])
+    assert retried.returncode == 0, retried.stderr
+    assert "6 failed items back to pending" in retried.stdout + retried.stderr
+    resumed = run_cli(["resume", "--headless", "--max-attempts", "1"])
+    assert resumed.returncode == 1, resumed.stderr
+    after = Manifest.model_validate(read_json(batch / "manifest.json"))
+    assert [h.action for h in after.history] == ["run", "resume"]
+    assert after.totals.failed == 6 and after.totals.pending == 0 and after.totals.complete == 24
+    assert len(read_jsonl(batch / "results.jsonl")) == 24
+
 
 def test_user_errors_exit_2_without_traceback(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     cases = [
