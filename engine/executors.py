@@ -7,8 +7,6 @@ completion queue. Executors never touch the batch files: the runner is the singl
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import multiprocessing.connection
 import os
 import queue
 import signal
@@ -16,7 +14,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import multiprocessing.connection
 
 from .config import BatchConfig
 from .errors import ErrorInfo, WorkerLost, classify
@@ -257,6 +258,8 @@ class ProcessExecutor:
         self.spec = spec
         self.config = config
         self.completions = completions
+        import multiprocessing  # only the process executor pays for it (a shell run never does)
+
         self.ctx = multiprocessing.get_context("spawn")
         self.tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.slots: list[_Slot] = []

@@ -32,12 +32,25 @@ from typing import Any, Final
 
 import orjson
 
-from .batchdir import HOST, BatchDir, BatchLock, now_iso, parse_iso
+from .batchdir import (
+    HOST,
+    BatchDir,
+    BatchLock,
+    now_iso,
+    parse_iso,
+    resume_command,
+)
 from .committer import CommitJob, Committer
 from .config import BatchConfig
 from .control import ControlReader, ControlWatcher
 from .enqueue import enqueue_source
-from .errors import ErrorInfo, ItemTimeout, classify, normalize_message
+from .errors import (
+    EXIT_USAGE,  # noqa: F401  (also imported from here)
+    ErrorInfo,
+    ItemTimeout,
+    classify,
+    normalize_message,
+)
 from .executors import CompletionQueue, Executor, Outcome, WorkerInitError, make_executor
 from .files import ResultsLog, WriteFailed, dumps, iter_jsonl, read_model, write_model
 from .models import (
@@ -79,7 +92,6 @@ RECENT_ERRORS: Final = 20
 
 EXIT_OK: Final = 0
 EXIT_SOME_FAILED: Final = 1
-EXIT_USAGE: Final = 2
 EXIT_HALTED: Final = 3
 EXIT_INTERRUPTED: Final = 130
 
@@ -104,10 +116,6 @@ def exit_code_for(state: BatchState, counts: Counts) -> int:
     if counts.failed or counts.skipped or counts.pending or counts.processing:
         return EXIT_SOME_FAILED
     return EXIT_OK
-
-
-def resume_command(batch: BatchDir) -> str:
-    return f"batchtui resume {batch.batch_id} --output-dir {batch.path.parent}"
 
 
 # -- running a batch -------------------------------------------------------------------------
