@@ -82,6 +82,7 @@ LIVE_INTERVAL_S: Final = 0.25
 MANIFEST_INTERVAL_S: Final = 2.0
 FETCH_PAGE: Final = 1024
 MAX_CHUNK: Final = 256
+SHELL_MAX_CHUNK: Final = 16
 IN_FLIGHT_SHOWN: Final = 64
 #: The GIL switch interval while a run goes on (Python's default is 5 ms). The runner's threads
 #: spend their lives in short blocking calls (SQLite steps, fsyncs, pipe reads, queue waits),
@@ -630,11 +631,13 @@ class BatchRunner:
             self.executor.submit(chunk)
 
     def _chunk_size(self, workers: int) -> int:
-        if self.spec.kind == "shell" or (
-            # Killing a timed-out call kills its whole process (or dask worker): one item each.
-            self.config.timeout is not None and self.config.resolved_executor(self.spec.kind) in ("process", "dask")
-        ):
-            return 1
+        if self.spec.kind == "shell":
+            # Each command is its own process (timed out and killed one by one), so a chunk only
+            # saves the loop's round trips: quick commands go a few at a time (a chunk of about
+            # 20 ms, see _retune_chunk), slow ones one by one.
+            return min(self._chunk, SHELL_MAX_CHUNK)
+        if self.config.timeout is not None and self.config.resolved_executor(self.spec.kind) in ("process", "dask"):
+            return 1  # killing a timed-out call kills its whole process (or dask worker): one item each
         cs = self.config.chunk_size
         if self.spec.chunked:
             if cs == "auto" or cs is None:
