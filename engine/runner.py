@@ -14,6 +14,7 @@ from them), never redone and never written twice.
 
 from __future__ import annotations
 
+import array
 import collections
 import contextlib
 import heapq
@@ -229,6 +230,7 @@ class BatchRunner:
         self.committer: Committer | None = None
         self._next_commit_seq = 0
         self._high = -1  # the highest seq fetched this run: a scan below it must commit first
+        self._durations: array.array[float] | None = None
 
     # -- thread-safe API -------------------------------------------------------------------
 
@@ -316,6 +318,9 @@ class BatchRunner:
             self.cost_spent = store.total_cost()
             self._max_item_cost = store.max_cost()
         self._cost_known = self.counts.complete > 0
+        # Every complete item of a batch that had none when this run began completes in this
+        # run: their durations are kept here for the report, instead of read back at the end.
+        self._durations = array.array("d") if self.counts.complete == 0 else None
         self.rate.add(self.counts.finished)
 
         entry = HistoryEntry(
@@ -441,6 +446,7 @@ class BatchRunner:
         self.write_failure = exc
         self.halt_reason = f"disk full or not writable: {exc}"
         self.state = BatchState.STOPPING
+        self._durations = None  # completions may have been dropped: the report reads the store
         self._stage.clear()
         self._delta.clear()
         self._staged = 0
@@ -751,6 +757,7 @@ class BatchRunner:
         pop, kill_reasons = self._inflight.pop, self._kill_reasons
         lines, rows = self._lines, self._stage["complete"]
         dumps, opt = orjson.dumps, orjson.OPT_NON_STR_KEYS
+        durations = self._durations
         plain = 0
         for o in outcomes:
             flight = pop(o.seq, None)
@@ -780,6 +787,8 @@ class BatchRunner:
             lines.append(line)
             # Its attempt row is written by the store's trigger, from this same update.
             rows.append((o.attempt, finished_at, o.duration, None, result_json.decode(), flight.started_at, o.seq))
+            if durations is not None:
+                durations.append(o.duration)
             plain += 1
         self._avg_item_s = avg
         if plain:
@@ -868,6 +877,8 @@ class BatchRunner:
             self._failed(o, flight, finished_at, classify(TypeError(f"result is not JSON-serializable: {exc}")))
             return
         self._lines.append(raw)
+        if self._durations is not None:
+            self._durations.append(o.duration)
         # Its attempt row is written by the store's trigger, from this same update.
         self._stage_row("complete", (o.attempt, finished_at, o.duration, o.cost, result_json, flight.started_at, o.seq))
         self._delta["processing"] -= 1
@@ -1269,7 +1280,7 @@ class BatchRunner:
 
     def _report(self, ended: str) -> Report:
         assert self.store is not None
-        durations = self.store.durations()
+        durations = sorted(self._durations) if self._durations is not None else self.store.durations()
         stats = DurationStats()
         if durations:
             n = len(durations)

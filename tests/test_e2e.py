@@ -83,6 +83,12 @@ def test_run_wc_over_real_files_and_every_contract_file(py_tree: Path, out_dir: 
     report = Report.model_validate(read_json(batch / "report.json"))
     assert report.totals.complete == n_files and report.success_rate == 1.0
     assert report.durations.count == n_files and report.peak_memory_mb > 0
+    # The engine keeps a new batch's durations as they come; they are the store's exactly.
+    with sqlite3.connect(batch / "items.db") as conn:
+        stored = sorted(d for (d,) in conn.execute("SELECT duration_s FROM items WHERE status='complete'"))
+    assert report.durations.max == round(stored[-1], 6)
+    assert report.durations.p50 == round(stored[len(stored) // 2], 6)
+    assert report.durations.mean == round(sum(stored) / len(stored), 6)
     assert report.config["workers"] == 2
 
     db = sqlite3.connect(batch / "items.db")
@@ -165,6 +171,8 @@ def test_failures_exit_1_and_show_and_export(tmp_path: Path, out_dir: Path, run_
     assert [h.action for h in after.history] == ["run", "resume"]
     assert after.totals.failed == 6 and after.totals.pending == 0 and after.totals.complete == 24
     assert len(read_jsonl(batch / "results.jsonl")) == 24
+    # A resumed batch's report counts the durations of every complete item, from the store.
+    assert Report.model_validate(read_json(batch / "report.json")).durations.count == 24
 
 
 def test_user_errors_exit_2_without_traceback(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
