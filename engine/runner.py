@@ -123,6 +123,18 @@ def exit_code_for(state: BatchState, counts: Counts) -> int:
 # -- running a batch -------------------------------------------------------------------------
 
 
+def _result_line(o: Outcome, key: str, finished_at: str) -> dict[str, Any]:
+    """One line of results.jsonl (a "cost" is added by the caller when the item has one)."""
+    return {
+        "seq": o.seq,
+        "key": key,
+        "result": o.result,
+        "attempts": o.attempt,
+        "duration_s": round(o.duration, 6),
+        "finished_at": finished_at,
+    }
+
+
 @dataclass(slots=True)
 class _Flight:
     item: Item
@@ -770,17 +782,7 @@ class BatchRunner:
             # The common case inline (see _complete): a success with no cost, nothing to kill.
             try:
                 result_json = dumps(o.result, option=opt)
-                line = dumps(
-                    {
-                        "seq": o.seq,
-                        "key": flight.item.key,
-                        "result": o.result,
-                        "attempts": o.attempt,
-                        "duration_s": round(o.duration, 6),
-                        "finished_at": finished_at,
-                    },
-                    option=opt,
-                )
+                line = dumps(_result_line(o, flight.item.key, finished_at), option=opt)
             except TypeError:
                 self._complete(o, flight, finished_at)  # fails the item with the reason
                 continue
@@ -857,14 +859,7 @@ class BatchRunner:
 
     def _complete(self, o: Outcome, flight: _Flight, finished_at: str) -> None:
         assert self.results is not None
-        line: dict[str, Any] = {
-            "seq": o.seq,
-            "key": flight.item.key,
-            "result": o.result,
-            "attempts": o.attempt,
-            "duration_s": round(o.duration, 6),
-            "finished_at": finished_at,
-        }
+        line = _result_line(o, flight.item.key, finished_at)
         self._cost_known = True
         if o.cost is not None:
             line["cost"] = o.cost

@@ -18,6 +18,7 @@ failed. A wrong encoding or a CSV without a usable header is the user's mistake 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import fnmatch
 import hashlib
@@ -417,24 +418,34 @@ def _line_items(lines: Iterable[str], name: str, encoding: str) -> Iterator[Sour
         yield SourceItem(key=normalize_line_key(line), data=line, origin=f"{name}:{n}")
 
 
-def _stdin_items(stdin: TextIO | None, encoding: str) -> Iterator[SourceItem]:
+@contextlib.contextmanager
+def _stdin_text(stdin: TextIO | None, encoding: str) -> Iterator[tuple[TextIO, bool]]:
+    """The text stream stdin (-) is read from, and whether it was opened here.
+
+    The real stdin's bytes are decoded with the source's encoding (not the locale's), bad bytes
+    marked as for files; sys.stdin.buffer is left open afterwards. A stream passed in is read as
+    it is, and a decoding error in it becomes a UserError."""
     if stdin is None or stdin is sys.stdin:
         if sys.stdin is None:
             raise UserError("stdin (-) was given but this process has no stdin")
-        # The real stdin: decode its bytes with the source's encoding, not the locale's.
         buffer = getattr(sys.stdin, "buffer", None)
         if buffer is not None:
             wrapper = io.TextIOWrapper(buffer, encoding=_codec(encoding), errors=_MARK_ERRORS)
             try:
-                yield from _line_items(wrapper, "<stdin>", encoding)
+                yield wrapper, True
             finally:
                 wrapper.detach()  # leave sys.stdin.buffer open
             return
         stdin = sys.stdin
     try:
-        yield from _line_items(stdin, "<stdin>", encoding)
+        yield stdin, False
     except UnicodeDecodeError:
         raise UserError(f"<stdin> is not valid {stdin.encoding or encoding} text") from None
+
+
+def _stdin_items(stdin: TextIO | None, encoding: str) -> Iterator[SourceItem]:
+    with _stdin_text(stdin, encoding) as (text, _opened):
+        yield from _line_items(text, "<stdin>", encoding)
 
 
 def _read_blocks(f: TextIO) -> Iterator[list[str]]:
@@ -479,23 +490,9 @@ def _line_blocks(blocks: Iterable[list[str]], name: str, encoding: str) -> Itera
 
 def _stdin_blocks(stdin: TextIO | None, encoding: str) -> Iterator[list[str]]:
     """:func:`_stdin_items` a block at a time."""
-    if stdin is None or stdin is sys.stdin:
-        if sys.stdin is None:
-            raise UserError("stdin (-) was given but this process has no stdin")
-        buffer = getattr(sys.stdin, "buffer", None)
-        if buffer is not None:
-            wrapper = io.TextIOWrapper(buffer, encoding=_codec(encoding), errors=_MARK_ERRORS)
-            try:
-                yield from _line_blocks(_read_blocks(wrapper), "<stdin>", encoding)
-            finally:
-                wrapper.detach()
-            return
-        stdin = sys.stdin
-    try:
-        # Not opened here, so its newline mode is unknown: split as iterating it does.
-        yield from _line_blocks(_iter_blocks(stdin), "<stdin>", encoding)
-    except UnicodeDecodeError:
-        raise UserError(f"<stdin> is not valid {stdin.encoding or encoding} text") from None
+    with _stdin_text(stdin, encoding) as (text, opened):
+        # A stream not opened here has an unknown newline mode: split it as iterating it does.
+        yield from _line_blocks(_read_blocks(text) if opened else _iter_blocks(text), "<stdin>", encoding)
 
 
 # -- CSV ---------------------------------------------------------------------------------------
