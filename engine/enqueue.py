@@ -23,7 +23,7 @@ from .files import ResultsLog, WriteFailed, write_model
 from .models import Manifest
 from .processors import ProcessorSpec
 from .sources import SourceItem, SourceSpec, iter_blocks, line_keys
-from .store import ItemStore
+from .store import ItemStore, LineBlock
 
 # -- creating a batch ------------------------------------------------------------------------
 
@@ -32,7 +32,7 @@ from .store import ItemStore
 _JSON_ESCAPED: Final = re.compile(r'["\\\x00-\x1f\ud800-\udfff]')
 
 
-def _rows(spec: SourceSpec, stdin: TextIO | None, at: str, skip: int = 0) -> Iterator[tuple[Any, ...]]:
+def _rows(spec: SourceSpec, stdin: TextIO | None, at: str, skip: int = 0) -> Iterator[tuple[Any, ...] | LineBlock]:
     """The store rows of every source item after the first ``skip`` (those an interrupted enqueue
     already stored), in source order. The source is still read from its start, so an error in
     it is raised whether or not it lies in the part skipped."""
@@ -62,13 +62,16 @@ def _rows(spec: SourceSpec, stdin: TextIO | None, at: str, skip: int = 0) -> Ite
         yield from _line_rows(block, line_kind, kinds)
 
 
-def _line_rows(lines: list[str], kind: str | None, kinds: frozenset[str]) -> list[tuple[Any, ...]]:
-    """The rows of a block of stripped lines: what :func:`_item_row` makes of their items."""
+def _line_rows(lines: list[str], kind: str | None, kinds: frozenset[str]) -> list[tuple[Any, ...]] | list[LineBlock]:
+    """The rows of a block of stripped lines: what :func:`_item_row` makes of their items (as
+    one :class:`LineBlock` when the store can take them so)."""
     keys = line_keys(lines)
     joined = "".join(lines)
     if (joined.isprintable() and '"' not in joined and "\\" not in joined) or _JSON_ESCAPED.search(joined) is None:
         # Nothing JSON escapes (no control character, so no newline either): a line's JSON is
-        # the line in quotes, made for the whole block at once.
+        # the line in quotes, made for the whole block at once (by SQLite for a LineBlock).
+        if kind is not None:
+            return [LineBlock(keys, lines, kind)]
         data = ('"' + '"\n"'.join(lines) + '"').split("\n")
     else:
         dumps = orjson.dumps
@@ -182,16 +185,18 @@ def create_batch(
     return bdir
 
 
-def _report_every(rows: Iterator[tuple[Any, ...]], read: int, cb: Callable[[int], None]) -> Iterator[tuple[Any, ...]]:
+def _report_every(
+    rows: Iterator[tuple[Any, ...] | LineBlock], read: int, cb: Callable[[int], None]
+) -> Iterator[tuple[Any, ...] | LineBlock]:
     """``rows``, calling ``cb`` with the number of source items read (``read`` were skipped
     before the first row) once past each multiple of 100,000."""
     next_at = 100_000
     for row in rows:
-        read += 1
+        read += len(row) if isinstance(row, LineBlock) else 1
         yield row
         if read >= next_at:
             cb(read)
-            next_at += 100_000
+            next_at = (read // 100_000 + 1) * 100_000
 
 
 def _default_name(source: SourceSpec) -> str:

@@ -8,7 +8,7 @@ import itertools
 import os
 import random
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from batchtui.engine.sources import (
     line_keys,
     normalize_line_key,
 )
-from batchtui.engine.store import ItemStore
+from batchtui.engine.store import ItemStore, LineBlock
 
 AT = "2024-01-01T00:00:00Z"
 
@@ -89,6 +89,19 @@ CORPUS_LINES = [
     "http://",
     "https://example.com/",
 ]
+
+
+def expanded(rows: Iterable[tuple[Any, ...] | LineBlock]) -> list[tuple[Any, ...]]:
+    """The rows, with each LineBlock as the rows it stands for (the store's insert of a block
+    is checked against these by test_create_batch_rows_unchanged)."""
+    out: list[tuple[Any, ...]] = []
+    for row in rows:
+        out.extend(row.rows() if isinstance(row, LineBlock) else [row])
+    return out
+
+
+def line_rows(lines: list[str], kind: str | None, kinds: frozenset[str]) -> list[tuple[Any, ...]]:
+    return expanded(enqueue._line_rows(lines, kind, kinds))
 
 
 def corpus_text(seed: int = 7, n: int = 400) -> str:
@@ -204,7 +217,7 @@ def test_line_blocks_match_line_items(tmp_path: Path, block_chars: int) -> None:
     f.write_bytes(b"\xef\xbb\xbf" + corpus_text().encode())
     spec = build_spec([str(f)])
     assert flat(spec) == [(i.key, i.data) for i in iter_items(spec)]
-    assert list(_rows(spec, None, AT)) == reference_rows(spec)
+    assert expanded(_rows(spec, None, AT)) == reference_rows(spec)
 
 
 def test_line_blocks_match_in_other_encodings(tmp_path: Path, block_chars: int) -> None:
@@ -213,7 +226,7 @@ def test_line_blocks_match_in_other_encodings(tmp_path: Path, block_chars: int) 
         f = tmp_path / f"{encoding}.txt"
         f.write_bytes(text.encode(encoding, "replace"))
         spec = build_spec([str(f)], encoding=encoding)
-        assert list(_rows(spec, None, AT)) == reference_rows(spec), encoding
+        assert expanded(_rows(spec, None, AT)) == reference_rows(spec), encoding
 
 
 def test_stdin_blocks_match_stdin_items(block_chars: int) -> None:
@@ -223,7 +236,7 @@ def test_stdin_blocks_match_stdin_items(block_chars: int) -> None:
         assert flat(spec, io.StringIO(text, newline=newline)) == [
             (i.key, i.data) for i in iter_items(spec, io.StringIO(text, newline=newline))
         ], newline
-        assert list(_rows(spec, io.StringIO(text, newline=newline), AT)) == reference_rows(
+        assert expanded(_rows(spec, io.StringIO(text, newline=newline), AT)) == reference_rows(
             spec, io.StringIO(text, newline=newline)
         )
 
@@ -232,7 +245,7 @@ def test_real_stdin_blocks(monkeypatch: pytest.MonkeyPatch, block_chars: int) ->
     raw = corpus_text(seed=5).encode("latin-1", "replace")
     spec = build_spec(["-"], encoding="latin-1")
     monkeypatch.setattr(sources.sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
-    fast = list(_rows(spec, None, AT))
+    fast = expanded(_rows(spec, None, AT))
     monkeypatch.setattr(sources.sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
     assert fast == reference_rows(spec)
     assert len(fast) > 500
@@ -250,8 +263,8 @@ def test_mixed_sources_rows(tmp_path: Path, block_chars: int) -> None:
     j.write_text('{"a": 1}\nnot json\n[1]\n{"b": "\\u00e9"}\n')
     spec = build_spec([str(lines), str(d), str(c), str(j), "-"])
     stdin = "http://Example.com:80/x\n# c\n\ny\n"
-    assert list(_rows(spec, io.StringIO(stdin), AT)) == reference_rows(spec, io.StringIO(stdin))
-    kinds = {row[2] for row in _rows(spec, io.StringIO(stdin), AT)}
+    assert expanded(_rows(spec, io.StringIO(stdin), AT)) == reference_rows(spec, io.StringIO(stdin))
+    kinds = {row[2] for row in expanded(_rows(spec, io.StringIO(stdin), AT))}
     assert kinds == {"line", "file", "record"}
 
 
@@ -268,7 +281,7 @@ def test_record_rows_match(tmp_path: Path, key_field: str | None) -> None:
     ref = reference_rows(spec)
     assert {r[3] for r in ref} == {"pending", "failed"}
     for skip in range(len(ref) + 1):
-        assert list(_rows(spec, None, AT, skip)) == ref[skip:], skip
+        assert expanded(_rows(spec, None, AT, skip)) == ref[skip:], skip
 
 
 def test_data_json_of_every_character() -> None:
@@ -276,10 +289,10 @@ def test_data_json_of_every_character() -> None:
     chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
     for i in range(0, len(chars), 4096):
         block = [f"a{c}b" for c in chars[i : i + 4096]]
-        rows = enqueue._line_rows(block, "line", frozenset({"lines"}))
+        rows = line_rows(block, "line", frozenset({"lines"}))
         assert [r[1] for r in rows] == [orjson.dumps(s).decode() for s in block]
     plain = ["abc", "https://example.com/x"]
-    assert [r[1] for r in enqueue._line_rows(plain, "line", frozenset({"lines"}))] == [
+    assert [r[1] for r in line_rows(plain, "line", frozenset({"lines"}))] == [
         '"abc"',
         '"https://example.com/x"',
     ]
@@ -288,7 +301,7 @@ def test_data_json_of_every_character() -> None:
 @pytest.mark.parametrize("odd", ['"', "\\", "\x7f", "\xa0", "\u2028", "\x00", "\t", "é", "🎉", "\ufeff"])
 def test_data_json_of_a_printable_block_with_one_odd_character(odd: str) -> None:
     block = ["https://example.com/a", f"say {odd}hi{odd}", "plain"]
-    rows = enqueue._line_rows(block, "line", frozenset({"lines"}))
+    rows = line_rows(block, "line", frozenset({"lines"}))
     assert [r[1] for r in rows] == [orjson.dumps(s).decode() for s in block]
 
 
@@ -296,7 +309,7 @@ def test_a_lone_surrogate_fails_as_it_did() -> None:
     with pytest.raises(TypeError):
         orjson.dumps("x\ud800")
     with pytest.raises(TypeError):
-        enqueue._line_rows(["ok", "x\ud800"], "line", frozenset({"stdin"}))
+        line_rows(["ok", "x\ud800"], "line", frozenset({"stdin"}))
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -345,16 +358,19 @@ def test_skip_matches_islice_at_every_offset(tmp_path: Path, monkeypatch: pytest
     spec = build_spec([str(f), str(j), str(f)])
     ref = reference_rows(spec)
     for skip in range(len(ref) + 2):
-        assert list(_rows(spec, None, AT, skip)) == ref[skip:], skip
+        assert expanded(_rows(spec, None, AT, skip)) == ref[skip:], skip
 
 
 class _Stop(Exception):
     pass
 
 
-def _stop_after(rows: Iterator[tuple[Any, ...]], n: int) -> Iterator[tuple[Any, ...]]:
-    for i, row in enumerate(rows):
-        if i == n:
+def _stop_after(rows: Iterator[tuple[Any, ...] | LineBlock], n: int) -> Iterator[tuple[Any, ...] | LineBlock]:
+    """The rows until the one that would take the count of source rows past ``n`` (a crash)."""
+    read = 0
+    for row in rows:
+        read += len(row) if isinstance(row, LineBlock) else 1
+        if read > n:
             raise _Stop
         yield row
 
@@ -386,7 +402,8 @@ def test_interrupted_enqueue_resumes_to_the_same_items(
     finally:
         whole.close()
 
-    # The first enqueue stops (a crash) after `cut` rows: whole chunks of 500 are stored.
+    # The first enqueue stops (a crash) after at most `cut` rows: whole chunks of about 500
+    # rows (blocks are not split) are stored, and the stored count says how many were read.
     part = ItemStore.create(tmp_path / "part.db", durable=False)
     real = ItemStore.enqueue
     try:
@@ -398,7 +415,9 @@ def test_interrupted_enqueue_resumes_to_the_same_items(
         with pytest.raises(_Stop):
             enqueue_source(part, spec)
         monkeypatch.setattr(ItemStore, "enqueue", real)
-        assert int(part.get_meta("enqueue_read", 0) or 0) == cut - cut % 500
+        stored = int(part.get_meta("enqueue_read", 0) or 0)
+        assert stored <= cut and (cut < 1000 or stored >= 500)
+        assert part.conn.execute("SELECT count(*) FROM items").fetchone()[0] <= stored
         reports: list[int] = []
         enqueue_source(part, spec, on_enqueue=reports.append)
         assert part.get_meta("duplicates_dropped") == dropped
@@ -441,7 +460,7 @@ def test_line_blocks_stream_in_bounded_memory(tmp_path: Path) -> None:
 def _line_rows_of(spec: SourceSpec) -> Iterator[list[tuple[Any, ...]]]:
     for block in iter_blocks(spec):
         assert isinstance(block, list)
-        yield enqueue._line_rows(block, "line", frozenset({"lines"}))
+        yield line_rows(block, "line", frozenset({"lines"}))
 
 
 def test_create_batch_rows_unchanged(tmp_path: Path) -> None:
@@ -467,3 +486,42 @@ def test_create_batch_rows_unchanged(tmp_path: Path) -> None:
     assert got == want
     assert batch.read_manifest().duplicates_dropped == len(reference_rows(spec)) - len(want)
     assert os.path.exists(batch.items_db)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 20000])
+def test_line_blocks_go_into_the_store_as_their_rows(tmp_path: Path, block_chars: int, chunk: int) -> None:
+    """A plain URL list goes in as LineBlocks (one flat JSON array a block, SQLite quoting each
+    line): the stored keys, data and kinds are those of the per-row path, duplicates dropped,
+    lines that are their own keys mixed with lines whose key is normalized."""
+    lines = [
+        "https://example.com/a",
+        "HTTPS://Example.COM/a",  # the same key as the first: a duplicate
+        "plain words, no URL",
+        "https://example.com/b?x=1#frag",
+        "https://example.com/b?x=1",  # same key as the one before
+        "http://example.com:80/c",
+        "é and 🎉 are not escaped",
+        "https://example.com/a",  # exact duplicate
+        *(f"https://example.com/item/{i}" for i in range(50)),
+    ]
+    f = tmp_path / "urls.txt"
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    spec = build_spec([str(f)])
+    assert any(isinstance(row, LineBlock) for row in _rows(spec, None, AT))
+    store = ItemStore.create(tmp_path / "items.db", durable=False)
+    try:
+        store.enqueue(_rows(spec, None, AT), chunk=chunk)
+        got = store.conn.execute("SELECT key, data, kind, status FROM items ORDER BY seq").fetchall()
+        dropped = store.get_meta("duplicates_dropped")
+        read = store.get_meta("enqueue_read")
+    finally:
+        store.close()
+    want: list[tuple[Any, ...]] = []
+    seen: set[str] = set()
+    for key, data, kind, status, *_ in reference_rows(spec):
+        if key not in seen:
+            seen.add(key)
+            want.append((key, data, kind, status))
+    assert got == want
+    assert dropped == len(lines) - len(want) == 3
+    assert read == len(lines)
