@@ -48,7 +48,8 @@ class Committer:
     """Carries out :class:`CommitJob` s in order on its own thread and connection.
 
     ``order`` names the kinds in the order their statements run; ``sql`` gives each kind's
-    ``executemany`` statement. ``wake`` is called after every job (the runner's loop waits
+    ``executemany`` statement, ``shared`` the parameters many of a kind's rows share (see
+    :class:`~batchtui.engine.store.Bulk`). ``wake`` is called after every job (the runner's loop waits
     on its completion queue). A failure (a full disk) stops the committer: later jobs are
     dropped, and :meth:`done` / :meth:`drain` raise it on the runner thread.
     """
@@ -60,6 +61,7 @@ class Committer:
         *,
         order: Sequence[str],
         sql: Mapping[str, str],
+        shared: Mapping[str, tuple[int, ...]] | None = None,
         durable: bool,
         synced_offset: int,
         wake: Callable[[], None],
@@ -67,7 +69,7 @@ class Committer:
         self._store = store
         self._results = results
         self._order = tuple(order)
-        self._bulk = {kind: Bulk.of(sql[kind]) for kind in self._order}
+        self._bulk = {kind: Bulk.of(sql[kind], (shared or {}).get(kind, ())) for kind in self._order}
         self._durable = durable
         self._synced = synced_offset
         self._wake = wake

@@ -362,6 +362,7 @@ class BatchRunner:
             self.results,
             order=self._ORDER,
             sql=self._SQL,
+            shared=self._SHARED,
             durable=durable,
             synced_offset=0,  # the first commit syncs whatever the file holds
             wake=lambda: self.completions.put([]),
@@ -976,6 +977,9 @@ class BatchRunner:
         "attempt": "INSERT OR REPLACE INTO attempts(seq, attempt, status, started_at, finished_at, duration_s,"
         " error_type, error_category, error_message, error_detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
     }
+    #: Parameters of a kind's rows that many rows share (see store.Bulk): completions of one
+    #: chunk share the attempt, the finish time, the cost (None) and the start time.
+    _SHARED: Final = {"complete": (0, 1, 3, 5)}
     _ORDER: Final = ("processing", "retrying", "pending_with_error", "requeue", "skip", "failed", "complete", "attempt")
 
     def _stage_row(self, kind: str, row: tuple[Any, ...]) -> None:

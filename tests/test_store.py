@@ -121,6 +121,52 @@ def test_bulk_forms() -> None:
     assert Bulk.of("DELETE FROM items WHERE seq=?").json_sql is None
 
 
+def test_bulk_grouped_form() -> None:
+    bulk = Bulk.of("UPDATE items SET status='complete', attempts=?, finished_at=?, result=? WHERE seq=?", (0, 1))
+    assert bulk.grouped_sql == (
+        "UPDATE items SET status='complete', attempts=?2, finished_at=?3, result=j.value ->> 1"
+        " FROM json_each(?1) AS j WHERE items.seq = j.value ->> 0"
+    )
+    with pytest.raises(ValueError):
+        Bulk.of("UPDATE items SET a=? WHERE seq=?", (1,))
+    with pytest.raises(ValueError):
+        Bulk.of("INSERT INTO items(key) VALUES (?)", (0,))
+
+
+def _complete_rows(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, json_bulk: bool) -> list[Any]:
+    monkeypatch.setattr(store_mod, "JSON_BULK", json_bulk)
+    store = ItemStore.create(tmp_path / name, durable=False)
+    try:
+        store.enqueue([(f"k{i}", f'"{i}"', "line", "pending", *(None,) * 6) for i in range(300)])
+        bulk = Bulk.of(BatchRunner._SQL["complete"], BatchRunner._SHARED["complete"])
+        rows: list[tuple[Any, ...]] = []
+        for seq in range(200):  # 12 groups of (attempt, finished_at, started_at): grouped
+            att, fin, start = 1 + seq % 2, f"2026-11-23T10:00:0{seq % 3}+00:00", f"s{seq % 2 + seq // 100}"
+            rows.append((att, fin, seq / 1000, None, f'{{"n": {seq}, "s": "a\\"b"}}', start, seq))
+        # seq 17 again (its attempt, so the trigger logs one row either way), another group: it wins
+        rows.append((2, "late", 0.5, None, '"again"', "s9", 17))
+        rows.append((1, "2026-11-23T10:00:00+00:00", 0.1, None, '"nul \x00 in it"', "s0", 18))  # NUL
+        with store.transaction() as conn:
+            bulk.run(conn, rows)
+            # few rows, each its own group: one statement with every field in the JSON
+            bulk.run(conn, [(3, f"f{seq}", 0.3, 1.5, "null", f"st{seq}", seq) for seq in range(200, 210)])
+    finally:
+        store.close()
+    return _dump(tmp_path / name)
+
+
+def test_grouped_bulk_matches_executemany(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not store_mod._json_bulk_supported():
+        pytest.skip("this SQLite has no ->> operator: executemany is used")
+    grouped = _complete_rows(tmp_path, "g.db", monkeypatch, True)
+    many = _complete_rows(tmp_path, "m.db", monkeypatch, False)
+    assert grouped == many
+    by_seq = {r[0]: r for r in grouped[:300]}
+    assert by_seq[17][12] == "late" and by_seq[17][-1] == '"again"'  # finished_at, result of the last row
+    assert by_seq[18][-1] == '"nul \x00 in it"'
+    assert sum(1 for r in grouped[:300] if r[4] == "complete") == 210
+
+
 def test_values_json_cannot_hold_fall_back_to_executemany(tmp_path: Path) -> None:
     store = ItemStore.create(tmp_path / "items.db", durable=False)
     try:
