@@ -327,8 +327,7 @@ class BatchRunner:
             self._warn(f"adopted {adopted} results written just before the last crash (not redone)")
         self.counts = store.counts()
         if self.counts.complete:  # a new batch has spent nothing: skip two scans of the table
-            self.cost_spent = store.total_cost()
-            self._max_item_cost = store.max_cost()
+            self.cost_spent, self._max_item_cost = store.cost_totals()
         self._cost_known = self.counts.complete > 0
         # Every complete item of a batch that had none when this run began completes in this
         # run: their durations are kept here for the report, instead of read back at the end.

@@ -233,3 +233,28 @@ def test_a_store_made_without_the_trigger_gets_it_on_open(tmp_path: Path) -> Non
         assert [(a.seq, a.attempt, a.status) for a in store.attempts(0)] == [(0, 1, "complete")]
     finally:
         store.close()
+
+
+def test_cost_totals_from_the_cost_index_also_on_a_store_made_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "items.db"
+    store = ItemStore.create(path, durable=False)
+    try:
+        store.enqueue([(f"k{i}", "null", "line", "pending", *(None,) * 6) for i in range(6)])
+        assert store.cost_totals() == (0.0, 0.0)
+        with store.transaction() as conn:
+            for seq, cost in ((0, 0.25), (2, 1.5), (3, None), (5, 0.0)):
+                conn.execute(BatchRunner._SQL["complete"], (1, "t1", 0.1, cost, "null", "t0", seq))
+        assert store.cost_totals() == (1.75, 1.5)
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX items_cost")  # as made by an earlier batchtui
+    store = ItemStore.open(path, durable=False)
+    try:
+        plan = store.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT COALESCE(SUM(cost), 0), COALESCE(MAX(cost), 0) FROM items WHERE cost IS NOT NULL"
+        ).fetchall()
+        assert any("items_cost" in str(row) for row in plan), plan
+        assert store.cost_totals() == (1.75, 1.5)
+    finally:
+        store.close()
