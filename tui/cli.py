@@ -721,7 +721,11 @@ def resume_cmd(
 
     _gate(
         preflight_resume(
-            new, bdir.path, SourceSpec.model_validate(manifest.source), ProcessorSpec.model_validate(manifest.processor)
+            new,
+            bdir.path,
+            SourceSpec.model_validate(manifest.source),
+            ProcessorSpec.model_validate(manifest.processor),
+            thorough=None,  # the full store check after a crash only
         )
     )
     if detach:

@@ -289,6 +289,33 @@ def test_corrupted_store_resume_names_the_file_and_the_way_out_then_recover(
     assert all(n == 1 for n in runs.values()), "an item ran twice"
 
 
+def test_resume_checks_the_whole_store_after_a_crash_only(tmp_path: Path, out_dir: Path, env: dict[str, str]) -> None:
+    """The resume's full quick_check (about 1 s for 1M items) runs when the last engine never
+    wrote its end; after a clean stop only the store's schema and one b-tree path are read
+    (the engine still meets any damaged page it reads: see the resume test above)."""
+    from batchtui.engine.batchdir import BatchDir
+    from batchtui.engine.files import write_model
+    from batchtui.engine.models import BatchState
+    from batchtui.engine.preflight import Preflight, check_store
+
+    batch = _damaged_store_batch(tmp_path, out_dir, env)
+    bdir = BatchDir(batch)
+    manifest = bdir.read_manifest()
+    assert manifest.state == BatchState.STOPPED
+
+    def level(thorough: bool | None) -> str:
+        pf = Preflight()
+        check_store(pf, batch, thorough=thorough)
+        (store,) = [c for c in pf.checks if c.name == "store"]
+        return store.level
+
+    assert level(True) == "fail"  # `batchtui check`: always the whole store
+    assert level(None) == "ok"  # a clean stop: the cheap check
+    for state in (BatchState.RUNNING, BatchState.PAUSED, BatchState.STOPPING, BatchState.CREATED):
+        write_model(bdir.manifest, manifest.model_copy(update={"state": state}), durable=False)
+        assert level(None) == "fail", state  # the engine died: the whole store is checked
+
+
 def test_corrupted_store_show_is_a_clear_error(tmp_path: Path, out_dir: Path, env: dict[str, str]) -> None:
     batch = _damaged_store_batch(tmp_path, out_dir, env)
     proc = cli(["show", batch.name], out=out_dir, cwd=tmp_path)
