@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 from .config import BatchConfig
 from .errors import ErrorInfo, WorkerLost, classify
-from .processors import CallableProcessor, Item, ProcessorSpec, build_processor
+from .processors import CallableProcessor, Item, ProcessorSpec, build_processor, cost_of
 
 
 @dataclass(slots=True)
@@ -84,6 +84,22 @@ def run_items(
         pairs = zip(items, outputs, strict=True)
         return [Outcome(it.seq, it.attempt, started, dur, out.result, out.cost) for it, out in pairs]
     outcomes: list[Outcome] = []
+    if type(processor) is CallableProcessor:
+        # The callable straight from here, as CallableProcessor.run would call it, without a
+        # ProcessOutput for each result: a no-op callable costs ~1 us less an item.
+        func, append, clock, wall = processor.func, outcomes.append, time.perf_counter, time.time
+        for item in items:
+            if on_start is not None:
+                on_start((item,))
+            started = wall()
+            t0 = clock()
+            try:
+                value = func(item)
+            except Exception as exc:
+                append(Outcome(item.seq, item.attempt, started, clock() - t0, error=classifier(exc)))
+            else:
+                append(Outcome(item.seq, item.attempt, started, clock() - t0, value, cost_of(value)))
+        return outcomes
     for item in items:
         if on_start is not None:
             on_start((item,))

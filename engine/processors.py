@@ -125,13 +125,17 @@ def load_callable(call: str, cwd: str | None = None) -> Callable[..., Any]:
     return func  # type: ignore[no-any-return]
 
 
-def _output(value: Any) -> ProcessOutput:
-    cost = None
+def cost_of(value: Any) -> float | None:
+    """A callable's result's cost: its "cost" when it is a dict with a number there."""
     if isinstance(value, dict):
         raw = value.get("cost")
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            cost = float(raw)
-    return ProcessOutput(result=value, cost=cost)
+            return float(raw)
+    return None
+
+
+def _output(value: Any) -> ProcessOutput:
+    return ProcessOutput(result=value, cost=cost_of(value))
 
 
 class CallableProcessor:

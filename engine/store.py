@@ -16,6 +16,8 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -170,6 +172,7 @@ def _json_bulk_supported() -> bool:
 
 JSON_BULK: Final = _json_bulk_supported()
 _PLACEHOLDER = re.compile(r"\?")
+_SEQ: Final = itemgetter(-1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,21 +246,39 @@ class Bulk:
             conn.executemany(self.sql, rows)
             return
         if self.sql.startswith("UPDATE"):
-            rows = list({row[-1]: row for row in rows}.values())
+            # The last row of a seq given twice, in the place of its first (as a dict keeps it).
+            rows = list(dict(zip(map(_SEQ, rows), rows, strict=True)).values())
         if self.grouped_sql is not None and len(rows) > 1:
+            # Rows come in runs that share their values (a chunk's completions): groupby and
+            # itemgetter walk them in C, and Python's loop turns once per run, not per row.
             shared = self.shared
+            key = itemgetter(*shared) if len(shared) > 1 else lambda row: (row[shared[0]],)
+            rest = [i for i in range(len(rows[0]) - 1) if i not in shared]
+            elem = itemgetter(-1, *rest) if rest else lambda row: (row[-1],)
             groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-            for row in rows:
-                groups.setdefault(tuple([row[i] for i in shared]), []).append(row)
+            for values, run in groupby(rows, key):
+                group = groups.get(values)
+                if group is None:
+                    groups[values] = list(map(elem, run))
+                else:
+                    group.extend(map(elem, run))
             if len(groups) * 8 <= len(rows):  # else the full rows in one statement
-                rest = [i for i in range(len(rows[0]) - 1) if i not in shared]
-                for values, group in groups.items():
-                    elems = [(row[-1], *[row[i] for i in rest]) for row in group]
+                for values, elems in groups.items():
                     if not self._json(conn, self.grouped_sql, elems, values):
-                        conn.executemany(self.sql, group)
+                        conn.executemany(self.sql, [self._row(values, e) for e in elems])
                 return
         if not self._json(conn, self.json_sql, rows, ()):
             conn.executemany(self.sql, rows)
+
+    def _row(self, values: tuple[Any, ...], elem: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The executemany parameters of a grouped element: shared values back in their places."""
+        n = len(values) + len(elem) - 1
+        row: list[Any] = [None] * n
+        for i, v in zip(self.shared, values, strict=True):
+            row[i] = v
+        for i, v in zip((i for i in range(n) if i not in self.shared), elem[1:], strict=True):
+            row[i] = v
+        return (*row, elem[0])
 
     @staticmethod
     def _json(conn: sqlite3.Connection, sql: str, elems: Sequence[tuple[Any, ...]], params: tuple[Any, ...]) -> bool:

@@ -167,6 +167,46 @@ def test_grouped_bulk_matches_executemany(tmp_path: Path, monkeypatch: pytest.Mo
     assert sum(1 for r in grouped[:300] if r[4] == "complete") == 210
 
 
+@pytest.mark.parametrize(
+    ("sql", "shared"),
+    [
+        ("UPDATE items SET status='skipped', error_message=? WHERE seq=?", (0,)),  # nothing left but the seq
+        ("UPDATE items SET status='failed', error_message=?, attempts=? WHERE seq=?", (1,)),  # one shared of two
+        ("UPDATE items SET status='failed', error_message=?, attempts=?, duration_s=? WHERE seq=?", (0, 2)),
+    ],
+)
+def test_grouped_bulk_of_every_shape_matches_executemany(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sql: str, shared: tuple[int, ...]
+) -> None:
+    if not store_mod._json_bulk_supported():
+        pytest.skip("this SQLite has no ->> operator: executemany is used")
+    n = sql.count("?") - 1
+    rows: list[tuple[Any, ...]] = []
+    for seq in range(120):  # runs of 10 rows that share their values; every run value twice
+        vals: list[Any] = [f"v{(seq // 10) % 6}", seq // 60 + 1, 0.5][:n]
+        rows.append((*vals, seq))
+    rows.append((*[b"not json", 7, 0.5][:n], 40))  # bytes: that group is bound row by row
+    rows.append((*["again", 9, 0.25][:n], 3))  # seq 3 twice: the last row wins
+
+    def fill(name: str, json_bulk: bool) -> list[Any]:
+        monkeypatch.setattr(store_mod, "JSON_BULK", json_bulk)
+        store = ItemStore.create(tmp_path / name, durable=False)
+        try:
+            store.enqueue([(f"k{i}", f'"{i}"', "line", "pending", *(None,) * 6) for i in range(130)])
+            with store.transaction() as conn:
+                Bulk.of(sql, shared).run(conn, rows)
+        finally:
+            store.close()
+        return _dump(tmp_path / name)
+
+    grouped, many = fill("g.db", True), fill("m.db", False)
+    assert grouped == many
+    items = {r[0]: r for r in grouped[: grouped.index(("--",))]}
+    assert items[40][8] == b"not json"  # error_message
+    assert items[3][8] == "again" and items[3][4] in ("skipped", "failed")
+    assert sum(1 for r in items.values() if r[4] != "pending") == 120
+
+
 def test_values_json_cannot_hold_fall_back_to_executemany(tmp_path: Path) -> None:
     store = ItemStore.create(tmp_path / "items.db", durable=False)
     try:
