@@ -245,6 +245,16 @@ class Bulk:
         if self.json_sql is None or not JSON_BULK:
             conn.executemany(self.sql, rows)
             return
+        for step in self.plan(rows):
+            if step.blob is None:
+                conn.executemany(self.sql, step.rows)
+            else:
+                sql = self.grouped_sql if step.grouped else self.json_sql
+                assert sql is not None
+                conn.execute(sql, (step.blob, *step.values))
+
+    def plan(self, rows: Sequence[tuple[Any, ...]]) -> list[BulkStep]:
+        """The statements that carry out ``rows`` (needs :attr:`json_sql` and JSON_BULK)."""
         if self.sql.startswith("UPDATE"):
             # The last row of a seq given twice, in the place of its first (as a dict keeps it).
             rows = list(dict(zip(map(_SEQ, rows), rows, strict=True)).values())
@@ -263,12 +273,23 @@ class Bulk:
                 else:
                     group.extend(map(elem, run))
             if len(groups) * 8 <= len(rows):  # else the full rows in one statement
+                steps: list[BulkStep] = []
                 for values, elems in groups.items():
-                    if not self._json(conn, self.grouped_sql, elems, values):
-                        conn.executemany(self.sql, [self._row(values, e) for e in elems])
-                return
-        if not self._json(conn, self.json_sql, rows, ()):
-            conn.executemany(self.sql, rows)
+                    blob = _json_array(elems)
+                    fallback = [self._row(values, e) for e in elems] if blob is None else ()
+                    steps.append(BulkStep(True, blob, values, fallback))
+                return steps
+        return [BulkStep(False, _json_array(rows), (), rows)]
+
+    def trigger_body(self, grouped: bool) -> str:
+        """The statement as a trigger's, on an inserted row: NEW.blob for the JSON array, NEW.p1,
+        NEW.p2... for the shared values (see :class:`~batchtui.engine.committer.Committer`)."""
+        sql = self.grouped_sql if grouped else self.json_sql
+        if sql is None:
+            raise ValueError(f"no {'grouped' if grouped else 'JSON'} form: {self.sql}")
+        if not grouped:
+            return sql.replace("json_each(?)", "json_each(NEW.blob)")
+        return re.sub(r"\?(\d+)", lambda m: "NEW.blob" if m.group(1) == "1" else f"NEW.p{int(m.group(1)) - 1}", sql)
 
     def _row(self, values: tuple[Any, ...], elem: tuple[Any, ...]) -> tuple[Any, ...]:
         """The executemany parameters of a grouped element: shared values back in their places."""
@@ -280,18 +301,28 @@ class Bulk:
             row[i] = v
         return (*row, elem[0])
 
-    @staticmethod
-    def _json(conn: sqlite3.Connection, sql: str, elems: Sequence[tuple[Any, ...]], params: tuple[Any, ...]) -> bool:
-        """Run ``sql`` with ``elems`` as one JSON array; False when they cannot go as JSON."""
-        try:
-            blob = orjson.dumps(elems)
-        except TypeError:  # not a JSON scalar somewhere (or a lone surrogate): bind each row
-            return False
-        # SQLite's JSON functions cut a string at an escaped NUL: bind those rows as they are.
-        if b"\\u0000" in blob:
-            return False
-        conn.execute(sql, (blob, *params))
-        return True
+
+@dataclass(frozen=True, slots=True)
+class BulkStep:
+    """One statement of a :class:`Bulk`: its JSON array (None when the rows cannot go as JSON:
+    then ``rows`` go to executemany), the shared values it binds, and whether it is grouped."""
+
+    grouped: bool
+    blob: bytes | None
+    values: tuple[Any, ...]
+    rows: Sequence[tuple[Any, ...]]
+
+
+def _json_array(elems: Sequence[tuple[Any, ...]]) -> bytes | None:
+    """``elems`` as one JSON array; None when they cannot go as JSON."""
+    try:
+        blob = orjson.dumps(elems)
+    except TypeError:  # not a JSON scalar somewhere (or a lone surrogate): bind each row
+        return None
+    # SQLite's JSON functions cut a string at an escaped NUL: bind those rows as they are.
+    if b"\\u0000" in blob:
+        return None
+    return blob
 
 
 def _translate(exc: sqlite3.DatabaseError, path: Path) -> Exception:
