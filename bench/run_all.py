@@ -26,7 +26,7 @@ RESULTS = HERE / "results"
 def plan(quick: bool) -> list[tuple[str, list[str]]]:
     steps: list[tuple[str, list[str]]] = [
         ("bench_shell", ["--reps", "3" if quick else "5"]),
-        ("bench_inproc", ["--reps", "2" if quick else "3"]),
+        ("bench_inproc", ["--reps", "2" if quick else "5"]),
         ("bench_durability", ["--reps", "2" if quick else "3"]),
         ("bench_scale", ["--items", "100000" if quick else "1000000"]),
     ]
