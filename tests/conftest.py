@@ -68,3 +68,19 @@ def read_json(path: Path) -> dict[str, object]:
     obj = orjson.loads(path.read_bytes())
     assert isinstance(obj, dict)
     return obj
+
+
+@pytest.fixture
+def batch(tmp_path: Path) -> Path:
+    """A batch directory (0700) for items' ``batch_dir`` (the shell processor's tests)."""
+    path = tmp_path / "batch"
+    path.mkdir(mode=0o700)
+    return path
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """A working directory for commands (test_dask has a ``work`` fixture of its own)."""
+    path = tmp_path / "work"
+    path.mkdir()
+    return path

@@ -22,20 +22,6 @@ from batchtui.engine.shell import CommandTemplate, Item, MissingField, ProcessOu
 PRINT_NUL = "printf '%s\\0'"
 
 
-@pytest.fixture
-def batch(tmp_path: Path) -> Path:
-    path = tmp_path / "batch"
-    path.mkdir(mode=0o700)
-    return path
-
-
-@pytest.fixture
-def work(tmp_path: Path) -> Path:
-    path = tmp_path / "work"
-    path.mkdir()
-    return path
-
-
 def make_item(
     batch: Path, data: Any, *, seq: int = 0, key: str | None = None, attempt: int = 1, kind: str = "lines"
 ) -> Item:

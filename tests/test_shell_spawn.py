@@ -27,20 +27,6 @@ from batchtui.engine.errors import CommandFailed, CommandKilled, ItemTimeout
 from batchtui.engine.shell import Item, ProcessOutput, ShellProcessor
 
 
-@pytest.fixture
-def batch(tmp_path: Path) -> Path:
-    path = tmp_path / "batch"
-    path.mkdir(mode=0o700)
-    return path
-
-
-@pytest.fixture
-def work(tmp_path: Path) -> Path:
-    path = tmp_path / "work"
-    path.mkdir()
-    return path
-
-
 def make_item(batch: Path, data: Any = "v", *, seq: int = 0) -> Item:
     return Item(seq=seq, key=str(data), data=data, attempt=1, batch_dir=str(batch))
 

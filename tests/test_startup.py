@@ -15,16 +15,13 @@ from pathlib import Path
 
 from .conftest import cli_env
 
+#: Loaded by neither ``import batchtui.tui.cli`` nor ``batchtui ls``: the engine's and the TUI's
+#: heavy dependencies.
+HEAVY_ALWAYS = ("psutil", "multiprocessing", "sqlite3", "watchfiles", "textual", "rich", "dask")
 #: Never loaded by ``import batchtui.tui.cli`` (nor by ``--help``).
 HEAVY_FOR_IMPORT = (
+    *HEAVY_ALWAYS,
     "pydantic",
-    "psutil",
-    "multiprocessing",
-    "sqlite3",
-    "watchfiles",
-    "textual",
-    "rich",
-    "dask",
     "distributed",
     "importlib.metadata",
     "batchtui.engine.runner",
@@ -36,13 +33,7 @@ HEAVY_FOR_IMPORT = (
 )
 #: Never loaded by ``batchtui ls`` (which does need pydantic and the batch files' models).
 HEAVY_FOR_LS = (
-    "psutil",
-    "multiprocessing",
-    "sqlite3",
-    "watchfiles",
-    "textual",
-    "rich",
-    "dask",
+    *HEAVY_ALWAYS,
     "batchtui.engine.runner",
     "batchtui.engine.store",
     "batchtui.engine.executors",
