@@ -15,7 +15,7 @@ transaction is a single statement, one INSERT of a row per statement into a temp
 whose INSTEAD OF triggers run the statements (:class:`OneStatement`). In autocommit mode
 SQLite begins and commits it within that one step: the GIL is taken back twice a commit
 (after the fsync, after the statement), not after BEGIN, every statement, the offsets and
-COMMIT (100k no-op items: the run phase 1.84 -> 1.58 s, interleaved A/B medians).
+COMMIT (100k no-op items: the run phase 2.31 -> 2.00 s, interleaved A/B medians).
 
 Jobs queue up to :data:`MAX_QUEUED` deep; past that, :meth:`Committer.submit` waits
 (back-pressure).
@@ -64,7 +64,9 @@ class OneStatement:
         nulls = ", ".join(["NULL"] * (self._width + 2))
         self._row = "(" + ", ".join("?" * (self._width + 2)) + ")"
         self._head = f"INSERT INTO temp.{self.VIEW}({cols}) VALUES "
-        conn.execute(f"CREATE TEMP VIEW IF NOT EXISTS {self.VIEW}({cols}) AS SELECT {nulls}")
+        # Dropping the view drops its triggers: a connection used before gets this job's forms.
+        conn.execute(f"DROP VIEW IF EXISTS temp.{self.VIEW}")
+        conn.execute(f"CREATE TEMP VIEW {self.VIEW}({cols}) AS SELECT {nulls}")
         bodies = {"meta": _META_SQL.replace("?", "NEW.p{}").format(1, 2)}
         for kind in self._order:
             bulk = bulks[kind]
@@ -73,7 +75,7 @@ class OneStatement:
                 bodies[f"{kind}:grouped"] = bulk.trigger_body(grouped=True)
         for i, (step, body) in enumerate(bodies.items()):
             conn.execute(
-                f"CREATE TEMP TRIGGER IF NOT EXISTS {self.VIEW}_{i} INSTEAD OF INSERT ON {self.VIEW}"
+                f"CREATE TEMP TRIGGER {self.VIEW}_{i} INSTEAD OF INSERT ON {self.VIEW}"
                 f" WHEN NEW.step = '{step}' BEGIN {body}; END"
             )
 

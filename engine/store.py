@@ -283,7 +283,7 @@ class Bulk:
 
     def trigger_body(self, grouped: bool) -> str:
         """The statement as a trigger's, on an inserted row: NEW.blob for the JSON array, NEW.p1,
-        NEW.p2... for the shared values (see :class:`~batchtui.engine.committer.Committer`)."""
+        NEW.p2... for the shared values (see :class:`~batchtui.engine.committer.OneStatement`)."""
         sql = self.grouped_sql if grouped else self.json_sql
         if sql is None:
             raise ValueError(f"no {'grouped' if grouped else 'JSON'} form: {self.sql}")

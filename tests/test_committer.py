@@ -142,3 +142,28 @@ def test_a_busy_one_statement_commit_waits_its_turn_the_other_way(
     many, _ = _commit(tmp_path, "many", [_job(1, 10)], one_statement=False)
     assert one == many and busy["left"] == 0
     assert "BEGIN IMMEDIATE" in _top_level(trace)
+
+
+def test_a_connection_used_again_gets_the_new_statement_forms(tmp_path: Path) -> None:
+    if not store_mod.JSON_BULK:
+        pytest.skip("this SQLite has no JSON bulk forms: jobs go statement by statement")
+    from batchtui.engine.committer import OneStatement
+    from batchtui.engine.store import Bulk
+
+    store = ItemStore.create(tmp_path / "items.db", durable=False)
+    try:
+        store.enqueue([(f"k{i}", f'"{i}"', "line", "pending", *(None,) * 6) for i in range(3)])
+        conn = store.conn
+        OneStatement(
+            conn, {"skip": Bulk.of("UPDATE items SET status='skipped', error_message=? WHERE seq=?")}, ["skip"]
+        )
+        again = OneStatement(
+            conn, {"skip": Bulk.of("UPDATE items SET status='failed', error_message=? WHERE seq=?")}, ["skip"]
+        )
+        statement = again.statement(CommitJob(rows={"skip": [("why", 1)]}, offset=5, commit_seq=9))
+        assert statement is not None
+        conn.execute(*statement)
+        assert conn.execute("SELECT status, error_message FROM items WHERE seq=1").fetchone() == ("failed", "why")
+        assert store.get_meta("commit_seq") == 9 and store.get_meta("results_offset") == 5
+    finally:
+        store.close()
