@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
+import psutil
 import pytest
 
 CLI = [sys.executable, "-m", "batchtui.tui.cli"]
@@ -84,3 +88,31 @@ def work(tmp_path: Path) -> Path:
     path = tmp_path / "work"
     path.mkdir()
     return path
+
+
+def run_in_thread(proc: Any, item: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """``proc.run(item)`` on a thread of its own: the box gets its "out" or its "exc"."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["out"] = proc.run(item)
+        except BaseException as exc:
+            box["exc"] = exc
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, box
+
+
+def assert_gone_soon(pid: int, within: float = 3.0) -> None:
+    """Process ``pid`` exits (or is a zombie) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} is still running")

@@ -5,18 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
 import pytest
 
 from batchtui.engine.errors import CommandFailed, CommandKilled, ItemTimeout, UserError
 from batchtui.engine.shell import CommandTemplate, Item, MissingField, ProcessOutput, ShellProcessor
+
+from .conftest import assert_gone_soon, run_in_thread
 
 # printf '%s\0' separates values with NUL, so values with newlines or spaces compare exactly.
 PRINT_NUL = "printf '%s\\0'"
@@ -39,18 +39,6 @@ def run_to_file(work: Path, batch: Path, template: str, data: Any, **kw: Any) ->
     """Run ``template`` (which writes to ./out) in ``work``; the bytes it wrote."""
     ShellProcessor(template, cwd=str(work)).run(make_item(batch, data, **kw))
     return (work / "out").read_bytes()
-
-
-def assert_alive_soon_false(pid: int, within: float = 3.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"process {pid} is still running")
 
 
 # -- placeholders ------------------------------------------------------------------------------
@@ -368,7 +356,7 @@ def test_timeout_kills_the_whole_group(batch: Path) -> None:
     pids = read_pids(batch / "out" / "4" / "pids")
     assert len(pids) == 2
     for pid in pids:
-        assert_alive_soon_false(pid)
+        assert_gone_soon(pid)
 
 
 def test_background_children_die_when_the_shell_exits(batch: Path) -> None:
@@ -376,21 +364,7 @@ def test_background_children_die_when_the_shell_exits(batch: Path) -> None:
     got = ShellProcessor("sleep 30 & echo $! > {out}/bg; echo done").run(make_item(batch, "v"))
     assert time.monotonic() - started < 5
     assert got.result == {"stdout_tail": "done"}
-    assert_alive_soon_false(read_pids(batch / "out" / "0" / "bg")[0])
-
-
-def run_in_thread(proc: ShellProcessor, item: Item) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["out"] = proc.run(item)
-        except BaseException as exc:
-            box["exc"] = exc
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    return thread, box
+    assert_gone_soon(read_pids(batch / "out" / "0" / "bg")[0])
 
 
 def test_kill_from_another_thread(batch: Path) -> None:
@@ -406,7 +380,7 @@ def test_kill_from_another_thread(batch: Path) -> None:
     assert isinstance(box["exc"], CommandKilled)
     assert box["exc"].signum == signal.SIGKILL
     assert proc.kill(7) is False
-    assert_alive_soon_false(read_pids(batch / "out" / "7" / "bg")[0])
+    assert_gone_soon(read_pids(batch / "out" / "7" / "bg")[0])
 
 
 def test_kill_all(batch: Path) -> None:

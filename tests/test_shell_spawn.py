@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,8 @@ import pytest
 from batchtui.engine import shell as shell_mod
 from batchtui.engine.errors import CommandFailed, CommandKilled, ItemTimeout
 from batchtui.engine.shell import Item, ProcessOutput, ShellProcessor
+
+from .conftest import assert_gone_soon, run_in_thread
 
 
 def make_item(batch: Path, data: Any = "v", *, seq: int = 0) -> Item:
@@ -83,18 +84,6 @@ def stdout_of(proc: ShellProcessor, batch: Path, seq: int = 0) -> str:
 
 def open_fds() -> set[int]:
     return {int(x) for x in os.listdir("/proc/self/fd")}
-
-
-def assert_gone_soon(pid: int, within: float = 3.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"process {pid} is still running")
 
 
 # -- the child's world -------------------------------------------------------------------------
@@ -294,20 +283,6 @@ def test_closed_stdin_here_falls_back_to_popen(tmp_path: Path, batch: Path) -> N
 # -- kills reach the group ---------------------------------------------------------------------
 
 
-def _run_in_thread(proc: ShellProcessor, item: Item) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["out"] = proc.run(item)
-        except BaseException as exc:
-            box["exc"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread, box
-
-
 def _wait_for(file: Path) -> list[int]:
     deadline = time.monotonic() + 10
     while True:
@@ -327,7 +302,7 @@ def test_kill_reaches_background_grandchildren(path: str, spy: Spy, work: Path, 
         "echo $(cat {out}/bg.tmp) $$ > {out}/pids; sleep 30",
     )
     assert proc.kill(7) is False
-    thread, box = _run_in_thread(proc, make_item(batch, seq=7))
+    thread, box = run_in_thread(proc, make_item(batch, seq=7))
     grandchild, shell_pid = _wait_for(batch / "out" / "7" / "pids")
     assert proc.kill(7) is True
     thread.join(5)
@@ -342,7 +317,7 @@ def test_kill_reaches_background_grandchildren(path: str, spy: Spy, work: Path, 
 def test_kill_all_and_timeouts_reach_the_group(path: str, spy: Spy, work: Path, batch: Path) -> None:
     template = "sleep 30 & echo $! $$ > {out}/pids; sleep 30"
     proc = processor(path, work, template)
-    runs = [_run_in_thread(proc, make_item(batch, seq=seq)) for seq in (1, 2)]
+    runs = [run_in_thread(proc, make_item(batch, seq=seq)) for seq in (1, 2)]
     pids = [_wait_for(batch / "out" / str(seq) / "pids") for seq in (1, 2)]
     assert proc.kill_all() == 2
     for thread, box in runs:
