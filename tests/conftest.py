@@ -1,4 +1,5 @@
-"""Shared fixtures: run the real CLI in a subprocess, read batch files."""
+"""Shared fixtures and helpers: run the real CLI in a subprocess, read batch files, run a
+processor on a thread, wait for a process to go."""
 
 from __future__ import annotations
 
