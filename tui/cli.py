@@ -10,6 +10,7 @@ runner or the executors. tests/test_layering.py keeps it so.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -316,6 +317,12 @@ def launch_tui(
         app.stop_engine_after_exit()
     if runner is not None and app.engine_result is not None and not code:
         code = app.engine_result.exit_code
+    # The app leaves a large graph of objects (widgets, styles, caches). The interpreter's last
+    # garbage collection of it took ~0.3 s between the terminal coming back and the shell
+    # prompt (q -> prompt 0.55 s, now 0.26 s). Nothing in it needs finalizing: the engine has
+    # stopped and closed its files, and logging flushes its handlers at exit. So it is frozen out
+    # of that collection.
+    gc.freeze()
     raise SystemExit(code or 0)
 
 
