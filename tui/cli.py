@@ -319,11 +319,18 @@ def launch_tui(
         code = app.engine_result.exit_code
     # The app leaves a large graph of objects (widgets, styles, caches). The interpreter's last
     # garbage collection of it took ~0.3 s between the terminal coming back and the shell
-    # prompt (q -> prompt 0.55 s, now 0.26 s). Nothing in it needs finalizing: the engine has
-    # stopped and closed its files, and logging flushes its handlers at exit. So it is frozen out
-    # of that collection.
-    gc.freeze()
+    # prompt (q -> prompt 0.55 s, now 0.27 s). Nothing of ours in it needs finalizing: the
+    # engine has stopped and closed its files, and logging flushes its handlers at exit. So it
+    # is frozen out of that collection, unless a user's callable ran in this process: its
+    # objects may need that collection to finalize (a buffered file in a cycle, say).
+    if runner is None or not _user_code_ran_here(runner):
+        gc.freeze()
     raise SystemExit(code or 0)
+
+
+def _user_code_ran_here(runner: Any) -> bool:
+    """Whether the engine ran a ``--call`` callable in this process (the thread executor)."""
+    return bool(runner.spec.kind == "python" and runner.config.resolved_executor("python") == "thread")
 
 
 # -- run / demo / resume -------------------------------------------------------------------------

@@ -44,3 +44,34 @@ def test_leaving_the_app_freezes_its_objects_out_of_the_last_collection(
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+class _Runner:
+    def __init__(self, kind: str, executor: str | None) -> None:
+        from batchtui.engine.config import BatchConfig
+
+        self.spec = type("Spec", (), {"kind": kind})()
+        self.config = BatchConfig(executor=executor)
+
+
+@pytest.mark.parametrize(
+    ("kind", "executor", "frozen"),
+    [
+        ("python", "thread", False),  # the user's callable ran here: its objects get the last collection
+        ("python", None, True),  # the process executor (the default for --call): it ran elsewhere
+        ("shell", None, True),
+        ("demo", "thread", True),
+    ],
+)
+def test_objects_of_a_callable_run_in_this_process_get_the_last_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, executor: str | None, frozen: bool
+) -> None:
+    monkeypatch.setattr(app_mod, "BatchtuiApp", _App)
+    gc.unfreeze()
+    ctx = click.Context(click.Command("run"), obj={})
+    try:
+        with pytest.raises(SystemExit):
+            launch_tui(ctx, output_dir=tmp_path, runner=_Runner(kind, executor))
+        assert (gc.get_freeze_count() > 0) is frozen
+    finally:
+        gc.unfreeze()
