@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from batchtui.engine import store as store_mod
-from batchtui.engine.committer import CommitJob, Committer
+from batchtui.engine.committer import CommitJob, Committer, OneStatement
 from batchtui.engine.files import ResultsLog
 from batchtui.engine.runner import BatchRunner
-from batchtui.engine.store import ItemStore
+from batchtui.engine.store import Bulk, ItemStore
 
 FIN = "2026-11-23T10:00:00.000+00:00"
 
@@ -147,9 +147,6 @@ def test_a_busy_one_statement_commit_waits_its_turn_the_other_way(
 def test_a_connection_used_again_gets_the_new_statement_forms(tmp_path: Path) -> None:
     if not store_mod.JSON_BULK:
         pytest.skip("this SQLite has no JSON bulk forms: jobs go statement by statement")
-    from batchtui.engine.committer import OneStatement
-    from batchtui.engine.store import Bulk
-
     store = ItemStore.create(tmp_path / "items.db", durable=False)
     try:
         store.enqueue([(f"k{i}", f'"{i}"', "line", "pending", *(None,) * 6) for i in range(3)])
