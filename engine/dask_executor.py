@@ -50,7 +50,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -358,7 +358,18 @@ class DaskExecutor:
             self.cluster.scale(n)
         self.workers = n
 
-    def kill(self, seq: int) -> bool:
+    def cancel(self, seqs: Iterable[int]) -> list[int]:
+        """Items handed to dask cannot be taken back yet: none is cancelled (they run or are killed)."""
+        return []
+
+    def cancel_all(self) -> list[int]:
+        return []
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            return 0, len(self._by_seq)
+
+    def kill(self, seq: int, attempt: int | None = None) -> bool:
         """Cancel the future running ``seq`` and hand back that item's outcome now.
 
         The other items of its chunk are submitted again (same attempt). What was running stops

@@ -43,7 +43,7 @@ class DemoProcessor:
             cost=round(tokens * 2e-6, 6),
         )
 
-    def kill(self, seq: int) -> bool:
+    def kill(self, seq: int, attempt: int | None = None) -> bool:
         return False
 
     def kill_all(self) -> int:

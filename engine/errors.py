@@ -97,6 +97,14 @@ def _last_line(text: str) -> str:
     return ""
 
 
+def _safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a note when the exception's ``__str__`` itself raises (a user's class)."""
+    try:
+        return str(exc)
+    except Exception as again:
+        return f"<{type(exc).__name__}.__str__ raised {type(again).__name__}>"
+
+
 def _first_line(text: str) -> str:
     for line in text.splitlines():
         if line.strip():
@@ -137,18 +145,21 @@ def classify(
     elif isinstance(exc, Fatal) or (isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS):
         error_type = type(exc).__name__
         category = "fatal"
-        message = _first_line(str(exc)) or error_type
+        message = _first_line(_safe_str(exc)) or error_type
     else:
         error_type = type(exc).__name__
         if isinstance(exc, (TimeoutError, ConnectionError, WorkerLost)) or error_type in transient_types:
             category = "transient"
         else:
             category = "item"
-        message = _first_line(str(exc)) or error_type
+        message = _first_line(_safe_str(exc)) or error_type
     if not detail:
         import traceback  # only a failure needs it (the CLI imports this module for every command)
 
-        detail = "".join(traceback.format_exception(exc))
+        try:
+            detail = "".join(traceback.format_exception(exc))
+        except Exception as again:  # the exception's own __str__ or __repr__ raises
+            detail = f"{error_type} (its traceback could not be formatted: {type(again).__name__})"
     return ErrorInfo(error_type, category, message, detail[-DETAIL_LIMIT:])
 
 

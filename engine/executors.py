@@ -1,27 +1,38 @@
 """Executors: where items run. Thread and process pools behind one small interface.
 
 The runner submits chunks (lists of items) and reads :class:`Outcome` lists from one
-completion queue. Executors never touch the batch files: the runner is the single writer.
+completion queue. A chunk waits in the executor's :class:`~.handoff.Handoff` until a worker
+takes it, and each of its items starts only through its gate, so the runner can take back
+any item that has not started (a stop, pause, halt, memory hold or skip). Executors never
+touch the batch files: the runner is the single writer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     import multiprocessing.connection
 
 from .config import BatchConfig
 from .errors import ErrorInfo, WorkerLost, classify
+from .handoff import DONE, QUEUED, RUNNING, Chunk, Gate, Handoff, ItemKilled, SharedGate
 from .processors import CallableProcessor, Item, ProcessorSpec, build_processor, cost_of
+
+log = logging.getLogger("batchtui.engine")
+
+#: Slots of a pool worker's shared gate: the runner's largest chunk (runner.MAX_CHUNK).
+MAX_CHUNK_SLOTS: Final = 256
 
 
 @dataclass(slots=True)
@@ -35,6 +46,7 @@ class Outcome:
     result: Any = None
     cost: float | None = None
     error: ErrorInfo | None = None
+    returned: bool = False  # never started after all: back to pending, no attempt counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,67 +70,155 @@ class Classifier:
         )
 
 
-StartHook = Callable[[Sequence[Item]], None]
+#: A worker hands its outcomes over at most this long after they are decided. A failure or a
+#: cost goes at once: the policies (failure rate, budget, fatal errors) decide on arrival.
+REPORT_EVERY_S: Final = 0.02
+#: How long a pool worker's item has to unwind after a soft kill before its process is killed.
+KILL_ESCALATE_S: Final = 2.0
+KILL_SIGNAL: Final = signal.SIGUSR1
+
+Report = Callable[[list[Outcome]], None]
+
+
+def _shutting_down(exc: BaseException) -> bool:
+    """The one BaseException an item must not turn into its failure: the interpreter is exiting."""
+    return sys.is_finalizing()
 
 
 def run_items(
-    processor: Any, items: Sequence[Item], classifier: Classifier, chunked: bool, on_start: StartHook | None = None
+    processor: Any,
+    items: Sequence[Item],
+    classifier: Classifier,
+    chunked: bool,
+    gate: Gate | None = None,
+    report: Report | None = None,
 ) -> list[Outcome]:
-    """Run a chunk of items; never raises (every failure becomes an Outcome).
+    """Run a chunk of items; never raises (every failure of an item becomes its Outcome).
 
-    ``on_start`` (when given) is told as each item begins (the whole chunk at once for a
-    chunked processor): the runner's ``--timeout`` counts from there, not from the dispatch.
+    ``gate`` (when given) decides, right before each item starts, whether it may: an item the
+    runner cancelled while it waited is left out (no outcome; the runner has put it back).
+    ``report`` (when given) receives the outcomes as they are decided (a failure or a cost at
+    once, others at most :data:`REPORT_EVERY_S` later) and the function returns []; without
+    it the outcomes are returned together. Any exception of an item fails that item with its
+    real type and message, ``SystemExit`` and ``KeyboardInterrupt`` included.
     """
     if chunked and isinstance(processor, CallableProcessor):
-        if on_start is not None:
-            on_start(items)
-        started = time.time()
-        t0 = time.perf_counter()
-        try:
-            outputs = processor.run_chunk(items)
-        except Exception as exc:  # the whole chunk failed: each item carries the error
-            info = classifier(exc)
-            dur = (time.perf_counter() - t0) / max(1, len(items))
-            return [Outcome(it.seq, it.attempt, started, dur, error=info) for it in items]
-        dur = (time.perf_counter() - t0) / max(1, len(items))
-        pairs = zip(items, outputs, strict=True)
-        return [Outcome(it.seq, it.attempt, started, dur, out.result, out.cost) for it, out in pairs]
+        return _run_chunked(processor, items, classifier, gate, report)
     outcomes: list[Outcome] = []
-    if type(processor) is CallableProcessor:
-        # The callable straight from here, as CallableProcessor.run would call it, without a
-        # ProcessOutput for each result: a no-op callable costs ~1 us less an item.
-        func, append, clock, wall = processor.func, outcomes.append, time.perf_counter, time.time
-        for item in items:
-            if on_start is not None:
-                on_start((item,))
-            started = wall()
-            t0 = clock()
-            try:
-                value = func(item)
-            except Exception as exc:
-                append(Outcome(item.seq, item.attempt, started, clock() - t0, error=classifier(exc)))
+    append, clock, wall = outcomes.append, time.perf_counter, time.time
+    soft = gate is not None and getattr(gate, "kills_by_signal", False)
+    last = clock()
+    plain = type(processor) is CallableProcessor
+    # The callable straight from here, as CallableProcessor.run would call it, without a
+    # ProcessOutput for each result: a no-op callable costs ~1 us less an item.
+    func = processor.func if plain else processor.run
+    for index, item in enumerate(items):
+        if gate is not None and not gate.begin(index):
+            continue
+        started = wall()
+        t0 = clock()
+        try:
+            if soft:
+                gate.arm()  # type: ignore[union-attr]
+            value = func(item)
+            if soft:
+                gate.disarm()  # type: ignore[union-attr]
+        except BaseException as exc:
+            if soft:
+                gate.disarm()  # type: ignore[union-attr]
+            if _shutting_down(exc):
+                raise
+            t1 = clock()
+            append(Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc)))
+            urgent = True
+        else:
+            t1 = clock()
+            if plain:
+                cost = cost_of(value)
+                append(Outcome(item.seq, item.attempt, started, t1 - t0, value, cost))
             else:
-                append(Outcome(item.seq, item.attempt, started, clock() - t0, value, cost_of(value)))
-        return outcomes
-    for item in items:
-        if on_start is not None:
-            on_start((item,))
+                cost = value.cost
+                append(Outcome(item.seq, item.attempt, started, t1 - t0, value.result, cost))
+            urgent = cost is not None
+        if gate is not None:
+            gate.end(index)
+        if report is not None and (urgent or t1 - last >= REPORT_EVERY_S):
+            report(outcomes)
+            outcomes = []
+            append = outcomes.append
+            last = t1
+    if report is not None:
+        if outcomes:
+            report(outcomes)
+        return []
+    return outcomes
+
+
+def _run_chunked(
+    processor: CallableProcessor,
+    items: Sequence[Item],
+    classifier: Classifier,
+    gate: Gate | None,
+    report: Report | None,
+) -> list[Outcome]:
+    """A chunked callable takes its items together: they begin (or were cancelled) together."""
+    begun = [i for i in range(len(items)) if gate is None or gate.begin(i)]
+    run = [items[i] for i in begun]
+    outcomes: list[Outcome] = []
+    if run:
         started = time.time()
         t0 = time.perf_counter()
         try:
-            out = processor.run(item)
-        except Exception as exc:
-            outcomes.append(Outcome(item.seq, item.attempt, started, time.perf_counter() - t0, error=classifier(exc)))
+            outputs = processor.run_chunk(run)
+        except BaseException as exc:  # the whole chunk failed: each item carries the error
+            if _shutting_down(exc):
+                raise
+            info = classifier(exc)
+            dur = (time.perf_counter() - t0) / len(run)
+            outcomes = [Outcome(it.seq, it.attempt, started, dur, error=info) for it in run]
         else:
-            outcomes.append(Outcome(item.seq, item.attempt, started, time.perf_counter() - t0, out.result, out.cost))
+            dur = (time.perf_counter() - t0) / len(run)
+            pairs = zip(run, outputs, strict=True)
+            outcomes = [Outcome(it.seq, it.attempt, started, dur, out.result, out.cost) for it, out in pairs]
+    if gate is not None:
+        for i in begun:
+            gate.end(i)
+    if report is not None:
+        if outcomes:
+            report(outcomes)
+        return []
     return outcomes
+
+
+def _salvage(chunk: Chunk, reported: set[int], exc: BaseException | None, text: str) -> list[Outcome]:
+    """A worker lost hold of ``chunk`` (its process died, or a bug of ours): what is left of it.
+
+    Items that never started are cancelled and come back ``returned`` (put back to pending,
+    no attempt counted); items that started and were not reported fail as ``WorkerLost``
+    (transient: retried), carrying the cause."""
+    out: list[Outcome] = []
+    now = time.time()
+    info = classify(WorkerLost(text if exc is None else f"{text}: {type(exc).__name__}: {exc}"))
+    for index, item in enumerate(chunk.items):
+        if item.seq in reported:
+            continue
+        state = chunk.gate.cancel(index)
+        if state == QUEUED:
+            out.append(Outcome(item.seq, item.attempt, now, 0.0, returned=True))
+        elif state in (RUNNING, DONE):
+            out.append(Outcome(item.seq, item.attempt, now, 0.0, error=info))
+    return out
 
 
 CompletionQueue = queue.SimpleQueue[list[Outcome]]
 
 
 class Executor(Protocol):
-    """What the runner needs from an executor."""
+    """What the runner needs from an executor.
+
+    Work goes out with :meth:`submit` and stays within the runner's reach until each item
+    starts: :meth:`cancel` takes back items that have not started (they never will), and
+    :meth:`kill` reaches one that has."""
 
     workers: int
 
@@ -128,16 +228,24 @@ class Executor(Protocol):
 
     def set_workers(self, n: int) -> None: ...
 
-    def kill(self, seq: int) -> bool: ...
+    def cancel(self, seqs: Iterable[int]) -> list[int]:
+        """The items of ``seqs`` handed out and not started: they will never start (no outcome)."""
+        ...
+
+    def cancel_all(self) -> list[int]: ...
+
+    def kill(self, seq: int, attempt: int | None = None) -> bool:
+        """Kill ``seq`` if it is running; its outcome still comes (as killed)."""
+        ...
 
     def kill_all(self) -> int: ...
 
     def started(self, seq: int) -> float | None:
-        """When ``seq`` began to run (``time.monotonic()``), None while it waits in a queue.
+        """When ``seq`` began to run (``time.monotonic()``), None while it waits in a queue."""
+        ...
 
-        Only tracked where the runner's watchdog needs it (a ``--timeout`` on Python calls):
-        an item's timeout counts its own running time, never its wait behind other items.
-        """
+    def counts(self) -> tuple[int, int]:
+        """(queued, running) among the items handed out."""
         ...
 
     def shutdown(self, wait: float = 5.0) -> None: ...
@@ -148,55 +256,82 @@ def tracks_starts(spec: ProcessorSpec, config: BatchConfig) -> bool:
     return config.timeout is not None and spec.kind != "shell"
 
 
-_RETIRE = object()
-
-
-class ThreadExecutor:
-    """Worker threads in the engine process (default for shell commands).
-
-    Shell items run as subprocesses, so threads are all they need; Python callables that
-    release the GIL (I/O) do well here too.
-    """
+class _HandoffExecutor:
+    """What the local executors share: the hand-off queue their workers take chunks from."""
 
     def __init__(self, spec: ProcessorSpec, config: BatchConfig, completions: CompletionQueue) -> None:
         self.spec = spec
         self.config = config
         self.completions = completions
         self.classifier = Classifier.from_config(config)
-        self.processor: Any = None
-        self.tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.threads: list[threading.Thread] = []
+        self.handoff = Handoff()
         self.workers = 0
         self._lock = threading.Lock()
+
+    def submit(self, chunk: list[Item]) -> None:
+        self.handoff.put(chunk)
+
+    def cancel(self, seqs: Iterable[int]) -> list[int]:
+        return self.handoff.cancel(seqs)
+
+    def cancel_all(self) -> list[int]:
+        return self.handoff.cancel_all()
+
+    def started(self, seq: int) -> float | None:
+        return self.handoff.started(seq)
+
+    def counts(self) -> tuple[int, int]:
+        return self.handoff.counts()
+
+    def kill_all(self) -> int:
+        running = self.handoff.running()
+        for seq, (item, _since) in running.items():
+            self.kill(seq, item.attempt)
+        return len(running)
+
+    def kill(self, seq: int, attempt: int | None = None) -> bool:
+        raise NotImplementedError
+
+
+class ThreadExecutor(_HandoffExecutor):
+    """Worker threads in the engine process (default for shell commands).
+
+    Shell items run as subprocesses, so threads are all they need; Python callables that
+    release the GIL (I/O) do well here too. A worker thread never dies of an item: anything
+    that escapes (a bug of ours) fails the items it held and the thread goes on.
+    """
+
+    def __init__(self, spec: ProcessorSpec, config: BatchConfig, completions: CompletionQueue) -> None:
+        super().__init__(spec, config, completions)
+        self.processor: Any = None
+        self.threads: list[threading.Thread] = []
         self._counter = 0
-        self._since: dict[int, float] | None = {} if tracks_starts(spec, config) else None
 
     def start(self) -> None:
         self.processor = build_processor(self.spec, timeout=self.config.timeout, log_limit=self.config.log_limit)
         self.set_workers(self.config.workers)
 
-    def _mark(self, items: Sequence[Item]) -> None:
-        since, now = self._since, time.monotonic()
-        if since is not None:
-            for item in items:
-                since[item.seq] = now
-
     def _loop(self) -> None:
         processor, classifier, chunked = self.processor, self.classifier, self.spec.chunked
-        tasks, completions, since = self.tasks, self.completions, self._since
-        on_start = self._mark if since is not None else None
+        handoff, put = self.handoff, self.completions.put
         while True:
-            chunk = tasks.get()
-            if chunk is None or chunk is _RETIRE:
+            chunk = handoff.take()
+            if chunk is None:
                 return
-            outcomes = run_items(processor, chunk, classifier, chunked, on_start)
-            if since is not None:
-                for item in chunk:
-                    since.pop(item.seq, None)
-            completions.put(outcomes)
+            reported: set[int] = set()
 
-    def started(self, seq: int) -> float | None:
-        return self._since.get(seq) if self._since is not None else None
+            def report(outcomes: list[Outcome], reported: set[int] = reported) -> None:
+                reported.update([o.seq for o in outcomes])
+                put(outcomes)
+
+            try:
+                run_items(processor, chunk.items, classifier, chunked, chunk.gate, report)
+            except BaseException as exc:
+                if sys.is_finalizing():
+                    raise
+                log.exception("a worker thread failed; its items are handed back")
+                put(_salvage(chunk, reported, exc, "the worker thread failed"))
+            handoff.done(chunk)
 
     def set_workers(self, n: int) -> None:
         with self._lock:
@@ -207,39 +342,42 @@ class ThreadExecutor:
                 t.start()
                 self.threads.append(t)
                 self.workers += 1
-            while self.workers > n:
-                self.tasks.put(_RETIRE)
-                self.workers -= 1
+            if self.workers > n:
+                self.handoff.retire(self.workers - n)
+                self.workers = n
 
-    def submit(self, chunk: list[Item]) -> None:
-        self.tasks.put(chunk)
-
-    def kill(self, seq: int) -> bool:
-        return bool(self.processor.kill(seq)) if self.processor else False
-
-    def kill_all(self) -> int:
-        return int(self.processor.kill_all()) if self.processor else 0
+    def kill(self, seq: int, attempt: int | None = None) -> bool:
+        if self.processor is None or self.handoff.state(seq) != RUNNING:
+            return False
+        return bool(self.processor.kill(seq, attempt))
 
     def shutdown(self, wait: float = 5.0) -> None:
-        for _ in self.threads:
-            self.tasks.put(None)
+        self.handoff.close(len(self.threads))
         deadline = time.monotonic() + wait
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
 
-def _child_main(conn: multiprocessing.connection.Connection, spec_json: str, config_json: str) -> None:
+def _child_main(
+    conn: multiprocessing.connection.Connection, spec_json: str, config_json: str, gate_parts: tuple[Any, ...]
+) -> None:
     """Entry point of a process-pool worker: build the processor once, then serve chunks."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when its workers stop
+    gate = SharedGate(*gate_parts)
+    signal.signal(KILL_SIGNAL, gate.on_signal)
     spec = ProcessorSpec.model_validate_json(spec_json)
     config = BatchConfig.model_validate_json(config_json)
     try:
         processor = build_processor(spec, timeout=config.timeout, log_limit=config.log_limit)
-    except Exception as exc:
+    except BaseException as exc:
         conn.send(("init_error", f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("ready", os.getpid()))
     classifier = Classifier.from_config(config)
+
+    def report(outcomes: list[Outcome]) -> None:
+        conn.send(("part", outcomes))
+
     while True:
         try:
             chunk = conn.recv()
@@ -247,47 +385,54 @@ def _child_main(conn: multiprocessing.connection.Connection, spec_json: str, con
             return
         if chunk is None:
             return
-        conn.send(run_items(processor, chunk, classifier, spec.chunked))
+        try:
+            run_items(processor, chunk, classifier, spec.chunked, gate, report)
+        except ItemKilled:
+            pass  # a kill that landed between two items: nothing of an item was lost
+        conn.send(("end", None))
 
 
 @dataclass
 class _Slot:
     proc: Any
     conn: multiprocessing.connection.Connection
+    gate: SharedGate
     thread: threading.Thread | None = None
-    running: list[int] = field(default_factory=list)
-    since: float = 0.0  # when the running chunk was sent (the process is idle until then)
-    retire: bool = False
+    chunk: Chunk | None = None
+    kills: dict[int, float] = field(default_factory=dict)  # index -> when the soft kill was sent
 
 
-class ProcessExecutor:
+class ProcessExecutor(_HandoffExecutor):
     """A pool of worker processes (default for Python callables: no GIL between items).
 
-    One feeder thread per process sends it a chunk and waits for the outcomes, so a worker
-    that dies (SIGKILL, out of memory, a segfault in a C extension) is noticed at once: its
-    items come back as ``WorkerLost`` (transient, retried) and the process is replaced.
-    ``kill(seq)`` kills the process running that item, which is how timeouts and skips of
-    in-flight Python items work.
+    One feeder thread per process takes a chunk from the hand-off, moves its gate into the
+    memory it shares with its process (:class:`SharedGate`) and forwards the outcomes as the
+    process reports them. A worker that dies (SIGKILL, out of memory, a segfault in a C
+    extension) is noticed at once: its started items come back as ``WorkerLost`` (transient,
+    retried), those that had not started go back to pending, and the process is replaced.
+    ``kill(seq)`` unwinds the one item (:class:`ItemKilled`), which is how timeouts, skips and
+    stops of running Python items work; its chunk-mates are untouched.
     """
 
     def __init__(self, spec: ProcessorSpec, config: BatchConfig, completions: CompletionQueue) -> None:
-        self.spec = spec
-        self.config = config
-        self.completions = completions
+        super().__init__(spec, config, completions)
         import multiprocessing  # only the process executor pays for it (a shell run never does)
 
         self.ctx = multiprocessing.get_context("spawn")
-        self.tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.slots: list[_Slot] = []
-        self.workers = 0
-        self._lock = threading.Lock()
         self._closing = False
+        cs = config.chunk_size
+        self._capacity = max(MAX_CHUNK_SLOTS, cs if isinstance(cs, int) else 0, 10_000 if spec.chunked else 0)
 
     def _spawn(self) -> _Slot:
-        parent, child = self.ctx.Pipe(duplex=True)
-        proc = self.ctx.Process(
+        ctx = self.ctx
+        gate = SharedGate(
+            ctx.RawArray("b", self._capacity), ctx.RawArray("d", self._capacity), ctx.RawValue("i", -1), ctx.Lock()
+        )
+        parent, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(
             target=_child_main,
-            args=(child, self.spec.model_dump_json(), self.config.model_dump_json()),
+            args=(child, self.spec.model_dump_json(), self.config.model_dump_json(), gate.parts),
             daemon=True,
             name="batchtui-pool-worker",
         )
@@ -300,43 +445,69 @@ class ProcessExecutor:
         if kind != "ready":
             proc.join(1)
             raise WorkerInitError(str(detail))
-        return _Slot(proc, parent)
+        return _Slot(proc, parent, gate)
 
     def start(self) -> None:
         self.set_workers(self.config.workers)
 
     def _feed(self, slot: _Slot) -> None:
+        handoff, put = self.handoff, self.completions.put
         while True:
-            chunk = self.tasks.get()
-            if chunk is None or chunk is _RETIRE:
+            chunk = handoff.take()
+            if chunk is None:
                 with contextlib.suppress(OSError, ValueError):
                     slot.conn.send(None)
                 slot.proc.join(2)
                 return
-            slot.since = time.monotonic()
-            slot.running = [it.seq for it in chunk]
+            if len(chunk.items) > slot.gate.capacity:  # never: the runner's chunks are smaller
+                raise ValueError(f"chunk of {len(chunk.items)} over {slot.gate.capacity}")
+            if not chunk.gate.move_to(slot.gate):
+                handoff.done(chunk)  # every item was cancelled before it was sent
+                continue
+            slot.chunk = chunk
+            reported: set[int] = set()
             try:
-                slot.conn.send(chunk)
-                outcomes = slot.conn.recv()
-            except (EOFError, OSError, BrokenPipeError):
+                slot.conn.send(chunk.items)
+                while True:
+                    if not slot.conn.poll(0.25):
+                        self._escalate(slot)
+                        continue
+                    kind, outcomes = slot.conn.recv()
+                    if kind == "end":
+                        break
+                    reported.update([o.seq for o in outcomes])
+                    put(outcomes)
+            except (EOFError, OSError, BrokenPipeError) as exc:
                 slot.proc.join(1)
-                code = slot.proc.exitcode
-                lost = WorkerLost(f"worker process died ({_exit_text(code)})")
-                info = classify(lost)
-                now = time.time()
-                outcomes = [Outcome(it.seq, it.attempt, now, 0.0, error=info) for it in chunk]
-                slot.running = []
-                self.completions.put(outcomes)
+                text = f"worker process died ({_exit_text(slot.proc.exitcode)})"
+                put(_salvage(chunk, reported, None if isinstance(exc, EOFError) else exc, text))
+                slot.chunk = None
+                slot.kills.clear()
+                handoff.done(chunk)
                 if self._closing:
                     return
                 try:  # replace the dead process and go on
                     fresh = self._spawn()
                 except Exception:
+                    log.exception("could not replace a dead pool worker")
                     return
-                slot.proc, slot.conn = fresh.proc, fresh.conn
+                slot.proc, slot.conn, slot.gate = fresh.proc, fresh.conn, fresh.gate
                 continue
-            slot.running = []
-            self.completions.put(outcomes)
+            slot.chunk = None
+            slot.kills.clear()
+            handoff.done(chunk)
+
+    def _escalate(self, slot: _Slot) -> None:
+        """An item asked to die that has not unwound in KILL_ESCALATE_S: kill its process."""
+        now = time.monotonic()
+        for index, sent in list(slot.kills.items()):
+            if slot.gate.state(index) != RUNNING:
+                del slot.kills[index]
+            elif now - sent >= KILL_ESCALATE_S:
+                log.warning("an item did not unwind %.0f s after its kill: killing its worker process", now - sent)
+                with contextlib.suppress(OSError):
+                    os.kill(slot.proc.pid, signal.SIGKILL)
+                slot.kills.clear()
 
     def set_workers(self, n: int) -> None:
         with self._lock:
@@ -346,40 +517,28 @@ class ProcessExecutor:
                 slot.thread.start()
                 self.slots.append(slot)
                 self.workers += 1
-            while self.workers > n:
-                self.tasks.put(_RETIRE)
-                self.workers -= 1
+            if self.workers > n:
+                self.handoff.retire(self.workers - n)
+                self.workers = n
 
-    def submit(self, chunk: list[Item]) -> None:
-        self.tasks.put(chunk)
-
-    def kill(self, seq: int) -> bool:
+    def kill(self, seq: int, attempt: int | None = None) -> bool:
         for slot in self.slots:
-            if seq in slot.running and slot.proc.is_alive():
-                with contextlib.suppress(OSError):
-                    os.kill(slot.proc.pid, signal.SIGKILL)
-                return True
+            chunk = slot.chunk
+            if chunk is None:
+                continue
+            for index, item in enumerate(chunk.items):
+                if item.seq == seq and (attempt is None or item.attempt == attempt):
+                    if not slot.gate.request_kill(index):
+                        return False
+                    slot.kills.setdefault(index, time.monotonic())
+                    with contextlib.suppress(OSError):
+                        os.kill(slot.proc.pid, KILL_SIGNAL)
+                    return True
         return False
-
-    def started(self, seq: int) -> float | None:
-        for slot in self.slots:
-            if seq in slot.running:
-                return slot.since
-        return None
-
-    def kill_all(self) -> int:
-        n = 0
-        for slot in self.slots:
-            if slot.running and slot.proc.is_alive():
-                with contextlib.suppress(OSError):
-                    os.kill(slot.proc.pid, signal.SIGKILL)
-                n += 1
-        return n
 
     def shutdown(self, wait: float = 5.0) -> None:
         self._closing = True
-        for _ in self.slots:
-            self.tasks.put(None)
+        self.handoff.close(len(self.slots))
         deadline = time.monotonic() + wait
         for slot in self.slots:
             if slot.thread:

@@ -37,7 +37,7 @@ __all__ = [
 class Processor(Protocol):
     def run(self, item: Item) -> ProcessOutput: ...
 
-    def kill(self, seq: int) -> bool: ...
+    def kill(self, seq: int, attempt: int | None = None) -> bool: ...
 
     def kill_all(self) -> int: ...
 
@@ -158,7 +158,7 @@ class CallableProcessor:
             raise ValueError(f"chunked callable returned {len(values)} results for {len(items)} items")
         return [_output(v) for v in values]
 
-    def kill(self, seq: int) -> bool:
+    def kill(self, seq: int, attempt: int | None = None) -> bool:
         return False
 
     def kill_all(self) -> int:

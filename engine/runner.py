@@ -214,6 +214,9 @@ class BatchRunner:
         self._delta: collections.Counter[str] = collections.Counter()
         self._staged = 0
         self._first_staged: float | None = None
+        # Status changes handed to the committer and not yet settled: with self.counts and
+        # self._delta they are every outcome decided so far (what the policies decide on).
+        self._unsettled: collections.Counter[str] = collections.Counter()
 
         self._recent: collections.deque[RecentError] = collections.deque(maxlen=RECENT_ERRORS)
         self._error_groups: list[Any] = []
@@ -468,6 +471,7 @@ class BatchRunner:
         self._buffer, self._buf_pos = [], 0
         if self.committer is not None:
             self.committer.abandon()  # queued group commits are dropped like the staged ones
+        self._unsettled.clear()
         if self.executor is not None:
             with contextlib.suppress(Exception):
                 self.executor.kill_all()
@@ -554,6 +558,8 @@ class BatchRunner:
 
     def _enter_stopping(self) -> None:
         self.state = BatchState.STOPPING
+        if self.executor is not None:
+            self._return_unstarted(self.executor.cancel_all())
         self._requeue_waiting_retries()
         self._buffer, self._buf_pos = [], 0
         self._commit()
@@ -562,10 +568,11 @@ class BatchRunner:
 
     def _kill_in_flight(self, reason: str) -> None:
         assert self.executor is not None
-        for seq in list(self._inflight):
+        self._return_unstarted(self.executor.cancel(list(self._inflight)))
+        for seq, flight in list(self._inflight.items()):
             if seq not in self._kill_reasons:
                 self._kill_reasons[seq] = reason
-                self.executor.kill(seq)
+                self.executor.kill(seq, flight.item.attempt)
 
     def _abandon_in_flight(self) -> None:
         for seq in list(self._inflight):
@@ -587,7 +594,7 @@ class BatchRunner:
             if began is None or now - began <= timeout or seq in self._kill_reasons:
                 continue
             self._kill_reasons[seq] = "timeout"
-            if not self.executor.kill(seq):
+            if not self.executor.kill(seq, flight.item.attempt):
                 # A thread cannot be killed: fail the item now, ignore its late outcome.
                 self._kill_reasons.pop(seq, None)
                 self._on_outcomes(
@@ -745,7 +752,12 @@ class BatchRunner:
         over = mem.rss_mb + mem.children_rss_mb > limit
         if over and not self._mem_waiting:
             used = mem.rss_mb + mem.children_rss_mb
-            self._warn(f"memory {used:.0f} MB over --memory-limit-mb {limit:g}: dispatch waits")
+            held = self.executor.cancel_all() if self.executor is not None else []
+            self._return_unstarted(held)
+            self._warn(
+                f"memory {used:.0f} MB over --memory-limit-mb {limit:g}: dispatch waits"
+                + (f" ({len(held)} queued items back to pending)" if held else "")
+            )
         if not over and self._mem_waiting:
             self._warn("memory back under the limit: dispatch goes on")
         self._mem_waiting = over
@@ -775,10 +787,15 @@ class BatchRunner:
             flight = pop(o.seq, None)
             if flight is None:
                 continue  # a late outcome of an item already handled (timed out, abandoned)
-            avg = 0.9 * avg + 0.1 * o.duration
-            if o.error is not None or o.cost is not None or (kill_reasons and o.seq in kill_reasons):
+            if o.error is not None or o.cost is not None or o.returned or (kill_reasons and o.seq in kill_reasons):
+                if o.returned:
+                    self._inflight[o.seq] = flight
+                    self._return_unstarted([o.seq])
+                    continue
+                avg = 0.9 * avg + 0.1 * o.duration
                 self._outcome(o, flight, finished_at)
                 continue
+            avg = 0.9 * avg + 0.1 * o.duration
             # The common case inline (see _complete): a success with no cost, nothing to kill.
             try:
                 result_json = dumps(o.result, option=opt)
@@ -806,6 +823,40 @@ class BatchRunner:
             self.results.append(b"\n".join(lines))
             lines.clear()
         self._retune_chunk()
+        if self.config.max_failure_rate is not None and not self.halt_reason:
+            self._check_failure_rate()
+
+    def _decided(self, status: str) -> int:
+        """Items of ``status`` counting every outcome decided so far, committed or not."""
+        return int(getattr(self.counts, status)) + self._unsettled[status] + self._delta[status]
+
+    def _check_failure_rate(self) -> None:
+        """The failure-rate policy, decided as outcomes arrive (not when they are committed)."""
+        reason = self.halts.failure_rate(self._decided("complete"), self._decided("failed"))
+        if reason:
+            self._halt(reason)
+
+    def _halt(self, reason: str) -> None:
+        """A policy stops the batch: nothing handed out that has not started will start."""
+        if not self.halt_reason:
+            self.halt_reason = reason
+        if self.executor is not None:
+            self._return_unstarted(self.executor.cancel_all())
+
+    def _return_unstarted(self, seqs: list[int]) -> None:
+        """Items taken back from the executor before they started: pending again at once, no
+        attempt counted (an item waiting out a retry backoff keeps the attempts it made)."""
+        returned = 0
+        for seq in seqs:
+            if self._inflight.pop(seq, None) is None:
+                continue
+            self._kill_reasons.pop(seq, None)
+            self._stage_row("requeue", (seq,))
+            returned += 1
+        if returned:
+            self._delta["processing"] -= returned
+            self._delta["pending"] += returned
+            self._reset_scan()
 
     def _outcome(self, o: Outcome, flight: _Flight, finished_at: str) -> None:
         """One outcome off the common path: killed (stop, skip, timeout), failed, or with a cost."""
@@ -922,8 +973,7 @@ class BatchRunner:
             self._stage_row("pending_with_error", (*fields, flight.started_at, o.seq))
             self._delta["processing"] -= 1
             self._delta["pending"] += 1
-            if not self.halt_reason:
-                self.halt_reason = f"fatal error on item {o.seq}: {err.error_type}: {err.message}"
+            self._halt(f"fatal error on item {o.seq}: {err.error_type}: {err.message}")
             return
         if err.retryable and o.attempt < self.config.max_attempts and (self._stop.is_set() or self.halt_reason):
             # Stopping: a retryable failure is not the item's verdict. Back to pending (the error
@@ -1013,6 +1063,7 @@ class BatchRunner:
             self._stage_marks(time.monotonic())
             self._next_commit_seq += 1
             job = CommitJob(self._stage, self.results.offset, self._next_commit_seq, self._delta)
+            self._unsettled.update(self._delta)
             self._stage = collections.defaultdict(list)
             self._delta = collections.Counter()
             self._staged = 0
@@ -1028,11 +1079,9 @@ class BatchRunner:
         for job in jobs:
             for status, n in job.delta.items():
                 setattr(counts, status, getattr(counts, status) + n)
+            self._unsettled.subtract(job.delta)
             self.commit_seq = job.commit_seq
         self.rate.add(counts.finished)
-        reason = self.halts.failure_rate(counts.complete, counts.failed)
-        if reason and not self.halt_reason:
-            self.halt_reason = reason
         self._write_live()
 
     # -- control ---------------------------------------------------------------------------
@@ -1075,9 +1124,11 @@ class BatchRunner:
                 return f"not running ({self.state.value})"
             self.paused = True
             self.state = BatchState.PAUSED
+            held = self.executor.cancel_all()
+            self._return_unstarted(held)
             self._requeue_waiting_retries()
             self._write_manifest()
-            return f"paused; {len(self._inflight)} in-flight items finish"
+            return f"paused; {len(held)} queued items back to pending, {len(self._inflight)} running items finish"
         if cmd.op == "resume":
             if self.state != BatchState.PAUSED:
                 return f"not paused ({self.state.value})"
@@ -1111,13 +1162,15 @@ class BatchRunner:
 
     def _skip(self, seqs: list[int]) -> str:
         assert self.store is not None and self.executor is not None
+        # Handed out and not started: taken back (they never start), then skipped as pending.
+        self._return_unstarted(self.executor.cancel([s for s in seqs if s in self._inflight]))
         self._commit()
         running = [s for s in seqs if s in self._inflight]
         waiting = {r.seq for r in self._retries}
         for seq in running:
             if seq not in self._kill_reasons:
                 self._kill_reasons[seq] = "skip"
-                self.executor.kill(seq)
+                self.executor.kill(seq, self._inflight[seq].item.attempt)
         rest = [s for s in seqs if s not in self._inflight]
         if waiting & set(rest):
             self._retries = [r for r in self._retries if r.seq not in set(rest)]
@@ -1130,7 +1183,7 @@ class BatchRunner:
             self.counts.skipped += 1
         if changed:
             self._reset_scan()
-        return f"{len(changed)} skipped, {len(running)} in-flight killed"
+        return f"{len(changed)} skipped, {len(running)} running killed"
 
     def _reset_scan(self) -> None:
         self._buffer, self._buf_pos = [], 0

@@ -786,6 +786,9 @@ class ShellProcessor:
         # group id) cannot be reused: kill() never hits an unrelated group.
         self._running: dict[int, int] = {}
         self._killed: set[int] = set()
+        # (seq, attempt) of items a kill reached before their shell was started: it is killed
+        # as soon as it is (an attempt runs once, so an entry never matches another run).
+        self._doomed: set[tuple[int, int]] = set()
 
     def __repr__(self) -> str:
         return f"ShellProcessor({self.template.template!r}, timeout={self.timeout})"
@@ -818,6 +821,10 @@ class ShellProcessor:
             raise
         with self._lock:
             self._running[item.seq] = pid
+            if self._doomed and (item.seq, item.attempt) in self._doomed:
+                self._doomed.discard((item.seq, item.attempt))
+                self._killed.add(item.seq)
+                _killpg(pid)
         try:
             out, err, timed_out = self._collect(pid, out_fd, err_fd)
         finally:
@@ -992,13 +999,17 @@ class ShellProcessor:
             finally:
                 os.close(fd)
 
-    def kill(self, seq: int) -> bool:
+    def kill(self, seq: int, attempt: int | None = None) -> bool:
         """Kill the process group running item ``seq``; its :meth:`run` then raises
-        ``CommandKilled(SIGKILL)``. False if that item is not running here."""
+        ``CommandKilled(SIGKILL)``. False if that item is not running here, unless ``attempt``
+        is given: the executor knows that attempt has begun, and its shell dies as it starts."""
         with self._lock:
             pid = self._running.get(seq)
             if pid is None:
-                return False
+                if attempt is None:
+                    return False
+                self._doomed.add((seq, attempt))
+                return True
             self._killed.add(seq)
             _killpg(pid)
         return True

@@ -87,3 +87,29 @@ def nap_or_hang(item: Any) -> None:
 
 def chunk_double(items: list[Any]) -> list[dict[str, int]]:
     return [{"seq": it.seq, "n": len(items)} for it in items]
+
+
+class _BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+
+def base_exceptions(item: Any) -> dict[str, int]:
+    """Item 3 calls sys.exit(3), 5 raises KeyboardInterrupt, 7 an exception whose __str__ raises."""
+    import sys
+
+    _log_start(item)
+    if item.seq == 3:
+        sys.exit(3)
+    if item.seq == 5:
+        raise KeyboardInterrupt
+    if item.seq == 7:
+        raise _BadStr
+    return {"seq": item.seq}
+
+
+def slow_one(item: Any) -> dict[str, int]:
+    """Logs its start; 1 ms of work, except item $BATCHTUI_TEST_SLOW_SEQ, which takes 30 s."""
+    _log_start(item)
+    time.sleep(30 if item.seq == int(os.environ.get("BATCHTUI_TEST_SLOW_SEQ", "-1")) else 0.001)
+    return {"seq": item.seq}

@@ -1,0 +1,270 @@
+"""The control contract (DESIGN section 6), on real engines running real commands.
+
+Once a stop, skip, pause or halt is decided, no item handed out and not yet started starts;
+items never run twice; a callable's BaseException fails its item and nothing else. Each item
+logs its start in a side-effect file, so "nothing started after" is read from what happened,
+not from the engine's own account. Each test failed on 4578d41 (before the hand-off gate).
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from .conftest import CLI, cli_env, only_batch
+
+PROCS = Path(__file__).with_name("procs.py")
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def starts(log: Path) -> list[int]:
+    """The seqs whose command or call began, in order (one line each: 'SEQ' or 'SEQ ATTEMPT')."""
+    if not log.exists():
+        return []
+    return [int(line.split()[0]) for line in log.read_text().splitlines() if line.strip()]
+
+
+def rows(batch: Path, sql: str) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(f"file:{batch / 'items.db'}?mode=ro", uri=True)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def start_engine(
+    tmp_path: Path, out_dir: Path, args: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, "run", *args, "--headless"],
+        env=cli_env(out_dir, env),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def lines_file(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "in.txt"
+    path.write_text("".join(f"{i + 1}\n" for i in range(n)))
+    return path
+
+
+def test_stop_then_resume_runs_no_item_twice(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14.1: the items queued behind the running one never start on a stop; the resume
+    runs each of them once, and the interrupted one again (it was killed after --grace)."""
+    log = tmp_path / "runs.log"
+    engine = start_engine(
+        tmp_path,
+        out_dir,
+        [str(lines_file(tmp_path, 4)), "--cmd", f"echo {{seq}} >> {log}; sleep 3", "--workers", "1", "--grace", "1"],
+    )
+    try:
+        wait_until(lambda: starts(log) == [0])
+        batch = only_batch(out_dir)
+        stopped = run_cli(["stop", batch.name])
+        assert stopped.returncode == 0, stopped.stderr
+        assert engine.wait(timeout=30) == 130
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    # The engine is gone, and with it every thread that could start an item.
+    assert starts(log) == [0]
+    assert rows(batch, "SELECT seq, status, attempts FROM items ORDER BY seq") == [
+        (0, "pending", 0),
+        (1, "pending", 0),
+        (2, "pending", 0),
+        (3, "pending", 0),
+    ]
+    resumed = run_cli(["resume", batch.name, "--headless"], timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    assert collections.Counter(starts(log)) == {0: 2, 1: 1, 2: 1, 3: 1}
+
+
+def test_stop_with_long_grace_lets_running_items_finish_and_starts_none(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "runs.log"
+    engine = start_engine(
+        tmp_path,
+        out_dir,
+        [str(lines_file(tmp_path, 6)), "--cmd", f"echo {{seq}} >> {log}; sleep 1", "-j", "1", "--grace", "600"],
+    )
+    try:
+        wait_until(lambda: starts(log) == [0])
+        batch = only_batch(out_dir)
+        assert run_cli(["stop", batch.name]).returncode == 0
+        assert engine.wait(timeout=30) == 130
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    assert starts(log) == [0]
+    assert rows(batch, "SELECT status FROM items WHERE seq=0") == [("complete",)]
+    assert rows(batch, "SELECT count(*) FROM items WHERE status='pending' AND attempts=0") == [(5,)]
+
+
+def test_skip_of_queued_items_means_they_never_start(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14.2: a skip of items handed out but not started skips them, it does not run them."""
+    log = tmp_path / "runs.log"
+    engine = start_engine(
+        tmp_path,
+        out_dir,
+        [str(lines_file(tmp_path, 6)), "--cmd", f"echo {{seq}} >> {log}; sleep 0.7", "--workers", "1"],
+    )
+    try:
+        wait_until(lambda: starts(log) == [0])
+        batch = only_batch(out_dir)
+        skipped = run_cli(["skip", batch.name, "3", "4"])
+        assert skipped.returncode == 0, skipped.stderr
+        assert "2 skipped" in skipped.stdout, skipped.stdout
+        assert engine.wait(timeout=60) == 1  # some skipped
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    assert sorted(starts(log)) == [0, 1, 2, 5]
+    assert rows(batch, "SELECT seq, status, attempts FROM items WHERE seq IN (3, 4) ORDER BY seq") == [
+        (3, "skipped", 0),
+        (4, "skipped", 0),
+    ]
+    assert rows(batch, "SELECT count(*) FROM attempts WHERE seq IN (3, 4)") == [(0,)]
+
+
+def test_pause_starts_nothing_more(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14.3: once a pause is acknowledged, only the items already running finish."""
+    log = tmp_path / "runs.log"
+    workers = 2
+    engine = start_engine(
+        tmp_path,
+        out_dir,
+        [str(lines_file(tmp_path, 40)), "--cmd", f"echo {{seq}} >> {log}; sleep 0.4", "-j", str(workers)],
+    )
+    try:
+        wait_until(lambda: len(starts(log)) >= 3)
+        batch = only_batch(out_dir)
+        before = len(starts(log))
+        paused = run_cli(["pause", batch.name])
+        assert paused.returncode == 0, paused.stderr
+        # The items running when the pause took effect end; then nothing runs. A stop ends the
+        # engine (and every worker with it): what the log holds then is all that ever started.
+        wait_until(lambda: orjson.loads((batch / "live_progress.json").read_bytes())["counts"]["processing"] == 0)
+        assert run_cli(["stop", batch.name]).returncode == 0
+        assert engine.wait(timeout=30) == 130
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    after = starts(log)
+    assert len(after) <= before + workers, (before, after)
+    assert len(after) == len(set(after))
+    started = {r[0] for r in rows(batch, "SELECT DISTINCT seq FROM attempts")}
+    assert started == set(after)  # every start is an attempt the engine recorded: no orphan
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failure_rate_halt_overshoots_by_at_most_the_running_items(
+    tmp_path: Path,
+    out_dir: Path,
+    run_cli,  # type: ignore[no-untyped-def]
+    workers: int,
+) -> None:
+    """Issue 14.4: the halt is decided as failures arrive; queued items never start after it."""
+    log = tmp_path / "runs.log"
+    proc = run_cli(
+        [
+            "run",
+            str(lines_file(tmp_path, 400)),
+            "--cmd",
+            f"echo {{seq}} >> {log}; exit 3",
+            "--max-failure-rate",
+            "0.5",
+            "--min-items",
+            "10",
+            "-j",
+            str(workers),
+            "--headless",
+        ],
+        timeout=120,
+    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    batch = only_batch(out_dir)
+    ran = starts(log)
+    assert 10 <= len(ran) <= 10 + workers, len(ran)
+    (failed,) = rows(batch, "SELECT count(*) FROM items WHERE status='failed'")[0]
+    assert failed == len(ran)
+    assert "after 10 items" in orjson.loads((batch / "manifest.json").read_bytes())["halt_reason"]
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_base_exceptions_fail_their_item_only(tmp_path: Path, out_dir: Path, run_cli, executor: str) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14.5: SystemExit, KeyboardInterrupt and an exception whose __str__ raises fail
+    their item with its real type; the batch goes on to its end; nothing leaks to stderr."""
+    log = tmp_path / "runs.log"
+    proc = run_cli(
+        [
+            "run",
+            str(lines_file(tmp_path, 10)),
+            "--call",
+            f"{PROCS}:base_exceptions",
+            "--executor",
+            executor,
+            "-j",
+            "2",
+            "--headless",
+        ],
+        env={"BATCHTUI_TEST_EXEC_LOG": str(log)},
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    batch = only_batch(out_dir)
+    failed = rows(
+        batch, "SELECT seq, error_type, error_category, attempts FROM items WHERE status='failed' ORDER BY seq"
+    )
+    assert [(s, t, a) for s, t, _c, a in failed] == [
+        (3, "SystemExit", 1),
+        (5, "KeyboardInterrupt", 1),
+        (7, "_BadStr", 1),
+    ]
+    assert rows(batch, "SELECT count(*) FROM items WHERE status='complete'") == [(7,)]
+    assert collections.Counter(starts(log)) == dict.fromkeys(range(10), 1)
+
+
+def test_process_executor_skip_touches_no_chunk_mate(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14.10: skipping the running item of a pool worker's chunk kills that item only;
+    queued chunk-mates skipped with it never start; the others run once and complete."""
+    log = tmp_path / "runs.log"
+    engine = start_engine(
+        tmp_path,
+        out_dir,
+        [str(lines_file(tmp_path, 600)), "--call", f"{PROCS}:slow_one", "--executor", "process", "-j", "1"],
+        env={"BATCHTUI_TEST_EXEC_LOG": str(log), "BATCHTUI_TEST_SLOW_SEQ": "300"},
+    )
+    try:
+        wait_until(lambda: 300 in starts(log), timeout=30)
+        batch = only_batch(out_dir)
+        # 1 ms items go to the worker in chunks: 301 and 302 wait behind 300 in its chunk.
+        assert 301 not in starts(log)
+        skipped = run_cli(["skip", batch.name, "300", "301", "302"])
+        assert skipped.returncode == 0, skipped.stderr
+        assert engine.wait(timeout=60) == 1
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    ran = collections.Counter(starts(log))
+    assert ran == {seq: 1 for seq in range(600) if seq not in (301, 302)}
+    status = dict(rows(batch, "SELECT seq, status FROM items"))
+    assert {seq for seq, st in status.items() if st != "complete"} == {300, 301, 302}
+    assert {status[300], status[301], status[302]} == {"skipped"}
+    assert rows(batch, "SELECT count(*) FROM attempts WHERE status='failed'") == [(0,)]
