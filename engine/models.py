@@ -68,6 +68,14 @@ class Counts(_Model):
         return 100.0 * self.finished / self.total if self.total else 100.0
 
 
+class LiveCounts(Counts):
+    """The counts of ``live_progress.json``: of the items handed out ('processing'), those
+    ``running`` in a worker and those ``queued`` behind them (handed out, not started)."""
+
+    running: int = 0
+    queued: int = 0
+
+
 class HistoryEntry(_Model):
     """One run or resume of the batch."""
 
@@ -100,10 +108,14 @@ class Manifest(_Model):
 
 
 class InFlight(_Model):
+    """An item handed out: running since ``started_at``, or queued (``started_at`` is then
+    when it was handed out)."""
+
     seq: int
     key: str
     attempt: int
     started_at: str
+    queued: bool = False
 
 
 class Memory(_Model):
@@ -158,7 +170,7 @@ class LiveProgress(_Model):
     updated_at: str
     commit_seq: int = 0
     total: int = 0
-    counts: Counts = Field(default_factory=Counts)
+    counts: LiveCounts = Field(default_factory=LiveCounts)
     percent: float = 0.0
     rate_per_s: float = 0.0
     eta_s: float | None = None

@@ -33,7 +33,7 @@ import orjson
 from .batchdir import BatchDir, BatchLock, now_iso
 from .errors import UserError
 from .files import DamagedFile, ResultsLog, fsync_dir, iter_jsonl, read_model, write_model
-from .models import BatchState, Counts, LiveProgress, Report
+from .models import BatchState, Counts, LiveCounts, LiveProgress, Report
 from .store import ItemStore, StoreError
 
 SALVAGE_CHUNK: Final = 500
@@ -442,7 +442,7 @@ def _write_live(batch: BatchDir, state: BatchState, counts: Counts, note: str) -
         updated_at=now_iso(),
         commit_seq=0,
         total=counts.total,
-        counts=counts,
+        counts=LiveCounts(**counts.model_dump()),
         percent=round(counts.percent, 2),
         eta_s=None,
         warnings=warnings,

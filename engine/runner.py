@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -62,6 +63,7 @@ from .models import (
     DurationStats,
     HistoryEntry,
     InFlight,
+    LiveCounts,
     LiveProgress,
     Manifest,
     RecentError,
@@ -133,6 +135,11 @@ def _result_line(o: Outcome, key: str, finished_at: str) -> dict[str, Any]:
         "duration_s": round(o.duration, 6),
         "finished_at": finished_at,
     }
+
+
+def _iso_at(epoch: float) -> str:
+    """An ISO timestamp (UTC, as now_iso writes them) of a wall-clock time."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(slots=True)
@@ -1235,10 +1242,20 @@ class BatchRunner:
         mem = self.memory.sample()
         rate = self.rate.rate()
         remaining = c.pending + c.processing
-        in_flight = [
-            InFlight(seq=f.item.seq, key=f.item.key, attempt=f.item.attempt, started_at=f.started_at)
-            for f in list(self._inflight.values())[:IN_FLIGHT_SHOWN]
-        ]
+        queued, running = self.executor.counts() if self.executor is not None else (0, 0)
+        in_flight = []
+        if self._inflight:
+            wall, mono, started = time.time(), time.monotonic(), self.executor.started if self.executor else None
+            for f in list(self._inflight.values())[: IN_FLIGHT_SHOWN * 4]:
+                since = started(f.item.seq) if started is not None else None
+                began = f.started_at if since is None else _iso_at(wall - (mono - since))
+                in_flight.append(
+                    InFlight(
+                        seq=f.item.seq, key=f.item.key, attempt=f.item.attempt, started_at=began, queued=since is None
+                    )
+                )
+            in_flight.sort(key=lambda x: x.queued)  # running first
+            del in_flight[IN_FLIGHT_SHOWN:]
         self._refresh_errors()
         return LiveProgress(
             batch_id=self.batch.batch_id,
@@ -1246,7 +1263,7 @@ class BatchRunner:
             updated_at=now_iso(),
             commit_seq=self.commit_seq,
             total=c.total,
-            counts=c.model_copy(),
+            counts=LiveCounts(**c.model_dump(), running=running, queued=queued),
             percent=round(c.percent, 2),
             rate_per_s=round(rate, 3),
             eta_s=None if (eta := self.rate.eta(remaining)) is None else round(eta, 1),

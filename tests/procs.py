@@ -113,3 +113,18 @@ def slow_one(item: Any) -> dict[str, int]:
     _log_start(item)
     time.sleep(30 if item.seq == int(os.environ.get("BATCHTUI_TEST_SLOW_SEQ", "-1")) else 0.001)
     return {"seq": item.seq}
+
+
+def soak_item(item: Any) -> dict[str, int]:
+    """Logs 'SEQ ATTEMPT TIME' at its start, works 20-150 ms, fails for one item in eight."""
+    path = os.environ["BATCHTUI_TEST_EXEC_LOG"]
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{item.seq} {item.attempt} {time.time():.6f}\n".encode())
+    finally:
+        os.close(fd)
+    rng = random.Random(item.seq * 31 + item.attempt)
+    time.sleep(rng.uniform(0.02, 0.15))
+    if rng.random() < 0.125:
+        raise ValueError(f"unlucky {item.seq}")
+    return {"seq": item.seq}
