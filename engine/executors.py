@@ -31,7 +31,7 @@ from .processors import CallableProcessor, Item, ProcessorSpec, build_processor,
 
 log = logging.getLogger("batchtui.engine")
 
-#: Slots of a pool worker's shared gate: the runner's largest chunk (runner.MAX_CHUNK).
+#: Slots of a pool worker's shared gate: the runner's largest chunk (dispatch.MAX_CHUNK).
 MAX_CHUNK_SLOTS: Final = 256
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import array
 import collections
 import contextlib
-import heapq
 import logging
 import os
 import queue
@@ -28,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -45,6 +44,7 @@ from .batchdir import (
 from .committer import CommitJob, Committer
 from .config import BatchConfig
 from .control import ControlReader, ControlWatcher
+from .dispatch import Dispatcher
 from .enqueue import enqueue_source
 from .errors import (
     EXIT_USAGE,  # noqa: F401  (also imported from here)
@@ -70,7 +70,7 @@ from .models import (
     Report,
 )
 from .monitor import MemoryMonitor, RateMeter
-from .policy import Backoff, HaltCheck, TokenBucket
+from .policy import Backoff, HaltCheck
 from .processors import Item, ProcessorSpec
 from .sources import SourceSpec
 from .store import ItemStore
@@ -83,9 +83,6 @@ COMMIT_MAX_CHANGES: Final = 1000
 MARK_AFTER_S: Final = 1.0
 LIVE_INTERVAL_S: Final = 0.25
 MANIFEST_INTERVAL_S: Final = 2.0
-FETCH_PAGE: Final = 1024
-MAX_CHUNK: Final = 256
-SHELL_MAX_CHUNK: Final = 16
 IN_FLIGHT_SHOWN: Final = 64
 #: The GIL switch interval while a run goes on (Python's default is 5 ms). The runner's threads
 #: spend their lives in short blocking calls (SQLite steps, fsyncs, pipe reads, queue waits),
@@ -150,13 +147,6 @@ class _Flight:
     marked: bool = False  # its 'processing' status is in the store
 
 
-@dataclass(order=True)
-class _Retry:
-    ready: float
-    seq: int
-    item: Item = field(compare=False)
-
-
 class BatchRunner:
     """Runs (or resumes) one batch to its end, a halt, or a stop.
 
@@ -204,15 +194,14 @@ class BatchRunner:
         self.warnings: collections.deque[str] = collections.deque(maxlen=10)
 
         self._inflight: dict[int, _Flight] = {}
-        self._retries: list[_Retry] = []
-        self._buffer: list[Item] = []  # the fetched page of pending items, taken from _buf_pos on
-        self._buf_pos = 0
-        self._cursor = -1
-        self._exhausted = False
         self._kill_reasons: dict[int, str] = {}
-        self._chunk = 1
-        self._avg_item_s: float | None = None
-        self._chunks_in_flight = 0
+        self.dispatcher = Dispatcher(
+            self.config,
+            self.spec,
+            self._batch_dir,
+            self._next_pending,
+            self._commit,
+        )
         self._max_item_cost = 0.0
         self._cost_known = False
         self._lines: list[bytes] = []
@@ -239,7 +228,6 @@ class BatchRunner:
         self.memory = MemoryMonitor()
         self.rate = RateMeter()
         self.backoff = Backoff(self.config.backoff, self.config.backoff_max)
-        self.bucket = TokenBucket(self.config.rate) if self.config.rate else None
         self.halts = HaltCheck(self.config)
         self.lock = BatchLock(batch.lock)
         self.store: ItemStore | None = None
@@ -251,7 +239,6 @@ class BatchRunner:
         self._marks_stamp = 0.0
         self.committer: Committer | None = None
         self._next_commit_seq = 0
-        self._high = -1  # the highest seq fetched this run: a scan below it must commit first
         self._durations: array.array[float] | None = None
 
     # -- thread-safe API -------------------------------------------------------------------
@@ -474,8 +461,8 @@ class BatchRunner:
         self._staged = 0
         self._first_staged = None
         self._lines.clear()
-        self._retries.clear()
-        self._buffer, self._buf_pos = [], 0
+        self.dispatcher.take_retries()
+        self.dispatcher.drop_buffer()
         if self.committer is not None:
             self.committer.abandon()  # queued group commits are dropped like the staged ones
         self._unsettled.clear()
@@ -515,7 +502,7 @@ class BatchRunner:
                         break
             else:
                 self._dispatch(now)
-                if not self._inflight and not self._retries and self._exhausted and self._buf_pos >= len(self._buffer):
+                if not self._inflight and self.dispatcher.idle:
                     break
 
             self._watchdog(now)
@@ -543,23 +530,22 @@ class BatchRunner:
         wake = 0.25
         if self._first_staged is not None:
             wake = min(wake, max(0.0, self._first_staged + COMMIT_INTERVAL_S - now))
-        if self._retries:
-            wake = min(wake, max(0.0, self._retries[0].ready - time.monotonic()))
+        event = self.dispatcher.next_event(now, self.paused)
+        if event is not None:
+            wake = min(wake, event)
         if grace_deadline is not None:
             wake = min(wake, max(0.0, grace_deadline - now) + 0.01)
-        if self.bucket is not None and not self.paused:
-            wake = min(wake, max(0.001, self.bucket.wait_time()))
         return max(wake, 0.0005)
 
     def _requeue_waiting_retries(self) -> None:
         """Items waiting out a retry backoff are not running: back to pending (attempts kept)."""
-        if not self._retries:
+        waiting = self.dispatcher.take_retries()
+        if not waiting:
             return
-        for retry in self._retries:
-            self._stage_row("requeue", (retry.seq,))
+        for seq in waiting:
+            self._stage_row("requeue", (seq,))
             self._delta["processing"] -= 1
             self._delta["pending"] += 1
-        self._retries.clear()
         self._commit()
         self._reset_scan()
 
@@ -568,7 +554,7 @@ class BatchRunner:
         if self.executor is not None:
             self._return_unstarted(self.executor.cancel_all())
         self._requeue_waiting_retries()
-        self._buffer, self._buf_pos = [], 0
+        self.dispatcher.drop_buffer()
         self._commit()
         self._write_live(force=True)
         self._write_manifest()
@@ -619,137 +605,49 @@ class BatchRunner:
     # -- dispatch --------------------------------------------------------------------------
 
     def _dispatch(self, now: float) -> None:
+        """Hand out what may go now: chunks from the dispatcher, into the executor's gate."""
         if self.paused or self.halt_reason or self.executor is None:
             return
         if not self._memory_ok():
             return
-        budget_reason = self._budget_blocks()
-        if budget_reason:
-            if not self._inflight:
-                self.halt_reason = budget_reason
-            return
+        dispatcher = self.dispatcher
+        budget = self.config.max_cost is not None
+        if budget:
+            reason = dispatcher.budget_blocks(self.cost_spent, len(self._inflight), self._max_item_cost)
+            if reason:
+                if not self._inflight:
+                    self.halt_reason = reason
+                return
         workers = max(1, self.executor.workers)
-        max_items = self.config.window or workers * 4 * self._chunk
-        if self.config.max_cost is not None and not self._cost_known:
+        max_items = self.config.window or workers * 4 * dispatcher.chunk
+        if budget and not self._cost_known:
             max_items = 1  # no item finished yet: probe with one so the cap cannot be overrun
         room = max_items - len(self._inflight)
         if room <= 0:
             return
-        chunk_size = self._chunk_size(workers)
-        chunk: list[Item] = []
-        started_at = now_iso()
-        started = time.monotonic()
-        budget = self.config.max_cost is not None
-        if not budget and self.bucket is None:
-            self._dispatch_chunks(room, chunk_size, now, started, started_at)
+        taken = dispatcher.take(
+            now,
+            room,
+            dispatcher.chunk_size(self.counts.total),
+            self._inflight,
+            len(self._inflight),
+            (self.cost_spent, self._max_item_cost) if budget else None,
+        )
+        if not taken.chunks:
             return
-        while room > 0:
-            if budget and self._budget_blocks():
-                break  # every in-flight item at the largest cost seen, plus this one, must fit
-            if self.bucket is not None and not self.bucket.try_take():
-                break
-            item = self._take_next(now)
-            if item is None:
-                if self.bucket is not None:
-                    self.bucket.give_back()
-                break
-            self._inflight[item.seq] = _Flight(item, started, started_at)
-            room -= 1
-            chunk.append(item)
-            if len(chunk) >= chunk_size:
-                self.executor.submit(chunk)
-                chunk = []
-        if chunk:
-            self.executor.submit(chunk)
-
-    def _chunk_size(self, workers: int) -> int:
-        if self.spec.kind == "shell":
-            # Each command is its own process (timed out and killed one by one), so a chunk only
-            # saves the loop's round trips: quick commands go a few at a time (a chunk of about
-            # 20 ms, see _retune_chunk), slow ones one by one.
-            return min(self._chunk, SHELL_MAX_CHUNK)
-        if self.config.timeout is not None and self.config.resolved_executor(self.spec.kind) in ("process", "dask"):
-            return 1  # killing a timed-out call kills its whole process (or dask worker): one item each
-        cs = self.config.chunk_size
-        if self.spec.chunked:
-            if cs == "auto" or cs is None:
-                from .processors import chunk_size_for
-
-                return chunk_size_for(self.counts.total)
-            return int(cs)
-        if isinstance(cs, int):
-            return cs
-        return self._chunk
-
-    def _dispatch_chunks(self, room: int, chunk_size: int, now: float, started: float, started_at: str) -> None:
-        """Dispatch without a rate limit or a cost budget: whole chunks at a time."""
-        assert self.executor is not None
-        executor, inflight, retries = self.executor, self._inflight, self._retries
-        while room > 0:
-            want = min(room, chunk_size)
-            if retries and retries[0].ready <= now:
-                chunk: list[Item] = []
-                while retries and retries[0].ready <= now and len(chunk) < want:
-                    chunk.append(heapq.heappop(retries).item)
-            else:
-                chunk = self._take_pending(want)
-                if not chunk:
-                    return
+        if taken.from_pending:
+            self._delta["pending"] -= taken.from_pending
+            self._delta["processing"] += taken.from_pending
+        started_at = now_iso()
+        inflight, submit = self._inflight, self.executor.submit
+        for chunk in taken.chunks:
             for item in chunk:
-                inflight[item.seq] = _Flight(item, started, started_at)
-            room -= len(chunk)
-            executor.submit(chunk)
+                inflight[item.seq] = _Flight(item, now, started_at)
+            submit(chunk)
 
-    def _take_next(self, now: float) -> Item | None:
-        """The next item to run (a retry whose backoff is over first)."""
-        if self._retries and self._retries[0].ready <= now:
-            return heapq.heappop(self._retries).item
-        items = self._take_pending(1)
-        return items[0] if items else None
-
-    def _take_pending(self, n: int) -> list[Item]:
-        """Up to ``n`` pending items in seq order; fewer only when the store has no more."""
-        taken: list[Item] = []
-        inflight = self._inflight
-        while len(taken) < n:
-            buffer, pos = self._buffer, self._buf_pos
-            if pos < len(buffer):
-                part = buffer[pos : pos + n - len(taken)]
-                self._buf_pos = pos + len(part)
-                taken += [item for item in part if item.seq not in inflight]
-            elif self._exhausted or not self._fetch():
-                break
-        if taken:
-            delta = self._delta
-            delta["pending"] -= len(taken)
-            delta["processing"] += len(taken)
-        return taken
-
-    def _fetch(self) -> bool:
-        """The next page of pending items into the buffer; False when there are no more."""
+    def _next_pending(self, after: int, limit: int) -> list[tuple[int, str, str, str, int]]:
         assert self.store is not None
-        # A page past every seq fetched so far holds only items this run never touched. A
-        # re-scan (after a skip or a retry) comes back over items this run has finished:
-        # the store must not show our own outcomes as still pending, so everything staged
-        # is committed first. An item still running is 'pending' there too (it is marked
-        # 'processing' only after MARK_AFTER_S), so it is left out of the page now, not
-        # only when taken: it may finish (leave _inflight) before its row would come up.
-        if self._cursor < self._high:
-            self._commit()
-        rows = self.store.next_pending(self._cursor, FETCH_PAGE)
-        if not rows:
-            self._exhausted = True
-            return False
-        inflight, loads, batch_dir = self._inflight, orjson.loads, self._batch_dir
-        self._buffer = [
-            Item(seq, key, loads(data), attempts + 1, batch_dir, kind)
-            for seq, key, data, kind, attempts in rows
-            if seq not in inflight
-        ]
-        self._buf_pos = 0
-        self._cursor = rows[-1][0]
-        self._high = max(self._high, self._cursor)
-        return True
+        return self.store.next_pending(after, limit)
 
     def _memory_ok(self) -> bool:
         limit = self.config.memory_limit_mb
@@ -770,18 +668,13 @@ class BatchRunner:
         self._mem_waiting = over
         return not over
 
-    def _budget_blocks(self) -> str | None:
-        if self.config.max_cost is None:
-            return None
-        return self.halts.budget(self.cost_spent, len(self._inflight), self._max_item_cost)
-
     # -- outcomes --------------------------------------------------------------------------
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         assert self.results is not None
         if not outcomes:
             return
-        avg = self._avg_item_s
+        avg = self.dispatcher.avg_item_s
         if avg is None:
             avg = max(1e-7, sum(o.duration for o in outcomes) / len(outcomes))
         finished_at = now_iso()  # one timestamp per chunk: its items ended within ~20 ms
@@ -816,7 +709,7 @@ class BatchRunner:
             if durations is not None:
                 durations.append(o.duration)
             plain += 1
-        self._avg_item_s = avg
+        self.dispatcher.note_duration(avg)
         if plain:
             self._cost_known = True
             self._staged += plain
@@ -829,7 +722,6 @@ class BatchRunner:
             # One write for the chunk's lines: each whole and newline-terminated.
             self.results.append(b"\n".join(lines))
             lines.clear()
-        self._retune_chunk()
         if self.config.max_failure_rate is not None and not self.halt_reason:
             self._check_failure_rate()
 
@@ -1001,18 +893,12 @@ class BatchRunner:
                 batch_dir=item.batch_dir,
                 kind=item.kind,
             )
-            heapq.heappush(self._retries, _Retry(time.monotonic() + delay, o.seq, retry_item))
+            self.dispatcher.schedule_retry(retry_item, time.monotonic() + delay)
             return
         self._stage_row("failed", (*fields, flight.started_at, o.seq))
         self._delta["processing"] -= 1
         self._delta["failed"] += 1
         self._errors_dirty = True
-
-    def _retune_chunk(self) -> None:
-        if self._avg_item_s is None:
-            return
-        target = 0.02  # keep a chunk around 20 ms so completions stream and stops are quick
-        self._chunk = max(1, min(MAX_CHUNK, int(target / max(self._avg_item_s, 1e-7))))
 
     # -- commits ---------------------------------------------------------------------------
 
@@ -1173,15 +1059,12 @@ class BatchRunner:
         self._return_unstarted(self.executor.cancel([s for s in seqs if s in self._inflight]))
         self._commit()
         running = [s for s in seqs if s in self._inflight]
-        waiting = {r.seq for r in self._retries}
         for seq in running:
             if seq not in self._kill_reasons:
                 self._kill_reasons[seq] = "skip"
                 self.executor.kill(seq, self._inflight[seq].item.attempt)
         rest = [s for s in seqs if s not in self._inflight]
-        if waiting & set(rest):
-            self._retries = [r for r in self._retries if r.seq not in set(rest)]
-            heapq.heapify(self._retries)
+        self.dispatcher.take_retries(set(rest))
         before = self.store.statuses(rest)
         changed = self.store.skip(rest, at=now_iso())
         for seq in changed:
@@ -1193,9 +1076,7 @@ class BatchRunner:
         return f"{len(changed)} skipped, {len(running)} running killed"
 
     def _reset_scan(self) -> None:
-        self._buffer, self._buf_pos = [], 0
-        self._cursor = -1
-        self._exhausted = False
+        self.dispatcher.reset_scan()
 
     # -- files -----------------------------------------------------------------------------
 

@@ -789,25 +789,33 @@ def _control(
     """Send ``cmd`` to the engine running the batch and wait for its ack, or change the store
     directly (under the lock) when no engine runs."""
     from batchtui.engine.batchdir import resolve_batch, resume_command
-    from batchtui.engine.control import append_command, apply_offline, wait_for_ack
+    from batchtui.engine.control import append_command, apply_offline, unacked_message, wait_for_ack
+    from batchtui.engine.liveness import engine_status
 
     out = output_dir_of(ctx, output_dir)
     bdir = resolve_batch(batch, out)
-    alive = bdir.alive()
-    if alive is not None:
+    if engine_status(bdir).held:  # responding or not: a frozen engine applies it when it wakes
         append_command(bdir, cmd)
         live = wait_for_ack(bdir, cmd.id, wait)
         if live is None:
-            fail(
-                f"the engine (pid {alive.pid} on {alive.host}) did not acknowledge {cmd.op} within {wait:g}s;"
-                f" it is queued in {bdir.control} and applies when the engine reads it"
-                + (
-                    " (or, if this engine ends first, when the batch is next resumed)"
-                    if cmd.op in ("skip", "retry")
-                    else " (dropped if this engine ends first)"
-                ),
-                1,
-            )
+            # Exit 1 (not 2: the command was valid): it did not take effect, yet; it stays queued.
+            status = engine_status(bdir)
+            if as_json:
+                click.echo(
+                    json.dumps(
+                        {
+                            "batch_id": bdir.batch_id,
+                            "id": cmd.id,
+                            "op": cmd.op,
+                            "engine": status.held,
+                            "acknowledged": False,
+                            "queued_in": str(bdir.control),
+                            "liveness": status.liveness.value,
+                            "silent_s": None if status.silent_s is None else round(status.silent_s, 1),
+                        }
+                    )
+                )
+            fail(unacked_message(bdir, cmd.op, cmd.op, wait, status), 1)
         message = live.control_results.get(cmd.id, "done")
         if as_json:
             click.echo(
@@ -962,14 +970,16 @@ def _now() -> str:
 def _batch_summary(bdir: BatchDir) -> dict[str, Any]:
     """What ls shows for one batch; live counts when an engine is running."""
     from batchtui.engine.files import DamagedFile
+    from batchtui.engine.liveness import engine_status
     from batchtui.engine.models import BatchState
 
     try:
         manifest = bdir.read_manifest()
     except (FileNotFoundError, DamagedFile) as exc:
         return {"batch_id": bdir.batch_id, "path": str(bdir.path), "state": "damaged", "error": str(exc)}
-    alive = bdir.alive()
     live = bdir.read_live()
+    status = engine_status(bdir, live=live)
+    alive = status.holder
     counts = manifest.totals
     state = manifest.state.value
     updated = manifest.ended_at or manifest.started_at or manifest.created_at
@@ -985,7 +995,7 @@ def _batch_summary(bdir: BatchDir) -> dict[str, Any]:
         "name": manifest.name,
         "state": state,
         "halt_reason": manifest.halt_reason,
-        "engine": None if alive is None else {"pid": alive.pid, "host": alive.host},
+        "engine": None if alive is None else {"pid": alive.pid, "host": alive.host, **_liveness_json(status)},
         "totals": counts.model_dump(),
         "percent": round(counts.percent, 1),
         "duplicates_dropped": manifest.duplicates_dropped,
@@ -993,6 +1003,13 @@ def _batch_summary(bdir: BatchDir) -> dict[str, Any]:
         "updated_at": updated,
         "processor": manifest.processor,
     }
+
+
+def _liveness_json(status: Any) -> dict[str, Any]:
+    """An engine's liveness for --json: alive or stale, seconds since its last write, and what
+    is wrong when it is stale (see batchtui.engine.liveness)."""
+    silent = None if status.silent_s is None else round(status.silent_s, 1)
+    return {"liveness": status.liveness.value, "silent_s": silent, "problem": status.explain() or None}
 
 
 @main.command("ls", context_settings=CONTEXT)
@@ -1012,6 +1029,7 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
         click.echo(f"no batches in {out}  (start one: batchtui run SOURCE --cmd '...', or batchtui demo)")
         return
     click.echo(f"{'BATCH':<25} {'STATE':<12} {'ENGINE':<10} {'DONE':>15} {'FAILED':>7} {'CREATED':<17} NAME")
+    problems: list[str] = []
     for r in rows:
         if r["state"] == "damaged":
             click.echo(f"{r['batch_id']:<25} {'damaged':<12} {'':<10} {'':>15} {'':>7} {'':<17} {r['error']}")
@@ -1019,12 +1037,18 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
         t = r["totals"]
         done = t["complete"] + t["failed"] + t["skipped"]
         engine = f"pid {r['engine']['pid']}" if r["engine"] else "-"
+        state = r["state"]
+        if r["engine"] and r["engine"]["problem"]:
+            state = "unresponsive"  # a frozen, hung or dead engine: said in full below the table
+            problems.append(f"{r['batch_id']}: {r['engine']['problem']}")
         created = _local(r["created_at"])
         progress = f"{done}/{t['total']}"
         click.echo(
-            f"{r['batch_id']:<25} {r['state']:<12} {engine:<10} {progress:>15} {t['failed']:>7}"
+            f"{r['batch_id']:<25} {state:<12} {engine:<10} {progress:>15} {t['failed']:>7}"
             f" {created:<17} {_plain(r['name'])[:40]}"
         )
+    for problem in problems:
+        click.echo(f"NOT RESPONDING {problem}")
 
 
 def _local(iso: str | None) -> str:
@@ -1073,7 +1097,10 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
             store.close()
     except StoreError:
         fail(damaged)
-    alive = bdir.alive()
+    from batchtui.engine.liveness import engine_status
+
+    status = engine_status(bdir, live=live)
+    alive = status.holder
     if as_json:
         click.echo(
             json.dumps(
@@ -1083,7 +1110,7 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
                     "manifest": manifest.model_dump(mode="json"),
                     "counts": counts.model_dump(),
                     "live": live.model_dump(mode="json") if live else None,
-                    "engine": alive.model_dump() if alive else None,
+                    "engine": {**alive.model_dump(), **_liveness_json(status)} if alive else None,
                     "error_groups": groups,
                     "errors_by_category": by_category,
                     "report": report,
@@ -1098,12 +1125,15 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
     print_summary(bdir, state_manifest, counts, None, report)
     proc = manifest.processor
     click.echo(f"  Processor: {_plain(proc.get('command') or proc.get('call') or proc.get('kind'))}")
-    click.echo(
-        f"  Created:   {_local(manifest.created_at)}   Engine: "
-        + (f"running, pid {alive.pid} on {alive.host}" if alive else "none")
-    )
+    engine = f"running, pid {alive.pid} on {alive.host}" if alive else "none"
+    if status.badge():
+        engine = f"{status.badge()}, pid {alive.pid if alive else '?'} on {alive.host if alive else '?'}"
+    click.echo(f"  Created:   {_local(manifest.created_at)}   Engine: {engine}")
+    if status.badge():
+        click.echo(f"  Warning:   {status.explain()}")
     if live is not None and alive is not None:
-        click.echo("  Now:       " + progress_line(live))
+        # A frozen engine's figures are as old as its last write: not "now".
+        click.echo(("  Last seen: " if status.badge() else "  Now:       ") + progress_line(live))
     if groups:
         click.echo("  Error breakdown (type, category, count, example):")
         for g in groups:

@@ -34,6 +34,9 @@ from batchtui.engine.store import ItemStore
 FROZEN = 1_795_000_000.0  # 2026-11-18T...Z: the frozen clock of the snapshots
 T0 = "2026-11-18T09:00:00.000+00:00"
 T1 = "2026-11-18T09:05:00.000+00:00"
+# A running engine rewrites live_progress.json several times a second: its last write is a
+# moment before the frozen clock (an older one means a frozen engine).
+HEARTBEAT = "2026-11-18T11:06:39.600+00:00"
 
 ERRORS = [
     ("TimeoutError", "transient", "upstream timed out after 30s fetching https://api.example.com/v1/doc/17"),
@@ -61,8 +64,12 @@ def make_batch(
     batch_id: str | None = None,
     keys: list[str] | None = None,
     halt_reason: str | None = None,
+    updated_at: str | None = None,
 ) -> Path:
-    """A batch directory with every contract file, in the given state."""
+    """A batch directory with every contract file, in the given state.
+
+    ``updated_at`` of live_progress.json: by default a fresh heartbeat for a running or paused
+    batch (T1 otherwise); an old one stands for an engine that stopped writing."""
     batch_id = batch_id or {
         "running": "20261118_090000_aaaa0001",
         "paused": "20261118_090000_aaaa0002",
@@ -152,7 +159,7 @@ def make_batch(
     live = LiveProgress(
         batch_id=batch_id,
         state=state,
-        updated_at=T1,
+        updated_at=updated_at or (HEARTBEAT if state in (BatchState.RUNNING, BatchState.PAUSED) else T1),
         commit_seq=42,
         total=counts.total,
         counts=Counts(**counts.model_dump()),
@@ -187,12 +194,14 @@ def make_batch(
 
 
 @contextlib.contextmanager
-def hold_lock(batch: Path) -> Iterator[None]:
-    """Hold the batch lock as a live engine would (views then show the engine as live)."""
+def hold_lock(batch: Path, *, pid: int = 4242, host: str = "worker-1") -> Iterator[None]:
+    """Hold the batch lock as a live engine would (views then show the engine as live).
+
+    It is held by this process; ``pid`` and ``host`` are what the lock file says."""
     fd = os.open(batch / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, orjson.dumps({"pid": 4242, "host": "worker-1", "started_at": T0}) + b"\n")
+        os.write(fd, orjson.dumps({"pid": pid, "host": host, "started_at": T0}) + b"\n")
         yield
     finally:
         os.close(fd)

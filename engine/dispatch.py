@@ -1,0 +1,247 @@
+"""The dispatcher: the one owner of work not yet handed to an executor.
+
+It holds the page of pending items read from the store (in seq order, a page at a time: a 1M
+item batch is never in memory), the retries waiting out their backoff, the chunk size, and
+the gates that say whether anything may go out now (``--rate``, ``--max-cost``). The runner
+asks it for chunks with :meth:`Dispatcher.take` and gives it back what must wait
+(:meth:`schedule_retry`, :meth:`reset_scan` after items went back to pending). Every method
+takes the time it runs at, so a test can drive it with a fake clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Container
+from dataclasses import dataclass, field
+from typing import Final
+
+import orjson
+
+from .config import BatchConfig
+from .policy import HaltCheck, TokenBucket
+from .processors import Item, ProcessorSpec
+
+FETCH_PAGE: Final = 1024
+MAX_CHUNK: Final = 256
+SHELL_MAX_CHUNK: Final = 16
+#: A chunk of quick items is sized to take about this long, so completions stream and a
+#: worker never holds much that a stop would have to take back.
+CHUNK_TARGET_S: Final = 0.02
+
+#: The rows of ItemStore.next_pending: seq, key, data (JSON), source kind, attempts made.
+PendingRows = list[tuple[int, str, str, str, int]]
+
+
+@dataclass(order=True)
+class Retry:
+    """An item waiting out its backoff before its next attempt."""
+
+    ready: float
+    seq: int
+    item: Item = field(compare=False)
+
+
+@dataclass
+class Taken:
+    """What :meth:`Dispatcher.take` hands out: chunks, and how many came from pending."""
+
+    chunks: list[list[Item]] = field(default_factory=list)
+    from_pending: int = 0
+
+
+class Dispatcher:
+    """Decides what goes to the executor next (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: BatchConfig,
+        spec: ProcessorSpec,
+        batch_dir: str,
+        next_pending: Callable[[int, int], PendingRows],
+        before_rescan: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.spec = spec
+        self.batch_dir = batch_dir
+        self._next_pending = next_pending
+        self._before_rescan = before_rescan
+        self.retries: list[Retry] = []
+        self.bucket = TokenBucket(config.rate) if config.rate else None
+        self.halts = HaltCheck(config)
+        self.chunk = 1
+        self.avg_item_s: float | None = None
+        self._buffer: list[Item] = []  # the fetched page of pending items, taken from _pos on
+        self._pos = 0
+        self._cursor = -1
+        self._high = -1  # the highest seq fetched this run: a scan below it must commit first
+        self.exhausted = False
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to hand out: no retry waiting, no pending item in the store."""
+        return not self.retries and self.exhausted and self._pos >= len(self._buffer)
+
+    def reset_scan(self) -> None:
+        """Items went back to pending (a retry, a skip, work taken back): read the store again."""
+        self._buffer, self._pos = [], 0
+        self._cursor = -1
+        self.exhausted = False
+
+    def drop_buffer(self) -> None:
+        """Stopping: nothing more goes out."""
+        self._buffer, self._pos = [], 0
+
+    def schedule_retry(self, item: Item, ready: float) -> None:
+        heapq.heappush(self.retries, Retry(ready, item.seq, item))
+
+    def take_retries(self, seqs: Container[int] | None = None) -> list[int]:
+        """Retries waiting out a backoff, dropped (all, or those of ``seqs``): their seqs."""
+        if seqs is None:
+            taken = [r.seq for r in self.retries]
+            self.retries.clear()
+            return taken
+        taken = [r.seq for r in self.retries if r.seq in seqs]
+        if taken:
+            self.retries = [r for r in self.retries if r.seq not in seqs]
+            heapq.heapify(self.retries)
+        return taken
+
+    def next_event(self, now: float, paused: bool) -> float | None:
+        """Seconds until something may be handed out that cannot now (a retry, a token)."""
+        wait: float | None = None
+        if self.retries:
+            wait = max(0.0, self.retries[0].ready - now)
+        if self.bucket is not None and not paused:
+            bucket = max(0.001, self.bucket.wait_time(now))
+            wait = bucket if wait is None else min(wait, bucket)
+        return wait
+
+    # -- chunk size ------------------------------------------------------------------------
+
+    def note_duration(self, avg_item_s: float) -> None:
+        """The recent average time of an item: a chunk is sized to ~CHUNK_TARGET_S of them."""
+        self.avg_item_s = avg_item_s
+        self.chunk = max(1, min(MAX_CHUNK, int(CHUNK_TARGET_S / max(avg_item_s, 1e-7))))
+
+    def chunk_size(self, total: int) -> int:
+        if self.spec.kind == "shell":
+            # Each command is its own process (timed out and killed one by one), so a chunk only
+            # saves the loop's round trips: quick commands go a few at a time, slow ones alone.
+            return min(self.chunk, SHELL_MAX_CHUNK)
+        if self.config.timeout is not None and self.config.resolved_executor(self.spec.kind) in ("process", "dask"):
+            return 1  # a timed-out call that does not unwind takes its process down: one item each
+        cs = self.config.chunk_size
+        if self.spec.chunked:
+            if cs == "auto" or cs is None:
+                from .processors import chunk_size_for
+
+                return chunk_size_for(total)
+            return int(cs)
+        if isinstance(cs, int):
+            return cs
+        return self.chunk
+
+    # -- handing out -----------------------------------------------------------------------
+
+    def budget_blocks(self, spent: float, in_flight: int, max_item_cost: float) -> str | None:
+        """Why one more item may not go out under ``--max-cost`` (None: it may)."""
+        if self.config.max_cost is None:
+            return None
+        return self.halts.budget(spent, in_flight, max_item_cost)
+
+    def take(
+        self,
+        now: float,
+        room: int,
+        chunk_size: int,
+        inflight: Container[int],
+        in_flight: int = 0,
+        budget: tuple[float, float] | None = None,
+    ) -> Taken:
+        """Up to ``room`` items in chunks of ``chunk_size``: retries whose backoff is over
+        first, then pending items in seq order. ``budget`` (spent, largest item cost) holds
+        each item to ``--max-cost`` with ``in_flight`` items already out; the rate limit holds
+        each item to ``--rate``."""
+        taken = Taken()
+        if self.bucket is None and budget is None:
+            while room > 0:
+                want = min(room, chunk_size)
+                if self.retries and self.retries[0].ready <= now:
+                    chunk = self._pop_ready(now, want)
+                else:
+                    chunk = self._take_pending(want, inflight)
+                    taken.from_pending += len(chunk)
+                    if not chunk:
+                        break
+                taken.chunks.append(chunk)
+                room -= len(chunk)
+            return taken
+        chunk = []
+        while room > 0:
+            if budget is not None and self.budget_blocks(budget[0], in_flight, budget[1]):
+                break  # every item out at the largest cost seen, plus this one, must fit
+            if self.bucket is not None and not self.bucket.try_take(now):
+                break
+            ready = self._pop_ready(now, 1)
+            if not ready:
+                ready = self._take_pending(1, inflight)
+                taken.from_pending += len(ready)
+            if not ready:
+                if self.bucket is not None:
+                    self.bucket.give_back()
+                break
+            chunk += ready
+            room -= 1
+            in_flight += 1
+            if len(chunk) >= chunk_size:
+                taken.chunks.append(chunk)
+                chunk = []
+        if chunk:
+            taken.chunks.append(chunk)
+        return taken
+
+    def _pop_ready(self, now: float, n: int) -> list[Item]:
+        retries, out = self.retries, list[Item]()
+        while retries and retries[0].ready <= now and len(out) < n:
+            out.append(heapq.heappop(retries).item)
+        return out
+
+    def _take_pending(self, n: int, inflight: Container[int]) -> list[Item]:
+        """Up to ``n`` pending items in seq order; fewer only when the store has no more."""
+        taken: list[Item] = []
+        while len(taken) < n:
+            buffer, pos = self._buffer, self._pos
+            if pos < len(buffer):
+                part = buffer[pos : pos + n - len(taken)]
+                self._pos = pos + len(part)
+                taken += [item for item in part if item.seq not in inflight]
+            elif self.exhausted or not self._fetch(inflight):
+                break
+        return taken
+
+    def _fetch(self, inflight: Container[int]) -> bool:
+        """The next page of pending items into the buffer; False when there are no more."""
+        # A page past every seq fetched so far holds only items this run never touched. A
+        # re-scan (after a skip or a retry) comes back over items this run has finished:
+        # the store must not show our own outcomes as still pending, so everything staged
+        # is committed first. An item still running is 'pending' there too (it is marked
+        # 'processing' only after a while), so it is left out of the page now, not only
+        # when taken: it may finish (leave the in-flight set) before its row would come up.
+        if self._cursor < self._high:
+            self._before_rescan()
+        rows = self._next_pending(self._cursor, FETCH_PAGE)
+        if not rows:
+            self.exhausted = True
+            return False
+        loads, batch_dir = orjson.loads, self.batch_dir
+        self._buffer = [
+            Item(seq, key, loads(data), attempts + 1, batch_dir, kind)
+            for seq, key, data, kind, attempts in rows
+            if seq not in inflight
+        ]
+        self._pos = 0
+        self._cursor = rows[-1][0]
+        self._high = max(self._high, self._cursor)
+        return True
