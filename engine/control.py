@@ -18,17 +18,21 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import orjson
 from pydantic import ValidationError
 
 from .batchdir import BatchDir, now_iso
 from .files import FILE_MODE, read_model
+from .liveness import EngineStatus, Liveness, fmt_age
 from .models import ControlCommand, ControlOp, LiveProgress
 
 CONTROL_FILE: Final = "control.jsonl"
 MAX_LINE: Final = 1 << 20
+# A responsive engine acknowledges within a loop turn (a quarter second): past this, every view
+# says the command was not acknowledged, and why.
+ACK_TIMEOUT_S: Final = 5.0
 
 
 def new_command(
@@ -73,46 +77,120 @@ def wait_for_ack(batch: BatchDir, cmd_id: str, timeout: float = 5.0) -> LiveProg
         time.sleep(0.02)
 
 
+def unacked_message(
+    batch: BatchDir, what: str, op: ControlOp, waited: float, status: EngineStatus, *, brief: bool = False
+) -> str:
+    """What every view says when ``what`` (a command with ``op``) got no ack in ``waited`` s.
+
+    The command stays in control.jsonl: the engine applies it when it reads the file again
+    (a stopped engine that is continued, a hung one that recovers). If that engine ends first,
+    a skip or retry is applied by the next engine on resume; the others were meant for it alone.
+    """
+    later = "applied when the batch is next resumed" if op in ("skip", "retry") else "dropped"
+    if status.liveness == Liveness.GONE:
+        if brief:
+            return f"{what}: not acknowledged; the engine has ended (a queued {op} is {later})"
+        return f"{what} not acknowledged: the engine ended before reading it; a command it did not read is {later}"
+    if brief:
+        why = f"engine not responding for {fmt_age(status.silent_s)}" if not status.responding else "engine busy"
+        return f"{what}: not acknowledged ({why}); queued in {CONTROL_FILE}, applied if the engine wakes"
+    who = f"pid {status.holder.pid} on {status.holder.host}" if status.holder else "the engine"
+    if status.responding:
+        head = f"{what} not acknowledged: the engine ({who}) did not acknowledge it within {waited:g}s"
+    else:
+        head = (
+            f"{what} not acknowledged (engine not responding for {fmt_age(status.silent_s)}):"
+            f" {status.explain()}; it did not acknowledge within {waited:g}s"
+        )
+    return (
+        f"{head}. The command is queued in {batch.control} and is applied when the engine reads it"
+        f" (if this engine ends first, it is {later})"
+    )
+
+
 class ControlReader:
-    """The engine's reader of control.jsonl: returns commands appended since the last read."""
+    """The engine's reader of control.jsonl: returns commands appended since the last read.
+
+    The position is an offset *in one file*: the reader also keeps the file's identity
+    (``st_dev``, ``st_ino``) and the last bytes it consumed. When control.jsonl is deleted and
+    made anew (the next ``append_command`` creates it), replaced, or truncated (to below the
+    offset, or rewritten in place), the new content is read from its start, so the command
+    that recreated the file is never lost. An inode number can be reused at once by a new
+    file, so identity alone is not enough: the consumed tail must still be where it was.
+    """
+
+    TAIL: Final = 64
 
     def __init__(self, path: Path, *, from_start: bool = False) -> None:
         self.path = path
         self.offset = 0
-        self._size = -1
         self.bad_lines = 0
-        if not from_start:
-            try:
-                # Commands written while no engine ran were applied to the store directly.
-                self.offset = path.stat().st_size
-            except FileNotFoundError:
-                self.offset = 0
+        self.restarts = 0  # how often the file was found replaced or truncated
+        self._ident: tuple[int, int] | None = None
+        self._seen: tuple[int, int, int, int] | None = None  # dev, ino, size, mtime at the last read
+        self._tail = b""  # the bytes just before ``_tail_at``: what was consumed last
+        self._tail_at = -1
+        try:
+            with path.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                self._ident = (st.st_dev, st.st_ino)
+                if not from_start:
+                    # Commands written while no engine ran were applied to the store directly.
+                    self.offset = st.st_size
+                    self._remember_tail(fh)
+        except FileNotFoundError:
+            pass
+
+    @property
+    def identity(self) -> str | None:
+        """``"dev:ino"`` of the file the offset refers to (None before the file existed), for
+        an engine to store beside the offset and hand to :meth:`seek` on resume."""
+        return None if self._ident is None else f"{self._ident[0]}:{self._ident[1]}"
+
+    def seek(self, offset: int, identity: str | None = None) -> None:
+        """Continue from ``offset``, where a previous reader of the same file stopped.
+
+        With ``identity`` (see :attr:`identity`), a different file restarts at 0. Without it,
+        an offset that is past the end or not at a line boundary of today's file restarts at 0
+        too: that offset belonged to a file that was replaced meanwhile.
+        """
+        self.offset = max(0, offset)
+        self._seen = None
+        self._tail, self._tail_at = b"", -1
+        if identity is not None:
+            self._ident = _parse_identity(identity)
 
     def changed(self) -> bool:
+        """Whether control.jsonl may hold something unread: a cheap ``stat``, for the loop."""
         try:
-            size = self.path.stat().st_size
+            st = self.path.stat()
         except FileNotFoundError:
             return False
-        return size != self.offset
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._seen or st.st_size != self.offset
 
     def read_new(self) -> list[ControlCommand]:
         try:
             with self.path.open("rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size < self.offset:  # truncated or replaced by hand: start over at its end
-                    self.offset = size
-                    return []
+                st = os.fstat(fh.fileno())
+                if not self._continues(fh, st):
+                    self.offset = 0  # a new file (or rewritten): everything in it is unread
+                    self.restarts += 1
+                self._ident = (st.st_dev, st.st_ino)
+                self._seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                size = st.st_size
                 fh.seek(self.offset)
                 data = fh.read(size - self.offset)
         except FileNotFoundError:
-            return []
+            return []  # deleted: the identity is kept, so the file made next is read from 0
         end = data.rfind(b"\n")
         if end < 0:
             if len(data) > MAX_LINE:  # a runaway partial line: drop it
                 self.offset += len(data)
+                self._set_tail(data)
                 self.bad_lines += 1
             return []
         self.offset += end + 1
+        self._set_tail(data[: end + 1])
         out: list[ControlCommand] = []
         for raw in data[: end + 1].splitlines():
             if not raw.strip():
@@ -122,6 +200,41 @@ class ControlReader:
             except (orjson.JSONDecodeError, ValidationError):
                 self.bad_lines += 1
         return out
+
+    def _continues(self, fh: BinaryIO, st: os.stat_result) -> bool:
+        """Whether the open file is the one ``offset`` points into, unchanged up to it."""
+        if self.offset == 0:
+            return True
+        if self._ident is not None and (st.st_dev, st.st_ino) != self._ident:
+            return False  # deleted and made anew, or replaced by a rename
+        if st.st_size < self.offset:
+            return False  # truncated
+        if self._tail_at == self.offset and self._tail:
+            start = self.offset - len(self._tail)
+            return os.pread(fh.fileno(), len(self._tail), start) == self._tail
+        # An offset handed over by seek(): it must end a line of this file.
+        return os.pread(fh.fileno(), 1, self.offset - 1) == b"\n"
+
+    def _set_tail(self, consumed: bytes) -> None:
+        if len(consumed) >= self.TAIL:
+            self._tail = consumed[-self.TAIL :]
+        else:
+            self._tail = (self._tail if self._tail_at == self.offset - len(consumed) else b"") + consumed
+            self._tail = self._tail[-self.TAIL :]
+        self._tail_at = self.offset
+
+    def _remember_tail(self, fh: BinaryIO) -> None:
+        start = max(0, self.offset - self.TAIL)
+        self._tail = os.pread(fh.fileno(), self.offset - start, start)
+        self._tail_at = self.offset
+
+
+def _parse_identity(text: str) -> tuple[int, int] | None:
+    dev, _, ino = text.partition(":")
+    try:
+        return int(dev), int(ino)
+    except ValueError:
+        return None
 
 
 class ControlWatcher:

@@ -13,7 +13,7 @@ from textual.pilot import Pilot
 from batchtui.engine.models import BatchState
 from batchtui.tui.app import BatchtuiApp
 
-from .fixtures import FROZEN, hold_lock, make_batch
+from .fixtures import FROZEN, T1, hold_lock, make_batch
 
 SIZE = (140, 48)
 OUT = Path("batch_output")
@@ -62,6 +62,21 @@ def test_dashboard_paused(out: Path, snap_compare: Any) -> None:
     batch = make_batch(out, state=BatchState.PAUSED)
     with hold_lock(batch):
         assert snap_compare(app_for(out, batch), terminal_size=SIZE, run_before=settle)
+
+
+def test_dashboard_not_responding(out: Path, snap_compare: Any) -> None:
+    # The lock is held but live_progress.json is two hours old: a frozen (SIGSTOP), hung or
+    # dead engine. The title and the status line say so, in the theme's warning colour.
+    batch = make_batch(out, state=BatchState.RUNNING, updated_at=T1)
+    with hold_lock(batch):
+        assert snap_compare(app_for(out, batch), terminal_size=SIZE, run_before=settle)
+
+
+def test_dashboard_not_responding_80x24(out: Path, snap_compare: Any) -> None:
+    # The smallest supported terminal: the state stays on screen (the compact layout).
+    batch = make_batch(out, state=BatchState.RUNNING, updated_at=T1)
+    with hold_lock(batch):
+        assert snap_compare(app_for(out, batch), terminal_size=(80, 24), run_before=settle)
 
 
 def test_dashboard_halted_failed_tab(out: Path, snap_compare: Any) -> None:

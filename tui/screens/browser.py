@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from batchtui.engine.batchdir import BatchDir, engine_alive, iter_batches, parse_iso
 from batchtui.engine.files import DamagedFile
+from batchtui.engine.liveness import engine_status
 from batchtui.engine.models import ACTIVE_STATES, BatchState, Counts
 
 from ..text import plain
@@ -28,8 +29,9 @@ def progress_bar(percent: float, width: int = BAR_WIDTH) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def batch_row(batch: BatchDir) -> dict[str, Any]:
-    """One browser row: live counts when an engine runs, else the manifest's."""
+def batch_row(batch: BatchDir, now: float | None = None) -> dict[str, Any]:
+    """One browser row: live counts when an engine runs, else the manifest's; an engine that
+    holds the batch but writes nothing is shown as not responding (``now``: the wall clock)."""
     try:
         manifest = batch.read_manifest()
     except (FileNotFoundError, DamagedFile) as exc:
@@ -42,9 +44,11 @@ def batch_row(batch: BatchDir) -> dict[str, Any]:
             "created": "",
             "updated": "",
             "resumable": False,
+            "stale": False,
         }
     live = batch.read_live()
-    holder = engine_alive(batch.path)
+    status = engine_status(batch, live=live, now=now)
+    holder = status.holder
     counts = manifest.totals
     state = manifest.state.value
     updated = manifest.ended_at or manifest.started_at or manifest.created_at
@@ -56,7 +60,8 @@ def batch_row(batch: BatchDir) -> dict[str, Any]:
     return {
         "id": batch.batch_id,
         "state": state,
-        "engine": f"pid {holder.pid}" if holder else "",
+        "engine": (f"pid {holder.pid}" + (f" {status.badge()}" if status.badge() else "")) if holder else "",
+        "stale": bool(status.badge()),
         "counts": counts,
         "name": manifest.name,
         "created": manifest.created_at,
@@ -117,19 +122,22 @@ class BrowserScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="browser-load")
     def _load(self) -> None:
-        rows = [batch_row(b) for b in iter_batches(self.output_dir)]
+        clock = getattr(self.app, "clock", None)
+        now = float(clock()) if callable(clock) else None
+        rows = [batch_row(b, now) for b in iter_batches(self.output_dir)]
         self.app.call_from_thread(self._show, rows)
 
     def _show(self, rows: list[dict[str, Any]]) -> None:
         table = self.query_one("#batches", DataTable)
         keep = self.selected_id
         table.clear()  # a few hundred rows at most: rebuilding is simpler than diffing
+        warning = self.app.theme_variables.get("warning", "yellow")  # the theme's, as .tcss would
         for r in rows:
             c: Counts = r["counts"]
             table.add_row(
                 Text(r["id"]),
                 Text(r["state"], style="bold"),
-                Text(r["engine"]),
+                Text(r["engine"], style=f"bold {warning}" if r["stale"] else ""),
                 Text(f"{progress_bar(c.percent)} {c.percent:5.1f}%"),
                 Text(f"{c.finished:,}/{c.total:,}"),
                 Text(f"{c.failed:,}"),

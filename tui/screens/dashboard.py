@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Log, ProgressBar, Sparkline, Static, Tab, Tabs
 
-from batchtui.engine.batchdir import BatchDir, engine_alive, parse_iso
-from batchtui.engine.control import append_command, apply_offline, new_command
-from batchtui.engine.models import ACTIVE_STATES, BatchState, LiveProgress, Manifest
+from batchtui.engine.batchdir import BatchDir, parse_iso
+from batchtui.engine.control import ACK_TIMEOUT_S, append_command, apply_offline, new_command, unacked_message
+from batchtui.engine.liveness import EngineStatus, Liveness, engine_status
+from batchtui.engine.models import ACTIVE_STATES, BatchState, ControlCommand, ControlOp, LiveProgress, Manifest
 from batchtui.engine.store import ItemStore
 
 from ..fmt import fmt_duration
@@ -72,19 +73,24 @@ class DashboardScreen(Screen[None]):
         Binding("b", "browser", "Batches", id="browser", tooltip="All batches in the output dir"),
     ]
 
+    ACK_TIMEOUT_S: ClassVar[float] = ACK_TIMEOUT_S  # a class attribute, so a test can shorten it
+    COMPACT_BELOW: ClassVar[int] = 33  # rows: the full layout needs this many
+
     def __init__(self, batch: Path, *, in_process: bool = False) -> None:
         super().__init__()
         self.batch = BatchDir(batch)
         self.in_process = in_process
         self.live: LiveProgress | None = None
         self.manifest: Manifest | None = None
-        self.alive = False
+        self.alive = False  # an engine holds the batch (responding or not)
+        self.engine = EngineStatus(Liveness.GONE, None, None)
         self._alive_stamp = 0.0
         self.rates: collections.deque[float] = collections.deque(maxlen=HISTORY)
         self.rss: collections.deque[float] = collections.deque(maxlen=HISTORY)
         self._last_finished: int | None = None
         self._last_stamp: float | None = None
-        self._pending_acks: dict[str, str] = {}
+        self._pending_acks: dict[str, tuple[str, ControlOp, float]] = {}  # id -> (what, op, sent at)
+        self._late_acks: dict[str, tuple[str, float]] = {}  # reported as not acknowledged
         self._seen_errors: set[tuple[int, int, str]] = set()
         self._seen_warnings: set[str] = set()
         self._error_rows: list[tuple[str, str, str, int, str]] = []
@@ -146,6 +152,12 @@ class DashboardScreen(Screen[None]):
     def app_watch_files(self) -> bool:
         return bool(getattr(self.app, "watch_files", True))
 
+    def on_resize(self, event: events.Resize) -> None:
+        # Below COMPACT_BELOW rows the charts go and the boxes shrink, so the title and the
+        # status line stay on screen (the contract: usable from 80x24 up).
+        self.set_class(event.size.height < self.COMPACT_BELOW, "compact")
+        self._render_title()
+
     def on_unmount(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
@@ -177,7 +189,10 @@ class DashboardScreen(Screen[None]):
         live = message.live
         previous = self.live
         self.live = live
-        self._check_alive(force=previous is None or previous.state != live.state)
+        # A write from an engine thought frozen: say at once that it responds again.
+        self._check_alive(
+            force=previous is None or previous.state != live.state or self.engine.liveness == Liveness.STALE
+        )
         if previous is None or live.updated_at != previous.updated_at:
             self._sample(live)
         self._render_title()
@@ -195,11 +210,34 @@ class DashboardScreen(Screen[None]):
         now = time.monotonic()
         if force or now - self._alive_stamp > 1.0:
             self._alive_stamp = now
-            was = self.alive
-            self.alive = engine_alive(self.batch.path) is not None
+            was, before = self.alive, self.engine
+            self.engine = engine_status(self.batch.path, live=self.live, now=self._now())
+            self.alive = self.engine.held
             if was != self.alive:
                 self.refresh_bindings()
+            if before.liveness != self.engine.liveness or (
+                self.engine.liveness == Liveness.STALE and before.badge() != self.engine.badge()
+            ):
                 self._render_title()
+                if self.live is not None:
+                    self._render_progress(self.live)
+            if before.liveness != Liveness.STALE and self.engine.liveness == Liveness.STALE:
+                self._event(f"engine not responding: {self.engine.explain()}")
+            elif before.liveness == Liveness.STALE and self.engine.liveness == Liveness.ALIVE:
+                self._event("engine responding again")
+        self._check_acks()
+
+    def _check_acks(self) -> None:
+        """A command with no ack within ACK_TIMEOUT_S is reported once as not acknowledged."""
+        now = time.monotonic()
+        for cmd_id, (what, op, sent) in list(self._pending_acks.items()):
+            if now - sent < self.ACK_TIMEOUT_S:
+                continue
+            self._pending_acks.pop(cmd_id)
+            self._late_acks[cmd_id] = (what, sent)
+            text = unacked_message(self.batch, what, op, now - sent, self.engine, brief=True)
+            self._event(text)
+            self.notify(clean(text), severity="warning", timeout=6)
 
     def _sample(self, live: LiveProgress) -> None:
         self.rates.append(live.rate_per_s)
@@ -231,26 +269,41 @@ class DashboardScreen(Screen[None]):
         state = self._current_state()
         title = Text()
         title.append(f"{self.batch.batch_id}", style="bold")
+        about = Text()
         if self.manifest is not None:
-            title.append("  ")
-            title.append_text(plain(self.manifest.name, limit=60))
+            about.append("  ")
+            about.append_text(plain(self.manifest.name, limit=60))
             proc = self.manifest.processor
             kind = str(proc.get("kind", ""))
             what = proc.get("command") or proc.get("call")
-            title.append("  ")
-            title.append_text(plain(f"{kind}: {what}" if what else f"{kind} processor", style="dim", limit=70))
+            about.append("  ")
+            about.append_text(plain(f"{kind}: {what}" if what else f"{kind} processor", style="dim", limit=70))
         label = state.value if state is not None else "interrupted"
+        stale = self.engine.liveness == Liveness.STALE
         badge = self.query_one("#title", Static)
-        badge.set_class(label == "paused", "paused")
-        badge.set_class(label in ("halted", "interrupted"), "halted")
-        badge.set_class(label == "finished", "finished")
+        badge.set_class(label == "paused" and not stale, "paused")
+        badge.set_class(label in ("halted", "interrupted") and not stale, "halted")
+        badge.set_class(label == "finished" and not stale, "finished")
+        badge.set_class(stale, "stale")
+        shown = self.engine.badge() if stale else label.upper()  # NOT RESPONDING 13s: frozen, hung or dead
         engine = ""
-        if self.live is not None and self.alive:
+        if stale and not self.in_process:
+            engine = f" pid {self.engine.pid}"
+        elif self.live is not None and self.alive:
             engine = " in this app" if self.in_process else f" pid {self.live.pid}"
             cluster = self.live.cluster
             if cluster is not None:  # where the items run: the title says it, not only the counts row
                 engine += " on a local dask cluster" if cluster.local else f" on dask {cluster.scheduler}"
-        title.append(f"   [{label.upper()}{engine}]", style="bold")
+        state_text = f"   [{shown}{engine}]"
+        # The state comes right after the id when the whole line would not fit (80 columns):
+        # it is what an operator must see; the name and command may be cut.
+        room = (self.size.width or 140) - 4  # the padding of #top and #title
+        if len(title) + len(about) + len(state_text) <= room:
+            title.append_text(about)
+            title.append(state_text, style="bold")
+        else:
+            title.append(state_text, style="bold")
+            title.append_text(about)
         if self.live is not None and self.live.halt_reason:
             title.append("  ")
             title.append_text(plain(self.live.halt_reason, limit=80))
@@ -260,7 +313,10 @@ class DashboardScreen(Screen[None]):
         self.query_one("#progress", ProgressBar).update(total=100, progress=live.percent)
         c = live.counts
         parts = [f"{c.finished:,}/{live.total:,}", f"{live.rate_per_s:.1f}/s"]
-        if live.state in (BatchState.RUNNING, BatchState.STOPPING):
+        stale = self.engine.liveness == Liveness.STALE
+        if stale:  # the figures are the last the engine wrote: how old they are comes first
+            parts.insert(0, f"no update {fmt_duration(self.engine.silent_s)}")
+        elif live.state in (BatchState.RUNNING, BatchState.STOPPING):
             parts.append(f"ETA {fmt_duration(live.eta_s)}")
         elif live.state == BatchState.PAUSED:
             parts.append("ETA paused")
@@ -268,7 +324,9 @@ class DashboardScreen(Screen[None]):
         if live.cost.spent or live.cost.budget is not None:
             budget = f" / {live.cost.budget:g}" if live.cost.budget is not None else ""
             parts.append(f"cost {live.cost.spent:.4g}{budget}")
-        self.query_one("#progress-text", Static).update(Text("  ·  ".join(parts)))
+        text = self.query_one("#progress-text", Static)
+        text.set_class(stale, "stale")
+        text.update(Text("  ·  ".join(parts), no_wrap=True, overflow="ellipsis"))
 
     def _render_counts(self, live: LiveProgress) -> None:
         c = live.counts
@@ -365,12 +423,19 @@ class DashboardScreen(Screen[None]):
             if ident not in self._seen_errors:
                 self._seen_errors.add(ident)
                 self._event(f"#{e.seq} try {e.attempt} {e.category} {e.error_type}: {e.message}")
-        for cmd_id, what in list(self._pending_acks.items()):
+        for cmd_id, (what, _op, _sent) in list(self._pending_acks.items()):
             if cmd_id in live.acked:
                 result = live.control_results.get(cmd_id, "done")
                 self._pending_acks.pop(cmd_id)
                 self._event(f"{what}: {result}")
                 self.notify(clean(f"{what}: {result}"), timeout=3)
+        for cmd_id, (what, sent) in list(self._late_acks.items()):
+            if cmd_id in live.acked:
+                result = live.control_results.get(cmd_id, "done")
+                self._late_acks.pop(cmd_id)
+                late = f"{what}: {result} (acknowledged late, after {time.monotonic() - sent:.0f}s)"
+                self._event(late)
+                self.notify(clean(late), timeout=4)
 
     def _event(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(self._now()))
@@ -513,10 +578,13 @@ class DashboardScreen(Screen[None]):
         else:
             self._offline(f"skip #{row.seq}", lambda store: f"{len(store.skip([row.seq]))} skipped")
 
-    def _send(self, cmd: Any, what: str) -> None:
+    def _send(self, cmd: ControlCommand, what: str) -> None:
         append_command(self.batch, cmd)
-        self._pending_acks[cmd.id] = what
-        self._event(f"sent {what} ({cmd.id})")
+        self._pending_acks[cmd.id] = (what, cmd.op, time.monotonic())
+        note = ""
+        if self.engine.liveness == Liveness.STALE:
+            note = f"; the engine is not responding ({self.engine.badge().lower()}): it applies it if it wakes"
+        self._event(f"sent {what} ({cmd.id}){note}")
 
     @work(thread=True, exclusive=False, group="offline")
     def _offline(self, what: str, change: Any) -> None:

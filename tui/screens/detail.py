@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,9 +14,19 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
 
-from batchtui.engine.batchdir import BatchDir, engine_alive
-from batchtui.engine.control import append_command, apply_offline, new_command
+from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.control import (
+    ACK_TIMEOUT_S,
+    append_command,
+    apply_offline,
+    new_command,
+    unacked_message,
+    wait_for_ack,
+)
+from batchtui.engine.liveness import engine_status
+from batchtui.engine.models import ControlOp
 from batchtui.engine.store import AttemptRow, ItemRow, ItemStore
 
 from ..text import clean, plain, plain_block
@@ -143,16 +154,34 @@ class ItemDetailScreen(Screen[None]):
         self._command("skip", lambda s: f"{len(s.skip([self.seq]))} skipped")
 
     @work(thread=True, group="detail")
-    def _command(self, op: str, offline: Any) -> None:
-        if engine_alive(self.batch.path) is not None:
-            append_command(self.batch, new_command(op, seqs=[self.seq]))  # type: ignore[arg-type]
-            message = f"{op} #{self.seq} sent to the engine"
+    def _command(self, op: ControlOp, offline: Any) -> None:
+        severity = "information"
+        if engine_status(self.batch.path).held:
+            cmd = new_command(op, seqs=[self.seq])
+            append_command(self.batch, cmd)
+            worker = get_current_worker()
+            deadline = time.monotonic() + ACK_TIMEOUT_S
+            live = None
+            # In slices, so that quitting the app never waits for an engine that does not answer.
+            while live is None and time.monotonic() < deadline:
+                if worker.is_cancelled:
+                    return
+                live = wait_for_ack(self.batch, cmd.id, min(0.2, max(0.0, deadline - time.monotonic())))
+            if live is not None:
+                message = f"{op} #{self.seq}: {live.control_results.get(cmd.id, 'done')}"
+            else:  # asked again now: the engine may have gone, or be frozen
+                clock = getattr(self.app, "clock", None)  # a frozen clock in tests
+                status = engine_status(self.batch.path, now=float(clock()) if callable(clock) else None)
+                message = unacked_message(self.batch, f"{op} #{self.seq}", op, ACK_TIMEOUT_S, status, brief=True)
+                severity = "warning"
         else:
             try:
                 message = f"{op} #{self.seq}: {apply_offline(self.batch, offline)}"
             except Exception as exc:
                 message = f"{op} failed: {exc}"
-        self.app.call_from_thread(self.notify, clean(message), timeout=3)
+        self.app.call_from_thread(
+            self.notify, clean(message), severity=severity, timeout=3 if severity != "warning" else 6
+        )
         self.app.call_from_thread(self.set_timer, 0.6, self.action_reload)
 
 
