@@ -256,6 +256,49 @@ def tracks_starts(spec: ProcessorSpec, config: BatchConfig) -> bool:
     return config.timeout is not None and spec.kind != "shell"
 
 
+class EarlyHalt:
+    """The failure-rate halt, decided in the thread that reports outcomes, before that worker
+    takes its next item (the runner decides it too, a moment later, from the same outcomes).
+
+    Without it, the workers of quick failing items run on while the runner catches up; with
+    it, the halt overshoots by at most the items already running when the limit is crossed.
+    It trips once: what it took back comes to the runner as ``returned`` outcomes, and if the
+    runner sees it otherwise (an operator retried failures meanwhile) they simply run later.
+    """
+
+    def __init__(self, check: Callable[[int, int], str | None], complete: int, failed: int, max_attempts: int) -> None:
+        self._check = check
+        self._complete = complete
+        self._failed = failed
+        self._max_attempts = max_attempts
+        self._lock = threading.Lock()
+        self._ignored: set[int] = set()
+        self.tripped = False
+
+    def ignore(self, seq: int) -> None:
+        """The runner is killing ``seq`` (skip, stop): its outcome is not the item's verdict."""
+        with self._lock:
+            self._ignored.add(seq)
+
+    def __call__(self, outcomes: list[Outcome]) -> bool:
+        """Count ``outcomes``; True when the limit is crossed now (once)."""
+        with self._lock:
+            if self.tripped:
+                return False
+            for o in outcomes:
+                if o.returned or o.seq in self._ignored:
+                    continue
+                err = o.error
+                if err is None:
+                    self._complete += 1
+                elif err.category != "fatal" and not (err.retryable and o.attempt < self._max_attempts):
+                    self._failed += 1
+            if self._check(self._complete, self._failed) is None:
+                return False
+            self.tripped = True
+            return True
+
+
 class _HandoffExecutor:
     """What the local executors share: the hand-off queue their workers take chunks from."""
 
@@ -267,6 +310,14 @@ class _HandoffExecutor:
         self.handoff = Handoff()
         self.workers = 0
         self._lock = threading.Lock()
+        self.early_halt: EarlyHalt | None = None
+
+    def _report(self, outcomes: list[Outcome]) -> None:
+        """Hand outcomes to the runner (from a worker or feeder thread)."""
+        if self.early_halt is not None and self.early_halt(outcomes):
+            taken = self.handoff.cancel_all()
+            outcomes = outcomes + [Outcome(seq, 0, 0.0, 0.0, returned=True) for seq in taken]
+        self.completions.put(outcomes)
 
     def submit(self, chunk: list[Item]) -> None:
         self.handoff.put(chunk)
@@ -313,7 +364,7 @@ class ThreadExecutor(_HandoffExecutor):
 
     def _loop(self) -> None:
         processor, classifier, chunked = self.processor, self.classifier, self.spec.chunked
-        handoff, put = self.handoff, self.completions.put
+        handoff, put = self.handoff, self._report
         while True:
             chunk = handoff.take()
             if chunk is None:
@@ -451,7 +502,7 @@ class ProcessExecutor(_HandoffExecutor):
         self.set_workers(self.config.workers)
 
     def _feed(self, slot: _Slot) -> None:
-        handoff, put = self.handoff, self.completions.put
+        handoff, put = self.handoff, self._report
         while True:
             chunk = handoff.take()
             if chunk is None:

@@ -53,7 +53,7 @@ from .errors import (
     classify,
     normalize_message,
 )
-from .executors import CompletionQueue, Executor, Outcome, WorkerInitError, make_executor
+from .executors import CompletionQueue, EarlyHalt, Executor, Outcome, WorkerInitError, make_executor
 from .files import ResultsLog, WriteFailed, dumps, iter_jsonl, read_model, write_model
 from .models import (
     BatchState,
@@ -163,6 +163,7 @@ class BatchRunner:
         overrides: dict[str, Any] | None = None,
         on_progress: Callable[[LiveProgress], None] | None = None,
         handle_signals: bool = False,
+        executor_factory: Callable[[ProcessorSpec, BatchConfig, CompletionQueue], Executor] | None = None,
     ) -> None:
         self.batch = batch
         self._batch_dir = str(batch.path)
@@ -173,6 +174,10 @@ class BatchRunner:
         self.overrides = overrides or {}
         self.on_progress = on_progress
         self.handle_signals = handle_signals
+        self._executor_factory = executor_factory or make_executor
+        self._early_halt: EarlyHalt | None = None
+        self._now = time.monotonic()  # the time of the loop's current turn (see step)
+        self._grace_deadline: float | None = None
 
         self.completions: CompletionQueue = queue.SimpleQueue()
         self.commands: queue.SimpleQueue[ControlCommand] = queue.SimpleQueue()
@@ -264,39 +269,58 @@ class BatchRunner:
     # -- lifecycle -------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        self.lock.acquire()
-        # Where the last engine stopped reading control.jsonl is in the store (_setup).
-        self.control_reader = ControlReader(self.batch.control)
+        """Run the batch to its end, a halt or a stop, on this thread."""
         old_handlers: dict[signal.Signals, Any] = {}
         old_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(old_interval, SWITCH_INTERVAL_S))
         try:
-            self.watcher = ControlWatcher(self.batch.path, lambda: self.completions.put([]))
-            self.watcher.start()
+            self.open(watch=True)
             if self.handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     old_handlers[sig] = signal.signal(sig, self._on_signal)
-            self._setup()
             try:
                 self._loop()
             finally:
                 self._finish()
         finally:
-            if self.watcher is not None:
-                self.watcher.stop()
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
-            if self.executor is not None:
-                self.executor.shutdown(wait=1.0)
-            if self.committer is not None:
-                self.committer.close()
-            if self.store is not None:
-                self.store.close()
-            if self.results is not None:
-                self.results.close()
-            self.lock.release()
+            self.close()
             sys.setswitchinterval(old_interval)
+        return self.result()
+
+    def result(self) -> RunResult:
         return RunResult(self.batch, self.state, self.counts, self.halt_reason, exit_code_for(self.state, self.counts))
+
+    def open(self, *, watch: bool = False) -> None:
+        """Take the batch: its lock, its files, the executor. :meth:`run` calls it; a test may
+        call it, then drive the loop with :meth:`step`, then :meth:`finish` and :meth:`close`."""
+        self.lock.acquire()
+        # Where the last engine stopped reading control.jsonl is in the store (_setup).
+        self.control_reader = ControlReader(self.batch.control)
+        if watch:
+            self.watcher = ControlWatcher(self.batch.path, lambda: self.completions.put([]))
+            self.watcher.start()
+        self._setup()
+
+    def finish(self) -> RunResult:
+        """The final commit and files (also after :meth:`step` said the run is over)."""
+        self._finish()
+        return self.result()
+
+    def close(self) -> None:
+        """Let go of the batch: the watcher, the workers, the store, the files, the lock."""
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.executor is not None:
+            self.executor.shutdown(wait=1.0)
+        if self.committer is not None:
+            self.committer.close()
+        if self.store is not None:
+            self.store.close()
+        if self.results is not None:
+            self.results.close()
+        self.lock.release()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -363,7 +387,12 @@ class BatchRunner:
             synced_offset=0,  # the first commit syncs whatever the file holds
             wake=lambda: self.completions.put([]),
         )
-        self.executor = make_executor(self.spec, self.config, self.completions)
+        self.executor = self._executor_factory(self.spec, self.config, self.completions)
+        if self.config.max_failure_rate is not None and hasattr(self.executor, "early_halt"):
+            self._early_halt = EarlyHalt(
+                self.halts.failure_rate, self.counts.complete, self.counts.failed, self.config.max_attempts
+            )
+            self.executor.early_halt = self._early_halt
         try:
             self.executor.start()
         except WorkerInitError as exc:
@@ -479,54 +508,67 @@ class BatchRunner:
             log.warning("items left 'processing' go back to pending on resume (%s)", again)
 
     def _run_loop(self) -> None:
-        grace_deadline: float | None = None
+        while self.step(time.monotonic(), wait=None):
+            pass
+
+    def step(self, now: float, wait: float | None = 0.0) -> bool:
+        """One turn of the loop at time ``now``; False when the run is over.
+
+        In order: control commands; a stop or halt decided (work not started is taken back);
+        hand out work (or, stopping, kill what outlives the grace); time out items; take in
+        outcomes, waiting for the first up to ``wait`` seconds (None: until the next thing
+        due); commit when due; write the live files. Every decision uses ``now``, so a test
+        drives the engine with a fake clock and a fake executor, without threads or sleeps.
+        """
+        self._now = now
+        self._handle_commands()
+        if (self._stop.is_set() or self.halt_reason) and self.state != BatchState.STOPPING:
+            self._enter_stopping()
+            self._grace_deadline = now + self.config.grace
+        if self.state == BatchState.STOPPING:
+            if not self._inflight:
+                return False
+            assert self._grace_deadline is not None
+            if now >= self._grace_deadline:
+                self._kill_in_flight("stop")
+                if now >= self._grace_deadline + 3.0:
+                    # Python callables in threads cannot be killed: requeue and leave them.
+                    self._abandon_in_flight()
+                    return False
+        else:
+            self._dispatch(now)
+            if not self._inflight and self.dispatcher.idle:
+                return False
+        self._watchdog(now)
+        if wait is None:  # the real loop: it slept, its clock moved
+            self._take_outcomes(self._next_wake(now))
+            self._now = time.monotonic()
+        else:
+            self._take_outcomes(wait)
+        self._maybe_commit()
+        self._periodic()
+        return True
+
+    def _take_outcomes(self, wait: float) -> None:
+        try:
+            outcomes = self.completions.get(timeout=wait) if wait > 0 else self.completions.get_nowait()
+        except queue.Empty:
+            return
+        if outcomes:
+            self._on_outcomes(outcomes)
+        # Drain what else is ready without blocking: fewer, bigger commits.
         while True:
-            now = time.monotonic()
-            self._handle_commands()
-            if self._stop.is_set() and self.state not in (BatchState.STOPPING,):
-                self._enter_stopping()
-                grace_deadline = now + self.config.grace
-            if self.halt_reason and self.state != BatchState.STOPPING:
-                self._enter_stopping()
-                grace_deadline = now + self.config.grace
-
-            if self.state == BatchState.STOPPING:
-                if not self._inflight:
-                    break
-                assert grace_deadline is not None
-                if now >= grace_deadline:
-                    self._kill_in_flight("stop")
-                    if now >= grace_deadline + 3.0:
-                        # Python callables in threads cannot be killed: requeue and leave them.
-                        self._abandon_in_flight()
-                        break
-            else:
-                self._dispatch(now)
-                if not self._inflight and self.dispatcher.idle:
-                    break
-
-            self._watchdog(now)
-            timeout = self._next_wake(now, grace_deadline)
             try:
-                outcomes = self.completions.get(timeout=timeout)
+                more = self.completions.get_nowait()
             except queue.Empty:
-                outcomes = None
-            if outcomes:
-                self._on_outcomes(outcomes)
-                # Drain what else is ready without blocking: fewer, bigger commits.
-                while True:
-                    try:
-                        more = self.completions.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more:
-                        self._on_outcomes(more)
-                        if self._staged >= COMMIT_MAX_CHANGES:
-                            self._commit(wait=False)  # the contract: at most ~1000 changes a transaction
-            self._maybe_commit()
-            self._periodic()
+                break
+            if more:
+                self._on_outcomes(more)
+                if self._staged >= COMMIT_MAX_CHANGES:
+                    self._commit(wait=False)  # the contract: at most ~1000 changes a transaction
 
-    def _next_wake(self, now: float, grace_deadline: float | None) -> float:
+    def _next_wake(self, now: float) -> float:
+        grace_deadline = self._grace_deadline
         wake = 0.25
         if self._first_staged is not None:
             wake = min(wake, max(0.0, self._first_staged + COMMIT_INTERVAL_S - now))
@@ -565,6 +607,8 @@ class BatchRunner:
         for seq, flight in list(self._inflight.items()):
             if seq not in self._kill_reasons:
                 self._kill_reasons[seq] = reason
+                if self._early_halt is not None:
+                    self._early_halt.ignore(seq)
                 self.executor.kill(seq, flight.item.attempt)
 
     def _abandon_in_flight(self) -> None:
@@ -671,6 +715,17 @@ class BatchRunner:
     # -- outcomes --------------------------------------------------------------------------
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
+        """Record outcomes as they arrive; with --max-failure-rate, one at a time, so the halt is
+        decided at the very outcome that crosses the limit."""
+        if self.config.max_failure_rate is None or self.halt_reason:
+            self._record(outcomes)
+            return
+        for o in outcomes:
+            self._record([o])
+            if not self.halt_reason:
+                self._check_failure_rate()
+
+    def _record(self, outcomes: list[Outcome]) -> None:
         assert self.results is not None
         if not outcomes:
             return
@@ -714,7 +769,7 @@ class BatchRunner:
             self._cost_known = True
             self._staged += plain
             if self._first_staged is None:
-                self._first_staged = time.monotonic()
+                self._first_staged = self._now
             delta = self._delta
             delta["processing"] -= plain
             delta["complete"] += plain
@@ -722,8 +777,6 @@ class BatchRunner:
             # One write for the chunk's lines: each whole and newline-terminated.
             self.results.append(b"\n".join(lines))
             lines.clear()
-        if self.config.max_failure_rate is not None and not self.halt_reason:
-            self._check_failure_rate()
 
     def _decided(self, status: str) -> int:
         """Items of ``status`` counting every outcome decided so far, committed or not."""
@@ -893,7 +946,7 @@ class BatchRunner:
                 batch_dir=item.batch_dir,
                 kind=item.kind,
             )
-            self.dispatcher.schedule_retry(retry_item, time.monotonic() + delay)
+            self.dispatcher.schedule_retry(retry_item, self._now + delay)
             return
         self._stage_row("failed", (*fields, flight.started_at, o.seq))
         self._delta["processing"] -= 1
@@ -931,12 +984,12 @@ class BatchRunner:
         if kind != "attempt":
             self._staged += 1
         if self._first_staged is None:
-            self._first_staged = time.monotonic()
+            self._first_staged = self._now
 
     def _maybe_commit(self) -> None:
         """Hand the staged changes to the committer when due; take in finished commits."""
         first = self._first_staged
-        if first is not None and (self._staged >= COMMIT_MAX_CHANGES or time.monotonic() - first >= COMMIT_INTERVAL_S):
+        if first is not None and (self._staged >= COMMIT_MAX_CHANGES or self._now - first >= COMMIT_INTERVAL_S):
             self._commit(wait=False)
         elif self.committer is not None:
             self._settle(self.committer.done())
@@ -953,7 +1006,7 @@ class BatchRunner:
             return  # not running yet (or no more): nothing can be staged
         if self._first_staged is not None:
             assert self.results is not None
-            self._stage_marks(time.monotonic())
+            self._stage_marks(self._now)
             self._next_commit_seq += 1
             job = CommitJob(self._stage, self.results.offset, self._next_commit_seq, self._delta)
             self._unsettled.update(self._delta)
@@ -1062,6 +1115,8 @@ class BatchRunner:
         for seq in running:
             if seq not in self._kill_reasons:
                 self._kill_reasons[seq] = "skip"
+                if self._early_halt is not None:
+                    self._early_halt.ignore(seq)
                 self.executor.kill(seq, self._inflight[seq].item.attempt)
         rest = [s for s in seqs if s not in self._inflight]
         self.dispatcher.take_retries(set(rest))
@@ -1097,7 +1152,7 @@ class BatchRunner:
         return bool(marks)
 
     def _periodic(self) -> None:
-        now = time.monotonic()
+        now = self._now
         if self._first_staged is None and now - self._marks_stamp >= MARK_AFTER_S / 2:
             # Nothing else to commit: long-running items still show as 'processing' in views.
             self._marks_stamp = now
