@@ -1,0 +1,260 @@
+"""The runner's policies, stepped: a fake executor, a fake clock, no threads, no sleeps.
+
+``BatchRunner.step(now)`` runs one turn of the engine's loop at the time given. The fake
+executor keeps the real hand-off gate (what the runner can take back) but starts and ends
+items only when the test says so, so each test states exactly what was running when a
+decision was made, and what the decision did to work handed out and not started.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchtui.engine.config import BatchConfig
+from batchtui.engine.control import new_command
+from batchtui.engine.enqueue import create_batch
+from batchtui.engine.errors import ErrorInfo
+from batchtui.engine.executors import CompletionQueue, Outcome, _HandoffExecutor
+from batchtui.engine.handoff import QUEUED, RUNNING
+from batchtui.engine.models import BatchState
+from batchtui.engine.processors import ProcessorSpec, python_spec
+from batchtui.engine.runner import BatchRunner
+from batchtui.engine.sources import build_spec
+
+PROCS = Path(__file__).with_name("procs.py")
+FAIL = ErrorInfo("ValueError", "item", "bad", "")
+TRANSIENT = ErrorInfo("ConnectionError", "transient", "reset", "")
+
+
+class FakeExecutor(_HandoffExecutor):
+    """The real hand-off, with workers the test moves by hand."""
+
+    def __init__(self, spec: ProcessorSpec, config: BatchConfig, completions: CompletionQueue) -> None:
+        super().__init__(spec, config, completions)
+        self.running: dict[int, tuple[Any, int, Any]] = {}  # seq -> (chunk, index, item)
+        self.killed: list[int] = []
+        self.taken: list[Any] = []
+
+    def start(self) -> None:
+        self.workers = self.config.workers
+
+    def set_workers(self, n: int) -> None:
+        self.workers = n
+
+    def begin(self, n: int = 1) -> list[int]:
+        """Workers begin the next ``n`` items handed out (in order); their seqs."""
+        begun = []
+        while len(begun) < n:
+            if not self.taken:
+                try:
+                    chunk = self.handoff.take(timeout=0)
+                except TimeoutError:
+                    break
+                if chunk is None:
+                    break
+                self.taken.append([chunk, 0])
+            entry = self.taken[0]
+            chunk, index = entry
+            if index >= len(chunk.items):
+                self.taken.pop(0)
+                continue
+            entry[1] += 1
+            if chunk.gate.begin(index):
+                item = chunk.items[index]
+                self.running[item.seq] = (chunk, index, item)
+                begun.append(item.seq)
+        return begun
+
+    def end(self, seq: int, error: ErrorInfo | None = None, cost: float | None = None) -> None:
+        chunk, index, item = self.running.pop(seq)
+        chunk.gate.end(index)
+        self._report([Outcome(seq, item.attempt, time.time(), 0.01, {"seq": seq}, cost, error)])
+
+    def queued(self) -> int:
+        return self.handoff.counts()[0]
+
+    def kill(self, seq: int, attempt: int | None = None) -> bool:
+        if seq not in self.running:
+            return False
+        self.killed.append(seq)
+        return True
+
+    def shutdown(self, wait: float = 5.0) -> None:
+        pass
+
+
+@pytest.fixture
+def make_runner(tmp_path: Path) -> Iterator[Any]:
+    runners: list[BatchRunner] = []
+
+    def make(n: int = 40, **config: Any) -> tuple[BatchRunner, FakeExecutor]:
+        items = tmp_path / "items.txt"
+        items.write_text("".join(f"item-{i}\n" for i in range(n)))
+        cfg = BatchConfig(output_dir=str(tmp_path / "out"), fsync=False, **config)
+        batch = create_batch(cfg, build_spec([str(items)]), python_spec(f"{PROCS}:noop"))
+        box: list[FakeExecutor] = []
+
+        def factory(spec: ProcessorSpec, conf: BatchConfig, completions: CompletionQueue) -> FakeExecutor:
+            box.append(FakeExecutor(spec, conf, completions))
+            return box[0]
+
+        runner = BatchRunner(batch, executor_factory=factory)
+        runner.open()
+        runners.append(runner)
+        return runner, box[0]
+
+    yield make
+    for runner in runners:
+        runner.close()
+
+
+def statuses(runner: BatchRunner) -> dict[int, tuple[str, int]]:
+    db = sqlite3.connect(f"file:{runner.batch.items_db}?mode=ro", uri=True)
+    try:
+        return {s: (st, a) for s, st, a in db.execute("SELECT seq, status, attempts FROM items")}
+    finally:
+        db.close()
+
+
+def test_failure_rate_halt_takes_back_queued_work_at_the_crossing(make_runner: Any) -> None:
+    runner, ex = make_runner(40, workers=2, max_failure_rate=0.5, min_items=4, max_attempts=1)
+    t = time.monotonic()
+    assert runner.step(t)
+    assert ex.queued() == 8  # 2 workers x 4 x a chunk of 1
+    for _ in range(3):
+        for seq in ex.begin(2):
+            ex.end(seq, FAIL)
+        runner.step(t)
+        if runner.halt_reason:
+            break
+    # The 4th failure crossed the limit: the two queued behind it never start.
+    assert runner.halt_reason and "after 4 items" in runner.halt_reason
+    assert ex.queued() == 0 and ex.begin(5) == []
+    while runner.step(t):
+        pass
+    result = runner.finish()
+    assert result.state == BatchState.HALTED
+    st = statuses(runner)
+    assert sum(1 for s, _a in st.values() if s == "failed") == 4
+    assert all(a == 0 for s, a in st.values() if s == "pending")
+
+
+def test_pause_returns_queued_items_and_hands_out_nothing_while_paused(make_runner: Any) -> None:
+    runner, ex = make_runner(40, workers=2)
+    t = time.monotonic()
+    runner.step(t)
+    running = ex.begin(2)
+    runner.command(new_command("pause"))
+    runner.step(t)
+    assert runner.state == BatchState.PAUSED
+    assert ex.queued() == 0 and set(runner._inflight) == set(running)
+    for seq in running:
+        ex.end(seq)
+    for k in range(1, 20):  # an hour of turns: nothing goes out
+        runner.step(t + k * 200)
+        assert ex.queued() == 0 and not runner._inflight
+    runner.command(new_command("resume"))
+    runner.step(t + 5000)
+    assert ex.queued() == 8
+    # The items given back run next, once each, with their first attempt.
+    assert sorted(s for s in ex.begin(8)) == list(range(2, 10))
+
+
+def test_stop_kills_running_items_only_after_the_grace(make_runner: Any) -> None:
+    runner, ex = make_runner(10, workers=1, grace=30.0)
+    t = time.monotonic()
+    runner.step(t)
+    (seq,) = ex.begin(1)
+    runner.request_stop("test")
+    runner.step(t)
+    assert runner.state == BatchState.STOPPING and ex.queued() == 0
+    runner.step(t + 29.9)
+    assert ex.killed == []
+    runner.step(t + 30.1)
+    assert ex.killed == [seq]
+    ex.end(seq, ErrorInfo("signal 9", "item", "killed", ""))
+    runner.step(t + 30.2)  # takes the outcome in
+    assert not runner.step(t + 30.3)
+    result = runner.finish()
+    assert result.state == BatchState.STOPPED
+    st = statuses(runner)
+    assert st[seq] == ("pending", 0) and all(v == ("pending", 0) for v in st.values())
+
+
+def test_retry_waits_out_its_backoff_on_the_clock_given(make_runner: Any) -> None:
+    runner, ex = make_runner(1, workers=1, backoff=10.0, backoff_max=10.0, max_attempts=3)
+    t = time.monotonic()
+    runner.step(t)
+    (seq,) = ex.begin(1)
+    ex.end(seq, TRANSIENT)
+    runner.step(t)
+    (retry,) = runner.dispatcher.retries
+    assert retry.item.attempt == 2 and retry.ready > t
+    runner.step(retry.ready - 0.01)
+    assert ex.queued() == 0
+    runner.step(retry.ready)
+    assert ex.queued() == 1 and ex.begin(1) == [seq]
+    ex.end(seq)
+    runner.step(retry.ready)
+    assert not runner.step(retry.ready)  # nothing left
+    assert runner.finish().state == BatchState.FINISHED
+    assert statuses(runner)[seq] == ("complete", 2)
+
+
+def test_rate_limit_hands_out_on_the_clock_given(make_runner: Any) -> None:
+    runner, ex = make_runner(20, workers=4, rate=2.0)
+    t = time.monotonic()
+    runner.step(t)
+    first = ex.queued()
+    assert first == 1
+    runner.step(t + 0.1)
+    assert ex.queued() == first
+    runner.step(t + 0.6)
+    assert ex.queued() == first + 1
+
+
+def test_skip_of_queued_and_running_items(make_runner: Any) -> None:
+    runner, ex = make_runner(10, workers=1)
+    t = time.monotonic()
+    runner.step(t)
+    (running,) = ex.begin(1)
+    assert ex.handoff.state(1) == QUEUED and ex.handoff.state(running) == RUNNING
+    runner.command(new_command("skip", seqs=[running, 1, 2, 9]))
+    runner.step(t)
+    assert ex.killed == [running]
+    assert 1 not in runner._inflight and 2 not in runner._inflight
+    ex.end(running, ErrorInfo("signal 9", "item", "killed", ""))
+    runner.step(t)
+    runner.step(t + 1)  # and commits
+    assert ex.begin(10) == [3, 4, 5, 6]  # the window of 4, refilled in order past the skipped
+    runner.finish()  # commits what is staged
+    st = statuses(runner)
+    assert st[1] == st[2] == st[9] == ("skipped", 0)
+    assert st[running][0] == "skipped"
+
+
+def test_budget_holds_items_to_the_cap(make_runner: Any) -> None:
+    runner, ex = make_runner(20, workers=4, max_cost=3.0)
+    t = time.monotonic()
+    runner.step(t)
+    assert ex.queued() == 1  # no cost known yet: one probe
+    (seq,) = ex.begin(1)
+    ex.end(seq, cost=1.0)
+    runner.step(t)  # takes the outcome in
+    runner.step(t)
+    # 1.0 spent, at most 1.0 an item: one more item fits... and then another.
+    assert ex.queued() == 2
+    for s in ex.begin(2):
+        ex.end(s, cost=1.0)
+    runner.step(t)
+    while runner.step(t):
+        pass
+    result = runner.finish()
+    assert result.state == BatchState.HALTED and "max-cost" in (result.halt_reason or "")
+    assert runner.cost_spent <= 3.0
