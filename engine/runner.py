@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import orjson
 
+from . import staging
 from .batchdir import (
     HOST,
     BatchDir,
@@ -73,6 +74,7 @@ from .monitor import MemoryMonitor, RateMeter
 from .policy import Backoff, HaltCheck
 from .processors import Item, ProcessorSpec
 from .sources import SourceSpec
+from .staging import Staging
 from .store import ItemStore
 
 log = logging.getLogger("batchtui.engine")
@@ -211,13 +213,7 @@ class BatchRunner:
         self._cost_known = False
         self._lines: list[bytes] = []
 
-        self._stage: dict[str, list[tuple[Any, ...]]] = collections.defaultdict(list)
-        self._delta: collections.Counter[str] = collections.Counter()
-        self._staged = 0
-        self._first_staged: float | None = None
-        # Status changes handed to the committer and not yet settled: with self.counts and
-        # self._delta they are every outcome decided so far (what the policies decide on).
-        self._unsettled: collections.Counter[str] = collections.Counter()
+        self.staging = Staging(lambda: self._now)
 
         self._recent: collections.deque[RecentError] = collections.deque(maxlen=RECENT_ERRORS)
         self._error_groups: list[Any] = []
@@ -380,9 +376,9 @@ class BatchRunner:
         self.committer = Committer(
             store.second_writer(durable=durable),
             self.results,
-            order=self._ORDER,
-            sql=self._SQL,
-            shared=self._SHARED,
+            order=staging.ORDER,
+            sql=staging.SQL,
+            shared=staging.SHARED,
             durable=durable,
             synced_offset=0,  # the first commit syncs whatever the file holds
             wake=lambda: self.completions.put([]),
@@ -485,16 +481,12 @@ class BatchRunner:
         self.halt_reason = f"disk full or not writable: {exc}"
         self.state = BatchState.STOPPING
         self._durations = None  # completions may have been dropped: the report reads the store
-        self._stage.clear()
-        self._delta.clear()
-        self._staged = 0
-        self._first_staged = None
+        self.staging.clear()
         self._lines.clear()
         self.dispatcher.take_retries()
         self.dispatcher.drop_buffer()
         if self.committer is not None:
             self.committer.abandon()  # queued group commits are dropped like the staged ones
-        self._unsettled.clear()
         if self.executor is not None:
             with contextlib.suppress(Exception):
                 self.executor.kill_all()
@@ -564,14 +556,14 @@ class BatchRunner:
                 break
             if more:
                 self._on_outcomes(more)
-                if self._staged >= COMMIT_MAX_CHANGES:
+                if self.staging.staged >= COMMIT_MAX_CHANGES:
                     self._commit(wait=False)  # the contract: at most ~1000 changes a transaction
 
     def _next_wake(self, now: float) -> float:
         grace_deadline = self._grace_deadline
         wake = 0.25
-        if self._first_staged is not None:
-            wake = min(wake, max(0.0, self._first_staged + COMMIT_INTERVAL_S - now))
+        if self.staging.first is not None:
+            wake = min(wake, max(0.0, self.staging.first + COMMIT_INTERVAL_S - now))
         event = self.dispatcher.next_event(now, self.paused)
         if event is not None:
             wake = min(wake, event)
@@ -585,9 +577,9 @@ class BatchRunner:
         if not waiting:
             return
         for seq in waiting:
-            self._stage_row("requeue", (seq,))
-            self._delta["processing"] -= 1
-            self._delta["pending"] += 1
+            self.staging.add("requeue", (seq,))
+            self.staging.delta["processing"] -= 1
+            self.staging.delta["pending"] += 1
         self._commit()
         self._reset_scan()
 
@@ -614,9 +606,9 @@ class BatchRunner:
     def _abandon_in_flight(self) -> None:
         for seq in list(self._inflight):
             self._inflight.pop(seq)
-            self._stage_row("requeue", (seq,))
-            self._delta["processing"] -= 1
-            self._delta["pending"] += 1
+            self.staging.add("requeue", (seq,))
+            self.staging.delta["processing"] -= 1
+            self.staging.delta["pending"] += 1
         self._commit()
 
     def _watchdog(self, now: float) -> None:
@@ -680,8 +672,8 @@ class BatchRunner:
         if not taken.chunks:
             return
         if taken.from_pending:
-            self._delta["pending"] -= taken.from_pending
-            self._delta["processing"] += taken.from_pending
+            self.staging.delta["pending"] -= taken.from_pending
+            self.staging.delta["processing"] += taken.from_pending
         started_at = now_iso()
         inflight, submit = self._inflight, self.executor.submit
         for chunk in taken.chunks:
@@ -734,7 +726,7 @@ class BatchRunner:
             avg = max(1e-7, sum(o.duration for o in outcomes) / len(outcomes))
         finished_at = now_iso()  # one timestamp per chunk: its items ended within ~20 ms
         pop, kill_reasons = self._inflight.pop, self._kill_reasons
-        lines, rows = self._lines, self._stage["complete"]
+        lines, rows = self._lines, self.staging.rows["complete"]
         dumps, opt = orjson.dumps, orjson.OPT_NON_STR_KEYS
         durations = self._durations
         plain = 0
@@ -767,10 +759,10 @@ class BatchRunner:
         self.dispatcher.note_duration(avg)
         if plain:
             self._cost_known = True
-            self._staged += plain
-            if self._first_staged is None:
-                self._first_staged = self._now
-            delta = self._delta
+            self.staging.staged += plain
+            if self.staging.first is None:
+                self.staging.first = self._now
+            delta = self.staging.delta
             delta["processing"] -= plain
             delta["complete"] += plain
         if lines:
@@ -778,13 +770,10 @@ class BatchRunner:
             self.results.append(b"\n".join(lines))
             lines.clear()
 
-    def _decided(self, status: str) -> int:
-        """Items of ``status`` counting every outcome decided so far, committed or not."""
-        return int(getattr(self.counts, status)) + self._unsettled[status] + self._delta[status]
-
     def _check_failure_rate(self) -> None:
         """The failure-rate policy, decided as outcomes arrive (not when they are committed)."""
-        reason = self.halts.failure_rate(self._decided("complete"), self._decided("failed"))
+        decided, counts = self.staging.decided, self.counts
+        reason = self.halts.failure_rate(decided(counts, "complete"), decided(counts, "failed"))
         if reason:
             self._halt(reason)
 
@@ -803,18 +792,18 @@ class BatchRunner:
             if self._inflight.pop(seq, None) is None:
                 continue
             self._kill_reasons.pop(seq, None)
-            self._stage_row("requeue", (seq,))
+            self.staging.add("requeue", (seq,))
             returned += 1
         if returned:
-            self._delta["processing"] -= returned
-            self._delta["pending"] += returned
+            self.staging.delta["processing"] -= returned
+            self.staging.delta["pending"] += returned
             self._reset_scan()
 
     def _outcome(self, o: Outcome, flight: _Flight, finished_at: str) -> None:
         """One outcome off the common path: killed (stop, skip, timeout), failed, or with a cost."""
         reason = self._kill_reasons.pop(o.seq, None)
         if reason == "stop":
-            self._stage_row(
+            self.staging.add(
                 "attempt",
                 (
                     o.seq,
@@ -829,12 +818,12 @@ class BatchRunner:
                     None,
                 ),
             )
-            self._stage_row("requeue", (o.seq,))
-            self._delta["processing"] -= 1
-            self._delta["pending"] += 1
+            self.staging.add("requeue", (o.seq,))
+            self.staging.delta["processing"] -= 1
+            self.staging.delta["pending"] += 1
             return
         if reason == "skip":
-            self._stage_row(
+            self.staging.add(
                 "attempt",
                 (
                     o.seq,
@@ -849,9 +838,9 @@ class BatchRunner:
                     None,
                 ),
             )
-            self._stage_row("skip", ("skipped while running", finished_at, o.seq))
-            self._delta["processing"] -= 1
-            self._delta["skipped"] += 1
+            self.staging.add("skip", ("skipped while running", finished_at, o.seq))
+            self.staging.delta["processing"] -= 1
+            self.staging.delta["skipped"] += 1
             return
         if reason == "timeout" and (o.error is None or o.error.category != "timeout"):
             o.error = classify(ItemTimeout(self.config.timeout or 0))
@@ -878,12 +867,14 @@ class BatchRunner:
         if self._durations is not None:
             self._durations.append(o.duration)
         # Its attempt row is written by the store's trigger, from this same update.
-        self._stage_row("complete", (o.attempt, finished_at, o.duration, o.cost, result_json, flight.started_at, o.seq))
-        self._delta["processing"] -= 1
-        self._delta["complete"] += 1
+        self.staging.add(
+            "complete", (o.attempt, finished_at, o.duration, o.cost, result_json, flight.started_at, o.seq)
+        )
+        self.staging.delta["processing"] -= 1
+        self.staging.delta["complete"] += 1
 
     def _failed(self, o: Outcome, flight: _Flight, finished_at: str, err: ErrorInfo) -> None:
-        self._stage_row(
+        self.staging.add(
             "attempt",
             (
                 o.seq,
@@ -922,20 +913,20 @@ class BatchRunner:
         if err.category == "fatal":
             # The cause is outside the item (an expired key...): the item goes back to pending
             # so a resume after the fix runs it again.
-            self._stage_row("pending_with_error", (*fields, flight.started_at, o.seq))
-            self._delta["processing"] -= 1
-            self._delta["pending"] += 1
+            self.staging.add("pending_with_error", (*fields, flight.started_at, o.seq))
+            self.staging.delta["processing"] -= 1
+            self.staging.delta["pending"] += 1
             self._halt(f"fatal error on item {o.seq}: {err.error_type}: {err.message}")
             return
         if err.retryable and o.attempt < self.config.max_attempts and (self._stop.is_set() or self.halt_reason):
             # Stopping: a retryable failure is not the item's verdict. Back to pending (the error
             # kept); the resume retries it.
-            self._stage_row("pending_with_error", (*fields, flight.started_at, o.seq))
-            self._delta["processing"] -= 1
-            self._delta["pending"] += 1
+            self.staging.add("pending_with_error", (*fields, flight.started_at, o.seq))
+            self.staging.delta["processing"] -= 1
+            self.staging.delta["pending"] += 1
             return
         if err.retryable and o.attempt < self.config.max_attempts:
-            self._stage_row("retrying", (*fields, flight.started_at, o.seq))
+            self.staging.add("retrying", (*fields, flight.started_at, o.seq))
             delay = self.backoff.delay(o.attempt)
             item = flight.item
             retry_item = Item(
@@ -948,48 +939,17 @@ class BatchRunner:
             )
             self.dispatcher.schedule_retry(retry_item, self._now + delay)
             return
-        self._stage_row("failed", (*fields, flight.started_at, o.seq))
-        self._delta["processing"] -= 1
-        self._delta["failed"] += 1
+        self.staging.add("failed", (*fields, flight.started_at, o.seq))
+        self.staging.delta["processing"] -= 1
+        self.staging.delta["failed"] += 1
         self._errors_dirty = True
 
     # -- commits ---------------------------------------------------------------------------
 
-    _SQL: Final = {
-        "processing": "UPDATE items SET status='processing', started_at=? WHERE seq=?",
-        "complete": "UPDATE items SET status='complete', attempts=?, finished_at=?, duration_s=?, cost=?, result=?,"
-        " error_type=NULL, error_category=NULL, error_message=NULL, error_detail=NULL, error_group=NULL,"
-        " started_at=? WHERE seq=?",
-        "failed": "UPDATE items SET status='failed', attempts=?, error_type=?, error_category=?, error_message=?,"
-        " error_detail=?, error_group=?, finished_at=?, duration_s=?, started_at=? WHERE seq=?",
-        # Waiting out a backoff: 'processing' in the store, so a re-scan never dispatches it twice.
-        "retrying": "UPDATE items SET status='processing', attempts=?, error_type=?, error_category=?,"
-        " error_message=?, error_detail=?, error_group=?, finished_at=?, duration_s=?, started_at=? WHERE seq=?",
-        "pending_with_error": "UPDATE items SET status='pending', attempts=?, error_type=?, error_category=?,"
-        " error_message=?, error_detail=?, error_group=?, finished_at=?, duration_s=?, started_at=? WHERE seq=?",
-        "requeue": "UPDATE items SET status='pending' WHERE seq=?",
-        "skip": "UPDATE items SET status='skipped', error_message=?, finished_at=? WHERE seq=?",
-        "attempt": "INSERT OR REPLACE INTO attempts(seq, attempt, status, started_at, finished_at, duration_s,"
-        " error_type, error_category, error_message, error_detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
-    }
-    #: Parameters of a kind's rows that many rows share (see store.Bulk): completions of one
-    #: chunk share the attempt, the finish time, the cost (None) and the start time.
-    _SHARED: Final = {"complete": (0, 1, 3, 5)}
-    _ORDER: Final = ("processing", "retrying", "pending_with_error", "requeue", "skip", "failed", "complete", "attempt")
-
-    def _stage_row(self, kind: str, row: tuple[Any, ...]) -> None:
-        """Stage one change for the next group commit. An item's status change counts toward
-        COMMIT_MAX_CHANGES; the attempt row that logs it goes with it and does not."""
-        self._stage[kind].append(row)
-        if kind != "attempt":
-            self._staged += 1
-        if self._first_staged is None:
-            self._first_staged = self._now
-
     def _maybe_commit(self) -> None:
         """Hand the staged changes to the committer when due; take in finished commits."""
-        first = self._first_staged
-        if first is not None and (self._staged >= COMMIT_MAX_CHANGES or self._now - first >= COMMIT_INTERVAL_S):
+        first = self.staging.first
+        if first is not None and (self.staging.staged >= COMMIT_MAX_CHANGES or self._now - first >= COMMIT_INTERVAL_S):
             self._commit(wait=False)
         elif self.committer is not None:
             self._settle(self.committer.done())
@@ -1004,17 +964,11 @@ class BatchRunner:
         committer = self.committer
         if committer is None:
             return  # not running yet (or no more): nothing can be staged
-        if self._first_staged is not None:
+        if self.staging.first is not None:
             assert self.results is not None
             self._stage_marks(self._now)
             self._next_commit_seq += 1
-            job = CommitJob(self._stage, self.results.offset, self._next_commit_seq, self._delta)
-            self._unsettled.update(self._delta)
-            self._stage = collections.defaultdict(list)
-            self._delta = collections.Counter()
-            self._staged = 0
-            self._first_staged = None
-            committer.submit(job)
+            committer.submit(self.staging.take(self.results.offset, self._next_commit_seq))
         self._settle(committer.drain() if wait else committer.done())
 
     def _settle(self, jobs: list[CommitJob]) -> None:
@@ -1025,7 +979,7 @@ class BatchRunner:
         for job in jobs:
             for status, n in job.delta.items():
                 setattr(counts, status, getattr(counts, status) + n)
-            self._unsettled.subtract(job.delta)
+            self.staging.settled(job)
             self.commit_seq = job.commit_seq
         self.rate.add(counts.finished)
         self._write_live()
@@ -1148,16 +1102,16 @@ class BatchRunner:
                 flight.marked = True
                 marks.append((flight.started_at, seq))
         if marks:
-            self._stage["processing"].extend(marks)  # _periodic may have staged some already
+            self.staging.rows["processing"].extend(marks)  # _periodic may have staged some already
         return bool(marks)
 
     def _periodic(self) -> None:
         now = self._now
-        if self._first_staged is None and now - self._marks_stamp >= MARK_AFTER_S / 2:
+        if self.staging.first is None and now - self._marks_stamp >= MARK_AFTER_S / 2:
             # Nothing else to commit: long-running items still show as 'processing' in views.
             self._marks_stamp = now
             if self._stage_marks(now):
-                self._first_staged = now
+                self.staging.first = now
                 self._commit(wait=False)
         if now - self._live_stamp >= LIVE_INTERVAL_S:
             self._write_live()

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from batchtui.engine import staging
 from batchtui.engine import store as store_mod
 from batchtui.engine.committer import CommitJob, Committer, OneStatement
 from batchtui.engine.files import ResultsLog
-from batchtui.engine.runner import BatchRunner
 from batchtui.engine.store import Bulk, ItemStore
 
 FIN = "2026-11-23T10:00:00.000+00:00"
@@ -46,9 +46,9 @@ def _commit(tmp_path: Path, name: str, jobs: list[CommitJob], *, one_statement: 
     committer = Committer(
         store.second_writer(durable=False),
         results,
-        order=BatchRunner._ORDER,
-        sql=BatchRunner._SQL,
-        shared=BatchRunner._SHARED,
+        order=staging.ORDER,
+        sql=staging.SQL,
+        shared=staging.SHARED,
         durable=False,
         synced_offset=0,
         wake=done.set,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from batchtui.engine import staging
 from batchtui.engine import store as store_mod
-from batchtui.engine.runner import BatchRunner
 from batchtui.engine.store import Bulk, ItemStore
 
 HOSTILE = [
@@ -52,7 +52,7 @@ def _fill(path: Path, *, json_bulk: bool, monkeypatch: pytest.MonkeyPatch) -> li
                 *(r + ("pending",) + (None,) * 6 for r in rows[20:]),
             ]
         )
-        sql = BatchRunner._SQL
+        sql = staging.SQL
         with store.transaction() as conn:
             Bulk.of(sql["complete"]).run(
                 conn,
@@ -138,7 +138,7 @@ def _complete_rows(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, j
     store = ItemStore.create(tmp_path / name, durable=False)
     try:
         store.enqueue([(f"k{i}", f'"{i}"', "line", "pending", *(None,) * 6) for i in range(300)])
-        bulk = Bulk.of(BatchRunner._SQL["complete"], BatchRunner._SHARED["complete"])
+        bulk = Bulk.of(staging.SQL["complete"], staging.SHARED["complete"])
         rows: list[tuple[Any, ...]] = []
         for seq in range(200):  # 12 groups of (attempt, finished_at, started_at): grouped
             att, fin, start = 1 + seq % 2, f"2026-11-23T10:00:0{seq % 3}+00:00", f"s{seq % 2 + seq // 100}"
@@ -247,7 +247,7 @@ def test_completing_an_item_logs_its_attempt(tmp_path: Path) -> None:
     try:
         store.enqueue([(f"k{i}", "null", "line", "pending", *(None,) * 6) for i in range(3)])
         with store.transaction() as conn:
-            Bulk.of(BatchRunner._SQL["complete"]).run(
+            Bulk.of(staging.SQL["complete"]).run(
                 conn,
                 [(2, "2026-11-23T10:00:01+00:00", 0.5, None, "null", "2026-11-23T10:00:00+00:00", 1)],
             )
@@ -269,7 +269,7 @@ def test_a_store_made_without_the_trigger_gets_it_on_open(tmp_path: Path) -> Non
     try:
         store.enqueue([("k", "null", "line", "pending", *(None,) * 6)])
         with store.transaction() as conn:
-            conn.execute(BatchRunner._SQL["complete"], (1, "t1", 0.1, None, "null", "t0", 0))
+            conn.execute(staging.SQL["complete"], (1, "t1", 0.1, None, "null", "t0", 0))
         assert [(a.seq, a.attempt, a.status) for a in store.attempts(0)] == [(0, 1, "complete")]
     finally:
         store.close()
@@ -283,7 +283,7 @@ def test_cost_totals_from_the_cost_index_also_on_a_store_made_before_it(tmp_path
         assert store.cost_totals() == (0.0, 0.0)
         with store.transaction() as conn:
             for seq, cost in ((0, 0.25), (2, 1.5), (3, None), (5, 0.0)):
-                conn.execute(BatchRunner._SQL["complete"], (1, "t1", 0.1, cost, "null", "t0", seq))
+                conn.execute(staging.SQL["complete"], (1, "t1", 0.1, cost, "null", "t0", seq))
         assert store.cost_totals() == (1.75, 1.5)
     finally:
         store.close()
