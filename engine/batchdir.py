@@ -8,7 +8,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,10 +58,21 @@ class BatchLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+        self.info: LockInfo | None = None
 
-    def acquire(self, *, wait: float = 1.0) -> LockInfo:
+    def acquire(self, *, wait: float = 1.0, on_wait: Callable[[LockInfo | None], None] | None = None) -> LockInfo:
+        """Take the lock, trying for up to ``wait`` seconds; BatchLocked (naming the holder) if not.
+
+        Taking a lock this object already holds returns at once: a command can take the batch
+        before it reads it and hand the held lock to the runner, which takes it again to run.
+        ``on_wait`` is called once with the holder's info when the first try fails (a hand-off
+        engine logs that it waits for the engine it takes over from).
+        """
+        if self._fd is not None and self.info is not None:
+            return self.info
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         deadline = time.monotonic() + wait
+        told = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -71,11 +82,15 @@ class BatchLock:
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise BatchLocked(self.path.parent, read_lock_info(self.path)) from None
+                if on_wait is not None and not told:
+                    told = True
+                    on_wait(read_lock_info(self.path))
                 time.sleep(0.05)
         info = LockInfo(pid=os.getpid(), host=HOST, started_at=now_iso())
         os.ftruncate(fd, 0)
         os.pwrite(fd, orjson.dumps(info.model_dump()) + b"\n", 0)
         self._fd = fd
+        self.info = info
         return info
 
     def release(self) -> None:
@@ -84,6 +99,7 @@ class BatchLock:
                 os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+            self.info = None
 
     @property
     def held(self) -> bool:
@@ -216,7 +232,11 @@ def iter_batches(output_dir: Path) -> Iterator[BatchDir]:
 
 
 def resolve_batch(arg: str | None, output_dir: Path, *, unfinished: bool = False) -> BatchDir:
-    """A batch by id, by path, or (no arg) the latest one (the latest unfinished one)."""
+    """A batch by id, by path, or (no arg) the latest one.
+
+    With ``unfinished`` and no arg: the newest batch that is resumable and that no engine runs
+    now (:func:`choose_resumable`, which also says why it chose it).
+    """
     if arg:
         candidate = Path(arg)
         if candidate.is_dir() and has_manifest(candidate):
@@ -230,19 +250,100 @@ def resolve_batch(arg: str | None, output_dir: Path, *, unfinished: bool = False
         if len(matches) > 1:
             raise UserError(f"{arg!r} matches {len(matches)} batches: " + ", ".join(b.batch_id for b in matches[:5]))
         raise UserError(f"no batch {arg!r} (looked for a path and for an id in {output_dir})")
+    if unfinished:
+        return choose_resumable(output_dir).batch
     for batch in iter_batches(output_dir):
-        if not unfinished:
-            return BatchDir(batch.path.resolve())
+        return BatchDir(batch.path.resolve())
+    raise UserError(f"no batch in {output_dir}")
+
+
+@dataclass(frozen=True)
+class ResumeChoice:
+    """The batch a bare ``batchtui resume`` takes, and why (said on stderr before it runs).
+
+    ``running``: the newer unfinished batches passed over because an engine runs them.
+    """
+
+    batch: BatchDir
+    manifest: Manifest
+    running: tuple[tuple[BatchDir, LockInfo], ...] = ()
+
+    def reason(self, now: float | None = None) -> str:
+        """E.g. ``stopped 3 min ago; the newest resumable batch not running``."""
+        m = self.manifest
+        if m.state == BatchState.FINISHED:
+            what = "finished with items pending again"
+        elif m.state in ACTIVE_STATES:
+            what = f"{m.state.value} when its engine died"
+        elif m.state == BatchState.HALTED and m.halt_reason:
+            what = f"halted: {m.halt_reason}"
+        else:
+            what = m.state.value
+        stamp = m.ended_at or m.started_at or m.created_at
+        if stamp:
+            try:
+                what += f" {_ago((now or time.time()) - parse_iso(stamp))}"
+            except ValueError:
+                pass
+        why = f"{what}; the newest resumable batch not running"
+        for batch, info in self.running:
+            why += f"; {batch.batch_id} is run by {_who(info)}"
+        return why
+
+
+class NothingToResume(UserError):
+    """No batch in the output dir is resumable and free; says who runs the unfinished ones."""
+
+
+def choose_resumable(output_dir: Path, *, exclude: frozenset[Path] = frozenset()) -> ResumeChoice:
+    """The newest batch that has work left (not finished, or finished with items pending again)
+    and that no live engine holds; NothingToResume (listing who runs what) when there is none.
+
+    A batch an engine runs now is passed over, never picked: resuming it could only fail on the
+    lock. ``exclude``: batches already tried (one was taken by an engine after it was chosen).
+    """
+    running: list[tuple[BatchDir, LockInfo]] = []
+    for found in iter_batches(output_dir):
+        batch = BatchDir(found.path.resolve())
+        if batch.path in exclude:
+            holder = batch.alive()
+            if holder is not None:
+                running.append((batch, holder))
+            continue
         try:
             manifest = batch.read_manifest()
         except (FileNotFoundError, DamagedFile):
             continue
         totals = manifest.totals
         # A finished batch with items pending again (an offline `retry`) is unfinished too.
-        if manifest.state != BatchState.FINISHED or totals.pending or totals.processing or _has_pending(batch):
-            return BatchDir(batch.path.resolve())
-    what = "unfinished batch" if unfinished else "batch"
-    raise UserError(f"no {what} in {output_dir}")
+        if manifest.state == BatchState.FINISHED and not (totals.pending or totals.processing or _has_pending(batch)):
+            continue
+        holder = batch.alive()
+        if holder is not None:
+            running.append((batch, holder))
+            continue
+        return ResumeChoice(batch, manifest, tuple(running))
+    if not running:
+        raise NothingToResume(f"no unfinished batch in {output_dir}")
+    lines = [f"every unfinished batch in {output_dir} is being run by an engine:"]
+    lines += [f"  {batch.batch_id}: {_who(info)}" for batch, info in running]
+    lines.append(f"watch one with `batchtui watch {running[0][0].batch_id}`")
+    raise NothingToResume("\n".join(lines))
+
+
+def _who(info: LockInfo) -> str:
+    return f"pid {info.pid} on {info.host}" if info.pid else "another process"
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
 
 
 def _has_pending(batch: BatchDir) -> bool:

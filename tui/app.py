@@ -3,8 +3,9 @@
 The app is a client of the batch directory like any other process. When it runs the engine
 itself (``batchtui run`` / ``demo`` / ``resume`` on a terminal), the engine lives in a thread
 worker and writes the same files the dashboard watches. The engine must not die with the
-terminal: on SIGHUP (an SSH drop) the app stops it quickly and hands the batch to a background
-engine (``batchtui resume --headless`` in its own session) before exiting.
+terminal: when the terminal goes (SIGHUP, SIGTERM, a tty that hung up; see hangup.py) the app
+stops it quickly and hands the batch to a background engine (``batchtui resume --headless`` in
+its own session, which waits for this engine's lock), then ends, whatever state it is in.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,9 +28,12 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.batchdir import BatchDir, BatchLocked, now_iso
+from batchtui.engine.errors import EXIT_USAGE
+from batchtui.engine.models import BatchState
 from batchtui.engine.runner import EXIT_INTERRUPTED, BatchRunner, RunResult
 
+from .hangup import TerminalWatch, silence_terminal, tty_gone
 from .messages import EngineFinished
 from .screens.browser import BrowserScreen
 from .screens.dashboard import DashboardScreen
@@ -38,6 +42,24 @@ from .text import clean
 from .themes import load_themes, next_theme, theme_names, user_dir
 
 HANDOFF_GRACE_S = 3.0
+#: How long the hand-off engine waits for this app's engine (or any other) to let go of the batch.
+HANDOFF_LOCK_WAIT_S = 30.0
+#: How long a TUI whose terminal died may take to shut down before it just leaves.
+DEAD_TERMINAL_EXIT_S = 5.0
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """What became of the batch when this app's engine had to go.
+
+    ``pid``: the background engine started for it (it may still be waiting for the lock);
+    ``error``: why no background engine took it (said on the terminal, or in engine.log);
+    ``note``: why none was needed (the engine finished or halted here meanwhile).
+    """
+
+    pid: int | None = None
+    error: str | None = None
+    note: str | None = None
 
 
 class BatchtuiApp(App[int]):
@@ -74,10 +96,20 @@ class BatchtuiApp(App[int]):
         self.strict_display = strict_display
         self.requested_theme = theme
         self.engine_result: RunResult | None = None
+        self.engine_error: BaseException | None = None
         self.engine_worker: Worker[RunResult] | None = None
         self.theme_problems: list[str] = []
         self._names: list[str] = []
-        self._handed_off = False
+        # Set by the engine's own thread when runner.run returns: the event loop may be stuck
+        # on a dead terminal, so nothing about the engine's end may depend on it.
+        self._engine_done = threading.Event()
+        self._handoff_lock = threading.Lock()
+        self._handoff_started = False
+        self._handoff_done = threading.Event()
+        self.handoff: HandOff | None = None
+        self.terminal_watch: TerminalWatch | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._run_returned = threading.Event()
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -95,9 +127,10 @@ class BatchtuiApp(App[int]):
         for problem in problems:
             self.notify(clean(problem), severity="warning", timeout=8)
         self._load_keymap()
+        self._loop = asyncio.get_running_loop()
         if self.handle_hangup:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_hangup)
+            self.terminal_watch = TerminalWatch(self._terminal_gone)
+            self.terminal_watch.start()
         if self.runner is not None:
             self._start_engine(self.runner)
             self.push_screen(DashboardScreen(self.runner.batch.path, in_process=True))
@@ -124,13 +157,27 @@ class BatchtuiApp(App[int]):
     def _start_engine(self, runner: BatchRunner) -> None:
         self.runner = runner
         self.engine_result = None
+        self.engine_error = None
+        done = self._engine_done = threading.Event()
+
+        def run_engine() -> RunResult:
+            try:
+                result = runner.run()
+            except BaseException as exc:
+                self.engine_error = exc
+                raise
+            finally:
+                done.set()
+            self.engine_result = result
+            return result
+
         self.engine_worker = self.run_worker(
-            runner.run, name=f"engine {runner.batch.batch_id}", group="engine", thread=True, exit_on_error=False
+            run_engine, name=f"engine {runner.batch.batch_id}", group="engine", thread=True, exit_on_error=False
         )
 
     @property
     def engine_running(self) -> bool:
-        return self.engine_worker is not None and self.engine_worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
+        return self.engine_worker is not None and not self._engine_done.is_set()
 
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:
@@ -160,6 +207,9 @@ class BatchtuiApp(App[int]):
             return
         try:
             runner = BatchRunner(BatchDir(path), action="resume")
+            # Taken here, not in the engine's thread: a batch another engine runs is said at
+            # once, and its dashboard never says it runs in this app.
+            runner.lock.acquire()
         except Exception as exc:
             self.notify(clean(f"cannot resume: {exc}"), severity="error")
             return
@@ -193,57 +243,127 @@ class BatchtuiApp(App[int]):
         self.exit(EXIT_INTERRUPTED)
 
     async def _handoff_and_exit(self) -> None:
-        await asyncio.to_thread(self.hand_off)
-        self.exit(0)
+        outcome = await asyncio.to_thread(self.hand_off, "quit: the batch goes on in a background engine")
+        self.exit(EXIT_USAGE if outcome is not None and outcome.error else 0)
 
-    def stop_engine_after_exit(self, timeout: float = 60.0) -> None:
-        """After the app has exited for any reason: never leave the engine thread half-run."""
-        if self.runner is not None and self.engine_worker is not None and self.engine_running:
-            self.runner.request_stop("the TUI exited")
-            deadline = time.monotonic() + timeout
-            while self.engine_running and time.monotonic() < deadline:
-                time.sleep(0.05)
+    def run(self, *args: Any, **kwargs: Any) -> int | None:
+        try:
+            return super().run(*args, **kwargs)
+        finally:
+            self._run_returned.set()
 
-    def hand_off(self) -> int | None:
+    def stop_engine_after_exit(self, timeout: float = 60.0, *, interrupted: bool = False) -> None:
+        """After the app has exited for any reason: never leave the engine thread half-run.
+
+        An engine still running here was not stopped by a choice in the app: the terminal died
+        (a hand-off is under way, or starts now) or the app itself failed. It goes to a
+        background engine rather than dying with the view; only an interrupt (Ctrl+C, SIGINT)
+        stops it. Ends the terminal watch.
+        """
+        try:
+            watch = self.terminal_watch
+            if watch is not None and watch.fired:
+                watch.wait(HANDOFF_GRACE_S + HANDOFF_LOCK_WAIT_S + 20)
+            elif self.engine_running and self.runner is not None:
+                if interrupted:
+                    self.runner.request_stop("the TUI was interrupted")
+                    self._engine_done.wait(timeout)
+                else:
+                    gone = tty_gone(watch.fd) if watch is not None else False
+                    if gone:
+                        silence_terminal()
+                    self.hand_off("the TUI ended while its engine ran", confirm_s=5.0 if gone else 15.0)
+            if self._handoff_started:  # a hand-off chosen in the app (q, b) is waited for too
+                self._handoff_done.wait(HANDOFF_GRACE_S + HANDOFF_LOCK_WAIT_S + 20)
+        finally:
+            if watch is not None:
+                watch.stop()
+
+    def hand_off(self, reason: str = "handing the batch over", *, confirm_s: float = 15.0) -> HandOff | None:
         """Stop the in-process engine quickly, then start a background engine on the batch.
 
-        Returns the background engine's pid. Safe to call from any thread; runs once.
+        Returns what became of the batch (also kept as :attr:`handoff`), None when no engine of
+        this app ran. Safe to call from any thread; runs once (a second caller waits for the
+        first). The background engine waits up to HANDOFF_LOCK_WAIT_S for the lock; this
+        waits ``confirm_s`` for it to take the lock. Every step is logged in engine.log: with
+        the terminal gone, that is the only place anyone will read it.
         """
         from .launch import detach_engine
 
-        if self._handed_off or self.runner is None or not self.engine_running:
-            return None
-        self._handed_off = True
-        runner = self.runner
-        runner.request_stop("handing the batch to a background engine", grace=HANDOFF_GRACE_S)
-        done = threading.Event()
-        worker = self.engine_worker
-        deadline = time.monotonic() + HANDOFF_GRACE_S + 10
-        while worker is not None and worker.state in (WorkerState.PENDING, WorkerState.RUNNING):
-            if time.monotonic() > deadline:
-                break
-            done.wait(0.05)
+        with self._handoff_lock:
+            started, self._handoff_started = self._handoff_started, True
+        if started:
+            self._handoff_done.wait()
+            return self.handoff
         try:
-            return detach_engine(runner.batch, action="resume")
-        except Exception:
-            return None
+            runner = self.runner
+            if runner is None or not self.engine_running:
+                return None
+            batch = runner.batch
+            if getattr(runner, "state", None) == BatchState.STOPPING:
+                # An operator's stop or a policy halt is under way: let it end as decided.
+                self._engine_done.wait(HANDOFF_GRACE_S + runner.config.grace + 10)
+                self.handoff = HandOff(note="the engine was already stopping: not handed over")
+                self._log(batch, f"{reason}; the engine was already stopping, so it was not handed over")
+                return self.handoff
+            self._log(batch, f"{reason}: stopping the engine in the TUI (pid {os.getpid()}) to hand the batch over")
+            runner.request_stop("handing the batch to a background engine", grace=HANDOFF_GRACE_S)
+            self._engine_done.wait(HANDOFF_GRACE_S + 10)
+            result = self.engine_result
+            if result is not None and result.state in (BatchState.FINISHED, BatchState.HALTED):
+                self.handoff = HandOff(note=f"the engine in the TUI ended the batch: {result.state.value}")
+                self._log(batch, f"not handed over: {self.handoff.note}")
+                return self.handoff
+            try:
+                pid = detach_engine(batch, action="resume", lock_wait=HANDOFF_LOCK_WAIT_S, wait=confirm_s)
+            except BatchLocked as exc:
+                self.handoff = HandOff(error=f"the background engine could not take the batch: {exc}")
+            except Exception as exc:
+                self.handoff = HandOff(error=f"the background engine did not start: {type(exc).__name__}: {exc}")
+            else:
+                self.handoff = HandOff(pid=pid)
+            if self.handoff.error:
+                self._log(batch, f"HAND-OFF FAILED: {self.handoff.error}")
+            else:
+                self._log(batch, f"handed the batch to a background engine, pid {self.handoff.pid}")
+            return self.handoff
+        finally:
+            self._handoff_done.set()
 
-    def _on_hangup(self) -> None:
-        """SIGHUP: the terminal is gone. Hand the batch off, then leave."""
-        if self.engine_running:
-            loop = asyncio.get_running_loop()
-            thread = threading.Thread(target=self._hangup_thread, args=(loop,), name="batchtui-handoff")
-            thread.start()
+    def _log(self, batch: BatchDir, line: str) -> None:
+        """A line for engine.log (the hand-off's only witness once the terminal is gone)."""
+        with contextlib.suppress(OSError):
+            fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, f"[{now_iso()}] TUI pid {os.getpid()}: {clean(line)}\n".encode())
+            finally:
+                os.close(fd)
+
+    def _terminal_gone(self, reason: str) -> None:
+        """The terminal went away (on TerminalWatch's thread): hand the batch over, then end.
+
+        Never waits on the event loop: with the terminal gone it may be stuck on a write. The
+        app is asked to exit; if it has not within DEAD_TERMINAL_EXIT_S the process leaves.
+        """
+        watch = self.terminal_watch
+        dead = tty_gone(watch.fd if watch is not None else None)
+        if dead:
+            silence_terminal()
+        if self.runner is not None and self.engine_running:
+            outcome = self.hand_off(
+                f"{reason}{' (the terminal is gone)' if dead else ''}", confirm_s=5.0 if dead else 15.0
+            )
+            code = EXIT_USAGE if outcome is not None and outcome.error else 0
         else:
-            self.exit(0)
-
-    def _hangup_thread(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.hand_off()
-        # Never wait on the event loop here: with the terminal gone it may not answer.
-        with contextlib.suppress(Exception):
-            loop.call_soon_threadsafe(self.exit, 0)
-        time.sleep(3)
-        os._exit(0)  # the app could not shut down on a dead terminal: the batch is safe, leave
+            code = self.engine_result.exit_code if self.engine_result is not None else 0
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self.exit, code)
+        if self._run_returned.wait(DEAD_TERMINAL_EXIT_S if dead else 3 * DEAD_TERMINAL_EXIT_S):
+            if dead:  # the rest (reports to /dev/null, the interpreter's exit) is bounded too
+                threading.Thread(target=_exit_later, args=(code, 2 * DEAD_TERMINAL_EXIT_S), daemon=True).start()
+            return
+        os._exit(code)  # the app could not shut down: the batch is safe (handed over), leave
 
     # -- themes, help, the command palette -----------------------------------------------------
 
@@ -270,6 +390,11 @@ class BatchtuiApp(App[int]):
             "Batches", "All batches in the output dir", partial(self.push_screen, BrowserScreen(self.output_dir))
         )
         yield from super().get_system_commands(screen)
+
+
+def _exit_later(code: int, delay: float) -> None:
+    time.sleep(delay)
+    os._exit(code)
 
 
 def _bindings(screen: Screen[Any]) -> list[Binding]:

@@ -28,7 +28,7 @@ from batchtui.engine.errors import EXIT_USAGE
 from .fmt import clean, fmt_duration
 
 if TYPE_CHECKING:
-    from batchtui.engine.batchdir import BatchDir
+    from batchtui.engine.batchdir import BatchDir, BatchLock
     from batchtui.engine.config import BatchConfig
     from batchtui.engine.models import BatchState, Counts, LiveProgress, Manifest
     from batchtui.engine.runner import BatchRunner, RunResult
@@ -311,12 +311,22 @@ def launch_tui(
     from batchtui.tui.app import BatchtuiApp
 
     app = BatchtuiApp(output_dir=output_dir, batch=batch, runner=runner, theme=theme or obj.get("theme"))
+    interrupted = False
     try:
         code = app.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        app.stop_engine_after_exit()
-    if runner is not None and app.engine_result is not None and not code:
-        code = app.engine_result.exit_code
+        app.stop_engine_after_exit(interrupted=interrupted)
+    code = _after_tui(app, code)
+    if app.engine_running:
+        # The engine's thread is stuck in an item that cannot be stopped (a --call function on
+        # the thread executor): its batch went to a background engine, which waits for this
+        # process to let go of the lock. The interpreter would wait for that thread: leave.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     # The app leaves a large graph of objects (widgets, styles, caches). The interpreter's last
     # garbage collection of it took ~0.3 s between the terminal coming back and the shell
     # prompt (q -> prompt 0.55 s, now 0.27 s). Nothing of ours in it needs finalizing: the
@@ -326,6 +336,72 @@ def launch_tui(
     if runner is None or not _user_code_ran_here(runner):
         gc.freeze()
     raise SystemExit(code or 0)
+
+
+def _after_tui(app: Any, code: int | None) -> int:
+    """Once the TUI is gone, by whatever path: who runs its batch now (pid and the watch
+    command), or the batch's summary; and the exit code. With the terminal gone this goes
+    to /dev/null (hangup.py): the hand-off's lines are in engine.log."""
+    from batchtui.engine.batchdir import BatchDir
+    from batchtui.engine.errors import UserError
+
+    handoff = app.handoff
+    if app.engine_error is not None:
+        click.echo(f"error: the engine stopped with an error: {clean(str(app.engine_error))}", err=True)
+        code = code or (EXIT_USAGE if isinstance(app.engine_error, UserError) else 1)
+    elif handoff is not None and handoff.pid is not None:
+        code = 0  # the batch goes on: not interrupted
+    elif handoff is not None and handoff.error:
+        code = EXIT_USAGE
+    elif app.runner is not None and app.engine_result is not None and not code:
+        code = app.engine_result.exit_code
+    path = app.runner.batch.path if app.runner is not None else app.initial_batch
+    if path is None:
+        return code or 0
+    bdir = BatchDir(path)
+    if handoff is not None and handoff.error:
+        click.echo(f"error: batch {bdir.batch_id} was not handed over: {clean(handoff.error)}", err=True)
+    try:
+        _tell_who_runs(bdir, handoff)
+    except (OSError, ValueError) as exc:  # a damaged batch: the exit must not fail on it
+        click.echo(f"batch {bdir.batch_id}: {clean(str(exc))}", err=True)
+    return code or 0
+
+
+def _tell_who_runs(bdir: BatchDir, handoff: Any) -> None:
+    import psutil
+
+    from batchtui.engine.runner import RunResult, exit_code_for
+    from batchtui.engine.store import ItemStore
+
+    where = f"--output-dir {bdir.path.parent}"
+    holder = bdir.alive()
+    if holder is None and handoff is not None and handoff.pid is not None:
+        try:  # the hand-off engine may still wait for the lock; then it is the one to watch
+            waiting = psutil.Process(handoff.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            waiting = False
+        if waiting:
+            click.echo(f"batch {bdir.batch_id}: a background engine (pid {handoff.pid}) is taking it over")
+            click.echo(f"  watch:  batchtui watch {bdir.batch_id} {where}")
+            click.echo(f"  log:    {bdir.engine_log}")
+            return
+    if holder is not None:
+        handed = handoff is not None and handoff.pid == holder.pid
+        what = "handed to a background engine" if handed else "run by"
+        click.echo(f"batch {bdir.batch_id}: {what} pid {holder.pid} on {holder.host}")
+        click.echo(f"  watch:  batchtui watch {bdir.batch_id} {where}")
+        click.echo(f"  stop:   batchtui stop {bdir.batch_id} {where}")
+        click.echo(f"  log:    {bdir.engine_log}")
+        return
+    manifest = bdir.read_manifest()
+    store = ItemStore.open_readonly(bdir.items_db)
+    try:
+        counts = store.counts()
+    finally:
+        store.close()
+    result = RunResult(bdir, manifest.state, counts, manifest.halt_reason, exit_code_for(manifest.state, counts))
+    _finish_output(result, as_json=False)
 
 
 def _user_code_ran_here(runner: Any) -> bool:
@@ -645,6 +721,7 @@ def demo_cmd(
 @click.option("--retry-failed", is_flag=True, help="Put failed items back to pending first.")
 @click.option("--engine-action", type=click.Choice(["run", "resume"]), default="resume", hidden=True)
 @click.option("--overrides-json", hidden=True)
+@click.option("--lock-wait", type=click.FloatRange(min=0), hidden=True)
 @apply(OPERATIONAL_OPTIONS)
 @apply(COMMON_OPTIONS)
 @click.pass_context
@@ -657,12 +734,13 @@ def resume_cmd(
     as_json: bool,
     **kwargs: Any,
 ) -> None:
-    """Resume BATCH (an id, a unique part of one, or a path) [default: the latest unfinished].
+    """Resume BATCH (an id, a unique part of one, or a path) [default: the newest unfinished
+    batch that no engine runs now; it says which and why].
 
     The stored config is used; operational options given here (workers, rate, timeout,
     thresholds...) override it and are recorded in the manifest's history.
     """
-    from batchtui.engine.batchdir import resolve_batch
+    from batchtui.engine.batchdir import BatchLock
     from batchtui.engine.config import OPERATIONAL, BatchConfig, load_config
     from batchtui.engine.models import BatchState
     from batchtui.engine.runner import BatchRunner, RunResult, exit_code_for
@@ -671,8 +749,13 @@ def resume_cmd(
     detach = bool(kwargs.pop("detach", False))
     engine_action = str(kwargs.pop("engine_action", "resume"))
     overrides_json = kwargs.pop("overrides_json", None)
+    lock_wait = kwargs.pop("lock_wait", None)
     out = output_dir_of(ctx, kwargs.get("output_dir"))
-    bdir = resolve_batch(batch, out, unfinished=True)
+    # The engine's lock is taken before the batch is read and held until the engine ends (the
+    # runner gets it), so a batch another engine runs fails here, before anything else, with
+    # who runs it; not later as a toast in a TUI that shows it running. With --detach the
+    # engine is another process: it takes the lock itself.
+    bdir, lock = _resume_target(batch, out, hold=not detach, lock_wait=lock_wait)
     manifest = bdir.read_manifest()
     stored = BatchConfig.model_validate(manifest.config)
     flags = {k: v for k, v in collect_flags(kwargs, ctx).items() if k != "output_dir"}
@@ -698,7 +781,11 @@ def resume_cmd(
         from batchtui.engine.recover import recover_batch
 
         click.echo(f"batch {bdir.batch_id} has no items.db yet (creation was cut short): building it", err=True)
+        if lock is not None:
+            lock.release()  # recover_batch takes the lock itself
         recover_batch(bdir)
+        if lock is not None:
+            lock = _hold_lock(bdir, lock_wait)
     store = ItemStore.open_readonly(bdir.items_db)
     try:
         counts = store.counts()
@@ -716,10 +803,8 @@ def resume_cmd(
         )
         raise SystemExit(exit_code_for(manifest.state, counts))
     if retry_failed:
-        from batchtui.engine.batchdir import BatchLock
-
-        lock = BatchLock(bdir.lock)
-        lock.acquire()
+        retry_lock = lock if lock is not None else BatchLock(bdir.lock)
+        retry_lock.acquire()
         try:
             rw = ItemStore.open(bdir.items_db, durable=new.fsync)
             try:
@@ -727,7 +812,8 @@ def resume_cmd(
             finally:
                 rw.close()
         finally:
-            lock.release()
+            if retry_lock is not lock:
+                retry_lock.release()
         click.echo(f"requeued {n} failed items", err=True)
     from batchtui.engine.preflight import preflight_resume
     from batchtui.engine.processors import ProcessorSpec
@@ -751,10 +837,64 @@ def resume_cmd(
     click.echo(f"resuming batch {bdir.batch_id}: {counts.finished}/{counts.total} done", err=True)
     if not headless and not as_json and terminal():
         runner = BatchRunner(bdir, config=new, action=engine_action, overrides=overrides)
+        assert lock is not None
+        runner.lock = lock  # held since the start; the runner's own acquire() returns at once
         launch_tui(ctx, output_dir=bdir.path.parent, runner=runner, theme=kwargs.get("theme"))
     runner = BatchRunner(bdir, config=new, action=engine_action, overrides=overrides, handle_signals=True)
+    runner.lock = lock
     result = _run_headless(runner, as_json)
     raise SystemExit(result.exit_code)
+
+
+def _resume_target(
+    arg: str | None, out: Path, *, hold: bool, lock_wait: float | None
+) -> tuple[BatchDir, BatchLock | None]:
+    """The batch `resume` runs and, when ``hold``, its lock (held).
+
+    Without an arg it is the newest resumable batch that no engine runs, said on stderr with
+    why. One that an engine took between the choice and the lock is passed over too.
+    """
+    from batchtui.engine.batchdir import BatchLocked, choose_resumable, resolve_batch
+
+    if arg:
+        bdir = resolve_batch(arg, out, unfinished=True)
+        return bdir, (_hold_lock(bdir, lock_wait) if hold else None)
+    tried: set[Path] = set()
+    while True:
+        choice = choose_resumable(out, exclude=frozenset(tried))
+        lock = None
+        if hold:
+            try:
+                lock = _hold_lock(choice.batch, None)
+            except BatchLocked:
+                tried.add(choice.batch.path)
+                continue
+        click.echo(f"resuming {choice.batch.batch_id} ({clean(choice.reason())})", err=True)
+        return choice.batch, lock
+
+
+def _hold_lock(bdir: BatchDir, wait: float | None) -> BatchLock:
+    """Take ``bdir``'s engine lock. ``wait`` (the TUI's hand-off engine): how long to wait for
+    the engine it takes over from to let go, said in engine.log (its stderr) as it goes."""
+    from batchtui.engine.batchdir import BatchLock, BatchLocked, LockInfo, now_iso
+
+    lock = BatchLock(bdir.lock)
+    if not wait:
+        lock.acquire()
+        return lock
+    t0 = time.monotonic()
+
+    def waiting(holder: LockInfo | None) -> None:
+        who = f"pid {holder.pid} on {holder.host}" if holder else "another process"
+        click.echo(f"[{now_iso()}] waiting up to {wait:.0f} s for {who} to let go of batch {bdir.batch_id}", err=True)
+
+    try:
+        lock.acquire(wait=wait, on_wait=waiting)
+    except BatchLocked as exc:
+        fail(f"[{now_iso()}] {exc} (waited {wait:.0f} s to take the batch over)")
+    if time.monotonic() - t0 > 0.5:
+        click.echo(f"[{now_iso()}] took batch {bdir.batch_id} over after {time.monotonic() - t0:.1f} s", err=True)
+    return lock
 
 
 @main.command("watch", context_settings=CONTEXT)

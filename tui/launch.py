@@ -13,12 +13,23 @@ from batchtui.engine.batchdir import BatchDir, BatchLocked
 from batchtui.engine.errors import UserError
 
 
-def detach_engine(batch: BatchDir, *, action: str, overrides: dict[str, Any] | None = None, wait: float = 15.0) -> int:
+def detach_engine(
+    batch: BatchDir,
+    *,
+    action: str,
+    overrides: dict[str, Any] | None = None,
+    wait: float = 15.0,
+    lock_wait: float = 0.0,
+) -> int:
     """Start the engine for ``batch`` as a background process in its own session.
 
     Output goes to engine.log in the batch dir. Returns the engine's pid once it holds the
-    batch lock; raises UserError if it died first: who holds the batch when another engine
-    won the race, else what this engine wrote to the log (never another engine's lines).
+    batch lock (or after ``wait`` seconds, still trying); raises UserError if it died first:
+    BatchLocked naming who holds the batch when another engine won the race, else what this
+    engine wrote to the log (never another engine's lines).
+
+    ``lock_wait``: how long the engine waits for the batch's lock (the TUI's hand-off: the
+    engine it takes over from may not have let go yet); it says so in engine.log.
     """
     log_fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     start_offset = os.fstat(log_fd).st_size
@@ -26,6 +37,8 @@ def detach_engine(batch: BatchDir, *, action: str, overrides: dict[str, Any] | N
     args += ["--engine-action", action]
     if overrides:
         args += ["--overrides-json", json.dumps(overrides)]
+    if lock_wait:
+        args += ["--lock-wait", f"{lock_wait:g}"]
     try:
         proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, start_new_session=True, close_fds=True

@@ -17,6 +17,11 @@ class _App:
     """Stands in for BatchtuiApp: it has run and exited (no terminal in a test)."""
 
     engine_result = None
+    engine_error = None
+    handoff = None
+    runner = None  # no batch to report on once it is gone
+    initial_batch = None
+    engine_running = False
     stopped = False
 
     def __init__(self, **kwargs: Any) -> None:
@@ -26,7 +31,7 @@ class _App:
         assert gc.get_freeze_count() == 0  # frozen only once the app is gone
         return 0
 
-    def stop_engine_after_exit(self) -> None:
+    def stop_engine_after_exit(self, *, interrupted: bool = False) -> None:
         _App.stopped = True
 
 
