@@ -75,6 +75,7 @@ from .policy import Backoff, HaltCheck
 from .processors import Item, ProcessorSpec
 from .sources import SourceSpec
 from .staging import Staging
+from .steering import ControlHandler
 from .store import ItemStore
 
 log = logging.getLogger("batchtui.engine")
@@ -182,7 +183,6 @@ class BatchRunner:
         self._grace_deadline: float | None = None
 
         self.completions: CompletionQueue = queue.SimpleQueue()
-        self.commands: queue.SimpleQueue[ControlCommand] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._stop_reason = ""
         self._wake = threading.Event()
@@ -193,10 +193,7 @@ class BatchRunner:
         self.counts = Counts()
         self.commit_seq = 0
         self.cost_spent = 0.0
-        self.last_ack: str | None = None
-        self.acked: collections.deque[str] = collections.deque(maxlen=50)
-        self.control_results: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self.control_reader = ControlReader(batch.control)
+        self.control = ControlHandler(batch.control, self._apply, self._save_control_offset, self._warn)
         self.watcher: ControlWatcher | None = None
         self.warnings: collections.deque[str] = collections.deque(maxlen=10)
 
@@ -236,7 +233,6 @@ class BatchRunner:
         self.executor: Executor | None = None
         self._mem_waiting = False
         self.write_failure: WriteFailed | None = None
-        self._control_saved = -1
         self._marks_stamp = 0.0
         self.committer: Committer | None = None
         self._next_commit_seq = 0
@@ -259,7 +255,7 @@ class BatchRunner:
 
     def command(self, cmd: ControlCommand) -> None:
         """Queue a control command (pause, resume, stop, retry, skip, set_workers)."""
-        self.commands.put(cmd)
+        self.control.put(cmd)
         self.completions.put([])
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -293,7 +289,7 @@ class BatchRunner:
         call it, then drive the loop with :meth:`step`, then :meth:`finish` and :meth:`close`."""
         self.lock.acquire()
         # Where the last engine stopped reading control.jsonl is in the store (_setup).
-        self.control_reader = ControlReader(self.batch.control)
+        self.control.reader = ControlReader(self.batch.control)
         if watch:
             self.watcher = ControlWatcher(self.batch.path, lambda: self.completions.put([]))
             self.watcher.start()
@@ -369,7 +365,7 @@ class BatchRunner:
                 "totals": self.counts,
             }
         )
-        self._take_over_control(store)
+        self.control.take_over(store.get_meta("control_offset"), store.get_meta("control_file"))
         self._write_manifest()
         self._write_live(force=True)
         self._next_commit_seq = self.commit_seq
@@ -395,38 +391,14 @@ class BatchRunner:
             self.halt_reason = f"worker start failed: {exc}"
             raise
 
-    def _take_over_control(self, store: ItemStore) -> None:
-        """Commands appended to control.jsonl that no engine read (it died or was killed first).
-
-        The store keeps how far engines have read. Skips and retries still apply (they change
-        items, as they would offline); pause, unpause, stop and set_workers were meant for the
-        engine that is gone, so they are answered as not applied instead of acting on this one.
-        Batches made before the offset was kept start at the end of the file, as they did.
-        """
-        stored = store.get_meta("control_offset")
-        if stored is None:
-            self._save_control_offset()
-            return
-        self.control_reader.offset = int(stored)
-        left = self.control_reader.read_new()
-        for cmd in left:
-            if cmd.op in ("skip", "retry"):
-                self.commands.put(cmd)
-            else:
-                self._answer(cmd, "not applied: it was sent to an engine that ended before reading it")
-        if left:
-            self._warn(f"{len(left)} control command(s) were queued for the previous engine, which never read them")
-        self._save_control_offset()
-
-    def _save_control_offset(self) -> None:
-        """Record how far control.jsonl is read, after the commands read so far took effect."""
+    def _save_control_offset(self, offset: int, identity: str | None) -> None:
+        """Store how far control.jsonl is read (and which file that offset is in)."""
         assert self.store is not None
-        offset = self.control_reader.offset
-        if offset != self._control_saved:
-            self._commit()  # the committer is idle while this thread writes
-            with self.store.transaction():
-                self.store.set_meta("control_offset", offset)
-            self._control_saved = offset
+        self._commit()  # the committer is idle while this thread writes
+        with self.store.transaction():
+            self.store.set_meta("control_offset", offset)
+            if identity is not None:
+                self.store.set_meta("control_file", identity)
 
     def _adopt_results(self, offset: int) -> int:
         """Lines past the committed offset are completions the db missed: adopt them."""
@@ -987,34 +959,8 @@ class BatchRunner:
     # -- control ---------------------------------------------------------------------------
 
     def _handle_commands(self) -> None:
-        if self.control_reader.changed():
-            for cmd in self.control_reader.read_new():
-                self.commands.put(cmd)
-        handled = False
-        while True:
-            try:
-                cmd = self.commands.get_nowait()
-            except queue.Empty:
-                break
-            try:
-                message = self._apply(cmd)
-            except WriteFailed:
-                raise  # the disk is full: the run halts
-            except Exception as exc:  # a bad command must never kill the run
-                message = f"failed: {exc}"
-                self._warn(f"control command {cmd.op} {cmd.id} failed: {exc}")
-            self._answer(cmd, message)
-            handled = True
-        if handled:
-            self._save_control_offset()
+        if self.control.handle():
             self._write_live(force=True)
-
-    def _answer(self, cmd: ControlCommand, message: str) -> None:
-        self.last_ack = cmd.id
-        self.acked.append(cmd.id)
-        self.control_results[cmd.id] = message
-        while len(self.control_results) > 50:
-            self.control_results.popitem(last=False)
 
     def _apply(self, cmd: ControlCommand) -> str:
         """Apply one control command on the runner thread; returns what it did."""
@@ -1166,9 +1112,9 @@ class BatchRunner:
             recent_errors=list(self._recent),
             paused=self.paused,
             workers=self.executor.workers if self.executor else self.config.workers,
-            control_ack=self.last_ack,
-            acked=list(self.acked),
-            control_results=dict(self.control_results),
+            control_ack=self.control.last_ack,
+            acked=list(self.control.acked),
+            control_results=dict(self.control.results),
             halt_reason=self.halt_reason,
             pid=os.getpid(),
             host=HOST,

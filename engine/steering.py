@@ -1,0 +1,110 @@
+"""The engine's end of control.jsonl: read commands, have them applied, answer each.
+
+The runner owns the operations (pause, skip, retry...); this object owns the channel: the
+reader of control.jsonl, the queue of commands from other threads (the TUI's in-process
+engine), the answers written into live_progress.json (``control_ack``, ``acked``,
+``control_results``), and how far the file was read, stored in items.db beside the file's
+identity only once the commands read so far have taken effect, so a crash never replays or
+loses one and a control.jsonl replaced between engines is read from its start.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from .control import ControlReader
+from .files import WriteFailed
+from .models import ControlCommand
+
+ANSWERS_KEPT: Final = 50
+#: Ops that change items: they still apply when the engine they were sent to is gone.
+ITEM_OPS: Final = frozenset({"skip", "retry"})
+
+
+class ControlHandler:
+    """Commands in, answers out (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: Path,
+        apply: Callable[[ControlCommand], str],
+        save: Callable[[int, str | None], None],
+        warn: Callable[[str], None],
+    ) -> None:
+        self.reader = ControlReader(path)
+        self.commands: queue.SimpleQueue[ControlCommand] = queue.SimpleQueue()
+        self.last_ack: str | None = None
+        self.acked: collections.deque[str] = collections.deque(maxlen=ANSWERS_KEPT)
+        self.results: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._apply = apply
+        self._save = save
+        self._warn = warn
+        self._saved: tuple[int, str | None] | None = None
+
+    def put(self, cmd: ControlCommand) -> None:
+        """A command from another thread of this process (thread-safe)."""
+        self.commands.put(cmd)
+
+    def take_over(self, offset: int | None, identity: str | None) -> None:
+        """Commands appended to control.jsonl that no engine read (it died or was killed first).
+
+        Skips and retries still apply (they change items, as they would offline); pause,
+        unpause, stop and set_workers were meant for the engine that is gone, so they are
+        answered as not applied instead of acting on this one. Batches made before the offset
+        was kept start at the end of the file, as they did.
+        """
+        if offset is None:
+            self.save()
+            return
+        self.reader.seek(int(offset), None if identity is None else str(identity))
+        left = self.reader.read_new()
+        for cmd in left:
+            if cmd.op in ITEM_OPS:
+                self.commands.put(cmd)
+            else:
+                self.answer(cmd, "not applied: it was sent to an engine that ended before reading it")
+        if left:
+            self._warn(f"{len(left)} control command(s) were queued for the previous engine, which never read them")
+        self.save()
+
+    def handle(self) -> bool:
+        """Apply every command waiting (on the runner's thread); True if there was one."""
+        if self.reader.changed():
+            for cmd in self.reader.read_new():
+                self.commands.put(cmd)
+        handled = False
+        while True:
+            try:
+                cmd = self.commands.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                message = self._apply(cmd)
+            except WriteFailed:
+                raise  # the disk is full: the run halts
+            except Exception as exc:  # a bad command must never kill the run
+                message = f"failed: {exc}"
+                self._warn(f"control command {cmd.op} {cmd.id} failed: {exc}")
+            self.answer(cmd, message)
+            handled = True
+        if handled:
+            self.save()
+        return handled
+
+    def answer(self, cmd: ControlCommand, message: str) -> None:
+        self.last_ack = cmd.id
+        self.acked.append(cmd.id)
+        self.results[cmd.id] = message
+        while len(self.results) > ANSWERS_KEPT:
+            self.results.popitem(last=False)
+
+    def save(self) -> None:
+        """Record how far control.jsonl is read, after the commands read so far took effect."""
+        where = (self.reader.offset, self.reader.identity)
+        if where != self._saved:
+            self._save(*where)
+            self._saved = where
