@@ -235,8 +235,11 @@ def follow_until_finished(batch: Path, tui_pid: int, timeout: float) -> Watch:
     )
 
 
-def assert_handed_over(batch: Path, *, n: int, tui_pid: int, item_procs: list[psutil.Process], seen: Watch) -> None:
-    """The batch ended finished under a background engine, and nothing of the TUI survived."""
+def assert_handed_over(
+    batch: Path, *, n: int, tui_pid: int, item_procs: list[psutil.Process], seen: Watch, finished: bool = False
+) -> None:
+    """The batch ended finished under a background engine (or the TUI's own, ``finished``
+    before the drop), and nothing of the TUI survived."""
     assert seen.longest_orphaned_s < 5.0, f"stopped with no engine for {seen.longest_orphaned_s:.1f} s"
     manifest = orjson.loads((batch / "manifest.json").read_bytes())
     assert manifest["state"] == "finished"
@@ -246,7 +249,9 @@ def assert_handed_over(batch: Path, *, n: int, tui_pid: int, item_procs: list[ps
     log = (batch / "engine.log").read_text() if (batch / "engine.log").exists() else ""
     assert "HAND-OFF FAILED" not in log, log
     pids = [h["pid"] for h in manifest["history"]]
-    if pids[-1] == tui_pid:  # the TUI's engine ended the batch itself just as the terminal went
+    if finished:
+        assert pids[-1] == tui_pid and "TUI pid" not in log, log  # nothing to hand over
+    elif pids[-1] == tui_pid:  # the TUI's engine ended the batch itself just as the terminal went
         assert "not handed over" in log or "handed the batch" in log, log
     else:
         assert "handed the batch to a background engine" in log or "not handed over" in log, log

@@ -50,6 +50,7 @@ class Round:
     workers: int = 4
     modal: str = ""  # "" | quit | help
     finishing: bool = False  # drop when every item left is in flight
+    finished: bool = False  # drop after the engine in the app has finished the batch
     racer: str = ""  # "" | id (resume BATCH) | bare (resume with no BATCH)
     call: bool = False  # a --call function on the thread executor instead of a shell command
 
@@ -74,7 +75,7 @@ def _drop_round(tmp: Path, r: Round, sshd: object = None) -> None:
     try:
         if r.drop == "ssh-kill9":
             assert sshd is not None
-            settings = [f"{k}={v}" for k, v in env.items() if k.startswith(("BATCHTUI_", "XDG_"))]
+            settings = [f"{k}={v}" for k, v in env.items() if k.startswith(("BATCHTUI_", "XDG_")) or k == "PYTHONPATH"]
             remote = " ".join(
                 [f"cd {tmp} &&", *settings, "TERM=xterm-256color TEXTUAL_ANIMATIONS=none", *_argv(r, items)]
             )
@@ -110,6 +111,8 @@ def _drop_round(tmp: Path, r: Round, sshd: object = None) -> None:
             )
 
         wait_until(progressed, 60, f"{threshold} items done")
+        if r.finished:
+            wait_until(lambda: engine_alive(batch) is None, 60, "the engine in the app finishes")
         if r.modal and tmux is not None:
             tmux.keys("q" if r.modal == "quit" else "?")
             text = (
@@ -151,7 +154,7 @@ def _drop_round(tmp: Path, r: Round, sshd: object = None) -> None:
             assert code in (0, 2), (code, err)
             if code == 2:
                 assert "is being run by" in err or "nothing to resume" in err or "no unfinished batch" in err, err
-        assert_handed_over(batch, n=r.items, tui_pid=tui_pid, item_procs=procs, seen=seen)
+        assert_handed_over(batch, n=r.items, tui_pid=tui_pid, item_procs=procs, seen=seen, finished=r.finished)
     except BaseException:
         if tmux is not None:
             print(f"-- the pane when {r} failed:\n{tmux.screen()}")
@@ -171,10 +174,15 @@ QUICK = [
     Round("kill-server", modal="quit"),
     Round("term", finishing=True),
     Round("kill-session", racer="id"),
+    Round("kill-server", items=8, finished=True),
 ]
 
 
-@pytest.mark.parametrize("r", QUICK, ids=lambda r: f"{r.drop}-{r.modal or 'no-modal'}-{r.racer or 'alone'}")
+@pytest.mark.parametrize(
+    "r",
+    QUICK,
+    ids=lambda r: f"{r.drop}-{r.modal or 'no-modal'}-{r.racer or 'alone'}{'-finished' if r.finished else ''}",
+)
 def test_a_dropped_terminal_hands_the_batch_over(tmp_path: Path, r: Round) -> None:
     _drop_round(tmp_path, r)
 
@@ -190,6 +198,7 @@ def _soak_rounds() -> list[Round]:
         {"racer": "bare"},
         {"cmd": "sleep 6", "items": 8, "workers": 4},  # in flight past the hand-off's grace
         {"call": True, "items": 40},
+        {"call": True, "items": 40, "finished": True},
     ]
     n = int(os.environ.get("BATCHTUI_DROP_ROUNDS", "32"))
     first = int(os.environ.get("BATCHTUI_DROP_FIRST", "0"))  # to start a soak at a given shape
