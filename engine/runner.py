@@ -22,7 +22,6 @@ import os
 import queue
 import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -39,8 +38,6 @@ from .batchdir import (
     BatchDir,
     BatchLock,
     now_iso,
-    parse_iso,
-    resume_command,
 )
 from .committer import CommitJob, Committer
 from .config import BatchConfig
@@ -49,30 +46,28 @@ from .dispatch import Dispatcher
 from .enqueue import enqueue_source
 from .errors import (
     EXIT_USAGE,  # noqa: F401  (also imported from here)
-    ErrorInfo,
     ItemTimeout,
     classify,
-    normalize_message,
 )
 from .executors import CompletionQueue, EarlyHalt, Executor, Outcome, WorkerInitError, make_executor
-from .files import ResultsLog, WriteFailed, dumps, iter_jsonl, read_model, write_model
+from .files import ResultsLog, WriteFailed, iter_jsonl, read_model, write_model
 from .models import (
     BatchState,
     ControlCommand,
     Cost,
     Counts,
-    DurationStats,
     HistoryEntry,
     InFlight,
     LiveCounts,
     LiveProgress,
     Manifest,
-    RecentError,
     Report,
 )
 from .monitor import MemoryMonitor, RateMeter
-from .policy import Backoff, HaltCheck
-from .processors import Item, ProcessorSpec
+from .outcomes import Flight, OutcomeRecorder
+from .policy import HaltCheck
+from .processors import ProcessorSpec
+from .report import build_report, run_hook
 from .sources import SourceSpec
 from .staging import Staging
 from .steering import ControlHandler
@@ -92,7 +87,6 @@ IN_FLIGHT_SHOWN: Final = 64
 #: and each return from one waits for the GIL: with the default, a committer thread waits up
 #: to 5 ms per statement next to a busy runner thread. Restored when the run ends.
 SWITCH_INTERVAL_S: Final = 0.0005
-RECENT_ERRORS: Final = 20
 
 EXIT_OK: Final = 0
 EXIT_SOME_FAILED: Final = 1
@@ -125,29 +119,9 @@ def exit_code_for(state: BatchState, counts: Counts) -> int:
 # -- running a batch -------------------------------------------------------------------------
 
 
-def _result_line(o: Outcome, key: str, finished_at: str) -> dict[str, Any]:
-    """One line of results.jsonl (a "cost" is added by the caller when the item has one)."""
-    return {
-        "seq": o.seq,
-        "key": key,
-        "result": o.result,
-        "attempts": o.attempt,
-        "duration_s": round(o.duration, 6),
-        "finished_at": finished_at,
-    }
-
-
 def _iso_at(epoch: float) -> str:
     """An ISO timestamp (UTC, as now_iso writes them) of a wall-clock time."""
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass(slots=True)
-class _Flight:
-    item: Item
-    started: float
-    started_at: str
-    marked: bool = False  # its 'processing' status is in the store
 
 
 class BatchRunner:
@@ -180,6 +154,7 @@ class BatchRunner:
         self._executor_factory = executor_factory or make_executor
         self._early_halt: EarlyHalt | None = None
         self._now = time.monotonic()  # the time of the loop's current turn (see step)
+        self._real_time = True  # the loop runs on the real clock (not a test's)
         self._grace_deadline: float | None = None
 
         self.completions: CompletionQueue = queue.SimpleQueue()
@@ -192,12 +167,11 @@ class BatchRunner:
         self.halt_reason: str | None = None
         self.counts = Counts()
         self.commit_seq = 0
-        self.cost_spent = 0.0
         self.control = ControlHandler(batch.control, self._apply, self._save_control_offset, self._warn)
         self.watcher: ControlWatcher | None = None
         self.warnings: collections.deque[str] = collections.deque(maxlen=10)
 
-        self._inflight: dict[int, _Flight] = {}
+        self._inflight: dict[int, Flight] = {}
         self._kill_reasons: dict[int, str] = {}
         self.dispatcher = Dispatcher(
             self.config,
@@ -206,16 +180,21 @@ class BatchRunner:
             self._next_pending,
             self._commit,
         )
-        self._max_item_cost = 0.0
-        self._cost_known = False
-        self._lines: list[bytes] = []
+        self.staging = Staging(self._clock)
+        self.outcomes = OutcomeRecorder(
+            self.config,
+            self.staging,
+            self.dispatcher,
+            self._inflight,
+            self._kill_reasons,
+            on_halt=self._halt,
+            on_returned=self._return_unstarted,
+            stopping=lambda: self._stop.is_set() or bool(self.halt_reason),
+            clock=self._clock,
+        )
 
-        self.staging = Staging(lambda: self._now)
-
-        self._recent: collections.deque[RecentError] = collections.deque(maxlen=RECENT_ERRORS)
         self._error_groups: list[Any] = []
         self._errors_by_type: dict[str, int] = {}
-        self._errors_dirty = True
         self._errors_stamp = 0.0
         self._live_stamp = 0.0
         self._manifest_stamp = 0.0
@@ -225,7 +204,6 @@ class BatchRunner:
 
         self.memory = MemoryMonitor()
         self.rate = RateMeter()
-        self.backoff = Backoff(self.config.backoff, self.config.backoff_max)
         self.halts = HaltCheck(self.config)
         self.lock = BatchLock(batch.lock)
         self.store: ItemStore | None = None
@@ -236,7 +214,11 @@ class BatchRunner:
         self._marks_stamp = 0.0
         self.committer: Committer | None = None
         self._next_commit_seq = 0
-        self._durations: array.array[float] | None = None
+
+    @property
+    def cost_spent(self) -> float:
+        """What the batch's items have cost so far (``--max-cost`` counts it)."""
+        return self.outcomes.cost_spent
 
     # -- thread-safe API -------------------------------------------------------------------
 
@@ -324,7 +306,7 @@ class BatchRunner:
     def _setup(self) -> None:
         durable = self.config.fsync
         self.store = store = ItemStore.open(self.batch.items_db, durable=durable)
-        self.results = ResultsLog(self.batch.results)
+        self.results = self.outcomes.results = ResultsLog(self.batch.results)
         if self.results.torn_bytes:
             self._warn(f"cut a torn last line ({self.results.torn_bytes} bytes) from results.jsonl")
         if not store.get_meta("enqueue_done"):
@@ -340,11 +322,11 @@ class BatchRunner:
             self._warn(f"adopted {adopted} results written just before the last crash (not redone)")
         self.counts = store.counts()
         if self.counts.complete:  # a new batch has spent nothing: skip two scans of the table
-            self.cost_spent, self._max_item_cost = store.cost_totals()
-        self._cost_known = self.counts.complete > 0
+            self.outcomes.cost_spent, self.outcomes.max_item_cost = store.cost_totals()
+        self.outcomes.cost_known = self.counts.complete > 0
         # Every complete item of a batch that had none when this run began completes in this
         # run: their durations are kept here for the report, instead of read back at the end.
-        self._durations = array.array("d") if self.counts.complete == 0 else None
+        self.outcomes.durations = array.array("d") if self.counts.complete == 0 else None
         self.rate.add(self.counts.finished)
 
         entry = HistoryEntry(
@@ -452,9 +434,8 @@ class BatchRunner:
         self.write_failure = exc
         self.halt_reason = f"disk full or not writable: {exc}"
         self.state = BatchState.STOPPING
-        self._durations = None  # completions may have been dropped: the report reads the store
+        self.outcomes.drop()  # completions may have been dropped: the report reads the store
         self.staging.clear()
-        self._lines.clear()
         self.dispatcher.take_retries()
         self.dispatcher.drop_buffer()
         if self.committer is not None:
@@ -485,6 +466,7 @@ class BatchRunner:
         drives the engine with a fake clock and a fake executor, without threads or sleeps.
         """
         self._now = now
+        self._real_time = wait is None
         self._handle_commands()
         if (self._stop.is_set() or self.halt_reason) and self.state != BatchState.STOPPING:
             self._enter_stopping()
@@ -504,19 +486,24 @@ class BatchRunner:
             if not self._inflight and self.dispatcher.idle:
                 return False
         self._watchdog(now)
-        if wait is None:  # the real loop: it slept, its clock moved
-            self._take_outcomes(self._next_wake(now))
-            self._now = time.monotonic()
-        else:
-            self._take_outcomes(wait)
+        self._take_outcomes(self._next_wake(now) if wait is None else wait, real_time=wait is None)
         self._maybe_commit()
         self._periodic()
         return True
 
-    def _take_outcomes(self, wait: float) -> None:
+    def _clock(self) -> float:
+        """Now: the real clock in a real run (an outcome may be taken in well after the turn
+        began), the turn's time when a test steps the loop."""
+        return time.monotonic() if self._real_time else self._now
+
+    def _take_outcomes(self, wait: float, real_time: bool = False) -> None:
         try:
             outcomes = self.completions.get(timeout=wait) if wait > 0 else self.completions.get_nowait()
         except queue.Empty:
+            outcomes = None
+        if real_time:  # the loop slept: its clock moved (a retry's backoff counts from now)
+            self._now = time.monotonic()
+        if outcomes is None:
             return
         if outcomes:
             self._on_outcomes(outcomes)
@@ -621,14 +608,16 @@ class BatchRunner:
         dispatcher = self.dispatcher
         budget = self.config.max_cost is not None
         if budget:
-            reason = dispatcher.budget_blocks(self.cost_spent, len(self._inflight), self._max_item_cost)
+            reason = dispatcher.budget_blocks(
+                self.outcomes.cost_spent, len(self._inflight), self.outcomes.max_item_cost
+            )
             if reason:
                 if not self._inflight:
                     self.halt_reason = reason
                 return
         workers = max(1, self.executor.workers)
         max_items = self.config.window or workers * 4 * dispatcher.chunk
-        if budget and not self._cost_known:
+        if budget and not self.outcomes.cost_known:
             max_items = 1  # no item finished yet: probe with one so the cap cannot be overrun
         room = max_items - len(self._inflight)
         if room <= 0:
@@ -639,7 +628,7 @@ class BatchRunner:
             dispatcher.chunk_size(self.counts.total),
             self._inflight,
             len(self._inflight),
-            (self.cost_spent, self._max_item_cost) if budget else None,
+            (self.outcomes.cost_spent, self.outcomes.max_item_cost) if budget else None,
         )
         if not taken.chunks:
             return
@@ -650,7 +639,7 @@ class BatchRunner:
         inflight, submit = self._inflight, self.executor.submit
         for chunk in taken.chunks:
             for item in chunk:
-                inflight[item.seq] = _Flight(item, now, started_at)
+                inflight[item.seq] = Flight(item, now, started_at)
             submit(chunk)
 
     def _next_pending(self, after: int, limit: int) -> list[tuple[int, str, str, str, int]]:
@@ -682,65 +671,12 @@ class BatchRunner:
         """Record outcomes as they arrive; with --max-failure-rate, one at a time, so the halt is
         decided at the very outcome that crosses the limit."""
         if self.config.max_failure_rate is None or self.halt_reason:
-            self._record(outcomes)
+            self.outcomes.record(outcomes)
             return
         for o in outcomes:
-            self._record([o])
+            self.outcomes.record([o])
             if not self.halt_reason:
                 self._check_failure_rate()
-
-    def _record(self, outcomes: list[Outcome]) -> None:
-        assert self.results is not None
-        if not outcomes:
-            return
-        avg = self.dispatcher.avg_item_s
-        if avg is None:
-            avg = max(1e-7, sum(o.duration for o in outcomes) / len(outcomes))
-        finished_at = now_iso()  # one timestamp per chunk: its items ended within ~20 ms
-        pop, kill_reasons = self._inflight.pop, self._kill_reasons
-        lines, rows = self._lines, self.staging.rows["complete"]
-        dumps, opt = orjson.dumps, orjson.OPT_NON_STR_KEYS
-        durations = self._durations
-        plain = 0
-        for o in outcomes:
-            flight = pop(o.seq, None)
-            if flight is None:
-                continue  # a late outcome of an item already handled (timed out, abandoned)
-            if o.error is not None or o.cost is not None or o.returned or (kill_reasons and o.seq in kill_reasons):
-                if o.returned:
-                    self._inflight[o.seq] = flight
-                    self._return_unstarted([o.seq])
-                    continue
-                avg = 0.9 * avg + 0.1 * o.duration
-                self._outcome(o, flight, finished_at)
-                continue
-            avg = 0.9 * avg + 0.1 * o.duration
-            # The common case inline (see _complete): a success with no cost, nothing to kill.
-            try:
-                result_json = dumps(o.result, option=opt)
-                line = dumps(_result_line(o, flight.item.key, finished_at), option=opt)
-            except TypeError:
-                self._complete(o, flight, finished_at)  # fails the item with the reason
-                continue
-            lines.append(line)
-            # Its attempt row is written by the store's trigger, from this same update.
-            rows.append((o.attempt, finished_at, o.duration, None, result_json.decode(), flight.started_at, o.seq))
-            if durations is not None:
-                durations.append(o.duration)
-            plain += 1
-        self.dispatcher.note_duration(avg)
-        if plain:
-            self._cost_known = True
-            self.staging.staged += plain
-            if self.staging.first is None:
-                self.staging.first = self._now
-            delta = self.staging.delta
-            delta["processing"] -= plain
-            delta["complete"] += plain
-        if lines:
-            # One write for the chunk's lines: each whole and newline-terminated.
-            self.results.append(b"\n".join(lines))
-            lines.clear()
 
     def _check_failure_rate(self) -> None:
         """The failure-rate policy, decided as outcomes arrive (not when they are committed)."""
@@ -770,151 +706,6 @@ class BatchRunner:
             self.staging.delta["processing"] -= returned
             self.staging.delta["pending"] += returned
             self._reset_scan()
-
-    def _outcome(self, o: Outcome, flight: _Flight, finished_at: str) -> None:
-        """One outcome off the common path: killed (stop, skip, timeout), failed, or with a cost."""
-        reason = self._kill_reasons.pop(o.seq, None)
-        if reason == "stop":
-            self.staging.add(
-                "attempt",
-                (
-                    o.seq,
-                    o.attempt,
-                    "interrupted",
-                    flight.started_at,
-                    finished_at,
-                    o.duration,
-                    None,
-                    None,
-                    "stopped by operator",
-                    None,
-                ),
-            )
-            self.staging.add("requeue", (o.seq,))
-            self.staging.delta["processing"] -= 1
-            self.staging.delta["pending"] += 1
-            return
-        if reason == "skip":
-            self.staging.add(
-                "attempt",
-                (
-                    o.seq,
-                    o.attempt,
-                    "skipped",
-                    flight.started_at,
-                    finished_at,
-                    o.duration,
-                    None,
-                    None,
-                    "skipped while running",
-                    None,
-                ),
-            )
-            self.staging.add("skip", ("skipped while running", finished_at, o.seq))
-            self.staging.delta["processing"] -= 1
-            self.staging.delta["skipped"] += 1
-            return
-        if reason == "timeout" and (o.error is None or o.error.category != "timeout"):
-            o.error = classify(ItemTimeout(self.config.timeout or 0))
-        if o.error is None:
-            self._complete(o, flight, finished_at)
-        else:
-            self._failed(o, flight, finished_at, o.error)
-
-    def _complete(self, o: Outcome, flight: _Flight, finished_at: str) -> None:
-        assert self.results is not None
-        line = _result_line(o, flight.item.key, finished_at)
-        self._cost_known = True
-        if o.cost is not None:
-            line["cost"] = o.cost
-            self.cost_spent += o.cost
-            self._max_item_cost = max(self._max_item_cost, o.cost)
-        try:
-            result_json = orjson.dumps(o.result, option=orjson.OPT_NON_STR_KEYS).decode()
-            raw = orjson.dumps(line, option=orjson.OPT_NON_STR_KEYS)
-        except TypeError as exc:
-            self._failed(o, flight, finished_at, classify(TypeError(f"result is not JSON-serializable: {exc}")))
-            return
-        self._lines.append(raw)
-        if self._durations is not None:
-            self._durations.append(o.duration)
-        # Its attempt row is written by the store's trigger, from this same update.
-        self.staging.add(
-            "complete", (o.attempt, finished_at, o.duration, o.cost, result_json, flight.started_at, o.seq)
-        )
-        self.staging.delta["processing"] -= 1
-        self.staging.delta["complete"] += 1
-
-    def _failed(self, o: Outcome, flight: _Flight, finished_at: str, err: ErrorInfo) -> None:
-        self.staging.add(
-            "attempt",
-            (
-                o.seq,
-                o.attempt,
-                "failed",
-                flight.started_at,
-                finished_at,
-                o.duration,
-                err.error_type,
-                err.category,
-                err.message,
-                err.detail,
-            ),
-        )
-        self._recent.append(
-            RecentError(
-                seq=o.seq,
-                key=flight.item.key,
-                error_type=err.error_type,
-                category=err.category,
-                message=err.message,
-                at=finished_at,
-                attempt=o.attempt,
-            )
-        )
-        fields = (
-            o.attempt,
-            err.error_type,
-            err.category,
-            err.message,
-            err.detail,
-            normalize_message(err.message),
-            finished_at,
-            o.duration,
-        )
-        if err.category == "fatal":
-            # The cause is outside the item (an expired key...): the item goes back to pending
-            # so a resume after the fix runs it again.
-            self.staging.add("pending_with_error", (*fields, flight.started_at, o.seq))
-            self.staging.delta["processing"] -= 1
-            self.staging.delta["pending"] += 1
-            self._halt(f"fatal error on item {o.seq}: {err.error_type}: {err.message}")
-            return
-        if err.retryable and o.attempt < self.config.max_attempts and (self._stop.is_set() or self.halt_reason):
-            # Stopping: a retryable failure is not the item's verdict. Back to pending (the error
-            # kept); the resume retries it.
-            self.staging.add("pending_with_error", (*fields, flight.started_at, o.seq))
-            self.staging.delta["processing"] -= 1
-            self.staging.delta["pending"] += 1
-            return
-        if err.retryable and o.attempt < self.config.max_attempts:
-            self.staging.add("retrying", (*fields, flight.started_at, o.seq))
-            delay = self.backoff.delay(o.attempt)
-            item = flight.item
-            retry_item = Item(
-                seq=item.seq,
-                key=item.key,
-                data=item.data,
-                attempt=o.attempt + 1,
-                batch_dir=item.batch_dir,
-                kind=item.kind,
-            )
-            self.dispatcher.schedule_retry(retry_item, self._now + delay)
-            return
-        self.staging.add("failed", (*fields, flight.started_at, o.seq))
-        self.staging.delta["processing"] -= 1
-        self.staging.delta["failed"] += 1
-        self._errors_dirty = True
 
     # -- commits ---------------------------------------------------------------------------
 
@@ -1002,7 +793,7 @@ class BatchRunner:
             self.counts.pending += len(changed)
             if changed:
                 self._reset_scan()
-                self._errors_dirty = True
+                self.outcomes.errors_dirty = True
             return f"{len(changed)} failed items back to pending"
         raise ValueError(f"unknown op {cmd.op}")
 
@@ -1066,11 +857,15 @@ class BatchRunner:
 
     def _refresh_errors(self, force: bool = False) -> None:
         now = time.monotonic()
-        if self.store is None or not (self._errors_dirty or force) or (now - self._errors_stamp < 1.0 and not force):
+        if (
+            self.store is None
+            or not (self.outcomes.errors_dirty or force)
+            or (now - self._errors_stamp < 1.0 and not force)
+        ):
             return
         self._error_groups = self.store.error_groups(10)
         self._errors_by_type = self.store.errors_by("error_type")
-        self._errors_dirty = False
+        self.outcomes.errors_dirty = False
         self._errors_stamp = now
 
     def live(self) -> LiveProgress:
@@ -1106,10 +901,10 @@ class BatchRunner:
             elapsed_s=round(time.monotonic() - self._t0, 2),
             in_flight=in_flight,
             memory=mem,
-            cost=Cost(spent=round(self.cost_spent, 6), budget=self.config.max_cost),
+            cost=Cost(spent=round(self.outcomes.cost_spent, 6), budget=self.config.max_cost),
             errors_by_type=self._errors_by_type,
             error_groups=self._error_groups,
-            recent_errors=list(self._recent),
+            recent_errors=list(self.outcomes.recent),
             paused=self.paused,
             workers=self.executor.workers if self.executor else self.config.workers,
             control_ack=self.control.last_ack,
@@ -1163,7 +958,7 @@ class BatchRunner:
         self.manifest = self.manifest.model_copy(update={"ended_at": ended, "history": history})
         # Each final file on its own: on a full disk, write whatever still fits.
         self._best_effort(self._write_manifest)
-        self._errors_dirty = True
+        self.outcomes.errors_dirty = True
         self._best_effort(lambda: self._refresh_errors(force=True))
         self._best_effort(lambda: self._write_live(force=True))
         report = self._report(ended)
@@ -1184,65 +979,27 @@ class BatchRunner:
 
     def _report(self, ended: str) -> Report:
         assert self.store is not None
-        durations = sorted(self._durations) if self._durations is not None else self.store.durations()
-        stats = DurationStats()
-        if durations:
-            n = len(durations)
-
-            def pct(p: float) -> float:
-                return round(durations[min(n - 1, int(p * n))], 6)
-
-            stats = DurationStats(
-                count=n,
-                mean=round(sum(durations) / n, 6),
-                p50=pct(0.5),
-                p90=pct(0.9),
-                p99=pct(0.99),
-                max=round(durations[-1], 6),
-            )
-        start = self.manifest.started_at or self._started_at
-        duration = max(0.0, parse_iso(ended) - parse_iso(start))
-        run_time = time.monotonic() - self._t0
-        c = self.counts
-        done = c.complete + c.failed
-        return Report(
-            batch_id=self.batch.batch_id,
-            name=self.manifest.name,
+        durations = sorted(self.outcomes.durations) if self.outcomes.durations is not None else self.store.durations()
+        return build_report(
+            self.batch,
+            self.manifest,
+            self.store,
             state=self.state,
             halt_reason=self.halt_reason,
-            started_at=start,
+            started_at=self.manifest.started_at or self._started_at,
             ended_at=ended,
-            duration_s=round(duration, 3),
-            totals=c.model_copy(),
-            duplicates_dropped=self.manifest.duplicates_dropped,
-            success_rate=round(c.complete / done, 6) if done else 1.0,
-            items_per_s=round(c.finished / run_time, 3) if run_time > 0 else 0.0,
-            durations=stats,
+            run_time=time.monotonic() - self._t0,
+            counts=self.counts,
+            durations=durations,
             peak_memory_mb=self.memory.peak_mb,
-            cost_spent=round(self.cost_spent, 6),
-            errors_by_type=self.store.errors_by("error_type"),
-            errors_by_category=self.store.errors_by("error_category"),
-            error_groups=self.store.error_groups(50),
-            config=self.config.model_dump(mode="json"),
-            resume_command=None if self.state == BatchState.FINISHED else resume_command(self.batch),
+            cost_spent=self.outcomes.cost_spent,
+            config=self.config,
         )
 
     def _run_hook(self, command: str, report: Report) -> None:
-        try:
-            proc = subprocess.run(
-                ["/bin/sh", "-c", command],
-                check=False,
-                input=dumps(report.model_dump(mode="json")),
-                capture_output=True,
-                timeout=60,
-                cwd=self.spec.cwd if os.path.isdir(self.spec.cwd) else None,
-                env={**os.environ, "BATCHTUI_BATCH_DIR": str(self.batch.path), "BATCHTUI_STATE": self.state.value},
-            )
-            if proc.returncode != 0:
-                tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
-                self._warn(f"--on-finish exited {proc.returncode}: {tail[0]}")
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            self._warn(f"--on-finish failed: {exc}")
+        warning = run_hook(command, report, self.batch, cwd=self.spec.cwd)
+        if warning:
+            self._warn(warning)
 
 
 def load_manifest(batch: BatchDir) -> Manifest:

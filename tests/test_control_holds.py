@@ -18,6 +18,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.control import append_command, new_command, wait_for_ack
+
 from .conftest import CLI, cli_env, only_batch
 
 PROCS = Path(__file__).with_name("procs.py")
@@ -154,9 +157,13 @@ def test_pause_starts_nothing_more(tmp_path: Path, out_dir: Path, run_cli) -> No
     try:
         wait_until(lambda: len(starts(log)) >= 3)
         batch = only_batch(out_dir)
+        bdir = BatchDir(batch)
+        cmd = new_command("pause")
+        append_command(bdir, cmd)
+        assert wait_for_ack(bdir, cmd.id, timeout=20) is not None
+        # Acknowledged: what started by now is in the log, or began and has not logged yet
+        # (at most one per worker): nothing else may start.
         before = len(starts(log))
-        paused = run_cli(["pause", batch.name])
-        assert paused.returncode == 0, paused.stderr
         # The items running when the pause took effect end; then nothing runs. A stop ends the
         # engine (and every worker with it): what the log holds then is all that ever started.
         wait_until(lambda: orjson.loads((batch / "live_progress.json").read_bytes())["counts"]["processing"] == 0)

@@ -1,0 +1,302 @@
+"""Outcomes in: each attempt's outcome becomes staged rows, a results.jsonl line, a retry.
+
+The runner hands every report of its workers to :meth:`OutcomeRecorder.record`. A success is
+appended to results.jsonl at once (before the group commit that marks it complete); a failure
+is classified by its category (retried with backoff, failed, or fatal: the batch halts); an
+item killed by the engine is recorded by why it was killed (stop: back to pending; skip:
+skipped; timeout: a timeout failure). The recorder keeps what the report and the views need
+of these outcomes: costs, durations, the recent errors.
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from .batchdir import now_iso
+from .config import BatchConfig
+from .dispatch import Dispatcher
+from .errors import ErrorInfo, ItemTimeout, classify, normalize_message
+from .executors import Outcome
+from .files import ResultsLog
+from .models import RecentError
+from .policy import Backoff
+from .processors import Item
+from .staging import Staging
+
+RECENT_ERRORS: Final = 20
+
+
+@dataclass(slots=True)
+class Flight:
+    """An item handed out: what was sent, and when (the loop's clock, and as written)."""
+
+    item: Item
+    started: float
+    started_at: str
+    marked: bool = False  # its 'processing' status is in the store
+
+
+def result_line(o: Outcome, key: str, finished_at: str) -> dict[str, Any]:
+    """One line of results.jsonl (a "cost" is added by the caller when the item has one)."""
+    return {
+        "seq": o.seq,
+        "key": key,
+        "result": o.result,
+        "attempts": o.attempt,
+        "duration_s": round(o.duration, 6),
+        "finished_at": finished_at,
+    }
+
+
+class OutcomeRecorder:
+    """Turns outcomes into staged changes (see the module docstring).
+
+    ``inflight`` and ``kill_reasons`` are the runner's own maps (an outcome takes its item out
+    of flight); ``on_halt`` and ``on_returned`` are the runner's reactions to a fatal error and
+    to an item given back unstarted; ``stopping`` says whether a stop or halt is under way (a
+    retryable failure then goes back to pending instead of waiting out a backoff).
+    """
+
+    def __init__(
+        self,
+        config: BatchConfig,
+        staging: Staging,
+        dispatcher: Dispatcher,
+        inflight: dict[int, Flight],
+        kill_reasons: dict[int, str],
+        *,
+        on_halt: Callable[[str], None],
+        on_returned: Callable[[list[int]], None],
+        stopping: Callable[[], bool],
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.staging = staging
+        self.dispatcher = dispatcher
+        self.inflight = inflight
+        self.kill_reasons = kill_reasons
+        self.backoff = Backoff(config.backoff, config.backoff_max)
+        self._on_halt = on_halt
+        self._on_returned = on_returned
+        self._stopping = stopping
+        self._clock = clock
+        self.results: ResultsLog | None = None
+        self._lines: list[bytes] = []
+        self.cost_spent = 0.0
+        self.max_item_cost = 0.0
+        self.cost_known = False  # an item finished: its cost (or none) is known
+        # The durations of this run's completions, for the report; None when the batch had
+        # completions before this run (the report then reads them all from the store).
+        self.durations: array.array[float] | None = None
+        self.recent: collections.deque[RecentError] = collections.deque(maxlen=RECENT_ERRORS)
+        self.errors_dirty = True
+
+    def drop(self) -> None:
+        """The disk is full: lines not yet written are dropped with the staged changes."""
+        self._lines.clear()
+        self.durations = None
+
+    def record(self, outcomes: list[Outcome]) -> None:
+        """Stage the outcomes of one report; complete ones go to results.jsonl at once."""
+        assert self.results is not None
+        if not outcomes:
+            return
+        avg = self.dispatcher.avg_item_s
+        if avg is None:
+            avg = max(1e-7, sum(o.duration for o in outcomes) / len(outcomes))
+        finished_at = now_iso()  # one timestamp per chunk: its items ended within ~20 ms
+        pop, kill_reasons = self.inflight.pop, self.kill_reasons
+        lines, rows = self._lines, self.staging.rows["complete"]
+        dumps, opt = orjson.dumps, orjson.OPT_NON_STR_KEYS
+        durations = self.durations
+        plain = 0
+        for o in outcomes:
+            flight = pop(o.seq, None)
+            if flight is None:
+                continue  # a late outcome of an item already handled (timed out, abandoned)
+            if o.error is not None or o.cost is not None or o.returned or (kill_reasons and o.seq in kill_reasons):
+                if o.returned:
+                    self.inflight[o.seq] = flight
+                    self._on_returned([o.seq])
+                    continue
+                avg = 0.9 * avg + 0.1 * o.duration
+                self._outcome(o, flight, finished_at)
+                continue
+            avg = 0.9 * avg + 0.1 * o.duration
+            # The common case inline (see _complete): a success with no cost, nothing to kill.
+            try:
+                result_json = dumps(o.result, option=opt)
+                line = dumps(result_line(o, flight.item.key, finished_at), option=opt)
+            except TypeError:
+                self._complete(o, flight, finished_at)  # fails the item with the reason
+                continue
+            lines.append(line)
+            # Its attempt row is written by the store's trigger, from this same update.
+            rows.append((o.attempt, finished_at, o.duration, None, result_json.decode(), flight.started_at, o.seq))
+            if durations is not None:
+                durations.append(o.duration)
+            plain += 1
+        self.dispatcher.note_duration(avg)
+        if plain:
+            self.cost_known = True
+            self.staging.staged += plain
+            if self.staging.first is None:
+                self.staging.first = self._clock()
+            delta = self.staging.delta
+            delta["processing"] -= plain
+            delta["complete"] += plain
+        if lines:
+            # One write for the chunk's lines: each whole and newline-terminated.
+            self.results.append(b"\n".join(lines))
+            lines.clear()
+
+    def _outcome(self, o: Outcome, flight: Flight, finished_at: str) -> None:
+        """One outcome off the common path: killed (stop, skip, timeout), failed, or with a cost."""
+        reason = self.kill_reasons.pop(o.seq, None)
+        if reason == "stop":
+            self.staging.add(
+                "attempt",
+                (
+                    o.seq,
+                    o.attempt,
+                    "interrupted",
+                    flight.started_at,
+                    finished_at,
+                    o.duration,
+                    None,
+                    None,
+                    "stopped by operator",
+                    None,
+                ),
+            )
+            self.staging.add("requeue", (o.seq,))
+            self.staging.delta["processing"] -= 1
+            self.staging.delta["pending"] += 1
+            return
+        if reason == "skip":
+            self.staging.add(
+                "attempt",
+                (
+                    o.seq,
+                    o.attempt,
+                    "skipped",
+                    flight.started_at,
+                    finished_at,
+                    o.duration,
+                    None,
+                    None,
+                    "skipped while running",
+                    None,
+                ),
+            )
+            self.staging.add("skip", ("skipped while running", finished_at, o.seq))
+            self.staging.delta["processing"] -= 1
+            self.staging.delta["skipped"] += 1
+            return
+        if reason == "timeout" and (o.error is None or o.error.category != "timeout"):
+            o.error = classify(ItemTimeout(self.config.timeout or 0))
+        if o.error is None:
+            self._complete(o, flight, finished_at)
+        else:
+            self._failed(o, flight, finished_at, o.error)
+
+    def _complete(self, o: Outcome, flight: Flight, finished_at: str) -> None:
+        assert self.results is not None
+        line = result_line(o, flight.item.key, finished_at)
+        self.cost_known = True
+        if o.cost is not None:
+            line["cost"] = o.cost
+            self.cost_spent += o.cost
+            self.max_item_cost = max(self.max_item_cost, o.cost)
+        try:
+            result_json = orjson.dumps(o.result, option=orjson.OPT_NON_STR_KEYS).decode()
+            raw = orjson.dumps(line, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError as exc:
+            self._failed(o, flight, finished_at, classify(TypeError(f"result is not JSON-serializable: {exc}")))
+            return
+        self._lines.append(raw)
+        if self.durations is not None:
+            self.durations.append(o.duration)
+        # Its attempt row is written by the store's trigger, from this same update.
+        self.staging.add(
+            "complete", (o.attempt, finished_at, o.duration, o.cost, result_json, flight.started_at, o.seq)
+        )
+        self.staging.delta["processing"] -= 1
+        self.staging.delta["complete"] += 1
+
+    def _failed(self, o: Outcome, flight: Flight, finished_at: str, err: ErrorInfo) -> None:
+        self.staging.add(
+            "attempt",
+            (
+                o.seq,
+                o.attempt,
+                "failed",
+                flight.started_at,
+                finished_at,
+                o.duration,
+                err.error_type,
+                err.category,
+                err.message,
+                err.detail,
+            ),
+        )
+        self.recent.append(
+            RecentError(
+                seq=o.seq,
+                key=flight.item.key,
+                error_type=err.error_type,
+                category=err.category,
+                message=err.message,
+                at=finished_at,
+                attempt=o.attempt,
+            )
+        )
+        fields = (
+            o.attempt,
+            err.error_type,
+            err.category,
+            err.message,
+            err.detail,
+            normalize_message(err.message),
+            finished_at,
+            o.duration,
+        )
+        if err.category == "fatal":
+            # The cause is outside the item (an expired key...): the item goes back to pending
+            # so a resume after the fix runs it again.
+            self.staging.add("pending_with_error", (*fields, flight.started_at, o.seq))
+            self.staging.delta["processing"] -= 1
+            self.staging.delta["pending"] += 1
+            self._on_halt(f"fatal error on item {o.seq}: {err.error_type}: {err.message}")
+            return
+        if err.retryable and o.attempt < self.config.max_attempts and self._stopping():
+            # Stopping: a retryable failure is not the item's verdict. Back to pending (the error
+            # kept); the resume retries it.
+            self.staging.add("pending_with_error", (*fields, flight.started_at, o.seq))
+            self.staging.delta["processing"] -= 1
+            self.staging.delta["pending"] += 1
+            return
+        if err.retryable and o.attempt < self.config.max_attempts:
+            self.staging.add("retrying", (*fields, flight.started_at, o.seq))
+            delay = self.backoff.delay(o.attempt)
+            item = flight.item
+            retry_item = Item(
+                seq=item.seq,
+                key=item.key,
+                data=item.data,
+                attempt=o.attempt + 1,
+                batch_dir=item.batch_dir,
+                kind=item.kind,
+            )
+            self.dispatcher.schedule_retry(retry_item, self._clock() + delay)
+            return
+        self.staging.add("failed", (*fields, flight.started_at, o.seq))
+        self.staging.delta["processing"] -= 1
+        self.staging.delta["failed"] += 1
+        self.errors_dirty = True

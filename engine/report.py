@@ -1,0 +1,95 @@
+"""report.json: the final report of a run, and the ``--on-finish`` hook that receives it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+
+from .batchdir import BatchDir, parse_iso, resume_command
+from .config import BatchConfig
+from .files import dumps
+from .models import BatchState, Counts, DurationStats, Manifest, Report
+from .store import ItemStore
+
+
+def duration_stats(durations: Sequence[float]) -> DurationStats:
+    """Mean and percentiles of item durations (``durations`` sorted ascending)."""
+    if not durations:
+        return DurationStats()
+    n = len(durations)
+
+    def pct(p: float) -> float:
+        return round(durations[min(n - 1, int(p * n))], 6)
+
+    return DurationStats(
+        count=n,
+        mean=round(sum(durations) / n, 6),
+        p50=pct(0.5),
+        p90=pct(0.9),
+        p99=pct(0.99),
+        max=round(durations[-1], 6),
+    )
+
+
+def build_report(
+    batch: BatchDir,
+    manifest: Manifest,
+    store: ItemStore,
+    *,
+    state: BatchState,
+    halt_reason: str | None,
+    started_at: str,
+    ended_at: str,
+    run_time: float,
+    counts: Counts,
+    durations: Sequence[float],
+    peak_memory_mb: float,
+    cost_spent: float,
+    config: BatchConfig,
+) -> Report:
+    """The report of a run that ended in ``state`` (errors read from the store)."""
+    duration = max(0.0, parse_iso(ended_at) - parse_iso(started_at))
+    done = counts.complete + counts.failed
+    return Report(
+        batch_id=batch.batch_id,
+        name=manifest.name,
+        state=state,
+        halt_reason=halt_reason,
+        started_at=started_at,
+        ended_at=ended_at,
+        duration_s=round(duration, 3),
+        totals=counts.model_copy(),
+        duplicates_dropped=manifest.duplicates_dropped,
+        success_rate=round(counts.complete / done, 6) if done else 1.0,
+        items_per_s=round(counts.finished / run_time, 3) if run_time > 0 else 0.0,
+        durations=duration_stats(durations),
+        peak_memory_mb=peak_memory_mb,
+        cost_spent=round(cost_spent, 6),
+        errors_by_type=store.errors_by("error_type"),
+        errors_by_category=store.errors_by("error_category"),
+        error_groups=store.error_groups(50),
+        config=config.model_dump(mode="json"),
+        resume_command=None if state == BatchState.FINISHED else resume_command(batch),
+    )
+
+
+def run_hook(command: str, report: Report, batch: BatchDir, *, cwd: str) -> str | None:
+    """Run ``--on-finish`` with the report as JSON on stdin; a warning when it failed (never
+    raises: a hook is the user's, and the batch has ended either way)."""
+    try:
+        proc = subprocess.run(
+            ["/bin/sh", "-c", command],
+            check=False,
+            input=dumps(report.model_dump(mode="json")),
+            capture_output=True,
+            timeout=60,
+            cwd=cwd if os.path.isdir(cwd) else None,
+            env={**os.environ, "BATCHTUI_BATCH_DIR": str(batch.path), "BATCHTUI_STATE": report.state.value},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"--on-finish failed: {exc}"
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        return f"--on-finish exited {proc.returncode}: {tail[0]}"
+    return None
