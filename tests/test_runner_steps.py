@@ -22,7 +22,7 @@ from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import ErrorInfo
 from batchtui.engine.executors import CompletionQueue, Outcome, _HandoffExecutor
 from batchtui.engine.handoff import QUEUED, RUNNING
-from batchtui.engine.models import BatchState
+from batchtui.engine.models import BatchState, Memory
 from batchtui.engine.processors import ProcessorSpec, python_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
@@ -258,3 +258,36 @@ def test_budget_holds_items_to_the_cap(make_runner: Any) -> None:
     result = runner.finish()
     assert result.state == BatchState.HALTED and "max-cost" in (result.halt_reason or "")
     assert runner.cost_spent <= 3.0
+
+
+class FakeMemory:
+    """A memory monitor whose reading the test sets."""
+
+    def __init__(self) -> None:
+        self.mb = 10.0
+        self.peak_mb = 10.0
+
+    def sample(self, force: bool = False) -> Memory:
+        return Memory(rss_mb=self.mb, peak_rss_mb=self.peak_mb, children_rss_mb=0.0)
+
+
+def test_memory_hold_takes_back_queued_work_and_goes_on_when_under(make_runner: Any) -> None:
+    runner, ex = make_runner(40, workers=2, memory_limit_mb=100)
+    memory = runner.memory = FakeMemory()  # type: ignore[assignment]
+    t = time.monotonic()
+    runner.step(t)
+    running = ex.begin(2)
+    assert ex.queued() == 6
+    memory.mb = 150.0
+    runner.step(t + 1)
+    assert ex.queued() == 0 and set(runner._inflight) == set(running)
+    assert any("over --memory-limit-mb" in w for w in runner.warnings)
+    for seq in running:
+        ex.end(seq)
+    for k in range(2, 10):
+        runner.step(t + k)
+        assert ex.queued() == 0 and ex.begin(1) == []
+    memory.mb = 50.0
+    runner.step(t + 20)
+    assert ex.queued() == 8
+    assert ex.begin(8) == list(range(2, 10))  # the items held back run next, in order
