@@ -223,7 +223,8 @@ class BatchRunner:
     # -- thread-safe API -------------------------------------------------------------------
 
     def request_stop(self, reason: str = "stop requested", grace: float | None = None) -> None:
-        """Graceful stop: no new dispatch, in-flight items get ``grace`` seconds, then killed.
+        """Graceful stop: nothing more starts (work handed out and not started is taken back),
+        running items get ``grace`` seconds, then are killed.
 
         ``grace`` shortens the configured grace period (a hand-off to another engine).
         """
@@ -775,7 +776,9 @@ class BatchRunner:
             return "running"
         if cmd.op == "stop":
             self.request_stop(f"stop command {cmd.id}")
-            return f"stopping; in-flight items get {self.config.grace:g}s"
+            grace = self.config.grace
+            limit = "all the time they need" if grace == float("inf") else f"{grace:g}s"
+            return f"stopping: nothing more starts; running items get {limit} to finish"
         if cmd.op == "set_workers":
             n = int(cmd.value)
             if not 1 <= n <= 4096:
