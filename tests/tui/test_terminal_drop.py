@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -75,9 +76,10 @@ def _drop_round(tmp: Path, r: Round, sshd: object = None) -> None:
     try:
         if r.drop == "ssh-kill9":
             assert sshd is not None
-            settings = [f"{k}={v}" for k, v in env.items() if k.startswith(("BATCHTUI_", "XDG_")) or k == "PYTHONPATH"]
+            passed = {k: v for k, v in env.items() if k.startswith(("BATCHTUI_", "XDG_")) or k == "PYTHONPATH"}
+            settings = [f"{k}={shlex.quote(v)}" for k, v in passed.items()]
             remote = " ".join(
-                [f"cd {tmp} &&", *settings, "TERM=xterm-256color TEXTUAL_ANIMATIONS=none", *_argv(r, items)]
+                [f"cd {shlex.quote(str(tmp))} &&", *settings, "TERM=xterm-256color", shlex.join(_argv(r, items))]
             )
             ssh = subprocess.Popen(
                 sshd.argv(remote),  # type: ignore[attr-defined]
