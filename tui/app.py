@@ -209,7 +209,7 @@ class BatchtuiApp(App[int]):
             runner = BatchRunner(BatchDir(path), action="resume")
             # Taken here, not in the engine's thread: a batch another engine runs is said at
             # once, and its dashboard never says it runs in this app.
-            runner.lock.acquire()
+            runner.lock.acquire(wait=0.2)
         except Exception as exc:
             self.notify(clean(f"cannot resume: {exc}"), severity="error")
             return

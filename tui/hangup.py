@@ -20,6 +20,7 @@ notices it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import select
 import signal
@@ -83,7 +84,9 @@ class TerminalWatch:
         self.fd = terminal_fd() if fd is None else fd
         self.reason: str | None = None
         self.done = threading.Event()  # set when on_gone has returned
-        self._lock = threading.Lock()
+        # next() on a count is one C call: the first caller wins even when a second signal's
+        # handler interrupts the first one's (a lock held by the main thread would deadlock).
+        self._calls = itertools.count()
         self._stop = threading.Event()
         self._old: dict[int, Any] = {}
         self._poller: threading.Thread | None = None
@@ -112,10 +115,9 @@ class TerminalWatch:
 
     def trigger(self, reason: str) -> bool:
         """Run ``on_gone(reason)`` on a new thread, the first time only; True if this call did."""
-        with self._lock:
-            if self.reason is not None:
-                return False
-            self.reason = reason
+        if next(self._calls):
+            return False
+        self.reason = reason
         # Not a daemon: an interpreter that is shutting down waits for the hand-off to finish.
         threading.Thread(target=self._run, args=(reason,), name="batchtui-terminal-gone").start()
         return True
