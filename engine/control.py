@@ -102,10 +102,12 @@ def unacked_message(
             f"{what} not acknowledged (engine not responding for {fmt_age(status.silent_s)}):"
             f" {status.explain()}; it did not acknowledge within {waited:g}s"
         )
-    return (
-        f"{head}. The command is queued in {batch.control} and is applied when the engine reads it"
-        f" (if this engine ends first, it is {later})"
+    end = (
+        "or, if this engine ends first, when the batch is next resumed"
+        if op in ("skip", "retry")
+        else "dropped if this engine ends first"
     )
+    return f"{head}. The command is queued in {batch.control} and applies when the engine reads it ({end})"
 
 
 class ControlReader:
