@@ -16,6 +16,7 @@ import os
 import secrets
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -132,6 +133,7 @@ class ControlReader:
         self._seen: tuple[int, int, int, int] | None = None  # dev, ino, size, mtime at the last read
         self._tail = b""  # the bytes just before ``_tail_at``: what was consumed last
         self._tail_at = -1
+        self._tail_sum: tuple[int, int] | None = None  # (length, crc32) of a tail handed to seek()
         try:
             with path.open("rb") as fh:
                 st = os.fstat(fh.fileno())
@@ -145,9 +147,19 @@ class ControlReader:
 
     @property
     def identity(self) -> str | None:
-        """``"dev:ino"`` of the file the offset refers to (None before the file existed), for
-        an engine to store beside the offset and hand to :meth:`seek` on resume."""
-        return None if self._ident is None else f"{self._ident[0]}:{self._ident[1]}"
+        """The file the offset refers to, as a token (None before the file existed) for an
+        engine to store beside the offset and hand to :meth:`seek` on resume:
+        ``dev:ino:length:crc32`` of the bytes consumed last. The checksum tells a new file that
+        got the freed inode number (common on ext4) from the one that was read."""
+        if self._ident is None:
+            return None
+        token = f"{self._ident[0]}:{self._ident[1]}"
+        if self._tail_at == self.offset:
+            if self._tail:
+                token += f":{len(self._tail)}:{zlib.crc32(self._tail):08x}"
+            elif self._tail_sum is not None:  # handed over by seek(), nothing read since
+                token += f":{self._tail_sum[0]}:{self._tail_sum[1]:08x}"
+        return token
 
     def seek(self, offset: int, identity: str | None = None) -> None:
         """Continue from ``offset``, where a previous reader of the same file stopped.
@@ -158,9 +170,11 @@ class ControlReader:
         """
         self.offset = max(0, offset)
         self._seen = None
-        self._tail, self._tail_at = b"", -1
+        self._tail, self._tail_at, self._tail_sum = b"", -1, None
         if identity is not None:
-            self._ident = _parse_identity(identity)
+            self._ident, self._tail_sum = _parse_identity(identity)
+            if self._tail_sum is not None:
+                self._tail_at = self.offset
 
     def changed(self) -> bool:
         """Whether control.jsonl may hold something unread: a cheap ``stat``, for the loop."""
@@ -214,10 +228,14 @@ class ControlReader:
         if self._tail_at == self.offset and self._tail:
             start = self.offset - len(self._tail)
             return os.pread(fh.fileno(), len(self._tail), start) == self._tail
+        if self._tail_at == self.offset and self._tail_sum is not None:
+            length, crc = self._tail_sum
+            return length <= self.offset and zlib.crc32(os.pread(fh.fileno(), length, self.offset - length)) == crc
         # An offset handed over by seek(): it must end a line of this file.
         return os.pread(fh.fileno(), 1, self.offset - 1) == b"\n"
 
     def _set_tail(self, consumed: bytes) -> None:
+        self._tail_sum = None
         if len(consumed) >= self.TAIL:
             self._tail = consumed[-self.TAIL :]
         else:
@@ -226,17 +244,23 @@ class ControlReader:
         self._tail_at = self.offset
 
     def _remember_tail(self, fh: BinaryIO) -> None:
+        self._tail_sum = None
         start = max(0, self.offset - self.TAIL)
         self._tail = os.pread(fh.fileno(), self.offset - start, start)
         self._tail_at = self.offset
 
 
-def _parse_identity(text: str) -> tuple[int, int] | None:
-    dev, _, ino = text.partition(":")
+def _parse_identity(text: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """``dev:ino[:length:crc32]`` -> ((dev, ino), (length, crc32)); None for what is missing."""
+    parts = text.split(":")
     try:
-        return int(dev), int(ino)
-    except ValueError:
-        return None
+        ident = (int(parts[0]), int(parts[1]))
+    except (IndexError, ValueError):
+        return None, None
+    try:
+        return ident, (int(parts[2]), int(parts[3], 16))
+    except (IndexError, ValueError):
+        return ident, None
 
 
 class ControlWatcher:

@@ -362,3 +362,39 @@ def test_a_control_file_replaced_between_engines_is_read_from_its_start(
         assert db.execute("SELECT status FROM items WHERE seq=150").fetchone()[0] == "skipped"
     finally:
         db.close()
+
+
+def test_reader_seek_tells_a_new_file_on_the_same_inode(tmp_path: Path) -> None:
+    # A file replaced between engines may get the freed inode number back (ext4 does this
+    # often): the identity also carries a checksum of the bytes read last.
+    bdir = BatchDir(tmp_path)
+    first = ControlReader(bdir.control)
+    for _ in range(3):
+        append_command(bdir, new_command("pause"))
+    assert len(_ops(first)) == 3
+    offset, identity = first.offset, first.identity
+    assert identity is not None and identity.count(":") == 3
+    ino = bdir.control.stat().st_ino
+    # Rewritten in place to the same length, its last line ending where the old offset was.
+    skip = orjson.dumps({"id": "feedfacecafe", "ts": now_iso(), "op": "skip", "seqs": [1]})
+    with bdir.control.open("r+b") as fh:
+        fh.truncate(0)
+        fh.write(skip + b" " * (offset - len(skip) - 1) + b"\n")
+    assert bdir.control.stat().st_ino == ino and bdir.control.stat().st_size == offset
+    second = ControlReader(bdir.control)
+    second.seek(offset, identity)
+    assert _ops(second) == ["skip"]
+    assert second.identity is not None and second.identity != identity
+
+    # The same file, untouched: the place is kept, and handed on unchanged with nothing read.
+    third = ControlReader(bdir.control)
+    third.seek(second.offset, second.identity)
+    assert third.identity == second.identity
+    assert _ops(third) == []
+    append_command(bdir, new_command("stop"))
+    assert _ops(third) == ["stop"]
+    # A token from before the checksum was kept still works.
+    old_style = ControlReader(bdir.control)
+    old_style.seek(third.offset, ":".join((third.identity or "").split(":")[:2]))
+    append_command(bdir, new_command("resume"))
+    assert _ops(old_style) == ["resume"]
