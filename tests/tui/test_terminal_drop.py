@@ -213,6 +213,7 @@ def _soak_rounds() -> list[Round]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)  # 32 rounds take 4-8 min
 def test_soak_dropped_terminals(tmp_path: Path) -> None:
     for n, r in enumerate(_soak_rounds()):
         t0 = time.monotonic()
@@ -221,6 +222,7 @@ def test_soak_dropped_terminals(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_ssh_drop_hands_the_batch_over(tmp_path: Path) -> None:
     sshd = start_sshd(tmp_path)
     try:
