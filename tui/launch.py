@@ -11,6 +11,7 @@ from typing import Any
 
 from batchtui.engine.batchdir import BatchDir, BatchLocked
 from batchtui.engine.errors import UserError
+from batchtui.engine.reaper import clean_env
 
 
 def detach_engine(
@@ -41,7 +42,13 @@ def detach_engine(
         args += ["--lock-wait", f"{lock_wait:g}"]
     try:
         proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, start_new_session=True, close_fds=True
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            start_new_session=True,
+            close_fds=True,
+            env=clean_env(),  # not one of this process's run: it must outlive that run's engine
         )
     finally:
         os.close(log_fd)
