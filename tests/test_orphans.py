@@ -131,7 +131,10 @@ def _track(pids: list[int]) -> list[int]:
     return pids
 
 
-def _kill_leftovers(pids: list[int]) -> None:
+def _kill_leftovers(pids: list[int], token: str | None = None) -> None:
+    """Clean up after a failed test: the tracked processes, and whatever carries ``token``."""
+    if token:
+        pids = pids + _track(find_carriers(token))
     for pid in pids:
         proc = _seen.pop(pid, None)
         if proc is not None:
@@ -189,7 +192,7 @@ def test_a_kill_9_of_the_engine_leaves_no_child_alive_after_2_s(tmp_path: Path, 
         took = _wait_all_gone(pids, token)
         print(f"reaped {len(pids)} processes {took * 1000:.0f} ms after the kill -9")
     finally:
-        _kill_leftovers(pids)
+        _kill_leftovers(pids, token)
     if parts == "fork":
         return  # the kernel killed it: the watchdog found nothing to kill, and logs nothing
     log = tmp_path / "batch" / "engine.log"
@@ -206,7 +209,7 @@ def test_a_kill_9_right_after_the_start_is_seen_too(tmp_path: Path) -> None:
         assert proc.wait(5) == -signal.SIGKILL
         _wait_all_gone(pids, token)
     finally:
-        _kill_leftovers(pids)
+        _kill_leftovers(pids, token)
 
 
 def test_the_batch_lock_is_held_until_the_old_runs_processes_are_dead(tmp_path: Path) -> None:
@@ -231,7 +234,7 @@ def test_the_batch_lock_is_held_until_the_old_runs_processes_are_dead(tmp_path: 
         assert find_carriers(token) == []
     finally:
         os.close(fd)
-        _kill_leftovers(pids)
+        _kill_leftovers(pids, token)
 
 
 def test_after_a_normal_exit_the_batch_lock_is_free_at_once(tmp_path: Path) -> None:
@@ -248,7 +251,7 @@ def test_after_a_normal_exit_the_batch_lock_is_free_at_once(tmp_path: Path) -> N
         _wait_all_gone(pids, token)
     finally:
         os.close(fd)
-        _kill_leftovers(pids)
+        _kill_leftovers(pids, token)
 
 
 @LINUX_ONLY_FORK
@@ -264,7 +267,7 @@ def test_a_forked_child_does_not_keep_the_watchdog_waiting(tmp_path: Path) -> No
         _wait_all_gone([p for p in pids if p not in survivor], token)
         assert not _gone(survivor[0])  # (a fork child nobody can find: see reaper's docstring)
     finally:
-        _kill_leftovers(pids)
+        _kill_leftovers(pids, token)
 
 
 @pytest.mark.parametrize("parts", ["shell,pool", pytest.param("shell,pool,fork", marks=LINUX_ONLY_FORK)])
@@ -275,7 +278,7 @@ def test_a_normal_exit_leaves_no_child_alive_after_2_s(tmp_path: Path, parts: st
         assert proc.returncode == 0
         _wait_all_gone(pids, token)
     finally:
-        _kill_leftovers(pids)
+        _kill_leftovers(pids, token)
 
 
 def test_leaving_restores_the_environment_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -509,6 +512,7 @@ def test_a_kill_9_of_the_real_engine_leaves_no_child_alive_after_2_s(
 ) -> None:
     engine, pid_dir = _run_engine(tmp_path, out_dir, args)
     pids: list[int] = []
+    token = None
     try:
         pids = _wait_pid_files(pid_dir, 2, engine)
         token = _token_of(pids)
@@ -519,7 +523,7 @@ def test_a_kill_9_of_the_real_engine_leaves_no_child_alive_after_2_s(
     finally:
         engine.kill()
         engine.wait(5)
-        _kill_leftovers(pids)
+        _kill_leftovers(pids, token)
 
 
 @needs_engine
