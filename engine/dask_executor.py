@@ -1,64 +1,100 @@
 """The dask executor (``--executor dask``): items run on a dask.distributed cluster.
 
 dask is an optional extra (``pip install 'batchtui[dask]'``). This module imports nothing from
-dask at import time, so importing batchtui never imports dask; the worker side (:func:`run_chunk`)
-needs only batchtui itself.
+dask at import time, so importing batchtui never imports dask; the worker side
+(:mod:`.dask_worker`) needs only batchtui itself.
 
-How it works. The engine stays the single writer of the batch directory: each submitted chunk
-becomes one dask task, ``run_chunk(spec, chunk)``, which builds the processor once per worker
-process (cached), runs the items exactly as the local executors do (:func:`run_items`) and returns
-the list of :class:`Outcome`. One collector thread follows the futures with
-``distributed.as_completed`` and puts each chunk's outcomes on the runner's completion queue.
-The runner bounds the in-flight window (``--workers`` x 4 x chunk, or ``--window``), so there is
-never one future per item of the whole batch.
+How it works. The engine stays the single writer of the batch directory, and the control
+contract (DESIGN section 6) holds here as on the local executors: work the runner hands out
+waits in the engine, in a :class:`~.handoff.Handoff`, not in dask. A dispatcher thread takes a
+chunk from it only when the cluster has room (two tasks per worker thread: the one running and
+the next, waiting on its worker so the thread never idles for a round trip; never a deep queue)
+and submits it as one task, ``run_chunk(spec, chunk, key)``. On the worker each item starts
+only through that worker process's gate (:class:`~.dask_worker.WorkerGates`), which the engine
+reaches with a broadcast:
+
+::
+
+    runner ── submit ──▶ Handoff ── dispatcher (room on the cluster) ──▶ dask task (key)
+    runner ── cancel ──▶ Handoff.cancel (still here: done)
+                         └─ the rest: client.run(cancel_tokens) on every worker: queued ->
+                            cancelled (a task in transit finds its slots pre-cancelled);
+                            cancelled = asked - begun anywhere, when every worker answered
+    collector (as_completed) ──▶ each task's outcomes (the items it ran, and ``returned`` for
+                                 items it refused) ──▶ the runner's completion queue
+
+An outcome is handed over only for an item the executor still owes one: an item reported
+cancelled, or dispatched again since (a timed-out call the runner gave up on), is dropped.
+A chunk is never submitted twice.
+
+Kills. Shell items: the process group of the item, on the worker whose gate began it. A Python
+call cannot be interrupted in a dask worker's thread: on the engine's own LocalCluster the worker
+running it is restarted, after its gate gave up the chunk-mates (the outcomes decided so far come
+back, the items not begun come back ``returned``; nothing is submitted while it restarts, and a
+task lost with it all the same is put down to the restart, not to its items); on an existing
+cluster ``kill`` answers False, as the thread executor does: the runner fails a timed-out item
+at once and ignores its late outcome, and a skipped or stopped call runs to its end. A task's
+start is when its worker's event saying so arrives (``started``, for ``--timeout``): time spent
+waiting on the scheduler or behind another task is not the item's.
+
+Failures. A worker that dies takes its tasks with it: dask reports ``KilledWorker`` (a
+LocalCluster is started with ``allowed-failures=0`` so this happens at once; an existing cluster
+first runs the task again on another worker, per its own setting), or the connection fails.
+Items that may have begun come back as ``WorkerLost`` (transient, retried with the backoff and
+``--max-attempts``); items known not to have begun come back ``returned`` (back to pending, no
+attempt counted). What the dead worker's gate knew died with it, so: each task says when it
+begins (a dask event); the items of a task that never said so were waiting behind another and
+come back ``returned``, but only once per item (the event may have died in the worker's send
+buffer: a call that kills its worker as it starts is then counted the next time). The items of
+a task that began are all ``WorkerLost``: the running one, and at most its chunk-mates (a chunk
+is about 20 ms of work, one item for slower items). After other losses (a broken connection)
+the live workers' gates are asked, and what none of them began comes back ``returned``.
+A worker that dies after a task ended and before the engine gathered its result loses that
+result: dask computes the task again elsewhere, so those items run again (counted once).
 
 Cluster. ``--scheduler tcp://HOST:PORT`` (``scheduler`` in batchtui.toml, env
 ``BATCHTUI_SCHEDULER``) connects to an existing cluster, which the engine leaves running; without
 it the engine starts a ``LocalCluster`` (worker processes, ``--workers`` of them, one thread each)
 and closes it at the end. batchtui, the ``--call`` module (same path for a ``file.py``), the
 command's programs and the inputs must be reachable on every worker; shell items run on the
-worker's machine, their ``logs/`` are written there, under the same batch path.
-
-Workers. On a LocalCluster ``set_workers(n)`` scales the cluster; on an existing cluster the
-engine does not own the workers, so ``--workers`` only sets the in-flight window.
-
-Failures. A worker that dies (killed, out of memory) takes its running chunk with it: dask
-reports ``KilledWorker`` (a LocalCluster is started with ``allowed-failures=0`` so this happens
-at once; an existing cluster first retries on other workers per its own setting), or the
-connection fails: the chunk's items come back as ``WorkerLost`` (transient, retried by the engine
-with its backoff and ``--max-attempts``).
-
-Kills. ``kill(seq)`` (timeouts of Python callables, skip and stop of in-flight items) cancels the
-item's future and hands the runner that item's outcome at once; the rest of its chunk is
-submitted again (same attempt). Shell commands are killed on the worker too (their process group,
-as with the local executors), and the shell processor's own ``--timeout`` applies there. A Python
-call already running cannot be interrupted inside a worker: on an existing cluster it runs to its
-end (its worker thread busy until then) and its late result is ignored; on the engine's own
-LocalCluster the worker process running it is restarted, as the process executor kills its
-process (other chunks caught in that restart are submitted again, not counted as failures).
+worker's machine, their ``logs/`` are written there, under the same batch path. On a LocalCluster
+``set_workers(n)`` scales the cluster; on an existing cluster ``--workers`` only sets the runner's
+window (the tasks in flight follow the cluster's threads).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import inspect
 import itertools
 import logging
 import queue
-import signal
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .config import BatchConfig
-from .errors import Fatal, UserError, WorkerLost, classify
-from .executors import Classifier, CompletionQueue, Outcome, WorkerInitError, run_items, tracks_starts
+from .dask_worker import (
+    TaskSpec,
+    cancel_tokens,
+    dask_setup,
+    kill_all_on_worker,
+    kill_on_worker,
+    probe,
+    processing_on,
+    run_chunk,
+    salvage_tasks,
+    started_topic,
+)
+from .errors import UserError, WorkerLost, classify
+from .executors import Classifier, CompletionQueue, Outcome, WorkerInitError
+from .handoff import CANCELLED, QUEUED, RUNNING, Handoff
 from .models import ClusterInfo
-from .processors import Item, ProcessorSpec, build_processor
+from .processors import Item, ProcessorSpec
 
 log = logging.getLogger("batchtui.engine.dask")
 
@@ -66,8 +102,10 @@ INSTALL_HINT: Final = "pip install 'batchtui[dask]'"
 CONNECT_TIMEOUT_S: Final = 15.0
 WORKER_WAIT_S: Final = 120.0
 INFO_INTERVAL_S: Final = 1.0
-START_POLL_S: Final = 0.25  # how often the start of running tasks is looked up (with --timeout)
 SWEEP_AFTER_S: Final = 5.0
+#: How long a broadcast to the workers may take before its answer is treated as incomplete.
+BROADCAST_TIMEOUT_S: Final = 10.0
+#: How long after a restart of ours a task lost with that worker is put down to the restart.
 RESTART_WINDOW_S: Final = 30.0
 
 
@@ -87,122 +125,17 @@ class DaskWorkerError(UserError, WorkerInitError):
     :class:`UserError` for the CLI (one clear line, exit 2, no traceback)."""
 
 
-# -- the worker side ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """Everything a worker needs besides the items: plain data, pickled into each task."""
-
-    spec_json: str
-    timeout: float | None
-    log_limit: int
-    chunked: bool
-    classifier: Classifier
-
-    @property
-    def cache_key(self) -> str:
-        return f"{self.spec_json}|{self.timeout}|{self.log_limit}"
-
-
-_processors: dict[str, Any] = {}
-_processors_lock = threading.Lock()
-
-
-def _processor_for(task: TaskSpec) -> Any:
-    """The processor of this batch in this worker process: built once, shared by its threads."""
-    with _processors_lock:
-        processor = _processors.get(task.cache_key)
-        if processor is None:
-            spec = ProcessorSpec.model_validate_json(task.spec_json)
-            processor = build_processor(spec, timeout=task.timeout, log_limit=task.log_limit)
-            _processors[task.cache_key] = processor
-        return processor
-
-
-def run_chunk(task: TaskSpec, chunk: list[Item]) -> list[Outcome]:
-    """The dask task: run a chunk on the worker; never raises for an item's failure."""
-    try:
-        processor = _processor_for(task)
-    except Exception as exc:  # the worker cannot build the processor: not the items' fault
-        info = classify(Fatal(f"dask worker on {socket.gethostname()} cannot build the processor: {exc}"))
-        now = time.time()
-        return [Outcome(it.seq, it.attempt, now, 0.0, error=info) for it in chunk]
-    return run_items(processor, chunk, task.classifier, task.chunked)
-
-
-def probe(task: TaskSpec) -> str | None:
-    """Run once at start on a worker: None when the processor builds there, else why not."""
-    try:
-        _processor_for(task)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def kill_on_worker(cache_key: str, seq: int | None) -> int:
-    """Run on every worker (``client.run``): kill a shell item's process group (None: all)."""
-    processor = _processors.get(cache_key)
-    if processor is None:
-        return 0
-    if seq is None:
-        return int(processor.kill_all())
-    return int(bool(processor.kill(seq)))
-
-
-def executing_keys(keys: list[str], dask_worker: Any = None) -> list[str]:
-    """Run on a worker (``client.run``): which of ``keys`` its threads are running now."""
-    state = getattr(dask_worker, "state", dask_worker)
-    running = {ts.key for ts in getattr(state, "executing", ())}
-    return [k for k in keys if k in running]
-
-
-def processing_on(keys: list[str], dask_scheduler: Any = None) -> dict[str, str]:
-    """Run on the scheduler: the worker each of ``keys`` is assigned to."""
-    out: dict[str, str] = {}
-    for key in keys:
-        ts = dask_scheduler.tasks.get(key)
-        ws = getattr(ts, "processing_on", None)
-        if ws is not None:
-            out[key] = ws.address
-    return out
-
-
-def running_for(keys: list[str], dask_scheduler: Any = None) -> dict[str, float]:
-    """Run on the scheduler: how long each of ``keys`` has been running on its worker.
-
-    Read from the workers' heartbeats (each reports its executing tasks and for how long), aged
-    by the time since that heartbeat. Tasks queued on a worker behind others are not listed.
-    """
-    now = time.time()
-    out: dict[str, float] = {}
-    for key in keys:
-        ts = dask_scheduler.tasks.get(key)
-        ws = getattr(ts, "processing_on", None)
-        if ws is None:
-            continue
-        duration = ws.executing.get(ts)
-        if duration is not None:
-            out[key] = max(0.0, now - ws.last_seen) + float(duration)
-    return out
-
-
-def dask_setup(worker: Any) -> None:
-    """Worker preload (LocalCluster only): a Ctrl-C in the engine's terminal reaches the whole
-    process group; the engine decides when its workers stop, as with the process executor."""
-    with contextlib.suppress(ValueError):  # not the main thread: nothing to do
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-# -- the engine side ---------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Task:
-    future: Any
-    chunk: list[Item]
+    """A chunk submitted as one dask task, and the items it still owes an outcome for."""
+
+    key: str
+    items: list[Item]
+    owed: dict[int, int] = field(default_factory=dict)  # seq -> index in items
+    future: Any = None
+    busy: bool = True  # it holds a worker thread (until its future is done)
     failed_at: float | None = None
-    since: float | None = None  # when it began to run on its worker (engine's monotonic clock)
+    since: float | None = None  # when it said it began (engine's monotonic clock)
 
 
 class DaskExecutor:
@@ -213,47 +146,50 @@ class DaskExecutor:
         self.config = config
         self.completions = completions
         self.classifier = Classifier.from_config(config)
+        self._key_prefix = f"batchtui-{uuid.uuid4().hex[:8]}"
         self.task = TaskSpec(
             spec_json=spec.model_dump_json(),
             timeout=config.timeout,
             log_limit=config.log_limit,
             chunked=spec.chunked,
             classifier=self.classifier,
+            engine=self._key_prefix,
         )
         self.workers = 0
         self.client: Any = None
         self.cluster: Any = None
+        self.handoff = Handoff()
         self._distributed: Any = require_distributed()
-        self._lost_types: tuple[type[BaseException], ...] = ()
         self._ac: Any = None
         self._tasks: dict[str, _Task] = {}
-        self._by_seq: dict[int, str] = {}
+        self._busy = 0  # tasks sent to a worker thread (one running and one waiting each)
+        self._began: set[str] = set()  # tasks that said they began (an event from their worker)
+        self._unproven: set[int] = set()  # items once given back after a worker death, unproven
+        self._by_seq: dict[int, _Task] = {}  # the latest dispatch of each seq still owed
         self._lock = threading.Lock()
+        self._slot = threading.Condition(self._lock)  # a task ended (or capacity grew)
+        self._holding = 0  # restarts under way: nothing is submitted meanwhile
+        self._sending = 0  # tasks being submitted now
+        self._restarted: dict[str, float] = {}  # worker address -> when the reaper restarted it
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._key_prefix = f"batchtui-{uuid.uuid4().hex[:8]}"
         self._counter = itertools.count()
         self._cluster_info: ClusterInfo | None = None
-        self._reap: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._restarted: dict[str, float] = {}  # worker address -> when the reaper restarted it
+        self._reap: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()  # (task key, index)
+        self._rpc = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="batchtui-dask-rpc")
         self._info_kwargs: dict[str, Any] = {}
-        self._track_starts = tracks_starts(spec, config)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
         distributed = self._distributed
-        # KilledWorker: the task's worker died; CommClosedError (an OSError) and other OSErrors:
-        # the connection to a worker or the scheduler broke.
-        self._lost_types = (distributed.KilledWorker, OSError, TimeoutError)
         if self.config.scheduler:
             address = self.config.scheduler
             try:
                 self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
             except (OSError, TimeoutError) as exc:
                 raise UserError(f"cannot connect to the dask scheduler at {address}: {exc}") from None
-            self.workers = self.config.workers
         else:
             try:
                 self.cluster = distributed.LocalCluster(
@@ -263,13 +199,13 @@ class DaskExecutor:
                     dashboard_address=None,
                     silence_logs=logging.CRITICAL,
                     scheduler_kwargs={"allowed_failures": 0},
-                    preload=[__name__],
+                    preload=[dask_setup.__module__],
                 )
                 self.client = distributed.Client(self.cluster, set_as_default=False)
             except Exception as exc:
                 self._close_cluster()
                 raise DaskWorkerError(f"the local dask cluster did not start: {exc}") from exc
-            self.workers = self.config.workers
+        self.workers = self.config.workers
         if "n_workers" in inspect.signature(self.client.scheduler_info).parameters:
             self._info_kwargs = {"n_workers": -1}
         try:
@@ -278,14 +214,15 @@ class DaskExecutor:
             self.shutdown(wait=1.0)
             raise
         self._ac = distributed.as_completed(loop=self.client.loop, with_results=True, raise_errors=False)
+        self.client.subscribe_topic(started_topic(self._key_prefix), self._on_began)
         self._refresh_info()
         threads: list[tuple[Callable[[], None], str]] = [
+            (self._dispatch, "batchtui-dask-dispatcher"),
             (self._collect, "batchtui-dask-collector"),
             (self._poll, "batchtui-dask-info"),
-            (self._reaper, "batchtui-dask-reaper"),
         ]
-        if self._track_starts:
-            threads.append((self._starts, "batchtui-dask-starts"))
+        if self.cluster is not None and self.spec.kind != "shell":
+            threads.append((self._reaper, "batchtui-dask-reaper"))
         for target, name in threads:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -309,22 +246,29 @@ class DaskExecutor:
             )
 
     def shutdown(self, wait: float = 5.0) -> None:
+        """Nothing handed out starts any more (on an existing cluster too), then leave."""
         self._closing.set()
         self._wake.set()
-        with self._lock:
+        self.handoff.close(1)
+        with self._slot:
             tasks = list(self._tasks.values())
             self._tasks.clear()
             self._by_seq.clear()
+            self._busy = 0
+            self._slot.notify_all()
         if self.client is not None and tasks:
+            wanted = {t.key: (len(t.items), list(t.owed.values())) for t in tasks}
+            self._ask_all(cancel_tokens, wanted, timeout=min(wait, BROADCAST_TIMEOUT_S))
             with contextlib.suppress(Exception):
-                self.client.cancel([t.future for t in tasks])
+                self.client.cancel([t.future for t in tasks if t.future is not None])
             if self.spec.kind == "shell":
-                self._broadcast_kill(None)
+                self._ask_all(kill_all_on_worker, self.task.cache_key, timeout=min(wait, BROADCAST_TIMEOUT_S))
         if self._ac is not None:
             self._ac.clear()
         deadline = time.monotonic() + wait
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self._rpc.shutdown(wait=False, cancel_futures=True)
         if self.client is not None:
             with contextlib.suppress(Exception):
                 self.client.close(timeout=max(1.0, wait))
@@ -339,18 +283,7 @@ class DaskExecutor:
     # -- the Executor interface ----------------------------------------------------------------
 
     def submit(self, chunk: list[Item]) -> None:
-        key = f"{self._key_prefix}-{chunk[0].seq}-{next(self._counter)}"
-        try:
-            future = self.client.submit(run_chunk, self.task, chunk, key=key, pure=False)
-        except Exception as exc:  # the client is closed or the scheduler is gone
-            self.completions.put(self._lost(chunk, exc))
-            return
-        with self._lock:
-            self._tasks[key] = _Task(future, chunk)
-            for item in chunk:
-                self._by_seq[item.seq] = key
-        self._ac.add(future)
-        self._wake.set()
+        self.handoff.put(chunk)
 
     def set_workers(self, n: int) -> None:
         """LocalCluster: scale to ``n`` worker processes. Existing cluster: the window size."""
@@ -359,66 +292,242 @@ class DaskExecutor:
         self.workers = n
 
     def cancel(self, seqs: Iterable[int]) -> list[int]:
-        """Items handed to dask cannot be taken back yet: none is cancelled (they run or are killed)."""
-        return []
+        """The items of ``seqs`` that will never start: taken back from the hand-off, or refused
+        by every worker's gate (see the module docstring)."""
+        seqs = list(seqs)
+        with self._lock:
+            cancelled = self.handoff.cancel(seqs)
+            remote = self._owed_in_tasks(seqs)
+        if remote:
+            cancelled += self._cancel_remote(remote)
+        return cancelled
 
     def cancel_all(self) -> list[int]:
-        return []
+        with self._lock:
+            cancelled = self.handoff.cancel_all()
+            remote = self._owed_in_tasks(list(self._by_seq))
+        if remote:
+            cancelled += self._cancel_remote(remote)
+        return cancelled
+
+    def started(self, seq: int) -> float | None:
+        with self._lock:
+            task = self._by_seq.get(seq)
+            return task.since if task is not None else None
 
     def counts(self) -> tuple[int, int]:
+        """(queued, running): the items of a task count as running once it began."""
+        queued, _ = self.handoff.counts()
+        running = 0
         with self._lock:
-            return 0, len(self._by_seq)
+            for task in self._tasks.values():
+                if task.since is None:
+                    queued += len(task.owed)
+                else:
+                    running += len(task.owed)
+        return queued, running
 
     def kill(self, seq: int, attempt: int | None = None) -> bool:
-        """Cancel the future running ``seq`` and hand back that item's outcome now.
-
-        The other items of its chunk are submitted again (same attempt). What was running stops
-        as :meth:`_cancel` can make it. False when ``seq`` is not here (its outcome is already on
-        the completion queue).
-        """
+        """Kill ``seq`` where it runs (see the module docstring); False if it is not in a task
+        here, or it is a Python call on a cluster the engine does not own (it cannot be)."""
         with self._lock:
-            key = self._by_seq.get(seq)
-            if key is None:
+            task = self._by_seq.get(seq)
+            if task is None:
                 return False
-            task = self._tasks[key]
-            if task.future.done():
-                return True  # its outcomes are on their way: the runner applies the kill reason
-            del self._tasks[key]
-            for item in task.chunk:
-                self._by_seq.pop(item.seq, None)
-        self._cancel([task.future], seq)
-        killed = [it for it in task.chunk if it.seq == seq]
-        rest = [it for it in task.chunk if it.seq != seq]
-        self.completions.put(self._lost(killed, None, "cancelled by the engine"))
-        if rest:
-            self.submit(rest)
+            index = task.owed[seq]
+            if attempt is not None and task.items[index].attempt != attempt:
+                return False
+        if self.spec.kind == "shell":
+            self._broadcast(kill_on_worker, self.task.cache_key, task.key, index, seq, task.items[index].attempt)
+            return True
+        if self.cluster is None:
+            return False
+        self._reap.put((task.key, index))
         return True
 
     def kill_all(self) -> int:
         with self._lock:
-            tasks = [t for t in self._tasks.values() if not t.future.done()]
-            for t in tasks:
-                self._tasks.pop(t.future.key, None)
-                for item in t.chunk:
-                    self._by_seq.pop(item.seq, None)
-        if not tasks:
-            return 0
-        self._cancel([t.future for t in tasks], None)
-        n = 0
-        for t in tasks:
-            self.completions.put(self._lost(t.chunk, None, "cancelled by the engine"))
-            n += len(t.chunk)
+            tasks = list(self._tasks.values())
+            n = len(self._by_seq)
+        if self.spec.kind == "shell":
+            self._broadcast(kill_all_on_worker, self.task.cache_key)
+        elif self.cluster is not None:
+            for task in tasks:
+                for index in list(task.owed.values()):
+                    self._reap.put((task.key, index))
         return n
 
     def cluster_info(self) -> ClusterInfo | None:
         """Workers and memory of the cluster, sampled about once a second (never blocks)."""
         return self._cluster_info
 
+    # -- cancel --------------------------------------------------------------------------------
+
+    def _owed_in_tasks(self, seqs: list[int]) -> dict[str, tuple[_Task, dict[int, int]]]:  # lock held
+        """Per task key: the task and those of ``seqs`` it owes (seq -> index)."""
+        remote: dict[str, tuple[_Task, dict[int, int]]] = {}
+        for seq in seqs:
+            task = self._by_seq.get(seq)
+            if task is not None:
+                remote.setdefault(task.key, (task, {}))[1][seq] = task.owed[seq]
+        return remote
+
+    def _cancel_remote(self, remote: dict[str, tuple[_Task, dict[int, int]]]) -> list[int]:
+        """Cancel items of submitted tasks on every worker's gate; the seqs that will never start."""
+        wanted = {key: (len(task.items), list(owed.values())) for key, (task, owed) in remote.items()}
+        answers, complete = self._ask_all(cancel_tokens, wanted)
+        arrived: set[str] = set()
+        begun: dict[str, set[int]] = {}
+        for reply in answers:
+            for key, (here, indexes) in reply.items():
+                if here:
+                    arrived.add(key)
+                begun.setdefault(key, set()).update(indexes)
+        cancelled: list[int] = []
+        idle: list[Any] = []
+        with self._slot:
+            for key, (task, seqs) in remote.items():
+                # A task no live worker has seen is in transit (refused everywhere), unless some
+                # worker did not answer or it already ended (its outcomes or its loss will come).
+                sure = key in arrived or (complete and not (task.future is not None and task.future.done()))
+                if not sure:
+                    continue
+                for seq in seqs:
+                    index = task.owed.get(seq)
+                    if index is not None and index not in begun.get(key, ()) and self._by_seq.get(seq) is task:
+                        cancelled.append(seq)
+                        self._forget(task, seq)
+                if not task.owed and self._drop(task) and task.future is not None:
+                    idle.append(task.future)  # nothing of it will run: its thread is free at once
+        if idle:
+            with contextlib.suppress(Exception):
+                self.client.cancel(idle)
+        return cancelled
+
+    def _drop(self, task: _Task) -> bool:  # lock held
+        """Stop following ``task`` (what it owes is settled by the caller); False if already."""
+        if self._tasks.get(task.key) is not task:
+            return False
+        del self._tasks[task.key]
+        self._began.discard(task.key)
+        self._release(task)
+        return True
+
+    def _on_began(self, event: Any) -> None:
+        """A task's worker says it began (on the client's event loop: no lock taken here).
+
+        Its time is when the event arrives: a few milliseconds late, so a --timeout (which
+        runs from there) is never cut short, and time waiting behind another task on the
+        worker is not counted."""
+        key = event[1] if isinstance(event, tuple) and len(event) == 2 else None
+        task = self._tasks.get(key) if isinstance(key, str) else None
+        if task is not None:
+            self._began.add(task.key)
+            if task.since is None:
+                task.since = time.monotonic()
+
+    def _release(self, task: _Task) -> None:  # lock held
+        if task.busy:
+            task.busy = False
+            self._busy -= 1
+            self._slot.notify()
+
+    def _task_done(self, future: Any) -> None:
+        """The scheduler says the task ended: its worker thread is free before its result is
+        gathered (the next task goes out a round trip sooner)."""
+        with self._slot:
+            task = self._tasks.get(future.key)
+            if task is not None and task.future is future:
+                self._release(task)
+
+    def _forget(self, task: _Task, seq: int) -> None:  # lock held
+        task.owed.pop(seq, None)
+        if self._by_seq.get(seq) is task:
+            del self._by_seq[seq]
+
     # -- threads -------------------------------------------------------------------------------
+
+    def _capacity(self) -> int:
+        """Tasks in flight: two per worker thread of the cluster, one running and the next
+        waiting on its worker (behind its gate), so a thread never idles for a round trip."""
+        info = self._cluster_info
+        threads = info.threads if info is not None and info.threads else self.config.workers
+        return 2 * max(1, threads)
+
+    def _held(self) -> bool:  # lock held
+        return self._holding > 0
+
+    def _dispatch(self) -> None:
+        """Take a chunk from the hand-off when a worker thread is free; submit it as one task."""
+        handoff = self.handoff
+        while not self._closing.is_set():
+            with self._slot:
+                if self._holding or self._busy >= self._capacity():
+                    self._slot.wait(0.2)
+                    continue
+            try:
+                chunk = handoff.take(timeout=0.2)
+            except TimeoutError:
+                continue
+            if chunk is None:
+                return
+            with self._lock:
+                if self._held():  # a restart began meanwhile: the next dispatch takes it
+                    handoff.put_front(chunk)
+                    continue
+                # From here on the hand-off forgets the chunk: what began to be sent is the task's.
+                sent = [item for i, item in enumerate(chunk.items) if chunk.gate.begin(i)]
+                handoff.done(chunk)
+                if not sent:
+                    continue
+                task = _Task(f"{self._key_prefix}-{sent[0].seq}-{next(self._counter)}", sent)
+                for index, item in enumerate(sent):
+                    old = self._by_seq.get(item.seq)
+                    if old is not None:
+                        old.owed.pop(item.seq, None)  # a dispatch the runner gave up on
+                    task.owed[item.seq] = index
+                    self._by_seq[item.seq] = task
+                self._tasks[task.key] = task
+                self._busy += 1
+                self._sending += 1
+            try:
+                self._send(task)
+            finally:
+                with self._slot:
+                    self._sending -= 1
+                    self._slot.notify_all()
+
+    def _send(self, task: _Task) -> None:
+        try:
+            future = self.client.submit(run_chunk, self.task, task.items, task.key, key=task.key, pure=False)
+        except Exception as exc:  # the client is closed or the scheduler is gone
+            with self._slot:
+                owed = self._settle(task)
+            self.completions.put(self._lost(owed, exc))
+            return
+        with self._lock:
+            tracked = self._tasks.get(task.key) is task
+            if tracked:
+                task.future = future
+        if not tracked:  # every item was cancelled while it was being sent
+            with contextlib.suppress(Exception):
+                self.client.cancel([future])
+            return
+        future.add_done_callback(self._task_done)
+        self._ac.add(future)
+        self._wake.set()
+
+    def _settle(self, task: _Task) -> list[Item]:  # lock held
+        """Stop following ``task``; the items it still owed."""
+        self._drop(task)
+        owed = [task.items[i] for i in task.owed.values()]
+        for item in owed:
+            self._forget(task, item.seq)
+        return owed
 
     def _collect(self) -> None:
         """Follow the futures as they complete (their results gathered on the client's loop as
-        each finishes); hand each chunk's outcomes to the runner."""
+        each finishes); hand each task's outcomes to the runner."""
         ac = self._ac
         while not self._closing.is_set():
             try:
@@ -434,10 +543,15 @@ class DaskExecutor:
                 time.sleep(0.1)
                 continue
             for future, value in done:
-                self._deliver(future, value)
+                try:
+                    self._deliver(future, value)
+                except Exception:
+                    if self._closing.is_set():
+                        return
+                    log.exception("dask collector: a task's outcomes")
 
     def _deliver(self, future: Any, value: Any) -> None:
-        """One completed future: its outcomes, or (no list came back) the chunk as lost/failed."""
+        """One completed future: the outcomes still owed, or (no list came back) the task lost."""
         exc: BaseException | None = None
         if not (future.status == "finished" and isinstance(value, list)):
             if isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], BaseException):
@@ -446,123 +560,172 @@ class DaskExecutor:
                 exc = value
             else:
                 exc = WorkerLost(f"dask task {future.status}")
-        with self._lock:
+        with self._slot:
             task = self._tasks.get(future.key)
             if task is None or task.future is not future:
-                return  # cancelled by kill() (its outcome was handed back then)
-            del self._tasks[future.key]
-            for item in task.chunk:
-                if self._by_seq.get(item.seq) == future.key:
-                    del self._by_seq[item.seq]
-            if exc is None or not self._we_restarted(exc):
-                self.completions.put(value if exc is None else self._lost(task.chunk, exc))
+                return  # cancelled or salvaged: what it owed was settled then
+            began = task.key in self._began
+            if exc is not None:
+                self._drop(task)  # its items are settled below
+            else:
+                out = []
+                for o in value:
+                    if task.owed.get(o.seq) is not None and self._by_seq.get(o.seq) is task:
+                        out.append(o)
+                        self._forget(task, o.seq)
+                missing = self._settle(task)
+        if exc is None:
+            if missing:  # never: run_chunk answers for every item
+                out += self._lost(missing, WorkerLost("the dask task left items without an outcome"))
+            self.completions.put(out)
+            return
+        self._lost_task(task, exc, began)
+
+    def _lost_task(self, task: _Task, exc: BaseException, began: bool) -> None:
+        """A task that did not return: ask the live workers' gates what became of its items."""
+        with self._lock:
+            if not task.owed:
                 return
-        # Caught up in a restart the reaper made to stop another item: not this item's failure.
-        self.submit(task.chunk)
+            wanted = {task.key: (len(task.items), list(task.owed.values()))}
+        begun: set[int] = set()
+        arrived = False
+        killed = type(exc).__name__ == "KilledWorker"  # its worker is gone, with what it knew
+        ours = killed and self._we_restarted(exc)
+        if not killed:
+            answers, _ = self._ask_all(cancel_tokens, wanted)
+            for reply in answers:
+                here, indexes = reply.get(task.key, (False, []))
+                arrived = arrived or here
+                begun.update(indexes)
+        returned: list[Item] = []
+        lost: list[Item] = []
+        with self._lock:
+            # A task that never said it began was waiting behind another on the dead worker. Its
+            # event could still have been in the dead worker's send buffer, so an item is given
+            # back unproven once: the next time it fails (a call that kills its worker at once
+            # is not retried forever without counting).
+            unproven = killed and not began
+            for seq, index in list(task.owed.items()):
+                if self._by_seq.get(seq) is task:
+                    item = task.items[index]
+                    if (arrived and index not in begun) or ours:
+                        returned.append(item)  # never began, or caught in a restart of ours
+                    elif unproven and seq not in self._unproven:
+                        self._unproven.add(seq)
+                        returned.append(item)
+                    else:
+                        lost.append(item)
+                self._forget(task, seq)
+        now = time.time()
+        out = [Outcome(it.seq, it.attempt, now, 0.0, returned=True) for it in returned]
+        self.completions.put(out + self._lost(lost, exc))
 
     def _we_restarted(self, exc: BaseException) -> bool:
+        """The task died with a worker the reaper restarted to stop another item (a task that
+        reached it after the salvage): not its items' failure."""
         address = getattr(getattr(exc, "last_worker", None), "address", None)
         at = self._restarted.get(address) if isinstance(address, str) else None
         return at is not None and time.monotonic() - at < RESTART_WINDOW_S
 
+    def _reaper(self) -> None:
+        """LocalCluster, Python calls: stop killed items by restarting the workers running them."""
+        while not self._closing.is_set():
+            try:
+                killed = {self._reap.get(timeout=0.2)}
+            except queue.Empty:
+                continue
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    killed.add(self._reap.get_nowait())
+            with self._slot:
+                self._holding += 1
+                while self._sending:  # a task going out now may land on a worker restarted below
+                    self._slot.wait(0.1)
+            try:
+                self._reap_now(killed)
+            except Exception:
+                if not self._closing.is_set():
+                    log.exception("dask reaper")
+            finally:
+                with self._slot:
+                    self._holding -= 1
+                    self._slot.notify_all()
+
+    def _reap_now(self, killed: set[tuple[str, int]]) -> None:
+        """On each worker still running a ``killed`` item (task key, index): salvage every task
+        of ours there (the outcomes decided, the items not begun), then restart the worker."""
+        with self._lock:
+            sizes = {key: len(task.items) for key, task in self._tasks.items()}
+        where: dict[str, str] = self.client.run_on_scheduler(processing_on, list(sizes))
+        workers = {where[k] for k, _ in killed if k in where}
+        for address in sorted(workers):
+            on_worker = [k for k, a in where.items() if a == address]
+            try:
+                wanted = {k: sizes[k] for k in on_worker}
+                mine = [(k, i) for k, i in killed if where.get(k) == address]
+                replies = self.client.run(salvage_tasks, wanted, mine, workers=[address], on_error="return")
+                reply = replies.get(address)
+            except Exception as exc:
+                reply = exc
+            if reply is None:
+                continue  # the killed items ended before: their outcomes come as usual
+            restart = False
+            for key in on_worker:
+                with self._slot:
+                    task = self._tasks.get(key)
+                    if task is None:
+                        continue
+                    self._drop(task)
+                    outcomes: list[Outcome] = []
+                    if isinstance(reply, dict):
+                        arrived, states, outcomes = reply.get(key, (False, b"", []))
+                    else:  # the worker did not answer: nothing it held is known not to have begun
+                        arrived, states = True, bytes([RUNNING]) * len(task.items)
+                    out = [o for o in outcomes if task.owed.get(o.seq) is not None and self._by_seq.get(o.seq) is task]
+                    for o in out:
+                        self._forget(task, o.seq)
+                    now = time.time()
+                    lost: list[Item] = []
+                    left = [(index, task.items[index]) for index in task.owed.values()]
+                    self._settle(task)
+                    for index, item in left:
+                        state = states[index] if arrived else QUEUED
+                        if state in (QUEUED, CANCELLED):
+                            out.append(Outcome(item.seq, item.attempt, now, 0.0, returned=True))
+                        else:
+                            lost.append(item)
+                            restart = True
+                    future = task.future
+                if future is not None:
+                    with contextlib.suppress(Exception):
+                        self.client.cancel([future])
+                self.completions.put(out + self._lost(lost, None, "killed by the engine"))
+            if restart and not self._closing.is_set():
+                log.info("restarting dask worker %s to stop a killed item", address)
+                self._restarted[address] = time.monotonic()
+                self.client.restart_workers([address], raise_for_error=False)
+                self._restarted[address] = time.monotonic()  # the window counts from its end
+
+    def _poll(self) -> None:
+        while not self._closing.wait(INFO_INTERVAL_S):
+            self._refresh_info()
+            with self._slot:
+                self._slot.notify_all()  # the cluster may have more threads now
+            self._sweep()
+
     def _sweep(self) -> None:
         """Safety net: a future that erred after it had finished (its result lost, then its
-        recomputation failed) is never yielded by as_completed; hand its chunk back as lost."""
+        recomputation failed) is never yielded by as_completed; settle its task as lost."""
         now = time.monotonic()
         with self._lock:
             tasks = list(self._tasks.values())
         for task in tasks:
-            if task.future.status not in ("error", "cancelled"):
+            if task.future is None or task.future.status not in ("error", "cancelled", "lost"):
                 task.failed_at = None
             elif task.failed_at is None:
                 task.failed_at = now
             elif now - task.failed_at > SWEEP_AFTER_S:
                 self._deliver(task.future, WorkerLost(f"dask task {task.future.status}"))
-
-    def _cancel(self, futures: list[Any], seq: int | None) -> None:
-        """Stop what those futures run. Shell items: kill their process groups on the workers.
-        Python calls on our own LocalCluster: restart the worker running one, in the background
-        (the process executor kills the process, too). Elsewhere a running call goes on."""
-        if self.spec.kind == "shell":
-            with contextlib.suppress(Exception):
-                self.client.cancel(futures)
-            self._broadcast_kill(seq)
-        elif self.cluster is not None:
-            self._reap.put(futures)
-        else:
-            with contextlib.suppress(Exception):
-                self.client.cancel(futures)
-
-    def _reaper(self) -> None:
-        """LocalCluster only: cancel killed futures; restart the workers still running them."""
-        while not self._closing.is_set():
-            try:
-                futures: list[Any] = self._reap.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    futures.extend(self._reap.get_nowait())
-            try:
-                self._reap_now(futures)
-            except Exception:
-                if not self._closing.is_set():
-                    log.exception("dask reaper")
-
-    def _reap_now(self, futures: list[Any]) -> None:
-        keys = [f.key for f in futures]
-        where: dict[str, str] = self.client.run_on_scheduler(processing_on, keys)
-        busy: dict[str, list[str]] = {}
-        for key, address in where.items():
-            busy.setdefault(address, []).append(key)
-        running: set[str] = set()
-        for address, on_worker in busy.items():
-            replies = self.client.run(executing_keys, on_worker, workers=[address], on_error="ignore")
-            if replies.get(address):
-                running.add(address)
-        self.client.cancel(futures)
-        if running and not self._closing.is_set():
-            log.info("restarting dask workers %s to stop killed items", sorted(running))
-            now = time.monotonic()
-            for address in running:
-                self._restarted[address] = now
-            self.client.restart_workers(sorted(running), raise_for_error=False)
-            now = time.monotonic()  # the window counts from the end of the restart
-            for address in running:
-                self._restarted[address] = now
-
-    def started(self, seq: int) -> float | None:
-        with self._lock:
-            key = self._by_seq.get(seq)
-            task = self._tasks.get(key) if key is not None else None
-            return task.since if task is not None else None
-
-    def _starts(self) -> None:
-        """With a --timeout on Python calls: learn when each task began to run on its worker
-        (a task waits on the scheduler or behind another on a worker; that time is not its
-        own). Known to within the workers' heartbeat, so a timeout is never cut short."""
-        while not self._closing.wait(START_POLL_S):
-            with self._lock:
-                waiting = {key: task for key, task in self._tasks.items() if task.since is None}
-            if not waiting:
-                continue
-            try:
-                running: dict[str, float] = self.client.run_on_scheduler(running_for, list(waiting))
-            except Exception:
-                if not self._closing.is_set():
-                    log.debug("dask start tracking", exc_info=True)
-                continue
-            now = time.monotonic()
-            with self._lock:
-                for key, seconds in running.items():
-                    task = waiting.get(key)
-                    if task is not None and task.since is None:
-                        task.since = now - seconds
-
-    def _poll(self) -> None:
-        while not self._closing.wait(INFO_INTERVAL_S):
-            self._refresh_info()
-            self._sweep()
 
     def _refresh_info(self) -> None:
         try:
@@ -587,23 +750,40 @@ class DaskExecutor:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _ask_all(
+        self, function: Callable[..., Any], *args: Any, timeout: float = BROADCAST_TIMEOUT_S
+    ) -> tuple[list[Any], bool]:
+        """Run ``function`` on every worker and wait (bounded): the answers, and whether every
+        worker gave one."""
+        try:
+            replies = self._rpc.submit(self.client.run, function, *args, on_error="return").result(timeout=timeout)
+        except Exception:
+            log.warning("a dask broadcast failed or timed out: only what answered is trusted", exc_info=True)
+            return [], False
+        answers = [r for r in replies.values() if not isinstance(r, BaseException)]
+        return answers, len(answers) == len(replies)
+
+    def _broadcast(self, function: Callable[..., Any], *args: Any) -> None:
+        """Run ``function`` on every worker without waiting for it."""
+        with contextlib.suppress(Exception):
+            self._rpc.submit(self.client.run, function, *args, on_error="ignore")
+
     def _address(self) -> str:
         if self.config.scheduler:
             return self.config.scheduler
         return str(getattr(self.cluster, "scheduler_address", "the local cluster"))
 
-    def _lost(self, chunk: list[Item], exc: BaseException | None, text: str = "") -> list[Outcome]:
-        """Outcomes for a chunk whose task did not return: a lost worker is transient."""
-        if exc is None or isinstance(exc, self._lost_types) or _is_cancelled(exc):
+    def _lost(self, items: list[Item], exc: BaseException | None, text: str = "") -> list[Outcome]:
+        """Outcomes for items whose task did not return: a lost worker is transient."""
+        if not items:
+            return []
+        lost_types = (self._distributed.KilledWorker, OSError, TimeoutError)
+        if exc is None or isinstance(exc, lost_types) or _is_cancelled(exc):
             info = classify(WorkerLost(text or _lost_text(exc)))
         else:
             info = self.classifier(exc)
         now = time.time()
-        return [Outcome(it.seq, it.attempt, now, 0.0, error=info) for it in chunk]
-
-    def _broadcast_kill(self, seq: int | None) -> None:
-        with contextlib.suppress(Exception):
-            self.client.run(kill_on_worker, self.task.cache_key, seq, wait=False)
+        return [Outcome(it.seq, it.attempt, now, 0.0, error=info) for it in items]
 
 
 def _lost_text(exc: BaseException | None) -> str:

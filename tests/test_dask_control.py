@@ -1,0 +1,362 @@
+"""The control contract (DESIGN section 6) on the dask executor, on real clusters.
+
+Each item logs its start ('SEQ ATTEMPT') in a side-effect file, as in test_control_holds, so
+"nothing started after" and "nothing started twice" are read from what happened on the workers.
+The engine connects to a cluster the test owns (a scheduler and two worker processes of one
+thread each, as ``--scheduler`` would), so tasks it hands to dask are not stopped by its exit:
+a skip, stop or pause must reach them through the workers' gates. Each test on a cluster fails
+on 6700275 (dask held the whole window; a kill cancelled a chunk's future and resubmitted the
+rest while the original task went on): items started twice, or after the skip, stop or pause,
+and a killed worker failed items it had not started.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from .conftest import CLI, cli_env, only_batch
+from .test_control_holds import rows, wait_until
+from .test_dask import _check_invariants, _dask_workers, needs_dask
+
+WORK = """
+import os
+import time
+
+LOG = {log!r}
+SLOW_FROM = {slow_from!r}
+
+
+def work(item):
+    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{{item.seq}} {{item.attempt}} {{os.getpid()}}\\n".encode())
+    finally:
+        os.close(fd)
+    time.sleep(0.001 if item.seq < SLOW_FROM else {seconds!r})
+    return {{"seq": item.seq, "pid": os.getpid()}}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A scheduler and two single-threaded worker processes, shared by this module's tests."""
+    from distributed import Client, LocalCluster
+
+    local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(local, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        local.close()
+
+
+def _work(tmp_path: Path, log: Path, seconds: float, slow_from: int = 0) -> Path:
+    """A callable that logs its start, then sleeps 1 ms (``seq < slow_from``) or ``seconds``."""
+    path = tmp_path / "logged.py"
+    path.write_text(WORK.format(log=str(log), seconds=seconds, slow_from=slow_from))
+    return path
+
+
+def _starts(log: Path, pid: int | None = None) -> list[tuple[int, int]]:
+    """(seq, attempt) of each start, in order (those on worker process ``pid`` only)."""
+    if not log.exists():
+        return []
+    lines = [line.split() for line in log.read_text().splitlines() if line.strip()]
+    return [(int(a), int(b)) for a, b, p in lines if pid is None or int(p) == pid]
+
+
+def _seqs(log: Path) -> list[int]:
+    return [seq for seq, _ in _starts(log)]
+
+
+def _engine(tmp_path: Path, out: Path, args: list[str], scheduler: str | None) -> subprocess.Popen[str]:
+    env = {"BATCHTUI_SCHEDULER": scheduler} if scheduler else None
+    return subprocess.Popen(
+        [*CLI, "run", *args, "--executor", "dask", "--headless"],
+        env=cli_env(out, env),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _items(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "in.txt"
+    path.write_text("".join(f"{i + 1}\n" for i in range(n)))
+    return path
+
+
+def _idle(client: Any) -> bool:
+    """No worker thread of the cluster runs a task (cancelled ones still running included)."""
+    counts = client.run(lambda dask_worker: dask_worker.state.executing_count)
+    return not any(counts.values())
+
+
+def _end(engine: subprocess.Popen[str], timeout: float) -> int:
+    try:
+        return engine.wait(timeout=timeout)
+    finally:
+        _kill(engine)
+
+
+def _kill(engine: subprocess.Popen[str]) -> None:
+    if engine.poll() is None:
+        os.killpg(engine.pid, signal.SIGKILL)
+        engine.wait()
+
+
+N = 300
+SLOW_FROM = 100
+
+
+def _chunked_run(tmp_path: Path, out_dir: Path, log: Path, cluster: Any, extra: list[str]) -> subprocess.Popen[str]:
+    """300 items: the first 100 take 1 ms, so the runner's chunks grow to ~20 items; the rest
+    take 100 ms, so a task handed out then runs ~2 s and its later items wait on its worker."""
+    work = _work(tmp_path, log, 0.1, slow_from=SLOW_FROM)
+    args = [str(_items(tmp_path, N)), "--call", f"{work}:work", "-j", "2", *extra]
+    return _engine(tmp_path, out_dir, args, cluster.scheduler.address)
+
+
+def _in_slow_tasks(log: Path) -> bool:
+    return sum(seq >= SLOW_FROM for seq in _seqs(log)) >= 3
+
+
+@needs_dask
+def test_skip_of_queued_items_starts_none_of_them_and_nothing_twice(
+    tmp_path: Path,
+    out_dir: Path,
+    cluster: Any,
+    run_cli,  # type: ignore[no-untyped-def]
+) -> None:
+    log = tmp_path / "starts.log"
+    engine = _chunked_run(tmp_path, out_dir, log, cluster, [])
+    try:
+        wait_until(lambda: _in_slow_tasks(log), timeout=30)
+        batch = only_batch(out_dir)
+        # Past what starts while the CLI starts up: items of the tasks on the workers (running
+        # and waiting), and of those waiting in the engine.
+        first = max(_seqs(log)) + 20
+        skip = list(range(first, first + 40))
+        done = run_cli(["skip", batch.name, *map(str, skip)])
+        assert done.returncode == 0, done.stderr
+        before = set(_seqs(log))
+        assert _end(engine, 60) == 1  # some items skipped
+    finally:
+        _kill(engine)
+    ran = collections.Counter(_seqs(log))
+    assert [seq for seq, n in ran.items() if n > 1] == []
+    assert set(skip) & set(ran) <= before  # no skipped item started after the skip
+    db = _check_invariants(batch)
+    skipped = {seq for (seq,) in rows(batch, "SELECT seq FROM items WHERE status = 'skipped'")}
+    assert skipped <= set(skip) and db["complete"] == N - len(skipped)
+    never = skipped - set(ran)
+    assert set(skip) - before <= never and len(never) >= 30, (skipped, before)
+    attempts = rows(batch, f"SELECT seq FROM attempts WHERE seq IN ({','.join(map(str, never))})")
+    assert attempts == []  # never started: no attempt counted
+
+
+@needs_dask
+def test_stop_with_no_grace_starts_nothing_after_it(
+    tmp_path: Path,
+    out_dir: Path,
+    cluster: Any,
+    run_cli,  # type: ignore[no-untyped-def]
+) -> None:
+    log = tmp_path / "starts.log"
+    engine = _chunked_run(tmp_path, out_dir, log, cluster, ["--grace", "0"])
+    try:
+        wait_until(lambda: _in_slow_tasks(log), timeout=30)
+        batch = only_batch(out_dir)
+        stopped = run_cli(["stop", batch.name])
+        assert stopped.returncode == 0, stopped.stderr
+        at_stop = collections.Counter(_seqs(log))
+        assert _end(engine, 30) == 130
+    finally:
+        _kill(engine)
+    # The engine is gone. The calls its tasks were in cannot be interrupted on a cluster it
+    # does not own: they end, and then no worker runs anything of this batch.
+    wait_until(lambda: _idle(cluster), timeout=20)
+    ran = collections.Counter(_seqs(log))
+    assert ran == at_stop
+    assert [seq for seq, n in ran.items() if n > 1] == []
+    assert rows(batch, "SELECT count(*) FROM items WHERE status NOT IN ('complete', 'pending')") == [(0,)]
+    complete = {seq for (seq,) in rows(batch, "SELECT seq FROM items WHERE status = 'complete'")}
+    assert complete <= set(ran)
+    assert rows(batch, "SELECT count(*) FROM items WHERE status = 'pending'") == [(N - len(complete),)]
+
+
+@needs_dask
+def test_pause_starts_nothing_more_on_a_cluster(
+    tmp_path: Path,
+    out_dir: Path,
+    cluster: Any,
+    run_cli,  # type: ignore[no-untyped-def]
+) -> None:
+    log = tmp_path / "starts.log"
+    engine = _chunked_run(tmp_path, out_dir, log, cluster, [])
+    try:
+        wait_until(lambda: _in_slow_tasks(log), timeout=30)
+        batch = only_batch(out_dir)
+        paused = run_cli(["pause", batch.name])
+        assert paused.returncode == 0, paused.stderr
+        at_pause = collections.Counter(_seqs(log))
+        # Once the items running at the pause end, nothing of the batch runs on the cluster.
+        live = batch / "live_progress.json"
+        wait_until(lambda: orjson.loads(live.read_bytes())["counts"]["processing"] == 0, timeout=20)
+        wait_until(lambda: _idle(cluster), timeout=20)
+        assert collections.Counter(_seqs(log)) == at_pause
+        assert run_cli(["stop", batch.name]).returncode == 0
+        assert _end(engine, 30) == 130
+    finally:
+        _kill(engine)
+    ran = collections.Counter(_seqs(log))
+    assert ran == at_pause and all(n == 1 for n in ran.values())
+    started = {seq for (seq,) in rows(batch, "SELECT DISTINCT seq FROM attempts")}
+    assert started == set(ran)  # every start is an attempt the engine recorded: no orphan
+
+
+@needs_dask
+def test_skip_of_a_running_shell_item_kills_it_and_its_queued_chunk_mates_never_start(
+    tmp_path: Path,
+    out_dir: Path,
+    cluster: Any,
+    run_cli,  # type: ignore[no-untyped-def]
+) -> None:
+    """Quick commands go in chunks; 150 hangs, 151 and 152 wait behind it in its task. A skip of
+    the three kills 150's process group on its worker; 151 and 152 never start."""
+    log = tmp_path / "starts.log"
+    cmd = f"echo {{seq}} 1 $$ >> {log}; if [ {{seq}} -eq 150 ]; then sleep 60; fi"
+    engine = _engine(
+        tmp_path, out_dir, [str(_items(tmp_path, 300)), "--cmd", cmd, "-j", "2"], cluster.scheduler.address
+    )
+    try:
+        wait_until(lambda: 150 in _seqs(log), timeout=30)
+        batch = only_batch(out_dir)
+        done = run_cli(["skip", batch.name, "150", "151", "152"])
+        assert done.returncode == 0, done.stderr
+        before = set(_seqs(log))
+        assert _end(engine, 30) == 1  # 150's sleep was killed: the batch ends long before 60 s
+    finally:
+        _kill(engine)
+    ran = collections.Counter(_seqs(log))
+    assert [seq for seq, n in ran.items() if n > 1] == []
+    waiting = {151, 152} - before  # those not started when the skip landed (behind 150, or queued)
+    assert not waiting & set(ran)
+    status = dict(rows(batch, "SELECT seq, status FROM items"))
+    assert {seq for seq, st in status.items() if st != "complete"} == {150} | waiting
+    assert set(ran) == set(range(300)) - waiting
+    assert rows(batch, "SELECT count(*) FROM attempts WHERE status = 'failed'") == [(0,)]
+
+
+@needs_dask
+def test_a_killed_worker_fails_only_what_it_was_running(tmp_path: Path, out_dir: Path) -> None:
+    """kill -9 of a worker of the engine's own LocalCluster: the item it was running comes back
+    as WorkerLost (retried), and no item that had not started is failed or started twice."""
+    log = tmp_path / "starts.log"
+    work = _work(tmp_path, log, 0.4)
+    engine = _engine(tmp_path, out_dir, [str(_items(tmp_path, 40)), "--call", f"{work}:work", "-j", "2"], None)
+    try:
+        wait_until(lambda: len(_dask_workers(engine.pid)) == 2, timeout=60)
+        victim = _dask_workers(engine.pid)[0].pid
+
+        def mid_item() -> bool:
+            """The victim runs its third item or later, and the engine has the result of the one
+            before: it is killed in the middle of an item, no finished result of it unread (dask
+            would compute that task again, as a lost result, on another worker)."""
+            mine = _starts(log, victim)
+            if len(mine) < 3:
+                return False
+            data = (only_batch(out_dir) / "results.jsonl").read_bytes()
+            return mine[-2][0] in {orjson.loads(line)["seq"] for line in data.splitlines()[:-1] if line}
+
+        wait_until(mid_item, timeout=60)
+        os.kill(victim, signal.SIGKILL)
+        assert _end(engine, 60) == 0
+    finally:
+        _kill(engine)
+    batch = only_batch(out_dir)
+    assert _check_invariants(batch)["complete"] == 40
+    lost = rows(batch, "SELECT seq, attempt FROM attempts WHERE error_type = 'WorkerLost'")
+    starts = collections.Counter(_starts(log))
+    assert len(lost) <= 1, lost  # the item the single-threaded worker was running, if any
+    assert all(starts[(seq, attempt)] == 1 for seq, attempt in lost), (lost, starts)
+    ran = collections.Counter(_seqs(log))
+    assert {seq for seq, n in ran.items() if n > 1} == {seq for seq, _ in lost}
+
+
+# -- the workers' gates, without a cluster ---------------------------------------------------------
+
+
+def _task_spec(tmp_path: Path) -> Any:
+    from batchtui.engine.dask_worker import TaskSpec
+    from batchtui.engine.executors import Classifier
+    from batchtui.engine.processors import python_spec
+
+    (tmp_path / "f.py").write_text("def f(item):\n    return item.seq\n")
+    spec = python_spec(f"{tmp_path / 'f.py'}:f")
+    return TaskSpec(spec.model_dump_json(), None, 1 << 20, False, Classifier(), engine="test")
+
+
+def _chunk(n: int, batch: Path) -> list[Any]:
+    from batchtui.engine.processors import Item
+
+    return [Item(seq=i, key=str(i), data=str(i), attempt=1, batch_dir=str(batch)) for i in range(n)]
+
+
+def test_a_task_in_transit_refuses_what_was_cancelled_before_it_arrived(tmp_path: Path) -> None:
+    from batchtui.engine import dask_worker
+
+    assert dask_worker.cancel_tokens({"k-transit": (4, [1, 3])}) == {"k-transit": (False, [])}
+    outcomes = dask_worker.run_chunk(_task_spec(tmp_path), _chunk(4, tmp_path), "k-transit")
+    assert [(o.seq, o.returned, o.result) for o in outcomes] == [
+        (0, False, 0),
+        (1, True, None),
+        (2, False, 2),
+        (3, True, None),
+    ]
+    # Asked again once it ran: it arrived here, 0 and 2 had begun; 1 and 3 never will.
+    assert dask_worker.cancel_tokens({"k-transit": (4, [0, 1, 2, 3])}) == {"k-transit": (True, [0, 2])}
+
+
+def test_salvage_gives_the_outcomes_so_far_and_cancels_the_rest() -> None:
+    from batchtui.engine.dask_worker import WorkerGates
+    from batchtui.engine.executors import Outcome
+    from batchtui.engine.handoff import CANCELLED, DONE, RUNNING
+
+    gates = WorkerGates()
+    entry = gates.arrive("k", 3)
+    assert gates.begin(entry, 0)
+    gates.end(entry, 0, [Outcome(0, 1, 0.0, 0.1, result="r")])
+    assert gates.begin(entry, 1)
+    assert gates.salvage({"k": 3}, [("k", 0)]) is None  # the killed item ended: nothing touched
+    salvaged = gates.salvage({"k": 3}, [("k", 1)])
+    assert salvaged is not None
+    arrived, states, outcomes = salvaged["k"]
+    assert arrived and list(states) == [DONE, RUNNING, CANCELLED]
+    assert [o.result for o in outcomes] == ["r"]
+    assert not gates.begin(entry, 2)
+
+
+def test_the_gates_forget_the_oldest_ended_tasks_first() -> None:
+    from batchtui.engine.dask_worker import WorkerGates
+
+    gates = WorkerGates(limit=10)
+    running = gates.arrive("running", 4)
+    for n in range(5):
+        gates.finish(gates.arrive(f"ended-{n}", 4))
+    assert gates.running("running", 0) is False and gates.begin(running, 0)
+    assert gates.running("running", 0)  # a running task is never forgotten
+    known = gates.cancel({f"ended-{n}": (4, []) for n in range(5)})
+    assert [known[f"ended-{n}"][0] for n in range(5)] == [False, False, False, False, True]
