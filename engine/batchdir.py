@@ -105,6 +105,10 @@ class BatchLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    def fileno(self) -> int | None:
+        """The locked descriptor (the run's reaper holds it too until the run's processes are gone)."""
+        return self._fd
+
 
 def read_lock_info(path: Path) -> LockInfo | None:
     try:

@@ -28,6 +28,7 @@ from .config import BatchConfig
 from .errors import ErrorInfo, WorkerLost, classify
 from .handoff import DONE, QUEUED, RUNNING, Chunk, Gate, Handoff, ItemKilled, SharedGate
 from .processors import CallableProcessor, Item, ProcessorSpec, build_processor, cost_of
+from .reaper import die_with_parent
 
 log = logging.getLogger("batchtui.engine")
 
@@ -413,6 +414,7 @@ def _child_main(
     conn: multiprocessing.connection.Connection, spec_json: str, config_json: str, gate_parts: tuple[Any, ...]
 ) -> None:
     """Entry point of a process-pool worker: build the processor once, then serve chunks."""
+    die_with_parent()  # a worker never outlives its engine (kill -9 included)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when its workers stop
     gate = SharedGate(*gate_parts)
     signal.signal(KILL_SIGNAL, gate.on_signal)

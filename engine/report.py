@@ -10,6 +10,7 @@ from .batchdir import BatchDir, parse_iso, resume_command
 from .config import BatchConfig
 from .files import dumps
 from .models import BatchState, Counts, DurationStats, Manifest, Report
+from .reaper import clean_env
 from .store import ItemStore
 
 
@@ -85,7 +86,8 @@ def run_hook(command: str, report: Report, batch: BatchDir, *, cwd: str) -> str 
             capture_output=True,
             timeout=60,
             cwd=cwd if os.path.isdir(cwd) else None,
-            env={**os.environ, "BATCHTUI_BATCH_DIR": str(batch.path), "BATCHTUI_STATE": report.state.value},
+            # Without the run's reaper mark: what a hook leaves running is the user's, not the run's.
+            env={**clean_env(), "BATCHTUI_BATCH_DIR": str(batch.path), "BATCHTUI_STATE": report.state.value},
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"--on-finish failed: {exc}"

@@ -67,6 +67,7 @@ from .monitor import MemoryMonitor, RateMeter
 from .outcomes import Flight, OutcomeRecorder
 from .policy import HaltCheck
 from .processors import ProcessorSpec
+from .reaper import Reaper
 from .report import build_report, run_hook
 from .sources import SourceSpec
 from .staging import Staging
@@ -206,6 +207,7 @@ class BatchRunner:
         self.rate = RateMeter()
         self.halts = HaltCheck(self.config)
         self.lock = BatchLock(batch.lock)
+        self.reaper: Reaper | None = None
         self.store: ItemStore | None = None
         self.results: ResultsLog | None = None
         self.executor: Executor | None = None
@@ -271,6 +273,10 @@ class BatchRunner:
         """Take the batch: its lock, its files, the executor. :meth:`run` calls it; a test may
         call it, then drive the loop with :meth:`step`, then :meth:`finish` and :meth:`close`."""
         self.lock.acquire()
+        # Before the executor starts (the shell processor copies the environment once): every
+        # process of this run carries the reaper's mark, and dies with the run, kill -9 included.
+        self.reaper = Reaper(self.batch.path, lock_fd=self.lock.fileno())
+        self.reaper.start()
         # Where the last engine stopped reading control.jsonl is in the store (_setup).
         self.control.reader = ControlReader(self.batch.control)
         if watch:
@@ -296,6 +302,9 @@ class BatchRunner:
         if self.results is not None:
             self.results.close()
         self.lock.release()
+        if self.reaper is not None:  # after the release: until then no other engine may take the batch
+            self.reaper.close()
+            self.reaper = None
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name

@@ -60,7 +60,9 @@ class ControlHandler:
         if offset is None:
             self.save()
             return
-        self.reader.seek(int(offset), None if identity is None else str(identity))
+        stored = (int(offset), None if identity is None else str(identity))
+        self.reader.seek(*stored)
+        self._saved = stored  # written again only when it changes (a damaged store is left alone)
         left = self.reader.read_new()
         for cmd in left:
             if cmd.op in ITEM_OPS:
