@@ -120,6 +120,11 @@ class OutcomeRecorder:
             flight = pop(o.seq, None)
             if flight is None:
                 continue  # a late outcome of an item already handled (timed out, abandoned)
+            if flight.item.attempt != o.attempt and not o.returned:
+                # A late outcome of an earlier attempt (a timed-out thread item that ran on)
+                # while the item's next attempt is out: it is not that attempt's outcome.
+                self.inflight[o.seq] = flight
+                continue
             if o.error is not None or o.cost is not None or o.returned or (kill_reasons and o.seq in kill_reasons):
                 if o.returned:
                     self.inflight[o.seq] = flight

@@ -291,3 +291,26 @@ def test_memory_hold_takes_back_queued_work_and_goes_on_when_under(make_runner: 
     runner.step(t + 20)
     assert ex.queued() == 8
     assert ex.begin(8) == list(range(2, 10))  # the items held back run next, in order
+
+
+def test_a_late_outcome_of_an_earlier_attempt_is_not_the_next_attempts(make_runner: Any) -> None:
+    """A thread item timed out (failed by the watchdog, retried) and later ended on its own:
+    its outcome must not settle the retry that is out now."""
+    runner, ex = make_runner(1, workers=1, backoff=0.0, max_attempts=3)
+    t = time.monotonic()
+    runner.step(t)
+    (seq,) = ex.begin(1)
+    chunk, index, _item = ex.running.pop(seq)  # attempt 1 runs on, out of the executor's hands
+    chunk.gate.end(index)
+    ex.completions.put([Outcome(seq, 1, time.time(), 5.0, error=TRANSIENT)])  # the watchdog's verdict
+    runner.step(t)
+    runner.step(t)
+    assert ex.begin(1) == [seq] and ex.running[seq][2].attempt == 2
+    ex.completions.put([Outcome(seq, 1, time.time(), 9.0, {"late": True})])  # attempt 1 ends after all
+    runner.step(t)
+    assert seq in runner._inflight  # attempt 2 is still out
+    ex.end(seq)
+    runner.step(t)
+    assert not runner.step(t)
+    runner.finish()
+    assert statuses(runner)[seq] == ("complete", 2)
