@@ -128,8 +128,8 @@ def test_importing_the_runner_loads_no_psutil_until_a_run() -> None:
 
 
 def test_the_cli_exit_code_and_resume_command_match_the_runner(tmp_path: Path) -> None:
-    from batchtui.engine import batchdir, errors, runner
+    from batchtui.engine import batchdir, errors, report, runner
 
     assert errors.EXIT_USAGE == runner.EXIT_USAGE == 2
     bdir = batchdir.BatchDir(tmp_path / "20260101_000000_0123abcd")
-    assert batchdir.resume_command(bdir) == runner.resume_command(bdir)
+    assert batchdir.resume_command(bdir) == report.resume_command(bdir)  # report.json's
