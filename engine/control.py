@@ -26,7 +26,8 @@ from pydantic import ValidationError
 
 from .batchdir import BatchDir, now_iso
 from .files import FILE_MODE, read_model
-from .liveness import EngineStatus, Liveness, fmt_age
+from .fmt import fmt_duration as fmt_age
+from .liveness import EngineStatus, Liveness
 from .models import ControlCommand, ControlOp, LiveProgress
 
 CONTROL_FILE: Final = "control.jsonl"

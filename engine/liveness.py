@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from .batchdir import HOST, BatchDir, engine_alive, parse_iso
+from .fmt import fmt_duration as fmt_age
 from .models import ACTIVE_STATES, LiveProgress, LockInfo
 
 STALE_AFTER_S: Final = 5.0
@@ -82,18 +83,6 @@ class EngineStatus:
         elif self.process == "running":
             text += "; it is running but not writing (hung, or overloaded)"
         return text
-
-
-def fmt_age(seconds: float | None) -> str:
-    """``13s``, ``4m07s``, ``2h05m`` (the TUI's duration format, without importing it)."""
-    if seconds is None:
-        return "?"
-    s = round(max(0.0, seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def engine_status(

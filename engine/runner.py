@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -57,7 +56,6 @@ from .models import (
     Cost,
     Counts,
     HistoryEntry,
-    InFlight,
     LiveCounts,
     LiveProgress,
     Manifest,
@@ -67,6 +65,7 @@ from .monitor import MemoryMonitor, RateMeter
 from .outcomes import Flight, OutcomeRecorder
 from .policy import HaltCheck
 from .processors import ProcessorSpec
+from .publish import ProgressPublisher, in_flight_view
 from .reaper import Reaper
 from .report import build_report, run_hook
 from .sources import SourceSpec
@@ -80,9 +79,6 @@ COMMIT_INTERVAL_S: Final = 0.05
 COMMIT_MAX_CHANGES: Final = 1000
 #: An item is marked 'processing' in the store once it has run this long (views show it).
 MARK_AFTER_S: Final = 1.0
-LIVE_INTERVAL_S: Final = 0.25
-MANIFEST_INTERVAL_S: Final = 2.0
-IN_FLIGHT_SHOWN: Final = 64
 #: The GIL switch interval while a run goes on (Python's default is 5 ms). The runner's threads
 #: spend their lives in short blocking calls (SQLite steps, fsyncs, pipe reads, queue waits),
 #: and each return from one waits for the GIL: with the default, a committer thread waits up
@@ -120,11 +116,6 @@ def exit_code_for(state: BatchState, counts: Counts) -> int:
 # -- running a batch -------------------------------------------------------------------------
 
 
-def _iso_at(epoch: float) -> str:
-    """An ISO timestamp (UTC, as now_iso writes them) of a wall-clock time."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
-
-
 class BatchRunner:
     """Runs (or resumes) one batch to its end, a halt, or a stop.
 
@@ -150,7 +141,6 @@ class BatchRunner:
         self.spec = ProcessorSpec.model_validate(self.manifest.processor)
         self.action = action
         self.overrides = overrides or {}
-        self.on_progress = on_progress
         self.handle_signals = handle_signals
         self._executor_factory = executor_factory or make_executor
         self._early_halt: EarlyHalt | None = None
@@ -194,12 +184,7 @@ class BatchRunner:
             clock=self._clock,
         )
 
-        self._error_groups: list[Any] = []
-        self._errors_by_type: dict[str, int] = {}
-        self._errors_stamp = 0.0
-        self._live_stamp = 0.0
-        self._manifest_stamp = 0.0
-        self._manifest_counts: Counts | None = None
+        self.publisher = ProgressPublisher(batch, self.live, on_progress)
         self._t0 = time.monotonic()
         self._started_at = now_iso()
 
@@ -216,6 +201,15 @@ class BatchRunner:
         self._marks_stamp = 0.0
         self.committer: Committer | None = None
         self._next_commit_seq = 0
+
+    @property
+    def on_progress(self) -> Callable[[LiveProgress], None] | None:
+        """Called with each live_progress.json written (the headless lines, the in-app TUI)."""
+        return self.publisher.on_progress
+
+    @on_progress.setter
+    def on_progress(self, callback: Callable[[LiveProgress], None] | None) -> None:
+        self.publisher.on_progress = callback
 
     @property
     def cost_spent(self) -> float:
@@ -862,23 +856,13 @@ class BatchRunner:
             if self._stage_marks(now):
                 self.staging.first = now
                 self._commit(wait=False)
-        if now - self._live_stamp >= LIVE_INTERVAL_S:
-            self._write_live()
-        if now - self._manifest_stamp >= MANIFEST_INTERVAL_S and self._manifest_counts != self.counts:
+        self.publisher.write_live()
+        if self.publisher.manifest_due(self.counts):
             self._write_manifest()
 
     def _refresh_errors(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if (
-            self.store is None
-            or not (self.outcomes.errors_dirty or force)
-            or (now - self._errors_stamp < 1.0 and not force)
-        ):
-            return
-        self._error_groups = self.store.error_groups(10)
-        self._errors_by_type = self.store.errors_by("error_type")
-        self.outcomes.errors_dirty = False
-        self._errors_stamp = now
+        if self.publisher.errors(self.store, self.outcomes.errors_dirty, force):
+            self.outcomes.errors_dirty = False
 
     def live(self) -> LiveProgress:
         c = self.counts
@@ -886,19 +870,8 @@ class BatchRunner:
         rate = self.rate.rate()
         remaining = c.pending + c.processing
         queued, running = self.executor.counts() if self.executor is not None else (0, 0)
-        in_flight = []
-        if self._inflight:
-            wall, mono, started = time.time(), time.monotonic(), self.executor.started if self.executor else None
-            for f in list(self._inflight.values())[: IN_FLIGHT_SHOWN * 4]:
-                since = started(f.item.seq) if started is not None else None
-                began = f.started_at if since is None else _iso_at(wall - (mono - since))
-                in_flight.append(
-                    InFlight(
-                        seq=f.item.seq, key=f.item.key, attempt=f.item.attempt, started_at=began, queued=since is None
-                    )
-                )
-            in_flight.sort(key=lambda x: x.queued)  # running first
-            del in_flight[IN_FLIGHT_SHOWN:]
+        started = self.executor.started if self.executor is not None else None
+        in_flight = in_flight_view(list(self._inflight.values()), started) if self._inflight else []
         self._refresh_errors()
         return LiveProgress(
             batch_id=self.batch.batch_id,
@@ -914,8 +887,8 @@ class BatchRunner:
             in_flight=in_flight,
             memory=mem,
             cost=Cost(spent=round(self.outcomes.cost_spent, 6), budget=self.config.max_cost),
-            errors_by_type=self._errors_by_type,
-            error_groups=self._error_groups,
+            errors_by_type=self.publisher.errors_by_type,
+            error_groups=self.publisher.error_groups,
             recent_errors=list(self.outcomes.recent),
             paused=self.paused,
             workers=self.executor.workers if self.executor else self.config.workers,
@@ -930,22 +903,16 @@ class BatchRunner:
         )
 
     def _write_live(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._live_stamp < LIVE_INTERVAL_S:
-            return
-        self._live_stamp = now
-        live = self.live()
-        write_model(self.batch.live_progress, live, durable=False)
-        if self.on_progress is not None:
-            self.on_progress(live)
+        self.publisher.write_live(force)
 
     def _write_manifest(self) -> None:
-        self._manifest_stamp = time.monotonic()
-        self._manifest_counts = self.counts.model_copy()
-        self.manifest = self.manifest.model_copy(
-            update={"state": self.state, "totals": self.counts.model_copy(), "halt_reason": self.halt_reason}
+        self.manifest = self.publisher.write_manifest(
+            self.manifest,
+            self.config.fsync,
+            state=self.state,
+            totals=self.counts.model_copy(),
+            halt_reason=self.halt_reason,
         )
-        write_model(self.batch.manifest, self.manifest, durable=self.config.fsync, backup=True)
 
     def _finish(self) -> None:
         """Final commit, state, manifest, live progress, report and the on-finish hook."""

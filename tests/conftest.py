@@ -106,6 +106,15 @@ def run_in_thread(proc: Any, item: Any) -> tuple[threading.Thread, dict[str, Any
     return thread, box
 
 
+def wait_until(pred: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll ``pred`` until it is true; AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout:g} s")
+        time.sleep(0.02)
+
+
 def assert_gone_soon(pid: int, within: float = 3.0) -> None:
     """Process ``pid`` exits (or is a zombie) within ``within`` seconds."""
     deadline = time.monotonic() + within

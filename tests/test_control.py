@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -17,7 +16,7 @@ import pytest
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.control import append_command, new_command, wait_for_ack
 
-from .conftest import CLI, cli_env, only_batch
+from .conftest import CLI, cli_env, only_batch, wait_until
 
 PROCS = Path(__file__).with_name("procs.py")
 
@@ -33,14 +32,6 @@ def live(batch: Path) -> dict[str, object]:
 
 def manifest(batch: Path) -> dict[str, object]:
     return orjson.loads((batch / "manifest.json").read_bytes())  # type: ignore[no-any-return]
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 def statuses(batch: Path) -> dict[int, str]:

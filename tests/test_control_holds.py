@@ -11,8 +11,6 @@ from __future__ import annotations
 import collections
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -21,17 +19,9 @@ import pytest
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.control import append_command, new_command, wait_for_ack
 
-from .conftest import CLI, cli_env, only_batch
+from .conftest import CLI, cli_env, only_batch, wait_until
 
 PROCS = Path(__file__).with_name("procs.py")
-
-
-def wait_until(pred: Callable[[], object], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 def starts(log: Path) -> list[int]:

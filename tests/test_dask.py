@@ -51,6 +51,16 @@ def slow(item):
     return {"seq": item.seq, "pid": os.getpid()}
 
 
+def slow_long(item):
+    """As slow, but item 60 takes 3 s and leaves its worker's pid in the batch folder."""
+    if item.seq == 60 and item.attempt == 1:
+        with open(os.path.join(item.batch_dir, "long.pid"), "w") as fh:
+            fh.write(str(os.getpid()))
+        time.sleep(3)
+    time.sleep(0.03)
+    return {"seq": item.seq, "pid": os.getpid()}
+
+
 def hang(item):
     if item.seq == 2:
         time.sleep(120)
@@ -173,13 +183,19 @@ def test_local_cluster_with_failures_keeps_every_invariant(tmp_path: Path, out_d
 def test_a_killed_worker_loses_nothing(tmp_path: Path, out_dir: Path, work: Path) -> None:
     n = 300
     items = _items(tmp_path, n)
-    args = ["run", str(items), "--call", f"{work}:slow", "--executor", "dask", "-j", "2", "--headless"]
+    args = ["run", str(items), "--call", f"{work}:slow_long", "--executor", "dask", "-j", "2", "--headless"]
     proc = _start([*args, "--backoff", "0.05"], out_dir, tmp_path)
     try:
-        _wait_for(lambda: _complete(out_dir) >= 40, 60, "the first items")
+        # Kill the worker running item 60 once the engine knows it began (its 3 s are not over).
+        def long_running() -> bool:
+            found = list(out_dir.glob("*/long.pid"))
+            return bool(found) and any(f["seq"] == 60 and not f.get("queued") for f in _live(out_dir).get("in_flight", []))
+
+        _wait_for(long_running, 60, "item 60 running")
         workers = _dask_workers(proc.pid)
         assert len(workers) == 2, workers
-        victim = workers[0].pid
+        victim = int(next(out_dir.glob("*/long.pid")).read_text())
+        assert victim in {w.pid for w in workers}
         os.kill(victim, signal.SIGKILL)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -192,7 +208,7 @@ def test_a_killed_worker_loses_nothing(tmp_path: Path, out_dir: Path, work: Path
     lost = _db(
         batch, "SELECT seq, attempt, error_category, error_message FROM attempts WHERE error_type = 'WorkerLost'"
     )
-    assert lost, "the killed worker had items running"
+    assert 60 in {seq for seq, *_ in lost}, lost  # the item the killed worker was running
     assert all(cat == "transient" and "died" in msg for _, _, cat, msg in lost)
     retried = dict(_db(batch, "SELECT seq, attempts FROM items"))
     assert all(retried[seq] == attempt + 1 for seq, attempt, _, _ in lost)  # retried once, then complete

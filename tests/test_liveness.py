@@ -27,15 +27,7 @@ from batchtui.engine.files import write_model
 from batchtui.engine.liveness import STALE_AFTER_S, Liveness, engine_status
 from batchtui.engine.models import BatchState, LiveProgress
 
-from .conftest import CLI, cli_env, only_batch
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout}s")
-        time.sleep(0.02)
+from .conftest import CLI, cli_env, only_batch, wait_until
 
 
 def read_live(batch: Path) -> dict[str, object]:

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from typing import Final
 
+from batchtui.engine.fmt import fmt_duration
+
+__all__ = ["clean", "fmt_duration"]
+
 _REPLACEMENTS: Final = {"\t": "    "}
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """``42s``, ``3m07s``, ``2h05m``; ``?`` when unknown."""
-    if seconds is None:
-        return "?"
-    s = round(max(0.0, seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def clean(text: object, limit: int | None = None) -> str:

@@ -1,0 +1,103 @@
+"""The progress publisher: writes what every view reads, when it is due.
+
+Every view (the TUI, ``show``, the headless lines, a watcher in another process) reads the
+same two files, written from the runner's committed state only: ``live_progress.json`` (at most
+every :data:`LIVE_INTERVAL_S`, at once on a state change or an acknowledged command) and
+``manifest.json`` (on every state change, and at most every :data:`MANIFEST_INTERVAL_S` while
+the counts move, atomically with the previous good copy kept). The error breakdown is read
+from the store at most once a second, and only when failures changed. The runner supplies the
+snapshot (:meth:`BatchRunner.live`); this object decides when it is taken and where it goes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from .batchdir import BatchDir
+from .files import write_model
+from .models import Counts, ErrorGroup, InFlight, LiveProgress, Manifest
+from .outcomes import Flight
+from .store import ItemStore
+
+LIVE_INTERVAL_S: Final = 0.25
+MANIFEST_INTERVAL_S: Final = 2.0
+ERRORS_INTERVAL_S: Final = 1.0
+IN_FLIGHT_SHOWN: Final = 64
+
+
+def _iso_at(epoch: float) -> str:
+    """An ISO timestamp (UTC, as now_iso writes them) of a wall-clock time."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def in_flight_view(flights: Iterable[Flight], started: Callable[[int], float | None] | None) -> list[InFlight]:
+    """Items handed out, running ones first with when they really began (``started`` gives the
+    executor's monotonic start of a running item), queued ones with when they were handed out."""
+    wall, mono = time.time(), time.monotonic()
+    out = []
+    for i, f in enumerate(flights):
+        if i >= IN_FLIGHT_SHOWN * 4:
+            break
+        since = started(f.item.seq) if started is not None else None
+        began = f.started_at if since is None else _iso_at(wall - (mono - since))
+        out.append(
+            InFlight(seq=f.item.seq, key=f.item.key, attempt=f.item.attempt, started_at=began, queued=since is None)
+        )
+    out.sort(key=lambda x: x.queued)  # running first
+    return out[:IN_FLIGHT_SHOWN]
+
+
+class ProgressPublisher:
+    """Decides when live_progress.json and manifest.json are written (see the module docstring)."""
+
+    def __init__(
+        self,
+        batch: BatchDir,
+        snapshot: Callable[[], LiveProgress],
+        on_progress: Callable[[LiveProgress], None] | None = None,
+    ) -> None:
+        self.batch = batch
+        self._snapshot = snapshot
+        self.on_progress = on_progress
+        self._live_stamp = 0.0
+        self._manifest_stamp = 0.0
+        self._manifest_counts: Counts | None = None
+        self._errors_stamp = 0.0
+        self.error_groups: list[ErrorGroup] = []
+        self.errors_by_type: dict[str, int] = {}
+
+    def errors(self, store: ItemStore | None, changed: bool, force: bool = False) -> bool:
+        """Read the error breakdown again if failures ``changed`` (at most once a second unless
+        ``force``); True if it was read."""
+        now = time.monotonic()
+        if store is None or not (changed or force) or (now - self._errors_stamp < ERRORS_INTERVAL_S and not force):
+            return False
+        self.error_groups = store.error_groups(10)
+        self.errors_by_type = store.errors_by("error_type")
+        self._errors_stamp = now
+        return True
+
+    def write_live(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._live_stamp < LIVE_INTERVAL_S:
+            return
+        self._live_stamp = now
+        live = self._snapshot()
+        write_model(self.batch.live_progress, live, durable=False)
+        if self.on_progress is not None:
+            self.on_progress(live)
+
+    def manifest_due(self, counts: Counts) -> bool:
+        return time.monotonic() - self._manifest_stamp >= MANIFEST_INTERVAL_S and self._manifest_counts != counts
+
+    def write_manifest(self, manifest: Manifest, durable: bool, **update: Any) -> Manifest:
+        """``manifest`` with ``update`` applied, written atomically (previous copy kept)."""
+        self._manifest_stamp = time.monotonic()
+        counts = update.get("totals")
+        self._manifest_counts = counts.model_copy() if isinstance(counts, Counts) else None
+        manifest = manifest.model_copy(update=update)
+        write_model(self.batch.manifest, manifest, durable=durable, backup=True)
+        return manifest
