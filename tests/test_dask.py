@@ -189,7 +189,9 @@ def test_a_killed_worker_loses_nothing(tmp_path: Path, out_dir: Path, work: Path
         # Kill the worker running item 60 once the engine knows it began (its 3 s are not over).
         def long_running() -> bool:
             found = list(out_dir.glob("*/long.pid"))
-            return bool(found) and any(f["seq"] == 60 and not f.get("queued") for f in _live(out_dir).get("in_flight", []))
+            return bool(found) and any(
+                f["seq"] == 60 and not f.get("queued") for f in _live(out_dir).get("in_flight", [])
+            )
 
         _wait_for(long_running, 60, "item 60 running")
         workers = _dask_workers(proc.pid)
