@@ -185,18 +185,21 @@ class Reaper:
             _stack.append((self.token, os.environ.get(RUN_TOKEN_VAR)))
             os.environ[RUN_TOKEN_VAR] = self.token
 
-    def close(self, wait: float = 0.0) -> None:
+    def close(self, wait: float = 0.0, *, unlock: bool = True) -> None:
         """Unlock ``lock_fd``, restore the environment and let the watchdog sweep; idempotent.
 
         ``wait`` bounds how long to wait for the sweep to end (0: not at all, a thread reaps
         the watchdog later, so a long-lived host such as the TUI keeps no zombie).
+        ``unlock=False`` leaves the lock to its holder (work of the run still runs in this
+        process: the batch stays locked until the process lets go or exits).
         """
         write_fd, self._write_fd = self._write_fd, None
         if write_fd is None:
             return
         if self._lock_dup is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_dup, fcntl.LOCK_UN)
+            if unlock:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(self._lock_dup, fcntl.LOCK_UN)
             os.close(self._lock_dup)
             self._lock_dup = None
         with _lock:

@@ -193,6 +193,7 @@ class BatchRunner:
         self.halts = HaltCheck(self.config)
         self.lock = BatchLock(batch.lock)
         self.reaper: Reaper | None = None
+        self._abandoned = False  # items left running in this process (see _abandon_in_flight)
         self.store: ItemStore | None = None
         self.results: ResultsLog | None = None
         self.executor: Executor | None = None
@@ -295,9 +296,10 @@ class BatchRunner:
             self.store.close()
         if self.results is not None:
             self.results.close()
-        self.lock.release()
+        if not self._abandoned:  # else the kernel drops the lock when this process exits
+            self.lock.release()
         if self.reaper is not None:  # after the release: until then no other engine may take the batch
-            self.reaper.close()
+            self.reaper.close(unlock=not self._abandoned)
             self.reaper = None
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -567,6 +569,15 @@ class BatchRunner:
                 self.executor.kill(seq, flight.item.attempt)
 
     def _abandon_in_flight(self) -> None:
+        """Items that outlived the grace and cannot be killed (Python calls on threads): back to
+        pending for the next run, and the batch stays locked while this process lives (they may
+        still be running in it): the next engine waits, no item runs in two processes at once."""
+        if self._inflight:
+            self._warn(
+                f"{len(self._inflight)} running Python call(s) cannot be killed: back to pending; the batch"
+                " stays locked until this process exits"
+            )
+            self._abandoned = True
         for seq in list(self._inflight):
             self._inflight.pop(seq)
             self.staging.add("requeue", (seq,))

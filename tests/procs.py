@@ -128,3 +128,12 @@ def soak_item(item: Any) -> dict[str, int]:
     if rng.random() < 0.125:
         raise ValueError(f"unlucky {item.seq}")
     return {"seq": item.seq}
+
+
+def wait_for_file(item: Any) -> dict[str, int]:
+    """Runs until the file $BATCHTUI_TEST_RELEASE exists (a call that cannot be killed)."""
+    _log_start(item)
+    release = os.environ["BATCHTUI_TEST_RELEASE"]
+    while not os.path.exists(release):
+        time.sleep(0.01)
+    return {"seq": item.seq}

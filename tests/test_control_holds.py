@@ -265,3 +265,36 @@ def test_process_executor_skip_touches_no_chunk_mate(tmp_path: Path, out_dir: Pa
     assert {seq for seq, st in status.items() if st != "complete"} == {300, 301, 302}
     assert {status[300], status[301], status[302]} == {"skipped"}
     assert rows(batch, "SELECT count(*) FROM attempts WHERE status='failed'") == [(0,)]
+
+
+def test_a_call_that_outlives_the_grace_keeps_the_batch_locked_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Python call on a thread cannot be killed: after the grace it goes back to pending, and
+    the batch stays locked while this process (where it still runs) lives, so no other engine
+    runs it at the same time."""
+    from batchtui.engine.batchdir import BatchLock, BatchLocked
+    from batchtui.engine.config import BatchConfig
+    from batchtui.engine.enqueue import create_batch
+    from batchtui.engine.processors import python_spec
+    from batchtui.engine.runner import BatchRunner
+    from batchtui.engine.sources import build_spec
+
+    release = tmp_path / "release"
+    monkeypatch.setenv("BATCHTUI_TEST_RELEASE", str(release))
+    monkeypatch.setenv("BATCHTUI_TEST_EXEC_LOG", str(tmp_path / "runs.log"))
+    items = lines_file(tmp_path, 3)
+    config = BatchConfig(output_dir=str(tmp_path / "out"), workers=1, executor="thread", grace=0.0)
+    batch = create_batch(config, build_spec([str(items)]), python_spec(f"{PROCS}:wait_for_file"))
+    runner = BatchRunner(batch)
+    runner.on_progress = lambda live: runner.request_stop("test") if live.counts.running else None
+    try:
+        result = runner.run()
+        assert result.state.value == "stopped" and starts(tmp_path / "runs.log") == [0]
+        assert rows(batch.path, "SELECT status FROM items WHERE seq=0") == [("pending",)]
+        with pytest.raises(BatchLocked):
+            BatchLock(batch.lock).acquire(wait=0.2)
+    finally:
+        release.touch()
+        runner.lock.release()
+    BatchLock(batch.lock).acquire(wait=0.2)  # free once its holder let go
