@@ -404,6 +404,7 @@ class ThreadExecutor(_HandoffExecutor):
         return bool(self.processor.kill(seq, attempt))
 
     def shutdown(self, wait: float = 5.0) -> None:
+        self.handoff.cancel_all()  # the run is over: nothing still queued may start
         self.handoff.close(len(self.threads))
         deadline = time.monotonic() + wait
         for t in self.threads:
@@ -591,6 +592,7 @@ class ProcessExecutor(_HandoffExecutor):
 
     def shutdown(self, wait: float = 5.0) -> None:
         self._closing = True
+        self.handoff.cancel_all()  # the run is over: nothing still queued may start
         self.handoff.close(len(self.slots))
         deadline = time.monotonic() + wait
         for slot in self.slots:

@@ -448,6 +448,7 @@ class BatchRunner:
             self.committer.abandon()  # queued group commits are dropped like the staged ones
         if self.executor is not None:
             with contextlib.suppress(Exception):
+                self.executor.cancel_all()  # nothing queued starts; requeued below with the rest
                 self.executor.kill_all()
         self._inflight.clear()
         assert self.store is not None

@@ -12,6 +12,7 @@ import collections
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -298,3 +299,29 @@ def test_a_call_that_outlives_the_grace_keeps_the_batch_locked_while_it_runs(
         release.touch()
         runner.lock.release()
     BatchLock(batch.lock).acquire(wait=0.2)  # free once its holder let go
+
+
+def test_an_executor_shut_down_starts_nothing_it_still_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run is over (a full disk, the end of a stop): work still queued in the executor
+    never starts, even while its workers finish what they were running."""
+    import queue
+
+    from batchtui.engine.config import BatchConfig
+    from batchtui.engine.executors import ThreadExecutor
+    from batchtui.engine.processors import Item, python_spec
+
+    release, log = tmp_path / "release", tmp_path / "runs.log"
+    monkeypatch.setenv("BATCHTUI_TEST_RELEASE", str(release))
+    monkeypatch.setenv("BATCHTUI_TEST_EXEC_LOG", str(log))
+    completions: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    ex = ThreadExecutor(python_spec(f"{PROCS}:wait_for_file"), BatchConfig(workers=1), completions)
+    ex.start()
+    for seq in range(3):
+        ex.submit([Item(seq, f"k{seq}", f"v{seq}", 1, str(tmp_path))])
+    wait_until(lambda: starts(log) == [0])
+    ex.shutdown(wait=0.1)
+    release.touch()
+    for thread in ex.threads:
+        thread.join(5)
+    assert starts(log) == [0]
+    assert [o.seq for o in completions.get(timeout=1)] == [0]
