@@ -283,6 +283,7 @@ def test_a_killed_worker_fails_only_what_it_was_running(tmp_path: Path, out_dir:
 
         wait_until(mid_item, timeout=60)
         os.kill(victim, signal.SIGKILL)
+        running = _starts(log, victim)[-1][0]  # what it was running (or had just begun) when killed
         assert _end(engine, 60) == 0
     finally:
         _kill(engine)
@@ -290,10 +291,13 @@ def test_a_killed_worker_fails_only_what_it_was_running(tmp_path: Path, out_dir:
     assert _check_invariants(batch)["complete"] == 40
     lost = rows(batch, "SELECT seq, attempt FROM attempts WHERE error_type = 'WorkerLost'")
     starts = collections.Counter(_starts(log))
-    assert len(lost) <= 1, lost  # the item the single-threaded worker was running, if any
+    # Only the item the single-threaded worker was running may run again. It comes back as
+    # WorkerLost (an attempt counted) when the engine had heard that its task began, else as
+    # returned (the "began" event was still on its way when the worker died): never another.
+    assert {seq for seq, _ in lost} <= {running}, (lost, running)
     assert all(starts[(seq, attempt)] == 1 for seq, attempt in lost), (lost, starts)
     ran = collections.Counter(_seqs(log))
-    assert {seq for seq, n in ran.items() if n > 1} == {seq for seq, _ in lost}
+    assert {seq for seq, n in ran.items() if n > 1} <= {running}, (ran, running)
 
 
 # -- the workers' gates, without a cluster ---------------------------------------------------------
