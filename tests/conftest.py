@@ -106,6 +106,16 @@ def run_in_thread(proc: Any, item: Any) -> tuple[threading.Thread, dict[str, Any
     return thread, box
 
 
+def read_live(batch: Path) -> dict[str, object]:
+    """live_progress.json of ``batch`` (retried briefly: it may be missing or being replaced)."""
+    for _ in range(50):
+        try:
+            return orjson.loads((batch / "live_progress.json").read_bytes())  # type: ignore[no-any-return]
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            time.sleep(0.01)
+    raise AssertionError("no live_progress.json")
+
+
 def wait_until(pred: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
     """Poll ``pred`` until it is true; AssertionError naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -16,18 +16,9 @@ import pytest
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.control import append_command, new_command, wait_for_ack
 
-from .conftest import CLI, cli_env, only_batch, wait_until
+from .conftest import CLI, cli_env, only_batch, read_live, wait_until
 
 PROCS = Path(__file__).with_name("procs.py")
-
-
-def live(batch: Path) -> dict[str, object]:
-    for _ in range(50):
-        try:
-            return orjson.loads((batch / "live_progress.json").read_bytes())  # type: ignore[no-any-return]
-        except (FileNotFoundError, orjson.JSONDecodeError):
-            time.sleep(0.01)
-    raise AssertionError("no live_progress.json")
 
 
 def manifest(batch: Path) -> dict[str, object]:
@@ -73,7 +64,7 @@ def test_pause_skip_unpause_stop_resume_retry(tmp_path: Path, out_dir: Path, run
         wait_until(lambda: out_dir.exists() and any(out_dir.iterdir()))
         batch = only_batch(out_dir)
         bdir = BatchDir(batch)
-        wait_until(lambda: (batch / "live_progress.json").exists() and live(batch)["counts"]["complete"] >= 10)  # type: ignore[index]
+        wait_until(lambda: (batch / "live_progress.json").exists() and read_live(batch)["counts"]["complete"] >= 10)  # type: ignore[index]
 
         # Pause: acknowledged within 0.5 s, then the counts stop growing.
         cmd = new_command("pause")
@@ -83,27 +74,27 @@ def test_pause_skip_unpause_stop_resume_retry(tmp_path: Path, out_dir: Path, run
         latency = time.monotonic() - t0
         assert ack is not None and latency < 0.5, latency
         assert ack.state == "paused" and ack.paused
-        wait_until(lambda: live(batch)["counts"]["processing"] == 0, 5)  # type: ignore[index]
-        frozen = live(batch)["counts"]
+        wait_until(lambda: read_live(batch)["counts"]["processing"] == 0, 5)  # type: ignore[index]
+        frozen = read_live(batch)["counts"]
         time.sleep(0.6)
-        assert live(batch)["counts"] == frozen
+        assert read_live(batch)["counts"] == frozen
         assert manifest(batch)["state"] == "paused"
 
         # Skip two pending items through the CLI (a second process), with the engine live.
         skipped = run_cli(["skip", batch.name, "150", "151", "--json"])
         assert skipped.returncode == 0, skipped.stderr
         assert json.loads(skipped.stdout)["engine"] is True
-        assert live(batch)["counts"]["skipped"] == 2  # type: ignore[index]
+        assert read_live(batch)["counts"]["skipped"] == 2  # type: ignore[index]
 
         resumed = run_cli(["unpause", batch.name])
         assert resumed.returncode == 0, resumed.stderr
         done_before = frozen["complete"]  # type: ignore[index]
-        wait_until(lambda: live(batch)["counts"]["complete"] > done_before + 5, 10)  # type: ignore[index]
-        assert live(batch)["state"] == "running"
+        wait_until(lambda: read_live(batch)["counts"]["complete"] > done_before + 5, 10)  # type: ignore[index]
+        assert read_live(batch)["state"] == "running"
 
         workers = run_cli(["workers", batch.name, "3"])
         assert workers.returncode == 0 and "2 -> 3" in workers.stdout, workers.stdout + workers.stderr
-        assert live(batch)["workers"] == 3
+        assert read_live(batch)["workers"] == 3
 
         stopped = run_cli(["stop", batch.name])
         assert stopped.returncode == 0, stopped.stderr
@@ -112,7 +103,7 @@ def test_pause_skip_unpause_stop_resume_retry(tmp_path: Path, out_dir: Path, run
         if engine.poll() is None:
             engine.kill()
     assert manifest(batch)["state"] == "stopped"
-    assert live(batch)["state"] == "stopped"
+    assert read_live(batch)["state"] == "stopped"
     st = statuses(batch)
     assert "processing" not in st.values()
     assert st[150] == st[151] == "skipped"

@@ -27,16 +27,7 @@ from batchtui.engine.files import write_model
 from batchtui.engine.liveness import STALE_AFTER_S, Liveness, engine_status
 from batchtui.engine.models import BatchState, LiveProgress
 
-from .conftest import CLI, cli_env, only_batch, wait_until
-
-
-def read_live(batch: Path) -> dict[str, object]:
-    for _ in range(50):
-        try:
-            return orjson.loads((batch / "live_progress.json").read_bytes())  # type: ignore[no-any-return]
-        except (FileNotFoundError, orjson.JSONDecodeError):
-            time.sleep(0.01)
-    raise AssertionError("no live_progress.json")
+from .conftest import CLI, cli_env, only_batch, read_live, wait_until
 
 
 @pytest.fixture
