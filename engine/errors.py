@@ -76,6 +76,29 @@ class InvalidRecord(BatchtuiError):
     """The source record could not be read (invalid JSON line, ragged CSV row...)."""
 
 
+class ResultTooLarge(BatchtuiError):
+    """A result's JSON is over ``--max-result-bytes``: the item fails (not retried), the engine
+    never holds, stores or writes it."""
+
+
+class InvalidCost(BatchtuiError):
+    """A result's ``cost`` is not a finite number >= 0 (a string, null, NaN, an infinity, a
+    negative number): counting it, or leaving it out, would defeat ``--max-cost``."""
+
+
+class InvalidResult(BatchtuiError):
+    """A result JSON cannot hold as it is (NaN or an infinity, which JSON would turn into null)."""
+
+
+class ChunkResultMismatch(BatchtuiError):
+    """A chunked callable's return value cannot be matched to the chunk's items (a list of
+    another length, a dict with keys that are not the chunk's seqs, neither a list nor a dict)."""
+
+
+class MissingResult(BatchtuiError):
+    """A chunked callable's ``{seq: result}`` dict has no entry for this item."""
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
     """A classified failure, as stored on the item and its attempt row."""
