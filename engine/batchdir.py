@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
 import socket
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,8 +19,8 @@ from typing import Final
 import orjson
 
 from .errors import UserError
-from .files import DIR_MODE, FILE_MODE, DamagedFile, read_model
-from .models import ACTIVE_STATES, BatchState, LiveProgress, LockInfo, Manifest
+from .files import DIR_MODE, FILE_MODE, NOFOLLOW, DamagedFile, read_model
+from .models import ACTIVE_STATES, BatchState, LiveProgress, LockInfo, Manifest, NewerFormat
 
 BATCH_ID_RE: Final = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{8}$")
 HOST: Final = socket.gethostname()
@@ -70,7 +72,14 @@ class BatchLock:
         """
         if self._fd is not None and self.info is not None:
             return self.info
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        # Whoever takes the lock writes the batch: never through a link planted in it.
+        check_batch_dir(self.path.parent)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeBatchDir(self.path.parent, "lock is a symbolic link") from None
+            raise
         deadline = time.monotonic() + wait
         told = False
         while True:
@@ -122,7 +131,7 @@ def engine_alive(batch_path: Path) -> LockInfo | None:
     """The lock holder's info if a live engine holds the batch, else None (never blocks)."""
     lock = batch_path / "lock"
     try:
-        fd = os.open(lock, os.O_RDONLY)
+        fd = os.open(lock, os.O_RDONLY | NOFOLLOW)
     except OSError:
         return None
     try:
@@ -184,7 +193,7 @@ class BatchDir:
 
     @classmethod
     def create(cls, output_dir: Path) -> BatchDir:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(output_dir)
         for _ in range(10):
             path = output_dir / new_batch_id()
             try:
@@ -195,8 +204,13 @@ class BatchDir:
             return cls(path)
         raise RuntimeError(f"could not create a new batch directory in {output_dir}")
 
-    def read_manifest(self) -> Manifest:
-        return read_model(self.manifest, Manifest)
+    def read_manifest(self, on_backup: Callable[[str], None] | None = None) -> Manifest:
+        """The manifest (or its .bak, with a warning); NewerFormat naming it when a newer
+        batchtui wrote it, DamagedFile when neither copy parses."""
+        try:
+            return read_model(self.manifest, Manifest, on_backup=on_backup)
+        except NewerFormat as exc:
+            raise exc.at(self.manifest) from None
 
     def read_live(self) -> LiveProgress | None:
         try:
@@ -206,6 +220,90 @@ class BatchDir:
 
     def alive(self) -> LockInfo | None:
         return engine_alive(self.path)
+
+
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` where every folder it creates gets mode 0700 whatever the umask (mkdir's mode
+    passes through it: under umask 000 a plain ``mkdir -p`` makes them 0777). Folders that exist
+    are left as they are."""
+    missing: list[Path] = []
+    at = path
+    while not os.path.lexists(at) and at.parent != at:
+        missing.append(at)
+        at = at.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, DIR_MODE)
+            os.chmod(folder, DIR_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs
+        except OSError as exc:
+            raise UserError(f"cannot create the output directory {folder}: {exc.strerror or exc}") from None
+    if not path.is_dir():
+        raise UserError(f"cannot use {path} as the output directory: it is not a directory")
+
+
+#: What the engine writes in a batch directory: regular files, and the folders below.
+BATCH_FILES: Final = (
+    "manifest.json",
+    "manifest.json.bak",
+    "items.db",
+    "items.db-wal",
+    "items.db-shm",
+    "items.db-journal",
+    "results.jsonl",
+    "live_progress.json",
+    "control.jsonl",
+    "report.json",
+    "lock",
+    "engine.log",
+)
+BATCH_DIRS: Final = ("logs", "out", "tmp")
+
+
+class UnsafeBatchDir(UserError):
+    """A batch directory is, or holds, a symbolic link (or a wrong kind of file) where the engine
+    writes: it is refused rather than written through."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(
+            f"refusing to use batch {path.name}: {what}; the engine never writes through a link in a "
+            f"batch directory (remove it, or put the real file there), then try again"
+        )
+
+
+def check_batch_dir(path: Path) -> None:
+    """Refuse (:class:`UnsafeBatchDir`) a batch directory that is a symbolic link or whose files
+    and folders the engine writes (:data:`BATCH_FILES`, :data:`BATCH_DIRS`) include a link or the
+    wrong kind of entry. SQLite opens items.db and its -wal/-shm by path, following links: this
+    check before an engine takes the batch is what keeps them inside it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise UserError(f"batch directory {path} does not exist") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeBatchDir(path, f"{path} is a symbolic link (to {os.readlink(path)})")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeBatchDir(path, f"{path} is not a directory")
+    try:
+        dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UnsafeBatchDir(path, f"{path} cannot be opened as a directory ({exc.strerror})") from None
+    try:
+        for name in (*BATCH_FILES, *BATCH_DIRS):
+            try:
+                est = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(est.st_mode):
+                target = os.readlink(name, dir_fd=dfd)
+                raise UnsafeBatchDir(path, f"{name} is a symbolic link (to {target})")
+            if name in BATCH_DIRS and not stat.S_ISDIR(est.st_mode):
+                raise UnsafeBatchDir(path, f"{name} is not a directory")
+            if name in BATCH_FILES and not stat.S_ISREG(est.st_mode):
+                raise UnsafeBatchDir(path, f"{name} is not a regular file")
+    finally:
+        os.close(dfd)
 
 
 def resume_command(batch: BatchDir) -> str:
@@ -229,10 +327,21 @@ def iter_batches(output_dir: Path) -> Iterator[BatchDir]:
         names = sorted((e.name for e in os.scandir(output_dir) if e.is_dir()), reverse=True)
     except FileNotFoundError:
         return
+    except OSError as exc:  # a file, a folder we may not read, a name too long
+        raise UserError(f"cannot list the output dir {output_dir}: {exc.strerror}") from None
     for name in names:
         path = output_dir / name
         if is_batch_dir(path):
             yield BatchDir(path)
+
+
+def _holds_batch(path: Path) -> bool:
+    """Whether ``path`` is a folder with a manifest; False for a name the OS refuses (too long,
+    a loop of links, not readable): such an argument is no batch, never a traceback."""
+    try:
+        return path.is_dir() and has_manifest(path)
+    except OSError:
+        return False
 
 
 def resolve_batch(arg: str | None, output_dir: Path, *, unfinished: bool = False) -> BatchDir:
@@ -242,18 +351,16 @@ def resolve_batch(arg: str | None, output_dir: Path, *, unfinished: bool = False
     now (:func:`choose_resumable`, which also says why it chose it).
     """
     if arg:
-        candidate = Path(arg)
-        if candidate.is_dir() and has_manifest(candidate):
-            return BatchDir(candidate.resolve())
-        by_id = output_dir / arg
-        if by_id.is_dir() and has_manifest(by_id):
-            return BatchDir(by_id.resolve())
+        for candidate in (Path(arg), output_dir / arg):
+            if _holds_batch(candidate):
+                return BatchDir(candidate.resolve())
         matches = [b for b in iter_batches(output_dir) if b.batch_id.startswith(arg) or b.batch_id.endswith(arg)]
         if len(matches) == 1:
             return BatchDir(matches[0].path.resolve())
+        shown = repr(arg if len(arg) <= 80 else arg[:79] + "…")
         if len(matches) > 1:
-            raise UserError(f"{arg!r} matches {len(matches)} batches: " + ", ".join(b.batch_id for b in matches[:5]))
-        raise UserError(f"no batch {arg!r} (looked for a path and for an id in {output_dir})")
+            raise UserError(f"{shown} matches {len(matches)} batches: " + ", ".join(b.batch_id for b in matches[:5]))
+        raise UserError(f"no batch {shown} (looked for a path and for an id in {output_dir})")
     if unfinished:
         return choose_resumable(output_dir).batch
     for batch in iter_batches(output_dir):

@@ -12,6 +12,7 @@ its loop, so a command takes effect within a loop turn even where inotify is una
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import threading
@@ -25,7 +26,8 @@ import orjson
 from pydantic import ValidationError
 
 from .batchdir import BatchDir, now_iso
-from .files import FILE_MODE, read_model
+from .errors import UserError
+from .files import FILE_MODE, NOFOLLOW, read_model
 from .fmt import fmt_duration as fmt_age
 from .liveness import EngineStatus, Liveness
 from .models import ControlCommand, ControlOp, LiveProgress
@@ -57,7 +59,15 @@ def new_command(
 def append_command(batch: BatchDir, cmd: ControlCommand) -> None:
     """Append one command line (one write, O_APPEND: safe with concurrent writers)."""
     line = orjson.dumps(cmd.model_dump(mode="json", exclude_none=True)) + b"\n"
-    fd = os.open(batch.control, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+    try:
+        fd = os.open(batch.control, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(
+                f"refusing to write {batch.control}: it is a symbolic link, and batch files are never "
+                "written through one (remove it)"
+            ) from None
+        raise
     try:
         os.write(fd, line)
     finally:
@@ -323,19 +333,20 @@ def apply_offline(batch: BatchDir, change: Callable[[Any], str], *, durable: boo
     """
     from .batchdir import BatchLock
     from .files import write_model
-    from .models import Manifest
     from .store import ItemStore
 
     lock = BatchLock(batch.lock)
     lock.acquire(wait=0.5)
     try:
+        # Read first: a batch of a newer batchtui (or a damaged one) is refused before its
+        # store is touched.
+        manifest = batch.read_manifest()
         store = ItemStore.open(batch.items_db, durable=durable)
         try:
             message = change(store)
             counts = store.counts()
         finally:
             store.close()
-        manifest = read_model(batch.manifest, Manifest)
         write_model(batch.manifest, manifest.model_copy(update={"totals": counts}), durable=durable, backup=True)
         live = batch.read_live()
         if live is not None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -46,11 +48,43 @@ class WriteFailed(UserError):
         super().__init__(f"cannot write {path}: {reason}. Nothing finished is lost: free some space, then {how}")
 
 
+class LinkRefused(WriteFailed):
+    """A file or folder the engine writes in a batch directory is a symbolic link (or the batch
+    directory itself was replaced by one): it is never followed, so nothing lands outside the
+    batch. Halts a run like a full disk does; resuming refuses until the link is gone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.reason = "it, or the batch directory, is a symbolic link"
+        UserError.__init__(
+            self,
+            f"refusing to write {path}: it, or its batch directory, is a symbolic link, and batch files "
+            "are never written through one; remove the link, then resume",
+        )
+
+
+#: Opening a batch file never follows a symbolic link in its last component.
+NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+
+
 def write_failed(path: Path, exc: OSError) -> WriteFailed | OSError:
-    """``exc`` as :class:`WriteFailed` when it means the disk cannot take the write, else itself."""
+    """``exc`` as :class:`WriteFailed` when it means the disk cannot take the write (or
+    :class:`LinkRefused` when a link was not followed), else itself."""
     if exc.errno in WRITE_ERRNOS:
         return WriteFailed(path, exc.strerror or os.strerror(exc.errno or 0))
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return LinkRefused(path)
     return exc
+
+
+def open_dir(path: Path) -> int:
+    """A descriptor of the directory ``path``, refused (:class:`LinkRefused`) when ``path`` is a
+    symbolic link: files are then created relative to it, so a folder swapped for a link after
+    this check is never written through."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise write_failed(path, exc) from None
 
 
 def fsync_dir(path: Path) -> None:
@@ -69,9 +103,23 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True, backup:
     second and rebuilt on start, like live_progress.json: the rename alone keeps them whole).
     ``backup`` keeps the previous good copy as ``<name>.bak`` (by hard link, also atomic).
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Everything happens relative to the folder, opened without following a link, and no name
+    # in it is opened through a link: a batch file never lands outside its batch directory.
+    dfd = open_dir(path.parent)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        _atomic_write_at(dfd, path, data, durable=durable, backup=backup)
+    finally:
+        os.close(dfd)
+
+
+def _atomic_write_at(dfd: int, path: Path, data: bytes, *, durable: bool, backup: bool) -> None:
+    name = path.name
+    # Per thread as well as per process: O_EXCL below must never meet another writer's file.
+    tmp = f".{name}.{os.getpid()}.{threading.get_native_id()}.tmp"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dfd)  # left by a crash (or planted): O_EXCL creates it anew
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dfd)
         try:
             view = memoryview(data)
             while view:
@@ -84,23 +132,28 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True, backup:
     except OSError as exc:
         # A half-written temp file only takes the space a full disk lacks: remove it.
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dfd)
         raise write_failed(path, exc) from None
     if backup and _parses(path):
         # Never back up a damaged file over the good backup: the .bak must stay readable.
-        bak = path.with_name(path.name + ".bak")
-        bak_tmp = path.with_name(f".{path.name}.bak.{os.getpid()}.tmp")
+        bak = f"{name}.bak"
+        bak_tmp = f".{name}.bak.{os.getpid()}.tmp"
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(bak_tmp)
+            os.unlink(bak_tmp, dir_fd=dfd)
         try:
-            os.link(path, bak_tmp)
-            os.replace(bak_tmp, bak)
+            os.link(name, bak_tmp, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+            os.replace(bak_tmp, bak, src_dir_fd=dfd, dst_dir_fd=dfd)
         except OSError:
             with contextlib.suppress(OSError):
-                os.unlink(bak_tmp)
-    os.replace(tmp, path)
+                os.unlink(bak_tmp, dir_fd=dfd)
+    try:
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)  # replaces a link, never follows it
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        raise write_failed(path, exc) from None
     if durable:
-        fsync_dir(path.parent)
+        os.fsync(dfd)
 
 
 def _parses(path: Path) -> bool:
@@ -132,10 +185,15 @@ class DamagedFile(Exception):
         super().__init__(f"{path}: {reason}")
 
 
-def read_model(path: Path, model: type[M], *, use_backup: bool = True) -> M:
+def read_model(
+    path: Path, model: type[M], *, use_backup: bool = True, on_backup: Callable[[str], None] | None = None
+) -> M:
     """Read a JSON file into ``model``; fall back to ``<name>.bak`` when the file is damaged.
 
-    Raises FileNotFoundError when neither exists, DamagedFile when neither parses.
+    Raises FileNotFoundError when neither exists, DamagedFile when neither parses. A fall-back
+    is never silent: it is logged as a warning (once per file and reason in a process: stderr
+    for the CLI, engine.log for a background engine) and told to ``on_backup`` (the runner puts
+    it in live_progress.json's warnings).
     """
     candidates = [path]
     if use_backup:
@@ -147,16 +205,35 @@ def read_model(path: Path, model: type[M], *, use_backup: bool = True) -> M:
             raw = candidate.read_bytes()
         except FileNotFoundError:
             continue
-        found = True
         try:
-            return model.model_validate(orjson.loads(raw))
+            value = model.model_validate(orjson.loads(raw))
         except (orjson.JSONDecodeError, ValidationError) as exc:
+            found = True
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(exc, ValidationError) and exc.errors():
+                err = exc.errors()[0]
+                reason = f"{'.'.join(str(p) for p in err['loc']) or 'content'}: {err['msg']}"
             first_error = first_error or DamagedFile(candidate, reason)
+            continue
+        if candidate is not path:
+            what = f"is damaged ({first_error.reason})" if first_error else "is missing"
+            _warn_backup(f"{path} {what}: read {candidate.name}, its previous good copy", on_backup)
+        return value
     if not found:
         raise FileNotFoundError(path)
     assert first_error is not None
     raise first_error
+
+
+_warned: set[str] = set()
+
+
+def _warn_backup(message: str, on_backup: Callable[[str], None] | None) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logging.getLogger("batchtui.engine").warning("warning: %s", message)
+    if on_backup is not None:
+        on_backup(message)
 
 
 class ResultsLog:
@@ -171,10 +248,16 @@ class ResultsLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            raise write_failed(path, exc) from None
         self.torn_bytes = self._cut_torn_tail()
         self.offset = os.lseek(self._fd, 0, os.SEEK_END)
         self._dirty = False
+        st = os.fstat(self._fd)
+        self._identity = (st.st_dev, st.st_ino)
+        self.watch = True  # whether damage() looks (off once a damage could not be repaired)
 
     def _cut_torn_tail(self) -> int:
         size = os.fstat(self._fd).st_size
@@ -241,6 +324,44 @@ class ResultsLog:
         """Cut the log back to a committed offset (used only by ``recover`` tooling)."""
         os.ftruncate(self._fd, offset)
         self.offset = offset
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def damage(self) -> str | None:
+        """What happened to the file behind this engine's back, or None when it is exactly what
+        was written to it: the same file (device and inode) at the path, its size the offset.
+
+        The engine is the file's only writer, so any difference means lines were lost from it
+        (cut, deleted, replaced) or someone else wrote to it. One ``stat``: cheap enough for
+        every group commit."""
+        if not self.watch:
+            return None
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return "was deleted"
+        if (st.st_dev, st.st_ino) != self._identity:
+            return "was replaced by another file"
+        if st.st_size < self.offset:
+            return f"was cut from {self.offset} to {st.st_size} bytes"
+        if st.st_size > self.offset:
+            return f"grew by {st.st_size - self.offset} bytes that this engine did not write"
+        return None
+
+    def reopen(self) -> None:
+        """Open the file at the path again (it was replaced by a rewritten copy): appends go to
+        it from its end, and :meth:`damage` compares against it."""
+        old = self._fd
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise write_failed(self.path, exc) from None
+        os.close(old)
+        st = os.fstat(self._fd)
+        self._identity = (st.st_dev, st.st_ino)
+        self.offset = st.st_size
+        self._dirty = False
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -364,7 +364,7 @@ def _watch(read_fd: int, token: str, log: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         line = f"{stamp} reaper: the engine ended; killed {len(killed)} process(es) left by its items: {killed}\n"
         with contextlib.suppress(OSError):
-            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
             try:
                 os.write(fd, line.encode())
             finally:

@@ -34,6 +34,17 @@ stderr, no other descriptor, and SIGPIPE/SIGXFSZ at their defaults.
 Logs. The last ``log_limit`` bytes of stdout and stderr go to ``logs/<seq>.out`` / ``.err`` (mode
 0600), only when that stream is non-empty: thousands of empty files per run would cost more time
 than the commands. A retry overwrites them (and removes a stale one its own run left empty).
+Every file and folder made in the batch directory (``logs/``, ``out/<seq>``, ``tmp/``) is opened
+through descriptors of its folders, never following a symbolic link: a link there halts the batch
+(:class:`Fatal`) instead of sending a log outside it.
+
+The item's variables. ``BATCHTUI_ITEM_JSON`` holds ``{"seq","key","data","attempt"}`` as JSON;
+``BATCHTUI_SEQ``, ``BATCHTUI_ATTEMPT`` and ``BATCHTUI_BATCH_DIR`` the rest. An environment
+variable holds at most 128 KiB on Linux (MAX_ARG_STRLEN): a larger JSON goes to
+``tmp/<seq>.<attempt>.json`` (0600) in the batch directory, removed after the attempt, whose path
+is in ``BATCHTUI_ITEM_JSON_FILE`` (BATCHTUI_ITEM_JSON is then empty; otherwise the file variable
+is). A file name that is not UTF-8 comes as Python's surrogate-escaped str: ``{path}`` passes its
+exact bytes, the JSON has ``\\udcXX`` escapes for the bytes that do not decode.
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ import select
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -55,7 +67,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from .errors import CommandFailed, CommandKilled, ItemTimeout, UserError
+from .errors import CommandFailed, CommandKilled, Fatal, ItemTimeout, UserError
+from .outputs import DEFAULT_MAX_RESULT_BYTES, check_finite, cost_of, too_large
 
 if TYPE_CHECKING:
     import ctypes  # imported on first use: only shell runs pay for it
@@ -227,6 +240,23 @@ class CommandTemplate:
             append(quoted)
         return "".join(pieces)
 
+    def too_long(self, item: Item, out_dir: str | None, cmd: str) -> str:
+        """Why ``cmd`` (this template rendered for ``item``) cannot run: the placeholders whose
+        values made it longer than one exec argument may be, largest first, with their sizes."""
+        sizes: dict[str, int] = {}
+        for part in self._parts:
+            if isinstance(part, _Slot):
+                size = len(os.fsencode(shlex.quote(_text(_value(item, part.name, out_dir)))))
+                sizes[part.name] = sizes.get(part.name, 0) + size
+        big = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+        named = ", ".join(f"{{{name}}} is {size:,} bytes" for name, size in big)
+        return (
+            f"the command line is {len(os.fsencode(cmd)):,} bytes, over the {_ARG_STRLEN:,} bytes one "
+            f"argument may have (the whole command is one argument of `sh -c`): {named}. Have the "
+            "command read the value from the item's JSON instead: $BATCHTUI_ITEM_JSON, or the file "
+            "$BATCHTUI_ITEM_JSON_FILE names when the item is over 128 KiB"
+        )
+
 
 def _value(item: Item, name: str, out_dir: str | None) -> Any:
     data = item.data
@@ -304,7 +334,8 @@ class _ShellContext:
         "a": "inside $((...)) or ((...))",
         "M": "inside a # comment, where a newline in the value would end the comment",
         "H": "inside a here-document, where quotes are not special: pass the value as an argument "
-        "or read it from $BATCHTUI_ITEM_JSON",
+        "or read it from $BATCHTUI_ITEM_JSON (from the file $BATCHTUI_ITEM_JSON_FILE names when the "
+        "item is over 128 KiB)",
     }
 
     def __init__(self, template: str) -> None:
@@ -541,6 +572,54 @@ class _Tail:
         return bytes(self.buf[-limit:]) if limit > 0 else b""
 
 
+_BLANK: Final = b" \t\n\r\x0b\x0c"  # what bytes.strip() strips
+
+
+class _StdoutTail(_Tail):
+    """A :class:`_Tail` of stdout that keeps its last non-blank line whole (that line may be
+    the result) while it is at most ``line_cap`` bytes long, however small ``keep`` is: memory
+    grows past ``2 * keep`` only for such a line. A longer one is cut as any output is, and
+    ``cut_object`` says whether it began with ``{`` (a result too large, not plain output)."""
+
+    __slots__ = ("cut_object", "last_line", "line_cap", "line_start")
+
+    def __init__(self, keep: int, line_cap: int) -> None:
+        super().__init__(keep)
+        self.line_cap = line_cap
+        self.line_start = 0  # where the line being written began (an offset among all bytes written)
+        self.last_line = 0  # where the line holding the last non-blank byte began
+        self.cut_object = False
+
+    def add(self, data: bytes) -> None:
+        total = self.total
+        end = len(data)
+        while end and data[end - 1] in _BLANK:
+            end -= 1
+        if end:
+            nl = data.rfind(b"\n", 0, end)
+            self.last_line = total + nl + 1 if nl >= 0 else self.line_start
+        nl = data.rfind(b"\n")
+        if nl >= 0:
+            self.line_start = total + nl + 1
+        buf = self.buf
+        buf += data
+        self.total = total = total + len(data)
+        if len(buf) > 2 * self.keep:
+            cut = len(buf) - self.keep
+            start = self.last_line - (total - len(buf))  # in buf; < 0 once cut
+            if 0 <= start < cut:
+                if total - self.last_line <= self.line_cap:
+                    cut = start
+                else:
+                    self.cut_object = buf[start : start + 256].lstrip()[:1] == b"{"
+            del buf[:cut]
+
+    @property
+    def last_line_cut(self) -> bool:
+        """Whether the last non-blank line began before what is kept."""
+        return self.last_line < self.total - len(self.buf)
+
+
 _pidfd_ok = hasattr(os, "pidfd_open")
 
 
@@ -725,7 +804,32 @@ def _get_libc_spawn() -> _LibcSpawn | None:
 
 
 #: The variables each item adds to the environment, in the order they are set.
-_ITEM_VARS: Final = (b"BATCHTUI_ITEM_JSON", b"BATCHTUI_SEQ", b"BATCHTUI_ATTEMPT", b"BATCHTUI_BATCH_DIR")
+_ITEM_VARS: Final = (
+    b"BATCHTUI_ITEM_JSON",
+    b"BATCHTUI_SEQ",
+    b"BATCHTUI_ATTEMPT",
+    b"BATCHTUI_BATCH_DIR",
+    b"BATCHTUI_ITEM_JSON_FILE",
+)
+
+
+def _arg_strlen() -> int:
+    """The longest single argument or ``NAME=value`` exec takes, with its NUL: Linux's
+    MAX_ARG_STRLEN, 32 pages (128 KiB with 4 KiB pages). Other systems limit only the total
+    (ARG_MAX); 128 KiB is kept there as well, so an item behaves alike everywhere."""
+    try:
+        page = os.sysconf("SC_PAGE_SIZE") if sys.platform.startswith("linux") else 4096
+    except (ValueError, OSError):
+        page = 4096
+    return 32 * page
+
+
+_ARG_STRLEN: Final = _arg_strlen()
+#: The longest item JSON passed in BATCHTUI_ITEM_JSON; a longer one goes to a file.
+_ENV_JSON_MAX: Final = _ARG_STRLEN - len(b"BATCHTUI_ITEM_JSON=") - 1
+#: When exec finds the environment too big as a whole, an item JSON at least this long is moved
+#: to its file and the start tried again (a shorter one would not make the difference).
+_ENV_JSON_FILE_MIN: Final = 4096
 
 
 class ShellProcessor:
@@ -745,11 +849,13 @@ class ShellProcessor:
         log_limit: int = 1 << 20,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         self.template = CommandTemplate(template)
         self.shell = shell
         self.timeout = timeout if timeout is not None and timeout > 0 else None
         self.log_limit = max(0, log_limit)
+        self.max_result_bytes = max_result_bytes
         if cwd is not None and not os.path.isdir(cwd):
             raise UserError(f"the folder to run commands in does not exist: {cwd}")
         self.cwd = cwd
@@ -802,23 +908,39 @@ class ShellProcessor:
         """
         out_dir = _out_path(item) if self._uses_out else None
         cmd = self.template.render(item, out_dir)
+        # The whole command line is one argument of `sh -c`: past the kernel's limit for one
+        # argument, exec fails. Say which placeholder made it so long (checked cheaply first:
+        # a character takes at most 4 bytes).
+        if len(cmd) * 4 >= _ARG_STRLEN and len(os.fsencode(cmd)) >= _ARG_STRLEN:
+            raise ValueError(self.template.too_long(item, out_dir, cmd))
         if out_dir is not None:
-            _make_dir(out_dir)
-        item_vars = (
-            orjson.dumps({"seq": item.seq, "key": item.key, "data": item.data, "attempt": item.attempt}),
-            str(item.seq).encode(),
-            str(item.attempt).encode(),
-            os.fsencode(item.batch_dir),
-        )
+            _make_out_dir(item)
+        env = _ItemEnv(item)
         try:
-            pid, out_fd, err_fd, popen = self._start(cmd, item_vars)
+            if len(env.json) > _ENV_JSON_MAX:
+                env.to_file()  # too big for one variable: BATCHTUI_ITEM_JSON_FILE names it
+            return self._run(item, cmd, env)
+        finally:
+            env.remove()
+
+    def _run(self, item: Item, cmd: str, env: _ItemEnv) -> ProcessOutput:
+        """:meth:`run` once the command line and the item's variables are ready."""
+        try:
+            pid, out_fd, err_fd, popen = self._start(cmd, env.values())
         except OSError as exc:
-            if exc.errno == errno.E2BIG:
-                raise ValueError(
-                    f"the command line ({len(cmd)} characters) or the item is too large to run: "
-                    "pass big values through a file"
-                ) from exc
-            raise
+            if exc.errno != errno.E2BIG:
+                raise
+            if env.path is not None or len(env.json) < _ENV_JSON_FILE_MIN:
+                raise ValueError(_too_big(cmd, self._env)) from exc
+            # The environment as a whole is over the system's limit (ARG_MAX): move the item's
+            # JSON to its file and try once more.
+            env.to_file()
+            try:
+                pid, out_fd, err_fd, popen = self._start(cmd, env.values())
+            except OSError as again:
+                if again.errno == errno.E2BIG:
+                    raise ValueError(_too_big(cmd, self._env)) from again
+                raise
         with self._lock:
             self._running[item.seq] = pid
             if self._doomed and (item.seq, item.attempt) in self._doomed:
@@ -852,11 +974,9 @@ class ShellProcessor:
             raise CommandKilled(-code, _decode_tail(err))
         if code > 0:
             raise CommandFailed(code, _decode_tail(err))
-        return _parse_stdout(out.buf)
+        return _parse_stdout(out, self.max_result_bytes)
 
-    def _start(
-        self, cmd: str, item_vars: tuple[bytes, bytes, bytes, bytes]
-    ) -> tuple[int, int, int, subprocess.Popen[bytes] | None]:
+    def _start(self, cmd: str, item_vars: tuple[bytes, ...]) -> tuple[int, int, int, subprocess.Popen[bytes] | None]:
         """Start the shell: its pid, the read ends of its stdout and stderr, and the Popen object
         when Popen started it (it then owns those descriptors and must reap the shell)."""
         started = self._spawn(cmd, item_vars)
@@ -877,7 +997,7 @@ class ShellProcessor:
         assert proc.stdout is not None and proc.stderr is not None
         return proc.pid, proc.stdout.fileno(), proc.stderr.fileno(), proc
 
-    def _spawn(self, cmd: str, item_vars: tuple[bytes, bytes, bytes, bytes]) -> tuple[int, int, int] | None:
+    def _spawn(self, cmd: str, item_vars: tuple[bytes, ...]) -> tuple[int, int, int] | None:
         """Start the shell with posix_spawn exactly as Popen would; None where only Popen can."""
         spawner = self._spawner
         if spawner is None:
@@ -923,10 +1043,10 @@ class ShellProcessor:
         os.close(err_w)
         return pid, out_r, err_r
 
-    def _collect(self, pid: int, out_fd: int, err_fd: int) -> tuple[_Tail, _Tail, bool]:
+    def _collect(self, pid: int, out_fd: int, err_fd: int) -> tuple[_StdoutTail, _Tail, bool]:
         """Read both pipes until the shell has exited and they are drained; returns with the shell
         exited but not reaped, and its group killed. Keeps only the tails of the output."""
-        out = _Tail(max(self.log_limit, _STDOUT_KEEP))
+        out = _StdoutTail(max(self.log_limit, _STDOUT_KEEP), self.max_result_bytes)
         err = _Tail(max(self.log_limit, STDERR_TAIL))
         tails = {out_fd: out, err_fd: err}
         poller = select.poll()
@@ -978,26 +1098,23 @@ class ShellProcessor:
         return out, err, timed_out
 
     def _write_logs(self, item: Item, out: _Tail, err: _Tail) -> None:
-        logs = os.path.join(item.batch_dir, "logs")
-        for suffix, tail in ((".out", out), (".err", err)):
-            path = os.path.join(logs, f"{item.seq}{suffix}")
-            data = tail.last(self.log_limit)
-            if not data:
-                if item.attempt > 1:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)  # left by an earlier attempt: the logs are the latest attempt's
-                continue
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            except FileNotFoundError:
-                _make_dir(logs)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
+        tails = {f"{item.seq}.out": out.last(self.log_limit), f"{item.seq}.err": err.last(self.log_limit)}
+        # Through descriptors of the batch directory and of logs/, neither followed if it is a
+        # link: a log never lands outside the batch (a link there halts the batch instead).
+        with _BatchFolder(item.batch_dir, "logs", create=any(tails.values())) as logs:
+            if logs is None:
+                return  # no logs/ yet and nothing to write (or to remove)
+            for name, data in tails.items():
+                if not data:
+                    if item.attempt > 1:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(name, dir_fd=logs)  # an earlier attempt's: the logs are the latest one's
+                    continue
+                fd = _create_file(logs, name, item.batch_dir)
+                try:
+                    _write_all(fd, data)
+                finally:
+                    os.close(fd)
 
     def kill(self, seq: int, attempt: int | None = None) -> bool:
         """Kill the process group running item ``seq``; its :meth:`run` then raises
@@ -1023,39 +1140,231 @@ class ShellProcessor:
             return len(self._running)
 
 
-def _make_dir(path: str) -> None:
-    """Create ``path`` and any missing parents with mode 0700 (concurrent callers are fine)."""
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        parent = os.path.dirname(path)
-        if not parent or parent == path:
+# -- files in the batch directory ----------------------------------------------------------------
+
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | os.O_CLOEXEC
+
+
+def _unsafe(batch_dir: str, what: str) -> Fatal:
+    # Fatal: every later item would meet the same link, so the batch halts (resumable once the
+    # link is gone; until then the engine refuses to start on it).
+    return Fatal(
+        f"{what} in batch {os.path.basename(batch_dir)} is a symbolic link (or not a folder): refusing to "
+        "write item files through it; remove it, then resume the batch"
+    )
+
+
+class _BatchFolder:
+    """``with _BatchFolder(batch_dir, "logs") as fd``: a descriptor of that folder of the batch
+    directory, made (mode 0700, whatever the umask) when missing and ``create``, else None when
+    missing. Neither the batch directory nor the folder is followed when it is a symbolic link:
+    :class:`Fatal` instead."""
+
+    __slots__ = ("batch_dir", "create", "fds", "name")
+
+    def __init__(self, batch_dir: str, name: str, *, create: bool = True) -> None:
+        self.batch_dir, self.name, self.create = batch_dir, name, create
+        self.fds: list[int] = []
+
+    def __enter__(self) -> int | None:
+        try:
+            self.fds.append(os.open(self.batch_dir, _DIR_FLAGS))
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise _unsafe(self.batch_dir, "the batch directory") from None
             raise
-        _make_dir(parent)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
+        try:
+            fd = _open_folder(self.fds[0], self.name, self.create, self.batch_dir)
+        except BaseException:
+            self.__exit__()
+            raise
+        if fd is not None:
+            self.fds.append(fd)
+        return fd
+
+    def __exit__(self, *exc: object) -> None:
+        while self.fds:
+            os.close(self.fds.pop())
+
+
+def _open_folder(parent: int, name: str, create: bool, batch_dir: str) -> int | None:
+    """A descriptor of the folder ``name`` in the folder ``parent`` (made 0700 when missing and
+    ``create``; None when missing and not), never through a link."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
+        if not create:
+            return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _unsafe(batch_dir, f"{name}/") from None
+        raise
+    made = True
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent)
+    except FileExistsError:
+        made = False  # another worker made it meanwhile
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _unsafe(batch_dir, f"{name}/") from None
+        raise
+    if made:
+        os.fchmod(fd, 0o700)  # mkdir's mode passes through the umask
+    return fd
+
+
+def _create_file(folder: int, name: str, batch_dir: str) -> int:
+    """``name`` in ``folder`` opened for writing, emptied, mode 0600; a symbolic link there is
+    replaced by the file, never followed."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, flags, 0o600, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+    os.unlink(name, dir_fd=folder)
+    return os.open(name, flags | os.O_EXCL, 0o600, dir_fd=folder)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _make_out_dir(item: Item) -> None:
+    """``{out}``: ``out/<seq>`` in the batch directory, made 0700 without following a link."""
+    with _BatchFolder(item.batch_dir, "out") as out:
+        assert out is not None
+        fd = _open_folder(out, str(item.seq), True, item.batch_dir)
+        if fd is not None:
+            os.close(fd)
+
+
+class _ItemEnv:
+    """The item's variables for one attempt. Its JSON goes in ``BATCHTUI_ITEM_JSON`` or, when too
+    big for one variable (:data:`_ENV_JSON_MAX`), in ``tmp/<seq>.<attempt>.json`` (0600) of the
+    batch directory, named by ``BATCHTUI_ITEM_JSON_FILE`` (and BATCHTUI_ITEM_JSON is empty);
+    :meth:`remove` deletes that file after the attempt."""
+
+    __slots__ = ("item", "json", "name", "path", "tmp")
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
+        self.json = _item_json(item)
+        self.path: str | None = None
+        self.tmp: int | None = None  # a descriptor of tmp/ while the file exists
+        self.name = f"{item.seq}.{item.attempt}.json"
+
+    def values(self) -> tuple[bytes, ...]:
+        """The values of :data:`_ITEM_VARS`, in order."""
+        item = self.item
+        in_file = self.path is not None
+        return (
+            b"" if in_file else self.json,
+            str(item.seq).encode(),
+            str(item.attempt).encode(),
+            os.fsencode(item.batch_dir),
+            os.fsencode(self.path) if self.path is not None else b"",
+        )
+
+    def to_file(self) -> None:
+        if self.path is not None:
+            return
+        item = self.item
+        with _BatchFolder(item.batch_dir, "tmp") as tmp:
+            assert tmp is not None
+            self.tmp = os.dup(tmp)
+        prefix = f"{item.seq}."
+        # Files of this item's earlier attempts outlive only an engine killed with -9: go now.
+        for entry in os.scandir(self.tmp):
+            if entry.name.startswith(prefix) and entry.name.endswith(".json"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=self.tmp)
+        fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self.tmp)
+        try:
+            _write_all(fd, self.json)
+        finally:
+            os.close(fd)
+        self.path = os.path.join(item.batch_dir, "tmp", self.name)
+
+    def remove(self) -> None:
+        if self.tmp is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.name, dir_fd=self.tmp)
+        os.close(self.tmp)
+        self.tmp = None
+
+
+def _item_json(item: Item) -> bytes:
+    """``{"seq","key","data","attempt"}`` as JSON. A file name that is not UTF-8 (Python's
+    surrogate-escaped str, as os.fsdecode gives it) cannot be UTF-8 JSON text: its bytes that
+    do not decode become ``\\udcXX`` escapes then (as items.db holds it); ``{path}`` in the
+    template passes the exact bytes."""
+    obj = {"seq": item.seq, "key": item.key, "data": item.data, "attempt": item.attempt}
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # orjson.JSONEncodeError: lone surrogates
+        import json
+
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def _too_big(cmd: str, env: Mapping[bytes, bytes]) -> str:
+    """Why exec said E2BIG when no single argument was too long: the total (ARG_MAX)."""
+    env_bytes = sum(len(k) + len(v) + 2 for k, v in env.items())
+    try:
+        arg_max = f" (ARG_MAX is {os.sysconf('SC_ARG_MAX'):,} bytes)"
+    except (ValueError, OSError):
+        arg_max = ""
+    return (
+        f"the command line ({len(os.fsencode(cmd)):,} bytes) and the environment ({env_bytes:,} bytes) "
+        f"together are over the system's limit for starting a command{arg_max}: shrink the environment"
+    )
 
 
 def _decode_tail(err: _Tail) -> str:
     return err.last(STDERR_TAIL).decode(errors="replace")
 
 
-def _parse_stdout(data: bytearray) -> ProcessOutput:
-    """A JSON object on the last non-blank stdout line is the result; else the output's tail."""
-    text = bytes(data).strip()
+def _parse_stdout(out: _StdoutTail, max_result_bytes: int) -> ProcessOutput:
+    """A JSON object on the last non-blank stdout line is the result; else the output's tail.
+
+    Its ``cost`` must be a finite number >= 0 when given (:class:`InvalidCost`), and the line
+    at most ``max_result_bytes`` long (:class:`ResultTooLarge`, also when it was too long to
+    keep). A line only the json module reads (``NaN``, ``Infinity``, ``1e400``: orjson refuses
+    them) is read with it, so a cost there is never dropped: the item fails
+    (:class:`InvalidCost` or :class:`InvalidResult`)."""
+    text = bytes(out.buf).strip()
     if not text:
         return ProcessOutput(None)
+    if out.last_line_cut and out.cut_object:
+        raise too_large(out.total - out.last_line, max_result_bytes, at_least=True)
     last = text[text.rfind(b"\n") + 1 :].strip()
-    if last.startswith(b"{"):
+    if last.startswith(b"{") and not out.last_line_cut:
+        if len(last) > max_result_bytes:
+            raise too_large(len(last), max_result_bytes)
         try:
             obj = orjson.loads(last)
         except orjson.JSONDecodeError:
-            obj = None
+            obj = _loads_nonfinite(last)
         if isinstance(obj, dict):
-            raw = obj.get("cost")
-            cost = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+            cost = cost_of(obj)
+            check_finite(obj)
             return ProcessOutput(obj, cost)
     tail = text[-_RESULT_TAIL * 4 :].decode(errors="replace")[-_RESULT_TAIL:].strip()
     return ProcessOutput({"stdout_tail": tail})
+
+
+def _loads_nonfinite(line: bytes) -> Any:
+    """``line`` read by the json module (which takes NaN, Infinity and 1e400), or None."""
+    import json  # only a line orjson refused gets here
+
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None

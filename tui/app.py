@@ -333,7 +333,7 @@ class BatchtuiApp(App[int]):
     def _log(self, batch: BatchDir, line: str) -> None:
         """A line for engine.log (the hand-off's only witness once the terminal is gone)."""
         with contextlib.suppress(OSError):
-            fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             try:
                 os.write(fd, f"[{now_iso()}] TUI pid {os.getpid()}: {clean(line)}\n".encode())
             finally:

@@ -9,8 +9,9 @@ import sys
 import time
 from typing import Any
 
-from batchtui.engine.batchdir import BatchDir, BatchLocked
+from batchtui.engine.batchdir import BatchDir, BatchLocked, check_batch_dir
 from batchtui.engine.errors import UserError
+from batchtui.engine.files import NOFOLLOW
 from batchtui.engine.reaper import clean_env
 
 
@@ -32,7 +33,8 @@ def detach_engine(
     ``lock_wait``: how long the engine waits for the batch's lock (the TUI's hand-off: the
     engine it takes over from may not have let go yet); it says so in engine.log.
     """
-    log_fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    check_batch_dir(batch.path)  # the engine would refuse it too, after the log was opened through a link
+    log_fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, 0o600)
     start_offset = os.fstat(log_fd).st_size
     args = [sys.executable, "-m", "batchtui.tui.cli", "resume", str(batch.path), "--headless"]
     args += ["--engine-action", action]
