@@ -95,8 +95,16 @@ class ProgressPrinter:
 
 
 def print_summary(
-    batch: BatchDir, manifest: Manifest, counts: Counts, live: LiveProgress | None, report: dict[str, Any] | None = None
+    batch: BatchDir,
+    manifest: Manifest,
+    counts: Counts,
+    live: LiveProgress | None,
+    report: dict[str, Any] | None = None,
+    *,
+    state: str | None = None,
 ) -> None:
+    """The end-of-run summary (and `show`'s); ``state``: the state as shown, when it is not the
+    manifest's (an interrupted batch, a live engine's)."""
     from batchtui.engine.batchdir import resume_command
     from batchtui.engine.models import BatchState
 
@@ -105,7 +113,7 @@ def print_summary(
     bar = "=" * 64
     lines = [
         bar,
-        f"BATCH SUMMARY  {batch.batch_id}  ({manifest.state.value})",
+        f"BATCH SUMMARY  {batch.batch_id}  ({state or manifest.state.value})",
         bar,
         f"  Name:      {_plain(manifest.name)}",
         f"  Total:     {counts.total}",
@@ -118,6 +126,8 @@ def print_summary(
     lines.append(f"  Success:   {success:.1f}%")
     if manifest.duplicates_dropped:
         lines.append(f"  Duplicates dropped: {manifest.duplicates_dropped}")
+    if manifest.unreadable.count:
+        lines.append(f"  Unreadable: {_plain(manifest.unreadable.summary())}")
     if report:
         rate = report.get("items_per_s", 0)
         lines.append(f"  Duration:  {fmt_duration(report.get('duration_s'))}   {rate:.1f} items/s")
@@ -145,19 +155,59 @@ def _plain(text: str | None) -> str:
     return clean(text) if text else ""
 
 
+_told_config: set[Path] = set()
+
+
+def note_config_file(path: Path, explicit: bool) -> None:
+    """Say on stderr which config file a command read (once a process): a batchtui.toml that
+    came with a downloaded folder is never read unnoticed."""
+    if path not in _told_config:
+        _told_config.add(path)
+        click.echo(f"config: {_plain(str(path))}" + ("" if explicit else " (found in the current folder)"), err=True)
+
+
 def output_dir_of(ctx: click.Context, flag: str | None) -> Path:
     from batchtui.engine.config import load_config
 
     value = flag or (ctx.obj or {}).get("output_dir")
-    config = load_config({"output_dir": value} if value else {})
+    # Only the output dir is taken: settings that run code are left out, not refused, here.
+    config = load_config({"output_dir": value} if value else {}, on_file=note_config_file, implicit_code="drop")
     return Path(config.output_dir)
 
 
 # -- options -------------------------------------------------------------------------------------
 
 
-def _float_or_none(value: str | None) -> float | None:
-    return None if value is None else float(value)
+class Number(click.ParamType):
+    """A float option checked as it is parsed by the one validator, engine/config.py's
+    ``check_number``: finite and within the bounds of ``field`` (`--timeout inf` or `1e10` is a
+    usage error here, not an OverflowError in every item after its command started)."""
+
+    name = "float"
+
+    def __init__(self, field: str, minimum: float | None = None) -> None:
+        self.field = field
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from batchtui.engine.config import check_number
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if self.minimum is not None and number < self.minimum:
+            self.fail(f"{number:g} is less than the minimum, {self.minimum:g}", param, ctx)
+        try:
+            return check_number(self.field, number)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+#: The largest seq (models.MAX_SEQ: SQLite's integers are 64-bit); here, so the CLI's import
+#: loads no engine model.
+MAX_SEQ = (1 << 63) - 1
+SEQ = click.IntRange(0, MAX_SEQ)
 
 
 OPERATIONAL_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
@@ -171,23 +221,35 @@ OPERATIONAL_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = 
         "--scheduler", help="Dask scheduler address tcp://HOST:PORT (with --executor dask) [a local cluster]."
     ),
     click.option("--max-attempts", type=click.IntRange(1, 100), help="Attempts per item for transient errors [3]."),
-    click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds an item may run."),
-    click.option("--grace", type=click.FloatRange(min=0), help="Seconds in-flight items get on stop [10]."),
-    click.option("--backoff", type=click.FloatRange(min=0), help="First retry delay in seconds [1]."),
-    click.option("--backoff-max", type=click.FloatRange(min=0), help="Longest retry delay in seconds [60]."),
-    click.option("--max-failure-rate", type=click.FloatRange(0, 1), help="Halt when failed/finished passes this."),
+    click.option("--timeout", type=Number("timeout"), help="Seconds an item may run (at most 30 days)."),
+    click.option("--grace", type=Number("grace"), help="Seconds in-flight items get on stop [10] (at most 30 days)."),
+    click.option("--backoff", type=Number("backoff"), help="First retry delay in seconds [1] (at most 30 days)."),
+    click.option(
+        "--backoff-max", type=Number("backoff_max"), help="Longest retry delay in seconds [60] (at most 30 days)."
+    ),
+    click.option("--max-failure-rate", type=Number("max_failure_rate"), help="Halt when failed/finished passes this."),
     click.option("--min-items", type=click.IntRange(min=1), help="Items finished before the failure rate counts [20]."),
-    click.option("--max-cost", type=click.FloatRange(min=0), help="Halt before the summed `cost` passes this."),
-    click.option("--rate", help="At most this many items a second: N, N/s, N/m or N/h."),
+    click.option(
+        "--max-cost", type=Number("max_cost"), help="Halt before the summed `cost` passes this (at most 1e15)."
+    ),
+    click.option("--rate", help="At most this many items a second: N, N/s, N/m or N/h (at most 1e6/s)."),
     click.option(
         "--memory-limit-mb",
-        type=click.FloatRange(min=0, min_open=True),
+        type=Number("memory_limit_mb"),
         help="Pause dispatch while engine+children RSS is over this.",
     ),
     click.option("--window", type=click.IntRange(min=1), help="Items in flight at most [4 x workers x chunk]."),
     click.option("--fsync/--no-fsync", default=None, help="fsync results and the store at each group commit [on]."),
     click.option("--on-finish", help="Shell command run at the end with report.json on stdin."),
-    click.option("--progress-interval", type=click.FloatRange(min=0.1), help="Seconds between headless lines [2]."),
+    click.option(
+        "--progress-interval",
+        type=Number("progress_interval", minimum=0.1),
+        help="Seconds between headless lines [2] (at most 30 days).",
+    ),
+    click.option(
+        "--max-result-bytes",
+        help="An item whose result is more JSON than this fails (ResultTooLarge): 512K, 16M, 1G [16M].",
+    ),
 ]
 
 BATCH_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
@@ -195,7 +257,13 @@ BATCH_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--retry-exit-codes", help="Comma list of exit codes to retry (75 always is)."),
     click.option("--fatal-exit-codes", help="Comma list of exit codes that halt the batch."),
     click.option("--transient-errors", help="Comma list of exception names to retry (besides Timeout/Connection)."),
-    click.option("--chunk-size", help="Items per call for chunked callables: N or auto."),
+    click.option(
+        "--chunk-size",
+        help="Items per call for chunked callables: N or auto. The function gets a list of items and "
+        'returns a list of results in their order, or a dict {seq: result} (key 7 or "7"): a key '
+        "that is no seq of the chunk fails the chunk (ChunkResultMismatch), a seq left out fails "
+        "that item (MissingResult).",
+    ),
 ]
 
 COMMON_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
@@ -444,6 +512,7 @@ def _finish_output(result: RunResult, as_json: bool) -> None:
                     "exit_code": result.exit_code,
                     "totals": result.counts.model_dump(),
                     "duplicates_dropped": manifest.duplicates_dropped,
+                    "unreadable": manifest.unreadable.model_dump(),
                     "report": report,
                     "resume_command": None if result.state == BatchState.FINISHED else resume_command(batch),
                 },
@@ -494,7 +563,7 @@ SOURCE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
 
 DRY_RUN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--dry-run", is_flag=True, help="Validate every item without processing it; no batch is made."),
-    click.option("--max-size-mb", type=click.FloatRange(min=0), help="Dry run: flag files bigger than this."),
+    click.option("--max-size-mb", type=Number("max_size_mb"), help="Dry run: flag files bigger than this."),
     click.option("--extensions", help="Dry run: flag files whose suffix is not in this comma list (.pdf,.png)."),
 ]
 
@@ -512,7 +581,7 @@ def _prepare(ctx: click.Context, kwargs: dict[str, Any]) -> tuple[BatchConfig, A
         k: kwargs.pop(k) for k in ("as_kind", "glob", "follow_symlinks", "encoding", "key_field", "delimiter")
     }
     sources = list(kwargs.pop("sources"))
-    config = load_config(collect_flags(kwargs, ctx), config_file=kwargs.get("config_file"))
+    config = load_config(collect_flags(kwargs, ctx), config_file=kwargs.get("config_file"), on_file=note_config_file)
     spec = build_spec(sources, **source_args)
     # Never walk our own output: a source dir that contains the output dir would feed the
     # batch its own files.
@@ -613,7 +682,7 @@ def check_cmd(ctx: click.Context, batch_arg: str | None, **kwargs: Any) -> None:
     """Preflight: the same arguments as `run` (or --batch ID for a resume); prints each check
     and PROCEED (exit 0) or FIX_ISSUES (exit 2)."""
     from batchtui.engine.batchdir import resolve_batch
-    from batchtui.engine.config import BatchConfig
+    from batchtui.engine.config import stored_config
     from batchtui.engine.preflight import preflight_new, preflight_resume
     from batchtui.engine.processors import ProcessorSpec
     from batchtui.engine.sources import SourceSpec
@@ -624,7 +693,7 @@ def check_cmd(ctx: click.Context, batch_arg: str | None, **kwargs: Any) -> None:
     if batch_arg:
         bdir = resolve_batch(batch_arg, output_dir_of(ctx, kwargs.get("output_dir")))
         manifest = bdir.read_manifest()
-        config = BatchConfig.model_validate(manifest.config)
+        config = stored_config(manifest.config, bdir.manifest)
         pf = preflight_resume(
             config,
             bdir.path,
@@ -672,7 +741,11 @@ def _create_and_run(
     manifest = batch.read_manifest()
     t = manifest.totals
     dup = f", {manifest.duplicates_dropped} duplicates dropped" if manifest.duplicates_dropped else ""
-    click.echo(f"batch {batch.batch_id}: {t.total} items{dup} -> {batch.path}", err=True)
+    bad = manifest.unreadable.count
+    unread = f", {bad} unreadable path{'s' if bad != 1 else ''} left out" if bad else ""
+    click.echo(f"batch {batch.batch_id}: {t.total} items{dup}{unread} -> {batch.path}", err=True)
+    if bad:
+        click.echo(f"warning: {_plain(manifest.unreadable.summary())}", err=True)
     if detach:
         from .launch import detach_engine
 
@@ -710,7 +783,7 @@ def demo_cmd(
     flags.setdefault("executor", "thread")
     flags.setdefault("backoff", 0.2)
     flags.setdefault("name", f"demo ({items} items)")
-    config = load_config(flags, config_file=config_file)
+    config = load_config(flags, config_file=config_file, on_file=note_config_file)
     spec = SourceSpec(entries=(SourceEntry(kind="stdin", path="-"),))
     lines = io.StringIO("".join(f"https://api.example.com/v1/documents/{i:07d}\n" for i in range(items)))
     _create_and_run(config, spec, demo_spec(), headless=headless, as_json=as_json, detach=detach, stdin=lines)
@@ -721,7 +794,7 @@ def demo_cmd(
 @click.option("--retry-failed", is_flag=True, help="Put failed items back to pending first.")
 @click.option("--engine-action", type=click.Choice(["run", "resume"]), default="resume", hidden=True)
 @click.option("--overrides-json", hidden=True)
-@click.option("--lock-wait", type=click.FloatRange(min=0), hidden=True)
+@click.option("--lock-wait", type=Number("lock_wait"), hidden=True)
 @apply(OPERATIONAL_OPTIONS)
 @apply(COMMON_OPTIONS)
 @click.pass_context
@@ -741,7 +814,7 @@ def resume_cmd(
     thresholds...) override it and are recorded in the manifest's history.
     """
     from batchtui.engine.batchdir import BatchLock
-    from batchtui.engine.config import OPERATIONAL, BatchConfig, load_config
+    from batchtui.engine.config import OPERATIONAL, load_config, stored_config
     from batchtui.engine.models import BatchState
     from batchtui.engine.runner import BatchRunner, RunResult, exit_code_for
     from batchtui.engine.store import ItemStore
@@ -757,12 +830,18 @@ def resume_cmd(
     # engine is another process: it takes the lock itself.
     bdir, lock = _resume_target(batch, out, hold=not detach, lock_wait=lock_wait)
     manifest = bdir.read_manifest()
-    stored = BatchConfig.model_validate(manifest.config)
+    stored = stored_config(manifest.config, bdir.manifest)
     flags = {k: v for k, v in collect_flags(kwargs, ctx).items() if k != "output_dir"}
     if overrides_json:
         flags.update(json.loads(overrides_json))
     overrides_in = {k: v for k, v in flags.items() if k in OPERATIONAL}
-    new = load_config(overrides_in, base=stored.model_dump(mode="json"), config_file=config_file, environ={})
+    new = load_config(
+        overrides_in,
+        base=stored.model_dump(mode="json"),
+        config_file=config_file,
+        environ={},
+        on_file=note_config_file,
+    )
     # Only operational knobs may change on resume; the rest is the batch's identity.
     changed = {
         k: v
@@ -909,9 +988,24 @@ def watch_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, the
 
     out = output_dir_of(ctx, output_dir)
     bdir = resolve_batch(batch, out)
+    _refuse_newer(bdir)
     if not terminal():
         fail(f"watch needs a terminal; for a text summary use `batchtui show {bdir.batch_id}`")
     launch_tui(ctx, output_dir=out, batch=bdir.path, theme=theme)
+
+
+def _refuse_newer(bdir: BatchDir) -> None:
+    """NewerFormat (exit 2) when a newer batchtui made ``bdir``, for a command that does not
+    otherwise need its manifest (a lost or damaged one is no matter to it)."""
+    from batchtui.engine.files import DamagedFile
+    from batchtui.engine.models import NewerFormat
+
+    try:
+        bdir.read_manifest()
+    except NewerFormat:
+        raise
+    except (FileNotFoundError, DamagedFile):
+        pass
 
 
 # -- steering a batch ------------------------------------------------------------------------------
@@ -986,10 +1080,10 @@ def _control(
 
 WAIT_OPTION = click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=Number("wait"),
     default=5.0,
     show_default=True,
-    help="Seconds to wait for the engine's acknowledgement.",
+    help="Seconds to wait for the engine's acknowledgement (at most 30 days).",
 )
 DIR_OPTION = click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
@@ -1036,7 +1130,7 @@ def stop_cmd(ctx: click.Context, batch: str | None, wait: float, output_dir: str
 
 @main.command("skip", context_settings=CONTEXT)
 @click.argument("batch")
-@click.argument("seqs", nargs=-1, type=click.IntRange(min=0), required=True)
+@click.argument("seqs", nargs=-1, type=SEQ, required=True)
 @WAIT_OPTION
 @DIR_OPTION
 @JSON_OPTION
@@ -1057,7 +1151,7 @@ def skip_cmd(
 @main.command("retry", context_settings=CONTEXT)
 @click.argument("batch", required=False)
 @click.option("--type", "error_type", help="Only failed items with this error type (e.g. 'exit 4', TimeoutError).")
-@click.option("--seq", "seqs", type=click.IntRange(min=0), multiple=True, help="Only these items (repeatable).")
+@click.option("--seq", "seqs", type=SEQ, multiple=True, help="Only these items (repeatable).")
 @WAIT_OPTION
 @DIR_OPTION
 @JSON_OPTION
@@ -1107,51 +1201,6 @@ def _now() -> str:
 # -- looking at batches ------------------------------------------------------------------------------
 
 
-def _batch_summary(bdir: BatchDir) -> dict[str, Any]:
-    """What ls shows for one batch; live counts when an engine is running."""
-    from batchtui.engine.files import DamagedFile
-    from batchtui.engine.liveness import engine_status
-    from batchtui.engine.models import BatchState
-
-    try:
-        manifest = bdir.read_manifest()
-    except (FileNotFoundError, DamagedFile) as exc:
-        return {"batch_id": bdir.batch_id, "path": str(bdir.path), "state": "damaged", "error": str(exc)}
-    live = bdir.read_live()
-    status = engine_status(bdir, live=live)
-    alive = status.holder
-    counts = manifest.totals
-    state = manifest.state.value
-    updated = manifest.ended_at or manifest.started_at or manifest.created_at
-    if live is not None and alive is not None:
-        counts = live.counts
-        state = live.state.value
-        updated = live.updated_at
-    elif manifest.state in (BatchState.RUNNING, BatchState.PAUSED, BatchState.STOPPING) and alive is None:
-        state = "interrupted"
-    return {
-        "batch_id": bdir.batch_id,
-        "path": str(bdir.path),
-        "name": manifest.name,
-        "state": state,
-        "halt_reason": manifest.halt_reason,
-        "engine": None if alive is None else {"pid": alive.pid, "host": alive.host, **_liveness_json(status)},
-        "totals": counts.model_dump(),
-        "percent": round(counts.percent, 1),
-        "duplicates_dropped": manifest.duplicates_dropped,
-        "created_at": manifest.created_at,
-        "updated_at": updated,
-        "processor": manifest.processor,
-    }
-
-
-def _liveness_json(status: Any) -> dict[str, Any]:
-    """An engine's liveness for --json: alive or stale, seconds since its last write, and what
-    is wrong when it is stale (see batchtui.engine.liveness)."""
-    silent = None if status.silent_s is None else round(status.silent_s, 1)
-    return {"liveness": status.liveness.value, "silent_s": silent, "problem": status.explain() or None}
-
-
 @main.command("ls", context_settings=CONTEXT)
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout.")
@@ -1159,11 +1208,12 @@ def _liveness_json(status: Any) -> dict[str, Any]:
 def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
     """List the batches in the output dir, newest first."""
     from batchtui.engine.batchdir import iter_batches
+    from batchtui.engine.summary import DAMAGED, summarize
 
     out = output_dir_of(ctx, output_dir)
-    rows = [_batch_summary(b) for b in iter_batches(out)]
+    rows = [summarize(b) for b in iter_batches(out)]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
     if not rows:
         click.echo(f"no batches in {out}  (start one: batchtui run SOURCE --cmd '...', or batchtui demo)")
@@ -1171,21 +1221,20 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
     click.echo(f"{'BATCH':<25} {'STATE':<12} {'ENGINE':<10} {'DONE':>15} {'FAILED':>7} {'CREATED':<17} NAME")
     problems: list[str] = []
     for r in rows:
-        if r["state"] == "damaged":
-            click.echo(f"{r['batch_id']:<25} {'damaged':<12} {'':<10} {'':>15} {'':>7} {'':<17} {r['error']}")
+        if r.state == DAMAGED:
+            click.echo(f"{r.batch_id:<25} {DAMAGED:<12} {'':<10} {'':>15} {'':>7} {'':<17} {_plain(r.error)}")
             continue
-        t = r["totals"]
-        done = t["complete"] + t["failed"] + t["skipped"]
-        engine = f"pid {r['engine']['pid']}" if r["engine"] else "-"
-        state = r["state"]
-        if r["engine"] and r["engine"]["problem"]:
+        t = r.totals
+        engine = f"pid {r.engine.pid}" if r.engine else "-"
+        state = r.state
+        if r.engine and r.engine.problem:
             state = "unresponsive"  # a frozen, hung or dead engine: said in full below the table
-            problems.append(f"{r['batch_id']}: {r['engine']['problem']}")
-        created = _local(r["created_at"])
-        progress = f"{done}/{t['total']}"
+            problems.append(f"{r.batch_id}: {r.engine.problem}")
+        created = _local(r.created_at)
+        progress = f"{t.finished}/{t.total}"
         click.echo(
-            f"{r['batch_id']:<25} {state:<12} {engine:<10} {progress:>15} {t['failed']:>7}"
-            f" {created:<17} {_plain(r['name'])[:40]}"
+            f"{r.batch_id:<25} {state:<12} {engine:<10} {progress:>15} {t.failed:>7}"
+            f" {created:<17} {_plain(r.name)[:40]}"
         )
     for problem in problems:
         click.echo(f"NOT RESPONDING {problem}")
@@ -1237,20 +1286,22 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
             store.close()
     except StoreError:
         fail(damaged)
-    from batchtui.engine.liveness import engine_status
+    from batchtui.engine.summary import summarize
 
-    status = engine_status(bdir, live=live)
-    alive = status.holder
+    summary = summarize(bdir)  # the state, engine and liveness ls and the browser show too
+    engine_info = summary.engine
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "batch_id": bdir.batch_id,
                     "path": str(bdir.path),
+                    "state": summary.state,
+                    "summary": summary.model_dump(mode="json"),
                     "manifest": manifest.model_dump(mode="json"),
                     "counts": counts.model_dump(),
                     "live": live.model_dump(mode="json") if live else None,
-                    "engine": {**alive.model_dump(), **_liveness_json(status)} if alive else None,
+                    "engine": engine_info.model_dump(mode="json") if engine_info else None,
                     "error_groups": groups,
                     "errors_by_category": by_category,
                     "report": report,
@@ -1259,21 +1310,19 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
             )
         )
         return
-    state_manifest = manifest
-    if live is not None and alive is not None:
-        state_manifest = manifest.model_copy(update={"state": live.state})
-    print_summary(bdir, state_manifest, counts, None, report)
-    proc = manifest.processor
-    click.echo(f"  Processor: {_plain(proc.get('command') or proc.get('call') or proc.get('kind'))}")
-    engine = f"running, pid {alive.pid} on {alive.host}" if alive else "none"
-    if status.badge():
-        engine = f"{status.badge()}, pid {alive.pid if alive else '?'} on {alive.host if alive else '?'}"
+    print_summary(bdir, manifest, counts, None, report, state=summary.state)
+    click.echo(f"  Processor: {_plain(summary.command)}")
+    engine = f"running, pid {engine_info.pid} on {engine_info.host}" if engine_info else "none"
+    if engine_info and engine_info.badge:
+        engine = f"{engine_info.badge}, pid {engine_info.pid} on {engine_info.host}"
     click.echo(f"  Created:   {_local(manifest.created_at)}   Engine: {engine}")
-    if status.badge():
-        click.echo(f"  Warning:   {status.explain()}")
-    if live is not None and alive is not None:
+    if engine_info and engine_info.problem:
+        click.echo(f"  Warning:   {engine_info.problem}")
+    if summary.manifest_from_backup:
+        click.echo(f"  Warning:   {bdir.manifest.name} is missing or damaged; this is its backup, manifest.json.bak")
+    if live is not None and summary.counts_from == "live":
         # A frozen engine's figures are as old as its last write: not "now".
-        click.echo(("  Last seen: " if status.badge() else "  Now:       ") + progress_line(live))
+        click.echo(("  Last seen: " if summary.stale else "  Now:       ") + progress_line(live))
     if groups:
         click.echo("  Error breakdown (type, category, count, example):")
         for g in groups:
@@ -1299,20 +1348,30 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
 def export_cmd(
     ctx: click.Context, batch: str | None, status: str | None, fmt: str, out_file: str | None, output_dir: str | None
 ) -> None:
-    """Stream the items of BATCH (all columns) as JSONL or CSV."""
+    """Stream the items of BATCH (all columns) as JSONL or CSV.
+
+    To a file or a pipe the bytes are exact; to a terminal, control characters in keys, data
+    and errors are shown escaped (JSONL as \\uXXXX, still JSON), never sent to the terminal.
+    """
     from batchtui.engine.batchdir import resolve_batch
     from batchtui.engine.store import ItemStore
 
     out = output_dir_of(ctx, output_dir)
     bdir = resolve_batch(batch, out)
+    _refuse_newer(bdir)
     store = ItemStore.open_readonly(bdir.items_db)
-    stream: TextIO = open(out_file, "w", newline="", encoding="utf-8") if out_file else sys.stdout  # noqa: SIM115
+    try:
+        stream: TextIO = open(out_file, "w", newline="", encoding="utf-8") if out_file else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        store.close()
+        fail(f"cannot write {_plain(out_file)}: {exc.strerror}")
+    terminal_out = not out_file and stream.isatty()
     n = 0
     try:
         rows: Iterator[Any] = store.iter_rows(status=status)
         if fmt == "jsonl":
             for row in rows:
-                stream.write(json.dumps(row.as_dict(), ensure_ascii=False) + "\n")
+                stream.write(json.dumps(row.as_dict(), ensure_ascii=terminal_out) + "\n")
                 n += 1
         else:
             import csv
@@ -1323,14 +1382,13 @@ def export_cmd(
             writer.writerow(ITEM_COLUMNS)
             for row in rows:
                 d = row.as_dict()
-                writer.writerow(
-                    [
-                        json.dumps(d[c], ensure_ascii=False)
-                        if c in ("data", "result") and d[c] is not None
-                        else ("" if d[c] is None else d[c])
-                        for c in ITEM_COLUMNS
-                    ]
-                )
+                cells = [
+                    json.dumps(d[c], ensure_ascii=False)
+                    if c in ("data", "result") and d[c] is not None
+                    else ("" if d[c] is None else d[c])
+                    for c in ITEM_COLUMNS
+                ]
+                writer.writerow([clean(cell) for cell in cells] if terminal_out else cells)
                 n += 1
     finally:
         store.close()
@@ -1363,7 +1421,7 @@ def recover_cmd(
 @main.command("cleanup", context_settings=CONTEXT)
 @click.option(
     "--max-age-days",
-    type=click.FloatRange(min=0),
+    type=Number("max_age_days"),
     default=30,
     show_default=True,
     help="Remove batches whose last activity is older than this.",
@@ -1378,16 +1436,25 @@ def cleanup_cmd(
     """Remove old finished batches (never one with a live engine)."""
     from batchtui.engine.batchdir import iter_batches, parse_iso
     from batchtui.engine.files import DamagedFile
-    from batchtui.engine.models import BatchState
+    from batchtui.engine.models import BatchState, NewerFormat
 
     out = output_dir_of(ctx, output_dir)
     cutoff = time.time() - max_age_days * 86400
-    removed = kept = 0
+    removed = kept = failed = 0
     for bdir in iter_batches(out):
+        if bdir.path.is_symlink():
+            # Its batch lives elsewhere: never removed through a link (nor the link taken for it).
+            click.echo(f"kept {bdir.batch_id}: a symbolic link to {_plain(os.readlink(bdir.path))}; not followed")
+            kept += 1
+            continue
         try:
             manifest = bdir.read_manifest()
             last = parse_iso(manifest.ended_at or manifest.started_at or manifest.created_at)
             finished = manifest.state == BatchState.FINISHED
+        except NewerFormat:
+            click.echo(f"kept {bdir.batch_id}: made by a newer batchtui")
+            kept += 1
+            continue
         except (FileNotFoundError, DamagedFile, ValueError):
             last = bdir.path.stat().st_mtime
             finished = False
@@ -1397,10 +1464,19 @@ def cleanup_cmd(
         age = (time.time() - last) / 86400
         click.echo(f"{'would remove' if dry_run else 'removing'} {bdir.batch_id} ({age:.0f} days old)")
         if not dry_run:
-            shutil.rmtree(bdir.path)
+            try:
+                shutil.rmtree(bdir.path)
+            except OSError as exc:  # one batch that cannot go does not stop the others
+                click.echo(f"error: cannot remove {bdir.batch_id}: {_plain(str(exc))}", err=True)
+                failed += 1
+                continue
         removed += 1
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {removed} batches, kept {kept}", err=True)
+    click.echo(
+        f"{verb} {removed} batches, kept {kept}" + (f", {failed} could not be removed" if failed else ""), err=True
+    )
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

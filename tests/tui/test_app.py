@@ -57,9 +57,9 @@ def test_browser_lists_batches_and_opens_one(tmp_path: Path) -> None:
             await pilot.pause(0.3)
             screen = app.screen
             assert isinstance(screen, BrowserScreen)
-            ids = [r["id"] for r in screen.rows]
+            ids = [r.batch_id for r in screen.rows]
             assert ids == sorted(ids, reverse=True) and len(ids) == 4
-            states = {r["id"][-1]: r["state"] for r in screen.rows}
+            states = {r.batch_id[-1]: r.state for r in screen.rows}
             # No engine holds the running/paused ones: they show as interrupted (resumable).
             assert states == {"1": "interrupted", "2": "interrupted", "3": "halted", "4": "finished"}
             await pilot.press("enter")

@@ -15,7 +15,7 @@ from batchtui.engine.files import read_model, write_model
 from batchtui.engine.models import BatchState, LiveProgress
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.messages import LiveUpdated
-from batchtui.tui.screens.browser import BrowserScreen
+from batchtui.tui.screens.browser import BrowserScreen, engine_label
 from batchtui.tui.screens.dashboard import DashboardScreen
 
 from .conftest import run
@@ -115,7 +115,7 @@ def test_browser_marks_the_frozen_engine(tmp_path: Path) -> None:
                 screen = app.screen
                 assert isinstance(screen, BrowserScreen)
                 await _until(pilot, lambda: len(screen.rows) == 2)
-                engines = {r["id"]: r["engine"] for r in screen.rows}
+                engines = {r.batch_id: engine_label(r) for r in screen.rows}
                 assert engines == {frozen.name: "pid 4242 NOT RESPONDING 2h01m", healthy.name: "pid 4242"}
 
     run(body)

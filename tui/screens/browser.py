@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -13,10 +13,9 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from batchtui.engine.batchdir import BatchDir, engine_alive, iter_batches, parse_iso
-from batchtui.engine.files import DamagedFile
-from batchtui.engine.liveness import engine_status
-from batchtui.engine.models import ACTIVE_STATES, BatchState, Counts
+from batchtui.engine.batchdir import engine_alive, iter_batches, parse_iso
+from batchtui.engine.models import Counts
+from batchtui.engine.summary import DAMAGED, BatchSummary, summarize
 
 from ..text import plain
 from .modals import ConfirmScreen
@@ -29,48 +28,14 @@ def progress_bar(percent: float, width: int = BAR_WIDTH) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def batch_row(batch: BatchDir, now: float | None = None) -> dict[str, Any]:
-    """One browser row: live counts when an engine runs, else the manifest's; an engine that
-    holds the batch but writes nothing is shown as not responding (``now``: the wall clock)."""
-    try:
-        manifest = batch.read_manifest()
-    except (FileNotFoundError, DamagedFile) as exc:
-        return {
-            "id": batch.batch_id,
-            "state": "damaged",
-            "engine": "",
-            "counts": Counts(),
-            "name": str(exc),
-            "created": "",
-            "updated": "",
-            "resumable": False,
-            "stale": False,
-        }
-    live = batch.read_live()
-    status = engine_status(batch, live=live, now=now)
-    holder = status.holder
-    counts = manifest.totals
-    state = manifest.state.value
-    updated = manifest.ended_at or manifest.started_at or manifest.created_at
-    if live is not None and holder is not None:
-        counts, state, updated = live.counts, live.state.value, live.updated_at
-    elif manifest.state in ACTIVE_STATES:
-        state = "interrupted"  # the files say running but no engine holds the lock
-    resumable = holder is None and (state != BatchState.FINISHED.value or bool(counts.pending))
-    return {
-        "id": batch.batch_id,
-        "state": state,
-        "engine": (f"pid {holder.pid}" + (f" {status.badge()}" if status.badge() else "")) if holder else "",
-        "stale": bool(status.badge()),
-        "counts": counts,
-        "name": manifest.name,
-        "created": manifest.created_at,
-        "updated": updated,
-        "resumable": resumable,
-    }
+def engine_label(row: BatchSummary) -> str:
+    """The Engine column: the lock holder's pid, and NOT RESPONDING when it stopped writing."""
+    if row.engine is None:
+        return ""
+    return f"pid {row.engine.pid}" + (f" {row.engine.badge}" if row.engine.badge else "")
 
 
-def _local(iso: str) -> str:
+def _local(iso: str | None) -> str:
     if not iso:
         return ""
     try:
@@ -100,7 +65,7 @@ class BrowserScreen(Screen[None]):
     def __init__(self, output_dir: Path) -> None:
         super().__init__()
         self.output_dir = output_dir
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[BatchSummary] = []
 
     def compose(self) -> ComposeResult:
         yield Static(id="browser-title")
@@ -124,27 +89,27 @@ class BrowserScreen(Screen[None]):
     def _load(self) -> None:
         clock = getattr(self.app, "clock", None)
         now = float(clock()) if callable(clock) else None
-        rows = [batch_row(b, now) for b in iter_batches(self.output_dir)]
+        rows = [summarize(b, now=now) for b in iter_batches(self.output_dir)]
         self.app.call_from_thread(self._show, rows)
 
-    def _show(self, rows: list[dict[str, Any]]) -> None:
+    def _show(self, rows: list[BatchSummary]) -> None:
         table = self.query_one("#batches", DataTable)
         keep = self.selected_id
         table.clear()  # a few hundred rows at most: rebuilding is simpler than diffing
         warning = self.app.theme_variables.get("warning", "yellow")  # the theme's, as .tcss would
         for r in rows:
-            c: Counts = r["counts"]
+            c: Counts = r.totals
             table.add_row(
-                Text(r["id"]),
-                Text(r["state"], style="bold"),
-                Text(r["engine"], style=f"bold {warning}" if r["stale"] else ""),
+                Text(r.batch_id),
+                Text(r.state, style="bold"),
+                Text(engine_label(r), style=f"bold {warning}" if r.stale else ""),
                 Text(f"{progress_bar(c.percent)} {c.percent:5.1f}%"),
                 Text(f"{c.finished:,}/{c.total:,}"),
                 Text(f"{c.failed:,}"),
-                Text(_local(r["created"])),
-                Text(_local(r["updated"])),
-                plain(r["name"], limit=50),
-                key=r["id"],
+                Text(_local(r.created_at)),
+                Text(_local(r.updated_at)),
+                plain((r.error or "") if r.state == DAMAGED else r.name, limit=50),
+                key=r.batch_id,
             )
         self.rows = rows
         empty = self.query_one("#browser-empty", Static)
@@ -157,13 +122,13 @@ class BrowserScreen(Screen[None]):
         )
         if keep is not None:
             for index, r in enumerate(rows):
-                if r["id"] == keep:
+                if r.batch_id == keep:
                     table.move_cursor(row=index, animate=False)
                     break
         self.refresh_bindings()
 
     @property
-    def selected(self) -> dict[str, Any] | None:
+    def selected(self) -> BatchSummary | None:
         table = self.query_one("#batches", DataTable)
         if not self.rows or table.cursor_row is None or table.cursor_row >= len(self.rows):
             return None
@@ -172,14 +137,14 @@ class BrowserScreen(Screen[None]):
     @property
     def selected_id(self) -> str | None:
         row = self.selected
-        return row["id"] if row else None
+        return row.batch_id if row else None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         row = self.selected if self.is_mounted else None
         if action == "resume":
-            return True if row and row["resumable"] else None
+            return True if row and row.resumable else None
         if action == "delete":
-            return True if row and not row["engine"] else None
+            return True if row and not row.engine else None
         if action == "open":
             return True if row else None
         return True
@@ -194,26 +159,26 @@ class BrowserScreen(Screen[None]):
 
     def action_open(self) -> None:
         row = self.selected
-        if row is None or row["state"] == "damaged":
+        if row is None or row.state == DAMAGED:
             return
         open_batch = getattr(self.app, "open_batch", None)
         if callable(open_batch):
-            open_batch(self.output_dir / row["id"])
+            open_batch(self.output_dir / row.batch_id)
 
     def action_resume(self) -> None:
         row = self.selected
-        if row is None or not row["resumable"]:
+        if row is None or not row.resumable:
             self.notify("this batch has nothing to resume or an engine runs it", severity="warning")
             return
         resume = getattr(self.app, "resume_batch", None)
         if callable(resume):
-            resume(self.output_dir / row["id"])
+            resume(self.output_dir / row.batch_id)
 
     def action_delete(self) -> None:
         row = self.selected
-        if row is None or row["engine"]:
+        if row is None or row.engine:
             return
-        path = self.output_dir / row["id"]
+        path = self.output_dir / row.batch_id
 
         def confirmed(yes: bool | None) -> None:
             if not yes:
@@ -221,14 +186,17 @@ class BrowserScreen(Screen[None]):
             if engine_alive(path) is not None:
                 self.notify("an engine started on it meanwhile; not deleted", severity="error")
                 return
+            if path.is_symlink():  # its batch lives elsewhere: never deleted through a link
+                self.notify(f"{row.batch_id} is a symbolic link; not deleted", severity="error")
+                return
             shutil.rmtree(path, ignore_errors=True)
-            self.notify(f"deleted {row['id']}")
+            self.notify(f"deleted {row.batch_id}" if not path.exists() else f"could not delete all of {path}")
             self.action_reload()
 
-        c: Counts = row["counts"]
+        c: Counts = row.totals
         self.app.push_screen(
             ConfirmScreen(
-                f"Delete batch {row['id']}?",
+                f"Delete batch {row.batch_id}?",
                 f"{c.total:,} items, {c.complete:,} complete. Its results and logs go too; this cannot be undone.",
             ),
             confirmed,

@@ -1,0 +1,212 @@
+"""One summary of a batch for every view: ``ls``, ``show``, the browser and their ``--json``.
+
+Each view used to work out on its own what state a batch is in, and they drifted apart (a
+batch whose engine died, or whose engine could not write its manifest on a full disk, read
+"running" in one view and "interrupted" in another). :func:`summarize` is the one answer:
+
+- the batch's files say running, paused or stopping, and no engine holds the lock: the engine
+  is gone without writing its final state (killed, crashed, out of disk), so the batch is
+  **interrupted** (resumable), and its counts are read from items.db: the manifest's totals are
+  as old as its last write, the store is what was committed;
+- an engine holds the lock and has written live_progress.json since it took the lock: its
+  state and counts are the live ones (an engine that stopped writing is still shown, with its
+  liveness ``stale``: see :mod:`.liveness`);
+- otherwise the manifest's state and totals (they are rewritten on every state change and by
+  every offline command).
+
+The model's field names are a script-facing format (``ls --json`` rows, ``show --json``'s
+``summary``): add fields, never rename them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .batchdir import BatchDir, parse_iso
+from .errors import UserError
+from .files import DamagedFile, read_model
+from .liveness import EngineStatus, Liveness, engine_status
+from .models import ACTIVE_STATES, BatchState, Counts, LiveCounts, LiveProgress, LockInfo, Manifest
+
+#: States a summary shows besides the :class:`BatchState` values.
+INTERRUPTED = "interrupted"  # the files say an engine works on it; none does
+DAMAGED = "damaged"  # no readable manifest (nor its backup)
+
+
+class EngineSummary(BaseModel):
+    """The engine that holds the batch's lock, and whether it is still writing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pid: int
+    host: str
+    started_at: str
+    liveness: Literal["alive", "stale"]
+    silent_s: float | None = None  # seconds since its last write
+    problem: str | None = None  # what is wrong when it is stale (one sentence)
+    badge: str = ""  # "NOT RESPONDING 13s" when stale, else empty
+
+
+class BatchSummary(BaseModel):
+    """What every view shows of one batch (see the module docstring for how it is decided)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    batch_id: str
+    path: str
+    name: str = ""
+    #: As shown: a BatchState value, "interrupted" or "damaged".
+    state: str
+    #: The state manifest.json says (None when it is unreadable).
+    manifest_state: BatchState | None = None
+    halt_reason: str | None = None
+    engine: EngineSummary | None = None
+    totals: LiveCounts = Field(default_factory=LiveCounts)
+    percent: float = 0.0
+    #: Where ``totals`` come from: the live engine, items.db (an interrupted batch), the manifest.
+    counts_from: Literal["live", "store", "manifest"] = "manifest"
+    duplicates_dropped: int = 0
+    created_at: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    updated_at: str | None = None
+    source: dict[str, Any] = Field(default_factory=dict)
+    processor: dict[str, Any] = Field(default_factory=dict)
+    #: The processor in one line: the shell template, the callable, or the processor's kind.
+    command: str = ""
+    #: No engine holds it and it has work left (or is not finished).
+    resumable: bool = False
+    #: manifest.json was missing or damaged and manifest.json.bak was read instead.
+    manifest_from_backup: bool = False
+    #: Why the batch is damaged (state "damaged" only).
+    error: str | None = None
+
+    @property
+    def stale(self) -> bool:
+        """An engine holds the batch but has stopped writing (NOT RESPONDING)."""
+        return self.engine is not None and self.engine.liveness == Liveness.STALE.value
+
+    @property
+    def counts(self) -> LiveCounts:
+        return self.totals
+
+
+def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSummary:
+    """The summary of one batch directory (never raises for a damaged or vanished batch).
+
+    ``now`` is the wall clock for the engine's liveness (a frozen clock in tests).
+    """
+    bdir = batch if isinstance(batch, BatchDir) else BatchDir(batch)
+    try:
+        manifest = bdir.read_manifest()
+    except (FileNotFoundError, DamagedFile, UserError) as exc:
+        reason = f"no manifest in {bdir.path}" if isinstance(exc, FileNotFoundError) else str(exc)
+        return BatchSummary(batch_id=bdir.batch_id, path=str(bdir.path), state=DAMAGED, error=reason)
+    live = bdir.read_live()
+    status = engine_status(bdir, live=live, now=now)
+    holder = status.holder
+    counts = LiveCounts(**manifest.totals.model_dump())
+    counts_from: Literal["live", "store", "manifest"] = "manifest"
+    state = manifest.state.value
+    halt_reason = manifest.halt_reason
+    updated = manifest.ended_at or manifest.started_at or manifest.created_at
+    if holder is not None and live is not None and _written_since(live, holder):
+        counts, counts_from = live.counts, "live"
+        state = live.state.value
+        halt_reason = live.halt_reason or halt_reason
+        updated = live.updated_at
+    elif holder is None and manifest.state in ACTIVE_STATES:
+        state = INTERRUPTED
+        stored = _store_counts(bdir)
+        if stored is not None:
+            counts, counts_from = stored, "store"
+        if live is not None:
+            updated = live.updated_at  # the dead engine's last sign of life
+    finished = state == BatchState.FINISHED.value
+    return BatchSummary(
+        batch_id=bdir.batch_id,
+        path=str(bdir.path),
+        name=manifest.name,
+        state=state,
+        manifest_state=manifest.state,
+        halt_reason=halt_reason,
+        engine=_engine(status),
+        totals=counts,
+        percent=round(counts.percent, 1),
+        counts_from=counts_from,
+        duplicates_dropped=manifest.duplicates_dropped,
+        created_at=manifest.created_at,
+        started_at=manifest.started_at,
+        ended_at=manifest.ended_at,
+        updated_at=updated,
+        source=manifest.source,
+        processor=manifest.processor,
+        command=describe_processor(manifest),
+        resumable=holder is None and (not finished or bool(counts.pending or counts.processing)),
+        manifest_from_backup=not _readable(bdir.manifest),
+    )
+
+
+def describe_processor(manifest: Manifest) -> str:
+    """The processor of a batch in one line (raw: a view escapes it for its terminal)."""
+    proc = manifest.processor
+    return str(proc.get("command") or proc.get("call") or proc.get("kind") or "")
+
+
+def _engine(status: EngineStatus) -> EngineSummary | None:
+    holder = status.holder
+    if holder is None:
+        return None
+    return EngineSummary(
+        pid=holder.pid,
+        host=holder.host,
+        started_at=holder.started_at,
+        liveness="stale" if status.liveness == Liveness.STALE else "alive",
+        silent_s=None if status.silent_s is None else round(status.silent_s, 1),
+        problem=status.explain() or None,
+        badge=status.badge(),
+    )
+
+
+def _written_since(live: LiveProgress, holder: LockInfo) -> bool:
+    """Whether live_progress.json was written by the engine that holds the lock now (not left
+    by the one before it: a resumed engine has not written its first progress yet)."""
+    try:
+        started = parse_iso(holder.started_at) if holder.started_at else 0.0
+        return parse_iso(live.updated_at) >= started
+    except ValueError:
+        return True
+
+
+def _store_counts(bdir: BatchDir) -> LiveCounts | None:
+    """items.db's counts, or None when it cannot be read (the manifest's then stand)."""
+    import sqlite3
+
+    from .store import ItemStore, StoreError  # only for an interrupted batch: ls stays light
+
+    try:
+        store = ItemStore.open_readonly(bdir.items_db)
+    except (StoreError, OSError):
+        return None
+    try:
+        counts: Counts = store.counts()
+    except (StoreError, OSError, sqlite3.Error):
+        return None
+    finally:
+        store.close()
+    return LiveCounts(**counts.model_dump())
+
+
+def _readable(path: Path) -> bool:
+    """Whether the manifest itself (not its backup) reads as a manifest."""
+    try:
+        read_model(path, Manifest, use_backup=False)
+    except (OSError, DamagedFile):
+        return False
+    return True
+
+
+__all__ = ["DAMAGED", "INTERRUPTED", "BatchSummary", "EngineSummary", "describe_processor", "summarize"]

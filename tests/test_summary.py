@@ -1,0 +1,234 @@
+"""`ls`, `show`, the browser and their --json agree on every batch's state (issue 15, point 12).
+
+They all call engine.summary.summarize: a batch whose files say running while no engine holds
+its lock (killed, or halted by a full disk that could not take the manifest) is "interrupted"
+everywhere, with the counts items.db committed, not the manifest's older totals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from batchtui.engine.batchdir import BatchDir, now_iso
+from batchtui.engine.models import BatchState, Counts
+from batchtui.engine.summary import summarize
+from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.cli import main
+from batchtui.tui.screens.browser import BrowserScreen
+from tests.conftest import CLI, cli_env, only_batch, wait_until
+from tests.reliability.helpers import kill_group
+from tests.tui.conftest import run
+from tests.tui.fixtures import hold_lock, make_batch
+
+PROCS = Path(__file__).parent / "reliability" / "procs.py"
+
+# batch id suffix -> the state every view must show
+EXPECTED = {
+    "00000001": "running",  # an engine holds the lock and writes
+    "00000002": "running",  # an engine holds the lock, stopped writing (NOT RESPONDING)
+    "00000003": "interrupted",  # manifest running, no engine (its totals older than items.db)
+    "00000004": "interrupted",  # manifest paused, no engine
+    "00000005": "halted",
+    "00000006": "stopped",
+    "00000007": "finished",  # every item complete
+    "00000008": "finished",  # some failed
+    "00000009": "stopped",  # manifest.json lost: read from manifest.json.bak
+    "0000000a": "created",  # made, never started
+    "0000000b": "damaged",  # no readable manifest at all
+    "0000000c": "running",  # an engine took the lock and has not written live progress yet
+}
+
+
+def _id(suffix: str) -> str:
+    return f"20261118_090000_{suffix}"
+
+
+def _rewrite_manifest(batch: Path, **update: object) -> None:
+    data = orjson.loads((batch / "manifest.json").read_bytes())
+    data.update(update)
+    (batch / "manifest.json").write_bytes(orjson.dumps(data))
+
+
+@contextlib.contextmanager
+def _batches(out: Path) -> Iterator[dict[str, Path]]:
+    made = {
+        "00000001": make_batch(out, state=BatchState.RUNNING, batch_id=_id("00000001"), updated_at=now_iso()),
+        "00000002": make_batch(
+            out, state=BatchState.RUNNING, batch_id=_id("00000002"), updated_at="2026-11-18T09:05:00+00:00"
+        ),
+        "00000003": make_batch(out, state=BatchState.RUNNING, batch_id=_id("00000003")),
+        "00000004": make_batch(out, state=BatchState.PAUSED, batch_id=_id("00000004")),
+        "00000005": make_batch(out, state=BatchState.HALTED, batch_id=_id("00000005"), halt_reason="failure rate 40%"),
+        "00000006": make_batch(out, state=BatchState.STOPPED, batch_id=_id("00000006")),
+        "00000007": make_batch(out, state=BatchState.FINISHED, batch_id=_id("00000007"), n=3),
+        "00000008": make_batch(out, state=BatchState.FINISHED, batch_id=_id("00000008")),
+        "00000009": make_batch(out, state=BatchState.STOPPED, batch_id=_id("00000009")),
+        "0000000a": make_batch(out, state=BatchState.CREATED, batch_id=_id("0000000a"), n=0),
+        "0000000b": make_batch(out, state=BatchState.STOPPED, batch_id=_id("0000000b")),
+        "0000000c": make_batch(out, state=BatchState.RUNNING, batch_id=_id("0000000c")),
+    }
+    # The engine of 3 wrote its manifest last when 10 items were done (then the disk filled up).
+    stale = Counts(total=300, pending=290, complete=10).model_dump()
+    _rewrite_manifest(made["00000003"], totals=stale)
+    (made["00000009"] / "manifest.json").rename(made["00000009"] / "manifest.json.bak")
+    (made["0000000b"] / "manifest.json").write_bytes(b'{"batch_id": "torn')
+    (made["0000000c"] / "live_progress.json").unlink()
+    with hold_lock(made["00000001"]), hold_lock(made["00000002"]), hold_lock(made["0000000c"]):
+        yield made
+
+
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _timeless(summary: dict[str, object]) -> dict[str, object]:
+    """A summary without the engine's seconds of silence (they grow between two reads)."""
+    engine = summary.get("engine")
+    if isinstance(engine, dict):
+        return {**summary, "engine": {k: v for k, v in engine.items() if k not in ("silent_s", "problem")}}
+    return summary
+
+
+def _browser_states(out: Path) -> dict[str, tuple[str, str]]:
+    """The browser's rows: batch id -> (state cell, engine cell), as drawn in its table."""
+
+    async def body() -> dict[str, tuple[str, str]]:
+        app = BatchtuiApp(output_dir=out, watch_files=False, clock=time.time, handle_hangup=False)
+        async with app.run_test(size=(160, 40)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            for _ in range(200):
+                if len(screen.rows) == len(EXPECTED):
+                    break
+                await pilot.pause(0.05)
+            table = screen.query_one("#batches")
+            cells = {}
+            for r in screen.rows:
+                row = table.get_row(r.batch_id)  # type: ignore[attr-defined]
+                cells[r.batch_id] = (str(row[1]), str(row[2]))
+            return cells
+
+    return run(body)
+
+
+def test_ls_show_and_the_browser_agree_in_every_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    with _batches(out) as made:
+        listed = {r["batch_id"]: r for r in json.loads(_cli("ls", "--json", "-o", str(out)))}
+        table = {
+            line.split()[0]: line.split()[1]
+            for line in _cli("ls", "-o", str(out)).splitlines()[1:]
+            if line[:1].isdigit()
+        }
+        browser = _browser_states(out)
+        for suffix, want in EXPECTED.items():
+            batch_id = _id(suffix)
+            summary = summarize(made[suffix])
+            assert summary.state == want, (suffix, summary)
+            assert listed[batch_id]["state"] == want, (suffix, listed[batch_id])
+            # ls's table says "unresponsive" for an engine that stopped writing (said below it).
+            assert table[batch_id] == ("unresponsive" if suffix in ("00000002", "0000000c") else want), (suffix, table)
+            assert browser[batch_id][0] == want, (suffix, browser[batch_id])
+            if want == "damaged":
+                continue
+            shown = json.loads(_cli("show", batch_id, "--json", "-o", str(out)))
+            assert shown["state"] == want and _timeless(shown["summary"]) == _timeless(listed[batch_id]), suffix
+            text = _cli("show", batch_id, "-o", str(out))
+            assert f"BATCH SUMMARY  {batch_id}  ({want})" in text, text
+            assert listed[batch_id]["totals"]["complete"] == shown["counts"]["complete"], suffix
+
+    # The engines: alive, and not responding (said by every view).
+    alive, frozen = listed[_id("00000001")]["engine"], listed[_id("00000002")]["engine"]
+    assert alive["liveness"] == "alive" and alive["pid"] == 4242 and alive["badge"] == ""
+    assert frozen["liveness"] == "stale" and frozen["badge"].startswith("NOT RESPONDING")
+    assert browser[_id("00000002")][1] == f"pid 4242 {frozen['badge']}"
+    assert browser[_id("00000001")][1] == "pid 4242"
+    # An interrupted batch shows what items.db committed, not the manifest's older totals.
+    interrupted = listed[_id("00000003")]
+    assert interrupted["counts_from"] == "store" and interrupted["totals"]["complete"] > 10, interrupted
+    assert interrupted["engine"] is None and interrupted["resumable"] is True
+    # The backup manifest is said, and existing keys stay as scripts know them.
+    assert listed[_id("00000009")]["manifest_from_backup"] is True
+    assert listed[_id("00000006")]["manifest_from_backup"] is False
+    assert listed[_id("00000005")]["halt_reason"] == "failure rate 40%"
+    assert listed[_id("0000000b")]["error"]
+    for key in ("batch_id", "path", "name", "state", "halt_reason", "engine", "totals", "percent"):
+        assert key in listed[_id("00000006")]
+    for key in ("duplicates_dropped", "created_at", "updated_at", "processor"):
+        assert key in listed[_id("00000006")]
+
+
+# -- a real full disk (a small tmpfs; needs root) ----------------------------------------------------
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m,mode=0755", "tmpfs", str(mount)], check=False)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_disk_full_halt_that_could_not_write_the_manifest_shows_interrupted(
+    tmp_path: Path, small_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = small_fs / "out"
+    source = tmp_path / "lines.txt"
+    source.write_text("".join(f"line {i}\n" for i in range(3000)))
+    env = cli_env(out, {"XDG_STATE_HOME": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    monkeypatch.setenv("XDG_STATE_HOME", env["XDG_STATE_HOME"])
+    monkeypatch.setenv("XDG_CONFIG_HOME", env["XDG_CONFIG_HOME"])
+    engine = subprocess.Popen(
+        [*CLI, "run", str(source), "--call", f"{PROCS}:work", "--executor", "thread", "-j", "4", "--headless"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: engine.poll() is not None or (out.is_dir() and any(out.iterdir())), 60, "the batch dir")
+        assert engine.poll() is None, engine.stderr.read().decode() if engine.stderr else ""
+        batch = only_batch(out)
+        wait_until(lambda: (batch / "results.jsonl").exists() and (batch / "results.jsonl").stat().st_size > 2000, 60)
+        with (small_fs / "filler").open("wb") as fh, contextlib.suppress(OSError):  # take every free byte
+            while True:
+                fh.write(b"\0" * (1 << 16))
+                fh.flush()
+        engine.wait(timeout=120)
+    finally:
+        if engine.poll() is None:
+            kill_group(engine, signal.SIGKILL)
+    err = engine.stderr.read().decode() if engine.stderr else ""
+    assert engine.returncode == 3, (engine.returncode, err[-2000:])
+    manifest = orjson.loads((batch / "manifest.json").read_bytes())
+    assert manifest["state"] == "running", manifest["state"]  # the halt could not be written
+    listed = json.loads(_cli("ls", "--json", "-o", str(out)))
+    shown = json.loads(_cli("show", batch.name, "--json", "-o", str(out)))
+    assert [r["state"] for r in listed] == ["interrupted"] and shown["state"] == "interrupted"
+    assert summarize(BatchDir(batch)).state == "interrupted"
+    assert _browser_states(out) == {batch.name: ("interrupted", "")}
+    assert f"BATCH SUMMARY  {batch.name}  (interrupted)" in _cli("show", batch.name, "-o", str(out))
