@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -30,6 +30,18 @@ CHUNK_TARGET_S: Final = 0.02
 
 #: The rows of ItemStore.next_pending: seq, key, data (JSON), source kind, attempts made.
 PendingRows = list[tuple[int, str, str, str, int]]
+
+
+def load_data(text: str) -> Any:
+    """An item's data from its JSON in items.db. orjson refuses the ``\\udcXX`` escapes of a
+    file name that is not UTF-8 (see enqueue._data_json); the json module reads them back into
+    the surrogate-escaped str os.fsdecode gives, which open() and a shell get as the exact bytes."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        import json
+
+        return json.loads(text)
 
 
 @dataclass(order=True)
@@ -236,11 +248,18 @@ class Dispatcher:
             self.exhausted = True
             return False
         loads, batch_dir = orjson.loads, self.batch_dir
-        self._buffer = [
-            Item(seq, key, loads(data), attempts + 1, batch_dir, kind)
-            for seq, key, data, kind, attempts in rows
-            if seq not in inflight
-        ]
+        try:
+            self._buffer = [
+                Item(seq, key, loads(data), attempts + 1, batch_dir, kind)
+                for seq, key, data, kind, attempts in rows
+                if seq not in inflight
+            ]
+        except orjson.JSONDecodeError:  # a page with a file name that is not UTF-8: rare, slower
+            self._buffer = [
+                Item(seq, key, load_data(data), attempts + 1, batch_dir, kind)
+                for seq, key, data, kind, attempts in rows
+                if seq not in inflight
+            ]
         self._pos = 0
         self._cursor = rows[-1][0]
         self._high = max(self._high, self._cursor)

@@ -7,6 +7,7 @@ see :meth:`batchtui.engine.store.ItemStore.enqueue`.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from .batchdir import BatchDir, now_iso
 from .config import BatchConfig
 from .errors import InvalidRecord, UserError, classify, normalize_message
 from .files import ResultsLog, WriteFailed, write_model
-from .models import Manifest
+from .models import Manifest, Unreadable
 from .processors import ProcessorSpec
 from .sources import SourceItem, SourceSpec, iter_blocks, line_keys
 from .store import ItemStore, LineBlock
@@ -32,15 +33,18 @@ from .store import ItemStore, LineBlock
 _JSON_ESCAPED: Final = re.compile(r'["\\\x00-\x1f\ud800-\udfff]')
 
 
-def _rows(spec: SourceSpec, stdin: TextIO | None, at: str, skip: int = 0) -> Iterator[tuple[Any, ...] | LineBlock]:
+def _rows(
+    spec: SourceSpec, stdin: TextIO | None, at: str, skip: int = 0, unreadable: Unreadable | None = None
+) -> Iterator[tuple[Any, ...] | LineBlock]:
     """The store rows of every source item after the first ``skip`` (those an interrupted enqueue
     already stored), in source order. The source is still read from its start, so an error in
-    it is raised whether or not it lies in the part skipped."""
+    it is raised whether or not it lies in the part skipped (and ``unreadable`` counts what it
+    could not read in all of it)."""
     kinds = frozenset(e.kind for e in spec.entries)
     # The kind of every line when no entry makes files; else it is worked out per line.
     line_kind = "line" if kinds.isdisjoint({"dir", "files"}) else None
     dumps = orjson.dumps
-    for block in iter_blocks(spec, stdin):
+    for block in iter_blocks(spec, stdin, unreadable):
         if isinstance(block, tuple):  # a record read
             if skip:
                 skip -= 1
@@ -81,8 +85,18 @@ def _line_rows(lines: list[str], kind: str | None, kinds: frozenset[str]) -> lis
     return list(zip(keys, data, kind_of, itertools.repeat("pending"), none, none, none, none, none, none))
 
 
+def _data_json(data: Any) -> str:
+    """An item's data as the JSON text items.db holds. A file name that is not UTF-8 (a str with
+    surrogate escapes) is not UTF-8 JSON: its undecodable bytes are written as ``\\udcXX``
+    escapes then, which the dispatch reads back into the same str (see dispatch.load_data)."""
+    try:
+        return orjson.dumps(data).decode()
+    except TypeError:  # orjson.JSONEncodeError: lone surrogates
+        return json.dumps(data, ensure_ascii=True)
+
+
 def _item_row(item: SourceItem, kinds: frozenset[str], at: str) -> tuple[Any, ...]:
-    data = orjson.dumps(item.data).decode()
+    data = _data_json(item.data)
     kind = _kind_of(item.data, kinds)
     if item.invalid is None:
         return (item.key, data, kind, "pending", None, None, None, None, None, None)
@@ -125,13 +139,27 @@ def enqueue_source(
     already = int(store.get_meta("enqueue_read", 0) or 0)
     if already and any(e.kind == "stdin" for e in source.entries):
         raise UserError("this batch was interrupted while reading stdin, which cannot be read again; start a new batch")
-    rows = _rows(source, stdin, now_iso(), already)
+    unreadable = Unreadable()
+    rows = _rows(source, stdin, now_iso(), already, unreadable)
     if on_enqueue is not None:
         rows = _report_every(rows, already, on_enqueue)
     store.enqueue(rows)
     with store.transaction():
+        store.set_meta("source_unreadable", unreadable.model_dump_json())
         store.set_meta("enqueue_done", 1)
     return int(store.get_meta("duplicates_dropped", 0) or 0)
+
+
+def source_unreadable(store: ItemStore) -> Unreadable:
+    """What the source could not read when it was enqueued (an empty count before that, or for a
+    batch made before this was counted)."""
+    raw = store.get_meta("source_unreadable")
+    if not raw:
+        return Unreadable()
+    try:
+        return Unreadable.model_validate_json(raw)
+    except ValueError:
+        return Unreadable()
 
 
 def create_batch(
@@ -167,10 +195,13 @@ def create_batch(
                 store.set_meta("commit_seq", 0)
                 store.set_meta("control_offset", 0)
             dropped = enqueue_source(store, source, stdin=stdin, on_enqueue=on_enqueue)
+            unreadable = source_unreadable(store)
             counts = store.counts()
         finally:
             store.close()
-        manifest = manifest.model_copy(update={"totals": counts, "duplicates_dropped": dropped})
+        manifest = manifest.model_copy(
+            update={"totals": counts, "duplicates_dropped": dropped, "unreadable": unreadable}
+        )
         write_model(bdir.manifest, manifest, durable=config.fsync, backup=True)
         ResultsLog(bdir.results).close()
     except WriteFailed as exc:

@@ -183,7 +183,21 @@ def classify(
             detail = "".join(traceback.format_exception(exc))
         except Exception as again:  # the exception's own __str__ or __repr__ raises
             detail = f"{error_type} (its traceback could not be formatted: {type(again).__name__})"
-    return ErrorInfo(error_type, category, message, detail[-DETAIL_LIMIT:])
+    # items.db takes UTF-8 text only: a file name of raw bytes (os.fsdecode's surrogate escapes)
+    # in a message would fail the commit. Its bytes are shown as \xNN, as in the item's key.
+    return ErrorInfo(_utf8(error_type), category, _utf8(message), _utf8(detail[-DETAIL_LIMIT:]))
+
+
+def _utf8(text: str) -> str:
+    """``text``, with lone surrogates (which UTF-8 cannot hold) written as escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate no byte gave: \udXXX
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 _NORMALIZER_PATTERNS: Final = (

@@ -7,11 +7,41 @@ these files, so a rename is a breaking change.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Final, Literal
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .errors import UserError
+from .files import DamagedFile
+
+#: The manifest format this batchtui writes and the newest it reads.
 MANIFEST_VERSION: Final = 1
+#: The largest seq there can be: SQLite's integers are 64-bit. A larger one names no item (and
+#: would overflow every query it took part in).
+MAX_SEQ: Final = (1 << 63) - 1
+
+
+class NewerFormat(DamagedFile, UserError):
+    """A manifest written by a newer batchtui: refused, never read as if it were ours (nor
+    rewritten in our older format).
+
+    A DamagedFile, so every listing shows the batch as unreadable and goes on with the others;
+    a UserError, so a command on the batch itself ends with this message (exit 2).
+    """
+
+    def __init__(self, version: int, path: Path | None = None) -> None:
+        self.version = version
+        where = f"{path}: " if path else ""
+        super().__init__(
+            path or Path("manifest.json"),
+            f"made by a newer batchtui (format {version}; this one reads up to {MANIFEST_VERSION}): upgrade batchtui",
+        )
+        self.args = (where + self.reason,)
+
+    def at(self, path: Path) -> NewerFormat:
+        """The same error naming the manifest it was read from."""
+        return NewerFormat(self.version, path)
 
 
 class ItemStatus(StrEnum):
@@ -86,12 +116,53 @@ class HistoryEntry(_Model):
     overrides: dict[str, Any] = Field(default_factory=dict)
     ended_at: str | None = None
     outcome: str | None = None
+    #: What this run found wrong with the batch's files when it began (result lines rejected
+    #: or adopted, results.jsonl rebuilt): kept here for good, live warnings scroll away.
+    notes: list[str] = Field(default_factory=list)
+
+
+#: How many of the paths a source could not read are kept as examples (the count is exact).
+UNREADABLE_EXAMPLES: Final = 5
+
+
+class UnreadablePath(_Model):
+    """One path a source could not read, and why (``permission denied``, ``path longer than
+    PATH_MAX, 4096 bytes``...). ``path`` is shown safely: control characters and bytes that
+    are not UTF-8 escaped."""
+
+    path: str
+    reason: str
+
+
+class Unreadable(_Model):
+    """What a source could not read, so is not in the batch: a directory walk's unreadable
+    folders, paths longer than PATH_MAX, broken links it was asked to follow. ``count`` is
+    exact, ``examples`` the first few. Optional in manifest.json and report.json (an older
+    batch has none: nothing was counted)."""
+
+    count: int = 0
+    examples: list[UnreadablePath] = Field(default_factory=list)
+
+    def add(self, path: str, reason: str) -> None:
+        self.count += 1
+        if len(self.examples) < UNREADABLE_EXAMPLES:
+            self.examples.append(UnreadablePath(path=path, reason=reason))
+
+    def summary(self) -> str:
+        """E.g. ``2 paths could not be read and are not in the batch: /d/x (permission denied), ...``."""
+        if not self.count:
+            return ""
+        shown = ", ".join(f"{e.path} ({e.reason})" for e in self.examples)
+        more = f", and {self.count - len(self.examples)} more" if self.count > len(self.examples) else ""
+        what = "1 path" if self.count == 1 else f"{self.count} paths"
+        verb = "was" if self.count == 1 else "were"
+        return f"{what} of the source could not be read and {verb} left out: {shown}{more}"
 
 
 class Manifest(_Model):
     """``manifest.json``: the batch header."""
 
-    version: int = MANIFEST_VERSION
+    version: int = Field(default=MANIFEST_VERSION, ge=1, strict=True)
     batch_id: str
     name: str
     created_at: str
@@ -104,7 +175,18 @@ class Manifest(_Model):
     config: dict[str, Any]
     totals: Counts = Field(default_factory=Counts)
     duplicates_dropped: int = 0
+    unreadable: Unreadable = Field(default_factory=Unreadable)
     history: list[HistoryEntry] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_newer(cls, data: Any) -> Any:
+        # Raised as itself (not a ValueError): pydantic lets it through, so a reader never
+        # falls back to the .bak (written by the same newer version) or calls it damaged.
+        version = data.get("version") if isinstance(data, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
+            raise NewerFormat(version)
+        return data
 
 
 class InFlight(_Model):
@@ -202,7 +284,7 @@ class ControlCommand(_Model):
     id: str
     ts: str
     op: ControlOp
-    seqs: list[int] | None = None
+    seqs: list[Annotated[int, Field(ge=0, le=MAX_SEQ)]] | None = None
     filter: dict[str, Any] | None = None
     value: Any = None
 
@@ -228,6 +310,7 @@ class Report(_Model):
     duration_s: float
     totals: Counts
     duplicates_dropped: int = 0
+    unreadable: Unreadable = Field(default_factory=Unreadable)
     success_rate: float
     items_per_s: float
     durations: DurationStats
@@ -241,14 +324,20 @@ class Report(_Model):
 
 
 class ResultLine(_Model):
-    """One line of ``results.jsonl``."""
+    """One line of ``results.jsonl``: what the runner writes (it builds the line as a dict for
+    speed, with exactly these keys; ``cost`` only when the item had one) and what every reader
+    checks. Strict: a line whose ``attempts`` is ``"3"`` was not written by an engine, so it is
+    refused, not coerced (resume adopts only lines that validate, see engine/resultscheck.py)."""
 
-    seq: int
+    model_config = ConfigDict(extra="ignore", strict=True, defer_build=True)
+
+    seq: int = Field(ge=0)
     key: str
     result: Any = None
-    attempts: int
-    duration_s: float
+    attempts: int = Field(ge=1)
+    duration_s: float = Field(allow_inf_nan=False)
     finished_at: str
+    cost: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class LockInfo(_Model):

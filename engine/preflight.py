@@ -21,6 +21,7 @@ from typing import Final, Literal
 
 from .config import BatchConfig
 from .errors import UserError
+from .models import Unreadable
 from .processors import ProcessorSpec, accepts_one_argument, load_callable
 from .shell import CommandTemplate
 from .sources import SourceSpec, fields_of, iter_items
@@ -467,7 +468,8 @@ def dry_run(
         if len(report.problems) < keep:
             report.problems.append(ItemProblem(origin, key, text))
 
-    for item in iter_items(source):
+    unreadable = Unreadable()
+    for item in iter_items(source, unreadable=unreadable):
         digest = hashlib.blake2b(item.key.encode(errors="surrogatepass"), digest_size=12).digest()
         if digest in seen:
             report.duplicates += 1
@@ -488,6 +490,10 @@ def dry_run(
         if any(e.kind in ("dir", "files") for e in source.entries) and os.path.isabs(str(item.data)):
             for text in _file_problems(str(item.data), max_size_mb, exts):
                 problem(where, item.key, text)
+    # What the source could not read would be left out of the batch: a problem of the run.
+    for example in unreadable.examples:
+        problem(example.path, example.path, f"could not be read ({example.reason}): left out of the batch")
+    report.problem_count += unreadable.count - len(unreadable.examples)
     return report
 
 

@@ -62,6 +62,7 @@ def build_report(
         duration_s=round(duration, 3),
         totals=counts.model_copy(),
         duplicates_dropped=manifest.duplicates_dropped,
+        unreadable=manifest.unreadable.model_copy(deep=True),
         success_rate=round(counts.complete / done, 6) if done else 1.0,
         items_per_s=round(counts.finished / run_time, 3) if run_time > 0 else 0.0,
         durations=duration_stats(durations),

@@ -9,10 +9,16 @@ Every item has a key from the one normalization of its kind (files: the resolved
 :func:`normalize_line_key`; records: ``--key-field`` or :func:`record_hash`). Duplicates are not
 dropped here: the store dedupes on the key, so the key functions must be deterministic.
 
-A record that cannot be read (invalid JSON line, ragged CSV row, a file name that is not UTF-8)
-does not stop the batch: it comes as an item with ``invalid`` set, which the engine enqueues as
-failed. A wrong encoding or a CSV without a usable header is the user's mistake and raises
-:class:`UserError` when reached.
+A record that cannot be read (invalid JSON line, ragged CSV row) does not stop the batch: it
+comes as an item with ``invalid`` set, which the engine enqueues as failed. A wrong encoding or a
+CSV without a usable header is the user's mistake and raises :class:`UserError` when reached.
+
+What a directory walk cannot read (a folder it may not list, a path longer than PATH_MAX, a
+broken link it was asked to follow) is never skipped in silence: it is counted, with a few
+examples, in the :class:`~batchtui.engine.models.Unreadable` passed in (the batch's manifest
+and report say so). A file whose name is not UTF-8 is an item like any other: its data is the
+path as ``os.fsdecode`` gives it (undecodable bytes as surrogate escapes, so ``open()`` and a
+shell's ``{path}`` get the exact bytes) and its key shows those bytes as ``\\xNN``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import errno
 import fnmatch
 import hashlib
 import io
@@ -36,6 +43,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from .errors import UserError
+from .models import Unreadable
 
 SourceKind = Literal["dir", "files", "lines", "csv", "jsonl", "stdin"]
 AsKind = Literal["auto", "files", "lines", "csv", "jsonl"]
@@ -260,15 +268,18 @@ def _codec(encoding: str) -> str:
 # -- iterating ---------------------------------------------------------------------------------
 
 
-def iter_items(spec: SourceSpec, stdin: TextIO | None = None) -> Iterator[SourceItem]:
+def iter_items(
+    spec: SourceSpec, stdin: TextIO | None = None, unreadable: Unreadable | None = None
+) -> Iterator[SourceItem]:
     """Stream every item of ``spec``, entry by entry, in order (a directory in name order).
 
     ``stdin`` is read for a "-" entry (default: ``sys.stdin``, decoded with ``spec.encoding``).
+    What a directory walk could not read is counted in ``unreadable``.
     Raises :class:`UserError` when an input is missing or does not decode, when reached.
     """
     for entry in spec.entries:
         if entry.kind == "dir":
-            yield from _walk_dir(entry.path, spec)
+            yield from _walk_dir(entry.path, spec, unreadable if unreadable is not None else Unreadable())
         elif entry.kind == "files":
             yield _explicit_file(entry.path)
         elif entry.kind == "lines":
@@ -282,7 +293,9 @@ def iter_items(spec: SourceSpec, stdin: TextIO | None = None) -> Iterator[Source
             yield from _items_of(_jsonl_records(entry.path, spec), os.path.basename(entry.path))
 
 
-def iter_blocks(spec: SourceSpec, stdin: TextIO | None = None) -> Iterator[SourceItem | Record | list[str]]:
+def iter_blocks(
+    spec: SourceSpec, stdin: TextIO | None = None, unreadable: Unreadable | None = None
+) -> Iterator[SourceItem | Record | list[str]]:
     """The items of :func:`iter_items`, in the same order, with those of line sources (a lines
     file, stdin) in blocks: lists of their data (the stripped lines kept), whose keys are
     :func:`line_keys`; and the CSV and JSONL records read as :data:`Record` tuples (those that
@@ -302,16 +315,16 @@ def iter_blocks(spec: SourceSpec, stdin: TextIO | None = None) -> Iterator[Sourc
         elif entry.kind == "jsonl":
             yield from _jsonl_records(entry.path, spec)
         else:
-            yield from iter_items(spec.model_copy(update={"entries": (entry,)}), stdin)
+            yield from iter_items(spec.model_copy(update={"entries": (entry,)}), stdin, unreadable)
 
 
 def _file_item(real: str) -> SourceItem:
     try:
         real.encode("utf-8")
     except UnicodeEncodeError:
-        # Not storable as UTF-8 text (a name made of raw bytes): show it escaped, fail the item.
-        shown = os.fsencode(real).decode("utf-8", "backslashreplace")
-        return SourceItem(key=shown, data=shown, invalid="file name is not valid UTF-8")
+        # A name of raw bytes: the data keeps them (surrogate escapes, as os.fsdecode gives
+        # them), the key, which is UTF-8 text everywhere, shows them as \xNN.
+        return SourceItem(key=os.fsencode(real).decode("utf-8", "backslashreplace"), data=real)
     return SourceItem(key=real, data=real)
 
 
@@ -335,26 +348,48 @@ def _glob_matcher(pattern: str | None) -> Callable[[str, str], bool] | None:
     return lambda name, _rel: match(name) is not None
 
 
-def _scan(path: str) -> list[os.DirEntry[str]] | None:
-    """The entries of one directory, sorted by name; None when it cannot be read."""
+def _scan(path: str) -> list[os.DirEntry[str]]:
+    """The entries of one directory, sorted by name (OSError when it cannot be read)."""
+    with os.scandir(path) as it:
+        return sorted(it, key=lambda e: e.name)
+
+
+def _path_max(path: str) -> int:
+    """The longest path (in bytes, with its NUL) the system opens: PATH_MAX, 4096 on Linux."""
     try:
-        with os.scandir(path) as it:
-            return sorted(it, key=lambda e: e.name)
-    except OSError:
-        return None
+        return os.pathconf(path, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 4096
 
 
-def _walk_dir(root: str, spec: SourceSpec) -> Iterator[SourceItem]:
+def _reason(exc: OSError, path_max: int) -> str:
+    """Why a path could not be read, in a few words."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"path longer than PATH_MAX, {path_max} bytes"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return (exc.strerror or type(exc).__name__).lower()
+
+
+def _shown_path(path: str) -> str:
+    """A path for an example of what could not be read: escaped, and its middle cut when long."""
+    shown = _show(path)
+    return shown if len(shown) <= 160 else f"{shown[:70]}...{shown[-70:]}"
+
+
+def _walk_dir(root: str, spec: SourceSpec, unreadable: Unreadable) -> Iterator[SourceItem]:
     follow = spec.follow_symlinks
     matcher = _glob_matcher(spec.glob)
     exclude = {os.path.realpath(p) for p in spec.exclude}
     try:
         st = os.stat(root)
+        top = _scan(root)
     except OSError as exc:
         raise UserError(f"cannot read directory {_show(root)}: {exc.strerror or exc}") from None
-    top = _scan(root)
-    if top is None:
-        raise UserError(f"cannot read directory {_show(root)}")
+    path_max = _path_max(root)
+    # A path of as many characters as this may be too long (a character is 1 to 4 bytes): only
+    # those are measured in bytes.
+    long_chars = path_max // 4
     # Directories already entered, by identity; only needed when symlinks can make loops.
     visited = {(st.st_dev, st.st_ino)}
     # One frame per directory on the current path: (its resolved path, its path relative to the
@@ -384,17 +419,30 @@ def _walk_dir(root: str, spec: SourceSpec) -> Iterator[SourceItem]:
                     if ident in visited:
                         continue
                     visited.add(ident)
-                sub = _scan(de.path)
-                if sub is not None:  # an unreadable directory is skipped, not fatal
-                    stack.append((real_sub, f"{rel_dir}{name}/", iter(sub)))
+                try:
+                    sub = _scan(de.path)
+                except OSError as exc:  # not fatal, never silent: counted and shown
+                    if exc.errno != errno.ENOENT:
+                        unreadable.add(_shown_path(de.path), _reason(exc, path_max))
+                    continue
+                stack.append((real_sub, f"{rel_dir}{name}/", iter(sub)))
                 continue
             if not de.is_file(follow_symlinks=follow):
-                continue  # fifo, socket, device, broken link
-        except OSError:
-            continue  # vanished or unreadable while walking
+                if is_link and not os.path.exists(de.path):
+                    unreadable.add(_shown_path(de.path), "broken symbolic link")
+                continue  # fifo, socket, device
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # else it vanished while walking: nothing to read
+                unreadable.add(_shown_path(de.path), _reason(exc, path_max))
+            continue
         if matcher is not None and not matcher(name, rel_dir + name):
             continue
-        yield _file_item(os.path.realpath(de.path) if is_link else os.path.join(real_dir, name))
+        path = os.path.realpath(de.path) if is_link else os.path.join(real_dir, name)
+        if len(path) >= long_chars and len(os.fsencode(path)) >= path_max:
+            # Nothing can open it by its path: counted, rather than an item that can never run.
+            unreadable.add(_shown_path(path), _reason(OSError(errno.ENAMETOOLONG, ""), path_max))
+            continue
+        yield _file_item(path)
 
 
 def _open_text(path: str, encoding: str, newline: str | None = None) -> TextIO:
