@@ -3,24 +3,91 @@
 The result is one frozen :class:`BatchConfig` that every part of the engine receives and that
 the manifest stores, so no part can run with a config another part did not validate.
 Unknown keys are errors, not silently ignored.
+
+Every number is finite and bounded (:data:`NUMBER_BOUNDS`): an "infinite" timeout passed
+validation once, then overflowed the OS's timers in every item after its command had started.
+Settings that run code (:data:`CODE_SETTINGS`) are refused from a batchtui.toml that was only
+found in the current folder: a downloaded data folder must not run its own commands.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import UserError
+from .outputs import DEFAULT_MAX_RESULT_BYTES, MAX_RESULT_BYTES_CAP, parse_size
 
 CONFIG_FILENAME: Final = "batchtui.toml"
 ENV_PREFIX: Final = "BATCHTUI_"
 DEFAULT_OUTPUT_DIR: Final = "./batch_output"
+
+#: The longest any duration may be: 30 days. Longer is a typo or an "infinity" (the OS's timers
+#: overflow on 1e10 s).
+MAX_SECONDS: Final = 30 * 86400.0
+MAX_RATE: Final = 1e6  # items a second
+MAX_MEMORY_MB: Final = float(1 << 30)  # 1 PiB
+MAX_COST: Final = 1e15
+MAX_AGE_DAYS: Final = 36500.0  # cleanup --max-age-days: a hundred years
+
+#: (lowest, lowest excluded, highest) of every number a flag, batchtui.toml or BATCHTUI_* sets,
+#: and of the CLI's own numbers that are not settings (lock_wait, wait, max_size_mb,
+#: max_age_days). Every value is also finite. The CLI checks its options with
+#: :func:`check_number` as it parses them, the config model with the same table.
+NUMBER_BOUNDS: Final[dict[str, tuple[float, bool, float]]] = {
+    "timeout": (0.0, True, MAX_SECONDS),
+    "grace": (0.0, False, MAX_SECONDS),
+    "backoff": (0.0, False, MAX_SECONDS),
+    "backoff_max": (0.0, False, MAX_SECONDS),
+    "progress_interval": (0.0, True, MAX_SECONDS),
+    "max_failure_rate": (0.0, False, 1.0),
+    "max_cost": (0.0, False, MAX_COST),
+    "rate": (0.0, True, MAX_RATE),
+    "memory_limit_mb": (0.0, True, MAX_MEMORY_MB),
+    "lock_wait": (0.0, False, MAX_SECONDS),
+    "wait": (0.0, False, MAX_SECONDS),
+    "max_size_mb": (0.0, False, MAX_MEMORY_MB),
+    "max_age_days": (0.0, False, MAX_AGE_DAYS),
+}
+
+#: Settings that run or load code: `on_finish` is a shell command; `scheduler` is a dask
+#: scheduler whose results this process unpickles (which can run anything). They are refused
+#: from a batchtui.toml found implicitly in the current folder (see :func:`load_config`).
+#: (`--cmd` and `--call` are no settings: a config file cannot set them.)
+CODE_SETTINGS: Final = frozenset({"on_finish", "scheduler"})
+
+
+def _fmt_number(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else f"{value:g}"
+
+
+def check_number(name: str, value: float) -> float:
+    """``value`` when it is finite and within the bounds of ``name`` (:data:`NUMBER_BOUNDS`);
+    else ValueError saying why, e.g. ``inf is not a finite number``."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    low, low_open, high = NUMBER_BOUNDS[name]
+    if value < low or (low_open and value == low):
+        raise ValueError(f"{_fmt_number(value)} must be {'more than' if low_open else 'at least'} {_fmt_number(low)}")
+    if value > high:
+        days = " (30 days)" if high == MAX_SECONDS else ""
+        raise ValueError(f"{_fmt_number(value)} is more than the maximum, {_fmt_number(high)}{days}")
+    return value
 
 
 def _default_workers() -> int:
@@ -39,14 +106,16 @@ class BatchConfig(BaseModel):
     )
     scheduler: str | None = None
     workers: int = Field(default_factory=_default_workers, ge=1, le=4096)
-    window: int | None = Field(default=None, ge=1, description="items in flight at most; default 4x workers")
+    window: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="items in flight at most; default 4x workers"
+    )
     max_attempts: int = Field(default=3, ge=1, le=100)
     backoff: float = Field(default=1.0, ge=0)
     backoff_max: float = Field(default=60.0, ge=0)
     timeout: float | None = Field(default=None, gt=0)
     grace: float = Field(default=10.0, ge=0)
     max_failure_rate: float | None = Field(default=None, ge=0, le=1)
-    min_items: int = Field(default=20, ge=1)
+    min_items: int = Field(default=20, ge=1, le=10**12)
     max_cost: float | None = Field(default=None, ge=0)
     rate: float | None = Field(default=None, gt=0, description="items per second, token bucket")
     memory_limit_mb: float | None = Field(default=None, gt=0)
@@ -57,13 +126,26 @@ class BatchConfig(BaseModel):
     fsync: bool = True
     on_finish: str | None = None
     progress_interval: float = Field(default=2.0, gt=0)
-    log_limit: int = Field(default=1 << 20, ge=0)
+    log_limit: int = Field(default=1 << 20, ge=0, le=1 << 40)
+    max_result_bytes: int = Field(
+        default=DEFAULT_MAX_RESULT_BYTES,
+        ge=1,
+        le=MAX_RESULT_BYTES_CAP,
+        description="an item whose result's JSON is larger fails with ResultTooLarge; 16M, 512K, 1G",
+    )
     theme: str = "dark"
 
     @field_validator("rate", mode="before")
     @classmethod
     def _parse_rate(cls, value: Any) -> Any:
         return parse_rate(value) if isinstance(value, str) else value
+
+    @field_validator("max_result_bytes", mode="before")
+    @classmethod
+    def _parse_size(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a size such as 16M")
+        return parse_size(value) if isinstance(value, str) else value
 
     @field_validator("retry_exit_codes", "fatal_exit_codes", "transient_errors", mode="before")
     @classmethod
@@ -84,8 +166,31 @@ class BatchConfig(BaseModel):
     @field_validator("chunk_size")
     @classmethod
     def _chunk_positive(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be at least 1 or 'auto'")
+        if isinstance(value, int) and not 1 <= value <= 1_000_000:
+            raise ValueError("must be 1 to 1000000 or 'auto'")
+        return value
+
+    @field_validator(
+        "timeout",
+        "grace",
+        "backoff",
+        "backoff_max",
+        "progress_interval",
+        "max_failure_rate",
+        "max_cost",
+        "rate",
+        "memory_limit_mb",
+    )
+    @classmethod
+    def _bounded(cls, value: float | None, info: ValidationInfo) -> float | None:
+        return None if value is None else check_number(str(info.field_name), value)
+
+    @field_validator("retry_exit_codes", "fatal_exit_codes")
+    @classmethod
+    def _exit_codes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [code for code in value if not 0 <= code <= 255]
+        if bad:
+            raise ValueError(f"exit codes are 0 to 255, not {bad[0]}")
         return value
 
     @model_validator(mode="after")
@@ -133,6 +238,7 @@ OPERATIONAL: Final = frozenset(
         "executor",
         "scheduler",
         "theme",
+        "max_result_bytes",
     }
 )
 
@@ -182,11 +288,18 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     base: Mapping[str, Any] | None = None,
     cwd: Path | None = None,
+    on_file: Callable[[Path, bool], None] | None = None,
+    implicit_code: Literal["refuse", "drop"] = "refuse",
 ) -> BatchConfig:
     """Merge the layers and validate once.
 
     ``base`` replaces the defaults (a resumed batch's stored config); ``flags`` holds only
-    the options the user actually gave (None values are dropped).
+    the options the user actually gave (None values are dropped). ``on_file(path, explicit)``
+    is told of each config file read (the CLI says which on stderr).
+
+    A batchtui.toml found in the current folder (not named by ``config_file``) may not set
+    :data:`CODE_SETTINGS`: UserError saying how to allow it, or, with ``implicit_code="drop"``
+    (a command that only needs the output dir, like ``ls``), they are left out.
     """
     layers: list[tuple[str, Mapping[str, Any]]] = []
     if base:
@@ -196,10 +309,18 @@ def load_config(
         if not path.is_file():
             raise UserError(f"config file {path} does not exist")
         layers.append((str(path), read_toml(path)))
+        if on_file is not None:
+            on_file(path, True)
     elif base is None:
         default = (cwd or Path.cwd()) / CONFIG_FILENAME
         if default.is_file():
-            layers.append((str(default), read_toml(default)))
+            found = read_toml(default)
+            if on_file is not None:
+                on_file(default, False)
+            code = sorted(CODE_SETTINGS & found.keys())
+            if code and implicit_code == "refuse":
+                raise UserError(_untrusted_message(default, code))
+            layers.append((str(default), {k: v for k, v in found.items() if k not in CODE_SETTINGS}))
     layers.append(("environment", _env_layer(os.environ if environ is None else environ)))
     layers.append(("flags", {k: v for k, v in (flags or {}).items() if v is not None}))
 
@@ -213,6 +334,27 @@ def load_config(
         return BatchConfig.model_validate(merged)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, origin)) from None
+
+
+def _untrusted_message(path: Path, names: list[str]) -> str:
+    flags = " or ".join(f"--{name.replace('_', '-')}" for name in names)
+    return (
+        f"{path} sets {', '.join(names)}, which runs code; a batchtui.toml that is only found in the"
+        f" current folder (it may have come with downloaded data) may not. If you trust it, name it:"
+        f" --config {path} (or give {flags} yourself)"
+    )
+
+
+def stored_config(config: Mapping[str, Any], manifest: Path) -> BatchConfig:
+    """The config a batch's manifest stores, validated; UserError naming each bad key and value
+    (a manifest edited by hand, or written by a newer batchtui with settings this one lacks)."""
+    try:
+        return BatchConfig.model_validate(config)
+    except ValidationError as exc:
+        text = format_validation_error(exc, dict.fromkeys(config, str(manifest)))
+        if any(err["type"] == "extra_forbidden" for err in exc.errors()):
+            text += "\n  (unknown settings: was the batch made by a newer batchtui? then upgrade)"
+        raise UserError(text.replace("invalid configuration:", "invalid stored configuration:", 1)) from None
 
 
 def format_validation_error(exc: ValidationError, origin: Mapping[str, str]) -> str:
