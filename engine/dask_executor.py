@@ -81,6 +81,7 @@ from .config import BatchConfig
 from .dask_worker import (
     TaskSpec,
     cancel_tokens,
+    code_on_worker,
     dask_setup,
     kill_all_on_worker,
     kill_on_worker,
@@ -94,7 +95,7 @@ from .errors import UserError, WorkerLost, classify
 from .executors import Classifier, CompletionQueue, Outcome, WorkerInitError
 from .handoff import CANCELLED, QUEUED, RUNNING, Handoff
 from .models import ClusterInfo
-from .processors import Item, ProcessorSpec
+from .processors import Item, ProcessorSpec, code_digest
 
 log = logging.getLogger("batchtui.engine.dask")
 
@@ -154,6 +155,8 @@ class DaskExecutor:
             chunked=spec.chunked,
             classifier=self.classifier,
             engine=self._key_prefix,
+            max_result_bytes=config.max_result_bytes,
+            code=code_digest(spec.call, spec.cwd) if spec.kind == "python" and spec.call else None,
         )
         self.workers = 0
         self.client: Any = None
@@ -234,6 +237,7 @@ class DaskExecutor:
             self.client.wait_for_workers(1, timeout=WORKER_WAIT_S)
         except (TimeoutError, OSError) as exc:
             raise DaskWorkerError(f"no dask worker joined {self._address()} within {WORKER_WAIT_S:g}s") from exc
+        self._check_code()
         future = self.client.submit(probe, self.task, pure=False, key=f"{self._key_prefix}-probe")
         try:
             problem = future.result(timeout=WORKER_WAIT_S)
@@ -243,6 +247,26 @@ class DaskExecutor:
             raise DaskWorkerError(
                 f"a dask worker cannot run this batch: {problem}"
                 " (batchtui, the --call module and the folder the batch started in must exist on every worker)"
+            )
+
+    def _check_code(self) -> None:
+        """Every worker there now reads the --call source this engine read: a worker with another
+        copy is named and the run refused (never run other code unnoticed). A worker that cached
+        an older version imports it again (see :func:`~.processors.load_callable`); one that joins
+        later is checked as it loads (its items fail fatal, the batch halts)."""
+        if self.task.code is None or self.spec.call is None:
+            return
+        try:
+            replies = self.client.run(code_on_worker, self.spec.call, self.spec.cwd, on_error="return")
+        except Exception as exc:  # the probe that follows says what is wrong with the cluster
+            log.warning("could not compare the --call source on the workers: %s", exc)
+            return
+        other = sorted(addr for addr, got in replies.items() if isinstance(got, str) and got != self.task.code)
+        if other:
+            source = self.spec.call.rpartition(":")[0]
+            raise DaskWorkerError(
+                f"{len(other)} dask worker(s) have another {source} than this engine"
+                f" (sha256 {self.task.code[:12]} here): {', '.join(other)}; put the same file on every worker"
             )
 
     def shutdown(self, wait: float = 5.0) -> None:

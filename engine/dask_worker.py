@@ -32,7 +32,8 @@ from typing import Any, Final
 from .errors import Fatal, classify
 from .executors import Classifier, Outcome, run_items
 from .handoff import CANCELLED, DONE, QUEUED, RUNNING
-from .processors import CallableProcessor, Item, ProcessorSpec, build_processor
+from .outputs import DEFAULT_MAX_RESULT_BYTES
+from .processors import CallableProcessor, Item, ProcessorSpec, build_processor, code_digest
 
 #: Slots a worker process remembers (queued, running, done, pre-cancelled), oldest tasks forgotten
 #: first: an outcome in transit is never mistaken for a cancel (100k items go by long after).
@@ -51,10 +52,14 @@ class TaskSpec:
     chunked: bool
     classifier: Classifier
     engine: str = ""  # the engine run's task-key prefix: its own processor on each worker
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    #: The sha256 of the --call source where the engine runs: a worker loads that code or none
+    #: (a long-lived worker re-imports an edited file; a worker with another copy refuses).
+    code: str | None = None
 
     @property
     def cache_key(self) -> str:
-        return f"{self.engine}|{self.spec_json}|{self.timeout}|{self.log_limit}"
+        return f"{self.engine}|{self.spec_json}|{self.timeout}|{self.log_limit}|{self.max_result_bytes}|{self.code}"
 
 
 class _Slots:
@@ -185,7 +190,13 @@ def _processor_for(task: TaskSpec) -> Any:
         processor = _processors.get(task.cache_key)
         if processor is None:
             spec = ProcessorSpec.model_validate_json(task.spec_json)
-            processor = build_processor(spec, timeout=task.timeout, log_limit=task.log_limit)
+            processor = build_processor(
+                spec,
+                timeout=task.timeout,
+                log_limit=task.log_limit,
+                max_result_bytes=task.max_result_bytes,
+                code=task.code,
+            )
             _processors[task.cache_key] = processor
             while len(_processors) > PROCESSORS_KEPT:
                 _processors.popitem(last=False)
@@ -299,6 +310,11 @@ def probe(task: TaskSpec) -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def code_on_worker(call: str, cwd: str | None) -> str | None:
+    """Run on every worker (``client.run``) at start: the sha256 of the --call source there."""
+    return code_digest(call, cwd)
 
 
 def kill_on_worker(cache_key: str, key: str, index: int, seq: int, attempt: int) -> int:
