@@ -41,7 +41,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    # A message may quote a name or value from a file (a key, a path, a setting): its control
+    # characters are shown escaped, line by line.
+    click.echo("error: " + "\n".join(clean(line) for line in message.split("\n")), err=True)
     raise SystemExit(code)
 
 
@@ -269,7 +271,10 @@ BATCH_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
 COMMON_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live [./batch_output]."),
     click.option(
-        "--config", "config_file", type=click.Path(dir_okay=False), help="Settings file [./batchtui.toml if present]."
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        help="Settings file [./batchtui.toml if present; on-finish and scheduler only from a file named here].",
     ),
     click.option("--headless", is_flag=True, help="No TUI: plain progress lines (the default without a terminal)."),
     click.option("--detach", is_flag=True, help="Run the engine in the background (output in engine.log) and return."),
@@ -598,7 +603,7 @@ def _print_preflight(pf: Any, as_json: bool, *, stream_err: bool = False) -> Non
     for c in pf.checks:
         click.echo(f"{marks[c.level]} {c.name}: {_plain(c.message)}", err=stream_err)
         if c.fix and c.level != "ok":
-            click.echo(f"       fix: {c.fix}", err=stream_err)
+            click.echo(f"       fix: {_plain(c.fix)}", err=stream_err)
     click.echo(pf.verdict, err=stream_err)
 
 
