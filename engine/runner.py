@@ -39,7 +39,7 @@ from .batchdir import (
     now_iso,
 )
 from .committer import CommitJob, Committer
-from .config import BatchConfig
+from .config import BatchConfig, stored_config
 from .control import ControlReader, ControlWatcher
 from .dispatch import Dispatcher
 from .enqueue import enqueue_source
@@ -136,8 +136,9 @@ class BatchRunner:
     ) -> None:
         self.batch = batch
         self._batch_dir = str(batch.path)
-        self.manifest = batch.read_manifest()
-        self.config = config or BatchConfig.model_validate(self.manifest.config)
+        read_notes: list[str] = []  # a fall-back to manifest.json.bak: a warning once running
+        self.manifest = batch.read_manifest(on_backup=read_notes.append)
+        self.config = config or stored_config(self.manifest.config, batch.manifest)
         self.spec = ProcessorSpec.model_validate(self.manifest.processor)
         self.action = action
         self.overrides = overrides or {}
@@ -161,6 +162,7 @@ class BatchRunner:
         self.control = ControlHandler(batch.control, self._apply, self._save_control_offset, self._warn)
         self.watcher: ControlWatcher | None = None
         self.warnings: collections.deque[str] = collections.deque(maxlen=10)
+        self.warnings.extend(f"{now_iso()} {note}" for note in read_notes)
 
         self._inflight: dict[int, Flight] = {}
         self._kill_reasons: dict[int, str] = {}
