@@ -1,9 +1,19 @@
-"""Measurements for live progress: memory of the engine and its children, rate and ETA."""
+"""Measurements for live progress: memory of the engine and its children, rate and ETA.
+
+Memory (DESIGN section 2, ``memory`` of live_progress.json and report.json's peak) is the RSS
+of the engine's process plus its children's (process-executor workers, shell commands),
+sampled at most once a second. A peak between two samples, or after the last one (finalizing
+a 1M-item run sorts a million durations), is caught by the kernel's own high-water marks:
+this process's peak RSS and the biggest peak of its children that have exited
+(``getrusage``; Linux and BSD count KiB, macOS bytes). Each counts only once it has grown
+since the run began, so a long-lived process (the TUI) never reports an earlier run's peak.
+"""
 
 from __future__ import annotations
 
 import collections
 import os
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -24,6 +34,7 @@ class MemoryMonitor:
         self.peak_mb = 0.0
         self.last = Memory()
         self._stamp = 0.0
+        self._kernel_start = kernel_peaks_mb()
 
     def sample(self, force: bool = False) -> Memory:
         now = time.monotonic()
@@ -42,7 +53,7 @@ class MemoryMonitor:
                     pass
         except psutil.Error:
             pass
-        self.peak_mb = max(self.peak_mb, rss + children)
+        self.peak_mb = max(self.peak_mb, rss + children, self._grown_peaks()[0])
         self.last = Memory(
             rss_mb=round(rss, 1),
             peak_rss_mb=round(self.peak_mb, 1),
@@ -53,6 +64,34 @@ class MemoryMonitor:
 
     def total_mb(self) -> float:
         return self.last.rss_mb + self.last.children_rss_mb
+
+    def run_peak_mb(self) -> float:
+        """The run's peak memory for report.json, read when the report is written: one last
+        sample, and the kernel's high-water marks of this process and of its exited children
+        where they grew during this run (each is a peak the samples may have missed)."""
+        self.sample(force=True)
+        self.peak_mb = max(self.peak_mb, *self._grown_peaks())
+        return round(self.peak_mb, 1)
+
+    def _grown_peaks(self) -> tuple[float, float]:
+        """The kernel's high-water marks (this process, its exited children) that grew since
+        the run began; 0 for one that did not (it may be an earlier run's)."""
+        own, children = kernel_peaks_mb()
+        own_before, children_before = self._kernel_start
+        return (own if own > own_before else 0.0, children if children > children_before else 0.0)
+
+
+def kernel_peaks_mb() -> tuple[float, float]:
+    """The kernel's peak RSS in MiB of this process and of the biggest of its children that
+    have exited and been waited for; (0, 0) where there is no getrusage."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return 0.0, 0.0
+    unit = 1.0 if sys.platform == "darwin" else 1024.0  # macOS counts bytes, the others KiB
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 1048576
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * unit / 1048576
+    return own, children
 
 
 class RateMeter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Sequence
+from typing import Protocol
 
 from .batchdir import BatchDir, parse_iso, resume_command
 from .config import BatchConfig
@@ -12,6 +13,12 @@ from .files import dumps
 from .models import BatchState, Counts, DurationStats, Manifest, Report
 from .reaper import clean_env
 from .store import ItemStore
+
+
+class PeakMemory(Protocol):
+    """Where the report reads the run's peak memory (:class:`~.monitor.MemoryMonitor`)."""
+
+    def run_peak_mb(self) -> float: ...
 
 
 def duration_stats(durations: Sequence[float]) -> DurationStats:
@@ -45,13 +52,20 @@ def build_report(
     run_time: float,
     counts: Counts,
     durations: Sequence[float],
-    peak_memory_mb: float,
+    memory: PeakMemory,
     cost_spent: float,
     config: BatchConfig,
 ) -> Report:
-    """The report of a run that ended in ``state`` (errors read from the store)."""
+    """The report of a run that ended in ``state`` (errors read from the store).
+
+    The peak memory is read from ``memory`` last, when everything else is built: finalizing a
+    big run (its durations, its error groups) is often where the run's memory peaks."""
     duration = max(0.0, parse_iso(ended_at) - parse_iso(started_at))
     done = counts.complete + counts.failed
+    stats = duration_stats(durations)
+    by_type = store.errors_by("error_type")
+    by_category = store.errors_by("error_category")
+    groups = store.error_groups(50)
     return Report(
         batch_id=batch.batch_id,
         name=manifest.name,
@@ -65,12 +79,12 @@ def build_report(
         unreadable=manifest.unreadable.model_copy(deep=True),
         success_rate=round(counts.complete / done, 6) if done else 1.0,
         items_per_s=round(counts.finished / run_time, 3) if run_time > 0 else 0.0,
-        durations=duration_stats(durations),
-        peak_memory_mb=peak_memory_mb,
+        durations=stats,
+        peak_memory_mb=memory.run_peak_mb(),
         cost_spent=round(cost_spent, 6),
-        errors_by_type=store.errors_by("error_type"),
-        errors_by_category=store.errors_by("error_category"),
-        error_groups=store.error_groups(50),
+        errors_by_type=by_type,
+        errors_by_category=by_category,
+        error_groups=groups,
         config=config.model_dump(mode="json"),
         resume_command=None if state == BatchState.FINISHED else resume_command(batch),
     )

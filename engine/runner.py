@@ -29,8 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
-
 from . import staging
 from .batchdir import (
     HOST,
@@ -42,15 +40,16 @@ from .committer import CommitJob, Committer
 from .config import BatchConfig, stored_config
 from .control import ControlReader, ControlWatcher
 from .dispatch import Dispatcher
-from .enqueue import enqueue_source
+from .enqueue import enqueue_source, source_unreadable
 from .errors import (
     EXIT_USAGE,  # noqa: F401  (also imported from here)
     ItemTimeout,
     classify,
 )
 from .executors import CompletionQueue, EarlyHalt, Executor, Outcome, WorkerInitError, make_executor
-from .files import ResultsLog, WriteFailed, iter_jsonl, read_model, write_model
+from .files import ResultsLog, WriteFailed, read_model, write_model
 from .models import (
+    ACTIVE_STATES,
     BatchState,
     ControlCommand,
     Cost,
@@ -68,6 +67,7 @@ from .processors import ProcessorSpec
 from .publish import ProgressPublisher, in_flight_view
 from .reaper import Reaper
 from .report import build_report, run_hook
+from .resultscheck import adopt_tail, finish_staged, rebuild
 from .sources import SourceSpec
 from .staging import Staging
 from .steering import ControlHandler
@@ -314,20 +314,22 @@ class BatchRunner:
     def _setup(self) -> None:
         durable = self.config.fsync
         self.store = store = ItemStore.open(self.batch.items_db, durable=durable)
+        # A rewrite of results.jsonl a kill cut short is finished (or dropped) before it is read.
+        finish_staged(self.batch.results, int(store.get_meta("results_offset", 0) or 0))
         self.results = self.outcomes.results = ResultsLog(self.batch.results)
         if self.results.torn_bytes:
             self._warn(f"cut a torn last line ({self.results.torn_bytes} bytes) from results.jsonl")
         if not store.get_meta("enqueue_done"):
             self._warn("the previous engine died while enqueuing: reading the rest of the source")
             dropped = enqueue_source(store, SourceSpec.model_validate(self.manifest.source))
-            self.manifest = self.manifest.model_copy(update={"duplicates_dropped": dropped})
+            self.manifest = self.manifest.model_copy(
+                update={"duplicates_dropped": dropped, "unreadable": source_unreadable(store)}
+            )
         requeued = store.requeue_processing()
         if requeued:
             log.info("requeued %d items left processing by a previous engine", requeued)
         self.commit_seq = int(store.get_meta("commit_seq", 0) or 0)
-        adopted = self._adopt_results(int(store.get_meta("results_offset", 0) or 0))
-        if adopted:
-            self._warn(f"adopted {adopted} results written just before the last crash (not redone)")
+        results_notes = self._adopt_results(int(store.get_meta("results_offset", 0) or 0))
         self.counts = store.counts()
         if self.counts.complete:  # a new batch has spent nothing: skip two scans of the table
             self.outcomes.cost_spent, self.outcomes.max_item_cost = store.cost_totals()
@@ -343,6 +345,7 @@ class BatchRunner:
             pid=os.getpid(),
             host=HOST,
             overrides=self.overrides,
+            notes=results_notes,
         )
         self.manifest = self.manifest.model_copy(
             update={
@@ -390,38 +393,18 @@ class BatchRunner:
             if identity is not None:
                 self.store.set_meta("control_file", identity)
 
-    def _adopt_results(self, offset: int) -> int:
-        """Lines past the committed offset are completions the db missed: adopt them."""
+    def _adopt_results(self, offset: int) -> list[str]:
+        """Lines past the committed offset: each is checked against its item, the valid ones are
+        adopted (not redone), the others cut from the file; a file that does not fit the offset
+        is rebuilt from the store (engine/resultscheck.py). Returns the warnings given."""
         assert self.store is not None and self.results is not None
-        if self.results.offset <= offset:
-            if self.results.offset < offset:
-                self._warn("results.jsonl is shorter than the committed offset; it was truncated by hand")
-            return 0
-        updates: list[tuple[Any, ...]] = []
-        end = offset
-        for line_end, obj, _raw in iter_jsonl(self.batch.results, offset):
-            end = line_end
-            if obj is None or not isinstance(obj.get("seq"), int):
-                continue
-            updates.append(
-                (
-                    int(obj.get("attempts") or 1),
-                    obj.get("finished_at"),
-                    obj.get("duration_s"),
-                    obj.get("cost"),
-                    orjson.dumps(obj.get("result")).decode(),
-                    obj["seq"],
-                )
-            )
-        with self.store.transaction() as conn:
-            cur = conn.executemany(
-                "UPDATE items SET status='complete', attempts=?, finished_at=?, duration_s=?, cost=?, result=?,"
-                " error_type=NULL, error_category=NULL, error_message=NULL, error_detail=NULL, error_group=NULL"
-                " WHERE seq=? AND status != 'complete'",
-                updates,
-            )
-            self.store.set_meta("results_offset", end)
-        return cur.rowcount if cur.rowcount >= 0 else len(updates)
+        # Only an engine that died before its final commit (or halted on a write failure)
+        # leaves lines of its own there: its manifest still says it runs, or names the failure.
+        died = self.manifest.state in ACTIVE_STATES or (self.manifest.halt_reason or "").startswith("disk full")
+        notes = adopt_tail(self.store, self.results, offset).messages(after_crash=died)
+        for text in notes:
+            self._warn(text)
+        return notes
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -750,7 +733,32 @@ class BatchRunner:
             self._stage_marks(self._now)
             self._next_commit_seq += 1
             committer.submit(self.staging.take(self.results.offset, self._next_commit_seq))
+            damage = self.results.damage()  # one stat: is the file still what this engine wrote?
+            if damage is not None:
+                self._repair_results(damage)
         self._settle(committer.drain() if wait else committer.done())
+
+    def _repair_results(self, damage: str) -> None:
+        """results.jsonl changed behind the engine's back (it is the file's only writer): lines
+        were cut, deleted, replaced or added. Everything appended so far is committed first,
+        then the file is rebuilt from the store, which holds every committed result."""
+        assert self.store is not None and self.results is not None and self.committer is not None
+        self._settle(self.committer.drain())
+        try:
+            lines = rebuild(self.store, self.results)
+        except WriteFailed:
+            raise  # a full disk: the run halts (the next start rebuilds the file)
+        except OSError as exc:
+            self.results.watch = False  # said once; the next start rebuilds it
+            self._warn(
+                f"results.jsonl {damage} while this engine ran and could not be rebuilt ({exc}); items.db"
+                " has every result: the next `batchtui resume` rebuilds the file"
+            )
+            return
+        self.committer.synced_to(self.results.offset)
+        self._warn(
+            f"results.jsonl {damage} while this engine ran: rebuilt it from items.db ({lines} lines), nothing lost"
+        )
 
     def _settle(self, jobs: list[CommitJob]) -> None:
         """Committed jobs: their counts become the batch's counts (what views show)."""
@@ -984,7 +992,7 @@ class BatchRunner:
             run_time=time.monotonic() - self._t0,
             counts=self.counts,
             durations=durations,
-            peak_memory_mb=self.memory.peak_mb,
+            memory=self.memory,
             cost_spent=self.outcomes.cost_spent,
             config=self.config,
         )
