@@ -204,6 +204,12 @@ class Committer:
         if not self._thread.is_alive():
             self._store.close()
 
+    def synced_to(self, offset: int) -> None:
+        """results.jsonl was rewritten, durable up to ``offset`` (call it with no job queued):
+        the next commit past ``offset`` syncs the file again, whatever offsets came before."""
+        with self._cond:
+            self._synced = offset
+
     def abandon(self) -> None:
         """Drop the queued jobs (after a failure), wait for the one running, stop."""
         with self._cond:

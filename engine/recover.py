@@ -33,7 +33,8 @@ import orjson
 from .batchdir import BatchDir, BatchLock, now_iso
 from .errors import UserError
 from .files import DamagedFile, ResultsLog, fsync_dir, iter_jsonl, read_model, write_model
-from .models import BatchState, Counts, LiveCounts, LiveProgress, Report
+from .models import BatchState, Counts, LiveCounts, LiveProgress, Report, ResultLine
+from .resultscheck import check_line, encode_line, rebuild
 from .store import ItemStore, StoreError
 
 SALVAGE_CHUNK: Final = 500
@@ -54,6 +55,7 @@ class RecoverResult:
     moved: int
     orphans: int
     duplicate_lines: int
+    invalid_lines: int
     damaged_kept_as: str | None
     counts: Counts
 
@@ -85,6 +87,10 @@ class RecoverResult:
             lines.append(f"  {self.orphans} results for items no longer in the source: kept as complete items")
         if self.duplicate_lines:
             lines.append(f"  {self.duplicate_lines} repeated result lines ignored (the first one counts)")
+        if self.invalid_lines:
+            lines.append(f"  {self.invalid_lines} invalid result lines ignored (not a result line the engine writes)")
+        if self.duplicate_lines or self.invalid_lines:
+            lines.append("  results.jsonl rewritten: one line per complete item")
         if c.pending:
             lines.append(f"  next: batchtui resume {self.batch_id}")
         return "\n".join(lines)
@@ -135,7 +141,7 @@ def recover_batch(
     Refuses (UserError) while an engine runs the batch, when the store is healthy (unless
     ``force``), when the manifest is unreadable, and when the source cannot be read again.
     """
-    from .enqueue import enqueue_source
+    from .enqueue import enqueue_source, source_unreadable
     from .sources import SourceSpec  # here: `batchtui show` checks the store without the sources
 
     lock = BatchLock(batch.lock)
@@ -177,7 +183,13 @@ def recover_batch(
             with store.transaction():
                 store.set_meta("results_offset", batch.results.stat().st_size if batch.results.exists() else 0)
                 store.set_meta("recovered_at", now_iso())
+            if (stats.invalid or stats.duplicates) and batch.results.exists():
+                # What was not taken is cut: one valid line per complete item again, written
+                # from the new store (a staged file renamed into place: see resultscheck).
+                with ResultsLog(batch.results) as log:
+                    rebuild(store, log)
             counts = store.counts()
+            unreadable = source_unreadable(store)
         except BaseException:
             store.close()
             _remove_db_files(fresh)
@@ -201,7 +213,13 @@ def recover_batch(
 
         state = BatchState.FINISHED if not (counts.pending or counts.processing) else BatchState.STOPPED
         manifest = manifest.model_copy(
-            update={"totals": counts, "state": state, "halt_reason": None, "duplicates_dropped": dropped}
+            update={
+                "totals": counts,
+                "state": state,
+                "halt_reason": None,
+                "duplicates_dropped": dropped,
+                "unreadable": unreadable,
+            }
         )
         write_model(batch.manifest, manifest, durable=durable, backup=True)
         note = f"{now_iso()} items.db rebuilt by `batchtui recover`" + (
@@ -220,6 +238,7 @@ def recover_batch(
             moved=stats.moved,
             orphans=stats.orphans,
             duplicate_lines=stats.duplicates,
+            invalid_lines=stats.invalid,
             damaged_kept_as=str(kept) if kept else None,
             counts=counts,
         )
@@ -237,6 +256,7 @@ class _Stats:
     moved: int = 0
     orphans: int = 0
     duplicates: int = 0
+    invalid: int = 0
 
 
 def _remove_db_files(path: Path) -> None:
@@ -245,19 +265,23 @@ def _remove_db_files(path: Path) -> None:
             os.unlink(f"{path}{suffix}")
 
 
-def _result_lines(results: Path, stats: _Stats | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(key, line) of every whole result line, the first line of each key only."""
+def _result_lines(results: Path, stats: _Stats | None = None) -> Iterator[tuple[str, ResultLine]]:
+    """(key, line) of every whole result line that is a valid :class:`ResultLine` (the others
+    are counted as invalid), the first line of each key only."""
     seen: set[str] = set()
-    for _end, obj, _raw in iter_jsonl(results):
-        if obj is None or not isinstance(obj.get("key"), str):
+    for _end, _obj, raw in iter_jsonl(results):
+        line = check_line(raw)
+        if not isinstance(line, ResultLine):
+            if stats is not None:
+                stats.invalid += 1
             continue
-        key = obj["key"]
+        key = line.key
         if key in seen:
             if stats is not None:
                 stats.duplicates += 1
             continue
         seen.add(key)
-        yield key, obj
+        yield key, line
 
 
 def _apply_results(store: ItemStore, results: Path, stats: _Stats) -> None:
@@ -274,9 +298,8 @@ def _apply_results(store: ItemStore, results: Path, stats: _Stats) -> None:
     first = conn.execute("SELECT kind FROM items ORDER BY seq LIMIT 1").fetchone()
     kind = first[0] if first else "line"
     with store.transaction():
-        for key, obj in _result_lines(results, stats):
-            if isinstance(obj.get("seq"), int):
-                wanted[key] = obj["seq"]
+        for key, line in _result_lines(results, stats):
+            wanted[key] = line.seq
             if conn.execute("SELECT 1 FROM items WHERE key=?", (key,)).fetchone() is None:
                 data = {"_key": key} if kind == "record" else key
                 conn.execute(
@@ -302,10 +325,9 @@ def _apply_results(store: ItemStore, results: Path, stats: _Stats) -> None:
             )
         pending.clear()
 
-    for key, obj in _result_lines(results):
-        attempts = int(obj.get("attempts") or 1)
-        result = orjson.dumps(obj.get("result"), option=orjson.OPT_NON_STR_KEYS).decode()
-        pending.append((key, attempts, obj.get("finished_at"), obj.get("duration_s"), obj.get("cost"), result, key))
+    for key, line in _result_lines(results):
+        result = orjson.dumps(line.result, option=orjson.OPT_NON_STR_KEYS).decode()
+        pending.append((key, line.attempts, line.finished_at, line.duration_s, line.cost, result, key))
         stats.complete += 1
         if len(pending) >= _UPDATE_BATCH:
             flush()
@@ -394,22 +416,15 @@ def _salvage(store: ItemStore, damaged: Path, results: Path, stats: _Stats) -> N
                 seq = int(found[0])
                 if status == "complete":
                     try:
-                        result = orjson.loads(row[12]) if row[12] is not None else None
+                        if row[12] is not None:
+                            orjson.loads(row[12])
                     except orjson.JSONDecodeError:
                         continue  # a result we cannot read back: run the item again
-                    line = {
-                        "seq": seq,
-                        "key": key,
-                        "result": result,
-                        "attempts": row[2] or 1,
-                        "duration_s": row[10] or 0.0,
-                        "finished_at": row[9] or now_iso(),
-                    }
-                    if row[11] is not None:
-                        line["cost"] = row[11]
                     if log is None:
                         log = ResultsLog(results)
-                    log.append(orjson.dumps(line, option=orjson.OPT_NON_STR_KEYS))
+                    log.append(
+                        encode_line(seq, key, row[12], row[2] or 1, row[10] or 0.0, row[9] or now_iso(), row[11])
+                    )
                     conn.execute(
                         "UPDATE items SET status='complete', attempts=?, started_at=?, finished_at=?, duration_s=?,"
                         " cost=?, result=? WHERE seq=?",
