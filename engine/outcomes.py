@@ -43,7 +43,9 @@ class Flight:
 
 
 def result_line(o: Outcome, key: str, finished_at: str) -> dict[str, Any]:
-    """One line of results.jsonl (a "cost" is added by the caller when the item has one)."""
+    """One line of results.jsonl, with the keys of :class:`~.models.ResultLine` (a "cost" is
+    added by the caller when the item has one). A dict, not the model: this is the hot path;
+    tests/test_results_integrity.py checks that every line written validates against it."""
     return {
         "seq": o.seq,
         "key": key,
