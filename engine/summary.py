@@ -7,7 +7,8 @@ batch whose engine died, or whose engine could not write its manifest on a full 
 - the batch's files say running, paused or stopping, and no engine holds the lock: the engine
   is gone without writing its final state (killed, crashed, out of disk), so the batch is
   **interrupted** (resumable), and its counts are read from items.db: the manifest's totals are
-  as old as its last write, the store is what was committed;
+  as old as its last write, the store is what was committed (so too when manifest.json is lost
+  and its backup, a copy from before the last write, is read);
 - an engine holds the lock and has written live_progress.json since it took the lock: its
   state and counts are the live ones (an engine that stopped writing is still shown, with its
   liveness ``stale``: see :mod:`.liveness`);
@@ -105,6 +106,7 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
     except (FileNotFoundError, DamagedFile, UserError) as exc:
         reason = f"no manifest in {bdir.path}" if isinstance(exc, FileNotFoundError) else str(exc)
         return BatchSummary(batch_id=bdir.batch_id, path=str(bdir.path), state=DAMAGED, error=reason)
+    from_backup = not _readable(bdir.manifest)
     live = bdir.read_live()
     status = engine_status(bdir, live=live, now=now)
     holder = status.holder
@@ -118,13 +120,17 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
         state = live.state.value
         halt_reason = live.halt_reason or halt_reason
         updated = live.updated_at
-    elif holder is None and manifest.state in ACTIVE_STATES:
-        state = INTERRUPTED
+    elif holder is None and (manifest.state in ACTIVE_STATES or from_backup):
+        # The manifest is older than items.db: its engine died before it wrote its end, or this
+        # is the backup (a copy from before the last write, e.g. "created" of a batch that ran).
         stored = _store_counts(bdir)
         if stored is not None:
             counts, counts_from = stored, "store"
-        if live is not None:
-            updated = live.updated_at  # the dead engine's last sign of life
+        ran = manifest.state == BatchState.CREATED and stored is not None and stored.finished > 0
+        if manifest.state in ACTIVE_STATES or ran:
+            state = INTERRUPTED
+            if live is not None:
+                updated = live.updated_at  # the dead engine's last sign of life
     finished = state == BatchState.FINISHED.value
     return BatchSummary(
         batch_id=bdir.batch_id,
@@ -146,7 +152,7 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
         processor=manifest.processor,
         command=describe_processor(manifest),
         resumable=holder is None and (not finished or bool(counts.pending or counts.processing)),
-        manifest_from_backup=not _readable(bdir.manifest),
+        manifest_from_backup=from_backup,
     )
 
 

@@ -48,6 +48,7 @@ EXPECTED = {
     "0000000a": "created",  # made, never started
     "0000000b": "damaged",  # no readable manifest at all
     "0000000c": "running",  # an engine took the lock and has not written live progress yet
+    "0000000d": "interrupted",  # manifest.json lost, the backup says "created", items.db ran
 }
 
 
@@ -78,6 +79,7 @@ def _batches(out: Path) -> Iterator[dict[str, Path]]:
         "0000000a": make_batch(out, state=BatchState.CREATED, batch_id=_id("0000000a"), n=0),
         "0000000b": make_batch(out, state=BatchState.STOPPED, batch_id=_id("0000000b")),
         "0000000c": make_batch(out, state=BatchState.RUNNING, batch_id=_id("0000000c")),
+        "0000000d": make_batch(out, state=BatchState.RUNNING, batch_id=_id("0000000d")),
     }
     # The engine of 3 wrote its manifest last when 10 items were done (then the disk filled up).
     stale = Counts(total=300, pending=290, complete=10).model_dump()
@@ -85,6 +87,8 @@ def _batches(out: Path) -> Iterator[dict[str, Path]]:
     (made["00000009"] / "manifest.json").rename(made["00000009"] / "manifest.json.bak")
     (made["0000000b"] / "manifest.json").write_bytes(b'{"batch_id": "torn')
     (made["0000000c"] / "live_progress.json").unlink()
+    _rewrite_manifest(made["0000000d"], state="created", started_at=None, totals=Counts().model_dump())
+    (made["0000000d"] / "manifest.json").rename(made["0000000d"] / "manifest.json.bak")
     with hold_lock(made["00000001"]), hold_lock(made["00000002"]), hold_lock(made["0000000c"]):
         yield made
 
@@ -165,6 +169,9 @@ def test_ls_show_and_the_browser_agree_in_every_state(tmp_path: Path, monkeypatc
     assert interrupted["engine"] is None and interrupted["resumable"] is True
     # The backup manifest is said, and existing keys stay as scripts know them.
     assert listed[_id("00000009")]["manifest_from_backup"] is True
+    from_backup = listed[_id("0000000d")]
+    assert from_backup["manifest_from_backup"] is True and from_backup["counts_from"] == "store"
+    assert from_backup["totals"]["complete"] == listed[_id("00000003")]["totals"]["complete"] > 0
     assert listed[_id("00000006")]["manifest_from_backup"] is False
     assert listed[_id("00000005")]["halt_reason"] == "failure rate 40%"
     assert listed[_id("0000000b")]["error"]
