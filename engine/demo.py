@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import time
 
+from .outputs import cost_of
 from .shell import Item, ProcessOutput
 
 
@@ -38,10 +39,8 @@ class DemoProcessor:
         if permanent < 0.05:
             raise PermissionError(f"403 Forbidden for {item.key}")
         tokens = rng.randint(50, 2000)
-        return ProcessOutput(
-            result={"tokens": tokens, "words": tokens // 3, "cost": round(tokens * 2e-6, 6)},
-            cost=round(tokens * 2e-6, 6),
-        )
+        result = {"tokens": tokens, "words": tokens // 3, "cost": round(tokens * 2e-6, 6)}
+        return ProcessOutput(result, cost_of(result))  # the cost as every processor's is read
 
     def kill(self, seq: int, attempt: int | None = None) -> bool:
         return False

@@ -21,13 +21,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import orjson
+
 if TYPE_CHECKING:
     import multiprocessing.connection
 
 from .config import BatchConfig
 from .errors import ErrorInfo, WorkerLost, classify
 from .handoff import DONE, QUEUED, RUNNING, Chunk, Gate, Handoff, ItemKilled, SharedGate
-from .processors import CallableProcessor, Item, ProcessorSpec, build_processor, cost_of
+from .outputs import DEFAULT_MAX_RESULT_BYTES, checked_result, cost_of
+from .processors import CallableProcessor, Item, ProcessorSpec, build_processor
 from .reaper import die_with_parent
 
 log = logging.getLogger("batchtui.engine")
@@ -38,7 +41,11 @@ MAX_CHUNK_SLOTS: Final = 256
 
 @dataclass(slots=True)
 class Outcome:
-    """The result of one attempt at one item."""
+    """The result of one attempt at one item.
+
+    ``result`` is the checked result (:func:`.outputs.checked_result`): a scalar or short
+    string as returned, anything else an :class:`orjson.Fragment` of its JSON, serialized once
+    in the worker (the engine writes it as it is)."""
 
     seq: int
     attempt: int
@@ -48,6 +55,23 @@ class Outcome:
     cost: float | None = None
     error: ErrorInfo | None = None
     returned: bool = False  # never started after all: back to pending, no attempt counted
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # An orjson.Fragment cannot be pickled: it travels (from a pool or dask worker) as bytes.
+        result = self.result
+        if type(result) is orjson.Fragment:
+            fields = (self.seq, self.attempt, self.started, self.duration, orjson.dumps(result))
+            return (_outcome_of_json, (*fields, self.cost, self.error, self.returned))
+        return (
+            Outcome,
+            (self.seq, self.attempt, self.started, self.duration, result, self.cost, self.error, self.returned),
+        )
+
+
+def _outcome_of_json(
+    seq: int, attempt: int, started: float, duration: float, raw: bytes, cost: float | None, error: Any, returned: bool
+) -> Outcome:
+    return Outcome(seq, attempt, started, duration, orjson.Fragment(raw), cost, error, returned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +129,7 @@ def run_items(
     """
     if chunked and isinstance(processor, CallableProcessor):
         return _run_chunked(processor, items, classifier, gate, report)
+    limit: int = getattr(processor, "max_result_bytes", DEFAULT_MAX_RESULT_BYTES)
     outcomes: list[Outcome] = []
     append, clock, wall = outcomes.append, time.perf_counter, time.time
     soft = gate is not None and getattr(gate, "kills_by_signal", False)
@@ -134,13 +159,21 @@ def run_items(
             urgent = True
         else:
             t1 = clock()
-            if plain:
-                cost = cost_of(value)
-                append(Outcome(item.seq, item.attempt, started, t1 - t0, value, cost))
+            # Checked here, in the worker: an unfit result fails its item and never travels.
+            try:
+                if plain:
+                    cost = cost_of(value)
+                    result = checked_result(value, limit)
+                else:
+                    cost = value.cost
+                    result = checked_result(value.result, limit)
+            except Exception as exc:
+                append(Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc)))
+                urgent = True
             else:
-                cost = value.cost
-                append(Outcome(item.seq, item.attempt, started, t1 - t0, value.result, cost))
-            urgent = cost is not None
+                append(Outcome(item.seq, item.attempt, started, t1 - t0, result, cost))
+                urgent = cost is not None
+            del value
         if gate is not None:
             gate.end(index)
         if report is not None and (urgent or t1 - last >= REPORT_EVERY_S):
@@ -179,8 +212,11 @@ def _run_chunked(
             outcomes = [Outcome(it.seq, it.attempt, started, dur, error=info) for it in run]
         else:
             dur = (time.perf_counter() - t0) / len(run)
-            pairs = zip(run, outputs, strict=True)
-            outcomes = [Outcome(it.seq, it.attempt, started, dur, out.result, out.cost) for it, out in pairs]
+            for it, out in zip(run, outputs, strict=True):
+                if isinstance(out, BaseException):  # this item's own failure (no result, unfit)
+                    outcomes.append(Outcome(it.seq, it.attempt, started, dur, error=classifier(out)))
+                else:
+                    outcomes.append(Outcome(it.seq, it.attempt, started, dur, out.result, out.cost))
     if gate is not None:
         for i in begun:
             gate.end(i)
@@ -360,7 +396,12 @@ class ThreadExecutor(_HandoffExecutor):
         self._counter = 0
 
     def start(self) -> None:
-        self.processor = build_processor(self.spec, timeout=self.config.timeout, log_limit=self.config.log_limit)
+        self.processor = build_processor(
+            self.spec,
+            timeout=self.config.timeout,
+            log_limit=self.config.log_limit,
+            max_result_bytes=self.config.max_result_bytes,
+        )
         self.set_workers(self.config.workers)
 
     def _loop(self) -> None:
@@ -422,7 +463,9 @@ def _child_main(
     spec = ProcessorSpec.model_validate_json(spec_json)
     config = BatchConfig.model_validate_json(config_json)
     try:
-        processor = build_processor(spec, timeout=config.timeout, log_limit=config.log_limit)
+        processor = build_processor(
+            spec, timeout=config.timeout, log_limit=config.log_limit, max_result_bytes=config.max_result_bytes
+        )
     except BaseException as exc:
         conn.send(("init_error", f"{type(exc).__name__}: {exc}"))
         return

@@ -208,7 +208,9 @@ def match_chunk(values: Any, seqs: Sequence[int]) -> list[Any]:
                 f"(the chunk's seqs: {_shown(seqs)}); key the dict by item.seq"
             )
         if twice:
-            raise ChunkResultMismatch(f"chunked callable's dict gives seq {_shown(twice)} twice (as an int and a string)")
+            raise ChunkResultMismatch(
+                f"chunked callable's dict gives seq {_shown(twice)} twice (as an int and a string)"
+            )
         return [
             MissingResult(f"chunked callable's dict has no result for seq {seq}") if value is missing else value
             for seq, value in zip(seqs, out, strict=True)

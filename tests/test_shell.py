@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchtui.engine.errors import CommandFailed, CommandKilled, ItemTimeout, UserError
+from batchtui.engine.errors import CommandFailed, CommandKilled, InvalidCost, ItemTimeout, UserError
 from batchtui.engine.shell import CommandTemplate, Item, MissingField, ProcessOutput, ShellProcessor
 
 from .conftest import assert_gone_soon, run_in_thread
@@ -304,8 +304,11 @@ def test_json_last_line_is_the_result_with_its_cost(batch: Path) -> None:
     assert got == ProcessOutput({"ok": True, "cost": 0.25}, 0.25)
     assert run_out(batch, "echo '{{\"cost\": 2}}'") == ProcessOutput({"cost": 2}, 2.0)
     assert isinstance(run_out(batch, "echo '{{\"cost\": 2}}'").cost, float)
-    assert run_out(batch, 'echo \'{{"cost": "3"}}\'') == ProcessOutput({"cost": "3"}, None)
-    assert run_out(batch, "echo '{{\"cost\": true}}'") == ProcessOutput({"cost": True}, None)
+    # A cost that is given but no finite number >= 0 fails the item (test_results_checked.py).
+    with pytest.raises(InvalidCost):
+        run_out(batch, 'echo \'{{"cost": "3"}}\'')
+    with pytest.raises(InvalidCost):
+        run_out(batch, "echo '{{\"cost\": true}}'")
     assert run_out(batch, "echo '{{\"n\": 1}}'") == ProcessOutput({"n": 1}, None)
 
 
