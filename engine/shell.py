@@ -1070,7 +1070,9 @@ class ShellProcessor:
                         _killpg(pid)
                         end = time.monotonic() + _DRAIN_GRACE
                         continue
-                    wait_ms = math.ceil(left * 1000)
+                    # poll() takes an int of milliseconds (24.8 days at most): wake at least
+                    # hourly, the loop looks at the time again anyway.
+                    wait_ms = min(math.ceil(left * 1000), 3_600_000)
                 if pidfd < 0 and not exited:
                     wait_ms = _POLL_TICK_MS if wait_ms < 0 else min(wait_ms, _POLL_TICK_MS)
                 for fd, _event in poller.poll(wait_ms):
