@@ -54,16 +54,29 @@ NUMBER_BOUNDS: Final[dict[str, tuple[float, bool, float]]] = {
     "grace": (0.0, False, MAX_SECONDS),
     "backoff": (0.0, False, MAX_SECONDS),
     "backoff_max": (0.0, False, MAX_SECONDS),
-    "progress_interval": (0.0, True, MAX_SECONDS),
+    "progress_interval": (0.1, False, MAX_SECONDS),
     "max_failure_rate": (0.0, False, 1.0),
     "max_cost": (0.0, False, MAX_COST),
-    "rate": (0.0, True, MAX_RATE),
+    "rate": (1 / MAX_SECONDS, False, MAX_RATE),  # at least one item in 30 days
     "memory_limit_mb": (0.0, True, MAX_MEMORY_MB),
     "lock_wait": (0.0, False, MAX_SECONDS),
     "wait": (0.0, False, MAX_SECONDS),
     "max_size_mb": (0.0, False, MAX_MEMORY_MB),
     "max_age_days": (0.0, False, MAX_AGE_DAYS),
 }
+
+#: The settings among them (the rest are the CLI's own).
+NUMBER_FIELDS: Final = (
+    "timeout",
+    "grace",
+    "backoff",
+    "backoff_max",
+    "progress_interval",
+    "max_failure_rate",
+    "max_cost",
+    "rate",
+    "memory_limit_mb",
+)
 
 #: Settings that run or load code: `on_finish` is a shell command; `scheduler` is a dask
 #: scheduler whose results this process unpickles (which can run anything). They are refused
@@ -83,7 +96,7 @@ def check_number(name: str, value: float) -> float:
         raise ValueError(f"{value} is not a finite number")
     low, low_open, high = NUMBER_BOUNDS[name]
     if value < low or (low_open and value == low):
-        raise ValueError(f"{_fmt_number(value)} must be {'more than' if low_open else 'at least'} {_fmt_number(low)}")
+        raise ValueError(f"{_fmt_number(value)} must be {'more than' if low_open else 'at least'} {low:g}")
     if value > high:
         days = " (30 days)" if high == MAX_SECONDS else ""
         raise ValueError(f"{_fmt_number(value)} is more than the maximum, {_fmt_number(high)}{days}")
@@ -170,17 +183,20 @@ class BatchConfig(BaseModel):
             raise ValueError("must be 1 to 1000000 or 'auto'")
         return value
 
-    @field_validator(
-        "timeout",
-        "grace",
-        "backoff",
-        "backoff_max",
-        "progress_interval",
-        "max_failure_rate",
-        "max_cost",
-        "rate",
-        "memory_limit_mb",
-    )
+    @field_validator(*NUMBER_FIELDS, mode="before")
+    @classmethod
+    def _finite(cls, value: Any) -> Any:
+        # Before pydantic's own bounds, which would call nan "not greater than 0".
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except (ValueError, OverflowError):
+                return value
+            if not math.isfinite(number):
+                raise ValueError(f"{value} is not a finite number")
+        return value
+
+    @field_validator(*NUMBER_FIELDS)
     @classmethod
     def _bounded(cls, value: float | None, info: ValidationInfo) -> float | None:
         return None if value is None else check_number(str(info.field_name), value)

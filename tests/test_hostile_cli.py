@@ -169,18 +169,32 @@ def test_non_finite_or_huge_flags_are_refused_at_parse_time(
     assert not out_dir.exists() or not any(out_dir.iterdir())  # refused before a batch was made
 
 
+def test_the_maximum_is_a_value_that_works(tmp_path: Path, run_cli: RunCli) -> None:
+    """30 days is accepted and runs: poll() takes at most 24.8 days of milliseconds, so the shell
+    processor waits in slices of an hour rather than overflowing at the item."""
+    (tmp_path / "in.txt").write_text("a\n")
+    proc = run_cli(["run", "in.txt", "--cmd", "true", "--headless", "--json", "--timeout", str(MAX_SECONDS)])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert json.loads(proc.stdout)["totals"]["complete"] == 1
+
+
 def test_the_same_values_from_the_config_file_and_the_environment(tmp_path: Path, run_cli: RunCli) -> None:
     (tmp_path / "in.txt").write_text("a\n")
     (tmp_path / "inf.toml").write_text("timeout = inf\n")
     (tmp_path / "huge.toml").write_text("grace = 1e10\nmemory-limit-mb = 1e300\n")
+    (tmp_path / "nan.toml").write_text("max-failure-rate = nan\nrate = 0.0000001\n")
     from_file = run_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "inf.toml"])
     assert from_file.returncode == 2 and "timeout = inf" in from_file.stderr, from_file.stderr
     assert "not a finite number" in from_file.stderr and "inf.toml" in from_file.stderr
     huge = run_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "huge.toml"])
     assert huge.returncode == 2 and "grace" in huge.stderr and "memory_limit_mb" in huge.stderr, huge.stderr
+    nan = run_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "nan.toml"])
+    assert nan.returncode == 2, nan.stderr
+    assert "max_failure_rate = nan: Value error, nan is not a finite number" in nan.stderr, nan.stderr
+    assert "rate = 1e-07: Value error, 1e-07 must be at least" in nan.stderr, nan.stderr  # one item in 30 days
     env = run_cli(["run", "in.txt", "--cmd", "true", "--headless"], env={"BATCHTUI_TIMEOUT": "1e10"})
     assert env.returncode == 2 and "timeout" in env.stderr and "environment" in env.stderr, env.stderr
-    for proc in (from_file, huge, env):
+    for proc in (from_file, huge, nan, env):
         _no_traceback(proc)
 
 
@@ -326,6 +340,14 @@ def test_export_escapes_control_characters_on_a_terminal_only(tmp_path: Path, ou
     # show (and its error breakdown) on a terminal too.
     shown = _on_a_terminal(["show", batch.name], out_dir, tmp_path).decode()
     assert "boom" in shown and not any(ch in shown for ch in "\x1b\x07\x00\x9b"), shown[:2000]
+
+
+def test_error_lines_show_control_characters_escaped(tmp_path: Path, run_cli: RunCli) -> None:
+    (tmp_path / "in.txt").write_text("a\n")
+    proc = run_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "x\x1b]0;owned\x07.toml"])
+    assert proc.returncode == 2, proc.stderr
+    assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr, proc.stderr
+    assert "x\\x1b]0;owned\\x07.toml" in proc.stderr, proc.stderr
 
 
 # -- point 13: a batchtui.toml that came with the data ---------------------------------------------

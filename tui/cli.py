@@ -187,9 +187,8 @@ class Number(click.ParamType):
 
     name = "float"
 
-    def __init__(self, field: str, minimum: float | None = None) -> None:
+    def __init__(self, field: str) -> None:
         self.field = field
-        self.minimum = minimum
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         from batchtui.engine.config import check_number
@@ -198,8 +197,6 @@ class Number(click.ParamType):
             number = float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number", param, ctx)
-        if self.minimum is not None and number < self.minimum:
-            self.fail(f"{number:g} is less than the minimum, {self.minimum:g}", param, ctx)
         try:
             return check_number(self.field, number)
         except ValueError as exc:
@@ -245,7 +242,7 @@ OPERATIONAL_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = 
     click.option("--on-finish", help="Shell command run at the end with report.json on stdin."),
     click.option(
         "--progress-interval",
-        type=Number("progress_interval", minimum=0.1),
+        type=Number("progress_interval"),
         help="Seconds between headless lines [2] (at most 30 days).",
     ),
     click.option(
