@@ -931,7 +931,7 @@ class ShellProcessor:
             if exc.errno != errno.E2BIG:
                 raise
             if env.path is not None or len(env.json) < _ENV_JSON_FILE_MIN:
-                raise ValueError(_too_big(cmd, self._env)) from exc
+                raise ValueError(_too_big(cmd, self._env, env.values())) from exc
             # The environment as a whole is over the system's limit (ARG_MAX): move the item's
             # JSON to its file and try once more.
             env.to_file()
@@ -939,7 +939,7 @@ class ShellProcessor:
                 pid, out_fd, err_fd, popen = self._start(cmd, env.values())
             except OSError as again:
                 if again.errno == errno.E2BIG:
-                    raise ValueError(_too_big(cmd, self._env)) from again
+                    raise ValueError(_too_big(cmd, self._env, env.values())) from again
                 raise
         with self._lock:
             self._running[item.seq] = pid
@@ -1316,9 +1316,17 @@ def _item_json(item: Item) -> bytes:
         return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
 
 
-def _too_big(cmd: str, env: Mapping[bytes, bytes]) -> str:
-    """Why exec said E2BIG when no single argument was too long: the total (ARG_MAX)."""
-    env_bytes = sum(len(k) + len(v) + 2 for k, v in env.items())
+def _too_big(cmd: str, env: Mapping[bytes, bytes], item_vars: tuple[bytes, ...]) -> str:
+    """Why exec said E2BIG when the command line was not too long: one variable too long, or
+    all of them with the command line over the total (ARG_MAX)."""
+    entries = {**env, **dict(zip(_ITEM_VARS, item_vars, strict=True))}
+    name, value = max(entries.items(), key=lambda kv: len(kv[0]) + len(kv[1]))
+    if len(name) + len(value) + 2 > _ARG_STRLEN:
+        return (
+            f"the environment variable {os.fsdecode(name)} is {len(name) + len(value) + 1:,} bytes, over the "
+            f"{_ARG_STRLEN:,} bytes one variable may have: make it shorter"
+        )
+    env_bytes = sum(len(k) + len(v) + 2 for k, v in entries.items())
     try:
         arg_max = f" (ARG_MAX is {os.sysconf('SC_ARG_MAX'):,} bytes)"
     except (ValueError, OSError):
