@@ -16,7 +16,9 @@ from typing import Any
 import orjson
 import pytest
 
+from batchtui.engine.models import Unreadable
 from batchtui.engine.shell import Item, ShellProcessor
+from batchtui.engine.sources import build_spec, iter_items
 
 from .conftest import CLI, cli_env, only_batch, read_json, read_jsonl
 
@@ -288,3 +290,21 @@ def test_undecodable_names_keep_their_bytes_in_the_item_json(tmp_path: Path) -> 
     # JSON's \udcXX escapes, which Python's json reads back into the same (surrogate-escaped) str.
     assert b'"data":"/data/bad\\udcff.txt"' in (batch / "out" / "0" / "json").read_bytes()
     assert json.loads((batch / "out" / "0" / "json").read_bytes())["data"] == name
+
+
+def test_a_broken_link_it_was_asked_to_follow_is_counted(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "real.txt").write_text("r")
+    (src / "gone.txt").symlink_to(tmp_path / "missing")
+    unreadable = Unreadable()
+    followed = list(iter_items(build_spec([str(src)], follow_symlinks=True), unreadable=unreadable))
+    assert [os.path.basename(i.key) for i in followed] == ["real.txt"]
+    assert unreadable.model_dump() == {
+        "count": 1,
+        "examples": [{"path": str(src / "gone.txt"), "reason": "broken symbolic link"}],
+    }
+    # Not asked to follow links: a link is no item by design, and nothing is missing.
+    unreadable = Unreadable()
+    assert len(list(iter_items(build_spec([str(src)]), unreadable=unreadable))) == 1
+    assert unreadable.count == 0
