@@ -460,7 +460,21 @@ def _loads(text: str | None) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
+        pass
+    # The \udcXX escapes of a file name that is not UTF-8 (enqueue._data_json), which orjson
+    # refuses: for a view, the name with those bytes shown as \xNN, as in the item's key.
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
         return text
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _row(values: Sequence[Any]) -> ItemRow:

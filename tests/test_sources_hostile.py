@@ -188,6 +188,9 @@ def test_a_name_that_is_not_utf8_runs_with_cmd(tmp_path: Path, out_dir: Path, ru
     # The command got the exact bytes of the name, and read the file by it.
     assert (batch / "out" / str(seq) / "name").read_bytes() == BAD_NAME
     assert (batch / "out" / str(seq) / "copy").read_bytes() == b"raw bytes\n"
+    # Views show the name as the key does, its bytes as \xNN (export, like the item detail).
+    exported = [orjson.loads(line) for line in run_cli(["export", batch.name]).stdout.splitlines()]
+    assert {row["data"] for row in exported} == {f"{src}/good.txt", f"{src}/bad\\xff name.txt"}
 
 
 def test_a_name_that_is_not_utf8_runs_with_a_callable(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
