@@ -57,8 +57,9 @@ class BatchLock:
     engine's lock is taken over without fuss; the pid/host inside are for messages only.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, engine: bool = True) -> None:
         self.path = path
+        self.engine = engine  # written into the lock file: False for a brief offline change
         self._fd: int | None = None
         self.info: LockInfo | None = None
 
@@ -95,7 +96,7 @@ class BatchLock:
                     told = True
                     on_wait(read_lock_info(self.path))
                 time.sleep(0.05)
-        info = LockInfo(pid=os.getpid(), host=HOST, started_at=now_iso())
+        info = LockInfo(pid=os.getpid(), host=HOST, started_at=now_iso(), engine=self.engine)
         os.ftruncate(fd, 0)
         os.pwrite(fd, orjson.dumps(info.model_dump()) + b"\n", 0)
         self._fd = fd

@@ -37,6 +37,9 @@ MAX_LINE: Final = 1 << 20
 # A responsive engine acknowledges within a loop turn (a quarter second): past this, every view
 # says the command was not acknowledged, and why.
 ACK_TIMEOUT_S: Final = 5.0
+#: How long an offline change waits for another brief holder of the lock (another offline
+#: change, a recover) before it says the batch is busy.
+OFFLINE_LOCK_WAIT_S: Final = 2.0
 
 
 def new_command(
@@ -335,8 +338,8 @@ def apply_offline(batch: BatchDir, change: Callable[[Any], str], *, durable: boo
     from .files import write_model
     from .store import ItemStore
 
-    lock = BatchLock(batch.lock)
-    lock.acquire(wait=0.5)
+    lock = BatchLock(batch.lock, engine=False)
+    lock.acquire(wait=OFFLINE_LOCK_WAIT_S)
     try:
         # Read first: a batch of a newer batchtui (or a damaged one) is refused before its
         # store is touched.

@@ -33,7 +33,12 @@ class BatchtuiError(Exception):
 
 
 class UserError(BatchtuiError):
-    """A mistake of the user's (bad flag, missing file, bad config): exit 2, no traceback."""
+    """A mistake of the user's (bad flag, missing file, bad config): one line, no traceback.
+
+    ``exit_code`` is what the CLI exits with (2, the usage error, unless a subclass says
+    otherwise: a valid command that could not take effect is 1)."""
+
+    exit_code: int = EXIT_USAGE
 
 
 class Fatal(BatchtuiError):

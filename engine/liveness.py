@@ -99,7 +99,7 @@ def engine_status(
     """
     bdir = batch if isinstance(batch, BatchDir) else BatchDir(batch)
     holder = engine_alive(bdir.path)
-    if holder is None:
+    if holder is None or not holder.engine:  # none, or a brief offline change (no engine)
         return EngineStatus(Liveness.GONE, None, None)
     if live is None:
         live = bdir.read_live()

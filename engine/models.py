@@ -346,3 +346,6 @@ class LockInfo(_Model):
     pid: int
     host: str
     started_at: str
+    # False for a brief holder that is no engine (a skip or retry applied offline, recover):
+    # views do not send it commands. Absent in older locks, which only engines took.
+    engine: bool = True

@@ -144,7 +144,7 @@ def recover_batch(
     from .enqueue import enqueue_source, source_unreadable
     from .sources import SourceSpec  # here: `batchtui show` checks the store without the sources
 
-    lock = BatchLock(batch.lock)
+    lock = BatchLock(batch.lock, engine=False)
     lock.acquire(wait=0.5)
     try:
         try:

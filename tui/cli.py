@@ -30,9 +30,8 @@ from .fmt import clean, fmt_duration
 if TYPE_CHECKING:
     from batchtui.engine.batchdir import BatchDir, BatchLock
     from batchtui.engine.config import BatchConfig
-    from batchtui.engine.models import BatchState, Counts, LiveProgress, Manifest
+    from batchtui.engine.models import BatchState, ControlOp, Counts, LiveProgress, Manifest
     from batchtui.engine.runner import BatchRunner, RunResult
-    from batchtui.engine.store import ItemStore
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -313,7 +312,7 @@ class Main(click.Group):
             # of a module that was never imported cannot have been raised (and importing the
             # store here, for a `batchtui ls`, would cost more than the command).
             if isinstance(exc, _loaded("errors", "UserError")):
-                fail(str(exc))
+                fail(str(exc), exc.exit_code)  # type: ignore[attr-defined]
             if isinstance(exc, _loaded("store", "StoreError")):
                 fail(f"{exc}\n  the item store cannot be read; `batchtui show` still reads the manifest")
             if isinstance(exc, _loaded("files", "DamagedFile")):
@@ -1017,67 +1016,30 @@ def _control(
     ctx: click.Context,
     batch: str | None,
     output_dir: str | None,
-    cmd: Any,
-    offline: Callable[[ItemStore], str] | None,
+    op: ControlOp,
     wait: float,
     as_json: bool = False,
+    **fields: Any,
 ) -> None:
-    """Send ``cmd`` to the engine running the batch and wait for its ack, or change the store
-    directly (under the lock) when no engine runs."""
-    from batchtui.engine.batchdir import resolve_batch, resume_command
-    from batchtui.engine.control import append_command, apply_offline, unacked_message, wait_for_ack
-    from batchtui.engine.liveness import engine_status
+    """Send one command to BATCH through the control client (engine/client.py) and print what
+    came of it: acknowledged, applied offline, or queued without an acknowledgement (exit 1)."""
+    from batchtui.engine.batchdir import resolve_batch
+    from batchtui.engine.client import Applied, NotAcknowledged, send
 
-    out = output_dir_of(ctx, output_dir)
-    bdir = resolve_batch(batch, out)
-    if engine_status(bdir).held:  # responding or not: a frozen engine applies it when it wakes
-        append_command(bdir, cmd)
-        live = wait_for_ack(bdir, cmd.id, wait)
-        if live is None:
-            # Exit 1 (not 2: the command was valid): it did not take effect, yet; it stays queued.
-            status = engine_status(bdir)
-            if as_json:
-                click.echo(
-                    json.dumps(
-                        {
-                            "batch_id": bdir.batch_id,
-                            "id": cmd.id,
-                            "op": cmd.op,
-                            "engine": status.held,
-                            "acknowledged": False,
-                            "queued_in": str(bdir.control),
-                            "liveness": status.liveness.value,
-                            "silent_s": None if status.silent_s is None else round(status.silent_s, 1),
-                        }
-                    )
-                )
-            fail(unacked_message(bdir, cmd.op, cmd.op, wait, status), 1)
-        message = live.control_results.get(cmd.id, "done")
+    bdir = resolve_batch(batch, output_dir_of(ctx, output_dir))
+    result = send(bdir, op, wait=wait, **fields)
+    if isinstance(result, NotAcknowledged):
+        # Exit 1 (not 2: the command was valid): it did not take effect, yet; it stays queued.
         if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "batch_id": bdir.batch_id,
-                        "id": cmd.id,
-                        "op": cmd.op,
-                        "engine": True,
-                        "result": message,
-                        "state": live.state.value,
-                    }
-                )
-            )
-        else:
-            click.echo(f"{bdir.batch_id}: {cmd.op}: {message}")
-        return
-    if offline is None:
-        fail(f"no engine is running batch {bdir.batch_id}; start it with `{resume_command(bdir)}`", 1)
-    message = apply_offline(bdir, offline)
+            click.echo(json.dumps(result.as_json()))
+        fail(result.describe(), 1)
+    assert isinstance(result, Applied)
     if as_json:
-        click.echo(
-            json.dumps({"batch_id": bdir.batch_id, "id": cmd.id, "op": cmd.op, "engine": False, "result": message})
-        )
+        click.echo(json.dumps(result.as_json()))
+    elif result.engine:
+        click.echo(f"{bdir.batch_id}: {op}: {result.message}")
     else:
-        click.echo(f"{bdir.batch_id}: {cmd.op} (no engine running, store changed): {message}")
+        click.echo(f"{bdir.batch_id}: {op} (no engine running, store changed): {result.message}")
 
 
 WAIT_OPTION = click.option(
@@ -1099,9 +1061,7 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-read
 @click.pass_context
 def pause_cmd(ctx: click.Context, batch: str | None, wait: float, output_dir: str | None, as_json: bool) -> None:
     """Pause BATCH: no new items start; in-flight items finish."""
-    from batchtui.engine.control import new_command
-
-    _control(ctx, batch, output_dir, new_command("pause"), None, wait, as_json)
+    _control(ctx, batch, output_dir, "pause", wait, as_json)
 
 
 @main.command("unpause", context_settings=CONTEXT)
@@ -1112,9 +1072,7 @@ def pause_cmd(ctx: click.Context, batch: str | None, wait: float, output_dir: st
 @click.pass_context
 def unpause_cmd(ctx: click.Context, batch: str | None, wait: float, output_dir: str | None, as_json: bool) -> None:
     """Let a paused BATCH go on."""
-    from batchtui.engine.control import new_command
-
-    _control(ctx, batch, output_dir, new_command("resume"), None, wait, as_json)
+    _control(ctx, batch, output_dir, "resume", wait, as_json)
 
 
 @main.command("stop", context_settings=CONTEXT)
@@ -1125,9 +1083,7 @@ def unpause_cmd(ctx: click.Context, batch: str | None, wait: float, output_dir: 
 @click.pass_context
 def stop_cmd(ctx: click.Context, batch: str | None, wait: float, output_dir: str | None, as_json: bool) -> None:
     """Stop BATCH gracefully (like SIGTERM): resumable later."""
-    from batchtui.engine.control import new_command
-
-    _control(ctx, batch, output_dir, new_command("stop"), None, wait, as_json)
+    _control(ctx, batch, output_dir, "stop", wait, as_json)
 
 
 @main.command("skip", context_settings=CONTEXT)
@@ -1141,13 +1097,7 @@ def skip_cmd(
     ctx: click.Context, batch: str, seqs: tuple[int, ...], wait: float, output_dir: str | None, as_json: bool
 ) -> None:
     """Skip items SEQS of BATCH (an in-flight one is killed)."""
-    from batchtui.engine.control import new_command
-
-    def offline(store: ItemStore) -> str:
-        changed = store.skip(list(seqs), at=_now())
-        return f"{len(changed)} skipped"
-
-    _control(ctx, batch, output_dir, new_command("skip", seqs=list(seqs)), offline, wait, as_json)
+    _control(ctx, batch, output_dir, "skip", wait, as_json, seqs=list(seqs))
 
 
 @main.command("retry", context_settings=CONTEXT)
@@ -1168,16 +1118,9 @@ def retry_cmd(
     as_json: bool,
 ) -> None:
     """Put failed items of BATCH back to pending (their attempt history is kept)."""
-    from batchtui.engine.control import new_command
-
     seq_list = list(seqs) if seqs else None
-
-    def offline(store: ItemStore) -> str:
-        changed = store.retry_failed(error_type=error_type, seqs=seq_list)
-        return f"{len(changed)} failed items back to pending; run them with `batchtui resume`"
-
-    cmd = new_command("retry", seqs=seq_list, filter={"error_type": error_type} if error_type else None)
-    _control(ctx, batch, output_dir, cmd, offline, wait, as_json)
+    error_filter = {"error_type": error_type} if error_type else None
+    _control(ctx, batch, output_dir, "retry", wait, as_json, seqs=seq_list, filter=error_filter)
 
 
 @main.command("workers", context_settings=CONTEXT)
@@ -1189,15 +1132,7 @@ def retry_cmd(
 @click.pass_context
 def workers_cmd(ctx: click.Context, batch: str, n: int, wait: float, output_dir: str | None, as_json: bool) -> None:
     """Grow or shrink the worker pool of a running BATCH to N."""
-    from batchtui.engine.control import new_command
-
-    _control(ctx, batch, output_dir, new_command("set_workers", value=n), None, wait, as_json)
-
-
-def _now() -> str:
-    from batchtui.engine.batchdir import now_iso
-
-    return now_iso()
+    _control(ctx, batch, output_dir, "set_workers", wait, as_json, value=n)
 
 
 # -- looking at batches ------------------------------------------------------------------------------

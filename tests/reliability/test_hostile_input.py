@@ -361,12 +361,15 @@ def test_ten_megabyte_line(tmp_path: Path, out_dir: Path) -> None:
     big = "z" * (10 * 1024 * 1024)
     source = tmp_path / "big.txt"
     source.write_text(f"small-1\n{big}\nsmall-2\n")
-    # Through a Python callable the 10 MB line is processed whole; through a shell command it
-    # cannot be an argument (the kernel's limit is 128 kB a word): that item fails clearly.
+    # Through a Python callable the 10 MB line is processed whole (echo returns it twice, as data
+    # and key: 20 MiB of JSON, so the default --max-result-bytes of 16 MiB is raised); through a
+    # shell command it cannot be an argument (the kernel's limit is 128 kB a word): that item
+    # fails clearly.
     out2 = tmp_path / "out2"
+    call_args = ["run", str(source), "--call", f"{PROCS}:echo", "--executor", "thread", "--max-result-bytes", "24M"]
     call, proc = cli_many(
         [
-            (["run", str(source), "--call", f"{PROCS}:echo", "--executor", "thread", "--headless"], out_dir),
+            ([*call_args, "--headless"], out_dir),
             (["run", str(source), "--cmd", "printf %s {} | wc -c", "--headless"], out2),
         ],
         cwd=tmp_path,

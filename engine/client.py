@@ -1,0 +1,182 @@
+"""The control client: the one way a view (the CLI, a screen of the TUI) steers a batch.
+
+If an engine holds the batch, responding or not, the command is appended to control.jsonl and
+the engine's acknowledgement is awaited in live_progress.json; an engine that is frozen applies
+it when it wakes. If no engine holds it, a command that changes items (skip, retry) is applied
+to the store directly under the batch lock, with the same store operation the engine uses; the
+other commands (pause, stop, set_workers...) need an engine, and say so.
+
+:func:`send` answers with one of three values, which every view renders in its own way:
+
+- :class:`Sent`: appended, and the caller asked not to wait (``wait=None``);
+- :class:`Applied`: the engine acknowledged it, or the store was changed offline;
+- :class:`NotAcknowledged`: appended, but no acknowledgement came in time (the command stays
+  queued; :meth:`NotAcknowledged.describe` says what becomes of it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .batchdir import BatchDir, now_iso, resume_command
+from .control import ACK_TIMEOUT_S, append_command, apply_offline, new_command, unacked_message, wait_for_ack
+from .errors import UserError
+from .liveness import EngineStatus, engine_status
+from .models import ControlCommand, ControlOp
+
+__all__ = [
+    "ACK_TIMEOUT_S",
+    "Applied",
+    "NoEngine",
+    "NotAcknowledged",
+    "Sent",
+    "offline_change",
+    "send",
+]
+
+#: How long one poll for the acknowledgement waits before checking ``cancelled``.
+_SLICE_S = 0.2
+
+
+class NoEngine(UserError):
+    """A command that needs a running engine (pause, stop, workers...) and none holds the batch.
+
+    The command itself was valid, so its exit code is 1, not the usage error's 2."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Appended to control.jsonl; the caller did not wait for the acknowledgement."""
+
+    batch_id: str
+    cmd: ControlCommand
+    status: EngineStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """Done: acknowledged by the engine (``engine``), or applied to the store offline."""
+
+    batch_id: str
+    cmd: ControlCommand
+    message: str
+    engine: bool
+    state: str | None = None  # the engine's state after it (engine only)
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "batch_id": self.batch_id,
+            "id": self.cmd.id,
+            "op": self.cmd.op,
+            "engine": self.engine,
+            "result": self.message,
+        }
+        if self.state is not None:
+            out["state"] = self.state
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class NotAcknowledged:
+    """Appended, but the engine did not acknowledge it within ``waited`` seconds."""
+
+    batch: BatchDir
+    cmd: ControlCommand
+    status: EngineStatus  # asked again after the wait: the engine may have gone meanwhile
+    waited: float
+
+    @property
+    def batch_id(self) -> str:
+        return self.batch.batch_id
+
+    def describe(self, what: str | None = None, *, brief: bool = False) -> str:
+        """What happened and what becomes of the queued command (``what`` names it)."""
+        return unacked_message(self.batch, what or self.cmd.op, self.cmd.op, self.waited, self.status, brief=brief)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "id": self.cmd.id,
+            "op": self.cmd.op,
+            "engine": self.status.held,
+            "acknowledged": False,
+            "queued_in": str(self.batch.control),
+            "liveness": self.status.liveness.value,
+            "silent_s": None if self.status.silent_s is None else round(self.status.silent_s, 1),
+        }
+
+
+Outcome = Sent | Applied | NotAcknowledged
+
+
+def offline_change(cmd: ControlCommand) -> Callable[[Any], str] | None:
+    """What ``cmd`` does to the store of a batch no engine runs (None: it needs an engine)."""
+    if cmd.op == "skip":
+        seqs = list(cmd.seqs or [])
+
+        def skip(store: Any) -> str:
+            return f"{len(store.skip(seqs, at=now_iso()))} skipped"
+
+        return skip
+    if cmd.op == "retry":
+        error_type = (cmd.filter or {}).get("error_type")
+        seqs_or_none = None if cmd.seqs is None else list(cmd.seqs)
+
+        def retry(store: Any) -> str:
+            changed = store.retry_failed(error_type=error_type, seqs=seqs_or_none)
+            return f"{len(changed)} failed items back to pending; run them with `batchtui resume`"
+
+        return retry
+    return None
+
+
+def send(
+    batch: BatchDir,
+    op: ControlOp,
+    *,
+    seqs: Sequence[int] | None = None,
+    filter: dict[str, Any] | None = None,
+    value: Any = None,
+    wait: float | None = ACK_TIMEOUT_S,
+    cancelled: Callable[[], bool] | None = None,
+    now: Callable[[], float] | None = None,
+) -> Outcome:
+    """Send one command to ``batch`` (see the module docstring).
+
+    ``wait`` is how long to wait for the engine's acknowledgement (None: do not wait).
+    ``cancelled`` is polled while waiting (a TUI worker being cancelled): when it turns true the
+    wait ends early with :class:`NotAcknowledged`. ``now`` is the wall clock used to judge the
+    engine's liveness (a frozen clock in tests). Raises :class:`NoEngine` for an engine-only
+    command when no engine holds the batch, and whatever :func:`.control.apply_offline` raises
+    (BatchLocked when an engine took the batch meanwhile), and NewerFormat or DamagedFile
+    from reading the manifest.
+    """
+    # A batch of a newer batchtui (or with no readable manifest) is refused before anything is
+    # sent or changed, whoever holds it.
+    batch.read_manifest()
+    cmd = new_command(op, seqs=seqs, filter=filter, value=value)
+    at = None if now is None else float(now())
+    status = engine_status(batch, now=at)
+    if status.held:
+        append_command(batch, cmd)
+        if wait is None:
+            return Sent(batch.batch_id, cmd, status)
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic()
+            live = wait_for_ack(batch, cmd.id, max(0.0, min(_SLICE_S, left)))
+            if live is not None:
+                return Applied(batch.batch_id, cmd, live.control_results.get(cmd.id, "done"), True, live.state.value)
+            if time.monotonic() >= deadline or (cancelled is not None and cancelled()):
+                break
+        status = engine_status(batch, now=None if now is None else float(now()))
+        return NotAcknowledged(batch, cmd, status, wait)
+    change = offline_change(cmd)
+    if change is None:
+        raise NoEngine(f"no engine is running batch {batch.batch_id}; start it with `{resume_command(batch)}`")
+    return Applied(batch.batch_id, cmd, apply_offline(batch, change), False)

@@ -1,0 +1,107 @@
+"""engine/client.py: the one control client every view uses (the CLI's verbs, the TUI's keys).
+
+A live engine's acknowledgement is covered end to end in test_control.py; these tests cover the
+other answers: applied offline, no engine for an engine-only command, not acknowledged, and a
+brief offline holder of the lock that must not be taken for an engine.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from batchtui.engine.batchdir import BatchDir, BatchLock
+from batchtui.engine.client import Applied, NoEngine, NotAcknowledged, Sent, send
+from batchtui.engine.liveness import Liveness, engine_status
+from batchtui.engine.models import NewerFormat
+
+from .conftest import only_batch
+
+
+def _statuses(batch: Path) -> dict[int, str]:
+    db = sqlite3.connect(f"file:{batch / 'items.db'}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT seq, status FROM items").fetchall())
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def failed_batch(tmp_path: Path, run_cli, out_dir: Path) -> BatchDir:  # type: ignore[no-untyped-def]
+    src = tmp_path / "in.txt"
+    src.write_text("".join(f"item-{i}\n" for i in range(4)))
+    proc = run_cli(["run", str(src), "--cmd", "exit 3", "--headless", "--max-attempts", "1"])
+    assert proc.returncode == 1, proc.stderr
+    return BatchDir(only_batch(out_dir))
+
+
+def test_offline_retry_and_skip_change_the_store(failed_batch: BatchDir) -> None:
+    got = send(failed_batch, "retry", seqs=[0, 1])
+    assert isinstance(got, Applied) and not got.engine
+    assert got.message.startswith("2 failed items back to pending")
+    got = send(failed_batch, "skip", seqs=[1, 2])
+    assert isinstance(got, Applied) and got.message == "2 skipped"
+    assert _statuses(failed_batch.path) == {0: "pending", 1: "skipped", 2: "skipped", 3: "failed"}
+    assert not failed_batch.control.exists()  # nothing was sent: no engine to read it
+    manifest = failed_batch.read_manifest()
+    assert (manifest.totals.pending, manifest.totals.skipped, manifest.totals.failed) == (1, 2, 1)
+
+
+def test_an_engine_only_command_without_an_engine_is_exit_1(failed_batch: BatchDir) -> None:
+    with pytest.raises(NoEngine, match="no engine is running") as info:
+        send(failed_batch, "pause")
+    assert info.value.exit_code == 1
+    assert not failed_batch.control.exists()
+
+
+def test_a_brief_offline_holder_is_not_an_engine(failed_batch: BatchDir) -> None:
+    """While an offline change (another client, recover) holds the lock, a view must not append
+    to control.jsonl and wait for an acknowledgement no engine will ever give."""
+    lock = BatchLock(failed_batch.lock, engine=False)
+    lock.acquire()
+    try:
+        assert engine_status(failed_batch).liveness == Liveness.GONE
+        with pytest.raises(NoEngine):
+            send(failed_batch, "pause", wait=0.1)
+    finally:
+        lock.release()
+    assert not failed_batch.control.exists()
+
+
+def test_an_engine_that_does_not_answer(failed_batch: BatchDir) -> None:
+    lock = BatchLock(failed_batch.lock)  # an engine's lock, held by an engine that never reads
+    lock.acquire()
+    try:
+        sent = send(failed_batch, "skip", seqs=[3], wait=None)
+        assert isinstance(sent, Sent) and sent.status.held
+        got = send(failed_batch, "skip", seqs=[2], wait=0.3)
+        assert isinstance(got, NotAcknowledged)
+        assert "queued in" in got.describe() and str(failed_batch.control) in got.describe()
+        assert got.as_json()["acknowledged"] is False
+        # A cancelled wait (a TUI worker being cancelled) ends long before its deadline.
+        t0 = time.monotonic()
+        got = send(failed_batch, "retry", wait=60, cancelled=lambda: True)
+        assert isinstance(got, NotAcknowledged) and time.monotonic() - t0 < 10
+    finally:
+        lock.release()
+    lines = failed_batch.control.read_text().splitlines()
+    assert [('"op":"skip"' in line, '"op":"retry"' in line) for line in lines] == [
+        (True, False),
+        (True, False),
+        (False, True),
+    ]
+    assert _statuses(failed_batch.path)[3] == "failed"  # queued for an engine, not applied here
+
+
+def test_a_newer_batch_is_refused_before_anything_is_sent(failed_batch: BatchDir) -> None:
+    data = json.loads(failed_batch.manifest.read_text())
+    data["version"] = 99
+    failed_batch.manifest.write_text(json.dumps(data))
+    (failed_batch.path / "manifest.json.bak").unlink(missing_ok=True)
+    with pytest.raises(NewerFormat):
+        send(failed_batch, "retry")
+    assert set(_statuses(failed_batch.path).values()) == {"failed"}
