@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -164,3 +165,59 @@ def test_a_connection_used_again_gets_the_new_statement_forms(tmp_path: Path) ->
         assert store.get_meta("commit_seq") == 9 and store.get_meta("results_offset") == 5
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("one_statement", [True, False])
+def test_results_are_synced_before_the_commit_that_records_their_offset(tmp_path: Path, one_statement: bool) -> None:
+    """ "Nothing finished is lost": the lines a commit's results_offset covers are fsynced before
+    that commit runs. Each event (a sync with the file's size then, a statement the committer's
+    connection runs) goes into one list, in the order it happened."""
+    path = tmp_path / "items.db"
+    store = ItemStore.create(path, durable=False)
+    store.enqueue([(f"k{i}", f'"{i}"', "line", "pending", *(None,) * 6) for i in range(120)])
+    results = ResultsLog(tmp_path / "results.jsonl")
+    events: list[tuple[str, Any]] = []
+    real_sync = results.datasync
+
+    def datasync() -> None:
+        events.append(("sync", os.fstat(results.fileno()).st_size))
+        real_sync()
+
+    results.datasync = datasync  # type: ignore[method-assign]
+    committer = Committer(
+        store.second_writer(durable=False),
+        results,
+        order=staging.ORDER,
+        sql=staging.SQL,
+        shared=staging.SHARED,
+        durable=True,
+        synced_offset=0,
+        wake=lambda: None,
+        one_statement=one_statement,
+    )
+    committer._store.conn.set_trace_callback(
+        lambda sql: None if sql.startswith(("CREATE TEMP", "DROP VIEW")) else events.append(("sql", sql))
+    )
+    try:
+        for n in range(1, 4):
+            for i in range(5):
+                results.append(b'{"seq": %d}\n' % (n * 10 + i))
+            events.append(("job", results.offset))
+            committer.submit(_job(n, results.offset))
+            committer.drain()
+            assert committer.failure is None
+    finally:
+        committer.close()
+        results.close()
+        store.close()
+    synced, offset, commits, first = 0, 0, 0, False
+    for kind, value in events:
+        if kind == "job":
+            offset, first = value, True
+        elif kind == "sync":
+            synced = max(synced, value)
+        elif first:  # the job's first statement: its transaction starts here
+            first = False
+            commits += 1
+            assert synced >= offset, f"a commit recording offset {offset} ran with the file synced to {synced}"
+    assert commits == 3 and synced == offset
