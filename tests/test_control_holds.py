@@ -325,3 +325,37 @@ def test_an_executor_shut_down_starts_nothing_it_still_held(tmp_path: Path, monk
         thread.join(5)
     assert starts(log) == [0]
     assert [o.seq for o in completions.get(timeout=1)] == [0]
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_an_item_skipped_while_running_ends_skipped_not_failed(
+    tmp_path: Path,
+    out_dir: Path,
+    run_cli,  # type: ignore[no-untyped-def]
+    executor: str,
+) -> None:
+    """A skip of a running command kills it (signal 9 to its group); the item ends `skipped`
+    ("skipped while running", its attempt too), never `failed` with `signal 9`."""
+    log = tmp_path / "runs.log"
+    gate = tmp_path / "never"
+    cmd = f"echo {{seq}} >> {log}; [ {{seq}} != 2 ] || while [ ! -e {gate} ]; do sleep 0.05; done"
+    engine = start_engine(
+        tmp_path, out_dir, [str(lines_file(tmp_path, 5)), "--cmd", cmd, "--executor", executor, "-j", "2"]
+    )
+    try:
+        wait_until(lambda: 2 in starts(log), timeout=30, what="item 2 running")
+        batch = only_batch(out_dir)
+        skipped = run_cli(["skip", batch.name, "2"])
+        assert skipped.returncode == 0, skipped.stderr
+        assert engine.wait(timeout=60) == 1, engine.stderr.read() if engine.stderr else ""  # 1: some skipped
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    assert collections.Counter(starts(log)) == dict.fromkeys(range(5), 1)
+    assert rows(batch, "SELECT seq, status, error_type, error_message FROM items WHERE status != 'complete'") == [
+        (2, "skipped", None, "skipped while running")
+    ]
+    assert rows(batch, "SELECT seq, attempt, status, error_type FROM attempts WHERE seq = 2") == [
+        (2, 1, "skipped", None)
+    ]
+    assert rows(batch, "SELECT count(*) FROM items WHERE status = 'complete'") == [(4,)]
