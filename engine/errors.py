@@ -29,7 +29,24 @@ EXIT_USAGE: Final = 2
 
 
 class BatchtuiError(Exception):
-    """Base class of batchtui's own errors."""
+    """Base class of batchtui's own errors, and what the CLI makes of one that reaches it.
+
+    The CLI catches this one class and shows :meth:`describe` (the message, with ``hint`` on a
+    line below it) as one ``error:`` line, then exits with ``exit_code`` (DESIGN section 8),
+    never a traceback. So each error says its own message, exit code and way out, and the CLI
+    needs no module's error class to catch it (importing the store to catch its errors would
+    cost a ``batchtui ls`` more than the command). The per-item failures below never reach the
+    CLI (the engine classifies them); :class:`CommandFailed`'s ``exit_code`` is its command's.
+    """
+
+    #: What the CLI exits with: the usage or config error unless a subclass says otherwise.
+    exit_code: int = EXIT_USAGE
+    #: The way out, shown below the message (None: the message says it all).
+    hint: str | None = None
+
+    def describe(self) -> str:
+        """The message as the CLI shows it: ``str(self)``, then the hint on its own line."""
+        return str(self) + (f"\n  {self.hint}" if self.hint else "")
 
 
 class UserError(BatchtuiError):
@@ -37,8 +54,6 @@ class UserError(BatchtuiError):
 
     ``exit_code`` is what the CLI exits with (2, the usage error, unless a subclass says
     otherwise: a valid command that could not take effect is 1)."""
-
-    exit_code: int = EXIT_USAGE
 
 
 class Fatal(BatchtuiError):

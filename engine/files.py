@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from .errors import UserError
+from .errors import BatchtuiError, UserError
 
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
@@ -176,13 +176,16 @@ def write_model(path: Path, model: BaseModel, *, durable: bool = True, backup: b
     atomic_write_bytes(path, data, durable=durable, backup=backup)
 
 
-class DamagedFile(Exception):
-    """A batch file exists but cannot be parsed."""
+class DamagedFile(BatchtuiError):
+    """A batch file exists but cannot be parsed (nor its backup, when it has one)."""
 
     def __init__(self, path: Path, reason: str) -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+    def describe(self) -> str:
+        return f"{self.path} is damaged ({self.reason}) and has no good backup"
 
 
 def read_model(

@@ -39,6 +39,9 @@ class NewerFormat(DamagedFile, UserError):
         )
         self.args = (where + self.reason,)
 
+    def describe(self) -> str:
+        return str(self)  # names the file and the way out (not DamagedFile's "no good backup")
+
     def at(self, path: Path) -> NewerFormat:
         """The same error naming the manifest it was read from."""
         return NewerFormat(self.version, path)

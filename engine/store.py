@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import orjson
 
-from .errors import ErrorInfo
+from .errors import BatchtuiError, ErrorInfo
 from .files import FILE_MODE, WriteFailed, fsync_dir
 from .models import Counts, ErrorGroup
 
@@ -138,8 +138,10 @@ _INSERT_LINE_BLOCK: Final = (
 )
 
 
-class StoreError(Exception):
+class StoreError(BatchtuiError):
     """items.db cannot be opened or read (missing, corrupted, newer schema)."""
+
+    hint = "the item store cannot be read; `batchtui show` still reads the manifest"
 
 
 class StoreCorrupt(StoreError, sqlite3.DatabaseError):
