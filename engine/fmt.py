@@ -1,13 +1,61 @@
-"""Plain formatting the engine's messages and every view share (no imports: start-up stays light)."""
+"""Plain formatting the engine's messages and every view share (no imports: start-up stays light).
+
+There is one sanitizer (:func:`clean`) and one duration formatter (:func:`fmt_duration`): the
+CLI, the engine's messages (a path in an error) and every TUI widget show untrusted text and
+durations the same way, so an item's key reads alike in `batchtui ls`, in the items table and in
+an error line.
+"""
 
 from __future__ import annotations
 
+__all__ = ["clean", "clean_block", "fmt_duration"]
 
-def fmt_duration(seconds: float | None) -> str:
-    """``42s``, ``3m07s``, ``2h05m``; ``?`` when unknown."""
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def clean(text: object, limit: int | None = None) -> str:
+    """Untrusted text made safe for one terminal line.
+
+    Every character that is not printable (ESC and the other C0 and C1 controls, tab, newline,
+    zero-width and bidi-override format characters, lone surrogates) becomes a visible escape:
+    ``\\x1b``, ``\\x09``, ``\\x0a``, ``\\u202e``, ``\\udcff``. Rich markup is not touched (a view
+    draws the result as plain text, never as markup). With ``limit``, input longer than
+    ``limit`` characters is cut to ``limit - 1`` of them and an ellipsis, before escaping (so an
+    escape is never cut in half).
+    """
+    s = text if isinstance(text, str) else str(text)
+    if limit is not None and len(s) > limit:
+        s = s[: max(0, limit - 1)] + "…"
+    if s.isprintable():
+        return s
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in s)
+
+
+def clean_block(text: str) -> str:
+    """Multi-line text (logs, tracebacks): newlines kept, a tab shown as four spaces (a log's
+    indentation stays readable), every other control character escaped as by :func:`clean`."""
+    return "\n".join(clean(line.replace("\t", "    ")) for line in text.splitlines())
+
+
+def fmt_duration(seconds: float | None, *, fine: bool = False) -> str:
+    """``42s``, ``3m07s``, ``2h05m``; ``?`` when unknown.
+
+    ``fine`` shows what a single item's run time needs below a minute: ``350ms``, ``4.2s``
+    (from a minute up both forms are the same).
+    """
     if seconds is None:
         return "?"
-    s = round(max(0.0, seconds))
+    seconds = max(0.0, seconds)
+    if fine and seconds < 59.95:
+        return f"{seconds * 1000:.0f}ms" if seconds < 0.9995 else f"{seconds:.1f}s"
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     if s < 3600:

@@ -43,6 +43,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from .errors import UserError
+from .fmt import clean
 from .models import Unreadable
 
 SourceKind = Literal["dir", "files", "lines", "csv", "jsonl", "stdin"]
@@ -216,7 +217,7 @@ def build_spec(
 def _entry_for(arg: str, as_kind: AsKind) -> SourceEntry:
     if not arg:
         raise UserError("an empty path was given as a source")
-    shown = _show(arg)
+    shown = clean(arg)
     try:
         arg.encode("utf-8")
     except UnicodeEncodeError:
@@ -332,9 +333,9 @@ def _explicit_file(path: str) -> SourceItem:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise UserError(f"cannot read {_show(path)}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot read {clean(path)}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"not a regular file: {_show(path)}")
+        raise UserError(f"not a regular file: {clean(path)}")
     return _file_item(os.path.realpath(path))
 
 
@@ -373,7 +374,7 @@ def _reason(exc: OSError, path_max: int) -> str:
 
 def _shown_path(path: str) -> str:
     """A path for an example of what could not be read: escaped, and its middle cut when long."""
-    shown = _show(path)
+    shown = clean(path)
     return shown if len(shown) <= 160 else f"{shown[:70]}...{shown[-70:]}"
 
 
@@ -385,7 +386,7 @@ def _walk_dir(root: str, spec: SourceSpec, unreadable: Unreadable) -> Iterator[S
         st = os.stat(root)
         top = _scan(root)
     except OSError as exc:
-        raise UserError(f"cannot read directory {_show(root)}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot read directory {clean(root)}: {exc.strerror or exc}") from None
     path_max = _path_max(root)
     # A path of as many characters as this may be too long (a character is 1 to 4 bytes): only
     # those are measured in bytes.
@@ -449,7 +450,7 @@ def _open_text(path: str, encoding: str, newline: str | None = None) -> TextIO:
     try:
         return open(path, encoding=_codec(encoding), errors=_MARK_ERRORS, newline=newline)
     except OSError as exc:
-        raise UserError(f"cannot read {_show(path)}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot read {clean(path)}: {exc.strerror or exc}") from None
 
 
 def _undecodable(name: str, line: int, encoding: str) -> UserError:
@@ -794,7 +795,7 @@ def fields_of(spec: SourceSpec) -> set[str] | None:
             if not stat.S_ISREG(os.stat(entry.path).st_mode):
                 continue
         except OSError as exc:
-            raise UserError(f"cannot read {_show(entry.path)}: {exc.strerror or exc}") from None
+            raise UserError(f"cannot read {clean(entry.path)}: {exc.strerror or exc}") from None
         if entry.kind == "csv":
             with _open_text(entry.path, spec.encoding, newline="") as f:
                 fields.update(_CsvHead(f, entry.path, spec).header)
@@ -820,15 +821,8 @@ def describe(spec: SourceSpec) -> str:
         return f"{len(entries)} sources"
     entry = entries[0]
     if entry.kind == "dir":
-        return _show(f"dir {entry.path}" + (f" ({spec.glob})" if spec.glob else ""))
+        return clean(f"dir {entry.path}" + (f" ({spec.glob})" if spec.glob else ""))
     if entry.kind == "stdin":
         return "stdin (lines)"
     name = os.path.basename(entry.path)
-    return _show(name if entry.kind == "files" else f"{name} ({entry.kind})")
-
-
-def _show(text: str) -> str:
-    """Text safe for one terminal line: control characters and raw bytes escaped."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return clean(name if entry.kind == "files" else f"{name} ({entry.kind})")

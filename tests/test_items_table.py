@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 
 from batchtui.engine.store import ItemStore
 from batchtui.tui.widgets import items_table as items_table_module
-from batchtui.tui.widgets.items_table import MAX_PAGES, PAGE_SIZE, ItemsTable, plain_text
+from batchtui.tui.widgets.items_table import MAX_PAGES, PAGE_SIZE, ItemsTable
 
 SIZE = (100, 30)
 BODY = SIZE[1] - 1  # one header line
@@ -310,13 +310,6 @@ def test_long_key_is_truncated_with_an_ellipsis(tmp_path: Path) -> None:
         assert len(text) == SIZE[0]
 
     run(db, body)
-
-
-def test_plain_text() -> None:
-    assert plain_text("[b]ok[/b]") == "[b]ok[/b]"
-    assert plain_text("\x1b[2J") == "\\x1b[2J"
-    assert plain_text("a\u200bb\U000e0001") == "a\\u200bb\\U000e0001"
-    assert plain_text("x" * 10, limit=4) == "xxxx…"
 
 
 def test_50k_rows_scroll_to_the_end_with_bounded_cache(tmp_path: Path) -> None:

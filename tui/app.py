@@ -30,6 +30,7 @@ from textual.worker import Worker, WorkerState
 
 from batchtui.engine.batchdir import BatchDir, BatchLocked, now_iso
 from batchtui.engine.errors import EXIT_USAGE
+from batchtui.engine.fmt import clean
 from batchtui.engine.models import BatchState
 from batchtui.engine.runner import EXIT_INTERRUPTED, BatchRunner, RunResult
 
@@ -38,7 +39,6 @@ from .messages import EngineFinished
 from .screens.browser import BrowserScreen
 from .screens.dashboard import DashboardScreen
 from .screens.modals import HelpScreen, QuitScreen
-from .text import clean
 from .themes import load_themes, next_theme, theme_names, user_dir
 
 HANDOFF_GRACE_S = 3.0

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 import click
 
 from batchtui.engine.errors import EXIT_USAGE
-
-from .fmt import clean, fmt_duration
+from batchtui.engine.fmt import clean, fmt_duration
 
 if TYPE_CHECKING:
     from batchtui.engine.batchdir import BatchDir, BatchLock

@@ -22,13 +22,13 @@ from textual.widgets import DataTable, Footer, Input, Log, ProgressBar, Sparklin
 
 from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.control import ACK_TIMEOUT_S, append_command, apply_offline, new_command, unacked_message
+from batchtui.engine.fmt import clean, fmt_duration
 from batchtui.engine.liveness import EngineStatus, Liveness, engine_status
 from batchtui.engine.models import ACTIVE_STATES, BatchState, ControlCommand, ControlOp, LiveProgress, Manifest
 from batchtui.engine.store import ItemStore
 
-from ..fmt import fmt_duration
 from ..messages import EngineFinished, LiveUpdated, ManifestUpdated
-from ..text import clean, plain
+from ..text import plain
 from ..watch import BatchWatcher
 from ..widgets.items_table import ItemsTable
 from .modals import ConfirmScreen

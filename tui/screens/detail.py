@@ -25,11 +25,12 @@ from batchtui.engine.control import (
     unacked_message,
     wait_for_ack,
 )
+from batchtui.engine.fmt import clean
 from batchtui.engine.liveness import engine_status
 from batchtui.engine.models import ControlOp
 from batchtui.engine.store import AttemptRow, ItemRow, ItemStore
 
-from ..text import clean, plain, plain_block
+from ..text import plain, plain_block
 
 TAIL_BYTES = 16384
 

@@ -6,7 +6,8 @@ from the store in pages of :data:`PAGE_SIZE`, one query per page miss, and at mo
 
 Item keys and error messages are untrusted: they are drawn as plain ``Segment`` text (never
 parsed as markup) after every non-printable character (ANSI escapes, control and bidi
-characters, newlines) has been replaced by a visible ``\\xNN`` / ``\\uNNNN`` escape.
+characters, newlines) has been replaced by a visible ``\\xNN`` / ``\\uNNNN`` escape
+(:func:`batchtui.engine.fmt.clean`, the one sanitizer).
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from batchtui.engine.fmt import clean, fmt_duration
 from batchtui.engine.store import ItemRow, ItemStore, StoreError
 
-__all__ = ["MAX_PAGES", "PAGE_SIZE", "ItemsTable", "plain_text"]
+__all__ = ["MAX_PAGES", "PAGE_SIZE", "ItemsTable"]
 
 PAGE_SIZE: Final = 200
 """Rows fetched per query."""
@@ -51,31 +53,6 @@ _MIN_KEY_WIDTH: Final = 12
 _STATUSES: Final = frozenset({"pending", "processing", "complete", "failed", "skipped"})
 
 
-def _escape_char(ch: str) -> str:
-    code = ord(ch)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-def plain_text(text: str, limit: int = _TEXT_CAP) -> str:
-    """Make untrusted text safe to draw on one terminal line.
-
-    Every character that is not printable (ESC and other C0/C1 controls, newlines, tabs,
-    zero-width and bidi-override format characters, surrogates) becomes a visible escape such
-    as ``\\x1b``. At most ``limit`` characters of the input are kept (an ellipsis marks the cut).
-    The result must still be drawn as plain text (a ``Segment``), never as markup.
-    """
-    cut = len(text) > limit
-    if cut:
-        text = text[:limit]
-    if not text.isprintable():
-        text = "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
-    return text + "…" if cut else text
-
-
 def _fit(text: str, width: int, *, right: bool = False) -> str:
     """Pad or truncate ``text`` to exactly ``width`` cells; an ellipsis marks truncation."""
     if width <= 0:
@@ -85,20 +62,6 @@ def _fit(text: str, width: int, *, right: bool = False) -> str:
         return set_cell_size(text, width - 1) + "…"
     pad = " " * (width - length)
     return pad + text if right else text + pad
-
-
-def _format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        minutes, secs = divmod(int(seconds), 60)
-        return f"{minutes}m{secs:02d}s"
-    hours, rest = divmod(int(seconds), 3600)
-    return f"{hours}h{rest // 60:02d}m"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +81,11 @@ class _Row:
         error = f"{item.error_type}: {first_line}" if item.error_type and first_line else item.error_type or first_line
         return cls(
             seq=item.seq,
-            status=plain_text(item.status, 32),
+            status=clean(item.status, 32),
             tries=str(item.attempts) if item.attempts else "",
-            duration=_format_duration(item.duration_s),
-            key=plain_text(item.key),
-            error=plain_text(error),
+            duration="" if item.duration_s is None else fmt_duration(item.duration_s, fine=True),
+            key=clean(item.key, _TEXT_CAP),
+            error=clean(error, _TEXT_CAP),
         )
 
 
@@ -531,7 +494,7 @@ class ItemsTable(ScrollView, can_focus=True):
         try:
             self._store = ItemStore.open_readonly(self.db_path)
         except StoreError as exc:
-            self._store, self._store_error = None, plain_text(str(exc), 200)
+            self._store, self._store_error = None, clean(exc, 200)
             return False
         self._store_error = None
         return True

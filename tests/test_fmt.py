@@ -1,0 +1,101 @@
+"""One sanitizer and one duration formatter for the engine's messages, the CLI and the TUI."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from batchtui.engine.fmt import clean, clean_block, fmt_duration
+from batchtui.engine.sources import build_spec, describe
+from batchtui.tui.text import plain, plain_block
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("tab\there", "tab\\x09here"),
+        ("\x1b[2J\x1b[31mred", "\\x1b[2J\\x1b[31mred"),
+        ("bell\x07", "bell\\x07"),
+        ("nul\x00x", "nul\\x00x"),
+        ("csi\x9b31m", "csi\\x9b31m"),  # C1 CSI: a terminal takes it as ESC [
+        ("new\nline\r\n", "new\\x0aline\\x0d\\x0a"),
+        ("bidi\u202eevil\u200b", "bidi\\u202eevil\\u200b"),
+        ("tag\U000e0001", "tag\\U000e0001"),
+        ("bad\udcff name", "bad\\udcff name"),  # a file name's raw byte (os.fsdecode)
+        ("[bold]x[/] [link=https://evil.example]y[/link]", "[bold]x[/] [link=https://evil.example]y[/link]"),
+        ("宽字符 ok", "宽字符 ok"),
+        ("", ""),
+    ],
+)
+def test_clean_escapes_every_control_character_and_leaves_markup_alone(text: str, shown: str) -> None:
+    assert clean(text) == shown
+    assert clean(text).isprintable()
+
+
+def test_clean_cuts_long_values_before_escaping() -> None:
+    assert clean("x" * 10, limit=4) == "xxx…"
+    assert clean("x" * 4, limit=4) == "xxxx"
+    assert clean("\x1b" * 10, limit=3) == "\\x1b\\x1b…"  # an escape is never cut in half
+    assert clean(12345) == "12345"  # anything, as its str
+    assert len(clean("k" * 100_000, limit=1024)) == 1024
+
+
+def test_clean_block_keeps_lines_and_shows_tabs_as_spaces() -> None:
+    assert clean_block("Traceback:\n\tat x\x1b[31m\n[bold]") == "Traceback:\n    at x\\x1b[31m\n[bold]"
+
+
+def test_rich_text_of_untrusted_text_is_never_markup() -> None:
+    text = plain("[bold]x\x1b[0m\t", limit=80)
+    assert text.plain == "[bold]x\\x1b[0m\\x09" and not text.spans
+    assert plain_block("a\tb\n[red]c").plain == "a    b\n[red]c"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "coarse", "fine"),
+    [
+        (None, "?", "?"),
+        (-3.0, "0s", "0ms"),
+        (0.0004, "0s", "0ms"),
+        (0.35, "0s", "350ms"),
+        (0.9996, "1s", "1.0s"),
+        (4.24, "4s", "4.2s"),
+        (59.94, "1m00s", "59.9s"),
+        (59.96, "1m00s", "1m00s"),
+        (187.4, "3m07s", "3m07s"),
+        (119.6, "2m00s", "2m00s"),
+        (3599.6, "1h00m", "1h00m"),
+        (7500.0, "2h05m", "2h05m"),
+        (30 * 86400.0, "720h00m", "720h00m"),
+    ],
+)
+def test_fmt_duration(seconds: float | None, coarse: str, fine: str) -> None:
+    assert fmt_duration(seconds) == coarse
+    assert fmt_duration(seconds, fine=True) == fine
+
+
+def test_the_engine_messages_use_the_same_sanitizer(tmp_path: Path) -> None:
+    name = tmp_path / "a\tb\x1b.txt"
+    name.write_text("x\n")
+    assert describe(build_spec([str(name)])) == "a\\x09b\\x1b.txt (lines)"
+
+
+def test_no_second_sanitizer_or_duration_formatter() -> None:
+    """Only engine/fmt.py decides how a control character or a duration is shown."""
+    # enqueue.py asks isprintable() whether a line needs JSON escaping (not to show it).
+    allowed = {ROOT / "engine" / "fmt.py", ROOT / "engine" / "enqueue.py"}
+    offenders = []
+    for path in sorted([*ROOT.glob("engine/**/*.py"), *ROOT.glob("tui/**/*.py")]):
+        if path in allowed:
+            continue
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source, str(path))):
+            if isinstance(node, ast.Attribute) and node.attr == "isprintable":
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} tests isprintable")
+            named = isinstance(node, ast.FunctionDef) and node.name.startswith(("fmt_", "_fmt", "_format"))
+            if named and ("duration" in node.name or "age" in node.name):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} defines {node.name}")
+    assert offenders == []
