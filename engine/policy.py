@@ -2,40 +2,44 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from .config import BatchConfig
 
 
 class Backoff:
-    """Exponential backoff with jitter, computed by tenacity's own wait strategy.
+    """Exponential backoff with jitter: ``initial * 2**(n - 1) + uniform(0, jitter)`` seconds after
+    the n-th failed attempt, at most ``maximum`` (the formula of tenacity's
+    ``wait_exponential_jitter``, which is where the numbers come from).
 
-    The runner never sleeps: it asks for the delay of an attempt and schedules the retry.
-    tenacity is imported at the first retry: it pulls in asyncio (and tornado, where dask
-    installed it), a cost every start would pay though most runs never retry.
+    The formula is written here rather than taken from tenacity because the runner never wraps a
+    call in a retry loop: a retry is an item put back in the durable queue with a time to run
+    again, which may come after the engine restarted. tenacity's wait strategies only take a
+    ``RetryCallState`` of a ``Retrying`` loop; faking one to call a one-line formula hid a
+    type error, tied us to its constructor's signature (``initial`` is deprecated in newer
+    releases) and imported asyncio at the first retry.
     """
 
-    def __init__(self, initial: float, maximum: float) -> None:
-        self._wait: Any = None
+    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
         self.initial = initial
         self.maximum = maximum
+        # The jitter spreads the retries of items that failed together (one outage); at least
+        # a millisecond so that even a tiny --backoff spreads them.
+        self.jitter = max(initial, 0.001)
+        self._rng = rng or random.Random()
 
     def delay(self, failed_attempt: int) -> float:
         """Seconds to wait after the ``failed_attempt``-th attempt (1-based) failed."""
         if self.initial <= 0:
             return 0.0
-        from tenacity import RetryCallState, wait_exponential_jitter
-
-        if self._wait is None:
-            self._wait = wait_exponential_jitter(
-                initial=self.initial, max=self.maximum, jitter=max(self.initial, 0.001)
-            )
-        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        state.attempt_number = failed_attempt
-        return float(min(self._wait(state), self.maximum))
+        try:
+            wait = self.initial * 2.0 ** (failed_attempt - 1) + self._rng.uniform(0, self.jitter)
+        except OverflowError:
+            wait = self.maximum
+        return max(0.0, min(wait, self.maximum))
 
 
 class TokenBucket:
@@ -77,7 +81,6 @@ class HaltCheck:
     """Decides whether the batch must halt after a commit."""
 
     config: BatchConfig
-    reason: str | None = field(default=None)
 
     def failure_rate(self, complete: int, failed: int) -> str | None:
         limit = self.config.max_failure_rate
@@ -103,7 +106,3 @@ class HaltCheck:
         if spent + (in_flight + 1) * per_item > cap:
             return f"cost {spent:.4g} + one more item (~{per_item:.4g}) would pass --max-cost {cap:g}"
         return None
-
-
-def describe(config: BatchConfig) -> dict[str, Any]:
-    return {"max_attempts": config.max_attempts, "backoff": config.backoff, "backoff_max": config.backoff_max}
