@@ -123,10 +123,9 @@ class CommitJob:
 class Committer:
     """Carries out :class:`CommitJob` s in order on its own thread and connection.
 
-    ``order`` names the kinds in the order their statements run; ``sql`` gives each kind's
-    ``executemany`` statement, ``shared`` the parameters many of a kind's rows share (see
-    :class:`~batchtui.engine.store.Bulk`). ``wake`` is called after every job (the runner's loop waits
-    on its completion queue). A failure (a full disk) stops the committer: later jobs are
+    ``order`` names the kinds in the order their statements run; ``statements`` gives each
+    kind's statement (a :class:`~batchtui.engine.store.Bulk`, in its hand-written forms).
+    ``wake`` is called after every job (the runner's loop waits on its completion queue). A failure (a full disk) stops the committer: later jobs are
     dropped, and :meth:`done` / :meth:`drain` raise it on the runner thread.
     """
 
@@ -136,8 +135,7 @@ class Committer:
         results: ResultsLog,
         *,
         order: Sequence[str],
-        sql: Mapping[str, str],
-        shared: Mapping[str, tuple[int, ...]] | None = None,
+        statements: Mapping[str, Bulk],
         durable: bool,
         synced_offset: int,
         wake: Callable[[], None],
@@ -146,7 +144,7 @@ class Committer:
         self._store = store
         self._results = results
         self._order = tuple(order)
-        self._bulk = {kind: Bulk.of(sql[kind], (shared or {}).get(kind, ())) for kind in self._order}
+        self._bulk = {kind: statements[kind] for kind in self._order}
         self._one = OneStatement.create(store.conn, self._bulk, self._order) if one_statement else None
         self._durable = durable
         self._synced = synced_offset
@@ -186,11 +184,6 @@ class Committer:
             while (self._queue or self._busy) and self.failure is None and not self._closed:
                 self._cond.wait()
         return self.done()
-
-    @property
-    def idle(self) -> bool:
-        with self._cond:
-            return not self._queue and not self._busy
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is queued, then stop the thread and close its connection."""

@@ -222,10 +222,6 @@ class BatchConfig(BaseModel):
             raise ValueError("scheduler only applies to the dask executor")
         return self
 
-    @property
-    def in_flight_window(self) -> int:
-        return self.window or self.workers * 4
-
     def resolved_executor(self, processor_kind: str) -> str:
         if self.executor:
             return self.executor

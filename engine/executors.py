@@ -288,11 +288,6 @@ class Executor(Protocol):
     def shutdown(self, wait: float = 5.0) -> None: ...
 
 
-def tracks_starts(spec: ProcessorSpec, config: BatchConfig) -> bool:
-    """Whether the runner times items out itself (shell commands time out in the processor)."""
-    return config.timeout is not None and spec.kind != "shell"
-
-
 class EarlyHalt:
     """The failure-rate halt, decided in the thread that reports outcomes, before that worker
     takes its next item (the runner decides it too, a moment later, from the same outcomes).

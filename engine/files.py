@@ -323,11 +323,6 @@ class ResultsLog:
         except OSError as exc:
             raise write_failed(self.path, exc) from None
 
-    def truncate_to(self, offset: int) -> None:
-        """Cut the log back to a committed offset (used only by ``recover`` tooling)."""
-        os.ftruncate(self._fd, offset)
-        self.offset = offset
-
     def fileno(self) -> int:
         return self._fd
 

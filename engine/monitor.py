@@ -62,9 +62,6 @@ class MemoryMonitor:
         )
         return self.last
 
-    def total_mb(self) -> float:
-        return self.last.rss_mb + self.last.children_rss_mb
-
     def run_peak_mb(self) -> float:
         """The run's peak memory for report.json, read when the report is written: one last
         sample, and the kernel's high-water marks of this process and of its exited children

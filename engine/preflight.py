@@ -147,9 +147,6 @@ class Preflight:
     def verdict(self) -> str:
         return "PROCEED" if self.proceed else "FIX_ISSUES"
 
-    def failures(self) -> list[Check]:
-        return [c for c in self.checks if c.level == "fail"]
-
     def as_dict(self) -> dict[str, object]:
         return {
             "recommendation": self.verdict,

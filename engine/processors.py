@@ -65,12 +65,6 @@ class ProcessorSpec(BaseModel):
             return f"python: {self.call}" + (" (chunked)" if self.chunked else "")
         return "demo"
 
-    @property
-    def template_fields(self) -> frozenset[str]:
-        if self.kind == "shell" and self.command:
-            return CommandTemplate(self.command).fields
-        return frozenset()
-
 
 def shell_spec(command: str) -> ProcessorSpec:
     CommandTemplate(command)  # validates placeholders now, not at the first item

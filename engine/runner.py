@@ -47,7 +47,7 @@ from .errors import (
     classify,
 )
 from .executors import CompletionQueue, EarlyHalt, Executor, Outcome, WorkerInitError, make_executor
-from .files import ResultsLog, WriteFailed, read_model, write_model
+from .files import ResultsLog, WriteFailed, write_model
 from .models import (
     ACTIVE_STATES,
     BatchState,
@@ -57,7 +57,6 @@ from .models import (
     HistoryEntry,
     LiveCounts,
     LiveProgress,
-    Manifest,
     Report,
 )
 from .monitor import MemoryMonitor, RateMeter
@@ -366,8 +365,7 @@ class BatchRunner:
             store.second_writer(durable=durable),
             self.results,
             order=staging.ORDER,
-            sql=staging.SQL,
-            shared=staging.SHARED,
+            statements=staging.STATEMENTS,
             durable=durable,
             synced_offset=0,  # the first commit syncs whatever the file holds
             wake=lambda: self.completions.put([]),
@@ -1001,7 +999,3 @@ class BatchRunner:
         warning = run_hook(command, report, self.batch, cwd=self.spec.cwd)
         if warning:
             self._warn(warning)
-
-
-def load_manifest(batch: BatchDir) -> Manifest:
-    return read_model(batch.manifest, Manifest)
