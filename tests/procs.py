@@ -69,6 +69,13 @@ def classify_me(item: Any) -> dict[str, int]:
     return {"ok": 1}
 
 
+def fail_marked(item: Any) -> dict[str, int]:
+    """Fails (ValueError, no retry) when the item's line starts with "fail"."""
+    if str(item.data).startswith("fail"):
+        raise ValueError(f"marked {item.seq}")
+    return {"seq": item.seq}
+
+
 def half_fail(item: Any) -> dict[str, int]:
     time.sleep(0.01)
     if item.seq % 2:

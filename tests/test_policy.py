@@ -405,3 +405,51 @@ def test_dry_run_reports_problems_per_item(tmp_path: Path, out_dir: Path, run_cl
     assert "over the 1 MB limit" in problems["big.pdf"] and ".txt not in .pdf" in problems["notes.txt"]
     assert "good.pdf" not in problems
     assert not out_dir.exists()  # a dry run makes no batch
+
+
+def test_failure_rate_limit_is_exclusive_and_checked_from_min_items() -> None:
+    """The boundaries, exactly: a rate equal to --max-failure-rate goes on (the halt is for a rate
+    over it), and the check starts at the --min-items-th finished item, not one before or after."""
+    from batchtui.engine.config import BatchConfig
+    from batchtui.engine.policy import HaltCheck
+
+    check = HaltCheck(BatchConfig(max_failure_rate=0.2, min_items=10))
+    assert check.failure_rate(complete=8, failed=2) is None  # 20% of 10: at the limit, not over it
+    assert check.failure_rate(complete=7, failed=3) == "failure rate 30% over --max-failure-rate 20% after 10 items"
+    assert check.failure_rate(complete=0, failed=9) is None  # 9 finished: before --min-items
+    assert check.failure_rate(complete=0, failed=10) is not None  # the 10th: checked
+    assert check.failure_rate(complete=80, failed=20) is None
+    assert check.failure_rate(complete=79, failed=21) is not None
+    zero = HaltCheck(BatchConfig(max_failure_rate=0.0, min_items=1))
+    assert zero.failure_rate(complete=5, failed=0) is None  # 0 allows no failure, and halts on none
+    assert zero.failure_rate(complete=5, failed=1) is not None
+
+
+@pytest.mark.parametrize(
+    ("lines", "code", "halt"),
+    [
+        # 0, 1/2, 1/3, 2/4, ...: exactly at 50% again and again, never over it: the batch runs to its end.
+        (["ok", "fail"] * 6, 1, None),
+        # 1/1, 2/2, 2/3: over 50% from the first item, halted at the second (--min-items 2), not the first or third.
+        (["fail", "fail", *["ok"] * 10], 3, "failure rate 100% over --max-failure-rate 50% after 2 items"),
+    ],
+)
+def test_failure_rate_boundaries_in_a_real_run(
+    tmp_path: Path,
+    out_dir: Path,
+    run_cli,  # type: ignore[no-untyped-def]
+    lines: list[str],
+    code: int,
+    halt: str | None,
+) -> None:
+    items = tmp_path / "kinds.txt"
+    items.write_text("".join(f"{kind}-{i}\n" for i, kind in enumerate(lines)))
+    args = ["run", str(items), "--call", f"{PROCS}:fail_marked", "--executor", "thread", "-j", "1"]
+    proc = run_cli([*args, "--max-failure-rate", "0.5", "--min-items", "2"])
+    assert proc.returncode == code, proc.stderr
+    m = read_json(only_batch(out_dir) / "manifest.json")
+    assert m["halt_reason"] == halt
+    if halt is None:
+        assert m["state"] == "finished" and m["totals"]["failed"] == 6  # type: ignore[index]
+    else:
+        assert m["state"] == "halted" and m["totals"]["failed"] == 2 and m["totals"]["complete"] == 0  # type: ignore[index]
