@@ -1,7 +1,7 @@
 """What the runner has decided and not yet committed: the rows of the next group commit.
 
 Outcomes and control changes are staged here as rows of a few kinds (one SQL statement each,
-see :data:`SQL`), with the change of the status counts they make. At a group commit the
+see :data:`STATEMENTS`), with the change of the status counts they make. At a group commit the
 runner takes them as one :class:`~.committer.CommitJob`; until that job settles, its counts
 stay in :attr:`Staging.unsettled`. The counts committed plus those two are every outcome
 decided so far: what the policies decide on (:meth:`Staging.decided`).
@@ -15,27 +15,19 @@ from typing import Any, Final
 
 from .committer import CommitJob
 from .models import Counts
+from .store import bulk
 
-SQL: Final = {
-    "processing": "UPDATE items SET status='processing', started_at=? WHERE seq=?",
-    "complete": "UPDATE items SET status='complete', attempts=?, finished_at=?, duration_s=?, cost=?, result=?,"
-    " error_type=NULL, error_category=NULL, error_message=NULL, error_detail=NULL, error_group=NULL,"
-    " started_at=? WHERE seq=?",
-    "failed": "UPDATE items SET status='failed', attempts=?, error_type=?, error_category=?, error_message=?,"
-    " error_detail=?, error_group=?, finished_at=?, duration_s=?, started_at=? WHERE seq=?",
-    # Waiting out a backoff: 'processing' in the store, so a re-scan never dispatches it twice.
-    "retrying": "UPDATE items SET status='processing', attempts=?, error_type=?, error_category=?,"
-    " error_message=?, error_detail=?, error_group=?, finished_at=?, duration_s=?, started_at=? WHERE seq=?",
-    "pending_with_error": "UPDATE items SET status='pending', attempts=?, error_type=?, error_category=?,"
-    " error_message=?, error_detail=?, error_group=?, finished_at=?, duration_s=?, started_at=? WHERE seq=?",
-    "requeue": "UPDATE items SET status='pending' WHERE seq=?",
-    "skip": "UPDATE items SET status='skipped', error_message=?, finished_at=? WHERE seq=?",
-    "attempt": "INSERT OR REPLACE INTO attempts(seq, attempt, status, started_at, finished_at, duration_s,"
-    " error_type, error_category, error_message, error_detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
+#: The statement of each kind of row (see store.bulk: each in its executemany and JSON forms).
+STATEMENTS: Final = {
+    "processing": bulk.PROCESSING,
+    "complete": bulk.COMPLETE,
+    "failed": bulk.FAILED,
+    "retrying": bulk.RETRYING,
+    "pending_with_error": bulk.PENDING_WITH_ERROR,
+    "requeue": bulk.REQUEUE,
+    "skip": bulk.SKIP,
+    "attempt": bulk.ATTEMPT,
 }
-#: Parameters of a kind's rows that many rows share (see store.Bulk): completions of one
-#: chunk share the attempt, the finish time, the cost (None) and the start time.
-SHARED: Final = {"complete": (0, 1, 3, 5)}
 #: The order the kinds are applied in within one commit.
 ORDER: Final = ("processing", "retrying", "pending_with_error", "requeue", "skip", "failed", "complete", "attempt")
 

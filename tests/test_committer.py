@@ -14,7 +14,8 @@ from batchtui.engine import staging
 from batchtui.engine import store as store_mod
 from batchtui.engine.committer import CommitJob, Committer, OneStatement
 from batchtui.engine.files import ResultsLog
-from batchtui.engine.store import Bulk, ItemStore
+from batchtui.engine.store import Bulk, ItemStore, connection
+from batchtui.engine.store.bulk import SKIP
 
 FIN = "2026-11-23T10:00:00.000+00:00"
 
@@ -48,8 +49,7 @@ def _commit(tmp_path: Path, name: str, jobs: list[CommitJob], *, one_statement: 
         store.second_writer(durable=False),
         results,
         order=staging.ORDER,
-        sql=staging.SQL,
-        shared=staging.SHARED,
+        statements=staging.STATEMENTS,
         durable=False,
         synced_offset=0,
         wake=done.set,
@@ -126,7 +126,7 @@ def test_a_busy_one_statement_commit_waits_its_turn_the_other_way(
 ) -> None:
     if not store_mod.JSON_BULK:
         pytest.skip("this SQLite has no JSON bulk forms: jobs go statement by statement")
-    real = store_mod._Cursor.execute
+    real = connection._Cursor.execute
     busy = {"left": 1}
 
     def execute(self: Any, sql: str, parameters: Any = (), /) -> Any:
@@ -137,9 +137,9 @@ def test_a_busy_one_statement_commit_waits_its_turn_the_other_way(
             raise exc
         return real(self, sql, parameters)
 
-    monkeypatch.setattr(store_mod._Cursor, "execute", execute)
+    monkeypatch.setattr(connection._Cursor, "execute", execute)
     one, trace = _commit(tmp_path, "one", [_job(1, 10)], one_statement=True)
-    monkeypatch.setattr(store_mod._Cursor, "execute", real)
+    monkeypatch.setattr(connection._Cursor, "execute", real)
     many, _ = _commit(tmp_path, "many", [_job(1, 10)], one_statement=False)
     assert one == many and busy["left"] == 0
     assert "BEGIN IMMEDIATE" in _top_level(trace)
@@ -152,12 +152,13 @@ def test_a_connection_used_again_gets_the_new_statement_forms(tmp_path: Path) ->
     try:
         store.enqueue([(f"k{i}", f'"{i}"', "line", "pending", *(None,) * 6) for i in range(3)])
         conn = store.conn
-        OneStatement(
-            conn, {"skip": Bulk.of("UPDATE items SET status='skipped', error_message=? WHERE seq=?")}, ["skip"]
+        OneStatement(conn, {"skip": SKIP}, ["skip"])
+        failed = Bulk(
+            "UPDATE items SET status='failed', error_message=? WHERE seq=?",
+            "UPDATE items SET status='failed', error_message=j.value ->> 0"
+            " FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 1",
         )
-        again = OneStatement(
-            conn, {"skip": Bulk.of("UPDATE items SET status='failed', error_message=? WHERE seq=?")}, ["skip"]
-        )
+        again = OneStatement(conn, {"skip": failed}, ["skip"])
         statement = again.statement(CommitJob(rows={"skip": [("why", 1)]}, offset=5, commit_seq=9))
         assert statement is not None
         conn.execute(*statement)
@@ -188,8 +189,7 @@ def test_results_are_synced_before_the_commit_that_records_their_offset(tmp_path
         store.second_writer(durable=False),
         results,
         order=staging.ORDER,
-        sql=staging.SQL,
-        shared=staging.SHARED,
+        statements=staging.STATEMENTS,
         durable=True,
         synced_offset=0,
         wake=lambda: None,

@@ -1,4 +1,5 @@
-"""The item store's bulk statements: the JSON form gives exactly what executemany gives."""
+"""The item store: its bulk statements (every hand-written JSON form gives exactly what
+executemany gives), its trigger and indexes, its health check and the modes of its files."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from batchtui.engine import staging
-from batchtui.engine import store as store_mod
 from batchtui.engine.store import Bulk, ItemStore
+from batchtui.engine.store import bulk as bulk_mod
 
 HOSTILE = [
     "plain",
@@ -39,7 +39,7 @@ def _dump(path: Path) -> list[tuple[Any, ...]]:
 
 
 def _fill(path: Path, *, json_bulk: bool, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
-    monkeypatch.setattr(store_mod, "JSON_BULK", json_bulk)
+    monkeypatch.setattr(bulk_mod, "JSON_BULK", json_bulk)
     store = ItemStore.create(path, durable=False)
     try:
         rows = _rows(50)
@@ -52,9 +52,8 @@ def _fill(path: Path, *, json_bulk: bool, monkeypatch: pytest.MonkeyPatch) -> li
                 *(r + ("pending",) + (None,) * 6 for r in rows[20:]),
             ]
         )
-        sql = staging.SQL
         with store.transaction() as conn:
-            Bulk.of(sql["complete"]).run(
+            bulk_mod.COMPLETE.run(
                 conn,
                 [
                     (
@@ -73,10 +72,8 @@ def _fill(path: Path, *, json_bulk: bool, monkeypatch: pytest.MonkeyPatch) -> li
                     (1, "y", 0.2, 12, '"second"', None, 2),
                 ],
             )
-            Bulk.of(sql["failed"]).run(
-                conn, [(3, "exit 1", "permanent", "boom ' \"", "tail\n", "g", "t", 2.0, None, 4)]
-            )
-            Bulk.of(sql["attempt"]).run(
+            bulk_mod.FAILED.run(conn, [(3, "exit 1", "permanent", "boom ' \"", "tail\n", "g", "t", 2.0, None, 4)])
+            bulk_mod.ATTEMPT.run(
                 conn,
                 [
                     (0, 1, "complete", "a", "b", 0.25, None, None, None, None),
@@ -84,7 +81,7 @@ def _fill(path: Path, *, json_bulk: bool, monkeypatch: pytest.MonkeyPatch) -> li
                     (4, 3, "failed", "a", "b", 2.5, "exit 1", "permanent", "replaced", "tail"),
                 ],
             )
-            Bulk.of(sql["requeue"]).run(conn, [(5,), (6,)])
+            bulk_mod.REQUEUE.run(conn, [(5,), (6,)])
         # NUL bytes: SQLite's JSON functions would cut the string there, so these rows are bound
         # one by one (two keys that differ only after a NUL stay two items).
         store.enqueue(
@@ -97,7 +94,7 @@ def _fill(path: Path, *, json_bulk: bool, monkeypatch: pytest.MonkeyPatch) -> li
 
 
 def test_json_bulk_matches_executemany(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not store_mod._json_bulk_supported():
+    if not bulk_mod.json_bulk_supported():
         pytest.skip("this SQLite has no ->> operator: executemany is used")
     with_json = _fill(tmp_path / "json.db", json_bulk=True, monkeypatch=monkeypatch)
     with_many = _fill(tmp_path / "many.db", json_bulk=False, monkeypatch=monkeypatch)
@@ -108,37 +105,37 @@ def test_json_bulk_matches_executemany(tmp_path: Path, monkeypatch: pytest.Monke
     assert [r[1] for r in with_json[51:53]] == ["nul \x00 a", "nul \x00 b"]
 
 
-def test_bulk_forms() -> None:
-    insert = Bulk.of("INSERT OR IGNORE INTO items(key, data) VALUES (?, ?)")
-    assert (
-        insert.json_sql
-        == "INSERT OR IGNORE INTO items(key, data) SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?) AS j"
+def test_a_bulk_binds_its_forms_to_parameters_and_to_a_trigger_row() -> None:
+    bulk = Bulk(
+        "UPDATE items SET status='complete', attempts=?, finished_at=?, result=? WHERE seq=?",
+        "UPDATE items SET status='complete', attempts=j.value ->> 0, finished_at=j.value ->> 1,"
+        " result=j.value ->> 2 FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 3",
+        "UPDATE items SET status='complete', attempts={p1}, finished_at={p2}, result=j.value ->> 1"
+        " FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 0",
+        shared=(0, 1),
     )
-    update = Bulk.of("UPDATE items SET status='skipped', error_message=? WHERE seq=?")
-    assert update.json_sql == (
-        "UPDATE items SET status='skipped', error_message=j.value ->> 0 FROM json_each(?) AS j WHERE items.seq = j.value ->> 1"
-    )
-    assert Bulk.of("DELETE FROM items WHERE seq=?").json_sql is None
-
-
-def test_bulk_grouped_form() -> None:
-    bulk = Bulk.of("UPDATE items SET status='complete', attempts=?, finished_at=?, result=? WHERE seq=?", (0, 1))
     assert bulk.grouped_sql == (
         "UPDATE items SET status='complete', attempts=?2, finished_at=?3, result=j.value ->> 1"
         " FROM json_each(?1) AS j WHERE items.seq = j.value ->> 0"
     )
-    with pytest.raises(ValueError):
-        Bulk.of("UPDATE items SET a=? WHERE seq=?", (1,))
-    with pytest.raises(ValueError):
-        Bulk.of("INSERT INTO items(key) VALUES (?)", (0,))
+    assert bulk.json_sql is not None and "json_each(?1)" in bulk.json_sql
+    assert bulk.trigger_body(grouped=True) == (
+        "UPDATE items SET status='complete', attempts=NEW.p1, finished_at=NEW.p2, result=j.value ->> 1"
+        " FROM json_each(NEW.blob) AS j WHERE items.seq = j.value ->> 0"
+    )
+    assert Bulk("DELETE FROM items WHERE seq=?").json_sql is None
+    with pytest.raises(ValueError, match="go together"):
+        Bulk("UPDATE items SET a=? WHERE seq=?", "UPDATE ... {blob}", shared=(0,))
+    with pytest.raises(ValueError, match="UPDATE"):
+        Bulk("INSERT INTO items(key) VALUES (?)", "INSERT ... {blob}", "INSERT ... {blob} {p1}", shared=(0,))
 
 
 def _complete_rows(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, json_bulk: bool) -> list[Any]:
-    monkeypatch.setattr(store_mod, "JSON_BULK", json_bulk)
+    monkeypatch.setattr(bulk_mod, "JSON_BULK", json_bulk)
     store = ItemStore.create(tmp_path / name, durable=False)
     try:
         store.enqueue([(f"k{i}", f'"{i}"', "line", "pending", *(None,) * 6) for i in range(300)])
-        bulk = Bulk.of(staging.SQL["complete"], staging.SHARED["complete"])
+        bulk = bulk_mod.COMPLETE
         rows: list[tuple[Any, ...]] = []
         for seq in range(200):  # 12 groups of (attempt, finished_at, started_at): grouped
             att, fin, start = 1 + seq % 2, f"2026-11-23T10:00:0{seq % 3}+00:00", f"s{seq % 2 + seq // 100}"
@@ -156,7 +153,7 @@ def _complete_rows(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, j
 
 
 def test_grouped_bulk_matches_executemany(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not store_mod._json_bulk_supported():
+    if not bulk_mod.json_bulk_supported():
         pytest.skip("this SQLite has no ->> operator: executemany is used")
     grouped = _complete_rows(tmp_path, "g.db", monkeypatch, True)
     many = _complete_rows(tmp_path, "m.db", monkeypatch, False)
@@ -167,20 +164,41 @@ def test_grouped_bulk_matches_executemany(tmp_path: Path, monkeypatch: pytest.Mo
     assert sum(1 for r in grouped[:300] if r[4] == "complete") == 210
 
 
-@pytest.mark.parametrize(
-    ("sql", "shared"),
-    [
-        ("UPDATE items SET status='skipped', error_message=? WHERE seq=?", (0,)),  # nothing left but the seq
-        ("UPDATE items SET status='failed', error_message=?, attempts=? WHERE seq=?", (1,)),  # one shared of two
-        ("UPDATE items SET status='failed', error_message=?, attempts=?, duration_s=? WHERE seq=?", (0, 2)),
-    ],
-)
+_SHAPES = [
+    Bulk(  # nothing left but the seq
+        "UPDATE items SET status='skipped', error_message=? WHERE seq=?",
+        "UPDATE items SET status='skipped', error_message=j.value ->> 0"
+        " FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 1",
+        "UPDATE items SET status='skipped', error_message={p1} FROM json_each({blob}) AS j"
+        " WHERE items.seq = j.value ->> 0",
+        shared=(0,),
+    ),
+    Bulk(  # one shared of two
+        "UPDATE items SET status='failed', error_message=?, attempts=? WHERE seq=?",
+        "UPDATE items SET status='failed', error_message=j.value ->> 0, attempts=j.value ->> 1"
+        " FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 2",
+        "UPDATE items SET status='failed', error_message=j.value ->> 1, attempts={p1}"
+        " FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 0",
+        shared=(1,),
+    ),
+    Bulk(  # two shared of three
+        "UPDATE items SET status='failed', error_message=?, attempts=?, duration_s=? WHERE seq=?",
+        "UPDATE items SET status='failed', error_message=j.value ->> 0, attempts=j.value ->> 1,"
+        " duration_s=j.value ->> 2 FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 3",
+        "UPDATE items SET status='failed', error_message={p1}, attempts=j.value ->> 1, duration_s={p2}"
+        " FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 0",
+        shared=(0, 2),
+    ),
+]
+
+
+@pytest.mark.parametrize("bulk", _SHAPES, ids=["seq-only", "one-of-two", "two-of-three"])
 def test_grouped_bulk_of_every_shape_matches_executemany(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sql: str, shared: tuple[int, ...]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk: Bulk
 ) -> None:
-    if not store_mod._json_bulk_supported():
+    if not bulk_mod.json_bulk_supported():
         pytest.skip("this SQLite has no ->> operator: executemany is used")
-    n = sql.count("?") - 1
+    n = bulk.sql.count("?") - 1
     rows: list[tuple[Any, ...]] = []
     for seq in range(120):  # runs of 10 rows that share their values; every run value twice
         vals: list[Any] = [f"v{(seq // 10) % 6}", seq // 60 + 1, 0.5][:n]
@@ -189,12 +207,12 @@ def test_grouped_bulk_of_every_shape_matches_executemany(
     rows.append((*["again", 9, 0.25][:n], 3))  # seq 3 twice: the last row wins
 
     def fill(name: str, json_bulk: bool) -> list[Any]:
-        monkeypatch.setattr(store_mod, "JSON_BULK", json_bulk)
+        monkeypatch.setattr(bulk_mod, "JSON_BULK", json_bulk)
         store = ItemStore.create(tmp_path / name, durable=False)
         try:
             store.enqueue([(f"k{i}", f'"{i}"', "line", "pending", *(None,) * 6) for i in range(130)])
             with store.transaction() as conn:
-                Bulk.of(sql, shared).run(conn, rows)
+                bulk.run(conn, rows)
         finally:
             store.close()
         return _dump(tmp_path / name)
@@ -211,9 +229,7 @@ def test_values_json_cannot_hold_fall_back_to_executemany(tmp_path: Path) -> Non
     store = ItemStore.create(tmp_path / "items.db", durable=False)
     try:
         with store.transaction() as conn:
-            Bulk.of("INSERT OR IGNORE INTO items(key, data, kind) VALUES (?, ?, ?)").run(
-                conn, [("k", b"bytes", "line")]
-            )
+            bulk_mod.INSERT_PENDING.run(conn, [("k", b"bytes", "line")])
         assert store.conn.execute("SELECT data FROM items").fetchone() == (b"bytes",)
     finally:
         store.close()
@@ -247,7 +263,7 @@ def test_completing_an_item_logs_its_attempt(tmp_path: Path) -> None:
     try:
         store.enqueue([(f"k{i}", "null", "line", "pending", *(None,) * 6) for i in range(3)])
         with store.transaction() as conn:
-            Bulk.of(staging.SQL["complete"]).run(
+            bulk_mod.COMPLETE.run(
                 conn,
                 [(2, "2026-11-23T10:00:01+00:00", 0.5, None, "null", "2026-11-23T10:00:00+00:00", 1)],
             )
@@ -269,7 +285,7 @@ def test_a_store_made_without_the_trigger_gets_it_on_open(tmp_path: Path) -> Non
     try:
         store.enqueue([("k", "null", "line", "pending", *(None,) * 6)])
         with store.transaction() as conn:
-            conn.execute(staging.SQL["complete"], (1, "t1", 0.1, None, "null", "t0", 0))
+            conn.execute(bulk_mod.COMPLETE.sql, (1, "t1", 0.1, None, "null", "t0", 0))
         assert [(a.seq, a.attempt, a.status) for a in store.attempts(0)] == [(0, 1, "complete")]
     finally:
         store.close()
@@ -283,7 +299,7 @@ def test_cost_totals_from_the_cost_index_also_on_a_store_made_before_it(tmp_path
         assert store.cost_totals() == (0.0, 0.0)
         with store.transaction() as conn:
             for seq, cost in ((0, 0.25), (2, 1.5), (3, None), (5, 0.0)):
-                conn.execute(staging.SQL["complete"], (1, "t1", 0.1, cost, "null", "t0", seq))
+                conn.execute(bulk_mod.COMPLETE.sql, (1, "t1", 0.1, cost, "null", "t0", seq))
         assert store.cost_totals() == (1.75, 1.5)
     finally:
         store.close()
@@ -298,3 +314,105 @@ def test_cost_totals_from_the_cost_index_also_on_a_store_made_before_it(tmp_path
         assert store.cost_totals() == (1.75, 1.5)
     finally:
         store.close()
+
+
+# -- every hand-written form of every statement, against its executemany form ---------------------
+
+_TEXT = ["plain", "", "quote ' and \" and \\", "newline\nin it", "emoji \U0001f600", "tab\tand \\u0041", "123", "null"]
+_NUM = [0, 1, -7, 2**62, 0.1, 2.5, 1.5e-7, -0.0]
+
+
+def _value(kind: str, i: int) -> Any:
+    """A value of one column kind for row ``i``: text, num, opt (text, num or None), seq."""
+    if kind == "text":
+        return f"{_TEXT[i % len(_TEXT)]} {i}"
+    if kind == "num":
+        return _NUM[i % len(_NUM)]
+    if kind == "opt":
+        return [None, _TEXT[i % len(_TEXT)], _NUM[i % len(_NUM)]][i % 3]
+    raise AssertionError(kind)
+
+
+_ERROR_ROW = ("num", "opt", "opt", "opt", "opt", "opt", "opt", "opt", "opt", "seq")
+#: The parameters of each statement, by kind of value.
+_ROW_KINDS: dict[str, tuple[str, ...]] = {
+    "processing": ("opt", "seq"),
+    "complete": ("num", "opt", "opt", "opt", "opt", "opt", "seq"),
+    "failed": _ERROR_ROW,
+    "retrying": _ERROR_ROW,
+    "pending_with_error": _ERROR_ROW,
+    "requeue": ("seq",),
+    "skip": ("opt", "opt", "seq"),
+    "attempt": ("seq", "num", "text", "opt", "opt", "opt", "opt", "opt", "opt", "opt"),
+    "insert_pending": ("text", "text", "text"),
+    "insert_invalid": ("text", "text", "text", "text", "opt", "opt", "opt", "opt", "opt", "opt"),
+}
+
+
+def _statement_rows(bulk: Bulk, kinds: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """60 rows in runs of 10 that share the statement's shared values (so its grouped form is
+    chosen); the last row of each run repeats the seq before it with other values."""
+    rows: list[tuple[Any, ...]] = []
+    for i in range(60):
+        seq = i - 1 if i % 10 == 9 else i
+        rows.append(
+            tuple(
+                # each column its own value: a form that swaps two columns cannot match
+                seq if kind == "seq" else _value(kind, (i // 10 if n in bulk.shared else i) + 5 * n)
+                for n, kind in enumerate(kinds)
+            )
+        )
+    return rows
+
+
+def _seeded(path: Path) -> ItemStore:
+    store = ItemStore.create(path, durable=False)
+    rows = [(f"k{i}", f'"{i}"', "line", "pending", *(None,) * 6) for i in range(60)]
+    rows += [(f"bad{i}", "null", "record", "failed", "E", "permanent", "m", "d", "g", "t") for i in range(5)]
+    store.enqueue(rows)
+    with store.transaction() as conn:  # some items running (a requeue's rows), some not
+        conn.execute("UPDATE items SET status='processing' WHERE seq % 2 = 0")
+    return store
+
+
+@pytest.mark.parametrize("name", sorted(bulk_mod.STATEMENTS))
+def test_every_hand_written_form_leaves_the_store_executemany_leaves(tmp_path: Path, name: str) -> None:
+    """Each statement's JSON form (and grouped form) is written by hand: run on the same rows,
+    each must leave exactly the items and attempts its executemany form leaves."""
+    if not bulk_mod.json_bulk_supported():
+        pytest.skip("this SQLite has no ->> operator: executemany is used")
+    bulk = bulk_mod.STATEMENTS[name]
+    assert bulk.json_sql is not None
+    rows = _statement_rows(bulk, _ROW_KINDS[name])
+    assert len(rows[0]) == bulk.sql.count("?")
+    if bulk.sql.startswith("UPDATE"):  # the last row of a seq wins, as in executemany
+        rows_once = list(dict(zip((r[-1] for r in rows), rows, strict=True)).values())
+    else:
+        rows_once = rows
+
+    def after(form: str, run: Any) -> list[tuple[Any, ...]]:
+        path = tmp_path / form / "items.db"
+        path.parent.mkdir()
+        store = _seeded(path)
+        try:
+            with store.transaction() as conn:
+                run(conn)
+        finally:
+            store.close()
+        return _dump(path)
+
+    many = after("many", lambda conn: conn.executemany(bulk.sql, rows))
+    blob = bulk_mod.json_array(rows_once)
+    assert blob is not None
+    assert after("json", lambda conn: conn.execute(bulk.json_sql, (blob,))) == many
+    if bulk.grouped_sql is not None:
+        steps = bulk.plan(rows)
+        assert len(steps) == 6 and all(step.grouped for step in steps)
+
+        def grouped(conn: sqlite3.Connection) -> None:
+            for step in steps:
+                conn.execute(bulk.grouped_sql, (step.blob, *step.values))
+
+        assert after("grouped", grouped) == many
+    # The statement changed something (a form that does nothing cannot match by accident).
+    assert many != after("none", lambda conn: None)

@@ -1,0 +1,43 @@
+"""``items.db``: the item store (SQLite in WAL mode), one concern a module.
+
+- :mod:`.schema`: the tables, indexes and trigger, the schema version and its migrations;
+- :mod:`.connection`: opening connections, SQLite's errors as :class:`StoreError`,
+  :class:`StoreCorrupt` and :class:`~batchtui.engine.files.WriteFailed`;
+- :mod:`.bulk`: the bulk statements of a group commit and of enqueue, each written out in its
+  executemany and JSON-array forms;
+- :mod:`.enqueue`: putting a batch's items in (input order, duplicates dropped, resumable);
+- :mod:`.queries`: the read-only item queries, the only store API the views use;
+- :mod:`.items`: :class:`ItemStore`, the engine's read-write handle.
+
+Data flow: engine/enqueue.py reads the source -> :meth:`ItemStore.enqueue`; the runner stages
+outcomes as rows of :mod:`.bulk` statements -> the committer runs them in one transaction;
+views read with :class:`~.queries.ItemQueries` on their own connections.
+"""
+
+from __future__ import annotations
+
+from .bulk import JSON_BULK, Bulk, BulkStep
+from .connection import StoreCorrupt, StoreError, recover_hint
+from .enqueue import LineBlock
+from .items import ItemStore
+from .queries import AttemptRow, ItemDetail, ItemFilter, ItemQueries, ItemRow
+from .schema import ITEM_COLUMNS, SCHEMA_VERSION, STATUSES
+
+__all__ = [
+    "ITEM_COLUMNS",
+    "JSON_BULK",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "AttemptRow",
+    "Bulk",
+    "BulkStep",
+    "ItemDetail",
+    "ItemFilter",
+    "ItemQueries",
+    "ItemRow",
+    "ItemStore",
+    "LineBlock",
+    "StoreCorrupt",
+    "StoreError",
+    "recover_hint",
+]

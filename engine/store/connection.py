@@ -1,0 +1,169 @@
+"""Connections to ``items.db`` and the translation of SQLite's errors into ours.
+
+Every connection the store opens is a :class:`StoreConnection`: a damaged page or a full disk
+found anywhere (a view's query, a group commit) raises :class:`StoreCorrupt` or
+:class:`~batchtui.engine.files.WriteFailed`, with the way out, instead of a bare ``sqlite3``
+error. Opening never touches the process's umask (other threads run meanwhile): SQLite makes
+the ``-wal`` and ``-shm`` files with the mode of the database file, which is 0600.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any, Final
+
+from ..files import WriteFailed
+
+
+class StoreError(Exception):
+    """items.db cannot be opened or read (missing, corrupted, newer schema)."""
+
+
+class StoreCorrupt(StoreError, sqlite3.DatabaseError):
+    """SQLite found items.db damaged while reading or writing it.
+
+    Also a ``sqlite3.DatabaseError``, so code that handles SQLite errors still handles it, and a
+    :class:`StoreError`, so the CLI shows it as one clear line with the way out.
+    """
+
+
+def recover_hint(path: Path) -> str:
+    """The way out for a damaged or missing store, for error messages."""
+    return f"rebuild it from results.jsonl and the source with `batchtui recover {path.parent.name}`"
+
+
+_CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def translate(exc: sqlite3.DatabaseError, path: Path) -> Exception:
+    """A SQLite error that means "damaged file" or "cannot write" as our own clear error."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in _CORRUPT_CODES:
+        return StoreCorrupt(f"{path} is damaged ({exc}); {recover_hint(path)}")
+    if primary == sqlite3.SQLITE_FULL:
+        return WriteFailed(path, f"the disk is full ({exc})")
+    if primary == sqlite3.SQLITE_IOERR:
+        return WriteFailed(path, f"{exc} (the disk may be full, past a file size limit, or failing)")
+    return exc
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose errors come out translated (see :func:`translate`)."""
+
+    def _path(self) -> Path:
+        return getattr(self.connection, "db_path", Path("items.db"))
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        try:
+            super().execute(sql, parameters)
+            return self
+        except sqlite3.DatabaseError as exc:
+            raise translate(exc, self._path()) from None
+
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> _Cursor:
+        try:
+            super().executemany(sql, seq_of_parameters)
+            return self
+        except sqlite3.DatabaseError as exc:
+            raise translate(exc, self._path()) from None
+
+    def executescript(self, sql_script: str, /) -> _Cursor:
+        try:
+            super().executescript(sql_script)
+            return self
+        except sqlite3.DatabaseError as exc:
+            raise translate(exc, self._path()) from None
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as exc:
+            raise translate(exc, self._path()) from None
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise translate(exc, self._path()) from None
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        try:
+            return super().fetchmany(self.arraysize if size is None else size)
+        except sqlite3.DatabaseError as exc:
+            raise translate(exc, self._path()) from None
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise translate(exc, self._path()) from None
+
+
+class StoreConnection(sqlite3.Connection):
+    """A connection whose shortcut methods use a translating cursor (see the module docstring)."""
+
+    db_path: Path
+
+    def _cursor(self) -> _Cursor:
+        cur = self.cursor(_Cursor)
+        assert isinstance(cur, _Cursor)
+        return cur
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        return self._cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> _Cursor:
+        return self._cursor().executemany(sql, parameters)
+
+    def executescript(self, sql_script: str, /) -> _Cursor:
+        return self._cursor().executescript(sql_script)
+
+
+def _connect(target: str | Path, path: Path, **kwargs: Any) -> StoreConnection:
+    conn = sqlite3.connect(target, factory=StoreConnection, **kwargs)
+    assert isinstance(conn, StoreConnection)
+    conn.db_path = path
+    return conn
+
+
+def _opened(path: Path, target: str | Path, pragmas: tuple[str, ...], **kwargs: Any) -> StoreConnection:
+    """A connection to ``path`` with ``pragmas`` run; any failure is a :class:`StoreError`."""
+    conn: StoreConnection | None = None
+    try:
+        conn = _connect(target, path, isolation_level=None, check_same_thread=False, **kwargs)
+        for pragma in pragmas:
+            conn.execute(pragma)
+    except (StoreError, sqlite3.DatabaseError) as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, StoreError):
+            raise
+        raise StoreError(f"{path}: {exc}; {recover_hint(path)}") from None
+    return conn
+
+
+def connect_rw(path: Path, *, durable: bool) -> StoreConnection:
+    """A read-write connection in WAL mode (autocommit: the store begins its own transactions).
+
+    ``path`` must exist with its final mode (0600): SQLite gives the ``-wal`` and ``-shm``
+    files it creates the database file's mode, whatever the umask.
+    """
+    return _opened(
+        path,
+        path,
+        (
+            "PRAGMA journal_mode=WAL",
+            f"PRAGMA synchronous={'FULL' if durable else 'OFF'}",
+            "PRAGMA temp_store=MEMORY",
+            "PRAGMA cache_size=-16000",
+            "PRAGMA busy_timeout=5000",
+        ),
+    )
+
+
+def connect_readonly(path: Path) -> StoreConnection:
+    """A read-only connection for views; never blocks or disturbs the engine (a ``-shm`` file a
+    reader creates gets the database file's mode, as for a writer)."""
+    return _opened(path, f"file:{path}?mode=ro", ("PRAGMA busy_timeout=2000", "PRAGMA query_only=1"), uri=True)

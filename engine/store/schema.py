@@ -1,0 +1,117 @@
+"""The layout of ``items.db``: its tables, indexes and trigger, and the schema version.
+
+A store is made with :func:`create_schema`; every read-write open runs :func:`migrate`, which
+adds what later versions of batchtui put in (idempotent, ``IF NOT EXISTS``); every open checks
+:func:`check_version`, so a store written by a newer batchtui is refused, never misread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+from .connection import StoreCorrupt, StoreError, recover_hint
+
+SCHEMA_VERSION: Final = 1
+#: The item statuses, in their lifecycle order (DESIGN §3).
+STATUSES: Final = ("pending", "processing", "complete", "failed", "skipped")
+
+_TABLES: Final = """
+CREATE TABLE IF NOT EXISTS items (
+    seq INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    data TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'lines',
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error_type TEXT,
+    error_category TEXT,
+    error_message TEXT,
+    error_detail TEXT,
+    error_group TEXT,
+    started_at TEXT,
+    finished_at TEXT,
+    duration_s REAL,
+    cost REAL,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS items_status ON items(status, seq);
+CREATE INDEX IF NOT EXISTS items_failed_type ON items(error_type, seq) WHERE status = 'failed';
+CREATE TABLE IF NOT EXISTS attempts (
+    seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    duration_s REAL,
+    error_type TEXT,
+    error_category TEXT,
+    error_message TEXT,
+    error_detail TEXT,
+    PRIMARY KEY (seq, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+"""
+
+#: The attempt that completes an item is logged by SQLite itself, from the items row the same
+#: UPDATE writes: one row per attempt as before, without binding a second row per item in
+#: Python (the hot path of a run). Failed and interrupted attempts are logged by the engine.
+COMPLETE_TRIGGER: Final = """
+CREATE TRIGGER IF NOT EXISTS attempt_of_complete AFTER UPDATE OF status ON items
+WHEN NEW.status = 'complete'
+BEGIN
+    INSERT OR REPLACE INTO attempts(seq, attempt, status, started_at, finished_at, duration_s)
+    VALUES (NEW.seq, NEW.attempts, 'complete', NEW.started_at, NEW.finished_at, NEW.duration_s);
+END;
+"""
+
+#: The items that have a cost (few or none in most batches): the resume's sum and maximum of
+#: the costs read this small index instead of the whole table.
+COST_INDEX: Final = "CREATE INDEX IF NOT EXISTS items_cost ON items(cost) WHERE cost IS NOT NULL;"
+
+#: The columns of an item row as views read it (:class:`~.queries.ItemRow`), in its order.
+ITEM_COLUMNS: Final = (
+    "seq",
+    "key",
+    "data",
+    "kind",
+    "status",
+    "attempts",
+    "error_type",
+    "error_category",
+    "error_message",
+    "error_detail",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "cost",
+    "result",
+)
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Every table, index and trigger of a new store, and its schema version."""
+    conn.executescript(_TABLES + COST_INDEX + COMPLETE_TRIGGER)
+    conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store made by an earlier batchtui up to date (on every read-write open): the
+    trigger and the cost index came after schema 1's first stores (a one-time index build)."""
+    conn.execute(COMPLETE_TRIGGER)
+    conn.execute(COST_INDEX)
+
+
+def check_version(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise :class:`StoreError` unless ``conn`` is a batchtui store this version can read."""
+    try:
+        row = conn.execute("SELECT v FROM meta WHERE k='schema_version'").fetchone()
+    except StoreCorrupt:
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a readable batchtui store: {exc}; {recover_hint(path)}") from None
+    if row is None:
+        raise StoreError(f"{path} has no schema version (not a batchtui store); {recover_hint(path)}")
+    if int(row[0]) > SCHEMA_VERSION:
+        raise StoreError(f"{path} was written by a newer batchtui (schema {row[0]})")
