@@ -3,7 +3,9 @@ executemany gives), its trigger and indexes, its health check and the modes of i
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -416,3 +418,50 @@ def test_every_hand_written_form_leaves_the_store_executemany_leaves(tmp_path: P
         assert after("grouped", grouped) == many
     # The statement changed something (a form that does nothing cannot match by accident).
     assert many != after("none", lambda conn: None)
+
+
+def test_a_whole_run_never_changes_the_umask_and_the_store_files_are_0600(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The umask is the process's: the engine runs beside the caller's threads (the TUI's), so
+    it must never change it. Under umask 0, with os.umask refusing to be called, a whole run
+    (the store made, enqueued, committed on a second connection, read by a view meanwhile)
+    leaves items.db and its -wal and -shm files 0600."""
+    from batchtui.engine.config import BatchConfig
+    from batchtui.engine.enqueue import create_batch
+    from batchtui.engine.processors import python_spec
+    from batchtui.engine.runner import BatchRunner
+    from batchtui.engine.sources import build_spec
+    from batchtui.engine.store import ItemQueries
+
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"item-{i}\n" for i in range(20)))
+    procs = Path(__file__).with_name("procs.py")
+    modes: dict[str, int] = {}
+    seen: list[int] = []
+    old = os.umask(0)
+
+    def refuse(mask: int) -> int:
+        raise AssertionError(f"os.umask({mask:o}) called by the engine")
+
+    try:
+        monkeypatch.setattr(os, "umask", refuse)
+        config = BatchConfig(output_dir=str(tmp_path / "out"), executor="thread", workers=2)
+        batch = create_batch(config, build_spec([str(items)]), python_spec(f"{procs}:noop"))
+        runner = BatchRunner(batch)
+
+        def on_progress(live: Any) -> None:
+            with ItemQueries(batch.items_db) as view:  # a view reads while the engine writes
+                seen.append(view.count())
+                for path in batch.path.glob("items.db*"):
+                    modes[path.name] = stat.S_IMODE(path.stat().st_mode)
+
+        runner.on_progress = on_progress
+        result = runner.run()
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert result.exit_code == 0, result
+    assert seen and seen[-1] == 20
+    assert modes.keys() >= {"items.db", "items.db-wal", "items.db-shm"}
+    assert set(modes.values()) == {0o600}, modes

@@ -13,7 +13,6 @@ characters, newlines) has been replaced by a visible ``\\xNN`` / ``\\uNNNN`` esc
 from __future__ import annotations
 
 import enum
-import sqlite3
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from batchtui.engine.fmt import clean, fmt_duration
-from batchtui.engine.store import ItemRow, ItemStore, StoreError
+from batchtui.engine.store.queries import ItemFilter, ItemQueries, ItemRow, StoreError
 
 __all__ = ["MAX_PAGES", "PAGE_SIZE", "ItemsTable"]
 
@@ -247,7 +246,7 @@ class ItemsTable(ScrollView, can_focus=True):
         """A table over the ``items.db`` at ``db_path``; the store is opened on mount."""
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.db_path = db_path
-        self._store: ItemStore | None = None
+        self._store: ItemQueries | None = None
         self._store_error: str | None = None
         self._pages: OrderedDict[int, list[_Row]] = OrderedDict()
         self._count = 0
@@ -487,12 +486,17 @@ class ItemsTable(ScrollView, can_focus=True):
         return bool(self.status or self.error_type or self.text)
 
     @property
+    def item_filter(self) -> ItemFilter:
+        """The items this view shows, as the store's filter (what a bulk action applies to)."""
+        return ItemFilter(status=self.status, error_type=self.error_type, text=self.text)
+
+    @property
     def _body_height(self) -> int:
         return max(1, self.scrollable_content_region.height - 1)
 
     def _open_store(self) -> bool:
         try:
-            self._store = ItemStore.open_readonly(self.db_path)
+            self._store = ItemQueries(self.db_path)
         except StoreError as exc:
             self._store, self._store_error = None, clean(exc, 200)
             return False
@@ -517,10 +521,8 @@ class ItemsTable(ScrollView, can_focus=True):
             return None
         self.page_misses += 1
         try:
-            items = self._store.page(
-                number * PAGE_SIZE, PAGE_SIZE, status=self.status, error_type=self.error_type, text=self.text
-            )
-        except sqlite3.Error as exc:
+            items = self._store.page(self.item_filter, number * PAGE_SIZE, PAGE_SIZE)
+        except StoreError as exc:
             self.log.warning(f"items.db page {number}: {exc}")
             return None
         page = [_Row.from_item(item) for item in items]
@@ -530,22 +532,10 @@ class ItemsTable(ScrollView, can_focus=True):
         return page
 
     @staticmethod
-    def _count_rows(store: ItemStore, status: str | None, error_type: str | None, text: str | None) -> tuple[int, int]:
-        """(rows in the filtered view, rows in the store), with two shortcuts over ``count_where``."""
-        # seq is dense from 0 (ItemStore.enqueue), the invariant ItemStore.page's unfiltered
-        # range scan also relies on: MAX(seq)+1 is one index lookup where COUNT(*) scans
-        # (about 20 ms on 1M rows).
-        total = int(store.conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM items").fetchone()[0])
-        if not (status or error_type or text):
-            return total, total
-        if status not in _STATUSES:
-            return store.count_where(status=status, error_type=error_type, text=text), total
-        # The store's own predicate (so the count matches its pages), but with the status as a
-        # literal from our fixed set: only then can SQLite read the partial index on failed
-        # items without visiting rows (1M rows, 66k failed of one type: 12 ms instead of 130 ms).
-        where, args = store._where(None, error_type, text)
-        where = f"{where} AND status = '{status}'" if where else f" WHERE status = '{status}'"
-        return int(store.conn.execute(f"SELECT COUNT(*) FROM items{where}", args).fetchone()[0]), total
+    def _count_rows(store: ItemQueries, item_filter: ItemFilter) -> tuple[int, int]:
+        """(rows in the filtered view, rows in the store: what sizes the seq column)."""
+        total = store.size()
+        return (total if item_filter.is_everything else store.count(item_filter)), total
 
     def _recount(self) -> None:
         if self._store is None:
@@ -553,8 +543,8 @@ class ItemsTable(ScrollView, can_focus=True):
             return
         started = time.perf_counter()
         try:
-            count, self._total = self._count_rows(self._store, self.status, self.error_type, self.text)
-        except sqlite3.Error as exc:
+            count, self._total = self._count_rows(self._store, self.item_filter)
+        except StoreError as exc:
             self.log.warning(f"items.db count: {exc}")
             return
         self._last_count_s = time.perf_counter() - started
@@ -565,20 +555,17 @@ class ItemsTable(ScrollView, can_focus=True):
             self._count_again = True
             return
         self._counting = True
-        work = partial(self._count_off_thread, self._generation, self.status, self.error_type, self.text)
+        work = partial(self._count_off_thread, self._generation, self.item_filter)
         self.run_worker(work, name="items-table count", group="items-table-count", thread=True, exit_on_error=False)
 
-    def _count_off_thread(self, generation: int, status: str | None, error_type: str | None, text: str | None) -> None:
+    def _count_off_thread(self, generation: int, item_filter: ItemFilter) -> None:
         """Runs in a worker thread, on a connection of its own (a long COUNT would hold the UI's)."""
         count = total = None
         started = time.perf_counter()
         try:
-            store = ItemStore.open_readonly(self.db_path)
-            try:
-                count, total = self._count_rows(store, status, error_type, text)
-            finally:
-                store.close()
-        except (StoreError, sqlite3.Error):
+            with ItemQueries(self.db_path) as store:
+                count, total = self._count_rows(store, item_filter)
+        except StoreError:
             pass
         finally:
             self.post_message(_CountReady(generation, count, total, time.perf_counter() - started))
