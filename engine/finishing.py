@@ -1,0 +1,171 @@
+"""How a run ends: stopping, a full disk, the final commit, files and report.
+
+A stop or a halt first takes back every item handed out and not started (they go back to
+pending at once, no attempt counted) and the retries waiting out a backoff; running items get
+the grace period, then are killed; Python calls on threads, which cannot be killed, are
+abandoned (back to pending, the batch stays locked while this process lives). A failed write
+(a full disk) halts at once and trusts nothing uncommitted. The end writes each final file on
+its own, so a full disk still gets whatever fits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+
+from .batchdir import now_iso
+from .files import WriteFailed, write_model
+from .models import (
+    BatchState,
+    Report,
+)
+from .report import build_report, run_hook
+from .runstate import RunState
+
+log = logging.getLogger("batchtui.engine")
+
+
+class Finishing(RunState):
+    """Part of :class:`~batchtui.engine.runner.BatchRunner`: how a run stops and ends."""
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def _enter_stopping(self) -> None:
+        self.state = BatchState.STOPPING
+        if self.executor is not None:
+            self._return_unstarted(self.executor.cancel_all())
+        self._requeue_waiting_retries()
+        self.dispatcher.drop_buffer()
+        self._commit()
+        self._write_live(force=True)
+        self._write_manifest()
+
+    def _kill_in_flight(self, reason: str) -> None:
+        assert self.executor is not None
+        self._return_unstarted(self.executor.cancel(list(self._inflight)))
+        for seq, flight in list(self._inflight.items()):
+            if seq not in self._kill_reasons:
+                self._kill_reasons[seq] = reason
+                if self._early_halt is not None:
+                    self._early_halt.ignore(seq)
+                self.executor.kill(seq, flight.item.attempt)
+
+    def _abandon_in_flight(self) -> None:
+        """Items that outlived the grace and cannot be killed (Python calls on threads): back to
+        pending for the next run, and the batch stays locked while this process lives (they may
+        still be running in it): the next engine waits, no item runs in two processes at once."""
+        if self._inflight:
+            self._warn(
+                f"{len(self._inflight)} running Python call(s) cannot be killed: back to pending; the batch"
+                " stays locked until this process exits"
+            )
+            self._abandoned = True
+        for seq in list(self._inflight):
+            self._inflight.pop(seq)
+            self.staging.add("requeue", (seq,))
+            self.staging.delta["processing"] -= 1
+            self.staging.delta["pending"] += 1
+        self._commit()
+
+    # -- a full disk -----------------------------------------------------------------------
+
+    def _on_write_failed(self, exc: WriteFailed) -> None:
+        """The disk is full (or a file size limit, a read-only file system): halt at once.
+
+        Nothing uncommitted is trusted: the staged changes are dropped (result lines already in
+        results.jsonl past the committed offset are adopted on resume; other outcomes are redone,
+        as after a crash), running items are killed and left for resume to requeue. The final
+        files are then written where there is still room (:meth:`_finish`)."""
+        log.error("%s", exc)
+        self.write_failure = exc
+        self.halt_reason = f"disk full or not writable: {exc}"
+        self.state = BatchState.STOPPING
+        self.outcomes.drop()  # completions may have been dropped: the report reads the store
+        self.staging.clear()
+        self.dispatcher.take_retries()
+        self.dispatcher.drop_buffer()
+        if self.committer is not None:
+            self.committer.abandon()  # queued group commits are dropped like the staged ones
+        if self.executor is not None:
+            with contextlib.suppress(Exception):
+                self.executor.cancel_all()  # nothing queued starts; requeued below with the rest
+                self.executor.kill_all()
+        self._inflight.clear()
+        assert self.store is not None
+        try:  # a small transaction may still fit (a file size limit hit by results.jsonl)
+            self.store.requeue_processing()
+            self.counts = self.store.counts()
+            self.commit_seq = int(self.store.get_meta("commit_seq", self.commit_seq) or 0)
+        except (WriteFailed, sqlite3.Error) as again:
+            log.warning("items left 'processing' go back to pending on resume (%s)", again)
+
+    # -- the end of a run ------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        """Final commit, state, manifest, live progress, report and the on-finish hook."""
+        if self.store is None or self.results is None:
+            return
+        if self.write_failure is None:
+            try:
+                self._commit()
+            except WriteFailed as exc:
+                self._on_write_failed(exc)
+        c = self.counts
+        if self.halt_reason:
+            self.state = BatchState.HALTED
+        elif self._stop.is_set() or c.pending or c.processing:
+            self.state = BatchState.STOPPED
+        else:
+            self.state = BatchState.FINISHED
+        ended = now_iso()
+        history = list(self.manifest.history)
+        if history:
+            history[-1] = history[-1].model_copy(update={"ended_at": ended, "outcome": self.state.value})
+        self.manifest = self.manifest.model_copy(update={"ended_at": ended, "history": history})
+        # Each final file on its own: on a full disk, write whatever still fits.
+        self._best_effort(self._write_manifest)
+        self.outcomes.errors_dirty = True
+        self._best_effort(lambda: self._refresh_errors(force=True))
+        self._best_effort(lambda: self._write_live(force=True))
+        report = self._report(ended)
+        self._best_effort(lambda: write_model(self.batch.report, report, durable=self.config.fsync))
+        if self.config.on_finish:
+            self._run_hook(self.config.on_finish, report)
+            self._best_effort(lambda: self._write_live(force=True))  # a hook failure shows in the warnings
+
+    def _best_effort(self, write: Callable[[], object]) -> None:
+        try:
+            write()
+        except WriteFailed as exc:
+            log.warning("%s", exc)
+            if self.write_failure is None:  # the disk filled up at the very end
+                self.write_failure = exc
+                self.halt_reason = f"disk full or not writable: {exc}"
+                self.state = BatchState.HALTED
+
+    def _report(self, ended: str) -> Report:
+        assert self.store is not None
+        durations = sorted(self.outcomes.durations) if self.outcomes.durations is not None else self.store.durations()
+        return build_report(
+            self.batch,
+            self.manifest,
+            self.store,
+            state=self.state,
+            halt_reason=self.halt_reason,
+            started_at=self.manifest.started_at or self._started_at,
+            ended_at=ended,
+            run_time=time.monotonic() - self._t0,
+            counts=self.counts,
+            durations=durations,
+            memory=self.memory,
+            cost_spent=self.outcomes.cost_spent,
+            config=self.config,
+        )
+
+    def _run_hook(self, command: str, report: Report) -> None:
+        warning = run_hook(command, report, self.batch, cwd=self.spec.cwd)
+        if warning:
+            self._warn(warning)

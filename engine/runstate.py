@@ -1,0 +1,393 @@
+"""What one run knows, and how it changes durably: the state every part of the runner shares.
+
+:class:`RunState` holds a run's state (the store, the results log, the executor, the items in
+flight, the committed counts, the batch state) and the few operations every part of the runner
+uses: group commits (staged changes -> the committer -> the counts views show), taking work
+back from the executor, and writing the live files. The parts, one module each::
+
+    runner.py      BatchRunner: the loop, one turn at a time (commands, dispatch, outcomes, commits)
+    takeover.py    taking a batch (its lock, its files, what the last engine left) and letting it go
+    operations.py  the control operations (pause, resume, stop, set_workers, skip, retry)
+    finishing.py   stopping, a full disk, and the final commit, files and report
+
+Everything runs on the runner's thread but :meth:`RunState.request_stop` and
+:meth:`RunState.command`, which other threads call.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from .batchdir import HOST, BatchDir, BatchLock, now_iso
+from .committer import CommitJob, Committer
+from .config import BatchConfig, stored_config
+from .control import ControlWatcher
+from .dispatch import Dispatcher
+from .executors import CompletionQueue, EarlyHalt, Executor, make_executor
+from .files import ResultsLog, WriteFailed
+from .models import (
+    BatchState,
+    ControlCommand,
+    Cost,
+    Counts,
+    LiveCounts,
+    LiveProgress,
+)
+from .monitor import MemoryMonitor, RateMeter
+from .operations import Operations
+from .outcomes import Flight, OutcomeRecorder
+from .policy import HaltCheck
+from .processors import ProcessorSpec
+from .publish import ProgressPublisher, in_flight_view
+from .reaper import Reaper
+from .resultscheck import rebuild
+from .staging import Staging
+from .steering import ControlHandler
+from .store import ItemStore
+
+log = logging.getLogger("batchtui.engine")
+
+COMMIT_INTERVAL_S: Final = 0.05
+COMMIT_MAX_CHANGES: Final = 1000
+#: An item is marked 'processing' in the store once it has run this long (views show it).
+MARK_AFTER_S: Final = 1.0
+
+
+class RunState:
+    """The state of one run of a batch and the operations that change it durably (see the
+    module docstring); :class:`~batchtui.engine.runner.BatchRunner` is the class to use."""
+
+    def __init__(
+        self,
+        batch: BatchDir,
+        *,
+        config: BatchConfig | None = None,
+        action: str = "run",
+        overrides: dict[str, Any] | None = None,
+        on_progress: Callable[[LiveProgress], None] | None = None,
+        handle_signals: bool = False,
+        executor_factory: Callable[[ProcessorSpec, BatchConfig, CompletionQueue], Executor] | None = None,
+    ) -> None:
+        self.batch = batch
+        self._batch_dir = str(batch.path)
+        read_notes: list[str] = []  # a fall-back to manifest.json.bak: a warning once running
+        self.manifest = batch.read_manifest(on_backup=read_notes.append)
+        self.config = config or stored_config(self.manifest.config, batch.manifest)
+        self.spec = ProcessorSpec.model_validate(self.manifest.processor)
+        self.action = action
+        self.overrides = overrides or {}
+        self.handle_signals = handle_signals
+        self._executor_factory = executor_factory or make_executor
+        self._early_halt: EarlyHalt | None = None
+        self._now = time.monotonic()  # the time of the loop's current turn (see step)
+        self._real_time = True  # the loop runs on the real clock (not a test's)
+        self._grace_deadline: float | None = None
+
+        self.completions: CompletionQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._wake = threading.Event()
+
+        self.state = BatchState.RUNNING
+        self.paused = False
+        self.halt_reason: str | None = None
+        self.counts = Counts()
+        self.commit_seq = 0
+        self.operations = Operations(self)
+        self.control = ControlHandler(batch.control, self.operations.apply, self._save_control_offset, self._warn)
+        self.watcher: ControlWatcher | None = None
+        self.warnings: collections.deque[str] = collections.deque(maxlen=10)
+        self.warnings.extend(f"{now_iso()} {note}" for note in read_notes)
+
+        self._inflight: dict[int, Flight] = {}
+        self._kill_reasons: dict[int, str] = {}
+        self.dispatcher = Dispatcher(
+            self.config,
+            self.spec,
+            self._batch_dir,
+            self._next_pending,
+            self._commit,
+        )
+        self.staging = Staging(self._clock)
+        self.outcomes = OutcomeRecorder(
+            self.config,
+            self.staging,
+            self.dispatcher,
+            self._inflight,
+            self._kill_reasons,
+            on_halt=self._halt,
+            on_returned=self._return_unstarted,
+            stopping=lambda: self._stop.is_set() or bool(self.halt_reason),
+            clock=self._clock,
+        )
+
+        self.publisher = ProgressPublisher(batch, self.live, on_progress)
+        self._t0 = time.monotonic()
+        self._started_at = now_iso()
+
+        self.memory = MemoryMonitor()
+        self.rate = RateMeter()
+        self.halts = HaltCheck(self.config)
+        self.lock = BatchLock(batch.lock)
+        self.reaper: Reaper | None = None
+        self._abandoned = False  # items left running in this process (see _abandon_in_flight)
+        self.store: ItemStore | None = None
+        self.results: ResultsLog | None = None
+        self.executor: Executor | None = None
+        self._mem_waiting = False
+        self.write_failure: WriteFailed | None = None
+        self._marks_stamp = 0.0
+        self.committer: Committer | None = None
+        self._next_commit_seq = 0
+
+    # -- what other code reads -------------------------------------------------------------
+
+    @property
+    def on_progress(self) -> Callable[[LiveProgress], None] | None:
+        """Called with each live_progress.json written (the headless lines, the in-app TUI)."""
+        return self.publisher.on_progress
+
+    @on_progress.setter
+    def on_progress(self, callback: Callable[[LiveProgress], None] | None) -> None:
+        self.publisher.on_progress = callback
+
+    @property
+    def cost_spent(self) -> float:
+        """What the batch's items have cost so far (``--max-cost`` counts it)."""
+        return self.outcomes.cost_spent
+
+    # -- thread-safe API -------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "stop requested", grace: float | None = None) -> None:
+        """Graceful stop: nothing more starts (work handed out and not started is taken back),
+        running items get ``grace`` seconds, then are killed.
+
+        ``grace`` shortens the configured grace period (a hand-off to another engine).
+        """
+        if grace is not None and grace < self.config.grace:
+            self.config = self.config.model_copy(update={"grace": grace})
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+        self._wake.set()
+        self.completions.put([])  # wake the loop
+
+    def command(self, cmd: ControlCommand) -> None:
+        """Queue a control command (pause, resume, stop, retry, skip, set_workers)."""
+        self.control.put(cmd)
+        self.completions.put([])
+
+    # -- the store -------------------------------------------------------------------------
+
+    def _clock(self) -> float:
+        """Now: the real clock in a real run (an outcome may be taken in well after the turn
+        began), the turn's time when a test steps the loop."""
+        return time.monotonic() if self._real_time else self._now
+
+    def _next_pending(self, after: int, limit: int) -> list[tuple[int, str, str, str, int]]:
+        assert self.store is not None
+        return self.store.next_pending(after, limit)
+
+    def _save_control_offset(self, offset: int, identity: str | None) -> None:
+        """Store how far control.jsonl is read (and which file that offset is in)."""
+        assert self.store is not None
+        self._commit()  # the committer is idle while this thread writes
+        with self.store.transaction():
+            self.store.set_meta("control_offset", offset)
+            if identity is not None:
+                self.store.set_meta("control_file", identity)
+
+    # -- taking work back ------------------------------------------------------------------
+
+    def _halt(self, reason: str) -> None:
+        """A policy stops the batch: nothing handed out that has not started will start."""
+        if not self.halt_reason:
+            self.halt_reason = reason
+        if self.executor is not None:
+            self._return_unstarted(self.executor.cancel_all())
+
+    def _return_unstarted(self, seqs: list[int]) -> None:
+        """Items taken back from the executor before they started: pending again at once, no
+        attempt counted (an item waiting out a retry backoff keeps the attempts it made)."""
+        returned = 0
+        for seq in seqs:
+            if self._inflight.pop(seq, None) is None:
+                continue
+            self._kill_reasons.pop(seq, None)
+            self.staging.add("requeue", (seq,))
+            returned += 1
+        if returned:
+            self.staging.delta["processing"] -= returned
+            self.staging.delta["pending"] += returned
+            self._reset_scan()
+
+    def _requeue_waiting_retries(self) -> None:
+        """Items waiting out a retry backoff are not running: back to pending (attempts kept)."""
+        waiting = self.dispatcher.take_retries()
+        if not waiting:
+            return
+        for seq in waiting:
+            self.staging.add("requeue", (seq,))
+            self.staging.delta["processing"] -= 1
+            self.staging.delta["pending"] += 1
+        self._commit()
+        self._reset_scan()
+
+    def _reset_scan(self) -> None:
+        self.dispatcher.reset_scan()
+
+    # -- group commits ---------------------------------------------------------------------
+
+    def _maybe_commit(self) -> None:
+        """Hand the staged changes to the committer when due; take in finished commits."""
+        first = self.staging.first
+        if first is not None and (self.staging.staged >= COMMIT_MAX_CHANGES or self._now - first >= COMMIT_INTERVAL_S):
+            self._commit(wait=False)
+        elif self.committer is not None:
+            self._settle(self.committer.done())
+
+    def _commit(self, wait: bool = True) -> None:
+        """One group commit of everything staged, carried out by the committer: fsync
+        results.jsonl, then one transaction with the changes and the results offset.
+
+        ``wait`` (the default) returns once every commit handed over so far is done and its
+        counts applied: the store may then be read or written on this thread. The hot path
+        passes ``wait=False`` and goes on while the committer works."""
+        committer = self.committer
+        if committer is None:
+            return  # not running yet (or no more): nothing can be staged
+        if self.staging.first is not None:
+            assert self.results is not None
+            self._stage_marks(self._now)
+            self._next_commit_seq += 1
+            committer.submit(self.staging.take(self.results.offset, self._next_commit_seq))
+            damage = self.results.damage()  # one stat: is the file still what this engine wrote?
+            if damage is not None:
+                self._repair_results(damage)
+        self._settle(committer.drain() if wait else committer.done())
+
+    def _repair_results(self, damage: str) -> None:
+        """results.jsonl changed behind the engine's back (it is the file's only writer): lines
+        were cut, deleted, replaced or added. Everything appended so far is committed first,
+        then the file is rebuilt from the store, which holds every committed result."""
+        assert self.store is not None and self.results is not None and self.committer is not None
+        self._settle(self.committer.drain())
+        try:
+            lines = rebuild(self.store, self.results)
+        except WriteFailed:
+            raise  # a full disk: the run halts (the next start rebuilds the file)
+        except OSError as exc:
+            self.results.watch = False  # said once; the next start rebuilds it
+            self._warn(
+                f"results.jsonl {damage} while this engine ran and could not be rebuilt ({exc}); items.db"
+                " has every result: the next `batchtui resume` rebuilds the file"
+            )
+            return
+        self.committer.synced_to(self.results.offset)
+        self._warn(
+            f"results.jsonl {damage} while this engine ran: rebuilt it from items.db ({lines} lines), nothing lost"
+        )
+
+    def _settle(self, jobs: list[CommitJob]) -> None:
+        """Committed jobs: their counts become the batch's counts (what views show)."""
+        if not jobs:
+            return
+        counts = self.counts
+        for job in jobs:
+            for status, n in job.delta.items():
+                setattr(counts, status, getattr(counts, status) + n)
+            self.staging.settled(job)
+            self.commit_seq = job.commit_seq
+        self.rate.add(counts.finished)
+        self._write_live()
+
+    def _stage_marks(self, now: float) -> bool:
+        """Stage 'processing' for items that have run for MARK_AFTER_S; True if any."""
+        marks = []
+        cutoff = now - MARK_AFTER_S
+        for seq, flight in self._inflight.items():
+            if not flight.marked and flight.started <= cutoff:
+                flight.marked = True
+                marks.append((flight.started_at, seq))
+        if marks:
+            self.staging.rows["processing"].extend(marks)  # _periodic may have staged some already
+        return bool(marks)
+
+    # -- the live files --------------------------------------------------------------------
+
+    def _warn(self, text: str) -> None:
+        log.warning(text)
+        self.warnings.append(f"{now_iso()} {text}")
+
+    def _periodic(self) -> None:
+        now = self._now
+        if self.staging.first is None and now - self._marks_stamp >= MARK_AFTER_S / 2:
+            # Nothing else to commit: long-running items still show as 'processing' in views.
+            self._marks_stamp = now
+            if self._stage_marks(now):
+                self.staging.first = now
+                self._commit(wait=False)
+        self.publisher.write_live()
+        if self.publisher.manifest_due(self.counts):
+            self._write_manifest()
+
+    def _refresh_errors(self, force: bool = False) -> None:
+        if self.publisher.errors(self.store, self.outcomes.errors_dirty, force):
+            self.outcomes.errors_dirty = False
+
+    def live(self) -> LiveProgress:
+        c = self.counts
+        mem = self.memory.sample()
+        rate = self.rate.rate()
+        remaining = c.pending + c.processing
+        queued, running = self.executor.counts() if self.executor is not None else (0, 0)
+        started = self.executor.started if self.executor is not None else None
+        in_flight = in_flight_view(list(self._inflight.values()), started) if self._inflight else []
+        self._refresh_errors()
+        return LiveProgress(
+            batch_id=self.batch.batch_id,
+            state=self.state,
+            updated_at=now_iso(),
+            commit_seq=self.commit_seq,
+            total=c.total,
+            counts=LiveCounts(**c.model_dump(), running=running, queued=queued),
+            percent=round(c.percent, 2),
+            rate_per_s=round(rate, 3),
+            eta_s=None if (eta := self.rate.eta(remaining)) is None else round(eta, 1),
+            elapsed_s=round(time.monotonic() - self._t0, 2),
+            in_flight=in_flight,
+            memory=mem,
+            cost=Cost(spent=round(self.outcomes.cost_spent, 6), budget=self.config.max_cost),
+            errors_by_type=self.publisher.errors_by_type,
+            error_groups=self.publisher.error_groups,
+            recent_errors=list(self.outcomes.recent),
+            paused=self.paused,
+            workers=self.executor.workers if self.executor else self.config.workers,
+            control_ack=self.control.last_ack,
+            acked=list(self.control.acked),
+            control_results=dict(self.control.results),
+            halt_reason=self.halt_reason,
+            pid=os.getpid(),
+            host=HOST,
+            warnings=list(self.warnings),
+            cluster=getattr(self.executor, "cluster_info", lambda: None)(),  # dask: workers, memory
+        )
+
+    def _write_live(self, force: bool = False) -> None:
+        self.publisher.write_live(force)
+
+    def _write_manifest(self) -> None:
+        self.manifest = self.publisher.write_manifest(
+            self.manifest,
+            self.config.fsync,
+            state=self.state,
+            totals=self.counts.model_copy(),
+            halt_reason=self.halt_reason,
+        )

@@ -1,0 +1,157 @@
+"""Taking a batch over, and letting it go.
+
+An engine that takes a batch first makes good what the last one left: a rewrite of
+results.jsonl a kill cut short, a torn last line, an enqueue that died half way (the rest of the
+source is read), items left 'processing' (back to pending), result lines past the committed
+offset (checked, then adopted: never redone). Then it records the run in the manifest's history
+and starts the committer and the executor. Letting go undoes it in the reverse order; the lock
+goes last but one (the reaper's mark outlives it, see :meth:`TakeOver.close`).
+"""
+
+from __future__ import annotations
+
+import array
+import logging
+import os
+
+from . import staging
+from .batchdir import HOST
+from .committer import Committer
+from .control import ControlReader, ControlWatcher
+from .enqueue import enqueue_source, source_unreadable
+from .executors import EarlyHalt, WorkerInitError
+from .files import ResultsLog
+from .models import (
+    ACTIVE_STATES,
+    BatchState,
+    HistoryEntry,
+)
+from .reaper import Reaper
+from .resultscheck import adopt_tail, finish_staged
+from .runstate import RunState
+from .sources import SourceSpec
+from .store import ItemStore
+
+log = logging.getLogger("batchtui.engine")
+
+
+class TakeOver(RunState):
+    """Part of :class:`~batchtui.engine.runner.BatchRunner`: :meth:`open` and :meth:`close`."""
+
+    def open(self, *, watch: bool = False) -> None:
+        """Take the batch: its lock, its files, the executor. :meth:`run` calls it; a test may
+        call it, then drive the loop with :meth:`step`, then :meth:`finish` and :meth:`close`."""
+        self.lock.acquire()
+        # Before the executor starts (the shell processor copies the environment once): every
+        # process of this run carries the reaper's mark, and dies with the run, kill -9 included.
+        self.reaper = Reaper(self.batch.path, lock_fd=self.lock.fileno())
+        self.reaper.start()
+        # Where the last engine stopped reading control.jsonl is in the store (_setup).
+        self.control.reader = ControlReader(self.batch.control)
+        if watch:
+            self.watcher = ControlWatcher(self.batch.path, lambda: self.completions.put([]))
+            self.watcher.start()
+        self._setup()
+
+    def close(self) -> None:
+        """Let go of the batch: the watcher, the workers, the store, the files, the lock."""
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.executor is not None:
+            self.executor.shutdown(wait=1.0)
+        if self.committer is not None:
+            self.committer.close()
+        if self.store is not None:
+            self.store.close()
+        if self.results is not None:
+            self.results.close()
+        if not self._abandoned:  # else the kernel drops the lock when this process exits
+            self.lock.release()
+        if self.reaper is not None:  # after the release: until then no other engine may take the batch
+            self.reaper.close(unlock=not self._abandoned)
+            self.reaper = None
+
+    def _setup(self) -> None:
+        durable = self.config.fsync
+        self.store = store = ItemStore.open(self.batch.items_db, durable=durable)
+        # A rewrite of results.jsonl a kill cut short is finished (or dropped) before it is read.
+        finish_staged(self.batch.results, int(store.get_meta("results_offset", 0) or 0))
+        self.results = self.outcomes.results = ResultsLog(self.batch.results)
+        if self.results.torn_bytes:
+            self._warn(f"cut a torn last line ({self.results.torn_bytes} bytes) from results.jsonl")
+        if not store.get_meta("enqueue_done"):
+            self._warn("the previous engine died while enqueuing: reading the rest of the source")
+            dropped = enqueue_source(store, SourceSpec.model_validate(self.manifest.source))
+            self.manifest = self.manifest.model_copy(
+                update={"duplicates_dropped": dropped, "unreadable": source_unreadable(store)}
+            )
+        requeued = store.requeue_processing()
+        if requeued:
+            log.info("requeued %d items left processing by a previous engine", requeued)
+        self.commit_seq = int(store.get_meta("commit_seq", 0) or 0)
+        results_notes = self._adopt_results(int(store.get_meta("results_offset", 0) or 0))
+        self.counts = store.counts()
+        if self.counts.complete:  # a new batch has spent nothing: skip two scans of the table
+            self.outcomes.cost_spent, self.outcomes.max_item_cost = store.cost_totals()
+        self.outcomes.cost_known = self.counts.complete > 0
+        # Every complete item of a batch that had none when this run began completes in this
+        # run: their durations are kept here for the report, instead of read back at the end.
+        self.outcomes.durations = array.array("d") if self.counts.complete == 0 else None
+        self.rate.add(self.counts.finished)
+
+        entry = HistoryEntry(
+            action="resume" if self.action == "resume" else "run",
+            at=self._started_at,
+            pid=os.getpid(),
+            host=HOST,
+            overrides=self.overrides,
+            notes=results_notes,
+        )
+        self.manifest = self.manifest.model_copy(
+            update={
+                "state": BatchState.RUNNING,
+                "started_at": self.manifest.started_at or self._started_at,
+                "ended_at": None,
+                "halt_reason": None,
+                "config": self.config.model_dump(mode="json"),
+                "history": [*self.manifest.history, entry],
+                "totals": self.counts,
+            }
+        )
+        self.control.take_over(store.get_meta("control_offset"), store.get_meta("control_file"))
+        self._write_manifest()
+        self._write_live(force=True)
+        self._next_commit_seq = self.commit_seq
+        self.committer = Committer(
+            store.second_writer(durable=durable),
+            self.results,
+            order=staging.ORDER,
+            statements=staging.STATEMENTS,
+            durable=durable,
+            synced_offset=0,  # the first commit syncs whatever the file holds
+            wake=lambda: self.completions.put([]),
+        )
+        self.executor = self._executor_factory(self.spec, self.config, self.completions)
+        if self.config.max_failure_rate is not None and hasattr(self.executor, "early_halt"):
+            self._early_halt = EarlyHalt(
+                self.halts.failure_rate, self.counts.complete, self.counts.failed, self.config.max_attempts
+            )
+            self.executor.early_halt = self._early_halt
+        try:
+            self.executor.start()
+        except WorkerInitError as exc:
+            self.halt_reason = f"worker start failed: {exc}"
+            raise
+
+    def _adopt_results(self, offset: int) -> list[str]:
+        """Lines past the committed offset: each is checked against its item, the valid ones are
+        adopted (not redone), the others cut from the file; a file that does not fit the offset
+        is rebuilt from the store (engine/resultscheck.py). Returns the warnings given."""
+        assert self.store is not None and self.results is not None
+        # Only an engine that died before its final commit (or halted on a write failure)
+        # leaves lines of its own there: its manifest still says it runs, or names the failure.
+        died = self.manifest.state in ACTIVE_STATES or (self.manifest.halt_reason or "").startswith("disk full")
+        notes = adopt_tail(self.store, self.results, offset).messages(after_crash=died)
+        for text in notes:
+            self._warn(text)
+        return notes
