@@ -9,7 +9,7 @@ import random
 import time
 
 from .outputs import cost_of
-from .shell import Item, ProcessOutput
+from .shell.item import Item, ProcessOutput
 
 
 class RateLimited(ConnectionError):

@@ -23,7 +23,7 @@ from .config import BatchConfig
 from .errors import UserError
 from .models import Unreadable
 from .processors import ProcessorSpec, accepts_one_argument, load_callable
-from .shell import CommandTemplate
+from .shell.template import CommandTemplate
 from .sources import SourceSpec, fields_of, iter_items
 
 Level = Literal["ok", "warn", "fail"]

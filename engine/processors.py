@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import Fatal, MissingResult, UserError
 from .outputs import DEFAULT_MAX_RESULT_BYTES, checked_result, cost_of, match_chunk
-from .shell import CommandTemplate, Item, ProcessOutput, ShellProcessor
+from .shell.item import Item, ProcessOutput
+from .shell.processor import ShellProcessor
+from .shell.template import CommandTemplate
 
 __all__ = [
     "CallableProcessor",

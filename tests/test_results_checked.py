@@ -25,7 +25,8 @@ from batchtui.engine.errors import BatchtuiError, ResultTooLarge, UserError
 from batchtui.engine.executors import Classifier, Outcome, run_items
 from batchtui.engine.outputs import DEFAULT_MAX_RESULT_BYTES, checked_result, match_chunk
 from batchtui.engine.processors import CallableProcessor
-from batchtui.engine.shell import Item, ProcessOutput, ShellProcessor
+from batchtui.engine.shell.item import Item, ProcessOutput
+from batchtui.engine.shell.processor import ShellProcessor
 
 from .conftest import only_batch, read_jsonl
 

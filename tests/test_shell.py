@@ -14,7 +14,9 @@ import orjson
 import pytest
 
 from batchtui.engine.errors import CommandFailed, CommandKilled, InvalidCost, ItemTimeout, UserError
-from batchtui.engine.shell import CommandTemplate, Item, MissingField, ProcessOutput, ShellProcessor
+from batchtui.engine.shell.item import Item, ProcessOutput
+from batchtui.engine.shell.processor import ShellProcessor
+from batchtui.engine.shell.template import CommandTemplate, MissingField
 
 from .conftest import assert_gone_soon, run_in_thread
 

@@ -21,9 +21,11 @@ import orjson
 import psutil
 import pytest
 
-from batchtui.engine import shell as shell_mod
 from batchtui.engine.errors import CommandFailed, CommandKilled, ItemTimeout
-from batchtui.engine.shell import Item, ProcessOutput, ShellProcessor
+from batchtui.engine.shell import spawn as spawn_mod
+from batchtui.engine.shell import spawn_glibc
+from batchtui.engine.shell.item import Item, ProcessOutput
+from batchtui.engine.shell.processor import ShellProcessor
 
 from .conftest import assert_gone_soon, run_in_thread
 
@@ -38,7 +40,7 @@ class Spy:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.spawns = 0
         self.popens = 0
-        real_spawn, real_popen = shell_mod._LibcSpawn.spawn, subprocess.Popen
+        real_spawn, real_popen = spawn_glibc.LibcSpawn.spawn, subprocess.Popen
 
         def spawn(*args: Any, **kw: Any) -> int:
             self.spawns += 1
@@ -48,17 +50,26 @@ class Spy:
             self.popens += 1
             return real_popen(*args, **kw)
 
-        monkeypatch.setattr(shell_mod._LibcSpawn, "spawn", spawn)
-        monkeypatch.setattr(shell_mod.subprocess, "Popen", popen)
+        monkeypatch.setattr(spawn_glibc.LibcSpawn, "spawn", spawn)
+        monkeypatch.setattr(spawn_mod.subprocess, "Popen", popen)
 
     def took(self, path: str) -> bool:
         return (self.spawns, self.popens) != (0, 0) and (self.popens if path == "spawn" else self.spawns) == 0
+
+
+def needs_glibc_spawner() -> None:
+    """Skip where this process starts commands with Popen only (no glibc >= 2.34, or
+    BATCHTUI_SPAWNER=popen, as when the suite runs the portable path)."""
+    if spawn_mod.backend() != "glibc":
+        pytest.skip(f"the spawner here is {spawn_mod.backend()}")
 
 
 @pytest.fixture(params=["spawn", "popen"])
 def path(request: pytest.FixtureRequest, tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Which start path the test exercises; commands run in ``work`` either way: posix_spawn when
     that is this process's folder, Popen (which enters it) when it is not."""
+    if request.param == "spawn":
+        needs_glibc_spawner()
     monkeypatch.chdir(work if request.param == "spawn" else tmp_path)
     yield request.param
 
@@ -192,6 +203,7 @@ def test_values_exec_cannot_take_raise_as_popen_does(path: str, work: Path, batc
 def test_the_cwd_fallback_runs_in_the_right_folder(
     spy: Spy, tmp_path: Path, work: Path, batch: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    needs_glibc_spawner()
     real = os.path.realpath(work)
     monkeypatch.chdir(tmp_path)
     here = os.getcwd()
@@ -270,7 +282,8 @@ def test_closed_stdin_here_falls_back_to_popen(tmp_path: Path, batch: Path) -> N
     """With fd 0 closed in the engine a new pipe takes number 0: Popen sorts that out."""
     code = (
         "import os, sys\n"
-        "from batchtui.engine.shell import Item, ShellProcessor\n"
+        "from batchtui.engine.shell.item import Item\n"
+        "from batchtui.engine.shell.processor import ShellProcessor\n"
         "os.close(0)\n"
         "item = Item(seq=0, key='k', data='v', attempt=1, batch_dir=sys.argv[1])\n"
         "out = ShellProcessor('readlink /proc/$$/fd/0; echo hi; echo err >&2').run(item)\n"
@@ -373,7 +386,8 @@ def test_concurrent_items_each_get_their_own_command_and_environment(
 def test_file_actions_not_kept_past_the_limit_are_freed_and_work(
     spy: Spy, batch: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shell_mod, "_ACTIONS_KEPT", 0)
+    needs_glibc_spawner()
+    monkeypatch.setattr(spawn_glibc, "ACTIONS_KEPT", 0)
     proc = ShellProcessor("ls /proc/self/fd; echo err >&2")
     for seq in range(20):
         assert stdout_of(proc, batch, seq=seq).split() == ["0", "1", "2", "3"]

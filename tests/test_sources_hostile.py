@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 from batchtui.engine.models import Unreadable
-from batchtui.engine.shell import Item, ShellProcessor
+from batchtui.engine.shell.item import Item
+from batchtui.engine.shell.processor import ShellProcessor
 from batchtui.engine.sources import build_spec, iter_items
 
 from .conftest import CLI, cli_env, only_batch, read_json, read_jsonl

@@ -1,0 +1,244 @@
+"""What an attempt writes in the batch directory (``logs/``, ``out/<seq>``, ``tmp/``) and the
+item's environment variables.
+
+Every file and folder is opened through descriptors of its folders, never following a symbolic
+link: a link there halts the batch (:class:`Fatal`) instead of sending a log outside it.
+
+``BATCHTUI_ITEM_JSON`` holds ``{"seq","key","data","attempt"}`` as JSON; ``BATCHTUI_SEQ``,
+``BATCHTUI_ATTEMPT`` and ``BATCHTUI_BATCH_DIR`` the rest. An environment variable holds at most
+128 KiB on Linux (MAX_ARG_STRLEN): a larger JSON goes to ``tmp/<seq>.<attempt>.json`` (0600),
+removed after the attempt, whose path is in ``BATCHTUI_ITEM_JSON_FILE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Mapping
+from typing import Final
+
+import orjson
+
+from ..errors import Fatal
+from .item import Item
+from .template import ARG_STRLEN
+
+__all__ = [
+    "ENV_JSON_FILE_MIN",
+    "ENV_JSON_MAX",
+    "ITEM_VARS",
+    "BatchFolder",
+    "ItemEnv",
+    "create_file",
+    "make_out_dir",
+    "too_big",
+    "write_all",
+]
+
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | os.O_CLOEXEC
+
+#: The variables each item adds to the environment, in the order they are set.
+ITEM_VARS: Final = (
+    b"BATCHTUI_ITEM_JSON",
+    b"BATCHTUI_SEQ",
+    b"BATCHTUI_ATTEMPT",
+    b"BATCHTUI_BATCH_DIR",
+    b"BATCHTUI_ITEM_JSON_FILE",
+)
+#: The longest item JSON passed in BATCHTUI_ITEM_JSON; a longer one goes to a file.
+ENV_JSON_MAX: Final = ARG_STRLEN - len(b"BATCHTUI_ITEM_JSON=") - 1
+#: When exec finds the environment too big as a whole, an item JSON at least this long is moved
+#: to its file and the start tried again (a shorter one would not make the difference).
+ENV_JSON_FILE_MIN: Final = 4096
+
+
+def _unsafe(batch_dir: str, what: str) -> Fatal:
+    # Fatal: every later item would meet the same link, so the batch halts (resumable once the
+    # link is gone; until then the engine refuses to start on it).
+    return Fatal(
+        f"{what} in batch {os.path.basename(batch_dir)} is a symbolic link (or not a folder): refusing to "
+        "write item files through it; remove it, then resume the batch"
+    )
+
+
+class BatchFolder:
+    """``with BatchFolder(batch_dir, "logs") as fd``: a descriptor of that folder of the batch
+    directory, made (mode 0700, whatever the umask) when missing and ``create``, else None when
+    missing. Neither the batch directory nor the folder is followed when it is a symbolic link:
+    :class:`Fatal` instead."""
+
+    __slots__ = ("batch_dir", "create", "fds", "name")
+
+    def __init__(self, batch_dir: str, name: str, *, create: bool = True) -> None:
+        self.batch_dir, self.name, self.create = batch_dir, name, create
+        self.fds: list[int] = []
+
+    def __enter__(self) -> int | None:
+        try:
+            self.fds.append(os.open(self.batch_dir, _DIR_FLAGS))
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise _unsafe(self.batch_dir, "the batch directory") from None
+            raise
+        try:
+            fd = _open_folder(self.fds[0], self.name, self.create, self.batch_dir)
+        except BaseException:
+            self.__exit__()
+            raise
+        if fd is not None:
+            self.fds.append(fd)
+        return fd
+
+    def __exit__(self, *exc: object) -> None:
+        while self.fds:
+            os.close(self.fds.pop())
+
+
+def _open_folder(parent: int, name: str, create: bool, batch_dir: str) -> int | None:
+    """A descriptor of the folder ``name`` in the folder ``parent`` (made 0700 when missing and
+    ``create``; None when missing and not), never through a link."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
+        if not create:
+            return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _unsafe(batch_dir, f"{name}/") from None
+        raise
+    made = True
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent)
+    except FileExistsError:
+        made = False  # another worker made it meanwhile
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _unsafe(batch_dir, f"{name}/") from None
+        raise
+    if made:
+        os.fchmod(fd, 0o700)  # mkdir's mode passes through the umask
+    return fd
+
+
+def create_file(folder: int, name: str) -> int:
+    """``name`` in ``folder`` opened for writing, emptied, mode 0600; a symbolic link there is
+    replaced by the file, never followed."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, flags, 0o600, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+    os.unlink(name, dir_fd=folder)
+    return os.open(name, flags | os.O_EXCL, 0o600, dir_fd=folder)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def make_out_dir(item: Item) -> None:
+    """``{out}``: ``out/<seq>`` in the batch directory, made 0700 without following a link."""
+    with BatchFolder(item.batch_dir, "out") as out:
+        assert out is not None
+        fd = _open_folder(out, str(item.seq), True, item.batch_dir)
+        if fd is not None:
+            os.close(fd)
+
+
+class ItemEnv:
+    """The item's variables for one attempt. Its JSON goes in ``BATCHTUI_ITEM_JSON`` or, when too
+    big for one variable (:data:`ENV_JSON_MAX`), in ``tmp/<seq>.<attempt>.json`` (0600) of the
+    batch directory, named by ``BATCHTUI_ITEM_JSON_FILE`` (and BATCHTUI_ITEM_JSON is empty);
+    :meth:`remove` deletes that file after the attempt."""
+
+    __slots__ = ("item", "json", "name", "path", "tmp")
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
+        self.json = _item_json(item)
+        self.path: str | None = None
+        self.tmp: int | None = None  # a descriptor of tmp/ while the file exists
+        self.name = f"{item.seq}.{item.attempt}.json"
+
+    def values(self) -> tuple[bytes, ...]:
+        """The values of :data:`ITEM_VARS`, in order."""
+        item = self.item
+        in_file = self.path is not None
+        return (
+            b"" if in_file else self.json,
+            str(item.seq).encode(),
+            str(item.attempt).encode(),
+            os.fsencode(item.batch_dir),
+            os.fsencode(self.path) if self.path is not None else b"",
+        )
+
+    def to_file(self) -> None:
+        if self.path is not None:
+            return
+        item = self.item
+        with BatchFolder(item.batch_dir, "tmp") as tmp:
+            assert tmp is not None
+            self.tmp = os.dup(tmp)
+        prefix = f"{item.seq}."
+        # Files of this item's earlier attempts outlive only an engine killed with -9: go now.
+        for entry in os.scandir(self.tmp):
+            if entry.name.startswith(prefix) and entry.name.endswith(".json"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=self.tmp)
+        fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self.tmp)
+        try:
+            write_all(fd, self.json)
+        finally:
+            os.close(fd)
+        self.path = os.path.join(item.batch_dir, "tmp", self.name)
+
+    def remove(self) -> None:
+        if self.tmp is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.name, dir_fd=self.tmp)
+        os.close(self.tmp)
+        self.tmp = None
+
+
+def _item_json(item: Item) -> bytes:
+    """``{"seq","key","data","attempt"}`` as JSON. A file name that is not UTF-8 (Python's
+    surrogate-escaped str, as os.fsdecode gives it) cannot be UTF-8 JSON text: its bytes that
+    do not decode become ``\\udcXX`` escapes then (as items.db holds it); ``{path}`` in the
+    template passes the exact bytes."""
+    obj = {"seq": item.seq, "key": item.key, "data": item.data, "attempt": item.attempt}
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # orjson.JSONEncodeError: lone surrogates
+        import json
+
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def too_big(cmd: str, env: Mapping[bytes, bytes], item_vars: tuple[bytes, ...]) -> str:
+    """Why exec said E2BIG when the command line was not too long: one variable too long, or
+    all of them with the command line over the total (ARG_MAX)."""
+    entries = {**env, **dict(zip(ITEM_VARS, item_vars, strict=True))}
+    name, value = max(entries.items(), key=lambda kv: len(kv[0]) + len(kv[1]))
+    if len(name) + len(value) + 2 > ARG_STRLEN:
+        return (
+            f"the environment variable {os.fsdecode(name)} is {len(name) + len(value) + 1:,} bytes, over the "
+            f"{ARG_STRLEN:,} bytes one variable may have: make it shorter"
+        )
+    env_bytes = sum(len(k) + len(v) + 2 for k, v in entries.items())
+    try:
+        arg_max = f" (ARG_MAX is {os.sysconf('SC_ARG_MAX'):,} bytes)"
+    except (ValueError, OSError):
+        arg_max = ""
+    return (
+        f"the command line ({len(os.fsencode(cmd)):,} bytes) and the environment ({env_bytes:,} bytes) "
+        f"together are over the system's limit for starting a command{arg_max}: shrink the environment"
+    )

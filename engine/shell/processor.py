@@ -1,0 +1,260 @@
+"""The shell processor (``--cmd``): one process group per item, its output read as it comes.
+
+The command runs as ``/bin/sh -c <rendered template>`` in a new session (its own process
+group): a timeout, a skip or a stop kills the whole tree, and when the shell exits the rest of
+its group is killed too, so no background child outlives its item. How the shell is started
+(:mod:`.spawn`) and how its exit is seen (:mod:`.wait`) depend on the platform.
+
+Logs. The last ``log_limit`` bytes of stdout and stderr go to ``logs/<seq>.out`` / ``.err`` (mode
+0600), only when that stream is non-empty: thousands of empty files per run would cost more time
+than the commands. A retry overwrites them (and removes a stale one its own run left empty).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from typing import Final
+
+from ..errors import CommandFailed, CommandKilled, ItemTimeout, UserError
+from ..outputs import DEFAULT_MAX_RESULT_BYTES
+from . import spawn, wait
+from .item import Item, ProcessOutput, out_path
+from .itemfiles import (
+    ENV_JSON_FILE_MIN,
+    ENV_JSON_MAX,
+    ITEM_VARS,
+    BatchFolder,
+    ItemEnv,
+    create_file,
+    make_out_dir,
+    too_big,
+    write_all,
+)
+from .output import STDERR_TAIL, STDOUT_KEEP, StdoutTail, Tail, decode_tail, parse_stdout
+from .template import ARG_STRLEN, CommandTemplate
+
+__all__ = ["ShellProcessor"]
+
+_READ: Final = 1 << 16
+#: After the shell exits (or is killed) its group is killed; this long at most is then spent reading
+#: what is left in the pipes, in case a process that left the group still holds them open.
+_DRAIN_GRACE: Final = 0.5
+
+
+def _killpg(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class ShellProcessor:
+    """Runs ``<shell> -c <rendered template>`` for each item, one process group per item.
+
+    Thread-safe: worker threads call :meth:`run` concurrently and any thread may call
+    :meth:`kill` or :meth:`kill_all`. ``cwd`` is the folder commands run in (the folder the
+    batch was started from; default: this process's).
+    """
+
+    def __init__(
+        self,
+        template: str,
+        *,
+        shell: str = "/bin/sh",
+        timeout: float | None = None,
+        log_limit: int = 1 << 20,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+    ) -> None:
+        self.template = CommandTemplate(template)
+        self.shell = shell
+        self.timeout = timeout if timeout is not None and timeout > 0 else None
+        self.log_limit = max(0, log_limit)
+        self.max_result_bytes = max_result_bytes
+        if cwd is not None and not os.path.isdir(cwd):
+            raise UserError(f"the folder to run commands in does not exist: {cwd}")
+        self.cwd = cwd
+        # The environment is copied (and encoded) once; each item adds its variables.
+        base = dict(os.environ)
+        base.update(env or {})
+        self._env: dict[bytes, bytes] = {os.fsencode(k): os.fsencode(v) for k, v in base.items()}
+        self._uses_out = self.template.uses_out
+        self._launcher = spawn.launcher(shell, self._env, ITEM_VARS, cwd)
+        self._lock = threading.Lock()
+        # seq -> the running shell's pid. While listed, the shell is not reaped (but see
+        # wait.py's "polling"), so its pid (= the group id) cannot be reused: kill() never hits
+        # an unrelated group.
+        self._running: dict[int, int] = {}
+        self._killed: set[int] = set()
+        # (seq, attempt) of items a kill reached before their shell was started: it is killed
+        # as soon as it is (an attempt runs once, so an entry never matches another run).
+        self._doomed: set[tuple[int, int]] = set()
+
+    def __repr__(self) -> str:
+        return f"ShellProcessor({self.template.template!r}, timeout={self.timeout})"
+
+    def run(self, item: Item) -> ProcessOutput:
+        """Run the command for ``item``.
+
+        Raises :class:`CommandFailed` (exit > 0), :class:`CommandKilled` (a signal, or
+        :meth:`kill`), :class:`ItemTimeout`, :class:`MissingField` or :class:`ValueError` (a value
+        the template cannot take).
+        """
+        out_dir = out_path(item) if self._uses_out else None
+        cmd = self.template.render(item, out_dir)
+        # The whole command line is one argument of `sh -c`: past the kernel's limit for one
+        # argument, exec fails. Say which placeholder made it so long (checked cheaply first:
+        # a character takes at most 4 bytes).
+        if len(cmd) * 4 >= ARG_STRLEN and len(os.fsencode(cmd)) >= ARG_STRLEN:
+            raise ValueError(self.template.too_long(item, out_dir, cmd))
+        if out_dir is not None:
+            make_out_dir(item)
+        env = ItemEnv(item)
+        try:
+            if len(env.json) > ENV_JSON_MAX:
+                env.to_file()  # too big for one variable: BATCHTUI_ITEM_JSON_FILE names it
+            return self._run(item, cmd, env)
+        finally:
+            env.remove()
+
+    def _start(self, cmd: str, env: ItemEnv) -> spawn.Child:
+        """Start the shell; on E2BIG, the item's JSON moves to its file and the start is tried
+        once more, else the error says which variable or total was too big."""
+        try:
+            return self._launcher.start(cmd, env.values())
+        except OSError as exc:
+            if exc.errno != errno.E2BIG:
+                raise
+            if env.path is not None or len(env.json) < ENV_JSON_FILE_MIN:
+                raise ValueError(too_big(cmd, self._env, env.values())) from exc
+        # The environment as a whole is over the system's limit (ARG_MAX): move the item's
+        # JSON to its file and try once more.
+        env.to_file()
+        try:
+            return self._launcher.start(cmd, env.values())
+        except OSError as again:
+            if again.errno == errno.E2BIG:
+                raise ValueError(too_big(cmd, self._env, env.values())) from again
+            raise
+
+    def _run(self, item: Item, cmd: str, env: ItemEnv) -> ProcessOutput:
+        """:meth:`run` once the command line and the item's variables are ready."""
+        child = self._start(cmd, env)
+        pid = child.pid
+        with self._lock:
+            self._running[item.seq] = pid
+            if self._doomed and (item.seq, item.attempt) in self._doomed:
+                self._doomed.discard((item.seq, item.attempt))
+                self._killed.add(item.seq)
+                _killpg(pid)
+        try:
+            out, err, timed_out = self._collect(child)
+        finally:
+            with self._lock:
+                self._running.pop(item.seq, None)
+                killed = item.seq in self._killed
+                self._killed.discard(item.seq)
+            _killpg(pid)  # before reaping: the group id is still ours
+            code = child.reap()
+        if out.total or err.total or item.attempt > 1:
+            self._write_logs(item, out, err)
+        if killed:
+            raise CommandKilled(signal.SIGKILL, decode_tail(err))
+        if timed_out:
+            raise ItemTimeout(self.timeout or 0.0, decode_tail(err))
+        if code < 0:
+            raise CommandKilled(-code, decode_tail(err))
+        if code > 0:
+            raise CommandFailed(code, decode_tail(err))
+        return parse_stdout(out, self.max_result_bytes)
+
+    def _collect(self, child: spawn.Child) -> tuple[StdoutTail, Tail, bool]:
+        """Read both pipes until the shell has exited and they are drained; returns with the shell
+        exited (unreaped where the platform allows) and its group killed. Keeps only the tails of
+        the output."""
+        out = StdoutTail(max(self.log_limit, STDOUT_KEEP), self.max_result_bytes)
+        err = Tail(max(self.log_limit, STDERR_TAIL))
+        tails = {child.stdout: out, child.stderr: err}
+        watch = wait.watch(child)
+        end = None if self.timeout is None else time.monotonic() + self.timeout
+        timed_out = group_killed = False
+        try:
+            while not (watch.exited and not tails):
+                if end is None:
+                    wait_ms = -1
+                else:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        if group_killed:
+                            break  # draining took too long: something outside the group holds a pipe
+                        timed_out = group_killed = True
+                        _killpg(child.pid)
+                        end = time.monotonic() + _DRAIN_GRACE
+                        continue
+                    # poll() takes an int of milliseconds (24.8 days at most): wake at least
+                    # hourly, the loop looks at the time again anyway.
+                    wait_ms = min(math.ceil(left * 1000), 3_600_000)
+                for fd in watch.wait(wait_ms):
+                    data = os.read(fd, _READ)
+                    if data:
+                        tails[fd].add(data)
+                    else:
+                        watch.unregister(fd)
+                        del tails[fd]
+                if watch.exited and not group_killed:
+                    # The shell is done: what it left running in the background goes too.
+                    group_killed = True
+                    _killpg(child.pid)
+                    if tails:
+                        end = time.monotonic() + _DRAIN_GRACE
+        finally:
+            watch.close()
+        return out, err, timed_out
+
+    def _write_logs(self, item: Item, out: Tail, err: Tail) -> None:
+        tails = {f"{item.seq}.out": out.last(self.log_limit), f"{item.seq}.err": err.last(self.log_limit)}
+        # Through descriptors of the batch directory and of logs/, neither followed if it is a
+        # link: a log never lands outside the batch (a link there halts the batch instead).
+        with BatchFolder(item.batch_dir, "logs", create=any(tails.values())) as logs:
+            if logs is None:
+                return  # no logs/ yet and nothing to write (or to remove)
+            for name, data in tails.items():
+                if not data:
+                    if item.attempt > 1:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(name, dir_fd=logs)  # an earlier attempt's: the logs are the latest one's
+                    continue
+                fd = create_file(logs, name)
+                try:
+                    write_all(fd, data)
+                finally:
+                    os.close(fd)
+
+    def kill(self, seq: int, attempt: int | None = None) -> bool:
+        """Kill the process group running item ``seq``; its :meth:`run` then raises
+        ``CommandKilled(SIGKILL)``. False if that item is not running here, unless ``attempt``
+        is given: the executor knows that attempt has begun, and its shell dies as it starts."""
+        with self._lock:
+            pid = self._running.get(seq)
+            if pid is None:
+                if attempt is None:
+                    return False
+                self._doomed.add((seq, attempt))
+                return True
+            self._killed.add(seq)
+            _killpg(pid)
+        return True
+
+    def kill_all(self) -> int:
+        """Kill every running item's process group; returns how many."""
+        with self._lock:
+            for seq, pid in self._running.items():
+                self._killed.add(seq)
+                _killpg(pid)
+            return len(self._running)

@@ -1,0 +1,234 @@
+"""The glibc spawner: ``posix_spawn`` called through ctypes, which releases the GIL for the call.
+
+``os.posix_spawn`` holds the GIL until the child has exec'd (glibc's vfork-style clone keeps the
+caller waiting), so the engine's other threads stall for every start; Popen releases it, and so
+does this. The child gets what Popen gives it: a new session, SIGPIPE/SIGXFSZ at their defaults,
+``/dev/null`` (read-write) as stdin, the two pipes as stdout and stderr, and every other
+descriptor closed (``addclosefrom_np``, glibc 2.34, as Popen's close_fds).
+
+Where that cannot give the same result, a command is started by Popen instead: commands run in
+another folder than this process's (posix_spawn cannot enter one, and this process must not), a
+NUL byte in a value (Popen raises its ValueError), or one of descriptors 0-2 closed here (the
+pipes would take its number).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+from typing import Final
+
+from .spawn import Child, PopenLauncher
+
+__all__ = ["ACTIONS_KEPT", "SIGNALS_AT_DEFAULT", "GlibcLauncher", "LibcSpawn", "libc_spawner"]
+
+#: Signals Python ignores that a command must get at their defaults (as Popen's restore_signals).
+SIGNALS_AT_DEFAULT: Final = ("SIGPIPE", "SIGXFSZ")
+# glibc's posix_spawn attribute flags (spawn.h); os exposes only the file-action constants.
+_SPAWN_SETSIGDEF: Final = 0x04
+_SPAWN_SETSID: Final = 0x80
+# Room for glibc's opaque posix_spawnattr_t (336 bytes on x86-64), posix_spawn_file_actions_t (80)
+# and sigset_t (128): generous on every architecture.
+_ATTR_SIZE: Final = 1024
+_ACTIONS_SIZE: Final = 512
+_SIGSET_SIZE: Final = 512
+ACTIONS_KEPT: Final = 1024  # (stdout, stderr) descriptor pairs whose file actions are kept
+
+
+class LibcSpawn:
+    """glibc's posix_spawn with the attributes and file actions a command needs."""
+
+    __slots__ = (
+        "_attr",
+        "_cache",
+        "_closefrom",
+        "_destroy",
+        "_dup2",
+        "_init",
+        "_open",
+        "_spawn",
+    )
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ptr, cint = ctypes.c_void_p, ctypes.c_int
+        self._spawn = libc.posix_spawn
+        self._spawn.argtypes = [ctypes.POINTER(cint), ctypes.c_char_p, ptr, ptr, ptr, ptr]
+        self._init = libc.posix_spawn_file_actions_init
+        self._init.argtypes = [ptr]
+        self._destroy = libc.posix_spawn_file_actions_destroy
+        self._destroy.argtypes = [ptr]
+        self._open = libc.posix_spawn_file_actions_addopen
+        self._open.argtypes = [ptr, cint, ctypes.c_char_p, cint, ctypes.c_uint]
+        self._dup2 = libc.posix_spawn_file_actions_adddup2
+        self._dup2.argtypes = [ptr, cint, cint]
+        self._closefrom = libc.posix_spawn_file_actions_addclosefrom_np
+        self._closefrom.argtypes = [ptr, cint]
+        for func in (self._spawn, self._init, self._destroy, self._open, self._dup2, self._closefrom):
+            func.restype = cint
+        self._cache: dict[tuple[int, int], ctypes.Array[ctypes.c_char]] = {}
+        # The attributes never change: set once, then only read (by any thread at once).
+        self._attr = ctypes.create_string_buffer(_ATTR_SIZE)
+        sigset = ctypes.create_string_buffer(_SIGSET_SIZE)
+        if libc.posix_spawnattr_init(self._attr) or libc.sigemptyset(sigset):
+            raise OSError("posix_spawnattr_init or sigemptyset failed")
+        for name in SIGNALS_AT_DEFAULT:
+            sig = getattr(signal, name, None)
+            if sig is not None and libc.sigaddset(sigset, int(sig)):
+                raise OSError(f"sigaddset({int(sig)}) failed")
+        if libc.posix_spawnattr_setsigdefault(self._attr, sigset) or libc.posix_spawnattr_setflags(
+            self._attr, ctypes.c_short(_SPAWN_SETSIGDEF | _SPAWN_SETSID)
+        ):
+            raise OSError("posix_spawnattr_setsigdefault or setflags failed")
+
+    def _actions(self, out_w: int, err_w: int) -> tuple[ctypes.Array[ctypes.c_char], bool]:
+        """File actions giving the child /dev/null, ``out_w`` and ``err_w`` as 0-2 and nothing
+        else, and whether they are kept. They depend on the two numbers only, so each pair is
+        built once and kept (then only read, by any thread); the pipes' numbers repeat."""
+        actions = self._cache.get((out_w, err_w))
+        if actions is not None:
+            return actions, True
+        actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
+        code = self._init(actions)
+        if code:
+            raise OSError(code, os.strerror(code))
+        code = (
+            self._open(actions, 0, b"/dev/null", os.O_RDWR, 0)  # subprocess.DEVNULL's mode
+            or self._dup2(actions, out_w, 1)
+            or self._dup2(actions, err_w, 2)
+            or self._closefrom(actions, 3)
+        )
+        if code:
+            self._destroy(actions)
+            raise OSError(code, os.strerror(code))
+        if len(self._cache) >= ACTIONS_KEPT:
+            return actions, False  # that many pairs: the caller frees these after use
+        # Another thread may have built the same pair meanwhile: keep one, free the other.
+        kept = self._cache.setdefault((out_w, err_w), actions)
+        if kept is not actions:
+            self._destroy(actions)
+        return kept, True
+
+    def spawn(
+        self,
+        path: bytes,
+        argv: ctypes.Array[ctypes.c_char_p],
+        envp: ctypes.Array[ctypes.c_char_p],
+        out_w: int,
+        err_w: int,
+    ) -> int:
+        """Start ``path`` with ``argv`` and ``envp`` (NULL-terminated), ``out_w`` and ``err_w``
+        (both above 2) as its stdout and stderr; its pid, or OSError as Popen raises it."""
+        actions, kept = self._actions(out_w, err_w)
+        pid = ctypes.c_int()
+        try:
+            code = self._spawn(ctypes.byref(pid), path, actions, self._attr, argv, envp)
+        finally:
+            if not kept:
+                self._destroy(actions)
+        if code:
+            raise OSError(code, os.strerror(code), os.fsdecode(path))
+        return pid.value
+
+
+_libc_spawn: LibcSpawn | None = None
+_libc_spawn_tried = False
+
+
+def libc_spawner() -> LibcSpawn | None:
+    """The process-wide :class:`LibcSpawn`, or None where this is not glibc >= 2.34."""
+    global _libc_spawn, _libc_spawn_tried
+    if not _libc_spawn_tried:
+        spawner = None
+        try:
+            libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+        except (AttributeError, ValueError, OSError):  # musl, macOS: no such name
+            libc = ""
+        if libc.startswith("glibc "):  # the flag values above are glibc's
+            try:
+                spawner = LibcSpawn()
+            except (OSError, AttributeError):  # no library or symbol (glibc < 2.34)
+                spawner = None
+        _libc_spawn = spawner
+        _libc_spawn_tried = True
+    return _libc_spawn
+
+
+class GlibcLauncher:
+    """Starts one processor's commands with :class:`LibcSpawn`, exactly as its
+    :class:`PopenLauncher` would; that launcher starts those only Popen can start.
+
+    The environment is laid out once as posix_spawn takes it: entries in the order of the dict
+    Popen gets (an item variable already inherited keeps its place, the others follow in
+    order); per item only the item variables' slots are refilled, in arrays kept per thread.
+    """
+
+    __slots__ = ("_entries", "_local", "_shell", "_slots", "_spawner", "popen")
+
+    def __init__(self, spawner: LibcSpawn, popen: PopenLauncher) -> None:
+        self._spawner = spawner
+        self.popen = popen
+        self._shell = os.fsencode(popen.shell)
+        entries: list[bytes | None] = []
+        for key, value in popen.env.items():
+            entries.append(None if key in popen.item_names else key + b"=" + value)
+        keys = list(popen.env)
+        slots = []
+        for key in popen.item_names:
+            if key in popen.env:
+                slots.append(keys.index(key))
+            else:
+                slots.append(len(entries))
+                entries.append(None)
+        self._entries = entries
+        self._slots: tuple[int, ...] = tuple(slots)
+        self._local = threading.local()  # per worker thread: its argv and envp arrays, reused
+
+    def start(self, cmd: str, item_values: tuple[bytes, ...]) -> Child:
+        return self._spawn(cmd, item_values) or self.popen.start(cmd, item_values)
+
+    def _spawn(self, cmd: str, item_values: tuple[bytes, ...]) -> Child | None:
+        """Start the shell with posix_spawn exactly as Popen would; None where only Popen can."""
+        cwd = self.popen.cwd
+        if cwd is not None:
+            try:
+                if os.getcwd() != cwd:
+                    return None  # posix_spawn cannot enter another folder, and this process must not
+            except OSError:
+                return None  # this process's folder is gone: Popen enters cwd by its path
+        command = os.fsencode(cmd)
+        if b"\0" in command or any(b"\0" in value for value in item_values):
+            return None  # Popen raises its ValueError
+        local = self._local
+        try:
+            argv, envp = local.arrays
+        except AttributeError:
+            argv = (ctypes.c_char_p * 4)(self._shell, b"-c", None, None)
+            envp = (ctypes.c_char_p * (len(self._entries) + 1))(*self._entries, None)
+            local.arrays = argv, envp
+        argv[2] = command
+        for index, key, value in zip(self._slots, self.popen.item_names, item_values, strict=True):
+            envp[index] = key + b"=" + value
+        out_r, out_w = os.pipe()
+        try:
+            err_r, err_w = os.pipe()
+        except BaseException:
+            os.close(out_r)
+            os.close(out_w)
+            raise
+        fds = (out_r, out_w, err_r, err_w)
+        if min(fds) <= 2:  # one of 0-2 is closed here: the dup2s could clash, Popen sorts that out
+            for fd in fds:
+                os.close(fd)
+            return None
+        try:
+            pid = self._spawner.spawn(self._shell, argv, envp, out_w, err_w)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        os.close(out_w)
+        os.close(err_w)
+        return Child(pid, out_r, err_r)
