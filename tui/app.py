@@ -29,7 +29,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from batchtui.engine.batchdir import BatchDir, BatchLocked, now_iso
-from batchtui.engine.errors import EXIT_USAGE
+from batchtui.engine.errors import EXIT_USAGE, BatchtuiError
 from batchtui.engine.fmt import clean
 from batchtui.engine.models import BatchState
 from batchtui.engine.runner import EXIT_INTERRUPTED, BatchRunner, RunResult
@@ -181,8 +181,17 @@ class BatchtuiApp(App[int]):
 
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:
+        """The one handler of the workers' ends. Every thread worker runs with
+        ``exit_on_error=False``: an error in one (an unreadable output dir, a control file that
+        cannot be written) is said in a notification, and the app, and an engine in it, go on."""
         worker = event.worker
         if worker is not self.engine_worker:
+            if event.state == WorkerState.ERROR and worker.error is not None:
+                self.notify(
+                    clean(f"{worker.name or 'a background task'} failed: {_said(worker.error)}"),
+                    severity="error",
+                    timeout=10,
+                )
             return
         if event.state == WorkerState.SUCCESS:
             result = worker.result
@@ -390,6 +399,11 @@ class BatchtuiApp(App[int]):
             "Batches", "All batches in the output dir", partial(self.push_screen, BrowserScreen(self.output_dir))
         )
         yield from super().get_system_commands(screen)
+
+
+def _said(error: BaseException) -> str:
+    """An error in one line: a batchtui error says itself, any other says its type too."""
+    return str(error) if isinstance(error, BatchtuiError) else f"{type(error).__name__}: {error}"
 
 
 def _exit_later(code: int, delay: float) -> None:

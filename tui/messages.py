@@ -1,43 +1,54 @@
-"""Messages the TUI's background threads post to the app (thread-safe via post_message)."""
+"""Messages of the TUI, as dataclasses: what a background thread or a widget tells the screens.
+
+Threads post them (``post_message`` is thread-safe); a stale progress update is replaced by the
+next one in the queue, never queued behind it (``can_replace``).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual.message import Message
 
 from batchtui.engine.models import LiveProgress, Manifest
 
+__all__ = ["EngineFinished", "ErrorTypeChosen", "LiveUpdated", "ManifestUpdated"]
 
+
+@dataclass
 class LiveUpdated(Message):
     """live_progress.json of the watched batch changed (stale ones are replaced, not queued)."""
 
-    def __init__(self, batch: Path, live: LiveProgress) -> None:
-        super().__init__()
-        self.batch = batch
-        self.live = live
+    batch: Path
+    live: LiveProgress
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, LiveUpdated) and message.batch == self.batch
 
 
+@dataclass
 class ManifestUpdated(Message):
     """manifest.json of the watched batch changed."""
 
-    def __init__(self, batch: Path, manifest: Manifest) -> None:
-        super().__init__()
-        self.batch = batch
-        self.manifest = manifest
+    batch: Path
+    manifest: Manifest
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, ManifestUpdated) and message.batch == self.batch
 
 
+@dataclass
 class EngineFinished(Message):
     """The engine running in this app's worker thread returned."""
 
-    def __init__(self, batch: Path, exit_code: int, state: str) -> None:
-        super().__init__()
-        self.batch = batch
-        self.exit_code = exit_code
-        self.state = state
+    batch: Path
+    exit_code: int
+    state: str
+
+
+@dataclass
+class ErrorTypeChosen(Message):
+    """A row of the dashboard's errors table was chosen: show the failed items of that type."""
+
+    error_type: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,6 +18,7 @@ from batchtui.engine.batchdir import engine_alive, iter_batches, parse_iso
 from batchtui.engine.models import Counts
 from batchtui.engine.summary import DAMAGED, BatchSummary, summarize
 
+from ..host import host
 from ..text import plain
 from .modals import ConfirmScreen
 
@@ -39,8 +41,6 @@ def _local(iso: str | None) -> str:
     if not iso:
         return ""
     try:
-        import time
-
         return time.strftime("%m-%d %H:%M:%S", time.localtime(parse_iso(iso)))
     except ValueError:
         return iso
@@ -78,17 +78,16 @@ class BrowserScreen(Screen[None]):
         table.add_columns("Batch", "State", "Engine", "Progress", "Done", "Failed", "Created", "Updated", "Name")
         self.query_one("#browser-title", Static).update(plain(f"Batches in {self.output_dir}"))
         self.action_reload()
-        if getattr(self.app, "watch_files", True):
+        if host(self).watch_files:
             self.set_interval(2.0, self.action_reload)
         table.focus()
 
     def action_reload(self) -> None:
         self._load()
 
-    @work(thread=True, exclusive=True, group="browser-load")
+    @work(thread=True, exclusive=True, group="browser-load", name="reading the batches", exit_on_error=False)
     def _load(self) -> None:
-        clock = getattr(self.app, "clock", None)
-        now = float(clock()) if callable(clock) else None
+        now = host(self).clock()
         rows = [summarize(b, now=now) for b in iter_batches(self.output_dir)]
         self.app.call_from_thread(self._show, rows)
 
@@ -161,18 +160,14 @@ class BrowserScreen(Screen[None]):
         row = self.selected
         if row is None or row.state == DAMAGED:
             return
-        open_batch = getattr(self.app, "open_batch", None)
-        if callable(open_batch):
-            open_batch(self.output_dir / row.batch_id)
+        host(self).open_batch(self.output_dir / row.batch_id)
 
     def action_resume(self) -> None:
         row = self.selected
         if row is None or not row.resumable:
             self.notify("this batch has nothing to resume or an engine runs it", severity="warning")
             return
-        resume = getattr(self.app, "resume_batch", None)
-        if callable(resume):
-            resume(self.output_dir / row.batch_id)
+        host(self).resume_batch(self.output_dir / row.batch_id)
 
     def action_delete(self) -> None:
         row = self.selected

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,24 +12,19 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
 from batchtui.engine.batchdir import BatchDir
-from batchtui.engine.control import (
-    ACK_TIMEOUT_S,
-    append_command,
-    apply_offline,
-    new_command,
-    unacked_message,
-    wait_for_ack,
-)
+from batchtui.engine.client import ACK_TIMEOUT_S, Applied, NotAcknowledged, send
+from batchtui.engine.errors import BatchtuiError
 from batchtui.engine.fmt import clean
-from batchtui.engine.liveness import engine_status
 from batchtui.engine.models import ControlOp
-from batchtui.engine.store import AttemptRow, ItemRow, ItemStore
+from batchtui.engine.store.queries import AttemptRow, ItemQueries, ItemRow, StoreError
 
+from ..host import host
 from ..text import plain, plain_block
 
 TAIL_BYTES = 16384
@@ -90,15 +85,12 @@ class ItemDetailScreen(Screen[None]):
 
     def action_reload(self) -> None:
         try:
-            store = ItemStore.open_readonly(self.batch.items_db)
-        except Exception as exc:
+            with ItemQueries(self.batch.items_db) as store:
+                detail = store.item(self.seq)
+        except StoreError as exc:
             self.query_one("#detail-title", Static).update(plain(f"cannot read the store: {exc}"))
             return
-        try:
-            self.row = store.get(self.seq)
-            self.attempt_rows = store.attempts(self.seq)
-        finally:
-            store.close()
+        self.row, self.attempt_rows = (None, []) if detail is None else (detail.row, detail.attempts)
         self._show_row()
 
     def _show_row(self) -> None:
@@ -146,42 +138,38 @@ class ItemDetailScreen(Screen[None]):
         if self.row is None or self.row.status != "failed":
             self.notify("only a failed item can be retried", severity="warning")
             return
-        self._command("retry", lambda s: f"{len(s.retry_failed(seqs=[self.seq]))} back to pending")
+        self._command("retry", host(self).clock)
 
     def action_skip(self) -> None:
         if self.row is None or self.row.status not in ("pending", "processing", "failed"):
             self.notify("this item cannot be skipped now", severity="warning")
             return
-        self._command("skip", lambda s: f"{len(s.skip([self.seq]))} skipped")
+        self._command("skip", host(self).clock)
 
-    @work(thread=True, group="detail")
-    def _command(self, op: ControlOp, offline: Any) -> None:
-        severity = "information"
-        if engine_status(self.batch.path).held:
-            cmd = new_command(op, seqs=[self.seq])
-            append_command(self.batch, cmd)
-            worker = get_current_worker()
-            deadline = time.monotonic() + ACK_TIMEOUT_S
-            live = None
-            # In slices, so that quitting the app never waits for an engine that does not answer.
-            while live is None and time.monotonic() < deadline:
-                if worker.is_cancelled:
-                    return
-                live = wait_for_ack(self.batch, cmd.id, min(0.2, max(0.0, deadline - time.monotonic())))
-            if live is not None:
-                message = f"{op} #{self.seq}: {live.control_results.get(cmd.id, 'done')}"
-            else:  # asked again now: the engine may have gone, or be frozen
-                clock = getattr(self.app, "clock", None)  # a frozen clock in tests
-                status = engine_status(self.batch.path, now=float(clock()) if callable(clock) else None)
-                message = unacked_message(self.batch, f"{op} #{self.seq}", op, ACK_TIMEOUT_S, status, brief=True)
-                severity = "warning"
+    @work(thread=True, group="detail", name="sending a command", exit_on_error=False)
+    def _command(self, op: ControlOp, clock: Callable[[], float]) -> None:
+        """Send ``op`` for this item through the control client and wait for its ack (in
+        slices, so that quitting the app never waits for an engine that does not answer)."""
+        worker = get_current_worker()
+        what = f"{op} #{self.seq}"
+        severity: SeverityLevel = "information"
+        try:
+            outcome = send(
+                self.batch, op, seqs=[self.seq], wait=ACK_TIMEOUT_S, cancelled=lambda: worker.is_cancelled, now=clock
+            )
+        except BatchtuiError as exc:  # no engine and the batch taken meanwhile, a damaged file
+            message, severity = f"{op} failed: {exc}", "error"
         else:
-            try:
-                message = f"{op} #{self.seq}: {apply_offline(self.batch, offline)}"
-            except Exception as exc:
-                message = f"{op} failed: {exc}"
+            if worker.is_cancelled:
+                return
+            if isinstance(outcome, Applied):
+                message = f"{what}: {outcome.message}"
+            elif isinstance(outcome, NotAcknowledged):  # the engine may have gone, or be frozen
+                message, severity = outcome.describe(what, brief=True), "warning"
+            else:  # Sent: not asked for (a wait was given)
+                message = f"sent {what}"
         self.app.call_from_thread(
-            self.notify, clean(message), severity=severity, timeout=3 if severity != "warning" else 6
+            self.notify, clean(message), severity=severity, timeout=6 if severity == "warning" else 3
         )
         self.app.call_from_thread(self.set_timer, 0.6, self.action_reload)
 

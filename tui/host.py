@@ -1,0 +1,42 @@
+"""What the screens need from the app, as a small typed protocol.
+
+The screens never look the app's attributes up by name: :class:`~batchtui.tui.app.BatchtuiApp`
+has these, and :func:`host` checks it once, so a screen mounted in another app fails with a
+clear error instead of silently using defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from textual.dom import DOMNode
+
+__all__ = ["Host", "host"]
+
+
+@runtime_checkable
+class Host(Protocol):
+    """The app as the screens see it."""
+
+    #: Watch the batch dir for changes (off in snapshot tests: the fixtures are read once).
+    watch_files: bool
+    #: Let a display error raise (tests) instead of logging it (an engine may run in this app).
+    strict_display: bool
+    #: The wall clock (frozen in tests).
+    clock: Callable[[], float]
+
+    def open_batch(self, path: Path) -> None:
+        """Show the dashboard of the batch at ``path``."""
+
+    def resume_batch(self, path: Path) -> None:
+        """Resume the batch at ``path`` with its engine in this app."""
+
+
+def host(node: DOMNode) -> Host:
+    """The app of ``node``, as a :class:`Host`."""
+    app = node.app
+    if not isinstance(app, Host):
+        raise TypeError(f"{type(app).__name__} is not a batchtui host app (watch_files, clock, open_batch...)")
+    return app

@@ -1,0 +1,67 @@
+"""The dashboard's counts row: items per status, then duplicates, workers and the cluster."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.reactive import var
+from textual.widgets import Static
+
+from batchtui.engine.models import LiveProgress, Manifest
+
+__all__ = ["STATUSES", "CountsRow", "fmt_mb"]
+
+STATUSES = ("pending", "processing", "complete", "failed", "skipped")
+
+
+def fmt_mb(mb: float) -> str:
+    """Megabytes as ``512 MB`` or ``1.5 GB``."""
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+
+
+class CountsRow(Horizontal):
+    """One count per status, each coloured by the theme, and what runs the items."""
+
+    live: var[LiveProgress | None] = var(None)
+    manifest: var[Manifest | None] = var(None)  # duplicates dropped come from the manifest
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._ready = False
+
+    def compose(self) -> ComposeResult:
+        for status in STATUSES:
+            yield Static(id=f"count-{status}", classes=f"count {status}")
+        yield Static(id="count-extra", classes="count extra")
+
+    def on_mount(self) -> None:
+        self._ready = True
+        self.redraw()
+
+    def watch_live(self) -> None:
+        self.redraw()
+
+    def watch_manifest(self) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        live = self.live
+        if live is None or not self._ready:
+            return
+        c = live.counts
+        for status in STATUSES:
+            label = "running" if status == "processing" else status
+            self.query_one(f"#count-{status}", Static).update(Text(f"{label} {getattr(c, status):,}"))
+        extra = []
+        if self.manifest is not None and self.manifest.duplicates_dropped:
+            extra.append(f"duplicates dropped {self.manifest.duplicates_dropped:,}")
+        extra.append(f"workers {live.workers}")
+        cluster = live.cluster
+        if cluster is not None:
+            where = "local dask cluster" if cluster.local else f"dask {cluster.scheduler}"
+            extra.append(
+                f"{where}: {cluster.workers} workers, {fmt_mb(cluster.memory_used_mb)}"
+                f" / {fmt_mb(cluster.memory_total_mb)}"
+            )
+        self.query_one("#count-extra", Static).update(Text("  ".join(extra)))

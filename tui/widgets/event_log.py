@@ -1,0 +1,113 @@
+"""The dashboard's event log: state changes, warnings, new errors, and what became of each
+command sent to the engine (acknowledged, not acknowledged in time, acknowledged late)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from textual.reactive import var
+from textual.widgets import Log
+
+from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.client import NotAcknowledged, Sent
+from batchtui.engine.fmt import clean
+from batchtui.engine.liveness import EngineStatus, Liveness
+from batchtui.engine.models import LiveProgress
+
+from .status import GONE
+
+__all__ = ["EventLog"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    sent: Sent
+    what: str
+    at: float  # time.monotonic() when it was sent
+
+
+class EventLog(Log):
+    """Lines stamped with the app's clock. It follows the live progress and the engine's
+    liveness (``data_bind``), and the commands :meth:`sent` to the engine until their
+    acknowledgement shows in live_progress.json; one not acknowledged within the timeout
+    given to :meth:`check_acks` is reported once, and again if it is acknowledged late."""
+
+    live: var[LiveProgress | None] = var(None)
+    engine: var[EngineStatus] = var(GONE)
+
+    def __init__(self, batch: BatchDir, clock: Callable[[], float], *, id: str | None = None) -> None:
+        super().__init__(id=id, max_lines=500)
+        self.batch = batch
+        self.clock = clock
+        self._pending: dict[str, _Pending] = {}
+        self._late: dict[str, _Pending] = {}
+        self._seen_errors: set[tuple[int, int, str]] = set()
+        self._seen_warnings: set[str] = set()
+
+    def write_event(self, text: str) -> None:
+        """One line, untrusted text escaped and cut."""
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
+        self.write_line(f"{stamp} {clean(text, limit=300)}")
+
+    def watch_engine(self, before: EngineStatus, after: EngineStatus) -> None:
+        if before.liveness != Liveness.STALE and after.liveness == Liveness.STALE:
+            self.write_event(f"engine not responding: {after.explain()}")
+        elif before.liveness == Liveness.STALE and after.liveness == Liveness.ALIVE:
+            self.write_event("engine responding again")
+
+    def watch_live(self, previous: LiveProgress | None, live: LiveProgress | None) -> None:
+        if live is None:
+            return
+        if previous is None or previous.state != live.state:
+            self.write_event(f"state {live.state.value}" + (f": {live.halt_reason}" if live.halt_reason else ""))
+        for w in live.warnings:
+            if w not in self._seen_warnings:
+                self._seen_warnings.add(w)
+                self.write_event(f"warning: {w}")
+        for e in live.recent_errors:
+            ident = (e.seq, e.attempt, e.error_type)
+            if ident not in self._seen_errors:
+                self._seen_errors.add(ident)
+                self.write_event(f"#{e.seq} try {e.attempt} {e.category} {e.error_type}: {e.message}")
+        self._acked(live)
+
+    def sent(self, sent: Sent, what: str) -> None:
+        """``what`` (``pause``, ``retry #3``) was appended to control.jsonl: await its ack."""
+        cmd_id = sent.cmd.id
+        self._pending[cmd_id] = _Pending(sent, what, time.monotonic())
+        note = ""
+        if sent.status.liveness == Liveness.STALE:
+            note = f"; the engine is not responding ({sent.status.badge().lower()}): it applies it if it wakes"
+        self.write_event(f"sent {what} ({cmd_id}){note}")
+        if self.live is not None:
+            self._acked(self.live)  # it may have been acknowledged before we got here
+
+    def check_acks(self, timeout: float) -> None:
+        """Report once each command with no acknowledgement after ``timeout`` seconds."""
+        now = time.monotonic()
+        for cmd_id, pending in list(self._pending.items()):
+            waited = now - pending.at
+            if waited < timeout:
+                continue
+            self._pending.pop(cmd_id)
+            self._late[cmd_id] = pending
+            text = NotAcknowledged(self.batch, pending.sent.cmd, self.engine, waited).describe(pending.what, brief=True)
+            self.write_event(text)
+            self.notify(clean(text), severity="warning", timeout=6)
+
+    def _acked(self, live: LiveProgress) -> None:
+        for cmd_id, pending in list(self._pending.items()):
+            if cmd_id in live.acked:
+                result = live.control_results.get(cmd_id, "done")
+                self._pending.pop(cmd_id)
+                self.write_event(f"{pending.what}: {result}")
+                self.notify(clean(f"{pending.what}: {result}"), timeout=3)
+        for cmd_id, pending in list(self._late.items()):
+            if cmd_id in live.acked:
+                result = live.control_results.get(cmd_id, "done")
+                self._late.pop(cmd_id)
+                late = f"{pending.what}: {result} (acknowledged late, after {time.monotonic() - pending.at:.0f}s)"
+                self.write_event(late)
+                self.notify(clean(late), timeout=4)
