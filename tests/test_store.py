@@ -465,3 +465,58 @@ def test_a_whole_run_never_changes_the_umask_and_the_store_files_are_0600(
     assert seen and seen[-1] == 20
     assert modes.keys() >= {"items.db", "items.db-wal", "items.db-shm"}
     assert set(modes.values()) == {0o600}, modes
+
+
+def test_item_queries_count_page_and_stream_the_same_filtered_items(tmp_path: Path) -> None:
+    """The views' one store API: for each filter, the count, the pages and the stream agree,
+    and each keeps exactly the items the filter names."""
+    from batchtui.engine.store import ItemFilter, ItemQueries, StoreError
+
+    path = tmp_path / "items.db"
+    store = ItemStore.create(path, durable=False)
+    try:
+        store.enqueue([(f"key_{i}%", f'"{i}"', "line", "pending", *(None,) * 6) for i in range(30)])
+        with store.transaction() as conn:
+            for seq in range(0, 30, 3):  # 10 failed, two types, two groups
+                etype = "exit 1" if seq % 2 else "Timeout"
+                conn.execute(
+                    bulk_mod.FAILED.sql, (1, etype, "permanent", f"boom {seq}", "", f"g-{etype}", "t", 0.1, "t", seq)
+                )
+                conn.execute(bulk_mod.ATTEMPT.sql, (seq, 1, "failed", "a", "b", 0.1, etype, "permanent", "boom", ""))
+    finally:
+        store.close()
+    failed = list(range(0, 30, 3))
+    cases = {
+        ItemFilter(): list(range(30)),
+        ItemFilter(status="failed"): failed,
+        ItemFilter(status="failed", error_type="Timeout"): [s for s in failed if s % 2 == 0],
+        ItemFilter(error_group="g-exit 1"): [s for s in failed if s % 2],
+        ItemFilter(text="KEY_1"): [1, *range(10, 20)],  # case-insensitive
+        ItemFilter(text="_2%"): [2],  # % and _ are plain characters
+        ItemFilter(text="boom 2"): [21, 24, 27],
+        ItemFilter(seqs=frozenset({5, 6, 29, 99})): [5, 6, 29],
+        ItemFilter(status="pending", seqs=frozenset({5, 6})): [5],
+        ItemFilter(seqs=frozenset()): [],
+    }
+    with ItemQueries(path) as view:
+        assert view.size() == 30 and view.counts().failed == 10
+        for f, expected in cases.items():
+            assert view.count(f) == len(expected), f
+            assert [r.seq for r in view.rows(f)] == expected, f
+            pages = [r.seq for offset in range(0, 30, 4) for r in view.page(f, offset, 4)]
+            assert pages == expected, f
+        detail = view.item(3)
+        assert detail is not None and detail.row.error_type == "exit 1" and detail.row.data == "3"
+        assert [(a.attempt, a.status, a.error.error_type if a.error else None) for a in detail.attempts] == [
+            (1, "failed", "exit 1")
+        ]
+        assert view.item(30) is None and view.row(30) is None
+        assert [(g.error_type, g.count) for g in view.error_groups()] == [("Timeout", 5), ("exit 1", 5)]
+    assert ItemFilter(status="", text="") == ItemFilter()
+    with pytest.raises(ValueError, match="unknown status"):
+        ItemFilter(status="running")
+    with pytest.raises(StoreError, match="does not exist"):
+        ItemQueries(tmp_path / "none" / "items.db")
+    path.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError):
+        ItemQueries(path)
