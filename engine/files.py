@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +32,35 @@ M = TypeVar("M", bound=BaseModel)
 NO_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 WRITE_ERRNOS: Final = NO_SPACE_ERRNOS | {errno.EIO, errno.EROFS}
 _BATCH_ID: Final = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{8}$")
+#: macOS's fsync hands the data to the drive, whose cache may still lose it in a power cut;
+#: fcntl(F_FULLFSYNC) flushes that cache too (as SQLite's ``PRAGMA fullfsync``). Elsewhere fsync
+#: already does.
+_F_FULLFSYNC: Final[int | None] = getattr(fcntl, "F_FULLFSYNC", None)
+
+
+def full_fsync(fd: int) -> None:
+    """Make a file's (or a folder's) content durable: F_FULLFSYNC where the system has it, else
+    fsync; a file system that refuses F_FULLFSYNC (a network share) gets fsync."""
+    if _F_FULLFSYNC is not None:
+        try:
+            fcntl.fcntl(fd, _F_FULLFSYNC)
+        except OSError:
+            pass
+        else:
+            return
+    os.fsync(fd)
+
+
+def _pick_data_fsync() -> Callable[[int], None]:
+    # fdatasync skips the file's times (one write less per group commit) where it exists and is
+    # as durable as fsync; macOS has neither fdatasync nor an fsync that is enough.
+    if _F_FULLFSYNC is None and sys.platform != "darwin" and hasattr(os, "fdatasync"):
+        return os.fdatasync
+    return full_fsync
+
+
+#: Make a file's data durable (its size too, not its times): chosen once for this system.
+data_fsync: Final = _pick_data_fsync()
 
 
 class WriteFailed(UserError):
@@ -91,7 +122,7 @@ def fsync_dir(path: Path) -> None:
     """fsync a directory so a rename or create in it survives a power cut."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        full_fsync(fd)
     finally:
         os.close(fd)
 
@@ -126,7 +157,7 @@ def _atomic_write_at(dfd: int, path: Path, data: bytes, *, durable: bool, backup
                 written = os.write(fd, view)
                 view = view[written:]
             if durable:
-                os.fsync(fd)
+                full_fsync(fd)
         finally:
             os.close(fd)
     except OSError as exc:
@@ -153,7 +184,7 @@ def _atomic_write_at(dfd: int, path: Path, data: bytes, *, durable: bool, backup
             os.unlink(tmp, dir_fd=dfd)
         raise write_failed(path, exc) from None
     if durable:
-        os.fsync(dfd)
+        full_fsync(dfd)
 
 
 def _parses(path: Path) -> bool:
@@ -277,11 +308,11 @@ class ResultsLog:
                 keep = start + idx + 1
                 if keep < size:
                     os.ftruncate(self._fd, keep)
-                    os.fsync(self._fd)
+                    full_fsync(self._fd)
                 return size - keep
             pos = start
         os.ftruncate(self._fd, 0)
-        os.fsync(self._fd)
+        full_fsync(self._fd)
         return size
 
     def append(self, line: bytes) -> None:
@@ -309,7 +340,7 @@ class ResultsLog:
         """Make appended lines durable; returns the offset that is now safe to commit."""
         if self._dirty and durable:
             try:
-                os.fdatasync(self._fd)
+                data_fsync(self._fd)
             except OSError as exc:
                 raise write_failed(self.path, exc) from None
         self._dirty = False
@@ -319,7 +350,7 @@ class ResultsLog:
         """Make every line appended so far durable. Safe from another thread (the run's
         committer) while this one appends: it never touches the offset or the dirty flag."""
         try:
-            os.fdatasync(self._fd)
+            data_fsync(self._fd)
         except OSError as exc:
             raise write_failed(self.path, exc) from None
 

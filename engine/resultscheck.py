@@ -38,7 +38,7 @@ import orjson
 from pydantic import ValidationError
 
 from .batchdir import now_iso
-from .files import FILE_MODE, ResultsLog, write_failed
+from .files import FILE_MODE, ResultsLog, full_fsync, write_failed
 from .models import ResultLine
 from .store import ItemStore
 
@@ -300,7 +300,7 @@ def _write_all(fd: int, data: bytes) -> None:
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
     try:
-        os.fsync(fd)
+        full_fsync(fd)
     finally:
         os.close(fd)
 
@@ -315,7 +315,7 @@ def _replace(store: ItemStore, log: ResultsLog, write: Any, updates: list[tuple[
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
         try:
             write(fd)
-            os.fsync(fd)
+            full_fsync(fd)
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
