@@ -19,8 +19,13 @@ import pytest
 CLI = [sys.executable, "-m", "batchtui.tui.cli"]
 
 
+#: BATCHTUI_* variables a test's subprocesses keep: not settings but how the whole suite runs
+#: (BATCHTUI_SPAWNER=popen runs it on the portable spawning path).
+SUITE_ENV = frozenset({"BATCHTUI_SPAWNER"})
+
+
 def cli_env(out: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHTUI_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHTUI_") or k in SUITE_ENV}
     env["BATCHTUI_OUTPUT_DIR"] = str(out)
     env.update(extra or {})
     return env

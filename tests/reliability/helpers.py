@@ -31,7 +31,7 @@ STATUSES = ("pending", "processing", "complete", "failed", "skipped")
 
 
 def env_for(out: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHTUI_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHTUI_") or k == "BATCHTUI_SPAWNER"}
     env["BATCHTUI_OUTPUT_DIR"] = str(out)
     env.update(extra or {})
     return env

@@ -57,7 +57,7 @@ def read_state(batch: Path) -> str:
 
 
 def tui_env(tmp: Path, out: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHTUI_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHTUI_") or k == "BATCHTUI_SPAWNER"}
     env.update(
         {
             "BATCHTUI_OUTPUT_DIR": str(out),

@@ -27,7 +27,7 @@ def test_terminal_hangup_hands_the_batch_to_a_background_engine(tmp_path: Path) 
     items = tmp_path / "items.txt"
     items.write_text("".join(f"{i}\n" for i in range(150)))
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHTUI_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHTUI_") or k == "BATCHTUI_SPAWNER"}
     env.update({"BATCHTUI_OUTPUT_DIR": str(out), "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"})
     pid, fd = pty.fork()
     if pid == 0:  # the child: batchtui on a terminal, so the TUI runs with the engine in it
