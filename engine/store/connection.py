@@ -13,11 +13,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Final
 
+from ..errors import BatchtuiError
 from ..files import WriteFailed
 
 
-class StoreError(Exception):
+class StoreError(BatchtuiError):
     """items.db cannot be opened or read (missing, corrupted, newer schema)."""
+
+    hint = "the item store cannot be read; `batchtui show` still reads the manifest"
 
 
 class StoreCorrupt(StoreError, sqlite3.DatabaseError):
