@@ -32,6 +32,7 @@ from batchtui.engine.batchdir import BatchDir, BatchLocked, now_iso
 from batchtui.engine.errors import EXIT_USAGE, BatchtuiError
 from batchtui.engine.fmt import clean
 from batchtui.engine.models import BatchState
+from batchtui.engine.resume import plan_resume
 from batchtui.engine.runner import EXIT_INTERRUPTED, BatchRunner, RunResult
 
 from .hangup import TerminalWatch, silence_terminal, tty_gone
@@ -215,11 +216,20 @@ class BatchtuiApp(App[int]):
             self.notify("an engine already runs in this app", severity="warning")
             return
         try:
-            runner = BatchRunner(BatchDir(path), action="resume")
-            # Taken here, not in the engine's thread: a batch another engine runs is said at
-            # once, and its dashboard never says it runs in this app.
-            runner.lock.acquire(wait=0.2)
+            # The plan takes the lock here, not in the engine's thread: a batch another engine
+            # runs is said at once, and its dashboard never says it runs in this app.
+            plan = plan_resume(path.parent, BatchDir(path), lock_try=0.2)
         except Exception as exc:
+            self.notify(clean(f"cannot resume: {exc}"), severity="error")
+            return
+        if plan.nothing_to_do:
+            plan.release()
+            self.notify(f"batch {plan.batch.batch_id} is finished; nothing to resume", severity="warning")
+            return
+        try:
+            runner = plan.runner()
+        except Exception as exc:
+            plan.release()
             self.notify(clean(f"cannot resume: {exc}"), severity="error")
             return
         self._start_engine(runner)

@@ -10,7 +10,7 @@ import click
 import pytest
 
 from batchtui.tui import app as app_mod
-from batchtui.tui.cli import launch_tui
+from batchtui.tui.cli.watching import launch_tui
 
 
 class _App:

@@ -1,0 +1,255 @@
+"""Planning a resume: which batch, its lock, the config it runs with, what this resume changes.
+
+Resuming a batch is a handful of decisions taken in a fixed order, each of which can refuse:
+
+1. which batch: the one named, or the newest resumable one that no engine runs (said, with why);
+2. its engine lock, taken before the batch is read and held until the engine ends (the runner
+   gets it), so a batch another engine runs is refused first, naming who runs it;
+3. the stored config merged with the flags: only operational knobs (workers, rate, timeout,
+   thresholds) may change, the rest is the batch's identity (UserError naming what may not);
+4. a batch whose creation was cut short (no items.db, nothing ran) gets its store built first;
+5. items.db's counts, which say whether anything is left to do.
+
+:func:`plan_resume` takes them and returns a :class:`ResumePlan`, which the CLI's ``resume``
+prints and executes (retry-failed, preflight, detach or run) and the TUI's resume runs. Nothing
+here prints: notes go to ``say`` (the CLI's stderr, a background engine's engine.log).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .batchdir import BatchDir, BatchLock, BatchLocked, choose_resumable, now_iso, resolve_batch
+from .config import OPERATIONAL, BatchConfig, load_config, operational_overrides, stored_config
+from .errors import UserError
+from .models import BatchState, Counts, LockInfo, Manifest
+from .preflight import Preflight, preflight_resume
+from .processors import ProcessorSpec
+from .runner import BatchRunner
+from .sources import SourceSpec
+from .store import ItemStore
+
+
+def _quiet(_line: str) -> None:
+    """The default ``say``: a caller that shows nothing (the TUI)."""
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What a resume will do, decided before anything runs (see the module docstring).
+
+    ``lock`` is held (None when the caller asked not to hold it: a detached engine takes it
+    itself); whoever executes the plan hands it to the runner or releases it.
+    """
+
+    batch: BatchDir
+    manifest: Manifest
+    #: The stored config with this resume's operational overrides.
+    config: BatchConfig
+    #: The operational knobs this resume changes, {name: new value} (recorded in the history).
+    overrides: dict[str, Any]
+    #: items.db's counts before the resume (before retry-failed requeues anything).
+    counts: Counts
+    lock: BatchLock | None
+    retry_failed: bool = False
+    #: Why this batch was chosen, when none was named.
+    reason: str | None = None
+    #: items.db was built from the source first (the batch's creation was cut short).
+    rebuilt: bool = False
+    source: SourceSpec = field(init=False)
+    processor: ProcessorSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", SourceSpec.model_validate(self.manifest.source))
+        object.__setattr__(self, "processor", ProcessorSpec.model_validate(self.manifest.processor))
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """The batch is finished with no item pending, and no failed item is to be retried."""
+        c = self.counts
+        return (
+            self.manifest.state == BatchState.FINISHED
+            and not (c.pending or c.processing)
+            and not (self.retry_failed and c.failed)
+        )
+
+    def requeue_failed(self) -> int:
+        """Put the failed items back to pending under the batch's lock (the plan's, or taken for
+        the change and let go); how many were requeued."""
+        lock = self.lock if self.lock is not None else BatchLock(self.batch.lock)
+        lock.acquire()
+        try:
+            store = ItemStore.open(self.batch.items_db, durable=self.config.fsync)
+            try:
+                return len(store.retry_failed())
+            finally:
+                store.close()
+        finally:
+            if lock is not self.lock:
+                lock.release()
+
+    def preflight(self) -> Preflight:
+        """The checks before the engine starts (the full store check only after a crash)."""
+        return preflight_resume(self.config, self.batch.path, self.source, self.processor, thorough=None)
+
+    def runner(self, action: str = "resume", *, handle_signals: bool = False) -> BatchRunner:
+        """The engine for this plan, holding the plan's lock (its own acquire returns at once)."""
+        runner = BatchRunner(
+            self.batch, config=self.config, action=action, overrides=self.overrides, handle_signals=handle_signals
+        )
+        if self.lock is not None:
+            runner.lock = self.lock
+        return runner
+
+    def release(self) -> None:
+        """Let go of the lock when the plan is not run after all."""
+        if self.lock is not None:
+            self.lock.release()
+
+
+def plan_resume(
+    output_dir: Path,
+    batch: str | Path | BatchDir | None = None,
+    *,
+    flags: Mapping[str, Any] | None = None,
+    config_file: str | None = None,
+    retry_failed: bool = False,
+    hold: bool = True,
+    lock_wait: float | None = None,
+    lock_try: float = 1.0,
+    on_file: Callable[[Path, bool], None] | None = None,
+    say: Callable[[str], None] = _quiet,
+) -> ResumePlan:
+    """Decide a resume of ``batch`` (a path, an id or part of one; None: the newest resumable
+    batch in ``output_dir`` no engine runs) with the operational ``flags`` given.
+
+    ``hold``: take the batch's lock and keep it in the plan (False when another process will
+    run the engine). ``lock_wait``: how long to wait for the engine it takes over from (the
+    TUI's hand-off), said to ``say`` as it goes; BatchLocked when it does not let go (without
+    it, ``lock_try`` seconds: the TUI tries briefly, its screen waits on it).
+    UserError for a flag that may not change on resume, a bad stored config, a batch that
+    cannot be found; the lock is let go of when planning fails.
+    """
+
+    def take(bdir: BatchDir, wait: float | None) -> BatchLock:
+        return _hold_lock(bdir, wait, say, lock_try)
+
+    bdir, lock, reason = _target(batch, output_dir, hold=hold, lock_wait=lock_wait, take=take, say=say)
+    try:
+        manifest = bdir.read_manifest()
+        stored = stored_config(manifest.config, bdir.manifest)
+        overrides_in = {k: v for k, v in (flags or {}).items() if k in OPERATIONAL}
+        new = load_config(
+            overrides_in, base=stored.model_dump(mode="json"), config_file=config_file, environ={}, on_file=on_file
+        )
+        # Only operational knobs may change on resume; the rest is the batch's identity.
+        old = stored.model_dump(mode="json")
+        changed = sorted(k for k, v in new.model_dump(mode="json").items() if k not in OPERATIONAL and old.get(k) != v)
+        if changed:
+            raise UserError(f"cannot change {', '.join(changed)} on resume (only operational settings may change)")
+        rebuilt = False
+        if not bdir.items_db.exists() and not _has_results(bdir) and manifest.state == BatchState.CREATED:
+            # The engine died while creating the batch, before items.db existed: nothing ran,
+            # so building the store from the source is exactly what the creation would have done.
+            from .recover import recover_batch  # this rare path only: it loads the sources' readers
+
+            say(f"batch {bdir.batch_id} has no items.db yet (creation was cut short): building it")
+            if lock is not None:
+                lock.release()  # recover_batch takes the lock itself
+                lock = None
+            recover_batch(bdir)
+            if hold:
+                lock = take(bdir, lock_wait)
+            rebuilt = True
+        store = ItemStore.open_readonly(bdir.items_db)
+        try:
+            counts = store.counts()
+        finally:
+            store.close()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return ResumePlan(
+        batch=bdir,
+        manifest=manifest,
+        config=new,
+        overrides=operational_overrides(stored, new),
+        counts=counts,
+        lock=lock,
+        retry_failed=retry_failed,
+        reason=reason,
+        rebuilt=rebuilt,
+    )
+
+
+def _target(
+    arg: str | Path | BatchDir | None,
+    out: Path,
+    *,
+    hold: bool,
+    lock_wait: float | None,
+    take: Callable[[BatchDir, float | None], BatchLock],
+    say: Callable[[str], None],
+) -> tuple[BatchDir, BatchLock | None, str | None]:
+    """The batch to resume, its lock when ``hold`` (held), and why it was chosen when not named.
+
+    Without an arg it is the newest resumable batch that no engine runs. One that an engine
+    took between the choice and the lock is passed over too.
+    """
+    if isinstance(arg, BatchDir):
+        return arg, (take(arg, lock_wait) if hold else None), None
+    if arg:
+        bdir = resolve_batch(str(arg), out, unfinished=True)
+        return bdir, (take(bdir, lock_wait) if hold else None), None
+    tried: set[Path] = set()
+    while True:
+        choice = choose_resumable(out, exclude=frozenset(tried))
+        lock = None
+        if hold:
+            try:
+                lock = take(choice.batch, None)
+            except BatchLocked:
+                tried.add(choice.batch.path)
+                continue
+        reason = choice.reason()
+        say(f"resuming {choice.batch.batch_id} ({reason})")
+        return choice.batch, lock, reason
+
+
+def _hold_lock(bdir: BatchDir, wait: float | None, say: Callable[[str], None], lock_try: float = 1.0) -> BatchLock:
+    """Take ``bdir``'s engine lock. ``wait`` (the TUI's hand-off engine): how long to wait for
+    the engine it takes over from to let go, said to ``say`` (engine.log) as it goes; without
+    it the lock is tried for ``lock_try`` seconds (a viewer's brief probe may hold it)."""
+    lock = BatchLock(bdir.lock)
+    if not wait:
+        lock.acquire(wait=lock_try)
+        return lock
+    t0 = time.monotonic()
+
+    def waiting(holder: LockInfo | None) -> None:
+        who = f"pid {holder.pid} on {holder.host}" if holder else "another process"
+        say(f"[{now_iso()}] waiting up to {wait:.0f} s for {who} to let go of batch {bdir.batch_id}")
+
+    try:
+        lock.acquire(wait=wait, on_wait=waiting)
+    except BatchLocked as exc:
+        exc.args = (f"[{now_iso()}] {exc} (waited {wait:.0f} s to take the batch over)",)
+        raise
+    if time.monotonic() - t0 > 0.5:
+        say(f"[{now_iso()}] took batch {bdir.batch_id} over after {time.monotonic() - t0:.1f} s")
+    return lock
+
+
+def _has_results(bdir: BatchDir) -> bool:
+    try:
+        return bdir.results.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+__all__ = ["ResumePlan", "plan_resume"]

@@ -1,0 +1,7 @@
+"""``python -m batchtui.tui.cli``: the same as the ``batchtui`` console script."""
+
+from __future__ import annotations
+
+from . import main
+
+main(prog_name="batchtui")

@@ -1,0 +1,148 @@
+"""The ``batchtui`` group: its verbs, loaded on demand, and the one place errors become exit codes.
+
+Start-up is part of every run's cost (a batch of a few items, a script calling ``batchtui`` in
+a loop): :class:`Main` is click's lazy group (click's docs, "lazily loading subcommands"). It
+imports a verb's module only when that verb runs (or its --help is asked), and ``batchtui
+--help`` lists the verbs from :data:`VERBS` without importing any: so ``--help`` and
+``--version`` load no engine module, and ``ls`` never the runner, the store or the executors.
+tests/test_startup.py checks both, and that the list :data:`VERBS` gives is the one each
+command's own docstring would.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any, Final
+
+import click
+
+from batchtui.engine.errors import BatchtuiError
+
+from .output import fail
+
+CONTEXT: Final[dict[str, Any]] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+#: Each verb: the module under batchtui.tui.cli that defines it, the command's name there, and
+#: the first paragraph of its docstring (what ``batchtui --help`` shows beside it).
+VERBS: Final[dict[str, tuple[str, str, str]]] = {
+    "check": (
+        "running",
+        "check_cmd",
+        "Preflight: the same arguments as `run` (or --batch ID for a resume); prints each check "
+        "and PROCEED (exit 0) or FIX_ISSUES (exit 2).",
+    ),
+    "cleanup": ("maintenance", "cleanup_cmd", "Remove old finished batches (never one with a live engine)."),
+    "demo": (
+        "running",
+        "demo_cmd",
+        "Run the built-in demo: a pretend paid API with latency, retries and a few permanent errors.",
+    ),
+    "export": ("inspecting", "export_cmd", "Stream the items of BATCH (all columns) as JSONL or CSV."),
+    "ls": ("inspecting", "ls_cmd", "List the batches in the output dir, newest first."),
+    "pause": ("steering", "pause_cmd", "Pause BATCH: no new items start; in-flight items finish."),
+    "recover": (
+        "maintenance",
+        "recover_cmd",
+        "Rebuild the items.db of BATCH when it is damaged or missing: items from the source, results "
+        "from results.jsonl; the damaged file is kept as items.db.corrupt-<time>. Then `batchtui resume`.",
+    ),
+    "resume": (
+        "resuming",
+        "resume_cmd",
+        "Resume BATCH (an id, a unique part of one, or a path) [default: the newest unfinished "
+        "batch that no engine runs now; it says which and why].",
+    ),
+    "retry": ("steering", "retry_cmd", "Put failed items of BATCH back to pending (their attempt history is kept)."),
+    "run": ("running", "run_cmd", "Create a batch from SOURCES and run it."),
+    "show": ("inspecting", "show_cmd", "Summary, error breakdown and settings of BATCH [default: the latest]."),
+    "skip": ("steering", "skip_cmd", "Skip items SEQS of BATCH (an in-flight one is killed)."),
+    "stop": ("steering", "stop_cmd", "Stop BATCH gracefully (like SIGTERM): resumable later."),
+    "unpause": ("steering", "unpause_cmd", "Let a paused BATCH go on."),
+    "watch": (
+        "watching",
+        "watch_cmd",
+        "Attach the dashboard to BATCH [default: the latest]: a running engine (here or in another "
+        "process) or a finished batch. Its keys steer the engine through control.jsonl.",
+    ),
+    "workers": ("steering", "workers_cmd", "Grow or shrink the worker pool of a running BATCH to N."),
+}
+
+
+class Main(click.Group):
+    """The lazy group of the verbs in :data:`VERBS`; turns batchtui's errors into one clear line
+    and the error's exit code, never a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(VERBS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in VERBS:
+            return None
+        module, name, _ = VERBS[cmd_name]
+        command = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+        assert isinstance(command, click.Command), f"{module}.{name} is not a click command"
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The verbs and their short help from :data:`VERBS`, as click lays them out (the
+        default imports every verb's module to read its docstring)."""
+        limit = formatter.width - 6 - max(len(name) for name in VERBS)
+        rows = [(name, click.utils.make_default_short_help(VERBS[name][2], limit)) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BatchtuiError as exc:
+            fail(exc.describe(), exc.exit_code)
+        except BrokenPipeError:
+            sys.stderr.close()
+            raise SystemExit(1) from None
+
+
+@click.group(cls=Main, context_settings=CONTEXT, invoke_without_command=True)
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live [./batch_output].")
+@click.option("--theme", help="TUI theme (dark, light, high-contrast, or one of yours).")
+@click.option(
+    "--color-system",
+    type=click.Choice(["auto", "standard", "256", "truecolor", "none"]),
+    help="Colours the terminal can show (e.g. 256 over SSH).",
+)
+@click.version_option(package_name="batchtui")
+@click.pass_context
+def main(ctx: click.Context, output_dir: str | None, theme: str | None, color_system: str | None) -> None:
+    """Run work items through a command or a Python function, durably, and watch it live.
+
+    \b
+    batchtui run DIR --glob '*.pdf' --cmd 'pdftotext {path} {out}/text.txt'
+    batchtui run urls.txt --call fetch.py:fetch --workers 8 --rate 5/s
+    batchtui resume                 resume the latest unfinished batch
+    batchtui ls / show / export     look at batches and their results
+
+    Exit codes: 0 all complete, 1 some failed or skipped, 2 usage or config error,
+    3 halted by a policy, 130 interrupted (resumable).
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["output_dir"] = output_dir
+    ctx.obj["theme"] = theme
+    ctx.obj["color_system"] = color_system
+    if ctx.invoked_subcommand is None:
+        if terminal():
+            from .options import output_dir_of
+            from .watching import launch_tui
+
+            launch_tui(ctx, output_dir=output_dir_of(ctx, output_dir))
+        ls = main.get_command(ctx, "ls")
+        assert ls is not None
+        ctx.invoke(ls, output_dir=output_dir, as_json=False)
+
+
+def terminal() -> bool:
+    """Whether a TUI can run: stdin and stdout are a terminal (not a pipe, not CI)."""
+    return sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
+__all__ = ["CONTEXT", "VERBS", "Main", "main", "terminal"]

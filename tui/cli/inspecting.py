@@ -1,0 +1,222 @@
+"""Looking at batches: `ls`, `show`, `export`.
+
+Every listing takes a batch's state, counts and engine from engine/summary.py's
+:func:`summarize` (the one answer to "running, or interrupted?", shared with the browser).
+`ls` is the verb scripts call in a loop: this module's own imports stay light (no store, no
+runner), and `show` and `export` import the store when they run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, TextIO
+
+import click
+
+from batchtui.engine.batchdir import BatchDir, iter_batches, parse_iso, resolve_batch
+from batchtui.engine.files import DamagedFile
+from batchtui.engine.fmt import clean
+from batchtui.engine.models import NewerFormat
+from batchtui.engine.summary import DAMAGED, summarize
+
+from .group import CONTEXT
+from .options import output_dir_of
+from .output import echo_json, fail, plain, read_json
+from .progress import progress_line
+from .summary import print_summary
+
+
+@click.command("ls", context_settings=CONTEXT)
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout.")
+@click.pass_context
+def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
+    """List the batches in the output dir, newest first."""
+    out = output_dir_of(ctx, output_dir)
+    rows = [summarize(b) for b in iter_batches(out)]
+    if as_json:
+        echo_json([r.model_dump(mode="json") for r in rows])
+        return
+    if not rows:
+        click.echo(f"no batches in {out}  (start one: batchtui run SOURCE --cmd '...', or batchtui demo)")
+        return
+    click.echo(f"{'BATCH':<25} {'STATE':<12} {'ENGINE':<10} {'DONE':>15} {'FAILED':>7} {'CREATED':<17} NAME")
+    problems: list[str] = []
+    for r in rows:
+        if r.state == DAMAGED:
+            click.echo(f"{r.batch_id:<25} {DAMAGED:<12} {'':<10} {'':>15} {'':>7} {'':<17} {plain(r.error)}")
+            continue
+        t = r.totals
+        engine = f"pid {r.engine.pid}" if r.engine else "-"
+        state = r.state
+        if r.engine and r.engine.problem:
+            state = "unresponsive"  # a frozen, hung or dead engine: said in full below the table
+            problems.append(f"{r.batch_id}: {r.engine.problem}")
+        created = local_time(r.created_at)
+        progress = f"{t.finished}/{t.total}"
+        click.echo(
+            f"{r.batch_id:<25} {state:<12} {engine:<10} {progress:>15} {t.failed:>7} {created:<17} {plain(r.name)[:40]}"
+        )
+    for problem in problems:
+        click.echo(f"NOT RESPONDING {problem}")
+
+
+def local_time(iso: str | None) -> str:
+    """An ISO time of a batch file as the local ``YYYY-MM-DD HH:MM`` ('' for none)."""
+    if not iso:
+        return ""
+    try:
+        return datetime.fromtimestamp(parse_iso(iso)).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso
+
+
+@click.command("show", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.option("--json", "as_json", is_flag=True, help="Everything as JSON on stdout.")
+@click.pass_context
+def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_json: bool) -> None:
+    """Summary, error breakdown and settings of BATCH [default: the latest]."""
+    from batchtui.engine.recover import store_is_healthy  # not for `ls` (it loads the store)
+    from batchtui.engine.store.queries import ItemQueries, StoreError
+
+    out = output_dir_of(ctx, output_dir)
+    bdir = resolve_batch(batch, out)
+    manifest = bdir.read_manifest()
+    live = bdir.read_live()
+    report = read_json(bdir.report)
+    groups: list[dict[str, Any]] = []
+    counts = manifest.totals
+    damaged = f"{bdir.items_db} is damaged or unreadable (the manifest says {manifest.state.value}, "
+    damaged += f"{counts.finished}/{counts.total} done); rebuild it with `batchtui recover {bdir.batch_id}`"
+    # A live engine would have failed on a damaged store; otherwise check it (SQLite quick_check,
+    # for at most a second: `batchtui check` and `recover` check the whole file).
+    if bdir.alive() is None and not store_is_healthy(bdir.items_db, budget_s=1.0):
+        fail(damaged)
+    try:
+        with ItemQueries(bdir.items_db) as store:
+            counts = store.counts()
+            groups = [g.model_dump() for g in store.error_groups(20)]
+            by_category = store.errors_by("error_category")
+    except StoreError:
+        fail(damaged)
+    summary = summarize(bdir)  # the state, engine and liveness ls and the browser show too
+    engine_info = summary.engine
+    if as_json:
+        echo_json(
+            {
+                "batch_id": bdir.batch_id,
+                "path": str(bdir.path),
+                "state": summary.state,
+                "summary": summary.model_dump(mode="json"),
+                "manifest": manifest.model_dump(mode="json"),
+                "counts": counts.model_dump(),
+                "live": live.model_dump(mode="json") if live else None,
+                "engine": engine_info.model_dump(mode="json") if engine_info else None,
+                "error_groups": groups,
+                "errors_by_category": by_category,
+                "report": report,
+            }
+        )
+        return
+    print_summary(bdir, manifest, counts, None, report, state=summary.state)
+    click.echo(f"  Processor: {plain(summary.command)}")
+    engine = f"running, pid {engine_info.pid} on {engine_info.host}" if engine_info else "none"
+    if engine_info and engine_info.badge:
+        engine = f"{engine_info.badge}, pid {engine_info.pid} on {engine_info.host}"
+    click.echo(f"  Created:   {local_time(manifest.created_at)}   Engine: {engine}")
+    if engine_info and engine_info.problem:
+        click.echo(f"  Warning:   {engine_info.problem}")
+    if summary.manifest_from_backup:
+        click.echo(f"  Warning:   {bdir.manifest.name} is missing or damaged; this is its backup, manifest.json.bak")
+    if live is not None and summary.counts_from == "live":
+        # A frozen engine's figures are as old as its last write: not "now".
+        click.echo(("  Last seen: " if summary.stale else "  Now:       ") + progress_line(live))
+    if groups:
+        click.echo("  Error breakdown (type, category, count, example):")
+        for g in groups:
+            click.echo(
+                f"    {g['count']:>6}  {plain(g['error_type'])}  [{g['category']}]  "
+                f"#{g['example_seq']}: {plain(g['example_message'])[:80]}"
+            )
+    if by_category:
+        click.echo("  By category: " + ", ".join(f"{k} {v}" for k, v in by_category.items()))
+
+
+@click.command("export", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "processing", "complete", "failed", "skipped"]),
+    help="Only items with this status.",
+)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--out", "-O", "out_file", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.pass_context
+def export_cmd(
+    ctx: click.Context, batch: str | None, status: str | None, fmt: str, out_file: str | None, output_dir: str | None
+) -> None:
+    """Stream the items of BATCH (all columns) as JSONL or CSV.
+
+    To a file or a pipe the bytes are exact; to a terminal, control characters in keys, data
+    and errors are shown escaped (JSONL as \\uXXXX, still JSON), never sent to the terminal.
+    """
+    import csv
+
+    from batchtui.engine.store.queries import ITEM_COLUMNS, ItemFilter, ItemQueries  # not for `ls` (sqlite3)
+
+    out = output_dir_of(ctx, output_dir)
+    bdir = resolve_batch(batch, out)
+    refuse_newer(bdir)
+    store = ItemQueries(bdir.items_db)
+    try:
+        stream: TextIO = open(out_file, "w", newline="", encoding="utf-8") if out_file else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        store.close()
+        fail(f"cannot write {plain(out_file)}: {exc.strerror}")
+    terminal_out = not out_file and stream.isatty()
+    n = 0
+    try:
+        rows: Iterator[Any] = store.rows(ItemFilter(status=status))
+        if fmt == "jsonl":
+            for row in rows:
+                stream.write(json.dumps(row.as_dict(), ensure_ascii=terminal_out) + "\n")
+                n += 1
+        else:
+            writer = csv.writer(stream)
+            writer.writerow(ITEM_COLUMNS)
+            for row in rows:
+                d = row.as_dict()
+                cells = [
+                    json.dumps(d[c], ensure_ascii=False)
+                    if c in ("data", "result") and d[c] is not None
+                    else ("" if d[c] is None else d[c])
+                    for c in ITEM_COLUMNS
+                ]
+                writer.writerow([clean(cell) for cell in cells] if terminal_out else cells)
+                n += 1
+    finally:
+        store.close()
+        if out_file:
+            stream.close()
+    if out_file:
+        click.echo(f"exported {n} items to {out_file}", err=True)
+
+
+def refuse_newer(bdir: BatchDir) -> None:
+    """NewerFormat (exit 2) when a newer batchtui made ``bdir``, for a command that does not
+    otherwise need its manifest (a lost or damaged one is no matter to it)."""
+    try:
+        bdir.read_manifest()
+    except NewerFormat:
+        raise
+    except (FileNotFoundError, DamagedFile):
+        pass
+
+
+__all__ = ["export_cmd", "local_time", "ls_cmd", "refuse_newer", "show_cmd"]

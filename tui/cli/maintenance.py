@@ -1,0 +1,99 @@
+"""Keeping the output dir in order: `recover` (rebuild a damaged items.db) and `cleanup`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import click
+
+from batchtui.engine.batchdir import iter_batches, parse_iso, resolve_batch
+from batchtui.engine.files import DamagedFile
+from batchtui.engine.models import BatchState, NewerFormat
+
+from .group import CONTEXT
+from .options import Number, output_dir_of
+from .output import echo_json, plain
+
+
+@click.command("recover", context_settings=CONTEXT)
+@click.argument("batch")
+@click.option("--force", is_flag=True, help="Rebuild even when items.db looks healthy.")
+@click.option("--no-salvage", is_flag=True, help="Take nothing from the damaged items.db (only the source + results).")
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.option("--json", "as_json", is_flag=True, help="What was rebuilt, as JSON on stdout.")
+@click.pass_context
+def recover_cmd(
+    ctx: click.Context, batch: str, force: bool, no_salvage: bool, output_dir: str | None, as_json: bool
+) -> None:
+    """Rebuild the items.db of BATCH when it is damaged or missing: items from the source, results
+    from results.jsonl; the damaged file is kept as items.db.corrupt-<time>. Then `batchtui resume`."""
+    from batchtui.engine.recover import recover_batch  # not for `cleanup`: it loads the sources
+
+    bdir = resolve_batch(batch, output_dir_of(ctx, output_dir))
+    result = recover_batch(bdir, force=force, salvage=not no_salvage)
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        click.echo(result.describe())
+
+
+@click.command("cleanup", context_settings=CONTEXT)
+@click.option(
+    "--max-age-days",
+    type=Number("max_age_days"),
+    default=30,
+    show_default=True,
+    help="Remove batches whose last activity is older than this.",
+)
+@click.option("--include-unfinished", is_flag=True, help="Also remove resumable (unfinished) batches.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.pass_context
+def cleanup_cmd(
+    ctx: click.Context, max_age_days: float, include_unfinished: bool, dry_run: bool, output_dir: str | None
+) -> None:
+    """Remove old finished batches (never one with a live engine)."""
+    out = output_dir_of(ctx, output_dir)
+    cutoff = time.time() - max_age_days * 86400
+    removed = kept = failed = 0
+    for bdir in iter_batches(out):
+        if bdir.path.is_symlink():
+            # Its batch lives elsewhere: never removed through a link (nor the link taken for it).
+            click.echo(f"kept {bdir.batch_id}: a symbolic link to {plain(os.readlink(bdir.path))}; not followed")
+            kept += 1
+            continue
+        try:
+            manifest = bdir.read_manifest()
+            last = parse_iso(manifest.ended_at or manifest.started_at or manifest.created_at)
+            finished = manifest.state == BatchState.FINISHED
+        except NewerFormat:
+            click.echo(f"kept {bdir.batch_id}: made by a newer batchtui")
+            kept += 1
+            continue
+        except (FileNotFoundError, DamagedFile, ValueError):
+            last = bdir.path.stat().st_mtime
+            finished = False
+        if last > cutoff or bdir.alive() is not None or (not finished and not include_unfinished):
+            kept += 1
+            continue
+        age = (time.time() - last) / 86400
+        click.echo(f"{'would remove' if dry_run else 'removing'} {bdir.batch_id} ({age:.0f} days old)")
+        if not dry_run:
+            try:
+                shutil.rmtree(bdir.path)
+            except OSError as exc:  # one batch that cannot go does not stop the others
+                click.echo(f"error: cannot remove {bdir.batch_id}: {plain(str(exc))}", err=True)
+                failed += 1
+                continue
+        removed += 1
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"{verb} {removed} batches, kept {kept}" + (f", {failed} could not be removed" if failed else ""), err=True
+    )
+    if failed:
+        raise SystemExit(1)
+
+
+__all__ = ["cleanup_cmd", "recover_cmd"]

@@ -1,0 +1,77 @@
+"""What the CLI writes for a person or a script: error lines, escaped item text, JSON, preflight.
+
+Everything a batch holds (keys, names, error messages, paths) may come from an untrusted file:
+it is shown through :func:`plain`, its control characters escaped, never sent to the terminal.
+This module is loaded by every command (the group's error handler uses :func:`fail`), so it
+imports only click and the engine's light basics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from batchtui.engine.errors import EXIT_USAGE
+from batchtui.engine.fmt import clean
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """``error: message`` on stderr (one line per line of it, escaped), then exit ``code``."""
+    # A message may quote a name or value from a file (a key, a path, a setting): its control
+    # characters are shown escaped, line by line.
+    click.echo("error: " + "\n".join(clean(line) for line in message.split("\n")), err=True)
+    raise SystemExit(code)
+
+
+def plain(text: str | None) -> str:
+    """Item-derived text for a terminal: control characters shown escaped, never interpreted."""
+    return clean(text) if text else ""
+
+
+def say(line: str) -> None:
+    """A note on stderr (what a command chose or did on the way), escaped."""
+    click.echo(clean(line), err=True)
+
+
+def echo_json(data: Any, *, indent: int | None = 2) -> None:
+    """Machine output (``--json``) on stdout."""
+    click.echo(json.dumps(data, indent=indent))
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file (report.json), or None when it is missing or not an object."""
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def print_preflight(pf: Any, as_json: bool, *, stream_err: bool = False) -> None:
+    """Each preflight check with its fix, then the verdict (PROCEED / FIX_ISSUES)."""
+    if as_json:
+        echo_json(pf.as_dict())
+        return
+    marks = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}
+    for c in pf.checks:
+        click.echo(f"{marks[c.level]} {c.name}: {plain(c.message)}", err=stream_err)
+        if c.fix and c.level != "ok":
+            click.echo(f"       fix: {plain(c.fix)}", err=stream_err)
+    click.echo(pf.verdict, err=stream_err)
+
+
+def gate(pf: Any) -> None:
+    """run/resume refuse to start when preflight fails (its checks on stderr, exit 2); its
+    warnings are said and the command goes on."""
+    if not pf.proceed:
+        print_preflight(pf, False, stream_err=True)
+        raise SystemExit(EXIT_USAGE)
+    for c in pf.checks:
+        if c.level == "warn":
+            click.echo(f"warning: {c.name}: {plain(c.message)}", err=True)
+
+
+__all__ = ["echo_json", "fail", "gate", "plain", "print_preflight", "read_json", "say"]

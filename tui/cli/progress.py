@@ -1,0 +1,67 @@
+"""The headless progress line of the contract (DESIGN section 8) and the printer that repeats it.
+
+``Progress: 15/26 (15 ok, 0 failed, 0 skipped) | 4.2/s | elapsed 5s | ETA 3s | RSS 120 MB``,
+made from live_progress.json (the one source every view reads): a line a refresh on a
+terminal, a line every ``--progress-interval`` seconds in a log.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from typing import TextIO
+
+from batchtui.engine.fmt import fmt_duration
+from batchtui.engine.models import BatchState, LiveProgress
+
+
+def progress_line(live: LiveProgress) -> str:
+    """The headless progress line of the contract, from live_progress (the one source)."""
+    c = live.counts
+    rss = live.memory.rss_mb + live.memory.children_rss_mb
+    line = (
+        f"Progress: {c.finished}/{live.total} ({c.complete} ok, {c.failed} failed, {c.skipped} skipped)"
+        f" | {live.rate_per_s:.1f}/s | elapsed {fmt_duration(live.elapsed_s)} | ETA {fmt_duration(live.eta_s)}"
+        f" | RSS {rss:.0f} MB"
+    )
+    if live.state not in (BatchState.RUNNING, BatchState.FINISHED):
+        line += f" | {live.state.value}"
+    return line
+
+
+class ProgressPrinter:
+    """Prints a progress line every ``interval`` seconds (and on state changes): rewritten in
+    place on a terminal, one line each time elsewhere."""
+
+    def __init__(self, interval: float, stream: TextIO | None = None) -> None:
+        self.interval = interval
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last = 0.0
+        self._state: BatchState | None = None
+        self._pending_newline = False
+
+    def __call__(self, live: LiveProgress) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval and live.state == self._state:
+            return
+        self._last = now
+        self._state = live.state
+        line = progress_line(live)
+        if self.tty:
+            width = shutil.get_terminal_size((120, 20)).columns
+            self.stream.write("\r" + line[: width - 1].ljust(width - 1))
+            self._pending_newline = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._pending_newline:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._pending_newline = False
+
+
+__all__ = ["ProgressPrinter", "progress_line"]

@@ -1,0 +1,94 @@
+"""`resume`: the plan (engine/resume.py decides which batch, its lock, the config, what changes),
+then what the CLI does with it: the summary of a batch with nothing to do, retry-failed, the
+preflight, and the engine (in the TUI, headless, or detached).
+
+The TUI's hand-off engine is a ``batchtui resume --headless`` too (hidden options
+``--engine-action``, ``--overrides-json``, ``--lock-wait``; see tui/launch.py).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from batchtui.engine.resume import plan_resume
+from batchtui.engine.runner import RunResult, exit_code_for
+from batchtui.tui.launch import detach_engine
+
+from .group import CONTEXT, terminal
+from .options import COMMON_OPTIONS, OPERATIONAL_OPTIONS, Number, apply, collect_flags, note_config_file, output_dir_of
+from .output import gate, say
+from .summary import announce_detached, finish_output, run_headless
+from .watching import launch_tui
+
+
+@click.command("resume", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@click.option("--retry-failed", is_flag=True, help="Put failed items back to pending first.")
+@click.option("--engine-action", type=click.Choice(["run", "resume"]), default="resume", hidden=True)
+@click.option("--overrides-json", hidden=True)
+@click.option("--lock-wait", type=Number("lock_wait"), hidden=True)
+@apply(OPERATIONAL_OPTIONS)
+@apply(COMMON_OPTIONS)
+@click.pass_context
+def resume_cmd(
+    ctx: click.Context,
+    batch: str | None,
+    retry_failed: bool,
+    config_file: str | None,
+    headless: bool,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """Resume BATCH (an id, a unique part of one, or a path) [default: the newest unfinished
+    batch that no engine runs now; it says which and why].
+
+    The stored config is used; operational options given here (workers, rate, timeout,
+    thresholds...) override it and are recorded in the manifest's history.
+    """
+    detach = bool(kwargs.pop("detach", False))
+    engine_action = str(kwargs.pop("engine_action", "resume"))
+    overrides_json = kwargs.pop("overrides_json", None)
+    lock_wait = kwargs.pop("lock_wait", None)
+    out = output_dir_of(ctx, kwargs.get("output_dir"))
+    flags = {k: v for k, v in collect_flags(kwargs, ctx).items() if k != "output_dir"}
+    if overrides_json:
+        flags.update(json.loads(overrides_json))
+    # The engine's lock is taken before the batch is read and held until the engine ends (the
+    # runner gets it), so a batch another engine runs fails here, before anything else, with
+    # who runs it; not later as a toast in a TUI that shows it running. With --detach the
+    # engine is another process: it takes the lock itself.
+    plan = plan_resume(
+        out,
+        batch,
+        flags=flags,
+        config_file=config_file,
+        retry_failed=retry_failed,
+        hold=not detach,
+        lock_wait=lock_wait,
+        on_file=note_config_file,
+        say=say,
+    )
+    bdir, counts, manifest = plan.batch, plan.counts, plan.manifest
+    if plan.nothing_to_do:
+        say(f"batch {bdir.batch_id} is finished; nothing to resume.")
+        code = exit_code_for(manifest.state, counts)
+        finish_output(RunResult(bdir, manifest.state, counts, manifest.halt_reason, code), as_json)
+        raise SystemExit(code)
+    if retry_failed:
+        say(f"requeued {plan.requeue_failed()} failed items")
+    gate(plan.preflight())
+    if detach:
+        pid = detach_engine(bdir, action="resume", overrides=plan.overrides)
+        announce_detached(bdir, pid, as_json)
+        raise SystemExit(0)
+    say(f"resuming batch {bdir.batch_id}: {counts.finished}/{counts.total} done")
+    if not headless and not as_json and terminal():
+        launch_tui(ctx, output_dir=bdir.path.parent, runner=plan.runner(engine_action), theme=kwargs.get("theme"))
+    result = run_headless(plan.runner(engine_action, handle_signals=True), as_json)
+    raise SystemExit(result.exit_code)
+
+
+__all__ = ["resume_cmd"]

@@ -1,0 +1,207 @@
+"""Starting work: `run` (a new batch from sources), `demo`, and `check` (the preflight of either).
+
+A new batch is created (sources read, items enqueued) and then run: in the TUI on a terminal,
+with headless progress lines otherwise, or by a background engine (``--detach``).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import click
+
+from batchtui.engine.batchdir import BatchDir, resolve_batch
+from batchtui.engine.config import BatchConfig, load_config, stored_config
+from batchtui.engine.enqueue import create_batch
+from batchtui.engine.errors import EXIT_USAGE
+from batchtui.engine.preflight import dry_run, preflight_new, preflight_resume
+from batchtui.engine.processors import ProcessorSpec, demo_spec, python_spec, shell_spec
+from batchtui.engine.runner import BatchRunner
+from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec
+from batchtui.tui.launch import detach_engine
+
+from .group import CONTEXT, terminal
+from .options import (
+    BATCH_OPTIONS,
+    COMMON_OPTIONS,
+    DRY_RUN_OPTIONS,
+    OPERATIONAL_OPTIONS,
+    SOURCE_OPTIONS,
+    apply,
+    collect_flags,
+    note_config_file,
+    output_dir_of,
+)
+from .output import echo_json, fail, gate, plain, print_preflight
+from .summary import announce_detached, run_headless
+from .watching import launch_tui
+
+
+@click.command("run", context_settings=CONTEXT)
+@apply(SOURCE_OPTIONS)
+@apply(DRY_RUN_OPTIONS)
+@apply(BATCH_OPTIONS)
+@apply(OPERATIONAL_OPTIONS)
+@apply(COMMON_OPTIONS)
+@click.pass_context
+def run_cmd(ctx: click.Context, **kwargs: Any) -> None:
+    """Create a batch from SOURCES and run it.
+
+    SOURCES: directories (walked recursively), files, line files (.txt: one item a line,
+    e.g. URLs), CSV or JSONL files, or - for lines on stdin. Duplicates are dropped.
+
+    \b
+    Template placeholders (every value is shell-quoted):
+      {} main value   {path} {name} {stem} {suffix} {parent}   {seq} {key}
+      {out} a per-item folder in the batch dir   {field} a CSV/JSONL field
+    """
+    detach, headless, as_json = kwargs.pop("detach"), kwargs.pop("headless"), kwargs.pop("as_json")
+    dry, max_size, extensions = kwargs.pop("dry_run"), kwargs.pop("max_size_mb"), kwargs.pop("extensions")
+    config, spec, processor = _prepare(ctx, kwargs)
+    if dry:
+        _dry_run(spec, processor, max_size, extensions, as_json)
+    gate(preflight_new(config, spec, processor))
+    _create_and_run(config, spec, processor, headless=headless, as_json=as_json, detach=detach)
+
+
+@click.command("check", context_settings=CONTEXT)
+@click.argument("sources", nargs=-1)
+@click.option("--batch", "batch_arg", help="Check a batch for resuming instead (an id or a path).")
+@apply(SOURCE_OPTIONS[1:])
+@apply(BATCH_OPTIONS)
+@apply(OPERATIONAL_OPTIONS)
+@apply(COMMON_OPTIONS)
+@click.pass_context
+def check_cmd(ctx: click.Context, batch_arg: str | None, **kwargs: Any) -> None:
+    """Preflight: the same arguments as `run` (or --batch ID for a resume); prints each check
+    and PROCEED (exit 0) or FIX_ISSUES (exit 2)."""
+    as_json = kwargs.pop("as_json")
+    for k in ("detach", "headless"):
+        kwargs.pop(k, None)
+    if batch_arg:
+        bdir = resolve_batch(batch_arg, output_dir_of(ctx, kwargs.get("output_dir")))
+        manifest = bdir.read_manifest()
+        config = stored_config(manifest.config, bdir.manifest)
+        pf = preflight_resume(
+            config,
+            bdir.path,
+            SourceSpec.model_validate(manifest.source),
+            ProcessorSpec.model_validate(manifest.processor),
+        )
+    else:
+        if not kwargs.get("sources"):
+            fail("give SOURCES and --cmd/--call as for `run`, or --batch BATCH")
+        config, spec, processor = _prepare(ctx, kwargs)
+        pf = preflight_new(config, spec, processor)
+    print_preflight(pf, as_json)
+    raise SystemExit(0 if pf.proceed else EXIT_USAGE)
+
+
+@click.command("demo", context_settings=CONTEXT)
+@click.option(
+    "--items", "-n", type=click.IntRange(1, 10_000_000), default=200, show_default=True, help="How many demo items."
+)
+@apply(OPERATIONAL_OPTIONS)
+@apply(COMMON_OPTIONS)
+@click.pass_context
+def demo_cmd(
+    ctx: click.Context, items: int, config_file: str | None, headless: bool, as_json: bool, **kwargs: Any
+) -> None:
+    """Run the built-in demo: a pretend paid API with latency, retries and a few permanent errors."""
+    detach = bool(kwargs.pop("detach", False))
+    flags = collect_flags(kwargs, ctx)
+    flags.setdefault("workers", 8)
+    flags.setdefault("executor", "thread")
+    flags.setdefault("backoff", 0.2)
+    flags.setdefault("name", f"demo ({items} items)")
+    config = load_config(flags, config_file=config_file, on_file=note_config_file)
+    spec = SourceSpec(entries=(SourceEntry(kind="stdin", path="-"),))
+    lines = io.StringIO("".join(f"https://api.example.com/v1/documents/{i:07d}\n" for i in range(items)))
+    _create_and_run(config, spec, demo_spec(), headless=headless, as_json=as_json, detach=detach, stdin=lines)
+
+
+def _prepare(ctx: click.Context, kwargs: dict[str, Any]) -> tuple[BatchConfig, SourceSpec, ProcessorSpec]:
+    """Config, source spec and processor spec from run/check arguments (one validation)."""
+    command, call = kwargs.pop("command", None), kwargs.pop("call", None)
+    if bool(command) == bool(call):
+        fail("give exactly one of --cmd TEMPLATE or --call MODULE:FUNCTION")
+    source_args = {
+        k: kwargs.pop(k) for k in ("as_kind", "glob", "follow_symlinks", "encoding", "key_field", "delimiter")
+    }
+    sources = list(kwargs.pop("sources"))
+    config = load_config(collect_flags(kwargs, ctx), config_file=kwargs.get("config_file"), on_file=note_config_file)
+    spec = build_spec(sources, **source_args)
+    # Never walk our own output: a source dir that contains the output dir would feed the
+    # batch its own files.
+    spec = spec.model_copy(update={"exclude": (str(Path(config.output_dir).resolve()),)})
+    processor = shell_spec(command) if command else python_spec(call or "", chunked=config.chunk_size is not None)
+    return config, spec, processor
+
+
+def _dry_run(
+    spec: SourceSpec, processor: ProcessorSpec, max_size: float | None, extensions: str | None, as_json: bool
+) -> NoReturn:
+    exts = tuple(e.strip() for e in (extensions or "").split(",") if e.strip())
+    report = dry_run(spec, processor, max_size_mb=max_size, extensions=exts)
+    if as_json:
+        echo_json(
+            {
+                "items": report.items,
+                "duplicates_dropped": report.duplicates,
+                "problem_count": report.problem_count,
+                "problems": [{"origin": p.origin, "key": p.key, "problem": p.problem} for p in report.problems],
+            }
+        )
+    else:
+        for p in report.problems:
+            click.echo(f"{plain(p.origin)}: {plain(p.problem)}")
+        if report.problem_count > len(report.problems):
+            click.echo(f"... and {report.problem_count - len(report.problems)} more")
+        click.echo(
+            f"dry run: {report.items} items, {report.duplicates} duplicates dropped, "
+            f"{report.problem_count} problems; nothing was run"
+        )
+    raise SystemExit(1 if report.problem_count else 0)
+
+
+def _enqueue_note(n: int) -> None:
+    click.echo(f"  enqueued {n:,} items...", err=True)
+
+
+def _create_and_run(
+    config: BatchConfig,
+    spec: SourceSpec,
+    processor: ProcessorSpec,
+    *,
+    headless: bool,
+    as_json: bool,
+    detach: bool = False,
+    stdin: TextIO | None = None,
+) -> NoReturn:
+    batch: BatchDir = create_batch(
+        config, spec, processor, stdin=stdin if stdin is not None else sys.stdin, on_enqueue=_enqueue_note
+    )
+    manifest = batch.read_manifest()
+    t = manifest.totals
+    dup = f", {manifest.duplicates_dropped} duplicates dropped" if manifest.duplicates_dropped else ""
+    bad = manifest.unreadable.count
+    unread = f", {bad} unreadable path{'s' if bad != 1 else ''} left out" if bad else ""
+    click.echo(f"batch {batch.batch_id}: {t.total} items{dup}{unread} -> {batch.path}", err=True)
+    if bad:
+        click.echo(f"warning: {plain(manifest.unreadable.summary())}", err=True)
+    if detach:
+        announce_detached(batch, detach_engine(batch, action="run"), as_json)
+        raise SystemExit(0)
+    reads_stdin = stdin is None and any(e.kind == "stdin" for e in spec.entries)
+    if not headless and not as_json and terminal() and not reads_stdin:
+        runner = BatchRunner(batch, config=config, action="run")
+        launch_tui(click.get_current_context(), output_dir=batch.path.parent, runner=runner, theme=config.theme)
+    runner = BatchRunner(batch, config=config, action="run", handle_signals=True)
+    result = run_headless(runner, as_json)
+    raise SystemExit(result.exit_code)
+
+
+__all__ = ["check_cmd", "demo_cmd", "run_cmd"]

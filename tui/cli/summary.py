@@ -1,0 +1,128 @@
+"""How a run ends on the terminal: the batch summary (also `show`'s head), its ``--json`` form,
+the line of a detached engine, and a headless run from its first progress line to its summary.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from batchtui.engine.batchdir import BatchDir, resume_command
+from batchtui.engine.fmt import fmt_duration
+from batchtui.engine.models import BatchState, Counts, LiveProgress, Manifest
+
+from .output import echo_json, plain, read_json
+from .progress import ProgressPrinter
+
+if TYPE_CHECKING:
+    from batchtui.engine.runner import BatchRunner, RunResult
+
+
+def print_summary(
+    batch: BatchDir,
+    manifest: Manifest,
+    counts: Counts,
+    live: LiveProgress | None,
+    report: dict[str, Any] | None = None,
+    *,
+    state: str | None = None,
+) -> None:
+    """The end-of-run summary (and `show`'s); ``state``: the state as shown, when it is not the
+    manifest's (an interrupted batch, a live engine's)."""
+    done = counts.complete + counts.failed
+    success = 100.0 * counts.complete / done if done else 100.0
+    bar = "=" * 64
+    lines = [
+        bar,
+        f"BATCH SUMMARY  {batch.batch_id}  ({state or manifest.state.value})",
+        bar,
+        f"  Name:      {plain(manifest.name)}",
+        f"  Total:     {counts.total}",
+        f"  Complete:  {counts.complete}",
+        f"  Failed:    {counts.failed}",
+        f"  Skipped:   {counts.skipped}",
+    ]
+    if counts.pending or counts.processing:
+        lines.append(f"  Pending:   {counts.pending + counts.processing}")
+    lines.append(f"  Success:   {success:.1f}%")
+    if manifest.duplicates_dropped:
+        lines.append(f"  Duplicates dropped: {manifest.duplicates_dropped}")
+    if manifest.unreadable.count:
+        lines.append(f"  Unreadable: {plain(manifest.unreadable.summary())}")
+    if report:
+        rate = report.get("items_per_s", 0)
+        lines.append(f"  Duration:  {fmt_duration(report.get('duration_s'))}   {rate:.1f} items/s")
+        if report.get("cost_spent"):
+            lines.append(f"  Cost:      {report['cost_spent']:.4f}")
+    if manifest.halt_reason:
+        lines.append(f"  Halted:    {plain(manifest.halt_reason)}")
+    groups = (live.error_groups if live else []) or []
+    if groups:
+        lines.append("  Errors:")
+        for g in groups[:8]:
+            lines.append(f"    {g.count:>6}  {plain(g.error_type)} [{g.category}]  {plain(g.example_message)[:70]}")
+    lines.append(f"  Results:   {batch.results}")
+    lines.append(f"  Manifest:  {batch.manifest}")
+    if manifest.state != BatchState.FINISHED or counts.pending:
+        lines.append(f"  Resume:    {resume_command(batch)}")
+    if counts.failed:
+        lines.append(f"  Retry:     batchtui resume {batch.batch_id} --output-dir {batch.path.parent} --retry-failed")
+    lines.append(bar)
+    click.echo("\n".join(lines))
+
+
+def finish_output(result: RunResult, as_json: bool) -> None:
+    """The summary of a run that ended (``--json``: the machine form, on stdout)."""
+    batch = result.batch
+    # The engine's own word on how it ended (the manifest on disk may be stale when the disk
+    # filled up at the end).
+    manifest = batch.read_manifest().model_copy(update={"state": result.state, "halt_reason": result.halt_reason})
+    live = batch.read_live()
+    report = read_json(batch.report)
+    if as_json:
+        echo_json(
+            {
+                "batch_id": batch.batch_id,
+                "batch_dir": str(batch.path),
+                "state": result.state.value,
+                "halt_reason": result.halt_reason,
+                "exit_code": result.exit_code,
+                "totals": result.counts.model_dump(),
+                "duplicates_dropped": manifest.duplicates_dropped,
+                "unreadable": manifest.unreadable.model_dump(),
+                "report": report,
+                "resume_command": None if result.state == BatchState.FINISHED else resume_command(batch),
+            }
+        )
+    else:
+        print_summary(batch, manifest, result.counts, live, report)
+
+
+def run_headless(runner: BatchRunner, as_json: bool) -> RunResult:
+    """Run the engine here with progress lines on stderr, then its summary."""
+    printer = ProgressPrinter(runner.config.progress_interval)
+    runner.on_progress = printer
+    try:
+        result = runner.run()
+    finally:
+        printer.close()
+    finish_output(result, as_json)
+    return result
+
+
+def announce_detached(batch: BatchDir, pid: int, as_json: bool) -> None:
+    """Which background engine runs ``batch`` now, and the commands to follow it."""
+    where = f"--output-dir {batch.path.parent}"
+    if as_json:
+        info = {"batch_id": batch.batch_id, "batch_dir": str(batch.path), "pid": pid, "detached": True}
+        echo_json({**info, "engine_log": str(batch.engine_log)}, indent=None)
+        return
+    click.echo(f"batch {batch.batch_id}: engine running in the background (pid {pid})")
+    click.echo(f"  watch:  batchtui watch {batch.batch_id} {where}")
+    click.echo(f"  status: batchtui show {batch.batch_id} {where}")
+    click.echo(f"  stop:   batchtui stop {batch.batch_id} {where}")
+    click.echo(f"  log:    {batch.engine_log}")
+
+
+__all__ = ["announce_detached", "finish_output", "print_summary", "run_headless"]
