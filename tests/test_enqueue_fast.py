@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchtui.engine import enqueue, sources
+from batchtui.engine import enqueue
 from batchtui.engine.enqueue import _kind_of, _report_every, _rows, enqueue_source
 from batchtui.engine.errors import InvalidRecord, UserError, classify, normalize_message
 from batchtui.engine.sources import (
@@ -27,6 +27,7 @@ from batchtui.engine.sources import (
     line_keys,
     normalize_line_key,
 )
+from batchtui.engine.sources import lines as source_lines
 from batchtui.engine.store import ItemStore, LineBlock
 
 AT = "2024-01-01T00:00:00Z"
@@ -144,8 +145,8 @@ def flat(spec: SourceSpec, stdin: io.StringIO | None = None) -> list[tuple[str, 
 @pytest.fixture(params=[1, 7, 64, 256 * 1024], ids=lambda n: f"block{n}")
 def block_chars(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Small blocks put block boundaries everywhere: inside lines, between "\\r" and "\\n"."""
-    monkeypatch.setattr(sources, "_BLOCK_CHARS", request.param)
-    monkeypatch.setattr(sources, "_BLOCK_LINES", max(1, request.param // 8))
+    monkeypatch.setattr(source_lines, "_BLOCK_CHARS", request.param)
+    monkeypatch.setattr(source_lines, "_BLOCK_LINES", max(1, request.param // 8))
     return int(request.param)
 
 
@@ -244,9 +245,9 @@ def test_stdin_blocks_match_stdin_items(block_chars: int) -> None:
 def test_real_stdin_blocks(monkeypatch: pytest.MonkeyPatch, block_chars: int) -> None:
     raw = corpus_text(seed=5).encode("latin-1", "replace")
     spec = build_spec(["-"], encoding="latin-1")
-    monkeypatch.setattr(sources.sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
+    monkeypatch.setattr(source_lines.sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
     fast = expanded(_rows(spec, None, AT))
-    monkeypatch.setattr(sources.sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
+    monkeypatch.setattr(source_lines.sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
     assert fast == reference_rows(spec)
     assert len(fast) > 500
 
@@ -350,7 +351,7 @@ def test_stdin_bad_encoding_from_a_strict_stream() -> None:
 
 
 def test_skip_matches_islice_at_every_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "_BLOCK_CHARS", 100)
+    monkeypatch.setattr(source_lines, "_BLOCK_CHARS", 100)
     f = tmp_path / "l.txt"
     f.write_text(corpus_text(seed=9, n=60))
     j = tmp_path / "r.jsonl"
@@ -387,7 +388,7 @@ def _items(db: Path) -> list[tuple[Any, ...]]:
 def test_interrupted_enqueue_resumes_to_the_same_items(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut: int
 ) -> None:
-    monkeypatch.setattr(sources, "_BLOCK_CHARS", 4096)
+    monkeypatch.setattr(source_lines, "_BLOCK_CHARS", 4096)
     f = tmp_path / "urls.txt"
     rnd = random.Random(cut)
     lines = [f"https://example.com/item/{i}" for i in range(3000)] + [rnd.choice(CORPUS_LINES) for _ in range(1500)]

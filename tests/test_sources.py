@@ -411,7 +411,7 @@ def test_stdin_lines_from_stringio() -> None:
 def test_real_stdin_is_decoded_with_the_spec_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
     raw = io.BytesIO("café\n\nnaïve\n".encode("latin-1"))
     fake = io.TextIOWrapper(raw, encoding="utf-8")
-    monkeypatch.setattr(sources.sys, "stdin", fake)
+    monkeypatch.setattr(sources.lines.sys, "stdin", fake)
     spec = build_spec(["-"], encoding="latin-1")
     assert [i.data for i in iter_items(spec)] == ["café", "naïve"]
     assert not raw.closed  # the stdin buffer is left open for whoever owns it

@@ -1,0 +1,231 @@
+"""Record sources: CSV (delimiter sniffed, header required, empty rows skipped) and JSONL.
+
+A record's key is its ``--key-field``, else :func:`record_hash` of its canonical JSON. A record
+that cannot be read (a ragged row, a line that is no JSON object) is an invalid item, enqueued
+as failed; a CSV without a usable header is the user's mistake (:class:`UserError`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from typing import Any, Final, TextIO
+
+import orjson
+
+from ..errors import UserError
+from ..fmt import clean
+from .spec import Record, SourceItem, SourceSpec
+from .text import MARK, open_text, undecodable
+
+_SNIFF_BYTES: Final = 64 * 1024
+
+_SNIFF_DELIMITERS: Final = ",;\t|"
+
+_CSV_FIELD_LIMIT: Final = 64 * 1024 * 1024
+
+_RAW_LIMIT: Final = 10_000
+
+_FIELDS_SCAN_LINES: Final = 1000
+
+
+def _sniff_delimiter(head: str, path: str) -> str:
+    sample = head[:_SNIFF_BYTES]
+    cut = sample.rfind("\n")
+    if cut > 0:
+        sample = sample[:cut]
+    first = next((ln for ln in sample.splitlines() if ln.strip()), "")
+    if path.lower().endswith(".tsv") and "\t" in first:
+        return "\t"  # what the name says; the sniffer may prefer a comma inside the values
+    try:
+        found = csv.Sniffer().sniff(sample, delimiters=_SNIFF_DELIMITERS).delimiter
+    except csv.Error:
+        found = ","
+    if found in first:
+        return found
+    # The sniffer guessed a character the header does not even contain: trust the header.
+    counts = {d: first.count(d) for d in _SNIFF_DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+class CsvHead:
+    """An open CSV: its reader positioned after the header, and the header."""
+
+    def __init__(self, f: TextIO, path: str, spec: SourceSpec) -> None:
+        self.name = os.path.basename(path)
+        if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+            csv.field_size_limit(_CSV_FIELD_LIMIT)
+        # Sniff on the head, then read on from it without seeking (works for pipes too). The
+        # head is completed to a whole line so no physical line is split in two.
+        head = f.read(_SNIFF_BYTES)
+        if head and not head.endswith("\n"):
+            head += f.readline()
+        delimiter = spec.delimiter or _sniff_delimiter(head, path)
+        lines = itertools.chain(io.StringIO(head, newline=""), f)
+        self.reader = csv.reader(lines, delimiter=delimiter)
+        self.last_line = 0
+        self.encoding = spec.encoding
+        header_row: list[str] | None = None
+        for row in self.rows():
+            if any(field.strip() for field in row[1]):
+                header_row = row[1]
+                break
+        if header_row is None:
+            raise UserError(f"{self.name}: empty CSV file: a header line naming the columns is required")
+        self.header = [h.strip() for h in header_row]
+        for i, h in enumerate(self.header, 1):
+            if not h:
+                raise UserError(
+                    f"{self.name}: header column {i} has no name (is the first line a header?); "
+                    f"header: {', '.join(self.header)}"
+                )
+        dup = next((h for i, h in enumerate(self.header) if h in self.header[:i]), None)
+        if dup is not None:
+            raise UserError(f"{self.name}: header names column {dup!r} twice")
+        if spec.key_field is not None and spec.key_field not in self.header:
+            raise UserError(
+                f"{self.name}: --key-field {spec.key_field!r} is not a column; columns: {', '.join(self.header)}"
+            )
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]:
+        """(line where the row starts, row), checking that it decoded."""
+        while True:
+            start = self.last_line + 1
+            try:
+                row = next(self.reader, None)
+            except csv.Error as exc:
+                raise UserError(f"{self.name}: line {self.reader.line_num}: {exc}") from None
+            if row is None:
+                return
+            self.last_line = self.reader.line_num
+            if any(MARK in field for field in row):
+                raise undecodable(self.name, start, self.encoding)
+            yield start, row
+
+
+def items_of(records: Iterator[SourceItem | Record], name: str) -> Iterator[SourceItem]:
+    for rec in records:
+        if isinstance(rec, SourceItem):
+            yield rec
+        else:
+            key, data, n = rec
+            yield SourceItem(key=key, data=data, origin=f"{name}:{n}")
+
+
+def csv_records(path: str, spec: SourceSpec) -> Iterator[SourceItem | Record]:
+    """The records of a CSV file; those that cannot be read as invalid items."""
+    key_field = spec.key_field
+    with open_text(path, spec.encoding, newline="") as f:
+        head = CsvHead(f, path, spec)
+        header = head.header
+        width = len(header)
+        for n, row in head.rows():
+            if not any(field.strip() for field in row):
+                continue  # blank line or a row of empty fields
+            if len(row) != width:
+                yield SourceItem(
+                    key=f"{path}:{n}",
+                    data={"_raw": row, "_line": n},
+                    invalid=f"row {n} has {len(row)} fields, header has {width}",
+                    origin=f"{head.name}:{n}",
+                )
+                continue
+            record = dict(zip(header, row, strict=True))
+            yield _record(record, key_field, path, n, head.name)
+
+
+def _record(record: dict[str, Any], key_field: str | None, path: str, n: int, name: str) -> SourceItem | Record:
+    if key_field is None:
+        return record_hash(record), record, n
+    if key_field not in record:
+        return SourceItem(
+            key=f"{path}:{n}", data=record, invalid=f"line {n}: no field {key_field!r}", origin=f"{name}:{n}"
+        )
+    value = record[key_field]
+    key = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    if value is None or not key.strip():
+        # An empty key would silently merge every such record into one.
+        return SourceItem(
+            key=f"{path}:{n}", data=record, invalid=f"line {n}: field {key_field!r} is empty", origin=f"{name}:{n}"
+        )
+    return key, record, n
+
+
+_JSON_TYPES: Final[dict[type, str]] = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+def _parse_jsonl_line(line: str, n: int, encoding: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(object, None) or (None, why not)."""
+    if MARK in line:
+        return None, f"line {n}: not valid {encoding} text"
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return None, f"line {n}: invalid JSON: {exc}"
+    if not isinstance(obj, dict):
+        return None, f"line {n}: expected a JSON object, got {_JSON_TYPES.get(type(obj), type(obj).__name__)}"
+    return obj, None
+
+
+def jsonl_records(path: str, spec: SourceSpec) -> Iterator[SourceItem | Record]:
+    """The records of a JSONL file; those that cannot be read as invalid items."""
+    name = os.path.basename(path)
+    key_field = spec.key_field
+    with open_text(path, spec.encoding) as f:
+        for n, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            obj, why = _parse_jsonl_line(line, n, spec.encoding)
+            if obj is None:
+                shown = line[:_RAW_LIMIT].replace(MARK, "\ufffd")
+                yield SourceItem(key=f"{path}:{n}", data={"_raw": shown, "_line": n}, invalid=why, origin=f"{name}:{n}")
+                continue
+            yield _record(obj, key_field, path, n, name)
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """A record's key without --key-field: 32 hex chars of sha256 over its canonical JSON."""
+    data = record if isinstance(record, dict) else dict(record)
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def fields_of(spec: SourceSpec) -> set[str] | None:
+    """The field names a template may use: CSV headers and the keys of each JSONL file's first
+    object (a union over entries); None without a CSV or JSONL entry. Reads only file heads; a
+    pipe is not read (that would eat its items)."""
+    fields: set[str] | None = None
+    for entry in spec.entries:
+        if entry.kind not in ("csv", "jsonl"):
+            continue
+        fields = fields if fields is not None else set()
+        try:
+            if not stat.S_ISREG(os.stat(entry.path).st_mode):
+                continue
+        except OSError as exc:
+            raise UserError(f"cannot read {clean(entry.path)}: {exc.strerror or exc}") from None
+        if entry.kind == "csv":
+            with open_text(entry.path, spec.encoding, newline="") as f:
+                fields.update(CsvHead(f, entry.path, spec).header)
+            continue
+        with open_text(entry.path, spec.encoding) as f:
+            for n, raw in enumerate(itertools.islice(f, _FIELDS_SCAN_LINES), 1):
+                if raw.strip():
+                    obj, _ = _parse_jsonl_line(raw.strip(), n, spec.encoding)
+                    if obj is not None:
+                        fields.update(obj)
+                        break
+    return fields
