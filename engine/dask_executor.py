@@ -77,6 +77,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .attempts import Classifier, Outcome
 from .config import BatchConfig
 from .dask_worker import (
     TaskSpec,
@@ -92,7 +93,7 @@ from .dask_worker import (
     started_topic,
 )
 from .errors import UserError, WorkerLost, classify
-from .executors import Classifier, CompletionQueue, Outcome, WorkerInitError
+from .executors import CompletionQueue, WorkerInitError
 from .handoff import CANCELLED, QUEUED, RUNNING, Handoff
 from .models import ClusterInfo
 from .processors import Item, ProcessorSpec, code_digest

@@ -29,8 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .attempts import Classifier, Outcome, run_items
 from .errors import Fatal, classify
-from .executors import Classifier, Outcome, run_items
 from .handoff import CANCELLED, DONE, QUEUED, RUNNING
 from .outputs import DEFAULT_MAX_RESULT_BYTES
 from .processors import CallableProcessor, Item, ProcessorSpec, build_processor, code_digest

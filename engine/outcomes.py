@@ -18,11 +18,11 @@ from typing import Any, Final
 
 import orjson
 
+from .attempts import Outcome
 from .batchdir import now_iso
 from .config import BatchConfig
 from .dispatch import Dispatcher
 from .errors import ErrorInfo, ItemTimeout, classify, normalize_message
-from .executors import Outcome
 from .files import ResultsLog
 from .models import RecentError
 from .policy import Backoff

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .attempts import Outcome
 from .batchdir import (
     BatchDir,
     now_iso,
@@ -36,7 +37,6 @@ from .errors import (
     ItemTimeout,
     classify,
 )
-from .executors import Outcome
 from .files import WriteFailed
 from .finishing import Finishing
 from .models import (

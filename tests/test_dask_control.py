@@ -304,8 +304,8 @@ def test_a_killed_worker_fails_only_what_it_was_running(tmp_path: Path, out_dir:
 
 
 def _task_spec(tmp_path: Path) -> Any:
+    from batchtui.engine.attempts import Classifier
     from batchtui.engine.dask_worker import TaskSpec
-    from batchtui.engine.executors import Classifier
     from batchtui.engine.processors import python_spec
 
     (tmp_path / "f.py").write_text("def f(item):\n    return item.seq\n")
@@ -335,8 +335,8 @@ def test_a_task_in_transit_refuses_what_was_cancelled_before_it_arrived(tmp_path
 
 
 def test_salvage_gives_the_outcomes_so_far_and_cancels_the_rest() -> None:
+    from batchtui.engine.attempts import Outcome
     from batchtui.engine.dask_worker import WorkerGates
-    from batchtui.engine.executors import Outcome
     from batchtui.engine.handoff import CANCELLED, DONE, RUNNING
 
     gates = WorkerGates()

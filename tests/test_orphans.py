@@ -418,9 +418,10 @@ def test_die_with_parent_leaves_a_child_of_a_living_parent_alone() -> None:
 
 
 def _engine_integrated() -> bool:
-    """Whether the runner enters the reaper and pool workers call die_with_parent()."""
+    """Whether the runner enters the reaper (when it takes the batch over) and pool workers call
+    die_with_parent()."""
     engine = Path(reaper_mod.__file__).parent
-    runner, executors = (engine / "runner.py").read_text(), (engine / "executors.py").read_text()
+    runner, executors = (engine / "takeover.py").read_text(), (engine / "executors.py").read_text()
     return ("reaping(" in runner or "Reaper(" in runner) and "die_with_parent(" in executors
 
 

@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 import pytest
 
+from batchtui.engine.attempts import Classifier, Outcome, run_items
 from batchtui.engine.config import load_config
 from batchtui.engine.errors import BatchtuiError, ResultTooLarge, UserError
-from batchtui.engine.executors import Classifier, Outcome, run_items
 from batchtui.engine.outputs import DEFAULT_MAX_RESULT_BYTES, checked_result, match_chunk
 from batchtui.engine.processors import CallableProcessor
 from batchtui.engine.shell.item import Item, ProcessOutput

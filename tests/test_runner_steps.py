@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
+from batchtui.engine.attempts import Outcome
 from batchtui.engine.config import BatchConfig
 from batchtui.engine.control import new_command
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import ErrorInfo
-from batchtui.engine.executors import CompletionQueue, Outcome, _HandoffExecutor
+from batchtui.engine.executors import CompletionQueue, _HandoffExecutor
 from batchtui.engine.handoff import QUEUED, RUNNING
 from batchtui.engine.models import BatchState, Memory
 from batchtui.engine.processors import ProcessorSpec, python_spec
