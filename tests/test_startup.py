@@ -2,8 +2,9 @@
 
 Every `batchtui` call pays for what it imports before it does anything; a 1-item run or a
 `batchtui ls` in a script loop is mostly that. These tests fail when an eager import creeps
-back in: the CLI module loads only click and a few engine basics, `--help` and `ls` never load
-the runner, the store, the executors or psutil, and no headless path loads textual.
+back in: the CLI package loads only click and a few engine basics and no verb's module (its
+group is lazy), `--help` and `--version` load no engine module, `ls` never the runner, the
+store, the executors, psutil or another verb's module, and no headless path loads textual.
 """
 
 from __future__ import annotations
@@ -13,11 +14,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
+import pytest
+from click.testing import CliRunner
+
+from batchtui.tui.cli import group
+
 from .conftest import cli_env
 
 #: Loaded by neither ``import batchtui.tui.cli`` nor ``batchtui ls``: the engine's and the TUI's
-#: heavy dependencies.
-HEAVY_ALWAYS = ("psutil", "multiprocessing", "sqlite3", "watchfiles", "textual", "rich", "dask")
+#: heavy dependencies, and the modules of the verbs that are not `ls` (the lazy group loads a
+#: verb's module only when that verb runs).
+HEAVY_ALWAYS = (
+    "psutil",
+    "multiprocessing",
+    "sqlite3",
+    "watchfiles",
+    "textual",
+    "rich",
+    "dask",
+    "batchtui.tui.cli.running",
+    "batchtui.tui.cli.resuming",
+    "batchtui.tui.cli.steering",
+    "batchtui.tui.cli.maintenance",
+    "batchtui.tui.cli.watching",
+)
 #: Never loaded by ``import batchtui.tui.cli`` (nor by ``--help``).
 HEAVY_FOR_IMPORT = (
     *HEAVY_ALWAYS,
@@ -30,6 +51,10 @@ HEAVY_FOR_IMPORT = (
     "batchtui.engine.models",
     "batchtui.engine.config",
     "batchtui.tui.launch",
+    "batchtui.tui.cli.inspecting",
+    "batchtui.tui.cli.options",
+    "batchtui.tui.cli.summary",
+    "batchtui.tui.cli.progress",
 )
 #: Never loaded by ``batchtui ls`` (which does need pydantic and the batch files' models).
 HEAVY_FOR_LS = (
@@ -42,6 +67,7 @@ HEAVY_FOR_LS = (
     "batchtui.engine.shell",
     "batchtui.engine.processors",
     "batchtui.engine.recover",
+    "batchtui.engine.resume",
 )
 
 
@@ -74,6 +100,40 @@ def test_help_loads_no_engine_module() -> None:
         "from batchtui.tui.cli import main\ntry:\n    main(['--help'], prog_name='batchtui')\nexcept SystemExit:\n    pass"
     )
     assert _present(modules, HEAVY_FOR_IMPORT) == []
+
+
+def test_version_loads_no_engine_module() -> None:
+    modules = _loaded_after(
+        "from batchtui.tui.cli import main\ntry:\n    main(['--version'], prog_name='batchtui')\nexcept SystemExit:\n    pass"
+    )
+    assert "importlib.metadata" in modules  # it did read the version
+    assert _present(modules, tuple(m for m in HEAVY_FOR_IMPORT if m != "importlib.metadata")) == []
+
+
+def test_a_verb_loads_its_own_module_only() -> None:
+    modules = _loaded_after(
+        "from batchtui.tui.cli import main\ntry:\n    main(['pause', '--help'], prog_name='batchtui')\nexcept SystemExit:\n    pass"
+    )
+    assert "batchtui.tui.cli.steering" in modules
+    others = ("running", "resuming", "inspecting", "maintenance", "watching")
+    assert _present(modules, tuple(f"batchtui.tui.cli.{m}" for m in others)) == []
+    assert _present(modules, ("batchtui.engine.runner", "textual", "psutil")) == []
+
+
+def test_the_verbs_help_lists_what_each_verbs_docstring_says() -> None:
+    """``batchtui --help`` reads the verbs' short help from group.VERBS (no verb module is
+    imported): it must read exactly as click's own listing from each command's docstring."""
+    lazy = CliRunner().invoke(group.main, ["--help"], prog_name="batchtui")
+    assert lazy.exit_code == 0, lazy.output
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(group.Main, "format_commands", click.Group.format_commands)
+        eager = CliRunner().invoke(group.main, ["--help"], prog_name="batchtui")
+    assert "Commands:" in lazy.output and "  workers  " in lazy.output
+    assert lazy.output == eager.output
+    for name in group.VERBS:
+        command = group.main.get_command(click.Context(group.main), name)
+        assert command is not None and command.name == name, name
+        assert (command.help or "").split("\n\n")[0].split() == group.VERBS[name][2].split(), name
 
 
 def test_ls_never_loads_the_runner_the_store_or_psutil(tmp_path: Path) -> None:

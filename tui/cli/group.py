@@ -89,7 +89,11 @@ class Main(click.Group):
         """The verbs and their short help from :data:`VERBS`, as click lays them out (the
         default imports every verb's module to read its docstring)."""
         limit = formatter.width - 6 - max(len(name) for name in VERBS)
-        rows = [(name, click.utils.make_default_short_help(VERBS[name][2], limit)) for name in self.list_commands(ctx)]
+        # A bare Command cut to ``limit`` as click cuts each command's docstring.
+        rows = [
+            (name, click.Command(name, help=VERBS[name][2]).get_short_help_str(limit))
+            for name in self.list_commands(ctx)
+        ]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

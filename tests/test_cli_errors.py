@@ -1,0 +1,102 @@
+"""The CLI's error line: every batchtui error carries its own message, hint and exit code.
+
+The group catches one class (``BatchtuiError``) and shows ``describe()`` with ``exit_code``:
+no lookup of error classes among the loaded modules, no traceback for a damaged batch file
+or store, and a new error says its own way out without touching the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from batchtui.engine.errors import EXIT_USAGE, BatchtuiError, UserError
+from batchtui.engine.files import DamagedFile
+from batchtui.engine.models import NewerFormat
+from batchtui.engine.store import StoreError
+from batchtui.tui.cli import main, steering
+
+from .conftest import only_batch
+
+STORE_HINT = "the item store cannot be read; `batchtui show` still reads the manifest"
+
+
+def _cli(args: list[str], out: Path) -> Any:
+    return CliRunner().invoke(main, [*args, "-o", str(out)], prog_name="batchtui")
+
+
+def test_an_error_shows_its_message_hint_and_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Stuck(BatchtuiError):
+        exit_code = 4
+        hint = "try again when the disk is back"
+
+    def stuck(*_args: Any, **_kwargs: Any) -> None:
+        raise Stuck("the batch is \x1b[2Jstuck")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(steering, "resolve_batch", stuck)
+    result = _cli(["pause", "some-batch"], tmp_path / "out")
+    assert result.exit_code == 4
+    assert result.stderr == "error: the batch is \\x1b[2Jstuck\n  try again when the disk is back\n"
+    assert isinstance(result.exception, SystemExit)  # the error line, no traceback
+
+
+def test_each_error_says_its_own_message_and_way_out(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.json"
+    assert (
+        DamagedFile(path, "line 1: bad JSON").describe()
+        == f"{path} is damaged (line 1: bad JSON) and has no good backup"
+    )
+    assert StoreError("items.db: no such table").describe() == f"items.db: no such table\n  {STORE_HINT}"
+    newer = NewerFormat(9, path)
+    assert newer.describe() == str(newer) and "upgrade batchtui" in str(newer)
+    assert UserError("bad flag").describe() == "bad flag"
+    assert (DamagedFile.exit_code, StoreError.exit_code, NewerFormat.exit_code) == (EXIT_USAGE,) * 3
+
+
+@pytest.fixture
+def batch(tmp_path: Path, out_dir: Path, run_cli: Any) -> Path:
+    items = tmp_path / "items.txt"
+    items.write_text("a\nb\n")
+    done = run_cli(["run", str(items), "--cmd", "true", "--headless"])
+    assert done.returncode == 0, done.stderr
+    return only_batch(out_dir)
+
+
+def test_a_damaged_manifest_and_backup_is_one_line(batch: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(batch.parent)
+    for name in ("manifest.json", "manifest.json.bak"):
+        (batch / name).write_text("{not json")
+    result = _cli(["show", str(batch)], out_dir)
+    assert result.exit_code == EXIT_USAGE
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {batch / 'manifest.json'} is damaged (")
+    assert line.endswith(") and has no good backup")
+
+
+def test_a_newer_manifest_is_refused_with_its_own_message(
+    batch: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(batch.parent)
+    manifest = json.loads((batch / "manifest.json").read_text())
+    manifest["version"] = 99
+    for name in ("manifest.json", "manifest.json.bak"):
+        (batch / name).write_text(json.dumps(manifest))
+    result = _cli(["export", str(batch)], out_dir)
+    assert result.exit_code == EXIT_USAGE
+    assert "made by a newer batchtui (format 99" in result.stderr
+    assert "no good backup" not in result.stderr and "Traceback" not in result.output
+
+
+def test_an_unreadable_store_names_the_way_out(batch: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(batch.parent)
+    (batch / "items.db").unlink()
+    result = _cli(["export", str(batch)], out_dir)
+    assert result.exit_code == EXIT_USAGE
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"error: {batch / 'items.db'} does not exist; ")
+    assert lines[1:] == [f"  {STORE_HINT}"]
