@@ -142,6 +142,14 @@ def _ignored(status: str) -> int:
     return int(line.split()[1], 16)
 
 
+def test_the_signals_set_to_their_defaults_are_named_right() -> None:
+    """A misspelt name (once "SIGXFZ") would be skipped silently by the spawner's getattr."""
+    assert [getattr(signal, name, None) for name in spawn_glibc.SIGNALS_AT_DEFAULT] == [
+        signal.SIGPIPE,
+        signal.SIGXFSZ,
+    ]
+
+
 def test_sigpipe_is_at_its_default(path: str, spy: Spy, work: Path, batch: Path) -> None:
     assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # Python's own setting
     ignored = _ignored(stdout_of(processor(path, work, "grep SigIgn: /proc/$$/status"), batch))
