@@ -1,11 +1,11 @@
-"""Preflight checks (``batchtui check``) and the dry run (``--dry-run``).
+"""Preflight checks (``batchtui check``).
 
 Preflight answers "will this batch start and run?" before anything is spent: the output dir,
 the source, the processor (the callable imports and takes an item; the command's program
 exists; the template's fields exist in the source), the config, and for a resume the store.
 ``run`` and ``resume`` run the same checks and refuse with FIX_ISSUES.
 
-The dry run goes further: it reads every item and validates it without processing it.
+The dry run (``--dry-run``, engine/dryrun.py) goes further: it reads every item.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Final, Literal
 
 from .config import BatchConfig
 from .errors import UserError
-from .models import Unreadable
 from .processors import ProcessorSpec, accepts_one_argument, load_callable
 from .shell.template import CommandTemplate
 from .sources import SourceSpec, fields_of, iter_items
@@ -84,40 +83,6 @@ SHELL_WORDS: Final = frozenset(
         "time",
     ]
 )
-
-#: Leading bytes of common formats, checked when a file's suffix names one of them.
-MAGIC: Final[dict[str, tuple[bytes, ...]]] = {
-    ".pdf": (b"%PDF",),
-    ".png": (b"\x89PNG\r\n\x1a\n",),
-    ".jpg": (b"\xff\xd8\xff",),
-    ".jpeg": (b"\xff\xd8\xff",),
-    ".gif": (b"GIF87a", b"GIF89a"),
-    ".zip": (b"PK\x03\x04", b"PK\x05\x06"),
-    ".docx": (b"PK\x03\x04",),
-    ".xlsx": (b"PK\x03\x04",),
-    ".pptx": (b"PK\x03\x04",),
-    ".odt": (b"PK\x03\x04",),
-    ".epub": (b"PK\x03\x04",),
-    ".jar": (b"PK\x03\x04",),
-    ".gz": (b"\x1f\x8b",),
-    ".tgz": (b"\x1f\x8b",),
-    ".bz2": (b"BZh",),
-    ".xz": (b"\xfd7zXZ\x00",),
-    ".zst": (b"\x28\xb5\x2f\xfd",),
-    ".parquet": (b"PAR1",),
-    ".sqlite": (b"SQLite format 3\x00",),
-    ".db": (b"SQLite format 3\x00",),
-    ".wav": (b"RIFF",),
-    ".webp": (b"RIFF",),
-    ".mp3": (b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"),
-    ".flac": (b"fLaC",),
-    ".ogg": (b"OggS",),
-    ".tif": (b"II*\x00", b"MM\x00*"),
-    ".tiff": (b"II*\x00", b"MM\x00*"),
-    ".bmp": (b"BM",),
-    ".7z": (b"7z\xbc\xaf\x27\x1c",),
-    ".rar": (b"Rar!\x1a\x07",),
-}
 
 
 @dataclass(frozen=True)
@@ -422,101 +387,3 @@ def preflight_resume(
     check_processor(pf, processor, None)
     check_config(pf, config, processor)
     return pf
-
-
-# -- dry run --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ItemProblem:
-    origin: str
-    key: str
-    problem: str
-
-
-@dataclass
-class DryRun:
-    """What a dry run found: item count, duplicates, and problems per item."""
-
-    items: int = 0
-    duplicates: int = 0
-    problems: list[ItemProblem] = field(default_factory=list)
-    problem_count: int = 0
-
-
-def dry_run(
-    source: SourceSpec,
-    processor: ProcessorSpec,
-    *,
-    max_size_mb: float | None = None,
-    extensions: tuple[str, ...] = (),
-    keep: int = 1000,
-) -> DryRun:
-    """Validate every item without processing it. Keys are deduplicated with a set of hashes."""
-    import hashlib
-
-    needed = CommandTemplate(processor.command).fields if processor.kind == "shell" and processor.command else set()
-    seen: set[bytes] = set()
-    report = DryRun()
-    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-
-    def problem(origin: str, key: str, text: str) -> None:
-        report.problem_count += 1
-        if len(report.problems) < keep:
-            report.problems.append(ItemProblem(origin, key, text))
-
-    unreadable = Unreadable()
-    for item in iter_items(source, unreadable=unreadable):
-        digest = hashlib.blake2b(item.key.encode(errors="surrogatepass"), digest_size=12).digest()
-        if digest in seen:
-            report.duplicates += 1
-            continue
-        seen.add(digest)
-        report.items += 1
-        where = item.origin or item.key
-        if item.invalid:
-            problem(where, item.key, item.invalid)
-            continue
-        if isinstance(item.data, dict):
-            missing = sorted(f for f in needed if f not in item.data)
-            if missing:
-                problem(where, item.key, f"no field {', '.join(missing)} for the template")
-            continue
-        if needed and not isinstance(item.data, dict):
-            problem(where, item.key, f"template fields {', '.join(sorted(needed))} need CSV/JSONL records")
-        if any(e.kind in ("dir", "files") for e in source.entries) and os.path.isabs(str(item.data)):
-            for text in _file_problems(str(item.data), max_size_mb, exts):
-                problem(where, item.key, text)
-    # What the source could not read would be left out of the batch: a problem of the run.
-    for example in unreadable.examples:
-        problem(example.path, example.path, f"could not be read ({example.reason}): left out of the batch")
-    report.problem_count += unreadable.count - len(unreadable.examples)
-    return report
-
-
-def _file_problems(path: str, max_size_mb: float | None, exts: set[str]) -> list[str]:
-    out: list[str] = []
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return [f"cannot stat: {exc.strerror}"]
-    if not os.access(path, os.R_OK):
-        return ["not readable"]
-    suffix = os.path.splitext(path)[1].lower()
-    if exts and suffix not in exts:
-        out.append(f"extension {suffix or '(none)'} not in {', '.join(sorted(exts))}")
-    if max_size_mb is not None and st.st_size > max_size_mb * 1048576:
-        out.append(f"{st.st_size / 1048576:.1f} MB over the {max_size_mb:g} MB limit")
-    if st.st_size == 0:
-        out.append("empty file")
-        return out
-    magic = MAGIC.get(suffix)
-    if magic:
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(16)
-        except OSError as exc:
-            return [*out, f"cannot read: {exc.strerror}"]
-        if not any(head.startswith(m) for m in magic):
-            out.append(f"content is not {suffix[1:].upper()} (unexpected leading bytes {head[:8]!r})")
-    return out

@@ -15,9 +15,10 @@ import click
 
 from batchtui.engine.batchdir import BatchDir, resolve_batch
 from batchtui.engine.config import BatchConfig, load_config, stored_config
+from batchtui.engine.dryrun import dry_run
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import EXIT_USAGE
-from batchtui.engine.preflight import dry_run, preflight_new, preflight_resume
+from batchtui.engine.preflight import preflight_new, preflight_resume
 from batchtui.engine.processors import ProcessorSpec, demo_spec, python_spec, shell_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec
