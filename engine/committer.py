@@ -15,7 +15,8 @@ transaction is a single statement, one INSERT of a row per statement into a temp
 whose INSTEAD OF triggers run the statements (:class:`OneStatement`). In autocommit mode
 SQLite begins and commits it within that one step: the GIL is taken back twice a commit
 (after the fsync, after the statement), not after BEGIN, every statement, the offsets and
-COMMIT (100k no-op items: the run phase 2.31 -> 2.00 s, interleaved A/B medians).
+COMMIT, each of which would wait behind the busy runner thread: with quick items the commits
+come many times a second, and those waits would add up to a large part of a run.
 
 Jobs queue up to :data:`MAX_QUEUED` deep; past that, :meth:`Committer.submit` waits
 (back-pressure).

@@ -55,8 +55,8 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
 """
 
 #: The attempt that completes an item is logged by SQLite itself, from the items row the same
-#: UPDATE writes: one row per attempt as before, without binding a second row per item in
-#: Python (the hot path of a run). Failed and interrupted attempts are logged by the engine.
+#: UPDATE writes: one row per attempt, without binding a second row per item in Python (the
+#: hot path of a run). Failed and interrupted attempts are logged by the engine.
 COMPLETE_TRIGGER: Final = """
 CREATE TRIGGER IF NOT EXISTS attempt_of_complete AFTER UPDATE OF status ON items
 WHEN NEW.status = 'complete'
