@@ -382,10 +382,12 @@ class ResumeChoice:
 
     def reason(self, now: float | None = None) -> str:
         """E.g. ``stopped 3 min ago; the newest resumable batch not running``."""
+        from .summary import INTERRUPTED, summarize  # summary reads batch dirs: imported here
+
         m = self.manifest
         if m.state == BatchState.FINISHED:
             what = "finished with items pending again"
-        elif m.state in ACTIVE_STATES:
+        elif summarize(self.batch, now=now).state == INTERRUPTED:  # the one answer to "interrupted?"
             what = f"{m.state.value} when its engine died"
         elif m.state == BatchState.HALTED and m.halt_reason:
             what = f"halted: {m.halt_reason}"

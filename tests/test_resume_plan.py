@@ -14,11 +14,13 @@ from batchtui.engine.batchdir import BatchDir, BatchLock, BatchLocked, iter_batc
 from batchtui.engine.config import load_config
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import UserError
+from batchtui.engine.files import write_model
 from batchtui.engine.models import BatchState
 from batchtui.engine.processors import shell_spec
 from batchtui.engine.resume import plan_resume
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
+from batchtui.engine.summary import INTERRUPTED, summarize
 
 
 def _batch(tmp_path: Path, name: str, lines: list[str], command: str = "true", *, run: bool = False) -> BatchDir:
@@ -129,3 +131,12 @@ def test_a_batch_an_engine_runs_is_refused_naming_it(tmp_path: Path) -> None:
             plan_resume(tmp_path / "out", batch.path, lock_try=0)
     finally:
         held.release()
+
+
+def test_a_batch_whose_engine_died_is_said_to_be_so(tmp_path: Path) -> None:
+    batch = _batch(tmp_path, "died", ["a", "b"])
+    manifest = batch.read_manifest()
+    write_model(batch.manifest, manifest.model_copy(update={"state": BatchState.RUNNING}))
+    plan = plan_resume(tmp_path / "out", hold=False)
+    assert summarize(batch).state == INTERRUPTED
+    assert plan.reason is not None and plan.reason.startswith("running when its engine died ")
