@@ -52,21 +52,23 @@ the live workers' gates are asked, and what none of them began comes back ``retu
 A worker that dies after a task ended and before the engine gathered its result loses that
 result: dask computes the task again elsewhere, so those items run again (counted once).
 
-Cluster. ``--scheduler tcp://HOST:PORT`` (``scheduler`` in batchtui.toml, env
-``BATCHTUI_SCHEDULER``) connects to an existing cluster, which the engine leaves running; without
-it the engine starts a ``LocalCluster`` (worker processes, ``--workers`` of them, one thread each)
-and closes it at the end. batchtui, the ``--call`` module (same path for a ``file.py``), the
-command's programs and the inputs must be reachable on every worker; shell items run on the
-worker's machine, their ``logs/`` are written there, under the same batch path. On a LocalCluster
-``set_workers(n)`` scales the cluster; on an existing cluster ``--workers`` only sets the runner's
-window (the tasks in flight follow the cluster's threads).
+Cluster. An existing one (``--scheduler``), left running, or a ``LocalCluster`` the engine starts
+and closes: engine/dask_cluster.py connects, checks and asks it. batchtui, the ``--call`` module
+(same path for a ``file.py``), the command's programs and the inputs must be reachable on every
+worker; shell items run on the worker's machine, their ``logs/`` are written there, under the
+same batch path. On a LocalCluster ``set_workers(n)`` scales the cluster; on an existing cluster
+``--workers`` only sets the runner's window (the tasks in flight follow the cluster's threads).
+
+Why it is one piece: :class:`DaskExecutor` is one state machine. Its threads (dispatcher,
+collector, reaper, poller) and the runner's calls share one lock and one table of tasks, and
+the promise above (each item handed out gets exactly one outcome, or is cancelled, never both)
+is kept by the methods marked "lock held" together; split across modules, that discipline could
+no longer be read in one place. The cluster connection, which holds none of that state, is apart.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import inspect
 import itertools
 import logging
 import queue
@@ -79,52 +81,29 @@ from typing import Any, Final
 
 from .attempts import Classifier, Outcome
 from .config import BatchConfig
+from .dask_cluster import BROADCAST_TIMEOUT_S, DaskCluster
 from .dask_worker import (
     TaskSpec,
     cancel_tokens,
-    code_on_worker,
-    dask_setup,
     kill_all_on_worker,
     kill_on_worker,
-    probe,
     processing_on,
     run_chunk,
     salvage_tasks,
     started_topic,
 )
-from .errors import UserError, WorkerLost, classify
-from .executors import CompletionQueue, WorkerInitError
+from .errors import WorkerLost, classify
+from .executors import CompletionQueue
 from .handoff import CANCELLED, QUEUED, RUNNING, Handoff
 from .models import ClusterInfo
 from .processors import Item, ProcessorSpec, code_digest
 
 log = logging.getLogger("batchtui.engine.dask")
 
-INSTALL_HINT: Final = "pip install 'batchtui[dask]'"
-CONNECT_TIMEOUT_S: Final = 15.0
-WORKER_WAIT_S: Final = 120.0
 INFO_INTERVAL_S: Final = 1.0
 SWEEP_AFTER_S: Final = 5.0
-#: How long a broadcast to the workers may take before its answer is treated as incomplete.
-BROADCAST_TIMEOUT_S: Final = 10.0
 #: How long after a restart of ours a task lost with that worker is put down to the restart.
 RESTART_WINDOW_S: Final = 30.0
-
-
-def require_distributed() -> Any:
-    """Import ``distributed``, or raise the clear :class:`UserError` naming the extra."""
-    try:
-        import distributed  # type: ignore[import-untyped,import-not-found,unused-ignore]
-    except ImportError as exc:
-        raise UserError(f"the dask executor needs the optional extra: {INSTALL_HINT} ({exc})") from None
-    return distributed
-
-
-class DaskWorkerError(UserError, WorkerInitError):
-    """The cluster cannot run this batch (no worker, batchtui or the callable missing there...).
-
-    A :class:`WorkerInitError` for the runner (it records why the start failed) and a
-    :class:`UserError` for the CLI (one clear line, exit 2, no traceback)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -160,10 +139,8 @@ class DaskExecutor:
             code=code_digest(spec.call, spec.cwd) if spec.kind == "python" and spec.call else None,
         )
         self.workers = 0
-        self.client: Any = None
-        self.cluster: Any = None
+        self.dask = DaskCluster(config)
         self.handoff = Handoff()
-        self._distributed: Any = require_distributed()
         self._ac: Any = None
         self._tasks: dict[str, _Task] = {}
         self._busy = 0  # tasks sent to a worker thread (one running and one waiting each)
@@ -181,43 +158,28 @@ class DaskExecutor:
         self._counter = itertools.count()
         self._cluster_info: ClusterInfo | None = None
         self._reap: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()  # (task key, index)
-        self._rpc = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="batchtui-dask-rpc")
-        self._info_kwargs: dict[str, Any] = {}
+
+    @property
+    def client(self) -> Any:
+        """The dask client (None before :meth:`start`)."""
+        return self.dask.client
+
+    @property
+    def cluster(self) -> Any:
+        """The LocalCluster this engine started and owns; None on an existing cluster."""
+        return self.dask.local
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        distributed = self._distributed
-        if self.config.scheduler:
-            address = self.config.scheduler
-            try:
-                self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
-            except (OSError, TimeoutError) as exc:
-                raise UserError(f"cannot connect to the dask scheduler at {address}: {exc}") from None
-        else:
-            try:
-                self.cluster = distributed.LocalCluster(
-                    n_workers=self.config.workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    silence_logs=logging.CRITICAL,
-                    scheduler_kwargs={"allowed_failures": 0},
-                    preload=[dask_setup.__module__],
-                )
-                self.client = distributed.Client(self.cluster, set_as_default=False)
-            except Exception as exc:
-                self._close_cluster()
-                raise DaskWorkerError(f"the local dask cluster did not start: {exc}") from exc
+        self.dask.connect()
         self.workers = self.config.workers
-        if "n_workers" in inspect.signature(self.client.scheduler_info).parameters:
-            self._info_kwargs = {"n_workers": -1}
         try:
-            self._check_workers()
+            self.dask.check(self.task, self.spec, key=f"{self._key_prefix}-probe")
         except BaseException:
             self.shutdown(wait=1.0)
             raise
-        self._ac = distributed.as_completed(loop=self.client.loop, with_results=True, raise_errors=False)
+        self._ac = self.dask.distributed.as_completed(loop=self.client.loop, with_results=True, raise_errors=False)
         self.client.subscribe_topic(started_topic(self._key_prefix), self._on_began)
         self._refresh_info()
         threads: list[tuple[Callable[[], None], str]] = [
@@ -232,44 +194,6 @@ class DaskExecutor:
             thread.start()
             self._threads.append(thread)
 
-    def _check_workers(self) -> None:
-        """Wait for a worker, then build the processor on one: fail fast on a bad environment."""
-        try:
-            self.client.wait_for_workers(1, timeout=WORKER_WAIT_S)
-        except (TimeoutError, OSError) as exc:
-            raise DaskWorkerError(f"no dask worker joined {self._address()} within {WORKER_WAIT_S:g}s") from exc
-        self._check_code()
-        future = self.client.submit(probe, self.task, pure=False, key=f"{self._key_prefix}-probe")
-        try:
-            problem = future.result(timeout=WORKER_WAIT_S)
-        except Exception as exc:  # batchtui missing on the worker, a version mismatch...
-            problem = f"{type(exc).__name__}: {exc}"
-        if problem:
-            raise DaskWorkerError(
-                f"a dask worker cannot run this batch: {problem}"
-                " (batchtui, the --call module and the folder the batch started in must exist on every worker)"
-            )
-
-    def _check_code(self) -> None:
-        """Every worker there now reads the --call source this engine read: a worker with another
-        copy is named and the run refused (never run other code unnoticed). A worker that cached
-        an older version imports it again (see :func:`~.processors.load_callable`); one that joins
-        later is checked as it loads (its items fail fatal, the batch halts)."""
-        if self.task.code is None or self.spec.call is None:
-            return
-        try:
-            replies = self.client.run(code_on_worker, self.spec.call, self.spec.cwd, on_error="return")
-        except Exception as exc:  # the probe that follows says what is wrong with the cluster
-            log.warning("could not compare the --call source on the workers: %s", exc)
-            return
-        other = sorted(addr for addr, got in replies.items() if isinstance(got, str) and got != self.task.code)
-        if other:
-            source = self.spec.call.rpartition(":")[0]
-            raise DaskWorkerError(
-                f"{len(other)} dask worker(s) have another {source} than this engine"
-                f" (sha256 {self.task.code[:12]} here): {', '.join(other)}; put the same file on every worker"
-            )
-
     def shutdown(self, wait: float = 5.0) -> None:
         """Nothing handed out starts any more (on an existing cluster too), then leave."""
         self._closing.set()
@@ -283,27 +207,17 @@ class DaskExecutor:
             self._slot.notify_all()
         if self.client is not None and tasks:
             wanted = {t.key: (len(t.items), list(t.owed.values())) for t in tasks}
-            self._ask_all(cancel_tokens, wanted, timeout=min(wait, BROADCAST_TIMEOUT_S))
+            self.dask.ask_all(cancel_tokens, wanted, timeout=min(wait, BROADCAST_TIMEOUT_S))
             with contextlib.suppress(Exception):
                 self.client.cancel([t.future for t in tasks if t.future is not None])
             if self.spec.kind == "shell":
-                self._ask_all(kill_all_on_worker, self.task.cache_key, timeout=min(wait, BROADCAST_TIMEOUT_S))
+                self.dask.ask_all(kill_all_on_worker, self.task.cache_key, timeout=min(wait, BROADCAST_TIMEOUT_S))
         if self._ac is not None:
             self._ac.clear()
         deadline = time.monotonic() + wait
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self._rpc.shutdown(wait=False, cancel_futures=True)
-        if self.client is not None:
-            with contextlib.suppress(Exception):
-                self.client.close(timeout=max(1.0, wait))
-        self._close_cluster()
-
-    def _close_cluster(self) -> None:
-        if self.cluster is not None:
-            with contextlib.suppress(Exception):
-                self.cluster.close(timeout=10)
-            self.cluster = None
+        self.dask.close(wait)
 
     # -- the Executor interface ----------------------------------------------------------------
 
@@ -363,7 +277,7 @@ class DaskExecutor:
             if attempt is not None and task.items[index].attempt != attempt:
                 return False
         if self.spec.kind == "shell":
-            self._broadcast(kill_on_worker, self.task.cache_key, task.key, index, seq, task.items[index].attempt)
+            self.dask.broadcast(kill_on_worker, self.task.cache_key, task.key, index, seq, task.items[index].attempt)
             return True
         if self.cluster is None:
             return False
@@ -375,7 +289,7 @@ class DaskExecutor:
             tasks = list(self._tasks.values())
             n = len(self._by_seq)
         if self.spec.kind == "shell":
-            self._broadcast(kill_all_on_worker, self.task.cache_key)
+            self.dask.broadcast(kill_all_on_worker, self.task.cache_key)
         elif self.cluster is not None:
             for task in tasks:
                 for index in list(task.owed.values()):
@@ -400,7 +314,7 @@ class DaskExecutor:
     def _cancel_remote(self, remote: dict[str, tuple[_Task, dict[int, int]]]) -> list[int]:
         """Cancel items of submitted tasks on every worker's gate; the seqs that will never start."""
         wanted = {key: (len(task.items), list(owed.values())) for key, (task, owed) in remote.items()}
-        answers, complete = self._ask_all(cancel_tokens, wanted)
+        answers, complete = self.dask.ask_all(cancel_tokens, wanted)
         arrived: set[str] = set()
         begun: dict[str, set[int]] = {}
         for reply in answers:
@@ -617,7 +531,7 @@ class DaskExecutor:
         killed = type(exc).__name__ == "KilledWorker"  # its worker is gone, with what it knew
         ours = killed and self._we_restarted(exc)
         if not killed:
-            answers, _ = self._ask_all(cancel_tokens, wanted)
+            answers, _ = self.dask.ask_all(cancel_tokens, wanted)
             for reply in answers:
                 here, indexes = reply.get(task.key, (False, []))
                 arrived = arrived or here
@@ -753,56 +667,17 @@ class DaskExecutor:
                 self._deliver(task.future, WorkerLost(f"dask task {task.future.status}"))
 
     def _refresh_info(self) -> None:
-        try:
-            info = self.client.scheduler_info(**self._info_kwargs)
-        except Exception:
-            return
-        workers = info.get("workers") or {}
-        limit = used = 0.0
-        threads = 0
-        for w in workers.values():
-            threads += int(w.get("nthreads") or 0)
-            limit += float(w.get("memory_limit") or 0)
-            used += float((w.get("metrics") or {}).get("memory") or 0)
-        self._cluster_info = ClusterInfo(
-            scheduler=str(info.get("address") or self._address()),
-            local=self.cluster is not None,
-            workers=len(workers),
-            threads=threads,
-            memory_total_mb=round(limit / 1048576, 1),
-            memory_used_mb=round(used / 1048576, 1),
-        )
+        info = self.dask.info()
+        if info is not None:
+            self._cluster_info = info
 
     # -- helpers -------------------------------------------------------------------------------
-
-    def _ask_all(
-        self, function: Callable[..., Any], *args: Any, timeout: float = BROADCAST_TIMEOUT_S
-    ) -> tuple[list[Any], bool]:
-        """Run ``function`` on every worker and wait (bounded): the answers, and whether every
-        worker gave one."""
-        try:
-            replies = self._rpc.submit(self.client.run, function, *args, on_error="return").result(timeout=timeout)
-        except Exception:
-            log.warning("a dask broadcast failed or timed out: only what answered is trusted", exc_info=True)
-            return [], False
-        answers = [r for r in replies.values() if not isinstance(r, BaseException)]
-        return answers, len(answers) == len(replies)
-
-    def _broadcast(self, function: Callable[..., Any], *args: Any) -> None:
-        """Run ``function`` on every worker without waiting for it."""
-        with contextlib.suppress(Exception):
-            self._rpc.submit(self.client.run, function, *args, on_error="ignore")
-
-    def _address(self) -> str:
-        if self.config.scheduler:
-            return self.config.scheduler
-        return str(getattr(self.cluster, "scheduler_address", "the local cluster"))
 
     def _lost(self, items: list[Item], exc: BaseException | None, text: str = "") -> list[Outcome]:
         """Outcomes for items whose task did not return: a lost worker is transient."""
         if not items:
             return []
-        lost_types = (self._distributed.KilledWorker, OSError, TimeoutError)
+        lost_types = (self.dask.distributed.KilledWorker, OSError, TimeoutError)
         if exc is None or isinstance(exc, lost_types) or _is_cancelled(exc):
             info = classify(WorkerLost(text or _lost_text(exc)))
         else:
@@ -824,19 +699,4 @@ def _is_cancelled(exc: BaseException) -> bool:
     return any(cls.__name__ in ("CancelledError", "FutureCancelledError") for cls in type(exc).__mro__)
 
 
-def make_dask_executor(spec: ProcessorSpec, config: BatchConfig, completions: CompletionQueue) -> DaskExecutor:
-    return DaskExecutor(spec, config, completions)
-
-
-__all__ = [
-    "ClusterInfo",
-    "DaskExecutor",
-    "DaskWorkerError",
-    "TaskSpec",
-    "dask_setup",
-    "kill_on_worker",
-    "make_dask_executor",
-    "probe",
-    "require_distributed",
-    "run_chunk",
-]
+__all__ = ["DaskExecutor"]

@@ -52,11 +52,6 @@ class Staging:
         if self.first is None:
             self.first = self._clock()
 
-    def move(self, src: str, dst: str, n: int = 1) -> None:
-        """``n`` items change status from ``src`` to ``dst`` (the counts views show)."""
-        self.delta[src] -= n
-        self.delta[dst] += n
-
     def decided(self, counts: Counts, status: str) -> int:
         """Items of ``status`` counting every outcome decided so far, committed or not."""
         return int(getattr(counts, status)) + self.unsettled[status] + self.delta[status]

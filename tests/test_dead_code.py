@@ -54,6 +54,8 @@ def test_every_function_and_class_of_the_engine_is_used_somewhere() -> None:
         ("committer", "Committer", "idle"),
         ("files", "ResultsLog", "truncate_to"),
         ("preflight", "Preflight", "failures"),
+        ("staging", "Staging", "move"),
+        ("dask_executor", None, "make_dask_executor"),
     ],
 )
 def test_the_dead_code_named_in_issue_16_is_gone(module: str, owner: str | None, name: str) -> None:

@@ -152,7 +152,8 @@ def test_an_existing_cluster_runs_the_edited_file(tmp_path: Path, cluster: str) 
 
 @needs_dask
 def test_a_worker_with_another_copy_is_named_and_the_run_refused(tmp_path: Path, cluster: str) -> None:
-    from batchtui.engine.dask_executor import DaskExecutor, DaskWorkerError
+    from batchtui.engine.dask_cluster import DaskWorkerError
+    from batchtui.engine.dask_executor import DaskExecutor
 
     code = tmp_path / "v.py"
     code.write_text(_version(1))
