@@ -22,11 +22,11 @@ from __future__ import annotations
 import logging
 import queue
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+from . import switching
 from .attempts import Outcome
 from .batchdir import (
     BatchDir,
@@ -52,7 +52,8 @@ log = logging.getLogger("batchtui.engine")
 #: The GIL switch interval while a run goes on (Python's default is 5 ms). The runner's threads
 #: spend their lives in short blocking calls (SQLite steps, fsyncs, pipe reads, queue waits),
 #: and each return from one waits for the GIL: with the default, a committer thread waits up
-#: to 5 ms per statement next to a busy runner thread. Restored when the run ends.
+#: to 5 ms per statement next to a busy runner thread. Restored when the last run of this
+#: process ends (:mod:`.switching`).
 SWITCH_INTERVAL_S: Final = 0.0005
 
 EXIT_OK: Final = 0
@@ -100,8 +101,7 @@ class BatchRunner(TakeOver, Finishing):
     def run(self) -> RunResult:
         """Run the batch to its end, a halt or a stop, on this thread."""
         old_handlers: dict[signal.Signals, Any] = {}
-        old_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(old_interval, SWITCH_INTERVAL_S))
+        switching.shorten(SWITCH_INTERVAL_S)  # process-wide: restored by the last run to end
         try:
             self.open(watch=True)
             if self.handle_signals:
@@ -115,7 +115,7 @@ class BatchRunner(TakeOver, Finishing):
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
             self.close()
-            sys.setswitchinterval(old_interval)
+            switching.release()
         return self.result()
 
     def result(self) -> RunResult:
