@@ -36,6 +36,8 @@ _BATCH_ID: Final = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{8}$")
 #: fcntl(F_FULLFSYNC) flushes that cache too (as SQLite's ``PRAGMA fullfsync``). Elsewhere fsync
 #: already does.
 _F_FULLFSYNC: Final[int | None] = getattr(fcntl, "F_FULLFSYNC", None)
+#: Whether this system has F_FULLFSYNC (the store then asks SQLite for ``PRAGMA fullfsync``).
+HAS_FULLFSYNC: Final = _F_FULLFSYNC is not None
 
 
 def full_fsync(fd: int) -> None:

@@ -11,6 +11,7 @@ kill -9 + resume must behave exactly as on the fast paths.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -23,6 +24,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+
+from batchtui.engine import files
+from batchtui.engine.store import connection
 
 from .conftest import CLI, cli_env, only_batch, read_live, wait_until
 
@@ -285,3 +289,42 @@ def test_batchtui_spawner_forces_popen_and_refuses_an_unknown_name(
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1] == "error: BATCHTUI_SPAWNER='bogus' is not a spawner: use auto, glibc or popen"
     assert "Traceback" not in done.stderr
+
+
+def test_full_fsync_is_f_fullfsync_where_the_system_has_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on macOS (F_FULLFSYNC's number there is 51): fcntl(F_FULLFSYNC), fsync only where a
+    file system refuses it; the group commit's data sync is the same call."""
+    calls: list[tuple[str, int]] = []
+
+    def full(fd: int, op: int) -> int:
+        calls.append(("fcntl", op))
+        return 0
+
+    def refused(fd: int, op: int) -> int:
+        calls.append(("fcntl", op))
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(files, "_F_FULLFSYNC", 51)
+    monkeypatch.setattr(files.os, "fsync", lambda fd: calls.append(("fsync", fd)))
+    assert files._pick_data_fsync() is files.full_fsync
+    with open(tmp_path / "f", "wb") as f:
+        monkeypatch.setattr(files.fcntl, "fcntl", full)
+        files.full_fsync(f.fileno())
+        assert calls == [("fcntl", 51)]
+        monkeypatch.setattr(files.fcntl, "fcntl", refused)
+        files.full_fsync(f.fileno())
+        assert calls == [("fcntl", 51), ("fcntl", 51), ("fsync", f.fileno())]
+
+
+def test_the_store_asks_sqlite_for_fullfsync_where_the_system_has_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "items.db"
+    db.touch(mode=0o600)
+    for has, durable, expected in ((True, True, 1), (True, False, 0), (False, True, 0)):
+        monkeypatch.setattr(connection, "HAS_FULLFSYNC", has)
+        conn = connection.connect_rw(db, durable=durable)
+        try:
+            assert conn.execute("PRAGMA fullfsync").fetchone()[0] == expected, (has, durable)
+        finally:
+            conn.close()

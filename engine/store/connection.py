@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import BatchtuiError
-from ..files import WriteFailed
+from ..files import HAS_FULLFSYNC, WriteFailed
 
 
 class StoreError(BatchtuiError):
@@ -162,6 +162,8 @@ def connect_rw(path: Path, *, durable: bool) -> StoreConnection:
             "PRAGMA temp_store=MEMORY",
             "PRAGMA cache_size=-16000",
             "PRAGMA busy_timeout=5000",
+            # F_FULLFSYNC for SQLite's syncs too where it exists (macOS), as files.full_fsync.
+            *(["PRAGMA fullfsync=ON"] if durable and HAS_FULLFSYNC else []),
         ),
     )
 
