@@ -27,9 +27,8 @@ from typing import Final, Protocol
 
 from .spawn import Child
 
-__all__ = ["BACKENDS", "TICK_MS", "ExitWatch", "backend", "watch"]
+__all__ = ["TICK_MS", "ExitWatch", "backend", "watch"]
 
-BACKENDS: Final = ("pidfd", "kqueue", "waitid", "polling")
 #: How often ``waitid`` and ``polling`` look for the exit (milliseconds).
 TICK_MS: Final = 20
 
@@ -136,7 +135,7 @@ _backend: str | None = None
 
 
 def backend() -> str:
-    """This process's backend, chosen on the first call (one of :data:`BACKENDS`)."""
+    """This process's backend, chosen on the first call: pidfd, kqueue, waitid or polling."""
     global _backend
     if _backend is None:
         _backend = _choose()
