@@ -26,6 +26,9 @@ import orjson
 import pytest
 
 from batchtui.engine import files
+from batchtui.engine.shell import wait
+from batchtui.engine.shell.item import Item
+from batchtui.engine.shell.processor import ShellProcessor
 from batchtui.engine.store import connection
 
 from .conftest import CLI, cli_env, only_batch, read_live, wait_until
@@ -328,3 +331,22 @@ def test_the_store_asks_sqlite_for_fullfsync_where_the_system_has_it(
             assert conn.execute("PRAGMA fullfsync").fetchone()[0] == expected, (has, durable)
         finally:
             conn.close()
+
+
+def test_a_kernel_that_refuses_pidfd_moves_the_process_to_waitid(batch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old kernel (ENOSYS) or a sandbox (EPERM) refuses pidfd_open: the item still runs, and
+    every later one waits with waitid."""
+    calls: list[int] = []
+
+    def refused(pid: int, flags: int = 0) -> int:
+        calls.append(pid)
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", refused)
+    monkeypatch.setattr(wait, "_backend", None)
+    proc = ShellProcessor("echo '{{\"seq\": {seq}}}'")
+    for seq in range(3):
+        got = proc.run(Item(seq=seq, key=str(seq), data="x", attempt=1, batch_dir=str(batch)))
+        assert got.result == {"seq": seq}
+    assert len(calls) == 1
+    assert wait.backend() == "waitid"
