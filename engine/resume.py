@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +60,14 @@ class ResumePlan:
     reason: str | None = None
     #: items.db was built from the source first (the batch's creation was cut short).
     rebuilt: bool = False
-    source: SourceSpec = field(init=False)
-    processor: ProcessorSpec = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "source", SourceSpec.model_validate(self.manifest.source))
-        object.__setattr__(self, "processor", ProcessorSpec.model_validate(self.manifest.processor))
+    @property
+    def source(self) -> SourceSpec:
+        return SourceSpec.model_validate(self.manifest.source)
+
+    @property
+    def processor(self) -> ProcessorSpec:
+        return ProcessorSpec.model_validate(self.manifest.processor)
 
     @property
     def nothing_to_do(self) -> bool:
