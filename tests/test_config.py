@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from batchtui.engine.config import BatchConfig, load_config, operational_overrides, parse_rate
 from batchtui.engine.errors import UserError
@@ -72,7 +73,7 @@ def test_consistency_checks() -> None:
 
 def test_frozen_and_round_trips_through_the_manifest() -> None:
     cfg = load_config({"rate": "120/m", "chunk_size": "auto"}, environ={})
-    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.workers = 3  # type: ignore[misc]
     again = BatchConfig.model_validate(cfg.model_dump(mode="json"))
     assert again == cfg

@@ -13,7 +13,7 @@ import orjson
 import psutil
 import pytest
 
-from .conftest import CLI, cli_env, only_batch, read_json, read_jsonl
+from .conftest import CLI, cli_env, only_batch, read_json, read_jsonl, wait_until
 
 PROCS = Path(__file__).with_name("procs.py")
 
@@ -269,9 +269,11 @@ def test_timeout_kills_the_whole_group(tmp_path: Path, out_dir: Path, run_cli) -
     elapsed = time.monotonic() - t0
     assert proc.returncode == 1, proc.stderr
     assert elapsed < 10
-    time.sleep(0.2)
-    leftovers = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
-    assert leftovers == []
+
+    def leftovers() -> list[psutil.Process]:
+        return [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+
+    wait_until(lambda: not leftovers(), 5, "every process of the timed-out groups gone")
     db = _db(only_batch(out_dir))
     assert db.execute("SELECT DISTINCT status, attempts, error_type, error_category FROM items").fetchall() == [
         ("failed", 2, "timeout", "timeout")
@@ -330,11 +332,16 @@ def test_memory_guard_holds_dispatch(tmp_path: Path, out_dir: Path, run_cli) -> 
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(3)
+        wait_until(lambda: out_dir.exists() and any(out_dir.iterdir()), 30, "the batch dir")
+        wait_until((only_batch(out_dir) / "live_progress.json").exists, 30, "live_progress.json")
         batch = only_batch(out_dir)
+        wait_until(
+            lambda: any("memory-limit-mb" in w for w in read_json(batch / "live_progress.json")["warnings"]),  # type: ignore[union-attr]
+            30,
+            "the memory hold's warning",
+        )
         live = read_json(batch / "live_progress.json")
         assert live["counts"]["complete"] == 0  # type: ignore[index]
-        assert any("memory-limit-mb" in w for w in live["warnings"])  # type: ignore[union-attr]
         assert live["memory"]["rss_mb"] > 1 and live["memory"]["system_available_mb"] > 0  # type: ignore[index]
         stop = run_cli(["stop", batch.name])
         assert stop.returncode == 0

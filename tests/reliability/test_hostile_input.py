@@ -292,11 +292,10 @@ def test_csv_nul_byte_is_a_clear_error_or_an_item(tmp_path: Path, out_dir: Path)
     source.write_bytes(b"id,name\n1,a\x00b\n2,ok\n")
     proc = cli(["run", str(source), "--cmd", "printf %s {name}", "--headless"], out=out_dir, cwd=tmp_path)
     assert_no_traceback(proc)
-    assert proc.returncode in (1, 2), proc.stderr
-    if proc.returncode == 1:  # accepted as records: the NUL one fails as an item, the other runs
-        assert_invariants(only_batch(out_dir), n_items=2, state="finished")
-    else:
-        assert "nul.csv" in proc.stderr
+    # Accepted as records: the NUL one fails as an item (no argument can hold a NUL), the other runs.
+    assert proc.returncode == 1, proc.stderr
+    checked = assert_invariants(only_batch(out_dir), n_items=2, state="finished")
+    assert (checked["counts"]["failed"], checked["counts"]["complete"]) == (1, 1), checked["counts"]
 
 
 # -- JSONL, empty inputs, huge lines -----------------------------------------------------------------
