@@ -182,17 +182,12 @@ class BatchtuiApp(App[int]):
 
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:
-        """The one handler of the workers' ends. Every thread worker runs with
-        ``exit_on_error=False``: an error in one (an unreadable output dir, a control file that
-        cannot be written) is said in a notification, and the app, and an engine in it, go on."""
+        """The end of a worker the app runs (the engine's; the screens pass theirs to
+        :meth:`handle_worker_error`)."""
         worker = event.worker
         if worker is not self.engine_worker:
-            if event.state == WorkerState.ERROR and worker.error is not None:
-                self.notify(
-                    clean(f"{worker.name or 'a background task'} failed: {_said(worker.error)}"),
-                    severity="error",
-                    timeout=10,
-                )
+            if event.state == WorkerState.ERROR:
+                self.handle_worker_error(worker)
             return
         if event.state == WorkerState.SUCCESS:
             result = worker.result
@@ -208,6 +203,16 @@ class BatchtuiApp(App[int]):
                 clean(f"the engine stopped with an error: {type(error).__name__}: {error}"),
                 severity="error",
                 timeout=30,
+            )
+
+    def handle_worker_error(self, worker: Worker[Any]) -> None:
+        """The one handler of a failed thread worker. Every thread worker runs with
+        ``exit_on_error=False``: an error in one (an unreadable output dir, a control file that
+        cannot be written) is said in a notification, and the app, and an engine in it, go on."""
+        error = worker.error
+        if error is not None:
+            self.notify(
+                clean(f"{worker.name or 'a background task'} failed: {_said(error)}"), severity="error", timeout=10
             )
 
     def resume_batch(self, path: Path) -> None:

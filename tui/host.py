@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from textual.dom import DOMNode
+from textual.worker import Worker
 
 __all__ = ["Host", "host"]
 
@@ -32,6 +33,9 @@ class Host(Protocol):
 
     def resume_batch(self, path: Path) -> None:
         """Resume the batch at ``path`` with its engine in this app."""
+
+    def handle_worker_error(self, worker: Worker[Any]) -> None:
+        """Say that ``worker`` (a thread worker of a screen) failed; the app goes on."""
 
 
 def host(node: DOMNode) -> Host:

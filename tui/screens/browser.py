@@ -11,7 +11,6 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from batchtui.engine.batchdir import engine_alive, iter_batches, parse_iso
@@ -20,6 +19,7 @@ from batchtui.engine.summary import DAMAGED, BatchSummary, summarize
 
 from ..host import host
 from ..text import plain
+from .base import WorkerScreen
 from .modals import ConfirmScreen
 
 BAR_WIDTH = 12
@@ -46,7 +46,7 @@ def _local(iso: str | None) -> str:
         return iso
 
 
-class BrowserScreen(Screen[None]):
+class BrowserScreen(WorkerScreen):
     """All batches, newest first. This is where an operator picks which batch to resume."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

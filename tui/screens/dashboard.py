@@ -21,7 +21,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.reactive import var
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Tab, Tabs
 from textual.worker import get_current_worker
 
@@ -43,6 +42,7 @@ from ..widgets.event_log import EventLog
 from ..widgets.in_flight import InFlightPanel
 from ..widgets.items_table import ItemsTable
 from ..widgets.status import GONE, ProgressLine, TitleBar
+from .base import WorkerScreen
 from .modals import ConfirmScreen
 
 TABS: tuple[tuple[str, str, str | None], ...] = (
@@ -54,7 +54,7 @@ TABS: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
-class DashboardScreen(Screen[None]):
+class DashboardScreen(WorkerScreen):
     """Progress, rate, ETA, counts, memory, errors, in-flight items and the items table."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -13,7 +13,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.notifications import SeverityLevel
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
@@ -26,6 +25,7 @@ from batchtui.engine.store.queries import AttemptRow, ItemQueries, ItemRow, Stor
 
 from ..host import host
 from ..text import plain, plain_block
+from .base import WorkerScreen
 
 TAIL_BYTES = 16384
 
@@ -45,7 +45,7 @@ def _tail(path: Path, limit: int = TAIL_BYTES) -> str | None:
     return text
 
 
-class ItemDetailScreen(Screen[None]):
+class ItemDetailScreen(WorkerScreen):
     """One item, in full. Item content is shown as plain text, never markup."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -1,0 +1,70 @@
+"""The dashboard's panels take the live progress as data: each one, mounted alone and bound to
+an app's reactives, shows what it is given (no screen, no batch directory, no app lookups)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App, ComposeResult
+from textual.reactive import var
+
+from batchtui.engine.files import read_model
+from batchtui.engine.liveness import EngineStatus, Liveness
+from batchtui.engine.models import BatchState, LiveProgress
+from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.host import Host
+from batchtui.tui.widgets.charts import Charts
+from batchtui.tui.widgets.counts import CountsRow
+from batchtui.tui.widgets.in_flight import InFlightPanel
+from batchtui.tui.widgets.status import GONE, ProgressLine, TitleBar
+
+from .conftest import run
+from .fixtures import FROZEN, make_batch
+
+
+class PanelsApp(App[None]):
+    live: var[LiveProgress | None] = var(None, always_update=True)
+    engine: var[EngineStatus] = var(GONE)
+
+    def compose(self) -> ComposeResult:
+        yield TitleBar("b1", in_process=False, id="title").data_bind(PanelsApp.live, PanelsApp.engine)
+        yield ProgressLine(id="progress-row").data_bind(PanelsApp.live, PanelsApp.engine)
+        yield CountsRow(id="counts").data_bind(PanelsApp.live)
+        yield Charts(id="charts").data_bind(PanelsApp.live)
+        yield InFlightPanel(lambda: FROZEN, id="flight-box").data_bind(PanelsApp.live)
+
+
+def _text(widget: object) -> str:
+    content = getattr(widget, "content", None)
+    return str(getattr(content, "plain", content))
+
+
+def test_panels_show_the_live_progress_they_are_bound_to(tmp_path: Path) -> None:
+    live = read_model(make_batch(tmp_path, state=BatchState.RUNNING) / "live_progress.json", LiveProgress)
+
+    async def body() -> None:
+        app = PanelsApp()
+        async with app.run_test(size=(140, 20)) as pilot:
+            assert _text(app.query_one("#title")) == "b1   [INTERRUPTED]"  # nothing known yet
+            app.live = live
+            await pilot.pause()
+            # Running, but no engine holds it: interrupted.
+            assert "[INTERRUPTED]" in _text(app.query_one("#title"))
+            assert _text(app.query_one("#count-complete")) == f"complete {live.counts.complete:,}"
+            assert "ETA 10s" in _text(app.query_one("#progress-text"))
+            assert app.query_one(InFlightPanel).query_one("#inflight").row_count == len(live.in_flight)  # type: ignore[attr-defined]
+            assert list(app.query_one(Charts).rates) == [live.rate_per_s]
+            app.live = live  # the same write read again: no second sample
+            app.engine = EngineStatus(Liveness.STALE, 7260.0, None)
+            await pilot.pause()
+            assert list(app.query_one(Charts).rates) == [live.rate_per_s]
+            assert "[NOT RESPONDING 2h01m pid None]" in _text(app.query_one("#title"))
+            assert _text(app.query_one("#progress-text")).startswith("no update 2h01m")
+
+    run(body)
+
+
+def test_the_app_is_the_host_the_screens_expect(tmp_path: Path) -> None:
+    app = BatchtuiApp(output_dir=tmp_path, watch_files=False, clock=lambda: FROZEN, handle_hangup=False)
+    assert isinstance(app, Host)
+    assert not isinstance(PanelsApp(), Host)
