@@ -169,8 +169,10 @@ def test_commands_without_engine(tmp_path: Path, out_dir: Path, run_cli) -> None
 
 def test_lock_names_holder_and_dead_lock_is_taken_over(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     items = tmp_path / "items.txt"
-    items.write_text("".join(f"{i}\n" for i in range(400)))
-    started = run_cli(["run", str(items), "--cmd", "sleep 0.05", "-j", "2", "--detach", "--json"])
+    items.write_text("".join(f"{i}\n" for i in range(20)))
+    gate = tmp_path / "gate"  # the items wait for it: the engine lives as long as the test needs
+    cmd = f"while [ ! -e {gate} ]; do sleep 0.01; done"
+    started = run_cli(["run", str(items), "--cmd", cmd, "-j", "2", "--detach", "--json"])
     assert started.returncode == 0, started.stderr
     info = json.loads(started.stdout)
     pid, batch = info["pid"], Path(info["batch_dir"])
@@ -185,6 +187,7 @@ def test_lock_names_holder_and_dead_lock_is_taken_over(tmp_path: Path, out_dir: 
 
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: BatchDir(batch).alive() is None, 5)
+    gate.touch()
     again = run_cli(["resume", batch.name, "--headless"], timeout=120)
     assert again.returncode == 0, again.stderr
     assert manifest(batch)["state"] == "finished"
@@ -193,8 +196,22 @@ def test_lock_names_holder_and_dead_lock_is_taken_over(tmp_path: Path, out_dir: 
 
 def test_two_engines_racing_for_one_batch(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     items = tmp_path / "items.txt"
-    items.write_text("".join(f"{i}\n" for i in range(100)))
-    created = run_cli(["run", str(items), "--cmd", "sleep 0.1", "-j", "2", "--detach", "--json"])
+    items.write_text("".join(f"{i}\n" for i in range(20)))
+    gate = tmp_path / "gate"  # the winner's items wait for it: it holds the batch while the other tries
+    created = run_cli(
+        [
+            "run",
+            str(items),
+            "--cmd",
+            f"while [ ! -e {gate} ]; do sleep 0.01; done",
+            "-j",
+            "2",
+            "--grace",
+            "0",
+            "--detach",
+            "--json",
+        ]
+    )
     batch = Path(json.loads(created.stdout)["batch_dir"])
     run_cli(["stop", batch.name])
     wait_until(lambda: BatchDir(batch).alive() is None, 10)
@@ -210,8 +227,18 @@ def test_two_engines_racing_for_one_batch(tmp_path: Path, out_dir: Path, run_cli
         )
         for _ in range(2)
     ]
-    codes = sorted(p.wait(timeout=60) for p in procs)
-    assert codes == [0, 2], [p.stderr.read() for p in procs if p.stderr]  # type: ignore[union-attr]
+    try:
+        wait_until(lambda: any(p.poll() is not None for p in procs), 60, "one engine refused")
+        loser = next(p for p in procs if p.poll() is not None)
+        assert loser.returncode == 2 and "pid" in loser.stderr.read(), "the second engine was not refused"  # type: ignore[union-attr]
+        gate.touch()
+        winner = next(p for p in procs if p is not loser)
+        assert winner.wait(timeout=60) == 0, winner.stderr.read()  # type: ignore[union-attr]
+    finally:
+        gate.touch()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     assert set(statuses(batch).values()) == {"complete"}
 
 
