@@ -100,10 +100,11 @@ def _cli(*args: str) -> str:
 
 
 def _timeless(summary: dict[str, object]) -> dict[str, object]:
-    """A summary without the engine's seconds of silence (they grow between two reads)."""
+    """A summary without the engine's seconds of silence (they grow between two reads, and the
+    badge's minutes with them)."""
     engine = summary.get("engine")
     if isinstance(engine, dict):
-        return {**summary, "engine": {k: v for k, v in engine.items() if k not in ("silent_s", "problem")}}
+        return {**summary, "engine": {k: v for k, v in engine.items() if k not in ("silent_s", "problem", "badge")}}
     return summary
 
 
@@ -221,7 +222,8 @@ def test_a_disk_full_halt_that_could_not_write_the_manifest_shows_interrupted(
         assert engine.poll() is None, engine.stderr.read().decode() if engine.stderr else ""
         batch = only_batch(out)
         wait_until(lambda: (batch / "results.jsonl").exists() and (batch / "results.jsonl").stat().st_size > 2000, 60)
-        with (small_fs / "filler").open("wb") as fh, contextlib.suppress(OSError):  # take every free byte
+        # Take every free byte (the close's flush fails too: inside the suppress).
+        with contextlib.suppress(OSError), (small_fs / "filler").open("wb") as fh:
             while True:
                 fh.write(b"\0" * (1 << 16))
                 fh.flush()
