@@ -221,11 +221,11 @@ def test_status_dead_holder_pid_is_stale_at_once(tmp_path: Path) -> None:
     lock = BatchLock(bdir.lock)
     lock.acquire()
     try:
-        os.pwrite(
-            os.open(bdir.lock, os.O_WRONLY),
-            orjson.dumps({"pid": dead.pid, "host": HOST, "started_at": now_iso()}) + b"\n",
-            0,
-        )
+        fd = os.open(bdir.lock, os.O_WRONLY | os.O_TRUNC)  # the flock stays: it is on the file
+        try:
+            os.write(fd, orjson.dumps({"pid": dead.pid, "host": HOST, "started_at": now_iso()}) + b"\n")
+        finally:
+            os.close(fd)
         status = engine_status(bdir)
         assert status.liveness == Liveness.STALE and status.process == "gone", status
         assert "a process it left behind still holds the lock" in status.explain()
