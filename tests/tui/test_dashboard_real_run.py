@@ -69,16 +69,17 @@ def test_each_tab_shows_the_rows_the_store_holds_in_its_status(tmp_path: Path) -
     items = tmp_path / "items.txt"
     items.write_text("".join(f"{i}\n" for i in range(60)))
     # 0-5 complete, 6-7 fail, 8-9 run until the gate opens (both workers busy); the engine hands out
-    # a window of items behind them (processing in the store, not started) and the rest wait pending.
+    # items behind them (processing in the store, not started) and the rest wait pending.
     cmd = f"[ {{seq}} -lt 6 ] && exit 0; [ {{seq}} -lt 8 ] && exit 3; while [ ! -e {gate} ]; do sleep 0.05; done"
-    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2, "grace": 2}, environ={})
+    # A window of 4 in flight: 8 and 9 running, two handed out behind them, 12-59 pending for sure.
+    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2, "window": 4, "grace": 2}, environ={})
     batch = create_batch(config, build_spec([str(items)]), shell_spec(cmd))
     runner = BatchRunner(batch, config=config)
     settled = {**dict.fromkeys(range(6), "complete"), 6: "failed", 7: "failed", 8: "processing", 9: "processing"}
 
     def held() -> bool:
         store = _store(batch.path)
-        return all(store[seq] == st for seq, st in settled.items()) and "pending" in store.values()
+        return all(store[seq] == st for seq, st in settled.items()) and store[59] == "pending"
 
     async def body() -> None:
         app = BatchtuiApp(output_dir=batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)
