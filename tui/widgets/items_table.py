@@ -8,6 +8,11 @@ Item keys and error messages are untrusted: they are drawn as plain ``Segment`` 
 parsed as markup) after every non-printable character (ANSI escapes, control and bidi
 characters, newlines) has been replaced by a visible ``\\xNN`` / ``\\uNNNN`` escape
 (:func:`batchtui.engine.fmt.clean`, the one sanitizer).
+
+It is one module of some 600 lines because it is one widget: the page cache, the cursor, the
+drawing of a line and the counting off the UI thread share its state (the filters, the count,
+the pages of the current filter) and change together; split, each part would reach into the
+others' attributes.
 """
 
 from __future__ import annotations
