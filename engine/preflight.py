@@ -146,6 +146,10 @@ def check_output_dir(pf: Preflight, output_dir: Path, need_mb: float = MIN_FREE_
 
 
 def check_source(pf: Preflight, source: SourceSpec) -> None:
+    if any(e.kind == "stdin" for e in source.entries):
+        # Reading stdin here would eat the items: it is read once, by the enqueue.
+        pf.add("source", "ok", f"{len(source.entries)} source(s); stdin is read when the batch is made")
+        return
     try:
         first = next(iter(_peek(source)), None)
     except UserError as exc:
@@ -158,8 +162,6 @@ def check_source(pf: Preflight, source: SourceSpec) -> None:
 
 
 def _peek(source: SourceSpec) -> Iterator[str]:
-    if any(e.kind == "stdin" for e in source.entries):
-        return  # reading stdin here would eat the items
     for item in iter_items(source):
         yield item.key
         return
