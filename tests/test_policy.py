@@ -463,3 +463,10 @@ def test_failure_rate_boundaries_in_a_real_run(
         assert m["state"] == "finished" and m["totals"]["failed"] == 6  # type: ignore[index]
     else:
         assert m["state"] == "halted" and m["totals"]["failed"] == 2 and m["totals"]["complete"] == 0  # type: ignore[index]
+
+
+def test_help_says_the_failure_rate_limit_is_exclusive(run_cli) -> None:  # type: ignore[no-untyped-def]
+    """--help, the README and the code agree: over the limit halts, equal to it goes on."""
+    text = " ".join(run_cli(["run", "--help"]).stdout.split())
+    assert "Halt once failed/finished is over this (a rate equal to it goes on)." in text
+    assert "Checked from the N-th finished item on [20]." in text

@@ -63,8 +63,12 @@ OPERATIONAL_OPTIONS: list[Decorator] = [
     click.option(
         "--backoff-max", type=Number("backoff_max"), help="Longest retry delay in seconds [60] (at most 30 days)."
     ),
-    click.option("--max-failure-rate", type=Number("max_failure_rate"), help="Halt when failed/finished passes this."),
-    click.option("--min-items", type=click.IntRange(min=1), help="Items finished before the failure rate counts [20]."),
+    click.option(
+        "--max-failure-rate",
+        type=Number("max_failure_rate"),
+        help="Halt once failed/finished is over this (a rate equal to it goes on).",
+    ),
+    click.option("--min-items", type=click.IntRange(min=1), help="Checked from the N-th finished item on [20]."),
     click.option(
         "--max-cost", type=Number("max_cost"), help="Halt before the summed `cost` passes this (at most 1e15)."
     ),
