@@ -110,7 +110,8 @@ def test_two_detached_engines_at_once(tmp_path: Path, out_dir: Path) -> None:
 
 def test_the_loser_of_two_detached_engines_says_who_holds_the_batch(tmp_path: Path, out_dir: Path) -> None:
     batch = _stopped_batch(tmp_path, out_dir, 300)
-    engine = start(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
+    # One worker: the engine outlives the loser's start by far (~15 s of items), under any load.
+    engine = start(["resume", batch.name, "--headless", "-j", "1"], out=out_dir, cwd=tmp_path)
     stop = threading.Event()
 
     def other_engine_output() -> None:
@@ -256,7 +257,8 @@ def test_readers_during_a_run_never_fail(tmp_path: Path, out_dir: Path) -> None:
 
 def test_recover_refuses_while_an_engine_runs(tmp_path: Path, out_dir: Path) -> None:
     batch = _stopped_batch(tmp_path, out_dir, 200, at=5)
-    engine = start(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
+    # One worker: ~10 s of items, so the engine still runs when recover (a process to start) looks.
+    engine = start(["resume", batch.name, "--headless", "-j", "1"], out=out_dir, cwd=tmp_path)
     try:
         wait_until(lambda: (batch / "lock").stat().st_size > 0, 30, "engine lock")
         proc = cli(["recover", batch.name, "--force"], out=out_dir, cwd=tmp_path)
