@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -336,6 +337,35 @@ def test_kill_reaches_background_grandchildren(path: str, spy: Spy, work: Path, 
     assert_gone_soon(grandchild)
     assert_gone_soon(shell_pid)
     assert proc.kill(7) is False
+    assert spy.took(path)
+
+
+def test_kill_all_reaches_a_shell_being_started(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    """A shell whose start is under way when kill_all() runs (spawned, not yet registered) dies
+    as soon as it has started; it never runs on after a stop."""
+    proc = processor(path, work, "echo $$ > {out}/pid; sleep 30")
+    entered, release = threading.Event(), threading.Event()
+
+    class Held:  # the real launcher, whose start waits until the test lets it go on
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        def start(self, *args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            assert release.wait(30)
+            return self.real.start(*args, **kwargs)
+
+    proc._launcher = Held(proc._launcher)  # type: ignore[assignment]
+    thread, box = run_in_thread(proc, make_item(batch, seq=4))
+    assert entered.wait(30)
+    assert proc.kill_all() == 1  # the item being started counts
+    release.set()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert isinstance(box.get("exc"), CommandKilled), box
+    pid_file = batch / "out" / "4" / "pid"
+    if pid_file.exists() and pid_file.read_text().strip():
+        assert_gone_soon(int(pid_file.read_text()))
     assert spy.took(path)
 
 

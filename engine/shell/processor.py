@@ -95,6 +95,9 @@ class ShellProcessor:
         # (seq, attempt) of items a kill reached before their shell was started: it is killed
         # as soon as it is (an attempt runs once, so an entry never matches another run).
         self._doomed: set[tuple[int, int]] = set()
+        # (seq, attempt) of items whose shell is being started: kill_all() dooms them too, so a
+        # shell that starts while everything is killed dies at once instead of running on.
+        self._starting: set[tuple[int, int]] = set()
 
     def __repr__(self) -> str:
         return f"ShellProcessor({self.template.template!r}, timeout={self.timeout})"
@@ -145,9 +148,19 @@ class ShellProcessor:
 
     def _run(self, item: Item, cmd: str, env: ItemEnv) -> ProcessOutput:
         """:meth:`run` once the command line and the item's variables are ready."""
-        child = self._start(cmd, env)
+        run = (item.seq, item.attempt)
+        with self._lock:
+            self._starting.add(run)
+        try:
+            child = self._start(cmd, env)
+        except BaseException:
+            with self._lock:
+                self._starting.discard(run)
+                self._doomed.discard(run)
+            raise
         pid = child.pid
         with self._lock:
+            self._starting.discard(run)
             self._running[item.seq] = pid
             if self._doomed and (item.seq, item.attempt) in self._doomed:
                 self._doomed.discard((item.seq, item.attempt))
@@ -252,9 +265,11 @@ class ShellProcessor:
         return True
 
     def kill_all(self) -> int:
-        """Kill every running item's process group; returns how many."""
+        """Kill every running item's process group, and every shell being started (it dies as
+        soon as it has started); returns how many."""
         with self._lock:
             for seq, pid in self._running.items():
                 self._killed.add(seq)
                 _killpg(pid)
-            return len(self._running)
+            self._doomed |= self._starting
+            return len(self._running) + len(self._starting)

@@ -75,11 +75,15 @@ def test_each_tab_shows_the_rows_the_store_holds_in_its_status(tmp_path: Path) -
     config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2, "window": 4, "grace": 2}, environ={})
     batch = create_batch(config, build_spec([str(items)]), shell_spec(cmd))
     runner = BatchRunner(batch, config=config)
-    settled = {**dict.fromkeys(range(6), "complete"), 6: "failed", 7: "failed", 8: "processing", 9: "processing"}
+    # Every item in flight is marked processing once it has been out for a second, started or
+    # not: 8 and 9 (running) and the two handed out behind them, 10 and 11. Waiting for all four
+    # is waiting for the state to settle (a read with only 8 and 9 marked raced the next commit).
+    settled = {**dict.fromkeys(range(6), "complete"), 6: "failed", 7: "failed"}
+    settled |= dict.fromkeys(range(8, 12), "processing")
 
     def held() -> bool:
         store = _store(batch.path)
-        return all(store[seq] == st for seq, st in settled.items()) and store[59] == "pending"
+        return all(store[seq] == st for seq, st in settled.items()) and store[12] == store[59] == "pending"
 
     async def body() -> None:
         app = BatchtuiApp(output_dir=batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)
@@ -88,7 +92,7 @@ def test_each_tab_shows_the_rows_the_store_holds_in_its_status(tmp_path: Path) -
                 table = app.screen.query_one(ItemsTable)
                 # items.db marks a running item processing once it has run for a second.
                 await _wait_for(
-                    pilot, held, "0-7 done, 8 and 9 running, some pending", detail=lambda: _store(batch.path)
+                    pilot, held, "0-7 done, 8-11 in flight, the rest pending", detail=lambda: _store(batch.path)
                 )
                 store = _store(batch.path)
                 table.refresh_data()
