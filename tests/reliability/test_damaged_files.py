@@ -6,13 +6,10 @@ Every case ends with a resume that finishes and keeps every invariant, or with o
 
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 import signal
 import sqlite3
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -473,21 +470,6 @@ def test_no_space_for_an_items_log_halts_instead_of_failing_items(tmp_path: Path
 
 
 # -- a real full file system (a small tmpfs; needs root) ----------------------------------------------
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m,mode=0755", "tmpfs", str(mount)], check=False)
-    if made.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_disk_full_on_tmpfs_stops_cleanly_then_resumes(tmp_path: Path, small_fs: Path, env: dict[str, str]) -> None:
