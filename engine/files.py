@@ -120,9 +120,16 @@ def open_dir(path: Path) -> int:
         raise write_failed(path, exc) from None
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def fsync_dir(path: Path) -> None:
     """fsync a directory so a rename or create in it survives a power cut."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
     try:
         full_fsync(fd)
     finally:
@@ -154,10 +161,7 @@ def _atomic_write_at(dfd: int, path: Path, data: bytes, *, durable: bool, backup
             os.unlink(tmp, dir_fd=dfd)  # left by a crash (or planted): O_EXCL creates it anew
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dfd)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            write_all(fd, data)
             if durable:
                 full_fsync(fd)
         finally:

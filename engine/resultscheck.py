@@ -38,13 +38,12 @@ import orjson
 from pydantic import ValidationError
 
 from .batchdir import now_iso
-from .files import FILE_MODE, ResultsLog, full_fsync, write_failed
+from .files import FILE_MODE, NOFOLLOW, ResultsLog, fsync_dir, full_fsync, write_all, write_failed
 from .models import ResultLine
 from .store import ItemStore
 
 #: The next results.jsonl, written whole before the commit that goes with it (see the module doc).
 STAGED: Final = ".results.jsonl.next"
-_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 _CHUNK: Final = 1 << 20
 _LOOKUP: Final = 500
 _SHOWN: Final = 120  # characters of a rejected line quoted in the warning
@@ -139,7 +138,7 @@ def finish_staged(path: Path, committed_offset: int) -> bool:
         return False
     if size == committed_offset and not staged.is_symlink():
         os.replace(staged, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
     staged.unlink()
     return False
@@ -199,7 +198,7 @@ def adopt_tail(store: ItemStore, log: ResultsLog, offset: int) -> Adoption:
 
     def write(fd: int) -> None:
         _copy(log.fileno(), fd, offset)
-        _write_all(fd, b"".join(raw + b"\n" for raw in kept))
+        write_all(fd, b"".join(raw + b"\n" for raw in kept))
 
     _replace(store, log, write, updates)
     return out
@@ -223,10 +222,10 @@ def rebuild(store: ItemStore, log: ResultsLog) -> int:
             )
             lines += 1
             if len(buf) >= 10_000:
-                _write_all(fd, b"\n".join(buf) + b"\n")
+                write_all(fd, b"\n".join(buf) + b"\n")
                 buf.clear()
         if buf:
-            _write_all(fd, b"\n".join(buf) + b"\n")
+            write_all(fd, b"\n".join(buf) + b"\n")
 
     _replace(store, log, write, [])
     return lines
@@ -285,24 +284,10 @@ def _copy(src: int, dst: int, n: int) -> None:
             if not data:
                 raise OSError(f"results.jsonl ended before its committed offset {n}")
             os.lseek(dst, done, os.SEEK_SET)
-            _write_all(dst, data)
+            write_all(dst, data)
             copied = len(data)
         done += copied
     os.lseek(dst, done, os.SEEK_SET)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
-    try:
-        full_fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _replace(store: ItemStore, log: ResultsLog, write: Any, updates: list[tuple[Any, ...]]) -> None:
@@ -312,7 +297,7 @@ def _replace(store: ItemStore, log: ResultsLog, write: Any, updates: list[tuple[
     with contextlib.suppress(FileNotFoundError):
         staged.unlink()
     try:
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
         try:
             write(fd)
             full_fsync(fd)
@@ -333,5 +318,5 @@ def _replace(store: ItemStore, log: ResultsLog, write: Any, updates: list[tuple[
             staged.unlink()  # not committed: the old file and offset stand
         raise
     os.replace(staged, log.path)
-    _fsync_dir(log.path.parent)
+    fsync_dir(log.path.parent)
     log.reopen()
