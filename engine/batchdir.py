@@ -107,7 +107,11 @@ class BatchLock:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing drops the flock
+            # Unlock before closing: the run's watchdog holds a copy of this descriptor while it
+            # sweeps, and a close alone would leave the batch locked until that copy is gone.
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
             self._fd = None
             self.info = None
 
