@@ -8,11 +8,12 @@ named ``[bold]x`` or ``\\x1b[2J`` shows literally. Everything item-derived goes 
 
 from __future__ import annotations
 
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 
 from batchtui.engine.fmt import clean, clean_block
 
-__all__ = ["plain", "plain_block"]
+__all__ = ["cut_middle", "plain", "plain_block"]
 
 
 def plain(text: object, style: str = "", limit: int | None = None) -> Text:
@@ -23,3 +24,31 @@ def plain(text: object, style: str = "", limit: int | None = None) -> Text:
 def plain_block(text: str, style: str = "") -> Text:
     """Multi-line untrusted text (logs, tracebacks) as a Rich Text, never markup."""
     return Text(clean_block(text), style=style)
+
+
+def cut_middle(text: str, width: int) -> str:
+    """``text`` in at most ``width`` terminal cells, cut in the middle with an ellipsis.
+
+    Keys and paths differ at their end (``.../documents/0001`` vs ``.../documents/0002``) as
+    often as at their start, so both ends are kept: the end gets the larger half. Wide (CJK)
+    characters count two cells and are never split. ``text`` is already clean (one line).
+    """
+    if width <= 0:
+        return ""
+    if cell_len(text) <= width:
+        return text
+    if width == 1:
+        return "…"
+    room = width - 1
+    head_cells = room // 2
+    # set_cell_size pads with a space where a wide character would be split: strip it, and
+    # give the cell to the tail.
+    head = set_cell_size(text, head_cells).rstrip(" ") if head_cells else ""
+    tail_cells = room - cell_len(head)
+    tail, used = "", 0
+    for ch in reversed(text):
+        w = cell_len(ch)
+        if used + w > tail_cells:
+            break
+        tail, used = ch + tail, used + w
+    return head + "…" + tail
