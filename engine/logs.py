@@ -96,14 +96,20 @@ def _regular_size(path: Path) -> int | None:
 def attempt_logs(batch_dir: str | os.PathLike[str], seq: int, *, upto: int | None = None) -> list[AttemptLog]:
     """The attempts of item ``seq`` that have a log, in attempt order.
 
-    ``upto`` (the item's attempt count, when the caller knows it) looks only at attempts 1 to
-    ``upto``, file by file; without it the ``logs/`` folder is listed (one pass over it: a big
-    batch's folder holds many files). Only regular files count (a link there is no log).
+    ``upto`` (the item's attempt count as the store has it, when the caller knows it) looks at
+    attempts 1 to ``upto`` file by file, and at the few after it (the store counts an attempt
+    once it has ended: a running one is past it); without it the ``logs/`` folder is listed
+    (one pass over it: a big batch's folder holds many files). Only regular files count (a
+    link there is no log).
     """
     logs = Path(batch_dir) / "logs"
     attempts: set[int] = set()
     if upto is not None:
-        attempts.update(range(1, upto + 1))
+        attempts.update(range(1, max(0, upto) + 1))
+        later = max(0, upto)
+        while (more := _next_attempt(batch_dir, seq, later, STREAMS)) is not None:
+            attempts.add(more)
+            later = more
     else:
         prefix = f"{seq}."
         try:

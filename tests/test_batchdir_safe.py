@@ -114,7 +114,7 @@ def test_logs_swapped_for_a_link_mid_run_never_land_outside(tmp_path: Path, out_
         cwd=tmp_path,
     )
     try:
-        wait_until(lambda: out_dir.exists() and any(out_dir.glob("*/logs/0.err")), what="the first log")
+        wait_until(lambda: out_dir.exists() and any(out_dir.glob("*/logs/0.1.err")), what="the first log")
         batch = only_batch(out_dir)
         (batch / "logs").rename(batch / "logs.moved")
         (batch / "logs").symlink_to(outside)
@@ -141,7 +141,11 @@ def test_logs_swapped_for_a_link_mid_run_never_land_outside(tmp_path: Path, out_
     (batch / "logs.moved").rename(batch / "logs")
     done = run_cli(["resume", batch.name, "--headless"], env={"GO": str(go)})
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(p.name for p in (batch / "logs").iterdir()) == sorted(f"{i}.err" for i in range(10))
+    # One log per item; the item that met the link logged nothing then and logs as a later attempt.
+    logs = {int(p.name.split(".")[0]): p for p in (batch / "logs").iterdir()}
+    assert sorted(logs) == list(range(10)) and len(list((batch / "logs").iterdir())) == 10
+    assert any(p.name.endswith(".2.err") for p in logs.values()), sorted(p.name for p in logs.values())
+    assert all(p.read_text() == f"log of {seq + 1}\n" for seq, p in logs.items())
 
 
 def test_planted_links_are_refused_on_resume_and_targets_untouched(

@@ -122,7 +122,7 @@ def background_gone(seq):
 
 
 out = ShellProcessor("echo {}; echo note >&2; echo '{{\"seq\": {seq}}}'").run(item(0))
-report["success"] = {"result": out.result, "out": open(f"{batch}/logs/0.out").read(), "err": open(f"{batch}/logs/0.err").read()}
+report["success"] = {"result": out.result, "out": open(f"{batch}/logs/0.1.out").read(), "err": open(f"{batch}/logs/0.1.err").read()}
 
 try:
     ShellProcessor("echo bad >&2; exit 3").run(item(1))

@@ -426,39 +426,39 @@ def test_logs_only_for_non_empty_streams(batch: Path) -> None:
     ShellProcessor("echo hello").run(make_item(batch, "v", seq=1))
     logs = batch / "logs"
     assert stat.S_IMODE(logs.stat().st_mode) == 0o700
-    assert (logs / "1.out").read_bytes() == b"hello\n"
-    assert stat.S_IMODE((logs / "1.out").stat().st_mode) == 0o600
-    assert not (logs / "1.err").exists()
+    assert (logs / "1.1.out").read_bytes() == b"hello\n"
+    assert stat.S_IMODE((logs / "1.1.out").stat().st_mode) == 0o600
+    assert not (logs / "1.1.err").exists()
 
     with pytest.raises(CommandFailed):
         ShellProcessor("echo oops >&2; exit 1").run(make_item(batch, "v", seq=2))
-    assert (logs / "2.err").read_bytes() == b"oops\n"
-    assert stat.S_IMODE((logs / "2.err").stat().st_mode) == 0o600
-    assert not (logs / "2.out").exists()
+    assert (logs / "2.1.err").read_bytes() == b"oops\n"
+    assert stat.S_IMODE((logs / "2.1.err").stat().st_mode) == 0o600
+    assert not (logs / "2.1.out").exists()
 
 
-def test_a_retry_overwrites_the_logs(batch: Path) -> None:
+def test_each_attempt_keeps_its_own_logs(batch: Path) -> None:
     logs = batch / "logs"
     with pytest.raises(CommandFailed):
         ShellProcessor("echo one; echo err1 >&2; exit 1").run(make_item(batch, "v", seq=3))
-    assert (logs / "3.err").exists()
     ShellProcessor("echo two").run(make_item(batch, "v", seq=3, attempt=2))
-    assert (logs / "3.out").read_bytes() == b"two\n"
-    assert not (logs / "3.err").exists()  # the latest attempt wrote nothing there
     ShellProcessor("true").run(make_item(batch, "v", seq=3, attempt=3))
-    assert not (logs / "3.out").exists()
+    assert sorted(p.name for p in logs.iterdir()) == ["3.1.err", "3.1.out", "3.2.out"]
+    assert (logs / "3.1.out").read_bytes() == b"one\n"
+    assert (logs / "3.1.err").read_bytes() == b"err1\n"
+    assert (logs / "3.2.out").read_bytes() == b"two\n"
 
 
 def test_logs_keep_only_the_last_log_limit_bytes(batch: Path) -> None:
     # 50 MB through the pipe; only a tail is kept in memory and on disk.
     proc = ShellProcessor("head -c 50000000 /dev/zero | tr '\\0' a; echo END", log_limit=1000)
     got = proc.run(make_item(batch, "v"))
-    data = (batch / "logs" / "0.out").read_bytes()
+    data = (batch / "logs" / "0.1.out").read_bytes()
     assert len(data) == 1000
     assert data == b"a" * 996 + b"END\n"
     assert got.result == {"stdout_tail": ("a" * 200 + "END")[-200:]}
     ShellProcessor("echo quiet", log_limit=0).run(make_item(batch, "v", seq=1))
-    assert not (batch / "logs" / "1.out").exists()
+    assert not (batch / "logs" / "1.1.out").exists()
 
 
 def test_environment_carries_the_item(batch: Path, work: Path) -> None:

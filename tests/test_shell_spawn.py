@@ -303,7 +303,7 @@ def test_closed_stdin_here_falls_back_to_popen(tmp_path: Path, batch: Path) -> N
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["/dev/null", "hi"]
-    assert (batch / "logs" / "0.err").read_bytes() == b"err\n"
+    assert (batch / "logs" / "0.1.err").read_bytes() == b"err\n"
 
 
 # -- kills reach the group ---------------------------------------------------------------------

@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from collections.abc import Mapping
 from typing import Final
 
 import orjson
 
 from ..errors import Fatal
+from ..logs import Stream, log_name
 from .item import Item
 from .template import ARG_STRLEN
 
@@ -30,6 +32,7 @@ __all__ = [
     "ITEM_VARS",
     "BatchFolder",
     "ItemEnv",
+    "LogFile",
     "create_file",
     "make_out_dir",
     "too_big",
@@ -37,6 +40,7 @@ __all__ = [
 ]
 
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK: Final = getattr(os, "O_NONBLOCK", 0)
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | os.O_CLOEXEC
 
 #: The variables each item adds to the environment, in the order they are set.
@@ -125,14 +129,20 @@ def _open_folder(parent: int, name: str, create: bool, batch_dir: str) -> int | 
 
 
 def create_file(folder: int, name: str) -> int:
-    """``name`` in ``folder`` opened for writing, emptied, mode 0600; a symbolic link there is
-    replaced by the file, never followed."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | os.O_CLOEXEC
+    """``name`` in ``folder`` opened for reading and writing, emptied, mode 0600; a symbolic
+    link (or a fifo, a device...) there is replaced by the file, never followed or opened."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | os.O_CLOEXEC
     try:
-        return os.open(name, flags, 0o600, dir_fd=folder)
+        # O_NONBLOCK: opening a fifo planted there must not wait for a reader.
+        fd = os.open(name, flags | _NONBLOCK, 0o600, dir_fd=folder)
     except OSError as exc:
-        if exc.errno != errno.ELOOP:
+        if exc.errno not in (errno.ELOOP, errno.ENXIO):
             raise
+    else:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.set_blocking(fd, True)
+            return fd
+        os.close(fd)
     os.unlink(name, dir_fd=folder)
     return os.open(name, flags | os.O_EXCL, 0o600, dir_fd=folder)
 
@@ -142,6 +152,71 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+class LogFile:
+    """One stream of one attempt logged as the output comes: ``logs/<seq>.<attempt>.<stream>``
+    (mode 0600), created on the first byte (a silent command costs nothing here), kept to its
+    last ``limit`` bytes: when it reaches ``2 * limit`` those replace it (written to a new file
+    renamed over it, so a follower sees a new inode and never a file shrinking under it), and
+    once more at :meth:`close` when it holds more than ``limit``. See :mod:`batchtui.engine.logs`.
+
+    An attempt run again after a crash (same number) starts its files afresh."""
+
+    __slots__ = ("batch_dir", "fd", "folder", "limit", "name", "size")
+
+    def __init__(self, batch_dir: str, seq: int, attempt: int, stream: Stream, limit: int) -> None:
+        self.batch_dir, self.limit = batch_dir, limit
+        self.name = log_name(seq, attempt, stream)
+        self.fd: int | None = None
+        self.folder: int | None = None  # a descriptor of logs/ once the file exists
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        if self.fd is None:
+            with BatchFolder(self.batch_dir, "logs") as logs:
+                assert logs is not None
+                self.folder = os.dup(logs)
+            self.fd = create_file(self.folder, self.name)
+        if len(data) >= self.limit and self.size + len(data) >= 2 * self.limit:
+            self._cut(data[-self.limit :])  # the file would end as these bytes alone: skip the write
+            return
+        write_all(self.fd, data)
+        self.size += len(data)
+        if self.size >= 2 * self.limit:
+            self._cut()
+
+    def _cut(self, keep: bytes | None = None) -> None:
+        """Replace the file by ``keep`` (default: its own last ``limit`` bytes)."""
+        assert self.fd is not None and self.folder is not None
+        if keep is None:
+            keep = os.pread(self.fd, self.limit, self.size - self.limit)
+        cut = f".{self.name}.cut"
+        fd = create_file(self.folder, cut)
+        try:
+            write_all(fd, keep)
+            os.rename(cut, self.name, src_dir_fd=self.folder, dst_dir_fd=self.folder)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(cut, dir_fd=self.folder)
+            raise
+        os.close(self.fd)
+        self.fd, self.size = fd, len(keep)
+
+    def close(self) -> None:
+        """The attempt is over: the file is cut to its last ``limit`` bytes, then closed."""
+        if self.fd is None:
+            return
+        try:
+            if self.size > self.limit:
+                self._cut()
+        finally:
+            os.close(self.fd)
+            self.fd = None
+            if self.folder is not None:
+                os.close(self.folder)
+                self.folder = None
 
 
 def make_out_dir(item: Item) -> None:

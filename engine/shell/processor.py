@@ -5,9 +5,10 @@ group): a timeout, a skip or a stop kills the whole tree, and when the shell exi
 its group is killed too, so no background child outlives its item. How the shell is started
 (:mod:`.spawn`) and how its exit is seen (:mod:`.wait`) depend on the platform.
 
-Logs. The last ``log_limit`` bytes of stdout and stderr go to ``logs/<seq>.out`` / ``.err`` (mode
-0600), only when that stream is non-empty: thousands of empty files per run would cost more time
-than the commands. A retry overwrites them (and removes a stale one its own run left empty).
+Logs. stdout and stderr go to ``logs/<seq>.<attempt>.out`` / ``.err`` (mode 0600) as they are read,
+so they can be followed (:mod:`batchtui.engine.logs`), each kept to its last ``log_limit`` bytes
+and made on its first byte: thousands of empty files per run would cost more time than the
+commands. Every attempt has its own files.
 """
 
 from __future__ import annotations
@@ -30,12 +31,10 @@ from .itemfiles import (
     ENV_JSON_FILE_MIN,
     ENV_JSON_MAX,
     ITEM_VARS,
-    BatchFolder,
     ItemEnv,
-    create_file,
+    LogFile,
     make_out_dir,
     too_big,
-    write_all,
 )
 from .output import STDERR_TAIL, STDOUT_KEEP, StdoutTail, Tail, decode_tail, parse_stdout
 from .template import ARG_STRLEN, CommandTemplate
@@ -167,7 +166,7 @@ class ShellProcessor:
                 self._killed.add(item.seq)
                 _killpg(pid)
         try:
-            out, err, timed_out = self._collect(child)
+            out, err, timed_out = self._collect(child, item)
         finally:
             with self._lock:
                 self._running.pop(item.seq, None)
@@ -175,8 +174,6 @@ class ShellProcessor:
                 self._killed.discard(item.seq)
             _killpg(pid)  # before reaping: the group id is still ours
             code = child.reap()
-        if out.total or err.total or item.attempt > 1:
-            self._write_logs(item, out, err)
         if killed:
             raise CommandKilled(signal.SIGKILL, decode_tail(err))
         if timed_out:
@@ -187,13 +184,20 @@ class ShellProcessor:
             raise CommandFailed(code, decode_tail(err))
         return parse_stdout(out, self.max_result_bytes)
 
-    def _collect(self, child: spawn.Child) -> tuple[StdoutTail, Tail, bool]:
+    def _collect(self, child: spawn.Child, item: Item) -> tuple[StdoutTail, Tail, bool]:
         """Read both pipes until the shell has exited and they are drained; returns with the shell
-        exited (unreaped where the platform allows) and its group killed. Keeps only the tails of
-        the output."""
-        out = StdoutTail(max(self.log_limit, STDOUT_KEEP), self.max_result_bytes)
-        err = Tail(max(self.log_limit, STDERR_TAIL))
-        tails = {child.stdout: out, child.stderr: err}
+        exited (unreaped where the platform allows) and its group killed. Each piece of output
+        goes to its log at once (so it can be followed); only the tails are kept in memory."""
+        out = StdoutTail(STDOUT_KEEP, self.max_result_bytes)
+        err = Tail(STDERR_TAIL)
+        tails: dict[int, Tail] = {child.stdout: out, child.stderr: err}
+        logs: dict[int, LogFile] | None = None
+        if self.log_limit:
+            limit, batch_dir, seq, attempt = self.log_limit, item.batch_dir, item.seq, item.attempt
+            logs = {
+                child.stdout: LogFile(batch_dir, seq, attempt, "out", limit),
+                child.stderr: LogFile(batch_dir, seq, attempt, "err", limit),
+            }
         watch = wait.watch(child)
         end = None if self.timeout is None else time.monotonic() + self.timeout
         timed_out = group_killed = False
@@ -217,6 +221,8 @@ class ShellProcessor:
                     data = os.read(fd, _READ)
                     if data:
                         tails[fd].add(data)
+                        if logs is not None:
+                            logs[fd].add(data)
                     else:
                         watch.unregister(fd)
                         del tails[fd]
@@ -228,26 +234,10 @@ class ShellProcessor:
                         end = time.monotonic() + _DRAIN_GRACE
         finally:
             watch.close()
+            if logs is not None:
+                for log in logs.values():
+                    log.close()
         return out, err, timed_out
-
-    def _write_logs(self, item: Item, out: Tail, err: Tail) -> None:
-        tails = {f"{item.seq}.out": out.last(self.log_limit), f"{item.seq}.err": err.last(self.log_limit)}
-        # Through descriptors of the batch directory and of logs/, neither followed if it is a
-        # link: a log never lands outside the batch (a link there halts the batch instead).
-        with BatchFolder(item.batch_dir, "logs", create=any(tails.values())) as logs:
-            if logs is None:
-                return  # no logs/ yet and nothing to write (or to remove)
-            for name, data in tails.items():
-                if not data:
-                    if item.attempt > 1:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(name, dir_fd=logs)  # an earlier attempt's: the logs are the latest one's
-                    continue
-                fd = create_file(logs, name)
-                try:
-                    write_all(fd, data)
-                finally:
-                    os.close(fd)
 
     def kill(self, seq: int, attempt: int | None = None) -> bool:
         """Kill the process group running item ``seq``; its :meth:`run` then raises

@@ -132,8 +132,8 @@ def make_batch(
     (path / "results.jsonl").write_bytes(b"")
     os.chmod(path / "results.jsonl", 0o600)
     (path / "logs").mkdir(mode=0o700)
-    (path / "logs" / "3.err").write_text("fetching...\nTraceback: upstream timed out\n")
-    (path / "logs" / "0.out").write_text("processed 120 tokens\n")
+    (path / "logs" / "3.1.err").write_text("fetching...\nTraceback: upstream timed out\n")
+    (path / "logs" / "0.1.out").write_text("processed 120 tokens\n")
 
     manifest = Manifest(
         batch_id=batch_id,
