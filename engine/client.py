@@ -19,13 +19,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .batchdir import BatchDir, now_iso, resume_command
 from .control import ACK_TIMEOUT_S, append_command, apply_offline, new_command, unacked_message, wait_for_ack
 from .errors import UserError
 from .liveness import EngineStatus, engine_status
 from .models import ControlCommand, ControlOp
+
+if TYPE_CHECKING:
+    from .store.queries import Selection
 
 __all__ = [
     "ACK_TIMEOUT_S",
@@ -114,25 +117,72 @@ class NotAcknowledged:
 Outcome = Sent | Applied | NotAcknowledged
 
 
+def command_selection(cmd: ControlCommand) -> Selection | None:
+    """The items ``cmd`` applies to as a :class:`Selection`: its ``select`` (checked: it may
+    come from anywhere), else its old ``seqs``/``filter`` fields; None for
+    ops that take no items. A retry with neither is every failed item (its old meaning); a skip
+    or prioritize with neither is nothing."""
+    from .store.queries import ItemFilter, Selection
+
+    if cmd.select is not None:
+        return Selection.from_json(cmd.select)
+    if cmd.op not in ("retry", "skip", "prioritize"):
+        return None
+    error_type = (cmd.filter or {}).get("error_type")
+    status = "failed" if cmd.op == "retry" else None
+    if cmd.seqs is None and not error_type:
+        return Selection.of(ItemFilter(status=status)) if cmd.op == "retry" else Selection()
+    return Selection.of(
+        ItemFilter(status=status, error_type=error_type, seqs=None if cmd.seqs is None else frozenset(cmd.seqs))
+    )
+
+
+def _count(changed: dict[str, int]) -> int:
+    return sum(changed.values())
+
+
+def describe_retry(changed: dict[str, int]) -> str:
+    """The answer of a retry: how many failed items went back to pending (and skipped ones)."""
+    text = f"{changed.get('failed', 0)} failed items back to pending"
+    if changed.get("skipped"):
+        text += f", and {changed['skipped']} skipped ones"
+    return text
+
+
+def describe_prioritize(retried: dict[str, int], moved: int) -> str:
+    """The answer of a prioritize: how many items moved to the front (and were retried first)."""
+    text = f"{moved} items moved to the front"
+    if retried:
+        text += f" ({_count(retried)} failed back to pending first)"
+    return text
+
+
 def offline_change(cmd: ControlCommand) -> Callable[[Any], str] | None:
-    """What ``cmd`` does to the store of a batch no engine runs (None: it needs an engine)."""
+    """What ``cmd`` does to the store of a batch no engine runs (None: it needs an engine).
+
+    Raises ValueError when the command's selection is not valid."""
+    if cmd.op not in ("skip", "retry", "prioritize"):
+        return None
+    sel = command_selection(cmd)
+    assert sel is not None
     if cmd.op == "skip":
-        seqs = list(cmd.seqs or [])
 
         def skip(store: Any) -> str:
-            return f"{len(store.skip(seqs, at=now_iso()))} skipped"
+            return f"{_count(store.skip_selected(sel, at=now_iso()))} skipped"
 
         return skip
-    if cmd.op == "retry":
-        error_type = (cmd.filter or {}).get("error_type")
-        seqs_or_none = None if cmd.seqs is None else list(cmd.seqs)
+    if cmd.op == "prioritize":
 
-        def retry(store: Any) -> str:
-            changed = store.retry_failed(error_type=error_type, seqs=seqs_or_none)
-            return f"{len(changed)} failed items back to pending; run them with `batchtui resume`"
+        def prioritize(store: Any) -> str:
+            retried, moved = store.prioritize(sel)
+            return f"{describe_prioritize(retried, moved)}; run them with `batchtui resume`"
 
-        return retry
-    return None
+        return prioritize
+
+    def retry(store: Any) -> str:
+        return f"{describe_retry(store.retry_selected(sel))}; run them with `batchtui resume`"
+
+    return retry
 
 
 def send(
@@ -142,6 +192,7 @@ def send(
     seqs: Sequence[int] | None = None,
     filter: dict[str, Any] | None = None,
     value: Any = None,
+    select: Selection | None = None,
     wait: float | None = ACK_TIMEOUT_S,
     cancelled: Callable[[], bool] | None = None,
     now: Callable[[], float] | None = None,
@@ -151,7 +202,9 @@ def send(
     ``wait`` is how long to wait for the engine's acknowledgement (None: do not wait).
     ``cancelled`` is polled while waiting (a TUI worker being cancelled): when it turns true the
     wait ends early with :class:`NotAcknowledged`. ``now`` is the wall clock used to judge the
-    engine's liveness (a frozen clock in tests). Raises :class:`NoEngine` for an engine-only
+    engine's liveness (a frozen clock in tests). ``select`` is the items of a retry, skip or
+    prioritize (:class:`~.store.queries.Selection`; the older ``seqs``/``filter`` still work).
+    Raises :class:`NoEngine` for an engine-only
     command when no engine holds the batch, and whatever :func:`.control.apply_offline` raises
     (BatchLocked when an engine took the batch meanwhile), and NewerFormat or DamagedFile
     from reading the manifest.
@@ -159,7 +212,7 @@ def send(
     # A batch of a newer batchtui (or with no readable manifest) is refused before anything is
     # sent or changed, whoever holds it.
     batch.read_manifest()
-    cmd = new_command(op, seqs=seqs, filter=filter, value=value)
+    cmd = new_command(op, seqs=seqs, filter=filter, value=value, select=None if select is None else select.to_json())
     at = None if now is None else float(now())
     status = engine_status(batch, now=at)
     if status.held:

@@ -48,6 +48,7 @@ def new_command(
     seqs: Sequence[int] | None = None,
     filter: dict[str, Any] | None = None,
     value: Any = None,
+    select: dict[str, Any] | None = None,
 ) -> ControlCommand:
     return ControlCommand(
         id=secrets.token_hex(6),
@@ -56,6 +57,7 @@ def new_command(
         seqs=list(seqs) if seqs is not None else None,
         filter=filter,
         value=value,
+        select=select,
     )
 
 

@@ -30,6 +30,8 @@ CHUNK_TARGET_S: Final = 0.02
 
 #: The rows of ItemStore.next_pending: seq, key, data (JSON), source kind, attempts made.
 PendingRows = list[tuple[int, str, str, str, int]]
+#: The rows of ItemStore.next_first: the place in the run-first queue, then as PendingRows.
+FirstRows = list[tuple[int, int, str, str, str, int]]
 
 
 def load_data(text: str) -> Any:
@@ -71,6 +73,7 @@ class Dispatcher:
         batch_dir: str,
         next_pending: Callable[[int, int], PendingRows],
         before_rescan: Callable[[], None],
+        next_first: Callable[[int | None, int], FirstRows] | None = None,
     ) -> None:
         self.config = config
         self.spec = spec
@@ -87,23 +90,45 @@ class Dispatcher:
         self._cursor = -1
         self._high = -1  # the highest seq fetched this run: a scan below it must commit first
         self.exhausted = False
+        # The run-first queue (prioritize): read only while something is prioritized, so the
+        # common path costs one attribute test; a page at a time by a cursor on the place.
+        self._next_first = next_first
+        self._first_on = False
+        self._first: list[Item] = []
+        self._first_pos = 0
+        self._first_cursor: int | None = None
 
     # -- state -----------------------------------------------------------------------------
 
     @property
     def idle(self) -> bool:
         """Nothing left to hand out: no retry waiting, no pending item in the store."""
-        return not self.retries and self.exhausted and self._pos >= len(self._buffer)
+        return (
+            not self.retries
+            and self.exhausted
+            and self._pos >= len(self._buffer)
+            and self._first_pos >= len(self._first)
+        )
 
     def reset_scan(self) -> None:
         """Items went back to pending (a retry, a skip, work taken back): read the store again."""
         self._buffer, self._pos = [], 0
         self._cursor = -1
         self.exhausted = False
+        self._first, self._first_pos, self._first_cursor = [], 0, None
+
+    def prioritized(self) -> None:
+        """Items were put at the front of the queue (``prioritize``, or found so at the start
+        of a run): they go out before any other pending item, read again from the front."""
+        if self._next_first is None:
+            raise RuntimeError("this dispatcher has no run-first queue")
+        self._first_on = True
+        self.reset_scan()  # the page in hand may hold them: they must not go out twice
 
     def drop_buffer(self) -> None:
         """Stopping: nothing more goes out."""
         self._buffer, self._pos = [], 0
+        self._first, self._first_pos = [], 0
 
     def schedule_retry(self, item: Item, ready: float) -> None:
         heapq.heappush(self.retries, Retry(ready, item.seq, item))
@@ -221,8 +246,17 @@ class Dispatcher:
         return out
 
     def _take_pending(self, n: int, inflight: Container[int]) -> list[Item]:
-        """Up to ``n`` pending items in seq order; fewer only when the store has no more."""
+        """Up to ``n`` pending items, those put first (``prioritize``) ahead, then in seq order;
+        fewer only when the store has no more."""
         taken: list[Item] = []
+        while self._first_on and len(taken) < n:
+            first, pos = self._first, self._first_pos
+            if pos < len(first):
+                part = first[pos : pos + n - len(taken)]
+                self._first_pos = pos + len(part)
+                taken += [item for item in part if item.seq not in inflight]
+            elif not self._fetch_first(inflight):
+                break
         while len(taken) < n:
             buffer, pos = self._buffer, self._pos
             if pos < len(buffer):
@@ -232,6 +266,29 @@ class Dispatcher:
             elif self.exhausted or not self._fetch(inflight):
                 break
         return taken
+
+    def _fetch_first(self, inflight: Container[int]) -> bool:
+        """The next page of the run-first queue; False (and the queue is left alone until the
+        next ``prioritized``) when it holds no more pending items."""
+        assert self._next_first is not None
+        # Items of this queue may have finished since they went out and be staged only: the
+        # store must not show them as still pending (as for a re-scan, see _fetch).
+        self._before_rescan()
+        rows = self._next_first(self._first_cursor, FETCH_PAGE)
+        if not rows:
+            self._first_on = False
+            self._first, self._first_pos = [], 0
+            return False
+        self._first = [
+            Item(seq, key, load_data(data), attempts + 1, self.batch_dir, kind)
+            for _, seq, key, data, kind, attempts in rows
+            if seq not in inflight
+        ]
+        self._first_pos = 0
+        self._first_cursor = rows[-1][0]
+        # The seq scan must commit before it reads any of them again (see _fetch).
+        self._high = max(self._high, *(row[1] for row in rows))
+        return True
 
     def _fetch(self, inflight: Container[int]) -> bool:
         """The next page of pending items into the buffer; False when there are no more."""

@@ -8,6 +8,7 @@ Categories are a contract (DESIGN section 5): ``transient`` (retried with backof
 from __future__ import annotations
 
 import errno
+import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -164,6 +165,9 @@ def classify(
 ) -> ErrorInfo:
     """Classify an exception raised while processing one item."""
     detail = ""
+    # A command's failure is told by its own stderr (maybe empty), never by a traceback of the
+    # engine that ran it: batchtui raised these exceptions itself, nothing above them is the user's.
+    command = isinstance(exc, (CommandFailed, CommandKilled, ItemTimeout))
     if isinstance(exc, CommandFailed):
         code = exc.exit_code
         error_type = f"exit {code}"
@@ -196,16 +200,30 @@ def classify(
         else:
             category = "item"
         message = _first_line(_safe_str(exc)) or error_type
-    if not detail:
-        import traceback  # only a failure needs it (the CLI imports this module for every command)
-
+    if not detail and not command:
         try:
-            detail = "".join(traceback.format_exception(exc))
+            detail = own_traceback(exc)
         except Exception as again:  # the exception's own __str__ or __repr__ raises
             detail = f"{error_type} (its traceback could not be formatted: {type(again).__name__})"
     # items.db takes UTF-8 text only: a file name of raw bytes (os.fsdecode's surrogate escapes)
     # in a message would fail the commit. Its bytes are shown as \xNN, as in the item's key.
     return ErrorInfo(_utf8(error_type), category, _utf8(message), _utf8(detail[-DETAIL_LIMIT:]))
+
+
+#: Frames in files under this folder are batchtui's engine (the code that called the user's).
+_ENGINE_DIR: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def own_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback from the first frame that is not batchtui's engine: a callable's failure
+    shows the frames of the user's code (and what it called), not the worker loop above it. An
+    error the engine raised itself (a result too large, a missing field) is its type and message."""
+    import traceback  # only a failure needs it (the CLI imports this module for every command)
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_ENGINE_DIR):
+        tb = tb.tb_next
+    return "".join(traceback.TracebackException(type(exc), exc, tb).format())
 
 
 def _utf8(text: str) -> str:
@@ -240,3 +258,13 @@ def normalize_message(message: str) -> str:
     for pattern, repl in _normalizers:
         out = pattern.sub(repl, out)
     return out[:200]
+
+
+def group_id(error_type: str, normalized_message: str) -> str:
+    """The short stable id of an error group: 8 lowercase hex digits of a blake2b of the type
+    and the normalized message (:func:`normalize_message`; items.db's ``error_group`` column
+    holds it). The same pair gives the same id in every view, every run and every version."""
+    import hashlib  # only error views need it (the CLI imports this module for every command)
+
+    digest = hashlib.blake2b(f"{error_type}\x00{normalized_message}".encode("utf-8", "surrogatepass"), digest_size=4)
+    return digest.hexdigest()

@@ -216,7 +216,9 @@ class Cost(_Model):
 
 
 class ErrorGroup(_Model):
-    """Failures grouped by error type and normalized message."""
+    """Failures grouped by error type and normalized message; ``id`` is the group's short
+    stable id (errors.group_id), what ``--group`` and the views' group filter take;
+    ``first_seen``/``last_seen`` are the earliest and latest ``finished_at`` of its items."""
 
     error_type: str
     category: str
@@ -224,6 +226,9 @@ class ErrorGroup(_Model):
     count: int
     example_seq: int
     example_message: str
+    id: str = ""
+    first_seen: str | None = None
+    last_seen: str | None = None
 
 
 class RecentError(_Model):
@@ -278,7 +283,7 @@ class LiveProgress(_Model):
     cluster: ClusterInfo | None = None
 
 
-ControlOp = Literal["pause", "resume", "stop", "retry", "skip", "set_workers"]
+ControlOp = Literal["pause", "resume", "stop", "retry", "skip", "prioritize", "set_workers"]
 
 
 class ControlCommand(_Model):
@@ -290,6 +295,9 @@ class ControlCommand(_Model):
     seqs: list[Annotated[int, Field(ge=0, le=MAX_SEQ)]] | None = None
     filter: dict[str, Any] | None = None
     value: Any = None
+    #: A :class:`~batchtui.engine.store.queries.Selection`'s JSON (``to_json``): the items of
+    #: retry, skip and prioritize; checked by ``Selection.from_json`` where it is applied.
+    select: dict[str, Any] | None = None
 
 
 class DurationStats(_Model):

@@ -1,5 +1,5 @@
 """The control operations, applied on the runner's thread: pause, resume, stop, set_workers,
-skip and retry (the channel that brings them, control.jsonl and other threads, is
+skip, retry and prioritize (the channel that brings them, control.jsonl and other threads, is
 engine/steering.py).
 
 The contract they keep (DESIGN section 6): once a pause, stop or skip is decided, no item that
@@ -12,10 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .batchdir import now_iso
+from .client import describe_prioritize, describe_retry
 from .models import BatchState, ControlCommand
 
 if TYPE_CHECKING:
     from .runstate import RunState
+    from .store.queries import Selection
 
 
 class Operations:
@@ -57,21 +59,72 @@ class Operations:
             before = run.executor.workers
             run.executor.set_workers(n)
             return f"workers {before} -> {n}"
-        if cmd.op == "skip":
-            return self.skip(cmd.seqs or [])
-        if cmd.op == "retry":
-            run._commit()
-            error_type = (cmd.filter or {}).get("error_type")
-            changed = run.store.retry_failed(error_type=error_type, seqs=cmd.seqs)
-            run.counts.failed -= len(changed)
-            run.counts.pending += len(changed)
-            if changed:
-                run._reset_scan()
-                run.outcomes.errors_dirty = True
-            return f"{len(changed)} failed items back to pending"
+        if cmd.op in ("skip", "retry", "prioritize"):
+            from .client import command_selection  # the same reading of a command as offline
+
+            sel = command_selection(cmd)  # a bad selection: ValueError, answered "failed: ..."
+            assert sel is not None
+            if cmd.op == "skip":
+                return self.skip_selection(sel)
+            if cmd.op == "retry":
+                return self.retry(sel)
+            return self.prioritize(sel)
         raise ValueError(f"unknown op {cmd.op}")
 
+    def _moved(self, changed: dict[str, int], to: str) -> None:
+        """The run's counts after items of the old statuses in ``changed`` went to ``to``."""
+        counts = self.run.counts
+        for old, n in changed.items():
+            setattr(counts, old, getattr(counts, old) - n)
+            setattr(counts, to, getattr(counts, to) + n)
+
+    def retry(self, sel: Selection) -> str:
+        """The failed (and skipped) items of ``sel`` back to pending: the scan reads them again."""
+        run = self.run
+        assert run.store is not None
+        run._commit()
+        changed = run.store.retry_selected(sel)
+        self._moved(changed, "pending")
+        if changed:
+            run._reset_scan()
+            run.outcomes.errors_dirty = True
+        return describe_retry(changed)
+
+    def prioritize(self, sel: Selection) -> str:
+        """The pending items of ``sel`` (and its failed ones, retried) go out before any other
+        pending item, in front of those prioritized before."""
+        run = self.run
+        assert run.store is not None
+        run._commit()  # the store must show what is still pending
+        retried, moved = run.store.prioritize(sel)
+        self._moved(retried, "pending")
+        if retried:
+            run.outcomes.errors_dirty = True
+        if moved or retried:
+            run.dispatcher.prioritized()
+        return describe_prioritize(retried, moved)
+
+    def skip_selection(self, sel: Selection) -> str:
+        """Skip every not yet complete item of ``sel``: those in flight or waiting out a backoff
+        one by one (:meth:`skip`), the rest (300k pending ones, say) in one statement."""
+        run = self.run
+        assert run.store is not None
+        run._commit()
+        waiting = [r.seq for r in run.dispatcher.retries]
+        one_by_one = sorted(run.store.selected_among(sel, [*run._inflight, *waiting]))
+        skipped, killed = self._skip(one_by_one) if one_by_one else (0, 0)
+        changed = run.store.skip_selected(sel, statuses=("pending", "failed"), exclude=run._inflight, at=now_iso())
+        self._moved(changed, "skipped")
+        if changed:
+            run._reset_scan()
+        return f"{skipped + sum(changed.values())} skipped, {killed} running killed"
+
     def skip(self, seqs: list[int]) -> str:
+        """Skip items by seq (see :meth:`_skip`)."""
+        skipped, killed = self._skip(seqs)
+        return f"{skipped} skipped, {killed} running killed"
+
+    def _skip(self, seqs: list[int]) -> tuple[int, int]:
         """Skip items: not started, they never start; running, they are killed (and end
         'skipped'); pending, failed or waiting out a backoff, they are skipped in the store."""
         run = self.run
@@ -96,4 +149,4 @@ class Operations:
             run.counts.skipped += 1
         if changed:
             run._reset_scan()
-        return f"{len(changed)} skipped, {len(running)} running killed"
+        return len(changed), len(running)

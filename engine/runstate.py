@@ -114,6 +114,7 @@ class RunState:
             self._batch_dir,
             self._next_pending,
             self._commit,
+            self._next_first,
         )
         self.staging = Staging(self._clock)
         self.outcomes = OutcomeRecorder(
@@ -194,6 +195,10 @@ class RunState:
     def _next_pending(self, after: int, limit: int) -> list[tuple[int, str, str, str, int]]:
         assert self.store is not None
         return self.store.next_pending(after, limit)
+
+    def _next_first(self, after: int | None, limit: int) -> list[tuple[int, int, str, str, str, int]]:
+        assert self.store is not None
+        return self.store.next_first(after, limit)
 
     def _save_control_offset(self, offset: int, identity: str | None) -> None:
         """Store how far control.jsonl is read (and which file that offset is in)."""

@@ -22,7 +22,7 @@ from .models import ControlCommand
 
 ANSWERS_KEPT: Final = 50
 #: Ops that change items: they still apply when the engine they were sent to is gone.
-ITEM_OPS: Final = frozenset({"skip", "retry"})
+ITEM_OPS: Final = frozenset({"skip", "retry", "prioritize"})
 
 
 class ControlHandler:

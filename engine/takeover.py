@@ -88,6 +88,8 @@ class TakeOver(RunState):
         requeued = store.requeue_processing()
         if requeued:
             log.info("requeued %d items left processing by a previous engine", requeued)
+        if store.has_first():  # items put first (prioritize) while no engine ran
+            self.dispatcher.prioritized()
         self.commit_seq = int(store.get_meta("commit_seq", 0) or 0)
         results_notes = self._adopt_results(int(store.get_meta("results_offset", 0) or 0))
         self.counts = store.counts()

@@ -470,6 +470,7 @@ def test_a_whole_run_never_changes_the_umask_and_the_store_files_are_0600(
 def test_item_queries_count_page_and_stream_the_same_filtered_items(tmp_path: Path) -> None:
     """The views' one store API: for each filter, the count, the pages and the stream agree,
     and each keeps exactly the items the filter names."""
+    from batchtui.engine.errors import group_id
     from batchtui.engine.store import ItemFilter, ItemQueries, StoreError
 
     path = tmp_path / "items.db"
@@ -490,7 +491,7 @@ def test_item_queries_count_page_and_stream_the_same_filtered_items(tmp_path: Pa
         ItemFilter(): list(range(30)),
         ItemFilter(status="failed"): failed,
         ItemFilter(status="failed", error_type="Timeout"): [s for s in failed if s % 2 == 0],
-        ItemFilter(error_group="g-exit 1"): [s for s in failed if s % 2],
+        ItemFilter(error_group=group_id("exit 1", "g-exit 1")): [s for s in failed if s % 2],
         ItemFilter(text="KEY_1"): [1, *range(10, 20)],  # case-insensitive
         ItemFilter(text="_2%"): [2],  # % and _ are plain characters
         ItemFilter(text="boom 2"): [21, 24, 27],

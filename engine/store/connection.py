@@ -9,11 +9,12 @@ the ``-wal`` and ``-shm`` files with the mode of the database file, which is 060
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from pathlib import Path
 from typing import Any, Final
 
-from ..errors import BatchtuiError
+from ..errors import BatchtuiError, group_id
 from ..files import HAS_FULLFSYNC, WriteFailed
 
 
@@ -124,10 +125,20 @@ class StoreConnection(sqlite3.Connection):
         return self._cursor().executescript(sql_script)
 
 
+@functools.lru_cache(maxsize=4096)
+def _group_id(error_type: str | None, group: str | None) -> str | None:
+    """SQL ``batchtui_group_id(error_type, error_group)``: the group's id (errors.group_id), so
+    a filter on a group id is SQL like any other; cached, since a group's rows share the pair."""
+    if group is None:
+        return None
+    return group_id(error_type or "unknown", group)
+
+
 def _connect(target: str | Path, path: Path, **kwargs: Any) -> StoreConnection:
     conn = sqlite3.connect(target, factory=StoreConnection, **kwargs)
     assert isinstance(conn, StoreConnection)
     conn.db_path = path
+    conn.create_function("batchtui_group_id", 2, _group_id, deterministic=True)
     return conn
 
 

@@ -16,12 +16,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..files import FILE_MODE, fsync_dir
-from ..models import Counts, ErrorGroup
+from ..models import MAX_SEQ, Counts, ErrorGroup
 from . import queries
 from .connection import StoreError, connect_readonly, connect_rw, recover_hint
 from .enqueue import LineBlock, enqueue
-from .queries import AttemptRow, ItemFilter, ItemRow
+from .queries import AttemptRow, ItemFilter, ItemRow, Selection, selection_condition
 from .schema import check_version, create_schema, migrate
 
 
@@ -159,6 +161,25 @@ class ItemStore:
         ).fetchall()
         return rows
 
+    def next_first(self, after_ord: int | None, limit: int) -> list[tuple[int, int, str, str, str, int]]:
+        """Prioritized pending items after place ``after_ord`` (None: from the front), front
+        first: (ord, seq, key, data as JSON, kind, attempts)."""
+        rows: list[tuple[int, int, str, str, str, int]] = self.conn.execute(
+            "SELECT f.ord, i.seq, i.key, i.data, i.kind, i.attempts FROM run_first AS f JOIN items AS i"
+            " ON i.seq = f.seq WHERE f.ord > ? AND i.status='pending' ORDER BY f.ord LIMIT ?",
+            (-MAX_SEQ - 1 if after_ord is None else after_ord, limit),
+        ).fetchall()
+        return rows
+
+    def has_first(self) -> bool:
+        """Whether any pending item is prioritized (an empty table: one lookup, nothing read)."""
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM run_first AS f JOIN items AS i ON i.seq = f.seq WHERE i.status='pending' LIMIT 1"
+            ).fetchone()
+            is not None
+        )
+
     def max_seq(self) -> int:
         """The highest seq stored (-1 when there is none)."""
         top = self.conn.execute("SELECT max(seq) FROM items").fetchone()[0]
@@ -209,9 +230,13 @@ class ItemStore:
         """Stream every row (export); pages by seq so memory stays flat."""
         return queries.iter_rows(self.conn, ItemFilter(status=status, error_type=error_type))
 
-    def error_groups(self, limit: int = 20) -> list[ErrorGroup]:
+    def error_groups(self, limit: int | None = 20) -> list[ErrorGroup]:
         """Failed items grouped by error type and normalized message, biggest first."""
         return queries.error_groups(self.conn, limit)
+
+    def selected_among(self, sel: Selection, seqs: Iterable[int]) -> set[int]:
+        """Which of ``seqs`` (items in flight, retries waiting) the selection holds."""
+        return queries.selected_among(self.conn, sel, seqs)
 
     def errors_by(self, column: str) -> dict[str, int]:
         return queries.errors_by(self.conn, column)
@@ -259,3 +284,88 @@ class ItemStore:
                 if cur.rowcount:
                     changed.append(seq)
         return changed
+
+    # -- changes to a selection (the running engine and offline alike) ---------------------
+    #
+    # Each is a few set-based statements over the selection's one condition (queries.
+    # selection_condition) in one transaction: 300k items change without a seq in Python.
+    # Each returns how many items of each old status changed, so the engine keeps its counts.
+
+    def _by_status(self, statuses: tuple[str, ...], cond: str, args: list[Any]) -> dict[str, int]:
+        marks = ", ".join(f"'{s}'" for s in statuses)  # a fixed set, never user text
+        rows = self.conn.execute(
+            f"SELECT status, COUNT(*) FROM items WHERE status IN ({marks}) AND {cond} GROUP BY status", args
+        )
+        return {str(status): int(n) for status, n in rows}
+
+    def _retry_where(self, statuses: tuple[str, ...], cond: str, args: list[Any]) -> dict[str, int]:
+        """(inside a transaction) Items of ``statuses`` meeting ``cond`` back to pending, their
+        error cleared (the attempts rows keep the history), any old place in run_first dropped."""
+        changed = self._by_status(statuses, cond, args)
+        if changed:
+            marks = ", ".join(f"'{s}'" for s in statuses)
+            where = f"status IN ({marks}) AND {cond}"
+            self.conn.execute(f"DELETE FROM run_first WHERE seq IN (SELECT seq FROM items WHERE {where})", args)
+            self.conn.execute(
+                "UPDATE items SET status='pending', error_type=NULL, error_category=NULL, error_message=NULL,"
+                f" error_detail=NULL, error_group=NULL, finished_at=NULL WHERE {where}",
+                args,
+            )
+        return changed
+
+    def retry_selected(self, sel: Selection) -> dict[str, int]:
+        """The failed and skipped items of ``sel`` back to pending: {old status: count}."""
+        cond, args = selection_condition(sel)
+        with self.transaction():
+            return self._retry_where(("failed", "skipped"), cond, args)
+
+    def skip_selected(
+        self,
+        sel: Selection,
+        *,
+        statuses: tuple[str, ...] = ("pending", "processing", "failed"),
+        exclude: Iterable[int] = (),
+        reason: str = "skipped by operator",
+        at: str | None = None,
+    ) -> dict[str, int]:
+        """The items of ``sel`` in ``statuses`` (not yet complete), but not those of ``exclude``
+        (a running engine's items in flight, which it kills itself), skipped: {old status: count}."""
+        cond, args = selection_condition(sel)
+        left_out = sorted(set(exclude))
+        if left_out:
+            cond = f"{cond} AND seq NOT IN (SELECT value FROM json_each(?))"
+            args = [*args, orjson.dumps(left_out).decode()]
+        marks = ", ".join(f"'{s}'" for s in statuses)
+        with self.transaction():
+            changed = self._by_status(statuses, cond, args)
+            if changed:
+                self.conn.execute(
+                    f"UPDATE items SET status='skipped', error_message=?, finished_at=? WHERE status IN ({marks}) AND {cond}",
+                    [reason, at, *args],
+                )
+        return changed
+
+    def prioritize(self, sel: Selection) -> tuple[dict[str, int], int]:
+        """Move the items of ``sel`` to the front of the queue, in seq order, in front of any
+        prioritized before; failed ones are put back to pending first. Returns (the retried by
+        old status, the number of pending items now at the front)."""
+        cond, args = selection_condition(sel)
+        with self.transaction():
+            retried = self._retry_where(("failed",), cond, args)
+            # Dead places (items no longer pending) go, so the table stays as small as the queue.
+            self.conn.execute(
+                "DELETE FROM run_first WHERE seq NOT IN (SELECT f.seq FROM run_first AS f JOIN items AS i"
+                " ON i.seq = f.seq WHERE i.status='pending')"
+            )
+            n = int(
+                self.conn.execute(f"SELECT COUNT(*) FROM items WHERE status='pending' AND {cond}", args).fetchone()[0]
+            )
+            if n:
+                front = int(self.conn.execute("SELECT COALESCE(MIN(ord), 0) FROM run_first").fetchone()[0])
+                # INSERT OR REPLACE: an item prioritized before moves to its new place.
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO run_first(ord, seq) SELECT ? + ROW_NUMBER() OVER (ORDER BY seq), seq"
+                    f" FROM items WHERE status='pending' AND {cond}",
+                    [front - n - 1, *args],
+                )
+        return retried, n

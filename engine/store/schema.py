@@ -70,6 +70,12 @@ END;
 #: the costs read this small index instead of the whole table.
 COST_INDEX: Final = "CREATE INDEX IF NOT EXISTS items_cost ON items(cost) WHERE cost IS NOT NULL;"
 
+#: Items to run before every other pending item (``prioritize``), front first: ``ord`` is the
+#: place in that queue (the rowid: the dispatcher reads it in order, by a cursor), new ones
+#: going in front of older ones. Rows of items no longer pending are dead and pruned; an empty
+#: table is what makes a batch with nothing prioritized cost nothing at dispatch.
+RUN_FIRST: Final = "CREATE TABLE IF NOT EXISTS run_first (ord INTEGER PRIMARY KEY, seq INTEGER NOT NULL UNIQUE);"
+
 #: The columns of an item row as views read it (:class:`~.queries.ItemRow`), in its order.
 ITEM_COLUMNS: Final = (
     "seq",
@@ -92,15 +98,18 @@ ITEM_COLUMNS: Final = (
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Every table, index and trigger of a new store, and its schema version."""
-    conn.executescript(_TABLES + COST_INDEX + COMPLETE_TRIGGER)
+    conn.executescript(_TABLES + COST_INDEX + RUN_FIRST + COMPLETE_TRIGGER)
     conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
 
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a store made by an earlier batchtui up to date (on every read-write open): the
-    trigger and the cost index came after schema 1's first stores (a one-time index build)."""
+    trigger and the cost index came after schema 1's first stores (a one-time index build), the
+    ``run_first`` table (prioritize) later still. An older batchtui ignores that table, so the
+    schema version stays 1."""
     conn.execute(COMPLETE_TRIGGER)
     conn.execute(COST_INDEX)
+    conn.execute(RUN_FIRST)
 
 
 def check_version(conn: sqlite3.Connection, path: Path) -> None:
