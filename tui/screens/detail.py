@@ -1,15 +1,31 @@
-"""Item detail: its data, every attempt with its error, stdout/stderr tails, the result."""
+"""Item detail: what a debugger of one item needs. How it ran (the command as rendered, or the
+callable; the folder; the variables batchtui added; the exit code or signal), its data, every
+attempt with its start, duration, error and log paths, the error (a command's stderr, a
+callable's own traceback), the result and the output's tails.
+
+Keys: ``f`` follows the output live (:class:`~..widgets.output_follow.OutputFollow`), ``v``
+switches the stream shown, ``o`` opens the log (``O`` the whole detail) in ``$PAGER``, ``c``
+copies the key, path, log, command or error (OSC 52, so it works over SSH), ``y`` the item as
+JSON. ``ctrl+c`` copies the text selected with the mouse, else opens the copy menu: in this
+screen it means copy, never quit (Textual's "press ctrl+q to quit" nag would only be noise).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.notifications import SeverityLevel
@@ -19,13 +35,18 @@ from textual.worker import get_current_worker
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.client import ACK_TIMEOUT_S, Applied, NotAcknowledged, send
 from batchtui.engine.errors import BatchtuiError
-from batchtui.engine.fmt import clean
+from batchtui.engine.fmt import clean, clean_block
+from batchtui.engine.logs import AttemptLog, attempt_logs
 from batchtui.engine.models import ControlOp
+from batchtui.engine.processors import ProcessorSpec
+from batchtui.engine.shell.describe import RunDescription, describe_run
 from batchtui.engine.store.queries import AttemptRow, ItemQueries, ItemRow, StoreError
 
 from ..host import host
 from ..text import plain, plain_block
+from ..widgets.output_follow import OutputFollow
 from .base import WorkerScreen
+from .copy_menu import CopyChoice, CopyMenu
 
 TAIL_BYTES = 16384
 
@@ -52,6 +73,20 @@ class ItemDetailScreen(WorkerScreen):
         Binding("escape,backspace", "back", "Back", id="detail_back", tooltip="Back to the dashboard"),
         Binding("r", "retry", "Retry", id="detail_retry", tooltip="Retry this item (if it failed)"),
         Binding("s", "skip", "Skip", id="detail_skip", tooltip="Skip this item"),
+        Binding("f", "follow", "Follow", id="detail_follow", tooltip="Follow the output live (f again: stop)"),
+        Binding("v", "stream", "Stream", id="detail_stream", tooltip="Show both streams, stdout or stderr"),
+        Binding("o", "pager", "Pager", id="detail_pager", tooltip="Open the log in $PAGER (the detail if none)"),
+        Binding("O", "pager_detail", "Detail→pager", id="detail_pager_all", tooltip="The whole detail in $PAGER"),
+        Binding("c", "copy", "Copy", id="detail_copy", tooltip="Copy the key, path, log, command or error"),
+        Binding("y", "copy_json", "JSON", id="detail_json", tooltip="Copy the item as JSON"),
+        Binding(
+            "ctrl+c",
+            "copy_selection",
+            "Copy",
+            id="detail_ctrl_c",
+            show=False,
+            tooltip="Copy the selection, else a menu",
+        ),
         Binding("f5", "reload", "Reload", id="detail_reload", tooltip="Read the item again"),
     ]
 
@@ -61,10 +96,15 @@ class ItemDetailScreen(WorkerScreen):
         self.seq = seq
         self.row: ItemRow | None = None
         self.attempt_rows: list[AttemptRow] = []
+        self.logs: list[AttemptLog] = []
+        self.spec: ProcessorSpec | None = None
+        self.ran: RunDescription | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="detail"):
             yield Static(id="detail-title")
+            yield Static("Ran", classes="section")
+            yield Static(id="detail-run", classes="block")
             yield Static("Data", classes="section")
             yield Static(id="detail-data", classes="block")
             yield Static("Attempts", classes="section")
@@ -77,10 +117,15 @@ class ItemDetailScreen(WorkerScreen):
             yield Static(id="detail-stdout", classes="block")
             yield Static("stderr (tail)", classes="section")
             yield Static(id="detail-stderr", classes="block")
+        yield OutputFollow(id="follow")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#attempts", DataTable).add_columns("Try", "Status", "Started", "Duration", "Error")
+        self.query_one("#attempts", DataTable).add_columns("Try", "Status", "Started", "Duration", "Error", "Logs")
+        try:
+            self.spec = ProcessorSpec.model_validate(self.batch.read_manifest().processor)
+        except (BatchtuiError, OSError, ValueError):
+            self.spec = None  # a damaged manifest: the rest of the detail is still worth showing
         self.action_reload()
 
     def action_reload(self) -> None:
@@ -91,6 +136,19 @@ class ItemDetailScreen(WorkerScreen):
             self.query_one("#detail-title", Static).update(plain(f"cannot read the store: {exc}"))
             return
         self.row, self.attempt_rows = (None, []) if detail is None else (detail.row, detail.attempts)
+        row = self.row
+        self.logs = attempt_logs(self.batch.path, self.seq, upto=row.attempts) if row is not None else []
+        self.ran = None
+        if row is not None and self.spec is not None:
+            self.ran = describe_run(
+                self.spec,
+                seq=row.seq,
+                key=row.key,
+                data=row.data,
+                kind=row.kind,
+                attempt=max(row.attempts, 1),
+                batch_dir=str(self.batch.path),
+            )
         self._show_row()
 
     def _show_row(self) -> None:
@@ -107,9 +165,11 @@ class ItemDetailScreen(WorkerScreen):
         if row.cost is not None:
             title.append(f"  cost {row.cost:g}")
         self.query_one("#detail-title", Static).update(title)
+        self.query_one("#detail-run", Static).update(plain_block(self._run_text(row)))
         self.query_one("#detail-data", Static).update(plain_block(_pretty(row.data)))
         table = self.query_one("#attempts", DataTable)
         table.clear()
+        logs = {log.attempt: log for log in self.logs}
         for a in self.attempt_rows:
             err = f"{a.error.error_type} [{a.error.category}]: {a.error.message}" if a.error else ""
             table.add_row(
@@ -118,21 +178,230 @@ class ItemDetailScreen(WorkerScreen):
                 Text(a.started_at or ""),
                 Text(f"{a.duration_s:.3f}s" if a.duration_s is not None else ""),
                 plain(err, limit=200),
+                plain(self._log_names(logs.get(a.attempt))),
             )
-        if row.error_type:
-            err = f"{row.error_type} [{row.error_category}]: {row.error_message}\n\n{row.error_detail or ''}"
-        else:
-            err = "(none)"
-        self.query_one("#detail-error", Static).update(plain_block(err))
+        self.query_one("#detail-error", Static).update(plain_block(self._error_text(row)))
         self.query_one("#detail-result", Static).update(
             plain_block(_pretty(row.result) if row.status == "complete" else "(not complete)")
         )
+        latest = self.logs[-1] if self.logs else None
         for stream, wid in (("out", "#detail-stdout"), ("err", "#detail-stderr")):
-            text = _tail(self.batch.logs / f"{row.seq}.{stream}")
-            self.query_one(wid, Static).update(plain_block(text if text is not None else "(no output)"))
+            path = latest.path(stream) if latest is not None else None  # type: ignore[arg-type]
+            text = _tail(path) if path is not None else None
+            shown = text if text is not None else "(no output)"
+            if text is not None and latest is not None and latest.attempt != row.attempts:
+                shown = f"(attempt {latest.attempt}: the later ones printed nothing)\n{text}"
+            self.query_one(wid, Static).update(plain_block(shown))
+
+    # -- what the sections say ------------------------------------------------------------------
+
+    def _log_names(self, log: AttemptLog | None) -> str:
+        if log is None:
+            return ""
+        return "  ".join(os.path.relpath(p, self.batch.path) for p in (log.out, log.err) if p is not None)
+
+    def _run_text(self, row: ItemRow) -> str:
+        """How the item ran, as the engine ran it, and how its command ended."""
+        ran = self.ran
+        if ran is None:
+            return "(the batch's manifest cannot be read: how it ran is unknown)"
+        lines = [ran.as_text()]
+        if ran.kind == "shell":
+            lines.insert(1, f"ended: {_ending(row)}")
+        return "\n".join(line if len(line) <= 2000 else line[:2000] + "…" for line in "\n".join(lines).splitlines())
+
+    def _error_text(self, row: ItemRow) -> str:
+        if not row.error_type:
+            return "(none)"
+        head = f"{row.error_type} [{row.error_category}]: {row.error_message}"
+        if self.ran is not None and self.ran.kind == "shell" and _command_ending(row.error_type):
+            return f"{head}\n\nstderr (tail):\n{row.error_detail or '(no stderr)'}"
+        return f"{head}\n\n{row.error_detail or ''}".rstrip("\n")
+
+    def detail_text(self) -> str:
+        """The whole detail as plain text (for the pager)."""
+        row = self.row
+        if row is None:
+            return f"item {self.seq} not found"
+        parts = [
+            f"#{row.seq}  {row.key}  [{row.status.upper()}]  attempts {row.attempts}",
+            "Ran\n" + self._run_text(row),
+            "Data\n" + _pretty(row.data),
+            "Attempts\n"
+            + "\n".join(
+                f"{a.attempt}  {a.status}  {a.started_at or ''}  "
+                + (f"{a.duration_s:.3f}s" if a.duration_s is not None else "")
+                + (f"  {a.error.error_type} [{a.error.category}]: {a.error.message}" if a.error else "")
+                + (f"  {self._log_names(log)}" if (log := _log_of(self.logs, a.attempt)) else "")
+                for a in self.attempt_rows
+            ),
+            "Error\n" + self._error_text(row),
+            "Result\n" + (_pretty(row.result) if row.status == "complete" else "(not complete)"),
+        ]
+        for log in self.logs:
+            for stream in ("out", "err"):
+                path = log.path(stream)  # type: ignore[arg-type]
+                if path is not None:
+                    parts.append(f"{os.path.relpath(path, self.batch.path)}\n{_tail(path, 1 << 20) or ''}")
+        return clean_block("\n\n".join(parts))
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.app.pop_screen()  # the follower (a worker of this screen's widget) is cancelled with it
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stream":
+            return None if not self.query_one(OutputFollow).has_class("-following") else True
+        return True
+
+    # -- follow ---------------------------------------------------------------------------------
+
+    def action_follow(self) -> None:
+        follow = self.query_one(OutputFollow)
+        if follow.following:
+            follow.hide()
+            self.refresh_bindings()
+            return
+        if self.ran is not None and self.ran.kind != "shell":
+            self.notify(
+                "only a shell command's output is logged: a callable has no output to follow", severity="warning"
+            )
+            return
+        follow.start(self.batch.path, self.seq)
+        self.refresh_bindings()
+
+    def action_stream(self) -> None:
+        shown = self.query_one(OutputFollow).switch()
+        self.notify({"both": "stdout and stderr (! marks stderr)", "out": "stdout only", "err": "stderr only"}[shown])
+
+    def on_output_follow_ended(self, event: OutputFollow.Ended) -> None:
+        self.notify(f"item {self.seq} ended ({event.status}): no more output" if event.status else "stopped following")
+        self.action_reload()
+
+    # -- pager ----------------------------------------------------------------------------------
+
+    def action_pager(self) -> None:
+        """The latest attempt's logs (stdout, then stderr) in $PAGER; the detail when there are none."""
+        latest = self.logs[-1] if self.logs else None
+        paths = [str(p) for p in (latest.out, latest.err) if p is not None] if latest is not None else []
+        if not paths:
+            self.action_pager_detail()
+            return
+        self._page(paths)
+
+    def action_pager_detail(self) -> None:
+        fd, name = tempfile.mkstemp(prefix=f"batchtui-item-{self.seq}-", suffix=".txt")  # 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+                fh.write(self.detail_text() + "\n")
+            self._page([name])
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+
+    def _page(self, paths: list[str]) -> None:
+        """Suspend the app, run the pager on ``paths``, come back. A pager that cannot run is a
+        notification, never a crash."""
+        pager = os.environ.get("PAGER", "").strip() or "less"
+        try:
+            argv = shlex.split(pager)
+        except ValueError as exc:
+            self.notify(f"$PAGER cannot be read: {exc}", severity="error")
+            return
+        if not argv or shutil.which(argv[0]) is None:
+            self.notify(f"pager not found: {argv[0] if argv else repr(pager)} (set $PAGER)", severity="error")
+            return
+        try:
+            with self.app.suspend():
+                subprocess.run([*argv, *paths], check=False)
+        except SuspendNotSupported:
+            self.notify("this terminal cannot hand the screen to a pager", severity="error")
+        except OSError as exc:
+            self.notify(f"the pager could not run: {exc}", severity="error")
+        self.refresh()
+
+    # -- copy -----------------------------------------------------------------------------------
+
+    def copy_choices(self) -> list[CopyChoice]:
+        """What the copy menu offers for this item (only what it has)."""
+        row = self.row
+        if row is None:
+            return []
+        choices = [CopyChoice("k", "key", row.key)]
+        if row.kind in ("dir", "files") and isinstance(row.data, str):
+            choices.append(CopyChoice("p", "path", row.data))
+        latest = self.logs[-1] if self.logs else None
+        if latest is not None:
+            choices.append(CopyChoice("l", "log", "\n".join(str(p) for p in (latest.out, latest.err) if p)))
+        ran = self.ran
+        if ran is not None and (ran.command or ran.call):
+            choices.append(CopyChoice("m", "command" if ran.command else "callable", ran.command or ran.call or ""))
+        if row.error_type:
+            error = f"{row.error_type} [{row.error_category}]: {row.error_message}"
+            choices.append(CopyChoice("e", "error", f"{error}\n{row.error_detail}" if row.error_detail else error))
+        return choices
+
+    def action_copy(self) -> None:
+        choices = self.copy_choices()
+        if not choices:
+            self.notify("nothing to copy", severity="warning")
+            return
+
+        def copied(choice: CopyChoice | None) -> None:
+            if choice is not None:
+                self._copy(choice.text, choice.name)
+
+        self.app.push_screen(CopyMenu(choices), copied)
+
+    def action_copy_json(self) -> None:
+        if self.row is None:
+            self.notify("nothing to copy", severity="warning")
+            return
+        self._copy(self.item_json(), "the item as JSON")
+
+    def action_copy_selection(self) -> None:
+        selected = self.get_selected_text()
+        if selected:
+            self._copy(selected, "the selection")
+        else:
+            self.action_copy()
+
+    def _copy(self, text: str, what: str) -> None:
+        self.app.copy_to_clipboard(text)
+        self.notify(f"copied {what} ({len(text):,} characters)", timeout=3)
+
+    def item_json(self) -> str:
+        """The item as JSON: its row, its attempts and how it ran."""
+        assert self.row is not None
+        obj: dict[str, Any] = self.row.as_dict()
+        obj["attempt_rows"] = [
+            {
+                "attempt": a.attempt,
+                "status": a.status,
+                "started_at": a.started_at,
+                "finished_at": a.finished_at,
+                "duration_s": a.duration_s,
+                "error": None
+                if a.error is None
+                else {
+                    "type": a.error.error_type,
+                    "category": a.error.category,
+                    "message": a.error.message,
+                    "detail": a.error.detail,
+                },
+                "logs": [str(p) for p in (log.out, log.err) if p] if (log := _log_of(self.logs, a.attempt)) else [],
+            }
+            for a in self.attempt_rows
+        ]
+        ran = self.ran
+        if ran is not None:
+            obj["ran"] = {
+                "kind": ran.kind,
+                "command": ran.command,
+                "call": ran.call,
+                "cwd": ran.cwd,
+                "env": dict(ran.env),
+            }
+        return json.dumps(obj, indent=2, ensure_ascii=False, default=str)
 
     def action_retry(self) -> None:
         if self.row is None or self.row.status != "failed":
@@ -172,6 +441,32 @@ class ItemDetailScreen(WorkerScreen):
             self.notify, clean(message), severity=severity, timeout=6 if severity == "warning" else 3
         )
         self.app.call_from_thread(self.set_timer, 0.6, self.action_reload)
+
+
+def _log_of(logs: list[AttemptLog], attempt: int) -> AttemptLog | None:
+    return next((log for log in logs if log.attempt == attempt), None)
+
+
+def _command_ending(error_type: str | None) -> bool:
+    """Whether the error is how the command itself ended (a code, a signal, a timeout)."""
+    return bool(error_type) and (
+        error_type == "timeout" or error_type.startswith("exit ") or error_type.startswith("signal ")  # type: ignore[union-attr]
+    )
+
+
+def _ending(row: ItemRow) -> str:
+    """How the item's command ended: exit code, signal or timeout (or that it has not)."""
+    if row.status == "complete":
+        return "exit 0"
+    if row.error_type == "timeout":
+        return "timed out: killed (its process group) past --timeout"
+    if row.error_type and row.error_type.startswith("signal "):
+        return f"killed by {row.error_type}"
+    if _command_ending(row.error_type):
+        return str(row.error_type)
+    if row.error_type:
+        return f"did not run to an exit: {row.error_type}"
+    return "running" if row.status == "processing" else "not run yet" if row.status == "pending" else row.status
 
 
 def _pretty(value: Any) -> str:
