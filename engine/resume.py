@@ -79,6 +79,13 @@ class ResumePlan:
             and not (self.retry_failed and c.failed)
         )
 
+    @property
+    def to_run(self) -> int:
+        """How many items this resume runs: those pending, those a crash left processing, and the
+        failed ones when it retries them (as counted when planned)."""
+        c = self.counts
+        return c.pending + c.processing + (c.failed if self.retry_failed else 0)
+
     def requeue_failed(self) -> int:
         """Put the failed items back to pending under the batch's lock (the plan's, or taken for
         the change and let go); how many were requeued."""

@@ -32,11 +32,12 @@ from batchtui.engine.batchdir import BatchDir, BatchLocked, now_iso
 from batchtui.engine.errors import EXIT_USAGE, BatchtuiError
 from batchtui.engine.fmt import clean
 from batchtui.engine.models import BatchState
-from batchtui.engine.resume import plan_resume
+from batchtui.engine.resume import ResumePlan, plan_resume
 from batchtui.engine.runner import EXIT_INTERRUPTED, BatchRunner, RunResult
 
 from .hangup import TerminalWatch, silence_terminal, tty_gone
 from .messages import EngineFinished
+from .screens.base import WorkerScreen
 from .screens.browser import BrowserScreen
 from .screens.dashboard import DashboardScreen
 from .screens.modals import HelpScreen, QuitScreen
@@ -215,18 +216,25 @@ class BatchtuiApp(App[int]):
                 clean(f"{worker.name or 'a background task'} failed: {_said(error)}"), severity="error", timeout=10
             )
 
-    def resume_batch(self, path: Path) -> None:
-        """Resume a batch with its engine in this app (the browser's ``r``)."""
+    def resume_batch(self, path: Path, plan: ResumePlan | None = None) -> None:
+        """Resume a batch with its engine in this app (the browser's ``r``; the dashboard's
+        resume dialog passes the plan it made with the operator's overrides, its lock held).
+
+        The batch's dashboard, when it is the screen on top, is replaced by the one of the run
+        (it shows the engine as running in this app)."""
         if self.engine_running:
+            if plan is not None:
+                plan.release()
             self.notify("an engine already runs in this app", severity="warning")
             return
-        try:
-            # The plan takes the lock here, not in the engine's thread: a batch another engine
-            # runs is said at once, and its dashboard never says it runs in this app.
-            plan = plan_resume(path.parent, BatchDir(path), lock_try=0.2)
-        except Exception as exc:
-            self.notify(clean(f"cannot resume: {exc}"), severity="error")
-            return
+        if plan is None:
+            try:
+                # The plan takes the lock here, not in the engine's thread: a batch another
+                # engine runs is said at once, and its dashboard never says it runs in this app.
+                plan = plan_resume(path.parent, BatchDir(path), lock_try=0.2)
+            except Exception as exc:
+                self.notify(clean(f"cannot resume: {exc}"), severity="error")
+                return
         if plan.nothing_to_do:
             plan.release()
             self.notify(f"batch {plan.batch.batch_id} is finished; nothing to resume", severity="warning")
@@ -238,7 +246,12 @@ class BatchtuiApp(App[int]):
             self.notify(clean(f"cannot resume: {exc}"), severity="error")
             return
         self._start_engine(runner)
-        self.push_screen(DashboardScreen(path, in_process=True))
+        dashboard = DashboardScreen(path, in_process=True)
+        current = self.screen
+        if isinstance(current, DashboardScreen) and current.batch.path == path:
+            self.switch_screen(dashboard)
+        else:
+            self.push_screen(dashboard)
 
     def open_batch(self, path: Path) -> None:
         in_process = self.runner is not None and self.runner.batch.path == path and self.engine_running
@@ -402,7 +415,8 @@ class BatchtuiApp(App[int]):
         # Every key binding of the current screen is in the palette too (when it applies now).
         for binding in _bindings(screen):
             action, _, _params = binding.action.partition("(")
-            if binding.description and screen.check_action(action, ()) is True:
+            offered = not isinstance(screen, WorkerScreen) or screen.palette_offers(action)
+            if binding.description and screen.check_action(action, ()) is True and offered:
                 yield SystemCommand(
                     binding.description,
                     binding.tooltip or binding.description,

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from textual.dom import DOMNode
 from textual.worker import Worker
+
+if TYPE_CHECKING:
+    from batchtui.engine.resume import ResumePlan
 
 __all__ = ["Host", "host"]
 
@@ -27,12 +30,15 @@ class Host(Protocol):
     strict_display: bool
     #: The wall clock (frozen in tests).
     clock: Callable[[], float]
+    #: An engine runs in this app's worker thread now (one at a time).
+    engine_running: bool
 
     def open_batch(self, path: Path) -> None:
         """Show the dashboard of the batch at ``path``."""
 
-    def resume_batch(self, path: Path) -> None:
-        """Resume the batch at ``path`` with its engine in this app."""
+    def resume_batch(self, path: Path, plan: ResumePlan | None = None) -> None:
+        """Resume the batch at ``path`` with its engine in this app (``plan``: one already made,
+        its lock held, e.g. by the resume dialog)."""
 
     def handle_worker_error(self, worker: Worker[Any]) -> None:
         """Say that ``worker`` (a thread worker of a screen) failed; the app goes on."""

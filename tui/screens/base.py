@@ -19,6 +19,12 @@ __all__ = ["WorkerScreen"]
 class WorkerScreen(Screen[None]):
     """A screen whose thread workers run with ``exit_on_error=False``."""
 
+    def palette_offers(self, action: str) -> bool:
+        """Whether the command palette offers ``action`` now. ``check_action`` says whether its
+        key works: a key may answer why it does nothing (e.g. an engine runs: nothing to resume)
+        where the palette had better not offer it."""
+        return True
+
     @on(Worker.StateChanged)
     def _worker_ended(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:

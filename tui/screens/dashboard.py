@@ -44,6 +44,7 @@ from ..widgets.items_table import ItemsTable
 from ..widgets.status import GONE, ProgressLine, TitleBar
 from .base import WorkerScreen
 from .modals import ConfirmScreen
+from .resume_dialog import ResumeDialog, ResumeStarted, resumable
 
 TABS: tuple[tuple[str, str, str | None], ...] = (
     ("tab-all", "1 All", None),
@@ -78,6 +79,13 @@ class DashboardScreen(WorkerScreen):
         Binding("5", "tab('tab-skipped')", "Skipped", id="tab5", show=False),
         Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False),
         Binding("b", "browser", "Batches", id="browser", tooltip="All batches in the output dir"),
+        Binding(
+            "u",
+            "resume_batch",
+            "Resume batch",
+            id="resume_batch",
+            tooltip="Resume this batch: workers, failure-rate limit, timeout, retry failed, here or in the background",
+        ),
     ]
 
     ACK_TIMEOUT_S: ClassVar[float] = ACK_TIMEOUT_S  # a class attribute, so a test can shorten it
@@ -360,6 +368,45 @@ class DashboardScreen(WorkerScreen):
 
     def action_tab(self, tab_id: str) -> None:
         self.query_one("#tabs", Tabs).active = tab_id
+
+    @property
+    def resumable(self) -> bool:
+        """No engine holds the batch and a resume has something to do (resume_dialog.py)."""
+        state = self.live.state if self.live is not None else self.manifest.state if self.manifest else None
+        counts = self.live.counts if self.live is not None else self.manifest.totals if self.manifest else None
+        return counts is not None and resumable(state, counts, self.engine.held or self.in_process_engine)
+
+    @property
+    def in_process_engine(self) -> bool:
+        """This app's engine runs this batch (its lock may not be taken yet)."""
+        return self.in_process and self.host.engine_running
+
+    def palette_offers(self, action: str) -> bool:
+        return action != "resume_batch" or self.resumable
+
+    def action_resume_batch(self) -> None:
+        if self.engine.held or self.in_process_engine:
+            where = "this app" if self.in_process_engine else f"pid {self.engine.pid}"
+            self.notify(f"an engine ({where}) runs this batch: nothing to resume", severity="warning")
+            return
+        if not self.resumable:
+            self.notify(f"batch {self.batch.batch_id} is finished: nothing to resume", severity="warning")
+            return
+
+        def started(outcome: ResumeStarted | None) -> None:
+            if outcome is None:
+                return
+            if outcome.requeued:
+                self._event(f"requeued {outcome.requeued:,} failed items")
+            if outcome.plan is not None:
+                self.host.resume_batch(self.batch.path, outcome.plan)  # this dashboard is replaced
+                return
+            self._event(f"resumed in a background engine, pid {outcome.pid}: {outcome.command}")
+            self.notify(f"resumed in a background engine (pid {outcome.pid})", timeout=4)
+            (self.watcher or BatchWatcher(self.batch.path, self.post_message)).read_all(force=True)
+            self._check_alive(force=True)
+
+        self.app.push_screen(ResumeDialog(self.batch.path), started)
 
     def action_browser(self) -> None:
         from .browser import BrowserScreen

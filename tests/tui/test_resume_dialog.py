@@ -1,0 +1,289 @@
+"""The dashboard's resume (``u``, the palette's "Resume batch") on real batches made with the
+engine API: the dialog opens only for a resumable batch; its overrides are the CLI's (same
+checks, same messages, same history); a run here replaces the finished view by the live run; a
+run in the background starts a detached engine that the dashboard then watches."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from textual.pilot import Pilot
+from textual.widgets import Input, RadioButton, Static
+
+from batchtui.engine.batchdir import BatchDir, BatchLock, BatchLocked, engine_alive
+from batchtui.engine.config import load_config
+from batchtui.engine.enqueue import create_batch
+from batchtui.engine.models import BatchState
+from batchtui.engine.processors import shell_spec
+from batchtui.engine.runner import BatchRunner
+from batchtui.engine.sources import build_spec
+from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.cli.group import main
+from batchtui.tui.screens.dashboard import DashboardScreen
+from batchtui.tui.screens.resume_dialog import ResumeDialog
+
+from ..conftest import wait_until
+from .conftest import run
+from .fixtures import hold_lock
+
+#: Odd lines fail (exit 1): half the items.
+HALF_FAIL = "case {} in *[13579]) exit 1;; esac"
+
+
+def _batch(tmp_path: Path, name: str, n: int = 40, **settings: Any) -> BatchDir:
+    """A batch run once by the engine API: with a failure-rate limit it halts early."""
+    source = tmp_path / f"{name}.txt"
+    source.write_text("".join(f"{i}\n" for i in range(n)))
+    flags = {"output_dir": str(tmp_path / "out"), "workers": 2, "name": name, **settings}
+    config = load_config(flags, environ={}, cwd=tmp_path)
+    batch = create_batch(config, build_spec([str(source)]), shell_spec(HALF_FAIL))
+    BatchRunner(batch, config=config, action="run").run()
+    return batch
+
+
+def _halted(tmp_path: Path, name: str = "halted") -> BatchDir:
+    batch = _batch(tmp_path, name, max_failure_rate=0.2, min_items=4)
+    assert _manifest(batch)["state"] == "halted"
+    return batch
+
+
+def _manifest(batch: BatchDir) -> dict[str, Any]:
+    return orjson.loads(batch.manifest.read_bytes())  # type: ignore[no-any-return]
+
+
+def _app(batch: BatchDir, *, watch_files: bool = False) -> BatchtuiApp:
+    return BatchtuiApp(
+        output_dir=batch.path.parent,
+        batch=batch.path,
+        watch_files=watch_files,
+        handle_hangup=False,
+        strict_display=True,
+    )
+
+
+def _free(batch: BatchDir) -> bool:
+    probe = BatchLock(batch.lock)
+    try:
+        probe.acquire(wait=0)
+    except BatchLocked:
+        return False
+    probe.release()
+    return True
+
+
+async def _open_dialog(pilot: Pilot[Any]) -> ResumeDialog:
+    await pilot.pause(0.2)
+    await pilot.press("u")
+    await pilot.pause(0.1)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.1)
+    dialog = pilot.app.screen
+    assert isinstance(dialog, ResumeDialog) and dialog.plan is not None
+    return dialog
+
+
+async def _fill(pilot: Pilot[Any], dialog: ResumeDialog, **values: str) -> None:
+    for name, value in values.items():
+        dialog.query_one(f"#field-{name}", Input).value = value
+    await pilot.pause(0.1)
+
+
+async def _until(pilot: Pilot[Any], pred: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Let the app run until ``pred`` holds (the app's loop goes on while waiting)."""
+    for _ in range(int(timeout / 0.05)):
+        if pred():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+# -- which batches ---------------------------------------------------------------------------
+
+
+def test_the_dialog_opens_only_for_a_resumable_batch(tmp_path: Path) -> None:
+    done = _batch(tmp_path, "done", n=10, max_failure_rate=None)  # finished, with failed items
+    complete_source = tmp_path / "ok.txt"
+    complete_source.write_text("0\n2\n4\n")
+    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2}, environ={}, cwd=tmp_path)
+    complete = create_batch(config, build_spec([str(complete_source)]), shell_spec(HALF_FAIL))
+    BatchRunner(complete, config=config, action="run").run()
+    halted = _halted(tmp_path)
+    said: list[str] = []
+
+    async def check(batch: BatchDir, opens: bool, lock: bool = False) -> None:
+        app = _app(batch)
+        async with app.run_test(size=(120, 40)) as pilot:
+            app.notify = lambda message, **kw: said.append(str(message))  # type: ignore[method-assign]
+            await pilot.pause(0.3)
+            dashboard = app.screen
+            assert isinstance(dashboard, DashboardScreen)
+            palette = [c.title for c in app.get_system_commands(dashboard)]
+            assert ("Resume batch" in palette) is opens
+            await pilot.press("u")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, ResumeDialog) is opens
+
+    async def body() -> None:
+        await check(halted, True)
+        await check(done, True)  # finished, but its failed items can be retried
+        await check(complete, False)
+        assert said[-1] == f"batch {complete.batch_id} is finished: nothing to resume"
+        with hold_lock(halted.path, pid=4242):
+            await check(halted, False)
+        assert said[-1] == "an engine (pid 4242) runs this batch: nothing to resume"
+
+    run(body)
+
+
+# -- overrides: the CLI's checks, messages and history ------------------------------------------
+
+
+def test_a_halted_batch_resumed_with_a_raised_limit_runs_to_the_end(tmp_path: Path) -> None:
+    batch = _halted(tmp_path)
+    before = _manifest(batch)["totals"]
+    assert before["pending"] > 20  # it halted at once
+
+    async def body() -> None:
+        app = _app(batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            dialog = await _open_dialog(pilot)
+            await _fill(pilot, dialog, max_failure_rate="0.9")
+            command = str(dialog.query_one("#resume-command", Static).render())
+            assert command == f"$ batchtui resume {batch.batch_id} --max-failure-rate 0.9"
+            await pilot.press("enter")
+            await _until(pilot, lambda: app.engine_result is not None, "the engine's end")
+            screen = app.screen
+            # The finished view was replaced by the run's, in this app (not pushed on top of it).
+            assert isinstance(screen, DashboardScreen) and screen.in_process
+            assert sum(isinstance(s, DashboardScreen) for s in app.screen_stack) == 1
+            assert app.engine_result is not None and app.engine_result.state == BatchState.FINISHED
+
+    run(body)
+    m = _manifest(batch)
+    assert m["state"] == "finished"
+    assert m["totals"]["pending"] == 0 and m["totals"]["complete"] + m["totals"]["failed"] == 40
+    assert m["history"][-1]["action"] == "resume"
+    assert m["history"][-1]["overrides"] == {"max_failure_rate": 0.9}
+    assert _free(batch)
+
+
+def test_overrides_are_recorded_in_the_history_exactly_as_the_cli_records_them(tmp_path: Path) -> None:
+    by_dialog = _halted(tmp_path, "dialog")
+    by_cli = _halted(tmp_path, "cli")
+    flags = ["--workers", "3", "--max-failure-rate", "1", "--min-items", "7", "--timeout", "30", "--retry-failed"]
+
+    async def body() -> None:
+        app = _app(by_dialog)
+        async with app.run_test(size=(120, 40)) as pilot:
+            dialog = await _open_dialog(pilot)
+            await _fill(pilot, dialog, workers="3", timeout="30", max_failure_rate="1", min_items="7")
+            await pilot.click("#retry-failed")
+            await pilot.pause(0.1)
+            assert dialog.command() == " ".join(["batchtui", "resume", by_dialog.batch_id, *flags])
+            await pilot.click("#resume")
+            await _until(pilot, lambda: app.engine_result is not None, "the engine's end")
+
+    run(body)
+    code, output = _cli("resume", str(by_cli.path), *flags, "--headless")
+    assert code == 1, output  # some items failed
+    ours, theirs = _manifest(by_dialog), _manifest(by_cli)
+    assert ours["history"][-1]["overrides"] == theirs["history"][-1]["overrides"]
+    assert ours["history"][-1]["overrides"] == {"max_failure_rate": 1.0, "min_items": 7, "timeout": 30.0, "workers": 3}
+    assert ours["config"] == {**theirs["config"], "name": "dialog"}
+    assert ours["totals"] == theirs["totals"] == {**ours["totals"], "pending": 0, "complete": 20, "failed": 20}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [("workers", "0", "--workers"), ("timeout", "inf", "--timeout"), ("max_failure_rate", "2", "--max-failure-rate")],
+)
+def test_an_invalid_value_is_refused_with_the_clis_message_and_nothing_starts(
+    tmp_path: Path, field: str, value: str, flag: str
+) -> None:
+    batch = _halted(tmp_path)
+    before = batch.manifest.read_bytes()
+    code, output = _cli("resume", str(batch.path), flag, value, "--headless")
+    assert code == 2
+    cli_error = output.strip().splitlines()[-1].removeprefix("Error: ")
+
+    async def body() -> None:
+        app = _app(batch)
+        async with app.run_test(size=(120, 40)) as pilot:
+            dialog = await _open_dialog(pilot)
+            await _fill(pilot, dialog, **{field: value})
+            error = dialog.query_one("#resume-error", Static)
+            assert error.display and str(error.render()) == cli_error
+            await pilot.press("enter")
+            await pilot.pause(0.3)
+            await app.workers.wait_for_complete()
+            assert app.screen is dialog and not app.engine_running and app.runner is None
+            # Corrected, the same dialog goes on.
+            await _fill(pilot, dialog, **{field: ""})
+            assert not error.display
+
+    run(body)
+    assert batch.manifest.read_bytes() == before and _free(batch)
+
+
+# -- in the background --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _reaped(batch: BatchDir) -> Iterator[None]:
+    """Whatever engine holds ``batch`` when the test ends is killed (a failed test leaves none)."""
+    try:
+        yield
+    finally:
+        holder = engine_alive(batch.path)
+        if holder is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(holder.pid, signal.SIGKILL)
+
+
+def test_the_background_choice_starts_a_detached_engine_the_dashboard_watches(tmp_path: Path) -> None:
+    batch = _halted(tmp_path)
+    seen: dict[str, Any] = {}
+
+    async def body() -> None:
+        app = _app(batch, watch_files=True)
+        async with app.run_test(size=(120, 40)) as pilot:
+            dashboard = app.screen
+            dialog = await _open_dialog(pilot)
+            await _fill(pilot, dialog, max_failure_rate="0.9", workers="3")
+            await pilot.click("#background")
+            await pilot.pause(0.1)
+            assert dialog.query_one("#background", RadioButton).value
+            assert dialog.command().endswith("--workers 3 --max-failure-rate 0.9 --detach")
+            await pilot.click("#resume")
+            await _until(pilot, lambda: app.screen is dashboard, "the dialog to close", timeout=20)
+            assert not app.engine_running  # not in this app
+            assert isinstance(dashboard, DashboardScreen)
+            await _until(
+                pilot,
+                lambda: dashboard.live is not None and dashboard.live.state == BatchState.FINISHED,
+                "the dashboard to see the background engine finish",
+            )
+            seen["pid"] = _manifest(batch)["history"][-1]["pid"]
+            seen["title"] = str(dashboard.query_one("#title", Static).render())
+
+    with _reaped(batch):
+        run(body)
+        wait_until(lambda: engine_alive(batch.path) is None, what="the background engine to exit")
+    m = _manifest(batch)
+    assert m["state"] == "finished" and m["totals"]["pending"] == 0
+    assert m["history"][-1]["overrides"] == {"max_failure_rate": 0.9, "workers": 3}
+    assert seen["pid"] != os.getpid()  # another process ran it
+    assert "[FINISHED]" in seen["title"]

@@ -1,0 +1,330 @@
+"""The dashboard's resume dialog: what may change on resume, the equivalent command, the plan.
+
+The dialog is the CLI's ``batchtui resume`` with a form in front of it, and takes no decision of
+its own:
+
+- the fields become the command line shown (``batchtui resume ID --workers 4 ...``), and that
+  command line is parsed by the CLI's own ``resume`` command (tui/cli/resuming.py), so a value
+  the CLI refuses is refused here with the CLI's words, and the flags it yields are the CLI's;
+- what will run is engine/resume.py's :class:`ResumePlan` (``to_run``); confirming plans the
+  resume again with those flags (the config is validated there, the lock taken for a run in this
+  app), runs the preflight, requeues the failed items when asked, and for the background starts
+  the same detached engine as ``--detach`` (tui/launch.py).
+
+It dismisses with a :class:`ResumeStarted`: the plan for the app to run (its lock held), or the
+pid of the background engine; None when cancelled. Nothing changes before the confirm succeeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+import click
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
+
+from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.errors import BatchtuiError
+from batchtui.engine.fmt import clean
+from batchtui.engine.models import BatchState, Counts
+from batchtui.engine.resume import ResumePlan, plan_resume
+
+from ..host import host
+from ..text import plain
+
+__all__ = ["FIELDS", "ResumeDialog", "ResumeStarted", "cli_flags", "resumable"]
+
+#: The knobs the dialog offers: (setting, the CLI's flag, label). All of them are operational
+#: (engine/config.py OPERATIONAL): what a resume may change.
+FIELDS: Final = (
+    ("workers", "--workers", "Workers"),
+    ("max_failure_rate", "--max-failure-rate", "Failure-rate limit"),
+    ("min_items", "--min-items", "Min items"),
+    ("timeout", "--timeout", "Timeout (s)"),
+)
+
+
+def resumable(state: BatchState | None, counts: Counts, engine_held: bool) -> bool:
+    """Whether a resume has anything to do: no engine holds the batch, and it is not finished,
+    or it is finished with items pending or failed (a retry of failed items runs them)."""
+    if engine_held:
+        return False
+    return state != BatchState.FINISHED or bool(counts.pending or counts.processing or counts.failed)
+
+
+def cli_flags(argv: list[str]) -> dict[str, Any]:
+    """The settings ``batchtui resume ARGV`` would run with, parsed by the CLI's own command
+    (so the same checks, and the same message: click.UsageError, its ``format_message()``)."""
+    from ..cli.options import collect_flags  # the CLI's modules, only when the dialog is used
+    from ..cli.resuming import resume_cmd
+
+    ctx = resume_cmd.make_context("resume", list(argv))
+    return {k: v for k, v in collect_flags(dict(ctx.params), ctx).items() if k != "output_dir"}
+
+
+@dataclass(frozen=True)
+class ResumeStarted:
+    """What the dialog started: ``plan`` for the app to run here (its lock held), or the
+    background engine's ``pid``; ``requeued`` failed items were put back to pending first."""
+
+    command: str
+    requeued: int = 0
+    plan: ResumePlan | None = None
+    pid: int | None = None
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class ResumeDialog(ModalScreen[ResumeStarted | None]):
+    """Resume one batch: workers, failure-rate limit, timeout, retry failed, here or background."""
+
+    DEFAULT_CSS = """
+    ResumeDialog { align: center middle; background: $background 60%; }
+    #resume-box {
+        width: 78; height: auto; max-height: 100%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    #resume-state { color: $text-muted; }
+    #resume-fields { grid-size: 2; grid-columns: 20 1fr; grid-rows: 1; height: auto; margin-top: 1; }
+    #resume-fields Label { padding: 0 1 0 0; }
+    #resume-options { height: auto; }
+    #resume-options RadioSet { layout: horizontal; width: auto; }
+    #resume-options RadioButton { margin-right: 2; }
+    #resume-plan { margin-top: 1; }
+    #resume-command { color: $accent; }
+    #resume-error { color: $error; text-style: bold; }
+    #resume-buttons { height: auto; margin-top: 1; align-horizontal: right; }
+    #resume-buttons Button { margin-left: 2; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="resume_cancel", tooltip="Close without resuming"),
+    ]
+
+    def __init__(self, batch: Path) -> None:
+        super().__init__()
+        self.batch = BatchDir(batch)
+        #: The plan without the dialog's flags (what runs and the stored values); None until read.
+        self.plan: ResumePlan | None = None
+        self.starting = False
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="resume-box"):
+            yield Static(Text(f"Resume batch {self.batch.batch_id}", style="bold"), id="resume-title")
+            yield Static(Text("reading the batch..."), id="resume-state")
+            with Grid(id="resume-fields"):
+                for name, _flag, label in FIELDS:
+                    yield Label(label)
+                    yield Input(id=f"field-{name}", compact=True, select_on_focus=False)
+            with Vertical(id="resume-options"):
+                yield Checkbox("Retry the failed items", id="retry-failed", compact=True)
+                with RadioSet(id="where", compact=True):
+                    yield RadioButton("Run here, in this app", id="here", value=True)
+                    yield RadioButton("In the background (detached)", id="background")
+            yield Static(id="resume-plan")
+            yield Static(id="resume-command")
+            yield Static(id="resume-error")
+            with Horizontal(id="resume-buttons"):
+                yield Button("Resume (enter)", id="resume", variant="success", compact=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#resume", Button).disabled = True
+        self._read_plan()
+
+    @work(thread=True, exclusive=True, group="resume-plan", name="planning the resume", exit_on_error=False)
+    def _read_plan(self) -> None:
+        # No lock: this only reads what a resume would start from (a run here takes it on confirm).
+        try:
+            plan = plan_resume(self.batch.path.parent, self.batch, hold=False)
+        except BatchtuiError as exc:
+            self.app.call_from_thread(self._say_error, str(exc))
+            return
+        self.app.call_from_thread(self._planned, plan)
+
+    def _planned(self, plan: ResumePlan) -> None:
+        self.plan = plan
+        manifest, c = plan.manifest, plan.counts
+        title = Text(f"Resume batch {self.batch.batch_id}", style="bold")
+        title.append(f"  {manifest.state.value}", style="bold")
+        self.query_one("#resume-title", Static).update(title)
+        state = self.query_one("#resume-state", Static)
+        state.update(plain(manifest.halt_reason or ""))
+        state.display = bool(manifest.halt_reason)
+        stored = plan.config.model_dump()
+        for name, _flag, _label in FIELDS:
+            self.query_one(f"#field-{name}", Input).placeholder = f"{_shown(stored.get(name))} (as stored)"
+        retry = self.query_one("#retry-failed", Checkbox)
+        retry.label = f"Retry the {c.failed:,} failed items"
+        retry.disabled = not c.failed
+        # Finished with failed items and nothing else left: retrying them is the only resume.
+        retry.value = bool(c.failed) and manifest.state == BatchState.FINISHED and not (c.pending or c.processing)
+        self.query_one("#resume", Button).disabled = False
+        self.query_one(f"#field-{FIELDS[0][0]}", Input).focus()
+        self._update()
+
+    # -- what the form says ------------------------------------------------------------------
+
+    @property
+    def background(self) -> bool:
+        return self.query_one("#background", RadioButton).value
+
+    @property
+    def retry_failed(self) -> bool:
+        return self.query_one("#retry-failed", Checkbox).value
+
+    def argv(self) -> list[str]:
+        """The form as ``batchtui resume``'s arguments (only the fields filled in)."""
+        args = [self.batch.batch_id]
+        for name, flag, _label in FIELDS:
+            value = self.query_one(f"#field-{name}", Input).value.strip()
+            if value:
+                args += [flag, value]
+        if self.retry_failed:
+            args.append("--retry-failed")
+        if self.background:
+            args.append("--detach")
+        return args
+
+    def command(self) -> str:
+        return shlex.join(["batchtui", "resume", *self.argv()])
+
+    def _update(self) -> str | None:
+        """Show the command and the plan for the form as it is; the CLI's error for a value it
+        refuses (returned too; None when the form is valid)."""
+        self.query_one("#resume-command", Static).update(plain(f"$ {self.command()}"))
+        error: str | None = None
+        try:
+            cli_flags(self.argv())
+        except click.UsageError as exc:
+            error = exc.format_message()
+        self._say_error(error)
+        if self.plan is not None:
+            plan = dataclasses.replace(self.plan, retry_failed=self.retry_failed)
+            self.query_one("#resume-plan", Static).update(plain(_describe(plan)))
+        return error
+
+    def _say_error(self, text: str | None) -> None:
+        box = self.query_one("#resume-error", Static)
+        box.update(Text(clean(text)) if text else "")
+        box.display = bool(text)
+
+    @on(Input.Changed)
+    @on(Checkbox.Changed)
+    @on(RadioSet.Changed)
+    def _changed(self) -> None:
+        if self.plan is not None and not self.starting:
+            self._update()
+
+    # -- confirming --------------------------------------------------------------------------
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#resume")
+    def _confirm(self) -> None:
+        self.action_confirm()
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        if not self.starting:
+            self.dismiss(None)
+
+    def action_confirm(self) -> None:
+        if self.plan is None or self.starting:
+            return
+        error = self._update()
+        if error is not None:
+            return
+        if not self.background and host(self).engine_running:
+            self._say_error("an engine already runs in this app: resume this batch in the background")
+            return
+        self.starting = True
+        self.query_one("#resume", Button).disabled = True
+        self.query_one("#resume-plan", Static).update(Text("starting..."))
+        self._start(cli_flags(self.argv()), self.retry_failed, self.background, self.command())
+
+    @work(thread=True, exclusive=True, group="resume-start", name="resuming the batch", exit_on_error=False)
+    def _start(self, flags: dict[str, Any], retry_failed: bool, background: bool, command: str) -> None:
+        """What ``batchtui resume`` does with these flags, up to starting the engine (which the
+        app does for a run here)."""
+        from ..launch import detach_engine
+
+        try:
+            # A run here holds the lock from now on (the app's engine gets it); a background
+            # engine takes it itself, as with --detach.
+            plan = plan_resume(
+                self.batch.path.parent,
+                self.batch,
+                flags=flags,
+                retry_failed=retry_failed,
+                hold=not background,
+                lock_try=0.2,
+            )
+        except BatchtuiError as exc:
+            self.app.call_from_thread(self._refused, str(exc))
+            return
+        try:
+            if plan.nothing_to_do:
+                raise _Refused(f"batch {plan.batch.batch_id} is finished; nothing to resume")
+            preflight = plan.preflight()
+            if not preflight.proceed:
+                failed = [f"{c.name}: {c.message}" for c in preflight.checks if c.level == "fail"]
+                raise _Refused("preflight: " + "; ".join(failed))
+            requeued = plan.requeue_failed() if retry_failed else 0
+            if background:
+                pid = detach_engine(plan.batch, action="resume", overrides=plan.overrides)
+                started = ResumeStarted(command, requeued, pid=pid)
+            else:
+                started = ResumeStarted(command, requeued, plan=plan)
+        except (BatchtuiError, _Refused) as exc:
+            plan.release()
+            self.app.call_from_thread(self._refused, str(exc))
+            return
+        except BaseException:
+            plan.release()
+            raise
+        self.app.call_from_thread(self.dismiss, started)
+
+    def _refused(self, message: str) -> None:
+        self.starting = False
+        self.query_one("#resume", Button).disabled = False
+        self._update()
+        self._say_error(message)
+
+
+class _Refused(Exception):
+    """The resume cannot start (nothing to do, a failed preflight); said in the dialog."""
+
+
+def _describe(plan: ResumePlan) -> str:
+    """The plan in one line: how many items run, and which."""
+    c = plan.counts
+    if plan.nothing_to_do:
+        return "Nothing to run: the batch is finished (tick retry to run its failed items)."
+    parts = [f"{c.pending:,} pending"]
+    if c.processing:
+        parts.append(f"{c.processing:,} left running by a crash")
+    if plan.retry_failed and c.failed:
+        parts.append(f"{c.failed:,} failed, retried")
+    text = f"Plan: {plan.to_run:,} of {c.total:,} items will run ({', '.join(parts)}); {c.complete:,} done"
+    if c.failed and not plan.retry_failed:
+        text += f", {c.failed:,} failed stay failed"
+    if c.skipped:
+        text += f", {c.skipped:,} skipped"
+    return text + "."
