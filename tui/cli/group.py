@@ -39,6 +39,7 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
         "demo_cmd",
         "Run the built-in demo: a pretend paid API with latency, retries and a few permanent errors.",
     ),
+    "errors": ("inspecting", "errors_cmd", "The error groups of BATCH [default: the latest], biggest first."),
     "export": ("inspecting", "export_cmd", "Stream the items of BATCH (all columns) as JSONL or CSV."),
     "ls": ("inspecting", "ls_cmd", "List the batches in the output dir, newest first."),
     "pause": ("steering", "pause_cmd", "Pause BATCH: no new items start; in-flight items finish."),
@@ -47,6 +48,11 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
         "recover_cmd",
         "Rebuild the items.db of BATCH when it is damaged or missing: items from the source, results "
         "from results.jsonl; the damaged file is kept as items.db.corrupt-<time>. Then `batchtui resume`.",
+    ),
+    "prioritize": (
+        "steering",
+        "prioritize_cmd",
+        "Run items of BATCH first: they go to the front of the queue (failed ones retried).",
     ),
     "resume": (
         "resuming",
@@ -57,7 +63,7 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
     "retry": ("steering", "retry_cmd", "Put failed items of BATCH back to pending (their attempt history is kept)."),
     "run": ("running", "run_cmd", "Create a batch from SOURCES and run it."),
     "show": ("inspecting", "show_cmd", "Summary, error breakdown and settings of BATCH [default: the latest]."),
-    "skip": ("steering", "skip_cmd", "Skip items SEQS of BATCH (an in-flight one is killed)."),
+    "skip": ("steering", "skip_cmd", "Skip items of BATCH: SEQ... or a selection (an in-flight one is killed)."),
     "stop": ("steering", "stop_cmd", "Stop BATCH gracefully (like SIGTERM): resumable later."),
     "unpause": ("steering", "unpause_cmd", "Let a paused BATCH go on."),
     "watch": (
