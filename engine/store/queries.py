@@ -33,6 +33,7 @@ from .connection import StoreCorrupt, StoreError, connect_readonly, recover_hint
 from .schema import ITEM_COLUMNS, STATUSES, check_version
 
 __all__ = [
+    "ACTION_STATUSES",
     "ITEM_COLUMNS",
     "ORDERS",
     "STATUSES",
@@ -177,6 +178,13 @@ class ItemFilter:
 
 
 _EVERYTHING: Final = ItemFilter()
+#: The statuses of the items each bulk action changes (ItemStore.retry_selected, skip_selected,
+#: prioritize): what its confirmation counts and samples.
+ACTION_STATUSES: Final[dict[str, tuple[str, ...]]] = {
+    "retry": ("failed", "skipped"),
+    "skip": ("pending", "processing", "failed"),
+    "prioritize": ("pending", "failed"),
+}
 _FILTER_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ItemFilter))
 _GROUP_ID: Final = re.compile(r"[0-9a-f]{8}")
 #: Up to this many ranges go into a query as ``seq BETWEEN`` terms; more as one JSON array.
@@ -552,9 +560,25 @@ def count_selected(conn: sqlite3.Connection, sel: Selection) -> int:
     return int(conn.execute(f"SELECT COUNT(*) FROM items WHERE {cond}", args).fetchone()[0])
 
 
-def sample_selected(conn: sqlite3.Connection, sel: Selection, n: int = 5) -> list[tuple[int, str]]:
-    """The first ``n`` items of the selection in seq order: (seq, key)."""
+def selected_counts(conn: sqlite3.Connection, sel: Selection) -> Counts:
+    """The items of the selection by status (what an action on it would touch), and the total."""
+    c = Counts()
     cond, args = selection_condition(sel)
+    for status, n in conn.execute(f"SELECT status, COUNT(*) FROM items WHERE {cond} GROUP BY status", args):
+        setattr(c, status, n)
+    c.total = c.pending + c.processing + c.complete + c.failed + c.skipped
+    return c
+
+
+def sample_selected(
+    conn: sqlite3.Connection, sel: Selection, n: int = 5, statuses: Sequence[str] | None = None
+) -> list[tuple[int, str]]:
+    """The first ``n`` items of the selection in seq order: (seq, key); with ``statuses``, only
+    items in those (the ones an action would change)."""
+    cond, args = selection_condition(sel)
+    if statuses is not None:
+        wanted = [s for s in statuses if s in STATUSES]
+        cond = f"{cond} AND status IN ({', '.join(repr(s) for s in wanted) or 'NULL'})"  # literals of the fixed set
     return [
         (int(r[0]), str(r[1]))
         for r in conn.execute(f"SELECT seq, key FROM items WHERE {cond} ORDER BY seq LIMIT ?", [*args, n])
@@ -674,10 +698,18 @@ class ItemQueries:
         with self._reading():
             return count_selected(self._conn, sel)
 
-    def sample_selected(self, sel: Selection, n: int = 5) -> list[tuple[int, str]]:
-        """The first ``n`` items of the selection (seq, key), for a confirmation."""
+    def sample_selected(
+        self, sel: Selection, n: int = 5, statuses: Sequence[str] | None = None
+    ) -> list[tuple[int, str]]:
+        """The first ``n`` items of the selection (seq, key), for a confirmation; with
+        ``statuses``, only those in them."""
         with self._reading():
-            return sample_selected(self._conn, sel, n)
+            return sample_selected(self._conn, sel, n, statuses)
+
+    def selected_counts(self, sel: Selection) -> Counts:
+        """The items of the selection by status, and the total (one query)."""
+        with self._reading():
+            return selected_counts(self._conn, sel)
 
     def selected_among(self, sel: Selection, seqs: Iterable[int]) -> set[int]:
         """Which of the given (visible) seqs the selection holds: one query, for the marks."""

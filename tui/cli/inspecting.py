@@ -1,4 +1,4 @@
-"""Looking at batches: `ls`, `show`, `export`.
+"""Looking at batches: `ls`, `show`, `errors`, `export`.
 
 Every listing takes a batch's state, counts and engine from engine/summary.py's
 :func:`summarize` (the one answer to "running, or interrupted?", shared with the browser).
@@ -9,6 +9,7 @@ runner), and `show` and `export` import the store when they run.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -137,14 +138,92 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
         # A frozen engine's figures are as old as its last write: not "now".
         click.echo(("  Last seen: " if summary.stale else "  Now:       ") + progress_line(live))
     if groups:
-        click.echo("  Error breakdown (type, category, count, example):")
+        click.echo("  Error groups (count, id, type, category, example; `batchtui errors` for all):")
         for g in groups:
             click.echo(
-                f"    {g['count']:>6}  {plain(g['error_type'])}  [{g['category']}]  "
+                f"    {g['count']:>6}  {g['id']}  {plain(g['error_type'])}  [{g['category']}]  "
                 f"#{g['example_seq']}: {plain(g['example_message'])[:80]}"
             )
     if by_category:
         click.echo("  By category: " + ", ".join(f"{k} {v}" for k, v in by_category.items()))
+
+
+@click.command("errors", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout: one object per group.")
+@click.pass_context
+def errors_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_json: bool) -> None:
+    """The error groups of BATCH [default: the latest], biggest first.
+
+    \b
+    A group is the failed items of one error type whose messages differ only in paths, ids and
+    numbers. ID is its stable id: `retry|skip|prioritize BATCH --group ID` act on its items (a
+    unique start of the id will do). FIRST and LAST are when its items failed (local time).
+    --json prints a list, one object per group: id, error_type, category, count, first_seen,
+    last_seen (ISO times), example_seq, message (normalized), example_message.
+    """
+    from batchtui.engine.store.queries import ItemQueries  # not for `ls` (sqlite3)
+
+    bdir = resolve_batch(batch, output_dir_of(ctx, output_dir))
+    refuse_newer(bdir)
+    with ItemQueries(bdir.items_db) as store:
+        groups = store.error_groups(None)
+    if as_json:
+        echo_json([g.model_dump(mode="json") for g in groups])
+        return
+    if not groups:
+        click.echo(f"{bdir.batch_id}: no failed items")
+        return
+    click.echo(error_table(groups, shutil.get_terminal_size((80, 24)).columns))
+
+
+def error_table(groups: list[Any], width: int = 80) -> str:
+    """The error groups as a table ``width`` columns wide: the message is cut to fit (at least
+    20 columns of it). Times are local: HH:MM when every one is on the same day, else MM-DD HH:MM."""
+    stamps = [parse_time(t) for g in groups for t in (g.first_seen, g.last_seen)]
+    days = {t.date() for t in stamps if t is not None}
+    fmt = "%H:%M" if len(days) <= 1 else "%m-%d %H:%M"
+    tw = max(4, min(14, max(len(plain(g.error_type)) for g in groups)))
+    cw = max(8, *(len(g.category) for g in groups))
+    nw = max(5, *(len(str(g.count)) for g in groups))
+    ew = max(7, *(len(f"#{g.example_seq}") for g in groups))
+    stw = len(datetime(2000, 1, 1).strftime(fmt))
+
+    def when(iso: str | None) -> str:
+        t = parse_time(iso)
+        return t.strftime(fmt) if t is not None else "-"
+
+    fixed = 8 + 1 + nw + 1 + tw + 1 + cw + 1 + stw + 1 + stw + 1 + ew + 1
+    mw = max(20, width - fixed)
+    lines = [
+        f"{'ID':<8} {'COUNT':>{nw}} {'TYPE':<{tw}} {'CATEGORY':<{cw}} {'FIRST':<{stw}} {'LAST':<{stw}} "
+        f"{'EXAMPLE':<{ew}} MESSAGE"
+    ]
+    for g in groups:
+        etype = _cut(plain(g.error_type), tw)
+        message = _cut(plain(g.message), mw)
+        lines.append(
+            f"{g.id:<8} {g.count:>{nw}} {etype:<{tw}} {g.category:<{cw}} {when(g.first_seen):<{stw}} "
+            f"{when(g.last_seen):<{stw}} {'#' + str(g.example_seq):<{ew}} {message}"
+        )
+    if len(days) == 1:
+        lines.append(f"(times on {next(iter(days)).isoformat()})")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def parse_time(iso: str | None) -> datetime | None:
+    """An ISO time of the store as a local datetime (None when there is none or it is bad)."""
+    if not iso:
+        return None
+    try:
+        return datetime.fromtimestamp(parse_iso(iso))
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 @click.command("export", context_settings=CONTEXT)
@@ -219,4 +298,4 @@ def refuse_newer(bdir: BatchDir) -> None:
         pass
 
 
-__all__ = ["export_cmd", "local_time", "ls_cmd", "refuse_newer", "show_cmd"]
+__all__ = ["error_table", "errors_cmd", "export_cmd", "local_time", "ls_cmd", "refuse_newer", "show_cmd"]

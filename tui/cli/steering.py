@@ -1,4 +1,4 @@
-"""Steering a batch: `pause`, `unpause`, `stop`, `skip`, `retry`, `workers`.
+"""Steering a batch: `pause`, `unpause`, `stop`, `skip`, `retry`, `prioritize`, `workers`.
 
 Each verb is one call of the control client (engine/client.py ``send``), the same one the TUI's
 keys use: acknowledged by a live engine, applied offline under the lock when none runs, or
@@ -7,17 +7,21 @@ queued without an acknowledgement (exit 1: valid, but not taken effect yet).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 import click
 
-from batchtui.engine.batchdir import resolve_batch
+from batchtui.engine.batchdir import BatchDir, resolve_batch
 from batchtui.engine.client import Applied, NotAcknowledged, send
 from batchtui.engine.models import ControlOp
 
 from .group import CONTEXT
-from .options import DIR_OPTION, JSON_OPTION, SEQ, WAIT_OPTION, output_dir_of
-from .output import echo_json, fail
+from .options import DIR_OPTION, JSON_OPTION, MAX_SEQ, SEQ, WAIT_OPTION, output_dir_of
+from .output import echo_json, fail, plain
+
+#: The item statuses (engine/store/schema.py's STATUSES; not imported: it would load the store).
+STATUSES: Final = ("pending", "processing", "complete", "failed", "skipped")
 
 
 def _control(
@@ -27,6 +31,7 @@ def _control(
     op: ControlOp,
     wait: float,
     as_json: bool = False,
+    extra: dict[str, Any] | None = None,
     **fields: Any,
 ) -> None:
     """Send one command to BATCH through the control client (engine/client.py) and print what
@@ -40,7 +45,7 @@ def _control(
         fail(result.describe(), 1)
     assert isinstance(result, Applied)
     if as_json:
-        echo_json(result.as_json(), indent=None)
+        echo_json({**result.as_json(), **(extra or {})}, indent=None)
     elif result.engine:
         click.echo(f"{bdir.batch_id}: {op}: {result.message}")
     else:
@@ -80,41 +85,307 @@ def stop_cmd(ctx: click.Context, batch: str | None, wait: float, output_dir: str
     _control(ctx, batch, output_dir, "stop", wait, as_json)
 
 
-@click.command("skip", context_settings=CONTEXT)
-@click.argument("batch")
-@click.argument("seqs", nargs=-1, type=SEQ, required=True)
-@WAIT_OPTION
-@DIR_OPTION
-@JSON_OPTION
-@click.pass_context
-def skip_cmd(
-    ctx: click.Context, batch: str, seqs: tuple[int, ...], wait: float, output_dir: str | None, as_json: bool
-) -> None:
-    """Skip items SEQS of BATCH (an in-flight one is killed)."""
-    _control(ctx, batch, output_dir, "skip", wait, as_json, seqs=list(seqs))
+# -- retry, skip, prioritize: one selection syntax ------------------------------------------------
+
+#: What each selection verb changes, of the items selected (ItemStore's retry_selected,
+#: skip_selected and prioritize): the count and the sample show those only.
+APPLIES_TO: Final[dict[str, tuple[str, ...]]] = {
+    "retry": ("failed", "skipped"),
+    "skip": ("pending", "processing", "failed"),
+    "prioritize": ("pending", "failed"),
+}
+SAMPLE: Final = 5
 
 
-@click.command("retry", context_settings=CONTEXT)
-@click.argument("batch", required=False)
-@click.option("--type", "error_type", help="Only failed items with this error type (e.g. 'exit 4', TimeoutError).")
-@click.option("--seq", "seqs", type=SEQ, multiple=True, help="Only these items (repeatable).")
-@WAIT_OPTION
-@DIR_OPTION
-@JSON_OPTION
-@click.pass_context
-def retry_cmd(
-    ctx: click.Context,
-    batch: str | None,
-    error_type: str | None,
+def parse_seq_ranges(text: str) -> list[tuple[int, int]]:
+    """``3,7-20`` as inclusive ranges [(3, 3), (7, 20)]; ValueError saying what is wrong."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        first, dash, last = part.partition("-")
+        try:
+            a = int(first)
+            b = int(last) if dash else a
+        except ValueError:
+            raise ValueError(f"{part!r} is not an item number or a range like 7-20") from None
+        if not 0 <= a <= MAX_SEQ or not 0 <= b <= MAX_SEQ:
+            raise ValueError(f"{part!r}: item numbers are 0..{MAX_SEQ}")
+        if a > b:
+            raise ValueError(f"{part!r}: the range's first number is above its last")
+        out.append((a, b))
+    return out
+
+
+class SeqRanges(click.ParamType):
+    """``--seq 3,7-20``: item numbers and inclusive ranges, comma-separated."""
+
+    name = "SEQS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[tuple[int, int]]:
+        if isinstance(value, list):
+            return value
+        try:
+            return parse_seq_ranges(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def selection_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The selection flags of retry, skip and prioritize (and --dry-run, --wait, --json...)."""
+    for option in reversed(
+        [
+            click.argument("seqs", nargs=-1, type=SEQ),
+            click.option(
+                "--seq",
+                "seq_ranges",
+                type=SeqRanges(),
+                multiple=True,
+                help="Items by number and range: 3,7-20 (repeatable; with SEQ... one list).",
+            ),
+            click.option(
+                "--group",
+                "group",
+                metavar="ID",
+                help="Items of this error group (an id from `errors`, or a unique start of one).",
+            ),
+            click.option(
+                "--type",
+                "error_type",
+                metavar="T",
+                help="Items with this error type (e.g. 'exit 4', timeout, TimeoutError).",
+            ),
+            click.option("--match", metavar="TEXT", help="Items whose error message holds TEXT (any case)."),
+            click.option("--status", type=click.Choice(STATUSES), help="Items with this status."),
+            click.option(
+                "--key", "key_glob", metavar="GLOB", help="Items whose key matches GLOB (*, ?, [...]; case matters)."
+            ),
+            click.option(
+                "--dry-run", is_flag=True, help="Print how many items it would change and a few keys; change nothing."
+            ),
+            WAIT_OPTION,
+            DIR_OPTION,
+            JSON_OPTION,
+            click.pass_context,
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _selection(
+    op: str,
+    bdir: BatchDir,
+    view: Any,
     seqs: tuple[int, ...],
+    seq_ranges: tuple[list[tuple[int, int]], ...],
+    group: str | None,
+    flags: dict[str, str | None],
+) -> tuple[Any, Any]:
+    """The selection the flags name, as (Selection, ItemFilter); exit 2 for a bad one."""
+    from batchtui.engine.store.queries import ItemFilter, Selection
+
+    ranges = [(s, s) for s in seqs] + [r for given in seq_ranges for r in given]
+    gid = _group_id(bdir, view, group) if group else None
+    given = {k: v for k, v in flags.items() if v}
+    if not ranges and not gid and not given:
+        if op != "retry":
+            raise click.UsageError(
+                f"say which items to {op}: SEQ..., --seq, --group, --type, --match, --status or --key"
+            )
+        given = {"status": "failed"}  # retry with no selection: every failed item, as always
+    f = ItemFilter(error_group=gid, seq_ranges=tuple(ranges) if ranges else None, **given)
+    return Selection.of(f), f
+
+
+def _group_id(bdir: BatchDir, view: Any, prefix: str) -> str:
+    """The id of the error group ``prefix`` starts (exit 2 when it is no id, 1 when no group
+    or several have it)."""
+    prefix = prefix.strip().lower()
+    if not prefix or any(c not in "0123456789abcdef" for c in prefix) or len(prefix) > 8:
+        raise click.BadParameter(
+            f"{prefix!r} is not an error group id (up to 8 hex digits; see `batchtui errors`)", param_hint="--group"
+        )
+    groups = view.error_groups(None)
+    ids = sorted({g.id for g in groups if g.id.startswith(prefix)})
+    if len(ids) == 1:
+        return ids[0]
+    if not ids and len(prefix) == 8:
+        return prefix  # a group of items no longer failed (pending again, skipped) still has its id
+    if ids:
+        fail(f"--group {prefix} is ambiguous: it starts {', '.join(ids)}; give more of the id", 2)
+    fail(f"{bdir.batch_id}: no error group id starts with {prefix}" + _what_exists(view), 1)
+
+
+def _what_exists(view: Any) -> str:
+    """The error types and groups the batch has, for a selection that found nothing."""
+    groups = view.error_groups(None)
+    if not groups:
+        return "\n  the batch has no failed items"
+    types = view.errors_by("error_type")
+    lines = ["\n  error types: " + ", ".join(f"{plain(t)} ({n})" for t, n in types.items())]
+    lines.append("  error groups (id, count, type: message):")
+    shown = groups[:10]
+    lines += [f"    {g.id}  {g.count:>6}  {plain(g.error_type)}: {plain(g.message)[:60]}" for g in shown]
+    if len(groups) > len(shown):
+        lines.append(f"    ... {len(groups) - len(shown)} more: `batchtui errors {view.path.parent.name}`")
+    return "\n".join(lines)
+
+
+def _describe(f: Any) -> str:
+    """The flags of a filter, as the user gave them (for a message)."""
+    parts = []
+    if f.seq_ranges:
+        parts.append("--seq " + ",".join(str(a) if a == b else f"{a}-{b}" for a, b in f.seq_ranges[:6]))
+    for name, flag in (
+        ("error_group", "--group"),
+        ("error_type", "--type"),
+        ("match", "--match"),
+        ("status", "--status"),
+        ("key_glob", "--key"),
+    ):
+        value = getattr(f, name)
+        if value:
+            parts.append(f"{flag} {plain(value)!r}" if " " in value else f"{flag} {plain(value)}")
+    return " ".join(parts)
+
+
+def _select_and_send(
+    ctx: click.Context,
+    op: ControlOp,
+    batch: str | None,
+    seqs: tuple[int, ...],
+    seq_ranges: tuple[list[tuple[int, int]], ...],
+    group: str | None,
+    flags: dict[str, str | None],
+    dry_run: bool,
     wait: float,
     output_dir: str | None,
     as_json: bool,
 ) -> None:
-    """Put failed items of BATCH back to pending (their attempt history is kept)."""
-    seq_list = list(seqs) if seqs else None
-    error_filter = {"error_type": error_type} if error_type else None
-    _control(ctx, batch, output_dir, "retry", wait, as_json, seqs=seq_list, filter=error_filter)
+    """Resolve the selection, refuse an empty one (exit 1, its types and groups listed, nothing
+    sent), print a dry run, or send it through the control client."""
+    from batchtui.engine.store.queries import ItemQueries
+
+    bdir = resolve_batch(batch, output_dir_of(ctx, output_dir))
+    bdir.read_manifest()  # a batch of a newer batchtui is refused before its store is read
+    statuses = APPLIES_TO[op]
+    with ItemQueries(bdir.items_db) as view:
+        sel, f = _selection(op, bdir, view, seqs, seq_ranges, group, flags)
+        by_status = view.selected_counts(sel)
+        n = sum(getattr(by_status, status) for status in statuses)
+        sample = view.sample_selected(sel, SAMPLE, statuses) if n else []
+        if not n:
+            matched = by_status.total
+            what = _describe(f)
+            if matched:
+                why = f"{matched} item(s) match {what}, but none is {' or '.join(statuses)} ({op} changes only those)"
+            else:
+                why = f"no item matches {what}" + _what_exists(view)
+            if as_json:
+                echo_json({"batch_id": bdir.batch_id, "op": op, "selected": 0, "matched": matched}, indent=None)
+            fail(f"{bdir.batch_id}: {op}: nothing to {op}: {why}", 1)
+    keys = [{"seq": seq, "key": key} for seq, key in sample]
+    if dry_run:
+        if as_json:
+            echo_json(
+                {"batch_id": bdir.batch_id, "op": op, "dry_run": True, "selected": n, "sample": keys}, indent=None
+            )
+            return
+        click.echo(f"{bdir.batch_id}: {op} would change {n} item(s) ({' or '.join(statuses)} now); nothing changed")
+        for seq, key in sample:
+            click.echo(f"  #{seq}  {plain(key)}")
+        if n > len(sample):
+            click.echo(f"  ... and {n - len(sample)} more")
+        return
+    _control(ctx, bdir.batch_id, output_dir, op, wait, as_json, extra={"selected": n}, select=sel)
+
+
+@click.command("retry", context_settings=CONTEXT)
+@click.argument("batch", required=False)
+@selection_options
+def retry_cmd(
+    ctx: click.Context,
+    batch: str | None,
+    seqs: tuple[int, ...],
+    seq_ranges: tuple[list[tuple[int, int]], ...],
+    group: str | None,
+    error_type: str | None,
+    match: str | None,
+    status: str | None,
+    key_glob: str | None,
+    dry_run: bool,
+    wait: float,
+    output_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Put failed items of BATCH back to pending (their attempt history is kept).
+
+    \b
+    Which: every failed item, or those the selection names (skipped ones too):
+      SEQ... / --seq 3,7-20   by number        --group ID     an error group (`batchtui errors`)
+      --type T  --match TEXT  by error         --status S     --key GLOB
+    Flags combine with AND. Nothing matching is exit 1, with the batch's error types and groups.
+    --json: one object, "result" says what changed ("selected": how many were selected).
+    """
+    flags = {"error_type": error_type, "match": match, "status": status, "key_glob": key_glob}
+    _select_and_send(ctx, "retry", batch, seqs, seq_ranges, group, flags, dry_run, wait, output_dir, as_json)
+
+
+@click.command("skip", context_settings=CONTEXT)
+@click.argument("batch")
+@selection_options
+def skip_cmd(
+    ctx: click.Context,
+    batch: str,
+    seqs: tuple[int, ...],
+    seq_ranges: tuple[list[tuple[int, int]], ...],
+    group: str | None,
+    error_type: str | None,
+    match: str | None,
+    status: str | None,
+    key_glob: str | None,
+    dry_run: bool,
+    wait: float,
+    output_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Skip items of BATCH: SEQ... or a selection (an in-flight one is killed).
+
+    \b
+    The same selection as `retry` (SEQ..., --seq, --group, --type, --match, --status, --key,
+    combined with AND); one is required. Pending, running and failed items are skipped.
+    """
+    flags = {"error_type": error_type, "match": match, "status": status, "key_glob": key_glob}
+    _select_and_send(ctx, "skip", batch, seqs, seq_ranges, group, flags, dry_run, wait, output_dir, as_json)
+
+
+@click.command("prioritize", context_settings=CONTEXT)
+@click.argument("batch")
+@selection_options
+def prioritize_cmd(
+    ctx: click.Context,
+    batch: str,
+    seqs: tuple[int, ...],
+    seq_ranges: tuple[list[tuple[int, int]], ...],
+    group: str | None,
+    error_type: str | None,
+    match: str | None,
+    status: str | None,
+    key_glob: str | None,
+    dry_run: bool,
+    wait: float,
+    output_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Run items of BATCH first: they go to the front of the queue (failed ones retried).
+
+    \b
+    The same selection as `retry`; one is required. The pending items selected start before
+    every other pending item (in item order, in front of any prioritized before), now if an
+    engine runs, else at the next `batchtui resume`.
+    """
+    flags = {"error_type": error_type, "match": match, "status": status, "key_glob": key_glob}
+    _select_and_send(ctx, "prioritize", batch, seqs, seq_ranges, group, flags, dry_run, wait, output_dir, as_json)
 
 
 @click.command("workers", context_settings=CONTEXT)
@@ -129,4 +400,13 @@ def workers_cmd(ctx: click.Context, batch: str, n: int, wait: float, output_dir:
     _control(ctx, batch, output_dir, "set_workers", wait, as_json, value=n)
 
 
-__all__ = ["pause_cmd", "retry_cmd", "skip_cmd", "stop_cmd", "unpause_cmd", "workers_cmd"]
+__all__ = [
+    "parse_seq_ranges",
+    "pause_cmd",
+    "prioritize_cmd",
+    "retry_cmd",
+    "skip_cmd",
+    "stop_cmd",
+    "unpause_cmd",
+    "workers_cmd",
+]
