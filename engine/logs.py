@@ -269,6 +269,7 @@ def follow(
     streams: Sequence[Stream] = STREAMS,
     is_done: Callable[[], bool],
     interval: float = 0.1,
+    limit: int | None = None,
 ) -> Iterator[LogChunk]:
     """The output of item ``seq`` as it is written, like ``tail -F``: first what its files hold
     now, then each new piece (looked for every ``interval`` seconds).
@@ -280,9 +281,11 @@ def follow(
     written); the iterator then reads what is left and ends. A caller that wants to stop
     earlier (a closed screen) makes ``is_done()`` return True. Chunks of ``streams`` come in the
     order they are read (stdout and stderr interleaved to within ``interval``). Blocking: run it
-    in a thread when the caller has a loop to keep going.
+    in a thread when the caller has a loop to keep going. ``limit`` is the batch's
+    ``log_limit`` (read from its manifest when not given): where a cut copy of a file begins.
     """
-    limit = log_limit_of(batch_dir)
+    if limit is None:
+        limit = log_limit_of(batch_dir)
     if attempt is None:
         found = attempt_logs(batch_dir, seq)
         current = found[-1].attempt if found else 1

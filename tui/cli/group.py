@@ -41,18 +41,24 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
     ),
     "errors": ("inspecting", "errors_cmd", "The error groups of BATCH [default: the latest], biggest first."),
     "export": ("inspecting", "export_cmd", "Stream the items of BATCH (all columns) as JSONL or CSV."),
+    "logs": (
+        "logs",
+        "logs_cmd",
+        "Print the output of item SEQ of BATCH (a shell item's stdout, or stderr with --err) of its "
+        "latest attempt or of --attempt N; -f follows it until the item has finished.",
+    ),
     "ls": ("inspecting", "ls_cmd", "List the batches in the output dir, newest first."),
     "pause": ("steering", "pause_cmd", "Pause BATCH: no new items start; in-flight items finish."),
+    "prioritize": (
+        "steering",
+        "prioritize_cmd",
+        "Run items of BATCH first: they go to the front of the queue (failed ones retried).",
+    ),
     "recover": (
         "maintenance",
         "recover_cmd",
         "Rebuild the items.db of BATCH when it is damaged or missing: items from the source, results "
         "from results.jsonl; the damaged file is kept as items.db.corrupt-<time>. Then `batchtui resume`.",
-    ),
-    "prioritize": (
-        "steering",
-        "prioritize_cmd",
-        "Run items of BATCH first: they go to the front of the queue (failed ones retried).",
     ),
     "resume": (
         "resuming",
