@@ -88,6 +88,8 @@ Keys (all of them are in the command palette too: ctrl+p)
   1-5    all / running / failed / complete / skipped
   t      next theme                       b      all batches (the browser)
   ?      this help                        q      quit
+  u      resume a stopped, halted or finished batch: workers, failure-rate limit, timeout,
+         retry failed, here or in the background (it shows the `batchtui resume` command)
 
 In the browser: enter opens a batch, r resumes it here, d deletes it (asks), w watches it.
 
