@@ -76,7 +76,7 @@ class ItemDetailScreen(WorkerScreen):
         Binding("f", "follow", "Follow", id="detail_follow", tooltip="Follow the output live (f again: stop)"),
         Binding("v", "stream", "Stream", id="detail_stream", tooltip="Show both streams, stdout or stderr"),
         Binding("o", "pager", "Pager", id="detail_pager", tooltip="Open the log in $PAGER (the detail if none)"),
-        Binding("O", "pager_detail", "Detail→pager", id="detail_pager_all", tooltip="The whole detail in $PAGER"),
+        Binding("O", "pager_detail", "All→pager", id="detail_pager_all", tooltip="The whole detail in $PAGER"),
         Binding("c", "copy", "Copy", id="detail_copy", tooltip="Copy the key, path, log, command or error"),
         Binding("y", "copy_json", "JSON", id="detail_json", tooltip="Copy the item as JSON"),
         Binding(
@@ -103,14 +103,15 @@ class ItemDetailScreen(WorkerScreen):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="detail"):
             yield Static(id="detail-title")
-            yield Static("Ran", classes="section")
-            yield Static(id="detail-run", classes="block")
-            yield Static("Data", classes="section")
-            yield Static(id="detail-data", classes="block")
-            yield Static("Attempts", classes="section")
-            yield DataTable(id="attempts", cursor_type="row")
+            # What went wrong first: on a small terminal the error is on screen at once.
             yield Static("Error", classes="section")
             yield Static(id="detail-error", classes="block")
+            yield Static("Ran", classes="section")
+            yield Static(id="detail-run", classes="block")
+            yield Static("Attempts", classes="section")
+            yield DataTable(id="attempts", cursor_type="row")
+            yield Static("Data", classes="section")
+            yield Static(id="detail-data", classes="block")
             yield Static("Result", classes="section")
             yield Static(id="detail-result", classes="block")
             yield Static("stdout (tail)", classes="section")
@@ -118,10 +119,10 @@ class ItemDetailScreen(WorkerScreen):
             yield Static("stderr (tail)", classes="section")
             yield Static(id="detail-stderr", classes="block")
         yield OutputFollow(id="follow")
-        yield Footer()
+        yield Footer(compact=True)  # every key of this screen fits in 80 columns
 
     def on_mount(self) -> None:
-        self.query_one("#attempts", DataTable).add_columns("Try", "Status", "Started", "Duration", "Error", "Logs")
+        self.query_one("#attempts", DataTable).add_columns("Try", "Status", "Started", "Duration", "Error", "logs/")
         try:
             self.spec = ProcessorSpec.model_validate(self.batch.read_manifest().processor)
         except (BatchtuiError, OSError, ValueError):
@@ -178,7 +179,7 @@ class ItemDetailScreen(WorkerScreen):
                 Text(a.started_at or ""),
                 Text(f"{a.duration_s:.3f}s" if a.duration_s is not None else ""),
                 plain(err, limit=200),
-                plain(self._log_names(logs.get(a.attempt))),
+                plain(self._log_names(logs.get(a.attempt)).replace("logs/", "")),  # the header says logs/
             )
         self.query_one("#detail-error", Static).update(plain_block(self._error_text(row)))
         self.query_one("#detail-result", Static).update(
@@ -205,10 +206,11 @@ class ItemDetailScreen(WorkerScreen):
         ran = self.ran
         if ran is None:
             return "(the batch's manifest cannot be read: how it ran is unknown)"
-        lines = [ran.as_text()]
+        lines = ran.as_text().splitlines()
         if ran.kind == "shell":
             lines.insert(1, f"ended: {_ending(row)}")
-        return "\n".join(line if len(line) <= 2000 else line[:2000] + "…" for line in "\n".join(lines).splitlines())
+        # A big item's JSON variable would fill the screen: its start says enough (y copies all).
+        return "\n".join(line if len(line) <= 300 else line[:300] + "…" for line in "\n".join(lines).splitlines())
 
     def _error_text(self, row: ItemRow) -> str:
         if not row.error_type:
@@ -249,8 +251,8 @@ class ItemDetailScreen(WorkerScreen):
         self.app.pop_screen()  # the follower (a worker of this screen's widget) is cancelled with it
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "stream":
-            return None if not self.query_one(OutputFollow).has_class("-following") else True
+        if action == "stream":  # only while the output is shown (hidden otherwise: a crowded footer)
+            return self.query_one(OutputFollow).has_class("-following")
         return True
 
     # -- follow ---------------------------------------------------------------------------------
