@@ -192,14 +192,17 @@ def _run_chunked(
                 raise
             info = classifier(exc)
             dur = (time.perf_counter() - t0) / len(run)
-            outcomes = [Outcome(it.seq, it.attempt, started, dur, error=info) for it in run]
+            outcomes = [Outcome(it.seq, it.attempt, started + i * dur, dur, error=info) for i, it in enumerate(run)]
         else:
             dur = (time.perf_counter() - t0) / len(run)
-            for it, out in zip(run, outputs, strict=True):
+            # Each item gets its share of the chunk's time, one after the other: a run rebuilt
+            # from the items' starts and ends shows one item per worker at a time, as it ran.
+            for i, (it, out) in enumerate(zip(run, outputs, strict=True)):
+                at = started + i * dur
                 if isinstance(out, BaseException):  # this item's own failure (no result, unfit)
-                    outcomes.append(Outcome(it.seq, it.attempt, started, dur, error=classifier(out)))
+                    outcomes.append(Outcome(it.seq, it.attempt, at, dur, error=classifier(out)))
                 else:
-                    outcomes.append(Outcome(it.seq, it.attempt, started, dur, out.result, out.cost))
+                    outcomes.append(Outcome(it.seq, it.attempt, at, dur, out.result, out.cost))
     if gate is not None:
         for i in begun:
             gate.end(i)

@@ -14,12 +14,12 @@ import array
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
 
 from .attempts import Outcome
-from .batchdir import now_iso
 from .config import BatchConfig
 from .dispatch import Dispatcher
 from .errors import ErrorInfo, ItemTimeout, classify, normalize_message
@@ -30,6 +30,11 @@ from .processors import Item
 from .staging import Staging
 
 RECENT_ERRORS: Final = 20
+
+
+def _iso_at(epoch: float) -> str:
+    """A wall-clock time as every batch file writes times (batchdir.now_iso's form)."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(slots=True)
@@ -98,6 +103,17 @@ class OutcomeRecorder:
         self.durations: array.array[float] | None = None
         self.recent: collections.deque[RecentError] = collections.deque(maxlen=RECENT_ERRORS)
         self.errors_dirty = True
+        self._iso_second = -1
+        self._iso_prefix = ""
+
+    def _iso(self, epoch: float) -> str:
+        """``epoch`` as now_iso writes times (UTC, milliseconds), the date and time of its
+        second formatted once for all the items that start or end within it."""
+        second = int(epoch)
+        if second != self._iso_second:
+            self._iso_second = second
+            self._iso_prefix = _iso_at(second)[:19]
+        return f"{self._iso_prefix}.{int((epoch - second) * 1000):03d}+00:00"
 
     def drop(self) -> None:
         """The disk is full: lines not yet written are dropped with the staged changes."""
@@ -112,7 +128,9 @@ class OutcomeRecorder:
         avg = self.dispatcher.avg_item_s
         if avg is None:
             avg = max(1e-7, sum(o.duration for o in outcomes) / len(outcomes))
-        finished_at = now_iso()  # one timestamp per chunk: its items ended within ~20 ms
+        # Each item's own start and end (the worker's clock), so the run can be rebuilt from
+        # its files: never more items running at a time than there were workers.
+        iso = self._iso
         pop, kill_reasons = self.inflight.pop, self.kill_reasons
         lines, rows = self._lines, self.staging.rows["complete"]
         dumps, opt = orjson.dumps, orjson.OPT_NON_STR_KEYS
@@ -127,11 +145,13 @@ class OutcomeRecorder:
                 # while the item's next attempt is out: it is not that attempt's outcome.
                 self.inflight[o.seq] = flight
                 continue
-            if o.error is not None or o.cost is not None or o.returned or (kill_reasons and o.seq in kill_reasons):
-                if o.returned:
-                    self.inflight[o.seq] = flight
-                    self._on_returned([o.seq])
-                    continue
+            if o.returned:
+                self.inflight[o.seq] = flight
+                self._on_returned([o.seq])
+                continue
+            flight.started_at = iso(o.started)
+            finished_at = iso(o.started + o.duration)
+            if o.error is not None or o.cost is not None or (kill_reasons and o.seq in kill_reasons):
                 avg = 0.9 * avg + 0.1 * o.duration
                 self._outcome(o, flight, finished_at)
                 continue

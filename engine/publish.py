@@ -46,7 +46,7 @@ def in_flight_view(flights: Iterable[Flight], started: Callable[[int], float | N
         out.append(
             InFlight(seq=f.item.seq, key=f.item.key, attempt=f.item.attempt, started_at=began, queued=since is None)
         )
-    out.sort(key=lambda x: x.queued)  # running first
+    out.sort(key=lambda x: (x.queued, x.started_at))  # running first, the longest-running on top
     return out[:IN_FLIGHT_SHOWN]
 
 
