@@ -97,6 +97,9 @@ class Dispatcher:
         self._first: list[Item] = []
         self._first_pos = 0
         self._first_cursor: int | None = None
+        # Taken from that queue in this take(): not in the runner's in-flight set until take()
+        # returns, and still 'pending' in the store, so the seq scan must leave them out.
+        self._first_taken: set[int] = set()
 
     # -- state -----------------------------------------------------------------------------
 
@@ -202,6 +205,8 @@ class Dispatcher:
         each item to ``--max-cost`` with ``in_flight`` items already out; the rate limit holds
         each item to ``--rate``."""
         taken = Taken()
+        if self._first_taken:
+            self._first_taken = set()
         if self.bucket is None and budget is None:
             while room > 0:
                 want = min(room, chunk_size)
@@ -252,9 +257,11 @@ class Dispatcher:
         while self._first_on and len(taken) < n:
             first, pos = self._first, self._first_pos
             if pos < len(first):
-                part = first[pos : pos + n - len(taken)]
-                self._first_pos = pos + len(part)
-                taken += [item for item in part if item.seq not in inflight]
+                end = min(len(first), pos + n - len(taken))
+                part = [item for item in first[pos:end] if item.seq not in inflight]
+                self._first_pos = end
+                self._first_taken.update(item.seq for item in part)
+                taken += part
             elif not self._fetch_first(inflight):
                 break
         while len(taken) < n:
@@ -317,6 +324,8 @@ class Dispatcher:
                 for seq, key, data, kind, attempts in rows
                 if seq not in inflight
             ]
+        if self._first_taken:  # items of the run-first queue this take() handed out
+            self._buffer = [item for item in self._buffer if item.seq not in self._first_taken]
         self._pos = 0
         self._cursor = rows[-1][0]
         self._high = max(self._high, self._cursor)
