@@ -3,12 +3,14 @@ processor on a thread, wait for a process to go."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,88 @@ def run_cli(out_dir: Path, tmp_path: Path) -> Callable[..., subprocess.Completed
         )
 
     return run
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """logging's last resort: the message to whatever ``sys.stderr`` is when a record comes."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def invoke_in_process(
+    args: Sequence[str],
+    *,
+    out: Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    input: str | bytes | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``batchtui ARGS`` run in this process through click's CliRunner, answered as the console
+    script would: the exit code, stdout and stderr (an uncaught exception is exit 1 with its
+    traceback on stderr, as Python prints it, so "no Traceback" assertions keep their meaning).
+
+    For tests that are about what the CLI says and does, not about processes (signals, detach,
+    kill -9, the real console script): a subprocess costs a Python start-up and the imports,
+    about 0.3 s of CPU each. The environment is the one :func:`cli_env` gives a subprocess."""
+    from click.testing import CliRunner
+
+    from batchtui.engine import files
+    from batchtui.tui.cli import main, options
+
+    # What a process says once (a manifest read from its backup, the config file it read), a
+    # fresh process says again: each call here stands for a new process.
+    files._warned.clear()
+    options._told_config.clear()
+    environ: dict[str, str | None] = {k: None for k in os.environ if k.startswith("BATCHTUI_") and k not in SUITE_ENV}
+    environ["BATCHTUI_OUTPUT_DIR"] = str(out)
+    environ.update(env or {})
+    try:
+        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click < 8.2 mixes by default
+    except TypeError:
+        runner = CliRunner()  # click >= 8.2: stderr apart, the argument is gone
+    # A subprocess prints the engine's warnings through logging's last resort (to stderr, the
+    # message only); here pytest's own handlers would take them, so one stands in for it.
+    last_resort = _StderrHandler(logging.WARNING)
+    engine_log = logging.getLogger("batchtui")
+    here = os.getcwd()
+    os.chdir(cwd)
+    engine_log.addHandler(last_resort)
+    try:
+        result = runner.invoke(main, list(args), input=input, env=environ, prog_name="batchtui")
+    finally:
+        engine_log.removeHandler(last_resort)
+        os.chdir(here)
+    stderr, code = result.stderr, result.exit_code
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        assert result.exc_info is not None
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+        code = 1
+    return subprocess.CompletedProcess([*CLI, *args], code, result.stdout, stderr)
+
+
+@pytest.fixture
+def invoke_cli(out_dir: Path, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """As :func:`run_cli`, in this process (:func:`invoke_in_process`); ``timeout`` is accepted
+    for the call sites' sake (pytest-timeout bounds the test)."""
+
+    def invoke(
+        args: Sequence[str],
+        *,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        del timeout
+        return invoke_in_process(args, out=out_dir, cwd=cwd or tmp_path, env=env, input=input)
+
+    return invoke
 
 
 def only_batch(out: Path) -> Path:

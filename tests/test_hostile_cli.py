@@ -21,8 +21,7 @@ from batchtui.engine.config import MAX_SECONDS, check_number, load_config, store
 from batchtui.engine.errors import UserError
 from batchtui.engine.models import ControlCommand
 
-from .conftest import CLI, cli_env, only_batch, read_json, read_live
-from .reliability.helpers import cli_many
+from .conftest import CLI, cli_env, invoke_in_process, only_batch, read_json, read_live
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 NEWER = "made by a newer batchtui (format 99; this one reads up to 1): upgrade"
@@ -33,11 +32,11 @@ def _no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in proc.stderr + proc.stdout, (proc.args, proc.stderr[-3000:])
 
 
-def _failed_batch(tmp_path: Path, run_cli: RunCli, out_dir: Path, n: int = 3) -> Path:
+def _failed_batch(tmp_path: Path, invoke_cli: RunCli, out_dir: Path, n: int = 3) -> Path:
     """A finished batch of ``n`` items that all failed (exit 3): resumable after a retry."""
     src = tmp_path / "in.txt"
     src.write_text("".join(f"item-{i}\n" for i in range(n)))
-    proc = run_cli(["run", str(src), "--cmd", "exit 3", "--headless", "--max-attempts", "1"])
+    proc = invoke_cli(["run", str(src), "--cmd", "exit 3", "--headless", "--max-attempts", "1"])
     assert proc.returncode == 1, proc.stderr
     return only_batch(out_dir)
 
@@ -65,9 +64,9 @@ def _statuses(batch: Path) -> list[str]:
 
 
 def test_a_newer_manifest_is_refused_by_every_verb_and_left_untouched(
-    tmp_path: Path, out_dir: Path, run_cli: RunCli
+    tmp_path: Path, out_dir: Path, invoke_cli: RunCli
 ) -> None:
-    batch = _failed_batch(tmp_path, run_cli, out_dir)
+    batch = _failed_batch(tmp_path, invoke_cli, out_dir)
     _edit_manifest(batch, version=99)
     before = (batch / "manifest.json").read_bytes()
     name = batch.name
@@ -81,16 +80,16 @@ def test_a_newer_manifest_is_refused_by_every_verb_and_left_untouched(
         ["check", "--batch", name],
         ["watch", name],
     ):
-        proc = run_cli(args)
+        proc = invoke_cli(args)
         _no_traceback(proc)
         assert proc.returncode == 2 and NEWER in proc.stderr, (args, proc.returncode, proc.stderr)
     # Nothing was changed on the way: not the store (retry/skip offline), not the manifest.
     assert _statuses(batch) == ["failed"] * 3
     assert (batch / "manifest.json").read_bytes() == before
     # Listings name it and go on; cleanup keeps it whatever its age.
-    listed = run_cli(["ls"])
+    listed = invoke_cli(["ls"])
     assert listed.returncode == 0 and NEWER in listed.stdout, listed.stderr
-    cleaned = run_cli(["cleanup", "--max-age-days", "0", "--include-unfinished"])
+    cleaned = invoke_cli(["cleanup", "--max-age-days", "0", "--include-unfinished"])
     assert cleaned.returncode == 0 and "made by a newer batchtui" in cleaned.stdout, cleaned.stderr
     assert batch.exists()
 
@@ -104,12 +103,12 @@ def test_a_newer_manifest_is_refused_by_every_verb_and_left_untouched(
     ],
 )
 def test_bad_stored_config_is_a_user_error_naming_key_and_value(
-    tmp_path: Path, out_dir: Path, run_cli: RunCli, config: dict[str, object], words: list[str]
+    tmp_path: Path, out_dir: Path, invoke_cli: RunCli, config: dict[str, object], words: list[str]
 ) -> None:
-    batch = _failed_batch(tmp_path, run_cli, out_dir, n=1)
+    batch = _failed_batch(tmp_path, invoke_cli, out_dir, n=1)
     _edit_manifest(batch, config=config)
     for args in (["resume", batch.name, "--headless", "--retry-failed"], ["check", "--batch", batch.name]):
-        proc = run_cli(args)
+        proc = invoke_cli(args)
         _no_traceback(proc)
         assert proc.returncode == 2, (args, proc.stderr)
         assert all(w in proc.stderr for w in words), (args, proc.stderr)
@@ -117,23 +116,23 @@ def test_bad_stored_config_is_a_user_error_naming_key_and_value(
 
 
 def test_a_fall_back_to_the_backup_is_said_on_stderr_and_in_the_engines_warnings(
-    tmp_path: Path, out_dir: Path, run_cli: RunCli
+    tmp_path: Path, out_dir: Path, invoke_cli: RunCli
 ) -> None:
-    batch = _failed_batch(tmp_path, run_cli, out_dir, n=2)
-    assert run_cli(["retry", batch.name]).returncode == 0  # offline: manifest rewritten, .bak kept
+    batch = _failed_batch(tmp_path, invoke_cli, out_dir, n=2)
+    assert invoke_cli(["retry", batch.name]).returncode == 0  # offline: manifest rewritten, .bak kept
     (batch / "manifest.json").write_text('{"version": 1, "batch_id": ')  # torn by hand
-    shown = run_cli(["show", batch.name])
+    shown = invoke_cli(["show", batch.name])
     assert shown.returncode == 0, shown.stderr
     assert "warning:" in shown.stderr and "manifest.json is damaged" in shown.stderr, shown.stderr
     assert "manifest.json.bak" in shown.stderr
-    resumed = run_cli(["resume", batch.name, "--headless"])
+    resumed = invoke_cli(["resume", batch.name, "--headless"])
     assert resumed.returncode == 1, resumed.stderr  # the two items ran (and failed) again
     assert resumed.stderr.count("read manifest.json.bak") == 1, resumed.stderr  # said once, not per read
     warnings = read_live(batch)["warnings"]
     assert any("manifest.json is damaged" in w and "manifest.json.bak" in w for w in warnings), warnings  # type: ignore[attr-defined]
     # A manifest that is gone (only the backup left) is said too.
     (batch / "manifest.json").unlink()
-    gone = run_cli(["show", batch.name])
+    gone = invoke_cli(["show", batch.name])
     assert "manifest.json is missing: read manifest.json.bak" in gone.stderr, gone.stderr
 
 
@@ -159,40 +158,40 @@ def test_a_fall_back_to_the_backup_is_said_on_stderr_and_in_the_engines_warnings
     ],
 )
 def test_non_finite_or_huge_flags_are_refused_at_parse_time(
-    tmp_path: Path, out_dir: Path, run_cli: RunCli, flag: str, value: str, words: str
+    tmp_path: Path, out_dir: Path, invoke_cli: RunCli, flag: str, value: str, words: str
 ) -> None:
     (tmp_path / "in.txt").write_text("a\n")
-    proc = run_cli(["run", "in.txt", "--cmd", "true", "--headless", flag, value])
+    proc = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless", flag, value])
     _no_traceback(proc)
     assert proc.returncode == 2 and words in proc.stderr, proc.stderr
     assert flag.lstrip("-").replace("-", "_") in proc.stderr or flag in proc.stderr, proc.stderr
     assert not out_dir.exists() or not any(out_dir.iterdir())  # refused before a batch was made
 
 
-def test_the_maximum_is_a_value_that_works(tmp_path: Path, run_cli: RunCli) -> None:
+def test_the_maximum_is_a_value_that_works(tmp_path: Path, invoke_cli: RunCli) -> None:
     """30 days is accepted and runs: poll() takes at most 24.8 days of milliseconds, so the shell
     processor waits in slices of an hour rather than overflowing at the item."""
     (tmp_path / "in.txt").write_text("a\n")
-    proc = run_cli(["run", "in.txt", "--cmd", "true", "--headless", "--json", "--timeout", str(MAX_SECONDS)])
+    proc = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless", "--json", "--timeout", str(MAX_SECONDS)])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert json.loads(proc.stdout)["totals"]["complete"] == 1
 
 
-def test_the_same_values_from_the_config_file_and_the_environment(tmp_path: Path, run_cli: RunCli) -> None:
+def test_the_same_values_from_the_config_file_and_the_environment(tmp_path: Path, invoke_cli: RunCli) -> None:
     (tmp_path / "in.txt").write_text("a\n")
     (tmp_path / "inf.toml").write_text("timeout = inf\n")
     (tmp_path / "huge.toml").write_text("grace = 1e10\nmemory-limit-mb = 1e300\n")
     (tmp_path / "nan.toml").write_text("max-failure-rate = nan\nrate = 0.0000001\n")
-    from_file = run_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "inf.toml"])
+    from_file = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "inf.toml"])
     assert from_file.returncode == 2 and "timeout = inf" in from_file.stderr, from_file.stderr
     assert "not a finite number" in from_file.stderr and "inf.toml" in from_file.stderr
-    huge = run_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "huge.toml"])
+    huge = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "huge.toml"])
     assert huge.returncode == 2 and "grace" in huge.stderr and "memory_limit_mb" in huge.stderr, huge.stderr
-    nan = run_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "nan.toml"])
+    nan = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "nan.toml"])
     assert nan.returncode == 2, nan.stderr
     assert "max_failure_rate = nan: Value error, nan is not a finite number" in nan.stderr, nan.stderr
     assert "rate = 1e-07: Value error, 1e-07 must be at least" in nan.stderr, nan.stderr  # one item in 30 days
-    env = run_cli(["run", "in.txt", "--cmd", "true", "--headless"], env={"BATCHTUI_TIMEOUT": "1e10"})
+    env = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless"], env={"BATCHTUI_TIMEOUT": "1e10"})
     assert env.returncode == 2 and "timeout" in env.stderr and "environment" in env.stderr, env.stderr
     for proc in (from_file, huge, nan, env):
         _no_traceback(proc)
@@ -216,46 +215,46 @@ def test_help_says_the_maximum() -> None:
     assert "at most 30 days" in " ".join(proc.stdout.split()), proc.stdout
 
 
-def test_cleanup_with_nan_days_removes_nothing(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
-    batch = _failed_batch(tmp_path, run_cli, out_dir, n=1)
-    proc = run_cli(["cleanup", "--max-age-days", "nan", "--include-unfinished"])
+def test_cleanup_with_nan_days_removes_nothing(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
+    batch = _failed_batch(tmp_path, invoke_cli, out_dir, n=1)
+    proc = invoke_cli(["cleanup", "--max-age-days", "nan", "--include-unfinished"])
     _no_traceback(proc)
     assert proc.returncode == 2 and "not a finite number" in proc.stderr, proc.stderr
     assert batch.exists()
-    waited = run_cli(["stop", batch.name, "--wait", "inf"])
+    waited = invoke_cli(["stop", batch.name, "--wait", "inf"])
     assert waited.returncode == 2 and "--wait" in waited.stderr, waited.stderr
 
 
 # -- point 8: seqs and paths -----------------------------------------------------------------------
 
 
-def test_seqs_beyond_sqlite_integers(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
-    batch = _failed_batch(tmp_path, run_cli, out_dir, n=2)
+def test_seqs_beyond_sqlite_integers(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
+    batch = _failed_batch(tmp_path, invoke_cli, out_dir, n=2)
     for args in (["skip", batch.name, HUGE], ["skip", batch.name, "0", HUGE], ["retry", batch.name, "--seq", HUGE]):
-        proc = run_cli(args)
+        proc = invoke_cli(args)
         _no_traceback(proc)
         assert proc.returncode == 2 and "9223372036854775807" in proc.stderr, (args, proc.stderr)
     assert _statuses(batch) == ["failed", "failed"]
     # The largest possible seq is fine: it names no item.
-    ok = run_cli(["skip", batch.name, str((1 << 63) - 1)])
+    ok = invoke_cli(["skip", batch.name, str((1 << 63) - 1)])
     assert ok.returncode == 0 and "0 skipped" in ok.stdout, ok.stderr
     # A line appended to control.jsonl by hand with such a seq is refused, not applied.
     with pytest.raises(ValueError):
         ControlCommand.model_validate(orjson.loads(b'{"id":"x","ts":"t","op":"skip","seqs":[' + HUGE.encode() + b"]}"))
 
 
-def test_cleanup_keeps_a_linked_batch_and_goes_on(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
+def test_cleanup_keeps_a_linked_batch_and_goes_on(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
     other_out = tmp_path / "other_out"
     src = tmp_path / "one.txt"
     src.write_text("x\n")
-    made = run_cli(["run", str(src), "--cmd", "true", "--headless"], env={"BATCHTUI_OUTPUT_DIR": str(other_out)})
+    made = invoke_cli(["run", str(src), "--cmd", "true", "--headless"], env={"BATCHTUI_OUTPUT_DIR": str(other_out)})
     assert made.returncode == 0, made.stderr
     target = only_batch(other_out)
-    real = _failed_batch(tmp_path, run_cli, out_dir, n=1)
+    real = _failed_batch(tmp_path, invoke_cli, out_dir, n=1)
     _edit_manifest(real, state="finished")
     link = out_dir / "20000101_000000_0badc0de"
     link.symlink_to(target, target_is_directory=True)
-    proc = run_cli(["cleanup", "--max-age-days", "0"])
+    proc = invoke_cli(["cleanup", "--max-age-days", "0"])
     _no_traceback(proc)
     assert proc.returncode == 0, proc.stderr
     assert "symbolic link" in proc.stdout and link.name in proc.stdout, proc.stdout
@@ -263,18 +262,18 @@ def test_cleanup_keeps_a_linked_batch_and_goes_on(tmp_path: Path, out_dir: Path,
     assert link.is_symlink() and (target / "manifest.json").exists()  # the link and its batch stay
 
 
-def test_paths_the_os_refuses_are_no_batch(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
-    batch = _failed_batch(tmp_path, run_cli, out_dir, n=1)
+def test_paths_the_os_refuses_are_no_batch(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
+    batch = _failed_batch(tmp_path, invoke_cli, out_dir, n=1)
     long_name = "a" * 5000
     for args in (["show", long_name], ["export", long_name], ["resume", long_name], ["skip", long_name, "0"]):
-        proc = run_cli(args)
+        proc = invoke_cli(args)
         _no_traceback(proc)
         assert proc.returncode == 2 and "no batch" in proc.stderr and len(proc.stderr) < 400, (args, proc.stderr)
-    nowhere = run_cli(["export", batch.name, "--out", str(tmp_path / "no" / "such" / "dir" / "x.csv")])
+    nowhere = invoke_cli(["export", batch.name, "--out", str(tmp_path / "no" / "such" / "dir" / "x.csv")])
     assert nowhere.returncode == 2 and "cannot write" in nowhere.stderr, nowhere.stderr
     a_file = tmp_path / "a_file"
     a_file.write_text("")
-    listed = run_cli(["ls"], env={"BATCHTUI_OUTPUT_DIR": str(a_file)})  # (-o FILE: click refuses it)
+    listed = invoke_cli(["ls"], env={"BATCHTUI_OUTPUT_DIR": str(a_file)})  # (-o FILE: click refuses it)
     assert listed.returncode == 2 and "cannot list" in listed.stderr, listed.stderr
     for proc in (nowhere, listed):
         _no_traceback(proc)
@@ -285,11 +284,11 @@ def test_paths_the_os_refuses_are_no_batch(tmp_path: Path, out_dir: Path, run_cl
 NASTY = ["a\x1b[2Jb", "c\x07d", "e\x00f", "g\x9b31mh"]
 
 
-def _nasty_batch(tmp_path: Path, run_cli: RunCli, out_dir: Path) -> Path:
+def _nasty_batch(tmp_path: Path, invoke_cli: RunCli, out_dir: Path) -> Path:
     src = tmp_path / "nasty.jsonl"
     src.write_bytes(b"".join(orjson.dumps({"k": k}) + b"\n" for k in NASTY))
     cmd = "printf 'boom \\033]0;owned\\007 \\033[31m\\n' >&2; exit 3"
-    proc = run_cli(["run", str(src), "--key-field", "k", "--cmd", cmd, "--headless", "--max-attempts", "1"])
+    proc = invoke_cli(["run", str(src), "--key-field", "k", "--cmd", cmd, "--headless", "--max-attempts", "1"])
     assert proc.returncode == 1, proc.stderr
     return only_batch(out_dir)
 
@@ -315,16 +314,18 @@ def _on_a_terminal(args: Sequence[str], out_dir: Path, cwd: Path) -> bytes:
     return b"".join(chunks)
 
 
-def test_export_escapes_control_characters_on_a_terminal_only(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
-    batch = _nasty_batch(tmp_path, run_cli, out_dir)
+def test_export_escapes_control_characters_on_a_terminal_only(
+    tmp_path: Path, out_dir: Path, invoke_cli: RunCli
+) -> None:
+    batch = _nasty_batch(tmp_path, invoke_cli, out_dir)
     # To a pipe or a file: the exact bytes.
-    piped = run_cli(["export", batch.name, "--format", "csv"])
+    piped = invoke_cli(["export", batch.name, "--format", "csv"])
     assert piped.returncode == 0, piped.stderr
     for key in NASTY:
         assert key in piped.stdout
     assert "\x1b]0;owned\x07" in piped.stdout
     (tmp_path / "x.jsonl").unlink(missing_ok=True)
-    assert run_cli(["export", batch.name, "--out", str(tmp_path / "x.jsonl")]).returncode == 0
+    assert invoke_cli(["export", batch.name, "--out", str(tmp_path / "x.jsonl")]).returncode == 0
     assert sorted(json.loads(line)["key"] for line in (tmp_path / "x.jsonl").read_text().splitlines()) == sorted(NASTY)
     # To a terminal: nothing a terminal would act on; the characters are shown escaped.
     for fmt in ("csv", "jsonl"):
@@ -342,9 +343,9 @@ def test_export_escapes_control_characters_on_a_terminal_only(tmp_path: Path, ou
     assert "boom" in shown and not any(ch in shown for ch in "\x1b\x07\x00\x9b"), shown[:2000]
 
 
-def test_error_lines_show_control_characters_escaped(tmp_path: Path, run_cli: RunCli) -> None:
+def test_error_lines_show_control_characters_escaped(tmp_path: Path, invoke_cli: RunCli) -> None:
     (tmp_path / "in.txt").write_text("a\n")
-    proc = run_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "x\x1b]0;owned\x07.toml"])
+    proc = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "x\x1b]0;owned\x07.toml"])
     assert proc.returncode == 2, proc.stderr
     assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr, proc.stderr
     assert "x\\x1b]0;owned\\x07.toml" in proc.stderr, proc.stderr
@@ -353,14 +354,14 @@ def test_error_lines_show_control_characters_escaped(tmp_path: Path, run_cli: Ru
 # -- point 13: a batchtui.toml that came with the data ---------------------------------------------
 
 
-def test_a_config_file_in_the_current_folder_may_not_run_commands(tmp_path: Path, run_cli: RunCli) -> None:
+def test_a_config_file_in_the_current_folder_may_not_run_commands(tmp_path: Path, invoke_cli: RunCli) -> None:
     folder = tmp_path / "downloaded"
     folder.mkdir()
     (folder / "in.txt").write_text("a\n")
     toml = folder / "batchtui.toml"
     toml.write_text('on-finish = "touch PWNED"\nworkers = 2\n')
     out = folder / "batch_output"
-    refused = run_cli(
+    refused = invoke_cli(
         ["run", "in.txt", "--cmd", "true", "--headless"], cwd=folder, env={"BATCHTUI_OUTPUT_DIR": str(out)}
     )
     _no_traceback(refused)
@@ -369,10 +370,10 @@ def test_a_config_file_in_the_current_folder_may_not_run_commands(tmp_path: Path
     assert "on_finish" in refused.stderr and f"--config {toml}" in refused.stderr, refused.stderr
     assert not (folder / "PWNED").exists() and not out.exists()
     # `ls` there works (it runs nothing) and says which file it read.
-    listed = run_cli(["ls"], cwd=folder, env={"BATCHTUI_OUTPUT_DIR": str(out)})
+    listed = invoke_cli(["ls"], cwd=folder, env={"BATCHTUI_OUTPUT_DIR": str(out)})
     assert listed.returncode == 0 and f"config: {toml}" in listed.stderr, listed.stderr
     # Named explicitly, it is trusted: the hook runs.
-    trusted = run_cli(
+    trusted = invoke_cli(
         ["run", "in.txt", "--cmd", "true", "--headless", "--config", str(toml)],
         cwd=folder,
         env={"BATCHTUI_OUTPUT_DIR": str(out)},
@@ -382,11 +383,13 @@ def test_a_config_file_in_the_current_folder_may_not_run_commands(tmp_path: Path
     assert (folder / "PWNED").exists()
     # A scheduler (whose results this process unpickles) is refused the same way.
     toml.write_text('scheduler = "tcp://203.0.113.1:8786"\nexecutor = "dask"\n')
-    dask = run_cli(["run", "in.txt", "--cmd", "true", "--headless"], cwd=folder, env={"BATCHTUI_OUTPUT_DIR": str(out)})
+    dask = invoke_cli(
+        ["run", "in.txt", "--cmd", "true", "--headless"], cwd=folder, env={"BATCHTUI_OUTPUT_DIR": str(out)}
+    )
     assert dask.returncode == 2 and "scheduler" in dask.stderr and "--config" in dask.stderr, dask.stderr
     # Harmless settings are read, and said.
     toml.write_text("workers = 3\n")
-    plain = run_cli(
+    plain = invoke_cli(
         ["run", "in.txt", "--cmd", "true", "--headless", "--json"], cwd=folder, env={"BATCHTUI_OUTPUT_DIR": str(out)}
     )
     assert plain.returncode == 0, plain.stderr
@@ -394,9 +397,9 @@ def test_a_config_file_in_the_current_folder_may_not_run_commands(tmp_path: Path
     assert read_json(Path(json.loads(plain.stdout)["batch_dir"]) / "manifest.json")["config"]["workers"] == 3  # type: ignore[index]
 
 
-def test_the_environment_is_explicit(tmp_path: Path, run_cli: RunCli) -> None:
+def test_the_environment_is_explicit(tmp_path: Path, invoke_cli: RunCli) -> None:
     (tmp_path / "in.txt").write_text("a\n")
-    proc = run_cli(["run", "in.txt", "--cmd", "true", "--headless"], env={"BATCHTUI_ON_FINISH": "touch HOOKED"})
+    proc = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless"], env={"BATCHTUI_ON_FINISH": "touch HOOKED"})
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "HOOKED").exists()
     assert "config:" not in proc.stderr  # no file was read
@@ -417,15 +420,15 @@ def test_load_config_drops_or_refuses_code_settings_of_an_implicit_file(tmp_path
 # -- no traceback reaches the user, whatever the verb ----------------------------------------------
 
 
-def test_no_traceback_from_any_verb_with_hostile_inputs(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
+def test_no_traceback_from_any_verb_with_hostile_inputs(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
     """Every verb against a newer manifest, a manifest with nonsense settings, a linked batch,
     huge seqs, names too long for the OS and infinite numbers: a clear line, exit 2 (or 0/1
     where the verb has nothing to refuse), never a traceback."""
-    newer = _failed_batch(tmp_path, run_cli, out_dir, n=1)
+    newer = _failed_batch(tmp_path, invoke_cli, out_dir, n=1)
     _edit_manifest(newer, version=99)
     src = tmp_path / "two.txt"
     src.write_text("p\nq\n")
-    assert run_cli(["run", str(src), "--cmd", "exit 3", "--headless", "--max-attempts", "1"]).returncode == 1
+    assert invoke_cli(["run", str(src), "--cmd", "exit 3", "--headless", "--max-attempts", "1"]).returncode == 1
     bad = next(p for p in out_dir.iterdir() if p != newer)
     _edit_manifest(bad, config={"workers": -3, "brandnew": True})
     link = out_dir / "20000101_000000_0badc0de"
@@ -464,7 +467,7 @@ def test_no_traceback_from_any_verb_with_hostile_inputs(tmp_path: Path, out_dir:
         ["cleanup", "--max-age-days", "inf"],
         ["ls", "-o", str(src)],
     ]
-    procs = cli_many([(args, out_dir) for args in verbs], cwd=tmp_path)
+    procs = [invoke_in_process(args, out=out_dir, cwd=tmp_path) for args in verbs]
     problems = []
     for args, proc in zip(verbs, procs, strict=True):
         text = proc.stdout + proc.stderr
@@ -475,6 +478,6 @@ def test_no_traceback_from_any_verb_with_hostile_inputs(tmp_path: Path, out_dir:
     assert not problems, "\n".join(problems)
     # The listings go on past every odd batch.
     for args in (["ls"], ["ls", "--json"], ["cleanup", "--dry-run", "--max-age-days", "0", "--include-unfinished"]):
-        proc = run_cli(args)
+        proc = invoke_cli(args)
         _no_traceback(proc)
         assert proc.returncode == 0, (args, proc.stderr)
