@@ -151,18 +151,28 @@ def make_batch(
         history=[HistoryEntry(action="run", at=T0, pid=4242, host="worker-1")],
     )
     write_model(path / "manifest.json", manifest)
+    flying = [s for s in range(n) if _status(s, n, state) == "processing"]
+    # As the engine writes them: the first ``workers`` items running, the rest queued behind them.
+    workers = 4 if state in (BatchState.RUNNING, BatchState.PAUSED) else len(flying)
     in_flight = [
-        InFlight(seq=s, key=f"https://api.example.com/v1/documents/{s:05d}", attempt=1 + s % 2, started_at=T1)
-        for s in range(n)
-        if _status(s, n, state) == "processing"
+        InFlight(
+            seq=s,
+            key=f"https://api.example.com/v1/documents/{s:05d}",
+            attempt=1 + s % 2,
+            started_at=T1,
+            queued=i >= workers,
+        )
+        for i, s in enumerate(flying)
     ]
+    running = min(workers, len(flying)) if state in (BatchState.RUNNING, BatchState.PAUSED) else 0
+    queued = len(flying) - running if running else 0
     live = LiveProgress(
         batch_id=batch_id,
         state=state,
         updated_at=updated_at or (HEARTBEAT if state in (BatchState.RUNNING, BatchState.PAUSED) else T1),
         commit_seq=42,
         total=counts.total,
-        counts=LiveCounts(**counts.model_dump()),
+        counts=LiveCounts(**counts.model_dump(), running=running, queued=queued),
         percent=round(counts.percent, 2),
         rate_per_s=12.5 if state == BatchState.RUNNING else 0.0,
         eta_s=9.6 if state == BatchState.RUNNING else None,

@@ -8,7 +8,7 @@ from textual.containers import Horizontal
 from textual.reactive import var
 from textual.widgets import Static
 
-from batchtui.engine.models import LiveProgress, Manifest
+from batchtui.engine.models import ACTIVE_STATES, LiveProgress, Manifest
 
 __all__ = ["STATUSES", "CountsRow", "fmt_mb"]
 
@@ -51,8 +51,12 @@ class CountsRow(Horizontal):
             return
         c = live.counts
         for status in STATUSES:
-            label = "running" if status == "processing" else status
-            self.query_one(f"#count-{status}", Static).update(Text(f"{label} {getattr(c, status):,}"))
+            if status == "processing" and live.state in ACTIVE_STATES:
+                # What the engine has in flight: started in a worker, or handed out and waiting.
+                shown = f"running {c.running:,}/{live.workers:,} · queued {c.queued:,}"
+            else:
+                shown = f"{status} {getattr(c, status):,}"
+            self.query_one(f"#count-{status}", Static).update(Text(shown))
         extra = []
         if self.manifest is not None and self.manifest.duplicates_dropped:
             extra.append(f"duplicates dropped {self.manifest.duplicates_dropped:,}")

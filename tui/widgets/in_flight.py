@@ -1,4 +1,5 @@
-"""The dashboard's in-flight table: the items running now, their try and for how long."""
+"""The dashboard's in-flight table: the items running now (longest-running first), their try and
+for how long, then those queued behind them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ from batchtui.engine.models import LiveProgress
 from ..text import plain
 
 __all__ = ["InFlightPanel"]
+
+
+def _started(iso: str) -> float:
+    try:
+        return parse_iso(iso)
+    except ValueError:
+        return float("inf")
 
 
 class InFlightPanel(Vertical):
@@ -52,11 +60,17 @@ class InFlightPanel(Vertical):
             return
         now = self.clock()
         rows = []
-        for f in live.in_flight:
-            try:
-                running = fmt_duration(now - parse_iso(f.started_at))
-            except ValueError:
-                running = "?"
+        # Running items first, the longest-running on top (a hung item shows there), their age
+        # from their real start; then the queued ones (handed out, not started: no age yet).
+        flights = sorted(live.in_flight, key=lambda f: (f.queued, _started(f.started_at)))
+        for f in flights:
+            if f.queued:
+                running = "queued"
+            else:
+                try:
+                    running = fmt_duration(now - parse_iso(f.started_at))
+                except ValueError:
+                    running = "?"
             rows.append((f.seq, f.key, f.attempt, running))
         if rows == self._rows:
             return
