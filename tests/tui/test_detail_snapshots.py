@@ -17,7 +17,7 @@ import pytest
 from textual.pilot import Pilot
 
 from batchtui.engine.attempts import Classifier, run_items
-from batchtui.engine.errors import CommandFailed, ErrorInfo, classify
+from batchtui.engine.errors import CommandFailed, ErrorInfo, ItemTimeout, classify
 from batchtui.engine.models import BatchState
 from batchtui.engine.shell.item import Item
 from batchtui.tui.app import BatchtuiApp
@@ -79,6 +79,16 @@ def _shell_batch(out: Path) -> Path:
         _fail(batch, SEQ, classify(exc))
     (batch / "logs" / f"{SEQ}.1.err").write_text(stderr)
     (batch / "logs" / f"{SEQ}.1.out").write_text("reading page 1 of 3\n")
+    return batch
+
+
+def _timed_out_batch(out: Path) -> Path:
+    batch = make_batch(out, state=BatchState.FINISHED, n=40)
+    try:
+        raise ItemTimeout(30.0)  # a command that printed nothing to stderr before it was killed
+    except ItemTimeout as exc:
+        _fail(batch, SEQ, classify(exc))
+    (batch / "logs" / f"{SEQ}.1.err").unlink(missing_ok=True)
     return batch
 
 
@@ -144,3 +154,17 @@ def test_detail_of_a_failed_python_callable(out: Path, snap_compare: Any, size: 
         assert f'File "{TASKS}", line 10, in count_words' in text and "engine" not in text
 
     assert snap_compare(_app(out, batch), terminal_size=size, run_before=run_before)
+
+
+def test_detail_of_a_shell_item_that_timed_out_silently(out: Path, snap_compare: Any) -> None:
+    # No stderr: the detail says so, never batchtui's own ItemTimeout traceback in its place.
+    batch = _timed_out_batch(out)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _open(pilot, batch)
+        screen = pilot.app.screen
+        assert isinstance(screen, ItemDetailScreen)
+        text = screen.detail_text()
+        assert "stderr (tail):\n(no stderr)" in text and "Traceback" not in text
+
+    assert snap_compare(_app(out, batch), terminal_size=(80, 24), run_before=run_before)

@@ -187,7 +187,7 @@ class ItemDetailScreen(WorkerScreen):
         )
         latest = self.logs[-1] if self.logs else None
         for stream, wid in (("out", "#detail-stdout"), ("err", "#detail-stderr")):
-            path = latest.path(stream) if latest is not None else None  # type: ignore[arg-type]
+            path = latest.path(stream) if latest is not None else None
             text = _tail(path) if path is not None else None
             shown = text if text is not None else "(no output)"
             if text is not None and latest is not None and latest.attempt != row.attempts:
@@ -242,7 +242,7 @@ class ItemDetailScreen(WorkerScreen):
         ]
         for log in self.logs:
             for stream in ("out", "err"):
-                path = log.path(stream)  # type: ignore[arg-type]
+                path = log.path(stream)
                 if path is not None:
                     parts.append(f"{os.path.relpath(path, self.batch.path)}\n{_tail(path, 1 << 20) or ''}")
         return clean_block("\n\n".join(parts))
