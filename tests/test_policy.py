@@ -32,9 +32,9 @@ def _ts(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def test_retry_counts_and_backoff(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_retry_counts_and_backoff(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = _items(tmp_path, 12)
-    proc = run_cli(
+    proc = invoke_cli(
         [
             "run",
             str(items),
@@ -71,9 +71,9 @@ def test_retry_counts_and_backoff(tmp_path: Path, out_dir: Path, run_cli) -> Non
     assert {r["seq"]: r["attempts"] for r in results}[3] == 2
 
 
-def test_transient_gives_up_after_max_attempts(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_transient_gives_up_after_max_attempts(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = _items(tmp_path, 3)
-    proc = run_cli(
+    proc = invoke_cli(
         [
             "run",
             str(items),
@@ -97,10 +97,10 @@ def test_transient_gives_up_after_max_attempts(tmp_path: Path, out_dir: Path, ru
     assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 12
 
 
-def test_classification_of_each_kind(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_classification_of_each_kind(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = tmp_path / "codes.txt"
     items.write_text("0\n3\n75\n9\n")
-    proc = run_cli(
+    proc = invoke_cli(
         [
             "run",
             str(items),
@@ -130,7 +130,7 @@ def test_classification_of_each_kind(tmp_path: Path, out_dir: Path, run_cli) -> 
     items2 = tmp_path / "kinds.txt"
     items2.write_text("value\nconn\nok\n")
     out2 = tmp_path / "out2"
-    proc = run_cli(
+    proc = invoke_cli(
         [
             "run",
             str(items2),
@@ -155,9 +155,9 @@ def test_classification_of_each_kind(tmp_path: Path, out_dir: Path, run_cli) -> 
     assert "Traceback" in tb and "bad value" in tb
 
 
-def test_fatal_exit_code_and_fatal_exception_halt_resumably(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_fatal_exit_code_and_fatal_exception_halt_resumably(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = _items(tmp_path, 30, "{i}")
-    proc = run_cli(["run", str(items), "--cmd", "test {} -ne 5 || exit 42", "--fatal-exit-codes", "42", "-j", "1"])
+    proc = invoke_cli(["run", str(items), "--cmd", "test {} -ne 5 || exit 42", "--fatal-exit-codes", "42", "-j", "1"])
     assert proc.returncode == 3, proc.stderr
     batch = only_batch(out_dir)
     m = read_json(batch / "manifest.json")
@@ -175,7 +175,7 @@ def test_fatal_exit_code_and_fatal_exception_halt_resumably(tmp_path: Path, out_
     items2 = tmp_path / "kinds.txt"
     items2.write_text("ok\nfatal\nok2\n")
     out2 = tmp_path / "out2"
-    proc = run_cli(
+    proc = invoke_cli(
         ["run", str(items2), "--call", f"{PROCS}:classify_me", "--executor", "thread", "-j", "1", "-o", str(out2)]
     )
     assert proc.returncode == 3
@@ -183,9 +183,9 @@ def test_fatal_exit_code_and_fatal_exception_halt_resumably(tmp_path: Path, out_
     assert "Fatal: api key expired" in str(m2["halt_reason"])
 
 
-def test_failure_rate_halt_then_resume_carries_on(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_failure_rate_halt_then_resume_carries_on(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = _items(tmp_path, 200)
-    proc = run_cli(
+    proc = invoke_cli(
         [
             "run",
             str(items),
@@ -210,18 +210,18 @@ def test_failure_rate_halt_then_resume_carries_on(tmp_path: Path, out_dir: Path,
     live = read_json(batch / "live_progress.json")
     assert live["state"] == "halted" and live["counts"] == {**totals, "running": 0, "queued": 0}  # type: ignore[dict-item]
 
-    again = run_cli(["resume", batch.name, "--max-failure-rate", "0.9"])
+    again = invoke_cli(["resume", batch.name, "--max-failure-rate", "0.9"])
     assert again.returncode == 1, again.stderr
     m = read_json(batch / "manifest.json")
     assert m["state"] == "finished" and m["totals"]["failed"] == 100  # type: ignore[index]
     assert m["history"][-1]["overrides"] == {"max_failure_rate": 0.9}  # type: ignore[index]
 
 
-def test_budget_is_spent_to_the_cap_and_never_past_it(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_budget_is_spent_to_the_cap_and_never_past_it(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     """Items of cost 1 with --max-cost 10 and 4 workers: exactly 10 run, whatever the timing (the
     spend committed plus every item in flight at the largest cost seen plus the next must fit)."""
     items = _items(tmp_path, 100)
-    proc = run_cli(
+    proc = invoke_cli(
         ["run", str(items), "--call", f"{PROCS}:costly", "--executor", "thread", "-j", "4", "--max-cost", "10"]
     )
     assert proc.returncode == 3, proc.stderr
@@ -232,15 +232,17 @@ def test_budget_is_spent_to_the_cap_and_never_past_it(tmp_path: Path, out_dir: P
     m = read_json(batch / "manifest.json")
     assert "--max-cost" in str(m["halt_reason"])
     assert read_json(batch / "report.json")["cost_spent"] == spent
-    again = run_cli(["resume", batch.name, "--max-cost", "20"])
+    again = invoke_cli(["resume", batch.name, "--max-cost", "20"])
     assert again.returncode == 3
     spent2 = sum(float(r["result"]["cost"]) for r in read_jsonl(batch / "results.jsonl"))  # type: ignore[index]
     assert spent2 == 20
 
 
-def test_rate_within_ten_percent(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_rate_within_ten_percent(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = _items(tmp_path, 41)
-    proc = run_cli(["run", str(items), "--call", f"{PROCS}:noop", "--executor", "thread", "-j", "4", "--rate", "20/s"])
+    proc = invoke_cli(
+        ["run", str(items), "--call", f"{PROCS}:noop", "--executor", "thread", "-j", "4", "--rate", "20/s"]
+    )
     assert proc.returncode == 0, proc.stderr
     db = _db(only_batch(out_dir))
     starts = sorted(_ts(r[0]) for r in db.execute("SELECT started_at FROM attempts"))
@@ -248,11 +250,11 @@ def test_rate_within_ten_percent(tmp_path: Path, out_dir: Path, run_cli) -> None
     assert 18 <= rate <= 22, rate
 
 
-def test_timeout_kills_the_whole_group(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_timeout_kills_the_whole_group(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = _items(tmp_path, 2)
     marker = "31.4159"
     t0 = time.monotonic()
-    proc = run_cli(
+    proc = invoke_cli(
         [
             "run",
             str(items),
@@ -321,7 +323,7 @@ def test_timeout_counts_running_time_not_time_in_the_queue(
     assert db.execute("SELECT count(*) FROM items WHERE status = 'complete'").fetchone() == (9,)
 
 
-def test_memory_guard_holds_dispatch(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_memory_guard_holds_dispatch(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = _items(tmp_path, 20)
     env = cli_env(out_dir)
     engine = subprocess.Popen(
@@ -343,19 +345,21 @@ def test_memory_guard_holds_dispatch(tmp_path: Path, out_dir: Path, run_cli) -> 
         live = read_json(batch / "live_progress.json")
         assert live["counts"]["complete"] == 0  # type: ignore[index]
         assert live["memory"]["rss_mb"] > 1 and live["memory"]["system_available_mb"] > 0  # type: ignore[index]
-        stop = run_cli(["stop", batch.name])
+        stop = invoke_cli(["stop", batch.name])
         assert stop.returncode == 0
         assert engine.wait(30) == 130
     finally:
         if engine.poll() is None:
             engine.kill()
-    again = run_cli(["resume", batch.name, "--memory-limit-mb", "4000"])
+    again = invoke_cli(["resume", batch.name, "--memory-limit-mb", "4000"])
     assert again.returncode == 0, again.stderr
 
 
-def test_chunked_callable(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_chunked_callable(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = _items(tmp_path, 23)
-    proc = run_cli(["run", str(items), "--call", f"{PROCS}:chunk_double", "--executor", "thread", "--chunk-size", "5"])
+    proc = invoke_cli(
+        ["run", str(items), "--call", f"{PROCS}:chunk_double", "--executor", "thread", "--chunk-size", "5"]
+    )
     assert proc.returncode == 0, proc.stderr
     results = read_jsonl(only_batch(out_dir) / "results.jsonl")
     assert sorted(r["seq"] for r in results) == list(range(23))
@@ -363,14 +367,14 @@ def test_chunked_callable(tmp_path: Path, out_dir: Path, run_cli) -> None:  # ty
     assert max(r["result"]["n"] for r in results) == 5  # type: ignore[index]
 
 
-def test_on_finish_hook_gets_the_report(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_on_finish_hook_gets_the_report(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = _items(tmp_path, 3)
     hook_out = tmp_path / "hook.json"
-    proc = run_cli(["run", str(items), "--cmd", "true", "--on-finish", f"cat > {hook_out}"])
+    proc = invoke_cli(["run", str(items), "--cmd", "true", "--on-finish", f"cat > {hook_out}"])
     assert proc.returncode == 0
     report = json.loads(hook_out.read_text())
     assert report["state"] == "finished" and report["totals"]["complete"] == 3
-    failing = run_cli(
+    failing = invoke_cli(
         ["run", str(_items(tmp_path, 2, "x{i}")), "--cmd", "true", "--on-finish", "exit 9", "-o", str(tmp_path / "o2")]
     )
     assert failing.returncode == 0  # a failing hook is logged, never fatal
@@ -378,25 +382,25 @@ def test_on_finish_hook_gets_the_report(tmp_path: Path, out_dir: Path, run_cli) 
     assert any("--on-finish exited 9" in w for w in live["warnings"])
 
 
-def test_check_catches_bad_module_and_missing_csv_field(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_check_catches_bad_module_and_missing_csv_field(tmp_path: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "people.csv"
     data.write_text("id,name\n1,ann\n")
-    bad = run_cli(["check", str(data), "--call", "no_such_module_q:f"])
+    bad = invoke_cli(["check", str(data), "--call", "no_such_module_q:f"])
     assert bad.returncode == 2 and "FIX_ISSUES" in bad.stdout and "cannot import no_such_module_q" in bad.stdout
     broken = tmp_path / "broken.py"
     broken.write_text("import json\nimport not_installed_anywhere\ndef f(item):\n    return 1\n")
-    bad2 = run_cli(["check", str(data), "--call", f"{broken}:f"])
+    bad2 = invoke_cli(["check", str(data), "--call", f"{broken}:f"])
     assert bad2.returncode == 2 and "not_installed_anywhere" in bad2.stdout
-    field = run_cli(["check", str(data), "--cmd", "echo {name} {email}"])
+    field = invoke_cli(["check", str(data), "--cmd", "echo {name} {email}"])
     assert field.returncode == 2 and "email" in field.stdout and "FIX_ISSUES" in field.stdout
-    ok = run_cli(["check", str(data), "--cmd", "echo {name}", "--json"])
+    ok = invoke_cli(["check", str(data), "--cmd", "echo {name}", "--json"])
     assert ok.returncode == 0 and json.loads(ok.stdout)["recommendation"] == "PROCEED"
-    refused = run_cli(["run", str(data), "--cmd", "echo {email}"])
+    refused = invoke_cli(["run", str(data), "--cmd", "echo {email}"])
     assert refused.returncode == 2 and "FIX_ISSUES" in refused.stderr
     assert not (tmp_path / "batch_output").exists() or not any((tmp_path / "batch_output").iterdir())
 
 
-def test_dry_run_reports_problems_per_item(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_reports_problems_per_item(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     d = tmp_path / "docs"
     d.mkdir()
     (d / "good.pdf").write_bytes(b"%PDF-1.7\n...")
@@ -404,7 +408,7 @@ def test_dry_run_reports_problems_per_item(tmp_path: Path, out_dir: Path, run_cl
     (d / "empty.pdf").write_bytes(b"")
     (d / "big.pdf").write_bytes(b"%PDF" + b"0" * 2_000_000)
     (d / "notes.txt").write_text("hi")
-    proc = run_cli(
+    proc = invoke_cli(
         ["run", str(d), "--cmd", "cat {path}", "--dry-run", "--max-size-mb", "1", "--extensions", ".pdf", "--json"]
     )
     assert proc.returncode == 1
@@ -447,7 +451,7 @@ def test_failure_rate_limit_is_exclusive_and_checked_from_min_items() -> None:
 def test_failure_rate_boundaries_in_a_real_run(
     tmp_path: Path,
     out_dir: Path,
-    run_cli,  # type: ignore[no-untyped-def]
+    invoke_cli,  # type: ignore[no-untyped-def]
     lines: list[str],
     code: int,
     halt: str | None,
@@ -455,7 +459,7 @@ def test_failure_rate_boundaries_in_a_real_run(
     items = tmp_path / "kinds.txt"
     items.write_text("".join(f"{kind}-{i}\n" for i, kind in enumerate(lines)))
     args = ["run", str(items), "--call", f"{PROCS}:fail_marked", "--executor", "thread", "-j", "1"]
-    proc = run_cli([*args, "--max-failure-rate", "0.5", "--min-items", "2"])
+    proc = invoke_cli([*args, "--max-failure-rate", "0.5", "--min-items", "2"])
     assert proc.returncode == code, proc.stderr
     m = read_json(only_batch(out_dir) / "manifest.json")
     assert m["halt_reason"] == halt
@@ -465,8 +469,8 @@ def test_failure_rate_boundaries_in_a_real_run(
         assert m["state"] == "halted" and m["totals"]["failed"] == 2 and m["totals"]["complete"] == 0  # type: ignore[index]
 
 
-def test_help_says_the_failure_rate_limit_is_exclusive(run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_help_says_the_failure_rate_limit_is_exclusive(invoke_cli) -> None:  # type: ignore[no-untyped-def]
     """--help, the README and the code agree: over the limit halts, equal to it goes on."""
-    text = " ".join(run_cli(["run", "--help"]).stdout.split())
+    text = " ".join(invoke_cli(["run", "--help"]).stdout.split())
     assert "Halt once failed/finished is over this (a rate equal to it goes on)." in text
     assert "Checked from the N-th finished item on [20]." in text
