@@ -26,7 +26,7 @@ STATUSES: Final = ("pending", "processing", "complete", "failed", "skipped")
 
 def _control(
     ctx: click.Context,
-    batch: str | None,
+    batch: str | BatchDir | None,
     output_dir: str | None,
     op: ControlOp,
     wait: float,
@@ -36,7 +36,7 @@ def _control(
 ) -> None:
     """Send one command to BATCH through the control client (engine/client.py) and print what
     came of it: acknowledged, applied offline, or queued without an acknowledgement (exit 1)."""
-    bdir = resolve_batch(batch, output_dir_of(ctx, output_dir))
+    bdir = batch if isinstance(batch, BatchDir) else resolve_batch(batch, output_dir_of(ctx, output_dir))
     result = send(bdir, op, wait=wait, **fields)
     if isinstance(result, NotAcknowledged):
         # Exit 1 (not 2: the command was valid): it did not take effect, yet; it stays queued.
@@ -297,7 +297,7 @@ def _select_and_send(
         if n > len(sample):
             click.echo(f"  ... and {n - len(sample)} more")
         return
-    _control(ctx, bdir.batch_id, output_dir, op, wait, as_json, extra={"selected": n}, select=sel)
+    _control(ctx, bdir, output_dir, op, wait, as_json, extra={"selected": n}, select=sel)
 
 
 @click.command("retry", context_settings=CONTEXT)
