@@ -59,10 +59,10 @@ def test_each_error_says_its_own_message_and_way_out(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def batch(tmp_path: Path, out_dir: Path, run_cli: Any) -> Path:
+def batch(tmp_path: Path, out_dir: Path, invoke_cli: Any) -> Path:
     items = tmp_path / "items.txt"
     items.write_text("a\nb\n")
-    done = run_cli(["run", str(items), "--cmd", "true", "--headless"])
+    done = invoke_cli(["run", str(items), "--cmd", "true", "--headless"])
     assert done.returncode == 0, done.stderr
     return only_batch(out_dir)
 

@@ -31,10 +31,10 @@ def _statuses(batch: Path) -> dict[int, str]:
 
 
 @pytest.fixture
-def failed_batch(tmp_path: Path, run_cli, out_dir: Path) -> BatchDir:  # type: ignore[no-untyped-def]
+def failed_batch(tmp_path: Path, invoke_cli, out_dir: Path) -> BatchDir:  # type: ignore[no-untyped-def]
     src = tmp_path / "in.txt"
     src.write_text("".join(f"item-{i}\n" for i in range(4)))
-    proc = run_cli(["run", str(src), "--cmd", "exit 3", "--headless", "--max-attempts", "1"])
+    proc = invoke_cli(["run", str(src), "--cmd", "exit 3", "--headless", "--max-attempts", "1"])
     assert proc.returncode == 1, proc.stderr
     return BatchDir(only_batch(out_dir))
 

@@ -237,9 +237,9 @@ def test_max_result_bytes_is_a_setting_with_sizes(tmp_path: Path) -> None:
             load_config({"max_result_bytes": bad}, environ={}, cwd=tmp_path / "none")
 
 
-def test_the_flag_rejects_a_bad_size_with_one_line(run_cli: RunCli, tmp_path: Path) -> None:
+def test_the_flag_rejects_a_bad_size_with_one_line(invoke_cli: RunCli, tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_text("a\n")
-    proc = run_cli(["run", "in.txt", "--cmd", "true", "--headless", "--max-result-bytes", "lots"])
+    proc = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless", "--max-result-bytes", "lots"])
     assert proc.returncode == 2
     assert "max_result_bytes" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -340,11 +340,11 @@ def test_a_shell_cost_or_number_json_cannot_hold_fails_the_item(
 
 
 def test_a_shell_cost_of_1e400_fails_items_from_the_cli_and_spends_nothing(
-    run_cli: RunCli, out_dir: Path, tmp_path: Path
+    invoke_cli: RunCli, out_dir: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "in.txt").write_text("a\nb\n")
     cmd = "if [ {} = a ]; then echo '{{\"cost\": 1e400}}'; else echo '{{\"cost\": 2}}'; fi"
-    proc = run_cli(["run", "in.txt", "--cmd", cmd, "--headless", "--max-cost", "100"])
+    proc = invoke_cli(["run", "in.txt", "--cmd", cmd, "--headless", "--max-cost", "100"])
     assert proc.returncode == 1, proc.stderr
     rows = item_rows(only_batch(out_dir))
     assert rows[0][:2] == ("failed", "InvalidCost") and rows[0][4] is None

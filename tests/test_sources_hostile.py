@@ -76,7 +76,7 @@ def show_json(run_cli: RunCli, batch: Path) -> dict[str, Any]:
 # -- point 5: what a walk cannot read ------------------------------------------------------------
 
 
-def test_an_unreadable_folder_is_counted_and_said(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
+def test_an_unreadable_folder_is_counted_and_said(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
     if os.geteuid() == 0 and not _can_drop_caps():
         pytest.skip("root here cannot drop CAP_DAC_OVERRIDE (no CAP_SETPCAP), so every folder is readable")
     src = tmp_path / "src"
@@ -100,10 +100,10 @@ def test_an_unreadable_folder_is_counted_and_said(tmp_path: Path, out_dir: Path,
     assert read_json(batch / "report.json")["unreadable"] == unreadable
     # The summary at the end, and `show` (text and JSON) say it too.
     assert "Unreadable: 1 path of the source could not be read and was left out" in proc.stdout
-    show = run_cli(["show", batch.name])
+    show = invoke_cli(["show", batch.name])
     assert show.returncode == 0, show.stderr
     assert f"Unreadable: 1 path of the source could not be read and was left out: {src / 'locked'}" in show.stdout
-    assert show_json(run_cli, batch)["manifest"]["unreadable"] == unreadable
+    assert show_json(invoke_cli, batch)["manifest"]["unreadable"] == unreadable
 
 
 def _deep_tree(root: Path, lengths: list[int]) -> int:
@@ -126,7 +126,7 @@ def _write_at(folder: int, name: str, data: bytes) -> None:
         os.close(fd)
 
 
-def test_paths_over_path_max_are_counted(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
+def test_paths_over_path_max_are_counted(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "short.txt").write_text("ok")
@@ -146,7 +146,7 @@ def test_paths_over_path_max_are_counted(tmp_path: Path, out_dir: Path, run_cli:
         os.close(sub)
     finally:
         os.close(fd)
-    proc = run_cli(["run", str(src), "--cmd", "cat {path} > /dev/null", "--headless"])
+    proc = invoke_cli(["run", str(src), "--cmd", "cat {path} > /dev/null", "--headless"])
     assert proc.returncode == 0, proc.stderr
     assert "1 items, 2 unreadable paths left out ->" in proc.stderr
     unreadable = manifest_of(out_dir)["unreadable"]
@@ -179,9 +179,11 @@ def _seq_of(batch: Path, suffix: str) -> int:
     return next(int(str(line["seq"])) for line in lines if str(line["key"]).endswith(suffix))
 
 
-def test_a_name_that_is_not_utf8_runs_with_cmd(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
+def test_a_name_that_is_not_utf8_runs_with_cmd(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
     src = _tree_with_bad_name(tmp_path)
-    proc = run_cli(["run", str(src), "--cmd", "cat {path} > {out}/copy && printf %s {name} > {out}/name", "--headless"])
+    proc = invoke_cli(
+        ["run", str(src), "--cmd", "cat {path} > {out}/copy && printf %s {name} > {out}/name", "--headless"]
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     batch = only_batch(out_dir)
     assert len(read_jsonl(batch / "results.jsonl")) == 2  # both complete: none failed, none left out
@@ -190,7 +192,7 @@ def test_a_name_that_is_not_utf8_runs_with_cmd(tmp_path: Path, out_dir: Path, ru
     assert (batch / "out" / str(seq) / "name").read_bytes() == BAD_NAME
     assert (batch / "out" / str(seq) / "copy").read_bytes() == b"raw bytes\n"
     # Views show the name as the key does, its bytes as \xNN (export, like the item detail).
-    exported = [orjson.loads(line) for line in run_cli(["export", batch.name]).stdout.splitlines()]
+    exported = [orjson.loads(line) for line in invoke_cli(["export", batch.name]).stdout.splitlines()]
     assert {row["data"] for row in exported} == {f"{src}/good.txt", f"{src}/bad\\xff name.txt"}
 
 
@@ -229,7 +231,7 @@ def _big_jsonl(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_1mb_record_runs_with_cmd(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
+def test_a_1mb_record_runs_with_cmd(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
     src = _big_jsonl(tmp_path)
     cmd = (
         'if [ -n "$BATCHTUI_ITEM_JSON_FILE" ]; then '
@@ -237,7 +239,7 @@ def test_a_1mb_record_runs_with_cmd(tmp_path: Path, out_dir: Path, run_cli: RunC
         'printf %s "$BATCHTUI_ITEM_JSON" > {out}/env; '
         'else printf %s "$BATCHTUI_ITEM_JSON" > {out}/item.json; fi'
     )
-    proc = run_cli(["run", str(src), "--cmd", cmd, "--key-field", "id", "--headless"])
+    proc = invoke_cli(["run", str(src), "--cmd", cmd, "--key-field", "id", "--headless"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     batch = only_batch(out_dir)
     big = orjson.loads((batch / "out" / "0" / "item.json").read_bytes())
@@ -252,11 +254,11 @@ def test_a_1mb_record_runs_with_cmd(tmp_path: Path, out_dir: Path, run_cli: RunC
     assert list((batch / "tmp").iterdir()) == []
 
 
-def test_an_over_long_placeholder_is_named_with_its_size(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
+def test_an_over_long_placeholder_is_named_with_its_size(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
     src = _big_jsonl(tmp_path)
-    proc = run_cli(["run", str(src), "--cmd", "printf %s {text} | wc -c", "--headless"])
+    proc = invoke_cli(["run", str(src), "--cmd", "printf %s {text} | wc -c", "--headless"])
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    (group,) = show_json(run_cli, only_batch(out_dir))["error_groups"]
+    (group,) = show_json(invoke_cli, only_batch(out_dir))["error_groups"]
     assert group["error_type"] == "ValueError"
     assert "over the 131,072 bytes one argument may have" in group["example_message"]
     assert "{text} is 1,000,000 bytes" in group["example_message"]
