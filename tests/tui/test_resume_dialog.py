@@ -162,7 +162,8 @@ def test_a_halted_batch_resumed_with_a_raised_limit_runs_to_the_end(tmp_path: Pa
             dialog = await _open_dialog(pilot)
             await _fill(pilot, dialog, max_failure_rate="0.9")
             command = str(dialog.query_one("#resume-command", Static).render())
-            assert command == f"$ batchtui resume {batch.batch_id} --max-failure-rate 0.9"
+            out = batch.path.parent
+            assert command == f"$ batchtui resume {batch.batch_id} --output-dir {out} --max-failure-rate 0.9"
             await pilot.press("enter")
             await _until(pilot, lambda: app.engine_result is not None, "the engine's end")
             screen = app.screen
@@ -184,6 +185,7 @@ def test_overrides_are_recorded_in_the_history_exactly_as_the_cli_records_them(t
     by_dialog = _halted(tmp_path, "dialog")
     by_cli = _halted(tmp_path, "cli")
     flags = ["--workers", "3", "--max-failure-rate", "1", "--min-items", "7", "--timeout", "30", "--retry-failed"]
+    shown: list[str] = []
 
     async def body() -> None:
         app = _app(by_dialog)
@@ -192,12 +194,15 @@ def test_overrides_are_recorded_in_the_history_exactly_as_the_cli_records_them(t
             await _fill(pilot, dialog, workers="3", timeout="30", max_failure_rate="1", min_items="7")
             await pilot.click("#retry-failed")
             await pilot.pause(0.1)
-            assert dialog.command() == " ".join(["batchtui", "resume", by_dialog.batch_id, *flags])
+            out = str(by_dialog.path.parent)
+            assert dialog.command() == " ".join(["batchtui", "resume", by_dialog.batch_id, "--output-dir", out, *flags])
+            shown.extend(dialog.argv())
             await pilot.click("#resume")
             await _until(pilot, lambda: app.engine_result is not None, "the engine's end")
 
     run(body)
-    code, output = _cli("resume", str(by_cli.path), *flags, "--headless")
+    # The very command the dialog showed, run by the CLI on the twin batch.
+    code, output = _cli("resume", by_cli.batch_id, *shown[1:], "--headless")
     assert code == 1, output  # some items failed
     ours, theirs = _manifest(by_dialog), _manifest(by_cli)
     assert ours["history"][-1]["overrides"] == theirs["history"][-1]["overrides"]

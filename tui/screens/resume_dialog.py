@@ -191,8 +191,9 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         return self.query_one("#retry-failed", Checkbox).value
 
     def argv(self) -> list[str]:
-        """The form as ``batchtui resume``'s arguments (only the fields filled in)."""
-        args = [self.batch.batch_id]
+        """The form as ``batchtui resume``'s arguments (only the fields filled in); with the
+        output dir, as the CLI's own summaries say it, so it runs from any folder."""
+        args = [self.batch.batch_id, "--output-dir", str(self.batch.path.parent)]
         for name, flag, _label in FIELDS:
             value = self.query_one(f"#field-{name}", Input).value.strip()
             if value:
