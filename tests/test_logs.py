@@ -234,6 +234,7 @@ def test_logs_f_prints_lines_while_the_item_runs_and_ends_with_it(tmp_path: Path
         wait_until((batch.path / "lock").exists, what="the engine")
         follower = subprocess.Popen(
             [*CLI, "logs", batch.batch_id, "0", "-f"],
+            bufsize=0,  # unbuffered: readline takes one line, communicate() the rest
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=cli_env(tmp_path / "out"),
@@ -249,7 +250,10 @@ def test_logs_f_prints_lines_while_the_item_runs_and_ends_with_it(tmp_path: Path
         gate.touch()
         rest, err = follower.communicate(timeout=60)
         assert follower.returncode == 0, err
-        assert first + rest == b"line 1\nline 2\nline 3\nlast\n"
+        assert first + rest == b"line 1\nline 2\nline 3\nlast\n", (
+            err,
+            sorted(p.name for p in (batch.path / "logs").iterdir()),
+        )
     finally:
         gate.touch()
         engine.join(60)
