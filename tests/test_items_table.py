@@ -282,7 +282,7 @@ def test_untrusted_text_is_drawn_literally(tmp_path: Path) -> None:
         assert "new\\x0aline" in texts[3]
         assert "bidi\\u202eevil" in texts[4]
         assert "bell\\x07\\x9b" in texts[5]
-        assert "[link=https://evil.example]click" in texts[6]
+        assert "[link=https://e" in texts[6] and "click[/link]" in texts[6]  # cut in the middle
         assert "宽字符-key" in texts[7]
         assert "E[b]: [blink]E[/] \\x1b]0;t\\x07" in texts[0]
         for y in range(1, 1 + len(UNTRUSTED)):

@@ -203,12 +203,12 @@ def test_tabs_filter_and_error_selection(tmp_path: Path) -> None:
             await pilot.press("1")
             await pilot.pause(0.1)
             assert table.status is None
-            # Selecting an error row filters the items to that error type.
+            # Selecting an error row filters the items to that error group.
             errors = app.screen.query_one("#errors")
             errors.focus()
             await pilot.press("enter")
             await pilot.pause(0.1)
-            assert table.status == "failed" and table.error_type is not None
+            assert table.status == "failed" and table.error_group is not None
             # / filters by text; escape clears.
             await pilot.press("slash")
             for ch in "00020":
@@ -218,7 +218,7 @@ def test_tabs_filter_and_error_selection(tmp_path: Path) -> None:
             assert table.text == "00020"
             await pilot.press("escape")
             await pilot.pause(0.1)
-            assert table.text is None and table.error_type is None
+            assert table.text is None and table.error_group is None
 
     run(body)
 
@@ -254,7 +254,7 @@ def test_item_detail_and_offline_retry_and_skip(tmp_path: Path) -> None:
             await pilot.pause(0.1)
             last = table.selected_seq
             assert last == 299
-            await pilot.press("s")
+            await pilot.press("s", "y")  # asks first
             await pilot.pause(0.8)
             assert _status(batch, 299) == "skipped"
 

@@ -81,11 +81,11 @@ def test_a_skip_after_the_engine_went_is_applied_offline_not_queued(tmp_path: Pa
             await _until(pilot, lambda: table.selected_seq == 299)
             assert _status(batch, 299) == "pending"
             hold.__exit__(None, None, None)  # the engine ends
-            await pilot.press("s")
+            await pilot.press("s", "y")  # asks first
             await _until(pilot, lambda: _status(batch, 299) == "skipped")
             assert not (batch / "control.jsonl").exists()
             log = screen.query_one("#events")
-            await _until(pilot, lambda: "skip #299: 1 skipped" in "\n".join(str(line) for line in log.lines))
+            await _until(pilot, lambda: "skip 1 item (#299): 1 skipped" in "\n".join(str(line) for line in log.lines))
 
     hold = hold_lock(batch)
     hold.__enter__()

@@ -20,6 +20,7 @@ from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.reactive import var
 from textual.widgets import Footer, Input, Tab, Tabs
 from textual.worker import get_current_worker
@@ -29,15 +30,16 @@ from batchtui.engine.client import ACK_TIMEOUT_S, Applied, NotAcknowledged, Outc
 from batchtui.engine.errors import BatchtuiError
 from batchtui.engine.fmt import clean
 from batchtui.engine.liveness import EngineStatus, Liveness, engine_status
-from batchtui.engine.models import ACTIVE_STATES, BatchState, ControlOp, LiveProgress, Manifest
-from batchtui.engine.store.queries import ItemQueries, StoreError
+from batchtui.engine.models import ACTIVE_STATES, BatchState, ControlOp, Counts, LiveProgress, Manifest
+from batchtui.engine.store.queries import ACTION_STATUSES, ItemFilter, ItemQueries, Selection, StoreError
 
 from ..host import Host, host
-from ..messages import EngineFinished, ErrorTypeChosen, LiveUpdated, ManifestUpdated
+from ..messages import EngineFinished, LiveUpdated, ManifestUpdated
+from ..text import cut_middle
 from ..watch import BatchWatcher
 from ..widgets.charts import Charts
 from ..widgets.counts import CountsRow
-from ..widgets.errors_panel import ErrorsPanel
+from ..widgets.errors_panel import ErrorsPanel, group_label
 from ..widgets.event_log import EventLog
 from ..widgets.in_flight import InFlightPanel
 from ..widgets.items_table import ItemsTable
@@ -45,6 +47,22 @@ from ..widgets.status import GONE, ProgressLine, TitleBar
 from .base import WorkerScreen
 from .modals import ConfirmScreen
 from .resume_dialog import ResumeDialog, ResumeStarted, resumable
+
+#: Each bulk action's verb and what becomes of the items it changes (those in its
+#: ACTION_STATUSES): what the confirm dialog announces; the engine's answer says what it did.
+BULK: dict[str, tuple[str, str]] = {
+    "retry": ("Retry", "go back to pending"),
+    "skip": ("Skip", "are skipped (running ones killed)"),
+    "prioritize": ("Run first", "move to the front of the queue (failed ones retried)"),
+}
+_SORT_NAMES = {"seq": "seq", "duration": "slowest first", "tries": "most tries first"}
+_STATUS_WORD = {
+    "pending": "pending",
+    "processing": "running",
+    "complete": "complete",
+    "failed": "failed",
+    "skipped": "skipped",
+}
 
 TABS: tuple[tuple[str, str, str | None], ...] = (
     ("tab-all", "1 All", None),
@@ -60,15 +78,40 @@ class DashboardScreen(WorkerScreen):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "toggle_pause", "Pause/Resume", id="pause", tooltip="Pause dispatch, or let it go on"),
-        Binding("r", "retry_selected", "Retry", id="retry", tooltip="Retry the selected failed item"),
+        Binding(
+            "r", "bulk('retry')", "Retry", id="retry", tooltip="Retry the marked items (or the one under the cursor)"
+        ),
         Binding(
             "R",
-            "retry_type",
-            "Retry type",
+            "retry_group",
+            "Retry group",
             id="retry_type",
-            tooltip="Retry every failed item of the selected error type",
+            tooltip="Retry every failed item of the error group (errors table)",
         ),
-        Binding("s", "skip_selected", "Skip", id="skip", tooltip="Skip the selected item (kills it if running)"),
+        Binding(
+            "s",
+            "bulk('skip')",
+            "Skip",
+            id="skip",
+            tooltip="Skip the marked items, or the one under the cursor (kills running ones)",
+        ),
+        Binding(
+            "plus",
+            "bulk('prioritize')",
+            "Run first",
+            id="prioritize",
+            key_display="+",
+            tooltip="Move the marked items (or the one under the cursor) to the front of the queue",
+        ),
+        Binding("a", "mark_all", "Mark all", id="mark_all", tooltip="Mark every item of the view (tab, filter, group)"),
+        Binding("space", "mark", "Mark", id="mark", show=False, tooltip="Mark or unmark the item under the cursor"),
+        Binding(
+            "shift+down", "mark_range(1)", "Mark down", id="mark_down", show=False, tooltip="Extend the marks down"
+        ),
+        Binding("shift+up", "mark_range(-1)", "Mark up", id="mark_up", show=False, tooltip="Extend the marks up"),
+        Binding("o", "sort", "Sort", id="sort", tooltip="Sort the items: seq, slowest first, most tries first"),
+        Binding("e", "focus_errors", "Errors", id="focus_errors", show=False, tooltip="Go to the errors table"),
+        Binding("i", "focus_items", "Items", id="focus_items", show=False, tooltip="Go to the items table"),
         Binding("x", "stop", "Stop", id="stop", tooltip="Stop the batch gracefully (resumable)"),
         Binding("enter", "details", "Details", id="details", tooltip="Open the selected item", show=False),
         Binding("slash", "filter", "Filter", id="filter", tooltip="Filter the items by key or error text"),
@@ -77,7 +120,9 @@ class DashboardScreen(WorkerScreen):
         Binding("3", "tab('tab-failed')", "Failed", id="tab3", show=False),
         Binding("4", "tab('tab-complete')", "Complete", id="tab4", show=False),
         Binding("5", "tab('tab-skipped')", "Skipped", id="tab5", show=False),
-        Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False),
+        Binding(
+            "escape", "clear_filter", "Clear", id="clear_filter", show=False, tooltip="Clear the marks, then the filter"
+        ),
         Binding("b", "browser", "Batches", id="browser", tooltip="All batches in the output dir"),
         Binding(
             "u",
@@ -102,7 +147,7 @@ class DashboardScreen(WorkerScreen):
         self.batch = BatchDir(batch)
         self.in_process = in_process
         self._alive_stamp = 0.0
-        self._error_filter: str | None = None
+        self._group: tuple[str, str] | None = None  # the error group the items show: (id, label)
         self.watcher: BatchWatcher | None = None
 
     @property
@@ -175,6 +220,7 @@ class DashboardScreen(WorkerScreen):
         if live is None:
             return
         self.query_one(ItemsTable).refresh_data()
+        self._label_tabs()
         if previous is None or previous.state != live.state:
             self.refresh_bindings()
 
@@ -200,36 +246,62 @@ class DashboardScreen(WorkerScreen):
     def selected_seq(self) -> int | None:
         return self.query_one(ItemsTable).selected_seq
 
-    def _selected_row(self) -> Any:
-        seq = self.selected_seq
-        if seq is None:
-            return None
-        try:
-            with ItemQueries(self.batch.items_db) as store:
-                return store.row(seq)
-        except StoreError:
-            return None
+    def _chosen_group(self) -> tuple[str, str] | None:
+        """The error group ``R`` acts on: the errors table's row when it has the focus, else the
+        group the items are filtered to, else the errors table's row."""
+        panel = self.query_one(ErrorsPanel)
+        under = panel.cursor_group()
+        if under is not None and panel.has_focus_within:
+            return under[0], group_label(under[1])
+        if self._group is not None:
+            return self._group
+        return None if under is None else (under[0], group_label(under[1]))
 
-    def _selected_error_type(self) -> str | None:
-        chosen = self.query_one(ErrorsPanel).focused_error_type() or self._error_filter
-        if chosen:
-            return chosen
-        row = self._selected_row()
-        return row.error_type if row is not None and row.status == "failed" else None
-
-    @on(ErrorTypeChosen)
-    def _error_chosen(self, event: ErrorTypeChosen) -> None:
-        self._error_filter = event.error_type
-        self.query_one("#tabs", Tabs).active = "tab-failed"
-        self.query_one(ItemsTable).set_filter(status="failed", error_type=event.error_type, text=self._text_filter())
-        self._event(f"items filtered to {event.error_type}")
+    @on(ErrorsPanel.GroupChosen)
+    def _group_chosen(self, event: ErrorsPanel.GroupChosen) -> None:
+        self._group = (event.group_id, group_label(event.group))
+        tabs = self.query_one("#tabs", Tabs)
+        table = self.query_one(ItemsTable)
+        table.set_filter(status="failed", error_type=None, error_group=event.group_id, text=self._text_filter())
+        if tabs.active != "tab-failed":
+            tabs.active = "tab-failed"  # its TabActivated keeps the group
+        self._label_tabs()
+        table.focus()
+        self._event(clean(f"items filtered to group {event.group_id} ({self._group[1]})", 200))
 
     @on(Tabs.TabActivated, "#tabs")
     def _tab(self, event: Tabs.TabActivated) -> None:
         status = {tab_id: st for tab_id, _label, st in TABS}.get(event.tab.id or "")
         if status != "failed":
-            self._error_filter = None
-        self.query_one(ItemsTable).set_filter(status=status, error_type=self._error_filter, text=self._text_filter())
+            self._group = None
+        group = self._group[0] if self._group is not None else None
+        self.query_one(ItemsTable).set_filter(
+            status=status, error_type=None, error_group=group, text=self._text_filter()
+        )
+        self._label_tabs()
+
+    def _label_tabs(self) -> None:
+        """Each tab with its count (the live counts), the active one with its filter or group."""
+        tabs = self.query_one("#tabs", Tabs)
+        live = self.live
+        counts: Counts | None = live.counts if live is not None else self.manifest.totals if self.manifest else None
+        text = self._text_filter()
+        for tab_id, label, status in TABS:
+            shown = label
+            if counts is not None:
+                n = counts.total if status is None else getattr(counts, status, 0)
+                shown = f"{label} {n:,}"
+            if tab_id == tabs.active:
+                if self._group is not None:
+                    shown += f" · {cut_middle(clean(self._group[1]), 28)}"
+                if text:
+                    shown += f" · /{cut_middle(clean(text), 16)}"
+            try:
+                tab = tabs.query_one(f"#{tab_id}", Tab)
+            except Exception:
+                continue
+            if tab.label_text != shown:
+                tab.label = Content(shown)  # Content: never parsed as markup (a filter may hold [)
 
     def _text_filter(self) -> str | None:
         value = self.query_one("#filter", Input).value.strip()
@@ -238,8 +310,13 @@ class DashboardScreen(WorkerScreen):
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
         table = self.query_one(ItemsTable)
-        table.set_filter(status=table.status, error_type=table.error_type, text=event.value.strip() or None)
+        table.set_filter(text=event.value.strip() or None)
+        self._label_tabs()
         table.focus()
+
+    @on(ItemsTable.MarksChanged)
+    def _marks_changed(self, event: ItemsTable.MarksChanged) -> None:
+        self.query_one(ProgressLine).marked = event.count
 
     @on(ItemsTable.Selected)
     def _item_selected(self, event: ItemsTable.Selected) -> None:
@@ -286,33 +363,75 @@ class DashboardScreen(WorkerScreen):
             confirmed,
         )
 
-    def action_retry_selected(self) -> None:
-        row = self._selected_row()
-        if row is None or row.status != "failed":
-            self.notify("select a failed item to retry", severity="warning")
-            return
-        self._steer("retry", f"retry #{row.seq}", seqs=[row.seq])
+    def action_bulk(self, op: ControlOp) -> None:
+        """``r``, ``s``, ``+``: retry, skip or run first the marked items, or the item under the
+        cursor when none is marked; asks first (the count and a few keys), ``y`` sends it."""
+        table = self.query_one(ItemsTable)
+        marked = not table.selection.is_empty
+        if marked:
+            selection, what = table.selection, "marked items"
+        else:
+            seq = table.selected_seq
+            if seq is None:
+                self.notify("no item under the cursor", severity="warning")
+                return
+            selection, what = Selection().mark(seq), f"#{seq}"
+        self._confirm_bulk(op, selection, what, clear_marks=marked)
 
-    def action_retry_type(self) -> None:
-        error_type = self._selected_error_type()
-        if not error_type:
-            self.notify("select an error type (errors table) or a failed item first", severity="warning")
+    def action_retry_group(self) -> None:
+        """``R``: retry every failed item of an error group (see :meth:`_chosen_group`)."""
+        chosen = self._chosen_group()
+        if chosen is None:
+            self.notify("no error group: nothing has failed", severity="warning")
             return
-        self._steer("retry", f"retry all {error_type}", filter={"error_type": error_type})
+        group_id, label = chosen
+        selection = Selection.of(ItemFilter(status="failed", error_group=group_id))
+        self._confirm_bulk("retry", selection, f"group {group_id} ({cut_middle(clean(label), 40)})", clear_marks=False)
 
-    def action_skip_selected(self) -> None:
-        row = self._selected_row()
-        if row is None or row.status not in ("pending", "processing", "failed"):
-            self.notify("select a pending, running or failed item to skip", severity="warning")
+    def _confirm_bulk(self, op: ControlOp, selection: Selection, what: str, *, clear_marks: bool) -> None:
+        statuses, (verb, outcome) = ACTION_STATUSES[op], BULK[op]
+        try:
+            with ItemQueries(self.batch.items_db) as store:
+                counts = store.selected_counts(selection)
+                samples = store.sample_selected(selection, 5, statuses)
+        except StoreError as exc:
+            self.notify(clean(f"items.db: {exc}"), severity="error")
             return
-        self._steer("skip", f"skip #{row.seq}", seqs=[row.seq])
+        n = sum(getattr(counts, st) for st in statuses)
+        by_status = ", ".join(f"{getattr(counts, st):,} {_STATUS_WORD[st]}" for st in statuses if getattr(counts, st))
+        others = counts.total - n
+        of = f" of {counts.total:,} {what}" if what == "marked items" else f" ({what})"
+        if n == 0:
+            has = ", ".join(f"{getattr(counts, st):,} {_STATUS_WORD[st]}" for st in _STATUS_WORD if getattr(counts, st))
+            self.notify(clean(f"{verb}: nothing to change{of}: {has or 'no items'}"), severity="warning", timeout=5)
+            return
+        question = f"{verb} {n:,} item{'s' if n != 1 else ''}?"
+        detail = f"{by_status}{of} {outcome}."
+        if others:
+            detail += f" The other {others:,} stay as they are."
+
+        def confirmed(yes: bool | None) -> None:
+            if not yes:
+                return
+            items = f"{n:,} item{'s' if n != 1 else ''}"
+            self._steer(op, f"{verb.lower()} {items}" + ("" if clear_marks else f" ({what})"), select=selection)
+            if clear_marks:
+                self.query_one(ItemsTable).clear_marks()
+
+        self.app.push_screen(ConfirmScreen(question, detail, samples=samples, total=n), confirmed)
 
     def _steer(
-        self, op: ControlOp, what: str, *, seqs: Sequence[int] | None = None, filter: dict[str, Any] | None = None
+        self,
+        op: ControlOp,
+        what: str,
+        *,
+        seqs: Sequence[int] | None = None,
+        filter: dict[str, Any] | None = None,
+        select: Selection | None = None,
     ) -> None:
         """Send ``op`` through the control client, off the UI thread; its ack is awaited by the
         event log (an engine holds the batch), or the store is changed offline (none does)."""
-        self._send(op, what, seqs, filter, self.host.clock)
+        self._send(op, what, seqs, filter, select, self.host.clock)
 
     @work(thread=True, exclusive=False, group="control", name="sending a command", exit_on_error=False)
     def _send(
@@ -321,12 +440,20 @@ class DashboardScreen(WorkerScreen):
         what: str,
         seqs: Sequence[int] | None,
         filter: dict[str, Any] | None,
+        select: Selection | None,
         clock: Callable[[], float],
     ) -> None:
         worker = get_current_worker()
         try:
             outcome = send(
-                self.batch, op, seqs=seqs, filter=filter, wait=None, cancelled=lambda: worker.is_cancelled, now=clock
+                self.batch,
+                op,
+                seqs=seqs,
+                filter=filter,
+                select=select,
+                wait=None,
+                cancelled=lambda: worker.is_cancelled,
+                now=clock,
             )
         except BatchtuiError as exc:  # no engine for a pause, the batch taken meanwhile, a damaged file
             self.app.call_from_thread(self.notify, clean(f"{what} failed: {exc}"), severity="error")
@@ -358,13 +485,40 @@ class DashboardScreen(WorkerScreen):
         field.focus()
 
     def action_clear_filter(self) -> None:
+        """Escape: the marks go first (one escape), then the filter and the group."""
+        table = self.query_one(ItemsTable)
+        if table.clear_marks():
+            self.notify("marks cleared", timeout=2)
+            return
         field = self.query_one("#filter", Input)
         field.value = ""
         field.display = False
-        self._error_filter = None
-        table = self.query_one(ItemsTable)
-        table.set_filter(status=table.status, error_type=None, text=None)
+        self._group = None
+        table.set_filter(error_type=None, error_group=None, text=None)
+        self._label_tabs()
         table.focus()
+
+    def action_mark(self) -> None:
+        self.query_one(ItemsTable).action_toggle_mark()
+
+    def action_mark_range(self, step: int) -> None:
+        self.query_one(ItemsTable).action_extend_marks(step)
+
+    def action_mark_all(self) -> None:
+        """``a``: every item of the view (tab, filter, group), by query: nothing is loaded."""
+        table = self.query_one(ItemsTable)
+        table.mark_view()
+        self.notify(f"{table.marked_count:,} marked", timeout=2)
+
+    def action_sort(self) -> None:
+        order = self.query_one(ItemsTable).next_order()
+        self.notify(f"items sorted: {_SORT_NAMES[order]}", timeout=2)
+
+    def action_focus_errors(self) -> None:
+        self.query_one(ErrorsPanel).focus_table()
+
+    def action_focus_items(self) -> None:
+        self.query_one(ItemsTable).focus()
 
     def action_tab(self, tab_id: str) -> None:
         self.query_one("#tabs", Tabs).active = tab_id

@@ -1,4 +1,6 @@
-"""The dashboard's errors table: one row per error type and message, with a count and an example."""
+"""The dashboard's errors table: one row per error group (a type and a normalized message), with
+its category, count and message. A type with one message is one row; a type with several shows
+each, so "disk full" and "permission denied" of the same ``exit 1`` are two rows to act on."""
 
 from __future__ import annotations
 
@@ -8,15 +10,27 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.message import Message
 from textual.reactive import var
 from textual.widgets import DataTable, Static
 
-from batchtui.engine.models import LiveProgress
+from batchtui.engine.errors import group_id
+from batchtui.engine.models import ErrorGroup, LiveProgress
 
-from ..messages import ErrorTypeChosen
 from ..text import plain
 
-__all__ = ["ErrorsPanel", "row_key_at_cursor"]
+__all__ = ["ErrorsPanel", "group_label", "row_key_at_cursor"]
+
+
+def _id(group: ErrorGroup) -> str:
+    # A live_progress.json of an older engine has no ids: the same function gives the same id.
+    return group.id or group_id(group.error_type, group.message)
+
+
+def group_label(group: ErrorGroup) -> str:
+    """``type: message`` of a group, for a line that names it (the tab, a dialog)."""
+    message = group.message or group.example_message
+    return f"{group.error_type}: {message}" if message else group.error_type
 
 
 def row_key_at_cursor(table: DataTable[Any]) -> str | None:
@@ -30,14 +44,28 @@ def row_key_at_cursor(table: DataTable[Any]) -> str | None:
 
 
 class ErrorsPanel(Vertical):
-    """The error groups of live_progress.json. Choosing a row posts :class:`ErrorTypeChosen`;
-    the cursor stays on its group when the table is redrawn."""
+    """The error groups of live_progress.json. Choosing a row posts :class:`GroupChosen`; the
+    cursor stays on its group when the table is redrawn."""
+
+    class GroupChosen(Message):
+        """Enter on a group: show its failed items."""
+
+        def __init__(self, group: ErrorGroup, group_id: str) -> None:
+            self.group = group
+            self.group_id = group_id
+            super().__init__()
+
+    DEFAULT_CSS = """
+    ErrorsPanel { border-left: tall $panel; }
+    ErrorsPanel:focus-within { border-left: tall $accent; }
+    """
 
     live: var[LiveProgress | None] = var(None)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._rows: list[tuple[str, str, str, int, str]] = []
+        self._groups: dict[str, ErrorGroup] = {}
         self._ready = False
 
     def compose(self) -> ComposeResult:
@@ -46,7 +74,7 @@ class ErrorsPanel(Vertical):
 
     def on_mount(self) -> None:
         table = self.query_one("#errors", DataTable)
-        for label in ("Type", "Category", "Count", "Example"):
+        for label in ("Type", "Category", "Count", "Message"):
             table.add_column(label, key=label.lower())
         self._ready = True
         self.redraw()
@@ -58,34 +86,40 @@ class ErrorsPanel(Vertical):
         live = self.live
         if live is None or not self._ready:
             return
-        rows = [
-            (f"{g.error_type}\x00{g.message}", g.error_type, g.category, g.count, g.example_message)
-            for g in live.error_groups
-        ]
+        groups = {_id(g): g for g in live.error_groups}
+        rows = [(gid, g.error_type, g.category, g.count, g.message or g.example_message) for gid, g in groups.items()]
         if rows == self._rows:
             return
         table = self.query_one("#errors", DataTable)
         keep = row_key_at_cursor(table)
         table.clear()
-        for key, etype, category, count, example in rows:
-            table.add_row(plain(etype), plain(category), Text(f"{count:,}"), plain(example, limit=200), key=key)
-        self._rows = rows
+        for key, etype, category, count, message in rows:
+            table.add_row(plain(etype), plain(category), Text(f"{count:,}"), plain(message, limit=200), key=key)
+        self._rows, self._groups = rows, groups
         if keep is not None:
             for index, row in enumerate(rows):
                 if row[0] == keep:
                     table.move_cursor(row=index, animate=False)
                     break
 
-    def focused_error_type(self) -> str | None:
-        """The error type under the cursor, when the table has the focus."""
-        table = self.query_one("#errors", DataTable)
-        if table.has_focus and table.row_count:
-            key = row_key_at_cursor(table)
-            if key:
-                return key.split("\x00", 1)[0]
-        return None
+    def cursor_group(self) -> tuple[str, ErrorGroup] | None:
+        """(id, group) under the cursor (None when there are no errors)."""
+        key = row_key_at_cursor(self.query_one("#errors", DataTable))
+        group = self._groups.get(key) if key else None
+        return None if key is None or group is None else (key, group)
+
+    def group(self, group_id: str) -> ErrorGroup | None:
+        """The group with this id, as last shown (None: not among them)."""
+        return self._groups.get(group_id)
+
+    def focus_table(self) -> None:
+        """Give the focus to the errors table (the ``e`` key)."""
+        self.query_one("#errors", DataTable).focus()
 
     @on(DataTable.RowSelected, "#errors")
     def _chosen(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        self.post_message(ErrorTypeChosen(str(event.row_key.value).split("\x00", 1)[0]))
+        key = str(event.row_key.value)
+        group = self._groups.get(key)
+        if group is not None:
+            self.post_message(self.GroupChosen(group, key))

@@ -37,9 +37,11 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from batchtui.engine.fmt import clean, fmt_duration
-from batchtui.engine.store.queries import ItemFilter, ItemQueries, ItemRow, StoreError
+from batchtui.engine.store.queries import ORDERS, ItemFilter, ItemQueries, ItemRow, Selection, StoreError
 
-__all__ = ["MAX_PAGES", "PAGE_SIZE", "ItemsTable"]
+from ..text import cut_middle
+
+__all__ = ["MARK", "MAX_PAGES", "PAGE_SIZE", "ItemsTable"]
 
 PAGE_SIZE: Final = 200
 """Rows fetched per query."""
@@ -54,15 +56,24 @@ _STATUS_WIDTH: Final = 10  # "processing"
 _TRIES_WIDTH: Final = 5
 _DURATION_WIDTH: Final = 8
 _MIN_KEY_WIDTH: Final = 12
+_MARK_WIDTH: Final = 1
+MARK: Final = "●"
+"""Drawn in the first column of a marked row."""
+#: The column a click on the header sorts by (the others keep the order).
+_SORT_BY_COLUMN: Final = {1: "seq", 3: "tries", 4: "duration"}
+_ORDER_ARROW: Final = {"seq": "↑", "tries": "↓", "duration": "↓"}
 _STATUSES: Final = frozenset({"pending", "processing", "complete", "failed", "skipped"})
 
 
-def _fit(text: str, width: int, *, right: bool = False) -> str:
-    """Pad or truncate ``text`` to exactly ``width`` cells; an ellipsis marks truncation."""
+def _fit(text: str, width: int, *, right: bool = False, middle: bool = False) -> str:
+    """Pad or truncate ``text`` to exactly ``width`` cells; an ellipsis marks truncation (in the
+    middle with ``middle``: a key's end tells rows apart)."""
     if width <= 0:
         return ""
     length = cell_len(text)
     if length > width:
+        if middle:
+            return set_cell_size(cut_middle(text, width), width)
         return set_cell_size(text, width - 1) + "…"
     pad = " " * (width - length)
     return pad + text if right else text + pad
@@ -98,17 +109,19 @@ class _Paint:
     """What every line of one paint shares."""
 
     width: int  # cells per line, the scrollbar's included
-    widths: tuple[int, ...]  # the six columns
+    widths: tuple[int, ...]  # the seven columns (the mark first)
     used: int  # cells the columns and their separators take
     base: Style
     cursor: Style
     status: dict[str, tuple[Style, Style]]  # status -> (style, style under the cursor)
     message: Style
+    marked: Style  # added to a marked row's style
     header_strip: Strip
 
 
-_HEADER: Final = ("seq", "status", "tries", "duration", "key", "error")
-_RIGHT_ALIGNED: Final = (True, False, True, True, False, False)
+_HEADER: Final = ("", "seq", "status", "tries", "duration", "key", "error")
+_RIGHT_ALIGNED: Final = (False, True, False, True, True, False, False)
+_MIDDLE_CUT: Final = (False, False, False, False, False, True, False)
 
 
 class _Keep(enum.Enum):
@@ -121,10 +134,13 @@ _KEEP: Final = _Keep.KEEP
 class _CountReady(Message, bubble=False):
     """A background recount finished (posted from the counting thread to the table)."""
 
-    def __init__(self, generation: int, count: int | None, total: int | None, elapsed: float) -> None:
+    def __init__(
+        self, generation: int, count: int | None, total: int | None, marked: int | None, elapsed: float
+    ) -> None:
         self.generation = generation
         self.count = count
         self.total = total
+        self.marked = marked
         self.elapsed = elapsed
         super().__init__()
 
@@ -133,7 +149,11 @@ class ItemsTable(ScrollView, can_focus=True):
     """The items of one batch, read page by page from its ``items.db``.
 
     Line 0 is a fixed header; line ``1 + i`` shows row ``scroll_y + i`` of the filtered view
-    (rows in seq order). ``virtual_size.height`` is :attr:`row_count` plus the header line.
+    (rows in :attr:`order`). ``virtual_size.height`` is :attr:`row_count` plus the header line.
+
+    Marks are a :class:`~batchtui.engine.store.queries.Selection` (views and seq ranges, never
+    a set of rows): marking every item of a 300k-item view adds one filter. Which rows on screen
+    are marked is one query per paint; how many are marked is counted with the view's count.
     """
 
     DEFAULT_CSS = """
@@ -144,9 +164,11 @@ class ItemsTable(ScrollView, can_focus=True):
         overflow-y: auto;
         background: $surface;
         color: $foreground;
+        border-left: tall $panel;  /* $accent when focused: where the keys go */
     }
     ItemsTable:focus {
         background-tint: $foreground 5%;
+        border-left: tall $accent;
     }
     ItemsTable > .items-table--header {
         background: $panel;
@@ -169,6 +191,7 @@ class ItemsTable(ScrollView, can_focus=True):
     ItemsTable > .items-table--failed { color: $error; }
     ItemsTable > .items-table--skipped { color: $text-disabled; }
     ItemsTable > .items-table--message { color: $text-muted; text-style: italic; }
+    ItemsTable > .items-table--marked { background: $accent 25%; text-style: bold; }
     """
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -180,6 +203,7 @@ class ItemsTable(ScrollView, can_focus=True):
         "items-table--failed",
         "items-table--skipped",
         "items-table--message",
+        "items-table--marked",
     }
     """
     | Class | Description |
@@ -188,6 +212,7 @@ class ItemsTable(ScrollView, can_focus=True):
     | `items-table--cursor` | The highlighted row (`ItemsTable:focus > …` when focused). |
     | `items-table--pending` … `items-table--skipped` | Status column (and error column) per status. |
     | `items-table--message` | "no items" / "items.db unavailable" line. |
+    | `items-table--marked` | Added to a marked row (its first column shows ●). |
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -198,6 +223,13 @@ class ItemsTable(ScrollView, can_focus=True):
         Binding("home", "cursor_home", "First", show=False, id="items_table.home", tooltip="First item"),
         Binding("end", "cursor_end", "Last", show=False, id="items_table.end", tooltip="Last item"),
         Binding("enter", "select", "Details", id="items_table.select", tooltip="Show the highlighted item"),
+        Binding("space", "toggle_mark", "Mark", id="items_table.mark", tooltip="Mark or unmark the item, go down"),
+        Binding(
+            "shift+down", "extend_marks(1)", "Mark down", show=False, id="items_table.mark_down", tooltip="Mark a range"
+        ),
+        Binding(
+            "shift+up", "extend_marks(-1)", "Mark up", show=False, id="items_table.mark_up", tooltip="Mark a range"
+        ),
     ]
 
     class Highlighted(Message):
@@ -230,6 +262,20 @@ class ItemsTable(ScrollView, can_focus=True):
             """The table that posted the message."""
             return self.items_table
 
+    class MarksChanged(Message):
+        """The marks changed, or how many items they hold (a marked view's items come and go)."""
+
+        def __init__(self, items_table: ItemsTable, selection: Selection, count: int) -> None:
+            self.items_table = items_table
+            self.selection = selection
+            self.count = count
+            super().__init__()
+
+        @property
+        def control(self) -> ItemsTable:
+            """The table that posted the message."""
+            return self.items_table
+
     cursor_row: reactive[int] = reactive(0, repaint=False, init=False)
     """Index of the highlighted row in the filtered view."""
     status: reactive[str | None] = reactive(None, repaint=False, init=False)
@@ -238,6 +284,10 @@ class ItemsTable(ScrollView, can_focus=True):
     """Show only items with this error type (None: all)."""
     text: reactive[str | None] = reactive(None, repaint=False, init=False)
     """Show only items whose key or error message contains this text (None: all)."""
+    error_group: reactive[str | None] = reactive(None, repaint=False, init=False)
+    """Show only items of this error group (its id; None: all)."""
+    order: reactive[str] = reactive("seq", repaint=False, init=False)
+    """The order of the rows: a key of :data:`~batchtui.engine.store.queries.ORDERS`."""
 
     def __init__(
         self,
@@ -261,6 +311,9 @@ class ItemsTable(ScrollView, can_focus=True):
         self._counting = False
         self._count_again = False
         self._paint: _Paint | None = None
+        self._selection = Selection()
+        self._marked_count = 0
+        self._marked_on_screen: set[int] = set()
         self.page_misses = 0
         """Queries issued for pages so far (for tests and benchmarks)."""
 
@@ -282,12 +335,59 @@ class ItemsTable(ScrollView, can_focus=True):
         row = self._row_at(self.cursor_row)
         return None if row is None else row.seq
 
+    @property
+    def selection(self) -> Selection:
+        """The marked items (empty: none)."""
+        return self._selection
+
+    @property
+    def marked_count(self) -> int:
+        """How many items the marks hold (as of the last count)."""
+        return self._marked_count
+
+    def set_selection(self, selection: Selection) -> None:
+        """Replace the marks (counted at once, one query) and repaint; posts :class:`MarksChanged`."""
+        self._selection = selection
+        count = 0
+        if not selection.is_empty and self._store is not None:
+            try:
+                count = self._store.count_selected(selection)
+            except StoreError as exc:
+                self.log.warning(f"items.db marks: {exc}")
+                count = self._marked_count
+        self._set_marked(count, force=True)
+        self.refresh()
+
+    def clear_marks(self) -> bool:
+        """Unmark everything; False when nothing was marked."""
+        if self._selection.is_empty:
+            return False
+        self.set_selection(Selection())
+        return True
+
+    def mark_view(self) -> None:
+        """Mark every item of the current view: one filter added, no row loaded."""
+        self.set_selection(self._selection.add_view(self.item_filter))
+
+    def set_order(self, order: str) -> None:
+        """Show the rows in ``order`` (a key of ``ORDERS``), from the top."""
+        if order not in ORDERS:
+            raise ValueError(f"unknown order {order!r}")
+        self.order = order
+
+    def next_order(self) -> str:
+        """Cycle seq -> duration (slowest first) -> tries (most first) -> seq; the new order."""
+        names = list(ORDERS)
+        self.order = names[(names.index(self.order) + 1) % len(names)]
+        return self.order
+
     def set_filter(
         self,
         *,
         status: str | _Keep | None = _KEEP,
         error_type: str | _Keep | None = _KEEP,
         text: str | _Keep | None = _KEEP,
+        error_group: str | _Keep | None = _KEEP,
     ) -> None:
         """Change any of the filters (omitted ones are kept; None clears one) in a single recount.
 
@@ -300,6 +400,8 @@ class ItemsTable(ScrollView, can_focus=True):
             self.set_reactive(ItemsTable.error_type, error_type or None)
         if not isinstance(text, _Keep):
             self.set_reactive(ItemsTable.text, text or None)
+        if not isinstance(error_group, _Keep):
+            self.set_reactive(ItemsTable.error_group, error_group or None)
         self._apply_filter()
 
     def refresh_data(self) -> None:
@@ -336,6 +438,13 @@ class ItemsTable(ScrollView, can_focus=True):
         self._apply_filter()
 
     def watch_text(self) -> None:
+        self._apply_filter()
+
+    def watch_error_group(self) -> None:
+        self._apply_filter()
+
+    def watch_order(self) -> None:
+        self._paint = None  # the header shows the order
         self._apply_filter()
 
     # -- actions ---------------------------------------------------------------------------
@@ -375,6 +484,36 @@ class ItemsTable(ScrollView, can_focus=True):
         if seq is not None:
             self.post_message(self.Selected(self, seq))
 
+    def action_toggle_mark(self) -> None:
+        """Mark or unmark the row under the cursor, then go down (as in mc, k9s)."""
+        seq = self.selected_seq
+        if seq is None:
+            return
+        self.set_selection(self._selection.toggle(seq, self.is_marked(seq)))
+        self.cursor_row += 1
+
+    def action_extend_marks(self, step: int) -> None:
+        """Shift+down / shift+up: mark the row under the cursor and the next one (a range grows
+        one row at a time, in the order shown)."""
+        seq = self.selected_seq
+        if seq is None:
+            return
+        selection = self._selection.mark(seq)
+        self.cursor_row += step
+        after = self.selected_seq
+        if after is not None:
+            selection = selection.mark(after)
+        self.set_selection(selection)
+
+    def is_marked(self, seq: int) -> bool:
+        """Whether item ``seq`` is marked (one query; False when nothing is)."""
+        if self._selection.is_empty or self._store is None:
+            return False
+        try:
+            return seq in self._store.selected_among(self._selection, (seq,))
+        except StoreError:
+            return False
+
     # -- events ----------------------------------------------------------------------------
 
     def _on_mount(self, event: events.Mount) -> None:
@@ -393,7 +532,13 @@ class ItemsTable(ScrollView, can_focus=True):
 
     async def _on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)
-        if offset is None or offset.y == 0:  # the header
+        if offset is None:
+            return
+        if offset.y == 0:  # the header: a click on seq, tries or duration sorts by it
+            column = self._column_at(offset.x)
+            if column in _SORT_BY_COLUMN:
+                event.stop()
+                self.set_order(_SORT_BY_COLUMN[column])
             return
         row = int(self.scroll_y) + offset.y - 1
         if row >= self._count:
@@ -411,6 +556,8 @@ class ItemsTable(ScrollView, can_focus=True):
             self._last_count_s = message.elapsed
             self._total = message.total if message.total is not None else self._total
             self._set_count(message.count)
+            if message.marked is not None:
+                self._set_marked(message.marked)
             self.refresh()
         if self._count_again:
             self._count_again = False
@@ -421,7 +568,19 @@ class ItemsTable(ScrollView, can_focus=True):
     def render_lines(self, crop: Region) -> list[Strip]:
         """Paint ``crop``: styles and column widths are worked out once per paint, not per line."""
         self._paint = None  # Textual also drops its component-style cache on every refresh
+        self._marked_on_screen = self._marked_among_rows(int(self.scroll_y) + max(0, crop.y - 1), crop.height)
         return super().render_lines(crop)
+
+    def _marked_among_rows(self, first: int, n: int) -> set[int]:
+        """Which items of the rows ``first .. first+n`` are marked: one query for the paint."""
+        if self._selection.is_empty or self._store is None:
+            return set()
+        seqs = [row.seq for i in range(first, min(first + n, self._count)) if (row := self._row_at(i)) is not None]
+        try:
+            return self._store.selected_among(self._selection, seqs)
+        except StoreError as exc:
+            self.log.warning(f"items.db marks: {exc}")
+            return set()
 
     def render_line(self, y: int) -> Strip:
         """Line ``y`` of the widget: the header at 0, then row ``scroll_y + y - 1``."""
@@ -435,10 +594,13 @@ class ItemsTable(ScrollView, can_focus=True):
         if row is None:  # the store shrank or could not be read: drawn on the next refresh
             return Strip.blank(paint.width, paint.base)
         on_cursor = index == self.cursor_row
+        marked = row.seq in self._marked_on_screen
         row_style = paint.cursor if on_cursor else paint.base
         status_style = paint.status.get(row.status, (paint.base, paint.cursor))[on_cursor]
-        cells = (str(row.seq), row.status, row.tries, row.duration, row.key, row.error)
-        styles = (row_style, status_style, row_style, row_style, row_style, status_style)
+        if marked:
+            row_style, status_style = row_style + paint.marked, status_style + paint.marked
+        cells = (MARK if marked else "", str(row.seq), row.status, row.tries, row.duration, row.key, row.error)
+        styles = (row_style, row_style, status_style, row_style, row_style, row_style, status_style)
         return self._strip(paint, cells, styles, row_style)
 
     @staticmethod
@@ -448,7 +610,9 @@ class ItemsTable(ScrollView, can_focus=True):
         for n, cell in enumerate(cells):
             if n:
                 segments.append(space)
-            segments.append(Segment(_fit(cell, paint.widths[n], right=_RIGHT_ALIGNED[n]), styles[n]))
+            segments.append(
+                Segment(_fit(cell, paint.widths[n], right=_RIGHT_ALIGNED[n], middle=_MIDDLE_CUT[n]), styles[n])
+            )
         strip = Strip(segments, paint.used)
         if paint.used < paint.width:
             return Strip([*segments, Segment(" " * (paint.width - paint.used), fill)], paint.width)
@@ -466,11 +630,13 @@ class ItemsTable(ScrollView, can_focus=True):
             return self._paint
         width = self.size.width
         content_width = self.scrollable_content_region.width  # the scrollbar is drawn over the rest
-        seq_width = max(3, len(str(max(self._total - 1, 0))))
-        fixed = 1 + seq_width + 1 + _STATUS_WIDTH + 1 + _TRIES_WIDTH + 1 + _DURATION_WIDTH + 1 + 1
+        seq_width = max(4, len(str(max(self._total - 1, 0))))  # "seq" and the order's arrow
+        fixed = 1 + _MARK_WIDTH + 1 + seq_width + 1 + _STATUS_WIDTH + 1 + _TRIES_WIDTH + 1 + _DURATION_WIDTH + 1 + 1
         rest = max(0, content_width - fixed)
-        key = max(min(rest, _MIN_KEY_WIDTH), rest // 2)
-        widths = (seq_width, _STATUS_WIDTH, _TRIES_WIDTH, _DURATION_WIDTH, key, rest - key)
+        # The failed items are read for their errors: the error column gets two thirds there.
+        share = rest // 3 if self.status == "failed" else rest // 2
+        key = max(min(rest, _MIN_KEY_WIDTH), share)
+        widths = (_MARK_WIDTH, seq_width, _STATUS_WIDTH, _TRIES_WIDTH, _DURATION_WIDTH, key, rest - key)
         base = self.rich_style
 
         def component(name: str) -> Style:
@@ -479,21 +645,36 @@ class ItemsTable(ScrollView, can_focus=True):
         cursor = base + component("cursor")
         header = base + component("header")
         status = {name: (base + component(name), base + component(name) + component("cursor")) for name in _STATUSES}
-        paint = _Paint(width, widths, fixed + rest, base, cursor, status, base + component("message"), Strip([]))
-        paint.header_strip = self._strip(paint, _HEADER, (header,) * len(_HEADER), header)
+        marked = component("marked")
+        paint = _Paint(
+            width, widths, fixed + rest, base, cursor, status, base + component("message"), marked, Strip([])
+        )
+        # The column the rows are sorted by, when it is not seq, says so with an arrow.
+        names = tuple(f"{name}{_ORDER_ARROW[name]}" if name == self.order != "seq" else name for name in _HEADER)
+        paint.header_strip = self._strip(paint, names, (header,) * len(_HEADER), header)
         self._paint = paint
         return paint
 
     # -- data ------------------------------------------------------------------------------
 
+    def _column_at(self, x: int) -> int | None:
+        """The column under content offset ``x`` (None: a separator or past the last)."""
+        paint = self._paint_context()
+        left = 1
+        for n, width in enumerate(paint.widths):
+            if left <= x < left + width:
+                return n
+            left += width + 1
+        return None
+
     @property
     def _is_filtered(self) -> bool:
-        return bool(self.status or self.error_type or self.text)
+        return bool(self.status or self.error_type or self.text or self.error_group)
 
     @property
     def item_filter(self) -> ItemFilter:
         """The items this view shows, as the store's filter (what a bulk action applies to)."""
-        return ItemFilter(status=self.status, error_type=self.error_type, text=self.text)
+        return ItemFilter(status=self.status, error_type=self.error_type, text=self.text, error_group=self.error_group)
 
     @property
     def _body_height(self) -> int:
@@ -526,7 +707,7 @@ class ItemsTable(ScrollView, can_focus=True):
             return None
         self.page_misses += 1
         try:
-            items = self._store.page(self.item_filter, number * PAGE_SIZE, PAGE_SIZE)
+            items = self._store.page(self.item_filter, number * PAGE_SIZE, PAGE_SIZE, self.order)
         except StoreError as exc:
             self.log.warning(f"items.db page {number}: {exc}")
             return None
@@ -537,10 +718,11 @@ class ItemsTable(ScrollView, can_focus=True):
         return page
 
     @staticmethod
-    def _count_rows(store: ItemQueries, item_filter: ItemFilter) -> tuple[int, int]:
-        """(rows in the filtered view, rows in the store: what sizes the seq column)."""
+    def _count_rows(store: ItemQueries, item_filter: ItemFilter, selection: Selection) -> tuple[int, int, int]:
+        """(rows in the filtered view, rows in the store: what sizes the seq column, marked items)."""
         total = store.size()
-        return (total if item_filter.is_everything else store.count(item_filter)), total
+        marked = 0 if selection.is_empty else store.count_selected(selection)
+        return (total if item_filter.is_everything else store.count(item_filter)), total, marked
 
     def _recount(self) -> None:
         if self._store is None:
@@ -548,32 +730,40 @@ class ItemsTable(ScrollView, can_focus=True):
             return
         started = time.perf_counter()
         try:
-            count, self._total = self._count_rows(self._store, self.item_filter)
+            count, self._total, marked = self._count_rows(self._store, self.item_filter, self._selection)
         except StoreError as exc:
             self.log.warning(f"items.db count: {exc}")
             return
         self._last_count_s = time.perf_counter() - started
         self._set_count(count)
+        self._set_marked(marked)
 
     def _count_in_background(self) -> None:
         if self._counting:
             self._count_again = True
             return
         self._counting = True
-        work = partial(self._count_off_thread, self._generation, self.item_filter)
+        work = partial(self._count_off_thread, self._generation, self.item_filter, self._selection)
         self.run_worker(work, name="items-table count", group="items-table-count", thread=True, exit_on_error=False)
 
-    def _count_off_thread(self, generation: int, item_filter: ItemFilter) -> None:
+    def _count_off_thread(self, generation: int, item_filter: ItemFilter, selection: Selection) -> None:
         """Runs in a worker thread, on a connection of its own (a long COUNT would hold the UI's)."""
-        count = total = None
+        count = total = marked = None
         started = time.perf_counter()
         try:
             with ItemQueries(self.db_path) as store:
-                count, total = self._count_rows(store, item_filter)
+                count, total, marked = self._count_rows(store, item_filter, selection)
         except StoreError:
             pass
         finally:
-            self.post_message(_CountReady(generation, count, total, time.perf_counter() - started))
+            if selection != self._selection:  # marked meanwhile: that count is set_selection's
+                marked = None
+            self.post_message(_CountReady(generation, count, total, marked, time.perf_counter() - started))
+
+    def _set_marked(self, count: int, *, force: bool = False) -> None:
+        if force or count != self._marked_count:
+            self._marked_count = count
+            self.post_message(self.MarksChanged(self, self._selection, count))
 
     def _set_count(self, count: int) -> None:
         if count != self._count or self.virtual_size.height != count + 1:

@@ -115,10 +115,13 @@ class TitleBar(Static):
 
 class ProgressLine(Horizontal):
     """The progress bar, then done/total, rate, ETA, elapsed time and cost; when the engine
-    stopped writing, how old these figures are comes first."""
+    stopped writing, how old these figures are comes first, and when items are marked, how many
+    before anything else (what ``r``, ``s`` and ``+`` will act on)."""
 
     live: var[LiveProgress | None] = var(None)
     engine: var[EngineStatus] = var(GONE)
+    marked: var[int] = var(0)
+    """Items marked in the items table (0: none)."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -136,6 +139,9 @@ class ProgressLine(Horizontal):
         self.redraw()
 
     def watch_engine(self) -> None:
+        self.redraw()
+
+    def watch_marked(self) -> None:
         self.redraw()
 
     def redraw(self) -> None:
@@ -156,6 +162,11 @@ class ProgressLine(Horizontal):
         if live.cost.spent or live.cost.budget is not None:
             budget = f" / {live.cost.budget:g}" if live.cost.budget is not None else ""
             parts.append(f"cost {live.cost.spent:.4g}{budget}")
+        line = Text(no_wrap=True, overflow="ellipsis")
+        if self.marked:
+            line.append(f"● {self.marked:,} marked", style="bold reverse")
+            line.append("  ")
+        line.append("  ·  ".join(parts))
         text = self.query_one("#progress-text", Static)
         text.set_class(stale, "stale")
-        text.update(Text("  ·  ".join(parts), no_wrap=True, overflow="ellipsis"))
+        text.update(line)
