@@ -33,7 +33,7 @@ def statuses(batch: Path) -> dict[int, str]:
         db.close()
 
 
-def test_pause_skip_unpause_stop_resume_retry(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_pause_skip_unpause_stop_resume_retry(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = tmp_path / "items.txt"
     items.write_text("".join(f"row-{i}\n" for i in range(200)))
     switch = tmp_path / "switch"
@@ -80,7 +80,7 @@ def test_pause_skip_unpause_stop_resume_retry(tmp_path: Path, out_dir: Path, run
 
         # Skip two pending items through the CLI (a second process), with the engine live. The
         # paused engine acknowledges it with its counts moved by the skip alone: nothing ran meanwhile.
-        skipped = run_cli(["skip", batch.name, "150", "151", "--json"])
+        skipped = invoke_cli(["skip", batch.name, "150", "151", "--json"])
         assert skipped.returncode == 0, skipped.stderr
         assert json.loads(skipped.stdout)["engine"] is True
         assert read_live(batch)["counts"] == {
@@ -89,17 +89,17 @@ def test_pause_skip_unpause_stop_resume_retry(tmp_path: Path, out_dir: Path, run
             "skipped": 2,
         }
 
-        resumed = run_cli(["unpause", batch.name])
+        resumed = invoke_cli(["unpause", batch.name])
         assert resumed.returncode == 0, resumed.stderr
         done_before = frozen["complete"]  # type: ignore[index]
         wait_until(lambda: read_live(batch)["counts"]["complete"] > done_before + 5, 10)  # type: ignore[index]
         assert read_live(batch)["state"] == "running"
 
-        workers = run_cli(["workers", batch.name, "3"])
+        workers = invoke_cli(["workers", batch.name, "3"])
         assert workers.returncode == 0 and "2 -> 3" in workers.stdout, workers.stdout + workers.stderr
         assert read_live(batch)["workers"] == 3
 
-        stopped = run_cli(["stop", batch.name])
+        stopped = invoke_cli(["stop", batch.name])
         assert stopped.returncode == 0, stopped.stderr
         assert engine.wait(timeout=30) == 130
     finally:
@@ -130,7 +130,7 @@ def test_pause_skip_unpause_stop_resume_retry(tmp_path: Path, out_dir: Path, run
 
     # Fix the cause, retry the failed ones with no engine running (store changed under the lock).
     switch.unlink()
-    retried = run_cli(["retry", batch.name, "--type", "ValueError"])
+    retried = invoke_cli(["retry", batch.name, "--type", "ValueError"])
     assert retried.returncode == 0 and f"{len(failed)} failed items back to pending" in retried.stdout
     assert manifest(batch)["totals"]["pending"] == len(failed)  # type: ignore[index]
     second = subprocess.run(
@@ -158,12 +158,12 @@ def test_pause_skip_unpause_stop_resume_retry(tmp_path: Path, out_dir: Path, run
     assert len(seqs) == len(set(seqs)) == 198
 
 
-def test_commands_without_engine(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_commands_without_engine(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = tmp_path / "items.txt"
     items.write_text("a\nb\n")
-    assert run_cli(["run", str(items), "--cmd", "true"]).returncode == 0
+    assert invoke_cli(["run", str(items), "--cmd", "true"]).returncode == 0
     batch = only_batch(out_dir)
-    paused = run_cli(["pause", batch.name])
+    paused = invoke_cli(["pause", batch.name])
     assert paused.returncode == 1 and "no engine is running" in paused.stderr
 
 
@@ -243,11 +243,11 @@ def test_two_engines_racing_for_one_batch(tmp_path: Path, out_dir: Path, run_cli
 
 
 @pytest.mark.parametrize("op", ["pause", "stop"])
-def test_ack_timeout_message(tmp_path: Path, out_dir: Path, run_cli, op: str) -> None:  # type: ignore[no-untyped-def]
+def test_ack_timeout_message(tmp_path: Path, out_dir: Path, invoke_cli, op: str) -> None:  # type: ignore[no-untyped-def]
     # A live lock held by a process that is not an engine never acknowledges.
     items = tmp_path / "items.txt"
     items.write_text("x\n")
-    assert run_cli(["run", str(items), "--cmd", "true"]).returncode == 0
+    assert invoke_cli(["run", str(items), "--cmd", "true"]).returncode == 0
     batch = only_batch(out_dir)
     holder = subprocess.Popen(
         [
@@ -262,26 +262,26 @@ def test_ack_timeout_message(tmp_path: Path, out_dir: Path, run_cli, op: str) ->
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
-        res = run_cli([op, batch.name, "--wait", "0.3"])
+        res = invoke_cli([op, batch.name, "--wait", "0.3"])
         assert res.returncode == 1 and "did not acknowledge" in res.stderr
     finally:
         holder.kill()
 
 
-def test_resume_retry_failed_requeues_and_runs(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_resume_retry_failed_requeues_and_runs(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = tmp_path / "items.txt"
     items.write_text("".join(f"row-{i}\n" for i in range(20)))
     switch = tmp_path / "switch"
     switch.write_text("on")
     env = {"BATCHTUI_TEST_SWITCH": str(switch)}
-    first = run_cli(
+    first = invoke_cli(
         ["run", str(items), "--call", f"{PROCS}:slow_switch", "--executor", "thread", "--max-attempts", "1"], env=env
     )
     assert first.returncode == 1, first.stderr
     batch = only_batch(out_dir)
     assert sorted(s for s, v in statuses(batch).items() if v == "failed") == [3, 13]
     switch.unlink()
-    again = run_cli(["resume", batch.name, "--retry-failed"], env=env)
+    again = invoke_cli(["resume", batch.name, "--retry-failed"], env=env)
     assert again.returncode == 0, again.stderr
     assert "requeued 2 failed items" in again.stderr
     assert set(statuses(batch).values()) == {"complete"}

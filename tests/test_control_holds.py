@@ -59,7 +59,7 @@ def lines_file(tmp_path: Path, n: int) -> Path:
     return path
 
 
-def test_stop_then_resume_runs_no_item_twice(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_stop_then_resume_runs_no_item_twice(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     """Issue 14.1: the items queued behind the running one never start on a stop; the resume
     runs each of them once, and the interrupted one again (it was killed after --grace)."""
     log = tmp_path / "runs.log"
@@ -71,7 +71,7 @@ def test_stop_then_resume_runs_no_item_twice(tmp_path: Path, out_dir: Path, run_
     try:
         wait_until(lambda: starts(log) == [0])
         batch = only_batch(out_dir)
-        stopped = run_cli(["stop", batch.name])
+        stopped = invoke_cli(["stop", batch.name])
         assert stopped.returncode == 0, stopped.stderr
         assert engine.wait(timeout=30) == 130
     finally:
@@ -85,12 +85,14 @@ def test_stop_then_resume_runs_no_item_twice(tmp_path: Path, out_dir: Path, run_
         (2, "pending", 0),
         (3, "pending", 0),
     ]
-    resumed = run_cli(["resume", batch.name, "--headless"], timeout=60)
+    resumed = invoke_cli(["resume", batch.name, "--headless"], timeout=60)
     assert resumed.returncode == 0, resumed.stderr
     assert collections.Counter(starts(log)) == {0: 2, 1: 1, 2: 1, 3: 1}
 
 
-def test_stop_with_long_grace_lets_running_items_finish_and_starts_none(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_stop_with_long_grace_lets_running_items_finish_and_starts_none(
+    tmp_path: Path, out_dir: Path, invoke_cli
+) -> None:  # type: ignore[no-untyped-def]
     log = tmp_path / "runs.log"
     engine = start_engine(
         tmp_path,
@@ -100,7 +102,7 @@ def test_stop_with_long_grace_lets_running_items_finish_and_starts_none(tmp_path
     try:
         wait_until(lambda: starts(log) == [0])
         batch = only_batch(out_dir)
-        assert run_cli(["stop", batch.name]).returncode == 0
+        assert invoke_cli(["stop", batch.name]).returncode == 0
         assert engine.wait(timeout=30) == 130
     finally:
         if engine.poll() is None:
@@ -110,7 +112,7 @@ def test_stop_with_long_grace_lets_running_items_finish_and_starts_none(tmp_path
     assert rows(batch, "SELECT count(*) FROM items WHERE status='pending' AND attempts=0") == [(5,)]
 
 
-def test_skip_of_queued_items_means_they_never_start(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_skip_of_queued_items_means_they_never_start(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     """Issue 14.2: a skip of items handed out but not started skips them, it does not run them."""
     log = tmp_path / "runs.log"
     engine = start_engine(
@@ -121,7 +123,7 @@ def test_skip_of_queued_items_means_they_never_start(tmp_path: Path, out_dir: Pa
     try:
         wait_until(lambda: starts(log) == [0])
         batch = only_batch(out_dir)
-        skipped = run_cli(["skip", batch.name, "3", "4"])
+        skipped = invoke_cli(["skip", batch.name, "3", "4"])
         assert skipped.returncode == 0, skipped.stderr
         assert "2 skipped" in skipped.stdout, skipped.stdout
         assert engine.wait(timeout=60) == 1  # some skipped
@@ -136,7 +138,7 @@ def test_skip_of_queued_items_means_they_never_start(tmp_path: Path, out_dir: Pa
     assert rows(batch, "SELECT count(*) FROM attempts WHERE seq IN (3, 4)") == [(0,)]
 
 
-def test_pause_starts_nothing_more(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_pause_starts_nothing_more(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     """Issue 14.3: once a pause is acknowledged, only the items already running finish."""
     log = tmp_path / "runs.log"
     workers = 2
@@ -158,7 +160,7 @@ def test_pause_starts_nothing_more(tmp_path: Path, out_dir: Path, run_cli) -> No
         # The items running when the pause took effect end; then nothing runs. A stop ends the
         # engine (and every worker with it): what the log holds then is all that ever started.
         wait_until(lambda: orjson.loads((batch / "live_progress.json").read_bytes())["counts"]["processing"] == 0)
-        assert run_cli(["stop", batch.name]).returncode == 0
+        assert invoke_cli(["stop", batch.name]).returncode == 0
         assert engine.wait(timeout=30) == 130
     finally:
         if engine.poll() is None:
@@ -174,12 +176,12 @@ def test_pause_starts_nothing_more(tmp_path: Path, out_dir: Path, run_cli) -> No
 def test_failure_rate_halt_overshoots_by_at_most_the_running_items(
     tmp_path: Path,
     out_dir: Path,
-    run_cli,  # type: ignore[no-untyped-def]
+    invoke_cli,  # type: ignore[no-untyped-def]
     workers: int,
 ) -> None:
     """Issue 14.4: the halt is decided as failures arrive; queued items never start after it."""
     log = tmp_path / "runs.log"
-    proc = run_cli(
+    proc = invoke_cli(
         [
             "run",
             str(lines_file(tmp_path, 400)),
@@ -331,7 +333,7 @@ def test_an_executor_shut_down_starts_nothing_it_still_held(tmp_path: Path, monk
 def test_an_item_skipped_while_running_ends_skipped_not_failed(
     tmp_path: Path,
     out_dir: Path,
-    run_cli,  # type: ignore[no-untyped-def]
+    invoke_cli,  # type: ignore[no-untyped-def]
     executor: str,
 ) -> None:
     """A skip of a running command kills it (signal 9 to its group); the item ends `skipped`
@@ -345,7 +347,7 @@ def test_an_item_skipped_while_running_ends_skipped_not_failed(
     try:
         wait_until(lambda: 2 in starts(log), timeout=30, what="item 2 running")
         batch = only_batch(out_dir)
-        skipped = run_cli(["skip", batch.name, "2"])
+        skipped = invoke_cli(["skip", batch.name, "2"])
         assert skipped.returncode == 0, skipped.stderr
         assert engine.wait(timeout=60) == 1, engine.stderr.read() if engine.stderr else ""  # 1: some skipped
     finally:

@@ -63,7 +63,7 @@ def engine(tmp_path: Path, out_dir: Path) -> Iterator[tuple[subprocess.Popen[str
 
 
 def test_a_stopped_engine_is_stale_and_its_queued_pause_applies_when_continued(
-    engine: tuple[subprocess.Popen[str], Path], run_cli: Callable[..., subprocess.CompletedProcess[str]]
+    engine: tuple[subprocess.Popen[str], Path], invoke_cli: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
     proc, batch = engine
     assert engine_status(batch).pid == proc.pid
@@ -77,7 +77,7 @@ def test_a_stopped_engine_is_stale_and_its_queued_pause_applies_when_continued(
         assert status.badge().startswith("NOT RESPONDING ")
         assert f"kill -CONT {proc.pid}" in status.explain()
 
-        paused = run_cli(["pause", batch.name, "--wait", "1", "--json"])
+        paused = invoke_cli(["pause", batch.name, "--wait", "1", "--json"])
         assert paused.returncode == 1, paused.stdout + paused.stderr
         err = " ".join(paused.stderr.split())
         assert "pause not acknowledged (engine not responding for" in err, err
@@ -86,11 +86,11 @@ def test_a_stopped_engine_is_stale_and_its_queued_pause_applies_when_continued(
         assert answer["acknowledged"] is False and answer["liveness"] == "stale", answer
         assert answer["silent_s"] > STALE_AFTER_S
 
-        listed = run_cli(["ls"])
+        listed = invoke_cli(["ls"])
         assert "unresponsive" in listed.stdout and f"NOT RESPONDING {batch.name}" in listed.stdout, listed.stdout
-        listed_json = json.loads(run_cli(["ls", "--json"]).stdout)
+        listed_json = json.loads(invoke_cli(["ls", "--json"]).stdout)
         assert listed_json[0]["engine"]["liveness"] == "stale"
-        shown = run_cli(["show", batch.name])
+        shown = invoke_cli(["show", batch.name])
         assert "Engine: NOT RESPONDING" in shown.stdout and "Last seen:" in shown.stdout, shown.stdout
     finally:
         os.kill(proc.pid, signal.SIGCONT)
@@ -102,22 +102,22 @@ def test_a_stopped_engine_is_stale_and_its_queued_pause_applies_when_continued(
     assert ack.control_results[answer["id"]].startswith("paused")
     wait_until(lambda: engine_status(batch).liveness == Liveness.ALIVE, 5, "alive again")
     # A paused engine keeps its heartbeat: it stays alive, never stale.
-    shown = run_cli(["show", batch.name])
+    shown = invoke_cli(["show", batch.name])
     assert "Engine: running" in shown.stdout and "Now:" in shown.stdout, shown.stdout
-    stopped = run_cli(["stop", batch.name])
+    stopped = invoke_cli(["stop", batch.name])
     assert stopped.returncode == 0, stopped.stderr
     assert proc.wait(timeout=30) == 130
 
 
 def test_a_command_sent_after_control_jsonl_was_deleted_is_acknowledged(
-    engine: tuple[subprocess.Popen[str], Path], run_cli: Callable[..., subprocess.CompletedProcess[str]]
+    engine: tuple[subprocess.Popen[str], Path], invoke_cli: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
     proc, batch = engine
     for verb in ("pause", "unpause"):  # the engine has read two lines of the file
-        done = run_cli([verb, batch.name])
+        done = invoke_cli([verb, batch.name])
         assert done.returncode == 0, done.stderr
     (batch / "control.jsonl").unlink()
-    paused = run_cli(["pause", batch.name, "--wait", "5"])  # recreates it with one shorter line
+    paused = invoke_cli(["pause", batch.name, "--wait", "5"])  # recreates it with one shorter line
     assert paused.returncode == 0, paused.stderr
     assert f"{batch.name}: pause:" in paused.stdout, paused.stdout
     assert read_live(batch)["state"] == "paused"
@@ -126,7 +126,7 @@ def test_a_command_sent_after_control_jsonl_was_deleted_is_acknowledged(
     tmp = batch / "control.jsonl.new"
     tmp.write_bytes(b"")
     os.replace(tmp, batch / "control.jsonl")
-    resumed = run_cli(["unpause", batch.name, "--wait", "5"])
+    resumed = invoke_cli(["unpause", batch.name, "--wait", "5"])
     assert resumed.returncode == 0, resumed.stderr
     assert read_live(batch)["state"] == "running"
     assert proc.poll() is None
