@@ -63,10 +63,10 @@ def test_stop_then_resume_runs_no_item_twice(tmp_path: Path, out_dir: Path, invo
     """Issue 14.1: the items queued behind the running one never start on a stop; the resume
     runs each of them once, and the interrupted one again (it was killed after --grace)."""
     log = tmp_path / "runs.log"
+    go = tmp_path / "go"  # until it exists, an item runs until it is killed
+    cmd = f"echo {{seq}} >> {log}; while [ ! -e {go} ]; do sleep 0.05; done"
     engine = start_engine(
-        tmp_path,
-        out_dir,
-        [str(lines_file(tmp_path, 4)), "--cmd", f"echo {{seq}} >> {log}; sleep 3", "--workers", "1", "--grace", "1"],
+        tmp_path, out_dir, [str(lines_file(tmp_path, 4)), "--cmd", cmd, "--workers", "1", "--grace", "1"]
     )
     try:
         wait_until(lambda: starts(log) == [0])
@@ -85,6 +85,7 @@ def test_stop_then_resume_runs_no_item_twice(tmp_path: Path, out_dir: Path, invo
         (2, "pending", 0),
         (3, "pending", 0),
     ]
+    go.touch()
     resumed = invoke_cli(["resume", batch.name, "--headless"], timeout=60)
     assert resumed.returncode == 0, resumed.stderr
     assert collections.Counter(starts(log)) == {0: 2, 1: 1, 2: 1, 3: 1}
