@@ -235,9 +235,12 @@ def test_seqs_beyond_sqlite_integers(tmp_path: Path, out_dir: Path, invoke_cli: 
         _no_traceback(proc)
         assert proc.returncode == 2 and "9223372036854775807" in proc.stderr, (args, proc.stderr)
     assert _statuses(batch) == ["failed", "failed"]
-    # The largest possible seq is fine: it names no item.
+    # The largest possible seq is a valid number: it names no item, which an empty selection
+    # says (exit 1, nothing changed), as any other.
     ok = invoke_cli(["skip", batch.name, str((1 << 63) - 1)])
-    assert ok.returncode == 0 and "0 skipped" in ok.stdout, ok.stderr
+    _no_traceback(ok)
+    assert ok.returncode == 1 and "nothing to skip: no item matches --seq 9223372036854775807" in ok.stderr
+    assert _statuses(batch) == ["failed", "failed"]
     # A line appended to control.jsonl by hand with such a seq is refused, not applied.
     with pytest.raises(ValueError):
         ControlCommand.model_validate(orjson.loads(b'{"id":"x","ts":"t","op":"skip","seqs":[' + HUGE.encode() + b"]}"))
