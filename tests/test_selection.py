@@ -241,3 +241,17 @@ def test_a_selection_of_300k_items_is_counted_and_applied_without_holding_them(t
     tracemalloc.stop()
     assert peak < 2 * 2**20, peak  # Python's own allocations: nothing per item
     assert seconds < 60, seconds  # ~3 s on a loaded 2-core machine
+
+
+def test_a_retried_item_loses_its_old_place_at_the_front(store_path: Path) -> None:
+    """An item prioritized, then run and failed, then retried goes back in seq order: its place
+    in the run-first queue is gone (else every later retry would jump the queue)."""
+    store = ItemStore.open(store_path, durable=False)
+    try:
+        assert store.prioritize(Selection().mark(6).mark(7)) == ({}, 2)
+        store.conn.execute("UPDATE items SET status='failed', error_type='x', error_group='x' WHERE seq IN (6, 7)")
+        assert store.retry_failed(seqs=[6]) == [6]  # resume --retry-failed's way
+        assert store.retry_selected(Selection().mark(7)) == {"failed": 1}  # the CLI's and the TUI's
+        assert store.next_first(None, 10) == [] and not store.has_first()
+    finally:
+        store.close()

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from batchtui.engine.batchdir import BatchDir
@@ -153,3 +154,17 @@ def test_an_old_store_gets_the_run_first_table_on_open(tmp_path: Path) -> None:
     got = send(batch, "prioritize", seqs=[3])
     assert isinstance(got, Applied) and got.message.startswith("1 items moved to the front")
     assert rows(batch.path, "SELECT seq FROM run_first") == [(3,)]
+
+
+def test_report_and_live_progress_carry_the_group_ids(tmp_path: Path) -> None:
+    from batchtui.engine.errors import group_id
+
+    batch = _batch(tmp_path, 4, "always_transient")  # TimeoutError: upstream slow for N
+    result = BatchRunner(batch).run()
+    assert result.counts.failed == 4
+    report = orjson.loads(batch.report.read_bytes())
+    (group,) = report["error_groups"]
+    assert group["id"] == group_id("TimeoutError", "upstream slow for <n>") and group["count"] == 4
+    assert group["first_seen"] <= group["last_seen"]
+    live = batch.read_live()
+    assert live is not None and [g.id for g in live.error_groups] == [group["id"]]

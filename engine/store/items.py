@@ -269,6 +269,8 @@ class ItemStore:
                 " error_detail=NULL, error_group=NULL, finished_at=NULL WHERE seq=? AND status='failed'",
                 [(s,) for s in changed],
             )
+            # A place in the run-first queue from before it failed is not kept (as _retry_where).
+            self.conn.executemany("DELETE FROM run_first WHERE seq=?", [(s,) for s in changed])
         return changed
 
     def skip(self, seqs: Sequence[int], *, reason: str = "skipped by operator", at: str | None = None) -> list[int]:
