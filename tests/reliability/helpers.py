@@ -94,6 +94,26 @@ def cli_many(
     return done
 
 
+def invoke(
+    args: Sequence[str],
+    *,
+    out: Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    input: str | bytes | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """As :func:`cli`, in this process (tests/conftest.py: invoke_in_process): for tests about
+    what the CLI says and does, not about processes (signals, limits set in the child, kill -9)."""
+    from ..conftest import invoke_in_process
+
+    return invoke_in_process(args, out=out, cwd=cwd, env=env, input=input)
+
+
+def invoke_many(jobs: Sequence[tuple[Sequence[str], Path]], *, cwd: Path) -> list[subprocess.CompletedProcess[str]]:
+    """As :func:`cli_many`, one after the other in this process."""
+    return [invoke(args, out=out, cwd=cwd) for args, out in jobs]
+
+
 def start(
     args: Sequence[str],
     *,

@@ -19,9 +19,9 @@ from .helpers import (
     assert_invariants,
     assert_no_traceback,
     batches,
-    cli,
-    cli_many,
     db,
+    invoke,
+    invoke_many,
     only_batch,
     store_counts,
     strict_jsonl,
@@ -86,7 +86,7 @@ def _by_name(batch: Path) -> dict[str, dict[str, object]]:
 
 
 def test_hostile_file_names_cat_path(tmp_path: Path, out_dir: Path, hostile_dir: Path) -> None:
-    proc = cli(["run", str(hostile_dir), "--cmd", "cat {path}", "--headless"], out=out_dir, cwd=tmp_path)
+    proc = invoke(["run", str(hostile_dir), "--cmd", "cat {path}", "--headless"], out=out_dir, cwd=tmp_path)
     assert_no_traceback(proc)
     assert proc.returncode == 0, proc.stderr  # the non-UTF-8 name runs too (issue 15, point 5)
     batch = only_batch(out_dir)
@@ -107,7 +107,7 @@ def test_hostile_file_names_printf_name(tmp_path: Path, hostile_dir: Path) -> No
     """The name as a bare word, inside the template's single quotes and inside its double quotes
     (three runs at once)."""
     outs = [tmp_path / f"out-{i}" for i in range(len(PRINTF_TEMPLATES))]
-    procs = cli_many(
+    procs = invoke_many(
         [(["run", str(hostile_dir), "--cmd", t, "--headless"], o) for t, o in zip(PRINTF_TEMPLATES, outs, strict=True)],
         cwd=tmp_path,
     )
@@ -130,7 +130,7 @@ def test_hostile_file_names_printf_name(tmp_path: Path, hostile_dir: Path) -> No
 def test_item_text_in_errors_never_reaches_the_terminal_raw(tmp_path: Path, out_dir: Path, hostile_dir: Path) -> None:
     """Error messages are built from item output (the stderr tail): summary, show and export must
     print them escaped, never as escape sequences."""
-    proc = cli(
+    proc = invoke(
         ["run", str(hostile_dir), "--cmd", "printf '%s\\n' {name} >&2; exit 3", "--headless"],
         out=out_dir,
         cwd=tmp_path,
@@ -141,7 +141,7 @@ def test_item_text_in_errors_never_reaches_the_terminal_raw(tmp_path: Path, out_
     assert store_counts(batch)["failed"] == len(HOSTILE_NAMES) + 1
     outputs = [proc.stdout + proc.stderr]
     for args in (["show", batch.name], ["ls"], ["show", batch.name, "--json"], ["export", batch.name]):
-        shown = cli(args, out=out_dir, cwd=tmp_path)
+        shown = invoke(args, out=out_dir, cwd=tmp_path)
         assert shown.returncode == 0, shown.stderr
         assert_no_traceback(shown)
         outputs.append(shown.stdout + shown.stderr)
@@ -164,7 +164,7 @@ def test_hostile_lines_no_injection_in_any_quoting(tmp_path: Path, out_dir: Path
     source = tmp_path / "lines.txt"
     source.write_text("".join(line + "\n" for line in lines))
     for template in ("echo {}", "echo '{}'", 'echo "{}"', "echo x{}x", "sh -c 'echo \"$1\"' _ {}"):
-        proc = cli(["run", str(source), "--cmd", template, "--headless"], out=out_dir, cwd=tmp_path)
+        proc = invoke(["run", str(source), "--cmd", template, "--headless"], out=out_dir, cwd=tmp_path)
         assert_no_traceback(proc)
         assert proc.returncode == 0, (template, proc.stderr)
     assert _canaries(tmp_path) == []
@@ -177,7 +177,7 @@ def test_csv_fields_no_injection(tmp_path: Path, out_dir: Path) -> None:
     source.write_text(
         f'id,name\n1,"$(touch {CANARY}i)"\n2,"a""; touch {CANARY}j; echo ""b"\n3,`touch {CANARY}k`\n4,"multi\nline"\n'
     )
-    proc = cli(["run", str(source), "--cmd", "printf %s {name}", "--headless"], out=out_dir, cwd=tmp_path)
+    proc = invoke(["run", str(source), "--cmd", "printf %s {name}", "--headless"], out=out_dir, cwd=tmp_path)
     assert_no_traceback(proc)
     assert proc.returncode == 0, proc.stderr
     results = sorted(strict_jsonl(only_batch(out_dir) / "results.jsonl"), key=lambda r: int(r["seq"]))
@@ -204,16 +204,16 @@ def _user_error(proc, *words: str) -> None:  # type: ignore[no-untyped-def]
 def test_csv_bad_encoding_is_a_user_error(tmp_path: Path, out_dir: Path) -> None:
     source = tmp_path / "latin.csv"
     source.write_bytes("id,name\n1,caf\xe9\n".encode("latin-1"))
-    proc = cli(["run", str(source), "--cmd", "echo {name}", "--headless"], out=out_dir, cwd=tmp_path)
+    proc = invoke(["run", str(source), "--cmd", "echo {name}", "--headless"], out=out_dir, cwd=tmp_path)
     _user_error(proc, "latin.csv", "line 2", "--encoding")
     assert batches(out_dir) == []
     # The bad byte far from the head (past preflight's look): still exit 2, no half-made batch.
     late = tmp_path / "late.csv"
     late.write_bytes(b"id,name\n" + b"".join(b"%d,ok\n" % i for i in range(30000)) + b"9,caf\xe9\n")
-    proc = cli(["run", str(late), "--cmd", "echo {name}", "--headless"], out=out_dir, cwd=tmp_path)
+    proc = invoke(["run", str(late), "--cmd", "echo {name}", "--headless"], out=out_dir, cwd=tmp_path)
     _user_error(proc, "late.csv", "line 30002", "--encoding")
     assert batches(out_dir) == []
-    right = cli(
+    right = invoke(
         ["run", str(source), "--cmd", "printf %s {name}", "--encoding", "latin-1", "--headless"],
         out=out_dir,
         cwd=tmp_path,
@@ -225,7 +225,7 @@ def test_csv_bad_encoding_is_a_user_error(tmp_path: Path, out_dir: Path) -> None
 def test_csv_ragged_rows_fail_as_items_and_the_batch_goes_on(tmp_path: Path, out_dir: Path) -> None:
     source = tmp_path / "ragged.csv"
     source.write_text("id,name\n1,a\n2\n3,c,extra\n4,d\n\n5,e\n")
-    proc = cli(["run", str(source), "--cmd", "printf %s {name}", "--headless"], out=out_dir, cwd=tmp_path)
+    proc = invoke(["run", str(source), "--cmd", "printf %s {name}", "--headless"], out=out_dir, cwd=tmp_path)
     assert proc.returncode == 1
     assert_no_traceback(proc)
     batch = only_batch(out_dir)
@@ -247,13 +247,12 @@ def test_csv_bom_and_huge_field(tmp_path: Path, out_dir: Path) -> None:
     # A 5 MB field through a Python callable: processed whole; on a command line, where it cannot
     # fit, that item fails clearly and the other runs.
     out2 = tmp_path / "out2"
-    call, proc = cli_many(
+    call, proc = invoke_many(
         [
             (["run", str(source), "--call", f"{PROCS}:echo", "--executor", "thread", "--headless"], out_dir),
             (["run", str(source), "--cmd", "printf %s {id}:{blob} | wc -c", "--headless"], out2),
         ],
         cwd=tmp_path,
-        timeout=60,
     )
     assert call.returncode == 0, call.stderr[-2000:]
     results = sorted(strict_jsonl(only_batch(out_dir) / "results.jsonl"), key=lambda r: int(r["seq"]))
@@ -264,7 +263,7 @@ def test_csv_bom_and_huge_field(tmp_path: Path, out_dir: Path) -> None:
     assert_invariants(batch, n_items=2, state="finished")
     results = strict_jsonl(batch / "results.jsonl")
     assert len(results) == 1 and results[0]["result"] == {"stdout_tail": "7"}  # "2:small"
-    shown = cli(["show", batch.name, "--json"], out=out2, cwd=tmp_path)
+    shown = invoke(["show", batch.name, "--json"], out=out2, cwd=tmp_path)
     # The placeholder is named with its size (issue 15, point 10).
     (group,) = orjson.loads(shown.stdout)["error_groups"]
     assert "{blob} is 5,242,880 bytes" in group["example_message"], group
@@ -282,7 +281,7 @@ def test_csv_bom_and_huge_field(tmp_path: Path, out_dir: Path) -> None:
 def test_csv_without_a_usable_header_is_a_user_error(tmp_path: Path, out_dir: Path, content: bytes, words) -> None:  # type: ignore[no-untyped-def]
     source = tmp_path / "bad.csv"
     source.write_bytes(content)
-    proc = cli(["run", str(source), "--cmd", "echo {}", "--headless"], out=out_dir, cwd=tmp_path)
+    proc = invoke(["run", str(source), "--cmd", "echo {}", "--headless"], out=out_dir, cwd=tmp_path)
     _user_error(proc, "bad.csv", *words)
     assert batches(out_dir) == []
 
@@ -290,7 +289,7 @@ def test_csv_without_a_usable_header_is_a_user_error(tmp_path: Path, out_dir: Pa
 def test_csv_nul_byte_is_a_clear_error_or_an_item(tmp_path: Path, out_dir: Path) -> None:
     source = tmp_path / "nul.csv"
     source.write_bytes(b"id,name\n1,a\x00b\n2,ok\n")
-    proc = cli(["run", str(source), "--cmd", "printf %s {name}", "--headless"], out=out_dir, cwd=tmp_path)
+    proc = invoke(["run", str(source), "--cmd", "printf %s {name}", "--headless"], out=out_dir, cwd=tmp_path)
     assert_no_traceback(proc)
     # Accepted as records: the NUL one fails as an item (no argument can hold a NUL), the other runs.
     assert proc.returncode == 1, proc.stderr
@@ -314,7 +313,7 @@ def test_jsonl_invalid_lines_fail_as_items(tmp_path: Path, out_dir: Path) -> Non
         b'{"id": 4, "v": "\xff\xfe"}\n'
         b'{"id": 5, "v": "last, no newline"}'
     )
-    proc = cli(
+    proc = invoke(
         ["run", str(source), "--call", f"{PROCS}:echo", "--executor", "thread", "--headless"], out=out_dir, cwd=tmp_path
     )
     assert proc.returncode == 1, proc.stderr
@@ -334,7 +333,7 @@ def test_empty_inputs_run_zero_items(tmp_path: Path) -> None:
     (tmp_path / "emptydir").mkdir()
     kinds = ["empty.txt", "empty.jsonl", "empty.csv", "emptydir", "-"]
     outs = [tmp_path / f"out-{i}" for i in range(len(kinds))]
-    runs = cli_many(
+    runs = invoke_many(
         [(["run", k, "--cmd", "echo {}", "--headless"], o) for k, o in zip(kinds, outs, strict=True)], cwd=tmp_path
     )
     for kind, proc in zip(kinds, runs, strict=True):
@@ -345,7 +344,7 @@ def test_empty_inputs_run_zero_items(tmp_path: Path) -> None:
         checked = assert_invariants(batch, n_items=0, state="finished")
         assert (batch / "results.jsonl").read_bytes() == b""
         assert checked["live"]["percent"] == 100.0
-    follow = cli_many(
+    follow = invoke_many(
         [(["resume", only_batch(o).name, "--headless"], o) for o in outs[:2]]
         + [(["show", only_batch(o).name, "--json"], o) for o in outs[2:]],
         cwd=tmp_path,
@@ -366,13 +365,12 @@ def test_ten_megabyte_line(tmp_path: Path, out_dir: Path) -> None:
     # fails clearly.
     out2 = tmp_path / "out2"
     call_args = ["run", str(source), "--call", f"{PROCS}:echo", "--executor", "thread", "--max-result-bytes", "24M"]
-    call, proc = cli_many(
+    call, proc = invoke_many(
         [
             ([*call_args, "--headless"], out_dir),
             (["run", str(source), "--cmd", "printf %s {} | wc -c", "--headless"], out2),
         ],
         cwd=tmp_path,
-        timeout=90,
     )
     assert call.returncode == 0, call.stderr[-2000:]
     batch = only_batch(out_dir)
@@ -391,11 +389,10 @@ def test_ten_megabyte_jsonl_record(tmp_path: Path, out_dir: Path) -> None:
     source.write_bytes(
         orjson.dumps({"id": 1, "v": big}) + b"\n" + b'{"id": 2, "v": "s"}\n' + b'{"id": 3, "v": "' + big.encode()
     )
-    proc = cli(
+    proc = invoke(
         ["run", str(source), "--call", f"{PROCS}:echo", "--executor", "thread", "--headless"],
         out=out_dir,
         cwd=tmp_path,
-        timeout=90,
     )
     assert proc.returncode == 1, proc.stderr[-2000:]  # the torn last record fails as an item
     assert_no_traceback(proc)
@@ -434,7 +431,7 @@ def test_user_errors_exit_2_clearly(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("workers = [unclosed\n")
     (tmp_path / "unknown.toml").write_text("frobnicate = 3\n")
     outs = [tmp_path / f"out-{i}" for i in range(len(USER_ERRORS))]
-    procs = cli_many([(args, out) for (args, _w), out in zip(USER_ERRORS, outs, strict=True)], cwd=tmp_path)
+    procs = invoke_many([(args, out) for (args, _w), out in zip(USER_ERRORS, outs, strict=True)], cwd=tmp_path)
     problems = []
     for (args, words), proc, out in zip(USER_ERRORS, procs, outs, strict=True):
         text = proc.stderr + proc.stdout
