@@ -293,7 +293,7 @@ class DashboardScreen(WorkerScreen):
                 shown = f"{label} {n:,}"
             if tab_id == tabs.active:
                 if self._group is not None:
-                    shown += f" · {cut_middle(clean(self._group[1]), 28)}"
+                    shown += f" · {clean(self._group[1], 40)}"  # the type and the message's start
                 if text:
                     shown += f" · /{cut_middle(clean(text), 16)}"
             try:
