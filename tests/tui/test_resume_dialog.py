@@ -292,3 +292,29 @@ def test_the_background_choice_starts_a_detached_engine_the_dashboard_watches(tm
     assert m["history"][-1]["overrides"] == {"max_failure_rate": 0.9, "workers": 3}
     assert seen["pid"] != os.getpid()  # another process ran it
     assert "[FINISHED]" in seen["title"]
+
+
+def test_a_finished_batch_without_retry_is_refused_in_the_dialog_which_keeps_its_focus(tmp_path: Path) -> None:
+    done = _batch(tmp_path, "done", n=10)  # finished, 5 failed: the dialog ticks retry for it
+    before = done.manifest.read_bytes()
+
+    async def body() -> None:
+        app = _app(done)
+        async with app.run_test(size=(80, 24)) as pilot:
+            dialog = await _open_dialog(pilot)
+            retry = dialog.query_one("#retry-failed")
+            assert retry.value  # type: ignore[attr-defined]
+            await pilot.click("#retry-failed")  # untick: nothing left to run
+            plan = str(dialog.query_one("#resume-plan", Static).render())
+            assert plan.startswith("Nothing to run: the batch is finished")
+            dialog.query_one("#resume").focus()
+            await pilot.press("enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause(0.1)
+            error = str(dialog.query_one("#resume-error", Static).render())
+            assert error == f"batch {done.batch_id} is finished; nothing to resume"  # the CLI's words
+            assert app.screen is dialog and app.focused is dialog.query_one("#resume")
+            assert not app.engine_running
+
+    run(body)
+    assert done.manifest.read_bytes() == before and _free(done)

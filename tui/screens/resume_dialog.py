@@ -114,6 +114,9 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="resume_cancel", tooltip="Close without resuming"),
+        # Between the fields as in a form (the radio set keeps its own arrows).
+        Binding("down", "app.focus_next", "Next", id="resume_next", show=False),
+        Binding("up", "app.focus_previous", "Previous", id="resume_previous", show=False),
     ]
 
     def __init__(self, batch: Path) -> None:
@@ -255,8 +258,9 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         if not self.background and host(self).engine_running:
             self._say_error("an engine already runs in this app: resume this batch in the background")
             return
+        # The button stays enabled (``starting`` guards it): a disabled one would lose the focus,
+        # and the enter after a refusal would land on Cancel.
         self.starting = True
-        self.query_one("#resume", Button).disabled = True
         self.query_one("#resume-plan", Static).update(Text("starting..."))
         self._start(cli_flags(self.argv()), self.retry_failed, self.background, self.command())
 
@@ -304,7 +308,6 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
 
     def _refused(self, message: str) -> None:
         self.starting = False
-        self.query_one("#resume", Button).disabled = False
         self._update()
         self._say_error(message)
 
