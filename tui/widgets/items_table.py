@@ -191,7 +191,7 @@ class ItemsTable(ScrollView, can_focus=True):
     ItemsTable > .items-table--failed { color: $error; }
     ItemsTable > .items-table--skipped { color: $text-disabled; }
     ItemsTable > .items-table--message { color: $text-muted; text-style: italic; }
-    ItemsTable > .items-table--marked { background: $accent 25%; text-style: bold; }
+    ItemsTable > .items-table--marked { background: $accent-muted; text-style: bold; }
     """
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
