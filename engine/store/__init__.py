@@ -6,6 +6,8 @@
 - :mod:`.bulk`: the bulk statements of a group commit and of enqueue, each written out in its
   executemany and JSON-array forms;
 - :mod:`.enqueue`: putting a batch's items in (input order, duplicates dropped, resumable);
+- :mod:`.selection`: which items (:class:`ItemFilter`, :class:`Selection`) and their one SQL
+  condition, for the views' reads and the engine's bulk changes alike;
 - :mod:`.queries`: the read-only item queries, the only store API the views use;
 - :mod:`.items`: :class:`ItemStore`, the engine's read-write handle.
 

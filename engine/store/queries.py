@@ -3,7 +3,8 @@
 A view opens :class:`ItemQueries` on a batch's ``items.db`` and asks it for counts, pages of
 rows, one item with its attempts, or every row of an export, narrowed by an
 :class:`ItemFilter`. The filter is a plain value: the items table keeps one per view, and the
-same object says which items a bulk action applies to. No view writes SQL or opens SQLite
+same object (in a :class:`Selection`, engine/store/selection.py) says which items a bulk action
+applies to. No view writes SQL or opens SQLite
 itself; every error reading the store comes out as a :class:`StoreError`.
 
 The functions that take a connection are the queries themselves; the engine's
@@ -14,9 +15,7 @@ per question.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,9 +27,11 @@ import orjson
 
 from ..errors import ErrorInfo, group_id
 from ..files import WriteFailed
-from ..models import MAX_SEQ, Counts, ErrorGroup
+from ..models import Counts, ErrorGroup
 from .connection import StoreCorrupt, StoreError, connect_readonly, recover_hint
 from .schema import ITEM_COLUMNS, STATUSES, check_version
+from .selection import ACTION_STATUSES, EVERYTHING, ItemFilter, Selection, selection_condition
+from .selection import where as filter_where
 
 __all__ = [
     "ACTION_STATUSES",
@@ -45,6 +46,7 @@ __all__ = [
     "Selection",
     "StoreCorrupt",
     "StoreError",
+    "selection_condition",
 ]
 
 _COLUMNS: Final = ", ".join(ITEM_COLUMNS)
@@ -97,323 +99,6 @@ class ItemDetail:
     attempts: list[AttemptRow]
 
 
-@dataclass(frozen=True, slots=True)
-class ItemFilter:
-    """Which items a view shows or an action applies to: every field given narrows (AND).
-
-    ``status`` is one of :data:`STATUSES`; ``error_type`` matches exactly; ``error_group`` is
-    a group's id (8 hex digits, :func:`~batchtui.engine.errors.group_id`); ``text`` is a
-    case-insensitive substring of the key or the error message, ``match`` of the error message
-    only (``%`` and ``_`` are plain characters in both); ``key_glob`` is a glob on the key
-    (``*``, ``?``, ``[...]``, case-sensitive); ``seqs`` keeps only those items (an empty set:
-    none); ``seq_ranges`` only the seqs of those inclusive ranges (kept sorted and merged). An
-    empty string means "not given". ``ItemFilter()`` is every item.
-    """
-
-    status: str | None = None
-    error_type: str | None = None
-    error_group: str | None = None
-    text: str | None = None
-    seqs: frozenset[int] | None = None
-    match: str | None = None
-    key_glob: str | None = None
-    seq_ranges: tuple[tuple[int, int], ...] | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("status", "error_type", "error_group", "text", "match", "key_glob"):
-            value = getattr(self, name)
-            if value == "":
-                object.__setattr__(self, name, None)
-            elif value is not None and not isinstance(value, str):
-                raise ValueError(f"{name} must be text, not {type(value).__name__}")
-        if self.status is not None and self.status not in STATUSES:
-            raise ValueError(f"unknown status {self.status!r} (one of {', '.join(STATUSES)})")
-        if self.error_group is not None and not _GROUP_ID.fullmatch(self.error_group):
-            raise ValueError(f"error group {self.error_group!r} is not a group id (8 hex digits)")
-        if self.seqs is not None:  # a set or list given: frozen, so the filter stays hashable
-            object.__setattr__(self, "seqs", frozenset(self.seqs))
-        if self.seq_ranges is not None:
-            object.__setattr__(self, "seq_ranges", merge_ranges(self.seq_ranges))
-
-    @property
-    def is_everything(self) -> bool:
-        """True when the filter narrows nothing."""
-        return self == _EVERYTHING
-
-    def replace(self, **changes: Any) -> ItemFilter:
-        """A copy with ``changes`` (None clears a field)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_json(self) -> dict[str, Any]:
-        """The fields given, as JSON values (``seqs`` a sorted list, ``seq_ranges`` pairs)."""
-        out: dict[str, Any] = {}
-        for name in _FILTER_FIELDS:
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if name == "seqs":
-                value = sorted(value)
-            elif name == "seq_ranges":
-                value = [list(r) for r in value]
-            out[name] = value
-        return out
-
-    @classmethod
-    def from_json(cls, obj: Any) -> ItemFilter:
-        """The filter :meth:`to_json` gave; ValueError saying what is wrong with anything else."""
-        if not isinstance(obj, dict):
-            raise ValueError(f"a filter must be an object, not {type(obj).__name__}")
-        unknown = sorted(set(obj) - set(_FILTER_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown filter field(s): {', '.join(map(str, unknown))}")
-        fields = dict(obj)
-        if fields.get("seqs") is not None:
-            seqs = fields["seqs"]
-            if not isinstance(seqs, list):
-                raise ValueError("filter seqs must be a list of item numbers")
-            fields["seqs"] = frozenset(_seq(s) for s in seqs)
-        if fields.get("seq_ranges") is not None:
-            fields["seq_ranges"] = _ranges_from_json(fields["seq_ranges"], "seq_ranges")
-        return cls(**fields)
-
-
-_EVERYTHING: Final = ItemFilter()
-#: The statuses of the items each bulk action changes (ItemStore.retry_selected, skip_selected,
-#: prioritize): what its confirmation counts and samples.
-ACTION_STATUSES: Final[dict[str, tuple[str, ...]]] = {
-    "retry": ("failed", "skipped"),
-    "skip": ("pending", "processing", "failed"),
-    "prioritize": ("pending", "failed"),
-}
-_FILTER_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ItemFilter))
-_GROUP_ID: Final = re.compile(r"[0-9a-f]{8}")
-#: Up to this many ranges go into a query as ``seq BETWEEN`` terms; more as one JSON array.
-_INLINE_RANGES: Final = 16
-
-Range = tuple[int, int]
-
-
-def merge_ranges(ranges: Iterable[Sequence[int]]) -> tuple[Range, ...]:
-    """Inclusive seq ranges sorted and merged (overlapping or adjacent ones become one)."""
-    spans = []
-    for r in ranges:
-        a, b = (int(r[0]), int(r[1])) if len(r) == 2 else (-1, -1)
-        if not 0 <= a <= b <= MAX_SEQ:
-            raise ValueError(f"bad seq range {list(r)!r} (two item numbers, the first not above the second)")
-        spans.append((a, b))
-    spans.sort()
-    out: list[Range] = []
-    for a, b in spans:
-        if out and a <= out[-1][1] + 1:
-            if b > out[-1][1]:
-                out[-1] = (out[-1][0], b)
-        else:
-            out.append((a, b))
-    return tuple(out)
-
-
-def _subtract(ranges: tuple[Range, ...], a: int, b: int) -> tuple[Range, ...]:
-    """``ranges`` without the seqs ``a..b``."""
-    out: list[Range] = []
-    for lo, hi in ranges:
-        if hi < a or lo > b:
-            out.append((lo, hi))
-            continue
-        if lo < a:
-            out.append((lo, a - 1))
-        if hi > b:
-            out.append((b + 1, hi))
-    return tuple(out)
-
-
-def _seq(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
-        raise ValueError(f"bad item number {value!r}")
-    return value
-
-
-def _ranges_from_json(value: Any, what: str) -> tuple[Range, ...]:
-    if not isinstance(value, list):
-        raise ValueError(f"{what} must be a list of [first, last] pairs")
-    pairs = []
-    for r in value:
-        if not isinstance(r, list) or len(r) != 2:
-            raise ValueError(f"{what}: {r!r} is not a [first, last] pair")
-        pairs.append((_seq(r[0]), _seq(r[1])))
-    return merge_ranges(pairs)
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """The items a bulk action (retry, skip, prioritize) applies to, without a set of seqs.
-
-    The union of ``views`` (filters: the dashboard's ``a`` adds the current view; a CLI
-    selection is one view) minus ``excluded`` (seqs unmarked after an ``a``), and ``ranges``
-    (seqs marked one by one or as a range). Ranges are sorted, merged and inclusive, so marking
-    every item of a 300k-item view costs one filter, and marking a run of rows one range. The
-    methods return a new Selection; :func:`_selection_where` turns it into the one SQL that
-    counts it, samples it, draws its marks and applies it, in the engine and offline alike.
-    """
-
-    views: tuple[ItemFilter, ...] = ()
-    ranges: tuple[Range, ...] = ()
-    excluded: tuple[Range, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "views", tuple(self.views))
-        object.__setattr__(self, "ranges", merge_ranges(self.ranges))
-        object.__setattr__(self, "excluded", merge_ranges(self.excluded) if self.views else ())
-
-    @classmethod
-    def of(cls, f: ItemFilter) -> Selection:
-        """The items of one filter (a CLI selection)."""
-        return cls(views=(f,))
-
-    @property
-    def is_empty(self) -> bool:
-        """Nothing marked (no view, no range): whatever the store holds, no item is selected."""
-        return not self.views and not self.ranges
-
-    def mark(self, seq: int) -> Selection:
-        return self.mark_range(seq, seq)
-
-    def unmark(self, seq: int) -> Selection:
-        ranges = _subtract(self.ranges, seq, seq)
-        excluded = merge_ranges((*self.excluded, (seq, seq))) if self.views else ()
-        return Selection(self.views, ranges, excluded)
-
-    def toggle(self, seq: int, marked: bool) -> Selection:
-        """Flip item ``seq``: ``marked`` says whether it is selected now (``selected_among``)."""
-        return self.unmark(seq) if marked else self.mark(seq)
-
-    def mark_range(self, a: int, b: int) -> Selection:
-        """Mark the seqs ``a..b`` (either order), also any unmarked after an ``a``."""
-        lo, hi = min(a, b), max(a, b)
-        return Selection(self.views, merge_ranges((*self.ranges, (lo, hi))), _subtract(self.excluded, lo, hi))
-
-    def add_view(self, f: ItemFilter) -> Selection:
-        """Mark every item of ``f`` (the ``a`` key): by query, nothing loaded. Every exclusion
-        is dropped: "every item of the view" includes those unmarked before (which of them are
-        in ``f`` is the store's to say, so the exclusions of other views go too)."""
-        views = self.views if f in self.views else (*self.views, f)
-        return Selection(views, self.ranges, ())
-
-    def to_json(self) -> dict[str, Any]:
-        """The selection as JSON (ControlCommand.select); :meth:`from_json` reads it back."""
-        out: dict[str, Any] = {"views": [v.to_json() for v in self.views], "ranges": [list(r) for r in self.ranges]}
-        if self.excluded:
-            out["excluded"] = [list(r) for r in self.excluded]
-        return out
-
-    @classmethod
-    def from_json(cls, obj: Any) -> Selection:
-        """A selection from JSON (it comes from control.jsonl: anything may be in it); ValueError
-        with a clear message on anything that is not one."""
-        if not isinstance(obj, dict):
-            raise ValueError(f"a selection must be an object, not {type(obj).__name__}")
-        unknown = sorted(set(obj) - {"views", "ranges", "excluded"})
-        if unknown:
-            raise ValueError(f"unknown selection field(s): {', '.join(map(str, unknown))}")
-        views = obj.get("views", [])
-        if not isinstance(views, list):
-            raise ValueError("selection views must be a list of filters")
-        return cls(
-            tuple(ItemFilter.from_json(v) for v in views),
-            _ranges_from_json(obj.get("ranges", []), "ranges"),
-            _ranges_from_json(obj.get("excluded", []), "excluded"),
-        )
-
-
-def _seq_in_ranges(ranges: tuple[Range, ...], column: str = "seq") -> tuple[str, list[Any]]:
-    """A condition: ``column`` in one of ``ranges`` (few: BETWEEN terms the index answers;
-    many: one JSON array, each range an index range scan)."""
-    if not ranges:
-        return "0", []
-    if len(ranges) <= _INLINE_RANGES:
-        return "(" + " OR ".join(f"{column} BETWEEN ? AND ?" for _ in ranges) + ")", [v for r in ranges for v in r]
-    sql = (
-        f"{column} IN (SELECT i.seq FROM json_each(?) AS r CROSS JOIN items AS i"
-        " WHERE i.seq BETWEEN json_extract(r.value, '$[0]') AND json_extract(r.value, '$[1]'))"
-    )
-    return sql, [orjson.dumps(ranges).decode()]
-
-
-def _clauses(f: ItemFilter) -> tuple[list[str], list[Any]]:
-    """The filter's conditions (ANDed) and their parameters."""
-    clauses: list[str] = []
-    args: list[Any] = []
-    if f.status:
-        # A literal (from the fixed set, never user text) lets SQLite use the partial index of
-        # failed items without visiting rows; a bound parameter would not, and every refresh of
-        # a large batch's view would pay for the rows visited.
-        if f.status not in STATUSES:
-            raise ValueError(f"unknown status {f.status!r}")
-        clauses.append(f"status = '{f.status}'")
-    if f.error_type:
-        clauses.append("error_type = ?")
-        args.append(f.error_type)
-    if f.error_group:
-        # The id is a hash of (type, normalized message): SQLite computes it (a function of the
-        # connection, cached per pair) only for rows that have an error.
-        clauses.append("error_type IS NOT NULL AND batchtui_group_id(error_type, error_group) = ?")
-        args.append(f.error_group)
-    if f.text:
-        clauses.append("(key LIKE ? ESCAPE '\\' OR error_message LIKE ? ESCAPE '\\')")
-        pattern = _like(f.text)
-        args += [pattern, pattern]
-    if f.match:
-        clauses.append("error_message LIKE ? ESCAPE '\\'")
-        args.append(_like(f.match))
-    if f.key_glob:
-        clauses.append("key GLOB ?")
-        args.append(f.key_glob)
-    if f.seqs is not None:
-        # One JSON array, whatever the number of seqs (SQLite caps a statement's parameters).
-        clauses.append("seq IN (SELECT value FROM json_each(?))")
-        args.append(orjson.dumps(sorted(f.seqs)).decode())
-    if f.seq_ranges is not None:
-        sql, more = _seq_in_ranges(f.seq_ranges)
-        clauses.append(sql)
-        args += more
-    return clauses, args
-
-
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _where(f: ItemFilter) -> tuple[str, list[Any]]:
-    """The filter as a WHERE clause ('' for none) and its parameters."""
-    clauses, args = _clauses(f)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
-
-
-def selection_condition(sel: Selection) -> tuple[str, list[Any]]:
-    """The selection as one SQL condition on ``items`` and its parameters: the one definition
-    of which items a selection holds (views, reading and the engine's changes all use it)."""
-    views: list[str] = []
-    args: list[Any] = []
-    for v in sel.views:
-        clauses, more = _clauses(v)
-        views.append("(" + " AND ".join(clauses) + ")" if clauses else "1")
-        args += more
-    parts: list[str] = []
-    if views:
-        part = views[0] if len(views) == 1 else "(" + " OR ".join(views) + ")"
-        if sel.excluded:
-            sql, more = _seq_in_ranges(sel.excluded)
-            part = f"({part} AND NOT {sql})"
-            args += more
-        parts.append(part)
-    if sel.ranges:
-        sql, more = _seq_in_ranges(sel.ranges)
-        parts.append(sql)
-        args += more
-    if not parts:
-        return "0", []
-    return (parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"), args
-
-
 # -- the queries, on a connection --------------------------------------------------------------
 
 
@@ -464,7 +149,7 @@ def status_counts(conn: sqlite3.Connection) -> Counts:
 
 def count(conn: sqlite3.Connection, f: ItemFilter) -> int:
     """Items the filter keeps."""
-    where, args = _where(f)
+    where, args = filter_where(f)
     return int(conn.execute(f"SELECT COUNT(*) FROM items{where}", args).fetchone()[0])
 
 
@@ -481,7 +166,7 @@ def page(conn: sqlite3.Connection, f: ItemFilter, offset: int, limit: int, order
     """Rows ``offset .. offset+limit`` of the filtered view, in ``order`` (one of :data:`ORDERS`)."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r} (one of {', '.join(ORDERS)})")
-    where, args = _where(f)
+    where, args = filter_where(f)
     if order != "seq":
         sql = f"SELECT {_COLUMNS} FROM items{where} ORDER BY {ORDERS[order]} LIMIT ? OFFSET ?"
         return [item_row(r) for r in conn.execute(sql, [*args, limit, offset]).fetchall()]
@@ -495,7 +180,7 @@ def page(conn: sqlite3.Connection, f: ItemFilter, offset: int, limit: int, order
 
 def iter_rows(conn: sqlite3.Connection, f: ItemFilter) -> Iterator[ItemRow]:
     """Every row the filter keeps, in seq order; pages by seq so memory stays flat."""
-    where, args = _where(f)
+    where, args = filter_where(f)
     joiner = " AND " if where else " WHERE "
     last = -1
     while True:
@@ -661,7 +346,7 @@ class ItemQueries:
         with self._reading():
             return status_counts(self._conn)
 
-    def count(self, f: ItemFilter = _EVERYTHING) -> int:
+    def count(self, f: ItemFilter = EVERYTHING) -> int:
         """Items the filter keeps (``ItemFilter()``: :meth:`size`, one index lookup)."""
         with self._reading():
             return size(self._conn) if f.is_everything else count(self._conn, f)
@@ -671,7 +356,7 @@ class ItemQueries:
         with self._reading():
             return page(self._conn, f, offset, limit, order)
 
-    def rows(self, f: ItemFilter = _EVERYTHING) -> Iterator[ItemRow]:
+    def rows(self, f: ItemFilter = EVERYTHING) -> Iterator[ItemRow]:
         """Every row the filter keeps, in seq order, streamed (an export)."""
         with self._reading():
             yield from iter_rows(self._conn, f)
