@@ -46,7 +46,7 @@ class CopyMenu(ModalScreen[CopyChoice | None]):
             options = []
             for choice in self.choices:
                 label = Text(f"{choice.letter}  {choice.name:<8} ", style="bold")
-                label.append(clean(choice.text.replace("\n", " ⏎ "), 60))  # a preview, one line, plain
+                label.append(clean(choice.text.replace("\n", " ⏎ "), 48))  # a preview, one line, plain
                 options.append(Option(label, id=choice.letter))
             yield OptionList(*options, id="copy-options")
 

@@ -147,7 +147,8 @@ class ItemDetailScreen(WorkerScreen):
                 key=row.key,
                 data=row.data,
                 kind=row.kind,
-                attempt=max(row.attempts, 1),
+                # attempts counts the finished ones: a pending or running item is on the next
+                attempt=row.attempts + 1 if row.status in ("pending", "processing") else max(row.attempts, 1),
                 batch_dir=str(self.batch.path),
             )
         self._show_row()
