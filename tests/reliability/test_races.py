@@ -9,9 +9,13 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+
+from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.control import append_command, new_command, wait_for_ack
 
 from .helpers import (
     CLI,
@@ -136,23 +140,53 @@ def test_the_loser_of_two_detached_engines_says_who_holds_the_batch(tmp_path: Pa
     assert "is being run by" in loser.stderr and f"pid {engine.pid}" in loser.stderr, loser.stderr
 
 
+def _held(hold: Path, start_at: int) -> dict[str, str]:
+    """The environment that holds ``paced`` items from seq ``start_at`` on until ``hold`` exists."""
+    return {"BATCHTUI_TEST_HOLD": str(hold), "BATCHTUI_TEST_HOLD_FROM": str(start_at)}
+
+
+def _running(batch: Path, engine: subprocess.Popen[bytes]) -> Callable[[], bool]:
+    """Whether ``engine`` runs the batch (its signal handlers are set by then)."""
+
+    def check() -> bool:
+        assert engine.poll() is None, engine.stderr.read() if engine.stderr else ""
+        try:
+            live = read_json(batch / "live_progress.json")
+        except (OSError, ValueError):
+            return False
+        return bool(live.get("pid") == engine.pid and live["state"] in ("running", "paused"))
+
+    return check
+
+
+def _acknowledged(batch: Path, op: str) -> None:
+    """Send ``op`` to the engine running ``batch`` and wait for its acknowledgement."""
+    bdir = BatchDir(batch)
+    cmd = new_command(op)  # type: ignore[arg-type]
+    append_command(bdir, cmd)
+    assert wait_for_ack(bdir, cmd.id, timeout=20) is not None, f"{op} not acknowledged"
+
+
 def test_concurrent_control_commands_all_acked(tmp_path: Path, out_dir: Path) -> None:
+    """Ten commands at once against a running engine: every one acknowledged by it. Items from
+    seq 170 on are held until the commands are in, so the engine is alive for all of them and the
+    skipped items have not started: each ends skipped."""
     n = 240
     batch = _stopped_batch(tmp_path, out_dir, n, at=5)
-    engine = start(["resume", batch.name, "--headless", "-j", "2"], out=out_dir, cwd=tmp_path)
+    hold = tmp_path / "hold"
+    engine = start(["resume", batch.name, "--headless", "-j", "2"], out=out_dir, cwd=tmp_path, env=_held(hold, 170))
     try:
-        wait_until(
-            lambda: (
-                (batch / "lock").stat().st_size > 0
-                and bool(read_json(batch / "live_progress.json")["pid"] == engine.pid)
-            ),
-            30,
-        )
+        wait_until(_running(batch, engine), 30, "the engine running")
+        # Everything before the held items has ended: items 3, 10, ..., 164 have failed, and
+        # each retry below has failed items to take (two retries of one set: the second would
+        # find nothing, an exit 1).
+        ended = ("complete", "failed")
+        wait_until(lambda: all(store_items(batch)[seq][1] in ended for seq in range(170)), 60, "items 0-169 ended")
         skips = [list(range(180 + 10 * i, 185 + 10 * i)) for i in range(4)]
         commands = [
             *(["skip", batch.name, *map(str, s)] for s in skips),
-            ["retry", batch.name],
-            ["retry", batch.name, "--type", "ValueError"],
+            ["retry", batch.name, "--seq", "0-99"],
+            ["retry", batch.name, "--type", "ValueError", "--seq", "100-169"],
             ["pause", batch.name],
             ["unpause", batch.name],
             ["workers", batch.name, "3"],
@@ -183,53 +217,63 @@ def test_concurrent_control_commands_all_acked(tmp_path: Path, out_dir: Path) ->
         assert ids <= set(read_json(batch / "live_progress.json")["acked"])
         # Whatever order they landed in, the last word is ours: go on, and finish.
         final = cli(["unpause", batch.name, "--wait", "20"], out=out_dir, cwd=tmp_path)
-        if final.returncode != 0:  # an unpause landed last and the batch has already finished
-            assert "no engine is running" in final.stderr and engine.poll() is not None, final.stderr
+        assert final.returncode == 0, final.stderr
+        assert read_json(batch / "live_progress.json")["paused"] is False
+        hold.touch()
         code = engine.wait(timeout=120)
-        assert code in (0, 1), str(read_json(batch / "live_progress.json")["counts"])
+        assert code == 1, str(read_json(batch / "live_progress.json")["counts"])  # 1: skipped items
     finally:
+        hold.touch()
         if engine.poll() is None:
             kill_group(engine)
     checked = assert_invariants(batch, n_items=n, state="finished")
     statuses = {s: st for s, (_k, st) in store_items(batch).items()}
-    for seq in (s for group in skips for s in group):
-        assert statuses[seq] in ("skipped", "complete"), (seq, statuses[seq])
-    assert checked["counts"]["skipped"] >= 1
+    assert {seq: statuses[seq] for group in skips for seq in group} == {
+        seq: "skipped" for group in skips for seq in group
+    }
+    assert checked["counts"]["skipped"] == 20
     assert checked["counts"]["pending"] == 0
 
 
 def test_offline_commands_racing_an_engine_start(tmp_path: Path, out_dir: Path) -> None:
-    """`skip`/`retry` while an engine is starting: either applied to the store before the engine
-    takes the lock, or sent to the engine and acknowledged; never an error, never lost."""
+    """`skip` while an engine is starting: applied to the store before the engine takes the lock,
+    or sent to the engine and acknowledged; never an error, never lost. The skip is sent at
+    three points of the start (at once, once the lock is taken, once the engine runs); items
+    from seq 100 on are held, so the skipped one has not started: it ends skipped either way."""
     n = 200
     batch = _stopped_batch(tmp_path, out_dir, n, at=20)
-    for round_no, delay in enumerate((0.0, 0.4, 0.8)):
+    points = {
+        "at once": lambda _engine: True,
+        "lock taken": lambda _engine: (batch / "lock").exists() and (batch / "lock").stat().st_size > 0,
+        "running": lambda engine: _running(batch, engine)(),
+    }
+    for round_no, (point, reached) in enumerate(points.items()):
         seq = 150 + round_no
-        engine = start(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
-        time.sleep(delay)
+        hold = tmp_path / f"hold-{round_no}"
+        engine = start(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path, env=_held(hold, 100))
         try:
+            wait_until(lambda: reached(engine), 30, point)  # noqa: B023 - called within the round
             proc = cli(["skip", batch.name, str(seq), "--wait", "20"], out=out_dir, cwd=tmp_path)
-            assert proc.returncode == 0, proc.stderr
+            assert proc.returncode == 0, (point, proc.stderr)
             assert_no_traceback(proc)
-            # In flight when the skip came: the engine marks it skipped when it ends. Until then the
-            # store shows it 'processing', or still 'pending' if it has run for under a second
-            # (the store marks running items lazily); the engine's answer then says it was in flight.
-            status = store_items(batch)[seq][1]
-            in_flight = ": skip: 0 skipped, 1 in-flight killed" in proc.stdout
-            assert status in ("skipped", "complete", "processing") or (status == "pending" and in_flight), (
-                status,
-                proc.stdout,
-            )
+            assert store_items(batch)[seq][1] == "skipped", (point, proc.stdout)
+            # Stopped once its loop runs (it has acknowledged a command: its signal handlers are
+            # set; a SIGTERM before would be a crash), while its held items wait: 130, resumable.
+            wait_until(_running(batch, engine), 30, "the engine running")
+            _acknowledged(batch, "resume")
+            os.killpg(engine.pid, signal.SIGTERM)
+            wait_until(lambda: read_json(batch / "live_progress.json")["state"] != "running", 30, "stopping")
         finally:
-            kill_group(engine, signal.SIGTERM)
-        # 130: stopped; -15: the SIGTERM came before the engine set its handlers (a crash).
-        assert engine.returncode in (0, 1, 130, -signal.SIGTERM)
+            hold.touch()
+            if engine.poll() is None:
+                engine.wait(timeout=60)
+        assert engine.returncode == 130, (point, engine.stderr.read() if engine.stderr else "")
     final = cli(["resume", batch.name, "--headless", "-j", "8"], out=out_dir, cwd=tmp_path)
-    assert final.returncode == 1, final.stderr  # the paced failures
+    assert final.returncode == 1, final.stderr  # the paced failures and the skipped items
     checked = assert_invariants(batch, n_items=n, state="finished")
-    assert checked["counts"]["skipped"] >= 1
     statuses = store_items(batch)
-    assert all(statuses[150 + i][1] in ("skipped", "complete") for i in range(3))
+    assert [statuses[150 + i][1] for i in range(3)] == ["skipped"] * 3
+    assert checked["counts"]["skipped"] == 3
 
 
 def test_readers_during_a_run_never_fail(tmp_path: Path, out_dir: Path) -> None:
