@@ -74,6 +74,21 @@ def _wait_running(bdir: BatchDir, engine: subprocess.Popen[bytes]) -> None:
     raise AssertionError("the engine did not start")
 
 
+def _promised_exit(batch: Path, *, state: str) -> int:
+    """The exit code DESIGN section 8 gives an engine that left ``batch`` in ``state`` (checked
+    against manifest.json) with the store's counts: 130 stopped; 0 all complete, else 1."""
+    manifest = orjson.loads((batch / "manifest.json").read_bytes())
+    assert manifest["state"] == state, (manifest["state"], manifest["halt_reason"])
+    if state == "stopped":
+        return 130
+    db = sqlite3.connect(f"file:{batch / 'items.db'}?mode=ro", uri=True)
+    try:
+        statuses = {st for (st,) in db.execute("SELECT DISTINCT status FROM items")}
+    finally:
+        db.close()
+    return 0 if statuses == {"complete"} else 1
+
+
 def soak(tmp_path: Path, out_dir: Path, rounds: int, seed: int) -> None:
     rng = random.Random(seed)
     items = tmp_path / "items.txt"
@@ -97,7 +112,8 @@ def soak(tmp_path: Path, out_dir: Path, rounds: int, seed: int) -> None:
         paused_since: float | None = None
         for _ in range(rounds):
             if engine.poll() is not None:  # finished: start it again with more to do
-                assert engine.returncode in (0, 1), engine.stderr.read() if engine.stderr else ""
+                promised = _promised_exit(batch, state="finished")
+                assert engine.returncode == promised, engine.stderr.read() if engine.stderr else ""
                 engine = _engine(["resume", batch.name, "--retry-failed"], tmp_path, out_dir, log)
                 _wait_running(bdir, engine)
                 paused_since = None
@@ -118,7 +134,12 @@ def soak(tmp_path: Path, out_dir: Path, rounds: int, seed: int) -> None:
                 _send(bdir, "retry")
             elif op == "stop":
                 at = _send(bdir, "stop")
-                assert engine.wait(timeout=60) in (0, 1, 130)
+                code = engine.wait(timeout=60)
+                # Acknowledged by a live engine: it stops (130), unless nothing was left to run.
+                left = sum(
+                    orjson.loads(bdir.live_progress.read_bytes())["counts"][k] for k in ("pending", "processing")
+                )
+                assert code == _promised_exit(batch, state="stopped" if left else "finished")
                 restart = time.time()
                 quiet.append(((paused_since or at) + MARGIN_S, restart))
                 engine = _engine(["resume", batch.name], tmp_path, out_dir, log)
@@ -128,7 +149,8 @@ def soak(tmp_path: Path, out_dir: Path, rounds: int, seed: int) -> None:
         if paused_since is not None:
             quiet.append((paused_since + MARGIN_S, time.time()))
             _send(bdir, "resume")
-        assert engine.wait(timeout=300) in (0, 1)
+        code = engine.wait(timeout=300)
+        assert code == _promised_exit(batch, state="finished"), engine.stderr.read() if engine.stderr else ""
     finally:
         if engine.poll() is None:
             engine.kill()
