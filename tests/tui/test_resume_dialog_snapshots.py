@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from batchtui.engine.models import BatchState
 
@@ -30,6 +31,8 @@ async def open_dialog(pilot: Pilot[Any], *keys: str) -> None:
     await settle(pilot)
     await pilot.press("u")
     await settle(pilot)
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False  # a blinking cursor would make the snapshot depend on timing
     if keys:
         await pilot.press(*keys)
         await settle(pilot)

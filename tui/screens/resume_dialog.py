@@ -35,7 +35,7 @@ from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSe
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.errors import BatchtuiError
 from batchtui.engine.fmt import clean
-from batchtui.engine.models import BatchState, Counts
+from batchtui.engine.models import ACTIVE_STATES, BatchState, Counts
 from batchtui.engine.resume import ResumePlan, plan_resume
 
 from ..host import host
@@ -166,7 +166,9 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         self.plan = plan
         manifest, c = plan.manifest, plan.counts
         title = Text(f"Resume batch {self.batch.batch_id}", style="bold")
-        title.append(f"  {manifest.state.value}", style="bold")
+        # The dialog opens only when no engine holds the batch: "running" is an engine that died.
+        state_word = "interrupted" if manifest.state in ACTIVE_STATES else manifest.state.value
+        title.append(f"  {state_word}", style="bold")
         self.query_one("#resume-title", Static).update(title)
         state = self.query_one("#resume-state", Static)
         state.update(plain(manifest.halt_reason or ""))
