@@ -369,6 +369,33 @@ def test_kill_all_reaches_a_shell_being_started(path: str, spy: Spy, work: Path,
     assert spy.took(path)
 
 
+def test_kill_of_one_item_reaches_its_shell_being_started(path: str, spy: Spy, work: Path, batch: Path) -> None:
+    """kill(seq) while that item's shell is being started (it may already run the command while
+    its start returns, so a test or a user sees it running): it dies as soon as it has started."""
+    proc = processor(path, work, "echo $$ > {out}/pid; sleep 30")
+    entered, release = threading.Event(), threading.Event()
+
+    class Held:  # the real launcher, whose start waits until the test lets it go on
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        def start(self, *args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            assert release.wait(30)
+            return self.real.start(*args, **kwargs)
+
+    proc._launcher = Held(proc._launcher)  # type: ignore[assignment]
+    thread, box = run_in_thread(proc, make_item(batch, seq=4))
+    assert entered.wait(30)
+    assert proc.kill(5) is False  # another item: nothing to kill
+    assert proc.kill(4) is True
+    release.set()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert isinstance(box.get("exc"), CommandKilled) and box["exc"].signum == signal.SIGKILL, box
+    assert spy.took(path)
+
+
 def test_kill_all_and_timeouts_reach_the_group(path: str, spy: Spy, work: Path, batch: Path) -> None:
     template = "sleep 30 & echo $! $$ > {out}/pids; sleep 30"
     proc = processor(path, work, template)

@@ -241,15 +241,18 @@ class ShellProcessor:
 
     def kill(self, seq: int, attempt: int | None = None) -> bool:
         """Kill the process group running item ``seq``; its :meth:`run` then raises
-        ``CommandKilled(SIGKILL)``. False if that item is not running here, unless ``attempt``
-        is given: the executor knows that attempt has begun, and its shell dies as it starts."""
+        ``CommandKilled(SIGKILL)``. A shell being started (it may already run the command while
+        its start returns) dies as soon as it has started. False if that item is not running
+        here, unless ``attempt`` is given: the executor knows that attempt has begun, and its
+        shell dies as it starts."""
         with self._lock:
             pid = self._running.get(seq)
             if pid is None:
-                if attempt is None:
-                    return False
-                self._doomed.add((seq, attempt))
-                return True
+                starting = {run for run in self._starting if run[0] == seq}
+                if attempt is not None:
+                    starting.add((seq, attempt))
+                self._doomed |= starting
+                return bool(starting)
             self._killed.add(seq)
             _killpg(pid)
         return True
