@@ -35,7 +35,7 @@ def py_tree(tmp_path: Path) -> Path:
     return dest
 
 
-def test_run_wc_over_real_files_and_every_contract_file(py_tree: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_run_wc_over_real_files_and_every_contract_file(py_tree: Path, out_dir: Path, run_cli, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     n_files = len(list(py_tree.rglob("*.py")))
     assert n_files > 200
     proc = run_cli(["run", str(py_tree), "--glob", "*.py", "--cmd", "wc -l < {path}", "--headless", "-j", "2"])
@@ -101,7 +101,7 @@ def test_run_wc_over_real_files_and_every_contract_file(py_tree: Path, out_dir: 
 
     # Resuming a finished batch changes nothing.
     before = {p.name: p.read_bytes() for p in batch.iterdir() if p.is_file() and not p.name.startswith("items.db")}
-    again = run_cli(["resume", batch.name, "--headless"])
+    again = invoke_cli(["resume", batch.name, "--headless"])
     assert again.returncode == 0, again.stderr
     assert "nothing to resume" in again.stderr
     after = {p.name: p.read_bytes() for p in batch.iterdir() if p.is_file() and not p.name.startswith("items.db")}
@@ -110,7 +110,7 @@ def test_run_wc_over_real_files_and_every_contract_file(py_tree: Path, out_dir: 
         if name != "lock":
             assert before[name] == after[name], name
 
-    listed = run_cli(["ls", "--json"])
+    listed = invoke_cli(["ls", "--json"])
     assert listed.returncode == 0
     import json
 
@@ -119,17 +119,17 @@ def test_run_wc_over_real_files_and_every_contract_file(py_tree: Path, out_dir: 
     assert rows_ls[0]["state"] == "finished" and rows_ls[0]["totals"]["complete"] == n_files
     assert rows_ls[0]["engine"] is None
 
-    shown = run_cli(["show", batch.name])
+    shown = invoke_cli(["show", batch.name])
     assert shown.returncode == 0 and batch.name in shown.stdout and f"Complete:  {n_files}" in shown.stdout
-    shown_json = json.loads(run_cli(["show", batch.name, "--json"]).stdout)
+    shown_json = json.loads(invoke_cli(["show", batch.name, "--json"]).stdout)
     assert shown_json["counts"]["complete"] == n_files
 
 
-def test_failures_exit_1_and_show_and_export(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_failures_exit_1_and_show_and_export(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     urls = tmp_path / "urls.txt"
     urls.write_text("".join(f"https://example.com/{i}\n" for i in range(30)) + "HTTPS://EXAMPLE.com/3#frag\n")
     cmd = "case {} in *7|*9) echo boom for {seq} >&2; exit 4;; *) printf '{{\"n\": %s}}\\n' {seq};; esac"
-    proc = run_cli(["run", str(urls), "--cmd", cmd, "--headless", "--max-attempts", "1"])
+    proc = invoke_cli(["run", str(urls), "--cmd", cmd, "--headless", "--max-attempts", "1"])
     assert proc.returncode == 1, proc.stderr
     batch = only_batch(out_dir)
     manifest = Manifest.model_validate(read_json(batch / "manifest.json"))
@@ -139,18 +139,18 @@ def test_failures_exit_1_and_show_and_export(tmp_path: Path, out_dir: Path, run_
     assert len(results) == 24
     assert all(r["result"] == {"n": r["seq"]} for r in results)
 
-    shown = run_cli(["show", batch.name, "--json"])
+    shown = invoke_cli(["show", batch.name, "--json"])
     import json
 
     info = json.loads(shown.stdout)
     assert info["error_groups"][0]["error_type"] == "exit 4"
     assert info["error_groups"][0]["count"] == 6
 
-    exported = run_cli(["export", batch.name, "--status", "failed"])
+    exported = invoke_cli(["export", batch.name, "--status", "failed"])
     rows = [json.loads(line) for line in exported.stdout.splitlines()]
     assert len(rows) == 6 and all(r["status"] == "failed" and r["error_type"] == "exit 4" for r in rows)
     assert rows[0]["error_message"].startswith("boom for")
-    csv_out = run_cli(["export", batch.name, "--format", "csv"])
+    csv_out = invoke_cli(["export", batch.name, "--format", "csv"])
     import csv
     import io
 
@@ -162,10 +162,10 @@ def test_failures_exit_1_and_show_and_export(tmp_path: Path, out_dir: Path, run_
 
     # An offline retry puts the failures back to pending: a plain `resume` (no id) finds the
     # batch again, though its manifest said finished, and runs exactly those six.
-    retried = run_cli(["retry", batch.name])
+    retried = invoke_cli(["retry", batch.name])
     assert retried.returncode == 0, retried.stderr
     assert "6 failed items back to pending" in retried.stdout + retried.stderr
-    resumed = run_cli(["resume", "--headless", "--max-attempts", "1"])
+    resumed = invoke_cli(["resume", "--headless", "--max-attempts", "1"])
     assert resumed.returncode == 1, resumed.stderr
     after = Manifest.model_validate(read_json(batch / "manifest.json"))
     assert [h.action for h in after.history] == ["run", "resume"]
@@ -175,7 +175,7 @@ def test_failures_exit_1_and_show_and_export(tmp_path: Path, out_dir: Path, run_
     assert Report.model_validate(read_json(batch / "report.json")).durations.count == 24
 
 
-def test_user_errors_exit_2_without_traceback(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_user_errors_exit_2_without_traceback(tmp_path: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     cases = [
         ["run", str(tmp_path / "missing"), "--cmd", "true"],
         ["run", str(tmp_path), "--cmd", "true", "--call", "x:y"],
@@ -185,15 +185,15 @@ def test_user_errors_exit_2_without_traceback(tmp_path: Path, run_cli) -> None: 
         ["show", "nope"],
     ]
     for args in cases:
-        proc = run_cli(args)
+        proc = invoke_cli(args)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr, (args, proc.stderr)
 
 
-def test_stdin_lines_and_demo(out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
-    proc = run_cli(["run", "-", "--cmd", "printf %s {} | wc -c", "--headless"], input="a\nbb\n\nccc\n")
+def test_stdin_lines_and_demo(out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    proc = invoke_cli(["run", "-", "--cmd", "printf %s {} | wc -c", "--headless"], input="a\nbb\n\nccc\n")
     assert proc.returncode == 0, proc.stderr
-    demo = run_cli(["demo", "--items", "40", "--headless", "--json", "--backoff", "0"])
+    demo = invoke_cli(["demo", "--items", "40", "--headless", "--json", "--backoff", "0"])
     # The demo's errors are drawn from each item's seq and attempt: the same 40 items always end
     # with one permanent failure (exit 1: some failed), the transient ones retried to success.
     assert demo.returncode == 1, demo.stderr

@@ -73,13 +73,18 @@ def resume_cmd(
     )
     bdir, counts, manifest = plan.batch, plan.counts, plan.manifest
     if plan.nothing_to_do:
+        plan.release()  # this process may go on (the CLI called in another program, the tests)
         say(f"batch {bdir.batch_id} is finished; nothing to resume.")
         code = exit_code_for(manifest.state, counts)
         finish_output(RunResult(bdir, manifest.state, counts, manifest.halt_reason, code), as_json)
         raise SystemExit(code)
-    if retry_failed:
-        say(f"requeued {plan.requeue_failed()} failed items")
-    gate(plan.preflight())
+    try:
+        if retry_failed:
+            say(f"requeued {plan.requeue_failed()} failed items")
+        gate(plan.preflight())
+    except BaseException:
+        plan.release()
+        raise
     if detach:
         pid = detach_engine(bdir, action="resume", overrides=plan.overrides)
         announce_detached(bdir, pid, as_json)
