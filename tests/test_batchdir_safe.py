@@ -97,7 +97,7 @@ def test_the_lock_refuses_a_batch_dir_that_is_a_link(tmp_path: Path) -> None:
 # -- end to end ---------------------------------------------------------------------------------
 
 
-def test_logs_swapped_for_a_link_mid_run_never_land_outside(tmp_path: Path, out_dir: Path, run_cli: RunCli) -> None:
+def test_logs_swapped_for_a_link_mid_run_never_land_outside(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
     items = tmp_path / "items.txt"
     items.write_text("".join(f"{i}\n" for i in range(1, 11)))
     go = tmp_path / "go"
@@ -131,7 +131,7 @@ def test_logs_swapped_for_a_link_mid_run_never_land_outside(tmp_path: Path, out_
     assert "logs/ in batch" in str(manifest["halt_reason"])
     assert "symbolic link" in str(manifest["halt_reason"])
     # A resume refuses while the link is there, saying which entry, with no traceback.
-    again = run_cli(["resume", batch.name, "--headless"], env={"GO": str(go)})
+    again = invoke_cli(["resume", batch.name, "--headless"], env={"GO": str(go)})
     assert again.returncode == 2, again.stdout + again.stderr
     assert f"refusing to use batch {batch.name}: logs is a symbolic link (to {outside})" in again.stderr
     assert "Traceback" not in again.stderr
@@ -139,7 +139,7 @@ def test_logs_swapped_for_a_link_mid_run_never_land_outside(tmp_path: Path, out_
     # With the link gone the batch resumes and finishes.
     (batch / "logs").unlink()
     (batch / "logs.moved").rename(batch / "logs")
-    done = run_cli(["resume", batch.name, "--headless"], env={"GO": str(go)})
+    done = invoke_cli(["resume", batch.name, "--headless"], env={"GO": str(go)})
     assert done.returncode == 0, done.stdout + done.stderr
     # One log per item; the item that met the link logged nothing then and logs as a later attempt.
     logs = {int(p.name.split(".")[0]): p for p in (batch / "logs").iterdir()}
@@ -149,11 +149,11 @@ def test_logs_swapped_for_a_link_mid_run_never_land_outside(tmp_path: Path, out_
 
 
 def test_planted_links_are_refused_on_resume_and_targets_untouched(
-    tmp_path: Path, out_dir: Path, run_cli: RunCli
+    tmp_path: Path, out_dir: Path, invoke_cli: RunCli
 ) -> None:
     items = tmp_path / "items.txt"
     items.write_text("1\n2\n3\n")
-    first = run_cli(["run", str(items), "--cmd", "echo {} >&2; [ {} != 2 ]", "--headless"])
+    first = invoke_cli(["run", str(items), "--cmd", "echo {} >&2; [ {} != 2 ]", "--headless"])
     assert first.returncode == 1, first.stdout + first.stderr
     batch = only_batch(out_dir)
     for name in ("items.db", "results.jsonl", "live_progress.json", "control.jsonl", "manifest.json.bak"):
@@ -167,7 +167,7 @@ def test_planted_links_are_refused_on_resume_and_targets_untouched(
             outside.write_bytes(b"")
         before = outside.read_bytes()
         real.symlink_to(outside)
-        proc = run_cli(["resume", batch.name, "--retry-failed", "--headless"])
+        proc = invoke_cli(["resume", batch.name, "--retry-failed", "--headless"])
         assert proc.returncode == 2, (name, proc.stdout + proc.stderr)
         assert f"{name} is a symbolic link" in proc.stderr
         assert "Traceback" not in proc.stderr

@@ -72,11 +72,13 @@ def _stop(batch: Path, pid: int) -> None:
     _wait(lambda: engine_alive(batch) is None, what="the detached engine's end")
 
 
-def test_bare_resume_picks_the_newest_batch_no_engine_runs_and_says_why(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_bare_resume_picks_the_newest_batch_no_engine_runs_and_says_why(
+    tmp_path: Path, out_dir: Path, run_cli, invoke_cli
+) -> None:  # type: ignore[no-untyped-def]
     older = _stopped_batch(tmp_path, out_dir, "older")
     newer, pid = _running_batch(tmp_path, out_dir, "newer", run_cli)
     try:
-        done = run_cli(["resume", "--headless"], timeout=60)
+        done = invoke_cli(["resume", "--headless"], timeout=60)
         history = _manifest(newer)["history"]
     finally:
         _stop(newer, pid)
@@ -92,12 +94,12 @@ def test_bare_resume_picks_the_newest_batch_no_engine_runs_and_says_why(tmp_path
 
 
 def test_bare_resume_when_every_unfinished_batch_runs_says_who_and_exits_2(
-    tmp_path: Path, out_dir: Path, run_cli
+    tmp_path: Path, out_dir: Path, run_cli, invoke_cli
 ) -> None:  # type: ignore[no-untyped-def]
     running, pid = _running_batch(tmp_path, out_dir, "busy", run_cli)
     try:
         for args in (["resume"], ["resume", "--headless"], ["resume", "--detach"]):
-            done = run_cli(args, timeout=60)
+            done = invoke_cli(args, timeout=60)
             assert done.returncode == 2, (args, done.returncode, done.stderr)
             assert "Traceback" not in done.stderr
             assert "every unfinished batch" in done.stderr and "is being run by an engine" in done.stderr
@@ -160,14 +162,14 @@ def test_the_hand_off_engine_waits_for_the_lock_and_says_so(tmp_path: Path, out_
 
 
 def test_the_hand_off_engine_gives_up_after_its_wait_and_says_who_holds_the_batch(
-    tmp_path: Path, out_dir: Path, run_cli
+    tmp_path: Path, out_dir: Path, invoke_cli
 ) -> None:  # type: ignore[no-untyped-def]
     batch = _stopped_batch(tmp_path, out_dir, "held")
     lock = BatchLock(batch / "lock")
     lock.acquire()
     try:
         t0 = time.monotonic()
-        done = run_cli(["resume", batch.name, "--headless", "--lock-wait", "1.5"], timeout=60)
+        done = invoke_cli(["resume", batch.name, "--headless", "--lock-wait", "1.5"], timeout=60)
         waited = time.monotonic() - t0
     finally:
         lock.release()
@@ -179,13 +181,15 @@ def test_the_hand_off_engine_gives_up_after_its_wait_and_says_who_holds_the_batc
 
 
 @pytest.mark.parametrize("wait", [0.0, 0.3])
-def test_a_user_resume_does_not_wait_for_a_running_engine(tmp_path: Path, out_dir: Path, run_cli, wait: float) -> None:  # type: ignore[no-untyped-def]
+def test_a_user_resume_does_not_wait_for_a_running_engine(
+    tmp_path: Path, out_dir: Path, run_cli, invoke_cli, wait: float
+) -> None:  # type: ignore[no-untyped-def]
     """Only the hand-off engine waits: `resume BATCH` of a running batch fails at once."""
     running, pid = _running_batch(tmp_path, out_dir, "busy", run_cli)
     try:
         time.sleep(wait)
         t0 = time.monotonic()
-        done = run_cli(["resume", running.name, "--headless"], timeout=60)
+        done = invoke_cli(["resume", running.name, "--headless"], timeout=60)
         took = time.monotonic() - t0
     finally:
         _stop(running, pid)
