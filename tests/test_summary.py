@@ -106,8 +106,9 @@ def _timeless(summary: dict[str, object]) -> dict[str, object]:
     return summary
 
 
-def _browser_states(out: Path) -> dict[str, tuple[str, str]]:
-    """The browser's rows: batch id -> (state cell, engine cell), as drawn in its table."""
+def _browser_states(out: Path, n: int) -> dict[str, tuple[str, str]]:
+    """The browser's rows once it lists ``n`` batches: batch id -> (state cell, engine cell), as
+    drawn in its table."""
 
     async def body() -> dict[str, tuple[str, str]]:
         app = BatchtuiApp(output_dir=out, watch_files=False, clock=time.time, handle_hangup=False)
@@ -115,7 +116,7 @@ def _browser_states(out: Path) -> dict[str, tuple[str, str]]:
             screen = app.screen
             assert isinstance(screen, BrowserScreen)
             for _ in range(200):
-                if len(screen.rows) == len(EXPECTED):
+                if len(screen.rows) == n:
                     break
                 await pilot.pause(0.05)
             table = screen.query_one("#batches")
@@ -139,7 +140,7 @@ def test_ls_show_and_the_browser_agree_in_every_state(tmp_path: Path, monkeypatc
             for line in _cli("ls", "-o", str(out)).splitlines()[1:]
             if line[:1].isdigit()
         }
-        browser = _browser_states(out)
+        browser = _browser_states(out, len(EXPECTED))
         for suffix, want in EXPECTED.items():
             batch_id = _id(suffix)
             summary = summarize(made[suffix])
@@ -222,5 +223,5 @@ def test_a_disk_full_halt_that_could_not_write_the_manifest_shows_interrupted(
     shown = json.loads(_cli("show", batch.name, "--json", "-o", str(out)))
     assert [r["state"] for r in listed] == ["interrupted"] and shown["state"] == "interrupted"
     assert summarize(BatchDir(batch)).state == "interrupted"
-    assert _browser_states(out) == {batch.name: ("interrupted", "")}
+    assert _browser_states(out, 1) == {batch.name: ("interrupted", "")}
     assert f"BATCH SUMMARY  {batch.name}  (interrupted)" in _cli("show", batch.name, "-o", str(out))
