@@ -23,6 +23,7 @@ from .helpers import (
     batches,
     cli,
     exec_log,
+    invoke,
     kill_group,
     only_batch,
     read_json,
@@ -76,7 +77,7 @@ def _partial_batch(
 
 
 def _finish(batch: Path, out_dir: Path, tmp_path: Path, env: dict[str, str], n: int = N) -> dict[str, Any]:
-    proc = cli(["resume", batch.name, "--headless", "-j", "8"], out=out_dir, cwd=tmp_path, env=env)
+    proc = invoke(["resume", batch.name, "--headless", "-j", "8"], out=out_dir, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_no_traceback(proc)
     checked = assert_invariants(batch, n_items=n, state="finished")
@@ -141,7 +142,7 @@ def test_manifest_and_backup_damaged_is_a_clear_error(tmp_path: Path, out_dir: P
         assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
         assert_no_traceback(proc)
         assert "manifest.json" in proc.stderr and "damaged" in proc.stderr, proc.stderr
-    listed = cli(["ls"], out=out_dir, cwd=tmp_path)
+    listed = invoke(["ls"], out=out_dir, cwd=tmp_path)
     assert listed.returncode == 0 and "damaged" in listed.stdout
     assert_no_traceback(listed)
 
@@ -207,7 +208,7 @@ def test_live_progress_deleted_is_rebuilt(tmp_path: Path, out_dir: Path, env: di
     batch = _partial_batch(tmp_path, out_dir, env)
     live = batch / "live_progress.json"
     live.unlink()
-    proc = cli(["show", batch.name], out=out_dir, cwd=tmp_path)
+    proc = invoke(["show", batch.name], out=out_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert_no_traceback(proc)
     # Deleted again while an engine runs: it is written again within a moment.
@@ -264,12 +265,12 @@ def test_corrupted_store_resume_names_the_file_and_the_way_out_then_recover(
     batch = _damaged_store_batch(tmp_path, out_dir, env)
     damaged = (batch / "items.db").read_bytes()
     done_before = {int(r["seq"]) for r in strict_jsonl(batch / "results.jsonl")}
-    proc = cli(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path, env=env)
+    proc = invoke(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path, env=env)
     assert proc.returncode == 2, proc.stderr
     assert_no_traceback(proc)
     assert "items.db" in proc.stderr and f"batchtui recover {batch.name}" in proc.stderr, proc.stderr
 
-    rec = cli(["recover", batch.name], out=out_dir, cwd=tmp_path)
+    rec = invoke(["recover", batch.name], out=out_dir, cwd=tmp_path)
     assert rec.returncode == 0, rec.stderr
     assert_no_traceback(rec)
     assert "rebuilt" in rec.stdout
@@ -315,7 +316,7 @@ def test_resume_checks_the_whole_store_after_a_crash_only(tmp_path: Path, out_di
 
 def test_corrupted_store_show_is_a_clear_error(tmp_path: Path, out_dir: Path, env: dict[str, str]) -> None:
     batch = _damaged_store_batch(tmp_path, out_dir, env)
-    proc = cli(["show", batch.name], out=out_dir, cwd=tmp_path)
+    proc = invoke(["show", batch.name], out=out_dir, cwd=tmp_path)
     assert_no_traceback(proc)
     assert proc.returncode == 2
     assert "items.db" in proc.stderr and f"batchtui recover {batch.name}" in proc.stderr
@@ -332,9 +333,9 @@ def test_show_never_tracebacks_on_a_corrupted_store(tmp_path: Path, out_dir: Pat
         assert_no_traceback(proc)
         # ls lists what it can; show names the unreadable store (a user-facing error: exit 2).
         assert proc.returncode == (0 if args == ["ls"] else 2), (args, proc.stderr)
-    proc = cli(["show", batch.name], out=out_dir, cwd=tmp_path)
+    proc = invoke(["show", batch.name], out=out_dir, cwd=tmp_path)
     assert "items.db" in proc.stderr and f"batchtui recover {batch.name}" in proc.stderr, proc.stderr
-    proc = cli(["export", batch.name], out=out_dir, cwd=tmp_path)
+    proc = invoke(["export", batch.name], out=out_dir, cwd=tmp_path)
     assert proc.returncode == 2 and "batchtui recover" in proc.stderr
     assert_no_traceback(proc)
 
@@ -343,11 +344,11 @@ def test_missing_store_recover(tmp_path: Path, out_dir: Path, env: dict[str, str
     batch = _partial_batch(tmp_path, out_dir, env)
     for name in ("items.db", "items.db-wal", "items.db-shm"):
         (batch / name).unlink(missing_ok=True)
-    proc = cli(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path, env=env)
+    proc = invoke(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path, env=env)
     assert proc.returncode == 2
     assert_no_traceback(proc)
     assert "does not exist" in proc.stderr and f"batchtui recover {batch.name}" in proc.stderr
-    rec = cli(["recover", batch.name, "--json"], out=out_dir, cwd=tmp_path)
+    rec = invoke(["recover", batch.name, "--json"], out=out_dir, cwd=tmp_path)
     assert rec.returncode == 0, rec.stderr
     info = orjson.loads(rec.stdout)
     assert info["damaged_kept_as"] is None and info["items"] == N
@@ -367,18 +368,18 @@ def test_recover_keeps_failed_and_skipped_and_refuses_when_unsafe(tmp_path: Path
     )
     assert proc.returncode == 1, proc.stderr  # items with seq % 7 == 3 failed
     batch = only_batch(out_dir)
-    retry = cli(["retry", batch.name, "--seq", "3"], out=out_dir, cwd=tmp_path)
+    retry = invoke(["retry", batch.name, "--seq", "3"], out=out_dir, cwd=tmp_path)
     assert retry.returncode == 0, retry.stderr
-    skip = cli(["skip", batch.name, "3"], out=out_dir, cwd=tmp_path)
+    skip = invoke(["skip", batch.name, "3"], out=out_dir, cwd=tmp_path)
     assert skip.returncode == 0, skip.stderr
     before = {s: st for s, (_k, st) in store_items(batch).items()}
     assert before[3] == "skipped" and before[10] == "failed"
 
-    healthy = cli(["recover", batch.name], out=out_dir, cwd=tmp_path)
+    healthy = invoke(["recover", batch.name], out=out_dir, cwd=tmp_path)
     assert healthy.returncode == 2 and "healthy" in healthy.stderr
     assert_no_traceback(healthy)
 
-    forced = cli(["recover", batch.name, "--force", "--json"], out=out_dir, cwd=tmp_path)
+    forced = invoke(["recover", batch.name, "--force", "--json"], out=out_dir, cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
     info = orjson.loads(forced.stdout)
     assert info["salvaged_skipped"] == 1 and info["salvaged_failed"] == before_count(before, "failed")
@@ -534,7 +535,7 @@ def test_recover_after_the_source_changed_keeps_every_result_at_its_seq(tmp_path
     (src / "f03.txt").unlink()  # finished, then removed
     (src / "f29.txt").unlink()  # never run, removed
 
-    rec = cli(["recover", batch.name, "--json"], out=out_dir, cwd=tmp_path)
+    rec = invoke(["recover", batch.name, "--json"], out=out_dir, cwd=tmp_path)
     assert rec.returncode == 0, rec.stderr
     info = orjson.loads(rec.stdout)
     assert info["orphans"] == 1 and info["moved"] == 0, info
@@ -543,7 +544,7 @@ def test_recover_after_the_source_changed_keeps_every_result_at_its_seq(tmp_path
         assert items[seq] == (key, "complete"), (key, seq, items[seq])
     assert sorted(items) == list(range(30))  # 30 - 2 removed + 1 added + 1 kept = 30, dense
 
-    final = cli(["resume", batch.name, "--headless", "-j", "4"], out=out_dir, cwd=tmp_path)
+    final = invoke(["resume", batch.name, "--headless", "-j", "4"], out=out_dir, cwd=tmp_path)
     assert final.returncode == 0, final.stderr
     checked = assert_invariants(batch, n_items=30, state="finished")
     by_key = {str(r["key"]): r for r in checked["results"]}
@@ -552,11 +553,11 @@ def test_recover_after_the_source_changed_keeps_every_result_at_its_seq(tmp_path
 
 
 def test_recover_of_a_stdin_batch_is_a_clear_error(tmp_path: Path, out_dir: Path) -> None:
-    proc = cli(["run", "-", "--cmd", "true", "--headless"], out=out_dir, cwd=tmp_path, input="a\nb\nc\n")
+    proc = invoke(["run", "-", "--cmd", "true", "--headless"], out=out_dir, cwd=tmp_path, input="a\nb\nc\n")
     assert proc.returncode == 0, proc.stderr
     batch = only_batch(out_dir)
     (batch / "items.db").unlink()
-    rec = cli(["recover", batch.name], out=out_dir, cwd=tmp_path)
+    rec = invoke(["recover", batch.name], out=out_dir, cwd=tmp_path)
     assert rec.returncode == 2 and "stdin" in rec.stderr, rec.stderr
     assert_no_traceback(rec)
     assert not (batch / "items.db").exists() and not list(batch.glob(".items.db*"))
@@ -568,7 +569,7 @@ def test_a_crash_before_items_db_existed_resumes_without_recover(tmp_path: Path,
     itself (as `recover` would) and runs the batch."""
     n = 40
     source = _lines(tmp_path, n)
-    made = cli(["run", str(source), "--cmd", "true", "--headless"], out=out_dir, cwd=tmp_path)
+    made = invoke(["run", str(source), "--cmd", "true", "--headless"], out=out_dir, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     batch = only_batch(out_dir)
     manifest = read_json(batch / "manifest.json")
@@ -579,7 +580,7 @@ def test_a_crash_before_items_db_existed_resumes_without_recover(tmp_path: Path,
     manifest.update(state="created", history=[], started_at=None, ended_at=None, totals=blank)
     (batch / "manifest.json").write_bytes(orjson.dumps(manifest))
 
-    proc = cli(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
+    proc = invoke(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "creation was cut short" in proc.stderr
     assert_no_traceback(proc)
