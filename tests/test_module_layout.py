@@ -15,7 +15,7 @@ MAX_LINES = 500
 # 130 ms". Such figures belong in a commit message or the README's Performance section.
 BENCH_HISTORY = re.compile(
     r"\d(?:\.\d+)?\s*(?:s|ms|us|µs)?\s*(?:->|→)\s*\d(?:\.\d+)?\s*(?:s|ms|us|µs)\b"
-    r"|\bA/B\b|\binterleaved\b"
+    r"|\bA/B\b|\b(?:measured|runs?|rounds?) interleaved\b|\binterleaved (?:runs?|rounds?|with)\b"
     r"|\d\s*(?:s|ms|us|µs) against \d"
 )
 
