@@ -13,7 +13,7 @@ from textual.message import Message
 
 from batchtui.engine.models import LiveProgress, Manifest
 
-__all__ = ["EngineFinished", "ErrorTypeChosen", "LiveUpdated", "ManifestUpdated"]
+__all__ = ["EngineFinished", "LiveUpdated", "ManifestUpdated"]
 
 
 @dataclass
@@ -45,10 +45,3 @@ class EngineFinished(Message):
     batch: Path
     exit_code: int
     state: str
-
-
-@dataclass
-class ErrorTypeChosen(Message):
-    """A row of the dashboard's errors table was chosen: show the failed items of that type."""
-
-    error_type: str
