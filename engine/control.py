@@ -338,6 +338,7 @@ def apply_offline(batch: BatchDir, change: Callable[[Any], str], *, durable: boo
     """
     from .batchdir import BatchLock
     from .files import write_model
+    from .publish import LIVE_ERROR_GROUPS
     from .store import ItemStore
 
     lock = BatchLock(batch.lock, engine=False)
@@ -350,6 +351,7 @@ def apply_offline(batch: BatchDir, change: Callable[[Any], str], *, durable: boo
         try:
             message = change(store)
             counts = store.counts()
+            groups, by_type = store.error_groups(LIVE_ERROR_GROUPS), store.errors_by("error_type")
         finally:
             store.close()
         write_model(batch.manifest, manifest.model_copy(update={"totals": counts}), durable=durable, backup=True)
@@ -362,6 +364,9 @@ def apply_offline(batch: BatchDir, change: Callable[[Any], str], *, durable: boo
                     "percent": round(counts.percent, 2),
                     "updated_at": now_iso(),
                     "in_flight": [],
+                    # A retry or skip changes the breakdown too: every view shows the store's.
+                    "error_groups": groups,
+                    "errors_by_type": by_type,
                 }
             )
             write_model(batch.live_progress, live, durable=False)

@@ -25,6 +25,8 @@ from .store import ItemStore
 LIVE_INTERVAL_S: Final = 0.25
 MANIFEST_INTERVAL_S: Final = 2.0
 ERRORS_INTERVAL_S: Final = 1.0
+#: The biggest error groups live_progress.json carries (every view; `errors` lists them all).
+LIVE_ERROR_GROUPS: Final = 10
 IN_FLIGHT_SHOWN: Final = 64
 
 
@@ -75,7 +77,7 @@ class ProgressPublisher:
         now = time.monotonic()
         if store is None or not (changed or force) or (now - self._errors_stamp < ERRORS_INTERVAL_S and not force):
             return False
-        self.error_groups = store.error_groups(10)
+        self.error_groups = store.error_groups(LIVE_ERROR_GROUPS)
         self.errors_by_type = store.errors_by("error_type")
         self._errors_stamp = now
         return True

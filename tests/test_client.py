@@ -49,6 +49,11 @@ def test_offline_retry_and_skip_change_the_store(failed_batch: BatchDir) -> None
     assert not failed_batch.control.exists()  # nothing was sent: no engine to read it
     manifest = failed_batch.read_manifest()
     assert (manifest.totals.pending, manifest.totals.skipped, manifest.totals.failed) == (1, 2, 1)
+    # The breakdown every view reads from live_progress.json follows the store, not the run.
+    live = failed_batch.read_live()
+    assert live is not None and live.counts.failed == 1
+    assert live.errors_by_type == {"exit 3": 1}
+    assert [(g.error_type, g.count) for g in live.error_groups] == [("exit 3", 1)]
 
 
 def test_an_engine_only_command_without_an_engine_is_exit_1(failed_batch: BatchDir) -> None:
