@@ -130,6 +130,11 @@ def _chunked_run(tmp_path: Path, out_dir: Path, log: Path, cluster: Any, extra: 
     return _engine(tmp_path, out_dir, args, cluster.scheduler.address)
 
 
+# The verbs below run as subprocesses: an item its worker's gate began just before the command
+# was acknowledged logs its start a moment later, and the tests read the log once the command's
+# process has ended.
+
+
 def _in_slow_tasks(log: Path) -> bool:
     return sum(seq >= SLOW_FROM for seq in _seqs(log)) >= 3
 
@@ -139,7 +144,7 @@ def test_skip_of_queued_items_starts_none_of_them_and_nothing_twice(
     tmp_path: Path,
     out_dir: Path,
     cluster: Any,
-    invoke_cli,  # type: ignore[no-untyped-def]
+    run_cli,  # type: ignore[no-untyped-def]
 ) -> None:
     log = tmp_path / "starts.log"
     engine = _chunked_run(tmp_path, out_dir, log, cluster, [])
@@ -150,7 +155,7 @@ def test_skip_of_queued_items_starts_none_of_them_and_nothing_twice(
         # and waiting), and of those waiting in the engine.
         first = max(_seqs(log)) + 20
         skip = list(range(first, first + 40))
-        done = invoke_cli(["skip", batch.name, *map(str, skip)])
+        done = run_cli(["skip", batch.name, *map(str, skip)])
         assert done.returncode == 0, done.stderr
         before = set(_seqs(log))
         (tmp_path / "starts.log.fast").touch()  # the rest has nothing more to prove by its pace
@@ -174,14 +179,14 @@ def test_stop_with_no_grace_starts_nothing_after_it(
     tmp_path: Path,
     out_dir: Path,
     cluster: Any,
-    invoke_cli,  # type: ignore[no-untyped-def]
+    run_cli,  # type: ignore[no-untyped-def]
 ) -> None:
     log = tmp_path / "starts.log"
     engine = _chunked_run(tmp_path, out_dir, log, cluster, ["--grace", "0"])
     try:
         wait_until(lambda: _in_slow_tasks(log), timeout=30)
         batch = only_batch(out_dir)
-        stopped = invoke_cli(["stop", batch.name])
+        stopped = run_cli(["stop", batch.name])
         assert stopped.returncode == 0, stopped.stderr
         at_stop = collections.Counter(_seqs(log))
         assert _end(engine, 30) == 130
@@ -204,14 +209,14 @@ def test_pause_starts_nothing_more_on_a_cluster(
     tmp_path: Path,
     out_dir: Path,
     cluster: Any,
-    invoke_cli,  # type: ignore[no-untyped-def]
+    run_cli,  # type: ignore[no-untyped-def]
 ) -> None:
     log = tmp_path / "starts.log"
     engine = _chunked_run(tmp_path, out_dir, log, cluster, [])
     try:
         wait_until(lambda: _in_slow_tasks(log), timeout=30)
         batch = only_batch(out_dir)
-        paused = invoke_cli(["pause", batch.name])
+        paused = run_cli(["pause", batch.name])
         assert paused.returncode == 0, paused.stderr
         at_pause = collections.Counter(_seqs(log))
         # Once the items running at the pause end, nothing of the batch runs on the cluster.
@@ -219,7 +224,7 @@ def test_pause_starts_nothing_more_on_a_cluster(
         wait_until(lambda: orjson.loads(live.read_bytes())["counts"]["processing"] == 0, timeout=20)
         wait_until(lambda: _idle(cluster), timeout=20)
         assert collections.Counter(_seqs(log)) == at_pause
-        assert invoke_cli(["stop", batch.name]).returncode == 0
+        assert run_cli(["stop", batch.name]).returncode == 0
         assert _end(engine, 30) == 130
     finally:
         _kill(engine)
@@ -234,7 +239,7 @@ def test_skip_of_a_running_shell_item_kills_it_and_its_queued_chunk_mates_never_
     tmp_path: Path,
     out_dir: Path,
     cluster: Any,
-    invoke_cli,  # type: ignore[no-untyped-def]
+    run_cli,  # type: ignore[no-untyped-def]
 ) -> None:
     """Quick commands go in chunks; 150 hangs, 151 and 152 wait behind it in its task. A skip of
     the three kills 150's process group on its worker; 151 and 152 never start."""
@@ -246,7 +251,7 @@ def test_skip_of_a_running_shell_item_kills_it_and_its_queued_chunk_mates_never_
     try:
         wait_until(lambda: 150 in _seqs(log), timeout=30)
         batch = only_batch(out_dir)
-        done = invoke_cli(["skip", batch.name, "150", "151", "152"])
+        done = run_cli(["skip", batch.name, "150", "151", "152"])
         assert done.returncode == 0, done.stderr
         before = set(_seqs(log))
         assert _end(engine, 30) == 1  # 150's sleep was killed: the batch ends long before 60 s
