@@ -114,6 +114,35 @@ def test_errors_table_lists_groups_and_enter_filters_the_items_to_one(tmp_path: 
     run(body)
 
 
+def test_keys_typed_ahead_go_where_the_focus_keys_sent_them(tmp_path: Path) -> None:
+    """`e`, down, enter typed in one burst (an operator who knows the keys, a slow SSH link)
+    pick the second error group: the down and the enter must not reach the items table, as
+    they did when `e` moved the focus only a turn later."""
+    from textual import events
+
+    batch, _, _ = two_message_batch(tmp_path)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            assert isinstance(screen, DashboardScreen)
+            errors = screen.query_one(ErrorsPanel).query_one("#errors", DataTable)
+            table = screen.query_one(ItemsTable)
+            assert table.has_focus and errors.cursor_row == 0
+            for key in ("e", "down", "enter"):  # queued together, as a burst arrives
+                app.post_message(events.Key(key, None))
+            await pilot.pause()
+            await pilot.pause()
+            assert app.screen is screen  # enter did not open the items table's row
+            assert table.has_focus and table.error_group is not None
+            second = str(errors.get_row_at(1)[3])
+            group = screen.query_one(ErrorsPanel).group(table.error_group)
+            assert group is not None and normalize_message(second.rstrip("…"))[:20] == group.message[:20]
+
+    run(body)
+
+
 def test_e_and_i_move_the_focus_and_the_border_shows_it(tmp_path: Path) -> None:
     batch = make_batch(tmp_path, state=BatchState.FINISHED)
 

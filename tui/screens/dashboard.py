@@ -266,7 +266,7 @@ class DashboardScreen(WorkerScreen):
         if tabs.active != "tab-failed":
             tabs.active = "tab-failed"  # its TabActivated keeps the group
         self._label_tabs()
-        table.focus()
+        self.set_focus(table)  # at once: keys typed ahead go to it (focus() waits a turn)
         self._event(clean(f"items filtered to group {event.group_id} ({self._group[1]})", 200))
 
     @on(Tabs.TabActivated, "#tabs")
@@ -312,7 +312,7 @@ class DashboardScreen(WorkerScreen):
         table = self.query_one(ItemsTable)
         table.set_filter(text=event.value.strip() or None)
         self._label_tabs()
-        table.focus()
+        self.set_focus(table)  # at once: keys typed ahead go to it (focus() waits a turn)
 
     @on(ItemsTable.MarksChanged)
     def _marks_changed(self, event: ItemsTable.MarksChanged) -> None:
@@ -496,7 +496,7 @@ class DashboardScreen(WorkerScreen):
         self._group = None
         table.set_filter(error_type=None, error_group=None, text=None)
         self._label_tabs()
-        table.focus()
+        self.set_focus(table)  # at once: keys typed ahead go to it (focus() waits a turn)
 
     def action_mark(self) -> None:
         self.query_one(ItemsTable).action_toggle_mark()
@@ -518,7 +518,7 @@ class DashboardScreen(WorkerScreen):
         self.query_one(ErrorsPanel).focus_table()
 
     def action_focus_items(self) -> None:
-        self.query_one(ItemsTable).focus()
+        self.set_focus(self.query_one(ItemsTable))
 
     def action_tab(self, tab_id: str) -> None:
         self.query_one("#tabs", Tabs).active = tab_id

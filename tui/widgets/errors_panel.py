@@ -114,7 +114,9 @@ class ErrorsPanel(Vertical):
 
     def focus_table(self) -> None:
         """Give the focus to the errors table (the ``e`` key)."""
-        self.query_one("#errors", DataTable).focus()
+        # Screen.set_focus, not focus(): that waits a turn, and keys typed ahead ("e", down,
+        # enter in one burst over SSH) would still go to the items table.
+        self.screen.set_focus(self.query_one("#errors", DataTable))
 
     @on(DataTable.RowSelected, "#errors")
     def _chosen(self, event: DataTable.RowSelected) -> None:
