@@ -224,9 +224,15 @@ def test_logs_f_prints_lines_while_the_item_runs_and_ends_with_it(tmp_path: Path
     source = tmp_path / "items.txt"
     source.write_text("slow\n")
     gate = tmp_path / "gate"
-    # A line every 0.2 s; the last waits for the test's go (so "still running" is certain).
-    cmd = f"for i in 1 2 3; do echo line $i; sleep 0.2; done; while [ ! -e {gate} ]; do sleep 0.02; done; echo last"
-    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 1}, environ={})
+    # A line every 0.2 s; the rest waits for the test's go (so "still running" is certain);
+    # attempt 1 then fails as transient: -f goes on with attempt 2 (and says so on stderr).
+    cmd = (
+        f"for i in 1 2 3; do echo line $i; sleep 0.2; done; while [ ! -e {gate} ]; do sleep 0.02; done;"
+        ' if [ "$BATCHTUI_ATTEMPT" = 1 ]; then exit 75; fi; echo last'
+    )
+    config = load_config(
+        {"output_dir": str(tmp_path / "out"), "workers": 1, "backoff": 0.0, "backoff_max": 0.0}, environ={}
+    )
     batch = create_batch(config, build_spec([str(source)]), shell_spec(cmd))
     engine = threading.Thread(target=BatchRunner(batch, config=config).run)
     engine.start()
@@ -250,7 +256,8 @@ def test_logs_f_prints_lines_while_the_item_runs_and_ends_with_it(tmp_path: Path
         gate.touch()
         rest, err = follower.communicate(timeout=60)
         assert follower.returncode == 0, err
-        assert first + rest == b"line 1\nline 2\nline 3\nlast\n", (
+        assert b"(attempt 2)" in err and b"(attempt 1)" not in err, err
+        assert first + rest == b"line 1\nline 2\nline 3\n" * 2 + b"last\n", (
             err,
             sorted(p.name for p in (batch.path / "logs").iterdir()),
         )

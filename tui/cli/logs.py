@@ -55,8 +55,13 @@ class _Printer:
     def __init__(self, raw: bool) -> None:
         self.out: BinaryIO = sys.stdout.buffer
         self.escape = not raw and sys.stdout.isatty()
+        self.attempt: int | None = None
 
     def write(self, chunk: LogChunk, limit: int) -> None:
+        if self.attempt is not None and chunk.attempt != self.attempt:
+            self.out.flush()  # where a retry's output begins, on stderr: stdout stays the output
+            say(f"(attempt {chunk.attempt})")
+        self.attempt = chunk.attempt
         if chunk.gap:
             self.out.flush()
             say(f"(output dropped here: it came faster than it was read, and the log keeps its last {limit:,} bytes)")
