@@ -50,12 +50,13 @@ def slow(item: Any) -> dict[str, Any]:
 def paced(item: Any) -> dict[str, Any]:
     """50 ms per item, fails items with seq % 7 == 3 (to have failed items to retry). With
     $BATCHTUI_TEST_HOLD set, items from seq $BATCHTUI_TEST_HOLD_FROM on first wait until that
-    file exists (a gate: what a test sends meanwhile finds them not yet run)."""
+    file exists (a gate: what a test sends meanwhile finds them not yet run), then take no time."""
     hold = os.environ.get("BATCHTUI_TEST_HOLD")
     if hold and item.seq >= int(os.environ.get("BATCHTUI_TEST_HOLD_FROM", "0")):
         while not os.path.exists(hold):
             time.sleep(0.01)
-    time.sleep(0.05)
+    else:
+        time.sleep(0.05)
     if item.seq % 7 == 3 and item.attempt == 1:
         raise ValueError(f"bad value in {item.seq}")
     return {"seq": item.seq}
