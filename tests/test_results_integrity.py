@@ -3,7 +3,7 @@
 Lines past the committed offset are checked against ResultLine and their item before they are
 adopted; bad ones are counted, reported and cut, and their items run again. A results.jsonl cut,
 deleted or replaced while an engine runs is noticed at the next group commit and rebuilt from
-items.db. Every case runs the real CLI on a batch left by a real kill -9.
+items.db. Every case runs the CLI (in this process) on a batch left by a real kill -9.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 from batchtui.engine.models import ResultLine
 
-from .conftest import CLI, cli_env, only_batch, read_json, read_live, wait_until
+from .conftest import CLI, cli_env, invoke_in_process, only_batch, read_json, read_live, wait_until
 
 N = 30
 DONE = 10  # items 0..DONE-1 complete before the kill; the others wait for a release file
@@ -97,17 +97,14 @@ def batch(crashed: Path, tmp_path: Path) -> Path:
     return dst
 
 
+def _invoke(args: list[str], root: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    """``batchtui ARGS`` in this process, with the environment of :func:`_env`."""
+    env = {"XDG_STATE_HOME": str(root / "state"), "RI_RELEASE": str(root / "release"), "RI_GATE_FROM": str(10**9)}
+    return invoke_in_process(args, out=root / "out", cwd=root, env={**env, **extra})
+
+
 def _resume(batch: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = _env(tmp_path, RI_EXEC_LOG=str(tmp_path / "exec.log"))
-    proc = subprocess.run(
-        [*CLI, "resume", str(batch), "--headless"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = _invoke(["resume", str(batch), "--headless"], tmp_path, RI_EXEC_LOG=str(tmp_path / "exec.log"))
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
     return proc
 
@@ -187,14 +184,7 @@ def test_valid_lines_after_a_crash_are_adopted_once_and_said_so(batch: Path, tmp
     results = _results(batch)
     assert results[P]["result"] == {"adopted": True} and results[P]["attempts"] == 2
     assert P not in _ran(tmp_path), "an adopted item was run again"
-    show = subprocess.run(
-        [*CLI, "export", str(batch), "--format", "jsonl"],
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    show = _invoke(["export", str(batch), "--format", "jsonl"], tmp_path)
     exported = {r["seq"]: r for r in map(orjson.loads, show.stdout.splitlines())}
     assert exported[P]["result"] == {"adopted": True} and exported[P]["cost"] == 1.25
 
@@ -222,22 +212,13 @@ def test_a_plain_resume_after_a_crash_adopts_nothing_and_says_nothing(batch: Pat
 
 def test_recover_force_ignores_and_counts_bad_lines(batch: Path, tmp_path: Path) -> None:
     _append(batch, BAD_LINES["attempts-many"], b"[1,2]", _line(C, key=key(C)))
-    proc = subprocess.run(
-        [*CLI, "recover", str(batch), "--force", "--json"],
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = _invoke(["recover", str(batch), "--force", "--json"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr + proc.stdout
     out = orjson.loads(proc.stdout)
     assert out["invalid_lines"] == 2 and out["duplicate_lines"] == 1, out
     assert out["counts"]["complete"] == DONE
-    text = subprocess.run(
-        [*CLI, "recover", str(batch), "--force"], env=_env(tmp_path), capture_output=True, text=True, check=False
-    )
+    text = _invoke(["recover", str(batch), "--force"], tmp_path)
     assert text.returncode == 0 and "Traceback" not in text.stderr + text.stdout
     resumed = _resume(batch, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
