@@ -311,9 +311,11 @@ def check_batch_dir(path: Path) -> None:
         os.close(dfd)
 
 
-def resume_command(batch: BatchDir) -> str:
-    """The command line that resumes ``batch`` (shown in summaries and errors)."""
-    return f"batchtui resume {batch.batch_id} --output-dir {batch.path.parent}"
+def resume_command(batch: BatchDir, *, retry_failed: bool = False) -> str:
+    """The command line that resumes ``batch`` (shown in summaries, errors and the browser);
+    ``retry_failed``: the one that first puts its failed items back to pending."""
+    command = f"batchtui resume {batch.batch_id} --output-dir {batch.path.parent}"
+    return command + " --retry-failed" if retry_failed else command
 
 
 def has_manifest(path: Path) -> bool:

@@ -8,7 +8,7 @@ an error line.
 
 from __future__ import annotations
 
-__all__ = ["clean", "clean_block", "fmt_duration"]
+__all__ = ["clean", "clean_block", "fmt_ago", "fmt_duration"]
 
 
 def _escape(ch: str) -> str:
@@ -61,3 +61,18 @@ def fmt_duration(seconds: float | None, *, fine: bool = False) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def fmt_ago(seconds: float | None) -> str:
+    """How long ago, as a person says it: ``just now``, ``42 s ago``, ``3 min ago``,
+    ``5 h ago``, ``2 d ago``, ``7 mo ago``, ``2 y ago``; ``?`` when unknown. A moment in the
+    future (a clock skewed between hosts) reads ``just now``."""
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    if s < 5:
+        return "just now"
+    for size, unit in ((365 * 86400, "y"), (30 * 86400, "mo"), (86400, "d"), (3600, "h"), (60, "min")):
+        if s >= size:
+            return f"{s // size} {unit} ago"
+    return f"{s} s ago"

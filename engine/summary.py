@@ -78,6 +78,8 @@ class BatchSummary(BaseModel):
     processor: dict[str, Any] = Field(default_factory=dict)
     #: The processor in one line: the shell template, the callable, or the processor's kind.
     command: str = ""
+    #: Where the items come from, in one line: the source paths with their kind.
+    source_text: str = ""
     #: No engine holds it and it has work left (or is not finished).
     resumable: bool = False
     #: manifest.json was missing or damaged and manifest.json.bak was read instead.
@@ -151,6 +153,7 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
         source=manifest.source,
         processor=manifest.processor,
         command=describe_processor(manifest),
+        source_text=describe_source(manifest),
         resumable=holder is None and (not finished or bool(counts.pending or counts.processing)),
         manifest_from_backup=from_backup,
     )
@@ -160,6 +163,28 @@ def describe_processor(manifest: Manifest) -> str:
     """The processor of a batch in one line (raw: a view escapes it for its terminal)."""
     proc = manifest.processor
     return str(proc.get("command") or proc.get("call") or proc.get("kind") or "")
+
+
+def describe_source(manifest: Manifest) -> str:
+    """The source of a batch in one line, its full paths kept (a view cuts it in the middle):
+    ``/data/urls.txt (lines)``, ``dir /data/docs (*.pdf)``, ``stdin``, ``2 sources: /a, /b``.
+    Raw: a view escapes it for its terminal."""
+    entries = manifest.source.get("entries") or []
+    parts = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        kind, path = str(entry.get("kind", "")), str(entry.get("path", ""))
+        if kind == "stdin":
+            parts.append("stdin")
+        elif kind == "dir":
+            glob = manifest.source.get("glob")
+            parts.append(f"dir {path}" + (f" ({glob})" if glob else ""))
+        else:
+            parts.append(path if kind == "files" else f"{path} ({kind})")
+    if len(parts) > 1:
+        return f"{len(parts)} sources: " + ", ".join(parts)
+    return parts[0] if parts else ""
 
 
 def _engine(status: EngineStatus) -> EngineSummary | None:
@@ -215,4 +240,12 @@ def _readable(path: Path) -> bool:
     return True
 
 
-__all__ = ["DAMAGED", "INTERRUPTED", "BatchSummary", "EngineSummary", "describe_processor", "summarize"]
+__all__ = [
+    "DAMAGED",
+    "INTERRUPTED",
+    "BatchSummary",
+    "EngineSummary",
+    "describe_processor",
+    "describe_source",
+    "summarize",
+]

@@ -107,23 +107,23 @@ def _timeless(summary: dict[str, object]) -> dict[str, object]:
 
 
 def _browser_states(out: Path, n: int) -> dict[str, tuple[str, str]]:
-    """The browser's rows once it lists ``n`` batches: batch id -> (state cell, engine cell), as
-    drawn in its table."""
+    """The browser's rows once it lists ``n`` batches: batch id -> (state, engine cell), as drawn
+    in its table (the state cell's first word: it goes on with a halt reason or a NOT RESPONDING
+    badge; the engine cell is empty when no batch has an engine: the column is left out)."""
 
     async def body() -> dict[str, tuple[str, str]]:
         app = BatchtuiApp(output_dir=out, watch_files=False, clock=time.time, handle_hangup=False)
-        async with app.run_test(size=(160, 40)) as pilot:
+        async with app.run_test(size=(250, 40)) as pilot:  # wide enough for the engine column
             screen = app.screen
             assert isinstance(screen, BrowserScreen)
             for _ in range(200):
                 if len(screen.rows) == n:
                     break
                 await pilot.pause(0.05)
-            table = screen.query_one("#batches")
             cells = {}
             for r in screen.rows:
-                row = table.get_row(r.batch_id)  # type: ignore[attr-defined]
-                cells[r.batch_id] = (str(row[1]), str(row[2]))
+                drawn = screen.cells(r.batch_id)
+                cells[r.batch_id] = (drawn["state"].split()[0].rstrip(":"), drawn.get("engine", ""))
             return cells
 
     return run(body)

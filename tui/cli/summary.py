@@ -67,7 +67,7 @@ def print_summary(
     if manifest.state != BatchState.FINISHED or counts.pending:
         lines.append(f"  Resume:    {resume_command(batch)}")
     if counts.failed:
-        lines.append(f"  Retry:     batchtui resume {batch.batch_id} --output-dir {batch.path.parent} --retry-failed")
+        lines.append(f"  Retry:     {resume_command(batch, retry_failed=True)}")
     lines.append(bar)
     click.echo("\n".join(lines))
 

@@ -1,31 +1,50 @@
-"""The batch browser: every batch in the output dir; open, resume here, or delete one."""
+"""The batch browser: every batch, newest first, made for choosing which one to open or resume.
+
+Each row leads with what a person recognizes a batch by (its name, with its short id), then its
+state with why it stopped, its progress and how long ago it last did something; the source, the
+command, the engine and the counts follow as the width allows. Columns give way by priority as
+the terminal narrows (:func:`fit_columns`): the name never does. The preview pane
+(:class:`~..widgets.batch_preview.BatchPreviewPane`) shows the selected batch's top error groups,
+its runs and the exact command that resumes it: beside the table when the terminal is wide,
+under it when narrow, hidden when short; ``p`` toggles it.
+"""
 
 from __future__ import annotations
 
 import shutil
-import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import Container
+from textual.events import Resize
 from textual.widgets import DataTable, Footer, Static
 
-from batchtui.engine.batchdir import engine_alive, iter_batches, parse_iso
+from batchtui.engine.batchdir import BatchDir, BatchScope, as_scope, engine_alive, iter_batches
+from batchtui.engine.fmt import clean
 from batchtui.engine.models import Counts
-from batchtui.engine.summary import DAMAGED, BatchSummary, summarize
+from batchtui.engine.preview import BatchPreview, preview
+from batchtui.engine.summary import BatchSummary, summarize
 
 from ..host import host
-from ..text import plain
+from ..text import cut_middle, plain
+from ..widgets.batch_preview import BatchPreviewPane, age_of, state_text
 from .base import WorkerScreen
 from .modals import ConfirmScreen
 
-BAR_WIDTH = 12
+#: From this width the preview stands beside the table; below it, under the table.
+WIDE = 140
+#: Below this height there is no room for a preview: the table alone.
+TALL_ENOUGH = 20
 
 
-def progress_bar(percent: float, width: int = BAR_WIDTH) -> str:
+def progress_bar(percent: float, width: int) -> str:
     filled = round(width * max(0.0, min(100.0, percent)) / 100)
     return "█" * filled + "░" * (width - filled)
 
@@ -37,20 +56,161 @@ def engine_label(row: BatchSummary) -> str:
     return f"pid {row.engine.pid}" + (f" {row.engine.badge}" if row.engine.badge else "")
 
 
-def _local(iso: str | None) -> str:
-    if not iso:
-        return ""
-    try:
-        return time.strftime("%m-%d %H:%M:%S", time.localtime(parse_iso(iso)))
-    except ValueError:
-        return iso
+def short_id(batch_id: str) -> str:
+    """The 8-hex suffix of a batch id (what ``batchtui`` verbs accept as a short id)."""
+    return batch_id.rsplit("_", 1)[-1]
+
+
+def cut_end(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, cut at its end with an ellipsis."""
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    return set_cell_size(text, width - 1).rstrip(" ") + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A column of the browser: ``least`` cells or it is left out; it grows to ``comfort``
+    cells, then (when every column has its comfort) to ``most``."""
+
+    key: str
+    label: str
+    least: int
+    comfort: int
+    most: int
+
+
+#: The columns in the order they are shown.
+COLUMNS: tuple[Column, ...] = (
+    Column("name", "Name", 14, 28, 40),
+    Column("state", "State", 11, 22, 48),
+    Column("progress", "Progress", 8, 8, 16),
+    Column("done", "Done", 9, 11, 15),
+    Column("failed", "Failed", 6, 6, 8),
+    Column("age", "Updated", 10, 10, 10),
+    Column("source", "Source", 16, 24, 48),
+    Column("command", "Command", 16, 24, 48),
+    Column("engine", "Engine", 9, 12, 30),
+)
+_BY_KEY = {c.key: c for c in COLUMNS}
+#: Which columns stay as the width shrinks, the first kept longest (the name always).
+PRIORITY: tuple[str, ...] = ("name", "state", "progress", "age", "failed", "source", "command", "done", "engine")
+#: Cells around each cell (the table's cell padding, one each side).
+PADDING = 2
+
+
+def fit_columns(width: int, *, with_engine: bool = True) -> dict[str, int]:
+    """The columns that fit in ``width`` cells and their widths, in display order.
+
+    Strictly by :data:`PRIORITY`: each column is taken at its comfortable width, or its least
+    when that is all the room left, and the first that does not fit ends the list (a column
+    of less priority never squeezes one of more: the name is never cut for a pid). The room
+    left goes to the columns taken, in the same order, up to their most. The name is always
+    there, cut to the width on a very narrow terminal. ``with_engine`` False leaves out the
+    engine column (no row has an engine: its room goes to the others).
+    """
+    chosen: dict[str, int] = {}
+    used = 0
+    for key in PRIORITY:
+        if key == "engine" and not with_engine:
+            continue
+        col = _BY_KEY[key]
+        room = width - used - PADDING
+        if room < col.least:
+            break
+        chosen[key] = min(col.comfort, room)
+        used += chosen[key] + PADDING
+    if not chosen:
+        return {"name": max(1, width - PADDING)}
+    spare = width - used
+    for key in PRIORITY:
+        if key in chosen and spare > 0:
+            grow = max(0, min(spare, _BY_KEY[key].most - chosen[key]))
+            chosen[key] += grow
+            spare -= grow
+    return {c.key: chosen[c.key] for c in COLUMNS if c.key in chosen}
+
+
+def _cell(key: str, row: BatchSummary, width: int, now: float, warning: str, error: str) -> Text:
+    """The text of one cell, cut to ``width`` (plain text: nothing of the batch is markup)."""
+    c: Counts = row.totals
+    unreadable = row.error is not None  # damaged, or its folder is gone
+    if key == "name":
+        sid = short_id(row.batch_id)
+        name = clean(row.name)
+        if not name or width < len(sid) + 4:
+            return Text(cut_end(name or row.batch_id, width), no_wrap=True)
+        text = Text(cut_end(name, width - len(sid) - 1) + " ", no_wrap=True)
+        text.append(sid, style="dim")
+        return text
+    if key == "state":
+        text = state_text(row.state, row.halt_reason, row.error)
+        if row.engine is not None and row.stale:
+            text += f" {row.engine.badge}"
+        colour = warning if row.stale else (error if unreadable or row.state in ("halted", "interrupted") else "")
+        return Text(cut_end(clean(text), width), style=f"bold {colour}".strip())
+    if unreadable:
+        return Text("")
+    if key == "progress":
+        pct = f"{row.percent:.0f}%"
+        room = width - len("100%") - 1
+        return Text(f"{progress_bar(row.percent, room)} {pct:>4}" if room >= 3 else pct.rjust(width))
+    if key == "done":
+        return Text(cut_end(f"{c.finished:,}/{c.total:,}", width))
+    if key == "failed":
+        return Text(f"{c.failed:,}", style=f"bold {error}" if c.failed else "")
+    if key == "age":
+        return Text(cut_end(age_of(row.updated_at, now), width))
+    if key == "engine":
+        return Text(cut_end(engine_label(row), width), style=f"bold {warning}" if row.stale else "")
+    if key == "source":
+        return Text(cut_middle(clean(row.source_text), width))
+    if key == "command":
+        return Text(cut_middle(clean(row.command), width))
+    raise ValueError(f"no column {key!r}")
+
+
+def list_batches(output_dir: Path | BatchScope) -> Iterator[BatchDir]:
+    """The batches the browser lists, newest first.
+
+    The hook for the per-user registry (DESIGN §2: every batch dir created is recorded, so a
+    batch is found from any folder): once it lands, this lists what it gives (a moved or
+    deleted batch summarizes as damaged, with why, and is shown as such).
+    """
+    return iter_batches(output_dir)
 
 
 class BrowserScreen(WorkerScreen):
     """All batches, newest first. This is where an operator picks which batch to resume."""
 
+    DEFAULT_CSS = """
+    BrowserScreen #browser-body { height: 1fr; layout: vertical; }
+    BrowserScreen #browser-body.wide { layout: horizontal; }
+    BrowserScreen #batches { height: 1fr; width: 1fr; }
+    BrowserScreen #browser-body.narrow BatchPreviewPane { border-left: none; border-top: hkey $panel; }
+    """
+
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "open", "Open", id="browser_open", tooltip="Watch the selected batch"),
+        # Two labels for enter: the footer says what it will do for the batch under the cursor.
+        # Before the table's own enter (priority), so that the footer shows it.
+        Binding(
+            "enter",
+            "watch",
+            "Watch",
+            id="browser_watch",
+            tooltip="Watch the engine that runs this batch",
+            priority=True,
+        ),
+        Binding(
+            "enter",
+            "open",
+            "Open",
+            id="browser_open",
+            tooltip="Open the batch's dashboard (u there resumes it, with its options)",
+            priority=True,
+        ),
         Binding(
             "r",
             "resume",
@@ -58,29 +218,77 @@ class BrowserScreen(WorkerScreen):
             id="browser_resume",
             tooltip="Resume the selected batch with its engine in this app",
         ),
+        Binding("p", "toggle_preview", "Preview", id="browser_preview", tooltip="Show or hide the preview pane"),
         Binding("d", "delete", "Delete", id="browser_delete", tooltip="Delete the selected batch (asks)"),
-        Binding("f5", "reload", "Refresh", id="browser_refresh", tooltip="Read the output dir again"),
+        Binding("f5", "reload", "Refresh", id="browser_refresh", tooltip="Read the batches again"),
     ]
 
-    def __init__(self, output_dir: Path) -> None:
+    def __init__(self, output_dir: Path | BatchScope) -> None:
         super().__init__()
         self.output_dir = output_dir
         self.rows: list[BatchSummary] = []
+        #: The operator's choice (p); the pane also hides on a short terminal.
+        self.preview_wanted = True
+        self.widths: dict[str, int] = {}
 
     def compose(self) -> ComposeResult:
         yield Static(id="browser-title")
-        yield DataTable(id="batches", cursor_type="row", zebra_stripes=True)
+        with Container(id="browser-body"):
+            yield DataTable(id="batches", cursor_type="row", zebra_stripes=True)
+            yield BatchPreviewPane(clock=host(self).clock, id="batch-preview")
         yield Static(id="browser-empty")
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one("#batches", DataTable)
-        table.add_columns("Batch", "State", "Engine", "Progress", "Done", "Failed", "Created", "Updated", "Name")
-        self.query_one("#browser-title", Static).update(plain(f"Batches in {self.output_dir}"))
+        self.query_one("#browser-title", Static).update(plain(f"Batches in {as_scope(self.output_dir).describe()}"))
+        self._layout()
         self.action_reload()
         if host(self).watch_files:
             self.set_interval(2.0, self.action_reload)
         table.focus()
+
+    def on_resize(self, _event: Resize) -> None:
+        self._layout()
+
+    # -- layout --------------------------------------------------------------------------------
+
+    @property
+    def preview_shown(self) -> bool:
+        return self.preview_wanted and self.size.height >= TALL_ENOUGH
+
+    def _layout(self) -> None:
+        """Place the preview for the terminal's size, then fit the columns to the table's width."""
+        width, height = self.size
+        body = self.query_one("#browser-body", Container)
+        pane = self.query_one(BatchPreviewPane)
+        wide = width >= WIDE
+        body.set_class(wide, "wide")
+        body.set_class(not wide, "narrow")
+        pane.display = self.preview_shown
+        table_width = width
+        if self.preview_shown and wide:
+            pane_width = max(50, width * 3 // 10)
+            pane.styles.width = pane_width
+            pane.styles.height = "1fr"
+            table_width = width - pane_width
+        elif self.preview_shown:
+            # The table takes the rows it needs (header and the rows), up to half; the preview
+            # the rest: it has more to say than a short list of batches.
+            room = height - 2  # the title and the footer
+            table_rows = min(len(self.rows) + 1, max(6, room // 2))
+            pane.styles.width = "1fr"
+            pane.styles.height = max(8, room - table_rows - 1)
+        self._fit(table_width)
+
+    def _fit(self, table_width: int) -> None:
+        # The vertical scrollbar's two cells are kept free: the table never scrolls sideways.
+        widths = fit_columns(table_width - 2, with_engine=any(r.engine for r in self.rows))
+        if widths != self.widths:
+            self.widths = widths
+            self._fill()
+
+    # -- rows ----------------------------------------------------------------------------------
 
     def action_reload(self) -> None:
         self._load()
@@ -88,43 +296,77 @@ class BrowserScreen(WorkerScreen):
     @work(thread=True, exclusive=True, group="browser-load", name="reading the batches", exit_on_error=False)
     def _load(self) -> None:
         now = host(self).clock()
-        rows = [summarize(b, now=now) for b in iter_batches(self.output_dir)]
+        rows = [summarize(b, now=now) for b in list_batches(self.output_dir)]
         self.app.call_from_thread(self._show, rows)
 
     def _show(self, rows: list[BatchSummary]) -> None:
-        table = self.query_one("#batches", DataTable)
-        keep = self.selected_id
-        table.clear()  # a few hundred rows at most: rebuilding is simpler than diffing
-        warning = self.app.theme_variables.get("warning", "yellow")  # the theme's, as .tcss would
-        for r in rows:
-            c: Counts = r.totals
-            table.add_row(
-                Text(r.batch_id),
-                Text(r.state, style="bold"),
-                Text(engine_label(r), style=f"bold {warning}" if r.stale else ""),
-                Text(f"{progress_bar(c.percent)} {c.percent:5.1f}%"),
-                Text(f"{c.finished:,}/{c.total:,}"),
-                Text(f"{c.failed:,}"),
-                Text(_local(r.created_at)),
-                Text(_local(r.updated_at)),
-                plain((r.error or "") if r.state == DAMAGED else r.name, limit=50),
-                key=r.batch_id,
-            )
         self.rows = rows
         empty = self.query_one("#browser-empty", Static)
         empty.display = not rows
         empty.update(
             plain(
-                f"No batches in {self.output_dir} yet. Start one with `batchtui run SOURCE --cmd ...` or"
+                f"No batches in {as_scope(self.output_dir).describe()} yet. Start one with `batchtui run SOURCE --cmd ...` or"
                 " `batchtui demo`."
             )
         )
+        self.widths = {}  # the engine column may come or go with the rows
+        self._layout()
+        self.refresh_bindings()
+        self._load_preview()
+
+    def _fill(self) -> None:
+        """Rebuild the table with the rows and the columns that fit (a few hundred rows at most:
+        rebuilding is simpler than diffing); the cursor stays on its batch."""
+        table = self.query_one("#batches", DataTable)
+        keep = self.selected_id
+        table.clear(columns=True)
+        for key, width in self.widths.items():
+            table.add_column(cut_end(_BY_KEY[key].label, width), width=width, key=key)
+        now = host(self).clock()
+        colours = self.app.theme_variables  # the theme's, as .tcss would
+        warning, error = colours.get("warning", "yellow"), colours.get("error", "red")
+        for r in self.rows:
+            table.add_row(
+                *(_cell(key, r, width, now, warning, error) for key, width in self.widths.items()), key=r.batch_id
+            )
         if keep is not None:
-            for index, r in enumerate(rows):
+            for index, r in enumerate(self.rows):
                 if r.batch_id == keep:
                     table.move_cursor(row=index, animate=False)
                     break
-        self.refresh_bindings()
+
+    def cells(self, batch_id: str) -> dict[str, str]:
+        """The cells of a batch's row as drawn: column key -> text (for tests and scripts)."""
+        table = self.query_one("#batches", DataTable)
+        return {key: str(table.get_cell(batch_id, key)) for key in self.widths}
+
+    # -- the preview ---------------------------------------------------------------------------
+
+    def action_toggle_preview(self) -> None:
+        self.preview_wanted = not self.preview_wanted
+        if self.preview_wanted and self.size.height < TALL_ENOUGH:
+            self.notify("the terminal is too short for the preview", severity="warning")
+        self._layout()
+        self._load_preview()
+
+    def _load_preview(self) -> None:
+        pane = self.query_one(BatchPreviewPane)
+        row = self.selected
+        if row is None:
+            pane.show(None)
+        elif self.preview_shown:
+            self._read_preview(row)
+
+    @work(thread=True, exclusive=True, group="browser-preview", name="reading the batch", exit_on_error=False)
+    def _read_preview(self, row: BatchSummary) -> None:
+        made = preview(row)
+        self.app.call_from_thread(self._show_preview, made)
+
+    def _show_preview(self, made: BatchPreview) -> None:
+        if made.summary.batch_id == self.selected_id:  # the cursor may have moved on meanwhile
+            self.query_one(BatchPreviewPane).show(made)
+
+    # -- the selection and its actions ---------------------------------------------------------
 
     @property
     def selected(self) -> BatchSummary | None:
@@ -144,36 +386,47 @@ class BrowserScreen(WorkerScreen):
             return True if row and row.resumable else None
         if action == "delete":
             return True if row and not row.engine else None
+        if action == "watch":  # hidden, not greyed: enter then says Open
+            return bool(row and row.engine)
         if action == "open":
-            return True if row else None
+            return bool(row and not row.engine and not row.error)
         return True
 
     @on(DataTable.RowHighlighted, "#batches")
     def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self.refresh_bindings()
+        self._load_preview()
 
     @on(DataTable.RowSelected, "#batches")
     def _selected(self, _event: DataTable.RowSelected) -> None:
         self.action_open()
 
+    def action_watch(self) -> None:
+        self.action_open()
+
     def action_open(self) -> None:
+        """Watch the batch when an engine runs it, else open its dashboard (where ``u`` resumes
+        it): both are its dashboard, which tells a live engine from a batch at rest."""
         row = self.selected
-        if row is None or row.state == DAMAGED:
+        if row is None:
             return
-        host(self).open_batch(self.output_dir / row.batch_id)
+        if row.error:  # damaged, or its folder is gone
+            self.notify(clean(f"{row.batch_id} cannot be opened: {row.error}"), severity="error")
+            return
+        host(self).open_batch(Path(row.path))
 
     def action_resume(self) -> None:
         row = self.selected
         if row is None or not row.resumable:
             self.notify("this batch has nothing to resume or an engine runs it", severity="warning")
             return
-        host(self).resume_batch(self.output_dir / row.batch_id)
+        host(self).resume_batch(Path(row.path))
 
     def action_delete(self) -> None:
         row = self.selected
         if row is None or row.engine:
             return
-        path = self.output_dir / row.batch_id
+        path = Path(row.path)
 
         def confirmed(yes: bool | None) -> None:
             if not yes:

@@ -130,7 +130,10 @@ Keys (all of them are in the command palette too: ctrl+p)
 r, s, + and R ask first, with the count and a few of the items; y confirms, n cancels.
 A click on the seq, tries or duration header sorts by that column.
 
-In the browser: enter opens a batch, r resumes it here, d deletes it (asks), w watches it.
+In the browser: enter watches the selected batch when an engine runs it, else opens its dashboard
+(u there resumes it); r resumes it here at once, d deletes it (asks), p shows or hides the preview
+(its top errors, its runs and what each resume changed, the command that resumes it), f5 reads
+the batches again.
 
 In the item detail: f follows the output live (f again stops), v shows both streams / stdout /
 stderr, o opens the log in $PAGER (O the whole detail), c copies the key, path, log, command
