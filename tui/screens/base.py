@@ -7,7 +7,10 @@ in a screen's worker never closes the app nor is written three different ways.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import on
+from textual.binding import ActiveBinding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -17,7 +20,29 @@ __all__ = ["WorkerScreen"]
 
 
 class WorkerScreen(Screen[None]):
-    """A screen whose thread workers run with ``exit_on_error=False``."""
+    """A screen whose thread workers run with ``exit_on_error=False``, and whose footer shows
+    its keys in the order that matters."""
+
+    #: Binding ids the footer shows first, in this order; the others follow in Textual's order
+    #: (focused widget, screen, app). The footer shows what fits whole (widgets/footer.py),
+    #: so ``?`` and ``q`` come first on every screen: visible at 80 columns.
+    FOOTER_FIRST: ClassVar[tuple[str, ...]] = ("help", "quit")
+
+    @property
+    def active_bindings(self) -> dict[str, ActiveBinding]:
+        """Textual's active bindings, those of FOOTER_FIRST first (only the order changes: the
+        footer and the keys panel read it; keys are dispatched through the binding chain)."""
+        bindings = super().active_bindings
+        rank = {binding_id: i for i, binding_id in enumerate(self.footer_first())}
+        first = sorted(
+            (key for key, active in bindings.items() if active.binding.id in rank),
+            key=lambda key: rank[bindings[key].binding.id or ""],
+        )
+        return {key: bindings[key] for key in [*first, *(k for k in bindings if k not in first)]}
+
+    def footer_first(self) -> tuple[str, ...]:
+        """The binding ids the footer shows first now (a screen may order by its state)."""
+        return self.FOOTER_FIRST
 
     def palette_offers(self, action: str) -> bool:
         """Whether the command palette offers ``action`` now. ``check_action`` says whether its

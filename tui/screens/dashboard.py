@@ -21,8 +21,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
+from textual.geometry import Size
 from textual.reactive import var
-from textual.widgets import Footer, Input, Tab, Tabs
+from textual.widgets import Input, Tab, Tabs
 from textual.worker import get_current_worker
 
 from batchtui.engine.batchdir import BatchDir
@@ -41,6 +42,7 @@ from ..widgets.charts import Charts
 from ..widgets.counts import CountsRow
 from ..widgets.errors_panel import ErrorsPanel, group_label
 from ..widgets.event_log import EventLog
+from ..widgets.footer import KeyFooter
 from ..widgets.in_flight import InFlightPanel
 from ..widgets.items_table import ItemsTable
 from ..widgets.status import GONE, ProgressLine, TitleBar
@@ -62,6 +64,15 @@ _STATUS_WORD = {
     "complete": "complete",
     "failed": "failed",
     "skipped": "skipped",
+}
+
+#: The layout by terminal size, in one place: each class applies when its test holds, and
+#: app.tcss says what collapses under it. The title, the status line, the tabs and the footer
+#: stay at every size; the items table gets the rest.
+LAYOUT: dict[str, Callable[[Size], bool]] = {
+    "short": lambda size: size.height < 30,  # charts and counts row gone, 3 error groups, 2 events
+    "low": lambda size: size.height < 40,  # charts gone, 5 error groups, 3 events
+    "narrow": lambda size: size.width < 100,  # in flight gone (the status line counts it), errors full width
 }
 
 TABS: tuple[tuple[str, str, str | None], ...] = (
@@ -134,7 +145,23 @@ class DashboardScreen(WorkerScreen):
     ]
 
     ACK_TIMEOUT_S: ClassVar[float] = ACK_TIMEOUT_S  # a class attribute, so a test can shorten it
-    COMPACT_BELOW: ClassVar[int] = 33  # rows: the full layout needs this many
+    #: What the footer shows first (what fits, from the left; everything is in ? and ^p).
+    #: With an engine running it, pause and stop come after quit; without, resume
+    #: (footer_first).
+    FOOTER_FIRST: ClassVar[tuple[str, ...]] = (
+        "help",
+        "quit",
+        "items_table.select",
+        "retry",
+        "skip",
+        "filter",
+        "items_table.mark",
+        "prioritize",
+        "retry_type",
+        "mark_all",
+        "sort",
+        "browser",
+    )
 
     #: The data every panel is bound to. Set again on every read of a file, equal or not: an
     #: offline change re-reads the same live_progress.json to refresh the items.
@@ -161,7 +188,7 @@ class DashboardScreen(WorkerScreen):
         with Vertical(id="top"):
             title = TitleBar(self.batch.batch_id, in_process=self.in_process, id="title")
             yield title.data_bind(cls.live, cls.manifest, cls.engine)
-            yield ProgressLine(id="progress-row").data_bind(cls.live, cls.engine)
+            yield ProgressLine(in_process=self.in_process, id="progress-row").data_bind(cls.live, cls.engine)
             yield CountsRow(id="counts").data_bind(cls.live, cls.manifest)
             yield Charts(id="charts").data_bind(cls.live)
         with Horizontal(id="middle"):
@@ -171,7 +198,7 @@ class DashboardScreen(WorkerScreen):
         yield Input(placeholder="filter items by key or error text (enter to apply, escape to clear)", id="filter")
         yield ItemsTable(self.batch.items_db, id="items")
         yield EventLog(self.batch, clock, id="events").data_bind(cls.live, cls.engine)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
@@ -185,9 +212,11 @@ class DashboardScreen(WorkerScreen):
         self.query_one(ItemsTable).focus()  # the items are what an operator works on
 
     def on_resize(self, event: events.Resize) -> None:
-        # Below COMPACT_BELOW rows the charts go and the boxes shrink, so the title and the
-        # status line stay on screen (the contract: usable from 80x24 up).
-        self.set_class(event.size.height < self.COMPACT_BELOW, "compact")
+        # The title, the status line, the tabs and the footer are always on screen; the panels
+        # collapse by size (LAYOUT) and the items table gets the rest.
+        for name, applies in LAYOUT.items():
+            self.set_class(applies(event.size), name)
+        self._label_tabs()
 
     def on_unmount(self) -> None:
         if self.watcher is not None:
@@ -286,16 +315,21 @@ class DashboardScreen(WorkerScreen):
         live = self.live
         counts: Counts | None = live.counts if live is not None else self.manifest.totals if self.manifest else None
         text = self._text_filter()
-        for tab_id, label, status in TABS:
-            shown = label
-            if counts is not None:
-                n = counts.total if status is None else getattr(counts, status, 0)
-                shown = f"{label} {n:,}"
-            if tab_id == tabs.active:
-                if self._group is not None:
-                    shown += f" · {clean(self._group[1], 40)}"  # the type and the message's start
-                if text:
-                    shown += f" · /{cut_middle(clean(text), 16)}"
+        bases = {
+            tab_id: label
+            if counts is None
+            else f"{label} {counts.total if status is None else getattr(counts, status, 0):,}"
+            for tab_id, label, status in TABS
+        }
+        # The active tab names its group and filter in the room the tabs leave (each tab is its
+        # label with a cell of padding on each side): no tab runs off an 80-column screen.
+        room = (self.size.width or self.app.size.width) - sum(len(base) + 2 for base in bases.values()) - 1
+        filtered = f" · /{cut_middle(clean(text), max(6, min(16, room // 2 - 4)))}" if text else ""
+        group = ""
+        if self._group is not None:  # the type and the message's start
+            group = f" · {clean(self._group[1], max(10, min(40, room - len(filtered) - 3)))}"
+        for tab_id, _label, _status in TABS:
+            shown = bases[tab_id] + (group + filtered if tab_id == tabs.active else "")
             try:
                 tab = tabs.query_one(f"#{tab_id}", Tab)
             except Exception:
@@ -534,6 +568,10 @@ class DashboardScreen(WorkerScreen):
     def in_process_engine(self) -> bool:
         """This app's engine runs this batch (its lock may not be taken yet)."""
         return self.in_process and self.host.engine_running
+
+    def footer_first(self) -> tuple[str, ...]:
+        steer = ("pause", "stop") if self.engine_live else ("resume_batch",)
+        return (*self.FOOTER_FIRST[:2], *steer, *self.FOOTER_FIRST[2:])
 
     def palette_offers(self, action: str) -> bool:
         return action != "resume_batch" or self.resumable

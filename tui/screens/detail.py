@@ -29,7 +29,7 @@ from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.notifications import SeverityLevel
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
 from batchtui.engine.batchdir import BatchDir
@@ -44,6 +44,7 @@ from batchtui.engine.store.queries import AttemptRow, ItemQueries, ItemRow, Stor
 
 from ..host import host
 from ..text import plain, plain_block
+from ..widgets.footer import KeyFooter
 from ..widgets.output_follow import OutputFollow
 from .base import WorkerScreen
 from .copy_menu import CopyChoice, CopyMenu
@@ -69,6 +70,17 @@ def _tail(path: Path, limit: int = TAIL_BYTES) -> str | None:
 class ItemDetailScreen(WorkerScreen):
     """One item, in full. Item content is shown as plain text, never markup."""
 
+    #: The footer's order: what fits is shown (widgets/footer.py), everything is in ? and ^p.
+    FOOTER_FIRST: ClassVar[tuple[str, ...]] = (
+        "help",
+        "quit",
+        "detail_back",
+        "detail_retry",
+        "detail_skip",
+        "detail_follow",
+        "detail_pager",
+        "detail_copy",
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "back", "Back", id="detail_back", tooltip="Back to the dashboard"),
         Binding("r", "retry", "Retry", id="detail_retry", tooltip="Retry this item (if it failed)"),
@@ -119,7 +131,7 @@ class ItemDetailScreen(WorkerScreen):
             yield Static("stderr (tail)", classes="section")
             yield Static(id="detail-stderr", classes="block")
         yield OutputFollow(id="follow")
-        yield Footer(compact=True)  # every key of this screen fits in 80 columns
+        yield KeyFooter()  # ? and q first (FOOTER_FIRST), then what fits whole
 
     def on_mount(self) -> None:
         self.query_one("#attempts", DataTable).add_columns("Try", "Status", "Started", "Duration", "Error", "logs/")

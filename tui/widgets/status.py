@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.reactive import var
-from textual.widgets import ProgressBar, Static
+from textual.widgets import Static
 
 from batchtui.engine.fmt import fmt_duration
 from batchtui.engine.liveness import EngineStatus, Liveness
@@ -15,7 +20,7 @@ from batchtui.engine.models import ACTIVE_STATES, BatchState, LiveProgress, Mani
 
 from ..text import plain
 
-__all__ = ["GONE", "ProgressLine", "TitleBar"]
+__all__ = ["GONE", "ProgressLine", "StatusPart", "StatusText", "TitleBar", "fit_parts", "render_parts"]
 
 #: No engine holds the batch (the status before the first check).
 GONE = EngineStatus(Liveness.GONE, None, None)
@@ -113,23 +118,140 @@ class TitleBar(Static):
         self.update(title)
 
 
+def elapsed_text(live: LiveProgress) -> str:
+    """The batch's active time (the sum of its runs), this run's apart after a resume:
+    ``elapsed 3m12s (this run 40s)``."""
+    text = f"elapsed {fmt_duration(live.elapsed_s)}"
+    run = live.run_elapsed_s
+    if run is not None and live.elapsed_s - run >= 1.0:  # earlier runs of a second or more
+        text += f" (this run {fmt_duration(run)})"
+    return text
+
+
+@dataclass(frozen=True)
+class StatusPart:
+    """One figure of the status line: its text, how long it stays as the line narrows (a lower
+    ``rank`` stays longer) and what comes before it when a part precedes it."""
+
+    text: Text
+    rank: int
+    sep: str = " · "
+    bar: bool = False
+    """The progress bar: drawn at whatever width is left (BAR_MIN to BAR_MAX cells)."""
+
+
+BAR_MIN, BAR_MAX = 10, 40
+
+
+def fit_parts(parts: Sequence[StatusPart], width: int) -> list[StatusPart]:
+    """The parts that fit in ``width`` cells, in their order: the highest ``rank`` goes first
+    while the line is too wide (a part is never cut, the line never wraps). The bar counts
+    at BAR_MIN."""
+
+    def need(kept: list[StatusPart]) -> int:
+        return sum((BAR_MIN if p.bar else p.text.cell_len) + (len(p.sep) if i else 0) for i, p in enumerate(kept))
+
+    kept = list(parts)
+    while len(kept) > 1 and need(kept) > width:
+        kept.remove(max(reversed(kept), key=lambda p: p.rank))  # of equal ranks the rightmost
+    return kept
+
+
+def render_parts(parts: Sequence[StatusPart], width: int, percent: float, bar_styles: tuple[Style, Style]) -> Text:
+    """The status line at ``width`` cells: the parts that fit, the bar given the room left."""
+    kept = fit_parts(parts, width)
+    room = width - sum(p.text.cell_len + (len(p.sep) if i else 0) for i, p in enumerate(kept) if not p.bar)
+    line = Text(no_wrap=True, overflow="crop", end="")
+    for i, part in enumerate(kept):
+        if i:
+            line.append(part.sep)
+        if part.bar:
+            cells = max(BAR_MIN, min(BAR_MAX, room - (len(part.sep) if i else 0)))
+            done = round(cells * max(0.0, min(percent, 100.0)) / 100)
+            line.append("━" * done, style=bar_styles[0])
+            line.append("━" * (cells - done), style=bar_styles[1])
+        else:
+            line.append_text(part.text)
+    return line
+
+
+class StatusText(Static):
+    """The status line's text, drawn again for its width (see :func:`fit_parts`)."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "status--running",
+        "status--paused",
+        "status--halted",
+        "status--finished",
+        "status--stale",
+        "status--bar",
+        "status--bar-back",
+        "status--failed",
+        "status--skipped",
+        "status--in-flight",
+        "status--marked",
+        "status--muted",
+    }
+    DEFAULT_CSS = """
+    StatusText {
+        width: 1fr;
+        height: 1;
+        .status--running { color: $text; background: $primary 40%; text-style: bold; }
+        .status--paused { color: $text; background: $warning 40%; text-style: bold; }
+        .status--halted { color: $text; background: $error 40%; text-style: bold; }
+        .status--finished { color: $text; background: $success 35%; text-style: bold; }
+        .status--stale { color: $text; background: $warning 70%; text-style: bold; }
+        .status--bar { color: $success; }
+        .status--bar-back { color: $foreground 15%; }
+        .status--failed { color: $error; }
+        .status--skipped { color: $warning; }
+        .status--in-flight { color: $accent; }
+        .status--marked { color: $text; background: $accent 50%; text-style: bold; }
+        .status--muted { color: $text-muted; }
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.parts: list[StatusPart] = []
+        self.percent = 0.0
+
+    def style_of(self, name: str) -> Style:
+        return self.get_component_rich_style(f"status--{name}", partial=True)
+
+    def show(self, parts: list[StatusPart], percent: float) -> None:
+        self.parts, self.percent = parts, percent
+        self.draw()
+
+    def on_resize(self, _event: events.Resize) -> None:
+        self.draw()
+
+    def draw(self) -> None:
+        width = self.size.width or self.app.size.width - 2
+        bar = (self.style_of("bar"), self.style_of("bar-back"))
+        self.update(render_parts(self.parts, width, self.percent, bar))
+
+
 class ProgressLine(Horizontal):
-    """The progress bar, then done/total, rate, ETA, elapsed time and cost; when the engine
-    stopped writing, how old these figures are comes first, and when items are marked, how many
-    before anything else (what ``r``, ``s`` and ``+`` will act on)."""
+    """The status line, pinned at any size: state, progress bar, percent, done/total, rate,
+    ETA, what is running and queued (as the engine writes it), failed, skipped, pending,
+    elapsed time and cost; the marked items when there are any (what ``r``, ``s`` and ``+``
+    act on). As the terminal narrows, the least needed figures drop out whole (``rank``):
+    at 80 columns state, done/total, marks, rate and ETA stay. When the engine stopped
+    writing, how old the figures are replaces the state."""
 
     live: var[LiveProgress | None] = var(None)
     engine: var[EngineStatus] = var(GONE)
     marked: var[int] = var(0)
     """Items marked in the items table (0: none)."""
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, in_process: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
+        self.in_process = in_process
         self._ready = False
 
     def compose(self) -> ComposeResult:
-        yield ProgressBar(total=100, show_eta=False, show_percentage=True, id="progress")
-        yield Static(id="progress-text")
+        yield StatusText(id="progress-text")
 
     def on_mount(self) -> None:
         self._ready = True
@@ -144,29 +266,50 @@ class ProgressLine(Horizontal):
     def watch_marked(self) -> None:
         self.redraw()
 
+    def parts(self, live: LiveProgress, text: StatusText) -> list[StatusPart]:
+        """The status line's figures in their order, each with its rank."""
+        style = text.style_of
+        c = live.counts
+        stale = self.engine.liveness == Liveness.STALE
+        held = self.engine.held or self.in_process
+        if stale:  # the figures are the last the engine wrote: how old they are comes first
+            state = Text(f" no update {fmt_duration(self.engine.silent_s)} ", style=style("stale"))
+        elif live.state in ACTIVE_STATES and not held:
+            state = Text(" INTERRUPTED ", style=style("halted"))  # an engine died: the files say running
+        else:
+            look = {BatchState.PAUSED: "paused", BatchState.HALTED: "halted", BatchState.FINISHED: "finished"}
+            state = Text(f" {live.state.value.upper()} ", style=style(look.get(live.state, "running")))
+        parts = [
+            StatusPart(state, 0),
+            StatusPart(Text(""), 8, sep=" ", bar=True),
+            StatusPart(Text(f"{live.percent:.0f}%"), 5, sep=" "),
+            StatusPart(Text(f"{c.finished:,}/{live.total:,}"), 1, sep="  "),
+            StatusPart(Text(f"{live.rate_per_s:.1f}/s"), 3),
+        ]
+        if live.state in (BatchState.RUNNING, BatchState.STOPPING) and not stale:
+            parts.append(StatusPart(Text(f"ETA {fmt_duration(live.eta_s)}"), 4))
+        elif live.state == BatchState.PAUSED:
+            parts.append(StatusPart(Text("ETA paused"), 4))
+        if live.state in ACTIVE_STATES:
+            parts.append(StatusPart(Text(f"running {c.running:,}/{live.workers:,}", style=style("in-flight")), 7))
+            parts.append(StatusPart(Text(f"queued {c.queued:,}", style=style("in-flight")), 9))
+        parts.append(StatusPart(Text(f"failed {c.failed:,}", style=style("failed") if c.failed else ""), 6))
+        if c.skipped:
+            parts.append(StatusPart(Text(f"skipped {c.skipped:,}", style=style("skipped")), 10))
+        if c.pending and live.state not in ACTIVE_STATES:
+            parts.append(StatusPart(Text(f"pending {c.pending:,}", style=style("muted")), 11))
+        parts.append(StatusPart(Text(f"elapsed {fmt_duration(live.elapsed_s)}", style=style("muted")), 12))
+        if live.cost.spent or live.cost.budget is not None:
+            budget = f" / {live.cost.budget:g}" if live.cost.budget is not None else ""
+            parts.append(StatusPart(Text(f"cost {live.cost.spent:.4g}{budget}", style=style("muted")), 13))
+        if self.marked:
+            parts.append(StatusPart(Text(f" ● {self.marked:,} marked ", style=style("marked")), 2, sep="  "))
+        return parts
+
     def redraw(self) -> None:
         live = self.live
         if live is None or not self._ready:
             return
-        self.query_one("#progress", ProgressBar).update(total=100, progress=live.percent)
-        c = live.counts
-        parts = [f"{c.finished:,}/{live.total:,}", f"{live.rate_per_s:.1f}/s"]
-        stale = self.engine.liveness == Liveness.STALE
-        if stale:  # the figures are the last the engine wrote: how old they are comes first
-            parts.insert(0, f"no update {fmt_duration(self.engine.silent_s)}")
-        elif live.state in (BatchState.RUNNING, BatchState.STOPPING):
-            parts.append(f"ETA {fmt_duration(live.eta_s)}")
-        elif live.state == BatchState.PAUSED:
-            parts.append("ETA paused")
-        parts.append(f"elapsed {fmt_duration(live.elapsed_s)}")
-        if live.cost.spent or live.cost.budget is not None:
-            budget = f" / {live.cost.budget:g}" if live.cost.budget is not None else ""
-            parts.append(f"cost {live.cost.spent:.4g}{budget}")
-        line = Text(no_wrap=True, overflow="ellipsis")
-        if self.marked:
-            line.append(f"● {self.marked:,} marked", style="bold reverse")
-            line.append("  ")
-        line.append("  ·  ".join(parts))
-        text = self.query_one("#progress-text", Static)
-        text.set_class(stale, "stale")
-        text.update(line)
+        text = self.query_one(StatusText)
+        text.set_class(self.engine.liveness == Liveness.STALE, "stale")
+        text.show(self.parts(live, text), live.percent)

@@ -1,0 +1,148 @@
+"""The dashboard at the sizes terminals have: one status line (state, progress, done/total,
+rate, ETA, counts, marks) always on screen, the panels collapsing by size, and a footer whose
+first keys are ``?`` and ``q`` and whose keys are never cut. Checked on what is drawn on the
+screen, not on the widgets' content (a line cut at the screen's edge still holds its text)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.style import Style
+from rich.text import Text
+
+from batchtui.engine.models import BatchState
+from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.screens.dashboard import DashboardScreen
+from batchtui.tui.widgets.footer import KeyFooter
+from batchtui.tui.widgets.items_table import ItemsTable
+from batchtui.tui.widgets.status import StatusPart, fit_parts, render_parts
+
+from .conftest import run
+from .fixtures import FROZEN, hold_lock, make_batch
+
+
+def _app(out: Path, batch: Path) -> BatchtuiApp:
+    return BatchtuiApp(
+        output_dir=out, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False, strict_display=True
+    )
+
+
+async def _until(pilot: Any, pred: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout:g} s")
+        await pilot.pause(0.05)
+
+
+def screen_lines(app: BatchtuiApp) -> list[str]:
+    """The terminal's rows as drawn now."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def _parts(*texts: tuple[str, int]) -> list[StatusPart]:
+    return [StatusPart(Text(text), rank) for text, rank in texts]
+
+
+def test_parts_drop_out_whole_by_rank() -> None:
+    parts = _parts(("RUNNING", 0), ("1/2", 1), ("3.0/s", 3), ("ETA 1s", 2), ("pending 9", 5))
+    full = "RUNNING · 1/2 · 3.0/s · ETA 1s · pending 9"
+    assert render_parts(parts, len(full), 50, (Style(), Style())).plain == full
+    # One cell short: the part ranked last goes, whole; then the next.
+    assert [p.text.plain for p in fit_parts(parts, len(full) - 1)] == ["RUNNING", "1/2", "3.0/s", "ETA 1s"]
+    assert [p.text.plain for p in fit_parts(parts, 22)] == ["RUNNING", "1/2", "ETA 1s"]
+    assert [p.text.plain for p in fit_parts(parts, 3)] == ["RUNNING"]  # the first always stays
+
+
+def test_the_bar_takes_the_room_left() -> None:
+    parts = [StatusPart(Text("RUNNING"), 0), StatusPart(Text(""), 8, sep=" ", bar=True), StatusPart(Text("1/2"), 1)]
+    styles = (Style(), Style())
+    assert render_parts(parts, 30, 50, styles).plain == "RUNNING " + "━" * 16 + " · 1/2"
+    assert render_parts(parts, 200, 50, styles).cell_len == len("RUNNING  · 1/2") + 40
+    assert render_parts(parts, 20, 50, styles).plain == "RUNNING · 1/2"
+
+
+def test_the_status_line_is_on_screen_at_80x24_with_marks(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = _app(tmp_path, batch)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await _until(pilot, lambda: "180/300" in "\n".join(screen_lines(app)), "the status line")
+                await pilot.press("space", "space", "space")
+                await _until(pilot, lambda: app.screen.query_one(ItemsTable).marked_count == 3, "three marks")
+                await pilot.pause()
+                lines = screen_lines(app)
+                assert "20261118_090000_aaaa0001" in lines[0] and "RUNNING" in lines[0]
+                status = lines[1]
+                for figure in ("RUNNING", "180/300", "12.5/s", "ETA 10s", "● 3 marked"):
+                    assert figure in status, status
+                assert status.rstrip().endswith("● 3 marked")  # nothing after it is cut
+                # The screen does not scroll: the title and the status line are the first rows,
+                # the items table gets the rest (10 rows and its header).
+                table = app.screen.query_one(ItemsTable)
+                assert table.region.height >= 11, table.region
+                footer = lines[-1]
+                assert footer.startswith("? Help q Quit p Pause/Resume x Stop"), footer
+
+    run(body)
+
+
+def test_footer_keys_fit_whole(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.FINISHED)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            footer = app.screen.query_one(KeyFooter)
+            await _until(pilot, lambda: len(footer.children) > 3, "the footer's keys")
+            await pilot.pause()
+            # No engine: resume comes before the (greyed) pause and stop.
+            assert screen_lines(app)[-1].startswith("? Help q Quit u Resume batch"), screen_lines(app)[-1]
+            palette = next(k for k in footer.children if k.has_class("-command-palette"))
+            for key in footer.children:
+                if key is not palette:
+                    assert key.region.right <= palette.region.x, (key, key.region, palette.region)
+
+    run(body)
+
+
+def test_resizing_down_and_back_keeps_the_dashboard_whole(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = _app(tmp_path, batch)
+            async with app.run_test(size=(200, 60)) as pilot:
+                screen = app.screen
+                assert isinstance(screen, DashboardScreen)
+                await _until(pilot, lambda: "180/300" in screen_lines(app)[2], "the status line")
+                await pilot.press("space", "down", "space")
+                await _until(pilot, lambda: screen.query_one(ItemsTable).marked_count == 2, "two marks")
+                await pilot.pause()
+                big = screen_lines(app)
+                shown = {w: screen.query_one(w).display for w in ("#charts", "#counts", "#flight-box")}
+                assert shown == {"#charts": True, "#counts": True, "#flight-box": True}
+                assert "elapsed 5m00s" in big[2] and "cost 0.42 / 5" in big[2] and "● 2 marked" in big[2]
+
+                await pilot.resize_terminal(80, 24)
+                await _until(pilot, lambda: screen.has_class("short", "narrow"), "the small layout")
+                await pilot.pause()
+                small = screen_lines(app)
+                assert len(small) == 24
+                assert not screen.query_one("#charts").display and not screen.query_one("#flight-box").display
+                for figure in ("180/300", "12.5/s", "ETA 10s", "● 2 marked"):
+                    assert figure in small[1], small[1]
+                assert small[-1].startswith("? Help q Quit")
+
+                await pilot.resize_terminal(200, 60)
+                await _until(pilot, lambda: not screen.has_class("short"), "the full layout")
+                await pilot.pause()
+                assert not screen.has_class("low") and not screen.has_class("narrow")
+                assert screen_lines(app) == big  # the same screen as before, marks and all
+
+    run(body)

@@ -1,0 +1,64 @@
+"""The footer of every screen: the keys that fit, whole, in the order that matters.
+
+Textual's Footer shows the active bindings in the order of the focus chain (the focused
+widget's first, the app's last) and lets what does not fit run off the right edge, cut
+mid-word (``s Sk``), so at 80 columns ``? Help`` and ``q Quit`` were never seen. Screens order
+the bindings (:attr:`WorkerScreen.FOOTER_FIRST`); this footer keeps Textual's look and
+compaction and leaves out the keys that do not fit whole. Every key stays in ``?`` and the
+command palette.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from rich.cells import cell_len
+from textual import events
+from textual.widget import Widget
+from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
+
+__all__ = ["KeyFooter", "key_width"]
+
+
+def key_width(key: FooterKey, *, compact: bool) -> int:
+    """Cells a key takes in the footer, as Textual's FooterKey CSS lays it out: compact, the
+    key, a space, the description and a margin; else the key padded by one on each side and
+    the description followed by one space."""
+    words = cell_len(key.key_display) + cell_len(key.description)
+    return words + 2 if compact else words + 3
+
+
+class KeyFooter(Footer):
+    """A Footer that shows only the keys that fit whole (in order, skipping one that does not
+    fit for a shorter one after it), compact below COMPACT_BELOW columns."""
+
+    COMPACT_BELOW: ClassVar[int] = 120
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._width = 0
+
+    def compose(self) -> Iterable[Widget]:
+        width = self.size.width or self.app.size.width
+        keys: list[Widget] = list(super().compose())
+        palette = [k for k in keys if k.has_class("-command-palette")]
+        # The palette key is docked right: its text, its border and its padding.
+        room = width - sum(key_width(k, compact=False) + 2 for k in palette if isinstance(k, FooterKey))
+        for widget in keys:
+            if isinstance(widget, FooterKey) and widget not in palette:
+                need = key_width(widget, compact=self.compact)
+                if need > room:
+                    continue
+                room -= need
+            yield widget
+
+    def on_resize(self, event: events.Resize) -> None:
+        compact = event.size.width < self.COMPACT_BELOW
+        if compact != self.compact:
+            self.compact = compact
+        if event.size.width != self._width:
+            self._width = event.size.width
+            if self._bindings_ready:
+                self.call_after_refresh(self.recompose)
