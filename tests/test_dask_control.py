@@ -105,6 +105,14 @@ def _idle(client: Any) -> bool:
     return not any(counts.values())
 
 
+def _alive(engine: subprocess.Popen[str]) -> bool:
+    """True while ``engine`` runs; an engine that ended fails the test at once, with its stderr."""
+    assert engine.poll() is None, (
+        f"the engine ended ({engine.returncode}): {engine.stderr.read() if engine.stderr else ''}"
+    )
+    return True
+
+
 def _end(engine: subprocess.Popen[str], timeout: float) -> int:
     try:
         return engine.wait(timeout=timeout)
@@ -149,7 +157,7 @@ def test_skip_of_queued_items_starts_none_of_them_and_nothing_twice(
     log = tmp_path / "starts.log"
     engine = _chunked_run(tmp_path, out_dir, log, cluster, [])
     try:
-        wait_until(lambda: _in_slow_tasks(log), timeout=30)
+        wait_until(lambda: _alive(engine) and _in_slow_tasks(log), timeout=30)
         batch = only_batch(out_dir)
         # Past what starts while the CLI starts up: items of the tasks on the workers (running
         # and waiting), and of those waiting in the engine.
@@ -184,7 +192,7 @@ def test_stop_with_no_grace_starts_nothing_after_it(
     log = tmp_path / "starts.log"
     engine = _chunked_run(tmp_path, out_dir, log, cluster, ["--grace", "0"])
     try:
-        wait_until(lambda: _in_slow_tasks(log), timeout=30)
+        wait_until(lambda: _alive(engine) and _in_slow_tasks(log), timeout=30)
         batch = only_batch(out_dir)
         stopped = run_cli(["stop", batch.name])
         assert stopped.returncode == 0, stopped.stderr
@@ -214,7 +222,7 @@ def test_pause_starts_nothing_more_on_a_cluster(
     log = tmp_path / "starts.log"
     engine = _chunked_run(tmp_path, out_dir, log, cluster, [])
     try:
-        wait_until(lambda: _in_slow_tasks(log), timeout=30)
+        wait_until(lambda: _alive(engine) and _in_slow_tasks(log), timeout=30)
         batch = only_batch(out_dir)
         paused = run_cli(["pause", batch.name])
         assert paused.returncode == 0, paused.stderr
@@ -275,7 +283,7 @@ def test_a_killed_worker_fails_only_what_it_was_running(tmp_path: Path, out_dir:
     work = _work(tmp_path, log, 0.4)
     engine = _engine(tmp_path, out_dir, [str(_items(tmp_path, 40)), "--call", f"{work}:work", "-j", "2"], None)
     try:
-        wait_until(lambda: len(_dask_workers(engine.pid)) == 2, timeout=60)
+        wait_until(lambda: _alive(engine) and len(_dask_workers(engine.pid)) == 2, timeout=60)
         victim = _dask_workers(engine.pid)[0].pid
 
         def mid_item() -> bool:
