@@ -20,7 +20,8 @@ import orjson
 
 from .errors import UserError
 from .files import DIR_MODE, FILE_MODE, NOFOLLOW, DamagedFile, read_model
-from .models import ACTIVE_STATES, BatchState, LiveProgress, LockInfo, Manifest, NewerFormat
+from .fmt import clean
+from .models import LiveProgress, LockInfo, Manifest, NewerFormat
 
 BATCH_ID_RE: Final = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{8}$")
 HOST: Final = socket.gethostname()
@@ -328,8 +329,35 @@ def is_batch_dir(path: Path) -> bool:
     return path.is_dir() and BATCH_ID_RE.match(path.name) is not None and has_manifest(path)
 
 
-def iter_batches(output_dir: Path) -> Iterator[BatchDir]:
-    """Batch directories in ``output_dir``, newest first."""
+@dataclass(frozen=True)
+class BatchScope:
+    """Where a command looks for batches.
+
+    ``output_dir``: the configured output dir (``--output-dir``, batchtui.toml,
+    ``BATCHTUI_OUTPUT_DIR``, else ``./batch_output``): new batches go there, and a bare
+    ``watch`` / ``show`` / ``resume`` takes the latest batch there first. ``only`` (the user gave
+    ``--output-dir``): that folder alone; otherwise every batch in the per-user registry
+    (:mod:`.registry`) too, wherever it lives.
+    """
+
+    output_dir: Path
+    only: bool = False
+
+    def describe(self) -> str:
+        """Where was looked, for messages."""
+        if self.only:
+            return str(self.output_dir)
+        from .registry import registry_path
+
+        return f"{self.output_dir} or among the batches registered in {registry_path()}"
+
+
+def as_scope(where: Path | BatchScope) -> BatchScope:
+    """A plain folder is that folder alone (the browser of one folder, tests, older callers)."""
+    return where if isinstance(where, BatchScope) else BatchScope(where, only=True)
+
+
+def _in_folder(output_dir: Path) -> Iterator[BatchDir]:
     try:
         names = sorted((e.name for e in os.scandir(output_dir) if e.is_dir()), reverse=True)
     except FileNotFoundError:
@@ -342,6 +370,28 @@ def iter_batches(output_dir: Path) -> Iterator[BatchDir]:
             yield BatchDir(path)
 
 
+def iter_batches(where: Path | BatchScope) -> Iterator[BatchDir]:
+    """Batch directories, newest first: those in the output dir, and (unless the scope is
+    ``only`` that folder) every registered one that still exists, each once."""
+    scope = as_scope(where)
+    local = list(_in_folder(scope.output_dir))
+    if scope.only:
+        yield from local
+        return
+    seen: set[str] = set()
+    batches: list[BatchDir] = []
+    from .registry import registered
+
+    for batch in (*local, *(BatchDir(Path(e.path)) for e in registered() if e.present)):
+        key = os.path.realpath(batch.path)
+        if key not in seen:
+            seen.add(key)
+            batches.append(batch)
+    # Ids start with their creation time: newest first across folders as within one.
+    batches.sort(key=lambda b: b.batch_id, reverse=True)
+    yield from batches
+
+
 def _holds_batch(path: Path) -> bool:
     """Whether ``path`` is a folder with a manifest; False for a name the OS refuses (too long,
     a loop of links, not readable): such an argument is no batch, never a traceback."""
@@ -351,121 +401,99 @@ def _holds_batch(path: Path) -> bool:
         return False
 
 
-def resolve_batch(arg: str | None, output_dir: Path, *, unfinished: bool = False) -> BatchDir:
-    """A batch by id, by path, or (no arg) the latest one.
+class AmbiguousBatch(UserError):
+    """A BATCH argument that names more than one batch; lists them and how to pick one."""
+
+
+def _name_of(batch: BatchDir, names: dict[str, str]) -> str:
+    if str(batch.path) in names:
+        return names[str(batch.path)]
+    try:
+        return batch.read_manifest().name
+    except (FileNotFoundError, DamagedFile, UserError):
+        return ""
+
+
+def _shown(arg: str) -> str:
+    return repr(arg if len(arg) <= 80 else arg[:79] + "…")
+
+
+def find_batch(arg: str, where: Path | BatchScope) -> BatchDir:
+    """The one batch ``arg`` names: a path; else, among the batches of ``where``, the full id,
+    then a name, then a unique id prefix or a unique part of the 8-hex suffix.
+
+    Each step is taken only when the one before matched nothing, so an exact id or name always
+    wins over a part of another id. :class:`AmbiguousBatch` (exit 2) lists the candidates.
+    """
+    scope = as_scope(where)
+    for candidate in (Path(arg), scope.output_dir / arg):
+        if _holds_batch(candidate):
+            return BatchDir(candidate.resolve())
+    from .registry import gone_batches, registered
+
+    batches = list(iter_batches(scope))
+    names = {e.path: e.name for e in registered()} if not scope.only else {}
+    hexpart = re.fullmatch(r"[0-9a-f]+", arg) is not None
+    steps: tuple[tuple[str, Callable[[BatchDir], bool]], ...] = (
+        ("id", lambda b: b.batch_id == arg),
+        ("name", lambda b: _name_of(b, names) == arg),
+        (
+            "part of their id",
+            lambda b: b.batch_id.startswith(arg) or (hexpart and arg in b.batch_id.rsplit("_", 1)[-1]),
+        ),
+    )
+    for how, matches in steps:
+        found = [b for b in batches if matches(b)]
+        if len(found) == 1:
+            return BatchDir(found[0].path.resolve())
+        if found:
+            raise AmbiguousBatch(_candidates(arg, how, found, names))
+    for entry in gone_batches(scope):  # named, but no longer there
+        if arg in (entry.batch_id, entry.name) or entry.batch_id.startswith(arg):
+            raise UserError(
+                f"batch {entry.batch_id} ({clean(entry.name)}) was in {entry.path}, which is gone (moved or "
+                "deleted); give its new path, or forget it with `batchtui cleanup`"
+            )
+    raise UserError(f"no batch {_shown(arg)}: no such path, and no id, name or part of an id in {scope.describe()}")
+
+
+def _candidates(arg: str, how: str, found: list[BatchDir], names: dict[str, str]) -> str:
+    from .summary import summarize  # summary reads batch dirs: imported here
+
+    lines = [f"{_shown(arg)} matches {len(found)} batches by {how}:"]
+    for batch in found[:10]:
+        state = summarize(batch).state
+        name = clean(_name_of(batch, names))[:40]
+        lines.append(f"  {batch.batch_id}  {state:<11} {name:<40} {clean(str(batch.path.parent))}")
+    if len(found) > 10:
+        lines.append(f"  ... and {len(found) - 10} more")
+    lines.append("pick one by its full id (or more of it), or by its path")
+    return "\n".join(lines)
+
+
+def latest_batch(where: Path | BatchScope) -> BatchDir:
+    """The newest batch in the output dir; when it has none (and the scope is not ``only`` it),
+    the newest registered one."""
+    scope = as_scope(where)
+    for batch in _in_folder(scope.output_dir):
+        return BatchDir(batch.path.resolve())
+    if not scope.only:
+        for batch in iter_batches(scope):
+            return BatchDir(batch.path.resolve())
+    raise UserError(f"no batch in {scope.describe()}" if not scope.only else f"no batch in {scope.output_dir}")
+
+
+def resolve_batch(arg: str | None, where: Path | BatchScope, *, unfinished: bool = False) -> BatchDir:
+    """A batch by path, id, name or part of an id (:func:`find_batch`), or (no arg) the latest
+    one (:func:`latest_batch`).
 
     With ``unfinished`` and no arg: the newest batch that is resumable and that no engine runs
-    now (:func:`choose_resumable`, which also says why it chose it).
+    now (:func:`.resumable.choose_resumable`, which also says why it chose it).
     """
     if arg:
-        for candidate in (Path(arg), output_dir / arg):
-            if _holds_batch(candidate):
-                return BatchDir(candidate.resolve())
-        matches = [b for b in iter_batches(output_dir) if b.batch_id.startswith(arg) or b.batch_id.endswith(arg)]
-        if len(matches) == 1:
-            return BatchDir(matches[0].path.resolve())
-        shown = repr(arg if len(arg) <= 80 else arg[:79] + "…")
-        if len(matches) > 1:
-            raise UserError(f"{shown} matches {len(matches)} batches: " + ", ".join(b.batch_id for b in matches[:5]))
-        raise UserError(f"no batch {shown} (looked for a path and for an id in {output_dir})")
+        return find_batch(arg, where)
     if unfinished:
-        return choose_resumable(output_dir).batch
-    for batch in iter_batches(output_dir):
-        return BatchDir(batch.path.resolve())
-    raise UserError(f"no batch in {output_dir}")
+        from .resumable import choose_resumable  # it reads manifests and summaries
 
-
-@dataclass(frozen=True)
-class ResumeChoice:
-    """The batch a bare ``batchtui resume`` takes, and why (said on stderr before it runs).
-
-    ``running``: the newer unfinished batches passed over because an engine runs them.
-    """
-
-    batch: BatchDir
-    manifest: Manifest
-    running: tuple[tuple[BatchDir, LockInfo], ...] = ()
-
-    def reason(self, now: float | None = None) -> str:
-        """E.g. ``stopped 3 min ago; the newest resumable batch not running``."""
-        from .summary import INTERRUPTED, summarize  # summary reads batch dirs: imported here
-
-        m = self.manifest
-        if m.state == BatchState.FINISHED:
-            what = "finished with items pending again"
-        elif summarize(self.batch, now=now).state == INTERRUPTED:  # the one answer to "interrupted?"
-            what = f"{m.state.value} when its engine died"
-        elif m.state == BatchState.HALTED and m.halt_reason:
-            what = f"halted: {m.halt_reason}"
-        else:
-            what = m.state.value
-        stamp = m.ended_at or m.started_at or m.created_at
-        if stamp:
-            try:
-                what += f" {_ago((now or time.time()) - parse_iso(stamp))}"
-            except ValueError:
-                pass
-        why = f"{what}; the newest resumable batch not running"
-        for batch, info in self.running:
-            why += f"; {batch.batch_id} is run by {_who(info)}"
-        return why
-
-
-class NothingToResume(UserError):
-    """No batch in the output dir is resumable and free; says who runs the unfinished ones."""
-
-
-def choose_resumable(output_dir: Path, *, exclude: frozenset[Path] = frozenset()) -> ResumeChoice:
-    """The newest batch that has work left (not finished, or finished with items pending again)
-    and that no live engine holds; NothingToResume (listing who runs what) when there is none.
-
-    A batch an engine runs now is passed over, never picked: resuming it could only fail on the
-    lock. ``exclude``: batches already tried (one was taken by an engine after it was chosen).
-    """
-    running: list[tuple[BatchDir, LockInfo]] = []
-    for found in iter_batches(output_dir):
-        batch = BatchDir(found.path.resolve())
-        if batch.path in exclude:
-            holder = batch.alive()
-            if holder is not None:
-                running.append((batch, holder))
-            continue
-        try:
-            manifest = batch.read_manifest()
-        except (FileNotFoundError, DamagedFile):
-            continue
-        totals = manifest.totals
-        # A finished batch with items pending again (an offline `retry`) is unfinished too.
-        if manifest.state == BatchState.FINISHED and not (totals.pending or totals.processing or _has_pending(batch)):
-            continue
-        holder = batch.alive()
-        if holder is not None:
-            running.append((batch, holder))
-            continue
-        return ResumeChoice(batch, manifest, tuple(running))
-    if not running:
-        raise NothingToResume(f"no unfinished batch in {output_dir}")
-    lines = [f"every unfinished batch in {output_dir} is being run by an engine:"]
-    lines += [f"  {batch.batch_id}: {_who(info)}" for batch, info in running]
-    lines.append(f"watch one with `batchtui watch {running[0][0].batch_id}`")
-    raise NothingToResume("\n".join(lines))
-
-
-def _who(info: LockInfo) -> str:
-    return f"pid {info.pid} on {info.host}" if info.pid else "another process"
-
-
-def _ago(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 36 * 3600:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
-
-
-def _has_pending(batch: BatchDir) -> bool:
-    live = batch.read_live()
-    return bool(live and live.state in ACTIVE_STATES)
+        return choose_resumable(where).batch
+    return latest_batch(where)

@@ -6,6 +6,7 @@ see :meth:`batchtui.engine.store.ItemStore.enqueue`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -23,6 +24,7 @@ from .errors import InvalidRecord, UserError, classify, normalize_message
 from .files import ResultsLog, WriteFailed, write_model
 from .models import Manifest, Unreadable
 from .processors import ProcessorSpec
+from .registry import forget, register
 from .sources import SourceItem, SourceSpec, iter_blocks, line_keys
 from .store import ItemStore, LineBlock
 
@@ -188,6 +190,9 @@ def create_batch(
             config=config.model_dump(mode="json"),
         )
         write_model(bdir.manifest, manifest, durable=config.fsync)
+        # Registered as soon as it has a manifest: a batch whose enqueue is killed is resumable,
+        # and found from any folder like the others.
+        register(bdir.path, bdir.batch_id, name, created)
         store = ItemStore.create(bdir.items_db, durable=config.fsync)
         try:
             with store.transaction():
@@ -205,15 +210,22 @@ def create_batch(
         write_model(bdir.manifest, manifest, durable=config.fsync, backup=True)
         ResultsLog(bdir.results).close()
     except WriteFailed as exc:
-        shutil.rmtree(bdir.path, ignore_errors=True)
+        _remove(bdir)
         raise UserError(
             f"cannot create the batch: cannot write {exc.path.name}: {exc.reason}."
             " The half-made batch was removed: free some space, then run again"
         ) from None
     except (UserError, KeyboardInterrupt):
-        shutil.rmtree(bdir.path, ignore_errors=True)
+        _remove(bdir)
         raise
     return bdir
+
+
+def _remove(bdir: BatchDir) -> None:
+    """Remove a half-made batch, and its line in the registry."""
+    shutil.rmtree(bdir.path, ignore_errors=True)
+    with contextlib.suppress(OSError, UserError):  # the user's error is what to report
+        forget([str(bdir.path)])
 
 
 def _report_every(

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .batchdir import BatchDir, BatchLock, BatchLocked, choose_resumable, now_iso, resolve_batch
+from .batchdir import BatchDir, BatchLock, BatchLocked, BatchScope, now_iso, resolve_batch
 from .config import OPERATIONAL, BatchConfig, load_config, operational_overrides, stored_config
 from .errors import UserError
 from .models import BatchState, Counts, LockInfo, Manifest
 from .preflight import Preflight, preflight_resume
 from .processors import ProcessorSpec
+from .resumable import choose_resumable
 from .runner import BatchRunner
 from .sources import SourceSpec
 from .store import ItemStore
@@ -121,7 +122,7 @@ class ResumePlan:
 
 
 def plan_resume(
-    output_dir: Path,
+    output_dir: Path | BatchScope,
     batch: str | Path | BatchDir | None = None,
     *,
     flags: Mapping[str, Any] | None = None,
@@ -198,7 +199,7 @@ def plan_resume(
 
 def _target(
     arg: str | Path | BatchDir | None,
-    out: Path,
+    out: Path | BatchScope,
     *,
     hold: bool,
     lock_wait: float | None,

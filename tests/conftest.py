@@ -27,6 +27,18 @@ CLI = [sys.executable, "-m", "batchtui.tui.cli"]
 SUITE_ENV = frozenset({"BATCHTUI_SPAWNER"})
 
 
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own per-user state dir (the batch registry, engine/registry.py), in
+    this process and in every process it starts: XDG_STATE_HOME, which every env helper of the
+    suite (cli_env, invoke_in_process, tests/reliability, tests/tui) passes on while it drops
+    the BATCHTUI_* settings. No test writes to the real ~/.local/state."""
+    state = tmp_path_factory.mktemp("xdg_state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    monkeypatch.delenv("BATCHTUI_STATE_DIR", raising=False)
+    return state / "batchtui"
+
+
 def cli_env(out: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHTUI_") or k in SUITE_ENV}
     env["BATCHTUI_OUTPUT_DIR"] = str(out)

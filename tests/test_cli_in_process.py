@@ -3,6 +3,7 @@ use it instead of a subprocess keep what they prove."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -24,12 +25,13 @@ def test_an_uncaught_exception_is_exit_1_with_its_traceback(tmp_path: Path, monk
 
 
 def test_a_user_error_is_its_exit_code_and_one_line_on_stderr(tmp_path: Path) -> None:
+    xdg = os.environ["XDG_STATE_HOME"]  # the test's own registry (tests/conftest.py)
     done = invoke_in_process(["show", "nope"], out=tmp_path / "out", cwd=tmp_path)
     real = subprocess.run(
         [*invoke_in_process(["show", "nope"], out=tmp_path / "out", cwd=tmp_path).args],
         capture_output=True,
         text=True,
-        env={"BATCHTUI_OUTPUT_DIR": str(tmp_path / "out"), "PATH": "/usr/bin:/bin"},
+        env={"BATCHTUI_OUTPUT_DIR": str(tmp_path / "out"), "PATH": "/usr/bin:/bin", "XDG_STATE_HOME": xdg},
         cwd=tmp_path,
         check=False,
     )

@@ -28,7 +28,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from batchtui.engine.batchdir import BatchDir, BatchLocked, now_iso
+from batchtui.engine.batchdir import BatchDir, BatchLocked, BatchScope, now_iso
 from batchtui.engine.errors import EXIT_USAGE, BatchtuiError
 from batchtui.engine.fmt import clean
 from batchtui.engine.models import BatchState
@@ -79,7 +79,7 @@ class BatchtuiApp(App[int]):
     def __init__(
         self,
         *,
-        output_dir: Path,
+        output_dir: Path | BatchScope,
         batch: Path | None = None,
         runner: BatchRunner | None = None,
         theme: str | None = None,

@@ -147,10 +147,10 @@ def main(ctx: click.Context, output_dir: str | None, theme: str | None, color_sy
     ctx.obj["color_system"] = color_system
     if ctx.invoked_subcommand is None:
         if terminal():
-            from .options import output_dir_of
+            from .options import scope_of
             from .watching import launch_tui
 
-            launch_tui(ctx, output_dir=output_dir_of(ctx, output_dir))
+            launch_tui(ctx, output_dir=scope_of(ctx, output_dir))
         ls = main.get_command(ctx, "ls")
         assert ls is not None
         ctx.invoke(ls, output_dir=output_dir, as_json=False)

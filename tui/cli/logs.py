@@ -30,7 +30,7 @@ from batchtui.engine.fmt import clean
 from batchtui.engine.logs import LogChunk, Stream, attempt_logs, follow, log_limit_of, log_path
 
 from .group import CONTEXT
-from .options import output_dir_of
+from .options import scope_of
 from .output import fail, say
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def logs_cmd(
     latest attempt or of --attempt N; -f follows it until the item has finished."""
     from batchtui.engine.store.queries import ItemQueries, StoreError
 
-    bdir = resolve_batch(batch, output_dir_of(ctx, output_dir))
+    bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     manifest = bdir.read_manifest()
     kind = str(manifest.processor.get("kind", ""))
     if kind != "shell":

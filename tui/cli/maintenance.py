@@ -9,11 +9,13 @@ import time
 import click
 
 from batchtui.engine.batchdir import iter_batches, parse_iso, resolve_batch
+from batchtui.engine.errors import UserError
 from batchtui.engine.files import DamagedFile
 from batchtui.engine.models import BatchState, NewerFormat
+from batchtui.engine.registry import forget, gone_batches
 
 from .group import CONTEXT
-from .options import Number, output_dir_of
+from .options import Number, scope_of
 from .output import echo_json, plain
 
 
@@ -31,7 +33,7 @@ def recover_cmd(
     from results.jsonl; the damaged file is kept as items.db.corrupt-<time>. Then `batchtui resume`."""
     from batchtui.engine.recover import recover_batch  # not for `cleanup`: it loads the sources
 
-    bdir = resolve_batch(batch, output_dir_of(ctx, output_dir))
+    bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     result = recover_batch(bdir, force=force, salvage=not no_salvage)
     if as_json:
         echo_json(result.as_dict())
@@ -54,11 +56,17 @@ def recover_cmd(
 def cleanup_cmd(
     ctx: click.Context, max_age_days: float, include_unfinished: bool, dry_run: bool, output_dir: str | None
 ) -> None:
-    """Remove old finished batches (never one with a live engine)."""
-    out = output_dir_of(ctx, output_dir)
+    """Remove old finished batches (never one with a live engine): those `ls` lists, so the
+    output dir's and every registered one; with --output-dir, that folder's only. Registered
+    batches whose folder was moved or deleted (`gone` in `ls`) are forgotten by the registry."""
+    scope = scope_of(ctx, output_dir)
     cutoff = time.time() - max_age_days * 86400
     removed = kept = failed = 0
-    for bdir in iter_batches(out):
+    gone = gone_batches(scope)
+    for entry in gone:
+        click.echo(f"{'would forget' if dry_run else 'forgetting'} {entry.batch_id}: {plain(entry.path)} is gone")
+    gone_paths = [e.path for e in gone]
+    for bdir in iter_batches(scope):
         if bdir.path.is_symlink():
             # Its batch lives elsewhere: never removed through a link (nor the link taken for it).
             click.echo(f"kept {bdir.batch_id}: a symbolic link to {plain(os.readlink(bdir.path))}; not followed")
@@ -81,16 +89,25 @@ def cleanup_cmd(
         age = (time.time() - last) / 86400
         click.echo(f"{'would remove' if dry_run else 'removing'} {bdir.batch_id} ({age:.0f} days old)")
         if not dry_run:
+            resolved = str(bdir.path.resolve())  # as registered
             try:
                 shutil.rmtree(bdir.path)
             except OSError as exc:  # one batch that cannot go does not stop the others
                 click.echo(f"error: cannot remove {bdir.batch_id}: {plain(str(exc))}", err=True)
                 failed += 1
                 continue
+            gone_paths.append(resolved)
         removed += 1
+    if not dry_run:
+        try:
+            forget(gone_paths)
+        except (OSError, UserError) as exc:  # the batches are removed; only the index is stale
+            click.echo(f"warning: cannot update the batch registry: {plain(str(exc))}", err=True)
     verb = "would remove" if dry_run else "removed"
+    forgot = f", {'would forget' if dry_run else 'forgot'} {len(gone)} gone" if gone else ""
     click.echo(
-        f"{verb} {removed} batches, kept {kept}" + (f", {failed} could not be removed" if failed else ""), err=True
+        f"{verb} {removed} batches, kept {kept}{forgot}" + (f", {failed} could not be removed" if failed else ""),
+        err=True,
     )
     if failed:
         raise SystemExit(1)

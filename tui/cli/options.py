@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import click
 
+from batchtui.engine.batchdir import BatchScope
 from batchtui.engine.config import BatchConfig, check_number, load_config
 
 from .output import plain
@@ -195,6 +196,14 @@ def output_dir_of(ctx: click.Context, flag: str | None) -> Path:
     return Path(config.output_dir)
 
 
+def scope_of(ctx: click.Context, flag: str | None) -> BatchScope:
+    """Where a verb looks for batches: with ``--output-dir`` (the verb's or the group's) that
+    folder alone; otherwise the configured output dir first, then every registered batch
+    (engine/registry.py), wherever it was made."""
+    given = bool(flag or (ctx.obj or {}).get("output_dir"))
+    return BatchScope(output_dir_of(ctx, flag), only=given)
+
+
 __all__ = [
     "BATCH_OPTIONS",
     "COMMON_OPTIONS",
@@ -211,4 +220,5 @@ __all__ = [
     "collect_flags",
     "note_config_file",
     "output_dir_of",
+    "scope_of",
 ]

@@ -18,7 +18,7 @@ from batchtui.engine.runner import RunResult, exit_code_for
 from batchtui.tui.launch import detach_engine
 
 from .group import CONTEXT, terminal
-from .options import COMMON_OPTIONS, OPERATIONAL_OPTIONS, Number, apply, collect_flags, note_config_file, output_dir_of
+from .options import COMMON_OPTIONS, OPERATIONAL_OPTIONS, Number, apply, collect_flags, note_config_file, scope_of
 from .output import gate, say
 from .summary import announce_detached, finish_output, run_headless
 from .watching import launch_tui
@@ -52,7 +52,7 @@ def resume_cmd(
     engine_action = str(kwargs.pop("engine_action", "resume"))
     overrides_json = kwargs.pop("overrides_json", None)
     lock_wait = kwargs.pop("lock_wait", None)
-    out = output_dir_of(ctx, kwargs.get("output_dir"))
+    out = scope_of(ctx, kwargs.get("output_dir"))
     flags = {k: v for k, v in collect_flags(kwargs, ctx).items() if k != "output_dir"}
     if overrides_json:
         flags.update(json.loads(overrides_json))

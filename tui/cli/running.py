@@ -34,7 +34,7 @@ from .options import (
     apply,
     collect_flags,
     note_config_file,
-    output_dir_of,
+    scope_of,
 )
 from .output import echo_json, fail, gate, plain, print_preflight
 from .summary import announce_detached, run_headless
@@ -83,7 +83,7 @@ def check_cmd(ctx: click.Context, batch_arg: str | None, **kwargs: Any) -> None:
     for k in ("detach", "headless"):
         kwargs.pop(k, None)
     if batch_arg:
-        bdir = resolve_batch(batch_arg, output_dir_of(ctx, kwargs.get("output_dir")))
+        bdir = resolve_batch(batch_arg, scope_of(ctx, kwargs.get("output_dir")))
         manifest = bdir.read_manifest()
         config = stored_config(manifest.config, bdir.manifest)
         pf = preflight_resume(

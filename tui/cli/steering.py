@@ -17,7 +17,7 @@ from batchtui.engine.client import Applied, NotAcknowledged, send
 from batchtui.engine.models import ControlOp
 
 from .group import CONTEXT
-from .options import DIR_OPTION, JSON_OPTION, MAX_SEQ, SEQ, WAIT_OPTION, output_dir_of
+from .options import DIR_OPTION, JSON_OPTION, MAX_SEQ, SEQ, WAIT_OPTION, scope_of
 from .output import echo_json, fail, plain
 
 #: The item statuses (engine/store/schema.py's STATUSES; not imported: it would load the store).
@@ -36,7 +36,7 @@ def _control(
 ) -> None:
     """Send one command to BATCH through the control client (engine/client.py) and print what
     came of it: acknowledged, applied offline, or queued without an acknowledgement (exit 1)."""
-    bdir = batch if isinstance(batch, BatchDir) else resolve_batch(batch, output_dir_of(ctx, output_dir))
+    bdir = batch if isinstance(batch, BatchDir) else resolve_batch(batch, scope_of(ctx, output_dir))
     result = send(bdir, op, wait=wait, **fields)
     if isinstance(result, NotAcknowledged):
         # Exit 1 (not 2: the command was valid): it did not take effect, yet; it stays queued.
@@ -266,7 +266,7 @@ def _select_and_send(
     sent), print a dry run, or send it through the control client."""
     from batchtui.engine.store.queries import ItemQueries
 
-    bdir = resolve_batch(batch, output_dir_of(ctx, output_dir))
+    bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     bdir.read_manifest()  # a batch of a newer batchtui is refused before its store is read
     statuses = APPLIES_TO[op]
     with ItemQueries(bdir.items_db) as view:

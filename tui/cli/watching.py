@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
-from batchtui.engine.batchdir import BatchDir, resolve_batch
+from batchtui.engine.batchdir import BatchDir, BatchScope, resolve_batch
 from batchtui.engine.errors import EXIT_USAGE, UserError
 from batchtui.engine.fmt import clean
 from batchtui.engine.runner import RunResult, exit_code_for
@@ -22,7 +22,7 @@ from batchtui.engine.store.queries import ItemQueries
 
 from .group import CONTEXT, terminal
 from .inspecting import refuse_newer
-from .options import output_dir_of
+from .options import scope_of
 from .output import fail
 from .summary import finish_output
 
@@ -35,16 +35,21 @@ from .summary import finish_output
 def watch_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, theme: str | None) -> None:
     """Attach the dashboard to BATCH [default: the latest]: a running engine (here or in another
     process) or a finished batch. Its keys steer the engine through control.jsonl."""
-    out = output_dir_of(ctx, output_dir)
-    bdir = resolve_batch(batch, out)
+    scope = scope_of(ctx, output_dir)
+    bdir = resolve_batch(batch, scope)
     refuse_newer(bdir)
     if not terminal():
         fail(f"watch needs a terminal; for a text summary use `batchtui show {bdir.batch_id}`")
-    launch_tui(ctx, output_dir=out, batch=bdir.path, theme=theme)
+    launch_tui(ctx, output_dir=scope, batch=bdir.path, theme=theme)
 
 
 def launch_tui(
-    ctx: click.Context, *, output_dir: Path, batch: Path | None = None, runner: Any = None, theme: str | None = None
+    ctx: click.Context,
+    *,
+    output_dir: Path | BatchScope,
+    batch: Path | None = None,
+    runner: Any = None,
+    theme: str | None = None,
 ) -> NoReturn:
     """Run the Textual app and exit with its return code."""
     obj = ctx.find_root().obj or {}
