@@ -17,14 +17,15 @@ from typing import Any, TextIO
 
 import click
 
-from batchtui.engine.batchdir import BatchDir, iter_batches, parse_iso, resolve_batch
+from batchtui.engine.batchdir import BatchDir, parse_iso, resolve_batch
 from batchtui.engine.files import DamagedFile
 from batchtui.engine.fmt import clean
+from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import NewerFormat
 from batchtui.engine.summary import DAMAGED, summarize
 
 from .group import CONTEXT
-from .options import output_dir_of
+from .options import scope_of
 from .output import echo_json, fail, plain, read_json
 from .progress import progress_line
 from .summary import print_summary
@@ -35,20 +36,26 @@ from .summary import print_summary
 @click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout.")
 @click.pass_context
 def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
-    """List the batches in the output dir, newest first."""
-    out = output_dir_of(ctx, output_dir)
-    rows = [summarize(b) for b in iter_batches(out)]
+    """List every batch, newest first: those in the output dir and every batch made elsewhere
+    (they are registered under $XDG_STATE_HOME/batchtui); with --output-dir, that folder only.
+    A registered batch whose folder was moved or deleted shows as `gone` (`cleanup` forgets it)."""
+    scope = scope_of(ctx, output_dir)
+    rows = list_batches(scope)
     if as_json:
         echo_json([r.model_dump(mode="json") for r in rows])
         return
     if not rows:
-        click.echo(f"no batches in {out}  (start one: batchtui run SOURCE --cmd '...', or batchtui demo)")
+        click.echo(f"no batches in {scope.describe()}  (start one: batchtui run SOURCE --cmd '...', or batchtui demo)")
         return
     click.echo(f"{'BATCH':<25} {'STATE':<12} {'ENGINE':<10} {'DONE':>15} {'FAILED':>7} {'CREATED':<17} NAME")
     problems: list[str] = []
     for r in rows:
         if r.state == DAMAGED:
             click.echo(f"{r.batch_id:<25} {DAMAGED:<12} {'':<10} {'':>15} {'':>7} {'':<17} {plain(r.error)}")
+            continue
+        if r.state == GONE:
+            created = local_time(r.created_at)
+            click.echo(f"{r.batch_id:<25} {GONE:<12} {'':<10} {'':>15} {'':>7} {created:<17} {plain(r.path)}")
             continue
         t = r.totals
         engine = f"pid {r.engine.pid}" if r.engine else "-"
@@ -85,8 +92,7 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
     from batchtui.engine.recover import store_is_healthy  # not for `ls` (it loads the store)
     from batchtui.engine.store.queries import ItemQueries, StoreError
 
-    out = output_dir_of(ctx, output_dir)
-    bdir = resolve_batch(batch, out)
+    bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     manifest = bdir.read_manifest()
     live = bdir.read_live()
     report = read_json(bdir.report)
@@ -165,7 +171,7 @@ def errors_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as
     """
     from batchtui.engine.store.queries import ItemQueries  # not for `ls` (sqlite3)
 
-    bdir = resolve_batch(batch, output_dir_of(ctx, output_dir))
+    bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     refuse_newer(bdir)
     with ItemQueries(bdir.items_db) as store:
         groups = store.error_groups(None)
@@ -249,8 +255,7 @@ def export_cmd(
 
     from batchtui.engine.store.queries import ITEM_COLUMNS, ItemFilter, ItemQueries  # not for `ls` (sqlite3)
 
-    out = output_dir_of(ctx, output_dir)
-    bdir = resolve_batch(batch, out)
+    bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     refuse_newer(bdir)
     store = ItemQueries(bdir.items_db)
     try:
