@@ -203,6 +203,16 @@ class InFlight(_Model):
     queued: bool = False
 
 
+class History(_Model):
+    """``history`` of live_progress.json: the last samples of the throughput and the memory
+    (process and children), oldest first, one every ``interval_s`` seconds, so a view
+    attached late draws the same charts as one that watched from the start."""
+
+    interval_s: float = 1.0
+    rate_per_s: list[float] = Field(default_factory=list)
+    rss_mb: list[float] = Field(default_factory=list)
+
+
 class Memory(_Model):
     rss_mb: float = 0.0
     peak_rss_mb: float = 0.0
@@ -281,6 +291,7 @@ class LiveProgress(_Model):
     host: str | None = None
     warnings: list[str] = Field(default_factory=list)
     cluster: ClusterInfo | None = None
+    history: History = Field(default_factory=History)
 
 
 ControlOp = Literal["pause", "resume", "stop", "retry", "skip", "prioritize", "set_workers"]

@@ -11,6 +11,7 @@ snapshot (:meth:`BatchRunner.live`); this object decides when it is taken and wh
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from typing import Any, Final
 
 from .batchdir import BatchDir
 from .files import write_model
-from .models import Counts, ErrorGroup, InFlight, LiveProgress, Manifest
+from .models import Counts, ErrorGroup, History, InFlight, LiveProgress, Manifest
 from .outcomes import Flight
 from .store import ItemStore
 
@@ -28,6 +29,10 @@ ERRORS_INTERVAL_S: Final = 1.0
 #: The biggest error groups live_progress.json carries (every view; `errors` lists them all).
 LIVE_ERROR_GROUPS: Final = 10
 IN_FLIGHT_SHOWN: Final = 64
+#: live_progress.json's ``history``: one sample of the rate and the memory a second, the last
+#: two minutes (a watcher attached late draws the charts from it).
+HISTORY_INTERVAL_S: Final = 1.0
+HISTORY_SAMPLES: Final = 120
 
 
 def _iso_at(epoch: float) -> str:
@@ -70,6 +75,9 @@ class ProgressPublisher:
         self._errors_stamp = 0.0
         self.error_groups: list[ErrorGroup] = []
         self.errors_by_type: dict[str, int] = {}
+        self._rates: collections.deque[float] = collections.deque(maxlen=HISTORY_SAMPLES)
+        self._rss: collections.deque[float] = collections.deque(maxlen=HISTORY_SAMPLES)
+        self._history_stamp = float("-inf")
 
     def errors(self, store: ItemStore | None, changed: bool, force: bool = False) -> bool:
         """Read the error breakdown again if failures ``changed`` (at most once a second unless
@@ -88,9 +96,18 @@ class ProgressPublisher:
             return
         self._live_stamp = now
         live = self._snapshot()
+        live.history = self._history(live, now)
         write_model(self.batch.live_progress, live, durable=False)
         if self.on_progress is not None:
             self.on_progress(live)
+
+    def _history(self, live: LiveProgress, now: float) -> History:
+        """The rolling history with ``live`` sampled in when a sample is due."""
+        if now - self._history_stamp >= HISTORY_INTERVAL_S:
+            self._history_stamp = now
+            self._rates.append(live.rate_per_s)
+            self._rss.append(round(live.memory.rss_mb + live.memory.children_rss_mb, 1))
+        return History(interval_s=HISTORY_INTERVAL_S, rate_per_s=list(self._rates), rss_mb=list(self._rss))
 
     def manifest_due(self, counts: Counts) -> bool:
         return time.monotonic() - self._manifest_stamp >= MANIFEST_INTERVAL_S and self._manifest_counts != counts
