@@ -120,7 +120,12 @@ class Main(click.Group):
 
 
 @click.group(cls=Main, context_settings=CONTEXT, invoke_without_command=True)
-@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live [./batch_output].")
+@click.option(
+    "--output-dir",
+    "-o",
+    type=click.Path(file_okay=False),
+    help="Where batches live [./batch_output]; given, only that folder's batches [also every registered one].",
+)
 @click.option("--theme", help="TUI theme (dark, light, high-contrast, or one of yours).")
 @click.option(
     "--color-system",

@@ -81,7 +81,12 @@ class _Printer:
     "--follow", "-f", "following", is_flag=True, help="Go on printing as the item writes, until it has finished."
 )
 @click.option("--raw", is_flag=True, help="Send the bytes as they are to a terminal too (escape sequences included).")
-@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.option(
+    "--output-dir",
+    "-o",
+    type=click.Path(file_okay=False),
+    help="Only the batches in this folder [the output dir, then every registered batch].",
+)
 @click.pass_context
 def logs_cmd(
     ctx: click.Context,

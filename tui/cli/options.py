@@ -108,7 +108,12 @@ BATCH_OPTIONS: list[Decorator] = [
 ]
 
 COMMON_OPTIONS: list[Decorator] = [
-    click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live [./batch_output]."),
+    click.option(
+        "--output-dir",
+        "-o",
+        type=click.Path(file_okay=False),
+        help="Where new batches go [./batch_output]; resume: only the batches there [also every registered one].",
+    ),
     click.option(
         "--config",
         "config_file",
@@ -153,7 +158,12 @@ WAIT_OPTION: Final = click.option(
     show_default=True,
     help="Seconds to wait for the engine's acknowledgement (at most 30 days).",
 )
-DIR_OPTION: Final = click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+DIR_OPTION: Final = click.option(
+    "--output-dir",
+    "-o",
+    type=click.Path(file_okay=False),
+    help="Only the batches in this folder [the output dir, then every registered batch].",
+)
 JSON_OPTION: Final = click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 
 

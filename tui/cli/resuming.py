@@ -42,8 +42,9 @@ def resume_cmd(
     as_json: bool,
     **kwargs: Any,
 ) -> None:
-    """Resume BATCH (an id, a unique part of one, or a path) [default: the newest unfinished
-    batch that no engine runs now; it says which and why].
+    """Resume BATCH (a path, an id, a name, or a unique part of an id) [default: the newest
+    unfinished batch that no engine runs now in the output dir, or when it has none among the
+    registered batches (made in any folder); it says which, where and why].
 
     The stored config is used; operational options given here (workers, rate, timeout,
     thresholds...) override it and are recorded in the manifest's history.

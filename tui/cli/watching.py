@@ -29,12 +29,19 @@ from .summary import finish_output
 
 @click.command("watch", context_settings=CONTEXT)
 @click.argument("batch", required=False)
-@click.option("--output-dir", "-o", type=click.Path(file_okay=False), help="Where batches live.")
+@click.option(
+    "--output-dir",
+    "-o",
+    type=click.Path(file_okay=False),
+    help="Only the batches in this folder [the output dir, then every registered batch].",
+)
 @click.option("--theme", help="TUI theme.")
 @click.pass_context
 def watch_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, theme: str | None) -> None:
-    """Attach the dashboard to BATCH [default: the latest]: a running engine (here or in another
-    process) or a finished batch. Its keys steer the engine through control.jsonl."""
+    """Attach the dashboard to BATCH (a path, an id, a name, or a unique part of an id) [default:
+    the latest batch of the output dir, or when it has none the latest registered one]: a running
+    engine (here or in another process) or a finished batch. Its keys steer the engine through
+    control.jsonl."""
     scope = scope_of(ctx, output_dir)
     bdir = resolve_batch(batch, scope)
     refuse_newer(bdir)
