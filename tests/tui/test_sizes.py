@@ -146,3 +146,22 @@ def test_resizing_down_and_back_keeps_the_dashboard_whole(tmp_path: Path) -> Non
                 assert screen_lines(app) == big  # the same screen as before, marks and all
 
     run(body)
+
+
+def test_item_detail_at_80x24_keeps_help_quit_and_back_in_the_footer(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.FINISHED)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _until(pilot, lambda: "300/300" in screen_lines(app)[1], "the dashboard")
+            await pilot.press("3", "enter")
+            await _until(pilot, lambda: "[FAILED]" in screen_lines(app)[0], "the item detail")
+            footer = app.screen.query_one(KeyFooter)
+            await _until(pilot, lambda: len(footer.children) > 3, "the footer's keys")
+            await pilot.pause()
+            assert screen_lines(app)[-1].startswith("? Help q Quit esc Back r Retry s Skip"), screen_lines(app)[-1]
+            palette = next(k for k in footer.children if k.has_class("-command-palette"))
+            assert all(k.region.right <= palette.region.x for k in footer.children if k is not palette)
+
+    run(body)
