@@ -24,7 +24,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container
 from textual.events import Resize
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from batchtui.engine.batchdir import BatchDir, BatchScope, as_scope, engine_alive, iter_batches
 from batchtui.engine.fmt import clean
@@ -35,6 +35,7 @@ from batchtui.engine.summary import BatchSummary, summarize
 from ..host import host
 from ..text import cut_middle, plain
 from ..widgets.batch_preview import BatchPreviewPane, age_of, state_text
+from ..widgets.footer import KeyFooter
 from .base import WorkerScreen
 from .modals import ConfirmScreen
 
@@ -237,7 +238,7 @@ class BrowserScreen(WorkerScreen):
             yield DataTable(id="batches", cursor_type="row", zebra_stripes=True)
             yield BatchPreviewPane(clock=host(self).clock, id="batch-preview")
         yield Static(id="browser-empty")
-        yield Footer()
+        yield KeyFooter()  # ? and q first (WorkerScreen.FOOTER_FIRST), then what fits whole
 
     def on_mount(self) -> None:
         table = self.query_one("#batches", DataTable)
