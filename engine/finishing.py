@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-import time
 from collections.abc import Callable
 
 from .batchdir import now_iso
@@ -24,6 +23,7 @@ from .models import (
 )
 from .report import build_report, run_hook
 from .runstate import RunState
+from .timing import batch_timing
 
 log = logging.getLogger("batchtui.engine")
 
@@ -157,7 +157,7 @@ class Finishing(RunState):
             halt_reason=self.halt_reason,
             started_at=self.manifest.started_at or self._started_at,
             ended_at=ended,
-            run_time=time.monotonic() - self._t0,
+            timing=batch_timing(self.manifest.history, self.counts),
             counts=self.counts,
             durations=durations,
             memory=self.memory,

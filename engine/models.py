@@ -274,7 +274,10 @@ class LiveProgress(_Model):
     percent: float = 0.0
     rate_per_s: float = 0.0
     eta_s: float | None = None
+    #: The batch's active time: the sum of its runs, this one included (see engine/timing.py).
     elapsed_s: float = 0.0
+    #: This run's time (None in files of an older engine, whose elapsed_s was this run's).
+    run_elapsed_s: float | None = None
     in_flight: list[InFlight] = Field(default_factory=list)
     memory: Memory = Field(default_factory=Memory)
     cost: Cost = Field(default_factory=Cost)
@@ -329,11 +332,16 @@ class Report(_Model):
     halt_reason: str | None = None
     started_at: str | None = None
     ended_at: str
+    #: The batch's active time: the sum of its runs (engine/timing.py), not ended_at - started_at.
     duration_s: float
+    #: This run's time, and how many runs the batch has had (0: an older engine's report).
+    run_duration_s: float = 0.0
+    runs: int = 0
     totals: Counts
     duplicates_dropped: int = 0
     unreadable: Unreadable = Field(default_factory=Unreadable)
     success_rate: float
+    #: Processed items (complete + failed) over duration_s.
     items_per_s: float
     durations: DurationStats
     peak_memory_mb: float

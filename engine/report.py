@@ -7,12 +7,13 @@ import subprocess
 from collections.abc import Sequence
 from typing import Protocol
 
-from .batchdir import BatchDir, parse_iso, resume_command
+from .batchdir import BatchDir, resume_command
 from .config import BatchConfig
 from .files import dumps
 from .models import BatchState, Counts, DurationStats, Manifest, Report
 from .reaper import clean_env
 from .store import ItemStore
+from .timing import BatchTiming
 
 
 class PeakMemory(Protocol):
@@ -49,7 +50,7 @@ def build_report(
     halt_reason: str | None,
     started_at: str,
     ended_at: str,
-    run_time: float,
+    timing: BatchTiming,
     counts: Counts,
     durations: Sequence[float],
     memory: PeakMemory,
@@ -58,9 +59,10 @@ def build_report(
 ) -> Report:
     """The report of a run that ended in ``state`` (errors read from the store).
 
+    Its duration and rate are the batch's (``timing``: the sum of its runs, this one ended,
+    see :mod:`.timing`), as every view shows them; ``run_duration_s`` is this run's.
     The peak memory is read from ``memory`` last, when everything else is built: finalizing a
     big run (its durations, its error groups) is often where the run's memory peaks."""
-    duration = max(0.0, parse_iso(ended_at) - parse_iso(started_at))
     done = counts.complete + counts.failed
     stats = duration_stats(durations)
     by_type = store.errors_by("error_type")
@@ -73,12 +75,14 @@ def build_report(
         halt_reason=halt_reason,
         started_at=started_at,
         ended_at=ended_at,
-        duration_s=round(duration, 3),
+        duration_s=timing.active_s,
+        run_duration_s=timing.run_s or 0.0,
+        runs=timing.runs,
         totals=counts.model_copy(),
         duplicates_dropped=manifest.duplicates_dropped,
         unreadable=manifest.unreadable.model_copy(deep=True),
         success_rate=round(counts.complete / done, 6) if done else 1.0,
-        items_per_s=round(counts.finished / run_time, 3) if run_time > 0 else 0.0,
+        items_per_s=timing.items_per_s,
         durations=stats,
         peak_memory_mb=memory.run_peak_mb(),
         cost_spent=round(cost_spent, 6),

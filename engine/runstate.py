@@ -132,6 +132,9 @@ class RunState:
         self.publisher = ProgressPublisher(batch, self.live, on_progress)
         self._t0 = time.monotonic()
         self._started_at = now_iso()
+        #: The batch's active time before this run (its earlier runs: set when the run takes the
+        #: batch over); live elapsed_s is the batch's, run_elapsed_s this run's (see .timing).
+        self.before_s = 0.0
 
         self.memory = MemoryMonitor()
         self.rate = RateMeter()
@@ -356,6 +359,7 @@ class RunState:
         started = self.executor.started if self.executor is not None else None
         in_flight = in_flight_view(list(self._inflight.values()), started) if self._inflight else []
         self._refresh_errors()
+        run_s = time.monotonic() - self._t0
         return LiveProgress(
             batch_id=self.batch.batch_id,
             state=self.state,
@@ -366,7 +370,8 @@ class RunState:
             percent=round(c.percent, 2),
             rate_per_s=round(rate, 3),
             eta_s=None if (eta := self.rate.eta(remaining)) is None else round(eta, 1),
-            elapsed_s=round(time.monotonic() - self._t0, 2),
+            elapsed_s=round(self.before_s + run_s, 2),
+            run_elapsed_s=round(run_s, 2),
             in_flight=in_flight,
             memory=mem,
             cost=Cost(spent=round(self.outcomes.cost_spent, 6), budget=self.config.max_cost),

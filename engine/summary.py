@@ -4,16 +4,21 @@ Each view used to work out on its own what state a batch is in, and they drifted
 batch whose engine died, or whose engine could not write its manifest on a full disk, read
 "running" in one view and "interrupted" in another). :func:`summarize` is the one answer:
 
-- the batch's files say running, paused or stopping, and no engine holds the lock: the engine
-  is gone without writing its final state (killed, crashed, out of disk), so the batch is
-  **interrupted** (resumable), and its counts are read from items.db: the manifest's totals are
-  as old as its last write, the store is what was committed (so too when manifest.json is lost
-  and its backup, a copy from before the last write, is read);
+- the batch's files say running, paused or stopping, and no engine holds the lock, or its
+  holder's process is gone (a kill -9 leaves the lock to the engine's reaper, or to an item's
+  process, for a moment): the engine is gone without writing its final state (killed,
+  crashed, out of disk), so the batch is **interrupted** (resumable once the lock is free),
+  and its counts are read from items.db: the manifest's totals are as old as its last write,
+  the store is what was committed (so too when manifest.json is lost and its backup, a copy
+  from before the last write, is read);
 - an engine holds the lock and has written live_progress.json since it took the lock: its
   state and counts are the live ones (an engine that stopped writing is still shown, with its
   liveness ``stale``: see :mod:`.liveness`);
 - otherwise the manifest's state and totals (they are rewritten on every state change and by
   every offline command).
+
+Its duration and rate are the batch's, over all its runs (:mod:`.timing`), the same figures
+report.json and the engine's live ``elapsed_s`` carry.
 
 The model's field names are a script-facing format (``ls --json`` rows, ``show --json``'s
 ``summary``): add fields, never rename them.
@@ -21,16 +26,18 @@ The model's field names are a script-facing format (``ls --json`` rows, ``show -
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .batchdir import BatchDir, parse_iso
+from .batchdir import BatchDir, now_iso, parse_iso
 from .errors import UserError
 from .files import DamagedFile, read_model
 from .liveness import EngineStatus, Liveness, engine_status
 from .models import ACTIVE_STATES, BatchState, Counts, LiveCounts, LiveProgress, LockInfo, Manifest
+from .timing import batch_timing
 
 #: States a summary shows besides the :class:`BatchState` values.
 INTERRUPTED = "interrupted"  # the files say an engine works on it; none does
@@ -70,6 +77,14 @@ class BatchSummary(BaseModel):
     #: Where ``totals`` come from: the live engine, items.db (an interrupted batch), the manifest.
     counts_from: Literal["live", "store", "manifest"] = "manifest"
     duplicates_dropped: int = 0
+    #: The batch's active time: the sum of its runs (engine/timing.py), as of ``updated_at``.
+    duration_s: float = 0.0
+    #: The current run's time when an engine runs it (``run_running``), else the last run's.
+    run_s: float | None = None
+    run_running: bool = False
+    runs: int = 0
+    #: Processed items (complete + failed) over ``duration_s``.
+    items_per_s: float = 0.0
     created_at: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
@@ -112,17 +127,20 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
     live = bdir.read_live()
     status = engine_status(bdir, live=live, now=now)
     holder = status.holder
+    # Its engine is dead (kill -9) and what it left still holds the lock for a moment (its
+    # reaper killing the items' processes, an item that outlives it): nothing runs the batch.
+    dead = status.liveness == Liveness.STALE and status.process == "gone"
     counts = LiveCounts(**manifest.totals.model_dump())
     counts_from: Literal["live", "store", "manifest"] = "manifest"
     state = manifest.state.value
     halt_reason = manifest.halt_reason
     updated = manifest.ended_at or manifest.started_at or manifest.created_at
-    if holder is not None and live is not None and _written_since(live, holder):
+    if holder is not None and not dead and live is not None and _written_since(live, holder):
         counts, counts_from = live.counts, "live"
         state = live.state.value
         halt_reason = live.halt_reason or halt_reason
         updated = live.updated_at
-    elif holder is None and (manifest.state in ACTIVE_STATES or from_backup):
+    elif (holder is None or dead) and (manifest.state in ACTIVE_STATES or from_backup):
         # The manifest is older than items.db: its engine died before it wrote its end, or this
         # is the backup (a copy from before the last write, e.g. "created" of a batch that ran).
         stored = _store_counts(bdir)
@@ -134,6 +152,13 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
             if live is not None:
                 updated = live.updated_at  # the dead engine's last sign of life
     finished = state == BatchState.FINISHED.value
+    timing = batch_timing(
+        manifest.history,
+        counts,
+        live=live,
+        running_pid=holder.pid if holder is not None and not dead else None,
+        now=now_iso() if now is None else datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+    )
     return BatchSummary(
         batch_id=bdir.batch_id,
         path=str(bdir.path),
@@ -146,6 +171,11 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
         percent=round(counts.percent, 1),
         counts_from=counts_from,
         duplicates_dropped=manifest.duplicates_dropped,
+        duration_s=timing.active_s,
+        run_s=timing.run_s,
+        run_running=timing.running,
+        runs=timing.runs,
+        items_per_s=timing.items_per_s,
         created_at=manifest.created_at,
         started_at=manifest.started_at,
         ended_at=manifest.ended_at,

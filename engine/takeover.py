@@ -31,6 +31,7 @@ from .resultscheck import adopt_tail, finish_staged
 from .runstate import RunState
 from .sources import SourceSpec
 from .store import ItemStore
+from .timing import batch_timing, close_dead_runs
 
 log = logging.getLogger("batchtui.engine")
 
@@ -73,6 +74,8 @@ class TakeOver(RunState):
 
     def _setup(self) -> None:
         durable = self.config.fsync
+        # As the last engine left it: a run killed -9 ended at its last write (see .timing).
+        last_live = self.batch.read_live()
         self.store = store = ItemStore.open(self.batch.items_db, durable=durable)
         # A rewrite of results.jsonl a kill cut short is finished (or dropped) before it is read.
         finish_staged(self.batch.results, int(store.get_meta("results_offset", 0) or 0))
@@ -101,6 +104,8 @@ class TakeOver(RunState):
         self.outcomes.durations = array.array("d") if self.counts.complete == 0 else None
         self.rate.add(self.counts.finished)
 
+        history = close_dead_runs(self.manifest.history, last_live)
+        self.before_s = batch_timing(history, self.counts).active_s  # the batch's time before this run
         entry = HistoryEntry(
             action="resume" if self.action == "resume" else "run",
             at=self._started_at,
@@ -116,7 +121,7 @@ class TakeOver(RunState):
                 "ended_at": None,
                 "halt_reason": None,
                 "config": self.config.model_dump(mode="json"),
-                "history": [*self.manifest.history, entry],
+                "history": [*history, entry],
                 "totals": self.counts,
             }
         )

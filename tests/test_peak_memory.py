@@ -20,6 +20,7 @@ from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.config import BatchConfig
 from batchtui.engine.models import BatchState, Counts, ErrorGroup, Manifest
 from batchtui.engine.report import build_report
+from batchtui.engine.timing import BatchTiming
 
 from .conftest import CLI, cli_env, only_batch
 
@@ -68,7 +69,7 @@ def test_the_report_reads_the_peak_last(tmp_path: Path) -> None:
         halt_reason=None,
         started_at="2026-11-18T09:00:00+00:00",
         ended_at="2026-11-18T09:01:00+00:00",
-        run_time=60.0,
+        timing=BatchTiming(active_s=60.0, run_s=60.0, runs=1, items_per_s=1 / 60),
         counts=Counts(total=1, complete=1),
         durations=[0.5],
         memory=FakeMonitor(calls),

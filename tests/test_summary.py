@@ -99,7 +99,10 @@ def _cli(*args: str) -> str:
 
 def _timeless(summary: dict[str, object]) -> dict[str, object]:
     """A summary without the engine's seconds of silence (they grow between two reads, and the
-    badge's minutes with them)."""
+    badge's minutes with them), nor, while an engine runs the batch and has not written yet,
+    the time of its run (it counts up to now)."""
+    if summary.get("run_running"):
+        summary = {k: v for k, v in summary.items() if k not in ("duration_s", "run_s", "items_per_s")}
     engine = summary.get("engine")
     if isinstance(engine, dict):
         return {**summary, "engine": {k: v for k, v in engine.items() if k not in ("silent_s", "problem", "badge")}}

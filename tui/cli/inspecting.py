@@ -22,7 +22,7 @@ from batchtui.engine.files import DamagedFile
 from batchtui.engine.fmt import clean
 from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import NewerFormat
-from batchtui.engine.summary import DAMAGED, summarize
+from batchtui.engine.summary import DAMAGED, INTERRUPTED, summarize
 
 from .group import CONTEXT
 from .options import scope_of
@@ -66,7 +66,8 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
         engine = f"pid {r.engine.pid}" if r.engine else "-"
         state = r.state
         if r.engine and r.engine.problem:
-            state = "unresponsive"  # a frozen, hung or dead engine: said in full below the table
+            if r.state != INTERRUPTED:  # its engine is dead: what it left holds the lock a moment
+                state = "unresponsive"  # a frozen or hung engine: said in full below the table
             problems.append(f"{r.batch_id}: {r.engine.problem}")
         created = local_time(r.created_at)
         progress = f"{t.finished}/{t.total}"
@@ -116,12 +117,13 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
         fail(damaged)
     try:
         with ItemQueries(bdir.items_db) as store:
-            counts = store.counts()
             groups = [g.model_dump() for g in store.error_groups(20)]
             by_category = store.errors_by("error_category")
     except StoreError:
         fail(damaged)
-    summary = summarize(bdir)  # the state, engine and liveness ls and the browser show too
+    # The state, counts, engine, duration and rate ls, the browser and report.json show too.
+    summary = summarize(bdir)
+    counts = summary.totals
     engine_info = summary.engine
     if as_json:
         echo_json(
@@ -140,7 +142,7 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
             }
         )
         return
-    print_summary(bdir, manifest, counts, None, report, state=summary.state)
+    print_summary(bdir, manifest, counts, None, report, summary=summary, state=summary.state)
     click.echo(f"  Processor: {plain(summary.command)}")
     engine = f"running, pid {engine_info.pid} on {engine_info.host}" if engine_info else "none"
     if engine_info and engine_info.badge:

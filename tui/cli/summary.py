@@ -11,6 +11,7 @@ import click
 from batchtui.engine.batchdir import BatchDir, resume_command
 from batchtui.engine.fmt import fmt_duration
 from batchtui.engine.models import BatchState, Counts, LiveProgress, Manifest
+from batchtui.engine.summary import BatchSummary, summarize
 
 from .output import echo_json, plain, read_json
 from .progress import ProgressPrinter
@@ -26,10 +27,12 @@ def print_summary(
     live: LiveProgress | None,
     report: dict[str, Any] | None = None,
     *,
+    summary: BatchSummary,
     state: str | None = None,
 ) -> None:
     """The end-of-run summary (and `show`'s); ``state``: the state as shown, when it is not the
-    manifest's (an interrupted batch, a live engine's)."""
+    manifest's (an interrupted batch, a live engine's). Its time and rate are ``summary``'s,
+    the batch's over all its runs, as ``ls``, report.json and the dashboard show them."""
     done = counts.complete + counts.failed
     success = 100.0 * counts.complete / done if done else 100.0
     bar = "=" * 64
@@ -50,11 +53,10 @@ def print_summary(
         lines.append(f"  Duplicates dropped: {manifest.duplicates_dropped}")
     if manifest.unreadable.count:
         lines.append(f"  Unreadable: {plain(manifest.unreadable.summary())}")
-    if report:
-        rate = report.get("items_per_s", 0)
-        lines.append(f"  Duration:  {fmt_duration(report.get('duration_s'))}   {rate:.1f} items/s")
-        if report.get("cost_spent"):
-            lines.append(f"  Cost:      {report['cost_spent']:.4f}")
+    if summary.runs:
+        lines.append(f"  Duration:  {duration_text(summary)}   {summary.items_per_s:.1f} items/s")
+    if report and report.get("cost_spent"):
+        lines.append(f"  Cost:      {report['cost_spent']:.4f}")
     if manifest.halt_reason:
         lines.append(f"  Halted:    {plain(manifest.halt_reason)}")
     groups = (live.error_groups if live else []) or []
@@ -72,6 +74,16 @@ def print_summary(
     click.echo("\n".join(lines))
 
 
+def duration_text(summary: BatchSummary) -> str:
+    """The batch's active time, and the current (or last) run's apart when it had several:
+    ``3m12s over 3 runs (this run 40s)``."""
+    text = fmt_duration(summary.duration_s)
+    if summary.runs > 1:
+        which = "this" if summary.run_running else "last"
+        text += f" over {summary.runs} runs ({which} run {fmt_duration(summary.run_s)})"
+    return text
+
+
 def finish_output(result: RunResult, as_json: bool) -> None:
     """The summary of a run that ended (``--json``: the machine form, on stdout)."""
     batch = result.batch
@@ -80,6 +92,7 @@ def finish_output(result: RunResult, as_json: bool) -> None:
     manifest = batch.read_manifest().model_copy(update={"state": result.state, "halt_reason": result.halt_reason})
     live = batch.read_live()
     report = read_json(batch.report)
+    summary = summarize(batch)
     if as_json:
         echo_json(
             {
@@ -92,11 +105,12 @@ def finish_output(result: RunResult, as_json: bool) -> None:
                 "duplicates_dropped": manifest.duplicates_dropped,
                 "unreadable": manifest.unreadable.model_dump(),
                 "report": report,
+                "summary": summary.model_dump(mode="json"),
                 "resume_command": None if result.state == BatchState.FINISHED else resume_command(batch),
             }
         )
     else:
-        print_summary(batch, manifest, result.counts, live, report)
+        print_summary(batch, manifest, result.counts, live, report, summary=summary)
 
 
 def run_headless(runner: BatchRunner, as_json: bool) -> RunResult:
@@ -125,4 +139,4 @@ def announce_detached(batch: BatchDir, pid: int, as_json: bool) -> None:
     click.echo(f"  log:    {batch.engine_log}")
 
 
-__all__ = ["announce_detached", "finish_output", "print_summary", "run_headless"]
+__all__ = ["announce_detached", "duration_text", "finish_output", "print_summary", "run_headless"]

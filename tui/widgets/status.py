@@ -298,7 +298,7 @@ class ProgressLine(Horizontal):
             parts.append(StatusPart(Text(f"skipped {c.skipped:,}", style=style("skipped")), 10))
         if c.pending and live.state not in ACTIVE_STATES:
             parts.append(StatusPart(Text(f"pending {c.pending:,}", style=style("muted")), 11))
-        parts.append(StatusPart(Text(f"elapsed {fmt_duration(live.elapsed_s)}", style=style("muted")), 12))
+        parts.append(StatusPart(Text(elapsed_text(live), style=style("muted")), 12))
         if live.cost.spent or live.cost.budget is not None:
             budget = f" / {live.cost.budget:g}" if live.cost.budget is not None else ""
             parts.append(StatusPart(Text(f"cost {live.cost.spent:.4g}{budget}", style=style("muted")), 13))
