@@ -13,9 +13,10 @@ from __future__ import annotations
 import array
 import logging
 import os
+import time
 
 from . import staging
-from .batchdir import HOST
+from .batchdir import HOST, now_iso
 from .committer import Committer
 from .control import ControlReader, ControlWatcher
 from .enqueue import enqueue_source, source_unreadable
@@ -74,6 +75,9 @@ class TakeOver(RunState):
 
     def _setup(self) -> None:
         durable = self.config.fsync
+        # This run begins now that it holds the batch (a runner may be made well before it runs,
+        # the app's for one): its time is counted from here.
+        self._t0, self._started_at = time.monotonic(), now_iso()
         # As the last engine left it: a run killed -9 ended at its last write (see .timing).
         last_live = self.batch.read_live()
         self.store = store = ItemStore.open(self.batch.items_db, durable=durable)
