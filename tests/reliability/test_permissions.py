@@ -154,6 +154,16 @@ def test_modes_and_nothing_written_outside(tmp_path: Path) -> None:
         for k, v in after.items()
         if not any(k == f"out/{b.name}" or k.startswith(f"out/{b.name}/") for b in (batch, second))
     }
+    # The one thing written elsewhere: the per-user registry of batch dirs (DESIGN section 2),
+    # under $XDG_STATE_HOME (here home/.local/state), its folders 0700 and its files 0600.
+    state = "home/.local"
+    registry = {k: mode for k, (mode, _size) in outside.items() if k == state or k.startswith(f"{state}/")}
+    assert f"{state}/state/batchtui/batches.jsonl" in registry, sorted(registry)
+    wrong = {
+        k: oct(stat.S_IMODE(m)) for k, m in registry.items() if stat.S_IMODE(m) != (0o700 if stat.S_ISDIR(m) else 0o600)
+    }
+    assert not wrong, wrong
+    outside = {k: v for k, v in outside.items() if k not in registry}
     added = sorted(set(outside) - set(before))
     removed = sorted(set(before) - set(outside))
     changed = sorted(k for k in set(before) & set(outside) if before[k] != outside[k])
