@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.command import Provider
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -35,13 +36,21 @@ from batchtui.engine.models import BatchState
 from batchtui.engine.resume import ResumePlan, plan_resume
 from batchtui.engine.runner import EXIT_INTERRUPTED, BatchRunner, RunResult
 
+from .commands import ActionsProvider
 from .hangup import TerminalWatch, silence_terminal, tty_gone
+from .keys import key_entries
 from .messages import EngineFinished
-from .screens.base import WorkerScreen
 from .screens.browser import BrowserScreen
 from .screens.dashboard import DashboardScreen
 from .screens.modals import HelpScreen, QuitScreen
 from .themes import load_themes, next_theme, theme_names, user_dir
+
+#: How the help names the screen it was opened from.
+_SCREEN_NAMES = {
+    "DashboardScreen": "the dashboard",
+    "BrowserScreen": "the batch browser",
+    "ItemDetailScreen": "the item detail",
+}
 
 HANDOFF_GRACE_S = 3.0
 #: How long the hand-off engine waits for this app's engine (or any other) to let go of the batch.
@@ -70,6 +79,8 @@ class BatchtuiApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "batchtui"
     ENABLE_COMMAND_PALETTE = True
+    #: Every action once, with its key; greyed with why when it cannot apply now.
+    COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = {ActionsProvider}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", id="quit", tooltip="Quit (asks when the engine runs in this app)"),
         Binding("t", "cycle_theme", "Theme", id="theme", tooltip="Switch to the next theme"),
@@ -409,25 +420,20 @@ class BatchtuiApp(App[int]):
         self.notify(f"theme: {self.theme}", timeout=2)
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        """``?``: the keys of the screen on top (generated from its bindings), then the rest."""
+        screen = self.screen
+        self.push_screen(HelpScreen(key_entries(screen), _SCREEN_NAMES.get(type(screen).__name__, "")))
 
-    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        # Every key binding of the current screen is in the palette too (when it applies now).
-        for binding in _bindings(screen):
-            action, _, _params = binding.action.partition("(")
-            offered = not isinstance(screen, WorkerScreen) or screen.palette_offers(action)
-            if binding.description and screen.check_action(action, ()) is True and offered:
-                yield SystemCommand(
-                    binding.description,
-                    binding.tooltip or binding.description,
-                    partial(self.run_action, f"screen.{binding.action}"),
-                )
-        yield SystemCommand("Next theme", "Switch to the next theme (t)", self.action_cycle_theme)
-        yield SystemCommand("Help", "Keys and what they do (?)", self.action_help)
+    def extra_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The palette's commands that no key of ``screen`` or the app has (tui/commands.py
+        lists the keys' actions first and leaves out any of these that one of them is)."""
         yield SystemCommand(
             "Batches", "All batches in the output dir", partial(self.push_screen, BrowserScreen(self.output_dir))
         )
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title == "Theme":  # Textual's theme picker; ours (t) goes to the next one
+                command = command._replace(title="Choose theme")
+            yield command
 
 
 def _said(error: BaseException) -> str:
@@ -438,11 +444,3 @@ def _said(error: BaseException) -> str:
 def _exit_later(code: int, delay: float) -> None:
     time.sleep(delay)
     os._exit(code)
-
-
-def _bindings(screen: Screen[Any]) -> list[Binding]:
-    out = []
-    for item in getattr(screen, "BINDINGS", []):
-        if isinstance(item, Binding):
-            out.append(item)
-    return out

@@ -50,6 +50,13 @@ class WorkerScreen(Screen[None]):
         where the palette had better not offer it."""
         return True
 
+    def unavailable(self, action: str) -> str | None:
+        """Why ``action`` (its name, without parameters) cannot apply now, or None when it can:
+        the command palette lists it greyed with this. A screen says more where it knows more."""
+        if self.check_action(action, ()) is not True or not self.palette_offers(action):
+            return "not available now"
+        return None
+
     @on(Worker.StateChanged)
     def _worker_ended(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:

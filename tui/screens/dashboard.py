@@ -576,6 +576,18 @@ class DashboardScreen(WorkerScreen):
     def palette_offers(self, action: str) -> bool:
         return action != "resume_batch" or self.resumable
 
+    def unavailable(self, action: str) -> str | None:
+        if action in ("toggle_pause", "stop"):
+            if not self.engine_live:
+                return "no engine runs this batch"
+            if self.live is not None and self.live.state == BatchState.STOPPING:
+                return "the batch is stopping"
+        if action == "resume_batch" and not self.resumable:
+            if self.engine.held or self.in_process_engine:
+                return "an engine runs this batch"
+            return "the batch is finished: nothing to resume"
+        return super().unavailable(action)
+
     def action_resume_batch(self) -> None:
         if self.engine.held or self.in_process_engine:
             where = "this app" if self.in_process_engine else f"pid {self.engine.pid}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -14,6 +15,7 @@ from textual.widgets import Button, Static
 
 from batchtui.engine.fmt import clean
 
+from ..keys import KeyEntry
 from ..text import cut_middle
 
 #: Cells a sample line of the confirm dialog may take (the dialog is 76 wide, 70 inside).
@@ -109,49 +111,84 @@ class QuitScreen(ModalScreen[str]):
         self.dismiss(choice)
 
 
+#: What the help says below the keys: the panels, the figures and the error categories
+#: (DESIGN section 5). The keys themselves are generated from the screen's bindings.
 HELP = """\
-Keys (all of them are in the command palette too: ctrl+p)
+The dashboard
+  The status line (always on screen): the batch's state, progress, done/total, rate, ETA and
+  the counts. Counts, rate, ETA and memory are the engine's own committed figures, read from
+  live_progress.json: every view (this one, `batchtui show`, the headless lines) shows the same.
+  Charts: throughput (items finished a second) and memory over the last two minutes, one bar a
+  second, the newest on the right, each scaled from zero to its highest value shown (a flat row
+  is a steady rate). A dashboard opened late draws the history the engine kept.
+  Errors: the failed items grouped by error type and message (a group has a short id that
+  `batchtui errors` and --group use); enter on a group shows its items.
+  In flight: the items running now, the longest-running first (queued ones are handed out to
+  a worker but not started).
+  Items: every item, read from items.db a screen at a time; the tabs filter by status.
+  Events: state changes, new errors, warnings and what became of each command sent.
 
-  p      pause / resume the engine        x      stop the batch (asks; y confirms)
-  r      retry the marked items (or the   s      skip the marked items (or the
-         item under the cursor)                  item under the cursor)
-  +      run the marked items first       R      retry every failed item of the error group
-  space  mark / unmark the item, go down  shift+up / shift+down   mark a range
-  a      mark every item of the view      esc    clear the marks, then the filter
-         (tab, filter and group)          enter  item details (data, attempts, logs, result)
-  e      the errors table (enter on a     i      the items table
-         group shows its items)           o      sort: seq, slowest first, most tries
-  /      filter items by key or error     1-5    all / running / failed / complete / skipped
-  t      next theme                       b      all batches (the browser)
-  ?      this help                        q      quit
-  u      resume a stopped, halted or finished batch: workers, failure-rate limit, timeout,
-         retry failed, here or in the background (it shows the `batchtui resume` command)
+Figures
+  Rate: items finished (complete or failed) a second over the recent past.
+  ETA: the items left (pending and running) over that rate; none while nothing finishes.
+  Memory: the engine's resident memory (RSS) plus its item processes' (children); peak is the
+  highest seen in this run; available is the system's free memory. --memory-limit-mb holds
+  dispatch while the total is over the limit.
 
-r, s, + and R ask first, with the count and a few of the items; y confirms, n cancels.
-A click on the seq, tries or duration header sorts by that column.
+Error categories
+  transient  timeouts, connection errors, exit 75 and --retry-exit-codes: retried with backoff
+             up to --max-attempts, then failed.
+  item       any other exception or non-zero exit: failed at once; the batch goes on.
+  fatal      batchtui.engine.Fatal and --fatal-exit-codes: the batch halts (resumable).
+  timeout    ran past --timeout: killed, then retried as transient.
+  --max-failure-rate (after --min-items) and --max-cost halt the batch too; `batchtui resume`
+  goes on where it stopped.
 
-In the browser: enter watches the selected batch when an engine runs it, else opens its dashboard
-(u there resumes it); r resumes it here at once, d deletes it (asks), p shows or hides the preview
-(its top errors, its runs and what each resume changed, the command that resumes it), f5 reads
-the batches again.
-
-In the item detail: f follows the output live (f again stops), v shows both streams / stdout /
-stderr, o opens the log in $PAGER (O the whole detail), c copies the key, path, log, command
-or error (OSC 52: works over SSH; ctrl+c too, or the mouse selection), y the item as JSON.
-
-Every view reads the batch directory: live_progress.json, manifest.json and items.db.
-Commands go to the engine through control.jsonl; it acknowledges each one.
+Everything shown is read from the batch directory (live_progress.json, manifest.json,
+items.db); commands go to the engine through control.jsonl, and it acknowledges each one.
 """
 
 
 class HelpScreen(ModalScreen[None]):
+    """The keys of the screen it was opened from (generated from its bindings, see
+    tui/keys.py), then what the panels and figures mean. As wide as the terminal allows
+    (at most 92 columns) and scrollable."""
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark", "dismiss", "Close", id="help_close", tooltip="Close the help"),
     ]
 
+    def __init__(self, entries: Sequence[KeyEntry] = (), where: str = "") -> None:
+        super().__init__()
+        self.entries = list(entries)
+        self.where = where
+
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="dialog help"):
-            yield Static(Text(HELP))
+        with VerticalScroll(classes="dialog help", id="help-scroll"):
+            title = f"Keys: {self.where}" if self.where else "Keys"
+            yield Static(Text(f"{title} (every one is in the command palette too: ctrl+p)", style="bold"))
+            yield Static(keys_table(self.entries), id="help-keys")
+            yield Static(Text(HELP), id="help-text")
 
     def action_dismiss(self) -> None:  # type: ignore[override]
         self.dismiss(None)
+
+
+def keys_table(entries: Sequence[KeyEntry]) -> Table:
+    """Key, what it does and its longer explanation; one that does nothing now is dim."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True, style="bold")
+    table.add_column(ratio=1)
+    shown: set[tuple[str, str]] = set()
+    for entry in entries:
+        if (entry.key_text, entry.title) in shown:
+            continue  # the focused table's key that the screen binds too
+        shown.add((entry.key_text, entry.title))
+        what = Text(entry.title)
+        if entry.tooltip and entry.tooltip != entry.title:
+            what.append(f": {entry.tooltip}", style="dim" if entry.enabled else "")
+        if not entry.enabled:
+            what.append(" (not now)", style="italic")
+        table.add_row(Text(entry.key_text), what, style="" if entry.enabled else "dim")
+    table.add_row("", "")
+    return table

@@ -1,0 +1,82 @@
+"""The keys of a screen as the help dialog and the command palette list them.
+
+Both are generated from the bindings that are live on the screen (the focused widget's and
+its parents', the screen's and the app's, with the user's keymap applied), never from a
+hand-kept copy, so a key added to a screen shows in both at once. Textual's public
+``active_bindings`` keeps one binding a key (the focused table's ``space`` hides the screen's),
+so the chain it is made from is read instead, each node's bindings whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.binding import Binding
+from textual.dom import DOMNode
+from textual.screen import Screen
+
+__all__ = ["KeyEntry", "key_entries"]
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One action and every key bound to it on the screen."""
+
+    keys: tuple[str, ...]
+    action: str
+    description: str
+    tooltip: str
+    node: DOMNode
+    #: ``check_action`` says it applies now (one that does not is shown greyed).
+    enabled: bool
+
+    @property
+    def key_text(self) -> str:
+        return " / ".join(self.keys)
+
+    @property
+    def title(self) -> str:
+        return self.description or self.action.partition("(")[0].replace("_", " ").capitalize()
+
+    @property
+    def action_name(self) -> str:
+        """The action without its parameters (what ``check_action`` is asked about)."""
+        return self.action.partition("(")[0]
+
+
+def _rank(node: DOMNode, screen: Screen[Any]) -> int:
+    if node is screen:
+        return 0
+    if node is screen.app:
+        return 2
+    return 1  # the focused widget or one of its parents
+
+
+def key_entries(screen: Screen[Any]) -> list[KeyEntry]:
+    """The screen's keys: its own first (in the order it binds them), then the focused
+    widget's, then the app's; keys bound to the same action of the same node are one entry."""
+    app = screen.app
+    grouped: dict[tuple[int, str], list[tuple[str, Binding, bool, DOMNode]]] = {}
+    for node, bindings in screen._modal_binding_chain:
+        for key, binding in bindings:
+            # check_action: None is greyed, False hidden from the footer (the detail's stream
+            # switch while no output shows); either way the key is listed, as not applying now.
+            state = app._check_action_state(binding.action, node)
+            grouped.setdefault((id(node), binding.action), []).append((key, binding, bool(state), node))
+    entries = []
+    for group in grouped.values():
+        _key, binding, enabled, node = group[0]
+        displays = tuple(dict.fromkeys(screen.app.get_key_display(b) for _k, b, _e, _n in group))
+        entries.append(
+            KeyEntry(
+                keys=displays,
+                action=binding.action,
+                description=binding.description,
+                tooltip=binding.tooltip,
+                node=node,
+                enabled=enabled,
+            )
+        )
+    order = {id(e): i for i, e in enumerate(entries)}
+    return sorted(entries, key=lambda e: (_rank(e.node, screen), order[id(e)]))
