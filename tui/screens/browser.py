@@ -12,7 +12,7 @@ under it when narrow, hidden when short; ``p`` toggles it.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -85,7 +85,7 @@ class Column:
 
 #: The columns in the order they are shown.
 COLUMNS: tuple[Column, ...] = (
-    Column("name", "Name", 14, 28, 40),
+    Column("name", "Name", 14, 30, 40),
     Column("state", "State", 11, 22, 48),
     Column("progress", "Progress", 8, 8, 16),
     Column("done", "Done", 9, 11, 15),
@@ -102,33 +102,38 @@ PRIORITY: tuple[str, ...] = ("name", "state", "progress", "age", "failed", "sour
 PADDING = 2
 
 
-def fit_columns(width: int, *, with_engine: bool = True) -> dict[str, int]:
+def fit_columns(width: int, natural: Mapping[str, int] | None = None) -> dict[str, int]:
     """The columns that fit in ``width`` cells and their widths, in display order.
 
     Strictly by :data:`PRIORITY`: each column is taken at its comfortable width, or its least
     when that is all the room left, and the first that does not fit ends the list (a column
     of less priority never squeezes one of more: the name is never cut for a pid). The room
     left goes to the columns taken, in the same order, up to their most. The name is always
-    there, cut to the width on a very narrow terminal. ``with_engine`` False leaves out the
-    engine column (no row has an engine: its room goes to the others).
+    there, cut to the width on a very narrow terminal.
+
+    ``natural``: the cells each column's widest text takes (its label included); a column
+    never gets more, and one whose natural width is 0 is left out (no engine in any row).
     """
     chosen: dict[str, int] = {}
     used = 0
     for key in PRIORITY:
-        if key == "engine" and not with_engine:
-            continue
         col = _BY_KEY[key]
+        need = col.most if natural is None else natural.get(key, col.most)
+        if need <= 0 and key != "name":
+            continue
         room = width - used - PADDING
-        if room < col.least:
+        if room < min(col.least, need):
             break
-        chosen[key] = min(col.comfort, room)
+        chosen[key] = min(col.comfort, need, room)
         used += chosen[key] + PADDING
     if not chosen:
         return {"name": max(1, width - PADDING)}
     spare = width - used
     for key in PRIORITY:
         if key in chosen and spare > 0:
-            grow = max(0, min(spare, _BY_KEY[key].most - chosen[key]))
+            col = _BY_KEY[key]
+            most = col.most if natural is None else min(col.most, natural.get(key, col.most))
+            grow = max(0, min(spare, most - chosen[key]))
             chosen[key] += grow
             spare -= grow
     return {c.key: chosen[c.key] for c in COLUMNS if c.key in chosen}
@@ -191,6 +196,9 @@ class BrowserScreen(WorkerScreen):
     BrowserScreen #browser-body.wide { layout: horizontal; }
     BrowserScreen #batches { height: 1fr; width: 1fr; }
     BrowserScreen #browser-body.narrow BatchPreviewPane { border-left: none; border-top: hkey $panel; }
+    /* Under the table the rows are few: no blank line before a section (80x24 shows the
+       resume command without scrolling). */
+    BrowserScreen #browser-body.narrow .preview-section { margin-top: 0; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -231,6 +239,8 @@ class BrowserScreen(WorkerScreen):
         #: The operator's choice (p); the pane also hides on a short terminal.
         self.preview_wanted = True
         self.widths: dict[str, int] = {}
+        self._preview_asked = 0  # requests for a preview; the one being read has its number
+        self._preview_busy = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="browser-title")
@@ -269,7 +279,7 @@ class BrowserScreen(WorkerScreen):
         pane.display = self.preview_shown
         table_width = width
         if self.preview_shown and wide:
-            pane_width = max(50, width * 3 // 10)
+            pane_width = max(50, width // 4)
             pane.styles.width = pane_width
             pane.styles.height = "1fr"
             table_width = width - pane_width
@@ -284,10 +294,24 @@ class BrowserScreen(WorkerScreen):
 
     def _fit(self, table_width: int) -> None:
         # The vertical scrollbar's two cells are kept free: the table never scrolls sideways.
-        widths = fit_columns(table_width - 2, with_engine=any(r.engine for r in self.rows))
+        widths = fit_columns(table_width - 2, self._natural())
         if widths != self.widths:
             self.widths = widths
             self._fill()
+
+    def _natural(self) -> dict[str, int]:
+        """The cells each column's widest text takes (its label included)."""
+        now = host(self).clock()
+        natural = {}
+        for col in COLUMNS:
+            if col.key == "progress":  # a bar: as wide as it is given
+                natural[col.key] = col.most
+            elif col.key == "engine" and not any(r.engine for r in self.rows):
+                natural[col.key] = 0
+            else:
+                texts = (_cell(col.key, r, 10_000, now, "", "").cell_len for r in self.rows)
+                natural[col.key] = max([len(col.label), *texts])
+        return natural
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -351,21 +375,37 @@ class BrowserScreen(WorkerScreen):
         self._load_preview()
 
     def _load_preview(self) -> None:
+        """Read the selected batch's preview in a thread: one read at a time, and when the
+        cursor moved (or the rows were read again) meanwhile, one more for where it is now (a
+        read is never cancelled halfway: keys held down read at most twice)."""
         pane = self.query_one(BatchPreviewPane)
         row = self.selected
         if row is None:
             pane.show(None)
-        elif self.preview_shown:
-            self._read_preview(row)
+            return
+        if not self.preview_shown:
+            return
+        self._preview_asked += 1
+        if not self._preview_busy:
+            self._preview_busy = True
+            self._read_preview(row, self._preview_asked)
 
-    @work(thread=True, exclusive=True, group="browser-preview", name="reading the batch", exit_on_error=False)
-    def _read_preview(self, row: BatchSummary) -> None:
-        made = preview(row)
-        self.app.call_from_thread(self._show_preview, made)
+    @work(thread=True, group="browser-preview", name="reading the batch", exit_on_error=False)
+    def _read_preview(self, row: BatchSummary, asked: int) -> None:
+        try:
+            made = preview(row)
+        except BaseException:
+            self.app.call_from_thread(self._preview_done, None, asked)
+            raise  # said by the app (handle_worker_error)
+        self.app.call_from_thread(self._preview_done, made, asked)
 
-    def _show_preview(self, made: BatchPreview) -> None:
-        if made.summary.batch_id == self.selected_id:  # the cursor may have moved on meanwhile
+    def _preview_done(self, made: BatchPreview | None, asked: int) -> None:
+        self._preview_busy = False
+        if made is not None and made.summary.batch_id == self.selected_id:
             self.query_one(BatchPreviewPane).show(made)
+        if asked < self._preview_asked:  # asked again meanwhile: read where the cursor is now
+            self._preview_asked -= 1  # _load_preview counts this request again
+            self._load_preview()
 
     # -- the selection and its actions ---------------------------------------------------------
 

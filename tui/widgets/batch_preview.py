@@ -197,6 +197,8 @@ class BatchPreviewPane(VerticalScroll):
         if p.resume_command:
             out.append("$ " + clean(p.resume_command) + "\n")
         if p.retry_command:
+            failed = f"the {p.failed:,} failed item" + ("s" if p.failed != 1 else "")
+            out.append(f"{'and' if p.resume_command else 'to run'} {failed} again:\n", style="dim")
             out.append("$ " + clean(p.retry_command) + "\n")
         if not out.plain:
             out.append("finished: nothing to resume", style="dim")

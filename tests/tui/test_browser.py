@@ -1,0 +1,308 @@
+"""The batch browser made for choosing (issue 19, point 2): the name first and never gone, the
+state with its halt reason, a relative age, source and command; the preview of the selected
+batch (its top error groups, its runs and what each resume changed, the command that resumes
+it); enter watches a batch an engine runs, else opens its dashboard."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from batchtui.engine.batchdir import BatchDir, resume_command
+from batchtui.engine.fmt import fmt_ago
+from batchtui.engine.models import BatchState
+from batchtui.engine.store import ItemQueries
+from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.cli import main
+from batchtui.tui.screens.browser import COLUMNS, PRIORITY, BrowserScreen, fit_columns
+from batchtui.tui.screens.dashboard import DashboardScreen
+from batchtui.tui.text import cut_middle
+from batchtui.tui.widgets.batch_preview import BatchPreviewPane
+
+from .conftest import run
+from .fixtures import FROZEN, T0, hold_lock, make_batch
+
+REASON = "failure rate 23% over --max-failure-rate 20% after 50 items"
+NAME = "documents to summarize"
+
+
+def _app(out: Path) -> BatchtuiApp:
+    return BatchtuiApp(
+        output_dir=out, watch_files=False, clock=lambda: FROZEN, handle_hangup=False, strict_display=True
+    )
+
+
+def _text(widget: object) -> str:
+    content = getattr(widget, "content", None)
+    return str(getattr(content, "plain", content))
+
+
+def halted_batch(out: Path) -> Path:
+    """A halted batch that ran, was stopped, and halted on its resume with two overrides."""
+    batch = make_batch(out, state=BatchState.HALTED, halt_reason=REASON)
+    data = orjson.loads((batch / "manifest.json").read_bytes())
+    data["history"] = [
+        {
+            "action": "run",
+            "at": T0,
+            "pid": 4242,
+            "host": "worker-1",
+            "ended_at": "2026-11-18T09:05:00.000+00:00",
+            "outcome": "stopped",
+        },
+        {
+            "action": "resume",
+            "at": "2026-11-18T09:10:00.000+00:00",
+            "pid": 5151,
+            "host": "worker-2",
+            "overrides": {"workers": 8, "max_failure_rate": 0.2},
+            "ended_at": "2026-11-18T09:12:30.000+00:00",
+            "outcome": "halted",
+        },
+    ]
+    (batch / "manifest.json").write_bytes(orjson.dumps(data))
+    return batch
+
+
+async def _until(pilot: object, pred: object, timeout: float = 10.0) -> None:
+    """Let the app run until ``pred()`` holds (a deadline, never a fixed sleep)."""
+    waited = 0.0
+    while not pred():  # type: ignore[operator]
+        if waited > timeout:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.05)  # type: ignore[attr-defined]
+        waited += 0.05
+
+
+async def _select(pilot: object, screen: BrowserScreen, batch_id: str) -> BatchPreviewPane:
+    """Move the cursor to ``batch_id`` (as a user: arrow keys) and wait for its preview."""
+    await _until(pilot, lambda: any(r.batch_id == batch_id for r in screen.rows))
+    for _ in range(len(screen.rows)):
+        ids = [r.batch_id for r in screen.rows]
+        if screen.selected_id == batch_id:
+            break
+        current = ids.index(screen.selected_id) if screen.selected_id in ids else 0
+        await pilot.press("down" if ids.index(batch_id) > current else "up")  # type: ignore[attr-defined]
+    assert screen.selected_id == batch_id
+    pane = screen.query_one(BatchPreviewPane)
+    await _until(pilot, lambda: pane.preview is not None and pane.preview.summary.batch_id == batch_id)
+    return pane
+
+
+def test_the_preview_of_a_halted_batch_says_why_what_failed_its_runs_and_how_to_resume(tmp_path: Path) -> None:
+    finished = make_batch(tmp_path, state=BatchState.FINISHED)
+    halted = halted_batch(tmp_path)
+    with ItemQueries(halted / "items.db") as queries:
+        groups = queries.error_groups(limit=5)
+    assert len(groups) == 3  # the fixture's three error types
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=(160, 48)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            pane = await _select(pilot, screen, halted.name)
+            head = _text(pane.query_one("#preview-head"))
+            assert NAME in head and halted.name in head
+            assert f"halted: {REASON}" in head
+            assert "180/300 done" in head and "11 failed" in head
+            assert "/data/urls.txt (lines)" in head and "summarize --url {} --out {out}" in head
+            # Its top error groups: the ids `batchtui errors` and --group use, with their counts.
+            errors = _text(pane.query_one("#preview-errors")).splitlines()
+            assert [line.split()[:2] for line in errors] == [[g.id, str(g.count)] for g in groups]
+            assert "TimeoutError: upstream timed out" in "\n".join(errors)
+            # Its runs: when each began, how it ended, what the resume changed.
+            runs = _text(pane.query_one("#preview-runs")).splitlines()
+            assert re.match(r"run\s+2026-11-18 09:00  stopped after 5m00s  worker-1 pid 4242", runs[0]), runs
+            assert re.match(rf"resume 2026-11-18 09:10  halted: {re.escape(REASON)} after 2m30s", runs[1]), runs
+            assert runs[2].strip() == "changed: workers 8, max_failure_rate 0.2", runs
+            # The exact command that resumes it: the one the CLI prints.
+            commands = _text(pane.query_one("#preview-commands")).splitlines()
+            assert commands == [
+                f"$ {resume_command(BatchDir(halted))}",
+                "and the 11 failed items again:",
+                f"$ {resume_command(BatchDir(halted), retry_failed=True)}",
+            ]
+            shown = CliRunner().invoke(main, ["show", halted.name, "-o", str(tmp_path)])
+            printed = [line.split(":", 1)[1].strip() for line in shown.output.splitlines() if ":" in line]
+            assert commands[0][2:] in printed and commands[2][2:] in printed, shown.output
+            # A finished batch: nothing to resume, but its failed items can be retried.
+            pane = await _select(pilot, screen, finished.name)
+            assert _text(pane.query_one("#preview-commands")).splitlines() == [
+                "to run the 18 failed items again:",
+                f"$ {resume_command(BatchDir(finished), retry_failed=True)}",
+            ]
+
+    run(body)
+
+
+def test_enter_watches_a_running_batch_and_opens_the_dashboard_of_one_at_rest(tmp_path: Path) -> None:
+    running = make_batch(tmp_path, state=BatchState.RUNNING)
+    finished = make_batch(tmp_path, state=BatchState.FINISHED)
+
+    async def body() -> None:
+        with hold_lock(running):
+            app = _app(tmp_path)
+            async with app.run_test(size=(120, 40)) as pilot:
+                screen = app.screen
+                assert isinstance(screen, BrowserScreen)
+                pane = await _select(pilot, screen, running.name)
+                assert "an engine runs it (pid 4242)" in _text(pane.query_one("#preview-commands"))
+                assert screen.active_bindings["enter"].binding.description == "Watch"
+                await pilot.press("enter")
+                await _until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+                dashboard = app.screen
+                assert isinstance(dashboard, DashboardScreen) and dashboard.batch.batch_id == running.name
+                await _until(pilot, lambda: dashboard.engine_live)
+                await pilot.press("b")
+                await _until(pilot, lambda: isinstance(app.screen, BrowserScreen))
+                screen = app.screen
+                assert isinstance(screen, BrowserScreen)
+                await _select(pilot, screen, finished.name)
+                assert screen.active_bindings["enter"].binding.description == "Open"
+                await pilot.press("enter")
+                await _until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+                dashboard = app.screen
+                assert isinstance(dashboard, DashboardScreen) and dashboard.batch.batch_id == finished.name
+                await _until(pilot, lambda: dashboard.live is not None)
+                assert not dashboard.engine_live
+
+    run(body)
+
+
+@pytest.mark.parametrize(("size", "wide"), [((80, 24), False), ((200, 60), True)])
+def test_the_columns_at_80_and_200_columns_keep_the_name(tmp_path: Path, size: tuple[int, int], wide: bool) -> None:
+    running = make_batch(tmp_path, state=BatchState.RUNNING)
+    # The pid and a NOT RESPONDING badge once widened the table until the name was cut off.
+    frozen = make_batch(tmp_path, state=BatchState.RUNNING, batch_id="20261118_090000_aaaa0005", updated_at=T0)
+    halted = halted_batch(tmp_path)
+
+    async def body() -> None:
+        with hold_lock(running, pid=4_194_304), hold_lock(frozen, pid=4_194_305):
+            app = _app(tmp_path)
+            async with app.run_test(size=size) as pilot:
+                screen = app.screen
+                assert isinstance(screen, BrowserScreen)
+                await _until(pilot, lambda: len(screen.rows) == 3)
+                table = screen.query_one("#batches")
+                pane = screen.query_one(BatchPreviewPane)
+                # The table never scrolls sideways: every column is on screen, whole.
+                assert table.virtual_size.width <= table.size.width
+                assert {"name", "state", "progress", "age"} <= set(screen.widths)
+                cells = screen.cells(halted.name)
+                assert cells["name"].startswith("documents to summ") and cells["name"].endswith(" aaaa0003")
+                assert cells["state"].startswith("halted: failure rate")  # the rest in the preview
+                assert cells["age"] == "2 h ago"  # its last change at 09:05, the clock at 11:06
+                assert screen.cells(frozen.name)["state"].startswith("running NOT RESPONDIN")  # in the warning colour
+                if wide:  # the preview beside the table; source and command in full
+                    assert pane.region.x >= table.region.right and pane.region.y == table.region.y
+                    assert cells["name"] == f"{NAME} aaaa0003"
+                    assert cells["source"] == "/data/urls.txt (lines)"
+                    # The state's reason took the room left: the command is cut in the middle.
+                    assert cells["command"] == cut_middle("summarize --url {} --out {out}", screen.widths["command"])
+                    assert cells["command"].startswith("summarize -") and cells["command"].endswith("--out {out}")
+                else:  # the preview under the table
+                    assert pane.region.y >= table.region.bottom and pane.region.x == table.region.x
+                    assert "source" not in screen.widths
+
+    run(body)
+
+
+def test_p_toggles_the_preview_and_a_short_terminal_hides_it(tmp_path: Path) -> None:
+    make_batch(tmp_path, state=BatchState.FINISHED)
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            await _until(pilot, lambda: len(screen.rows) == 1)
+            pane = screen.query_one(BatchPreviewPane)
+            assert pane.display
+            await pilot.press("p")
+            assert not pane.display
+            await pilot.press("p")
+            assert pane.display
+            await pilot.resize_terminal(100, 19)
+            await _until(pilot, lambda: not pane.display)
+            await pilot.resize_terminal(100, 20)
+            await _until(pilot, lambda: pane.display)
+
+    run(body)
+
+
+def test_an_empty_folder_and_hostile_names(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+
+    async def empty() -> None:
+        app = _app(out)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause(0.1)
+            assert "No batches in" in _text(screen.query_one("#browser-empty"))
+            assert "No batch selected" in _text(screen.query_one("#preview-head"))
+            await pilot.press("enter", "r", "d", "p", "p")  # nothing selected: nothing happens
+            assert app.screen is screen
+
+    run(empty)
+    batch = make_batch(out, state=BatchState.STOPPED)
+    data = orjson.loads((batch / "manifest.json").read_bytes())
+    data["name"] = "[bold]x\x1b[2J" + "y" * 200
+    data["processor"]["command"] = "echo [red]{}\x07"
+    (batch / "manifest.json").write_bytes(orjson.dumps(data))
+
+    async def hostile() -> None:
+        app = _app(out)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            pane = await _select(pilot, screen, batch.name)
+            name = screen.cells(batch.name)["name"]
+            assert name.startswith("[bold]x\\x1b[2J") and name.endswith("… aaaa0009"), name
+            head = _text(pane.query_one("#preview-head"))
+            assert "[bold]x\\x1b[2Jyyy" in head and "echo [red]{}\\x07" in head
+            assert "\x1b" not in head and "\x07" not in head
+
+    run(hostile)
+
+
+def test_fit_columns_keeps_the_name_and_the_priority_at_every_width() -> None:
+    rank = {key: i for i, key in enumerate(PRIORITY)}
+    for width in range(1, 320):
+        for natural in (None, {"engine": 0, "name": 12, "failed": 6}):
+            widths = fit_columns(width, natural)
+            assert "name" in widths, width
+            assert sum(w + 2 for w in widths.values()) <= max(width, 3), (width, widths)
+            # A column is there only when every column of more priority is.
+            kept = [k for k in PRIORITY if k in widths]
+            assert kept == [k for k in PRIORITY if rank[k] <= max(rank[k2] for k2 in kept)], (width, widths)
+            assert list(widths) == [c.key for c in COLUMNS if c.key in widths]  # shown in display order
+    assert set(fit_columns(78)) == {"name", "state", "progress", "age"}  # 80 columns
+    assert fit_columns(78)["name"] >= 30
+    # A column never wider than its widest text: the room goes to the others.
+    assert fit_columns(78, {"name": 12})["name"] == 12 and "failed" in fit_columns(78, {"name": 12})
+
+
+def test_fmt_ago() -> None:
+    said = [fmt_ago(s) for s in (None, -30, 0, 4, 5, 59, 60, 3599, 3600, 86399, 86400, 45 * 86400, 800 * 86400)]
+    assert said == [
+        "?",
+        "just now",
+        "just now",
+        "just now",
+        "5 s ago",
+        "59 s ago",
+        "1 min ago",
+        "59 min ago",
+        "1 h ago",
+        "23 h ago",
+        "1 d ago",
+        "1 mo ago",
+        "2 y ago",
+    ]
