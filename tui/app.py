@@ -37,6 +37,7 @@ from batchtui.engine.resume import ResumePlan, plan_resume
 from batchtui.engine.runner import EXIT_INTERRUPTED, BatchRunner, RunResult
 
 from .commands import ActionsProvider
+from .glyphs import ascii_terminal, to_ascii
 from .hangup import TerminalWatch, silence_terminal, tty_gone
 from .keys import key_entries
 from .messages import EngineFinished
@@ -51,6 +52,9 @@ _SCREEN_NAMES = {
     "BrowserScreen": "the batch browser",
     "ItemDetailScreen": "the item detail",
 }
+
+#: Keys Textual shows as symbols, said in words on an ASCII terminal.
+_KEY_WORDS = {"⏎": "enter", "↑": "up", "↓": "down", "←": "left", "→": "right", "⌫": "backspace", "⇥": "tab"}
 
 HANDOFF_GRACE_S = 3.0
 #: How long the hand-off engine waits for this app's engine (or any other) to let go of the batch.
@@ -98,8 +102,11 @@ class BatchtuiApp(App[int]):
         clock: Callable[[], float] | None = None,
         handle_hangup: bool = True,
         strict_display: bool = False,
+        ascii_only: bool | None = None,
     ) -> None:
         super().__init__()
+        #: The terminal gets ASCII only (tui/glyphs.py; None: decided from the locale).
+        self.ascii_only = ascii_terminal() if ascii_only is None else ascii_only
         self.output_dir = output_dir
         self.initial_batch = batch
         self.runner = runner
@@ -127,6 +134,8 @@ class BatchtuiApp(App[int]):
     # -- start-up ----------------------------------------------------------------------------
 
     def on_mount(self) -> None:
+        if self.ascii_only:
+            self._ascii_output()
         themes, problems = load_themes()
         for theme in themes.values():
             self.register_theme(theme)
@@ -151,6 +160,26 @@ class BatchtuiApp(App[int]):
             self.push_screen(DashboardScreen(self.initial_batch))
         else:
             self.push_screen(BrowserScreen(self.output_dir))
+
+    def _ascii_output(self) -> None:
+        """Every frame written to the terminal through :func:`to_ascii`: Textual's own borders,
+        tabs and scrollbars are drawn in box characters whatever the locale."""
+        driver = self._driver
+        if driver is None:
+            return
+        write = driver.write
+
+        def ascii_write(data: str) -> None:
+            write(to_ascii(data))
+
+        driver.write = ascii_write  # type: ignore[method-assign]
+
+    def get_key_display(self, binding: Binding) -> str:
+        shown = super().get_key_display(binding)
+        if self.ascii_only and not shown.isascii():
+            for symbol, word in _KEY_WORDS.items():
+                shown = shown.replace(symbol, word)
+        return shown
 
     def _load_keymap(self) -> None:
         """User key overrides: {binding id = "keys"} in $XDG_CONFIG_HOME/batchtui/keymap.toml."""

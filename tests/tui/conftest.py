@@ -19,6 +19,9 @@ def _utc(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     time.tzset()
     # No user themes or keymaps from the machine running the tests.
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    # Box and block characters whatever the locale of the machine running the tests
+    # (test_ascii.py turns the ASCII mode on through LANG=C).
+    monkeypatch.setenv("BATCHTUI_ASCII", "0")
 
 
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
