@@ -15,6 +15,7 @@ import click
 
 from batchtui.engine.batchdir import BatchDir, resolve_batch
 from batchtui.engine.config import BatchConfig, load_config, stored_config
+from batchtui.engine.demo import demo_items
 from batchtui.engine.dryrun import dry_run
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import EXIT_USAGE
@@ -103,13 +104,17 @@ def check_cmd(ctx: click.Context, batch_arg: str | None, **kwargs: Any) -> None:
 
 @click.command("demo", context_settings=CONTEXT)
 @click.option(
-    "--items", "-n", type=click.IntRange(1, 10_000_000), default=200, show_default=True, help="How many demo items."
+    "--items",
+    "-n",
+    type=click.IntRange(1, 10_000_000),
+    default=None,
+    help="How many demo items [default: about a minute's worth on a terminal, else 200].",
 )
 @apply(OPERATIONAL_OPTIONS)
 @apply(COMMON_OPTIONS)
 @click.pass_context
 def demo_cmd(
-    ctx: click.Context, items: int, config_file: str | None, headless: bool, as_json: bool, **kwargs: Any
+    ctx: click.Context, items: int | None, config_file: str | None, headless: bool, as_json: bool, **kwargs: Any
 ) -> None:
     """Run the built-in demo: a pretend paid API with latency, retries and a few permanent errors."""
     detach = bool(kwargs.pop("detach", False))
@@ -117,8 +122,11 @@ def demo_cmd(
     flags.setdefault("workers", 8)
     flags.setdefault("executor", "thread")
     flags.setdefault("backoff", 0.2)
-    flags.setdefault("name", f"demo ({items} items)")
     config = load_config(flags, config_file=config_file, on_file=note_config_file)
+    if items is None:  # on a terminal long enough to explore the dashboard; headless short (CI)
+        items = demo_items(config.workers, on_terminal=not (headless or as_json or detach) and terminal())
+    if "name" not in flags:
+        config = config.model_copy(update={"name": f"demo ({items} items)"})
     spec = SourceSpec(entries=(SourceEntry(kind="stdin", path="-"),))
     lines = io.StringIO("".join(f"https://api.example.com/v1/documents/{i:07d}\n" for i in range(items)))
     _create_and_run(config, spec, demo_spec(), headless=headless, as_json=as_json, detach=detach, stdin=lines)
