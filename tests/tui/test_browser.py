@@ -6,19 +6,22 @@ it); enter watches a batch an engine runs, else opens its dashboard."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import orjson
 import pytest
 from click.testing import CliRunner
 
-from batchtui.engine.batchdir import BatchDir, resume_command
+from batchtui.engine.batchdir import BatchDir, BatchScope, resume_command
 from batchtui.engine.fmt import fmt_ago
 from batchtui.engine.models import BatchState
+from batchtui.engine.registry import register, registered
 from batchtui.engine.store import ItemQueries
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.cli import main
-from batchtui.tui.screens.browser import COLUMNS, PRIORITY, BrowserScreen, fit_columns
+from batchtui.tui.keys import key_entries
+from batchtui.tui.screens.browser import COLUMNS, PRIORITY, BrowserScreen, cut_end, fit_columns
 from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.text import cut_middle
 from batchtui.tui.widgets.batch_preview import BatchPreviewPane
@@ -306,3 +309,71 @@ def test_fmt_ago() -> None:
         "1 mo ago",
         "2 y ago",
     ]
+
+
+def test_the_help_and_the_palette_say_what_the_browser_keys_do(tmp_path: Path) -> None:
+    running = make_batch(tmp_path, state=BatchState.RUNNING)
+    finished = make_batch(tmp_path, state=BatchState.FINISHED)
+
+    async def body() -> None:
+        with hold_lock(running):
+            app = _app(tmp_path)
+            async with app.run_test(size=(120, 40)) as pilot:
+                screen = app.screen
+                assert isinstance(screen, BrowserScreen)
+                await _select(pilot, screen, finished.name)
+                assert screen.unavailable("open") is None and screen.unavailable("resume") == (
+                    "the batch is finished: nothing to resume"
+                )
+                assert screen.unavailable("watch") == "no engine runs this batch (enter opens its dashboard)"
+                await _select(pilot, screen, running.name)
+                assert screen.unavailable("watch") is None
+                assert screen.unavailable("open") == "an engine (pid 4242) runs this batch (enter watches it)"
+                # The help and the palette are made from these: every key says what it does.
+                said = {e.action: (e.key_text, e.tooltip) for e in key_entries(screen) if e.node is screen}
+                assert said["watch"] == ("⏎", "Watch the engine that runs this batch")
+                assert said["open"][0] == "⏎" and "dashboard" in said["open"][1]
+                assert said["toggle_preview"][0] == "p" and "preview" in said["toggle_preview"][1]
+                assert not any(e.key_text == "w" for e in key_entries(screen))  # "w watches it" was said, never bound
+
+    run(body)
+
+
+def test_a_registered_batch_whose_folder_is_gone_is_shown_as_such_and_d_forgets_it(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    kept = make_batch(elsewhere, state=BatchState.FINISHED)
+    moved = make_batch(elsewhere, state=BatchState.HALTED, halt_reason=REASON)
+    for batch in (kept, moved):
+        register(batch, batch.name, NAME, T0)
+    shutil.rmtree(moved)  # moved or deleted by hand
+    here = tmp_path / "here"  # the operator's folder: no batch in it
+
+    async def body() -> None:
+        app = BatchtuiApp(
+            output_dir=BatchScope(here),
+            watch_files=False,
+            clock=lambda: FROZEN,
+            handle_hangup=False,
+            strict_display=True,
+        )
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            await _until(pilot, lambda: len(screen.rows) == 2)
+            assert screen.cells(kept.name)["state"] == "finished"
+            assert screen.cells(moved.name)["state"] == cut_end(
+                f"gone: {moved} is gone (moved or deleted)", screen.widths["state"]
+            )
+            pane = await _select(pilot, screen, moved.name)
+            assert f"gone: {moved} is gone (moved or deleted)" in _text(pane.query_one("#preview-head"))
+            assert not pane.query_one("#preview-commands").display  # nothing to resume
+            await pilot.press("enter")  # cannot be opened: says so, stays
+            assert app.screen is screen
+            await pilot.press("d")
+            await _until(pilot, lambda: app.screen is not screen)
+            await pilot.press("y")
+            await _until(pilot, lambda: [r.batch_id for r in screen.rows] == [kept.name])
+            assert [e.batch_id for e in registered()] == [kept.name]
+            assert kept.exists()
+
+    run(body)

@@ -11,8 +11,9 @@ under it when narrow, hidden when short; ``p`` toggles it.
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -26,11 +27,13 @@ from textual.containers import Container
 from textual.events import Resize
 from textual.widgets import DataTable, Static
 
-from batchtui.engine.batchdir import BatchDir, BatchScope, as_scope, engine_alive, iter_batches
+from batchtui.engine.batchdir import BatchScope, as_scope, engine_alive
 from batchtui.engine.fmt import clean
+from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import Counts
 from batchtui.engine.preview import BatchPreview, preview
-from batchtui.engine.summary import BatchSummary, summarize
+from batchtui.engine.registry import forget
+from batchtui.engine.summary import BatchSummary
 
 from ..host import host
 from ..text import cut_middle, plain
@@ -178,16 +181,6 @@ def _cell(key: str, row: BatchSummary, width: int, now: float, warning: str, err
     raise ValueError(f"no column {key!r}")
 
 
-def list_batches(output_dir: Path | BatchScope) -> Iterator[BatchDir]:
-    """The batches the browser lists, newest first.
-
-    The hook for the per-user registry (DESIGN §2: every batch dir created is recorded, so a
-    batch is found from any folder): once it lands, this lists what it gives (a moved or
-    deleted batch summarizes as damaged, with why, and is shown as such).
-    """
-    return iter_batches(output_dir)
-
-
 class BrowserScreen(WorkerScreen):
     """All batches, newest first. This is where an operator picks which batch to resume."""
 
@@ -321,7 +314,9 @@ class BrowserScreen(WorkerScreen):
     @work(thread=True, exclusive=True, group="browser-load", name="reading the batches", exit_on_error=False)
     def _load(self) -> None:
         now = host(self).clock()
-        rows = [summarize(b, now=now) for b in list_batches(self.output_dir)]
+        # Those of the output dir and of the per-user registry; a registered batch whose folder
+        # was moved or deleted is a row too (state "gone"), to be forgotten with d.
+        rows = list_batches(self.output_dir, now=now)
         self.app.call_from_thread(self._show, rows)
 
     def _show(self, rows: list[BatchSummary]) -> None:
@@ -433,6 +428,24 @@ class BrowserScreen(WorkerScreen):
             return bool(row and not row.engine and not row.error)
         return True
 
+    def unavailable(self, action: str) -> str | None:
+        """Why a key does nothing for the selected batch (the palette shows it greyed with this)."""
+        row = self.selected if self.is_mounted else None
+        if action in ("watch", "open", "resume", "delete"):
+            if row is None:
+                return "no batch selected"
+            if row.error and action != "delete":
+                return clean(f"it cannot be read: {row.error}")
+            if action == "watch" and row.engine is None:
+                return "no engine runs this batch (enter opens its dashboard)"
+            if action in ("open", "resume", "delete") and row.engine is not None:
+                return f"an engine (pid {row.engine.pid}) runs this batch" + (
+                    " (enter watches it)" if action == "open" else ""
+                )
+            if action == "resume" and not row.resumable:
+                return "the batch is finished: nothing to resume"
+        return super().unavailable(action)
+
     @on(DataTable.RowHighlighted, "#batches")
     def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self.refresh_bindings()
@@ -468,6 +481,9 @@ class BrowserScreen(WorkerScreen):
         if row is None or row.engine:
             return
         path = Path(row.path)
+        if row.state == GONE:
+            self._forget(row)
+            return
 
         def confirmed(yes: bool | None) -> None:
             if not yes:
@@ -479,7 +495,11 @@ class BrowserScreen(WorkerScreen):
                 self.notify(f"{row.batch_id} is a symbolic link; not deleted", severity="error")
                 return
             shutil.rmtree(path, ignore_errors=True)
-            self.notify(f"deleted {row.batch_id}" if not path.exists() else f"could not delete all of {path}")
+            if path.exists():
+                self.notify(f"could not delete all of {path}", severity="error")
+            else:
+                forget(_spellings(path))  # not listed as gone from now on
+                self.notify(f"deleted {row.batch_id}")
             self.action_reload()
 
         c: Counts = row.totals
@@ -490,3 +510,25 @@ class BrowserScreen(WorkerScreen):
             ),
             confirmed,
         )
+
+    def _forget(self, row: BatchSummary) -> None:
+        """A registered batch whose folder is gone: d forgets it (as ``batchtui cleanup`` does)."""
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                forget(_spellings(Path(row.path)))
+                self.notify(f"forgot {row.batch_id}")
+                self.action_reload()
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Forget batch {row.batch_id}?",
+                clean(f"Its folder {row.path} is gone (moved or deleted): it leaves the list of batches."),
+            ),
+            confirmed,
+        )
+
+
+def _spellings(path: Path) -> set[str]:
+    """The ways the registry may have recorded ``path`` (as given when the batch was made)."""
+    return {str(path), os.path.abspath(path), os.path.realpath(path)}
