@@ -102,19 +102,19 @@ class TitleBar(Static):
             cluster = live.cluster
             if cluster is not None:  # where the items run: the title says it, not only the counts row
                 where += " on a local dask cluster" if cluster.local else f" on dask {cluster.scheduler}"
-        state_text = f"   [{shown}{where}]"
-        # The state comes right after the id when the whole line would not fit (80 columns):
-        # it is what an operator must see; the name and command may be cut.
+        state_text = Text(f"   [{shown}{where}]", style="bold")
+        if live is not None and live.halt_reason:
+            state_text.append("  ")
+            state_text.append_text(plain(live.halt_reason, limit=80))
+        # The state and why it halted come right after the id when the whole line would not
+        # fit (80 columns): they are what an operator must see; the name and command may be cut.
         room = self.size.width or 136
         if len(title) + len(about) + len(state_text) <= room:
             title.append_text(about)
-            title.append(state_text, style="bold")
+            title.append_text(state_text)
         else:
-            title.append(state_text, style="bold")
+            title.append_text(state_text)
             title.append_text(about)
-        if live is not None and live.halt_reason:
-            title.append("  ")
-            title.append_text(plain(live.halt_reason, limit=80))
         self.update(title)
 
 
@@ -217,7 +217,7 @@ class StatusText(Static):
         self.percent = 0.0
 
     def style_of(self, name: str) -> Style:
-        return self.get_component_rich_style(f"status--{name}", partial=True)
+        return self.get_component_rich_style(f"status--{name}")
 
     def show(self, parts: list[StatusPart], percent: float) -> None:
         self.parts, self.percent = parts, percent
