@@ -165,3 +165,17 @@ def test_item_detail_at_80x24_keeps_help_quit_and_back_in_the_footer(tmp_path: P
             assert all(k.region.right <= palette.region.x for k in footer.children if k is not palette)
 
     run(body)
+
+
+def test_a_halted_dashboard_at_80x24_says_why_on_its_first_line(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.HALTED, halt_reason="failure rate 35% over 20%")
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _until(pilot, lambda: "HALTED" in screen_lines(app)[1], "the status line")
+            title = screen_lines(app)[0]
+            assert "[HALTED]  failure rate 35% over 20%" in title, title  # before the name and command
+            assert screen_lines(app)[1].lstrip().startswith("HALTED")
+
+    run(body)
