@@ -18,7 +18,6 @@ import time
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -297,6 +296,16 @@ class BatchtuiApp(App[int]):
         in_process = self.runner is not None and self.runner.batch.path == path and self.engine_running
         self.push_screen(DashboardScreen(path, in_process=in_process))
 
+    def open_browser(self) -> None:
+        # Back to the browser under this screen (b, enter, b... never piles screens up); a new
+        # one lists what the app was started for (the registry too), not one batch's folder.
+        below = [s for s in self.screen_stack[:-1] if isinstance(s, BrowserScreen)]
+        if not below:
+            self.push_screen(BrowserScreen(self.output_dir))
+            return
+        while self.screen is not below[-1]:
+            self.pop_screen()
+
     # -- quitting and hand-off -----------------------------------------------------------------
 
     async def action_quit(self) -> None:
@@ -456,9 +465,7 @@ class BatchtuiApp(App[int]):
     def extra_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The palette's commands that no key of ``screen`` or the app has (tui/commands.py
         lists the keys' actions first and leaves out any of these that one of them is)."""
-        yield SystemCommand(
-            "Batches", "All batches in the output dir", partial(self.push_screen, BrowserScreen(self.output_dir))
-        )
+        yield SystemCommand("Batches", "All batches: the output dir's and every registered one", self.open_browser)
         for command in super().get_system_commands(screen):
             if command.title == "Theme":  # Textual's theme picker; ours (t) goes to the next one
                 command = command._replace(title="Choose theme")

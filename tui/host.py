@@ -36,6 +36,10 @@ class Host(Protocol):
     def open_batch(self, path: Path) -> None:
         """Show the dashboard of the batch at ``path``."""
 
+    def open_browser(self) -> None:
+        """Show the batch browser: back to the one this screen was opened from, else a new one
+        of the app's batches (its output dir and the per-user registry)."""
+
     def resume_batch(self, path: Path, plan: ResumePlan | None = None) -> None:
         """Resume the batch at ``path`` with its engine in this app (``plan``: one already made,
         its lock held, e.g. by the resume dialog)."""

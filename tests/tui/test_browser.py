@@ -377,3 +377,38 @@ def test_a_registered_batch_whose_folder_is_gone_is_shown_as_such_and_d_forgets_
             assert kept.exists()
 
     run(body)
+
+
+def test_b_from_a_dashboard_goes_back_to_the_browser_of_every_batch(tmp_path: Path) -> None:
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    local = make_batch(here, state=BatchState.FINISHED)
+    remote = make_batch(elsewhere, state=BatchState.HALTED)
+    register(remote, remote.name, NAME, T0)
+
+    async def body() -> None:
+        app = BatchtuiApp(output_dir=BatchScope(here), watch_files=False, clock=lambda: FROZEN, handle_hangup=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            browser = app.screen
+            assert isinstance(browser, BrowserScreen)
+            await _select(pilot, browser, remote.name)
+            depth = len(app.screen_stack)
+            for _ in range(3):  # enter, b, enter, b...: the same browser, the stack as deep
+                await pilot.press("enter")
+                await _until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+                await pilot.press("b")
+                await _until(pilot, lambda: app.screen is browser)
+                assert len(app.screen_stack) == depth and browser.selected_id == remote.name
+
+        # Started on a dashboard (batchtui watch): b lists every batch, not the batch's folder.
+        app = BatchtuiApp(
+            output_dir=BatchScope(here), batch=remote, watch_files=False, clock=lambda: FROZEN, handle_hangup=False
+        )
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+            await pilot.press("b")
+            await _until(pilot, lambda: isinstance(app.screen, BrowserScreen))
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            await _until(pilot, lambda: {r.batch_id for r in screen.rows} == {local.name, remote.name})
+
+    run(body)

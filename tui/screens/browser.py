@@ -245,15 +245,27 @@ class BrowserScreen(WorkerScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#batches", DataTable)
-        self.query_one("#browser-title", Static).update(plain(f"Batches in {as_scope(self.output_dir).describe()}"))
+        self._title()
         self._layout()
         self.action_reload()
         if host(self).watch_files:
             self.set_interval(2.0, self.action_reload)
         table.focus()
 
+    def _title(self) -> None:
+        """What is listed, in a line that fits 80 columns for a usual path (the registry's
+        place is in the empty message and the help of `batchtui ls`)."""
+        scope = as_scope(self.output_dir)
+        count = f"{len(self.rows)} batch" + ("" if len(self.rows) == 1 else "es")
+        where = f"in {scope.output_dir}" if scope.only else f"from every folder (new ones go to {scope.output_dir})"
+        self.query_one("#browser-title", Static).update(plain(f"{count} {where}"))
+
     def on_resize(self, _event: Resize) -> None:
         self._layout()
+
+    def on_screen_resume(self) -> None:
+        if self.is_mounted and self.rows:  # back from a dashboard: what changed meanwhile
+            self.action_reload()
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -321,6 +333,7 @@ class BrowserScreen(WorkerScreen):
 
     def _show(self, rows: list[BatchSummary]) -> None:
         self.rows = rows
+        self._title()
         empty = self.query_one("#browser-empty", Static)
         empty.display = not rows
         empty.update(

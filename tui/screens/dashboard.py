@@ -613,9 +613,7 @@ class DashboardScreen(WorkerScreen):
         self.app.push_screen(ResumeDialog(self.batch.path), started)
 
     def action_browser(self) -> None:
-        from .browser import BrowserScreen
-
-        self.app.push_screen(BrowserScreen(self.batch.path.parent))
+        self.host.open_browser()
 
     @on(EngineFinished)
     def _engine_finished(self, message: EngineFinished) -> None:
