@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from batchtui.engine.batchdir import BatchDir, BatchScope, resume_command
 from batchtui.engine.fmt import fmt_ago
 from batchtui.engine.models import BatchState
+from batchtui.engine.preview import preview
 from batchtui.engine.registry import register, registered
 from batchtui.engine.store import ItemQueries
 from batchtui.tui.app import BatchtuiApp
@@ -410,5 +411,42 @@ def test_b_from_a_dashboard_goes_back_to_the_browser_of_every_batch(tmp_path: Pa
             screen = app.screen
             assert isinstance(screen, BrowserScreen)
             await _until(pilot, lambda: {r.batch_id for r in screen.rows} == {local.name, remote.name})
+
+    run(body)
+
+
+def test_reading_the_batches_again_reads_a_preview_again_only_when_its_batch_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchtui.tui.screens import browser
+
+    finished = make_batch(tmp_path, state=BatchState.FINISHED)
+    read: list[str] = []
+
+    def counting(row: object) -> object:
+        read.append(row.batch_id)  # type: ignore[attr-defined]
+        return preview(row)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(browser, "preview", counting)
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            await _select(pilot, screen, finished.name)
+            for _ in range(2):  # f5 twice: the batch is as it was
+                before = screen.rows
+                await pilot.press("f5")
+                await _until(pilot, lambda before=before: screen.rows is not before)  # type: ignore[misc]
+            assert read == [finished.name]
+            data = orjson.loads((finished / "manifest.json").read_bytes())
+            data["name"] = "renamed"
+            (finished / "manifest.json").write_bytes(orjson.dumps(data))
+            before = screen.rows
+            await pilot.press("f5")
+            await _until(pilot, lambda: screen.rows is not before and len(read) == 2)
+            pane = screen.query_one(BatchPreviewPane)
+            await _until(pilot, lambda: pane.preview is not None and pane.preview.summary.name == "renamed")
 
     run(body)

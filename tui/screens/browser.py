@@ -234,6 +234,7 @@ class BrowserScreen(WorkerScreen):
         self.widths: dict[str, int] = {}
         self._preview_asked = 0  # requests for a preview; the one being read has its number
         self._preview_busy = False
+        self._preview_reading: str | None = None  # the batch being read
 
     def compose(self) -> ComposeResult:
         yield Static(id="browser-title")
@@ -345,7 +346,12 @@ class BrowserScreen(WorkerScreen):
         self.widths = {}  # the engine column may come or go with the rows
         self._layout()
         self.refresh_bindings()
-        self._load_preview()
+        pane = self.query_one(BatchPreviewPane)
+        row = self.selected
+        if row is not None and pane.preview is not None and pane.preview.summary == row:
+            pane.show(pane.preview)  # the same batch as read before: only its ages move on
+        else:  # another batch, or one that changed (a running one: every time)
+            self._load_preview()
 
     def _fill(self) -> None:
         """Rebuild the table with the rows and the columns that fit (a few hundred rows at most:
@@ -396,6 +402,7 @@ class BrowserScreen(WorkerScreen):
         self._preview_asked += 1
         if not self._preview_busy:
             self._preview_busy = True
+            self._preview_reading = row.batch_id
             self._read_preview(row, self._preview_asked)
 
     @work(thread=True, group="browser-preview", name="reading the batch", exit_on_error=False)
@@ -409,6 +416,7 @@ class BrowserScreen(WorkerScreen):
 
     def _preview_done(self, made: BatchPreview | None, asked: int) -> None:
         self._preview_busy = False
+        self._preview_reading = None
         if made is not None and made.summary.batch_id == self.selected_id:
             self.query_one(BatchPreviewPane).show(made)
         if asked < self._preview_asked:  # asked again meanwhile: read where the cursor is now
@@ -462,7 +470,13 @@ class BrowserScreen(WorkerScreen):
     @on(DataTable.RowHighlighted, "#batches")
     def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self.refresh_bindings()
-        self._load_preview()
+        # The table is rebuilt (and highlights its row again) on every read of the batches:
+        # _show has decided about the preview then; here only a move to another batch reads.
+        pane = self.query_one(BatchPreviewPane)
+        row = self.selected
+        shown = pane.preview.summary.batch_id if pane.preview is not None else None
+        if row is None or row.batch_id not in (shown, self._preview_reading):
+            self._load_preview()
 
     @on(DataTable.RowSelected, "#batches")
     def _selected(self, _event: DataTable.RowSelected) -> None:
@@ -518,7 +532,12 @@ class BrowserScreen(WorkerScreen):
         c: Counts = row.totals
         self.app.push_screen(
             ConfirmScreen(
-                f"Delete batch {row.batch_id}?",
+                clean(
+                    f"Delete batch {row.name} ({short_id(row.batch_id)})?"
+                    if row.name
+                    else f"Delete batch {row.batch_id}?",
+                    70,
+                ),
                 f"{c.total:,} items, {c.complete:,} complete. Its results and logs go too; this cannot be undone.",
             ),
             confirmed,
