@@ -96,7 +96,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("age", "Updated", 10, 10, 10),
     Column("source", "Source", 16, 24, 48),
     Column("command", "Command", 16, 24, 48),
-    Column("engine", "Engine", 9, 12, 30),
+    Column("engine", "Engine", 9, 32, 40),  # last taken: it may have the room left whole
 )
 _BY_KEY = {c.key: c for c in COLUMNS}
 #: Which columns stay as the width shrinks, the first kept longest (the name always).
