@@ -36,7 +36,7 @@ from batchtui.engine.resume import ResumePlan, plan_resume
 from batchtui.engine.runner import EXIT_INTERRUPTED, BatchRunner, RunResult
 
 from .commands import ActionsProvider
-from .glyphs import ascii_terminal, to_ascii
+from .glyphs import ASCII_CLASS, ascii_terminal, to_ascii
 from .hangup import TerminalWatch, silence_terminal, tty_gone
 from .keys import key_entries
 from .messages import EngineFinished
@@ -134,6 +134,7 @@ class BatchtuiApp(App[int]):
 
     def on_mount(self) -> None:
         if self.ascii_only:
+            self.add_class(ASCII_CLASS)
             self._ascii_output()
         themes, problems = load_themes()
         for theme in themes.values():

@@ -20,7 +20,10 @@ from typing import Final
 
 from rich.cells import cell_len
 
-__all__ = ["ASCII_BARS", "UNICODE_BARS", "ascii_terminal", "to_ascii"]
+__all__ = ["ASCII_BARS", "ASCII_CLASS", "UNICODE_BARS", "ascii_terminal", "to_ascii"]
+
+#: The app's CSS class in ASCII mode (what a widget that draws asks).
+ASCII_CLASS: Final = "-ascii"
 
 #: A chart column's partial fill, 0 (empty) to 8 (full), in each mode.
 UNICODE_BARS: Final = " ▁▂▃▄▅▆▇█"

@@ -27,6 +27,7 @@ from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.cli.group import main
+from batchtui.tui.commands import palette_entries
 from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.screens.resume_dialog import ResumeDialog
 
@@ -130,8 +131,8 @@ def test_the_dialog_opens_only_for_a_resumable_batch(tmp_path: Path) -> None:
             await pilot.pause(0.3)
             dashboard = app.screen
             assert isinstance(dashboard, DashboardScreen)
-            palette = [c.title for c in app.get_system_commands(dashboard)]
-            assert ("Resume batch" in palette) is opens
+            palette = {e.title: e for e in palette_entries(app, dashboard)}
+            assert (palette["Resume batch"].why_not is None) is opens  # else greyed, with why
             await pilot.press("u")
             await pilot.pause(0.2)
             assert isinstance(app.screen, ResumeDialog) is opens

@@ -174,6 +174,7 @@ class DashboardScreen(WorkerScreen):
         self.batch = BatchDir(batch)
         self.in_process = in_process
         self._alive_stamp = 0.0
+        self._tabs_stamp = 0.0
         self._group: tuple[str, str] | None = None  # the error group the items show: (id, label)
         self.watcher: BatchWatcher | None = None
 
@@ -249,8 +250,15 @@ class DashboardScreen(WorkerScreen):
         if live is None:
             return
         self.query_one(ItemsTable).refresh_data()
-        self._label_tabs()
-        if previous is None or previous.state != live.state:
+        changed_state = previous is None or previous.state != live.state
+        # The tabs' counts once a second while they move: a relabelled tab lays the screen out
+        # again, time an engine in this app's thread does not get (the status line has them 4
+        # times a second).
+        now = time.monotonic()
+        if changed_state or now - self._tabs_stamp >= 1.0:
+            self._tabs_stamp = now
+            self._label_tabs()
+        if changed_state:
             self.refresh_bindings()
 
     def _check_alive(self, force: bool = False, live: LiveProgress | None = None) -> None:

@@ -22,8 +22,9 @@ from textual.widgets import Static
 
 from batchtui.engine.models import LiveProgress
 
-from ..glyphs import ASCII_BARS, UNICODE_BARS
+from ..glyphs import ASCII_BARS, ASCII_CLASS, UNICODE_BARS
 from .counts import fmt_mb
+from .labels import set_text
 
 __all__ = ["HISTORY", "Charts", "ZeroSparkline", "bar_levels", "bar_rows"]
 
@@ -65,7 +66,7 @@ class ZeroSparkline(Widget):
     data: reactive[tuple[float, ...]] = reactive(())
 
     def render(self) -> RenderResult:
-        bars = ASCII_BARS if getattr(self.app, "ascii_only", False) else UNICODE_BARS
+        bars = ASCII_BARS if self.app.has_class(ASCII_CLASS) else UNICODE_BARS
         rows = bar_rows(self.data, self.size.width, max(1, self.size.height), bars)
         return Text("\n".join(rows), no_wrap=True, overflow="crop")
 
@@ -82,7 +83,6 @@ class Charts(Horizontal):
         self.rates: collections.deque[float] = collections.deque(maxlen=HISTORY)
         self.rss: collections.deque[float] = collections.deque(maxlen=HISTORY)
         self._ready = False
-        self._labels: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="chart"):
@@ -128,6 +128,4 @@ class Charts(Horizontal):
         )
 
     def _label(self, selector: str, text: str) -> None:
-        if self._labels.get(selector) != text:
-            self._labels[selector] = text
-            self.query_one(selector, Static).update(Text(text))
+        set_text(self.query_one(selector, Static), Text(text))

@@ -10,6 +10,8 @@ from textual.widgets import Static
 
 from batchtui.engine.models import ACTIVE_STATES, LiveProgress, Manifest
 
+from .labels import set_text
+
 __all__ = ["STATUSES", "CountsRow", "fmt_mb"]
 
 STATUSES = ("pending", "processing", "complete", "failed", "skipped")
@@ -56,7 +58,7 @@ class CountsRow(Horizontal):
                 shown = f"running {c.running:,}/{live.workers:,} · queued {c.queued:,}"
             else:
                 shown = f"{status} {getattr(c, status):,}"
-            self.query_one(f"#count-{status}", Static).update(Text(shown))
+            set_text(self.query_one(f"#count-{status}", Static), Text(shown))
         extra = []
         if self.manifest is not None and self.manifest.duplicates_dropped:
             extra.append(f"duplicates dropped {self.manifest.duplicates_dropped:,}")
@@ -68,4 +70,4 @@ class CountsRow(Horizontal):
                 f"{where}: {cluster.workers} workers, {fmt_mb(cluster.memory_used_mb)}"
                 f" / {fmt_mb(cluster.memory_total_mb)}"
             )
-        self.query_one("#count-extra", Static).update(Text("  ".join(extra)))
+        set_text(self.query_one("#count-extra", Static), Text("  ".join(extra)))

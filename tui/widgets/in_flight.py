@@ -20,6 +20,15 @@ from ..text import plain
 __all__ = ["InFlightPanel"]
 
 
+_COLUMNS = ("seq", "try", "running", "key")
+
+
+def _cells(row: tuple[int, str, int, str]) -> tuple[int, int, str, str]:
+    """A row's values in the table's column order."""
+    seq, key, attempt, running = row
+    return seq, attempt, running, key
+
+
 def _started(iso: str) -> float:
     try:
         return parse_iso(iso)
@@ -74,12 +83,22 @@ class InFlightPanel(Vertical):
             rows.append((f.seq, f.key, f.attempt, running))
         if rows == self._rows:
             return
+        # Rows are places (r0, r1...), updated in place cell by cell, only where a cell changed:
+        # with fast items the whole set changes 4 times a second, and a cleared and refilled
+        # table is measured again and repainted whole (time an engine in this app's thread
+        # does not get). Rows are added or removed at the end only.
         table = self.query_one("#inflight", DataTable)
-        if [r[:3] for r in rows] == [r[:3] for r in self._rows]:
-            for seq, _key, _attempt, running in rows:
-                table.update_cell(str(seq), "running", Text(running))
-        else:
-            table.clear()
-            for seq, key, attempt, running in rows:
-                table.add_row(Text(str(seq)), Text(str(attempt)), Text(running), plain(key, limit=120), key=str(seq))
+        old = self._rows
+        for i, row in enumerate(rows):
+            seq, key, attempt, running = row
+            cells = (Text(str(seq)), Text(str(attempt)), Text(running), plain(key, limit=120))
+            if i >= len(old):
+                table.add_row(*cells, key=f"r{i}")
+                continue
+            for column, before, after, cell in zip(_COLUMNS, _cells(old[i]), _cells(row), cells, strict=True):
+                if before != after:  # a wider key or time widens its column
+                    wider = isinstance(after, str) and len(after) > len(str(before))
+                    table.update_cell(f"r{i}", column, cell, update_width=wider)
+        for i in range(len(rows), len(old)):
+            table.remove_row(f"r{i}")
         self._rows = rows

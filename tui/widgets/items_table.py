@@ -413,12 +413,26 @@ class ItemsTable(ScrollView, can_focus=True):
         """
         if self._store is None and not self._open_store():
             return
+        count, pages = self._count, dict(self._pages)
         self._pages.clear()
         if self._is_filtered and self._last_count_s > _COUNT_BUDGET_S:
             self._count_in_background()
-        else:
-            self._recount()
-        self.refresh()
+            self.refresh()
+            return
+        self._recount()
+        # Repainted only when the rows on screen changed: a repaint of the table costs the
+        # engine in this app's thread its time (GIL), 4 times a second while the rows at the
+        # top are long done (issue 19, point 6).
+        first = int(self.scroll_y)
+        on_screen = range(first // PAGE_SIZE, (first + self.size.height) // PAGE_SIZE + 1)
+        changed = count != self._count
+        for number in on_screen:
+            if number * PAGE_SIZE >= self._count:
+                break
+            if self._fetch_page(number) != pages.get(number):
+                changed = True
+        if changed:
+            self.refresh()
 
     # -- reactives -------------------------------------------------------------------------
 

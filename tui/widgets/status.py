@@ -19,6 +19,7 @@ from batchtui.engine.liveness import EngineStatus, Liveness
 from batchtui.engine.models import ACTIVE_STATES, BatchState, LiveProgress, Manifest
 
 from ..text import plain
+from .labels import set_text
 
 __all__ = ["GONE", "ProgressLine", "StatusPart", "StatusText", "TitleBar", "fit_parts", "render_parts"]
 
@@ -115,7 +116,7 @@ class TitleBar(Static):
         else:
             title.append_text(state_text)
             title.append_text(about)
-        self.update(title)
+        set_text(self, title)
 
 
 def elapsed_text(live: LiveProgress) -> str:
@@ -229,7 +230,7 @@ class StatusText(Static):
     def draw(self) -> None:
         width = self.size.width or self.app.size.width - 2
         bar = (self.style_of("bar"), self.style_of("bar-back"))
-        self.update(render_parts(self.parts, width, self.percent, bar))
+        set_text(self, render_parts(self.parts, width, self.percent, bar))
 
 
 class ProgressLine(Horizontal):
