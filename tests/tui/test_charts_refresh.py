@@ -43,11 +43,12 @@ class _Refreshes:
 
 
 class _Labels(App[None]):
-    CSS = "#fixed { width: 1fr; height: 1; } #auto { width: auto; height: 1; }"
+    CSS = "#fixed { width: 1fr; height: 1; } #auto { width: auto; height: 1; } #tall { width: 20; height: auto; }"
 
     def compose(self) -> ComposeResult:
         yield Static(Text("12.5/s"), id="fixed")
         yield Static(Text("complete 9"), id="auto")
+        yield Static(Text("memory 71 MB"), id="tall")
 
 
 def test_a_label_is_repainted_only_when_its_text_changed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,6 +63,11 @@ def test_a_label_is_repainted_only_when_its_text_changed(monkeypatch: pytest.Mon
             assert set_text(auto, Text("complete 7"))  # as long: no layout
             assert set_text(auto, Text("complete 10"))  # longer, its width follows: laid out
             assert seen.of("fixed") == [False] and seen.of("auto") == [False, True]
+            tall = app.query_one("#tall", Static)
+            assert set_text(tall, Text("memory 1.5 GB"))  # one line still: no layout
+            assert set_text(tall, Text("memory 1.5 GB (peak 2.0 GB)"))  # wraps: two lines, laid out
+            await pilot.pause()
+            assert seen.of("tall")[:2] == [False, True] and tall.size.height == 2
             assert str(fixed.render()) == "123.5/s"
 
     run(body)
@@ -121,6 +127,51 @@ def test_the_in_flight_rows_are_updated_in_place(tmp_path: Path) -> None:
             assert str(table.get_cell_at((0, 3))) == "k4"
             panel.live = live.model_copy(update={"in_flight": flights(7)})
             await pilot.pause()
-            assert table.row_count == 1 and str(table.get_cell_at((0, 0))) == "7"
+            # Fewer items: the rows left over are blanked, not removed (no layout).
+            assert list(table.rows) == keys
+            assert [str(table.get_cell_at((i, 0))) for i in range(3)] == ["7", "", ""]
+            panel.live = live.model_copy(update={"in_flight": []})  # none in flight: no rows
+            await pilot.pause()
+            assert table.row_count == 0
+
+    run(body)
+
+
+def test_an_engine_in_the_app_has_its_progress_shown_twice_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchtui.tui.app import BatchtuiApp
+    from batchtui.tui.messages import LiveUpdated
+    from batchtui.tui.screens.dashboard import DashboardScreen
+
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    live = read_model(batch / "live_progress.json", LiveProgress)
+    monkeypatch.setattr(BatchtuiApp, "engine_running", property(lambda self: True))
+    monkeypatch.setattr(DashboardScreen, "IN_PROCESS_EVERY_S", 1.0)
+
+    def write(n: int, state: BatchState = BatchState.RUNNING) -> LiveUpdated:
+        return LiveUpdated(batch, live.model_copy(update={"commit_seq": n, "state": state}))
+
+    async def body() -> None:
+        app = BatchtuiApp(
+            output_dir=tmp_path, watch_files=False, clock=lambda: FROZEN, handle_hangup=False, strict_display=True
+        )
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = DashboardScreen(batch, in_process=True)
+            await app.push_screen(screen)
+            await pilot.pause()
+            assert screen.live is not None and screen.live.commit_seq == 42  # the file, at once
+            screen.post_message(write(1))
+            screen.post_message(write(2))
+            await pilot.pause()
+            assert screen.live.commit_seq == 42  # within the interval: held back
+            for _ in range(250):  # the timer fires once the interval is over (bounded: 5 s)
+                if screen.live.commit_seq != 42:
+                    break
+                await pilot.pause(0.02)
+            assert screen.live.commit_seq == 2  # the latest (1 was never shown)
+            screen.post_message(write(3, BatchState.PAUSED))
+            await pilot.pause()
+            assert screen.live.commit_seq == 3  # a change of state: at once
 
     run(body)

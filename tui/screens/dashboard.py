@@ -23,6 +23,7 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.geometry import Size
 from textual.reactive import var
+from textual.timer import Timer
 from textual.widgets import Input, Tab, Tabs
 from textual.worker import get_current_worker
 
@@ -144,6 +145,8 @@ class DashboardScreen(WorkerScreen):
         ),
     ]
 
+    #: How often the progress of an engine in this app's thread is shown (issue 19, point 6).
+    IN_PROCESS_EVERY_S: ClassVar[float] = 0.5
     ACK_TIMEOUT_S: ClassVar[float] = ACK_TIMEOUT_S  # a class attribute, so a test can shorten it
     #: What the footer shows first (what fits, from the left; everything is in ? and ^p).
     #: With an engine running it, pause and stop come after quit; without, resume
@@ -175,6 +178,9 @@ class DashboardScreen(WorkerScreen):
         self.in_process = in_process
         self._alive_stamp = 0.0
         self._tabs_stamp = 0.0
+        self._live_stamp = 0.0
+        self._live_pending: LiveProgress | None = None
+        self._live_timer: Timer | None = None
         self._group: tuple[str, str] | None = None  # the error group the items show: (id, label)
         self.watcher: BatchWatcher | None = None
 
@@ -234,8 +240,30 @@ class DashboardScreen(WorkerScreen):
 
     @on(LiveUpdated)
     def _live(self, message: LiveUpdated) -> None:
+        live, previous = message.live, self.live
+        if self.in_process_engine and previous is not None and previous.state == live.state:
+            # The engine runs in this app's thread: every repaint is time it does not get (one
+            # GIL). Its progress is shown IN_PROCESS_EVERY_S apart, the latest write each time;
+            # a change of state at once.
+            wait = self._live_stamp + self.IN_PROCESS_EVERY_S - time.monotonic()
+            if wait > 0:
+                self._live_pending = live
+                if self._live_timer is None:
+                    self._live_timer = self.set_timer(wait, self._live_later)
+                return
+        self._apply_live(live)
+
+    def _live_later(self) -> None:
+        self._live_timer = None
+        live, self._live_pending = self._live_pending, None
+        if live is not None:
+            self._apply_live(live)
+
+    def _apply_live(self, live: LiveProgress) -> None:
+        self._live_stamp = time.monotonic()
+        self._live_pending = None
         try:
-            live, previous = message.live, self.live
+            previous = self.live
             # A write from an engine thought frozen: say at once that it responds again.
             force = previous is None or previous.state != live.state or self.engine.liveness == Liveness.STALE
             self._check_alive(force=force, live=live)

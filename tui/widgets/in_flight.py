@@ -21,6 +21,8 @@ __all__ = ["InFlightPanel"]
 
 
 _COLUMNS = ("seq", "try", "running", "key")
+#: A row left over when fewer items are in flight than rows (drawn empty).
+_BLANK: tuple[int, str, int, str] = (-1, "", 0, "")
 
 
 def _cells(row: tuple[int, str, int, str]) -> tuple[int, int, str, str]:
@@ -86,12 +88,22 @@ class InFlightPanel(Vertical):
         # Rows are places (r0, r1...), updated in place cell by cell, only where a cell changed:
         # with fast items the whole set changes 4 times a second, and a cleared and refilled
         # table is measured again and repainted whole (time an engine in this app's thread
-        # does not get). Rows are added or removed at the end only.
+        # does not get). Rows are added at the end; when fewer items are in flight the rows
+        # left over are blanked, not removed (a removed row lays the screen out again), until
+        # none is in flight.
         table = self.query_one("#inflight", DataTable)
         old = self._rows
+        if not rows:
+            table.clear()
+            self._rows = rows
+            return
+        rows = rows + [_BLANK] * (len(old) - len(rows))
         for i, row in enumerate(rows):
             seq, key, attempt, running = row
-            cells = (Text(str(seq)), Text(str(attempt)), Text(running), plain(key, limit=120))
+            if row == _BLANK:
+                cells = (Text(""), Text(""), Text(""), Text(""))
+            else:
+                cells = (Text(str(seq)), Text(str(attempt)), Text(running), plain(key, limit=120))
             if i >= len(old):
                 table.add_row(*cells, key=f"r{i}")
                 continue
@@ -99,6 +111,4 @@ class InFlightPanel(Vertical):
                 if before != after:  # a wider key or time widens its column
                     wider = isinstance(after, str) and len(after) > len(str(before))
                     table.update_cell(f"r{i}", column, cell, update_width=wider)
-        for i in range(len(rows), len(old)):
-            table.remove_row(f"r{i}")
         self._rows = rows

@@ -3,8 +3,9 @@
 Textual lays the whole screen out again after ``Static.update`` unless told the size cannot
 change. The dashboard's labels change 4 times a second while an engine runs, and with the
 engine in this app's worker thread every layout is time the engine does not get (one GIL):
-a label is updated only when its text changed, and laid out only when its size can change
-(its width or height follows its content, and the text's length changed).
+a label is updated only when its text changed, and laid out only when its size can change:
+its width follows its text and the text's length changed, or its height does and the text
+wraps (or did).
 """
 
 from __future__ import annotations
@@ -25,8 +26,14 @@ def set_text(label: Static, text: Text) -> bool:
     old = label.content
     if _same(old, text):
         return False
-    styles = label.styles
-    sized_by_content = any(s is None or s.is_auto for s in (styles.width, styles.height))
-    old_len = cell_len(old.plain) if isinstance(old, Text) else -1
-    label.update(text, layout=sized_by_content and (old_len != cell_len(text.plain) or "\n" in text.plain))
+    old_len, new_len = cell_len(old.plain) if isinstance(old, Text) else -1, cell_len(text.plain)
+    width, height = label.styles.width, label.styles.height
+    if width is not None and width.is_auto:
+        layout = old_len != new_len  # as wide as its text
+    elif height is None or height.is_auto:
+        # As high as its text: one line as long as neither the old text nor the new one wraps.
+        layout = "\n" in text.plain or old_len < 0 or max(old_len, new_len) > label.content_size.width
+    else:
+        layout = False  # a fixed size
+    label.update(text, layout=layout)
     return True
