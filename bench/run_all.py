@@ -45,6 +45,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
                 extra = ["--quick"]
         steps.append(("bench_tui_table", extra))
     steps.append(("bench_watch", ["--items", "50000", "--reps", "2"] if quick else []))
+    steps.append(("bench_app", ["--items", "100000", "--reps", "2"] if quick else []))
     return steps
 
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="scale on 100,000 items, watch on 50,000, fewer rounds elsewhere"
     )
     ap.add_argument(
-        "--only", default="", help="comma list of benches to run (shell,inproc,durability,scale,tui_table,watch)"
+        "--only", default="", help="comma list of benches to run (shell,inproc,durability,scale,tui_table,watch,app)"
     )
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.txt", help="combined text [bench/results/latest.txt]")
     args = ap.parse_args(argv)

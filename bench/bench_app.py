@@ -1,6 +1,6 @@
 """What the dashboard costs an engine that runs inside the app, and what the app costs at rest.
 
-    python -m bench.app_overhead [--items 200000] [--reps 3] [--executor thread] [--workers 2] [--idle 5]
+    python -m bench.bench_app [--items 200000] [--reps 3] [--executor thread] [--workers 2] [--idle 5]
 
 The same batch (N distinct lines through ``--call bench/procs.py:noop``), interleaved round by
 round, median of --reps rounds:
