@@ -70,6 +70,8 @@ def test_under_lang_c_the_terminal_gets_ascii_only(tmp_path: Path, monkeypatch: 
     app = BatchtuiApp(output_dir=tmp_path, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False)
     _rendered, sent, sparkline = run(lambda: frame(app, (120, 40)))
     assert sent.isascii() and sparkline.endswith("#") and set(sparkline) <= set(" __.--=*#\n")
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", sent)
+    assert re.search(r"INTERRUPTED +#+-+ +60%", plain), plain  # the progress bar: done and left apart
 
     monkeypatch.setenv("LANG", "C.UTF-8")
     app = BatchtuiApp(output_dir=tmp_path, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False)

@@ -18,6 +18,7 @@ from batchtui.engine.fmt import fmt_duration
 from batchtui.engine.liveness import EngineStatus, Liveness
 from batchtui.engine.models import ACTIVE_STATES, BatchState, LiveProgress, Manifest
 
+from ..glyphs import ASCII_CLASS
 from ..text import plain
 from .labels import set_text
 
@@ -158,8 +159,15 @@ def fit_parts(parts: Sequence[StatusPart], width: int) -> list[StatusPart]:
     return kept
 
 
-def render_parts(parts: Sequence[StatusPart], width: int, percent: float, bar_styles: tuple[Style, Style]) -> Text:
-    """The status line at ``width`` cells: the parts that fit, the bar given the room left."""
+def render_parts(
+    parts: Sequence[StatusPart],
+    width: int,
+    percent: float,
+    bar_styles: tuple[Style, Style],
+    bar_chars: tuple[str, str] = ("━", "━"),
+) -> Text:
+    """The status line at ``width`` cells: the parts that fit, the bar given the room left
+    (``bar_chars``: its done and its remaining cells; an ASCII terminal has them apart)."""
     kept = fit_parts(parts, width)
     room = width - sum(p.text.cell_len + (len(p.sep) if i else 0) for i, p in enumerate(kept) if not p.bar)
     line = Text(no_wrap=True, overflow="crop", end="")
@@ -169,8 +177,8 @@ def render_parts(parts: Sequence[StatusPart], width: int, percent: float, bar_st
         if part.bar:
             cells = max(BAR_MIN, min(BAR_MAX, room - (len(part.sep) if i else 0)))
             done = round(cells * max(0.0, min(percent, 100.0)) / 100)
-            line.append("━" * done, style=bar_styles[0])
-            line.append("━" * (cells - done), style=bar_styles[1])
+            line.append(bar_chars[0] * done, style=bar_styles[0])
+            line.append(bar_chars[1] * (cells - done), style=bar_styles[1])
         else:
             line.append_text(part.text)
     return line
@@ -230,7 +238,8 @@ class StatusText(Static):
     def draw(self) -> None:
         width = self.size.width or self.app.size.width - 2
         bar = (self.style_of("bar"), self.style_of("bar-back"))
-        set_text(self, render_parts(self.parts, width, self.percent, bar))
+        chars = ("#", "-") if self.app.has_class(ASCII_CLASS) else ("━", "━")
+        set_text(self, render_parts(self.parts, width, self.percent, bar, chars))
 
 
 class ProgressLine(Horizontal):
