@@ -33,7 +33,13 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
         "Preflight: the same arguments as `run` (or --batch ID for a resume); prints each check "
         "and PROCEED (exit 0) or FIX_ISSUES (exit 2).",
     ),
-    "cleanup": ("maintenance", "cleanup_cmd", "Remove old finished batches (never one with a live engine)."),
+    "cleanup": (
+        "maintenance",
+        "cleanup_cmd",
+        "Remove old finished batches (never one with a live engine): those `ls` lists, so the output dir's "
+        "and every registered one; with --output-dir, that folder's only. Registered batches whose folder "
+        "was moved or deleted (`gone` in `ls`) are forgotten by the registry.",
+    ),
     "demo": (
         "running",
         "demo_cmd",
@@ -47,7 +53,13 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
         "Print the output of item SEQ of BATCH (a shell item's stdout, or stderr with --err) of its "
         "latest attempt or of --attempt N; -f follows it until the item has finished.",
     ),
-    "ls": ("inspecting", "ls_cmd", "List the batches in the output dir, newest first."),
+    "ls": (
+        "inspecting",
+        "ls_cmd",
+        "List every batch, newest first: those in the output dir and every batch made elsewhere (they "
+        "are registered under $XDG_STATE_HOME/batchtui); with --output-dir, that folder only. A registered "
+        "batch whose folder was moved or deleted shows as `gone` (`cleanup` forgets it).",
+    ),
     "pause": ("steering", "pause_cmd", "Pause BATCH: no new items start; in-flight items finish."),
     "prioritize": (
         "steering",
@@ -63,8 +75,9 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
     "resume": (
         "resuming",
         "resume_cmd",
-        "Resume BATCH (an id, a unique part of one, or a path) [default: the newest unfinished "
-        "batch that no engine runs now; it says which and why].",
+        "Resume BATCH (a path, an id, a name, or a unique part of an id) [default: the newest "
+        "unfinished batch that no engine runs now in the output dir, or when it has none among the "
+        "registered batches (made in any folder); it says which, where and why].",
     ),
     "retry": ("steering", "retry_cmd", "Put failed items of BATCH back to pending (their attempt history is kept)."),
     "run": ("running", "run_cmd", "Create a batch from SOURCES and run it."),
@@ -75,8 +88,10 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
     "watch": (
         "watching",
         "watch_cmd",
-        "Attach the dashboard to BATCH [default: the latest]: a running engine (here or in another "
-        "process) or a finished batch. Its keys steer the engine through control.jsonl.",
+        "Attach the dashboard to BATCH (a path, an id, a name, or a unique part of an id) [default: "
+        "the latest batch of the output dir, or when it has none the latest registered one]: a running "
+        "engine (here or in another process) or a finished batch. Its keys steer the engine through "
+        "control.jsonl.",
     ),
     "workers": ("steering", "workers_cmd", "Grow or shrink the worker pool of a running BATCH to N."),
 }
