@@ -21,8 +21,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .batchdir import BatchDir, now_iso, resume_command
-from .control import ACK_TIMEOUT_S, append_command, apply_offline, new_command, unacked_message, wait_for_ack
+from .batchdir import BatchDir, BatchLocked, now_iso, resume_command
+from .control import (
+    ACK_TIMEOUT_S,
+    OFFLINE_LOCK_WAIT_S,
+    append_command,
+    apply_offline,
+    new_command,
+    unacked_message,
+    wait_for_ack,
+)
 from .errors import UserError
 from .liveness import EngineStatus, engine_status
 from .models import ControlCommand, ControlOp
@@ -215,21 +223,32 @@ def send(
     cmd = new_command(op, seqs=seqs, filter=filter, value=value, select=None if select is None else select.to_json())
     at = None if now is None else float(now())
     status = engine_status(batch, now=at)
-    if status.held:
-        append_command(batch, cmd)
-        if wait is None:
-            return Sent(batch.batch_id, cmd, status)
-        deadline = time.monotonic() + wait
+    if not status.held:
+        change = offline_change(cmd)
+        if change is None:
+            raise NoEngine(f"no engine is running batch {batch.batch_id}; start it with `{resume_command(batch)}`")
+        # The lock may be held by a command that is about to become an engine (a resume still
+        # planning), or becomes one while we wait for it: look again until the wait is over.
+        deadline = time.monotonic() + max(wait or 0.0, OFFLINE_LOCK_WAIT_S)
         while True:
-            left = deadline - time.monotonic()
-            live = wait_for_ack(batch, cmd.id, max(0.0, min(_SLICE_S, left)))
-            if live is not None:
-                return Applied(batch.batch_id, cmd, live.control_results.get(cmd.id, "done"), True, live.state.value)
-            if time.monotonic() >= deadline or (cancelled is not None and cancelled()):
+            try:
+                return Applied(batch.batch_id, cmd, apply_offline(batch, change, lock_wait=_SLICE_S), False)
+            except BatchLocked:
+                if time.monotonic() >= deadline:
+                    raise
+            status = engine_status(batch, now=None if now is None else float(now()))
+            if status.held:
                 break
-        status = engine_status(batch, now=None if now is None else float(now()))
-        return NotAcknowledged(batch, cmd, status, wait)
-    change = offline_change(cmd)
-    if change is None:
-        raise NoEngine(f"no engine is running batch {batch.batch_id}; start it with `{resume_command(batch)}`")
-    return Applied(batch.batch_id, cmd, apply_offline(batch, change), False)
+    append_command(batch, cmd)
+    if wait is None:
+        return Sent(batch.batch_id, cmd, status)
+    deadline = time.monotonic() + wait
+    while True:
+        left = deadline - time.monotonic()
+        live = wait_for_ack(batch, cmd.id, max(0.0, min(_SLICE_S, left)))
+        if live is not None:
+            return Applied(batch.batch_id, cmd, live.control_results.get(cmd.id, "done"), True, live.state.value)
+        if time.monotonic() >= deadline or (cancelled is not None and cancelled()):
+            break
+    status = engine_status(batch, now=None if now is None else float(now()))
+    return NotAcknowledged(batch, cmd, status, wait)

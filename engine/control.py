@@ -330,7 +330,9 @@ class ControlWatcher:
         self._thread.join(timeout=2)
 
 
-def apply_offline(batch: BatchDir, change: Callable[[Any], str], *, durable: bool = True) -> str:
+def apply_offline(
+    batch: BatchDir, change: Callable[[Any], str], *, durable: bool = True, lock_wait: float = OFFLINE_LOCK_WAIT_S
+) -> str:
     """Change the store of a batch no engine is running, under the batch lock.
 
     Afterwards the manifest's totals and live_progress.json's counts are rewritten from the
@@ -342,7 +344,7 @@ def apply_offline(batch: BatchDir, change: Callable[[Any], str], *, durable: boo
     from .store import ItemStore
 
     lock = BatchLock(batch.lock, engine=False)
-    lock.acquire(wait=OFFLINE_LOCK_WAIT_S)
+    lock.acquire(wait=lock_wait)
     try:
         # Read first: a batch of a newer batchtui (or a damaged one) is refused before its
         # store is touched.

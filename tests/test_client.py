@@ -19,7 +19,7 @@ from batchtui.engine.client import Applied, NoEngine, NotAcknowledged, Sent, sen
 from batchtui.engine.liveness import Liveness, engine_status
 from batchtui.engine.models import NewerFormat
 
-from .conftest import only_batch
+from .conftest import only_batch, wait_until
 
 
 def _statuses(batch: Path) -> dict[int, str]:
@@ -75,6 +75,46 @@ def test_a_brief_offline_holder_is_not_an_engine(failed_batch: BatchDir) -> None
     finally:
         lock.release()
     assert not failed_batch.control.exists()
+
+
+def test_a_holder_that_becomes_an_engine_gets_the_command_through_control(
+    failed_batch: BatchDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A skip sent while a resume still plans (it holds the lock, not yet as an engine) waits for
+    the lock; when the holder turns into the engine, the skip goes to control.jsonl for it
+    instead of failing with "is being run by" (CI saw that under load)."""
+    import threading
+
+    from batchtui.engine import client
+
+    looks: list[bool] = []
+    real_status = client.engine_status
+
+    def counted(*args: object, **kwargs: object) -> object:
+        got = real_status(*args, **kwargs)  # type: ignore[arg-type]
+        looks.append(got.held)
+        return got
+
+    monkeypatch.setattr(client, "engine_status", counted)
+    planner = BatchLock(failed_batch.lock, engine=False)
+    planner.acquire()
+    outcome: list[object] = []
+    sender = threading.Thread(target=lambda: outcome.append(send(failed_batch, "skip", seqs=[3], wait=1.0)))
+    sender.start()
+    engine = BatchLock(failed_batch.lock, engine=True)
+    try:
+        wait_until(lambda: len(looks) >= 2, what="the sender looking again after a refused lock")
+        planner.release()
+        engine.acquire(wait=5)  # the planner hands the batch to its runner
+        sender.join(30)
+    finally:
+        planner.release()
+        engine.release()
+    assert looks[0] is False and looks[-1] is True
+    assert len(outcome) == 1 and isinstance(outcome[0], NotAcknowledged), outcome
+    lines = [json.loads(line) for line in failed_batch.control.read_text().splitlines()]
+    assert [(c["op"], c["seqs"]) for c in lines] == [("skip", [3])]
+    assert _statuses(failed_batch.path)[3] == "failed"  # left to the engine, not changed offline
 
 
 def test_an_engine_that_does_not_answer(failed_batch: BatchDir) -> None:
