@@ -30,6 +30,9 @@ BATCHTUI = [sys.executable, "-m", "batchtui.tui.cli"]
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PROCS = HERE / "procs.py"
+#: Benchmark batches are scratch: they go to a registry of their own, never the user's (the
+#: per-user list of batches that `batchtui ls` shows from anywhere).
+STATE_DIR = os.environ.setdefault("BATCHTUI_STATE_DIR", tempfile.mkdtemp(prefix="batchtui-bench-state-"))
 
 
 @dataclass
@@ -52,6 +55,7 @@ def env_for(out: Path) -> dict[str, str]:
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHTUI_")}
     env["BATCHTUI_OUTPUT_DIR"] = str(out)
+    env["BATCHTUI_STATE_DIR"] = STATE_DIR
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(out.parent / ".pycache")
     return env
