@@ -78,7 +78,9 @@ LAYOUT: dict[str, Callable[[Size], bool]] = {
 
 TABS: tuple[tuple[str, str, str | None], ...] = (
     ("tab-all", "1 All", None),
-    ("tab-processing", "2 Running", "processing"),
+    # Handed out: running in a worker, queued behind them, or waiting out a retry's backoff (the
+    # status line says how many of them run): "Running" counted the queued ones as running.
+    ("tab-processing", "2 In flight", "processing"),
     ("tab-failed", "3 Failed", "failed"),
     ("tab-complete", "4 Complete", "complete"),
     ("tab-skipped", "5 Skipped", "skipped"),
@@ -128,7 +130,7 @@ class DashboardScreen(WorkerScreen):
         Binding("enter", "details", "Details", id="details", tooltip="Open the selected item", show=False),
         Binding("slash", "filter", "Filter", id="filter", tooltip="Filter the items by key or error text"),
         Binding("1", "tab('tab-all')", "All", id="tab1", show=False),
-        Binding("2", "tab('tab-processing')", "Running", id="tab2", show=False),
+        Binding("2", "tab('tab-processing')", "In flight", id="tab2", show=False),
         Binding("3", "tab('tab-failed')", "Failed", id="tab3", show=False),
         Binding("4", "tab('tab-complete')", "Complete", id="tab4", show=False),
         Binding("5", "tab('tab-skipped')", "Skipped", id="tab5", show=False),
