@@ -357,17 +357,38 @@ def as_scope(where: Path | BatchScope) -> BatchScope:
     return where if isinstance(where, BatchScope) else BatchScope(where, only=True)
 
 
+def _created_at(batch: BatchDir) -> str:
+    """The manifest's creation time ('' when it cannot be read: such a batch sorts last of its
+    second)."""
+    try:
+        return batch.read_manifest().created_at
+    except (OSError, ValueError, UserError):
+        return ""
+
+
+def newest_first(batches: list[BatchDir]) -> list[BatchDir]:
+    """``batches`` newest first. An id starts with its creation second; batches made within the
+    same second (a script, a test) are told apart by their manifests' millisecond times, read
+    only for them, so "the latest batch" is the one made last, not the larger random suffix."""
+    second: dict[str, int] = {}
+    for b in batches:
+        second[b.batch_id[:15]] = second.get(b.batch_id[:15], 0) + 1
+
+    def key(b: BatchDir) -> tuple[str, str, str]:
+        tie = second[b.batch_id[:15]] > 1
+        return (b.batch_id[:15], _created_at(b) if tie else "", b.batch_id)
+
+    return sorted(batches, key=key, reverse=True)
+
+
 def _in_folder(output_dir: Path) -> Iterator[BatchDir]:
     try:
-        names = sorted((e.name for e in os.scandir(output_dir) if e.is_dir()), reverse=True)
+        names = [e.name for e in os.scandir(output_dir) if e.is_dir()]
     except FileNotFoundError:
         return
     except OSError as exc:  # a file, a folder we may not read, a name too long
         raise UserError(f"cannot list the output dir {output_dir}: {exc.strerror}") from None
-    for name in names:
-        path = output_dir / name
-        if is_batch_dir(path):
-            yield BatchDir(path)
+    yield from newest_first([BatchDir(output_dir / name) for name in names if is_batch_dir(output_dir / name)])
 
 
 def iter_batches(where: Path | BatchScope) -> Iterator[BatchDir]:
@@ -387,9 +408,7 @@ def iter_batches(where: Path | BatchScope) -> Iterator[BatchDir]:
         if key not in seen:
             seen.add(key)
             batches.append(batch)
-    # Ids start with their creation time: newest first across folders as within one.
-    batches.sort(key=lambda b: b.batch_id, reverse=True)
-    yield from batches
+    yield from newest_first(batches)  # across folders as within one
 
 
 def _holds_batch(path: Path) -> bool:

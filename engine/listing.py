@@ -30,7 +30,9 @@ def list_batches(where: Path | BatchScope, *, now: float | None = None) -> list[
         )
         for e in gone_batches(where)
     ]
-    rows.sort(key=lambda r: r.batch_id, reverse=True)
+    # By creation second, newest first; a stable sort keeps iter_batches' order within a second
+    # (batches made in the same second, by their creation time).
+    rows.sort(key=lambda r: r.batch_id[:15], reverse=True)
     return rows
 
 

@@ -133,7 +133,8 @@ def test_bare_watch_and_show_take_the_current_folder_first(made: dict[str, Any])
     mine = only_batch(b / "batch_output").name
     # a/ then makes a newer one: b's own latest still wins in b, the newest overall elsewhere.
     assert _cli(["run", "in.txt", "--cmd", "true", "--headless", "--name", "newest"], made["a"]).returncode == 0
-    newest = max(e.batch_id for e in registered())
+    # (Both may be made within one second: "newest" is the one made last, not the larger id.)
+    newest = next(e.batch_id for e in registered() if e.name == "newest")
     assert newest != mine
     assert resolve_batch(None, BatchScope(b / "batch_output")).batch_id == mine
     elsewhere = made["a"].parent / "c"
@@ -215,3 +216,23 @@ def test_no_test_touches_the_real_state_dir(tmp_path: Path, run_cli: Any) -> Non
     done = run_cli(["run", "in.txt", "--cmd", "true", "--headless"])  # a real subprocess
     assert done.returncode == 0, done.stderr
     assert [e.name for e in registered()] == ["in.txt (lines)"]
+
+
+def test_batches_made_in_the_same_second_are_newest_first_by_their_creation_time(tmp_path: Path) -> None:
+    """Ids start with the creation second and end with a random suffix: within one second the
+    latest batch is the one made last (its manifest's time), not the larger suffix."""
+    from batchtui.engine.batchdir import iter_batches
+
+    out = tmp_path / "batch_output"
+    src = tmp_path / "in.txt"
+    src.write_text("x\n")
+    made = []
+    for name in ("first", "second"):
+        assert _cli(["run", str(src), "--cmd", "true", "--headless", "--name", name], tmp_path).returncode == 0
+        made.append(next(b for b in out.iterdir() if b.name not in made).name)
+    # The same second and the suffixes in the wrong order for "second": rename them so.
+    first, second = out / made[0], out / made[1]
+    first.rename(out / "20260101_000000_ffffffff")
+    second.rename(out / "20260101_000000_00000000")
+    assert [b.batch_id for b in iter_batches(out)] == ["20260101_000000_00000000", "20260101_000000_ffffffff"]
+    assert resolve_batch(None, BatchScope(out, only=True)).batch_id == "20260101_000000_00000000"
