@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -19,11 +20,14 @@ from batchtui.tui.screens.modals import QuitScreen
 from .conftest import run
 
 
-def _runner(tmp_path: Path, n: int = 200) -> BatchRunner:
+def _runner(tmp_path: Path, n: int = 200, gate: Path | None = None) -> BatchRunner:
+    """``n`` items of 50 ms; with a ``gate``, the items wait for that file (so a batch cannot
+    finish before the test lets it)."""
     items = tmp_path / "items.txt"
     items.write_text("".join(f"{i}\n" for i in range(n)))
     config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2, "grace": 2}, environ={})
-    batch = create_batch(config, build_spec([str(items)]), shell_spec("sleep 0.05"))
+    cmd = "sleep 0.05" if gate is None else f"while [ ! -e {gate} ]; do sleep 0.02; done"
+    batch = create_batch(config, build_spec([str(items)]), shell_spec(cmd))
     return BatchRunner(batch, config=config)
 
 
@@ -57,12 +61,17 @@ def test_quit_and_stop_leaves_a_resumable_batch(tmp_path: Path) -> None:
 
 
 def test_quit_and_hand_off_keeps_the_batch_running(tmp_path: Path) -> None:
-    runner = _runner(tmp_path, n=120)
+    gate = tmp_path / "gate"
+    runner = _runner(tmp_path, n=120, gate=gate)
 
     async def body() -> None:
         app = BatchtuiApp(output_dir=runner.batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)
         async with app.run_test(size=(140, 48)) as pilot:
-            await pilot.pause(1.0)
+            for _ in range(300):  # until the engine runs items (they wait for the gate)
+                await pilot.pause(0.1)
+                live = runner.batch.read_live()
+                if live is not None and live.counts.running:
+                    break
             await pilot.press("q")
             await pilot.pause(0.2)
             await pilot.press("b")
@@ -72,10 +81,14 @@ def test_quit_and_hand_off_keeps_the_batch_running(tmp_path: Path) -> None:
                     break
         assert app.return_value == 0
 
-    run(body)
-    batch = runner.batch.path
-    holder = engine_alive(batch)
-    assert holder is not None or _manifest(batch)["state"] == "finished"
+    try:
+        run(body)
+        batch = runner.batch.path
+        holder = engine_alive(batch)
+        assert holder is not None and holder.pid != os.getpid()  # the background engine has it
+        assert _manifest(batch)["state"] != "finished"
+    finally:
+        gate.touch()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (_manifest(batch)["state"] == "finished" and engine_alive(batch) is None):
         time.sleep(0.2)
