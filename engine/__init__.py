@@ -17,7 +17,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .batchdir import BatchDir, iter_batches, resolve_batch
+    from .batchdir import BatchDir
+    from .batches import iter_batches, resolve_batch
     from .config import BatchConfig, load_config
     from .enqueue import create_batch
     from .errors import Fatal, UserError

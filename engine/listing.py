@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from .batchdir import BatchScope, iter_batches
+from .batches import BatchScope, iter_batches
 from .registry import gone_batches
 from .summary import BatchSummary, summarize
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .files import FILE_MODE, NOFOLLOW, atomic_write_bytes, write_all
 
 if TYPE_CHECKING:
-    from .batchdir import BatchScope
+    from .batches import BatchScope
 
 REGISTRY_NAME: Final = "batches.jsonl"
 LOCK_NAME: Final = "registry.lock"
@@ -146,7 +146,7 @@ def registered() -> list[RegistryEntry]:
 def gone_batches(where: Path | BatchScope) -> list[RegistryEntry]:
     """Registered batches whose directory was moved or deleted, newest first (for a scope
     ``only`` one folder: those that were in it)."""
-    from .batchdir import as_scope
+    from .batches import as_scope
 
     scope = as_scope(where)
     folder = os.path.realpath(scope.output_dir)

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .batchdir import BatchDir, BatchScope, _in_folder, as_scope, iter_batches, parse_iso
+from .batchdir import BatchDir, parse_iso
+from .batches import BatchScope, _in_folder, as_scope, iter_batches
 from .errors import UserError
 from .files import DamagedFile
 from .models import ACTIVE_STATES, BatchState, LockInfo, Manifest

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .batchdir import BatchDir, BatchLock, BatchLocked, BatchScope, now_iso, resolve_batch
+from .batchdir import BatchDir, BatchLock, BatchLocked, now_iso
+from .batches import BatchScope, resolve_batch
 from .config import OPERATIONAL, BatchConfig, load_config, operational_overrides, stored_config
 from .errors import UserError
 from .models import BatchState, Counts, LockInfo, Manifest

@@ -15,7 +15,7 @@ from typing import Any
 import click
 import pytest
 
-from batchtui.engine.batchdir import BatchScope, resolve_batch
+from batchtui.engine.batches import BatchScope, resolve_batch
 from batchtui.engine.registry import registered, registry_path, state_dir
 
 from .conftest import cli_env, invoke_in_process, only_batch
@@ -221,7 +221,7 @@ def test_no_test_touches_the_real_state_dir(tmp_path: Path, run_cli: Any) -> Non
 def test_batches_made_in_the_same_second_are_newest_first_by_their_creation_time(tmp_path: Path) -> None:
     """Ids start with the creation second and end with a random suffix: within one second the
     latest batch is the one made last (its manifest's time), not the larger suffix."""
-    from batchtui.engine.batchdir import iter_batches
+    from batchtui.engine.batches import iter_batches
 
     out = tmp_path / "batch_output"
     src = tmp_path / "in.txt"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from batchtui.engine.batchdir import BatchDir, BatchLock, BatchLocked, iter_batches
+from batchtui.engine.batchdir import BatchDir, BatchLock, BatchLocked
+from batchtui.engine.batches import iter_batches
 from batchtui.engine.config import load_config
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import UserError

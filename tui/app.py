@@ -28,7 +28,8 @@ from textual.command import Provider
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from batchtui.engine.batchdir import BatchDir, BatchLocked, BatchScope, now_iso
+from batchtui.engine.batchdir import BatchDir, BatchLocked, now_iso
+from batchtui.engine.batches import BatchScope
 from batchtui.engine.errors import EXIT_USAGE, BatchtuiError
 from batchtui.engine.fmt import clean
 from batchtui.engine.models import BatchState

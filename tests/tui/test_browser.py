@@ -13,7 +13,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from batchtui.engine.batchdir import BatchDir, BatchScope, resume_command
+from batchtui.engine.batchdir import BatchDir, resume_command
+from batchtui.engine.batches import BatchScope
 from batchtui.engine.fmt import fmt_ago
 from batchtui.engine.models import BatchState
 from batchtui.engine.preview import preview

@@ -17,7 +17,8 @@ from typing import Any, TextIO
 
 import click
 
-from batchtui.engine.batchdir import BatchDir, parse_iso, resolve_batch
+from batchtui.engine.batchdir import BatchDir, parse_iso
+from batchtui.engine.batches import resolve_batch
 from batchtui.engine.files import DamagedFile
 from batchtui.engine.fmt import clean
 from batchtui.engine.listing import GONE, list_batches

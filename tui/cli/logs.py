@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from batchtui.engine.batchdir import BatchDir, resolve_batch
+from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.batches import resolve_batch
 from batchtui.engine.fmt import clean
 from batchtui.engine.logs import LogChunk, Stream, attempt_logs, follow, log_limit_of, log_path
 

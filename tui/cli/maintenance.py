@@ -8,7 +8,8 @@ import time
 
 import click
 
-from batchtui.engine.batchdir import iter_batches, parse_iso, resolve_batch
+from batchtui.engine.batchdir import parse_iso
+from batchtui.engine.batches import iter_batches, resolve_batch
 from batchtui.engine.errors import UserError
 from batchtui.engine.files import DamagedFile
 from batchtui.engine.models import BatchState, NewerFormat

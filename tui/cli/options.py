@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import click
 
-from batchtui.engine.batchdir import BatchScope
+from batchtui.engine.batches import BatchScope
 from batchtui.engine.config import BatchConfig, check_number, load_config
 
 from .output import plain

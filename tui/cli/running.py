@@ -13,7 +13,8 @@ from typing import Any, NoReturn, TextIO
 
 import click
 
-from batchtui.engine.batchdir import BatchDir, resolve_batch
+from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.batches import resolve_batch
 from batchtui.engine.config import BatchConfig, load_config, stored_config
 from batchtui.engine.demo import demo_items
 from batchtui.engine.dryrun import dry_run

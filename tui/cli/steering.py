@@ -12,7 +12,8 @@ from typing import Any, Final
 
 import click
 
-from batchtui.engine.batchdir import BatchDir, resolve_batch
+from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.batches import resolve_batch
 from batchtui.engine.client import Applied, NotAcknowledged, send
 from batchtui.engine.models import ControlOp
 

@@ -14,7 +14,8 @@ from typing import Any, NoReturn
 
 import click
 
-from batchtui.engine.batchdir import BatchDir, BatchScope, resolve_batch
+from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.batches import BatchScope, resolve_batch
 from batchtui.engine.errors import EXIT_USAGE, UserError
 from batchtui.engine.fmt import clean
 from batchtui.engine.runner import RunResult, exit_code_for

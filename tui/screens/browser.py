@@ -27,7 +27,8 @@ from textual.containers import Container
 from textual.events import Resize
 from textual.widgets import DataTable, Static
 
-from batchtui.engine.batchdir import BatchScope, as_scope, engine_alive
+from batchtui.engine.batchdir import engine_alive
+from batchtui.engine.batches import BatchScope, as_scope
 from batchtui.engine.fmt import clean
 from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import Counts
