@@ -23,7 +23,8 @@ from batchtui.engine.store import ItemQueries
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.cli import main
 from batchtui.tui.keys import key_entries
-from batchtui.tui.screens.browser import COLUMNS, PRIORITY, BrowserScreen, cut_end, fit_columns
+from batchtui.tui.screens.browser import BrowserScreen
+from batchtui.tui.screens.browser_columns import COLUMNS, PRIORITY, cut_end, fit_columns
 from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.text import cut_middle
 from batchtui.tui.widgets.batch_preview import BatchPreviewPane

@@ -15,7 +15,8 @@ from batchtui.engine.files import read_model, write_model
 from batchtui.engine.models import BatchState, LiveProgress
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.messages import LiveUpdated
-from batchtui.tui.screens.browser import BrowserScreen, engine_label
+from batchtui.tui.screens.browser import BrowserScreen
+from batchtui.tui.screens.browser_columns import engine_label
 from batchtui.tui.screens.dashboard import DashboardScreen
 
 from .conftest import run
