@@ -6,66 +6,50 @@ process, or a finished batch. Commands go out through the control client (engine
 like any other client's.
 
 The screen only composes the panels (tui/widgets/), feeds them the live progress, the manifest
-and the engine's liveness as reactive data (``data_bind``), and routes keys.
+and the engine's liveness as reactive data (``data_bind``), and routes keys: what the items
+table shows (tab, text filter, error group) to :class:`.item_filters.ItemFilters`, the bulk
+actions and every command (confirm, send, report) to :class:`.triage.Triage`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from textual import events, on, work
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.content import Content
 from textual.geometry import Size
 from textual.reactive import var
 from textual.timer import Timer
 from textual.widgets import Input, Tab, Tabs
-from textual.worker import get_current_worker
 
 from batchtui.engine.batchdir import BatchDir
-from batchtui.engine.client import ACK_TIMEOUT_S, Applied, NotAcknowledged, Outcome, Sent, send
-from batchtui.engine.errors import BatchtuiError
-from batchtui.engine.fmt import clean
+from batchtui.engine.client import ACK_TIMEOUT_S
 from batchtui.engine.liveness import EngineStatus, Liveness, engine_status
-from batchtui.engine.models import ACTIVE_STATES, BatchState, ControlOp, Counts, LiveProgress, Manifest
-from batchtui.engine.store.queries import ACTION_STATUSES, ItemFilter, ItemQueries, Selection, StoreError
+from batchtui.engine.models import ACTIVE_STATES, BatchState, ControlOp, LiveProgress, Manifest
 
 from ..host import Host, host
 from ..messages import EngineFinished, LiveUpdated, ManifestUpdated
-from ..text import cut_middle
 from ..watch import BatchWatcher
 from ..widgets.charts import Charts
 from ..widgets.counts import CountsRow
-from ..widgets.errors_panel import ErrorsPanel, group_label
+from ..widgets.errors_panel import ErrorsPanel
 from ..widgets.event_log import EventLog
 from ..widgets.footer import KeyFooter
 from ..widgets.in_flight import InFlightPanel
 from ..widgets.items_table import ItemsTable
 from ..widgets.status import GONE, ProgressLine, TitleBar
 from .base import WorkerScreen
+from .item_filters import TABS, ItemFilters
 from .modals import ConfirmScreen
 from .resume_dialog import ResumeDialog, ResumeStarted, resumable
+from .triage import Triage
 
-#: Each bulk action's verb and what becomes of the items it changes (those in its
-#: ACTION_STATUSES): what the confirm dialog announces; the engine's answer says what it did.
-BULK: dict[str, tuple[str, str]] = {
-    "retry": ("Retry", "go back to pending"),
-    "skip": ("Skip", "are skipped (running ones killed)"),
-    "prioritize": ("Run first", "move to the front of the queue (failed ones retried)"),
-}
 _SORT_NAMES = {"seq": "seq", "duration": "slowest first", "tries": "most tries first"}
-_STATUS_WORD = {
-    "pending": "pending",
-    "processing": "running",
-    "complete": "complete",
-    "failed": "failed",
-    "skipped": "skipped",
-}
 
 #: The layout by terminal size, in one place: each class applies when its test holds, and
 #: app.tcss says what collapses under it. The title, the status line, the tabs and the footer
@@ -75,16 +59,6 @@ LAYOUT: dict[str, Callable[[Size], bool]] = {
     "low": lambda size: size.height < 40,  # charts gone, 5 error groups, 3 events
     "narrow": lambda size: size.width < 100,  # in flight gone (the status line counts it), errors full width
 }
-
-TABS: tuple[tuple[str, str, str | None], ...] = (
-    ("tab-all", "1 All", None),
-    # Handed out: running in a worker, queued behind them, or waiting out a retry's backoff (the
-    # status line says how many of them run): "Running" counted the queued ones as running.
-    ("tab-processing", "2 In flight", "processing"),
-    ("tab-failed", "3 Failed", "failed"),
-    ("tab-complete", "4 Complete", "complete"),
-    ("tab-skipped", "5 Skipped", "skipped"),
-)
 
 
 class DashboardScreen(WorkerScreen):
@@ -183,8 +157,9 @@ class DashboardScreen(WorkerScreen):
         self._live_stamp = 0.0
         self._live_pending: LiveProgress | None = None
         self._live_timer: Timer | None = None
-        self._group: tuple[str, str] | None = None  # the error group the items show: (id, label)
+        self.filters = ItemFilters(self)  # the items' tab, text filter and error group
         self.watcher: BatchWatcher | None = None
+        self.triage = Triage(self)  # retry, skip, run first: confirm and send
 
     @property
     def host(self) -> Host:
@@ -225,7 +200,7 @@ class DashboardScreen(WorkerScreen):
         # collapse by size (LAYOUT) and the items table gets the rest.
         for name, applies in LAYOUT.items():
             self.set_class(applies(event.size), name)
-        self._label_tabs()
+        self.filters.label_tabs()
 
     def on_unmount(self) -> None:
         if self.watcher is not None:
@@ -287,7 +262,7 @@ class DashboardScreen(WorkerScreen):
         now = time.monotonic()
         if changed_state or now - self._tabs_stamp >= 1.0:
             self._tabs_stamp = now
-            self._label_tabs()
+            self.filters.label_tabs()
         if changed_state:
             self.refresh_bindings()
 
@@ -313,78 +288,17 @@ class DashboardScreen(WorkerScreen):
     def selected_seq(self) -> int | None:
         return self.query_one(ItemsTable).selected_seq
 
-    def _chosen_group(self) -> tuple[str, str] | None:
-        """The error group ``R`` acts on: the errors table's row when it has the focus, else the
-        group the items are filtered to, else the errors table's row."""
-        panel = self.query_one(ErrorsPanel)
-        under = panel.cursor_group()
-        if under is not None and panel.has_focus_within:
-            return under[0], group_label(under[1])
-        if self._group is not None:
-            return self._group
-        return None if under is None else (under[0], group_label(under[1]))
-
     @on(ErrorsPanel.GroupChosen)
     def _group_chosen(self, event: ErrorsPanel.GroupChosen) -> None:
-        self._group = (event.group_id, group_label(event.group))
-        tabs = self.query_one("#tabs", Tabs)
-        table = self.query_one(ItemsTable)
-        table.set_filter(status="failed", error_type=None, error_group=event.group_id, text=self._text_filter())
-        if tabs.active != "tab-failed":
-            tabs.active = "tab-failed"  # its TabActivated keeps the group
-        self._label_tabs()
-        self.set_focus(table)  # at once: keys typed ahead go to it (focus() waits a turn)
-        self._event(clean(f"items filtered to group {event.group_id} ({self._group[1]})", 200))
+        self.filters.show_group(event.group_id, event.group)
 
     @on(Tabs.TabActivated, "#tabs")
     def _tab(self, event: Tabs.TabActivated) -> None:
-        status = {tab_id: st for tab_id, _label, st in TABS}.get(event.tab.id or "")
-        if status != "failed":
-            self._group = None
-        group = self._group[0] if self._group is not None else None
-        self.query_one(ItemsTable).set_filter(
-            status=status, error_type=None, error_group=group, text=self._text_filter()
-        )
-        self._label_tabs()
-
-    def _label_tabs(self) -> None:
-        """Each tab with its count (the live counts), the active one with its filter or group."""
-        tabs = self.query_one("#tabs", Tabs)
-        live = self.live
-        counts: Counts | None = live.counts if live is not None else self.manifest.totals if self.manifest else None
-        text = self._text_filter()
-        bases = {
-            tab_id: label
-            if counts is None
-            else f"{label} {counts.total if status is None else getattr(counts, status, 0):,}"
-            for tab_id, label, status in TABS
-        }
-        # The active tab names its group and filter in the room the tabs leave (each tab is its
-        # label with a cell of padding on each side): no tab runs off an 80-column screen.
-        room = (self.size.width or self.app.size.width) - sum(len(base) + 2 for base in bases.values()) - 1
-        filtered = f" · /{cut_middle(clean(text), max(6, min(16, room // 2 - 4)))}" if text else ""
-        group = ""
-        if self._group is not None:  # the type and the message's start
-            group = f" · {clean(self._group[1], max(10, min(40, room - len(filtered) - 3)))}"
-        for tab_id, _label, _status in TABS:
-            shown = bases[tab_id] + (group + filtered if tab_id == tabs.active else "")
-            try:
-                tab = tabs.query_one(f"#{tab_id}", Tab)
-            except Exception:
-                continue
-            if tab.label_text != shown:
-                tab.label = Content(shown)  # Content: never parsed as markup (a filter may hold [)
-
-    def _text_filter(self) -> str | None:
-        value = self.query_one("#filter", Input).value.strip()
-        return value or None
+        self.filters.show_tab(event.tab.id)
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
-        table = self.query_one(ItemsTable)
-        table.set_filter(text=event.value.strip() or None)
-        self._label_tabs()
-        self.set_focus(table)  # at once: keys typed ahead go to it (focus() waits a turn)
+        self.filters.apply_text(event.value)
 
     @on(ItemsTable.MarksChanged)
     def _marks_changed(self, event: ItemsTable.MarksChanged) -> None:
@@ -418,7 +332,7 @@ class DashboardScreen(WorkerScreen):
             self.notify("no engine is running this batch", severity="warning")
             return
         op: ControlOp = "resume" if self.live.state == BatchState.PAUSED else "pause"
-        self._steer(op, op)
+        self.triage.steer(op, op)
 
     def action_stop(self) -> None:
         if not self.engine_live:
@@ -426,7 +340,7 @@ class DashboardScreen(WorkerScreen):
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self._steer("stop", "stop")
+                self.triage.steer("stop", "stop")
 
         self.app.push_screen(
             ConfirmScreen(
@@ -438,113 +352,11 @@ class DashboardScreen(WorkerScreen):
     def action_bulk(self, op: ControlOp) -> None:
         """``r``, ``s``, ``+``: retry, skip or run first the marked items, or the item under the
         cursor when none is marked; asks first (the count and a few keys), ``y`` sends it."""
-        table = self.query_one(ItemsTable)
-        marked = not table.selection.is_empty
-        if marked:
-            selection, what = table.selection, "marked items"
-        else:
-            seq = table.selected_seq
-            if seq is None:
-                self.notify("no item under the cursor", severity="warning")
-                return
-            selection, what = Selection().mark(seq), f"#{seq}"
-        self._confirm_bulk(op, selection, what, clear_marks=marked)
+        self.triage.bulk(op)
 
     def action_retry_group(self) -> None:
-        """``R``: retry every failed item of an error group (see :meth:`_chosen_group`)."""
-        chosen = self._chosen_group()
-        if chosen is None:
-            self.notify("no error group: nothing has failed", severity="warning")
-            return
-        group_id, label = chosen
-        selection = Selection.of(ItemFilter(status="failed", error_group=group_id))
-        self._confirm_bulk("retry", selection, f"group {group_id} ({cut_middle(clean(label), 40)})", clear_marks=False)
-
-    def _confirm_bulk(self, op: ControlOp, selection: Selection, what: str, *, clear_marks: bool) -> None:
-        statuses, (verb, outcome) = ACTION_STATUSES[op], BULK[op]
-        try:
-            with ItemQueries(self.batch.items_db) as store:
-                counts = store.selected_counts(selection)
-                samples = store.sample_selected(selection, 5, statuses)
-        except StoreError as exc:
-            self.notify(clean(f"items.db: {exc}"), severity="error")
-            return
-        n = sum(getattr(counts, st) for st in statuses)
-        by_status = ", ".join(f"{getattr(counts, st):,} {_STATUS_WORD[st]}" for st in statuses if getattr(counts, st))
-        others = counts.total - n
-        of = f" of {counts.total:,} {what}" if what == "marked items" else f" ({what})"
-        if n == 0:
-            has = ", ".join(f"{getattr(counts, st):,} {_STATUS_WORD[st]}" for st in _STATUS_WORD if getattr(counts, st))
-            self.notify(clean(f"{verb}: nothing to change{of}: {has or 'no items'}"), severity="warning", timeout=5)
-            return
-        question = f"{verb} {n:,} item{'s' if n != 1 else ''}?"
-        detail = f"{by_status}{of} {outcome}."
-        if others:
-            detail += f" The other {others:,} stay as they are."
-
-        def confirmed(yes: bool | None) -> None:
-            if not yes:
-                return
-            items = f"{n:,} item{'s' if n != 1 else ''}"
-            self._steer(op, f"{verb.lower()} {items}" + ("" if clear_marks else f" ({what})"), select=selection)
-            if clear_marks:
-                self.query_one(ItemsTable).clear_marks()
-
-        self.app.push_screen(ConfirmScreen(question, detail, samples=samples, total=n), confirmed)
-
-    def _steer(
-        self,
-        op: ControlOp,
-        what: str,
-        *,
-        seqs: Sequence[int] | None = None,
-        filter: dict[str, Any] | None = None,
-        select: Selection | None = None,
-    ) -> None:
-        """Send ``op`` through the control client, off the UI thread; its ack is awaited by the
-        event log (an engine holds the batch), or the store is changed offline (none does)."""
-        self._send(op, what, seqs, filter, select, self.host.clock)
-
-    @work(thread=True, exclusive=False, group="control", name="sending a command", exit_on_error=False)
-    def _send(
-        self,
-        op: ControlOp,
-        what: str,
-        seqs: Sequence[int] | None,
-        filter: dict[str, Any] | None,
-        select: Selection | None,
-        clock: Callable[[], float],
-    ) -> None:
-        worker = get_current_worker()
-        try:
-            outcome = send(
-                self.batch,
-                op,
-                seqs=seqs,
-                filter=filter,
-                select=select,
-                wait=None,
-                cancelled=lambda: worker.is_cancelled,
-                now=clock,
-            )
-        except BatchtuiError as exc:  # no engine for a pause, the batch taken meanwhile, a damaged file
-            self.app.call_from_thread(self.notify, clean(f"{what} failed: {exc}"), severity="error")
-            return
-        self.app.call_from_thread(self._sent, what, outcome)
-
-    def _sent(self, what: str, outcome: Outcome) -> None:
-        log = self.query_one(EventLog)
-        if isinstance(outcome, Sent):
-            log.sent(outcome, what)
-        elif isinstance(outcome, NotAcknowledged):
-            text = outcome.describe(what, brief=True)
-            log.write_event(text)
-            self.notify(clean(text), severity="warning", timeout=6)
-        elif isinstance(outcome, Applied):
-            log.write_event(f"{what}: {outcome.message}")
-            self.notify(clean(f"{what}: {outcome.message}"), timeout=3)
-            if not outcome.engine:  # changed offline: show it now
-                (self.watcher or BatchWatcher(self.batch.path, self.post_message)).read_all(force=True)
+        """``R``: retry every failed item of an error group (see :meth:`.ItemFilters.chosen_group`)."""
+        self.triage.retry_group(self.filters.chosen_group())
 
     def action_details(self) -> None:
         seq = self.selected_seq
@@ -552,23 +364,14 @@ class DashboardScreen(WorkerScreen):
             self._open_detail(seq)
 
     def action_filter(self) -> None:
-        field = self.query_one("#filter", Input)
-        field.display = True
-        field.focus()
+        self.filters.open_field()
 
     def action_clear_filter(self) -> None:
         """Escape: the marks go first (one escape), then the filter and the group."""
-        table = self.query_one(ItemsTable)
-        if table.clear_marks():
+        if self.query_one(ItemsTable).clear_marks():
             self.notify("marks cleared", timeout=2)
             return
-        field = self.query_one("#filter", Input)
-        field.value = ""
-        field.display = False
-        self._group = None
-        table.set_filter(error_type=None, error_group=None, text=None)
-        self._label_tabs()
-        self.set_focus(table)  # at once: keys typed ahead go to it (focus() waits a turn)
+        self.filters.clear()
 
     def action_mark(self) -> None:
         self.query_one(ItemsTable).action_toggle_mark()
