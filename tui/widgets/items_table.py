@@ -9,23 +9,19 @@ parsed as markup) after every non-printable character (ANSI escapes, control and
 characters, newlines) has been replaced by a visible ``\\xNN`` / ``\\uNNNN`` escape
 (:func:`batchtui.engine.fmt.clean`, the one sanitizer).
 
-It is one module of some 600 lines because it is one widget: the page cache, the cursor, the
-drawing of a line and the counting off the UI thread share its state (the filters, the count,
-the pages of the current filter) and change together; split, each part would reach into the
-others' attributes.
+The rows as drawn (the row model, the column layout, the drawing of a line) are in
+:mod:`.items_rows`, the page cache and the store's connection in :mod:`.items_pages`; this
+module is the widget: the filters, the cursor, the marks, the counting off the UI thread.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import ClassVar, Final
 
-from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from textual import events, on
@@ -36,92 +32,27 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from batchtui.engine.fmt import clean, fmt_duration
-from batchtui.engine.store.queries import ORDERS, ItemFilter, ItemQueries, ItemRow, Selection, StoreError
+from batchtui.engine.store.queries import ORDERS, ItemFilter, ItemQueries, Selection, StoreError
 
-from ..text import cut_middle
+from .items_pages import MAX_PAGES, PAGE_SIZE, RowPages, count_rows
+from .items_rows import (
+    HEADER,
+    MARK,
+    ORDER_ARROW,
+    SORT_BY_COLUMN,
+    STATUSES,
+    Paint,
+    Row,
+    column_at,
+    column_widths,
+    draw,
+    fit,
+)
 
 __all__ = ["MARK", "MAX_PAGES", "PAGE_SIZE", "ItemsTable"]
 
-PAGE_SIZE: Final = 200
-"""Rows fetched per query."""
-MAX_PAGES: Final = 20
-"""Pages kept in the LRU cache (so at most ``PAGE_SIZE * MAX_PAGES`` rows in memory)."""
-
 _COUNT_BUDGET_S: Final = 0.015
 """A filtered recount slower than this moves off the UI thread on :meth:`ItemsTable.refresh_data`."""
-_TEXT_CAP: Final = 1024
-"""Key and error text kept per cached row; wider than any terminal column."""
-_STATUS_WIDTH: Final = 10  # "processing"
-_TRIES_WIDTH: Final = 5
-_DURATION_WIDTH: Final = 9  # "duration↓"
-_MIN_KEY_WIDTH: Final = 12
-_MARK_WIDTH: Final = 1
-MARK: Final = "●"
-"""Drawn in the first column of a marked row."""
-#: The column a click on the header sorts by (the others keep the order).
-_SORT_BY_COLUMN: Final = {1: "seq", 3: "tries", 4: "duration"}
-_ORDER_ARROW: Final = {"seq": "↑", "tries": "↓", "duration": "↓"}
-_STATUSES: Final = frozenset({"pending", "processing", "complete", "failed", "skipped"})
-
-
-def _fit(text: str, width: int, *, right: bool = False, middle: bool = False) -> str:
-    """Pad or truncate ``text`` to exactly ``width`` cells; an ellipsis marks truncation (in the
-    middle with ``middle``: a key's end tells rows apart)."""
-    if width <= 0:
-        return ""
-    length = cell_len(text)
-    if length > width:
-        if middle:
-            return set_cell_size(cut_middle(text, width), width)
-        return set_cell_size(text, width - 1) + "…"
-    pad = " " * (width - length)
-    return pad + text if right else text + pad
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    """One row as drawn: already formatted and made safe, so the cache stays small."""
-
-    seq: int
-    status: str
-    tries: str
-    duration: str
-    key: str
-    error: str
-
-    @classmethod
-    def from_item(cls, item: ItemRow) -> _Row:
-        first_line = (item.error_message or "").split("\n", 1)[0].strip()
-        error = f"{item.error_type}: {first_line}" if item.error_type and first_line else item.error_type or first_line
-        return cls(
-            seq=item.seq,
-            status=clean(item.status, 32),
-            tries=str(item.attempts) if item.attempts else "",
-            duration="" if item.duration_s is None else fmt_duration(item.duration_s, fine=True),
-            key=clean(item.key, _TEXT_CAP),
-            error=clean(error, _TEXT_CAP),
-        )
-
-
-@dataclass(slots=True)
-class _Paint:
-    """What every line of one paint shares."""
-
-    width: int  # cells per line, the scrollbar's included
-    widths: tuple[int, ...]  # the seven columns (the mark first)
-    used: int  # cells the columns and their separators take
-    base: Style
-    cursor: Style
-    status: dict[str, tuple[Style, Style]]  # status -> (style, style under the cursor)
-    message: Style
-    marked: Style  # added to a marked row's style
-    header_strip: Strip
-
-
-_HEADER: Final = ("", "seq", "status", "tries", "duration", "key", "error")
-_RIGHT_ALIGNED: Final = (False, True, False, True, True, False, False)
-_MIDDLE_CUT: Final = (False, False, False, False, False, True, False)
 
 
 class _Keep(enum.Enum):
@@ -301,21 +232,17 @@ class ItemsTable(ScrollView, can_focus=True):
         """A table over the ``items.db`` at ``db_path``; the store is opened on mount."""
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.db_path = db_path
-        self._store: ItemQueries | None = None
-        self._store_error: str | None = None
-        self._pages: OrderedDict[int, list[_Row]] = OrderedDict()
+        self._pages = RowPages(db_path, lambda text: self.log.warning(text))  # noqa: PLW0108 (no app yet)
         self._count = 0
         self._total = 0  # rows in the whole store: sizes the seq column
         self._generation = 0  # bumped on every filter change: stale background counts are dropped
         self._last_count_s = 0.0
         self._counting = False
         self._count_again = False
-        self._paint: _Paint | None = None
+        self._paint: Paint | None = None
         self._selection = Selection()
         self._marked_count = 0
         self._marked_on_screen: set[int] = set()
-        self.page_misses = 0
-        """Queries issued for pages so far (for tests and benchmarks)."""
 
     # -- public API ------------------------------------------------------------------------
 
@@ -323,6 +250,11 @@ class ItemsTable(ScrollView, can_focus=True):
     def row_count(self) -> int:
         """Rows in the current (filtered) view."""
         return self._count
+
+    @property
+    def page_misses(self) -> int:
+        """Queries issued for pages so far (for tests and benchmarks)."""
+        return self._pages.misses
 
     @property
     def cached_pages(self) -> int:
@@ -349,9 +281,9 @@ class ItemsTable(ScrollView, can_focus=True):
         """Replace the marks (counted at once, one query) and repaint; posts :class:`MarksChanged`."""
         self._selection = selection
         count = 0
-        if not selection.is_empty and self._store is not None:
+        if not selection.is_empty and self._pages.store is not None:
             try:
-                count = self._store.count_selected(selection)
+                count = self._pages.store.count_selected(selection)
             except StoreError as exc:
                 self.log.warning(f"items.db marks: {exc}")
                 count = self._marked_count
@@ -411,9 +343,9 @@ class ItemsTable(ScrollView, can_focus=True):
         dropped (rows are re-read only for the pages on screen, one query each), and a filtered
         count known to be slow runs in a worker thread on its own connection.
         """
-        if self._store is None and not self._open_store():
+        if self._pages.store is None and not self._pages.open():
             return
-        count, pages = self._count, dict(self._pages)
+        count, pages = self._count, self._pages.snapshot()
         self._pages.clear()
         if self._is_filtered and self._last_count_s > _COUNT_BUDGET_S:
             self._count_in_background()
@@ -429,7 +361,7 @@ class ItemsTable(ScrollView, can_focus=True):
         for number in on_screen:
             if number * PAGE_SIZE >= self._count:
                 break
-            if self._fetch_page(number) != pages.get(number):
+            if self._pages.fetch(number, self.item_filter, self.order) != pages.get(number):
                 changed = True
         if changed:
             self.refresh()
@@ -521,24 +453,21 @@ class ItemsTable(ScrollView, can_focus=True):
 
     def is_marked(self, seq: int) -> bool:
         """Whether item ``seq`` is marked (one query; False when nothing is)."""
-        if self._selection.is_empty or self._store is None:
+        if self._selection.is_empty or self._pages.store is None:
             return False
         try:
-            return seq in self._store.selected_among(self._selection, (seq,))
+            return seq in self._pages.store.selected_among(self._selection, (seq,))
         except StoreError:
             return False
 
     # -- events ----------------------------------------------------------------------------
 
     def _on_mount(self, event: events.Mount) -> None:
-        self._open_store()
+        self._pages.open()
         self._recount()
 
     def _on_unmount(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-        self._pages.clear()
+        self._pages.close()
 
     def _on_resize(self, event: events.Resize) -> None:
         self._paint = None
@@ -549,10 +478,10 @@ class ItemsTable(ScrollView, can_focus=True):
         if offset is None:
             return
         if offset.y == 0:  # the header: a click on seq, tries or duration sorts by it
-            column = self._column_at(offset.x)
-            if column in _SORT_BY_COLUMN:
+            column = column_at(self._paint_context().widths, offset.x)
+            if column in SORT_BY_COLUMN:
                 event.stop()
-                self.set_order(_SORT_BY_COLUMN[column])
+                self.set_order(SORT_BY_COLUMN[column])
             return
         row = int(self.scroll_y) + offset.y - 1
         if row >= self._count:
@@ -587,11 +516,11 @@ class ItemsTable(ScrollView, can_focus=True):
 
     def _marked_among_rows(self, first: int, n: int) -> set[int]:
         """Which items of the rows ``first .. first+n`` are marked: one query for the paint."""
-        if self._selection.is_empty or self._store is None:
+        if self._selection.is_empty or self._pages.store is None:
             return set()
         seqs = [row.seq for i in range(first, min(first + n, self._count)) if (row := self._row_at(i)) is not None]
         try:
-            return self._store.selected_among(self._selection, seqs)
+            return self._pages.store.selected_among(self._selection, seqs)
         except StoreError as exc:
             self.log.warning(f"items.db marks: {exc}")
             return set()
@@ -615,42 +544,22 @@ class ItemsTable(ScrollView, can_focus=True):
             row_style, status_style = row_style + paint.marked, status_style + paint.marked
         cells = (MARK if marked else "", str(row.seq), row.status, row.tries, row.duration, row.key, row.error)
         styles = (row_style, row_style, status_style, row_style, row_style, row_style, status_style)
-        return self._strip(paint, cells, styles, row_style)
+        return draw(paint, cells, styles, row_style)
 
-    @staticmethod
-    def _strip(paint: _Paint, cells: tuple[str, ...], styles: tuple[Style, ...], fill: Style) -> Strip:
-        space = Segment(" ", fill)
-        segments = [space]
-        for n, cell in enumerate(cells):
-            if n:
-                segments.append(space)
-            segments.append(
-                Segment(_fit(cell, paint.widths[n], right=_RIGHT_ALIGNED[n], middle=_MIDDLE_CUT[n]), styles[n])
-            )
-        strip = Strip(segments, paint.used)
-        if paint.used < paint.width:
-            return Strip([*segments, Segment(" " * (paint.width - paint.used), fill)], paint.width)
-        return strip.crop(0, paint.width) if paint.used > paint.width else strip
-
-    def _message_line(self, paint: _Paint) -> Strip:
-        if self._store is None:
-            text = f" items.db unavailable: {self._store_error or 'not open'}"
+    def _message_line(self, paint: Paint) -> Strip:
+        if self._pages.store is None:
+            text = f" items.db unavailable: {self._pages.store_error or 'not open'}"
         else:
             text = " no items match" if self._is_filtered else " no items yet"
-        return Strip([Segment(_fit(text, paint.width), paint.message)], paint.width)
+        return Strip([Segment(fit(text, paint.width), paint.message)], paint.width)
 
-    def _paint_context(self) -> _Paint:
+    def _paint_context(self) -> Paint:
         if self._paint is not None:
             return self._paint
         width = self.size.width
         content_width = self.scrollable_content_region.width  # the scrollbar is drawn over the rest
-        seq_width = max(4, len(str(max(self._total - 1, 0))))  # "seq" and the order's arrow
-        fixed = 1 + _MARK_WIDTH + 1 + seq_width + 1 + _STATUS_WIDTH + 1 + _TRIES_WIDTH + 1 + _DURATION_WIDTH + 1 + 1
-        rest = max(0, content_width - fixed)
         # The failed items are read for their errors: the error column gets two thirds there.
-        share = rest // 3 if self.status == "failed" else rest // 2
-        key = max(min(rest, _MIN_KEY_WIDTH), share)
-        widths = (_MARK_WIDTH, seq_width, _STATUS_WIDTH, _TRIES_WIDTH, _DURATION_WIDTH, key, rest - key)
+        widths, used = column_widths(content_width, self._total, failed=self.status == "failed")
         base = self.rich_style
 
         def component(name: str) -> Style:
@@ -658,28 +567,16 @@ class ItemsTable(ScrollView, can_focus=True):
 
         cursor = base + component("cursor")
         header = base + component("header")
-        status = {name: (base + component(name), base + component(name) + component("cursor")) for name in _STATUSES}
+        status = {name: (base + component(name), base + component(name) + component("cursor")) for name in STATUSES}
         marked = component("marked")
-        paint = _Paint(
-            width, widths, fixed + rest, base, cursor, status, base + component("message"), marked, Strip([])
-        )
+        paint = Paint(width, widths, used, base, cursor, status, base + component("message"), marked, Strip([]))
         # The column the rows are sorted by, when it is not seq, says so with an arrow.
-        names = tuple(f"{name}{_ORDER_ARROW[name]}" if name == self.order != "seq" else name for name in _HEADER)
-        paint.header_strip = self._strip(paint, names, (header,) * len(_HEADER), header)
+        names = tuple(f"{name}{ORDER_ARROW[name]}" if name == self.order != "seq" else name for name in HEADER)
+        paint.header_strip = draw(paint, names, (header,) * len(HEADER), header)
         self._paint = paint
         return paint
 
     # -- data ------------------------------------------------------------------------------
-
-    def _column_at(self, x: int) -> int | None:
-        """The column under content offset ``x`` (None: a separator or past the last)."""
-        paint = self._paint_context()
-        left = 1
-        for n, width in enumerate(paint.widths):
-            if left <= x < left + width:
-                return n
-            left += width + 1
-        return None
 
     @property
     def _is_filtered(self) -> bool:
@@ -694,57 +591,18 @@ class ItemsTable(ScrollView, can_focus=True):
     def _body_height(self) -> int:
         return max(1, self.scrollable_content_region.height - 1)
 
-    def _open_store(self) -> bool:
-        try:
-            self._store = ItemQueries(self.db_path)
-        except StoreError as exc:
-            self._store, self._store_error = None, clean(exc, 200)
-            return False
-        self._store_error = None
-        return True
-
-    def _row_at(self, index: int) -> _Row | None:
+    def _row_at(self, index: int) -> Row | None:
         if index < 0 or index >= self._count:
             return None
-        number, offset = divmod(index, PAGE_SIZE)
-        page = self._pages.get(number)
-        if page is None:
-            page = self._fetch_page(number)
-            if page is None:
-                return None
-        else:
-            self._pages.move_to_end(number)
-        return page[offset] if offset < len(page) else None
-
-    def _fetch_page(self, number: int) -> list[_Row] | None:
-        if self._store is None:
-            return None
-        self.page_misses += 1
-        try:
-            items = self._store.page(self.item_filter, number * PAGE_SIZE, PAGE_SIZE, self.order)
-        except StoreError as exc:
-            self.log.warning(f"items.db page {number}: {exc}")
-            return None
-        page = [_Row.from_item(item) for item in items]
-        self._pages[number] = page
-        while len(self._pages) > MAX_PAGES:
-            self._pages.popitem(last=False)
-        return page
-
-    @staticmethod
-    def _count_rows(store: ItemQueries, item_filter: ItemFilter, selection: Selection) -> tuple[int, int, int]:
-        """(rows in the filtered view, rows in the store: what sizes the seq column, marked items)."""
-        total = store.size()
-        marked = 0 if selection.is_empty else store.count_selected(selection)
-        return (total if item_filter.is_everything else store.count(item_filter)), total, marked
+        return self._pages.row(index, self.item_filter, self.order)
 
     def _recount(self) -> None:
-        if self._store is None:
+        if self._pages.store is None:
             self._set_count(0)
             return
         started = time.perf_counter()
         try:
-            count, self._total, marked = self._count_rows(self._store, self.item_filter, self._selection)
+            count, self._total, marked = count_rows(self._pages.store, self.item_filter, self._selection)
         except StoreError as exc:
             self.log.warning(f"items.db count: {exc}")
             return
@@ -766,7 +624,7 @@ class ItemsTable(ScrollView, can_focus=True):
         started = time.perf_counter()
         try:
             with ItemQueries(self.db_path) as store:
-                count, total, marked = self._count_rows(store, item_filter, selection)
+                count, total, marked = count_rows(store, item_filter, selection)
         except StoreError:
             pass
         finally:
@@ -793,7 +651,7 @@ class ItemsTable(ScrollView, can_focus=True):
         self._pages.clear()
         if not self.is_mounted:  # _on_mount counts with whatever filters are set by then
             return
-        if self._store is None and not self._open_store():
+        if self._pages.store is None and not self._pages.open():
             return
         self._recount()
         self.scroll_to(y=0, animate=False)

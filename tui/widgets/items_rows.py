@@ -1,0 +1,129 @@
+"""The items table's rows as drawn: the row model, the column layout and the drawing of a line.
+
+Pure: an item of the store in, a :class:`Row` of safe text out (every non-printable character
+escaped by :func:`batchtui.engine.fmt.clean`, the one sanitizer); column widths from the width
+and the view; a line as ``Segment`` text (never parsed as markup). The widget
+(:mod:`.items_table`) decides which row goes on which line and with which styles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual.strip import Strip
+
+from batchtui.engine.fmt import clean, fmt_duration
+from batchtui.engine.store.queries import ItemRow
+
+from ..text import cut_middle
+
+TEXT_CAP: Final = 1024
+"""Key and error text kept per cached row; wider than any terminal column."""
+_STATUS_WIDTH: Final = 10  # "processing"
+_TRIES_WIDTH: Final = 5
+_DURATION_WIDTH: Final = 9  # "duration↓"
+_MIN_KEY_WIDTH: Final = 12
+_MARK_WIDTH: Final = 1
+MARK: Final = "●"
+"""Drawn in the first column of a marked row."""
+#: The column a click on the header sorts by (the others keep the order).
+SORT_BY_COLUMN: Final = {1: "seq", 3: "tries", 4: "duration"}
+ORDER_ARROW: Final = {"seq": "↑", "tries": "↓", "duration": "↓"}
+STATUSES: Final = frozenset({"pending", "processing", "complete", "failed", "skipped"})
+HEADER: Final = ("", "seq", "status", "tries", "duration", "key", "error")
+_RIGHT_ALIGNED: Final = (False, True, False, True, True, False, False)
+_MIDDLE_CUT: Final = (False, False, False, False, False, True, False)
+
+
+def fit(text: str, width: int, *, right: bool = False, middle: bool = False) -> str:
+    """Pad or truncate ``text`` to exactly ``width`` cells; an ellipsis marks truncation (in the
+    middle with ``middle``: a key's end tells rows apart)."""
+    if width <= 0:
+        return ""
+    length = cell_len(text)
+    if length > width:
+        if middle:
+            return set_cell_size(cut_middle(text, width), width)
+        return set_cell_size(text, width - 1) + "…"
+    pad = " " * (width - length)
+    return pad + text if right else text + pad
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row as drawn: already formatted and made safe, so the cache stays small."""
+
+    seq: int
+    status: str
+    tries: str
+    duration: str
+    key: str
+    error: str
+
+    @classmethod
+    def from_item(cls, item: ItemRow) -> Row:
+        first_line = (item.error_message or "").split("\n", 1)[0].strip()
+        error = f"{item.error_type}: {first_line}" if item.error_type and first_line else item.error_type or first_line
+        return cls(
+            seq=item.seq,
+            status=clean(item.status, 32),
+            tries=str(item.attempts) if item.attempts else "",
+            duration="" if item.duration_s is None else fmt_duration(item.duration_s, fine=True),
+            key=clean(item.key, TEXT_CAP),
+            error=clean(error, TEXT_CAP),
+        )
+
+
+@dataclass(slots=True)
+class Paint:
+    """What every line of one paint shares."""
+
+    width: int  # cells per line, the scrollbar's included
+    widths: tuple[int, ...]  # the seven columns (the mark first)
+    used: int  # cells the columns and their separators take
+    base: Style
+    cursor: Style
+    status: dict[str, tuple[Style, Style]]  # status -> (style, style under the cursor)
+    message: Style
+    marked: Style  # added to a marked row's style
+    header_strip: Strip
+
+
+def column_widths(content_width: int, total: int, *, failed: bool) -> tuple[tuple[int, ...], int]:
+    """The seven columns' widths (the mark first) in ``content_width`` cells for a store of
+    ``total`` rows, and the cells they take with their separators. The key and the error share
+    what the fixed columns leave; in the failed items (``failed``) the error gets two thirds."""
+    seq_width = max(4, len(str(max(total - 1, 0))))  # "seq" and the order's arrow
+    fixed = 1 + _MARK_WIDTH + 1 + seq_width + 1 + _STATUS_WIDTH + 1 + _TRIES_WIDTH + 1 + _DURATION_WIDTH + 1 + 1
+    rest = max(0, content_width - fixed)
+    share = rest // 3 if failed else rest // 2
+    key = max(min(rest, _MIN_KEY_WIDTH), share)
+    return (_MARK_WIDTH, seq_width, _STATUS_WIDTH, _TRIES_WIDTH, _DURATION_WIDTH, key, rest - key), fixed + rest
+
+
+def column_at(widths: tuple[int, ...], x: int) -> int | None:
+    """The column under content offset ``x`` (None: a separator or past the last)."""
+    left = 1
+    for n, width in enumerate(widths):
+        if left <= x < left + width:
+            return n
+        left += width + 1
+    return None
+
+
+def draw(paint: Paint, cells: tuple[str, ...], styles: tuple[Style, ...], fill: Style) -> Strip:
+    """One line of ``paint.width`` cells: ``cells`` in their columns, each in its style."""
+    space = Segment(" ", fill)
+    segments = [space]
+    for n, cell in enumerate(cells):
+        if n:
+            segments.append(space)
+        segments.append(Segment(fit(cell, paint.widths[n], right=_RIGHT_ALIGNED[n], middle=_MIDDLE_CUT[n]), styles[n]))
+    strip = Strip(segments, paint.used)
+    if paint.used < paint.width:
+        return Strip([*segments, Segment(" " * (paint.width - paint.used), fill)], paint.width)
+    return strip.crop(0, paint.width) if paint.used > paint.width else strip
