@@ -10,8 +10,9 @@ characters, newlines) has been replaced by a visible ``\\xNN`` / ``\\uNNNN`` esc
 (:func:`batchtui.engine.fmt.clean`, the one sanitizer).
 
 The rows as drawn (the row model, the column layout, the drawing of a line) are in
-:mod:`.items_rows`, the page cache and the store's connection in :mod:`.items_pages`; this
-module is the widget: the filters, the cursor, the marks, the counting off the UI thread.
+:mod:`.items_rows`, the page cache and the store's connection in :mod:`.items_pages`, the
+marks in :mod:`.items_marks`, the messages the table posts in :mod:`.items_messages`; this
+module is the widget: its keys, the filters and the order, the cursor, the counting.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from rich.style import Style
 from textual import events, on
 from textual.binding import Binding, BindingType
 from textual.geometry import Region, Size
-from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from batchtui.engine.store.queries import ORDERS, ItemFilter, ItemQueries, Selection, StoreError
 
+from .items_marks import ItemMarks
+from .items_messages import CountReady, Highlighted, MarksChanged, Selected
 from .items_pages import MAX_PAGES, PAGE_SIZE, RowPages, count_rows
 from .items_rows import (
     HEADER,
@@ -60,20 +62,6 @@ class _Keep(enum.Enum):
 
 
 _KEEP: Final = _Keep.KEEP
-
-
-class _CountReady(Message, bubble=False):
-    """A background recount finished (posted from the counting thread to the table)."""
-
-    def __init__(
-        self, generation: int, count: int | None, total: int | None, marked: int | None, elapsed: float
-    ) -> None:
-        self.generation = generation
-        self.count = count
-        self.total = total
-        self.marked = marked
-        self.elapsed = elapsed
-        super().__init__()
 
 
 class ItemsTable(ScrollView, can_focus=True):
@@ -163,49 +151,9 @@ class ItemsTable(ScrollView, can_focus=True):
         ),
     ]
 
-    class Highlighted(Message):
-        """The cursor moved: ``seq`` is the item now under it (None when the view is empty)."""
-
-        def __init__(self, items_table: ItemsTable, seq: int | None) -> None:
-            self.items_table = items_table
-            self.seq = seq
-            super().__init__()
-
-        @property
-        def control(self) -> ItemsTable:
-            """The table that posted the message."""
-            return self.items_table
-
-        def can_replace(self, message: Message) -> bool:
-            # Holding a key down queues many moves; only the newest matters.
-            return isinstance(message, ItemsTable.Highlighted) and message.items_table is self.items_table
-
-    class Selected(Message):
-        """Enter (or a click on the highlighted row) chose the item ``seq``."""
-
-        def __init__(self, items_table: ItemsTable, seq: int) -> None:
-            self.items_table = items_table
-            self.seq = seq
-            super().__init__()
-
-        @property
-        def control(self) -> ItemsTable:
-            """The table that posted the message."""
-            return self.items_table
-
-    class MarksChanged(Message):
-        """The marks changed, or how many items they hold (a marked view's items come and go)."""
-
-        def __init__(self, items_table: ItemsTable, selection: Selection, count: int) -> None:
-            self.items_table = items_table
-            self.selection = selection
-            self.count = count
-            super().__init__()
-
-        @property
-        def control(self) -> ItemsTable:
-            """The table that posted the message."""
-            return self.items_table
+    Highlighted = Highlighted
+    Selected = Selected
+    MarksChanged = MarksChanged
 
     cursor_row: reactive[int] = reactive(0, repaint=False, init=False)
     """Index of the highlighted row in the filtered view."""
@@ -240,9 +188,7 @@ class ItemsTable(ScrollView, can_focus=True):
         self._counting = False
         self._count_again = False
         self._paint: Paint | None = None
-        self._selection = Selection()
-        self._marked_count = 0
-        self._marked_on_screen: set[int] = set()
+        self._marks = ItemMarks(self._pages, lambda text: self.log.warning(text))  # noqa: PLW0108 (no app yet)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -270,36 +216,29 @@ class ItemsTable(ScrollView, can_focus=True):
     @property
     def selection(self) -> Selection:
         """The marked items (empty: none)."""
-        return self._selection
+        return self._marks.selection
 
     @property
     def marked_count(self) -> int:
         """How many items the marks hold (as of the last count)."""
-        return self._marked_count
+        return self._marks.count
 
     def set_selection(self, selection: Selection) -> None:
         """Replace the marks (counted at once, one query) and repaint; posts :class:`MarksChanged`."""
-        self._selection = selection
-        count = 0
-        if not selection.is_empty and self._pages.store is not None:
-            try:
-                count = self._pages.store.count_selected(selection)
-            except StoreError as exc:
-                self.log.warning(f"items.db marks: {exc}")
-                count = self._marked_count
-        self._set_marked(count, force=True)
+        self._marks.selection = selection
+        self._set_marked(self._marks.count_of(selection), force=True)
         self.refresh()
 
     def clear_marks(self) -> bool:
         """Unmark everything; False when nothing was marked."""
-        if self._selection.is_empty:
+        if self._marks.selection.is_empty:
             return False
         self.set_selection(Selection())
         return True
 
     def mark_view(self) -> None:
         """Mark every item of the current view: one filter added, no row loaded."""
-        self.set_selection(self._selection.add_view(self.item_filter))
+        self.set_selection(self._marks.selection.add_view(self.item_filter))
 
     def set_order(self, order: str) -> None:
         """Show the rows in ``order`` (a key of ``ORDERS``), from the top."""
@@ -435,7 +374,7 @@ class ItemsTable(ScrollView, can_focus=True):
         seq = self.selected_seq
         if seq is None:
             return
-        self.set_selection(self._selection.toggle(seq, self.is_marked(seq)))
+        self.set_selection(self._marks.selection.toggle(seq, self.is_marked(seq)))
         self.cursor_row += 1
 
     def action_extend_marks(self, step: int) -> None:
@@ -444,7 +383,7 @@ class ItemsTable(ScrollView, can_focus=True):
         seq = self.selected_seq
         if seq is None:
             return
-        selection = self._selection.mark(seq)
+        selection = self._marks.selection.mark(seq)
         self.cursor_row += step
         after = self.selected_seq
         if after is not None:
@@ -453,12 +392,7 @@ class ItemsTable(ScrollView, can_focus=True):
 
     def is_marked(self, seq: int) -> bool:
         """Whether item ``seq`` is marked (one query; False when nothing is)."""
-        if self._selection.is_empty or self._pages.store is None:
-            return False
-        try:
-            return seq in self._pages.store.selected_among(self._selection, (seq,))
-        except StoreError:
-            return False
+        return self._marks.is_marked(seq)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -492,8 +426,8 @@ class ItemsTable(ScrollView, can_focus=True):
         else:
             self.cursor_row = row
 
-    @on(_CountReady)
-    def _count_ready(self, message: _CountReady) -> None:
+    @on(CountReady)
+    def _count_ready(self, message: CountReady) -> None:
         self._counting = False
         if message.generation == self._generation and message.count is not None:
             self._last_count_s = message.elapsed
@@ -511,19 +445,15 @@ class ItemsTable(ScrollView, can_focus=True):
     def render_lines(self, crop: Region) -> list[Strip]:
         """Paint ``crop``: styles and column widths are worked out once per paint, not per line."""
         self._paint = None  # Textual also drops its component-style cache on every refresh
-        self._marked_on_screen = self._marked_among_rows(int(self.scroll_y) + max(0, crop.y - 1), crop.height)
+        self._marks.on_screen = self._marked_among_rows(int(self.scroll_y) + max(0, crop.y - 1), crop.height)
         return super().render_lines(crop)
 
     def _marked_among_rows(self, first: int, n: int) -> set[int]:
         """Which items of the rows ``first .. first+n`` are marked: one query for the paint."""
-        if self._selection.is_empty or self._pages.store is None:
+        if self._marks.selection.is_empty or self._pages.store is None:
             return set()
         seqs = [row.seq for i in range(first, min(first + n, self._count)) if (row := self._row_at(i)) is not None]
-        try:
-            return self._pages.store.selected_among(self._selection, seqs)
-        except StoreError as exc:
-            self.log.warning(f"items.db marks: {exc}")
-            return set()
+        return self._marks.among(seqs)
 
     def render_line(self, y: int) -> Strip:
         """Line ``y`` of the widget: the header at 0, then row ``scroll_y + y - 1``."""
@@ -537,7 +467,7 @@ class ItemsTable(ScrollView, can_focus=True):
         if row is None:  # the store shrank or could not be read: drawn on the next refresh
             return Strip.blank(paint.width, paint.base)
         on_cursor = index == self.cursor_row
-        marked = row.seq in self._marked_on_screen
+        marked = row.seq in self._marks.on_screen
         row_style = paint.cursor if on_cursor else paint.base
         status_style = paint.status.get(row.status, (paint.base, paint.cursor))[on_cursor]
         if marked:
@@ -602,7 +532,7 @@ class ItemsTable(ScrollView, can_focus=True):
             return
         started = time.perf_counter()
         try:
-            count, self._total, marked = count_rows(self._pages.store, self.item_filter, self._selection)
+            count, self._total, marked = count_rows(self._pages.store, self.item_filter, self._marks.selection)
         except StoreError as exc:
             self.log.warning(f"items.db count: {exc}")
             return
@@ -615,7 +545,7 @@ class ItemsTable(ScrollView, can_focus=True):
             self._count_again = True
             return
         self._counting = True
-        work = partial(self._count_off_thread, self._generation, self.item_filter, self._selection)
+        work = partial(self._count_off_thread, self._generation, self.item_filter, self._marks.selection)
         self.run_worker(work, name="items-table count", group="items-table-count", thread=True, exit_on_error=False)
 
     def _count_off_thread(self, generation: int, item_filter: ItemFilter, selection: Selection) -> None:
@@ -628,14 +558,14 @@ class ItemsTable(ScrollView, can_focus=True):
         except StoreError:
             pass
         finally:
-            if selection != self._selection:  # marked meanwhile: that count is set_selection's
+            if selection != self._marks.selection:  # marked meanwhile: that count is set_selection's
                 marked = None
-            self.post_message(_CountReady(generation, count, total, marked, time.perf_counter() - started))
+            self.post_message(CountReady(generation, count, total, marked, time.perf_counter() - started))
 
     def _set_marked(self, count: int, *, force: bool = False) -> None:
-        if force or count != self._marked_count:
-            self._marked_count = count
-            self.post_message(self.MarksChanged(self, self._selection, count))
+        if force or count != self._marks.count:
+            self._marks.count = count
+            self.post_message(self.MarksChanged(self, self._marks.selection, count))
 
     def _set_count(self, count: int) -> None:
         if count != self._count or self.virtual_size.height != count + 1:

@@ -1,0 +1,59 @@
+"""The items table's marks: which items are marked, how many, and which rows on screen are.
+
+Marks are a :class:`~batchtui.engine.store.queries.Selection` (views and seq ranges, never a
+set of rows): marking every item of a 300k-item view adds one filter. Which rows on screen are
+marked is one query per paint; how many are marked is one count. :class:`ItemMarks` asks the
+table's store (:class:`.items_pages.RowPages`); the table moves the cursor and says when the
+marks change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from batchtui.engine.store.queries import Selection, StoreError
+
+from .items_pages import RowPages
+
+
+class ItemMarks:
+    """The marks of one table (see the module's docstring); ``warn`` logs a failed query."""
+
+    def __init__(self, pages: RowPages, warn: Callable[[str], None]) -> None:
+        self._pages = pages
+        self._warn = warn
+        self.selection = Selection()
+        """The marked items (empty: none)."""
+        self.count = 0
+        """How many items the marks hold (as of the last count)."""
+        self.on_screen: set[int] = set()
+        """The marked items among the rows of the last paint."""
+
+    def count_of(self, selection: Selection) -> int:
+        """How many items ``selection`` holds (one query; the last count when it fails)."""
+        if selection.is_empty or self._pages.store is None:
+            return 0
+        try:
+            return self._pages.store.count_selected(selection)
+        except StoreError as exc:
+            self._warn(f"items.db marks: {exc}")
+            return self.count
+
+    def is_marked(self, seq: int) -> bool:
+        """Whether item ``seq`` is marked (one query; False when nothing is)."""
+        if self.selection.is_empty or self._pages.store is None:
+            return False
+        try:
+            return seq in self._pages.store.selected_among(self.selection, (seq,))
+        except StoreError:
+            return False
+
+    def among(self, seqs: Sequence[int]) -> set[int]:
+        """Which of ``seqs`` are marked: one query."""
+        if self.selection.is_empty or self._pages.store is None:
+            return set()
+        try:
+            return self._pages.store.selected_among(self.selection, seqs)
+        except StoreError as exc:
+            self._warn(f"items.db marks: {exc}")
+            return set()
