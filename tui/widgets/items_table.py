@@ -13,6 +13,12 @@ The rows as drawn (the row model, the column layout, the drawing of a line) are 
 :mod:`.items_rows`, the page cache and the store's connection in :mod:`.items_pages`, the
 marks in :mod:`.items_marks`, the messages the table posts in :mod:`.items_messages`; this
 module is the widget: its keys, the filters and the order, the cursor, the counting.
+
+What is left is one piece of some 600 lines because it is the state of one ``ScrollView`` that
+changes together: a filter or order change drops the pages, recounts, resets the cursor and the
+scroll; a count (on the UI thread or from the counting thread, dropped when a newer filter came)
+sizes the virtual height and clamps the cursor; the cursor's moves post ``Highlighted``. Split,
+each part would set the others' reactives. A fifth of it is the widget's CSS and keys.
 """
 
 from __future__ import annotations
