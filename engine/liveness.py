@@ -85,6 +85,11 @@ class EngineStatus:
         return text
 
 
+def wall_clock() -> float:
+    """The time liveness is judged at when the caller gives none (a test freezes it here)."""
+    return time.time()
+
+
 def engine_status(
     batch: BatchDir | Path,
     *,
@@ -103,7 +108,7 @@ def engine_status(
         return EngineStatus(Liveness.GONE, None, None)
     if live is None:
         live = bdir.read_live()
-    now = time.time() if now is None else now
+    now = wall_clock() if now is None else now
     started = _stamp(holder.started_at)
     written = _stamp(live.updated_at) if live is not None else 0.0
     last = max(started, written)

@@ -136,6 +136,14 @@ def test_ls_show_and_the_browser_agree_in_every_state(tmp_path: Path, monkeypatc
     out = tmp_path / "out"
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    # One moment for every view: a frozen engine's "NOT RESPONDING 332h41m" must not turn 42m
+    # between `ls` and the browser.
+    import time as time_module
+
+    from batchtui.engine import liveness
+
+    at = time_module.time()
+    monkeypatch.setattr(liveness, "wall_clock", lambda: at)
     with _batches(out) as made:
         listed = {r["batch_id"]: r for r in json.loads(_cli("ls", "--json", "-o", str(out)))}
         table = {

@@ -41,14 +41,23 @@ async def _marked(pilot: Pilot[Any]) -> None:
     await pilot.pause(0.3)
     await pilot.app.workers.wait_for_complete()
     await pilot.press("space", "shift+down", "down", "down", "space")  # 0-2 and 4; the cursor on 5
-    await pilot.pause(0.2)
+    await pilot.app.workers.wait_for_complete()  # the marked count, off the UI thread
+    await pilot.pause()
 
 
 async def _confirm(pilot: Pilot[Any]) -> None:
     await pilot.pause(0.3)
     await pilot.app.workers.wait_for_complete()
-    await pilot.press("3", "a", "r")  # every failed item: the count, five samples and how many more
-    await pilot.pause(0.3)
+    await pilot.press("3")
+    await pilot.app.workers.wait_for_complete()  # the failed tab's count, off the UI thread
+    await pilot.press("a", "r")  # every failed item: the count, five samples and how many more
+    await pilot.app.workers.wait_for_complete()  # the dialog's counts and samples
+    for _ in range(100):  # until the dialog is up (a loaded machine takes its time)
+        if type(pilot.app.screen).__name__ == "ConfirmScreen":
+            break
+        await pilot.pause(0.05)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
 
 
 @pytest.mark.parametrize("size", [(80, 24), (140, 48)], ids=["80x24", "140x48"])
