@@ -27,7 +27,7 @@ import enum
 import time
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeAlias
 
 from rich.segment import Segment
 from rich.style import Style
@@ -157,9 +157,9 @@ class ItemsTable(ScrollView, can_focus=True):
         ),
     ]
 
-    Highlighted = Highlighted
-    Selected = Selected
-    MarksChanged = MarksChanged
+    Highlighted: TypeAlias = Highlighted
+    Selected: TypeAlias = Selected
+    MarksChanged: TypeAlias = MarksChanged
 
     cursor_row: reactive[int] = reactive(0, repaint=False, init=False)
     """Index of the highlighted row in the filtered view."""
