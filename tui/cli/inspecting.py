@@ -26,19 +26,14 @@ from batchtui.engine.models import NewerFormat
 from batchtui.engine.summary import DAMAGED, INTERRUPTED, summarize
 
 from .group import CONTEXT
-from .options import scope_of
+from .options import DIR_OPTION, scope_of
 from .output import echo_json, fail, plain, read_json
 from .progress import progress_line
 from .summary import print_summary
 
 
 @click.command("ls", context_settings=CONTEXT)
-@click.option(
-    "--output-dir",
-    "-o",
-    type=click.Path(file_okay=False),
-    help="Only the batches in this folder [the output dir, then every registered batch].",
-)
+@DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout.")
 @click.pass_context
 def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
@@ -91,12 +86,7 @@ def local_time(iso: str | None) -> str:
 
 @click.command("show", context_settings=CONTEXT)
 @click.argument("batch", required=False)
-@click.option(
-    "--output-dir",
-    "-o",
-    type=click.Path(file_okay=False),
-    help="Only the batches in this folder [the output dir, then every registered batch].",
-)
+@DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Everything as JSON on stdout.")
 @click.pass_context
 def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_json: bool) -> None:
@@ -169,12 +159,7 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
 
 @click.command("errors", context_settings=CONTEXT)
 @click.argument("batch", required=False)
-@click.option(
-    "--output-dir",
-    "-o",
-    type=click.Path(file_okay=False),
-    help="Only the batches in this folder [the output dir, then every registered batch].",
-)
+@DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout: one object per group.")
 @click.pass_context
 def errors_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_json: bool) -> None:
@@ -259,12 +244,7 @@ def parse_time(iso: str | None) -> datetime | None:
 )
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option("--out", "-O", "out_file", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
-@click.option(
-    "--output-dir",
-    "-o",
-    type=click.Path(file_okay=False),
-    help="Only the batches in this folder [the output dir, then every registered batch].",
-)
+@DIR_OPTION
 @click.pass_context
 def export_cmd(
     ctx: click.Context, batch: str | None, status: str | None, fmt: str, out_file: str | None, output_dir: str | None

@@ -31,7 +31,7 @@ from batchtui.engine.fmt import clean
 from batchtui.engine.logs import LogChunk, Stream, attempt_logs, follow, log_limit_of, log_path
 
 from .group import CONTEXT
-from .options import scope_of
+from .options import DIR_OPTION, scope_of
 from .output import fail, say
 
 if TYPE_CHECKING:
@@ -82,12 +82,7 @@ class _Printer:
     "--follow", "-f", "following", is_flag=True, help="Go on printing as the item writes, until it has finished."
 )
 @click.option("--raw", is_flag=True, help="Send the bytes as they are to a terminal too (escape sequences included).")
-@click.option(
-    "--output-dir",
-    "-o",
-    type=click.Path(file_okay=False),
-    help="Only the batches in this folder [the output dir, then every registered batch].",
-)
+@DIR_OPTION
 @click.pass_context
 def logs_cmd(
     ctx: click.Context,

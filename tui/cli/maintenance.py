@@ -16,7 +16,7 @@ from batchtui.engine.models import BatchState, NewerFormat
 from batchtui.engine.registry import forget, gone_batches
 
 from .group import CONTEXT
-from .options import Number, scope_of
+from .options import DIR_OPTION, Number, scope_of
 from .output import echo_json, plain
 
 
@@ -24,12 +24,7 @@ from .output import echo_json, plain
 @click.argument("batch")
 @click.option("--force", is_flag=True, help="Rebuild even when items.db looks healthy.")
 @click.option("--no-salvage", is_flag=True, help="Take nothing from the damaged items.db (only the source + results).")
-@click.option(
-    "--output-dir",
-    "-o",
-    type=click.Path(file_okay=False),
-    help="Only the batches in this folder [the output dir, then every registered batch].",
-)
+@DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="What was rebuilt, as JSON on stdout.")
 @click.pass_context
 def recover_cmd(
@@ -57,12 +52,7 @@ def recover_cmd(
 )
 @click.option("--include-unfinished", is_flag=True, help="Also remove resumable (unfinished) batches.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-@click.option(
-    "--output-dir",
-    "-o",
-    type=click.Path(file_okay=False),
-    help="Only the batches in this folder [the output dir, then every registered batch].",
-)
+@DIR_OPTION
 @click.pass_context
 def cleanup_cmd(
     ctx: click.Context, max_age_days: float, include_unfinished: bool, dry_run: bool, output_dir: str | None

@@ -23,19 +23,14 @@ from batchtui.engine.store.queries import ItemQueries
 
 from .group import CONTEXT, terminal
 from .inspecting import refuse_newer
-from .options import scope_of
+from .options import DIR_OPTION, scope_of
 from .output import fail
 from .summary import finish_output
 
 
 @click.command("watch", context_settings=CONTEXT)
 @click.argument("batch", required=False)
-@click.option(
-    "--output-dir",
-    "-o",
-    type=click.Path(file_okay=False),
-    help="Only the batches in this folder [the output dir, then every registered batch].",
-)
+@DIR_OPTION
 @click.option("--theme", help="TUI theme.")
 @click.pass_context
 def watch_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, theme: str | None) -> None:
