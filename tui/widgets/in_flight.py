@@ -15,7 +15,7 @@ from batchtui.engine.batchdir import parse_iso
 from batchtui.engine.fmt import fmt_duration
 from batchtui.engine.models import LiveProgress
 
-from ..text import plain
+from ..text import cut_middle, plain
 
 __all__ = ["InFlightPanel"]
 
@@ -103,7 +103,9 @@ class InFlightPanel(Vertical):
             if row == _BLANK:
                 cells = (Text(""), Text(""), Text(""), Text(""))
             else:
-                cells = (Text(str(seq)), Text(str(attempt)), Text(running), plain(key, limit=120))
+                # Keys differ at their end (.../documents/0031): cut in the middle to fit.
+                shown = cut_middle(plain(key, limit=400).plain, max(12, (self.size.width or 64) - 24))
+                cells = (Text(str(seq)), Text(str(attempt)), Text(running), Text(shown))
             if i >= len(old):
                 table.add_row(*cells, key=f"r{i}")
                 continue
