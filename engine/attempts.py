@@ -14,13 +14,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
 from .config import BatchConfig
 from .errors import ErrorInfo, classify
 from .handoff import Gate
+from .outbox import Outbox
 from .outputs import DEFAULT_MAX_RESULT_BYTES, checked_result, cost_of
 from .processors import CallableProcessor, Item
 
@@ -81,10 +82,6 @@ class Classifier:
         )
 
 
-#: A worker hands its outcomes over at most this long after they are decided. A failure or a
-#: cost goes at once: the policies (failure rate, budget, fatal errors) decide on arrival.
-REPORT_EVERY_S: Final = 0.02
-
 Report = Callable[[list[Outcome]], None]
 
 
@@ -106,17 +103,37 @@ def run_items(
     ``gate`` (when given) decides, right before each item starts, whether it may: an item the
     runner cancelled while it waited is left out (no outcome; the runner has put it back).
     ``report`` (when given) receives the outcomes as they are decided (a failure or a cost at
-    once, others at most :data:`REPORT_EVERY_S` later) and the function returns []; without
+    once, others at most :data:`.outbox.REPORT_EVERY_S` later) and the function returns []; without
     it the outcomes are returned together. Any exception of an item fails that item with its
     real type and message, ``SystemExit`` and ``KeyboardInterrupt`` included.
     """
     if chunked and isinstance(processor, CallableProcessor):
         return _run_chunked(processor, items, classifier, gate, report)
-    limit: int = getattr(processor, "max_result_bytes", DEFAULT_MAX_RESULT_BYTES)
     outcomes: list[Outcome] = []
-    append, clock, wall = outcomes.append, time.perf_counter, time.time
+    if report is None:
+        _run_each(processor, items, classifier, gate, outcomes.append, None)
+        return outcomes
+    box = Outbox(report)
+    try:
+        _run_each(processor, items, classifier, gate, None, box)
+    finally:
+        box.close()  # what is decided is handed over, whatever ends the chunk
+    return []
+
+
+def _run_each(
+    processor: Any,
+    items: Sequence[Item],
+    classifier: Classifier,
+    gate: Gate | None,
+    append: Callable[[Outcome], None] | None,
+    box: Outbox | None,
+) -> None:
+    """The items one after the other: each outcome to ``append``, or to ``box`` (the urgent
+    ones marked), which hands them over as they are decided."""
+    limit: int = getattr(processor, "max_result_bytes", DEFAULT_MAX_RESULT_BYTES)
+    clock, wall = time.perf_counter, time.time
     soft = gate is not None and getattr(gate, "kills_by_signal", False)
-    last = clock()
     plain = type(processor) is CallableProcessor
     # The callable straight from here, as CallableProcessor.run would call it, without a
     # ProcessOutput for each result: for quick calls that object is a sizeable part of an item.
@@ -138,7 +155,7 @@ def run_items(
             if _shutting_down(exc):
                 raise
             t1 = clock()
-            append(Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc)))
+            outcome = Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc))
             urgent = True
         else:
             t1 = clock()
@@ -151,24 +168,18 @@ def run_items(
                     cost = value.cost
                     result = checked_result(value.result, limit)
             except Exception as exc:
-                append(Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc)))
+                outcome = Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc))
                 urgent = True
             else:
-                append(Outcome(item.seq, item.attempt, started, t1 - t0, result, cost))
+                outcome = Outcome(item.seq, item.attempt, started, t1 - t0, result, cost)
                 urgent = cost is not None
             del value
         if gate is not None:
             gate.end(index)
-        if report is not None and (urgent or t1 - last >= REPORT_EVERY_S):
-            report(outcomes)
-            outcomes = []
-            append = outcomes.append
-            last = t1
-    if report is not None:
-        if outcomes:
-            report(outcomes)
-        return []
-    return outcomes
+        if box is not None:
+            box.add(outcome, urgent, t1)
+        elif append is not None:
+            append(outcome)
 
 
 def _run_chunked(

@@ -144,3 +144,14 @@ def wait_for_file(item: Any) -> dict[str, int]:
     while not os.path.exists(release):
         time.sleep(0.01)
     return {"seq": item.seq}
+
+
+def held_one(item: Any) -> dict[str, int]:
+    """Returns at once, except item $BATCHTUI_TEST_HELD_SEQ, which waits (up to 60 s) for the
+    file $BATCHTUI_TEST_RELEASE: a slow item behind quick ones in the same chunk."""
+    if item.seq == int(os.environ.get("BATCHTUI_TEST_HELD_SEQ", "-1")):
+        release = os.environ["BATCHTUI_TEST_RELEASE"]
+        deadline = time.monotonic() + 60
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return {"seq": item.seq}

@@ -1,0 +1,79 @@
+"""Outcomes stream: a chunk's quick items are committed while its slow item still runs.
+
+A worker groups its outcomes (one hand-over per quick item would cost more than the item), but
+an outcome kept for its group must not wait for the next item of the chunk: before the outbox's
+flusher, the quick items of a chunk [quick x7, slow] reached neither results.jsonl nor the store
+until the slow one ended (issue 16's leftover).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from batchtui.engine.config import BatchConfig
+from batchtui.engine.enqueue import create_batch
+from batchtui.engine.outbox import REPORT_EVERY_S, Outbox
+from batchtui.engine.processors import python_spec
+from batchtui.engine.runner import BatchRunner
+from batchtui.engine.sources import build_spec
+
+from .conftest import wait_until
+from .test_control_holds import PROCS, lines_file, rows
+
+
+def test_an_outcome_left_waiting_is_handed_over_without_a_next_one() -> None:
+    sent: list[list[Any]] = []
+    box = Outbox(sent.append)
+    box.add("a", urgent=False, now=time.perf_counter())
+    assert sent == []  # grouped: not handed over on its own at once
+    wait_until(lambda: sent == [["a"]], timeout=5, what="the lone outcome handed over by the flusher")
+    box.add("b", urgent=True, now=time.perf_counter())
+    assert sent == [["a"], ["b"]]  # urgent: at once
+    box.add("c", urgent=False, now=time.perf_counter())
+    box.add("d", urgent=False, now=time.perf_counter() + 2 * REPORT_EVERY_S)  # decided later: goes with c
+    assert sent[-1] == ["c", "d"]
+    box.close()
+    assert sent == [["a"], ["b"], ["c", "d"]]
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_quick_items_of_a_chunk_are_committed_while_its_slow_item_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str
+) -> None:
+    release = tmp_path / "release"
+    monkeypatch.setenv("BATCHTUI_TEST_HELD_SEQ", "7")
+    monkeypatch.setenv("BATCHTUI_TEST_RELEASE", str(release))
+    config = BatchConfig(
+        output_dir=str(tmp_path / "out"), workers=1, executor=executor, chunk_size=8, max_attempts=1, fsync=False
+    )
+    # One worker, one chunk of 8: items 0-6 return at once, item 7 waits for the release file.
+    batch = create_batch(config, build_spec([str(lines_file(tmp_path, 8))]), python_spec(f"{PROCS}:held_one"))
+    runner = BatchRunner(batch)
+    out: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: out.update(result=runner.run()), daemon=True)
+    thread.start()
+    results = batch.path / "results.jsonl"
+
+    def committed() -> list[int]:
+        return [int(s) for (s,) in rows(batch.path, "SELECT seq FROM items WHERE status = 'complete' ORDER BY seq")]
+
+    def logged() -> list[int]:
+        text = results.read_bytes() if results.exists() else b""
+        return sorted(orjson.loads(line)["seq"] for line in text.splitlines())
+
+    try:
+        wait_until(lambda: committed() == list(range(7)), timeout=15, what="items 0-6 committed")
+        assert logged() == list(range(7))
+        assert not release.exists()  # item 7 cannot have ended: it waits for this file
+        assert thread.is_alive()
+    finally:
+        release.touch()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert committed() == list(range(8)) and logged() == list(range(8))
