@@ -180,6 +180,9 @@ class Manifest(_Model):
     duplicates_dropped: int = 0
     unreadable: Unreadable = Field(default_factory=Unreadable)
     history: list[HistoryEntry] = Field(default_factory=list)
+    #: Sources added to the batch since (``batchtui add``), each a ``source``; a rescan reads
+    #: ``source`` and these again, in this order.
+    added_sources: list[dict[str, Any]] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -262,6 +265,38 @@ class ClusterInfo(_Model):
     memory_used_mb: float = 0.0  # the workers' summed process memory
 
 
+class TimeoutInForce(_Model):
+    """The ``--timeout`` in force (live_progress.json ``timeout``; engine/adaptive.py).
+
+    ``basis``: ``absolute`` (``--timeout N``); with ``--timeout P%``: ``learning`` (fewer than
+    ``after`` successes: only ``max_s`` applies, if any), ``median`` (P% of the median
+    success), ``floor`` (that was below ``floor_s``), ``max`` (that was above ``max_s``)."""
+
+    limit_s: float | None = None  # None: no limit applies yet
+    basis: Literal["absolute", "learning", "median", "floor", "max"] = "absolute"
+    median_s: float | None = None
+    successes: int = 0
+    percent: float | None = None
+    floor_s: float | None = None
+    after: int | None = None
+    max_s: float | None = None
+
+
+class KeyLimit(_Model):
+    """One ``--limit-by`` key as live_progress.json shows it (``limits``: the busiest few,
+    engine/limits.py): its rate now (lowered after a retry-after, back up on successes), its
+    items in flight and waiting for it, the retry-afters it got, and how long it still waits
+    after the last one."""
+
+    key: str
+    rate: float
+    in_flight: int = 0
+    waiting: int = 0
+    backoffs: int = 0
+    done: int = 0
+    cooldown_s: float = 0.0
+
+
 class LiveProgress(_Model):
     """``live_progress.json``: the engine's committed state, for every view."""
 
@@ -274,11 +309,18 @@ class LiveProgress(_Model):
     percent: float = 0.0
     rate_per_s: float = 0.0
     eta_s: float | None = None
+    #: The ETA's range (engine/eta.py): eta_s lies between; None when unknown.
+    eta_low_s: float | None = None
+    eta_high_s: float | None = None
+    #: How long nothing has finished, when much longer than usual (then eta_s is None).
+    stalled_s: float | None = None
     #: The batch's active time: the sum of its runs, this one included (see engine/timing.py).
     elapsed_s: float = 0.0
     #: This run's time (None in files of an older engine, whose elapsed_s was this run's).
     run_elapsed_s: float | None = None
     in_flight: list[InFlight] = Field(default_factory=list)
+    #: ``--limit-by``: the busiest keys (at most limits.LIVE_KEYS); empty without it.
+    limits: list[KeyLimit] = Field(default_factory=list)
     memory: Memory = Field(default_factory=Memory)
     cost: Cost = Field(default_factory=Cost)
     errors_by_type: dict[str, int] = Field(default_factory=dict)
@@ -294,6 +336,8 @@ class LiveProgress(_Model):
     host: str | None = None
     warnings: list[str] = Field(default_factory=list)
     cluster: ClusterInfo | None = None
+    #: The timeout in force (None: no --timeout).
+    timeout: TimeoutInForce | None = None
     history: History = Field(default_factory=History)
 
 

@@ -1,4 +1,5 @@
-"""Measurements for live progress: memory of the engine and its children, rate and ETA.
+"""Measurements for live progress: memory of the engine and its children (the rate and the
+ETA are engine/eta.py's).
 
 Memory (DESIGN section 2, ``memory`` of live_progress.json and report.json's peak) is the RSS
 of the engine's process plus its children's (process-executor workers, shell commands),
@@ -11,7 +12,6 @@ since the run began, so a long-lived process (the TUI) never reports an earlier 
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
 import time
@@ -89,29 +89,3 @@ def kernel_peaks_mb() -> tuple[float, float]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 1048576
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * unit / 1048576
     return own, children
-
-
-class RateMeter:
-    """Finished items per second over a sliding window, and the ETA from it."""
-
-    def __init__(self, window_s: float = 30.0) -> None:
-        self.window_s = window_s
-        self.samples: collections.deque[tuple[float, int]] = collections.deque()
-
-    def add(self, finished: int, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        self.samples.append((now, finished))
-        while len(self.samples) > 2 and now - self.samples[0][0] > self.window_s:
-            self.samples.popleft()
-
-    def rate(self) -> float:
-        if len(self.samples) < 2:
-            return 0.0
-        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-
-    def eta(self, remaining: int) -> float | None:
-        if remaining <= 0:
-            return 0.0
-        rate = self.rate()
-        return remaining / rate if rate > 0 else None

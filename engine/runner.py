@@ -215,9 +215,12 @@ class BatchRunner(TakeOver, Finishing):
         return max(wake, 0.0005)
 
     def _watchdog(self, now: float) -> None:
-        """Kill items past --timeout where the processor cannot time out by itself."""
-        timeout = self.config.timeout
-        if timeout is None or self.spec.kind == "shell" or self.executor is None:
+        """Kill items past the timeout in force where the processor does not time out by itself:
+        a shell command times out by its own clock at an absolute --timeout, never at the
+        adaptive one (``--timeout 300%``, engine/adaptive.py), which moves as items succeed."""
+        timeouts = self.timeouts
+        timeout = timeouts.limit(now)
+        if timeout is None or self.executor is None or (self.spec.kind == "shell" and not timeouts.adaptive):
             return
         for seq, flight in list(self._inflight.items()):
             # The clock runs from the moment the item began to run, not from its dispatch: an
@@ -226,9 +229,11 @@ class BatchRunner(TakeOver, Finishing):
             if began is None or now - began <= timeout or seq in self._kill_reasons:
                 continue
             self._kill_reasons[seq] = "timeout"
+            self.outcomes.timeout_limits[seq] = timeout
             if not self.executor.kill(seq, flight.item.attempt):
                 # A thread cannot be killed: fail the item now, ignore its late outcome.
                 self._kill_reasons.pop(seq, None)
+                self.outcomes.timeout_limits.pop(seq, None)
                 self._on_outcomes(
                     [
                         Outcome(
@@ -310,6 +315,7 @@ class BatchRunner(TakeOver, Finishing):
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         """Record outcomes as they arrive; with --max-failure-rate, one at a time, so the halt is
         decided at the very outcome that crosses the limit."""
+        self.eta.durations(o.duration for o in outcomes if not o.returned)  # what the ETA counts on
         if self.config.max_failure_rate is None or self.halt_reason:
             self.outcomes.record(outcomes)
             return

@@ -27,9 +27,12 @@ from typing import Any, Final
 
 from .batchdir import HOST, BatchDir, BatchLock, now_iso
 from .committer import CommitJob, Committer
+from .adaptive import TimeoutPolicy
 from .config import BatchConfig, stored_config
 from .control import ControlWatcher
 from .dispatch import Dispatcher
+from .eta import Eta, EtaEstimator
+from .events import BatchEvents
 from .executors import CompletionQueue, EarlyHalt, Executor, make_executor
 from .files import ResultsLog, WriteFailed
 from .models import (
@@ -40,7 +43,7 @@ from .models import (
     LiveCounts,
     LiveProgress,
 )
-from .monitor import MemoryMonitor, RateMeter
+from .monitor import MemoryMonitor
 from .operations import Operations
 from .outcomes import Flight, OutcomeRecorder
 from .policy import HaltCheck
@@ -128,8 +131,23 @@ class RunState:
             stopping=lambda: self._stop.is_set() or bool(self.halt_reason),
             clock=self._clock,
         )
+        #: The timeout in force (absolute, or following the median success: engine/adaptive.py).
+        self.timeouts = TimeoutPolicy(self.config.timeout, self.config.adaptive_timeout)
+        if self.config.adaptive_timeout is not None:
+            self.outcomes.learn = self.timeouts.learn
 
         self.publisher = ProgressPublisher(batch, self.live, on_progress)
+        self.events = BatchEvents(
+            batch.path,
+            batch.batch_id,
+            self.manifest.name,
+            on_event=self.config.on_event,
+            on_finish=self.config.on_finish,
+            hook_timeout=self.config.hook_timeout,
+            cwd=self.spec.cwd,
+        )
+        if self.events.wants("new-group"):
+            self.outcomes.on_failed = self.events.failed
         self._t0 = time.monotonic()
         self._started_at = now_iso()
         #: The batch's active time before this run (its earlier runs: set when the run takes the
@@ -137,7 +155,7 @@ class RunState:
         self.before_s = 0.0
 
         self.memory = MemoryMonitor()
-        self.rate = RateMeter()
+        self.eta = EtaEstimator()
         self.halts = HaltCheck(self.config)
         self.lock = BatchLock(batch.lock)
         self.reaper: Reaper | None = None
@@ -313,7 +331,7 @@ class RunState:
                 setattr(counts, status, getattr(counts, status) + n)
             self.staging.settled(job)
             self.commit_seq = job.commit_seq
-        self.rate.add(counts.finished)
+        self.eta.finished(counts.finished, self._clock())
         self._write_live()
 
     def _stage_marks(self, now: float) -> bool:
@@ -353,11 +371,12 @@ class RunState:
     def live(self) -> LiveProgress:
         c = self.counts
         mem = self.memory.sample()
-        rate = self.rate.rate()
-        remaining = c.pending + c.processing
         queued, running = self.executor.counts() if self.executor is not None else (0, 0)
         started = self.executor.started if self.executor is not None else None
         in_flight = in_flight_view(list(self._inflight.values()), started) if self._inflight else []
+        eta = self._eta(c.pending + c.processing, running)
+        for note in self.events.observe(eta.stalled_s, running):  # a hook that failed: logged already
+            self.warnings.append(f"{now_iso()} {note}")
         self._refresh_errors()
         run_s = time.monotonic() - self._t0
         return LiveProgress(
@@ -368,11 +387,15 @@ class RunState:
             total=c.total,
             counts=LiveCounts(**c.model_dump(), running=running, queued=queued),
             percent=round(c.percent, 2),
-            rate_per_s=round(rate, 3),
-            eta_s=None if (eta := self.rate.eta(remaining)) is None else round(eta, 1),
+            rate_per_s=round(eta.rate_per_s, 3),
+            eta_s=eta.eta_s,
+            eta_low_s=eta.low_s,
+            eta_high_s=eta.high_s,
+            stalled_s=None if eta.stalled_s is None else round(eta.stalled_s, 1),
             elapsed_s=round(self.before_s + run_s, 2),
             run_elapsed_s=round(run_s, 2),
             in_flight=in_flight,
+            limits=self.dispatcher.limits_view(self._inflight, self._now),
             memory=mem,
             cost=Cost(spent=round(self.outcomes.cost_spent, 6), budget=self.config.max_cost),
             errors_by_type=self.publisher.errors_by_type,
@@ -388,6 +411,28 @@ class RunState:
             host=HOST,
             warnings=list(self.warnings),
             cluster=getattr(self.executor, "cluster_info", lambda: None)(),  # dask: workers, memory
+            timeout=self.timeouts.view(self._now),
+        )
+
+    def _eta(self, remaining: int, running: int) -> Eta:
+        """The rate, ETA range and stall now (engine/eta.py), from the items running (how long
+        each has run), those waiting out a backoff and the --rate ceiling."""
+        now, mono = self._clock(), time.monotonic()
+        elapsed = []
+        if self.executor is not None:
+            started = self.executor.started
+            for seq in self._inflight:
+                since = started(seq)  # the executor's monotonic clock
+                if since is not None:
+                    elapsed.append(max(0.0, mono - since))
+        return self.eta.estimate(
+            now,
+            remaining=remaining,
+            running=elapsed,
+            busy=running,
+            waiting=[max(0.0, r.ready - now) for r in self.dispatcher.retries],
+            rate_limit=self.config.rate,
+            paused=self.paused,
         )
 
     def _write_live(self, force: bool = False) -> None:

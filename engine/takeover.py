@@ -100,13 +100,17 @@ class TakeOver(RunState):
         self.commit_seq = int(store.get_meta("commit_seq", 0) or 0)
         results_notes = self._adopt_results(int(store.get_meta("results_offset", 0) or 0))
         self.counts = store.counts()
+        if self.counts.failed and self.events.wants("new-group"):  # the groups of earlier runs are not new
+            self.events.seed_groups(g.id for g in store.error_groups(None))
         if self.counts.complete:  # a new batch has spent nothing: skip two scans of the table
             self.outcomes.cost_spent, self.outcomes.max_item_cost = store.cost_totals()
         self.outcomes.cost_known = self.counts.complete > 0
         # Every complete item of a batch that had none when this run began completes in this
         # run: their durations are kept here for the report, instead of read back at the end.
         self.outcomes.durations = array.array("d") if self.counts.complete == 0 else None
-        self.rate.add(self.counts.finished)
+        if self.timeouts.rule is not None and self.counts.complete:
+            self.timeouts.seed(store.durations())  # --timeout P%: the earlier runs' successes count
+        self.eta.finished(self.counts.finished, self._clock())
 
         history = close_dead_runs(self.manifest.history, last_live)
         self.before_s = batch_timing(history, self.counts).active_s  # the batch's time before this run

@@ -2,7 +2,8 @@
 
 ``Progress: 15/26 (15 ok, 0 failed, 0 skipped) | 4.2/s | elapsed 5s | ETA 3s | RSS 120 MB``,
 made from live_progress.json (the one source every view reads): a line a refresh on a
-terminal, a line every ``--progress-interval`` seconds in a log.
+terminal, a line every ``--progress-interval`` seconds in a log. The ETA reads as the
+dashboard's (engine/eta.py's eta_text): ``ETA 3s``, a range ``ETA 4-6 min``, or ``stalled 1m30s``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import time
 from typing import TextIO
 
+from batchtui.engine.eta import eta_text
 from batchtui.engine.fmt import fmt_duration
 from batchtui.engine.models import BatchState, LiveProgress
 
@@ -22,7 +24,7 @@ def progress_line(live: LiveProgress) -> str:
     rss = live.memory.rss_mb + live.memory.children_rss_mb
     line = (
         f"Progress: {c.finished}/{live.total} ({c.complete} ok, {c.failed} failed, {c.skipped} skipped)"
-        f" | {live.rate_per_s:.1f}/s | elapsed {fmt_duration(live.elapsed_s)} | ETA {fmt_duration(live.eta_s)}"
+        f" | {live.rate_per_s:.1f}/s | elapsed {fmt_duration(live.elapsed_s)} | {eta_text(live)}"
         f" | RSS {rss:.0f} MB"
     )
     if live.state not in (BatchState.RUNNING, BatchState.FINISHED):

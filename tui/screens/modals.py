@@ -129,8 +129,11 @@ The dashboard
   Events: state changes, new errors, warnings and what became of each command sent.
 
 Figures
-  Rate: items finished (complete or failed) a second over the recent past.
-  ETA: the items left (pending and running) over that rate; none while nothing finishes.
+  Rate: items finished (complete or failed) a second over the last 30 s, up to now: it
+  falls when nothing finishes.
+  ETA: a range (ETA 4-6 min; one figure when tight) from the recent item durations, the
+  workers in use, items waiting out a retry backoff and the --rate ceiling. "stalled 1m30s":
+  nothing has finished for much longer than usual (over 10 s and 3x the usual gap).
   Memory: the engine's resident memory (RSS) plus its item processes' (children); peak is the
   highest seen in this run; available is the system's free memory. --memory-limit-mb holds
   dispatch while the total is over the limit.

@@ -14,6 +14,7 @@ from textual.containers import Horizontal
 from textual.reactive import var
 from textual.widgets import Static
 
+from batchtui.engine.eta import eta_text
 from batchtui.engine.fmt import fmt_duration
 from batchtui.engine.liveness import EngineStatus, Liveness
 from batchtui.engine.models import ACTIVE_STATES, BatchState, LiveProgress, Manifest
@@ -193,6 +194,7 @@ class StatusText(Static):
         "status--halted",
         "status--finished",
         "status--stale",
+        "status--stalled",
         "status--bar",
         "status--bar-back",
         "status--failed",
@@ -210,6 +212,7 @@ class StatusText(Static):
         .status--halted { color: $text; background: $error 40%; text-style: bold; }
         .status--finished { color: $text; background: $success 35%; text-style: bold; }
         .status--stale { color: $text; background: $warning 70%; text-style: bold; }
+        .status--stalled { color: $warning; text-style: bold; }
         .status--bar { color: $success; }
         .status--bar-back { color: $foreground 15%; }
         .status--failed { color: $error; }
@@ -297,7 +300,8 @@ class ProgressLine(Horizontal):
             StatusPart(Text(f"{live.rate_per_s:.1f}/s"), 3),
         ]
         if live.state in (BatchState.RUNNING, BatchState.STOPPING) and not stale:
-            parts.append(StatusPart(Text(f"ETA {fmt_duration(live.eta_s)}"), 4))
+            eta_style = style("stalled") if live.stalled_s is not None else ""
+            parts.append(StatusPart(Text(eta_text(live), style=eta_style), 4))
         elif live.state == BatchState.PAUSED:
             parts.append(StatusPart(Text("ETA paused"), 4))
         if live.state in ACTIVE_STATES:
