@@ -30,7 +30,7 @@ from .errors import UserError
 from .files import FILE_MODE, NOFOLLOW, read_model
 from .fmt import fmt_duration as fmt_age
 from .liveness import EngineStatus, Liveness
-from .models import ControlCommand, ControlOp, LiveProgress
+from .models import ControlCommand, ControlOp, LiveProgress, Manifest
 
 CONTROL_FILE: Final = "control.jsonl"
 MAX_LINE: Final = 1 << 20
@@ -339,8 +339,6 @@ def apply_offline(
     store, so every view agrees with it. Raises BatchLocked if an engine holds the batch.
     """
     from .batchdir import BatchLock
-    from .files import write_model
-    from .publish import LIVE_ERROR_GROUPS
     from .store import ItemStore
 
     lock = BatchLock(batch.lock, engine=False)
@@ -352,26 +350,36 @@ def apply_offline(
         store = ItemStore.open(batch.items_db, durable=durable)
         try:
             message = change(store)
-            counts = store.counts()
-            groups, by_type = store.error_groups(LIVE_ERROR_GROUPS), store.errors_by("error_type")
+            write_views(batch, manifest, store, durable=durable)
         finally:
             store.close()
-        write_model(batch.manifest, manifest.model_copy(update={"totals": counts}), durable=durable, backup=True)
-        live = batch.read_live()
-        if live is not None:
-            live = live.model_copy(
-                update={
-                    "counts": counts,
-                    "total": counts.total,
-                    "percent": round(counts.percent, 2),
-                    "updated_at": now_iso(),
-                    "in_flight": [],
-                    # A retry or skip changes the breakdown too: every view shows the store's.
-                    "error_groups": groups,
-                    "errors_by_type": by_type,
-                }
-            )
-            write_model(batch.live_progress, live, durable=False)
         return message
     finally:
         lock.release()
+
+
+def write_views(batch: BatchDir, manifest: Manifest, store: Any, *, durable: bool = True, **update: Any) -> None:
+    """After an offline change to ``store`` (under the batch lock): the manifest's totals (and
+    the other fields in ``update``) and live_progress.json's counts and error breakdown are
+    rewritten from the store, so every view agrees with it."""
+    from .files import write_model
+    from .publish import LIVE_ERROR_GROUPS
+
+    counts = store.counts()
+    groups, by_type = store.error_groups(LIVE_ERROR_GROUPS), store.errors_by("error_type")
+    write_model(batch.manifest, manifest.model_copy(update={"totals": counts, **update}), durable=durable, backup=True)
+    live = batch.read_live()
+    if live is not None:
+        live = live.model_copy(
+            update={
+                "counts": counts,
+                "total": counts.total,
+                "percent": round(counts.percent, 2),
+                "updated_at": now_iso(),
+                "in_flight": [],
+                # A retry or skip changes the breakdown too: every view shows the store's.
+                "error_groups": groups,
+                "errors_by_type": by_type,
+            }
+        )
+        write_model(batch.live_progress, live, durable=False)

@@ -13,20 +13,22 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import orjson
 
-from .batchdir import BatchDir, now_iso
+from .batchdir import BatchDir, BatchLock, now_iso
 from .config import BatchConfig
 from .errors import InvalidRecord, UserError, classify, normalize_message
 from .files import ResultsLog, WriteFailed, write_model
+from .fmt import clean
 from .models import Manifest, Unreadable
 from .processors import ProcessorSpec
 from .registry import forget, register
 from .sources import SourceItem, SourceSpec, iter_blocks, line_keys
-from .store import ItemStore, LineBlock
+from .store import ItemStore, LineBlock, ScanOutcome
 
 # -- creating a batch ------------------------------------------------------------------------
 
@@ -246,3 +248,179 @@ def _default_name(source: SourceSpec) -> str:
     from .sources import describe
 
     return describe(source)[:80]
+
+
+# -- a source that grows: rescan and add ---------------------------------------------------------
+#
+# Both change a batch no engine runs, under its lock (the caller's: a resume's plan holds the
+# engine lock; ``add`` takes it): the engine is the store's one writer while it runs, and reading
+# a large source inside its loop would stall every commit, so a batch with a live engine is
+# refused (BatchLocked names who runs it). The rows are made by :func:`_rows`, as at creation,
+# and go through the store's one enqueue (engine/store/enqueue.py), which keys and counts them.
+
+#: Why ``resume --rescan --drop-missing`` skipped an item (its error_message).
+MISSING_REASON: Final = "no longer in the source (resume --rescan --drop-missing)"
+
+
+def batch_sources(manifest: Manifest) -> list[SourceSpec]:
+    """Every source of a batch, in order: the one it was made from, then those added."""
+    return [SourceSpec.model_validate(s) for s in (manifest.source, *manifest.added_sources)]
+
+
+def batch_sources_json(manifest: Manifest) -> list[dict[str, Any]]:
+    """The sources of :func:`batch_sources` as the manifest stores them."""
+    return [manifest.source, *manifest.added_sources]
+
+
+def _check_rereadable(specs: list[SourceSpec], what: str) -> None:
+    """UserError unless every source can be read again: stdin cannot, nor a path gone since."""
+    for n, spec in enumerate(specs):
+        for entry in spec.entries:
+            if entry.kind == "stdin":
+                which = "was made from stdin (-)" if n == 0 else "had items added from stdin (-)"
+                raise UserError(
+                    f"{what}: the batch {which}, which cannot be read again;"
+                    " add new items with `batchtui add BATCH SOURCE...` instead"
+                )
+            if not os.path.exists(entry.path):
+                raise UserError(f"{what}: the batch's source {clean(entry.path)} is gone; put it back first")
+
+
+def _pending_add(store: ItemStore) -> dict[str, Any] | None:
+    raw = store.get_meta("adding")
+    return orjson.loads(raw) if raw else None
+
+
+def rescan_batch(bdir: BatchDir, *, drop_missing: bool = False, durable: bool = True) -> ScanOutcome:
+    """Read every source of ``bdir`` again (the caller holds its lock): keys not in the batch
+    become pending items after the others, in source order; the items whose key was not read
+    are counted (and skipped when ``drop_missing``). Duplicates are those of this reading. An
+    add that was cut short is part of the sources read (and so finished). UserError for a
+    source that cannot be read again (stdin, a path gone)."""
+    from .control import write_views
+
+    manifest = bdir.read_manifest()
+    store = ItemStore.open(bdir.items_db, durable=durable)
+    try:
+        pending = _pending_add(store)
+        added = list(manifest.added_sources)
+        if pending is not None and pending["spec"] not in added:
+            added.append(pending["spec"])
+        specs = batch_sources(manifest.model_copy(update={"added_sources": added}))
+        _check_rereadable(specs, "cannot rescan")
+        at = now_iso()
+        unreadable = Unreadable()
+        rows = itertools.chain.from_iterable(_rows(spec, None, at, 0, unreadable) for spec in specs)
+        outcome = store.rescan(rows, drop_reason=MISSING_REASON if drop_missing else None, at=at)
+        with store.transaction():
+            store.set_meta("source_unreadable", unreadable.model_dump_json())
+            store.set_meta("enqueue_done", 1)
+            store.conn.execute("DELETE FROM meta WHERE k='adding'")
+        write_views(
+            bdir,
+            manifest,
+            store,
+            durable=durable,
+            added_sources=added,
+            duplicates_dropped=outcome.duplicates,
+            unreadable=unreadable,
+        )
+    finally:
+        store.close()
+    return outcome
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """What ``add`` did: ``read`` source rows, ``added`` new items, ``duplicates`` dropped (keys
+    already in the batch or read twice), what the source could not read, and whether it first
+    finished an add that was cut short."""
+
+    read: int
+    added: int
+    duplicates: int
+    unreadable: Unreadable
+    finished_earlier: bool = False
+
+
+def add_source(
+    bdir: BatchDir, spec: SourceSpec, *, stdin: TextIO | None = None, durable: bool = True, lock_wait: float = 1.0
+) -> AddOutcome:
+    """Add the items of ``spec`` to ``bdir`` (no engine may run it: BatchLocked) with the key
+    rules and the duplicate counting of its creation; the manifest records ``spec`` so that a
+    later rescan reads it too. Crash-safe as the creation's enqueue: the add is noted in the
+    store first, and the next ``add`` (or a rescan) finishes one that was cut short."""
+    from .control import write_views
+
+    lock = BatchLock(bdir.lock, engine=False)
+    lock.acquire(wait=lock_wait)
+    try:
+        manifest = bdir.read_manifest()
+        store = ItemStore.open(bdir.items_db, durable=durable)
+        try:
+            if not store.get_meta("enqueue_done"):
+                raise UserError(
+                    f"batch {bdir.batch_id} was cut short while its items were read:"
+                    f" `batchtui resume {bdir.batch_id}` finishes that first"
+                )
+            earlier = _pending_add(store)
+            if earlier is not None:
+                manifest = _continue_add(bdir, manifest, store, earlier, None, durable)
+            wanted = spec.model_dump(mode="json")
+            if wanted in batch_sources_json(manifest) and not any(e.kind == "stdin" for e in spec.entries):
+                raise UserError(
+                    f"batch {bdir.batch_id} already reads these sources:"
+                    f" `batchtui resume {bdir.batch_id} --rescan` reads them again"
+                )
+            with store.transaction():
+                note: dict[str, Any] = {
+                    "spec": spec.model_dump(mode="json"),
+                    "read_from": int(store.get_meta("enqueue_read", 0) or 0),
+                    "dup_from": int(store.get_meta("duplicates_dropped", 0) or 0),
+                    "seq_from": store.max_seq(),
+                }
+                store.set_meta("adding", orjson.dumps(note).decode())
+            unreadable = Unreadable()
+            manifest = _continue_add(bdir, manifest, store, note, stdin, durable, unreadable)
+            read = int(store.get_meta("enqueue_read", 0) or 0) - note["read_from"]
+            dups = int(store.get_meta("duplicates_dropped", 0) or 0) - note["dup_from"]
+            write_views(bdir, manifest, store, durable=durable)
+        finally:
+            store.close()
+    finally:
+        lock.release()
+    return AddOutcome(read, read - dups, dups, unreadable, earlier is not None)
+
+
+def _continue_add(
+    bdir: BatchDir,
+    manifest: Manifest,
+    store: ItemStore,
+    note: dict[str, Any],
+    stdin: TextIO | None,
+    durable: bool,
+    unreadable: Unreadable | None = None,
+) -> Manifest:
+    """Enqueue the add ``note`` describes from where it stopped (the store's enqueue counts the
+    rows read and the duplicates, chunk by chunk), then record its source in the manifest and
+    forget the note. Returns the manifest as written."""
+    spec = SourceSpec.model_validate(note["spec"])
+    done = int(store.get_meta("enqueue_read", 0) or 0) - int(note["read_from"])
+    if done and any(e.kind == "stdin" for e in spec.entries):
+        with store.transaction():
+            store.conn.execute("DELETE FROM meta WHERE k='adding'")
+        raise UserError(
+            f"an earlier add to batch {bdir.batch_id} was cut short while reading stdin, which cannot be"
+            f" read again: {done} of its items were added; add the rest again"
+        )
+    store.enqueue(_rows(spec, stdin, now_iso(), done, unreadable))
+    manifest = manifest.model_copy(
+        update={
+            "added_sources": [*manifest.added_sources, note["spec"]],
+            "duplicates_dropped": int(store.get_meta("duplicates_dropped", 0) or 0),
+        }
+    )
+    write_model(bdir.manifest, manifest, durable=durable, backup=True)
+    with store.transaction():
+        store.conn.execute("DELETE FROM meta WHERE k='adding'")
+    return manifest

@@ -200,28 +200,36 @@ def _check_command(pf: Preflight, processor: ProcessorSpec, source: SourceSpec |
             pf.add("command", "ok", f"{program} found at {found}")
         else:
             pf.add("command", "fail", f"{program!r} is not on PATH", f"install {program} or give its full path")
+    if source is not None:
+        check_template_fields(pf, template, source)
+
+
+def check_template_fields(pf: Preflight, template: CommandTemplate, source: SourceSpec) -> None:
+    """The record fields the template names are in the source (CSV/JSONL headers or first
+    records); nothing to check when it names none."""
     needed = template.fields
-    if needed and source is not None:
-        available = fields_of(source)
-        if available is None:
-            pf.add(
-                "template fields",
-                "fail",
-                f"the template uses {', '.join(sorted(needed))} but the source has no fields (not CSV/JSONL)",
-                "use {} or {path}, or a CSV/JSONL source",
-            )
-        else:
-            missing = sorted(needed - available)
-            if missing:
-                pf.add(
-                    "template fields",
-                    "fail",
-                    f"the template uses {', '.join(missing)}, which the source lacks"
-                    f" (it has: {', '.join(sorted(available)) or 'nothing'})",
-                    "fix the placeholder names or the source",
-                )
-            else:
-                pf.add("template fields", "ok", f"{', '.join(sorted(needed))} present in the source")
+    if not needed:
+        return
+    available = fields_of(source)
+    if available is None:
+        pf.add(
+            "template fields",
+            "fail",
+            f"the template uses {', '.join(sorted(needed))} but the source has no fields (not CSV/JSONL)",
+            "use {} or {path}, or a CSV/JSONL source",
+        )
+        return
+    missing = sorted(needed - available)
+    if missing:
+        pf.add(
+            "template fields",
+            "fail",
+            f"the template uses {', '.join(missing)}, which the source lacks"
+            f" (it has: {', '.join(sorted(available)) or 'nothing'})",
+            "fix the placeholder names or the source",
+        )
+    else:
+        pf.add("template fields", "ok", f"{', '.join(sorted(needed))} present in the source")
 
 
 def first_program(command: str) -> str | None:
@@ -272,7 +280,10 @@ def _check_callable(pf: Preflight, processor: ProcessorSpec) -> None:
 def check_config(pf: Preflight, config: BatchConfig, processor: ProcessorSpec) -> None:
     executor = config.resolved_executor(processor.kind)
     notes = [f"{config.workers} workers, {executor} executor, max {config.max_attempts} attempts"]
-    if config.timeout:
+    if config.adaptive_timeout is not None:
+        cap = f", at most {config.timeout:g}s" if config.timeout else ""
+        notes.append(f"timeout {config.adaptive_timeout.percent:g}% of the median success{cap}")
+    elif config.timeout:
         notes.append(f"timeout {config.timeout:g}s")
     if config.rate:
         notes.append(f"rate {config.rate:g}/s")

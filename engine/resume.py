@@ -27,13 +27,14 @@ from .batchdir import BatchDir, BatchLock, BatchLocked, now_iso
 from .batches import BatchScope, resolve_batch
 from .config import OPERATIONAL, BatchConfig, load_config, operational_overrides, stored_config
 from .errors import UserError
+from .fmt import clean
 from .models import BatchState, Counts, LockInfo, Manifest
 from .preflight import Preflight, preflight_resume
 from .processors import ProcessorSpec
 from .resumable import choose_resumable
 from .runner import BatchRunner
 from .sources import SourceSpec
-from .store import ItemStore
+from .store import ItemStore, ScanOutcome
 
 
 def _quiet(_line: str) -> None:
@@ -62,6 +63,8 @@ class ResumePlan:
     reason: str | None = None
     #: items.db was built from the source first (the batch's creation was cut short).
     rebuilt: bool = False
+    #: What ``--rescan`` found (new keys, those missing), when the source was read again.
+    rescan: ScanOutcome | None = None
 
     @property
     def source(self) -> SourceSpec:
@@ -129,6 +132,8 @@ def plan_resume(
     flags: Mapping[str, Any] | None = None,
     config_file: str | None = None,
     retry_failed: bool = False,
+    rescan: bool = False,
+    drop_missing: bool = False,
     hold: bool = True,
     lock_wait: float | None = None,
     lock_try: float = 1.0,
@@ -144,7 +149,11 @@ def plan_resume(
     it, ``lock_try`` seconds: the TUI tries briefly, its screen waits on it).
     UserError for a flag that may not change on resume, a bad stored config, a batch that
     cannot be found; the lock is let go of when planning fails.
+    ``rescan``: read the batch's sources again first (:func:`.enqueue.rescan_batch`: new keys
+    become pending items, missing ones are counted, and skipped with ``drop_missing``).
     """
+    if drop_missing and not rescan:
+        raise UserError("--drop-missing applies only with --rescan")
 
     def take(bdir: BatchDir, wait: float | None) -> BatchLock:
         return _hold_lock(bdir, wait, say, lock_try)
@@ -162,6 +171,10 @@ def plan_resume(
         changed = sorted(k for k, v in new.model_dump(mode="json").items() if k not in OPERATIONAL and old.get(k) != v)
         if changed:
             raise UserError(f"cannot change {', '.join(changed)} on resume (only operational settings may change)")
+        if new.limit_by != stored.limit_by:
+            from .limits import check_limit_source
+
+            check_limit_source(new.limit_by, (str(e.get("kind")) for e in manifest.source.get("entries", ())))
         rebuilt = False
         if not bdir.items_db.exists() and not _has_results(bdir) and manifest.state == BatchState.CREATED:
             # The engine died while creating the batch, before items.db existed: nothing ran,
@@ -176,6 +189,10 @@ def plan_resume(
             if hold:
                 lock = take(bdir, lock_wait)
             rebuilt = True
+        scanned = None
+        if rescan:
+            scanned = _rescan(bdir, lock, drop_missing=drop_missing, durable=new.fsync, say=say)
+            manifest = bdir.read_manifest()
         store = ItemStore.open_readonly(bdir.items_db)
         try:
             counts = store.counts()
@@ -195,7 +212,38 @@ def plan_resume(
         retry_failed=retry_failed,
         reason=reason,
         rebuilt=rebuilt,
+        rescan=scanned,
     )
+
+
+def _rescan(
+    bdir: BatchDir, lock: BatchLock | None, *, drop_missing: bool, durable: bool, say: Callable[[str], None]
+) -> ScanOutcome:
+    """The rescan of a resume, under the plan's lock (or, for a detached engine, a lock taken
+    for it and let go of after), said to ``say``."""
+    from .enqueue import rescan_batch  # only a rescan loads the sources' readers
+
+    held = lock if lock is not None else BatchLock(bdir.lock, engine=False)
+    held.acquire()
+    try:
+        outcome = rescan_batch(bdir, drop_missing=drop_missing, durable=durable)
+    finally:
+        if held is not lock:
+            held.release()
+    say(f"rescan: {rescan_summary(outcome)}")
+    return outcome
+
+
+def rescan_summary(outcome: ScanOutcome) -> str:
+    """One line for a rescan: "3 new, 2 missing (skipped 2: seq 4 'a', ...), 1 duplicate dropped"."""
+    text = f"{outcome.new} new, {outcome.missing_total} missing"
+    if outcome.missing_total:
+        shown = ", ".join(f"{seq} {clean(key)[:60]!r}" for seq, key in outcome.sample)
+        more = ", ..." if outcome.missing_total > len(outcome.sample) else ""
+        how = f"skipped {outcome.skipped}" if outcome.skipped else "kept; --drop-missing skips them"
+        text += f" ({how}; seq {shown}{more})"
+    dup = outcome.duplicates
+    return text + f", {dup} duplicate{'s' if dup != 1 else ''} dropped"
 
 
 def _target(
@@ -263,4 +311,4 @@ def _has_results(bdir: BatchDir) -> bool:
         return False
 
 
-__all__ = ["ResumePlan", "plan_resume"]
+__all__ = ["ResumePlan", "plan_resume", "rescan_summary"]

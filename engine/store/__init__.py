@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from .bulk import JSON_BULK, Bulk, BulkStep
 from .connection import StoreCorrupt, StoreError, recover_hint
-from .enqueue import LineBlock
+from .enqueue import LineBlock, ScanOutcome
 from .items import ItemStore
 from .queries import AttemptRow, ItemDetail, ItemFilter, ItemQueries, ItemRow
 from .schema import ITEM_COLUMNS, SCHEMA_VERSION, STATUSES
@@ -39,6 +39,7 @@ __all__ = [
     "ItemRow",
     "ItemStore",
     "LineBlock",
+    "ScanOutcome",
     "StoreCorrupt",
     "StoreError",
     "recover_hint",

@@ -7,6 +7,7 @@ parsing the source is engine/enqueue.py's.
 from __future__ import annotations
 
 import queue
+import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -54,6 +55,41 @@ _INSERT_LINE_BLOCK: Final = (
 )
 
 
+def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...] | LineBlock]) -> None:
+    """In input order: runs of pending rows (3 columns, the rest default), line blocks,
+    the rare unreadable records with their error fields on their own."""
+    run: list[tuple[Any, ...]] = []
+    for row in batch:
+        if isinstance(row, LineBlock):
+            INSERT_PENDING.run(conn, run)
+            run = []
+            keys, lines = row.keys, row.lines
+            elems = lines if keys is lines else [k if k == v else [k, v] for k, v in zip(keys, lines, strict=True)]
+            conn.execute(_INSERT_LINE_BLOCK, (orjson.dumps(elems), row.kind))
+            continue
+        if row[3] == "pending":
+            run.append(row[:3])
+            continue
+        INSERT_PENDING.run(conn, run)
+        run = []
+        INSERT_INVALID.run(conn, [row])
+    INSERT_PENDING.run(conn, run)
+
+
+def _insert_chunk(conn: sqlite3.Connection, batch: list[tuple[Any, ...] | LineBlock]) -> int:
+    """Insert one chunk (inside the caller's transaction); how many rows it added (the rest
+    were keys already stored)."""
+    sentinel = conn.execute("SELECT 1 FROM items LIMIT 1").fetchone() is None
+    if sentinel:
+        conn.execute("INSERT INTO items(seq, key, data) VALUES (-1, '', 'null')")
+    before = conn.total_changes
+    _insert(conn, batch)
+    added = conn.total_changes - before
+    if sentinel:
+        conn.execute("DELETE FROM items WHERE seq = -1")
+    return added
+
+
 def enqueue(store: ItemStore, rows: Iterable[tuple[Any, ...] | LineBlock], *, chunk: int) -> tuple[int, int]:
     """Insert rows in input order; duplicate keys are dropped. Resumable.
 
@@ -74,38 +110,11 @@ def enqueue(store: ItemStore, rows: Iterable[tuple[Any, ...] | LineBlock], *, ch
     read = int(store.get_meta("enqueue_read", 0) or 0)
     dup_total = int(store.get_meta("duplicates_dropped", 0) or 0)
 
-    def insert(batch: list[tuple[Any, ...] | LineBlock]) -> None:
-        """In input order: runs of pending rows (3 columns, the rest default), line blocks,
-        the rare unreadable records with their error fields on their own."""
-        run: list[tuple[Any, ...]] = []
-        for row in batch:
-            if isinstance(row, LineBlock):
-                INSERT_PENDING.run(conn, run)
-                run = []
-                keys, lines = row.keys, row.lines
-                elems = lines if keys is lines else [k if k == v else [k, v] for k, v in zip(keys, lines, strict=True)]
-                conn.execute(_INSERT_LINE_BLOCK, (orjson.dumps(elems), row.kind))
-                continue
-            if row[3] == "pending":
-                run.append(row[:3])
-                continue
-            INSERT_PENDING.run(conn, run)
-            run = []
-            INSERT_INVALID.run(conn, [row])
-        INSERT_PENDING.run(conn, run)
-
     def flush(batch: list[tuple[Any, ...] | LineBlock]) -> None:
         nonlocal inserted, dropped, read, dup_total
         n = sum(len(row) if isinstance(row, LineBlock) else 1 for row in batch)
         with store.transaction():
-            sentinel = conn.execute("SELECT 1 FROM items LIMIT 1").fetchone() is None
-            if sentinel:
-                conn.execute("INSERT INTO items(seq, key, data) VALUES (-1, '', 'null')")
-            before = conn.total_changes
-            insert(batch)
-            added = conn.total_changes - before
-            if sentinel:
-                conn.execute("DELETE FROM items WHERE seq = -1")
+            added = _insert_chunk(conn, batch)
             read += n
             dup_total += n - added
             store.set_meta("enqueue_read", read)
@@ -158,3 +167,107 @@ def enqueue(store: ItemStore, rows: Iterable[tuple[Any, ...] | LineBlock], *, ch
     if failure:
         raise failure[0]
     return inserted, dropped
+
+
+# -- reading a batch's source again (``resume --rescan``) ---------------------------------------
+#
+# A rescan streams the whole source once more through the same rows and the same insert as the
+# enqueue (a key already stored is ignored, so nothing is ever doubled), and notes every key it
+# reads in the table scan_keys, in the same transaction as the chunk's new items. Its counts are
+# of this reading alone: the duplicates are the rows read less the distinct keys among them (what
+# a batch made from the source as it is now would drop), which replace the stored count instead
+# of adding to it. Killed half-way, the items it added stay (they run, or are found again by the
+# next rescan, which starts its reading over; ``rescan_base`` keeps the highest seq from before
+# the first, so the next one still counts them as new).
+
+_SCAN_TABLE: Final = "CREATE TABLE IF NOT EXISTS scan_keys (key TEXT PRIMARY KEY) WITHOUT ROWID"
+_NOT_SCANNED: Final = "key NOT IN (SELECT key FROM scan_keys)"
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    """What a rescan found: ``read`` source rows, ``distinct`` keys among them, ``new`` items
+    added (since the first of a run of rescans cut short), the items whose key was not read
+    (``missing``: per status, and the first few as (seq, key)), and how many of those were
+    skipped."""
+
+    read: int
+    distinct: int
+    new: int
+    missing: dict[str, int]
+    sample: list[tuple[int, str]]
+    skipped: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.read - self.distinct
+
+    @property
+    def missing_total(self) -> int:
+        return sum(self.missing.values())
+
+
+def rescan(
+    store: ItemStore,
+    rows: Iterable[tuple[Any, ...] | LineBlock],
+    *,
+    drop_reason: str | None = None,
+    at: str | None = None,
+    chunk: int = 20000,
+    sample: int = 5,
+) -> ScanOutcome:
+    """Read ``rows`` (a whole source, in order) into the store: keys not stored yet become new
+    items after the last one, in source order. Then the items whose key was not read are counted,
+    and skipped with ``drop_reason`` when given (those pending, failed or left processing: a
+    complete item stays complete). The stored ``duplicates_dropped`` becomes this reading's."""
+    conn = store.conn
+    with store.transaction():
+        conn.execute(_SCAN_TABLE)
+        conn.execute("DELETE FROM scan_keys")
+        if store.get_meta("rescan_base") is None:
+            store.set_meta("rescan_base", store.max_seq())
+    read = distinct = 0
+
+    def flush(batch: list[tuple[Any, ...] | LineBlock]) -> None:
+        nonlocal read, distinct
+        with store.transaction():
+            before = conn.total_changes
+            for row in batch:
+                if isinstance(row, LineBlock):
+                    conn.executemany("INSERT OR IGNORE INTO scan_keys(key) VALUES (?)", [(k,) for k in row.keys])
+                    read += len(row)
+                else:
+                    conn.execute("INSERT OR IGNORE INTO scan_keys(key) VALUES (?)", (row[0],))
+                    read += 1
+            distinct += conn.total_changes - before
+            _insert_chunk(conn, batch)
+
+    pending: list[tuple[Any, ...] | LineBlock] = []
+    size = 0
+    for row in rows:
+        pending.append(row)
+        size += len(row) if isinstance(row, LineBlock) else 1
+        if size >= chunk:
+            flush(pending)
+            pending, size = [], 0
+    if pending:
+        flush(pending)
+    with store.transaction():
+        base = int(store.get_meta("rescan_base", -1))
+        new = conn.execute("SELECT COUNT(*) FROM items WHERE seq > ?", (base,)).fetchone()[0]
+        missing = dict(
+            conn.execute(f"SELECT status, COUNT(*) FROM items WHERE {_NOT_SCANNED} GROUP BY status").fetchall()
+        )
+        shown = conn.execute(f"SELECT seq, key FROM items WHERE {_NOT_SCANNED} ORDER BY seq LIMIT ?", (sample,))
+        examples = [(int(s), str(k)) for s, k in shown.fetchall()]
+        skipped = 0
+        if drop_reason is not None:
+            skipped = conn.execute(
+                "UPDATE items SET status='skipped', error_message=?, finished_at=?"
+                f" WHERE status IN ('pending', 'processing', 'failed') AND {_NOT_SCANNED}",
+                (drop_reason, at),
+            ).rowcount
+        store.set_meta("duplicates_dropped", read - distinct)
+        conn.execute("DELETE FROM meta WHERE k='rescan_base'")
+        conn.execute("DROP TABLE scan_keys")
+    return ScanOutcome(read, distinct, int(new), missing, examples, skipped)

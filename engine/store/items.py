@@ -22,7 +22,7 @@ from ..files import FILE_MODE, fsync_dir
 from ..models import MAX_SEQ, Counts, ErrorGroup
 from . import queries
 from .connection import StoreError, connect_readonly, connect_rw, recover_hint
-from .enqueue import LineBlock, enqueue
+from .enqueue import LineBlock, ScanOutcome, enqueue, rescan
 from .queries import AttemptRow, ItemFilter, ItemRow, Selection, selection_condition
 from .schema import check_version, create_schema, migrate
 
@@ -147,6 +147,13 @@ class ItemStore:
         """Insert rows in input order; duplicate keys are dropped. Resumable. Returns
         (inserted, duplicates) of this call (see :func:`~.enqueue.enqueue`)."""
         return enqueue(self, rows, chunk=chunk)
+
+    def rescan(
+        self, rows: Iterable[tuple[Any, ...] | LineBlock], *, drop_reason: str | None = None, at: str | None = None
+    ) -> ScanOutcome:
+        """Read a whole source again: new keys become new items, the keys not read are counted
+        (and skipped with ``drop_reason``); see :func:`~.enqueue.rescan`."""
+        return rescan(self, rows, drop_reason=drop_reason, at=at)
 
     # -- the runner's reads ----------------------------------------------------------------
 

@@ -27,6 +27,12 @@ CONTEXT: Final[dict[str, Any]] = {"help_option_names": ["-h", "--help"], "max_co
 #: Each verb: the module under batchtui.tui.cli that defines it, the command's name there, and
 #: the first paragraph of its docstring (what ``batchtui --help`` shows beside it).
 VERBS: Final[dict[str, tuple[str, str, str]]] = {
+    "add": (
+        "adding",
+        "add_cmd",
+        "Add the items of SOURCES to BATCH (no engine may run it): the same key rules and duplicate "
+        "counting as at its creation; a later `resume --rescan` reads these sources too.",
+    ),
     "check": (
         "running",
         "check_cmd",

@@ -27,6 +27,10 @@ from .watching import launch_tui
 @click.command("resume", context_settings=CONTEXT)
 @click.argument("batch", required=False)
 @click.option("--retry-failed", is_flag=True, help="Put failed items back to pending first.")
+@click.option(
+    "--rescan", is_flag=True, help="Read the batch's sources again first: new keys run, missing ones are reported."
+)
+@click.option("--drop-missing", is_flag=True, help="With --rescan: skip the items no longer in the source.")
 @click.option("--engine-action", type=click.Choice(["run", "resume"]), default="resume", hidden=True)
 @click.option("--overrides-json", hidden=True)
 @click.option("--lock-wait", type=Number("lock_wait"), hidden=True)
@@ -37,6 +41,8 @@ def resume_cmd(
     ctx: click.Context,
     batch: str | None,
     retry_failed: bool,
+    rescan: bool,
+    drop_missing: bool,
     config_file: str | None,
     headless: bool,
     as_json: bool,
@@ -48,6 +54,10 @@ def resume_cmd(
 
     The stored config is used; operational options given here (workers, rate, timeout,
     thresholds...) override it and are recorded in the manifest's history.
+
+    --rescan reads the sources again (the one the batch was made from and those `add` gave):
+    keys not in the batch yet run after its pending items, in source order; the keys that
+    disappeared are reported, and skipped with --drop-missing. Stdin cannot be read again.
     """
     detach = bool(kwargs.pop("detach", False))
     engine_action = str(kwargs.pop("engine_action", "resume"))
@@ -67,6 +77,8 @@ def resume_cmd(
         flags=flags,
         config_file=config_file,
         retry_failed=retry_failed,
+        rescan=rescan,
+        drop_missing=drop_missing,
         hold=not detach,
         lock_wait=lock_wait,
         on_file=note_config_file,
