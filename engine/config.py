@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from .adaptive import AdaptiveLimit, split_timeout
 from .errors import UserError
 from .outputs import DEFAULT_MAX_RESULT_BYTES, MAX_RESULT_BYTES_CAP, parse_size
 
@@ -130,6 +131,9 @@ class BatchConfig(BaseModel):
     max_failure_rate: float | None = Field(default=None, ge=0, le=1)
     min_items: int = Field(default=20, ge=1, le=10**12)
     max_cost: float | None = Field(default=None, ge=0)
+    adaptive_timeout: AdaptiveLimit | None = Field(
+        default=None, description="--timeout P%: the limit follows the median success (engine/adaptive.py)"
+    )
     rate: float | None = Field(default=None, gt=0, description="items per second, token bucket")
     memory_limit_mb: float | None = Field(default=None, gt=0)
     retry_exit_codes: tuple[int, ...] = ()
@@ -231,6 +235,26 @@ class BatchConfig(BaseModel):
 #: Knobs that may differ on resume (recorded in the manifest's history); everything else is
 #: the batch's identity and comes from the stored config.
 OPERATIONAL: Final = frozenset(
+    @model_validator(mode="before")
+    @classmethod
+    def _adaptive_timeout(cls, data: Any) -> Any:
+        # timeout = "300%,min=5s,max=60s" (a flag, a config file, the environment) is two
+        # settings: the adaptive rule, and the absolute limit (max=, or none).
+        if isinstance(data, dict) and isinstance(data.get("timeout"), str) and "%" in data["timeout"]:
+            try:
+                maximum, rule = split_timeout(data["timeout"])
+            except ValueError:
+                return data  # said by _timeout_text, with the setting's name and origin
+            return {**data, "timeout": maximum, "adaptive_timeout": rule}
+        return data
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout_text(cls, value: Any) -> Any:
+        # Defined after _finite so it runs before it (pydantic runs "before" validators last
+        # defined first): "abc%" is told as a timeout, not as "not a valid number".
+        return split_timeout(value)[0] if isinstance(value, str) else value
+
     {
         "workers",
         "window",
@@ -267,6 +291,7 @@ def parse_rate(text: str) -> float:
 
 
 def _env_layer(environ: Mapping[str, str]) -> dict[str, str]:
+        "adaptive_timeout",
     # Only known names: BATCHTUI_SEQ and friends are set for item commands and are not settings.
     known = BatchConfig.model_fields
     out: dict[str, str] = {}
@@ -372,6 +397,8 @@ def stored_config(config: Mapping[str, Any], manifest: Path) -> BatchConfig:
 def format_validation_error(exc: ValidationError, origin: Mapping[str, str]) -> str:
     """A readable multi-line message naming each bad setting and where it came from."""
     lines = ["invalid configuration:"]
+        if "timeout" in layer and "adaptive_timeout" not in layer:
+            merged.pop("adaptive_timeout", None)  # a timeout given replaces the whole rule (resume --timeout 30)
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"]) or "config"
         where = origin.get(str(err["loc"][0]), "") if err["loc"] else ""

@@ -170,7 +170,8 @@ class Dispatcher:
             # Each command is its own process (timed out and killed one by one), so a chunk only
             # saves the loop's round trips: quick commands go a few at a time, slow ones alone.
             return min(self.chunk, SHELL_MAX_CHUNK)
-        if self.config.timeout is not None and self.config.resolved_executor(self.spec.kind) in ("process", "dask"):
+        times_out = self.config.timeout is not None or self.config.adaptive_timeout is not None
+        if times_out and self.config.resolved_executor(self.spec.kind) in ("process", "dask"):
             return 1  # a timed-out call that does not unwind takes its process down: one item each
         cs = self.config.chunk_size
         if self.spec.chunked:

@@ -103,6 +103,13 @@ class OutcomeRecorder:
         self.durations: array.array[float] | None = None
         self.recent: collections.deque[RecentError] = collections.deque(maxlen=RECENT_ERRORS)
         self.errors_dirty = True
+        #: Told of each success's duration: the adaptive --timeout's median (engine/adaptive.py).
+        self.learn: Callable[[float], None] | None = None
+        #: The limit each item timed out by the runner's watchdog was killed past (seq -> s).
+        self.timeout_limits: dict[int, float] = {}
+        #: Told of each item that failed for good (seq, key, error type, category, message):
+        #: the run's ``new-group`` event (engine/events.py).
+        self.on_failed: Callable[[int, str, str, str, str], None] | None = None
         self._iso_second = -1
         self._iso_prefix = ""
 
@@ -134,7 +141,7 @@ class OutcomeRecorder:
         pop, kill_reasons = self.inflight.pop, self.kill_reasons
         lines, rows = self._lines, self.staging.rows["complete"]
         dumps, opt = orjson.dumps, orjson.OPT_NON_STR_KEYS
-        durations = self.durations
+        durations, learn = self.durations, self.learn
         plain = 0
         for o in outcomes:
             flight = pop(o.seq, None)
@@ -168,6 +175,8 @@ class OutcomeRecorder:
             rows.append((o.attempt, finished_at, o.duration, None, result_json.decode(), flight.started_at, o.seq))
             if durations is not None:
                 durations.append(o.duration)
+            if learn is not None:
+                learn(o.duration)
             plain += 1
         self.dispatcher.note_duration(avg)
         if plain:
@@ -226,8 +235,9 @@ class OutcomeRecorder:
             self.staging.delta["processing"] -= 1
             self.staging.delta["skipped"] += 1
             return
+        limit = self.timeout_limits.pop(o.seq, None)
         if reason == "timeout" and (o.error is None or o.error.category != "timeout"):
-            o.error = classify(ItemTimeout(self.config.timeout or 0))
+            o.error = classify(ItemTimeout(limit if limit is not None else self.config.timeout or 0))
         if o.error is None:
             self._complete(o, flight, finished_at)
         else:
@@ -250,6 +260,8 @@ class OutcomeRecorder:
         self._lines.append(raw)
         if self.durations is not None:
             self.durations.append(o.duration)
+        if self.learn is not None:
+            self.learn(o.duration)
         # Its attempt row is written by the store's trigger, from this same update.
         self.staging.add(
             "complete", (o.attempt, finished_at, o.duration, o.cost, result_json, flight.started_at, o.seq)

@@ -17,12 +17,13 @@ from typing import Any, TextIO
 
 import click
 
+from batchtui.engine.adaptive import AdaptiveLimit, rule_text, timeout_text
 from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.files import DamagedFile
 from batchtui.engine.fmt import clean
 from batchtui.engine.listing import GONE, list_batches
-from batchtui.engine.models import NewerFormat
+from batchtui.engine.models import LiveProgress, NewerFormat
 from batchtui.engine.summary import DAMAGED, INTERRUPTED, summarize
 
 from .group import CONTEXT
@@ -146,6 +147,8 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
     if live is not None and summary.counts_from == "live":
         # A frozen engine's figures are as old as its last write: not "now".
         click.echo(("  Last seen: " if summary.stale else "  Now:       ") + progress_line(live))
+    for line in timeout_lines(manifest.config, live):
+        click.echo(line)
     if groups:
         click.echo("  Error groups (count, id, type, category, example; `batchtui errors` for all):")
         for g in groups:
@@ -155,6 +158,22 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
             )
     if by_category:
         click.echo("  By category: " + ", ".join(f"{k} {v}" for k, v in by_category.items()))
+
+
+def timeout_lines(config: dict[str, Any], live: LiveProgress | None) -> list[str]:
+    """``show``'s lines on the --timeout: the setting, and the limit the engine last had in
+    force (with ``--timeout P%`` it follows the median success, engine/adaptive.py)."""
+    try:
+        rule = AdaptiveLimit.model_validate(config["adaptive_timeout"]) if config.get("adaptive_timeout") else None
+        setting = rule_text(float(config["timeout"]) if config.get("timeout") else None, rule)
+    except (ValueError, TypeError):
+        return [f"  Timeout:   {plain(str(config.get('adaptive_timeout') or config.get('timeout')))} (unreadable)"]
+    if setting is None:
+        return []
+    lines = [f"  Timeout:   {setting}"]
+    if rule is not None and live is not None and live.timeout is not None:
+        lines.append(f"             in force: {timeout_text(live.timeout).removeprefix('timeout ')}")
+    return lines
 
 
 @click.command("errors", context_settings=CONTEXT)

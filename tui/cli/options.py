@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import click
 
+from batchtui.engine.adaptive import split_timeout
 from batchtui.engine.batches import BatchScope
 from batchtui.engine.config import BatchConfig, check_number, load_config
 
@@ -42,6 +43,30 @@ class Number(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class TimeoutValue(click.ParamType):
+    """``--timeout``: seconds (checked as :class:`Number` checks them), or an adaptive limit
+    ``P%[,min=D][,max=D][,after=N]`` (engine/adaptive.py), passed on as text for the config."""
+
+    name = "timeout"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float | str:
+        if isinstance(value, (int, float)):
+            return Number("timeout").convert(value, param, ctx)
+        try:
+            seconds, rule = split_timeout(str(value))
+            if rule is None:
+                assert seconds is not None
+                return check_number("timeout", seconds)
+            if seconds is not None:
+                try:
+                    check_number("timeout", seconds)
+                except ValueError as exc:
+                    raise ValueError(f"max={exc}") from None
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value).strip()
+
+
 #: The largest seq (models.MAX_SEQ: SQLite's integers are 64-bit).
 MAX_SEQ: Final = (1 << 63) - 1
 SEQ: Final = click.IntRange(0, MAX_SEQ)
@@ -58,7 +83,12 @@ OPERATIONAL_OPTIONS: list[Decorator] = [
         "--scheduler", help="Dask scheduler address tcp://HOST:PORT (with --executor dask) [a local cluster]."
     ),
     click.option("--max-attempts", type=click.IntRange(1, 100), help="Attempts per item for transient errors [3]."),
-    click.option("--timeout", type=Number("timeout"), help="Seconds an item may run (at most 30 days)."),
+    click.option(
+        "--timeout",
+        type=TimeoutValue(),
+        help="Seconds an item may run (at most 30 days); or P% of the median success: 300%[,min=1s]"
+        "[,max=60s][,after=10] (from the 10th success on, never under min, never over max).",
+    ),
     click.option("--grace", type=Number("grace"), help="Seconds in-flight items get on stop [10] (at most 30 days)."),
     click.option("--backoff", type=Number("backoff"), help="First retry delay in seconds [1] (at most 30 days)."),
     click.option(

@@ -8,6 +8,7 @@ from textual.containers import Horizontal
 from textual.reactive import var
 from textual.widgets import Static
 
+from batchtui.engine.adaptive import timeout_text
 from batchtui.engine.models import ACTIVE_STATES, LiveProgress, Manifest
 
 from .labels import set_text
@@ -63,6 +64,8 @@ class CountsRow(Horizontal):
         if self.manifest is not None and self.manifest.duplicates_dropped:
             extra.append(f"duplicates dropped {self.manifest.duplicates_dropped:,}")
         extra.append(f"workers {live.workers}")
+        if live.timeout is not None:  # --timeout P% follows the median success: what is in force now
+            extra.append(timeout_text(live.timeout))
         cluster = live.cluster
         if cluster is not None:
             where = "local dask cluster" if cluster.local else f"dask {cluster.scheduler}"
