@@ -127,13 +127,13 @@ class BatchConfig(BaseModel):
     backoff: float = Field(default=1.0, ge=0)
     backoff_max: float = Field(default=60.0, ge=0)
     timeout: float | None = Field(default=None, gt=0)
+    adaptive_timeout: AdaptiveLimit | None = Field(
+        default=None, description="--timeout P%: the limit follows the median success (engine/adaptive.py)"
+    )
     grace: float = Field(default=10.0, ge=0)
     max_failure_rate: float | None = Field(default=None, ge=0, le=1)
     min_items: int = Field(default=20, ge=1, le=10**12)
     max_cost: float | None = Field(default=None, ge=0)
-    adaptive_timeout: AdaptiveLimit | None = Field(
-        default=None, description="--timeout P%: the limit follows the median success (engine/adaptive.py)"
-    )
     rate: float | None = Field(default=None, gt=0, description="items per second, token bucket")
     memory_limit_mb: float | None = Field(default=None, gt=0)
     retry_exit_codes: tuple[int, ...] = ()
@@ -205,6 +205,26 @@ class BatchConfig(BaseModel):
     def _bounded(cls, value: float | None, info: ValidationInfo) -> float | None:
         return None if value is None else check_number(str(info.field_name), value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _adaptive_timeout(cls, data: Any) -> Any:
+        # timeout = "300%,min=5s,max=60s" (a flag, a config file, the environment) is two
+        # settings: the adaptive rule, and the absolute limit (max=, or none).
+        if isinstance(data, dict) and isinstance(data.get("timeout"), str) and "%" in data["timeout"]:
+            try:
+                maximum, rule = split_timeout(data["timeout"])
+            except ValueError:
+                return data  # said by _timeout_text, with the setting's name and origin
+            return {**data, "timeout": maximum, "adaptive_timeout": rule}
+        return data
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout_text(cls, value: Any) -> Any:
+        # Defined after _finite so it runs before it (pydantic runs "before" validators last
+        # defined first): "abc%" is told as a timeout, not as "not a valid number".
+        return split_timeout(value)[0] if isinstance(value, str) else value
+
     @field_validator("retry_exit_codes", "fatal_exit_codes")
     @classmethod
     def _exit_codes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
@@ -235,31 +255,12 @@ class BatchConfig(BaseModel):
 #: Knobs that may differ on resume (recorded in the manifest's history); everything else is
 #: the batch's identity and comes from the stored config.
 OPERATIONAL: Final = frozenset(
-    @model_validator(mode="before")
-    @classmethod
-    def _adaptive_timeout(cls, data: Any) -> Any:
-        # timeout = "300%,min=5s,max=60s" (a flag, a config file, the environment) is two
-        # settings: the adaptive rule, and the absolute limit (max=, or none).
-        if isinstance(data, dict) and isinstance(data.get("timeout"), str) and "%" in data["timeout"]:
-            try:
-                maximum, rule = split_timeout(data["timeout"])
-            except ValueError:
-                return data  # said by _timeout_text, with the setting's name and origin
-            return {**data, "timeout": maximum, "adaptive_timeout": rule}
-        return data
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout_text(cls, value: Any) -> Any:
-        # Defined after _finite so it runs before it (pydantic runs "before" validators last
-        # defined first): "abc%" is told as a timeout, not as "not a valid number".
-        return split_timeout(value)[0] if isinstance(value, str) else value
-
     {
         "workers",
         "window",
         "rate",
         "timeout",
+        "adaptive_timeout",
         "grace",
         "max_failure_rate",
         "min_items",
@@ -291,7 +292,6 @@ def parse_rate(text: str) -> float:
 
 
 def _env_layer(environ: Mapping[str, str]) -> dict[str, str]:
-        "adaptive_timeout",
     # Only known names: BATCHTUI_SEQ and friends are set for item commands and are not settings.
     known = BatchConfig.model_fields
     out: dict[str, str] = {}
@@ -364,6 +364,8 @@ def load_config(
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for label, layer in layers:
+        if "timeout" in layer and "adaptive_timeout" not in layer:
+            merged.pop("adaptive_timeout", None)  # a timeout given replaces the whole rule (resume --timeout 30)
         for key, value in layer.items():
             merged[key] = value
             origin[key] = label
@@ -397,8 +399,6 @@ def stored_config(config: Mapping[str, Any], manifest: Path) -> BatchConfig:
 def format_validation_error(exc: ValidationError, origin: Mapping[str, str]) -> str:
     """A readable multi-line message naming each bad setting and where it came from."""
     lines = ["invalid configuration:"]
-        if "timeout" in layer and "adaptive_timeout" not in layer:
-            merged.pop("adaptive_timeout", None)  # a timeout given replaces the whole rule (resume --timeout 30)
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"]) or "config"
         where = origin.get(str(err["loc"][0]), "") if err["loc"] else ""
