@@ -135,6 +135,10 @@ class BatchConfig(BaseModel):
     min_items: int = Field(default=20, ge=1, le=10**12)
     max_cost: float | None = Field(default=None, ge=0)
     rate: float | None = Field(default=None, gt=0, description="items per second, token bucket")
+    limit_by: str | None = Field(
+        default=None,
+        description="TEMPLATE RATE[,CONCURRENCY]: a token bucket and an in-flight cap per key (engine/limits.py)",
+    )
     memory_limit_mb: float | None = Field(default=None, gt=0)
     retry_exit_codes: tuple[int, ...] = ()
     fatal_exit_codes: tuple[int, ...] = ()
@@ -156,6 +160,19 @@ class BatchConfig(BaseModel):
     @classmethod
     def _parse_rate(cls, value: Any) -> Any:
         return parse_rate(value) if isinstance(value, str) else value
+
+    @field_validator("limit_by", mode="before")
+    @classmethod
+    def _limit_by(cls, value: Any) -> Any:
+        # The CLI gives (TEMPLATE, RATE[,CONCURRENCY]); batchtui.toml and BATCHTUI_LIMIT_BY one string.
+        if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, str) for v in value):
+            value = f"{value[0]} {''.join(value[1].split())}"  # '5/s, 4' is one RATE,CONCURRENCY
+        if isinstance(value, str):
+            from .limits import parse_limit_by
+
+            parse_limit_by(value)  # ValueError: what is wrong
+            return value.strip()
+        return value
 
     @field_validator("max_result_bytes", mode="before")
     @classmethod
@@ -259,6 +276,7 @@ OPERATIONAL: Final = frozenset(
         "workers",
         "window",
         "rate",
+        "limit_by",
         "timeout",
         "adaptive_timeout",
         "grace",

@@ -44,7 +44,12 @@ def latency(seq: int, attempt: int) -> float:
 
 
 class RateLimited(ConnectionError):
-    """The (pretend) API answered 429."""
+    """The (pretend) API answered 429 with a Retry-After: the retry waits at least that long,
+    and with ``--limit-by '{host}' ...`` the host slows down (engine/limits.py)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DemoProcessor:
@@ -62,7 +67,8 @@ class DemoProcessor:
         if roll < 0.03:
             raise TimeoutError(f"upstream timed out after {took:.2f}s fetching {item.key}")
         if roll < 0.06:
-            raise RateLimited(f"429 Too Many Requests (retry-after {rng.randint(1, 30)}s)")
+            wait = rng.randint(1, 3)  # seconds: a short demo stays short
+            raise RateLimited(f"429 Too Many Requests (Retry-After: {wait})", retry_after=wait)
         if roll < 0.08:
             raise ConnectionError(f"connection reset by peer 10.0.{item.seq % 256}.{rng.randint(1, 254)}")
         permanent = random.Random(item.seq).random()  # permanent errors do not go away on retry

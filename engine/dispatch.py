@@ -11,6 +11,8 @@ takes the time it runs at, so a test can drive it with a fake clock.
 from __future__ import annotations
 
 import heapq
+import math
+from collections import deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -18,6 +20,8 @@ from typing import Any, Final
 import orjson
 
 from .config import BatchConfig
+from .limits import KeyLimits, parse_limit_by
+from .models import KeyLimit
 from .policy import HaltCheck, TokenBucket
 from .processors import Item, ProcessorSpec
 
@@ -27,6 +31,12 @@ SHELL_MAX_CHUNK: Final = 16
 #: A chunk of quick items is sized to take about this long, so completions stream and a
 #: worker never holds much that a stop would have to take back.
 CHUNK_TARGET_S: Final = 0.02
+#: Pending items set aside because their ``--limit-by`` key is over its limit, at most: past
+#: this many the scan waits for them (memory stays bounded when one key holds the whole batch).
+MAX_HELD: Final = 4096
+#: A retry whose key is at its in-flight cap looks again this often (an item of the key ending
+#: wakes the loop anyway).
+KEY_FULL_RECHECK_S: Final = 0.05
 
 #: The rows of ItemStore.next_pending: seq, key, data (JSON), source kind, attempts made.
 PendingRows = list[tuple[int, str, str, str, int]]
@@ -82,6 +92,12 @@ class Dispatcher:
         self._before_rescan = before_rescan
         self.retries: list[Retry] = []
         self.bucket = TokenBucket(config.rate) if config.rate else None
+        self.limits = KeyLimits(parse_limit_by(config.limit_by)) if config.limit_by else None
+        # Pending items whose key was over its limit when the scan reached them, by key, in
+        # seq order: they go out first once their key may take them (no head-of-line blocking:
+        # the scan goes on past them). Still pending in the store: a re-scan drops them.
+        self._held: dict[str, deque[Item]] = {}
+        self._held_seqs: set[int] = set()
         self.halts = HaltCheck(config)
         self.chunk = 1
         self.avg_item_s: float | None = None
@@ -108,6 +124,7 @@ class Dispatcher:
         """Nothing left to hand out: no retry waiting, no pending item in the store."""
         return (
             not self.retries
+            and not self._held_seqs
             and self.exhausted
             and self._pos >= len(self._buffer)
             and self._first_pos >= len(self._first)
@@ -119,6 +136,7 @@ class Dispatcher:
         self._cursor = -1
         self.exhausted = False
         self._first, self._first_pos, self._first_cursor = [], 0, None
+        self._drop_held()
 
     def prioritized(self) -> None:
         """Items were put at the front of the queue (``prioritize``, or found so at the start
@@ -132,6 +150,13 @@ class Dispatcher:
         """Stopping: nothing more goes out."""
         self._buffer, self._pos = [], 0
         self._first, self._first_pos = [], 0
+        self._drop_held()
+
+    def _drop_held(self) -> None:
+        """Items held for their key are pending in the store: dropped, the scan reads them again."""
+        if self._held_seqs:
+            self._held.clear()
+            self._held_seqs.clear()
 
     def schedule_retry(self, item: Item, ready: float) -> None:
         heapq.heappush(self.retries, Retry(ready, item.seq, item))
@@ -156,6 +181,14 @@ class Dispatcher:
         if self.bucket is not None and not paused:
             bucket = max(0.001, self.bucket.wait_time(now))
             wait = bucket if wait is None else min(wait, bucket)
+        if self._held and self.limits is not None and not paused:
+            # A held key whose rate or retry-after holds it (one at its in-flight cap waits for
+            # one of its items to end, which wakes the loop).
+            for key in self._held:
+                key_wait = self.limits.blocked(key, now)
+                if key_wait is not None and key_wait != math.inf:
+                    key_wait = max(0.001, key_wait)
+                    wait = key_wait if wait is None else min(wait, key_wait)
         return wait
 
     # -- chunk size ------------------------------------------------------------------------
@@ -208,6 +241,8 @@ class Dispatcher:
         taken = Taken()
         if self._first_taken:
             self._first_taken = set()
+        if self.limits is not None:
+            return self._take_limited(now, room, chunk_size, inflight, in_flight, budget, taken)
         if self.bucket is None and budget is None:
             while room > 0:
                 want = min(room, chunk_size)
@@ -244,6 +279,114 @@ class Dispatcher:
         if chunk:
             taken.chunks.append(chunk)
         return taken
+
+    def _take_limited(
+        self,
+        now: float,
+        room: int,
+        chunk_size: int,
+        inflight: Container[int],
+        in_flight: int,
+        budget: tuple[float, float] | None,
+        taken: Taken,
+    ) -> Taken:
+        """:meth:`take` under ``--limit-by``: one item at a time, each only when its key may
+        take it; an item of a key over its limit is set aside and the next one looked at."""
+        limits = self.limits
+        assert limits is not None
+        limits.settle(inflight)
+        bucket = self.bucket
+        # Held keys open now, oldest first (looked at once a take: a blocked key stays blocked
+        # within it, the time being the same).
+        open_keys = deque(key for key in self._held if limits.blocked(key, now) is None)
+        chunk: list[Item] = []
+        while room > 0:
+            if budget is not None and self.budget_blocks(budget[0], in_flight, budget[1]):
+                break
+            if bucket is not None and bucket.wait_time(now) > 0:
+                break
+            picked = self._next_allowed(now, inflight, open_keys)
+            if picked is None:
+                break
+            item, key, from_store = picked
+            limits.acquire(item.seq, key, now)
+            if bucket is not None:
+                bucket.try_take(now)
+            taken.from_pending += from_store
+            chunk.append(item)
+            room -= 1
+            in_flight += 1
+            if len(chunk) >= chunk_size:
+                taken.chunks.append(chunk)
+                chunk = []
+        if chunk:
+            taken.chunks.append(chunk)
+        return taken
+
+    def _next_allowed(
+        self, now: float, inflight: Container[int], open_keys: deque[str]
+    ) -> tuple[Item, str, bool] | None:
+        """The next item whose key may take it now: (item, key, read from the store); held
+        items of open keys first, then retries whose backoff is over, then the scan."""
+        limits = self.limits
+        assert limits is not None
+        held = self._held
+        while open_keys:
+            key = open_keys[0]
+            waiting = held.get(key)
+            if not waiting or limits.blocked(key, now) is not None:
+                open_keys.popleft()
+                continue
+            item = waiting.popleft()
+            if not waiting:
+                del held[key]
+            self._held_seqs.discard(item.seq)
+            return item, key, True
+        retries = self.retries
+        while retries and retries[0].ready <= now:
+            retry = heapq.heappop(retries)
+            key = limits.key_of(retry.item)
+            wait = limits.blocked(key, now)
+            if wait is None:
+                return retry.item, key, False
+            # Its key is over its limit: it waits for the key, the others go on.
+            retry.ready = now + (KEY_FULL_RECHECK_S if wait == math.inf else max(wait, 0.001))
+            heapq.heappush(retries, retry)
+        while len(self._held_seqs) < MAX_HELD:
+            items = self._take_pending(1, inflight)
+            if not items:
+                return None
+            item = items[0]
+            if item.seq in self._held_seqs:
+                continue  # put first (prioritize) while held: already set aside
+            key = limits.key_of(item)
+            if limits.blocked(key, now) is None:
+                return item, key, True
+            held.setdefault(key, deque()).append(item)
+            self._held_seqs.add(item.seq)
+        return None
+
+    def held_by_key(self) -> dict[str, int]:
+        """Items of each key waiting for its limit: set aside from the scan, or a retry whose
+        backoff is over (or not) that will go out under the key."""
+        out = {key: len(items) for key, items in self._held.items()}
+        if self.limits is not None:
+            for retry in self.retries:
+                key = self.limits.key_of(retry.item)
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    def note_failure(self, item: Item, retry_after: float | None, now: float) -> None:
+        """An attempt of ``item`` failed; with a retry-after its ``--limit-by`` key slows down."""
+        if self.limits is not None and retry_after is not None:
+            self.limits.retry_after(item, retry_after, now)
+
+    def limits_view(self, inflight: Container[int], now: float) -> list[KeyLimit]:
+        """The busiest keys for live_progress.json (empty without ``--limit-by``)."""
+        if self.limits is None:
+            return []
+        self.limits.settle(inflight)
+        return self.limits.view(self.held_by_key(), now)
 
     def _pop_ready(self, now: float, n: int) -> list[Item]:
         retries, out = self.retries, list[Item]()

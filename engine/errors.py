@@ -8,6 +8,7 @@ Categories are a contract (DESIGN section 5): ``transient`` (retried with backof
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 from collections.abc import Collection
@@ -62,11 +63,13 @@ class Fatal(BatchtuiError):
 
 
 class CommandFailed(BatchtuiError):
-    """A shell command exited non-zero."""
+    """A shell command exited non-zero. ``retry_after``: seconds its last stdout or stderr line
+    asked for, ``{"retry_after": 5}`` (:func:`retry_after_of_output`)."""
 
-    def __init__(self, exit_code: int, stderr_tail: str = "") -> None:
+    def __init__(self, exit_code: int, stderr_tail: str = "", retry_after: float | None = None) -> None:
         self.exit_code = exit_code
         self.stderr_tail = stderr_tail
+        self.retry_after = retry_after
         last = _last_line(stderr_tail)
         super().__init__(f"exit {exit_code}" + (f": {last}" if last else ""))
 
@@ -128,10 +131,53 @@ class ErrorInfo:
     category: Category
     message: str
     detail: str
+    #: Seconds the failure asked to wait before a retry (a 429's Retry-After): the retry waits
+    #: at least that long, and the item's ``--limit-by`` key slows down (engine/limits.py).
+    retry_after: float | None = None
 
     @property
     def retryable(self) -> bool:
         return self.category in ("transient", "timeout")
+
+
+#: The longest retry-after taken: a day (a larger one is taken as a day).
+MAX_RETRY_AFTER: Final = 86400.0
+
+
+def retry_after_seconds(value: object) -> float | None:
+    """A retry-after as seconds: a finite number (or numeric text) >= 0, at most
+    :data:`MAX_RETRY_AFTER`; None for anything else (a bool, a date, NaN, a negative number),
+    so a bad value never fails the item or stalls it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER)
+
+
+def retry_after_of_output(*tails: bytes) -> float | None:
+    """The retry-after a failed command asked for: ``{"retry_after": N}`` as the last non-blank
+    line of its stdout or stderr (``tails``, in that order; the first one found counts)."""
+    import orjson
+
+    for tail in tails:
+        text = tail.strip()
+        last = text[text.rfind(b"\n") + 1 :].strip()
+        if not last.startswith(b"{"):
+            continue
+        try:
+            obj = orjson.loads(last)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and "retry_after" in obj:
+            seconds = retry_after_seconds(obj["retry_after"])
+            if seconds is not None:
+                return seconds
+    return None
 
 
 def _last_line(text: str) -> str:
@@ -207,7 +253,11 @@ def classify(
             detail = f"{error_type} (its traceback could not be formatted: {type(again).__name__})"
     # items.db takes UTF-8 text only: a file name of raw bytes (os.fsdecode's surrogate escapes)
     # in a message would fail the commit. Its bytes are shown as \xNN, as in the item's key.
-    return ErrorInfo(_utf8(error_type), category, _utf8(message), _utf8(detail[-DETAIL_LIMIT:]))
+    try:
+        retry_after = retry_after_seconds(getattr(exc, "retry_after", None))
+    except Exception:  # a user's property that raises: no retry-after
+        retry_after = None
+    return ErrorInfo(_utf8(error_type), category, _utf8(message), _utf8(detail[-DETAIL_LIMIT:]), retry_after)
 
 
 #: Frames in files under this folder are batchtui's engine (the code that called the user's).

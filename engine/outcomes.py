@@ -306,6 +306,8 @@ class OutcomeRecorder:
             finished_at,
             o.duration,
         )
+        if err.retry_after is not None:
+            self.dispatcher.note_failure(flight.item, err.retry_after, self._clock())  # its key slows
         if err.category == "fatal":
             # The cause is outside the item (an expired key...): the item goes back to pending
             # so a resume after the fix runs it again.
@@ -324,6 +326,8 @@ class OutcomeRecorder:
         if err.retryable and o.attempt < self.config.max_attempts:
             self.staging.add("retrying", (*fields, flight.started_at, o.seq))
             delay = self.backoff.delay(o.attempt)
+            if err.retry_after is not None:
+                delay = max(delay, err.retry_after)  # at least what the failure asked for
             item = flight.item
             retry_item = Item(
                 seq=item.seq,

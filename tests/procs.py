@@ -155,3 +155,26 @@ def held_one(item: Any) -> dict[str, int]:
         while not os.path.exists(release) and time.monotonic() < deadline:
             time.sleep(0.01)
     return {"seq": item.seq}
+
+
+class Throttled(ConnectionError):
+    """An HTTP 429: transient, with the server's Retry-After as ``retry_after`` (seconds)."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def fetch_url(item: Any) -> dict[str, Any]:
+    """GET the item's URL (a line); a 429 raises :class:`Throttled` with its Retry-After."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(item.data, timeout=10) as response:
+            return {"status": response.status, "body": response.read().decode()}
+    except urllib.error.HTTPError as exc:
+        if exc.code == 429:
+            header = exc.headers.get("Retry-After")
+            raise Throttled(f"429 from {item.data}", float(header) if header else None) from None
+        raise

@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from typing import Final
 
-from ..errors import CommandFailed, CommandKilled, ItemTimeout, UserError
+from ..errors import CommandFailed, CommandKilled, ItemTimeout, UserError, retry_after_of_output
 from ..outputs import DEFAULT_MAX_RESULT_BYTES
 from . import spawn, wait
 from .item import Item, ProcessOutput, out_path
@@ -181,7 +181,7 @@ class ShellProcessor:
         if code < 0:
             raise CommandKilled(-code, decode_tail(err))
         if code > 0:
-            raise CommandFailed(code, decode_tail(err))
+            raise CommandFailed(code, decode_tail(err), retry_after_of_output(out.last(4096), err.last(4096)))
         return parse_stdout(out, self.max_result_bytes)
 
     def _collect(self, child: spawn.Child, item: Item) -> tuple[StdoutTail, Tail, bool]:

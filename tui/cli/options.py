@@ -105,6 +105,13 @@ OPERATIONAL_OPTIONS: list[Decorator] = [
     ),
     click.option("--rate", help="At most this many items a second: N, N/s, N/m or N/h (at most 1e6/s)."),
     click.option(
+        "--limit-by",
+        nargs=2,
+        metavar="TEMPLATE RATE[,CONCURRENCY]",
+        help="A rate and an in-flight cap per key, e.g. --limit-by '{host}' 5/s,4 ({host}: a URL line's host; "
+        "other placeholders as --cmd's). A retry-after (429) slows its key down.",
+    ),
+    click.option(
         "--memory-limit-mb",
         type=Number("memory_limit_mb"),
         help="Pause dispatch while engine+children RSS is over this.",
