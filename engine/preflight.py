@@ -11,7 +11,6 @@ The dry run (``--dry-run``, engine/dryrun.py) goes further: it reads every item.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Final, Literal
 from .config import BatchConfig
 from .errors import UserError
 from .processors import ProcessorSpec, accepts_one_argument, load_callable
+from .shell.programs import scan_programs
 from .shell.template import CommandTemplate
 from .sources import SourceSpec, fields_of, iter_items
 
@@ -81,6 +81,20 @@ SHELL_WORDS: Final = frozenset(
         "{",
         "(",
         "time",
+        # bash's (a /bin/sh that lacks one says so when it runs; never refused here)
+        "builtin",
+        "caller",
+        "declare",
+        "dirs",
+        "disown",
+        "enable",
+        "mapfile",
+        "popd",
+        "pushd",
+        "readarray",
+        "shopt",
+        "source",
+        "typeset",
     ]
 )
 
@@ -183,23 +197,34 @@ def _check_command(pf: Preflight, processor: ProcessorSpec, source: SourceSpec |
     except UserError as exc:
         pf.add("command", "fail", str(exc))
         return
-    program = first_program(processor.command)
-    if program is None:
-        pf.add("command", "warn", "cannot tell which program the command runs; it was not checked")
-    elif program in SHELL_WORDS:
-        pf.add("command", "ok", f"starts with the shell word {program!r}")
-    elif "/" in program:
-        path = Path(processor.cwd, program) if not os.path.isabs(program) else Path(program)
-        if path.is_file() and os.access(path, os.X_OK):
-            pf.add("command", "ok", f"{program} is executable")
-        else:
-            pf.add("command", "fail", f"{program} is not an executable file", "fix the path in --cmd")
-    else:
-        found = shutil.which(program)
-        if found:
-            pf.add("command", "ok", f"{program} found at {found}")
+    scan = scan_programs(processor.command)
+    missing: list[str] = []
+    found: list[str] = []
+    for program in dict.fromkeys(scan.programs):  # each once, in order
+        if program in SHELL_WORDS or program in scan.functions:
+            continue
+        if "/" in program:
+            path = Path(processor.cwd, program) if not os.path.isabs(program) else Path(program)
+            if path.is_file() and os.access(path, os.X_OK):
+                found.append(program)
+            else:
+                pf.add("command", "fail", f"{program} is not an executable file", "fix the path in --cmd")
+                missing.append(program)
+        elif shutil.which(program):
+            found.append(program)
         else:
             pf.add("command", "fail", f"{program!r} is not on PATH", f"install {program} or give its full path")
+            missing.append(program)
+    if scan.uncertain:
+        pf.add(
+            "command",
+            "warn",
+            f"not checked: {'; '.join(dict.fromkeys(scan.uncertain))}",
+            "make sure it exists where the batch runs",
+        )
+    if not missing:
+        what = ", ".join(found) if found else "shell words only"
+        pf.add("command", "ok", f"programs found: {what}"[:160] if found else f"runs {what}")
     if source is not None:
         check_template_fields(pf, template, source)
 
@@ -230,33 +255,6 @@ def check_template_fields(pf: Preflight, template: CommandTemplate, source: Sour
         )
     else:
         pf.add("template fields", "ok", f"{', '.join(sorted(needed))} present in the source")
-
-
-def first_program(command: str) -> str | None:
-    """The program a shell command starts with, skipping variable assignments."""
-    # Placeholders become a harmless word so shlex can split the template.
-    text = command.replace("{{", "(").replace("}}", ")")
-    out: list[str] = []
-    depth = 0
-    for ch in text:
-        if ch == "{":
-            depth += 1
-            out.append("X")
-        elif ch == "}":
-            depth = max(0, depth - 1)
-        elif depth == 0:
-            out.append(ch)
-    try:
-        words = shlex.split("".join(out), comments=True)
-    except ValueError:
-        return None
-    for word in words:
-        if "=" in word and word.split("=", 1)[0].isidentifier():
-            continue
-        if word in ("exec", "nice", "nohup", "env", "command", "time", "timeout"):
-            continue
-        return word if word != "X" else None
-    return None
 
 
 def _check_callable(pf: Preflight, processor: ProcessorSpec) -> None:
