@@ -16,7 +16,8 @@ from typing import Final
 
 from .models import Unreadable
 from .processors import ProcessorSpec
-from .shell.template import CommandTemplate
+from .shell.item import Item, out_path
+from .shell.template import CommandTemplate, MissingField
 from .sources import SourceSpec, iter_items
 
 #: Leading bytes of common formats, checked when a file's suffix names one of them.
@@ -61,14 +62,27 @@ class ItemProblem:
     problem: str
 
 
+@dataclass(frozen=True)
+class ShownRun:
+    """What one item would run: for ``--cmd`` the argv the item's process gets (``/bin/sh -c``
+    and the rendered command line, every value quoted), for ``--call`` the call."""
+
+    seq: int
+    key: str
+    argv: tuple[str, ...] = ()
+    call: str = ""
+
+
 @dataclass
 class DryRun:
-    """What a dry run found: item count, duplicates, and problems per item."""
+    """What a dry run found: item count, duplicates, problems per item, and what the first
+    items would run."""
 
     items: int = 0
     duplicates: int = 0
     problems: list[ItemProblem] = field(default_factory=list)
     problem_count: int = 0
+    runs: list[ShownRun] = field(default_factory=list)
 
 
 def dry_run(
@@ -78,9 +92,16 @@ def dry_run(
     max_size_mb: float | None = None,
     extensions: tuple[str, ...] = (),
     keep: int = 1000,
+    show: int = 0,
+    batch_dir: str = "",
 ) -> DryRun:
-    """Validate every item without processing it. Keys are deduplicated with a set of hashes."""
-    needed = CommandTemplate(processor.command).fields if processor.kind == "shell" and processor.command else set()
+    """Validate every item without processing it. Keys are deduplicated with a set of hashes.
+
+    ``show``: what the first that many items would run (:class:`ShownRun`; their seqs are the
+    ones they get, ``{out}`` under ``batch_dir``, the batch to be made)."""
+    template = CommandTemplate(processor.command) if processor.kind == "shell" and processor.command else None
+    needed = template.fields if template is not None else set()
+    kinds = frozenset(e.kind for e in source.entries)
     seen: set[bytes] = set()
     report = DryRun()
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
@@ -99,6 +120,10 @@ def dry_run(
         seen.add(digest)
         report.items += 1
         where = item.origin or item.key
+        if len(report.runs) < show and item.invalid is None:
+            shown = _shown_run(processor, template, item.key, item.data, report.items - 1, batch_dir, kinds)
+            if shown is not None:
+                report.runs.append(shown)
         if item.invalid:
             problem(where, item.key, item.invalid)
             continue
@@ -117,6 +142,30 @@ def dry_run(
         problem(example.path, example.path, f"could not be read ({example.reason}): left out of the batch")
     report.problem_count += unreadable.count - len(unreadable.examples)
     return report
+
+
+def _shown_run(
+    processor: ProcessorSpec,
+    template: CommandTemplate | None,
+    key: str,
+    data: object,
+    seq: int,
+    batch_dir: str,
+    kinds: frozenset[str],
+) -> ShownRun | None:
+    """What item ``seq`` would run (None when it cannot: a field it lacks, a NUL byte, which are
+    its problems)."""
+    from .enqueue import _kind_of
+
+    if template is None:
+        call = f"{processor.call}(item)  # item.seq={seq}, item.key={key!r}, item.data={data!r}"
+        return ShownRun(seq, key, call=call)
+    item = Item(seq=seq, key=key, data=data, attempt=1, batch_dir=batch_dir, kind=_kind_of(data, kinds))
+    try:
+        command = template.render(item, out_path(item) if template.uses_out else None)
+    except (MissingField, ValueError):
+        return None
+    return ShownRun(seq, key, argv=("/bin/sh", "-c", command))
 
 
 def _file_problems(path: str, max_size_mb: float | None, exts: set[str]) -> list[str]:

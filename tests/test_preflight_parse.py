@@ -8,6 +8,7 @@ missing program, wherever it sits, is still refused.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -126,3 +127,38 @@ def test_the_run_command_starts_with_such_a_command(tmp_path: Path, invoke_cli) 
     res = invoke_cli(["run", str(src), "--cmd", "n=$(echo {}); echo $n", "--headless"])
     assert res.returncode == 0, res.stderr
     assert "is not on PATH" not in res.stderr
+
+
+def test_dry_run_shows_the_commands_exactly_as_they_would_run(tmp_path: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "sp ace"
+    src.mkdir()
+    names = ["a $HOME b.txt", "it's.txt", "c.txt", "d.txt", "e.txt", "f.txt", "g.txt"]
+    for name in names:
+        (src / name).write_text(f"<{name}>")
+    res = invoke_cli(["run", str(src), "--cmd", 'cat {path}; echo " {name}"', "--dry-run"])
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == f"the first 5 items would run (in {tmp_path}):"
+    assert lines[1] == f"""  [0] cat '{src}/a $HOME b.txt'; echo " "'a $HOME b.txt'"\""""
+    assert len([line for line in lines if line.startswith("  [")]) == 5  # the default
+
+    # What --json gives is the argv itself: run it, and the item's own file is what it reads.
+    res = invoke_cli(["run", str(src), "--cmd", 'cat {path}; echo " {name}"', "--dry-run", "--json"])
+    runs = json.loads(res.stdout)["runs"]
+    assert [r["seq"] for r in runs] == [0, 1, 2, 3, 4]
+    for run, name in zip(runs, sorted(names), strict=False):  # a directory is walked in name order
+        assert run["argv"][:2] == ["/bin/sh", "-c"]
+        done = subprocess.run(run["argv"], capture_output=True, text=True, check=False)
+        assert done.stdout == f"<{name}> {name}\n"
+
+    none = invoke_cli(["run", str(src), "--cmd", "cat {path}", "--dry-run", "--show-commands", "0"])
+    assert "would run" not in none.stdout
+
+
+def test_dry_run_shows_the_call_each_item_gets(tmp_path: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "in.txt"
+    src.write_text("one\ntwo\n")
+    procs = Path(__file__).parent / "procs.py"
+    res = invoke_cli(["run", str(src), "--call", f"{procs}:noop", "--dry-run", "--show-commands", "1"])
+    assert res.returncode == 0, res.stderr
+    assert f"  [0] {procs}:noop(item)  # item.seq=0, item.key='one', item.data='one'" in res.stdout.splitlines()

@@ -186,6 +186,13 @@ DRY_RUN_OPTIONS: list[Decorator] = [
     click.option("--dry-run", is_flag=True, help="Validate every item without processing it; no batch is made."),
     click.option("--max-size-mb", type=Number("max_size_mb"), help="Dry run: flag files bigger than this."),
     click.option("--extensions", help="Dry run: flag files whose suffix is not in this comma list (.pdf,.png)."),
+    click.option(
+        "--show-commands",
+        type=click.IntRange(0, 10_000),
+        default=5,
+        show_default=True,
+        help="Dry run: print what the first N items would run (the command line, values quoted, or the call).",
+    ),
 ]
 
 WAIT_OPTION: Final = click.option(

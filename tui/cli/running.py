@@ -64,9 +64,11 @@ def run_cmd(ctx: click.Context, **kwargs: Any) -> None:
     """
     detach, headless, as_json = kwargs.pop("detach"), kwargs.pop("headless"), kwargs.pop("as_json")
     dry, max_size, extensions = kwargs.pop("dry_run"), kwargs.pop("max_size_mb"), kwargs.pop("extensions")
+    show = kwargs.pop("show_commands")
     config, spec, processor = _prepare(ctx, kwargs)
     if dry:
-        _dry_run(spec, processor, max_size, extensions, as_json)
+        batch_dir = str(Path(config.output_dir).resolve() / "<batch_id>")
+        _dry_run(spec, processor, max_size, extensions, as_json, show=show, batch_dir=batch_dir)
     gate(preflight_new(config, spec, processor))
     _create_and_run(config, spec, processor, headless=headless, as_json=as_json, detach=detach)
 
@@ -154,10 +156,17 @@ def _prepare(ctx: click.Context, kwargs: dict[str, Any]) -> tuple[BatchConfig, S
 
 
 def _dry_run(
-    spec: SourceSpec, processor: ProcessorSpec, max_size: float | None, extensions: str | None, as_json: bool
+    spec: SourceSpec,
+    processor: ProcessorSpec,
+    max_size: float | None,
+    extensions: str | None,
+    as_json: bool,
+    *,
+    show: int = 0,
+    batch_dir: str = "",
 ) -> NoReturn:
     exts = tuple(e.strip() for e in (extensions or "").split(",") if e.strip())
-    report = dry_run(spec, processor, max_size_mb=max_size, extensions=exts)
+    report = dry_run(spec, processor, max_size_mb=max_size, extensions=exts, show=show, batch_dir=batch_dir)
     if as_json:
         echo_json(
             {
@@ -165,9 +174,20 @@ def _dry_run(
                 "duplicates_dropped": report.duplicates,
                 "problem_count": report.problem_count,
                 "problems": [{"origin": p.origin, "key": p.key, "problem": p.problem} for p in report.problems],
+                "runs": [
+                    {"seq": r.seq, "key": r.key, **({"argv": list(r.argv)} if r.argv else {"call": r.call})}
+                    for r in report.runs
+                ],
             }
         )
     else:
+        if report.runs:
+            where = f" (in {processor.cwd})" if processor.kind == "shell" else ""
+            click.echo(f"the first {len(report.runs)} items would run{plain(where)}:")
+            for r in report.runs:
+                # The command line /bin/sh -c gets, every value quoted as it will be (control
+                # characters in it shown escaped, never sent to the terminal).
+                click.echo(f"  [{r.seq}] {plain(r.argv[2] if r.argv else r.call)}")
         for p in report.problems:
             click.echo(f"{plain(p.origin)}: {plain(p.problem)}")
         if report.problem_count > len(report.problems):
