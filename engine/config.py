@@ -32,6 +32,7 @@ from pydantic import (
 
 from .adaptive import AdaptiveLimit, split_timeout
 from .errors import UserError
+from .events import EventHook, parse_hooks
 from .outputs import DEFAULT_MAX_RESULT_BYTES, MAX_RESULT_BYTES_CAP, parse_size
 
 CONFIG_FILENAME: Final = "batchtui.toml"
@@ -45,6 +46,7 @@ MAX_RATE: Final = 1e6  # items a second
 MAX_MEMORY_MB: Final = float(1 << 30)  # 1 PiB
 MAX_COST: Final = 1e15
 MAX_AGE_DAYS: Final = 36500.0  # cleanup --max-age-days: a hundred years
+MAX_HOOK_S: Final = 3600.0  # --hook-timeout: the end of a run waits for its hooks
 
 #: (lowest, lowest excluded, highest) of every number a flag, batchtui.toml or BATCHTUI_* sets,
 #: and of the CLI's own numbers that are not settings (lock_wait, wait, max_size_mb,
@@ -64,6 +66,7 @@ NUMBER_BOUNDS: Final[dict[str, tuple[float, bool, float]]] = {
     "wait": (0.0, False, MAX_SECONDS),
     "max_size_mb": (0.0, False, MAX_MEMORY_MB),
     "max_age_days": (0.0, False, MAX_AGE_DAYS),
+    "hook_timeout": (0.0, True, MAX_HOOK_S),
 }
 
 #: The settings among them (the rest are the CLI's own).
@@ -77,13 +80,14 @@ NUMBER_FIELDS: Final = (
     "max_cost",
     "rate",
     "memory_limit_mb",
+    "hook_timeout",
 )
 
-#: Settings that run or load code: `on_finish` is a shell command; `scheduler` is a dask
+#: Settings that run or load code: `on_finish` and `on_event` are shell commands; `scheduler` is a dask
 #: scheduler whose results this process unpickles (which can run anything). They are refused
 #: from a batchtui.toml found implicitly in the current folder (see :func:`load_config`).
 #: (`--cmd` and `--call` are no settings: a config file cannot set them.)
-CODE_SETTINGS: Final = frozenset({"on_finish", "scheduler"})
+CODE_SETTINGS: Final = frozenset({"on_finish", "on_event", "scheduler"})
 
 
 def _fmt_number(value: float) -> str:
@@ -146,6 +150,10 @@ class BatchConfig(BaseModel):
     chunk_size: int | Literal["auto"] | None = None
     fsync: bool = True
     on_finish: str | None = None
+    on_event: tuple[EventHook, ...] = Field(
+        default=(), description="--on-event KINDS CMD: CMD gets each event of KINDS as JSON on stdin"
+    )
+    hook_timeout: float = Field(default=60.0, gt=0, description="seconds a hook may run before it is killed")
     progress_interval: float = Field(default=2.0, gt=0)
     log_limit: int = Field(default=1 << 20, ge=0, le=1 << 40)
     max_result_bytes: int = Field(
@@ -173,6 +181,11 @@ class BatchConfig(BaseModel):
             parse_limit_by(value)  # ValueError: what is wrong
             return value.strip()
         return value
+
+    @field_validator("on_event", mode="before")
+    @classmethod
+    def _parse_hooks(cls, value: Any) -> Any:
+        return parse_hooks(value)
 
     @field_validator("max_result_bytes", mode="before")
     @classmethod
@@ -289,6 +302,8 @@ OPERATIONAL: Final = frozenset(
         "backoff_max",
         "fsync",
         "on_finish",
+        "on_event",
+        "hook_timeout",
         "progress_interval",
         "executor",
         "scheduler",

@@ -21,7 +21,7 @@ from .models import (
     BatchState,
     Report,
 )
-from .report import build_report, run_hook
+from .report import build_report
 from .runstate import RunState
 from .timing import batch_timing
 
@@ -35,6 +35,8 @@ class Finishing(RunState):
 
     def _enter_stopping(self) -> None:
         self.state = BatchState.STOPPING
+        if self.halt_reason:
+            self.events.halted(self.halt_reason)  # its hooks run on their own thread
         if self.executor is not None:
             self._return_unstarted(self.executor.cancel_all())
         self._requeue_waiting_retries()
@@ -105,7 +107,8 @@ class Finishing(RunState):
     # -- the end of a run ------------------------------------------------------------------
 
     def _finish(self) -> None:
-        """Final commit, state, manifest, live progress, report and the on-finish hook."""
+        """Final commit, state, manifest, live progress, report, and the hooks (the ``finish``
+        event, --on-finish, and the events still queued: see engine/events.py)."""
         if self.store is None or self.results is None:
             return
         if self.write_failure is None:
@@ -132,8 +135,10 @@ class Finishing(RunState):
         self._best_effort(lambda: self._write_live(force=True))
         report = self._report(ended)
         self._best_effort(lambda: write_model(self.batch.report, report, durable=self.config.fsync))
-        if self.config.on_finish:
-            self._run_hook(self.config.on_finish, report)
+        if self.state == BatchState.HALTED and self.halt_reason:
+            self.events.halted(self.halt_reason)  # a halt decided at the very end (a full disk)
+        if self.events.active:
+            self.events.finish(self.state.value, report.model_dump(mode="json"))
             self._best_effort(lambda: self._write_live(force=True))  # a hook failure shows in the warnings
 
     def _best_effort(self, write: Callable[[], object]) -> None:
@@ -164,8 +169,3 @@ class Finishing(RunState):
             cost_spent=self.outcomes.cost_spent,
             config=self.config,
         )
-
-    def _run_hook(self, command: str, report: Report) -> None:
-        warning = run_hook(command, report, self.batch, cwd=self.spec.cwd)
-        if warning:
-            self._warn(warning)

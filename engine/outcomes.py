@@ -343,3 +343,5 @@ class OutcomeRecorder:
         self.staging.delta["processing"] -= 1
         self.staging.delta["failed"] += 1
         self.errors_dirty = True
+        if self.on_failed is not None:
+            self.on_failed(o.seq, flight.item.key, err.error_type, err.category, err.message)

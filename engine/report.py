@@ -1,17 +1,14 @@
-"""report.json: the final report of a run, and the ``--on-finish`` hook that receives it."""
+"""report.json: the final report of a run (the ``--on-finish`` hook that receives it is run by
+engine/events.py)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Sequence
 from typing import Protocol
 
 from .batchdir import BatchDir, resume_command
 from .config import BatchConfig
-from .files import dumps
 from .models import BatchState, Counts, DurationStats, Manifest, Report
-from .reaper import clean_env
 from .store import ItemStore
 from .timing import BatchTiming
 
@@ -92,25 +89,3 @@ def build_report(
         config=config.model_dump(mode="json"),
         resume_command=None if state == BatchState.FINISHED else resume_command(batch),
     )
-
-
-def run_hook(command: str, report: Report, batch: BatchDir, *, cwd: str) -> str | None:
-    """Run ``--on-finish`` with the report as JSON on stdin; a warning when it failed (never
-    raises: a hook is the user's, and the batch has ended either way)."""
-    try:
-        proc = subprocess.run(
-            ["/bin/sh", "-c", command],
-            check=False,
-            input=dumps(report.model_dump(mode="json")),
-            capture_output=True,
-            timeout=60,
-            cwd=cwd if os.path.isdir(cwd) else None,
-            # Without the run's reaper mark: what a hook leaves running is the user's, not the run's.
-            env={**clean_env(), "BATCHTUI_BATCH_DIR": str(batch.path), "BATCHTUI_STATE": report.state.value},
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"--on-finish failed: {exc}"
-    if proc.returncode != 0:
-        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
-        return f"--on-finish exited {proc.returncode}: {tail[0]}"
-    return None

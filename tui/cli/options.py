@@ -120,6 +120,20 @@ OPERATIONAL_OPTIONS: list[Decorator] = [
     click.option("--fsync/--no-fsync", default=None, help="fsync results and the store at each group commit [on]."),
     click.option("--on-finish", help="Shell command run at the end with report.json on stdin."),
     click.option(
+        "--on-event",
+        nargs=2,
+        multiple=True,
+        metavar="EVENTS CMD",
+        callback=lambda ctx, param, value: tuple(value) or None,  # not given: the config's hooks stay
+        help="Run CMD with each event of EVENTS (a comma list of halt, stall, new-group, finish) as "
+        "JSON on stdin; repeatable. Logged in events.jsonl, never fatal.",
+    ),
+    click.option(
+        "--hook-timeout",
+        type=Number("hook_timeout"),
+        help="Seconds an --on-event or --on-finish command may run before it is killed [60] (at most 3600).",
+    ),
+    click.option(
         "--progress-interval",
         type=Number("progress_interval"),
         help="Seconds between headless lines [2] (at most 30 days).",
@@ -155,7 +169,7 @@ COMMON_OPTIONS: list[Decorator] = [
         "--config",
         "config_file",
         type=click.Path(dir_okay=False),
-        help="Settings file [./batchtui.toml if present; on-finish and scheduler only from a file named here].",
+        help="Settings file [./batchtui.toml if present; on-finish, on-event and scheduler only from a file named here].",
     ),
     click.option("--headless", is_flag=True, help="No TUI: plain progress lines (the default without a terminal)."),
     click.option("--detach", is_flag=True, help="Run the engine in the background (output in engine.log) and return."),
