@@ -13,7 +13,8 @@ How the figures are made, and why:
   the last completion, so when nothing finishes the rate decays to 0 instead of holding.
 - **ETA**: the work left is the items not started times the mean of the recent attempt
   durations, plus what each running item is expected to need still (the mean over the recent
-  durations longer than it has run so far, of what remained of them). It is spread over the
+  durations longer than it has run so far, of what remained of them; as long again as it has
+  run when it outran them all, so the ETA grows while it runs on). It is spread over the
   concurrency actually in use (the mean number of running items over the window, never more
   than the items left). The range is that figure plus or minus :data:`Z` standard deviations
   of the sum: ``sigma * sqrt(Q + Q**2 / n)`` for ``Q`` items from ``n`` observed durations
@@ -46,8 +47,8 @@ from .models import LiveProgress
 RATE_WINDOW_S: Final = 30.0
 #: How many recent attempt durations and completion gaps the estimate uses.
 KEPT: Final = 500
-#: Standard deviations each side of the ETA (about a 90 % range for a normal sum).
-Z: Final = 1.645
+#: Standard deviations each side of the ETA (about a 95 % range for a normal sum).
+Z: Final = 1.96
 #: Nothing finished for this long (at least) while items run: stalled.
 STALL_FLOOR_S: Final = 10.0
 #: ... or for this many times the usual gap between completions (its recent p90).
@@ -168,17 +169,18 @@ class EtaEstimator:
         n, mean = len(ds), statistics.fmean(ds)
         sd = statistics.pstdev(ds, mu=mean) if n > 1 else 0.0
         p90 = _p90(ds)
-        residuals = _residuals(running, ds, mean)
+        residuals, least = _residuals(running, ds)
         # A running item whose start is unknown is expected to need a mean duration.
         residuals += [mean] * (busy - len(running))
         queued = max(0, remaining - busy)
         work = queued * mean + sum(residuals)
         spread = Z * sd * math.sqrt(queued + queued * queued / n)
         workers = max(1.0, min(max(used, float(busy)), float(remaining)))
-        mid, low, high = work / workers, (work - spread) / workers, (work + spread) / workers
+        low = (queued * mean - spread + sum(least)) / workers  # each running item at its least
+        mid, high = work / workers, (work + spread) / workers
         if queued:
             high += p90 * (workers - 1) / workers  # the last items end raggedly
-        floor = max(residuals, default=0.0)
+        floor = max(least, default=0.0)  # no running item ends before its shortest plausible rest
         if waiting:  # an item in backoff cannot end before its wait and a run
             wait = max(waiting)
             floor = max(floor, wait + min(ds))
@@ -191,17 +193,24 @@ class EtaEstimator:
         return Eta(rate, round(mid, 1), round(low, 1), round(high, 1))
 
 
-def _residuals(elapsed: Sequence[float], durations: Sequence[float], mean: float) -> list[float]:
-    """What each item that has run ``elapsed`` seconds should still need: the mean of what
-    remained of the recent durations longer than that (the mean when none was longer: it has
-    outrun everything seen, so nothing tells how much longer it runs)."""
+def _residuals(elapsed: Sequence[float], durations: Sequence[float]) -> tuple[list[float], list[float]]:
+    """What each item that has run ``elapsed`` seconds should still need, and at least: the
+    mean and the least of what remained of the recent durations longer than that. An item that
+    has outrun every one of them is expected to run as long again (nothing seen tells how much
+    longer it runs; its ETA grows as it runs on rather than promising it ends now), at least 0."""
     ordered = sorted(durations)
     tail = list(itertools.accumulate(reversed(ordered)))[::-1]  # tail[i]: sum of ordered[i:]
-    n, out = len(ordered), []
+    n = len(ordered)
+    expected, least = [], []
     for e in elapsed:
         i = bisect.bisect_right(ordered, e)
-        out.append((tail[i] - e * (n - i)) / (n - i) if i < n else mean)
-    return out
+        if i < n:
+            expected.append((tail[i] - e * (n - i)) / (n - i))
+            least.append(ordered[i] - e)
+        else:
+            expected.append(e)
+            least.append(0.0)
+    return expected, least
 
 
 def fmt_eta_range(low: float, high: float) -> str:

@@ -128,6 +128,19 @@ def test_items_in_backoff_count() -> None:
     assert waiting.stalled_s is None
 
 
+def test_an_item_that_outran_every_duration_pushes_the_eta_out() -> None:
+    # Items of 0.3 s; the last one has run 4 s, then 8 s: the ETA follows it (not "0s").
+    est = EtaEstimator()
+    est.finished(0, 0.0)
+    for i in range(1, 11):
+        est.durations([0.3])
+        est.finished(i, 0.3 * i)
+    four = est.estimate(7.0, remaining=1, running=[4.0])
+    eight = est.estimate(8.0, remaining=1, running=[8.0])
+    assert four.eta_s is not None and eight.eta_s is not None and four.low_s == 0.0
+    assert four.eta_s >= 4.0 and eight.eta_s >= 8.0
+
+
 def feed_steady(est: EtaEstimator, items: int = 40) -> float:
     """``items`` one-second items on 2 workers (two finish each second); the last finish time."""
     est.finished(0, 0.0)
