@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -19,3 +20,13 @@ def fail_every_50(item: Any) -> None:
 def sleepy(item: Any) -> None:
     """Sleeps 20 ms: a batch that keeps its engine running while it is watched."""
     time.sleep(0.02)
+
+
+_SPIN = int(os.environ.get("BENCH_SPIN", "0"))
+
+
+def spin(item: Any) -> None:
+    """Pure Python work: $BENCH_SPIN turns of a loop (the bench calibrates it to --ms)."""
+    x = 0
+    for i in range(_SPIN):
+        x += i

@@ -14,16 +14,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .config import BatchConfig
 from .errors import ErrorInfo, classify
 from .handoff import Gate
 from .outbox import Outbox
 from .outputs import DEFAULT_MAX_RESULT_BYTES, checked_result, cost_of
 from .processors import CallableProcessor, Item
+
+if TYPE_CHECKING:  # a pool worker imports this module: it needs no settings models
+    from .config import BatchConfig
 
 
 @dataclass(slots=True)

@@ -21,15 +21,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-if TYPE_CHECKING:
-    import multiprocessing.connection
-
 from .attempts import Classifier, Outcome, run_items
-from .config import BatchConfig
 from .errors import WorkerLost, classify
 from .handoff import DONE, QUEUED, RUNNING, Chunk, Handoff, ItemKilled, SharedGate
 from .processors import Item, ProcessorSpec, build_processor
 from .reaper import die_with_parent
+
+if TYPE_CHECKING:  # a pool worker imports this module: it needs no settings models
+    import multiprocessing.connection
+
+    from .config import BatchConfig
 
 log = logging.getLogger("batchtui.engine")
 
@@ -262,8 +263,19 @@ class ThreadExecutor(_HandoffExecutor):
             t.join(max(0.0, deadline - time.monotonic()))
 
 
+@dataclass(frozen=True, slots=True)
+class _WorkerSettings:
+    """What a pool worker needs of the run's settings: plain values, so that the worker imports
+    no settings model (its start-up is the first result's wait)."""
+
+    timeout: float | None
+    log_limit: int
+    max_result_bytes: int
+    classifier: Classifier
+
+
 def _child_main(
-    conn: multiprocessing.connection.Connection, spec_json: str, config_json: str, gate_parts: tuple[Any, ...]
+    conn: multiprocessing.connection.Connection, spec_json: str, settings: _WorkerSettings, gate_parts: tuple[Any, ...]
 ) -> None:
     """Entry point of a process-pool worker: build the processor once, then serve chunks."""
     die_with_parent()  # a worker never outlives its engine (kill -9 included)
@@ -271,16 +283,15 @@ def _child_main(
     gate = SharedGate(*gate_parts)
     signal.signal(KILL_SIGNAL, gate.on_signal)
     spec = ProcessorSpec.model_validate_json(spec_json)
-    config = BatchConfig.model_validate_json(config_json)
     try:
         processor = build_processor(
-            spec, timeout=config.timeout, log_limit=config.log_limit, max_result_bytes=config.max_result_bytes
+            spec, timeout=settings.timeout, log_limit=settings.log_limit, max_result_bytes=settings.max_result_bytes
         )
     except BaseException as exc:
         conn.send(("init_error", f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("ready", os.getpid()))
-    classifier = Classifier.from_config(config)
+    classifier = settings.classifier
 
     def report(outcomes: list[Outcome]) -> None:
         conn.send(("part", outcomes))
@@ -330,8 +341,13 @@ class ProcessExecutor(_HandoffExecutor):
         self._closing = False
         cs = config.chunk_size
         self._capacity = max(MAX_CHUNK_SLOTS, cs if isinstance(cs, int) else 0, 10_000 if spec.chunked else 0)
+        self._settings = _WorkerSettings(config.timeout, config.log_limit, config.max_result_bytes, self.classifier)
 
     def _spawn(self) -> _Slot:
+        return self._ready(self._launch())
+
+    def _launch(self) -> _Slot:
+        """Start a worker process; it is usable once :meth:`_ready` has heard from it."""
         ctx = self.ctx
         gate = SharedGate(
             ctx.RawArray("b", self._capacity), ctx.RawArray("d", self._capacity), ctx.RawValue("i", -1), ctx.Lock()
@@ -339,20 +355,25 @@ class ProcessExecutor(_HandoffExecutor):
         parent, child = ctx.Pipe(duplex=True)
         proc = ctx.Process(
             target=_child_main,
-            args=(child, self.spec.model_dump_json(), self.config.model_dump_json(), gate.parts),
+            args=(child, self.spec.model_dump_json(), self._settings, gate.parts),
             daemon=True,
             name="batchtui-pool-worker",
         )
         proc.start()
         child.close()
-        try:
-            kind, detail = parent.recv()
-        except EOFError:
-            kind, detail = "init_error", f"worker process exited with {proc.exitcode}"
-        if kind != "ready":
-            proc.join(1)
-            raise WorkerInitError(str(detail))
         return _Slot(proc, parent, gate)
+
+    def _ready(self, slot: _Slot) -> _Slot:
+        """Wait for a launched worker to have built its processor (WorkerInitError if it could not)."""
+        try:
+            kind, detail = slot.conn.recv()
+        except EOFError:
+            slot.proc.join(1)
+            kind, detail = "init_error", f"worker process exited with {slot.proc.exitcode}"
+        if kind != "ready":
+            slot.proc.join(1)
+            raise WorkerInitError(str(detail))
+        return slot
 
     def start(self) -> None:
         self.set_workers(self.config.workers)
@@ -418,8 +439,19 @@ class ProcessExecutor(_HandoffExecutor):
 
     def set_workers(self, n: int) -> None:
         with self._lock:
-            while self.workers < n:
-                slot = self._spawn()
+            # Started together, then waited for: each process spends its start-up (an interpreter,
+            # the imports, the processor) alongside the others, not after them.
+            launched = [self._launch() for _ in range(max(0, n - self.workers))]
+            try:
+                for slot in launched:
+                    self._ready(slot)
+            except BaseException:
+                for slot in launched:
+                    if slot.proc.is_alive():
+                        slot.proc.kill()
+                    slot.proc.join(1)
+                raise
+            for slot in launched:
                 slot.thread = threading.Thread(target=self._feed, args=(slot,), daemon=True, name="batchtui-feeder")
                 slot.thread.start()
                 self.slots.append(slot)
