@@ -52,7 +52,11 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
         "Run the built-in demo: a pretend paid API with latency, retries and a few permanent errors.",
     ),
     "errors": ("inspecting", "errors_cmd", "The error groups of BATCH [default: the latest], biggest first."),
-    "export": ("inspecting", "export_cmd", "Stream the items of BATCH (all columns) as JSONL or CSV."),
+    "export": (
+        "inspecting",
+        "export_cmd",
+        "Stream the items of BATCH (all columns) as JSONL or CSV, or as GNU parallel's job log.",
+    ),
     "logs": (
         "logs",
         "logs_cmd",

@@ -261,17 +261,29 @@ def parse_time(iso: str | None) -> datetime | None:
     type=click.Choice(["pending", "processing", "complete", "failed", "skipped"]),
     help="Only items with this status.",
 )
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "joblog"]),
+    default="jsonl",
+    show_default=True,
+    help="joblog: GNU parallel's --joblog columns, for scripts written for it.",
+)
 @click.option("--out", "-O", "out_file", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
 @DIR_OPTION
 @click.pass_context
 def export_cmd(
     ctx: click.Context, batch: str | None, status: str | None, fmt: str, out_file: str | None, output_dir: str | None
 ) -> None:
-    """Stream the items of BATCH (all columns) as JSONL or CSV.
+    """Stream the items of BATCH (all columns) as JSONL or CSV, or as GNU parallel's job log.
 
     To a file or a pipe the bytes are exact; to a terminal, control characters in keys, data
     and errors are shown escaped (JSONL as \\uXXXX, still JSON), never sent to the terminal.
+
+    \b
+    --format joblog: parallel's --joblog file (Seq Host Starttime JobRuntime Send Receive
+    Exitval Signal Command, tab separated, a header line), one line per item that ran to an
+    end (complete or failed); Seq is the item's seq + 1, as parallel counts jobs.
     """
     import csv
 
@@ -289,7 +301,18 @@ def export_cmd(
     n = 0
     try:
         rows: Iterator[Any] = store.rows(ItemFilter(status=status))
-        if fmt == "jsonl":
+        if fmt == "joblog":
+            from batchtui.engine.joblog import Joblog
+            from batchtui.engine.processors import ProcessorSpec
+
+            joblog = Joblog(ProcessorSpec.model_validate(bdir.read_manifest().processor), bdir.path)
+            for line in joblog.lines(rows):
+                if terminal_out:  # each column cleaned: the tabs between them stay
+                    line = "\t".join(clean(cell) for cell in line.split("\t"))
+                stream.write(line + "\n")
+                n += 1
+            n -= 1  # the header
+        elif fmt == "jsonl":
             for row in rows:
                 stream.write(json.dumps(row.as_dict(), ensure_ascii=terminal_out) + "\n")
                 n += 1
