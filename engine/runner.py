@@ -315,7 +315,10 @@ class BatchRunner(TakeOver, Finishing):
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         """Record outcomes as they arrive; with --max-failure-rate, one at a time, so the halt is
         decided at the very outcome that crosses the limit."""
-        self.eta.durations(o.duration for o in outcomes if not o.returned)  # what the ETA counts on
+        # What the ETA counts on: how long attempts take (a timeout is one; an item killed by a
+        # stop or a skip was cut short, and one handed back never ran).
+        kills = self._kill_reasons
+        self.eta.durations(o.duration for o in outcomes if not o.returned and kills.get(o.seq, "timeout") == "timeout")
         if self.config.max_failure_rate is None or self.halt_reason:
             self.outcomes.record(outcomes)
             return

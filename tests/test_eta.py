@@ -260,3 +260,6 @@ def test_a_batch_whose_workers_all_hang_says_stalled(
     finally:
         engine.send_signal(signal.SIGTERM)
         assert engine.wait(timeout=20) == 130
+    # The items the stop killed were cut short: their times are no item's duration to go by.
+    final = read_live(batch)
+    assert final["state"] == "stopped" and final["eta_s"] is None and final["eta_high_s"] is None, final
