@@ -273,3 +273,26 @@ def test_kill_9_during_a_rescan_doubles_nothing_and_the_next_rescan_finishes(tmp
         timeout=60,
     )
     assert check.returncode == 0 and "PROCEED" in check.stdout, check.stdout + check.stderr
+
+
+def test_the_preview_counts_what_a_rescan_then_finds_and_changes_nothing(tmp_path: Path, out_dir: Path) -> None:
+    from batchtui.engine.enqueue import preview_rescan
+
+    work = tmp_path / "work"
+    work.mkdir()
+    src, extra, cmd = _write_source("lines", tmp_path, [f"k{i}" for i in range(1500)])
+    bdir = _make(out_dir, "lines", src, extra, cmd, work)
+    _write_source("lines", tmp_path, [f"k{i}" for i in range(3, 1600)] + ["k1600", "k1600"])
+    before = _items(bdir)
+
+    preview = preview_rescan(bdir)
+
+    assert (preview.new, preview.missing) == (101, 3)
+    assert _items(bdir) == before
+    lock = BatchLock(bdir.lock)
+    lock.acquire()
+    try:
+        outcome = rescan_batch(bdir)
+    finally:
+        lock.release()
+    assert (outcome.new, outcome.missing_total) == (preview.new, preview.missing)

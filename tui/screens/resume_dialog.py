@@ -125,6 +125,8 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         #: The plan without the dialog's flags (what runs and the stored values); None until read.
         self.plan: ResumePlan | None = None
         self.starting = False
+        #: What a rescan would find ("N new, M missing", or why it cannot), once read.
+        self.rescan_note: str | None = None
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -138,6 +140,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
                     yield Input(id=f"field-{name}", compact=True, select_on_focus=False)
             with Vertical(id="resume-options"):
                 yield Checkbox("Retry the failed items", id="retry-failed", compact=True)
+                yield Checkbox("Read the sources again (rescan)", id="rescan", compact=True)
                 with RadioSet(id="where", compact=True):
                     yield RadioButton("Run here, in this app", id="here", value=True)
                     yield RadioButton("In the background (detached)", id="background")
@@ -198,6 +201,32 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
     def retry_failed(self) -> bool:
         return self.query_one("#retry-failed", Checkbox).value
 
+    @property
+    def rescan(self) -> bool:
+        return self.query_one("#rescan", Checkbox).value
+
+    @on(Checkbox.Changed, "#rescan")
+    def _rescan_changed(self, event: Checkbox.Changed) -> None:
+        if event.value and self.rescan_note is None:
+            self.rescan_note = "reading the sources..."
+            self._preview_rescan()
+
+    @work(thread=True, exclusive=True, group="resume-rescan", name="previewing the rescan", exit_on_error=False)
+    def _preview_rescan(self) -> None:
+        from batchtui.engine.enqueue import preview_rescan  # only when asked: it loads the sources
+
+        try:
+            found = preview_rescan(self.batch)
+            note = f"{found.new:,} new, {found.missing:,} missing"
+        except BatchtuiError as exc:
+            note = str(exc)
+        self.app.call_from_thread(self._rescan_previewed, note)
+
+    def _rescan_previewed(self, note: str) -> None:
+        self.rescan_note = note
+        if not self.starting:
+            self._update()
+
     def argv(self) -> list[str]:
         """The form as ``batchtui resume``'s arguments (only the fields filled in); with the
         output dir, as the CLI's own summaries say it, so it runs from any folder."""
@@ -208,6 +237,8 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
                 args += [flag, value]
         if self.retry_failed:
             args.append("--retry-failed")
+        if self.rescan:
+            args.append("--rescan")
         if self.background:
             args.append("--detach")
         return args
@@ -227,7 +258,10 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         self._say_error(error)
         if self.plan is not None:
             plan = dataclasses.replace(self.plan, retry_failed=self.retry_failed)
-            self.query_one("#resume-plan", Static).update(plain(_describe(plan)))
+            text = _describe(plan)
+            if self.rescan and self.rescan_note:
+                text += f" Rescan: {self.rescan_note}."
+            self.query_one("#resume-plan", Static).update(plain(text))
         return error
 
     def _say_error(self, text: str | None) -> None:
@@ -267,10 +301,12 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         # and the enter after a refusal would land on Cancel.
         self.starting = True
         self.query_one("#resume-plan", Static).update(Text("starting..."))
-        self._start(cli_flags(self.argv()), self.retry_failed, self.background, self.command())
+        self._start(cli_flags(self.argv()), self.retry_failed, self.background, self.command(), self.rescan)
 
     @work(thread=True, exclusive=True, group="resume-start", name="resuming the batch", exit_on_error=False)
-    def _start(self, flags: dict[str, Any], retry_failed: bool, background: bool, command: str) -> None:
+    def _start(
+        self, flags: dict[str, Any], retry_failed: bool, background: bool, command: str, rescan: bool = False
+    ) -> None:
         """What ``batchtui resume`` does with these flags, up to starting the engine (which the
         app does for a run here)."""
         from ..launch import detach_engine
@@ -283,6 +319,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
                 self.batch,
                 flags=flags,
                 retry_failed=retry_failed,
+                rescan=rescan,
                 hold=not background,
                 lock_try=0.2,
             )

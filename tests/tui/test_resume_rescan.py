@@ -1,0 +1,39 @@
+"""The resume dialog's rescan (issue 20, point 5): ticked, it says what a rescan would find
+("N new, M missing", read without changing the batch) and the command gets --rescan; confirmed,
+the resume reads the source again before the engine starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import Static
+
+from batchtui.engine.store import ItemQueries
+
+from .conftest import run
+from .test_resume_dialog import _app, _halted, _open_dialog, _until
+
+
+def test_the_dialog_shows_what_a_rescan_finds_and_resumes_with_it(tmp_path: Path) -> None:
+    batch = _halted(tmp_path)
+    source = tmp_path / "halted.txt"
+    # "1" disappears; 40 and 41 are new.
+    source.write_text("".join(f"{i}\n" for i in range(42) if i != 1))
+
+    async def body() -> None:
+        app = _app(batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            dialog = await _open_dialog(pilot)
+            plan = dialog.query_one("#resume-plan", Static)
+            assert "Rescan" not in str(plan.render())
+            await pilot.click("#rescan")
+            await _until(pilot, lambda: "Rescan: 2 new, 1 missing." in str(plan.render()), "the rescan's preview")
+            assert dialog.command().endswith(" --rescan")
+            with ItemQueries(batch.items_db) as queries:
+                assert queries.counts().total == 40  # the preview changed nothing
+            await pilot.click("#resume")  # (enter would tick the focused checkbox)
+            await _until(pilot, lambda: app.engine_result is not None, "the engine's end")
+
+    run(body)
+    with ItemQueries(batch.items_db) as queries:
+        assert queries.counts().total == 42
