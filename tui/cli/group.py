@@ -95,6 +95,11 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
     "skip": ("steering", "skip_cmd", "Skip items of BATCH: SEQ... or a selection (an in-flight one is killed)."),
     "stop": ("steering", "stop_cmd", "Stop BATCH gracefully (like SIGTERM): resumable later."),
     "unpause": ("steering", "unpause_cmd", "Let a paused BATCH go on."),
+    "wait": (
+        "waiting",
+        "wait_cmd",
+        "Wait until BATCH [default: the latest] ends and exit with its exit code.",
+    ),
     "watch": (
         "watching",
         "watch_cmd",
@@ -169,7 +174,7 @@ def main(ctx: click.Context, output_dir: str | None, theme: str | None, color_sy
     batchtui ls / show / export     look at batches and their results
 
     Exit codes: 0 all complete, 1 some failed or skipped, 2 usage or config error,
-    3 halted by a policy, 130 interrupted (resumable).
+    3 halted by a policy, 130 interrupted (resumable); `wait --timeout` running out: 124.
     """
     ctx.ensure_object(dict)
     ctx.obj["output_dir"] = output_dir
