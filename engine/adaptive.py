@@ -182,11 +182,13 @@ def split_timeout(text: str) -> tuple[float | None, AdaptiveLimit | None]:
         raise ValueError(f"{head} is not a finite number")
     fields: dict[str, Any] = {"percent": percent}
     maximum: float | None = None
+    seen: set[str] = set()
     for part in parts:
         name, eq, value = part.partition("=")
         name = name.strip().lower()
-        if not eq or name not in ("min", "max", "after") or name in fields or (name == "max" and maximum is not None):
+        if not eq or name not in ("min", "max", "after") or name in seen:
             raise ValueError(f"{part!r} in {text!r}: {_PARTS_HELP}, each once")
+        seen.add(name)
         if name == "after":
             try:
                 fields["after"] = int(value.strip())
