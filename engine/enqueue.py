@@ -475,3 +475,16 @@ def preview_rescan(bdir: BatchDir) -> RescanPreview:
         store.close()
     seen = sum(bin(b).count("1") for b in found)
     return RescanPreview(new=len(new), missing=total - seen)
+
+
+def enqueue_added(store: ItemStore, manifest: Manifest) -> int:
+    """Enqueue the sources ``add`` gave (a rebuild of items.db, after the batch's own source), as
+    ``add`` did: the store's enqueue keys and counts them. A source that was stdin cannot be read
+    again and is passed over (its complete items come back from results.jsonl). Returns the
+    duplicates dropped in all."""
+    for raw in manifest.added_sources:
+        spec = SourceSpec.model_validate(raw)
+        if any(e.kind == "stdin" for e in spec.entries):
+            continue
+        store.enqueue(_rows(spec, None, now_iso()))
+    return int(store.get_meta("duplicates_dropped", 0) or 0)

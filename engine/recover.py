@@ -141,7 +141,7 @@ def recover_batch(
     Refuses (UserError) while an engine runs the batch, when the store is healthy (unless
     ``force``), when the manifest is unreadable, and when the source cannot be read again.
     """
-    from .enqueue import enqueue_source, source_unreadable
+    from .enqueue import enqueue_added, enqueue_source, source_unreadable
     from .sources import SourceSpec  # here: `batchtui show` checks the store without the sources
 
     lock = BatchLock(batch.lock, engine=False)
@@ -174,6 +174,8 @@ def recover_batch(
                 store.set_meta("commit_seq", 0)
             try:
                 dropped = enqueue_source(store, source, stdin=stdin)
+                if manifest.added_sources:  # and those `batchtui add` gave, in their order
+                    dropped = enqueue_added(store, manifest)
             except UserError as exc:
                 raise UserError(f"cannot read the batch's source again to rebuild its items: {exc}") from None
             stats = _Stats()

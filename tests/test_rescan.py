@@ -296,3 +296,20 @@ def test_the_preview_counts_what_a_rescan_then_finds_and_changes_nothing(tmp_pat
     finally:
         lock.release()
     assert (outcome.new, outcome.missing_total) == (preview.new, preview.missing)
+
+
+def test_recover_rebuilds_the_added_items_too(tmp_path: Path, out_dir: Path, invoke_cli: Invoke) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    src, extra, cmd = _write_source("lines", tmp_path, ["a", "b"])
+    bdir = _make(out_dir, "lines", src, extra, cmd, work)
+    more = tmp_path / "more.txt"
+    more.write_text("b\nc\n")
+    assert invoke_cli(["add", bdir.batch_id, str(more)]).returncode == 0
+    bdir.items_db.write_bytes(b"not a database" * 100)
+
+    res = invoke_cli(["recover", bdir.batch_id])
+
+    assert res.returncode == 0, res.stderr
+    assert [r[1] for r in _items(bdir)] == ["a", "b", "c"]
+    assert read_json(bdir.manifest)["duplicates_dropped"] == 1
