@@ -6,15 +6,21 @@ mid-word (``s Sk``), so at 80 columns ``? Help`` and ``q Quit`` were never seen.
 the bindings (:attr:`WorkerScreen.FOOTER_FIRST`); this footer keeps Textual's look and
 compaction and leaves out the keys that do not fit whole. Every key stays in ``?`` and the
 command palette.
+
+Textual's Footer composes its keys again on every ``refresh_bindings`` of the screen, needed or
+not; a recompose mounts new widgets and lays the screen out again, time an engine in this app's
+worker thread does not get (one GIL). This one composes again only when what it shows changed:
+the keys, their descriptions, tooltips and whether they apply, its width.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import ClassVar
+from collections.abc import Hashable, Iterable
+from typing import Any, ClassVar
 
 from rich.cells import cell_len
 from textual import events
+from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
@@ -39,10 +45,36 @@ class KeyFooter(Footer):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._width = 0
+        #: What the footer shows (see :meth:`shown`): as last composed, and as asked for since.
+        self._composed: Hashable = None
+        self._wanted: Hashable = None
+        #: How many times the keys were composed (a test counts them).
+        self.compositions = 0
+
+    def shown(self, screen: Screen[Any]) -> Hashable:
+        """What the footer would show on ``screen`` now: its width, and each key shown with its
+        display, description, tooltip and whether it applies (the command palette's too)."""
+        keys = tuple(
+            (key, self.app.get_key_display(binding), binding.description, binding.action, enabled, tooltip)
+            for key, (_node, binding, enabled, tooltip) in screen.active_bindings.items()
+            if binding.show or key == self.app.COMMAND_PALETTE_BINDING
+        )
+        return self.size.width or self.app.size.width, self.compact, keys
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        if screen is self.screen and self._composed is not None and self.app.app_focus:
+            wanted = self.shown(screen)
+            if wanted == self._wanted:
+                return  # shown already, or on its way
+            self._wanted = wanted
+        super().bindings_changed(screen)
 
     def compose(self) -> Iterable[Widget]:
         width = self.size.width or self.app.size.width
         keys: list[Widget] = list(super().compose())
+        if keys:
+            self.compositions += 1
+            self._composed = self._wanted = self.shown(self.screen)
         palette = [k for k in keys if k.has_class("-command-palette")]
         # The palette key is docked right: its text, its border and its padding.
         room = width - sum(key_width(k, compact=False) + 2 for k in palette if isinstance(k, FooterKey))
@@ -60,5 +92,5 @@ class KeyFooter(Footer):
             self.compact = compact
         if event.size.width != self._width:
             self._width = event.size.width
-            if self._bindings_ready:
-                self.call_after_refresh(self.recompose)
+            if self._composed is not None:
+                self.bindings_changed(self.screen)

@@ -48,6 +48,9 @@ class InFlightPanel(Vertical):
         super().__init__(id=id)
         self.clock = clock
         self._rows: list[tuple[int, str, int, str]] = []
+        #: The widest text each column has shown: a column is widened (and the screen laid out
+        #: again) only for a wider one, never narrowed.
+        self._widest: dict[str, int] = {}
         self._ready = False
 
     def compose(self) -> ComposeResult:
@@ -96,6 +99,7 @@ class InFlightPanel(Vertical):
         if not rows:
             table.clear()
             self._rows = rows
+            self._widest.clear()
             return
         rows = rows + [_BLANK] * (len(old) - len(rows))
         for i, row in enumerate(rows):
@@ -108,9 +112,13 @@ class InFlightPanel(Vertical):
                 cells = (Text(str(seq)), Text(str(attempt)), Text(running), Text(shown))
             if i >= len(old):
                 table.add_row(*cells, key=f"r{i}")
+                for column, cell in zip(_COLUMNS, cells, strict=True):
+                    self._widest[column] = max(self._widest.get(column, 0), cell.cell_len)
                 continue
             for column, before, after, cell in zip(_COLUMNS, _cells(old[i]), _cells(row), cells, strict=True):
-                if before != after:  # a wider key or time widens its column
-                    wider = isinstance(after, str) and len(after) > len(str(before))
+                if before != after:  # only a text wider than any shown in its column widens it
+                    wider = cell.cell_len > self._widest.get(column, 0)
+                    if wider:
+                        self._widest[column] = cell.cell_len
                     table.update_cell(f"r{i}", column, cell, update_width=wider)
         self._rows = rows

@@ -10,11 +10,18 @@ wraps (or did).
 
 from __future__ import annotations
 
+import re
+
 from rich.cells import cell_len
 from rich.text import Text
-from textual.widgets import Static
+from textual.content import Content
+from textual.visual import VisualType
+from textual.widgets import Static, Tab
 
-__all__ = ["set_text"]
+__all__ = ["FigureTab", "set_text"]
+
+#: What changes in a figure (``12,345``).
+_FIGURES = re.compile(r"[0-9,.]")
 
 
 def _same(old: object, new: Text) -> bool:
@@ -37,3 +44,31 @@ def set_text(label: Static, text: Text) -> bool:
         layout = False  # a fixed size
     label.update(text, layout=layout)
     return True
+
+
+class FigureTab(Tab):
+    """A tab whose label holds a figure (``Complete 12,345``). Textual's Tab lays the screen
+    out again on every relabel; this one is as wide as the widest label it has shown while
+    only its figures change (``In flight 12`` then ``In flight 7`` keeps the width, the label
+    centred), so it is laid out again only when a figure grows past that, or its words change
+    (a filter named in it, or cleared)."""
+
+    def __init__(self, label: str, *, id: str | None = None) -> None:
+        self._shape = ""
+        self._widest = 0
+        super().__init__(label, id=id)
+
+    def update(self, content: VisualType = "") -> None:
+        if not isinstance(content, Content):
+            super().update(content)
+            return
+        shape = _FIGURES.sub("", content.plain)
+        if shape != self._shape or content.cell_length > self._widest:
+            self._shape, self._widest = shape, content.cell_length
+            self.styles.min_width = self._widest + 2  # Tab's padding: a cell each side
+            super().update(content)
+            return
+        old = self.content
+        if not isinstance(old, Content) or old.plain != content.plain or old.spans != content.spans:
+            self.post_message(self.Relabelled(self))
+            Static.update(self, content, layout=False)
