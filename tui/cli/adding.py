@@ -20,14 +20,13 @@ from batchtui.engine.processors import ProcessorSpec
 from batchtui.engine.shell.template import CommandTemplate
 from batchtui.engine.sources import build_spec
 
-from .completion import complete_batch
 from .group import CONTEXT
 from .options import DIR_OPTION, JSON_OPTION, SOURCE_OPTIONS, apply, scope_of
 from .output import echo_json, fail, plain, say
 
 
 @click.command("add", context_settings=CONTEXT)
-@click.argument("batch", shell_complete=complete_batch)
+@click.argument("batch")
 @apply(SOURCE_OPTIONS[:1] + SOURCE_OPTIONS[3:])
 @DIR_OPTION
 @JSON_OPTION
@@ -68,10 +67,10 @@ def add_cmd(ctx: click.Context, batch: str, sources: tuple[str, ...], as_json: b
             }
         )
         return
-    dup = f", {outcome.duplicates} duplicates dropped" if outcome.duplicates else ""
-    click.echo(
-        f"batch {bdir.batch_id}: {outcome.added} items added{dup}; `batchtui resume {plain(bdir.batch_id)}` runs them"
-    )
+    n, d = outcome.added, outcome.duplicates
+    dup = f", {d} duplicate{'s' if d != 1 else ''} dropped" if d else ""
+    then = f"; `batchtui resume {plain(bdir.batch_id)}` runs {'it' if n == 1 else 'them'}" if n else ""
+    click.echo(f"batch {bdir.batch_id}: {n} item{'s' if n != 1 else ''} added{dup}{then}")
 
 
 __all__ = ["add_cmd"]
