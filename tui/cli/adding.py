@@ -20,13 +20,14 @@ from batchtui.engine.processors import ProcessorSpec
 from batchtui.engine.shell.template import CommandTemplate
 from batchtui.engine.sources import build_spec
 
+from .completion import complete_batch
 from .group import CONTEXT
 from .options import DIR_OPTION, JSON_OPTION, SOURCE_OPTIONS, apply, scope_of
 from .output import echo_json, fail, plain, say
 
 
 @click.command("add", context_settings=CONTEXT)
-@click.argument("batch")
+@click.argument("batch", shell_complete=complete_batch)
 @apply(SOURCE_OPTIONS[:1] + SOURCE_OPTIONS[3:])
 @DIR_OPTION
 @JSON_OPTION

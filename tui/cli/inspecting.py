@@ -26,6 +26,7 @@ from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import LiveProgress, NewerFormat
 from batchtui.engine.summary import DAMAGED, INTERRUPTED, summarize
 
+from .completion import complete_batch
 from .group import CONTEXT
 from .options import DIR_OPTION, scope_of
 from .output import echo_json, fail, plain, read_json
@@ -86,7 +87,7 @@ def local_time(iso: str | None) -> str:
 
 
 @click.command("show", context_settings=CONTEXT)
-@click.argument("batch", required=False)
+@click.argument("batch", required=False, shell_complete=complete_batch)
 @DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Everything as JSON on stdout.")
 @click.pass_context
@@ -177,7 +178,7 @@ def timeout_lines(config: dict[str, Any], live: LiveProgress | None) -> list[str
 
 
 @click.command("errors", context_settings=CONTEXT)
-@click.argument("batch", required=False)
+@click.argument("batch", required=False, shell_complete=complete_batch)
 @DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout: one object per group.")
 @click.pass_context
@@ -255,7 +256,7 @@ def parse_time(iso: str | None) -> datetime | None:
 
 
 @click.command("export", context_settings=CONTEXT)
-@click.argument("batch", required=False)
+@click.argument("batch", required=False, shell_complete=complete_batch)
 @click.option(
     "--status",
     type=click.Choice(["pending", "processing", "complete", "failed", "skipped"]),

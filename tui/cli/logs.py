@@ -30,6 +30,7 @@ from batchtui.engine.batches import resolve_batch
 from batchtui.engine.fmt import clean
 from batchtui.engine.logs import LogChunk, Stream, attempt_logs, follow, log_limit_of, log_path
 
+from .completion import complete_batch
 from .group import CONTEXT
 from .options import DIR_OPTION, scope_of
 from .output import fail, say
@@ -74,7 +75,7 @@ class _Printer:
 
 
 @click.command("logs", context_settings=CONTEXT)
-@click.argument("batch")
+@click.argument("batch", shell_complete=complete_batch)
 @click.argument("seq", type=click.IntRange(min=0))
 @click.option("--attempt", "-a", type=click.IntRange(min=1), help="The attempt [default: the latest].")
 @click.option("--err", "stderr", is_flag=True, help="Stderr instead of stdout.")

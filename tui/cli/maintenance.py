@@ -15,13 +15,14 @@ from batchtui.engine.files import DamagedFile
 from batchtui.engine.models import BatchState, NewerFormat
 from batchtui.engine.registry import forget, gone_batches
 
+from .completion import complete_batch
 from .group import CONTEXT
 from .options import DIR_OPTION, Number, scope_of
 from .output import echo_json, plain
 
 
 @click.command("recover", context_settings=CONTEXT)
-@click.argument("batch")
+@click.argument("batch", shell_complete=complete_batch)
 @click.option("--force", is_flag=True, help="Rebuild even when items.db looks healthy.")
 @click.option("--no-salvage", is_flag=True, help="Take nothing from the damaged items.db (only the source + results).")
 @DIR_OPTION

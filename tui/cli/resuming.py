@@ -17,6 +17,7 @@ from batchtui.engine.resume import plan_resume
 from batchtui.engine.runner import RunResult, exit_code_for
 from batchtui.tui.launch import detach_engine
 
+from .completion import complete_batch
 from .group import CONTEXT, terminal
 from .options import COMMON_OPTIONS, OPERATIONAL_OPTIONS, Number, apply, collect_flags, note_config_file, scope_of
 from .output import gate, say
@@ -25,7 +26,7 @@ from .watching import launch_tui
 
 
 @click.command("resume", context_settings=CONTEXT)
-@click.argument("batch", required=False)
+@click.argument("batch", required=False, shell_complete=complete_batch)
 @click.option("--retry-failed", is_flag=True, help="Put failed items back to pending first.")
 @click.option(
     "--rescan", is_flag=True, help="Read the batch's sources again first: new keys run, missing ones are reported."

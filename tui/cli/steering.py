@@ -17,6 +17,7 @@ from batchtui.engine.batches import resolve_batch
 from batchtui.engine.client import Applied, NotAcknowledged, send
 from batchtui.engine.models import ControlOp
 
+from .completion import complete_batch
 from .group import CONTEXT
 from .options import DIR_OPTION, JSON_OPTION, MAX_SEQ, SEQ, WAIT_OPTION, scope_of
 from .output import echo_json, fail, plain
@@ -54,7 +55,7 @@ def _control(
 
 
 @click.command("pause", context_settings=CONTEXT)
-@click.argument("batch", required=False)
+@click.argument("batch", required=False, shell_complete=complete_batch)
 @WAIT_OPTION
 @DIR_OPTION
 @JSON_OPTION
@@ -65,7 +66,7 @@ def pause_cmd(ctx: click.Context, batch: str | None, wait: float, output_dir: st
 
 
 @click.command("unpause", context_settings=CONTEXT)
-@click.argument("batch", required=False)
+@click.argument("batch", required=False, shell_complete=complete_batch)
 @WAIT_OPTION
 @DIR_OPTION
 @JSON_OPTION
@@ -76,7 +77,7 @@ def unpause_cmd(ctx: click.Context, batch: str | None, wait: float, output_dir: 
 
 
 @click.command("stop", context_settings=CONTEXT)
-@click.argument("batch", required=False)
+@click.argument("batch", required=False, shell_complete=complete_batch)
 @WAIT_OPTION
 @DIR_OPTION
 @JSON_OPTION
@@ -302,7 +303,7 @@ def _select_and_send(
 
 
 @click.command("retry", context_settings=CONTEXT)
-@click.argument("batch", required=False)
+@click.argument("batch", required=False, shell_complete=complete_batch)
 @selection_options
 def retry_cmd(
     ctx: click.Context,
@@ -333,7 +334,7 @@ def retry_cmd(
 
 
 @click.command("skip", context_settings=CONTEXT)
-@click.argument("batch")
+@click.argument("batch", shell_complete=complete_batch)
 @selection_options
 def skip_cmd(
     ctx: click.Context,
@@ -361,7 +362,7 @@ def skip_cmd(
 
 
 @click.command("prioritize", context_settings=CONTEXT)
-@click.argument("batch")
+@click.argument("batch", shell_complete=complete_batch)
 @selection_options
 def prioritize_cmd(
     ctx: click.Context,
@@ -390,7 +391,7 @@ def prioritize_cmd(
 
 
 @click.command("workers", context_settings=CONTEXT)
-@click.argument("batch")
+@click.argument("batch", shell_complete=complete_batch)
 @click.argument("n", type=click.IntRange(1, 4096))
 @WAIT_OPTION
 @DIR_OPTION

@@ -8,13 +8,14 @@ import click
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.waiting import EXIT_TIMEOUT, wait_for_end
 
+from .completion import complete_batch
 from .group import CONTEXT
 from .options import DIR_OPTION, JSON_OPTION, Number, scope_of
 from .output import echo_json, plain
 
 
 @click.command("wait", context_settings=CONTEXT)
-@click.argument("batch", required=False)
+@click.argument("batch", required=False, shell_complete=complete_batch)
 @click.option(
     "--timeout",
     type=Number("wait"),

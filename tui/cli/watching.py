@@ -21,6 +21,7 @@ from batchtui.engine.fmt import clean
 from batchtui.engine.runner import RunResult, exit_code_for
 from batchtui.engine.store.queries import ItemQueries
 
+from .completion import complete_batch
 from .group import CONTEXT, terminal
 from .inspecting import refuse_newer
 from .options import DIR_OPTION, scope_of
@@ -29,7 +30,7 @@ from .summary import finish_output
 
 
 @click.command("watch", context_settings=CONTEXT)
-@click.argument("batch", required=False)
+@click.argument("batch", required=False, shell_complete=complete_batch)
 @DIR_OPTION
 @click.option("--theme", help="TUI theme.")
 @click.pass_context
