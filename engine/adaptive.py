@@ -333,19 +333,29 @@ class TimeoutPolicy:
         return TimeoutInForce(limit_s=round(limit, 6), basis=basis, median_s=round(median, 6), **common)
 
 
-def timeout_text(t: TimeoutInForce) -> str:
-    """The timeout in force in a few words, for the views: ``timeout 30s``, ``timeout 1.5s (300%
-    of median 500ms)``, ``timeout 1s (floor; 300% of median 50ms)``, ``timeout 300%: after 10
-    successes (3 so far)``."""
+def timeout_text(t: TimeoutInForce, *, short: bool = False) -> str:
+    """The timeout in force in a few words: ``timeout 30s``, ``timeout 1.5s (300% of median
+    500ms)``, ``timeout 1s (the floor; 300% of median 50ms)``, ``timeout 300% after 10 successes
+    (3 so far)``; ``short`` (the dashboard's counts row): ``timeout 1.5s (300% of median)``,
+    ``timeout 1s (floor)``, ``timeout 300% (3/10 ok)``."""
     limit = "" if t.limit_s is None else _fmt_s(t.limit_s)
+    percent = f"{t.percent or 0:g}%"
     if t.basis == "absolute":
         return f"timeout {limit}"
     if t.basis == "learning":
-        text = f"timeout {t.percent or 0:g}% after {t.after} successes ({t.successes} so far)"
+        if short:
+            return (
+                f"timeout {limit} ({percent} from {t.after} ok)"
+                if limit
+                else f"timeout {percent} ({t.successes}/{t.after} ok)"
+            )
+        text = f"timeout {percent} after {t.after} successes ({t.successes} so far)"
         return text + (f", until then {limit}" if limit else "")
+    if short:
+        return f"timeout {limit} ({ {'floor': 'floor', 'max': 'max'}.get(t.basis, f'{percent} of median') })"
     median = _fmt_s(t.median_s or 0.0)
     reason = {"floor": "the floor; ", "max": "the max; "}.get(t.basis, "")
-    return f"timeout {limit} ({reason}{t.percent or 0:g}% of median {median})"
+    return f"timeout {limit} ({reason}{percent} of median {median})"
 
 
 def rule_text(timeout: float | None, rule: AdaptiveLimit | None) -> str | None:

@@ -78,7 +78,7 @@ class CountsRow(Horizontal):
             extra.append(f"duplicates dropped {self.manifest.duplicates_dropped:,}")
         extra.append(f"workers {live.workers}")
         if live.timeout is not None:  # --timeout P% follows the median success: what is in force now
-            extra.append(timeout_text(live.timeout))
+            extra.append(timeout_text(live.timeout, short=True))
         cluster = live.cluster
         if cluster is not None:
             where = "local dask cluster" if cluster.local else f"dask {cluster.scheduler}"
