@@ -94,18 +94,23 @@ def read_json_list(text: str) -> list[dict[str, Any]]:
     return data
 
 
-def test_a_resumed_batch_tells_only_groups_it_had_not_seen(tmp_path: Path, out_dir: Path, invoke_cli: Any) -> None:
+def test_a_resumed_batch_keeps_its_hooks_and_tells_only_groups_it_had_not_seen(
+    tmp_path: Path, out_dir: Path, invoke_cli: Any
+) -> None:
     items = tmp_path / "items.txt"
     items.write_text("a1\nb1\na2\nc1\nok1\n")
     command = FAILING.replace("*) true;;", 'c*) echo "c broke" >&2; exit 5;; *) true;;')
+    seen = tmp_path / "events.out"
+    hook = ["--on-event", "new-group,finish", f"cat >> {seen}"]
     halts = ["--workers", "1", "--cmd", command, "--max-failure-rate", "0.5", "--min-items", "2"]
-    first = invoke_cli(["run", str(items), *halts])
+    first = invoke_cli(["run", str(items), *halts, *hook])
     assert first.returncode == 3, first.stderr
     batch = only_batch(out_dir)
-    seen = tmp_path / "events.out"
-    again = invoke_cli(
-        ["resume", batch.name, "--max-failure-rate", "1", "--on-event", "new-group,finish", f"cat >> {seen}"]
-    )
+    shown = invoke_cli(["show", batch.name])
+    assert f"  Hooks:     new-group,finish: cat >> {seen}\n" in shown.stdout, shown.stdout
+    assert "each killed after 60 s (--hook-timeout)" in shown.stdout
+    seen.write_text("")
+    again = invoke_cli(["resume", batch.name, "--max-failure-rate", "1"])  # the stored hook stays
     assert again.returncode == 1, again.stderr
     events = _events(seen)
     # a2 fails as a1 did, in a group the batch had: only c1's group is new.

@@ -150,6 +150,8 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
         click.echo(("  Last seen: " if summary.stale else "  Now:       ") + progress_line(live))
     for line in timeout_lines(manifest.config, live):
         click.echo(line)
+    for line in hook_lines(manifest.config):
+        click.echo(line)
     if groups:
         click.echo("  Error groups (count, id, type, category, example; `batchtui errors` for all):")
         for g in groups:
@@ -174,6 +176,25 @@ def timeout_lines(config: dict[str, Any], live: LiveProgress | None) -> list[str
     lines = [f"  Timeout:   {setting}"]
     if rule is not None and live is not None and live.timeout is not None:
         lines.append(f"             in force: {timeout_text(live.timeout).removeprefix('timeout ')}")
+    return lines
+
+
+def hook_lines(config: dict[str, Any]) -> list[str]:
+    """``show``'s lines on the hooks: each ``--on-event`` (its events and command) and
+    ``--on-finish``, and the ``--hook-timeout`` when there is any (engine/events.py)."""
+    hooks = [
+        (",".join(str(kind) for kind in hook.get("events", [])), str(hook.get("command", "")))
+        for hook in config.get("on_event") or []
+        if isinstance(hook, dict)
+    ]
+    if config.get("on_finish"):
+        hooks.append(("finish (--on-finish)", str(config["on_finish"])))
+    lines = [
+        ("  Hooks:     " if i == 0 else "             ") + f"{plain(events)}: {plain(command)}"
+        for i, (events, command) in enumerate(hooks)
+    ]
+    if lines:
+        lines.append(f"             each killed after {config.get('hook_timeout', 60):g} s (--hook-timeout)")
     return lines
 
 
