@@ -262,6 +262,7 @@ BATCH_FILES: Final = (
     "report.json",
     "lock",
     "engine.log",
+    "events.jsonl",
 )
 BATCH_DIRS: Final = ("logs", "out", "tmp")
 

@@ -199,3 +199,16 @@ def test_bad_hooks_are_usage_errors(tmp_path: Path, invoke_cli: Any, args: list[
     items.write_text("x\n")
     proc = invoke_cli(["run", str(items), "--cmd", "true", *args])
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_events_jsonl_is_never_written_through_a_link(tmp_path: Path, out_dir: Path, invoke_cli: Any) -> None:
+    items = tmp_path / "items.txt"
+    items.write_text("bad1\nbad2\nbad3\n")
+    first = invoke_cli(["run", str(items), "--cmd", "false", "--max-failure-rate", "0.1", "--min-items", "1"])
+    assert first.returncode == 3, first.stderr
+    batch = only_batch(out_dir)
+    outside = tmp_path / "outside.txt"
+    (batch / "events.jsonl").symlink_to(outside)
+    again = invoke_cli(["resume", batch.name, "--on-event", "finish", "true"])
+    assert again.returncode == 2 and "events.jsonl is a symbolic link" in again.stderr, again.stderr
+    assert not outside.exists()
