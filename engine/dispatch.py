@@ -326,10 +326,21 @@ class Dispatcher:
     def _next_allowed(
         self, now: float, inflight: Container[int], open_keys: deque[str]
     ) -> tuple[Item, str, bool] | None:
-        """The next item whose key may take it now: (item, key, read from the store); held
-        items of open keys first, then retries whose backoff is over, then the scan."""
+        """The next item whose key may take it now: (item, key, read from the store); retries
+        whose backoff is over first (they came before), then held items of open keys, then the
+        scan."""
         limits = self.limits
         assert limits is not None
+        retries = self.retries
+        while retries and retries[0].ready <= now:
+            retry = heapq.heappop(retries)
+            key = limits.key_of(retry.item)
+            wait = limits.blocked(key, now)
+            if wait is None:
+                return retry.item, key, False
+            # Its key is over its limit: it waits for the key, the others go on.
+            retry.ready = now + (KEY_FULL_RECHECK_S if wait == math.inf else max(wait, 0.001))
+            heapq.heappush(retries, retry)
         held = self._held
         while open_keys:
             key = open_keys[0]
@@ -342,16 +353,6 @@ class Dispatcher:
                 del held[key]
             self._held_seqs.discard(item.seq)
             return item, key, True
-        retries = self.retries
-        while retries and retries[0].ready <= now:
-            retry = heapq.heappop(retries)
-            key = limits.key_of(retry.item)
-            wait = limits.blocked(key, now)
-            if wait is None:
-                return retry.item, key, False
-            # Its key is over its limit: it waits for the key, the others go on.
-            retry.ready = now + (KEY_FULL_RECHECK_S if wait == math.inf else max(wait, 0.001))
-            heapq.heappush(retries, retry)
         while len(self._held_seqs) < MAX_HELD:
             items = self._take_pending(1, inflight)
             if not items:

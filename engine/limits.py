@@ -298,3 +298,27 @@ class KeyLimits:
             )
         rows.sort(key=lambda r: (-r.waiting, -r.in_flight, -r.backoffs, r.key))
         return rows[:LIVE_KEYS]
+
+
+def _rate_text(rate: float) -> str:
+    return f"{rate:.3g}/s" if rate >= 0.1 else f"{rate * 60:.3g}/m"
+
+
+def key_limit_cells(key: KeyLimit) -> tuple[str, str, str, str, str]:
+    """One key as the dashboard's limits panel shows it: key, rate now (or, while a retry-after
+    holds the key, how long it still waits), in flight, waiting, retry-afters got."""
+    rate = f"held {key.cooldown_s:.0f}s" if key.cooldown_s >= 0.5 else _rate_text(key.rate)
+    return key.key, rate, str(key.in_flight), str(key.waiting), str(key.backoffs)
+
+
+def limit_lines(limit_by: str | None, keys: Iterable[KeyLimit]) -> list[str]:
+    """``show``'s lines on ``--limit-by``: the setting, then the busiest keys the engine last
+    wrote (rate now, in flight, waiting, retry-afters). Keys are item text: the caller cleans them."""
+    if not limit_by:
+        return []
+    lines = [f"{limit_by} (a rate and an in-flight cap per key)"]
+    for key in keys:
+        name, _, run, wait, backoffs = key_limit_cells(key)
+        rate = _rate_text(key.rate) + (f", held {key.cooldown_s:.0f}s more" if key.cooldown_s >= 0.5 else "")
+        lines.append(f"{name or '(no key)'}: {rate}, {run} in flight, {wait} waiting, retry-afters {backoffs}")
+    return lines

@@ -427,3 +427,6 @@ def test_a_429s_retry_after_is_honoured_and_its_host_slows_down(tmp_path: Path, 
     assert key["key"] == "127.0.0.1" and key["backoffs"] == len(throttled)
     assert key["rate"] < 10.0  # still below the configured rate: AIMD brings it back slowly
     assert len([1 for _t, _p, st in server.hits if st == 200]) == 4
+    shown = invoke_in_process(["show", str(batch)], out=tmp_path / "out", cwd=tmp_path)
+    assert "  Limits:    {host} 10/s,1 (a rate and an in-flight cap per key)" in shown.stdout
+    assert f"retry-afters {len(throttled)}" in shown.stdout.split("127.0.0.1: ")[1].splitlines()[0]

@@ -42,6 +42,7 @@ from ..widgets.event_log import EventLog
 from ..widgets.footer import KeyFooter
 from ..widgets.in_flight import InFlightPanel
 from ..widgets.items_table import ItemsTable
+from ..widgets.limits_panel import LimitsPanel
 from ..widgets.status import GONE, ProgressLine, TitleBar
 from .base import WorkerScreen
 from .item_filters import TABS, ItemFilters
@@ -177,6 +178,7 @@ class DashboardScreen(WorkerScreen):
             yield Charts(id="charts").data_bind(cls.live)
         with Horizontal(id="middle"):
             yield ErrorsPanel(id="errors-box").data_bind(cls.live)
+            yield LimitsPanel(id="limits-box").data_bind(cls.live, cls.manifest)  # --limit-by only
             yield InFlightPanel(clock, id="flight-box").data_bind(cls.live)
         yield Tabs(*[Tab(label, id=tab_id) for tab_id, label, _ in TABS], id="tabs")
         yield Input(placeholder="filter items by key or error text (enter to apply, escape to clear)", id="filter")
