@@ -9,6 +9,7 @@ touch the batch files: the runner is the single writer.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -275,13 +276,22 @@ class _WorkerSettings:
 
 
 def _child_main(
-    conn: multiprocessing.connection.Connection, spec_json: str, settings: _WorkerSettings, gate_parts: tuple[Any, ...]
+    conn: multiprocessing.connection.Connection,
+    spec_json: str,
+    settings: _WorkerSettings,
+    gate_parts: list[tuple[Any, ...]],
 ) -> None:
-    """Entry point of a process-pool worker: build the processor once, then serve chunks."""
+    """Entry point of a process-pool worker: build the processor once, then serve chunks, each
+    sent with the index of the shared gate it runs through."""
     die_with_parent()  # a worker never outlives its engine (kill -9 included)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when its workers stop
-    gate = SharedGate(*gate_parts)
-    signal.signal(KILL_SIGNAL, gate.on_signal)
+    gates = [SharedGate(*parts) for parts in gate_parts]
+    current = [gates[0]]  # the gate of the chunk running now: the one a kill may unwind
+
+    def on_kill(signum: int, frame: Any) -> None:
+        current[0].on_signal(signum, frame)
+
+    signal.signal(KILL_SIGNAL, on_kill)
     spec = ProcessorSpec.model_validate_json(spec_json)
     try:
         processor = build_processor(
@@ -298,26 +308,51 @@ def _child_main(
 
     while True:
         try:
-            chunk = conn.recv()
+            got = conn.recv()
         except (EOFError, OSError):
             return
-        if chunk is None:
+        if got is None:
             return
+        index, chunk = got
+        gate = current[0] = gates[index]
         try:
             run_items(processor, chunk, classifier, spec.chunked, gate, report)
         except ItemKilled:
             pass  # a kill that landed between two items: nothing of an item was lost
-        conn.send(("end", None))
+        conn.send(("end", index))
+
+
+#: Chunks a feeder keeps sent ahead to its worker process: with two, the worker goes from one
+#: chunk to the next without waiting for the round trip through the engine's feeder thread.
+AHEAD: Final = 2
+#: A chunk sent ahead that has waited this long behind a longer item goes back to the hand-off
+#: (its items not started), where any worker may take it.
+AHEAD_HOLD_S: Final = 0.05
+#: A chunk is sent ahead only if its message is at most this big: it waits in the pipe, which
+#: must never fill (the worker's outcomes could then block on the feeder, blocked on the pipe).
+AHEAD_MAX_BYTES: Final = 4096
+
+
+@dataclass(slots=True)
+class _Sent:
+    """A chunk sent to a worker process and not yet ended there."""
+
+    index: int  # of the slot's gate it runs through
+    gate: SharedGate
+    chunk: Chunk
+    at: float  # time.monotonic() it was sent
+    reported: set[int] = field(default_factory=set)  # seqs whose outcomes came
+    reclaimed: bool = False
 
 
 @dataclass
 class _Slot:
     proc: Any
     conn: multiprocessing.connection.Connection
-    gate: SharedGate
+    gates: list[SharedGate]
     thread: threading.Thread | None = None
-    chunk: Chunk | None = None
-    kills: dict[int, float] = field(default_factory=dict)  # index -> when the soft kill was sent
+    sent: collections.deque[_Sent] = field(default_factory=collections.deque)  # oldest first: it runs
+    kills: dict[tuple[int, int], float] = field(default_factory=dict)  # (gate, index) -> soft kill sent at
 
 
 class ProcessExecutor(_HandoffExecutor):
@@ -325,7 +360,10 @@ class ProcessExecutor(_HandoffExecutor):
 
     One feeder thread per process takes a chunk from the hand-off, moves its gate into the
     memory it shares with its process (:class:`SharedGate`) and forwards the outcomes as the
-    process reports them. A worker that dies (SIGKILL, out of memory, a segfault in a C
+    process reports them. It keeps a second chunk sent ahead (through a second shared gate),
+    so the process goes from one chunk to the next without waiting for this thread, as a
+    ``multiprocessing.Pool`` worker does; a chunk sent ahead that waits behind a slow item is
+    taken back (:meth:`Handoff.reclaim`) for any worker. A worker that dies (SIGKILL, out of memory, a segfault in a C
     extension) is noticed at once: its started items come back as ``WorkerLost`` (transient,
     retried), those that had not started go back to pending, and the process is replaced.
     ``kill(seq)`` unwinds the one item (:class:`ItemKilled`), which is how timeouts, skips and
@@ -335,8 +373,10 @@ class ProcessExecutor(_HandoffExecutor):
     def __init__(self, spec: ProcessorSpec, config: BatchConfig, completions: CompletionQueue) -> None:
         super().__init__(spec, config, completions)
         import multiprocessing  # only the process executor pays for it (a shell run never does)
+        from multiprocessing.reduction import ForkingPickler
 
         self.ctx = multiprocessing.get_context("spawn")
+        self._dumps = ForkingPickler.dumps
         self.slots: list[_Slot] = []
         self._closing = False
         cs = config.chunk_size
@@ -348,20 +388,21 @@ class ProcessExecutor(_HandoffExecutor):
 
     def _launch(self) -> _Slot:
         """Start a worker process; it is usable once :meth:`_ready` has heard from it."""
-        ctx = self.ctx
-        gate = SharedGate(
-            ctx.RawArray("b", self._capacity), ctx.RawArray("d", self._capacity), ctx.RawValue("i", -1), ctx.Lock()
-        )
+        ctx, cap = self.ctx, self._capacity
+        gates = [
+            SharedGate(ctx.RawArray("b", cap), ctx.RawArray("d", cap), ctx.RawValue("i", -1), ctx.Lock())
+            for _ in range(AHEAD)
+        ]
         parent, child = ctx.Pipe(duplex=True)
         proc = ctx.Process(
             target=_child_main,
-            args=(child, self.spec.model_dump_json(), self._settings, gate.parts),
+            args=(child, self.spec.model_dump_json(), self._settings, [gate.parts for gate in gates]),
             daemon=True,
             name="batchtui-pool-worker",
         )
         proc.start()
         child.close()
-        return _Slot(proc, parent, gate)
+        return _Slot(proc, parent, gates)
 
     def _ready(self, slot: _Slot) -> _Slot:
         """Wait for a launched worker to have built its processor (WorkerInitError if it could not)."""
@@ -379,39 +420,50 @@ class ProcessExecutor(_HandoffExecutor):
         self.set_workers(self.config.workers)
 
     def _feed(self, slot: _Slot) -> None:
+        """Keep ``slot``'s process fed (up to AHEAD chunks sent) and forward its outcomes."""
         handoff, put = self.handoff, self._report
+        leaving = too_big = False
         while True:
-            chunk = handoff.take()
-            if chunk is None:
-                with contextlib.suppress(OSError, ValueError):
-                    slot.conn.send(None)
-                slot.proc.join(2)
-                return
-            if len(chunk.items) > slot.gate.capacity:  # never: the runner's chunks are smaller
-                raise ValueError(f"chunk of {len(chunk.items)} over {slot.gate.capacity}")
-            if not chunk.gate.move_to(slot.gate):
-                handoff.done(chunk)  # every item was cancelled before it was sent
-                continue
-            slot.chunk = chunk
-            reported: set[int] = set()
             try:
-                slot.conn.send(chunk.items)
-                while True:
-                    if not slot.conn.poll(0.25):
-                        self._escalate(slot)
-                        continue
-                    kind, outcomes = slot.conn.recv()
-                    if kind == "end":
+                while not leaving and len(slot.sent) < (1 if too_big else AHEAD):
+                    try:  # blocks only while the process has nothing to do
+                        chunk = handoff.take(None if not slot.sent else 0)
+                    except TimeoutError:
                         break
-                    reported.update([o.seq for o in outcomes])
-                    put(outcomes)
+                    if chunk is None:
+                        leaving = True
+                    elif not self._send(slot, chunk):
+                        too_big = True  # no more sent ahead until the running chunk ends
+                if not slot.sent:
+                    if not leaving:
+                        continue
+                    with contextlib.suppress(OSError, ValueError):
+                        slot.conn.send(None)
+                    slot.proc.join(2)
+                    return
+                self._unblock(slot)
+                if not slot.conn.poll(AHEAD_HOLD_S if len(slot.sent) > 1 else 0.25):
+                    self._escalate(slot)
+                    continue
+                kind, got = slot.conn.recv()
+                head = slot.sent[0]  # the process runs its chunks in the order they were sent
+                if kind == "end":
+                    slot.sent.popleft()
+                    too_big = False
+                    for key in [k for k in slot.kills if k[0] == head.index]:
+                        del slot.kills[key]
+                    handoff.done(head.chunk)
+                else:
+                    head.reported.update([o.seq for o in got])
+                    put(got)
             except (EOFError, OSError, BrokenPipeError) as exc:
                 slot.proc.join(1)
                 text = f"worker process died ({_exit_text(slot.proc.exitcode)})"
-                put(_salvage(chunk, reported, None if isinstance(exc, EOFError) else exc, text))
-                slot.chunk = None
+                for sent in slot.sent:
+                    put(_salvage(sent.chunk, sent.reported, None if isinstance(exc, EOFError) else exc, text))
+                    handoff.done(sent.chunk)
+                slot.sent.clear()
                 slot.kills.clear()
-                handoff.done(chunk)
                 if self._closing:
                     return
                 try:  # replace the dead process and go on
@@ -419,18 +471,42 @@ class ProcessExecutor(_HandoffExecutor):
                 except Exception:
                     log.exception("could not replace a dead pool worker")
                     return
-                slot.proc, slot.conn, slot.gate = fresh.proc, fresh.conn, fresh.gate
-                continue
-            slot.chunk = None
-            slot.kills.clear()
-            handoff.done(chunk)
+                slot.proc, slot.conn, slot.gates = fresh.proc, fresh.conn, fresh.gates
+
+    def _send(self, slot: _Slot, chunk: Chunk) -> bool:
+        """Send ``chunk`` through a gate of ``slot`` that no chunk in flight uses; False when it
+        is too big to be sent ahead (it goes back to the hand-off, first in line)."""
+        index = min({*range(AHEAD)} - {sent.index for sent in slot.sent})
+        gate = slot.gates[index]
+        if len(chunk.items) > gate.capacity:  # never: the runner's chunks are smaller
+            raise ValueError(f"chunk of {len(chunk.items)} over {gate.capacity}")
+        message = self._dumps((index, chunk.items))
+        if slot.sent and len(message) > AHEAD_MAX_BYTES:
+            self.handoff.put_front(chunk)
+            return False
+        if not chunk.gate.move_to(gate):
+            self.handoff.done(chunk)  # every item was cancelled before it was sent
+            return True
+        slot.sent.append(_Sent(index, gate, chunk, time.monotonic()))
+        slot.conn.send_bytes(message)
+        return True
+
+    def _unblock(self, slot: _Slot) -> None:
+        """A chunk sent ahead that waits behind a longer item: its items not started go back to
+        the hand-off, for any worker (the process skips them: they are cancelled in its gate)."""
+        if len(slot.sent) < 2:
+            return
+        ahead = slot.sent[1]
+        if not ahead.reclaimed and time.monotonic() - ahead.at >= AHEAD_HOLD_S:
+            ahead.reclaimed = True
+            self.handoff.reclaim(ahead.chunk)
 
     def _escalate(self, slot: _Slot) -> None:
         """An item asked to die that has not unwound in KILL_ESCALATE_S: kill its process."""
         now = time.monotonic()
-        for index, sent in list(slot.kills.items()):
-            if slot.gate.state(index) != RUNNING:
-                del slot.kills[index]
+        for (gate, index), sent in list(slot.kills.items()):
+            if slot.gates[gate].state(index) != RUNNING:
+                del slot.kills[gate, index]
             elif now - sent >= KILL_ESCALATE_S:
                 log.warning("an item did not unwind %.0f s after its kill: killing its worker process", now - sent)
                 with contextlib.suppress(OSError):
@@ -462,17 +538,15 @@ class ProcessExecutor(_HandoffExecutor):
 
     def kill(self, seq: int, attempt: int | None = None) -> bool:
         for slot in self.slots:
-            chunk = slot.chunk
-            if chunk is None:
-                continue
-            for index, item in enumerate(chunk.items):
-                if item.seq == seq and (attempt is None or item.attempt == attempt):
-                    if not slot.gate.request_kill(index):
-                        return False
-                    slot.kills.setdefault(index, time.monotonic())
-                    with contextlib.suppress(OSError):
-                        os.kill(slot.proc.pid, KILL_SIGNAL)
-                    return True
+            for sent in list(slot.sent):  # a reclaimed item may be in two chunks: it runs in one
+                for index, item in enumerate(sent.chunk.items):
+                    if item.seq == seq and (attempt is None or item.attempt == attempt):
+                        if sent.gate.request_kill(index):
+                            slot.kills.setdefault((sent.index, index), time.monotonic())
+                            with contextlib.suppress(OSError):
+                                os.kill(slot.proc.pid, KILL_SIGNAL)
+                            return True
+                        break
         return False
 
     def shutdown(self, wait: float = 5.0) -> None:

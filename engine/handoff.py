@@ -182,6 +182,27 @@ class Handoff:
                 chunk.taken = True
             return chunk
 
+    def reclaim(self, chunk: Chunk) -> int:
+        """Take back the items of ``chunk`` (taken by a worker) that have not started, and queue
+        them first, as a chunk of their own, for any worker. Each is settled in the old chunk's
+        gate (cancelled: it never starts there) and moved to the new one under this lock, so the
+        runner's cancel and kill find it in exactly one place. Returns how many there were."""
+        with self._cond:
+            where = self._where
+            items = []
+            for index, item in enumerate(chunk.items):
+                w = where.get(item.seq)
+                if w is not None and w.chunk is chunk and chunk.gate.cancel(index) == QUEUED:
+                    items.append(item)
+            if not items:
+                return 0
+            fresh = Chunk(items, LocalGate(len(items)))
+            for index, item in enumerate(items):
+                where[item.seq] = _Where(fresh, index)
+            self._chunks.appendleft(fresh)
+            self._cond.notify()
+            return len(items)
+
     def done(self, chunk: Chunk) -> None:
         """The worker is finished with ``chunk``: forget where its items were."""
         with self._cond:

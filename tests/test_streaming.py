@@ -77,3 +77,55 @@ def test_quick_items_of_a_chunk_are_committed_while_its_slow_item_runs(
         thread.join(30)
     assert not thread.is_alive()
     assert committed() == list(range(8)) and logged() == list(range(8))
+
+
+def test_a_chunk_sent_ahead_behind_a_slow_item_is_run_by_another_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process executor sends a worker its next chunk before the running one ends (no idle
+    round trip between chunks); a chunk so sent that waits behind a slow item goes back to the
+    hand-off, and the other worker runs it."""
+    release = tmp_path / "release"
+    monkeypatch.setenv("BATCHTUI_TEST_HELD_SEQ", "0")
+    monkeypatch.setenv("BATCHTUI_TEST_RELEASE", str(release))
+    config = BatchConfig(
+        output_dir=str(tmp_path / "out"), workers=2, executor="process", chunk_size=1, max_attempts=1, fsync=False
+    )
+    batch = create_batch(config, build_spec([str(lines_file(tmp_path, 12))]), python_spec(f"{PROCS}:held_one"))
+    runner = BatchRunner(batch)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+
+    def committed() -> list[int]:
+        return [int(s) for (s,) in rows(batch.path, "SELECT seq FROM items WHERE status = 'complete' ORDER BY seq")]
+
+    try:
+        # Item 0 holds its worker; the chunk sent to that worker after it must not wait for it.
+        wait_until(lambda: committed() == list(range(1, 12)), timeout=15, what="items 1-11 committed")
+        assert not release.exists() and thread.is_alive()
+    finally:
+        release.touch()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert committed() == list(range(12))
+    (attempts,) = rows(batch.path, "SELECT SUM(attempts) FROM items")[0]
+    assert attempts == 12  # each item ran once: the chunk taken back did not run where it was sent
+
+
+def test_a_reclaimed_item_is_in_one_place_for_the_runner() -> None:
+    from batchtui.engine.handoff import CANCELLED, QUEUED, Handoff
+    from batchtui.engine.processors import Item
+
+    handoff = Handoff()
+    handoff.put([Item(seq, str(seq), str(seq), 1, "/tmp") for seq in range(3)])
+    chunk = handoff.take()
+    assert chunk is not None
+    assert chunk.gate.begin(0)  # item 0 runs; 1 and 2 wait behind it
+    assert handoff.reclaim(chunk) == 2
+    assert [chunk.gate.state(i) for i in range(3)] == [1, CANCELLED, CANCELLED]  # never start there
+    fresh = handoff.take()
+    assert fresh is not None and [it.seq for it in fresh.items] == [1, 2]
+    assert fresh.gate.state(0) == QUEUED
+    assert handoff.cancel([1, 0]) == [1]  # the runner takes item 1 back from its new chunk; 0 runs
+    handoff.done(chunk)  # the old chunk ends: the reclaimed item 2 is still known, in its new chunk
+    assert handoff.state(2) == QUEUED and handoff.counts() == (1, 0)
