@@ -32,6 +32,9 @@ DECREASE: Final = 0.5
 MIN_FRACTION: Final = 1 / 64
 #: What each success adds back to a slowed key's rate: this share of the configured rate.
 INCREASE: Final = 0.05
+#: A key's bucket holds this long's worth of its rate, at least one item: no burst at the rates
+#: that protect a server (up to 50/s), and a fast key is not held to one item a turn of the loop.
+BURST_S: Final = 0.02
 #: The most items in flight for one key (as --workers).
 MAX_CONCURRENCY: Final = 4096
 #: Keys with nothing in flight, nothing waiting and no slowdown are forgotten past this many
@@ -188,7 +191,7 @@ class KeyState:
 
     def refill(self, now: float) -> None:
         if now > self.stamp:
-            self.tokens = min(1.0, self.tokens + (now - self.stamp) * self.rate)
+            self.tokens = min(max(1.0, self.rate * BURST_S), self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
 
 
@@ -200,6 +203,7 @@ class KeyLimits:
         self.keys: dict[str, KeyState] = {}
         self._out: dict[int, str] = {}  # seq -> key of items handed out
         self._slowed: set[int] = set()  # handed-out seqs whose attempt got a retry-after
+        self._max_keys = MAX_KEYS  # raised when few keys could be forgotten (amortized O(1))
 
     def key_of(self, item: Item) -> str:
         return self.limit.template.render(item)
@@ -207,16 +211,25 @@ class KeyLimits:
     def _state(self, key: str, now: float) -> KeyState:
         state = self.keys.get(key)
         if state is None:
-            if len(self.keys) >= MAX_KEYS:
+            if len(self.keys) >= self._max_keys:
                 self._forget(now)
-            state = self.keys[key] = KeyState(self.limit.rate, 1.0, now)
+                # Keys still busy (slow rates, many in flight) are kept: look again only once
+                # as many more came, so a batch of a million one-item keys is not quadratic.
+                self._max_keys = max(MAX_KEYS, 2 * len(self.keys))
+            rate = self.limit.rate
+            state = self.keys[key] = KeyState(rate, max(1.0, rate * BURST_S), now)
         return state
 
     def _forget(self, now: float) -> None:
         configured = self.limit.rate
         for key, s in list(self.keys.items()):
             s.refill(now)
-            if not s.in_flight and s.rate >= configured and s.not_before <= now and s.tokens >= 1.0:
+            if (
+                not s.in_flight
+                and s.rate >= configured
+                and s.not_before <= now
+                and s.tokens >= max(1.0, s.rate * BURST_S)
+            ):
                 del self.keys[key]
 
     def blocked(self, key: str, now: float) -> float | None:

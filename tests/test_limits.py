@@ -217,11 +217,11 @@ def test_a_limited_key_never_blocks_the_others() -> None:
 
 
 def test_a_keys_concurrency_cap_counts_items_in_flight() -> None:
-    d = _dispatcher([f"http://a/{i}" for i in range(4)] + ["http://b/0"], "{host} 1000/s,2")
+    d = _dispatcher([f"http://a/{i}" for i in range(4)] + ["http://b/0"], "{host} 50/s,2")
     inflight: set[int] = set()
     t = 50.0
     out = _seqs(d.take(t, 100, 1, inflight))
-    assert out == [0, 4]  # a's token bucket has no burst: one a now
+    assert out == [0, 4]  # a's token bucket has no burst at 50/s: one a now
     inflight.update(out)
     out = _seqs(d.take(t + 1, 100, 1, inflight))
     assert out == [1]  # a is at its cap of 2 in flight
@@ -430,3 +430,24 @@ def test_a_429s_retry_after_is_honoured_and_its_host_slows_down(tmp_path: Path, 
     shown = invoke_in_process(["show", str(batch)], out=tmp_path / "out", cwd=tmp_path)
     assert "  Limits:    {host} 10/s,1 (a rate and an in-flight cap per key)" in shown.stdout
     assert f"retry-afters {len(throttled)}" in shown.stdout.split("127.0.0.1: ")[1].splitlines()[0]
+
+
+def test_a_fast_key_goes_out_in_bursts_and_a_slow_one_never_does() -> None:
+    """A key's bucket holds 20 ms of its rate (at least one item): at 1e6/s a take hands out a
+    window's worth at once (not one item a turn of the loop); at 5/s, one and then none."""
+    fast = _dispatcher([f"http://a/{i}" for i in range(100)], "{host} 1000000/s")
+    assert len(_seqs(fast.take(7.0, 64, 8, set()))) == 64
+    slow = _dispatcher([f"http://a/{i}" for i in range(100)], "{host} 5/s")
+    assert _seqs(slow.take(7.0, 64, 8, set())) == [0]
+    assert _seqs(slow.take(7.1, 64, 8, {0})) == []
+
+
+def test_idle_keys_are_forgotten_so_a_key_per_item_stays_bounded() -> None:
+    from batchtui.engine.limits import MAX_KEYS
+
+    limits = KeyLimits(parse_limit_by("{seq} 100/s"))
+    for seq in range(3 * MAX_KEYS):
+        now = seq * 0.05  # each key's bucket is full again 10 ms after its one item
+        limits.acquire(seq, str(seq), now)
+        limits.settle(set())
+    assert len(limits.keys) <= MAX_KEYS
