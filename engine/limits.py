@@ -43,6 +43,8 @@ MAX_KEYS: Final = 10_000
 #: The keys live_progress.json shows (the busiest), and the length of a key shown there.
 LIVE_KEYS: Final = 8
 LIVE_KEY_CHARS: Final = 200
+#: A longer key (a template of a long value) is kept as its start and a hash of it.
+MAX_KEY_CHARS: Final = 512
 #: Placeholders a key template may name besides a record field: the --cmd ones but {out}
 #: (a folder of the batch, one per item), and {host}.
 KEY_PLACEHOLDERS: Final = (BUILTINS - {"out"}) | {"host"}
@@ -206,7 +208,13 @@ class KeyLimits:
         self._max_keys = MAX_KEYS  # raised when few keys could be forgotten (amortized O(1))
 
     def key_of(self, item: Item) -> str:
-        return self.limit.template.render(item)
+        key = self.limit.template.render(item)
+        if len(key) > MAX_KEY_CHARS:  # a key from a long value: kept short, still one per value
+            import hashlib
+
+            digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+            key = f"{key[:LIVE_KEY_CHARS]}…{digest}"
+        return key
 
     def _state(self, key: str, now: float) -> KeyState:
         state = self.keys.get(key)

@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from batchtui.engine.config import BatchConfig, load_config
@@ -451,3 +452,30 @@ def test_idle_keys_are_forgotten_so_a_key_per_item_stays_bounded() -> None:
         limits.acquire(seq, str(seq), now)
         limits.settle(set())
     assert len(limits.keys) <= MAX_KEYS
+
+
+def test_a_long_key_is_kept_short_and_distinct() -> None:
+    limits = KeyLimits(parse_limit_by("{} 5/s"))
+    a = limits.key_of(Item(seq=0, key="a", data="x" * 100_000 + "a", attempt=1, batch_dir="/b"))
+    b = limits.key_of(Item(seq=1, key="b", data="x" * 100_000 + "b", attempt=1, batch_dir="/b"))
+    assert len(a) < 300 and a != b and a.startswith("x" * 200)
+
+
+def test_the_setting_is_stored_shown_and_checked_again_on_resume(tmp_path: Path) -> None:
+    urls = tmp_path / "urls.txt"
+    urls.write_text("http://a.example/1\nhttp://b.example/2\n")
+    out = tmp_path / "out"
+    ran = invoke_in_process(
+        ["run", str(urls), "--cmd", "true", "--headless", "--limit-by", "{host}", "50/s,2"], out=out, cwd=tmp_path
+    )
+    assert ran.returncode == 0, ran.stderr
+    (batch,) = out.iterdir()
+    assert read_live(batch)["limits"] == []  # nothing waits or was slowed at the end
+    manifest = orjson.loads((batch / "manifest.json").read_bytes())
+    assert manifest["config"]["limit_by"] == "{host} 50/s,2"
+    shown = invoke_in_process(["show", str(batch)], out=out, cwd=tmp_path)
+    assert "Limits:    {host} 50/s,2" in shown.stdout
+    refused = invoke_in_process(
+        ["resume", str(batch), "--headless", "--limit-by", "{region}", "1/s"], out=out, cwd=tmp_path
+    )
+    assert refused.returncode == 2 and "record fields (region) need CSV or JSONL sources" in refused.stderr
