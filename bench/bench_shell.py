@@ -10,7 +10,12 @@ rotates), median of --reps rounds:
   parallel  parallel --will-cite -j2 --joblog LOG true :::: items
   batchtui  batchtui run items --cmd true --headless --workers 2
 
+A real workload follows (--gzip-files, default all): gzip -n of the standard library's .py files
+(1,790 files, about 34 MB on CPython 3.11), each output to its own file, by xargs -P2, GNU
+parallel and batchtui; the outputs of every round are checked byte for byte against xargs'.
+
 Targets (issue 6): batchtui <= 1.25x xargs' time; GNU parallel >= 3x batchtui's time.
+Targets (issue 22): batchtui <= 1.0x xargs on both workloads, while durable.
 Start-up is measured on its own (bare interpreter, the CLI's imports, a 1-item run) so the
 per-item cost can be told apart from the fixed cost. No RSS sampler runs during the timed
 rounds (it would steal CPU on a 2-core machine); batchtui's peak RSS comes from its report.
@@ -20,7 +25,10 @@ CPU is user+system of the whole process tree (every reaped child included).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
+import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import (
@@ -54,6 +62,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
     ap.add_argument("--workers", type=int, default=2, help="parallel jobs for every tool [2]")
     ap.add_argument("--no-parallel", action="store_true", help="skip GNU parallel (the slowest contender)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (printed) for inspection")
+    ap.add_argument("--gzip-files", type=int, default=-1, help="stdlib files to gzip (0: skip; -1: all) [-1]")
     args = ap.parse_args(argv)
     n, j = args.items, str(args.workers)
 
@@ -173,12 +182,113 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             ("batchtui engine peak RSS (report.json)", f"{peak:.0f} MB", ""),
         ]
         print(table("Shell: batchtui start-up and per-item cost", srows))
+        if args.gzip_files:
+            srows += gzip_bench(work, args, use_parallel)
         if args.keep:
             print(f"kept {work}")
         return rows + srows
     finally:
         if not args.keep:
             cleanup(work)
+
+
+def stdlib_files(limit: int) -> list[Path]:
+    """The standard library's .py files (site-packages left out), in a stable order."""
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in lib.rglob("*.py") if "site-packages" not in p.parts and p.is_file())
+    return files if limit < 0 else files[:limit]
+
+
+def digests(folder: Path) -> list[str]:
+    """The sorted sha256 of every file in ``folder`` (the outputs, whatever their names)."""
+    return sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir())
+
+
+def gzip_bench(work: Path, args: argparse.Namespace, use_parallel: bool) -> list[tuple[str, ...]]:
+    """gzip -n of stdlib files: xargs -P2, GNU parallel and batchtui, outputs checked alike."""
+    files = stdlib_files(args.gzip_files)
+    n, j = len(files), str(args.workers)
+    size = sum(p.stat().st_size for p in files)
+    paths = work / "gzip-items.txt"
+    paths.write_text("".join(f"{p}\n" for p in files))
+    numbered = work / "gzip-numbered.txt"  # "SEQ PATH" per line, for xargs -n2
+    numbered.write_text("".join(f"{i} {p}\n" for i, p in enumerate(files)))
+    expected: list[list[str]] = []
+    counter = [0]
+
+    def fresh(name: str) -> Path:
+        counter[0] += 1
+        folder = work / f"gz-{name}-{counter[0]}"
+        folder.mkdir()
+        return folder
+
+    def verify(folder: Path, name: str) -> None:
+        got = digests(folder)
+        if not expected:
+            expected.append(got)
+        assert len(got) == n and got == expected[0], f"{name}: outputs differ from xargs'"
+        cleanup(folder)
+
+    def xargs() -> float:
+        out = fresh("xargs")
+        script = f'gzip -n -c "$1" > {out}/"$0".gz'
+        with numbered.open("rb") as fh:
+            t = run_timed(["xargs", "-P", j, "-n2", "sh", "-c", script], stdin=fh, cwd=work, rss_interval=None)
+        check(t, "xargs gzip")
+        verify(out, "xargs")
+        return t.seconds
+
+    def parallel() -> float:
+        out = fresh("parallel")
+        log = work / "gz-parallel.log"
+        cmd = ["parallel", "--will-cite", "-j", j, "--joblog", str(log), f"gzip -n -c {{}} > {out}/{{#}}.gz"]
+        t = check(run_timed([*cmd, "::::", str(paths)], cwd=work, rss_interval=None), "parallel gzip")
+        log.unlink()
+        verify(out, "parallel")
+        return t.seconds
+
+    def batchtui() -> float:
+        out, runs = fresh("batchtui"), work / f"gz-runs-{counter[0]}"
+        cmd = [
+            *BATCHTUI,
+            "run",
+            str(paths),
+            "--cmd",
+            f"gzip -n -c {{}} > {out}/{{seq}}.gz",
+            "--headless",
+            "--workers",
+            j,
+        ]
+        t = check(run_timed(cmd, env=env_for(runs), cwd=work, rss_interval=None), "batchtui gzip")
+        rep = read_json(only_batch(runs) / "report.json")
+        assert rep["totals"]["complete"] == n, rep["totals"]
+        cleanup(runs)
+        verify(out, "batchtui")
+        return t.seconds
+
+    xargs()  # warm-up (page cache) and the reference outputs
+    runners: dict[str, Callable[[], float]] = {"xargs": xargs, "batchtui": batchtui}
+    if use_parallel:
+        runners["parallel"] = parallel
+    times = interleave(args.reps, runners)
+    t_x, t_b = median(times["xargs"]), median(times["batchtui"])
+    r_x = t_b / t_x
+    rows: list[tuple[str, ...]] = [
+        ("contender", "time (median, range)", "items/s", "vs target"),
+        (f"xargs -P{j} -n2 sh -c 'gzip -n -c ...'", spread(times["xargs"]), per_s(n, t_x), ""),
+    ]
+    if use_parallel:
+        t_p = median(times["parallel"])
+        rows.append((f"parallel -j{j} --joblog 'gzip ...'", spread(times["parallel"]), per_s(n, t_p), ""))
+    rows += [
+        (f"batchtui run --cmd 'gzip ...' -j{j}", spread(times["batchtui"]), per_s(n, t_b), ""),
+        ("batchtui / xargs", f"{r_x:.2f}x", "", f"<= 1.0  {verdict(r_x, 1.0, at_most=True)}"),
+    ]
+    if use_parallel:
+        rows.append(("parallel / batchtui", f"{median(times['parallel']) / t_b:.2f}x", "", ""))
+    title = f"Shell: gzip -n of {n:,} stdlib .py files ({size / 1e6:.1f} MB), outputs identical ({machine_line()})"
+    print(table(title, rows))
+    return rows
 
 
 if __name__ == "__main__":
