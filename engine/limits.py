@@ -1,7 +1,7 @@
 """Limits per key: ``--limit-by TEMPLATE RATE[,CONCURRENCY]``, and how a retry-after slows a key.
 
 Each item has a key, its template rendered for it (``'{host}'``: the host of a line's URL), and
-each key its own token bucket (``RATE``, no burst, as ``--rate``) and cap on the items in flight
+each key its own token bucket (``RATE``; :data:`BURST_S` of it at once) and cap on the items in flight
 (``CONCURRENCY``), on top of the global ``--rate`` and ``--workers``. The dispatcher asks
 :meth:`KeyLimits.blocked` before it hands an item out and sets aside an item whose key is over
 its limit, so the other keys' items go on (no head-of-line blocking).
