@@ -22,7 +22,6 @@ from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.files import DamagedFile
 from batchtui.engine.fmt import clean
-from batchtui.engine.limits import limit_lines
 from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import LiveProgress, NewerFormat
 from batchtui.engine.summary import DAMAGED, INTERRUPTED, summarize
@@ -153,6 +152,8 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
         click.echo(line)
     for line in hook_lines(manifest.config):
         click.echo(line)
+    from batchtui.engine.limits import limit_lines  # loads the template's code: show only, not ls
+
     for i, line in enumerate(limit_lines(manifest.config.get("limit_by"), live.limits if live is not None else [])):
         click.echo(("  Limits:    " if i == 0 else "             ") + plain(line))
     if groups:
