@@ -25,8 +25,10 @@ How the figures are made, and why:
 - **Stalled**: when nothing has finished for longer than ``max(STALL_FLOOR_S, STALL_FACTOR x
   the recent p90 of the gap between completions, of the durations, and of 1/--rate)`` while
   items run, the batch is stalled: the ETA is unknown (None) and ``stalled_s`` says for how
-  long nothing has finished. Before anything finished there is no "usual" yet: the floor
-  applies. A pause or items waiting out a backoff (nothing running) is not a stall.
+  long nothing has finished. Before anything finished there is no "usual" yet, and a batch
+  of 2-minute calls must not say "stalled" (nor page an operator through ``--on-event stall``)
+  at every start: until the first item ends the threshold is :data:`STALL_FIRST_S`. A pause or
+  items waiting out a backoff (nothing running) is not a stall.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ Z: Final = 1.96
 STALL_FLOOR_S: Final = 10.0
 #: ... or for this many times the usual gap between completions (its recent p90).
 STALL_FACTOR: Final = 3.0
+#: Before any item of the run ended there is no usual duration: only this long is a stall.
+STALL_FIRST_S: Final = 300.0
 #: A range no wider than this share of its middle (or a second) is shown as one figure.
 TIGHT_SHARE: Final = 0.1
 
@@ -140,7 +144,8 @@ class EtaEstimator:
     def stall_after(self, rate_limit: float | None = None) -> float:
         """How long nothing may finish before the run counts as stalled."""
         usual = max(_p90(self._gaps), _p90(self._durations), 1.0 / rate_limit if rate_limit else 0.0)
-        return max(STALL_FLOOR_S, STALL_FACTOR * usual)
+        floor = STALL_FLOOR_S if self._durations or self._last_finish is not None else STALL_FIRST_S
+        return max(floor, STALL_FACTOR * usual)
 
     def estimate(
         self,

@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from .adaptive import TimeoutPolicy
 from .batchdir import HOST, BatchDir, BatchLock, now_iso
 from .committer import CommitJob, Committer
-from .adaptive import TimeoutPolicy
 from .config import BatchConfig, stored_config
 from .control import ControlWatcher
 from .dispatch import Dispatcher
@@ -374,7 +374,12 @@ class RunState:
         queued, running = self.executor.counts() if self.executor is not None else (0, 0)
         started = self.executor.started if self.executor is not None else None
         in_flight = in_flight_view(list(self._inflight.values()), started) if self._inflight else []
-        eta = self._eta(c.pending + c.processing, running)
+        # A stopped or halted batch has no ETA (its items wait for a resume, not for time).
+        eta = (
+            Eta(0.0)
+            if self.state in (BatchState.STOPPED, BatchState.HALTED)
+            else self._eta(c.pending + c.processing, running)
+        )
         for note in self.events.observe(eta.stalled_s, running):  # a hook that failed: logged already
             self.warnings.append(f"{now_iso()} {note}")
         self._refresh_errors()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from batchtui.engine.eta import STALL_FLOOR_S, Eta, EtaEstimator, eta_text
+from batchtui.engine.eta import STALL_FIRST_S, STALL_FLOOR_S, Eta, EtaEstimator, eta_text
 from batchtui.engine.models import BatchState, LiveProgress
 from batchtui.tui.cli.progress import progress_line
 
@@ -191,12 +191,21 @@ def test_a_pause_or_a_backoff_with_nothing_running_is_no_stall() -> None:
     assert est.estimate(last + 60, remaining=10, running=[], waiting=[30.0]).stalled_s is None
 
 
-def test_before_anything_finished_the_floor_applies() -> None:
+def test_before_anything_finished_only_a_long_wait_is_a_stall() -> None:
+    # No usual duration yet: items of 2 minutes are not "stalled" at 10 s, a run where nothing
+    # ended in STALL_FIRST_S is.
     est = EtaEstimator()
     est.finished(0, 100.0)
     assert est.estimate(105.0, remaining=4, running=[5.0, 5.0]) == Eta(0.0)  # unknown, not stalled
-    hung = est.estimate(100.0 + STALL_FLOOR_S + 1, remaining=4, running=[11.0, 11.0])
-    assert hung.stalled_s == pytest.approx(STALL_FLOOR_S + 1)
+    slow = est.estimate(100.0 + 120, remaining=4, running=[120.0, 120.0])
+    assert slow.stalled_s is None and STALL_FIRST_S > 120
+    hung = est.estimate(100.0 + STALL_FIRST_S + 1, remaining=4, running=[301.0, 301.0])
+    assert hung.stalled_s == pytest.approx(STALL_FIRST_S + 1)
+    # Once one item ended, the floor is the usual one.
+    est.durations([0.5])
+    est.finished(1, 400.0)
+    late = est.estimate(400.0 + STALL_FLOOR_S + 1, remaining=3, running=[11.0, 11.0])
+    assert late.stalled_s == pytest.approx(STALL_FLOOR_S + 1)
 
 
 def live(**update: object) -> LiveProgress:
@@ -232,7 +241,9 @@ def test_a_batch_whose_workers_all_hang_says_stalled(
     items = tmp_path / "items.txt"
     items.write_text("".join(f"row-{i}\n" for i in range(4)))
     log = tmp_path / "headless.log"
-    args = ["run", str(items), "--cmd", "sleep 30", "--workers", "2", "--headless", "--progress-interval", "0.5"]
+    # Two items end at once (a usual duration exists), then both workers hang.
+    cmd = "case {} in row-0|row-1) ;; *) sleep 30 ;; esac"
+    args = ["run", str(items), "--cmd", cmd, "--workers", "2", "--headless", "--progress-interval", "0.5"]
     with log.open("w") as err:
         engine = subprocess.Popen(
             [*CLI, *args, "--grace", "0"],

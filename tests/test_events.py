@@ -154,14 +154,14 @@ def test_a_stall_is_told_once(tmp_path: Path, out_dir: Path, invoke_cli: Any, mo
     # an item runs. The item waits for a file the stall hook makes, so the run goes on after it.
     monkeypatch.setattr(eta, "STALL_FLOOR_S", 0.5)
     items = tmp_path / "items.txt"
-    items.write_text("one\n")
+    items.write_text("one\ntwo\n")  # one ends at once (a usual duration), two waits
     go, seen = tmp_path / "go", tmp_path / "stall.out"
     proc = invoke_cli(
         [
             "run",
             str(items),
             "--cmd",
-            f"for i in $(seq 400); do [ -e {go} ] && exit 0; sleep 0.05; done; exit 1",
+            f"[ {{}} = one ] && exit 0; for i in $(seq 400); do [ -e {go} ] && exit 0; sleep 0.05; done; exit 1",
             "--on-event",
             "stall",
             f"cat >> {seen}; touch {go}",
