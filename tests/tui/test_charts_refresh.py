@@ -130,9 +130,13 @@ def test_the_in_flight_rows_are_updated_in_place(tmp_path: Path) -> None:
             # Fewer items: the rows left over are blanked, not removed (no layout).
             assert list(table.rows) == keys
             assert [str(table.get_cell_at((i, 0))) for i in range(3)] == ["7", "", ""]
-            panel.live = live.model_copy(update={"in_flight": []})  # none in flight: no rows
+            panel.live = live.model_copy(update={"in_flight": []})  # none for a moment: blanked
             await pilot.pause()
-            assert table.row_count == 0
+            assert list(table.rows) == keys
+            assert [str(table.get_cell_at((i, 0))) for i in range(3)] == ["", "", ""]
+            panel.live = live.model_copy(update={"in_flight": [], "state": BatchState.FINISHED})
+            await pilot.pause()
+            assert table.row_count == 0  # the batch is over: no rows
 
     run(body)
 

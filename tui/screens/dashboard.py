@@ -25,7 +25,7 @@ from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
 from textual.reactive import var
 from textual.timer import Timer
-from textual.widgets import Input, Tab, Tabs
+from textual.widgets import Input, Tabs
 
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.client import ACK_TIMEOUT_S
@@ -42,6 +42,7 @@ from ..widgets.event_log import EventLog
 from ..widgets.footer import KeyFooter
 from ..widgets.in_flight import InFlightPanel
 from ..widgets.items_table import ItemsTable
+from ..widgets.labels import FigureTab
 from ..widgets.limits_panel import LimitsPanel
 from ..widgets.status import GONE, ProgressLine, TitleBar
 from .base import WorkerScreen
@@ -180,7 +181,7 @@ class DashboardScreen(WorkerScreen):
             yield ErrorsPanel(id="errors-box").data_bind(cls.live)
             yield LimitsPanel(id="limits-box").data_bind(cls.live, cls.manifest)  # --limit-by only
             yield InFlightPanel(clock, id="flight-box").data_bind(cls.live)
-        yield Tabs(*[Tab(label, id=tab_id) for tab_id, label, _ in TABS], id="tabs")
+        yield Tabs(*[FigureTab(label, id=tab_id) for tab_id, label, _ in TABS], id="tabs")
         yield Input(placeholder="filter items by key or error text (enter to apply, escape to clear)", id="filter")
         yield ItemsTable(self.batch.items_db, id="items")
         yield EventLog(self.batch, clock, id="events").data_bind(cls.live, cls.engine)

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 
 from batchtui.engine.batchdir import parse_iso
 from batchtui.engine.fmt import fmt_duration
-from batchtui.engine.models import LiveProgress
+from batchtui.engine.models import ACTIVE_STATES, LiveProgress
 
 from ..text import cut_middle, plain
 
@@ -92,11 +92,12 @@ class InFlightPanel(Vertical):
         # with fast items the whole set changes 4 times a second, and a cleared and refilled
         # table is measured again and repainted whole (time an engine in this app's thread
         # does not get). Rows are added at the end; when fewer items are in flight the rows
-        # left over are blanked, not removed (a removed row lays the screen out again), until
-        # none is in flight.
+        # left over are blanked, not removed (a removed row lays the screen out again), while
+        # the batch is active (none in flight for a moment between two chunks blanks them all);
+        # they go once it is not.
         table = self.query_one("#inflight", DataTable)
         old = self._rows
-        if not rows:
+        if not rows and (live.state not in ACTIVE_STATES or not old):
             table.clear()
             self._rows = rows
             self._widest.clear()

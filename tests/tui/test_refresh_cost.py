@@ -1,0 +1,176 @@
+"""What a progress update costs the dashboard (issue 19, point 6): with the engine in the app's
+worker thread every repaint, layout and recompose is time the engine does not get (one GIL).
+Counted, not timed: an update where nothing changed repaints nothing; one where a single figure
+changed repaints that figure's widget alone and lays nothing out; a figure that grows digit by
+digit lays the screen out once; the footer composes its keys once per change of what it shows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widget import Widget
+
+from batchtui.engine.files import read_model
+from batchtui.engine.models import BatchState, LiveProgress
+from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.messages import LiveUpdated
+from batchtui.tui.screens.dashboard import DashboardScreen
+from batchtui.tui.widgets.footer import FooterKey, KeyFooter
+
+from .conftest import run
+from .fixtures import FROZEN, make_batch
+
+
+class Refreshes:
+    """Widget.refresh calls while counting: (widget, layout) each."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, bool]] = []
+        self.counting = False
+        original = Widget.refresh
+
+        def refresh(widget: Widget, *regions: Any, layout: bool = False, **kwargs: Any) -> Any:
+            if self.counting:
+                self.calls.append((widget.id or type(widget).__name__, layout))
+            return original(widget, *regions, layout=layout, **kwargs)
+
+        monkeypatch.setattr(Widget, "refresh", refresh)
+
+    def widgets(self) -> Counter[str]:
+        return Counter(name for name, _layout in self.calls)
+
+    def layouts(self) -> list[str]:
+        return [name for name, layout in self.calls if layout]
+
+
+def _app(tmp_path: Path) -> BatchtuiApp:
+    return BatchtuiApp(
+        output_dir=tmp_path, watch_files=False, clock=lambda: FROZEN, handle_hangup=False, strict_display=True
+    )
+
+
+async def _settled(pilot: Any) -> None:
+    for _ in range(3):
+        await pilot.pause()
+
+
+def test_an_update_where_nothing_changed_repaints_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    live = read_model(batch / "live_progress.json", LiveProgress)
+    seen = Refreshes(monkeypatch)
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = DashboardScreen(batch)
+            await app.push_screen(screen)
+            await _settled(pilot)
+            seen.counting = True
+            for _ in range(5):  # the engine wrote the file again: the same figures
+                screen.post_message(LiveUpdated(batch, live.model_copy(deep=True)))
+                await pilot.pause()
+            await _settled(pilot)
+            assert seen.calls == []
+
+    run(body)
+
+
+def test_an_update_where_one_figure_changed_repaints_that_widget_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    live = read_model(batch / "live_progress.json", LiveProgress)
+    seen = Refreshes(monkeypatch)
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = DashboardScreen(batch)
+            await app.push_screen(screen)
+            await _settled(pilot)
+            seen.counting = True
+            for mb in (80.0, 81.0, 1200.0):  # the memory figure: its label only (the file has a history)
+                memory = live.memory.model_copy(update={"rss_mb": mb})
+                screen.post_message(LiveUpdated(batch, live.model_copy(update={"memory": memory})))
+                await pilot.pause()
+            await _settled(pilot)
+            assert seen.widgets() == Counter({"mem-label": 3})
+            assert seen.layouts() == []
+
+    run(body)
+
+
+def test_a_growing_figure_lays_the_screen_out_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """complete 7, 95, 4,021... of 500,000: the count widens once (to the batch's total); the tab
+    with the figure only when it grows past its widest, never when it shrinks."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    live = read_model(batch / "live_progress.json", LiveProgress)
+    total = 500_000
+    seen = Refreshes(monkeypatch)
+
+    def at(complete: int) -> LiveProgress:
+        counts = live.counts.model_copy(
+            update={"total": total, "pending": total - complete, "complete": complete, "failed": 0, "skipped": 0}
+        )
+        return live.model_copy(update={"counts": counts, "total": total})
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = DashboardScreen(batch)
+            await app.push_screen(screen)
+            await _settled(pilot)
+            screen.post_message(LiveUpdated(batch, at(7)))
+            await _settled(pilot)
+            seen.counting = True
+            laid_out: dict[str, list[int]] = {}  # the figures at which a widget asked for a layout
+            for complete in (95, 4_021, 77_777, 123_456, 99_999, 12_345, 123_456):
+                screen._tabs_stamp = 0.0  # the tabs' counts are due (once a second)
+                screen.post_message(LiveUpdated(batch, at(complete)))
+                await _settled(pilot)
+                for name in set(seen.layouts()):
+                    laid_out.setdefault(name, []).append(complete)
+                seen.calls.clear()
+            assert laid_out["count-complete"] == [4_021]  # at once for 500,000 (the file's 168 had room for 95)
+            assert "count-pending" not in laid_out  # a figure that shrinks keeps its room
+            assert laid_out["tab-complete"] == [4_021, 77_777, 123_456]  # past its widest only
+            label = str(screen.query_one("#count-complete").render())
+            assert label.strip() == "complete 123,456"
+
+    run(body)
+
+
+def test_the_footer_composes_once_per_change_of_its_keys(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = DashboardScreen(batch)
+            await app.push_screen(screen)
+            await _settled(pilot)
+            footer = screen.query_one(KeyFooter)
+            before = footer.compositions
+            assert before >= 1
+            for _ in range(6):  # Textual's Footer recomposed on each
+                screen.refresh_bindings()
+                await pilot.pause()
+            await _settled(pilot)
+            assert footer.compositions == before
+            # The errors table takes the focus: its keys instead of the items table's (a real
+            # change), with the screen's bindings refreshed 3 times more meanwhile.
+            await pilot.press("e")
+            for _ in range(3):
+                screen.refresh_bindings()
+            await _settled(pilot)
+            assert footer.compositions == before + 1
+            assert "Mark" not in [key.description for key in footer.query(FooterKey)]
+            await pilot.press("i")  # back to the items
+            await _settled(pilot)
+            assert footer.compositions == before + 2
+            assert "Mark" in [key.description for key in footer.query(FooterKey)]
+
+    run(body)
