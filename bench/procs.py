@@ -30,3 +30,11 @@ def spin(item: Any) -> None:
     x = 0
     for i in range(_SPIN):
         x += i
+
+
+_NAP_S = float(os.environ.get("BENCH_NAP_S", "0.01"))
+
+
+def nap(item: Any) -> None:
+    """Sleeps $BENCH_NAP_S seconds (10 ms by default): an item whose time is all waiting."""
+    time.sleep(_NAP_S)

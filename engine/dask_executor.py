@@ -7,8 +7,9 @@ dask at import time, so importing batchtui never imports dask; the worker side
 How it works. The engine stays the single writer of the batch directory, and the control
 contract (DESIGN section 6) holds here as on the local executors: work the runner hands out
 waits in the engine, in a :class:`~.handoff.Handoff`, not in dask. A dispatcher thread takes a
-chunk from it only when the cluster has room (two tasks per worker thread: the one running and
-the next, waiting on its worker so the thread never idles for a round trip; never a deep queue)
+chunk from it only when the cluster has room (three tasks per worker thread: the one running and
+two waiting on its worker, so the thread never idles for a round trip through the scheduler and
+this engine, even on a busy machine; never a deep queue)
 and submits it as one task, ``run_chunk(spec, chunk, key)``. On the worker each item starts
 only through that worker process's gate (:class:`~.dask_worker.WorkerGates`), which the engine
 reaches with a broadcast:
@@ -102,6 +103,10 @@ log = logging.getLogger("batchtui.engine.dask")
 
 INFO_INTERVAL_S: Final = 1.0
 SWEEP_AFTER_S: Final = 5.0
+#: Tasks in flight per worker thread: with two, a thread idled whenever the round trip (its
+#: worker, the scheduler, this engine's collector and dispatcher) outlasted one task (about 20 ms
+#: of work) on a busy machine.
+TASKS_PER_THREAD: Final = 3
 #: How long after a restart of ours a task lost with that worker is put down to the restart.
 RESTART_WINDOW_S: Final = 30.0
 
@@ -387,11 +392,11 @@ class DaskExecutor:
     # -- threads -------------------------------------------------------------------------------
 
     def _capacity(self) -> int:
-        """Tasks in flight: two per worker thread of the cluster, one running and the next
-        waiting on its worker (behind its gate), so a thread never idles for a round trip."""
+        """Tasks in flight: TASKS_PER_THREAD per worker thread of the cluster, one running and the
+        next ones waiting on its worker (behind its gate), so a thread never idles for a round trip."""
         info = self._cluster_info
         threads = info.threads if info is not None and info.threads else self.config.workers
-        return 2 * max(1, threads)
+        return TASKS_PER_THREAD * max(1, threads)
 
     def _held(self) -> bool:  # lock held
         return self._holding > 0

@@ -1,0 +1,121 @@
+"""The dask executor on an existing cluster against a bare ``client.map`` + ``as_completed``
+(issue 22.3).
+
+    python -m bench.bench_dask_map [--items 2000] [--ms 10] [--reps 3] [--workers 2]
+
+One LocalCluster (--workers processes, one thread each) is started here and left running for
+every round; each contender connects to it as a client would, from its own process:
+
+  bare      python -c: Client(addr); for f in as_completed(client.map(work, items, pure=False)):
+            f.result()   (each item sleeps --ms, a function importable on the workers)
+  batchtui  batchtui run items --call bench/procs.py:nap --executor dask --scheduler addr
+
+Interleaved round by round, median of --reps. Time: the whole process (connect, run, results).
+Target: batchtui <= 1.05x the bare client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+
+from bench.common import (
+    BATCHTUI,
+    PROCS,
+    check,
+    cleanup,
+    env_for,
+    interleave,
+    machine_line,
+    median,
+    only_batch,
+    per_s,
+    read_json,
+    run_timed,
+    spread,
+    table,
+    verdict,
+    workdir,
+    write_lines,
+)
+
+TARGET = 1.05
+
+BARE = r"""
+import sys
+sys.path.insert(0, {bench!r})
+from distributed import Client, as_completed
+from procs import nap
+with Client({addr!r}) as client:
+    done = 0
+    for future in as_completed(client.map(nap, range({n}), pure=False)):
+        future.result()
+        done += 1
+assert done == {n}
+"""
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=2000, help="items [2000]")
+    ap.add_argument("--ms", type=float, default=10.0, help="milliseconds each item sleeps [10]")
+    ap.add_argument("--reps", type=int, default=3, help="rounds; the median is reported [3]")
+    ap.add_argument("--workers", type=int, default=2, help="worker processes of the cluster [2]")
+    args = ap.parse_args(argv)
+    if importlib.util.find_spec("distributed") is None:
+        print("bench_dask_map: dask is not installed (pip install 'batchtui[dask]'); skipped")
+        return []
+    from distributed import LocalCluster
+
+    n, j = args.items, args.workers
+    work = workdir("bt-daskmap-")
+    os.environ["BENCH_NAP_S"] = str(args.ms / 1000)  # the workers inherit it
+    sys.path.insert(0, str(PROCS.parent))  # the workers import bench/procs.py as `procs`
+    cluster = LocalCluster(n_workers=j, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        addr = cluster.scheduler_address
+        items = write_lines(work / "items.txt", n)
+        env = env_for(work / "py")
+        counter = [0]
+
+        def bare() -> float:
+            code = BARE.format(bench=str(PROCS.parent), addr=addr, n=n)
+            return check(run_timed([sys.executable, "-c", code], env=env, cwd=work, rss_interval=None), "bare").seconds
+
+        def batchtui() -> float:
+            counter[0] += 1
+            out = work / f"out{counter[0]}"
+            cmd = [
+                *BATCHTUI, "run", str(items), "--call", f"{PROCS}:nap", "--executor", "dask",
+                "--scheduler", addr, "--workers", str(j), "--headless",
+            ]  # fmt: skip
+            t = check(run_timed(cmd, env=env_for(out), cwd=work, rss_interval=None), "batchtui")
+            rep = read_json(only_batch(out) / "report.json")
+            assert rep["totals"]["complete"] == n, rep["totals"]
+            cleanup(out)
+            return t.seconds
+
+        bare()  # warm-up: the workers import what they need once
+        batchtui()
+        times = interleave(args.reps, {"bare": bare, "batchtui": batchtui})
+        t_bare, t_b = median(times["bare"]), median(times["batchtui"])
+        ratio = t_b / t_bare
+        rows: list[tuple[str, ...]] = [
+            ("contender", "time (median, range)", "items/s", "vs target"),
+            ("client.map + as_completed (bare)", spread(times["bare"]), per_s(n, t_bare), ""),
+            (f"batchtui --executor dask --scheduler -j{j}", spread(times["batchtui"]), per_s(n, t_b), ""),
+            ("batchtui / bare", f"{ratio:.2f}x", "", f"<= {TARGET}  {verdict(ratio, TARGET, at_most=True)}"),
+            ("ideal (items x ms / workers)", f"{n * args.ms / 1000 / j:.2f} s", "", ""),
+        ]
+        title = f"Dask, an existing {j}-worker cluster: {n:,} items of {args.ms:g} ms ({machine_line()})"
+        print(table(title, rows))
+        return rows
+    finally:
+        cluster.close()
+        cleanup(work)
+
+
+if __name__ == "__main__":
+    main()
