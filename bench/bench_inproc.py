@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             rows += [
                 ("batchtui --executor process, end to end", spread(times["process"]), per_s(n, t_proc), ""),
                 ("  of which: run phase (report.json duration_s)", f"{run_proc:.2f} s", per_s(n, run_proc), ""),
+                ("process / thread, run phase", f"{run_proc / run_thr:.2f}x", "", ""),
             ]
         r_e2e, r_run = t_thr / t_bare, run_thr / t_map
         rows += [

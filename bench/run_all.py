@@ -27,6 +27,8 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
     steps: list[tuple[str, list[str]]] = [
         ("bench_shell", ["--reps", "3" if quick else "5"]),
         ("bench_inproc", ["--reps", "2" if quick else "5"]),
+        ("bench_pool", ["--reps", "3" if quick else "5"]),
+        ("bench_dask_map", ["--items", "1000" if quick else "2000", "--reps", "2" if quick else "3"]),
         ("bench_durability", ["--reps", "2" if quick else "3"]),
         ("bench_scale", ["--items", "100000" if quick else "1000000"]),
     ]
@@ -72,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="scale on 100,000 items, watch on 50,000, fewer rounds elsewhere"
     )
     ap.add_argument(
-        "--only", default="", help="comma list of benches to run (shell,inproc,durability,scale,tui_table,watch,app)"
+        "--only",
+        default="",
+        help="comma list of benches to run (shell,inproc,pool,dask_map,durability,scale,tui_table,watch,app)",
     )
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.txt", help="combined text [bench/results/latest.txt]")
     args = ap.parse_args(argv)
