@@ -37,7 +37,7 @@ from batchtui.engine.resume import ResumePlan, plan_resume
 from batchtui.engine.runner import EXIT_INTERRUPTED, BatchRunner, RunResult
 
 from .commands import ActionsProvider
-from .glyphs import ASCII_CLASS, ascii_terminal, to_ascii
+from .glyphs import ASCII_CLASS, ascii_driver, ascii_terminal
 from .hangup import TerminalWatch, silence_terminal, tty_gone
 from .keys import key_entries
 from .messages import EngineFinished
@@ -107,6 +107,8 @@ class BatchtuiApp(App[int]):
         super().__init__()
         #: The terminal gets ASCII only (tui/glyphs.py; None: decided from the locale).
         self.ascii_only = ascii_terminal() if ascii_only is None else ascii_only
+        if self.ascii_only:
+            self.driver_class = ascii_driver(self.driver_class)
         self.output_dir = output_dir
         self.initial_batch = batch
         self.runner = runner
@@ -136,7 +138,6 @@ class BatchtuiApp(App[int]):
     def on_mount(self) -> None:
         if self.ascii_only:
             self.add_class(ASCII_CLASS)
-            self._ascii_output()
         themes, problems = load_themes()
         for theme in themes.values():
             self.register_theme(theme)
@@ -161,19 +162,6 @@ class BatchtuiApp(App[int]):
             self.push_screen(DashboardScreen(self.initial_batch))
         else:
             self.push_screen(BrowserScreen(self.output_dir))
-
-    def _ascii_output(self) -> None:
-        """Every frame written to the terminal through :func:`to_ascii`: Textual's own borders,
-        tabs and scrollbars are drawn in box characters whatever the locale."""
-        driver = self._driver
-        if driver is None:
-            return
-        write = driver.write
-
-        def ascii_write(data: str) -> None:
-            write(to_ascii(data))
-
-        driver.write = ascii_write  # type: ignore[method-assign]
 
     def get_key_display(self, binding: Binding) -> str:
         shown = super().get_key_display(binding)

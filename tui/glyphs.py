@@ -9,7 +9,8 @@ terminal's promise is read from the locale variables the user set, as POSIX rank
 terminals are today).
 
 In ASCII mode the app's charts draw with an ASCII ramp, and every frame the app writes to the
-terminal goes through :func:`to_ascii`, so Textual's own borders, tabs and scrollbars follow.
+terminal goes through :func:`to_ascii` (the app's driver class is :func:`ascii_driver` of
+Textual's), so Textual's own borders, tabs and scrollbars follow.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from collections.abc import Mapping
 from typing import Final
 
 from rich.cells import cell_len
+from textual.driver import Driver
 
-__all__ = ["ASCII_BARS", "ASCII_CLASS", "UNICODE_BARS", "ascii_terminal", "to_ascii"]
+__all__ = ["ASCII_BARS", "ASCII_CLASS", "UNICODE_BARS", "ascii_driver", "ascii_terminal", "to_ascii"]
 
 #: The app's CSS class in ASCII mode (what a widget that draws asks).
 ASCII_CLASS: Final = "-ascii"
@@ -88,3 +90,14 @@ def to_ascii(text: str) -> str:
         return out
     # A wide character (CJK) takes two cells, a combining one none: the layout stays as drawn.
     return "".join(ch if ch.isascii() else "?" * cell_len(ch) for ch in out)
+
+
+def ascii_driver(base: type[Driver]) -> type[Driver]:
+    """``base`` (the terminal driver Textual chose) writing every frame through :func:`to_ascii`."""
+
+    class AsciiDriver(base):  # type: ignore[valid-type,misc]
+        def write(self, data: str) -> None:
+            super().write(to_ascii(data))
+
+    AsciiDriver.__name__ = AsciiDriver.__qualname__ = f"Ascii{base.__name__}"
+    return AsciiDriver

@@ -4,7 +4,9 @@ Both are generated from the bindings that are live on the screen (the focused wi
 its parents', the screen's and the app's, with the user's keymap applied), never from a
 hand-kept copy, so a key added to a screen shows in both at once. Textual's public
 ``active_bindings`` keeps one binding a key (the focused table's ``space`` hides the screen's),
-so the chain it is made from is read instead, each node's bindings whole.
+so the chain it is made from is read instead, each node's bindings whole (the one private
+name used: Textual has no public list of a node's bindings with the user's keymap applied).
+Whether an action applies is asked of the node it runs on through its public ``check_action``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from textual.actions import parse
 from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.screen import Screen
@@ -45,6 +48,14 @@ class KeyEntry:
         return self.action.partition("(")[0]
 
 
+def _action_state(node: DOMNode, action: str) -> bool | None:
+    """What ``check_action`` says of ``action`` bound on ``node`` (``app.``, ``screen.`` and
+    ``focused.`` name the node it is run on, as Textual's action namespaces do)."""
+    namespace, name, parameters = parse(action)
+    target = getattr(node.app, namespace, None) if namespace in ("app", "screen", "focused") else node
+    return (target or node).check_action(name, parameters)
+
+
 def _rank(node: DOMNode, screen: Screen[Any]) -> int:
     if node is screen:
         return 0
@@ -56,13 +67,12 @@ def _rank(node: DOMNode, screen: Screen[Any]) -> int:
 def key_entries(screen: Screen[Any]) -> list[KeyEntry]:
     """The screen's keys: its own first (in the order it binds them), then the focused
     widget's, then the app's; keys bound to the same action of the same node are one entry."""
-    app = screen.app
     grouped: dict[tuple[int, str], list[tuple[str, Binding, bool, DOMNode]]] = {}
     for node, bindings in screen._modal_binding_chain:
         for key, binding in bindings:
             # check_action: None is greyed, False hidden from the footer (the detail's stream
             # switch while no output shows); either way the key is listed, as not applying now.
-            state = app._check_action_state(binding.action, node)
+            state = _action_state(node, binding.action)
             grouped.setdefault((id(node), binding.action), []).append((key, binding, bool(state), node))
     entries = []
     for group in grouped.values():

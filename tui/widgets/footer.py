@@ -23,16 +23,22 @@ from textual import events
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
-from textual.widgets._footer import FooterKey
 
 __all__ = ["KeyFooter", "key_width"]
 
 
-def key_width(key: FooterKey, *, compact: bool) -> int:
-    """Cells a key takes in the footer, as Textual's FooterKey CSS lays it out: compact, the
-    key, a space, the description and a margin; else the key padded by one on each side and
-    the description followed by one space."""
-    words = cell_len(key.key_display) + cell_len(key.description)
+def _words(widget: Widget) -> tuple[str, str] | None:
+    """(key, description) of a key of the footer; None for anything else (a group's label).
+    Textual's FooterKey is not public: a key is told by what it shows."""
+    key, description = getattr(widget, "key_display", None), getattr(widget, "description", None)
+    return (key, description) if isinstance(key, str) and isinstance(description, str) else None
+
+
+def key_width(key: tuple[str, str], *, compact: bool) -> int:
+    """Cells a key (its display and description) takes in the footer, as Textual's FooterKey
+    CSS lays it out: compact, the key, a space, the description and a margin; else the key
+    padded by one on each side and the description followed by one space."""
+    words = cell_len(key[0]) + cell_len(key[1])
     return words + 2 if compact else words + 3
 
 
@@ -77,10 +83,11 @@ class KeyFooter(Footer):
             self._composed = self._wanted = self.shown(self.screen)
         palette = [k for k in keys if k.has_class("-command-palette")]
         # The palette key is docked right: its text, its border and its padding.
-        room = width - sum(key_width(k, compact=False) + 2 for k in palette if isinstance(k, FooterKey))
+        room = width - sum(key_width(words, compact=False) + 2 for k in palette if (words := _words(k)))
         for widget in keys:
-            if isinstance(widget, FooterKey) and widget not in palette:
-                need = key_width(widget, compact=self.compact)
+            words = _words(widget)
+            if words is not None and widget not in palette:
+                need = key_width(words, compact=self.compact)
                 if need > room:
                     continue
                 room -= need
