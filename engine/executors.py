@@ -281,8 +281,8 @@ def _child_main(
     settings: _WorkerSettings,
     gate_parts: list[tuple[Any, ...]],
 ) -> None:
-    """Entry point of a process-pool worker: build the processor once, then serve chunks, each
-    sent with the index of the shared gate it runs through."""
+    """Entry point of a process-pool worker: build the processor once, then serve chunks, the
+    first through the first shared gate, the next through the second, and so on in turn."""
     die_with_parent()  # a worker never outlives its engine (kill -9 included)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when its workers stop
     gates = [SharedGate(*parts) for parts in gate_parts]
@@ -306,6 +306,7 @@ def _child_main(
     def report(outcomes: list[Outcome]) -> None:
         conn.send(("part", outcomes))
 
+    index = 0
     while True:
         try:
             got = conn.recv()
@@ -313,13 +314,14 @@ def _child_main(
             return
         if got is None:
             return
-        index, chunk = got
+        chunk = got
         gate = current[0] = gates[index]
+        index = (index + 1) % len(gates)  # the engine uses the gates in turn, as it sends
         try:
             run_items(processor, chunk, classifier, spec.chunked, gate, report)
         except ItemKilled:
             pass  # a kill that landed between two items: nothing of an item was lost
-        conn.send(("end", index))
+        conn.send(("end", None))
 
 
 #: Chunks a feeder keeps sent ahead to its worker process: with two, the worker goes from one
@@ -352,6 +354,8 @@ class _Slot:
     gates: list[SharedGate]
     thread: threading.Thread | None = None
     sent: collections.deque[_Sent] = field(default_factory=collections.deque)  # oldest first: it runs
+    next_gate: int = 0  # the gates are used in turn (the process counts alike)
+    pickled: tuple[Chunk, bytes] | None = None  # a chunk too big to go ahead, as pickled then
     kills: dict[tuple[int, int], float] = field(default_factory=dict)  # (gate, index) -> soft kill sent at
 
 
@@ -472,22 +476,27 @@ class ProcessExecutor(_HandoffExecutor):
                     log.exception("could not replace a dead pool worker")
                     return
                 slot.proc, slot.conn, slot.gates = fresh.proc, fresh.conn, fresh.gates
+                slot.next_gate, slot.pickled = 0, None
 
     def _send(self, slot: _Slot, chunk: Chunk) -> bool:
-        """Send ``chunk`` through a gate of ``slot`` that no chunk in flight uses; False when it
-        is too big to be sent ahead (it goes back to the hand-off, first in line)."""
-        index = min({*range(AHEAD)} - {sent.index for sent in slot.sent})
+        """Send ``chunk`` through ``slot``'s next gate (no chunk in flight uses it: they are
+        consecutive); False when it is too big to be sent ahead (it goes back to the hand-off,
+        first in line, and is most likely taken again by this feeder: it stays pickled)."""
+        index = slot.next_gate
         gate = slot.gates[index]
         if len(chunk.items) > gate.capacity:  # never: the runner's chunks are smaller
             raise ValueError(f"chunk of {len(chunk.items)} over {gate.capacity}")
-        message = self._dumps((index, chunk.items))
+        pickled, slot.pickled = slot.pickled, None
+        message = pickled[1] if pickled is not None and pickled[0] is chunk else bytes(self._dumps(chunk.items))
         if slot.sent and len(message) > AHEAD_MAX_BYTES:
+            slot.pickled = (chunk, message)
             self.handoff.put_front(chunk)
             return False
         if not chunk.gate.move_to(gate):
             self.handoff.done(chunk)  # every item was cancelled before it was sent
             return True
         slot.sent.append(_Sent(index, gate, chunk, time.monotonic()))
+        slot.next_gate = (index + 1) % AHEAD
         slot.conn.send_bytes(message)
         return True
 
