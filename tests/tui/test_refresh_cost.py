@@ -174,3 +174,44 @@ def test_the_footer_composes_once_per_change_of_its_keys(tmp_path: Path) -> None
             assert "Mark" in [getattr(key, "description", "") for key in footer.query("FooterKey")]
 
     run(body)
+
+
+def test_the_in_flight_panel_draws_the_rows_that_fit_and_nothing_while_hidden(tmp_path: Path) -> None:
+    from textual.app import App, ComposeResult
+    from textual.widgets import DataTable
+
+    from batchtui.engine.models import InFlight
+    from batchtui.tui.widgets.in_flight import InFlightPanel
+
+    live = read_model(make_batch(tmp_path, state=BatchState.RUNNING) / "live_progress.json", LiveProgress)
+
+    def flights(first: int, n: int) -> LiveProgress:
+        items = [InFlight(seq=s, key=f"k{s}", attempt=1, started_at=live.updated_at) for s in range(first, first + n)]
+        return live.model_copy(update={"in_flight": items})
+
+    class PanelApp(App[None]):
+        CSS = "#flight { height: 6; }"  # its title, the table's header and 4 rows
+
+        def compose(self) -> ComposeResult:
+            yield InFlightPanel(lambda: FROZEN, id="flight")
+
+    async def body() -> None:
+        app = PanelApp()
+        async with app.run_test(size=(80, 12)) as pilot:
+            panel = app.query_one(InFlightPanel)
+            table = app.query_one("#inflight", DataTable)
+            await pilot.pause()
+            panel.live = flights(100, 64)  # 64 handed out: the 4 that fit are drawn
+            await pilot.pause()
+            assert [str(table.get_cell_at((i, 0))) for i in range(table.row_count)] == ["100", "101", "102", "103"]
+            panel.display = False  # a narrow terminal hides it
+            await pilot.pause()
+            panel.live = flights(200, 64)
+            await pilot.pause()
+            assert str(table.get_cell_at((0, 0))) == "100"  # not drawn while hidden
+            panel.display = True
+            await pilot.pause()
+            await pilot.pause()
+            assert [str(table.get_cell_at((i, 0))) for i in range(table.row_count)] == ["200", "201", "202", "203"]
+
+    run(body)

@@ -21,6 +21,8 @@ __all__ = ["InFlightPanel"]
 
 
 _COLUMNS = ("seq", "try", "running", "key")
+#: The rows drawn before the table has a size (then: as many as it shows).
+ROWS_UNSIZED = 32
 #: A row left over when fewer items are in flight than rows (drawn empty).
 _BLANK: tuple[int, str, int, str] = (-1, "", 0, "")
 
@@ -67,16 +69,33 @@ class InFlightPanel(Vertical):
     def watch_live(self) -> None:
         self.tick()
 
+    def on_resize(self) -> None:
+        # Shown again (the panel is hidden on a narrow terminal) or another height: the rows
+        # that fit now, drawn anew.
+        if self._ready and len(self._rows) > self._room():
+            self.query_one("#inflight", DataTable).clear()
+            self._rows = []
+        self.tick()
+
+    def _room(self) -> int:
+        """The rows the panel shows (its title and the table's header aside; the table is as
+        high as its rows); before it has a size, ROWS_UNSIZED."""
+        height = self.size.height
+        return max(1, height - 2) if height else ROWS_UNSIZED
+
     def tick(self) -> None:
-        """Redraw the running times (and the rows, when the items changed)."""
+        """Redraw the running times (and the rows, when the items changed). Only the rows that
+        fit are drawn (the In flight tab lists every item): with fast items they all change on
+        every write, and each changed cell is work for the app's thread, where an engine in
+        the app needs the time; nothing is drawn while the panel is hidden."""
         live = self.live
-        if live is None or not self._ready:
+        if live is None or not self._ready or not self.display:
             return
         now = self.clock()
         rows = []
         # Running items first, the longest-running on top (a hung item shows there), their age
         # from their real start; then the queued ones (handed out, not started: no age yet).
-        flights = sorted(live.in_flight, key=lambda f: (f.queued, _started(f.started_at)))
+        flights = sorted(live.in_flight, key=lambda f: (f.queued, _started(f.started_at)))[: self._room()]
         for f in flights:
             if f.queued:
                 running = "queued"
