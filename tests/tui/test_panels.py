@@ -23,6 +23,7 @@ from .fixtures import FROZEN, make_batch
 
 
 class PanelsApp(App[None]):
+    CSS = "#flight-box { height: 6; }"  # room for the fixture's 4 items in flight (the rows that fit are drawn)
     live: var[LiveProgress | None] = var(None, always_update=True)
     engine: var[EngineStatus] = var(GONE)
 
