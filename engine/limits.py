@@ -113,7 +113,7 @@ class KeyTemplate:
         for is_slot, text in self._parts:
             if not is_slot:
                 out.append(text)
-            elif text == "host":
+            elif text == "host" and not isinstance(item.data, dict):  # a record's own host field stands in
                 out.append(url_host(item.value))
             else:
                 try:
@@ -159,18 +159,30 @@ def parse_limit_by(text: str) -> LimitBy:
     return LimitBy(KeyTemplate(template), rate, concurrency)
 
 
-def check_limit_source(limit_by: str | None, kinds: Iterable[str]) -> None:
+def check_limit_source(limit_by: str | None, kinds: Iterable[str], available: Iterable[str] | None = None) -> None:
     """UserError when the key template names what this batch's items do not have: ``{host}``
-    needs line sources (URLs), a record field CSV or JSONL sources."""
+    needs line sources (URLs) or records with a host field, a record field CSV or JSONL
+    sources; ``available``, the sources' field names where known (CSV headers, the first
+    JSONL records), must hold every field named (a missing one would give every item the
+    empty key: one shared limit, silently)."""
     if not limit_by:
         return
     template = parse_limit_by(limit_by).template
     kinds = set(kinds)
-    if "host" in template.names and not kinds <= LINE_KINDS:
+    if available is not None and kinds <= RECORD_KINDS:
+        missing = sorted((template.fields | (template.names & {"host"})) - set(available))
+        if missing:
+            raise UserError(
+                f"--limit-by {template.template!r}: the sources have no field {', '.join(missing)} "
+                f"(they have: {', '.join(sorted(available)) or 'nothing'})"
+            )
+    # {host} of CSV/JSONL records is their own "host" field (a common column name), as a
+    # record's "name" or "path" field stands in for the built-in of that name in --cmd.
+    if "host" in template.names and not (kinds <= LINE_KINDS or kinds <= RECORD_KINDS):
         raise UserError(
-            f"--limit-by {template.template!r}: {{host}} is the host of a URL line, and this batch reads "
-            f"{', '.join(sorted(kinds - LINE_KINDS))} sources (give a line file or stdin, or use {{path}}, "
-            "{parent} or a record field)"
+            f"--limit-by {template.template!r}: {{host}} is the host of a URL line (or a record's host "
+            f"field), and this batch reads {', '.join(sorted(kinds - LINE_KINDS - RECORD_KINDS))} sources "
+            "(give a line file or stdin, or use {path}, {parent} or a record field)"
         )
     if template.fields and not kinds <= RECORD_KINDS:
         raise UserError(

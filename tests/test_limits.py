@@ -91,8 +91,17 @@ def test_host_needs_url_lines_and_fields_need_records(tmp_path: Path) -> None:
     check_limit_source("{host} 5/s", ["lines", "stdin"])
     check_limit_source("{region} 5/s", ["csv"])
     check_limit_source("{parent} 5/s", ["dir"])
-    with pytest.raises(UserError, match=r"\{host\} is the host of a URL line, and this batch reads csv"):
-        check_limit_source("{host} 5/s", ["csv"])
+    # A record's own host field stands in for {host} (a common column name); a field the
+    # sources lack is refused, not rendered as one shared empty key.
+    check_limit_source("{host} 5/s", ["csv"], {"host", "url"})
+    with pytest.raises(UserError, match=r"the sources have no field host \(they have: url\)"):
+        check_limit_source("{host} 5/s", ["csv"], {"url"})
+    with pytest.raises(UserError, match=r"no field region"):
+        check_limit_source("{region} 5/s", ["jsonl"], {"id"})
+    with pytest.raises(
+        UserError, match=r"\{host\} is the host of a URL line \(or a record's host field\), and this batch reads dir"
+    ):
+        check_limit_source("{host} 5/s", ["dir"])
     with pytest.raises(UserError, match=r"record fields \(region\) need CSV or JSONL sources"):
         check_limit_source("{region} 5/s", ["lines"])
     rows = tmp_path / "rows.csv"
@@ -102,7 +111,11 @@ def test_host_needs_url_lines_and_fields_need_records(tmp_path: Path) -> None:
         out=tmp_path / "out",
         cwd=tmp_path,
     )
-    assert result.returncode == 2 and "{host} is the host of a URL line" in result.stderr
+    assert result.returncode == 2 and "the sources have no field host (they have: url)" in result.stderr
+    assert (
+        KeyTemplate("{host}").render(Item(seq=0, key="k", data={"host": "db-1"}, attempt=1, batch_dir="/b", kind="csv"))
+        == "db-1"
+    )  # a record's host field, not the host of its JSON text
 
 
 def test_key_template_renders_plain_text_per_item() -> None:

@@ -16,15 +16,16 @@ import click
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.config import BatchConfig, load_config, stored_config
-from batchtui.engine.limits import check_limit_source
 from batchtui.engine.demo import demo_items
 from batchtui.engine.dryrun import dry_run
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import EXIT_USAGE
+from batchtui.engine.limits import check_limit_source
 from batchtui.engine.preflight import preflight_new, preflight_resume
 from batchtui.engine.processors import ProcessorSpec, demo_spec, python_spec, shell_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec
+from batchtui.engine.sources.records import fields_of
 from batchtui.tui.launch import detach_engine
 
 from .group import CONTEXT, terminal
@@ -147,7 +148,8 @@ def _prepare(ctx: click.Context, kwargs: dict[str, Any]) -> tuple[BatchConfig, S
     sources = list(kwargs.pop("sources"))
     config = load_config(collect_flags(kwargs, ctx), config_file=kwargs.get("config_file"), on_file=note_config_file)
     spec = build_spec(sources, **source_args)
-    check_limit_source(config.limit_by, (entry.kind for entry in spec.entries))
+    if config.limit_by:
+        check_limit_source(config.limit_by, [entry.kind for entry in spec.entries], fields_of(spec))
     # Never walk our own output: a source dir that contains the output dir would feed the
     # batch its own files.
     spec = spec.model_copy(update={"exclude": (str(Path(config.output_dir).resolve()),)})
