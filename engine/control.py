@@ -30,7 +30,7 @@ from .errors import UserError
 from .files import FILE_MODE, NOFOLLOW, read_model
 from .fmt import fmt_duration as fmt_age
 from .liveness import EngineStatus, Liveness
-from .models import ControlCommand, ControlOp, LiveProgress, Manifest
+from .models import BatchState, ControlCommand, ControlOp, LiveProgress, Manifest
 
 CONTROL_FILE: Final = "control.jsonl"
 MAX_LINE: Final = 1 << 20
@@ -367,11 +367,16 @@ def write_views(batch: BatchDir, manifest: Manifest, store: Any, *, durable: boo
 
     counts = store.counts()
     groups, by_type = store.error_groups(LIVE_ERROR_GROUPS), store.errors_by("error_type")
+    if manifest.state == BatchState.FINISHED and counts.pending:
+        # A retry or an add gave a finished batch work again: it is resumable, not "finished
+        # 46/52" (ls, the browser and the resume list go by the state).
+        update.setdefault("state", BatchState.STOPPED)
     write_model(batch.manifest, manifest.model_copy(update={"totals": counts, **update}), durable=durable, backup=True)
     live = batch.read_live()
     if live is not None:
         live = live.model_copy(
             update={
+                **({"state": update["state"]} if "state" in update else {}),
                 "counts": counts,
                 "total": counts.total,
                 "percent": round(counts.percent, 2),

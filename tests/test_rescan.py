@@ -313,3 +313,27 @@ def test_recover_rebuilds_the_added_items_too(tmp_path: Path, out_dir: Path, inv
     assert res.returncode == 0, res.stderr
     assert [r[1] for r in _items(bdir)] == ["a", "b", "c"]
     assert read_json(bdir.manifest)["duplicates_dropped"] == 1
+
+
+def test_work_given_back_to_a_finished_batch_makes_it_resumable_not_finished(
+    tmp_path: Path, out_dir: Path, invoke_cli: Invoke
+) -> None:
+    # An add (or an offline retry) to a finished batch leaves pending items: its state is
+    # "stopped" in the manifest, live_progress.json and ls, never "finished 2/3".
+    src = tmp_path / "in.txt"
+    src.write_text("a\nb\n")
+    done = invoke_cli(["run", str(src), "--cmd", "[ {} != b ]", "--headless", "--name", "given"])
+    assert done.returncode == 1, done.stderr  # b failed
+    bdir = BatchDir(next(out_dir.iterdir()))
+    assert read_json(bdir.manifest)["state"] == "finished"
+    more = tmp_path / "more.txt"
+    more.write_text("c\n")
+    assert invoke_cli(["add", "given", str(more)]).returncode == 0
+    assert read_json(bdir.manifest)["state"] == "stopped"
+    assert read_json(bdir.live_progress)["state"] == "stopped"
+    listed = invoke_cli(["ls"])
+    assert f"{bdir.batch_id}  stopped" in listed.stdout, listed.stdout
+    assert invoke_cli(["resume", "given", "--headless"]).returncode == 1  # b is still failed
+    assert read_json(bdir.manifest)["state"] == "finished"
+    assert invoke_cli(["retry", "given", "--key", "b"]).returncode == 0
+    assert read_json(bdir.manifest)["state"] == "stopped"
