@@ -162,3 +162,19 @@ def test_dry_run_shows_the_call_each_item_gets(tmp_path: Path, invoke_cli) -> No
     res = invoke_cli(["run", str(src), "--call", f"{procs}:noop", "--dry-run", "--show-commands", "1"])
     assert res.returncode == 0, res.stderr
     assert f"  [0] {procs}:noop(item)  # item.seq=0, item.key='one', item.data='one'" in res.stdout.splitlines()
+
+
+def test_a_dry_run_says_when_run_would_refuse(tmp_path: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    # The dry run answers "what would run": a program run's preflight cannot find means run
+    # would refuse; the dry run says it (exit 2), with the commands still shown.
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    res = invoke_cli(["run", str(src), "--cmd", "n=$(cat {}); echo $n | nosuchprog2", "--dry-run"])
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "[FAIL] command: 'nosuchprog2' is not on PATH" in res.stderr
+    assert "  [0] n=$(cat one); echo $n | nosuchprog2" in res.stdout.splitlines()
+    assert res.stdout.rstrip().endswith("run would refuse to start (preflight FAIL above)")
+    res = invoke_cli(["run", str(src), "--cmd", "nosuchprog2 {}", "--dry-run", "--json"])
+    assert res.returncode == 2 and json.loads(res.stdout)["preflight"] == "fail"
+    ok = invoke_cli(["run", str(src), "--cmd", "cat {}", "--dry-run", "--json"])
+    assert ok.returncode == 0 and json.loads(ok.stdout)["preflight"] == "ok"

@@ -67,10 +67,15 @@ def run_cmd(ctx: click.Context, **kwargs: Any) -> None:
     dry, max_size, extensions = kwargs.pop("dry_run"), kwargs.pop("max_size_mb"), kwargs.pop("extensions")
     show = kwargs.pop("show_commands")
     config, spec, processor = _prepare(ctx, kwargs)
+    pf = preflight_new(config, spec, processor)
     if dry:
+        # A dry run says what `run` would do: its preflight's failures too (a program not on
+        # PATH was "0 problems" here and refused by run), then the commands, exit 2 if refused.
+        if not pf.proceed:
+            print_preflight(pf, False, stream_err=True)
         batch_dir = str(Path(config.output_dir).resolve() / "<batch_id>")
-        _dry_run(spec, processor, max_size, extensions, as_json, show=show, batch_dir=batch_dir)
-    gate(preflight_new(config, spec, processor))
+        _dry_run(spec, processor, max_size, extensions, as_json, show=show, batch_dir=batch_dir, refused=not pf.proceed)
+    gate(pf)
     _create_and_run(config, spec, processor, headless=headless, as_json=as_json, detach=detach)
 
 
@@ -166,6 +171,7 @@ def _dry_run(
     *,
     show: int = 0,
     batch_dir: str = "",
+    refused: bool = False,
 ) -> NoReturn:
     exts = tuple(e.strip() for e in (extensions or "").split(",") if e.strip())
     report = dry_run(spec, processor, max_size_mb=max_size, extensions=exts, show=show, batch_dir=batch_dir)
@@ -176,6 +182,7 @@ def _dry_run(
                 "duplicates_dropped": report.duplicates,
                 "problem_count": report.problem_count,
                 "problems": [{"origin": p.origin, "key": p.key, "problem": p.problem} for p in report.problems],
+                "preflight": "fail" if refused else "ok",
                 "runs": [
                     {"seq": r.seq, "key": r.key, **({"argv": list(r.argv)} if r.argv else {"call": r.call})}
                     for r in report.runs
@@ -197,8 +204,9 @@ def _dry_run(
         click.echo(
             f"dry run: {report.items} items, {report.duplicates} duplicates dropped, "
             f"{report.problem_count} problems; nothing was run"
+            + ("; run would refuse to start (preflight FAIL above)" if refused else "")
         )
-    raise SystemExit(1 if report.problem_count else 0)
+    raise SystemExit(EXIT_USAGE if refused else 1 if report.problem_count else 0)
 
 
 def _enqueue_note(n: int) -> None:
