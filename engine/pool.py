@@ -1,0 +1,365 @@
+"""The process executor (default for Python callables): a pool of worker processes, each fed
+chunks by a feeder thread in the engine, and the worker processes' side.
+
+::
+
+    Handoff ── feeder thread (one per process) ── pipe ──▶ worker process: run_items
+       ▲            │  chunk i  through shared gate i % 2      │  outcomes ("part"), "end"
+       └ reclaim ◀──┘  (sent ahead: the next chunk waits       ▼
+                        in the pipe, at most one)         feeder ──▶ the runner's completions
+
+Each chunk's gate moves into memory shared with the process (:class:`~.handoff.SharedGate`), so
+the runner's cancel reaches items not started there, and a kill unwinds the one running item.
+A worker imports no settings model: its start-up is the first result's wait.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from .attempts import Classifier, Outcome, run_items
+from .executors import (
+    KILL_ESCALATE_S,
+    KILL_SIGNAL,
+    MAX_CHUNK_SLOTS,
+    CompletionQueue,
+    WorkerInitError,
+    _HandoffExecutor,
+    _salvage,
+)
+from .handoff import RUNNING, Chunk, ItemKilled, SharedGate
+from .processors import ProcessorSpec, build_processor
+from .reaper import die_with_parent
+
+if TYPE_CHECKING:  # a pool worker imports this module: it needs no settings models
+    import multiprocessing.connection
+
+    from .config import BatchConfig
+
+log = logging.getLogger("batchtui.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class _WorkerSettings:
+    """What a pool worker needs of the run's settings: plain values, so that the worker imports
+    no settings model (its start-up is the first result's wait)."""
+
+    timeout: float | None
+    log_limit: int
+    max_result_bytes: int
+    classifier: Classifier
+
+
+def _child_main(
+    conn: multiprocessing.connection.Connection,
+    spec_json: str,
+    settings: _WorkerSettings,
+    gate_parts: list[tuple[Any, ...]],
+) -> None:
+    """Entry point of a process-pool worker: build the processor once, then serve chunks, the
+    first through the first shared gate, the next through the second, and so on in turn."""
+    die_with_parent()  # a worker never outlives its engine (kill -9 included)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when its workers stop
+    gates = [SharedGate(*parts) for parts in gate_parts]
+    current = [gates[0]]  # the gate of the chunk running now: the one a kill may unwind
+
+    def on_kill(signum: int, frame: Any) -> None:
+        current[0].on_signal(signum, frame)
+
+    signal.signal(KILL_SIGNAL, on_kill)
+    spec = ProcessorSpec.model_validate_json(spec_json)
+    try:
+        processor = build_processor(
+            spec, timeout=settings.timeout, log_limit=settings.log_limit, max_result_bytes=settings.max_result_bytes
+        )
+    except BaseException as exc:
+        conn.send(("init_error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", os.getpid()))
+    classifier = settings.classifier
+
+    def report(outcomes: list[Outcome]) -> None:
+        conn.send(("part", outcomes))
+
+    index = 0
+    while True:
+        try:
+            got = conn.recv()
+        except (EOFError, OSError):
+            return
+        if got is None:
+            return
+        chunk = got
+        gate = current[0] = gates[index]
+        index = (index + 1) % len(gates)  # the engine uses the gates in turn, as it sends
+        try:
+            run_items(processor, chunk, classifier, spec.chunked, gate, report)
+        except ItemKilled:
+            pass  # a kill that landed between two items: nothing of an item was lost
+        conn.send(("end", None))
+
+
+#: Chunks a feeder keeps sent ahead to its worker process: with two, the worker goes from one
+#: chunk to the next without waiting for the round trip through the engine's feeder thread.
+AHEAD: Final = 2
+#: A chunk sent ahead that has waited this long behind a longer item goes back to the hand-off
+#: (its items not started), where any worker may take it.
+AHEAD_HOLD_S: Final = 0.05
+#: A chunk is sent ahead only if its message is at most this big: it waits in the pipe, which
+#: must never fill (the worker's outcomes could then block on the feeder, blocked on the pipe).
+AHEAD_MAX_BYTES: Final = 4096
+
+
+@dataclass(slots=True)
+class _Sent:
+    """A chunk sent to a worker process and not yet ended there."""
+
+    index: int  # of the slot's gate it runs through
+    gate: SharedGate
+    chunk: Chunk
+    at: float  # time.monotonic() it was sent
+    reported: set[int] = field(default_factory=set)  # seqs whose outcomes came
+    reclaimed: bool = False
+
+
+@dataclass
+class _Slot:
+    proc: Any
+    conn: multiprocessing.connection.Connection
+    gates: list[SharedGate]
+    thread: threading.Thread | None = None
+    sent: collections.deque[_Sent] = field(default_factory=collections.deque)  # oldest first: it runs
+    next_gate: int = 0  # the gates are used in turn (the process counts alike)
+    pickled: tuple[Chunk, bytes] | None = None  # a chunk too big to go ahead, as pickled then
+    kills: dict[tuple[int, int], float] = field(default_factory=dict)  # (gate, index) -> soft kill sent at
+
+
+class ProcessExecutor(_HandoffExecutor):
+    """A pool of worker processes (default for Python callables: no GIL between items).
+
+    One feeder thread per process takes a chunk from the hand-off, moves its gate into the
+    memory it shares with its process (:class:`SharedGate`) and forwards the outcomes as the
+    process reports them. It keeps a second chunk sent ahead (through a second shared gate),
+    so the process goes from one chunk to the next without waiting for this thread, as a
+    ``multiprocessing.Pool`` worker does; a chunk sent ahead that waits behind a slow item is
+    taken back (:meth:`Handoff.reclaim`) for any worker. A worker that dies (SIGKILL, out of memory, a segfault in a C
+    extension) is noticed at once: its started items come back as ``WorkerLost`` (transient,
+    retried), those that had not started go back to pending, and the process is replaced.
+    ``kill(seq)`` unwinds the one item (:class:`ItemKilled`), which is how timeouts, skips and
+    stops of running Python items work; its chunk-mates are untouched.
+    """
+
+    def __init__(self, spec: ProcessorSpec, config: BatchConfig, completions: CompletionQueue) -> None:
+        super().__init__(spec, config, completions)
+        import multiprocessing  # only the process executor pays for it (a shell run never does)
+        from multiprocessing.reduction import ForkingPickler
+
+        self.ctx = multiprocessing.get_context("spawn")
+        self._dumps = ForkingPickler.dumps
+        self.slots: list[_Slot] = []
+        self._closing = False
+        cs = config.chunk_size
+        self._capacity = max(MAX_CHUNK_SLOTS, cs if isinstance(cs, int) else 0, 10_000 if spec.chunked else 0)
+        self._settings = _WorkerSettings(config.timeout, config.log_limit, config.max_result_bytes, self.classifier)
+
+    def _spawn(self) -> _Slot:
+        return self._ready(self._launch())
+
+    def _launch(self) -> _Slot:
+        """Start a worker process; it is usable once :meth:`_ready` has heard from it."""
+        ctx, cap = self.ctx, self._capacity
+        gates = [
+            SharedGate(ctx.RawArray("b", cap), ctx.RawArray("d", cap), ctx.RawValue("i", -1), ctx.Lock())
+            for _ in range(AHEAD)
+        ]
+        parent, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(
+            target=_child_main,
+            args=(child, self.spec.model_dump_json(), self._settings, [gate.parts for gate in gates]),
+            daemon=True,
+            name="batchtui-pool-worker",
+        )
+        proc.start()
+        child.close()
+        return _Slot(proc, parent, gates)
+
+    def _ready(self, slot: _Slot) -> _Slot:
+        """Wait for a launched worker to have built its processor (WorkerInitError if it could not)."""
+        try:
+            kind, detail = slot.conn.recv()
+        except EOFError:
+            slot.proc.join(1)
+            kind, detail = "init_error", f"worker process exited with {slot.proc.exitcode}"
+        if kind != "ready":
+            slot.proc.join(1)
+            raise WorkerInitError(str(detail))
+        return slot
+
+    def start(self) -> None:
+        self.set_workers(self.config.workers)
+
+    def _feed(self, slot: _Slot) -> None:
+        """Keep ``slot``'s process fed (up to AHEAD chunks sent) and forward its outcomes."""
+        handoff, put = self.handoff, self._report
+        leaving = too_big = False
+        while True:
+            try:
+                while not leaving and len(slot.sent) < (1 if too_big else AHEAD):
+                    try:  # blocks only while the process has nothing to do
+                        chunk = handoff.take(None if not slot.sent else 0)
+                    except TimeoutError:
+                        break
+                    if chunk is None:
+                        leaving = True
+                    elif not self._send(slot, chunk):
+                        too_big = True  # no more sent ahead until the running chunk ends
+                if not slot.sent:
+                    if not leaving:
+                        continue
+                    with contextlib.suppress(OSError, ValueError):
+                        slot.conn.send(None)
+                    slot.proc.join(2)
+                    return
+                self._unblock(slot)
+                if not slot.conn.poll(AHEAD_HOLD_S if len(slot.sent) > 1 else 0.25):
+                    self._escalate(slot)
+                    continue
+                kind, got = slot.conn.recv()
+                head = slot.sent[0]  # the process runs its chunks in the order they were sent
+                if kind == "end":
+                    slot.sent.popleft()
+                    too_big = False
+                    for key in [k for k in slot.kills if k[0] == head.index]:
+                        del slot.kills[key]
+                    handoff.done(head.chunk)
+                else:
+                    head.reported.update([o.seq for o in got])
+                    put(got)
+            except (EOFError, OSError, BrokenPipeError) as exc:
+                slot.proc.join(1)
+                text = f"worker process died ({_exit_text(slot.proc.exitcode)})"
+                for sent in slot.sent:
+                    put(_salvage(sent.chunk, sent.reported, None if isinstance(exc, EOFError) else exc, text))
+                    handoff.done(sent.chunk)
+                slot.sent.clear()
+                slot.kills.clear()
+                if self._closing:
+                    return
+                try:  # replace the dead process and go on
+                    fresh = self._spawn()
+                except Exception:
+                    log.exception("could not replace a dead pool worker")
+                    return
+                slot.proc, slot.conn, slot.gates = fresh.proc, fresh.conn, fresh.gates
+                slot.next_gate, slot.pickled = 0, None
+
+    def _send(self, slot: _Slot, chunk: Chunk) -> bool:
+        """Send ``chunk`` through ``slot``'s next gate (no chunk in flight uses it: they are
+        consecutive); False when it is too big to be sent ahead (it goes back to the hand-off,
+        first in line, and is most likely taken again by this feeder: it stays pickled)."""
+        index = slot.next_gate
+        gate = slot.gates[index]
+        if len(chunk.items) > gate.capacity:  # never: the runner's chunks are smaller
+            raise ValueError(f"chunk of {len(chunk.items)} over {gate.capacity}")
+        pickled, slot.pickled = slot.pickled, None
+        message = pickled[1] if pickled is not None and pickled[0] is chunk else bytes(self._dumps(chunk.items))
+        if slot.sent and len(message) > AHEAD_MAX_BYTES:
+            slot.pickled = (chunk, message)
+            self.handoff.put_front(chunk)
+            return False
+        if not chunk.gate.move_to(gate):
+            self.handoff.done(chunk)  # every item was cancelled before it was sent
+            return True
+        slot.sent.append(_Sent(index, gate, chunk, time.monotonic()))
+        slot.next_gate = (index + 1) % AHEAD
+        slot.conn.send_bytes(message)
+        return True
+
+    def _unblock(self, slot: _Slot) -> None:
+        """A chunk sent ahead that waits behind a longer item: its items not started go back to
+        the hand-off, for any worker (the process skips them: they are cancelled in its gate)."""
+        if len(slot.sent) < 2:
+            return
+        ahead = slot.sent[1]
+        if not ahead.reclaimed and time.monotonic() - ahead.at >= AHEAD_HOLD_S:
+            ahead.reclaimed = True
+            self.handoff.reclaim(ahead.chunk)
+
+    def _escalate(self, slot: _Slot) -> None:
+        """An item asked to die that has not unwound in KILL_ESCALATE_S: kill its process."""
+        now = time.monotonic()
+        for (gate, index), sent in list(slot.kills.items()):
+            if slot.gates[gate].state(index) != RUNNING:
+                del slot.kills[gate, index]
+            elif now - sent >= KILL_ESCALATE_S:
+                log.warning("an item did not unwind %.0f s after its kill: killing its worker process", now - sent)
+                with contextlib.suppress(OSError):
+                    os.kill(slot.proc.pid, signal.SIGKILL)
+                slot.kills.clear()
+
+    def set_workers(self, n: int) -> None:
+        with self._lock:
+            # Started together, then waited for: each process spends its start-up (an interpreter,
+            # the imports, the processor) alongside the others, not after them.
+            launched = [self._launch() for _ in range(max(0, n - self.workers))]
+            try:
+                for slot in launched:
+                    self._ready(slot)
+            except BaseException:
+                for slot in launched:
+                    if slot.proc.is_alive():
+                        slot.proc.kill()
+                    slot.proc.join(1)
+                raise
+            for slot in launched:
+                slot.thread = threading.Thread(target=self._feed, args=(slot,), daemon=True, name="batchtui-feeder")
+                slot.thread.start()
+                self.slots.append(slot)
+                self.workers += 1
+            if self.workers > n:
+                self.handoff.retire(self.workers - n)
+                self.workers = n
+
+    def kill(self, seq: int, attempt: int | None = None) -> bool:
+        for slot in self.slots:
+            for sent in list(slot.sent):  # a reclaimed item may be in two chunks: it runs in one
+                for index, item in enumerate(sent.chunk.items):
+                    if item.seq == seq and (attempt is None or item.attempt == attempt):
+                        if sent.gate.request_kill(index):
+                            slot.kills.setdefault((sent.index, index), time.monotonic())
+                            with contextlib.suppress(OSError):
+                                os.kill(slot.proc.pid, KILL_SIGNAL)
+                            return True
+                        break
+        return False
+
+    def shutdown(self, wait: float = 5.0) -> None:
+        self._closing = True
+        self.handoff.cancel_all()  # the run is over: nothing still queued may start
+        self.handoff.close(len(self.slots))
+        deadline = time.monotonic() + wait
+        for slot in self.slots:
+            if slot.thread:
+                slot.thread.join(max(0.0, deadline - time.monotonic()))
+            if slot.proc.is_alive():
+                slot.proc.kill()
+                slot.proc.join(1)
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
