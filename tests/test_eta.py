@@ -141,6 +141,21 @@ def test_an_item_that_outran_every_duration_pushes_the_eta_out() -> None:
     assert four.eta_s >= 4.0 and eight.eta_s >= 8.0
 
 
+def test_quick_items_paced_by_the_engine_take_the_throughput_seen() -> None:
+    # No-op items of 5 us on 2 workers, ending at 38,000/s (the engine's pace, not theirs):
+    # 84,000 left is about 2.2 s, not "ETA 0s" from their durations.
+    est = EtaEstimator()
+    est.finished(0, 0.0)
+    for i in range(1, 41):
+        est.durations([5e-6] * 950)
+        est.finished(950 * i, 0.025 * i)
+    eta = est.estimate(1.0, remaining=84_000, running=[1e-6, 1e-6])
+    assert eta.rate_per_s == pytest.approx(38_000, rel=0.01)
+    assert eta.eta_s == pytest.approx(84_000 / 38_000, rel=0.05)
+    assert eta.low_s is not None and eta.high_s is not None
+    assert eta.low_s <= 84_000 / 38_000 <= eta.high_s and eta.low_s > 1.5
+
+
 def feed_steady(est: EtaEstimator, items: int = 40) -> float:
     """``items`` one-second items on 2 workers (two finish each second); the last finish time."""
     est.finished(0, 0.0)
