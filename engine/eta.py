@@ -21,7 +21,9 @@ How the figures are made, and why:
   (the spread of the items themselves, and the doubt about the mean). A steady run gives a
   tight range, a bimodal one a wide range. The last items end raggedly: the high end gets up to
   one p90 duration more. The ETA is never shorter than the longest wait of an item in backoff
-  plus a duration, nor than the items not started over ``--rate`` (each needs a token).
+  plus a duration, nor than the items not started over ``--rate`` (each needs a token). When
+  items end at under half the pace their durations allow (quick items paced by the engine's
+  own dispatch and commits, or a per-key limit), the throughput seen is the estimate.
 - **Stalled**: when nothing has finished for longer than ``max(STALL_FLOOR_S, STALL_FACTOR x
   the recent p90 of the gap between completions, of the durations, and of 1/--rate)`` while
   items run, the batch is stalled: the ETA is unknown (None) and ``stalled_s`` says for how
