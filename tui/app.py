@@ -277,7 +277,7 @@ class BatchtuiApp(App[int]):
         self._start_engine(runner)
         dashboard = DashboardScreen(path, in_process=True)
         current = self.screen
-        if isinstance(current, DashboardScreen) and current.batch.path == path:
+        if isinstance(current, DashboardScreen) and current.bdir.path == path:
             self.switch_screen(dashboard)
         else:
             self.push_screen(dashboard)

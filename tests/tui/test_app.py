@@ -66,7 +66,7 @@ def test_browser_lists_batches_and_opens_one(tmp_path: Path) -> None:
             await pilot.press("enter")
             await pilot.pause(0.2)
             assert isinstance(app.screen, DashboardScreen)
-            assert app.screen.batch.batch_id == ids[0]
+            assert app.screen.bdir.batch_id == ids[0]
             await pilot.press("b")
             await pilot.pause(0.2)
             assert isinstance(app.screen, BrowserScreen)

@@ -162,7 +162,7 @@ def test_enter_watches_a_running_batch_and_opens_the_dashboard_of_one_at_rest(tm
                 await pilot.press("enter")
                 await _until(pilot, lambda: isinstance(app.screen, DashboardScreen))
                 dashboard = app.screen
-                assert isinstance(dashboard, DashboardScreen) and dashboard.batch.batch_id == running.name
+                assert isinstance(dashboard, DashboardScreen) and dashboard.bdir.batch_id == running.name
                 await _until(pilot, lambda: dashboard.engine_live)
                 await pilot.press("b")
                 await _until(pilot, lambda: isinstance(app.screen, BrowserScreen))
@@ -173,7 +173,7 @@ def test_enter_watches_a_running_batch_and_opens_the_dashboard_of_one_at_rest(tm
                 await pilot.press("enter")
                 await _until(pilot, lambda: isinstance(app.screen, DashboardScreen))
                 dashboard = app.screen
-                assert isinstance(dashboard, DashboardScreen) and dashboard.batch.batch_id == finished.name
+                assert isinstance(dashboard, DashboardScreen) and dashboard.bdir.batch_id == finished.name
                 await _until(pilot, lambda: dashboard.live is not None)
                 assert not dashboard.engine_live
 

@@ -152,7 +152,7 @@ class DashboardScreen(WorkerScreen):
 
     def __init__(self, batch: Path, *, in_process: bool = False) -> None:
         super().__init__()
-        self.batch = BatchDir(batch)
+        self.bdir = BatchDir(batch)
         self.in_process = in_process
         self._alive_stamp = 0.0
         self._tabs_stamp = 0.0
@@ -172,7 +172,7 @@ class DashboardScreen(WorkerScreen):
     def compose(self) -> ComposeResult:
         cls, clock = DashboardScreen, self.host.clock
         with Vertical(id="top"):
-            title = TitleBar(self.batch.batch_id, in_process=self.in_process, id="title")
+            title = TitleBar(self.bdir.batch_id, in_process=self.in_process, id="title")
             yield title.data_bind(cls.live, cls.manifest, cls.engine)
             yield ProgressLine(in_process=self.in_process, id="progress-row").data_bind(cls.live, cls.engine)
             yield CountsRow(id="counts").data_bind(cls.live, cls.manifest)
@@ -183,18 +183,18 @@ class DashboardScreen(WorkerScreen):
             yield InFlightPanel(clock, id="flight-box").data_bind(cls.live)
         yield Tabs(*[FigureTab(label, id=tab_id) for tab_id, label, _ in TABS], id="tabs")
         yield Input(placeholder="filter items by key or error text (enter to apply, escape to clear)", id="filter")
-        yield ItemsTable(self.batch.items_db, id="items")
-        yield EventLog(self.batch, clock, id="events").data_bind(cls.live, cls.engine)
+        yield ItemsTable(self.bdir.items_db, id="items")
+        yield EventLog(self.bdir, clock, id="events").data_bind(cls.live, cls.engine)
         yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
-        self._event(f"watching batch {self.batch.batch_id}")
+        self._event(f"watching batch {self.bdir.batch_id}")
         if self.host.watch_files:
-            self.watcher = BatchWatcher(self.batch.path, self.post_message)
+            self.watcher = BatchWatcher(self.bdir.path, self.post_message)
             self.watcher.start()
         else:
-            BatchWatcher(self.batch.path, self.post_message).read_all(force=True)
+            BatchWatcher(self.bdir.path, self.post_message).read_all(force=True)
         self.set_interval(1.0, self._tick)
         self.query_one(ItemsTable).focus()  # the items are what an operator works on
 
@@ -274,7 +274,7 @@ class DashboardScreen(WorkerScreen):
         if force or now - self._alive_stamp > 1.0:
             self._alive_stamp = now
             was = self.engine.held
-            self.engine = engine_status(self.batch.path, live=live or self.live, now=self.host.clock())
+            self.engine = engine_status(self.bdir.path, live=live or self.live, now=self.host.clock())
             if was != self.engine.held:
                 self.refresh_bindings()
         self.query_one(EventLog).check_acks(self.ACK_TIMEOUT_S)
@@ -314,7 +314,7 @@ class DashboardScreen(WorkerScreen):
     def _open_detail(self, seq: int) -> None:
         from .detail import ItemDetailScreen
 
-        self.app.push_screen(ItemDetailScreen(self.batch.path, seq))
+        self.app.push_screen(ItemDetailScreen(self.bdir.path, seq))
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -438,7 +438,7 @@ class DashboardScreen(WorkerScreen):
             self.notify(f"an engine ({where}) runs this batch: nothing to resume", severity="warning")
             return
         if not self.resumable:
-            self.notify(f"batch {self.batch.batch_id} is finished: nothing to resume", severity="warning")
+            self.notify(f"batch {self.bdir.batch_id} is finished: nothing to resume", severity="warning")
             return
 
         def started(outcome: ResumeStarted | None) -> None:
@@ -447,14 +447,14 @@ class DashboardScreen(WorkerScreen):
             if outcome.requeued:
                 self._event(f"requeued {outcome.requeued:,} failed items")
             if outcome.plan is not None:
-                self.host.resume_batch(self.batch.path, outcome.plan)  # this dashboard is replaced
+                self.host.resume_batch(self.bdir.path, outcome.plan)  # this dashboard is replaced
                 return
             self._event(f"resumed in a background engine, pid {outcome.pid}: {outcome.command}")
             self.notify(f"resumed in a background engine (pid {outcome.pid})", timeout=4)
-            (self.watcher or BatchWatcher(self.batch.path, self.post_message)).read_all(force=True)
+            (self.watcher or BatchWatcher(self.bdir.path, self.post_message)).read_all(force=True)
             self._check_alive(force=True)
 
-        self.app.push_screen(ResumeDialog(self.batch.path), started)
+        self.app.push_screen(ResumeDialog(self.bdir.path), started)
 
     def action_browser(self) -> None:
         self.host.open_browser()

@@ -104,7 +104,7 @@ class ItemDetailScreen(WorkerScreen):
 
     def __init__(self, batch: Path, seq: int) -> None:
         super().__init__()
-        self.batch = BatchDir(batch)
+        self.bdir = BatchDir(batch)
         self.seq = seq
         self.row: ItemRow | None = None
         self.attempt_rows: list[AttemptRow] = []
@@ -136,21 +136,21 @@ class ItemDetailScreen(WorkerScreen):
     def on_mount(self) -> None:
         self.query_one("#attempts", DataTable).add_columns("Try", "Status", "Started", "Duration", "Error", "logs/")
         try:
-            self.spec = ProcessorSpec.model_validate(self.batch.read_manifest().processor)
+            self.spec = ProcessorSpec.model_validate(self.bdir.read_manifest().processor)
         except (BatchtuiError, OSError, ValueError):
             self.spec = None  # a damaged manifest: the rest of the detail is still worth showing
         self.action_reload()
 
     def action_reload(self) -> None:
         try:
-            with ItemQueries(self.batch.items_db) as store:
+            with ItemQueries(self.bdir.items_db) as store:
                 detail = store.item(self.seq)
         except StoreError as exc:
             self.query_one("#detail-title", Static).update(plain(f"cannot read the store: {exc}"))
             return
         self.row, self.attempt_rows = (None, []) if detail is None else (detail.row, detail.attempts)
         row = self.row
-        self.logs = attempt_logs(self.batch.path, self.seq, upto=row.attempts) if row is not None else []
+        self.logs = attempt_logs(self.bdir.path, self.seq, upto=row.attempts) if row is not None else []
         self.ran = None
         if row is not None and self.spec is not None:
             self.ran = describe_run(
@@ -161,7 +161,7 @@ class ItemDetailScreen(WorkerScreen):
                 kind=row.kind,
                 # attempts counts the finished ones: a pending or running item is on the next
                 attempt=row.attempts + 1 if row.status in ("pending", "processing") else max(row.attempts, 1),
-                batch_dir=str(self.batch.path),
+                batch_dir=str(self.bdir.path),
             )
         self._show_row()
 
@@ -212,7 +212,7 @@ class ItemDetailScreen(WorkerScreen):
     def _log_names(self, log: AttemptLog | None) -> str:
         if log is None:
             return ""
-        return "  ".join(os.path.relpath(p, self.batch.path) for p in (log.out, log.err) if p is not None)
+        return "  ".join(os.path.relpath(p, self.bdir.path) for p in (log.out, log.err) if p is not None)
 
     def _run_text(self, row: ItemRow) -> str:
         """How the item ran, as the engine ran it, and how its command ended."""
@@ -257,7 +257,7 @@ class ItemDetailScreen(WorkerScreen):
             for stream in ("out", "err"):
                 path = log.path(stream)
                 if path is not None:
-                    parts.append(f"{os.path.relpath(path, self.batch.path)}\n{_tail(path, 1 << 20) or ''}")
+                    parts.append(f"{os.path.relpath(path, self.bdir.path)}\n{_tail(path, 1 << 20) or ''}")
         return clean_block("\n\n".join(parts))
 
     def action_back(self) -> None:
@@ -281,7 +281,7 @@ class ItemDetailScreen(WorkerScreen):
                 "only a shell command's output is logged: a callable has no output to follow", severity="warning"
             )
             return
-        follow.start(self.batch.path, self.seq)
+        follow.start(self.bdir.path, self.seq)
         self.refresh_bindings()
 
     def action_stream(self) -> None:
@@ -439,7 +439,7 @@ class ItemDetailScreen(WorkerScreen):
         severity: SeverityLevel = "information"
         try:
             outcome = send(
-                self.batch, op, seqs=[self.seq], wait=ACK_TIMEOUT_S, cancelled=lambda: worker.is_cancelled, now=clock
+                self.bdir, op, seqs=[self.seq], wait=ACK_TIMEOUT_S, cancelled=lambda: worker.is_cancelled, now=clock
             )
         except BatchtuiError as exc:  # no engine and the batch taken meanwhile, a damaged file
             message, severity = f"{op} failed: {exc}", "error"

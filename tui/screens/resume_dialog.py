@@ -121,7 +121,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
 
     def __init__(self, batch: Path) -> None:
         super().__init__()
-        self.batch = BatchDir(batch)
+        self.bdir = BatchDir(batch)
         #: The plan without the dialog's flags (what runs and the stored values); None until read.
         self.plan: ResumePlan | None = None
         self.starting = False
@@ -132,7 +132,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="resume-box"):
-            yield Static(Text(f"Resume batch {self.batch.batch_id}", style="bold"), id="resume-title")
+            yield Static(Text(f"Resume batch {self.bdir.batch_id}", style="bold"), id="resume-title")
             yield Static(Text("reading the batch..."), id="resume-state")
             with Grid(id="resume-fields"):
                 for name, _flag, label in FIELDS:
@@ -159,7 +159,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
     def _read_plan(self) -> None:
         # No lock: this only reads what a resume would start from (a run here takes it on confirm).
         try:
-            plan = plan_resume(self.batch.path.parent, self.batch, hold=False)
+            plan = plan_resume(self.bdir.path.parent, self.bdir, hold=False)
         except BatchtuiError as exc:
             self.app.call_from_thread(self._say_error, str(exc))
             return
@@ -168,7 +168,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
     def _planned(self, plan: ResumePlan) -> None:
         self.plan = plan
         manifest, c = plan.manifest, plan.counts
-        title = Text(f"Resume batch {self.batch.batch_id}", style="bold")
+        title = Text(f"Resume batch {self.bdir.batch_id}", style="bold")
         # The dialog opens only when no engine holds the batch: "running" is an engine that died.
         state_word = "interrupted" if manifest.state in ACTIVE_STATES else manifest.state.value
         title.append(f"  {state_word}", style="bold")
@@ -216,7 +216,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         from batchtui.engine.enqueue import preview_rescan  # only when asked: it loads the sources
 
         try:
-            found = preview_rescan(self.batch)
+            found = preview_rescan(self.bdir)
             note = f"{found.new:,} new, {found.missing:,} missing"
         except BatchtuiError as exc:
             note = str(exc)
@@ -230,7 +230,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
     def argv(self) -> list[str]:
         """The form as ``batchtui resume``'s arguments (only the fields filled in); with the
         output dir, as the CLI's own summaries say it, so it runs from any folder."""
-        args = [self.batch.batch_id, "--output-dir", str(self.batch.path.parent)]
+        args = [self.bdir.batch_id, "--output-dir", str(self.bdir.path.parent)]
         for name, flag, _label in FIELDS:
             value = self.query_one(f"#field-{name}", Input).value.strip()
             if value:
@@ -315,8 +315,8 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
             # A run here holds the lock from now on (the app's engine gets it); a background
             # engine takes it itself, as with --detach.
             plan = plan_resume(
-                self.batch.path.parent,
-                self.batch,
+                self.bdir.path.parent,
+                self.bdir,
                 flags=flags,
                 retry_failed=retry_failed,
                 rescan=rescan,

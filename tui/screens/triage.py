@@ -85,7 +85,7 @@ class Triage:
         screen = self.screen
         statuses, (verb, outcome) = ACTION_STATUSES[op], BULK[op]
         try:
-            with ItemQueries(screen.batch.items_db) as store:
+            with ItemQueries(screen.bdir.items_db) as store:
                 counts = store.selected_counts(selection)
                 samples = store.sample_selected(selection, 5, statuses)
         except StoreError as exc:
@@ -149,7 +149,7 @@ class Triage:
         worker = get_current_worker()
         try:
             outcome = send(
-                screen.batch,
+                screen.bdir,
                 op,
                 seqs=seqs,
                 filter=filter,
@@ -176,4 +176,4 @@ class Triage:
             log.write_event(f"{what}: {outcome.message}")
             screen.notify(clean(f"{what}: {outcome.message}"), timeout=3)
             if not outcome.engine:  # changed offline: show it now
-                (screen.watcher or BatchWatcher(screen.batch.path, screen.post_message)).read_all(force=True)
+                (screen.watcher or BatchWatcher(screen.bdir.path, screen.post_message)).read_all(force=True)

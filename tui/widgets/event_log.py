@@ -39,7 +39,7 @@ class EventLog(Log):
 
     def __init__(self, batch: BatchDir, clock: Callable[[], float], *, id: str | None = None) -> None:
         super().__init__(id=id, max_lines=500)
-        self.batch = batch
+        self.bdir = batch
         self.clock = clock
         self._pending: dict[str, _Pending] = {}
         self._late: dict[str, _Pending] = {}
@@ -93,7 +93,7 @@ class EventLog(Log):
                 continue
             self._pending.pop(cmd_id)
             self._late[cmd_id] = pending
-            text = NotAcknowledged(self.batch, pending.sent.cmd, self.engine, waited).describe(pending.what, brief=True)
+            text = NotAcknowledged(self.bdir, pending.sent.cmd, self.engine, waited).describe(pending.what, brief=True)
             self.write_event(text)
             self.notify(clean(text), severity="warning", timeout=6)
 

@@ -1,0 +1,57 @@
+"""Every screen and the event log can be recomposed: Textual's ``Widget.recompose()`` (also what
+``refresh(recompose=True)`` and a ``recompose=True`` reactive run) does ``async with
+self.batch():``, so no screen or widget of ours may shadow ``Widget.batch`` with an attribute
+(they hold their batch dir as ``bdir``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.screen import Screen
+
+from batchtui.engine.models import BatchState
+from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.screens.dashboard import DashboardScreen
+from batchtui.tui.screens.detail import ItemDetailScreen
+from batchtui.tui.screens.resume_dialog import ResumeDialog
+from batchtui.tui.widgets.event_log import EventLog
+
+from .conftest import run
+from .fixtures import FROZEN, make_batch
+
+SIZE = (120, 40)
+
+
+def _app(out: Path, batch: Path) -> BatchtuiApp:
+    return BatchtuiApp(
+        output_dir=out, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False, strict_display=True
+    )
+
+
+def test_app_recompose_on_each_batch_screen(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.HALTED, n=20)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.2)
+            dashboard = app.screen
+            assert isinstance(dashboard, DashboardScreen)
+            log = dashboard.query_one("#events", EventLog)
+            await log.recompose()
+            dashboard.refresh(recompose=True)  # recomposed in the screen's own message loop
+            await pilot.pause()
+            assert dashboard.query_one("#events", EventLog) is not log  # composed anew
+            screens: list[Screen[object]] = [ItemDetailScreen(batch, 0), ResumeDialog(batch)]
+            for screen in screens:
+                await app.push_screen(screen)
+                await pilot.pause(0.2)
+                assert app.screen is screen
+                before = list(screen.query("*"))
+                screen.refresh(recompose=True)
+                await pilot.pause()
+                after = list(screen.query("*"))
+                assert app.screen is screen and after and not set(before) & set(after)
+                assert screen.bdir.path == batch  # type: ignore[attr-defined]  # each screen class has bdir
+
+    run(body)
