@@ -380,15 +380,17 @@ class BatchtuiApp(App[int]):
                 # An operator's stop or a policy halt is under way: let it end as decided.
                 self._engine_done.wait(HANDOFF_GRACE_S + runner.config.grace + 10)
                 self.handoff = HandOff(note="the engine was already stopping: not handed over")
-                self._log(batch, f"{reason}; the engine was already stopping, so it was not handed over")
+                self._engine_log(batch, f"{reason}; the engine was already stopping, so it was not handed over")
                 return self.handoff
-            self._log(batch, f"{reason}: stopping the engine in the TUI (pid {os.getpid()}) to hand the batch over")
+            self._engine_log(
+                batch, f"{reason}: stopping the engine in the TUI (pid {os.getpid()}) to hand the batch over"
+            )
             runner.request_stop("handing the batch to a background engine", grace=HANDOFF_GRACE_S)
             self._engine_done.wait(HANDOFF_GRACE_S + 10)
             result = self.engine_result
             if result is not None and result.state in (BatchState.FINISHED, BatchState.HALTED):
                 self.handoff = HandOff(note=f"the engine in the TUI ended the batch: {result.state.value}")
-                self._log(batch, f"not handed over: {self.handoff.note}")
+                self._engine_log(batch, f"not handed over: {self.handoff.note}")
                 return self.handoff
             try:
                 pid = detach_engine(batch, action="resume", lock_wait=HANDOFF_LOCK_WAIT_S, wait=confirm_s)
@@ -399,14 +401,14 @@ class BatchtuiApp(App[int]):
             else:
                 self.handoff = HandOff(pid=pid)
             if self.handoff.error:
-                self._log(batch, f"HAND-OFF FAILED: {self.handoff.error}")
+                self._engine_log(batch, f"HAND-OFF FAILED: {self.handoff.error}")
             else:
-                self._log(batch, f"handed the batch to a background engine, pid {self.handoff.pid}")
+                self._engine_log(batch, f"handed the batch to a background engine, pid {self.handoff.pid}")
             return self.handoff
         finally:
             self._handoff_done.set()
 
-    def _log(self, batch: BatchDir, line: str) -> None:
+    def _engine_log(self, batch: BatchDir, line: str) -> None:
         """A line for engine.log (the hand-off's only witness once the terminal is gone)."""
         with contextlib.suppress(OSError):
             fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)

@@ -1,4 +1,6 @@
-"""Every screen and the event log can be recomposed: Textual's ``Widget.recompose()`` (also what
+"""Our app, screens and widgets do not shadow Textual's own names.
+
+Every screen and the event log can be recomposed: Textual's ``Widget.recompose()`` (also what
 ``refresh(recompose=True)`` and a ``recompose=True`` reactive run) does ``async with
 self.batch():``, so no screen or widget of ours may shadow ``Widget.batch`` with an attribute
 (they hold their batch dir as ``bdir``)."""
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from textual.screen import Screen
 
 from batchtui.engine.models import BatchState
@@ -55,3 +58,14 @@ def test_app_recompose_on_each_batch_screen(tmp_path: Path) -> None:
                 assert screen.bdir.path == batch  # type: ignore[attr-defined]  # each screen class has bdir
 
     run(body)
+
+
+def test_textual_logger_reaches_textuals_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``app.log(...)`` (Textual's logger, used by Textual itself when devtools are connected) calls
+    ``App._log(group, verbosity, frame, *objects)``; the app's engine.log writer has its own name."""
+    batch = make_batch(tmp_path, state=BatchState.FINISHED, n=5)
+    app = _app(tmp_path, batch)
+    # Connected devtools as the logger sees them; App._log itself finds no client and returns.
+    monkeypatch.setattr(BatchtuiApp, "_is_devtools_connected", property(lambda self: True))
+    app.log("a line for the devtools console", batch=str(batch))
+    app.log.warning("and a warning")  # raised TypeError when the app's own _log shadowed Textual's
