@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .callables import CallableProcessor
 from .errors import ErrorInfo, classify
 from .handoff import Gate
 from .outbox import Outbox
 from .outputs import DEFAULT_MAX_RESULT_BYTES, checked_result, cost_of
-from .processors import CallableProcessor, Item
+from .shell.item import Item
 
 if TYPE_CHECKING:  # a pool worker imports this module: it needs no settings models
     from .config import BatchConfig

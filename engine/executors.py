@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import sys
 import threading
 import time
@@ -35,7 +34,6 @@ MAX_CHUNK_SLOTS: Final = 256
 
 #: How long a pool worker's item has to unwind after a soft kill before its process is killed.
 KILL_ESCALATE_S: Final = 2.0
-KILL_SIGNAL: Final = signal.SIGUSR1
 
 
 def _salvage(chunk: Chunk, reported: set[int], exc: BaseException | None, text: str) -> list[Outcome]:

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from .processors import Item
+from .shell.item import Item  # not .processors: a pool worker imports this, and no settings model
 
 QUEUED: Final = 0
 RUNNING: Final = 1

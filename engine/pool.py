@@ -1,5 +1,5 @@
 """The process executor (default for Python callables): a pool of worker processes, each fed
-chunks by a feeder thread in the engine, and the worker processes' side.
+chunks by a feeder thread in the engine (the worker processes' side is :mod:`.poolworker`).
 
 ::
 
@@ -10,7 +10,8 @@ chunks by a feeder thread in the engine, and the worker processes' side.
 
 Each chunk's gate moves into memory shared with the process (:class:`~.handoff.SharedGate`), so
 the runner's cancel reaches items not started there, and a kill unwinds the one running item.
-A worker imports no settings model: its start-up is the first result's wait.
+The worker processes run :mod:`.poolworker`, a lean module (no settings model, no command line):
+their start-up is the first result's wait.
 """
 
 from __future__ import annotations
@@ -25,86 +26,24 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from .attempts import Classifier, Outcome, run_items
 from .executors import (
     KILL_ESCALATE_S,
-    KILL_SIGNAL,
     MAX_CHUNK_SLOTS,
     CompletionQueue,
     WorkerInitError,
     _HandoffExecutor,
     _salvage,
 )
-from .handoff import RUNNING, Chunk, ItemKilled, SharedGate
-from .processors import ProcessorSpec, build_processor
-from .reaper import die_with_parent
+from .handoff import RUNNING, Chunk, SharedGate
+from .poolworker import KILL_SIGNAL, WorkerSettings, WorkerSpec, child_main
 
-if TYPE_CHECKING:  # a pool worker imports this module: it needs no settings models
+if TYPE_CHECKING:
     import multiprocessing.connection
 
     from .config import BatchConfig
+    from .processors import ProcessorSpec
 
 log = logging.getLogger("batchtui.engine")
-
-
-@dataclass(frozen=True, slots=True)
-class _WorkerSettings:
-    """What a pool worker needs of the run's settings: plain values, so that the worker imports
-    no settings model (its start-up is the first result's wait)."""
-
-    timeout: float | None
-    log_limit: int
-    max_result_bytes: int
-    classifier: Classifier
-
-
-def _child_main(
-    conn: multiprocessing.connection.Connection,
-    spec_json: str,
-    settings: _WorkerSettings,
-    gate_parts: list[tuple[Any, ...]],
-) -> None:
-    """Entry point of a process-pool worker: build the processor once, then serve chunks, the
-    first through the first shared gate, the next through the second, and so on in turn."""
-    die_with_parent()  # a worker never outlives its engine (kill -9 included)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when its workers stop
-    gates = [SharedGate(*parts) for parts in gate_parts]
-    current = [gates[0]]  # the gate of the chunk running now: the one a kill may unwind
-
-    def on_kill(signum: int, frame: Any) -> None:
-        current[0].on_signal(signum, frame)
-
-    signal.signal(KILL_SIGNAL, on_kill)
-    spec = ProcessorSpec.model_validate_json(spec_json)
-    try:
-        processor = build_processor(
-            spec, timeout=settings.timeout, log_limit=settings.log_limit, max_result_bytes=settings.max_result_bytes
-        )
-    except BaseException as exc:
-        conn.send(("init_error", f"{type(exc).__name__}: {exc}"))
-        return
-    conn.send(("ready", os.getpid()))
-    classifier = settings.classifier
-
-    def report(outcomes: list[Outcome]) -> None:
-        conn.send(("part", outcomes))
-
-    index = 0
-    while True:
-        try:
-            got = conn.recv()
-        except (EOFError, OSError):
-            return
-        if got is None:
-            return
-        chunk = got
-        gate = current[0] = gates[index]
-        index = (index + 1) % len(gates)  # the engine uses the gates in turn, as it sends
-        try:
-            run_items(processor, chunk, classifier, spec.chunked, gate, report)
-        except ItemKilled:
-            pass  # a kill that landed between two items: nothing of an item was lost
-        conn.send(("end", None))
 
 
 #: Chunks a feeder keeps sent ahead to its worker process: with two, the worker goes from one
@@ -168,7 +107,8 @@ class ProcessExecutor(_HandoffExecutor):
         self._closing = False
         cs = config.chunk_size
         self._capacity = max(MAX_CHUNK_SLOTS, cs if isinstance(cs, int) else 0, 10_000 if spec.chunked else 0)
-        self._settings = _WorkerSettings(config.timeout, config.log_limit, config.max_result_bytes, self.classifier)
+        self._settings = WorkerSettings(config.timeout, config.log_limit, config.max_result_bytes, self.classifier)
+        self._worker_spec = WorkerSpec(spec.kind, spec.command, spec.call, spec.cwd, spec.chunked)
 
     def _spawn(self) -> _Slot:
         return self._ready(self._launch())
@@ -182,8 +122,8 @@ class ProcessExecutor(_HandoffExecutor):
         ]
         parent, child = ctx.Pipe(duplex=True)
         proc = ctx.Process(
-            target=_child_main,
-            args=(child, self.spec.model_dump_json(), self._settings, [gate.parts for gate in gates]),
+            target=child_main,
+            args=(child, self._worker_spec, self._settings, [gate.parts for gate in gates]),
             daemon=True,
             name="batchtui-pool-worker",
         )

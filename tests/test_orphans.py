@@ -421,7 +421,7 @@ def _engine_integrated() -> bool:
     """Whether the runner enters the reaper (when it takes the batch over) and pool workers call
     die_with_parent()."""
     engine = Path(reaper_mod.__file__).parent
-    runner, executors = (engine / "takeover.py").read_text(), (engine / "pool.py").read_text()
+    runner, executors = (engine / "takeover.py").read_text(), (engine / "poolworker.py").read_text()
     return ("reaping(" in runner or "Reaper(" in runner) and "die_with_parent(" in executors
 
 

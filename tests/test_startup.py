@@ -193,3 +193,39 @@ def test_the_cli_exit_code_and_resume_command_match_the_runner(tmp_path: Path) -
     assert errors.EXIT_USAGE == runner.EXIT_USAGE == 2
     bdir = batchdir.BatchDir(tmp_path / "20260101_000000_0123abcd")
     assert batchdir.resume_command(bdir) == report.resume_command(bdir)  # report.json's
+
+
+#: Never loaded by a process-pool worker (engine/poolworker.py): its imports are the wait for the
+#: run's first result, and a worker runs items, it reads no settings.
+HEAVY_FOR_POOL_WORKER = (
+    "pydantic",
+    "pydantic_core",
+    "batchtui.engine.config",
+    "batchtui.engine.models",
+    "batchtui.engine.processors",
+    "batchtui.engine.executors",
+    "batchtui.engine.pool",
+)
+
+
+def test_a_pool_worker_loads_no_settings_model(tmp_path: Path) -> None:
+    """A real run on the process executor: each item returns the modules its worker process has
+    loaded by then (the worker's entry module, the callable's file, the items run)."""
+    calls = tmp_path / "calls.py"
+    calls.write_text("import sys\n\ndef modules(item):\n    return sorted(sys.modules)\n")
+    items = tmp_path / "items.txt"
+    items.write_text("a\nb\n")
+    out = tmp_path / "out"
+    args = ["run", str(items), "--call", f"{calls}:modules", "--executor", "process", "--workers", "1", "--headless"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchtui.tui.cli", *args],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=cli_env(out), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (batch,) = [p for p in out.iterdir() if p.is_dir()]
+    rows = [json.loads(line) for line in (batch / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        modules = set(row["result"])
+        assert "batchtui.engine.poolworker" in modules  # the worker ran, and ran this entry
+        assert _present(modules, HEAVY_FOR_POOL_WORKER) == []

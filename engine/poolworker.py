@@ -1,0 +1,95 @@
+"""The entry module of a process-pool worker (:mod:`.pool`): build the processor once, then run
+the chunks its engine sends, reporting outcomes as they are decided.
+
+A worker is a fresh interpreter (the spawn start method), so what this module imports is the
+wait for the run's first result: only what running items needs (:mod:`.attempts`,
+:mod:`.callables`, :mod:`.handoff`), never a settings model (pydantic) nor the command line
+(click). tests/test_startup.py holds it to that.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from .attempts import Classifier, Outcome, run_items
+from .callables import build_processor
+from .handoff import ItemKilled, SharedGate
+from .reaper import die_with_parent
+
+if TYPE_CHECKING:
+    import multiprocessing.connection
+
+#: The signal that asks a worker process to unwind one running item (:meth:`SharedGate.on_signal`).
+KILL_SIGNAL: Final = signal.SIGUSR1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What a worker needs of the run's :class:`~.processors.ProcessorSpec`, as plain values."""
+
+    kind: str
+    command: str | None
+    call: str | None
+    cwd: str
+    chunked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """What a pool worker needs of the run's settings: plain values (no settings model)."""
+
+    timeout: float | None
+    log_limit: int
+    max_result_bytes: int
+    classifier: Classifier
+
+
+def child_main(
+    conn: multiprocessing.connection.Connection,
+    spec: WorkerSpec,
+    settings: WorkerSettings,
+    gate_parts: list[tuple[Any, ...]],
+) -> None:
+    """Entry point of a process-pool worker: build the processor once, then serve chunks, the
+    first through the first shared gate, the next through the second, and so on in turn."""
+    die_with_parent()  # a worker never outlives its engine (kill -9 included)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when its workers stop
+    gates = [SharedGate(*parts) for parts in gate_parts]
+    current = [gates[0]]  # the gate of the chunk running now: the one a kill may unwind
+
+    def on_kill(signum: int, frame: Any) -> None:
+        current[0].on_signal(signum, frame)
+
+    signal.signal(KILL_SIGNAL, on_kill)
+    try:
+        processor = build_processor(
+            spec, timeout=settings.timeout, log_limit=settings.log_limit, max_result_bytes=settings.max_result_bytes
+        )
+    except BaseException as exc:
+        conn.send(("init_error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", os.getpid()))
+    classifier = settings.classifier
+
+    def report(outcomes: list[Outcome]) -> None:
+        conn.send(("part", outcomes))
+
+    index = 0
+    while True:
+        try:
+            got = conn.recv()
+        except (EOFError, OSError):
+            return
+        if got is None:
+            return
+        chunk = got
+        gate = current[0] = gates[index]
+        index = (index + 1) % len(gates)  # the engine uses the gates in turn, as it sends
+        try:
+            run_items(processor, chunk, classifier, spec.chunked, gate, report)
+        except ItemKilled:
+            pass  # a kill that landed between two items: nothing of an item was lost
+        conn.send(("end", None))
