@@ -16,7 +16,10 @@ from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 
 from batchtui.engine.store import ItemStore
-from batchtui.tui.widgets import items_table as items_table_module
+from batchtui.engine.store.queries import ItemFilter, Selection
+from batchtui.tui.widgets import items_counts
+from batchtui.tui.widgets.items_counts import ViewCounts
+from batchtui.tui.widgets.items_messages import CountReady
 from batchtui.tui.widgets.items_table import MAX_PAGES, PAGE_SIZE, ItemsTable
 
 SIZE = (100, 30)
@@ -368,7 +371,7 @@ def test_refresh_data_picks_up_changes(tmp_path: Path) -> None:
 
 
 def test_slow_filtered_recount_runs_off_the_ui_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(items_table_module, "_COUNT_BUDGET_S", -1.0)  # every filtered recount is "slow"
+    monkeypatch.setattr(items_counts, "COUNT_BUDGET_S", -1.0)  # every filtered recount is "slow"
     db = build_store(tmp_path / "items.db", [(f"item-{i}", "pending", None, None) for i in range(100)])
 
     async def body(app: TableApp, pilot: Pilot[None], table: ItemsTable) -> None:
@@ -387,6 +390,30 @@ def test_slow_filtered_recount_runs_off_the_ui_thread(tmp_path: Path, monkeypatc
         assert shown_seqs(table)[0] == 10
 
     run(db, body)
+
+
+def test_a_background_count_of_an_older_filter_is_dropped_and_one_asked_meanwhile_runs_after(tmp_path: Path) -> None:
+    """ViewCounts on its own: one background count at a time, its figures kept only when no
+    filter change came meanwhile, and a count asked for while one ran is run when it ends."""
+    db = build_store(
+        tmp_path / "items.db", [(f"item-{i}", "failed" if i % 4 else "pending", None, None) for i in range(40)]
+    )
+    posted: list[CountReady] = []
+    counts = ViewCounts(db, lambda text: None, Selection, posted.append)
+    work = counts.background(ItemFilter(status="pending"), Selection())
+    assert work is not None
+    assert counts.background(ItemFilter(status="failed"), Selection()) is None  # one at a time
+    work()
+    assert [(m.count, m.total, m.marked) for m in posted] == [(10, 40, 0)]
+    assert counts.end(posted[0]) == (10, True)  # current; and the one asked meanwhile runs now
+    assert counts.total == 40
+    again = counts.background(ItemFilter(status="failed"), Selection())
+    assert again is not None
+    counts.generation += 1  # the filter changed while it ran
+    again()
+    assert posted[1].count == 30
+    assert counts.end(posted[1]) == (None, False)  # dropped: stale
+    assert counts.background(ItemFilter(), Selection()) is not None  # not left "running"
 
 
 def test_missing_store_shows_a_message_then_recovers(tmp_path: Path) -> None:

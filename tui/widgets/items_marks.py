@@ -9,25 +9,34 @@ marks change.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from batchtui.engine.store.queries import Selection, StoreError
 
 from .items_pages import RowPages
+from .items_rows import Row
 
 
 class ItemMarks:
-    """The marks of one table (see the module's docstring); ``warn`` logs a failed query."""
+    """The marks of one table (see the module's docstring); ``warn`` logs a failed query,
+    ``changed`` is told the marks and their count when the count is set anew."""
 
-    def __init__(self, pages: RowPages, warn: Callable[[str], None]) -> None:
+    def __init__(self, pages: RowPages, warn: Callable[[str], None], changed: Callable[[Selection, int], None]) -> None:
         self._pages = pages
         self._warn = warn
+        self._changed = changed
         self.selection = Selection()
         """The marked items (empty: none)."""
         self.count = 0
         """How many items the marks hold (as of the last count)."""
         self.on_screen: set[int] = set()
         """The marked items among the rows of the last paint."""
+
+    def set_count(self, count: int, *, force: bool = False) -> None:
+        """Keep ``count`` as the marks' count; tells ``changed`` when it differs (or ``force``)."""
+        if force or count != self.count:
+            self.count = count
+            self._changed(self.selection, count)
 
     def count_of(self, selection: Selection) -> int:
         """How many items ``selection`` holds (one query; the last count when it fails)."""
@@ -57,3 +66,10 @@ class ItemMarks:
         except StoreError as exc:
             self._warn(f"items.db marks: {exc}")
             return set()
+
+    def among_rows(self, rows: Iterable[Row | None]) -> set[int]:
+        """Which of ``rows`` (None: a row not read) are marked: one query, none when nothing is
+        marked (``rows`` is not even iterated then: its rows are read on demand)."""
+        if self.selection.is_empty or self._pages.store is None:
+            return set()
+        return self.among([row.seq for row in rows if row is not None])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from batchtui.engine.fmt import clean
-from batchtui.engine.store.queries import ItemFilter, ItemQueries, Selection, StoreError
+from batchtui.engine.store.queries import ItemFilter, ItemQueries, StoreError
 
 from .items_rows import Row
 
@@ -22,13 +22,6 @@ PAGE_SIZE: Final = 200
 """Rows fetched per query."""
 MAX_PAGES: Final = 20
 """Pages kept in the LRU cache (so at most ``PAGE_SIZE * MAX_PAGES`` rows in memory)."""
-
-
-def count_rows(store: ItemQueries, item_filter: ItemFilter, selection: Selection) -> tuple[int, int, int]:
-    """(rows in the filtered view, rows in the store: what sizes the seq column, marked items)."""
-    total = store.size()
-    marked = 0 if selection.is_empty else store.count_selected(selection)
-    return (total if item_filter.is_everything else store.count(item_filter)), total, marked
 
 
 class RowPages:
@@ -72,6 +65,12 @@ class RowPages:
     def snapshot(self) -> dict[int, list[Row]]:
         """The pages held now, by number."""
         return dict(self._pages)
+
+    def changed(self, before: dict[int, list[Row]], first: int, n: int, count: int, f: ItemFilter, order: str) -> bool:
+        """Whether the pages of rows ``first .. first+n`` (of ``count`` in the view), each read again
+        (one query: they are kept), differ from the ``before`` :meth:`snapshot`."""
+        numbers = range(first // PAGE_SIZE, min((first + n) // PAGE_SIZE + 1, -(-count // PAGE_SIZE)))
+        return [self.fetch(number, f, order) for number in numbers] != [before.get(number) for number in numbers]
 
     def row(self, index: int, item_filter: ItemFilter, order: str) -> Row | None:
         """Row ``index`` of the view (``item_filter`` in ``order``): from the cache, or its page

@@ -8,6 +8,7 @@ and the view; a line as ``Segment`` text (never parsed as markup). The widget
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,6 +36,17 @@ SORT_BY_COLUMN: Final = {1: "seq", 3: "tries", 4: "duration"}
 ORDER_ARROW: Final = {"seq": "↑", "tries": "↓", "duration": "↓"}
 STATUSES: Final = frozenset({"pending", "processing", "complete", "failed", "skipped"})
 HEADER: Final = ("", "seq", "status", "tries", "duration", "key", "error")
+COMPONENT_CLASSES: Final = {f"items-table--{name}" for name in ("header", "cursor", *STATUSES, "message", "marked")}
+"""The table's component classes, each a style of :func:`make_paint`:
+
+| Class | Description |
+| :- | :- |
+| `items-table--header` | The fixed header line. |
+| `items-table--cursor` | The highlighted row (`ItemsTable:focus > …` when focused). |
+| `items-table--pending` … `items-table--skipped` | Status column (and error column) per status. |
+| `items-table--message` | "no items" / "items.db unavailable" line. |
+| `items-table--marked` | Added to a marked row (its first column shows ●). |
+"""
 _RIGHT_ALIGNED: Final = (False, True, False, True, True, False, False)
 _MIDDLE_CUT: Final = (False, False, False, False, False, True, False)
 
@@ -127,3 +139,44 @@ def draw(paint: Paint, cells: tuple[str, ...], styles: tuple[Style, ...], fill: 
     if paint.used < paint.width:
         return Strip([*segments, Segment(" " * (paint.width - paint.used), fill)], paint.width)
     return strip.crop(0, paint.width) if paint.used > paint.width else strip
+
+
+def make_paint(
+    width: int,
+    content_width: int,
+    total: int,
+    order: str,
+    *,
+    failed: bool,
+    base: Style,
+    component: Callable[[str], Style],
+) -> Paint:
+    """What every line of one paint shares: the columns in ``content_width`` of the ``width``
+    cells (see :func:`column_widths`), the styles on ``base`` (``component`` gives the style of
+    a component class by its name's end: "cursor", "failed"...), the header line for ``order``."""
+    widths, used = column_widths(content_width, total, failed=failed)
+    cursor = base + component("cursor")
+    header = base + component("header")
+    status = {name: (base + component(name), base + component(name) + component("cursor")) for name in STATUSES}
+    message = base + component("message")
+    paint = Paint(width, widths, used, base, cursor, status, message, component("marked"), Strip([]))
+    # The column the rows are sorted by, when it is not seq, says so with an arrow.
+    names = tuple(f"{name}{ORDER_ARROW[name]}" if name == order != "seq" else name for name in HEADER)
+    paint.header_strip = draw(paint, names, (header,) * len(HEADER), header)
+    return paint
+
+
+def draw_row(paint: Paint, row: Row, *, on_cursor: bool, marked: bool) -> Strip:
+    """The line of ``row``, under the cursor or not, marked or not (its status in its colour)."""
+    row_style = paint.cursor if on_cursor else paint.base
+    status_style = paint.status.get(row.status, (paint.base, paint.cursor))[on_cursor]
+    if marked:
+        row_style, status_style = row_style + paint.marked, status_style + paint.marked
+    cells = (MARK if marked else "", str(row.seq), row.status, row.tries, row.duration, row.key, row.error)
+    styles = (row_style, row_style, status_style, row_style, row_style, row_style, status_style)
+    return draw(paint, cells, styles, row_style)
+
+
+def draw_message(paint: Paint, text: str) -> Strip:
+    """The line that says why no row is shown ("no items yet")."""
+    return Strip([Segment(fit(f" {text}", paint.width), paint.message)], paint.width)

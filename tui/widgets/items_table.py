@@ -1,36 +1,23 @@
 """The dashboard's items table: a virtual view over ``items.db``.
 
-A ``ScrollView`` whose :meth:`ItemsTable.render_line` draws only the rows on screen. Rows come
-from the store in pages of :data:`PAGE_SIZE`, one query per page miss, and at most
-:data:`MAX_PAGES` pages are kept (LRU), so a 1M-item batch costs the same as a 100-item one.
+A ``ScrollView`` whose :meth:`ItemsTable.render_line` draws only the rows on screen, read from
+the store a page at a time (at most :data:`MAX_PAGES` of :data:`PAGE_SIZE` rows kept), so a
+1M-item batch costs the same as a 100-item one. Item keys and error messages are untrusted:
+drawn as plain ``Segment`` text, every non-printable character escaped (:mod:`.items_rows`).
 
-Item keys and error messages are untrusted: they are drawn as plain ``Segment`` text (never
-parsed as markup) after every non-printable character (ANSI escapes, control and bidi
-characters, newlines) has been replaced by a visible ``\\xNN`` / ``\\uNNNN`` escape
-(:func:`batchtui.engine.fmt.clean`, the one sanitizer).
-
-The rows as drawn (the row model, the column layout, the drawing of a line) are in
-:mod:`.items_rows`, the page cache and the store's connection in :mod:`.items_pages`, the
-marks in :mod:`.items_marks`, the messages the table posts in :mod:`.items_messages`; this
-module is the widget: its keys, the filters and the order, the cursor, the counting.
-
-What is left is one piece of some 600 lines because it is the state of one ``ScrollView`` that
-changes together: a filter or order change drops the pages, recounts, resets the cursor and the
-scroll; a count (on the UI thread or from the counting thread, dropped when a newer filter came)
-sizes the virtual height and clamps the cursor; the cursor's moves post ``Highlighted``. Split,
-each part would set the others' reactives. A fifth of it is the widget's CSS and keys.
+Its parts: the rows as drawn in :mod:`.items_rows`, the page cache and the connection in
+:mod:`.items_pages`, the marks in :mod:`.items_marks`, the counting in :mod:`.items_counts`, the
+messages in :mod:`.items_messages`. This module is the widget: its keys, filters, order and
+cursor. A filter or order change drops the pages, recounts, resets the cursor and the scroll; a
+count sizes the virtual height and clamps the cursor; a cursor move posts ``Highlighted``.
 """
 
 from __future__ import annotations
 
 import enum
-import time
-from functools import partial
 from pathlib import Path
 from typing import ClassVar, Final, TypeAlias
 
-from rich.segment import Segment
-from rich.style import Style
 from textual import events, on
 from textual.binding import Binding, BindingType
 from textual.geometry import Region, Size
@@ -38,29 +25,25 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from batchtui.engine.store.queries import ORDERS, ItemFilter, ItemQueries, Selection, StoreError
+from batchtui.engine.store.queries import ORDERS, ItemFilter, Selection
 
+from .items_counts import ViewCounts
 from .items_marks import ItemMarks
 from .items_messages import CountReady, Highlighted, MarksChanged, Selected
-from .items_pages import MAX_PAGES, PAGE_SIZE, RowPages, count_rows
+from .items_pages import MAX_PAGES, PAGE_SIZE, RowPages
 from .items_rows import (
-    HEADER,
+    COMPONENT_CLASSES,
     MARK,
-    ORDER_ARROW,
     SORT_BY_COLUMN,
-    STATUSES,
     Paint,
     Row,
     column_at,
-    column_widths,
-    draw,
-    fit,
+    draw_message,
+    draw_row,
+    make_paint,
 )
 
 __all__ = ["MARK", "MAX_PAGES", "PAGE_SIZE", "ItemsTable"]
-
-_COUNT_BUDGET_S: Final = 0.015
-"""A filtered recount slower than this moves off the UI thread on :meth:`ItemsTable.refresh_data`."""
 
 
 class _Keep(enum.Enum):
@@ -119,26 +102,7 @@ class ItemsTable(ScrollView, can_focus=True):
     ItemsTable > .items-table--marked { background: $accent-muted; text-style: bold; }
     """
 
-    COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "items-table--header",
-        "items-table--cursor",
-        "items-table--pending",
-        "items-table--processing",
-        "items-table--complete",
-        "items-table--failed",
-        "items-table--skipped",
-        "items-table--message",
-        "items-table--marked",
-    }
-    """
-    | Class | Description |
-    | :- | :- |
-    | `items-table--header` | The fixed header line. |
-    | `items-table--cursor` | The highlighted row (`ItemsTable:focus > …` when focused). |
-    | `items-table--pending` … `items-table--skipped` | Status column (and error column) per status. |
-    | `items-table--message` | "no items" / "items.db unavailable" line. |
-    | `items-table--marked` | Added to a marked row (its first column shows ●). |
-    """
+    COMPONENT_CLASSES: ClassVar[set[str]] = COMPONENT_CLASSES
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor_up", "Up", show=False, id="items_table.cursor_up", tooltip="Previous item"),
@@ -186,15 +150,17 @@ class ItemsTable(ScrollView, can_focus=True):
         """A table over the ``items.db`` at ``db_path``; the store is opened on mount."""
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.db_path = db_path
-        self._pages = RowPages(db_path, lambda text: self.log.warning(text))  # noqa: PLW0108 (no app yet)
+        self._pages = RowPages(db_path, self._log_warning)
+        self._marks = ItemMarks(self._pages, self._log_warning, self._marks_changed)
+        self._counts = ViewCounts(db_path, self._log_warning, lambda: self._marks.selection, self.post_message)
         self._count = 0
-        self._total = 0  # rows in the whole store: sizes the seq column
-        self._generation = 0  # bumped on every filter change: stale background counts are dropped
-        self._last_count_s = 0.0
-        self._counting = False
-        self._count_again = False
         self._paint: Paint | None = None
-        self._marks = ItemMarks(self._pages, lambda text: self.log.warning(text))  # noqa: PLW0108 (no app yet)
+
+    def _log_warning(self, text: str) -> None:
+        self.log.warning(text)  # looked up when called: there is no app yet in __init__
+
+    def _marks_changed(self, selection: Selection, count: int) -> None:
+        self.post_message(self.MarksChanged(self, selection, count))
 
     # -- public API ------------------------------------------------------------------------
 
@@ -232,7 +198,7 @@ class ItemsTable(ScrollView, can_focus=True):
     def set_selection(self, selection: Selection) -> None:
         """Replace the marks (counted at once, one query) and repaint; posts :class:`MarksChanged`."""
         self._marks.selection = selection
-        self._set_marked(self._marks.count_of(selection), force=True)
+        self._marks.set_count(self._marks.count_of(selection), force=True)
         self.refresh()
 
     def clear_marks(self) -> bool:
@@ -292,7 +258,7 @@ class ItemsTable(ScrollView, can_focus=True):
             return
         count, pages = self._count, self._pages.snapshot()
         self._pages.clear()
-        if self._is_filtered and self._last_count_s > _COUNT_BUDGET_S:
+        if self._is_filtered and self._counts.is_slow:
             self._count_in_background()
             self.refresh()
             return
@@ -300,15 +266,8 @@ class ItemsTable(ScrollView, can_focus=True):
         # Repainted only when the rows on screen changed: a repaint of the table costs the
         # engine in this app's thread its time (GIL), 4 times a second while the rows at the
         # top are long done (issue 19, point 6).
-        first = int(self.scroll_y)
-        on_screen = range(first // PAGE_SIZE, (first + self.size.height) // PAGE_SIZE + 1)
-        changed = count != self._count
-        for number in on_screen:
-            if number * PAGE_SIZE >= self._count:
-                break
-            if self._pages.fetch(number, self.item_filter, self.order) != pages.get(number):
-                changed = True
-        if changed:
+        on_screen = (int(self.scroll_y), self.size.height, self._count)
+        if self._pages.changed(pages, *on_screen, self.item_filter, self.order) or count != self._count:
             self.refresh()
 
     # -- reactives -------------------------------------------------------------------------
@@ -325,14 +284,7 @@ class ItemsTable(ScrollView, can_focus=True):
     def watch_status(self) -> None:
         self._apply_filter()
 
-    def watch_error_type(self) -> None:
-        self._apply_filter()
-
-    def watch_text(self) -> None:
-        self._apply_filter()
-
-    def watch_error_group(self) -> None:
-        self._apply_filter()
+    watch_error_type = watch_text = watch_error_group = watch_status
 
     def watch_order(self) -> None:
         self._paint = None  # the header shows the order
@@ -380,7 +332,7 @@ class ItemsTable(ScrollView, can_focus=True):
         seq = self.selected_seq
         if seq is None:
             return
-        self.set_selection(self._marks.selection.toggle(seq, self.is_marked(seq)))
+        self.set_selection(self._marks.selection.toggle(seq, self._marks.is_marked(seq)))
         self.cursor_row += 1
 
     def action_extend_marks(self, step: int) -> None:
@@ -395,10 +347,6 @@ class ItemsTable(ScrollView, can_focus=True):
         if after is not None:
             selection = selection.mark(after)
         self.set_selection(selection)
-
-    def is_marked(self, seq: int) -> bool:
-        """Whether item ``seq`` is marked (one query; False when nothing is)."""
-        return self._marks.is_marked(seq)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -434,16 +382,13 @@ class ItemsTable(ScrollView, can_focus=True):
 
     @on(CountReady)
     def _count_ready(self, message: CountReady) -> None:
-        self._counting = False
-        if message.generation == self._generation and message.count is not None:
-            self._last_count_s = message.elapsed
-            self._total = message.total if message.total is not None else self._total
-            self._set_count(message.count)
+        count, again = self._counts.end(message)
+        if count is not None:
+            self._set_count(count)
             if message.marked is not None:
-                self._set_marked(message.marked)
+                self._marks.set_count(message.marked)
             self.refresh()
-        if self._count_again:
-            self._count_again = False
+        if again:
             self._count_in_background()
 
     # -- rendering -------------------------------------------------------------------------
@@ -451,15 +396,10 @@ class ItemsTable(ScrollView, can_focus=True):
     def render_lines(self, crop: Region) -> list[Strip]:
         """Paint ``crop``: styles and column widths are worked out once per paint, not per line."""
         self._paint = None  # Textual also drops its component-style cache on every refresh
-        self._marks.on_screen = self._marked_among_rows(int(self.scroll_y) + max(0, crop.y - 1), crop.height)
+        first = int(self.scroll_y) + max(0, crop.y - 1)
+        rows = range(first, min(first + crop.height, self._count))
+        self._marks.on_screen = self._marks.among_rows(self._row_at(i) for i in rows)  # one query a paint
         return super().render_lines(crop)
-
-    def _marked_among_rows(self, first: int, n: int) -> set[int]:
-        """Which items of the rows ``first .. first+n`` are marked: one query for the paint."""
-        if self._marks.selection.is_empty or self._pages.store is None:
-            return set()
-        seqs = [row.seq for i in range(first, min(first + n, self._count)) if (row := self._row_at(i)) is not None]
-        return self._marks.among(seqs)
 
     def render_line(self, y: int) -> Strip:
         """Line ``y`` of the widget: the header at 0, then row ``scroll_y + y - 1``."""
@@ -472,45 +412,25 @@ class ItemsTable(ScrollView, can_focus=True):
         row = self._row_at(index)
         if row is None:  # the store shrank or could not be read: drawn on the next refresh
             return Strip.blank(paint.width, paint.base)
-        on_cursor = index == self.cursor_row
-        marked = row.seq in self._marks.on_screen
-        row_style = paint.cursor if on_cursor else paint.base
-        status_style = paint.status.get(row.status, (paint.base, paint.cursor))[on_cursor]
-        if marked:
-            row_style, status_style = row_style + paint.marked, status_style + paint.marked
-        cells = (MARK if marked else "", str(row.seq), row.status, row.tries, row.duration, row.key, row.error)
-        styles = (row_style, row_style, status_style, row_style, row_style, row_style, status_style)
-        return draw(paint, cells, styles, row_style)
+        return draw_row(paint, row, on_cursor=index == self.cursor_row, marked=row.seq in self._marks.on_screen)
 
     def _message_line(self, paint: Paint) -> Strip:
         if self._pages.store is None:
-            text = f" items.db unavailable: {self._pages.store_error or 'not open'}"
-        else:
-            text = " no items match" if self._is_filtered else " no items yet"
-        return Strip([Segment(fit(text, paint.width), paint.message)], paint.width)
+            return draw_message(paint, f"items.db unavailable: {self._pages.store_error or 'not open'}")
+        return draw_message(paint, "no items match" if self._is_filtered else "no items yet")
 
     def _paint_context(self) -> Paint:
-        if self._paint is not None:
-            return self._paint
-        width = self.size.width
-        content_width = self.scrollable_content_region.width  # the scrollbar is drawn over the rest
-        # The failed items are read for their errors: the error column gets two thirds there.
-        widths, used = column_widths(content_width, self._total, failed=self.status == "failed")
-        base = self.rich_style
-
-        def component(name: str) -> Style:
-            return self.get_component_rich_style(f"items-table--{name}", partial=True)
-
-        cursor = base + component("cursor")
-        header = base + component("header")
-        status = {name: (base + component(name), base + component(name) + component("cursor")) for name in STATUSES}
-        marked = component("marked")
-        paint = Paint(width, widths, used, base, cursor, status, base + component("message"), marked, Strip([]))
-        # The column the rows are sorted by, when it is not seq, says so with an arrow.
-        names = tuple(f"{name}{ORDER_ARROW[name]}" if name == self.order != "seq" else name for name in HEADER)
-        paint.header_strip = draw(paint, names, (header,) * len(HEADER), header)
-        self._paint = paint
-        return paint
+        if self._paint is None:
+            self._paint = make_paint(
+                self.size.width,
+                self.scrollable_content_region.width,  # the scrollbar is drawn over the rest
+                self._counts.total,
+                self.order,
+                failed=self.status == "failed",
+                base=self.rich_style,
+                component=lambda name: self.get_component_rich_style(f"items-table--{name}", partial=True),
+            )
+        return self._paint
 
     # -- data ------------------------------------------------------------------------------
 
@@ -536,42 +456,15 @@ class ItemsTable(ScrollView, can_focus=True):
         if self._pages.store is None:
             self._set_count(0)
             return
-        started = time.perf_counter()
-        try:
-            count, self._total, marked = count_rows(self._pages.store, self.item_filter, self._marks.selection)
-        except StoreError as exc:
-            self.log.warning(f"items.db count: {exc}")
-            return
-        self._last_count_s = time.perf_counter() - started
-        self._set_count(count)
-        self._set_marked(marked)
+        counted = self._counts.now(self._pages.store, self.item_filter, self._marks.selection)
+        if counted is not None:
+            self._set_count(counted[0])
+            self._marks.set_count(counted[1])
 
     def _count_in_background(self) -> None:
-        if self._counting:
-            self._count_again = True
-            return
-        self._counting = True
-        work = partial(self._count_off_thread, self._generation, self.item_filter, self._marks.selection)
-        self.run_worker(work, name="items-table count", group="items-table-count", thread=True, exit_on_error=False)
-
-    def _count_off_thread(self, generation: int, item_filter: ItemFilter, selection: Selection) -> None:
-        """Runs in a worker thread, on a connection of its own (a long COUNT would hold the UI's)."""
-        count = total = marked = None
-        started = time.perf_counter()
-        try:
-            with ItemQueries(self.db_path) as store:
-                count, total, marked = count_rows(store, item_filter, selection)
-        except StoreError:
-            pass
-        finally:
-            if selection != self._marks.selection:  # marked meanwhile: that count is set_selection's
-                marked = None
-            self.post_message(CountReady(generation, count, total, marked, time.perf_counter() - started))
-
-    def _set_marked(self, count: int, *, force: bool = False) -> None:
-        if force or count != self._marks.count:
-            self._marks.count = count
-            self.post_message(self.MarksChanged(self, self._marks.selection, count))
+        work = self._counts.background(self.item_filter, self._marks.selection)
+        if work is not None:
+            self.run_worker(work, name="items-table count", group="items-table-count", thread=True, exit_on_error=False)
 
     def _set_count(self, count: int) -> None:
         if count != self._count or self.virtual_size.height != count + 1:
@@ -583,7 +476,7 @@ class ItemsTable(ScrollView, can_focus=True):
             self.set_reactive(ItemsTable.cursor_row, clamped)
 
     def _apply_filter(self) -> None:
-        self._generation += 1
+        self._counts.generation += 1
         self._pages.clear()
         if not self.is_mounted:  # _on_mount counts with whatever filters are set by then
             return
