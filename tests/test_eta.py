@@ -13,6 +13,7 @@ import heapq
 import random
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from batchtui.engine.eta import STALL_FIRST_S, STALL_FLOOR_S, Eta, EtaEstimator,
 from batchtui.engine.models import BatchState, LiveProgress
 from batchtui.tui.cli.progress import progress_line
 
-from .conftest import CLI, cli_env, only_batch, read_live, wait_until
+from .conftest import cli_env, only_batch, read_live, wait_until
 
 
 def simulate(
@@ -259,9 +260,18 @@ def test_a_batch_whose_workers_all_hang_says_stalled(
     # Two items end at once (a usual duration exists), then both workers hang.
     cmd = "case {} in row-0|row-1) ;; *) sleep 30 ;; esac"
     args = ["run", str(items), "--cmd", cmd, "--workers", "2", "--headless", "--progress-interval", "0.5"]
+    # The engine's own process (its SIGTERM, its headless line), with the floor lowered as
+    # test_events does in-process: the test waits a second for the stall, not ten.
+    floor = 1.0
+    engine_cli = [
+        sys.executable,
+        "-c",
+        f"import runpy, batchtui.engine.eta as eta; eta.STALL_FLOOR_S = {floor}; "
+        "runpy.run_module('batchtui.tui.cli', run_name='__main__')",
+    ]
     with log.open("w") as err:
         engine = subprocess.Popen(
-            [*CLI, *args, "--grace", "0"],
+            [*engine_cli, *args, "--grace", "0"],
             env=cli_env(out_dir),
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
@@ -276,9 +286,9 @@ def test_a_batch_whose_workers_all_hang_says_stalled(
             data = read_live(batch)
             return data.get("stalled_s") is not None
 
-        wait_until(stalled, timeout=STALL_FLOOR_S + 10, what="stalled_s in live_progress.json")
+        wait_until(stalled, timeout=floor + 10, what="stalled_s in live_progress.json")
         data = read_live(batch)
-        assert data["eta_s"] is None and float(data["stalled_s"]) >= STALL_FLOOR_S  # type: ignore[arg-type]
+        assert data["eta_s"] is None and float(data["stalled_s"]) >= floor  # type: ignore[arg-type]
         assert data["counts"]["running"] == 2  # type: ignore[index]
         wait_until(lambda: "| stalled " in log.read_text(), timeout=5, what="stalled in the headless line")
         shown = invoke_cli(["show", batch.name])
