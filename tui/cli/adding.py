@@ -32,7 +32,7 @@ from .output import echo_json, fail, plain, say
 @DIR_OPTION
 @JSON_OPTION
 @click.pass_context
-def add_cmd(ctx: click.Context, batch: str, sources: tuple[str, ...], as_json: bool, **kwargs: Any) -> None:
+def add_cmd(ctx: click.Context, /, batch: str, sources: tuple[str, ...], as_json: bool, **kwargs: Any) -> None:
     """Add the items of SOURCES to BATCH (no engine may run it): the same key rules and
     duplicate counting as at its creation; a later `resume --rescan` reads these sources too.
 

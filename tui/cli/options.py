@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
@@ -21,8 +21,16 @@ from .output import plain
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
+if TYPE_CHECKING:
+    # Recent click types ParamType by the value it makes and the input it takes; the lower bound's
+    # (8.1) is not subscriptable at run time, so the parameters exist for mypy only.
+    FloatParamType = click.ParamType[float, Any]
+    TimeoutParamType = click.ParamType[float | str, Any]
+else:
+    FloatParamType = TimeoutParamType = click.ParamType
 
-class Number(click.ParamType):
+
+class Number(FloatParamType):
     """A float option checked as it is parsed by the one validator, engine/config.py's
     ``check_number``: finite and within the bounds of ``field`` (`--timeout inf` or `1e10` is a
     usage error here, not an OverflowError in every item after its command started)."""
@@ -43,7 +51,7 @@ class Number(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class TimeoutValue(click.ParamType):
+class TimeoutValue(TimeoutParamType):
     """``--timeout``: seconds (checked as :class:`Number` checks them), or an adaptive limit
     ``P%[,min=D][,max=D][,after=N]`` (engine/adaptive.py), passed on as text for the config."""
 

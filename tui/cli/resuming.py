@@ -15,8 +15,8 @@ import click
 
 from batchtui.engine.resume import plan_resume
 from batchtui.engine.runner import RunResult, exit_code_for
-from batchtui.tui.launch import detach_engine
 
+from ..launch import detach_engine
 from .completion import complete_batch
 from .group import CONTEXT, terminal
 from .options import COMMON_OPTIONS, OPERATIONAL_OPTIONS, Number, apply, collect_flags, note_config_file, scope_of
@@ -40,6 +40,7 @@ from .watching import launch_tui
 @click.pass_context
 def resume_cmd(
     ctx: click.Context,
+    /,
     batch: str | None,
     retry_failed: bool,
     rescan: bool,

@@ -26,8 +26,8 @@ from batchtui.engine.processors import ProcessorSpec, demo_spec, python_spec, sh
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec
 from batchtui.engine.sources.records import fields_of
-from batchtui.tui.launch import detach_engine
 
+from ..launch import detach_engine
 from .group import CONTEXT, terminal
 from .options import (
     BATCH_OPTIONS,
@@ -52,7 +52,7 @@ from .watching import launch_tui
 @apply(OPERATIONAL_OPTIONS)
 @apply(COMMON_OPTIONS)
 @click.pass_context
-def run_cmd(ctx: click.Context, **kwargs: Any) -> None:
+def run_cmd(ctx: click.Context, /, **kwargs: Any) -> None:
     """Create a batch from SOURCES and run it.
 
     SOURCES: directories (walked recursively), files, line files (.txt: one item a line,
@@ -87,7 +87,7 @@ def run_cmd(ctx: click.Context, **kwargs: Any) -> None:
 @apply(OPERATIONAL_OPTIONS)
 @apply(COMMON_OPTIONS)
 @click.pass_context
-def check_cmd(ctx: click.Context, batch_arg: str | None, **kwargs: Any) -> None:
+def check_cmd(ctx: click.Context, /, batch_arg: str | None, **kwargs: Any) -> None:
     """Preflight: the same arguments as `run` (or --batch ID for a resume); prints each check
     and PROCEED (exit 0) or FIX_ISSUES (exit 2)."""
     as_json = kwargs.pop("as_json")
@@ -124,7 +124,7 @@ def check_cmd(ctx: click.Context, batch_arg: str | None, **kwargs: Any) -> None:
 @apply(COMMON_OPTIONS)
 @click.pass_context
 def demo_cmd(
-    ctx: click.Context, items: int | None, config_file: str | None, headless: bool, as_json: bool, **kwargs: Any
+    ctx: click.Context, /, items: int | None, config_file: str | None, headless: bool, as_json: bool, **kwargs: Any
 ) -> None:
     """Run the built-in demo: a pretend paid API with latency, retries and a few permanent errors."""
     detach = bool(kwargs.pop("detach", False))

@@ -8,7 +8,7 @@ queued without an acknowledgement (exit 1: valid, but not taken effect yet).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import click
 
@@ -19,8 +19,16 @@ from batchtui.engine.models import ControlOp
 
 from .completion import complete_batch
 from .group import CONTEXT
-from .options import DIR_OPTION, JSON_OPTION, MAX_SEQ, SEQ, WAIT_OPTION, scope_of
+from .options import DIR_OPTION, JSON_OPTION, MAX_SEQ, SEQ, WAIT_OPTION, Decorator, scope_of
 from .output import echo_json, fail, plain
+
+if TYPE_CHECKING:
+    from batchtui.engine.store.queries import ItemFilter, ItemQueries, Selection
+
+    # See options.py: click's ParamType parameters exist for mypy only.
+    SeqRangesParamType = click.ParamType[list[tuple[int, int]], Any]
+else:
+    SeqRangesParamType = click.ParamType
 
 #: The item statuses (engine/store/schema.py's STATUSES; not imported: it would load the store).
 STATUSES: Final = ("pending", "processing", "complete", "failed", "skipped")
@@ -118,7 +126,7 @@ def parse_seq_ranges(text: str) -> list[tuple[int, int]]:
     return out
 
 
-class SeqRanges(click.ParamType):
+class SeqRanges(SeqRangesParamType):
     """``--seq 3,7-20``: item numbers and inclusive ranges, comma-separated."""
 
     name = "SEQS"
@@ -134,72 +142,81 @@ class SeqRanges(click.ParamType):
 
 def selection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The selection flags of retry, skip and prioritize (and --dry-run, --wait, --json...)."""
-    for option in reversed(
-        [
-            click.argument("seqs", nargs=-1, type=SEQ),
-            click.option(
-                "--seq",
-                "seq_ranges",
-                type=SeqRanges(),
-                multiple=True,
-                help="Items by number and range: 3,7-20 (repeatable; with SEQ... one list).",
-            ),
-            click.option(
-                "--group",
-                "group",
-                metavar="ID",
-                help="Items of this error group (an id from `errors`, or a unique start of one).",
-            ),
-            click.option(
-                "--type",
-                "error_type",
-                metavar="T",
-                help="Items with this error type (e.g. 'exit 4', timeout, TimeoutError).",
-            ),
-            click.option("--match", metavar="TEXT", help="Items whose error message holds TEXT (any case)."),
-            click.option("--status", type=click.Choice(STATUSES), help="Items with this status."),
-            click.option(
-                "--key", "key_glob", metavar="GLOB", help="Items whose key matches GLOB (*, ?, [...]; case matters)."
-            ),
-            click.option(
-                "--dry-run", is_flag=True, help="Print how many items it would change and a few keys; change nothing."
-            ),
-            WAIT_OPTION,
-            DIR_OPTION,
-            JSON_OPTION,
-            click.pass_context,
-        ]
-    ):
+    decorators: list[Decorator] = [
+        click.argument("seqs", nargs=-1, type=SEQ),
+        click.option(
+            "--seq",
+            "seq_ranges",
+            type=SeqRanges(),
+            multiple=True,
+            help="Items by number and range: 3,7-20 (repeatable; with SEQ... one list).",
+        ),
+        click.option(
+            "--group",
+            "group",
+            metavar="ID",
+            help="Items of this error group (an id from `errors`, or a unique start of one).",
+        ),
+        click.option(
+            "--type",
+            "error_type",
+            metavar="T",
+            help="Items with this error type (e.g. 'exit 4', timeout, TimeoutError).",
+        ),
+        click.option("--match", metavar="TEXT", help="Items whose error message holds TEXT (any case)."),
+        click.option("--status", type=click.Choice(STATUSES), help="Items with this status."),
+        click.option(
+            "--key", "key_glob", metavar="GLOB", help="Items whose key matches GLOB (*, ?, [...]; case matters)."
+        ),
+        click.option(
+            "--dry-run", is_flag=True, help="Print how many items it would change and a few keys; change nothing."
+        ),
+        WAIT_OPTION,
+        DIR_OPTION,
+        JSON_OPTION,
+        click.pass_context,
+    ]
+    for option in reversed(decorators):
         func = option(func)
     return func
+
+
+class SelectionFlags(TypedDict):
+    """The filter flags of retry, skip and prioritize (None or "": not given), as ItemFilter's
+    fields."""
+
+    error_type: str | None
+    match: str | None
+    status: str | None
+    key_glob: str | None
 
 
 def _selection(
     op: str,
     bdir: BatchDir,
-    view: Any,
+    view: ItemQueries,
     seqs: tuple[int, ...],
     seq_ranges: tuple[list[tuple[int, int]], ...],
     group: str | None,
-    flags: dict[str, str | None],
-) -> tuple[Any, Any]:
+    flags: SelectionFlags,
+) -> tuple[Selection, ItemFilter]:
     """The selection the flags name, as (Selection, ItemFilter); exit 2 for a bad one."""
     from batchtui.engine.store.queries import ItemFilter, Selection
 
     ranges = [(s, s) for s in seqs] + [r for given in seq_ranges for r in given]
     gid = _group_id(bdir, view, group) if group else None
-    given = {k: v for k, v in flags.items() if v}
-    if not ranges and not gid and not given:
+    if not ranges and not gid and not any(flags.values()):
         if op != "retry":
             raise click.UsageError(
                 f"say which items to {op}: SEQ..., --seq, --group, --type, --match, --status or --key"
             )
-        given = {"status": "failed"}  # retry with no selection: every failed item, as always
-    f = ItemFilter(error_group=gid, seq_ranges=tuple(ranges) if ranges else None, **given)
+        # retry with no selection: every failed item, as always
+        flags = SelectionFlags(error_type=None, match=None, status="failed", key_glob=None)
+    f = ItemFilter(error_group=gid, seq_ranges=tuple(ranges) if ranges else None, **flags)
     return Selection.of(f), f
 
 
-def _group_id(bdir: BatchDir, view: Any, prefix: str) -> str:
+def _group_id(bdir: BatchDir, view: ItemQueries, prefix: str) -> str:
     """The id of the error group ``prefix`` starts (exit 2 when it is no id, 1 when no group
     or several have it)."""
     prefix = prefix.strip().lower()
@@ -218,7 +235,7 @@ def _group_id(bdir: BatchDir, view: Any, prefix: str) -> str:
     fail(f"{bdir.batch_id}: no error group id starts with {prefix}" + _what_exists(view), 1)
 
 
-def _what_exists(view: Any) -> str:
+def _what_exists(view: ItemQueries) -> str:
     """The error types and groups the batch has, for a selection that found nothing."""
     groups = view.error_groups(None)
     if not groups:
@@ -233,7 +250,7 @@ def _what_exists(view: Any) -> str:
     return "\n".join(lines)
 
 
-def _describe(f: Any) -> str:
+def _describe(f: ItemFilter) -> str:
     """The flags of a filter, as the user gave them (for a message)."""
     parts = []
     if f.seq_ranges:
@@ -258,7 +275,7 @@ def _select_and_send(
     seqs: tuple[int, ...],
     seq_ranges: tuple[list[tuple[int, int]], ...],
     group: str | None,
-    flags: dict[str, str | None],
+    flags: SelectionFlags,
     dry_run: bool,
     wait: float,
     output_dir: str | None,
@@ -329,7 +346,7 @@ def retry_cmd(
     Flags combine with AND. Nothing matching is exit 1, with the batch's error types and groups.
     --json: one object, "result" says what changed ("selected": how many were selected).
     """
-    flags = {"error_type": error_type, "match": match, "status": status, "key_glob": key_glob}
+    flags = SelectionFlags(error_type=error_type, match=match, status=status, key_glob=key_glob)
     _select_and_send(ctx, "retry", batch, seqs, seq_ranges, group, flags, dry_run, wait, output_dir, as_json)
 
 
@@ -357,7 +374,7 @@ def skip_cmd(
     The same selection as `retry` (SEQ..., --seq, --group, --type, --match, --status, --key,
     combined with AND); one is required. Pending, running and failed items are skipped.
     """
-    flags = {"error_type": error_type, "match": match, "status": status, "key_glob": key_glob}
+    flags = SelectionFlags(error_type=error_type, match=match, status=status, key_glob=key_glob)
     _select_and_send(ctx, "skip", batch, seqs, seq_ranges, group, flags, dry_run, wait, output_dir, as_json)
 
 
@@ -386,7 +403,7 @@ def prioritize_cmd(
     every other pending item (in item order, in front of any prioritized before), now if an
     engine runs, else at the next `batchtui resume`.
     """
-    flags = {"error_type": error_type, "match": match, "status": status, "key_glob": key_glob}
+    flags = SelectionFlags(error_type=error_type, match=match, status=status, key_glob=key_glob)
     _select_and_send(ctx, "prioritize", batch, seqs, seq_ranges, group, flags, dry_run, wait, output_dir, as_json)
 
 

@@ -59,10 +59,10 @@ def launch_tui(
     obj = ctx.find_root().obj or {}
     color_system = obj.get("color_system")
     if color_system:
-        from batchtui.tui.themes import apply_color_system
+        from ..themes import apply_color_system
 
         apply_color_system(color_system)  # before textual is imported
-    from batchtui.tui.app import BatchtuiApp  # textual: only when the app runs
+    from ..app import BatchtuiApp  # textual: only when the app runs
 
     app = BatchtuiApp(output_dir=output_dir, batch=batch, runner=runner, theme=theme or obj.get("theme"))
     interrupted = False
