@@ -151,6 +151,11 @@ class AdaptiveLimit(BaseModel):
 
     @model_serializer
     def _text(self) -> str:
+        return self.text
+
+    @property
+    def text(self) -> str:
+        """The rule as ``--timeout`` takes it and the manifest stores it: ``300%,min=1s,after=10``."""
         return f"{_exact(self.percent)}%,min={_exact(self.floor_s)}s,after={self.after}"
 
     @property

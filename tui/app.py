@@ -376,7 +376,7 @@ class BatchtuiApp(App[int]):
             if runner is None or not self.engine_running:
                 return None
             batch = runner.batch
-            if getattr(runner, "state", None) == BatchState.STOPPING:
+            if runner.state == BatchState.STOPPING:
                 # An operator's stop or a policy halt is under way: let it end as decided.
                 self._engine_done.wait(HANDOFF_GRACE_S + runner.config.grace + 10)
                 self.handoff = HandOff(note="the engine was already stopping: not handed over")

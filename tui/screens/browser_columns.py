@@ -128,11 +128,11 @@ def cell_text(key: str, row: BatchSummary, width: int, now: float, warning: str,
         text.append(sid, style="dim")
         return text
     if key == "state":
-        text = state_text(row.state, row.halt_reason, row.error)
+        state = state_text(row.state, row.halt_reason, row.error)
         if row.engine is not None and row.stale:
-            text += f" {row.engine.badge}"
+            state += f" {row.engine.badge}"
         colour = warning if row.stale else (error if unreadable or row.state in ("halted", "interrupted") else "")
-        return Text(cut_end(clean(text), width), style=f"bold {colour}".strip())
+        return Text(cut_end(clean(state), width), style=f"bold {colour}".strip())
     if unreadable:
         return Text("")
     if key == "progress":

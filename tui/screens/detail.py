@@ -36,7 +36,7 @@ from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.client import ACK_TIMEOUT_S, Applied, NotAcknowledged, send
 from batchtui.engine.errors import BatchtuiError
 from batchtui.engine.fmt import clean, clean_block
-from batchtui.engine.logs import AttemptLog, attempt_logs
+from batchtui.engine.logs import AttemptLog, Stream, attempt_logs
 from batchtui.engine.models import ControlOp
 from batchtui.engine.processors import ProcessorSpec
 from batchtui.engine.shell.describe import RunDescription, describe_run
@@ -199,7 +199,8 @@ class ItemDetailScreen(WorkerScreen):
             plain_block(_pretty(row.result) if row.status == "complete" else "(not complete)")
         )
         latest = self.logs[-1] if self.logs else None
-        for stream, wid in (("out", "#detail-stdout"), ("err", "#detail-stderr")):
+        streams: tuple[tuple[Stream, str], ...] = (("out", "#detail-stdout"), ("err", "#detail-stderr"))
+        for stream, wid in streams:
             path = latest.path(stream) if latest is not None else None
             text = _tail(path) if path is not None else None
             shown = text if text is not None else "(no output)"
@@ -464,9 +465,7 @@ def _log_of(logs: list[AttemptLog], attempt: int) -> AttemptLog | None:
 
 def _command_ending(error_type: str | None) -> bool:
     """Whether the error is how the command itself ended (a code, a signal, a timeout)."""
-    return bool(error_type) and (
-        error_type == "timeout" or error_type.startswith("exit ") or error_type.startswith("signal ")  # type: ignore[union-attr]
-    )
+    return error_type is not None and (error_type == "timeout" or error_type.startswith(("exit ", "signal ")))
 
 
 def _ending(row: ItemRow) -> str:

@@ -173,9 +173,6 @@ class HelpScreen(ModalScreen[None]):
             yield Static(keys_table(self.entries), id="help-keys")
             yield Static(Text(HELP), id="help-text")
 
-    def action_dismiss(self) -> None:  # type: ignore[override]
-        self.dismiss(None)
-
 
 def keys_table(entries: Sequence[KeyEntry]) -> Table:
     """Key, what it does and its longer explanation; one that does nothing now is dim."""

@@ -179,7 +179,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         stored = plan.config.model_dump()
         rule = plan.config.adaptive_timeout
         if rule is not None:  # --timeout P%: shown as it is given
-            stored["timeout"] = rule.model_dump() + (f",max={plan.config.timeout:g}s" if plan.config.timeout else "")
+            stored["timeout"] = rule.text + (f",max={plan.config.timeout:g}s" if plan.config.timeout else "")
         for name, _flag, _label in FIELDS:
             self.query_one(f"#field-{name}", Input).placeholder = f"{_shown(stored.get(name))} (as stored)"
         retry = self.query_one("#retry-failed", Checkbox)

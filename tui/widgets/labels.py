@@ -58,7 +58,8 @@ class FigureTab(Tab):
         self._widest = 0
         super().__init__(label, id=id)
 
-    def update(self, content: VisualType = "") -> None:
+    # Textual's Tab.update already drops Static.update's ``layout``; this keeps Tab's signature.
+    def update(self, content: VisualType = "") -> None:  # type: ignore[override]
         if not isinstance(content, Content):
             super().update(content)
             return

@@ -65,7 +65,7 @@ class LimitsPanel(Vertical):
         if setting:
             self.query_one("#limits-title", Static).update(plain(f"Limits by {setting}"))
         width = max(8, (self.size.width or 40) - 28)  # what the other columns leave the key
-        rows = [
+        rows: list[tuple[str, ...]] = [
             (cut_middle(plain(cells[0], limit=200).plain, width), *cells[1:])
             for cells in (key_limit_cells(k) for k in (live.limits if live is not None else []))
         ]
