@@ -229,3 +229,34 @@ def test_a_pool_worker_loads_no_settings_model(tmp_path: Path) -> None:
         modules = set(row["result"])
         assert "batchtui.engine.poolworker" in modules  # the worker ran, and ran this entry
         assert _present(modules, HEAVY_FOR_POOL_WORKER) == []
+
+
+#: Never loaded by a `run` that runs shell items headless: what only another path needs (the
+#: demo, --dry-run, the TUI, dask, the process pool).
+HEAVY_FOR_RUN = (
+    "textual",
+    "rich",
+    "dask",
+    "distributed",
+    "multiprocessing",
+    "batchtui.engine.demo",
+    "batchtui.engine.dryrun",
+    "batchtui.engine.pool",
+    "batchtui.engine.poolworker",
+    "batchtui.tui.app",
+)
+
+
+def test_a_headless_shell_run_loads_only_what_it_runs(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    one = tmp_path / "one.txt"
+    one.write_text("a\nb\n")
+    code = (
+        "from batchtui.tui.cli import main\n"
+        f"try:\n    main(['run', {str(one)!r}, '--cmd', 'true', '--headless', '-o', {str(out)!r}], prog_name='batchtui')\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+    )
+    modules = _loaded_after(code, cwd=tmp_path, env=cli_env(out))
+    assert "batchtui.engine.runner" in modules  # it did run the batch
+    assert len([p for p in out.iterdir() if p.is_dir()]) == 1
+    assert _present(modules, HEAVY_FOR_RUN) == []

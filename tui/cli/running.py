@@ -16,8 +16,6 @@ import click
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.config import BatchConfig, load_config, stored_config
-from batchtui.engine.demo import demo_items
-from batchtui.engine.dryrun import dry_run
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import EXIT_USAGE
 from batchtui.engine.limits import check_limit_source
@@ -133,6 +131,8 @@ def demo_cmd(
     flags.setdefault("executor", "thread")
     flags.setdefault("backoff", 0.2)
     config = load_config(flags, config_file=config_file, on_file=note_config_file)
+    from batchtui.engine.demo import demo_items  # only the demo verb needs it
+
     if items is None:  # on a terminal long enough to explore the dashboard; headless short (CI)
         items = demo_items(config.workers, on_terminal=not (headless or as_json or detach) and terminal())
     if "name" not in flags:
@@ -173,6 +173,8 @@ def _dry_run(
     batch_dir: str = "",
     refused: bool = False,
 ) -> NoReturn:
+    from batchtui.engine.dryrun import dry_run  # a run that runs never loads it
+
     exts = tuple(e.strip() for e in (extensions or "").split(",") if e.strip())
     report = dry_run(spec, processor, max_size_mb=max_size, extensions=exts, show=show, batch_dir=batch_dir)
     if as_json:
