@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
+from textual.pilot import Pilot
 
 from batchtui.engine.models import BatchState
 from batchtui.tui.app import BatchtuiApp
@@ -40,6 +44,14 @@ def _status(batch: Path, seq: int) -> str:
         return str(db.execute("SELECT status FROM items WHERE seq=?", (seq,)).fetchone()[0])
     finally:
         db.close()
+
+
+async def _until(pilot: Pilot[Any], done: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the app run until ``done()`` (a change its worker makes), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        await pilot.pause(0.02)
 
 
 def _text(widget: object) -> str:
@@ -244,8 +256,7 @@ def test_item_detail_and_offline_retry_and_skip(tmp_path: Path) -> None:
             assert detail.row.status == "failed" and len(detail.attempt_rows) == 1
             assert "upstream timed out" in _text(detail.query_one("#detail-stderr"))
             await pilot.press("r")  # no engine: the store is changed under the lock
-            await pilot.pause(0.8)
-            assert _status(batch, 3) == "pending"
+            await _until(pilot, lambda: _status(batch, 3) == "pending")
             await pilot.press("escape")
             await pilot.pause(0.1)
             assert isinstance(app.screen, DashboardScreen)
@@ -256,8 +267,7 @@ def test_item_detail_and_offline_retry_and_skip(tmp_path: Path) -> None:
             last = table.selected_seq
             assert last == 299
             await pilot.press("s", "y")  # asks first
-            await pilot.pause(0.8)
-            assert _status(batch, 299) == "skipped"
+            await _until(pilot, lambda: _status(batch, 299) == "skipped")
 
     run(body)
 

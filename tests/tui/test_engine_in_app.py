@@ -41,7 +41,11 @@ def test_quit_and_stop_leaves_a_resumable_batch(tmp_path: Path) -> None:
     async def body() -> None:
         app = BatchtuiApp(output_dir=runner.batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)
         async with app.run_test(size=(140, 48)) as pilot:
-            await pilot.pause(1.0)
+            for _ in range(300):  # until the engine runs items (200 of 50 ms on 2 workers: 5 s)
+                await pilot.pause(0.05)
+                live = runner.batch.read_live()
+                if live is not None and live.counts.running:
+                    break
             assert app.engine_running
             await pilot.press("q")
             await pilot.pause(0.2)
