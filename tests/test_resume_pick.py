@@ -51,7 +51,9 @@ def _stopped_batch(tmp_path: Path, out_dir: Path, name: str, n: int = 12) -> Pat
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 130
     assert _manifest(batch)["state"] == "stopped"
-    time.sleep(1.1)  # batch ids have a one-second clock: the next batch is newer
+    # Batch ids start with their creation second (local time, batchdir.new_batch_id): the next
+    # batch is the newer once the clock has left this one's second (often it has already).
+    _wait(lambda: time.strftime("%Y%m%d_%H%M%S") > batch.name[:15], 5, "the next second")
     return batch
 
 
