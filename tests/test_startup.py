@@ -205,6 +205,8 @@ HEAVY_FOR_POOL_WORKER = (
     "batchtui.engine.processors",
     "batchtui.engine.executors",
     "batchtui.engine.pool",
+    "batchtui.engine.shell.processor",  # a Python callable's worker runs no shell command
+    "batchtui.engine.shell.template",
 )
 
 

@@ -22,19 +22,8 @@ Quoting makes a value one literal word; a command that evaluates its arguments (
 A NUL byte cannot travel through ``exec``: the item fails with a clear message instead. A file
 name that is not UTF-8 comes as Python's surrogate-escaped str: ``{path}`` passes its exact
 bytes, the JSON has ``\\udcXX`` escapes for the bytes that do not decode.
+
+The package imports none of them: import the module you need (``from .shell.item import Item``).
+A Python callable's worker process needs only :mod:`.item`, and its imports are the wait for its
+first result.
 """
-
-from __future__ import annotations
-
-from .item import Item, ProcessOutput
-from .processor import ShellProcessor
-from .template import BUILTINS, CommandTemplate, MissingField
-
-__all__ = [
-    "BUILTINS",
-    "CommandTemplate",
-    "Item",
-    "MissingField",
-    "ProcessOutput",
-    "ShellProcessor",
-]
