@@ -39,9 +39,13 @@ def app_for(out: Path, batch: Path | None = None, theme: str = "dark") -> Batcht
 
 
 async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.pause(0.3)
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause(0.2)
+    """Until the app is idle: its messages handled and no worker running, three rounds over (a
+    worker's result can start another: the browser's list, then its preview). No fixed pause:
+    with the clock frozen and no file watching, nothing else changes the screen."""
+    for _ in range(3):
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
 
 
 def test_browser(out: Path, snap_compare: Any) -> None:
