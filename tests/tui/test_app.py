@@ -23,6 +23,7 @@ from batchtui.tui.widgets.items_table import ItemsTable
 
 from .conftest import run
 from .fixtures import FROZEN, hold_lock, make_batch
+from .test_snapshots import settle
 
 SIZE = (140, 48)
 
@@ -67,7 +68,7 @@ def test_browser_lists_batches_and_opens_one(tmp_path: Path) -> None:
     async def body() -> None:
         app = _app(tmp_path)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await settle(pilot)
             screen = app.screen
             assert isinstance(screen, BrowserScreen)
             ids = [r.batch_id for r in screen.rows]
@@ -92,7 +93,7 @@ def test_browser_delete_asks_first(tmp_path: Path) -> None:
     async def body() -> None:
         app = _app(tmp_path)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await settle(pilot)
             await pilot.press("d")
             await pilot.pause(0.1)
             assert isinstance(app.screen, ConfirmScreen)
@@ -102,7 +103,7 @@ def test_browser_delete_asks_first(tmp_path: Path) -> None:
             await pilot.press("d")
             await pilot.pause(0.1)
             await pilot.press("y")
-            await pilot.pause(0.3)
+            await settle(pilot)
             assert not any(p.is_dir() for p in tmp_path.iterdir())
 
     run(body)
@@ -115,7 +116,7 @@ def test_dashboard_running_pause_and_stop_go_through_control(tmp_path: Path) -> 
         with hold_lock(batch):
             app = _app(tmp_path, batch)
             async with app.run_test(size=SIZE) as pilot:
-                await pilot.pause(0.3)
+                await settle(pilot)
                 screen = app.screen
                 assert isinstance(screen, DashboardScreen)
                 assert screen.engine_live
@@ -155,7 +156,7 @@ def test_dashboard_title_says_where_a_dask_run_runs(tmp_path: Path) -> None:
         with hold_lock(batch):
             app = _app(tmp_path, batch)
             async with app.run_test(size=SIZE) as pilot:
-                await pilot.pause(0.3)
+                await settle(pilot)
                 title = _text(app.screen.query_one("#title"))
                 assert "RUNNING" in title and "on dask tcp://10.0.0.5:8786" in title, title
 
@@ -169,7 +170,7 @@ def test_dashboard_paused_p_resumes(tmp_path: Path) -> None:
         with hold_lock(batch):
             app = _app(tmp_path, batch)
             async with app.run_test(size=SIZE) as pilot:
-                await pilot.pause(0.3)
+                await settle(pilot)
                 assert "ETA paused" in _text(app.screen.query_one("#progress-text"))
                 await pilot.press("p")
                 await pilot.pause(0.1)
@@ -184,7 +185,7 @@ def test_finished_batch_greys_out_engine_actions(tmp_path: Path) -> None:
     async def body() -> None:
         app = _app(tmp_path, batch)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await settle(pilot)
             screen = app.screen
             assert screen.check_action("toggle_pause", ()) is None
             assert screen.check_action("stop", ()) is None
@@ -202,7 +203,7 @@ def test_tabs_filter_and_error_selection(tmp_path: Path) -> None:
     async def body() -> None:
         app = _app(tmp_path, batch)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await settle(pilot)
             table = app.screen.query_one(ItemsTable)
             await pilot.press("3")
             await pilot.pause(0.1)
@@ -242,7 +243,7 @@ def test_item_detail_and_offline_retry_and_skip(tmp_path: Path) -> None:
     async def body() -> None:
         app = _app(tmp_path, batch)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await settle(pilot)
             table = app.screen.query_one(ItemsTable)
             table.focus()
             # seq 3 is a failed TimeoutError item in the fixture
@@ -279,7 +280,7 @@ def test_item_text_is_plain_never_markup_or_escapes(tmp_path: Path) -> None:
     async def body() -> None:
         app = _app(tmp_path, batch)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
+            await settle(pilot)
             table = app.screen.query_one(ItemsTable)
             lines = [table.render_line(y).text for y in range(table.size.height)]
             joined = "\n".join(lines)
@@ -337,7 +338,7 @@ def test_browser_r_resumes_a_batch_with_its_engine_in_the_app(tmp_path: Path) ->
             assert isinstance(app.screen, BrowserScreen)
             assert app.screen.check_action("resume", ()) is True
             await pilot.press("r")
-            await pilot.pause(0.3)
+            await settle(pilot)
             assert isinstance(app.screen, DashboardScreen) and app.screen.in_process
             for _ in range(100):
                 await pilot.pause(0.1)
