@@ -105,6 +105,7 @@ class ProcessExecutor(_HandoffExecutor):
         self._dumps = ForkingPickler.dumps
         self.slots: list[_Slot] = []
         self._closing = False
+        self._launched: list[_Slot] = []  # started by prelaunch(), not yet waited for
         cs = config.chunk_size
         self._capacity = max(MAX_CHUNK_SLOTS, cs if isinstance(cs, int) else 0, 10_000 if spec.chunked else 0)
         self._settings = WorkerSettings(config.timeout, config.log_limit, config.max_result_bytes, self.classifier)
@@ -142,6 +143,14 @@ class ProcessExecutor(_HandoffExecutor):
             slot.proc.join(1)
             raise WorkerInitError(str(detail))
         return slot
+
+    def prelaunch(self) -> None:
+        """Start the worker processes now, without waiting for them: the runner calls this
+        before it opens the store and writes the batch's files, so each process's start-up (an
+        interpreter, the imports, the processor) overlaps that work; :meth:`start` waits."""
+        with self._lock:
+            while len(self._launched) < self.config.workers:
+                self._launched.append(self._launch())
 
     def start(self) -> None:
         self.set_workers(self.config.workers)
@@ -249,7 +258,9 @@ class ProcessExecutor(_HandoffExecutor):
         with self._lock:
             # Started together, then waited for: each process spends its start-up (an interpreter,
             # the imports, the processor) alongside the others, not after them.
-            launched = [self._launch() for _ in range(max(0, n - self.workers))]
+            want = max(0, n - self.workers)
+            launched, self._launched = self._launched[:want], self._launched[want:]
+            launched += [self._launch() for _ in range(want - len(launched))]
             try:
                 for slot in launched:
                     self._ready(slot)
@@ -283,6 +294,12 @@ class ProcessExecutor(_HandoffExecutor):
 
     def shutdown(self, wait: float = 5.0) -> None:
         self._closing = True
+        with self._lock:
+            unused, self._launched = self._launched, []
+        for slot in unused:  # started by prelaunch(), never put to work (the run ended first)
+            slot.proc.kill()
+            slot.proc.join(1)
+            slot.conn.close()
         self.handoff.cancel_all()  # the run is over: nothing still queued may start
         self.handoff.close(len(self.slots))
         deadline = time.monotonic() + wait

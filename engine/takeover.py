@@ -78,6 +78,12 @@ class TakeOver(RunState):
         # This run begins now that it holds the batch (a runner may be made well before it runs,
         # the app's for one): its time is counted from here.
         self._t0, self._started_at = time.monotonic(), now_iso()
+        # Made first: a process pool's workers (a fresh interpreter each) start while the store
+        # and the files are opened below; executor.start() waits for them.
+        self.executor = self._executor_factory(self.spec, self.config, self.completions)
+        prelaunch = getattr(self.executor, "prelaunch", None)
+        if prelaunch is not None:
+            prelaunch()
         # As the last engine left it: a run killed -9 ended at its last write (see .timing).
         last_live = self.batch.read_live()
         self.store = store = ItemStore.open(self.batch.items_db, durable=durable)
@@ -146,7 +152,6 @@ class TakeOver(RunState):
             synced_offset=0,  # the first commit syncs whatever the file holds
             wake=lambda: self.completions.put([]),
         )
-        self.executor = self._executor_factory(self.spec, self.config, self.completions)
         if self.config.max_failure_rate is not None and hasattr(self.executor, "early_halt"):
             self._early_halt = EarlyHalt(
                 self.halts.failure_rate, self.counts.complete, self.counts.failed, self.config.max_attempts

@@ -1,0 +1,60 @@
+"""The process executor's start (issue 22.3): its worker processes start while the engine opens
+the batch (the store, the files), not after, so their start-up overlaps that work; a run that
+ends before they are put to work leaves none behind."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchtui.engine import takeover
+from batchtui.engine.config import BatchConfig
+from batchtui.engine.enqueue import create_batch
+from batchtui.engine.processors import python_spec
+from batchtui.engine.runner import BatchRunner
+from batchtui.engine.sources import build_spec
+
+from .test_control_holds import PROCS, lines_file, rows
+
+
+def _workers() -> list[str]:
+    return [p.name for p in multiprocessing.active_children() if p.name == "batchtui-pool-worker" and p.is_alive()]
+
+
+def _batch(tmp_path: Path) -> Any:
+    config = BatchConfig(output_dir=str(tmp_path / "out"), workers=2, executor="process", max_attempts=1, fsync=False)
+    return create_batch(config, build_spec([str(lines_file(tmp_path, 4))]), python_spec(f"{PROCS}:noop"))
+
+
+def test_pool_workers_are_started_before_the_store_is_opened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = _batch(tmp_path)
+    real_open = takeover.ItemStore.open
+    seen: list[list[str]] = []
+
+    def spy(path: Path, *, durable: bool = True) -> Any:
+        seen.append(_workers())
+        return real_open(path, durable=durable)
+
+    monkeypatch.setattr(takeover.ItemStore, "open", spy)
+    result = BatchRunner(batch).run()
+    assert seen == [["batchtui-pool-worker", "batchtui-pool-worker"]]
+    assert result.counts.complete == 4
+    assert rows(batch.path, "SELECT COUNT(*) FROM items WHERE status = 'complete'") == [(4,)]
+    assert _workers() == []
+
+
+def test_workers_started_ahead_are_stopped_when_the_run_fails_to_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = _batch(tmp_path)
+
+    def broken(path: Path, *, durable: bool = True) -> Any:
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(takeover.ItemStore, "open", broken)
+    with pytest.raises(OSError, match="the disk went away"):
+        BatchRunner(batch).run()
+    assert _workers() == []
