@@ -24,6 +24,7 @@ from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.screens.detail import ItemDetailScreen
 
 from .fixtures import FROZEN, make_batch
+from .test_snapshots import settle
 
 OUT = Path("batch_output")
 SIZES = [(80, 24), (120, 40)]
@@ -122,10 +123,9 @@ def _app(out: Path, batch: Path) -> BatchtuiApp:
 
 
 async def _open(pilot: Pilot[Any], batch: Path) -> None:
-    await pilot.pause(0.3)
-    await pilot.app.workers.wait_for_complete()
+    await settle(pilot)
     await pilot.app.push_screen(ItemDetailScreen(batch, SEQ))
-    await pilot.pause(0.3)
+    await settle(pilot)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

@@ -14,6 +14,7 @@ from batchtui.engine.models import BatchState
 from batchtui.tui.app import BatchtuiApp
 
 from .fixtures import FROZEN, make_batch
+from .test_snapshots import settle
 
 OUT = Path("batch_output")
 
@@ -38,16 +39,14 @@ def _app(out: Path, batch: Path) -> BatchtuiApp:
 
 
 async def _marked(pilot: Pilot[Any]) -> None:
-    await pilot.pause(0.3)
-    await pilot.app.workers.wait_for_complete()
+    await settle(pilot)
     await pilot.press("space", "shift+down", "down", "down", "space")  # 0-2 and 4; the cursor on 5
     await pilot.app.workers.wait_for_complete()  # the marked count, off the UI thread
     await pilot.pause()
 
 
 async def _confirm(pilot: Pilot[Any]) -> None:
-    await pilot.pause(0.3)
-    await pilot.app.workers.wait_for_complete()
+    await settle(pilot)
     await pilot.press("3")
     await pilot.app.workers.wait_for_complete()  # the failed tab's count, off the UI thread
     await pilot.press("a", "r")  # every failed item: the count, five samples and how many more

@@ -34,6 +34,7 @@ from batchtui.tui.screens.resume_dialog import ResumeDialog
 from ..conftest import wait_until
 from .conftest import run
 from .fixtures import hold_lock
+from .test_snapshots import settle
 
 #: Odd lines fail (exit 1): half the items.
 HALF_FAIL = "case {} in *[13579]) exit 1;; esac"
@@ -81,7 +82,7 @@ def _free(batch: BatchDir) -> bool:
 
 
 async def _open_dialog(pilot: Pilot[Any]) -> ResumeDialog:
-    await pilot.pause(0.2)
+    await settle(pilot)
     await pilot.press("u")
     await pilot.pause(0.1)
     await pilot.app.workers.wait_for_complete()
@@ -128,13 +129,13 @@ def test_the_dialog_opens_only_for_a_resumable_batch(tmp_path: Path) -> None:
         app = _app(batch)
         async with app.run_test(size=(120, 40)) as pilot:
             app.notify = lambda message, **kw: said.append(str(message))  # type: ignore[method-assign]
-            await pilot.pause(0.3)
+            await settle(pilot)
             dashboard = app.screen
             assert isinstance(dashboard, DashboardScreen)
             palette = {e.title: e for e in palette_entries(app, dashboard)}
             assert (palette["Resume batch"].why_not is None) is opens  # else greyed, with why
             await pilot.press("u")
-            await pilot.pause(0.2)
+            await settle(pilot)
             assert isinstance(app.screen, ResumeDialog) is opens
 
     async def body() -> None:
