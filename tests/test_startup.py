@@ -246,6 +246,7 @@ HEAVY_FOR_RUN = (
     "batchtui.engine.pool",
     "batchtui.engine.poolworker",
     "batchtui.tui.app",
+    "batchtui.tui.cli.watching",
 )
 
 

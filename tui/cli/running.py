@@ -40,7 +40,6 @@ from .options import (
 )
 from .output import echo_json, fail, gate, plain, print_preflight
 from .summary import announce_detached, run_headless
-from .watching import launch_tui
 
 
 @click.command("run", context_settings=CONTEXT)
@@ -241,6 +240,8 @@ def _create_and_run(
         raise SystemExit(0)
     reads_stdin = stdin is None and any(e.kind == "stdin" for e in spec.entries)
     if not headless and not as_json and terminal() and not reads_stdin:
+        from .watching import launch_tui  # the dashboard's path only: a headless run never loads it
+
         runner = BatchRunner(batch, config=config, action="run")
         launch_tui(click.get_current_context(), output_dir=batch.path.parent, runner=runner, theme=config.theme)
     runner = BatchRunner(batch, config=config, action="run", handle_signals=True)
