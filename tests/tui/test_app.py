@@ -334,7 +334,7 @@ def test_browser_r_resumes_a_batch_with_its_engine_in_the_app(tmp_path: Path) ->
     async def body() -> None:
         app = _app(out)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.5)
+            await settle(pilot)
             assert isinstance(app.screen, BrowserScreen)
             assert app.screen.check_action("resume", ()) is True
             await pilot.press("r")
