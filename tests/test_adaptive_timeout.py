@@ -33,6 +33,7 @@ from batchtui.engine.config import MAX_SECONDS, load_config
 from batchtui.engine.errors import UserError
 from batchtui.engine.models import LiveProgress, TimeoutInForce
 from batchtui.tui.widgets.counts import CountsRow
+from batchtui.tui.widgets.errors_panel import ErrorsPanel
 
 from .conftest import invoke_in_process, only_batch, read_json
 
@@ -339,3 +340,32 @@ def test_the_dashboard_shows_the_timeout_in_force() -> None:
             return str(getattr(content, "plain", content))
 
     assert asyncio.run(body()) == "workers 0  timeout 155ms (300% of median)"
+
+
+class ErrorsApp(App[None]):
+    live: var[LiveProgress | None] = var(None, always_update=True)
+
+    def compose(self) -> ComposeResult:
+        yield ErrorsPanel(id="errors-box").data_bind(ErrorsApp.live)
+
+
+def test_the_errors_title_shows_the_timeout_where_the_counts_row_is_hidden() -> None:
+    # Under 30 rows (80x24) the counts row is hidden: the errors panel's title says it.
+    in_force = TimeoutInForce(
+        limit_s=1.0, basis="floor", median_s=0.2, successes=40, percent=300, floor_s=1.0, after=10
+    )
+
+    async def body() -> list[str]:
+        app = ErrorsApp()
+        async with app.run_test(size=(80, 8)) as pilot:
+            seen = []
+            for timeout in (None, in_force):
+                app.live = LiveProgress(
+                    batch_id="b1", state="running", updated_at="2026-01-01T00:00:00+00:00", timeout=timeout
+                )
+                await pilot.pause()
+                content = app.query_one("#errors-title").content  # type: ignore[attr-defined]
+                seen.append(str(getattr(content, "plain", content)))
+            return seen
+
+    assert asyncio.run(body()) == ["Errors", "Errors  timeout 1s (floor)"]

@@ -14,10 +14,12 @@ from textual.message import Message
 from textual.reactive import var
 from textual.widgets import DataTable, Static
 
+from batchtui.engine.adaptive import timeout_text
 from batchtui.engine.errors import group_id
 from batchtui.engine.models import ErrorGroup, LiveProgress
 
 from ..text import plain
+from .labels import set_text
 
 __all__ = ["ErrorsPanel", "group_label", "row_key_at_cursor"]
 
@@ -69,7 +71,7 @@ class ErrorsPanel(Vertical):
         self._ready = False
 
     def compose(self) -> ComposeResult:
-        yield Static("Errors", classes="box-title")
+        yield Static("Errors", classes="box-title", id="errors-title")
         yield DataTable(id="errors", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
@@ -86,6 +88,12 @@ class ErrorsPanel(Vertical):
         live = self.live
         if live is None or not self._ready:
             return
+        # The timeout in force (an adaptive one follows the median success) rides on the
+        # title: the counts row that also says it is hidden on a terminal under 30 rows.
+        title = Text("Errors")
+        if live.timeout is not None:
+            title.append(f"  {timeout_text(live.timeout, short=True)}", style="dim")
+        set_text(self.query_one("#errors-title", Static), title)
         groups = {_id(g): g for g in live.error_groups}
         rows = [(gid, g.error_type, g.category, g.count, g.message or g.example_message) for gid, g in groups.items()]
         if rows == self._rows:
