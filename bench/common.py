@@ -211,6 +211,18 @@ def spread(values: Sequence[float]) -> str:
     return f"{median(values):.2f} s ({min(values):.2f}-{max(values):.2f}, n={len(values)})"
 
 
+def round_ratios(num: Sequence[float], den: Sequence[float]) -> tuple[float, str]:
+    """The ratios ``num[i] / den[i]`` of two contenders measured in the same round of
+    :func:`interleave`: their median, and ``1.02x (0.91-1.15, n=5)``. On a shared machine the
+    load drifts between rounds; a ratio of two medians taken apart mixes rounds of different
+    loads (the same code read 0.68x and 1.22x a bare thread pool an hour apart)."""
+    values = [a / b for a, b in zip(num, den, strict=True)]
+    mid = median(values)
+    if len(values) == 1:
+        return mid, f"{mid:.2f}x"
+    return mid, f"{mid:.2f}x ({min(values):.2f}-{max(values):.2f}, n={len(values)})"
+
+
 def interleave(reps: int, runners: Mapping[str, Callable[..., float]]) -> dict[str, list[float]]:
     """Run every contender once per round, ``reps`` rounds, so drifting machine load hits all alike.
 
