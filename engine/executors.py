@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .attempts import Classifier, Outcome, run_items
-from .errors import WorkerLost, classify
+from .errors import BatchtuiError, WorkerLost, classify
 from .handoff import DONE, QUEUED, RUNNING, Chunk, Handoff
 from .processors import Item, ProcessorSpec, build_processor
 
@@ -256,8 +256,15 @@ class ThreadExecutor(_HandoffExecutor):
             t.join(max(0.0, deadline - time.monotonic()))
 
 
-class WorkerInitError(Exception):
-    """A worker process could not build the processor (e.g. the callable does not import)."""
+class WorkerInitError(BatchtuiError):
+    """A worker process could not build the processor (e.g. the callable does not import there):
+    the run halts before any item starts, and the CLI says why in one line (exit 2), no traceback.
+    ``str()`` is the worker's own message (the runner's halt reason quotes it)."""
+
+    hint = "each worker process imports the callable itself: fix what fails there, then resume the batch"
+
+    def describe(self) -> str:
+        return f"worker start failed: {self}\n  {self.hint}"
 
 
 def make_executor(spec: ProcessorSpec, config: BatchConfig, completions: CompletionQueue) -> Executor:

@@ -17,6 +17,7 @@ from batchtui.engine.processors import python_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
 
+from .conftest import invoke_in_process
 from .test_control_holds import PROCS, lines_file, rows
 
 
@@ -57,4 +58,34 @@ def test_workers_started_ahead_are_stopped_when_the_run_fails_to_open(
     monkeypatch.setattr(takeover.ItemStore, "open", broken)
     with pytest.raises(OSError, match="the disk went away"):
         BatchRunner(batch).run()
+    assert _workers() == []
+
+
+def test_a_callable_that_fails_to_import_in_the_workers_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """The preflight imports the callable in the engine's process, where it works; the worker
+    processes import it again, and there it fails: one ``error:`` line with the worker's own
+    message and the way out, exit 2, the batch left resumable, no worker left behind."""
+    calls = tmp_path / "calls.py"
+    calls.write_text(
+        "import multiprocessing\n"
+        "if multiprocessing.current_process().name != 'MainProcess':\n"
+        "    raise RuntimeError('no licence server from the workers')\n"
+        "def f(item):\n"
+        "    return 1\n"
+    )
+    items = tmp_path / "in.txt"
+    items.write_text("a\nb\n")
+    result = invoke_in_process(
+        ["run", str(items), "--call", f"{calls}:f", "--executor", "process", "--workers", "2", "--headless"],
+        out=tmp_path / "out",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: worker start failed: UserError: cannot import "
+        + f"{calls}: RuntimeError: no licence server from the workers"
+    ]
+    assert "then resume the batch" in result.stderr
     assert _workers() == []
