@@ -257,14 +257,9 @@ class ThreadExecutor(_HandoffExecutor):
 
 
 class WorkerInitError(BatchtuiError):
-    """A worker process could not build the processor (e.g. the callable does not import there):
-    the run halts before any item starts, and the CLI says why in one line (exit 2), no traceback.
+    """A worker could not build the processor (e.g. the callable does not import there): the run
+    halts before any item starts, and the CLI says why in one line (exit 2), no traceback.
     ``str()`` is the worker's own message (the runner's halt reason quotes it)."""
-
-    hint = "each worker process imports the callable itself: fix what fails there, then resume the batch"
-
-    def describe(self) -> str:
-        return f"worker start failed: {self}\n  {self.hint}"
 
 
 def make_executor(spec: ProcessorSpec, config: BatchConfig, completions: CompletionQueue) -> Executor:

@@ -57,6 +57,15 @@ AHEAD_HOLD_S: Final = 0.05
 AHEAD_MAX_BYTES: Final = 4096
 
 
+class PoolWorkerInitError(WorkerInitError):
+    """A worker process could not build the processor: what it said, and the way out."""
+
+    hint = "each worker process imports the callable itself: fix what fails there, then resume the batch"
+
+    def describe(self) -> str:
+        return f"worker start failed: {self}\n  {self.hint}"
+
+
 @dataclass(slots=True)
 class _Sent:
     """A chunk sent to a worker process and not yet ended there."""
@@ -141,7 +150,7 @@ class ProcessExecutor(_HandoffExecutor):
             kind, detail = "init_error", f"worker process exited with {slot.proc.exitcode}"
         if kind != "ready":
             slot.proc.join(1)
-            raise WorkerInitError(str(detail))
+            raise PoolWorkerInitError(str(detail))
         return slot
 
     def prelaunch(self) -> None:
