@@ -78,12 +78,17 @@ ENGINE = textwrap.dedent(
                     os._exit(0)
                 forked.append(pid)
             if "survivor" in parts:  # the same where the kernel cannot kill it with its parent
+                ready_r, ready_w = os.pipe()
                 pid = os.fork()
                 if pid == 0:
                     from batchtui.engine import reaper
                     reaper._prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG 0: as on macOS
+                    os.write(ready_w, b"x")
                     time.sleep(60)
                     os._exit(0)
+                # Told only once the child has cleared its death signal: killed before that
+                # (a loaded machine), it died with its parent and the test saw no survivor.
+                os.read(ready_r, 1)
                 survivors.append(pid)
             print(json.dumps({"token": token, "pids": pids, "forked": forked, "survivors": survivors}), flush=True)
             if mode == "suicide":
