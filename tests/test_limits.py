@@ -26,15 +26,14 @@ from batchtui.engine.control import new_command
 from batchtui.engine.dispatch import Dispatcher
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import CommandFailed, UserError, classify, retry_after_of_output
-from batchtui.engine.executors import CompletionQueue
 from batchtui.engine.limits import KeyLimits, KeyTemplate, check_limit_source, parse_limit_by, url_host
 from batchtui.engine.models import BatchState
-from batchtui.engine.processors import Item, ProcessorSpec, python_spec, shell_spec
+from batchtui.engine.processors import Item, python_spec, shell_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
 
 from .conftest import invoke_in_process, read_live
-from .test_runner_steps import FakeExecutor
+from .test_runner_steps import FakeExecutor, make_runner  # noqa: F401 (the fixture)
 
 PROCS = Path(__file__).with_name("procs.py")
 
@@ -269,28 +268,9 @@ def test_a_retry_after_holds_the_key_and_halves_its_rate_then_successes_restore_
 
 
 @pytest.fixture
-def limited_runner(tmp_path: Path) -> Iterator[Any]:
-    runners: list[BatchRunner] = []
-
-    def make(lines: list[str], **config: Any) -> tuple[BatchRunner, FakeExecutor]:
-        items = tmp_path / "items.txt"
-        items.write_text("".join(f"{line}\n" for line in lines))
-        cfg = BatchConfig(output_dir=str(tmp_path / "out"), fsync=False, **config)
-        batch = create_batch(cfg, build_spec([str(items)]), python_spec(f"{PROCS}:noop"))
-        box: list[FakeExecutor] = []
-
-        def factory(spec: ProcessorSpec, conf: BatchConfig, completions: CompletionQueue) -> FakeExecutor:
-            box.append(FakeExecutor(spec, conf, completions))
-            return box[0]
-
-        runner = BatchRunner(batch, executor_factory=factory)
-        runner.open()
-        runners.append(runner)
-        return runner, box[0]
-
-    yield make
-    for runner in runners:
-        runner.close()
+def limited_runner(request: pytest.FixtureRequest) -> Any:
+    """test_runner_steps' runner over a fake executor, given the lines (URLs) of the batch."""
+    return request.getfixturevalue("make_runner")
 
 
 def _statuses(runner: BatchRunner) -> dict[int, tuple[str, int]]:

@@ -94,9 +94,11 @@ class FakeExecutor(_HandoffExecutor):
 def make_runner(tmp_path: Path) -> Iterator[Any]:
     runners: list[BatchRunner] = []
 
-    def make(n: int = 40, **config: Any) -> tuple[BatchRunner, FakeExecutor]:
+    def make(n: int | list[str] = 40, **config: Any) -> tuple[BatchRunner, FakeExecutor]:
+        """A runner over ``n`` items (``item-0``...) or these lines, its executor a fake."""
+        lines = n if isinstance(n, list) else [f"item-{i}" for i in range(n)]
         items = tmp_path / "items.txt"
-        items.write_text("".join(f"item-{i}\n" for i in range(n)))
+        items.write_text("".join(f"{line}\n" for line in lines))
         cfg = BatchConfig(output_dir=str(tmp_path / "out"), fsync=False, **config)
         batch = create_batch(cfg, build_spec([str(items)]), python_spec(f"{PROCS}:noop"))
         box: list[FakeExecutor] = []
