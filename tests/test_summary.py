@@ -12,7 +12,7 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -109,13 +109,13 @@ def _timeless(summary: dict[str, object]) -> dict[str, object]:
     return summary
 
 
-def _browser_states(out: Path, n: int) -> dict[str, tuple[str, str]]:
+def _browser_states(out: Path, n: int, clock: Callable[[], float] = time.time) -> dict[str, tuple[str, str]]:
     """The browser's rows once it lists ``n`` batches: batch id -> (state, engine cell), as drawn
     in its table (the state cell's first word: it goes on with a halt reason or a NOT RESPONDING
     badge; the engine cell is empty when no batch has an engine: the column is left out)."""
 
     async def body() -> dict[str, tuple[str, str]]:
-        app = BatchtuiApp(output_dir=out, watch_files=False, clock=time.time, handle_hangup=False)
+        app = BatchtuiApp(output_dir=out, watch_files=False, clock=clock, handle_hangup=False)
         async with app.run_test(size=(250, 40)) as pilot:  # wide enough for the engine column
             screen = app.screen
             assert isinstance(screen, BrowserScreen)
@@ -142,7 +142,9 @@ def test_ls_show_and_the_browser_agree_in_every_state(tmp_path: Path, monkeypatc
 
     from batchtui.engine import liveness
 
-    at = time_module.time()
+    # The moment is 90 s back, so a view on the real clock shows another minute (always, not
+    # only when the test runs across a minute's end).
+    at = time_module.time() - 90
     monkeypatch.setattr(liveness, "wall_clock", lambda: at)
     with _batches(out) as made:
         listed = {r["batch_id"]: r for r in json.loads(_cli("ls", "--json", "-o", str(out)))}
@@ -151,7 +153,7 @@ def test_ls_show_and_the_browser_agree_in_every_state(tmp_path: Path, monkeypatc
             for line in _cli("ls", "-o", str(out)).splitlines()[1:]
             if line[:1].isdigit()
         }
-        browser = _browser_states(out, len(EXPECTED))
+        browser = _browser_states(out, len(EXPECTED), clock=lambda: at)  # the app's own clock too
         for suffix, want in EXPECTED.items():
             batch_id = _id(suffix)
             summary = summarize(made[suffix])
