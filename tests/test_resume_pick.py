@@ -65,8 +65,12 @@ def _running_batch(tmp_path: Path, out_dir: Path, name: str, run_cli) -> tuple[P
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
     batch = Path(info["batch_dir"])
+    pid = int(info["pid"])
     _wait(lambda: engine_alive(batch) is not None, what="the detached engine's lock")
-    return batch, int(info["pid"])
+    # The lock is taken before the run's history entry is written: wait for both, so that a
+    # test reading the history afterwards sees this engine's entry and nothing else.
+    _wait(lambda: [h["pid"] for h in _manifest(batch)["history"]] == [pid], what="the run's history entry")  # type: ignore[union-attr]
+    return batch, pid
 
 
 def _stop(batch: Path, pid: int) -> None:
