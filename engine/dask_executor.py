@@ -21,12 +21,17 @@ reaches with a broadcast:
                          └─ the rest: client.run(cancel_tokens) on every worker: queued ->
                             cancelled (a task in transit finds its slots pre-cancelled);
                             cancelled = asked - begun anywhere, when every worker answered
-    collector (as_completed) ──▶ each task's outcomes (the items it ran, and ``returned`` for
-                                 items it refused) ──▶ the runner's completion queue
+    worker ── outcomes event (as decided) ──▶ _on_outcomes ──┐
+    collector (as_completed) ──▶ each task's result ─────────┴──▶ the runner's completion queue
 
-An outcome is handed over only for an item the executor still owes one: an item reported
-cancelled, or dispatched again since (a timed-out call the runner gave up on), is dropped.
-A chunk is never submitted twice.
+An item's outcome reaches the runner as it is decided, not when its chunk ends: the task hands
+its outcomes over as a dask event (grouped as the local executors group them,
+:mod:`.outbox`), and its result repeats them with ``returned`` for the items it refused. So a
+chunk's slow item holds back none of its finished chunk-mates (the dashboard shows them, and a
+kill -9 of the engine loses none of them). An outcome is handed over only for an item the
+executor still owes one: the second copy of an outcome, an item reported cancelled, or
+dispatched again since (a timed-out call the runner gave up on), is dropped. A chunk is never
+submitted twice.
 
 Kills. Shell items: the process group of the item, on the worker whose gate began it. A Python
 call cannot be interrupted in a dask worker's thread: on the engine's own LocalCluster the worker
@@ -72,6 +77,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import pickle
 import queue
 import threading
 import time
@@ -88,6 +94,7 @@ from .dask_worker import (
     cancel_tokens,
     kill_all_on_worker,
     kill_on_worker,
+    outcomes_topic,
     processing_on,
     run_chunk,
     salvage_tasks,
@@ -186,6 +193,7 @@ class DaskExecutor:
             raise
         self._ac = self.dask.distributed.as_completed(loop=self.client.loop, with_results=True, raise_errors=False)
         self.client.subscribe_topic(started_topic(self._key_prefix), self._on_began)
+        self.client.subscribe_topic(outcomes_topic(self._key_prefix), self._on_outcomes)
         self._refresh_info()
         threads: list[tuple[Callable[[], None], str]] = [
             (self._dispatch, "batchtui-dask-dispatcher"),
@@ -370,6 +378,32 @@ class DaskExecutor:
             if task.since is None:
                 task.since = time.monotonic()
 
+    def _on_outcomes(self, event: Any) -> None:
+        """Outcomes a task handed over before it ended (on the client's event loop): those it
+        still owes go to the runner now; its result repeats them and is then dropped."""
+        msg = event[1] if isinstance(event, tuple) and len(event) == 2 else None
+        if not (isinstance(msg, list | tuple) and len(msg) == 2):
+            return
+        key, blob = msg
+        try:
+            outcomes = pickle.loads(blob)
+        except Exception:
+            log.exception("dask: outcomes that cannot be read (its task's result will carry them)")
+            return
+        with self._lock:
+            task = self._tasks.get(key)
+            out = self._take(task, outcomes) if task is not None else []
+        if out:
+            self.completions.put(out)
+
+    def _take(self, task: _Task, outcomes: list[Outcome]) -> list[Outcome]:  # lock held
+        """Those of ``outcomes`` that ``task`` still owes the runner (now settled)."""
+        by_seq, owed = self._by_seq, task.owed
+        out = [o for o in outcomes if o.seq in owed and by_seq.get(o.seq) is task]
+        for o in out:
+            self._forget(task, o.seq)
+        return out
+
     def _release(self, task: _Task) -> None:  # lock held
         if task.busy:
             task.busy = False
@@ -512,11 +546,7 @@ class DaskExecutor:
             if exc is not None:
                 self._drop(task)  # its items are settled below
             else:
-                out = []
-                for o in value:
-                    if task.owed.get(o.seq) is not None and self._by_seq.get(o.seq) is task:
-                        out.append(o)
-                        self._forget(task, o.seq)
+                out = self._take(task, value)
                 missing = self._settle(task)
         if exc is None:
             if missing:  # never: run_chunk answers for every item
@@ -625,9 +655,7 @@ class DaskExecutor:
                         arrived, states, outcomes = reply.get(key, (False, b"", []))
                     else:  # the worker did not answer: nothing it held is known not to have begun
                         arrived, states = True, bytes([RUNNING]) * len(task.items)
-                    out = [o for o in outcomes if task.owed.get(o.seq) is not None and self._by_seq.get(o.seq) is task]
-                    for o in out:
-                        self._forget(task, o.seq)
+                    out = self._take(task, outcomes)
                     now = time.time()
                     lost: list[Item] = []
                     left = [(index, task.items[index]) for index in task.owed.values()]

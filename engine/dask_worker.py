@@ -16,22 +16,26 @@ engine cancelled it, or the engine is gone) starts no further item either.
     cancel_tokens(key: indexes) ──▶  WorkerGates: key -> slots  ◀── begin(i) / end(i, outcomes)
        (begun? arrived?)  ◀────────  queued -> cancelled                     run_chunk(...)
     salvage_tasks(keys) ──▶ one worker: cancel what is queued, hand over the outcomes so far
+    outcomes event  ◀── (an Outbox: at most 20 ms after each item ends) ───── run_chunk(...)
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import pickle
 import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from .attempts import Classifier, Outcome, run_items
 from .errors import Fatal, classify
 from .handoff import CANCELLED, DONE, QUEUED, RUNNING
+from .outbox import Outbox
 from .outputs import DEFAULT_MAX_RESULT_BYTES
 from .processors import CallableProcessor, Item, ProcessorSpec, build_processor, code_digest
 
@@ -40,6 +44,10 @@ from .processors import CallableProcessor, Item, ProcessorSpec, build_processor,
 GATE_SLOTS: Final = 100_000
 #: Processors kept per worker process (one per engine run: each engine's kills reach its own).
 PROCESSORS_KEPT: Final = 16
+#: A group of outcomes larger than this (pickled) is not streamed: it comes with its task's
+#: result. The scheduler keeps the last events of every topic (1,000 by default), so an event
+#: stays small; a large result goes the way dask moves data.
+STREAM_MAX_BYTES: Final = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,25 +217,39 @@ def started_topic(engine: str) -> str:
     return f"{engine}-started"
 
 
-def _released(task: TaskSpec, key: str) -> Any:
-    """Say (an event to the engine) that task ``key`` began here; return a check of whether the
-    client released it since (the engine cancelled it, or left): the worker marks an executing
-    task it was told to forget ``cancelled``."""
+def outcomes_topic(engine: str) -> str:
+    """The dask event topic on which an engine run's tasks hand over outcomes before they end."""
+    return f"{engine}-outcomes"
+
+
+def _on_worker(task: TaskSpec, key: str) -> tuple[Callable[[], bool], Outbox | None]:
+    """Say (an event to the engine) that task ``key`` began here. Return a check of whether the
+    client released it since (the engine cancelled it, or left: the worker marks an executing
+    task it was told to forget ``cancelled``), and the outbox that streams its outcomes."""
     try:
         from distributed import get_worker  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
         worker = get_worker()
         tasks = worker.state.tasks
     except (ImportError, ValueError, AttributeError):  # not in a dask worker (tests call it directly)
-        return lambda: False
+        return (lambda: False), None
     with contextlib.suppress(Exception):
         worker.log_event(started_topic(task.engine), key)
+    topic = outcomes_topic(task.engine)
 
     def released() -> bool:
         ts = tasks.get(key)
         return ts is None or ts.state == "cancelled"
 
-    return released
+    def send(outcomes: list[Outcome]) -> None:
+        # From the task's thread or the outbox's flusher: log_event hands the message to the
+        # worker's event loop, which batches it to the scheduler with the task's other messages.
+        blob = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(blob) <= STREAM_MAX_BYTES:
+            with contextlib.suppress(Exception):  # the worker is closing: the result will say
+                worker.log_event(topic, [key, blob])
+
+    return released, Outbox(send)
 
 
 def run_chunk(task: TaskSpec, chunk: list[Item], key: str) -> list[Outcome]:
@@ -235,9 +257,13 @@ def run_chunk(task: TaskSpec, chunk: list[Item], key: str) -> list[Outcome]:
 
     Never raises for an item's failure. Returns an outcome per item that ran and a
     ``returned`` outcome per item refused (cancelled before it began: it never started).
+    The outcomes of the items that ran also go to the engine as they are decided (an event, at
+    most :data:`.outbox.REPORT_EVERY_S` later): a chunk's finished items are not held behind its
+    slower ones. The returned list repeats them (the engine keeps the first copy it gets), so an
+    event lost with its worker, or one too large to stream, costs nothing.
     """
     entry = _gates.arrive(key, len(chunk))
-    released = _released(task, key)
+    released, box = _on_worker(task, key)
     out: list[Outcome] = []
     try:
         try:
@@ -256,6 +282,7 @@ def run_chunk(task: TaskSpec, chunk: list[Item], key: str) -> list[Outcome]:
         if task.chunked and isinstance(processor, CallableProcessor):
             return _run_together(processor, task, chunk, entry, released)
         classifier = task.classifier
+        last = len(chunk) - 1
         for index, item in enumerate(chunk):
             if released():
                 _gates.refuse(entry, index)
@@ -267,8 +294,14 @@ def run_chunk(task: TaskSpec, chunk: list[Item], key: str) -> list[Outcome]:
             got = run_items(processor, [item], classifier, False)
             _gates.end(entry, index, got)
             out += got
+            if box is not None and index < last:  # the last one goes with the result at once
+                now = time.perf_counter()
+                for o in got:
+                    box.add(o, o.error is not None or o.cost is not None, now)
         return out
     finally:
+        if box is not None:
+            box.discard()  # what it holds is in the result
         _gates.finish(entry)
 
 

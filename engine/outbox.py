@@ -65,6 +65,11 @@ class Outbox:
                 self._pending = []
                 self._send(pending)
 
+    def discard(self) -> None:
+        """Forget what is left, handed over another way (a dask task's result repeats it)."""
+        with self._lock:
+            self._pending = []
+
     def due(self, now: float, flusher: _Flusher) -> float | None:
         """Flusher side: hand the group over if it has waited long enough; else when it will
         have (None: nothing waits, and the flusher forgets this outbox)."""

@@ -16,12 +16,19 @@ import collections
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+
+from batchtui.engine.config import BatchConfig
+from batchtui.engine.enqueue import create_batch
+from batchtui.engine.processors import python_spec
+from batchtui.engine.runner import BatchRunner
+from batchtui.engine.sources import build_spec
 
 from .conftest import CLI, cli_env, only_batch
 from .test_control_holds import rows, wait_until
@@ -314,6 +321,62 @@ def test_a_killed_worker_fails_only_what_it_was_running(tmp_path: Path, out_dir:
     assert all(starts[(seq, attempt)] == 1 for seq, attempt in lost), (lost, starts)
     ran = collections.Counter(_seqs(log))
     assert {seq for seq, n in ran.items() if n > 1} <= {running}, (ran, running)
+
+
+HELD = """
+import os
+import time
+
+
+def held(item):
+    \"\"\"Returns at once, except item 7, which waits (up to 60 s) for the file {release!r}.\"\"\"
+    deadline = time.monotonic() + 60
+    while item.seq == 7 and not os.path.exists({release!r}) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {{"seq": item.seq}}
+"""
+
+
+@needs_dask
+def test_a_tasks_finished_items_are_committed_while_its_slow_item_runs(tmp_path: Path, cluster: Any) -> None:
+    """One task of 8 items: 0-6 return at once, 7 waits for a file. 0-6 reach results.jsonl and
+    the store while 7 runs (when they came only with the task's result, the dashboard showed
+    nothing done meanwhile, and a kill -9 of the engine lost them: they ran again)."""
+    release = tmp_path / "release"
+    held = tmp_path / "held.py"
+    held.write_text(HELD.format(release=str(release)))
+    config = BatchConfig(
+        output_dir=str(tmp_path / "out"),
+        workers=1,
+        executor="dask",
+        scheduler=cluster.scheduler.address,
+        chunk_size=8,
+        max_attempts=1,
+        fsync=False,
+    )
+    batch = create_batch(config, build_spec([str(_items(tmp_path, 8))]), python_spec(f"{held}:held"))
+    runner = BatchRunner(batch)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    results = batch.path / "results.jsonl"
+
+    def committed() -> list[int]:
+        return [int(s) for (s,) in rows(batch.path, "SELECT seq FROM items WHERE status = 'complete' ORDER BY seq")]
+
+    def logged() -> list[int]:
+        text = results.read_bytes() if results.exists() else b""
+        return sorted(orjson.loads(line)["seq"] for line in text.splitlines())
+
+    try:
+        wait_until(lambda: committed() == list(range(7)), timeout=30)
+        assert logged() == list(range(7))
+        assert not release.exists() and thread.is_alive()  # item 7 cannot have ended
+    finally:
+        release.touch()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert committed() == list(range(8)) and logged() == list(range(8))
+    assert rows(batch.path, "SELECT SUM(attempts) FROM items") == [(8,)]
 
 
 # -- the workers' gates, without a cluster ---------------------------------------------------------
