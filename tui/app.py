@@ -57,6 +57,10 @@ _SCREEN_NAMES = {
 _KEY_WORDS = {"⏎": "enter", "↑": "up", "↓": "down", "←": "left", "→": "right", "⌫": "backspace", "⇥": "tab"}
 
 HANDOFF_GRACE_S = 3.0
+#: The engine in this app waits for its dashboard's first frame, at most this long: composing and
+#: painting the first frame take the GIL for a few hundred ms, time the engine's first seconds
+#: would otherwise lose (and the screen would come later).
+FIRST_PAINT_WAIT_S = 1.0
 #: How long the hand-off engine waits for this app's engine (or any other) to let go of the batch.
 HANDOFF_LOCK_WAIT_S = 30.0
 #: How long a TUI whose terminal died may take to shut down before it just leaves.
@@ -125,6 +129,7 @@ class BatchtuiApp(App[int]):
         # Set by the engine's own thread when runner.run returns: the event loop may be stuck
         # on a dead terminal, so nothing about the engine's end may depend on it.
         self._engine_done = threading.Event()
+        self._engine_go = threading.Event()
         self._handoff_lock = threading.Lock()
         self._handoff_started = False
         self._handoff_done = threading.Event()
@@ -190,9 +195,11 @@ class BatchtuiApp(App[int]):
         self.engine_result = None
         self.engine_error = None
         done = self._engine_done = threading.Event()
+        go = self._engine_go = threading.Event()
 
         def run_engine() -> RunResult:
             try:
+                go.wait(FIRST_PAINT_WAIT_S)  # its dashboard's first frame (engine_may_start)
                 result = runner.run()
             except BaseException as exc:
                 self.engine_error = exc
@@ -205,6 +212,9 @@ class BatchtuiApp(App[int]):
         self.engine_worker = self.run_worker(
             run_engine, name=f"engine {runner.batch.batch_id}", group="engine", thread=True, exit_on_error=False
         )
+
+    def engine_may_start(self) -> None:
+        self._engine_go.set()
 
     @property
     def engine_running(self) -> bool:

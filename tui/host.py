@@ -44,6 +44,10 @@ class Host(Protocol):
         """Resume the batch at ``path`` with its engine in this app (``plan``: one already made,
         its lock held, e.g. by the resume dialog)."""
 
+    def engine_may_start(self) -> None:
+        """The dashboard of this app's engine has painted its first frame: the engine, held back
+        so that the first paint does not take the GIL from its first seconds, may start."""
+
     def handle_worker_error(self, worker: Worker[Any]) -> None:
         """Say that ``worker`` (a thread worker of a screen) failed; the app goes on."""
 

@@ -99,3 +99,38 @@ def test_quit_and_hand_off_keeps_the_batch_running(tmp_path: Path) -> None:
     m = _manifest(batch)
     assert m["state"] == "finished" and m["totals"]["complete"] == 120  # type: ignore[index]
     assert [h["action"] for h in m["history"]] == ["run", "resume"]  # type: ignore[index]
+
+
+def test_the_engine_starts_once_its_dashboard_has_painted(tmp_path: Path) -> None:
+    """The first frame (compose, mount, the first paint) takes the GIL for a few hundred ms: the
+    engine in the app waits for it (bounded by FIRST_PAINT_WAIT_S), not the other way round."""
+    from batchtui.tui.app import FIRST_PAINT_WAIT_S
+    from batchtui.tui.screens.dashboard import DashboardScreen
+
+    runner = _runner(tmp_path, n=4)
+    seen: list[tuple[str, bool, float]] = []
+    run_engine = runner.run
+
+    def run_and_look() -> object:
+        screen = app.screen  # read from the engine's thread as it starts: what has been shown
+        seen.append((type(screen).__name__, screen.is_mounted, time.monotonic()))
+        return run_engine()
+
+    runner.run = run_and_look  # type: ignore[method-assign]
+    app = BatchtuiApp(output_dir=runner.batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)
+
+    async def body() -> None:
+        started = time.monotonic()
+        async with app.run_test(size=(120, 40)) as pilot:
+            for _ in range(200):
+                await pilot.pause(0.05)
+                if app.engine_result is not None:
+                    break
+            assert app.engine_result is not None, "the engine never ran"
+            assert isinstance(app.screen, DashboardScreen)
+        (name, mounted, at) = seen[0]
+        assert (name, mounted) == ("DashboardScreen", True)
+        # It was told to start by the dashboard's first refresh, not by the time-out.
+        assert at - started < FIRST_PAINT_WAIT_S, at - started
+
+    run(body)

@@ -197,6 +197,8 @@ class DashboardScreen(WorkerScreen):
             BatchWatcher(self.bdir.path, self.post_message).read_all(force=True)
         self.set_interval(1.0, self._tick)
         self.query_one(ItemsTable).focus()  # the items are what an operator works on
+        if self.in_process:
+            self.call_after_refresh(self.host.engine_may_start)
 
     def on_resize(self, event: events.Resize) -> None:
         # The title, the status line, the tabs and the footer are always on screen; the panels
