@@ -309,8 +309,25 @@ def _watch_parent(expected: int) -> None:
 # -- the watchdog process ---------------------------------------------------------------------
 
 
+#: multiprocessing's helpers serve every pool of the process that started them, this run's and
+#: the next: the resource tracker, started by the first semaphore (a process pool's), carries the
+#: token of the run that happened to start it. Killed with that run, it is found dead by the next
+#: pool of the process ("resource_tracker: process died unexpectedly, relaunching", semaphores
+#: leaked). Each ends by itself once every process holding its pipe has ended.
+_SHARED_HELPERS: Final = (
+    "from multiprocessing.resource_tracker import main",
+    "from multiprocessing.forkserver import main",
+)
+
+
+def _shared_helper(cmdline: list[str]) -> bool:
+    """``python [interpreter flags] -c 'from multiprocessing.… import main…'``"""
+    return "-c" in cmdline[1:-1] and cmdline[cmdline.index("-c", 1) + 1].startswith(_SHARED_HELPERS)
+
+
 def find_carriers(token: str) -> list[int]:
-    """Pids of this user's processes whose environment holds ``token`` (never this process)."""
+    """Pids of this user's processes whose environment holds ``token`` (never this process,
+    nor multiprocessing's shared helpers: see :data:`_SHARED_HELPERS`)."""
     import psutil
 
     wanted, me = token, os.getpid()
@@ -319,7 +336,7 @@ def find_carriers(token: str) -> list[int]:
         if proc.pid == me:
             continue
         try:
-            if proc.environ().get(RUN_TOKEN_VAR) == wanted:
+            if proc.environ().get(RUN_TOKEN_VAR) == wanted and not _shared_helper(proc.cmdline()):
                 pids.append(proc.pid)
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
             continue  # another user's, gone, or a zombie (dead already)

@@ -324,6 +324,33 @@ def test_the_watchdog_is_quiet_in_its_own_session_and_never_a_carrier(capfd: pyt
     assert capfd.readouterr() == ("", "")
 
 
+def test_the_sweep_spares_multiprocessings_resource_tracker_and_kills_the_rest() -> None:
+    """The resource tracker serves every process pool of the process, this run's and the next:
+    a run's sweep killing it left the next pool warning "process died unexpectedly" and leaking
+    its semaphores. A fresh interpreter, so that this run starts the tracker (with its token)."""
+    script = textwrap.dedent(
+        """
+        import multiprocessing, os, subprocess, sys, time
+        from multiprocessing import resource_tracker
+        import psutil
+        from batchtui.engine.reaper import reaping
+        with reaping(wait=10):
+            lock = multiprocessing.get_context("spawn").Lock()  # starts the tracker, with the token
+            tracker = resource_tracker._resource_tracker._pid
+            child = subprocess.Popen(["sleep", "30"])  # the run's own: carries the token too
+        child.wait(5)  # reaped by the sweep (not waited for: it is our child, a zombie)
+        print(child.returncode, psutil.pid_exists(tracker) and psutil.Process(tracker).status() != "zombie")
+        del lock
+        multiprocessing.get_context("spawn").Lock()  # the next pool's semaphore: the same tracker
+        print(resource_tracker._resource_tracker._pid == tracker)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(-signal.SIGTERM), "True", "True"], (done.stdout, done.stderr)
+    assert "died unexpectedly" not in done.stderr, done.stderr
+
+
 def test_clean_env_drops_the_token_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"PATH": "/bin", RUN_TOKEN_VAR: "abc", "BATCHTUI_OUTPUT_DIR": "/x"}
     assert clean_env(env) == {"PATH": "/bin", "BATCHTUI_OUTPUT_DIR": "/x"}
