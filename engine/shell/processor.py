@@ -25,7 +25,7 @@ from typing import Final
 
 from ..errors import CommandFailed, CommandKilled, ItemTimeout, UserError, retry_after_of_output
 from ..outputs import DEFAULT_MAX_RESULT_BYTES
-from . import spawn, wait
+from . import direct, spawn, wait
 from .item import Item, ProcessOutput, out_path
 from .itemfiles import (
     ENV_JSON_FILE_MIN,
@@ -165,15 +165,39 @@ class ShellProcessor:
                 self._doomed.discard((item.seq, item.attempt))
                 self._killed.add(item.seq)
                 _killpg(pid)
+        logs: dict[int, LogFile] | None = None
+        if self.log_limit:
+            limit, batch_dir, seq, attempt = self.log_limit, item.batch_dir, item.seq, item.attempt
+            logs = {
+                child.stdout: LogFile(batch_dir, seq, attempt, "out", limit),
+                child.stderr: LogFile(batch_dir, seq, attempt, "err", limit),
+            }
+        stderr = child.stderr
         try:
-            out, err, timed_out = self._collect(child, item)
+            try:
+                out, err, timed_out = self._collect(child, logs)
+            finally:
+                with self._lock:
+                    self._running.pop(item.seq, None)
+                    killed = item.seq in self._killed
+                    self._killed.discard(item.seq)
+                _killpg(pid)  # before reaping: the group id is still ours
+                code = child.reap()
+            if code < 0 and child.direct and not killed and not timed_out:
+                # Started without dash (see .direct): report the signal as dash does.
+                from .spawn_glibc import libc_spawner
+
+                spawner = libc_spawner()
+                note = direct.signal_note(-code, child.core, spawner.strsignal(-code) if spawner else None)
+                if note:
+                    err.add(note)
+                    if logs is not None:
+                        logs[stderr].add(note)
+                code = 128 - code
         finally:
-            with self._lock:
-                self._running.pop(item.seq, None)
-                killed = item.seq in self._killed
-                self._killed.discard(item.seq)
-            _killpg(pid)  # before reaping: the group id is still ours
-            code = child.reap()
+            if logs is not None:
+                for log in logs.values():
+                    log.close()
         if killed:
             raise CommandKilled(signal.SIGKILL, decode_tail(err))
         if timed_out:
@@ -184,20 +208,14 @@ class ShellProcessor:
             raise CommandFailed(code, decode_tail(err), retry_after_of_output(out.last(4096), err.last(4096)))
         return parse_stdout(out, self.max_result_bytes)
 
-    def _collect(self, child: spawn.Child, item: Item) -> tuple[StdoutTail, Tail, bool]:
+    def _collect(self, child: spawn.Child, logs: dict[int, LogFile] | None) -> tuple[StdoutTail, Tail, bool]:
         """Read both pipes until the shell has exited and they are drained; returns with the shell
         exited (unreaped where the platform allows) and its group killed. Each piece of output
-        goes to its log at once (so it can be followed); only the tails are kept in memory."""
+        goes to its log at once (so it can be followed; the caller closes them); only the tails
+        are kept in memory."""
         out = StdoutTail(STDOUT_KEEP, self.max_result_bytes)
         err = Tail(STDERR_TAIL)
         tails: dict[int, Tail] = {child.stdout: out, child.stderr: err}
-        logs: dict[int, LogFile] | None = None
-        if self.log_limit:
-            limit, batch_dir, seq, attempt = self.log_limit, item.batch_dir, item.seq, item.attempt
-            logs = {
-                child.stdout: LogFile(batch_dir, seq, attempt, "out", limit),
-                child.stderr: LogFile(batch_dir, seq, attempt, "err", limit),
-            }
         watch = wait.watch(child)
         end = None if self.timeout is None else time.monotonic() + self.timeout
         timed_out = group_killed = False
@@ -234,9 +252,6 @@ class ShellProcessor:
                         end = time.monotonic() + _DRAIN_GRACE
         finally:
             watch.close()
-            if logs is not None:
-                for log in logs.values():
-                    log.close()
         return out, err, timed_out
 
     def kill(self, seq: int, attempt: int | None = None) -> bool:

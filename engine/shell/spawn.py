@@ -42,6 +42,9 @@ class Child:
     stderr: int
     popen: subprocess.Popen[bytes] | None = None
     returncode: int | None = None  # once reaped
+    #: Started without the shell (:mod:`.direct`): a death by signal is reported as dash would.
+    direct: bool = False
+    core: bool = False  # once reaped: it died dumping core
 
     def poll(self) -> int | None:
         """Reap the shell if it has exited (its return code), else None. Only for systems where
@@ -56,8 +59,13 @@ class Child:
                     self.returncode = 0  # reaped elsewhere: Popen reports 0 then too
                 else:
                     if pid:
-                        self.returncode = os.waitstatus_to_exitcode(status)
+                        self.returncode = self._exit_code(status)
         return self.returncode
+
+    def _exit_code(self, status: int) -> int:
+        """The return code of a wait status (noting a core dump)."""
+        self.core = os.WIFSIGNALED(status) and os.WCOREDUMP(status)
+        return os.waitstatus_to_exitcode(status)
 
     def reap(self) -> int:
         """Wait for the shell and close its pipes; its return code as Popen gives it (``-N`` for
@@ -74,7 +82,7 @@ class Child:
             except ChildProcessError:
                 self.returncode = 0  # reaped elsewhere: Popen.wait reports 0 then too
             else:
-                self.returncode = os.waitstatus_to_exitcode(status)
+                self.returncode = self._exit_code(status)
         os.close(self.stdout)
         os.close(self.stderr)
         return self.returncode

@@ -18,11 +18,13 @@ import ctypes
 import os
 import signal
 import threading
+from collections.abc import Mapping
 from typing import Final
 
+from . import direct
 from .spawn import Child, PopenLauncher
 
-__all__ = ["ACTIONS_KEPT", "SIGNALS_AT_DEFAULT", "GlibcLauncher", "LibcSpawn", "libc_spawner"]
+__all__ = ["ACTIONS_KEPT", "DIRECT", "SIGNALS_AT_DEFAULT", "GlibcLauncher", "LibcSpawn", "libc_spawner"]
 
 #: Signals Python ignores that a command must get at their defaults (as Popen's restore_signals).
 SIGNALS_AT_DEFAULT: Final = ("SIGPIPE", "SIGXFSZ")
@@ -49,6 +51,7 @@ class LibcSpawn:
         "_init",
         "_open",
         "_spawn",
+        "_strsignal",
     )
 
     def __init__(self) -> None:
@@ -68,6 +71,9 @@ class LibcSpawn:
         self._closefrom.argtypes = [ptr, cint]
         for func in (self._spawn, self._init, self._destroy, self._open, self._dup2, self._closefrom):
             func.restype = cint
+        self._strsignal = libc.strsignal
+        self._strsignal.argtypes = [cint]
+        self._strsignal.restype = ctypes.c_char_p
         self._cache: dict[tuple[int, int], ctypes.Array[ctypes.c_char]] = {}
         # The attributes never change: set once, then only read (by any thread at once).
         self._attr = ctypes.create_string_buffer(_ATTR_SIZE)
@@ -110,6 +116,47 @@ class LibcSpawn:
         if kept is not actions:
             self._destroy(actions)
         return kept, True
+
+    def strsignal(self, sig: int) -> bytes | None:
+        """libc's description of signal ``sig`` (what dash prints)."""
+        text: bytes | None = self._strsignal(sig)
+        return text
+
+    def spawn_redirected(
+        self,
+        path: bytes,
+        argv: ctypes.Array[ctypes.c_char_p],
+        envp: ctypes.Array[ctypes.c_char_p],
+        out_w: int,
+        err_w: int,
+        redirects: tuple[tuple[int, str, int], ...],
+    ) -> int:
+        """:meth:`spawn`, then ``redirects`` (``(fd, path, flags)``, opened 0666 under the umask
+        in this order, as dash opens them) in the child; OSError if any step fails."""
+        if not redirects:
+            return self.spawn(path, argv, envp, out_w, err_w)
+        actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
+        code = self._init(actions)
+        if code:
+            raise OSError(code, os.strerror(code))
+        try:
+            code = (
+                self._open(actions, 0, b"/dev/null", os.O_RDWR, 0)
+                or self._dup2(actions, out_w, 1)
+                or self._dup2(actions, err_w, 2)
+            )
+            for fd, target, flags in redirects:
+                code = code or self._open(actions, fd, os.fsencode(target), flags, 0o666)
+            code = code or self._closefrom(actions, 3)
+            if code:
+                raise OSError(code, os.strerror(code))
+            pid = ctypes.c_int()
+            code = self._spawn(ctypes.byref(pid), path, actions, self._attr, argv, envp)
+        finally:
+            self._destroy(actions)
+        if code:
+            raise OSError(code, os.strerror(code), os.fsdecode(path))
+        return pid.value
 
     def spawn(
         self,
@@ -156,35 +203,70 @@ def libc_spawner() -> LibcSpawn | None:
     return _libc_spawn
 
 
+#: Whether commands dash would only start are started without it (:mod:`.direct`); tests turn
+#: it off to compare both ways.
+DIRECT = True
+
+
+def _layout(env: Mapping[bytes, bytes], item_names: tuple[bytes, ...]) -> tuple[list[bytes | None], tuple[int, ...]]:
+    """``env`` as posix_spawn takes it, in the order of the dict Popen gets (an item variable
+    already inherited keeps its place, the others follow in order), and the item variables' slots."""
+    entries: list[bytes | None] = []
+    for key, value in env.items():
+        entries.append(None if key in item_names else key + b"=" + value)
+    keys = list(env)
+    slots = []
+    for key in item_names:
+        if key in env:
+            slots.append(keys.index(key))
+        else:
+            slots.append(len(entries))
+            entries.append(None)
+    return entries, tuple(slots)
+
+
 class GlibcLauncher:
     """Starts one processor's commands with :class:`LibcSpawn`, exactly as its
     :class:`PopenLauncher` would; that launcher starts those only Popen can start.
 
-    The environment is laid out once as posix_spawn takes it: entries in the order of the dict
-    Popen gets (an item variable already inherited keeps its place, the others follow in
-    order); per item only the item variables' slots are refilled, in arrays kept per thread.
+    The environment is laid out once as posix_spawn takes it (:func:`_layout`); per item only
+    the item variables' slots are refilled, in arrays kept per thread. Where the shell is dash,
+    a command line that is one external command is started without it (:mod:`.direct`).
     """
 
-    __slots__ = ("_entries", "_local", "_shell", "_slots", "_spawner", "popen")
+    __slots__ = (
+        "_direct_cwd",
+        "_direct_entries",
+        "_direct_slots",
+        "_entries",
+        "_local",
+        "_path",
+        "_shell",
+        "_slots",
+        "_spawner",
+        "popen",
+    )
 
     def __init__(self, spawner: LibcSpawn, popen: PopenLauncher) -> None:
         self._spawner = spawner
         self.popen = popen
         self._shell = os.fsencode(popen.shell)
-        entries: list[bytes | None] = []
-        for key, value in popen.env.items():
-            entries.append(None if key in popen.item_names else key + b"=" + value)
-        keys = list(popen.env)
-        slots = []
-        for key in popen.item_names:
-            if key in popen.env:
-                slots.append(keys.index(key))
-            else:
-                slots.append(len(entries))
-                entries.append(None)
-        self._entries = entries
-        self._slots: tuple[int, ...] = tuple(slots)
+        self._entries, self._slots = _layout(popen.env, popen.item_names)
         self._local = threading.local()  # per worker thread: its argv and envp arrays, reused
+        self._direct_cwd: str | None = None
+        self._direct_entries: list[bytes | None] = []
+        self._direct_slots: tuple[int, ...] = ()
+        self._path: bytes | None = None
+        env = dict(popen.env)
+        if DIRECT and direct.is_dash(popen.shell) and direct.usable_env(env):
+            try:
+                cwd = popen.cwd or os.getcwd()
+                dash_env = direct.dash_env(env, cwd)
+            except OSError:
+                return
+            self._direct_entries, self._direct_slots = _layout(dash_env, popen.item_names)
+            self._path = dash_env.get(b"PATH")
+            self._direct_cwd = cwd
 
     def start(self, cmd: str, item_values: tuple[bytes, ...]) -> Child:
         return self._spawn(cmd, item_values) or self.popen.start(cmd, item_values)
@@ -201,6 +283,10 @@ class GlibcLauncher:
         command = os.fsencode(cmd)
         if b"\0" in command or any(b"\0" in value for value in item_values):
             return None  # Popen raises its ValueError
+        if self._direct_cwd is not None:
+            child = self._spawn_direct(cmd, item_values)
+            if child is not None:
+                return child
         local = self._local
         try:
             argv, envp = local.arrays
@@ -211,18 +297,10 @@ class GlibcLauncher:
         argv[2] = command
         for index, key, value in zip(self._slots, self.popen.item_names, item_values, strict=True):
             envp[index] = key + b"=" + value
-        out_r, out_w = os.pipe()
-        try:
-            err_r, err_w = os.pipe()
-        except BaseException:
-            os.close(out_r)
-            os.close(out_w)
-            raise
-        fds = (out_r, out_w, err_r, err_w)
-        if min(fds) <= 2:  # one of 0-2 is closed here: the dup2s could clash, Popen sorts that out
-            for fd in fds:
-                os.close(fd)
+        fds = _pipes()
+        if fds is None:
             return None
+        out_r, out_w, err_r, err_w = fds
         try:
             pid = self._spawner.spawn(self._shell, argv, envp, out_w, err_w)
         except BaseException:
@@ -232,3 +310,66 @@ class GlibcLauncher:
         os.close(out_w)
         os.close(err_w)
         return Child(pid, out_r, err_r)
+
+    def _spawn_direct(self, cmd: str, item_values: tuple[bytes, ...]) -> Child | None:
+        """Start the one program ``cmd`` runs as dash would start it; None where dash must run
+        (any failure of the spawn included: nothing ran, and dash then does what it does)."""
+        plan = direct.parse(cmd)
+        if plan is None:
+            return None
+        path = direct.find(plan.argv[0], self._path)
+        if path is None:
+            return None
+        try:
+            if os.getcwd() != self._direct_cwd:
+                return None  # PWD was worked out for that folder
+        except OSError:
+            return None
+        argv = (ctypes.c_char_p * (len(plan.argv) + 1))(*[os.fsencode(word) for word in plan.argv], None)
+        local = self._local
+        try:
+            envp = local.direct_envp
+        except AttributeError:
+            envp = (ctypes.c_char_p * (len(self._direct_entries) + 1))(*self._direct_entries, None)
+            local.direct_envp = envp
+        for index, key, value in zip(self._direct_slots, self.popen.item_names, item_values, strict=True):
+            envp[index] = key + b"=" + value
+        fds = _pipes()
+        if fds is None:
+            return None
+        out_r, out_w, err_r, err_w = fds
+        try:
+            pid = self._spawner.spawn_redirected(path, argv, envp, out_w, err_w, plan.redirects)
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            return None
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        os.close(out_w)
+        os.close(err_w)
+        return Child(pid, out_r, err_r, direct=True)
+
+    def strsignal(self, sig: int) -> bytes | None:
+        """libc's description of signal ``sig``."""
+        return self._spawner.strsignal(sig)
+
+
+def _pipes() -> tuple[int, int, int, int] | None:
+    """Two pipes (stdout's read and write ends, then stderr's), or None where one of
+    descriptors 0-2 is closed here (the dup2s could clash: Popen sorts that out)."""
+    out_r, out_w = os.pipe()
+    try:
+        err_r, err_w = os.pipe()
+    except BaseException:
+        os.close(out_r)
+        os.close(out_w)
+        raise
+    fds = (out_r, out_w, err_r, err_w)
+    if min(fds) <= 2:
+        for fd in fds:
+            os.close(fd)
+        return None
+    return fds
