@@ -13,6 +13,10 @@ rotates), median of --reps rounds:
 A real workload follows (--gzip-files, default all): gzip -n of the standard library's .py files
 (1,790 files, about 34 MB on CPython 3.11), each output to its own file, by xargs -P2, GNU
 parallel and batchtui; the outputs of every round are checked byte for byte against xargs'.
+xargs needs `sh -c` for the redirection; batchtui's template is one command with one
+redirection, which it starts without dash where /bin/sh is dash (engine/shell/direct.py: the
+same outcome as through dash), so it pays one process per item there, xargs two. `true` is a
+dash builtin: batchtui runs it through dash, xargs execs /usr/bin/true.
 
 Targets (issue 6): batchtui <= 1.25x xargs' time; GNU parallel >= 3x batchtui's time.
 Targets (issue 22): batchtui <= 1.0x xargs on both workloads, while durable.

@@ -89,7 +89,8 @@ REWRITTEN: Final = (b"IFS", b"OPTIND", b"PPID")
 #: Characters that are literal in an unquoted dash word wherever they stand (``=`` too, except in
 #: the first word, where it would make an assignment).
 _PLAIN: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./,:+@%=")
-_NOT_IN_DOUBLE: Final = frozenset('$`\\"')
+#: One piece of a word: plain characters, a '...' string, or a "..." string that expands nothing.
+_CHUNK: Final = re.compile(r"[A-Za-z0-9_\-./,:+@%=]+|'[^']*'|\"[^\"$`\\]*\"")
 _NAME: Final = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*\Z")
 _WRITE: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 _APPEND: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND
@@ -156,30 +157,13 @@ def _word(cmd: str, i: int) -> tuple[str | None, int]:
     expand or split anything in it, or it runs into an operator."""
     parts: list[str] = []
     n = len(cmd)
-    while i < n:
-        c = cmd[i]
-        if c in _PLAIN:
-            j = i + 1
-            while j < n and cmd[j] in _PLAIN:
-                j += 1
-            parts.append(cmd[i:j])
-            i = j
-        elif c == "'":
-            j = cmd.find("'", i + 1)
-            if j < 0:
-                return None, i
-            parts.append(cmd[i + 1 : j])
-            i = j + 1
-        elif c == '"':
-            j = cmd.find('"', i + 1)
-            if j < 0 or not _NOT_IN_DOUBLE.isdisjoint(cmd[i + 1 : j]):
-                return None, i
-            parts.append(cmd[i + 1 : j])
-            i = j + 1
-        elif c in " \t":
-            break
-        else:
+    while i < n and cmd[i] not in " \t":
+        chunk = _CHUNK.match(cmd, i)
+        if chunk is None:
             return None, i
+        text = chunk.group()
+        parts.append(text if text[0] in _PLAIN else text[1:-1])
+        i = chunk.end()
     return "".join(parts), i
 
 
