@@ -77,7 +77,7 @@ class BatchWatcher:
                     self.batch,
                     watch_filter=interesting,
                     debounce=50,
-                    step=20,
+                    step=50,  # each step takes the GIL (stop_event): 20 a second, not 50
                     stop_event=self._stop,
                     recursive=False,
                     rust_timeout=int(POLL_S * 1000),
