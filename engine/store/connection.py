@@ -179,6 +179,14 @@ def connect_rw(path: Path, *, durable: bool) -> StoreConnection:
     )
 
 
+def connect_unlinked(path: Path) -> StoreConnection:
+    """A connection that builds a new store in a file nobody else can see yet (its temporary
+    name): no rollback journal on disk and no syncs, since a crash before the file is linked
+    into place leaves only a temporary file that is never opened again. The file is made
+    durable once, whole, by its creator (:meth:`~.items.ItemStore.create`), before the link."""
+    return _opened(path, path, ("PRAGMA journal_mode=MEMORY", "PRAGMA synchronous=OFF"))
+
+
 def connect_readonly(path: Path) -> StoreConnection:
     """A read-only connection for views; never blocks or disturbs the engine (a ``-shm`` file a
     reader creates gets the database file's mode, as for a writer)."""

@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
-from ..files import FILE_MODE, fsync_dir
+from ..files import FILE_MODE, fsync_dir, full_fsync
 from ..models import MAX_SEQ, Counts, ErrorGroup
 from . import queries
-from .connection import StoreError, connect_readonly, connect_rw, recover_hint
+from .connection import StoreError, connect_readonly, connect_rw, connect_unlinked, recover_hint
 from .enqueue import LineBlock, ScanOutcome, enqueue, rescan
 from .queries import AttemptRow, ItemFilter, ItemRow, Selection, selection_condition
 from .schema import check_version, create_schema, migrate
@@ -52,17 +52,23 @@ class ItemStore:
                 os.unlink(stale)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
-            # open()'s mode passes through the umask: set it exactly. SQLite gives the -wal
-            # and -shm files it makes this file's mode, so the process's umask is never touched.
-            os.fchmod(fd, FILE_MODE)
-        finally:
-            os.close(fd)
-        try:
-            store = cls._open_rw(tmp, durable=durable)
             try:
-                create_schema(store.conn)
+                # open()'s mode passes through the umask: set it exactly. SQLite gives the -wal
+                # and -shm files it makes this file's mode, so the process's umask is never touched.
+                os.fchmod(fd, FILE_MODE)
+                # Built without a single sync (nobody opens the temporary name), then made
+                # durable whole by one fsync before it is linked into place: the same guarantee
+                # as SQLite's syncs of each step, at the price of one.
+                conn = connect_unlinked(tmp)
+                try:
+                    create_schema(conn)
+                    conn.execute("PRAGMA journal_mode=WAL")  # in the file's header: every open is WAL
+                finally:
+                    conn.close()
+                if durable:
+                    full_fsync(fd)
             finally:
-                store.close()
+                os.close(fd)
             try:
                 os.link(tmp, path)  # fails if path appeared meanwhile: never clobbers a store
             except OSError as exc:
