@@ -52,8 +52,8 @@ attempt counted). What the dead worker's gate knew died with it, so: each task s
 begins (a dask event); the items of a task that never said so were waiting behind another and
 come back ``returned``, but only once per item (the event may have died in the worker's send
 buffer: a call that kills its worker as it starts is then counted the next time). The items of
-a task that began are all ``WorkerLost``: the running one, and at most its chunk-mates (a chunk
-is about 20 ms of work, one item for slower items). After other losses (a broken connection)
+a task that began and whose outcomes had not arrived are ``WorkerLost``: the running one, and at
+most its chunk-mates behind it (a chunk is about 50 ms of work, one item for slower items). After other losses (a broken connection)
 the live workers' gates are asked, and what none of them began comes back ``returned``.
 A worker that dies after a task ended and before the engine gathered its result loses that
 result: dask computes the task again elsewhere, so those items run again (counted once).
@@ -111,8 +111,8 @@ log = logging.getLogger("batchtui.engine.dask")
 INFO_INTERVAL_S: Final = 1.0
 SWEEP_AFTER_S: Final = 5.0
 #: Tasks in flight per worker thread: with two, a thread idled whenever the round trip (its
-#: worker, the scheduler, this engine's collector and dispatcher) outlasted one task (about 20 ms
-#: of work) on a busy machine.
+#: worker, the scheduler, this engine's collector and dispatcher) outlasted one task on a busy
+#: machine.
 TASKS_PER_THREAD: Final = 3
 #: How long after a restart of ours a task lost with that worker is put down to the restart.
 RESTART_WINDOW_S: Final = 30.0

@@ -31,6 +31,10 @@ SHELL_MAX_CHUNK: Final = 16
 #: A chunk of quick items is sized to take about this long, so completions stream and a
 #: worker never holds much that a stop would have to take back.
 CHUNK_TARGET_S: Final = 0.02
+#: On dask, about this long: each task is a round trip through the scheduler (messages and
+#: state changes in three processes, a few ms of CPU), and a task's outcomes stream as they are
+#: decided (not held for its end), so a longer chunk delays nothing.
+DASK_CHUNK_TARGET_S: Final = 0.05
 #: Pending items set aside because their ``--limit-by`` key is over its limit, at most: past
 #: this many the scan waits for them (memory stays bounded when one key holds the whole batch).
 MAX_HELD: Final = 4096
@@ -101,6 +105,8 @@ class Dispatcher:
         self.halts = HaltCheck(config)
         self.chunk = 1
         self.avg_item_s: float | None = None
+        dask = config.resolved_executor(spec.kind) == "dask"
+        self._chunk_target_s = DASK_CHUNK_TARGET_S if dask else CHUNK_TARGET_S
         self._buffer: list[Item] = []  # the fetched page of pending items, taken from _pos on
         self._pos = 0
         self._cursor = -1
@@ -196,7 +202,7 @@ class Dispatcher:
     def note_duration(self, avg_item_s: float) -> None:
         """The recent average time of an item: a chunk is sized to ~CHUNK_TARGET_S of them."""
         self.avg_item_s = avg_item_s
-        self.chunk = max(1, min(MAX_CHUNK, int(CHUNK_TARGET_S / max(avg_item_s, 1e-7))))
+        self.chunk = max(1, min(MAX_CHUNK, int(self._chunk_target_s / max(avg_item_s, 1e-7))))
 
     def chunk_size(self, total: int) -> int:
         if self.spec.kind == "shell":
