@@ -50,9 +50,12 @@ def _bad_modes(batch: Path) -> list[str]:
     return bad
 
 
-def test_modes_and_nothing_written_outside(tmp_path: Path) -> None:
+def test_modes_and_nothing_written_outside(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     """A detached shell run steered while it runs (umask 000), then a process-pool run killed,
     steered offline, resumed, viewed and recovered (umask 022)."""
+    # Items from seq 10 on wait for this file: the detached engine is still running when it is
+    # steered and while the second run goes on. It lies outside the tree the test compares.
+    gate = tmp_path_factory.mktemp("gate") / "go"
     work = tmp_path / "work"
     home = tmp_path / "home"
     tmpdir = tmp_path / "tmp"
@@ -90,7 +93,8 @@ def test_modes_and_nothing_written_outside(tmp_path: Path) -> None:
             "run",
             str(source),
             "--cmd",
-            "echo out {}; echo err {} >&2; echo x > {out}/f.txt; sleep 0.02",
+            "echo out {}; echo err {} >&2; echo x > {out}/f.txt; "
+            f"[ {{seq}} -lt 10 ] || while [ ! -e {gate} ]; do sleep 0.05; done",
             "-j",
             "2",
             "--detach",
@@ -136,6 +140,8 @@ def test_modes_and_nothing_written_outside(tmp_path: Path) -> None:
     run("export", second.name)
     run("recover", second.name, "--force")
     run("resume", second.name, "--headless", ok=(0, 1))
+    assert not exited(pid)(), "the detached engine ended before its gate opened"
+    gate.touch()
     wait_until(exited(pid), 60, "the detached engine's end")
     assert wal_modes == {0o600}, [oct(m) for m in wal_modes]
 
