@@ -61,7 +61,10 @@ def _stopped_batch(tmp_path: Path, out_dir: Path, n: int, at: int = 10) -> Path:
 def test_two_engines_at_once_exactly_one_runs(tmp_path: Path, out_dir: Path) -> None:
     n = 200
     batch = _stopped_batch(tmp_path, out_dir, n)
-    env = env_for(out_dir)
+    # The items left wait for this file, opened once one engine has ended (the loser): the
+    # winner cannot finish the batch before the other has even started, however slow its start.
+    hold = tmp_path / "hold"
+    env = env_for(out_dir, _held(hold, 0))
     procs = [
         subprocess.Popen(
             [*CLI, "resume", batch.name, "--headless"],
@@ -73,6 +76,10 @@ def test_two_engines_at_once_exactly_one_runs(tmp_path: Path, out_dir: Path) -> 
         )
         for _ in range(2)
     ]
+    try:
+        wait_until(lambda: any(p.poll() is not None for p in procs), 60, "one engine's end")
+    finally:
+        hold.touch()
     outs = [p.communicate(timeout=120) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [1, 2], (codes, [o[1][-800:] for o in outs])  # 1: the paced failures
@@ -88,7 +95,10 @@ def test_two_engines_at_once_exactly_one_runs(tmp_path: Path, out_dir: Path) -> 
 def test_two_detached_engines_at_once(tmp_path: Path, out_dir: Path) -> None:
     n = 300
     batch = _stopped_batch(tmp_path, out_dir, n)
-    env = env_for(out_dir)
+    # The items left wait for this file, opened once both starts have answered: the engine that
+    # runs cannot finish the batch before the other one has even started (both said 0 under load).
+    hold = tmp_path / "hold"
+    env = env_for(out_dir, _held(hold, 0))
     procs = [
         subprocess.Popen(
             [*CLI, "resume", batch.name, "--detach", "--json"],
@@ -100,7 +110,10 @@ def test_two_detached_engines_at_once(tmp_path: Path, out_dir: Path) -> None:
         )
         for _ in range(2)
     ]
-    outs = [p.communicate(timeout=60) for p in procs]
+    try:
+        outs = [p.communicate(timeout=60) for p in procs]
+    finally:
+        hold.touch()
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 2], (codes, outs)
     ok = next(o for p, o in zip(procs, outs, strict=True) if p.returncode == 0)
