@@ -7,12 +7,11 @@ dask at import time, so importing batchtui never imports dask; the worker side
 How it works. The engine stays the single writer of the batch directory, and the control
 contract (DESIGN section 6) holds here as on the local executors: work the runner hands out
 waits in the engine, in a :class:`~.handoff.Handoff`, not in dask. A dispatcher thread takes a
-chunk from it only when the cluster has room (three tasks per worker thread: the one running and
-two waiting on its worker, so the thread never idles for a round trip through the scheduler and
-this engine, even on a busy machine; never a deep queue)
-and submits it as one task, ``run_chunk(spec, chunk, key)``. On the worker each item starts
-only through that worker process's gate (:class:`~.dask_worker.WorkerGates`), which the engine
-reaches with a broadcast:
+chunk from it only when the cluster has room (three tasks per worker thread: one running, two
+waiting on its worker, so the thread never idles for a round trip through the scheduler and this
+engine; never a deep queue) and submits it as one task, ``run_chunk(spec, chunk, key)``. On the
+worker each item starts only through that worker process's gate (:class:`~.dask_worker.WorkerGates`),
+which the engine reaches with a broadcast:
 
 ::
 
@@ -48,28 +47,20 @@ LocalCluster is started with ``allowed-failures=0`` so this happens at once; an 
 first runs the task again on another worker, per its own setting), or the connection fails.
 Items that may have begun come back as ``WorkerLost`` (transient, retried with the backoff and
 ``--max-attempts``); items known not to have begun come back ``returned`` (back to pending, no
-attempt counted). What the dead worker's gate knew died with it, so: each task says when it
-begins (a dask event); the items of a task that never said so were waiting behind another and
-come back ``returned``, but only once per item (the event may have died in the worker's send
-buffer: a call that kills its worker as it starts is then counted the next time). The items of
-a task that began and whose outcomes had not arrived are ``WorkerLost``: the running one, and at
-most its chunk-mates behind it (a chunk is about 50 ms of work, one item for slower items). After other losses (a broken connection)
-the live workers' gates are asked, and what none of them began comes back ``returned``.
-A worker that dies after a task ended and before the engine gathered its result loses that
-result: dask computes the task again elsewhere, so those items run again (counted once).
+attempt counted); how that is known: :meth:`.dask_ledger.Ledger.lost`. A worker that dies after
+a task ended and before the engine gathered its result loses that result: dask computes the
+task again elsewhere, so those items run again (counted once).
 
 Cluster. An existing one (``--scheduler``), left running, or a ``LocalCluster`` the engine starts
-and closes: engine/dask_cluster.py connects, checks and asks it. batchtui, the ``--call`` module
+and closes (:mod:`.dask_cluster` connects, checks and asks it). batchtui, the ``--call`` module
 (same path for a ``file.py``), the command's programs and the inputs must be reachable on every
 worker; shell items run on the worker's machine, their ``logs/`` are written there, under the
 same batch path. On a LocalCluster ``set_workers(n)`` scales the cluster; on an existing cluster
 ``--workers`` only sets the runner's window (the tasks in flight follow the cluster's threads).
 
-Why it is one piece: :class:`DaskExecutor` is one state machine. Its threads (dispatcher,
-collector, reaper, poller) and the runner's calls share one lock and one table of tasks, and
-the promise above (each item handed out gets exactly one outcome, or is cancelled, never both)
-is kept by the methods marked "lock held" together; split across modules, that discipline could
-no longer be read in one place. The cluster connection, which holds none of that state, is apart.
+The parts: this module's threads (dispatcher, collector, reaper, poller) talk to dask;
+:mod:`.dask_ledger` keeps where each item is and the one outcome it owes (the promise above, in
+one place, under one lock); :mod:`.dask_worker` runs on the workers.
 """
 
 from __future__ import annotations
@@ -83,12 +74,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .attempts import Classifier, Outcome
 from .config import BatchConfig
 from .dask_cluster import BROADCAST_TIMEOUT_S, DaskCluster
+from .dask_ledger import Ledger, Owed, Task, lost_outcomes
 from .dask_worker import (
     TaskSpec,
     cancel_tokens,
@@ -100,9 +91,9 @@ from .dask_worker import (
     salvage_tasks,
     started_topic,
 )
-from .errors import WorkerLost, classify
+from .errors import WorkerLost
 from .executors import CompletionQueue
-from .handoff import CANCELLED, QUEUED, RUNNING, Handoff
+from .handoff import Handoff
 from .models import ClusterInfo
 from .processors import Item, ProcessorSpec, code_digest
 
@@ -116,19 +107,6 @@ SWEEP_AFTER_S: Final = 5.0
 TASKS_PER_THREAD: Final = 3
 #: How long after a restart of ours a task lost with that worker is put down to the restart.
 RESTART_WINDOW_S: Final = 30.0
-
-
-@dataclass(slots=True, eq=False)
-class _Task:
-    """A chunk submitted as one dask task, and the items it still owes an outcome for."""
-
-    key: str
-    items: list[Item]
-    owed: dict[int, int] = field(default_factory=dict)  # seq -> index in items
-    future: Any = None
-    busy: bool = True  # it holds a worker thread (until its future is done)
-    failed_at: float | None = None
-    since: float | None = None  # when it said it began (engine's monotonic clock)
 
 
 class DaskExecutor:
@@ -153,16 +131,8 @@ class DaskExecutor:
         self.workers = 0
         self.dask = DaskCluster(config)
         self.handoff = Handoff()
+        self.ledger = Ledger(self.handoff)
         self._ac: Any = None
-        self._tasks: dict[str, _Task] = {}
-        self._busy = 0  # tasks sent to a worker thread (one running and one waiting each)
-        self._began: set[str] = set()  # tasks that said they began (an event from their worker)
-        self._unproven: set[int] = set()  # items once given back after a worker death, unproven
-        self._by_seq: dict[int, _Task] = {}  # the latest dispatch of each seq still owed
-        self._lock = threading.Lock()
-        self._slot = threading.Condition(self._lock)  # a task ended (or capacity grew)
-        self._holding = 0  # restarts under way: nothing is submitted meanwhile
-        self._sending = 0  # tasks being submitted now
         self._restarted: dict[str, float] = {}  # worker address -> when the reaper restarted it
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -212,12 +182,7 @@ class DaskExecutor:
         self._closing.set()
         self._wake.set()
         self.handoff.close(1)
-        with self._slot:
-            tasks = list(self._tasks.values())
-            self._tasks.clear()
-            self._by_seq.clear()
-            self._busy = 0
-            self._slot.notify_all()
+        tasks = self.ledger.close()
         if self.client is not None and tasks:
             wanted = {t.key: (len(t.items), list(t.owed.values())) for t in tasks}
             self.dask.ask_all(cancel_tokens, wanted, timeout=min(wait, BROADCAST_TIMEOUT_S))
@@ -246,49 +211,33 @@ class DaskExecutor:
     def cancel(self, seqs: Iterable[int]) -> list[int]:
         """The items of ``seqs`` that will never start: taken back from the hand-off, or refused
         by every worker's gate (see the module docstring)."""
-        seqs = list(seqs)
-        with self._lock:
-            cancelled = self.handoff.cancel(seqs)
-            remote = self._owed_in_tasks(seqs)
+        cancelled, remote = self.ledger.cancel_here(list(seqs))
         if remote:
             cancelled += self._cancel_remote(remote)
         return cancelled
 
     def cancel_all(self) -> list[int]:
-        with self._lock:
-            cancelled = self.handoff.cancel_all()
-            remote = self._owed_in_tasks(list(self._by_seq))
+        cancelled, remote = self.ledger.cancel_here(None)
         if remote:
             cancelled += self._cancel_remote(remote)
         return cancelled
 
     def started(self, seq: int) -> float | None:
-        with self._lock:
-            task = self._by_seq.get(seq)
-            return task.since if task is not None else None
+        return self.ledger.since(seq)
 
     def counts(self) -> tuple[int, int]:
         """(queued, running): the items of a task count as running once it began."""
         queued, _ = self.handoff.counts()
-        running = 0
-        with self._lock:
-            for task in self._tasks.values():
-                if task.since is None:
-                    queued += len(task.owed)
-                else:
-                    running += len(task.owed)
-        return queued, running
+        owed_queued, running = self.ledger.counts()
+        return queued + owed_queued, running
 
     def kill(self, seq: int, attempt: int | None = None) -> bool:
         """Kill ``seq`` where it runs (see the module docstring); False if it is not in a task
         here, or it is a Python call on a cluster the engine does not own (it cannot be)."""
-        with self._lock:
-            task = self._by_seq.get(seq)
-            if task is None:
-                return False
-            index = task.owed[seq]
-            if attempt is not None and task.items[index].attempt != attempt:
-                return False
+        owing = self.ledger.owing(seq, attempt)
+        if owing is None:
+            return False
+        task, index = owing
         if self.spec.kind == "shell":
             self.dask.broadcast(kill_on_worker, self.task.cache_key, task.key, index, seq, task.items[index].attempt)
             return True
@@ -298,33 +247,21 @@ class DaskExecutor:
         return True
 
     def kill_all(self) -> int:
-        with self._lock:
-            tasks = list(self._tasks.values())
-            n = len(self._by_seq)
+        owed = self.ledger.owed_everywhere()
         if self.spec.kind == "shell":
             self.dask.broadcast(kill_all_on_worker, self.task.cache_key)
         elif self.cluster is not None:
-            for task in tasks:
-                for index in list(task.owed.values()):
-                    self._reap.put((task.key, index))
-        return n
+            for where in owed:
+                self._reap.put(where)
+        return len(owed)
 
     def cluster_info(self) -> ClusterInfo | None:
         """Workers and memory of the cluster, sampled about once a second (never blocks)."""
         return self._cluster_info
 
-    # -- cancel --------------------------------------------------------------------------------
+    # -- what the workers say ------------------------------------------------------------------
 
-    def _owed_in_tasks(self, seqs: list[int]) -> dict[str, tuple[_Task, dict[int, int]]]:  # lock held
-        """Per task key: the task and those of ``seqs`` it owes (seq -> index)."""
-        remote: dict[str, tuple[_Task, dict[int, int]]] = {}
-        for seq in seqs:
-            task = self._by_seq.get(seq)
-            if task is not None:
-                remote.setdefault(task.key, (task, {}))[1][seq] = task.owed[seq]
-        return remote
-
-    def _cancel_remote(self, remote: dict[str, tuple[_Task, dict[int, int]]]) -> list[int]:
+    def _cancel_remote(self, remote: Owed) -> list[int]:
         """Cancel items of submitted tasks on every worker's gate; the seqs that will never start."""
         wanted = {key: (len(task.items), list(owed.values())) for key, (task, owed) in remote.items()}
         answers, complete = self.dask.ask_all(cancel_tokens, wanted)
@@ -335,48 +272,15 @@ class DaskExecutor:
                 if here:
                     arrived.add(key)
                 begun.setdefault(key, set()).update(indexes)
-        cancelled: list[int] = []
-        idle: list[Any] = []
-        with self._slot:
-            for key, (task, seqs) in remote.items():
-                # A task no live worker has seen is in transit (refused everywhere), unless some
-                # worker did not answer or it already ended (its outcomes or its loss will come).
-                sure = key in arrived or (complete and not (task.future is not None and task.future.done()))
-                if not sure:
-                    continue
-                for seq in seqs:
-                    index = task.owed.get(seq)
-                    if index is not None and index not in begun.get(key, ()) and self._by_seq.get(seq) is task:
-                        cancelled.append(seq)
-                        self._forget(task, seq)
-                if not task.owed and self._drop(task) and task.future is not None:
-                    idle.append(task.future)  # nothing of it will run: its thread is free at once
-        if idle:
+        cancelled, idle = self.ledger.cancelled(remote, arrived, begun, complete)
+        if idle:  # nothing of them will run: their threads are free at once
             with contextlib.suppress(Exception):
                 self.client.cancel(idle)
         return cancelled
 
-    def _drop(self, task: _Task) -> bool:  # lock held
-        """Stop following ``task`` (what it owes is settled by the caller); False if already."""
-        if self._tasks.get(task.key) is not task:
-            return False
-        del self._tasks[task.key]
-        self._began.discard(task.key)
-        self._release(task)
-        return True
-
     def _on_began(self, event: Any) -> None:
-        """A task's worker says it began (on the client's event loop: no lock taken here).
-
-        Its time is when the event arrives: a few milliseconds late, so a --timeout (which
-        runs from there) is never cut short, and time waiting behind another task on the
-        worker is not counted."""
-        key = event[1] if isinstance(event, tuple) and len(event) == 2 else None
-        task = self._tasks.get(key) if isinstance(key, str) else None
-        if task is not None:
-            self._began.add(task.key)
-            if task.since is None:
-                task.since = time.monotonic()
+        """A task's worker says it began (on the client's event loop): ``(time, key)``."""
+        self.ledger.began(event[1] if isinstance(event, tuple) and len(event) == 2 else None)
 
     def _on_outcomes(self, event: Any) -> None:
         """Outcomes a task handed over before it ended (on the client's event loop): those it
@@ -390,38 +294,9 @@ class DaskExecutor:
         except Exception:
             log.exception("dask: outcomes that cannot be read (its task's result will carry them)")
             return
-        with self._lock:
-            task = self._tasks.get(key)
-            out = self._take(task, outcomes) if task is not None else []
+        out = self.ledger.take(key, outcomes)
         if out:
             self.completions.put(out)
-
-    def _take(self, task: _Task, outcomes: list[Outcome]) -> list[Outcome]:  # lock held
-        """Those of ``outcomes`` that ``task`` still owes the runner (now settled)."""
-        by_seq, owed = self._by_seq, task.owed
-        out = [o for o in outcomes if o.seq in owed and by_seq.get(o.seq) is task]
-        for o in out:
-            self._forget(task, o.seq)
-        return out
-
-    def _release(self, task: _Task) -> None:  # lock held
-        if task.busy:
-            task.busy = False
-            self._busy -= 1
-            self._slot.notify()
-
-    def _task_done(self, future: Any) -> None:
-        """The scheduler says the task ended: its worker thread is free before its result is
-        gathered (the next task goes out a round trip sooner)."""
-        with self._slot:
-            task = self._tasks.get(future.key)
-            if task is not None and task.future is future:
-                self._release(task)
-
-    def _forget(self, task: _Task, seq: int) -> None:  # lock held
-        task.owed.pop(seq, None)
-        if self._by_seq.get(seq) is task:
-            del self._by_seq[seq]
 
     # -- threads -------------------------------------------------------------------------------
 
@@ -432,76 +307,44 @@ class DaskExecutor:
         threads = info.threads if info is not None and info.threads else self.config.workers
         return TASKS_PER_THREAD * max(1, threads)
 
-    def _held(self) -> bool:  # lock held
-        return self._holding > 0
-
     def _dispatch(self) -> None:
         """Take a chunk from the hand-off when a worker thread is free; submit it as one task."""
-        handoff = self.handoff
+        handoff, ledger = self.handoff, self.ledger
+        prefix, counter = self._key_prefix, self._counter
+
+        def key_for(first: Item) -> str:
+            return f"{prefix}-{first.seq}-{next(counter)}"
+
         while not self._closing.is_set():
-            with self._slot:
-                if self._holding or self._busy >= self._capacity():
-                    self._slot.wait(0.2)
-                    continue
+            if not ledger.wait_for_room(self._capacity(), 0.2):
+                continue
             try:
                 chunk = handoff.take(timeout=0.2)
             except TimeoutError:
                 continue
             if chunk is None:
                 return
-            with self._lock:
-                if self._held():  # a restart began meanwhile: the next dispatch takes it
-                    handoff.put_front(chunk)
-                    continue
-                # From here on the hand-off forgets the chunk: what began to be sent is the task's.
-                sent = [item for i, item in enumerate(chunk.items) if chunk.gate.begin(i)]
-                handoff.done(chunk)
-                if not sent:
-                    continue
-                task = _Task(f"{self._key_prefix}-{sent[0].seq}-{next(self._counter)}", sent)
-                for index, item in enumerate(sent):
-                    old = self._by_seq.get(item.seq)
-                    if old is not None:
-                        old.owed.pop(item.seq, None)  # a dispatch the runner gave up on
-                    task.owed[item.seq] = index
-                    self._by_seq[item.seq] = task
-                self._tasks[task.key] = task
-                self._busy += 1
-                self._sending += 1
+            task = ledger.dispatch(chunk, key_for)
+            if task is None:
+                continue
             try:
                 self._send(task)
             finally:
-                with self._slot:
-                    self._sending -= 1
-                    self._slot.notify_all()
+                ledger.sending_done()
 
-    def _send(self, task: _Task) -> None:
+    def _send(self, task: Task) -> None:
         try:
             future = self.client.submit(run_chunk, self.task, task.items, task.key, key=task.key, pure=False)
         except Exception as exc:  # the client is closed or the scheduler is gone
-            with self._slot:
-                owed = self._settle(task)
-            self.completions.put(self._lost(owed, exc))
+            self.completions.put(self._lost(self.ledger.not_sent(task), exc))
             return
-        with self._lock:
-            tracked = self._tasks.get(task.key) is task
-            if tracked:
-                task.future = future
-        if not tracked:  # every item was cancelled while it was being sent
+        if not self.ledger.sent(task, future):  # every item was cancelled while it was being sent
             with contextlib.suppress(Exception):
                 self.client.cancel([future])
             return
-        future.add_done_callback(self._task_done)
+        future.add_done_callback(self.ledger.released)
         self._ac.add(future)
         self._wake.set()
-
-    def _settle(self, task: _Task) -> list[Item]:  # lock held
-        """Stop following ``task``; the items it still owed."""
-        self._drop(task)
-        owed = [task.items[i] for i in task.owed.values()]
-        for item in owed:
-            self._forget(task, item.seq)
-        return owed
 
     def _collect(self) -> None:
         """Follow the futures as they complete (their results gathered on the client's loop as
@@ -538,16 +381,10 @@ class DaskExecutor:
                 exc = value
             else:
                 exc = WorkerLost(f"dask task {future.status}")
-        with self._slot:
-            task = self._tasks.get(future.key)
-            if task is None or task.future is not future:
-                return  # cancelled or salvaged: what it owed was settled then
-            began = task.key in self._began
-            if exc is not None:
-                self._drop(task)  # its items are settled below
-            else:
-                out = self._take(task, value)
-                missing = self._settle(task)
+        done = self.ledger.finished(future, value if exc is None else None)
+        if done is None:
+            return  # cancelled or salvaged: what it owed was settled then
+        task, began, out, missing = done
         if exc is None:
             if missing:  # never: run_chunk answers for every item
                 out += self._lost(missing, WorkerLost("the dask task left items without an outcome"))
@@ -555,12 +392,11 @@ class DaskExecutor:
             return
         self._lost_task(task, exc, began)
 
-    def _lost_task(self, task: _Task, exc: BaseException, began: bool) -> None:
+    def _lost_task(self, task: Task, exc: BaseException, began: bool) -> None:
         """A task that did not return: ask the live workers' gates what became of its items."""
-        with self._lock:
-            if not task.owed:
-                return
-            wanted = {task.key: (len(task.items), list(task.owed.values()))}
+        wanted = self.ledger.wanted(task)
+        if wanted is None:
+            return
         begun: set[int] = set()
         arrived = False
         killed = type(exc).__name__ == "KilledWorker"  # its worker is gone, with what it knew
@@ -571,28 +407,8 @@ class DaskExecutor:
                 here, indexes = reply.get(task.key, (False, []))
                 arrived = arrived or here
                 begun.update(indexes)
-        returned: list[Item] = []
-        lost: list[Item] = []
-        with self._lock:
-            # A task that never said it began was waiting behind another on the dead worker. Its
-            # event could still have been in the dead worker's send buffer, so an item is given
-            # back unproven once: the next time it fails (a call that kills its worker at once
-            # is not retried forever without counting).
-            unproven = killed and not began
-            for seq, index in list(task.owed.items()):
-                if self._by_seq.get(seq) is task:
-                    item = task.items[index]
-                    if (arrived and index not in begun) or ours:
-                        returned.append(item)  # never began, or caught in a restart of ours
-                    elif unproven and seq not in self._unproven:
-                        self._unproven.add(seq)
-                        returned.append(item)
-                    else:
-                        lost.append(item)
-                self._forget(task, seq)
-        now = time.time()
-        out = [Outcome(it.seq, it.attempt, now, 0.0, returned=True) for it in returned]
-        self.completions.put(out + self._lost(lost, exc))
+        returned, lost = self.ledger.lost(task, arrived, begun, killed, ours, began)
+        self.completions.put(returned + self._lost(lost, exc))
 
     def _we_restarted(self, exc: BaseException) -> bool:
         """The task died with a worker the reaper restarted to stop another item (a task that
@@ -611,25 +427,19 @@ class DaskExecutor:
             with contextlib.suppress(queue.Empty):
                 while True:
                     killed.add(self._reap.get_nowait())
-            with self._slot:
-                self._holding += 1
-                while self._sending:  # a task going out now may land on a worker restarted below
-                    self._slot.wait(0.1)
+            self.ledger.hold()
             try:
                 self._reap_now(killed)
             except Exception:
                 if not self._closing.is_set():
                     log.exception("dask reaper")
             finally:
-                with self._slot:
-                    self._holding -= 1
-                    self._slot.notify_all()
+                self.ledger.unhold()
 
     def _reap_now(self, killed: set[tuple[str, int]]) -> None:
         """On each worker still running a ``killed`` item (task key, index): salvage every task
         of ours there (the outcomes decided, the items not begun), then restart the worker."""
-        with self._lock:
-            sizes = {key: len(task.items) for key, task in self._tasks.items()}
+        sizes = self.ledger.sizes()
         where: dict[str, str] = self.client.run_on_scheduler(processing_on, list(sizes))
         workers = {where[k] for k, _ in killed if k in where}
         for address in sorted(workers):
@@ -645,29 +455,11 @@ class DaskExecutor:
                 continue  # the killed items ended before: their outcomes come as usual
             restart = False
             for key in on_worker:
-                with self._slot:
-                    task = self._tasks.get(key)
-                    if task is None:
-                        continue
-                    self._drop(task)
-                    outcomes: list[Outcome] = []
-                    if isinstance(reply, dict):
-                        arrived, states, outcomes = reply.get(key, (False, b"", []))
-                    else:  # the worker did not answer: nothing it held is known not to have begun
-                        arrived, states = True, bytes([RUNNING]) * len(task.items)
-                    out = self._take(task, outcomes)
-                    now = time.time()
-                    lost: list[Item] = []
-                    left = [(index, task.items[index]) for index in task.owed.values()]
-                    self._settle(task)
-                    for index, item in left:
-                        state = states[index] if arrived else QUEUED
-                        if state in (QUEUED, CANCELLED):
-                            out.append(Outcome(item.seq, item.attempt, now, 0.0, returned=True))
-                        else:
-                            lost.append(item)
-                            restart = True
-                    future = task.future
+                salvaged = self.ledger.salvaged(key, reply)
+                if salvaged is None:
+                    continue
+                out, lost, future = salvaged
+                restart = restart or bool(lost)
                 if future is not None:
                     with contextlib.suppress(Exception):
                         self.client.cancel([future])
@@ -681,17 +473,14 @@ class DaskExecutor:
     def _poll(self) -> None:
         while not self._closing.wait(INFO_INTERVAL_S):
             self._refresh_info()
-            with self._slot:
-                self._slot.notify_all()  # the cluster may have more threads now
+            self.ledger.wake()  # the cluster may have more threads now
             self._sweep()
 
     def _sweep(self) -> None:
         """Safety net: a future that erred after it had finished (its result lost, then its
         recomputation failed) is never yielded by as_completed; settle its task as lost."""
         now = time.monotonic()
-        with self._lock:
-            tasks = list(self._tasks.values())
-        for task in tasks:
+        for task in self.ledger.tasks():
             if task.future is None or task.future.status not in ("error", "cancelled", "lost"):
                 task.failed_at = None
             elif task.failed_at is None:
@@ -704,32 +493,8 @@ class DaskExecutor:
         if info is not None:
             self._cluster_info = info
 
-    # -- helpers -------------------------------------------------------------------------------
-
     def _lost(self, items: list[Item], exc: BaseException | None, text: str = "") -> list[Outcome]:
-        """Outcomes for items whose task did not return: a lost worker is transient."""
-        if not items:
-            return []
-        lost_types = (self.dask.distributed.KilledWorker, OSError, TimeoutError)
-        if exc is None or isinstance(exc, lost_types) or _is_cancelled(exc):
-            info = classify(WorkerLost(text or _lost_text(exc)))
-        else:
-            info = self.classifier(exc)
-        now = time.time()
-        return [Outcome(it.seq, it.attempt, now, 0.0, error=info) for it in items]
-
-
-def _lost_text(exc: BaseException | None) -> str:
-    name = type(exc).__name__
-    if name == "KilledWorker":
-        worker = getattr(getattr(exc, "last_worker", None), "address", None) or "a worker"
-        return f"dask worker {worker} died while running the item ({name})"
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"dask worker lost: {name}" + (f": {first}" if first else "")
-
-
-def _is_cancelled(exc: BaseException) -> bool:
-    return any(cls.__name__ in ("CancelledError", "FutureCancelledError") for cls in type(exc).__mro__)
+        return lost_outcomes(items, exc, self.classifier, self.dask.distributed.KilledWorker, text)
 
 
 __all__ = ["DaskExecutor"]

@@ -1,0 +1,122 @@
+"""The dask executor's ledger without a cluster: each item handed out gets one outcome or is
+reported cancelled, never both (engine/dask_ledger.py).
+
+The runner also ignores an outcome for an item it no longer has in flight, so a ledger that let a
+second copy through would go unseen by the tests on a cluster: these hold the ledger to it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from batchtui.engine.attempts import Outcome
+from batchtui.engine.dask_ledger import Ledger, Task
+from batchtui.engine.handoff import Handoff
+from batchtui.engine.processors import Item
+
+
+@dataclass
+class _Future:
+    """What the ledger reads of a dask future."""
+
+    key: str
+    finished: bool = False
+
+    def done(self) -> bool:
+        return self.finished
+
+
+_keys = itertools.count()
+
+
+def _key(first: Item) -> str:
+    return f"k-{first.seq}-{next(_keys)}"
+
+
+def _items(seqs: range, attempt: int = 1) -> list[Item]:
+    return [Item(seq=s, key=str(s), data=str(s), attempt=attempt, batch_dir="/tmp") for s in seqs]
+
+
+def _sent(ledger: Ledger, items: list[Item]) -> Task:
+    """``items`` handed out as one chunk, taken by the dispatcher and submitted as one task."""
+    ledger.handoff.put(items)
+    chunk = ledger.handoff.take()
+    assert chunk is not None
+    task = ledger.dispatch(chunk, _key)
+    assert task is not None
+    assert ledger.sent(task, _Future(task.key))
+    ledger.sending_done()
+    return task
+
+
+def _ok(item: Item) -> Outcome:
+    return Outcome(item.seq, item.attempt, 0.0, 0.01, result=item.seq)
+
+
+def test_an_outcome_streamed_and_repeated_in_the_result_reaches_the_runner_once() -> None:
+    ledger = Ledger(Handoff())
+    items = _items(range(3))
+    task = _sent(ledger, items)
+    assert ledger.counts() == (3, 0)
+    assert [o.seq for o in ledger.take(task.key, [_ok(items[0])])] == [0]  # streamed
+    assert ledger.take(task.key, [_ok(items[0])]) == []  # the same outcome again
+    done = ledger.finished(task.future, [_ok(it) for it in items])  # the result repeats it
+    assert done is not None
+    _, _, out, missing = done
+    assert [o.seq for o in out] == [1, 2] and missing == []
+    assert ledger.counts() == (0, 0)
+    assert ledger.finished(task.future, [_ok(it) for it in items]) is None  # no longer followed
+
+
+def test_a_cancel_finds_each_item_in_the_hand_off_or_in_its_task() -> None:
+    ledger = Ledger(Handoff())
+    task = _sent(ledger, _items(range(3)))
+    ledger.handoff.put(_items(range(3, 5)))  # waiting in the engine
+    cancelled, remote = ledger.cancel_here([1, 2, 3, 4])
+    assert sorted(cancelled) == [3, 4]
+    assert {key: owed for key, (_, owed) in remote.items()} == {task.key: {1: 1, 2: 2}}
+    # The gates answer: the task arrived on a worker, its item 1 had begun there, 2 had not.
+    gone, idle = ledger.cancelled(remote, {task.key}, {task.key: {1}}, True)
+    assert gone == [2] and idle == []
+    assert [o.seq for o in ledger.take(task.key, [_ok(it) for it in task.items])] == [0, 1]  # not 2
+
+
+def test_an_item_dispatched_again_is_owed_by_its_latest_task_only() -> None:
+    """The runner gave up on a timed-out call and handed the item out again: the late outcome
+    of the first dispatch is not the item's."""
+    ledger = Ledger(Handoff())
+    first = _sent(ledger, _items(range(1)))
+    again = _sent(ledger, _items(range(1), attempt=2))
+    late = Outcome(0, 1, 0.0, 9.0, result="late")
+    assert ledger.take(first.key, [late]) == []
+    assert [o.attempt for o in ledger.take(again.key, [_ok(again.items[0])])] == [2]
+
+
+def test_a_task_that_never_said_it_began_gives_its_items_back_once() -> None:
+    ledger = Ledger(Handoff())
+    task = _sent(ledger, _items(range(2)))
+    done = ledger.finished(task.future, None)  # its worker died
+    assert done is not None and done[1] is False  # it never said it began
+    returned, lost = ledger.lost(task, False, set(), True, False, False)
+    assert [o.seq for o in returned] == [0, 1] and all(o.returned for o in returned) and lost == []
+    again = _sent(ledger, _items(range(2)))
+    ledger.finished(again.future, None)
+    returned, lost = ledger.lost(again, False, set(), True, False, False)
+    assert returned == [] and [it.seq for it in lost] == [0, 1]  # unproven twice: counted now
+
+
+def test_nothing_goes_out_while_a_worker_restarts() -> None:
+    ledger = Ledger(Handoff())
+    ledger.hold()
+    ledger.handoff.put(_items(range(2)))
+    chunk = ledger.handoff.take()
+    assert chunk is not None
+    assert ledger.dispatch(chunk, _key) is None  # back to the front of the hand-off
+    assert not ledger.wait_for_room(6, 0.0)
+    ledger.unhold()
+    again = ledger.handoff.take()
+    assert again is chunk
+    assert ledger.wait_for_room(6, 0.0)
+    task = ledger.dispatch(again, _key)
+    assert task is not None and [it.seq for it in task.items] == [0, 1]
