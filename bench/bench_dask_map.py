@@ -10,8 +10,11 @@ every round; each contender connects to it as a client would, from its own proce
             f.result()   (each item sleeps --ms, a function importable on the workers)
   batchtui  batchtui run items --call bench/procs.py:nap --executor dask --scheduler addr
 
-Interleaved round by round, median of --reps. Time: the whole process (connect, run, results).
-Target: batchtui <= 1.05x the bare client.
+Interleaved round by round: the median of --reps, and batchtui / bare as the median of the
+per-round ratios. Time: the whole process (connect, run, results). CPU (medians): the client
+process, and the cluster's (the scheduler, in this process, and the worker processes), which a
+busy 2-core machine shares with the client; it tells where an overhead goes when wall times
+drift. Target: batchtui <= 1.05x the bare client.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import argparse
 import importlib.util
 import os
 import sys
+import time
+from collections.abc import Callable
+
+import psutil
 
 from bench.common import (
     BATCHTUI,
@@ -33,6 +40,7 @@ from bench.common import (
     only_batch,
     per_s,
     read_json,
+    round_ratios,
     run_timed,
     spread,
     table,
@@ -80,11 +88,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
         env = env_for(work / "py")
         counter = [0]
 
-        def bare() -> float:
+        def bare() -> tuple[float, float]:
             code = BARE.format(bench=str(PROCS.parent), addr=addr, n=n)
-            return check(run_timed([sys.executable, "-c", code], env=env, cwd=work, rss_interval=None), "bare").seconds
+            t = check(run_timed([sys.executable, "-c", code], env=env, cwd=work, rss_interval=None), "bare")
+            return t.seconds, t.cpu_s
 
-        def batchtui() -> float:
+        def batchtui() -> tuple[float, float]:
             counter[0] += 1
             out = work / f"out{counter[0]}"
             cmd = [
@@ -95,19 +104,42 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             rep = read_json(only_batch(out) / "report.json")
             assert rep["totals"]["complete"] == n, rep["totals"]
             cleanup(out)
-            return t.seconds
+            return t.seconds, t.cpu_s
+
+        workers = psutil.Process().children(recursive=True)
+        cpu: dict[str, list[tuple[float, float]]] = {"bare": [], "batchtui": []}
+
+        def with_cpu(name: str, run: Callable[[], tuple[float, float]]) -> Callable[[], float]:
+            def measured() -> float:
+                cluster0 = time.process_time() + _cpu(workers)
+                seconds, client_cpu = run()
+                cpu[name].append((client_cpu, time.process_time() + _cpu(workers) - cluster0))
+                return seconds
+
+            return measured
 
         bare()  # warm-up: the workers import what they need once
         batchtui()
-        times = interleave(args.reps, {"bare": bare, "batchtui": batchtui})
+        times = interleave(args.reps, {"bare": with_cpu("bare", bare), "batchtui": with_cpu("batchtui", batchtui)})
         t_bare, t_b = median(times["bare"]), median(times["batchtui"])
-        ratio = t_b / t_bare
+        ratio, ratio_text = round_ratios(times["batchtui"], times["bare"])
+
+        def cpu_text(name: str) -> str:
+            client, cluster = (median([c[i] for c in cpu[name]]) for i in (0, 1))
+            return f"{client:.2f} s + {cluster:.2f} s"
+
         rows: list[tuple[str, ...]] = [
-            ("contender", "time (median, range)", "items/s", "vs target"),
-            ("client.map + as_completed (bare)", spread(times["bare"]), per_s(n, t_bare), ""),
-            (f"batchtui --executor dask --scheduler -j{j}", spread(times["batchtui"]), per_s(n, t_b), ""),
-            ("batchtui / bare", f"{ratio:.2f}x", "", f"<= {TARGET}  {verdict(ratio, TARGET, at_most=True)}"),
-            ("ideal (items x ms / workers)", f"{n * args.ms / 1000 / j:.2f} s", "", ""),
+            ("contender", "time (median, range)", "items/s", "CPU client + cluster", "vs target"),
+            ("client.map + as_completed (bare)", spread(times["bare"]), per_s(n, t_bare), cpu_text("bare"), ""),
+            (
+                f"batchtui --executor dask --scheduler -j{j}",
+                spread(times["batchtui"]),
+                per_s(n, t_b),
+                cpu_text("batchtui"),
+                "",
+            ),
+            ("batchtui / bare", ratio_text, "", "", f"<= {TARGET}  {verdict(ratio, TARGET, at_most=True)}"),
+            ("ideal (items x ms / workers)", f"{n * args.ms / 1000 / j:.2f} s", "", "", ""),
         ]
         title = f"Dask, an existing {j}-worker cluster: {n:,} items of {args.ms:g} ms ({machine_line()})"
         print(table(title, rows))
@@ -115,6 +147,18 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
     finally:
         cluster.close()
         cleanup(work)
+
+
+def _cpu(processes: list[psutil.Process]) -> float:
+    """User + system CPU seconds of ``processes`` so far (those gone count nothing)."""
+    total = 0.0
+    for p in processes:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
 
 
 if __name__ == "__main__":
