@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .config import BatchConfig
-from .dask_worker import TaskSpec, code_on_worker, dask_setup, probe
+from .dask_worker import TaskSpec, code_on_worker, dask_setup, forget_topics, probe
 from .errors import UserError
 from .executors import WorkerInitError
 from .models import ClusterInfo
@@ -175,8 +175,13 @@ class DaskCluster:
             return self.config.scheduler
         return str(getattr(self.local, "scheduler_address", "the local cluster"))
 
-    def close(self, wait: float) -> None:
-        """Let go of the cluster: the client, and the LocalCluster this engine started."""
+    def close(self, wait: float, topics: tuple[str, ...] = ()) -> None:
+        """Let go of the cluster: the client, and the LocalCluster this engine started. A
+        scheduler left running is asked to forget the events of this run's ``topics``."""
+        if self.client is not None and self.local is None and topics:
+            with contextlib.suppress(Exception):  # best effort, and never more than a second
+                forgot = self._rpc.submit(self.client.run_on_scheduler, forget_topics, list(topics))
+                forgot.result(timeout=min(wait, 1.0))
         self._rpc.shutdown(wait=False, cancel_futures=True)
         if self.client is not None:
             with contextlib.suppress(Exception):

@@ -195,7 +195,7 @@ class DaskExecutor:
         deadline = time.monotonic() + wait
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self.dask.close(wait)
+        self.dask.close(wait, (started_topic(self._key_prefix), outcomes_topic(self._key_prefix)))
 
     # -- the Executor interface ----------------------------------------------------------------
 

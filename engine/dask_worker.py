@@ -45,9 +45,10 @@ GATE_SLOTS: Final = 100_000
 #: Processors kept per worker process (one per engine run: each engine's kills reach its own).
 PROCESSORS_KEPT: Final = 16
 #: A group of outcomes larger than this (pickled) is not streamed: it comes with its task's
-#: result. The scheduler keeps the last events of every topic (1,000 by default), so an event
-#: stays small; a large result goes the way dask moves data.
-STREAM_MAX_BYTES: Final = 64 << 10
+#: result. The scheduler keeps the last events of every topic (1,000 by default, until the
+#: engine asks it to forget them at the end), so an event stays small; a large result goes the
+#: way dask moves data.
+STREAM_MAX_BYTES: Final = 16 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +364,16 @@ def kill_all_on_worker(cache_key: str) -> int:
     """Run on every worker (``client.run``): kill every running shell item of this engine run."""
     processor = _processors.get(cache_key)
     return 0 if processor is None else int(processor.kill_all())
+
+
+def forget_topics(topics: list[str], dask_scheduler: Any = None) -> None:
+    """Run on the scheduler as an engine run ends: drop the events of its ``topics``, which a
+    scheduler keeps (the last 1,000 of each) for as long as it runs. A private part of
+    distributed, so best effort: left alone where it is not."""
+    truncate = getattr(getattr(dask_scheduler, "_broker", None), "truncate", None)
+    if callable(truncate):
+        for topic in topics:
+            truncate(topic)
 
 
 def processing_on(keys: list[str], dask_scheduler: Any = None) -> dict[str, str]:

@@ -363,6 +363,8 @@ def test_existing_scheduler_is_used_and_left_running(tmp_path: Path, out_dir: Pa
     pids = {r["result"]["pid"] for r in read_jsonl(batch / "results.jsonl")}  # type: ignore[index]
     assert pids and pids <= worker_pids  # every result came from a worker of that cluster
     assert len(client.scheduler_info()["workers"]) == 2  # the engine left the cluster running
+    # ... and asked it to forget the events of its run's topics (it keeps them as long as it runs)
+    assert [topic for topic in client.get_events() if topic.startswith("batchtui-")] == []
 
 
 @needs_dask
