@@ -138,8 +138,9 @@ SLOW_FROM = 100
 
 
 def _chunked_run(tmp_path: Path, out_dir: Path, log: Path, cluster: Any, extra: list[str]) -> subprocess.Popen[str]:
-    """300 items: the first 100 take 1 ms, so the runner's chunks grow to ~20 items; the rest
-    take 100 ms, so a task handed out then runs ~2 s and its later items wait on its worker."""
+    """300 items: the first 100 take 1 ms, so the runner's chunks grow to ~50 items (50 ms of
+    work on dask); the rest take 100 ms, so a task handed out then runs for seconds and its
+    later items wait on its worker, behind its gate."""
     work = _work(tmp_path, log, 0.1, slow_from=SLOW_FROM)
     args = [str(_items(tmp_path, N)), "--call", f"{work}:work", "-j", "2", *extra]
     return _engine(tmp_path, out_dir, args, cluster.scheduler.address)
