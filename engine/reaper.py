@@ -34,24 +34,22 @@ Layout::
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+# The watchdog runs this file as a script and stops at the ``__main__`` test below: it imports
+# only what the sweep needs (os, signal, sys, time; psutil when it sweeps), the engine's part
+# after that test imports the rest.
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
-from types import TracebackType
-from typing import Final
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing in the watchdog)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+    from types import TracebackType
+    from typing import Final
 
 #: The environment variable that marks the processes of one run.
 RUN_TOKEN_VAR: Final = "BATCHTUI_RUN_TOKEN"
-#: Where the watchdog reports what it killed, in the batch directory (as ``--detach`` logs).
-LOG_NAME: Final = "engine.log"
-
 #: How long processes get to end on SIGTERM before SIGKILL: items are abandoned work, but a
 #: program that holds a lock file or a remote session gets a moment to let go of it.
 TERM_GRACE_S: Final = 0.3
@@ -60,6 +58,137 @@ MAX_ROUNDS: Final = 8
 #: The watchdog's sweep ends by then whatever happens (a /proc read stuck on a hung process):
 #: it must not hold the batch lock (``lock_fd``) for ever.
 SWEEP_LIMIT_S: Final = 10
+
+# -- the watchdog process ---------------------------------------------------------------------
+
+
+#: multiprocessing's helpers serve every pool of the process that started them, this run's and
+#: the next: the resource tracker, started by the first semaphore (a process pool's), carries the
+#: token of the run that happened to start it. Killed with that run, it is found dead by the next
+#: pool of the process ("resource_tracker: process died unexpectedly, relaunching", semaphores
+#: leaked). Each ends by itself once every process holding its pipe has ended.
+_SHARED_HELPERS: Final = (
+    "from multiprocessing.resource_tracker import main",
+    "from multiprocessing.forkserver import main",
+)
+
+
+def _shared_helper(cmdline: list[str]) -> bool:
+    """``python [interpreter flags] -c 'from multiprocessing.… import main…'``"""
+    return "-c" in cmdline[1:-1] and cmdline[cmdline.index("-c", 1) + 1].startswith(_SHARED_HELPERS)
+
+
+def find_carriers(token: str) -> list[int]:
+    """Pids of this user's processes whose environment holds ``token`` (never this process,
+    nor multiprocessing's shared helpers: see :data:`_SHARED_HELPERS`)."""
+    import psutil
+
+    wanted, me = token, os.getpid()
+    pids: list[int] = []
+    for proc in psutil.process_iter():
+        if proc.pid == me:
+            continue
+        try:
+            if proc.environ().get(RUN_TOKEN_VAR) == wanted and not _shared_helper(proc.cmdline()):
+                pids.append(proc.pid)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
+            continue  # another user's, gone, or a zombie (dead already)
+    return pids
+
+
+def sweep(token: str) -> list[int]:
+    """Kill every process carrying ``token``: SIGTERM, at most :data:`TERM_GRACE_S` to end,
+    then SIGKILL; scan again until a scan finds none (a process forked meanwhile escapes one
+    scan). Returns the pids it signalled."""
+    import psutil
+
+    killed: list[int] = []
+    for round_no in range(MAX_ROUNDS):
+        procs: list[psutil.Process] = []
+        for pid in find_carriers(token):
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.Error:
+                continue
+        if not procs:
+            break
+        sig = signal.SIGTERM if round_no == 0 else signal.SIGKILL
+        for proc in procs:
+            try:
+                proc.send_signal(sig)  # psutil checks the pid was not reused
+            except psutil.Error:
+                continue
+        killed += [p.pid for p in procs]
+        # Let them go before the next scan. A zombie whose parent is still alive (the engine
+        # itself, on a normal exit) keeps the wait to its bound, which blocks nobody.
+        _, alive = psutil.wait_procs(procs, timeout=TERM_GRACE_S if sig == signal.SIGTERM else 0.1)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                continue
+    return sorted(set(killed))
+
+
+def _watch(read_fd: int, token: str, log: str, psutil_home: str) -> None:
+    """Block until the engine's end of the pipe closes, then sweep and note it in the log."""
+    while os.read(read_fd, 4096):
+        pass
+    signal.alarm(SWEEP_LIMIT_S)  # SIGALRM's default action ends this process, even in a read
+    _reach_psutil(psutil_home)
+    killed = sweep(token)
+    if killed and log:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        line = f"{stamp} reaper: the engine ended; killed {len(killed)} process(es) left by its items: {killed}\n"
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+
+def _reach_psutil(home: str) -> None:
+    """Make psutil importable in the watchdog, which starts without ``site`` (``-S``): from the
+    folder the engine finds it in (:func:`_psutil_home`), at the end of sys.path as site would
+    put it; failing that, from site's own folders. Done when the sweep starts: the watchdog's
+    start is then a bare interpreter's, on the engine's busiest moment."""
+    if home and home not in sys.path:
+        sys.path.append(home)
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        import site
+
+        site.main()
+
+
+def main(argv: list[str]) -> int:
+    """``python -S -P reaper.py READ_FD TOKEN LOG [PSUTIL_HOME]``: the watchdog's entry point."""
+    # The engine's terminal signals never reach this session; SIGINT from elsewhere must not
+    # end the watch early with a traceback either.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch(int(argv[0]), argv[1], argv[2], argv[3] if len(argv) > 3 else "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+
+# -- the engine's side --------------------------------------------------------------------------
+
+import contextlib  # noqa: E402  (after the watchdog's exit: see the imports at the top)
+import fcntl  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+#: Where the watchdog reports what it killed, in the batch directory (as ``--detach`` logs).
+LOG_NAME: Final = "engine.log"
+
 #: How often the portable :func:`die_with_parent` fallback looks at its parent.
 PARENT_POLL_S: Final = 0.5
 
@@ -67,6 +196,23 @@ _PR_SET_PDEATHSIG: Final = 1
 #: The watchdog runs this file as a script: it needs only the standard library and psutil, so
 #: it starts even where ``batchtui`` is importable only through the engine's own sys.path.
 _SCRIPT: Final = os.path.abspath(__file__)
+
+
+def _psutil_home() -> str:
+    """The sys.path folder psutil is imported from in this process ('' if it cannot be found):
+    the watchdog, started without ``site``, imports it from there when it sweeps."""
+    module = sys.modules.get("psutil")
+    origin = getattr(module, "__file__", None)
+    if origin is None:
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec("psutil")
+        except (ImportError, ValueError):
+            spec = None
+        origin = spec.origin if spec is not None else None
+    return os.path.dirname(os.path.dirname(origin)) if origin else ""
+
 
 _lock = threading.Lock()
 #: The runs active in this process, oldest first: (token, the variable's value before it).
@@ -161,8 +307,10 @@ class Reaper:
             _write_fds.add(write_fd)  # (before a fork in another thread can copy it)
         try:
             self.watchdog = subprocess.Popen(
-                # -P: this file's folder (engine/) must not shadow a module it imports.
-                [sys.executable, "-P", _SCRIPT, str(read_fd), self.token, str(self.log or "")],
+                # -S: no site, so the watchdog's start is a bare interpreter's (psutil comes from
+                # _psutil_home() when it sweeps). -P: this file's folder (engine/) must not shadow
+                # a module it imports.
+                [sys.executable, "-S", "-P", _SCRIPT, str(read_fd), self.token, str(self.log or ""), _psutil_home()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,  # never a line on the user's terminal (or dashboard)
@@ -304,100 +452,3 @@ def _watch_parent(expected: int) -> None:
     while os.getppid() == expected:
         time.sleep(PARENT_POLL_S)
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-# -- the watchdog process ---------------------------------------------------------------------
-
-
-#: multiprocessing's helpers serve every pool of the process that started them, this run's and
-#: the next: the resource tracker, started by the first semaphore (a process pool's), carries the
-#: token of the run that happened to start it. Killed with that run, it is found dead by the next
-#: pool of the process ("resource_tracker: process died unexpectedly, relaunching", semaphores
-#: leaked). Each ends by itself once every process holding its pipe has ended.
-_SHARED_HELPERS: Final = (
-    "from multiprocessing.resource_tracker import main",
-    "from multiprocessing.forkserver import main",
-)
-
-
-def _shared_helper(cmdline: list[str]) -> bool:
-    """``python [interpreter flags] -c 'from multiprocessing.… import main…'``"""
-    return "-c" in cmdline[1:-1] and cmdline[cmdline.index("-c", 1) + 1].startswith(_SHARED_HELPERS)
-
-
-def find_carriers(token: str) -> list[int]:
-    """Pids of this user's processes whose environment holds ``token`` (never this process,
-    nor multiprocessing's shared helpers: see :data:`_SHARED_HELPERS`)."""
-    import psutil
-
-    wanted, me = token, os.getpid()
-    pids: list[int] = []
-    for proc in psutil.process_iter():
-        if proc.pid == me:
-            continue
-        try:
-            if proc.environ().get(RUN_TOKEN_VAR) == wanted and not _shared_helper(proc.cmdline()):
-                pids.append(proc.pid)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
-            continue  # another user's, gone, or a zombie (dead already)
-    return pids
-
-
-def sweep(token: str) -> list[int]:
-    """Kill every process carrying ``token``: SIGTERM, at most :data:`TERM_GRACE_S` to end,
-    then SIGKILL; scan again until a scan finds none (a process forked meanwhile escapes one
-    scan). Returns the pids it signalled."""
-    import psutil
-
-    killed: list[int] = []
-    for round_no in range(MAX_ROUNDS):
-        procs: list[psutil.Process] = []
-        for pid in find_carriers(token):
-            with contextlib.suppress(psutil.Error):
-                procs.append(psutil.Process(pid))
-        if not procs:
-            break
-        sig = signal.SIGTERM if round_no == 0 else signal.SIGKILL
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(sig)  # psutil checks the pid was not reused
-        killed += [p.pid for p in procs]
-        # Let them go before the next scan. A zombie whose parent is still alive (the engine
-        # itself, on a normal exit) keeps the wait to its bound, which blocks nobody.
-        _, alive = psutil.wait_procs(procs, timeout=TERM_GRACE_S if sig == signal.SIGTERM else 0.1)
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-    return sorted(set(killed))
-
-
-def _watch(read_fd: int, token: str, log: str) -> None:
-    """Block until the engine's end of the pipe closes, then sweep and note it in the log."""
-    while os.read(read_fd, 4096):
-        pass
-    signal.alarm(SWEEP_LIMIT_S)  # SIGALRM's default action ends this process, even in a read
-    killed = sweep(token)
-    if killed and log:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        line = f"{stamp} reaper: the engine ended; killed {len(killed)} process(es) left by its items: {killed}\n"
-        with contextlib.suppress(OSError):
-            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
-
-
-def main(argv: list[str]) -> int:
-    """``python -P reaper.py READ_FD TOKEN LOG``: the watchdog's entry point."""
-    # The engine's terminal signals never reach this session; SIGINT from elsewhere must not
-    # end the watch early with a traceback either.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import psutil  # noqa: F401  (now, while the engine runs: the sweep must not wait for it)
-
-    _watch(int(argv[0]), argv[1], argv[2])
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

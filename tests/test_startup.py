@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -263,3 +264,46 @@ def test_a_headless_shell_run_loads_only_what_it_runs(tmp_path: Path) -> None:
     assert "batchtui.engine.runner" in modules  # it did run the batch
     assert len([p for p in out.iterdir() if p.is_dir()]) == 1
     assert _present(modules, HEAVY_FOR_RUN) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps and wchan (Linux)")
+def test_the_watchdog_starts_as_a_bare_interpreter() -> None:
+    """Every run starts a watchdog (engine/reaper.py) next to its engine's own start: it runs
+    without ``site`` (-S) and maps no psutil until the engine's end makes it sweep (the sweep
+    itself is tests/test_orphans.py's)."""
+    import psutil
+
+    from batchtui.engine import reaper as reaper_module
+
+    reaper = reaper_module.Reaper()
+    reaper.start()
+    try:
+        assert reaper.watchdog is not None
+        pid = reaper.watchdog.pid
+        deadline = time.monotonic() + 10
+        while "pipe_read" not in Path(f"/proc/{pid}/wchan").read_text():  # until it waits for the engine
+            assert time.monotonic() < deadline and reaper.watchdog.poll() is None
+            time.sleep(0.005)
+        cmdline = psutil.Process(pid).cmdline()
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    finally:
+        reaper.close(wait=10)
+    assert "-S" in cmdline[1 : cmdline.index(reaper_module._SCRIPT)]
+    assert "psutil" not in maps
+    assert reaper.watchdog.returncode == 0
+
+
+def test_the_watchdog_finds_the_engines_psutil_without_site() -> None:
+    """The folder the engine gives the watchdog is where an interpreter without ``site``
+    imports this very psutil from (appended to sys.path, as site would)."""
+    import psutil
+
+    from batchtui.engine.reaper import _psutil_home
+
+    home = _psutil_home()
+    code = f"import sys\nsys.path.append({home!r})\nimport psutil\nprint(psutil.__file__)"
+    proc = subprocess.run(
+        [sys.executable, "-S", "-P", "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).resolve() == Path(psutil.__file__).resolve()
