@@ -27,6 +27,32 @@ CLI = [sys.executable, "-m", "batchtui.tui.cli"]
 SUITE_ENV = frozenset({"BATCHTUI_SPAWNER"})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def subprocess_bytecode_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """With PYTHONDONTWRITEBYTECODE set (as where the suite often runs), every Python process a
+    test starts (the CLI, engines, pool and dask workers; hundreds per run) compiles each batchtui
+    module it imports from source, as nothing writes the .pyc files it could read. They share one
+    bytecode cache instead, in this run's temporary folder (PYTHONPYCACHEPREFIX): nothing is
+    written to the source tree, which is what the variable asks. This process keeps its settings
+    (what it imports stays compiled from source). A .pyc is used only while its source keeps its
+    size and modification time; the code that loads the user's --call files does not trust that
+    (engine/callables.py)."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
+        yield
+        return
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # one per run, shared by the workers
+    prefix = root / "pycache"
+    prefix.mkdir(exist_ok=True)
+    saved = os.environ.pop("PYTHONDONTWRITEBYTECODE")
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+    try:
+        yield
+    finally:
+        del os.environ["PYTHONPYCACHEPREFIX"]
+        os.environ["PYTHONDONTWRITEBYTECODE"] = saved
+
+
 @pytest.fixture(autouse=True)
 def private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own per-user state dir (the batch registry, engine/registry.py), in
