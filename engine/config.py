@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -338,6 +337,8 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, str]:
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a batchtui.toml: flat keys named like the long flags (dashes or underscores)."""
+    import tomllib  # here: most runs have no batchtui.toml
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

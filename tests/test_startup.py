@@ -235,8 +235,9 @@ def test_a_pool_worker_loads_no_settings_model(tmp_path: Path) -> None:
 
 
 #: Never loaded by a `run` that runs shell items headless: what only another path needs (the
-#: demo, --dry-run, the TUI, dask, the process pool).
+#: demo, --dry-run, the TUI, dask, the process pool, a batchtui.toml).
 HEAVY_FOR_RUN = (
+    "tomllib",
     "textual",
     "rich",
     "dask",
