@@ -14,7 +14,8 @@ Interleaved round by round: the median of --reps, and batchtui / bare as the med
 per-round ratios. Time: the whole process (connect, run, results). CPU (medians): the client
 process, and the cluster's (the scheduler, in this process, and the worker processes), which a
 busy 2-core machine shares with the client; it tells where an overhead goes when wall times
-drift. Target: batchtui <= 1.05x the bare client.
+drift. Tasks per item: the tasks the scheduler ran (an item is one task of the bare client; a
+chunk of items is one task of batchtui's). Target: batchtui <= 1.05x the bare client.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psutil
 
@@ -108,12 +110,16 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
 
         workers = psutil.Process().children(recursive=True)
         cpu: dict[str, list[tuple[float, float]]] = {"bare": [], "batchtui": []}
+        tasks: dict[str, list[int]] = {"bare": [], "batchtui": []}
+        ran = _task_counter()
+        cluster.scheduler.add_plugin(ran)
 
         def with_cpu(name: str, run: Callable[[], tuple[float, float]]) -> Callable[[], float]:
             def measured() -> float:
-                cluster0 = time.process_time() + _cpu(workers)
+                cluster0, tasks0 = time.process_time() + _cpu(workers), ran.count
                 seconds, client_cpu = run()
                 cpu[name].append((client_cpu, time.process_time() + _cpu(workers) - cluster0))
+                tasks[name].append(ran.count - tasks0)
                 return seconds
 
             return measured
@@ -128,18 +134,29 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             client, cluster = (median([c[i] for c in cpu[name]]) for i in (0, 1))
             return f"{client:.2f} s + {cluster:.2f} s"
 
+        def per_item(name: str) -> str:
+            return f"{median(tasks[name]) / n:.2f}"
+
         rows: list[tuple[str, ...]] = [
-            ("contender", "time (median, range)", "items/s", "CPU client + cluster", "vs target"),
-            ("client.map + as_completed (bare)", spread(times["bare"]), per_s(n, t_bare), cpu_text("bare"), ""),
+            ("contender", "time (median, range)", "items/s", "CPU client + cluster", "tasks/item", "vs target"),
+            (
+                "client.map + as_completed (bare)",
+                spread(times["bare"]),
+                per_s(n, t_bare),
+                cpu_text("bare"),
+                per_item("bare"),
+                "",
+            ),
             (
                 f"batchtui --executor dask --scheduler -j{j}",
                 spread(times["batchtui"]),
                 per_s(n, t_b),
                 cpu_text("batchtui"),
+                per_item("batchtui"),
                 "",
             ),
-            ("batchtui / bare", ratio_text, "", "", f"<= {TARGET}  {verdict(ratio, TARGET, at_most=True)}"),
-            ("ideal (items x ms / workers)", f"{n * args.ms / 1000 / j:.2f} s", "", "", ""),
+            ("batchtui / bare", ratio_text, "", "", "", f"<= {TARGET}  {verdict(ratio, TARGET, at_most=True)}"),
+            ("ideal (items x ms / workers)", f"{n * args.ms / 1000 / j:.2f} s", "", "", "", ""),
         ]
         title = f"Dask, an existing {j}-worker cluster: {n:,} items of {args.ms:g} ms ({machine_line()})"
         print(table(title, rows))
@@ -147,6 +164,24 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
     finally:
         cluster.close()
         cleanup(work)
+
+
+def _task_counter() -> Any:
+    """A scheduler plugin (the scheduler runs in this process): ``.count``, the tasks that ran
+    to the end."""
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class TaskCounter(SchedulerPlugin):  # type: ignore[misc]
+        name = "bench-task-counter"
+
+        def __init__(self) -> None:
+            self.count = 0
+
+        def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+            if finish == "memory":
+                self.count += 1
+
+    return TaskCounter()
 
 
 def _cpu(processes: list[psutil.Process]) -> float:
