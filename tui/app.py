@@ -333,6 +333,7 @@ class BatchtuiApp(App[int]):
         self.exit(EXIT_USAGE if outcome is not None and outcome.error else 0)
 
     def run(self, *args: Any, **kwargs: Any) -> int | None:
+        _start_resource_tracker()
         try:
             return super().run(*args, **kwargs)
         finally:
@@ -472,6 +473,21 @@ class BatchtuiApp(App[int]):
             if command.title == "Theme":  # Textual's theme picker; ours (t) goes to the next one
                 command = command._replace(title="Choose theme")
             yield command
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker while sys.stderr is still the terminal.
+
+    The tracker is started by a process's first semaphore (a process pool's: ``--call`` runs
+    on the process executor by default) and is handed ``sys.stderr.fileno()``. Inside the app
+    sys.stderr is Textual's capture, whose ``fileno()`` is -1, and the start failed with
+    "bad value(s) in fds_to_keep": an engine on the process executor never started in the app
+    (a run, or a resume from the browser). Started here, outside any run, it carries no run's
+    token either. A few ms: the parent only forks it."""
+    with contextlib.suppress(Exception):  # without it, a pool in the app fails as before, no worse
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
 
 
 def _said(error: BaseException) -> str:

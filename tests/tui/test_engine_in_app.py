@@ -134,3 +134,53 @@ def test_the_engine_starts_once_its_dashboard_has_painted(tmp_path: Path) -> Non
         assert at - started < FIRST_PAINT_WAIT_S, at - started
 
     run(body)
+
+
+APP_ON_PROCESS_EXECUTOR = """
+import sys, threading, time
+from batchtui.engine.config import load_config
+from batchtui.engine.enqueue import create_batch
+from batchtui.engine.processors import python_spec
+from batchtui.engine.runner import BatchRunner
+from batchtui.engine.sources import build_spec
+from batchtui.tui.app import BatchtuiApp
+
+if __name__ == "__main__":
+    items, out, call = sys.argv[1:]
+    config = load_config({"output_dir": out, "workers": 2, "executor": "process"}, environ={})
+    batch = create_batch(config, build_spec([items]), python_spec(call))
+    app = BatchtuiApp(output_dir=batch.path.parent, runner=BatchRunner(batch, config=config), handle_hangup=False)
+
+    def leave():
+        while app.engine_result is None and app.engine_error is None:
+            time.sleep(0.05)  # (the engine's end is not an event this thread can wait on)
+        app.call_from_thread(app.exit)
+
+    threading.Thread(target=leave, daemon=True).start()
+    app.run(headless=True, size=(120, 40))
+    print(repr(app.engine_error), app.engine_result and app.engine_result.state.value)
+"""
+
+
+def test_an_engine_on_the_process_executor_runs_in_the_app(tmp_path: Path) -> None:
+    """The process pool's first semaphore starts multiprocessing's resource tracker, which is
+    handed sys.stderr's descriptor: under Textual's capture that is -1, and every --call run in
+    the app died at once ("bad value(s) in fds_to_keep"). A fresh interpreter: the tracker of
+    this test process may be running already."""
+    import subprocess
+    import sys
+
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"i{i}\n" for i in range(6)))
+    script = tmp_path / "app_on_pool.py"
+    script.write_text(APP_ON_PROCESS_EXECUTOR)
+    call = f"{Path(__file__).parent / 'drop_items.py'}:work"
+    done = subprocess.run(
+        [sys.executable, str(script), str(items), str(tmp_path / "out"), call],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "finished"], (done.stdout, done.stderr[-2000:])
