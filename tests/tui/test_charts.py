@@ -80,3 +80,25 @@ def test_a_dashboard_opened_late_draws_the_history(tmp_path: Path, monkeypatch: 
             clock[0] += 1.0
     history = read_model(batch / "live_progress.json", LiveProgress).history
     assert len(history.rate_per_s) == HISTORY_SAMPLES and history.rate_per_s[0] == 40.0
+
+
+def test_the_peak_is_never_below_the_rate_shown(tmp_path: Path) -> None:
+    """A short run's final rate comes after the history's last sample: 'throughput 48915.7/s
+    (peak 41356.3/s)' was drawn at the end of a 2 s run."""
+    batch = make_batch(tmp_path, state=BatchState.FINISHED)
+    live = read_model(batch / "live_progress.json", LiveProgress)
+    history = live.history.model_copy(update={"rate_per_s": [30.0, 41.5], "rss_mb": [100.0, 100.0]})
+    (batch / "live_progress.json").write_bytes(
+        live.model_copy(update={"rate_per_s": 48.9, "history": history}).model_dump_json().encode()
+    )
+
+    async def body() -> None:
+        app = BatchtuiApp(
+            output_dir=tmp_path, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False
+        )
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            label = str(app.screen.query_one("#rate-label").render())
+            assert "throughput 48.9/s  (peak 48.9/s)" in label, label
+
+    run(body)

@@ -118,7 +118,9 @@ class Charts(Horizontal):
         # Reactives compare: an unchanged chart or label is not repainted.
         self.query_one("#rate-spark", ZeroSparkline).data = tuple(self.rates)
         self.query_one("#mem-spark", ZeroSparkline).data = tuple(self.rss)
-        peak_rate = max(self.rates, default=0.0)
+        # The history is sampled apart from the figure beside it (the final rate of a short run
+        # comes after the last sample): the peak is never below the rate shown.
+        peak_rate = max(max(self.rates, default=0.0), live.rate_per_s)
         m = live.memory
         self._label("#rate-label", f"throughput {live.rate_per_s:.1f}/s  (peak {peak_rate:.1f}/s)")
         self._label(
