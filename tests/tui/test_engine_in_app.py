@@ -104,15 +104,19 @@ def test_quit_and_hand_off_keeps_the_batch_running(tmp_path: Path) -> None:
 def test_the_engine_starts_once_its_dashboard_has_painted(tmp_path: Path) -> None:
     """The first frame (compose, mount, the first paint) takes the GIL for a few hundred ms: the
     engine in the app waits for it (bounded by FIRST_PAINT_WAIT_S), not the other way round."""
+    import gc
+
     from batchtui.tui.screens.dashboard import DashboardScreen
 
     runner = _runner(tmp_path, n=4)
     seen: list[tuple[str, bool, bool]] = []
+    frozen: list[int] = []
     run_engine = runner.run
 
     def run_and_look() -> object:
         screen = app.screen  # read from the engine's thread as it starts: what has been shown
         seen.append((type(screen).__name__, screen.is_mounted, app._engine_go.is_set()))
+        frozen.append(gc.get_freeze_count())
         return run_engine()
 
     runner.run = run_and_look  # type: ignore[method-assign]
@@ -129,6 +133,10 @@ def test_the_engine_starts_once_its_dashboard_has_painted(tmp_path: Path) -> Non
         # Told to start by the dashboard's first refresh (the event is set), not by the
         # FIRST_PAINT_WAIT_S time-out (it is not).
         assert seen[0] == ("DashboardScreen", True, True)
+        # The app's objects are out of the engine's garbage collections while it runs (a full
+        # collection would go through them all), and back in once it has ended.
+        assert frozen[0] > 10_000, frozen
+        assert gc.get_freeze_count() == 0
 
     run(body)
 
