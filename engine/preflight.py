@@ -21,6 +21,7 @@ from typing import Final, Literal
 from .config import BatchConfig
 from .errors import UserError
 from .processors import ProcessorSpec, accepts_one_argument, load_callable
+from .shell.direct import DASH_BUILTINS, DASH_KEYWORDS
 from .shell.programs import scan_programs
 from .shell.template import CommandTemplate
 from .sources import SourceSpec, fields_of, iter_items
@@ -28,74 +29,35 @@ from .sources import SourceSpec, fields_of, iter_items
 Level = Literal["ok", "warn", "fail"]
 MIN_FREE_MB: Final = 100
 
-SHELL_WORDS: Final = frozenset(
-    [
-        "!",
-        "[",
-        "[[",
-        ".",
-        ":",
-        "alias",
-        "bg",
-        "break",
-        "case",
-        "cd",
-        "command",
-        "continue",
-        "echo",
-        "eval",
-        "exec",
-        "exit",
-        "export",
-        "false",
-        "fc",
-        "fg",
-        "for",
-        "function",
-        "getopts",
-        "hash",
-        "if",
-        "jobs",
-        "kill",
-        "let",
-        "local",
-        "printf",
-        "pwd",
-        "read",
-        "readonly",
-        "return",
-        "set",
-        "shift",
-        "test",
-        "times",
-        "trap",
-        "true",
-        "type",
-        "ulimit",
-        "umask",
-        "unalias",
-        "unset",
-        "until",
-        "wait",
-        "while",
-        "{",
-        "(",
-        "time",
-        # bash's (a /bin/sh that lacks one says so when it runs; never refused here)
-        "builtin",
-        "caller",
-        "declare",
-        "dirs",
-        "disown",
-        "enable",
-        "mapfile",
-        "popd",
-        "pushd",
-        "readarray",
-        "shopt",
-        "source",
-        "typeset",
-    ]
+#: Words that are not programs to look for on PATH: dash's builtins and keywords, and bash's
+#: (a /bin/sh that lacks one says so when it runs; never refused here).
+SHELL_WORDS: Final = (
+    DASH_BUILTINS
+    | DASH_KEYWORDS
+    | frozenset(
+        [
+            "!",
+            "[[",
+            "function",
+            "let",
+            "{",
+            "(",
+            "time",
+            "builtin",
+            "caller",
+            "declare",
+            "dirs",
+            "disown",
+            "enable",
+            "mapfile",
+            "popd",
+            "pushd",
+            "readarray",
+            "shopt",
+            "source",
+            "typeset",
+        ]
+    )
 )
 
 
