@@ -40,6 +40,18 @@ def rows(batch: Path, sql: str) -> list[tuple[object, ...]]:
         db.close()
 
 
+def complete_seqs(batch: Path) -> list[int]:
+    """The seqs the store has committed as complete, in order."""
+    return [int(s) for (s,) in rows(batch, "SELECT seq FROM items WHERE status = 'complete' ORDER BY seq")]
+
+
+def logged_seqs(batch: Path) -> list[int]:
+    """The seqs results.jsonl holds, sorted (none before the file exists)."""
+    results = batch / "results.jsonl"
+    text = results.read_bytes() if results.exists() else b""
+    return sorted(orjson.loads(line)["seq"] for line in text.splitlines())
+
+
 def start_engine(
     tmp_path: Path, out_dir: Path, args: list[str], env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:

@@ -31,7 +31,7 @@ from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
 
 from .conftest import CLI, cli_env, only_batch
-from .test_control_holds import rows, wait_until
+from .test_control_holds import complete_seqs, logged_seqs, rows, wait_until
 from .test_dask import _check_invariants, _dask_workers, needs_dask
 
 WORK = """
@@ -359,14 +359,12 @@ def test_a_tasks_finished_items_are_committed_while_its_slow_item_runs(tmp_path:
     runner = BatchRunner(batch)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
-    results = batch.path / "results.jsonl"
 
     def committed() -> list[int]:
-        return [int(s) for (s,) in rows(batch.path, "SELECT seq FROM items WHERE status = 'complete' ORDER BY seq")]
+        return complete_seqs(batch.path)
 
     def logged() -> list[int]:
-        text = results.read_bytes() if results.exists() else b""
-        return sorted(orjson.loads(line)["seq"] for line in text.splitlines())
+        return logged_seqs(batch.path)
 
     try:
         wait_until(lambda: committed() == list(range(7)), timeout=30)

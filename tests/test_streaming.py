@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from batchtui.engine.config import BatchConfig
@@ -24,7 +23,7 @@ from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
 
 from .conftest import wait_until
-from .test_control_holds import PROCS, lines_file, rows
+from .test_control_holds import PROCS, complete_seqs, lines_file, logged_seqs, rows
 
 
 def test_an_outcome_left_waiting_is_handed_over_without_a_next_one() -> None:
@@ -58,14 +57,12 @@ def test_quick_items_of_a_chunk_are_committed_while_its_slow_item_runs(
     out: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: out.update(result=runner.run()), daemon=True)
     thread.start()
-    results = batch.path / "results.jsonl"
 
     def committed() -> list[int]:
-        return [int(s) for (s,) in rows(batch.path, "SELECT seq FROM items WHERE status = 'complete' ORDER BY seq")]
+        return complete_seqs(batch.path)
 
     def logged() -> list[int]:
-        text = results.read_bytes() if results.exists() else b""
-        return sorted(orjson.loads(line)["seq"] for line in text.splitlines())
+        return logged_seqs(batch.path)
 
     try:
         wait_until(lambda: committed() == list(range(7)), timeout=15, what="items 0-6 committed")
