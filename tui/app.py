@@ -16,7 +16,6 @@ import gc
 import os
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from batchtui.engine.runner import EXIT_INTERRUPTED, BatchRunner, RunResult
 from .commands import ActionsProvider
 from .glyphs import ASCII_CLASS, ascii_driver, ascii_terminal
 from .hangup import TerminalWatch, silence_terminal, tty_gone
-from .keys import key_entries
+from .keys import key_entries, key_words, user_keymap
 from .messages import EngineFinished
 from .screens.browser import BrowserScreen
 from .screens.dashboard import DashboardScreen
@@ -53,9 +52,6 @@ _SCREEN_NAMES = {
     "BrowserScreen": "the batch browser",
     "ItemDetailScreen": "the item detail",
 }
-
-#: Keys Textual shows as symbols, said in words on an ASCII terminal.
-_KEY_WORDS = {"⏎": "enter", "↑": "up", "↓": "down", "←": "left", "→": "right", "⌫": "backspace", "⇥": "tab"}
 
 HANDOFF_GRACE_S = 3.0
 #: The engine in this app waits for its dashboard's first frame, at most this long: composing and
@@ -171,23 +167,14 @@ class BatchtuiApp(App[int]):
 
     def get_key_display(self, binding: Binding) -> str:
         shown = super().get_key_display(binding)
-        if self.ascii_only and not shown.isascii():
-            for symbol, word in _KEY_WORDS.items():
-                shown = shown.replace(symbol, word)
-        return shown
+        return key_words(shown) if self.ascii_only else shown
 
     def _load_keymap(self) -> None:
-        """User key overrides: {binding id = "keys"} in $XDG_CONFIG_HOME/batchtui/keymap.toml."""
-        path = user_dir().parent / "keymap.toml"
-        if not path.is_file():
-            return
-        try:
-            data = tomllib.loads(path.read_text())
-            keymap = {str(k): str(v) for k, v in data.get("keymap", data).items()}
-        except (OSError, tomllib.TOMLDecodeError, AttributeError) as exc:
-            self.notify(clean(f"{path}: {exc}"), severity="warning")
-            return
-        self.set_keymap(keymap)
+        keymap, problem = user_keymap(user_dir().parent / "keymap.toml")
+        if problem:
+            self.notify(clean(problem), severity="warning")
+        elif keymap:
+            self.set_keymap(keymap)
 
     # -- the engine in a worker thread ---------------------------------------------------------
 

@@ -11,7 +11,9 @@ Whether an action applies is asked of the node it runs on through its public ``c
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from textual.actions import parse
@@ -19,7 +21,7 @@ from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.screen import Screen
 
-__all__ = ["KeyEntry", "key_entries"]
+__all__ = ["KeyEntry", "key_entries", "key_words", "user_keymap"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +92,28 @@ def key_entries(screen: Screen[Any]) -> list[KeyEntry]:
         )
     order = {id(e): i for i, e in enumerate(entries)}
     return sorted(entries, key=lambda e: (_rank(e.node, screen), order[id(e)]))
+
+
+#: Keys Textual shows as symbols, said in words on an ASCII terminal.
+KEY_WORDS = {"⏎": "enter", "↑": "up", "↓": "down", "←": "left", "→": "right", "⌫": "backspace", "⇥": "tab"}
+
+
+def key_words(shown: str) -> str:
+    """A key's display with its symbols said in words (``⏎`` -> ``enter``), for ASCII terminals."""
+    if not shown.isascii():
+        for symbol, word in KEY_WORDS.items():
+            shown = shown.replace(symbol, word)
+    return shown
+
+
+def user_keymap(path: Path) -> tuple[dict[str, str], str | None]:
+    """The user's key overrides, ``{binding id = "keys"}`` (at the top level or under
+    ``[keymap]``), from ``path`` ($XDG_CONFIG_HOME/batchtui/keymap.toml); none if it does not
+    exist. A file that cannot be read gives no overrides and says why."""
+    if not path.is_file():
+        return {}, None
+    try:
+        data = tomllib.loads(path.read_text())
+        return {str(k): str(v) for k, v in data.get("keymap", data).items()}, None
+    except (OSError, tomllib.TOMLDecodeError, AttributeError) as exc:
+        return {}, f"{path}: {exc}"
