@@ -286,6 +286,13 @@ def test_the_background_choice_starts_a_detached_engine_the_dashboard_watches(tm
                 "the dashboard to see the background engine finish",
             )
             seen["pid"] = _manifest(batch)["history"][-1]["pid"]
+            # The engine writes "finished" before it lets go of the lock and exits: the title
+            # says "[FINISHED pid N]" until the dashboard's next look at the lock (once a second).
+            await _until(
+                pilot,
+                lambda: "[FINISHED]" in str(dashboard.query_one("#title", Static).render()),
+                "the title to say the batch finished, with no engine holding it",
+            )
             seen["title"] = str(dashboard.query_one("#title", Static).render())
 
     with _reaped(batch):
