@@ -41,7 +41,12 @@ class BatchWatcher:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching, and wait (briefly) for the thread to leave watchfiles' Rust loop: an
+        interpreter that exits while a thread is inside it can abort ("FATAL: exception not
+        rethrown", watchfiles 0.21) instead of exiting."""
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
 
     def read_all(self, *, force: bool = False) -> None:
         for name in WATCHED:
