@@ -72,35 +72,70 @@ HEAVY_FOR_LS = (
 )
 
 
-def _loaded_after(code: str, *, cwd: Path | None = None, env: dict[str, str] | None = None) -> set[str]:
+class Loaded(set[str]):
+    """The modules a fresh interpreter had loaded at exit, and for each top-level package, the
+    stack that first imported it (so a failure says who brought a heavy module in)."""
+
+    importers: dict[str, str]
+
+
+#: Installed first in the fresh interpreter: records the stack of each top-level import.
+_HOOK = """
+import atexit, json, sys, traceback
+_importers = {}
+class _Who:
+    def find_spec(self, name, path, target=None):
+        top = name.partition('.')[0]
+        if top not in _importers and top not in sys.modules:
+            frames = [f for f in traceback.extract_stack()[:-1] if not f.filename.startswith('<frozen')]
+            _importers[top] = ''.join(traceback.format_list(frames[-10:]))
+        return None
+sys.meta_path.insert(0, _Who())
+def _report():
+    print('\\nMODULES=' + json.dumps(sorted(sys.modules)), file=sys.__stderr__)
+    print('\\nIMPORTERS=' + json.dumps(_importers), file=sys.__stderr__)
+atexit.register(_report)
+"""
+
+
+def _loaded_after(code: str, *, cwd: Path | None = None, env: dict[str, str] | None = None) -> Loaded:
     """The modules loaded once ``code`` ran in a fresh interpreter (printed as JSON at exit)."""
-    wrapper = (
-        "import atexit, json, sys\n"
-        "atexit.register(lambda: print('\\nMODULES=' + json.dumps(sorted(sys.modules)), file=sys.__stderr__))\n"
-        f"{code}\n"
-    )
     proc = subprocess.run(
-        [sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=120, cwd=cwd, env=env, check=False
-    )
-    line = next((x for x in proc.stderr.splitlines() if x.startswith("MODULES=")), None)
-    assert line is not None, proc.stderr
-    return set(json.loads(line.removeprefix("MODULES=")))
+        [sys.executable, "-c", f"{_HOOK}\n{code}\n"],
+        capture_output=True, text=True, timeout=120, cwd=cwd, env=env, check=False,
+    )  # fmt: skip
+    lines = proc.stderr.splitlines()
+    modules = next((x for x in lines if x.startswith("MODULES=")), None)
+    importers = next((x for x in lines if x.startswith("IMPORTERS=")), None)
+    assert modules is not None and importers is not None, proc.stderr
+    loaded = Loaded(json.loads(modules.removeprefix("MODULES=")))
+    loaded.importers = json.loads(importers.removeprefix("IMPORTERS="))
+    return loaded
+
+
+def _assert_absent(modules: set[str], names: tuple[str, ...]) -> None:
+    found = _present(modules, names)
+    assert not found, "loaded, and should not be:\n" + "\n".join(found)
 
 
 def _present(modules: set[str], names: tuple[str, ...]) -> list[str]:
-    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+    """Those of ``names`` (or their submodules) loaded; each with the stack that imported its
+    package when that is known."""
+    found = sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+    importers: dict[str, str] = getattr(modules, "importers", {})
+    return [f"{m} imported at:\n{importers[m]}" if m in importers else m for m in found]
 
 
 def test_importing_the_cli_loads_only_click_and_the_engine_basics() -> None:
     modules = _loaded_after("import batchtui.tui.cli")
-    assert _present(modules, HEAVY_FOR_IMPORT) == []
+    _assert_absent(modules, HEAVY_FOR_IMPORT)
 
 
 def test_help_loads_no_engine_module() -> None:
     modules = _loaded_after(
         "from batchtui.tui.cli import main\ntry:\n    main(['--help'], prog_name='batchtui')\nexcept SystemExit:\n    pass"
     )
-    assert _present(modules, HEAVY_FOR_IMPORT) == []
+    _assert_absent(modules, HEAVY_FOR_IMPORT)
 
 
 def test_version_loads_no_engine_module() -> None:
@@ -108,7 +143,7 @@ def test_version_loads_no_engine_module() -> None:
         "from batchtui.tui.cli import main\ntry:\n    main(['--version'], prog_name='batchtui')\nexcept SystemExit:\n    pass"
     )
     assert "importlib.metadata" in modules  # it did read the version
-    assert _present(modules, tuple(m for m in HEAVY_FOR_IMPORT if m != "importlib.metadata")) == []
+    _assert_absent(modules, tuple(m for m in HEAVY_FOR_IMPORT if m != "importlib.metadata"))
 
 
 def test_a_verb_loads_its_own_module_only() -> None:
@@ -117,8 +152,8 @@ def test_a_verb_loads_its_own_module_only() -> None:
     )
     assert "batchtui.tui.cli.steering" in modules
     others = ("running", "resuming", "inspecting", "maintenance", "watching")
-    assert _present(modules, tuple(f"batchtui.tui.cli.{m}" for m in others)) == []
-    assert _present(modules, ("batchtui.engine.runner", "textual", "psutil")) == []
+    _assert_absent(modules, tuple(f"batchtui.tui.cli.{m}" for m in others))
+    _assert_absent(modules, ("batchtui.engine.runner", "textual", "psutil"))
 
 
 def test_the_verbs_help_lists_what_each_verbs_docstring_says() -> None:
@@ -158,7 +193,7 @@ def test_ls_never_loads_the_runner_the_store_or_psutil(tmp_path: Path) -> None:
     )
     modules = _loaded_after(code, cwd=tmp_path, env=cli_env(out))
     assert "batchtui.engine.batchdir" in modules  # it did list the batch
-    assert _present(modules, HEAVY_FOR_LS) == []
+    _assert_absent(modules, HEAVY_FOR_LS)
 
 
 def test_the_engine_package_loads_its_names_on_first_use() -> None:
@@ -185,7 +220,7 @@ def test_the_engine_package_loads_its_names_on_first_use() -> None:
 
 def test_importing_the_runner_loads_no_psutil_until_a_run() -> None:
     modules = _loaded_after("import batchtui.engine.runner")
-    assert _present(modules, ("psutil", "textual", "watchfiles", "dask")) == []
+    _assert_absent(modules, ("psutil", "textual", "watchfiles", "dask"))
 
 
 def test_the_cli_exit_code_and_resume_command_match_the_runner(tmp_path: Path) -> None:
@@ -231,7 +266,7 @@ def test_a_pool_worker_loads_no_settings_model(tmp_path: Path) -> None:
     for row in rows:
         modules = set(row["result"])
         assert "batchtui.engine.poolworker" in modules  # the worker ran, and ran this entry
-        assert _present(modules, HEAVY_FOR_POOL_WORKER) == []
+        _assert_absent(modules, HEAVY_FOR_POOL_WORKER)
 
 
 #: Never loaded by a `run` that runs shell items headless: what only another path needs (the
@@ -252,19 +287,47 @@ HEAVY_FOR_RUN = (
 )
 
 
-def test_a_headless_shell_run_loads_only_what_it_runs(tmp_path: Path) -> None:
+def _headless_run(tmp_path: Path, cmd: str) -> Loaded:
     out = tmp_path / "out"
     one = tmp_path / "one.txt"
     one.write_text("a\nb\n")
     code = (
         "from batchtui.tui.cli import main\n"
-        f"try:\n    main(['run', {str(one)!r}, '--cmd', 'true', '--headless', '-o', {str(out)!r}], prog_name='batchtui')\n"
+        f"try:\n    main(['run', {str(one)!r}, '--cmd', {cmd!r}, '--headless', '-o', {str(out)!r}], prog_name='batchtui')\n"
         "except SystemExit as e:\n    assert not e.code, e.code\n"
     )
     modules = _loaded_after(code, cwd=tmp_path, env=cli_env(out))
     assert "batchtui.engine.runner" in modules  # it did run the batch
     assert len([p for p in out.iterdir() if p.is_dir()]) == 1
-    assert _present(modules, HEAVY_FOR_RUN) == []
+    return modules
+
+
+def _watchfiles_brought(modules: Loaded) -> tuple[str, ...]:
+    """What a run that outlasted the control watcher's delay (engine/control.py) may load for
+    it: watchfiles imports multiprocessing (for its run_process) in its package's __init__.
+    Allowed only if watchfiles is what first imported multiprocessing."""
+    if "watchfiles" not in modules:
+        return ()
+    assert "/watchfiles/" in modules.importers.get("multiprocessing", "/watchfiles/"), modules.importers[
+        "multiprocessing"
+    ]
+    return ("multiprocessing",)
+
+
+def test_a_headless_shell_run_loads_only_what_it_runs(tmp_path: Path) -> None:
+    modules = _headless_run(tmp_path, "true")
+    # On a loaded machine the run may outlast the watcher's delay (CI did, once).
+    allowed = _watchfiles_brought(modules)
+    _assert_absent(modules, tuple(m for m in HEAVY_FOR_RUN if m not in allowed))
+
+
+def test_a_run_that_outlasts_the_control_watchers_delay_loads_multiprocessing_only_through_watchfiles(
+    tmp_path: Path,
+) -> None:
+    modules = _headless_run(tmp_path, "sleep 0.8")  # longer than the watcher's 0.5 s delay
+    assert "watchfiles" in modules  # it did watch control.jsonl
+    assert _watchfiles_brought(modules) == ("multiprocessing",)
+    _assert_absent(modules, tuple(m for m in HEAVY_FOR_RUN if m != "multiprocessing"))
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps and wchan (Linux)")
