@@ -487,12 +487,12 @@ def test_disk_full_on_tmpfs_stops_cleanly_then_resumes(tmp_path: Path, small_fs:
     try:
         wait_until(lambda: bool(batches(out)) and len(strict_jsonl(batches(out)[0] / "results.jsonl")) > 300, 60)
         free = shutil.disk_usage(small_fs).free
-        with filler.open("wb") as fh:  # take every free byte
+        # Unbuffered: a buffered file would try its last chunk again on close and raise there.
+        with filler.open("wb", buffering=0) as fh:  # take every free byte
             try:
                 while free > 0:
                     fh.write(b"\0" * min(free, 1 << 20))
                     free -= 1 << 20
-                fh.flush()
             except OSError:
                 pass
         engine.wait(timeout=120)
