@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from .batchdir import BatchDir, now_iso
 from .errors import UserError
 from .files import FILE_MODE, NOFOLLOW, read_model
+from .fmt import cut_percent
 from .fmt import fmt_duration as fmt_age
 from .liveness import EngineStatus, Liveness
 from .models import BatchState, ControlCommand, ControlOp, LiveProgress, Manifest
@@ -383,7 +384,7 @@ def write_views(batch: BatchDir, manifest: Manifest, store: Any, *, durable: boo
                 **({"state": update["state"]} if "state" in update else {}),
                 "counts": counts,
                 "total": counts.total,
-                "percent": round(counts.percent, 2),
+                "percent": cut_percent(counts.percent, 2),
                 "updated_at": now_iso(),
                 "in_flight": [],
                 # A retry or skip changes the breakdown too: every view shows the store's.

@@ -8,7 +8,7 @@ an error line.
 
 from __future__ import annotations
 
-__all__ = ["clean", "clean_block", "fmt_ago", "fmt_duration"]
+__all__ = ["clean", "clean_block", "cut_percent", "fmt_ago", "fmt_duration", "fmt_percent"]
 
 
 def _escape(ch: str) -> str:
@@ -76,3 +76,17 @@ def fmt_ago(seconds: float | None) -> str:
         if s >= size:
             return f"{s // size} {unit} ago"
     return f"{s} s ago"
+
+
+def cut_percent(percent: float, digits: int = 0) -> float:
+    """``percent`` cut to ``digits`` decimals, never rounded up: with one item of 2,500 left, or
+    one failure among them, it reads 99.96, 99.9 or 99, never 100, at any precision (100 is
+    said only of all of them). A billionth absorbs float error (29 / 100 * 100 is
+    28.999999999999996, which must read 29)."""
+    scale = 10.0**digits
+    return int(max(0.0, percent) * scale + 1e-9) / scale
+
+
+def fmt_percent(percent: float, digits: int = 0) -> str:
+    """``percent`` as a view shows it: :func:`cut_percent`, then ``%``."""
+    return f"{cut_percent(percent, digits):.{digits}f}%"

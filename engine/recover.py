@@ -33,6 +33,7 @@ import orjson
 from .batchdir import BatchDir, BatchLock, now_iso
 from .errors import UserError
 from .files import DamagedFile, ResultsLog, fsync_dir, iter_jsonl, read_model, write_model
+from .fmt import cut_percent
 from .models import BatchState, Counts, LiveCounts, LiveProgress, Report, ResultLine
 from .resultscheck import check_line, encode_line, rebuild
 from .store import ItemStore, StoreError
@@ -460,7 +461,7 @@ def _write_live(batch: BatchDir, state: BatchState, counts: Counts, note: str) -
         commit_seq=0,
         total=counts.total,
         counts=LiveCounts(**counts.model_dump()),
-        percent=round(counts.percent, 2),
+        percent=cut_percent(counts.percent, 2),
         eta_s=None,
         warnings=warnings,
     )

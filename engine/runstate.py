@@ -35,6 +35,7 @@ from .eta import Eta, EtaEstimator
 from .events import BatchEvents
 from .executors import CompletionQueue, EarlyHalt, Executor, make_executor
 from .files import ResultsLog, WriteFailed
+from .fmt import cut_percent
 from .models import (
     BatchState,
     ControlCommand,
@@ -391,7 +392,7 @@ class RunState:
             commit_seq=self.commit_seq,
             total=c.total,
             counts=LiveCounts(**c.model_dump(), running=running, queued=queued),
-            percent=round(c.percent, 2),
+            percent=cut_percent(c.percent, 2),
             rate_per_s=round(eta.rate_per_s, 3),
             eta_s=eta.eta_s,
             eta_low_s=eta.low_s,

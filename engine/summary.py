@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .batchdir import BatchDir, now_iso, parse_iso
 from .errors import UserError
 from .files import DamagedFile, read_model
+from .fmt import cut_percent
 from .liveness import EngineStatus, Liveness, engine_status
 from .models import ACTIVE_STATES, BatchState, Counts, LiveCounts, LiveProgress, LockInfo, Manifest
 from .timing import batch_timing
@@ -168,7 +169,7 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
         halt_reason=halt_reason,
         engine=_engine(status),
         totals=counts,
-        percent=round(counts.percent, 1),
+        percent=cut_percent(counts.percent, 1),
         counts_from=counts_from,
         duplicates_dropped=manifest.duplicates_dropped,
         duration_s=timing.active_s,

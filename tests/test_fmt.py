@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batchtui.engine.fmt import clean, clean_block, fmt_duration
+from batchtui.engine.fmt import clean, clean_block, cut_percent, fmt_duration, fmt_percent
 from batchtui.engine.sources import build_spec, describe
 from batchtui.tui.text import plain, plain_block
 
@@ -99,3 +99,28 @@ def test_no_second_sanitizer_or_duration_formatter() -> None:
             if named and ("duration" in node.name or "age" in node.name):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} defines {node.name}")
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("percent", "digits", "shown"),
+    [
+        (100.0 * 2499 / 2500, 0, "99%"),  # one item left: never "100%"
+        (100.0 * 2499 / 2500, 1, "99.9%"),
+        (100.0 * 2499 / 2500, 2, "99.96%"),
+        (100.0 * 199 / 200, 0, "99%"),
+        (100.0, 0, "100%"),
+        (100.0, 1, "100.0%"),
+        (29 / 100 * 100, 0, "29%"),  # 28.999999999999996 in floats
+        (100.0 * 7 / 10, 1, "70.0%"),
+        (0.4, 0, "0%"),
+        (0.0, 2, "0.00%"),
+    ],
+)
+def test_a_percent_is_cut_never_rounded_up(percent: float, digits: int, shown: str) -> None:
+    assert fmt_percent(percent, digits) == shown
+    assert cut_percent(percent, digits) == float(shown.rstrip("%"))
+
+
+def test_a_percent_cut_again_at_fewer_digits_stays_below_100() -> None:
+    """live_progress.json keeps two decimals and a view shows none: 99.99 must read 99."""
+    assert fmt_percent(cut_percent(100.0 * 9999 / 10000, 2)) == "99%"

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -238,3 +239,13 @@ def test_a_disk_full_halt_that_could_not_write_the_manifest_shows_interrupted(
     assert summarize(BatchDir(batch)).state == "interrupted"
     assert _browser_states(out, 1) == {batch.name: ("interrupted", "")}
     assert f"BATCH SUMMARY  {batch.name}  (interrupted)" in _cli("show", batch.name, "-o", str(out))
+
+
+def test_one_failure_among_2500_items_is_not_a_100_percent_success(tmp_path: Path, invoke_cli: Any) -> None:
+    """2,499 of 2,500 complete is 99.96%: the summary says 99.9%, never a rounded 100.0%."""
+    source = tmp_path / "items.txt"
+    source.write_text("".join(("fail\n" if i == 1234 else f"ok-{i}\n") for i in range(2500)))
+    procs = Path(__file__).parent / "procs.py"
+    proc = invoke_cli(["run", str(source), "--call", f"{procs}:fail_marked", "--executor", "thread", "--headless"])
+    assert proc.returncode == 1, proc.stderr
+    assert "  Failed:    1\n" in proc.stdout and "  Success:   99.9%\n" in proc.stdout, proc.stdout

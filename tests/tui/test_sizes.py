@@ -15,6 +15,7 @@ from rich.text import Text
 
 from batchtui.engine.models import BatchState
 from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.screens.browser_columns import progress_bar
 from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.widgets.footer import KeyFooter
 from batchtui.tui.widgets.items_table import ItemsTable
@@ -63,6 +64,20 @@ def test_the_bar_takes_the_room_left() -> None:
     assert render_parts(parts, 30, 50, styles).plain == "RUNNING " + "━" * 16 + " · 1/2"
     assert render_parts(parts, 200, 50, styles).cell_len == len("RUNNING  · 1/2") + 40
     assert render_parts(parts, 20, 50, styles).plain == "RUNNING · 1/2"
+
+
+def test_the_bar_is_full_only_when_every_item_is_finished() -> None:
+    """One item of 2,500 left: the bar keeps an undone cell at any width (a rounded bar, and a
+    rounded "100%", said it was done)."""
+    parts = [StatusPart(Text("RUNNING"), 0), StatusPart(Text(""), 8, sep=" ", bar=True)]
+    styles = (Style(), Style())
+    almost = 100.0 * 2499 / 2500
+    for width in (18, 30, 48):
+        plain = render_parts(parts, width, almost, styles, ("#", "-")).plain
+        assert plain.endswith("-") and "#" in plain, plain
+    assert render_parts(parts, 48, 100.0, styles, ("#", "-")).plain.endswith("#")
+    assert progress_bar(almost, 3) == "██░" and progress_bar(100.0, 3) == "███"
+    assert progress_bar(29 / 100 * 100, 100).count("█") == 29
 
 
 def test_the_status_line_is_on_screen_at_80x24_with_marks(tmp_path: Path) -> None:

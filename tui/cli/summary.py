@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from batchtui.engine.batchdir import BatchDir, resume_command
-from batchtui.engine.fmt import fmt_duration
+from batchtui.engine.fmt import fmt_duration, fmt_percent
 from batchtui.engine.models import BatchState, Counts, LiveProgress, Manifest
 from batchtui.engine.summary import BatchSummary, summarize
 
@@ -48,7 +48,7 @@ def print_summary(
     ]
     if counts.pending or counts.processing:
         lines.append(f"  Pending:   {counts.pending + counts.processing}")
-    lines.append(f"  Success:   {success:.1f}%")
+    lines.append(f"  Success:   {fmt_percent(success, 1)}")
     if manifest.duplicates_dropped:
         lines.append(f"  Duplicates dropped: {manifest.duplicates_dropped}")
     if manifest.unreadable.count:

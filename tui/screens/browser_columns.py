@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 
-from batchtui.engine.fmt import clean
+from batchtui.engine.fmt import clean, cut_percent, fmt_percent
 from batchtui.engine.models import Counts
 from batchtui.engine.summary import BatchSummary
 
@@ -22,7 +22,7 @@ from ..widgets.batch_preview import age_of, state_text
 
 
 def progress_bar(percent: float, width: int) -> str:
-    filled = round(width * max(0.0, min(100.0, percent)) / 100)
+    filled = int(width * cut_percent(min(100.0, percent)) / 100)  # full only when all are done
     return "█" * filled + "░" * (width - filled)
 
 
@@ -136,7 +136,7 @@ def cell_text(key: str, row: BatchSummary, width: int, now: float, warning: str,
     if unreadable:
         return Text("")
     if key == "progress":
-        pct = f"{row.percent:.0f}%"
+        pct = fmt_percent(row.percent)
         room = width - len("100%") - 1
         return Text(f"{progress_bar(row.percent, room)} {pct:>4}" if room >= 3 else pct.rjust(width))
     if key == "done":

@@ -17,7 +17,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from batchtui.engine.batchdir import parse_iso
-from batchtui.engine.fmt import clean, fmt_ago, fmt_duration
+from batchtui.engine.fmt import clean, fmt_ago, fmt_duration, fmt_percent
 from batchtui.engine.preview import BatchPreview, RunLine
 
 from ..text import plain
@@ -136,7 +136,9 @@ class BatchPreviewPane(VerticalScroll):
         if s.error:
             return out
         c = s.totals
-        out.append(f"\n{c.finished:,}/{c.total:,} done ({s.percent:.1f}%), {c.failed:,} failed, {c.skipped:,} skipped")
+        out.append(
+            f"\n{c.finished:,}/{c.total:,} done ({fmt_percent(s.percent, 1)}), {c.failed:,} failed, {c.skipped:,} skipped"
+        )
         for label, value in (("Source", s.source_text), ("Command", s.command)):
             out.append(f"\n{label:<8} ", style="dim")
             out.append(clean(value) or "?")
