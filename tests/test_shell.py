@@ -356,7 +356,7 @@ def test_timeout_kills_the_whole_group(batch: Path) -> None:
     started = time.monotonic()
     with pytest.raises(ItemTimeout) as err:
         proc.run(make_item(batch, "v", seq=4))
-    assert time.monotonic() - started < 1.6
+    assert time.monotonic() - started < 10  # not the 30 s of its sleeps (a loaded machine adds seconds)
     assert err.value.seconds == 0.5
     assert err.value.stderr_tail == "late\n"
     pids = read_pids(batch / "out" / "4" / "pids")
