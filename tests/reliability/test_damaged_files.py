@@ -123,7 +123,7 @@ def test_damaged_manifest_recovers_from_backup(tmp_path: Path, out_dir: Path, en
     batch = _partial_batch(tmp_path, out_dir, env)
     damage(batch / "manifest.json")
     for args in (["show", batch.name], ["ls"]):
-        proc = cli(args, out=out_dir, cwd=tmp_path)
+        proc = invoke(args, out=out_dir, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert_no_traceback(proc)
         assert batch.name in proc.stdout
@@ -138,7 +138,7 @@ def test_manifest_and_backup_damaged_is_a_clear_error(tmp_path: Path, out_dir: P
     _garbage(batch / "manifest.json")
     _truncate(batch / "manifest.json.bak")
     for args in (["resume", batch.name, "--headless"], ["show", batch.name]):
-        proc = cli(args, out=out_dir, cwd=tmp_path)
+        proc = invoke(args, out=out_dir, cwd=tmp_path)
         assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
         assert_no_traceback(proc)
         assert "manifest.json" in proc.stderr and "damaged" in proc.stderr, proc.stderr
@@ -329,7 +329,7 @@ def test_show_never_tracebacks_on_a_corrupted_store(tmp_path: Path, out_dir: Pat
     with db.open("r+b") as fh:
         fh.write(b"this is not an SQLite file at all" * 4)  # over the header: nothing is readable
     for args in (["show", batch.name], ["show", batch.name, "--json"], ["ls"]):
-        proc = cli(args, out=out_dir, cwd=tmp_path)
+        proc = invoke(args, out=out_dir, cwd=tmp_path)
         assert_no_traceback(proc)
         # ls lists what it can; show names the unreadable store (a user-facing error: exit 2).
         assert proc.returncode == (0 if args == ["ls"] else 2), (args, proc.stderr)
@@ -360,11 +360,10 @@ def test_missing_store_recover(tmp_path: Path, out_dir: Path, env: dict[str, str
 def test_recover_keeps_failed_and_skipped_and_refuses_when_unsafe(tmp_path: Path, out_dir: Path) -> None:
     n = 60
     source = _lines(tmp_path, n)
-    proc = cli(
+    proc = invoke(
         ["run", str(source), "--call", f"{PROCS}:paced", "--executor", "thread", "-j", "4", "--max-attempts", "1"],
         out=out_dir,
         cwd=tmp_path,
-        timeout=60,
     )
     assert proc.returncode == 1, proc.stderr  # items with seq % 7 == 3 failed
     batch = only_batch(out_dir)
