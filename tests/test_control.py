@@ -168,7 +168,7 @@ def test_commands_without_engine(tmp_path: Path, out_dir: Path, invoke_cli) -> N
     assert paused.returncode == 1 and "no engine is running" in paused.stderr
 
 
-def test_lock_names_holder_and_dead_lock_is_taken_over(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_lock_names_holder_and_dead_lock_is_taken_over(tmp_path: Path, out_dir: Path, run_cli, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = tmp_path / "items.txt"
     items.write_text("".join(f"{i}\n" for i in range(20)))
     gate = tmp_path / "gate"  # the items wait for it: the engine lives as long as the test needs
@@ -178,10 +178,10 @@ def test_lock_names_holder_and_dead_lock_is_taken_over(tmp_path: Path, out_dir: 
     info = json.loads(started.stdout)
     pid, batch = info["pid"], Path(info["batch_dir"])
     assert (batch / "engine.log").exists()
-    listed = json.loads(run_cli(["ls", "--json"]).stdout)
+    listed = json.loads(invoke_cli(["ls", "--json"]).stdout)
     assert listed[0]["engine"]["pid"] == pid
 
-    second = run_cli(["resume", batch.name, "--headless"])
+    second = invoke_cli(["resume", batch.name, "--headless"])
     assert second.returncode == 2
     assert f"pid {pid}" in second.stderr and os.uname().nodename in second.stderr
     assert "Traceback" not in second.stderr
@@ -189,13 +189,13 @@ def test_lock_names_holder_and_dead_lock_is_taken_over(tmp_path: Path, out_dir: 
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: BatchDir(batch).alive() is None, 5)
     gate.touch()
-    again = run_cli(["resume", batch.name, "--headless"], timeout=120)
+    again = invoke_cli(["resume", batch.name, "--headless"])
     assert again.returncode == 0, again.stderr
     assert manifest(batch)["state"] == "finished"
     assert set(statuses(batch).values()) == {"complete"}
 
 
-def test_two_engines_racing_for_one_batch(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_two_engines_racing_for_one_batch(tmp_path: Path, out_dir: Path, run_cli, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = tmp_path / "items.txt"
     items.write_text("".join(f"{i}\n" for i in range(20)))
     gate = tmp_path / "gate"  # the winner's items wait for it: it holds the batch while the other tries
@@ -214,7 +214,7 @@ def test_two_engines_racing_for_one_batch(tmp_path: Path, out_dir: Path, run_cli
         ]
     )
     batch = Path(json.loads(created.stdout)["batch_dir"])
-    run_cli(["stop", batch.name])
+    invoke_cli(["stop", batch.name])
     wait_until(lambda: BatchDir(batch).alive() is None, 10)
     env = cli_env(out_dir)
     procs = [

@@ -316,7 +316,10 @@ def test_reader_seek_keeps_the_place_in_the_same_file_only(tmp_path: Path) -> No
 
 
 def test_a_control_file_replaced_between_engines_is_read_from_its_start(
-    tmp_path: Path, out_dir: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+    tmp_path: Path,
+    out_dir: Path,
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    invoke_cli: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     items = tmp_path / "items.txt"
     items.write_text("".join(f"{i}\n" for i in range(200)))
@@ -325,7 +328,7 @@ def test_a_control_file_replaced_between_engines_is_read_from_its_start(
     assert started.returncode == 0, started.stderr
     batch = Path(json.loads(started.stdout)["batch_dir"])
     for verb in ("pause", "unpause", "stop"):
-        assert run_cli([verb, batch.name]).returncode == 0
+        assert invoke_cli([verb, batch.name]).returncode == 0
     wait_until(lambda: engine_status(batch).liveness == Liveness.GONE, 30, "engine gone")
     offset = (batch / "control.jsonl").stat().st_size  # what the engine read and stored
 
@@ -338,7 +341,7 @@ def test_a_control_file_replaced_between_engines_is_read_from_its_start(
     (batch / "control.jsonl").write_bytes(line)
 
     fast.touch()
-    resumed = run_cli(["resume", batch.name, "--headless"], timeout=180)
+    resumed = invoke_cli(["resume", batch.name, "--headless"])
     assert resumed.returncode == 1, resumed.stderr  # one item skipped
     db = sqlite3.connect(batch / "items.db")
     try:
