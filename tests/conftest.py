@@ -3,10 +3,8 @@ processor on a thread, wait for a process to go."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,55 +25,6 @@ CLI = [sys.executable, "-m", "batchtui.tui.cli"]
 #: BATCHTUI_* variables a test's subprocesses keep: not settings but how the whole suite runs
 #: (BATCHTUI_SPAWNER=popen runs it on the portable spawning path).
 SUITE_ENV = frozenset({"BATCHTUI_SPAWNER"})
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection(session: pytest.Session) -> None:
-    """With PYTHONDONTWRITEBYTECODE set, each process that collects (each xdist worker) rewrites
-    the asserts of every test module and conftest from source: ~3.9 s of CPU a worker, most of
-    what collecting costs. The rewritten code of the files under the rootdir is kept where pytest
-    would keep it under a ``sys.pycache_prefix``, with the prefix beside the run's numbered
-    temporary folder (``pytest-of-USER/rewritten-pyc``: pytest makes that folder 0700 and checks
-    it is the user's), so the next run's workers read it instead. Nothing is written to the
-    source tree, and the modules under test are compiled as before. A cached module is used only
-    while its source keeps its size and modification time (in seconds) and pytest its version,
-    as in pytest's own cache. Off with a --basetemp of the user's, and when pytest's rewriting
-    helpers are not where pytest 8 has them (they are private)."""
-    if not sys.dont_write_bytecode or sys.pycache_prefix:
-        return
-    from _pytest.assertion import rewrite
-
-    try:
-        get_cache_dir = rewrite.get_cache_dir
-        rewrite_test = rewrite._rewrite_test
-        write_pyc = rewrite._write_pyc
-        tail = rewrite.PYC_TAIL
-        state = session.config.stash[rewrite.assertstate_key]
-        base: Path = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-    except (AttributeError, KeyError):
-        return
-    run_root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    if not re.fullmatch(r"pytest-\d+", run_root.name) or not run_root.parent.name.startswith("pytest-of-"):
-        return
-    cache_root = run_root.parent / "rewritten-pyc"
-    source_root = session.config.rootpath
-
-    def cache_dir(file_path: Path) -> Path:
-        if not file_path.is_relative_to(source_root):
-            return get_cache_dir(file_path)
-        return cache_root / Path(*file_path.parts[1:-1])
-
-    def rewrite_and_keep(fn: Path, config: pytest.Config) -> tuple[os.stat_result, Any]:
-        stat, code = rewrite_test(fn, config)
-        if fn.is_relative_to(source_root):
-            pyc = cache_dir(fn) / (fn.name[:-3] + tail)
-            with contextlib.suppress(OSError):
-                pyc.parent.mkdir(parents=True, exist_ok=True)
-                write_pyc(state, code, stat, pyc)
-        return stat, code
-
-    rewrite.get_cache_dir = cache_dir
-    rewrite._rewrite_test = rewrite_and_keep
 
 
 @pytest.fixture(scope="session", autouse=True)
