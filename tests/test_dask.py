@@ -31,6 +31,10 @@ except ImportError:
 
 needs_dask = pytest.mark.skipif(not HAVE_DASK, reason="needs the dask extra: pip install 'batchtui[dask]'")
 
+#: The module's tests share one LocalCluster (a module fixture): with --dist loadgroup they run on one
+#: xdist worker, so it is built once, not once a worker.
+pytestmark = pytest.mark.xdist_group("test_dask")
+
 WORK = '''
 import os
 import time

@@ -34,6 +34,10 @@ from .conftest import CLI, cli_env, only_batch
 from .test_control_holds import complete_seqs, logged_seqs, rows, wait_until
 from .test_dask import _check_invariants, _dask_workers, needs_dask
 
+#: The module's tests share one LocalCluster (a module fixture): with --dist loadgroup they run on
+#: one xdist worker, so it is built once, not once a worker.
+pytestmark = pytest.mark.xdist_group("test_dask_control")
+
 WORK = """
 import os
 import time

@@ -24,6 +24,10 @@ from batchtui.engine.models import ResultLine
 
 from .conftest import CLI, cli_env, invoke_in_process, only_batch, read_json, read_live, wait_until
 
+#: The module's tests share one killed batch (a module fixture): with --dist loadgroup they run on
+#: one xdist worker, so it is built once, not once a worker.
+pytestmark = pytest.mark.xdist_group("test_results_integrity")
+
 N = 30
 DONE = 10  # items 0..DONE-1 complete before the kill; the others wait for a release file
 
