@@ -154,7 +154,11 @@ def test_the_footer_composes_once_per_change_of_its_keys(tmp_path: Path) -> None
             await _settled(pilot)
             footer = screen.query_one(KeyFooter)
             before = footer.compositions
-            assert before >= 1
+            # The screen opens with the items table focused: its keys are composed once, not
+            # first the errors table's (the first focusable widget) and then the table's.
+            assert before == 1
+            assert screen.focused is screen.query_one("#items")
+            assert "Mark" in [getattr(key, "description", "") for key in footer.query("FooterKey")]
             for _ in range(6):  # Textual's Footer recomposed on each
                 screen.refresh_bindings()
                 await pilot.pause()
@@ -171,6 +175,28 @@ def test_the_footer_composes_once_per_change_of_its_keys(tmp_path: Path) -> None
             await pilot.press("i")  # back to the items
             await _settled(pilot)
             assert footer.compositions == before + 2
+            assert "Mark" in [getattr(key, "description", "") for key in footer.query("FooterKey")]
+
+    run(body)
+
+
+def test_a_dashboard_opened_directly_composes_its_footer_once(tmp_path: Path) -> None:
+    """`batchtui watch` opens the dashboard as the app's first screen: the items table gets the
+    first focus (not the errors table, the first focusable widget, and then the table), so the
+    footer's keys are composed once, with the table's keys (Mark)."""
+    batch = make_batch(tmp_path, state=BatchState.FINISHED)
+
+    async def body() -> None:
+        app = BatchtuiApp(
+            output_dir=tmp_path, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False
+        )
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _settled(pilot)
+            await app.workers.wait_for_complete()
+            await _settled(pilot)
+            footer = app.screen.query_one(KeyFooter)
+            assert app.screen.focused is app.screen.query_one("#items")
+            assert footer.compositions == 1
             assert "Mark" in [getattr(key, "description", "") for key in footer.query("FooterKey")]
 
     run(body)

@@ -66,6 +66,11 @@ LAYOUT: dict[str, Callable[[Size], bool]] = {
 class DashboardScreen(WorkerScreen):
     """Progress, rate, ETA, counts, memory, errors, in-flight items and the items table."""
 
+    #: The items are what an operator works on: the first focus goes to their table (not to the
+    #: errors table, the first focusable widget), so the footer's first keys are the table's
+    #: and it is composed once as the screen opens, not twice.
+    AUTO_FOCUS: ClassVar[str | None] = "#items"
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "toggle_pause", "Pause/Resume", id="pause", tooltip="Pause dispatch, or let it go on"),
         Binding(
@@ -196,7 +201,6 @@ class DashboardScreen(WorkerScreen):
         else:
             BatchWatcher(self.bdir.path, self.post_message).read_all(force=True)
         self.set_interval(1.0, self._tick)
-        self.query_one(ItemsTable).focus()  # the items are what an operator works on
         if self.in_process:
             self.call_after_refresh(self.host.engine_may_start)
 

@@ -56,6 +56,9 @@ class KeyFooter(Footer):
         self._wanted: Hashable = None
         #: How many times the keys were composed (a test counts them).
         self.compositions = 0
+        #: A composition is asked for and not done yet: an opening screen changes its bindings
+        #: several times in a row (mounted, focused, its data in), one composition shows them.
+        self._recompose_due = False
 
     def shown(self, screen: Screen[Any]) -> Hashable:
         """What the footer would show on ``screen`` now: its width, and each key shown with its
@@ -73,9 +76,13 @@ class KeyFooter(Footer):
             if wanted == self._wanted:
                 return  # shown already, or on its way
             self._wanted = wanted
+        elif self._recompose_due and screen is self.screen:
+            return  # the composition on its way reads the bindings as they are then
         super().bindings_changed(screen)
+        self._recompose_due = screen is self.screen and self.is_attached and self.app.app_focus
 
     def compose(self) -> Iterable[Widget]:
+        self._recompose_due = False
         width = self.size.width or self.app.size.width
         keys: list[Widget] = list(super().compose())
         if keys:
