@@ -241,3 +241,35 @@ def test_the_in_flight_panel_draws_the_rows_that_fit_and_nothing_while_hidden(tm
             assert [str(table.get_cell_at((i, 0))) for i in range(table.row_count)] == ["200", "201", "202", "203"]
 
     run(body)
+
+
+def test_a_resize_across_every_layout_threshold_restyles_the_screen_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """80x24 -> 200x60 flips the three layout classes (short, low, narrow): one restyle of the
+    whole screen, not one a class."""
+    batch = make_batch(tmp_path, state=BatchState.FINISHED)
+    restyled: list[str] = []
+    original = BatchtuiApp.update_styles
+
+    def update_styles(app: BatchtuiApp, node: Any, animate: bool = True) -> None:
+        restyled.append(type(node).__name__)
+        original(app, node, animate)
+
+    monkeypatch.setattr(BatchtuiApp, "update_styles", update_styles)
+
+    async def body() -> None:
+        app = BatchtuiApp(
+            output_dir=tmp_path, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False
+        )
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _settled(pilot)
+            screen = app.screen
+            assert {"short", "low", "narrow"} <= set(screen.classes)
+            restyled.clear()
+            await pilot.resize_terminal(200, 60)
+            await _settled(pilot)
+            assert not {"short", "low", "narrow"} & set(screen.classes)
+            assert restyled.count("DashboardScreen") == 1, restyled
+
+    run(body)

@@ -175,6 +175,9 @@ class DashboardScreen(WorkerScreen):
     # -- layout ------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        # The layout classes of the terminal's size before the widgets get their first styles
+        # (a class set later restyles every widget again).
+        self._apply_layout(self.app.size, update=False)
         cls, clock = DashboardScreen, self.host.clock
         with Vertical(id="top"):
             title = TitleBar(self.bdir.batch_id, in_process=self.in_process, id="title")
@@ -207,9 +210,20 @@ class DashboardScreen(WorkerScreen):
     def on_resize(self, event: events.Resize) -> None:
         # The title, the status line, the tabs and the footer are always on screen; the panels
         # collapse by size (LAYOUT) and the items table gets the rest.
-        for name, applies in LAYOUT.items():
-            self.set_class(applies(event.size), name)
+        self._apply_layout(event.size, update=True)
         self.filters.label_tabs()
+
+    def _apply_layout(self, size: Size, *, update: bool) -> None:
+        """The LAYOUT classes for ``size``; with ``update``, the widgets restyled once if any
+        changed (each class set on its own restyles them all)."""
+        changed = False
+        for name, applies in LAYOUT.items():
+            wanted = applies(size)
+            if wanted != self.has_class(name):
+                self.set_class(wanted, name, update=False)
+                changed = True
+        if changed and update:
+            self.update_node_styles()
 
     def on_unmount(self) -> None:
         if self.watcher is not None:
