@@ -128,6 +128,7 @@ class Finishing(RunState):
         if history:
             history[-1] = history[-1].model_copy(update={"ended_at": ended, "outcome": self.state.value})
         self.manifest = self.manifest.model_copy(update={"ended_at": ended, "history": history})
+        self.final_timing = batch_timing(self.manifest.history, self.counts)
         # Each final file on its own: on a full disk, write whatever still fits.
         self._best_effort(self._write_manifest)
         self.outcomes.errors_dirty = True
@@ -162,7 +163,7 @@ class Finishing(RunState):
             halt_reason=self.halt_reason,
             started_at=self.manifest.started_at or self._started_at,
             ended_at=ended,
-            timing=batch_timing(self.manifest.history, self.counts),
+            timing=self.final_timing or batch_timing(self.manifest.history, self.counts),
             counts=self.counts,
             durations=durations,
             memory=self.memory,

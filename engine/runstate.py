@@ -55,6 +55,7 @@ from .resultscheck import rebuild
 from .staging import Staging
 from .steering import ControlHandler
 from .store import ItemStore
+from .timing import BatchTiming
 
 log = logging.getLogger("batchtui.engine")
 
@@ -154,6 +155,10 @@ class RunState:
         #: The batch's active time before this run (its earlier runs: set when the run takes the
         #: batch over); live elapsed_s is the batch's, run_elapsed_s this run's (see .timing).
         self.before_s = 0.0
+        #: The batch's time as its history records it, once this run's end is in it: the final
+        #: live_progress.json then says what report.json, `ls` and `show` say, to the digit
+        #: (not this process's clock read a moment apart, which can round to another second).
+        self.final_timing: BatchTiming | None = None
 
         self.memory = MemoryMonitor()
         self.eta = EtaEstimator()
@@ -385,6 +390,9 @@ class RunState:
             self.warnings.append(f"{now_iso()} {note}")
         self._refresh_errors()
         run_s = time.monotonic() - self._t0
+        elapsed_s, run_elapsed_s = round(self.before_s + run_s, 2), round(run_s, 2)
+        if self.final_timing is not None:
+            elapsed_s, run_elapsed_s = self.final_timing.active_s, self.final_timing.run_s or 0.0
         return LiveProgress(
             batch_id=self.batch.batch_id,
             state=self.state,
@@ -398,8 +406,8 @@ class RunState:
             eta_low_s=eta.low_s,
             eta_high_s=eta.high_s,
             stalled_s=None if eta.stalled_s is None else round(eta.stalled_s, 1),
-            elapsed_s=round(self.before_s + run_s, 2),
-            run_elapsed_s=round(run_s, 2),
+            elapsed_s=elapsed_s,
+            run_elapsed_s=run_elapsed_s,
             in_flight=in_flight,
             limits=self.dispatcher.limits_view(self._inflight, self._now),
             memory=mem,
