@@ -23,7 +23,7 @@ from .models import (
 )
 from .report import build_report
 from .runstate import RunState
-from .timing import batch_timing
+from .timing import BatchTiming, batch_timing
 
 log = logging.getLogger("batchtui.engine")
 
@@ -128,13 +128,13 @@ class Finishing(RunState):
         if history:
             history[-1] = history[-1].model_copy(update={"ended_at": ended, "outcome": self.state.value})
         self.manifest = self.manifest.model_copy(update={"ended_at": ended, "history": history})
-        self.final_timing = batch_timing(self.manifest.history, self.counts)
+        self.final_timing = timing = batch_timing(self.manifest.history, self.counts)
         # Each final file on its own: on a full disk, write whatever still fits.
         self._best_effort(self._write_manifest)
         self.outcomes.errors_dirty = True
         self._best_effort(lambda: self._refresh_errors(force=True))
         self._best_effort(lambda: self._write_live(force=True))
-        report = self._report(ended)
+        report = self._report(ended, timing)
         self._best_effort(lambda: write_model(self.batch.report, report, durable=self.config.fsync))
         if self.state == BatchState.HALTED and self.halt_reason:
             self.events.halted(self.halt_reason)  # a halt decided at the very end (a full disk)
@@ -152,7 +152,7 @@ class Finishing(RunState):
                 self.halt_reason = f"disk full or not writable: {exc}"
                 self.state = BatchState.HALTED
 
-    def _report(self, ended: str) -> Report:
+    def _report(self, ended: str, timing: BatchTiming) -> Report:
         assert self.store is not None
         durations = sorted(self.outcomes.durations) if self.outcomes.durations is not None else self.store.durations()
         return build_report(
@@ -163,7 +163,7 @@ class Finishing(RunState):
             halt_reason=self.halt_reason,
             started_at=self.manifest.started_at or self._started_at,
             ended_at=ended,
-            timing=self.final_timing or batch_timing(self.manifest.history, self.counts),
+            timing=timing,
             counts=self.counts,
             durations=durations,
             memory=self.memory,

@@ -8,7 +8,7 @@ an error line.
 
 from __future__ import annotations
 
-__all__ = ["clean", "clean_block", "cut_percent", "fmt_ago", "fmt_duration", "fmt_percent"]
+__all__ = ["bar_cells", "clean", "clean_block", "cut_percent", "fmt_ago", "fmt_duration", "fmt_percent"]
 
 
 def _escape(ch: str) -> str:
@@ -90,3 +90,9 @@ def cut_percent(percent: float, digits: int = 0) -> float:
 def fmt_percent(percent: float, digits: int = 0) -> str:
     """``percent`` as a view shows it: :func:`cut_percent`, then ``%``."""
     return f"{cut_percent(percent, digits):.{digits}f}%"
+
+
+def bar_cells(percent: float, cells: int) -> int:
+    """How many of a progress bar's ``cells`` are filled at ``percent``: cut like the percent
+    shown beside it, so the bar is full only when every item is finished."""
+    return int(cells * cut_percent(min(percent, 100.0)) / 100)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 
-from batchtui.engine.fmt import clean, cut_percent, fmt_percent
+from batchtui.engine.fmt import bar_cells, clean, fmt_percent
 from batchtui.engine.models import Counts
 from batchtui.engine.summary import BatchSummary
 
@@ -22,7 +22,7 @@ from ..widgets.batch_preview import age_of, state_text
 
 
 def progress_bar(percent: float, width: int) -> str:
-    filled = int(width * cut_percent(min(100.0, percent)) / 100)  # full only when all are done
+    filled = bar_cells(percent, width)
     return "█" * filled + "░" * (width - filled)
 
 

@@ -15,7 +15,7 @@ from textual.reactive import var
 from textual.widgets import Static
 
 from batchtui.engine.eta import eta_text
-from batchtui.engine.fmt import cut_percent, fmt_duration, fmt_percent
+from batchtui.engine.fmt import bar_cells, fmt_duration, fmt_percent
 from batchtui.engine.liveness import EngineStatus, Liveness
 from batchtui.engine.models import ACTIVE_STATES, BatchState, LiveProgress, Manifest
 
@@ -177,7 +177,7 @@ def render_parts(
             line.append(part.sep)
         if part.bar:
             cells = max(BAR_MIN, min(BAR_MAX, room - (len(part.sep) if i else 0)))
-            done = int(cells * cut_percent(min(percent, 100.0)) / 100)  # full only when all are done
+            done = bar_cells(percent, cells)
             line.append(bar_chars[0] * done, style=bar_styles[0])
             line.append(bar_chars[1] * (cells - done), style=bar_styles[1])
         else:
