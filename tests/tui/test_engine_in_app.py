@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from batchtui.engine.batchdir import engine_alive
 from batchtui.engine.config import load_config
@@ -101,10 +102,16 @@ def test_quit_and_hand_off_keeps_the_batch_running(tmp_path: Path) -> None:
     assert [h["action"] for h in m["history"]] == ["run", "resume"]  # type: ignore[index]
 
 
-def test_the_engine_starts_once_its_dashboard_has_painted(tmp_path: Path) -> None:
+def test_the_engine_starts_once_its_dashboard_has_painted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first frame (compose, mount, the first paint) takes the GIL for a few hundred ms: the
-    engine in the app waits for it (bounded by FIRST_PAINT_WAIT_S), not the other way round."""
+    engine in the app waits for it (bounded by FIRST_PAINT_WAIT_S), not the other way round.
+    The bound is raised here: on a loaded machine the first frame can take over its 1 s, and
+    the test is of the signal, not of the machine's speed (CI, once)."""
     import gc
+
+    from batchtui.tui import app as app_module
+
+    monkeypatch.setattr(app_module, "FIRST_PAINT_WAIT_S", 60.0)
 
     from batchtui.tui.screens.dashboard import DashboardScreen
 

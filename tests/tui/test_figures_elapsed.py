@@ -90,7 +90,12 @@ def test_the_dashboard_elapsed_after_a_resume_is_the_batchs_with_this_run_apart(
                 assert this_run < 60  # this run, not the batch
                 gate.touch()
                 await _wait_for(pilot, lambda: not app.engine_running, "the run's end")
-                await _wait_for(pilot, lambda: "6/6" in _text(text), "the final figures")
+                await _wait_for(
+                    pilot,
+                    lambda: "6/6" in _text(text),
+                    "the final figures",
+                    detail=lambda: (_text(text), read_live(batch.path), app.engine_error),
+                )
                 # The same time as ls, show and report.json (to the second the line shows).
                 summary = summarize(batch)
                 assert summary.runs == 2 and summary.duration_s >= FIRST_RUN_S
