@@ -97,12 +97,23 @@ print(json.dumps({"before": before, "own": own, "with_child": with_child}))
 """
 
 
+#: Attempts of a kernel measurement. The kernel's high-water mark of a process (ru_maxrss) is
+#: updated from approximate per-CPU RSS counters: on this 6.18 kernel, under a heavy load, it
+#: missed a freed 300 MB block in about one full suite run of three (seen 3 times on
+#: 2026-12-03, never quiet or under CPU hogs alone). A product that does not read the mark
+#: (the bug these tests guard) fails every attempt; the kernel's miss does not repeat.
+KERNEL_ATTEMPTS = 3
+
+
 def test_a_peak_between_samples_and_an_exited_childs_peak_count() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", MONITOR_SCRIPT], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout)
+    for _ in range(KERNEL_ATTEMPTS):
+        proc = subprocess.run(
+            [sys.executable, "-c", MONITOR_SCRIPT], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        got = json.loads(proc.stdout)
+        if got["own"] >= got["before"] + 290:
+            break
     assert got["own"] >= got["before"] + 290, got  # the 300 MB block, never sampled
     assert got["with_child"] >= 400, got  # the child's 400 MB, never sampled either
 
@@ -121,17 +132,20 @@ def test_a_runs_report_holds_at_least_the_kernels_high_water_mark(tmp_path: Path
     code.write_text(ALLOCATE)
     items = tmp_path / "items.txt"
     items.write_text("".join(f"i{n}\n" for n in range(10)))
-    out = tmp_path / "out"
     args = ["run", str(items), "--call", f"{code}:f", "--executor", "thread", "-j", "1", "--headless"]
-    proc = subprocess.Popen(
-        [*CLI, *args], env=cli_env(out), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, status, usage = os.wait4(proc.pid, 0)  # the engine process's own rusage
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    assert proc.returncode == 0, err[-2000:]
-    report = orjson.loads((only_batch(out) / "report.json").read_bytes())
+    for attempt in range(KERNEL_ATTEMPTS):  # see KERNEL_ATTEMPTS
+        out = tmp_path / f"out{attempt}"
+        proc = subprocess.Popen(
+            [*CLI, *args], env=cli_env(out), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        _, status, usage = os.wait4(proc.pid, 0)  # the engine process's own rusage
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.returncode == 0, err[-2000:]
+        report = orjson.loads((only_batch(out) / "report.json").read_bytes())
+        if report["peak_memory_mb"] >= 300:
+            break
     high_water = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024) / MB
-    assert report["peak_memory_mb"] >= 300, report["peak_memory_mb"]
+    assert report["peak_memory_mb"] >= 300, (report["peak_memory_mb"], high_water)
     # What the CLI does after writing the report (its summary lines) allocates next to nothing.
     assert report["peak_memory_mb"] >= high_water - 5, (report["peak_memory_mb"], high_water)
