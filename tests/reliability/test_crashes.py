@@ -11,7 +11,9 @@ import json
 import os
 import random
 import signal
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -54,6 +56,22 @@ def _after_kill(out: Path, elog: Path, allowed: set[int]) -> Path | None:
     return batch
 
 
+def _results_lines(out: Path) -> int:
+    """Complete lines in the one batch's results.jsonl (0 before the batch exists)."""
+    found = batches(out)
+    if len(found) != 1:
+        return 0
+    try:
+        return (found[0] / "results.jsonl").read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _progressed(proc: subprocess.Popen[bytes], out: Path, before: int) -> Callable[[], bool]:
+    """A predicate: the engine has ended, or the batch holds more than ``before`` results."""
+    return lambda: proc.poll() is not None or _results_lines(out) > before
+
+
 def _check_reruns(elog: Path, allowed: set[int]) -> None:
     runs: dict[int, int] = {}
     for seq, _attempt, _pid in exec_log(elog):
@@ -83,12 +101,21 @@ def test_sigkill_headless_engine_many_rounds(tmp_path: Path, out_dir: Path, roun
     run_args = ["run", str(source), "--call", f"{PROCS}:work", "--executor", "thread", "-j", "4", "--headless"]
     args = run_args
     kills = stops = 0
-    grew = 0
     last_done = 0
     for round_no in range(rounds):
         proc = start(args, out=out_dir, cwd=tmp_path, env=env)
         stop = round_no % 3 == 2
-        time.sleep(rng.uniform(0.4, 1.6))
+        if round_no == 0:
+            time.sleep(rng.uniform(0.4, 1.6))  # anywhere: start-up, enqueue or the run
+        else:
+            # Every resume must make progress of its own before it is interrupted, so these kills
+            # land mid-run and mid-commit whatever the machine's load does to start-up time.
+            wait_until(
+                _progressed(proc, out_dir, last_done),
+                timeout=90,
+                what=f"progress past {last_done} results in round {round_no}",
+            )
+            time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is not None:
             err = proc.stderr.read().decode() if proc.stderr else ""
             assert proc.returncode == 0, err
@@ -109,12 +136,9 @@ def test_sigkill_headless_engine_many_rounds(tmp_path: Path, out_dir: Path, roun
             args = run_args  # killed before the batch existed: start over
             continue
         batch = batch_or_none
-        done = len(strict_jsonl(batch / "results.jsonl"))
-        grew += done > last_done
-        last_done = done
+        last_done = len(strict_jsonl(batch / "results.jsonl"))
         args = ["resume", batch.name, "--headless"]
     assert kills >= rounds // 2, f"only {kills} kills landed: the machine is too fast for this test"
-    assert grew >= rounds // 4 + 1, "too few rounds made progress before their kill"
 
     # The rest at full speed: the kills are over, the pace only made them land mid-run.
     final = cli([*args], out=out_dir, cwd=tmp_path, env={**env, "BATCHTUI_TEST_UNPACED": "1"}, timeout=180)
