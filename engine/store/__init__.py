@@ -18,12 +18,55 @@ views read with :class:`~.queries.ItemQueries` on their own connections.
 
 from __future__ import annotations
 
-from .bulk import JSON_BULK, Bulk, BulkStep
-from .connection import StoreCorrupt, StoreError, recover_hint
-from .enqueue import LineBlock, ScanOutcome
-from .items import ItemStore
-from .queries import AttemptRow, ItemDetail, ItemFilter, ItemQueries, ItemRow
-from .schema import ITEM_COLUMNS, SCHEMA_VERSION, STATUSES
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .bulk import JSON_BULK, Bulk, BulkStep
+    from .connection import StoreCorrupt, StoreError, recover_hint
+    from .enqueue import LineBlock, ScanOutcome
+    from .items import ItemStore
+    from .queries import AttemptRow, ItemDetail, ItemFilter, ItemQueries, ItemRow
+    from .schema import ITEM_COLUMNS, SCHEMA_VERSION, STATUSES
+
+#: Each name -> the module that defines it, loaded on first use (PEP 562): a view that imports
+#: only :mod:`.queries` (``skip``, ``export``, ``logs``) loads neither the engine's read-write
+#: handle nor its bulk statements and enqueue.
+_SOURCES: dict[str, str] = {
+    "JSON_BULK": "bulk",
+    "Bulk": "bulk",
+    "BulkStep": "bulk",
+    "StoreCorrupt": "connection",
+    "StoreError": "connection",
+    "recover_hint": "connection",
+    "LineBlock": "enqueue",
+    "ScanOutcome": "enqueue",
+    "ItemStore": "items",
+    "AttemptRow": "queries",
+    "ItemDetail": "queries",
+    "ItemFilter": "queries",
+    "ItemQueries": "queries",
+    "ItemRow": "queries",
+    "ITEM_COLUMNS": "schema",
+    "SCHEMA_VERSION": "schema",
+    "STATUSES": "schema",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCES.get(name)
+    if module is None:
+        # AttributeError, not ImportError: ``from batchtui.engine.store import bulk`` relies on
+        # it to fall back to importing the submodule.
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SOURCES})
+
 
 __all__ = [
     "ITEM_COLUMNS",
