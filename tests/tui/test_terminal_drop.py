@@ -117,9 +117,8 @@ def _drop_round(tmp: Path, r: Round, sshd: object = None) -> None:
             wait_until(lambda: engine_alive(batch) is None, 60, "the engine in the app finishes")
         if r.modal and tmux is not None:
             tmux.keys("q" if r.modal == "quit" else "?")
-            text = (
-                "The engine is running in this app" if r.modal == "quit" else "all of them are in the command palette"
-            )
+            # The help's title (tui/screens/modals.py HelpScreen), its first words on any width.
+            text = "The engine is running in this app" if r.modal == "quit" else "Keys: the dashboard"
             wait_until(lambda: text in tmux.screen(), 10, f"the {r.modal} modal opens")
         procs = item_processes(tui_pid)
         ended_before = engine_alive(batch) is None  # slow machine: the engine in the app was done
