@@ -18,27 +18,28 @@ returns once they are done). Each hook run is one line of ``events.jsonl`` in th
 from __future__ import annotations
 
 import json
-import logging
 import os
-import queue
-import signal
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from .batchdir import now_iso
 from .errors import group_id, normalize_message
 from .files import FILE_MODE
-from .reaper import clean_env
 
-log = logging.getLogger("batchtui.engine")
+if TYPE_CHECKING:
+    import logging
+    import queue
+    import subprocess
+
+# Every command loads this module with the settings (EventHook, parse_hooks): what runs the hooks
+# (subprocess, tempfile, signal, queue, logging, the reaper's clean_env) is imported by the
+# functions that run them, so a `skip` or an `ls` does not load it.
 
 EventKind = Literal["halt", "stall", "new-group", "finish"]
 EVENT_KINDS: Final[tuple[str, ...]] = get_args(EventKind)
@@ -149,6 +150,9 @@ def run_hook(
     SIGTERM, SIGKILL after :data:`KILL_GRACE_S`). The exit code of a failure comes with the
     last line of its output. stdin and the output go through files: a hook that reads nothing
     or leaves a child holding its output never blocks this thread."""
+    import subprocess
+    import tempfile
+
     with tempfile.TemporaryFile() as inp, tempfile.TemporaryFile() as out:
         inp.write(stdin)
         inp.seek(0)
@@ -177,6 +181,9 @@ def run_hook(
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    import signal
+    import subprocess
+
     for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
@@ -206,6 +213,9 @@ class BatchEvents:
         hook_timeout: float,
         cwd: str | None,
     ) -> None:
+        import logging
+        import queue
+
         self.batch_dir = batch_dir
         self.batch_id = batch_id
         self.name = name
@@ -213,6 +223,7 @@ class BatchEvents:
         self.on_finish = on_finish
         self.hook_timeout = hook_timeout
         self.cwd = cwd
+        self._log: logging.Logger = logging.getLogger("batchtui.engine")
         self._notes: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._wanted = {kind for hook in self.hooks for kind in hook.events}
         if on_finish:
@@ -281,7 +292,7 @@ class BatchEvents:
 
     def _warn(self, text: str) -> None:
         """A hook's failure: logged now, shown by the next :meth:`observe` (any thread)."""
-        log.warning("%s", text)
+        self._log.warning("%s", text)
         self._notes.put(text)
 
     def emit(self, kind: str, **fields: Any) -> None:
@@ -343,6 +354,8 @@ class BatchEvents:
                 self._warn(f"{run.label} failed: {exc}")
 
     def _run(self, run: _Run) -> None:
+        from .reaper import clean_env
+
         env = {
             **clean_env(),  # what a hook leaves running is the user's, not killed with the run
             "BATCHTUI_BATCH_DIR": str(self.batch_dir),
@@ -356,7 +369,7 @@ class BatchEvents:
         took = round(time.monotonic() - began, 3)
         if code == 0:
             outcome = "exit 0"
-            log.info("%s: %s hook ran (%.3f s)", run.kind, run.label, took)
+            self._log.info("%s: %s hook ran (%.3f s)", run.kind, run.label, took)
         else:
             outcome = f"exit {code}" if code is not None else why
             if code is None:
@@ -372,12 +385,12 @@ class BatchEvents:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
         except OSError as exc:
-            log.warning("cannot write %s: %s", path, exc.strerror)
+            self._log.warning("cannot write %s: %s", path, exc.strerror)
             return
         try:
             os.write(fd, _dumps(line))
         except OSError as exc:
-            log.warning("cannot write %s: %s", path, exc.strerror)
+            self._log.warning("cannot write %s: %s", path, exc.strerror)
         finally:
             os.close(fd)
 

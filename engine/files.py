@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import re
 import sys
@@ -271,6 +270,8 @@ _warned: set[str] = set()
 def _warn_backup(message: str, on_backup: Callable[[str], None] | None) -> None:
     if message not in _warned:
         _warned.add(message)
+        import logging  # here: a command that reads its files whole never loads it
+
         logging.getLogger("batchtui.engine").warning("warning: %s", message)
     if on_backup is not None:
         on_backup(message)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 REGISTRY_NAME: Final = "batches.jsonl"
 LOCK_NAME: Final = "registry.lock"
 
-log = logging.getLogger("batchtui.engine")
 _warned: set[str] = set()
 
 
@@ -77,7 +75,9 @@ def registry_path() -> Path:
 def _warn(message: str) -> None:
     if message not in _warned:  # once a process: `ls` in a loop does not repeat itself
         _warned.add(message)
-        log.warning("warning: %s", message)
+        import logging  # here, not at the top: `ls` loads the registry, and logging only to warn
+
+        logging.getLogger("batchtui.engine").warning("warning: %s", message)
 
 
 @contextlib.contextmanager
