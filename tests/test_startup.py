@@ -196,6 +196,70 @@ def test_ls_never_loads_the_runner_the_store_or_psutil(tmp_path: Path) -> None:
     _assert_absent(modules, HEAVY_FOR_LS)
 
 
+#: Loaded by no verb that steers or reads a batch: what runs the hooks (engine/events.py imports
+#: it where it runs one), logging (imported where a warning is logged), the engine itself.
+HEAVY_FOR_A_VERB = (
+    "psutil",
+    "multiprocessing",
+    "watchfiles",
+    "textual",
+    "rich",
+    "dask",
+    "logging",
+    "subprocess",
+    "batchtui.engine.reaper",
+    "batchtui.engine.runner",
+    "batchtui.engine.enqueue",
+    "batchtui.engine.sources",
+)
+#: Loaded by no verb that only reads items.db (the store's package loads its modules on first
+#: use): the engine's read-write handle, its bulk statements and enqueue.
+STORE_WRITER = ("batchtui.engine.store.items", "batchtui.engine.store.bulk", "batchtui.engine.store.enqueue")
+
+
+@pytest.fixture(scope="module")
+def failed_batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """An output dir with one finished batch whose two items failed (so `skip` has work)."""
+    tmp = tmp_path_factory.mktemp("verbs")
+    out = tmp / "out"
+    two = tmp / "two.txt"
+    two.write_text("a\nb\n")
+    args = ["run", str(two), "--cmd", "false", "--max-attempts", "1", "--headless", "-o", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchtui.tui.cli", *args],
+        capture_output=True, text=True, timeout=120, env=cli_env(out), cwd=tmp, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr  # both failed
+    (batch,) = [p.name for p in out.iterdir() if p.is_dir()]
+    return out, batch
+
+
+@pytest.mark.parametrize(
+    ("verb", "args", "code", "writes"),
+    [
+        ("skip", ["1"], 0, True),  # no engine runs it: applied to items.db offline
+        ("pause", [], 1, False),  # no engine to pause: exit 1
+        ("export", [], 0, False),
+        ("logs", ["0"], 0, False),
+        ("show", [], 0, True),  # checks the store's health with the read-write handle (read-only)
+        ("ls", [], 0, False),
+    ],
+)
+def test_a_verb_loads_no_hook_runner_logging_or_engine(
+    failed_batch: tuple[Path, str], verb: str, args: list[str], code: int, writes: bool
+) -> None:
+    out, batch = failed_batch
+    argv = [verb] if verb == "ls" else [verb, batch, *args]
+    run = (
+        "from batchtui.tui.cli import main\n"
+        f"try:\n    main([*{argv!r}, '-o', {str(out)!r}], prog_name='batchtui')\n"
+        f"except SystemExit as e:\n    assert (e.code or 0) == {code}, e.code\n"
+    )
+    modules = _loaded_after(run, cwd=out.parent, env=cli_env(out))
+    assert "batchtui.engine.batchdir" in modules  # it did find the batch
+    _assert_absent(modules, HEAVY_FOR_A_VERB if writes else (*HEAVY_FOR_A_VERB, *STORE_WRITER))
+
+
 def test_the_engine_package_loads_its_names_on_first_use() -> None:
     modules = _loaded_after(
         "import batchtui.engine as e\n"
