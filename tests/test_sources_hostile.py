@@ -92,7 +92,7 @@ def test_an_unreadable_folder_is_counted_and_said(tmp_path: Path, out_dir: Path,
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     # The creation line and a warning say it at once, with the folder and why.
-    assert "1 items, 1 unreadable path left out ->" in proc.stderr
+    assert "1 item, 1 unreadable path left out ->" in proc.stderr
     assert f"{src / 'locked'} (permission denied)" in proc.stderr
     unreadable = manifest_of(out_dir)["unreadable"]
     assert unreadable == {"count": 1, "examples": [{"path": str(src / "locked"), "reason": "permission denied"}]}
@@ -148,7 +148,7 @@ def test_paths_over_path_max_are_counted(tmp_path: Path, out_dir: Path, invoke_c
         os.close(fd)
     proc = invoke_cli(["run", str(src), "--cmd", "cat {path} > /dev/null", "--headless"])
     assert proc.returncode == 0, proc.stderr
-    assert "1 items, 2 unreadable paths left out ->" in proc.stderr
+    assert "1 item, 2 unreadable paths left out ->" in proc.stderr
     unreadable = manifest_of(out_dir)["unreadable"]
     assert unreadable["count"] == 2
     reasons = {e["reason"] for e in unreadable["examples"]}

@@ -40,7 +40,18 @@ from typing import TextIO
 from ..models import Unreadable
 from .lines import line_blocks, line_items, line_keys, normalize_line_key, read_blocks, stdin_blocks, stdin_items
 from .records import csv_records, fields_of, items_of, jsonl_records, record_hash
-from .spec import AsKind, Record, SourceEntry, SourceItem, SourceKind, SourceSpec, build_spec, describe
+from .spec import (
+    AsKind,
+    Record,
+    SourceEntry,
+    SourceItem,
+    SourceKind,
+    SourceSpec,
+    build_spec,
+    describe,
+    one_item_list,
+    reads_as_lines,
+)
 from .text import open_text
 from .walk import explicit_file, walk_dir
 
@@ -58,6 +69,8 @@ __all__ = [
     "iter_items",
     "line_keys",
     "normalize_line_key",
+    "one_item_list",
+    "reads_as_lines",
     "record_hash",
 ]
 

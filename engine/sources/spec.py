@@ -171,6 +171,61 @@ def _entry_for(arg: str, as_kind: AsKind) -> SourceEntry:
     return SourceEntry(kind=kind, path=path)
 
 
+#: How much of a file :func:`reads_as_lines` looks at.
+_SNIFF_BYTES: Final = 64 * 1024
+
+
+def reads_as_lines(path: str) -> int:
+    """How many lines the start of ``path`` holds if it reads as a list (UTF-8 text, no NUL
+    byte, at least two non-blank lines in its first 64 KiB); 0 if it does not, or cannot be read.
+
+    A file without a suffix is one item (``run urls --cmd 'curl {}'`` runs curl once, on the
+    file's path): the CLI uses this to say so when the file looks like a list of lines."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError:
+        return 0
+    if b"\0" in head:
+        return 0
+    if len(head) == _SNIFF_BYTES:  # cut at a line's end: a character may be cut in two
+        head = head[: head.rfind(b"\n") + 1]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return 0
+    lines = sum(1 for line in text.splitlines() if line.strip())
+    return lines if lines >= 2 else 0
+
+
+@dataclass(frozen=True, slots=True)
+class ListLike:
+    """A source file taken as one item that reads as a list of lines (see :func:`one_item_list`)."""
+
+    path: str
+    lines: int  # non-blank lines in its first 64 KiB
+    whole: bool  # those 64 KiB are the whole file
+
+
+def one_item_list(spec: SourceSpec, as_kind: AsKind = "auto") -> ListLike | None:
+    """The only source when it is a file without a suffix, taken as one item, that reads as a
+    list of lines (:func:`reads_as_lines`); None otherwise, and always for a spec made with
+    another ``as_kind`` than auto: a user who said ``--as files`` meant it."""
+    if as_kind != "auto" or len(spec.entries) != 1:
+        return None
+    entry = spec.entries[0]
+    if entry.kind != "files" or os.path.splitext(entry.path)[1]:
+        return None
+    lines = reads_as_lines(entry.path)
+    if not lines:
+        return None
+    try:
+        whole = os.path.getsize(entry.path) <= _SNIFF_BYTES
+    except OSError:
+        return None
+    return ListLike(entry.path, lines, whole)
+
+
 def _check_delimiter(delimiter: str | None) -> str | None:
     if delimiter is None:
         return None

@@ -22,7 +22,7 @@ from batchtui.engine.limits import check_limit_source
 from batchtui.engine.preflight import preflight_new, preflight_resume
 from batchtui.engine.processors import ProcessorSpec, demo_spec, python_spec, shell_spec
 from batchtui.engine.runner import BatchRunner
-from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec
+from batchtui.engine.sources import AsKind, SourceEntry, SourceSpec, build_spec, one_item_list
 from batchtui.engine.sources.records import fields_of
 
 from ..launch import detach_engine
@@ -152,6 +152,7 @@ def _prepare(ctx: click.Context, kwargs: dict[str, Any]) -> tuple[BatchConfig, S
     sources = list(kwargs.pop("sources"))
     config = load_config(collect_flags(kwargs, ctx), config_file=kwargs.get("config_file"), on_file=note_config_file)
     spec = build_spec(sources, **source_args)
+    _note_one_item_list(spec, source_args["as_kind"])
     if config.limit_by:
         check_limit_source(config.limit_by, [entry.kind for entry in spec.entries], fields_of(spec))
     # Never walk our own output: a source dir that contains the output dir would feed the
@@ -210,6 +211,19 @@ def _dry_run(
     raise SystemExit(EXIT_USAGE if refused else 1 if report.problem_count else 0)
 
 
+def _note_one_item_list(spec: SourceSpec, as_kind: AsKind) -> None:
+    """A file without a suffix is one item; say so when it reads as a list of lines, the
+    likely intent (``run urls --cmd 'curl {}'`` would run curl once, on the file's path)."""
+    found = one_item_list(spec, as_kind)
+    if found is not None:
+        count = f"{found.lines:,} lines" if found.whole else f"{found.lines:,} lines in its first 64 KiB"
+        click.echo(
+            f"note: {plain(Path(found.path).name)} has no suffix, so it is one item (the file itself), "
+            f"though it reads as a list ({count}); for one item per line, add --as lines (or name it .txt)",
+            err=True,
+        )
+
+
 def _enqueue_note(n: int) -> None:
     click.echo(f"  enqueued {n:,} items...", err=True)
 
@@ -232,7 +246,8 @@ def _create_and_run(
     dup = f", {manifest.duplicates_dropped} duplicates dropped" if manifest.duplicates_dropped else ""
     bad = manifest.unreadable.count
     unread = f", {bad} unreadable path{'s' if bad != 1 else ''} left out" if bad else ""
-    click.echo(f"batch {batch.batch_id}: {t.total} items{dup}{unread} -> {batch.path}", err=True)
+    items = f"{t.total} item{'s' if t.total != 1 else ''}"
+    click.echo(f"batch {batch.batch_id}: {items}{dup}{unread} -> {batch.path}", err=True)
     if bad:
         click.echo(f"warning: {plain(manifest.unreadable.summary())}", err=True)
     if detach:
