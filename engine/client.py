@@ -32,6 +32,7 @@ from .control import (
     wait_for_ack,
 )
 from .errors import UserError
+from .fmt import count
 from .liveness import EngineStatus, engine_status
 from .models import ControlCommand, ControlOp
 
@@ -159,7 +160,7 @@ def describe_retry(changed: dict[str, int]) -> str:
 
 def describe_prioritize(retried: dict[str, int], moved: int) -> str:
     """The answer of a prioritize: how many items moved to the front (and were retried first)."""
-    text = f"{moved} items moved to the front"
+    text = f"{count(moved, 'item')} moved to the front"
     if retried:
         text += f" ({_count(retried)} failed back to pending first)"
     return text

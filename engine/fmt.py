@@ -8,7 +8,7 @@ an error line.
 
 from __future__ import annotations
 
-__all__ = ["bar_cells", "clean", "clean_block", "cut_percent", "fmt_ago", "fmt_duration", "fmt_percent"]
+__all__ = ["bar_cells", "clean", "clean_block", "count", "cut_percent", "fmt_ago", "fmt_duration", "fmt_percent"]
 
 
 def _escape(ch: str) -> str:
@@ -96,3 +96,10 @@ def bar_cells(percent: float, cells: int) -> int:
     """How many of a progress bar's ``cells`` are filled at ``percent``: cut like the percent
     shown beside it, so the bar is full only when every item is finished."""
     return int(cells * cut_percent(min(percent, 100.0)) / 100)
+
+
+def count(n: int, noun: str, *, grouped: bool = False) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: "1 item", "0 items", "2 duplicates" (with
+    thousands separators when ``grouped``: "1,024 items"). Regular plurals only (noun + "s")."""
+    number = f"{n:,}" if grouped else str(n)
+    return f"{number} {noun}" if n == 1 else f"{number} {noun}s"

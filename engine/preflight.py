@@ -20,6 +20,7 @@ from typing import Final, Literal
 
 from .config import BatchConfig
 from .errors import UserError
+from .fmt import count
 from .processors import ProcessorSpec, accepts_one_argument, load_callable
 from .shell.direct import DASH_BUILTINS, DASH_KEYWORDS
 from .shell.programs import scan_programs
@@ -336,7 +337,9 @@ def check_store(pf: Preflight, batch_path: Path, *, thorough: bool | None = True
         )
         return
     pf.add(
-        "store", "ok", f"{counts.total} items, {counts.finished} finished, {counts.pending + counts.processing} to do"
+        "store",
+        "ok",
+        f"{count(counts.total, 'item')}, {counts.finished} finished, {counts.pending + counts.processing} to do",
     )
     if bdir.results.exists() and not os.access(bdir.results, os.R_OK | os.W_OK):
         pf.add("results", "fail", f"{bdir.results} is not writable")

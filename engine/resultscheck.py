@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from .batchdir import now_iso
 from .files import FILE_MODE, NOFOLLOW, ResultsLog, fsync_dir, full_fsync, write_all, write_failed
+from .fmt import count
 from .models import ResultLine
 from .store import ItemStore
 
@@ -122,7 +123,7 @@ class Adoption:
             n = sum(self.rejected.values())
             why = ", ".join(f"{count} {reason}" for reason, count in self.rejected.most_common())
             out.append(
-                f"results.jsonl: {n} invalid line{'s' if n != 1 else ''} past the committed offset not adopted"
+                f"results.jsonl: {count(n, 'invalid line')} past the committed offset not adopted"
                 f" and cut from the file ({why}); first: {self.example}"
             )
         return out

@@ -27,7 +27,7 @@ from .batchdir import BatchDir, BatchLock, BatchLocked, now_iso
 from .batches import BatchScope, resolve_batch
 from .config import OPERATIONAL, BatchConfig, load_config, operational_overrides, stored_config
 from .errors import UserError
-from .fmt import clean
+from .fmt import clean, count
 from .models import BatchState, Counts, LockInfo, Manifest
 from .preflight import Preflight, preflight_resume
 from .processors import ProcessorSpec
@@ -243,7 +243,7 @@ def rescan_summary(outcome: ScanOutcome) -> str:
         how = f"skipped {outcome.skipped}" if outcome.skipped else "kept; --drop-missing skips them"
         text += f" ({how}; seq {shown}{more})"
     dup = outcome.duplicates
-    return text + f", {dup} duplicate{'s' if dup != 1 else ''} dropped"
+    return text + f", {count(dup, 'duplicate')} dropped"
 
 
 def _target(

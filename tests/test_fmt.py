@@ -124,3 +124,14 @@ def test_a_percent_is_cut_never_rounded_up(percent: float, digits: int, shown: s
 def test_a_percent_cut_again_at_fewer_digits_stays_below_100() -> None:
     """live_progress.json keeps two decimals and a view shows none: 99.99 must read 99."""
     assert fmt_percent(cut_percent(100.0 * 9999 / 10000, 2)) == "99%"
+
+
+def test_count_is_singular_only_for_one() -> None:
+    from batchtui.engine.fmt import count
+
+    assert count(1, "item") == "1 item"
+    assert count(0, "item") == "0 items"
+    assert count(2, "duplicate") == "2 duplicates"
+    assert count(-1, "item") == "-1 items"
+    assert count(1234, "item", grouped=True) == "1,234 items"
+    assert count(1234, "item") == "1234 items"

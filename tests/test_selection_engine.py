@@ -92,7 +92,7 @@ def test_offline_prioritize_survives_to_the_resume_that_runs_them_first(
     got = send(batch, "prioritize", select=Selection.of(ItemFilter(seq_ranges=((last2[0], last2[1]),))))
     assert isinstance(got, Applied) and not got.engine and got.message.startswith("2 items moved to the front")
     got = send(batch, "prioritize", seqs=[middle])  # the old seqs field works too
-    assert isinstance(got, Applied) and got.message.startswith("1 items moved to the front")
+    assert isinstance(got, Applied) and got.message.startswith("1 item moved to the front")
     assert rows(batch.path, "SELECT seq FROM run_first ORDER BY ord") == [(middle,), (last2[0],), (last2[1],)]
     log.unlink()
     result = BatchRunner(batch, action="resume").run()
@@ -152,7 +152,7 @@ def test_an_old_store_gets_the_run_first_table_on_open(tmp_path: Path) -> None:
     db.commit()
     db.close()
     got = send(batch, "prioritize", seqs=[3])
-    assert isinstance(got, Applied) and got.message.startswith("1 items moved to the front")
+    assert isinstance(got, Applied) and got.message.startswith("1 item moved to the front")
     assert rows(batch.path, "SELECT seq FROM run_first") == [(3,)]
 
 

@@ -15,6 +15,7 @@ import click
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.config import stored_config
 from batchtui.engine.enqueue import add_source
+from batchtui.engine.fmt import count
 from batchtui.engine.preflight import Preflight, check_template_fields
 from batchtui.engine.processors import ProcessorSpec
 from batchtui.engine.shell.template import CommandTemplate
@@ -69,9 +70,9 @@ def add_cmd(ctx: click.Context, /, batch: str, sources: tuple[str, ...], as_json
         )
         return
     n, d = outcome.added, outcome.duplicates
-    dup = f", {d} duplicate{'s' if d != 1 else ''} dropped" if d else ""
+    dup = f", {count(d, 'duplicate')} dropped" if d else ""
     then = f"; `batchtui resume {plain(bdir.batch_id)}` runs {'it' if n == 1 else 'them'}" if n else ""
-    click.echo(f"batch {bdir.batch_id}: {n} item{'s' if n != 1 else ''} added{dup}{then}")
+    click.echo(f"batch {bdir.batch_id}: {count(n, 'item')} added{dup}{then}")
 
 
 __all__ = ["add_cmd"]

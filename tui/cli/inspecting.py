@@ -21,7 +21,7 @@ from batchtui.engine.adaptive import AdaptiveLimit, rule_text, timeout_text
 from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.files import DamagedFile
-from batchtui.engine.fmt import clean
+from batchtui.engine.fmt import clean, count
 from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import LiveProgress, NewerFormat
 from batchtui.engine.summary import DAMAGED, INTERRUPTED, summarize
@@ -360,7 +360,7 @@ def export_cmd(
         if out_file:
             stream.close()
     if out_file:
-        click.echo(f"exported {n} items to {out_file}", err=True)
+        click.echo(f"exported {count(n, 'item')} to {out_file}", err=True)
 
 
 def refuse_newer(bdir: BatchDir) -> None:

@@ -18,6 +18,7 @@ from batchtui.engine.batches import resolve_batch
 from batchtui.engine.config import BatchConfig, load_config, stored_config
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import EXIT_USAGE
+from batchtui.engine.fmt import count
 from batchtui.engine.limits import check_limit_source
 from batchtui.engine.preflight import preflight_new, preflight_resume
 from batchtui.engine.processors import ProcessorSpec, demo_spec, python_spec, shell_spec
@@ -194,7 +195,7 @@ def _dry_run(
     else:
         if report.runs:
             where = f" (in {processor.cwd})" if processor.kind == "shell" else ""
-            click.echo(f"the first {len(report.runs)} items would run{plain(where)}:")
+            click.echo(f"the first {count(len(report.runs), 'item')} would run{plain(where)}:")
             for r in report.runs:
                 # The command line /bin/sh -c gets, every value quoted as it will be (control
                 # characters in it shown escaped, never sent to the terminal).
@@ -204,8 +205,8 @@ def _dry_run(
         if report.problem_count > len(report.problems):
             click.echo(f"... and {report.problem_count - len(report.problems)} more")
         click.echo(
-            f"dry run: {report.items} items, {report.duplicates} duplicates dropped, "
-            f"{report.problem_count} problems; nothing was run"
+            f"dry run: {count(report.items, 'item')}, {count(report.duplicates, 'duplicate')} dropped, "
+            f"{count(report.problem_count, 'problem')}; nothing was run"
             + ("; run would refuse to start (preflight FAIL above)" if refused else "")
         )
     raise SystemExit(EXIT_USAGE if refused else 1 if report.problem_count else 0)
@@ -245,8 +246,8 @@ def _create_and_run(
     t = manifest.totals
     dup = f", {manifest.duplicates_dropped} duplicates dropped" if manifest.duplicates_dropped else ""
     bad = manifest.unreadable.count
-    unread = f", {bad} unreadable path{'s' if bad != 1 else ''} left out" if bad else ""
-    items = f"{t.total} item{'s' if t.total != 1 else ''}"
+    unread = f", {count(bad, 'unreadable path')} left out" if bad else ""
+    items = count(t.total, "item")
     click.echo(f"batch {batch.batch_id}: {items}{dup}{unread} -> {batch.path}", err=True)
     if bad:
         click.echo(f"warning: {plain(manifest.unreadable.summary())}", err=True)

@@ -25,7 +25,7 @@ from textual.widgets import DataTable, Static
 
 from batchtui.engine.batchdir import engine_alive
 from batchtui.engine.batches import BatchScope, as_scope
-from batchtui.engine.fmt import clean
+from batchtui.engine.fmt import clean, count
 from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import Counts
 from batchtui.engine.preview import BatchPreview, preview
@@ -403,7 +403,7 @@ class BrowserScreen(WorkerScreen):
                     else f"Delete batch {row.batch_id}?",
                     70,
                 ),
-                f"{c.total:,} items, {c.complete:,} complete. Its results and logs go too; this cannot be undone.",
+                f"{count(c.total, 'item', grouped=True)}, {c.complete:,} complete. Its results and logs go too; this cannot be undone.",
             ),
             confirmed,
         )

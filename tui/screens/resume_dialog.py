@@ -34,7 +34,7 @@ from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSe
 
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.errors import BatchtuiError
-from batchtui.engine.fmt import clean
+from batchtui.engine.fmt import clean, count
 from batchtui.engine.models import ACTIVE_STATES, BatchState, Counts
 from batchtui.engine.resume import ResumePlan, plan_resume
 
@@ -368,7 +368,7 @@ def _describe(plan: ResumePlan) -> str:
         parts.append(f"{c.processing:,} left running by a crash")
     if plan.retry_failed and c.failed:
         parts.append(f"{c.failed:,} failed, retried")
-    text = f"Plan: {plan.to_run:,} of {c.total:,} items will run ({', '.join(parts)}); {c.complete:,} done"
+    text = f"Plan: {plan.to_run:,} of {count(c.total, 'item', grouped=True)} will run ({', '.join(parts)}); {c.complete:,} done"
     if c.failed and not plan.retry_failed:
         text += f", {c.failed:,} failed stay failed"
     if c.skipped:

@@ -20,7 +20,7 @@ from textual.worker import get_current_worker
 
 from batchtui.engine.client import Applied, NotAcknowledged, Outcome, Sent, send
 from batchtui.engine.errors import BatchtuiError
-from batchtui.engine.fmt import clean
+from batchtui.engine.fmt import clean, count
 from batchtui.engine.models import ControlOp
 from batchtui.engine.store.queries import ACTION_STATUSES, ItemFilter, ItemQueries, Selection, StoreError
 
@@ -99,7 +99,7 @@ class Triage:
             has = ", ".join(f"{getattr(counts, st):,} {_STATUS_WORD[st]}" for st in _STATUS_WORD if getattr(counts, st))
             screen.notify(clean(f"{verb}: nothing to change{of}: {has or 'no items'}"), severity="warning", timeout=5)
             return
-        question = f"{verb} {n:,} item{'s' if n != 1 else ''}?"
+        question = f"{verb} {count(n, 'item', grouped=True)}?"
         detail = f"{by_status}{of} {outcome}."
         if others:
             detail += f" The other {others:,} stay as they are."
@@ -107,7 +107,7 @@ class Triage:
         def confirmed(yes: bool | None) -> None:
             if not yes:
                 return
-            items = f"{n:,} item{'s' if n != 1 else ''}"
+            items = count(n, "item", grouped=True)
             self.steer(op, f"{verb.lower()} {items}" + ("" if clear_marks else f" ({what})"), select=selection)
             if clear_marks:
                 screen.query_one(ItemsTable).clear_marks()
