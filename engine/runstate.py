@@ -391,8 +391,13 @@ class RunState:
         self._refresh_errors()
         run_s = time.monotonic() - self._t0
         elapsed_s, run_elapsed_s = round(self.before_s + run_s, 2), round(run_s, 2)
+        rate_per_s = round(eta.rate_per_s, 3)
         if self.final_timing is not None:
-            elapsed_s, run_elapsed_s = self.final_timing.active_s, self.final_timing.run_s or 0.0
+            # The run has ended: its figures are the history's, as report.json and `show` give
+            # them. The rate of the last moments (a tail of timeouts read "0.3/s" on a batch
+            # that ran 1.3 items/s) is no longer a rate of anything.
+            timing = self.final_timing
+            elapsed_s, run_elapsed_s, rate_per_s = timing.active_s, timing.run_s or 0.0, timing.items_per_s
         return LiveProgress(
             batch_id=self.batch.batch_id,
             state=self.state,
@@ -401,7 +406,7 @@ class RunState:
             total=c.total,
             counts=LiveCounts(**c.model_dump(), running=running, queued=queued),
             percent=cut_percent(c.percent, 2),
-            rate_per_s=round(eta.rate_per_s, 3),
+            rate_per_s=rate_per_s,
             eta_s=eta.eta_s,
             eta_low_s=eta.low_s,
             eta_high_s=eta.high_s,

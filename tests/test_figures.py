@@ -307,11 +307,16 @@ def test_the_final_live_progress_says_the_batchs_time_as_the_report_and_show_do(
     config = BatchConfig(output_dir=str(out), workers=2, executor="thread", max_attempts=1)
     batch = create_batch(config, build_spec([str(items)]), python_spec(f"{PROCS}:slow_switch"))
     _run_in_thread_until(BatchRunner(batch, config=config), batch.path, 6)  # stopped part-way
+    stopped = read_json(batch.live_progress)
+    assert stopped["state"] == "stopped"
+    assert stopped["rate_per_s"] == summarize(batch).items_per_s == read_json(batch.report)["items_per_s"]
     BatchRunner(batch, config=config, action="resume").run()  # and resumed to the end
     live = read_json(batch.live_progress)
     report = read_json(batch.report)
     summary = summarize(batch)
     assert live["state"] == "finished" and summary.runs == 2
     assert live["elapsed_s"] == summary.duration_s == report["duration_s"], (live, summary, report)
+    # The rate too: the batch's items over its active time, not the last moments' throughput.
+    assert live["rate_per_s"] == summary.items_per_s == report["items_per_s"], (live, summary, report)
     timing = batch_timing(BatchDir(batch.path).read_manifest().history, summary.totals)
     assert live["run_elapsed_s"] == timing.run_s == report["run_duration_s"] and live["elapsed_s"] == timing.active_s
