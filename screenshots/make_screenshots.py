@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="How long the demo runs before the shot.")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="batchtui-shots-"))
+    # The demo batches are scratch: registered in a registry of their own, not the user's
+    # (where they would stay listed as gone once this folder is removed).
+    os.environ["BATCHTUI_STATE_DIR"] = str(work / "state")
     cwd = os.getcwd()
     os.chdir(work)  # relative output dir: no temp paths in the pictures
     try:

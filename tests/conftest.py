@@ -53,6 +53,19 @@ def subprocess_bytecode_cache(tmp_path_factory: pytest.TempPathFactory) -> Itera
         os.environ["PYTHONDONTWRITEBYTECODE"] = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The per-user state dir of what runs before any test's own (:func:`private_state_dir`):
+    the module and session fixtures that make a batch once for a module's tests. Session
+    fixtures are set up first, so those batches are registered here, never in the real
+    ~/.local/state (a module fixture's batches were, listed as gone by every `batchtui ls`)."""
+    state = tmp_path_factory.mktemp("xdg_state_session")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_STATE_HOME", str(state))
+        mp.delenv("BATCHTUI_STATE_DIR", raising=False)
+        yield state / "batchtui"
+
+
 @pytest.fixture(autouse=True)
 def private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own per-user state dir (the batch registry, engine/registry.py), in

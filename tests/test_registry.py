@@ -236,3 +236,21 @@ def test_batches_made_in_the_same_second_are_newest_first_by_their_creation_time
     second.rename(out / "20260101_000000_00000000")
     assert [b.batch_id for b in iter_batches(out)] == ["20260101_000000_00000000", "20260101_000000_ffffffff"]
     assert resolve_batch(None, BatchScope(out, only=True)).batch_id == "20260101_000000_00000000"
+
+
+@pytest.fixture(scope="module")
+def state_seen_by_a_module_fixture() -> Path:
+    """Where a module fixture (set up before any test's own state dir) would register a batch."""
+    from batchtui.engine.registry import state_dir
+
+    return state_dir()
+
+
+def test_module_fixtures_register_in_the_suites_state_dir_not_the_users(
+    state_seen_by_a_module_fixture: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The suite never writes the real ~/.local/state: a module fixture's batches once were
+    (tests/test_startup.py's), listed as gone by every `batchtui ls` afterwards."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    assert state_seen_by_a_module_fixture.is_relative_to(root), state_seen_by_a_module_fixture
