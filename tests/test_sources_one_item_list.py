@@ -97,3 +97,18 @@ def test_the_note_shows_a_hostile_name_as_plain_text(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "\x1b" not in proc.stderr
     assert "note: list" in proc.stderr
+
+
+def test_add_says_it_too(tmp_path: Path) -> None:
+    first = tmp_path / "first.txt"
+    first.write_text("a\n")
+    out = tmp_path / "out"
+    made = invoke_in_process(["run", str(first), "--cmd", "true", "--headless"], out=out, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    (batch,) = [p.name for p in out.iterdir() if p.is_dir()]
+    more = tmp_path / "more"
+    more.write_text("b\nc\n")
+    added = invoke_in_process(["add", batch, str(more)], out=out, cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert "note: more has no suffix, so it is one item" in added.stderr
+    assert f"batch {batch}: 1 item added" in added.stdout

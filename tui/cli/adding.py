@@ -24,7 +24,7 @@ from batchtui.engine.sources import build_spec
 from .completion import complete_batch
 from .group import CONTEXT
 from .options import DIR_OPTION, JSON_OPTION, SOURCE_OPTIONS, apply, scope_of
-from .output import echo_json, fail, plain, say
+from .output import echo_json, fail, note_one_item_list, plain, say
 
 
 @click.command("add", context_settings=CONTEXT)
@@ -42,6 +42,7 @@ def add_cmd(ctx: click.Context, /, batch: str, sources: tuple[str, ...], as_json
     """
     bdir = resolve_batch(batch, scope_of(ctx, kwargs.pop("output_dir", None)))
     spec = build_spec(list(sources), **kwargs)
+    note_one_item_list(spec, kwargs["as_kind"])
     # Never walk the batches' own folder (as `run` does).
     spec = spec.model_copy(update={"exclude": (str(bdir.path.parent),)})
     manifest = bdir.read_manifest()

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from batchtui.engine.errors import EXIT_USAGE
 from batchtui.engine.fmt import clean
+
+if TYPE_CHECKING:
+    from batchtui.engine.sources.spec import AsKind, SourceSpec
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -74,4 +77,19 @@ def gate(pf: Any) -> None:
             click.echo(f"warning: {c.name}: {plain(c.message)}", err=True)
 
 
-__all__ = ["echo_json", "fail", "gate", "plain", "print_preflight", "read_json", "say"]
+def note_one_item_list(spec: SourceSpec, as_kind: AsKind) -> None:
+    """A file without a suffix is one item; say so (run, check, add) when it reads as a list of
+    lines, the likely intent: ``run urls --cmd 'curl {}'`` would run curl once, on the file's path."""
+    from batchtui.engine.sources.spec import one_item_list  # pydantic: not at this module's import
+
+    found = one_item_list(spec, as_kind)
+    if found is not None:
+        count = f"{found.lines:,} lines" if found.whole else f"{found.lines:,} lines in its first 64 KiB"
+        click.echo(
+            f"note: {plain(Path(found.path).name)} has no suffix, so it is one item (the file itself), "
+            f"though it reads as a list ({count}); for one item per line, add --as lines (or name it .txt)",
+            err=True,
+        )
+
+
+__all__ = ["echo_json", "fail", "gate", "note_one_item_list", "plain", "print_preflight", "read_json", "say"]

@@ -23,7 +23,7 @@ from batchtui.engine.limits import check_limit_source
 from batchtui.engine.preflight import preflight_new, preflight_resume
 from batchtui.engine.processors import ProcessorSpec, demo_spec, python_spec, shell_spec
 from batchtui.engine.runner import BatchRunner
-from batchtui.engine.sources import AsKind, SourceEntry, SourceSpec, build_spec, one_item_list
+from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec
 from batchtui.engine.sources.records import fields_of
 
 from ..launch import detach_engine
@@ -39,7 +39,7 @@ from .options import (
     note_config_file,
     scope_of,
 )
-from .output import echo_json, fail, gate, plain, print_preflight
+from .output import echo_json, fail, gate, note_one_item_list, plain, print_preflight
 from .summary import announce_detached, run_headless
 
 
@@ -153,7 +153,7 @@ def _prepare(ctx: click.Context, kwargs: dict[str, Any]) -> tuple[BatchConfig, S
     sources = list(kwargs.pop("sources"))
     config = load_config(collect_flags(kwargs, ctx), config_file=kwargs.get("config_file"), on_file=note_config_file)
     spec = build_spec(sources, **source_args)
-    _note_one_item_list(spec, source_args["as_kind"])
+    note_one_item_list(spec, source_args["as_kind"])
     if config.limit_by:
         check_limit_source(config.limit_by, [entry.kind for entry in spec.entries], fields_of(spec))
     # Never walk our own output: a source dir that contains the output dir would feed the
@@ -210,19 +210,6 @@ def _dry_run(
             + ("; run would refuse to start (preflight FAIL above)" if refused else "")
         )
     raise SystemExit(EXIT_USAGE if refused else 1 if report.problem_count else 0)
-
-
-def _note_one_item_list(spec: SourceSpec, as_kind: AsKind) -> None:
-    """A file without a suffix is one item; say so when it reads as a list of lines, the
-    likely intent (``run urls --cmd 'curl {}'`` would run curl once, on the file's path)."""
-    found = one_item_list(spec, as_kind)
-    if found is not None:
-        count = f"{found.lines:,} lines" if found.whole else f"{found.lines:,} lines in its first 64 KiB"
-        click.echo(
-            f"note: {plain(Path(found.path).name)} has no suffix, so it is one item (the file itself), "
-            f"though it reads as a list ({count}); for one item per line, add --as lines (or name it .txt)",
-            err=True,
-        )
 
 
 def _enqueue_note(n: int) -> None:
