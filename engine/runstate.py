@@ -296,13 +296,19 @@ class RunState:
         if committer is None:
             return  # not running yet (or no more): nothing can be staged
         if self.staging.first is not None:
-            assert self.results is not None
+            assert self.results is not None and self.store is not None
             self._stage_marks(self._now)
             self._next_commit_seq += 1
             committer.submit(self.staging.take(self.results.offset, self._next_commit_seq))
             damage = self.results.damage()  # one stat: is the file still what this engine wrote?
             if damage is not None:
                 self._repair_results(damage)
+            gone = self.store.damage()  # and items.db still the file it opened?
+            if gone is not None and not self.halt_reason:
+                self._halt(
+                    f"items.db {gone} while this engine ran: every result so far is in results.jsonl;"
+                    f" `batchtui recover {self.batch.batch_id}` rebuilds the store from it, then resume"
+                )
         self._settle(committer.drain() if wait else committer.done())
 
     def _repair_results(self, damage: str) -> None:

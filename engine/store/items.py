@@ -27,6 +27,15 @@ from .queries import AttemptRow, ItemFilter, ItemRow, Selection, selection_condi
 from .schema import check_version, create_schema, migrate
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class ItemStore:
     """The items table and its companions. Not thread-safe: one owner thread per instance."""
 
@@ -34,6 +43,19 @@ class ItemStore:
         self.conn = conn
         self.path = path
         self.readonly = readonly
+        self._identity = _identity(path)
+
+    def damage(self) -> str | None:
+        """What happened to the store's file behind its back, or None while the path still
+        names the file this store opened (device and inode). A deleted or replaced items.db
+        keeps working through the open connections, on a file nobody will open again: the
+        engine must not go on as if its commits were kept. One ``stat``."""
+        if self._identity is None:
+            return None
+        now = _identity(self.path)
+        if now is None:
+            return "was deleted"
+        return None if now == self._identity else "was replaced by another file"
 
     # -- opening ---------------------------------------------------------------------------
 

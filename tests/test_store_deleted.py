@@ -1,0 +1,55 @@
+"""items.db deleted while an engine runs: the run halts at its next commit, says how to get the
+store back, and recover + resume finish the batch with nothing lost and nothing run twice.
+
+The open connections keep working on a deleted file, so an engine that did not look went on
+"committing" to a file nobody would open again and reported success (`show` then found no store).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import invoke_in_process
+
+N = 60
+
+CALLABLE = """
+import os, time
+def work(item):
+    if item.seq == 5 and item.attempt == 1 and os.path.exists(os.path.join(item.batch_dir, "items.db")):
+        for name in ("items.db", "items.db-wal", "items.db-shm"):
+            try:
+                os.unlink(os.path.join(item.batch_dir, name))
+            except FileNotFoundError:
+                pass
+    time.sleep(0.01)
+    return {"seq": item.seq}
+"""
+
+
+def test_a_deleted_store_halts_the_run_and_recover_then_resume_finish_it(tmp_path: Path) -> None:
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"item-{i}\n" for i in range(N)))
+    code = tmp_path / "deleter.py"
+    code.write_text(CALLABLE)
+    out = tmp_path / "out"
+    args = ["run", str(items), "--call", f"{code}:work", "--executor", "thread", "-j", "1", "--headless"]
+    run = invoke_in_process(args, out=out, cwd=tmp_path)
+    assert run.returncode == 3, run.stderr  # halted
+    (batch,) = [p for p in out.iterdir() if p.is_dir()]
+    manifest = json.loads((batch / "manifest.json").read_text())
+    assert manifest["state"] == "halted"
+    assert manifest["halt_reason"].startswith("items.db was deleted while this engine ran"), manifest["halt_reason"]
+    assert f"batchtui recover {batch.name}" in manifest["halt_reason"]
+    assert "Halted:    items.db was deleted" in run.stdout, run.stdout
+    done = [json.loads(line)["seq"] for line in (batch / "results.jsonl").read_text().splitlines()]
+    assert 6 <= len(done) < N, len(done)  # it stopped soon after, not at the end
+
+    recovered = invoke_in_process(["recover", batch.name], out=out, cwd=tmp_path)
+    assert recovered.returncode == 0, recovered.stderr
+    resumed = invoke_in_process(["resume", batch.name, "--headless"], out=out, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    seqs = [json.loads(line)["seq"] for line in (batch / "results.jsonl").read_text().splitlines()]
+    assert sorted(seqs) == list(range(N))  # each item once
+    assert seqs[: len(done)] == done  # the results before the halt were kept as they were
