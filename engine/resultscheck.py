@@ -67,7 +67,7 @@ def encode_line(
         "key": key,
         "result": orjson.Fragment(result_json if result_json is not None else "null"),
         "attempts": attempts,
-        "duration_s": duration_s,
+        "duration_s": round(duration_s, 6),  # as the runner writes it (the store keeps it whole)
         "finished_at": finished_at,
     }
     if cost is not None:
@@ -121,7 +121,7 @@ class Adoption:
                 )
         if self.rejected:
             n = sum(self.rejected.values())
-            why = ", ".join(f"{count} {reason}" for reason, count in self.rejected.most_common())
+            why = ", ".join(f"{k} {reason}" for reason, k in self.rejected.most_common())
             out.append(
                 f"results.jsonl: {count(n, 'invalid line')} past the committed offset not adopted"
                 f" and cut from the file ({why}); first: {self.example}"

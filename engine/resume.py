@@ -119,6 +119,32 @@ class ResumePlan:
             runner.lock = self.lock
         return runner
 
+    def repair_results(self) -> list[str]:
+        """For a batch with nothing to run: results.jsonl checked against items.db as an engine
+        checks it when it starts (deleted, cut or with lines past the committed offset: rebuilt
+        from the store, or the lines adopted or cut), under the plan's lock. The warnings given
+        (none when the file is whole). Without it, a finished batch whose results.jsonl was
+        deleted stayed so: `resume` said "nothing to resume" and no engine would ever start."""
+        from .files import ResultsLog
+        from .resultscheck import adopt_tail
+
+        path = self.batch.results
+        store = ItemStore.open(self.batch.items_db, durable=self.config.fsync)
+        try:
+            offset = int(store.get_meta("results_offset", 0) or 0)
+            try:
+                if path.stat().st_size == offset:
+                    return []
+            except FileNotFoundError:
+                pass
+            log = ResultsLog(path)
+            try:
+                return adopt_tail(store, log, offset).messages(after_crash=False)
+            finally:
+                log.close()
+        finally:
+            store.close()
+
     def release(self) -> None:
         """Let go of the lock when the plan is not run after all."""
         if self.lock is not None:

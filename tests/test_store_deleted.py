@@ -53,3 +53,36 @@ def test_a_deleted_store_halts_the_run_and_recover_then_resume_finish_it(tmp_pat
     seqs = [json.loads(line)["seq"] for line in (batch / "results.jsonl").read_text().splitlines()]
     assert sorted(seqs) == list(range(N))  # each item once
     assert seqs[: len(done)] == done  # the results before the halt were kept as they were
+
+
+def test_resume_of_a_finished_batch_rebuilds_a_deleted_or_cut_results_file(tmp_path: Path) -> None:
+    """`resume` of a finished batch said "nothing to resume" and left a deleted results.jsonl
+    deleted for good (no engine would start to check it). It checks the file as an engine
+    does, and rebuilds it from items.db, which holds every result."""
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"item-{i}\n" for i in range(20)))
+    out = tmp_path / "out"
+    run = invoke_in_process(
+        ["run", str(items), "--cmd", 'echo "{{\\"n\\": {seq}}}"', "--headless"], out=out, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    (batch,) = [p for p in out.iterdir() if p.is_dir()]
+    results = batch / "results.jsonl"
+    whole = results.read_bytes()
+    assert len(whole.splitlines()) == 20
+
+    for damage in ("deleted", "cut"):
+        if damage == "deleted":
+            results.unlink()
+        else:
+            results.write_bytes(whole[: len(whole) // 2])
+        resumed = invoke_in_process(["resume", batch.name, "--headless"], out=out, cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr
+        said = resumed.stdout + resumed.stderr
+        assert "results.jsonl did not match items.db" in said and "rebuilt it from items.db (20 lines" in said, said
+        assert f"batch {batch.name} is finished; nothing to resume." in said
+        # The same lines, byte for byte, in seq order (the engine wrote them as items ended).
+        assert sorted(results.read_bytes().splitlines()) == sorted(whole.splitlines()), damage
+
+    again = invoke_in_process(["resume", batch.name, "--headless"], out=out, cwd=tmp_path)
+    assert again.returncode == 0 and "did not match" not in again.stdout + again.stderr

@@ -88,7 +88,12 @@ def resume_cmd(
     )
     bdir, counts, manifest = plan.batch, plan.counts, plan.manifest
     if plan.nothing_to_do:
-        plan.release()  # this process may go on (the CLI called in another program, the tests)
+        try:
+            if plan.lock is not None:  # a --detach resume holds no lock: no engine starts anyway
+                for note in plan.repair_results():
+                    say(note)
+        finally:
+            plan.release()  # this process may go on (the CLI called in another program, the tests)
         say(f"batch {bdir.batch_id} is finished; nothing to resume.")
         code = exit_code_for(manifest.state, counts)
         finish_output(RunResult(bdir, manifest.state, counts, manifest.halt_reason, code), as_json)
