@@ -74,6 +74,8 @@ def test_resume_of_a_finished_batch_rebuilds_a_deleted_or_cut_results_file(tmp_p
     for damage in ("deleted", "cut"):
         if damage == "deleted":
             results.unlink()
+            shown = invoke_in_process(["show", batch.name], out=out, cwd=tmp_path)
+            assert f"Results:   {results} (missing: `batchtui resume` rebuilds it)" in shown.stdout, shown.stdout
         else:
             results.write_bytes(whole[: len(whole) // 2])
         resumed = invoke_in_process(["resume", batch.name, "--headless"], out=out, cwd=tmp_path)

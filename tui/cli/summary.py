@@ -64,7 +64,8 @@ def print_summary(
         lines.append("  Errors:")
         for g in groups[:8]:
             lines.append(f"    {g.count:>6}  {plain(g.error_type)} [{g.category}]  {plain(g.example_message)[:70]}")
-    lines.append(f"  Results:   {batch.results}")
+    missing = "" if counts.complete == 0 or batch.results.exists() else " (missing: `batchtui resume` rebuilds it)"
+    lines.append(f"  Results:   {batch.results}{missing}")
     lines.append(f"  Manifest:  {batch.manifest}")
     if manifest.state != BatchState.FINISHED or counts.pending:
         lines.append(f"  Resume:    {resume_command(batch)}")
