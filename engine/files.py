@@ -119,6 +119,16 @@ def open_dir(path: Path) -> int:
         raise write_failed(path, exc) from None
 
 
+def identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` names now; None if nothing. Comparing it with the one
+    taken when a file or folder was opened tells whether it was deleted, moved or replaced."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
     view = memoryview(data)

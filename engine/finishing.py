@@ -145,6 +145,10 @@ class Finishing(RunState):
     def _best_effort(self, write: Callable[[], object]) -> None:
         try:
             write()
+        except FileNotFoundError as exc:
+            if self.folder.reason is None:
+                raise
+            log.warning("not written: %s (the batch folder was moved or deleted)", exc.filename)
         except WriteFailed as exc:
             log.warning("%s", exc)
             if self.write_failure is None:  # the disk filled up at the very end

@@ -36,6 +36,7 @@ from .events import BatchEvents
 from .executors import CompletionQueue, EarlyHalt, Executor, make_executor
 from .files import ResultsLog, WriteFailed
 from .fmt import cut_percent
+from .guard import FolderGuard
 from .models import (
     BatchState,
     ControlCommand,
@@ -172,6 +173,7 @@ class RunState:
         self._mem_waiting = False
         self.write_failure: WriteFailed | None = None
         self._marks_stamp = 0.0
+        self.folder = FolderGuard(batch.path)
         self.committer: Committer | None = None
         self._next_commit_seq = 0
 
@@ -300,16 +302,33 @@ class RunState:
             self._stage_marks(self._now)
             self._next_commit_seq += 1
             committer.submit(self.staging.take(self.results.offset, self._next_commit_seq))
-            damage = self.results.damage()  # one stat: is the file still what this engine wrote?
-            if damage is not None:
-                self._repair_results(damage)
-            gone = self.store.damage()  # and items.db still the file it opened?
-            if gone is not None and not self.halt_reason:
-                self._halt(
-                    f"items.db {gone} while this engine ran: every result so far is in results.jsonl;"
-                    f" `batchtui recover {self.batch.batch_id}` rebuilds the store from it, then resume"
-                )
+            self._check_files()
         self._settle(committer.drain() if wait else committer.done())
+
+    def _check_files(self) -> None:
+        """After each group commit, a stat or three: is the batch's folder still where this
+        engine opened it, items.db still the file it opened, results.jsonl still what it wrote?
+        A moved or deleted folder or store halts the run (its open files work on, but nothing
+        will read them at these paths again); a damaged results.jsonl is rebuilt."""
+        assert self.store is not None and self.results is not None
+        if self._folder_moved():
+            return  # the files below are gone with the folder
+        damage = self.results.damage()  # one stat: is the file still what this engine wrote?
+        if damage is not None:
+            self._repair_results(damage)
+        gone = self.store.damage()  # and items.db still the file it opened?
+        if gone is not None and not self.halt_reason:
+            self._halt(
+                f"items.db {gone} while this engine ran: every result so far is in results.jsonl;"
+                f" `batchtui recover {self.batch.batch_id}` rebuilds the store from it, then resume"
+            )
+
+    def _folder_moved(self) -> bool:
+        """Whether the batch's folder left where this engine took it (then the run halts)."""
+        reason = self.folder.moved()
+        if reason is not None:
+            self._halt(reason)
+        return reason is not None
 
     def _repair_results(self, damage: str) -> None:
         """results.jsonl changed behind the engine's back (it is the file's only writer): lines
@@ -372,7 +391,7 @@ class RunState:
             if self._stage_marks(now):
                 self.staging.first = now
                 self._commit(wait=False)
-        self.publisher.write_live()
+        self._write_live()
         if self.publisher.manifest_due(self.counts):
             self._write_manifest()
 
@@ -461,13 +480,21 @@ class RunState:
         )
 
     def _write_live(self, force: bool = False) -> None:
-        self.publisher.write_live(force)
+        try:
+            self.publisher.write_live(force)
+        except FileNotFoundError:
+            if not self._folder_moved():
+                raise
 
     def _write_manifest(self) -> None:
-        self.manifest = self.publisher.write_manifest(
-            self.manifest,
-            self.config.fsync,
-            state=self.state,
-            totals=self.counts.model_copy(),
-            halt_reason=self.halt_reason,
-        )
+        try:
+            self.manifest = self.publisher.write_manifest(
+                self.manifest,
+                self.config.fsync,
+                state=self.state,
+                totals=self.counts.model_copy(),
+                halt_reason=self.halt_reason,
+            )
+        except FileNotFoundError:
+            if not self._folder_moved():
+                raise

@@ -88,3 +88,38 @@ def test_resume_of_a_finished_batch_rebuilds_a_deleted_or_cut_results_file(tmp_p
 
     again = invoke_in_process(["resume", batch.name, "--headless"], out=out, cwd=tmp_path)
     assert again.returncode == 0 and "did not match" not in again.stdout + again.stderr
+
+
+MOVER = """
+import os, time
+def work(item):
+    if item.seq == 5 and item.attempt == 1 and os.path.isdir(item.batch_dir):
+        os.rename(item.batch_dir, os.environ["MOVED_TO"])
+    time.sleep(0.01)
+    return {"seq": item.seq}
+"""
+
+
+def test_a_batch_folder_moved_under_the_engine_halts_it_cleanly_and_resumes_where_it_went(tmp_path: Path) -> None:
+    """Moving (or deleting) the batch's folder under a running engine crashed it with a
+    traceback at its next write of the live files. It halts, says so, and the folder resumes
+    where it went with every item once."""
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"item-{i}\n" for i in range(N)))
+    code = tmp_path / "mover.py"
+    code.write_text(MOVER)
+    out, moved = tmp_path / "out", tmp_path / "elsewhere"
+    args = ["run", str(items), "--call", f"{code}:work", "--executor", "thread", "-j", "1", "--headless"]
+    run = invoke_in_process(args, out=out, cwd=tmp_path, env={"MOVED_TO": str(moved)})
+    assert run.returncode == 3, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    assert "was moved or deleted while this engine ran: it stopped" in run.stderr, run.stderr
+    assert "`batchtui resume <its folder now>` goes on from there" in run.stderr
+    assert not any(out.iterdir())  # nothing written back at the old place
+    done = [json.loads(line)["seq"] for line in (moved / "results.jsonl").read_text().splitlines()]
+    assert 6 <= len(done) < N, len(done)
+
+    resumed = invoke_in_process(["resume", str(moved), "--headless"], out=out, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    seqs = [json.loads(line)["seq"] for line in (moved / "results.jsonl").read_text().splitlines()]
+    assert sorted(seqs) == list(range(N))

@@ -18,22 +18,13 @@ from typing import Any
 
 import orjson
 
-from ..files import FILE_MODE, fsync_dir, full_fsync
+from ..files import FILE_MODE, fsync_dir, full_fsync, identity
 from ..models import MAX_SEQ, Counts, ErrorGroup
 from . import queries
 from .connection import StoreError, connect_readonly, connect_rw, connect_unlinked, recover_hint
 from .enqueue import LineBlock, ScanOutcome, enqueue, rescan
 from .queries import AttemptRow, ItemFilter, ItemRow, Selection, selection_condition
 from .schema import check_version, create_schema, migrate
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the file at ``path``; None if there is none."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 class ItemStore:
@@ -43,7 +34,7 @@ class ItemStore:
         self.conn = conn
         self.path = path
         self.readonly = readonly
-        self._identity = _identity(path)
+        self._identity = identity(path)
 
     def damage(self) -> str | None:
         """What happened to the store's file behind its back, or None while the path still
@@ -52,7 +43,7 @@ class ItemStore:
         engine must not go on as if its commits were kept. One ``stat``."""
         if self._identity is None:
             return None
-        now = _identity(self.path)
+        now = identity(self.path)
         if now is None:
             return "was deleted"
         return None if now == self._identity else "was replaced by another file"

@@ -88,6 +88,22 @@ def duration_text(summary: BatchSummary) -> str:
 def finish_output(result: RunResult, as_json: bool) -> None:
     """The summary of a run that ended (``--json``: the machine form, on stdout)."""
     batch = result.batch
+    if not batch.path.is_dir():
+        # The folder went while the engine ran (moved or deleted): there is nothing to read back.
+        if as_json:
+            echo_json(
+                {
+                    "batch_id": batch.batch_id,
+                    "batch_dir": str(batch.path),
+                    "state": result.state.value,
+                    "halt_reason": result.halt_reason,
+                    "exit_code": result.exit_code,
+                    "totals": result.counts.model_dump(),
+                }
+            )
+        else:
+            click.echo(f"batch {batch.batch_id} {result.state.value}: {plain(result.halt_reason or '')}", err=True)
+        return
     # The engine's own word on how it ended (the manifest on disk may be stale when the disk
     # filled up at the end).
     manifest = batch.read_manifest().model_copy(update={"state": result.state, "halt_reason": result.halt_reason})
