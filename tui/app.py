@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
 from textual.command import Provider
 from textual.screen import Screen
@@ -41,6 +41,7 @@ from .glyphs import ASCII_CLASS, ascii_driver, ascii_terminal
 from .hangup import TerminalWatch, silence_terminal, tty_gone
 from .keys import key_entries, key_words, user_keymap
 from .messages import EngineFinished
+from .plain_app import PlainApp
 from .screens.browser import BrowserScreen
 from .screens.dashboard import DashboardScreen
 from .screens.modals import HelpScreen, QuitScreen
@@ -78,7 +79,7 @@ class HandOff:
     note: str | None = None
 
 
-class BatchtuiApp(App[int]):
+class BatchtuiApp(PlainApp[int]):
     """One app for every view; the return code is the CLI's exit code."""
 
     CSS_PATH = "app.tcss"
@@ -230,10 +231,11 @@ class BatchtuiApp(App[int]):
             result = worker.result
             assert isinstance(result, RunResult)
             self.engine_result = result
-            message = EngineFinished(result.batch.path, result.exit_code, result.state.value)
+            message = EngineFinished(result.batch.path, result.exit_code, result.state.value, result.halt_reason)
             for screen in self.screen_stack:
                 screen.post_message(message)
-            self.notify(f"engine finished: {result.state.value}", timeout=4)
+            why = f": {result.halt_reason}" if result.halt_reason else ""
+            self.notify(clean(f"engine finished: {result.state.value}{why}"), timeout=8 if why else 4)
         elif event.state == WorkerState.ERROR:
             error = worker.error
             self.notify(

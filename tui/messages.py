@@ -45,3 +45,5 @@ class EngineFinished(Message):
     batch: Path
     exit_code: int
     state: str
+    #: Why it halted, when it did (a failure rate, a full disk, its folder moved away).
+    halt_reason: str | None = None

@@ -481,5 +481,6 @@ class DashboardScreen(WorkerScreen):
 
     @on(EngineFinished)
     def _engine_finished(self, message: EngineFinished) -> None:
-        self._event(f"engine finished: {message.state} (exit {message.exit_code})")
+        why = f": {message.halt_reason}" if message.halt_reason else ""
+        self._event(f"engine finished: {message.state} (exit {message.exit_code}){why}")
         self._check_alive(force=True)
