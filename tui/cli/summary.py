@@ -88,19 +88,18 @@ def duration_text(summary: BatchSummary) -> str:
 def finish_output(result: RunResult, as_json: bool) -> None:
     """The summary of a run that ended (``--json``: the machine form, on stdout)."""
     batch = result.batch
+    head = {
+        "batch_id": batch.batch_id,
+        "batch_dir": str(batch.path),
+        "state": result.state.value,
+        "halt_reason": result.halt_reason,
+        "exit_code": result.exit_code,
+        "totals": result.counts.model_dump(),
+    }
     if not batch.path.is_dir():
         # The folder went while the engine ran (moved or deleted): there is nothing to read back.
         if as_json:
-            echo_json(
-                {
-                    "batch_id": batch.batch_id,
-                    "batch_dir": str(batch.path),
-                    "state": result.state.value,
-                    "halt_reason": result.halt_reason,
-                    "exit_code": result.exit_code,
-                    "totals": result.counts.model_dump(),
-                }
-            )
+            echo_json(head)
         else:
             click.echo(f"batch {batch.batch_id} {result.state.value}: {plain(result.halt_reason or '')}", err=True)
         return
@@ -113,12 +112,7 @@ def finish_output(result: RunResult, as_json: bool) -> None:
     if as_json:
         echo_json(
             {
-                "batch_id": batch.batch_id,
-                "batch_dir": str(batch.path),
-                "state": result.state.value,
-                "halt_reason": result.halt_reason,
-                "exit_code": result.exit_code,
-                "totals": result.counts.model_dump(),
+                **head,
                 "duplicates_dropped": manifest.duplicates_dropped,
                 "unreadable": manifest.unreadable.model_dump(),
                 "report": report,
