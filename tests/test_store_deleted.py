@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .conftest import invoke_in_process
 
 N = 60
@@ -123,3 +125,23 @@ def test_a_batch_folder_moved_under_the_engine_halts_it_cleanly_and_resumes_wher
     assert resumed.returncode == 0, resumed.stderr
     seqs = [json.loads(line)["seq"] for line in (moved / "results.jsonl").read_text().splitlines()]
     assert sorted(seqs) == list(range(N))
+
+
+def test_the_tui_says_the_halt_when_the_folder_went_while_its_engine_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After the app, the CLI reads the batch back to say who runs it: with the folder gone it
+    printed only the missing manifest's path. It says how the run ended instead."""
+    from types import SimpleNamespace
+
+    from batchtui.engine.batchdir import BatchDir
+    from batchtui.engine.models import BatchState, Counts
+    from batchtui.engine.runner import RunResult
+    from batchtui.tui.cli.watching import _after_tui
+
+    gone = BatchDir(tmp_path / "out" / "20261203_000000_abcdef12")  # never made: as if moved away
+    result = RunResult(gone, BatchState.HALTED, Counts(), "the batch folder X was moved or deleted", 3)
+    app = SimpleNamespace(handoff=None, engine_error=None, runner=SimpleNamespace(batch=gone), engine_result=result)
+    assert _after_tui(app, None) == 3
+    err = capsys.readouterr().err
+    assert err == "batch 20261203_000000_abcdef12 halted: the batch folder X was moved or deleted\n", err

@@ -85,6 +85,11 @@ def duration_text(summary: BatchSummary) -> str:
     return text
 
 
+def say_ended(result: RunResult) -> None:
+    """One line on stderr: how the run ended and why (all there is to say once its folder is gone)."""
+    click.echo(f"batch {result.batch.batch_id} {result.state.value}: {plain(result.halt_reason or '')}", err=True)
+
+
 def finish_output(result: RunResult, as_json: bool) -> None:
     """The summary of a run that ended (``--json``: the machine form, on stdout)."""
     batch = result.batch
@@ -101,7 +106,7 @@ def finish_output(result: RunResult, as_json: bool) -> None:
         if as_json:
             echo_json(head)
         else:
-            click.echo(f"batch {batch.batch_id} {result.state.value}: {plain(result.halt_reason or '')}", err=True)
+            say_ended(result)
         return
     # The engine's own word on how it ended (the manifest on disk may be stale when the disk
     # filled up at the end).

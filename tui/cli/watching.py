@@ -26,7 +26,7 @@ from .group import CONTEXT, terminal
 from .inspecting import refuse_newer
 from .options import DIR_OPTION, scope_of
 from .output import fail
-from .summary import finish_output
+from .summary import finish_output, say_ended
 
 
 @click.command("watch", context_settings=CONTEXT)
@@ -110,6 +110,9 @@ def _after_tui(app: Any, code: int | None) -> int:
     if path is None:
         return code or 0
     bdir = BatchDir(path)
+    if app.engine_result is not None and not bdir.path.is_dir():
+        say_ended(app.engine_result)  # its folder went while the engine ran: nothing to read back
+        return code or 0
     if handoff is not None and handoff.error:
         click.echo(f"error: batch {bdir.batch_id} was not handed over: {clean(handoff.error)}", err=True)
     try:
