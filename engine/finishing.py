@@ -146,7 +146,7 @@ class Finishing(RunState):
         try:
             write()
         except FileNotFoundError as exc:
-            if self.folder.reason is None:
+            if self.folder.moved() is None:  # looked at again: it may have gone since the last commit
                 raise
             log.warning("not written: %s (the batch folder was moved or deleted)", exc.filename)
         except WriteFailed as exc:

@@ -298,7 +298,7 @@ class RunState:
         if committer is None:
             return  # not running yet (or no more): nothing can be staged
         if self.staging.first is not None:
-            assert self.results is not None and self.store is not None
+            assert self.results is not None
             self._stage_marks(self._now)
             self._next_commit_seq += 1
             committer.submit(self.staging.take(self.results.offset, self._next_commit_seq))
