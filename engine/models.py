@@ -340,6 +340,13 @@ class LiveProgress(_Model):
     timeout: TimeoutInForce | None = None
     history: History = Field(default_factory=History)
 
+    def ended(self, state: BatchState, halt_reason: str | None) -> LiveProgress:
+        """This progress as its run ended, for when the engine could not write that (its folder
+        went while it ran): the state it ended in and why, nothing running or queued, no ETA."""
+        counts = self.counts.model_copy(update={"running": 0, "queued": 0})
+        update: dict[str, Any] = {"state": state, "halt_reason": halt_reason, "in_flight": [], "counts": counts}
+        return self.model_copy(update={**update, "eta_s": None, "eta_low_s": None, "eta_high_s": None})
+
 
 ControlOp = Literal["pause", "resume", "stop", "retry", "skip", "prioritize", "set_workers"]
 

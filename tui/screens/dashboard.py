@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from textual import events, on
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
 from textual.reactive import var
@@ -46,6 +46,7 @@ from ..widgets.labels import FigureTab
 from ..widgets.limits_panel import LimitsPanel
 from ..widgets.status import GONE, ProgressLine, TitleBar
 from .base import WorkerScreen
+from .dashboard_keys import DASHBOARD_BINDINGS
 from .item_filters import TABS, ItemFilters
 from .modals import ConfirmScreen
 from .resume_dialog import ResumeDialog, ResumeStarted, resumable
@@ -71,62 +72,7 @@ class DashboardScreen(WorkerScreen):
     #: and it is composed once as the screen opens, not twice.
     AUTO_FOCUS: ClassVar[str | None] = "#items"
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("p", "toggle_pause", "Pause/Resume", id="pause", tooltip="Pause dispatch, or let it go on"),
-        Binding(
-            "r", "bulk('retry')", "Retry", id="retry", tooltip="Retry the marked items (or the one under the cursor)"
-        ),
-        Binding(
-            "R",
-            "retry_group",
-            "Retry group",
-            id="retry_type",
-            tooltip="Retry every failed item of the error group (errors table)",
-        ),
-        Binding(
-            "s",
-            "bulk('skip')",
-            "Skip",
-            id="skip",
-            tooltip="Skip the marked items, or the one under the cursor (kills running ones)",
-        ),
-        Binding(
-            "plus",
-            "bulk('prioritize')",
-            "Run first",
-            id="prioritize",
-            key_display="+",
-            tooltip="Move the marked items (or the one under the cursor) to the front of the queue",
-        ),
-        Binding("a", "mark_all", "Mark all", id="mark_all", tooltip="Mark every item of the view (tab, filter, group)"),
-        Binding("space", "mark", "Mark", id="mark", show=False, tooltip="Mark or unmark the item under the cursor"),
-        Binding(
-            "shift+down", "mark_range(1)", "Mark down", id="mark_down", show=False, tooltip="Extend the marks down"
-        ),
-        Binding("shift+up", "mark_range(-1)", "Mark up", id="mark_up", show=False, tooltip="Extend the marks up"),
-        Binding("o", "sort", "Sort", id="sort", tooltip="Sort the items: seq, slowest first, most tries first"),
-        Binding("e", "focus_errors", "Errors", id="focus_errors", show=False, tooltip="Go to the errors table"),
-        Binding("i", "focus_items", "Items", id="focus_items", show=False, tooltip="Go to the items table"),
-        Binding("x", "stop", "Stop", id="stop", tooltip="Stop the batch gracefully (resumable)"),
-        Binding("enter", "details", "Details", id="details", tooltip="Open the selected item", show=False),
-        Binding("slash", "filter", "Filter", id="filter", tooltip="Filter the items by key or error text"),
-        Binding("1", "tab('tab-all')", "All", id="tab1", show=False),
-        Binding("2", "tab('tab-processing')", "In flight", id="tab2", show=False),
-        Binding("3", "tab('tab-failed')", "Failed", id="tab3", show=False),
-        Binding("4", "tab('tab-complete')", "Complete", id="tab4", show=False),
-        Binding("5", "tab('tab-skipped')", "Skipped", id="tab5", show=False),
-        Binding(
-            "escape", "clear_filter", "Clear", id="clear_filter", show=False, tooltip="Clear the marks, then the filter"
-        ),
-        Binding("b", "browser", "Batches", id="browser", tooltip="All batches in the output dir"),
-        Binding(
-            "u",
-            "resume_batch",
-            "Resume batch",
-            id="resume_batch",
-            tooltip="Resume this batch: workers, failure-rate limit, timeout, retry failed, here or in the background",
-        ),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = DASHBOARD_BINDINGS
 
     #: How often the progress of an engine in this app's thread is shown (issue 19, point 6).
     IN_PROCESS_EVERY_S: ClassVar[float] = 0.5
@@ -154,6 +100,8 @@ class DashboardScreen(WorkerScreen):
     live: var[LiveProgress | None] = var(None, always_update=True)
     manifest: var[Manifest | None] = var(None, always_update=True)
     engine: var[EngineStatus] = var(GONE)
+    #: The batch folder is not there any more (moved or deleted while shown).
+    gone: var[bool] = var(False)
 
     def __init__(self, batch: Path, *, in_process: bool = False) -> None:
         super().__init__()
@@ -181,8 +129,8 @@ class DashboardScreen(WorkerScreen):
         cls, clock = DashboardScreen, self.host.clock
         with Vertical(id="top"):
             title = TitleBar(self.bdir.batch_id, in_process=self.in_process, id="title")
-            yield title.data_bind(cls.live, cls.manifest, cls.engine)
-            yield ProgressLine(in_process=self.in_process, id="progress-row").data_bind(cls.live, cls.engine)
+            yield title.data_bind(cls.live, cls.manifest, cls.engine, cls.gone)
+            yield ProgressLine(in_process=self.in_process, id="progress-row").data_bind(cls.live, cls.engine, cls.gone)
             yield CountsRow(id="counts").data_bind(cls.live, cls.manifest)
             yield Charts(id="charts").data_bind(cls.live)
         with Horizontal(id="middle"):
@@ -299,8 +247,16 @@ class DashboardScreen(WorkerScreen):
                 self.refresh_bindings()
         self.query_one(EventLog).check_acks(self.ACK_TIMEOUT_S)
 
+    def watch_gone(self, gone: bool) -> None:
+        self.refresh_bindings()
+        if gone:
+            said = f"the batch folder {self.bdir.path} is gone (moved or deleted): these are its last figures"
+            self._event(said)
+            self.notify(said, severity="warning", timeout=8)
+
     def _tick(self) -> None:
         self._check_alive()
+        self.gone = not self.bdir.path.is_dir()
         self.query_one(InFlightPanel).tick()
         if self.watcher is not None and self.host.watch_files:
             self.watcher.read_all()  # cheap stat; covers a missed inotify event
@@ -426,7 +382,8 @@ class DashboardScreen(WorkerScreen):
         """No engine holds the batch and a resume has something to do (resume_dialog.py)."""
         state = self.live.state if self.live is not None else self.manifest.state if self.manifest else None
         counts = self.live.counts if self.live is not None else self.manifest.totals if self.manifest else None
-        return counts is not None and resumable(state, counts, self.engine.held or self.in_process_engine)
+        held = self.engine.held or self.in_process_engine
+        return counts is not None and not self.gone and resumable(state, counts, held)
 
     @property
     def in_process_engine(self) -> bool:
@@ -446,6 +403,8 @@ class DashboardScreen(WorkerScreen):
                 return "no engine runs this batch"
             if self.live is not None and self.live.state == BatchState.STOPPING:
                 return "the batch is stopping"
+        if action == "resume_batch" and self.gone:
+            return "the batch folder is gone"
         if action == "resume_batch" and not self.resumable:
             if self.engine.held or self.in_process_engine:
                 return "an engine runs this batch"
@@ -453,6 +412,9 @@ class DashboardScreen(WorkerScreen):
         return super().unavailable(action)
 
     def action_resume_batch(self) -> None:
+        if self.gone:
+            self.notify(f"batch {self.bdir.batch_id}: its folder is gone", severity="warning")
+            return
         if self.engine.held or self.in_process_engine:
             where = "this app" if self.in_process_engine else f"pid {self.engine.pid}"
             self.notify(f"an engine ({where}) runs this batch: nothing to resume", severity="warning")
@@ -483,4 +445,8 @@ class DashboardScreen(WorkerScreen):
     def _engine_finished(self, message: EngineFinished) -> None:
         why = f": {message.halt_reason}" if message.halt_reason else ""
         self._event(f"engine finished: {message.state} (exit {message.exit_code}){why}")
+        live = self.live
+        if live is not None and live.state != message.state and not (message.batch / "live_progress.json").exists():
+            # Its folder went while it ran: the engine wrote how it ended where the folder went.
+            self._apply_live(live.ended(BatchState(message.state), message.halt_reason))
         self._check_alive(force=True)

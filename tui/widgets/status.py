@@ -39,6 +39,8 @@ class TitleBar(Static):
     live: var[LiveProgress | None] = var(None)
     manifest: var[Manifest | None] = var(None)
     engine: var[EngineStatus] = var(GONE)
+    #: The batch folder went (moved or deleted): what is shown is what it last said.
+    gone: var[bool] = var(False)
 
     def __init__(self, batch_id: str, *, in_process: bool, id: str | None = None) -> None:
         super().__init__(plain(f"batch {batch_id}"), id=id)
@@ -60,6 +62,9 @@ class TitleBar(Static):
         self.redraw()
 
     def watch_engine(self) -> None:
+        self.redraw()
+
+    def watch_gone(self) -> None:
         self.redraw()
 
     def state(self) -> BatchState | None:
@@ -90,15 +95,17 @@ class TitleBar(Static):
             what = proc.get("command") or proc.get("call")
             about.append("  ")
             about.append_text(plain(f"{kind}: {what}" if what else f"{kind} processor", style="dim", limit=70))
-        label = state.value if state is not None else "interrupted"
-        stale = engine.liveness == Liveness.STALE
+        label = "gone" if self.gone else state.value if state is not None else "interrupted"
+        stale = engine.liveness == Liveness.STALE and not self.gone
         self.set_class(label == "paused" and not stale, "paused")
-        self.set_class(label in ("halted", "interrupted") and not stale, "halted")
+        self.set_class(label in ("halted", "interrupted", "gone") and not stale, "halted")
         self.set_class(label == "finished" and not stale, "finished")
         self.set_class(stale, "stale")
         shown = engine.badge() if stale else label.upper()  # NOT RESPONDING 13s: frozen, hung or dead
         where = ""
-        if stale and not self.in_process:
+        if self.gone:
+            pass  # who held it is of the folder that went
+        elif stale and not self.in_process:
             where = f" pid {engine.pid}"
         elif live is not None and engine.held:
             where = " in this app" if self.in_process else f" pid {live.pid}"
@@ -257,6 +264,8 @@ class ProgressLine(Horizontal):
     engine: var[EngineStatus] = var(GONE)
     marked: var[int] = var(0)
     """Items marked in the items table (0: none)."""
+    gone: var[bool] = var(False)
+    """The batch folder went: the figures are its last, nothing runs there."""
 
     def __init__(self, *, in_process: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -279,13 +288,19 @@ class ProgressLine(Horizontal):
     def watch_marked(self) -> None:
         self.redraw()
 
+    def watch_gone(self) -> None:
+        self.redraw()
+
     def parts(self, live: LiveProgress, text: StatusText) -> list[StatusPart]:
         """The status line's figures in their order, each with its rank."""
         style = text.style_of
         c = live.counts
         stale = self.engine.liveness == Liveness.STALE
         held = self.engine.held or self.in_process
-        if stale:  # the figures are the last the engine wrote: how old they are comes first
+        active = live.state in ACTIVE_STATES and not self.gone
+        if self.gone:
+            state = Text(" GONE ", style=style("halted"))  # moved or deleted: these are its last figures
+        elif stale:  # the figures are the last the engine wrote: how old they are comes first
             state = Text(f" no update {fmt_duration(self.engine.silent_s)} ", style=style("stale"))
         elif live.state in ACTIVE_STATES and not held:
             state = Text(" INTERRUPTED ", style=style("halted"))  # an engine died: the files say running
@@ -299,18 +314,18 @@ class ProgressLine(Horizontal):
             StatusPart(Text(f"{c.finished:,}/{live.total:,}"), 1, sep="  "),
             StatusPart(Text(f"{live.rate_per_s:.1f}/s"), 3),
         ]
-        if live.state in (BatchState.RUNNING, BatchState.STOPPING) and not stale:
+        if live.state in (BatchState.RUNNING, BatchState.STOPPING) and active and not stale:
             eta_style = style("stalled") if live.stalled_s is not None else ""
             parts.append(StatusPart(Text(eta_text(live), style=eta_style), 4))
-        elif live.state == BatchState.PAUSED:
+        elif live.state == BatchState.PAUSED and active:
             parts.append(StatusPart(Text("ETA paused"), 4))
-        if live.state in ACTIVE_STATES:
+        if active:
             parts.append(StatusPart(Text(f"running {c.running:,}/{live.workers:,}", style=style("in-flight")), 7))
             parts.append(StatusPart(Text(f"queued {c.queued:,}", style=style("in-flight")), 9))
         parts.append(StatusPart(Text(f"failed {c.failed:,}", style=style("failed") if c.failed else ""), 6))
         if c.skipped:
             parts.append(StatusPart(Text(f"skipped {c.skipped:,}", style=style("skipped")), 10))
-        if c.pending and live.state not in ACTIVE_STATES:
+        if c.pending and not active:
             parts.append(StatusPart(Text(f"pending {c.pending:,}", style=style("muted")), 11))
         parts.append(StatusPart(Text(elapsed_text(live), style=style("muted")), 12))
         if live.cost.spent or live.cost.budget is not None:
