@@ -128,7 +128,6 @@ def test_a_growing_figure_lays_the_screen_out_once(tmp_path: Path, monkeypatch: 
             seen.counting = True
             laid_out: dict[str, list[int]] = {}  # the figures at which a widget asked for a layout
             for complete in (95, 4_021, 77_777, 123_456, 99_999, 12_345, 123_456):
-                screen._tabs_stamp = 0.0  # the tabs' counts are due (once a second)
                 screen.post_message(LiveUpdated(batch, at(complete)))
                 await _settled(pilot)
                 for name in set(seen.layouts()):
@@ -271,5 +270,29 @@ def test_a_resize_across_every_layout_threshold_restyles_the_screen_once(
             await _settled(pilot)
             assert not {"short", "low", "narrow"} & set(screen.classes)
             assert restyled.count("DashboardScreen") == 1, restyled
+
+    run(body)
+
+
+def test_the_tabs_and_the_status_line_show_the_counts_of_the_same_write(tmp_path: Path) -> None:
+    """Writes come faster than a second apart: after each, the tabs' counts are the status
+    line's, never the ones of a write before (a screen that says "failed 30" and "Failed 27")."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    live = read_model(batch / "live_progress.json", LiveProgress)
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = DashboardScreen(batch)
+            await app.push_screen(screen)
+            await _settled(pilot)
+            for failed in (30, 31, 45):  # three writes in well under a second
+                counts = live.counts.model_copy(update={"failed": failed, "pending": live.counts.pending - failed})
+                screen.post_message(LiveUpdated(batch, live.model_copy(update={"counts": counts})))
+                await _settled(pilot)
+                status = str(screen.query_one("#progress-text").render())
+                assert f"failed {failed}" in status, status
+                tab = str(screen.query_one("#tab-failed").render())
+                assert tab.strip() == f"3 Failed {failed}", tab  # its key, its label, its count
 
     run(body)

@@ -108,7 +108,6 @@ class DashboardScreen(WorkerScreen):
         self.bdir = BatchDir(batch)
         self.in_process = in_process
         self._alive_stamp = 0.0
-        self._tabs_stamp = 0.0
         self._live_stamp = 0.0
         self._live_pending: LiveProgress | None = None
         self._live_timer: Timer | None = None
@@ -227,13 +226,10 @@ class DashboardScreen(WorkerScreen):
             return
         self.query_one(ItemsTable).refresh_data()
         changed_state = previous is None or previous.state != live.state
-        # The tabs' counts once a second while they move: a relabelled tab lays the screen out
-        # again, time an engine in this app's thread does not get (the status line has them 4
-        # times a second).
-        now = time.monotonic()
-        if changed_state or now - self._tabs_stamp >= 1.0:
-            self._tabs_stamp = now
-            self.filters.label_tabs()
+        # The tabs' counts with the status line's, from the same write: a screen never shows two
+        # different failed counts. A FigureTab is laid out again only when a figure grows past
+        # its widest (labels.py), so this costs a repaint of the tabs.
+        self.filters.label_tabs()
         if changed_state:
             self.refresh_bindings()
 
