@@ -78,6 +78,8 @@ def test_errors_table_lists_groups_and_enter_filters_the_items_to_one(tmp_path: 
             errors = panel.query_one("#errors", DataTable)
             types = [str(errors.get_row_at(i)[0]) for i in range(errors.row_count)]
             assert sorted(types) == ["TimeoutError", "TimeoutError", "ValueError", "exit 4"]  # one type, two rows
+            # The title counts them: a short terminal shows three rows, the rest scrolled.
+            assert str(panel.query_one("#errors-title").render()).startswith("Errors  4 groups")
             await pilot.press("e")
             assert errors.has_focus
             messages = [str(errors.get_row_at(i)[3]) for i in range(errors.row_count)]

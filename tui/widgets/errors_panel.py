@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Static
 
 from batchtui.engine.adaptive import timeout_text
 from batchtui.engine.errors import group_id
+from batchtui.engine.fmt import count as plural
 from batchtui.engine.models import ErrorGroup, LiveProgress
 
 from ..text import plain
@@ -90,11 +91,15 @@ class ErrorsPanel(Vertical):
             return
         # The timeout in force (an adaptive one follows the median success) rides on the
         # title: the counts row that also says it is hidden on a terminal under 30 rows.
+        groups = {_id(g): g for g in live.error_groups}
+        # How many groups there are: a short terminal shows three rows of them, and the ones
+        # below must not pass for none.
         title = Text("Errors")
+        if groups:
+            title.append(f"  {plural(len(groups), 'group')}")
         if live.timeout is not None:
             title.append(f"  {timeout_text(live.timeout, short=True)}", style="dim")
         set_text(self.query_one("#errors-title", Static), title)
-        groups = {_id(g): g for g in live.error_groups}
         rows = [(gid, g.error_type, g.category, g.count, g.message or g.example_message) for gid, g in groups.items()]
         if rows == self._rows:
             return
