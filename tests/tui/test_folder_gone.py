@@ -108,6 +108,9 @@ def test_a_watched_batch_whose_folder_goes_shows_gone_and_offers_no_resume(tmp_p
                 shown = _status(screen)
                 assert shown.lstrip().startswith("GONE") and "ETA" not in shown, shown
                 assert "[GONE]" in _title(screen) and "RUNNING" not in _title(screen), _title(screen)
+                assert screen.live is not None and screen.live.in_flight == []  # nothing known to run
+                counts = " ".join(str(w.render()) for w in screen.query("#counts Static"))
+                assert "running 0/" in counts and "queued 0" in counts, counts
                 assert screen.unavailable("resume_batch") == "the batch folder is gone"
                 notes.extend(n.message for n in app._notifications)
                 await pilot.press("u")

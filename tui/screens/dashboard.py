@@ -249,6 +249,9 @@ class DashboardScreen(WorkerScreen):
             said = f"the batch folder {self.bdir.path} is gone (moved or deleted): these are its last figures"
             self._event(said)
             self.notify(said, severity="warning", timeout=8)
+            live = self.live
+            if live is not None and live.state in ACTIVE_STATES:  # nothing here runs any more
+                self.live = live.ended(live.state, live.halt_reason)
 
     def _tick(self) -> None:
         self._check_alive()
