@@ -194,3 +194,43 @@ def test_a_halted_dashboard_at_80x24_says_why_on_its_first_line(tmp_path: Path) 
             assert screen_lines(app)[1].lstrip().startswith("HALTED")
 
     run(body)
+
+
+def test_a_small_pane_keeps_the_status_line_and_the_footer(tmp_path: Path) -> None:
+    """A tmux pane of a few rows: the errors and the events give way (they pushed the title and
+    the status line off the top: the screen scrolled to the items table, the first focus), the
+    items table keeps what is left; `e` says why the errors are not shown instead of sending
+    the keys to a table out of sight, and a focus that was on them comes back to the items
+    when the pane shrinks."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = _app(tmp_path, batch)
+            async with app.run_test(size=(30, 8), notifications=True) as pilot:
+                screen = app.screen
+                assert isinstance(screen, DashboardScreen)
+                await _until(pilot, lambda: "180/300" in screen_lines(app)[1], "the status line")
+                for width, height in ((30, 8), (60, 12), (80, 17)):
+                    await pilot.resize_terminal(width, height)
+                    await pilot.pause()
+                    assert screen.has_class("tiny")
+                    lines = screen_lines(app)
+                    assert len(lines) == height
+                    assert lines[0].lstrip().startswith(batch.name), lines
+                    assert lines[1].lstrip().startswith("RUNNING") and "180/300" in lines[1], lines
+                    assert lines[-1].startswith("? Help q Quit"), lines
+                await pilot.press("e")
+                await pilot.pause()
+                assert screen.focused is screen.query_one(ItemsTable)
+                said = [n.message for n in app._notifications]
+                assert "the errors need 18 rows, the terminal has 17: tab 3 lists the failed items" in said
+                await pilot.resize_terminal(80, 24)
+                await _until(pilot, lambda: not screen.has_class("tiny"), "the errors back")
+                await pilot.press("e")
+                assert screen.focused is not None and screen.focused.id == "errors"
+                await pilot.resize_terminal(60, 12)
+                await _until(pilot, lambda: screen.has_class("tiny"), "the small pane again")
+                assert screen.focused is screen.query_one(ItemsTable)  # not the hidden errors
+
+    run(body)

@@ -57,10 +57,12 @@ _SORT_NAMES = {"seq": "seq", "duration": "slowest first", "tries": "most tries f
 #: The layout by terminal size, in one place: each class applies when its test holds, and
 #: app.tcss says what collapses under it. The title, the status line, the tabs and the footer
 #: stay at every size; the items table gets the rest.
+TINY_BELOW = 18  # rows: under them the errors and the events leave the status line its place
 LAYOUT: dict[str, Callable[[Size], bool]] = {
     "short": lambda size: size.height < 30,  # charts and counts row gone, 3 error groups, 2 events
     "low": lambda size: size.height < 40,  # charts gone, 5 error groups, 3 events
     "narrow": lambda size: size.width < 100,  # in flight gone (the status line counts it), errors full width
+    "tiny": lambda size: size.height < TINY_BELOW,  # a small pane: errors and events gone
 }
 
 
@@ -171,6 +173,9 @@ class DashboardScreen(WorkerScreen):
                 changed = True
         if changed and update:
             self.update_node_styles()
+            errors = self.query_one(ErrorsPanel)
+            if self.has_class("tiny") and self.focused is not None and errors in self.focused.ancestors:
+                self.set_focus(self.query_one(ItemsTable))  # not on a table out of sight
 
     def on_unmount(self) -> None:
         if self.watcher is not None:
@@ -368,6 +373,9 @@ class DashboardScreen(WorkerScreen):
         self.notify(f"items sorted: {_SORT_NAMES[order]}", timeout=2)
 
     def action_focus_errors(self) -> None:
+        if self.has_class("tiny"):
+            self.notify(f"{self.unavailable('focus_errors')}: tab 3 lists the failed items", severity="warning")
+            return
         self.query_one(ErrorsPanel).focus_table()
 
     def action_focus_items(self) -> None:
@@ -402,6 +410,8 @@ class DashboardScreen(WorkerScreen):
                 return "no engine runs this batch"
             if self.live is not None and self.live.state == BatchState.STOPPING:
                 return "the batch is stopping"
+        if action == "focus_errors" and self.has_class("tiny"):
+            return f"the errors need {TINY_BELOW} rows, the terminal has {self.size.height}"
         if action == "resume_batch" and self.gone:
             return "the batch folder is gone"
         if action == "resume_batch" and not self.resumable:
