@@ -103,10 +103,12 @@ class Counts(_Model):
 
 class LiveCounts(Counts):
     """The counts of ``live_progress.json``: of the items handed out ('processing'), those
-    ``running`` in a worker and those ``queued`` behind them (handed out, not started)."""
+    ``running`` in a worker, those ``queued`` behind them (handed out, not started) and those
+    ``retrying`` (waiting out a retry's backoff before their next attempt)."""
 
     running: int = 0
     queued: int = 0
+    retrying: int = 0
 
 
 class HistoryEntry(_Model):
@@ -343,7 +345,7 @@ class LiveProgress(_Model):
     def ended(self, state: BatchState, halt_reason: str | None) -> LiveProgress:
         """This progress as its run ended, for when the engine could not write that (its folder
         went while it ran): the state it ended in and why, nothing running or queued, no ETA."""
-        counts = self.counts.model_copy(update={"running": 0, "queued": 0})
+        counts = self.counts.model_copy(update={"running": 0, "queued": 0, "retrying": 0})
         update: dict[str, Any] = {"state": state, "halt_reason": halt_reason, "in_flight": [], "counts": counts}
         return self.model_copy(update={**update, "eta_s": None, "eta_low_s": None, "eta_high_s": None})
 

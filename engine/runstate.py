@@ -429,7 +429,7 @@ class RunState:
             updated_at=now_iso(),
             commit_seq=self.commit_seq,
             total=c.total,
-            counts=LiveCounts(**c.model_dump(), running=running, queued=queued),
+            counts=LiveCounts(**c.model_dump(), running=running, queued=queued, retrying=len(self.dispatcher.retries)),
             percent=cut_percent(c.percent, 2),
             rate_per_s=rate_per_s,
             eta_s=eta.eta_s,

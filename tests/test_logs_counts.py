@@ -92,5 +92,34 @@ def test_live_progress_separates_running_from_queued_against_a_real_engine(tmp_p
         "skipped": 0,
         "running": 0,
         "queued": 0,
+        "retrying": 0,
         "total": 12,
     }
+
+
+def test_items_waiting_out_a_retry_backoff_are_counted_as_retrying(tmp_path: Path) -> None:
+    """Of the items in flight ('processing'), those waiting out a backoff before their next
+    attempt are neither running nor queued: live_progress says how many, so the status line's
+    running + queued + retry wait add up to the In flight tab's count."""
+    source = tmp_path / "items.txt"
+    source.write_text("".join(f"{i}\n" for i in range(4)))
+    settings = {"output_dir": str(tmp_path / "out"), "workers": 2, "retry_exit_codes": [75], "backoff": 60.0}
+    config = load_config({**settings, "backoff_max": 60.0, "max_attempts": 3, "grace": 0}, environ={})
+    batch = create_batch(config, build_spec([str(source)]), shell_spec("exit 75"))
+    runner = BatchRunner(batch, config=config)
+    engine = threading.Thread(target=runner.run)
+    engine.start()
+    try:
+        wait_until(
+            lambda: (batch.path / "live_progress.json").exists() and read_live(batch.path)["counts"]["retrying"] == 4,  # type: ignore[index]
+            what="four items waiting out their backoff",
+        )
+        counts = read_live(batch.path)["counts"]
+        assert isinstance(counts, dict)
+        assert (counts["processing"], counts["running"], counts["queued"], counts["retrying"]) == (4, 0, 0, 4)
+    finally:
+        runner.request_stop("test over", grace=0)
+        engine.join(60)
+    counts = read_live(batch.path)["counts"]
+    assert isinstance(counts, dict)
+    assert (counts["pending"], counts["processing"], counts["retrying"]) == (4, 0, 0)  # back to pending

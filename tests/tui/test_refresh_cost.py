@@ -296,3 +296,27 @@ def test_the_tabs_and_the_status_line_show_the_counts_of_the_same_write(tmp_path
                 assert tab.strip() == f"3 Failed {failed}", tab  # its key, its label, its count
 
     run(body)
+
+
+def test_running_queued_and_retry_wait_add_up_to_the_in_flight_tab(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    live = read_model(batch / "live_progress.json", LiveProgress)
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=(160, 40)) as pilot:
+            screen = DashboardScreen(batch)
+            await app.push_screen(screen)
+            await _settled(pilot)
+            update = {"processing": 10, "running": 2, "queued": 5, "retrying": 3}
+            screen.post_message(
+                LiveUpdated(batch, live.model_copy(update={"counts": live.counts.model_copy(update=update)}))
+            )
+            await _settled(pilot)
+            status = str(screen.query_one("#progress-text").render())
+            assert "running 2/" in status and "queued 5" in status and "retry wait 3" in status, status
+            counts = " ".join(str(w.render()) for w in screen.query("#counts Static"))
+            assert "queued 5 · retry wait 3" in counts, counts
+            assert str(screen.query_one("#tab-processing").render()).strip() == "2 In flight 10"
+
+    run(body)

@@ -68,6 +68,8 @@ class CountsRow(Horizontal):
             if status == "processing" and live.state in ACTIVE_STATES:
                 # What the engine has in flight: started in a worker, or handed out and waiting.
                 shown = f"running {c.running:,}/{live.workers:,} · queued {c.queued:,}"
+                if c.retrying:  # the rest of what is in flight: waiting to try again
+                    shown += f" · retry wait {c.retrying:,}"
                 widest = 0
             else:
                 shown = f"{status} {getattr(c, status):,}"

@@ -322,6 +322,8 @@ class ProgressLine(Horizontal):
         if active:
             parts.append(StatusPart(Text(f"running {c.running:,}/{live.workers:,}", style=style("in-flight")), 7))
             parts.append(StatusPart(Text(f"queued {c.queued:,}", style=style("in-flight")), 9))
+            if c.retrying:  # in flight too, waiting out a backoff: the three add up to the tab's
+                parts.append(StatusPart(Text(f"retry wait {c.retrying:,}", style=style("in-flight")), 9))
         parts.append(StatusPart(Text(f"failed {c.failed:,}", style=style("failed") if c.failed else ""), 6))
         if c.skipped:
             parts.append(StatusPart(Text(f"skipped {c.skipped:,}", style=style("skipped")), 10))
