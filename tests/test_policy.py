@@ -208,7 +208,7 @@ def test_failure_rate_halt_then_resume_carries_on(tmp_path: Path, out_dir: Path,
     totals = m["totals"]
     assert totals["pending"] > 100  # it stopped early  # type: ignore[index]
     live = read_json(batch / "live_progress.json")
-    assert live["state"] == "halted" and live["counts"] == {**totals, "running": 0, "queued": 0}  # type: ignore[dict-item]
+    assert live["state"] == "halted" and live["counts"] == {**totals, "running": 0, "queued": 0, "retrying": 0}  # type: ignore[dict-item]
 
     again = invoke_cli(["resume", batch.name, "--max-failure-rate", "0.9"])
     assert again.returncode == 1, again.stderr
