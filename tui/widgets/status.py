@@ -103,11 +103,9 @@ class TitleBar(Static):
         self.set_class(stale, "stale")
         shown = engine.badge() if stale else label.upper()  # NOT RESPONDING 13s: frozen, hung or dead
         where = ""
-        if self.gone:
-            pass  # who held it is of the folder that went
-        elif stale and not self.in_process:
+        if stale and not self.in_process:  # (never when gone)
             where = f" pid {engine.pid}"
-        elif live is not None and engine.held:
+        elif live is not None and engine.held and not self.gone:  # a holder of the folder that went
             where = " in this app" if self.in_process else f" pid {live.pid}"
             cluster = live.cluster
             if cluster is not None:  # where the items run: the title says it, not only the counts row
