@@ -249,3 +249,19 @@ def test_one_failure_among_2500_items_is_not_a_100_percent_success(tmp_path: Pat
     proc = invoke_cli(["run", str(source), "--call", f"{procs}:fail_marked", "--executor", "thread", "--headless"])
     assert proc.returncode == 1, proc.stderr
     assert "  Failed:    1\n" in proc.stdout and "  Success:   99.9%\n" in proc.stdout, proc.stdout
+
+
+def test_an_empty_batch_claims_no_success_rate(tmp_path: Path, out_dir: Path, invoke_cli: Any) -> None:
+    """An empty source makes a batch of 0 items: its summary says nothing finished, never a
+    "100.0%" success for items that never ran. `show` of the same batch says the same."""
+    source = tmp_path / "items.txt"
+    source.write_text("")
+    procs = Path(__file__).parent / "procs.py"
+    proc = invoke_cli(["run", str(source), "--call", f"{procs}:fail_marked", "--executor", "thread", "--headless"])
+    assert proc.returncode == 0, proc.stderr
+    assert "  Total:     0\n" in proc.stdout, proc.stdout
+    assert "  Success:   — (nothing finished)\n" in proc.stdout, proc.stdout
+    assert "100.0%" not in proc.stdout, proc.stdout
+    shown = invoke_cli(["show", only_batch(out_dir).name])
+    assert shown.returncode == 0, shown.stderr
+    assert "  Success:   — (nothing finished)\n" in shown.stdout, shown.stdout

@@ -34,7 +34,9 @@ def print_summary(
     manifest's (an interrupted batch, a live engine's). Its time and rate are ``summary``'s,
     the batch's over all its runs, as ``ls``, report.json and the dashboard show them."""
     done = counts.complete + counts.failed
-    success = 100.0 * counts.complete / done if done else 100.0
+    # Nothing finished yet (an empty source, a batch that has not started) is no rate at all:
+    # "100.0%" there would claim successes that never happened.
+    success = fmt_percent(100.0 * counts.complete / done, 1) if done else "— (nothing finished)"
     bar = "=" * 64
     lines = [
         bar,
@@ -48,7 +50,7 @@ def print_summary(
     ]
     if counts.pending or counts.processing:
         lines.append(f"  Pending:   {counts.pending + counts.processing}")
-    lines.append(f"  Success:   {fmt_percent(success, 1)}")
+    lines.append(f"  Success:   {success}")
     if manifest.duplicates_dropped:
         lines.append(f"  Duplicates dropped: {manifest.duplicates_dropped}")
     if manifest.unreadable.count:
