@@ -108,3 +108,34 @@ def test_each_tab_shows_the_rows_the_store_holds_in_its_status(tmp_path: Path) -
                 gate.touch()
 
     run(body)
+
+
+def test_a_finished_empty_batch_says_it_has_no_items_not_that_they_are_to_come(tmp_path: Path) -> None:
+    """An empty source run by a real engine in the app: once it has finished, the items table
+    says the batch has no items ("no items yet" promised some that will never come)."""
+    items = tmp_path / "items.txt"
+    items.write_text("")
+    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2}, environ={})
+    batch = create_batch(config, build_spec([str(items)]), shell_spec("echo {}"))
+    runner = BatchRunner(batch, config=config)
+
+    async def body() -> None:
+        app = BatchtuiApp(output_dir=batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.screen.query_one(ItemsTable)
+
+            def first_line() -> str:
+                return table.render_line(1).text.strip()
+
+            await _wait_for(pilot, lambda: not app.engine_running, "the run's end")
+            await _wait_for(
+                pilot,
+                lambda: first_line() == "this batch has no items",
+                "the finished batch's word",
+                timeout=10,
+                detail=first_line,
+            )
+            await pilot.press("3")  # a tab with a filter of its own still says why it is empty
+            await _wait_for(pilot, lambda: first_line() == "no items match", "the tab's word", timeout=10)
+
+    run(body)

@@ -229,7 +229,13 @@ class DashboardScreen(WorkerScreen):
     def watch_live(self, previous: LiveProgress | None, live: LiveProgress | None) -> None:
         if live is None:
             return
-        self.query_one(ItemsTable).refresh_data()
+        table = self.query_one(ItemsTable)
+        # Nothing more will come to a finished batch: "no items yet" would promise some.
+        empty = "this batch has no items" if live.state == BatchState.FINISHED else ItemsTable.empty_text
+        if table.empty_text != empty:
+            table.empty_text = empty
+            table.refresh()
+        table.refresh_data()
         changed_state = previous is None or previous.state != live.state
         # The tabs' counts with the status line's, from the same write: a screen never shows two
         # different failed counts. A FigureTab is laid out again only when a figure grows past

@@ -137,6 +137,8 @@ class ItemsTable(ScrollView, can_focus=True):
     """Show only items of this error group (its id; None: all)."""
     order: reactive[str] = reactive("seq", repaint=False, init=False)
     """The order of the rows: a key of :data:`~batchtui.engine.store.queries.ORDERS`."""
+    empty_text = "no items yet"
+    """What the table says with no row and no filter (the dashboard's word for a finished batch)."""
 
     def __init__(
         self,
@@ -417,7 +419,7 @@ class ItemsTable(ScrollView, can_focus=True):
     def _message_line(self, paint: Paint) -> Strip:
         if self._pages.store is None:
             return draw_message(paint, f"items.db unavailable: {self._pages.store_error or 'not open'}")
-        return draw_message(paint, "no items match" if self._is_filtered else "no items yet")
+        return draw_message(paint, "no items match" if self._is_filtered else self.empty_text)
 
     def _paint_context(self) -> Paint:
         if self._paint is None:
