@@ -8,6 +8,7 @@ or store, and a new error says its own way out without touching the CLI.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from batchtui.engine.models import NewerFormat
 from batchtui.engine.store import StoreError
 from batchtui.tui.cli import main, steering
 
-from .conftest import only_batch
+from .conftest import CLI, cli_env, only_batch
 
 STORE_HINT = "the item store cannot be read; `batchtui show` still reads the manifest"
 
@@ -100,3 +101,50 @@ def test_an_unreadable_store_names_the_way_out(batch: Path, out_dir: Path, monke
     lines = result.stderr.splitlines()
     assert lines[0].startswith(f"error: {batch / 'items.db'} does not exist; ")
     assert lines[1:] == [f"  {STORE_HINT}"]
+
+
+@pytest.fixture
+def big_batch(tmp_path: Path, out_dir: Path, invoke_cli: Any) -> Path:
+    """3,000 finished items: their export (~0.8 MB) is far past a pipe's buffer."""
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"item-{i:05d}-{'x' * 60}\n" for i in range(3000)))
+    procs = Path(__file__).parent / "procs.py"
+    done = invoke_cli(["run", str(items), "--call", f"{procs}:noop", "--executor", "thread", "--headless"])
+    assert done.returncode == 0, done.stderr
+    return only_batch(out_dir)
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly_with_sigpipes_code(big_batch: Path, out_dir: Path) -> None:
+    """`batchtui export B | head -1`: the reader closes the pipe long before the end. The export
+    stops, says nothing, and exits 141 (128 + SIGPIPE, as cat does under pipefail), not 1,
+    which would read as "some items failed"."""
+    proc = subprocess.Popen(
+        [*CLI, "export", big_batch.name, "-o", str(out_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(out_dir),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b'{"seq": 0')
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err
+    assert err == b""
+
+
+@pytest.mark.parametrize("verb", [["export", "{batch}"], ["ls"], ["show", "{batch}"], ["--help"]])
+def test_output_to_a_full_disk_is_one_line_and_exit_2(big_batch: Path, out_dir: Path, verb: list[str]) -> None:
+    """`batchtui ls > /dev/full`: every verb's output can fail for want of room. One error line
+    on stderr and exit 2, never a traceback (nor Python's second complaint at exit)."""
+    args = [a.replace("{batch}", big_batch.name) for a in verb]
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(
+            [*CLI, *args, "-o", str(out_dir)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=cli_env(out_dir),
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.decode() == "error: cannot write the output: No space left on device\n"

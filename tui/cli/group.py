@@ -11,8 +11,10 @@ command's own docstring would.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
+import signal
 import sys
 from typing import Any, Final
 
@@ -21,6 +23,13 @@ import click
 from batchtui.engine.errors import BatchtuiError
 
 from .output import fail
+
+#: The exit code when the reader of the output went away (``batchtui export B | head``): a death
+#: by SIGPIPE, as cat and every filter reports it under ``set -o pipefail``. 1 would read as
+#: "some items failed".
+EXIT_BROKEN_PIPE: Final = 128 + signal.SIGPIPE
+#: A write to the output that can fail for want of room or of a working device (``> /dev/full``).
+_OUTPUT_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 
 CONTEXT: Final[dict[str, Any]] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -145,8 +154,31 @@ class Main(click.Group):
         except BatchtuiError as exc:
             fail(exc.describe(), exc.exit_code)
         except BrokenPipeError:
-            sys.stderr.close()
-            raise SystemExit(1) from None
+            _drop_stdout()
+            raise SystemExit(EXIT_BROKEN_PIPE) from None
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """click's main, and the one failure no verb can report well: its output could not be
+        written (a full disk, ``> /dev/full``). One line on stderr, exit 2, no traceback."""
+        try:
+            return super().main(*args, **kwargs)
+        except OSError as exc:
+            # A write to an open stream names no file; anything else is no output error.
+            if exc.errno not in _OUTPUT_ERRNOS or exc.filename is not None:
+                raise
+            _drop_stdout()
+            fail(f"cannot write the output: {exc.strerror}")
+
+
+def _drop_stdout() -> None:
+    """What is still buffered for stdout goes nowhere: Python's flush at exit would fail again
+    and print a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no stdout at all
+        pass
 
 
 @click.group(cls=Main, context_settings=CONTEXT, invoke_without_command=True)
