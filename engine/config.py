@@ -323,15 +323,36 @@ def parse_rate(text: str) -> float:
     return float(match.group(1)) / _PER[match.group(2) or "s"]
 
 
+#: BATCHTUI_* names that are no setting: what batchtui sets for an item's command and for a hook
+#: (a batchtui started from either sees them), and the switches it reads outside the settings.
+ENV_NOT_SETTINGS: Final = frozenset(
+    {"ITEM_JSON", "ITEM_JSON_FILE", "SEQ", "ATTEMPT", "BATCH_DIR", "EVENT", "STATE"}
+    | {"RUN_TOKEN", "SPAWNER", "STATE_DIR", "ASCII"}
+)
+
+
 def _env_layer(environ: Mapping[str, str]) -> dict[str, str]:
-    # Only known names: BATCHTUI_SEQ and friends are set for item commands and are not settings.
+    """The settings the environment gives. Any other BATCHTUI_* name is refused, as an unknown
+    key of batchtui.toml is: a typo (BATCHTUI_WOKERS=8) would otherwise change nothing, silently."""
     known = BatchConfig.model_fields
     out: dict[str, str] = {}
+    unknown: list[str] = []
     for name, value in environ.items():
         if name.startswith(ENV_PREFIX):
             field = name[len(ENV_PREFIX) :].lower()
             if field in known:
                 out[field] = value
+            elif name[len(ENV_PREFIX) :] not in ENV_NOT_SETTINGS:
+                unknown.append(name)
+    if unknown:
+        import difflib
+
+        lines = ["invalid configuration:"]
+        for name in sorted(unknown):
+            near = difflib.get_close_matches(name[len(ENV_PREFIX) :].lower(), list(known), n=1)
+            hint = f"; did you mean {ENV_PREFIX}{near[0].upper()}?" if near else ""
+            lines.append(f"  {name}: unknown setting (from the environment{hint})")
+        raise UserError("\n".join(lines))
     return out
 
 
@@ -346,6 +367,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 text; tomllib does not say it in its own error
+        raise UserError(f"config file {path} is not valid TOML: byte {exc.start} is not UTF-8 text") from None
     section = data.get("batchtui", data)
     if not isinstance(section, dict):
         raise UserError(f"config file {path}: [batchtui] must be a table")

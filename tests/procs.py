@@ -9,7 +9,7 @@ from typing import Any
 
 
 def _log_start(item: Any) -> None:
-    path = os.environ.get("BATCHTUI_TEST_EXEC_LOG")
+    path = os.environ.get("BTUI_TEST_EXEC_LOG")
     if path:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -43,9 +43,9 @@ def costly(item: Any) -> dict[str, float]:
 
 
 def slow_switch(item: Any) -> dict[str, int]:
-    """50 ms per item; items with seq % 10 == 3 fail while the file $BATCHTUI_TEST_SWITCH exists."""
+    """50 ms per item; items with seq % 10 == 3 fail while the file $BTUI_TEST_SWITCH exists."""
     time.sleep(0.05)
-    switch = os.environ.get("BATCHTUI_TEST_SWITCH")
+    switch = os.environ.get("BTUI_TEST_SWITCH")
     if switch and item.seq % 10 == 3 and os.path.exists(switch):
         raise ValueError(f"switch on for {item.seq}")
     return {"seq": item.seq}
@@ -116,15 +116,15 @@ def base_exceptions(item: Any) -> dict[str, int]:
 
 
 def slow_one(item: Any) -> dict[str, int]:
-    """Logs its start; 1 ms of work, except item $BATCHTUI_TEST_SLOW_SEQ, which takes 30 s."""
+    """Logs its start; 1 ms of work, except item $BTUI_TEST_SLOW_SEQ, which takes 30 s."""
     _log_start(item)
-    time.sleep(30 if item.seq == int(os.environ.get("BATCHTUI_TEST_SLOW_SEQ", "-1")) else 0.001)
+    time.sleep(30 if item.seq == int(os.environ.get("BTUI_TEST_SLOW_SEQ", "-1")) else 0.001)
     return {"seq": item.seq}
 
 
 def soak_item(item: Any) -> dict[str, int]:
     """Logs 'SEQ ATTEMPT TIME' at its start, works 20-150 ms, fails for one item in eight."""
-    path = os.environ["BATCHTUI_TEST_EXEC_LOG"]
+    path = os.environ["BTUI_TEST_EXEC_LOG"]
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, f"{item.seq} {item.attempt} {time.time():.6f}\n".encode())
@@ -138,19 +138,19 @@ def soak_item(item: Any) -> dict[str, int]:
 
 
 def wait_for_file(item: Any) -> dict[str, int]:
-    """Runs until the file $BATCHTUI_TEST_RELEASE exists (a call that cannot be killed)."""
+    """Runs until the file $BTUI_TEST_RELEASE exists (a call that cannot be killed)."""
     _log_start(item)
-    release = os.environ["BATCHTUI_TEST_RELEASE"]
+    release = os.environ["BTUI_TEST_RELEASE"]
     while not os.path.exists(release):
         time.sleep(0.01)
     return {"seq": item.seq}
 
 
 def held_one(item: Any) -> dict[str, int]:
-    """Returns at once, except item $BATCHTUI_TEST_HELD_SEQ, which waits (up to 60 s) for the
-    file $BATCHTUI_TEST_RELEASE: a slow item behind quick ones in the same chunk."""
-    if item.seq == int(os.environ.get("BATCHTUI_TEST_HELD_SEQ", "-1")):
-        release = os.environ["BATCHTUI_TEST_RELEASE"]
+    """Returns at once, except item $BTUI_TEST_HELD_SEQ, which waits (up to 60 s) for the
+    file $BTUI_TEST_RELEASE: a slow item behind quick ones in the same chunk."""
+    if item.seq == int(os.environ.get("BTUI_TEST_HELD_SEQ", "-1")):
+        release = os.environ["BTUI_TEST_RELEASE"]
         deadline = time.monotonic() + 60
         while not os.path.exists(release) and time.monotonic() < deadline:
             time.sleep(0.01)

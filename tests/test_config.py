@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from batchtui.engine.config import BatchConfig, load_config, operational_overrides, parse_rate
+from batchtui.engine.config import ENV_NOT_SETTINGS, BatchConfig, load_config, operational_overrides, parse_rate
 from batchtui.engine.errors import UserError
 
 
@@ -94,3 +94,26 @@ def test_parse_rate(text: str, per_s: float) -> None:
 def test_parse_rate_rejects_garbage() -> None:
     with pytest.raises(ValueError):
         parse_rate("fast")
+
+
+def test_an_unknown_batchtui_variable_is_refused_with_the_setting_it_likely_meant() -> None:
+    """BATCHTUI_WOKERS=8 (a typo) changed nothing, silently: it is refused as an unknown key of
+    batchtui.toml is, with the setting it most likely meant. The names batchtui sets for an
+    item's command and a hook, and the switches it reads itself, are no settings and pass."""
+    with pytest.raises(UserError) as info:
+        load_config({}, environ={"BATCHTUI_WOKERS": "8", "BATCHTUI_ZZZ": "1"})
+    assert str(info.value) == (
+        "invalid configuration:\n"
+        "  BATCHTUI_WOKERS: unknown setting (from the environment; did you mean BATCHTUI_WORKERS?)\n"
+        "  BATCHTUI_ZZZ: unknown setting (from the environment)"
+    )
+    passed = {f"BATCHTUI_{name}": "1" for name in ENV_NOT_SETTINGS}
+    assert load_config({}, environ={**passed, "BATCHTUI_WORKERS": "3"}).workers == 3
+
+
+def test_a_config_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    """A batchtui.toml of binary bytes ended in a UnicodeDecodeError traceback."""
+    path = tmp_path / "batchtui.toml"
+    path.write_bytes(b"workers = 2\n\xff\xfe garbage [[[")
+    with pytest.raises(UserError, match=r"is not valid TOML: byte 12 is not UTF-8 text"):
+        load_config({}, config_file=path, environ={})

@@ -38,7 +38,7 @@ def test_pause_skip_unpause_stop_resume_retry(tmp_path: Path, out_dir: Path, inv
     items.write_text("".join(f"row-{i}\n" for i in range(200)))
     switch = tmp_path / "switch"
     switch.write_text("on")
-    env = cli_env(out_dir, {"BATCHTUI_TEST_SWITCH": str(switch)})
+    env = cli_env(out_dir, {"BTUI_TEST_SWITCH": str(switch)})
     engine = subprocess.Popen(
         [
             *CLI,
@@ -274,7 +274,7 @@ def test_resume_retry_failed_requeues_and_runs(tmp_path: Path, out_dir: Path, in
     items.write_text("".join(f"row-{i}\n" for i in range(20)))
     switch = tmp_path / "switch"
     switch.write_text("on")
-    env = {"BATCHTUI_TEST_SWITCH": str(switch)}
+    env = {"BTUI_TEST_SWITCH": str(switch)}
     first = invoke_cli(
         ["run", str(items), "--call", f"{PROCS}:slow_switch", "--executor", "thread", "--max-attempts", "1"], env=env
     )

@@ -236,7 +236,7 @@ def test_base_exceptions_fail_their_item_only(tmp_path: Path, out_dir: Path, run
             "2",
             "--headless",
         ],
-        env={"BATCHTUI_TEST_EXEC_LOG": str(log)},
+        env={"BTUI_TEST_EXEC_LOG": str(log)},
         timeout=60,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -262,7 +262,7 @@ def test_process_executor_skip_touches_no_chunk_mate(tmp_path: Path, out_dir: Pa
         tmp_path,
         out_dir,
         [str(lines_file(tmp_path, 600)), "--call", f"{PROCS}:slow_one", "--executor", "process", "-j", "1"],
-        env={"BATCHTUI_TEST_EXEC_LOG": str(log), "BATCHTUI_TEST_SLOW_SEQ": "300"},
+        env={"BTUI_TEST_EXEC_LOG": str(log), "BTUI_TEST_SLOW_SEQ": "300"},
     )
     try:
         wait_until(lambda: 300 in starts(log), timeout=30)
@@ -297,8 +297,8 @@ def test_a_call_that_outlives_the_grace_keeps_the_batch_locked_while_it_runs(
     from batchtui.engine.sources import build_spec
 
     release = tmp_path / "release"
-    monkeypatch.setenv("BATCHTUI_TEST_RELEASE", str(release))
-    monkeypatch.setenv("BATCHTUI_TEST_EXEC_LOG", str(tmp_path / "runs.log"))
+    monkeypatch.setenv("BTUI_TEST_RELEASE", str(release))
+    monkeypatch.setenv("BTUI_TEST_EXEC_LOG", str(tmp_path / "runs.log"))
     items = lines_file(tmp_path, 3)
     config = BatchConfig(output_dir=str(tmp_path / "out"), workers=1, executor="thread", grace=0.0)
     batch = create_batch(config, build_spec([str(items)]), python_spec(f"{PROCS}:wait_for_file"))
@@ -326,8 +326,8 @@ def test_an_executor_shut_down_starts_nothing_it_still_held(tmp_path: Path, monk
     from batchtui.engine.processors import Item, python_spec
 
     release, log = tmp_path / "release", tmp_path / "runs.log"
-    monkeypatch.setenv("BATCHTUI_TEST_RELEASE", str(release))
-    monkeypatch.setenv("BATCHTUI_TEST_EXEC_LOG", str(log))
+    monkeypatch.setenv("BTUI_TEST_RELEASE", str(release))
+    monkeypatch.setenv("BTUI_TEST_EXEC_LOG", str(log))
     completions: queue.SimpleQueue[Any] = queue.SimpleQueue()
     ex = ThreadExecutor(python_spec(f"{PROCS}:wait_for_file"), BatchConfig(workers=1), completions)
     ex.start()

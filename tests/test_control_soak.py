@@ -45,7 +45,7 @@ def _starts(log: Path) -> list[tuple[int, int, float]]:
 def _engine(args: list[str], tmp_path: Path, out_dir: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [*CLI, *args, "--headless"],
-        env=cli_env(out_dir, {"BATCHTUI_TEST_EXEC_LOG": str(log)}),
+        env=cli_env(out_dir, {"BTUI_TEST_EXEC_LOG": str(log)}),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -50,7 +50,7 @@ def _sigkill_rounds(tmp_path: Path, out_dir: Path, rounds: int) -> None:
     lines = tmp_path / "items.txt"
     lines.write_text("".join(f"item-{i:05d}\n" for i in range(n_items)))
     exec_log = tmp_path / "exec.log"
-    env = cli_env(out_dir, {"BATCHTUI_TEST_EXEC_LOG": str(exec_log)})
+    env = cli_env(out_dir, {"BTUI_TEST_EXEC_LOG": str(exec_log)})
     rng = random.Random(1234)
     allowed_reruns: set[int] = set()
     kills = 0

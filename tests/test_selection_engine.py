@@ -46,8 +46,8 @@ def test_items_prioritized_while_the_engine_runs_start_before_every_other_pendin
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log, release = tmp_path / "runs.log", tmp_path / "release"
-    monkeypatch.setenv("BATCHTUI_TEST_EXEC_LOG", str(log))
-    monkeypatch.setenv("BATCHTUI_TEST_RELEASE", str(release))
+    monkeypatch.setenv("BTUI_TEST_EXEC_LOG", str(log))
+    monkeypatch.setenv("BTUI_TEST_RELEASE", str(release))
     batch = _batch(tmp_path, 40, "wait_for_file")  # every item waits for the release file
     runner = BatchRunner(batch)
     thread, out = _in_thread(runner)
@@ -80,7 +80,7 @@ def test_offline_prioritize_survives_to_the_resume_that_runs_them_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = tmp_path / "runs.log"
-    monkeypatch.setenv("BATCHTUI_TEST_EXEC_LOG", str(log))
+    monkeypatch.setenv("BTUI_TEST_EXEC_LOG", str(log))
     batch = _batch(tmp_path, 300, "record_and_work")
     first = BatchRunner(batch)
     first.on_progress = lambda live: first.request_stop("test") if live.counts.complete >= 3 else None
@@ -104,8 +104,8 @@ def test_offline_prioritize_survives_to_the_resume_that_runs_them_first(
 
 def test_skip_and_retry_of_a_selection_while_the_engine_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log, release = tmp_path / "runs.log", tmp_path / "release"
-    monkeypatch.setenv("BATCHTUI_TEST_EXEC_LOG", str(log))
-    monkeypatch.setenv("BATCHTUI_TEST_RELEASE", str(release))
+    monkeypatch.setenv("BTUI_TEST_EXEC_LOG", str(log))
+    monkeypatch.setenv("BTUI_TEST_RELEASE", str(release))
     batch = _batch(tmp_path, 50, "wait_for_file")
     runner = BatchRunner(batch)
     thread, out = _in_thread(runner)

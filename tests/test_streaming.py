@@ -46,8 +46,8 @@ def test_quick_items_of_a_chunk_are_committed_while_its_slow_item_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str
 ) -> None:
     release = tmp_path / "release"
-    monkeypatch.setenv("BATCHTUI_TEST_HELD_SEQ", "7")
-    monkeypatch.setenv("BATCHTUI_TEST_RELEASE", str(release))
+    monkeypatch.setenv("BTUI_TEST_HELD_SEQ", "7")
+    monkeypatch.setenv("BTUI_TEST_RELEASE", str(release))
     config = BatchConfig(
         output_dir=str(tmp_path / "out"), workers=1, executor=executor, chunk_size=8, max_attempts=1, fsync=False
     )
@@ -83,8 +83,8 @@ def test_a_chunk_sent_ahead_behind_a_slow_item_is_run_by_another_worker(
     round trip between chunks); a chunk so sent that waits behind a slow item goes back to the
     hand-off, and the other worker runs it."""
     release = tmp_path / "release"
-    monkeypatch.setenv("BATCHTUI_TEST_HELD_SEQ", "0")
-    monkeypatch.setenv("BATCHTUI_TEST_RELEASE", str(release))
+    monkeypatch.setenv("BTUI_TEST_HELD_SEQ", "0")
+    monkeypatch.setenv("BTUI_TEST_RELEASE", str(release))
     config = BatchConfig(
         output_dir=str(tmp_path / "out"), workers=2, executor="process", chunk_size=1, max_attempts=1, fsync=False
     )

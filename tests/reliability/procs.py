@@ -9,8 +9,8 @@ from typing import Any
 
 
 def _log_start(item: Any) -> None:
-    """One line per execution start in $BATCHTUI_TEST_EXEC_LOG (one O_APPEND write: no tearing)."""
-    path = os.environ.get("BATCHTUI_TEST_EXEC_LOG")
+    """One line per execution start in $BTUI_TEST_EXEC_LOG (one O_APPEND write: no tearing)."""
+    path = os.environ.get("BTUI_TEST_EXEC_LOG")
     if path:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -25,10 +25,10 @@ def _unit(seq: int) -> float:
 
 
 def work(item: Any) -> dict[str, Any]:
-    """Logs its start, works 2-12 ms (no time with $BATCHTUI_TEST_UNPACED set), returns a result
+    """Logs its start, works 2-12 ms (no time with $BTUI_TEST_UNPACED set), returns a result
     derived from the item."""
     _log_start(item)
-    if not os.environ.get("BATCHTUI_TEST_UNPACED"):
+    if not os.environ.get("BTUI_TEST_UNPACED"):
         time.sleep(0.002 + 0.01 * _unit(item.seq))
     return {"seq": item.seq, "line": item.data, "double": item.seq * 2}
 
@@ -49,10 +49,10 @@ def slow(item: Any) -> dict[str, Any]:
 
 def paced(item: Any) -> dict[str, Any]:
     """50 ms per item, fails items with seq % 7 == 3 (to have failed items to retry). With
-    $BATCHTUI_TEST_HOLD set, items from seq $BATCHTUI_TEST_HOLD_FROM on first wait until that
+    $BTUI_TEST_HOLD set, items from seq $BTUI_TEST_HOLD_FROM on first wait until that
     file exists (a gate: what a test sends meanwhile finds them not yet run), then take no time."""
-    hold = os.environ.get("BATCHTUI_TEST_HOLD")
-    if hold and item.seq >= int(os.environ.get("BATCHTUI_TEST_HOLD_FROM", "0")):
+    hold = os.environ.get("BTUI_TEST_HOLD")
+    if hold and item.seq >= int(os.environ.get("BTUI_TEST_HOLD_FROM", "0")):
         while not os.path.exists(hold):
             time.sleep(0.01)
     else:

@@ -95,7 +95,7 @@ def test_sigkill_headless_engine_many_rounds(tmp_path: Path, out_dir: Path, roun
     n = 5000
     source = _write_lines(tmp_path / "items.txt", n)
     elog = tmp_path / "exec.log"
-    env = {"BATCHTUI_TEST_EXEC_LOG": str(elog)}
+    env = {"BTUI_TEST_EXEC_LOG": str(elog)}
     rng = random.Random(20240607)
     allowed: set[int] = set()
     run_args = ["run", str(source), "--call", f"{PROCS}:work", "--executor", "thread", "-j", "4", "--headless"]
@@ -141,7 +141,7 @@ def test_sigkill_headless_engine_many_rounds(tmp_path: Path, out_dir: Path, roun
     assert kills >= rounds // 2, f"only {kills} kills landed: the machine is too fast for this test"
 
     # The rest at full speed: the kills are over, the pace only made them land mid-run.
-    final = cli([*args], out=out_dir, cwd=tmp_path, env={**env, "BATCHTUI_TEST_UNPACED": "1"}, timeout=180)
+    final = cli([*args], out=out_dir, cwd=tmp_path, env={**env, "BTUI_TEST_UNPACED": "1"}, timeout=180)
     assert final.returncode == 0, final.stderr[-3000:]
     batch = only_batch(out_dir)
     checked = assert_invariants(batch, n_items=n, state="finished")
@@ -164,7 +164,7 @@ def test_sigkill_detached_engine_rounds(tmp_path: Path, out_dir: Path, rounds: i
     n = 2000
     source = _write_lines(tmp_path / "items.txt", n)
     elog = tmp_path / "exec.log"
-    env = {"BATCHTUI_TEST_EXEC_LOG": str(elog)}
+    env = {"BTUI_TEST_EXEC_LOG": str(elog)}
     rng = random.Random(99)
     allowed: set[int] = set()
     proc = cli(
@@ -189,7 +189,7 @@ def test_sigkill_detached_engine_rounds(tmp_path: Path, out_dir: Path, rounds: i
         _after_kill(out_dir, elog, allowed)
         # After the last kill the pace has nothing left to make land: the rest runs at full speed.
         last = round_ == rounds - 1
-        resume_env = {**env, "BATCHTUI_TEST_UNPACED": "1"} if last else env
+        resume_env = {**env, "BTUI_TEST_UNPACED": "1"} if last else env
         proc = cli(["resume", batch.name, "--detach", "--json"], out=out_dir, cwd=tmp_path, env=resume_env)
         assert proc.returncode == 0, proc.stderr
         assert "Traceback" not in proc.stderr
@@ -216,7 +216,7 @@ def test_sigkill_pool_worker_items_retried_as_worker_lost(tmp_path: Path, out_di
     n = 30
     source = _write_lines(tmp_path / "items.txt", n)
     elog = tmp_path / "exec.log"
-    env = {"BATCHTUI_TEST_EXEC_LOG": str(elog)}
+    env = {"BTUI_TEST_EXEC_LOG": str(elog)}
     proc = start(
         ["run", str(source), "--call", f"{PROCS}:slow", "--executor", "process", "-j", "3", "--headless"],
         out=out_dir,

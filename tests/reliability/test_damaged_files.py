@@ -99,7 +99,7 @@ def elog(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def env(elog: Path) -> dict[str, str]:
-    return {"BATCHTUI_TEST_EXEC_LOG": str(elog)}
+    return {"BTUI_TEST_EXEC_LOG": str(elog)}
 
 
 # -- manifest.json -------------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def test_the_loser_of_two_detached_engines_says_who_holds_the_batch(tmp_path: Pa
 
 def _held(hold: Path, start_at: int) -> dict[str, str]:
     """The environment that holds ``paced`` items from seq ``start_at`` on until ``hold`` exists."""
-    return {"BATCHTUI_TEST_HOLD": str(hold), "BATCHTUI_TEST_HOLD_FROM": str(start_at)}
+    return {"BTUI_TEST_HOLD": str(hold), "BTUI_TEST_HOLD_FROM": str(start_at)}
 
 
 def _running(batch: Path, engine: subprocess.Popen[bytes]) -> Callable[[], bool]:

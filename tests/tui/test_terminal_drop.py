@@ -7,7 +7,7 @@ dies in life: the tmux server or session killed (the pty master closes: SIGHUP, 
 EIO on the tty), SIGHUP or SIGTERM to the TUI, ``kill -9`` of the ssh client. Under load: items
 in flight (some longer than the hand-off's grace), a modal open, the engine finishing at that
 moment, a second ``resume`` racing for the batch. The default suite runs a few short rounds;
-``-m slow`` runs the soak (BATCHTUI_DROP_ROUNDS rounds, 32 by default) and the SSH rounds.
+``-m slow`` runs the soak (BTUI_DROP_ROUNDS rounds, 32 by default) and the SSH rounds.
 """
 
 from __future__ import annotations
@@ -204,8 +204,8 @@ def _soak_rounds() -> list[Round]:
         {"call": True, "items": 40},
         {"call": True, "items": 40, "finished": True},
     ]
-    n = int(os.environ.get("BATCHTUI_DROP_ROUNDS", "32"))
-    first = int(os.environ.get("BATCHTUI_DROP_FIRST", "0"))  # to start a soak at a given shape
+    n = int(os.environ.get("BTUI_DROP_ROUNDS", "32"))
+    first = int(os.environ.get("BTUI_DROP_FIRST", "0"))  # to start a soak at a given shape
     combos = itertools.cycle(itertools.product(shapes, drops))
     rounds = itertools.islice(combos, first, first + n)
     return [Round(drop, **{"items": 40, **shape}) for shape, drop in rounds]  # type: ignore[arg-type]
