@@ -70,8 +70,12 @@ def _share_compiled_modules(config: pytest.Config) -> None:
         for half in halves
         if half
     ]
-    for p in procs:  # a pass that fails only leaves its modules for the workers to compile
-        p.wait()
+    for p in procs:  # a pass that fails (or hangs) only leaves its modules for the workers to compile
+        try:
+            p.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
