@@ -56,7 +56,7 @@ def _share_compiled_modules(config: pytest.Config) -> None:
         shutil.rmtree(prefix, ignore_errors=True)
 
     config.add_cleanup(restore)
-    files = sorted(Path(config.rootpath, "tests").rglob("test_*.py"), key=lambda p: -p.stat().st_size)
+    files = sorted(_test_files(config), key=lambda p: -p.stat().st_size)
     halves: tuple[list[str], list[str]] = ([], [])
     sizes = [0, 0]
     for f in files:  # the bigger files first, each to the lighter half
@@ -76,6 +76,19 @@ def _share_compiled_modules(config: pytest.Config) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def _test_files(config: pytest.Config) -> set[Path]:
+    """The test modules this run collects: those under the paths it was given (``tests``, one
+    folder, one file or node id), not the whole suite when one file is asked for."""
+    found: set[Path] = set()
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0])
+        if path.is_dir():
+            found.update(path.rglob("test_*.py"))
+        elif path.suffix == ".py" and path.is_file():
+            found.add(path)
+    return found
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
