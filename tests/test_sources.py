@@ -512,6 +512,28 @@ def test_csv_bad_encoding_names_file_and_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
+        # A quote left open swallowed every later row into one field, silently.
+        ('id,url\n1,http://a\n2,"http://b\n3,http://c\n', r"q.csv: line 3: a quoted field opens in this row and"),
+        # "a"b became ab, silently.
+        ('id,u\n1,"a"b\n2,c\n', r"q.csv: line 2: ',' expected after '\"' \(a quote inside a quoted field is"),
+    ],
+)
+def test_csv_quotes_that_would_change_the_data_are_refused_at_their_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    f = write(tmp_path / "q.csv", text)
+    with pytest.raises(UserError, match=message):
+        items(one("csv", f))
+
+
+def test_csv_quotes_done_right_still_read(tmp_path: Path) -> None:
+    f = write(tmp_path / "ok.csv", 'id,u\n1,"a\nb"\n2,"c ""quoted"""\n3,plain "inner" quote\n')
+    assert [i.data["u"] for i in items(one("csv", f))] == ["a\nb", 'c "quoted"', 'plain "inner" quote']
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
         ("", "empty CSV file: a header line"),
         ("\n\n,,\n", "empty CSV file"),
         ("a,,c\n1,2,3\n", "header column 2 has no name"),

@@ -68,7 +68,9 @@ class CsvHead:
             head += f.readline()
         delimiter = spec.delimiter or _sniff_delimiter(head, path)
         lines = itertools.chain(io.StringIO(head, newline=""), f)
-        self.reader = csv.reader(lines, delimiter=delimiter)
+        # strict: a quote left open would swallow the rest of the file into one field, and
+        # ``"a"b`` would silently become ``ab``; both are refused at their line instead.
+        self.reader = csv.reader(lines, delimiter=delimiter, strict=True)
         self.last_line = 0
         self.encoding = spec.encoding
         header_row: list[str] | None = None
@@ -100,7 +102,13 @@ class CsvHead:
             try:
                 row = next(self.reader, None)
             except csv.Error as exc:
-                raise UserError(f"{self.name}: line {self.reader.line_num}: {exc}") from None
+                if str(exc) == "unexpected end of data":
+                    raise UserError(
+                        f"{self.name}: line {start}: a quoted field opens in this row and is never closed"
+                        " (the rest of the file would be one field)"
+                    ) from None
+                hint = ' (a quote inside a quoted field is written twice: "")' if "'\"'" in str(exc) else ""
+                raise UserError(f"{self.name}: line {self.reader.line_num}: {exc}{hint}") from None
             if row is None:
                 return
             self.last_line = self.reader.line_num
