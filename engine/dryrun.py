@@ -83,6 +83,8 @@ class DryRun:
     problems: list[ItemProblem] = field(default_factory=list)
     problem_count: int = 0
     runs: list[ShownRun] = field(default_factory=list)
+    #: What the source could not read (each also a problem) and what a walk left out by rule.
+    unreadable: Unreadable = field(default_factory=Unreadable)
 
 
 def dry_run(
@@ -111,7 +113,7 @@ def dry_run(
         if len(report.problems) < keep:
             report.problems.append(ItemProblem(origin, key, text))
 
-    unreadable = Unreadable()
+    unreadable = report.unreadable
     for item in iter_items(source, unreadable=unreadable):
         digest = hashlib.blake2b(item.key.encode(errors="surrogatepass"), digest_size=12).digest()
         if digest in seen:

@@ -143,15 +143,39 @@ class Unreadable(_Model):
     """What a source could not read, so is not in the batch: a directory walk's unreadable
     folders, paths longer than PATH_MAX, broken links it was asked to follow. ``count`` is
     exact, ``examples`` the first few. Optional in manifest.json and report.json (an older
-    batch has none: nothing was counted)."""
+    batch has none: nothing was counted).
+
+    ``left_out`` counts, apart, what the walk leaves out by its rules rather than for an error:
+    symbolic links it was not asked to follow, and entries that are no regular file (a fifo, a
+    socket, a device), each only where the ``--glob`` would have taken it. A folder of links
+    would otherwise become a batch of 0 items without a word."""
 
     count: int = 0
     examples: list[UnreadablePath] = Field(default_factory=list)
+    left_out: int = 0
+    left_out_examples: list[UnreadablePath] = Field(default_factory=list)
 
     def add(self, path: str, reason: str) -> None:
         self.count += 1
         if len(self.examples) < UNREADABLE_EXAMPLES:
             self.examples.append(UnreadablePath(path=path, reason=reason))
+
+    def leave_out(self, path: str, reason: str) -> None:
+        self.left_out += 1
+        if len(self.left_out_examples) < UNREADABLE_EXAMPLES:
+            self.left_out_examples.append(UnreadablePath(path=path, reason=reason))
+
+    def left_out_summary(self) -> str:
+        """E.g. ``2 entries of the source were left out by rule: /d/link (a symbolic link, not
+        followed: --follow-symlinks follows links), /d/fifo (a fifo, not a regular file)``."""
+        if not self.left_out:
+            return ""
+        shown = ", ".join(f"{e.path} ({e.reason})" for e in self.left_out_examples)
+        extra = self.left_out - len(self.left_out_examples)
+        more = f", and {extra} more" if extra > 0 else ""
+        what = "1 entry" if self.left_out == 1 else f"{self.left_out} entries"
+        verb = "was" if self.left_out == 1 else "were"
+        return f"{what} of the source {verb} left out by rule: {shown}{more}"
 
     def summary(self) -> str:
         """E.g. ``2 paths could not be read and are not in the batch: /d/x (permission denied), ...``."""

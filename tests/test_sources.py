@@ -16,6 +16,7 @@ from batchtui.engine import sources
 from batchtui.engine.dispatch import load_data
 from batchtui.engine.enqueue import _data_json
 from batchtui.engine.errors import UserError
+from batchtui.engine.models import Unreadable
 from batchtui.engine.sources import (
     SourceEntry,
     SourceItem,
@@ -190,8 +191,13 @@ def test_dir_walk_recursive_sorted_regular_files_only(tmp_path: Path) -> None:
     root = tmp_path / "root"
     make_tree(root)
     os.mkfifo(root / "sub" / "fifo")
-    got = items(dir_spec(root))
+    unreadable = Unreadable()
+    got = list(iter_items(dir_spec(root), unreadable=unreadable))
     assert rel_keys(root, got) == ["a.txt", "b.py", "sub/c.py", "sub/deep/d.py", "sub/deep/e.md", "z/f.py"]
+    assert (unreadable.count, unreadable.left_out) == (0, 1)
+    assert unreadable.left_out_summary() == (
+        f"1 entry of the source was left out by rule: {root / 'sub' / 'fifo'} (a fifo, not a regular file)"
+    )
     assert all(i.data == i.key and i.key == os.path.realpath(i.key) for i in got)
     assert all(i.origin == "" and i.invalid is None for i in got)
 
@@ -237,7 +243,29 @@ def test_symlinks_not_followed_by_default(tmp_path: Path) -> None:
     (root / "link.txt").symlink_to(outside / "o.txt")
     (root / "linkdir").symlink_to(outside, target_is_directory=True)
     (root / "loop").symlink_to(root, target_is_directory=True)
-    assert rel_keys(root, items(dir_spec(root))) == ["real.txt"]
+    (root / "broken").symlink_to(tmp_path / "nowhere")
+    write(outside / "o.md")
+    (root / "other.md").symlink_to(outside / "o.md")
+    unreadable = Unreadable()
+    assert rel_keys(root, list(iter_items(dir_spec(root), unreadable=unreadable))) == ["real.txt"]
+    # Never in silence: the links that would have given items are counted and named (a broken
+    # one would give nothing). None is an error: the unreadable count stays 0.
+    assert unreadable.count == 0
+    assert unreadable.left_out == 4
+    assert [(e.path, e.reason) for e in unreadable.left_out_examples] == [
+        (str(root / "link.txt"), "a symbolic link, not followed: --follow-symlinks"),
+        (str(root / "linkdir"), "a symbolic link to a folder, not followed: --follow-symlinks"),
+        (str(root / "loop"), "a symbolic link to a folder, not followed: --follow-symlinks"),
+        (str(root / "other.md"), "a symbolic link, not followed: --follow-symlinks"),
+    ]
+    # With a glob, a link to a file counts only where the glob takes its name.
+    unreadable = Unreadable()
+    assert rel_keys(root, list(iter_items(dir_spec(root, glob="*.md"), unreadable=unreadable))) == []
+    assert [e.path for e in unreadable.left_out_examples] == [
+        str(root / "linkdir"),
+        str(root / "loop"),
+        str(root / "other.md"),
+    ]
 
 
 def test_symlinks_followed_with_flag_and_loops_stop(tmp_path: Path) -> None:

@@ -76,6 +76,39 @@ def show_json(run_cli: RunCli, batch: Path) -> dict[str, Any]:
 # -- point 5: what a walk cannot read ------------------------------------------------------------
 
 
+def test_links_and_fifos_a_walk_leaves_out_are_counted_and_said(
+    tmp_path: Path, out_dir: Path, invoke_cli: RunCli
+) -> None:
+    """A folder of links to a shared store gave a batch without them, and not a word: what the
+    walk leaves out by rule is said at creation, in the summary, `show` and --dry-run, and kept
+    in the manifest. It is no error: the run goes on, and nothing counts as unreadable."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "real.txt").write_text("r")
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "s.txt").write_text("s")
+    (src / "shared.txt").symlink_to(store / "s.txt")
+    os.mkfifo(src / "pipe.txt")
+    said = (
+        f"1 entry of the source was left out by rule: {src / 'shared.txt'}"
+        " (a symbolic link, not followed: --follow-symlinks)"
+    )
+    dry = invoke_cli(["run", str(src), "--cmd", "cat {path}", "--dry-run"])
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"note: 2 entries of the source were left out by rule: {src / 'pipe.txt'} (a fifo" in dry.stdout
+    proc = invoke_cli(["run", str(src), "--glob", "s*", "--cmd", "cat {path}", "--headless"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: {said}\n" in proc.stderr
+    assert f"  Left out:  {said}\n" in proc.stdout
+    assert "Unreadable" not in proc.stdout
+    manifest = manifest_of(out_dir)
+    assert manifest["totals"]["total"] == 0
+    assert manifest["unreadable"]["count"] == 0 and manifest["unreadable"]["left_out"] == 1
+    show = invoke_cli(["show", only_batch(out_dir).name])
+    assert f"  Left out:  {said}\n" in show.stdout
+
+
 def test_an_unreadable_folder_is_counted_and_said(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
     if os.geteuid() == 0 and not _can_drop_caps():
         pytest.skip("root here cannot drop CAP_DAC_OVERRIDE (no CAP_SETPCAP), so every folder is readable")
@@ -95,7 +128,12 @@ def test_an_unreadable_folder_is_counted_and_said(tmp_path: Path, out_dir: Path,
     assert "1 item, 1 unreadable path left out ->" in proc.stderr
     assert f"{src / 'locked'} (permission denied)" in proc.stderr
     unreadable = manifest_of(out_dir)["unreadable"]
-    assert unreadable == {"count": 1, "examples": [{"path": str(src / "locked"), "reason": "permission denied"}]}
+    assert unreadable == {
+        "count": 1,
+        "examples": [{"path": str(src / "locked"), "reason": "permission denied"}],
+        "left_out": 0,
+        "left_out_examples": [],
+    }
     batch = only_batch(out_dir)
     assert read_json(batch / "report.json")["unreadable"] == unreadable
     # The summary at the end, and `show` (text and JSON) say it too.
@@ -309,6 +347,8 @@ def test_a_broken_link_it_was_asked_to_follow_is_counted(tmp_path: Path) -> None
     assert unreadable.model_dump() == {
         "count": 1,
         "examples": [{"path": str(src / "gone.txt"), "reason": "broken symbolic link"}],
+        "left_out": 0,
+        "left_out_examples": [],
     }
     # Not asked to follow links: a link is no item by design, and nothing is missing.
     unreadable = Unreadable()

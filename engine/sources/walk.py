@@ -80,6 +80,35 @@ def _shown_path(path: str) -> str:
     return shown if len(shown) <= 160 else f"{shown[:70]}...{shown[-70:]}"
 
 
+def _leave_out_link(
+    de: os.DirEntry[str], rel_dir: str, matcher: Callable[[str, str], bool] | None, unreadable: Unreadable
+) -> None:
+    """A link the walk does not follow is counted where following it would have given items: a
+    link to a folder, or to a file the glob takes. A broken one would give nothing."""
+    try:
+        target = os.stat(de.path)
+    except OSError:
+        return
+    if stat.S_ISDIR(target.st_mode):
+        unreadable.leave_out(_shown_path(de.path), "a symbolic link to a folder, not followed: --follow-symlinks")
+    elif stat.S_ISREG(target.st_mode) and (matcher is None or matcher(de.name, rel_dir + de.name)):
+        unreadable.leave_out(_shown_path(de.path), "a symbolic link, not followed: --follow-symlinks")
+
+
+def _special_kind(path: str) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a special file"
+    if stat.S_ISFIFO(mode):
+        return "a fifo"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
 def walk_dir(root: str, spec: SourceSpec, unreadable: Unreadable) -> Iterator[SourceItem]:
     follow = spec.follow_symlinks
     matcher = _glob_matcher(spec.glob)
@@ -111,6 +140,7 @@ def walk_dir(root: str, spec: SourceSpec, unreadable: Unreadable) -> Iterator[So
         try:
             is_link = de.is_symlink()
             if is_link and not follow:
+                _leave_out_link(de, rel_dir, matcher, unreadable)
                 continue
             if de.is_dir(follow_symlinks=follow):
                 real_sub = os.path.realpath(de.path) if is_link else os.path.join(real_dir, name)
@@ -133,7 +163,9 @@ def walk_dir(root: str, spec: SourceSpec, unreadable: Unreadable) -> Iterator[So
             if not de.is_file(follow_symlinks=follow):
                 if is_link and not os.path.exists(de.path):
                     unreadable.add(_shown_path(de.path), "broken symbolic link")
-                continue  # fifo, socket, device
+                elif matcher is None or matcher(name, rel_dir + name):
+                    unreadable.leave_out(_shown_path(de.path), f"{_special_kind(de.path)}, not a regular file")
+                continue
         except OSError as exc:
             if exc.errno != errno.ENOENT:  # else it vanished while walking: nothing to read
                 unreadable.add(_shown_path(de.path), _reason(exc, path_max))

@@ -59,6 +59,8 @@ def add_cmd(ctx: click.Context, /, batch: str, sources: tuple[str, ...], as_json
         say(f"batch {bdir.batch_id}: an earlier add that was cut short was finished first")
     if outcome.unreadable.count:
         say(f"warning: {outcome.unreadable.summary()}")
+    if outcome.unreadable.left_out:
+        say(f"note: {outcome.unreadable.left_out_summary()}")
     if as_json:
         echo_json(
             {

@@ -185,6 +185,7 @@ def _dry_run(
                 "duplicates_dropped": report.duplicates,
                 "problem_count": report.problem_count,
                 "problems": [{"origin": p.origin, "key": p.key, "problem": p.problem} for p in report.problems],
+                "left_out": report.unreadable.left_out,
                 "preflight": "fail" if refused else "ok",
                 "runs": [
                     {"seq": r.seq, "key": r.key, **({"argv": list(r.argv)} if r.argv else {"call": r.call})}
@@ -204,6 +205,8 @@ def _dry_run(
             click.echo(f"{plain(p.origin)}: {plain(p.problem)}")
         if report.problem_count > len(report.problems):
             click.echo(f"... and {report.problem_count - len(report.problems)} more")
+        if report.unreadable.left_out:
+            click.echo(f"note: {plain(report.unreadable.left_out_summary())}")
         click.echo(
             f"dry run: {count(report.items, 'item')}, {count(report.duplicates, 'duplicate')} dropped, "
             f"{count(report.problem_count, 'problem')}; nothing was run"
@@ -238,6 +241,8 @@ def _create_and_run(
     click.echo(f"batch {batch.batch_id}: {items}{dup}{unread} -> {batch.path}", err=True)
     if bad:
         click.echo(f"warning: {plain(manifest.unreadable.summary())}", err=True)
+    if manifest.unreadable.left_out:
+        click.echo(f"note: {plain(manifest.unreadable.left_out_summary())}", err=True)
     if detach:
         announce_detached(batch, detach_engine(batch, action="run"), as_json)
         raise SystemExit(0)

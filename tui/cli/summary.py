@@ -55,6 +55,8 @@ def print_summary(
         lines.append(f"  Duplicates dropped: {manifest.duplicates_dropped}")
     if manifest.unreadable.count:
         lines.append(f"  Unreadable: {plain(manifest.unreadable.summary())}")
+    if manifest.unreadable.left_out:
+        lines.append(f"  Left out:  {plain(manifest.unreadable.left_out_summary())}")
     if summary.runs:
         lines.append(f"  Duration:  {duration_text(summary)}   {summary.items_per_s:.1f} items/s")
     if report and report.get("cost_spent"):
