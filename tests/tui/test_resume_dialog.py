@@ -6,6 +6,7 @@ run in the background starts a detached engine that the dashboard then watches."
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -122,6 +123,9 @@ def test_the_dialog_opens_only_for_a_resumable_batch(tmp_path: Path) -> None:
     config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2}, environ={}, cwd=tmp_path)
     complete = create_batch(config, build_spec([str(complete_source)]), shell_spec(HALF_FAIL))
     BatchRunner(complete, config=config, action="run").run()
+    # The same, read from stdin: a rescan cannot read it again, so a resume has nothing to do.
+    piped = create_batch(config, build_spec(["-"]), shell_spec(HALF_FAIL), stdin=io.StringIO("0\n2\n"))
+    BatchRunner(piped, config=config, action="run").run()
     halted = _halted(tmp_path)
     said: list[str] = []
 
@@ -141,8 +145,9 @@ def test_the_dialog_opens_only_for_a_resumable_batch(tmp_path: Path) -> None:
     async def body() -> None:
         await check(halted, True)
         await check(done, True)  # finished, but its failed items can be retried
-        await check(complete, False)
-        assert said[-1] == f"batch {complete.batch_id} is finished: nothing to resume"
+        await check(complete, True)  # finished, but its source can be read again (rescan)
+        await check(piped, False)
+        assert said[-1] == f"batch {piped.batch_id} is finished: nothing to resume"
         with hold_lock(halted.path, pid=4242):
             await check(halted, False)
         assert said[-1] == "an engine (pid 4242) runs this batch: nothing to resume"

@@ -8,10 +8,15 @@ from pathlib import Path
 
 from textual.widgets import Static
 
+from batchtui.engine.config import load_config
+from batchtui.engine.enqueue import create_batch
+from batchtui.engine.processors import shell_spec
+from batchtui.engine.runner import BatchRunner
+from batchtui.engine.sources import build_spec
 from batchtui.engine.store import ItemQueries
 
 from .conftest import run
-from .test_resume_dialog import _app, _halted, _open_dialog, _until
+from .test_resume_dialog import HALF_FAIL, _app, _halted, _open_dialog, _until
 
 
 def test_the_dialog_shows_what_a_rescan_finds_and_resumes_with_it(tmp_path: Path) -> None:
@@ -37,3 +42,31 @@ def test_the_dialog_shows_what_a_rescan_finds_and_resumes_with_it(tmp_path: Path
     run(body)
     with ItemQueries(batch.items_db) as queries:
         assert queries.counts().total == 42
+
+
+def test_a_finished_batch_whose_source_grew_is_rescanned_from_the_dashboard(tmp_path: Path) -> None:
+    """A finished batch with nothing failed: `u` opens the dialog with the rescan ticked (the
+    only resume it has, as `batchtui resume --rescan`), which says what it finds; confirmed, the
+    new items run. Before, `u` said "finished: nothing to resume"."""
+    source = tmp_path / "evens.txt"
+    source.write_text("0\n2\n4\n")
+    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2}, environ={}, cwd=tmp_path)
+    batch = create_batch(config, build_spec([str(source)]), shell_spec(HALF_FAIL))
+    BatchRunner(batch, config=config, action="run").run()
+    source.write_text("0\n2\n4\n6\n8\n")
+
+    async def body() -> None:
+        app = _app(batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            dialog = await _open_dialog(pilot)
+            plan = dialog.query_one("#resume-plan", Static)
+            await _until(pilot, lambda: "Rescan: 2 new, 0 missing." in str(plan.render()), "the rescan's preview")
+            assert str(plan.render()).startswith("Nothing to run: the batch is finished (tick rescan")
+            assert dialog.command().endswith(" --rescan")
+            await pilot.click("#resume")
+            await _until(pilot, lambda: app.engine_result is not None, "the engine's end")
+
+    run(body)
+    with ItemQueries(batch.items_db) as queries:
+        counts = queries.counts()
+    assert (counts.total, counts.complete) == (5, 5)

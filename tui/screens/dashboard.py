@@ -49,7 +49,7 @@ from .base import WorkerScreen
 from .dashboard_keys import DASHBOARD_BINDINGS
 from .item_filters import TABS, ItemFilters
 from .modals import ConfirmScreen
-from .resume_dialog import ResumeDialog, ResumeStarted, resumable
+from .resume_dialog import ResumeDialog, ResumeStarted, rescannable, resumable
 from .triage import Triage
 
 _SORT_NAMES = {"seq": "seq", "duration": "slowest first", "tries": "most tries first"}
@@ -396,7 +396,8 @@ class DashboardScreen(WorkerScreen):
         state = self.live.state if self.live is not None else self.manifest.state if self.manifest else None
         counts = self.live.counts if self.live is not None else self.manifest.totals if self.manifest else None
         held = self.engine.held or self.in_process_engine
-        return counts is not None and not self.gone and resumable(state, counts, held)
+        again = self.manifest is not None and rescannable(self.manifest.source, self.manifest.added_sources)
+        return counts is not None and not self.gone and resumable(state, counts, held, again)
 
     @property
     def in_process_engine(self) -> bool:

@@ -53,12 +53,22 @@ FIELDS: Final = (
 )
 
 
-def resumable(state: BatchState | None, counts: Counts, engine_held: bool) -> bool:
-    """Whether a resume has anything to do: no engine holds the batch, and it is not finished,
-    or it is finished with items pending or failed (a retry of failed items runs them)."""
+def resumable(state: BatchState | None, counts: Counts, engine_held: bool, rescannable: bool = False) -> bool:
+    """Whether a resume may have anything to do: no engine holds the batch, and it is not
+    finished, or it is finished with items pending or failed (a retry of failed items runs
+    them), or its sources can be read again (``rescannable``: a rescan may find new items, as
+    ``batchtui resume --rescan`` does)."""
     if engine_held:
         return False
-    return state != BatchState.FINISHED or bool(counts.pending or counts.processing or counts.failed)
+    return state != BatchState.FINISHED or rescannable or bool(counts.pending or counts.processing or counts.failed)
+
+
+def rescannable(source: dict[str, Any] | None, added: list[dict[str, Any]]) -> bool:
+    """Whether a batch's sources (a manifest's ``source`` and ``added_sources``) can be read
+    again: stdin cannot."""
+    if source is None:
+        return False
+    return not any(e.get("kind") == "stdin" for spec in (source, *added) for e in spec.get("entries", ()))
 
 
 def cli_flags(argv: list[str]) -> dict[str, Any]:
@@ -187,6 +197,9 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         retry.disabled = not c.failed
         # Finished with failed items and nothing else left: retrying them is the only resume.
         retry.value = bool(c.failed) and manifest.state == BatchState.FINISHED and not (c.pending or c.processing)
+        # Finished with nothing failed or left: reading the sources again is the only resume.
+        if manifest.state == BatchState.FINISHED and not (c.failed or c.pending or c.processing):
+            self.query_one("#rescan", Checkbox).value = True
         self.query_one("#resume", Button).disabled = False
         self.query_one(f"#field-{FIELDS[0][0]}", Input).focus()
         self._update()
@@ -362,7 +375,8 @@ def _describe(plan: ResumePlan) -> str:
     """The plan in one line: how many items run, and which."""
     c = plan.counts
     if plan.nothing_to_do:
-        return "Nothing to run: the batch is finished (tick retry to run its failed items)."
+        tick = "retry to run its failed items" if c.failed else "rescan to read its sources again"
+        return f"Nothing to run: the batch is finished (tick {tick})."
     parts = [f"{c.pending:,} pending"]
     if c.processing:
         parts.append(f"{c.processing:,} left running by a crash")
