@@ -61,7 +61,15 @@ def test_a_finished_batch_whose_source_grew_is_rescanned_from_the_dashboard(tmp_
             dialog = await _open_dialog(pilot)
             plan = dialog.query_one("#resume-plan", Static)
             await _until(pilot, lambda: "Rescan: 2 new, 0 missing." in str(plan.render()), "the rescan's preview")
-            assert str(plan.render()).startswith("Nothing to run: the batch is finished (tick rescan")
+            assert str(plan.render()).startswith("The batch is finished: only what the rescan finds will run.")
+            await pilot.click("#rescan")  # unticked: nothing would run, and the plan says how to change it
+            await _until(
+                pilot,
+                lambda: str(plan.render()).startswith("Nothing to run: the batch is finished (tick rescan"),
+                "the plan without the rescan",
+            )
+            await pilot.click("#rescan")
+            await _until(pilot, lambda: "Rescan: 2 new, 0 missing." in str(plan.render()), "the rescan again")
             assert dialog.command().endswith(" --rescan")
             await pilot.click("#resume")
             await _until(pilot, lambda: app.engine_result is not None, "the engine's end")

@@ -271,7 +271,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         self._say_error(error)
         if self.plan is not None:
             plan = dataclasses.replace(self.plan, retry_failed=self.retry_failed)
-            text = _describe(plan)
+            text = _describe(plan, self.rescan)
             if self.rescan and self.rescan_note:
                 text += f" Rescan: {self.rescan_note}."
             self.query_one("#resume-plan", Static).update(plain(text))
@@ -371,9 +371,11 @@ class _Refused(Exception):
     """The resume cannot start (nothing to do, a failed preflight); said in the dialog."""
 
 
-def _describe(plan: ResumePlan) -> str:
+def _describe(plan: ResumePlan, rescan: bool = False) -> str:
     """The plan in one line: how many items run, and which."""
     c = plan.counts
+    if plan.nothing_to_do and rescan:
+        return "The batch is finished: only what the rescan finds will run."
     if plan.nothing_to_do:
         tick = "retry to run its failed items" if c.failed else "rescan to read its sources again"
         return f"Nothing to run: the batch is finished (tick {tick})."
