@@ -18,6 +18,8 @@ from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.screens.detail import ItemDetailScreen
 from batchtui.tui.screens.resume_dialog import ResumeDialog
 from batchtui.tui.widgets.event_log import EventLog
+from batchtui.tui.widgets.in_flight import InFlightPanel
+from batchtui.tui.widgets.items_table import ItemsTable
 
 from .conftest import run
 from .fixtures import FROZEN, make_batch
@@ -50,12 +52,39 @@ def test_app_recompose_on_each_batch_screen(tmp_path: Path) -> None:
                 await app.push_screen(screen)
                 await pilot.pause(0.2)
                 assert app.screen is screen
-                before = list(screen.query("*"))
+                before = set(screen.query("*"))
                 screen.refresh(recompose=True)
-                await pilot.pause()
-                after = list(screen.query("*"))
-                assert app.screen is screen and after and not set(before) & set(after)
+                # Recomposed in the screen's own loop: a loaded machine may need more than a pause.
+                for _ in range(100):
+                    await pilot.pause(0.02)
+                    after = set(screen.query("*"))
+                    if after and not before & after:
+                        break
+                assert app.screen is screen and after and not before & after
                 assert screen.bdir.path == batch  # type: ignore[attr-defined]  # each screen class has bdir
+
+    run(body)
+
+
+def test_timers_and_live_updates_go_on_while_the_dashboard_recomposes(tmp_path: Path) -> None:
+    """A recompose removes the screen's panels before it mounts the new ones. The dashboard's
+    timer, its event lines and a live update that land in that moment skip the missing panels:
+    in CI a tick met no InFlightPanel there, and the app (strict, as in tests) closed."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING, n=20)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.2)
+            dashboard = app.screen
+            assert isinstance(dashboard, DashboardScreen) and dashboard.live is not None
+            for kind in (InFlightPanel, EventLog, ItemsTable):
+                await dashboard.query_one(kind).remove()
+            dashboard._tick()
+            dashboard._event("an event while the panels are away")
+            dashboard.live = dashboard.live  # a live update (the var always updates)
+            await pilot.pause()
+            assert app.is_running and app.screen is dashboard
 
     run(body)
 

@@ -182,7 +182,8 @@ class DashboardScreen(WorkerScreen):
             self.watcher.stop()
 
     def _event(self, text: str) -> None:
-        self.query_one(EventLog).write_event(text)
+        for log in self.query(EventLog):  # none for a moment while the screen recomposes
+            log.write_event(text)
 
     # -- data in -----------------------------------------------------------------------------
 
@@ -229,7 +230,9 @@ class DashboardScreen(WorkerScreen):
     def watch_live(self, previous: LiveProgress | None, live: LiveProgress | None) -> None:
         if live is None:
             return
-        table = self.query_one(ItemsTable)
+        table = self.query(ItemsTable).first() if self.query(ItemsTable) else None
+        if table is None:  # recomposing: the new panels are composed from this live progress
+            return
         # Nothing more will come to a finished batch: "no items yet" would promise some.
         empty = "this batch has no items" if live.state == BatchState.FINISHED else ItemsTable.empty_text
         if table.empty_text != empty:
@@ -252,7 +255,8 @@ class DashboardScreen(WorkerScreen):
             self.engine = engine_status(self.bdir.path, live=live or self.live, now=self.host.clock())
             if was != self.engine.held:
                 self.refresh_bindings()
-        self.query_one(EventLog).check_acks(self.ACK_TIMEOUT_S)
+        for log in self.query(EventLog):  # as in _event: timers go on while the screen recomposes
+            log.check_acks(self.ACK_TIMEOUT_S)
 
     def watch_gone(self, gone: bool) -> None:
         self.refresh_bindings()
@@ -267,7 +271,8 @@ class DashboardScreen(WorkerScreen):
     def _tick(self) -> None:
         self._check_alive()
         self.gone = not self.bdir.path.is_dir()
-        self.query_one(InFlightPanel).tick()
+        for panel in self.query(InFlightPanel):  # as in _event
+            panel.tick()
         if self.watcher is not None and self.host.watch_files:
             self.watcher.read_all()  # cheap stat; covers a missed inotify event
 
