@@ -157,35 +157,36 @@ class Unreadable(_Model):
 
     def add(self, path: str, reason: str) -> None:
         self.count += 1
-        if len(self.examples) < UNREADABLE_EXAMPLES:
-            self.examples.append(UnreadablePath(path=path, reason=reason))
+        _keep(self.examples, path, reason)
 
     def leave_out(self, path: str, reason: str) -> None:
         self.left_out += 1
-        if len(self.left_out_examples) < UNREADABLE_EXAMPLES:
-            self.left_out_examples.append(UnreadablePath(path=path, reason=reason))
+        _keep(self.left_out_examples, path, reason)
+
+    def summary(self) -> str:
+        """E.g. ``2 paths of the source could not be read and were left out: /d/x (permission
+        denied), /d/y (path longer than PATH_MAX, 4096 bytes)``; "" when there is none."""
+        return _said(self.count, self.examples, ("path", "paths"), "could not be read and {verb} left out")
 
     def left_out_summary(self) -> str:
         """E.g. ``2 entries of the source were left out by rule: /d/link (a symbolic link, not
-        followed: --follow-symlinks follows links), /d/fifo (a fifo, not a regular file)``."""
-        if not self.left_out:
-            return ""
-        shown = ", ".join(f"{e.path} ({e.reason})" for e in self.left_out_examples)
-        extra = self.left_out - len(self.left_out_examples)
-        more = f", and {extra} more" if extra > 0 else ""
-        what = "1 entry" if self.left_out == 1 else f"{self.left_out} entries"
-        verb = "was" if self.left_out == 1 else "were"
-        return f"{what} of the source {verb} left out by rule: {shown}{more}"
+        followed: --follow-symlinks), /d/fifo (a fifo, not a regular file)``; "" when none."""
+        return _said(self.left_out, self.left_out_examples, ("entry", "entries"), "{verb} left out by rule")
 
-    def summary(self) -> str:
-        """E.g. ``2 paths could not be read and are not in the batch: /d/x (permission denied), ...``."""
-        if not self.count:
-            return ""
-        shown = ", ".join(f"{e.path} ({e.reason})" for e in self.examples)
-        more = f", and {self.count - len(self.examples)} more" if self.count > len(self.examples) else ""
-        what = "1 path" if self.count == 1 else f"{self.count} paths"
-        verb = "was" if self.count == 1 else "were"
-        return f"{what} of the source could not be read and {verb} left out: {shown}{more}"
+
+def _keep(examples: list[UnreadablePath], path: str, reason: str) -> None:
+    if len(examples) < UNREADABLE_EXAMPLES:
+        examples.append(UnreadablePath(path=path, reason=reason))
+
+
+def _said(n: int, examples: list[UnreadablePath], nouns: tuple[str, str], what: str) -> str:
+    """``n`` things of a source and what became of them, the first few named with why."""
+    if not n:
+        return ""
+    shown = ", ".join(f"{e.path} ({e.reason})" for e in examples)
+    more = f", and {n - len(examples)} more" if n > len(examples) else ""
+    noun = f"1 {nouns[0]}" if n == 1 else f"{n} {nouns[1]}"
+    return f"{noun} of the source {what.format(verb='was' if n == 1 else 'were')}: {shown}{more}"
 
 
 class Manifest(_Model):

@@ -22,6 +22,7 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.geometry import Size
 from textual.reactive import var
 from textual.timer import Timer
@@ -230,8 +231,9 @@ class DashboardScreen(WorkerScreen):
     def watch_live(self, previous: LiveProgress | None, live: LiveProgress | None) -> None:
         if live is None:
             return
-        table = self.query(ItemsTable).first() if self.query(ItemsTable) else None
-        if table is None:  # recomposing: the new panels are composed from this live progress
+        try:
+            table = self.query_one(ItemsTable)
+        except NoMatches:  # recomposing: the new panels are composed from this live progress
             return
         # Nothing more will come to a finished batch: "no items yet" would promise some.
         empty = "this batch has no items" if live.state == BatchState.FINISHED else ItemsTable.empty_text
