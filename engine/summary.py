@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .batchdir import BatchDir, now_iso, parse_iso
 from .errors import UserError
-from .files import DamagedFile, read_model
+from .files import DamagedFile
 from .fmt import cut_percent
 from .liveness import EngineStatus, Liveness, engine_status
 from .models import ACTIVE_STATES, BatchState, Counts, LiveCounts, LiveProgress, LockInfo, Manifest
@@ -119,12 +119,13 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
     ``now`` is the wall clock for the engine's liveness (a frozen clock in tests).
     """
     bdir = batch if isinstance(batch, BatchDir) else BatchDir(batch)
+    backup_read: list[str] = []  # told when manifest.json is damaged or lost and its .bak is read
     try:
-        manifest = bdir.read_manifest()
+        manifest = bdir.read_manifest(on_backup=backup_read.append)
     except (FileNotFoundError, DamagedFile, UserError) as exc:
         reason = f"no manifest in {bdir.path}" if isinstance(exc, FileNotFoundError) else str(exc)
         return BatchSummary(batch_id=bdir.batch_id, path=str(bdir.path), state=DAMAGED, error=reason)
-    from_backup = not _readable(bdir.manifest)
+    from_backup = bool(backup_read)
     live = bdir.read_live()
     status = engine_status(bdir, live=live, now=now)
     holder = status.holder
@@ -260,15 +261,6 @@ def _store_counts(bdir: BatchDir) -> LiveCounts | None:
     finally:
         store.close()
     return LiveCounts(**counts.model_dump())
-
-
-def _readable(path: Path) -> bool:
-    """Whether the manifest itself (not its backup) reads as a manifest."""
-    try:
-        read_model(path, Manifest, use_backup=False)
-    except (OSError, DamagedFile):
-        return False
-    return True
 
 
 __all__ = [

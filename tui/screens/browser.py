@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -26,7 +27,7 @@ from textual.widgets import DataTable, Static
 from batchtui.engine.batchdir import engine_alive
 from batchtui.engine.batches import BatchScope, as_scope
 from batchtui.engine.fmt import clean, count
-from batchtui.engine.listing import GONE, list_batches
+from batchtui.engine.listing import GONE, BatchLister
 from batchtui.engine.models import Counts
 from batchtui.engine.preview import BatchPreview, preview
 from batchtui.engine.registry import forget
@@ -36,6 +37,7 @@ from ..host import host
 from ..text import plain
 from ..widgets.batch_preview import BatchPreviewPane
 from ..widgets.footer import KeyFooter
+from ..widgets.labels import set_text
 from .base import WorkerScreen
 from .browser_columns import COLUMN_BY_KEY, COLUMNS, cell_text, cut_end, fit_columns, short_id
 from .modals import ConfirmScreen
@@ -93,10 +95,18 @@ class BrowserScreen(WorkerScreen):
     def __init__(self, output_dir: Path | BatchScope) -> None:
         super().__init__()
         self.output_dir = output_dir
+        #: Reads again only the batches whose files changed, or that an engine holds.
+        self._lister = BatchLister(output_dir)
         self.rows: list[BatchSummary] = []
         #: The operator's choice (p); the pane also hides on a short terminal.
         self.preview_wanted = True
         self.widths: dict[str, int] = {}
+        #: What the table shows: each row's summary and cells by batch id, in the table's
+        #: order, and the theme's colours they were drawn in.
+        self._drawn: dict[str, tuple[BatchSummary, tuple[Text, ...]]] = {}
+        self._drawn_colours = ("", "")
+        #: Each batch's uncut text lengths, with the summary they were measured on.
+        self._measured: dict[str, tuple[BatchSummary, dict[str, int]]] = {}
         self._preview_asked = 0  # requests for a preview; the one being read has its number
         self._preview_busy = False
         self._preview_reading: str | None = None  # the batch being read
@@ -124,7 +134,7 @@ class BrowserScreen(WorkerScreen):
         scope = as_scope(self.output_dir)
         count = f"{len(self.rows)} batch" + ("" if len(self.rows) == 1 else "es")
         where = f"in {scope.output_dir}" if scope.only else f"from every folder (new ones go to {scope.output_dir})"
-        self.query_one("#browser-title", Static).update(plain(f"{count} {where}"))
+        set_text(self.query_one("#browser-title", Static), plain(f"{count} {where}"))
 
     def on_resize(self, _event: Resize) -> None:
         self._layout()
@@ -173,6 +183,10 @@ class BrowserScreen(WorkerScreen):
     def _natural(self) -> dict[str, int]:
         """The cells each column's widest text takes (its label included)."""
         now = host(self).clock()
+        lengths = [self._lengths(r, now) for r in self.rows]
+        if len(self._measured) > len(self.rows):  # batches deleted or forgotten since
+            listed = {r.batch_id for r in self.rows}
+            self._measured = {k: v for k, v in self._measured.items() if k in listed}
         natural = {}
         for col in COLUMNS:
             if col.key == "progress":  # a bar: as wide as it is given
@@ -180,9 +194,22 @@ class BrowserScreen(WorkerScreen):
             elif col.key == "engine" and not any(r.engine for r in self.rows):
                 natural[col.key] = 0
             else:
-                texts = (cell_text(col.key, r, 10_000, now, "", "").cell_len for r in self.rows)
-                natural[col.key] = max([len(col.label), *texts])
+                natural[col.key] = max([len(col.label), *(row[col.key] for row in lengths)])
         return natural
+
+    def _lengths(self, row: BatchSummary, now: float) -> dict[str, int]:
+        """The cells of each of a row's texts, uncut. A batch the lister did not read again is
+        the same summary object: only its age is measured again."""
+        kept = self._measured.get(row.batch_id)
+        if kept is None or kept[0] is not row:
+            lengths = {
+                c.key: cell_text(c.key, row, 10_000, now, "", "").cell_len for c in COLUMNS if c.key != "progress"
+            }
+            self._measured[row.batch_id] = (row, lengths)
+        else:
+            lengths = kept[1]
+        lengths["age"] = cell_text("age", row, 10_000, now, "", "").cell_len
+        return lengths
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -194,7 +221,7 @@ class BrowserScreen(WorkerScreen):
         now = host(self).clock()
         # Those of the output dir and of the per-user registry; a registered batch whose folder
         # was moved or deleted is a row too (state "gone"), to be forgotten with d.
-        rows = list_batches(self.output_dir, now=now)
+        rows = self._lister.list(now=now)
         self.app.call_from_thread(self._show, rows)
 
     def _show(self, rows: list[BatchSummary]) -> None:
@@ -202,14 +229,15 @@ class BrowserScreen(WorkerScreen):
         self._title()
         empty = self.query_one("#browser-empty", Static)
         empty.display = not rows
-        empty.update(
+        set_text(
+            empty,
             plain(
                 f"No batches in {as_scope(self.output_dir).describe()} yet. Start one with `batchtui run SOURCE --cmd ...` or"
                 " `batchtui demo`."
-            )
+            ),
         )
-        self.widths = {}  # the engine column may come or go with the rows
-        self._layout()
+        self._layout()  # the columns fit again (the engine column comes and goes with the rows)
+        self._update_rows()
         self.refresh_bindings()
         pane = self.query_one(BatchPreviewPane)
         row = self.selected
@@ -218,21 +246,53 @@ class BrowserScreen(WorkerScreen):
         else:  # another batch, or one that changed (a running one: every time)
             self._load_preview()
 
+    def _colours(self) -> tuple[str, str]:
+        colours = self.app.theme_variables  # the theme's, as .tcss would
+        return colours.get("warning", "yellow"), colours.get("error", "red")
+
+    def _cells(self, row: BatchSummary, now: float, colours: tuple[str, str]) -> tuple[Text, ...]:
+        return tuple(cell_text(key, row, width, now, *colours) for key, width in self.widths.items())
+
+    def _update_rows(self) -> None:
+        """The rows read again, into the table: the cells whose text changed, in place, when
+        the same batches are listed in the same order, under the same columns and colours; else
+        the table is rebuilt (:meth:`_fill`). A batch the lister did not read again is the same
+        summary object: only its age moves on."""
+        colours = self._colours()
+        if not self._drawn or [r.batch_id for r in self.rows] != list(self._drawn) or colours != self._drawn_colours:
+            self._fill()
+            return
+        table = self.query_one("#batches", DataTable)
+        now = host(self).clock()
+        age = list(self.widths).index("age") if "age" in self.widths else None
+        for r in self.rows:
+            drawn_from, before = self._drawn[r.batch_id]
+            if r is drawn_from:
+                if age is None:
+                    continue
+                cells = (*before[:age], cell_text("age", r, self.widths["age"], now, *colours), *before[age + 1 :])
+            else:
+                cells = self._cells(r, now, colours)
+            for key, new, old in zip(self.widths, cells, before, strict=True):
+                if new != old:
+                    table.update_cell(r.batch_id, key, new)
+            self._drawn[r.batch_id] = (r, cells)
+
     def _fill(self) -> None:
-        """Rebuild the table with the rows and the columns that fit (a few hundred rows at most:
-        rebuilding is simpler than diffing); the cursor stays on its batch."""
+        """Rebuild the table with the rows and the columns that fit; the cursor stays on its
+        batch."""
         table = self.query_one("#batches", DataTable)
         keep = self.selected_id
         table.clear(columns=True)
         for key, width in self.widths.items():
             table.add_column(cut_end(COLUMN_BY_KEY[key].label, width), width=width, key=key)
         now = host(self).clock()
-        colours = self.app.theme_variables  # the theme's, as .tcss would
-        warning, error = colours.get("warning", "yellow"), colours.get("error", "red")
+        self._drawn_colours = colours = self._colours()
+        self._drawn = {}
         for r in self.rows:
-            table.add_row(
-                *(cell_text(key, r, width, now, warning, error) for key, width in self.widths.items()), key=r.batch_id
-            )
+            cells = self._cells(r, now, colours)
+            self._drawn[r.batch_id] = (r, cells)
+            table.add_row(*cells, key=r.batch_id)
         if keep is not None:
             for index, r in enumerate(self.rows):
                 if r.batch_id == keep:

@@ -21,6 +21,7 @@ from batchtui.engine.fmt import clean, fmt_ago, fmt_duration, fmt_percent
 from batchtui.engine.preview import BatchPreview, RunLine
 
 from ..text import plain
+from .labels import set_text
 
 __all__ = ["BatchPreviewPane", "age_of", "local_time", "state_text"]
 
@@ -107,11 +108,11 @@ class BatchPreviewPane(VerticalScroll):
         self.preview = preview
         head = self.query_one("#preview-head", Static)
         if preview is None:
-            head.update(Text("No batch selected.", style="dim"))
+            set_text(head, Text("No batch selected.", style="dim"))
             for part in ("errors", "runs", "commands", "details"):
                 self._section(part, None)
             return
-        head.update(self._head(preview))
+        set_text(head, self._head(preview))
         self._section("errors", self._errors(preview))
         self._section("runs", self._runs(preview))
         self._section("commands", self._commands(preview))
@@ -121,7 +122,7 @@ class BatchPreviewPane(VerticalScroll):
         self.query_one(f"#preview-{part}-title", Static).display = body is not None
         widget = self.query_one(f"#preview-{part}", Static)
         widget.display = body is not None
-        widget.update(body or "")
+        set_text(widget, body or Text(""))
 
     def _head(self, p: BatchPreview) -> Text:
         s = p.summary
