@@ -32,9 +32,10 @@ _Stamp = tuple[int, int, int] | None
 
 def _stamps(path: Path) -> tuple[_Stamp, ...]:
     stamps: list[_Stamp] = []
+    folder = os.fspath(path)
     for name in _READ:
         try:
-            st = os.stat(path / name)
+            st = os.stat(os.path.join(folder, name))
         except OSError:
             stamps.append(None)
         else:
@@ -66,7 +67,7 @@ class BatchLister:
             key = str(batch.path)
             stamps = _stamps(batch.path)
             before = self._kept.get(key)
-            if before is not None and before[0] == stamps and before[1].engine is None and not _held(batch):
+            if before is not None and before[0] == stamps and before[1].engine is None and not _held(batch, stamps):
                 summary = before[1]
             else:
                 summary = summarize(batch, now=now)
@@ -77,8 +78,10 @@ class BatchLister:
         return _with_gone(rows, self.where)
 
 
-def _held(batch: BatchDir) -> bool:
-    return engine_alive(batch.path) is not None
+def _held(batch: BatchDir, stamps: tuple[_Stamp, ...]) -> bool:
+    """Whether a process holds the batch's lock now. With no lock file, none can: an engine
+    makes it before it takes the lock, and that is a change of the stamps."""
+    return stamps[_READ.index("lock")] is not None and engine_alive(batch.path) is not None
 
 
 def list_batches(where: Path | BatchScope, *, now: float | None = None) -> list[BatchSummary]:
