@@ -8,10 +8,12 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from click.testing import CliRunner
+from textual.timer import Timer
 from textual.widgets import DataTable
 
 from batchtui.engine.batchdir import BatchDir, resume_command
@@ -529,3 +531,54 @@ def _updated(batch: Path) -> float:
     updated = summarize(batch).updated_at
     assert updated is not None
     return parse_iso(updated)
+
+
+def test_readings_take_at_most_their_share_of_a_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The browser reads the batches every 2 s, or less often when a reading costs more than
+    5% of a core (thousands of batches), and after f5 still keeps one reading pending."""
+    from batchtui.tui.screens import browser
+
+    assert browser.reload_in(0.0) == browser.REFRESH_S == 2.0
+    assert browser.reload_in(0.1) == 2.0  # exactly 5% of a core: as often as it can
+    assert browser.reload_in(0.25) == pytest.approx(5.0)
+    assert browser.reload_in(1.0) == pytest.approx(20.0)
+
+    make_batch(tmp_path, state=BatchState.FINISHED)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(browser, "thread_time", lambda: next(ticks) * 0.1)  # each reading: 0.2 s
+    reads: list[float] = []
+    listing = browser.BatchLister.list
+
+    def counting(self: object, **kw: object) -> object:
+        reads.append(0)
+        return listing(self, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(browser.BatchLister, "list", counting)
+    timers: list[Timer] = []
+    set_timer = BrowserScreen.set_timer
+
+    def recording(self: BrowserScreen, *args: Any, **kw: Any) -> Timer:
+        timer = set_timer(self, *args, **kw)
+        if args[1:] and getattr(args[1], "__name__", "") == "action_reload":
+            timers.append(timer)
+        return timer
+
+    monkeypatch.setattr(BrowserScreen, "set_timer", recording)
+
+    async def body() -> None:
+        app = BatchtuiApp(
+            output_dir=tmp_path, watch_files=True, clock=lambda: FROZEN, handle_hangup=False, strict_display=True
+        )
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            await _until(pilot, lambda: len(screen.rows) == 1)
+            assert screen.reload_in == pytest.approx(4.0)  # 0.2 s of CPU: 5% of 4 s
+            for _ in range(3):
+                await pilot.press("f5")
+            await _until(pilot, lambda: len(reads) == 4 and len(timers) == 4)
+            # Each reading put the next one 4 s on and took back the one pending before it.
+            assert [t._task is None for t in timers] == [True, True, True, False]
+            assert screen.reload_in == pytest.approx(4.0)
+
+    run(body)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from time import thread_time
 from typing import ClassVar
 
 from rich.text import Text
@@ -22,6 +23,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container
 from textual.events import Resize
+from textual.timer import Timer
 from textual.widgets import DataTable, Static
 
 from batchtui.engine.batchdir import engine_alive
@@ -46,6 +48,16 @@ from .modals import ConfirmScreen
 WIDE = 140
 #: Below this height there is no room for a preview: the table alone.
 TALL_ENOUGH = 20
+#: Seconds between two readings of the batches (while the app watches files).
+REFRESH_S = 2.0
+#: The share of a core the readings may take: each takes longer with thousands of batches (a
+#: registry fed by an hourly job), and the browser then reads less often.
+REFRESH_BUDGET = 0.05
+
+
+def reload_in(busy_s: float) -> float:
+    """Seconds to the next reading after one that took ``busy_s`` of CPU."""
+    return max(REFRESH_S, busy_s / REFRESH_BUDGET)
 
 
 class BrowserScreen(WorkerScreen):
@@ -105,6 +117,9 @@ class BrowserScreen(WorkerScreen):
         #: order, and the theme's colours they were drawn in.
         self._drawn: dict[str, tuple[BatchSummary, tuple[Text, ...]]] = {}
         self._drawn_colours = ("", "")
+        self._reload_timer: Timer | None = None
+        #: Seconds from the last reading to the next (see :func:`reload_in`).
+        self.reload_in = REFRESH_S
         #: Each batch's uncut text lengths, with the summary they were measured on.
         self._measured: dict[str, tuple[BatchSummary, dict[str, int]]] = {}
         self._preview_asked = 0  # requests for a preview; the one being read has its number
@@ -123,9 +138,7 @@ class BrowserScreen(WorkerScreen):
         table = self.query_one("#batches", DataTable)
         self._title()
         self._layout()
-        self.action_reload()
-        if host(self).watch_files:
-            self.set_interval(2.0, self.action_reload)
+        self.action_reload()  # and again after each reading (see _schedule)
         table.focus()
 
     def _title(self) -> None:
@@ -219,12 +232,34 @@ class BrowserScreen(WorkerScreen):
     @work(thread=True, exclusive=True, group="browser-load", name="reading the batches", exit_on_error=False)
     def _load(self) -> None:
         now = host(self).clock()
-        # Those of the output dir and of the per-user registry; a registered batch whose folder
-        # was moved or deleted is a row too (state "gone"), to be forgotten with d.
-        rows = self._lister.list(now=now)
-        self.app.call_from_thread(self._show, rows)
+        started = thread_time()
+        try:
+            # Those of the output dir and of the per-user registry; a registered batch whose
+            # folder was moved or deleted is a row too (state "gone"), to be forgotten with d.
+            rows = self._lister.list(now=now)
+        except BaseException:
+            self.app.call_from_thread(self._schedule, 0.0)  # the next reading may do better
+            raise
+        self.app.call_from_thread(self._show, rows, thread_time() - started)
 
-    def _show(self, rows: list[BatchSummary]) -> None:
+    def _schedule(self, busy_s: float) -> None:
+        """Read the batches again once the last reading's share of a core is spent: one
+        reading pending at a time, whatever started this one (the timer, f5, a deletion)."""
+        if not host(self).watch_files:
+            return
+        if self._reload_timer is not None:
+            self._reload_timer.stop()
+        self.reload_in = reload_in(busy_s)
+        self._reload_timer = self.set_timer(self.reload_in, self.action_reload)
+
+    def _show(self, rows: list[BatchSummary], busy_s: float = 0.0) -> None:
+        started = thread_time()
+        try:
+            self._draw(rows)
+        finally:
+            self._schedule(busy_s + thread_time() - started)
+
+    def _draw(self, rows: list[BatchSummary]) -> None:
         self.rows = rows
         self._title()
         empty = self.query_one("#browser-empty", Static)
