@@ -582,3 +582,38 @@ def test_readings_take_at_most_their_share_of_a_core(tmp_path: Path, monkeypatch
             assert screen.reload_in == pytest.approx(4.0)
 
     run(body)
+
+
+def test_until_the_first_reading_the_title_says_it_reads_not_0_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of batches take a second to read: meanwhile the browser says so (it said
+    "0 batches in ...", and showed an empty table)."""
+    import threading
+
+    from batchtui.tui.screens import browser
+
+    finished = make_batch(tmp_path, state=BatchState.FINISHED)
+    gate = threading.Event()
+    listing = browser.BatchLister.list
+
+    def slow(self: object, **kw: object) -> object:
+        assert gate.wait(10)
+        return listing(self, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(browser.BatchLister, "list", slow)
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            title = screen.query_one("#browser-title")
+            assert _text(title) == f"Reading the batches in {tmp_path}…"
+            assert not screen.query_one("#browser-empty").display
+            gate.set()
+            await _until(pilot, lambda: screen.rows != [])
+            assert _text(title) == f"1 batch in {tmp_path}"
+            assert screen.cells(finished.name)["state"] == "finished"
+
+    run(body)

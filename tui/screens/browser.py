@@ -110,6 +110,8 @@ class BrowserScreen(WorkerScreen):
         #: Reads again only the batches whose files changed, or that an engine holds.
         self._lister = BatchLister(output_dir)
         self.rows: list[BatchSummary] = []
+        #: The batches were read at least once (until then ``rows`` says nothing).
+        self.loaded = False
         #: The operator's choice (p); the pane also hides on a short terminal.
         self.preview_wanted = True
         self.widths: dict[str, int] = {}
@@ -131,7 +133,9 @@ class BrowserScreen(WorkerScreen):
         with Container(id="browser-body"):
             yield DataTable(id="batches", cursor_type="row", zebra_stripes=True)
             yield BatchPreviewPane(clock=host(self).clock, id="batch-preview")
-        yield Static(id="browser-empty")
+        empty = Static(id="browser-empty")
+        empty.display = False  # said once the batches are read, if there are none
+        yield empty
         yield KeyFooter()  # ? and q first (WorkerScreen.FOOTER_FIRST), then what fits whole
 
     def on_mount(self) -> None:
@@ -146,8 +150,10 @@ class BrowserScreen(WorkerScreen):
         place is in the empty message and the help of `batchtui ls`)."""
         scope = as_scope(self.output_dir)
         count = f"{len(self.rows)} batch" + ("" if len(self.rows) == 1 else "es")
+        if not self.loaded:  # not "0 batches" while thousands are being read
+            count = "Reading the batches"
         where = f"in {scope.output_dir}" if scope.only else f"from every folder (new ones go to {scope.output_dir})"
-        set_text(self.query_one("#browser-title", Static), plain(f"{count} {where}"))
+        set_text(self.query_one("#browser-title", Static), plain(f"{count} {where}" + ("" if self.loaded else "…")))
 
     def on_resize(self, _event: Resize) -> None:
         self._layout()
@@ -261,6 +267,7 @@ class BrowserScreen(WorkerScreen):
 
     def _draw(self, rows: list[BatchSummary]) -> None:
         self.rows = rows
+        self.loaded = True
         self._title()
         empty = self.query_one("#browser-empty", Static)
         empty.display = not rows
