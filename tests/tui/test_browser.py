@@ -31,6 +31,7 @@ from batchtui.tui.screens.browser_columns import COLUMNS, PRIORITY, cut_end, fit
 from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.text import cut_middle
 from batchtui.tui.widgets.batch_preview import BatchPreviewPane
+from batchtui.tui.widgets.batch_table import BatchTable
 
 from .conftest import run
 from .fixtures import FROZEN, T0, hold_lock, make_batch
@@ -468,13 +469,13 @@ def test_reading_the_batches_again_redraws_only_the_cells_that_changed(
     halted = make_batch(tmp_path, state=BatchState.HALTED, halt_reason=REASON)
     now = [FROZEN]
     fills: list[int] = []
-    rebuild = BrowserScreen._fill
+    rebuild = BatchTable._fill
 
-    def counting(self: BrowserScreen) -> None:
-        fills.append(len(self.rows))
+    def counting(self: BatchTable) -> None:
+        fills.append(len(self.batches))
         rebuild(self)
 
-    monkeypatch.setattr(BrowserScreen, "_fill", counting)
+    monkeypatch.setattr(BatchTable, "_fill", counting)
 
     async def reread(pilot: object, screen: BrowserScreen) -> None:
         before = screen.rows
@@ -615,5 +616,28 @@ def test_until_the_first_reading_the_title_says_it_reads_not_0_batches(
             await _until(pilot, lambda: screen.rows != [])
             assert _text(title) == f"1 batch in {tmp_path}"
             assert screen.cells(finished.name)["state"] == "finished"
+
+    run(body)
+
+
+def test_a_batch_made_meanwhile_does_not_take_the_cursor(tmp_path: Path) -> None:
+    """Batches are listed newest first: one made by another shell comes in above the one the
+    operator is on. The cursor stays on that batch (it went to the new one, by its row number)."""
+    older = make_batch(tmp_path, state=BatchState.HALTED, halt_reason=REASON)
+    newer = make_batch(tmp_path, state=BatchState.FINISHED, batch_id="20261118_100000_aaaa0004")
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            await _select(pilot, screen, newer.name)
+            assert [r.batch_id for r in screen.rows].index(newer.name) == 0
+            newest = make_batch(tmp_path, state=BatchState.PAUSED, batch_id="20261118_110000_aaaa0005")
+            before = screen.rows
+            await pilot.press("f5")
+            await _until(pilot, lambda: screen.rows is not before)
+            assert [r.batch_id for r in screen.rows] == [newest.name, newer.name, older.name]
+            assert screen.selected_id == newer.name
 
     run(body)

@@ -17,7 +17,6 @@ from pathlib import Path
 from time import thread_time
 from typing import ClassVar
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -38,10 +37,11 @@ from batchtui.engine.summary import BatchSummary
 from ..host import host
 from ..text import plain
 from ..widgets.batch_preview import BatchPreviewPane
+from ..widgets.batch_table import BatchTable
 from ..widgets.footer import KeyFooter
 from ..widgets.labels import set_text
 from .base import WorkerScreen
-from .browser_columns import COLUMN_BY_KEY, COLUMNS, cell_text, cut_end, fit_columns, short_id
+from .browser_columns import short_id
 from .modals import ConfirmScreen
 
 #: From this width the preview stands beside the table; below it, under the table.
@@ -114,16 +114,9 @@ class BrowserScreen(WorkerScreen):
         self.loaded = False
         #: The operator's choice (p); the pane also hides on a short terminal.
         self.preview_wanted = True
-        self.widths: dict[str, int] = {}
-        #: What the table shows: each row's summary and cells by batch id, in the table's
-        #: order, and the theme's colours they were drawn in.
-        self._drawn: dict[str, tuple[BatchSummary, tuple[Text, ...]]] = {}
-        self._drawn_colours = ("", "")
         self._reload_timer: Timer | None = None
         #: Seconds from the last reading to the next (see :func:`reload_in`).
         self.reload_in = REFRESH_S
-        #: Each batch's uncut text lengths, with the summary they were measured on.
-        self._measured: dict[str, tuple[BatchSummary, dict[str, int]]] = {}
         self._preview_asked = 0  # requests for a preview; the one being read has its number
         self._preview_busy = False
         self._preview_reading: str | None = None  # the batch being read
@@ -131,7 +124,7 @@ class BrowserScreen(WorkerScreen):
     def compose(self) -> ComposeResult:
         yield Static(id="browser-title")
         with Container(id="browser-body"):
-            yield DataTable(id="batches", cursor_type="row", zebra_stripes=True)
+            yield BatchTable(id="batches")
             yield BatchPreviewPane(clock=host(self).clock, id="batch-preview")
         empty = Static(id="browser-empty")
         empty.display = False  # said once the batches are read, if there are none
@@ -190,45 +183,7 @@ class BrowserScreen(WorkerScreen):
             table_rows = min(len(self.rows) + 1, max(6, room // 2))
             pane.styles.width = "1fr"
             pane.styles.height = max(8, room - table_rows - 1)
-        self._fit(table_width)
-
-    def _fit(self, table_width: int) -> None:
-        # The vertical scrollbar's two cells are kept free: the table never scrolls sideways.
-        widths = fit_columns(table_width - 2, self._natural())
-        if widths != self.widths:
-            self.widths = widths
-            self._fill()
-
-    def _natural(self) -> dict[str, int]:
-        """The cells each column's widest text takes (its label included)."""
-        now = host(self).clock()
-        lengths = [self._lengths(r, now) for r in self.rows]
-        if len(self._measured) > len(self.rows):  # batches deleted or forgotten since
-            listed = {r.batch_id for r in self.rows}
-            self._measured = {k: v for k, v in self._measured.items() if k in listed}
-        natural = {}
-        for col in COLUMNS:
-            if col.key == "progress":  # a bar: as wide as it is given
-                natural[col.key] = col.most
-            elif col.key == "engine" and not any(r.engine for r in self.rows):
-                natural[col.key] = 0
-            else:
-                natural[col.key] = max([len(col.label), *(row[col.key] for row in lengths)])
-        return natural
-
-    def _lengths(self, row: BatchSummary, now: float) -> dict[str, int]:
-        """The cells of each of a row's texts, uncut. A batch the lister did not read again is
-        the same summary object: only its age is measured again."""
-        kept = self._measured.get(row.batch_id)
-        if kept is None or kept[0] is not row:
-            lengths = {
-                c.key: cell_text(c.key, row, 10_000, now, "", "").cell_len for c in COLUMNS if c.key != "progress"
-            }
-            self._measured[row.batch_id] = (row, lengths)
-        else:
-            lengths = kept[1]
-        lengths["age"] = cell_text("age", row, 10_000, now, "", "").cell_len
-        return lengths
+        self.query_one(BatchTable).show(self.rows, table_width)
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -278,8 +233,7 @@ class BrowserScreen(WorkerScreen):
                 " `batchtui demo`."
             ),
         )
-        self._layout()  # the columns fit again (the engine column comes and goes with the rows)
-        self._update_rows()
+        self._layout()  # the rows, in columns that fit again (the engine column comes and goes)
         self.refresh_bindings()
         pane = self.query_one(BatchPreviewPane)
         row = self.selected
@@ -288,63 +242,14 @@ class BrowserScreen(WorkerScreen):
         else:  # another batch, or one that changed (a running one: every time)
             self._load_preview()
 
-    def _colours(self) -> tuple[str, str]:
-        colours = self.app.theme_variables  # the theme's, as .tcss would
-        return colours.get("warning", "yellow"), colours.get("error", "red")
-
-    def _cells(self, row: BatchSummary, now: float, colours: tuple[str, str]) -> tuple[Text, ...]:
-        return tuple(cell_text(key, row, width, now, *colours) for key, width in self.widths.items())
-
-    def _update_rows(self) -> None:
-        """The rows read again, into the table: the cells whose text changed, in place, when
-        the same batches are listed in the same order, under the same columns and colours; else
-        the table is rebuilt (:meth:`_fill`). A batch the lister did not read again is the same
-        summary object: only its age moves on."""
-        colours = self._colours()
-        if not self._drawn or [r.batch_id for r in self.rows] != list(self._drawn) or colours != self._drawn_colours:
-            self._fill()
-            return
-        table = self.query_one("#batches", DataTable)
-        now = host(self).clock()
-        age = list(self.widths).index("age") if "age" in self.widths else None
-        for r in self.rows:
-            drawn_from, before = self._drawn[r.batch_id]
-            if r is drawn_from:
-                if age is None:
-                    continue
-                cells = (*before[:age], cell_text("age", r, self.widths["age"], now, *colours), *before[age + 1 :])
-            else:
-                cells = self._cells(r, now, colours)
-            for key, new, old in zip(self.widths, cells, before, strict=True):
-                if new != old:
-                    table.update_cell(r.batch_id, key, new)
-            self._drawn[r.batch_id] = (r, cells)
-
-    def _fill(self) -> None:
-        """Rebuild the table with the rows and the columns that fit; the cursor stays on its
-        batch."""
-        table = self.query_one("#batches", DataTable)
-        keep = self.selected_id
-        table.clear(columns=True)
-        for key, width in self.widths.items():
-            table.add_column(cut_end(COLUMN_BY_KEY[key].label, width), width=width, key=key)
-        now = host(self).clock()
-        self._drawn_colours = colours = self._colours()
-        self._drawn = {}
-        for r in self.rows:
-            cells = self._cells(r, now, colours)
-            self._drawn[r.batch_id] = (r, cells)
-            table.add_row(*cells, key=r.batch_id)
-        if keep is not None:
-            for index, r in enumerate(self.rows):
-                if r.batch_id == keep:
-                    table.move_cursor(row=index, animate=False)
-                    break
-
     def cells(self, batch_id: str) -> dict[str, str]:
         """The cells of a batch's row as drawn: column key -> text (for tests and scripts)."""
-        table = self.query_one("#batches", DataTable)
-        return {key: str(table.get_cell(batch_id, key)) for key in self.widths}
+        return self.query_one(BatchTable).cells(batch_id)
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """The columns shown and their widths, in order."""
+        return self.query_one(BatchTable).widths
 
     # -- the preview ---------------------------------------------------------------------------
 
@@ -394,10 +299,7 @@ class BrowserScreen(WorkerScreen):
 
     @property
     def selected(self) -> BatchSummary | None:
-        table = self.query_one("#batches", DataTable)
-        if not self.rows or table.cursor_row is None or table.cursor_row >= len(self.rows):
-            return None
-        return self.rows[table.cursor_row]
+        return self.query_one(BatchTable).selected
 
     @property
     def selected_id(self) -> str | None:
