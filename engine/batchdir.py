@@ -19,7 +19,7 @@ from typing import Final
 import orjson
 
 from .errors import UserError
-from .files import DIR_MODE, FILE_MODE, NOFOLLOW, DamagedFile, read_model
+from .files import DIR_MODE, FILE_MODE, NOFOLLOW, DamagedFile, read_model, read_small_file
 from .models import LiveProgress, LockInfo, Manifest, NewerFormat
 
 BATCH_ID_RE: Final = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{8}$")
@@ -126,9 +126,9 @@ class BatchLock:
 
 def read_lock_info(path: Path) -> LockInfo | None:
     try:
-        raw = path.read_bytes()
+        raw = read_small_file(path, limit=64 * 1024)
         return LockInfo.model_validate(orjson.loads(raw)) if raw.strip() else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, DamagedFile):
         return None
 
 
@@ -136,10 +136,12 @@ def engine_alive(batch_path: Path) -> LockInfo | None:
     """The lock holder's info if a live engine holds the batch, else None (never blocks)."""
     lock = batch_path / "lock"
     try:
-        fd = os.open(lock, os.O_RDONLY | NOFOLLOW)
+        fd = os.open(lock, os.O_RDONLY | NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # a fifo: no wait
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # no engine locks anything but the file it made
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import re
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -205,10 +206,40 @@ def _atomic_write_at(dfd: int, path: Path, data: bytes, *, durable: bool, backup
 def _parses(path: Path) -> bool:
     """Whether ``path`` exists and holds whole JSON (the only kind of file worth backing up)."""
     try:
-        orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        orjson.loads(read_small_file(path))
+    except (OSError, orjson.JSONDecodeError, DamagedFile):
         return False
     return True
+
+
+#: The most a JSON file of a batch (manifest, live progress, report, lock) may hold. The
+#: biggest real ones are manifests with long histories: well under a megabyte.
+SMALL_FILE_MAX: Final = 64 * 1024 * 1024
+
+
+def read_small_file(path: Path, limit: int = SMALL_FILE_MAX) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes, or DamagedFile.
+
+    What a batch's files should be, checked before reading: a fifo put in the place of
+    manifest.json blocked every view (``ls``, the browser) for good, a link to /dev/zero made
+    them read without end. A symbolic link (in the last component) is refused as well: batchtui
+    never makes one there. FileNotFoundError when there is no such file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DamagedFile(path, "a symbolic link, where batchtui writes a file") from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DamagedFile(path, "not a regular file (a fifo, a device or a folder)")
+        if st.st_size > limit:
+            raise DamagedFile(path, f"{st.st_size:,} bytes, more than such a file ever holds ({limit:,})")
+        data = fh.read(limit + 1)
+    if len(data) > limit:  # it grew while read
+        raise DamagedFile(path, f"more than {limit:,} bytes, more than such a file ever holds")
+    return data
 
 
 def dumps(obj: Any, *, pretty: bool = False) -> bytes:
@@ -251,8 +282,12 @@ def read_model(
     found = False
     for candidate in candidates:
         try:
-            raw = candidate.read_bytes()
+            raw = read_small_file(candidate)
         except FileNotFoundError:
+            continue
+        except DamagedFile as exc:
+            found = True
+            first_error = first_error or exc
             continue
         try:
             value = model.model_validate(orjson.loads(raw))

@@ -47,9 +47,10 @@ def test_a_link_to_the_file_is_replaced_and_its_backup_is_no_link_to_the_target(
     atomic_write_bytes(batch / "manifest.json", b'{"new": true}\n', backup=True)
     assert outside.read_bytes() == b'{"old": true}\n'
     assert not (batch / "manifest.json").is_symlink()
-    # The backup is the link itself (hard-linked without following it), not a second name of
-    # the target, whose content a later write could then reach.
-    assert (batch / "manifest.json.bak").is_symlink()
+    # No backup is made of it: a link is no file batchtui wrote (reading one is refused), and a
+    # second name of the target would let a later write reach it.
+    assert not (batch / "manifest.json.bak").exists()
+    assert not (batch / "manifest.json.bak").is_symlink()
 
 
 def test_a_batch_dir_swapped_for_a_link_is_refused(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ the ``-wal`` and ``-shm`` files with the mode of the database file, which is 060
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any, Final
 
@@ -135,11 +137,24 @@ def _group_id(error_type: str | None, group: str | None) -> str | None:
 
 
 def _connect(target: str | Path, path: Path, **kwargs: Any) -> StoreConnection:
+    _check_regular(path)
     conn = sqlite3.connect(target, factory=StoreConnection, **kwargs)
     assert isinstance(conn, StoreConnection)
     conn.db_path = path
     conn.create_function("batchtui_group_id", 2, _group_id, deterministic=True)
     return conn
+
+
+def _check_regular(path: Path) -> None:
+    """SQLite opens what it is given: a fifo in the place of items.db (or of its -wal, -shm)
+    blocked the reader for good (``show``, ``export``). Each that exists must be a file."""
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = os.stat(name).st_mode
+        except OSError:
+            continue  # none yet, or unreadable: SQLite says what it finds
+        if not stat.S_ISREG(mode):
+            raise StoreError(f"{name} is not a regular file (a fifo, a device or a folder); {recover_hint(path)}")
 
 
 def _opened(path: Path, target: str | Path, pragmas: tuple[str, ...], **kwargs: Any) -> StoreConnection:

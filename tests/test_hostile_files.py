@@ -1,0 +1,114 @@
+"""A fifo, a device or a link where a batch file should be never blocks a view, and never makes
+one read without end: the file is damaged (its backup is read when it has one), and the view
+goes on. A fifo in place of manifest.json blocked ``ls`` and the browser for good; a link to
+/dev/zero in place of live_progress.json made them read until memory ran out."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchtui.engine.batchdir import BatchDir, engine_alive
+from batchtui.engine.files import SMALL_FILE_MAX, DamagedFile, read_small_file
+from batchtui.engine.listing import list_batches
+from batchtui.engine.models import BatchState
+from batchtui.engine.store import ItemQueries, ItemStore, StoreError
+from batchtui.engine.summary import summarize
+
+from .tui.fixtures import make_batch
+
+#: Longer than any of these reads takes; a read that blocks is a failure, not a hung suite.
+WITHIN_S = 10.0
+
+
+def _within(call: Callable[[], Any], *fifos: Path) -> Any:
+    """``call()`` on a thread: its result, or its exception; a failure if it blocks (then the
+    fifos get a writer, so the blocked thread ends with the test)."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = call()
+        except BaseException as exc:  # handed to the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(WITHIN_S)
+    if thread.is_alive():
+        for fifo in fifos:
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"blocked for {WITHIN_S:.0f} s")
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+@pytest.fixture
+def batch(tmp_path: Path) -> Iterator[Path]:
+    yield make_batch(tmp_path / "out", state=BatchState.FINISHED, n=10)
+
+
+def _fifo(path: Path) -> Path:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def test_a_fifo_in_place_of_the_manifest_reads_its_backup(batch: Path) -> None:
+    (batch / "manifest.json.bak").write_bytes((batch / "manifest.json").read_bytes())
+    fifo = _fifo(batch / "manifest.json")
+    rows = _within(lambda: list_batches(batch.parent), fifo)
+    assert [r.batch_id for r in rows] == [batch.name]
+    assert rows[0].manifest_from_backup is True
+    assert rows[0].state == "finished"
+
+
+def test_a_fifo_in_place_of_the_manifest_without_a_backup_is_a_damaged_batch(batch: Path) -> None:
+    fifo = _fifo(batch / "manifest.json")
+    row = _within(lambda: summarize(batch), fifo)
+    assert row.state == "damaged"
+    assert "not a regular file (a fifo, a device or a folder)" in (row.error or "")
+
+
+def test_a_link_to_dev_zero_in_place_of_live_progress_is_no_progress(batch: Path) -> None:
+    (batch / "live_progress.json").unlink(missing_ok=True)
+    (batch / "live_progress.json").symlink_to("/dev/zero")
+    assert _within(lambda: BatchDir(batch).read_live()) is None
+    assert _within(lambda: summarize(batch)).state == "finished"
+    with pytest.raises(DamagedFile, match="a symbolic link"):
+        read_small_file(batch / "live_progress.json")
+
+
+def test_a_device_reached_by_its_own_name_is_not_read(tmp_path: Path) -> None:
+    with pytest.raises(DamagedFile, match="not a regular file"):
+        _within(lambda: read_small_file(Path("/dev/zero")))
+
+
+def test_a_manifest_bigger_than_any_is_damaged_not_read(batch: Path) -> None:
+    with open(batch / "manifest.json", "r+b") as fh:
+        fh.truncate(SMALL_FILE_MAX + 1)  # sparse: nothing is written
+    row = _within(lambda: summarize(batch))
+    assert row.state == "damaged"
+    assert f"{SMALL_FILE_MAX + 1:,} bytes" in (row.error or "")
+
+
+def test_a_fifo_in_place_of_the_lock_is_no_engine(batch: Path) -> None:
+    fifo = _fifo(batch / "lock")
+    assert _within(lambda: engine_alive(batch), fifo) is None
+    assert _within(lambda: summarize(batch), fifo).engine is None
+
+
+@pytest.mark.parametrize("name", ["items.db", "items.db-wal", "items.db-shm"])
+def test_a_fifo_in_place_of_the_store_is_a_store_error(batch: Path, name: str) -> None:
+    fifo = _fifo(batch / name)
+    for opening in (lambda: ItemStore.open_readonly(batch / "items.db"), lambda: ItemQueries(batch / "items.db")):
+        with pytest.raises(StoreError, match="not a regular file"):
+            _within(opening, fifo)
