@@ -112,3 +112,14 @@ def test_a_fifo_in_place_of_the_store_is_a_store_error(batch: Path, name: str) -
     for opening in (lambda: ItemStore.open_readonly(batch / "items.db"), lambda: ItemQueries(batch / "items.db")):
         with pytest.raises(StoreError, match="not a regular file"):
             _within(opening, fifo)
+
+
+def test_show_of_a_batch_whose_report_is_a_fifo_shows_the_rest(batch: Path) -> None:
+    from click.testing import CliRunner
+
+    from batchtui.tui.cli import main
+
+    fifo = _fifo(batch / "report.json")
+    got = _within(lambda: CliRunner().invoke(main, ["show", str(batch)]), fifo)
+    assert got.exception is None, got.output
+    assert got.exit_code == 0 and f"BATCH SUMMARY  {batch.name}  (finished)" in got.output

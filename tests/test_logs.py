@@ -277,3 +277,16 @@ def test_a_planted_link_is_not_read_as_a_log(batch: Path, tmp_path: Path, stream
     log_path(batch, 3, 1, stream).symlink_to(secret)  # type: ignore[arg-type]
     assert attempt_logs(batch, 3) == []
     assert list(follow(batch, 3, is_done=lambda: True)) == []
+
+
+def test_the_logs_verb_prints_no_planted_link_and_no_traceback(tmp_path: Path) -> None:
+    """`batchtui logs` reads a log file itself (not through the engine's reader above): a link
+    planted in place of the log of item 0 is no log, said in one line, exit 0."""
+    path = _run_batch(tmp_path, "echo out {}", ["a"], workers=1)
+    secret = tmp_path / "secret"
+    secret.write_text("not a log\n")
+    (path / "logs" / "0.1.out").unlink()
+    (path / "logs" / "0.1.out").symlink_to(secret)
+    got = CliRunner().invoke(cli, ["logs", str(path), "0"])
+    assert got.exception is None, got.output
+    assert (got.exit_code, got.output) == (0, "attempt 1 of item 0 wrote nothing to stdout\n")

@@ -16,6 +16,7 @@ the terminal's input. Newlines and tabs stay. ``--raw`` sends the bytes as they 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -156,7 +157,12 @@ def _print_once(
 
 def _read_regular(path: Path) -> bytes:
     """The file's bytes; a link or anything but a regular file is no log (FileNotFoundError)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symbolic link
+            raise FileNotFoundError(path) from None
+        raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise FileNotFoundError(path)

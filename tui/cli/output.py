@@ -46,10 +46,12 @@ def echo_json(data: Any, *, indent: int | None = 2) -> None:
 
 def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object file (report.json), or None when it is missing or not an object."""
+    from batchtui.engine.files import DamagedFile, read_small_file
+
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_small_file(path))  # a fifo or a link there: no report, no wait
         return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, DamagedFile):
         return None
 
 
