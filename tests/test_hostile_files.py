@@ -123,3 +123,16 @@ def test_show_of_a_batch_whose_report_is_a_fifo_shows_the_rest(batch: Path) -> N
     got = _within(lambda: CliRunner().invoke(main, ["show", str(batch)]), fifo)
     assert got.exception is None, got.output
     assert got.exit_code == 0 and f"BATCH SUMMARY  {batch.name}  (finished)" in got.output
+
+
+def test_the_item_detail_shows_no_output_for_a_fifo_or_a_link_in_place_of_a_log(tmp_path: Path) -> None:
+    from batchtui.tui.screens.detail import _tail
+
+    secret = tmp_path / "secret"
+    secret.write_text("not a log\n")
+    (tmp_path / "0.1.out").symlink_to(secret)
+    fifo = _fifo(tmp_path / "0.1.err")
+    (tmp_path / "1.1.out").write_text("a\nb\n")
+    assert _within(lambda: _tail(tmp_path / "0.1.out")) is None
+    assert _within(lambda: _tail(tmp_path / "0.1.err"), fifo) is None
+    assert _within(lambda: _tail(tmp_path / "1.1.out")) == "a\nb\n"

@@ -17,6 +17,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -53,14 +54,19 @@ TAIL_BYTES = 16384
 
 
 def _tail(path: Path, limit: int = TAIL_BYTES) -> str | None:
+    """The end of a log file; None when there is none, or it is no regular file (a link or a
+    fifo put there since the logs were listed: never followed, never waited on)."""
     try:
-        with path.open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - limit))
-            data = fh.read()
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - limit))
+        data = fh.read()
     text = data.decode(errors="replace")
     if size > limit:
         text = "…" + text.split("\n", 1)[-1]
