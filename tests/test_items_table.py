@@ -430,3 +430,37 @@ def test_missing_store_shows_a_message_then_recovers(tmp_path: Path) -> None:
         assert shown_seqs(table) == [0, 1, 2]
 
     run(db, body)
+
+
+def test_the_cursor_stays_on_its_item_when_rows_above_it_leave_the_view(tmp_path: Path) -> None:
+    """In flight, items end and leave the view while the operator moves to one: the cursor
+    stays on that item (a key then acts on it), and when that item leaves too, the cursor
+    keeps its place, on the next one."""
+    db = build_store(tmp_path / "items.db", [(f"item-{i}", "processing", None, None) for i in range(40)])
+
+    async def body(app: TableApp, pilot: Pilot[None], table: ItemsTable) -> None:
+        table.set_filter(status="processing")
+        await pilot.pause()
+        for _ in range(10):
+            await pilot.press("down")
+        assert (table.cursor_row, table.selected_seq) == (10, 10)
+        with sqlite3.connect(db) as conn:  # the engine: items 2, 5 and 7 end
+            conn.execute("UPDATE items SET status='complete' WHERE seq IN (2, 5, 7)")
+        table.refresh_data()
+        await pilot.pause()
+        assert (table.cursor_row, table.selected_seq) == (7, 10)
+        assert lines(table)[1 + 7].split()[0] == "10"
+        with sqlite3.connect(db) as conn:  # and an item ahead of it comes back (a retry)
+            conn.execute("UPDATE items SET status='processing' WHERE seq = 5")
+        table.refresh_data()
+        await pilot.pause()
+        assert (table.cursor_row, table.selected_seq) == (8, 10)
+        with sqlite3.connect(db) as conn:  # the item itself ends
+            conn.execute("UPDATE items SET status='complete' WHERE seq = 10")
+        table.refresh_data()
+        await pilot.pause()
+        assert (table.cursor_row, table.selected_seq) == (8, 11)
+        await pilot.press("enter")
+        assert app.selected == [11]
+
+    run(db, body)

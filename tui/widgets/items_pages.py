@@ -72,6 +72,15 @@ class RowPages:
         numbers = range(first // PAGE_SIZE, min((first + n) // PAGE_SIZE + 1, -(-count // PAGE_SIZE)))
         return [self.fetch(number, f, order) for number in numbers] != [before.get(number) for number in numbers]
 
+    def index_of(self, seq: int) -> int | None:
+        """Where item ``seq`` is in the view, if it is among the rows read (the pages of the
+        screen); None otherwise."""
+        for number, page in self._pages.items():
+            for offset, row in enumerate(page):
+                if row.seq == seq:
+                    return number * PAGE_SIZE + offset
+        return None
+
     def row(self, index: int, item_filter: ItemFilter, order: str) -> Row | None:
         """Row ``index`` of the view (``item_filter`` in ``order``): from the cache, or its page
         is read; None past the rows read or when the page cannot be read."""

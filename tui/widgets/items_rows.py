@@ -47,6 +47,44 @@ COMPONENT_CLASSES: Final = {f"items-table--{name}" for name in ("header", "curso
 | `items-table--message` | "no items" / "items.db unavailable" line. |
 | `items-table--marked` | Added to a marked row (its first column shows ●). |
 """
+#: The table's look: a component class for each part of a line (the paint reads them).
+ITEMS_TABLE_CSS: Final = """
+ItemsTable {
+    width: 1fr;
+    height: 1fr;
+    overflow-x: hidden;
+    overflow-y: auto;
+    background: $surface;
+    color: $foreground;
+    border-left: tall $panel;  /* $accent when focused: where the keys go */
+}
+ItemsTable:focus {
+    background-tint: $foreground 5%;
+    border-left: tall $accent;
+}
+ItemsTable > .items-table--header {
+    background: $panel;
+    color: $foreground;
+    text-style: bold;
+}
+ItemsTable > .items-table--cursor {
+    background: $block-cursor-blurred-background;
+    color: $block-cursor-blurred-foreground;
+    text-style: $block-cursor-blurred-text-style;
+}
+ItemsTable:focus > .items-table--cursor {
+    background: $block-cursor-background;
+    color: $block-cursor-foreground;
+    text-style: $block-cursor-text-style;
+}
+ItemsTable > .items-table--pending { color: $text-muted; }
+ItemsTable > .items-table--processing { color: $warning; }
+ItemsTable > .items-table--complete { color: $success; }
+ItemsTable > .items-table--failed { color: $error; }
+ItemsTable > .items-table--skipped { color: $text-disabled; }
+ItemsTable > .items-table--message { color: $text-muted; text-style: italic; }
+ItemsTable > .items-table--marked { background: $accent-muted; text-style: bold; }
+"""
 _RIGHT_ALIGNED: Final = (False, True, False, True, True, False, False)
 _MIDDLE_CUT: Final = (False, False, False, False, False, True, False)
 

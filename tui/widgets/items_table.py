@@ -33,6 +33,7 @@ from .items_messages import CountReady, Highlighted, MarksChanged, Selected
 from .items_pages import MAX_PAGES, PAGE_SIZE, RowPages
 from .items_rows import (
     COMPONENT_CLASSES,
+    ITEMS_TABLE_CSS,
     MARK,
     SORT_BY_COLUMN,
     Paint,
@@ -64,43 +65,7 @@ class ItemsTable(ScrollView, can_focus=True):
     are marked is one query per paint; how many are marked is counted with the view's count.
     """
 
-    DEFAULT_CSS = """
-    ItemsTable {
-        width: 1fr;
-        height: 1fr;
-        overflow-x: hidden;
-        overflow-y: auto;
-        background: $surface;
-        color: $foreground;
-        border-left: tall $panel;  /* $accent when focused: where the keys go */
-    }
-    ItemsTable:focus {
-        background-tint: $foreground 5%;
-        border-left: tall $accent;
-    }
-    ItemsTable > .items-table--header {
-        background: $panel;
-        color: $foreground;
-        text-style: bold;
-    }
-    ItemsTable > .items-table--cursor {
-        background: $block-cursor-blurred-background;
-        color: $block-cursor-blurred-foreground;
-        text-style: $block-cursor-blurred-text-style;
-    }
-    ItemsTable:focus > .items-table--cursor {
-        background: $block-cursor-background;
-        color: $block-cursor-foreground;
-        text-style: $block-cursor-text-style;
-    }
-    ItemsTable > .items-table--pending { color: $text-muted; }
-    ItemsTable > .items-table--processing { color: $warning; }
-    ItemsTable > .items-table--complete { color: $success; }
-    ItemsTable > .items-table--failed { color: $error; }
-    ItemsTable > .items-table--skipped { color: $text-disabled; }
-    ItemsTable > .items-table--message { color: $text-muted; text-style: italic; }
-    ItemsTable > .items-table--marked { background: $accent-muted; text-style: bold; }
-    """
+    DEFAULT_CSS = ITEMS_TABLE_CSS
 
     COMPONENT_CLASSES: ClassVar[set[str]] = COMPONENT_CLASSES
 
@@ -258,6 +223,7 @@ class ItemsTable(ScrollView, can_focus=True):
         """
         if self._pages.store is None and not self._pages.open():
             return
+        seq = self.selected_seq
         count, pages = self._count, self._pages.snapshot()
         self._pages.clear()
         if self._is_filtered and self._counts.is_slow:
@@ -271,6 +237,14 @@ class ItemsTable(ScrollView, can_focus=True):
         on_screen = (int(self.scroll_y), self.size.height, self._count)
         if self._pages.changed(pages, *on_screen, self.item_filter, self.order) or count != self._count:
             self.refresh()
+            self._follow(seq)
+
+    def _follow(self, seq: int | None) -> None:
+        """Keep the cursor on item ``seq`` when rows above it came or went (in flight, items
+        leave the view 4 times a second): a key then acts on the item the operator chose, not on
+        one that slid under the cursor. One that left the view leaves the cursor on the next."""
+        if seq is not None and self.selected_seq != seq and (index := self._pages.index_of(seq)) is not None:
+            self.cursor_row = index
 
     # -- reactives -------------------------------------------------------------------------
 
