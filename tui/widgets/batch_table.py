@@ -14,14 +14,13 @@ meanwhile (by another shell) must not move the selection to itself.
 from __future__ import annotations
 
 from rich.text import Text
-from textual.coordinate import Coordinate
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist
 
 from batchtui.engine.summary import BatchSummary
 
 from ..host import host
 from ..screens.browser_columns import COLUMN_BY_KEY, COLUMNS, cell_text, cut_end, fit_columns
+from .errors_panel import row_key_at_cursor
 
 __all__ = ["BatchTable"]
 
@@ -130,7 +129,7 @@ class BatchTable(DataTable[Text]):
 
     def _fill(self) -> None:
         """Rebuild the table; the cursor stays on the batch it was on."""
-        keep = self._cursor_key()
+        keep = row_key_at_cursor(self)  # as drawn, not as just listed
         self.clear(columns=True)
         for key, width in self.widths.items():
             self.add_column(cut_end(COLUMN_BY_KEY[key].label, width), width=width, key=key)
@@ -146,12 +145,3 @@ class BatchTable(DataTable[Text]):
                 if b.batch_id == keep:
                     self.move_cursor(row=index, animate=False)
                     break
-
-    def _cursor_key(self) -> str | None:
-        """The id of the batch the cursor is on, as drawn (not as just listed)."""
-        if not self.row_count or self.cursor_row is None:
-            return None
-        try:
-            return self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value
-        except CellDoesNotExist:  # a table without columns
-            return None
