@@ -88,6 +88,13 @@ async def _until(pilot: object, pred: object, timeout: float = 10.0) -> None:
         waited += 0.05
 
 
+async def _reread(pilot: object, screen: BrowserScreen) -> None:
+    """f5, as a user, and wait for the batches read again."""
+    before = screen.rows
+    await pilot.press("f5")  # type: ignore[attr-defined]
+    await _until(pilot, lambda: screen.rows is not before)
+
+
 async def _select(pilot: object, screen: BrowserScreen, batch_id: str) -> BatchPreviewPane:
     """Move the cursor to ``batch_id`` (as a user: arrow keys) and wait for its preview."""
     await _until(pilot, lambda: any(r.batch_id == batch_id for r in screen.rows))
@@ -477,11 +484,6 @@ def test_reading_the_batches_again_redraws_only_the_cells_that_changed(
 
     monkeypatch.setattr(BatchTable, "_fill", counting)
 
-    async def reread(pilot: object, screen: BrowserScreen) -> None:
-        before = screen.rows
-        await pilot.press("f5")  # type: ignore[attr-defined]
-        await _until(pilot, lambda: screen.rows is not before)
-
     async def body() -> None:
         app = BatchtuiApp(
             output_dir=tmp_path, watch_files=False, clock=lambda: now[0], handle_hangup=False, strict_display=True
@@ -493,12 +495,12 @@ def test_reading_the_batches_again_redraws_only_the_cells_that_changed(
             built = len(fills)
             first = {b.name: screen.cells(b.name) for b in (finished, halted)}
             for _ in range(2):
-                await reread(pilot, screen)
+                await _reread(pilot, screen)
             assert len(fills) == built
             assert {b.name: screen.cells(b.name) for b in (finished, halted)} == first
 
             now[0] += 3 * 3600  # three hours on: every age moves, nothing else
-            await reread(pilot, screen)
+            await _reread(pilot, screen)
             assert len(fills) == built
             later = screen.cells(finished.name)
             assert later["age"] != first[finished.name]["age"]
@@ -511,13 +513,13 @@ def test_reading_the_batches_again_redraws_only_the_cells_that_changed(
             data["name"] = "renamed in place"
             (finished / "manifest.json.tmp").write_bytes(orjson.dumps(data))
             (finished / "manifest.json.tmp").replace(finished / "manifest.json")
-            await reread(pilot, screen)
+            await _reread(pilot, screen)
             assert len(fills) == built
             assert screen.cells(finished.name)["name"].startswith("renamed in place")
             assert screen.cells(halted.name) == {**first[halted.name], "age": screen.cells(halted.name)["age"]}
 
             make_batch(tmp_path, state=BatchState.PAUSED, batch_id="20261118_090000_aaaa0005")
-            await reread(pilot, screen)
+            await _reread(pilot, screen)
             assert fills[built:] == [3]  # another batch: the table is built again, once
             table = screen.query_one("#batches", DataTable)
             assert table.row_count == 3
@@ -634,9 +636,7 @@ def test_a_batch_made_meanwhile_does_not_take_the_cursor(tmp_path: Path) -> None
             await _select(pilot, screen, newer.name)
             assert [r.batch_id for r in screen.rows].index(newer.name) == 0
             newest = make_batch(tmp_path, state=BatchState.PAUSED, batch_id="20261118_110000_aaaa0005")
-            before = screen.rows
-            await pilot.press("f5")
-            await _until(pilot, lambda: screen.rows is not before)
+            await _reread(pilot, screen)
             assert [r.batch_id for r in screen.rows] == [newest.name, newer.name, older.name]
             assert screen.selected_id == newer.name
 
