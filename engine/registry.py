@@ -48,12 +48,13 @@ class RegistryEntry(BaseModel):
     @property
     def present(self) -> bool:
         """Its directory is still there (not moved, not deleted)."""
-        path = Path(self.path)
-        try:
-            found = path.is_dir() and any((path / n).exists() for n in ("manifest.json", "manifest.json.bak"))
-        except OSError:
+        # os.path, not pathlib: every listing asks it of every registered batch, twice
+        folder = self.path
+        if os.path.basename(os.path.normpath(folder)) != self.batch_id or not os.path.isdir(folder):
             return False
-        return found and path.name == self.batch_id
+        return os.path.exists(os.path.join(folder, "manifest.json")) or os.path.exists(
+            os.path.join(folder, "manifest.json.bak")
+        )
 
 
 def state_dir() -> Path:
