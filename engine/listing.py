@@ -25,6 +25,8 @@ GONE: Final = "gone"
 #: backup, the live progress, the lock's content, and items.db for an interrupted batch's counts.
 _READ: Final = ("manifest.json", "manifest.json.bak", "live_progress.json", "lock", "items.db", "items.db-wal")
 
+_LOCK: Final = _READ.index("lock")
+
 #: One file's identity and version: inode, size and modification time (None: no such file).
 #: Every file of a batch is replaced whole (a new inode) or grows; items.db changes size or time.
 _Stamp = tuple[int, int, int] | None
@@ -81,7 +83,7 @@ class BatchLister:
 def _held(batch: BatchDir, stamps: tuple[_Stamp, ...]) -> bool:
     """Whether a process holds the batch's lock now. With no lock file, none can: an engine
     makes it before it takes the lock, and that is a change of the stamps."""
-    return stamps[_READ.index("lock")] is not None and engine_alive(batch.path) is not None
+    return stamps[_LOCK] is not None and engine_alive(batch.path) is not None
 
 
 def list_batches(where: Path | BatchScope, *, now: float | None = None) -> list[BatchSummary]:
