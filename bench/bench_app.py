@@ -69,9 +69,9 @@ def run_phase(batch: Path) -> float:
 class PtyApp:
     """A child process on a pseudo-terminal of its own; its output is read and dropped."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, size: tuple[int, int] = (COLS, ROWS)) -> None:
         master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
         pid = os.fork()
         if pid == 0:  # the child: a session of its own with the pty as its controlling terminal
             try:

@@ -49,6 +49,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
         steps.append(("bench_tui_table", extra))
     steps.append(("bench_watch", ["--items", "50000", "--reps", "2"] if quick else []))
     steps.append(("bench_app", ["--items", "100000", "--reps", "2"] if quick else []))
+    steps.append(("bench_browser", ["--idle", "5"] if quick else []))
     return steps
 
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         default="",
-        help="comma list of benches to run (shell,inproc,pool,dask_map,durability,scale,tui_table,watch,app)",
+        help="comma list of benches to run (shell,inproc,pool,dask_map,durability,scale,tui_table,watch,app,browser)",
     )
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.txt", help="combined text [bench/results/latest.txt]")
     args = ap.parse_args(argv)
