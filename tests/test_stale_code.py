@@ -10,6 +10,7 @@ copy is named and the run refused.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import queue
 import subprocess
@@ -27,12 +28,8 @@ from batchtui.engine.sources import build_spec
 
 from .conftest import CLI, cli_env, read_jsonl
 
-try:
-    import distributed  # noqa: F401
-
-    HAVE_DASK = True
-except ImportError:
-    HAVE_DASK = False
+#: Asked without importing distributed (as tests/test_dask.py does).
+HAVE_DASK = importlib.util.find_spec("distributed") is not None
 
 needs_dask = pytest.mark.skipif(not HAVE_DASK, reason="needs the dask extra: pip install 'batchtui[dask]'")
 
