@@ -10,7 +10,6 @@ copy is named and the run refused.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import queue
 import subprocess
@@ -27,11 +26,7 @@ from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
 
 from .conftest import CLI, cli_env, read_jsonl
-
-#: Asked without importing distributed (as tests/test_dask.py does).
-HAVE_DASK = importlib.util.find_spec("distributed") is not None
-
-needs_dask = pytest.mark.skipif(not HAVE_DASK, reason="needs the dask extra: pip install 'batchtui[dask]'")
+from .test_dask import needs_dask
 
 
 def _version(n: int) -> str:
