@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,7 +37,7 @@ from batchtui.engine.runner import EXIT_INTERRUPTED, BatchRunner, RunResult
 
 from .commands import ActionsProvider
 from .glyphs import ASCII_CLASS, ascii_driver, ascii_terminal
-from .hangup import TerminalWatch, silence_terminal, tty_gone
+from .hangup import HandOff, TerminalWatch, silence_terminal, tty_gone
 from .keys import key_entries, key_words, user_keymap
 from .messages import EngineFinished
 from .plain_app import PlainApp
@@ -63,20 +62,6 @@ FIRST_PAINT_WAIT_S = 1.0
 HANDOFF_LOCK_WAIT_S = 30.0
 #: How long a TUI whose terminal died may take to shut down before it just leaves.
 DEAD_TERMINAL_EXIT_S = 5.0
-
-
-@dataclass(frozen=True)
-class HandOff:
-    """What became of the batch when this app's engine had to go.
-
-    ``pid``: the background engine started for it (it may still be waiting for the lock);
-    ``error``: why no background engine took it (said on the terminal, or in engine.log);
-    ``note``: why none was needed (the engine finished or halted here meanwhile).
-    """
-
-    pid: int | None = None
-    error: str | None = None
-    note: str | None = None
 
 
 class BatchtuiApp(PlainApp[int]):
@@ -105,8 +90,12 @@ class BatchtuiApp(PlainApp[int]):
         handle_hangup: bool = True,
         strict_display: bool = False,
         ascii_only: bool | None = None,
+        read_only: bool = False,
+        served: bool = False,
     ) -> None:
         super().__init__()
+        self.read_only = read_only
+        self.served = served
         #: The terminal gets ASCII only (tui/glyphs.py; None: decided from the locale).
         self.ascii_only = ascii_terminal() if ascii_only is None else ascii_only
         if self.ascii_only:
@@ -260,6 +249,11 @@ class BatchtuiApp(PlainApp[int]):
 
         The batch's dashboard, when it is the screen on top, is replaced by the one of the run
         (it shows the engine as running in this app)."""
+        if self.served or self.read_only:  # its keys are refused; nothing else may start one either
+            if plan is not None:
+                plan.release()
+            self.notify("no engine runs in a served app: resume in the background", severity="warning")
+            return
         if self.engine_running:
             if plan is not None:
                 plan.release()

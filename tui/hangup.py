@@ -28,6 +28,7 @@ import sys
 import termios
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 WATCHED_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
@@ -153,3 +154,17 @@ class TerminalWatch:
                     break
         if not self._stop.is_set():
             self.trigger("the terminal hung up")
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """What became of the batch when this app's engine had to go.
+
+    ``pid``: the background engine started for it (it may still be waiting for the lock);
+    ``error``: why no background engine took it (said on the terminal, or in engine.log);
+    ``note``: why none was needed (the engine finished or halted here meanwhile).
+    """
+
+    pid: int | None = None
+    error: str | None = None
+    note: str | None = None

@@ -32,6 +32,12 @@ class Host(Protocol):
     clock: Callable[[], float]
     #: An engine runs in this app's worker thread now (one at a time).
     engine_running: bool
+    #: Keys that change a batch (pause, stop, retry, skip, resume, delete...) do nothing: the app
+    #: only watches (``batchtui serve`` without --allow-control).
+    read_only: bool
+    #: The app runs for a browser (``batchtui serve``): no engine runs in it (a resume starts a
+    #: background engine) and nothing runs on the server's terminal (no $PAGER).
+    served: bool
 
     def open_batch(self, path: Path) -> None:
         """Show the dashboard of the batch at ``path``."""

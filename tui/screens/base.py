@@ -44,6 +44,32 @@ class WorkerScreen(Screen[None]):
         """The binding ids the footer shows first now (a screen may order by its state)."""
         return self.FOOTER_FIRST
 
+    #: Actions that change the batch (or another): refused when the app is read-only.
+    STEERING: ClassVar[frozenset[str]] = frozenset()
+    #: Actions that run a program on the app's own terminal: refused when the app is served to a
+    #: browser (a pager there would run on the server, and less's ``!`` runs a shell).
+    LOCAL_ONLY: ClassVar[frozenset[str]] = frozenset()
+
+    def refusal(self, action: str) -> str | None:
+        """Why the app's mode refuses ``action`` whatever the batch's state, or None."""
+        app = host(self)
+        if app.read_only and action in self.STEERING:
+            return "read-only: `batchtui serve` was started without --allow-control"
+        if app.served and action in self.LOCAL_ONLY:
+            return "not in a browser: it would run on the server's terminal"
+        return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hidden when the app's mode refuses the action (a key then does nothing), else what
+        :meth:`may` says of it now."""
+        if self.refusal(action) is not None:
+            return False
+        return self.may(action, parameters)
+
+    def may(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """``check_action`` for the screen's state: True runs, None greys, False hides."""
+        return True
+
     def palette_offers(self, action: str) -> bool:
         """Whether the command palette offers ``action`` now. ``check_action`` says whether its
         key works: a key may answer why it does nothing (e.g. an engine runs: nothing to resume)
@@ -53,6 +79,9 @@ class WorkerScreen(Screen[None]):
     def unavailable(self, action: str) -> str | None:
         """Why ``action`` (its name, without parameters) cannot apply now, or None when it can:
         the command palette lists it greyed with this. A screen says more where it knows more."""
+        refused = self.refusal(action)
+        if refused is not None:
+            return refused
         if self.check_action(action, ()) is not True or not self.palette_offers(action):
             return "not available now"
         return None

@@ -74,6 +74,7 @@ class BrowserScreen(WorkerScreen):
     BrowserScreen #browser-body.narrow .preview-section { margin-top: 0; }
     """
 
+    STEERING: ClassVar[frozenset[str]] = frozenset({"resume", "delete"})
     BINDINGS: ClassVar[list[BindingType]] = [
         # Two labels for enter: the footer says what it will do for the batch under the cursor.
         # Before the table's own enter (priority), so that the footer shows it.
@@ -309,7 +310,7 @@ class BrowserScreen(WorkerScreen):
         row = self.selected
         return row.batch_id if row else None
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+    def may(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         row = self.selected if self.is_mounted else None
         if action == "resume":
             return True if row and row.resumable else None
@@ -323,6 +324,9 @@ class BrowserScreen(WorkerScreen):
 
     def unavailable(self, action: str) -> str | None:
         """Why a key does nothing for the selected batch (the palette shows it greyed with this)."""
+        refused = self.refusal(action)
+        if refused is not None:
+            return refused
         row = self.selected if self.is_mounted else None
         if action in ("watch", "open", "resume", "delete"):
             if row is None:
@@ -372,6 +376,11 @@ class BrowserScreen(WorkerScreen):
         row = self.selected
         if row is None or not row.resumable:
             self.notify("this batch has nothing to resume or an engine runs it", severity="warning")
+            return
+        if host(self).served:  # no engine in a browser tab's app: the dialog starts a background one
+            from .resume_dialog import ResumeDialog
+
+            self.app.push_screen(ResumeDialog(Path(row.path)), lambda _started: self.action_reload())
             return
         host(self).resume_batch(Path(row.path))
 

@@ -74,6 +74,7 @@ class DashboardScreen(WorkerScreen):
     #: errors table, the first focusable widget), so the footer's first keys are the table's
     #: and it is composed once as the screen opens, not twice.
     AUTO_FOCUS: ClassVar[str | None] = "#items"
+    STEERING: ClassVar[frozenset[str]] = frozenset({"toggle_pause", "stop", "bulk", "retry_group", "resume_batch"})
 
     BINDINGS: ClassVar[list[BindingType]] = DASHBOARD_BINDINGS
 
@@ -315,7 +316,7 @@ class DashboardScreen(WorkerScreen):
     def engine_live(self) -> bool:
         return self.engine.held and self.live is not None and self.live.state in ACTIVE_STATES
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+    def may(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("toggle_pause", "stop"):
             if not self.engine_live:
                 return None  # greyed out: nothing to pause or stop
@@ -419,6 +420,9 @@ class DashboardScreen(WorkerScreen):
         return action != "resume_batch" or self.resumable
 
     def unavailable(self, action: str) -> str | None:
+        refused = self.refusal(action)
+        if refused is not None:
+            return refused
         if action in ("toggle_pause", "stop"):
             if not self.engine_live:
                 return "no engine runs this batch"

@@ -76,6 +76,8 @@ def _tail(path: Path, limit: int = TAIL_BYTES) -> str | None:
 class ItemDetailScreen(WorkerScreen):
     """One item, in full. Item content is shown as plain text, never markup."""
 
+    STEERING: ClassVar[frozenset[str]] = frozenset({"retry", "skip"})
+    LOCAL_ONLY: ClassVar[frozenset[str]] = frozenset({"pager", "pager_detail"})
     #: The footer's order: what fits is shown (widgets/footer.py), everything is in ? and ^p.
     FOOTER_FIRST: ClassVar[tuple[str, ...]] = (
         "help",
@@ -270,7 +272,7 @@ class ItemDetailScreen(WorkerScreen):
     def action_back(self) -> None:
         self.app.pop_screen()  # the follower (a worker of this screen's widget) is cancelled with it
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+    def may(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stream":  # only while the output is shown (hidden otherwise: a crowded footer)
             return self.query_one(OutputFollow).has_class("-following")
         return True

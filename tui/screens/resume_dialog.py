@@ -151,9 +151,11 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
             with Vertical(id="resume-options"):
                 yield Checkbox("Retry the failed items", id="retry-failed", compact=True)
                 yield Checkbox("Read the sources again (rescan)", id="rescan", compact=True)
+                # Served to a browser, the app is one tab's: an engine in it would end with the tab.
+                served = host(self).served
                 with RadioSet(id="where", compact=True):
-                    yield RadioButton("Run here, in this app", id="here", value=True)
-                    yield RadioButton("In the background (detached)", id="background")
+                    yield RadioButton("Run here, in this app", id="here", value=not served, disabled=served)
+                    yield RadioButton("In the background (detached)", id="background", value=served)
             yield Static(id="resume-plan")
             yield Static(id="resume-command")
             yield Static(id="resume-error")
@@ -306,6 +308,9 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
             return
         error = self._update()
         if error is not None:
+            return
+        if not self.background and host(self).served:
+            self._say_error("served to a browser: resume this batch in the background")
             return
         if not self.background and host(self).engine_running:
             self._say_error("an engine already runs in this app: resume this batch in the background")

@@ -146,6 +146,9 @@ class Triage:
     ) -> None:
         """Runs in a worker thread: ``client.send`` may wait for the engine's ack."""
         screen = self.screen
+        if screen.host.read_only:  # the keys are refused already; nothing else may send either
+            screen.app.call_from_thread(screen.notify, f"{what}: read-only", severity="warning")
+            return
         worker = get_current_worker()
         try:
             outcome = send(

@@ -20,6 +20,7 @@ from batchtui.engine.liveness import EngineStatus, Liveness
 from batchtui.engine.models import ACTIVE_STATES, BatchState, LiveProgress, Manifest
 
 from ..glyphs import ASCII_CLASS
+from ..host import Host
 from ..text import plain
 from .labels import set_text
 
@@ -111,6 +112,9 @@ class TitleBar(Static):
             if cluster is not None:  # where the items run: the title says it, not only the counts row
                 where += " on a local dask cluster" if cluster.local else f" on dask {cluster.scheduler}"
         state_text = Text(f"   [{shown}{where}]", style="bold")
+        app = self.app
+        if isinstance(app, Host) and app.read_only:  # `batchtui serve` without --allow-control
+            state_text.append(" [read-only]", style="bold")
         if live is not None and live.halt_reason:
             state_text.append("  ")
             state_text.append_text(plain(live.halt_reason, limit=80))
@@ -322,7 +326,8 @@ class ProgressLine(Horizontal):
             parts.append(StatusPart(Text(f"queued {c.queued:,}", style=style("in-flight")), 9))
             if c.retrying:  # in flight too, waiting out a backoff: the three add up to the tab's
                 parts.append(StatusPart(Text(f"retry wait {c.retrying:,}", style=style("in-flight")), 9))
-        parts.append(StatusPart(Text(f"failed {c.failed:,}", style=style("failed") if c.failed else ""), 6))
+        # Failures stay longer than the rate, the ETA and the percent: on a phone's 45 columns too.
+        parts.append(StatusPart(Text(f"failed {c.failed:,}", style=style("failed") if c.failed else ""), 2))
         if c.skipped:
             parts.append(StatusPart(Text(f"skipped {c.skipped:,}", style=style("skipped")), 10))
         if c.pending and not active:
