@@ -100,6 +100,14 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
     ),
     "retry": ("steering", "retry_cmd", "Put failed items of BATCH back to pending (their attempt history is kept)."),
     "run": ("running", "run_cmd", "Create a batch from SOURCES and run it."),
+    "serve": (
+        "serving",
+        "serve_cmd",
+        "Serve the dashboard of BATCH (or the browser of every batch when none is given) over HTTP, for a "
+        "browser: the same app as the terminal's, read-only unless --allow-control. Every request needs the "
+        "token in the URL printed at start; /status.json?token=... gives the batch's summary as JSON. Needs "
+        "the extra: pip install 'batchtui[serve]'.",
+    ),
     "show": ("inspecting", "show_cmd", "Summary, error breakdown and settings of BATCH [default: the latest]."),
     "skip": ("steering", "skip_cmd", "Skip items of BATCH: SEQ... or a selection (an in-flight one is killed)."),
     "stop": ("steering", "stop_cmd", "Stop BATCH gracefully (like SIGTERM): resumable later."),
