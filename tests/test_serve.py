@@ -240,3 +240,41 @@ def test_without_the_extra_serve_says_what_to_install(
     done = invoke_in_process(["serve", finished_batch.name], out=finished_batch.parent, cwd=tmp_path)
     assert done.returncode == 2
     assert "pip install 'batchtui[serve]'" in done.stderr and "Traceback" not in done.stderr
+
+
+@needs_serve
+def test_a_tabs_app_ends_with_its_server_even_after_kill_9(finished_batch: Path, tmp_path: Path) -> None:
+    """A browser tab's app process reads and writes pipes of the server: once the server is
+    killed nothing tells it, so it watches the server itself (tui/served_app.py)."""
+    import asyncio
+
+    import aiohttp
+    import psutil
+
+    proc, url = start_serve([finished_batch.name, "--port", str(free_port())], finished_batch.parent, tmp_path)
+    base, _, token = url.partition("/?token=")
+
+    async def open_a_tab_then_kill_the_server() -> list[psutil.Process]:
+        async with aiohttp.ClientSession() as session:
+            headers = {"Cookie": f"batchtui_token={token}"}
+            async with session.ws_connect(f"{base}/ws?width=80&height=24", origin=base, headers=headers) as ws:
+                while True:  # the app has drawn its first frame
+                    message = await ws.receive(timeout=30)
+                    assert message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT), message
+                    if message.type == aiohttp.WSMsgType.BINARY and len(message.data) > 100:
+                        break
+                apps = psutil.Process(proc.pid).children(recursive=True)
+                proc.kill()
+                proc.wait()
+                return apps
+
+    try:
+        apps = asyncio.run(open_a_tab_then_kill_the_server())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert any("served_app" in " ".join(p.cmdline()) for p in apps), apps
+    deadline = time.monotonic() + 15
+    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in apps):
+        assert time.monotonic() < deadline, [p.cmdline() for p in apps if p.is_running()]
+        time.sleep(0.05)

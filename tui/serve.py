@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import os
 import secrets
 import shlex
 import signal
@@ -61,6 +62,7 @@ def app_command(*, scope: BatchScope, batch: Path | None, allow_control: bool, t
     """The shell command textual-serve runs for each browser tab (it starts it with a shell:
     every part is quoted)."""
     argv = [sys.executable, "-m", "batchtui.tui.served_app", "--output-dir", str(scope.output_dir)]
+    argv += ["--server-pid", str(os.getpid())]  # a tab's app ends with the server, even after kill -9
     if scope.only:
         argv.append("--only")
     if batch is not None:

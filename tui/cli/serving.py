@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import shlex
 import sys
 
 import click
@@ -63,7 +64,7 @@ def serve_cmd(
         fail(f"serve needs the extra 'serve' ({exc.name or exc} is missing): pip install 'batchtui[serve]'")
     if not is_loopback(host) and not expose:
         fail(
-            f"--host {host} would serve the dashboard beyond this machine; say so with --expose "
+            f"--host {shlex.quote(host)} would serve the dashboard beyond this machine; say so with --expose "
             "(or reach it through an SSH tunnel: ssh -L 8787:127.0.0.1:8787 HOST)",
             EXIT_USAGE,
         )
