@@ -145,6 +145,15 @@ def test_every_request_needs_the_token_and_the_first_page_sets_the_cookie(served
 
 
 @needs_serve
+def test_a_host_header_that_is_not_a_host_never_reaches_the_page(served: tuple[str, str, Path]) -> None:
+    base, token, _batch = served
+    code, _h, body = get(f"{base}/?token={token}", headers={"Host": 'x"><script>alert(1)</script>'})
+    assert code == 200
+    assert b"<script>alert" not in body
+    assert f"ws:{base.removeprefix('http:')}/ws".encode() in body  # the bound address instead
+
+
+@needs_serve
 def test_a_websocket_from_another_origin_is_refused(served: tuple[str, str, Path]) -> None:
     base, token, _batch = served
     upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"}

@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import ipaddress
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -72,6 +73,9 @@ def app_command(*, scope: BatchScope, batch: Path | None, allow_control: bool, t
     if theme:
         argv += ["--theme", theme]
     return shlex.join(argv)
+
+
+_HOST: Final = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 def _same(given: str | None, token: str) -> bool:
@@ -152,7 +156,9 @@ class DashboardServer(Server):
         # tunnel's port, a name), not from the bound host and port. textual-serve's handler
         # builds its context from public_url without awaiting anything: no other request runs
         # between this line and its use.
-        self.public_url = f"{request.scheme}://{request.host}"
+        # The Host header goes into the page: a name, an address and a port, nothing else.
+        host = request.host if _HOST.fullmatch(request.host) else f"{self.host}:{self.port}"
+        self.public_url = f"{request.scheme}://{host}"
         response: web.StreamResponse = await super().handle_index(request)
         response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"  # the token is in this page's URL
