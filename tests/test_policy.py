@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import subprocess
@@ -247,9 +248,13 @@ def test_rate_within_ten_percent(tmp_path: Path, out_dir: Path, invoke_cli) -> N
     db = _db(only_batch(out_dir))
     starts = sorted(_ts(r[0]) for r in db.execute("SELECT started_at FROM attempts"))
     rate = (len(starts) - 1) / (starts[-1] - starts[0])
-    # Never over the rate (the promise); under it only by what a loaded machine delays the
-    # starts (18 failed at a load of 7), never as far as a bucket at half the rate (10/s).
-    assert 12 <= rate <= 22, rate
+    assert rate <= 22, rate  # never over the rate (the promise)
+    # Not under it by a wrong bucket either: at 20/s most starts come 50 ms apart; a bucket at
+    # half the rate spaces every one 100 ms apart. Judged on the quicker half of the gaps, not
+    # on the whole run's rate: a loaded machine delays some starts (the rate measured 11.4/s
+    # beside an apt-get install, and 18/s at a load of 7), not most of them.
+    gaps = sorted(b - a for a, b in itertools.pairwise(starts))
+    assert gaps[len(gaps) // 2] < 0.075, gaps
 
 
 def test_timeout_kills_the_whole_group(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
