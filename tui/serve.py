@@ -40,7 +40,6 @@ from batchtui.engine.summary import summarize
 #: The cookie the first page sets, so that the page's websocket and static files need no token
 #: in their URLs (textual-serve's page builds them itself).
 COOKIE: Final = "batchtui_token"
-DEFAULT_PORT: Final = 8787
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -153,10 +152,9 @@ class DashboardServer(Server):
 
     async def handle_index(self, request: web.Request) -> web.StreamResponse:
         # The page's websocket and static URLs from the address the browser used (an SSH
-        # tunnel's port, a name), not from the bound host and port. textual-serve's handler
-        # builds its context from public_url without awaiting anything: no other request runs
-        # between this line and its use.
-        # The Host header goes into the page: a name, an address and a port, nothing else.
+        # tunnel's port, a name), not from the bound host and port; a Host header that is not a
+        # host[:port] is not put in the page. textual-serve's handler builds its context from
+        # public_url without awaiting anything: no other request runs between this line and its use.
         host = request.host if _HOST.fullmatch(request.host) else f"{self.host}:{self.port}"
         self.public_url = f"{request.scheme}://{host}"
         response: web.StreamResponse = await super().handle_index(request)
@@ -165,9 +163,12 @@ class DashboardServer(Server):
         return response
 
     async def handle_status(self, request: web.Request) -> web.Response:
-        body: Any
-        if self.batch is not None:
-            body = summarize(self.batch).model_dump(mode="json")
-        else:
-            body = {"batches": [row.model_dump(mode="json") for row in list_batches(self.scope)]}
+        # Reading the batch files (every batch's, without one) off the event loop: the open
+        # tabs' websockets are served meanwhile.
+        body = await asyncio.to_thread(self._status)
         return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+    def _status(self) -> Any:
+        if self.batch is not None:
+            return summarize(self.batch).model_dump(mode="json")
+        return {"batches": [row.model_dump(mode="json") for row in list_batches(self.scope)]}

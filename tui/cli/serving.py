@@ -17,7 +17,7 @@ from .inspecting import refuse_newer
 from .options import DIR_OPTION, scope_of
 from .output import fail
 
-DEFAULT_PORT = 8787  # tui/serve.py's (not imported: it needs the extra)
+DEFAULT_PORT = 8787
 
 
 @click.command("serve", context_settings=CONTEXT)
@@ -73,6 +73,7 @@ def serve_cmd(
     if batch is not None:
         bdir = resolve_batch(batch, scope)
         refuse_newer(bdir)
+    path = bdir.path if bdir is not None else None
     token = new_token()
     shown_host = f"[{host}]" if ":" in host else host
     base = f"http://{shown_host}:{port}"
@@ -87,12 +88,12 @@ def serve_cmd(
         sys.stdout.flush()
 
     server = DashboardServer(
-        app_command(scope=scope, batch=bdir.path if bdir else None, allow_control=allow_control, theme=theme),
+        app_command(scope=scope, batch=path, allow_control=allow_control, theme=theme),
         host=host,
         port=port,
         token=token,
         scope=scope,
-        batch=bdir.path if bdir else None,
+        batch=path,
         title=f"batchtui: {bdir.batch_id}" if bdir else "batchtui",
         announce=announce,
     )
