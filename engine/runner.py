@@ -156,10 +156,14 @@ class BatchRunner(TakeOver, Finishing):
         """
         self._now = now
         self._real_time = wait is None
-        self._handle_commands()
+        handled = self.control.handle()
         if (self._stop.is_set() or self.halt_reason) and self.state != BatchState.STOPPING:
+            # Before a stop's acknowledgement is written: it says nothing more starts, so the work
+            # handed out and not started is taken back first (this writes the live files).
             self._enter_stopping()
             self._grace_deadline = now + self.config.grace
+        elif handled:
+            self._write_live(force=True)  # the acknowledgements, once each command took effect
         if self.state == BatchState.STOPPING:
             if not self._inflight:
                 return False
@@ -333,7 +337,3 @@ class BatchRunner(TakeOver, Finishing):
         reason = self.halts.failure_rate(decided(counts, "complete"), decided(counts, "failed"))
         if reason:
             self._halt(reason)
-
-    def _handle_commands(self) -> None:
-        if self.control.handle():
-            self._write_live(force=True)

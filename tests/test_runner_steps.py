@@ -23,7 +23,7 @@ from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import ErrorInfo
 from batchtui.engine.executors import CompletionQueue, _HandoffExecutor
 from batchtui.engine.handoff import QUEUED, RUNNING
-from batchtui.engine.models import BatchState, Memory
+from batchtui.engine.models import BatchState, LiveProgress, Memory
 from batchtui.engine.processors import ProcessorSpec, python_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
@@ -188,6 +188,34 @@ def test_stop_kills_running_items_only_after_the_grace(make_runner: Any) -> None
     assert result.state == BatchState.STOPPED
     st = statuses(runner)
     assert st[seq] == ("pending", 0) and all(v == ("pending", 0) for v in st.values())
+
+
+@pytest.mark.parametrize("op", ["stop", "pause"])
+def test_a_command_is_acknowledged_only_once_nothing_handed_out_can_start(make_runner: Any, op: str) -> None:
+    """The acknowledgement says "nothing more starts": it reaches live_progress.json only after
+    the work handed out and not started was taken back. (A stop used to be acknowledged in the
+    turn's first write, before the stop took the work back: on dask, with the workers' gates a
+    round trip away, two items began after a `stop` had returned.)"""
+    runner, ex = make_runner(10, workers=1)
+    t = time.monotonic()
+    runner.step(t)
+    assert ex.queued() > 0
+    cmd = new_command(op)  # type: ignore[arg-type]
+    acked_when_taken_back: list[bool] = []
+    take_back = ex.cancel_all
+
+    def cancel_all() -> list[int]:
+        live = LiveProgress.model_validate_json((runner.batch.path / "live_progress.json").read_bytes())
+        acked_when_taken_back.append(cmd.id in live.acked)
+        return take_back()
+
+    ex.cancel_all = cancel_all  # type: ignore[method-assign]
+    runner.command(cmd)
+    runner.step(t)
+    assert acked_when_taken_back == [False]
+    assert ex.queued() == 0
+    live = LiveProgress.model_validate_json((runner.batch.path / "live_progress.json").read_bytes())
+    assert cmd.id in live.acked
 
 
 def test_retry_waits_out_its_backoff_on_the_clock_given(make_runner: Any) -> None:
