@@ -42,6 +42,15 @@ _import_lock = threading.Lock()
 #: long-lived process (the TUI, a dask worker) runs many batches: a file edited between two of
 #: them is imported again, never run stale.
 _loaded: dict[str, tuple[str, str]] = {}
+#: Whether user code has run in this process (set before its first import, which may fail
+#: half-way). A process that ran it ends the way Python always ends, finalizing every module:
+#: the user's code may rely on that (a ``__del__`` that cleans up); see tui/cli/entry.py.
+_user_code_ran = False
+
+
+def user_code_ran() -> bool:
+    """Whether this process has imported a user's module (see :func:`load_callable`)."""
+    return _user_code_ran
 
 
 class StaleCode(UserError):
@@ -76,9 +85,11 @@ def load_callable(call: str, cwd: str | None = None, *, code: str | None = None)
     Python's to cache, as always. ``code``: the sha256 the source must have (the engine's
     :func:`code_digest`); :class:`StaleCode` when it has another.
     """
+    global _user_code_ran
     module_name, _, func_name = call.rpartition(":")
     digest: str | None
     with _import_lock:
+        _user_code_ran = True
         try:
             if module_name.endswith(".py"):
                 module, digest = _load_file(Path(module_name))

@@ -151,7 +151,19 @@ def test_the_hand_off_engine_waits_for_the_lock_and_says_so(tmp_path: Path, out_
     batch = _stopped_batch(tmp_path, out_dir, "handed")
     lock = BatchLock(batch / "lock")
     lock.acquire()  # the engine it takes over from, still stopping
-    releaser = threading.Timer(1.5, lock.release)
+
+    def release_once_it_waits() -> None:
+        # Let go only once the engine says it waits, and a second later: it says that it took
+        # the batch over only after a wait of more than 0.5 s (a loaded machine may take longer
+        # than any fixed delay to start the engine at all).
+        log = batch / "engine.log"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (log.exists() and "waiting up to" in log.read_text()):
+            time.sleep(0.05)
+        time.sleep(1.0)
+        lock.release()
+
+    releaser = threading.Thread(target=release_once_it_waits)
     releaser.start()
     try:
         from batchtui.tui.launch import detach_engine

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .conftest import CLI, cli_env, only_batch, read_json
+from .conftest import CLI, cli_env, only_batch, read_json, wait_until
 
 GATED = "while [ ! -e {gate} ]; do sleep 0.05; done; [ {{}} != bad ]"
 
@@ -66,8 +66,10 @@ def test_wait_on_an_interrupted_batch_says_so(tmp_path: Path, out_dir: Path, run
     items.write_text("a\nb\n")
     started = run_cli(["run", str(items), "--detach", "--json", "--cmd", "sleep 300"])
     assert started.returncode == 0, started.stderr
-    os.kill(json.loads(started.stdout)["pid"], signal.SIGKILL)
     batch = only_batch(out_dir)
+    # Killed once it runs the batch: killed before, the batch "has not been run" (wait says so).
+    wait_until(lambda: read_json(batch / "manifest.json")["state"] == "running", 60, "the engine runs the batch")
+    os.kill(json.loads(started.stdout)["pid"], signal.SIGKILL)
     waited = run_cli(["wait", batch.name, "--timeout", "60"])
     assert waited.returncode == 130, waited.stderr
     assert f"batch {batch.name} was interrupted: no engine runs it (resume it: batchtui resume" in waited.stderr

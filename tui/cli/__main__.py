@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from . import main
+from .entry import run
 
-main(prog_name="batchtui")
+run()
