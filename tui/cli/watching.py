@@ -87,7 +87,7 @@ def launch_tui(
     # logging flushes its handlers at exit. So it is frozen out of that collection, unless a
     # user's callable ran in this process: its objects may need that collection to finalize
     # (a buffered file in a cycle, say).
-    if not _user_code_ran_here():
+    if runner is None or not _user_code_ran_here(runner):
         gc.freeze()
     raise SystemExit(code or 0)
 
@@ -152,11 +152,9 @@ def _tell_who_runs(bdir: BatchDir, handoff: Any) -> None:
     finish_output(result, as_json=False)
 
 
-def _user_code_ran_here() -> bool:
-    """Whether a ``--call`` module was imported in this process (the thread executor runs it
-    here; the preflight check imports it), as tui/cli/entry.py asks before its exit."""
-    callables = sys.modules.get("batchtui.engine.callables")
-    return callables is not None and bool(callables.user_code_ran())
+def _user_code_ran_here(runner: Any) -> bool:
+    """Whether the engine ran a ``--call`` callable in this process (the thread executor)."""
+    return bool(runner.spec.kind == "python" and runner.config.resolved_executor("python") == "thread")
 
 
 __all__ = ["launch_tui", "watch_cmd"]
