@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .batchdir import BatchDir, BatchLocked, now_iso, resume_command
 from .control import (
     ACK_TIMEOUT_S,
+    NOT_APPLIED,
     OFFLINE_LOCK_WAIT_S,
     append_command,
     apply_offline,
@@ -79,6 +80,12 @@ class Applied:
     message: str
     engine: bool
     state: str | None = None  # the engine's state after it (engine only)
+
+    @property
+    def took_effect(self) -> bool:
+        """False when the engine answered that the command did not apply (it was queued for
+        an engine that ended before reading it)."""
+        return not self.message.startswith(NOT_APPLIED)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -240,6 +247,8 @@ def send(
             status = engine_status(batch, now=None if now is None else float(now()))
             if status.held:
                 break
+    if status.holder is not None:  # the engine it is for: see ControlCommand.to
+        cmd = cmd.model_copy(update={"to": status.holder.token()})
     append_command(batch, cmd)
     if wait is None:
         return Sent(batch.batch_id, cmd, status)

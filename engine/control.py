@@ -43,6 +43,11 @@ ACK_TIMEOUT_S: Final = 5.0
 OFFLINE_LOCK_WAIT_S: Final = 2.0
 
 
+#: How an engine's answer to a command that took no effect begins (see steering.take_over);
+#: the CLI exits 1 on it, as for a command not acknowledged.
+NOT_APPLIED: Final = "not applied"
+
+
 def new_command(
     op: ControlOp,
     *,

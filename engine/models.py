@@ -390,6 +390,11 @@ class ControlCommand(_Model):
     #: A :class:`~batchtui.engine.store.queries.Selection`'s JSON (``to_json``): the items of
     #: retry, skip and prioritize; checked by ``Selection.from_json`` where it is applied.
     select: dict[str, Any] | None = None
+    #: The engine the sender saw holding the batch (:meth:`LockInfo.token`). A command an
+    #: engine finds unread when it takes the batch over is its own if it names that engine (it
+    #: was sent after the batch was taken, before the engine read control.jsonl); otherwise it
+    #: was meant for an engine that is gone. Absent in lines written by hand or older versions.
+    to: str | None = None
 
 
 class DurationStats(_Model):
@@ -457,3 +462,7 @@ class LockInfo(_Model):
     # False for a brief holder that is no engine (a skip or retry applied offline, recover):
     # views do not send it commands. Absent in older locks, which only engines took.
     engine: bool = True
+
+    def token(self) -> str:
+        """This holder, as a command names the engine it is sent to (``ControlCommand.to``)."""
+        return f"{self.host}:{self.pid}:{self.started_at}"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from .control import ControlReader
+from .control import NOT_APPLIED, ControlReader
 from .files import WriteFailed
 from .models import ControlCommand
 
@@ -49,13 +49,15 @@ class ControlHandler:
         """A command from another thread of this process (thread-safe)."""
         self.commands.put(cmd)
 
-    def take_over(self, offset: int | None, identity: str | None) -> None:
+    def take_over(self, offset: int | None, identity: str | None, mine: str | None = None) -> None:
         """Commands appended to control.jsonl that no engine read (it died or was killed first).
 
         Skips and retries still apply (they change items, as they would offline); pause,
         unpause, stop and set_workers were meant for the engine that is gone, so they are
-        answered as not applied instead of acting on this one. Batches made before the offset
-        was kept start at the end of the file, as they did.
+        answered as not applied instead of acting on this one, unless they name this engine
+        (``mine``, its lock's :meth:`~.models.LockInfo.token`): sent once it held the batch,
+        while it was still getting ready to read them, they are its own. Batches made before
+        the offset was kept start at the end of the file, as they did.
         """
         if offset is None:
             self.save()
@@ -63,14 +65,16 @@ class ControlHandler:
         stored = (int(offset), None if identity is None else str(identity))
         self.reader.seek(*stored)
         self._saved = stored  # written again only when it changes (a damaged store is left alone)
-        left = self.reader.read_new()
-        for cmd in left:
-            if cmd.op in ITEM_OPS:
+        stale = 0  # queued for the engine before (applied all the same when they change items)
+        for cmd in self.reader.read_new():
+            own = mine is not None and cmd.to == mine
+            stale += not own
+            if own or cmd.op in ITEM_OPS:
                 self.commands.put(cmd)
             else:
-                self.answer(cmd, "not applied: it was sent to an engine that ended before reading it")
-        if left:
-            self._warn(f"{len(left)} control command(s) were queued for the previous engine, which never read them")
+                self.answer(cmd, f"{NOT_APPLIED}: it was sent to an engine that ended before reading it")
+        if stale:
+            self._warn(f"{stale} control command(s) were queued for the previous engine, which never read them")
         self.save()
 
     def handle(self) -> bool:

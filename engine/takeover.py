@@ -139,7 +139,8 @@ class TakeOver(RunState):
                 "totals": self.counts,
             }
         )
-        self.control.take_over(store.get_meta("control_offset"), store.get_meta("control_file"))
+        mine = self.lock.info.token() if self.lock.info is not None else None
+        self.control.take_over(store.get_meta("control_offset"), store.get_meta("control_file"), mine)
         self._write_manifest()
         self._write_live(force=True)
         self._next_commit_seq = self.commit_seq

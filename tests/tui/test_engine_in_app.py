@@ -37,7 +37,9 @@ def _manifest(batch: Path) -> dict[str, object]:
 
 
 def test_quit_and_stop_leaves_a_resumable_batch(tmp_path: Path) -> None:
-    runner = _runner(tmp_path)
+    # The items wait for a gate that never opens: on a loaded machine 200 items of 50 ms could
+    # all finish before the keys reach the app, and the batch would end "finished".
+    runner = _runner(tmp_path, gate=tmp_path / "never")
 
     async def body() -> None:
         app = BatchtuiApp(output_dir=runner.batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)

@@ -54,6 +54,10 @@ def _control(
             echo_json(result.as_json(), indent=None)
         fail(result.describe(), 1)
     assert isinstance(result, Applied)
+    if not result.took_effect:  # answered, but meant for an engine that is gone: exit 1 too
+        if as_json:
+            echo_json(result.as_json(), indent=None)
+        fail(f"{bdir.batch_id}: {op}: {result.message}", 1)
     if as_json:
         echo_json({**result.as_json(), **(extra or {})}, indent=None)
     elif result.engine:

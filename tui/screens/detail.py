@@ -455,8 +455,8 @@ class ItemDetailScreen(WorkerScreen):
         else:
             if worker.is_cancelled:
                 return
-            if isinstance(outcome, Applied):
-                message = f"{what}: {outcome.message}"
+            if isinstance(outcome, Applied):  # answered; a warning if it did nothing (see took_effect)
+                message, severity = f"{what}: {outcome.message}", "information" if outcome.took_effect else "warning"
             elif isinstance(outcome, NotAcknowledged):  # the engine may have gone, or be frozen
                 message, severity = outcome.describe(what, brief=True), "warning"
             else:  # Sent: not asked for (a wait was given)

@@ -177,6 +177,9 @@ class Triage:
             screen.notify(clean(text), severity="warning", timeout=6)
         elif isinstance(outcome, Applied):
             log.write_event(f"{what}: {outcome.message}")
-            screen.notify(clean(f"{what}: {outcome.message}"), timeout=3)
+            if outcome.took_effect:
+                screen.notify(clean(f"{what}: {outcome.message}"), timeout=3)
+            else:  # answered, but it did nothing (queued for an engine that is gone)
+                screen.notify(clean(f"{what}: {outcome.message}"), severity="warning", timeout=6)
             if not outcome.engine:  # changed offline: show it now
                 (screen.watcher or BatchWatcher(screen.bdir.path, screen.post_message)).read_all(force=True)
