@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from .batchdir import parse_iso
 from .control import NOT_APPLIED, ControlReader
 from .files import WriteFailed
 from .models import ControlCommand
@@ -49,15 +50,19 @@ class ControlHandler:
         """A command from another thread of this process (thread-safe)."""
         self.commands.put(cmd)
 
-    def take_over(self, offset: int | None, identity: str | None, mine: str | None = None) -> None:
+    def take_over(
+        self, offset: int | None, identity: str | None, mine: str | None = None, since: float | None = None
+    ) -> None:
         """Commands appended to control.jsonl that no engine read (it died or was killed first).
 
         Skips and retries still apply (they change items, as they would offline); pause,
         unpause, stop and set_workers were meant for the engine that is gone, so they are
-        answered as not applied instead of acting on this one, unless they name this engine
-        (``mine``, its lock's :meth:`~.models.LockInfo.token`): sent once it held the batch,
-        while it was still getting ready to read them, they are its own. Batches made before
-        the offset was kept start at the end of the file, as they did.
+        answered as not applied instead of acting on this one, unless they are its own: sent
+        once it held the batch, while it was still getting ready to read them. A command says
+        so by naming this engine (``mine``, its lock's :meth:`~.models.LockInfo.token`); one
+        that names none (a line written by hand, or by an older version) by its time, at or
+        after ``since`` (when this engine's lock was taken, epoch seconds). Batches made
+        before the offset was kept start at the end of the file, as they did.
         """
         if offset is None:
             self.save()
@@ -67,7 +72,7 @@ class ControlHandler:
         self._saved = stored  # written again only when it changes (a damaged store is left alone)
         stale = 0  # queued for the engine before (applied all the same when they change items)
         for cmd in self.reader.read_new():
-            own = mine is not None and cmd.to == mine
+            own = _own(cmd, mine, since)
             stale += not own
             if own or cmd.op in ITEM_OPS:
                 self.commands.put(cmd)
@@ -114,3 +119,16 @@ class ControlHandler:
         if where != self._saved:
             self._save(*where)
             self._saved = where
+
+
+def _own(cmd: ControlCommand, mine: str | None, since: float | None) -> bool:
+    """Whether ``cmd``, found unread at a take-over, was sent to the engine taking over (see
+    :meth:`ControlHandler.take_over`)."""
+    if cmd.to is not None:
+        return cmd.to == mine
+    if since is None:
+        return False
+    try:
+        return parse_iso(cmd.ts) >= since
+    except (ValueError, OverflowError):  # a time written by hand that is no time
+        return False

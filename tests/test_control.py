@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -328,6 +329,43 @@ def test_a_stop_sent_while_the_engine_gets_ready_stops_it(tmp_path: Path) -> Non
     assert result.state == BatchState.STOPPED
     assert result.counts.complete == 0  # stopped before anything started
     assert not any("never read them" in w for w in live.warnings)
+
+
+@pytest.mark.parametrize("written", ["after", "before"])
+def test_a_line_with_no_engine_named_is_judged_by_its_time(tmp_path: Path, written: str) -> None:
+    """A stop appended by hand (no "to"; DESIGN's control.jsonl line) while the engine gets
+    ready is its own if written once the engine held the batch; one written before was meant
+    for the engine before it (gone), and the run goes on."""
+    from batchtui.engine.batchdir import BatchLock
+    from batchtui.engine.config import load_config
+    from batchtui.engine.enqueue import create_batch
+    from batchtui.engine.models import BatchState
+    from batchtui.engine.processors import shell_spec
+    from batchtui.engine.runner import BatchRunner
+    from batchtui.engine.sources import build_spec
+
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"{i}\n" for i in range(6)))
+    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2}, environ={})
+    batch = create_batch(config, build_spec([str(items)]), shell_spec("true"))
+    lock = BatchLock(batch.lock)
+    info = lock.acquire()
+    taken = datetime.fromisoformat(info.started_at)
+    ts = (taken - timedelta(seconds=1) if written == "before" else taken).isoformat(timespec="milliseconds")
+    line = {"id": "byhand", "ts": ts, "op": "stop"}
+    with (batch.path / "control.jsonl").open("a") as fh:
+        fh.write(json.dumps(line) + "\n")
+    runner = BatchRunner(batch, config=config)
+    runner.lock = lock
+    result = runner.run()
+    live = batch.read_live()
+    assert live is not None
+    if written == "after":
+        assert result.state == BatchState.STOPPED and result.counts.complete == 0
+        assert not live.control_results["byhand"].startswith("not applied")
+    else:
+        assert result.state == BatchState.FINISHED and result.counts.complete == 6
+        assert live.control_results["byhand"].startswith("not applied")
 
 
 @pytest.mark.parametrize("as_json", [False, True])
