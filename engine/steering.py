@@ -19,7 +19,7 @@ from typing import Final
 from .batchdir import parse_iso
 from .control import NOT_APPLIED, ControlReader
 from .files import WriteFailed
-from .models import ControlCommand
+from .models import ControlCommand, LockInfo
 
 ANSWERS_KEPT: Final = 50
 #: Ops that change items: they still apply when the engine they were sent to is gone.
@@ -50,19 +50,17 @@ class ControlHandler:
         """A command from another thread of this process (thread-safe)."""
         self.commands.put(cmd)
 
-    def take_over(
-        self, offset: int | None, identity: str | None, mine: str | None = None, since: float | None = None
-    ) -> None:
+    def take_over(self, offset: int | None, identity: str | None, holder: LockInfo | None = None) -> None:
         """Commands appended to control.jsonl that no engine read (it died or was killed first).
 
         Skips and retries still apply (they change items, as they would offline); pause,
         unpause, stop and set_workers were meant for the engine that is gone, so they are
         answered as not applied instead of acting on this one, unless they are its own: sent
         once it held the batch, while it was still getting ready to read them. A command says
-        so by naming this engine (``mine``, its lock's :meth:`~.models.LockInfo.token`); one
+        so by naming this engine (``holder``, its lock: :meth:`~.models.LockInfo.token`); one
         that names none (a line written by hand, or by an older version) by its time, at or
-        after ``since`` (when this engine's lock was taken, epoch seconds). Batches made
-        before the offset was kept start at the end of the file, as they did.
+        after the lock was taken. Batches made before the offset was kept start at the end of
+        the file, as they did.
         """
         if offset is None:
             self.save()
@@ -70,6 +68,8 @@ class ControlHandler:
         stored = (int(offset), None if identity is None else str(identity))
         self.reader.seek(*stored)
         self._saved = stored  # written again only when it changes (a damaged store is left alone)
+        mine = holder.token() if holder is not None else None
+        since = parse_iso(holder.started_at) if holder is not None else None
         stale = 0  # queued for the engine before (applied all the same when they change items)
         for cmd in self.reader.read_new():
             own = _own(cmd, mine, since)

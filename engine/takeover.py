@@ -16,7 +16,7 @@ import os
 import time
 
 from . import staging
-from .batchdir import HOST, now_iso, parse_iso
+from .batchdir import HOST, now_iso
 from .committer import Committer
 from .control import ControlReader, ControlWatcher
 from .enqueue import enqueue_source, source_unreadable
@@ -139,13 +139,7 @@ class TakeOver(RunState):
                 "totals": self.counts,
             }
         )
-        info = self.lock.info
-        self.control.take_over(
-            store.get_meta("control_offset"),
-            store.get_meta("control_file"),
-            info.token() if info is not None else None,
-            parse_iso(info.started_at) if info is not None else None,
-        )
+        self.control.take_over(store.get_meta("control_offset"), store.get_meta("control_file"), self.lock.info)
         self._write_manifest()
         self._write_live(force=True)
         self._next_commit_seq = self.commit_seq

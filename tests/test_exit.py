@@ -4,7 +4,7 @@ tui/cli/entry.py ends the process with ``os._exit`` after a verb: no module is f
 object freed. These tests run real processes and tell the two exits apart by a sentinel whose
 ``__del__`` writes a file: Python's teardown runs it, ``os._exit`` does not. Each also checks
 what an exit must still do: the atexit functions, every byte of stdout, the exit status, a
-non-daemon thread's end, and a ``--call`` module's unclosed file.
+non-daemon thread's end, and a ``--call`` module's own ``__del__`` (its process takes Python's exit).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from .conftest import cli_env
 
 #: Runs before the CLI in the child: a sentinel finalized only by Python's teardown, and an
-#: atexit function (which both exits run). Then ``PRELUDE_EXTRA``, then the entry point.
+#: atexit function (which both exits run). Then a test's ``extra`` code, then the entry point.
 PRELUDE = """
 import atexit, sys
 from pathlib import Path
