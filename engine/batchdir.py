@@ -50,6 +50,18 @@ class BatchLocked(UserError):
         super().__init__(f"batch {path.name} is being run by {who}; watch it with `batchtui watch {path.name}`")
 
 
+class BatchReadOnly(UserError):
+    """The batch's folder cannot be written by this process (a read-only file system, no
+    permission): nothing that changes the batch can run there; the views still read it."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        why = "is on a read-only file system" if exc.errno == errno.EROFS else f"cannot be written ({exc.strerror})"
+        super().__init__(
+            f"batch {path.name} cannot be changed here: its folder {path} {why}; "
+            "`show`, `export`, `errors` and `logs` still read it"
+        )
+
+
 class BatchLock:
     """``fcntl.flock`` on ``<batch>/lock``, held from engine start to exit.
 
@@ -80,6 +92,8 @@ class BatchLock:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise UnsafeBatchDir(self.path.parent, "lock is a symbolic link") from None
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise BatchReadOnly(self.path.parent, exc) from None
             raise
         deadline = time.monotonic() + wait
         told = False

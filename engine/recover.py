@@ -37,6 +37,7 @@ from .fmt import cut_percent
 from .models import BatchState, Counts, LiveCounts, LiveProgress, Report, ResultLine
 from .resultscheck import check_line, encode_line, rebuild
 from .store import ItemStore, StoreError
+from .store.connection import StoreUnreachable, sqlite_uri
 
 SALVAGE_CHUNK: Final = 500
 _UPDATE_BATCH: Final = 5000
@@ -102,10 +103,14 @@ def store_is_healthy(path: Path, budget_s: float | None = None) -> bool:
 
     ``budget_s`` bounds the check (it reads the whole file: seconds on a cold 1M-item batch):
     past it, the check stops and only what it read so far counts. A view (``show``) uses that;
-    ``recover`` and ``check`` do not.
+    ``recover`` and ``check`` do not. A store that cannot be read from here but is not known to
+    be damaged (no permission, a read-only folder) raises
+    :class:`~.store.connection.StoreUnreachable` rather than answering False.
     """
     try:
         store = ItemStore.open_readonly(path)
+    except StoreUnreachable:
+        raise  # not damaged: the caller says why it cannot be read
     except (StoreError, sqlite3.Error, OSError):
         return False
     cut = False
@@ -373,9 +378,9 @@ def _damaged_rows(path: Path, stats: _Stats) -> Iterator[tuple[Any, ...]]:
     chunk fails. Opened read-only: the damaged file itself is never written."""
     # Without a -wal file there is nothing to replay: immutable=1 then reads the file without
     # creating -wal/-shm files next to it. With one, its committed pages are wanted too.
-    flags = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
+    flags = ("mode=ro",) if Path(f"{path}-wal").exists() else ("mode=ro", "immutable=1")
     try:
-        conn = sqlite3.connect(f"file:{path}?{flags}", uri=True)
+        conn = sqlite3.connect(sqlite_uri(path, *flags), uri=True)
     except sqlite3.Error:
         return
     try:

@@ -24,7 +24,7 @@ from ..lazy import lazy_names
 
 if TYPE_CHECKING:
     from .bulk import JSON_BULK, Bulk, BulkStep
-    from .connection import StoreCorrupt, StoreError, recover_hint
+    from .connection import StoreCorrupt, StoreError, StoreUnreachable, recover_hint
     from .enqueue import LineBlock, ScanOutcome
     from .items import ItemStore
     from .queries import AttemptRow, ItemDetail, ItemFilter, ItemQueries, ItemRow
@@ -39,6 +39,7 @@ _SOURCES: dict[str, str] = {
     "BulkStep": "bulk",
     "StoreCorrupt": "connection",
     "StoreError": "connection",
+    "StoreUnreachable": "connection",
     "recover_hint": "connection",
     "LineBlock": "enqueue",
     "ScanOutcome": "enqueue",
@@ -74,5 +75,6 @@ __all__ = [
     "ScanOutcome",
     "StoreCorrupt",
     "StoreError",
+    "StoreUnreachable",
     "recover_hint",
 ]

@@ -202,7 +202,47 @@ def connect_unlinked(path: Path) -> StoreConnection:
     return _opened(path, path, ("PRAGMA journal_mode=MEMORY", "PRAGMA synchronous=OFF"))
 
 
+def sqlite_uri(path: Path, *params: str) -> str:
+    """``path`` as a SQLite URI with ``params`` (``mode=ro``): the path percent-encoded, so a
+    ``?``, ``#`` or ``%`` in a folder's name stays part of the path. Put in raw, a ``#`` ended
+    the path there and took the ``?mode=ro`` with it: a view opened (and created) ``/tmp/a``
+    read-write for a batch under ``/tmp/a#b``."""
+    return path.absolute().as_uri() + ("?" + "&".join(params) if params else "")
+
+
+class StoreUnreachable(StoreError):
+    """items.db cannot be read from here, though nothing says it is damaged: no permission, or a
+    folder this process cannot write while SQLite needs to put its ``-shm`` index there."""
+
+    hint = "no damage is known, and `batchtui recover` would not help; `show` still reads the manifest"
+
+
 def connect_readonly(path: Path) -> StoreConnection:
     """A read-only connection for views; never blocks or disturbs the engine (a ``-shm`` file a
-    reader creates gets the database file's mode, as for a writer)."""
-    return _opened(path, f"file:{path}?mode=ro", ("PRAGMA busy_timeout=2000", "PRAGMA query_only=1"), uri=True)
+    reader creates gets the database file's mode, as for a writer).
+
+    A store in a folder this process cannot write (an archive on read-only media, a copy without
+    write permission) is read too. SQLite's WAL mode needs a ``-shm`` file next to the store, and
+    cannot make one there. Where none exists, no connection has the store open (SQLite makes one
+    whenever a connection opens in WAL mode), so no engine runs it. With no ``-wal`` file either,
+    or an empty one, every committed page is in the store file itself, and it is read as it is
+    (``immutable=1``). A ``-wal`` with pages in it and no ``-shm`` (a copy of a batch whose
+    engine was killed) cannot be read there: :class:`StoreUnreachable` says so, and how to read it.
+    """
+    pragmas = ("PRAGMA busy_timeout=2000", "PRAGMA query_only=1")
+    if not os.access(path, os.R_OK) and path.exists():
+        raise StoreUnreachable(f"{path} cannot be read: permission denied")
+    wal, shm = (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))
+    if not os.access(path.parent, os.W_OK) and not shm.exists():
+        try:
+            wal_pages = os.stat(wal).st_size > 0
+        except FileNotFoundError:
+            wal_pages = False
+        if wal_pages:
+            raise StoreUnreachable(
+                f"{path} cannot be read in its folder: the folder is read-only, and {wal.name} holds "
+                f"committed pages that SQLite can only read with a {shm.name} file next to it; "
+                "copy the batch folder somewhere writable and read the copy"
+            )
+        return _opened(path, sqlite_uri(path, "mode=ro", "immutable=1"), pragmas, uri=True)
+    return _opened(path, sqlite_uri(path, "mode=ro"), pragmas, uri=True)

@@ -28,7 +28,7 @@ import orjson
 from ..errors import ErrorInfo, group_id
 from ..files import WriteFailed
 from ..models import Counts, ErrorGroup
-from .connection import StoreCorrupt, StoreError, connect_readonly, recover_hint
+from .connection import StoreCorrupt, StoreError, StoreUnreachable, connect_readonly, recover_hint
 from .schema import ITEM_COLUMNS, STATUSES, check_version
 from .selection import ACTION_STATUSES, EVERYTHING, ItemFilter, Selection, selection_condition
 from .selection import where as filter_where
@@ -46,6 +46,7 @@ __all__ = [
     "Selection",
     "StoreCorrupt",
     "StoreError",
+    "StoreUnreachable",
     "selection_condition",
 ]
 
@@ -300,7 +301,8 @@ class ItemQueries:
     (WAL: each query sees the last commit). Not thread-safe: a thread opens its own.
 
     Use as a context manager, or :meth:`close` it. Every method raises :class:`StoreError`
-    when the store cannot be read (:class:`StoreCorrupt` when it is damaged).
+    when the store cannot be read (:class:`StoreCorrupt` when it is damaged,
+    :class:`StoreUnreachable` when it cannot be read from here but no damage is known).
     """
 
     def __init__(self, path: Path) -> None:

@@ -94,7 +94,7 @@ def local_time(iso: str | None) -> str:
 def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_json: bool) -> None:
     """Summary, error breakdown and settings of BATCH [default: the latest]."""
     from batchtui.engine.recover import store_is_healthy  # not for `ls` (it loads the store)
-    from batchtui.engine.store.queries import ItemQueries, StoreError
+    from batchtui.engine.store.queries import ItemQueries, StoreError, StoreUnreachable
 
     bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     manifest = bdir.read_manifest()
@@ -106,12 +106,14 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
     damaged += f"{counts.finished}/{counts.total} done); rebuild it with `batchtui recover {bdir.batch_id}`"
     # A live engine would have failed on a damaged store; otherwise check it (SQLite quick_check,
     # for at most a second: `batchtui check` and `recover` check the whole file).
-    if bdir.alive() is None and not store_is_healthy(bdir.items_db, budget_s=1.0):
-        fail(damaged)
     try:
+        if bdir.alive() is None and not store_is_healthy(bdir.items_db, budget_s=1.0):
+            fail(damaged)
         with ItemQueries(bdir.items_db) as store:
             groups = [g.model_dump() for g in store.error_groups(20)]
             by_category = store.errors_by("error_category")
+    except StoreUnreachable as exc:
+        fail(exc.describe())  # not damaged: recover is not the way out
     except StoreError:
         fail(damaged)
     # The state, counts, engine, duration and rate ls, the browser and report.json show too.
