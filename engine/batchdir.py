@@ -20,6 +20,7 @@ import orjson
 
 from .errors import UserError
 from .files import DIR_MODE, FILE_MODE, NOFOLLOW, DamagedFile, read_model, read_small_file
+from .fmt import shell_line
 from .models import LiveProgress, LockInfo, Manifest, NewerFormat
 
 BATCH_ID_RE: Final = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{8}$")
@@ -47,7 +48,9 @@ class BatchLocked(UserError):
     def __init__(self, path: Path, info: LockInfo | None) -> None:
         self.info = info
         who = f"pid {info.pid} on {info.host} (since {info.started_at})" if info else "another process"
-        super().__init__(f"batch {path.name} is being run by {who}; watch it with `batchtui watch {path.name}`")
+        super().__init__(
+            f"batch {path.name} is being run by {who}; watch it with `{shell_line('batchtui', 'watch', path.name)}`"
+        )
 
 
 class BatchReadOnly(UserError):
@@ -331,8 +334,8 @@ def check_batch_dir(path: Path) -> None:
 def resume_command(batch: BatchDir, *, retry_failed: bool = False) -> str:
     """The command line that resumes ``batch`` (shown in summaries, errors and the browser);
     ``retry_failed``: the one that first puts its failed items back to pending."""
-    command = f"batchtui resume {batch.batch_id} --output-dir {batch.path.parent}"
-    return command + " --retry-failed" if retry_failed else command
+    words = ["batchtui", "resume", batch.batch_id, "--output-dir", batch.path.parent]
+    return shell_line(*words, *(["--retry-failed"] if retry_failed else []))
 
 
 def has_manifest(path: Path) -> bool:

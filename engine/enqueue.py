@@ -23,7 +23,7 @@ from .batchdir import BatchDir, BatchLock, now_iso
 from .config import BatchConfig
 from .errors import InvalidRecord, UserError, classify, normalize_message
 from .files import ResultsLog, WriteFailed, write_model
-from .fmt import clean
+from .fmt import clean, shell_line
 from .models import Manifest, Unreadable
 from .processors import ProcessorSpec
 from .registry import forget, register
@@ -361,7 +361,7 @@ def add_source(
             if not store.get_meta("enqueue_done"):
                 raise UserError(
                     f"batch {bdir.batch_id} was cut short while its items were read:"
-                    f" `batchtui resume {bdir.batch_id}` finishes that first"
+                    f" `{shell_line('batchtui', 'resume', bdir.batch_id)}` finishes that first"
                 )
             earlier = _pending_add(store)
             if earlier is not None:
@@ -370,7 +370,7 @@ def add_source(
             if wanted in batch_sources_json(manifest) and not any(e.kind == "stdin" for e in spec.entries):
                 raise UserError(
                     f"batch {bdir.batch_id} already reads these sources:"
-                    f" `batchtui resume {bdir.batch_id} --rescan` reads them again"
+                    f" `{shell_line('batchtui', 'resume', bdir.batch_id, '--rescan')}` reads them again"
                 )
             with store.transaction():
                 note: dict[str, Any] = {

@@ -8,7 +8,18 @@ an error line.
 
 from __future__ import annotations
 
-__all__ = ["bar_cells", "clean", "clean_block", "count", "cut_percent", "fmt_ago", "fmt_duration", "fmt_percent"]
+__all__ = [
+    "bar_cells",
+    "clean",
+    "clean_block",
+    "count",
+    "cut_percent",
+    "fmt_ago",
+    "fmt_duration",
+    "fmt_percent",
+    "shell_line",
+    "shell_word",
+]
 
 
 def _escape(ch: str) -> str:
@@ -36,6 +47,41 @@ def clean(text: object, limit: int | None = None) -> str:
     if s.isprintable():
         return s
     return "".join(ch if ch.isprintable() else _escape(ch) for ch in s)
+
+
+#: The characters no POSIX shell reads specially in a word (those shlex.quote leaves as they are).
+_SHELL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_")
+
+
+def shell_word(word: object) -> str:
+    """``word`` as one word of a command line to paste into a shell: as it is when no shell reads
+    any of its characters specially (a batch id, most paths), else single-quoted. A word with a
+    character that is not printable (a newline, ESC, an undecodable byte of a file name) is
+    written in ANSI-C quotes, ``$'...'`` (bash, zsh, ksh), with that character escaped: the
+    command stays on one line, pastes as the exact word, and nothing reaches the terminal raw."""
+    s = str(word)
+    if s and all(ch in _SHELL_SAFE for ch in s):
+        return s
+    if s.isprintable():
+        return "'" + s.replace("'", "'\"'\"'") + "'"
+    return "$'" + "".join(_ansi_c(ch) for ch in s) + "'"
+
+
+def _ansi_c(ch: str) -> str:
+    if ch in "\\'":
+        return "\\" + ch
+    if ch.isprintable():
+        return ch
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte os.fsdecode could not decode: the byte itself
+        return f"\\x{code - 0xDC00:02x}"
+    return _escape(ch)
+
+
+def shell_line(*words: object) -> str:
+    """A command line of ``words``, each quoted by :func:`shell_word`: the commands batchtui
+    suggests (``batchtui resume ID --output-dir DIR``) paste as they read, whatever DIR holds."""
+    return " ".join(shell_word(w) for w in words)
 
 
 def clean_block(text: str) -> str:

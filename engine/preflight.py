@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 from .config import BatchConfig
 from .errors import UserError
-from .fmt import count
+from .fmt import count, shell_line
 from .processors import ProcessorSpec, accepts_one_argument, load_callable
 from .shell.direct import DASH_BUILTINS, DASH_KEYWORDS
 from .shell.programs import scan_programs
@@ -333,7 +333,7 @@ def check_store(pf: Preflight, batch_path: Path, *, thorough: bool | None = True
             "store",
             "fail",
             f"{bdir.items_db} is not readable: {exc}",
-            f"batchtui recover {bdir.batch_id} rebuilds it from results.jsonl and the source",
+            f"{shell_line('batchtui', 'recover', bdir.batch_id)} rebuilds it from results.jsonl and the source",
         )
         return
     pf.add(

@@ -33,7 +33,7 @@ import orjson
 from .batchdir import BatchDir, BatchLock, now_iso
 from .errors import UserError
 from .files import DamagedFile, ResultsLog, fsync_dir, iter_jsonl, read_model, write_model
-from .fmt import cut_percent
+from .fmt import cut_percent, shell_line
 from .models import BatchState, Counts, LiveCounts, LiveProgress, Report, ResultLine
 from .resultscheck import check_line, encode_line, rebuild
 from .store import ItemStore, StoreError
@@ -94,7 +94,7 @@ class RecoverResult:
         if self.duplicate_lines or self.invalid_lines:
             lines.append("  results.jsonl rewritten: one line per complete item")
         if c.pending:
-            lines.append(f"  next: batchtui resume {self.batch_id}")
+            lines.append(f"  next: {shell_line('batchtui', 'resume', self.batch_id)}")
         return "\n".join(lines)
 
 
@@ -162,7 +162,7 @@ def recover_batch(
         present = db.exists()
         if present and not force and store_is_healthy(db):
             raise UserError(
-                f"{db} is healthy: nothing to recover (`batchtui recover {batch.batch_id} --force` rebuilds it anyway)"
+                f"{db} is healthy: nothing to recover (`{shell_line('batchtui', 'recover', batch.batch_id, '--force')}` rebuilds it anyway)"
             )
         if any(e.kind == "stdin" for e in source.entries) and stdin is None:
             raise UserError(

@@ -13,6 +13,7 @@ from .batchdir import BatchDir, parse_iso
 from .batches import BatchScope, _in_folder, as_scope, iter_batches
 from .errors import UserError
 from .files import DamagedFile
+from .fmt import shell_line
 from .models import ACTIVE_STATES, BatchState, LockInfo, Manifest
 
 
@@ -106,7 +107,7 @@ def _choose_resumable(batches: Iterator[BatchDir], where: str, exclude: frozense
         raise NothingToResume(f"no unfinished batch in {where}")
     lines = [f"every unfinished batch in {where} is being run by an engine:"]
     lines += [f"  {batch.batch_id}: {_who(info)}" for batch, info in running]
-    lines.append(f"watch one with `batchtui watch {running[0][0].batch_id}`")
+    lines.append(f"watch one with `{shell_line('batchtui', 'watch', running[0][0].batch_id)}`")
     raise NothingToResume("\n".join(lines))
 
 

@@ -35,7 +35,7 @@ from .eta import Eta, EtaEstimator
 from .events import BatchEvents
 from .executors import CompletionQueue, EarlyHalt, Executor, make_executor
 from .files import ResultsLog, WriteFailed
-from .fmt import cut_percent
+from .fmt import cut_percent, shell_line
 from .guard import FolderGuard
 from .models import (
     BatchState,
@@ -320,7 +320,7 @@ class RunState:
         if gone is not None and not self.halt_reason:
             self._halt(
                 f"items.db {gone} while this engine ran: every result so far is in results.jsonl;"
-                f" `batchtui recover {self.batch.batch_id}` rebuilds the store from it, then resume"
+                f" `{shell_line('batchtui', 'recover', self.batch.batch_id)}` rebuilds the store from it, then resume"
             )
 
     def _folder_moved(self) -> bool:

@@ -16,6 +16,7 @@ from typing import Final
 
 from .batchdir import BatchDir
 from .errors import EXIT_USAGE
+from .fmt import shell_line
 from .models import BatchState, Counts
 from .summary import DAMAGED, INTERRUPTED, BatchSummary, summarize
 
@@ -53,13 +54,13 @@ def batch_end(summary: BatchSummary) -> BatchEnd | None:
         return BatchEnd(
             INTERRUPTED,
             EXIT_INTERRUPTED,
-            f"batch {summary.batch_id} was interrupted: no engine runs it (resume it: batchtui resume {summary.batch_id})",
+            f"batch {summary.batch_id} was interrupted: no engine runs it (resume it: {shell_line('batchtui', 'resume', summary.batch_id)})",
         )
     if summary.state == BatchState.CREATED.value:
         return BatchEnd(
             summary.state,
             EXIT_INTERRUPTED,
-            f"batch {summary.batch_id} has not been run: no engine runs it (start it: batchtui resume {summary.batch_id})",
+            f"batch {summary.batch_id} has not been run: no engine runs it (start it: {shell_line('batchtui', 'resume', summary.batch_id)})",
         )
     state = BatchState(summary.state)
     counts = Counts(**{k: getattr(summary.totals, k) for k in Counts.model_fields})

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from ..errors import BatchtuiError, group_id
 from ..files import HAS_FULLFSYNC, WriteFailed
+from ..fmt import shell_line
 
 
 class StoreError(BatchtuiError):
@@ -36,7 +37,7 @@ class StoreCorrupt(StoreError, sqlite3.DatabaseError):
 
 def recover_hint(path: Path) -> str:
     """The way out for a damaged or missing store, for error messages."""
-    return f"rebuild it from results.jsonl and the source with `batchtui recover {path.parent.name}`"
+    return f"rebuild it from results.jsonl and the source with `{shell_line('batchtui', 'recover', path.parent.name)}`"
 
 
 _CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})

@@ -15,7 +15,7 @@ import click
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.config import stored_config
 from batchtui.engine.enqueue import add_source
-from batchtui.engine.fmt import count
+from batchtui.engine.fmt import count, shell_line
 from batchtui.engine.preflight import Preflight, check_template_fields
 from batchtui.engine.processors import ProcessorSpec
 from batchtui.engine.shell.template import CommandTemplate
@@ -24,7 +24,7 @@ from batchtui.engine.sources import build_spec
 from .completion import complete_batch
 from .group import CONTEXT
 from .options import DIR_OPTION, JSON_OPTION, SOURCE_OPTIONS, apply, scope_of
-from .output import echo_json, fail, note_one_item_list, plain, say
+from .output import echo_json, fail, note_one_item_list, say
 
 
 @click.command("add", context_settings=CONTEXT)
@@ -74,7 +74,7 @@ def add_cmd(ctx: click.Context, /, batch: str, sources: tuple[str, ...], as_json
         return
     n, d = outcome.added, outcome.duplicates
     dup = f", {count(d, 'duplicate')} dropped" if d else ""
-    then = f"; `batchtui resume {plain(bdir.batch_id)}` runs {'it' if n == 1 else 'them'}" if n else ""
+    then = f"; `{shell_line('batchtui', 'resume', bdir.batch_id)}` runs {'it' if n == 1 else 'them'}" if n else ""
     click.echo(f"batch {bdir.batch_id}: {count(n, 'item')} added{dup}{then}")
 
 

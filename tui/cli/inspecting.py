@@ -21,7 +21,7 @@ from batchtui.engine.adaptive import AdaptiveLimit, rule_text, timeout_text
 from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.files import DamagedFile
-from batchtui.engine.fmt import clean, count
+from batchtui.engine.fmt import clean, count, shell_line
 from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import LiveProgress, NewerFormat
 from batchtui.engine.summary import DAMAGED, INTERRUPTED, summarize
@@ -103,7 +103,9 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
     groups: list[dict[str, Any]] = []
     counts = manifest.totals
     damaged = f"{bdir.items_db} is damaged or unreadable (the manifest says {manifest.state.value}, "
-    damaged += f"{counts.finished}/{counts.total} done); rebuild it with `batchtui recover {bdir.batch_id}`"
+    damaged += (
+        f"{counts.finished}/{counts.total} done); rebuild it with `{shell_line('batchtui', 'recover', bdir.batch_id)}`"
+    )
     # A live engine would have failed on a damaged store; otherwise check it (SQLite quick_check,
     # for at most a second: `batchtui check` and `recover` check the whole file).
     try:

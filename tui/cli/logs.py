@@ -28,7 +28,7 @@ import click
 
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.batches import resolve_batch
-from batchtui.engine.fmt import clean
+from batchtui.engine.fmt import clean, shell_line
 from batchtui.engine.logs import LogChunk, Stream, attempt_logs, follow, log_limit_of, log_path
 
 from .completion import complete_batch
@@ -107,7 +107,7 @@ def logs_cmd(
         what = "a Python callable" if kind == "python" else f"the {kind or 'unknown'} processor"
         fail(
             f"batch {bdir.batch_id} runs {what}: its items have no logs (only shell commands' output is "
-            f"logged); an item's error and traceback are in `batchtui show {bdir.batch_id}` and the item detail"
+            f"logged); an item's error and traceback are in `{shell_line('batchtui', 'show', bdir.batch_id)}` and the item detail"
         )
     stream: Stream = "err" if stderr else "out"
     try:
@@ -199,6 +199,6 @@ class _Done:
             self._done = True
             self.why = (
                 f"item {self.seq} is {status} but no engine runs batch {self.bdir.batch_id}: "
-                f"`batchtui resume {self.bdir.batch_id}` runs it"
+                f"`{shell_line('batchtui', 'resume', self.bdir.batch_id)}` runs it"
             )
         return self._done

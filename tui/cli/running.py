@@ -238,7 +238,7 @@ def _create_and_run(
     bad = manifest.unreadable.count
     unread = f", {count(bad, 'unreadable path')} left out" if bad else ""
     items = count(t.total, "item")
-    click.echo(f"batch {batch.batch_id}: {items}{dup}{unread} -> {batch.path}", err=True)
+    click.echo(f"batch {batch.batch_id}: {items}{dup}{unread} -> {plain(str(batch.path))}", err=True)
     if bad:
         click.echo(f"warning: {plain(manifest.unreadable.summary())}", err=True)
     if manifest.unreadable.left_out:

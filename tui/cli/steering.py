@@ -15,6 +15,7 @@ import click
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.client import Applied, NotAcknowledged, send
+from batchtui.engine.fmt import shell_line
 from batchtui.engine.models import ControlOp
 
 from .completion import complete_batch
@@ -250,7 +251,9 @@ def _what_exists(view: ItemQueries) -> str:
     shown = groups[:10]
     lines += [f"    {g.id}  {g.count:>6}  {plain(g.error_type)}: {plain(g.message)[:60]}" for g in shown]
     if len(groups) > len(shown):
-        lines.append(f"    ... {len(groups) - len(shown)} more: `batchtui errors {view.path.parent.name}`")
+        lines.append(
+            f"    ... {len(groups) - len(shown)} more: `{shell_line('batchtui', 'errors', view.path.parent.name)}`"
+        )
     return "\n".join(lines)
 
 

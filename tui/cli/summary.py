@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from batchtui.engine.batchdir import BatchDir, resume_command
-from batchtui.engine.fmt import fmt_duration, fmt_percent
+from batchtui.engine.fmt import clean, fmt_duration, fmt_percent, shell_line
 from batchtui.engine.models import BatchState, Counts, LiveProgress, Manifest
 from batchtui.engine.summary import BatchSummary, summarize
 
@@ -69,8 +69,8 @@ def print_summary(
         for g in groups[:8]:
             lines.append(f"    {g.count:>6}  {plain(g.error_type)} [{g.category}]  {plain(g.example_message)[:70]}")
     missing = "" if counts.complete == 0 or batch.results.exists() else " (missing: `batchtui resume` rebuilds it)"
-    lines.append(f"  Results:   {batch.results}{missing}")
-    lines.append(f"  Manifest:  {batch.manifest}")
+    lines.append(f"  Results:   {clean(batch.results)}{missing}")
+    lines.append(f"  Manifest:  {clean(batch.manifest)}")
     if manifest.state != BatchState.FINISHED or counts.pending:
         lines.append(f"  Resume:    {resume_command(batch)}")
     if counts.failed:
@@ -147,16 +147,16 @@ def run_headless(runner: BatchRunner, as_json: bool) -> RunResult:
 
 def announce_detached(batch: BatchDir, pid: int, as_json: bool) -> None:
     """Which background engine runs ``batch`` now, and the commands to follow it."""
-    where = f"--output-dir {batch.path.parent}"
+    where = shell_line("--output-dir", batch.path.parent)
     if as_json:
         info = {"batch_id": batch.batch_id, "batch_dir": str(batch.path), "pid": pid, "detached": True}
         echo_json({**info, "engine_log": str(batch.engine_log)}, indent=None)
         return
     click.echo(f"batch {batch.batch_id}: engine running in the background (pid {pid})")
-    click.echo(f"  watch:  batchtui watch {batch.batch_id} {where}")
-    click.echo(f"  status: batchtui show {batch.batch_id} {where}")
-    click.echo(f"  stop:   batchtui stop {batch.batch_id} {where}")
-    click.echo(f"  log:    {batch.engine_log}")
+    click.echo(f"  watch:  {shell_line('batchtui', 'watch', batch.batch_id)} {where}")
+    click.echo(f"  status: {shell_line('batchtui', 'show', batch.batch_id)} {where}")
+    click.echo(f"  stop:   {shell_line('batchtui', 'stop', batch.batch_id)} {where}")
+    click.echo(f"  log:    {clean(batch.engine_log)}")
 
 
 __all__ = ["announce_detached", "duration_text", "finish_output", "print_summary", "run_headless"]

@@ -17,7 +17,7 @@ import click
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.batches import BatchScope, resolve_batch
 from batchtui.engine.errors import EXIT_USAGE, UserError
-from batchtui.engine.fmt import clean
+from batchtui.engine.fmt import clean, shell_line
 from batchtui.engine.runner import RunResult, exit_code_for
 from batchtui.engine.store.queries import ItemQueries
 
@@ -43,7 +43,7 @@ def watch_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, the
     bdir = resolve_batch(batch, scope)
     refuse_newer(bdir)
     if not terminal():
-        fail(f"watch needs a terminal; for a text summary use `batchtui show {bdir.batch_id}`")
+        fail(f"watch needs a terminal; for a text summary use `{shell_line('batchtui', 'show', bdir.batch_id)}`")
     launch_tui(ctx, output_dir=scope, batch=bdir.path, theme=theme)
 
 
@@ -125,7 +125,7 @@ def _after_tui(app: Any, code: int | None) -> int:
 def _tell_who_runs(bdir: BatchDir, handoff: Any) -> None:
     import psutil  # after the app only (`watch` starts without it)
 
-    where = f"--output-dir {bdir.path.parent}"
+    where = shell_line("--output-dir", bdir.path.parent)
     holder = bdir.alive()
     if holder is None and handoff is not None and handoff.pid is not None:
         try:  # the hand-off engine may still wait for the lock; then it is the one to watch
@@ -134,16 +134,16 @@ def _tell_who_runs(bdir: BatchDir, handoff: Any) -> None:
             waiting = False
         if waiting:
             click.echo(f"batch {bdir.batch_id}: a background engine (pid {handoff.pid}) is taking it over")
-            click.echo(f"  watch:  batchtui watch {bdir.batch_id} {where}")
-            click.echo(f"  log:    {bdir.engine_log}")
+            click.echo(f"  watch:  {shell_line('batchtui', 'watch', bdir.batch_id)} {where}")
+            click.echo(f"  log:    {clean(bdir.engine_log)}")
             return
     if holder is not None:
         handed = handoff is not None and handoff.pid == holder.pid
         what = "handed to a background engine" if handed else "run by"
         click.echo(f"batch {bdir.batch_id}: {what} pid {holder.pid} on {holder.host}")
-        click.echo(f"  watch:  batchtui watch {bdir.batch_id} {where}")
-        click.echo(f"  stop:   batchtui stop {bdir.batch_id} {where}")
-        click.echo(f"  log:    {bdir.engine_log}")
+        click.echo(f"  watch:  {shell_line('batchtui', 'watch', bdir.batch_id)} {where}")
+        click.echo(f"  stop:   {shell_line('batchtui', 'stop', bdir.batch_id)} {where}")
+        click.echo(f"  log:    {clean(bdir.engine_log)}")
         return
     manifest = bdir.read_manifest()
     with ItemQueries(bdir.items_db) as store:

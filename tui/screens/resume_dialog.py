@@ -18,7 +18,6 @@ pid of the background engine; None when cancelled. Nothing changes before the co
 from __future__ import annotations
 
 import dataclasses
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -34,7 +33,7 @@ from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSe
 
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.errors import BatchtuiError
-from batchtui.engine.fmt import clean, count
+from batchtui.engine.fmt import clean, count, shell_line
 from batchtui.engine.models import ACTIVE_STATES, BatchState, Counts
 from batchtui.engine.resume import ResumePlan, plan_resume
 
@@ -259,7 +258,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         return args
 
     def command(self) -> str:
-        return shlex.join(["batchtui", "resume", *self.argv()])
+        return shell_line("batchtui", "resume", *self.argv())
 
     def _update(self) -> str | None:
         """Show the command and the plan for the form as it is; the CLI's error for a value it
