@@ -296,11 +296,16 @@ def _nasty_batch(tmp_path: Path, invoke_cli: RunCli, out_dir: Path) -> Path:
     return only_batch(out_dir)
 
 
-def _on_a_terminal(args: Sequence[str], out_dir: Path, cwd: Path) -> bytes:
+def _on_a_terminal(args: Sequence[str], out_dir: Path, cwd: Path, env: dict[str, str] | None = None) -> bytes:
     """What ``batchtui ARGS`` writes to stdout when stdout is a terminal (a pty)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [*CLI, *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, env=cli_env(out_dir), cwd=cwd
+        [*CLI, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env=cli_env(out_dir, env),
+        cwd=cwd,
     )
     os.close(slave)
     chunks = []
@@ -484,3 +489,34 @@ def test_no_traceback_from_any_verb_with_hostile_inputs(tmp_path: Path, out_dir:
         proc = invoke_cli(args)
         _no_traceback(proc)
         assert proc.returncode == 0, (args, proc.stderr)
+
+
+def test_an_ascii_only_stdout_gets_exact_utf8_from_export_and_escapes_on_a_terminal(
+    tmp_path: Path, out_dir: Path
+) -> None:
+    """``PYTHONIOENCODING=ascii`` (or a latin-1 terminal): ``export`` to a pipe writes its formats'
+    UTF-8 exactly, and to a terminal shows what the terminal's encoding cannot take as an escape.
+    Both ended in a UnicodeEncodeError traceback at the first non-ASCII key."""
+    items = tmp_path / "items.txt"
+    items.write_text("宽字符é\nplain\n", encoding="utf-8")
+    ascii_env = {"PYTHONIOENCODING": "ascii"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+        env = cli_env(out_dir, ascii_env)
+        return subprocess.run([*CLI, *args], capture_output=True, env=env, cwd=tmp_path, timeout=120, check=False)
+
+    ran = cli("run", str(items), "--cmd", "true", "--headless")
+    assert ran.returncode == 0, ran.stderr
+    batch = str(only_batch(out_dir))
+
+    export = cli("export", batch)
+    assert export.returncode == 0, export.stderr
+    rows = [json.loads(line) for line in export.stdout.decode("utf-8").splitlines()]
+    assert [r["key"] for r in rows] == ["宽字符é", "plain"]
+    csv_out = cli("export", batch, "--format", "csv")
+    assert csv_out.returncode == 0, csv_out.stderr
+    assert "宽字符é" in csv_out.stdout.decode("utf-8")
+
+    shown = _on_a_terminal(["export", batch, "--format", "csv"], out_dir, tmp_path, ascii_env)
+    text = shown.decode("ascii")  # only ASCII reaches the ASCII terminal
+    assert "\\u5bbd\\u5b57\\u7b26\\xe9" in text, text

@@ -33,11 +33,22 @@ from .group import main
 
 def run() -> NoReturn:
     """The console script and ``python -m batchtui.tui.cli``: the CLI, then :func:`leave`."""
+    _tolerant_stdout()
     try:
         main(prog_name="batchtui")
     except SystemExit as exc:
         leave(exc.code)
     leave(0)  # standalone click always raises SystemExit; a plain return means success
+
+
+def _tolerant_stdout() -> None:
+    """A character stdout's encoding cannot take (``PYTHONIOENCODING=ascii``, a latin-1
+    terminal) is written as an escape (``\\u5bbd``), as Python always does on stderr, instead of
+    ending the command with a UnicodeEncodeError. Data meant to be exact (``export``) is written
+    as UTF-8 whatever the encoding."""
+    stream = sys.stdout
+    if stream is not None and getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        stream.reconfigure(errors="backslashreplace")
 
 
 def leave(code: object) -> NoReturn:

@@ -8,6 +8,7 @@ runner), and `show` and `export` import the store when they run.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sys
@@ -328,6 +329,10 @@ def export_cmd(
         store.close()
         fail(f"cannot write {plain(out_file)}: {exc.strerror}")
     terminal_out = not out_file and stream.isatty()
+    if not out_file and not terminal_out and isinstance(stream, io.TextIOWrapper):
+        # A pipe or a file gets UTF-8, the formats' own encoding, whatever the locale's or
+        # PYTHONIOENCODING's is (an ASCII one failed on the first non-ASCII key).
+        stream.reconfigure(encoding="utf-8", errors="strict")
     n = 0
     try:
         rows: Iterator[Any] = store.rows(ItemFilter(status=status))
@@ -364,7 +369,7 @@ def export_cmd(
         if out_file:
             stream.close()
     if out_file:
-        click.echo(f"exported {count(n, 'item')} to {out_file}", err=True)
+        click.echo(f"exported {count(n, 'item')} to {plain(out_file)}", err=True)
 
 
 def refuse_newer(bdir: BatchDir) -> None:
