@@ -239,9 +239,11 @@ def connect_readonly(path: Path) -> StoreConnection:
             wal_pages = os.stat(wal).st_size > 0
         except FileNotFoundError:
             wal_pages = False
+        except OSError:
+            wal_pages = True  # unknown: never read the store file alone when pages may be missing
         if wal_pages:
             raise StoreUnreachable(
-                f"{path} cannot be read in its folder: the folder is read-only, and {wal.name} holds "
+                f"{path} cannot be read in its folder: the folder cannot be written here, and {wal.name} holds "
                 f"committed pages that SQLite can only read with a {shm.name} file next to it; "
                 "copy the batch folder somewhere writable and read the copy"
             )
