@@ -7,11 +7,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from batchtui.engine.batchdir import BatchDir, BatchLocked, check_batch_dir
 from batchtui.engine.errors import UserError
 from batchtui.engine.files import NOFOLLOW
+from batchtui.engine.fmt import clean, shell_line
 from batchtui.engine.reaper import clean_env
 
 
@@ -22,6 +24,9 @@ def detach_engine(
     overrides: dict[str, Any] | None = None,
     wait: float = 15.0,
     lock_wait: float = 0.0,
+    must_hold: bool = False,
+    on_slow: Callable[[int], None] | None = None,
+    slow_after: float = 3.0,
 ) -> int:
     """Start the engine for ``batch`` as a background process in its own session.
 
@@ -32,6 +37,11 @@ def detach_engine(
 
     ``lock_wait``: how long the engine waits for the batch's lock (the TUI's hand-off: the
     engine it takes over from may not have let go yet); it says so in engine.log.
+
+    ``must_hold`` (the CLI's ``--detach``, whose return promises that the engine holds the
+    batch, so that a ``stop`` right after it reaches that engine): past ``wait``, an engine
+    that is alive but does not hold the batch yet is :class:`EngineNotReady` (exit 1), not a
+    quiet return. ``on_slow(pid)`` is called once when it takes longer than ``slow_after``.
     """
     check_batch_dir(batch.path)  # the engine would refuse it too, after the log was opened through a link
     log_fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, 0o600)
@@ -54,8 +64,14 @@ def detach_engine(
         )
     finally:
         os.close(log_fd)
-    deadline = time.monotonic() + wait
+    start = time.monotonic()
+    deadline = start + wait
+    told = on_slow is None
     while time.monotonic() < deadline:
+        if not told and time.monotonic() - start >= slow_after:
+            told = True
+            assert on_slow is not None
+            on_slow(proc.pid)
         alive = batch.alive()
         if alive is not None and alive.pid == proc.pid:
             return proc.pid
@@ -70,7 +86,24 @@ def detach_engine(
                 f"the background engine exited with {code}:\n  " + "\n  ".join(_own_lines(batch, start_offset))
             )
         time.sleep(0.02)
+    if must_hold and proc.poll() is None:
+        raise EngineNotReady(batch, proc.pid, wait)
     return proc.pid
+
+
+class EngineNotReady(UserError):
+    """A background engine is alive but has not taken its batch within the wait."""
+
+    exit_code = 1
+
+    def __init__(self, batch: BatchDir, pid: int, waited: float) -> None:
+        self.pid = pid
+        super().__init__(
+            f"the background engine (pid {pid}) has not taken batch {batch.batch_id} after {waited:g} s "
+            f"and is still trying: a stop or pause sent now finds no engine; "
+            f"`{shell_line('batchtui', 'watch', batch.batch_id)}` shows the batch once it runs, and "
+            f"{clean(batch.engine_log)} says what the engine is doing"
+        )
 
 
 def _own_lines(batch: BatchDir, offset: int, keep: int = 5) -> list[str]:

@@ -16,12 +16,11 @@ import click
 from batchtui.engine.resume import plan_resume
 from batchtui.engine.runner import RunResult, exit_code_for
 
-from ..launch import detach_engine
 from .completion import complete_batch
 from .group import CONTEXT, terminal
 from .options import COMMON_OPTIONS, OPERATIONAL_OPTIONS, Number, apply, collect_flags, note_config_file, scope_of
 from .output import gate, say
-from .summary import announce_detached, finish_output, run_headless
+from .summary import finish_output, run_headless, start_detached
 from .watching import launch_tui
 
 
@@ -106,8 +105,7 @@ def resume_cmd(
         plan.release()
         raise
     if detach:
-        pid = detach_engine(bdir, action="resume", overrides=plan.overrides)
-        announce_detached(bdir, pid, as_json)
+        start_detached(bdir, action="resume", as_json=as_json, overrides=plan.overrides)
         raise SystemExit(0)
     say(f"resuming batch {bdir.batch_id}: {counts.finished}/{counts.total} done")
     if not headless and not as_json and terminal():

@@ -26,7 +26,6 @@ from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec
 from batchtui.engine.sources.records import fields_of
 
-from ..launch import detach_engine
 from .group import CONTEXT, terminal
 from .options import (
     BATCH_OPTIONS,
@@ -40,7 +39,7 @@ from .options import (
     scope_of,
 )
 from .output import echo_json, fail, gate, note_one_item_list, plain, print_preflight
-from .summary import announce_detached, run_headless
+from .summary import run_headless, start_detached
 
 
 @click.command("run", context_settings=CONTEXT)
@@ -244,7 +243,7 @@ def _create_and_run(
     if manifest.unreadable.left_out:
         click.echo(f"note: {plain(manifest.unreadable.left_out_summary())}", err=True)
     if detach:
-        announce_detached(batch, detach_engine(batch, action="run"), as_json)
+        start_detached(batch, action="run", as_json=as_json)
         raise SystemExit(0)
     reads_stdin = stdin is None and any(e.kind == "stdin" for e in spec.entries)
     if not headless and not as_json and terminal() and not reads_stdin:

@@ -4,7 +4,7 @@ the line of a detached engine, and a headless run from its first progress line t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
@@ -145,6 +145,32 @@ def run_headless(runner: BatchRunner, as_json: bool) -> RunResult:
     return result
 
 
+#: How long ``--detach`` waits for its engine to take the batch (about half a second on a quiet
+#: machine): its return promises an engine that a stop right after it reaches.
+DETACH_WAIT_S: Final = 60.0
+
+
+def start_detached(batch: BatchDir, *, action: str, as_json: bool, overrides: dict[str, Any] | None = None) -> None:
+    """``--detach``: start the background engine, wait until it holds ``batch`` (saying so on
+    stderr when that takes a while), then say how to follow it."""
+    from batchtui.tui.launch import detach_engine
+
+    def slow(pid: int) -> None:
+        click.echo(f"waiting for the background engine (pid {pid}) to take batch {batch.batch_id}...", err=True)
+
+    wait = DETACH_WAIT_S
+    pid = detach_engine(
+        batch,
+        action=action,
+        overrides=overrides,
+        wait=wait,
+        must_hold=True,
+        on_slow=slow,
+        slow_after=min(3.0, wait / 4),
+    )
+    announce_detached(batch, pid, as_json)
+
+
 def announce_detached(batch: BatchDir, pid: int, as_json: bool) -> None:
     """Which background engine runs ``batch`` now, and the commands to follow it."""
     where = shell_line("--output-dir", batch.path.parent)
@@ -159,4 +185,12 @@ def announce_detached(batch: BatchDir, pid: int, as_json: bool) -> None:
     click.echo(f"  log:    {clean(batch.engine_log)}")
 
 
-__all__ = ["announce_detached", "duration_text", "finish_output", "print_summary", "run_headless"]
+__all__ = [
+    "DETACH_WAIT_S",
+    "announce_detached",
+    "duration_text",
+    "finish_output",
+    "print_summary",
+    "run_headless",
+    "start_detached",
+]
