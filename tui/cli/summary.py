@@ -153,7 +153,7 @@ DETACH_WAIT_S: Final = 60.0
 def start_detached(batch: BatchDir, *, action: str, as_json: bool, overrides: dict[str, Any] | None = None) -> None:
     """``--detach``: start the background engine, wait until it holds ``batch`` (saying so on
     stderr when that takes a while), then say how to follow it."""
-    from batchtui.tui.launch import detach_engine
+    from ..launch import detach_engine
 
     def slow(pid: int) -> None:
         click.echo(f"waiting for the background engine (pid {pid}) to take batch {batch.batch_id}...", err=True)
