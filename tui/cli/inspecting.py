@@ -14,6 +14,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import click
@@ -30,7 +31,7 @@ from batchtui.engine.summary import DAMAGED, INTERRUPTED, summarize
 from .completion import complete_batch
 from .group import CONTEXT
 from .options import DIR_OPTION, scope_of
-from .output import echo_json, fail, plain, read_json
+from .output import echo_json, fail, plain, read_json, whole_file
 from .progress import progress_line
 from .summary import print_summary
 
@@ -300,7 +301,13 @@ def parse_time(iso: str | None) -> datetime | None:
     show_default=True,
     help="joblog: GNU parallel's --joblog columns, for scripts written for it.",
 )
-@click.option("--out", "-O", "out_file", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@click.option(
+    "--out",
+    "-O",
+    "out_file",
+    type=click.Path(dir_okay=False),
+    help="Write here instead of stdout, whole or not at all (written beside it, then renamed into place).",
+)
 @DIR_OPTION
 @click.pass_context
 def export_cmd(
@@ -316,60 +323,70 @@ def export_cmd(
     Exitval Signal Command, tab separated, a header line), one line per item that ran to an
     end (complete or failed); Seq is the item's seq + 1, as parallel counts jobs.
     """
-    import csv
-
-    from batchtui.engine.store.queries import ITEM_COLUMNS, ItemFilter, ItemQueries  # not for `ls` (sqlite3)
+    from batchtui.engine.store.queries import ItemFilter, ItemQueries  # not for `ls` (sqlite3)
 
     bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     refuse_newer(bdir)
     store = ItemQueries(bdir.items_db)
     try:
-        stream: TextIO = open(out_file, "w", newline="", encoding="utf-8") if out_file else sys.stdout  # noqa: SIM115
-    except OSError as exc:
-        store.close()
-        fail(f"cannot write {plain(out_file)}: {exc.strerror}")
-    terminal_out = not out_file and stream.isatty()
-    if not out_file and not terminal_out and isinstance(stream, io.TextIOWrapper):
-        # A pipe or a file gets UTF-8, the formats' own encoding, whatever the locale's or
-        # PYTHONIOENCODING's is (an ASCII one failed on the first non-ASCII key).
-        stream.reconfigure(encoding="utf-8", errors="strict")
-    n = 0
-    try:
         rows: Iterator[Any] = store.rows(ItemFilter(status=status))
-        if fmt == "joblog":
-            from batchtui.engine.joblog import Joblog
-            from batchtui.engine.processors import ProcessorSpec
-
-            joblog = Joblog(ProcessorSpec.model_validate(bdir.read_manifest().processor), bdir.path)
-            for line in joblog.lines(rows):
-                if terminal_out:  # each column cleaned: the tabs between them stay
-                    line = "\t".join(clean(cell) for cell in line.split("\t"))
-                stream.write(line + "\n")
-                n += 1
-            n -= 1  # the header
-        elif fmt == "jsonl":
-            for row in rows:
-                stream.write(json.dumps(row.as_dict(), ensure_ascii=terminal_out) + "\n")
-                n += 1
+        if out_file:
+            try:  # whole or not at all: an export cut short (a kill, a full disk) leaves no half file
+                with whole_file(Path(out_file)) as stream:
+                    n = _export_rows(stream, rows, fmt, bdir, terminal_out=False)
+            except OSError as exc:
+                fail(f"cannot write {plain(out_file)}: {exc.strerror or exc}")
         else:
-            writer = csv.writer(stream)
-            writer.writerow(ITEM_COLUMNS)
-            for row in rows:
-                d = row.as_dict()
-                cells = [
-                    json.dumps(d[c], ensure_ascii=False)
-                    if c in ("data", "result") and d[c] is not None
-                    else ("" if d[c] is None else d[c])
-                    for c in ITEM_COLUMNS
-                ]
-                writer.writerow([clean(cell) for cell in cells] if terminal_out else cells)
-                n += 1
+            stream = sys.stdout
+            terminal_out = stream.isatty()
+            if not terminal_out and isinstance(stream, io.TextIOWrapper):
+                # A pipe or a file gets UTF-8, the formats' own encoding, whatever the locale's or
+                # PYTHONIOENCODING's is (an ASCII one failed on the first non-ASCII key).
+                stream.reconfigure(encoding="utf-8", errors="strict")
+            n = _export_rows(stream, rows, fmt, bdir, terminal_out=terminal_out)
     finally:
         store.close()
-        if out_file:
-            stream.close()
     if out_file:
-        click.echo(f"exported {count(n, 'item')} to {plain(out_file)}", err=True)
+        click.echo(f"exported {count(n, 'item', grouped=True)} to {plain(out_file)}", err=True)
+
+
+def _export_rows(stream: TextIO, rows: Iterator[Any], fmt: str, bdir: BatchDir, *, terminal_out: bool) -> int:
+    """Write ``rows`` to ``stream`` as ``fmt``; how many items were written. ``terminal_out``:
+    control characters shown escaped (JSONL as ``\\uXXXX``, still JSON)."""
+    import csv
+
+    from batchtui.engine.store.queries import ITEM_COLUMNS
+
+    n = 0
+    if fmt == "joblog":
+        from batchtui.engine.joblog import Joblog
+        from batchtui.engine.processors import ProcessorSpec
+
+        joblog = Joblog(ProcessorSpec.model_validate(bdir.read_manifest().processor), bdir.path)
+        for line in joblog.lines(rows):
+            if terminal_out:  # each column cleaned: the tabs between them stay
+                line = "\t".join(clean(cell) for cell in line.split("\t"))
+            stream.write(line + "\n")
+            n += 1
+        return n - 1  # the header
+    if fmt == "jsonl":
+        for row in rows:
+            stream.write(json.dumps(row.as_dict(), ensure_ascii=terminal_out) + "\n")
+            n += 1
+        return n
+    writer = csv.writer(stream)
+    writer.writerow(ITEM_COLUMNS)
+    for row in rows:
+        d = row.as_dict()
+        cells = [
+            json.dumps(d[c], ensure_ascii=False)
+            if c in ("data", "result") and d[c] is not None
+            else ("" if d[c] is None else d[c])
+            for c in ITEM_COLUMNS
+        ]
+        writer.writerow([clean(cell) for cell in cells] if terminal_out else cells)
+        n += 1
+    return n
 
 
 def refuse_newer(bdir: BatchDir) -> None:

@@ -8,9 +8,14 @@ imports only click and the engine's light basics.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
+import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
@@ -95,3 +100,40 @@ def note_one_item_list(spec: SourceSpec, as_kind: AsKind) -> None:
 
 
 __all__ = ["echo_json", "fail", "gate", "note_one_item_list", "plain", "print_preflight", "read_json", "say"]
+
+
+@contextlib.contextmanager
+def whole_file(path: Path) -> Iterator[TextIO]:
+    """A text file (UTF-8) at ``path`` that appears whole or not at all: written under a
+    temporary name beside it, fsynced, then renamed over ``path`` when the block ends without
+    an error (removed when it fails, or never renamed when the process is killed). A ``path``
+    that exists and is no regular file (a fifo, ``/dev/stdout``) is written directly.
+
+    Raises OSError when the file cannot be made (the caller says so)."""
+    try:
+        direct = not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        direct = False
+    if direct:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            yield fh
+        return
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL: a new file of our own; mode 0666 under the umask, as open() would make it.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    try:
+        with open(fd, "w", newline="", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename is made durable where the folder can be opened
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
