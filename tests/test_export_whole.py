@@ -96,6 +96,25 @@ def test_a_new_export_file_gets_the_mode_open_would_give_it(tmp_path: Path, invo
     assert target.stat().st_mode & 0o777 == 0o640
     assert [json.loads(line)["seq"] for line in target.read_text().splitlines()] == list(range(5))
 
+    # One it replaces keeps its mode: an export kept private stays private.
+    target.chmod(0o600)
+    assert invoke_cli(["export", str(batch), "--out", str(target)]).returncode == 0
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_export_through_a_link_replaces_the_file_and_keeps_the_link(tmp_path: Path, invoke_cli: Any) -> None:
+    out = tmp_path / "out"
+    batch = make_batch(out, state=BatchState.FINISHED, n=3)
+    real = tmp_path / "data" / "real.jsonl"
+    real.parent.mkdir()
+    real.write_text(OLD)
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(real)
+    done = invoke_cli(["export", str(batch), "--out", str(link)])
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert len(real.read_text().splitlines()) == 3
+
 
 def test_a_fifo_is_written_directly(tmp_path: Path, invoke_cli: Any) -> None:
     out = tmp_path / "out"

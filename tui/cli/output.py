@@ -106,15 +106,18 @@ __all__ = ["echo_json", "fail", "gate", "note_one_item_list", "plain", "print_pr
 def whole_file(path: Path) -> Iterator[TextIO]:
     """A text file (UTF-8) at ``path`` that appears whole or not at all: written under a
     temporary name beside it, fsynced, then renamed over ``path`` when the block ends without
-    an error (removed when it fails, or never renamed when the process is killed). A ``path``
-    that exists and is no regular file (a fifo, ``/dev/stdout``) is written directly.
+    an error (removed when it fails, or never renamed when the process is killed). A file it
+    replaces keeps its mode; a new one gets 0666 under the umask, as ``open`` gives it. A
+    ``path`` that exists and is no regular file (a fifo, ``/dev/stdout``) is written directly.
 
     Raises OSError when the file cannot be made (the caller says so)."""
+    if path.is_symlink():  # the file it links to is replaced, the link stays
+        path = Path(os.path.realpath(path))
     try:
-        direct = not stat.S_ISREG(os.stat(path).st_mode)
+        old_mode: int | None = os.stat(path).st_mode
     except FileNotFoundError:
-        direct = False
-    if direct:
+        old_mode = None
+    if old_mode is not None and not stat.S_ISREG(old_mode):
         with open(path, "w", newline="", encoding="utf-8") as fh:
             yield fh
         return
@@ -122,7 +125,14 @@ def whole_file(path: Path) -> Iterator[TextIO]:
     # O_EXCL: a new file of our own; mode 0666 under the umask, as open() would make it.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
     try:
-        with open(fd, "w", newline="", encoding="utf-8") as fh:
+        try:
+            if old_mode is not None:  # a file replaced keeps its mode (a 0600 export stays 0600)
+                os.fchmod(fd, stat.S_IMODE(old_mode))
+            fh = open(fd, "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed below)
+        except BaseException:
+            os.close(fd)
+            raise
+        with fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
