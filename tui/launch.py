@@ -99,7 +99,7 @@ class EngineNotReady(UserError):
     def __init__(self, batch: BatchDir, pid: int, waited: float) -> None:
         self.pid = pid
         super().__init__(
-            f"the background engine (pid {pid}) has not taken batch {batch.batch_id} after {waited:g} s "
+            f"the background engine (pid {pid}) has not taken batch {clean(batch.batch_id)} after {waited:g} s "
             f"and is still trying: a stop or pause sent now finds no engine; "
             f"`{shell_line('batchtui', 'watch', batch.batch_id)}` shows the batch once it runs, and "
             f"{clean(batch.engine_log)} says what the engine is doing"

@@ -24,7 +24,7 @@ from batchtui.engine.sources import build_spec
 from .completion import complete_batch
 from .group import CONTEXT
 from .options import DIR_OPTION, JSON_OPTION, SOURCE_OPTIONS, apply, scope_of
-from .output import echo_json, fail, note_one_item_list, say
+from .output import echo_json, fail, note_one_item_list, plain, say
 
 
 @click.command("add", context_settings=CONTEXT)
@@ -75,7 +75,7 @@ def add_cmd(ctx: click.Context, /, batch: str, sources: tuple[str, ...], as_json
     n, d = outcome.added, outcome.duplicates
     dup = f", {count(d, 'duplicate')} dropped" if d else ""
     then = f"; `{shell_line('batchtui', 'resume', bdir.batch_id)}` runs {'it' if n == 1 else 'them'}" if n else ""
-    click.echo(f"batch {bdir.batch_id}: {count(n, 'item')} added{dup}{then}")
+    click.echo(f"batch {plain(bdir.batch_id)}: {count(n, 'item')} added{dup}{then}")
 
 
 __all__ = ["add_cmd"]

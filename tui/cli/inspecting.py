@@ -68,7 +68,7 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
         if r.engine and r.engine.problem:
             if r.state != INTERRUPTED:  # its engine is dead: what it left holds the lock a moment
                 state = "unresponsive"  # a frozen or hung engine: said in full below the table
-            problems.append(f"{r.batch_id}: {r.engine.problem}")
+            problems.append(f"{plain(r.batch_id)}: {r.engine.problem}")
         created = local_time(r.created_at)
         progress = f"{t.finished}/{t.total}"
         click.echo(
@@ -233,7 +233,7 @@ def errors_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as
         echo_json([g.model_dump(mode="json") for g in groups])
         return
     if not groups:
-        click.echo(f"{bdir.batch_id}: no failed items")
+        click.echo(f"{plain(bdir.batch_id)}: no failed items")
         return
     click.echo(error_table(groups, shutil.get_terminal_size((80, 24)).columns))
 

@@ -34,7 +34,7 @@ from batchtui.engine.logs import LogChunk, Stream, attempt_logs, follow, log_lim
 from .completion import complete_batch
 from .group import CONTEXT
 from .options import DIR_OPTION, scope_of
-from .output import fail, say
+from .output import fail, plain, say
 
 if TYPE_CHECKING:
     from batchtui.engine.store.queries import ItemQueries
@@ -106,7 +106,7 @@ def logs_cmd(
     if kind != "shell":
         what = "a Python callable" if kind == "python" else f"the {kind or 'unknown'} processor"
         fail(
-            f"batch {bdir.batch_id} runs {what}: its items have no logs (only shell commands' output is "
+            f"batch {plain(bdir.batch_id)} runs {what}: its items have no logs (only shell commands' output is "
             f"logged); an item's error and traceback are in `{shell_line('batchtui', 'show', bdir.batch_id)}` and the item detail"
         )
     stream: Stream = "err" if stderr else "out"
@@ -198,7 +198,7 @@ class _Done:
         elif not alive:
             self._done = True
             self.why = (
-                f"item {self.seq} is {status} but no engine runs batch {self.bdir.batch_id}: "
+                f"item {self.seq} is {status} but no engine runs batch {plain(self.bdir.batch_id)}: "
                 f"`{shell_line('batchtui', 'resume', self.bdir.batch_id)}` runs it"
             )
         return self._done

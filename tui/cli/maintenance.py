@@ -79,7 +79,7 @@ def cleanup_cmd(
             last = parse_iso(manifest.ended_at or manifest.started_at or manifest.created_at)
             finished = manifest.state == BatchState.FINISHED
         except NewerFormat:
-            click.echo(f"kept {bdir.batch_id}: made by a newer batchtui")
+            click.echo(f"kept {plain(bdir.batch_id)}: made by a newer batchtui")
             kept += 1
             continue
         except (FileNotFoundError, DamagedFile, ValueError):
@@ -89,7 +89,7 @@ def cleanup_cmd(
             kept += 1
             continue
         age = (time.time() - last) / 86400
-        click.echo(f"{'would remove' if dry_run else 'removing'} {bdir.batch_id} ({age:.0f} days old)")
+        click.echo(f"{'would remove' if dry_run else 'removing'} {plain(bdir.batch_id)} ({age:.0f} days old)")
         if not dry_run:
             resolved = str(bdir.path.resolve())  # as registered
             try:

@@ -62,9 +62,9 @@ def _control(
     if as_json:
         echo_json({**result.as_json(), **(extra or {})}, indent=None)
     elif result.engine:
-        click.echo(f"{bdir.batch_id}: {op}: {result.message}")
+        click.echo(f"{plain(bdir.batch_id)}: {op}: {result.message}")
     else:
-        click.echo(f"{bdir.batch_id}: {op} (no engine running, store changed): {result.message}")
+        click.echo(f"{plain(bdir.batch_id)}: {op} (no engine running, store changed): {result.message}")
 
 
 @click.command("pause", context_settings=CONTEXT)
@@ -317,7 +317,9 @@ def _select_and_send(
                 {"batch_id": bdir.batch_id, "op": op, "dry_run": True, "selected": n, "sample": keys}, indent=None
             )
             return
-        click.echo(f"{bdir.batch_id}: {op} would change {n} item(s) ({' or '.join(statuses)} now); nothing changed")
+        click.echo(
+            f"{plain(bdir.batch_id)}: {op} would change {n} item(s) ({' or '.join(statuses)} now); nothing changed"
+        )
         for seq, key in sample:
             click.echo(f"  #{seq}  {plain(key)}")
         if n > len(sample):

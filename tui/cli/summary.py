@@ -40,7 +40,7 @@ def print_summary(
     bar = "=" * 64
     lines = [
         bar,
-        f"BATCH SUMMARY  {batch.batch_id}  ({state or manifest.state.value})",
+        f"BATCH SUMMARY  {plain(batch.batch_id)}  ({state or manifest.state.value})",
         bar,
         f"  Name:      {plain(manifest.name)}",
         f"  Total:     {counts.total}",
@@ -156,7 +156,7 @@ def start_detached(batch: BatchDir, *, action: str, as_json: bool, overrides: di
     from ..launch import detach_engine
 
     def slow(pid: int) -> None:
-        click.echo(f"waiting for the background engine (pid {pid}) to take batch {batch.batch_id}...", err=True)
+        click.echo(f"waiting for the background engine (pid {pid}) to take batch {plain(batch.batch_id)}...", err=True)
 
     wait = DETACH_WAIT_S
     pid = detach_engine(
@@ -178,7 +178,7 @@ def announce_detached(batch: BatchDir, pid: int, as_json: bool) -> None:
         info = {"batch_id": batch.batch_id, "batch_dir": str(batch.path), "pid": pid, "detached": True}
         echo_json({**info, "engine_log": str(batch.engine_log)}, indent=None)
         return
-    click.echo(f"batch {batch.batch_id}: engine running in the background (pid {pid})")
+    click.echo(f"batch {plain(batch.batch_id)}: engine running in the background (pid {pid})")
     click.echo(f"  watch:  {shell_line('batchtui', 'watch', batch.batch_id)} {where}")
     click.echo(f"  status: {shell_line('batchtui', 'show', batch.batch_id)} {where}")
     click.echo(f"  stop:   {shell_line('batchtui', 'stop', batch.batch_id)} {where}")

@@ -44,7 +44,7 @@ def wait_cmd(
     if end is None:
         if as_json:
             echo_json({"batch_id": bdir.batch_id, "state": None, "exit_code": EXIT_TIMEOUT, "timed_out": True})
-        click.echo(f"{bdir.batch_id}: still running after {timeout:g} s (--timeout); left as it is", err=True)
+        click.echo(f"{plain(bdir.batch_id)}: still running after {timeout:g} s (--timeout); left as it is", err=True)
         raise SystemExit(EXIT_TIMEOUT)
     if as_json:
         echo_json({"batch_id": bdir.batch_id, "state": end.state, "exit_code": end.exit_code, "timed_out": False})

@@ -25,7 +25,7 @@ from .completion import complete_batch
 from .group import CONTEXT, terminal
 from .inspecting import refuse_newer
 from .options import DIR_OPTION, scope_of
-from .output import fail
+from .output import fail, plain
 from .summary import finish_output, say_ended
 
 
@@ -133,14 +133,14 @@ def _tell_who_runs(bdir: BatchDir, handoff: Any) -> None:
         except psutil.Error:
             waiting = False
         if waiting:
-            click.echo(f"batch {bdir.batch_id}: a background engine (pid {handoff.pid}) is taking it over")
+            click.echo(f"batch {plain(bdir.batch_id)}: a background engine (pid {handoff.pid}) is taking it over")
             click.echo(f"  watch:  {shell_line('batchtui', 'watch', bdir.batch_id)} {where}")
             click.echo(f"  log:    {clean(bdir.engine_log)}")
             return
     if holder is not None:
         handed = handoff is not None and handoff.pid == holder.pid
         what = "handed to a background engine" if handed else "run by"
-        click.echo(f"batch {bdir.batch_id}: {what} pid {holder.pid} on {holder.host}")
+        click.echo(f"batch {plain(bdir.batch_id)}: {what} pid {holder.pid} on {plain(holder.host)}")
         click.echo(f"  watch:  {shell_line('batchtui', 'watch', bdir.batch_id)} {where}")
         click.echo(f"  stop:   {shell_line('batchtui', 'stop', bdir.batch_id)} {where}")
         click.echo(f"  log:    {clean(bdir.engine_log)}")

@@ -404,7 +404,7 @@ class BrowserScreen(WorkerScreen):
                 return
             shutil.rmtree(path, ignore_errors=True)
             if path.exists():
-                self.notify(f"could not delete all of {path}", severity="error")
+                self.notify(clean(f"could not delete all of {path}"), severity="error")
             else:
                 forget(_spellings(path))  # not listed as gone from now on
                 self.notify(f"deleted {row.batch_id}")

@@ -30,6 +30,7 @@ from textual.widgets import Input, Tabs
 
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.client import ACK_TIMEOUT_S
+from batchtui.engine.fmt import clean
 from batchtui.engine.liveness import EngineStatus, Liveness, engine_status
 from batchtui.engine.models import ACTIVE_STATES, BatchState, ControlOp, LiveProgress, Manifest
 
@@ -440,14 +441,14 @@ class DashboardScreen(WorkerScreen):
 
     def action_resume_batch(self) -> None:
         if self.gone:
-            self.notify(f"batch {self.bdir.batch_id}: its folder is gone", severity="warning")
+            self.notify(clean(f"batch {self.bdir.batch_id}: its folder is gone"), severity="warning")
             return
         if self.engine.held or self.in_process_engine:
             where = "this app" if self.in_process_engine else f"pid {self.engine.pid}"
             self.notify(f"an engine ({where}) runs this batch: nothing to resume", severity="warning")
             return
         if not self.resumable:
-            self.notify(f"batch {self.bdir.batch_id} is finished: nothing to resume", severity="warning")
+            self.notify(clean(f"batch {self.bdir.batch_id} is finished: nothing to resume"), severity="warning")
             return
 
         def started(outcome: ResumeStarted | None) -> None:

@@ -141,7 +141,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="resume-box"):
-            yield Static(Text(f"Resume batch {self.bdir.batch_id}", style="bold"), id="resume-title")
+            yield Static(Text(clean(f"Resume batch {self.bdir.batch_id}"), style="bold"), id="resume-title")
             yield Static(Text("reading the batch..."), id="resume-state")
             with Grid(id="resume-fields"):
                 for name, _flag, label in FIELDS:
@@ -179,7 +179,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
     def _planned(self, plan: ResumePlan) -> None:
         self.plan = plan
         manifest, c = plan.manifest, plan.counts
-        title = Text(f"Resume batch {self.bdir.batch_id}", style="bold")
+        title = Text(clean(f"Resume batch {self.bdir.batch_id}"), style="bold")
         # The dialog opens only when no engine holds the batch: "running" is an engine that died.
         state_word = "interrupted" if manifest.state in ACTIVE_STATES else manifest.state.value
         title.append(f"  {state_word}", style="bold")

@@ -128,7 +128,7 @@ class BatchPreviewPane(VerticalScroll):
         s = p.summary
         out = Text(no_wrap=True, overflow="ellipsis")
         out.append(clean(s.name) or "(no name)", style="bold")
-        out.append(f"  {s.batch_id}\n", style="dim")
+        out.append(f"  {clean(s.batch_id)}\n", style="dim")
         out.append(clean(state_text(s.state, s.halt_reason, s.error)), style="bold")
         if s.engine is not None:
             out.append(f"  pid {s.engine.pid} on {clean(s.engine.host)}")

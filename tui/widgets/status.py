@@ -15,7 +15,7 @@ from textual.reactive import var
 from textual.widgets import Static
 
 from batchtui.engine.eta import eta_text
-from batchtui.engine.fmt import bar_cells, fmt_duration, fmt_percent
+from batchtui.engine.fmt import bar_cells, clean, fmt_duration, fmt_percent
 from batchtui.engine.liveness import EngineStatus, Liveness
 from batchtui.engine.models import ACTIVE_STATES, BatchState, LiveProgress, Manifest
 
@@ -86,7 +86,7 @@ class TitleBar(Static):
         state = self.state()
         live, engine = self.live, self.engine
         title = Text()
-        title.append(f"{self.batch_id}", style="bold")
+        title.append(clean(self.batch_id), style="bold")  # a folder given by path: any name
         about = Text()
         if self.manifest is not None:
             about.append("  ")
