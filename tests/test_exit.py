@@ -137,3 +137,23 @@ def test_the_console_script_and_python_m_use_the_entry(tmp_path: Path) -> None:
     assert script.value == "batchtui.tui.cli.entry:run"
     main_py = Path(__import__("batchtui.tui.cli", fromlist=["x"]).__file__).with_name("__main__.py")
     assert "from .entry import run" in main_py.read_text()
+
+
+def test_a_closed_stdout_or_stderr_is_no_traceback(tmp_path: Path) -> None:
+    """Started with its stdout (or stderr) closed (``batchtui --version >&-``), Python gives
+    ``sys.stdout = None``; the exit flushed it all the same and ended in an AttributeError
+    traceback with status 1. Python's own exit skips such a stream: so does this one."""
+    for closed in (">&-", "2>&-"):
+        script = f'exec "$@" {closed}'
+        done = subprocess.run(
+            ["sh", "-c", script, "sh", sys.executable, "-m", "batchtui.tui.cli", "--version"],
+            capture_output=True,
+            text=True,
+            env=cli_env(tmp_path / "out"),
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, (closed, done.stderr)
+        assert "Traceback" not in done.stderr
+        if closed == "2>&-":
+            assert done.stdout.startswith("batchtui, version ")

@@ -59,8 +59,9 @@ def leave(code: object) -> NoReturn:
     status = _status(code)
     atexit._run_exitfuncs()
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: the descriptor was closed when Python started (`>&-`)
+                stream.flush()
     except (OSError, ValueError):  # a closed pipe, a full disk, a closed stream
         raise SystemExit(code) from None  # Python's own exit reports it, as it always did
     os._exit(status)
