@@ -142,7 +142,7 @@ def test_the_console_script_and_python_m_use_the_entry(tmp_path: Path) -> None:
 def test_a_closed_stdout_or_stderr_is_no_traceback(tmp_path: Path) -> None:
     """Started with its stdout (or stderr) closed (``batchtui --version >&-``), Python gives
     ``sys.stdout = None``; the exit flushed it all the same and ended in an AttributeError
-    traceback with status 1. Python's own exit skips such a stream: so does this one."""
+    traceback with status 1. Such a descriptor is now opened on /dev/null at start."""
     for closed in (">&-", "2>&-"):
         script = f'exec "$@" {closed}'
         done = subprocess.run(
@@ -157,3 +157,37 @@ def test_a_closed_stdout_or_stderr_is_no_traceback(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
         if closed == "2>&-":
             assert done.stdout.startswith("batchtui, version ")
+
+
+def test_a_run_with_stdin_closed_runs_its_batch(tmp_path: Path) -> None:
+    """``batchtui run ... <&-`` (a cron job or daemon without stdin): ``sys.stdin`` was None, the
+    check for a terminal failed with a traceback after the batch was created, and the batch was
+    left created and never run. Now stdin is /dev/null: no terminal, so the run is headless."""
+    items = _items(tmp_path, 3)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'exec "$@" <&-',
+            "sh",
+            sys.executable,
+            "-m",
+            "batchtui.tui.cli",
+            "run",
+            str(items),
+            "--cmd",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env(out),
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    (batch,) = out.iterdir()
+    manifest = json.loads((batch / "manifest.json").read_text())
+    assert manifest["state"] == "finished" and manifest["totals"]["complete"] == 3

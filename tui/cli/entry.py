@@ -33,12 +33,33 @@ from .group import main
 
 def run() -> NoReturn:
     """The console script and ``python -m batchtui.tui.cli``: the CLI, then :func:`leave`."""
+    _standard_descriptors()
     _tolerant_stdout()
     try:
         main(prog_name="batchtui")
     except SystemExit as exc:
         leave(exc.code)
     leave(0)  # standalone click always raises SystemExit; a plain return means success
+
+
+def _standard_descriptors() -> None:
+    """Descriptors 0, 1 and 2 closed when the process started (``<&-``, ``>&-``, a daemon's
+    closed fds) are opened on /dev/null, as daemons do. Left closed, Python sets ``sys.stdin``
+    (or stdout, stderr) to None, and code that asks ``sys.stdin.isatty()`` failed with a
+    traceback after the batch was created; and the next file the engine opens would take the
+    free number, so that whatever writes to "stdout" wrote into it."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False, errors="backslashreplace"))  # noqa: SIM115
 
 
 def _tolerant_stdout() -> None:
