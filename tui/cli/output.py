@@ -121,9 +121,11 @@ def whole_file(path: Path) -> Iterator[TextIO]:
         with open(path, "w", newline="", encoding="utf-8") as fh:
             yield fh
         return
+    from batchtui.engine.files import NOFOLLOW, fsync_dir, full_fsync  # the engine's own syncs
+
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     # O_EXCL: a new file of our own; mode 0666 under the umask, as open() would make it.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
     try:
         try:
             if old_mode is not None:  # a file replaced keeps its mode (a 0600 export stays 0600)
@@ -135,15 +137,11 @@ def whole_file(path: Path) -> Iterator[TextIO]:
         with fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            full_fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     with contextlib.suppress(OSError):  # the rename is made durable where the folder can be opened
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(path.parent)
