@@ -82,6 +82,22 @@ NUMBER_FIELDS: Final = (
     "hook_timeout",
 )
 
+#: Every setting that takes a number (or a list of them). TOML and JSON have true and false, which
+#: pydantic would read as 1 and 0: `timeout = true` was a one-second timeout, `workers = true` one
+#: worker. Only `fsync` takes true or false.
+NUMERIC_FIELDS: Final = (
+    *NUMBER_FIELDS,
+    "workers",
+    "window",
+    "max_attempts",
+    "min_items",
+    "log_limit",
+    "chunk_size",
+    "max_result_bytes",
+    "retry_exit_codes",
+    "fatal_exit_codes",
+)
+
 #: Settings that run or load code: `on_finish` and `on_event` are shell commands; `scheduler` is a dask
 #: scheduler whose results this process unpickles (which can run anything). They are refused
 #: from a batchtui.toml found implicitly in the current folder (see :func:`load_config`).
@@ -189,8 +205,6 @@ class BatchConfig(BaseModel):
     @field_validator("max_result_bytes", mode="before")
     @classmethod
     def _parse_size(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("must be a size such as 16M")
         return parse_size(value) if isinstance(value, str) else value
 
     @field_validator("retry_exit_codes", "fatal_exit_codes", "transient_errors", mode="before")
@@ -253,6 +267,15 @@ class BatchConfig(BaseModel):
         # Defined after _finite so it runs before it (pydantic runs "before" validators last
         # defined first): "abc%" is told as a timeout, not as "not a valid number".
         return split_timeout(value)[0] if isinstance(value, str) else value
+
+    @field_validator(*NUMERIC_FIELDS, mode="before")
+    @classmethod
+    def _not_boolean(cls, value: Any) -> Any:
+        # The last "before" validator defined, so the first to run: a boolean is refused as such,
+        # before any other validator reads it as a number (a list's items too: [3, true]).
+        if _has_bool(value):
+            raise ValueError("must be a number, not true or false")
+        return value
 
     @field_validator("retry_exit_codes", "fatal_exit_codes")
     @classmethod
@@ -453,16 +476,23 @@ def stored_config(config: Mapping[str, Any], manifest: Path) -> BatchConfig:
         raise UserError(text.replace("invalid configuration:", "invalid stored configuration:", 1)) from None
 
 
+def _has_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value))
+
+
 def format_validation_error(exc: ValidationError, origin: Mapping[str, str]) -> str:
     """A readable multi-line message naming each bad setting and where it came from."""
     lines = ["invalid configuration:"]
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"]) or "config"
         where = origin.get(str(err["loc"][0]), "") if err["loc"] else ""
-        msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+        # pydantic starts a validator's own message with "Value error, ": noise to the user.
+        msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         suffix = f" (from {where})" if where else ""
         value = err.get("input")
-        shown = f" = {value!r}" if err["type"] != "extra_forbidden" and not isinstance(value, dict) else ""
+        # As the file would spell it: true and false, not Python's True and False.
+        text = repr(value).replace("True", "true").replace("False", "false") if _has_bool(value) else repr(value)
+        shown = f" = {text}" if err["type"] != "extra_forbidden" and not isinstance(value, dict) else ""
         lines.append(f"  {loc}{shown}: {msg}{suffix}")
     return "\n".join(lines)
 

@@ -117,3 +117,61 @@ def test_a_config_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> No
     path.write_bytes(b"workers = 2\n\xff\xfe garbage [[[")
     with pytest.raises(UserError, match=r"is not valid TOML: byte 12 is not UTF-8 text"):
         load_config({}, config_file=path, environ={})
+
+
+# Every setting that takes a number, with the TOML boolean that pydantic would otherwise read as
+# 1 or 0 (`timeout = true` was a one-second timeout, `max-failure-rate = true` a rate that never
+# halts, `log-limit = false` no logs at all).
+NUMERIC_SETTINGS = [
+    "workers",
+    "window",
+    "max-attempts",
+    "backoff",
+    "backoff-max",
+    "timeout",
+    "grace",
+    "max-failure-rate",
+    "min-items",
+    "max-cost",
+    "rate",
+    "memory-limit-mb",
+    "chunk-size",
+    "hook-timeout",
+    "progress-interval",
+    "log-limit",
+    "max-result-bytes",
+    "retry-exit-codes",
+    "fatal-exit-codes",
+]
+
+
+BOOLEAN_CASES = [(name, value) for name in NUMERIC_SETTINGS for value in ("true", "false")] + [
+    (name, "[3, true]") for name in NUMERIC_SETTINGS if name.endswith("exit-codes")
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BOOLEAN_CASES)
+def test_a_boolean_for_a_number_is_refused_naming_the_setting_and_the_file(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    path = tmp_path / "b.toml"
+    path.write_text(f"{name} = {value}\n")
+    with pytest.raises(UserError) as err:
+        load_config({}, config_file=path, environ={}, cwd=tmp_path)
+    text = str(err.value)
+    assert f"  {name.replace('-', '_')} = {value}: must be a number, not true or false (from {path})" in text, text
+    assert "Value error" not in text
+
+
+def test_every_numeric_setting_is_guarded_and_fsync_still_takes_a_boolean(tmp_path: Path) -> None:
+    # A setting added later with a number type is in the guarded list, or this fails.
+    numeric = {
+        name
+        for name, field in BatchConfig.model_fields.items()
+        if any(t in str(field.annotation) for t in ("int", "float"))
+    }
+    assert numeric == {n.replace("-", "_") for n in NUMERIC_SETTINGS}
+    path = tmp_path / "f.toml"
+    path.write_text("fsync = false\nworkers = 3\ntimeout = 2.5\nretry-exit-codes = [3, 4]\n")
+    cfg = load_config({}, config_file=path, environ={}, cwd=tmp_path)
+    assert (cfg.fsync, cfg.workers, cfg.timeout, cfg.retry_exit_codes) == (False, 3, 2.5, (3, 4))
