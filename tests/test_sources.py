@@ -134,13 +134,36 @@ def test_build_spec_options_are_kept_and_roundtrip_through_json(tmp_path: Path) 
         (["{t}/f.csv"], {"key_field": ""}, "--key-field is empty"),
         (["{t}/f.txt"], {"delimiter": ";"}, "--delimiter applies only to CSV"),
         (["{t}/f.txt"], {"as_kind": "xml"}, "unknown source kind"),
+        # An option that would change nothing is refused: the user meant something by it.
+        (["{t}"], {"glob": ""}, "--glob is empty"),
+        (["{t}"], {"glob": " ./ "}, "--glob is empty"),  # an unset shell variable: every file would run
+        (["{t}/f.txt"], {"follow_symlinks": True}, "--follow-symlinks applies only to directory sources"),
+        (["{t}"], {"encoding": "latin-1"}, "--encoding applies only to line, CSV and JSONL sources"),
+        (["{t}/f.pdf"], {"encoding": "latin-1"}, "--encoding applies only to line, CSV and JSONL sources"),
+        (["-"], {"as_kind": "jsonl"}, r"--as jsonl does not apply to stdin \(-\), which is read as lines"),
+        (["{t}/f.csv", "-"], {"as_kind": "csv"}, r"--as csv does not apply to stdin"),
+        (["{t}"], {"as_kind": "lines"}, r"--as lines applies only to file sources \(not directories\)"),
     ],
 )
 def test_build_spec_errors(tmp_path: Path, args: list[str], kw: dict[str, Any], message: str) -> None:
     write(tmp_path / "f.txt")
     write(tmp_path / "f.csv", "a\n")
+    write(tmp_path / "f.pdf")
     with pytest.raises(UserError, match=message):
         build_spec([a.format(t=tmp_path) for a in args], **kw)
+
+
+def test_the_options_that_refuse_elsewhere_are_taken_where_they_apply(tmp_path: Path) -> None:
+    write(tmp_path / "f.txt")
+    (tmp_path / "d").mkdir()
+    write(tmp_path / "d" / "x.py")
+    assert build_spec([str(tmp_path / "d")], follow_symlinks=True, glob="./*.py").glob == "*.py"
+    assert build_spec([str(tmp_path / "f.txt")], encoding="latin-1").encoding == "latin-1"
+    assert build_spec(["-"], encoding="latin-1", as_kind="lines").encoding == "latin-1"
+    assert build_spec([str(tmp_path / "f.txt")]).encoding == "utf-8"  # not given: UTF-8
+    # --as applies to the file among the sources; the directory is walked as ever.
+    spec = build_spec([str(tmp_path / "d"), str(tmp_path / "f.txt")], as_kind="lines")
+    assert [e.kind for e in spec.entries] == ["dir", "lines"]
 
 
 def test_build_spec_broken_symlink_fifo_and_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -86,7 +86,7 @@ def build_spec(
     as_kind: AsKind = "auto",
     glob: str | None = None,
     follow_symlinks: bool = False,
-    encoding: str = "utf-8",
+    encoding: str | None = None,
     key_field: str | None = None,
     delimiter: str | None = None,
 ) -> SourceSpec:
@@ -96,7 +96,9 @@ def build_spec(
     "auto", from the suffix (.csv/.tsv, .jsonl/.ndjson, .txt/.lst/.list/.urls, else a file).
     Paths are made absolute so a resume from another directory reads the same inputs.
     Raises :class:`UserError` on a missing or unreadable path, stdin given twice, no arguments,
-    an unknown encoding, a bad delimiter, or an option that applies to none of the sources.
+    an unknown encoding, a bad delimiter, an empty --glob, or an option that applies to none of
+    the sources (``encoding`` None: not given, UTF-8). An option that would be ignored is refused:
+    the user meant something by it, and a run that went on without it would do other work.
     """
     if isinstance(args, str):
         args = [args]
@@ -106,10 +108,15 @@ def build_spec(
         )
     if as_kind not in _AS_KINDS:
         raise UserError(f"unknown source kind {as_kind!r}: use one of auto, files, lines, csv, jsonl")
-    codec(encoding)
+    if encoding is not None:
+        codec(encoding)
     delimiter = _check_delimiter(delimiter)
     if glob is not None:
-        glob = glob.strip().removeprefix("./") or None
+        # An empty pattern (often an unset shell variable: --glob "$PATTERN") would have walked
+        # every file: all of them run, where a few were meant.
+        glob = glob.strip().removeprefix("./")
+        if not glob:
+            raise UserError("--glob is empty: give a pattern such as '*.pdf', or leave --glob out")
     entries: list[SourceEntry] = []
     for arg in args:
         if arg == "-":
@@ -121,6 +128,14 @@ def build_spec(
     kinds = {e.kind for e in entries}
     if glob is not None and "dir" not in kinds:
         raise UserError(f"--glob {glob!r} applies only to directory sources, and none was given")
+    if follow_symlinks and "dir" not in kinds:
+        raise UserError("--follow-symlinks applies only to directory sources, and none was given")
+    if encoding is not None and kinds.isdisjoint({"lines", "csv", "jsonl", "stdin"}):
+        raise UserError("--encoding applies only to line, CSV and JSONL sources (and stdin), and none was given")
+    if as_kind not in ("auto", "lines") and "stdin" in kinds:
+        raise UserError(f"--as {as_kind} does not apply to stdin (-), which is read as lines: save it to a file first")
+    if as_kind != "auto" and kinds <= {"dir", "stdin"} and not (as_kind == "lines" and "stdin" in kinds):
+        raise UserError(f"--as {as_kind} applies only to file sources (not directories), and none was given")
     if key_field is not None:
         if not key_field:
             raise UserError("--key-field is empty")
@@ -132,7 +147,7 @@ def build_spec(
         entries=tuple(entries),
         glob=glob,
         follow_symlinks=follow_symlinks,
-        encoding=encoding,
+        encoding=encoding or "utf-8",
         key_field=key_field,
         delimiter=delimiter,
     )

@@ -199,7 +199,7 @@ SOURCE_OPTIONS: list[Decorator] = [
         show_default=True,
         help="How to read file sources.",
     ),
-    click.option("--encoding", default="utf-8", show_default=True, help="Encoding of line, CSV and JSONL sources."),
+    click.option("--encoding", help="Encoding of line, CSV and JSONL sources [utf-8]."),
     click.option("--key-field", help="CSV/JSONL field that identifies a record (duplicates dropped on it)."),
     click.option("--delimiter", help="CSV delimiter [sniffed]."),
 ]

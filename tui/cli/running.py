@@ -63,6 +63,12 @@ def run_cmd(ctx: click.Context, /, **kwargs: Any) -> None:
     detach, headless, as_json = kwargs.pop("detach"), kwargs.pop("headless"), kwargs.pop("as_json")
     dry, max_size, extensions = kwargs.pop("dry_run"), kwargs.pop("max_size_mb"), kwargs.pop("extensions")
     show = kwargs.pop("show_commands")
+    if not dry:
+        # Given without --dry-run they would change nothing: say so, before a batch is made.
+        given = [name for name in ("max_size_mb", "extensions", "show_commands") if _given(ctx, name)]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise click.UsageError(f"{flags} only apply with --dry-run")
     config, spec, processor = _prepare(ctx, kwargs)
     pf = preflight_new(config, spec, processor)
     if dry:
@@ -139,6 +145,16 @@ def demo_cmd(
     spec = SourceSpec(entries=(SourceEntry(kind="stdin", path="-"),))
     lines = io.StringIO("".join(f"https://api.example.com/v1/documents/{i:07d}\n" for i in range(items)))
     _create_and_run(config, spec, demo_spec(), headless=headless, as_json=as_json, detach=detach, stdin=lines)
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """The user gave option ``name`` (on the command line or in the environment), rather than
+    leaving its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source not in (
+        click.core.ParameterSource.DEFAULT,
+        click.core.ParameterSource.DEFAULT_MAP,
+    )
 
 
 def _prepare(ctx: click.Context, kwargs: dict[str, Any]) -> tuple[BatchConfig, SourceSpec, ProcessorSpec]:
