@@ -180,6 +180,56 @@ def test_add_keys_and_counts_as_the_creation_and_a_rescan_reads_it_again(
     assert (tmp_path / "log").read_text().split() == ["a", "b", "c", "d"]
 
 
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_add_keys_records_by_the_batchs_own_key_field_and_refuses_another_rule(
+    tmp_path: Path, out_dir: Path, invoke_cli: Invoke, kind: str
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    src, extra, cmd = _write_source(kind, tmp_path, ["1", "2"])  # made with --key-field id
+    bdir = _make(out_dir, kind, src, extra, cmd, work)
+    more = tmp_path / f"more.{kind}"
+    rows = [("1", "changed"), ("3", "new")]  # record 1 is in the batch, with another value
+    if kind == "csv":
+        more.write_text("id,v\n" + "".join(f"{k},{v}\n" for k, v in rows))
+    else:
+        more.write_text("".join(json.dumps({"id": k, "v": v}) + "\n" for k, v in rows))
+
+    # No --key-field: the batch's own is used, so record 1 is a duplicate (it ran a second time
+    # before: keyed by its whole content, it looked new).
+    res = invoke_cli(["add", bdir.batch_id, str(more), "--json"])
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["added"] == 1 and json.loads(res.stdout)["duplicates_dropped"] == 1
+    assert [r[1] for r in _items(bdir)] == ["1", "2", "3"]
+    assert read_json(bdir.manifest)["added_sources"][0]["key_field"] == "id"  # type: ignore[index]
+
+    # Another field: refused, nothing added.
+    other = tmp_path / f"other.{kind}"
+    other.write_text(more.read_text().replace("3", "4"))
+    res = invoke_cli(["add", bdir.batch_id, str(other), "--key-field", "v"])
+    assert res.returncode == 2
+    assert f"batch {bdir.batch_id} identifies its records by their field 'id': --key-field 'v'" in res.stderr
+    assert [r[1] for r in _items(bdir)] == ["1", "2", "3"]
+
+
+def test_add_with_a_key_field_to_a_batch_keyed_by_content_is_refused(
+    tmp_path: Path, out_dir: Path, invoke_cli: Invoke
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": 1}\n')
+    bdir = _make(out_dir, "jsonl", src, [], "true", work)  # no --key-field: keys by content
+    more = tmp_path / "more.jsonl"
+    more.write_text('{"id": 1}\n{"id": 2}\n')
+    res = invoke_cli(["add", bdir.batch_id, str(more), "--key-field", "id"])
+    assert res.returncode == 2
+    assert "identifies its records by their whole content (it was made without --key-field)" in res.stderr
+    res = invoke_cli(["add", bdir.batch_id, str(more), "--json"])  # by content: record 1 is known
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["added"] == 1 and json.loads(res.stdout)["duplicates_dropped"] == 1
+
+
 def test_add_refuses_a_batch_an_engine_runs(tmp_path: Path, out_dir: Path, invoke_cli: Invoke) -> None:
     work = tmp_path / "work"
     work.mkdir()
