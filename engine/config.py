@@ -87,15 +87,8 @@ NUMBER_FIELDS: Final = (
 #: worker. Only `fsync` takes true or false.
 NUMERIC_FIELDS: Final = (
     *NUMBER_FIELDS,
-    "workers",
-    "window",
-    "max_attempts",
-    "min_items",
-    "log_limit",
-    "chunk_size",
-    "max_result_bytes",
-    "retry_exit_codes",
-    "fatal_exit_codes",
+    *("workers", "window", "max_attempts", "min_items", "log_limit", "chunk_size", "max_result_bytes"),
+    *("retry_exit_codes", "fatal_exit_codes"),
 )
 
 #: Settings that run or load code: `on_finish` and `on_event` are shell commands; `scheduler` is a dask

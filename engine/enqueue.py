@@ -24,6 +24,7 @@ from .config import BatchConfig
 from .errors import InvalidRecord, UserError, classify, normalize_message
 from .files import ResultsLog, WriteFailed, write_model
 from .fmt import clean, shell_line
+from .keyrule import with_batch_key
 from .models import Manifest, Unreadable
 from .processors import ProcessorSpec
 from .registry import forget, register
@@ -272,42 +273,6 @@ def batch_sources_json(manifest: Manifest) -> list[dict[str, Any]]:
     return [manifest.source, *manifest.added_sources]
 
 
-_RECORD_KINDS: Final = frozenset({"csv", "jsonl"})
-
-
-def with_batch_key(batch_id: str, manifest: Manifest, spec: SourceSpec) -> SourceSpec:
-    """``spec`` with the key rule the batch's records already have.
-
-    A record's key is its --key-field's value, or else a hash of its whole content, and the
-    duplicates are dropped on the key. One batch that mixed the two rules (or two fields) would
-    take a record it already holds as a new item, and run it again. So an add without
-    --key-field gets the batch's field; one with another rule is refused. A batch with no CSV
-    or JSONL source yet takes the add's rule."""
-    if not any(e.kind in _RECORD_KINDS for e in spec.entries):
-        return spec
-    rules = {
-        source.get("key_field")
-        for source in batch_sources_json(manifest)
-        if any(entry.get("kind") in _RECORD_KINDS for entry in source.get("entries", ()))
-    }
-    if not rules or spec.key_field in rules:
-        return spec
-    theirs = next(iter(rules)) if len(rules) == 1 else None
-    if spec.key_field is None and theirs is not None:
-        return spec.model_copy(update={"key_field": theirs})
-    if theirs is None:
-        how = "by their whole content (it was made without --key-field)"
-        fix = "leave --key-field out"
-    else:
-        how = f"by their field {theirs!r}"
-        fix = "leave --key-field out (the batch's own is used)"
-    mine = f"--key-field {spec.key_field!r}" if spec.key_field is not None else "a key by content"
-    raise UserError(
-        f"batch {clean(batch_id)} identifies its records {how}: {mine} would count the records"
-        f" it holds as new ones and run them again; {fix}"
-    )
-
-
 def _check_rereadable(specs: list[SourceSpec], what: str) -> None:
     """UserError unless every source can be read again: stdin cannot, nor a path gone since."""
     for n, spec in enumerate(specs):
@@ -402,7 +367,7 @@ def add_source(
             earlier = _pending_add(store)
             if earlier is not None:
                 manifest = _continue_add(bdir, manifest, store, earlier, None, durable)
-            spec = with_batch_key(bdir.batch_id, manifest, spec)
+            spec = with_batch_key(bdir.batch_id, batch_sources_json(manifest), spec)
             wanted = spec.model_dump(mode="json")
             if wanted in batch_sources_json(manifest) and not any(e.kind == "stdin" for e in spec.entries):
                 raise UserError(
