@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from . import capture
 from .callables import CallableProcessor
 from .errors import ErrorInfo, classify
 from .handoff import Gate
@@ -141,11 +142,15 @@ def _run_each(
     # The callable straight from here, as CallableProcessor.run would call it, without a
     # ProcessOutput for each result: for quick calls that object is a sizeable part of an item.
     func = processor.func if plain else processor.run
+    # A callable's prints go to its item's logs (see .capture), when the run installed that.
+    logged = capture.installed() and isinstance(processor, CallableProcessor)
     for index, item in enumerate(items):
         if gate is not None and not gate.begin(index):
             continue
         started = wall()
         t0 = clock()
+        if logged:
+            capture.begin(item)
         try:
             if soft:
                 gate.arm()  # type: ignore[union-attr]
@@ -155,6 +160,8 @@ def _run_each(
         except BaseException as exc:
             if soft:
                 gate.disarm()  # type: ignore[union-attr]
+            if logged:
+                _end_capture()
             if _shutting_down(exc):
                 raise
             t1 = clock()
@@ -162,6 +169,8 @@ def _run_each(
             urgent = True
         else:
             t1 = clock()
+            if logged:
+                _end_capture()
             # Checked here, in the worker: an unfit result fails its item and never travels.
             try:
                 if plain:
@@ -185,6 +194,15 @@ def _run_each(
             append(outcome)
 
 
+def _end_capture() -> None:
+    """The item's logs closed; a log that cannot be written (a full disk) never fails the item,
+    whose outcome is decided: what it printed is lost, as a full disk loses a shell item's."""
+    try:
+        capture.end()
+    except OSError:
+        pass
+
+
 def _run_chunked(
     processor: CallableProcessor,
     items: Sequence[Item],
@@ -199,15 +217,22 @@ def _run_chunked(
     if run:
         started = time.time()
         t0 = time.perf_counter()
+        logged = capture.installed()
+        if logged:
+            capture.begin(run[0])  # the chunk's output: in its first item's logs
         try:
             outputs = processor.run_chunk(run)
         except BaseException as exc:  # the whole chunk failed: each item carries the error
+            if logged:
+                _end_capture()
             if _shutting_down(exc):
                 raise
             info = classifier(exc)
             dur = (time.perf_counter() - t0) / len(run)
             outcomes = [Outcome(it.seq, it.attempt, started + i * dur, dur, error=info) for i, it in enumerate(run)]
         else:
+            if logged:
+                _end_capture()
             dur = (time.perf_counter() - t0) / len(run)
             # Each item gets its share of the chunk's time, one after the other: a run rebuilt
             # from the items' starts and ends shows one item per worker at a time, as it ran.

@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from . import capture
 from .attempts import Classifier, Outcome, run_items
+from .callables import CallableProcessor
 from .errors import BatchtuiError, WorkerLost, classify
 from .handoff import DONE, QUEUED, RUNNING, Chunk, Handoff
 from .processors import Item, ProcessorSpec, build_processor
@@ -198,6 +200,7 @@ class ThreadExecutor(_HandoffExecutor):
         self.processor: Any = None
         self.threads: list[threading.Thread] = []
         self._counter = 0
+        self._captured = False
 
     def start(self) -> None:
         self.processor = build_processor(
@@ -206,6 +209,9 @@ class ThreadExecutor(_HandoffExecutor):
             log_limit=self.config.log_limit,
             max_result_bytes=self.config.max_result_bytes,
         )
+        if isinstance(self.processor, CallableProcessor):
+            capture.install(self.config.log_limit)  # what the items print goes to their logs
+            self._captured = True
         self.set_workers(self.config.workers)
 
     def _loop(self) -> None:
@@ -254,6 +260,9 @@ class ThreadExecutor(_HandoffExecutor):
         deadline = time.monotonic() + wait
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        if self._captured:
+            self._captured = False
+            capture.uninstall()
 
 
 class WorkerInitError(BatchtuiError):

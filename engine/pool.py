@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -119,6 +120,11 @@ class ProcessExecutor(_HandoffExecutor):
         self._capacity = max(MAX_CHUNK_SLOTS, cs if isinstance(cs, int) else 0, 10_000 if spec.chunked else 0)
         self._settings = WorkerSettings(config.timeout, config.log_limit, config.max_result_bytes, self.classifier)
         self._worker_spec = WorkerSpec(spec.kind, spec.command, spec.call, spec.cwd, spec.chunked)
+
+    def send_output_to(self, batch_dir: str) -> None:
+        """The workers started from now on write their output to this batch's logs (see
+        .capture), not to the engine's terminal."""
+        self._settings = dataclasses.replace(self._settings, batch_dir=batch_dir)
 
     def _spawn(self) -> _Slot:
         return self._ready(self._launch())

@@ -14,6 +14,7 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from . import capture
 from .attempts import Classifier, Outcome, run_items
 from .callables import build_processor
 from .handoff import ItemKilled, SharedGate
@@ -45,6 +46,9 @@ class WorkerSettings:
     log_limit: int
     max_result_bytes: int
     classifier: Classifier
+    #: The batch directory: the worker's descriptors 1 and 2 and its items' prints go to its
+    #: logs (see .capture). None: they stay where the engine's are.
+    batch_dir: str | None = None
 
 
 def child_main(
@@ -64,6 +68,14 @@ def child_main(
         current[0].on_signal(signum, frame)
 
     signal.signal(KILL_SIGNAL, on_kill)
+    if settings.batch_dir is not None:
+        # Before the callable's module is imported: what it prints then lands in the logs too.
+        try:
+            capture.redirect_descriptors(settings.batch_dir)
+        except OSError as exc:
+            conn.send(("init_error", f"cannot open the workers' logs: {exc}"))
+            return
+        capture.install(settings.log_limit)
     try:
         processor = build_processor(
             spec, timeout=settings.timeout, log_limit=settings.log_limit, max_result_bytes=settings.max_result_bytes

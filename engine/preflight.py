@@ -10,8 +10,10 @@ The dry run (``--dry-run``, engine/dryrun.py) goes further: it reads every item.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -223,7 +225,10 @@ def check_template_fields(pf: Preflight, template: CommandTemplate, source: Sour
 def _check_callable(pf: Preflight, processor: ProcessorSpec) -> None:
     assert processor.call is not None
     try:
-        func = load_callable(processor.call, processor.cwd)
+        # What the module prints as it is imported goes to stderr: stdout is the command's own
+        # output (`run --json` writes its JSON there).
+        with contextlib.redirect_stdout(sys.stderr):
+            func = load_callable(processor.call, processor.cwd)
     except UserError as exc:
         pf.add("callable", "fail", str(exc), "fix the module or the --call spec")
         return

@@ -81,6 +81,9 @@ class TakeOver(RunState):
         # Made first: a process pool's workers (a fresh interpreter each) start while the store
         # and the files are opened below; executor.start() waits for them.
         self.executor = self._executor_factory(self.spec, self.config, self.completions)
+        send_output_to = getattr(self.executor, "send_output_to", None)
+        if send_output_to is not None:
+            send_output_to(str(self.batch.path))
         prelaunch = getattr(self.executor, "prelaunch", None)
         if prelaunch is not None:
             prelaunch()

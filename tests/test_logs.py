@@ -176,14 +176,15 @@ def test_logs_refuses_what_is_not_there_with_exit_2(tmp_path: Path) -> None:
     assert "attempt 1 of item 1 wrote nothing to stderr" in ok.stderr
 
 
-def test_logs_of_a_python_callable_batch_says_it_has_none(tmp_path: Path) -> None:
+def test_logs_of_a_python_item_that_printed_nothing_says_so(tmp_path: Path) -> None:
     source = tmp_path / "items.txt"
     source.write_text("a\n")
     config = load_config({"output_dir": str(tmp_path / "out")}, environ={})
     batch = create_batch(config, build_spec([str(source)]), python_spec("tests.procs:noop"))
+    BatchRunner(batch, config=config).run()
     got = CliRunner().invoke(cli, ["logs", str(batch.path), "0"])
-    assert got.exit_code == 2
-    assert "runs a Python callable: its items have no logs" in got.output
+    assert (got.exit_code, got.stdout) == (0, ""), got.output
+    assert "attempt 1 of item 0 wrote nothing to stdout" in got.stderr
 
 
 def test_logs_on_a_terminal_shows_escapes_instead_of_sending_them(tmp_path: Path) -> None:

@@ -69,8 +69,9 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
     "logs": (
         "logs",
         "logs_cmd",
-        "Print the output of item SEQ of BATCH (a shell item's stdout, or stderr with --err) of its "
-        "latest attempt or of --attempt N; -f follows it until the item has finished.",
+        "Print the output of item SEQ of BATCH (its stdout, or stderr with --err: a shell command's, "
+        "or what a Python callable printed) of its latest attempt or of --attempt N; -f follows it "
+        "until the item has finished.",
     ),
     "ls": (
         "inspecting",

@@ -96,18 +96,19 @@ def logs_cmd(
     raw: bool,
     output_dir: str | None,
 ) -> None:
-    """Print the output of item SEQ of BATCH (a shell item's stdout, or stderr with --err) of its
-    latest attempt or of --attempt N; -f follows it until the item has finished."""
+    """Print the output of item SEQ of BATCH (its stdout, or stderr with --err: a shell command's,
+    or what a Python callable printed) of its latest attempt or of --attempt N; -f follows it
+    until the item has finished."""
     from batchtui.engine.store.queries import ItemQueries, StoreError
 
     bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     manifest = bdir.read_manifest()
     kind = str(manifest.processor.get("kind", ""))
-    if kind != "shell":
-        what = "a Python callable" if kind == "python" else f"the {kind or 'unknown'} processor"
+    if kind not in ("shell", "python"):
         fail(
-            f"batch {plain(bdir.batch_id)} runs {what}: its items have no logs (only shell commands' output is "
-            f"logged); an item's error and traceback are in `{shell_line('batchtui', 'show', bdir.batch_id)}` and the item detail"
+            f"batch {plain(bdir.batch_id)} runs the {kind or 'unknown'} processor: its items have no logs (a shell"
+            f" command's output and a Python callable's prints are logged); an item's error is in"
+            f" `{shell_line('batchtui', 'show', bdir.batch_id)}` and the item detail"
         )
     stream: Stream = "err" if stderr else "out"
     try:

@@ -285,10 +285,8 @@ class ItemDetailScreen(WorkerScreen):
             follow.hide()
             self.refresh_bindings()
             return
-        if self.ran is not None and self.ran.kind != "shell":
-            self.notify(
-                "only a shell command's output is logged: a callable has no output to follow", severity="warning"
-            )
+        if self.ran is not None and self.ran.kind not in ("shell", "python"):
+            self.notify("only a shell command's output and a callable's prints are logged", severity="warning")
             return
         follow.start(self.bdir.path, self.seq)
         self.refresh_bindings()

@@ -1,0 +1,148 @@
+"""A Python callable's output, kept as a shell item's is: what an item prints goes to its own logs
+(``logs/<seq>.<attempt>.out`` and ``.err``, read by ``batchtui logs`` and the dashboard's
+details), never to the terminal, where it would run through the dashboard or the progress lines.
+
+- While a run's callables run, ``sys.stdout`` and ``sys.stderr`` are :class:`ItemOutput` streams:
+  a write from a thread that is running an item goes to that item's log (created on its first
+  byte, bounded by ``--log-limit`` as a shell item's); any other write (the engine's own lines,
+  the dashboard's) goes on to the stream it replaced. ``print``, ``logging``'s stream handlers
+  looked up after the start, ``warnings`` and tracebacks printed by the callable all write there.
+- A process-pool worker also points its descriptors 1 and 2 at ``workers.log`` in the batch
+  directory (:func:`redirect_descriptors`, beside a detached engine's ``engine.log``): what
+  reaches them below Python (a C extension, a child process the callable starts, a print at
+  import time) lands there, appended.
+  A callable in the thread executor shares the engine's descriptors: output written to them
+  directly (not through ``sys.stdout``) still reaches the terminal. The process executor, the
+  default for ``--call``, keeps it.
+- A chunked callable's output goes to the log of the first item of the chunk.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import stat
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, Final, TextIO
+
+if TYPE_CHECKING:
+    from .shell.item import Item
+    from .shell.itemfiles import LogFile
+
+__all__ = ["WORKER_LOG", "ItemOutput", "begin", "end", "install", "installed", "redirect_descriptors", "uninstall"]
+
+#: Where a pool worker's descriptors 1 and 2 point, in the batch directory.
+WORKER_LOG: Final = "workers.log"
+
+_current = threading.local()  # .item: the Item this thread runs; .logs: its LogFiles by stream
+_lock = threading.Lock()
+_installs = 0  # runs that installed the streams (runs may overlap in one process)
+
+
+class ItemOutput(io.TextIOBase):
+    """``sys.stdout`` or ``sys.stderr`` while callables run (see the module's text)."""
+
+    def __init__(self, stream: str, fallback: TextIO, limit: int) -> None:
+        super().__init__()
+        self.stream, self.fallback, self.limit = stream, fallback, limit
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    @property
+    def errors(self) -> str:  # type: ignore[override]
+        return "backslashreplace"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.fallback.fileno()
+
+    def write(self, text: str) -> int:
+        item: Item | None = getattr(_current, "item", None)
+        if item is None:
+            return self.fallback.write(text)
+        if text:
+            logs: dict[str, LogFile] = _current.logs
+            log = logs.get(self.stream)
+            if log is None:
+                from .shell.itemfiles import LogFile  # on an item's first print: a worker starts light
+
+                log = logs[self.stream] = LogFile(item.batch_dir, item.seq, item.attempt, self.stream, self.limit)  # type: ignore[arg-type]
+            log.add(text.encode("utf-8", "backslashreplace"))
+        return len(text)
+
+    def flush(self) -> None:
+        if getattr(_current, "item", None) is None:
+            self.fallback.flush()
+
+
+def begin(item: Item) -> None:
+    """This thread now runs ``item``: what it prints goes to that item's logs."""
+    _current.item = item
+    _current.logs = {}
+
+
+def end() -> None:
+    """The item of this thread has ended: its logs are cut to the limit and closed."""
+    logs: dict[str, LogFile] | None = getattr(_current, "logs", None)
+    _current.item = _current.logs = None
+    if logs:
+        for log in logs.values():
+            log.close()
+
+
+def installed() -> bool:
+    return isinstance(sys.stdout, ItemOutput) and isinstance(sys.stderr, ItemOutput)
+
+
+def install(limit: int) -> None:
+    """Put :class:`ItemOutput` streams in place of ``sys.stdout`` and ``sys.stderr``, for a run
+    whose items are callables; pair each call with :func:`uninstall`."""
+    global _installs
+    with _lock:
+        _installs += 1
+        if _installs == 1 and sys.stdout is not None and sys.stderr is not None:
+            sys.stdout = ItemOutput("out", sys.stdout, limit)
+            sys.stderr = ItemOutput("err", sys.stderr, limit)
+
+
+def uninstall() -> None:
+    """A run ended: the last one puts the streams back, unless something replaced them since."""
+    global _installs
+    with _lock:
+        _installs -= 1
+        if _installs:
+            return
+        for name in ("stdout", "stderr"):
+            stream: Any = getattr(sys, name)
+            if isinstance(stream, ItemOutput):
+                setattr(sys, name, stream.fallback)
+
+
+def redirect_descriptors(batch_dir: str) -> None:
+    """Point descriptors 1 and 2 of this process (a pool worker) at the batch's ``workers.log``,
+    appended to, mode 0600; neither the batch directory nor a link planted there is followed."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    # O_NONBLOCK: a fifo planted there must not hang the worker until a reader comes.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK | nofollow
+    folder = os.open(batch_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow | os.O_CLOEXEC)
+    try:
+        target = os.open(WORKER_LOG, flags, 0o600, dir_fd=folder)
+    finally:
+        os.close(folder)
+    try:
+        if not stat.S_ISREG(os.fstat(target).st_mode):
+            raise OSError(errno.EINVAL, f"{WORKER_LOG} is not a regular file")
+        os.set_blocking(target, True)
+        for fd in (1, 2):
+            os.dup2(target, fd)  # inheritable: a child process of the callable writes there too
+    finally:
+        os.close(target)

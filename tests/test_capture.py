@@ -1,0 +1,126 @@
+"""What a Python callable prints is kept as a shell item's output is (engine/capture.py): in its
+item's logs, read by `batchtui logs`, and never on the terminal, where it ran through the
+dashboard (seen in tmux: a worker's print landed in the middle of the progress bar) and the
+headless progress lines.
+
+Real runs through the CLI in a subprocess, on both executors: the run's own stdout and stderr
+are what a terminal would show.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import CLI, cli_env, only_batch
+
+NOISY = """
+import logging, os, sys, warnings
+print("IMPORT-TIME")  # before any item: the workers' log (process executor)
+
+def noisy(item):
+    print("out of", item.data)
+    print("err of", item.data, file=sys.stderr)
+    logging.getLogger("x").warning("logged %s", item.data)
+    if item.data == "b":
+        warnings.warn("careful with b")
+        raise ValueError("b is bad")
+    return item.data
+
+def fd_level(item):
+    os.write(1, b"FD1 " + item.data.encode() + b"\\n")
+    return 1
+
+def big(item):
+    for i in range(2000):
+        print(f"line {i:05d} " + "x" * 40)
+    return 1
+"""
+
+
+def _run(
+    tmp_path: Path, call: str, executor: str, lines: list[str], *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    (tmp_path / "mod.py").write_text(NOISY)
+    (tmp_path / "items.txt").write_text("".join(f"{line}\n" for line in lines))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [*CLI, "run", "items.txt", "--call", f"mod.py:{call}", "--executor", executor, "-j", "2", "--headless", *extra],
+        check=False,
+        cwd=tmp_path,
+        env=cli_env(out, env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return proc, only_batch(out)
+
+
+def _logs(batch: Path, seq: int, *flags: str) -> str:
+    got = subprocess.run(
+        [*CLI, "logs", str(batch), str(seq), *flags], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert got.returncode == 0, got.stderr
+    return got.stdout
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_what_a_callable_prints_goes_to_its_items_logs_and_never_to_the_terminal(tmp_path: Path, executor: str) -> None:
+    proc, batch = _run(tmp_path, "noisy", executor, ["a", "b", "c"], "--backoff", "0", "--max-attempts", "1")
+    assert proc.returncode == 1, proc.stderr  # b failed
+    for word in ("out of", "err of", "logged", "careful"):
+        assert word not in proc.stdout and word not in proc.stderr, (word, proc.stdout, proc.stderr)
+    assert "BATCH SUMMARY" in proc.stdout and "Progress:" in proc.stderr  # the run's own lines are still there
+    assert _logs(batch, 0) == "out of a\n"
+    assert _logs(batch, 2) == "out of c\n"
+    err_b = _logs(batch, 1, "--err")
+    assert err_b.startswith("err of b\nlogged b\n"), err_b
+    assert "UserWarning: careful with b" in err_b
+    results = [json.loads(line) for line in (batch / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["result"] for r in results) == ["a", "c"]  # what is printed never becomes a result
+
+
+def test_the_process_workers_descriptors_write_to_the_workers_logs(tmp_path: Path) -> None:
+    proc, batch = _run(tmp_path, "fd_level", "process", ["a", "b"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    # stdout is the JSON alone: the preflight's import printed to stderr, the workers to their log.
+    assert json.loads(proc.stdout)["state"] == "finished"
+    assert proc.stderr.count("IMPORT-TIME") == 1 and "FD1" not in proc.stderr
+    workers = (batch / "workers.log").read_text()
+    assert sorted(workers.split("\n")) == [
+        "",
+        "FD1 a",
+        "FD1 b",
+        "IMPORT-TIME",
+        "IMPORT-TIME",
+    ]  # two workers imported it
+    assert (batch / "workers.log").stat().st_mode & 0o777 == 0o600
+    assert not (batch / "logs").exists()  # nothing printed through sys.stdout: no item log
+
+
+def test_an_items_printed_log_keeps_its_last_log_limit_bytes(tmp_path: Path) -> None:
+    proc, batch = _run(tmp_path, "big", "process", ["a"], env={"BATCHTUI_LOG_LIMIT": "4096"})
+    assert proc.returncode == 0, proc.stderr
+    log = (batch / "logs" / "0.1.out").read_bytes()
+    assert len(log) == 4096
+    assert log.endswith(b"line 01999 " + b"x" * 40 + b"\n")
+
+
+def test_the_engines_streams_are_given_back_after_a_thread_executor_run(tmp_path: Path) -> None:
+    import sys
+
+    from batchtui.engine.config import load_config
+    from batchtui.engine.enqueue import create_batch
+    from batchtui.engine.processors import python_spec
+    from batchtui.engine.runner import BatchRunner
+    from batchtui.engine.sources import build_spec
+
+    before = (sys.stdout, sys.stderr)
+    (tmp_path / "items.txt").write_text("a\n")
+    config = load_config({"output_dir": str(tmp_path / "out"), "executor": "thread"}, environ={})
+    batch = create_batch(config, build_spec([str(tmp_path / "items.txt")]), python_spec("tests.procs:noop"))
+    BatchRunner(batch, config=config).run()
+    assert (sys.stdout, sys.stderr) == before
