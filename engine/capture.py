@@ -65,23 +65,57 @@ class ItemOutput(io.TextIOBase):
     def fileno(self) -> int:
         return self.fallback.fileno()
 
-    def write(self, text: str) -> int:
-        item: Item | None = getattr(_current, "item", None)
-        if item is None:
-            return self.fallback.write(text)
-        if text:
-            logs: dict[str, LogFile] = _current.logs
-            log = logs.get(self.stream)
-            if log is None:
-                from .shell.itemfiles import LogFile  # on an item's first print: a worker starts light
+    @property
+    def buffer(self) -> _ItemBytes:
+        """The byte stream under it, as a real ``sys.stdout`` has (``sys.stdout.buffer.write(b)``)."""
+        return _ItemBytes(self)
 
-                log = logs[self.stream] = LogFile(item.batch_dir, item.seq, item.attempt, self.stream, self.limit)  # type: ignore[arg-type]
-            log.add(text.encode("utf-8", "backslashreplace"))
+    def write(self, text: str) -> int:
+        if getattr(_current, "item", None) is None:
+            return self.fallback.write(text)
+        self.add(text.encode("utf-8", "backslashreplace"))
         return len(text)
+
+    def add(self, data: bytes) -> None:
+        """``data`` to the log of this thread's item (there is one)."""
+        if not data:
+            return
+        logs: dict[str, LogFile] = _current.logs
+        log = logs.get(self.stream)
+        if log is None:
+            from .shell.itemfiles import LogFile  # on an item's first print: a worker starts light
+
+            item: Item = _current.item
+            log = logs[self.stream] = LogFile(item.batch_dir, item.seq, item.attempt, self.stream, self.limit)  # type: ignore[arg-type]
+        log.add(data)
 
     def flush(self) -> None:
         if getattr(_current, "item", None) is None:
             self.fallback.flush()
+
+
+class _ItemBytes(io.RawIOBase):
+    """``ItemOutput.buffer``: bytes written while an item runs go to its log as they are, else to
+    the replaced stream's own buffer."""
+
+    def __init__(self, text: ItemOutput) -> None:
+        super().__init__()
+        self.text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if getattr(_current, "item", None) is None:
+            self.text.fallback.flush()  # what was printed before these bytes stays before them
+            return int(self.text.fallback.buffer.write(data))
+        view = bytes(data)
+        self.text.add(view)
+        return len(view)
+
+    def flush(self) -> None:
+        if getattr(_current, "item", None) is None:
+            self.text.fallback.buffer.flush()
 
 
 def begin(item: Item) -> None:
@@ -112,6 +146,7 @@ def install(limit: int) -> None:
         if _installs == 1 and sys.stdout is not None and sys.stderr is not None:
             sys.stdout = ItemOutput("out", sys.stdout, limit)
             sys.stderr = ItemOutput("err", sys.stderr, limit)
+            _retarget_handlers({id(s.fallback): s for s in (sys.stdout, sys.stderr)})
 
 
 def uninstall() -> None:
@@ -121,10 +156,26 @@ def uninstall() -> None:
         _installs -= 1
         if _installs:
             return
+        back: dict[int, Any] = {}
         for name in ("stdout", "stderr"):
             stream: Any = getattr(sys, name)
             if isinstance(stream, ItemOutput):
                 setattr(sys, name, stream.fallback)
+                back[id(stream)] = stream.fallback
+        _retarget_handlers(back)
+
+
+def _retarget_handlers(streams: dict[int, Any]) -> None:
+    """``logging`` stream handlers made before the swap (``logging.basicConfig()`` when the
+    callable's module was imported, which the preflight does in the engine's process) write to
+    the stream that replaced theirs: ``streams`` maps the id of an old stream to its new one."""
+    import logging
+
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, logging.StreamHandler) and id(handler.stream) in streams:
+                handler.setStream(streams[id(handler.stream)])
 
 
 def redirect_descriptors(batch_dir: str) -> None:

@@ -22,7 +22,8 @@ import logging, os, sys, warnings
 print("IMPORT-TIME")  # before any item: the workers' log (process executor)
 
 def noisy(item):
-    print("out of", item.data)
+    print("out of", item.data, end=" ")
+    sys.stdout.buffer.write(b"bytes\\n")  # as a real stdout takes them
     print("err of", item.data, file=sys.stderr)
     logging.getLogger("x").warning("logged %s", item.data)
     if item.data == "b":
@@ -74,8 +75,8 @@ def test_what_a_callable_prints_goes_to_its_items_logs_and_never_to_the_terminal
     for word in ("out of", "err of", "logged", "careful"):
         assert word not in proc.stdout and word not in proc.stderr, (word, proc.stdout, proc.stderr)
     assert "BATCH SUMMARY" in proc.stdout and "Progress:" in proc.stderr  # the run's own lines are still there
-    assert _logs(batch, 0) == "out of a\n"
-    assert _logs(batch, 2) == "out of c\n"
+    assert _logs(batch, 0) == "out of a bytes\n"
+    assert _logs(batch, 2) == "out of c bytes\n"
     err_b = _logs(batch, 1, "--err")
     assert err_b.startswith("err of b\nlogged b\n"), err_b
     assert "UserWarning: careful with b" in err_b
@@ -124,3 +125,28 @@ def test_the_engines_streams_are_given_back_after_a_thread_executor_run(tmp_path
     batch = create_batch(config, build_spec([str(tmp_path / "items.txt")]), python_spec("tests.procs:noop"))
     BatchRunner(batch, config=config).run()
     assert (sys.stdout, sys.stderr) == before
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_logging_handler_made_at_import_writes_to_the_items_log(tmp_path: Path, executor: str) -> None:
+    # basicConfig at import: on the thread executor the preflight imported the module in the
+    # engine's process, so its handler holds the stream the run then replaces.
+    (tmp_path / "basic.py").write_text(
+        "import logging\nlogging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')\n"
+        "def f(item):\n    logging.info('info of %s', item.data)\n    return 1\n"
+    )
+    (tmp_path / "items.txt").write_text("a\nb\n")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [*CLI, "run", "items.txt", "--call", "basic.py:f", "--executor", executor, "--headless"],
+        check=False,
+        cwd=tmp_path,
+        env=cli_env(out),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "info of" not in proc.stderr and "info of" not in proc.stdout
+    batch = only_batch(out)
+    assert _logs(batch, 1, "--err") == "INFO info of b\n"

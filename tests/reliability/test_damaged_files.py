@@ -485,6 +485,11 @@ def test_disk_full_on_tmpfs_stops_cleanly_then_resumes(tmp_path: Path, small_fs:
     filler = small_fs / "filler"
     try:
         wait_until(lambda: bool(batches(out)) and len(strict_jsonl(batches(out)[0] / "results.jsonl")) > 300, 60)
+        # Paused before the disk fills, so the run cannot end first on a loaded machine (a CI
+        # run saw all 3,000 items done before the filler was). A paused engine still writes its
+        # live files (its elapsed time moves): it meets the full disk and halts.
+        paused = cli(["pause", batches(out)[0].name, "--wait", "30"], out=out, cwd=tmp_path, env=env)
+        assert paused.returncode == 0, paused.stderr
         free = shutil.disk_usage(small_fs).free
         # Unbuffered: a buffered file would try its last chunk again on close and raise there.
         with filler.open("wb", buffering=0) as fh:  # take every free byte
