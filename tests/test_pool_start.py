@@ -89,3 +89,37 @@ def test_a_callable_that_fails_to_import_in_the_workers_is_one_line_and_exit_2(t
     ]
     assert "then resume the batch" in result.stderr
     assert _workers() == []
+
+
+def test_a_worker_started_from_the_console_script_does_not_run_the_cli_again(tmp_path: Path) -> None:
+    """multiprocessing's spawn runs the parent's main module again in each worker, unless it is
+    a package's ``__main__``: pip's console script was, so each worker imported the CLI (click
+    and all, 30-50 ms of CPU) before its first item. The wrapper below is pip's, word for word."""
+    import json
+    import subprocess
+    import sys
+
+    wrapper = tmp_path / "batchtui"
+    wrapper.write_text(
+        "# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom batchtui.tui.cli.entry import run\n"
+        "if __name__ == '__main__':\n"
+        "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n    sys.exit(run())\n"
+    )
+    (tmp_path / "probe.py").write_text(
+        "import sys\ndef f(item):\n    return sorted(m for m in ('click', 'batchtui.tui.cli.entry') if m in sys.modules)\n"
+    )
+    (tmp_path / "items.txt").write_text("a\nb\n")
+    out = tmp_path / "out"
+    args = ["run", "items.txt", "--call", "probe.py:f", "--executor", "process", "-j", "2", "--headless"]
+    done = subprocess.run(
+        [sys.executable, str(wrapper), *args, "-o", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    (batch,) = out.iterdir()
+    results = [json.loads(line)["result"] for line in (batch / "results.jsonl").read_text().splitlines()]
+    assert results == [[], []]

@@ -33,6 +33,7 @@ from .group import main
 
 def run() -> NoReturn:
     """The console script and ``python -m batchtui.tui.cli``: the CLI, then :func:`leave`."""
+    _main_is_the_package()
     _standard_descriptors()
     _tolerant_stdout()
     try:
@@ -40,6 +41,24 @@ def run() -> NoReturn:
     except SystemExit as exc:
         leave(exc.code)
     leave(0)  # standalone click always raises SystemExit; a plain return means success
+
+
+def _main_is_the_package() -> None:
+    """The console script says it is ``batchtui.tui.cli.__main__``, as ``python -m`` would.
+
+    A process-pool worker is a fresh interpreter (multiprocessing's spawn), which first runs
+    the parent's main module again, unless that module is a package's ``__main__``. The console
+    script (pip's wrapper, a file without a module name) was run again in each worker: the CLI's
+    import, click and all, about 30-50 ms of CPU per worker before its first item, on cores the
+    engine's own start shares. The wrapper holds nothing a worker needs."""
+    import importlib.machinery
+
+    script = sys.modules.get("__main__")
+    if script is None or getattr(script, "__spec__", None) is not None:
+        return  # `python -m batchtui.tui.cli`, or a program that imported this module
+    if getattr(script, "run", None) is not run:
+        return  # not pip's wrapper of this function
+    script.__spec__ = importlib.machinery.ModuleSpec(f"{__package__}.__main__", None)
 
 
 def _standard_descriptors() -> None:
