@@ -13,6 +13,7 @@ its loop, so a command takes effect within a loop turn even where inotify is una
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import secrets
 import threading
@@ -285,6 +286,16 @@ def _parse_identity(text: str) -> tuple[tuple[int, int] | None, tuple[int, int] 
         return ident, None
 
 
+def quiet_watchfiles() -> None:
+    """watchfiles logs each change it sees at INFO ("1 change detected"). A ``--call`` module that
+    configures logging (``logging.basicConfig(level=logging.INFO)``, imported here by the
+    preflight) gave those lines a handler: they ran through the dashboard. batchtui's own
+    watching is no news to the user: its logger says warnings only, unless a level was set."""
+    logger = logging.getLogger("watchfiles")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+
+
 class ControlWatcher:
     """A thread that calls ``poke()`` whenever control.jsonl changes (watchfiles, inotify).
 
@@ -311,6 +322,7 @@ class ControlWatcher:
             from watchfiles import watch
         except ImportError:  # pragma: no cover - a dependency; the loop's stat still works
             return
+        quiet_watchfiles()
 
         def only_control(_change: object, path: str) -> bool:
             return os.path.basename(path) == CONTROL_FILE

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CLI, cli_env, only_batch
+from .conftest import CLI, cli_env, only_batch, wait_until
 
 NOISY = """
 import logging, os, sys, warnings
@@ -58,6 +58,11 @@ def _run(
         timeout=120,
     )
     return proc, only_batch(out)
+
+
+def _results(batch: Path) -> int:
+    path = batch / "results.jsonl"
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
 
 
 def _logs(batch: Path, seq: int, *flags: str) -> str:
@@ -150,3 +155,43 @@ def test_a_logging_handler_made_at_import_writes_to_the_items_log(tmp_path: Path
     assert "info of" not in proc.stderr and "info of" not in proc.stdout
     batch = only_batch(out)
     assert _logs(batch, 1, "--err") == "INFO info of b\n"
+
+
+def test_a_module_that_logs_at_info_does_not_get_batchtuis_own_watcher_lines(tmp_path: Path) -> None:
+    # Seen over SSH in the dashboard: "INFO:watchfiles.main:1 change detected", once the
+    # preflight had imported a module calling logging.basicConfig(level=logging.INFO).
+    (tmp_path / "slow.py").write_text(
+        "import logging, time\nlogging.basicConfig(level=logging.INFO)\n"
+        "def f(item):\n    time.sleep(0.05)\n    return 1\n"
+    )
+    (tmp_path / "items.txt").write_text("".join(f"{i}\n" for i in range(100)))
+    out = tmp_path / "out"
+    env = cli_env(out)
+    run = subprocess.Popen(
+        [*CLI, "run", "items.txt", "--call", "slow.py:f", "-j", "1", "--headless"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Some items done: the engine's control watcher (it starts half a second in) is watching.
+        wait_until(lambda: out.exists() and any(out.iterdir()) and _results(only_batch(out)) >= 15, 30)
+        for verb in ("pause", "unpause"):  # control.jsonl changes: what the engine's watcher sees
+            got = subprocess.run(
+                [*CLI, verb, only_batch(out).name, "--wait", "30"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+            assert got.returncode == 0, got.stderr
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, err
+    assert "watchfiles" not in err and "change detected" not in err, err

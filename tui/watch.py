@@ -16,6 +16,7 @@ from typing import Final
 
 from textual.message import Message
 
+from batchtui.engine.control import quiet_watchfiles
 from batchtui.engine.files import DamagedFile, read_model
 from batchtui.engine.models import LiveProgress, Manifest
 
@@ -74,6 +75,8 @@ class BatchWatcher:
         if self.use_inotify:
             try:
                 from watchfiles import watch
+
+                quiet_watchfiles()
 
                 def interesting(_change: object, path: str) -> bool:
                     return os.path.basename(path) in WATCHED
