@@ -144,37 +144,51 @@ def install(limit: int) -> None:
     with _lock:
         _installs += 1
         if _installs == 1 and sys.stdout is not None and sys.stderr is not None:
-            sys.stdout = ItemOutput("out", sys.stdout, limit)
-            sys.stderr = ItemOutput("err", sys.stderr, limit)
-            _retarget_handlers({id(s.fallback): s for s in (sys.stdout, sys.stderr)})
+            out = sys.stdout = ItemOutput("out", sys.stdout, limit)
+            err = sys.stderr = ItemOutput("err", sys.stderr, limit)
+            # What stood there, and the process's own streams below it (the dashboard's app
+            # puts its own in place of those while it runs).
+            streams = {id(out.fallback): out, id(err.fallback): err}
+            for real, ours in ((sys.__stdout__, out), (sys.__stderr__, err)):
+                if real is not None:
+                    streams.setdefault(id(real), ours)
+            _retarget_handlers(streams)
 
 
 def uninstall() -> None:
-    """A run ended: the last one puts the streams back, unless something replaced them since."""
+    """A run ended: the last one puts the streams back, unless something replaced them since,
+    and the logging handlers it pointed at them their own."""
     global _installs
     with _lock:
         _installs -= 1
         if _installs:
             return
-        back: dict[int, Any] = {}
         for name in ("stdout", "stderr"):
             stream: Any = getattr(sys, name)
             if isinstance(stream, ItemOutput):
                 setattr(sys, name, stream.fallback)
-                back[id(stream)] = stream.fallback
-        _retarget_handlers(back)
+        for handler, stream in _retargeted:
+            if isinstance(handler.stream, ItemOutput):
+                handler.setStream(stream)
+        _retargeted.clear()
 
 
-def _retarget_handlers(streams: dict[int, Any]) -> None:
+_retargeted: list[tuple[Any, Any]] = []  # (a logging handler, the stream it had)
+
+
+def _retarget_handlers(streams: dict[int, ItemOutput]) -> None:
     """``logging`` stream handlers made before the swap (``logging.basicConfig()`` when the
     callable's module was imported, which the preflight does in the engine's process) write to
-    the stream that replaced theirs: ``streams`` maps the id of an old stream to its new one."""
+    the stream that replaced theirs: ``streams`` maps the id of an old stream to its new one.
+    Such a handler's lines from outside an item go where the new stream's others go: in the
+    dashboard's process, to the app's capture, never under its screen."""
     import logging
 
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     for logger in loggers:
         for handler in getattr(logger, "handlers", ()):
             if isinstance(handler, logging.StreamHandler) and id(handler.stream) in streams:
+                _retargeted.append((handler, handler.stream))
                 handler.setStream(streams[id(handler.stream)])
 
 

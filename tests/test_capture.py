@@ -195,3 +195,40 @@ def test_a_module_that_logs_at_info_does_not_get_batchtuis_own_watcher_lines(tmp
             run.kill()
     assert run.returncode == 0, err
     assert "watchfiles" not in err and "change detected" not in err, err
+
+
+def test_a_handler_on_the_real_stderr_is_moved_off_the_terminal_under_the_dashboard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the dashboard's process sys.stderr is the app's capture, while a handler made at the
+    preflight's import holds the process's own stderr: the terminal. Seen in tmux, on the thread
+    executor: "INFO:root:step 43" printed across the progress bar."""
+    import io
+    import logging
+    import sys
+
+    from batchtui.engine import capture
+    from batchtui.engine.shell.item import Item
+
+    terminal, app_capture = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "__stderr__", terminal)
+    monkeypatch.setattr(sys, "stderr", app_capture)
+    logger = logging.getLogger("test_capture.user")
+    handler = logging.StreamHandler(terminal)
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "propagate", False)
+    try:
+        capture.install(1 << 20)
+        try:
+            logger.warning("from the engine's own thread")
+            capture.begin(Item(seq=4, key="k", data="d", attempt=1, batch_dir=str(tmp_path)))
+            logger.warning("from item 4")
+            capture.end()
+        finally:
+            capture.uninstall()
+        assert terminal.getvalue() == ""
+        assert app_capture.getvalue() == "from the engine's own thread\n"
+        assert (tmp_path / "logs" / "4.1.err").read_text() == "from item 4\n"
+        assert handler.stream is terminal and sys.stderr is app_capture  # all given back
+    finally:
+        logger.removeHandler(handler)
