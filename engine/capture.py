@@ -19,19 +19,31 @@ details), never to the terminal, where it would run through the dashboard or the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import stat
 import sys
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 if TYPE_CHECKING:
     from .shell.item import Item
     from .shell.itemfiles import LogFile
 
-__all__ = ["WORKER_LOG", "ItemOutput", "begin", "end", "install", "installed", "redirect_descriptors", "uninstall"]
+__all__ = [
+    "WORKER_LOG",
+    "ItemOutput",
+    "begin",
+    "end",
+    "install",
+    "installed",
+    "redirect_descriptors",
+    "terminal_held",
+    "uninstall",
+]
 
 #: Where a pool worker's descriptors 1 and 2 point, in the batch directory.
 WORKER_LOG: Final = "workers.log"
@@ -190,6 +202,50 @@ def _retarget_handlers(streams: dict[int, ItemOutput]) -> None:
             if isinstance(handler, logging.StreamHandler) and id(handler.stream) in streams:
                 _retargeted.append((handler, handler.stream))
                 handler.setStream(streams[id(handler.stream)])
+
+
+class _SysStream(io.TextIOBase):
+    """Whatever ``sys.stdout`` (or ``sys.stderr``) is when a line is written, as ``logging``'s
+    last-resort handler looks it up: the dashboard's capture while it runs, the terminal after."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name_ = name
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        stream = getattr(sys, self.name_)
+        return int(stream.write(text)) if stream is not None else len(text)
+
+    def flush(self) -> None:
+        stream = getattr(sys, self.name_)
+        if stream is not None:
+            stream.flush()
+
+
+@contextlib.contextmanager
+def terminal_held() -> Iterator[None]:
+    """While the dashboard owns the terminal: ``logging`` handlers that write to the process's
+    own stdout or stderr (a ``--call`` module's ``basicConfig()``, run by the preflight's
+    import) write to whatever ``sys.stdout`` / ``sys.stderr`` is then, which the app captures,
+    never under its screen; given back after."""
+    import logging
+
+    held: list[tuple[logging.StreamHandler[Any], Any]] = []
+    real = {id(sys.__stdout__): "stdout", id(sys.__stderr__): "stderr"}
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, logging.StreamHandler) and id(handler.stream) in real:
+                held.append((handler, handler.stream))
+                handler.setStream(_SysStream(real[id(handler.stream)]))
+    try:
+        yield
+    finally:
+        for handler, stream in held:
+            if isinstance(handler.stream, _SysStream):
+                handler.setStream(stream)
 
 
 def redirect_descriptors(batch_dir: str) -> None:

@@ -232,3 +232,33 @@ def test_a_handler_on_the_real_stderr_is_moved_off_the_terminal_under_the_dashbo
         assert handler.stream is terminal and sys.stderr is app_capture  # all given back
     finally:
         logger.removeHandler(handler)
+
+
+def test_while_the_dashboard_runs_a_handler_on_the_terminal_writes_to_its_capture(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+    import logging
+    import sys
+
+    from batchtui.engine.capture import terminal_held
+
+    terminal, app_capture = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "__stderr__", terminal)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    logger = logging.getLogger("test_capture.held")
+    handler = logging.StreamHandler(terminal)
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "propagate", False)
+    try:
+        with terminal_held():
+            monkeypatch.setattr(sys, "stderr", app_capture)  # what the app does once it runs
+            logger.warning("while the app runs")
+            monkeypatch.setattr(sys, "stderr", terminal)  # the app has ended
+            logger.warning("as it ends")
+        logger.warning("after")
+        assert app_capture.getvalue() == "while the app runs\n"
+        assert terminal.getvalue() == "as it ends\nafter\n"
+        assert handler.stream is terminal
+    finally:
+        logger.removeHandler(handler)

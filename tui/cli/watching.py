@@ -16,6 +16,7 @@ import click
 
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.batches import BatchScope, resolve_batch
+from batchtui.engine.capture import terminal_held
 from batchtui.engine.errors import EXIT_USAGE, UserError
 from batchtui.engine.fmt import clean, shell_line
 from batchtui.engine.runner import RunResult, exit_code_for
@@ -67,7 +68,8 @@ def launch_tui(
     app = BatchtuiApp(output_dir=output_dir, batch=batch, runner=runner, theme=theme or obj.get("theme"))
     interrupted = False
     try:
-        code = app.run()
+        with terminal_held():  # a --call module's logging handler never writes under the screen
+            code = app.run()
     except KeyboardInterrupt:
         interrupted = True
         raise
