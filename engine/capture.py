@@ -26,7 +26,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 if TYPE_CHECKING:
@@ -194,14 +194,19 @@ def _retarget_handlers(streams: dict[int, ItemOutput]) -> None:
     the stream that replaced theirs: ``streams`` maps the id of an old stream to its new one.
     Such a handler's lines from outside an item go where the new stream's others go: in the
     dashboard's process, to the app's capture, never under its screen."""
+    for handler in _stream_handlers(streams):
+        _retargeted.append((handler, handler.stream))
+        handler.setStream(streams[id(handler.stream)])
+
+
+def _stream_handlers(streams: Container[int]) -> Iterator[Any]:
+    """Every ``logging.StreamHandler`` of every logger whose stream's id is in ``streams``."""
     import logging
 
-    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-    for logger in loggers:
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
         for handler in getattr(logger, "handlers", ()):
             if isinstance(handler, logging.StreamHandler) and id(handler.stream) in streams:
-                _retargeted.append((handler, handler.stream))
-                handler.setStream(streams[id(handler.stream)])
+                yield handler
 
 
 class _SysStream(io.TextIOBase):
@@ -231,15 +236,11 @@ def terminal_held() -> Iterator[None]:
     own stdout or stderr (a ``--call`` module's ``basicConfig()``, run by the preflight's
     import) write to whatever ``sys.stdout`` / ``sys.stderr`` is then, which the app captures,
     never under its screen; given back after."""
-    import logging
-
-    held: list[tuple[logging.StreamHandler[Any], Any]] = []
+    held: list[tuple[Any, Any]] = []
     real = {id(sys.__stdout__): "stdout", id(sys.__stderr__): "stderr"}
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-        for handler in getattr(logger, "handlers", ()):
-            if isinstance(handler, logging.StreamHandler) and id(handler.stream) in real:
-                held.append((handler, handler.stream))
-                handler.setStream(_SysStream(real[id(handler.stream)]))
+    for handler in _stream_handlers(real):
+        held.append((handler, handler.stream))
+        handler.setStream(_SysStream(real[id(handler.stream)]))
     try:
         yield
     finally:

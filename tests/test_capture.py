@@ -9,8 +9,12 @@ are what a terminal would show.
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -116,8 +120,6 @@ def test_an_items_printed_log_keeps_its_last_log_limit_bytes(tmp_path: Path) -> 
 
 
 def test_the_engines_streams_are_given_back_after_a_thread_executor_run(tmp_path: Path) -> None:
-    import sys
-
     from batchtui.engine.config import load_config
     from batchtui.engine.enqueue import create_batch
     from batchtui.engine.processors import python_spec
@@ -197,68 +199,60 @@ def test_a_module_that_logs_at_info_does_not_get_batchtuis_own_watcher_lines(tmp
     assert "watchfiles" not in err and "change detected" not in err, err
 
 
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[io.StringIO, logging.Logger]]:
+    """A fake terminal as the process's own stderr (and sys.stderr), and a logger whose one
+    handler writes to it, as ``logging.basicConfig()`` run at a module's import leaves them."""
+    screen = io.StringIO()
+    monkeypatch.setattr(sys, "__stderr__", screen)
+    monkeypatch.setattr(sys, "stderr", screen)
+    logger = logging.getLogger("test_capture.user")
+    handler = logging.StreamHandler(screen)
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "propagate", False)
+    yield screen, logger
+    logger.removeHandler(handler)
+
+
 def test_a_handler_on_the_real_stderr_is_moved_off_the_terminal_under_the_dashboard(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, terminal: tuple[io.StringIO, logging.Logger]
 ) -> None:
     """In the dashboard's process sys.stderr is the app's capture, while a handler made at the
     preflight's import holds the process's own stderr: the terminal. Seen in tmux, on the thread
     executor: "INFO:root:step 43" printed across the progress bar."""
-    import io
-    import logging
-    import sys
-
     from batchtui.engine import capture
     from batchtui.engine.shell.item import Item
 
-    terminal, app_capture = io.StringIO(), io.StringIO()
-    monkeypatch.setattr(sys, "__stderr__", terminal)
+    screen, logger = terminal
+    app_capture = io.StringIO()
     monkeypatch.setattr(sys, "stderr", app_capture)
-    logger = logging.getLogger("test_capture.user")
-    handler = logging.StreamHandler(terminal)
-    logger.addHandler(handler)
-    monkeypatch.setattr(logger, "propagate", False)
+    capture.install(1 << 20)
     try:
-        capture.install(1 << 20)
-        try:
-            logger.warning("from the engine's own thread")
-            capture.begin(Item(seq=4, key="k", data="d", attempt=1, batch_dir=str(tmp_path)))
-            logger.warning("from item 4")
-            capture.end()
-        finally:
-            capture.uninstall()
-        assert terminal.getvalue() == ""
-        assert app_capture.getvalue() == "from the engine's own thread\n"
-        assert (tmp_path / "logs" / "4.1.err").read_text() == "from item 4\n"
-        assert handler.stream is terminal and sys.stderr is app_capture  # all given back
+        logger.warning("from the engine's own thread")
+        capture.begin(Item(seq=4, key="k", data="d", attempt=1, batch_dir=str(tmp_path)))
+        logger.warning("from item 4")
+        capture.end()
     finally:
-        logger.removeHandler(handler)
+        capture.uninstall()
+    assert screen.getvalue() == ""
+    assert app_capture.getvalue() == "from the engine's own thread\n"
+    assert (tmp_path / "logs" / "4.1.err").read_text() == "from item 4\n"
+    assert logger.handlers[0].stream is screen and sys.stderr is app_capture  # type: ignore[attr-defined]
 
 
 def test_while_the_dashboard_runs_a_handler_on_the_terminal_writes_to_its_capture(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, terminal: tuple[io.StringIO, logging.Logger]
 ) -> None:
-    import io
-    import logging
-    import sys
-
     from batchtui.engine.capture import terminal_held
 
-    terminal, app_capture = io.StringIO(), io.StringIO()
-    monkeypatch.setattr(sys, "__stderr__", terminal)
-    monkeypatch.setattr(sys, "stderr", terminal)
-    logger = logging.getLogger("test_capture.held")
-    handler = logging.StreamHandler(terminal)
-    logger.addHandler(handler)
-    monkeypatch.setattr(logger, "propagate", False)
-    try:
-        with terminal_held():
-            monkeypatch.setattr(sys, "stderr", app_capture)  # what the app does once it runs
-            logger.warning("while the app runs")
-            monkeypatch.setattr(sys, "stderr", terminal)  # the app has ended
-            logger.warning("as it ends")
-        logger.warning("after")
-        assert app_capture.getvalue() == "while the app runs\n"
-        assert terminal.getvalue() == "as it ends\nafter\n"
-        assert handler.stream is terminal
-    finally:
-        logger.removeHandler(handler)
+    screen, logger = terminal
+    app_capture = io.StringIO()
+    with terminal_held():
+        monkeypatch.setattr(sys, "stderr", app_capture)  # what the app does once it runs
+        logger.warning("while the app runs")
+        monkeypatch.setattr(sys, "stderr", screen)  # the app has ended
+        logger.warning("as it ends")
+    logger.warning("after")
+    assert app_capture.getvalue() == "while the app runs\n"
+    assert screen.getvalue() == "as it ends\nafter\n"
+    assert logger.handlers[0].stream is screen  # type: ignore[attr-defined]
