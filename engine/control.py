@@ -13,7 +13,6 @@ its loop, so a command takes effect within a loop turn even where inotify is una
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import secrets
 import threading
@@ -291,6 +290,8 @@ def quiet_watchfiles() -> None:
     configures logging (``logging.basicConfig(level=logging.INFO)``, imported here by the
     preflight) gave those lines a handler: they ran through the dashboard. batchtui's own
     watching is no news to the user: its logger says warnings only, unless a level was set."""
+    import logging  # here: the steering verbs import this module, and stay light
+
     logger = logging.getLogger("watchfiles")
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.WARNING)
