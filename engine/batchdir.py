@@ -282,6 +282,7 @@ BATCH_FILES: Final = (
     "lock",
     "engine.log",
     "events.jsonl",
+    "workers.log",
 )
 BATCH_DIRS: Final = ("logs", "out", "tmp")
 

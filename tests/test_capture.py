@@ -256,3 +256,30 @@ def test_while_the_dashboard_runs_a_handler_on_the_terminal_writes_to_its_captur
     assert app_capture.getvalue() == "while the app runs\n"
     assert screen.getvalue() == "as it ends\nafter\n"
     assert logger.handlers[0].stream is screen  # type: ignore[attr-defined]
+
+
+def test_a_link_planted_as_workers_log_is_refused_and_not_written_through(tmp_path: Path) -> None:
+    from batchtui.engine.config import load_config
+    from batchtui.engine.enqueue import create_batch
+    from batchtui.engine.processors import python_spec
+    from batchtui.engine.sources import build_spec
+
+    (tmp_path / "mod.py").write_text(NOISY)
+    (tmp_path / "items.txt").write_text("a\n")
+    config = load_config({"output_dir": str(tmp_path / "out"), "executor": "process"}, environ={})
+    batch = create_batch(config, build_spec([str(tmp_path / "items.txt")]), python_spec(f"{tmp_path}/mod.py:fd_level"))
+    outside = tmp_path / "outside.txt"
+    outside.write_text("mine\n")
+    (batch.path / "workers.log").symlink_to(outside)
+    done = subprocess.run(
+        [*CLI, "resume", str(batch.path), "--headless"],
+        check=False,
+        cwd=tmp_path,
+        env=cli_env(tmp_path / "out"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "refusing to use batch" in done.stderr and "workers.log" in done.stderr
+    assert outside.read_text() == "mine\n"
