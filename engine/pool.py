@@ -67,6 +67,12 @@ class PoolWorkerInitError(WorkerInitError):
         return f"worker start failed: {self}\n  {self.hint}"
 
 
+class PoolWorkerLogError(PoolWorkerInitError):
+    """A worker process could not open the batch's ``workers.log`` (see .capture)."""
+
+    hint = "a worker's output goes to workers.log in the batch folder: make room there (or fix it), then resume"
+
+
 @dataclass(slots=True)
 class _Sent:
     """A chunk sent to a worker process and not yet ended there."""
@@ -156,7 +162,7 @@ class ProcessExecutor(_HandoffExecutor):
             kind, detail = "init_error", f"worker process exited with {slot.proc.exitcode}"
         if kind != "ready":
             slot.proc.join(1)
-            raise PoolWorkerInitError(str(detail))
+            raise (PoolWorkerLogError if kind == "log_error" else PoolWorkerInitError)(str(detail))
         return slot
 
     def prelaunch(self) -> None:

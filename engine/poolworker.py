@@ -73,7 +73,7 @@ def child_main(
         try:
             capture.redirect_descriptors(settings.batch_dir)
         except OSError as exc:
-            conn.send(("init_error", f"cannot open the workers' logs: {exc}"))
+            conn.send(("log_error", f"cannot open workers.log: {exc.strerror or exc}"))
             return
         capture.install(settings.log_limit)
     try:

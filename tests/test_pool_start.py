@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -123,3 +124,30 @@ def test_a_worker_started_from_the_console_script_does_not_run_the_cli_again(tmp
     (batch,) = out.iterdir()
     results = [json.loads(line)["result"] for line in (batch / "results.jsonl").read_text().splitlines()]
     assert results == [[], []]
+
+
+def test_a_worker_that_cannot_open_workers_log_says_so_not_that_an_import_failed(tmp_path: Path) -> None:
+    from batchtui.engine.attempts import Classifier
+    from batchtui.engine.handoff import SharedGate
+    from batchtui.engine.pool import PoolWorkerLogError, ProcessExecutor
+    from batchtui.engine.poolworker import WorkerSettings, WorkerSpec, child_main
+
+    (tmp_path / "workers.log").mkdir()  # a folder where the file would be: the open fails
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    spec = WorkerSpec("python", None, "tests.procs:noop", str(Path.cwd()), False)
+    settings = WorkerSettings(None, 1 << 20, 1 << 20, Classifier(), batch_dir=str(tmp_path))
+    gate = SharedGate(ctx.RawArray("b", 8), ctx.RawArray("d", 8), ctx.RawValue("i", -1), ctx.Lock())
+    proc = ctx.Process(target=child_main, args=(child, spec, settings, [gate.parts]), daemon=True)
+    proc.start()
+    try:
+        assert parent.poll(60)
+        kind, detail = parent.recv()
+    finally:
+        proc.join(10)
+    assert kind == "log_error" and detail.startswith("cannot open workers.log: ")
+    # What the engine makes of that answer (its _ready needs only the slot's pipe and process).
+    slot = SimpleNamespace(conn=SimpleNamespace(recv=lambda: (kind, detail)), proc=proc)
+    with pytest.raises(PoolWorkerLogError, match=r"cannot open workers\.log") as err:
+        ProcessExecutor._ready(None, slot)  # type: ignore[arg-type]
+    assert "workers.log in the batch folder" in err.value.describe()
