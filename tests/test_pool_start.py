@@ -127,27 +127,45 @@ def test_a_worker_started_from_the_console_script_does_not_run_the_cli_again(tmp
 
 
 def test_a_worker_that_cannot_open_workers_log_says_so_not_that_an_import_failed(tmp_path: Path) -> None:
-    from batchtui.engine.attempts import Classifier
-    from batchtui.engine.handoff import SharedGate
+    import json
+    import subprocess
+    import sys
+
     from batchtui.engine.pool import PoolWorkerLogError, ProcessExecutor
-    from batchtui.engine.poolworker import WorkerSettings, WorkerSpec, child_main
 
     (tmp_path / "workers.log").mkdir()  # a folder where the file would be: the open fails
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    spec = WorkerSpec("python", None, "tests.procs:noop", str(Path.cwd()), False)
-    settings = WorkerSettings(None, 1 << 20, 1 << 20, Classifier(), batch_dir=str(tmp_path))
-    gate = SharedGate(ctx.RawArray("b", 8), ctx.RawArray("d", 8), ctx.RawValue("i", -1), ctx.Lock())
-    proc = ctx.Process(target=child_main, args=(child, spec, settings, [gate.parts]), daemon=True)
-    proc.start()
-    try:
-        assert parent.poll(60)
-        kind, detail = parent.recv()
-    finally:
-        proc.join(10)
+    # A worker started as the pool starts one, in a process of its own (its pipes and shared
+    # arrays must not outlive this test in the suite's process: other tests count descriptors).
+    script = (
+        "import json, multiprocessing, sys\n"
+        "from batchtui.engine.attempts import Classifier\n"
+        "from batchtui.engine.handoff import SharedGate\n"
+        "from batchtui.engine.poolworker import WorkerSettings, WorkerSpec, child_main\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = multiprocessing.get_context('spawn')\n"
+        "    parent, child = ctx.Pipe()\n"
+        "    gate = SharedGate(ctx.RawArray('b', 8), ctx.RawArray('d', 8), ctx.RawValue('i', -1), ctx.Lock())\n"
+        "    spec = WorkerSpec('python', None, 'tests.procs:noop', sys.argv[2], False)\n"
+        "    settings = WorkerSettings(None, 1 << 20, 1 << 20, Classifier(), batch_dir=sys.argv[1])\n"
+        "    proc = ctx.Process(target=child_main, args=(child, spec, settings, [gate.parts]), daemon=True)\n"
+        "    proc.start()\n"
+        "    print(json.dumps(parent.recv() if parent.poll(60) else None))\n"
+        "    proc.join(10)\n"
+    )
+    (tmp_path / "start_one.py").write_text(script)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "start_one.py"), str(tmp_path), str(Path.cwd())],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    kind, detail = json.loads(done.stdout)
     assert kind == "log_error" and detail.startswith("cannot open workers.log: ")
     # What the engine makes of that answer (its _ready needs only the slot's pipe and process).
-    slot = SimpleNamespace(conn=SimpleNamespace(recv=lambda: (kind, detail)), proc=proc)
+    joined = SimpleNamespace(join=lambda timeout: None)
+    slot = SimpleNamespace(conn=SimpleNamespace(recv=lambda: (kind, detail)), proc=joined)
     with pytest.raises(PoolWorkerLogError, match=r"cannot open workers\.log") as err:
         ProcessExecutor._ready(None, slot)  # type: ignore[arg-type]
     assert "workers.log in the batch folder" in err.value.describe()
