@@ -153,8 +153,8 @@ def test_output_to_a_full_disk_is_one_line_and_exit_2(big_batch: Path, out_dir: 
 @pytest.mark.parametrize(
     ("flags", "named"),
     [
-        (["--show-commands", "5"], "--show-commands"),  # the default's own value, given: still refused
-        (["--max-size-mb", "3", "--extensions", ".pdf"], "--max-size-mb, --extensions"),
+        (["--show-commands", "5"], "--show-commands only applies"),  # its default's value, given: refused
+        (["--max-size-mb", "3", "--extensions", ".pdf"], "--max-size-mb, --extensions only apply"),
     ],
 )
 def test_dry_run_options_without_dry_run_are_refused_before_a_batch_is_made(
@@ -164,7 +164,7 @@ def test_dry_run_options_without_dry_run_are_refused_before_a_batch_is_made(
     (tmp_path / "items.txt").write_text("a\nb\n")
     result = _cli(["run", "items.txt", "--cmd", "true", "--headless", *flags], tmp_path / "out")
     assert result.exit_code == EXIT_USAGE, result.output
-    assert f"{named} only apply with --dry-run" in result.stderr
+    assert f"{named} with --dry-run" in result.stderr
     assert not (tmp_path / "out").exists()  # no batch made, nothing run
     dry = _cli(["run", "items.txt", "--cmd", "true", "--dry-run", *flags], tmp_path / "out")
     assert dry.exit_code == 0, dry.output

@@ -68,7 +68,7 @@ def run_cmd(ctx: click.Context, /, **kwargs: Any) -> None:
         given = [name for name in ("max_size_mb", "extensions", "show_commands") if _given(ctx, name)]
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise click.UsageError(f"{flags} only apply with --dry-run")
+            raise click.UsageError(f"{flags} only {'applies' if len(given) == 1 else 'apply'} with --dry-run")
     config, spec, processor = _prepare(ctx, kwargs)
     pf = preflight_new(config, spec, processor)
     if dry:
