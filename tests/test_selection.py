@@ -95,6 +95,11 @@ def test_error_groups_carry_ids_counts_first_and_last_seen(store_path: Path) -> 
         (ItemFilter(seq_ranges=tuple((i, i) for i in range(0, 12, 2))), [0, 2, 4, 6, 8, 10]),  # inline
         (ItemFilter(seq_ranges=tuple((i, i) for i in range(0, 40, 2))), [0, 2, 4, 6, 8, 10]),  # JSON form
         (ItemFilter(error_type="exit 1", match="denied", seq_ranges=((0, 5),)), [3]),  # AND
+        # The text filter (the dashboard's /) reads the error as the table shows it, TYPE: message.
+        (ItemFilter(text="exit 1"), [1, 2, 3, 8]),
+        (ItemFilter(text="TIMEOUT: timed"), [5]),
+        (ItemFilter(text="1: disk full"), [1, 2, 8]),
+        (ItemFilter(text="doc/"), [10, 11]),  # and the key
     ],
 )
 def test_each_filter_field_narrows(store_path: Path, f: ItemFilter, seqs: list[int]) -> None:

@@ -39,8 +39,8 @@ class ItemFilter:
 
     ``status`` is one of :data:`STATUSES`; ``error_type`` matches exactly; ``error_group`` is
     a group's id (8 hex digits, :func:`~batchtui.engine.errors.group_id`); ``text`` is a
-    case-insensitive substring of the key or the error message, ``match`` of the error message
-    only (``%`` and ``_`` are plain characters in both); ``key_glob`` is a glob on the key
+    case-insensitive substring of the key or the error as the items table shows it
+    (``TYPE: message``), ``match`` of the error message only (``%`` and ``_`` are plain characters in both); ``key_glob`` is a glob on the key
     (``*``, ``?``, ``[...]``, case-sensitive); ``seqs`` keeps only those items (an empty set:
     none); ``seq_ranges`` only the seqs of those inclusive ranges (kept sorted and merged). An
     empty string means "not given". ``ItemFilter()`` is every item.
@@ -294,7 +294,11 @@ def _clauses(f: ItemFilter) -> tuple[list[str], list[Any]]:
         clauses.append("error_type IS NOT NULL AND batchtui_group_id(error_type, error_group) = ?")
         args.append(f.error_group)
     if f.text:
-        clauses.append("(key LIKE ? ESCAPE '\\' OR error_message LIKE ? ESCAPE '\\')")
+        # The error as the items table shows it ("exit 3: boom 7"): a filter typed from the
+        # screen ("exit 3") found nothing when only the message was searched.
+        clauses.append(
+            "(key LIKE ? ESCAPE '\\' OR (error_type || ': ' || COALESCE(error_message, '')) LIKE ? ESCAPE '\\')"
+        )
         pattern = _like(f.text)
         args += [pattern, pattern]
     if f.match:
