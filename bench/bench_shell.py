@@ -56,7 +56,8 @@ from bench.common import (
     write_lines,
 )
 
-TARGET_VS_XARGS = 1.25
+TARGET_VS_XARGS = 1.25  # issue 6
+TARGET_VS_XARGS_NOW = 1.0  # issue 22: the target this bench is judged by
 TARGET_PARALLEL_VS_US = 3.0
 
 
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             rows.append((f"parallel -j{j} --joblog", spread(times["parallel"]), per_s(n, t_p), cpu_ms("parallel"), ""))
         rows += [
             (f"batchtui run --cmd true -j{j}", spread(times["batchtui"]), per_s(n, t_b), cpu_ms("batchtui"), ""),
-            ("batchtui / xargs (per round)", r_x_text, "", "", f"<= {TARGET_VS_XARGS}  {verdict(r_x, TARGET_VS_XARGS, at_most=True)}"),
+            ("batchtui / xargs (per round)", r_x_text, "", "", f"<= {TARGET_VS_XARGS_NOW}  {verdict(r_x, TARGET_VS_XARGS_NOW, at_most=True)}"),
+            ("  (issue 6's target)", "", "", "", f"<= {TARGET_VS_XARGS}  {verdict(r_x, TARGET_VS_XARGS, at_most=True)}"),
         ]  # fmt: skip
         if use_parallel:
             r_p = t_p / t_b
