@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from . import warmstart
 from .executors import (
     KILL_ESCALATE_S,
     MAX_CHUNK_SLOTS,
@@ -36,7 +37,7 @@ from .executors import (
     _salvage,
 )
 from .handoff import RUNNING, Chunk, SharedGate
-from .poolworker import KILL_SIGNAL, WorkerSettings, WorkerSpec, child_main
+from .poolworker import KILL_SIGNAL, WorkerSettings, WorkerSpec
 
 if TYPE_CHECKING:
     import multiprocessing.connection
@@ -136,22 +137,21 @@ class ProcessExecutor(_HandoffExecutor):
         return self._ready(self._launch())
 
     def _launch(self) -> _Slot:
-        """Start a worker process; it is usable once :meth:`_ready` has heard from it."""
-        ctx, cap = self.ctx, self._capacity
-        gates = [
-            SharedGate(ctx.RawArray("b", cap), ctx.RawArray("d", cap), ctx.RawValue("i", -1), ctx.Lock())
-            for _ in range(AHEAD)
-        ]
-        parent, child = ctx.Pipe(duplex=True)
-        proc = ctx.Process(
-            target=child_main,
-            args=(child, self._worker_spec, self._settings, [gate.parts for gate in gates]),
-            daemon=True,
-            name="batchtui-pool-worker",
-        )
-        proc.start()
-        child.close()
-        return _Slot(proc, parent, gates)
+        """Start a worker process, or adopt one started ahead (.warmstart), and send it the
+        run's spec and settings; it is usable once :meth:`_ready` has heard from it."""
+        go = (self._worker_spec, self._settings)
+        warm = warmstart.take(self._capacity)
+        if warm is not None:
+            proc, conn, parts = warm
+            try:
+                conn.send(go)
+                return _Slot(proc, conn, [SharedGate(*p) for p in parts])
+            except (OSError, ValueError):  # it died waiting: start one of our own
+                proc.kill()
+                conn.close()
+        proc, conn, parts = warmstart.launch(self.ctx, self._capacity, AHEAD)
+        conn.send(go)
+        return _Slot(proc, conn, [SharedGate(*p) for p in parts])
 
     def _ready(self, slot: _Slot) -> _Slot:
         """Wait for a launched worker to have built its processor (WorkerInitError if it could not)."""

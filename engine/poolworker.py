@@ -51,16 +51,30 @@ class WorkerSettings:
     batch_dir: str | None = None
 
 
-def child_main(
+def child_main(conn: multiprocessing.connection.Connection, gate_parts: list[tuple[Any, ...]]) -> None:
+    """Entry point of a process-pool worker: wait for its spec and settings (``go``: the engine
+    sends them once it has the run, which may begin after this process started, see
+    .warmstart), build the processor once, then serve chunks, the first through the first
+    shared gate, the next through the second, and so on in turn."""
+    die_with_parent()  # a worker never outlives its engine (kill -9 included)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when its workers stop
+    try:
+        go = conn.recv()
+    except (EOFError, OSError):
+        return
+    if go is None:  # started ahead for a run that did not want it
+        return
+    spec, settings = go
+    run_worker(conn, spec, settings, gate_parts)
+
+
+def run_worker(
     conn: multiprocessing.connection.Connection,
     spec: WorkerSpec,
     settings: WorkerSettings,
     gate_parts: list[tuple[Any, ...]],
 ) -> None:
-    """Entry point of a process-pool worker: build the processor once, then serve chunks, the
-    first through the first shared gate, the next through the second, and so on in turn."""
-    die_with_parent()  # a worker never outlives its engine (kill -9 included)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when its workers stop
+    """A worker given its spec and settings: build the processor, then serve chunks."""
     gates = [SharedGate(*parts) for parts in gate_parts]
     current = [gates[0]]  # the gate of the chunk running now: the one a kill may unwind
 

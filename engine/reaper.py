@@ -276,8 +276,11 @@ class Reaper:
     So close the reaper after the batch is let go (``BatchLock.release()``), never before.
     """
 
-    def __init__(self, batch_dir: str | os.PathLike[str] | None = None, *, lock_fd: int | None = None) -> None:
-        self.token = os.urandom(16).hex()
+    def __init__(
+        self, batch_dir: str | os.PathLike[str] | None = None, *, lock_fd: int | None = None, token: str | None = None
+    ) -> None:
+        #: ``token``: one that processes started ahead for this run carry already (.warmstart).
+        self.token = token or os.urandom(16).hex()
         self.log = Path(batch_dir) / LOG_NAME if batch_dir is not None else None
         self.lock_fd = lock_fd
         # Our own descriptor of the lock's description: the engine may close its own first.

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 
-from . import staging
+from . import staging, warmstart
 from .batchdir import HOST, now_iso
 from .committer import Committer
 from .control import ControlReader, ControlWatcher
@@ -46,7 +46,7 @@ class TakeOver(RunState):
         self.lock.acquire()
         # Before the executor starts (the shell processor copies the environment once): every
         # process of this run carries the reaper's mark, and dies with the run, kill -9 included.
-        self.reaper = Reaper(self.batch.path, lock_fd=self.lock.fileno())
+        self.reaper = Reaper(self.batch.path, lock_fd=self.lock.fileno(), token=warmstart.claim_token())
         self.reaper.start()
         # Where the last engine stopped reading control.jsonl is in the store (_setup).
         self.control.reader = ControlReader(self.batch.control)
@@ -87,6 +87,7 @@ class TakeOver(RunState):
         prelaunch = getattr(self.executor, "prelaunch", None)
         if prelaunch is not None:
             prelaunch()
+        warmstart.discard()  # workers started ahead that this run did not adopt
         # As the last engine left it: a run killed -9 ended at its last write (see .timing).
         last_live = self.batch.read_live()
         self.store = store = ItemStore.open(self.batch.items_db, durable=durable)

@@ -147,8 +147,9 @@ def test_a_worker_that_cannot_open_workers_log_says_so_not_that_an_import_failed
         "    gate = SharedGate(ctx.RawArray('b', 8), ctx.RawArray('d', 8), ctx.RawValue('i', -1), ctx.Lock())\n"
         "    spec = WorkerSpec('python', None, 'tests.procs:noop', sys.argv[2], False)\n"
         "    settings = WorkerSettings(None, 1 << 20, 1 << 20, Classifier(), batch_dir=sys.argv[1])\n"
-        "    proc = ctx.Process(target=child_main, args=(child, spec, settings, [gate.parts]), daemon=True)\n"
+        "    proc = ctx.Process(target=child_main, args=(child, [gate.parts]), daemon=True)\n"
         "    proc.start()\n"
+        "    parent.send((spec, settings))\n"
         "    print(json.dumps(parent.recv() if parent.poll(60) else None))\n"
         "    proc.join(10)\n"
     )
