@@ -28,6 +28,8 @@ MESSAGE_LIMIT: Final = 500
 #: section 8. Here rather than only in the runner, so the CLI can exit with it without loading
 #: the runner.
 EXIT_USAGE: Final = 2
+#: Interrupted (Ctrl-C, SIGTERM, `batchtui stop`): resumable (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED: Final = 130
 
 
 class BatchtuiError(Exception):

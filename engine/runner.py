@@ -33,6 +33,7 @@ from .batchdir import (
     now_iso,
 )
 from .errors import (
+    EXIT_INTERRUPTED,
     EXIT_USAGE,  # noqa: F401  (also imported from here)
     ItemTimeout,
     classify,
@@ -59,7 +60,6 @@ SWITCH_INTERVAL_S: Final = 0.0005
 EXIT_OK: Final = 0
 EXIT_SOME_FAILED: Final = 1
 EXIT_HALTED: Final = 3
-EXIT_INTERRUPTED: Final = 130
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from .batchdir import BatchDir
-from .errors import EXIT_USAGE
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE
 from .fmt import shell_line
 from .models import BatchState, Counts
 from .summary import DAMAGED, INTERRUPTED, BatchSummary, summarize
 
 #: ``wait --timeout`` ran out before the batch ended (GNU timeout's code): the batch is untouched.
 EXIT_TIMEOUT: Final = 124
-EXIT_INTERRUPTED: Final = 130
 #: How often the batch is looked at while it runs.
 POLL_S: Final = 0.2
 

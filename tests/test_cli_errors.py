@@ -168,3 +168,77 @@ def test_dry_run_options_without_dry_run_are_refused_before_a_batch_is_made(
     assert not (tmp_path / "out").exists()  # no batch made, nothing run
     dry = _cli(["run", "items.txt", "--cmd", "true", "--dry-run", *flags], tmp_path / "out")
     assert dry.exit_code == 0, dry.output
+
+
+def _interrupt(proc: subprocess.Popen[str], ready: Any, within: float = 60.0) -> tuple[int, str]:
+    """Send SIGINT to ``proc`` once ``ready()`` holds; its exit code and stderr."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + within
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "never got ready"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # the suite's workers may ignore it
+
+
+def test_a_ctrl_c_while_the_sources_are_read_makes_no_batch_and_exits_130(tmp_path: Path) -> None:
+    """Before, click's "Aborted!" and exit 1 (which says "some items failed")."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*CLI, "run", "-", "--cmd", "true", "--headless"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(out),
+        preexec_fn=_default_sigint,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write("a\nb\n")
+    proc.stdin.flush()  # and left open: the enqueue waits for more
+    code, err = _interrupt(proc, lambda: out.is_dir() and any(out.iterdir()))
+    assert code == 130, err
+    assert "interrupted while reading the sources: no batch was made" in err
+    assert "Aborted" not in err and "Traceback" not in err
+    assert [p for p in out.iterdir() if p.is_dir()] == []
+
+
+def test_a_ctrl_c_a_verb_does_not_handle_exits_130_with_one_line(tmp_path: Path) -> None:
+    """`logs -f` of an item that never ends, interrupted: one line, exit 130."""
+    out = tmp_path / "out"
+    (tmp_path / "items.txt").write_text("a\n")
+    made = subprocess.run(
+        [*CLI, "run", str(tmp_path / "items.txt"), "--cmd", "echo started; sleep 60", "--detach"],
+        env=cli_env(out), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    batch = only_batch(out)
+    proc = subprocess.Popen(
+        [*CLI, "logs", str(batch), "0", "-f"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(out),
+        preexec_fn=_default_sigint,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "started\n"
+        code, err = _interrupt(proc, lambda: True)
+        assert (code, err.strip()) == (130, "interrupted")
+    finally:
+        # The item is killed, the detached engine ends.
+        skipped = subprocess.run([*CLI, "skip", str(batch), "0"], env=cli_env(out), capture_output=True, timeout=60)
+        assert skipped.returncode == 0, skipped.stderr
+        waited = subprocess.run([*CLI, "wait", str(batch)], env=cli_env(out), capture_output=True, timeout=60)
+        assert waited.returncode == 1, waited.stderr  # ended: the one item skipped

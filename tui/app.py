@@ -29,11 +29,11 @@ from textual.worker import Worker, WorkerState
 
 from batchtui.engine.batchdir import BatchDir, BatchLocked, now_iso
 from batchtui.engine.batches import BatchScope
-from batchtui.engine.errors import EXIT_USAGE, BatchtuiError
+from batchtui.engine.errors import EXIT_INTERRUPTED, EXIT_USAGE, BatchtuiError
 from batchtui.engine.fmt import clean
 from batchtui.engine.models import BatchState
 from batchtui.engine.resume import ResumePlan, plan_resume
-from batchtui.engine.runner import EXIT_INTERRUPTED, BatchRunner, RunResult
+from batchtui.engine.runner import BatchRunner, RunResult
 
 from .commands import ActionsProvider
 from .glyphs import ASCII_CLASS, ascii_driver, ascii_terminal

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import click
 
-from batchtui.engine.errors import BatchtuiError
+from batchtui.engine.errors import EXIT_INTERRUPTED, BatchtuiError
 
 from .output import fail
 
@@ -174,6 +174,9 @@ class Main(click.Group):
         except BrokenPipeError:
             _drop_stdout()
             raise SystemExit(EXIT_BROKEN_PIPE) from None
+        except KeyboardInterrupt:  # a Ctrl-C no verb handled (one while it starts, say)
+            click.echo("interrupted", err=True)  # not click's "Aborted!" and exit 1 (some failed)
+            raise SystemExit(EXIT_INTERRUPTED) from None
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """click's main, and the one failure no verb can report well: its output could not be

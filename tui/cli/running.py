@@ -17,7 +17,7 @@ from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.config import BatchConfig, load_config, stored_config
 from batchtui.engine.enqueue import create_batch
-from batchtui.engine.errors import EXIT_USAGE
+from batchtui.engine.errors import EXIT_INTERRUPTED, EXIT_USAGE
 from batchtui.engine.fmt import count
 from batchtui.engine.limits import check_limit_source
 from batchtui.engine.preflight import preflight_new, preflight_resume
@@ -244,9 +244,13 @@ def _create_and_run(
     detach: bool = False,
     stdin: TextIO | None = None,
 ) -> NoReturn:
-    batch: BatchDir = create_batch(
-        config, spec, processor, stdin=stdin if stdin is not None else sys.stdin, on_enqueue=_enqueue_note
-    )
+    try:
+        batch: BatchDir = create_batch(
+            config, spec, processor, stdin=stdin if stdin is not None else sys.stdin, on_enqueue=_enqueue_note
+        )
+    except KeyboardInterrupt:  # create_batch removed what it had made
+        click.echo("interrupted while reading the sources: no batch was made", err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     manifest = batch.read_manifest()
     t = manifest.totals
     dup = f", {manifest.duplicates_dropped} duplicates dropped" if manifest.duplicates_dropped else ""
