@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -185,23 +186,26 @@ def _interrupt(proc: subprocess.Popen[str], ready: Any, within: float = 60.0) ->
     return proc.returncode, err
 
 
-def _default_sigint() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # the suite's workers may ignore it
+#: The CLI, with SIGINT's default action whatever this process does with it (a process that
+#: ignores SIGINT passes that on, and Python then raises no KeyboardInterrupt).
+CLI_WITH_SIGINT = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'batchtui.tui.cli', *sys.argv[1:]])",
+]
 
 
 def test_a_ctrl_c_while_the_sources_are_read_makes_no_batch_and_exits_130(tmp_path: Path) -> None:
     """Before, click's "Aborted!" and exit 1 (which says "some items failed")."""
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [*CLI, "run", "-", "--cmd", "true", "--headless"],
+        [*CLI_WITH_SIGINT, "run", "-", "--cmd", "true", "--headless"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(out),
-        preexec_fn=_default_sigint,
     )
     assert proc.stdin is not None
     proc.stdin.write("a\nb\n")
@@ -224,12 +228,11 @@ def test_a_ctrl_c_a_verb_does_not_handle_exits_130_with_one_line(tmp_path: Path)
     assert made.returncode == 0, made.stderr
     batch = only_batch(out)
     proc = subprocess.Popen(
-        [*CLI, "logs", str(batch), "0", "-f"],
+        [*CLI_WITH_SIGINT, "logs", str(batch), "0", "-f"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(out),
-        preexec_fn=_default_sigint,
     )
     try:
         assert proc.stdout is not None
@@ -238,7 +241,11 @@ def test_a_ctrl_c_a_verb_does_not_handle_exits_130_with_one_line(tmp_path: Path)
         assert (code, err.strip()) == (130, "interrupted")
     finally:
         # The item is killed, the detached engine ends.
-        skipped = subprocess.run([*CLI, "skip", str(batch), "0"], env=cli_env(out), capture_output=True, timeout=60)
+        skipped = subprocess.run(
+            [*CLI, "skip", str(batch), "0"], env=cli_env(out), capture_output=True, timeout=60, check=False
+        )
         assert skipped.returncode == 0, skipped.stderr
-        waited = subprocess.run([*CLI, "wait", str(batch)], env=cli_env(out), capture_output=True, timeout=60)
+        waited = subprocess.run(
+            [*CLI, "wait", str(batch)], env=cli_env(out), capture_output=True, timeout=60, check=False
+        )
         assert waited.returncode == 1, waited.stderr  # ended: the one item skipped

@@ -37,7 +37,7 @@ LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /
         (["items.txt", "--call", "f.py:f", "--workers", "1", "--executor", "process"], {}, None, 1),
         (["items.txt", "--call", "f.py:f", "--workers", "4096"], {}, None, CPUS),  # a worker a core at most
         (["items.txt", "--cmd", "true"], {}, None, 0),
-        (["items.txt", "-c", "true", "-j", "2"], {}, None, 0),
+        (["items.txt", "--cmd=true", "-j", "2"], {}, None, 0),
         (["items.txt", "--call", "f.py:f", "--executor", "thread"], {}, None, 0),
         (["items.txt", "--call", "f.py:f", "--executor=dask"], {}, None, 0),
         (["items.txt", "--call", "f.py:f", "--detach"], {}, None, 0),

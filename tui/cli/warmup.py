@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 #: What makes a run want no pool workers started ahead: a shell command, no run at all.
-_NOT_A_POOL_RUN = frozenset({"--cmd", "-c", "--detach", "--dry-run", "-h", "--help"})
+_NOT_A_POOL_RUN = frozenset({"--cmd", "--detach", "--dry-run", "-h", "--help"})
 
 
 def workers_wanted(args: Sequence[str], environ: Mapping[str, str], cwd: Path) -> int:
