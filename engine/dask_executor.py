@@ -370,6 +370,10 @@ class DaskExecutor:
                     if self._closing.is_set():
                         return
                     log.exception("dask collector: a task's outcomes")
+            # Let go of the delivered futures before blocking for the next ones. A future still
+            # held keeps its key wanted: were the worker holding its result to die, dask would
+            # run the task again (its items twice) to give back a result nobody reads.
+            done = future = value = None
 
     def _deliver(self, future: Any, value: Any) -> None:
         """One completed future: the outcomes still owed, or (no list came back) the task lost."""

@@ -443,6 +443,46 @@ def test_a_tasks_finished_items_are_committed_while_its_slow_item_runs(tmp_path:
     assert rows(batch.path, "SELECT SUM(attempts) FROM items") == [(8,)]
 
 
+@needs_dask
+def test_the_engine_holds_no_future_of_a_task_it_has_delivered(tmp_path: Path, cluster: Any) -> None:
+    """Tasks of one item each: 0-6 return at once, 7 waits. Once 0-6 are committed, the engine's
+    client wants only task 7's key. A delivered future still held keeps its key wanted: a kill of
+    the worker holding that result made dask run the task again, its item twice (seen in CI as
+    test_a_killed_worker_fails_only_what_it_was_running: the item before the victim's last)."""
+    release = tmp_path / "release"
+    held = tmp_path / "held.py"
+    held.write_text(HELD.format(release=str(release)))
+    config = BatchConfig(
+        output_dir=str(tmp_path / "out"),
+        workers=2,
+        executor="dask",
+        scheduler=cluster.scheduler.address,
+        chunk_size=1,
+        max_attempts=1,
+        fsync=False,
+    )
+    batch = create_batch(config, build_spec([str(_items(tmp_path, 8))]), python_spec(f"{held}:held"))
+    runner = BatchRunner(batch)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: complete_seqs(batch.path) == list(range(7)), timeout=30)
+        client = runner.executor.client  # type: ignore[attr-defined]
+
+        def wanted() -> list[str]:
+            return [key for key, n in dict(client.refcount).items() if n > 0]
+
+        # Task 7's future, nothing else (the delivered ones go as the collector moves on).
+        wait_until(lambda: len(wanted()) == 1, timeout=5)
+        assert not release.exists() and thread.is_alive()
+        (key,) = wanted()
+        assert key.endswith("-7-7"), key  # batchtui-<run>-<first seq>-<last seq>
+    finally:
+        release.touch()
+        thread.join(60)
+    assert not thread.is_alive()
+
+
 # -- the workers' gates, without a cluster ---------------------------------------------------------
 
 
