@@ -1,8 +1,7 @@
 """The dask executor (``--executor dask``): items run on a dask.distributed cluster.
 
-dask is an optional extra (``pip install 'batchtui[dask]'``). This module imports nothing from
-dask at import time, so importing batchtui never imports dask; the worker side
-(:mod:`.dask_worker`) needs only batchtui itself.
+dask is an optional extra (``pip install 'batchtui[dask]'``), which this module imports only when
+a run uses it; the worker side (:mod:`.dask_worker`) needs only batchtui itself.
 
 How it works. The engine stays the single writer of the batch directory, and the control
 contract (DESIGN section 6) holds here as on the local executors: work the runner hands out
@@ -48,8 +47,8 @@ first runs the task again on another worker, per its own setting), or the connec
 Items that may have begun come back as ``WorkerLost`` (transient, retried with the backoff and
 ``--max-attempts``); items known not to have begun come back ``returned`` (back to pending, no
 attempt counted); how that is known: :meth:`.dask_ledger.Ledger.lost`. A worker that dies after
-a task ended and before the engine gathered its result loses that result: dask computes the
-task again elsewhere, so those items run again (counted once).
+a task ended and before the engine gathered its result loses it: dask computes the task again
+elsewhere, so those items run again (counted once); a gathered one is let go at once.
 
 Cluster. An existing one (``--scheduler``), left running, or a ``LocalCluster`` the engine starts
 and closes (:mod:`.dask_cluster` connects, checks and asks it). batchtui, the ``--call`` module
@@ -370,10 +369,7 @@ class DaskExecutor:
                     if self._closing.is_set():
                         return
                     log.exception("dask collector: a task's outcomes")
-            # Let go of the delivered futures before blocking for the next ones. A future still
-            # held keeps its key wanted: were the worker holding its result to die, dask would
-            # run the task again (its items twice) to give back a result nobody reads.
-            done = future = value = None
+            done = future = value = None  # held, a key stays wanted: dask would run it again
 
     def _deliver(self, future: Any, value: Any) -> None:
         """One completed future: the outcomes still owed, or (no list came back) the task lost."""
