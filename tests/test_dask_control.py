@@ -403,20 +403,18 @@ def held(item):
 """
 
 
-@needs_dask
-def test_a_tasks_finished_items_are_committed_while_its_slow_item_runs(tmp_path: Path, cluster: Any) -> None:
-    """One task of 8 items: 0-6 return at once, 7 waits for a file. 0-6 reach results.jsonl and
-    the store while 7 runs (when they came only with the task's result, the dashboard showed
-    nothing done meanwhile, and a kill -9 of the engine lost them: they ran again)."""
+def _held_run(tmp_path: Path, cluster: Any, *, workers: int, chunk_size: int) -> tuple[Any, Any, Any, Path]:
+    """8 items of HELD on the cluster, run by an engine in a thread of this process, started:
+    (batch, runner, thread, the file that releases item 7)."""
     release = tmp_path / "release"
     held = tmp_path / "held.py"
     held.write_text(HELD.format(release=str(release)))
     config = BatchConfig(
         output_dir=str(tmp_path / "out"),
-        workers=1,
+        workers=workers,
         executor="dask",
         scheduler=cluster.scheduler.address,
-        chunk_size=8,
+        chunk_size=chunk_size,
         max_attempts=1,
         fsync=False,
     )
@@ -424,6 +422,15 @@ def test_a_tasks_finished_items_are_committed_while_its_slow_item_runs(tmp_path:
     runner = BatchRunner(batch)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
+    return batch, runner, thread, release
+
+
+@needs_dask
+def test_a_tasks_finished_items_are_committed_while_its_slow_item_runs(tmp_path: Path, cluster: Any) -> None:
+    """One task of 8 items: 0-6 return at once, 7 waits for a file. 0-6 reach results.jsonl and
+    the store while 7 runs (when they came only with the task's result, the dashboard showed
+    nothing done meanwhile, and a kill -9 of the engine lost them: they ran again)."""
+    batch, _, thread, release = _held_run(tmp_path, cluster, workers=1, chunk_size=8)
 
     def committed() -> list[int]:
         return complete_seqs(batch.path)
@@ -449,22 +456,7 @@ def test_the_engine_holds_no_future_of_a_task_it_has_delivered(tmp_path: Path, c
     client wants only task 7's key. A delivered future still held keeps its key wanted: a kill of
     the worker holding that result made dask run the task again, its item twice (seen in CI as
     test_a_killed_worker_fails_only_what_it_was_running: the item before the victim's last)."""
-    release = tmp_path / "release"
-    held = tmp_path / "held.py"
-    held.write_text(HELD.format(release=str(release)))
-    config = BatchConfig(
-        output_dir=str(tmp_path / "out"),
-        workers=2,
-        executor="dask",
-        scheduler=cluster.scheduler.address,
-        chunk_size=1,
-        max_attempts=1,
-        fsync=False,
-    )
-    batch = create_batch(config, build_spec([str(_items(tmp_path, 8))]), python_spec(f"{held}:held"))
-    runner = BatchRunner(batch)
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
+    batch, runner, thread, release = _held_run(tmp_path, cluster, workers=2, chunk_size=1)
     try:
         wait_until(lambda: complete_seqs(batch.path) == list(range(7)), timeout=30)
         client = runner.executor.client  # type: ignore[attr-defined]

@@ -198,44 +198,57 @@ def test_a_refused_run_leaves_no_worker_behind_and_prints_one_line(tmp_path: Pat
 
 START_AND_INTERRUPT = textwrap.dedent(
     """
-    import os, signal, sys, time
+    import os, signal, sys
     from batchtui.engine import warmstart
+    from batchtui.engine.attempts import Classifier
+    from batchtui.engine.poolworker import WorkerSettings, WorkerSpec
 
     if __name__ == "__main__":
         warmstart.start(2)
         procs = [p for p, _, _ in warmstart._warm]
         for p in procs:
             os.kill(p.pid, signal.SIGINT)  # a Ctrl-C while they start: their imports go on
-        time.sleep(0.5)
-        alive = [p.is_alive() for p in procs]
         token = warmstart.claim_token()
         assert warmstart.claim_token() is None  # given once
+        # One is adopted: it answers ready (it lived through the SIGINT), then leaves when told.
+        proc, conn, _ = warmstart.take(8)
+        conn.send((WorkerSpec("python", None, sys.argv[1], os.getcwd(), False), WorkerSettings(None, 1 << 20, 1 << 20, Classifier())))
+        answer = conn.recv()[0] if conn.poll(60) else "silent"
+        # (read once both have long been exec'd: during its exec a process's environ reads empty)
         carried = [open(f"/proc/{p.pid}/environ", "rb").read().split(b"\\0") for p in procs]
-        warmstart.discard()
+        conn.send(None)
+        warmstart.discard()  # the other one
         for p in procs:
             p.join(10)
-        print(alive, [p.exitcode for p in procs], [("BATCHTUI_RUN_TOKEN=" + token).encode() in env for env in carried])
+        print(answer, [p.exitcode for p in procs], [("BATCHTUI_RUN_TOKEN=" + token).encode() in env for env in carried])
         print(os.environ.get("BATCHTUI_RUN_TOKEN"))
     """
 )
 
 
-@LINUX
-def test_warm_workers_ignore_a_ctrl_c_carry_the_token_and_end_when_discarded(tmp_path: Path) -> None:
-    script = tmp_path / "start.py"
-    script.write_text(START_AND_INTERRUPT)
-    done = subprocess.run(
-        [sys.executable, str(script)],
+def _script(tmp_path: Path, text: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``text`` run as a script of its own (its pipes and shared arrays are not this process's)."""
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    return subprocess.run(
+        [sys.executable, str(script), *args],
         env=cli_env(tmp_path / "out"),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
+
+
+@LINUX
+def test_warm_workers_ignore_a_ctrl_c_carry_the_token_and_end_when_discarded(tmp_path: Path) -> None:
+    (tmp_path / "calls.py").write_text("def noop(item):\n    return None\n")
+    done = _script(tmp_path, START_AND_INTERRUPT, f"{tmp_path}/calls.py:noop")
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "[True, True] [-9, -9] [True, True]"  # alive after the SIGINT; discard kills
+    # The adopted one was ready and left (0), the other was killed (-9); both carried the token.
+    assert lines[0] == "ready [0, -9] [True, True]"
     assert lines[1] == "None"  # this process's own environment is as it was
 
 
@@ -263,8 +276,6 @@ A_THREAD_RUN_AFTER_A_WARM_START = textwrap.dedent(
 
 
 def test_warm_workers_a_thread_run_does_not_want_are_ended_as_it_begins(tmp_path: Path) -> None:
-    script = tmp_path / "thread_run.py"
-    script.write_text(A_THREAD_RUN_AFTER_A_WARM_START)
     # The items run in the script's process (thread executor): each counts the pool workers
     # still alive there as it runs.
     (tmp_path / "calls.py").write_text(
@@ -273,13 +284,12 @@ def test_warm_workers_a_thread_run_does_not_want_are_ended_as_it_begins(tmp_path
         "    return sum(p.name == 'batchtui-pool-worker' for p in multiprocessing.active_children())\n"
     )
     (tmp_path / "items.txt").write_text("a\nb\n")
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "out"), str(tmp_path / "items.txt"), f"{tmp_path}/calls.py:noop"],
-        env=cli_env(tmp_path / "out"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = _script(
+        tmp_path,
+        A_THREAD_RUN_AFTER_A_WARM_START,
+        str(tmp_path / "out"),
+        str(tmp_path / "items.txt"),
+        f"{tmp_path}/calls.py:noop",
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == "0 [0, 0] 0"
