@@ -313,6 +313,7 @@ def check_store(pf: Preflight, batch_path: Path, *, thorough: bool | None = True
     from .files import DamagedFile
     from .models import BatchState
     from .store import ItemStore, StoreError
+    from .store.connection import StoreBusy, busy
 
     bdir = BatchDir(batch_path)
     try:
@@ -334,11 +335,14 @@ def check_store(pf: Preflight, batch_path: Path, *, thorough: bool | None = True
         finally:
             store.close()
     except (StoreError, Exception) as exc:
+        locked = isinstance(exc, StoreBusy) or busy(exc)
         pf.add(
             "store",
             "fail",
             f"{bdir.items_db} is not readable: {exc}",
-            f"{shell_line('batchtui', 'recover', bdir.batch_id)} rebuilds it from results.jsonl and the source",
+            StoreBusy.hint
+            if locked
+            else f"{shell_line('batchtui', 'recover', bdir.batch_id)} rebuilds it from results.jsonl and the source",
         )
         return
     pf.add(

@@ -37,7 +37,7 @@ from .fmt import cut_percent, shell_line
 from .models import BatchState, Counts, LiveCounts, LiveProgress, Report, ResultLine
 from .resultscheck import check_line, encode_line, rebuild
 from .store import ItemStore, StoreError
-from .store.connection import StoreUnreachable, sqlite_uri
+from .store.connection import StoreBusy, StoreUnreachable, busy, sqlite_uri
 
 SALVAGE_CHUNK: Final = 500
 _UPDATE_BATCH: Final = 5000
@@ -105,11 +105,12 @@ def store_is_healthy(path: Path, budget_s: float | None = None) -> bool:
     past it, the check stops and only what it read so far counts. A view (``show``) uses that;
     ``recover`` and ``check`` do not. A store that cannot be read from here but is not known to
     be damaged (no permission, a read-only folder) raises
-    :class:`~.store.connection.StoreUnreachable` rather than answering False.
+    :class:`~.store.connection.StoreUnreachable` rather than answering False, and one another
+    process holds locked, :class:`~.store.connection.StoreBusy`.
     """
     try:
         store = ItemStore.open_readonly(path)
-    except StoreUnreachable:
+    except (StoreUnreachable, StoreBusy):
         raise  # not damaged: the caller says why it cannot be read
     except (StoreError, sqlite3.Error, OSError):
         return False
@@ -132,7 +133,11 @@ def store_is_healthy(path: Path, budget_s: float | None = None) -> bool:
             rows = [("ok",)]  # nothing wrong in the part it had time to read
         store.conn.set_progress_handler(None, 0)
         store.counts()
-    except (StoreError, sqlite3.Error):
+    except StoreBusy:
+        raise
+    except (StoreError, sqlite3.Error) as exc:
+        if busy(exc):
+            raise StoreBusy(f"{path} is locked by another process ({exc})") from None
         return False
     finally:
         store.close()

@@ -249,3 +249,49 @@ def test_a_ctrl_c_a_verb_does_not_handle_exits_130_with_one_line(tmp_path: Path)
             [*CLI, "wait", str(batch)], env=cli_env(out), capture_output=True, timeout=60, check=False
         )
         assert waited.returncode == 1, waited.stderr  # ended: the one item skipped
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["show"],
+        ["export"],
+        ["errors"],
+        ["skip", "{id}", "1"],
+        ["recover", "{id}"],
+        ["check", "--batch", "{id}"],
+        ["add", "{id}", "{more}"],  # a writer: its open (journal_mode=WAL) is what waits
+    ],
+)
+def test_a_store_another_process_holds_locked_is_said_so_not_called_damaged(tmp_path: Path, verb: list[str]) -> None:
+    """items.db locked by another process (an engine stopped with Ctrl-Z while it opens it,
+    say): each reader waits 2 s, then says so. It said "not a readable batchtui store" or
+    "damaged", with `recover` as the way out (CI caught an engine SIGSTOPped in that window)."""
+    import sqlite3
+
+    out = tmp_path / "out"
+    (tmp_path / "items.txt").write_text("a\nb\nc\n")
+    made = subprocess.run(
+        [*CLI, "run", str(tmp_path / "items.txt"), "--cmd", "true", "--headless"],
+        env=cli_env(out), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    batch = only_batch(out)
+    holder = sqlite3.connect(batch / "items.db", isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        (tmp_path / "more.txt").write_text("d\n")
+        args = [a.replace("{id}", batch.name).replace("{more}", str(tmp_path / "more.txt")) for a in verb]
+        done = subprocess.run(
+            [*CLI, *args, "-o", str(out)] if verb[0] != "check" else [*CLI, *args],
+            env=cli_env(out), capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        holder.close()
+    text = done.stdout + done.stderr
+    assert done.returncode == 2, text
+    assert "is locked by another process" in text and "Ctrl-Z or SIGSTOP" in text, text
+    assert "batchtui recover" not in text, text  # not the way out: nothing is damaged
+    assert "damaged" not in text and "not a readable batchtui store" not in text, text
+    assert not list(batch.glob("items.db.corrupt-*"))

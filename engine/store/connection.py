@@ -35,6 +35,19 @@ class StoreCorrupt(StoreError, sqlite3.DatabaseError):
     """
 
 
+class StoreBusy(StoreError):
+    """Another process held items.db locked longer than a reader waits: an engine opening it
+    (while it sets up its WAL), stopped there by Ctrl-Z or SIGSTOP, say. Nothing is damaged."""
+
+    hint = "another process holds items.db (an engine stopped with Ctrl-Z or SIGSTOP?): try again once it goes on"
+
+
+def busy(exc: BaseException) -> bool:
+    """Whether a SQLite error says the database is locked by another connection."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def recover_hint(path: Path) -> str:
     """The way out for a damaged or missing store, for error messages."""
     return f"rebuild it from results.jsonl and the source with `{shell_line('batchtui', 'recover', path.parent.name)}`"
@@ -170,6 +183,8 @@ def _opened(path: Path, target: str | Path, pragmas: tuple[str, ...], **kwargs: 
             conn.close()
         if isinstance(exc, StoreError):
             raise
+        if busy(exc):
+            raise StoreBusy(f"{path} is locked by another process ({exc})") from None
         raise StoreError(f"{path}: {exc}; {recover_hint(path)}") from None
     return conn
 

@@ -28,7 +28,15 @@ import orjson
 from ..errors import ErrorInfo, group_id
 from ..files import WriteFailed
 from ..models import Counts, ErrorGroup
-from .connection import StoreCorrupt, StoreError, StoreUnreachable, connect_readonly, recover_hint
+from .connection import (
+    StoreBusy,
+    StoreCorrupt,
+    StoreError,
+    StoreUnreachable,
+    busy,
+    connect_readonly,
+    recover_hint,
+)
 from .schema import ITEM_COLUMNS, STATUSES, check_version
 from .selection import ACTION_STATUSES, EVERYTHING, ItemFilter, Selection, selection_condition
 from .selection import where as filter_where
@@ -44,6 +52,7 @@ __all__ = [
     "ItemQueries",
     "ItemRow",
     "Selection",
+    "StoreBusy",
     "StoreCorrupt",
     "StoreError",
     "StoreUnreachable",
@@ -336,6 +345,8 @@ class ItemQueries:
         except StoreError:
             raise
         except (sqlite3.Error, WriteFailed) as exc:
+            if busy(exc):
+                raise StoreBusy(f"{self.path} is locked by another process ({exc})") from None
             raise StoreError(f"{self.path}: cannot read the store ({exc})") from None
 
     def size(self) -> int:

@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
-from .connection import StoreCorrupt, StoreError, recover_hint
+from .connection import StoreBusy, StoreCorrupt, StoreError, busy, recover_hint
 
 SCHEMA_VERSION: Final = 1
 #: The item statuses, in their lifecycle order (DESIGN §3).
@@ -127,6 +127,8 @@ def check_version(conn: sqlite3.Connection, path: Path) -> None:
     except StoreCorrupt:
         raise
     except sqlite3.DatabaseError as exc:
+        if busy(exc):
+            raise StoreBusy(f"{path} is locked by another process ({exc})") from None
         raise StoreError(f"{path} is not a readable batchtui store: {exc}; {recover_hint(path)}") from None
     if row is None:
         raise StoreError(f"{path} has no schema version (not a batchtui store); {recover_hint(path)}")

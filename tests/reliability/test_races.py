@@ -331,7 +331,9 @@ def test_command_queued_for_an_engine_that_dies_is_not_lost(tmp_path: Path, out_
     batch = _stopped_batch(tmp_path, out_dir, 100, at=5)
     engine = start(["resume", batch.name, "--headless"], out=out_dir, cwd=tmp_path)
     try:
-        wait_until(lambda: (batch / "lock").stat().st_size > 0, 30, "engine lock")
+        # Its run recorded: it has opened the store (stopped while it sets up items.db's WAL, it
+        # would hold it locked, and the skip below would wait for the store, not the engine).
+        wait_until(lambda: read_json(batch / "manifest.json")["history"][-1]["pid"] == engine.pid, 30, "engine run")
         os.kill(engine.pid, signal.SIGSTOP)  # alive, holding the lock, reading nothing
         proc = cli(["skip", batch.name, "90", "--wait", "1"], out=out_dir, cwd=tmp_path)
         assert proc.returncode == 1 and "queued" in proc.stderr
