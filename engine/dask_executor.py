@@ -1,7 +1,7 @@
 """The dask executor (``--executor dask``): items run on a dask.distributed cluster.
 
-dask is an optional extra (``pip install 'batchtui[dask]'``), which this module imports only when
-a run uses it; the worker side (:mod:`.dask_worker`) needs only batchtui itself.
+dask is an optional extra (``pip install 'batchtui[dask]'``), imported only when a run uses it;
+the worker side (:mod:`.dask_worker`) needs only batchtui itself.
 
 How it works. The engine stays the single writer of the batch directory, and the control
 contract (DESIGN section 6) holds here as on the local executors: work the runner hands out
@@ -47,8 +47,8 @@ first runs the task again on another worker, per its own setting), or the connec
 Items that may have begun come back as ``WorkerLost`` (transient, retried with the backoff and
 ``--max-attempts``); items known not to have begun come back ``returned`` (back to pending, no
 attempt counted); how that is known: :meth:`.dask_ledger.Ledger.lost`. A worker that dies after
-a task ended and before the engine gathered its result loses it: dask computes the task again
-elsewhere, so those items run again (counted once); a gathered one is let go at once.
+a task ended and before the engine let go of its result (gathered, then released to the
+scheduler every 10 ms) loses it: dask runs the task again elsewhere (its items counted once).
 
 Cluster. An existing one (``--scheduler``), left running, or a ``LocalCluster`` the engine starts
 and closes (:mod:`.dask_cluster` connects, checks and asks it). batchtui, the ``--call`` module

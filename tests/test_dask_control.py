@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -359,15 +360,22 @@ def test_a_killed_worker_fails_only_what_it_was_running(tmp_path: Path, out_dir:
         wait_until(lambda: _alive(engine) and len(_dask_workers(engine.pid)) == 2, timeout=60)
         victim = _dask_workers(engine.pid)[0].pid
 
+        committed_at: dict[int, float] = {}
+
         def mid_item() -> bool:
-            """The victim runs its third item or later, and the engine has the result of the one
-            before: it is killed in the middle of an item, no finished result of it unread (dask
-            would compute that task again, as a lost result, on another worker)."""
+            """The victim runs its third item or later, and the engine has had the result of the
+            one before for 0.15 s: it is killed in the middle of an item (0.4 s), with no result of
+            it the engine has not read and let go of. A result read but not yet let go of at the
+            scheduler (the client's release goes out batched, every 10 ms) is still wanted: dask
+            would compute that task again on another worker, its item twice (module docstring
+            of engine/dask_executor.py). CI saw that under load when the kill came at once."""
             mine = _starts(log, victim)
             if len(mine) < 3:
                 return False
             data = (only_batch(out_dir) / "results.jsonl").read_bytes()
-            return mine[-2][0] in {orjson.loads(line)["seq"] for line in data.splitlines()[:-1] if line}
+            if mine[-2][0] not in {orjson.loads(line)["seq"] for line in data.splitlines()[:-1] if line}:
+                return False
+            return time.monotonic() - committed_at.setdefault(mine[-2][0], time.monotonic()) >= 0.15
 
         wait_until(mid_item, timeout=60)
         os.kill(victim, signal.SIGKILL)
