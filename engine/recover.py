@@ -137,7 +137,7 @@ def store_is_healthy(path: Path, budget_s: float | None = None) -> bool:
         raise
     except (StoreError, sqlite3.Error) as exc:
         if busy(exc):
-            raise StoreBusy(f"{path} is locked by another process ({exc})") from None
+            raise StoreBusy.of(path, exc) from None
         return False
     finally:
         store.close()

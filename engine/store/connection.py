@@ -41,6 +41,11 @@ class StoreBusy(StoreError):
 
     hint = "another process holds items.db (an engine stopped with Ctrl-Z or SIGSTOP?): try again once it goes on"
 
+    @classmethod
+    def of(cls, path: Path, exc: BaseException) -> StoreBusy:
+        """The error for ``path``, given SQLite's ``exc`` (one that :func:`busy` says is a lock)."""
+        return cls(f"{path} is locked by another process ({exc})")
+
 
 def busy(exc: BaseException) -> bool:
     """Whether a SQLite error says the database is locked by another connection."""
@@ -184,7 +189,7 @@ def _opened(path: Path, target: str | Path, pragmas: tuple[str, ...], **kwargs: 
         if isinstance(exc, StoreError):
             raise
         if busy(exc):
-            raise StoreBusy(f"{path} is locked by another process ({exc})") from None
+            raise StoreBusy.of(path, exc) from None
         raise StoreError(f"{path}: {exc}; {recover_hint(path)}") from None
     return conn
 

@@ -346,7 +346,7 @@ class ItemQueries:
             raise
         except (sqlite3.Error, WriteFailed) as exc:
             if busy(exc):
-                raise StoreBusy(f"{self.path} is locked by another process ({exc})") from None
+                raise StoreBusy.of(self.path, exc) from None
             raise StoreError(f"{self.path}: cannot read the store ({exc})") from None
 
     def size(self) -> int:

@@ -128,7 +128,7 @@ def check_version(conn: sqlite3.Connection, path: Path) -> None:
         raise
     except sqlite3.DatabaseError as exc:
         if busy(exc):
-            raise StoreBusy(f"{path} is locked by another process ({exc})") from None
+            raise StoreBusy.of(path, exc) from None
         raise StoreError(f"{path} is not a readable batchtui store: {exc}; {recover_hint(path)}") from None
     if row is None:
         raise StoreError(f"{path} has no schema version (not a batchtui store); {recover_hint(path)}")

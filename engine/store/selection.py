@@ -40,10 +40,11 @@ class ItemFilter:
     ``status`` is one of :data:`STATUSES`; ``error_type`` matches exactly; ``error_group`` is
     a group's id (8 hex digits, :func:`~batchtui.engine.errors.group_id`); ``text`` is a
     case-insensitive substring of the key or the error as the items table shows it
-    (``TYPE: message``), ``match`` of the error message only (``%`` and ``_`` are plain characters in both); ``key_glob`` is a glob on the key
-    (``*``, ``?``, ``[...]``, case-sensitive); ``seqs`` keeps only those items (an empty set:
-    none); ``seq_ranges`` only the seqs of those inclusive ranges (kept sorted and merged). An
-    empty string means "not given". ``ItemFilter()`` is every item.
+    (``TYPE: message``), ``match`` of the error message only (``%`` and ``_`` are plain
+    characters in both); ``key_glob`` is a glob on the key (``*``, ``?``, ``[...]``,
+    case-sensitive); ``seqs`` keeps only those items (an empty set: none); ``seq_ranges`` only
+    the seqs of those inclusive ranges (kept sorted and merged). An empty string means "not
+    given". ``ItemFilter()`` is every item.
     """
 
     status: str | None = None
