@@ -23,8 +23,8 @@ from batchtui.tui.themes import (
     PREFERRED_ORDER,
     ThemeFile,
     ThemeFileError,
-    apply_color_system,
     builtin_dir,
+    color_system,
     load_theme_file,
     load_themes,
     next_theme,
@@ -314,7 +314,7 @@ def test_every_theme_applies_in_a_running_app(xdg: Path) -> None:
 
 
 def test_importing_the_themes_module_does_not_import_textual() -> None:
-    # Otherwise apply_color_system would always be too late.
+    # Otherwise color_system would always be too late.
     code = "import sys, batchtui.tui.themes; print(any(m.startswith('textual') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -324,29 +324,35 @@ def test_importing_the_themes_module_does_not_import_textual() -> None:
 def test_color_system_applies_before_textual_is_imported(value: str, expected: str) -> None:
     code = (
         "import os, sys\n"
-        "from batchtui.tui.themes import apply_color_system\n"
-        f"apply_color_system({value!r})\n"
-        "from textual.app import App\n"
-        "print(App().console.color_system, 'NO_COLOR' in os.environ)\n"
+        "from batchtui.tui.themes import color_system\n"
+        f"with color_system({value!r}):\n"
+        "    from textual.app import App\n"
+        "    app = App()\n"
+        "    print(app.console.color_system, app.no_color, 'NO_COLOR' in os.environ)\n"
+        "print(os.environ.get('NO_COLOR'), os.environ.get('TEXTUAL_COLOR_SYSTEM'), App().console.color_system)\n"
     )
     env = {**os.environ, "NO_COLOR": "1"}  # a forced colour system overrides an inherited NO_COLOR
     env.pop("TEXTUAL_COLOR_SYSTEM", None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.split() == [expected, "False"]
+    inside, after = out.stdout.splitlines()
+    assert inside.split() == [expected, "False", "False"]
+    # The environment is given back (the run's items inherit it); apps made later keep the choice.
+    assert after.split() == ["1", "None", expected]
 
 
 def test_color_system_none_means_no_colour_without_crashing_textual() -> None:
     code = (
         "import os\n"
-        "from batchtui.tui.themes import apply_color_system\n"
-        "apply_color_system('none')\n"
-        "from textual.app import App\n"
-        "app = App()\n"
-        "print(os.environ['NO_COLOR'], app.no_color)\n"
+        "from batchtui.tui.themes import color_system\n"
+        "with color_system('none'):\n"
+        "    from textual.app import App\n"
+        "    app = App()\n"
+        "    print(os.environ['NO_COLOR'], app.no_color)\n"
+        "print('NO_COLOR' in os.environ, 'TEXTUAL_COLOR_SYSTEM' in os.environ, app.no_color)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TEXTUAL_COLOR_SYSTEM")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.split() == ["1", "True"]
+    assert out.stdout.split() == ["1", "True", "False", "False", "True"]
 
 
 def test_color_system_after_textual_import_still_reaches_new_apps(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,15 +361,20 @@ def test_color_system_after_textual_import_still_reaches_new_apps(monkeypatch: p
     monkeypatch.setenv("TEXTUAL_COLOR_SYSTEM", "auto")  # restored afterwards
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setattr(constants, "COLOR_SYSTEM", constants.COLOR_SYSTEM)
-    apply_color_system(" 256 ")
-    assert os.environ["TEXTUAL_COLOR_SYSTEM"] == "256"
+    with color_system(" 256 "):
+        assert os.environ["TEXTUAL_COLOR_SYSTEM"] == "256"
+        assert App().console.color_system == "256"
+    assert os.environ["TEXTUAL_COLOR_SYSTEM"] == "auto"
     assert App().console.color_system == "256"
-    apply_color_system(None)  # no flag given: nothing changes
-    assert os.environ["TEXTUAL_COLOR_SYSTEM"] == "256"
+    with color_system(None):  # no flag given: nothing changes
+        assert os.environ["TEXTUAL_COLOR_SYSTEM"] == "auto"
+    assert App().console.color_system == "256"
 
 
 @pytest.mark.parametrize("value", ["16", "windows", "", "true color"])
 def test_color_system_rejects_unknown_values(value: str) -> None:
-    with pytest.raises(ValueError, match="auto, standard, 256, truecolor, none"):
-        apply_color_system(value)
+    before = dict(os.environ)
+    with pytest.raises(ValueError, match="auto, standard, 256, truecolor, none"), color_system(value):
+        pass
+    assert dict(os.environ) == before
     assert "256" in COLOR_SYSTEMS

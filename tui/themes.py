@@ -26,8 +26,8 @@ in ``$XDG_CONFIG_HOME/batchtui/themes`` (a user theme named like a built-in
 replaces it). A broken user file never stops the app: ``load_themes`` returns
 it as a problem message naming the file, and the app shows it and goes on.
 
-This module imports textual only inside its functions, so ``apply_color_system``
-can be imported and called before textual is loaded (see its docstring).
+This module imports textual only inside its functions, so ``color_system`` can be
+imported and entered before textual is loaded (see its docstring).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -54,8 +55,8 @@ __all__ = [
     "PREFERRED_ORDER",
     "ThemeFile",
     "ThemeFileError",
-    "apply_color_system",
     "builtin_dir",
+    "color_system",
     "load_theme_file",
     "load_themes",
     "next_theme",
@@ -71,7 +72,10 @@ PREFERRED_ORDER = ("dark", "light", "high-contrast")
 """These come first in every theme list (and in the `t` cycle); the rest follow by name."""
 
 COLOR_SYSTEMS = ("auto", "standard", "256", "truecolor", "none")
-"""Values accepted by ``apply_color_system`` (and ``--color-system``)."""
+"""Values accepted by ``color_system`` (and ``--color-system``)."""
+
+_COLOR_VARIABLES = ("NO_COLOR", "TEXTUAL_COLOR_SYSTEM")
+"""What ``color_system`` sets while the app is made, and gives back after."""
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _VARIABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -376,14 +380,20 @@ def next_theme(current: str, names: list[str]) -> str:
 # -- colour system ---------------------------------------------------------------------------
 
 
-def apply_color_system(value: str | None) -> None:
-    """Force the terminal colour system Textual uses (``--color-system``).
+@contextmanager
+def color_system(value: str | None) -> Iterator[None]:
+    """Force the terminal colour system of the apps made inside (``--color-system``).
 
-    Call it **before importing textual.app** (in the CLI, before the TUI modules are
-    imported): Textual reads ``TEXTUAL_COLOR_SYSTEM`` once, into
-    ``textual.constants.COLOR_SYSTEM``, when textual is first imported, and every
-    ``App`` builds its console from that constant. If textual is already loaded,
-    the constant is updated as well, so apps created afterwards still follow it.
+    Enter it **before importing textual.app** (in the CLI, before the TUI modules are
+    imported) and make the app inside: Textual reads ``TEXTUAL_COLOR_SYSTEM`` once, into
+    ``textual.constants.COLOR_SYSTEM``, when textual is first imported, and an ``App``
+    reads ``NO_COLOR`` and that constant when it is made. If textual is already loaded,
+    the constant is updated as well, so apps made afterwards still follow it.
+
+    On leaving, ``os.environ`` is given back as it was (the constant keeps the choice).
+    The environment is the one the run's items inherit: a dashboard's colours must not
+    change what a command or a callable sees (a ``NO_COLOR`` the user set, taken away by
+    ``truecolor``, would put escapes into the results).
 
     Why: over SSH the terminal's abilities are guessed from ``TERM`` and ``COLORTERM``,
     which are often lost or wrong on the way (sshd does not forward ``COLORTERM`` by
@@ -393,18 +403,20 @@ def apply_color_system(value: str | None) -> None:
     Args:
         value: ``auto`` (detect), ``standard`` (16 colours), ``256``, ``truecolor``,
             ``none`` (no colour: sets ``NO_COLOR``, which Textual honours by drawing
-            in monochrome), or None to leave the environment alone. A forced colour
+            in monochrome), or None to leave everything alone. A forced colour
             system overrides an inherited ``NO_COLOR``, as no-color.org says
             command-line options should.
 
     Raises:
-        ValueError: any other value.
+        ValueError: any other value (before anything changed).
     """
     if value is None:
+        yield
         return
     choice = value.strip().lower()
     if choice not in COLOR_SYSTEMS:
         raise ValueError(f"unknown colour system {value!r}: choose one of {', '.join(COLOR_SYSTEMS)}")
+    before = {name: os.environ.get(name) for name in _COLOR_VARIABLES}
     if choice == "none":
         # TEXTUAL_COLOR_SYSTEM=none would crash Textual (rich knows no "none" system);
         # NO_COLOR is its supported switch. Standard keeps the few escapes left minimal.
@@ -418,3 +430,11 @@ def apply_color_system(value: str | None) -> None:
     constants = sys.modules.get("textual.constants")
     if constants is not None:
         setattr(constants, "COLOR_SYSTEM", system)  # noqa: B010 (a Final the type checker guards)
+    try:
+        yield
+    finally:
+        for name, old in before.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old

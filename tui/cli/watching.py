@@ -58,14 +58,14 @@ def launch_tui(
 ) -> NoReturn:
     """Run the Textual app and exit with its return code."""
     obj = ctx.find_root().obj or {}
-    color_system = obj.get("color_system")
-    if color_system:
-        from ..themes import apply_color_system
+    from ..themes import color_system  # imports no textual
 
-        apply_color_system(color_system)  # before textual is imported
-    from ..app import BatchtuiApp  # textual: only when the app runs
+    # Textual reads the colour system when imported and when the app is made; the environment
+    # is given back then, for the items' processes the engine starts later.
+    with color_system(obj.get("color_system")):
+        from ..app import BatchtuiApp  # textual: only when the app runs
 
-    app = BatchtuiApp(output_dir=output_dir, batch=batch, runner=runner, theme=theme or obj.get("theme"))
+        app = BatchtuiApp(output_dir=output_dir, batch=batch, runner=runner, theme=theme or obj.get("theme"))
     interrupted = False
     try:
         with terminal_held():  # a --call module's logging handler never writes under the screen
