@@ -258,6 +258,44 @@ def test_a_bounded_health_check_stops_in_time_and_still_finds_a_damaged_header(t
     assert not store_is_healthy(path, budget_s=1.0)
 
 
+def test_a_busy_answer_to_the_health_check_is_busy_not_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite answers busy to the check itself, after the open (a WAL being recovered by the
+    engine that just took the batch): the check says busy, never False, which would send
+    `recover` to rebuild a healthy store. (An exclusive lock cannot come between: in WAL mode
+    the open reader's shared lock keeps it out, so SQLite's own error is planted here.)"""
+    from batchtui.engine import recover
+    from batchtui.engine.store.connection import StoreBusy
+
+    path = tmp_path / "items.db"
+    ItemStore.create(path, durable=False).close()
+    opened = ItemStore.open_readonly
+
+    class BusyCheck:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.conn, name)
+
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            if sql.startswith("PRAGMA quick_check"):
+                exc = sqlite3.OperationalError("database is locked")
+                exc.sqlite_errorcode = 261  # SQLITE_BUSY_RECOVERY  # type: ignore[attr-defined]
+                raise exc
+            return self.conn.execute(sql, *args)
+
+    def open_busy(where: Path) -> ItemStore:
+        store = opened(where)
+        store.conn = BusyCheck(store.conn)  # type: ignore[assignment]
+        return store
+
+    monkeypatch.setattr(recover.ItemStore, "open_readonly", staticmethod(open_busy))
+    with pytest.raises(StoreBusy, match="locked by another process"):
+        recover.store_is_healthy(path)
+    monkeypatch.undo()
+    assert recover.store_is_healthy(path)
+
+
 def test_completing_an_item_logs_its_attempt(tmp_path: Path) -> None:
     """The store's trigger writes the attempt row of a completion from the items row itself."""
     path = tmp_path / "items.db"
