@@ -261,6 +261,10 @@ def test_a_ctrl_c_a_verb_does_not_handle_exits_130_with_one_line(tmp_path: Path)
         ["recover", "{id}"],
         ["check", "--batch", "{id}"],
         ["add", "{id}", "{more}"],  # a writer: its open (journal_mode=WAL) is what waits
+        ["logs", "{id}", "0"],
+        ["retry", "{id}"],
+        ["prioritize", "{id}", "1"],
+        ["resume", "{id}", "--headless"],
     ],
 )
 def test_a_store_another_process_holds_locked_is_said_so_not_called_damaged(tmp_path: Path, verb: list[str]) -> None:

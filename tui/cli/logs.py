@@ -114,7 +114,7 @@ def logs_cmd(
     try:
         store = ItemQueries(bdir.items_db)
     except StoreError as exc:
-        fail(f"cannot read the items of batch {bdir.batch_id}: {exc}")
+        fail(f"cannot read the items of batch {bdir.batch_id}: {exc.describe()}")  # with its way out
     with store:
         row = store.row(seq)
         if row is None:
