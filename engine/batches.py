@@ -196,6 +196,8 @@ def resolve_batch(arg: str | None, where: Path | BatchScope, *, unfinished: bool
     With ``unfinished`` and no arg: the newest batch that is resumable and that no engine runs
     now (:func:`.resumable.choose_resumable`, which also says why it chose it).
     """
+    if arg == "":  # an unset shell variable, most often: never read as "the latest"
+        raise UserError("the batch given is empty: give a batch id, path or name, or none for the latest")
     if arg:
         return find_batch(arg, where)
     if unfinished:

@@ -288,7 +288,7 @@ def _target(
     """
     if isinstance(arg, BatchDir):
         return arg, (take(arg, lock_wait) if hold else None), None
-    if arg:
+    if arg is not None:  # an empty one is refused there, never read as "none given"
         bdir = resolve_batch(str(arg), out, unfinished=True)
         return bdir, (take(bdir, lock_wait) if hold else None), None
     tried: set[Path] = set()

@@ -152,7 +152,7 @@ class Main(click.Group):
         module, name, _ = VERBS[cmd_name]
         command = getattr(importlib.import_module(f"{__package__}.{module}"), name)
         assert isinstance(command, click.Command), f"{module}.{name} is not a click command"
-        return command
+        return refuse_empty(command)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The verbs and their short help from :data:`VERBS`, as click lays them out (the
@@ -189,6 +189,49 @@ class Main(click.Group):
                 raise
             _drop_stdout()
             fail(f"cannot write the output: {exc.strerror}")
+
+
+#: Options whose empty value means something: an empty list (no exit codes retried, no hook),
+#: which clears what batchtui.toml sets.
+EMPTY_MEANS_NONE: Final = frozenset({"retry_exit_codes", "fatal_exit_codes", "transient_errors", "on_finish"})
+
+
+def refuse_empty(command: click.Command) -> click.Command:
+    """``command`` with every text option and its BATCH argument refusing an empty value.
+
+    An empty value is most often an unset shell variable (``--output-dir "$OUT"``, ``skip "$B"
+    3``), and read as "not given" it widens what the command does: the latest batch instead of
+    the one meant, every failed item for ``--type ''``, the current folder for ``--output-dir
+    ''``, every interface for ``serve --host ''``. Options in :data:`EMPTY_MEANS_NONE` are the
+    exception: there an empty value is the way to say "none".
+    """
+    for param in command.params:
+        if getattr(param, "_empty_refused", False) or param.name in EMPTY_MEANS_NONE:
+            continue
+        if not isinstance(param.type, click.types.StringParamType | click.Path):
+            continue
+        if isinstance(param, click.Option) and param.is_flag:
+            continue
+        if isinstance(param, click.Argument) and param.name != "batch":
+            continue  # a source or a seq says itself what is wrong with an empty one
+        param.callback = _empty_refused(param.callback)
+        param._empty_refused = True  # type: ignore[attr-defined]  # once, however often it is asked
+    return command
+
+
+def _empty_refused(previous: Any) -> Any:
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if _has_empty(value):
+            what = "a batch id, path or name" if isinstance(param, click.Argument) else "a value"
+            raise click.BadParameter(f"is empty (an unset shell variable?): give {what}, or leave it out")
+        return previous(ctx, param, value) if previous is not None else value
+
+    return check
+
+
+def _has_empty(value: Any) -> bool:
+    """Whether ``value`` is or holds (repeated options, several values each) an empty text."""
+    return value == "" or (isinstance(value, tuple) and any(_has_empty(v) for v in value))
 
 
 def _drop_stdout() -> None:
@@ -249,4 +292,6 @@ def terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
 
-__all__ = ["CONTEXT", "VERBS", "Main", "main", "terminal"]
+refuse_empty(main)
+
+__all__ = ["CONTEXT", "EMPTY_MEANS_NONE", "VERBS", "Main", "main", "refuse_empty", "terminal"]
