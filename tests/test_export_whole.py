@@ -127,3 +127,40 @@ def test_a_fifo_is_written_directly(tmp_path: Path, invoke_cli: Any) -> None:
     assert done.returncode == 0, done.stderr
     assert len(got.decode().splitlines()) == 7
     assert fifo.exists() and not fifo.is_file()  # not replaced by a regular file
+
+
+@pytest.mark.parametrize("name", ["items.db", "results.jsonl", "manifest.json", "lock", "new.jsonl", "logs/x"])
+def test_an_export_into_a_batch_folder_is_refused_and_changes_nothing(tmp_path: Path, name: str) -> None:
+    """`export --out BATCH/items.db` replaced the store with the export: every later command
+    called the batch damaged. A file of the batch's folder, or one linked to it, is refused."""
+    out = tmp_path / "out"
+    batch = make_batch(out, state=BatchState.FINISHED, n=5)
+    (batch / "logs").mkdir(exist_ok=True)
+    before = {p.name: p.read_bytes() for p in batch.iterdir() if p.is_file()}
+    link = tmp_path / "link"
+    link.symlink_to(batch / name)
+    for target in (batch / name, link):
+        done = subprocess.run(
+            [*CLI, "export", str(batch), "--out", str(target)],
+            env=cli_env(out), capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "is in the folder of batch" in done.stderr and "Traceback" not in done.stderr
+        assert {p.name: p.read_bytes() for p in batch.iterdir() if p.is_file()} == before
+    assert not (batch / "new.jsonl").exists() and not (batch / "logs" / "x").exists()
+    shown = subprocess.run([*CLI, "show", str(batch)], env=cli_env(out), capture_output=True, text=True, check=False)
+    assert shown.returncode == 0, shown.stderr
+
+
+def test_an_export_to_dev_stdout_reaches_a_pipe(tmp_path: Path) -> None:
+    """/dev/stdout is a link to "pipe:[N]" when stdout is a pipe: it was resolved to that name
+    and failed ("No such file or directory"); it is written as the name given."""
+    out = tmp_path / "out"
+    batch = make_batch(out, state=BatchState.FINISHED, n=5)
+    for name in ("/dev/stdout", "/dev/fd/1"):
+        done = subprocess.run(
+            [*CLI, "export", str(batch), "--out", name],
+            env=cli_env(out), capture_output=True, text=True, timeout=60, check=False,  # stdout: a pipe
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert [json.loads(line)["seq"] for line in done.stdout.splitlines()] == [0, 1, 2, 3, 4]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -327,6 +328,8 @@ def export_cmd(
 
     bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     refuse_newer(bdir)
+    if out_file:
+        _refuse_a_batch_folder(Path(out_file))
     store = ItemQueries(bdir.items_db)
     try:
         rows: Iterator[Any] = store.rows(ItemFilter(status=status))
@@ -348,6 +351,17 @@ def export_cmd(
         store.close()
     if out_file:
         click.echo(f"exported {count(n, 'item', grouped=True)} to {plain(out_file)}", err=True)
+
+
+def _refuse_a_batch_folder(out: Path) -> None:
+    """Exit 2 when ``out`` (its links followed) is in a batch's folder: those files are the
+    engine's (an export over items.db or results.jsonl destroyed the batch), and cleanup would
+    take the export away with the batch."""
+    target = Path(os.path.realpath(out))
+    for folder in target.parents:
+        if (folder / "manifest.json").exists() or (folder / "items.db").exists():
+            shown = plain(str(out)) + ("" if target == out.absolute() else f" (a link to {plain(str(target))})")
+            fail(f"{shown} is in the folder of batch {plain(folder.name)}, whose files are batchtui's: export elsewhere")
 
 
 def _export_rows(stream: TextIO, rows: Iterator[Any], fmt: str, bdir: BatchDir, *, terminal_out: bool) -> int:

@@ -111,16 +111,17 @@ def whole_file(path: Path) -> Iterator[TextIO]:
     ``path`` that exists and is no regular file (a fifo, ``/dev/stdout``) is written directly.
 
     Raises OSError when the file cannot be made (the caller says so)."""
-    if path.is_symlink():  # the file it links to is replaced, the link stays
-        path = Path(os.path.realpath(path))
     try:
-        old_mode: int | None = os.stat(path).st_mode
+        old_mode: int | None = os.stat(path).st_mode  # links followed: /dev/stdout is a pipe's
     except FileNotFoundError:
         old_mode = None
     if old_mode is not None and not stat.S_ISREG(old_mode):
+        # Opened by the name given: a link such as /dev/stdout resolves to no path ("pipe:[N]").
         with open(path, "w", newline="", encoding="utf-8") as fh:
             yield fh
         return
+    if path.is_symlink():  # the file it links to is replaced, the link stays
+        path = Path(os.path.realpath(path))
     from batchtui.engine.files import NOFOLLOW, fsync_dir, full_fsync  # the engine's own syncs
 
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
