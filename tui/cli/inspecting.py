@@ -361,7 +361,9 @@ def _refuse_a_batch_folder(out: Path) -> None:
     for folder in target.parents:
         if (folder / "manifest.json").exists() or (folder / "items.db").exists():
             shown = plain(str(out)) + ("" if target == out.absolute() else f" (a link to {plain(str(target))})")
-            fail(f"{shown} is in the folder of batch {plain(folder.name)}, whose files are batchtui's: export elsewhere")
+            fail(
+                f"{shown} is in the folder of batch {plain(folder.name)}, whose files are batchtui's: export elsewhere"
+            )
 
 
 def _export_rows(stream: TextIO, rows: Iterator[Any], fmt: str, bdir: BatchDir, *, terminal_out: bool) -> int:
