@@ -174,14 +174,20 @@ def create_batch(
     *,
     stdin: TextIO | None = None,
     on_enqueue: Callable[[int], None] | None = None,
+    keep_lock: Callable[[BatchLock], None] | None = None,
 ) -> BatchDir:
     """Create the batch directory and enqueue every item (streamed, deduplicated by key).
 
-    A user error in the source (a bad encoding, a missing header) removes the half-made batch;
-    a crash leaves it resumable (the enqueue continues on resume).
+    The batch's lock is held from the moment its folder exists: no ``resume`` takes it over and
+    no ``cleanup`` removes it while its sources are read. ``keep_lock`` is given the held lock
+    (the run's engine holds it on); else it is let go at the end. A user error in the source (a
+    bad encoding, a missing header) removes the half-made batch; a crash leaves it resumable
+    (the enqueue continues on resume).
     """
     bdir = BatchDir.create(Path(config.output_dir).resolve())
+    lock = BatchLock(bdir.lock)
     try:
+        lock.acquire(wait=0)
         created = now_iso()
         name = config.name or _default_name(source)
         manifest = Manifest(
@@ -213,20 +219,28 @@ def create_batch(
         write_model(bdir.manifest, manifest, durable=config.fsync, backup=True)
         ResultsLog(bdir.results).close()
     except WriteFailed as exc:
-        _remove(bdir)
+        _remove(bdir, lock)
         raise UserError(
             f"cannot create the batch: cannot write {exc.path.name}: {exc.reason}."
             " The half-made batch was removed: free some space, then run again"
         ) from None
     except (UserError, KeyboardInterrupt):
-        _remove(bdir)
+        _remove(bdir, lock)
         raise
+    except BaseException:
+        lock.release()  # a crash's batch is resumable
+        raise
+    if keep_lock is None:
+        lock.release()
+    else:
+        keep_lock(lock)
     return bdir
 
 
-def _remove(bdir: BatchDir) -> None:
-    """Remove a half-made batch, and its line in the registry."""
+def _remove(bdir: BatchDir, lock: BatchLock) -> None:
+    """Remove a half-made batch, and its line in the registry (then let go of its lock)."""
     shutil.rmtree(bdir.path, ignore_errors=True)
+    lock.release()
     with contextlib.suppress(OSError, UserError):  # the user's error is what to report
         forget([str(bdir.path)])
 
@@ -426,57 +440,6 @@ def _continue_add(
     with store.transaction():
         store.conn.execute("DELETE FROM meta WHERE k='adding'")
     return manifest
-
-
-@dataclass(frozen=True)
-class RescanPreview:
-    """What ``resume --rescan`` would find now, changing nothing: keys not in the batch, and
-    items whose key is not in the sources any more."""
-
-    new: int
-    missing: int
-
-
-def preview_rescan(bdir: BatchDir) -> RescanPreview:
-    """Read every source of ``bdir`` and compare its keys with items.db, read-only (a view may
-    call it while another process holds the batch). The keys are those of the creation
-    (:func:`_rows`); an item is known by its seq in a bitmap, a new key by a short hash, so a
-    1M-item batch costs a few megabytes. UserError as :func:`rescan_batch`."""
-    import hashlib
-
-    manifest = bdir.read_manifest()
-    specs = batch_sources(manifest)
-    _check_rereadable(specs, "cannot rescan")
-    store = ItemStore.open_readonly(bdir.items_db)
-    try:
-        total = store.counts().total
-        found = bytearray(store.max_seq() // 8 + 1)
-        new: set[bytes] = set()
-        at = now_iso()
-        rows = itertools.chain.from_iterable(_rows(spec, None, at) for spec in specs)
-        keys: list[str] = []
-
-        def look(keys: list[str]) -> None:
-            marks = ",".join("?" * len(keys))
-            known = dict(store.conn.execute(f"SELECT key, seq FROM items WHERE key IN ({marks})", keys).fetchall())
-            for key in keys:
-                seq = known.get(key)
-                if seq is None:
-                    new.add(hashlib.blake2b(key.encode(errors="surrogatepass"), digest_size=12).digest())
-                else:
-                    found[seq >> 3] |= 1 << (seq & 7)
-
-        for row in rows:
-            keys.extend(row.keys if isinstance(row, LineBlock) else [row[0]])
-            while len(keys) >= 500:
-                look(keys[:500])
-                del keys[:500]
-        if keys:
-            look(keys)
-    finally:
-        store.close()
-    seen = sum(bin(b).count("1") for b in found)
-    return RescanPreview(new=len(new), missing=total - seen)
 
 
 def enqueue_added(store: ItemStore, manifest: Manifest) -> int:

@@ -326,7 +326,7 @@ def test_kill_9_during_a_rescan_doubles_nothing_and_the_next_rescan_finishes(tmp
 
 
 def test_the_preview_counts_what_a_rescan_then_finds_and_changes_nothing(tmp_path: Path, out_dir: Path) -> None:
-    from batchtui.engine.enqueue import preview_rescan
+    from batchtui.engine.rescan_preview import preview_rescan
 
     work = tmp_path / "work"
     work.mkdir()

@@ -477,7 +477,9 @@ def test_disk_full_on_tmpfs_stops_cleanly_then_resumes(tmp_path: Path, small_fs:
     out = small_fs / "out"
     source = _lines(tmp_path, n)
     engine = start(
-        ["run", str(source), "--call", f"{PROCS}:work", "--executor", "thread", "-j", "8", "--headless"],
+        # 3 threads: about 7 s of work, so the run is still going when the pause comes (with 8,
+        # a loaded CI machine saw it end between the 300th result and the pause).
+        ["run", str(source), "--call", f"{PROCS}:work", "--executor", "thread", "-j", "3", "--headless"],
         out=out,
         cwd=tmp_path,
         env=env,

@@ -6,14 +6,17 @@ with headless progress lines otherwise, or by a background engine (``--detach``)
 
 from __future__ import annotations
 
+import contextlib
 import io
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import click
 
-from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.batchdir import BatchDir, BatchLock
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.config import BatchConfig, load_config, stored_config
 from batchtui.engine.enqueue import create_batch
@@ -244,12 +247,20 @@ def _create_and_run(
     detach: bool = False,
     stdin: TextIO | None = None,
 ) -> NoReturn:
+    held: list[BatchLock] = []
     try:
-        batch: BatchDir = create_batch(
-            config, spec, processor, stdin=stdin if stdin is not None else sys.stdin, on_enqueue=_enqueue_note
-        )
+        with _interrupted_by(signal.SIGTERM, signal.SIGHUP):  # as a Ctrl-C: 130, no half-made batch
+            batch: BatchDir = create_batch(
+                config,
+                spec,
+                processor,
+                stdin=stdin if stdin is not None else sys.stdin,
+                on_enqueue=_enqueue_note,
+                keep_lock=None if detach else held.append,  # the engine below holds it on
+            )
     except KeyboardInterrupt:  # create_batch removed what it had made
-        click.echo("interrupted while reading the sources: no batch was made", err=True)
+        with contextlib.suppress(OSError):  # a hung-up terminal
+            click.echo("interrupted while reading the sources: no batch was made", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
     manifest = batch.read_manifest()
     t = manifest.totals
@@ -270,10 +281,29 @@ def _create_and_run(
         from .watching import launch_tui  # the dashboard's path only: a headless run never loads it
 
         runner = BatchRunner(batch, config=config, action="run")
+        runner.lock = held[0]
         launch_tui(click.get_current_context(), output_dir=batch.path.parent, runner=runner, theme=config.theme)
     runner = BatchRunner(batch, config=config, action="run", handle_signals=True)
+    runner.lock = held[0]
     result = run_headless(runner, as_json)
     raise SystemExit(result.exit_code)
+
+
+@contextlib.contextmanager
+def _interrupted_by(*signals: signal.Signals) -> Iterator[None]:
+    """``signals`` end what runs inside as a Ctrl-C does (KeyboardInterrupt), not by their default
+    death: a SIGTERM or an SSH drop (SIGHUP) while the sources are read removes the half-made
+    batch and exits 130, as DESIGN gives for the three."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = {sig: signal.signal(sig, interrupt) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 __all__ = ["check_cmd", "demo_cmd", "run_cmd"]

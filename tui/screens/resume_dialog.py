@@ -227,7 +227,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
 
     @work(thread=True, exclusive=True, group="resume-rescan", name="previewing the rescan", exit_on_error=False)
     def _preview_rescan(self) -> None:
-        from batchtui.engine.enqueue import preview_rescan  # only when asked: it loads the sources
+        from batchtui.engine.rescan_preview import preview_rescan  # only when asked: it loads the sources
 
         try:
             found = preview_rescan(self.bdir)
