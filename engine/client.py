@@ -35,7 +35,7 @@ from .control import (
 from .errors import UserError
 from .fmt import count
 from .liveness import EngineStatus, engine_status
-from .models import ControlCommand, ControlOp
+from .models import BatchState, ControlCommand, ControlOp
 
 if TYPE_CHECKING:
     from .store.queries import Selection
@@ -173,8 +173,10 @@ def describe_prioritize(retried: dict[str, int], moved: int) -> str:
     return text
 
 
-def offline_change(cmd: ControlCommand) -> Callable[[Any], str] | None:
-    """What ``cmd`` does to the store of a batch no engine runs (None: it needs an engine).
+def offline_change(cmd: ControlCommand, resume: str = "batchtui resume BATCH") -> Callable[[Any], str] | None:
+    """What ``cmd`` does to the store of a batch no engine runs (None: it needs an engine);
+    ``resume``: the command that runs the items it puts back (the batch's own, named: a bare
+    ``batchtui resume`` takes the newest unfinished batch, which may be another).
 
     Raises ValueError when the command's selection is not valid."""
     if cmd.op not in ("skip", "retry", "prioritize"):
@@ -191,12 +193,12 @@ def offline_change(cmd: ControlCommand) -> Callable[[Any], str] | None:
 
         def prioritize(store: Any) -> str:
             retried, moved = store.prioritize(sel)
-            return f"{describe_prioritize(retried, moved)}; run them with `batchtui resume`"
+            return f"{describe_prioritize(retried, moved)}; run them with `{resume}`"
 
         return prioritize
 
     def retry(store: Any) -> str:
-        return f"{describe_retry(store.retry_selected(sel))}; run them with `batchtui resume`"
+        return f"{describe_retry(store.retry_selected(sel))}; run them with `{resume}`"
 
     return retry
 
@@ -227,12 +229,15 @@ def send(
     """
     # A batch of a newer batchtui (or with no readable manifest) is refused before anything is
     # sent or changed, whoever holds it.
-    batch.read_manifest()
+    manifest = batch.read_manifest()
     cmd = new_command(op, seqs=seqs, filter=filter, value=value, select=None if select is None else select.to_json())
     at = None if now is None else float(now())
     status = engine_status(batch, now=at)
     if not status.held:
-        change = offline_change(cmd)
+        change = offline_change(cmd, resume_command(batch))
+        if change is None and manifest.state is BatchState.FINISHED:  # a resume would do nothing
+            verb = {"resume": "unpause", "set_workers": "workers"}.get(op, op)  # the CLI's name for it
+            raise NoEngine(f"batch {batch.batch_id} is finished: no engine runs it (`{verb}` steers a running engine)")
         if change is None:
             raise NoEngine(f"no engine is running batch {batch.batch_id}; start it with `{resume_command(batch)}`")
         # The lock may be held by a command that is about to become an engine (a resume still

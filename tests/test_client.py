@@ -57,7 +57,7 @@ def test_offline_retry_and_skip_change_the_store(failed_batch: BatchDir) -> None
 
 
 def test_an_engine_only_command_without_an_engine_is_exit_1(failed_batch: BatchDir) -> None:
-    with pytest.raises(NoEngine, match="no engine is running") as info:
+    with pytest.raises(NoEngine, match="is finished: no engine runs it") as info:
         send(failed_batch, "pause")
     assert info.value.exit_code == 1
     assert not failed_batch.control.exists()

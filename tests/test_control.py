@@ -295,6 +295,9 @@ def test_resume_retry_failed_requeues_and_runs(tmp_path: Path, out_dir: Path, in
     again = invoke_cli(["resume", batch.name, "--retry-failed"], env=env)
     assert again.returncode == 0, again.stderr
     assert "requeued 2 failed items" in again.stderr
+    total = len(statuses(batch))
+    # Done now is what is left done: the two requeued items are to run again (it said total/total).
+    assert f"resuming batch {batch.name}: {total - 2}/{total} done" in again.stderr, again.stderr
     assert set(statuses(batch).values()) == {"complete"}
 
 

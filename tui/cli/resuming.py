@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from batchtui.engine.fmt import count
 from batchtui.engine.resume import plan_resume
 from batchtui.engine.runner import RunResult, exit_code_for
 
@@ -97,9 +98,11 @@ def resume_cmd(
         code = exit_code_for(manifest.state, counts)
         finish_output(RunResult(bdir, manifest.state, counts, manifest.halt_reason, code), as_json)
         raise SystemExit(code)
+    requeued = 0
     try:
         if retry_failed:
-            say(f"requeued {plan.requeue_failed()} failed items")
+            requeued = plan.requeue_failed()
+            say(f"requeued {count(requeued, 'failed item')}")
         gate(plan.preflight())
     except BaseException:
         plan.release()
@@ -107,7 +110,8 @@ def resume_cmd(
     if detach:
         start_detached(bdir, action="resume", as_json=as_json, overrides=plan.overrides)
         raise SystemExit(0)
-    say(f"resuming batch {bdir.batch_id}: {counts.finished}/{counts.total} done")
+    # The plan's counts are from before the requeue: those items are to do again.
+    say(f"resuming batch {bdir.batch_id}: {counts.finished - requeued}/{counts.total} done")
     if not headless and not as_json and terminal():
         launch_tui(ctx, output_dir=bdir.path.parent, runner=plan.runner(engine_action), theme=kwargs.get("theme"))
     result = run_headless(plan.runner(engine_action, handle_signals=True), as_json)

@@ -71,10 +71,18 @@ def print_summary(
     missing = "" if counts.complete == 0 or batch.results.exists() else " (missing: `batchtui resume` rebuilds it)"
     lines.append(f"  Results:   {clean(batch.results)}{missing}")
     lines.append(f"  Manifest:  {clean(batch.manifest)}")
-    if manifest.state != BatchState.FINISHED or counts.pending:
-        lines.append(f"  Resume:    {resume_command(batch)}")
-    if counts.failed:
-        lines.append(f"  Retry:     {resume_command(batch, retry_failed=True)}")
+    if summary.engine is not None:  # an engine holds it: a resume would be refused
+        where = ("--output-dir", batch.path.parent)
+        lines.append(f"  Watch:     {shell_line('batchtui', 'watch', batch.batch_id, *where)}")
+        if manifest.state is BatchState.PAUSED:
+            lines.append(f"  Unpause:   {shell_line('batchtui', 'unpause', batch.batch_id, *where)}")
+        if counts.failed:
+            lines.append(f"  Retry:     {shell_line('batchtui', 'retry', batch.batch_id, *where)}")
+    else:
+        if manifest.state != BatchState.FINISHED or counts.pending:
+            lines.append(f"  Resume:    {resume_command(batch)}")
+        if counts.failed:
+            lines.append(f"  Retry:     {resume_command(batch, retry_failed=True)}")
     lines.append(bar)
     click.echo("\n".join(lines))
 
