@@ -217,10 +217,18 @@ def recover_batch(
             while kept.exists():  # never replace an earlier kept copy
                 n += 1
                 kept = db.with_name(f"{db.name}.corrupt-{stamp}-{n}")
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                src = Path(f"{db}{suffix}")
-                if src.exists():
-                    os.replace(src, f"{kept}{suffix}")
+            moved: list[tuple[Path, str]] = []
+            try:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    src = Path(f"{db}{suffix}")
+                    if src.exists():
+                        os.replace(src, f"{kept}{suffix}")
+                        moved.append((src, f"{kept}{suffix}"))
+            except OSError as exc:  # an immutable items.db, say: put back what moved, change nothing
+                for src, dst in reversed(moved):
+                    os.replace(dst, src)
+                _remove_db_files(fresh)
+                raise UserError(f"cannot replace {db} ({exc.strerror}): the batch was left as it was") from None
         os.replace(fresh, db)
         fsync_dir(batch.path)
 

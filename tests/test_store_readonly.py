@@ -185,3 +185,57 @@ def test_the_read_only_cli_helper_really_makes_the_folder_read_only(tmp_path: Pa
     assert done.returncode != 0
     assert "Read-only file system" in done.stderr or "Permission denied" in done.stderr
     assert not (folder / "x").exists()
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    """``chattr +i`` (root, and a file system with the flag); whether it took."""
+    chattr = shutil.which("chattr")
+    if chattr is None or os.geteuid() != 0:
+        return False
+    return subprocess.run([chattr, "+i" if on else "-i", str(path)], capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["retry", "{b}", "1"],
+        ["skip", "{b}", "1"],
+        ["prioritize", "{b}", "1"],
+        ["resume", "{b}", "--retry-failed", "--headless"],
+        ["resume", "{b}", "--rescan", "--headless"],
+        ["recover", "{b}", "--force"],
+    ],
+)
+def test_changing_a_batch_whose_store_cannot_be_written_says_so_without_a_traceback(
+    tmp_path: Path, verb: list[str]
+) -> None:
+    """items.db read-only or immutable, its folder writable: SQLite's 'attempt to write a
+    readonly database' came out as a traceback (and recover's rename as a PermissionError)."""
+    out = tmp_path / "out"
+    (tmp_path / "items.txt").write_text("".join(f"{i}\n" for i in range(6)))
+    made = subprocess.run(
+        [*CLI, "run", str(tmp_path / "items.txt"), "--cmd", "[ {} -gt 2 ]", "--headless"],
+        env=cli_env(out), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert made.returncode == 1, made.stderr
+    (batch,) = [p for p in out.iterdir() if p.is_dir()]
+    db = batch / "items.db"
+    if not _immutable(db, True):
+        pytest.skip("chattr +i is not available here (root on a file system with the flag)")
+    try:
+        before = _files(batch)
+        done = subprocess.run(
+            [*CLI, *[w.replace("{b}", str(batch)) for w in verb]],
+            env=cli_env(out), capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        after = _files(batch)
+    finally:
+        _immutable(db, False)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "items.db cannot be changed" in done.stderr or "cannot replace" in done.stderr, done.stderr
+    assert "damaged" not in done.stderr
+    # The store as it was: no kept copy made, nothing renamed (the -shm index may come and go).
+    assert [f for f in after if f[0] == "items.db" or ".corrupt" in f[0]] == [
+        f for f in before if f[0] == "items.db" or ".corrupt" in f[0]
+    ]

@@ -71,6 +71,8 @@ def translate(exc: sqlite3.DatabaseError, path: Path) -> Exception:
         return WriteFailed(path, f"the disk is full ({exc})")
     if primary == sqlite3.SQLITE_IOERR:
         return WriteFailed(path, f"{exc} (the disk may be full, past a file size limit, or failing)")
+    if primary == sqlite3.SQLITE_READONLY:
+        return StoreReadOnly(f"{path} cannot be changed: {exc} (a read-only or immutable file?)")
     return exc
 
 
@@ -236,6 +238,13 @@ class StoreUnreachable(StoreError):
     folder this process cannot write while SQLite needs to put its ``-shm`` index there."""
 
     hint = "no damage is known, and `batchtui recover` would not help; `show` still reads the manifest"
+
+
+class StoreReadOnly(StoreUnreachable):
+    """items.db can be read but not written (a read-only or immutable file): a command that
+    changes the batch cannot, the views still read it. Nothing is damaged."""
+
+    hint = "`show`, `export`, `errors` and `logs` still read it; make items.db writable to change the batch"
 
 
 def connect_readonly(path: Path) -> StoreConnection:
