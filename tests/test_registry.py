@@ -254,3 +254,39 @@ def test_module_fixtures_register_in_the_suites_state_dir_not_the_users(
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     assert state_seen_by_a_module_fixture.is_relative_to(root), state_seen_by_a_module_fixture
+
+
+def test_a_cleanup_killed_while_it_deletes_leaves_no_half_batch(tmp_path: Path) -> None:
+    """kill -9 of `cleanup` part-way left results.jsonl and the manifest deleted, items.db and
+    logs/ kept: `ls` showed it `interrupted 20000/20000` and the next cleanup kept it as
+    unfinished. A batch is now renamed out of sight first, and the next cleanup ends the job."""
+    import signal
+    import time
+
+    from batchtui.engine.models import BatchState
+
+    from .conftest import CLI, cli_env
+    from .tui.fixtures import make_batch
+
+    out = tmp_path / "out"
+    batch = make_batch(out, state=BatchState.FINISHED, n=10)
+    logs = batch / "logs"
+    logs.mkdir(exist_ok=True)
+    for i in range(20_000):  # enough files for the delete to be caught half-way
+        (logs / f"{i}.1.out").write_bytes(b"x")
+    hidden = out / f".removing-{batch.name}"
+    proc = subprocess.Popen([*CLI, "cleanup", "--max-age-days", "0"], env=cli_env(out), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not hidden.exists():
+        assert proc.poll() is None, "cleanup ended before it was caught deleting"
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not batch.exists()  # never a half batch under its own name
+    assert hidden.exists() and any(hidden.iterdir())  # killed while it deleted
+    listed = subprocess.run([*CLI, "ls", "--json"], env=cli_env(out), capture_output=True, text=True, check=True)
+    assert batch.name not in listed.stdout
+    again = subprocess.run([*CLI, "cleanup"], env=cli_env(out), capture_output=True, text=True, check=True)
+    assert f"finishing the removal of {batch.name}" in again.stdout
+    assert not hidden.exists()

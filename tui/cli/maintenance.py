@@ -8,10 +8,10 @@ import time
 
 import click
 
-from batchtui.engine.batchdir import parse_iso
+from batchtui.engine.batchdir import BatchDir, BatchLock, BatchLocked, parse_iso
 from batchtui.engine.batches import iter_batches, resolve_batch
 from batchtui.engine.errors import UserError
-from batchtui.engine.files import DamagedFile
+from batchtui.engine.files import DamagedFile, fsync_dir
 from batchtui.engine.models import BatchState, NewerFormat
 from batchtui.engine.registry import forget, gone_batches
 
@@ -68,7 +68,13 @@ def cleanup_cmd(
     for entry in gone:
         click.echo(f"{'would forget' if dry_run else 'forgetting'} {entry.batch_id}: {plain(entry.path)} is gone")
     gone_paths = [e.path for e in gone]
-    for bdir in iter_batches(scope):
+    batches = list(iter_batches(scope))
+    if not dry_run:  # what a cleanup killed half-way left, out of every listing's sight
+        for folder in sorted({scope.output_dir, *(b.path.parent for b in batches)}):
+            for left in folder.glob(f"{_REMOVING}*"):
+                click.echo(f"finishing the removal of {plain(left.name[len(_REMOVING) :])}")
+                shutil.rmtree(left, ignore_errors=True)
+    for bdir in batches:
         if bdir.path.is_symlink():
             # Its batch lives elsewhere: never removed through a link (nor the link taken for it).
             click.echo(f"kept {bdir.batch_id}: a symbolic link to {plain(os.readlink(bdir.path))}; not followed")
@@ -93,7 +99,11 @@ def cleanup_cmd(
         if not dry_run:
             resolved = str(bdir.path.resolve())  # as registered
             try:
-                shutil.rmtree(bdir.path)
+                _remove(bdir)
+            except BatchLocked as exc:  # an engine took it since it was looked at
+                click.echo(f"kept {plain(bdir.batch_id)}: {plain(str(exc))}")
+                kept += 1
+                continue
             except OSError as exc:  # one batch that cannot go does not stop the others
                 click.echo(f"error: cannot remove {bdir.batch_id}: {plain(str(exc))}", err=True)
                 failed += 1
@@ -113,6 +123,27 @@ def cleanup_cmd(
     )
     if failed:
         raise SystemExit(1)
+
+
+#: A batch being removed is first renamed to this prefix and its id (no listing reads such a
+#: name), so a cleanup killed half-way leaves no half batch that reads as resumable.
+_REMOVING = ".removing-"
+
+
+def _remove(bdir: BatchDir) -> None:
+    """Remove ``bdir`` all or nothing as the listings see it: under its lock (BatchLocked when an
+    engine took it meanwhile), renamed out of sight, then deleted."""
+    lock = BatchLock(bdir.lock, engine=False)
+    lock.acquire(wait=0)
+    hidden = bdir.path.with_name(_REMOVING + bdir.batch_id)
+    try:
+        if hidden.exists():  # an earlier cleanup's, killed half-way
+            shutil.rmtree(hidden)
+        os.rename(bdir.path, hidden)
+        fsync_dir(bdir.path.parent)
+    finally:
+        lock.release()
+    shutil.rmtree(hidden)
 
 
 __all__ = ["cleanup_cmd", "recover_cmd"]
