@@ -8,10 +8,13 @@ dashboard's (engine/eta.py's eta_text): ``ETA 3s``, a range ``ETA 4-6 min``, or 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import shutil
 import sys
 import time
-from typing import TextIO
+from collections.abc import Callable
+from typing import Final, TextIO
 
 from batchtui.engine.eta import eta_text
 from batchtui.engine.fmt import fmt_duration
@@ -32,19 +35,44 @@ def progress_line(live: LiveProgress) -> str:
     return line
 
 
+#: A write that says the reader is gone: a closed pipe (``| head``), a hung-up terminal.
+_GONE_ERRNOS: Final = frozenset({errno.EPIPE, errno.EIO, errno.ENXIO})
+
+
 class ProgressPrinter:
     """Prints a progress line every ``interval`` seconds (and on state changes): rewritten in
-    place on a terminal, one line each time elsewhere."""
+    place on a terminal, one line each time elsewhere.
 
-    def __init__(self, interval: float, stream: TextIO | None = None) -> None:
+    When the lines' reader goes away (``batchtui run ... 2>&1 | head``, a terminal hung up)
+    nothing more is printed and ``on_gone`` is called once: the engine stops as on SIGHUP,
+    gracefully, its files whole and the batch resumable. The error used to escape into the
+    engine's loop, which ended without its report and with its counts half written."""
+
+    def __init__(
+        self, interval: float, stream: TextIO | None = None, on_gone: Callable[[], None] | None = None
+    ) -> None:
         self.interval = interval
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
+        self.on_gone = on_gone
+        self.gone = False
         self._last = 0.0
         self._state: BatchState | None = None
         self._pending_newline = False
 
     def __call__(self, live: LiveProgress) -> None:
+        if self.gone:
+            return
+        try:
+            self._print(live)
+        except OSError as exc:
+            if not isinstance(exc, BrokenPipeError) and exc.errno not in _GONE_ERRNOS:
+                raise
+            self.gone = True
+            if self.on_gone is not None:
+                self.on_gone()
+
+    def _print(self, live: LiveProgress) -> None:
         now = time.monotonic()
         if now - self._last < self.interval and live.state == self._state:
             return
@@ -60,10 +88,11 @@ class ProgressPrinter:
         self.stream.flush()
 
     def close(self) -> None:
-        if self._pending_newline:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._pending_newline and not self.gone:
             self._pending_newline = False
+            with contextlib.suppress(OSError):  # gone since: the summary's write will say so
+                self.stream.write("\n")
+                self.stream.flush()
 
 
 __all__ = ["ProgressPrinter", "progress_line"]

@@ -143,7 +143,10 @@ def finish_output(result: RunResult, as_json: bool) -> None:
 
 def run_headless(runner: BatchRunner, as_json: bool) -> RunResult:
     """Run the engine here with progress lines on stderr, then its summary."""
-    printer = ProgressPrinter(runner.config.progress_interval)
+    printer = ProgressPrinter(
+        runner.config.progress_interval,
+        on_gone=lambda: runner.request_stop("the reader of the progress lines went away (a closed pipe or terminal)"),
+    )
     runner.on_progress = printer
     try:
         result = runner.run()
