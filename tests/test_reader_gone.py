@@ -45,7 +45,7 @@ def test_a_run_whose_output_reader_went_away_stops_cleanly_and_resumes(tmp_path:
     assert (totals["complete"], totals["pending"]) == (stored.get("complete", 0), stored.get("pending", 0))
     assert totals["pending"] == 30 - totals["complete"] > 0  # stopped early: the rest is resumable
     report = json.loads((batch / "report.json").read_text())
-    assert report["counts"]["complete"] == totals["complete"]
+    assert report["totals"] == totals and report["state"] == "stopped"
 
     again = subprocess.run(
         [*CLI, "resume", batch.name, "--headless"], env=cli_env(out), capture_output=True, timeout=120, check=False
