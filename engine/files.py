@@ -301,7 +301,10 @@ def read_model(
             continue
         if candidate is not path:
             what = f"is damaged ({first_error.reason})" if first_error else "is missing"
-            _warn_backup(f"{path} {what}: read {candidate.name}, its previous good copy", on_backup)
+            # One message per file however it was named (a relative and an absolute path to the
+            # same manifest warned twice): said once per process.
+            where = os.path.abspath(path)
+            _warn_backup(f"{where} {what}: read {candidate.name}, its previous good copy", on_backup)
         return value
     if not found:
         raise FileNotFoundError(path)

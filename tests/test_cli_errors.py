@@ -299,3 +299,26 @@ def test_a_store_another_process_holds_locked_is_said_so_not_called_damaged(tmp_
     assert "batchtui recover" not in text, text  # not the way out: nothing is damaged
     assert "damaged" not in text and "not a readable batchtui store" not in text, text
     assert not list(batch.glob("items.db.corrupt-*"))
+
+
+def test_a_damaged_manifest_read_from_its_backup_is_warned_once_per_command(tmp_path: Path) -> None:
+    """show warned twice and export three times: the same manifest reached by a relative and an
+    absolute path made two messages."""
+    out = tmp_path / "batch_output"
+    (tmp_path / "items.txt").write_text("a\nb\n")
+    env = {k: v for k, v in cli_env(out).items() if k != "BATCHTUI_OUTPUT_DIR"}  # ./batch_output, relative
+    made = subprocess.run(
+        [*CLI, "run", "items.txt", "--cmd", "true", "--headless", "--name", "w"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    (batch,) = [p for p in out.iterdir() if p.is_dir()]
+    with (batch / "manifest.json").open("a") as fh:
+        fh.write("{}x")
+    for verb in (["show", "w"], ["export", "w"], ["errors", "w"]):
+        done = subprocess.run(
+            [*CLI, *verb], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.count("manifest.json is damaged") == 1, (verb, done.stderr)
+        assert f"{batch}/manifest.json is damaged" in done.stderr  # the absolute path
