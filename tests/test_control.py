@@ -166,7 +166,7 @@ def test_commands_without_engine(tmp_path: Path, out_dir: Path, invoke_cli) -> N
     assert invoke_cli(["run", str(items), "--cmd", "true"]).returncode == 0
     batch = only_batch(out_dir)
     paused = invoke_cli(["pause", batch.name])
-    assert paused.returncode == 1 and "no engine is running" in paused.stderr
+    assert paused.returncode == 1 and "is finished: no engine runs it" in paused.stderr
 
 
 def test_lock_names_holder_and_dead_lock_is_taken_over(tmp_path: Path, out_dir: Path, run_cli, invoke_cli) -> None:  # type: ignore[no-untyped-def]
