@@ -369,7 +369,7 @@ def apply_offline(
     try:
         # Read first: a batch of a newer batchtui (or a damaged one) is refused before its
         # store is touched.
-        manifest = batch.read_manifest()
+        manifest = mark_changing(batch, batch.read_manifest(), durable=durable)
         store = ItemStore.open(batch.items_db, durable=durable)
         try:
             message = change(store)
@@ -381,12 +381,26 @@ def apply_offline(
         lock.release()
 
 
+def mark_changing(batch: BatchDir, manifest: Manifest, *, durable: bool = True) -> Manifest:
+    """Before an offline change to the store (under the batch lock): the manifest says one is
+    under way (``changing``), so that a change killed before :func:`write_views` leaves views
+    that count in items.db, not totals from before it."""
+    from .batchdir import now_iso
+    from .files import write_model
+
+    manifest = manifest.model_copy(update={"changing": now_iso()})
+    write_model(batch.manifest, manifest, durable=durable, backup=True)
+    return manifest
+
+
 def write_views(batch: BatchDir, manifest: Manifest, store: Any, *, durable: bool = True, **update: Any) -> None:
     """After an offline change to ``store`` (under the batch lock): the manifest's totals (and
     the other fields in ``update``) and live_progress.json's counts and error breakdown are
-    rewritten from the store, so every view agrees with it."""
+    rewritten from the store, so every view agrees with it; the change is no longer under way."""
     from .files import write_model
     from .publish import LIVE_ERROR_GROUPS
+
+    update.setdefault("changing", None)
 
     counts = store.counts()
     groups, by_type = store.error_groups(LIVE_ERROR_GROUPS), store.errors_by("error_type")

@@ -312,9 +312,9 @@ def rescan_batch(bdir: BatchDir, *, drop_missing: bool = False, durable: bool = 
     are counted (and skipped when ``drop_missing``). Duplicates are those of this reading. An
     add that was cut short is part of the sources read (and so finished). UserError for a
     source that cannot be read again (stdin, a path gone)."""
-    from .control import write_views
+    from .control import mark_changing, write_views
 
-    manifest = bdir.read_manifest()
+    manifest = mark_changing(bdir, bdir.read_manifest(), durable=durable)
     store = ItemStore.open(bdir.items_db, durable=durable)
     try:
         pending = _pending_add(store)
@@ -365,7 +365,7 @@ def add_source(
     rules and the duplicate counting of its creation; the manifest records ``spec`` so that a
     later rescan reads it too. Crash-safe as the creation's enqueue: the add is noted in the
     store first, and the next ``add`` (or a rescan) finishes one that was cut short."""
-    from .control import write_views
+    from .control import mark_changing, write_views
 
     lock = BatchLock(bdir.lock, engine=False)
     lock.acquire(wait=lock_wait)
@@ -378,12 +378,15 @@ def add_source(
                     f"batch {bdir.batch_id} was cut short while its items were read:"
                     f" `{shell_line('batchtui', 'resume', bdir.batch_id)}` finishes that first"
                 )
+            manifest = mark_changing(bdir, manifest, durable=durable)
             earlier = _pending_add(store)
-            if earlier is not None:
+            if earlier is not None:  # finished, and its counts written, whatever comes next
                 manifest = _continue_add(bdir, manifest, store, earlier, None, durable)
+                write_views(bdir, manifest, store, durable=durable, changing=manifest.changing)
             spec = with_batch_key(bdir.batch_id, batch_sources_json(manifest), spec)
             wanted = spec.model_dump(mode="json")
             if wanted in batch_sources_json(manifest) and not any(e.kind == "stdin" for e in spec.entries):
+                write_views(bdir, manifest, store, durable=durable)  # nothing changes: no longer under way
                 raise UserError(
                     f"batch {bdir.batch_id} already reads these sources:"
                     f" `{shell_line('batchtui', 'resume', bdir.batch_id, '--rescan')}` reads them again"

@@ -210,6 +210,10 @@ class Manifest(_Model):
     #: Sources added to the batch since (``batchtui add``), each a ``source``; a rescan reads
     #: ``source`` and these again, in this order.
     added_sources: list[dict[str, Any]] = Field(default_factory=list)
+    #: When a change made without an engine (skip, retry, prioritize, add, resume --retry-failed)
+    #: began; None once its totals are written. Set before the store is changed: while it is
+    #: set (the change killed half-way), ``totals`` may be stale and views count in items.db.
+    changing: str | None = None
 
     @model_validator(mode="before")
     @classmethod

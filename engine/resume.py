@@ -94,12 +94,18 @@ class ResumePlan:
     def requeue_failed(self) -> int:
         """Put the failed items back to pending under the batch's lock (the plan's, or taken for
         the change and let go); how many were requeued."""
+        from .control import mark_changing, write_views
+
         lock = self.lock if self.lock is not None else BatchLock(self.batch.lock)
         lock.acquire()
         try:
-            store = ItemStore.open(self.batch.items_db, durable=self.config.fsync)
+            durable = self.config.fsync
+            manifest = mark_changing(self.batch, self.batch.read_manifest(), durable=durable)
+            store = ItemStore.open(self.batch.items_db, durable=durable)
             try:
-                return len(store.retry_failed())
+                requeued = len(store.retry_failed())
+                write_views(self.batch, manifest, store, durable=durable)  # a kill before the run: views agree
+                return requeued
             finally:
                 store.close()
         finally:

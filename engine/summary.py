@@ -142,12 +142,15 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
         state = live.state.value
         halt_reason = live.halt_reason or halt_reason
         updated = live.updated_at
-    elif (holder is None or dead) and (manifest.state in ACTIVE_STATES or from_backup):
-        # The manifest is older than items.db: its engine died before it wrote its end, or this
-        # is the backup (a copy from before the last write, e.g. "created" of a batch that ran).
+    elif (holder is None or dead) and (manifest.state in ACTIVE_STATES or from_backup or manifest.changing):
+        # The manifest is older than items.db: its engine died before it wrote its end, this is
+        # the backup (a copy from before the last write, e.g. "created" of a batch that ran), or
+        # a change made without an engine (skip, retry, add) was killed before its totals.
         stored = _store_counts(bdir)
         if stored is not None:
             counts, counts_from = stored, "store"
+            if state == BatchState.FINISHED.value and stored.pending:
+                state = BatchState.STOPPED.value  # work again: resumable, as write_views says it
         ran = manifest.state == BatchState.CREATED and stored is not None and stored.finished > 0
         if manifest.state in ACTIVE_STATES or ran:
             state = INTERRUPTED
