@@ -403,7 +403,7 @@ def write_views(batch: BatchDir, manifest: Manifest, store: Any, *, durable: boo
     update.setdefault("changing", None)
 
     counts = store.counts()
-    groups, by_type = store.error_groups(LIVE_ERROR_GROUPS), store.errors_by("error_type")
+    groups, by_type = store.error_groups(None), store.errors_by("error_type")
     if manifest.state == BatchState.FINISHED and counts.pending:
         # A retry or an add gave a finished batch work again: it is resumable, not "finished
         # 46/52" (ls, the browser and the resume list go by the state).
@@ -420,7 +420,8 @@ def write_views(batch: BatchDir, manifest: Manifest, store: Any, *, durable: boo
                 "updated_at": now_iso(),
                 "in_flight": [],
                 # A retry or skip changes the breakdown too: every view shows the store's.
-                "error_groups": groups,
+                "error_groups": groups[:LIVE_ERROR_GROUPS],
+                "error_groups_total": len(groups),
                 "errors_by_type": by_type,
             }
         )

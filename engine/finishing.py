@@ -100,6 +100,7 @@ class Finishing(RunState):
         try:  # a small transaction may still fit (a file size limit hit by results.jsonl)
             self.store.requeue_processing()
             self.counts = self.store.counts()
+            self.error_tally.reread(self.store)
             self.commit_seq = int(self.store.get_meta("commit_seq", self.commit_seq) or 0)
         except (WriteFailed, sqlite3.Error) as again:
             log.warning("items left 'processing' go back to pending on resume (%s)", again)
@@ -131,8 +132,6 @@ class Finishing(RunState):
         self.final_timing = timing = batch_timing(self.manifest.history, self.counts)
         # Each final file on its own: on a full disk, write whatever still fits.
         self._best_effort(self._write_manifest)
-        self.outcomes.errors_dirty = True
-        self._best_effort(lambda: self._refresh_errors(force=True))
         self._best_effort(lambda: self._write_live(force=True))
         report = self._report(ended, timing)
         self._best_effort(lambda: write_model(self.batch.report, report, durable=self.config.fsync))

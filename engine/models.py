@@ -355,7 +355,10 @@ class LiveProgress(_Model):
     memory: Memory = Field(default_factory=Memory)
     cost: Cost = Field(default_factory=Cost)
     errors_by_type: dict[str, int] = Field(default_factory=dict)
+    #: The biggest error groups (at most publish.LIVE_ERROR_GROUPS); error_groups_total says
+    #: how many there are (None in files of an older engine): the rest are in items.db.
     error_groups: list[ErrorGroup] = Field(default_factory=list)
+    error_groups_total: int | None = None
     recent_errors: list[RecentError] = Field(default_factory=list)
     paused: bool = False
     workers: int = 0

@@ -87,7 +87,8 @@ class Operations:
         self._moved(changed, "pending")
         if changed:
             run._reset_scan()
-            run.outcomes.errors_dirty = True
+        if changed.get("failed"):
+            run.error_tally.reread(run.store)
         return describe_retry(changed)
 
     def prioritize(self, sel: Selection) -> str:
@@ -98,8 +99,8 @@ class Operations:
         run._commit()  # the store must show what is still pending
         retried, moved = run.store.prioritize(sel)
         self._moved(retried, "pending")
-        if retried:
-            run.outcomes.errors_dirty = True
+        if retried.get("failed"):
+            run.error_tally.reread(run.store)
         if moved or retried:
             run.dispatcher.prioritized()
         return describe_prioritize(retried, moved)
@@ -117,6 +118,8 @@ class Operations:
         self._moved(changed, "skipped")
         if changed:
             run._reset_scan()
+        if changed.get("failed"):
+            run.error_tally.reread(run.store)
         return f"{skipped + sum(changed.values())} skipped, {killed} running killed"
 
     def skip(self, seqs: list[int]) -> str:
@@ -149,4 +152,6 @@ class Operations:
             run.counts.skipped += 1
         if changed:
             run._reset_scan()
+        if any(before.get(seq) == "failed" for seq in changed):
+            run.error_tally.reread(run.store)
         return len(changed), len(running)

@@ -102,7 +102,6 @@ class OutcomeRecorder:
         # completions before this run (the report then reads them all from the store).
         self.durations: array.array[float] | None = None
         self.recent: collections.deque[RecentError] = collections.deque(maxlen=RECENT_ERRORS)
-        self.errors_dirty = True
         #: Told of each success's duration: the adaptive --timeout's median (engine/adaptive.py).
         self.learn: Callable[[float], None] | None = None
         #: The limit each item timed out by the runner's watchdog was killed past (seq -> s).
@@ -342,6 +341,5 @@ class OutcomeRecorder:
         self.staging.add("failed", (*fields, flight.started_at, o.seq))
         self.staging.delta["processing"] -= 1
         self.staging.delta["failed"] += 1
-        self.errors_dirty = True
         if self.on_failed is not None:
             self.on_failed(o.seq, flight.item.key, err.error_type, err.category, err.message)

@@ -4,8 +4,7 @@ Every view (the TUI, ``show``, the headless lines, a watcher in another process)
 same two files, written from the runner's committed state only: ``live_progress.json`` (at most
 every :data:`LIVE_INTERVAL_S`, at once on a state change or an acknowledged command) and
 ``manifest.json`` (on every state change, and at most every :data:`MANIFEST_INTERVAL_S` while
-the counts move, atomically with the previous good copy kept). The error breakdown is read
-from the store at most once a second, and only when failures changed. The runner supplies the
+the counts move, atomically with the previous good copy kept). The runner supplies the
 snapshot (:meth:`BatchRunner.live`); this object decides when it is taken and where it goes.
 """
 
@@ -19,13 +18,11 @@ from typing import Any, Final
 
 from .batchdir import BatchDir
 from .files import write_model
-from .models import Counts, ErrorGroup, History, InFlight, LiveProgress, Manifest
+from .models import Counts, History, InFlight, LiveProgress, Manifest
 from .outcomes import Flight
-from .store import ItemStore
 
 LIVE_INTERVAL_S: Final = 0.25
 MANIFEST_INTERVAL_S: Final = 2.0
-ERRORS_INTERVAL_S: Final = 1.0
 #: The biggest error groups live_progress.json carries (every view; `errors` lists them all).
 LIVE_ERROR_GROUPS: Final = 10
 IN_FLIGHT_SHOWN: Final = 64
@@ -72,23 +69,9 @@ class ProgressPublisher:
         self._live_stamp = 0.0
         self._manifest_stamp = 0.0
         self._manifest_counts: Counts | None = None
-        self._errors_stamp = 0.0
-        self.error_groups: list[ErrorGroup] = []
-        self.errors_by_type: dict[str, int] = {}
         self._rates: collections.deque[float] = collections.deque(maxlen=HISTORY_SAMPLES)
         self._rss: collections.deque[float] = collections.deque(maxlen=HISTORY_SAMPLES)
         self._history_stamp = float("-inf")
-
-    def errors(self, store: ItemStore | None, changed: bool, force: bool = False) -> bool:
-        """Read the error breakdown again if failures ``changed`` (at most once a second unless
-        ``force``); True if it was read."""
-        now = time.monotonic()
-        if store is None or not (changed or force) or (now - self._errors_stamp < ERRORS_INTERVAL_S and not force):
-            return False
-        self.error_groups = store.error_groups(LIVE_ERROR_GROUPS)
-        self.errors_by_type = store.errors_by("error_type")
-        self._errors_stamp = now
-        return True
 
     def write_live(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -31,6 +31,7 @@ from .committer import CommitJob, Committer
 from .config import BatchConfig, stored_config
 from .control import ControlWatcher
 from .dispatch import Dispatcher
+from .error_tally import ErrorTally
 from .eta import Eta, EtaEstimator
 from .events import BatchEvents
 from .executors import CompletionQueue, EarlyHalt, Executor, make_executor
@@ -50,7 +51,7 @@ from .operations import Operations
 from .outcomes import Flight, OutcomeRecorder
 from .policy import HaltCheck
 from .processors import ProcessorSpec
-from .publish import ProgressPublisher, in_flight_view
+from .publish import LIVE_ERROR_GROUPS, ProgressPublisher, in_flight_view
 from .reaper import Reaper
 from .resultscheck import rebuild
 from .staging import Staging
@@ -105,6 +106,8 @@ class RunState:
         self.paused = False
         self.halt_reason: str | None = None
         self.counts = Counts()
+        #: The error breakdown, counted as the counts are (when a commit settles).
+        self.error_tally = ErrorTally()
         self.commit_seq = 0
         self.operations = Operations(self)
         self.control = ControlHandler(batch.control, self.operations.apply, self._save_control_offset, self._warn)
@@ -360,6 +363,7 @@ class RunState:
         for job in jobs:
             for status, n in job.delta.items():
                 setattr(counts, status, getattr(counts, status) + n)
+            self.error_tally.settled(job.rows.get("failed", ()))  # with counts.failed, never apart
             self.staging.settled(job)
             self.commit_seq = job.commit_seq
         self.eta.finished(counts.finished, self._clock())
@@ -395,10 +399,6 @@ class RunState:
         if self.publisher.manifest_due(self.counts):
             self._write_manifest()
 
-    def _refresh_errors(self, force: bool = False) -> None:
-        if self.publisher.errors(self.store, self.outcomes.errors_dirty, force):
-            self.outcomes.errors_dirty = False
-
     def live(self) -> LiveProgress:
         c = self.counts
         mem = self.memory.sample()
@@ -413,7 +413,6 @@ class RunState:
         )
         for note in self.events.observe(eta.stalled_s, running):  # a hook that failed: logged already
             self.warnings.append(f"{now_iso()} {note}")
-        self._refresh_errors()
         run_s = time.monotonic() - self._t0
         elapsed_s, run_elapsed_s = round(self.before_s + run_s, 2), round(run_s, 2)
         rate_per_s = round(eta.rate_per_s, 3)
@@ -442,8 +441,9 @@ class RunState:
             limits=self.dispatcher.limits_view(self._inflight, self._now),
             memory=mem,
             cost=Cost(spent=round(self.outcomes.cost_spent, 6), budget=self.config.max_cost),
-            errors_by_type=self.publisher.errors_by_type,
-            error_groups=self.publisher.error_groups,
+            errors_by_type=self.error_tally.by_type(),
+            error_groups=self.error_tally.top(LIVE_ERROR_GROUPS),
+            error_groups_total=self.error_tally.groups,
             recent_errors=list(self.outcomes.recent),
             paused=self.paused,
             workers=self.executor.workers if self.executor else self.config.workers,

@@ -110,8 +110,11 @@ class TakeOver(RunState):
         self.commit_seq = int(store.get_meta("commit_seq", 0) or 0)
         results_notes = self._adopt_results(int(store.get_meta("results_offset", 0) or 0))
         self.counts = store.counts()
-        if self.counts.failed and self.events.wants("new-group"):  # the groups of earlier runs are not new
-            self.events.seed_groups(g.id for g in store.error_groups(None))
+        if self.counts.failed:
+            groups = store.error_groups(None)
+            self.error_tally.reset(groups)
+            if self.events.wants("new-group"):  # the groups of earlier runs are not new
+                self.events.seed_groups(g.id for g in groups)
         if self.counts.complete:  # a new batch has spent nothing: skip two scans of the table
             self.outcomes.cost_spent, self.outcomes.max_item_cost = store.cost_totals()
         self.outcomes.cost_known = self.counts.complete > 0

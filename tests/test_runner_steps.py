@@ -345,3 +345,45 @@ def test_a_late_outcome_of_an_earlier_attempt_is_not_the_next_attempts(make_runn
     assert not runner.step(t)
     runner.finish()
     assert statuses(runner)[seq] == ("complete", 2)
+
+
+def _agrees(live: LiveProgress) -> None:
+    """One snapshot's failed count and its error breakdown describe the same commits."""
+    failed = live.counts.failed
+    assert sum(live.errors_by_type.values()) == failed, (failed, live.errors_by_type)
+    assert live.error_groups_total is not None and live.error_groups_total >= len(live.error_groups)
+    if live.error_groups_total == len(live.error_groups):
+        assert sum(g.count for g in live.error_groups) == failed, (failed, live.error_groups)
+
+
+def test_every_snapshot_counts_each_failure_in_its_error_breakdown(make_runner: Any) -> None:
+    # The breakdown was read from the store at most once a second: a snapshot said failed 456
+    # beside {'exit 1': 435}. Each turn below ends within that second of the one before.
+    words = ["disk full", "denied", "gone", "refused", "torn", "late", "lost", "busy", "bent", "odd", "void", "sour"]
+    runner, ex = make_runner(60, workers=3, max_attempts=1)
+    t = time.monotonic()
+    runner.step(t)
+    for turn in range(1, 9):
+        for seq in ex.begin(4):
+            ex.end(seq, ErrorInfo("exit 1" if seq % 2 else "exit 2", "item", f"no: {words[seq % 12]}", ""))
+        runner.step(t + turn)
+        runner._commit()  # every failure so far committed and settled
+        live = runner.live()
+        assert live.counts.failed == 4 * turn
+        _agrees(live)
+    # The groups and their figures are what the store has (ids, examples, first and last seen).
+    assert runner.store is not None
+    assert live.error_groups_total == 12 and live.error_groups == runner.store.error_groups(10)
+    assert live.errors_by_type == runner.store.errors_by("error_type")
+    # A retry and a skip change failed items in the store itself: the breakdown follows.
+    runner.command(new_command("retry", filter={"error_type": "exit 2"}))
+    runner.step(t + 10)
+    live = runner.live()
+    assert live.counts.failed == 16 and live.errors_by_type == {"exit 1": 16}
+    _agrees(live)
+    runner.command(new_command("skip", seqs=[1, 3]))
+    runner.step(t + 11)
+    live = runner.live()
+    assert live.counts.failed == 14 and live.error_groups == runner.store.error_groups(10)
+    _agrees(live)
+    assert runner.finish().counts.failed == 14
