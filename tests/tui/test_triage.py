@@ -8,9 +8,12 @@ from pathlib import Path
 
 from textual.widgets import DataTable, Tabs
 
+from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.control import write_views
 from batchtui.engine.errors import normalize_message
 from batchtui.engine.files import write_model
 from batchtui.engine.models import BatchState, LiveProgress
+from batchtui.engine.store import ItemStore
 from batchtui.engine.store.queries import ItemQueries
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.screens.dashboard import DashboardScreen
@@ -20,6 +23,7 @@ from batchtui.tui.widgets.items_table import ItemsTable
 
 from .conftest import run
 from .fixtures import FROZEN, make_batch
+from .test_snapshots import settle
 
 SIZE = (140, 48)
 DISK = "disk full writing /data/out/17.json"
@@ -255,5 +259,85 @@ def test_every_new_key_is_in_the_palette(tmp_path: Path) -> None:
             titles = {entry.title for entry in palette_entries(app, app.screen)}
             wanted = {"Mark", "Mark down", "Mark up", "Mark all", "Run first", "Retry group", "Sort", "Errors", "Items"}
             assert wanted <= titles, wanted - titles
+
+    run(body)
+
+
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+]
+
+
+def many_group_batch(root: Path) -> tuple[Path, dict[str, list[int]]]:
+    """The finished fixture batch with its failed items in 15 error groups (``err alpha``...),
+    more than live_progress.json carries; its live file as the engine writes it
+    (engine/control.py ``write_views``). Returns the batch and the failed seqs by message."""
+    batch = make_batch(root, state=BatchState.FINISHED)
+    db = sqlite3.connect(batch / "items.db")
+    with db:
+        failed = [r[0] for r in db.execute("SELECT seq FROM items WHERE status='failed' ORDER BY seq")]
+        by_message: dict[str, list[int]] = {}
+        for i, seq in enumerate(failed):
+            message = f"err {WORDS[i % len(WORDS)]}"
+            by_message.setdefault(message, []).append(seq)
+            db.execute(
+                "UPDATE items SET error_type='exit 1', error_message=?, error_group=? WHERE seq=?",
+                (message, normalize_message(message), seq),
+            )
+    db.close()
+    bdir = BatchDir(batch)
+    store = ItemStore.open(bdir.items_db)
+    try:
+        write_views(bdir, bdir.read_manifest(), store)
+    finally:
+        store.close()
+    return batch, by_message
+
+
+def test_every_error_group_has_a_row_past_those_the_live_file_holds(tmp_path: Path) -> None:
+    # live_progress.json holds the 10 biggest groups: the panel said "10 groups" and the other
+    # five could not be reached, filtered to, nor retried with R.
+    batch, by_message = many_group_batch(tmp_path)
+    live = LiveProgress.model_validate_json((batch / "live_progress.json").read_bytes())
+    assert len(live.error_groups) == 10 and live.error_groups_total == 15
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            assert isinstance(screen, DashboardScreen)
+            panel = screen.query_one(ErrorsPanel)
+            errors = panel.query_one("#errors", DataTable)
+            assert str(panel.query_one("#errors-title").render()).startswith("Errors  15 groups")
+            messages = [str(errors.get_row_at(i)[3]) for i in range(errors.row_count)]
+            assert sorted(messages) == sorted(by_message)
+            await pilot.press("e", *["down"] * 14)  # scrolled to the last row
+            assert errors.cursor_row == 14
+            last = messages[14]
+            assert last not in {g.message for g in live.error_groups}
+            await pilot.press("enter")
+            await pilot.pause()
+            table = screen.query_one(ItemsTable)
+            assert _shown(table) == by_message[last]
+            await pilot.press("e", "R")
+            await pilot.pause()
+            dialog = app.screen
+            assert isinstance(dialog, ConfirmScreen)
+            assert [seq for seq, _ in dialog.samples] == by_message[last][:5]
 
     run(body)

@@ -138,7 +138,7 @@ class DashboardScreen(WorkerScreen):
             yield CountsRow(id="counts").data_bind(cls.live, cls.manifest)
             yield Charts(id="charts").data_bind(cls.live)
         with Horizontal(id="middle"):
-            yield ErrorsPanel(id="errors-box").data_bind(cls.live)
+            yield ErrorsPanel(self.bdir.items_db, id="errors-box").data_bind(cls.live)
             yield LimitsPanel(id="limits-box").data_bind(cls.live, cls.manifest)  # --limit-by only
             yield InFlightPanel(clock, id="flight-box").data_bind(cls.live)
         yield Tabs(*[FigureTab(label, id=tab_id) for tab_id, label, _ in TABS], id="tabs")

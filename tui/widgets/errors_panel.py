@@ -1,10 +1,18 @@
 """The dashboard's errors table: one row per error group (a type and a normalized message), with
 its category, count and message. A type with one message is one row; a type with several shows
-each, so "disk full" and "permission denied" of the same ``exit 1`` are two rows to act on."""
+each, so "disk full" and "permission denied" of the same ``exit 1`` are two rows to act on.
+
+live_progress.json carries only the biggest groups (engine/publish.py LIVE_ERROR_GROUPS) and how
+many there are (``error_groups_total``). When there are more, the panel reads them from items.db
+(read-only, off the UI thread, one read at a time), so every group has a row to scroll to, to
+filter the items by and to retry with ``R``; past :data:`MOST_ROWS` the title says how many are
+not listed and where they are.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from rich.text import Text
 from textual import on
@@ -18,11 +26,15 @@ from batchtui.engine.adaptive import timeout_text
 from batchtui.engine.errors import group_id
 from batchtui.engine.fmt import count as plural
 from batchtui.engine.models import ErrorGroup, LiveProgress
+from batchtui.engine.store.queries import ItemQueries, StoreError
 
 from ..text import plain
 from .labels import set_text
 
-__all__ = ["ErrorsPanel", "group_label", "row_key_at_cursor"]
+__all__ = ["MOST_ROWS", "ErrorsPanel", "group_label", "row_key_at_cursor"]
+
+#: The most groups the table lists (a DataTable holds its rows; `batchtui errors` lists them all).
+MOST_ROWS: Final = 500
 
 
 def _id(group: ErrorGroup) -> str:
@@ -58,6 +70,15 @@ class ErrorsPanel(Vertical):
             self.group_id = group_id
             super().__init__()
 
+    class _StoredGroups(Message):
+        """The groups read from items.db (``groups`` None: it could not be read), for the
+        failures ``seen`` (failed count, groups)."""
+
+        def __init__(self, seen: tuple[int, int], groups: list[ErrorGroup] | None) -> None:
+            self.seen = seen
+            self.groups = groups
+            super().__init__()
+
     DEFAULT_CSS = """
     ErrorsPanel { border-left: tall $panel; }
     ErrorsPanel:focus-within { border-left: tall $accent; }
@@ -65,11 +86,17 @@ class ErrorsPanel(Vertical):
 
     live: var[LiveProgress | None] = var(None)
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, items_db: Path | None = None, *, id: str | None = None) -> None:
         super().__init__(id=id)
+        self._items_db = items_db
         self._rows: list[tuple[str, str, str, int, str]] = []
         self._groups: dict[str, ErrorGroup] = {}
         self._ready = False
+        #: Every group (up to MOST_ROWS), read from items.db when the live file holds fewer than
+        #: there are; the failures they were read for; whether a read is under way.
+        self._stored: list[ErrorGroup] | None = None
+        self._stored_for: tuple[int, int] | None = None
+        self._reading = False
 
     def compose(self) -> ComposeResult:
         yield Static("Errors", classes="box-title", id="errors-title")
@@ -83,7 +110,49 @@ class ErrorsPanel(Vertical):
         self.redraw()
 
     def watch_live(self) -> None:
+        self._read_if_due()
         self.redraw()
+
+    def _more_than_live(self) -> tuple[int, int] | None:
+        """(failed, groups) when there are more groups than live_progress.json carries."""
+        live = self.live
+        if live is None or self._items_db is None:
+            return None
+        total = live.error_groups_total
+        return None if total is None or total <= len(live.error_groups) else (live.counts.failed, total)
+
+    def _read_if_due(self) -> None:
+        """Read every group from items.db if the failures changed since the last read."""
+        seen = self._more_than_live()
+        if seen is None:
+            self._stored = self._stored_for = None
+            return
+        if self._reading or seen == self._stored_for:
+            return
+        self._reading = True
+        path = self._items_db
+        assert path is not None
+
+        def read() -> None:
+            try:
+                with ItemQueries(path) as store:
+                    groups: list[ErrorGroup] | None = store.error_groups(MOST_ROWS)
+            except StoreError:
+                groups = None  # the live file's groups stay shown
+            self.post_message(self._StoredGroups(seen, groups))
+
+        self.run_worker(read, name="error groups", group="error-groups", thread=True, exit_on_error=False)
+
+    @on(_StoredGroups)
+    def _stored_groups(self, message: _StoredGroups) -> None:
+        self._reading = False
+        self._stored_for = message.seen
+        if message.groups is not None:
+            self._stored = message.groups
+        if self._more_than_live() is None:
+            self._stored = None  # a retry left no more groups than the live file holds
+        self.redraw()
+        self._read_if_due()  # the failures moved on while it read
 
     def redraw(self) -> None:
         live = self.live
@@ -91,12 +160,17 @@ class ErrorsPanel(Vertical):
             return
         # The timeout in force (an adaptive one follows the median success) rides on the
         # title: the counts row that also says it is hidden on a terminal under 30 rows.
-        groups = {_id(g): g for g in live.error_groups}
+        listed = live.error_groups if self._stored is None else self._stored
+        groups = {_id(g): g for g in listed}
         # How many groups there are: a short terminal shows three rows of them, and the ones
-        # below must not pass for none.
+        # below must not pass for none; those not listed say where they are.
+        total = len(groups) if self._stored is not None and len(groups) < MOST_ROWS else live.error_groups_total
+        total = max(total or 0, len(groups))
         title = Text("Errors")
-        if groups:
-            title.append(f"  {plural(len(groups), 'group')}")
+        if total:
+            title.append(f"  {plural(total, 'group')}")
+        if total > len(groups):
+            title.append(f" ({len(groups):,} listed: batchtui errors {live.batch_id})", style="dim")
         if live.timeout is not None:
             title.append(f"  {timeout_text(live.timeout, short=True)}", style="dim")
         set_text(self.query_one("#errors-title", Static), title)
