@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .fmt import fmt_duration
-from .models import LiveProgress
+from .models import BatchState, LiveProgress
 
 #: The window of the rate and of the concurrency in use, in seconds.
 RATE_WINDOW_S: Final = 30.0
@@ -242,7 +242,10 @@ def fmt_eta_range(low: float, high: float) -> str:
 
 def eta_text(live: LiveProgress) -> str:
     """What the views show for the ETA: ``stalled 1m30s``, ``ETA 4-6 min``, one figure when
-    the range is tight (``ETA 42s``), ``ETA ?`` when unknown."""
+    the range is tight (``ETA 42s``), ``ETA ?`` when unknown, ``ETA paused`` while paused (the
+    figure the engine wrote as it paused does not count down: ``show`` gave it for 14 minutes)."""
+    if live.state == BatchState.PAUSED:
+        return "ETA paused"
     if live.stalled_s is not None:
         return f"stalled {fmt_duration(live.stalled_s)}"
     low, high, mid = live.eta_low_s, live.eta_high_s, live.eta_s

@@ -239,6 +239,9 @@ def live(**update: object) -> LiveProgress:
         ({"eta_s": None, "stalled_s": 90.0}, "stalled 1m30s"),
         ({"eta_s": None}, "ETA ?"),
         ({"eta_s": 3.0}, "ETA 3s"),  # a file of an older engine: no range
+        # Paused: the figure written as it paused does not count down (show gave "ETA 48s" for 14 min).
+        ({"state": BatchState.PAUSED, "eta_s": 48.0, "eta_low_s": 40.0, "eta_high_s": 60.0}, "ETA paused"),
+        ({"state": BatchState.PAUSED, "eta_s": None, "stalled_s": 90.0}, "ETA paused"),
     ],
 )
 def test_eta_text(fields: dict[str, object], text: str) -> None:

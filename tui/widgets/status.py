@@ -320,7 +320,7 @@ class ProgressLine(Horizontal):
             eta_style = style("stalled") if live.stalled_s is not None else ""
             parts.append(StatusPart(Text(eta_text(live), style=eta_style), 4))
         elif live.state == BatchState.PAUSED and active:
-            parts.append(StatusPart(Text("ETA paused"), 4))
+            parts.append(StatusPart(Text(eta_text(live)), 4))  # "ETA paused", as every view says it
         if active:
             parts.append(StatusPart(Text(f"running {c.running:,}/{live.workers:,}", style=style("in-flight")), 7))
             parts.append(StatusPart(Text(f"queued {c.queued:,}", style=style("in-flight")), 9))
