@@ -102,6 +102,10 @@ class Operations:
         if retried.get("failed"):
             run.error_tally.reread(run.store)
         if moved or retried:
+            # Work handed out and not started would go first: taken back (pending again, no
+            # attempt counted), so the items put first are the next to start.
+            assert run.executor is not None
+            run._return_unstarted(run.executor.cancel_all())
             run.dispatcher.prioritized()
         return describe_prioritize(retried, moved)
 

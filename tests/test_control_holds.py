@@ -374,3 +374,29 @@ def test_an_item_skipped_while_running_ends_skipped_not_failed(
         (2, 1, "skipped", None)
     ]
     assert rows(batch, "SELECT count(*) FROM items WHERE status = 'complete'") == [(4,)]
+
+
+def test_run_first_puts_the_items_before_work_already_handed_out(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    """`+` (prioritize) moved items to the front of the store's queue, but the work already
+    handed out to the executor and not started went first: an operator saw #291 start 19 s
+    and about 39 items later. That work is taken back now, so the items run next."""
+    log = tmp_path / "runs.log"
+    engine = start_engine(
+        tmp_path,
+        out_dir,
+        [str(lines_file(tmp_path, 40)), "--cmd", f"echo {{seq}} >> {log}; sleep 0.3", "--workers", "1"],
+    )
+    try:
+        wait_until(lambda: starts(log) == [0])
+        batch = only_batch(out_dir)
+        done = invoke_cli(["prioritize", batch.name, "30", "35"])
+        assert done.returncode == 0, done.stderr
+        before_ack = set(starts(log))  # a superset of what had started when the engine applied it
+        wait_until(lambda: {30, 35} <= set(starts(log)), 60)
+    finally:
+        engine.kill()
+        engine.wait(timeout=30)
+    order = starts(log)
+    first = min(order.index(30), order.index(35))
+    assert set(order[:first]) <= before_ack, order  # nothing handed out earlier started before them
+    assert sorted(order[first : first + 2]) == [30, 35], order
