@@ -4,9 +4,11 @@ command sent to the engine (acknowledged, not acknowledged in time, acknowledged
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Self
 
+from textual import events
 from textual.reactive import var
 from textual.widgets import Log
 
@@ -32,7 +34,10 @@ class EventLog(Log):
     """Lines stamped with the app's clock. It follows the live progress and the engine's
     liveness (``data_bind``), and the commands :meth:`sent` to the engine until their
     acknowledgement shows in live_progress.json; one not acknowledged within the timeout
-    given to :meth:`check_acks` is reported once, and again if it is acknowledged late."""
+    given to :meth:`check_acks` is reported once, and again if it is acknowledged late.
+
+    The view stays on the newest line, through resizes too, until the operator scrolls up to
+    read; scrolled back to the end, it follows again (:meth:`write_lines`)."""
 
     live: var[LiveProgress | None] = var(None)
     engine: var[EngineStatus] = var(GONE)
@@ -45,11 +50,39 @@ class EventLog(Log):
         self._late: dict[str, _Pending] = {}
         self._seen_errors: set[tuple[int, int, str]] = set()
         self._seen_warnings: set[str] = set()
+        self._follow = True  # the view is on the newest line: keep it there
 
     def write_event(self, text: str) -> None:
         """One line, untrusted text escaped and cut."""
         stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
         self.write_line(f"{stamp} {clean(text, limit=300)}")
+
+    def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> Self:
+        """As :meth:`Log.write_lines`, with two differences that keep the newest line in view.
+
+        Log scrolls to a new line only if the view is at the end just before the write, and a
+        resize leaves it short of the end (a shorter pane raises the end, the offset stays):
+        here the view follows while ``_follow`` holds (:meth:`watch_scroll_y`,
+        :meth:`on_resize`), until the operator scrolls up.
+
+        Every row is repainted: past ``max_lines`` a write drops the first line and the offset
+        stays, so every row shown changes, while Log's auto-scroll repaints only the new line's
+        row, below the view (the log looked frozen from its 500th line on)."""
+        super().write_lines(lines, scroll_end=False)  # False: Log refreshes the whole view
+        follow = self.auto_scroll if scroll_end is None else scroll_end
+        if follow and self._follow and not self.is_vertical_scrollbar_grabbed:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        return self
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        # The offset moves when the operator scrolls, and when the view follows or a taller pane
+        # clamps it (both at the end); a shorter pane or a write leaves it: on_resize follows.
+        self._follow = new_value >= self.max_scroll_y
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._follow:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def watch_engine(self, before: EngineStatus, after: EngineStatus) -> None:
         if before.liveness != Liveness.STALE and after.liveness == Liveness.STALE:

@@ -1,0 +1,130 @@
+"""The dashboard's event log: it keeps showing the newest event past its line limit and through
+resizes (unless the operator scrolled up to read). Checked on what is drawn on the screen: the
+log's lines can be right while the rows on screen are stale."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from batchtui.engine.files import read_model
+from batchtui.engine.models import BatchState, LiveProgress, RecentError
+from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.messages import LiveUpdated
+from batchtui.tui.screens.dashboard import DashboardScreen
+from batchtui.tui.widgets.event_log import EventLog
+
+from .conftest import run
+from .fixtures import FROZEN, T1, hold_lock, make_batch
+
+
+def _app(out: Path, batch: Path) -> BatchtuiApp:
+    return BatchtuiApp(
+        output_dir=out, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False, strict_display=True
+    )
+
+
+async def _until(pilot: Any, pred: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout:g} s")
+        await pilot.pause(0.05)
+
+
+def _drawn(app: BatchtuiApp, log: EventLog) -> list[str]:
+    """The log's rows as the terminal shows them now (its region of the screen)."""
+    region = log.scrollable_content_region
+    rows = [strip.text for strip in app.screen._compositor.render_strips()]
+    return [row[region.x : region.right].rstrip() for row in rows[region.y : region.bottom]]
+
+
+def _error(seq: int) -> RecentError:
+    return RecentError(seq=seq, key=str(seq), error_type="exit 1", category="item", message="exit 1", at=T1, attempt=1)
+
+
+async def _dashboard(app: BatchtuiApp, pilot: Any) -> tuple[DashboardScreen, EventLog]:
+    screen = app.screen
+    assert isinstance(screen, DashboardScreen)
+    log = screen.query_one("#events", EventLog)
+    await _until(pilot, lambda: screen.live is not None and log.line_count > 0, "the first events")
+    await pilot.pause()
+    return screen, log
+
+
+def test_the_log_shows_the_newest_event_once_it_is_full(tmp_path: Path) -> None:
+    """Past max_lines the oldest line goes at each write and the scroll offset stays: the rows
+    shown must still move on (Log repaints only the new line's row, off screen)."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    base = read_model(batch / "live_progress.json", LiveProgress)
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = _app(tmp_path, batch)
+            async with app.run_test(size=(80, 24)) as pilot:
+                screen, log = await _dashboard(app, pilot)
+                assert log.max_lines is not None
+                # As the engine reports them: a window of the latest errors on each write.
+                last = log.max_lines + 100
+                for first in range(0, last, 20):
+                    window = [_error(seq) for seq in range(first, first + 20)]
+                    screen.post_message(LiveUpdated(batch, base.model_copy(update={"recent_errors": window})))
+                    await pilot.pause()
+                await _until(pilot, lambda: f"#{last - 1} try 1" in log.lines[-1], "the last error in the log")
+                await pilot.pause()
+                drawn = _drawn(app, log)
+                assert f"#{last - 1} try 1 item exit 1" in drawn[-1], drawn
+
+    run(body)
+
+
+def test_the_log_follows_through_resizes_unless_scrolled_up(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = _app(tmp_path, batch)
+            async with app.run_test(size=(80, 24)) as pilot:
+                screen, log = await _dashboard(app, pilot)
+
+                async def event(text: str) -> None:
+                    screen._event(text)
+                    await pilot.pause()
+
+                for i in range(8):
+                    await event(f"before {i}")
+                assert "before 7" in _drawn(app, log)[-1]
+                await pilot.resize_terminal(200, 60)
+                await _until(pilot, lambda: not screen.has_class("short"), "the full layout")
+                await pilot.pause()
+                assert "before 7" in _drawn(app, log)[-1], _drawn(app, log)
+                await event("while big")
+                assert "while big" in _drawn(app, log)[-1], _drawn(app, log)
+                await pilot.resize_terminal(80, 24)
+                await _until(pilot, lambda: screen.has_class("short"), "the small layout")
+                await pilot.pause()
+                assert "while big" in _drawn(app, log)[-1], _drawn(app, log)
+                for i in range(3):
+                    await event(f"after {i}")
+                    assert f"after {i}" in _drawn(app, log)[-1], _drawn(app, log)
+
+                # An operator who scrolled up to read keeps their place; back at the end, it follows.
+                log.scroll_home(animate=False, immediate=True)
+                await pilot.pause()
+                top = _drawn(app, log)
+                await event("while reading")
+                assert _drawn(app, log) == top
+                await pilot.resize_terminal(200, 60)
+                await _until(pilot, lambda: not screen.has_class("short"), "the full layout")
+                await pilot.resize_terminal(80, 24)
+                await _until(pilot, lambda: screen.has_class("short"), "the small layout")
+                await pilot.pause()
+                assert "while reading" not in "\n".join(_drawn(app, log))
+                log.scroll_end(animate=False, immediate=True)
+                await pilot.pause()
+                await event("reading done")
+                assert "reading done" in _drawn(app, log)[-1], _drawn(app, log)
+
+    run(body)
