@@ -1,6 +1,7 @@
 """The dashboard's event log: it keeps showing the newest event past its line limit and through
-resizes (unless the operator scrolled up to read). Checked on what is drawn on the screen: the
-log's lines can be right while the rows on screen are stale."""
+resizes (unless the operator scrolled up to read), and an event read from live_progress.json
+carries the time it happened, not the time the dashboard read it. Checked on what is drawn on
+the screen: the log's lines can be right while the rows on screen are stale."""
 
 from __future__ import annotations
 
@@ -126,5 +127,27 @@ def test_the_log_follows_through_resizes_unless_scrolled_up(tmp_path: Path) -> N
                 await pilot.pause()
                 await event("reading done")
                 assert "reading done" in _drawn(app, log)[-1], _drawn(app, log)
+
+    run(body)
+
+
+def test_replayed_errors_carry_the_time_they_happened(tmp_path: Path) -> None:
+    """A finished batch opened later: its recent errors are stamped with their own time (T1,
+    09:05:00 UTC), not the dashboard's clock (FROZEN, 11:06:40); a malformed time falls back to
+    the clock rather than losing the line."""
+    batch = make_batch(tmp_path, state=BatchState.FINISHED)
+    base = read_model(batch / "live_progress.json", LiveProgress)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen, log = await _dashboard(app, pilot)
+            await _until(pilot, lambda: any("#3 try 3" in line for line in log.lines), "the replayed error")
+            replayed = next(line for line in log.lines if "#3 try 3" in line)
+            assert replayed.startswith("09:05:00 #3 try 3 transient TimeoutError"), replayed
+            odd = base.recent_errors[0].model_copy(update={"seq": 4, "at": "yesterday"})
+            screen.post_message(LiveUpdated(batch, base.model_copy(update={"recent_errors": [odd]})))
+            await _until(pilot, lambda: "#4 try 3" in log.lines[-1], "the error with a malformed time")
+            assert log.lines[-1].startswith("11:06:40 #4 try 3"), log.lines[-1]
 
     run(body)

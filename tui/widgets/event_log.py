@@ -12,7 +12,7 @@ from textual import events
 from textual.reactive import var
 from textual.widgets import Log
 
-from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.client import NotAcknowledged, Sent
 from batchtui.engine.fmt import clean
 from batchtui.engine.liveness import EngineStatus, Liveness
@@ -31,10 +31,11 @@ class _Pending:
 
 
 class EventLog(Log):
-    """Lines stamped with the app's clock. It follows the live progress and the engine's
-    liveness (``data_bind``), and the commands :meth:`sent` to the engine until their
-    acknowledgement shows in live_progress.json; one not acknowledged within the timeout
-    given to :meth:`check_acks` is reported once, and again if it is acknowledged late.
+    """Lines stamped with the app's clock, or with the time an event read from
+    live_progress.json happened. It follows the live progress and the engine's liveness
+    (``data_bind``), and the commands :meth:`sent` to the engine until their acknowledgement
+    shows in live_progress.json; one not acknowledged within the timeout given to
+    :meth:`check_acks` is reported once, and again if it is acknowledged late.
 
     The view stays on the newest line, through resizes too, until the operator scrolls up to
     read; scrolled back to the end, it follows again (:meth:`write_lines`)."""
@@ -52,9 +53,10 @@ class EventLog(Log):
         self._seen_warnings: set[str] = set()
         self._follow = True  # the view is on the newest line: keep it there
 
-    def write_event(self, text: str) -> None:
-        """One line, untrusted text escaped and cut."""
-        stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
+    def write_event(self, text: str, at: float | None = None) -> None:
+        """One line, untrusted text escaped and cut, stamped with ``at`` (an epoch time) or the
+        app's clock."""
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.clock() if at is None else at))
         self.write_line(f"{stamp} {clean(text, limit=300)}")
 
     def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> Self:
@@ -103,7 +105,8 @@ class EventLog(Log):
             ident = (e.seq, e.attempt, e.error_type)
             if ident not in self._seen_errors:
                 self._seen_errors.add(ident)
-                self.write_event(f"#{e.seq} try {e.attempt} {e.category} {e.error_type}: {e.message}")
+                text = f"#{e.seq} try {e.attempt} {e.category} {e.error_type}: {e.message}"
+                self.write_event(text, at=_epoch(e.at))  # when it failed, not when it was read
         self._acked(live)
 
     def sent(self, sent: Sent, what: str) -> None:
@@ -144,3 +147,11 @@ class EventLog(Log):
                 late = f"{pending.what}: {result} (acknowledged late, after {time.monotonic() - pending.at:.0f}s)"
                 self.write_event(late)
                 self.notify(clean(late), timeout=4)
+
+
+def _epoch(iso: str) -> float | None:
+    """An event's time from live_progress.json; None (the app's clock) if unreadable."""
+    try:
+        return parse_iso(iso)
+    except ValueError:
+        return None
