@@ -76,6 +76,7 @@ class BatchLock:
         self.path = path
         self.engine = engine  # written into the lock file: False for a brief offline change
         self._fd: int | None = None
+        self._dir_fd: int | None = None
         self.info: LockInfo | None = None
 
     def acquire(self, *, wait: float = 1.0, on_wait: Callable[[LockInfo | None], None] | None = None) -> LockInfo:
@@ -98,16 +99,30 @@ class BatchLock:
             if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise BatchReadOnly(self.path.parent, exc) from None
             raise
+        # The folder is locked too: a lock file deleted by hand (a "stale lock" cleared while the
+        # engine runs) must not let a second engine in beside the first.
+        try:
+            dir_fd: int | None = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            dir_fd = None
         deadline = time.monotonic() + wait
         told = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if dir_fd is not None:
+                    try:
+                        fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                        raise
                 break
             except BlockingIOError:
                 # A viewer's brief shared probe can hold it for microseconds: retry a little.
                 if time.monotonic() >= deadline:
                     os.close(fd)
+                    if dir_fd is not None:
+                        os.close(dir_fd)
                     raise BatchLocked(self.path.parent, read_lock_info(self.path)) from None
                 if on_wait is not None and not told:
                     told = True
@@ -117,6 +132,7 @@ class BatchLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, orjson.dumps(info.model_dump()) + b"\n", 0)
         self._fd = fd
+        self._dir_fd = dir_fd
         self.info = info
         return info
 
@@ -131,6 +147,9 @@ class BatchLock:
             os.close(self._fd)
             self._fd = None
             self.info = None
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)  # and with it the folder's lock
+            self._dir_fd = None
 
     @property
     def held(self) -> bool:
