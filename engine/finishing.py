@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Callable
 
 from .batchdir import now_iso
+from .config import MAX_SECONDS
 from .files import WriteFailed, write_model
 from .models import (
     BatchState,
@@ -32,6 +33,30 @@ class Finishing(RunState):
     """Part of :class:`~batchtui.engine.runner.BatchRunner`: how a run stops and ends."""
 
     # -- stopping --------------------------------------------------------------------------
+
+    def request_drain(self, reason: str) -> None:
+        """Stop as :meth:`request_stop` does, but let the running items end on their own, each
+        within its ``--timeout`` if one is set (thread-safe).
+
+        Nothing more starts (work handed out and not started goes back to pending at once); no
+        running item is killed, so none is cut short to be run, and paid for, again by the next
+        engine. A stop or halt already under way keeps its grace; a later
+        ``request_stop(reason, grace=0)`` cuts the drain short (the items are then killed and
+        go back to pending).
+        """
+        if not (self._stop.is_set() or self.halt_reason):
+            self.config = self.config.model_copy(update={"grace": MAX_SECONDS})
+        self.request_stop(reason)
+
+    @property
+    def draining(self) -> bool:
+        """A drain is under way: the running items end on their own (none is killed)."""
+        return self._stop.is_set() and self.config.grace >= MAX_SECONDS
+
+    @property
+    def running_items(self) -> int:
+        """How many items run now (started in a worker; not those only handed out)."""
+        return self.executor.counts()[1] if self.executor is not None else 0
 
     def _enter_stopping(self) -> None:
         self.state = BatchState.STOPPING

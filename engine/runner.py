@@ -161,16 +161,17 @@ class BatchRunner(TakeOver, Finishing):
             # Before a stop's acknowledgement is written: it says nothing more starts, so the work
             # handed out and not started is taken back first (this writes the live files).
             self._enter_stopping()
-            self._grace_deadline = now + self.config.grace
+            self._stopping_since = now
         elif handled:
             self._write_live(force=True)  # the acknowledgements, once each command took effect
         if self.state == BatchState.STOPPING:
             if not self._inflight:
                 return False
-            assert self._grace_deadline is not None
-            if now >= self._grace_deadline:
+            grace_end = self._grace_end()
+            assert grace_end is not None
+            if now >= grace_end:
                 self._kill_in_flight("stop")
-                if now >= self._grace_deadline + 3.0:
+                if now >= grace_end + 3.0:
                     # Python callables in threads cannot be killed: requeue and leave them.
                     self._abandon_in_flight()
                     return False
@@ -206,8 +207,14 @@ class BatchRunner(TakeOver, Finishing):
                 if self.staging.staged >= COMMIT_MAX_CHANGES:
                     self._commit(wait=False)  # the contract: at most ~1000 changes a transaction
 
+    def _grace_end(self) -> float | None:
+        """When the running items of a stop get killed: the grace is read each turn, so a stop
+        that cuts a longer one short (a second Ctrl-C, a drain told to stop now) takes effect."""
+        since = self._stopping_since
+        return None if since is None else since + self.config.grace
+
     def _next_wake(self, now: float) -> float:
-        grace_deadline = self._grace_deadline
+        grace_deadline = self._grace_end()
         wake = 0.25
         if self.staging.first is not None:
             wake = min(wake, max(0.0, self.staging.first + COMMIT_INTERVAL_S - now))

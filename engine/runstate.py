@@ -95,7 +95,7 @@ class RunState:
         self._early_halt: EarlyHalt | None = None
         self._now = time.monotonic()  # the time of the loop's current turn (see step)
         self._real_time = True  # the loop runs on the real clock (not a test's)
-        self._grace_deadline: float | None = None
+        self._stopping_since: float | None = None  # the grace counts from then (a later stop may cut it)
 
         self.completions: CompletionQueue = queue.SimpleQueue()
         self._stop = threading.Event()
