@@ -4,15 +4,14 @@ The app is a client of the batch directory like any other process. When it runs 
 itself (``batchtui run`` / ``demo`` / ``resume`` on a terminal), the engine lives in a thread
 worker and writes the same files the dashboard watches. The engine must not die with the
 terminal: when the terminal goes (SIGHUP, SIGTERM, a tty that hung up; see hangup.py) the app
-stops it quickly and hands the batch to a background engine (``batchtui resume --headless`` in
-its own session, which waits for this engine's lock), then ends, whatever state it is in.
+ends, whatever state it is in, and hands the batch to a background engine (``batchtui resume
+--headless`` in its own session) once the items running here have ended (handover.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import threading
 import time
@@ -27,7 +26,7 @@ from textual.command import Provider
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from batchtui.engine.batchdir import BatchDir, BatchLocked, now_iso
+from batchtui.engine.batchdir import BatchDir, BatchLocked
 from batchtui.engine.batches import BatchScope
 from batchtui.engine.errors import EXIT_INTERRUPTED, EXIT_USAGE, BatchtuiError
 from batchtui.engine.fmt import clean
@@ -36,7 +35,9 @@ from batchtui.engine.resume import ResumePlan, plan_resume
 from batchtui.engine.runner import BatchRunner, RunResult
 
 from .commands import ActionsProvider
+from .engine_thread import start_engine_thread
 from .glyphs import ASCII_CLASS, ascii_driver, ascii_terminal
+from .handover import HANDOFF_GRACE_S, HANDOFF_LOCK_WAIT_S, engine_log, say, wait_for_handoff
 from .hangup import HandOff, TerminalWatch, silence_terminal, tty_gone
 from .keys import key_entries, key_words, user_keymap
 from .messages import EngineFinished
@@ -53,13 +54,10 @@ _SCREEN_NAMES = {
     "ItemDetailScreen": "the item detail",
 }
 
-HANDOFF_GRACE_S = 3.0
 #: The engine in this app waits for its dashboard's first frame, at most this long: composing and
 #: painting the first frame take the GIL for a few hundred ms, time the engine's first seconds
 #: would otherwise lose (and the screen would come later).
 FIRST_PAINT_WAIT_S = 1.0
-#: How long the hand-off engine waits for this app's engine (or any other) to let go of the batch.
-HANDOFF_LOCK_WAIT_S = 30.0
 #: How long a TUI whose terminal died may take to shut down before it just leaves.
 DEAD_TERMINAL_EXIT_S = 5.0
 
@@ -175,29 +173,13 @@ class BatchtuiApp(PlainApp[int]):
         done = self._engine_done = threading.Event()
         go = self._engine_go = threading.Event()
 
-        def run_engine() -> RunResult:
-            try:
-                go.wait(FIRST_PAINT_WAIT_S)  # its dashboard's first frame (engine_may_start)
-                # The app's own objects (widgets, styles, caches: ~10^5) are long-lived, and
-                # every full collection that the engine's allocations set off would go through
-                # them again: 200k no-op items ran ~0.8 s slower in the app with no dashboard
-                # update at all. Frozen for the run, they are left out; unfrozen after it, so
-                # what of them becomes garbage later (a screen closed) is still collected.
-                gc.freeze()
-                try:
-                    result = runner.run()
-                finally:
-                    gc.unfreeze()
-            except BaseException as exc:
-                self.engine_error = exc
-                raise
-            finally:
-                done.set()
-            self.engine_result = result
-            return result
+        def ended(result: RunResult | None, error: BaseException | None) -> None:
+            self.engine_result, self.engine_error = result, error
 
+        finished = start_engine_thread(runner, go=go, go_wait=FIRST_PAINT_WAIT_S, done=done, on_end=ended)
+        # An async worker awaits the engine's own thread (engine_thread.py says why not a thread worker).
         self.engine_worker = self.run_worker(
-            run_engine, name=f"engine {runner.batch.batch_id}", group="engine", thread=True, exit_on_error=False
+            finished, name=f"engine {runner.batch.batch_id}", group="engine", exit_on_error=False
         )
 
     def engine_may_start(self) -> None:
@@ -322,8 +304,19 @@ class BatchtuiApp(PlainApp[int]):
         self.exit(EXIT_INTERRUPTED)
 
     async def _handoff_and_exit(self) -> None:
-        outcome = await asyncio.to_thread(self.hand_off, "quit: the batch goes on in a background engine")
-        self.exit(EXIT_USAGE if outcome is not None and outcome.error else 0)
+        """Background: the app ends at once; the hand-off (the running items end here first)
+        goes on on a thread of its own, and the terminal says what it waits for (launch_tui)."""
+        self._start_handoff("quit: the batch goes on in a background engine")
+        self.exit(0)  # the exit code is the hand-off's (cli/watching.py _after_tui)
+
+    def _start_handoff(self, reason: str, confirm_s: float = 15.0) -> None:
+        if self._claim_handoff():  # not a daemon: the interpreter's exit waits for the hand-off
+            threading.Thread(target=self._hand_off, args=(reason, confirm_s), name="batchtui-hand-off").start()
+
+    def _claim_handoff(self) -> bool:
+        with self._handoff_lock:
+            started, self._handoff_started = self._handoff_started, True
+        return not started
 
     def run(self, *args: Any, **kwargs: Any) -> int | None:
         _start_resource_tracker()
@@ -340,27 +333,28 @@ class BatchtuiApp(PlainApp[int]):
         background engine rather than dying with the view; only an interrupt (Ctrl+C, SIGINT)
         stops it. Ends the terminal watch.
         """
+        watch = self.terminal_watch
+        gone = watch is not None and (watch.fired or tty_gone(watch.fd))
         try:
-            watch = self.terminal_watch
             if watch is not None and watch.fired:
-                watch.wait(HANDOFF_GRACE_S + HANDOFF_LOCK_WAIT_S + 20)
-            elif self.engine_running and self.runner is not None:
+                wait_for_handoff(watch.done, self.runner, None if gone else say)
+            elif self.engine_running and self.runner is not None and not self._handoff_started:
                 if interrupted:
                     self.runner.request_stop("the TUI was interrupted")
                     self._engine_done.wait(timeout)
                 else:
-                    gone = tty_gone(watch.fd) if watch is not None else False
                     if gone:
                         silence_terminal()
-                    self.hand_off("the TUI ended while its engine ran", confirm_s=5.0 if gone else 15.0)
+                    self._start_handoff("the TUI ended while its engine ran", confirm_s=5.0 if gone else 15.0)
             if self._handoff_started:  # a hand-off chosen in the app (q, b) is waited for too
-                self._handoff_done.wait(HANDOFF_GRACE_S + HANDOFF_LOCK_WAIT_S + 20)
+                wait_for_handoff(self._handoff_done, self.runner, None if gone else say)
         finally:
             if watch is not None:
                 watch.stop()
 
     def hand_off(self, reason: str = "handing the batch over", *, confirm_s: float = 15.0) -> HandOff | None:
-        """Stop the in-process engine quickly, then start a background engine on the batch.
+        """Drain the in-process engine (nothing more starts; the running items end on their
+        own: handover.py), then start a background engine on the batch.
 
         Returns what became of the batch (also kept as :attr:`handoff`), None when no engine of
         this app ran. Safe to call from any thread; runs once (a second caller waits for the
@@ -368,13 +362,14 @@ class BatchtuiApp(PlainApp[int]):
         waits ``confirm_s`` for it to take the lock. Every step is logged in engine.log: with
         the terminal gone, that is the only place anyone will read it.
         """
-        from .launch import detach_engine
-
-        with self._handoff_lock:
-            started, self._handoff_started = self._handoff_started, True
-        if started:
+        if not self._claim_handoff():
             self._handoff_done.wait()
             return self.handoff
+        return self._hand_off(reason, confirm_s)
+
+    def _hand_off(self, reason: str, confirm_s: float) -> HandOff | None:
+        from .launch import detach_engine
+
         try:
             runner = self.runner
             if runner is None or not self.engine_running:
@@ -384,17 +379,20 @@ class BatchtuiApp(PlainApp[int]):
                 # An operator's stop or a policy halt is under way: let it end as decided.
                 self._engine_done.wait(HANDOFF_GRACE_S + runner.config.grace + 10)
                 self.handoff = HandOff(note="the engine was already stopping: not handed over")
-                self._engine_log(batch, f"{reason}; the engine was already stopping, so it was not handed over")
+                engine_log(batch, f"{reason}; the engine was already stopping, so it was not handed over")
                 return self.handoff
-            self._engine_log(
-                batch, f"{reason}: stopping the engine in the TUI (pid {os.getpid()}) to hand the batch over"
+            # Nothing is killed: a running item cut short would be run (and paid for) again.
+            runner.request_drain("handing the batch to a background engine")
+            engine_log(
+                batch,
+                f"{reason}: the engine in the TUI (pid {os.getpid()}) starts nothing more; its"
+                f" {runner.running_items} running item(s) end first, then a background engine takes the batch",
             )
-            runner.request_stop("handing the batch to a background engine", grace=HANDOFF_GRACE_S)
-            self._engine_done.wait(HANDOFF_GRACE_S + 10)
+            self._engine_done.wait()
             result = self.engine_result
             if result is not None and result.state in (BatchState.FINISHED, BatchState.HALTED):
                 self.handoff = HandOff(note=f"the engine in the TUI ended the batch: {result.state.value}")
-                self._engine_log(batch, f"not handed over: {self.handoff.note}")
+                engine_log(batch, f"not handed over: {self.handoff.note}")
                 return self.handoff
             try:
                 pid = detach_engine(batch, action="resume", lock_wait=HANDOFF_LOCK_WAIT_S, wait=confirm_s)
@@ -405,42 +403,34 @@ class BatchtuiApp(PlainApp[int]):
             else:
                 self.handoff = HandOff(pid=pid)
             if self.handoff.error:
-                self._engine_log(batch, f"HAND-OFF FAILED: {self.handoff.error}")
+                engine_log(batch, f"HAND-OFF FAILED: {self.handoff.error}")
             else:
-                self._engine_log(batch, f"handed the batch to a background engine, pid {self.handoff.pid}")
+                engine_log(batch, f"handed the batch to a background engine, pid {self.handoff.pid}")
             return self.handoff
         finally:
             self._handoff_done.set()
 
-    def _engine_log(self, batch: BatchDir, line: str) -> None:
-        """A line for engine.log (the hand-off's only witness once the terminal is gone)."""
-        with contextlib.suppress(OSError):
-            fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, f"[{now_iso()}] TUI pid {os.getpid()}: {clean(line)}\n".encode())
-            finally:
-                os.close(fd)
-
     def _terminal_gone(self, reason: str) -> None:
-        """The terminal went away (on TerminalWatch's thread): hand the batch over, then end.
+        """The terminal went away (on TerminalWatch's thread): end, and hand the batch over.
 
         Never waits on the event loop: with the terminal gone it may be stuck on a write. The
-        app is asked to exit; if it has not within DEAD_TERMINAL_EXIT_S the process leaves.
+        app is asked to exit at once; the hand-off waits for the running items (handover.py);
+        if the app has not ended within DEAD_TERMINAL_EXIT_S after that, the process leaves.
         """
         watch = self.terminal_watch
         dead = tty_gone(watch.fd if watch is not None else None)
         if dead:
             silence_terminal()
-        if self.runner is not None and self.engine_running:
+        handing = self.runner is not None and self.engine_running
+        code = self.engine_result.exit_code if self.engine_result is not None and not handing else 0
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self.exit, code)
+        if handing:
             outcome = self.hand_off(
                 f"{reason}{' (the terminal is gone)' if dead else ''}", confirm_s=5.0 if dead else 15.0
             )
             code = EXIT_USAGE if outcome is not None and outcome.error else 0
-        else:
-            code = self.engine_result.exit_code if self.engine_result is not None else 0
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self.exit, code)
         if self._run_returned.wait(DEAD_TERMINAL_EXIT_S if dead else 3 * DEAD_TERMINAL_EXIT_S):
             if dead:  # the rest (reports to /dev/null, the interpreter's exit) is bounded too
                 threading.Thread(target=_exit_later, args=(code, 2 * DEAD_TERMINAL_EXIT_S), daemon=True).start()

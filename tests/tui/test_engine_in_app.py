@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -21,13 +24,15 @@ from batchtui.tui.screens.modals import QuitScreen
 from .conftest import run
 
 
-def _runner(tmp_path: Path, n: int = 200, gate: Path | None = None) -> BatchRunner:
+def _runner(tmp_path: Path, n: int = 200, gate: Path | None = None, log: Path | None = None) -> BatchRunner:
     """``n`` items of 50 ms; with a ``gate``, the items wait for that file (so a batch cannot
-    finish before the test lets it)."""
+    finish before the test lets it); with a ``log``, each item appends its seq to it as it starts."""
     items = tmp_path / "items.txt"
     items.write_text("".join(f"{i}\n" for i in range(n)))
     config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2, "grace": 2}, environ={})
     cmd = "sleep 0.05" if gate is None else f"while [ ! -e {gate} ]; do sleep 0.02; done"
+    if log is not None:
+        cmd = f"echo {{seq}} >> {log}; {cmd}"
     batch = create_batch(config, build_spec([str(items)]), shell_spec(cmd))
     return BatchRunner(batch, config=config)
 
@@ -67,17 +72,21 @@ def test_quit_and_stop_leaves_a_resumable_batch(tmp_path: Path) -> None:
     assert m["totals"]["pending"] > 0 and m["totals"]["processing"] == 0  # type: ignore[index]
 
 
-def test_quit_and_hand_off_keeps_the_batch_running(tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
-    runner = _runner(tmp_path, n=120, gate=gate)
+def test_quit_and_hand_off_lets_the_running_items_finish(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """q then Background: the app ends at once; nothing more starts in it, the two running items
+    finish in it (none is killed and run again: items may be paid calls), then a background
+    engine runs the rest. Each item starts once, in a side-effect log. Failed before the drain:
+    the hand-off killed the running items after 2 s and the background engine ran them again."""
+    gate, log = tmp_path / "gate", tmp_path / "starts.log"
+    runner = _runner(tmp_path, n=12, gate=gate, log=log)
+    app = BatchtuiApp(output_dir=runner.batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)
 
     async def body() -> None:
-        app = BatchtuiApp(output_dir=runner.batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)
         async with app.run_test(size=(140, 48)) as pilot:
-            for _ in range(300):  # until the engine runs items (they wait for the gate)
+            for _ in range(300):  # until both workers run an item (they wait for the gate)
                 await pilot.pause(0.1)
                 live = runner.batch.read_live()
-                if live is not None and live.counts.running:
+                if live is not None and live.counts.running == 2:
                     break
             await pilot.press("q")
             await pilot.pause(0.2)
@@ -86,22 +95,54 @@ def test_quit_and_hand_off_keeps_the_batch_running(tmp_path: Path) -> None:
                 await pilot.pause(0.1)
                 if not app.is_running:
                     break
-        assert app.return_value == 0
+        assert not app.is_running  # the app ends at once: it does not wait for the items
 
+    batch = runner.batch.path
     try:
         run(body)
-        batch = runner.batch.path
+        # What launch_tui does once the app has gone: wait for the hand-off, saying what for.
+        after = threading.Thread(target=app.stop_engine_after_exit)
+        after.start()
+        wait_until(lambda: _manifest(batch)["state"] == "stopping", 10, "the drain is decided")
+        running = sorted(starts(log))
+        assert len(running) == 2, running  # nothing else started once the drain was decided
+        stopped_at = time.monotonic()
+        # The running items outlive the grace (2 s): a stop would have killed them by now.
+        wait_until(lambda: not app.engine_running or time.monotonic() - stopped_at > 3.5, 10, "the grace passes")
+        assert app.engine_running, "the running items were cut short"
         holder = engine_alive(batch)
-        assert holder is not None and holder.pid != os.getpid()  # the background engine has it
-        assert _manifest(batch)["state"] != "finished"
+        assert holder is not None and holder.pid == os.getpid()  # still this process's engine
     finally:
         gate.touch()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (_manifest(batch)["state"] == "finished" and engine_alive(batch) is None):
-        time.sleep(0.2)
+    after.join(60)
+    said = capsys.readouterr().err
+    assert "2 running items finish here first" in said and "Ctrl-C stops them now" in said, said
+    assert app.handoff is not None and app.handoff.pid is not None, app.handoff
+    wait_until(
+        lambda: _manifest(batch)["state"] == "finished" and engine_alive(batch) is None, 60, "the batch finishes"
+    )
     m = _manifest(batch)
-    assert m["state"] == "finished" and m["totals"]["complete"] == 120  # type: ignore[index]
+    assert m["totals"]["complete"] == 12  # type: ignore[index]
     assert [h["action"] for h in m["history"]] == ["run", "resume"]  # type: ignore[index]
+    assert sorted(starts(log)) == list(range(12)), starts(log)  # every item started exactly once
+    db = sqlite3.connect(f"file:{batch / 'items.db'}?mode=ro", uri=True)
+    try:
+        attempts = db.execute("SELECT seq, attempt, error_type FROM attempts WHERE seq IN (?, ?)", running).fetchall()
+    finally:
+        db.close()
+    assert sorted(attempts) == [(seq, 1, None) for seq in running], attempts
+
+
+def starts(log: Path) -> list[int]:
+    return [int(line) for line in log.read_text().split()] if log.exists() else []
+
+
+def wait_until(pred: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
 
 
 def test_the_engine_starts_once_its_dashboard_has_painted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

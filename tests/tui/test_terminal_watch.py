@@ -19,6 +19,7 @@ from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
 from batchtui.tui import launch
 from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.cli.watching import _after_tui
 from batchtui.tui.hangup import TerminalWatch, tty_gone
 
 from .conftest import run
@@ -96,7 +97,10 @@ def test_a_hand_off_that_fails_is_said_never_swallowed(tmp_path: Path, monkeypat
         return app
 
     app = run(body)
-    assert app.return_value == 2  # not 0: the batch was not handed over
+    # The app ends at once (the running items finish before the hand-off): the exit code is the
+    # CLI's, once launch_tui has waited for the hand-off.
+    app.stop_engine_after_exit()
+    assert _after_tui(app, app.return_value) == 2  # not 0: the batch was not handed over
     assert app.handoff is not None and app.handoff.pid is None
     assert app.handoff.error is not None and "pid 4242 on elsewhere" in app.handoff.error
     log = batch.engine_log.read_text()

@@ -84,7 +84,7 @@ class QuitScreen(ModalScreen[str]):
             "choose('handoff')",
             "Background",
             id="quit_handoff",
-            tooltip="Hand the batch to a background engine and quit",
+            tooltip="Quit; the running items finish, then a background engine runs the rest",
         ),
         Binding("escape,c", "choose('cancel')", "Cancel", id="quit_cancel", tooltip="Stay"),
     ]
@@ -95,7 +95,10 @@ class QuitScreen(ModalScreen[str]):
             yield Static(
                 Text(
                     "Stop it (in-flight items go back to pending; resume later), or keep it running"
-                    " in a background engine (watch it again with `batchtui watch`)."
+                    " in a background engine (watch it again with `batchtui watch`): nothing more"
+                    " starts here, the running items finish here first (the terminal waits for them;"
+                    " Ctrl-C there stops them, and they run again), then the background engine runs"
+                    " the rest."
                 ),
                 classes="dialog-body",
             )
