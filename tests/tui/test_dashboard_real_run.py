@@ -31,13 +31,17 @@ def _store(batch: Path) -> dict[int, str]:
         db.close()
 
 
+#: What an item in flight (the store's 'processing') shows: running, or queued behind them.
+IN_FLIGHT = {"running": "processing", "queued": "processing"}
+
+
 def _shown(table: ItemsTable) -> dict[int, str]:
-    """seq -> status of every row the table draws (line 0 is the header)."""
+    """seq -> status of every row the table draws (line 0 is the header), as the store says it."""
     rows: dict[int, str] = {}
     for y in range(1, table.size.height):
         cells = table.render_line(y).text.split()
         if cells and cells[0].isdigit():
-            rows[int(cells[0])] = cells[1]
+            rows[int(cells[0])] = IN_FLIGHT.get(cells[1], cells[1])
     return rows
 
 

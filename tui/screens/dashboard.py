@@ -34,6 +34,7 @@ from batchtui.engine.fmt import clean
 from batchtui.engine.liveness import EngineStatus, Liveness, engine_status
 from batchtui.engine.models import ACTIVE_STATES, BatchState, ControlOp, LiveProgress, Manifest
 
+from ..flight import Flight, flights
 from ..host import Host, host
 from ..messages import EngineFinished, LiveUpdated, ManifestUpdated
 from ..watch import BatchWatcher
@@ -119,6 +120,7 @@ class DashboardScreen(WorkerScreen):
         self.filters = ItemFilters(self)  # the items' tab, text filter and error group
         self.watcher: BatchWatcher | None = None
         self.triage = Triage(self)  # retry, skip, run first: confirm and send
+        self._flights: dict[int, Flight] = {}  # the items in flight, of the live progress shown
 
     @property
     def host(self) -> Host:
@@ -243,6 +245,8 @@ class DashboardScreen(WorkerScreen):
             table.empty_text = empty
             table.refresh()
         table.refresh_data()
+        self._flights = flights(live)
+        self._show_flights(table)
         changed_state = previous is None or previous.state != live.state
         # The tabs' counts with the status line's, from the same write: a screen never shows two
         # different failed counts. A FigureTab is laid out again only when a figure grows past
@@ -277,8 +281,16 @@ class DashboardScreen(WorkerScreen):
         self.gone = not self.bdir.path.is_dir()
         for panel in self.query(InFlightPanel):  # as in _event
             panel.tick()
+        for table in self.query(ItemsTable):
+            self._show_flights(table)
         if self.watcher is not None and self.host.watch_files:
             self.watcher.read_all()  # cheap stat; covers a missed inotify event
+
+    def _show_flights(self, table: ItemsTable) -> None:
+        """The items in flight in the table as they are now, running or queued (none when no
+        engine holds the batch: one that died left what was in flight in the file)."""
+        alive = self.engine.held or self.in_process_engine
+        table.show_flights(self._flights if alive else {}, self.host.clock())
 
     # -- selection and filters ---------------------------------------------------------------
 

@@ -37,18 +37,21 @@ from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.client import ACK_TIMEOUT_S, Applied, NotAcknowledged, send
 from batchtui.engine.errors import BatchtuiError
 from batchtui.engine.fmt import clean, clean_block
+from batchtui.engine.liveness import engine_status
 from batchtui.engine.logs import AttemptLog, Stream, attempt_logs
 from batchtui.engine.models import ControlOp
 from batchtui.engine.processors import ProcessorSpec
 from batchtui.engine.shell.describe import RunDescription, describe_run
 from batchtui.engine.store.queries import AttemptRow, ItemQueries, ItemRow, StoreError
 
+from ..flight import Flight, flights
 from ..host import host
 from ..text import plain, plain_block
 from ..widgets.footer import KeyFooter
 from ..widgets.output_follow import OutputFollow
 from .base import WorkerScreen
 from .copy_menu import CopyChoice, CopyMenu
+from .detail_text import command_ending, ending, flight_cells, log_of, pretty, title
 
 TAIL_BYTES = 16384
 
@@ -119,6 +122,8 @@ class ItemDetailScreen(WorkerScreen):
         self.logs: list[AttemptLog] = []
         self.spec: ProcessorSpec | None = None
         self.ran: RunDescription | None = None
+        #: What the item does now while in flight (live_progress.json): running or queued.
+        self.flight: Flight | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="detail"):
@@ -142,12 +147,15 @@ class ItemDetailScreen(WorkerScreen):
         yield KeyFooter()  # ? and q first (FOOTER_FIRST), then what fits whole
 
     def on_mount(self) -> None:
-        self.query_one("#attempts", DataTable).add_columns("Try", "Status", "Started", "Duration", "Error", "logs/")
+        table = self.query_one("#attempts", DataTable)
+        for label in ("Try", "Status", "Started", "Duration", "Error", "logs/"):
+            table.add_column(label, key=label)
         try:
             self.spec = ProcessorSpec.model_validate(self.bdir.read_manifest().processor)
         except (BatchtuiError, OSError, ValueError):
             self.spec = None  # a damaged manifest: the rest of the detail is still worth showing
         self.action_reload()
+        self.set_interval(1.0, self._tick)
 
     def action_reload(self) -> None:
         try:
@@ -158,6 +166,7 @@ class ItemDetailScreen(WorkerScreen):
             return
         self.row, self.attempt_rows = (None, []) if detail is None else (detail.row, detail.attempts)
         row = self.row
+        self.flight = self._read_flight() if row is not None and row.status == "processing" else None
         self.logs = attempt_logs(self.bdir.path, self.seq, upto=row.attempts) if row is not None else []
         self.ran = None
         if row is not None and self.spec is not None:
@@ -168,7 +177,11 @@ class ItemDetailScreen(WorkerScreen):
                 data=row.data,
                 kind=row.kind,
                 # attempts counts the finished ones: a pending or running item is on the next
-                attempt=row.attempts + 1 if row.status in ("pending", "processing") else max(row.attempts, 1),
+                attempt=self.flight.attempt
+                if self.flight is not None
+                else row.attempts + 1
+                if row.status in ("pending", "processing")
+                else max(row.attempts, 1),
                 batch_dir=str(self.bdir.path),
             )
         self._show_row()
@@ -178,17 +191,9 @@ class ItemDetailScreen(WorkerScreen):
         if row is None:
             self.query_one("#detail-title", Static).update(plain(f"item {self.seq} not found"))
             return
-        title = Text()
-        title.append(f"#{row.seq}  ", style="bold")
-        title.append_text(plain(row.key, limit=200))
-        title.append(f"  [{row.status.upper()}]  attempts {row.attempts}", style="bold")
-        if row.duration_s is not None:
-            title.append(f"  {row.duration_s:.3f}s")
-        if row.cost is not None:
-            title.append(f"  cost {row.cost:g}")
-        self.query_one("#detail-title", Static).update(title)
+        self.query_one("#detail-title", Static).update(title(row, self.flight, host(self).clock()))
         self.query_one("#detail-run", Static).update(plain_block(self._run_text(row)))
-        self.query_one("#detail-data", Static).update(plain_block(_pretty(row.data)))
+        self.query_one("#detail-data", Static).update(plain_block(pretty(row.data)))
         table = self.query_one("#attempts", DataTable)
         table.clear()
         logs = {log.attempt: log for log in self.logs}
@@ -202,19 +207,47 @@ class ItemDetailScreen(WorkerScreen):
                 plain(err, limit=200),
                 plain(self._log_names(logs.get(a.attempt)).replace("logs/", "")),  # the header says logs/
             )
+        if self.flight is not None:  # the try under way (the store has a row for ended ones only)
+            cells = flight_cells(self.flight, host(self).clock())
+            log = "" if self.flight.queued else self._log_names(logs.get(self.flight.attempt)).replace("logs/", "")
+            table.add_row(*map(Text, cells), Text(""), plain(log), key="now")
         self.query_one("#detail-error", Static).update(plain_block(self._error_text(row)))
         self.query_one("#detail-result", Static).update(
-            plain_block(_pretty(row.result) if row.status == "complete" else "(not complete)")
+            plain_block(pretty(row.result) if row.status == "complete" else "(not complete)")
         )
         latest = self.logs[-1] if self.logs else None
+        running = self.flight is not None and not self.flight.queued
+        current = self.flight.attempt if self.flight is not None and running else row.attempts
         streams: tuple[tuple[Stream, str], ...] = (("out", "#detail-stdout"), ("err", "#detail-stderr"))
         for stream, wid in streams:
             path = latest.path(stream) if latest is not None else None
             text = _tail(path) if path is not None else None
             shown = text if text is not None else "(no output)"
-            if text is not None and latest is not None and latest.attempt != row.attempts:
+            if text is not None and latest is not None and latest.attempt != current:
                 shown = f"(attempt {latest.attempt}: the later ones printed nothing)\n{text}"
             self.query_one(wid, Static).update(plain_block(shown))
+
+    def _read_flight(self) -> Flight | None:
+        """What the item does now, if an engine runs it (live_progress.json's in-flight list)."""
+        try:
+            live = self.bdir.read_live()
+            held = engine_status(self.bdir, live=live, now=host(self).clock()).held
+        except (BatchtuiError, OSError, ValueError):
+            return None
+        return flights(live).get(self.seq) if held else None
+
+    def _tick(self) -> None:
+        """While the item is in flight: its running time, once a second; the detail read again
+        once it started, ended or went back (what the engine wrote says so)."""
+        if self.flight is None or self.row is None:
+            return
+        flight = self._read_flight()
+        if flight != self.flight:
+            self.action_reload()
+        elif not flight.queued:
+            now = host(self).clock()
+            self.query_one("#detail-title", Static).update(title(self.row, flight, now))
+            self.query_one("#attempts", DataTable).update_cell("now", "Duration", Text(flight_cells(flight, now)[3]))
 
     # -- what the sections say ------------------------------------------------------------------
 
@@ -230,7 +263,7 @@ class ItemDetailScreen(WorkerScreen):
             return "(the batch's manifest cannot be read: how it ran is unknown)"
         lines = ran.as_text().splitlines()
         if ran.kind == "shell":
-            lines.insert(1, f"ended: {_ending(row)}")
+            lines.insert(1, f"ended: {ending(row, self.flight)}")
         # A big item's JSON variable would fill the screen: its start says enough (y copies all).
         return "\n".join(line if len(line) <= 300 else line[:300] + "…" for line in "\n".join(lines).splitlines())
 
@@ -238,7 +271,7 @@ class ItemDetailScreen(WorkerScreen):
         if not row.error_type:
             return "(none)"
         head = f"{row.error_type} [{row.error_category}]: {row.error_message}"
-        if self.ran is not None and self.ran.kind == "shell" and _command_ending(row.error_type):
+        if self.ran is not None and self.ran.kind == "shell" and command_ending(row.error_type):
             return f"{head}\n\nstderr (tail):\n{row.error_detail or '(no stderr)'}"
         return f"{head}\n\n{row.error_detail or ''}".rstrip("\n")
 
@@ -250,17 +283,17 @@ class ItemDetailScreen(WorkerScreen):
         parts = [
             f"#{row.seq}  {row.key}  [{row.status.upper()}]  attempts {row.attempts}",
             "Ran\n" + self._run_text(row),
-            "Data\n" + _pretty(row.data),
+            "Data\n" + pretty(row.data),
             "Attempts\n"
             + "\n".join(
                 f"{a.attempt}  {a.status}  {a.started_at or ''}  "
                 + (f"{a.duration_s:.3f}s" if a.duration_s is not None else "")
                 + (f"  {a.error.error_type} [{a.error.category}]: {a.error.message}" if a.error else "")
-                + (f"  {self._log_names(log)}" if (log := _log_of(self.logs, a.attempt)) else "")
+                + (f"  {self._log_names(log)}" if (log := log_of(self.logs, a.attempt)) else "")
                 for a in self.attempt_rows
             ),
             "Error\n" + self._error_text(row),
-            "Result\n" + (_pretty(row.result) if row.status == "complete" else "(not complete)"),
+            "Result\n" + (pretty(row.result) if row.status == "complete" else "(not complete)"),
         ]
         for log in self.logs:
             for stream in ("out", "err"):
@@ -410,7 +443,7 @@ class ItemDetailScreen(WorkerScreen):
                     "message": a.error.message,
                     "detail": a.error.detail,
                 },
-                "logs": [str(p) for p in (log.out, log.err) if p] if (log := _log_of(self.logs, a.attempt)) else [],
+                "logs": [str(p) for p in (log.out, log.err) if p] if (log := log_of(self.logs, a.attempt)) else [],
             }
             for a in self.attempt_rows
         ]
@@ -463,36 +496,3 @@ class ItemDetailScreen(WorkerScreen):
             self.notify, clean(message), severity=severity, timeout=6 if severity == "warning" else 3
         )
         self.app.call_from_thread(self.set_timer, 0.6, self.action_reload)
-
-
-def _log_of(logs: list[AttemptLog], attempt: int) -> AttemptLog | None:
-    return next((log for log in logs if log.attempt == attempt), None)
-
-
-def _command_ending(error_type: str | None) -> bool:
-    """Whether the error is how the command itself ended (a code, a signal, a timeout)."""
-    return error_type is not None and (error_type == "timeout" or error_type.startswith(("exit ", "signal ")))
-
-
-def _ending(row: ItemRow) -> str:
-    """How the item's command ended: exit code, signal or timeout (or that it has not)."""
-    if row.status == "complete":
-        return "exit 0"
-    if row.error_type == "timeout":
-        return "timed out: killed (its process group) past --timeout"
-    if row.error_type and row.error_type.startswith("signal "):
-        return f"killed by {row.error_type}"
-    if _command_ending(row.error_type):
-        return str(row.error_type)
-    if row.error_type:
-        return f"did not run to an exit: {row.error_type}"
-    return "running" if row.status == "processing" else "not run yet" if row.status == "pending" else row.status
-
-
-def _pretty(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, indent=2, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return repr(value)

@@ -9,7 +9,7 @@ and the view; a line as ``Segment`` text (never parsed as markup). The widget
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from rich.cells import cell_len, set_cell_size
@@ -20,6 +20,7 @@ from textual.strip import Strip
 from batchtui.engine.fmt import clean, fmt_duration
 from batchtui.engine.store.queries import ItemRow
 
+from ..flight import Flight
 from ..text import cut_middle
 
 TEXT_CAP: Final = 1024
@@ -128,6 +129,15 @@ class Row:
         )
 
 
+def in_flight(row: Row, flight: Flight, now: float) -> Row:
+    """``row`` of an item the store says is 'processing' as it is now (``flight``): running,
+    with the try it is on and how long it has run at ``now``, or queued (handed out, not
+    started: its tries are the finished ones, it has no duration yet)."""
+    if flight.queued:
+        return replace(row, status="queued", duration="")
+    return replace(row, status="running", tries=str(flight.attempt), duration=fmt_duration(flight.running_s(now)))
+
+
 @dataclass(slots=True)
 class Paint:
     """What every line of one paint shares."""
@@ -196,6 +206,7 @@ def make_paint(
     cursor = base + component("cursor")
     header = base + component("header")
     status = {name: (base + component(name), base + component(name) + component("cursor")) for name in STATUSES}
+    status["running"], status["queued"] = status["processing"], status["pending"]  # in_flight's words
     message = base + component("message")
     paint = Paint(width, widths, used, base, cursor, status, message, component("marked"), Strip([]))
     # The column the rows are sorted by, when it is not seq, says so with an arrow.

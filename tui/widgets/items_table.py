@@ -27,6 +27,7 @@ from textual.strip import Strip
 
 from batchtui.engine.store.queries import ORDERS, ItemFilter, Selection
 
+from ..flight import Flight
 from .items_counts import ViewCounts
 from .items_marks import ItemMarks
 from .items_messages import CountReady, Highlighted, MarksChanged, Selected
@@ -41,6 +42,7 @@ from .items_rows import (
     column_at,
     draw_message,
     draw_row,
+    in_flight,
     make_paint,
 )
 
@@ -122,6 +124,9 @@ class ItemsTable(ScrollView, can_focus=True):
         self._counts = ViewCounts(db_path, self._log_warning, lambda: self._marks.selection, self.post_message)
         self._count = 0
         self._paint: Paint | None = None
+        self._flights: dict[int, Flight] = {}  # live_progress.json's, by seq (show_flights)
+        self._now = 0.0
+        self._flights_shown: dict[int, Row] = {}  # the rows on screen show_flights changed
 
     def _log_warning(self, text: str) -> None:
         self.log.warning(text)  # looked up when called: there is no app yet in __init__
@@ -245,6 +250,22 @@ class ItemsTable(ScrollView, can_focus=True):
         one that slid under the cursor. One that left the view leaves the cursor on the next."""
         if seq is not None and self.selected_seq != seq and (index := self._pages.index_of(seq)) is not None:
             self.cursor_row = index
+
+    def show_flights(self, flights: dict[int, Flight], now: float) -> None:
+        """Show the items in flight as they are at ``now`` (running on try N for so long, or
+        queued), not as the store's 'processing'; repaints only the lines on screen that
+        changed (a running item's time: once a second)."""
+        self._flights, self._now = flights, now
+        top, shown = int(self.scroll_y), {}
+        for index in range(top, min(top + self._body_height, self._count)) if flights else ():
+            row = self._row_at(index)
+            if row is not None and row.status == "processing" and row.seq in flights:
+                shown[index] = in_flight(row, flights[row.seq], now)
+        before = self._flights_shown
+        for index in before.keys() | shown.keys():
+            if before.get(index) != shown.get(index):
+                self.refresh_line(index + 1)  # the header is line 0
+        self._flights_shown = shown
 
     # -- reactives -------------------------------------------------------------------------
 
@@ -388,6 +409,8 @@ class ItemsTable(ScrollView, can_focus=True):
         row = self._row_at(index)
         if row is None:  # the store shrank or could not be read: drawn on the next refresh
             return Strip.blank(paint.width, paint.base)
+        if row.status == "processing" and (flight := self._flights.get(row.seq)) is not None:
+            row = in_flight(row, flight, self._now)
         return draw_row(paint, row, on_cursor=index == self.cursor_row, marked=row.seq in self._marks.on_screen)
 
     def _message_line(self, paint: Paint) -> Strip:

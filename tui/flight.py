@@ -1,0 +1,57 @@
+"""What an item handed out is doing now: running (on which try, for how long) or queued.
+
+The store marks every item handed out 'processing' (after a second out, so quick items never
+cost a write), the queued ones too, and its ``attempts`` counts the finished tries only. What
+the item does now is in live_progress.json's ``in_flight``: its try, when it really began and
+whether it waits in a queue. The items table and the item detail both read it from here, so a
+row and its detail never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batchtui.engine.batchdir import parse_iso
+from batchtui.engine.models import ACTIVE_STATES, LiveProgress
+
+__all__ = ["Flight", "flights"]
+
+
+@dataclass(frozen=True, slots=True)
+class Flight:
+    """One item in flight as live_progress.json tells it."""
+
+    attempt: int
+    """The try it is on (queued: the try it will be on)."""
+    queued: bool
+    """Handed out, not started: waiting for a worker."""
+    since: float | None
+    """When it began to run (epoch seconds); None while queued or when unreadable."""
+    started_at: str
+    """``since`` as written (queued: when it was handed out)."""
+
+    @property
+    def word(self) -> str:
+        """What the item does, in one word (the status column's and the detail's)."""
+        return "queued" if self.queued else "running"
+
+    def running_s(self, now: float) -> float | None:
+        """How long it has run at ``now`` (epoch seconds); None while queued."""
+        return None if self.since is None else max(0.0, now - self.since)
+
+
+def flights(live: LiveProgress | None) -> dict[int, Flight]:
+    """The items in flight by seq, from ``live`` (none when the batch is not active: what
+    the file says then is what was in flight when its engine ended)."""
+    if live is None or live.state not in ACTIVE_STATES:
+        return {}
+    out = {}
+    for f in live.in_flight:
+        since = None
+        if not f.queued:
+            try:
+                since = parse_iso(f.started_at)
+            except ValueError:
+                since = None
+        out[f.seq] = Flight(attempt=f.attempt, queued=f.queued, since=since, started_at=f.started_at)
+    return out

@@ -1,0 +1,79 @@
+"""What the item detail's sections say, from the item's row and, while it is in flight, what
+live_progress.json says it does now (:mod:`..flight`): pure functions of their arguments."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+
+from batchtui.engine.fmt import fmt_duration
+from batchtui.engine.logs import AttemptLog
+from batchtui.engine.store.queries import ItemRow
+
+from ..flight import Flight
+from ..text import plain
+
+
+def log_of(logs: list[AttemptLog], attempt: int) -> AttemptLog | None:
+    return next((log for log in logs if log.attempt == attempt), None)
+
+
+def command_ending(error_type: str | None) -> bool:
+    """Whether the error is how the command itself ended (a code, a signal, a timeout)."""
+    return error_type is not None and (error_type == "timeout" or error_type.startswith(("exit ", "signal ")))
+
+
+def ending(row: ItemRow, flight: Flight | None = None) -> str:
+    """How the item's command ended: exit code, signal or timeout (or that it has not)."""
+    if flight is not None:  # a try under way: the error shown (if any) is an earlier try's
+        return "queued: not started yet" if flight.queued else f"running (try {flight.attempt})"
+    if row.status == "complete":
+        return "exit 0"
+    if row.error_type == "timeout":
+        return "timed out: killed (its process group) past --timeout"
+    if row.error_type and row.error_type.startswith("signal "):
+        return f"killed by {row.error_type}"
+    if command_ending(row.error_type):
+        return str(row.error_type)
+    if row.error_type:
+        return f"did not run to an exit: {row.error_type}"
+    return "running" if row.status == "processing" else "not run yet" if row.status == "pending" else row.status
+
+
+def pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def title(row: ItemRow, flight: Flight | None, now: float) -> Text:
+    """The detail's first line: seq, key, status and tries. An item in flight says what it
+    does now (the store's 'processing' and its count of finished tries say neither): RUNNING
+    on try N for so long, or QUEUED (handed out, waiting for a worker)."""
+    text = Text()
+    text.append(f"#{row.seq}  ", style="bold")
+    text.append_text(plain(row.key, limit=200))
+    if flight is not None and not flight.queued:
+        text.append(f"  [RUNNING]  try {flight.attempt}  {fmt_duration(flight.running_s(now))}", style="bold")
+        return text
+    status = "QUEUED" if flight is not None else row.status.upper()
+    text.append(f"  [{status}]  attempts {row.attempts}", style="bold")
+    if flight is not None:
+        text.append("  waiting for a worker")
+    elif row.duration_s is not None:
+        text.append(f"  {row.duration_s:.3f}s")
+    if row.cost is not None:
+        text.append(f"  cost {row.cost:g}")
+    return text
+
+
+def flight_cells(flight: Flight, now: float) -> tuple[str, str, str, str]:
+    """The Attempts table's row of the try under way: try, status, started, duration."""
+    if flight.queued:
+        return str(flight.attempt), "queued", "", ""
+    return str(flight.attempt), "running", flight.started_at, fmt_duration(flight.running_s(now))
