@@ -240,3 +240,47 @@ def test_an_engine_on_the_process_executor_runs_in_the_app(tmp_path: Path) -> No
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["None", "finished"], (done.stdout, done.stderr[-2000:])
+
+
+def test_a_batch_another_engine_runs_since_is_not_said_to_run_in_this_app(tmp_path: Path) -> None:
+    """The app's engine ended (here: the batch finished; in the field, another dashboard stopped
+    it); another app then resumed the batch. This dashboard says that engine's pid, not
+    'in this app' (its own engine is long gone)."""
+    from batchtui.engine.batchdir import now_iso
+    from batchtui.engine.files import write_model
+    from batchtui.engine.models import BatchState
+    from batchtui.tui.screens.dashboard import DashboardScreen
+    from batchtui.tui.widgets.status import TitleBar
+
+    from .fixtures import hold_lock
+    from .test_app import _text, _until
+
+    gate = tmp_path / "gate"
+    runner = _runner(tmp_path, n=2, gate=gate)  # running until the test has seen it so
+    batch = runner.batch.path
+
+    async def body() -> None:
+        app = BatchtuiApp(output_dir=batch.parent, runner=runner, handle_hangup=False, strict_display=True)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, DashboardScreen)
+            title = screen.query_one(TitleBar)
+            try:
+                await _until(pilot, lambda: "[RUNNING in this app]" in _text(title), timeout=30)
+            finally:
+                gate.touch()
+            await _until(pilot, lambda: app.engine_result is not None, timeout=60)
+            # Its last write shown (a watcher's read of it never lands after the one below).
+            await _until(pilot, lambda: screen.live is not None and screen.live.state == BatchState.FINISHED)
+            live = runner.batch.read_live()
+            assert live is not None
+            other = os.getppid()  # the other app's engine: a process that exists, not this one
+            with hold_lock(batch, pid=other, host=live.host):
+                again = live.model_copy(update={"state": BatchState.RUNNING, "pid": other, "updated_at": now_iso()})
+                write_model(batch / "live_progress.json", again)
+                assert screen.watcher is not None
+                screen.watcher.read_all(force=True)
+                await _until(pilot, lambda: f"pid {other}" in _text(title), timeout=10)
+                assert f"[RUNNING pid {other}]" in _text(title) and "in this app" not in _text(title)
+
+    run(body)

@@ -108,11 +108,15 @@ class DashboardScreen(WorkerScreen):
     engine: var[EngineStatus] = var(GONE)
     #: The batch folder is not there any more (moved or deleted while shown).
     gone: var[bool] = var(False)
+    #: This app's engine runs this batch (opened for it, its lock may not be taken yet). False
+    #: once it ended, for good: another engine (another app's) may run the batch since.
+    here: var[bool] = var(False)
 
     def __init__(self, batch: Path, *, in_process: bool = False) -> None:
         super().__init__()
         self.bdir = BatchDir(batch)
         self.in_process = in_process
+        self.set_reactive(DashboardScreen.here, in_process)
         self._alive_stamp = 0.0
         self._live_stamp = 0.0
         self._live_pending: LiveProgress | None = None
@@ -135,8 +139,9 @@ class DashboardScreen(WorkerScreen):
         cls, clock = DashboardScreen, self.host.clock
         with Vertical(id="top"):
             title = TitleBar(self.bdir.batch_id, in_process=self.in_process, id="title")
-            yield title.data_bind(cls.live, cls.manifest, cls.engine, cls.gone)
-            yield ProgressLine(in_process=self.in_process, id="progress-row").data_bind(cls.live, cls.engine, cls.gone)
+            yield title.data_bind(cls.live, cls.manifest, cls.engine, cls.gone, in_process=cls.here)
+            progress = ProgressLine(in_process=self.in_process, id="progress-row")
+            yield progress.data_bind(cls.live, cls.engine, cls.gone, in_process=cls.here)
             yield CountsRow(id="counts").data_bind(cls.live, cls.manifest)
             yield Charts(id="charts").data_bind(cls.live)
         with Horizontal(id="middle"):
@@ -257,6 +262,8 @@ class DashboardScreen(WorkerScreen):
 
     def _check_alive(self, force: bool = False, live: LiveProgress | None = None) -> None:
         now = time.monotonic()
+        if self.here and not self.host.engine_running:
+            self.here = False  # this app's engine ended: who runs the batch now is the lock's
         if force or now - self._alive_stamp > 1.0:
             self._alive_stamp = now
             was = self.engine.held
@@ -423,7 +430,7 @@ class DashboardScreen(WorkerScreen):
     @property
     def in_process_engine(self) -> bool:
         """This app's engine runs this batch (its lock may not be taken yet)."""
-        return self.in_process and self.host.engine_running
+        return self.here and self.host.engine_running
 
     def footer_first(self) -> tuple[str, ...]:
         steer = ("pause", "stop") if self.engine_live else ("resume_batch",)

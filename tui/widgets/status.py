@@ -42,11 +42,14 @@ class TitleBar(Static):
     engine: var[EngineStatus] = var(GONE)
     #: The batch folder went (moved or deleted): what is shown is what it last said.
     gone: var[bool] = var(False)
+    #: This app's engine runs the batch (its lock may not be taken yet); False once it ended,
+    #: whoever runs the batch since (bound to the dashboard's ``here``).
+    in_process: var[bool] = var(False)
 
     def __init__(self, batch_id: str, *, in_process: bool, id: str | None = None) -> None:
         super().__init__(plain(f"batch {batch_id}"), id=id)
         self.batch_id = batch_id
-        self.in_process = in_process
+        self.set_reactive(TitleBar.in_process, in_process)
         self._ready = False
 
     def on_mount(self) -> None:
@@ -66,6 +69,9 @@ class TitleBar(Static):
         self.redraw()
 
     def watch_gone(self) -> None:
+        self.redraw()
+
+    def watch_in_process(self) -> None:
         self.redraw()
 
     def state(self) -> BatchState | None:
@@ -268,10 +274,12 @@ class ProgressLine(Horizontal):
     """Items marked in the items table (0: none)."""
     gone: var[bool] = var(False)
     """The batch folder went: the figures are its last, nothing runs there."""
+    in_process: var[bool] = var(False)
+    """This app's engine runs the batch (as :attr:`TitleBar.in_process`)."""
 
     def __init__(self, *, in_process: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.in_process = in_process
+        self.set_reactive(ProgressLine.in_process, in_process)
         self._ready = False
 
     def compose(self) -> ComposeResult:
@@ -291,6 +299,9 @@ class ProgressLine(Horizontal):
         self.redraw()
 
     def watch_gone(self) -> None:
+        self.redraw()
+
+    def watch_in_process(self) -> None:
         self.redraw()
 
     def parts(self, live: LiveProgress, text: StatusText) -> list[StatusPart]:
