@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -25,6 +26,16 @@ import pytest
 from batchtui.engine.batchdir import engine_alive
 
 CLI = [sys.executable, "-m", "batchtui.tui.cli"]
+
+
+def drain(fd: int, stop: threading.Event) -> None:
+    """Read a pty's output until ``stop`` is set or it ends, so the app never blocks on a full pty."""
+    while not stop.is_set():
+        try:
+            if not os.read(fd, 65536):
+                return
+        except OSError:
+            return
 
 
 def need(tool: str) -> str:

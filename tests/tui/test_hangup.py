@@ -13,14 +13,7 @@ import orjson
 
 from batchtui.engine.batchdir import engine_alive
 
-
-def _drain(fd: int, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            if not os.read(fd, 65536):
-                return
-        except OSError:
-            return
+from .terminals import drain
 
 
 def test_terminal_hangup_hands_the_batch_to_a_background_engine(tmp_path: Path) -> None:
@@ -49,7 +42,7 @@ def test_terminal_hangup_hands_the_batch_to_a_background_engine(tmp_path: Path) 
             env,
         )
     stop = threading.Event()
-    reader = threading.Thread(target=_drain, args=(fd, stop), daemon=True)
+    reader = threading.Thread(target=drain, args=(fd, stop), daemon=True)
     reader.start()
     try:
         deadline = time.monotonic() + 30

@@ -20,6 +20,8 @@ import pytest
 
 from batchtui.engine.batchdir import engine_alive
 
+from .terminals import drain
+
 ECHO = 'printf "%s %s" "${{NO_COLOR-unset}}" "${{TEXTUAL_COLOR_SYSTEM-unset}}"'
 CALLABLE = """\
 import os
@@ -36,15 +38,6 @@ def seen(item):
 def seen_chunk(items):
     return [_seen() for _ in items]
 """
-
-
-def _drain(fd: int, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            if not os.read(fd, 65536):
-                return
-        except OSError:
-            return
 
 
 def _run_under_the_tui(tmp_path: Path, args: list[str], no_color: str | None) -> list[str]:
@@ -64,7 +57,7 @@ def _run_under_the_tui(tmp_path: Path, args: list[str], no_color: str | None) ->
         os.chdir(tmp_path)
         os.execve(sys.executable, [sys.executable, "-m", "batchtui.tui.cli", *args, str(items)], env)
     stop = threading.Event()
-    reader = threading.Thread(target=_drain, args=(fd, stop), daemon=True)
+    reader = threading.Thread(target=drain, args=(fd, stop), daemon=True)
     reader.start()
     try:
         deadline = time.monotonic() + 60
