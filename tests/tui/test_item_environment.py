@@ -20,8 +20,6 @@ import pytest
 
 from batchtui.engine.batchdir import engine_alive
 
-from .terminals import drain
-
 ECHO = 'printf "%s %s" "${{NO_COLOR-unset}}" "${{TEXTUAL_COLOR_SYSTEM-unset}}"'
 CALLABLE = """\
 import os
@@ -57,7 +55,8 @@ def _run_under_the_tui(tmp_path: Path, args: list[str], no_color: str | None) ->
         os.chdir(tmp_path)
         os.execve(sys.executable, [sys.executable, "-m", "batchtui.tui.cli", *args, str(items)], env)
     stop = threading.Event()
-    reader = threading.Thread(target=drain, args=(fd, stop), daemon=True)
+    screen = bytearray()  # what the app drew: it is told its engine ended before it quits at once
+    reader = threading.Thread(target=_keep, args=(fd, stop, screen), daemon=True)
     reader.start()
     try:
         deadline = time.monotonic() + 60
@@ -72,6 +71,11 @@ def _run_under_the_tui(tmp_path: Path, args: list[str], no_color: str | None) ->
                     break
             time.sleep(0.1)
         assert batch is not None and state == "finished", state
+        # The app shows FINISHED once it knows its engine ended; before that, q asks whether to
+        # stop or hand off the engine it still thinks runs (a CI run waited on that dialog).
+        while b"FINISHED" not in screen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b"FINISHED" in screen
         os.write(fd, b"q")
         _, status = os.waitpid(pid, 0)
         pid = -1
@@ -87,6 +91,18 @@ def _run_under_the_tui(tmp_path: Path, args: list[str], no_color: str | None) ->
         if pid > 0:
             os.kill(pid, 9)
             os.waitpid(pid, 0)
+
+
+def _keep(fd: int, stop: threading.Event, screen: bytearray) -> None:
+    """As terminals.drain, keeping what was read."""
+    while not stop.is_set():
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        screen.extend(chunk)
 
 
 @pytest.mark.parametrize(
