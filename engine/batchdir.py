@@ -128,6 +128,10 @@ class BatchLock:
                     told = True
                     on_wait(read_lock_info(self.path))
                 time.sleep(0.05)
+        return self._own(fd, dir_fd)
+
+    def _own(self, fd: int, dir_fd: int | None) -> LockInfo:
+        """Keep the locked descriptors and write this process into the lock file."""
         info = LockInfo(pid=os.getpid(), host=HOST, started_at=now_iso(), engine=self.engine)
         os.ftruncate(fd, 0)
         os.pwrite(fd, orjson.dumps(info.model_dump()) + b"\n", 0)
@@ -135,6 +139,53 @@ class BatchLock:
         self._dir_fd = dir_fd
         self.info = info
         return info
+
+    def descriptors(self) -> tuple[int, int | None]:
+        """The locked descriptors (the lock file's, the folder's), for a child that holds the
+        lock on (:meth:`hand_over`, :meth:`adopt`)."""
+        if self._fd is None:
+            raise RuntimeError("the lock is not held")
+        return self._fd, self._dir_fd
+
+    def hand_over(self) -> None:
+        """Close this process's descriptors without unlocking: a child started with copies of
+        them (:meth:`descriptors`) holds the lock on, with no moment when the batch is free.
+
+        flock belongs to the open file, which parent and child share: an unlock here would free
+        the batch under the child, so only the descriptors are closed. When no child holds them
+        any more (it died before it took them), the kernel frees the lock as for any holder."""
+        for fd in (self._fd, self._dir_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._dir_fd = None
+        self.info = None
+
+    def adopt(self, fd: int, dir_fd: int | None) -> LockInfo | None:
+        """Take the lock through descriptors a parent handed over (:meth:`hand_over`), and write
+        this process into the lock file. None, with the descriptors closed, when they are not
+        the locked lock file and folder of this batch (then :meth:`acquire` as usual).
+        Descriptors that are not this batch's lock file and folder are left alone."""
+        if min(fd, 3 if dir_fd is None else dir_fd) < 3 or not _same_file(fd, self.path, directory=False):
+            return None
+        if dir_fd is not None and not _same_file(dir_fd, self.path.parent, directory=True):
+            return None
+        try:
+            # The same open file: a parent's lock is ours, and LOCK_NB fails if it was let go
+            # of and someone else took it since.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if dir_fd is not None:
+                fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for each in (fd, dir_fd):
+                if each is not None:
+                    os.set_inheritable(each, False)  # never into an item's process
+        except OSError:
+            for each in (fd, dir_fd):
+                if each is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(each)
+            return None
+        return self._own(fd, dir_fd)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -158,6 +209,16 @@ class BatchLock:
     def fileno(self) -> int | None:
         """The locked descriptor (the run's reaper holds it too until the run's processes are gone)."""
         return self._fd
+
+
+def _same_file(fd: int, path: Path, *, directory: bool) -> bool:
+    """``fd`` is the file (or folder) ``path`` names now, not through a link."""
+    try:
+        st, there = os.fstat(fd), os.lstat(path)
+    except OSError:
+        return False
+    kind = stat.S_ISDIR if directory else stat.S_ISREG
+    return kind(st.st_mode) and kind(there.st_mode) and (st.st_dev, st.st_ino) == (there.st_dev, there.st_ino)
 
 
 def read_lock_info(path: Path) -> LockInfo | None:

@@ -169,6 +169,7 @@ def plan_resume(
     hold: bool = True,
     lock_wait: float | None = None,
     lock_try: float = 1.0,
+    inherited_lock: tuple[int, int | None] | None = None,
     on_file: Callable[[Path, bool], None] | None = None,
     say: Callable[[str], None] = _quiet,
 ) -> ResumePlan:
@@ -180,14 +181,22 @@ def plan_resume(
     TUI's hand-off), said to ``say`` as it goes; BatchLocked when it does not let go (without
     it, ``lock_try`` seconds: the TUI tries briefly, its screen waits on it).
     UserError for a flag that may not change on resume, a bad stored config, a batch that
-    cannot be found; the lock is let go of when planning fails.
+    cannot be found; the lock is let go of when planning fails. ``inherited_lock``: the
+    descriptors of the lock a ``--detach`` handed to this engine (BatchLock.adopt), used when
+    they are this batch's; else the lock is taken as usual.
     ``rescan``: read the batch's sources again first (:func:`.enqueue.rescan_batch`: new keys
     become pending items, missing ones are counted, and skipped with ``drop_missing``).
     """
     if drop_missing and not rescan:
         raise UserError("--drop-missing applies only with --rescan")
 
+    handed = [inherited_lock] if inherited_lock is not None else []
+
     def take(bdir: BatchDir, wait: float | None) -> BatchLock:
+        if handed:
+            lock = BatchLock(bdir.lock)
+            if lock.adopt(*handed.pop()) is not None:
+                return lock
         return _hold_lock(bdir, wait, say, lock_try)
 
     bdir, lock, reason = _target(batch, output_dir, hold=hold, lock_wait=lock_wait, take=take, say=say)

@@ -7,6 +7,7 @@ waits, and says so plainly (exit 1) if the engine still has not taken the batch.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -109,3 +110,120 @@ def test_detach_engine_must_hold_raises_for_an_engine_still_waiting_for_the_lock
     assert told == [raised.value.pid]
     assert raised.value.exit_code == 1
     wait_until(lambda: _manifest(batch)["state"] == "finished", 60, "the engine takes the batch once it is free")
+
+
+def _background_engine_started(batch: Path) -> bool:
+    """A background engine for ``batch`` exists (it may still be starting: see _slow_engines)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--engine-action" in argv and str(batch).encode() in argv:
+            return True
+    return False
+
+
+def _each_ran_once(log: Path, items: list[str]) -> None:
+    assert sorted(log.read_text().split()) == sorted(items)
+
+
+@pytest.mark.parametrize("verb", ["run", "resume"])
+def test_no_other_engine_takes_the_batch_while_a_detached_engine_starts(
+    tmp_path: Path,
+    out_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    invoke_cli: Callable[..., subprocess.CompletedProcess[str]],
+    verb: str,
+) -> None:
+    """``run --detach`` and ``resume --detach`` hand their lock to the background engine: while
+    it starts (slowed to 4 s here), a resume from another shell is refused. They used to let go
+    of the batch and leave the engine to take it: the resume took it, ran its items, and the
+    background engine then failed (the item runs were paid for twice over the two engines'
+    race)."""
+    from .conftest import CLI, cli_env
+
+    _slow_engines(tmp_path, monkeypatch, 4.0)
+    log = tmp_path / "ran.log"
+    items = [f"it{i}" for i in range(6)]
+    src = tmp_path / "items.txt"
+    src.write_text("".join(f"{i}\n" for i in items))
+    cmd = f"sleep 0.2; echo {{}} >> {log}"  # an item cut short by the stop below logs nothing
+    if verb == "resume":  # a batch stopped by SIGTERM after its first item
+        first = subprocess.Popen([*CLI, "run", str(src), "--cmd", cmd, "-j", "1", "--headless"], env=cli_env(out_dir))
+        wait_until(log.exists, 30, "the first item")
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 130
+    args = [*CLI, verb]
+    args += [str(src), "--cmd", cmd] if verb == "run" else [only_batch(out_dir).name]
+    detach = subprocess.Popen(
+        [*args, "--detach"],
+        env=cli_env(out_dir),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(lambda: out_dir.exists() and any(out_dir.iterdir()), 30, "the batch")
+    batch = only_batch(out_dir)
+    wait_until(lambda: _background_engine_started(batch), 30, "the background engine's process")
+    other = invoke_cli(["resume", batch.name, "--headless"])
+    assert other.returncode == 2, other.stdout + other.stderr
+    assert "is being run by" in other.stderr
+    out, err = detach.communicate(timeout=60)
+    assert detach.returncode == 0, err
+    assert "engine running in the background" in out
+    wait_until(lambda: _manifest(batch)["state"] == "finished", 60, "the background engine finishes")
+    _each_ran_once(log, items)
+
+
+def test_a_handed_over_lock_is_held_through_the_hand_over_and_adopted_only_as_itself(tmp_path: Path) -> None:
+    """BatchLock.hand_over / adopt, as the parent and the child of a --detach use them (the
+    child's copies of the descriptors made here with os.dup: the same open files)."""
+    from batchtui.engine.batchdir import BatchLocked
+
+    batch = tmp_path / "b"
+    batch.mkdir()
+    parent = BatchLock(batch / "lock")
+    parent.acquire()
+    fd, dir_fd = parent.descriptors()
+    assert dir_fd is not None
+    child_fd, child_dir_fd = os.dup(fd), os.dup(dir_fd)
+    parent.hand_over()
+    with pytest.raises(BatchLocked):
+        BatchLock(batch / "lock").acquire(wait=0)  # never free between the two
+
+    # Descriptors that are not this batch's lock are neither taken nor closed.
+    other = tmp_path / "other"
+    other.mkdir()
+    stranger = BatchLock(other / "lock")
+    assert stranger.adopt(child_fd, child_dir_fd) is None and not stranger.held
+    assert BatchLock(batch / "lock").adopt(1, 2) is None
+    os.fstat(child_fd), os.fstat(child_dir_fd), os.fstat(1)  # still open
+
+    child = BatchLock(batch / "lock")
+    info = child.adopt(child_fd, child_dir_fd)
+    assert info is not None and info.pid == os.getpid() and child.held
+    assert engine_alive(batch) is not None
+    with pytest.raises(BatchLocked):
+        BatchLock(batch / "lock").acquire(wait=0)
+    child.release()
+    assert engine_alive(batch) is None  # released as any lock is
+
+
+def test_a_handed_over_lock_whose_child_died_is_free(tmp_path: Path) -> None:
+    batch = tmp_path / "b"
+    batch.mkdir()
+    parent = BatchLock(batch / "lock")
+    parent.acquire()
+    fd, dir_fd = parent.descriptors()
+    copies = [os.dup(fd)] + ([os.dup(dir_fd)] if dir_fd is not None else [])
+    parent.hand_over()
+    assert engine_alive(batch) is not None
+    for each in copies:  # the child died before it took them: the kernel closes its copies
+        os.close(each)
+    again = BatchLock(batch / "lock")
+    again.acquire(wait=0)
+    again.release()

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from batchtui.engine.batchdir import BatchDir, BatchLocked, check_batch_dir
+from batchtui.engine.batchdir import BatchDir, BatchLock, BatchLocked, check_batch_dir
 from batchtui.engine.errors import UserError
 from batchtui.engine.files import NOFOLLOW
 from batchtui.engine.fmt import clean, shell_line
@@ -27,6 +27,7 @@ def detach_engine(
     must_hold: bool = False,
     on_slow: Callable[[int], None] | None = None,
     slow_after: float = 3.0,
+    lock: BatchLock | None = None,
 ) -> int:
     """Start the engine for ``batch`` as a background process in its own session.
 
@@ -42,6 +43,11 @@ def detach_engine(
     batch, so that a ``stop`` right after it reaches that engine): past ``wait``, an engine
     that is alive but does not hold the batch yet is :class:`EngineNotReady` (exit 1), not a
     quiet return. ``on_slow(pid)`` is called once when it takes longer than ``slow_after``.
+
+    ``lock``: the batch's lock, held by the caller (``run --detach`` from the batch's creation,
+    ``resume --detach`` from its plan): the engine inherits it, so the batch is never free
+    between this process and that engine; the caller's copy is let go of once the engine runs
+    (:meth:`BatchLock.hand_over`), and released if the engine could not start.
     """
     check_batch_dir(batch.path)  # the engine would refuse it too, after the log was opened through a link
     log_fd = os.open(batch.engine_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, 0o600)
@@ -52,6 +58,11 @@ def detach_engine(
         args += ["--overrides-json", json.dumps(overrides)]
     if lock_wait:
         args += ["--lock-wait", f"{lock_wait:g}"]
+    held: tuple[int, ...] = ()
+    if lock is not None and lock.held:
+        fd, dir_fd = lock.descriptors()
+        held = (fd,) if dir_fd is None else (fd, dir_fd)
+        args += ["--held-lock", ",".join(map(str, held))]
     try:
         proc = subprocess.Popen(
             args,
@@ -60,10 +71,17 @@ def detach_engine(
             stderr=log_fd,
             start_new_session=True,
             close_fds=True,
+            pass_fds=held,
             env=clean_env(),  # not one of this process's run: it must outlive that run's engine
         )
+    except BaseException:
+        if lock is not None:
+            lock.release()  # no engine got it
+        raise
     finally:
         os.close(log_fd)
+    if lock is not None:
+        lock.hand_over()  # the engine holds the lock now (exec succeeded), whatever it does next
     start = time.monotonic()
     deadline = start + wait
     told = on_slow is None

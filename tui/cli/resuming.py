@@ -35,6 +35,7 @@ from .watching import launch_tui
 @click.option("--engine-action", type=click.Choice(["run", "resume"]), default="resume", hidden=True)
 @click.option("--overrides-json", hidden=True)
 @click.option("--lock-wait", type=Number("lock_wait"), hidden=True)
+@click.option("--held-lock", hidden=True)  # FD[,DIRFD]: the lock a --detach hands to this engine
 @apply(OPERATIONAL_OPTIONS)
 @apply(COMMON_OPTIONS)
 @click.pass_context
@@ -65,6 +66,7 @@ def resume_cmd(
     engine_action = str(kwargs.pop("engine_action", "resume"))
     overrides_json = kwargs.pop("overrides_json", None)
     lock_wait = kwargs.pop("lock_wait", None)
+    held_lock = _descriptors(kwargs.pop("held_lock", None))
     out = scope_of(ctx, kwargs.get("output_dir"))
     flags = {k: v for k, v in collect_flags(kwargs, ctx).items() if k != "output_dir"}
     if overrides_json:
@@ -72,7 +74,7 @@ def resume_cmd(
     # The engine's lock is taken before the batch is read and held until the engine ends (the
     # runner gets it), so a batch another engine runs fails here, before anything else, with
     # who runs it; not later as a toast in a TUI that shows it running. With --detach the
-    # engine is another process: it takes the lock itself.
+    # engine is another process: it inherits the lock (tui/launch.py), never free between.
     plan = plan_resume(
         out,
         batch,
@@ -81,15 +83,15 @@ def resume_cmd(
         retry_failed=retry_failed,
         rescan=rescan,
         drop_missing=drop_missing,
-        hold=not detach,
         lock_wait=lock_wait,
+        inherited_lock=held_lock,
         on_file=note_config_file,
         say=say,
     )
     bdir, counts, manifest = plan.batch, plan.counts, plan.manifest
     if plan.nothing_to_do:
         try:
-            if plan.lock is not None:  # a --detach resume holds no lock: no engine starts anyway
+            if plan.lock is not None:
                 for note in plan.repair_results():
                     say(note)
         finally:
@@ -108,7 +110,7 @@ def resume_cmd(
         plan.release()
         raise
     if detach:
-        start_detached(bdir, action="resume", as_json=as_json, overrides=plan.overrides)
+        start_detached(bdir, action="resume", as_json=as_json, overrides=plan.overrides, lock=plan.lock)
         raise SystemExit(0)
     # The plan's counts are from before the requeue: those items are to do again.
     say(f"resuming batch {bdir.batch_id}: {counts.finished - requeued}/{counts.total} done")
@@ -116,6 +118,19 @@ def resume_cmd(
         launch_tui(ctx, output_dir=bdir.path.parent, runner=plan.runner(engine_action), theme=kwargs.get("theme"))
     result = run_headless(plan.runner(engine_action, handle_signals=True), as_json)
     raise SystemExit(result.exit_code)
+
+
+def _descriptors(value: str | None) -> tuple[int, int | None] | None:
+    """``--held-lock FD[,DIRFD]``; None when not given or not numbers (then the lock is taken)."""
+    if not value:
+        return None
+    try:
+        fds = [int(part) for part in value.split(",")]
+    except ValueError:
+        return None
+    if len(fds) not in (1, 2):
+        return None
+    return fds[0], (fds[1] if len(fds) == 2 else None)
 
 
 __all__ = ["resume_cmd"]

@@ -256,7 +256,7 @@ def _create_and_run(
                 processor,
                 stdin=stdin if stdin is not None else sys.stdin,
                 on_enqueue=_enqueue_note,
-                keep_lock=None if detach else held.append,  # the engine below holds it on
+                keep_lock=held.append,  # the engine below (or the --detach one) holds it on
             )
     except KeyboardInterrupt:  # create_batch removed what it had made
         with contextlib.suppress(OSError):  # a hung-up terminal
@@ -274,7 +274,7 @@ def _create_and_run(
     if manifest.unreadable.left_out:
         click.echo(f"note: {plain(manifest.unreadable.left_out_summary())}", err=True)
     if detach:
-        start_detached(batch, action="run", as_json=as_json)
+        start_detached(batch, action="run", as_json=as_json, lock=held[0])
         raise SystemExit(0)
     reads_stdin = stdin is None and any(e.kind == "stdin" for e in spec.entries)
     if not headless and not as_json and terminal() and not reads_stdin:

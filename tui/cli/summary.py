@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from batchtui.engine.batchdir import BatchDir, resume_command
+from batchtui.engine.batchdir import BatchDir, BatchLock, resume_command
 from batchtui.engine.fmt import clean, fmt_duration, fmt_percent, shell_line
 from batchtui.engine.models import BatchState, Counts, LiveProgress, Manifest
 from batchtui.engine.summary import BatchSummary, summarize
@@ -161,9 +161,17 @@ def run_headless(runner: BatchRunner, as_json: bool) -> RunResult:
 DETACH_WAIT_S: Final = 60.0
 
 
-def start_detached(batch: BatchDir, *, action: str, as_json: bool, overrides: dict[str, Any] | None = None) -> None:
-    """``--detach``: start the background engine, wait until it holds ``batch`` (saying so on
-    stderr when that takes a while), then say how to follow it."""
+def start_detached(
+    batch: BatchDir,
+    *,
+    action: str,
+    as_json: bool,
+    overrides: dict[str, Any] | None = None,
+    lock: BatchLock | None = None,
+) -> None:
+    """``--detach``: start the background engine (handing it ``lock``, the batch's lock this
+    process holds), wait until it holds ``batch`` (saying so on stderr when that takes a
+    while), then say how to follow it."""
     from ..launch import detach_engine
 
     def slow(pid: int) -> None:
@@ -178,6 +186,7 @@ def start_detached(batch: BatchDir, *, action: str, as_json: bool, overrides: di
         must_hold=True,
         on_slow=slow,
         slow_after=min(3.0, wait / 4),
+        lock=lock,
     )
     announce_detached(batch, pid, as_json)
 

@@ -329,15 +329,14 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         from ..launch import detach_engine
 
         try:
-            # A run here holds the lock from now on (the app's engine gets it); a background
-            # engine takes it itself, as with --detach.
+            # The lock is held from now on: the app's engine gets it, or the background engine
+            # inherits it (as with --detach), so no other engine takes the batch in between.
             plan = plan_resume(
                 self.bdir.path.parent,
                 self.bdir,
                 flags=flags,
                 retry_failed=retry_failed,
                 rescan=rescan,
-                hold=not background,
                 lock_try=0.2,
             )
         except BatchtuiError as exc:
@@ -352,7 +351,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
                 raise _Refused("preflight: " + "; ".join(failed))
             requeued = plan.requeue_failed() if retry_failed else 0
             if background:
-                pid = detach_engine(plan.batch, action="resume", overrides=plan.overrides)
+                pid = detach_engine(plan.batch, action="resume", overrides=plan.overrides, lock=plan.lock)
                 started = ResumeStarted(command, requeued, pid=pid)
             else:
                 started = ResumeStarted(command, requeued, plan=plan)
