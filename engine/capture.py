@@ -13,7 +13,8 @@ details), never to the terminal, where it would run through the dashboard or the
   import time) lands there, appended.
   A callable in the thread executor shares the engine's descriptors: output written to them
   directly (not through ``sys.stdout``) still reaches the terminal. The process executor, the
-  default for ``--call``, keeps it.
+  default for ``--call``, keeps it. One that closes descriptor 1 or 2 gets it back after its
+  item (``end``); until then a file the engine opens may take the number.
 - A chunked callable's output goes to the log of the first item of the chunk.
 """
 
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import io
+import logging
 import os
 import stat
 import sys
@@ -137,12 +140,52 @@ def begin(item: Item) -> None:
 
 
 def end() -> None:
-    """The item of this thread has ended: its logs are cut to the limit and closed."""
+    """The item of this thread has ended: its logs are cut to the limit and closed, and a
+    standard descriptor it closed is put back (:func:`_put_back_descriptors`)."""
     logs: dict[str, LogFile] | None = getattr(_current, "logs", None)
     _current.item = _current.logs = None
     if logs:
         for log in logs.values():
             log.close()
+    if _saved:
+        _put_back_descriptors()
+
+
+_saved: dict[int, int] = {}  # 1, 2 -> a copy of each as the run began (close-on-exec, >= 10)
+_told: set[int] = set()
+
+
+def _save_descriptors() -> None:
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):  # closed when the run began: nothing to keep
+            _saved[fd] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+
+
+def _put_back_descriptors() -> None:
+    """A callable that closed descriptor 1 or 2 of the engine's process (``os.close(1)``) gets
+    it back as it was when the run began, after its item. Left closed, the engine's progress
+    lines and summary failed, and the next file the engine opened took the free number, where
+    a write meant for the terminal would land. Only a number that is free is filled (F_DUPFD
+    gives the lowest free one from it): a file that took it since is never replaced."""
+    for fd, saved in tuple(_saved.items()):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        try:
+            got = fcntl.fcntl(saved, fcntl.F_DUPFD, fd)
+        except OSError:
+            continue
+        if got != fd:
+            os.close(got)  # taken between the check and now: leave it
+            continue
+        if fd not in _told:
+            _told.add(fd)
+            name = "stdout" if fd == 1 else "stderr"
+            logging.getLogger("batchtui.engine").warning(
+                "an item's callable closed descriptor %d (%s) of the engine's process: put back", fd, name
+            )
 
 
 def installed() -> bool:
@@ -155,6 +198,8 @@ def install(limit: int) -> None:
     global _installs
     with _lock:
         _installs += 1
+        if _installs == 1:
+            _save_descriptors()
         if _installs == 1 and sys.stdout is not None and sys.stderr is not None:
             out = sys.stdout = ItemOutput("out", sys.stdout, limit)
             err = sys.stderr = ItemOutput("err", sys.stderr, limit)
@@ -175,6 +220,9 @@ def uninstall() -> None:
         _installs -= 1
         if _installs:
             return
+        for saved in _saved.values():
+            os.close(saved)
+        _saved.clear()
         for name in ("stdout", "stderr"):
             stream: Any = getattr(sys, name)
             if isinstance(stream, ItemOutput):

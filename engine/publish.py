@@ -11,6 +11,7 @@ snapshot (:meth:`BatchRunner.live`); this object decides when it is taken and wh
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from .batchdir import BatchDir
 from .files import write_model
 from .models import Counts, History, InFlight, LiveProgress, Manifest
 from .outcomes import Flight
+
+log = logging.getLogger("batchtui.engine")
 
 LIVE_INTERVAL_S: Final = 0.25
 MANIFEST_INTERVAL_S: Final = 2.0
@@ -82,7 +85,19 @@ class ProgressPublisher:
         live.history = self._history(live, now)
         write_model(self.batch.live_progress, live, durable=False)
         if self.on_progress is not None:
-            self.on_progress(live)
+            self._tell(self.on_progress, live)
+
+    def _tell(self, observer: Callable[[LiveProgress], None], live: LiveProgress) -> None:
+        """``live`` to the observer (the headless lines, the app's engine thread). One that
+        fails is logged and dropped: what it shows is not the run, and its error must not end
+        the engine's loop before the report and the final counts are written (a callable
+        that closed the process's stderr made the lines' write fail so, and the run that had
+        done every item exited 1 without its report)."""
+        try:
+            observer(live)
+        except Exception as exc:  # any observer's error, logged with its traceback
+            self.on_progress = None
+            log.warning("the progress observer failed and is dropped: %r", exc, exc_info=True)
 
     def _history(self, live: LiveProgress, now: float) -> History:
         """The rolling history with ``live`` sampled in when a sample is due."""

@@ -53,3 +53,53 @@ def test_a_run_whose_output_reader_went_away_stops_cleanly_and_resumes(tmp_path:
     assert again.returncode == 0, again.stderr
     seqs = [json.loads(line)["seq"] for line in (batch / "results.jsonl").read_text().splitlines()]
     assert sorted(seqs) == list(range(30))  # each once
+
+
+def test_a_callable_that_closes_the_engines_stdout_and_stderr_does_not_end_the_run_unreported(
+    tmp_path: Path,
+) -> None:
+    """On the thread executor a callable shares the engine's descriptors. One that closed 1 and
+    2 (os.close) made the progress line's write fail: the error ended the engine's loop, and
+    the run that had done every item exited 1 with no report.json and no summary. Now each
+    descriptor is put back after the item, and an observer that fails is dropped, never the
+    run's end."""
+    (tmp_path / "closer.py").write_text(
+        "import os\n\ndef process(item):\n    for fd in (1, 2):\n        try:\n            os.close(fd)\n"
+        "        except OSError:\n            pass\n    return item\n"
+    )
+    (tmp_path / "items.txt").write_text("".join(f"{i}\n" for i in range(40)))
+    out = tmp_path / "out"
+    args = ["run", "items.txt", "--call", "closer.py:process", "--executor", "thread", "-j", "1", "--headless"]
+    done = subprocess.run(
+        [*CLI, *args], env=cli_env(out), cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "BATCH SUMMARY" in done.stdout and "Complete:  40" in done.stdout
+    assert "closed descriptor" in done.stderr and "put back" in done.stderr
+    batch = only_batch(out)
+    report = json.loads((batch / "report.json").read_text())
+    assert report["state"] == "finished" and report["totals"]["complete"] == 40
+
+
+def test_an_observer_that_fails_is_dropped_and_the_run_ends_with_its_report(tmp_path: Path) -> None:
+    from batchtui.engine.config import BatchConfig
+    from batchtui.engine.enqueue import create_batch
+    from batchtui.engine.processors import shell_spec
+    from batchtui.engine.runner import BatchRunner
+    from batchtui.engine.sources import build_spec
+
+    (tmp_path / "items.txt").write_text("".join(f"{i}\n" for i in range(10)))
+    config = BatchConfig(output_dir=str(tmp_path / "out"), workers=2)
+    batch = create_batch(config, build_spec([str(tmp_path / "items.txt")]), shell_spec("true"))
+    calls: list[int] = []
+
+    def broken(live: object) -> None:
+        calls.append(1)
+        raise OSError(9, "Bad file descriptor")
+
+    runner = BatchRunner(batch, config=config)
+    runner.on_progress = broken
+    result = runner.run()
+    assert result.exit_code == 0 and calls == [1]  # told once, then dropped
+    report = json.loads((batch.path / "report.json").read_text())
+    assert report["state"] == "finished" and report["totals"]["complete"] == 10
