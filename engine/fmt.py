@@ -14,6 +14,7 @@ __all__ = [
     "clean_block",
     "count",
     "cut_percent",
+    "error_line",
     "fmt_ago",
     "fmt_duration",
     "fmt_percent",
@@ -149,3 +150,14 @@ def count(n: int, noun: str, *, grouped: bool = False) -> str:
     thousands separators when ``grouped``: "1,024 items"). Regular plurals only (noun + "s")."""
     number = f"{n:,}" if grouped else str(n)
     return f"{number} {noun}" if n == 1 else f"{number} {noun}s"
+
+
+def error_line(error_type: str | None, message: str | None) -> str:
+    """``type: message``, the way every view names a failure, with a message that only says
+    its type again (a command's ``exit 1`` with nothing on stderr) given once: "exit 1", never
+    "exit 1: exit 1"."""
+    first = (message or "").split("\n", 1)[0].strip()
+    kind = error_type or ""
+    if not first or first == kind:
+        return kind
+    return f"{kind}: {first}" if kind else first

@@ -135,3 +135,23 @@ def test_count_is_singular_only_for_one() -> None:
     assert count(-1, "item") == "-1 items"
     assert count(1234, "item", grouped=True) == "1,234 items"
     assert count(1234, "item") == "1234 items"
+
+
+def test_error_line_names_a_failure_once() -> None:
+    from batchtui.engine.fmt import error_line
+
+    assert error_line("exit 1", "exit 1") == "exit 1"  # a command that printed nothing
+    assert error_line("exit 1", "no such file\nsecond line") == "exit 1: no such file"
+    assert error_line("ValueError", "") == "ValueError"
+    assert error_line(None, "a message") == "a message"
+    assert error_line("timeout", None) == "timeout"
+
+
+def test_the_items_table_row_of_a_silent_failed_command_says_exit_once() -> None:
+    from batchtui.engine.store.queries import ItemRow
+    from batchtui.tui.widgets.items_rows import Row
+
+    fields = dict.fromkeys(ItemRow.__slots__)
+    fields.update(seq=4, key="k", kind="line", status="failed", attempts=1, error_type="exit 3", error_message="exit 3")
+    row = Row.from_item(ItemRow(**fields))
+    assert row.error == "exit 3"

@@ -25,6 +25,7 @@ from textual.widgets import DataTable, Static
 from batchtui.engine.adaptive import timeout_text
 from batchtui.engine.errors import group_id
 from batchtui.engine.fmt import count as plural
+from batchtui.engine.fmt import error_line
 from batchtui.engine.models import ErrorGroup, LiveProgress
 from batchtui.engine.store.queries import ItemQueries, StoreError
 
@@ -44,8 +45,7 @@ def _id(group: ErrorGroup) -> str:
 
 def group_label(group: ErrorGroup) -> str:
     """``type: message`` of a group, for a line that names it (the tab, a dialog)."""
-    message = group.message or group.example_message
-    return f"{group.error_type}: {message}" if message else group.error_type
+    return error_line(group.error_type, group.message or group.example_message)
 
 
 def row_key_at_cursor(table: DataTable[Any]) -> str | None:

@@ -17,7 +17,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from batchtui.engine.fmt import clean, fmt_duration
+from batchtui.engine.fmt import clean, error_line, fmt_duration
 from batchtui.engine.store.queries import ItemRow
 
 from ..flight import Flight
@@ -117,8 +117,7 @@ class Row:
 
     @classmethod
     def from_item(cls, item: ItemRow) -> Row:
-        first_line = (item.error_message or "").split("\n", 1)[0].strip()
-        error = f"{item.error_type}: {first_line}" if item.error_type and first_line else item.error_type or first_line
+        error = error_line(item.error_type, item.error_message)
         return cls(
             seq=item.seq,
             status=clean(item.status, 32),
