@@ -157,20 +157,31 @@ def _count(changed: dict[str, int]) -> int:
     return sum(changed.values())
 
 
-def describe_retry(changed: dict[str, int]) -> str:
-    """The answer of a retry: how many failed items went back to pending (and skipped ones)."""
+def describe_retry(changed: dict[str, int], invalid: int = 0) -> str:
+    """The answer of a retry: how many failed items went back to pending (and skipped ones),
+    and the ``invalid`` source records of the selection it left failed."""
     text = f"{changed.get('failed', 0)} failed items back to pending"
     if changed.get("skipped"):
         text += f", and {changed['skipped']} skipped ones"
-    return text
+    return text + invalid_note(invalid)
 
 
-def describe_prioritize(retried: dict[str, int], moved: int) -> str:
+def describe_prioritize(retried: dict[str, int], moved: int, invalid: int = 0) -> str:
     """The answer of a prioritize: how many items moved to the front (and were retried first)."""
     text = f"{count(moved, 'item')} moved to the front"
     if retried:
         text += f" ({_count(retried)} failed back to pending first)"
-    return text
+    return text + invalid_note(invalid)
+
+
+def invalid_note(invalid: int) -> str:
+    """What a retry says of the invalid source records it left failed ('' when none)."""
+    if not invalid:
+        return ""
+    return (
+        f"; {count(invalid, 'invalid source record')} not retried: no processor can take "
+        "such a line (fix the source, then `resume --rescan` runs the corrected lines)"
+    )
 
 
 def offline_change(cmd: ControlCommand, resume: str = "batchtui resume BATCH") -> Callable[[Any], str] | None:
@@ -193,12 +204,12 @@ def offline_change(cmd: ControlCommand, resume: str = "batchtui resume BATCH") -
 
         def prioritize(store: Any) -> str:
             retried, moved = store.prioritize(sel)
-            return f"{describe_prioritize(retried, moved)}; run them with `{resume}`"
+            return f"{describe_prioritize(retried, moved, store.unretriable(sel))}; run them with `{resume}`"
 
         return prioritize
 
     def retry(store: Any) -> str:
-        return f"{describe_retry(store.retry_selected(sel))}; run them with `{resume}`"
+        return f"{describe_retry(store.retry_selected(sel), store.unretriable(sel))}; run them with `{resume}`"
 
     return retry
 

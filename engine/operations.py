@@ -89,7 +89,7 @@ class Operations:
             run._reset_scan()
         if changed.get("failed"):
             run.error_tally.reread(run.store)
-        return describe_retry(changed)
+        return describe_retry(changed, run.store.unretriable(sel))
 
     def prioritize(self, sel: Selection) -> str:
         """The pending items of ``sel`` (and its failed ones, retried) go out before any other
@@ -107,7 +107,7 @@ class Operations:
             assert run.executor is not None
             run._return_unstarted(run.executor.cancel_all())
             run.dispatcher.prioritized()
-        return describe_prioritize(retried, moved)
+        return describe_prioritize(retried, moved, run.store.unretriable(sel))
 
     def skip_selection(self, sel: Selection) -> str:
         """Skip every not yet complete item of ``sel``: those in flight or waiting out a backoff

@@ -93,7 +93,8 @@ class ResumePlan:
 
     def requeue_failed(self) -> int:
         """Put the failed items back to pending under the batch's lock (the plan's, or taken for
-        the change and let go); how many were requeued."""
+        the change and let go); how many were requeued (never an invalid source record:
+        store.selection.RETRIABLE)."""
         from .control import mark_changing, write_views
 
         lock = self.lock if self.lock is not None else BatchLock(self.batch.lock)

@@ -25,6 +25,7 @@ from .connection import StoreError, connect_readonly, connect_rw, connect_unlink
 from .enqueue import LineBlock, ScanOutcome, enqueue, rescan
 from .queries import AttemptRow, ItemFilter, ItemRow, Selection, selection_condition
 from .schema import check_version, create_schema, migrate
+from .selection import RETRIABLE
 
 
 class ItemStore:
@@ -264,14 +265,19 @@ class ItemStore:
         """Which of ``seqs`` (items in flight, retries waiting) the selection holds."""
         return queries.selected_among(self.conn, sel, seqs)
 
+    def unretriable(self, sel: Selection | None = None) -> int:
+        """The invalid source records of ``sel`` (None: every item) a retry leaves failed."""
+        return queries.unretriable(self.conn, sel)
+
     def errors_by(self, column: str) -> dict[str, int]:
         return queries.errors_by(self.conn, column)
 
     # -- changes outside a run (CLI with no engine running, under the lock) ------------------
 
     def retry_failed(self, *, error_type: str | None = None, seqs: Sequence[int] | None = None) -> list[int]:
-        """failed -> pending; history (attempts rows) kept. Returns the seqs changed."""
-        where = "status='failed'"
+        """failed -> pending (not an invalid source record: RETRIABLE); history (attempts rows)
+        kept. Returns the seqs changed."""
+        where = f"status='failed' AND {RETRIABLE}"
         args: list[Any] = []
         if error_type:
             where += " AND error_type=?"
@@ -328,7 +334,9 @@ class ItemStore:
 
     def _retry_where(self, statuses: tuple[str, ...], cond: str, args: list[Any]) -> dict[str, int]:
         """(inside a transaction) Items of ``statuses`` meeting ``cond`` back to pending, their
-        error cleared (the attempts rows keep the history), any old place in run_first dropped."""
+        error cleared (the attempts rows keep the history), any old place in run_first dropped.
+        An invalid source record never goes back (RETRIABLE)."""
+        cond = f"{cond} AND {RETRIABLE}"
         changed = self._by_status(statuses, cond, args)
         if changed:
             marks = ", ".join(f"'{s}'" for s in statuses)

@@ -38,7 +38,7 @@ from .connection import (
     recover_hint,
 )
 from .schema import ITEM_COLUMNS, STATUSES, check_version
-from .selection import ACTION_STATUSES, EVERYTHING, ItemFilter, Selection, selection_condition
+from .selection import ACTION_STATUSES, EVERYTHING, RETRIABLE, ItemFilter, Selection, selection_condition
 from .selection import where as filter_where
 
 __all__ = [
@@ -266,18 +266,34 @@ def selected_counts(conn: sqlite3.Connection, sel: Selection) -> Counts:
 
 
 def sample_selected(
-    conn: sqlite3.Connection, sel: Selection, n: int = 5, statuses: Sequence[str] | None = None
+    conn: sqlite3.Connection,
+    sel: Selection,
+    n: int = 5,
+    statuses: Sequence[str] | None = None,
+    *,
+    retriable: bool = False,
 ) -> list[tuple[int, str]]:
     """The first ``n`` items of the selection in seq order: (seq, key); with ``statuses``, only
-    items in those (the ones an action would change)."""
+    items in those (the ones an action would change); ``retriable`` (a retry's, a
+    prioritize's): no invalid source record, which they leave failed."""
     cond, args = selection_condition(sel)
     if statuses is not None:
         wanted = [s for s in statuses if s in STATUSES]
         cond = f"{cond} AND status IN ({', '.join(repr(s) for s in wanted) or 'NULL'})"  # literals of the fixed set
+    if retriable:
+        cond = f"{cond} AND {RETRIABLE}"
     return [
         (int(r[0]), str(r[1]))
         for r in conn.execute(f"SELECT seq, key FROM items WHERE {cond} ORDER BY seq LIMIT ?", [*args, n])
     ]
+
+
+def unretriable(conn: sqlite3.Connection, sel: Selection | None = None) -> int:
+    """The failed or skipped invalid source records of ``sel`` (None: every item): what a retry
+    or prioritize selects and leaves as it is (selection.RETRIABLE)."""
+    cond, args = selection_condition(sel) if sel is not None else ("1", [])
+    sql = f"SELECT COUNT(*) FROM items WHERE status IN ('failed', 'skipped') AND NOT ({RETRIABLE}) AND {cond}"
+    return int(conn.execute(sql, args).fetchone()[0])
 
 
 def selected_among(conn: sqlite3.Connection, sel: Selection, seqs: Iterable[int]) -> set[int]:
@@ -397,17 +413,22 @@ class ItemQueries:
             return count_selected(self._conn, sel)
 
     def sample_selected(
-        self, sel: Selection, n: int = 5, statuses: Sequence[str] | None = None
+        self, sel: Selection, n: int = 5, statuses: Sequence[str] | None = None, *, retriable: bool = False
     ) -> list[tuple[int, str]]:
         """The first ``n`` items of the selection (seq, key), for a confirmation; with
-        ``statuses``, only those in them."""
+        ``statuses``, only those in them (``retriable``: see :func:`sample_selected`)."""
         with self._reading():
-            return sample_selected(self._conn, sel, n, statuses)
+            return sample_selected(self._conn, sel, n, statuses, retriable=retriable)
 
     def selected_counts(self, sel: Selection) -> Counts:
         """The items of the selection by status, and the total (one query)."""
         with self._reading():
             return selected_counts(self._conn, sel)
+
+    def unretriable(self, sel: Selection | None = None) -> int:
+        """The invalid source records of ``sel`` a retry leaves failed (:func:`unretriable`)."""
+        with self._reading():
+            return unretriable(self._conn, sel)
 
     def selected_among(self, sel: Selection, seqs: Iterable[int]) -> set[int]:
         """Which of the given (visible) seqs the selection holds: one query, for the marks."""

@@ -24,6 +24,7 @@ from .schema import STATUSES
 __all__ = [
     "ACTION_STATUSES",
     "EVERYTHING",
+    "RETRIABLE",
     "ItemFilter",
     "Range",
     "Selection",
@@ -122,6 +123,12 @@ ACTION_STATUSES: Final[dict[str, tuple[str, ...]]] = {
     "skip": ("pending", "processing", "failed"),
     "prioritize": ("pending", "failed"),
 }
+#: The condition an item must meet to go back to pending (retry, prioritize, resume
+#: --retry-failed): not an invalid source record. Such an item's data is only the bad line kept
+#: for the views ({"_raw": ..., "_line": n}); put back, it went to the processor as if it were
+#: the record, and a command that took it "completed" it. It stays failed until the source is
+#: fixed (``resume --rescan`` reads the corrected line as a new item).
+RETRIABLE: Final = "error_type IS NOT 'InvalidRecord'"
 _FILTER_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ItemFilter))
 _GROUP_ID: Final = re.compile(r"[0-9a-f]{8}")
 #: Up to this many ranges go into a query as ``seq BETWEEN`` terms; more as one JSON array.

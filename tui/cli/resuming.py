@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from batchtui.engine.client import invalid_note
 from batchtui.engine.fmt import count
 from batchtui.engine.resume import plan_resume
 from batchtui.engine.runner import RunResult, exit_code_for
@@ -104,7 +105,7 @@ def resume_cmd(
     try:
         if retry_failed:
             requeued = plan.requeue_failed()
-            say(f"requeued {count(requeued, 'failed item')}")
+            say(f"requeued {count(requeued, 'failed item')}{invalid_note(counts.failed - requeued)}")
         gate(plan.preflight())
     except BaseException:
         plan.release()

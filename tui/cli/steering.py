@@ -14,7 +14,7 @@ import click
 
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.batches import resolve_batch
-from batchtui.engine.client import Applied, NotAcknowledged, send
+from batchtui.engine.client import Applied, NotAcknowledged, invalid_note, send
 from batchtui.engine.fmt import shell_line
 from batchtui.engine.models import ControlOp
 
@@ -298,12 +298,15 @@ def _select_and_send(
     with ItemQueries(bdir.items_db) as view:
         sel, f = _selection(op, bdir, view, seqs, seq_ranges, group, flags)
         by_status = view.selected_counts(sel)
-        n = sum(getattr(by_status, status) for status in statuses)
-        sample = view.sample_selected(sel, SAMPLE, statuses) if n else []
+        invalid = view.unretriable(sel) if op != "skip" else 0  # left failed (store.selection.RETRIABLE)
+        n = sum(getattr(by_status, status) for status in statuses) - invalid
+        sample = view.sample_selected(sel, SAMPLE, statuses, retriable=op != "skip") if n else []
         if not n:
             matched = by_status.total
             what = _describe(f)
-            if matched:
+            if invalid:
+                why = f"{matched} item(s) match {what}{invalid_note(invalid)}"
+            elif matched:
                 why = f"{matched} item(s) match {what}, but none is {' or '.join(statuses)} ({op} changes only those)"
             else:
                 why = f"no item matches {what}" + _what_exists(view)

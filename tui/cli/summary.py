@@ -68,6 +68,7 @@ def print_summary(
         lines.append("  Errors:")
         for g in groups[:8]:
             lines.append(f"    {g.count:>6}  {plain(g.error_type)} [{g.category}]  {plain(g.example_message)[:70]}")
+    retriable = _retriable_failed(batch, counts)
     missing = "" if counts.complete == 0 or batch.results.exists() else " (missing: `batchtui resume` rebuilds it)"
     lines.append(f"  Results:   {clean(batch.results)}{missing}")
     lines.append(f"  Manifest:  {clean(batch.manifest)}")
@@ -76,15 +77,29 @@ def print_summary(
         lines.append(f"  Watch:     {shell_line('batchtui', 'watch', batch.batch_id, *where)}")
         if manifest.state is BatchState.PAUSED:
             lines.append(f"  Unpause:   {shell_line('batchtui', 'unpause', batch.batch_id, *where)}")
-        if counts.failed:
+        if retriable > 0:
             lines.append(f"  Retry:     {shell_line('batchtui', 'retry', batch.batch_id, *where)}")
     else:
         if manifest.state != BatchState.FINISHED or counts.pending:
             lines.append(f"  Resume:    {resume_command(batch)}")
-        if counts.failed:
+        if retriable > 0:
             lines.append(f"  Retry:     {resume_command(batch, retry_failed=True)}")
     lines.append(bar)
     click.echo("\n".join(lines))
+
+
+def _retriable_failed(batch: BatchDir, counts: Counts) -> int:
+    """The failed items a retry would put back: not the invalid source records, which it
+    leaves failed (store.selection.RETRIABLE); no Retry line is offered for those alone."""
+    if not counts.failed:
+        return 0
+    from batchtui.engine.store.queries import ItemFilter, ItemQueries, Selection, StoreError
+
+    try:
+        with ItemQueries(batch.items_db) as view:
+            return counts.failed - view.unretriable(Selection.of(ItemFilter(status="failed")))
+    except StoreError:  # no store to ask (deleted, damaged): the line as before
+        return counts.failed
 
 
 def duration_text(summary: BatchSummary) -> str:

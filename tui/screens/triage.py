@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from textual.worker import get_current_worker
 
-from batchtui.engine.client import Applied, NotAcknowledged, Outcome, Sent, send
+from batchtui.engine.client import Applied, NotAcknowledged, Outcome, Sent, invalid_note, send
 from batchtui.engine.errors import BatchtuiError
 from batchtui.engine.fmt import clean, count
 from batchtui.engine.models import ControlOp
@@ -87,20 +87,24 @@ class Triage:
         try:
             with ItemQueries(screen.bdir.items_db) as store:
                 counts = store.selected_counts(selection)
-                samples = store.sample_selected(selection, 5, statuses)
+                invalid = store.unretriable(selection) if op != "skip" else 0  # a retry leaves them failed
+                samples = store.sample_selected(selection, 5, statuses, retriable=op != "skip")
         except StoreError as exc:
             screen.notify(clean(f"items.db: {exc}"), severity="error")
             return
-        n = sum(getattr(counts, st) for st in statuses)
+        n = sum(getattr(counts, st) for st in statuses) - invalid
         by_status = ", ".join(f"{getattr(counts, st):,} {_STATUS_WORD[st]}" for st in statuses if getattr(counts, st))
         others = counts.total - n
         of = f" of {counts.total:,} {what}" if what == "marked items" else f" ({what})"
+        if invalid:  # the counts by status hold them: say what changes plainly
+            by_status = f"{n:,} of them"
         if n == 0:
             has = ", ".join(f"{getattr(counts, st):,} {_STATUS_WORD[st]}" for st in _STATUS_WORD if getattr(counts, st))
-            screen.notify(clean(f"{verb}: nothing to change{of}: {has or 'no items'}"), severity="warning", timeout=5)
+            has += invalid_note(invalid)
+            screen.notify(clean(f"{verb}: nothing to change{of}: {has or 'no items'}"), severity="warning", timeout=8)
             return
         question = f"{verb} {count(n, 'item', grouped=True)}?"
-        detail = f"{by_status}{of} {outcome}."
+        detail = f"{by_status}{of} {outcome}{invalid_note(invalid)}."
         if others:
             detail += f" The other {others:,} stay as they are."
 
