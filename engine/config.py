@@ -300,31 +300,9 @@ class BatchConfig(BaseModel):
 #: Knobs that may differ on resume (recorded in the manifest's history); everything else is
 #: the batch's identity and comes from the stored config.
 OPERATIONAL: Final = frozenset(
-    {
-        "workers",
-        "window",
-        "rate",
-        "limit_by",
-        "timeout",
-        "adaptive_timeout",
-        "grace",
-        "max_failure_rate",
-        "min_items",
-        "max_cost",
-        "memory_limit_mb",
-        "max_attempts",
-        "backoff",
-        "backoff_max",
-        "fsync",
-        "on_finish",
-        "on_event",
-        "hook_timeout",
-        "progress_interval",
-        "executor",
-        "scheduler",
-        "theme",
-        "max_result_bytes",
-    }
+    "workers window rate limit_by timeout adaptive_timeout grace max_failure_rate min_items max_cost"  # noqa: SIM905
+    " memory_limit_mb max_attempts backoff backoff_max fsync on_finish on_event hook_timeout"
+    " progress_interval executor scheduler theme max_result_bytes".split()
 )
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?\s*$")
@@ -361,12 +339,10 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, str]:
             elif name[len(ENV_PREFIX) :] not in ENV_NOT_SETTINGS:
                 unknown.append(name)
     if unknown:
-        import difflib
-
         lines = ["invalid configuration:"]
         for name in sorted(unknown):
-            near = difflib.get_close_matches(name[len(ENV_PREFIX) :].lower(), list(known), n=1)
-            hint = f"; did you mean {ENV_PREFIX}{near[0].upper()}?" if near else ""
+            near = _near_setting(name[len(ENV_PREFIX) :])
+            hint = f"; did you mean {ENV_PREFIX}{near.upper()}?" if near else ""
             lines.append(f"  {name}: unknown setting (from the environment{hint})")
         raise UserError("\n".join(lines))
     return out
@@ -481,6 +457,8 @@ def format_validation_error(exc: ValidationError, origin: Mapping[str, str]) -> 
         where = origin.get(str(err["loc"][0]), "") if err["loc"] else ""
         # pydantic starts a validator's own message with "Value error, ": noise to the user.
         msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        near = _near_setting(str(err["loc"][0])) if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 else None
+        msg += f"; did you mean {near}?" if near else ""
         suffix = f" (from {where})" if where else ""
         value = err.get("input")
         # As the file would spell it: true and false, not Python's True and False.
@@ -488,6 +466,14 @@ def format_validation_error(exc: ValidationError, origin: Mapping[str, str]) -> 
         shown = f" = {text}" if err["type"] != "extra_forbidden" and not isinstance(value, dict) else ""
         lines.append(f"  {loc}{shown}: {msg}{suffix}")
     return "\n".join(lines)
+
+
+def _near_setting(name: str) -> str | None:
+    """The setting a misspelt name ("wrokers") most likely meant, if any is close."""
+    import difflib
+
+    near = difflib.get_close_matches(name.replace("-", "_").lower(), list(BatchConfig.model_fields), n=1)
+    return near[0] if near else None
 
 
 def operational_overrides(stored: BatchConfig, new: BatchConfig) -> dict[str, Any]:

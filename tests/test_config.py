@@ -41,9 +41,15 @@ def test_unknown_setting_is_an_error_naming_its_source(tmp_path: Path) -> None:
     (tmp_path / "batchtui.toml").write_text("max_atempts = 5\n")
     with pytest.raises(UserError) as err:
         load_config({}, environ={}, cwd=tmp_path)
-    assert "max_atempts" in str(err.value)
-    assert "unknown setting" in str(err.value)
+    assert "max_atempts: unknown setting; did you mean max_attempts? (from " in str(err.value)
     assert "batchtui.toml" in str(err.value)
+
+
+def test_an_unknown_setting_far_from_any_is_named_without_a_guess(tmp_path: Path) -> None:
+    (tmp_path / "batchtui.toml").write_text("zzzz = 5\n")
+    with pytest.raises(UserError) as err:
+        load_config({}, environ={}, cwd=tmp_path)
+    assert "  zzzz: unknown setting (from " in str(err.value) and "did you mean" not in str(err.value)
 
 
 def test_bad_env_value_names_the_environment(tmp_path: Path) -> None:
