@@ -24,7 +24,6 @@ import contextlib
 import errno
 import fcntl
 import io
-import logging
 import os
 import stat
 import sys
@@ -181,6 +180,8 @@ def _put_back_descriptors() -> None:
             os.close(got)  # taken between the check and now: leave it
             continue
         if fd not in _told:
+            import logging
+
             _told.add(fd)
             name = "stdout" if fd == 1 else "stderr"
             logging.getLogger("batchtui.engine").warning(

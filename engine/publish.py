@@ -11,7 +11,6 @@ snapshot (:meth:`BatchRunner.live`); this object decides when it is taken and wh
 from __future__ import annotations
 
 import collections
-import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -21,8 +20,6 @@ from .batchdir import BatchDir
 from .files import write_model
 from .models import Counts, History, InFlight, LiveProgress, Manifest
 from .outcomes import Flight
-
-log = logging.getLogger("batchtui.engine")
 
 LIVE_INTERVAL_S: Final = 0.25
 MANIFEST_INTERVAL_S: Final = 2.0
@@ -96,8 +93,12 @@ class ProgressPublisher:
         try:
             observer(live)
         except Exception as exc:  # any observer's error, logged with its traceback
+            import logging  # here: a verb that writes views only must not load it (test_startup)
+
             self.on_progress = None
-            log.warning("the progress observer failed and is dropped: %r", exc, exc_info=True)
+            logging.getLogger("batchtui.engine").warning(
+                "the progress observer failed and is dropped: %r", exc, exc_info=True
+            )
 
     def _history(self, live: LiveProgress, now: float) -> History:
         """The rolling history with ``live`` sampled in when a sample is due."""

@@ -405,12 +405,11 @@ def test_run_first_puts_the_items_before_work_already_handed_out(tmp_path: Path,
 def test_a_lock_file_deleted_under_a_running_engine_lets_no_second_engine_in(tmp_path: Path, out_dir: Path) -> None:
     """`rm BATCH/lock` (a "stale lock" cleared by hand) while an engine ran, then `resume`: two
     engines ran the batch, 582 starts for 300 items. The batch's folder is locked too now."""
-    log = tmp_path / "runs.log"
-    engine = start_engine(
-        tmp_path,
-        out_dir,
-        [str(lines_file(tmp_path, 20)), "--cmd", f"echo {{seq}} >> {log}; sleep 0.2", "--workers", "2"],
-    )
+    log, go = tmp_path / "runs.log", tmp_path / "go"
+    # Each item waits for `go`: the engine is still running when the second one tries (on a
+    # loaded machine the resume's start-up outlasted a batch of short items).
+    cmd = f"echo {{seq}} >> {log}; while [ ! -e {go} ]; do sleep 0.02; done"
+    engine = start_engine(tmp_path, out_dir, [str(lines_file(tmp_path, 20)), "--cmd", cmd, "--workers", "2"])
     try:
         wait_until(lambda: len(starts(log)) >= 2)
         batch = only_batch(out_dir)
@@ -419,6 +418,7 @@ def test_a_lock_file_deleted_under_a_running_engine_lets_no_second_engine_in(tmp
             [*CLI, "resume", batch.name, "--headless"],
             env=cli_env(out_dir), capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
+        go.touch()
         assert second.returncode == 2, second.stderr
         assert "is being run by" in second.stderr, second.stderr
         assert engine.wait(timeout=60) == 0
