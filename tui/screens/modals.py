@@ -17,6 +17,7 @@ from batchtui.engine.fmt import clean
 
 from ..keys import KeyEntry
 from ..text import cut_middle
+from .help_text import help_renderable
 
 #: Cells a sample line of the confirm dialog may take (the dialog is 76 wide, 70 inside).
 _SAMPLE_WIDTH = 66
@@ -114,51 +115,10 @@ class QuitScreen(ModalScreen[str]):
         self.dismiss(choice)
 
 
-#: What the help says below the keys: the panels, the figures and the error categories
-#: (DESIGN section 5). The keys themselves are generated from the screen's bindings.
-HELP = """\
-The dashboard
-  The status line (always on screen): the batch's state, progress, done/total, rate, ETA and
-  the counts. Counts, rate, ETA and memory are the engine's own committed figures, read from
-  live_progress.json: every view (this one, `batchtui show`, the headless lines) shows the same.
-  Charts: throughput (items finished a second) and memory over the last two minutes, one bar a
-  second, the newest on the right, each scaled from zero to its highest value shown (a flat row
-  is a steady rate). A dashboard opened late draws the history the engine kept.
-  Errors: the failed items grouped by error type and message (a group has a short id that
-  `batchtui errors` and --group use); enter on a group shows its items.
-  In flight: the items running now, the longest-running first (queued ones are handed out to
-  a worker but not started).
-  Items: every item, read from items.db a screen at a time; the tabs filter by status.
-  Events: state changes, new errors, warnings and what became of each command sent.
-
-Figures
-  Rate: items finished (complete or failed) a second over the last 30 s, up to now: it
-  falls when nothing finishes.
-  ETA: a range (ETA 4-6 min; one figure when tight) from the recent item durations, the
-  workers in use, items waiting out a retry backoff and the --rate ceiling. "stalled 1m30s":
-  nothing has finished for much longer than usual (over 10 s and 3x the usual gap).
-  Memory: the engine's resident memory (RSS) plus its item processes' (children); peak is the
-  highest seen in this run; available is the system's free memory. --memory-limit-mb holds
-  dispatch while the total is over the limit.
-
-Error categories
-  transient  timeouts, connection errors, exit 75 and --retry-exit-codes: retried with backoff
-             up to --max-attempts, then failed.
-  item       any other exception or non-zero exit: failed at once; the batch goes on.
-  fatal      batchtui.engine.Fatal and --fatal-exit-codes: the batch halts (resumable).
-  timeout    ran past --timeout: killed, then retried as transient.
-  --max-failure-rate (after --min-items) and --max-cost halt the batch too; `batchtui resume`
-  goes on where it stopped.
-
-Everything shown is read from the batch directory (live_progress.json, manifest.json,
-items.db); commands go to the engine through control.jsonl, and it acknowledges each one.
-"""
-
-
 class HelpScreen(ModalScreen[None]):
     """The keys of the screen it was opened from (generated from its bindings, see
-    tui/keys.py), then what the panels and figures mean. As wide as the terminal allows
-    (at most 92 columns) and scrollable."""
+    tui/keys.py), then what the panels and figures mean (.help_text). As wide as the terminal
+    allows (at most 92 columns), every line wrapped at word boundaries to it, and scrollable."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark", "dismiss", "Close", id="help_close", tooltip="Close the help"),
@@ -174,7 +134,7 @@ class HelpScreen(ModalScreen[None]):
             title = f"Keys: {self.where}" if self.where else "Keys"
             yield Static(Text(f"{title} (every one is in the command palette too: ctrl+p)", style="bold"))
             yield Static(keys_table(self.entries), id="help-keys")
-            yield Static(Text(HELP), id="help-text")
+            yield Static(help_renderable(), id="help-text")
 
 
 def keys_table(entries: Sequence[KeyEntry]) -> Table:
@@ -182,16 +142,26 @@ def keys_table(entries: Sequence[KeyEntry]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(no_wrap=True, style="bold")
     table.add_column(ratio=1)
-    shown: set[tuple[str, str]] = set()
-    for entry in entries:
-        if (entry.key_text, entry.title) in shown:
-            continue  # the focused table's key that the screen binds too
-        shown.add((entry.key_text, entry.title))
-        what = Text(entry.title)
-        if entry.tooltip and entry.tooltip != entry.title:
-            what.append(f": {entry.tooltip}", style="dim" if entry.enabled else "")
-        if not entry.enabled:
-            what.append(" (not now)", style="italic")
-        table.add_row(Text(entry.key_text), what, style="" if entry.enabled else "dim")
+    for entry in listed_keys(entries):
+        table.add_row(Text(entry.key_text), key_description(entry), style="" if entry.enabled else "dim")
     table.add_row("", "")
     return table
+
+
+def listed_keys(entries: Sequence[KeyEntry]) -> list[KeyEntry]:
+    """The entries the help lists: a key and title once (the focused table's key that the
+    screen binds too is the screen's)."""
+    listed: dict[tuple[str, str], KeyEntry] = {}
+    for entry in entries:
+        listed.setdefault((entry.key_text, entry.title), entry)
+    return list(listed.values())
+
+
+def key_description(entry: KeyEntry) -> Text:
+    """What a key does, as its row of the help says it (wrapped at word boundaries there)."""
+    what = Text(entry.title)
+    if entry.tooltip and entry.tooltip != entry.title:
+        what.append(f": {entry.tooltip}", style="dim" if entry.enabled else "")
+    if not entry.enabled:
+        what.append(" (not now)", style="italic")
+    return what
