@@ -238,3 +238,27 @@ def test_a_small_pane_keeps_the_status_line_and_the_footer(tmp_path: Path) -> No
                 assert screen.focused is screen.query_one(ItemsTable)  # not the hidden errors
 
     run(body)
+
+
+def test_a_sorted_columns_header_shows_its_arrow_at_every_size(tmp_path: Path) -> None:
+    """``o`` sorts by duration, then by tries: the header drawn on the screen says so with the
+    arrow, whole, from a narrow pane to a wide terminal (``tries↓`` did not fit its column and
+    was cut to ``trie…`` at every width). 38 columns is the narrowest that holds every fixed
+    column; in a narrower pane the last ones (duration first) are cut off whole, values too."""
+    batch = make_batch(tmp_path, state=BatchState.FINISHED)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            table = app.screen.query_one(ItemsTable)
+            await _until(pilot, lambda: "300/300" in screen_lines(app)[1], "the dashboard")
+            for order, shown in (("duration", "duration↓"), ("tries", "tries↓")):
+                await pilot.press("o")
+                await _until(pilot, lambda order=order: table.order == order, f"the {order} order")
+                for width, height in ((80, 24), (200, 60), (120, 40), (60, 20), (40, 12), (38, 10)):
+                    await pilot.resize_terminal(width, height)
+                    await pilot.pause()
+                    header = screen_lines(app)[table.region.y]
+                    assert f" {shown} " in header, (width, height, header)
+
+    run(body)

@@ -26,7 +26,7 @@ from ..text import cut_middle
 TEXT_CAP: Final = 1024
 """Key and error text kept per cached row; wider than any terminal column."""
 _STATUS_WIDTH: Final = 10  # "processing"
-_TRIES_WIDTH: Final = 5
+_TRIES_WIDTH: Final = 6  # "tries↓"
 _DURATION_WIDTH: Final = 9  # "duration↓"
 _MIN_KEY_WIDTH: Final = 12
 _MARK_WIDTH: Final = 1
