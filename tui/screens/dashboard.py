@@ -14,7 +14,6 @@ actions and every command (confirm, send, report) to :class:`.triage.Triage`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -50,23 +49,13 @@ from ..widgets.limits_panel import LimitsPanel
 from ..widgets.status import GONE, ProgressLine, TitleBar
 from .base import WorkerScreen
 from .dashboard_keys import DASHBOARD_BINDINGS
+from .dashboard_layout import TINY_BELOW, set_layout_classes
 from .item_filters import TABS, ItemFilters
 from .modals import ConfirmScreen
 from .resume_dialog import ResumeDialog, ResumeStarted, rescannable, resumable
 from .triage import Triage
 
 _SORT_NAMES = {"seq": "seq", "duration": "slowest first", "tries": "most tries first"}
-
-#: The layout by terminal size, in one place: each class applies when its test holds, and
-#: app.tcss says what collapses under it. The title, the status line, the tabs and the footer
-#: stay at every size; the items table gets the rest.
-TINY_BELOW = 18  # rows: under them the errors and the events leave the status line its place
-LAYOUT: dict[str, Callable[[Size], bool]] = {
-    "short": lambda size: size.height < 30,  # charts and counts row gone, 3 error groups, 2 events
-    "low": lambda size: size.height < 40,  # charts gone, 5 error groups, 3 events
-    "narrow": lambda size: size.width < 100,  # in flight gone (the status line counts it), errors full width
-    "tiny": lambda size: size.height < TINY_BELOW,  # a small pane: errors and events gone
-}
 
 
 class DashboardScreen(WorkerScreen):
@@ -168,20 +157,14 @@ class DashboardScreen(WorkerScreen):
 
     def on_resize(self, event: events.Resize) -> None:
         # The title, the status line, the tabs and the footer are always on screen; the panels
-        # collapse by size (LAYOUT) and the items table gets the rest.
+        # collapse by size (dashboard_layout.py) and the items table gets the rest.
         self._apply_layout(event.size, update=True)
         self.filters.label_tabs()
 
     def _apply_layout(self, size: Size, *, update: bool) -> None:
-        """The LAYOUT classes for ``size``; with ``update``, the widgets restyled once if any
-        changed (each class set on its own restyles them all)."""
-        changed = False
-        for name, applies in LAYOUT.items():
-            wanted = applies(size)
-            if wanted != self.has_class(name):
-                self.set_class(wanted, name, update=False)
-                changed = True
-        if changed and update:
+        """The layout classes for ``size``; with ``update``, the widgets restyled once if any
+        changed."""
+        if set_layout_classes(self, size) and update:
             self.update_node_styles()
             errors = self.query_one(ErrorsPanel)
             if self.has_class("tiny") and self.focused is not None and errors in self.focused.ancestors:
