@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batchtui.engine.files import read_model
+from batchtui.engine.files import read_model, write_model
 from batchtui.engine.models import BatchState, LiveProgress, RecentError
 from batchtui.tui.app import BatchtuiApp
-from batchtui.tui.messages import LiveUpdated
+from batchtui.tui.messages import EngineFinished, LiveUpdated
 from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.widgets.event_log import EventLog
 
@@ -149,5 +149,89 @@ def test_replayed_errors_carry_the_time_they_happened(tmp_path: Path) -> None:
             screen.post_message(LiveUpdated(batch, base.model_copy(update={"recent_errors": [odd]})))
             await _until(pilot, lambda: "#4 try 3" in log.lines[-1], "the error with a malformed time")
             assert log.lines[-1].startswith("11:06:40 #4 try 3"), log.lines[-1]
+
+    run(body)
+
+
+def _at(hms: str) -> str:
+    return f"2026-11-18T{hms}.000+00:00"
+
+
+def test_a_dashboard_opened_late_replays_each_line_at_its_own_time_in_order(tmp_path: Path) -> None:
+    """A finished batch opened later: its state, warnings and errors are stamped with the time
+    each happened (the state with the write that ended the run, a warning with the time the
+    engine gave it), not the dashboard's clock (FROZEN, 11:06:40), and listed in that order,
+    before the line that the dashboard started watching. A warning with no time of its own
+    gets the clock."""
+    batch = make_batch(tmp_path, state=BatchState.FINISHED, updated_at=_at("09:10:00"))
+    live = read_model(batch / "live_progress.json", LiveProgress)
+    late = _error(40).model_copy(update={"at": _at("09:09:59")})
+    warnings = [f"{_at('09:07:30')} --on-event new-group exited 3", "a warning of an older engine"]
+    write_model(
+        batch / "live_progress.json",
+        live.model_copy(update={"recent_errors": [late, *live.recent_errors], "warnings": warnings}),
+    )
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=(120, 40)) as pilot:
+            _screen, log = await _dashboard(app, pilot)
+            await _until(pilot, lambda: any("watching" in line for line in log.lines), "the watching line")
+            assert list(log.lines) == [
+                "09:05:00 #3 try 3 transient TimeoutError: upstream timed out after 30s fetching https://api.example.com/v1/doc/17",
+                "09:07:30 warning: --on-event new-group exited 3",
+                "09:09:59 #40 try 1 item exit 1: exit 1",
+                "09:10:00 state finished",
+                "11:06:40 warning: a warning of an older engine",
+                f"11:06:40 watching batch {batch.name}",
+            ]
+
+    run(body)
+
+
+def test_a_running_batch_opened_late_says_it_runs_since_its_run_began(tmp_path: Path) -> None:
+    """Its last write is a moment ago (the heartbeat, 11:06:39.6) but it has run for 300 s: the
+    state line says 11:01:39, when the run began."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    live = read_model(batch / "live_progress.json", LiveProgress)
+    write_model(batch / "live_progress.json", live.model_copy(update={"run_elapsed_s": 300.0}))
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = _app(tmp_path, batch)
+            async with app.run_test(size=(120, 40)) as pilot:
+                _screen, log = await _dashboard(app, pilot)
+                assert "11:01:39 state running" in log.lines, list(log.lines)
+
+    run(body)
+
+
+def test_the_runs_last_items_and_its_end_come_before_engine_finished(tmp_path: Path) -> None:
+    """The engine in the app's thread returns (EngineFinished) before the watcher has read its
+    last write: that write's errors, then its state, then "engine finished", in the order they
+    happened, however late the watcher's read comes. Within one write an error comes before the
+    end it led to."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    running = read_model(batch / "live_progress.json", LiveProgress)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen, log = await _dashboard(app, pilot)
+            last = [_error(seq).model_copy(update={"at": _at(f"11:06:3{seq - 50}")}) for seq in (50, 51)]
+            final = running.model_copy(
+                update={"state": BatchState.FINISHED, "updated_at": _at("11:06:39"), "recent_errors": last}
+            )
+            write_model(batch / "live_progress.json", final)  # the engine's last write, not read yet
+            screen.post_message(EngineFinished(batch, 1, "finished"))
+            await _until(pilot, lambda: "engine finished" in log.lines[-1], "the engine's end")
+            screen.post_message(LiveUpdated(batch, final))  # the watcher's read, late
+            await pilot.pause()
+            assert list(log.lines)[-4:] == [
+                "11:06:30 #50 try 1 item exit 1: exit 1",
+                "11:06:31 #51 try 1 item exit 1: exit 1",
+                "11:06:39 state finished",
+                "11:06:40 engine finished: finished (exit 1)",
+            ], list(log.lines)
 
     run(body)

@@ -473,10 +473,12 @@ class DashboardScreen(WorkerScreen):
 
     @on(EngineFinished)
     def _engine_finished(self, message: EngineFinished) -> None:
-        why = f": {message.halt_reason}" if message.halt_reason else ""
-        self._event(f"engine finished: {message.state} (exit {message.exit_code}){why}")
         live = self.live
         if live is not None and live.state != message.state and not (message.batch / "live_progress.json").exists():
             # Its folder went while it ran: the engine wrote how it ended where the folder went.
             self._apply_live(live.ended(BatchState(message.state), message.halt_reason))
+        else:  # its last write (its last items, its end) may not be read yet: it is logged first
+            (self.watcher or BatchWatcher(self.bdir.path, self.post_message)).read_all(force=True)
+        why = f": {message.halt_reason}" if message.halt_reason else ""
+        self.call_later(self._event, f"engine finished: {message.state} (exit {message.exit_code}){why}")
         self._check_alive(force=True)

@@ -16,7 +16,7 @@ from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.client import NotAcknowledged, Sent
 from batchtui.engine.fmt import clean
 from batchtui.engine.liveness import EngineStatus, Liveness
-from batchtui.engine.models import LiveProgress
+from batchtui.engine.models import BatchState, LiveProgress
 
 from .status import GONE
 
@@ -32,10 +32,12 @@ class _Pending:
 
 class EventLog(Log):
     """Lines stamped with the app's clock, or with the time an event read from
-    live_progress.json happened. It follows the live progress and the engine's liveness
-    (``data_bind``), and the commands :meth:`sent` to the engine until their acknowledgement
-    shows in live_progress.json; one not acknowledged within the timeout given to
-    :meth:`check_acks` is reported once, and again if it is acknowledged late.
+    live_progress.json happened (its state, warnings and errors, in the order they happened;
+    what the first read replays before what this dashboard said since it opened). It follows
+    the live progress and the engine's liveness (``data_bind``), and the commands :meth:`sent`
+    to the engine until their acknowledgement shows in live_progress.json; one not
+    acknowledged within the timeout given to :meth:`check_acks` is reported once, and again if
+    it is acknowledged late.
 
     The view stays on the newest line, through resizes too, until the operator scrolls up to
     read; scrolled back to the end, it follows again (:meth:`write_lines`)."""
@@ -95,18 +97,33 @@ class EventLog(Log):
     def watch_live(self, previous: LiveProgress | None, live: LiveProgress | None) -> None:
         if live is None:
             return
-        if previous is None or previous.state != live.state:
-            self.write_event(f"state {live.state.value}" + (f": {live.halt_reason}" if live.halt_reason else ""))
+        # Each line at the time it happened, not when it was read (a dashboard opened late
+        # replays them), and in that order: the last items' errors before the end they led to
+        # (the state last of the lines of one instant: its write carried them).
+        lines: list[tuple[float | None, str]] = []
         for w in live.warnings:
             if w not in self._seen_warnings:
                 self._seen_warnings.add(w)
-                self.write_event(f"warning: {w}")
+                at, text = _warning(w)
+                lines.append((at, f"warning: {text}"))
         for e in live.recent_errors:
             ident = (e.seq, e.attempt, e.error_type)
             if ident not in self._seen_errors:
                 self._seen_errors.add(ident)
-                text = f"#{e.seq} try {e.attempt} {e.category} {e.error_type}: {e.message}"
-                self.write_event(text, at=_epoch(e.at))  # when it failed, not when it was read
+                lines.append((_epoch(e.at), f"#{e.seq} try {e.attempt} {e.category} {e.error_type}: {e.message}"))
+        if previous is None or previous.state != live.state:
+            why = f": {live.halt_reason}" if live.halt_reason else ""
+            lines.append((_state_since(live, replayed=previous is None), f"state {live.state.value}{why}"))
+        # The first read replays what happened before the lines written since the dashboard
+        # opened ("watching batch", the engine's liveness): those go after it.
+        since = list(self.lines) if previous is None else []
+        if since:
+            self.clear()
+        now = self.clock()
+        for at, text in sorted(lines, key=lambda line: now if line[0] is None else line[0]):
+            self.write_event(text, at=at)
+        if since:
+            self.write_lines(since)
         self._acked(live)
 
     def sent(self, sent: Sent, what: str) -> None:
@@ -155,3 +172,22 @@ def _epoch(iso: str) -> float | None:
         return parse_iso(iso)
     except ValueError:
         return None
+
+
+def _state_since(live: LiveProgress, *, replayed: bool) -> float | None:
+    """When the batch came to ``live.state``: the write that first shows a new state was made
+    when it changed. A state read as the dashboard opens is older: a running batch has run
+    since its run began (``run_elapsed_s`` before the write); an ended one ended at its last
+    write; any other (paused, stopping) is known to hold as of the write, no earlier."""
+    at = _epoch(live.updated_at)
+    if at is not None and replayed and live.state == BatchState.RUNNING and live.run_elapsed_s is not None:
+        return at - live.run_elapsed_s
+    return at
+
+
+def _warning(line: str) -> tuple[float | None, str]:
+    """A warning of live_progress.json, ``"<ISO time> text"`` (engine/runstate.py): its time
+    and its text; a line with no time is all text (the app's clock stamps it)."""
+    stamp, _, text = line.partition(" ")
+    at = _epoch(stamp) if text else None
+    return (at, text) if at is not None else (None, line)
