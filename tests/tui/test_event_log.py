@@ -180,7 +180,7 @@ def test_a_dashboard_opened_late_replays_each_line_at_its_own_time_in_order(tmp_
             assert list(log.lines) == [
                 "09:05:00 #3 try 3 transient TimeoutError: upstream timed out after 30s fetching https://api.example.com/v1/doc/17",
                 "09:07:30 warning: --on-event new-group exited 3",
-                "09:09:59 #40 try 1 item exit 1: exit 1",
+                "09:09:59 #40 try 1 item exit 1",
                 "09:10:00 state finished",
                 "11:06:40 warning: a warning of an older engine",
                 f"11:06:40 watching batch {batch.name}",
@@ -228,8 +228,8 @@ def test_the_runs_last_items_and_its_end_come_before_engine_finished(tmp_path: P
             screen.post_message(LiveUpdated(batch, final))  # the watcher's read, late
             await pilot.pause()
             assert list(log.lines)[-4:] == [
-                "11:06:30 #50 try 1 item exit 1: exit 1",
-                "11:06:31 #51 try 1 item exit 1: exit 1",
+                "11:06:30 #50 try 1 item exit 1",
+                "11:06:31 #51 try 1 item exit 1",
                 "11:06:39 state finished",
                 "11:06:40 engine finished: finished (exit 1)",
             ], list(log.lines)

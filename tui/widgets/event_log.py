@@ -14,7 +14,7 @@ from textual.widgets import Log
 
 from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.client import NotAcknowledged, Sent
-from batchtui.engine.fmt import clean
+from batchtui.engine.fmt import clean, error_line
 from batchtui.engine.liveness import EngineStatus, Liveness
 from batchtui.engine.models import BatchState, LiveProgress
 
@@ -110,7 +110,9 @@ class EventLog(Log):
             ident = (e.seq, e.attempt, e.error_type)
             if ident not in self._seen_errors:
                 self._seen_errors.add(ident)
-                lines.append((_epoch(e.at), f"#{e.seq} try {e.attempt} {e.category} {e.error_type}: {e.message}"))
+                lines.append(
+                    (_epoch(e.at), f"#{e.seq} try {e.attempt} {e.category} {error_line(e.error_type, e.message)}")
+                )
         if previous is None or previous.state != live.state:
             why = f": {live.halt_reason}" if live.halt_reason else ""
             lines.append((_state_since(live, replayed=previous is None), f"state {live.state.value}{why}"))
