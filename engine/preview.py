@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from .batchdir import BatchDir, parse_iso, resume_command
 from .errors import UserError
@@ -48,12 +48,12 @@ class BatchPreview(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     summary: BatchSummary
-    error_groups: list[ErrorGroup] = Field(default_factory=list)
+    error_groups: list[ErrorGroup] = []
     #: Failed items in all (the groups shown may be a few of more).
     failed: int = 0
     #: Why the groups could not be read (a damaged or missing items.db), else None.
     groups_problem: str | None = None
-    runs: list[RunLine] = Field(default_factory=list)
+    runs: list[RunLine] = []
     #: ``batchtui resume ...``: None when there is nothing to resume or an engine runs it.
     resume_command: str | None = None
     #: ``batchtui resume ... --retry-failed``: None when no item failed or an engine runs it.

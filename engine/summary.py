@@ -90,8 +90,8 @@ class BatchSummary(BaseModel):
     started_at: str | None = None
     ended_at: str | None = None
     updated_at: str | None = None
-    source: dict[str, Any] = Field(default_factory=dict)
-    processor: dict[str, Any] = Field(default_factory=dict)
+    source: dict[str, Any] = {}
+    processor: dict[str, Any] = {}
     #: The processor in one line: the shell template, the callable, or the processor's kind.
     command: str = ""
     #: Where the items come from, in one line: the source paths with their kind.

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from .batchdir import parse_iso
 from .models import Counts, HistoryEntry, LiveProgress
@@ -58,7 +58,7 @@ class BatchTiming(BaseModel):
     runs: int = 0
     #: Processed items (complete + failed) over ``active_s``.
     items_per_s: float = 0.0
-    spans: list[RunSpan] = Field(default_factory=list)
+    spans: list[RunSpan] = []
 
 
 def _seconds(start: str, end: str | None) -> float:

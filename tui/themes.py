@@ -129,7 +129,7 @@ class ThemeFile(BaseModel):
     luminosity_spread: Annotated[float, Field(ge=0.0, le=1.0)] = 0.15
     text_alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.95
     ansi: bool = False
-    variables: dict[str, str] = Field(default_factory=dict)
+    variables: dict[str, str] = {}
 
     @field_validator("variables")
     @classmethod
