@@ -15,15 +15,17 @@ import math
 from collections import deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from .config import BatchConfig
-from .limits import KeyLimits, parse_limit_by
 from .models import KeyLimit
 from .policy import HaltCheck, TokenBucket
 from .processors import Item, ProcessorSpec
+
+if TYPE_CHECKING:
+    from .limits import KeyLimits
 
 FETCH_PAGE: Final = 1024
 MAX_CHUNK: Final = 256
@@ -96,7 +98,11 @@ class Dispatcher:
         self._before_rescan = before_rescan
         self.retries: list[Retry] = []
         self.bucket = TokenBucket(config.rate) if config.rate else None
-        self.limits = KeyLimits(parse_limit_by(config.limit_by)) if config.limit_by else None
+        self.limits: KeyLimits | None = None
+        if config.limit_by:  # limits' module only for a run that sets --limit-by
+            from .limits import KeyLimits, parse_limit_by
+
+            self.limits = KeyLimits(parse_limit_by(config.limit_by))
         # Pending items whose key was over its limit when the scan reached them, by key, in
         # seq order: they go out first once their key may take them (no head-of-line blocking:
         # the scan goes on past them). Still pending in the store: a re-scan drops them.

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .batchdir import now_iso
-from .client import describe_prioritize, describe_retry
 from .models import BatchState, ControlCommand
 
 if TYPE_CHECKING:
@@ -89,6 +88,8 @@ class Operations:
             run._reset_scan()
         if changed.get("failed"):
             run.error_tally.reread(run.store)
+        from .client import describe_retry  # the sender's module: imported by the commands only
+
         return describe_retry(changed, run.store.unretriable(sel))
 
     def prioritize(self, sel: Selection) -> str:
@@ -107,6 +108,8 @@ class Operations:
             assert run.executor is not None
             run._return_unstarted(run.executor.cancel_all())
             run.dispatcher.prioritized()
+        from .client import describe_prioritize
+
         return describe_prioritize(retried, moved, run.store.unretriable(sel))
 
     def skip_selection(self, sel: Selection) -> str:

@@ -335,9 +335,12 @@ def test_a_pool_worker_loads_no_settings_model(tmp_path: Path) -> None:
 
 
 #: Never loaded by a `run` that runs shell items headless: what only another path needs (the
-#: demo, --dry-run, the TUI, dask, the process pool, a batchtui.toml).
+#: demo, --dry-run, the TUI, dask, the process pool, a batchtui.toml, --limit-by, a command's
+#: answer to its sender).
 HEAVY_FOR_RUN = (
     "tomllib",
+    "batchtui.engine.limits",
+    "batchtui.engine.client",
     "textual",
     "rich",
     "dask",

@@ -22,12 +22,10 @@ from batchtui.engine.config import BatchConfig, load_config, stored_config
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import EXIT_INTERRUPTED, EXIT_USAGE
 from batchtui.engine.fmt import count
-from batchtui.engine.limits import check_limit_source
 from batchtui.engine.preflight import preflight_new, preflight_resume
 from batchtui.engine.processors import ProcessorSpec, demo_spec, python_spec, shell_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec
-from batchtui.engine.sources.records import fields_of
 
 from .group import CONTEXT, terminal
 from .options import (
@@ -172,7 +170,10 @@ def _prepare(ctx: click.Context, kwargs: dict[str, Any]) -> tuple[BatchConfig, S
     config = load_config(collect_flags(kwargs, ctx), config_file=kwargs.get("config_file"), on_file=note_config_file)
     spec = build_spec(sources, **source_args)
     note_one_item_list(spec, source_args["as_kind"])
-    if config.limit_by:
+    if config.limit_by:  # limits' module only for a run that sets --limit-by
+        from batchtui.engine.limits import check_limit_source
+        from batchtui.engine.sources.records import fields_of
+
         check_limit_source(config.limit_by, [entry.kind for entry in spec.entries], fields_of(spec))
     # Never walk our own output: a source dir that contains the output dir would feed the
     # batch its own files.
