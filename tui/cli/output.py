@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +121,8 @@ def whole_file(path: Path) -> Iterator[TextIO]:
         return
     if path.is_symlink():  # the file it links to is replaced, the link stays
         path = Path(os.path.realpath(path))
+    import secrets  # hashlib and random with it: every command imports this module
+
     from batchtui.engine.files import NOFOLLOW, fsync_dir, full_fsync  # the engine's own syncs
 
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
