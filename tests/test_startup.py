@@ -46,6 +46,7 @@ HEAVY_FOR_IMPORT = (
     "pydantic",
     "distributed",
     "importlib.metadata",
+    "secrets",  # and hashlib's OpenSSL with it: only a file written exactly (export -o) needs it
     "batchtui.engine.runner",
     "batchtui.engine.store",
     "batchtui.engine.executors",
