@@ -13,9 +13,8 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, NamedTuple, TextIO
 
 import orjson
 
@@ -345,8 +344,7 @@ def rescan_batch(bdir: BatchDir, *, drop_missing: bool = False, durable: bool = 
     return outcome
 
 
-@dataclass(frozen=True)
-class AddOutcome:
+class AddOutcome(NamedTuple):
     """What ``add`` did: ``read`` source rows, ``added`` new items, ``duplicates`` dropped (keys
     already in the batch or read twice), what the source could not read, and whether it first
     finished an add that was cut short."""

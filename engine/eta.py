@@ -41,8 +41,7 @@ import itertools
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from .fmt import fmt_duration
 from .models import BatchState, LiveProgress
@@ -65,8 +64,7 @@ TIGHT_SHARE: Final = 0.1
 __all__ = ["Eta", "EtaEstimator", "eta_text", "fmt_eta_range"]
 
 
-@dataclass(frozen=True)
-class Eta:
+class Eta(NamedTuple):
     """The rate and the ETA at one moment (seconds; None: unknown)."""
 
     rate_per_s: float = 0.0

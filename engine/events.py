@@ -22,9 +22,8 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -126,8 +125,7 @@ class StallWatch:
         return True
 
 
-@dataclass(frozen=True)
-class _Run:
+class _Run(NamedTuple):
     """One hook run: the hook's label (for messages), its command, and what it gets."""
 
     label: str

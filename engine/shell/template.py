@@ -13,8 +13,7 @@ import os
 import re
 import shlex
 import sys
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ..errors import UserError
 from .item import Item, out_path, value_text
@@ -52,8 +51,7 @@ class MissingField(KeyError):
         return str(self.args[0]) if self.args else "missing field"
 
 
-@dataclass(frozen=True, slots=True)
-class _Slot:
+class _Slot(NamedTuple):
     name: str
     wrap: str  # "" outside quotes, "'" or '"' inside the template's own quotes
 

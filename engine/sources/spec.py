@@ -8,7 +8,7 @@ import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -213,8 +213,7 @@ def reads_as_lines(path: str) -> int:
     return lines if lines >= 2 else 0
 
 
-@dataclass(frozen=True, slots=True)
-class ListLike:
+class ListLike(NamedTuple):
     """A source file taken as one item that reads as a list of lines (see :func:`one_item_list`)."""
 
     path: str
