@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from .batchdir import HOST, BatchDir, engine_alive, parse_iso
 from .fmt import fmt_duration as fmt_age
@@ -38,8 +37,7 @@ class Liveness(StrEnum):
     GONE = "gone"
 
 
-@dataclass(frozen=True)
-class EngineStatus:
+class EngineStatus(NamedTuple):
     """What :func:`engine_status` found: the verdict, how long the engine has been silent,
     who holds the lock, and (same host only) what the holder process is doing."""
 

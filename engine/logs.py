@@ -25,9 +25,8 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 __all__ = [
     "DEFAULT_LOG_LIMIT",
@@ -66,8 +65,7 @@ def log_path(batch_dir: str | os.PathLike[str], seq: int, attempt: int, stream: 
     return Path(batch_dir) / "logs" / log_name(seq, attempt, stream)
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptLog:
+class AttemptLog(NamedTuple):
     """The logs of one attempt of an item: each stream's path (None when it printed nothing)
     and size in bytes (0 then)."""
 
@@ -152,8 +150,7 @@ def log_limit_of(batch_dir: str | os.PathLike[str]) -> int:
     return value if isinstance(value, int) and value >= 0 else DEFAULT_LOG_LIMIT
 
 
-@dataclass(frozen=True, slots=True)
-class LogChunk:
+class LogChunk(NamedTuple):
     """New output of one stream of one attempt: its bytes as written and as text (UTF-8, an
     undecodable byte replaced; a character split between two reads comes whole in the second).
     ``gap``: output written before this chunk was lost to a cut before it could be read."""

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from .config import BatchConfig
 from .errors import UserError
@@ -64,8 +64,7 @@ SHELL_WORDS: Final = (
 )
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     """One preflight check's outcome."""
 
     name: str
