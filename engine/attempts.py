@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -65,8 +65,7 @@ def _outcome_of_json(
     return Outcome(seq, attempt, started, duration, orjson.Fragment(raw), cost, error, returned)
 
 
-@dataclass(frozen=True, slots=True)
-class Classifier:
+class Classifier(NamedTuple):
     """Picklable classification settings, applied where the exception happens."""
 
     retry_exit_codes: tuple[int, ...] = ()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .batchdir import BatchDir, has_manifest, is_batch_dir
 from .errors import BatchtuiError, UserError
@@ -16,8 +16,7 @@ from .files import DamagedFile
 from .fmt import clean
 
 
-@dataclass(frozen=True)
-class BatchScope:
+class BatchScope(NamedTuple):
     """Where a command looks for batches.
 
     ``output_dir``: the configured output dir (``--output-dir``, batchtui.toml,

@@ -30,8 +30,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = ["DASH_BUILTINS", "DASH_KEYWORDS", "Plan", "dash_pwd", "find", "is_dash", "parse", "signal_note"]
 
@@ -96,8 +95,7 @@ _WRITE: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 _APPEND: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     """One simple command: its words and its redirections ``(fd, path, open flags)`` in order."""
 
     argv: tuple[str, ...]

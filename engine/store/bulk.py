@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -141,8 +141,7 @@ class Bulk:
         return (*row, elem[0])
 
 
-@dataclass(frozen=True, slots=True)
-class BulkStep:
+class BulkStep(NamedTuple):
     """One statement of a :class:`Bulk`: its JSON array (None when the rows cannot go as JSON:
     then ``rows`` go to executemany), the shared values it binds, and whether it is grouped."""
 

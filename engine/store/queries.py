@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -64,8 +64,7 @@ _COLUMNS: Final = ", ".join(ITEM_COLUMNS)
 _STREAM_PAGE: Final = 2000
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptRow:
+class AttemptRow(NamedTuple):
     """One attempt of an item (``attempts`` table)."""
 
     seq: int
@@ -101,8 +100,7 @@ class ItemRow:
         return {name: getattr(self, name) for name in ITEM_COLUMNS}
 
 
-@dataclass(frozen=True, slots=True)
-class ItemDetail:
+class ItemDetail(NamedTuple):
     """One item and every attempt of it, oldest first."""
 
     row: ItemRow
