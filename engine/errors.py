@@ -12,8 +12,7 @@ import math
 import os
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 Category = Literal["transient", "item", "fatal", "timeout"]
 CATEGORIES: Final[tuple[Category, ...]] = ("transient", "item", "fatal", "timeout")
@@ -125,8 +124,7 @@ class MissingResult(BatchtuiError):
     """A chunked callable's ``{seq: result}`` dict has no entry for this item."""
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
+class ErrorInfo(NamedTuple):
     """A classified failure, as stored on the item and its attempt row."""
 
     error_type: str

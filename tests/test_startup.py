@@ -47,6 +47,7 @@ HEAVY_FOR_IMPORT = (
     "distributed",
     "importlib.metadata",
     "secrets",  # and hashlib's OpenSSL with it: only a file written exactly (export -o) needs it
+    "dataclasses",  # each dataclass compiles its methods at import: none on the CLI's own path
     "batchtui.engine.runner",
     "batchtui.engine.store",
     "batchtui.engine.executors",
