@@ -71,12 +71,14 @@ class Retry:
     item: Item = field(compare=False)
 
 
-@dataclass
 class Taken:
     """What :meth:`Dispatcher.take` hands out: chunks, and how many came from pending."""
 
-    chunks: list[list[Item]] = field(default_factory=list)
-    from_pending: int = 0
+    __slots__ = ("chunks", "from_pending")
+
+    def __init__(self) -> None:
+        self.chunks: list[list[Item]] = []
+        self.from_pending = 0
 
 
 class Dispatcher:

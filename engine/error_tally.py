@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import heapq
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from .errors import group_id
@@ -38,16 +37,34 @@ _FINISHED: Final = 6
 _SEQ: Final = 9
 
 
-@dataclass(slots=True)
 class _Group:
-    error_type: str
-    category: str
-    message: str
-    count: int
-    example_seq: int
-    example_message: str
-    first_seen: str | None
-    last_seen: str | None
+    """One error group as the tally counts it (updated in place as failures come)."""
+
+    __slots__ = (
+        "category",
+        "count",
+        "error_type",
+        "example_message",
+        "example_seq",
+        "first_seen",
+        "last_seen",
+        "message",
+    )
+
+    def __init__(
+        self,
+        error_type: str,
+        category: str,
+        message: str,
+        count: int,
+        example_seq: int,
+        example_message: str,
+        first_seen: str | None,
+        last_seen: str | None,
+    ) -> None:
+        self.error_type, self.category, self.message, self.count = error_type, category, message, count
+        self.example_seq, self.example_message = example_seq, example_message
+        self.first_seen, self.last_seen = first_seen, last_seen
 
     def view(self) -> ErrorGroup:
         return ErrorGroup(

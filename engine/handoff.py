@@ -121,10 +121,13 @@ class Chunk:
     taken: bool = False
 
 
-@dataclass(slots=True)
 class _Where:
-    chunk: Chunk
-    index: int
+    """Where an item's current dispatch is: its chunk, and its place in the chunk's gate."""
+
+    __slots__ = ("chunk", "index")
+
+    def __init__(self, chunk: Chunk, index: int) -> None:
+        self.chunk, self.index = chunk, index
 
 
 @dataclass

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = ["ShellScan", "scan_programs"]
 
@@ -44,8 +44,7 @@ class ShellScan:
     uncertain: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _Token:
+class _Token(NamedTuple):
     kind: str  # "word", "op", "redir"
     text: str
     literal: bool = True  # a word with no expansion, glob or placeholder in it

@@ -11,7 +11,6 @@ value is put between a closing and a reopening quote; where no quoting can be sa
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Final
 
 from ..errors import UserError
@@ -57,14 +56,16 @@ _BREAK: Final = frozenset(" \t\n;&|()<>")
 _STAY_CMD: Final = frozenset({"then", "do", "else", "elif", "if", "while", "until", "!", "{", "time"})
 
 
-@dataclass(slots=True)
 class Frame:
     """One level of the lexer's stack."""
 
-    kind: FrameKind
-    cases: int = 0  # plain frames: `case` statements open in it (their patterns end with a bare ")")
-    word: str = ""  # plain frames: the word being read ("\x01" marks a quoted or expanded part)
-    cmd: bool = True  # plain frames: whether that word is at a command's start (where keywords count)
+    __slots__ = ("cases", "cmd", "kind", "word")
+
+    def __init__(self, kind: FrameKind) -> None:
+        self.kind = kind
+        self.cases = 0  # plain frames: `case` statements open in it (their patterns end with a bare ")")
+        self.word = ""  # plain frames: the word being read ("\x01" marks a quoted or expanded part)
+        self.cmd = True  # plain frames: whether that word is at a command's start (where keywords count)
 
 
 class ShellContext:
