@@ -163,9 +163,9 @@ class BatchLock:
 
     def adopt(self, fd: int, dir_fd: int | None) -> LockInfo | None:
         """Take the lock through descriptors a parent handed over (:meth:`hand_over`), and write
-        this process into the lock file. None, with the descriptors closed, when they are not
-        the locked lock file and folder of this batch (then :meth:`acquire` as usual).
-        Descriptors that are not this batch's lock file and folder are left alone."""
+        this process into the lock file. None (then :meth:`acquire` as usual) when they are not
+        this batch's lock file and folder, which are left alone, or when they are but their lock
+        was let go of and taken by another since, which are closed."""
         if min(fd, 3 if dir_fd is None else dir_fd) < 3 or not _same_file(fd, self.path, directory=False):
             return None
         if dir_fd is not None and not _same_file(dir_fd, self.path.parent, directory=True):
