@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from batchtui.engine.models import (
     RecentError,
 )
 from batchtui.engine.store import ItemStore
+from batchtui.tui.app import BatchtuiApp
 
 FROZEN = 1_795_000_000.0  # 2026-11-18T...Z: the frozen clock of the snapshots
 T0 = "2026-11-18T09:00:00.000+00:00"
@@ -218,3 +220,20 @@ def hold_lock(batch: Path, *, pid: int = 4242, host: str = "worker-1") -> Iterat
 
 
 __all__ = ["FROZEN", "ErrorGroup", "hold_lock", "make_batch"]
+
+
+def frozen_app(out: Path, batch: Path) -> BatchtuiApp:
+    """The dashboard of ``batch`` with no file watcher and the clock at FROZEN (the layout and
+    event-log tests)."""
+    return BatchtuiApp(
+        output_dir=out, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False, strict_display=True
+    )
+
+
+async def until(pilot: Any, pred: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Pause the app until ``pred()`` holds; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout:g} s")
+        await pilot.pause(0.05)

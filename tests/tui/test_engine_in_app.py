@@ -6,7 +6,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -22,6 +21,7 @@ from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.screens.modals import QuitScreen
 
 from .conftest import run
+from .terminals import wait_until
 
 
 def _runner(tmp_path: Path, n: int = 200, gate: Path | None = None, log: Path | None = None) -> BatchRunner:
@@ -135,14 +135,6 @@ def test_quit_and_hand_off_lets_the_running_items_finish(tmp_path: Path, capsys:
 
 def starts(log: Path) -> list[int]:
     return [int(line) for line in log.read_text().split()] if log.exists() else []
-
-
-def wait_until(pred: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
 
 
 def test_the_engine_starts_once_its_dashboard_has_painted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,8 +5,6 @@ the screen: the log's lines can be right while the rows on screen are stale."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +16,7 @@ from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.widgets.event_log import EventLog
 
 from .conftest import run
-from .fixtures import FROZEN, T1, hold_lock, make_batch
-
-
-def _app(out: Path, batch: Path) -> BatchtuiApp:
-    return BatchtuiApp(
-        output_dir=out, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False, strict_display=True
-    )
-
-
-async def _until(pilot: Any, pred: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout:g} s")
-        await pilot.pause(0.05)
+from .fixtures import T1, frozen_app, hold_lock, make_batch, until
 
 
 def _drawn(app: BatchtuiApp, log: EventLog) -> list[str]:
@@ -50,7 +34,7 @@ async def _dashboard(app: BatchtuiApp, pilot: Any) -> tuple[DashboardScreen, Eve
     screen = app.screen
     assert isinstance(screen, DashboardScreen)
     log = screen.query_one("#events", EventLog)
-    await _until(pilot, lambda: screen.live is not None and log.line_count > 0, "the first events")
+    await until(pilot, lambda: screen.live is not None and log.line_count > 0, "the first events")
     await pilot.pause()
     return screen, log
 
@@ -63,7 +47,7 @@ def test_the_log_shows_the_newest_event_once_it_is_full(tmp_path: Path) -> None:
 
     async def body() -> None:
         with hold_lock(batch):
-            app = _app(tmp_path, batch)
+            app = frozen_app(tmp_path, batch)
             async with app.run_test(size=(80, 24)) as pilot:
                 screen, log = await _dashboard(app, pilot)
                 assert log.max_lines is not None
@@ -73,7 +57,7 @@ def test_the_log_shows_the_newest_event_once_it_is_full(tmp_path: Path) -> None:
                     window = [_error(seq) for seq in range(first, first + 20)]
                     screen.post_message(LiveUpdated(batch, base.model_copy(update={"recent_errors": window})))
                     await pilot.pause()
-                await _until(pilot, lambda: f"#{last - 1} try 1" in log.lines[-1], "the last error in the log")
+                await until(pilot, lambda: f"#{last - 1} try 1" in log.lines[-1], "the last error in the log")
                 await pilot.pause()
                 drawn = _drawn(app, log)
                 assert f"#{last - 1} try 1 item exit 1" in drawn[-1], drawn
@@ -86,7 +70,7 @@ def test_the_log_follows_through_resizes_unless_scrolled_up(tmp_path: Path) -> N
 
     async def body() -> None:
         with hold_lock(batch):
-            app = _app(tmp_path, batch)
+            app = frozen_app(tmp_path, batch)
             async with app.run_test(size=(80, 24)) as pilot:
                 screen, log = await _dashboard(app, pilot)
 
@@ -98,13 +82,13 @@ def test_the_log_follows_through_resizes_unless_scrolled_up(tmp_path: Path) -> N
                     await event(f"before {i}")
                 assert "before 7" in _drawn(app, log)[-1]
                 await pilot.resize_terminal(200, 60)
-                await _until(pilot, lambda: not screen.has_class("short"), "the full layout")
+                await until(pilot, lambda: not screen.has_class("short"), "the full layout")
                 await pilot.pause()
                 assert "before 7" in _drawn(app, log)[-1], _drawn(app, log)
                 await event("while big")
                 assert "while big" in _drawn(app, log)[-1], _drawn(app, log)
                 await pilot.resize_terminal(80, 24)
-                await _until(pilot, lambda: screen.has_class("short"), "the small layout")
+                await until(pilot, lambda: screen.has_class("short"), "the small layout")
                 await pilot.pause()
                 assert "while big" in _drawn(app, log)[-1], _drawn(app, log)
                 for i in range(3):
@@ -118,9 +102,9 @@ def test_the_log_follows_through_resizes_unless_scrolled_up(tmp_path: Path) -> N
                 await event("while reading")
                 assert _drawn(app, log) == top
                 await pilot.resize_terminal(200, 60)
-                await _until(pilot, lambda: not screen.has_class("short"), "the full layout")
+                await until(pilot, lambda: not screen.has_class("short"), "the full layout")
                 await pilot.resize_terminal(80, 24)
-                await _until(pilot, lambda: screen.has_class("short"), "the small layout")
+                await until(pilot, lambda: screen.has_class("short"), "the small layout")
                 await pilot.pause()
                 assert "while reading" not in "\n".join(_drawn(app, log))
                 log.scroll_end(animate=False, immediate=True)
@@ -139,15 +123,15 @@ def test_replayed_errors_carry_the_time_they_happened(tmp_path: Path) -> None:
     base = read_model(batch / "live_progress.json", LiveProgress)
 
     async def body() -> None:
-        app = _app(tmp_path, batch)
+        app = frozen_app(tmp_path, batch)
         async with app.run_test(size=(120, 40)) as pilot:
             screen, log = await _dashboard(app, pilot)
-            await _until(pilot, lambda: any("#3 try 3" in line for line in log.lines), "the replayed error")
+            await until(pilot, lambda: any("#3 try 3" in line for line in log.lines), "the replayed error")
             replayed = next(line for line in log.lines if "#3 try 3" in line)
             assert replayed.startswith("09:05:00 #3 try 3 transient TimeoutError"), replayed
             odd = base.recent_errors[0].model_copy(update={"seq": 4, "at": "yesterday"})
             screen.post_message(LiveUpdated(batch, base.model_copy(update={"recent_errors": [odd]})))
-            await _until(pilot, lambda: "#4 try 3" in log.lines[-1], "the error with a malformed time")
+            await until(pilot, lambda: "#4 try 3" in log.lines[-1], "the error with a malformed time")
             assert log.lines[-1].startswith("11:06:40 #4 try 3"), log.lines[-1]
 
     run(body)
@@ -173,10 +157,10 @@ def test_a_dashboard_opened_late_replays_each_line_at_its_own_time_in_order(tmp_
     )
 
     async def body() -> None:
-        app = _app(tmp_path, batch)
+        app = frozen_app(tmp_path, batch)
         async with app.run_test(size=(120, 40)) as pilot:
             _screen, log = await _dashboard(app, pilot)
-            await _until(pilot, lambda: any("watching" in line for line in log.lines), "the watching line")
+            await until(pilot, lambda: any("watching" in line for line in log.lines), "the watching line")
             assert list(log.lines) == [
                 "09:05:00 #3 try 3 transient TimeoutError: upstream timed out after 30s fetching https://api.example.com/v1/doc/17",
                 "09:07:30 warning: --on-event new-group exited 3",
@@ -198,7 +182,7 @@ def test_a_running_batch_opened_late_says_it_runs_since_its_run_began(tmp_path: 
 
     async def body() -> None:
         with hold_lock(batch):
-            app = _app(tmp_path, batch)
+            app = frozen_app(tmp_path, batch)
             async with app.run_test(size=(120, 40)) as pilot:
                 _screen, log = await _dashboard(app, pilot)
                 assert "11:01:39 state running" in log.lines, list(log.lines)
@@ -215,7 +199,7 @@ def test_the_runs_last_items_and_its_end_come_before_engine_finished(tmp_path: P
     running = read_model(batch / "live_progress.json", LiveProgress)
 
     async def body() -> None:
-        app = _app(tmp_path, batch)
+        app = frozen_app(tmp_path, batch)
         async with app.run_test(size=(120, 40)) as pilot:
             screen, log = await _dashboard(app, pilot)
             last = [_error(seq).model_copy(update={"at": _at(f"11:06:3{seq - 50}")}) for seq in (50, 51)]
@@ -224,7 +208,7 @@ def test_the_runs_last_items_and_its_end_come_before_engine_finished(tmp_path: P
             )
             write_model(batch / "live_progress.json", final)  # the engine's last write, not read yet
             screen.post_message(EngineFinished(batch, 1, "finished"))
-            await _until(pilot, lambda: "engine finished" in log.lines[-1], "the engine's end")
+            await until(pilot, lambda: "engine finished" in log.lines[-1], "the engine's end")
             screen.post_message(LiveUpdated(batch, final))  # the watcher's read, late
             await pilot.pause()
             assert list(log.lines)[-4:] == [

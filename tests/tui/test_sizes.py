@@ -5,8 +5,6 @@ screen, not on the widgets' content (a line cut at the screen's edge still holds
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +20,7 @@ from batchtui.tui.widgets.items_table import ItemsTable
 from batchtui.tui.widgets.status import StatusPart, fit_parts, render_parts
 
 from .conftest import run
-from .fixtures import FROZEN, hold_lock, make_batch
-
-
-def _app(out: Path, batch: Path) -> BatchtuiApp:
-    return BatchtuiApp(
-        output_dir=out, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False, strict_display=True
-    )
-
-
-async def _until(pilot: Any, pred: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout:g} s")
-        await pilot.pause(0.05)
+from .fixtures import frozen_app, hold_lock, make_batch, until
 
 
 def screen_lines(app: BatchtuiApp) -> list[str]:
@@ -85,11 +69,11 @@ def test_the_status_line_is_on_screen_at_80x24_with_marks(tmp_path: Path) -> Non
 
     async def body() -> None:
         with hold_lock(batch):
-            app = _app(tmp_path, batch)
+            app = frozen_app(tmp_path, batch)
             async with app.run_test(size=(80, 24)) as pilot:
-                await _until(pilot, lambda: "180/300" in "\n".join(screen_lines(app)), "the status line")
+                await until(pilot, lambda: "180/300" in "\n".join(screen_lines(app)), "the status line")
                 await pilot.press("space", "space", "space")
-                await _until(pilot, lambda: app.screen.query_one(ItemsTable).marked_count == 3, "three marks")
+                await until(pilot, lambda: app.screen.query_one(ItemsTable).marked_count == 3, "three marks")
                 await pilot.pause()
                 lines = screen_lines(app)
                 assert "20261118_090000_aaaa0001" in lines[0] and "RUNNING" in lines[0]
@@ -111,20 +95,20 @@ def test_footer_keys_fit_whole(tmp_path: Path) -> None:
     batch = make_batch(tmp_path, state=BatchState.FINISHED)
 
     async def body() -> None:
-        app = _app(tmp_path, batch)
+        app = frozen_app(tmp_path, batch)
         async with app.run_test(size=(80, 24)) as pilot:
             footer = app.screen.query_one(KeyFooter)
-            await _until(pilot, lambda: len(footer.children) > 3, "the footer's keys")
+            await until(pilot, lambda: len(footer.children) > 3, "the footer's keys")
             # No engine: resume comes before the (greyed) pause and stop. (Waited for: on a
             # loaded machine the keys are mounted a frame or two before they are laid out.)
             want = "? Help q Quit u Resume batch"
-            await _until(pilot, lambda: screen_lines(app)[-1].startswith(want), f"a footer starting {want!r}")
+            await until(pilot, lambda: screen_lines(app)[-1].startswith(want), f"a footer starting {want!r}")
             palette = next(k for k in footer.children if k.has_class("-command-palette"))
 
             def overlapping() -> list[Any]:
                 return [k for k in footer.children if k is not palette and k.region.right > palette.region.x]
 
-            await _until(pilot, lambda: palette.region.width and not overlapping(), "the keys laid out")
+            await until(pilot, lambda: palette.region.width and not overlapping(), "the keys laid out")
             assert not overlapping(), [(k, k.region, palette.region) for k in overlapping()]
 
     run(body)
@@ -135,13 +119,13 @@ def test_resizing_down_and_back_keeps_the_dashboard_whole(tmp_path: Path) -> Non
 
     async def body() -> None:
         with hold_lock(batch):
-            app = _app(tmp_path, batch)
+            app = frozen_app(tmp_path, batch)
             async with app.run_test(size=(200, 60)) as pilot:
                 screen = app.screen
                 assert isinstance(screen, DashboardScreen)
-                await _until(pilot, lambda: "180/300" in screen_lines(app)[2], "the status line")
+                await until(pilot, lambda: "180/300" in screen_lines(app)[2], "the status line")
                 await pilot.press("space", "down", "space")
-                await _until(pilot, lambda: screen.query_one(ItemsTable).marked_count == 2, "two marks")
+                await until(pilot, lambda: screen.query_one(ItemsTable).marked_count == 2, "two marks")
                 await pilot.pause()
                 big = screen_lines(app)
                 shown = {w: screen.query_one(w).display for w in ("#charts", "#counts", "#flight-box")}
@@ -149,7 +133,7 @@ def test_resizing_down_and_back_keeps_the_dashboard_whole(tmp_path: Path) -> Non
                 assert "elapsed 5m00s" in big[2] and "cost 0.42 / 5" in big[2] and "● 2 marked" in big[2]
 
                 await pilot.resize_terminal(80, 24)
-                await _until(pilot, lambda: screen.has_class("short", "narrow"), "the small layout")
+                await until(pilot, lambda: screen.has_class("short", "narrow"), "the small layout")
                 await pilot.pause()
                 small = screen_lines(app)
                 assert len(small) == 24
@@ -159,7 +143,7 @@ def test_resizing_down_and_back_keeps_the_dashboard_whole(tmp_path: Path) -> Non
                 assert small[-1].startswith("? Help q Quit")
 
                 await pilot.resize_terminal(200, 60)
-                await _until(pilot, lambda: not screen.has_class("short"), "the full layout")
+                await until(pilot, lambda: not screen.has_class("short"), "the full layout")
                 await pilot.pause()
                 assert not screen.has_class("low") and not screen.has_class("narrow")
                 assert screen_lines(app) == big  # the same screen as before, marks and all
@@ -171,13 +155,13 @@ def test_item_detail_at_80x24_keeps_help_quit_and_back_in_the_footer(tmp_path: P
     batch = make_batch(tmp_path, state=BatchState.FINISHED)
 
     async def body() -> None:
-        app = _app(tmp_path, batch)
+        app = frozen_app(tmp_path, batch)
         async with app.run_test(size=(80, 24)) as pilot:
-            await _until(pilot, lambda: "300/300" in screen_lines(app)[1], "the dashboard")
+            await until(pilot, lambda: "300/300" in screen_lines(app)[1], "the dashboard")
             await pilot.press("3", "enter")
-            await _until(pilot, lambda: "[FAILED]" in screen_lines(app)[0], "the item detail")
+            await until(pilot, lambda: "[FAILED]" in screen_lines(app)[0], "the item detail")
             footer = app.screen.query_one(KeyFooter)
-            await _until(pilot, lambda: len(footer.children) > 3, "the footer's keys")
+            await until(pilot, lambda: len(footer.children) > 3, "the footer's keys")
             await pilot.pause()
             assert screen_lines(app)[-1].startswith("? Help q Quit esc Back r Retry s Skip"), screen_lines(app)[-1]
             palette = next(k for k in footer.children if k.has_class("-command-palette"))
@@ -190,9 +174,9 @@ def test_a_halted_dashboard_at_80x24_says_why_on_its_first_line(tmp_path: Path) 
     batch = make_batch(tmp_path, state=BatchState.HALTED, halt_reason="failure rate 35% over 20%")
 
     async def body() -> None:
-        app = _app(tmp_path, batch)
+        app = frozen_app(tmp_path, batch)
         async with app.run_test(size=(80, 24)) as pilot:
-            await _until(pilot, lambda: "HALTED" in screen_lines(app)[1], "the status line")
+            await until(pilot, lambda: "HALTED" in screen_lines(app)[1], "the status line")
             title = screen_lines(app)[0]
             assert "[HALTED]  failure rate 35% over 20%" in title, title  # before the name and command
             assert screen_lines(app)[1].lstrip().startswith("HALTED")
@@ -210,11 +194,11 @@ def test_a_small_pane_keeps_the_status_line_and_the_footer(tmp_path: Path) -> No
 
     async def body() -> None:
         with hold_lock(batch):
-            app = _app(tmp_path, batch)
+            app = frozen_app(tmp_path, batch)
             async with app.run_test(size=(30, 8), notifications=True) as pilot:
                 screen = app.screen
                 assert isinstance(screen, DashboardScreen)
-                await _until(pilot, lambda: "180/300" in screen_lines(app)[1], "the status line")
+                await until(pilot, lambda: "180/300" in screen_lines(app)[1], "the status line")
                 for width, height in ((30, 8), (60, 12), (80, 17)):
                     await pilot.resize_terminal(width, height)
                     await pilot.pause()
@@ -230,11 +214,11 @@ def test_a_small_pane_keeps_the_status_line_and_the_footer(tmp_path: Path) -> No
                 said = [n.message for n in app._notifications]
                 assert "the errors need 18 rows, the terminal has 17: tab 3 lists the failed items" in said
                 await pilot.resize_terminal(80, 24)
-                await _until(pilot, lambda: not screen.has_class("tiny"), "the errors back")
+                await until(pilot, lambda: not screen.has_class("tiny"), "the errors back")
                 await pilot.press("e")
                 assert screen.focused is not None and screen.focused.id == "errors"
                 await pilot.resize_terminal(60, 12)
-                await _until(pilot, lambda: screen.has_class("tiny"), "the small pane again")
+                await until(pilot, lambda: screen.has_class("tiny"), "the small pane again")
                 assert screen.focused is screen.query_one(ItemsTable)  # not the hidden errors
 
     run(body)
@@ -248,13 +232,13 @@ def test_a_sorted_columns_header_shows_its_arrow_at_every_size(tmp_path: Path) -
     batch = make_batch(tmp_path, state=BatchState.FINISHED)
 
     async def body() -> None:
-        app = _app(tmp_path, batch)
+        app = frozen_app(tmp_path, batch)
         async with app.run_test(size=(80, 24)) as pilot:
             table = app.screen.query_one(ItemsTable)
-            await _until(pilot, lambda: "300/300" in screen_lines(app)[1], "the dashboard")
+            await until(pilot, lambda: "300/300" in screen_lines(app)[1], "the dashboard")
             for order, shown in (("duration", "duration↓"), ("tries", "tries↓")):
                 await pilot.press("o")
-                await _until(pilot, lambda order=order: table.order == order, f"the {order} order")
+                await until(pilot, lambda order=order: table.order == order, f"the {order} order")
                 for width, height in ((80, 24), (200, 60), (120, 40), (60, 20), (40, 12), (38, 10)):
                     await pilot.resize_terminal(width, height)
                     await pilot.pause()
