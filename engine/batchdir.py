@@ -130,11 +130,11 @@ class BatchLock:
                 time.sleep(0.05)
         return self._own(fd, dir_fd)
 
-    def _own(self, fd: int, dir_fd: int | None) -> LockInfo:
-        """Keep the locked descriptors and write this process into the lock file."""
-        info = LockInfo(pid=os.getpid(), host=HOST, started_at=now_iso(), engine=self.engine)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, orjson.dumps(info.model_dump()) + b"\n", 0)
+    def _own(self, fd: int, dir_fd: int | None, info: LockInfo | None = None) -> LockInfo:
+        """Keep the locked descriptors and write this process (or ``info``) into the lock file."""
+        if info is None:
+            info = LockInfo(pid=os.getpid(), host=HOST, started_at=now_iso(), engine=self.engine)
+        _write_info(fd, info)
         self._fd = fd
         self._dir_fd = dir_fd
         self.info = info
@@ -147,13 +147,20 @@ class BatchLock:
             raise RuntimeError("the lock is not held")
         return self._fd, self._dir_fd
 
-    def hand_over(self) -> None:
+    def hand_over(self, to: int | None = None) -> None:
         """Close this process's descriptors without unlocking: a child started with copies of
         them (:meth:`descriptors`) holds the lock on, with no moment when the batch is free.
+
+        ``to``: that child's pid, written into the lock file first (:func:`handed_info`), so
+        that while it starts a refusal names it, not this process (which may be gone), and the
+        views see it alive. It writes the same when it adopts, whichever of the two comes first.
 
         flock belongs to the open file, which parent and child share: an unlock here would free
         the batch under the child, so only the descriptors are closed. When no child holds them
         any more (it died before it took them), the kernel frees the lock as for any holder."""
+        if to is not None and self._fd is not None and self.info is not None:
+            with contextlib.suppress(OSError):
+                _write_info(self._fd, handed_info(self.info, to))
         for fd in (self._fd, self._dir_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -185,7 +192,13 @@ class BatchLock:
                     with contextlib.suppress(OSError):
                         os.close(each)
             return None
-        return self._own(fd, dir_fd)
+        # What the parent wrote: itself (it has not handed over yet) or already this process.
+        parent = _info_at(fd)
+        if parent is None:
+            return self._own(fd, dir_fd)
+        handed = parent.handed_from is not None and parent.pid == os.getpid() and parent.host == HOST
+        mine = parent if handed else handed_info(parent, os.getpid())
+        return self._own(fd, dir_fd, mine)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -209,6 +222,26 @@ class BatchLock:
     def fileno(self) -> int | None:
         """The locked descriptor (the run's reaper holds it too until the run's processes are gone)."""
         return self._fd
+
+
+def handed_info(holder: LockInfo, pid: int) -> LockInfo:
+    """The lock's info for the engine ``pid`` that ``holder`` hands the batch to: the time the
+    batch was taken (commands sent since are the engine's) and ``holder`` as ``handed_from``.
+    The parent and the child both write it, in either order: the same bytes."""
+    return LockInfo(pid=pid, host=HOST, started_at=holder.started_at, engine=True, handed_from=holder.token())
+
+
+def _write_info(fd: int, info: LockInfo) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, orjson.dumps(info.model_dump()) + b"\n", 0)
+
+
+def _info_at(fd: int) -> LockInfo | None:
+    try:
+        raw = os.pread(fd, 64 * 1024, 0)
+        return LockInfo.model_validate(orjson.loads(raw)) if raw.strip() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _same_file(fd: int, path: Path, *, directory: bool) -> bool:

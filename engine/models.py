@@ -473,6 +473,10 @@ class LockInfo(_Model):
     # False for a brief holder that is no engine (a skip or retry applied offline, recover):
     # views do not send it commands. Absent in older locks, which only engines took.
     engine: bool = True
+    # The holder that took the batch for this engine and handed it the lock (``run --detach``,
+    # ``resume --detach``: :meth:`BatchLock.hand_over`), as its :meth:`token`: commands sent to
+    # it while it read the sources or planned are this engine's.
+    handed_from: str | None = None
 
     def token(self) -> str:
         """This holder, as a command names the engine it is sent to (``ControlCommand.to``)."""

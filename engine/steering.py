@@ -57,7 +57,8 @@ class ControlHandler:
         unpause, stop and set_workers were meant for the engine that is gone, so they are
         answered as not applied instead of acting on this one, unless they are its own: sent
         once it held the batch, while it was still getting ready to read them. A command says
-        so by naming this engine (``holder``, its lock: :meth:`~.models.LockInfo.token`); one
+        so by naming this engine (``holder``, its lock: :meth:`~.models.LockInfo.token`, or the
+        ``--detach`` that took the batch for it: ``handed_from``); one
         that names none (a line written by hand, or by an older version) by its time, at or
         after the lock was taken. Batches made before the offset was kept start at the end of
         the file, as they did.
@@ -68,7 +69,7 @@ class ControlHandler:
         stored = (int(offset), None if identity is None else str(identity))
         self.reader.seek(*stored)
         self._saved = stored  # written again only when it changes (a damaged store is left alone)
-        mine = holder.token() if holder is not None else None
+        mine = {holder.token(), holder.handed_from} - {None} if holder is not None else set()
         since = parse_iso(holder.started_at) if holder is not None else None
         stale = 0  # queued for the engine before (applied all the same when they change items)
         for cmd in self.reader.read_new():
@@ -121,11 +122,12 @@ class ControlHandler:
             self._saved = where
 
 
-def _own(cmd: ControlCommand, mine: str | None, since: float | None) -> bool:
+def _own(cmd: ControlCommand, mine: set[str | None], since: float | None) -> bool:
     """Whether ``cmd``, found unread at a take-over, was sent to the engine taking over (see
-    :meth:`ControlHandler.take_over`)."""
+    :meth:`ControlHandler.take_over`): ``mine`` are its tokens (its own, and the one of the
+    process that took the batch for it and handed it the lock)."""
     if cmd.to is not None:
-        return cmd.to == mine
+        return cmd.to in mine
     if since is None:
         return False
     try:

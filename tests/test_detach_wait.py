@@ -57,7 +57,10 @@ def test_run_detach_says_when_its_engine_has_not_taken_the_batch_yet(
     assert done.returncode == 1, done.stdout + done.stderr
     assert waited >= 2.0
     assert "waiting for the background engine (pid " in done.stderr
-    assert "has not taken batch " in done.stderr and "after 2 s and is still trying" in done.stderr
+    assert (
+        "has not taken batch " in done.stderr
+        and "after 2 s and is still starting: a stop or pause sent now waits for it" in done.stderr
+    )
     assert "engine running in the background" not in done.stdout  # no promise it cannot keep
     assert "Traceback" not in done.stderr
 
@@ -112,8 +115,9 @@ def test_detach_engine_must_hold_raises_for_an_engine_still_waiting_for_the_lock
     wait_until(lambda: _manifest(batch)["state"] == "finished", 60, "the engine takes the batch once it is free")
 
 
-def _background_engine_started(batch: Path) -> bool:
-    """A background engine for ``batch`` exists (it may still be starting: see _slow_engines)."""
+def _background_engine(batch: Path) -> int | None:
+    """The pid of the background engine for ``batch`` (it may still be starting: see
+    _slow_engines), None while there is none."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -122,8 +126,8 @@ def _background_engine_started(batch: Path) -> bool:
         except OSError:
             continue
         if b"--engine-action" in argv and str(batch).encode() in argv:
-            return True
-    return False
+            return int(proc.name)
+    return None
 
 
 def _each_ran_once(log: Path, items: list[str]) -> None:
@@ -168,10 +172,13 @@ def test_no_other_engine_takes_the_batch_while_a_detached_engine_starts(
     )
     wait_until(lambda: out_dir.exists() and any(out_dir.iterdir()), 30, "the batch")
     batch = only_batch(out_dir)
-    wait_until(lambda: _background_engine_started(batch), 30, "the background engine's process")
+    wait_until(lambda: _background_engine(batch) is not None, 30, "the background engine's process")
+    engine = _background_engine(batch)
     other = invoke_cli(["resume", batch.name, "--headless"])
     assert other.returncode == 2, other.stdout + other.stderr
-    assert "is being run by" in other.stderr
+    # The refusal names the engine that will run the batch, not the --detach that started it
+    # (which is gone once it has said so): the lock file names the engine from its start.
+    assert f"is being run by pid {engine} on" in other.stderr, (engine, other.stderr)
     out, err = detach.communicate(timeout=60)
     assert detach.returncode == 0, err
     assert "engine running in the background" in out
@@ -213,6 +220,34 @@ def test_a_handed_over_lock_is_held_through_the_hand_over_and_adopted_only_as_it
     assert engine_alive(batch) is None  # released as any lock is
 
 
+@pytest.mark.parametrize("parent_first", [True, False])
+def test_the_parent_and_the_child_write_the_same_holder_in_either_order(tmp_path: Path, parent_first: bool) -> None:
+    """The lock file names the child from the hand-over on, with the time the batch was taken
+    and the parent as ``handed_from`` (the commands sent to it are the child's), whether the
+    parent writes it before the child adopts the lock or the child adopts first."""
+    from batchtui.engine.batchdir import read_lock_info
+
+    batch = tmp_path / "b"
+    batch.mkdir()
+    parent = BatchLock(batch / "lock")
+    taken = parent.acquire()
+    fd, dir_fd = parent.descriptors()
+    child_fds = (os.dup(fd), None if dir_fd is None else os.dup(dir_fd))
+    child = BatchLock(batch / "lock")
+    expected = (os.getpid(), taken.started_at, taken.token())  # the child is this process here
+    if parent_first:
+        parent.hand_over(to=os.getpid())
+        handed = read_lock_info(batch / "lock")
+        assert handed is not None and (handed.pid, handed.started_at, handed.handed_from) == expected
+        adopted = child.adopt(*child_fds)
+    else:
+        adopted = child.adopt(*child_fds)
+        parent.hand_over(to=os.getpid())
+    assert adopted is not None and (adopted.pid, adopted.started_at, adopted.handed_from) == expected
+    assert read_lock_info(batch / "lock") == adopted
+    child.release()
+
+
 def test_a_handed_over_lock_whose_child_died_is_free(tmp_path: Path) -> None:
     batch = tmp_path / "b"
     batch.mkdir()
@@ -227,3 +262,39 @@ def test_a_handed_over_lock_whose_child_died_is_free(tmp_path: Path) -> None:
     again = BatchLock(batch / "lock")
     again.acquire(wait=0)
     again.release()
+
+
+def test_a_stop_sent_while_run_detach_reads_its_source_stops_the_engine_it_starts(
+    tmp_path: Path, out_dir: Path, invoke_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """A stop sent while ``run --detach`` still reads its source goes to that process (it holds
+    the batch); the background engine it hands the batch to takes the stop as its own. It used
+    to answer it as meant for an engine that had ended, and ran every item."""
+    from .conftest import CLI, cli_env
+
+    log = tmp_path / "ran.log"
+    detach = subprocess.Popen(
+        [*CLI, "run", "-", "--cmd", f"echo {{}} >> {log}", "-j", "1", "--detach"],
+        env=cli_env(out_dir),
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert detach.stdin is not None
+    detach.stdin.write("a\nb\n")
+    detach.stdin.flush()
+    wait_until(lambda: out_dir.exists() and any(out_dir.glob("*/manifest.json")), 30, "the batch")
+    batch = only_batch(out_dir)
+    holder = engine_alive(batch)
+    assert holder is not None and holder.pid == detach.pid  # still reading stdin: it holds the batch
+    stop = invoke_cli(["stop", batch.name, "--wait", "0.5"])
+    assert stop.returncode == 1 and "not acknowledged" in stop.stderr, stop.stderr  # queued for the engine
+    _out, err = detach.communicate("c\nd\n", timeout=60)
+    assert detach.returncode == 0, err
+    wait_until(lambda: _manifest(batch)["state"] in ("stopped", "finished"), 60, "the background engine's end")
+    assert _manifest(batch)["state"] == "stopped"
+    assert not log.exists()  # no item ran
+    control = (batch / "live_progress.json").read_bytes()
+    assert b"it was sent to an engine that ended" not in control

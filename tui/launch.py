@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -59,10 +61,14 @@ def detach_engine(
     if lock_wait:
         args += ["--lock-wait", f"{lock_wait:g}"]
     held: tuple[int, ...] = ()
+    ready: int | None = None  # the read end of the pipe the engine writes to once it holds the batch
     if lock is not None and lock.held:
         fd, dir_fd = lock.descriptors()
         held = (fd,) if dir_fd is None else (fd, dir_fd)
         args += ["--held-lock", ",".join(map(str, held))]
+        ready, ready_w = os.pipe()
+        args += ["--ready-fd", str(ready_w)]
+        held += (ready_w,)
     try:
         proc = subprocess.Popen(
             args,
@@ -77,11 +83,37 @@ def detach_engine(
     except BaseException:
         if lock is not None:
             lock.release()  # no engine got it
+        if ready is not None:
+            os.close(ready)
         raise
     finally:
         os.close(log_fd)
+        if ready is not None:
+            os.close(held[-1])  # the engine's end: at its exit the pipe reads as closed
     if lock is not None:
-        lock.hand_over()  # the engine holds the lock now (exec succeeded), whatever it does next
+        # The engine holds the lock now (exec succeeded), whatever it does next; the lock file
+        # names it from here on, not this process.
+        lock.hand_over(to=proc.pid)
+    try:
+        return _wait_for_engine(batch, proc, ready, wait, must_hold, on_slow, slow_after, start_offset)
+    finally:
+        if ready is not None:
+            os.close(ready)
+
+
+def _wait_for_engine(
+    batch: BatchDir,
+    proc: subprocess.Popen[bytes],
+    ready: int | None,
+    wait: float,
+    must_hold: bool,
+    on_slow: Callable[[int], None] | None,
+    slow_after: float,
+    start_offset: int,
+) -> int:
+    """:func:`detach_engine`'s wait: until the engine holds the batch (it says so on the
+    ``ready`` pipe when it was handed the lock, whose file names it from the start; else the
+    lock file names it), it exits, or ``wait`` is over."""
     start = time.monotonic()
     deadline = start + wait
     told = on_slow is None
@@ -90,9 +122,17 @@ def detach_engine(
             told = True
             assert on_slow is not None
             on_slow(proc.pid)
-        alive = batch.alive()
-        if alive is not None and alive.pid == proc.pid:
-            return proc.pid
+        if ready is None:
+            alive = batch.alive()
+            if alive is not None and alive.pid == proc.pid:
+                return proc.pid
+            time.sleep(0.02)
+        elif select.select([ready], [], [], 0.02)[0]:
+            if os.read(ready, 1):
+                return proc.pid
+            # Closed unwritten: the engine is ending without having taken the batch.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         code = proc.poll()
         if code is not None:
             if code in (0, 1):
@@ -103,9 +143,8 @@ def detach_engine(
             raise UserError(
                 f"the background engine exited with {code}:\n  " + "\n  ".join(_own_lines(batch, start_offset))
             )
-        time.sleep(0.02)
     if must_hold and proc.poll() is None:
-        raise EngineNotReady(batch, proc.pid, wait)
+        raise EngineNotReady(batch, proc.pid, wait, handed=ready is not None)
     return proc.pid
 
 
@@ -114,11 +153,17 @@ class EngineNotReady(UserError):
 
     exit_code = 1
 
-    def __init__(self, batch: BatchDir, pid: int, waited: float) -> None:
+    def __init__(self, batch: BatchDir, pid: int, waited: float, *, handed: bool = False) -> None:
         self.pid = pid
+        # Handed the lock, it holds the batch already and reads what was sent to it once it runs.
+        now = (
+            "is still starting: a stop or pause sent now waits for it"
+            if handed
+            else "is still trying: a stop or pause sent now finds no engine"
+        )
         super().__init__(
             f"the background engine (pid {pid}) has not taken batch {clean(batch.batch_id)} after {waited:g} s "
-            f"and is still trying: a stop or pause sent now finds no engine; "
+            f"and {now}; "
             f"`{shell_line('batchtui', 'watch', batch.batch_id)}` shows the batch once it runs, and "
             f"{clean(batch.engine_log)} says what the engine is doing"
         )

@@ -8,7 +8,10 @@ The TUI's hand-off engine is a ``batchtui resume --headless`` too (hidden option
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import stat
 from typing import Any
 
 import click
@@ -37,6 +40,7 @@ from .watching import launch_tui
 @click.option("--overrides-json", hidden=True)
 @click.option("--lock-wait", type=Number("lock_wait"), hidden=True)
 @click.option("--held-lock", hidden=True)  # FD[,DIRFD]: the lock a --detach hands to this engine
+@click.option("--ready-fd", type=int, hidden=True)  # written to once this engine holds the batch
 @apply(OPERATIONAL_OPTIONS)
 @apply(COMMON_OPTIONS)
 @click.pass_context
@@ -68,6 +72,7 @@ def resume_cmd(
     overrides_json = kwargs.pop("overrides_json", None)
     lock_wait = kwargs.pop("lock_wait", None)
     held_lock = _descriptors(kwargs.pop("held_lock", None))
+    ready_fd = kwargs.pop("ready_fd", None)
     out = scope_of(ctx, kwargs.get("output_dir"))
     flags = {k: v for k, v in collect_flags(kwargs, ctx).items() if k != "output_dir"}
     if overrides_json:
@@ -89,6 +94,8 @@ def resume_cmd(
         on_file=note_config_file,
         say=say,
     )
+    if ready_fd is not None:
+        _ready(ready_fd)
     bdir, counts, manifest = plan.batch, plan.counts, plan.manifest
     if plan.nothing_to_do:
         try:
@@ -119,6 +126,20 @@ def resume_cmd(
         launch_tui(ctx, output_dir=bdir.path.parent, runner=plan.runner(engine_action), theme=kwargs.get("theme"))
     result = run_headless(plan.runner(engine_action, handle_signals=True), as_json)
     raise SystemExit(result.exit_code)
+
+
+def _ready(fd: int) -> None:
+    """Tell the ``--detach`` that started this engine that it holds the batch (tui/launch.py);
+    a descriptor that is no pipe of ours (below 3, or not a pipe) is left alone."""
+    try:
+        if fd < 3 or not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+    except OSError:
+        return
+    with contextlib.suppress(OSError):  # the --detach is gone (EPIPE): nobody waits
+        os.write(fd, b".")
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _descriptors(value: str | None) -> tuple[int, int | None] | None:
