@@ -190,6 +190,39 @@ def test_csv_fields_no_injection(tmp_path: Path, out_dir: Path) -> None:
     assert _canaries(tmp_path) == []
 
 
+def test_csv_export_of_formula_keys_counts_them_and_writes_them_as_text_for_a_spreadsheet(
+    tmp_path: Path, out_dir: Path
+) -> None:
+    """A key such as =HYPERLINK(...) is a formula to a spreadsheet that opens the export (CSV
+    injection). As they are by default (the bytes are the key's), with a note; --spreadsheet
+    writes every text cell that starts with = + - @ (tab, CR) after a ', and nothing else."""
+    import csv
+    import io
+
+    keys = ['=HYPERLINK("http://evil.example","x")', "@SUM(1)", "+1", "-2", "plain", "a=b"]
+    source = tmp_path / "keys.txt"
+    source.write_text("".join(k + "\n" for k in keys))
+    ran = invoke(["run", str(source), "--cmd", "true", "--headless"], out=out_dir, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    batch = only_batch(out_dir).name
+
+    def exported(*extra: str) -> tuple[dict[str, str], str]:
+        proc = invoke(["export", batch, "--format", "csv", *extra], out=out_dir, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+        return {keys[int(r["seq"])]: r["key"] for r in rows}, proc.stderr
+
+    as_is, note = exported()
+    assert as_is == {k: k for k in keys}
+    assert "note: 4 cells start with = + - @" in note and "--spreadsheet" in note
+    text, quiet = exported("--spreadsheet")
+    formulas = {k for k in keys if k[0] in "=+-@"}
+    assert text == {k: ("'" + k if k in formulas else k) for k in keys}
+    assert "note:" not in quiet
+    wrong = invoke(["export", batch, "--spreadsheet"], out=out_dir, cwd=tmp_path)
+    assert wrong.returncode == 2 and "--spreadsheet applies only with --format csv" in wrong.stderr
+
+
 # -- CSV -------------------------------------------------------------------------------------------
 
 

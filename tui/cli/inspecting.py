@@ -309,10 +309,22 @@ def parse_time(iso: str | None) -> datetime | None:
     type=click.Path(dir_okay=False),
     help="Write here instead of stdout, whole or not at all (written beside it, then renamed into place).",
 )
+@click.option(
+    "--spreadsheet",
+    is_flag=True,
+    help="CSV for a spreadsheet: a text cell that starts with = + - @ (or a tab, a carriage return) "
+    "gets a leading ' so that it is never run as a formula.",
+)
 @DIR_OPTION
 @click.pass_context
 def export_cmd(
-    ctx: click.Context, batch: str | None, status: str | None, fmt: str, out_file: str | None, output_dir: str | None
+    ctx: click.Context,
+    batch: str | None,
+    status: str | None,
+    fmt: str,
+    out_file: str | None,
+    spreadsheet: bool,
+    output_dir: str | None,
 ) -> None:
     """Stream the items of BATCH (all columns) as JSONL or CSV, or as GNU parallel's job log.
 
@@ -323,20 +335,28 @@ def export_cmd(
     --format joblog: parallel's --joblog file (Seq Host Starttime JobRuntime Send Receive
     Exitval Signal Command, tab separated, a header line), one line per item that ran to an
     end (complete or failed); Seq is the item's seq + 1, as parallel counts jobs.
+
+    \b
+    A CSV cell that starts with = + - @ is a formula to a spreadsheet (a key such as
+    =HYPERLINK(...) from the source): the export says how many it wrote as they are;
+    --spreadsheet writes them as text ('=...).
     """
     from batchtui.engine.store.queries import ItemFilter, ItemQueries  # not for `ls` (sqlite3)
 
+    if spreadsheet and fmt != "csv":
+        fail("--spreadsheet applies only with --format csv")
     bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     refuse_newer(bdir)
     if out_file:
         _refuse_a_batch_folder(Path(out_file))
     store = ItemQueries(bdir.items_db)
+    formulas = _Formulas(neutralize=spreadsheet)
     try:
         rows: Iterator[Any] = store.rows(ItemFilter(status=status))
         if out_file:
             try:  # whole or not at all: an export cut short (a kill, a full disk) leaves no half file
                 with whole_file(Path(out_file)) as stream:
-                    n = _export_rows(stream, rows, fmt, bdir, terminal_out=False)
+                    n = _export_rows(stream, rows, fmt, bdir, terminal_out=False, formulas=formulas)
             except OSError as exc:
                 fail(f"cannot write {plain(out_file)}: {exc.strerror or exc}")
         else:
@@ -346,11 +366,35 @@ def export_cmd(
                 # A pipe or a file gets UTF-8, the formats' own encoding, whatever the locale's or
                 # PYTHONIOENCODING's is (an ASCII one failed on the first non-ASCII key).
                 stream.reconfigure(encoding="utf-8", errors="strict")
-            n = _export_rows(stream, rows, fmt, bdir, terminal_out=terminal_out)
+            n = _export_rows(stream, rows, fmt, bdir, terminal_out=terminal_out, formulas=formulas)
     finally:
         store.close()
     if out_file:
         click.echo(f"exported {count(n, 'item', grouped=True)} to {plain(out_file)}", err=True)
+    if formulas.seen and not spreadsheet:
+        click.echo(
+            f"note: {count(formulas.seen, 'cell')} start with = + - @ (a tab, a carriage return): a spreadsheet "
+            "may run them as formulas; --spreadsheet writes them as text",
+            err=True,
+        )
+
+
+class _Formulas:
+    """The text cells of a CSV export that a spreadsheet would read as a formula (CSV injection):
+    counted, and with ``neutralize`` written after a ``'`` (shown as text, the quote hidden)."""
+
+    STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+    def __init__(self, *, neutralize: bool) -> None:
+        self.neutralize = neutralize
+        self.seen = 0
+
+    def cell(self, value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(self.STARTS):
+            self.seen += 1
+            if self.neutralize:
+                return "'" + value
+        return value
 
 
 def _refuse_a_batch_folder(out: Path) -> None:
@@ -366,9 +410,12 @@ def _refuse_a_batch_folder(out: Path) -> None:
             )
 
 
-def _export_rows(stream: TextIO, rows: Iterator[Any], fmt: str, bdir: BatchDir, *, terminal_out: bool) -> int:
+def _export_rows(
+    stream: TextIO, rows: Iterator[Any], fmt: str, bdir: BatchDir, *, terminal_out: bool, formulas: _Formulas
+) -> int:
     """Write ``rows`` to ``stream`` as ``fmt``; how many items were written. ``terminal_out``:
-    control characters shown escaped (JSONL as ``\\uXXXX``, still JSON)."""
+    control characters shown escaped (JSONL as ``\\uXXXX``, still JSON); ``formulas``: the CSV
+    cells a spreadsheet would run (counted, or written as text)."""
     import csv
 
     from batchtui.engine.store.queries import ITEM_COLUMNS
@@ -397,7 +444,7 @@ def _export_rows(stream: TextIO, rows: Iterator[Any], fmt: str, bdir: BatchDir, 
         cells = [
             json.dumps(d[c], ensure_ascii=False)
             if c in ("data", "result") and d[c] is not None
-            else ("" if d[c] is None else d[c])
+            else ("" if d[c] is None else formulas.cell(d[c]))
             for c in ITEM_COLUMNS
         ]
         writer.writerow([clean(cell) for cell in cells] if terminal_out else cells)
