@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import queue
 import threading
 import time
@@ -26,24 +25,22 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .adaptive import TimeoutPolicy
-from .batchdir import HOST, BatchDir, BatchLock, now_iso
+from .batchdir import BatchDir, BatchLock, now_iso
 from .committer import CommitJob, Committer
 from .config import BatchConfig, stored_config
 from .control import ControlWatcher
 from .dispatch import Dispatcher
 from .error_tally import ErrorTally
-from .eta import Eta, EtaEstimator
+from .eta import EtaEstimator
 from .events import BatchEvents
 from .executors import CompletionQueue, EarlyHalt, Executor, make_executor
 from .files import ResultsLog, WriteFailed
-from .fmt import cut_percent, shell_line
+from .fmt import shell_line
 from .guard import FolderGuard
 from .models import (
     BatchState,
     ControlCommand,
-    Cost,
     Counts,
-    LiveCounts,
     LiveProgress,
 )
 from .monitor import MemoryMonitor
@@ -51,9 +48,10 @@ from .operations import Operations
 from .outcomes import Flight, OutcomeRecorder
 from .policy import HaltCheck
 from .processors import ProcessorSpec
-from .publish import LIVE_ERROR_GROUPS, ProgressPublisher, in_flight_view
+from .publish import ProgressPublisher
 from .reaper import Reaper
 from .resultscheck import rebuild
+from .snapshot import snapshot
 from .staging import Staging
 from .steering import ControlHandler
 from .store import ItemStore
@@ -400,84 +398,8 @@ class RunState:
             self._write_manifest()
 
     def live(self) -> LiveProgress:
-        c = self.counts
-        mem = self.memory.sample()
-        queued, running = self.executor.counts() if self.executor is not None else (0, 0)
-        started = self.executor.started if self.executor is not None else None
-        in_flight = in_flight_view(list(self._inflight.values()), started) if self._inflight else []
-        # A stopped or halted batch has no ETA (its items wait for a resume, not for time).
-        eta = (
-            Eta(0.0)
-            if self.state in (BatchState.STOPPED, BatchState.HALTED)
-            else self._eta(c.pending + c.processing, running)
-        )
-        for note in self.events.observe(eta.stalled_s, running):  # a hook that failed: logged already
-            self.warnings.append(f"{now_iso()} {note}")
-        run_s = time.monotonic() - self._t0
-        elapsed_s, run_elapsed_s = round(self.before_s + run_s, 2), round(run_s, 2)
-        rate_per_s = round(eta.rate_per_s, 3)
-        if self.final_timing is not None:
-            # The run has ended: its figures are the history's, as report.json and `show` give
-            # them. The rate of the last moments (a tail of timeouts read "0.3/s" on a batch
-            # that ran 1.3 items/s) is no longer a rate of anything.
-            timing = self.final_timing
-            elapsed_s, run_elapsed_s, rate_per_s = timing.active_s, timing.run_s or 0.0, timing.items_per_s
-        return LiveProgress(
-            batch_id=self.batch.batch_id,
-            state=self.state,
-            updated_at=now_iso(),
-            commit_seq=self.commit_seq,
-            total=c.total,
-            counts=LiveCounts(**c.model_dump(), running=running, queued=queued, retrying=len(self.dispatcher.retries)),
-            percent=cut_percent(c.percent, 2),
-            rate_per_s=rate_per_s,
-            eta_s=eta.eta_s,
-            eta_low_s=eta.low_s,
-            eta_high_s=eta.high_s,
-            stalled_s=None if eta.stalled_s is None else round(eta.stalled_s, 1),
-            elapsed_s=elapsed_s,
-            run_elapsed_s=run_elapsed_s,
-            in_flight=in_flight,
-            limits=self.dispatcher.limits_view(self._inflight, self._now),
-            memory=mem,
-            cost=Cost(spent=round(self.outcomes.cost_spent, 6), budget=self.config.max_cost),
-            errors_by_type=self.error_tally.by_type(),
-            error_groups=self.error_tally.top(LIVE_ERROR_GROUPS),
-            error_groups_total=self.error_tally.groups,
-            recent_errors=list(self.outcomes.recent),
-            paused=self.paused,
-            workers=self.executor.workers if self.executor else self.config.workers,
-            control_ack=self.control.last_ack,
-            acked=list(self.control.acked),
-            control_results=dict(self.control.results),
-            halt_reason=self.halt_reason,
-            pid=os.getpid(),
-            host=HOST,
-            warnings=list(self.warnings),
-            cluster=getattr(self.executor, "cluster_info", lambda: None)(),  # dask: workers, memory
-            timeout=self.timeouts.view(self._now),
-        )
-
-    def _eta(self, remaining: int, running: int) -> Eta:
-        """The rate, ETA range and stall now (engine/eta.py), from the items running (how long
-        each has run), those waiting out a backoff and the --rate ceiling."""
-        now, mono = self._clock(), time.monotonic()
-        elapsed = []
-        if self.executor is not None:
-            started = self.executor.started
-            for seq in self._inflight:
-                since = started(seq)  # the executor's monotonic clock
-                if since is not None:
-                    elapsed.append(max(0.0, mono - since))
-        return self.eta.estimate(
-            now,
-            remaining=remaining,
-            running=elapsed,
-            busy=running,
-            waiting=[max(0.0, r.ready - now) for r in self.dispatcher.retries],
-            rate_limit=self.config.rate,
-            paused=self.paused,
-        )
+        """The run's live snapshot (engine/snapshot.py), as live_progress.json and views get it."""
+        return snapshot(self)
 
     def _write_live(self, force: bool = False) -> None:
         try:
