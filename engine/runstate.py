@@ -9,6 +9,7 @@ back from the executor, and writing the live files. The parts, one module each::
     takeover.py    taking a batch (its lock, its files, what the last engine left) and letting it go
     operations.py  the control operations (pause, resume, stop, set_workers, skip, retry)
     finishing.py   stopping, a full disk, and the final commit, files and report
+    snapshot.py    what live_progress.json says of the run (RunState.live)
 
 Everything runs on the runner's thread but :meth:`RunState.request_stop` and
 :meth:`RunState.command`, which other threads call.
