@@ -118,7 +118,6 @@ class CommitJob:
     offset: int
     commit_seq: int
     delta: collections.Counter[str] = field(default_factory=collections.Counter)
-    finished: int = 0  # items that reached a final status in this job (for the rate)
 
 
 class Committer:

@@ -31,6 +31,13 @@ How the figures are made, and why:
   of 2-minute calls must not say "stalled" (nor page an operator through ``--on-event stall``)
   at every start: until the first item ends the threshold is :data:`STALL_FIRST_S`. A pause or
   items waiting out a backoff (nothing running) is not a stall.
+- **A pause stops the estimator's clock**: the time paused is in none of the figures (the rate's
+  window, the concurrency in use, how long nothing has finished). Counted, it made every unpause
+  look like a stall ("stalled 14s" at once), then a rate a third of the real one and an ETA of
+  minutes for a batch that had 40 s left.
+- **The count** is of items that ended (complete or failed) in this run: a retry puts failed
+  items back without taking anything from it (the batch's finished count fell by the retried
+  items, and the rate with it, below zero).
 """
 
 from __future__ import annotations
@@ -95,12 +102,27 @@ class EtaEstimator:
         self._running: collections.deque[tuple[float, int]] = collections.deque()
         self._last_finish: float | None = None  # the last time the finished count grew
         self._begun: float | None = None
+        self._paused_at: float | None = None  # the real time the pause began, while paused
+        self._paused_s = 0.0  # the time paused before, cut out of the clock
+
+    def _clock(self, now: float) -> float:
+        """``now`` on the estimator's clock, which stands still while the run is paused."""
+        return (now if self._paused_at is None else self._paused_at) - self._paused_s
+
+    def pause(self, paused: bool, now: float) -> None:
+        """The run is paused (or no longer) at ``now``: the clock stops (or goes on)."""
+        if paused and self._paused_at is None:
+            self._paused_at = now
+        elif not paused and self._paused_at is not None:
+            self._paused_s += max(0.0, now - self._paused_at)
+            self._paused_at = None
 
     # -- what the runner feeds in -----------------------------------------------------------
 
     def finished(self, count: int, now: float) -> None:
-        """The batch's finished count (complete + failed + skipped) at ``now``; the first call
-        is the run's start (the count before this run)."""
+        """How many items have ended (complete or failed) at ``now``, a count that only grows;
+        the first call is the run's start."""
+        now = self._clock(now)
         samples = self._samples
         if self._begun is None:
             self._begun = now
@@ -122,6 +144,7 @@ class EtaEstimator:
 
     def rate(self, now: float) -> float:
         """Finished items a second over the window up to ``now`` (decays when nothing ends)."""
+        now = self._clock(now)
         samples = self._samples
         if not samples:
             return 0.0
@@ -134,12 +157,15 @@ class EtaEstimator:
         return (samples[-1][1] - n0) / span if span > 0 else 0.0
 
     def concurrency(self, running: int, now: float) -> float:
-        """The mean number of running items over the window, ``running`` sampled in now."""
+        """The mean number of running items over the window, ``running`` sampled in now (not
+        while paused: the items draining then say nothing of the concurrency of the run)."""
         samples = self._running
-        samples.append((now, running))
+        if self._paused_at is None or not samples:
+            samples.append((self._clock(now), running))
+        now = self._clock(now)
         while samples and samples[0][0] < now - self.window_s:
             samples.popleft()
-        return sum(n for _, n in samples) / len(samples)
+        return sum(n for _, n in samples) / len(samples) if samples else float(running)
 
     def stall_after(self, rate_limit: float | None = None) -> float:
         """How long nothing may finish before the run counts as stalled."""
@@ -161,13 +187,16 @@ class EtaEstimator:
         """The figures at ``now`` for ``remaining`` items left (pending and processing, those in
         flight and in backoff included); ``running``: how long each running item has run (those
         whose start is known); ``busy``: how many items run (default: ``len(running)``);
-        ``waiting``: seconds until each item in backoff may run again; ``rate_limit``: --rate."""
+        ``waiting``: seconds until each item in backoff may run again; ``rate_limit``: --rate;
+        ``paused``: the run is paused (its clock stops: :meth:`pause`)."""
+        self.pause(paused, now)
         rate = self.rate(now)
         busy = len(running) if busy is None else max(busy, len(running))
         used = self.concurrency(busy, now)
         if remaining <= 0:
             return Eta(rate, 0.0, 0.0, 0.0)
-        since = now - (self._last_finish if self._last_finish is not None else (self._begun or now))
+        clock = self._clock(now)
+        since = clock - (self._last_finish if self._last_finish is not None else (self._begun or clock))
         if busy and not paused and since > self.stall_after(rate_limit):
             return Eta(rate, stalled_s=since)
         ds = list(self._durations)

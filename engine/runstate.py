@@ -165,6 +165,7 @@ class RunState:
 
         self.memory = MemoryMonitor()
         self.eta = EtaEstimator()
+        self.ended = 0  # items that ended (complete or failed) in this run: the rate's count
         self.halts = HaltCheck(self.config)
         self.lock = BatchLock(batch.lock)
         self.reaper: Reaper | None = None
@@ -365,7 +366,10 @@ class RunState:
             self.error_tally.settled(job.rows.get("failed", ()))  # with counts.failed, never apart
             self.staging.settled(job)
             self.commit_seq = job.commit_seq
-        self.eta.finished(counts.finished, self._clock())
+            # What ended, not the batch's finished count: a retry takes items back from it, and
+            # the rate went down (below zero) while items went on ending at the same pace.
+            self.ended += len(job.rows.get("complete", ())) + len(job.rows.get("failed", ()))
+        self.eta.finished(self.ended, self._clock())
         self._write_live()
 
     def _stage_marks(self, now: float) -> bool:

@@ -123,7 +123,7 @@ class TakeOver(RunState):
         self.outcomes.durations = array.array("d") if self.counts.complete == 0 else None
         if self.timeouts.rule is not None and self.counts.complete:
             self.timeouts.seed(store.durations())  # --timeout P%: the earlier runs' successes count
-        self.eta.finished(self.counts.finished, self._clock())
+        self.eta.finished(self.ended, self._clock())  # the run's start
 
         history = close_dead_runs(self.manifest.history, last_live)
         self.before_s = batch_timing(history, self.counts).active_s  # the batch's time before this run
