@@ -334,3 +334,33 @@ def test_a_finished_batch_without_retry_is_refused_in_the_dialog_which_keeps_its
 
     run(body)
     assert done.manifest.read_bytes() == before and _free(done)
+
+
+def test_enter_on_a_ticked_checkbox_resumes_with_it_ticked(tmp_path: Path) -> None:
+    """The operator's pass: space ticked "Retry the failed items", and the enter that followed
+    (the button says "Resume (enter)") ticked it off again, the dialog still open."""
+    batch = _halted(tmp_path)
+    failed = _manifest(batch)["totals"]["failed"]
+    assert failed > 0
+
+    async def body() -> None:
+        app = _app(batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            dialog = await _open_dialog(pilot)
+            assert str(dialog.query_one("#retry-failed").label) == f"Retry the {failed} failed items"
+            dialog.query_one("#retry-failed").focus()
+            await pilot.press("space")
+            assert dialog.retry_failed
+            await pilot.press("enter")
+            await _until(pilot, lambda: app.screen is not dialog, "the dialog to close", timeout=20)
+            await _until(pilot, lambda: app.engine_result is not None, "the engine's end")
+
+    run(body)
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{batch.items_db}?mode=ro", uri=True)
+    try:
+        again = db.execute("SELECT COUNT(*) FROM items WHERE attempts >= 2").fetchone()[0]
+    finally:
+        db.close()
+    assert again == failed  # each item failed before ran again: the retry was done

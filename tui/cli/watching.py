@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
-from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.batches import BatchScope, resolve_batch
 from batchtui.engine.capture import terminal_held
 from batchtui.engine.errors import EXIT_USAGE, UserError
@@ -124,6 +124,15 @@ def _after_tui(app: Any, code: int | None) -> int:
     return code or 0
 
 
+def _written_since(log: Path, started_at: str) -> bool:
+    """``log`` was written by the engine that holds the batch (since it took it): a background
+    engine's. An engine in a dashboard writes none, and an older one is another engine's."""
+    try:
+        return log.stat().st_mtime >= parse_iso(started_at) - 1.0
+    except (OSError, ValueError):
+        return False
+
+
 def _tell_who_runs(bdir: BatchDir, handoff: Any) -> None:
     import psutil  # after the app only (`watch` starts without it)
 
@@ -145,7 +154,8 @@ def _tell_who_runs(bdir: BatchDir, handoff: Any) -> None:
         click.echo(f"batch {plain(bdir.batch_id)}: {what} pid {holder.pid} on {plain(holder.host)}")
         click.echo(f"  watch:  {shell_line('batchtui', 'watch', bdir.batch_id)} {where}")
         click.echo(f"  stop:   {shell_line('batchtui', 'stop', bdir.batch_id)} {where}")
-        click.echo(f"  log:    {clean(bdir.engine_log)}")
+        if handed or _written_since(bdir.engine_log, holder.started_at):
+            click.echo(f"  log:    {clean(bdir.engine_log)}")  # not for an engine in another terminal's app
         return
     manifest = bdir.read_manifest()
     with ItemQueries(bdir.items_db) as store:

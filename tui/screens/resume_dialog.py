@@ -44,6 +44,22 @@ __all__ = ["FIELDS", "ResumeDialog", "ResumeStarted", "cli_flags", "resumable"]
 
 #: The knobs the dialog offers: (setting, the CLI's flag, label). All of them are operational
 #: (engine/config.py OPERATIONAL): what a resume may change.
+class _Box(Checkbox, inherit_bindings=False):
+    """A checkbox that space ticks; enter is the dialog's (Resume), as its button says."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("space", "toggle_button", "Toggle", show=False)]
+
+
+class _Choice(RadioSet, inherit_bindings=False):
+    """A radio set whose enter is the dialog's (Resume); space and the arrows choose."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("down,right", "next_button", "Next option", show=False),
+        Binding("space", "toggle_button", "Toggle", show=False),
+        Binding("up,left", "previous_button", "Previous option", show=False),
+    ]
+
+
 FIELDS: Final = (
     ("workers", "--workers", "Workers"),
     ("max_failure_rate", "--max-failure-rate", "Failure-rate limit"),
@@ -126,6 +142,8 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         # Between the fields as in a form (the radio set keeps its own arrows).
         Binding("down", "app.focus_next", "Next", id="resume_next", show=False),
         Binding("up", "app.focus_previous", "Previous", id="resume_previous", show=False),
+        # On a checkbox or a choice too (an input and the buttons take their own enter).
+        Binding("enter", "confirm", "Resume", id="resume_confirm", show=False),
     ]
 
     def __init__(self, batch: Path) -> None:
@@ -148,11 +166,11 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
                     yield Label(label)
                     yield Input(id=f"field-{name}", compact=True, select_on_focus=False)
             with Vertical(id="resume-options"):
-                yield Checkbox("Retry the failed items", id="retry-failed", compact=True)
-                yield Checkbox("Read the sources again (rescan)", id="rescan", compact=True)
+                yield _Box("Retry the failed items", id="retry-failed", compact=True)
+                yield _Box("Read the sources again (rescan)", id="rescan", compact=True)
                 # Served to a browser, the app is one tab's: an engine in it would end with the tab.
                 served = host(self).served
-                with RadioSet(id="where", compact=True):
+                with _Choice(id="where", compact=True):
                     yield RadioButton("Run here, in this app", id="here", value=not served, disabled=served)
                     yield RadioButton("In the background (detached)", id="background", value=served)
             yield Static(id="resume-plan")
@@ -194,7 +212,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         for name, _flag, _label in FIELDS:
             self.query_one(f"#field-{name}", Input).placeholder = f"{_shown(stored.get(name))} (as stored)"
         retry = self.query_one("#retry-failed", Checkbox)
-        retry.label = f"Retry the {c.failed:,} failed items"
+        retry.label = f"Retry the {count(c.failed, 'failed item', grouped=True)}" if c.failed else "Retry failed items (none)"
         retry.disabled = not c.failed
         # Finished with failed items and nothing else left: retrying them is the only resume.
         retry.value = bool(c.failed) and manifest.state == BatchState.FINISHED and not (c.pending or c.processing)
