@@ -132,6 +132,13 @@ def test_a_marks_every_item_of_the_view_by_query(tmp_path: Path) -> None:
             await pilot.pause()
             assert table.marked_count == 17
             assert _marked_rows(table)[0] == failed[1]
+            # The marks are the view's: the confirmation says that it is applied as it then stands.
+            await pilot.press("r")
+            await pilot.pause()
+            dialog = app.screen
+            assert isinstance(dialog, ConfirmScreen) and dialog.question == "Retry 17 items?"
+            assert "17 failed of 17 marked items go back to pending." in dialog.detail
+            assert "Items that join the view before this is applied are included." in dialog.detail
 
     run(body)
 
@@ -155,6 +162,7 @@ def test_retry_asks_with_the_count_and_samples_y_changes_the_store_offline(tmp_p
             assert dialog.question == "Retry 2 items?"
             assert "2 failed of 4 marked items go back to pending" in dialog.detail
             assert "The other 2 stay as they are" in dialog.detail
+            assert "join the view" not in dialog.detail  # marked one by one: these items only
             assert dialog.samples == [
                 (3, "https://api.example.com/v1/documents/00003"),
                 (20, "https://api.example.com/v1/documents/00020"),
@@ -193,6 +201,7 @@ def test_skip_and_run_first_without_marks_act_on_the_cursor_item(tmp_path: Path)
             await pilot.pause()
             dialog = app.screen
             assert isinstance(dialog, ConfirmScreen) and dialog.question == "Skip 1 item?"
+            assert dialog.detail == f"1 pending (#{pending[0]}) is skipped (killed if it runs)."
             await pilot.press("y")
             await _until(pilot, lambda: _statuses(batch)[pending[0]] == "skipped", "the skip applied")
             table.cursor_row = pending[-1]

@@ -42,6 +42,7 @@ from ..text import plain
 
 __all__ = ["FIELDS", "ResumeDialog", "ResumeStarted", "cli_flags", "resumable"]
 
+
 #: The knobs the dialog offers: (setting, the CLI's flag, label). All of them are operational
 #: (engine/config.py OPERATIONAL): what a resume may change.
 class _Box(Checkbox, inherit_bindings=False):
@@ -212,7 +213,9 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         for name, _flag, _label in FIELDS:
             self.query_one(f"#field-{name}", Input).placeholder = f"{_shown(stored.get(name))} (as stored)"
         retry = self.query_one("#retry-failed", Checkbox)
-        retry.label = f"Retry the {count(c.failed, 'failed item', grouped=True)}" if c.failed else "Retry failed items (none)"
+        retry.label = (
+            f"Retry the {count(c.failed, 'failed item', grouped=True)}" if c.failed else "Retry failed items (none)"
+        )
         retry.disabled = not c.failed
         # Finished with failed items and nothing else left: retrying them is the only resume.
         retry.value = bool(c.failed) and manifest.state == BatchState.FINISHED and not (c.pending or c.processing)

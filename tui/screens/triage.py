@@ -35,10 +35,14 @@ if TYPE_CHECKING:
 
 #: Each bulk action's verb and what becomes of the items it changes (those in its
 #: ACTION_STATUSES): what the confirm dialog announces; the engine's answer says what it did.
-BULK: Final[dict[str, tuple[str, str]]] = {
-    "retry": ("Retry", "go back to pending"),
-    "skip": ("Skip", "are skipped (running ones killed)"),
-    "prioritize": ("Run first", "move to the front of the queue (failed ones retried)"),
+BULK: Final[dict[str, tuple[str, str, str]]] = {
+    "retry": ("Retry", "goes back to pending", "go back to pending"),
+    "skip": ("Skip", "is skipped (killed if it runs)", "are skipped (running ones killed)"),
+    "prioritize": (
+        "Run first",
+        "moves to the front of the queue",
+        "move to the front of the queue (failed ones retried)",
+    ),
 }
 _STATUS_WORD: Final = {
     "pending": "pending",
@@ -83,7 +87,7 @@ class Triage:
         """Ask whether to apply ``op`` to ``selection`` (``what`` names it), saying what changes;
         nothing is asked when nothing would change (a warning says what the items are)."""
         screen = self.screen
-        statuses, (verb, outcome) = ACTION_STATUSES[op], BULK[op]
+        statuses, (verb, one, many) = ACTION_STATUSES[op], BULK[op]
         try:
             with ItemQueries(screen.bdir.items_db) as store:
                 counts = store.selected_counts(selection)
@@ -104,15 +108,20 @@ class Triage:
             screen.notify(clean(f"{verb}: nothing to change{of}: {has or 'no items'}"), severity="warning", timeout=8)
             return
         question = f"{verb} {count(n, 'item', grouped=True)}?"
-        detail = f"{by_status}{of} {outcome}{invalid_note(invalid)}."
+        detail = f"{by_status}{of} {one if n == 1 else many}{invalid_note(invalid)}."
         if others:
             detail += f" The other {others:,} stay as they are."
+        # A view (``a``, an error group) is applied as it stands when the engine takes the command
+        # in, not as counted here: items that join it meanwhile (a run fails on) are in it too.
+        live = bool(selection.views)
+        if live:
+            detail += " Items that join the view before this is applied are included."
 
         def confirmed(yes: bool | None) -> None:
             if not yes:
                 return
-            items = count(n, "item", grouped=True)
-            self.steer(op, f"{verb.lower()} {items}" + ("" if clear_marks else f" ({what})"), select=selection)
+            items = what if live else count(n, "item", grouped=True)  # the engine's answer counts them
+            self.steer(op, f"{verb.lower()} {items}" + ("" if clear_marks or live else f" ({what})"), select=selection)
             if clear_marks:
                 screen.query_one(ItemsTable).clear_marks()
 
