@@ -28,6 +28,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
@@ -46,9 +47,24 @@ __all__ = ["FIELDS", "ResumeDialog", "ResumeStarted", "cli_flags", "resumable"]
 #: The knobs the dialog offers: (setting, the CLI's flag, label). All of them are operational
 #: (engine/config.py OPERATIONAL): what a resume may change.
 class _Box(Checkbox, inherit_bindings=False):
-    """A checkbox that space ticks; enter is the dialog's (Resume), as its button says."""
+    """A checkbox that space ticks; enter is the dialog's (Resume), as its button says. Ticked
+    or not is told by its mark, not only by its colour (``▐X▌`` and ``▐ ▌``)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("space", "toggle_button", "Toggle", show=False)]
+
+    @property
+    def _button(self) -> Content:
+        self.BUTTON_INNER = "X" if self.value else " "
+        return super()._button
+
+
+class _Option(RadioButton):
+    """A radio button whose mark says whether it is chosen (``▐●▌`` and ``▐ ▌``), not only its colour."""
+
+    @property
+    def _button(self) -> Content:
+        self.BUTTON_INNER = "●" if self.value else " "
+        return super()._button
 
 
 class _Choice(RadioSet, inherit_bindings=False):
@@ -172,8 +188,8 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
                 # Served to a browser, the app is one tab's: an engine in it would end with the tab.
                 served = host(self).served
                 with _Choice(id="where", compact=True):
-                    yield RadioButton("Run here, in this app", id="here", value=not served, disabled=served)
-                    yield RadioButton("In the background (detached)", id="background", value=served)
+                    yield _Option("Run here, in this app", id="here", value=not served, disabled=served)
+                    yield _Option("In the background (detached)", id="background", value=served)
             yield Static(id="resume-plan")
             yield Static(id="resume-command")
             yield Static(id="resume-error")
