@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from batchtui.engine.files import read_model, write_model
 from batchtui.engine.models import BatchState, LiveProgress, RecentError
 from batchtui.tui.app import BatchtuiApp
@@ -217,5 +219,39 @@ def test_the_runs_last_items_and_its_end_come_before_engine_finished(tmp_path: P
                 "11:06:39 state finished",
                 "11:06:40 engine finished: finished (exit 1)",
             ], list(log.lines)
+
+    run(body)
+
+
+@pytest.mark.parametrize(("size", "rows"), [((80, 24), 15), ((60, 14), 8)])  # at 14 rows the log is hidden
+def test_l_shows_the_whole_log_on_the_screen_to_read_back_and_l_or_escape_goes_back(
+    tmp_path: Path, size: tuple[int, int], rows: int
+) -> None:
+    """At 80x24 the log is two rows: an acknowledgement scrolled away within a second, and a long
+    line was cut at the panel's edge (the operator's pass). ``l`` gives it the screen."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    base = read_model(batch / "live_progress.json", LiveProgress)
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = frozen_app(tmp_path, batch)
+            async with app.run_test(size=size) as pilot:
+                screen, log = await _dashboard(app, pilot)
+                window = [_error(seq) for seq in range(30)]
+                screen.post_message(LiveUpdated(batch, base.model_copy(update={"recent_errors": window})))
+                await until(pilot, lambda: "#29 try 1" in log.lines[-1], "the errors in the log")
+                await pilot.pause()
+                small = [row for row in _drawn(app, log) if row]
+                assert len(small) <= 3
+                for key in ("l", "escape"):
+                    await pilot.press("l")
+                    await pilot.pause()
+                    assert screen.maximized is log and screen.focused is log
+                    whole = [row for row in _drawn(app, log) if row]
+                    assert len(whole) >= rows and "#29 try 1" in whole[-1], whole
+                    await pilot.press(key)
+                    await pilot.pause()
+                    assert screen.maximized is None
+                    assert len([row for row in _drawn(app, log) if row]) == len(small)
 
     run(body)

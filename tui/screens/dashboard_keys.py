@@ -50,6 +50,14 @@ DASHBOARD_BINDINGS: list[BindingType] = [
     Binding(
         "escape", "clear_filter", "Clear", id="clear_filter", show=False, tooltip="Clear the marks, then the filter"
     ),
+    Binding(
+        "l",
+        "events",
+        "Events",
+        id="events",
+        show=False,
+        tooltip="The event log on the whole screen, to read back (l or escape: back)",
+    ),
     Binding("b", "browser", "Batches", id="browser", tooltip="All batches in the output dir"),
     Binding(
         "u",
