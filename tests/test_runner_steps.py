@@ -387,3 +387,12 @@ def test_every_snapshot_counts_each_failure_in_its_error_breakdown(make_runner: 
     assert live.counts.failed == 14 and live.error_groups == runner.store.error_groups(10)
     _agrees(live)
     assert runner.finish().counts.failed == 14
+
+
+def test_the_window_holds_four_chunks_a_worker_of_the_chunk_size_given(make_runner: Any) -> None:
+    """--chunk-size 10 on 2 workers: 4 x 2 x 10 items handed out, as --help gives the window.
+    The adaptive chunk (1 before any item ended) was used for the window instead: 8 items, less
+    than one chunk, and the callable got one short list at a time."""
+    runner, ex = make_runner(200, workers=2, chunk_size=10)
+    runner.step(time.monotonic())
+    assert ex.queued() == 80
