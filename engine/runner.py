@@ -279,8 +279,8 @@ class BatchRunner(TakeOver, Finishing):
         # The window holds 4 chunks a worker, of the size handed out: the adaptive chunk of
         # quick items was used here, 1 for slow ones, and --chunk-size 100 on 4 workers had a
         # window of 16 items: one call at a time, of 16 items.
-        chunk = dispatcher.chunk_size(self.counts.total)
-        max_items = self.config.window or workers * 4 * chunk
+        size = dispatcher.chunk_size(self.counts.total)
+        max_items = self.config.window or workers * 4 * size
         if budget and not self.outcomes.cost_known:
             max_items = 1  # no item finished yet: probe with one so the cap cannot be overrun
         room = max_items - len(self._inflight)
@@ -289,7 +289,7 @@ class BatchRunner(TakeOver, Finishing):
         taken = dispatcher.take(
             now,
             room,
-            chunk,
+            size,
             self._inflight,
             len(self._inflight),
             (self.outcomes.cost_spent, self.outcomes.max_item_cost) if budget else None,
