@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .conftest import CLI, cli_env, only_batch, read_json, wait_until
 
 GATED = "while [ ! -e {gate} ]; do sleep 0.05; done; [ {{}} != bad ]"
@@ -84,3 +86,41 @@ def test_wait_refuses_a_bad_timeout(tmp_path: Path, out_dir: Path, invoke_cli: A
         assert proc.returncode == 2 and "--timeout" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     missing = invoke_cli(["wait", "nosuchbatch"])
     assert missing.returncode == 2 and "no batch 'nosuchbatch'" in missing.stderr
+
+
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """The process ``pid`` has a handler for ``sig`` (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(mask >> (sig - 1) & 1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_ends_a_verb_as_a_ctrl_c_does(tmp_path: Path, out_dir: Path, sig: signal.Signals) -> None:
+    """DESIGN: 130 for SIGINT, SIGTERM and SIGHUP. `wait` (and `export --out`, whose temporary
+    file was left behind) died of the signal's default: exit 143 or 129, nothing cleaned."""
+    from batchtui.engine.batchdir import BatchLock
+
+    items = tmp_path / "items.txt"
+    items.write_text("a\n")
+    subprocess.run([*CLI, "run", str(items), "--cmd", "true"], env=cli_env(out_dir), capture_output=True, check=True)
+    batch = only_batch(out_dir)
+    manifest = batch / "manifest.json"
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "state": "running"}))  # an engine holds it (the lock below)
+    lock = BatchLock(batch / "lock")
+    lock.acquire()
+    try:
+        waiting = subprocess.Popen(
+            [*CLI, "wait", batch.name], env=cli_env(out_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        wait_until(lambda: _catches(waiting.pid, sig), 30, "the verb's handler")
+        waiting.send_signal(sig)
+        _out, err = waiting.communicate(timeout=30)
+    finally:
+        lock.release()
+    assert waiting.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err

@@ -11,11 +11,13 @@ command's own docstring would.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any, Final
 
 import click
@@ -168,7 +170,11 @@ class Main(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            # SIGTERM and SIGHUP end a verb as a Ctrl-C does (DESIGN: 130 for the three), so what
+            # it cleans up on the way out is cleaned (an `export --out` left its temporary file
+            # and exited 143). The engine and the dashboard put their own handlers in place.
+            with interrupted_by(signal.SIGTERM, signal.SIGHUP):
+                return super().invoke(ctx)
         except BatchtuiError as exc:
             fail(exc.describe(), exc.exit_code)
         except BrokenPipeError:
@@ -294,4 +300,22 @@ def terminal() -> bool:
 
 refuse_empty(main)
 
-__all__ = ["CONTEXT", "EMPTY_MEANS_NONE", "VERBS", "Main", "main", "refuse_empty", "terminal"]
+
+@contextlib.contextmanager
+def interrupted_by(*signals: signal.Signals) -> Iterator[None]:
+    """``signals`` end what runs inside as a Ctrl-C does (KeyboardInterrupt), not by their default
+    death: what it was doing is undone or cleaned on the way out (a half-made batch removed, a
+    temporary file deleted) and the exit is 130, as DESIGN gives for the three."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = {sig: signal.signal(sig, interrupt) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+__all__ = ["CONTEXT", "EMPTY_MEANS_NONE", "VERBS", "Main", "interrupted_by", "main", "refuse_empty", "terminal"]

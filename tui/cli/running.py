@@ -10,7 +10,6 @@ import contextlib
 import io
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -27,7 +26,7 @@ from batchtui.engine.processors import ProcessorSpec, demo_spec, python_spec, sh
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec
 
-from .group import CONTEXT, terminal
+from .group import CONTEXT, interrupted_by, terminal
 from .options import (
     BATCH_OPTIONS,
     COMMON_OPTIONS,
@@ -250,7 +249,7 @@ def _create_and_run(
 ) -> NoReturn:
     held: list[BatchLock] = []
     try:
-        with _interrupted_by(signal.SIGTERM, signal.SIGHUP):  # as a Ctrl-C: 130, no half-made batch
+        with interrupted_by(signal.SIGTERM, signal.SIGHUP):  # as a Ctrl-C: 130, no half-made batch
             batch: BatchDir = create_batch(
                 config,
                 spec,
@@ -288,23 +287,6 @@ def _create_and_run(
     runner.lock = held[0]
     result = run_headless(runner, as_json)
     raise SystemExit(result.exit_code)
-
-
-@contextlib.contextmanager
-def _interrupted_by(*signals: signal.Signals) -> Iterator[None]:
-    """``signals`` end what runs inside as a Ctrl-C does (KeyboardInterrupt), not by their default
-    death: a SIGTERM or an SSH drop (SIGHUP) while the sources are read removes the half-made
-    batch and exits 130, as DESIGN gives for the three."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    before = {sig: signal.signal(sig, interrupt) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
 
 
 __all__ = ["check_cmd", "demo_cmd", "run_cmd"]
