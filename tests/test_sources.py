@@ -137,6 +137,7 @@ def test_build_spec_options_are_kept_and_roundtrip_through_json(tmp_path: Path) 
         # An option that would change nothing is refused: the user meant something by it.
         (["{t}"], {"glob": ""}, "--glob is empty"),
         (["{t}"], {"glob": " ./ "}, "--glob is empty"),  # an unset shell variable: every file would run
+        (["{t}"], {"glob": "/etc/*"}, r"--glob '/etc/\*' starts with '/'.* \(give 'etc/\*'\)"),  # never a match
         (["{t}/f.txt"], {"follow_symlinks": True}, "--follow-symlinks applies only to directory sources"),
         (["{t}"], {"encoding": "latin-1"}, "--encoding applies only to line, CSV and JSONL sources"),
         (["{t}/f.pdf"], {"encoding": "latin-1"}, "--encoding applies only to line, CSV and JSONL sources"),
@@ -249,8 +250,13 @@ def test_glob_on_name_matches_at_any_depth(tmp_path: Path) -> None:
 def test_glob_with_slash_matches_relative_path(tmp_path: Path) -> None:
     root = tmp_path / "root"
     make_tree(root)
-    # fnmatch: "*" also crosses "/", so sub/*.py takes sub/deep/d.py too.
-    assert rel_keys(root, items(dir_spec(root, glob="sub/*.py"))) == ["sub/c.py", "sub/deep/d.py"]
+    # As a shell matches a path: "*" stays within a folder (fnmatch's crossed "/": sub/*.py took
+    # sub/deep/d.py too), "**/" is any number of folders, none included.
+    assert rel_keys(root, items(dir_spec(root, glob="sub/*.py"))) == ["sub/c.py"]
+    assert rel_keys(root, items(dir_spec(root, glob="sub/**/*.py"))) == ["sub/c.py", "sub/deep/d.py"]
+    assert rel_keys(root, items(dir_spec(root, glob="**/*.py"))) == ["b.py", "sub/c.py", "sub/deep/d.py", "z/f.py"]
+    every_in_sub = [key for key in rel_keys(root, items(dir_spec(root))) if key.startswith("sub/")]
+    assert rel_keys(root, items(dir_spec(root, glob="sub/**"))) == every_in_sub and len(every_in_sub) > 2
     assert rel_keys(root, items(dir_spec(root, glob="sub/deep/*.md"))) == ["sub/deep/e.md"]
     assert rel_keys(root, items(dir_spec(root, glob="*/deep/?.py"))) == ["sub/deep/d.py"]
     # build_spec drops a leading "./"

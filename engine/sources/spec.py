@@ -117,6 +117,11 @@ def build_spec(
         glob = glob.strip().removeprefix("./")
         if not glob:
             raise UserError("--glob is empty: give a pattern such as '*.pdf', or leave --glob out")
+        if glob.startswith("/"):  # matched against the paths inside each directory: never a match
+            raise UserError(
+                f"--glob {clean(glob)!r} starts with '/': the pattern is matched against the paths inside"
+                f" the directory, so it would take nothing (give {clean(glob.lstrip('/') or '*')!r})"
+            )
     entries: list[SourceEntry] = []
     for arg in args:
         if arg == "-":

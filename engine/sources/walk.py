@@ -42,13 +42,46 @@ def explicit_file(path: str) -> SourceItem:
 
 
 def _glob_matcher(pattern: str | None) -> Callable[[str, str], bool] | None:
-    """(name, relative posix path) -> matches. Without "/" the pattern matches the name only."""
+    """(name, relative posix path) -> matches. Without "/" the pattern matches the name only, at
+    any depth (``*.py``); with one, the path from the directory as a shell matches it: ``*`` and
+    ``?`` stay within a folder, ``**/`` is any number of folders, none included (``**/*.csv``
+    takes ``top.csv`` too, ``a/*.csv`` not ``a/b/deep.csv``)."""
     if pattern is None:
         return None
-    match = re.compile(fnmatch.translate(pattern)).match
     if "/" in pattern:
+        match = re.compile(path_glob_regex(pattern)).match
         return lambda _name, rel: match(rel) is not None
-    return lambda name, _rel: match(name) is not None
+    by_name = re.compile(fnmatch.translate(pattern)).match
+    return lambda name, _rel: by_name(name) is not None
+
+
+def path_glob_regex(pattern: str) -> str:
+    """The regex of a path glob (see :func:`_glob_matcher`), anchored at both ends."""
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]*/)*")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[" and (end := pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)) > 0:
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            out.append("[" + ("^/" if negate else "") + body.replace("\\", "\\\\") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return "(?s:" + "".join(out) + r")\Z"
 
 
 def _scan(path: str) -> list[os.DirEntry[str]]:
