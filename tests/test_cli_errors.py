@@ -24,7 +24,7 @@ from batchtui.tui.cli import main, steering
 
 from .conftest import CLI, cli_env, only_batch
 
-STORE_HINT = "the item store cannot be read; `batchtui show` still reads the manifest"
+STORE_HINT = "the item store cannot be read; `batchtui show` says what the manifest holds"
 
 
 def _cli(args: list[str], out: Path) -> Any:

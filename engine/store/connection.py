@@ -24,7 +24,7 @@ from ..fmt import shell_line
 class StoreError(BatchtuiError):
     """items.db cannot be opened or read (missing, corrupted, newer schema)."""
 
-    hint = "the item store cannot be read; `batchtui show` still reads the manifest"
+    hint = "the item store cannot be read; `batchtui show` says what the manifest holds"
 
 
 class StoreCorrupt(StoreError, sqlite3.DatabaseError):
@@ -237,7 +237,7 @@ class StoreUnreachable(StoreError):
     """items.db cannot be read from here, though nothing says it is damaged: no permission, or a
     folder this process cannot write while SQLite needs to put its ``-shm`` index there."""
 
-    hint = "no damage is known, and `batchtui recover` would not help; `show` still reads the manifest"
+    hint = "no damage is known, and `batchtui recover` would not help; `show` says what the manifest holds"
 
 
 class StoreReadOnly(StoreUnreachable):
