@@ -72,7 +72,7 @@ class ControlHandler:
         mine = {holder.token(), holder.handed_from} - {None} if holder is not None else set()
         since = parse_iso(holder.started_at) if holder is not None else None
         stale = 0  # queued for the engine before (applied all the same when they change items)
-        for cmd in self.reader.read_new():
+        for cmd in self._read():
             own = _own(cmd, mine, since)
             stale += not own
             if own or cmd.op in ITEM_OPS:
@@ -83,10 +83,23 @@ class ControlHandler:
             self._warn(f"{stale} control command(s) were queued for the previous engine, which never read them")
         self.save()
 
+    def _read(self) -> list[ControlCommand]:
+        """The new commands in control.jsonl; a line that is no command (not JSON, an unknown
+        op, a bad value: written by hand, or damaged) is said once as a warning, not dropped
+        in silence."""
+        before = self.reader.bad_lines
+        commands = self.reader.read_new()
+        if self.reader.bad_lines > before:
+            n = self.reader.bad_lines - before
+            self._warn(
+                f"control.jsonl: {n} line(s) that are no command ignored (not JSON, or no op this version knows)"
+            )
+        return commands
+
     def handle(self) -> bool:
         """Apply every command waiting (on the runner's thread); True if there was one."""
         if self.reader.changed():
-            for cmd in self.reader.read_new():
+            for cmd in self._read():
                 self.commands.put(cmd)
         handled = False
         while True:

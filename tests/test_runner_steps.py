@@ -396,3 +396,20 @@ def test_the_window_holds_four_chunks_a_worker_of_the_chunk_size_given(make_runn
     runner, ex = make_runner(200, workers=2, chunk_size=10)
     runner.step(time.monotonic())
     assert ex.queued() == 80
+
+
+def test_a_line_of_control_jsonl_that_is_no_command_is_said_not_dropped_in_silence(make_runner: Any) -> None:
+    from batchtui.engine.control import append_command
+
+    runner, _ex = make_runner(10, workers=1)
+    t = time.monotonic()
+    runner.step(t)
+    with (runner.batch.path / "control.jsonl").open("ab") as fh:
+        fh.write(b"\x00\xffgarbage\n")
+        fh.write(b'{"op": "no_such_op", "id": "x1", "ts": "2026-01-01T00:00:00"}\n')
+    append_command(runner.batch, new_command("pause"))
+    runner.step(t + 1)
+    runner.step(t + 2)
+    assert runner.state == BatchState.PAUSED  # the good line after them still applies
+    warned = [w for w in runner.live().warnings if "control.jsonl" in w]
+    assert len(warned) == 1 and "2 line(s) that are no command ignored" in warned[0], runner.live().warnings
