@@ -152,6 +152,9 @@ class DashboardScreen(WorkerScreen):
         else:
             BatchWatcher(self.bdir.path, self.post_message).read_all(force=True)
         self.set_interval(1.0, self._tick)
+        # The active tab shows how many rows a filter leaves: its label follows the table's count
+        # (its virtual size), which may arrive from a background count after the filter.
+        self.watch(self.query_one(ItemsTable), "virtual_size", lambda _size: self.filters.label_tabs(), init=False)
         if self.in_process:
             self.call_after_refresh(self.host.engine_may_start)
 

@@ -94,6 +94,12 @@ class ItemFilters:
             else f"{label} {counts.total if status is None else getattr(counts, status, 0):,}"
             for tab_id, label, status in TABS
         }
+        if (text or self.group is not None) and tabs.active in bases and counts is not None:
+            # Filtered: the rows it leaves of the tab's items ("Failed 1/15"), not the tab's count
+            # alone, read as the filter's.
+            label, status = next((label, st) for tab_id, label, st in TABS if tab_id == tabs.active)
+            of = counts.total if status is None else getattr(counts, status, 0)
+            bases[tabs.active] = f"{label} {screen.query_one(ItemsTable).row_count:,}/{of:,}"
         # The active tab names its group and filter in the room the tabs leave (each tab is its
         # label with a cell of padding on each side): no tab runs off an 80-column screen.
         room = (screen.size.width or screen.app.size.width) - sum(len(base) + 2 for base in bases.values()) - 1
