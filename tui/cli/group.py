@@ -310,7 +310,10 @@ def interrupted_by(*signals: signal.Signals) -> Iterator[None]:
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    before = {sig: signal.signal(sig, interrupt) for sig in signals}
+    try:
+        before = {sig: signal.signal(sig, interrupt) for sig in signals}
+    except ValueError:  # not the main thread (the CLI called from a thread of another program)
+        before = {}
     try:
         yield
     finally:
