@@ -393,6 +393,20 @@ def mark_changing(batch: BatchDir, manifest: Manifest, *, durable: bool = True) 
     return manifest
 
 
+def _report_duplicates(batch: BatchDir, dropped: int, durable: bool) -> None:
+    """report.json (the last run's) gets the batch's duplicate count when an add or a rescan
+    changed it: every file says the manifest's (the next run's report is built from it)."""
+    from .files import DamagedFile, read_model, write_model
+    from .models import Report
+
+    try:
+        report = read_model(batch.report, Report, use_backup=False)
+    except (FileNotFoundError, DamagedFile):
+        return
+    if report.duplicates_dropped != dropped:
+        write_model(batch.report, report.model_copy(update={"duplicates_dropped": dropped}), durable=durable)
+
+
 def write_views(batch: BatchDir, manifest: Manifest, store: Any, *, durable: bool = True, **update: Any) -> None:
     """After an offline change to ``store`` (under the batch lock): the manifest's totals (and
     the other fields in ``update``) and live_progress.json's counts and error breakdown are
@@ -408,7 +422,9 @@ def write_views(batch: BatchDir, manifest: Manifest, store: Any, *, durable: boo
         # A retry or an add gave a finished batch work again: it is resumable, not "finished
         # 46/52" (ls, the browser and the resume list go by the state).
         update.setdefault("state", BatchState.STOPPED)
-    write_model(batch.manifest, manifest.model_copy(update={"totals": counts, **update}), durable=durable, backup=True)
+    manifest = manifest.model_copy(update={"totals": counts, **update})
+    write_model(batch.manifest, manifest, durable=durable, backup=True)
+    _report_duplicates(batch, manifest.duplicates_dropped, durable)
     live = batch.read_live()
     if live is not None:
         live = live.model_copy(
