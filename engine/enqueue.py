@@ -22,7 +22,7 @@ from .batchdir import BatchDir, BatchLock, now_iso
 from .config import BatchConfig
 from .errors import InvalidRecord, UserError, classify, normalize_message
 from .files import ResultsLog, WriteFailed, write_model
-from .fmt import clean, shell_line
+from .fmt import clean, count, shell_line
 from .keyrule import with_batch_key
 from .models import Manifest, Unreadable
 from .processors import ProcessorSpec
@@ -300,9 +300,29 @@ def _check_rereadable(specs: list[SourceSpec], what: str) -> None:
                 raise UserError(f"{what}: the batch's source {clean(entry.path)} is gone; put it back first")
 
 
-def _pending_add(store: ItemStore) -> dict[str, Any] | None:
+def pending_add(store: ItemStore) -> dict[str, Any] | None:
+    """The note of an ``add`` that was cut short (killed, even -9), or None."""
     raw = store.get_meta("adding")
     return orjson.loads(raw) if raw else None
+
+
+def finish_cut_add(bdir: BatchDir, manifest: Manifest, store: ItemStore, durable: bool) -> tuple[Manifest, str]:
+    """Finish the add that was cut short (the caller holds the lock and saw :func:`pending_add`),
+    as the next ``add`` would: the rest of its source is read (keys are unique: nothing doubled)
+    and recorded in the manifest. Returns the manifest as written and what to tell (a source
+    that was stdin cannot be read again: the note is dropped, the items it added stay)."""
+    note = pending_add(store)
+    assert note is not None
+    try:
+        manifest = _continue_add(bdir, manifest, store, note, None, durable)
+    except UserError as exc:
+        return manifest, str(exc)
+    added = store.max_seq() - int(note["seq_from"])
+    dups = int(store.get_meta("duplicates_dropped", 0) or 0) - int(note["dup_from"])
+    return (
+        manifest,
+        f"the add that was cut short is finished: {count(added, 'item', grouped=True)} added in all, {count(dups, 'duplicate', grouped=True)} dropped",
+    )
 
 
 def rescan_batch(bdir: BatchDir, *, drop_missing: bool = False, durable: bool = True) -> ScanOutcome:
@@ -316,7 +336,7 @@ def rescan_batch(bdir: BatchDir, *, drop_missing: bool = False, durable: bool = 
     manifest = mark_changing(bdir, bdir.read_manifest(), durable=durable)
     store = ItemStore.open(bdir.items_db, durable=durable)
     try:
-        pending = _pending_add(store)
+        pending = pending_add(store)
         added = list(manifest.added_sources)
         if pending is not None and pending["spec"] not in added:
             added.append(pending["spec"])
@@ -377,7 +397,7 @@ def add_source(
                     f" `{shell_line('batchtui', 'resume', bdir.batch_id)}` finishes that first"
                 )
             manifest = mark_changing(bdir, manifest, durable=durable)
-            earlier = _pending_add(store)
+            earlier = pending_add(store)
             if earlier is not None:  # finished, and its counts written, whatever comes next
                 manifest = _continue_add(bdir, manifest, store, earlier, None, durable)
                 write_views(bdir, manifest, store, durable=durable, changing=manifest.changing)
@@ -423,7 +443,7 @@ def _continue_add(
     forget the note. Returns the manifest as written."""
     spec = SourceSpec.model_validate(note["spec"])
     done = int(store.get_meta("enqueue_read", 0) or 0) - int(note["read_from"])
-    if done and any(e.kind == "stdin" for e in spec.entries):
+    if (done or stdin is None) and any(e.kind == "stdin" for e in spec.entries):
         with store.transaction():
             store.conn.execute("DELETE FROM meta WHERE k='adding'")
         raise UserError(
@@ -431,9 +451,12 @@ def _continue_add(
             f" read again: {done} of its items were added; add the rest again"
         )
     store.enqueue(_rows(spec, stdin, now_iso(), done, unreadable))
+    added = list(manifest.added_sources)
+    if not added or added[-1] != note["spec"]:  # else recorded by one killed before its note went
+        added.append(note["spec"])
     manifest = manifest.model_copy(
         update={
-            "added_sources": [*manifest.added_sources, note["spec"]],
+            "added_sources": added,
             "duplicates_dropped": int(store.get_meta("duplicates_dropped", 0) or 0),
         }
     )

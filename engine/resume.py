@@ -65,6 +65,8 @@ class ResumePlan:
     rebuilt: bool = False
     #: What ``--rescan`` found (new keys, those missing), when the source was read again.
     rescan: ScanOutcome | None = None
+    #: An ``add`` was cut short (killed): the engine finishes it before it runs anything.
+    cut_add: bool = False
 
     @property
     def source(self) -> SourceSpec:
@@ -79,7 +81,8 @@ class ResumePlan:
         """The batch is finished with no item pending, and no failed item is to be retried."""
         c = self.counts
         return (
-            self.manifest.state == BatchState.FINISHED
+            not self.cut_add
+            and self.manifest.state == BatchState.FINISHED
             and not (c.pending or c.processing)
             and not (self.retry_failed and c.failed)
         )
@@ -238,8 +241,11 @@ def plan_resume(
         store = ItemStore.open_readonly(bdir.items_db)
         try:
             counts = store.counts()
+            cut_add = bool(store.get_meta("adding"))
         finally:
             store.close()
+        if cut_add:
+            say(f"batch {bdir.batch_id}: an add was cut short; the engine reads the rest of its source first")
     except BaseException:
         if lock is not None:
             lock.release()
@@ -255,6 +261,7 @@ def plan_resume(
         reason=reason,
         rebuilt=rebuilt,
         rescan=scanned,
+        cut_add=cut_add,
     )
 
 

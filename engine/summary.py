@@ -78,6 +78,9 @@ class BatchSummary(BaseModel):
     #: Where ``totals`` come from: the live engine, items.db (an interrupted batch), the manifest.
     counts_from: Literal["live", "store", "manifest"] = "manifest"
     duplicates_dropped: int = 0
+    #: An ``add`` was cut short (killed): the rest of its source is not in the batch until the
+    #: next ``resume`` (or ``add``, or rescan) reads it.
+    add_cut_short: bool = False
     #: The batch's active time: the sum of its runs (engine/timing.py), as of ``updated_at``.
     duration_s: float = 0.0
     #: The current run's time when an engine runs it (``run_running``), else the last run's.
@@ -134,6 +137,7 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
     dead = status.liveness == Liveness.STALE and status.process == "gone"
     counts = LiveCounts(**manifest.totals.model_dump())
     counts_from: Literal["live", "store", "manifest"] = "manifest"
+    cut_add = False
     state = manifest.state.value
     halt_reason = manifest.halt_reason
     updated = manifest.ended_at or manifest.started_at or manifest.created_at
@@ -146,10 +150,10 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
         # The manifest is older than items.db: its engine died before it wrote its end, this is
         # the backup (a copy from before the last write, e.g. "created" of a batch that ran), or
         # a change made without an engine (skip, retry, add) was killed before its totals.
-        stored = _store_counts(bdir)
+        stored, cut_add = _store_counts(bdir)
         if stored is not None:
             counts, counts_from = stored, "store"
-            if state == BatchState.FINISHED.value and stored.pending:
+            if state == BatchState.FINISHED.value and (stored.pending or cut_add):
                 state = BatchState.STOPPED.value  # work again: resumable, as write_views says it
         ran = manifest.state == BatchState.CREATED and stored is not None and stored.finished > 0
         if manifest.state in ACTIVE_STATES or ran:
@@ -176,6 +180,7 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
         percent=cut_percent(counts.percent, 1),
         counts_from=counts_from,
         duplicates_dropped=manifest.duplicates_dropped,
+        add_cut_short=cut_add,
         duration_s=timing.active_s,
         run_s=timing.run_s,
         run_running=timing.running,
@@ -247,8 +252,9 @@ def _written_since(live: LiveProgress, holder: LockInfo) -> bool:
         return True
 
 
-def _store_counts(bdir: BatchDir) -> LiveCounts | None:
-    """items.db's counts, or None when it cannot be read (the manifest's then stand)."""
+def _store_counts(bdir: BatchDir) -> tuple[LiveCounts | None, bool]:
+    """items.db's counts, or None when it cannot be read (the manifest's then stand), and whether
+    an ``add`` was cut short (the rest of its source is not in the batch yet)."""
     import sqlite3
 
     from .store import ItemStore, StoreError  # only for an interrupted batch: ls stays light
@@ -256,14 +262,15 @@ def _store_counts(bdir: BatchDir) -> LiveCounts | None:
     try:
         store = ItemStore.open_readonly(bdir.items_db)
     except (StoreError, OSError):
-        return None
+        return None, False
     try:
         counts: Counts = store.counts()
+        cut_add = bool(store.get_meta("adding"))
     except (StoreError, OSError, sqlite3.Error):
-        return None
+        return None, False
     finally:
         store.close()
-    return LiveCounts(**counts.model_dump())
+    return LiveCounts(**counts.model_dump()), cut_add
 
 
 __all__ = [

@@ -19,7 +19,7 @@ from . import staging, warmstart
 from .batchdir import HOST, now_iso
 from .committer import Committer
 from .control import ControlReader, ControlWatcher
-from .enqueue import enqueue_source, source_unreadable
+from .enqueue import enqueue_source, finish_cut_add, pending_add, source_unreadable
 from .executors import EarlyHalt, WorkerInitError
 from .files import ResultsLog
 from .models import (
@@ -30,7 +30,7 @@ from .models import (
 from .reaper import Reaper
 from .resultscheck import adopt_tail, finish_staged
 from .runstate import RunState
-from .sources import SourceSpec
+from .sources import SourceSpec, describe
 from .store import ItemStore
 from .timing import batch_timing, close_dead_runs
 
@@ -102,6 +102,12 @@ class TakeOver(RunState):
             self.manifest = self.manifest.model_copy(
                 update={"duplicates_dropped": dropped, "unreadable": source_unreadable(store)}
             )
+        cut_add = pending_add(store)
+        if cut_add is not None:  # an `add` killed half-way: finished before anything runs, as above
+            what = describe(SourceSpec.model_validate(cut_add["spec"]))
+            self._warn(f"an add to this batch was cut short: reading the rest of its source ({what})")
+            self.manifest, told = finish_cut_add(self.batch, self.manifest, store, durable)
+            self._warn(told)
         requeued = store.requeue_processing()
         if requeued:
             log.info("requeued %d items left processing by a previous engine", requeued)
@@ -141,6 +147,7 @@ class TakeOver(RunState):
                 "started_at": self.manifest.started_at or self._started_at,
                 "ended_at": None,
                 "halt_reason": None,
+                "changing": None,  # an offline change killed half-way: the totals below are the store's
                 "config": self.config.model_dump(mode="json"),
                 "history": [*history, entry],
                 "totals": self.counts,

@@ -55,6 +55,7 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
         return
     click.echo(f"{'BATCH':<25} {'STATE':<12} {'ENGINE':<10} {'DONE':>15} {'FAILED':>7} {'CREATED':<17} NAME")
     problems: list[str] = []
+    cut: list[str] = []
     for r in rows:
         if r.state == DAMAGED:
             click.echo(f"{r.batch_id:<25} {DAMAGED:<12} {'':<10} {'':>15} {'':>7} {'':<17} {plain(r.error)}")
@@ -70,6 +71,8 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
             if r.state != INTERRUPTED:  # its engine is dead: what it left holds the lock a moment
                 state = "unresponsive"  # a frozen or hung engine: said in full below the table
             problems.append(f"{plain(r.batch_id)}: {r.engine.problem}")
+        if r.add_cut_short:
+            cut.append(f"ADD CUT SHORT {plain(r.batch_id)}: {cut_add_text(r.batch_id)}")
         created = local_time(r.created_at)
         progress = f"{t.finished}/{t.total}"
         click.echo(
@@ -77,6 +80,16 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
         )
     for problem in problems:
         click.echo(f"NOT RESPONDING {problem}")
+    for line in cut:
+        click.echo(line)
+
+
+def cut_add_text(batch_id: str) -> str:
+    """What ``ls`` and ``show`` say of a batch whose ``add`` was killed half-way."""
+    return (
+        "an add was cut short, part of its source is not in the batch yet;"
+        f" `{shell_line('batchtui', 'resume', batch_id)}` reads the rest first"
+    )
 
 
 def local_time(iso: str | None) -> str:
@@ -150,6 +163,8 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
     click.echo(f"  Created:   {local_time(manifest.created_at)}   Engine: {engine}")
     if engine_info and engine_info.problem:
         click.echo(f"  Warning:   {engine_info.problem}")
+    if summary.add_cut_short:
+        click.echo(f"  Warning:   {cut_add_text(bdir.batch_id)}")
     if summary.manifest_from_backup:
         click.echo(f"  Warning:   {bdir.manifest.name} is missing or damaged; this is its backup, manifest.json.bak")
     if live is not None and summary.counts_from == "live":
