@@ -5,11 +5,13 @@ screen, not on the widgets' content (a line cut at the screen's edge still holds
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from rich.style import Style
 from rich.text import Text
+from textual.content import Content
 
 from batchtui.engine.models import BatchState
 from batchtui.tui.app import BatchtuiApp
@@ -17,6 +19,7 @@ from batchtui.tui.screens.browser_columns import progress_bar
 from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.widgets.footer import KeyFooter
 from batchtui.tui.widgets.items_table import ItemsTable
+from batchtui.tui.widgets.labels import FigureTab
 from batchtui.tui.widgets.status import StatusPart, fit_parts, render_parts
 
 from .conftest import run
@@ -244,5 +247,28 @@ def test_a_sorted_columns_header_shows_its_arrow_at_every_size(tmp_path: Path) -
                     await pilot.pause()
                     header = screen_lines(app)[table.region.y]
                     assert f" {shown} " in header, (width, height, header)
+
+    run(body)
+
+
+def test_a_filtered_tab_keeps_every_tab_whole_at_80_columns(tmp_path: Path) -> None:
+    """The active tab says what a filter leaves ("All 12/300"); the filter's text gets only the
+    room the tabs leave: with it at six cells at least, the last tab lost its count."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = frozen_app(tmp_path, batch)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await until(pilot, lambda: "180/300" in "\n".join(screen_lines(app)), "the status line")
+                # A tab keeps the width of the widest figure it showed (In flight 1,234 a moment ago).
+                app.screen.query_one("#tab-processing", FigureTab).update(Content("2 In flight 1,234"))
+                await pilot.press("slash", *"documents/0001", "enter")
+                table = app.screen.query_one(ItemsTable)
+                await until(pilot, lambda: table.text == "documents/0001" and table.row_count < 300, "the filter")
+                await pilot.pause()
+                row = next(line for line in screen_lines(app) if "1 All" in line)
+                assert f"1 All {table.row_count}/300" in row, row
+                assert re.search(r"  5 Skipped \d+$", row.rstrip()), row  # the last tab whole, its count too
 
     run(body)

@@ -22,6 +22,7 @@ from ..text import cut_middle
 from ..widgets.errors_panel import ErrorsPanel, group_label
 from ..widgets.event_log import EventLog
 from ..widgets.items_table import ItemsTable
+from ..widgets.labels import FigureTab
 
 if TYPE_CHECKING:
     from .dashboard import DashboardScreen
@@ -101,12 +102,21 @@ class ItemFilters:
             of = counts.total if status is None else getattr(counts, status, 0)
             bases[tabs.active] = f"{label} {screen.query_one(ItemsTable).row_count:,}/{of:,}"
         # The active tab names its group and filter in the room the tabs leave (each tab is its
-        # label with a cell of padding on each side): no tab runs off an 80-column screen.
-        room = (screen.size.width or screen.app.size.width) - sum(len(base) + 2 for base in bases.values()) - 1
-        filtered = f" · /{cut_middle(clean(text), max(6, min(16, room // 2 - 4)))}" if text else ""
+        # label with a cell of padding on each side, as wide as its widest figure so far): no tab
+        # runs off an 80-column screen.
+        shown_tabs = {tab.id: tab for tab in tabs.query(FigureTab)}
+        taken = sum(
+            shown_tabs[tab_id].cells_for(base) if tab_id in shown_tabs and tab_id != tabs.active else len(base) + 2
+            for tab_id, base in bases.items()
+        )
+        room = (screen.size.width or screen.app.size.width) - taken - 1
+        # The filter's text in what is left (half of it with a group), else none: the count
+        # ("All 12/200") says a filter is on, and a tab must not run off the screen.
+        width = min(16, (room // 2 if self.group is not None else room) - 4)
+        filtered = f" · /{cut_middle(clean(text), width)}" if text and width >= 3 else ""
         group = ""
-        if self.group is not None:  # the type and the message's start
-            group = f" · {clean(self.group[1], max(10, min(40, room - len(filtered) - 3)))}"
+        if self.group is not None and (fits := min(40, room - len(filtered) - 3)) >= 6:  # type, message's start
+            group = f" · {clean(self.group[1], fits)}"
         for tab_id, _label, _status in TABS:
             shown = bases[tab_id] + (group + filtered if tab_id == tabs.active else "")
             try:

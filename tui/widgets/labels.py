@@ -58,6 +58,14 @@ class FigureTab(Tab):
         self._widest = 0
         super().__init__(label, id=id)
 
+    def cells_for(self, label: str) -> int:
+        """The cells this tab takes with ``label``, its padding included: as wide as the widest
+        label of the same words it has shown."""
+        n = cell_len(label)
+        if _FIGURES.sub("", label) == self._shape:
+            n = max(n, self._widest)
+        return n + 2
+
     # Textual's Tab.update already drops Static.update's ``layout``; this keeps Tab's signature.
     def update(self, content: VisualType = "") -> None:  # type: ignore[override]
         if not isinstance(content, Content):
