@@ -329,14 +329,26 @@ class BatchDir:
         return self.path / "engine.log"
 
     @classmethod
-    def create(cls, output_dir: Path) -> BatchDir:
+    def create(cls, output_dir: Path, made: list[Path] | None = None) -> BatchDir:
+        """A new batch folder in ``output_dir``. ``made`` gets its path as soon as it exists, so
+        that a caller interrupted (a Ctrl-C) before this returns knows what to remove; one
+        interrupted before that is removed here."""
         make_private_dirs(output_dir)
         for _ in range(10):
             path = output_dir / new_batch_id()
             try:
                 path.mkdir(mode=DIR_MODE)
+                if made is not None:
+                    made.append(path)
             except FileExistsError:
                 continue
+            except OSError:
+                raise
+            except BaseException:  # a Ctrl-C as the folder was made: none is left behind
+                if made is None or path not in made:
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
+                raise
             os.chmod(path, DIR_MODE)  # mkdir's mode is filtered by the umask
             return cls(path)
         raise RuntimeError(f"could not create a new batch directory in {output_dir}")

@@ -183,9 +183,11 @@ def create_batch(
     bad encoding, a missing header) removes the half-made batch; a crash leaves it resumable
     (the enqueue continues on resume).
     """
-    bdir = BatchDir.create(Path(config.output_dir).resolve())
-    lock = BatchLock(bdir.lock)
+    made: list[Path] = []  # the folder, once made: a Ctrl-C at any moment after removes it
+    lock: BatchLock | None = None
     try:
+        bdir = BatchDir.create(Path(config.output_dir).resolve(), made)
+        lock = BatchLock(bdir.lock)
         lock.acquire(wait=0)
         created = now_iso()
         name = config.name or _default_name(source)
@@ -218,16 +220,17 @@ def create_batch(
         write_model(bdir.manifest, manifest, durable=config.fsync, backup=True)
         ResultsLog(bdir.results).close()
     except WriteFailed as exc:
-        _remove(bdir, lock)
+        _remove(made, lock)
         raise UserError(
             f"cannot create the batch: cannot write {exc.path.name}: {exc.reason}."
             " The half-made batch was removed: free some space, then run again"
         ) from None
     except (UserError, KeyboardInterrupt):
-        _remove(bdir, lock)
+        _remove(made, lock)
         raise
     except BaseException:
-        lock.release()  # a crash's batch is resumable
+        if lock is not None:
+            lock.release()  # a crash's batch is resumable
         raise
     if keep_lock is None:
         lock.release()
@@ -236,12 +239,16 @@ def create_batch(
     return bdir
 
 
-def _remove(bdir: BatchDir, lock: BatchLock) -> None:
-    """Remove a half-made batch, and its line in the registry (then let go of its lock)."""
-    shutil.rmtree(bdir.path, ignore_errors=True)
-    lock.release()
-    with contextlib.suppress(OSError, UserError):  # the user's error is what to report
-        forget([str(bdir.path)])
+def _remove(made: list[Path], lock: BatchLock | None) -> None:
+    """Remove a half-made batch (``made``: its folder, if it was made yet), and its line in the
+    registry (then let go of its lock)."""
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+    if lock is not None:
+        lock.release()
+    if made:
+        with contextlib.suppress(OSError, UserError):  # the user's error is what to report
+            forget([str(path) for path in made])
 
 
 def _report_every(

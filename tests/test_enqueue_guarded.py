@@ -102,3 +102,46 @@ def test_a_sigterm_or_hangup_while_the_sources_are_read_is_an_interrupt(tmp_path
     assert proc.returncode == 130, err
     assert "interrupted while reading the sources: no batch was made" in err and "Traceback" not in err
     assert [p for p in out.iterdir() if p.is_dir()] == []
+
+
+@pytest.mark.parametrize("when", ["as the folder is made", "as create returns"])
+def test_a_ctrl_c_just_after_the_batch_folder_is_made_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The folder was made before the guarded part began: a Ctrl-C landing in between (seen under
+    load in the CLI's own Ctrl-C test) left an empty batch folder behind."""
+    import os
+
+    from batchtui.engine import batchdir
+    from batchtui.engine.config import load_config
+    from batchtui.engine.enqueue import create_batch
+    from batchtui.engine.processors import shell_spec
+    from batchtui.engine.sources import build_spec
+
+    src = tmp_path / "items.txt"
+    src.write_text("a\n")
+    out = tmp_path / "out"
+    config = load_config({"output_dir": str(out)}, environ={}, cwd=tmp_path)
+    if when == "as the folder is made":  # after mkdir's system call, before it is noted
+        real_mkdir = Path.mkdir
+
+        def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+            real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+            if self.parent == out:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    else:  # noted: the caller removes it
+        real_chmod = os.chmod
+
+        def chmod(path: object, mode: int) -> None:
+            real_chmod(path, mode)  # type: ignore[arg-type]
+            if Path(str(path)).parent == out:  # the batch folder's (the output dir's is made first)
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(batchdir.os, "chmod", chmod)
+    with pytest.raises(KeyboardInterrupt):
+        create_batch(config, build_spec([str(src)]), shell_spec("true"))
+    monkeypatch.undo()
+    assert [p.name for p in out.iterdir() if p.is_dir()] == []
+    assert os.path.isdir(out)
