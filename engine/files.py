@@ -230,12 +230,16 @@ def read_small_file(path: Path, limit: int = SMALL_FILE_MAX) -> bytes:
         if exc.errno == errno.ELOOP:
             raise DamagedFile(path, "a symbolic link, where batchtui writes a file") from None
         raise
-    with os.fdopen(fd, "rb") as fh:
+    try:  # checked on the bare fd: os.fdopen raises IsADirectoryError on a folder (and leaks fd)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise DamagedFile(path, "not a regular file (a fifo, a device or a folder)")
         if st.st_size > limit:
             raise DamagedFile(path, f"{st.st_size:,} bytes, more than such a file ever holds ({limit:,})")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:  # it grew while read
         raise DamagedFile(path, f"more than {limit:,} bytes, more than such a file ever holds")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -119,11 +120,15 @@ def registered() -> list[RegistryEntry]:
     Lines that do not parse are skipped with a warning."""
     path = registry_path()
     try:
-        fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return []
     except OSError as exc:
         _warn(f"cannot read the batch registry {path}: {exc.strerror or exc}")
+        return []
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder or a fifo: os.fdopen raises, read blocks
+        os.close(fd)
+        _warn(f"cannot read the batch registry {path}: not a regular file")
         return []
     with os.fdopen(fd, "rb") as f:
         data = f.read()

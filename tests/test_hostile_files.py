@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -136,3 +137,122 @@ def test_the_item_detail_shows_no_output_for_a_fifo_or_a_link_in_place_of_a_log(
     assert _within(lambda: _tail(tmp_path / "0.1.out")) is None
     assert _within(lambda: _tail(tmp_path / "0.1.err"), fifo) is None
     assert _within(lambda: _tail(tmp_path / "1.1.out")) == "a\nb\n"
+
+
+# A folder in place of a batch file: os.fdopen raised IsADirectoryError before the file-type
+# check (a traceback from every verb, and one such batch broke ls/cleanup/resume of its whole
+# output dir); it is damaged like a fifo, and its backup is read when it has one.
+
+FOLDER_VERBS = [
+    ["show", "{b}"],
+    ["export", "{b}"],
+    ["errors", "{b}"],
+    ["logs", "{b}", "0"],
+    ["check", "--batch", "{b}"],
+    ["ls"],
+    ["cleanup", "--dry-run", "--max-age-days", "0"],
+]
+
+
+@pytest.fixture
+def ran(tmp_path: Path) -> tuple[Path, Path]:
+    """A real finished batch of 3 items (with its manifest.json.bak): (output dir, batch)."""
+    from .conftest import invoke_in_process, only_batch
+
+    out = tmp_path / "out"
+    (tmp_path / "n.txt").write_text("1\n2\n3\n")
+    done = invoke_in_process(["run", "n.txt", "--cmd", "true", "--headless"], out=out, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    batch = only_batch(out)
+    assert (batch / "manifest.json.bak").is_file()
+    return out, batch
+
+
+def _verb(args: list[str], out: Path, batch: Path) -> Any:
+    from .conftest import invoke_in_process
+
+    return invoke_in_process([a.format(b=batch.name) for a in args], out=out, cwd=out.parent)
+
+
+def _folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+@pytest.mark.parametrize("args", FOLDER_VERBS, ids=lambda a: a[0])
+def test_a_folder_in_place_of_the_manifest_reads_its_backup(ran: tuple[Path, Path], args: list[str]) -> None:
+    out, batch = ran
+    _folder(batch / "manifest.json")
+    got = _verb(args, out, batch)
+    assert "Traceback" not in got.stderr and "IsADirectoryError" not in got.stderr, got.stderr
+    assert got.returncode == 0, got.stderr
+    if args[0] != "cleanup":  # cleanup --dry-run reads no manifest of a batch it keeps
+        assert "manifest.json is damaged (not a regular file (a fifo, a device or a folder))" in got.stderr
+
+
+def test_resume_refuses_a_batch_with_a_folder_in_place_of_its_manifest_in_one_line(ran: tuple[Path, Path]) -> None:
+    out, batch = ran
+    _folder(batch / "manifest.json")
+    got = _verb(["resume", "--headless"], out, batch)
+    assert "Traceback" not in got.stderr, got.stderr
+    assert got.returncode == 2
+    assert f"refusing to use batch {batch.name}: manifest.json is not a regular file" in got.stderr
+
+
+def test_a_folder_in_place_of_live_progress_is_no_progress(ran: tuple[Path, Path]) -> None:
+    out, batch = ran
+    _folder(batch / "live_progress.json")
+    got = _verb(["show", "{b}"], out, batch)
+    assert "Traceback" not in got.stderr, got.stderr
+    assert got.returncode == 0 and f"BATCH SUMMARY  {batch.name}  (finished)" in got.stdout
+
+
+def test_a_folder_in_place_of_the_backup_of_a_damaged_manifest_is_no_good_backup(ran: tuple[Path, Path]) -> None:
+    out, batch = ran
+    (batch / "manifest.json").write_text("junk\n")
+    _folder(batch / "manifest.json.bak")
+    got = _verb(["show", "{b}"], out, batch)
+    assert "Traceback" not in got.stderr, got.stderr
+    assert got.returncode == 2
+    assert got.stderr.strip().endswith(
+        "manifest.json is damaged (unexpected character, expected a JSON value: line 1 column 1 (char 0)) and has no good backup"
+    )
+
+
+def test_one_batch_with_a_folder_for_a_manifest_does_not_break_ls_of_the_others(ran: tuple[Path, Path]) -> None:
+    out, batch = ran
+    other = out / "20261118_090000_aaaa0009"
+    shutil.copytree(batch, other)
+    (other / "manifest.json.bak").unlink()
+    _folder(other / "manifest.json")
+    got = _verb(["ls"], out, batch)
+    assert "Traceback" not in got.stderr, got.stderr
+    assert got.returncode == 0
+    assert batch.name in got.stdout and other.name in got.stdout and "damaged" in got.stdout
+
+
+def test_a_folder_is_damaged_and_its_descriptor_closed(tmp_path: Path) -> None:
+    fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    before = fds()
+    for _ in range(5):
+        with pytest.raises(DamagedFile, match=r"not a regular file \(a fifo, a device or a folder\)"):
+            read_small_file(tmp_path)
+    assert fds() == before
+
+
+def test_the_item_detail_shows_no_output_for_a_folder_in_place_of_a_log(tmp_path: Path) -> None:
+    from batchtui.tui.screens.detail import _tail
+
+    (tmp_path / "0.1.out").mkdir()
+    assert _tail(tmp_path / "0.1.out") is None
+
+
+def test_a_folder_in_place_of_the_registry_is_no_registry(caplog: pytest.LogCaptureFixture) -> None:
+    from batchtui.engine.registry import registered, registry_path
+
+    path = registry_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.mkdir()
+    assert registered() == []
+    assert f"cannot read the batch registry {path}: not a regular file" in caplog.text

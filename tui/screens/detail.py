@@ -63,9 +63,10 @@ def _tail(path: Path, limit: int = TAIL_BYTES) -> str | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen: it raises on a folder
+        os.close(fd)
+        return None
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         fh.seek(0, 2)
         size = fh.tell()
         fh.seek(max(0, size - limit))
