@@ -128,6 +128,14 @@ def test_build_spec_options_are_kept_and_roundtrip_through_json(tmp_path: Path) 
         (["-", "-"], {}, r"stdin \(-\) is given more than once"),
         ([""], {}, "empty path"),
         (["{t}/f.txt"], {"encoding": "no-such-codec"}, "unknown encoding 'no-such-codec'"),
+        # Codecs open() cannot read text with (a LookupError or UnicodeError traceback once):
+        # refused up front, as an unknown one is.
+        (["{t}/f.txt"], {"encoding": "rot13"}, r"encoding 'rot13' is not a text encoding \(it turns bytes into"),
+        (["{t}/f.csv"], {"encoding": "base64"}, "encoding 'base64' is not a text encoding"),
+        (["{t}/f.txt"], {"encoding": "hex"}, "encoding 'hex' is not a text encoding"),
+        (["{t}/f.txt"], {"encoding": "zlib"}, "encoding 'zlib' is not a text encoding"),
+        (["{t}/f.txt"], {"encoding": "idna"}, r"encoding 'idna' cannot read text files \(it can only stop at"),
+        (["{t}/f.csv"], {"encoding": "punycode"}, "encoding 'punycode' cannot read text files"),
         (["{t}/f.csv"], {"delimiter": ";;"}, "--delimiter must be one character"),
         (["{t}/f.txt"], {"glob": "*.py"}, "--glob .* applies only to directory sources"),
         (["{t}/f.txt"], {"key_field": "id"}, "--key-field applies only to CSV and JSONL"),
@@ -454,6 +462,23 @@ def test_lines_other_encoding(tmp_path: Path) -> None:
     f16 = tmp_path / "u16.txt"
     f16.write_bytes("α\nβ\n".encode("utf-16"))
     assert [i.data for i in items(one("lines", f16, encoding="utf-16"))] == ["α", "β"]
+
+
+@pytest.mark.parametrize("kind", ["lines", "csv", "jsonl"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_file_without_the_bom_its_encoding_needs_is_a_user_error_naming_it(
+    tmp_path: Path, kind: str, encoding: str
+) -> None:
+    """utf-16 and utf-32 read a BOM first: without one the decoder raised UnicodeError (no
+    UnicodeDecodeError, so no line is marked) out of the text layer, a traceback."""
+    f = tmp_path / f"nobom.{ {'lines': 'txt'}.get(kind, kind) }"
+    f.write_bytes({"lines": b"1\n2\n3\n", "csv": b"id,v\n1,a\n2,b\n", "jsonl": b'{"a": 1}\n{"a": 2}\n'}[kind])
+    with pytest.raises(UserError) as got:
+        items(one(kind, f, encoding=encoding))
+    assert str(got.value) == (
+        f"{f} is not valid {encoding} text: {encoding.upper()} stream does not start with BOM"
+        f" (for a file without one, pass {encoding}-le or {encoding}-be)"
+    )
 
 
 def test_stdin_lines_from_stringio() -> None:

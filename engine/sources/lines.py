@@ -17,7 +17,7 @@ from typing import Final, TextIO
 
 from ..errors import UserError
 from .spec import SourceItem
-from .text import MARK, MARK_ERRORS, codec, undecodable
+from .text import MARK, MARK_ERRORS, codec, stream_error, undecodable
 
 # The enqueue reads line sources in blocks of this many characters (or, from a stdin object
 # this module did not open, of this many lines): a few hundred kilobytes at a time.
@@ -82,6 +82,8 @@ def _stdin_text(stdin: TextIO | None, encoding: str) -> Iterator[tuple[TextIO, b
             wrapper = io.TextIOWrapper(buffer, encoding=codec(encoding), errors=MARK_ERRORS)
             try:
                 yield wrapper, True
+            except UnicodeError as exc:
+                raise stream_error("<stdin>", encoding, exc) from None
             finally:
                 wrapper.detach()  # leave sys.stdin.buffer open
             return

@@ -255,6 +255,32 @@ def test_csv_bad_encoding_is_a_user_error(tmp_path: Path, out_dir: Path) -> None
     assert strict_jsonl(only_batch(out_dir) / "results.jsonl")[0]["result"] == {"stdout_tail": "café"}
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+@pytest.mark.parametrize("name", ["n.txt", "ok.csv", "ok.jsonl"])
+@pytest.mark.parametrize("how", [["--headless"], ["--dry-run"], ["check"]], ids=["run", "dry-run", "check"])
+def test_a_source_without_the_bom_its_encoding_needs_is_a_user_error(
+    tmp_path: Path, out_dir: Path, encoding: str, name: str, how: list[str]
+) -> None:
+    """--encoding utf-16 or utf-32 on a file without a BOM: a UnicodeError traceback (exit 1)
+    from run, check and --dry-run once; now exit 2 naming the file and what to pass."""
+    (tmp_path / name).write_bytes({"n.txt": b"1\n2\n3\n", "ok.csv": b"id,v\n1,a\n", "ok.jsonl": b'{"v": 1}\n'}[name])
+    verb, flags = ("check", []) if how == ["check"] else ("run", how)
+    args = [verb, name, "--cmd", "echo {}" if name == "n.txt" else "echo {v}", "--encoding", encoding, *flags]
+    proc = invoke(args, out=out_dir, cwd=tmp_path)
+    _user_error(proc, f"{name} is not valid {encoding} text", "does not start with BOM", f"pass {encoding}-le or")
+    assert batches(out_dir) == []
+
+
+def test_a_source_on_stdin_without_the_bom_its_encoding_needs_is_a_user_error(tmp_path: Path, out_dir: Path) -> None:
+    proc = invoke(
+        ["run", "-", "--cmd", "echo {}", "--encoding", "utf-16", "--headless"],
+        out=out_dir,
+        cwd=tmp_path,
+        input=b"a\nb\n",
+    )
+    _user_error(proc, "<stdin> is not valid utf-16 text: UTF-16 stream does not start with BOM")
+
+
 def test_csv_ragged_rows_fail_as_items_and_the_batch_goes_on(tmp_path: Path, out_dir: Path) -> None:
     source = tmp_path / "ragged.csv"
     source.write_text("id,name\n1,a\n2\n3,c,extra\n4,d\n\n5,e\n")
@@ -447,6 +473,9 @@ USER_ERRORS: list[tuple[list[str], list[str]]] = [
     (["run", "ok.txt", "--cmd", "echo {}", "--workers", "0"], ["--workers"]),
     (["run", "ok.txt", "--cmd", "echo {}", "--rate", "fast"], ["rate"]),
     (["run", "ok.txt", "--cmd", "echo {}", "--encoding", "klingon"], ["klingon"]),
+    (["run", "ok.txt", "--cmd", "echo {}", "--encoding", "rot13"], ["'rot13' is not a text encoding"]),
+    (["check", "ok.txt", "--cmd", "echo {}", "--encoding", "base64"], ["'base64' is not a text encoding"]),
+    (["run", "ok.txt", "--cmd", "echo {}", "--encoding", "idna", "--dry-run"], ["'idna' cannot read text files"]),
     (["run", "ok.txt", "--cmd", "echo {}", "--glob", "*.x"], ["--glob"]),
     (["run", "ok.txt", "--cmd", "echo {nosuchfield}"], ["nosuchfield"]),
     (["run", "ok.txt", "--cmd", "echo {}", "--config", "bad.toml"], ["bad.toml"]),
