@@ -29,8 +29,9 @@ from pydantic import (
     model_validator,
 )
 
-from .adaptive import AdaptiveLimit, split_timeout
-from .errors import UserError
+from .adaptive import MIN_FLOOR_S, AdaptiveLimit, split_timeout
+from .config_file import read_toml
+from .errors import EMPTY_MEANS_NONE, UserError
 from .events import EventHook, parse_hooks
 from .outputs import DEFAULT_MAX_RESULT_BYTES, MAX_RESULT_BYTES_CAP, parse_size
 
@@ -46,13 +47,19 @@ MAX_MEMORY_MB: Final = float(1 << 30)  # 1 PiB
 MAX_COST: Final = 1e15
 MAX_AGE_DAYS: Final = 36500.0  # cleanup --max-age-days: a hundred years
 MAX_HOOK_S: Final = 3600.0  # --hook-timeout: the end of a run waits for its hooks
+#: Why a number under a floor above zero is refused, said with it. --memory-limit-mb counts the
+#: engine and its children: the engine alone uses about 50 MB (80 with a process pool).
+FLOOR_WHY: Final = {
+    "timeout": "10 ms, as min= of --timeout N%: no item even starts sooner",
+    "memory_limit_mb": "the engine alone uses about 50 MB: under 128, dispatch would wait for good",
+}
 
 #: (lowest, lowest excluded, highest) of every number a flag, batchtui.toml or BATCHTUI_* sets,
 #: and of the CLI's own numbers that are not settings (lock_wait, wait, max_size_mb,
 #: max_age_days). Every value is also finite. The CLI checks its options with
 #: :func:`check_number` as it parses them, the config model with the same table.
 NUMBER_BOUNDS: Final[dict[str, tuple[float, bool, float]]] = {
-    "timeout": (0.0, True, MAX_SECONDS),
+    "timeout": (MIN_FLOOR_S, False, MAX_SECONDS),
     "grace": (0.0, False, MAX_SECONDS),
     "backoff": (0.0, False, MAX_SECONDS),
     "backoff_max": (0.0, False, MAX_SECONDS),
@@ -60,7 +67,7 @@ NUMBER_BOUNDS: Final[dict[str, tuple[float, bool, float]]] = {
     "max_failure_rate": (0.0, False, 1.0),
     "max_cost": (0.0, False, MAX_COST),
     "rate": (1 / MAX_SECONDS, False, MAX_RATE),  # at least one item in 30 days
-    "memory_limit_mb": (0.0, True, MAX_MEMORY_MB),
+    "memory_limit_mb": (128.0, False, MAX_MEMORY_MB),
     "lock_wait": (0.0, False, MAX_SECONDS),
     "wait": (0.0, False, MAX_SECONDS),
     "max_size_mb": (0.0, False, MAX_MEMORY_MB),
@@ -109,7 +116,8 @@ def check_number(name: str, value: float) -> float:
         raise ValueError(f"{value} is not a finite number")
     low, low_open, high = NUMBER_BOUNDS[name]
     if value < low or (low_open and value == low):
-        raise ValueError(f"{_fmt_number(value)} must be {'more than' if low_open else 'at least'} {low:g}")
+        why = f" ({FLOOR_WHY[name]})" if name in FLOOR_WHY else ""
+        raise ValueError(f"{_fmt_number(value)} must be {'more than' if low_open else 'at least'} {low:g}{why}")
     if value > high:
         days = " (30 days)" if high == MAX_SECONDS else ""
         raise ValueError(f"{_fmt_number(value)} is more than the maximum, {_fmt_number(high)}{days}")
@@ -348,25 +356,6 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Read a batchtui.toml: flat keys named like the long flags (dashes or underscores)."""
-    import tomllib  # here: most runs have no batchtui.toml
-
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"config file {path} is not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:  # TOML is UTF-8 text; tomllib does not say it in its own error
-        raise UserError(f"config file {path} is not valid TOML: byte {exc.start} is not UTF-8 text") from None
-    section = data.get("batchtui", data)
-    if not isinstance(section, dict):
-        raise UserError(f"config file {path}: [batchtui] must be a table")
-    return {key.replace("-", "_"): value for key, value in section.items()}
-
-
 def load_config(
     flags: Mapping[str, Any] | None = None,
     *,
@@ -408,6 +397,7 @@ def load_config(
                 raise UserError(_untrusted_message(default, code))
             layers.append((str(default), {k: v for k, v in found.items() if k not in CODE_SETTINGS}))
     layers.append(("environment", _env_layer(os.environ if environ is None else environ)))
+    _refuse_empty(layers)
     layers.append(("flags", {k: v for k, v in (flags or {}).items() if v is not None}))
 
     merged: dict[str, Any] = {}
@@ -422,6 +412,21 @@ def load_config(
         return BatchConfig.model_validate(merged)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, origin)) from None
+
+
+def _refuse_empty(layers: list[tuple[str, Mapping[str, Any]]]) -> None:
+    """An empty text in a config file or the environment (``BATCHTUI_OUTPUT_DIR=``: an unset
+    variable?) is refused as the empty flag is (tui/cli/group.py), never read as "not given"."""
+    empty = [
+        f"  {ENV_PREFIX + key.upper() if label == 'environment' else key}: is empty (an unset shell variable?):"
+        f" give a value, or leave it out (from {label})"
+        for label, layer in layers
+        if label != "stored config"
+        for key, value in layer.items()
+        if value == "" and key not in EMPTY_MEANS_NONE
+    ]
+    if empty:
+        raise UserError("\n".join(["invalid configuration:", *empty]))
 
 
 def _untrusted_message(path: Path, names: list[str]) -> str:

@@ -27,6 +27,10 @@ MESSAGE_LIMIT: Final = 500
 #: section 8. Here rather than only in the runner, so the CLI can exit with it without loading
 #: the runner.
 EXIT_USAGE: Final = 2
+#: Settings whose empty value means something: an empty list (no exit codes retried, no hook),
+#: which clears what batchtui.toml sets. Any other empty value, flag (tui/cli/group.py), config
+#: file or environment (engine/config.py), is refused. Here so the CLI has it without pydantic.
+EMPTY_MEANS_NONE: Final = frozenset({"retry_exit_codes", "fatal_exit_codes", "transient_errors", "on_finish"})
 #: Interrupted (Ctrl-C, SIGTERM, `batchtui stop`): resumable (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED: Final = 130
 

@@ -181,3 +181,16 @@ def test_every_numeric_setting_is_guarded_and_fsync_still_takes_a_boolean(tmp_pa
     path.write_text("fsync = false\nworkers = 3\ntimeout = 2.5\nretry-exit-codes = [3, 4]\n")
     cfg = load_config({}, config_file=path, environ={}, cwd=tmp_path)
     assert (cfg.fsync, cfg.workers, cfg.timeout, cfg.retry_exit_codes) == (False, 3, 2.5, (3, 4))
+
+
+def test_one_setting_spelt_both_ways_in_a_config_file_is_refused_naming_both(tmp_path: Path) -> None:
+    """max-attempts = 3 and max_attempts = 7 are two TOML keys (no TOML duplicate), one setting:
+    the last one silently won."""
+    path = tmp_path / "dup.toml"
+    path.write_text("max-attempts = 3\nmax_attempts = 7\n")
+    with pytest.raises(UserError) as err:
+        load_config(config_file=path, environ={}, cwd=tmp_path)
+    assert str(err.value) == f"config file {path}: max-attempts and max_attempts are the same setting: keep one"
+    (tmp_path / "batchtui.toml").write_text("[batchtui]\nwork_ers = 1\nmax_attempts = 7\nmax-attempts = 3\n")
+    with pytest.raises(UserError, match="max_attempts and max-attempts are the same setting: keep one"):
+        load_config(environ={}, cwd=tmp_path)

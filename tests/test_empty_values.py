@@ -99,3 +99,34 @@ def test_an_empty_list_still_clears_the_config_files(tmp_path: Path) -> None:
 def test_the_engine_refuses_an_empty_batch_name_too(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="the batch given is empty"):
         resolve_batch("", tmp_path)
+
+
+@pytest.mark.parametrize("setting", ["output-dir", "name", "scheduler", "theme"])
+@pytest.mark.parametrize("form", ["environment", "config file"])
+def test_an_empty_setting_in_the_environment_or_a_config_file_is_refused(
+    tmp_path: Path, setting: str, form: str
+) -> None:
+    """`BATCHTUI_OUTPUT_DIR=` or `output-dir = ""` made batches in the current folder; `BATCHTUI_NAME=`
+    was "no name". Refused as the empty flag is; EMPTY_MEANS_NONE still clear a list."""
+    (tmp_path / "items.txt").write_text("a\n")
+    field = setting.replace("-", "_")
+    args = ["run", "items.txt", "--cmd", "true", "--headless"]
+    env = {f"BATCHTUI_{field.upper()}": ""} if form == "environment" else {}
+    if form == "config file":
+        (tmp_path / "c.toml").write_text(f'{setting} = ""\n')
+        args += ["--config", "c.toml"]
+    done = invoke_in_process(args, out=tmp_path / "out", cwd=tmp_path, env=env)
+    named = f"BATCHTUI_{field.upper()}" if form == "environment" else field
+    where = "environment" if form == "environment" else "c.toml"
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"{named}: is empty (an unset shell variable?): give a value, or leave it out (from {where})" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "items.txt"][form == "environment" :]
+
+
+def test_an_empty_list_in_a_config_file_still_means_none(tmp_path: Path) -> None:
+    (tmp_path / "items.txt").write_text("a\n")
+    (tmp_path / "c.toml").write_text('on-finish = ""\ntransient-errors = ""\n')
+    done = invoke_in_process(
+        ["run", "items.txt", "--cmd", "true", "--headless", "--config", "c.toml"], out=tmp_path / "out", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr

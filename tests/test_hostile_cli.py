@@ -151,6 +151,11 @@ def test_a_fall_back_to_the_backup_is_said_on_stderr_and_in_the_engines_warnings
         ("--max-failure-rate", "nan", "not a finite number"),
         ("--max-cost", "inf", "not a finite number"),
         ("--memory-limit-mb", "inf", "not a finite number"),
+        # Under a floor: every item "timed out after 1e-300s"; dispatch waited for good.
+        ("--timeout", "1e-300", "1e-300 must be at least 0.01 (10 ms,"),
+        ("--timeout", "0.005", "0.005 must be at least 0.01 (10 ms,"),
+        ("--memory-limit-mb", "1e-9", "1e-09 must be at least 128 (the engine alone uses about 50 MB"),
+        ("--memory-limit-mb", "100", "100 must be at least 128 (the engine alone uses about 50 MB"),
         ("--progress-interval", "1e12", "30 days"),
         ("--rate", "99999999999/s", "rate"),
         ("--window", HUGE, "window"),
@@ -194,6 +199,25 @@ def test_the_same_values_from_the_config_file_and_the_environment(tmp_path: Path
     env = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless"], env={"BATCHTUI_TIMEOUT": "1e10"})
     assert env.returncode == 2 and "timeout" in env.stderr and "environment" in env.stderr, env.stderr
     for proc in (from_file, huge, nan, env):
+        _no_traceback(proc)
+
+
+def test_the_floors_hold_in_the_config_file_and_the_environment_too(tmp_path: Path, invoke_cli: RunCli) -> None:
+    (tmp_path / "in.txt").write_text("a\n")
+    (tmp_path / "low.toml").write_text("timeout = 1e-300\nmemory-limit-mb = 1e-9\n")
+    from_file = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless", "--config", "low.toml"])
+    assert from_file.returncode == 2, from_file.stderr
+    assert "timeout = 1e-300: 1e-300 must be at least 0.01 (10 ms" in from_file.stderr
+    assert "memory_limit_mb = 1e-09: 1e-09 must be at least 128 (the engine alone" in from_file.stderr
+    assert "(from low.toml)" in from_file.stderr
+    env = {"BATCHTUI_TIMEOUT": "0.001", "BATCHTUI_MEMORY_LIMIT_MB": "1"}
+    from_env = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless"], env=env)
+    assert from_env.returncode == 2, from_env.stderr
+    assert "timeout = 0.001: 0.001 must be at least 0.01" in from_env.stderr
+    assert "memory_limit_mb = '1': 1 must be at least 128" in from_env.stderr
+    at_floor = ["run", "in.txt", "--cmd", "true", "--headless", "--timeout", "0.01", "--memory-limit-mb", "128"]
+    assert invoke_cli(at_floor).returncode in (0, 1)  # taken: the floor itself is allowed
+    for proc in (from_file, from_env):
         _no_traceback(proc)
 
 

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import click
 
-from batchtui.engine.errors import EXIT_INTERRUPTED, BatchtuiError
+from batchtui.engine.errors import EMPTY_MEANS_NONE, EXIT_INTERRUPTED, BatchtuiError
 
 from .output import fail
 
@@ -195,11 +195,6 @@ class Main(click.Group):
                 raise
             _drop_stdout()
             fail(f"cannot write the output: {exc.strerror}")
-
-
-#: Options whose empty value means something: an empty list (no exit codes retried, no hook),
-#: which clears what batchtui.toml sets.
-EMPTY_MEANS_NONE: Final = frozenset({"retry_exit_codes", "fatal_exit_codes", "transient_errors", "on_finish"})
 
 
 def refuse_empty(command: click.Command) -> click.Command:
