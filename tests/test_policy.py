@@ -6,6 +6,7 @@ import itertools
 import json
 import sqlite3
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -330,11 +331,19 @@ def test_timeout_counts_running_time_not_time_in_the_queue(
     assert db.execute("SELECT count(*) FROM items WHERE status = 'complete'").fetchone() == (9,)
 
 
+#: Item item-0 holds 300 MB for a minute (until the batch is stopped); the others, and item-0
+#: once resumed with its hold file gone, end at once.
+HOG = f'test {{}} != item-0 || ! test -e hold || {sys.executable} -c "b = b\\"x\\" * (300 << 20); import time; time.sleep(60)"'
+
+
 def test_memory_guard_holds_dispatch(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     items = _items(tmp_path, 20)
+    (tmp_path / "hold").touch()
     env = cli_env(out_dir)
     engine = subprocess.Popen(
-        [*CLI, "run", str(items), "--cmd", "true", "--memory-limit-mb", "1", "--headless"],
+        # A limit under the engine's own use is refused now (--memory-limit-mb under 128): the
+        # first item holds 300 MB until it is stopped, over a limit of 200.
+        [*CLI, "run", str(items), "--cmd", HOG, "--workers", "1", "--memory-limit-mb", "200", "--headless"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
@@ -358,6 +367,7 @@ def test_memory_guard_holds_dispatch(tmp_path: Path, out_dir: Path, invoke_cli) 
     finally:
         if engine.poll() is None:
             engine.kill()
+    (tmp_path / "hold").unlink()
     again = invoke_cli(["resume", batch.name, "--memory-limit-mb", "4000"])
     assert again.returncode == 0, again.stderr
 

@@ -303,13 +303,13 @@ class FakeMemory:
 
 
 def test_memory_hold_takes_back_queued_work_and_goes_on_when_under(make_runner: Any) -> None:
-    runner, ex = make_runner(40, workers=2, memory_limit_mb=100)
+    runner, ex = make_runner(40, workers=2, memory_limit_mb=200)
     memory = runner.memory = FakeMemory()  # type: ignore[assignment]
     t = time.monotonic()
     runner.step(t)
     running = ex.begin(2)
     assert ex.queued() == 6
-    memory.mb = 150.0
+    memory.mb = 300.0  # over the limit (its floor is 128)
     runner.step(t + 1)
     assert ex.queued() == 0 and set(runner._inflight) == set(running)
     assert any("over --memory-limit-mb" in w for w in runner.warnings)
