@@ -109,12 +109,20 @@ def _fmt_number(value: float) -> str:
     return str(int(value)) if value.is_integer() and abs(value) < 1e16 else f"{value:g}"
 
 
-def check_number(name: str, value: float) -> float:
+#: What a batch made before the floors of :data:`FLOOR_WHY` may store (a resume reads it, and a
+#: flag given then replaces it): more than 0, as it was.
+STORED_FLOOR: Final = (0.0, True)
+
+
+def check_number(name: str, value: float, *, stored: bool = False) -> float:
     """``value`` when it is finite and within the bounds of ``name`` (:data:`NUMBER_BOUNDS`);
-    else ValueError saying why, e.g. ``inf is not a finite number``."""
+    else ValueError saying why, e.g. ``inf is not a finite number``. ``stored``: the value a
+    batch's manifest holds, which is not refused for a floor it was made before."""
     if not math.isfinite(value):
         raise ValueError(f"{value} is not a finite number")
     low, low_open, high = NUMBER_BOUNDS[name]
+    if stored and name in FLOOR_WHY:
+        low, low_open = STORED_FLOOR
     if value < low or (low_open and value == low):
         why = f" ({FLOOR_WHY[name]})" if name in FLOOR_WHY else ""
         raise ValueError(f"{_fmt_number(value)} must be {'more than' if low_open else 'at least'} {low:g}{why}")
@@ -247,7 +255,10 @@ class BatchConfig(BaseModel):
     @field_validator(*NUMBER_FIELDS)
     @classmethod
     def _bounded(cls, value: float | None, info: ValidationInfo) -> float | None:
-        return None if value is None else check_number(str(info.field_name), value)
+        # The context names the settings that come from a batch's stored config (load_config,
+        # stored_config): those keep the bounds they were made with.
+        stored = isinstance(info.context, dict) and info.field_name in info.context.get("stored", ())
+        return None if value is None else check_number(str(info.field_name), value, stored=stored)
 
     @model_validator(mode="before")
     @classmethod
@@ -408,8 +419,9 @@ def load_config(
         for key, value in layer.items():
             merged[key] = value
             origin[key] = label
+    stored = {key for key, label in origin.items() if label == "stored config"}
     try:
-        return BatchConfig.model_validate(merged)
+        return BatchConfig.model_validate(merged, context={"stored": stored})
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, origin)) from None
 
@@ -442,7 +454,7 @@ def stored_config(config: Mapping[str, Any], manifest: Path) -> BatchConfig:
     """The config a batch's manifest stores, validated; UserError naming each bad key and value
     (a manifest edited by hand, or written by a newer batchtui with settings this one lacks)."""
     try:
-        return BatchConfig.model_validate(config)
+        return BatchConfig.model_validate(config, context={"stored": set(config)})
     except ValidationError as exc:
         text = format_validation_error(exc, dict.fromkeys(config, str(manifest)))
         if any(err["type"] == "extra_forbidden" for err in exc.errors()):

@@ -194,3 +194,19 @@ def test_one_setting_spelt_both_ways_in_a_config_file_is_refused_naming_both(tmp
     (tmp_path / "batchtui.toml").write_text("[batchtui]\nwork_ers = 1\nmax_attempts = 7\nmax-attempts = 3\n")
     with pytest.raises(UserError, match="max_attempts and max-attempts are the same setting: keep one"):
         load_config(environ={}, cwd=tmp_path)
+
+
+def test_a_stored_value_under_a_later_floor_still_resumes_and_a_new_one_is_refused(tmp_path: Path) -> None:
+    """The floors of --timeout (10 ms) and --memory-limit-mb (128) came after batches stored
+    less: resuming such a batch (with a flag that replaces the value, say) must not be refused
+    as an "invalid stored configuration"; a value given now is."""
+    from batchtui.engine.config import stored_config
+
+    made = load_config({"output_dir": str(tmp_path)}, environ={}, cwd=tmp_path).model_dump(mode="json")
+    old = {**made, "timeout": 1e-300, "memory_limit_mb": 100.0}
+    stored = stored_config(old, tmp_path / "manifest.json")
+    assert (stored.timeout, stored.memory_limit_mb) == (1e-300, 100.0)
+    resumed = load_config({"timeout": 30}, base=stored.model_dump(mode="json"), environ={})
+    assert (resumed.timeout, resumed.memory_limit_mb) == (30.0, 100.0)
+    with pytest.raises(UserError, match=r"memory_limit_mb = 100: 100 must be at least 128"):
+        load_config({"memory_limit_mb": 100}, base=stored.model_dump(mode="json"), environ={})
