@@ -342,6 +342,19 @@ def test_enter_on_a_ticked_checkbox_resumes_with_it_ticked(tmp_path: Path) -> No
     batch = _halted(tmp_path)
     failed = _manifest(batch)["totals"]["failed"]
     assert failed > 0
+    import sqlite3
+
+    def failed_once() -> set[int]:
+        """Failed items with one attempt (a retry puts them all back; the resumed run, halting
+        again, may not run each of them)."""
+        db = sqlite3.connect(f"file:{batch.items_db}?mode=ro", uri=True)
+        try:
+            return {seq for (seq,) in db.execute("SELECT seq FROM items WHERE status='failed' AND attempts=1")}
+        finally:
+            db.close()
+
+    before = failed_once()
+    assert len(before) == failed
 
     async def body() -> None:
         app = _app(batch)
@@ -356,11 +369,6 @@ def test_enter_on_a_ticked_checkbox_resumes_with_it_ticked(tmp_path: Path) -> No
             await _until(pilot, lambda: app.engine_result is not None, "the engine's end")
 
     run(body)
-    import sqlite3
-
-    db = sqlite3.connect(f"file:{batch.items_db}?mode=ro", uri=True)
-    try:
-        again = db.execute("SELECT COUNT(*) FROM items WHERE attempts >= 2").fetchone()[0]
-    finally:
-        db.close()
-    assert again == failed  # each item failed before ran again: the retry was done
+    # The retry was done: no item of the first run is failed with its one attempt any more (each
+    # went back to pending; the resumed run, halting again, may not have run them all).
+    assert before.isdisjoint(failed_once())
