@@ -316,4 +316,4 @@ def interrupted_by(*signals: signal.Signals) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-__all__ = ["CONTEXT", "EMPTY_MEANS_NONE", "VERBS", "Main", "interrupted_by", "main", "refuse_empty", "terminal"]
+__all__ = ["CONTEXT", "EMPTY_MEANS_NONE", "VERBS", "Main", "main", "refuse_empty", "terminal"]

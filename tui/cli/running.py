@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -26,7 +25,7 @@ from batchtui.engine.processors import ProcessorSpec, demo_spec, python_spec, sh
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec
 
-from .group import CONTEXT, interrupted_by, terminal
+from .group import CONTEXT, terminal
 from .options import (
     BATCH_OPTIONS,
     COMMON_OPTIONS,
@@ -248,16 +247,15 @@ def _create_and_run(
     stdin: TextIO | None = None,
 ) -> NoReturn:
     held: list[BatchLock] = []
-    try:
-        with interrupted_by(signal.SIGTERM, signal.SIGHUP):  # as a Ctrl-C: 130, no half-made batch
-            batch: BatchDir = create_batch(
-                config,
-                spec,
-                processor,
-                stdin=stdin if stdin is not None else sys.stdin,
-                on_enqueue=_enqueue_note,
-                keep_lock=held.append,  # the engine below (or the --detach one) holds it on
-            )
+    try:  # a Ctrl-C, SIGTERM or SIGHUP (the CLI's group makes them one: tui/cli/group.py)
+        batch: BatchDir = create_batch(
+            config,
+            spec,
+            processor,
+            stdin=stdin if stdin is not None else sys.stdin,
+            on_enqueue=_enqueue_note,
+            keep_lock=held.append,  # the engine below (or the --detach one) holds it on
+        )
     except KeyboardInterrupt:  # create_batch removed what it had made
         with contextlib.suppress(OSError):  # a hung-up terminal
             click.echo("interrupted while reading the sources: no batch was made", err=True)
