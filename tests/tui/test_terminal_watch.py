@@ -73,7 +73,9 @@ def test_sighup_and_sigterm_call_back_once_and_the_old_handlers_come_back(sig: s
 
 def test_a_hand_off_that_fails_is_said_never_swallowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     items = tmp_path / "items.txt"
-    items.write_text("".join(f"{i}\n" for i in range(200)))
+    # 2,000 items of 50 ms: the batch is still running when `b` asks for the hand-off, however
+    # slow a loaded machine makes the pilot (with 200, a loaded run finished first: exit 0).
+    items.write_text("".join(f"{i}\n" for i in range(2000)))
     config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2, "grace": 2}, environ={})
     batch = create_batch(config, build_spec([str(items)]), shell_spec("sleep 0.05"))
     runner = BatchRunner(batch, config=config)
