@@ -261,3 +261,31 @@ def test_a_retried_item_loses_its_old_place_at_the_front(store_path: Path) -> No
         assert store.next_first(None, 10) == [] and not store.has_first()
     finally:
         store.close()
+
+
+def test_selected_seqs_pins_what_an_action_changes_up_to_a_limit(store_path: Path) -> None:
+    every = Selection.of(ItemFilter())
+    with ItemQueries(store_path) as view:
+        assert view.selected_seqs(every, ("failed",), retriable=True, limit=5) == [1, 2, 3, 5, 8]
+        assert view.selected_seqs(every, ("failed",), retriable=True, limit=4) is None  # one past the limit
+        assert view.selected_seqs(every, ("complete", "failed"), retriable=False, limit=100) == [0, 1, 2, 3, 4, 5, 8]
+    pinned = Selection.of_seqs([8, 1, 2, 3, 5])
+    assert pinned.views == () and pinned.ranges == ((1, 3), (5, 5), (8, 8))
+    assert selected(store_path, pinned) == [1, 2, 3, 5, 8]
+
+
+def test_a_snapshot_reads_one_state_while_the_store_is_written(store_path: Path) -> None:
+    """The confirm dialog's counts and the items it pins come from one read transaction."""
+    failed = Selection.of(ItemFilter(status="failed"))
+    with ItemQueries(store_path) as view:
+        with view.snapshot():
+            assert view.count_selected(failed) == 5
+            writer = ItemStore.open(store_path, durable=False)
+            try:
+                with writer.transaction() as conn:
+                    conn.execute("UPDATE items SET status='failed' WHERE seq = 6")
+            finally:
+                writer.close()
+            assert view.count_selected(failed) == 5  # the write is not seen inside
+            assert view.selected_seqs(failed, ("failed",), retriable=True, limit=10) == [1, 2, 3, 5, 8]
+        assert view.count_selected(failed) == 6  # and is after

@@ -286,6 +286,20 @@ def sample_selected(
     ]
 
 
+def selected_seqs(
+    conn: sqlite3.Connection, sel: Selection, statuses: Sequence[str], *, retriable: bool, limit: int
+) -> list[int] | None:
+    """The seqs of ``sel`` an action would change (in ``statuses``; ``retriable``: as for
+    :func:`sample_selected`), in seq order; None when there are more than ``limit``."""
+    cond, args = selection_condition(sel)
+    wanted = [s for s in statuses if s in STATUSES]
+    cond = f"{cond} AND status IN ({', '.join(repr(s) for s in wanted) or 'NULL'})"  # literals of the fixed set
+    if retriable:
+        cond = f"{cond} AND {RETRIABLE}"
+    rows = conn.execute(f"SELECT seq FROM items WHERE {cond} ORDER BY seq LIMIT ?", [*args, limit + 1]).fetchall()
+    return None if len(rows) > limit else [int(r[0]) for r in rows]
+
+
 def unretriable(conn: sqlite3.Connection, sel: Selection | None = None) -> int:
     """The failed or skipped invalid source records of ``sel`` (None: every item): what a retry
     or prioritize selects and leaves as it is (selection.RETRIABLE)."""
@@ -422,6 +436,25 @@ class ItemQueries:
         """The items of the selection by status, and the total (one query)."""
         with self._reading():
             return selected_counts(self._conn, sel)
+
+    def selected_seqs(
+        self, sel: Selection, statuses: Sequence[str], *, retriable: bool, limit: int
+    ) -> list[int] | None:
+        """The seqs of ``sel`` an action would change, or None past ``limit`` (:func:`selected_seqs`)."""
+        with self._reading():
+            return selected_seqs(self._conn, sel, statuses, retriable=retriable, limit=limit)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """The queries made inside see one state of the store (one read transaction), however
+        the engine writes meanwhile: a dialog's counts and the items it pins agree."""
+        with self._reading():
+            self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("COMMIT")
 
     def unretriable(self, sel: Selection | None = None) -> int:
         """The invalid source records of ``sel`` a retry leaves failed (:func:`unretriable`)."""

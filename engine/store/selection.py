@@ -213,6 +213,12 @@ class Selection:
         """The items of one filter (a CLI selection)."""
         return cls(views=(f,))
 
+    @classmethod
+    def of_seqs(cls, seqs: Iterable[int]) -> Selection:
+        """Exactly the items ``seqs`` (a view pinned to the items it held: runs of seqs become
+        ranges), whatever becomes of them later."""
+        return cls(ranges=merge_ranges((s, s) for s in seqs))
+
     @property
     def is_empty(self) -> bool:
         """Nothing marked (no view, no range): whatever the store holds, no item is selected."""

@@ -132,13 +132,82 @@ def test_a_marks_every_item_of_the_view_by_query(tmp_path: Path) -> None:
             await pilot.pause()
             assert table.marked_count == 17
             assert _marked_rows(table)[0] == failed[1]
-            # The marks are the view's: the confirmation says that it is applied as it then stands.
+            # A view this small is pinned: the dialog says nothing of items joining it.
             await pilot.press("r")
             await pilot.pause()
             dialog = app.screen
             assert isinstance(dialog, ConfirmScreen) and dialog.question == "Retry 17 items?"
             assert "17 failed of 17 marked items go back to pending." in dialog.detail
-            assert "Items that join the view before this is applied are included." in dialog.detail
+            assert "join" not in dialog.detail
+
+    run(body)
+
+
+def _fail(batch: Path, seq: int) -> None:
+    """Item ``seq`` fails, as an engine would record it (another terminal's run, say)."""
+    db = sqlite3.connect(batch / "items.db")
+    try:
+        db.execute(
+            "UPDATE items SET status='failed', error_type='CommandFailed', error_category='permanent',"
+            " error_message='exit 1' WHERE seq=?",
+            (seq,),
+        )
+        db.commit()
+    finally:
+        db.close()
+
+
+def test_a_view_is_pinned_to_the_items_the_dialog_counted(tmp_path: Path) -> None:
+    """ "Retry 18 items?" retries those 18: an item that fails while the dialog is open joins
+    the failed view, and stays failed (the command carries the items counted, not the view)."""
+    batch = make_batch(tmp_path, state=BatchState.STOPPED)
+    before = _statuses(batch)
+    failed = sorted(seq for seq, st in before.items() if st == "failed")
+    late = min(seq for seq, st in before.items() if st == "pending")
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3", "a", "r")
+            await pilot.pause()
+            dialog = app.screen
+            assert isinstance(dialog, ConfirmScreen) and dialog.question == f"Retry {len(failed)} items?"
+            _fail(batch, late)  # joins the view after the count
+            await pilot.press("y")
+            await _until(pilot, lambda: _statuses(batch)[failed[0]] == "pending", "the retry applied offline")
+            await app.workers.wait_for_complete()
+            after = _statuses(batch)
+            assert {s for s in after if after[s] != before[s]} == {*failed, late}
+            assert all(after[s] == "pending" for s in failed)
+            assert after[late] == "failed"  # not counted, not retried
+
+    run(body)
+
+
+def test_a_view_past_the_pin_limit_is_sent_as_the_view_and_says_so(tmp_path: Path, monkeypatch: Any) -> None:
+    from batchtui.tui.screens import triage
+
+    monkeypatch.setattr(triage, "PIN_LIMIT", 5)
+    batch = make_batch(tmp_path, state=BatchState.STOPPED)
+    before = _statuses(batch)
+    failed = sorted(seq for seq, st in before.items() if st == "failed")
+    late = min(seq for seq, st in before.items() if st == "pending")
+    assert len(failed) > 5
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3", "a", "r")
+            await pilot.pause()
+            dialog = app.screen
+            assert isinstance(dialog, ConfirmScreen) and dialog.question == f"Retry {len(failed)} items?"
+            assert "Over 5 items: the view is applied as it stands then" in dialog.detail
+            _fail(batch, late)
+            await pilot.press("y")
+            await _until(pilot, lambda: _statuses(batch)[late] == "pending", "the retry applied offline")
+            await app.workers.wait_for_complete()
+            after = _statuses(batch)
+            assert all(after[s] == "pending" for s in failed)  # the view as it stood: late included
 
     run(body)
 

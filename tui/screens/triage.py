@@ -53,6 +53,12 @@ _STATUS_WORD: Final = {
 }
 
 
+#: The most items of a view (``a``, an error group) a bulk action pins: up to this many, the
+#: command carries the items the dialog counted (as seq ranges, at most this many: well under
+#: control.jsonl's line limit); beyond, the view itself, applied as it stands then.
+PIN_LIMIT: Final = 10_000
+
+
 class Triage:
     """The bulk actions of one dashboard: confirm, send, report (see the module's docstring)."""
 
@@ -88,15 +94,22 @@ class Triage:
         nothing is asked when nothing would change (a warning says what the items are)."""
         screen = self.screen
         statuses, (verb, one, many) = ACTION_STATUSES[op], BULK[op]
+        pinned: list[int] | None = None
         try:
-            with ItemQueries(screen.bdir.items_db) as store:
+            with ItemQueries(screen.bdir.items_db) as store, store.snapshot():
                 counts = store.selected_counts(selection)
                 invalid = store.unretriable(selection) if op != "skip" else 0  # a retry leaves them failed
                 samples = store.sample_selected(selection, 5, statuses, retriable=op != "skip")
+                if selection.views:
+                    pinned = store.selected_seqs(selection, statuses, retriable=op != "skip", limit=PIN_LIMIT)
         except StoreError as exc:
             screen.notify(clean(f"items.db: {exc}"), severity="error")
             return
         n = sum(getattr(counts, st) for st in statuses) - invalid
+        if pinned is not None:
+            # A view of up to PIN_LIMIT items is sent as the items counted here: "Retry 61 items?"
+            # retries those 61, not what the view holds when the engine takes the command in.
+            n, selection = len(pinned), Selection.of_seqs(pinned)  # one read: the counts' items
         by_status = ", ".join(f"{getattr(counts, st):,} {_STATUS_WORD[st]}" for st in statuses if getattr(counts, st))
         others = counts.total - n
         of = f" of {counts.total:,} {what}" if what == "marked items" else f" ({what})"
@@ -111,11 +124,14 @@ class Triage:
         detail = f"{by_status}{of} {one if n == 1 else many}{invalid_note(invalid)}."
         if others:
             detail += f" The other {others:,} stay as they are."
-        # A view (``a``, an error group) is applied as it stands when the engine takes the command
-        # in, not as counted here: items that join it meanwhile (a run fails on) are in it too.
+        # A view too big to pin (``a``, an error group) is applied as it stands when the engine
+        # takes the command in, not as counted here: items that join it meanwhile are in it too.
         live = bool(selection.views)
         if live:
-            detail += " Items that join the view before this is applied are included."
+            detail += (
+                f" Over {PIN_LIMIT:,} items: the view is applied as it stands then,"
+                " items that join it before are included."
+            )
 
         def confirmed(yes: bool | None) -> None:
             if not yes:
