@@ -289,3 +289,13 @@ def test_a_snapshot_reads_one_state_while_the_store_is_written(store_path: Path)
             assert view.count_selected(failed) == 5  # the write is not seen inside
             assert view.selected_seqs(failed, ("failed",), retriable=True, limit=10) == [1, 2, 3, 5, 8]
         assert view.count_selected(failed) == 6  # and is after
+
+
+def test_add_seqs_marks_runs_as_ranges_and_takes_them_out_of_the_exclusions() -> None:
+    sel = Selection.of(ItemFilter(status="failed")).unmark(3).unmark(9)
+    assert sel.excluded == ((3, 3), (9, 9))
+    pinned = sel.add_seqs([4, 3, 5, 12])
+    assert pinned.views == sel.views
+    assert pinned.ranges == ((3, 5), (12, 12))
+    assert pinned.excluded == ((9, 9),)  # 3 is marked again; 9 stays unmarked
+    assert Selection().add_seqs([]).is_empty

@@ -287,13 +287,19 @@ def sample_selected(
 
 
 def selected_seqs(
-    conn: sqlite3.Connection, sel: Selection, statuses: Sequence[str], *, retriable: bool, limit: int
+    conn: sqlite3.Connection,
+    sel: Selection,
+    statuses: Sequence[str] | None = None,
+    *,
+    retriable: bool = False,
+    limit: int,
 ) -> list[int] | None:
-    """The seqs of ``sel`` an action would change (in ``statuses``; ``retriable``: as for
-    :func:`sample_selected`), in seq order; None when there are more than ``limit``."""
+    """The seqs of ``sel`` (with ``statuses``, those an action would change; ``retriable``: as
+    for :func:`sample_selected`), in seq order; None when there are more than ``limit``."""
     cond, args = selection_condition(sel)
-    wanted = [s for s in statuses if s in STATUSES]
-    cond = f"{cond} AND status IN ({', '.join(repr(s) for s in wanted) or 'NULL'})"  # literals of the fixed set
+    if statuses is not None:
+        wanted = [s for s in statuses if s in STATUSES]
+        cond = f"{cond} AND status IN ({', '.join(repr(s) for s in wanted) or 'NULL'})"  # literals of the fixed set
     if retriable:
         cond = f"{cond} AND {RETRIABLE}"
     rows = conn.execute(f"SELECT seq FROM items WHERE {cond} ORDER BY seq LIMIT ?", [*args, limit + 1]).fetchall()
@@ -438,7 +444,7 @@ class ItemQueries:
             return selected_counts(self._conn, sel)
 
     def selected_seqs(
-        self, sel: Selection, statuses: Sequence[str], *, retriable: bool, limit: int
+        self, sel: Selection, statuses: Sequence[str] | None = None, *, retriable: bool = False, limit: int
     ) -> list[int] | None:
         """The seqs of ``sel`` an action would change, or None past ``limit`` (:func:`selected_seqs`)."""
         with self._reading():

@@ -241,6 +241,15 @@ class Selection:
         lo, hi = min(a, b), max(a, b)
         return Selection(self.views, merge_ranges((*self.ranges, (lo, hi))), _subtract(self.excluded, lo, hi))
 
+    def add_seqs(self, seqs: Iterable[int]) -> Selection:
+        """Mark the items ``seqs`` (a view pinned to the items it holds now), also any of them
+        unmarked after an ``a``."""
+        ranges = merge_ranges((s, s) for s in seqs)
+        excluded = self.excluded
+        for lo, hi in ranges:
+            excluded = _subtract(excluded, lo, hi)
+        return Selection(self.views, merge_ranges((*self.ranges, *ranges)), excluded)
+
     def add_view(self, f: ItemFilter) -> Selection:
         """Mark every item of ``f`` (the ``a`` key): by query, nothing loaded. Every exclusion
         is dropped: "every item of the view" includes those unmarked before (which of them are

@@ -113,7 +113,11 @@ def test_space_marks_and_moves_down_shift_extends_esc_clears_marks_then_filter(t
     run(body)
 
 
-def test_a_marks_every_item_of_the_view_by_query(tmp_path: Path) -> None:
+def test_a_marks_every_item_of_the_view_by_query(tmp_path: Path, monkeypatch: Any) -> None:
+    """Past the pin limit, ``a`` adds the view itself: one filter, no row loaded."""
+    from batchtui.tui.widgets import items_marks
+
+    monkeypatch.setattr(items_marks, "PIN_LIMIT", 5)
     batch = make_batch(tmp_path, state=BatchState.FINISHED)
     failed = sorted(seq for seq, st in _statuses(batch).items() if st == "failed")
 
@@ -132,13 +136,12 @@ def test_a_marks_every_item_of_the_view_by_query(tmp_path: Path) -> None:
             await pilot.pause()
             assert table.marked_count == 17
             assert _marked_rows(table)[0] == failed[1]
-            # A view this small is pinned: the dialog says nothing of items joining it.
             await pilot.press("r")
             await pilot.pause()
             dialog = app.screen
             assert isinstance(dialog, ConfirmScreen) and dialog.question == "Retry 17 items?"
             assert "17 failed of 17 marked items go back to pending." in dialog.detail
-            assert "join" not in dialog.detail
+            assert "join" not in dialog.detail  # the dialog pins what it counted (see below)
 
     run(body)
 
@@ -157,19 +160,59 @@ def _fail(batch: Path, seq: int) -> None:
         db.close()
 
 
-def test_a_view_is_pinned_to_the_items_the_dialog_counted(tmp_path: Path) -> None:
-    """ "Retry 18 items?" retries those 18: an item that fails while the dialog is open joins
-    the failed view, and stays failed (the command carries the items counted, not the view)."""
-    batch = make_batch(tmp_path, state=BatchState.STOPPED)
+def _late_failure(batch: Path) -> tuple[dict[int, str], list[int], int]:
+    """The statuses before, the failed items, and a pending item the tests fail later."""
     before = _statuses(batch)
     failed = sorted(seq for seq, st in before.items() if st == "failed")
-    late = min(seq for seq, st in before.items() if st == "pending")
+    return before, failed, min(seq for seq, st in before.items() if st == "pending")
+
+
+def test_a_marks_the_items_the_view_holds_and_a_retry_retries_those(tmp_path: Path) -> None:
+    """``a`` on the failed tab marks the 18 failed items: one failing after that is not marked,
+    and "Retry 18 items?" retries the 18 (an operator's marks do not grow behind their back)."""
+    batch = make_batch(tmp_path, state=BatchState.STOPPED)
+    before, failed, late = _late_failure(batch)
 
     async def body() -> None:
         app = _app(tmp_path, batch)
         async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one(ItemsTable)
+            await pilot.press("3", "a")
+            await pilot.pause()
+            assert table.selection.views == () and table.marked_count == len(failed) > 5
+            assert [s for lo, hi in table.selection.ranges for s in range(lo, hi + 1)] == failed
+            _fail(batch, late)  # joins the failed view, not the marks
+            await pilot.press("r")
+            await pilot.pause()
+            dialog = app.screen
+            assert isinstance(dialog, ConfirmScreen) and dialog.question == f"Retry {len(failed)} items?"
+            await pilot.press("y")
+            await _until(pilot, lambda: _statuses(batch)[failed[0]] == "pending", "the retry applied offline")
+            await app.workers.wait_for_complete()
+            after = _statuses(batch)
+            assert {s for s in after if after[s] != before[s]} == {*failed, late}
+            assert all(after[s] == "pending" for s in failed)
+            assert after[late] == "failed"  # not marked, not retried
+
+    run(body)
+
+
+def test_a_view_is_pinned_to_the_items_the_dialog_counted(tmp_path: Path, monkeypatch: Any) -> None:
+    """A view marked as a view (past the marks' limit) is pinned by the dialog: an item that
+    fails while the dialog is open joins the view, and stays failed."""
+    from batchtui.tui.widgets import items_marks
+
+    monkeypatch.setattr(items_marks, "PIN_LIMIT", 5)  # `a` marks the view; the dialog's limit stays
+    batch = make_batch(tmp_path, state=BatchState.STOPPED)
+    before, failed, late = _late_failure(batch)
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one(ItemsTable)
             await pilot.press("3", "a", "r")
             await pilot.pause()
+            assert table.selection.views == (ItemFilter(status="failed"),)
             dialog = app.screen
             assert isinstance(dialog, ConfirmScreen) and dialog.question == f"Retry {len(failed)} items?"
             _fail(batch, late)  # joins the view after the count
@@ -186,12 +229,12 @@ def test_a_view_is_pinned_to_the_items_the_dialog_counted(tmp_path: Path) -> Non
 
 def test_a_view_past_the_pin_limit_is_sent_as_the_view_and_says_so(tmp_path: Path, monkeypatch: Any) -> None:
     from batchtui.tui.screens import triage
+    from batchtui.tui.widgets import items_marks
 
+    monkeypatch.setattr(items_marks, "PIN_LIMIT", 5)
     monkeypatch.setattr(triage, "PIN_LIMIT", 5)
     batch = make_batch(tmp_path, state=BatchState.STOPPED)
-    before = _statuses(batch)
-    failed = sorted(seq for seq, st in before.items() if st == "failed")
-    late = min(seq for seq, st in before.items() if st == "pending")
+    _before, failed, late = _late_failure(batch)
     assert len(failed) > 5
 
     async def body() -> None:

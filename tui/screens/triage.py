@@ -27,6 +27,7 @@ from batchtui.engine.store.queries import ACTION_STATUSES, ItemFilter, ItemQueri
 from ..text import cut_middle
 from ..watch import BatchWatcher
 from ..widgets.event_log import EventLog
+from ..widgets.items_marks import PIN_LIMIT
 from ..widgets.items_table import ItemsTable
 from .modals import ConfirmScreen
 
@@ -51,12 +52,6 @@ _STATUS_WORD: Final = {
     "failed": "failed",
     "skipped": "skipped",
 }
-
-
-#: The most items of a view (``a``, an error group) a bulk action pins: up to this many, the
-#: command carries the items the dialog counted (as seq ranges, at most this many: well under
-#: control.jsonl's line limit); beyond, the view itself, applied as it stands then.
-PIN_LIMIT: Final = 10_000
 
 
 class Triage:
@@ -107,8 +102,9 @@ class Triage:
             return
         n = sum(getattr(counts, st) for st in statuses) - invalid
         if pinned is not None:
-            # A view of up to PIN_LIMIT items is sent as the items counted here: "Retry 61 items?"
-            # retries those 61, not what the view holds when the engine takes the command in.
+            # A view of up to PIN_LIMIT items (an error group, a big view marked) is sent as the
+            # items counted here, as seq ranges (well under control.jsonl's line limit): "Retry 61
+            # items?" retries those 61, not what the view holds when the engine takes it in.
             n, selection = len(pinned), Selection.of_seqs(pinned)  # one read: the counts' items
         by_status = ", ".join(f"{getattr(counts, st):,} {_STATUS_WORD[st]}" for st in statuses if getattr(counts, st))
         others = counts.total - n

@@ -1,7 +1,8 @@
 """The items table's marks: which items are marked, how many, and which rows on screen are.
 
 Marks are a :class:`~batchtui.engine.store.queries.Selection` (views and seq ranges, never a
-set of rows): marking every item of a 300k-item view adds one filter. Which rows on screen are
+set of rows): ``a`` marks the items a view holds as seq ranges (up to :data:`PIN_LIMIT`), and
+every item of a bigger view (300k items) as one filter. Which rows on screen are
 marked is one query per paint; how many are marked is one count. :class:`ItemMarks` asks the
 table's store (:class:`.items_pages.RowPages`); the table moves the cursor and says when the
 marks change.
@@ -10,11 +11,17 @@ marks change.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
-from batchtui.engine.store.queries import Selection, StoreError
+from batchtui.engine.store.queries import ItemFilter, Selection, StoreError
 
 from .items_pages import RowPages
 from .items_rows import Row
+
+#: The most items ``a`` marks one by one (as seq ranges), and a bulk action pins (triage.py):
+#: up to this many, the marks are the items the view held then, and a retry retries the items
+#: its dialog counted; past it, the view itself (one filter, however many items join it later).
+PIN_LIMIT: Final = 10_000
 
 
 class ItemMarks:
@@ -37,6 +44,17 @@ class ItemMarks:
         if force or count != self.count:
             self.count = count
             self._changed(self.selection, count)
+
+    def with_view(self, f: ItemFilter) -> Selection:
+        """The marks plus every item of the view ``f``: the items it holds now (up to
+        :data:`PIN_LIMIT`, one query), else the view itself."""
+        seqs: list[int] | None = None
+        if self._pages.store is not None:
+            try:
+                seqs = self._pages.store.selected_seqs(Selection.of(f), limit=PIN_LIMIT)
+            except StoreError as exc:
+                self._warn(f"items.db marks: {exc}")
+        return self.selection.add_view(f) if seqs is None else self.selection.add_seqs(seqs)
 
     def count_of(self, selection: Selection) -> int:
         """How many items ``selection`` holds (one query; the last count when it fails)."""

@@ -181,8 +181,8 @@ class ItemsTable(ScrollView, can_focus=True):
         return True
 
     def mark_view(self) -> None:
-        """Mark every item of the current view: one filter added, no row loaded."""
-        self.set_selection(self._marks.selection.add_view(self.item_filter))
+        """Mark every item of the current view (see :meth:`ItemMarks.with_view`)."""
+        self.set_selection(self._marks.with_view(self.item_filter))
 
     def set_order(self, order: str) -> None:
         """Show the rows in ``order`` (a key of ``ORDERS``), from the top."""
