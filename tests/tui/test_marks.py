@@ -197,6 +197,41 @@ def test_a_marks_the_items_the_view_holds_and_a_retry_retries_those(tmp_path: Pa
     run(body)
 
 
+def test_a_retry_of_marks_retries_the_failed_items_it_counted(tmp_path: Path) -> None:
+    """Every item marked (tab 1, ``a``): "Retry N items?" counts the N failed among them, and
+    retries those N; a marked item that fails while the dialog is open stays failed (it was
+    retried too, and the engine's answer said a bigger number than the dialog)."""
+    batch = make_batch(tmp_path, state=BatchState.STOPPED)
+    before, _failed, late = _late_failure(batch)
+    db = sqlite3.connect(f"file:{batch / 'items.db'}?mode=ro", uri=True)
+    try:  # what a retry changes: failed and skipped items, but invalid source records
+        sql = "SELECT seq FROM items WHERE status IN ('failed', 'skipped') AND error_type IS NOT 'InvalidRecord'"
+        failed = sorted(seq for (seq,) in db.execute(sql))
+    finally:
+        db.close()
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one(ItemsTable)
+            await pilot.press("1", "a")
+            await pilot.pause()
+            assert table.marked_count == len(before)  # late is marked, pending
+            await pilot.press("r")
+            await pilot.pause()
+            dialog = app.screen
+            assert isinstance(dialog, ConfirmScreen) and dialog.question == f"Retry {len(failed)} items?"
+            _fail(batch, late)
+            await pilot.press("y")
+            await _until(pilot, lambda: _statuses(batch)[failed[0]] == "pending", "the retry applied offline")
+            await app.workers.wait_for_complete()
+            after = _statuses(batch)
+            assert all(after[s] == "pending" for s in failed)
+            assert after[late] == "failed"  # marked, but not among the items the dialog counted
+
+    run(body)
+
+
 def test_a_view_is_pinned_to_the_items_the_dialog_counted(tmp_path: Path, monkeypatch: Any) -> None:
     """A view marked as a view (past the marks' limit) is pinned by the dialog: an item that
     fails while the dialog is open joins the view, and stays failed."""

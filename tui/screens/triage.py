@@ -95,16 +95,15 @@ class Triage:
                 counts = store.selected_counts(selection)
                 invalid = store.unretriable(selection) if op != "skip" else 0  # a retry leaves them failed
                 samples = store.sample_selected(selection, 5, statuses, retriable=op != "skip")
-                if selection.views:
-                    pinned = store.selected_seqs(selection, statuses, retriable=op != "skip", limit=PIN_LIMIT)
+                pinned = store.selected_seqs(selection, statuses, retriable=op != "skip", limit=PIN_LIMIT)
         except StoreError as exc:
             screen.notify(clean(f"items.db: {exc}"), severity="error")
             return
         n = sum(getattr(counts, st) for st in statuses) - invalid
         if pinned is not None:
-            # A view of up to PIN_LIMIT items (an error group, a big view marked) is sent as the
-            # items counted here, as seq ranges (well under control.jsonl's line limit): "Retry 61
-            # items?" retries those 61, not what the view holds when the engine takes it in.
+            # Up to PIN_LIMIT items, the command carries the items counted here, as seq ranges
+            # (well under control.jsonl's line limit): "Retry 21 items?" retries those 21, not the
+            # failed items among the marks (or the view) when the engine takes the command in.
             n, selection = len(pinned), Selection.of_seqs(pinned)  # one read: the counts' items
         by_status = ", ".join(f"{getattr(counts, st):,} {_STATUS_WORD[st]}" for st in statuses if getattr(counts, st))
         others = counts.total - n
