@@ -493,3 +493,26 @@ def test_a_marks_100k_items_without_loading_them(tmp_path: Path) -> None:
             assert len(_marked_rows(table)) == table.size.height - 1  # every row on screen marked
 
     run(body)
+
+
+def test_a_key_right_after_a_tab_key_acts_on_the_new_tab(tmp_path: Path) -> None:
+    """``3`` then ``a`` typed together (in tmux: "300 marked", every item): the second key came
+    before the tab's TabActivated, so it marked the old tab's items. Both keys in one turn here."""
+    batch = make_batch(tmp_path, state=BatchState.STOPPED)
+    failed = sorted(seq for seq, st in _statuses(batch).items() if st == "failed")
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            table = screen.query_one(ItemsTable)
+            await pilot.pause()
+            assert isinstance(screen, DashboardScreen) and table.status is None
+            screen.action_tab("tab-failed")
+            screen.action_mark_all()
+            assert table.status == "failed"
+            assert [s for lo, hi in table.selection.ranges for s in range(lo, hi + 1)] == failed
+            await pilot.pause()  # the TabActivated comes: the same tab, the marks kept
+            assert table.status == "failed" and table.marked_count == len(failed)
+
+    run(body)

@@ -297,7 +297,8 @@ class DashboardScreen(WorkerScreen):
 
     @on(Tabs.TabActivated, "#tabs")
     def _tab(self, event: Tabs.TabActivated) -> None:
-        self.filters.show_tab(event.tab.id)
+        if event.tab.id != self.filters.shown:  # a click (a key shows its tab at once)
+            self.filters.show_tab(event.tab.id)
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
@@ -383,7 +384,7 @@ class DashboardScreen(WorkerScreen):
         self.query_one(ItemsTable).action_extend_marks(step)
 
     def action_mark_all(self) -> None:
-        """``a``: every item of the view (tab, filter, group), by query: nothing is loaded."""
+        """``a``: the items of the view (tab, filter, group) as they are now (items_marks.py)."""
         table = self.query_one(ItemsTable)
         table.mark_view()
         self.notify(f"{table.marked_count:,} marked", timeout=2)
@@ -413,6 +414,8 @@ class DashboardScreen(WorkerScreen):
 
     def action_tab(self, tab_id: str) -> None:
         self.query_one("#tabs", Tabs).active = tab_id
+        if tab_id != self.filters.shown:  # now, not a turn later: "3a" marks the failed items
+            self.filters.show_tab(tab_id)
 
     @property
     def resumable(self) -> bool:

@@ -46,6 +46,8 @@ class ItemFilters:
         self.screen = screen
         self.group: tuple[str, str] | None = None
         """The error group the items show: (id, label)."""
+        self.shown: str | None = None
+        """The tab whose items the table shows (its TabActivated may come a turn later)."""
 
     def chosen_group(self) -> tuple[str, str] | None:
         """The error group ``R`` acts on: the errors table's row when it has the focus, else the
@@ -65,6 +67,7 @@ class ItemFilters:
         tabs = screen.query_one("#tabs", Tabs)
         table = screen.query_one(ItemsTable)
         table.set_filter(status="failed", error_type=None, error_group=group_id, text=self.text())
+        self.shown = "tab-failed"
         if tabs.active != "tab-failed":
             tabs.active = "tab-failed"  # its TabActivated keeps the group
         self.label_tabs()
@@ -80,6 +83,7 @@ class ItemFilters:
         self.screen.query_one(ItemsTable).set_filter(
             status=status, error_type=None, error_group=group, text=self.text()
         )
+        self.shown = tab_id
         self.label_tabs()
 
     def label_tabs(self) -> None:
