@@ -1,16 +1,23 @@
-"""Small modal screens: confirm, quit (stop or hand off), help."""
+"""Small modal screens: confirm, quit (stop or hand off), help.
+
+The confirm and quit dialogs are :class:`FittingDialog`: their text scrolls above the buttons
+when the terminal is too small for it, so no line is cut off at any size (80x24 is the size the
+layout is made for, not a floor)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Static
 
 from batchtui.engine.fmt import clean
@@ -19,11 +26,78 @@ from ..keys import KeyEntry
 from ..text import cut_middle
 from .help_text import help_renderable
 
+#: The width of a dialog (app.tcss's .dialog), at most the terminal's.
+_DIALOG_WIDTH = 76
 #: Cells a sample line of the confirm dialog may take (the dialog is 76 wide, 70 inside).
 _SAMPLE_WIDTH = 66
 
+#: Under this terminal size a dialog is compact: no padding, one-line buttons, the whole height.
+_ROOMY = (80, 24)
 
-class ConfirmScreen(ModalScreen[bool]):
+_T = TypeVar("_T")
+
+
+class DialogText(VerticalScroll, can_focus=False):
+    """A dialog's text above its buttons: it takes the height the buttons leave and scrolls
+    (arrow keys, the wheel) when it is taller. Not focusable, so the first button keeps the
+    focus the dialog always gave it."""
+
+
+class FittingDialog(ModalScreen[_T]):
+    """A dialog of a :class:`DialogText` and a row of buttons (docked under it) that fits any
+    terminal: compact below 80x24 (one-line buttons, stacked when a row of them is too wide),
+    its text scrolled rather than cut."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "scroll_text(-1)", "Scroll up", id="dialog_scroll_up", tooltip="Scroll the text", show=False),
+        Binding(
+            "down", "scroll_text(1)", "Scroll down", id="dialog_scroll_down", tooltip="Scroll the text", show=False
+        ),
+    ]
+
+    def on_resize(self, _event: events.Resize) -> None:
+        width, height = _ROOMY
+        compact = self.size.width < width or self.size.height < height
+        self.set_class(compact, "-compact")
+        buttons = list(self.query(Button))
+        for button in buttons:
+            button.compact = compact
+        # A compact button is its label and a cell each side, a cell apart; inside the border and
+        # the padding of a cell a side.
+        row = sum(cell_len(str(button.label)) + 3 for button in buttons) - 1
+        self.set_class(compact and row > min(self.size.width, _DIALOG_WIDTH) - 4, "-stacked")
+
+    def action_scroll_text(self, lines: int) -> None:
+        self.query_one(DialogText).scroll_relative(y=lines, animate=False)
+
+
+class SampleLines(Widget):
+    """The confirm dialog's sample items, one a line (``#seq key``, the key cut in the middle
+    to the width there is, at most :data:`_SAMPLE_WIDTH`), then how many more of ``total``."""
+
+    DEFAULT_CSS = "SampleLines { height: auto; }"
+
+    def __init__(self, samples: Sequence[tuple[int, str]], total: int, *, classes: str = "") -> None:
+        super().__init__(classes=classes)
+        self.samples = list(samples)
+        self.total = total
+
+    def render(self) -> Text:
+        width = min(self.size.width or _SAMPLE_WIDTH, _SAMPLE_WIDTH)
+        seq_width = max(len(str(seq)) for seq, _ in self.samples)
+        out = Text(no_wrap=True, overflow="ellipsis")
+        for seq, key in self.samples:
+            out.append(f"  #{seq:<{seq_width}} ", style="dim")
+            out.append(cut_middle(clean(key), width - seq_width - 4) + "\n")
+        more = self.total - len(self.samples)
+        if more > 0:
+            out.append(f"  … and {more:,} more", style="dim")
+        else:
+            out.rstrip()
+        return out
+
+
+class ConfirmScreen(FittingDialog[bool]):
     """Yes/no. ``y`` confirms, ``n`` or escape cancels.
 
     ``samples`` are a few of the items the question is about, as ``(seq, key)``: each shown on
@@ -31,6 +105,7 @@ class ConfirmScreen(ModalScreen[bool]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        *FittingDialog.BINDINGS,
         Binding("y", "answer(True)", "Yes", id="confirm_yes", tooltip="Confirm"),
         Binding("n,escape", "answer(False)", "No", id="confirm_no", tooltip="Cancel"),
     ]
@@ -46,27 +121,15 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(Text(self.question, style="bold"), classes="dialog-title")
-            if self.detail:
-                yield Static(Text(self.detail), classes="dialog-body")
-            if self.samples:
-                yield Static(self._sample_lines(), classes="dialog-samples")
+            with DialogText(classes="dialog-text"):
+                yield Static(Text(self.question, style="bold"), classes="dialog-title")
+                if self.detail:
+                    yield Static(Text(self.detail), classes="dialog-body")
+                if self.samples:
+                    yield SampleLines(self.samples, self.total, classes="dialog-samples")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Yes (y)", id="yes", variant="error")
                 yield Button("No (n)", id="no", variant="primary")
-
-    def _sample_lines(self) -> Text:
-        seq_width = max(len(str(seq)) for seq, _ in self.samples)
-        out = Text(no_wrap=True, overflow="ellipsis")
-        for seq, key in self.samples:
-            out.append(f"  #{seq:<{seq_width}} ", style="dim")
-            out.append(cut_middle(clean(key), _SAMPLE_WIDTH - seq_width - 4) + "\n")
-        more = self.total - len(self.samples)
-        if more > 0:
-            out.append(f"  … and {more:,} more", style="dim")
-        else:
-            out.rstrip()
-        return out
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
@@ -75,10 +138,11 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(value)
 
 
-class QuitScreen(ModalScreen[str]):
+class QuitScreen(FittingDialog[str]):
     """Quitting while this app's engine runs: stop it (resumable), hand it off, or cancel."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        *FittingDialog.BINDINGS,
         Binding("s", "choose('stop')", "Stop", id="quit_stop", tooltip="Stop the batch (resumable) and quit"),
         Binding(
             "b",
@@ -92,17 +156,18 @@ class QuitScreen(ModalScreen[str]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(Text("The engine is running in this app.", style="bold"), classes="dialog-title")
-            yield Static(
-                Text(
-                    "Stop it (in-flight items go back to pending; resume later), or keep it running"
-                    " in a background engine (watch it again with `batchtui watch`): nothing more"
-                    " starts here, the running items finish here first (the terminal waits for them;"
-                    " Ctrl-C there stops them, and they run again), then the background engine runs"
-                    " the rest."
-                ),
-                classes="dialog-body",
-            )
+            with DialogText(classes="dialog-text"):
+                yield Static(Text("The engine is running in this app.", style="bold"), classes="dialog-title")
+                yield Static(
+                    Text(
+                        "Stop it (in-flight items go back to pending; resume later), or keep it running"
+                        " in a background engine (watch it again with `batchtui watch`): nothing more"
+                        " starts here, the running items finish here first (the terminal waits for them;"
+                        " Ctrl-C there stops them, and they run again), then the background engine runs"
+                        " the rest."
+                    ),
+                    classes="dialog-body",
+                )
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Stop (s)", id="stop", variant="error")
                 yield Button("Background (b)", id="handoff", variant="success")
