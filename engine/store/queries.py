@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -163,21 +163,52 @@ def count(conn: sqlite3.Connection, f: ItemFilter) -> int:
 
 #: The orders a view can show items in: name -> ORDER BY (seq last, so pages never overlap).
 #: "duration" and "tries" put the slowest and most-tried first (NULLs, not run yet, last).
+#: "duration" is the one a view shows (:func:`shown_duration`, :func:`_shown_duration_sql`).
 ORDERS: Final[dict[str, str]] = {
     "seq": "seq",
-    "duration": "duration_s DESC, seq",
+    "duration": "{shown} DESC, seq",
     "tries": "attempts DESC, seq",
 }
 
 
-def page(conn: sqlite3.Connection, f: ItemFilter, offset: int, limit: int, order: str = "seq") -> list[ItemRow]:
-    """Rows ``offset .. offset+limit`` of the filtered view, in ``order`` (one of :data:`ORDERS`)."""
+def _shown_duration_sql(running: Mapping[int, float]) -> tuple[str, list[Any]]:
+    """:func:`shown_duration` in SQL, and its arguments: the running items' times are bound
+    values (a view knows at most live_progress.json's 64 items in flight)."""
+    if not running:
+        return "(CASE WHEN status = 'processing' THEN NULL ELSE duration_s END)", []
+    cases = " ".join("WHEN ? THEN ?" for _ in running)
+    args = [value for seq, seconds in sorted(running.items()) for value in (seq, seconds)]
+    return f"(CASE WHEN status = 'processing' THEN (CASE seq {cases} END) ELSE duration_s END)", args
+
+
+def shown_duration(status: str, duration_s: float | None, running_s: float | None = None) -> float | None:
+    """The duration a view shows of an item (what "duration" orders by): the stored one (the
+    last finished try's), except for an item handed out (the store's 'processing': running,
+    queued, waiting out a backoff), whose stored one is a previous try's: the time a running
+    one has run so far (``running_s``: only a view knows it, from live_progress.json), else none."""
+    return running_s if status == "processing" else duration_s
+
+
+def page(
+    conn: sqlite3.Connection,
+    f: ItemFilter,
+    offset: int,
+    limit: int,
+    order: str = "seq",
+    running: Mapping[int, float] | None = None,
+) -> list[ItemRow]:
+    """Rows ``offset .. offset+limit`` of the filtered view, in ``order`` (one of :data:`ORDERS`).
+
+    ``running``: how long each running item has run (seconds, by seq), as the view shows it;
+    "duration" orders those by it (the other items in flight show none: last)."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r} (one of {', '.join(ORDERS)})")
     where, args = filter_where(f)
     if order != "seq":
-        sql = f"SELECT {_COLUMNS} FROM items{where} ORDER BY {ORDERS[order]} LIMIT ? OFFSET ?"
-        return [item_row(r) for r in conn.execute(sql, [*args, limit, offset]).fetchall()]
+        shown, order_args = _shown_duration_sql(running or {}) if order == "duration" else ("", [])
+        order_by = ORDERS[order].format(shown=shown)
+        sql = f"SELECT {_COLUMNS} FROM items{where} ORDER BY {order_by} LIMIT ? OFFSET ?"
+        return [item_row(r) for r in conn.execute(sql, [*args, *order_args, limit, offset]).fetchall()]
     if not where:
         # Unfiltered: seq is dense, so a range scan beats OFFSET on a 1M-row table.
         sql = f"SELECT {_COLUMNS} FROM items WHERE seq >= ? ORDER BY seq LIMIT ?"
@@ -398,10 +429,13 @@ class ItemQueries:
         with self._reading():
             return size(self._conn) if f.is_everything else count(self._conn, f)
 
-    def page(self, f: ItemFilter, offset: int, limit: int, order: str = "seq") -> list[ItemRow]:
-        """Rows ``offset .. offset+limit`` of the filtered view, in ``order`` (see :data:`ORDERS`)."""
+    def page(
+        self, f: ItemFilter, offset: int, limit: int, order: str = "seq", running: Mapping[int, float] | None = None
+    ) -> list[ItemRow]:
+        """Rows ``offset .. offset+limit`` of the filtered view, in ``order`` (see :data:`ORDERS`;
+        ``running``: the running items' times so far, see :func:`page`)."""
         with self._reading():
-            return page(self._conn, f, offset, limit, order)
+            return page(self._conn, f, offset, limit, order, running)
 
     def rows(self, f: ItemFilter = EVERYTHING) -> Iterator[ItemRow]:
         """Every row the filter keeps, in seq order, streamed (an export)."""

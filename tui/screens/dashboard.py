@@ -235,9 +235,9 @@ class DashboardScreen(WorkerScreen):
         if table.empty_text != empty:
             table.empty_text = empty
             table.refresh()
-        table.refresh_data()
         self._flights = flights(live)
-        self._show_flights(table)
+        self._show_flights(table, reread=False)  # read below, with the running items' times
+        table.refresh_data()
         changed_state = previous is None or previous.state != live.state
         # The tabs' counts with the status line's, from the same write: a screen never shows two
         # different failed counts. A FigureTab is laid out again only when a figure grows past
@@ -279,11 +279,11 @@ class DashboardScreen(WorkerScreen):
         if self.watcher is not None and self.host.watch_files:
             self.watcher.read_all()  # cheap stat; covers a missed inotify event
 
-    def _show_flights(self, table: ItemsTable) -> None:
+    def _show_flights(self, table: ItemsTable, *, reread: bool = True) -> None:
         """The items in flight in the table as they are now, running or queued (none when no
         engine holds the batch: one that died left what was in flight in the file)."""
         alive = self.engine.held or self.in_process_engine
-        table.show_flights(self._flights if alive else {}, self.host.clock())
+        table.show_flights(self._flights if alive else {}, self.host.clock(), reread=reread)
 
     # -- selection and filters ---------------------------------------------------------------
 

@@ -9,7 +9,7 @@ store could be opened, and why not, is what the table says when it cannot show r
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -26,10 +26,14 @@ MAX_PAGES: Final = 20
 
 class RowPages:
     """The pages of rows of one view of the ``items.db`` at ``db_path`` (see the module's
-    docstring); ``warn`` logs a page that could not be read (the line is drawn blank)."""
+    docstring); ``warn`` logs a page that could not be read (the line is drawn blank);
+    ``running`` gives the running items' times so far, which "slowest first" orders them by."""
 
-    def __init__(self, db_path: Path, warn: Callable[[str], None]) -> None:
+    def __init__(
+        self, db_path: Path, warn: Callable[[str], None], running: Callable[[], Mapping[int, float]] = dict
+    ) -> None:
         self.db_path = db_path
+        self._running = running
         self.store: ItemQueries | None = None
         self.store_error: str | None = None
         """Why the store could not be opened (None: it is open, or not tried yet)."""
@@ -100,7 +104,7 @@ class RowPages:
             return None
         self.misses += 1
         try:
-            items = self.store.page(item_filter, number * PAGE_SIZE, PAGE_SIZE, order)
+            items = self.store.page(item_filter, number * PAGE_SIZE, PAGE_SIZE, order, self._running())
         except StoreError as exc:
             self._warn(f"items.db page {number}: {exc}")
             return None

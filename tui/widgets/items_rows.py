@@ -18,7 +18,7 @@ from rich.style import Style
 from textual.strip import Strip
 
 from batchtui.engine.fmt import clean, error_line, fmt_duration
-from batchtui.engine.store.queries import ItemRow
+from batchtui.engine.store.queries import ItemRow, shown_duration
 
 from ..flight import Flight
 from ..text import cut_middle
@@ -122,7 +122,9 @@ class Row:
             seq=item.seq,
             status=clean(item.status, 32),
             tries=str(item.attempts) if item.attempts else "",
-            duration="" if item.duration_s is None else fmt_duration(item.duration_s, fine=True),
+            duration=""
+            if (shown := shown_duration(item.status, item.duration_s)) is None
+            else fmt_duration(shown, fine=True),
             key=clean(item.key, TEXT_CAP),
             error=clean(error, TEXT_CAP),
         )

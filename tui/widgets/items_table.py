@@ -29,6 +29,7 @@ from batchtui.engine.store.queries import ORDERS, ItemFilter, Selection
 
 from ..flight import Flight
 from .items_counts import ViewCounts
+from .items_flights import FlightRows
 from .items_marks import ItemMarks
 from .items_messages import CountReady, Highlighted, MarksChanged, Selected
 from .items_pages import MAX_PAGES, PAGE_SIZE, RowPages
@@ -42,7 +43,6 @@ from .items_rows import (
     column_at,
     draw_message,
     draw_row,
-    in_flight,
     make_paint,
 )
 
@@ -119,14 +119,12 @@ class ItemsTable(ScrollView, can_focus=True):
         """A table over the ``items.db`` at ``db_path``; the store is opened on mount."""
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.db_path = db_path
-        self._pages = RowPages(db_path, self._log_warning)
+        self._in_flight = FlightRows()  # live_progress.json's, shown (show_flights)
+        self._pages = RowPages(db_path, self._log_warning, self._in_flight.running_times)
         self._marks = ItemMarks(self._pages, self._log_warning, self._marks_changed)
         self._counts = ViewCounts(db_path, self._log_warning, lambda: self._marks.selection, self.post_message)
         self._count = 0
         self._paint: Paint | None = None
-        self._flights: dict[int, Flight] = {}  # live_progress.json's, by seq (show_flights)
-        self._now = 0.0
-        self._flights_shown: dict[int, Row] = {}  # the rows on screen show_flights changed
 
     def _log_warning(self, text: str) -> None:
         self.log.warning(text)  # looked up when called: there is no app yet in __init__
@@ -251,21 +249,18 @@ class ItemsTable(ScrollView, can_focus=True):
         if seq is not None and self.selected_seq != seq and (index := self._pages.index_of(seq)) is not None:
             self.cursor_row = index
 
-    def show_flights(self, flights: dict[int, Flight], now: float) -> None:
+    def show_flights(self, flights: dict[int, Flight], now: float, *, reread: bool = True) -> None:
         """Show the items in flight as they are at ``now`` (running on try N for so long, or
         queued), not as the store's 'processing'; repaints only the lines on screen that
-        changed (a running item's time: once a second)."""
-        self._flights, self._now = flights, now
-        top, shown = int(self.scroll_y), {}
-        for index in range(top, min(top + self._body_height, self._count)) if flights else ():
-            row = self._row_at(index)
-            if row is not None and row.status == "processing" and row.seq in flights:
-                shown[index] = in_flight(row, flights[row.seq], now)
-        before = self._flights_shown
-        for index in before.keys() | shown.keys():
-            if before.get(index) != shown.get(index):
-                self.refresh_line(index + 1)  # the header is line 0
-        self._flights_shown = shown
+        changed (a running item's time: once a second). Sorted slowest first, the running
+        items' places move with their times: the rows are read again (``reread`` False: the
+        caller does it, :meth:`refresh_data`)."""
+        if self._in_flight.set(flights, now) and reread and self.order == "duration":
+            self.refresh_data()
+        top = int(self.scroll_y)
+        rows = range(top, min(top + self._body_height, self._count)) if flights else ()
+        for index in self._in_flight.changed_lines((index, self._row_at(index)) for index in rows):
+            self.refresh_line(index + 1)  # the header is line 0
 
     # -- reactives -------------------------------------------------------------------------
 
@@ -409,8 +404,7 @@ class ItemsTable(ScrollView, can_focus=True):
         row = self._row_at(index)
         if row is None:  # the store shrank or could not be read: drawn on the next refresh
             return Strip.blank(paint.width, paint.base)
-        if row.status == "processing" and (flight := self._flights.get(row.seq)) is not None:
-            row = in_flight(row, flight, self._now)
+        row = self._in_flight.row(row)
         return draw_row(paint, row, on_cursor=index == self.cursor_row, marked=row.seq in self._marks.on_screen)
 
     def _message_line(self, paint: Paint) -> Strip:
