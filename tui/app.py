@@ -37,7 +37,15 @@ from batchtui.engine.runner import BatchRunner, RunResult
 from .commands import ActionsProvider
 from .engine_thread import start_engine_thread
 from .glyphs import ASCII_CLASS, ascii_driver, ascii_terminal
-from .handover import HANDOFF_GRACE_S, HANDOFF_LOCK_WAIT_S, engine_log, say, wait_for_handoff
+from .handover import (
+    HANDOFF_GRACE_S,
+    HANDOFF_LOCK_WAIT_S,
+    DrainFigure,
+    engine_log,
+    say,
+    wait_drain_under_way,
+    wait_for_handoff,
+)
 from .hangup import HandOff, TerminalWatch, silence_terminal, tty_gone
 from .keys import key_entries, key_words, user_keymap
 from .messages import EngineFinished
@@ -118,6 +126,7 @@ class BatchtuiApp(PlainApp[int]):
         self._handoff_lock = threading.Lock()
         self._handoff_started = False
         self._handoff_done = threading.Event()
+        self._drain_figure = DrainFigure()  # the running items the hand-off waits for, counted once
         self.handoff: HandOff | None = None
         self.terminal_watch: TerminalWatch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -337,7 +346,7 @@ class BatchtuiApp(PlainApp[int]):
         gone = watch is not None and (watch.fired or tty_gone(watch.fd))
         try:
             if watch is not None and watch.fired:
-                wait_for_handoff(watch.done, self.runner, None if gone else say)
+                wait_for_handoff(watch.done, self.runner, None if gone else say, self._drain_figure)
             elif self.engine_running and self.runner is not None and not self._handoff_started:
                 if interrupted:
                     self.runner.request_stop("the TUI was interrupted")
@@ -347,7 +356,7 @@ class BatchtuiApp(PlainApp[int]):
                         silence_terminal()
                     self._start_handoff("the TUI ended while its engine ran", confirm_s=5.0 if gone else 15.0)
             if self._handoff_started:  # a hand-off chosen in the app (q, b) is waited for too
-                wait_for_handoff(self._handoff_done, self.runner, None if gone else say)
+                wait_for_handoff(self._handoff_done, self.runner, None if gone else say, self._drain_figure)
         finally:
             if watch is not None:
                 watch.stop()
@@ -383,10 +392,12 @@ class BatchtuiApp(PlainApp[int]):
                 return self.handoff
             # Nothing is killed: a running item cut short would be run (and paid for) again.
             runner.request_drain("handing the batch to a background engine")
+            wait_drain_under_way(runner, self._engine_done)
             engine_log(
                 batch,
-                f"{reason}: the engine in the TUI (pid {os.getpid()}) starts nothing more; its"
-                f" {runner.running_items} running item(s) end first, then a background engine takes the batch",
+                f"{reason}: the engine in the TUI (pid {os.getpid()}) starts nothing more; the"
+                f" {self._drain_figure.running(runner)} item(s) running at the hand-off end first,"
+                " then a background engine takes the batch",
             )
             self._engine_done.wait()
             result = self.engine_result

@@ -53,20 +53,49 @@ def drain_bound(runner: BatchRunner) -> str:
     return f"each within --timeout {fmt_duration(timeout, fine=True)}"
 
 
+class DrainFigure:
+    """How many items were running when a hand-off's drain got under way (the engine
+    STOPPING: nothing more starts there), counted once, by the first to ask: engine.log and
+    the terminal say the same figure. Counted apart, they said 8 and then 3 (the items that
+    ended in between): the terminal's line comes once the app has gone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: int | None = None
+
+    def running(self, runner: BatchRunner) -> int:
+        """The figure (counted now if this is the first call)."""
+        with self._lock:
+            if self._running is None:
+                self._running = runner.running_items
+            return self._running
+
+
+def wait_drain_under_way(runner: BatchRunner, engine_done: threading.Event) -> None:
+    """Wait until the engine has taken a drain in (STOPPING: work handed out and not started is
+    taken back, nothing more starts), or has ended."""
+    while runner.state != BatchState.STOPPING and not engine_done.wait(POLL_S):
+        pass
+
+
 def drain_line(runner: BatchRunner, running: int) -> str:
-    """What the terminal says while the running items end before the hand-off."""
-    items = "item finishes" if running == 1 else "items finish"
+    """What the terminal says while the running items end before the hand-off (``running``:
+    the :class:`DrainFigure`)."""
+    items = "item running at the hand-off finishes" if running == 1 else "items running at the hand-off finish"
     return (
-        f"{running} running {items} here first ({drain_bound(runner)}), then a background engine runs"
+        f"{running} {items} here first ({drain_bound(runner)}), then a background engine runs"
         f" the rest of batch {clean(runner.batch.batch_id)}.\n"
         "  Ctrl-C stops them now (they will be run again)."
     )
 
 
-def wait_for_handoff(done: threading.Event, runner: BatchRunner | None, say: Callable[[str], None] | None) -> None:
+def wait_for_handoff(
+    done: threading.Event, runner: BatchRunner | None, say: Callable[[str], None] | None, figure: DrainFigure
+) -> None:
     """Wait for a hand-off under way (``done``) after the app has gone, however long the
-    running items take. ``say`` (None with no terminal) gets the drain's line once, and a
-    Ctrl-C stops the running items now (once; further ones are ignored: the kill is under way)."""
+    running items take. ``say`` (None with no terminal) gets the drain's line once (with the
+    hand-off's ``figure``), and a Ctrl-C stops the running items now (once; further ones are
+    ignored: the kill is under way)."""
     told = interrupted = False
     while True:
         try:
@@ -75,7 +104,7 @@ def wait_for_handoff(done: threading.Event, runner: BatchRunner | None, say: Cal
             if told or say is None or runner is None or not (runner.draining and runner.state == BatchState.STOPPING):
                 continue
             told = True
-            running = runner.running_items
+            running = figure.running(runner)
             if running:
                 say(drain_line(runner, running))
         except KeyboardInterrupt:

@@ -116,7 +116,7 @@ def test_quit_and_hand_off_lets_the_running_items_finish(tmp_path: Path, capsys:
         gate.touch()
     after.join(60)
     said = capsys.readouterr().err
-    assert "2 running items finish here first" in said and "Ctrl-C stops them now" in said, said
+    assert "2 items running at the hand-off finish here first" in said and "Ctrl-C stops them now" in said, said
     assert app.handoff is not None and app.handoff.pid is not None, app.handoff
     wait_until(
         lambda: _manifest(batch)["state"] == "finished" and engine_alive(batch) is None, 60, "the batch finishes"

@@ -55,7 +55,9 @@ def test_running_items_finish_before_the_hand_off(tmp_path: Path, how: str) -> N
             wait_until(lambda: "The engine is running in this app" in tmux.screen(), 10, "the quit dialog")
             tmux.keys("b")
             # The app is gone at once; the terminal says what it waits for.
-            wait_until(lambda: "2 running items finish here first" in _joined(tmux), 10, "the drain's line")
+            wait_until(
+                lambda: "2 items running at the hand-off finish here first" in _joined(tmux), 10, "the drain's line"
+            )
             assert "Ctrl-C stops them now (they will be run again)" in _joined(tmux)
         else:
             tmux.kill_session()
@@ -74,7 +76,7 @@ def test_running_items_finish_before_the_hand_off(tmp_path: Path, how: str) -> N
         assert [h["action"] for h in manifest["history"]] == ["run", "resume"]
         assert manifest["history"][-1]["pid"] != tui_pid  # the rest ran in a background engine
         engine_log = (batch / "engine.log").read_text()
-        assert "2 running item(s) end first" in engine_log, engine_log
+        assert "the 2 item(s) running at the hand-off end first" in engine_log, engine_log
         assert "handed the batch to a background engine" in engine_log, engine_log
         wait_until(lambda: gone(tui_pid), 20, "the TUI's process ends")
         if how == "quit-background":
