@@ -255,3 +255,50 @@ def test_l_shows_the_whole_log_on_the_screen_to_read_back_and_l_or_escape_goes_b
                     assert len([row for row in _drawn(app, log) if row]) == len(small)
 
     run(body)
+
+
+LONG = (
+    "upstream refused the request: 503 Service Unavailable from https://api.example.com/v1/documents/00017"
+    " after 3 redirects; retry-after 30s; the body said: the service is overloaded, try again later"
+)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (40, 20)])
+def test_the_maximized_log_wraps_a_long_line_to_the_screen(tmp_path: Path, size: tuple[int, int]) -> None:
+    """QA: ``l`` showed a long line cut at the screen's right edge (the rest only scrolled
+    sideways). Maximized, every line is wrapped to the width, its next rows indented past the
+    time; through a resize too; back in the panel, a row a line again."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    base = read_model(batch / "live_progress.json", LiveProgress)
+    long_error = _error(99).model_copy(update={"message": LONG})
+
+    def chars(rows: list[str]) -> str:  # a long word (the URL) is folded, so spaces are left out
+        return "".join("".join(rows).split())
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = frozen_app(tmp_path, batch)
+            async with app.run_test(size=size) as pilot:
+                screen, log = await _dashboard(app, pilot)
+                screen.post_message(LiveUpdated(batch, base.model_copy(update={"recent_errors": [long_error]})))
+                await until(pilot, lambda: "#99 try 1" in log.lines[-1], "the long error in the log")
+                line = log.lines[-1]
+                assert len(line) > 2 * size[0]
+                await pilot.press("l")
+                await until(pilot, lambda: screen.maximized is log, "the log maximized")
+                for width in (size[0], size[0] - 8):
+                    await pilot.resize_terminal(width, size[1])
+                    await until(pilot, lambda w=width: app.size.width == w, "the new width")
+                    await pilot.pause()
+                    drawn = [row for row in _drawn(app, log) if row]
+                    start = next(i for i, row in enumerate(drawn) if "#99 try 1" in row)
+                    assert chars(drawn[start:]) == chars([line]), drawn
+                    assert all(row.startswith(" " * 9) for row in drawn[start + 1 :]), drawn  # under the text
+                    assert log.lines[-1] == line  # the line as written, whole
+                await pilot.press("l")
+                await until(pilot, lambda: screen.maximized is None, "the log back in its panel")
+                await pilot.pause()
+                assert log.line_count == len(log.lines)  # a row a line again
+                assert log.lines[-1] == line
+
+    run(body)

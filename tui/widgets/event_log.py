@@ -1,13 +1,20 @@
 """The dashboard's event log: state changes, warnings, new errors, and what became of each
-command sent to the engine (acknowledged, not acknowledged in time, acknowledged late)."""
+command sent to the engine (acknowledged, not acknowledged in time, acknowledged late).
+
+In the dashboard each line is one row, cut at the panel's edge; maximized (``l``), the lines
+are wrapped to the screen's width, so a long one is read whole without scrolling sideways."""
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Final, Self
 
+from rich.console import Console
+from rich.text import Text
 from textual import events
 from textual.reactive import var
 from textual.widgets import Log
@@ -20,7 +27,11 @@ from batchtui.engine.models import BatchState, LiveProgress
 
 from .status import GONE
 
-__all__ = ["EventLog"]
+__all__ = ["EventLog", "wrap_line"]
+
+MAX_LINES: Final = 500
+#: A line's time stamp (write_event): a wrapped line's next rows are indented past it.
+_STAMP: Final = re.compile(r"\d\d:\d\d:\d\d ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +51,16 @@ class EventLog(Log):
     it is acknowledged late.
 
     The view stays on the newest line, through resizes too, until the operator scrolls up to
-    read; scrolled back to the end, it follows again (:meth:`write_lines`)."""
+    read; scrolled back to the end, it follows again (:meth:`write_lines`). Maximized, its
+    lines are wrapped to its width (:func:`wrap_line`); :attr:`lines` are the lines as written."""
 
     live: var[LiveProgress | None] = var(None)
     engine: var[EngineStatus] = var(GONE)
 
     def __init__(self, batch: BatchDir, clock: Callable[[], float], *, id: str | None = None) -> None:
-        super().__init__(id=id, max_lines=500)
+        super().__init__(id=id, max_lines=MAX_LINES)
+        self._written: deque[str] = deque(maxlen=MAX_LINES)  # the lines, each whole
+        self._wrap_width: int | None = None  # the width the rows are wrapped to (maximized)
         self.bdir = batch
         self.clock = clock
         self._pending: dict[str, _Pending] = {}
@@ -61,6 +75,15 @@ class EventLog(Log):
         stamp = time.strftime("%H:%M:%S", time.localtime(self.clock() if at is None else at))
         self.write_line(f"{stamp} {clean(text, limit=300)}")
 
+    @property
+    def lines(self) -> Sequence[str]:
+        """The lines as written, each whole (however many rows it is drawn on)."""
+        return list(self._written)
+
+    def clear(self) -> Self:
+        self._written.clear()
+        return super().clear()
+
     def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> Self:
         """As :meth:`Log.write_lines`, with two differences that keep the newest line in view.
 
@@ -72,7 +95,13 @@ class EventLog(Log):
         Every row is repainted: past ``max_lines`` a write drops the first line and the offset
         stays, so every row shown changes, while Log's auto-scroll repaints only the new line's
         row, below the view (the log looked frozen from its 500th line on)."""
-        super().write_lines(lines, scroll_end=False)  # False: Log refreshes the whole view
+        new = [piece for line in lines for piece in line.splitlines()]
+        self._written.extend(new)
+        super().write_lines(self._rows(new), scroll_end=False)  # False: Log refreshes the whole view
+        if self._wrap_width is not None and self.line_count > 4 * MAX_LINES:
+            # Wrapped, rows are not pruned line by line: the rows of the lines no longer kept go
+            # now and then (a rewrap at each write past MAX_LINES would cost every write).
+            self._rows_again()
         follow = self.auto_scroll if scroll_end is None else scroll_end
         if follow and self._follow and not self.is_vertical_scrollbar_grabbed:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
@@ -85,8 +114,25 @@ class EventLog(Log):
         self._follow = new_value >= self.max_scroll_y
 
     def on_resize(self, event: events.Resize) -> None:
+        # Maximized (the screen's class on it): wrapped to the width; else a row a line.
+        width = self.content_region.width - self.styles.scrollbar_size_vertical
+        wrap_width = max(width, 1) if self.has_class("-maximized") else None
+        if wrap_width != self._wrap_width:
+            self._wrap_width = wrap_width
+            self.max_lines = MAX_LINES if wrap_width is None else None  # _written keeps the last lines
+            self._rows_again()
         if self._follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def _rows(self, lines: Iterable[str]) -> list[str]:
+        if self._wrap_width is None:
+            return list(lines)
+        return [row for line in lines for row in wrap_line(line, self._wrap_width, self.app.console)]
+
+    def _rows_again(self) -> None:
+        """Every row drawn anew from the lines (the wrap width changed, or lines went)."""
+        super().clear()
+        Log.write_lines(self, self._rows(self._written), scroll_end=False)
 
     def watch_engine(self, before: EngineStatus, after: EngineStatus) -> None:
         if before.liveness != Liveness.STALE and after.liveness == Liveness.STALE:
@@ -166,6 +212,15 @@ class EventLog(Log):
                 late = f"{pending.what}: {result} (acknowledged late, after {time.monotonic() - pending.at:.0f}s)"
                 self.write_event(late)
                 self.notify(clean(late), timeout=4)
+
+
+def wrap_line(line: str, width: int, console: Console) -> list[str]:
+    """``line`` in rows of at most ``width`` cells, broken between words where it can be; the
+    rows after the first are indented past its time stamp, if it has one and there is room."""
+    indent = 9 if _STAMP.match(line) and width >= 29 else 0
+    body = Text(line[indent:]).wrap(console, width - indent, overflow="fold")
+    rows = [row.plain.rstrip() for row in body] or [""]
+    return [line[:indent] + rows[0]] + [" " * indent + row for row in rows[1:]]
 
 
 def _epoch(iso: str) -> float | None:
