@@ -35,10 +35,14 @@ class Operations:
             run.paused = True
             run.state = BatchState.PAUSED
             held = run.executor.cancel_all()
+            # Running: begun in a worker and not ended, as the executor says. Not the items handed
+            # out and not yet taken in (_inflight): those include items that have ended, their
+            # outcomes waiting for this thread (after a SIGSTOP: "4 running" with 2 workers).
+            running = run.executor.counts()[1]
             run._return_unstarted(held)
             run._requeue_waiting_retries()
             run._write_manifest()
-            return f"paused; {len(held)} queued items back to pending, {len(run._inflight)} running items finish"
+            return f"paused; {len(held)} queued items back to pending, {running} items already running finish"
         if cmd.op == "resume":
             if run.state != BatchState.PAUSED:
                 return f"not paused ({run.state.value})"

@@ -169,6 +169,27 @@ def test_pause_returns_queued_items_and_hands_out_nothing_while_paused(make_runn
     assert sorted(s for s in ex.begin(8)) == list(range(2, 10))
 
 
+def test_the_pause_answer_counts_the_items_running_not_those_ended_and_not_yet_taken_in(make_runner: Any) -> None:
+    """QA: a pause sent to an engine that was SIGSTOPped said "4 running items finish" with 2
+    workers. Its items had ended meanwhile (their outcomes waiting for the runner), the workers
+    had begun the next two, and the answer counted every item handed out and not yet taken in.
+    It counts what the executor runs now, and says what it counts."""
+    runner, ex = make_runner(40, workers=2)
+    t = time.monotonic()
+    runner.step(t)
+    for seq in ex.begin(2):
+        ex.end(seq)  # ended, the outcome not yet taken in (the engine was stopped)
+    running = ex.begin(2)
+    assert len(running) == 2 and len(runner._inflight) >= 4
+    cmd = new_command("pause")
+    runner.command(cmd)
+    runner.step(t)
+    assert runner.state == BatchState.PAUSED
+    live = LiveProgress.model_validate_json((runner.batch.path / "live_progress.json").read_bytes())
+    answer = live.control_results[cmd.id]
+    assert answer == "paused; 4 queued items back to pending, 2 items already running finish", answer
+
+
 def test_stop_kills_running_items_only_after_the_grace(make_runner: Any) -> None:
     runner, ex = make_runner(10, workers=1, grace=30.0)
     t = time.monotonic()
