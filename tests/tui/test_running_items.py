@@ -85,7 +85,7 @@ def test_the_in_flight_tab_tells_running_items_from_queued_ones(tmp_path: Path) 
             rows = _rows(table)
             # seq, status, tries (the try it is on), how long it has run, key
             assert rows[180][:3] == ["running", "2", "1m15s"], rows
-            assert rows[181][:3] == ["running", "1", "5s"], rows
+            assert rows[181][:3] == ["running", "1", "5.0s"], rows
             # Queued: no try begun, no time yet (the key follows the status).
             assert rows[182][0] == "queued" and rows[182][1].startswith("https://"), rows
             assert rows[183][0] == "queued", rows
@@ -97,7 +97,7 @@ def test_the_in_flight_tab_tells_running_items_from_queued_ones(tmp_path: Path) 
             await pilot.pause()
             rows = _rows(table)
             assert rows[180][:3] == ["running", "2", "1m25s"], rows
-            assert rows[181][:3] == ["running", "1", "15s"], rows
+            assert rows[181][:3] == ["running", "1", "15.0s"], rows
             # ... on screen too: the lines drawn before were painted again.
             shot = pilot.app.export_screenshot()
             assert "1m25s" in shot and "1m15s" not in shot

@@ -29,7 +29,8 @@ def _iso(epoch: float) -> str:
 
 def _running_batch(tmp_path: Path) -> Path:
     """The fixture's running batch, its four items in flight each with a previous try of 99 s
-    (longer than any finished item): 181 running for 20 s, 180 for 10 s, 182 and 183 queued.
+    (longer than any finished item): 181 running for 20 s, 180 for 0.75 s (the finished ones took
+    0.1 to 0.7 s), 182 and 183 queued.
     Item 250 is pending again after a try of 50 s (a pending row shows its last try's time)."""
     batch = make_batch(tmp_path, state=BatchState.RUNNING)
     db = sqlite3.connect(batch / "items.db")
@@ -40,7 +41,7 @@ def _running_batch(tmp_path: Path) -> Path:
     live = read_model(batch / "live_progress.json", LiveProgress)
     flights = [
         InFlight(seq=181, key="k181", attempt=2, started_at=_iso(FROZEN - 20)),
-        InFlight(seq=180, key="k180", attempt=2, started_at=_iso(FROZEN - 10)),
+        InFlight(seq=180, key="k180", attempt=2, started_at=_iso(FROZEN - 0.75)),
         InFlight(seq=182, key="k182", attempt=2, started_at=_iso(FROZEN - 30), queued=True),
         InFlight(seq=183, key="k183", attempt=2, started_at=_iso(FROZEN - 30), queued=True),
     ]
@@ -84,7 +85,7 @@ def test_slowest_first_follows_the_durations_shown(tmp_path: Path) -> None:
                 await until(pilot, lambda: any(s == "running" for _, s, _ in _drawn(table)), "the running rows")
                 rows = _drawn(table)
                 assert [seq for seq, _, _ in rows[:3]] == [250, 181, 180], rows[:5]
-                assert rows[1][1:] == ("running", 20.0) and rows[2][1:] == ("running", 10.0)
+                assert rows[1][1:] == ("running", 20.0) and rows[2][1:] == ("running", 0.75), rows[:3]
                 shown = [d for _, _, d in rows]
                 assert None not in shown, rows  # the screen holds rows with a duration only
                 assert shown == sorted(shown, reverse=True), rows
