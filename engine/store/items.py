@@ -20,7 +20,7 @@ import orjson
 
 from ..files import FILE_MODE, fsync_dir, full_fsync, identity
 from ..models import MAX_SEQ, Counts, ErrorGroup
-from . import queries
+from . import queries, selected
 from .connection import StoreError, connect_readonly, connect_rw, connect_unlinked, recover_hint
 from .enqueue import LineBlock, ScanOutcome, enqueue, rescan
 from .queries import AttemptRow, ItemFilter, ItemRow, Selection, selection_condition
@@ -263,11 +263,11 @@ class ItemStore:
 
     def selected_among(self, sel: Selection, seqs: Iterable[int]) -> set[int]:
         """Which of ``seqs`` (items in flight, retries waiting) the selection holds."""
-        return queries.selected_among(self.conn, sel, seqs)
+        return selected.selected_among(self.conn, sel, seqs)
 
     def unretriable(self, sel: Selection | None = None) -> int:
         """The invalid source records of ``sel`` (None: every item) a retry leaves failed."""
-        return queries.unretriable(self.conn, sel)
+        return selected.unretriable(self.conn, sel)
 
     def errors_by(self, column: str) -> dict[str, int]:
         return queries.errors_by(self.conn, column)
