@@ -81,6 +81,9 @@ class BatchSummary(BaseModel):
     #: An ``add`` was cut short (killed): the rest of its source is not in the batch until the
     #: next ``resume`` (or ``add``, or rescan) reads it.
     add_cut_short: bool = False
+    #: The batch's creation was cut short (its ``run`` killed while it read the source): the
+    #: items read so far are in the batch (``totals``), the rest until the next ``resume``.
+    enqueue_cut_short: bool = False
     #: The batch's active time: the sum of its runs (engine/timing.py), as of ``updated_at``.
     duration_s: float = 0.0
     #: The current run's time when an engine runs it (``run_running``), else the last run's.
@@ -137,29 +140,37 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
     dead = status.liveness == Liveness.STALE and status.process == "gone"
     counts = LiveCounts(**manifest.totals.model_dump())
     counts_from: Literal["live", "store", "manifest"] = "manifest"
-    cut_add = False
+    cut_add = cut_enqueue = False
     state = manifest.state.value
     halt_reason = manifest.halt_reason
     updated = manifest.ended_at or manifest.started_at or manifest.created_at
+    created = manifest.state == BatchState.CREATED
     if holder is not None and not dead and live is not None and _written_since(live, holder):
         counts, counts_from = live.counts, "live"
         state = live.state.value
         halt_reason = live.halt_reason or halt_reason
         updated = live.updated_at
-    elif (holder is None or dead) and (manifest.state in ACTIVE_STATES or from_backup or manifest.changing):
+    elif (holder is None or dead) and (manifest.state in ACTIVE_STATES or created or from_backup or manifest.changing):
         # The manifest is older than items.db: its engine died before it wrote its end, this is
-        # the backup (a copy from before the last write, e.g. "created" of a batch that ran), or
-        # a change made without an engine (skip, retry, add) was killed before its totals.
-        stored, cut_add = _store_counts(bdir)
+        # the backup (a copy from before the last write, e.g. "created" of a batch that ran), a
+        # change made without an engine (skip, retry, add) was killed before its totals, or the
+        # batch's creation was killed while it read the source (its totals are written after).
+        stored, cut = _store_counts(bdir)
+        cut_add, cut_enqueue = cut == "add", cut == "enqueue"
         if stored is not None:
             counts, counts_from = stored, "store"
             if state == BatchState.FINISHED.value and (stored.pending or cut_add):
                 state = BatchState.STOPPED.value  # work again: resumable, as write_views says it
-        ran = manifest.state == BatchState.CREATED and stored is not None and stored.finished > 0
-        if manifest.state in ACTIVE_STATES or ran:
+        ran = created and stored is not None and stored.finished > 0
+        if manifest.state in ACTIVE_STATES or ran or cut_enqueue:
             state = INTERRUPTED
             if live is not None:
                 updated = live.updated_at  # the dead engine's last sign of life
+    elif created and live is None:
+        # An engine (or a resume) is still reading the source: what it stored so far.
+        stored, _ = _store_counts(bdir)
+        if stored is not None:
+            counts, counts_from = stored, "store"
     finished = state == BatchState.FINISHED.value
     timing = batch_timing(
         manifest.history,
@@ -181,6 +192,7 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
         counts_from=counts_from,
         duplicates_dropped=manifest.duplicates_dropped,
         add_cut_short=cut_add,
+        enqueue_cut_short=cut_enqueue,
         duration_s=timing.active_s,
         run_s=timing.run_s,
         run_running=timing.running,
@@ -252,9 +264,10 @@ def _written_since(live: LiveProgress, holder: LockInfo) -> bool:
         return True
 
 
-def _store_counts(bdir: BatchDir) -> tuple[LiveCounts | None, bool]:
-    """items.db's counts, or None when it cannot be read (the manifest's then stand), and whether
-    an ``add`` was cut short (the rest of its source is not in the batch yet)."""
+def _store_counts(bdir: BatchDir) -> tuple[LiveCounts | None, Literal["add", "enqueue"] | None]:
+    """items.db's counts, or None when it cannot be read (the manifest's then stand), and what
+    was cut short: the batch's own enqueue (``run`` killed while it read the source) or an
+    ``add`` (the rest of its source is not in the batch yet), or None."""
     import sqlite3
 
     from .store import ItemStore, StoreError  # only for an interrupted batch: ls stays light
@@ -262,15 +275,19 @@ def _store_counts(bdir: BatchDir) -> tuple[LiveCounts | None, bool]:
     try:
         store = ItemStore.open_readonly(bdir.items_db)
     except (StoreError, OSError):
-        return None, False
+        return None, None
     try:
         counts: Counts = store.counts()
-        cut_add = bool(store.get_meta("adding"))
+        cut: Literal["add", "enqueue"] | None = None
+        if not store.get_meta("enqueue_done"):
+            cut = "enqueue"
+        elif store.get_meta("adding"):
+            cut = "add"
     except (StoreError, OSError, sqlite3.Error):
-        return None, False
+        return None, None
     finally:
         store.close()
-    return LiveCounts(**counts.model_dump()), cut_add
+    return LiveCounts(**counts.model_dump()), cut
 
 
 __all__ = [

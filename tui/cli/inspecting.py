@@ -27,7 +27,7 @@ from batchtui.engine.files import DamagedFile
 from batchtui.engine.fmt import clean, count, shell_line
 from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import LiveProgress, NewerFormat
-from batchtui.engine.summary import DAMAGED, INTERRUPTED, summarize
+from batchtui.engine.summary import DAMAGED, INTERRUPTED, BatchSummary, summarize
 
 from .completion import complete_batch
 from .group import CONTEXT
@@ -71,8 +71,9 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
             if r.state != INTERRUPTED:  # its engine is dead: what it left holds the lock a moment
                 state = "unresponsive"  # a frozen or hung engine: said in full below the table
             problems.append(f"{plain(r.batch_id)}: {r.engine.problem}")
-        if r.add_cut_short:
-            cut.append(f"ADD CUT SHORT {plain(r.batch_id)}: {cut_add_text(r.batch_id)}")
+        said = cut_short_text(r)
+        if said is not None:
+            cut.append(f"{said[0]} {plain(r.batch_id)}: {said[1]}")
         created = local_time(r.created_at)
         progress = f"{t.finished}/{t.total}"
         click.echo(
@@ -84,11 +85,18 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, as_json: bool) -> None:
         click.echo(line)
 
 
-def cut_add_text(batch_id: str) -> str:
-    """What ``ls`` and ``show`` say of a batch whose ``add`` was killed half-way."""
-    return (
-        "an add was cut short, part of its source is not in the batch yet;"
-        f" `{shell_line('batchtui', 'resume', batch_id)}` reads the rest first"
+def cut_short_text(summary: BatchSummary) -> tuple[str, str] | None:
+    """What ``ls`` and ``show`` say of a batch whose ``add``, or whose own enqueue (its ``run``),
+    was killed half-way: (the ``ls`` tag, the sentence), or None."""
+    if summary.enqueue_cut_short:
+        tag, what = "ENQUEUE CUT SHORT", "the batch's enqueue was cut short"
+    elif summary.add_cut_short:
+        tag, what = "ADD CUT SHORT", "an add was cut short"
+    else:
+        return None
+    return tag, (
+        f"{what}, part of its source is not in the batch yet;"
+        f" `{shell_line('batchtui', 'resume', summary.batch_id)}` reads the rest first"
     )
 
 
@@ -163,8 +171,9 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
     click.echo(f"  Created:   {local_time(manifest.created_at)}   Engine: {engine}")
     if engine_info and engine_info.problem:
         click.echo(f"  Warning:   {engine_info.problem}")
-    if summary.add_cut_short:
-        click.echo(f"  Warning:   {cut_add_text(bdir.batch_id)}")
+    said = cut_short_text(summary)
+    if said is not None:
+        click.echo(f"  Warning:   {said[1]}")
     if summary.manifest_from_backup:
         click.echo(f"  Warning:   {bdir.manifest.name} is missing or damaged; this is its backup, manifest.json.bak")
     if live is not None and summary.counts_from == "live":
