@@ -416,11 +416,13 @@ class UnsafeBatchDir(UserError):
     """A batch directory is, or holds, a symbolic link (or a wrong kind of file) where the engine
     writes: it is refused rather than written through."""
 
-    def __init__(self, path: Path, what: str) -> None:
-        super().__init__(
-            f"refusing to use batch {path.name}: {what}; the engine never writes through a link in a "
-            f"batch directory (remove it, or put the real file there), then try again"
+    def __init__(self, path: Path, what: str, *, link: bool = True) -> None:
+        why = (
+            "the engine never writes through a link in a batch directory (remove it, or put the real file there)"
+            if link
+            else "it is damaged (remove it: the engine makes it anew)"
         )
+        super().__init__(f"refusing to use batch {path.name}: {what}; {why}, then try again")
 
 
 def check_batch_dir(path: Path) -> None:
@@ -450,9 +452,10 @@ def check_batch_dir(path: Path) -> None:
                 target = os.readlink(name, dir_fd=dfd)
                 raise UnsafeBatchDir(path, f"{name} is a symbolic link (to {target})")
             if name in BATCH_DIRS and not stat.S_ISDIR(est.st_mode):
-                raise UnsafeBatchDir(path, f"{name} is not a directory")
+                raise UnsafeBatchDir(path, f"{name} is not a directory", link=False)
             if name in BATCH_FILES and not stat.S_ISREG(est.st_mode):
-                raise UnsafeBatchDir(path, f"{name} is not a regular file")
+                kind = "a folder" if stat.S_ISDIR(est.st_mode) else "a fifo, a device or a socket"
+                raise UnsafeBatchDir(path, f"{name} is not a regular file ({kind})", link=False)
     finally:
         os.close(dfd)
 

@@ -12,29 +12,25 @@ its loop, so a command takes effect within a loop turn even where inotify is una
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 import threading
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, Final
 
 import orjson
-from pydantic import ValidationError
 
 from .batchdir import BatchDir, now_iso
-from .errors import UserError
-from .files import FILE_MODE, NOFOLLOW, read_model
+from .control_file import open_control
+from .files import read_model
 from .fmt import cut_percent
 from .fmt import fmt_duration as fmt_age
 from .liveness import EngineStatus, Liveness
 from .models import BatchState, ControlCommand, ControlOp, LiveProgress, Manifest
 
 CONTROL_FILE: Final = "control.jsonl"
-MAX_LINE: Final = 1 << 20
 # A responsive engine acknowledges within a loop turn (a quarter second): past this, every view
 # says the command was not acknowledged, and why.
 ACK_TIMEOUT_S: Final = 5.0
@@ -68,17 +64,10 @@ def new_command(
 
 
 def append_command(batch: BatchDir, cmd: ControlCommand) -> None:
-    """Append one command line (one write, O_APPEND: safe with concurrent writers)."""
+    """Append one command line (one write, O_APPEND: safe with concurrent writers).
+    :class:`DamagedControl` when control.jsonl is not a regular file (a folder, a fifo, a link)."""
     line = orjson.dumps(cmd.model_dump(mode="json", exclude_none=True)) + b"\n"
-    try:
-        fd = os.open(batch.control, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, FILE_MODE)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UserError(
-                f"refusing to write {batch.control}: it is a symbolic link, and batch files are never "
-                "written through one (remove it)"
-            ) from None
-        raise
+    fd = open_control(batch.control, os.O_WRONLY | os.O_APPEND | os.O_CREAT, cmd.op)
     try:
         os.write(fd, line)
     finally:
@@ -131,158 +120,6 @@ def unacked_message(
         else "dropped if this engine ends first"
     )
     return f"{head}. The command is queued in {batch.control} and applies when the engine reads it ({end})"
-
-
-class ControlReader:
-    """The engine's reader of control.jsonl: returns commands appended since the last read.
-
-    The position is an offset *in one file*: the reader also keeps the file's identity
-    (``st_dev``, ``st_ino``) and the last bytes it consumed. When control.jsonl is deleted and
-    made anew (the next ``append_command`` creates it), replaced, or truncated (to below the
-    offset, or rewritten in place), the new content is read from its start, so the command
-    that recreated the file is never lost. An inode number can be reused at once by a new
-    file, so identity alone is not enough: the consumed tail must still be where it was.
-    """
-
-    TAIL: Final = 64
-
-    def __init__(self, path: Path, *, from_start: bool = False) -> None:
-        self.path = path
-        self.offset = 0
-        self.bad_lines = 0
-        self.restarts = 0  # how often the file was found replaced or truncated
-        self._ident: tuple[int, int] | None = None
-        self._seen: tuple[int, int, int, int] | None = None  # dev, ino, size, mtime at the last read
-        self._tail = b""  # the bytes just before ``_tail_at``: what was consumed last
-        self._tail_at = -1
-        self._tail_sum: tuple[int, int] | None = None  # (length, crc32) of a tail handed to seek()
-        try:
-            with path.open("rb") as fh:
-                st = os.fstat(fh.fileno())
-                self._ident = (st.st_dev, st.st_ino)
-                if not from_start:
-                    # Commands written while no engine ran were applied to the store directly.
-                    self.offset = st.st_size
-                    self._remember_tail(fh)
-        except FileNotFoundError:
-            pass
-
-    @property
-    def identity(self) -> str | None:
-        """The file the offset refers to, as a token (None before the file existed) for an
-        engine to store beside the offset and hand to :meth:`seek` on resume:
-        ``dev:ino:length:crc32`` of the bytes consumed last. The checksum tells a new file that
-        got the freed inode number (common on ext4) from the one that was read."""
-        if self._ident is None:
-            return None
-        token = f"{self._ident[0]}:{self._ident[1]}"
-        if self._tail_at == self.offset:
-            if self._tail:
-                token += f":{len(self._tail)}:{zlib.crc32(self._tail):08x}"
-            elif self._tail_sum is not None:  # handed over by seek(), nothing read since
-                token += f":{self._tail_sum[0]}:{self._tail_sum[1]:08x}"
-        return token
-
-    def seek(self, offset: int, identity: str | None = None) -> None:
-        """Continue from ``offset``, where a previous reader of the same file stopped.
-
-        With ``identity`` (see :attr:`identity`), a different file restarts at 0. Without it,
-        an offset that is past the end or not at a line boundary of today's file restarts at 0
-        too: that offset belonged to a file that was replaced meanwhile.
-        """
-        self.offset = max(0, offset)
-        self._seen = None
-        self._tail, self._tail_at, self._tail_sum = b"", -1, None
-        if identity is not None:
-            self._ident, self._tail_sum = _parse_identity(identity)
-            if self._tail_sum is not None:
-                self._tail_at = self.offset
-
-    def changed(self) -> bool:
-        """Whether control.jsonl may hold something unread: a cheap ``stat``, for the loop."""
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return False
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._seen or st.st_size != self.offset
-
-    def read_new(self) -> list[ControlCommand]:
-        try:
-            with self.path.open("rb") as fh:
-                st = os.fstat(fh.fileno())
-                if not self._continues(fh, st):
-                    self.offset = 0  # a new file (or rewritten): everything in it is unread
-                    self.restarts += 1
-                self._ident = (st.st_dev, st.st_ino)
-                self._seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-                size = st.st_size
-                fh.seek(self.offset)
-                data = fh.read(size - self.offset)
-        except FileNotFoundError:
-            return []  # deleted: the identity is kept, so the file made next is read from 0
-        end = data.rfind(b"\n")
-        if end < 0:
-            if len(data) > MAX_LINE:  # a runaway partial line: drop it
-                self.offset += len(data)
-                self._set_tail(data)
-                self.bad_lines += 1
-            return []
-        self.offset += end + 1
-        self._set_tail(data[: end + 1])
-        out: list[ControlCommand] = []
-        for raw in data[: end + 1].splitlines():
-            if not raw.strip():
-                continue
-            try:
-                out.append(ControlCommand.model_validate(orjson.loads(raw)))
-            except (orjson.JSONDecodeError, ValidationError):
-                self.bad_lines += 1
-        return out
-
-    def _continues(self, fh: BinaryIO, st: os.stat_result) -> bool:
-        """Whether the open file is the one ``offset`` points into, unchanged up to it."""
-        if self.offset == 0:
-            return True
-        if self._ident is not None and (st.st_dev, st.st_ino) != self._ident:
-            return False  # deleted and made anew, or replaced by a rename
-        if st.st_size < self.offset:
-            return False  # truncated
-        if self._tail_at == self.offset and self._tail:
-            start = self.offset - len(self._tail)
-            return os.pread(fh.fileno(), len(self._tail), start) == self._tail
-        if self._tail_at == self.offset and self._tail_sum is not None:
-            length, crc = self._tail_sum
-            return length <= self.offset and zlib.crc32(os.pread(fh.fileno(), length, self.offset - length)) == crc
-        # An offset handed over by seek(): it must end a line of this file.
-        return os.pread(fh.fileno(), 1, self.offset - 1) == b"\n"
-
-    def _set_tail(self, consumed: bytes) -> None:
-        self._tail_sum = None
-        if len(consumed) >= self.TAIL:
-            self._tail = consumed[-self.TAIL :]
-        else:
-            self._tail = (self._tail if self._tail_at == self.offset - len(consumed) else b"") + consumed
-            self._tail = self._tail[-self.TAIL :]
-        self._tail_at = self.offset
-
-    def _remember_tail(self, fh: BinaryIO) -> None:
-        self._tail_sum = None
-        start = max(0, self.offset - self.TAIL)
-        self._tail = os.pread(fh.fileno(), self.offset - start, start)
-        self._tail_at = self.offset
-
-
-def _parse_identity(text: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
-    """``dev:ino[:length:crc32]`` -> ((dev, ino), (length, crc32)); None for what is missing."""
-    parts = text.split(":")
-    try:
-        ident = (int(parts[0]), int(parts[1]))
-    except (IndexError, ValueError):
-        return None, None
-    try:
-        return ident, (int(parts[2]), int(parts[3], 16))
-    except (IndexError, ValueError):
-        return ident, None
 
 
 def quiet_watchfiles() -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Final
 
 from .batchdir import parse_iso
-from .control import NOT_APPLIED, ControlReader
+from .control import NOT_APPLIED
+from .control_file import ControlReader
 from .files import WriteFailed
 from .models import ControlCommand, LockInfo
 
@@ -45,6 +46,7 @@ class ControlHandler:
         self._save = save
         self._warn = warn
         self._saved: tuple[int, str | None] | None = None
+        self._damaged: str | None = None  # what was said of control.jsonl's damage (None: nothing)
 
     def put(self, cmd: ControlCommand) -> None:
         """A command from another thread of this process (thread-safe)."""
@@ -89,6 +91,15 @@ class ControlHandler:
         in silence."""
         before = self.reader.bad_lines
         commands = self.reader.read_new()
+        if self.reader.damaged != self._damaged:
+            self._damaged = self.reader.damaged
+            if self._damaged is not None:
+                self._warn(
+                    f"control.jsonl is damaged ({self._damaged}): no command (pause, stop, skip...) reaches"
+                    " this engine until it is removed; the run goes on (Ctrl-C or SIGTERM still stop it)"
+                )
+            else:
+                self._warn("control.jsonl is usable again: commands reach this engine")
         if self.reader.bad_lines > before:
             n = self.reader.bad_lines - before
             self._warn(

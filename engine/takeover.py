@@ -18,7 +18,8 @@ import time
 from . import staging, warmstart
 from .batchdir import HOST, now_iso
 from .committer import Committer
-from .control import ControlReader, ControlWatcher
+from .control import ControlWatcher
+from .control_file import ControlReader
 from .enqueue import enqueue_source, finish_cut_add, pending_add, source_unreadable
 from .executors import EarlyHalt, WorkerInitError
 from .files import ResultsLog

@@ -22,7 +22,8 @@ import orjson
 import pytest
 
 from batchtui.engine.batchdir import HOST, BatchDir, BatchLock, now_iso
-from batchtui.engine.control import ControlReader, append_command, new_command, wait_for_ack
+from batchtui.engine.control import append_command, new_command, wait_for_ack
+from batchtui.engine.control_file import ControlReader
 from batchtui.engine.files import write_model
 from batchtui.engine.liveness import STALE_AFTER_S, Liveness, engine_status
 from batchtui.engine.models import BatchState, LiveProgress

@@ -174,6 +174,11 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
     said = cut_short_text(summary)
     if said is not None:
         click.echo(f"  Warning:   {said[1]}")
+    from batchtui.engine.control_file import control_problem  # show only: ls stays light
+
+    damaged_control = control_problem(bdir)
+    if damaged_control is not None:
+        click.echo(f"  Warning:   {plain(damaged_control)}")
     if summary.manifest_from_backup:
         click.echo(f"  Warning:   {bdir.manifest.name} is missing or damaged; this is its backup, manifest.json.bak")
     if live is not None and summary.counts_from == "live":
