@@ -72,9 +72,10 @@ class BatchLock:
     engine's lock is taken over without fuss; the pid/host inside are for messages only.
     """
 
-    def __init__(self, path: Path, *, engine: bool = True) -> None:
+    def __init__(self, path: Path, *, engine: bool = True, hands_over: bool = False) -> None:
         self.path = path
         self.engine = engine  # written into the lock file: False for a brief offline change
+        self.hands_over = hands_over  # written too: a --detach that hands the batch on (LockInfo)
         self._fd: int | None = None
         self._dir_fd: int | None = None
         self.info: LockInfo | None = None
@@ -133,7 +134,9 @@ class BatchLock:
     def _own(self, fd: int, dir_fd: int | None, info: LockInfo | None = None) -> LockInfo:
         """Keep the locked descriptors and write this process (or ``info``) into the lock file."""
         if info is None:
-            info = LockInfo(pid=os.getpid(), host=HOST, started_at=now_iso(), engine=self.engine)
+            info = LockInfo(
+                pid=os.getpid(), host=HOST, started_at=now_iso(), engine=self.engine, hands_over=self.hands_over
+            )
         _write_info(fd, info)
         self._fd = fd
         self._dir_fd = dir_fd

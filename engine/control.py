@@ -99,6 +99,19 @@ def unacked_message(
     a skip or retry is applied by the next engine on resume; the others were meant for it alone.
     """
     later = "applied when the batch is next resumed" if op in ("skip", "retry") else "dropped"
+    holder = status.holder
+    if holder is not None and holder.hands_over and status.process != "gone":
+        # A --detach still reading the sources (or planning): the engine it starts takes the
+        # command (it names the --detach as handed_from), whether or not this process lives.
+        who = f"pid {holder.pid} on {holder.host}"
+        if brief:
+            return f"{what}: queued; a --detach ({who}) still prepares the batch, and its background engine applies it"
+        return (
+            f"{what} not acknowledged yet: {who}, a --detach, is still reading the batch's sources (or planning"
+            f" it) and then hands the batch to a background engine, which applies the command when it starts."
+            f" The command is queued in {batch.control} (if the --detach ends before it starts that engine,"
+            f" killed say, the command is {later})"
+        )
     if status.liveness == Liveness.GONE:
         if brief:
             return f"{what}: not acknowledged; the engine has ended (a queued {op} is {later})"

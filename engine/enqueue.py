@@ -174,12 +174,14 @@ def create_batch(
     stdin: TextIO | None = None,
     on_enqueue: Callable[[int], None] | None = None,
     keep_lock: Callable[[BatchLock], None] | None = None,
+    detach: bool = False,
 ) -> BatchDir:
     """Create the batch directory and enqueue every item (streamed, deduplicated by key).
 
     The batch's lock is held from the moment its folder exists: no ``resume`` takes it over and
     no ``cleanup`` removes it while its sources are read. ``keep_lock`` is given the held lock
-    (the run's engine holds it on); else it is let go at the end. A user error in the source (a
+    (the run's engine holds it on; ``detach``: a background engine it is handed to, as the
+    lock file says); else it is let go at the end. A user error in the source (a
     bad encoding, a missing header) removes the half-made batch; a crash leaves it resumable
     (the enqueue continues on resume).
     """
@@ -187,7 +189,7 @@ def create_batch(
     lock: BatchLock | None = None
     try:
         bdir = BatchDir.create(Path(config.output_dir).resolve(), made)
-        lock = BatchLock(bdir.lock)
+        lock = BatchLock(bdir.lock, hands_over=detach)
         lock.acquire(wait=0)
         created = now_iso()
         name = config.name or _default_name(source)

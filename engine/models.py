@@ -477,6 +477,10 @@ class LockInfo(_Model):
     # ``resume --detach``: :meth:`BatchLock.hand_over`), as its :meth:`token`: commands sent to
     # it while it read the sources or planned are this engine's.
     handed_from: str | None = None
+    # This holder reads the sources (``run --detach``) or plans a resume (``resume --detach``),
+    # then hands the batch to a background engine: commands sent to it meanwhile are that
+    # engine's (:func:`~.control.unacked_message` says so). Absent in older locks.
+    hands_over: bool = False
 
     def token(self) -> str:
         """This holder, as a command names the engine it is sent to (``ControlCommand.to``)."""

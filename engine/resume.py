@@ -176,6 +176,7 @@ def plan_resume(
     inherited_lock: tuple[int, int | None] | None = None,
     on_file: Callable[[Path, bool], None] | None = None,
     say: Callable[[str], None] = _quiet,
+    detach: bool = False,
 ) -> ResumePlan:
     """Decide a resume of ``batch`` (a path, an id or part of one; None: the newest resumable
     batch in ``output_dir`` no engine runs) with the operational ``flags`` given.
@@ -188,6 +189,8 @@ def plan_resume(
     cannot be found; the lock is let go of when planning fails. ``inherited_lock``: the
     descriptors of the lock a ``--detach`` handed to this engine (BatchLock.adopt), used when
     they are this batch's; else the lock is taken as usual.
+    ``detach``: the lock is handed to a background engine once planned (the lock file says so,
+    for what the views tell of a command sent meanwhile).
     ``rescan``: read the batch's sources again first (:func:`.enqueue.rescan_batch`: new keys
     become pending items, missing ones are counted, and skipped with ``drop_missing``).
     """
@@ -201,7 +204,7 @@ def plan_resume(
             lock = BatchLock(bdir.lock)
             if lock.adopt(*handed.pop()) is not None:
                 return lock
-        return _hold_lock(bdir, wait, say, lock_try)
+        return _hold_lock(bdir, wait, say, lock_try, hands_over=detach)
 
     bdir, lock, reason = _target(batch, output_dir, hold=hold, lock_wait=lock_wait, take=take, say=say)
     try:
@@ -329,11 +332,13 @@ def _target(
         return choice.batch, lock, reason
 
 
-def _hold_lock(bdir: BatchDir, wait: float | None, say: Callable[[str], None], lock_try: float = 1.0) -> BatchLock:
+def _hold_lock(
+    bdir: BatchDir, wait: float | None, say: Callable[[str], None], lock_try: float = 1.0, *, hands_over: bool = False
+) -> BatchLock:
     """Take ``bdir``'s engine lock. ``wait`` (the TUI's hand-off engine): how long to wait for
     the engine it takes over from to let go, said to ``say`` (engine.log) as it goes; without
     it the lock is tried for ``lock_try`` seconds (a viewer's brief probe may hold it)."""
-    lock = BatchLock(bdir.lock)
+    lock = BatchLock(bdir.lock, hands_over=hands_over)
     if not wait:
         lock.acquire(wait=lock_try)
         return lock

@@ -93,6 +93,7 @@ def resume_cmd(
         inherited_lock=held_lock,
         on_file=note_config_file,
         say=say,
+        detach=detach,
     )
     if ready_fd is not None:
         _ready(ready_fd)

@@ -255,6 +255,7 @@ def _create_and_run(
             stdin=stdin if stdin is not None else sys.stdin,
             on_enqueue=_enqueue_note,
             keep_lock=held.append,  # the engine below (or the --detach one) holds it on
+            detach=detach,
         )
     except KeyboardInterrupt:  # create_batch removed what it had made
         with contextlib.suppress(OSError):  # a hung-up terminal
