@@ -376,6 +376,8 @@ class LiveProgress(_Model):
     cluster: ClusterInfo | None = None
     #: The timeout in force (None: no --timeout).
     timeout: TimeoutInForce | None = None
+    #: Why dispatch waits for memory (--memory-limit-mb), None when it does not.
+    memory_hold: str | None = None
     history: History = Field(default_factory=History)
 
     def ended(self, state: BatchState, halt_reason: str | None) -> LiveProgress:

@@ -174,6 +174,8 @@ class RunState:
         self.results: ResultsLog | None = None
         self.executor: Executor | None = None
         self._mem_waiting = False
+        self.memory_hold: str | None = None  # why dispatch waits for memory (live_progress.json)
+        self._mem_alone = False  # said that the engine alone is over the limit
         self.write_failure: WriteFailed | None = None
         self._marks_stamp = 0.0
         self.folder = FolderGuard(batch.path)

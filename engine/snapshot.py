@@ -79,6 +79,7 @@ def snapshot(run: RunState) -> LiveProgress:
         warnings=list(run.warnings),
         cluster=getattr(run.executor, "cluster_info", lambda: None)(),  # dask: workers, memory
         timeout=run.timeouts.view(run._now),
+        memory_hold=run.memory_hold,
     )
 
 

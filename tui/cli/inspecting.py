@@ -184,6 +184,8 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
     if live is not None and summary.counts_from == "live":
         # A frozen engine's figures are as old as its last write: not "now".
         click.echo(("  Last seen: " if summary.stale else "  Now:       ") + progress_line(live))
+        if live.memory_hold:
+            click.echo(f"  Memory:    {plain(live.memory_hold)}")
     for line in timeout_lines(manifest.config, live):
         click.echo(line)
     for line in hook_lines(manifest.config):
