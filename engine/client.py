@@ -17,9 +17,9 @@ other commands (pause, stop, set_workers...) need an engine, and say so.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .batchdir import BatchDir, BatchLocked, now_iso, resume_command
 from .control import (
@@ -157,16 +157,17 @@ def _count(changed: dict[str, int]) -> int:
     return sum(changed.values())
 
 
-def describe_retry(changed: dict[str, int], invalid: int = 0) -> str:
+def describe_retry(changed: dict[str, int], invalid: Mapping[str, int] | None = None) -> str:
     """The answer of a retry: how many failed items went back to pending (and skipped ones),
-    and the ``invalid`` source records of the selection it left failed."""
+    and those of the selection it left failed, by error type (``invalid``: see
+    :func:`invalid_note`)."""
     text = f"{changed.get('failed', 0)} failed items back to pending"
     if changed.get("skipped"):
         text += f", and {changed['skipped']} skipped ones"
     return text + invalid_note(invalid)
 
 
-def describe_prioritize(retried: dict[str, int], moved: int, invalid: int = 0) -> str:
+def describe_prioritize(retried: dict[str, int], moved: int, invalid: Mapping[str, int] | None = None) -> str:
     """The answer of a prioritize: how many items moved to the front (and were retried first)."""
     text = f"{count(moved, 'item')} moved to the front"
     if retried:
@@ -174,14 +175,33 @@ def describe_prioritize(retried: dict[str, int], moved: int, invalid: int = 0) -
     return text + invalid_note(invalid)
 
 
-def invalid_note(invalid: int) -> str:
-    """What a retry says of the invalid source records it left failed ('' when none)."""
-    if not invalid:
-        return ""
-    return (
-        f"; {count(invalid, 'invalid source record')} not retried: no processor can take "
-        "such a line (fix the source, then `resume --rescan` runs the corrected lines)"
-    )
+#: Why an item of each of store.selection.UNRETRIABLE_TYPES (but the invalid source records,
+#: said on their own) fails again on any retry.
+_CANNOT_SUCCEED: Final = {
+    "MissingField": "a field the command names is missing from the record",
+    "NulByte": "a value the command takes holds a NUL byte, which exec cannot pass",
+}
+
+
+def invalid_note(invalid: Mapping[str, int] | None) -> str:
+    """What a retry says of the items it left failed, by error type ('' when none): the invalid
+    source records, and those no retry can make succeed (store.selection.UNRETRIABLE_TYPES)."""
+    notes = []
+    for error_type, n in sorted((invalid or {}).items()):
+        if not n:
+            continue
+        if error_type == "InvalidRecord":
+            notes.append(
+                f"{count(n, 'invalid source record')} not retried: no processor can take such a line"
+                " (fix the source, then `resume --rescan` runs the corrected lines)"
+            )
+        else:
+            reason = _CANNOT_SUCCEED.get(error_type, f"they failed with {error_type}")
+            notes.append(
+                f"{count(n, 'item')} can't succeed on retry: {reason}; left failed"
+                f" (a skip settles them: `--type {error_type}` selects them)"
+            )
+    return "".join(f"; {note}" for note in notes)
 
 
 def offline_change(cmd: ControlCommand, resume: str = "batchtui resume BATCH") -> Callable[[Any], str] | None:
@@ -204,12 +224,12 @@ def offline_change(cmd: ControlCommand, resume: str = "batchtui resume BATCH") -
 
         def prioritize(store: Any) -> str:
             retried, moved = store.prioritize(sel)
-            return f"{describe_prioritize(retried, moved, store.unretriable(sel))}; run them with `{resume}`"
+            return f"{describe_prioritize(retried, moved, store.unretriable_types(sel))}; run them with `{resume}`"
 
         return prioritize
 
     def retry(store: Any) -> str:
-        return f"{describe_retry(store.retry_selected(sel), store.unretriable(sel))}; run them with `{resume}`"
+        return f"{describe_retry(store.retry_selected(sel), store.unretriable_types(sel))}; run them with `{resume}`"
 
     return retry
 

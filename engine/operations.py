@@ -94,7 +94,7 @@ class Operations:
             run.error_tally.reread(run.store)
         from .client import describe_retry  # the sender's module: imported by the commands only
 
-        return describe_retry(changed, run.store.unretriable(sel))
+        return describe_retry(changed, run.store.unretriable_types(sel))
 
     def prioritize(self, sel: Selection) -> str:
         """The pending items of ``sel`` (and its failed ones, retried) go out before any other
@@ -114,7 +114,7 @@ class Operations:
             run.dispatcher.prioritized()
         from .client import describe_prioritize
 
-        return describe_prioritize(retried, moved, run.store.unretriable(sel))
+        return describe_prioritize(retried, moved, run.store.unretriable_types(sel))
 
     def skip_selection(self, sel: Selection) -> str:
         """Skip every not yet complete item of ``sel``: those in flight or waiting out a backoff

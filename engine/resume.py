@@ -96,8 +96,8 @@ class ResumePlan:
 
     def requeue_failed(self) -> int:
         """Put the failed items back to pending under the batch's lock (the plan's, or taken for
-        the change and let go); how many were requeued (never an invalid source record:
-        store.selection.RETRIABLE)."""
+        the change and let go); how many were requeued (never one no retry can make succeed:
+        store.selection.RETRIABLE; :meth:`left_failed` says which are left)."""
         from .control import mark_changing, write_views
 
         lock = self.lock if self.lock is not None else BatchLock(self.batch.lock)
@@ -115,6 +115,17 @@ class ResumePlan:
         finally:
             if lock is not self.lock:
                 lock.release()
+
+    def left_failed(self) -> dict[str, int]:
+        """The failed items a retry leaves failed (no retry can make them succeed), by error
+        type: for :func:`.client.invalid_note`."""
+        from .store.queries import ItemFilter, Selection
+
+        store = ItemStore.open_readonly(self.batch.items_db)
+        try:
+            return store.unretriable_types(Selection.of(ItemFilter(status="failed")))
+        finally:
+            store.close()
 
     def preflight(self) -> Preflight:
         """The checks before the engine starts (the full store check only after a crash)."""

@@ -19,7 +19,7 @@ from ..errors import UserError
 from .item import Item, out_path, value_text
 from .quoting import ShellContext
 
-__all__ = ["ARG_STRLEN", "BUILTINS", "CommandTemplate", "MissingField"]
+__all__ = ["ARG_STRLEN", "BUILTINS", "CommandTemplate", "MissingField", "NulByte"]
 
 #: Placeholder names with a fixed meaning; any other name is a record field.
 BUILTINS: Final = frozenset({"", "path", "name", "stem", "suffix", "parent", "seq", "key", "out"})
@@ -49,6 +49,11 @@ class MissingField(KeyError):
 
     def __str__(self) -> str:  # KeyError would show the message in quotes
         return str(self.args[0]) if self.args else "missing field"
+
+
+class NulByte(ValueError):
+    """A value the template takes holds a NUL byte, which no exec can pass: the item fails so on
+    every attempt (its error type keeps a retry from putting it back: store.selection)."""
 
 
 class _Slot(NamedTuple):
@@ -130,7 +135,7 @@ class CommandTemplate:
         """The command line for ``item``. ``out_dir`` is ``{out}`` (default ``<batch_dir>/out/<seq>``).
 
         Raises :class:`MissingField` when the item lacks a field the template names, and
-        :class:`ValueError` when a value holds a NUL byte.
+        :class:`NulByte` (a ValueError) when a value holds a NUL byte.
         """
         pieces: list[str] = []
         append = pieces.append
@@ -140,7 +145,7 @@ class CommandTemplate:
                 continue
             text = value_text(_value(item, part.name, out_dir))
             if "\x00" in text:
-                raise ValueError(f"the value of {{{part.name}}} contains a NUL byte, which exec cannot pass")
+                raise NulByte(f"the value of {{{part.name}}} contains a NUL byte, which exec cannot pass")
             quoted = shlex.quote(text)
             if part.wrap and quoted != text:
                 # Inside the template's own quotes: close them, add the quoted word, reopen them.

@@ -266,8 +266,12 @@ class ItemStore:
         return selected.selected_among(self.conn, sel, seqs)
 
     def unretriable(self, sel: Selection | None = None) -> int:
-        """The invalid source records of ``sel`` (None: every item) a retry leaves failed."""
+        """The items of ``sel`` (None: every item) a retry leaves failed (selection.RETRIABLE)."""
         return selected.unretriable(self.conn, sel)
+
+    def unretriable_types(self, sel: Selection | None = None) -> dict[str, int]:
+        """:meth:`unretriable` by error type, for saying why."""
+        return selected.unretriable_types(self.conn, sel)
 
     def errors_by(self, column: str) -> dict[str, int]:
         return queries.errors_by(self.conn, column)
@@ -275,7 +279,7 @@ class ItemStore:
     # -- changes outside a run (CLI with no engine running, under the lock) ------------------
 
     def retry_failed(self, *, error_type: str | None = None, seqs: Sequence[int] | None = None) -> list[int]:
-        """failed -> pending (not an invalid source record: RETRIABLE); history (attempts rows)
+        """failed -> pending (not one no retry can make succeed: RETRIABLE); history (attempts rows)
         kept. Returns the seqs changed."""
         where = f"status='failed' AND {RETRIABLE}"
         args: list[Any] = []
@@ -335,7 +339,7 @@ class ItemStore:
     def _retry_where(self, statuses: tuple[str, ...], cond: str, args: list[Any]) -> dict[str, int]:
         """(inside a transaction) Items of ``statuses`` meeting ``cond`` back to pending, their
         error cleared (the attempts rows keep the history), any old place in run_first dropped.
-        An invalid source record never goes back (RETRIABLE)."""
+        An item no retry can make succeed never goes back (RETRIABLE)."""
         cond = f"{cond} AND {RETRIABLE}"
         changed = self._by_status(statuses, cond, args)
         if changed:

@@ -38,7 +38,15 @@ from .connection import (
     recover_hint,
 )
 from .schema import ITEM_COLUMNS, STATUSES, check_version
-from .selected import count_selected, sample_selected, selected_among, selected_counts, selected_seqs, unretriable
+from .selected import (
+    count_selected,
+    sample_selected,
+    selected_among,
+    selected_counts,
+    selected_seqs,
+    unretriable,
+    unretriable_types,
+)
 from .selection import ACTION_STATUSES, EVERYTHING, ItemFilter, Selection, selection_condition
 from .selection import where as filter_where
 
@@ -421,9 +429,14 @@ class ItemQueries:
                 self._conn.execute("COMMIT")
 
     def unretriable(self, sel: Selection | None = None) -> int:
-        """The invalid source records of ``sel`` a retry leaves failed (:func:`unretriable`)."""
+        """The items of ``sel`` a retry leaves failed (:func:`unretriable`)."""
         with self._reading():
             return unretriable(self._conn, sel)
+
+    def unretriable_types(self, sel: Selection | None = None) -> dict[str, int]:
+        """:meth:`unretriable` by error type, for saying why."""
+        with self._reading():
+            return unretriable_types(self._conn, sel)
 
     def selected_among(self, sel: Selection, seqs: Iterable[int]) -> set[int]:
         """Which of the given (visible) seqs the selection holds: one query, for the marks."""

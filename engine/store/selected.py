@@ -16,7 +16,15 @@ from ..models import Counts
 from .schema import STATUSES
 from .selection import RETRIABLE, Selection, selection_condition
 
-__all__ = ["count_selected", "sample_selected", "selected_among", "selected_counts", "selected_seqs", "unretriable"]
+__all__ = [
+    "count_selected",
+    "sample_selected",
+    "selected_among",
+    "selected_counts",
+    "selected_seqs",
+    "unretriable",
+    "unretriable_types",
+]
 
 
 def count_selected(conn: sqlite3.Connection, sel: Selection) -> int:
@@ -45,7 +53,7 @@ def sample_selected(
 ) -> list[tuple[int, str]]:
     """The first ``n`` items of the selection in seq order: (seq, key); with ``statuses``, only
     items in those (the ones an action would change); ``retriable`` (a retry's, a
-    prioritize's): no invalid source record, which they leave failed."""
+    prioritize's): none that no retry can make succeed, which they leave failed."""
     cond, args = selection_condition(sel)
     if statuses is not None:
         wanted = [s for s in statuses if s in STATUSES]
@@ -79,11 +87,20 @@ def selected_seqs(
 
 
 def unretriable(conn: sqlite3.Connection, sel: Selection | None = None) -> int:
-    """The failed or skipped invalid source records of ``sel`` (None: every item): what a retry
-    or prioritize selects and leaves as it is (selection.RETRIABLE)."""
+    """The failed or skipped items of ``sel`` (None: every item) no retry can make succeed (an
+    invalid source record, a field missing, a NUL byte): what a retry or prioritize selects and
+    leaves as it is (selection.RETRIABLE)."""
+    return sum(unretriable_types(conn, sel).values())
+
+
+def unretriable_types(conn: sqlite3.Connection, sel: Selection | None = None) -> dict[str, int]:
+    """:func:`unretriable` by error type (selection.UNRETRIABLE_TYPES), for saying why."""
     cond, args = selection_condition(sel) if sel is not None else ("1", [])
-    sql = f"SELECT COUNT(*) FROM items WHERE status IN ('failed', 'skipped') AND NOT ({RETRIABLE}) AND {cond}"
-    return int(conn.execute(sql, args).fetchone()[0])
+    sql = (
+        "SELECT error_type, COUNT(*) FROM items WHERE status IN ('failed', 'skipped')"
+        f" AND NOT ({RETRIABLE}) AND {cond} GROUP BY error_type"
+    )
+    return {str(t): int(n) for t, n in conn.execute(sql, args)}
 
 
 def selected_among(conn: sqlite3.Connection, sel: Selection, seqs: Iterable[int]) -> set[int]:

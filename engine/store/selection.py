@@ -123,12 +123,18 @@ ACTION_STATUSES: Final[dict[str, tuple[str, ...]]] = {
     "skip": ("pending", "processing", "failed"),
     "prioritize": ("pending", "failed"),
 }
+#: The error types of items no retry can make succeed: an invalid source record (its data is only
+#: the bad line kept for the views, {"_raw": ..., "_line": n}; put back, it went to the processor
+#: as if it were the record, and a command that took it "completed" it), and the shell
+#: processor's own refusals of an item it cannot put in its command: a field the template names
+#: that the record lacks (MissingField), a value holding a NUL byte exec cannot pass (NulByte).
+#: The item and the command are the batch's for good: another attempt fails the same way at
+#: once, before any processor runs. They stay failed (skip settles them; a corrected source
+#: line with a new key comes in through ``resume --rescan``).
+UNRETRIABLE_TYPES: Final = ("InvalidRecord", "MissingField", "NulByte")
 #: The condition an item must meet to go back to pending (retry, prioritize, resume
-#: --retry-failed): not an invalid source record. Such an item's data is only the bad line kept
-#: for the views ({"_raw": ..., "_line": n}); put back, it went to the processor as if it were
-#: the record, and a command that took it "completed" it. It stays failed until the source is
-#: fixed (``resume --rescan`` reads the corrected line as a new item).
-RETRIABLE: Final = "error_type IS NOT 'InvalidRecord'"
+#: --retry-failed): none of :data:`UNRETRIABLE_TYPES`.
+RETRIABLE: Final = f"coalesce(error_type, '') NOT IN ({', '.join(repr(t) for t in UNRETRIABLE_TYPES)})"
 _FILTER_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ItemFilter))
 _GROUP_ID: Final = re.compile(r"[0-9a-f]{8}")
 #: Up to this many ranges go into a query as ``seq BETWEEN`` terms; more as one JSON array.

@@ -113,7 +113,7 @@ def resume_cmd(
     try:
         if retry_failed:
             requeued = plan.requeue_failed()
-            say(f"requeued {count(requeued, 'failed item')}{invalid_note(counts.failed - requeued)}")
+            say(f"requeued {count(requeued, 'failed item')}{invalid_note(plan.left_failed())}")
         gate(plan.preflight())
     except BaseException:
         plan.release()

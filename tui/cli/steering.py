@@ -298,14 +298,15 @@ def _select_and_send(
     with ItemQueries(bdir.items_db) as view:
         sel, f = _selection(op, bdir, view, seqs, seq_ranges, group, flags)
         by_status = view.selected_counts(sel)
-        invalid = view.unretriable(sel) if op != "skip" else 0  # left failed (store.selection.RETRIABLE)
+        left = view.unretriable_types(sel) if op != "skip" else {}  # left failed (store.selection.RETRIABLE)
+        invalid = sum(left.values())
         n = sum(getattr(by_status, status) for status in statuses) - invalid
         sample = view.sample_selected(sel, SAMPLE, statuses, retriable=op != "skip") if n else []
         if not n:
             matched = by_status.total
             what = _describe(f)
             if invalid:
-                why = f"{matched} item(s) match {what}{invalid_note(invalid)}"
+                why = f"{matched} item(s) match {what}{invalid_note(left)}"
             elif matched:
                 why = f"{matched} item(s) match {what}, but none is {' or '.join(statuses)} ({op} changes only those)"
             else:

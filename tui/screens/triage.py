@@ -93,12 +93,13 @@ class Triage:
         try:
             with ItemQueries(screen.bdir.items_db) as store, store.snapshot():
                 counts = store.selected_counts(selection)
-                invalid = store.unretriable(selection) if op != "skip" else 0  # a retry leaves them failed
+                left = store.unretriable_types(selection) if op != "skip" else {}  # a retry leaves them failed
                 samples = store.sample_selected(selection, 5, statuses, retriable=op != "skip")
                 pinned = store.selected_seqs(selection, statuses, retriable=op != "skip", limit=PIN_LIMIT)
         except StoreError as exc:
             screen.notify(clean(f"items.db: {exc}"), severity="error")
             return
+        invalid = sum(left.values())
         n = sum(getattr(counts, st) for st in statuses) - invalid
         if pinned is not None:
             # Up to PIN_LIMIT items, the command carries the items counted here, as seq ranges
@@ -112,11 +113,11 @@ class Triage:
             by_status = f"{n:,} of them"
         if n == 0:
             has = ", ".join(f"{getattr(counts, st):,} {_STATUS_WORD[st]}" for st in _STATUS_WORD if getattr(counts, st))
-            has += invalid_note(invalid)
+            has += invalid_note(left)
             screen.notify(clean(f"{verb}: nothing to change{of}: {has or 'no items'}"), severity="warning", timeout=8)
             return
         question = f"{verb} {count(n, 'item', grouped=True)}?"
-        detail = f"{by_status}{of} {one if n == 1 else many}{invalid_note(invalid)}."
+        detail = f"{by_status}{of} {one if n == 1 else many}{invalid_note(left)}."
         if others:
             detail += f" The other {others:,} stay as they are."
         # A view too big to pin (``a``, an error group) is applied as it stands when the engine
