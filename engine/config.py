@@ -30,13 +30,13 @@ from pydantic import (
 )
 
 from .adaptive import MIN_FLOOR_S, AdaptiveLimit, split_timeout
+from .config_env import ENV_PREFIX, env_layer, refuse_rule_twice
 from .config_file import read_toml
 from .errors import EMPTY_MEANS_NONE, UserError
 from .events import EventHook, parse_hooks
 from .outputs import DEFAULT_MAX_RESULT_BYTES, MAX_RESULT_BYTES_CAP, parse_size
 
 CONFIG_FILENAME: Final = "batchtui.toml"
-ENV_PREFIX: Final = "BATCHTUI_"
 DEFAULT_OUTPUT_DIR: Final = "./batch_output"
 
 #: The longest any duration may be: 30 days. Longer is a typo or an "infinity" (the OS's timers
@@ -336,37 +336,6 @@ def parse_rate(text: str) -> float:
     return float(match.group(1)) / _PER[match.group(2) or "s"]
 
 
-#: BATCHTUI_* names that are no setting: what batchtui sets for an item's command and for a hook
-#: (a batchtui started from either sees them), and the switches it reads outside the settings.
-ENV_NOT_SETTINGS: Final = frozenset(
-    {"ITEM_JSON", "ITEM_JSON_FILE", "SEQ", "ATTEMPT", "BATCH_DIR", "EVENT", "STATE"}
-    | {"RUN_TOKEN", "SPAWNER", "STATE_DIR", "ASCII"}
-)
-
-
-def _env_layer(environ: Mapping[str, str]) -> dict[str, str]:
-    """The settings the environment gives. Any other BATCHTUI_* name is refused, as an unknown
-    key of batchtui.toml is: a typo (BATCHTUI_WOKERS=8) would otherwise change nothing, silently."""
-    known = BatchConfig.model_fields
-    out: dict[str, str] = {}
-    unknown: list[str] = []
-    for name, value in environ.items():
-        if name.startswith(ENV_PREFIX):
-            field = name[len(ENV_PREFIX) :].lower()
-            if field in known:
-                out[field] = value
-            elif name[len(ENV_PREFIX) :] not in ENV_NOT_SETTINGS:
-                unknown.append(name)
-    if unknown:
-        lines = ["invalid configuration:"]
-        for name in sorted(unknown):
-            near = _near_setting(name[len(ENV_PREFIX) :])
-            hint = f"; did you mean {ENV_PREFIX}{near.upper()}?" if near else ""
-            lines.append(f"  {name}: unknown setting (from the environment{hint})")
-        raise UserError("\n".join(lines))
-    return out
-
-
 def load_config(
     flags: Mapping[str, Any] | None = None,
     *,
@@ -395,6 +364,7 @@ def load_config(
         if not path.is_file():
             raise UserError(f"config file {path} does not exist")
         layers.append((str(path), read_toml(path)))
+        refuse_rule_twice(f"config file {path}", layers[-1][1])
         if on_file is not None:
             on_file(path, True)
     elif base is None:
@@ -406,8 +376,11 @@ def load_config(
             code = sorted(CODE_SETTINGS & found.keys())
             if code and implicit_code == "refuse":
                 raise UserError(_untrusted_message(default, code))
+            refuse_rule_twice(f"config file {default}", found)
             layers.append((str(default), {k: v for k, v in found.items() if k not in CODE_SETTINGS}))
-    layers.append(("environment", _env_layer(os.environ if environ is None else environ)))
+    env, names = env_layer(os.environ if environ is None else environ, BatchConfig.model_fields, _near_setting)
+    refuse_rule_twice("the environment", env, names)
+    layers.append(("environment", env))
     _refuse_empty(layers)
     layers.append(("flags", {k: v for k, v in (flags or {}).items() if v is not None}))
 

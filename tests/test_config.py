@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from batchtui.engine.config import ENV_NOT_SETTINGS, BatchConfig, load_config, operational_overrides, parse_rate
+from batchtui.engine.config import BatchConfig, load_config, operational_overrides, parse_rate
+from batchtui.engine.config_env import ENV_NOT_SETTINGS
 from batchtui.engine.errors import UserError
 
 
@@ -210,3 +214,66 @@ def test_a_stored_value_under_a_later_floor_still_resumes_and_a_new_one_is_refus
     assert (resumed.timeout, resumed.memory_limit_mb) == (30.0, 100.0)
     with pytest.raises(UserError, match=r"memory_limit_mb = 100: 100 must be at least 128"):
         load_config({"memory_limit_mb": 100}, base=stored.model_dump(mode="json"), environ={})
+
+
+@pytest.mark.parametrize(
+    ("environ", "said"),
+    [
+        (
+            {"BATCHTUI_WORKERS": "2", "BATCHTUI_workers": "8"},
+            "the environment: BATCHTUI_WORKERS and BATCHTUI_workers are the same setting: keep one",
+        ),
+        (
+            {"BATCHTUI_Max_Attempts": "2", "BATCHTUI_MAX_ATTEMPTS": "5"},
+            "the environment: BATCHTUI_MAX_ATTEMPTS and BATCHTUI_Max_Attempts are the same setting: keep one",
+        ),
+        (
+            {"BATCHTUI_TIMEOUT": "300%", "BATCHTUI_ADAPTIVE_TIMEOUT": "200%"},
+            "the environment: BATCHTUI_TIMEOUT=300% and BATCHTUI_ADAPTIVE_TIMEOUT are the same setting"
+            " (the adaptive timeout rule): keep one",
+        ),
+    ],
+)
+def test_one_setting_given_twice_in_the_environment_is_refused_naming_both(environ: dict[str, str], said: str) -> None:
+    """Environment names are case-sensitive, settings are not: the variable listed last won in
+    silence; and BATCHTUI_TIMEOUT=300% is the adaptive rule, whose own variable it overrode."""
+    with pytest.raises(UserError) as err:
+        load_config({}, environ=environ)
+    assert str(err.value) == said
+    one = {k: v for k, v in environ.items() if k != next(iter(environ))}  # either alone is fine
+    load_config({}, environ=one)
+
+
+def test_the_timeout_rule_twice_in_a_config_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text('timeout = "300%"\nadaptive-timeout = "200%"\n')
+    with pytest.raises(UserError) as err:
+        load_config(config_file=path, environ={}, cwd=tmp_path)
+    assert str(err.value) == (
+        f"config file {path}: timeout=300% and adaptive_timeout are the same setting (the adaptive timeout rule):"
+        " keep one"
+    )
+    path.write_text('timeout = "300%,max=60s"\n')
+    assert load_config(config_file=path, environ={}, cwd=tmp_path).timeout == 60
+
+
+def test_the_cli_refuses_a_setting_given_twice_in_the_environment_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "n.txt").write_text("1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHTUI_")}
+    env.update({"BATCHTUI_OUTPUT_DIR": str(tmp_path / "out"), "BATCHTUI_WORKERS": "2", "BATCHTUI_workers": "8"})
+    for args in (["run", "n.txt", "--cmd", "true", "--headless"], ["ls"]):
+        got = subprocess.run(
+            [sys.executable, "-m", "batchtui.tui.cli", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert got.returncode == 2, got.stdout + got.stderr
+        assert (
+            got.stderr
+            == "error: the environment: BATCHTUI_WORKERS and BATCHTUI_workers are the same setting: keep one\n"
+        )
+    assert not (tmp_path / "out").exists()  # refused before anything was made

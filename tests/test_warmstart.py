@@ -46,6 +46,7 @@ LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /
         (["items.txt", "--", "--call"], {}, None, 0),
         (["items.txt", "--call", "f.py:f"], {"BATCHTUI_EXECUTOR": "thread"}, None, 0),
         (["items.txt", "--call", "f.py:f"], {"BATCHTUI_WORKERS": "1"}, None, 1),
+        (["items.txt", "--call", "f.py:f"], {"BATCHTUI_workers": "1"}, None, 1),  # as the config reads it
         (["items.txt", "--call", "f.py:f", "-j", "2"], {"BATCHTUI_WORKERS": "1"}, None, 2),  # the flag wins
         (["items.txt", "--call", "f.py:f"], {}, 'executor = "thread"\n', 0),
         (["items.txt", "--call", "f.py:f"], {}, "workers = 1\n", 1),

@@ -53,9 +53,11 @@ def workers_wanted(args: Sequence[str], environ: Mapping[str, str], cwd: Path) -
     if not call:
         return 0
     settings = _config_file(Path(config_file) if config_file else cwd / "batchtui.toml")
+    # The setting's part of a BATCHTUI_* name in any case, as the config reads it (engine/config_env.py).
+    env = {name[9:].lower(): value for name, value in environ.items() if name.startswith("BATCHTUI_")}
     for key in ("executor", "workers"):  # defaults < batchtui.toml < environment < flags
-        if f"BATCHTUI_{key.upper()}" in environ:
-            settings[key] = environ[f"BATCHTUI_{key.upper()}"]
+        if key in env:
+            settings[key] = env[key]
         if key in flags:
             settings[key] = flags[key]
     if str(settings.get("executor") or "process") != "process":
