@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from .processors import ProcessorSpec, accepts_one_argument, load_callable
 from .shell.direct import DASH_BUILTINS, DASH_KEYWORDS
 from .shell.programs import scan_programs
 from .shell.template import CommandTemplate
-from .sources import SourceSpec, fields_of, iter_items
+from .sources import SourceEntry, SourceSpec, fields_of, iter_items
 
 Level = Literal["ok", "warn", "fail"]
 MIN_FREE_MB: Final = 100
@@ -124,9 +125,11 @@ def check_output_dir(pf: Preflight, output_dir: Path, need_mb: float = MIN_FREE_
 
 
 def check_source(pf: Preflight, source: SourceSpec) -> None:
-    if any(e.kind == "stdin" for e in source.entries):
-        # Reading stdin here would eat the items: it is read once, by the enqueue.
-        pf.add("source", "ok", f"{len(source.entries)} source(s); stdin is read when the batch is made")
+    streams = [e for e in source.entries if _read_once(e)]
+    if streams:
+        # Reading stdin or a pipe here would eat the items it reads: the enqueue reads it, once.
+        what = "stdin" if all(e.kind == "stdin" for e in streams) else "a pipe or device"
+        pf.add("source", "ok", f"{len(source.entries)} source(s); {what} is read when the batch is made")
         return
     try:
         first = next(iter(_peek(source)), None)
@@ -137,6 +140,18 @@ def check_source(pf: Preflight, source: SourceSpec) -> None:
         pf.add("source", "warn", "the source has no items", "check the path and --glob")
     else:
         pf.add("source", "ok", f"{len(source.entries)} source(s) readable, first item {first!r}"[:160])
+
+
+def _read_once(entry: SourceEntry) -> bool:
+    """Whether reading ``entry`` takes its items away (stdin, a FIFO, ``/dev/fd/N``, a device):
+    what the preflight read of a named pipe was lost to the batch (200 items of 202)."""
+    if entry.kind == "stdin":
+        return True
+    try:
+        mode = os.stat(entry.path).st_mode
+    except OSError:
+        return False  # the read below says why
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _peek(source: SourceSpec) -> Iterator[str]:
