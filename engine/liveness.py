@@ -10,7 +10,8 @@ changes (a heartbeat: ``updated_at``), and holds the batch's ``flock`` from star
 - **alive**: the lock is held and the heartbeat is recent.
 
 The age counts from the later of ``updated_at`` and the lock's ``started_at``, so a new engine
-is not judged by the file its predecessor left. An engine that has written its final state
+is not judged by the file its predecessor left; until the engine's first live write (it reads
+its source into the store), from the store's last write too. An engine that has written its final state
 (finished, stopped, halted) and is still running its ``--on-finish`` hook is alive. Ages use
 the wall clock (``updated_at`` is UTC): a viewer on another host with a skewed clock sees the
 skew, which is why the bound is seconds, not a fraction of one.
@@ -110,6 +111,11 @@ def engine_status(
     started = _stamp(holder.started_at)
     written = _stamp(live.updated_at) if live is not None else 0.0
     last = max(started, written)
+    if written < started and started > 0:
+        # No live write from this engine yet: it makes the batch, or reads the rest of an
+        # enqueue cut short, and each chunk it reads is a commit to the store (a 20M-line source
+        # read for a minute was "NOT RESPONDING ... hung" from its fifth second).
+        last = max(last, _store_written(bdir))
     if last <= 0:
         # The lock's content is not written yet (it was taken a moment ago): no verdict.
         return EngineStatus(Liveness.ALIVE, None, holder)
@@ -122,6 +128,18 @@ def engine_status(
     if silent > stale_after:
         return EngineStatus(Liveness.STALE, silent, holder, _process_state(holder))
     return EngineStatus(Liveness.ALIVE, silent, holder)
+
+
+def _store_written(bdir: BatchDir) -> float:
+    """When the batch's store was last written (its WAL, else the database file); 0 if neither
+    can be read."""
+    latest = 0.0
+    for path in (bdir.items_db.with_name(bdir.items_db.name + "-wal"), bdir.items_db):
+        try:
+            latest = max(latest, os.stat(path).st_mtime)
+        except OSError:
+            pass
+    return latest
 
 
 def _stamp(iso: str | None) -> float:

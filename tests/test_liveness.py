@@ -201,6 +201,33 @@ def test_status_counts_from_the_lock_for_a_new_engine(tmp_path: Path) -> None:
         lock.release()
 
 
+def test_status_while_an_engine_reads_its_source_counts_from_the_store(tmp_path: Path) -> None:
+    """No live write yet (the batch is being made, its source read into the store): each chunk
+    committed is a sign of life. A 6M-line source read for 20 s showed NOT RESPONDING from its
+    fifth second; a store untouched as long is still stale."""
+    bdir = _batch(tmp_path, updated_at=_iso(time.time() - 3600), state=BatchState.STOPPED)
+    wal = bdir.items_db.with_name("items.db-wal")
+    bdir.items_db.write_bytes(b"")
+    wal.write_bytes(b"")
+    lock = BatchLock(bdir.lock)
+    lock.acquire()
+    try:
+        now = time.time() + 20
+        os.utime(bdir.items_db, (now - 19, now - 19))
+        os.utime(wal, (now - 1, now - 1))  # a chunk committed a second ago
+        reading = engine_status(bdir, now=now)
+        assert reading.liveness == Liveness.ALIVE and reading.silent_s == pytest.approx(1.0, abs=0.01)
+        os.utime(wal, (now - 12, now - 12))
+        assert engine_status(bdir, now=now).liveness == Liveness.STALE
+        # Once the engine writes live progress, the store no longer counts (a run's commits are
+        # not its heartbeat: the live file is).
+        _batch(tmp_path, updated_at=_iso(now - 8))
+        os.utime(wal, (now - 1, now - 1))
+        assert engine_status(bdir, now=now).liveness == Liveness.STALE
+    finally:
+        lock.release()
+
+
 def test_status_finishing_engine_is_alive(tmp_path: Path) -> None:
     # The final state is written and the lock still held (the --on-finish hook runs): alive.
     lock = BatchLock(tmp_path / "20261118_090000_aaaa0001" / "lock")
