@@ -131,14 +131,16 @@ def engine_status(
 
 
 def _store_written(bdir: BatchDir) -> float:
-    """When the batch's store was last written (its WAL, else the database file); 0 if neither
-    can be read."""
+    """When the batch's store was last written: its WAL (an empty one is a reader's: a view that
+    opens the store makes it), or the database file (a checkpoint); 0 if neither can be read."""
     latest = 0.0
     for path in (bdir.items_db.with_name(bdir.items_db.name + "-wal"), bdir.items_db):
         try:
-            latest = max(latest, os.stat(path).st_mtime)
+            st = os.stat(path)
         except OSError:
-            pass
+            continue
+        if st.st_size > 0:
+            latest = max(latest, st.st_mtime)
     return latest
 
 

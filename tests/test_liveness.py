@@ -207,8 +207,8 @@ def test_status_while_an_engine_reads_its_source_counts_from_the_store(tmp_path:
     fifth second; a store untouched as long is still stale."""
     bdir = _batch(tmp_path, updated_at=_iso(time.time() - 3600), state=BatchState.STOPPED)
     wal = bdir.items_db.with_name("items.db-wal")
-    bdir.items_db.write_bytes(b"")
-    wal.write_bytes(b"")
+    bdir.items_db.write_bytes(b"x")
+    wal.write_bytes(b"x")  # frames an engine committed
     lock = BatchLock(bdir.lock)
     lock.acquire()
     try:
@@ -219,6 +219,10 @@ def test_status_while_an_engine_reads_its_source_counts_from_the_store(tmp_path:
         assert reading.liveness == Liveness.ALIVE and reading.silent_s == pytest.approx(1.0, abs=0.01)
         os.utime(wal, (now - 12, now - 12))
         assert engine_status(bdir, now=now).liveness == Liveness.STALE
+        wal.write_bytes(b"")  # an empty WAL, made just now by a view that opened the store
+        os.utime(wal, (now - 1, now - 1))
+        assert engine_status(bdir, now=now).liveness == Liveness.STALE
+        wal.write_bytes(b"x")
         # Once the engine writes live progress, the store no longer counts (a run's commits are
         # not its heartbeat: the live file is).
         _batch(tmp_path, updated_at=_iso(now - 8))

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from batchtui.tui.screens.browser import BrowserScreen
 from tests.conftest import CLI, cli_env, only_batch, wait_until
 from tests.reliability.helpers import kill_group
 from tests.tui.conftest import run
-from tests.tui.fixtures import hold_lock, make_batch
+from tests.tui.fixtures import T0, hold_lock, make_batch
 
 PROCS = Path(__file__).parent / "reliability" / "procs.py"
 
@@ -86,6 +88,12 @@ def _batches(out: Path) -> Iterator[dict[str, Path]]:
     (made["00000009"] / "manifest.json").rename(made["00000009"] / "manifest.json.bak")
     (made["0000000b"] / "manifest.json").write_bytes(b'{"batch_id": "torn')
     (made["0000000c"] / "live_progress.json").unlink()
+    # ... and has written nothing since, its store neither (a store written lately is an engine
+    # reading its source: alive, engine/liveness.py).
+    took = datetime.fromisoformat(T0).timestamp()
+    for name in ("items.db", "items.db-wal"):
+        if (made["0000000c"] / name).exists():
+            os.utime(made["0000000c"] / name, (took, took))
     _rewrite_manifest(made["0000000d"], state="created", started_at=None, totals=Counts().model_dump())
     (made["0000000d"] / "manifest.json").rename(made["0000000d"] / "manifest.json.bak")
     with hold_lock(made["00000001"]), hold_lock(made["00000002"]), hold_lock(made["0000000c"]):
