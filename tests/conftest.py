@@ -3,6 +3,7 @@ processor on a thread, wait for a process to go."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -353,6 +354,32 @@ def read_live(batch: Path) -> dict[str, object]:
         except (FileNotFoundError, orjson.JSONDecodeError):
             time.sleep(0.01)
     raise AssertionError("no live_progress.json")
+
+
+@contextlib.contextmanager
+def feeding(fifo: Path, text: str) -> Iterator[None]:
+    """A writer of the named pipe ``fifo``, as a program piping into batchtui: it opens the pipe
+    once, writes ``text`` and holds it open until the block ends, so its reader waits for more
+    (a kill lands mid-read, not at a moment a sleep guessed). One opening only: a reader that
+    opened it before the enqueue (the preflight did) would take the text away."""
+    done = threading.Event()
+
+    def feed() -> None:
+        try:
+            with open(fifo, "w") as f:
+                f.write(text)
+                f.flush()
+                done.wait(120)
+        except BrokenPipeError:
+            pass
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        writer.join(timeout=10)
 
 
 def wait_until(pred: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:

@@ -12,10 +12,9 @@ import os
 import signal
 import sqlite3
 import subprocess
-import threading
 from pathlib import Path
 
-from .conftest import CLI, cli_env, only_batch, read_json, wait_until
+from .conftest import CLI, cli_env, feeding, only_batch, read_json, wait_until
 
 NOOP = f"{Path(__file__).with_name('procs.py')}:noop"
 
@@ -47,26 +46,12 @@ def _killed_mid_read(
     """Run ``batchtui ARGS`` (which reads ``fifo``), write ``text`` into the FIFO and hold it
     open; kill -9 the process once items.db holds more than ``past`` items."""
     proc = subprocess.Popen([*CLI, *args], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = threading.Event()
-
-    def feed() -> None:
+    with feeding(fifo, text):
         try:
-            with open(fifo, "w") as f:
-                f.write(text)
-                f.flush()
-                done.wait(60)
-        except BrokenPipeError:
-            pass
-
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
-    try:
-        wait_until(lambda: len(_keys(db)) > past, timeout=60, what="items committed by the add")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        done.set()
-        writer.join(timeout=10)
+            wait_until(lambda: len(_keys(db)) > past, timeout=60, what="items committed by the add")
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
 

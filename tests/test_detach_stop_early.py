@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 from pathlib import Path
 
-from .conftest import CLI, cli_env, only_batch, read_json, wait_until
+from .conftest import CLI, cli_env, feeding, only_batch, read_json, wait_until
 
 
 def _lock(batch: Path) -> dict[str, object]:
@@ -32,31 +31,15 @@ def test_a_stop_sent_while_run_detach_reads_its_source_says_its_engine_applies_i
     fifo = tmp_path / "src.txt"
     os.mkfifo(fifo)
     text = "".join(f"k{i:06d}\n" for i in range(60_000))  # more than a read and a pipe's buffer
-    done = threading.Event()
-
-    def feed() -> None:
-        # The preflight opens the source, reads its first item and closes it (the write then
-        # breaks): each opening gets the text again; the enqueue's is held open until `done`.
-        while not done.is_set():
-            try:
-                with open(fifo, "w") as f:
-                    f.write(text)
-                    f.flush()
-                    done.wait(60)
-            except BrokenPipeError:
-                continue
-
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
-    detach = subprocess.Popen(
-        [*CLI, "run", "src.txt", "--cmd", "sleep 0.05", "--detach"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with feeding(fifo, text):
+        detach = subprocess.Popen(
+            [*CLI, "run", "src.txt", "--cmd", "sleep 0.05", "--detach"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_until(lambda: out_dir.exists() and any(out_dir.glob("*/items.db")), 60, "the batch's store")
         batch = only_batch(out_dir)
         wait_until(lambda: _lock(batch).get("pid") == detach.pid, 30, "the --detach's lock")
@@ -80,9 +63,6 @@ def test_a_stop_sent_while_run_detach_reads_its_source_says_its_engine_applies_i
             f" applies the command when it starts. The command is queued in {batch / 'control.jsonl'} (if the"
             " --detach ends before it starts that engine, killed say, the command is dropped)\n"
         )
-    finally:
-        done.set()
-        writer.join(timeout=10)
     out, err = detach.communicate(timeout=120)
     assert detach.returncode == 0, err
     assert "engine running in the background" in out + err

@@ -13,10 +13,9 @@ import os
 import signal
 import sqlite3
 import subprocess
-import threading
 from pathlib import Path
 
-from .conftest import CLI, cli_env, only_batch, read_json, wait_until
+from .conftest import CLI, cli_env, feeding, only_batch, read_json, wait_until
 
 NOOP = f"{Path(__file__).with_name('procs.py')}:noop"
 
@@ -51,32 +50,13 @@ def test_a_run_killed_9_mid_enqueue_shows_what_is_stored_and_that_resume_reads_t
     os.mkfifo(fifo)
     args = ["run", "src.txt", "--call", NOOP, "--executor", "thread", "--headless"]
     proc = subprocess.Popen([*CLI, *args], env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = threading.Event()
-
     text = "".join(f"{k}\n" for k in keys[:60_000])  # 540 kB: more than a read and a pipe's buffer
-
-    def feed() -> None:
-        # The run's preflight opens the source first, reads one block for its first item and
-        # closes it (the write then breaks): each opening is given the text again, and the one
-        # that takes all of it (the enqueue's) is held open, so the run waits for more.
-        while not done.is_set():
-            try:
-                with open(fifo, "w") as f:
-                    f.write(text)
-                    f.flush()
-                    done.wait(60)
-            except BrokenPipeError:
-                continue
-
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
-    try:
-        wait_until(lambda: _stored(out_dir) > 10, timeout=60, what="items committed by the run's enqueue")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        done.set()
-        writer.join(timeout=10)
+    with feeding(fifo, text):
+        try:
+            wait_until(lambda: _stored(out_dir) > 10, timeout=60, what="items committed by the run's enqueue")
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == -signal.SIGKILL
     bdir = only_batch(out_dir)
     bid = bdir.name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import orjson
 
@@ -43,6 +44,18 @@ def selected_counts(conn: sqlite3.Connection, sel: Selection) -> Counts:
     return c
 
 
+def _changed_condition(sel: Selection, statuses: Sequence[str] | None, retriable: bool) -> tuple[str, list[Any]]:
+    """The items of ``sel`` an action would change: in ``statuses`` (None: any), and with
+    ``retriable``, none that no retry can make succeed."""
+    cond, args = selection_condition(sel)
+    if statuses is not None:
+        wanted = [s for s in statuses if s in STATUSES]
+        cond = f"{cond} AND status IN ({', '.join(repr(s) for s in wanted) or 'NULL'})"  # literals of the fixed set
+    if retriable:
+        cond = f"{cond} AND {RETRIABLE}"
+    return cond, args
+
+
 def sample_selected(
     conn: sqlite3.Connection,
     sel: Selection,
@@ -54,12 +67,7 @@ def sample_selected(
     """The first ``n`` items of the selection in seq order: (seq, key); with ``statuses``, only
     items in those (the ones an action would change); ``retriable`` (a retry's, a
     prioritize's): none that no retry can make succeed, which they leave failed."""
-    cond, args = selection_condition(sel)
-    if statuses is not None:
-        wanted = [s for s in statuses if s in STATUSES]
-        cond = f"{cond} AND status IN ({', '.join(repr(s) for s in wanted) or 'NULL'})"  # literals of the fixed set
-    if retriable:
-        cond = f"{cond} AND {RETRIABLE}"
+    cond, args = _changed_condition(sel, statuses, retriable)
     return [
         (int(r[0]), str(r[1]))
         for r in conn.execute(f"SELECT seq, key FROM items WHERE {cond} ORDER BY seq LIMIT ?", [*args, n])
@@ -76,12 +84,7 @@ def selected_seqs(
 ) -> list[int] | None:
     """The seqs of ``sel`` (with ``statuses``, those an action would change; ``retriable``: as
     for :func:`sample_selected`), in seq order; None when there are more than ``limit``."""
-    cond, args = selection_condition(sel)
-    if statuses is not None:
-        wanted = [s for s in statuses if s in STATUSES]
-        cond = f"{cond} AND status IN ({', '.join(repr(s) for s in wanted) or 'NULL'})"  # literals of the fixed set
-    if retriable:
-        cond = f"{cond} AND {RETRIABLE}"
+    cond, args = _changed_condition(sel, statuses, retriable)
     rows = conn.execute(f"SELECT seq FROM items WHERE {cond} ORDER BY seq LIMIT ?", [*args, limit + 1]).fetchall()
     return None if len(rows) > limit else [int(r[0]) for r in rows]
 

@@ -53,6 +53,14 @@ async def _until(pilot: Any, pred: Callable[[], object], what: str = "condition"
         await pilot.pause(0.05)
 
 
+async def _retried(pilot: Any, app: BatchtuiApp, batch: Path, seq: int) -> dict[int, str]:
+    """``y`` on a retry's dialog, offline: the statuses once item ``seq`` is pending again."""
+    await pilot.press("y")
+    await _until(pilot, lambda: _statuses(batch)[seq] == "pending", "the retry applied offline")
+    await app.workers.wait_for_complete()
+    return _statuses(batch)
+
+
 def _statuses(batch: Path) -> dict[int, str]:
     db = sqlite3.connect(f"file:{batch / 'items.db'}?mode=ro", uri=True)
     try:
@@ -186,10 +194,7 @@ def test_a_marks_the_items_the_view_holds_and_a_retry_retries_those(tmp_path: Pa
             await pilot.pause()
             dialog = app.screen
             assert isinstance(dialog, ConfirmScreen) and dialog.question == f"Retry {len(failed)} items?"
-            await pilot.press("y")
-            await _until(pilot, lambda: _statuses(batch)[failed[0]] == "pending", "the retry applied offline")
-            await app.workers.wait_for_complete()
-            after = _statuses(batch)
+            after = await _retried(pilot, app, batch, failed[0])
             assert {s for s in after if after[s] != before[s]} == {*failed, late}
             assert all(after[s] == "pending" for s in failed)
             assert after[late] == "failed"  # not marked, not retried
@@ -222,10 +227,7 @@ def test_a_retry_of_marks_retries_the_failed_items_it_counted(tmp_path: Path) ->
             dialog = app.screen
             assert isinstance(dialog, ConfirmScreen) and dialog.question == f"Retry {len(failed)} items?"
             _fail(batch, late)
-            await pilot.press("y")
-            await _until(pilot, lambda: _statuses(batch)[failed[0]] == "pending", "the retry applied offline")
-            await app.workers.wait_for_complete()
-            after = _statuses(batch)
+            after = await _retried(pilot, app, batch, failed[0])
             assert all(after[s] == "pending" for s in failed)
             assert after[late] == "failed"  # marked, but not among the items the dialog counted
 
@@ -251,10 +253,7 @@ def test_a_view_is_pinned_to_the_items_the_dialog_counted(tmp_path: Path, monkey
             dialog = app.screen
             assert isinstance(dialog, ConfirmScreen) and dialog.question == f"Retry {len(failed)} items?"
             _fail(batch, late)  # joins the view after the count
-            await pilot.press("y")
-            await _until(pilot, lambda: _statuses(batch)[failed[0]] == "pending", "the retry applied offline")
-            await app.workers.wait_for_complete()
-            after = _statuses(batch)
+            after = await _retried(pilot, app, batch, failed[0])
             assert {s for s in after if after[s] != before[s]} == {*failed, late}
             assert all(after[s] == "pending" for s in failed)
             assert after[late] == "failed"  # not counted, not retried
@@ -281,10 +280,7 @@ def test_a_view_past_the_pin_limit_is_sent_as_the_view_and_says_so(tmp_path: Pat
             assert isinstance(dialog, ConfirmScreen) and dialog.question == f"Retry {len(failed)} items?"
             assert "Over 5 items: the view is applied as it stands then" in dialog.detail
             _fail(batch, late)
-            await pilot.press("y")
-            await _until(pilot, lambda: _statuses(batch)[late] == "pending", "the retry applied offline")
-            await app.workers.wait_for_complete()
-            after = _statuses(batch)
+            after = await _retried(pilot, app, batch, late)
             assert all(after[s] == "pending" for s in failed)  # the view as it stood: late included
 
     run(body)
@@ -320,10 +316,7 @@ def test_retry_asks_with_the_count_and_samples_y_changes_the_store_offline(tmp_p
             await pilot.press("r")
             await pilot.pause()
             assert isinstance(app.screen, ConfirmScreen)
-            await pilot.press("y")
-            await _until(pilot, lambda: _statuses(batch)[3] == "pending", "the retry applied offline")
-            await app.workers.wait_for_complete()
-            after = _statuses(batch)
+            after = await _retried(pilot, app, batch, 3)
             assert {s for s in after if after[s] != before[s]} == {3, 20}
             assert after[3] == after[20] == "pending"
             assert table.selection.is_empty  # cleared after a confirmed action
