@@ -95,4 +95,42 @@ class ProgressPrinter:
                 self.stream.flush()
 
 
-__all__ = ["ProgressPrinter", "progress_line"]
+class EnqueueNote:
+    """``  enqueued 1,400,000 items...`` while ``run`` reads a big source: on a terminal one line
+    rewritten in place, at most four times a second, and ended before the next line; in a log a
+    line at most every ``log_every`` seconds (a 20M-line source printed 200 lines, 60 on a
+    terminal, before the dashboard's first frame). Called with the items read so far."""
+
+    def __init__(
+        self, stream: TextIO | None = None, *, log_every: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._every = 0.25 if self.tty else log_every
+        self._clock = clock
+        self._next = 0.0
+        self._pending_newline = False
+
+    def __call__(self, n: int) -> None:
+        now = self._clock()
+        if now < self._next:
+            return
+        self._next = now + self._every
+        with contextlib.suppress(OSError):  # a hung-up terminal: the read goes on, said or not
+            if self.tty:
+                self.stream.write(f"\r  enqueued {n:,} items...\x1b[K")
+                self._pending_newline = True
+            else:
+                self.stream.write(f"  enqueued {n:,} items...\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        """The line ended (the source is read, or its reading failed)."""
+        if self._pending_newline:
+            self._pending_newline = False
+            with contextlib.suppress(OSError):
+                self.stream.write("\n")
+                self.stream.flush()
+
+
+__all__ = ["EnqueueNote", "ProgressPrinter", "progress_line"]

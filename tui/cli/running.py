@@ -38,6 +38,7 @@ from .options import (
     scope_of,
 )
 from .output import echo_json, fail, gate, note_one_item_list, plain, print_preflight
+from .progress import EnqueueNote
 from .summary import run_headless, start_detached
 
 
@@ -232,10 +233,6 @@ def _dry_run(
     raise SystemExit(EXIT_USAGE if refused else 1 if report.problem_count else 0)
 
 
-def _enqueue_note(n: int) -> None:
-    click.echo(f"  enqueued {n:,} items...", err=True)
-
-
 def _create_and_run(
     config: BatchConfig,
     spec: SourceSpec,
@@ -247,16 +244,20 @@ def _create_and_run(
     stdin: TextIO | None = None,
 ) -> NoReturn:
     held: list[BatchLock] = []
+    note = EnqueueNote()
     try:  # a Ctrl-C, SIGTERM or SIGHUP (the CLI's group makes them one: tui/cli/group.py)
-        batch: BatchDir = create_batch(
-            config,
-            spec,
-            processor,
-            stdin=stdin if stdin is not None else sys.stdin,
-            on_enqueue=_enqueue_note,
-            keep_lock=held.append,  # the engine below (or the --detach one) holds it on
-            detach=detach,
-        )
+        try:
+            batch: BatchDir = create_batch(
+                config,
+                spec,
+                processor,
+                stdin=stdin if stdin is not None else sys.stdin,
+                on_enqueue=note,
+                keep_lock=held.append,  # the engine below (or the --detach one) holds it on
+                detach=detach,
+            )
+        finally:
+            note.close()  # the note's line ended before anything else is said
     except KeyboardInterrupt:  # create_batch removed what it had made
         with contextlib.suppress(OSError):  # a hung-up terminal
             click.echo("interrupted while reading the sources: no batch was made", err=True)
