@@ -20,6 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from .files import FILE_MODE, NOFOLLOW, DamagedFile
+from .fmt import kind_of
 from .models import ControlCommand
 
 if TYPE_CHECKING:
@@ -44,18 +45,6 @@ class DamagedControl(DamagedFile):
         )
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a fifo"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
-
-
 def open_control(path: Path, flags: int, op: str | None = None) -> int:
     """A descriptor on control.jsonl, checked to be a regular file (never a link followed, nor a
     fifo that blocks the open or the read for good); :class:`DamagedControl` otherwise."""
@@ -73,7 +62,7 @@ def open_control(path: Path, flags: int, op: str | None = None) -> int:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise DamagedControl(path, f"{_kind(mode)} in its place, not a regular file", op)
+        raise DamagedControl(path, f"{kind_of(mode, 'not a regular file')} in its place, not a regular file", op)
     return fd
 
 
@@ -86,7 +75,7 @@ def control_problem(batch: BatchDir) -> str | None:
         return None
     if stat.S_ISREG(mode):
         return None
-    what = "a symbolic link" if stat.S_ISLNK(mode) else _kind(mode)
+    what = "a symbolic link" if stat.S_ISLNK(mode) else kind_of(mode, "not a regular file")
     return DamagedControl(batch.control, f"{what} in its place, not a regular file").describe()
 
 

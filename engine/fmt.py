@@ -8,6 +8,8 @@ an error line.
 
 from __future__ import annotations
 
+import stat
+
 __all__ = [
     "bar_cells",
     "clean",
@@ -18,6 +20,7 @@ __all__ = [
     "fmt_ago",
     "fmt_duration",
     "fmt_percent",
+    "kind_of",
     "shell_line",
     "shell_word",
 ]
@@ -161,3 +164,17 @@ def error_line(error_type: str | None, message: str | None) -> str:
     if not first or first == kind:
         return kind
     return f"{kind}: {first}" if kind else first
+
+
+def kind_of(mode: int, other: str) -> str:
+    """What a file of ``mode`` (``st_mode``) is, for a message: "a folder", "a fifo", "a device",
+    "a socket", else ``other``."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a fifo"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return other

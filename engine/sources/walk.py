@@ -16,7 +16,7 @@ import stat
 from collections.abc import Callable, Iterator
 
 from ..errors import UserError
-from ..fmt import clean
+from ..fmt import clean, kind_of
 from ..models import Unreadable
 from .spec import SourceItem, SourceSpec
 
@@ -130,16 +130,9 @@ def _leave_out_link(
 
 def _special_kind(path: str) -> str:
     try:
-        mode = os.stat(path).st_mode
+        return kind_of(os.stat(path).st_mode, "a special file")
     except OSError:
         return "a special file"
-    if stat.S_ISFIFO(mode):
-        return "a fifo"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a special file"
 
 
 def walk_dir(root: str, spec: SourceSpec, unreadable: Unreadable) -> Iterator[SourceItem]:
