@@ -148,8 +148,16 @@ def test_a_deleted_batch_is_gone_in_ls_refused_by_name_and_forgotten_by_cleanup(
     shutil.rmtree(made["a"] / "batch_output" / made["triage"])
     listed = _cli(["ls"], b)
     assert listed.returncode == 0
-    row = next(line for line in listed.stdout.splitlines() if made["triage"] in line)
+    # Not listed (hundreds pile up: each `rm -rf batch_output` leaves one) but counted, last.
+    assert made["triage"] not in listed.stdout and made["other"] in listed.stdout
+    assert listed.stdout.splitlines()[-1] == (
+        "1 more batch is registered but gone (folder moved or deleted): `batchtui ls --all` lists it,"
+        " `batchtui cleanup` forgets it"
+    )
+    every = _cli(["ls", "--all"], b)
+    row = next(line for line in every.stdout.splitlines() if made["triage"] in line)
     assert " gone " in row and str(made["a"] / "batch_output") in row
+    assert "registered but gone" not in every.stdout
     rows = {r["batch_id"]: r["state"] for r in json.loads(_cli(["ls", "--json"], b).stdout)}
     assert rows == {made["triage"]: "gone", made["other"]: "finished"}
     refused = _cli(["show", "triage"], b)
@@ -161,6 +169,7 @@ def test_a_deleted_batch_is_gone_in_ls_refused_by_name_and_forgotten_by_cleanup(
     assert cleaned.returncode == 0 and f"forgetting {made['triage']}" in cleaned.stdout
     assert [e.batch_id for e in registered()] == [made["other"]]
     assert [r["batch_id"] for r in json.loads(_cli(["ls", "--json"], b).stdout)] == [made["other"]]
+    assert "gone" not in _cli(["ls"], b).stdout
 
 
 def test_a_damaged_registry_line_is_skipped_with_a_warning(made: dict[str, Any]) -> None:

@@ -356,7 +356,7 @@ def test_the_help_and_the_palette_say_what_the_browser_keys_do(tmp_path: Path) -
 def test_a_registered_batch_whose_folder_is_gone_is_shown_as_such_and_d_forgets_it(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     kept = make_batch(elsewhere, state=BatchState.FINISHED)
-    moved = make_batch(elsewhere, state=BatchState.HALTED, halt_reason=REASON)
+    moved = make_batch(elsewhere, state=BatchState.HALTED, halt_reason=REASON, batch_id="20261118_100000_aaaa0005")
     for batch in (kept, moved):
         register(batch, batch.name, NAME, T0)
     shutil.rmtree(moved)  # moved or deleted by hand
@@ -374,6 +374,9 @@ def test_a_registered_batch_whose_folder_is_gone_is_shown_as_such_and_d_forgets_
             screen = app.screen
             assert isinstance(screen, BrowserScreen)
             await _until(pilot, lambda: len(screen.rows) == 2)
+            # The gone one is the newer, and listed last: hundreds of them would bury the rest.
+            assert [r.batch_id for r in screen.rows] == [kept.name, moved.name]
+            assert _text(screen.query_one("#browser-title")).startswith("1 batch and 1 gone (listed last) from every")
             assert screen.cells(kept.name)["state"] == "finished"
             assert screen.cells(moved.name)["state"] == cut_end(
                 f"gone: {moved} is gone (moved or deleted)", screen.widths["state"]
@@ -387,6 +390,7 @@ def test_a_registered_batch_whose_folder_is_gone_is_shown_as_such_and_d_forgets_
             await _until(pilot, lambda: app.screen is not screen)
             await pilot.press("y")
             await _until(pilot, lambda: [r.batch_id for r in screen.rows] == [kept.name])
+            assert _text(screen.query_one("#browser-title")).startswith("1 batch from every folder")
             assert [e.batch_id for e in registered()] == [kept.name]
             assert kept.exists()
 

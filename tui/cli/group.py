@@ -64,7 +64,7 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
     ),
     "errors": ("inspecting", "errors_cmd", "The error groups of BATCH [default: the latest], biggest first."),
     "export": (
-        "inspecting",
+        "exporting",
         "export_cmd",
         "Stream the items of BATCH (all columns) as JSONL or CSV, or as GNU parallel's job log.",
     ),
@@ -80,7 +80,8 @@ VERBS: Final[dict[str, tuple[str, str, str]]] = {
         "ls_cmd",
         "List every batch, newest first: those in the output dir and every batch made elsewhere (they "
         "are registered under $XDG_STATE_HOME/batchtui); with --output-dir, that folder only. A registered "
-        "batch whose folder was moved or deleted shows as `gone` (`cleanup` forgets it).",
+        "batch whose folder was moved or deleted is `gone`: counted in a last line, listed with --all "
+        "(`cleanup` forgets them).",
     ),
     "pause": ("steering", "pause_cmd", "Pause BATCH: no new items start; in-flight items finish."),
     "prioritize": (

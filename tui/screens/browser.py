@@ -144,10 +144,14 @@ class BrowserScreen(WorkerScreen):
         """What is listed, in a line that fits 80 columns for a usual path (the registry's
         place is in the empty message and the help of `batchtui ls`)."""
         scope = as_scope(self.output_dir)
-        count = f"{len(self.rows)} batch" + ("" if len(self.rows) == 1 else "es")
+        gone = sum(r.state == GONE for r in self.rows)
+        shown = len(self.rows) - gone
+        count = f"{shown} batch" + ("" if shown == 1 else "es")
         if not self.loaded:  # not "0 batches" while thousands are being read
             count = "Reading the batches"
         where = f"in {scope.output_dir}" if scope.only else f"from every folder (new ones go to {scope.output_dir})"
+        if gone and self.loaded:  # said before the folder, which a narrow screen cuts
+            count += f" and {gone:,} gone (listed last)"
         set_text(self.query_one("#browser-title", Static), plain(f"{count} {where}" + ("" if self.loaded else "…")))
 
     def on_resize(self, _event: Resize) -> None:
@@ -225,7 +229,9 @@ class BrowserScreen(WorkerScreen):
             self._schedule(0.0 if first else busy_s + thread_time() - started)
 
     def _draw(self, rows: list[BatchSummary]) -> None:
-        self.rows = rows
+        # The gone ones (their folder moved or deleted: an `rm -rf batch_output` leaves one a
+        # batch) after every other, which they would bury: hundreds pile up in a year.
+        self.rows = [r for r in rows if r.state != GONE] + [r for r in rows if r.state == GONE]
         self.loaded = True
         self._title()
         empty = self.query_one("#browser-empty", Static)
@@ -426,6 +432,7 @@ class BrowserScreen(WorkerScreen):
 
     def _forget(self, row: BatchSummary) -> None:
         """A registered batch whose folder is gone: d forgets it (as ``batchtui cleanup`` does)."""
+        gone = sum(r.state == GONE for r in self.rows)
 
         def confirmed(yes: bool | None) -> None:
             if yes:
@@ -436,7 +443,8 @@ class BrowserScreen(WorkerScreen):
         self.app.push_screen(
             ConfirmScreen(
                 f"Forget batch {row.batch_id}?",
-                clean(f"Its folder {row.path} is gone (moved or deleted): it leaves the list of batches."),
+                clean(f"Its folder {row.path} is gone (moved or deleted): it leaves the list of batches.")
+                + (f" `batchtui cleanup` forgets all {gone:,} gone batches at once." if gone > 1 else ""),
             ),
             confirmed,
         )
