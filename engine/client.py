@@ -180,6 +180,7 @@ def describe_prioritize(retried: dict[str, int], moved: int, invalid: Mapping[st
 _CANNOT_SUCCEED: Final = {
     "MissingField": "a field the command names is missing from the record",
     "NulByte": "a value the command takes holds a NUL byte, which exec cannot pass",
+    "CommandTooLong": "the command is longer than one exec argument may be",
 }
 
 

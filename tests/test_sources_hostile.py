@@ -297,7 +297,7 @@ def test_an_over_long_placeholder_is_named_with_its_size(tmp_path: Path, out_dir
     proc = invoke_cli(["run", str(src), "--cmd", "printf %s {text} | wc -c", "--headless"])
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (group,) = show_json(invoke_cli, only_batch(out_dir))["error_groups"]
-    assert group["error_type"] == "ValueError"
+    assert group["error_type"] == "CommandTooLong"
     assert "over the 131,072 bytes one argument may have" in group["example_message"]
     assert "{text} is 1,000,000 bytes" in group["example_message"]
 

@@ -16,13 +16,16 @@ from pathlib import Path
 from .conftest import only_batch
 
 #: Record 2 lacks "title", record 3's title holds a NUL byte, record 5 fails (exit 1) and may
-#: succeed on a retry (it does, once the file "fixed" exists).
+#: succeed on a retry (it does, once the file "fixed" exists), record 6's title makes a command
+#: longer than one exec argument may be (128 KiB on Linux).
 RECORDS = (
     '{"id": 1, "title": "a"}\n{"id": 2}\n{"id": 3, "title": "c\\u0000d"}\n'
     '{"id": 4, "title": "d"}\n{"id": 5, "title": "e"}\n'
+    '{"id": 6, "title": "' + "x" * 140_000 + '"}\n'
 )
 MISSING = "1 item can't succeed on retry: a field the command names is missing from the record; left failed"
 NUL = "1 item can't succeed on retry: a value the command takes holds a NUL byte, which exec cannot pass"
+TOO_LONG = "1 item can't succeed on retry: the command is longer than one exec argument may be"
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -50,6 +53,7 @@ def test_retry_leaves_items_that_cannot_succeed_failed_and_says_why(
         2: ("failed", 1, "NulByte"),
         3: ("complete", 1, None),
         4: ("failed", 1, "exit 1"),
+        5: ("failed", 1, "CommandTooLong"),
     }
 
     only = invoke_cli(["retry", batch.name, "--type", "NulByte"])
@@ -62,7 +66,8 @@ def test_retry_leaves_items_that_cannot_succeed_failed_and_says_why(
     fixed.touch()
     again = invoke_cli(["resume", batch.name, "--retry-failed", "--headless"])
     assert again.returncode == 1, again.stderr
-    assert f"requeued 1 failed item; {MISSING}" in again.stderr and NUL in again.stderr
+    assert f"requeued 1 failed item; {TOO_LONG}" in again.stderr
+    assert MISSING in again.stderr and NUL in again.stderr
     # The two never went back: no attempt was added to them; the other one ran and succeeded.
     assert _rows(batch) == {
         0: ("complete", 1, None),
@@ -70,11 +75,12 @@ def test_retry_leaves_items_that_cannot_succeed_failed_and_says_why(
         2: ("failed", 1, "NulByte"),
         3: ("complete", 1, None),
         4: ("complete", 2, None),
+        5: ("failed", 1, "CommandTooLong"),
     }
     assert "Retry:" not in again.stdout  # nothing a retry could change is offered
 
     retry = invoke_cli(["retry", batch.name])
-    assert retry.returncode == 1 and MISSING in retry.stderr and NUL in retry.stderr
+    assert retry.returncode == 1 and MISSING in retry.stderr and NUL in retry.stderr and TOO_LONG in retry.stderr
     skip = invoke_cli(["skip", batch.name, "--type", "NulByte"])
     assert skip.returncode == 0, skip.stderr
     assert _rows(batch)[2][0] == "skipped"

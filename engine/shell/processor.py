@@ -37,7 +37,7 @@ from .itemfiles import (
     too_big,
 )
 from .output import STDERR_TAIL, STDOUT_KEEP, StdoutTail, Tail, decode_tail, parse_stdout
-from .template import ARG_STRLEN, CommandTemplate
+from .template import ARG_STRLEN, CommandTemplate, CommandTooLong
 
 __all__ = ["ShellProcessor"]
 
@@ -105,8 +105,8 @@ class ShellProcessor:
         """Run the command for ``item``.
 
         Raises :class:`CommandFailed` (exit > 0), :class:`CommandKilled` (a signal, or
-        :meth:`kill`), :class:`ItemTimeout`, :class:`MissingField` or :class:`ValueError` (a value
-        the template cannot take).
+        :meth:`kill`), :class:`ItemTimeout`, :class:`MissingField`, :class:`NulByte` or :class:`CommandTooLong` (a
+        value the template cannot take).
         """
         out_dir = out_path(item) if self._uses_out else None
         cmd = self.template.render(item, out_dir)
@@ -114,7 +114,7 @@ class ShellProcessor:
         # argument, exec fails. Say which placeholder made it so long (checked cheaply first:
         # a character takes at most 4 bytes).
         if len(cmd) * 4 >= ARG_STRLEN and len(os.fsencode(cmd)) >= ARG_STRLEN:
-            raise ValueError(self.template.too_long(item, out_dir, cmd))
+            raise CommandTooLong(self.template.too_long(item, out_dir, cmd))
         if out_dir is not None:
             make_out_dir(item)
         env = ItemEnv(item)

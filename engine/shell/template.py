@@ -19,7 +19,7 @@ from ..errors import UserError
 from .item import Item, out_path, value_text
 from .quoting import ShellContext
 
-__all__ = ["ARG_STRLEN", "BUILTINS", "CommandTemplate", "MissingField", "NulByte"]
+__all__ = ["ARG_STRLEN", "BUILTINS", "CommandTemplate", "CommandTooLong", "MissingField", "NulByte"]
 
 #: Placeholder names with a fixed meaning; any other name is a record field.
 BUILTINS: Final = frozenset({"", "path", "name", "stem", "suffix", "parent", "seq", "key", "out"})
@@ -54,6 +54,12 @@ class MissingField(KeyError):
 class NulByte(ValueError):
     """A value the template takes holds a NUL byte, which no exec can pass: the item fails so on
     every attempt (its error type keeps a retry from putting it back: store.selection)."""
+
+
+class CommandTooLong(ValueError):
+    """The rendered command is longer than one exec argument may be (the kernel's limit for one
+    argument: the whole command is one argument of ``sh -c``): the item fails so on every attempt
+    (its error type keeps a retry from putting it back: store.selection)."""
 
 
 class _Slot(NamedTuple):

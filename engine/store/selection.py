@@ -127,11 +127,12 @@ ACTION_STATUSES: Final[dict[str, tuple[str, ...]]] = {
 #: the bad line kept for the views, {"_raw": ..., "_line": n}; put back, it went to the processor
 #: as if it were the record, and a command that took it "completed" it), and the shell
 #: processor's own refusals of an item it cannot put in its command: a field the template names
-#: that the record lacks (MissingField), a value holding a NUL byte exec cannot pass (NulByte).
+#: that the record lacks (MissingField), a value holding a NUL byte exec cannot pass (NulByte),
+#: a command longer than one exec argument may be (CommandTooLong).
 #: The item and the command are the batch's for good: another attempt fails the same way at
 #: once, before any processor runs. They stay failed (skip settles them; a corrected source
 #: line with a new key comes in through ``resume --rescan``).
-UNRETRIABLE_TYPES: Final = ("InvalidRecord", "MissingField", "NulByte")
+UNRETRIABLE_TYPES: Final = ("CommandTooLong", "InvalidRecord", "MissingField", "NulByte")
 #: The condition an item must meet to go back to pending (retry, prioritize, resume
 #: --retry-failed): none of :data:`UNRETRIABLE_TYPES`.
 RETRIABLE: Final = f"coalesce(error_type, '') NOT IN ({', '.join(repr(t) for t in UNRETRIABLE_TYPES)})"
