@@ -302,3 +302,35 @@ def test_the_maximized_log_wraps_a_long_line_to_the_screen(tmp_path: Path, size:
                 assert log.lines[-1] == line
 
     run(body)
+
+
+def test_a_long_line_takes_no_row_for_a_scrollbar_and_still_scrolls_sideways(tmp_path: Path) -> None:
+    """QA over SSH: in a tall dashboard (200x60) a line longer than the panel gave the log a
+    horizontal scrollbar: one of its four rows, drawn again a cell at a time at each new line
+    (half of the bytes the dashboard sent on a busy run). Its four rows are lines now; the long
+    one still scrolls sideways (``l`` wraps it)."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    base = read_model(batch / "live_progress.json", LiveProgress)
+    window = [_error(seq) for seq in range(10)]
+    window[-1] = window[-1].model_copy(update={"message": LONG + " " + LONG})
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = frozen_app(tmp_path, batch)
+            async with app.run_test(size=(200, 60)) as pilot:
+                screen, log = await _dashboard(app, pilot)
+                screen.post_message(LiveUpdated(batch, base.model_copy(update={"recent_errors": window})))
+                await until(pilot, lambda: "#9 try 1" in log.lines[-1], "the long error in the log")
+                await pilot.pause()
+                assert len(log.lines[-1]) > log.size.width
+                drawn = _drawn(app, log)
+                assert len(drawn) == 4, drawn
+                assert [row[:10] for row in drawn] == [line[:10] for line in log.lines[-4:]], drawn
+                assert "#9 try 1 item exit 1: upstream refused" in drawn[-1]
+                assert log.max_scroll_x > 0
+                log.scroll_to(x=log.max_scroll_x, animate=False)
+                await pilot.pause()
+                shown = _drawn(app, log)[-1]
+                assert "#9 try 1" not in shown and log.lines[-1].endswith(shown[-40:]), shown
+
+    run(body)
