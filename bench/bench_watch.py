@@ -16,7 +16,7 @@ frame's time is when the read that ended it returned.
 
 - first full screen: from just before the fork to the first frame that shows, all at once, the
   title line with the batch id and its state badge ([FINISHED] / [RUNNING ...]), the progress
-  text "N/<total>", the counts line (pending N running N complete N failed N), the footer's
+  text "N/<total>", the counts line (pending N processing N, or running N/W · queued N, complete N failed N), the footer's
   "q Quit", and the items table: its header (seq status tries duration key error) with, right
   under it, at least 5 rows that start at seq 0, run on without a gap and carry their own item
   key (item-0000000 on seq 0, ...), so they are rows read from items.db, not placeholders.
@@ -26,6 +26,8 @@ frame's time is when the read that ended it returned.
 - end: one ESC[F (End), timed until the batch's last item is on screen.
 - RSS of the watch process (and any children), sampled every 50 ms from the fork until it exits;
   the peak, and the value at the first full screen.
+- terminal output: then, for 10 s with no key pressed, the bytes it writes a second (what an
+  SSH link carries while an operator watches; on the running batch, its live figures).
 - q: write "q", time until the app leaves the alternate screen (ESC[?1049l: the user's terminal
   is back) and until the process is gone (it must exit 0; then the shell prompt is back).
 
@@ -86,6 +88,9 @@ except ImportError:
 COLS, ROWS = 120, 40
 TARGET_FIRST_SCREEN_S = 2.0
 TARGET_RSS_MB = 200.0
+#: Seconds the terminal output is measured for, after the keys (a running batch: what its
+#: dashboard sends while the operator only watches).
+OUTPUT_WINDOW_S = 10.0
 MIN_TABLE_ROWS = 5
 
 SYNC_MODE = 2026  # synchronized output: ESC[?2026h ... ESC[?2026l around each frame
@@ -97,9 +102,14 @@ KEY_QUIT = b"q"
 ALT_SCREEN_OFF = b"\x1b[?1049l"  # Textual leaves the alternate screen: the user's terminal is back
 
 HEADER = re.compile(r"\bseq\s+status\s+tries\s+duration\s+key\s+error\b")
-ROW = re.compile(r"^\s*(\d+) (?:pending|processing|complete|failed|skipped)\b.*?\bitem-(\d{7})\b")
+#: An item row; the focused table has a bar at its left edge (▊, or | with ASCII borders).
+ROW = re.compile(r"^[▊|]?\s*(\d+) (?:pending|processing|running|queued|complete|failed|skipped)\b.*?\bitem-(\d{7})\b")
 STATE_BADGE = re.compile(r"\[(?:FINISHED|RUNNING)\b[^\]]*\]")
-COUNTS = re.compile(r"pending [\d,]+\s+running [\d,]+\s+complete [\d,]+\s+failed [\d,]+")
+#: The counts row: "processing N" once the batch has ended, "running N/W · queued N" while it runs.
+COUNTS = re.compile(
+    r"pending [\d,]+\s+(?:processing [\d,]+|running [\d,]+/[\d,]+ · queued [\d,]+(?: · retry wait [\d,]+)?)"
+    r"\s+complete [\d,]+\s+failed [\d,]+"
+)
 
 Lines = list[str]
 
@@ -210,6 +220,23 @@ class Terminal:
             for lines in candidates:
                 if want(lines):
                     return t, lines
+
+    def output_rate(self, seconds: float) -> float:
+        """Bytes a second the child writes to its terminal over ``seconds`` while no key is
+        pressed: what an SSH link carries to watch it (fed to pyte as the rest)."""
+        got = 0
+        deadline = time.perf_counter() + seconds
+        while (left := deadline - time.perf_counter()) > 0:
+            try:
+                item = self._chunks.get(timeout=left)
+            except queue.Empty:
+                break
+            if item is None:
+                self.eof = True
+                raise RuntimeError("watch exited while its output was measured")
+            got += len(item[1])
+            self.stream.feed(item[1])
+        return got / seconds
 
     def wait_exit(self, timeout: float) -> tuple[float, int]:
         """Wait for the child to end: (time it was reaped, exit code)."""
@@ -326,6 +353,7 @@ class Round:
     restore_s: float = float("nan")
     rows_on_screen: int = 0
     first_row_after: int = -1
+    output_kb_s: float = float("nan")
 
 
 def watch_round(batch: Path, out: Path, env: dict[str, str], total: int, presses: int, cwd: Path) -> Round:
@@ -353,6 +381,7 @@ def watch_round(batch: Path, out: Path, env: dict[str, str], total: int, presses
         t, _ = term.wait_for(lambda lines: (total - 1) in (table_rows(lines) or []), 10, "end key")
         r.end_ms = (t - sent) * 1000
         r.rss_after_keys_mb = term.rss.now_mb()
+        r.output_kb_s = term.output_rate(OUTPUT_WINDOW_S) / 1000
         sent = term.send(KEY_QUIT)
         t, code = term.wait_exit(15)
         r.quit_s = t - sent
@@ -512,6 +541,11 @@ def report(title: str, rounds: list[Round], presses: int, extra: Sequence[tuple[
             "q -> process gone (exit 0: the shell prompt is back)",
             spread_unit([r.quit_s * 1000 for r in rounds], "ms", 0),
             "",
+        ),
+        (
+            f"terminal output, {OUTPUT_WINDOW_S:g} s with no key pressed (what SSH carries)",
+            spread_unit([r.output_kb_s for r in rounds], "KB/s"),
+            "reported",
         ),
         ("table rows on screen", str(rounds[0].rows_on_screen), ""),
         (
