@@ -143,6 +143,14 @@ class BatchLock:
         self.info = info
         return info
 
+    def touch(self) -> None:
+        """Set the lock file's modification time to now, its content untouched: the sign of life
+        of an engine that waits on its source (engine/liveness.py). No-op when not held."""
+        if self._fd is not None:
+            now = time.time()  # this host's clock, as the lock's started_at (not a file server's)
+            with contextlib.suppress(OSError):
+                os.utime(self._fd, (now, now))
+
     def descriptors(self) -> tuple[int, int | None]:
         """The locked descriptors (the lock file's, the folder's), for a child that holds the
         lock on (:meth:`hand_over`, :meth:`adopt`)."""

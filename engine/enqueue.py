@@ -27,7 +27,7 @@ from .keyrule import with_batch_key
 from .models import Manifest, Unreadable
 from .processors import ProcessorSpec
 from .registry import forget, register
-from .sources import SourceItem, SourceSpec, iter_blocks, line_keys
+from .sources import SourceItem, SourceSpec, SourceWait, iter_blocks, line_keys
 from .store import ItemStore, LineBlock, ScanOutcome
 
 # -- creating a batch ------------------------------------------------------------------------
@@ -38,7 +38,12 @@ _JSON_ESCAPED: Final = re.compile(r'["\\\x00-\x1f\ud800-\udfff]')
 
 
 def _rows(
-    spec: SourceSpec, stdin: TextIO | None, at: str, skip: int = 0, unreadable: Unreadable | None = None
+    spec: SourceSpec,
+    stdin: TextIO | None,
+    at: str,
+    skip: int = 0,
+    unreadable: Unreadable | None = None,
+    wait: SourceWait | None = None,
 ) -> Iterator[tuple[Any, ...] | LineBlock]:
     """The store rows of every source item after the first ``skip`` (those an interrupted enqueue
     already stored), in source order. The source is still read from its start, so an error in
@@ -48,7 +53,7 @@ def _rows(
     # The kind of every line when no entry makes files; else it is worked out per line.
     line_kind = "line" if kinds.isdisjoint({"dir", "files"}) else None
     dumps = orjson.dumps
-    for block in iter_blocks(spec, stdin, unreadable):
+    for block in iter_blocks(spec, stdin, unreadable, wait):
         if isinstance(block, tuple):  # a record read
             if skip:
                 skip -= 1
@@ -135,8 +140,13 @@ def enqueue_source(
     *,
     stdin: TextIO | None = None,
     on_enqueue: Callable[[int], None] | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> int:
     """Enqueue every item of the source (or the rest of it, after an interrupted enqueue).
+
+    While a source that is no regular file (a pipe, a FIFO) keeps the reading waiting, about
+    once a second ``on_wait`` is called (the engine touches its lock file, its sign of life
+    while it waits) and the items read so far are committed (engine/sources/waiting.py).
 
     Returns the total number of duplicates dropped.
     """
@@ -144,10 +154,11 @@ def enqueue_source(
     if already and any(e.kind == "stdin" for e in source.entries):
         raise UserError("this batch was interrupted while reading stdin, which cannot be read again; start a new batch")
     unreadable = Unreadable()
-    rows = _rows(source, stdin, now_iso(), already, unreadable)
+    wait = SourceWait(on_wait)
+    rows = _rows(source, stdin, now_iso(), already, unreadable, wait)
     if on_enqueue is not None:
         rows = _report_every(rows, already, on_enqueue)
-    store.enqueue(rows)
+    store.enqueue(rows, waits=wait)
     with store.transaction():
         store.set_meta("source_unreadable", unreadable.model_dump_json())
         store.set_meta("enqueue_done", 1)
@@ -211,7 +222,7 @@ def create_batch(
                 store.set_meta("results_offset", 0)
                 store.set_meta("commit_seq", 0)
                 store.set_meta("control_offset", 0)
-            dropped = enqueue_source(store, source, stdin=stdin, on_enqueue=on_enqueue)
+            dropped = enqueue_source(store, source, stdin=stdin, on_enqueue=on_enqueue, on_wait=lock.touch)
             unreadable = source_unreadable(store)
             counts = store.counts()
         finally:

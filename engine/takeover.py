@@ -99,7 +99,7 @@ class TakeOver(RunState):
             self._warn(f"cut a torn last line ({self.results.torn_bytes} bytes) from results.jsonl")
         if not store.get_meta("enqueue_done"):
             self._warn("the previous engine died while enqueuing: reading the rest of the source")
-            dropped = enqueue_source(store, SourceSpec.model_validate(self.manifest.source))
+            dropped = enqueue_source(store, SourceSpec.model_validate(self.manifest.source), on_wait=self.lock.touch)
             self.manifest = self.manifest.model_copy(
                 update={"duplicates_dropped": dropped, "unreadable": source_unreadable(store)}
             )

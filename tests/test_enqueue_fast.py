@@ -409,8 +409,8 @@ def test_interrupted_enqueue_resumes_to_the_same_items(
     real = ItemStore.enqueue
     try:
 
-        def cut_short(self: ItemStore, rows: Any, *, chunk: int = 500) -> tuple[int, int]:
-            return real(self, _stop_after(iter(rows), cut), chunk=500)
+        def cut_short(self: ItemStore, rows: Any, *, chunk: int = 500, waits: Any = None) -> tuple[int, int]:
+            return real(self, _stop_after(iter(rows), cut), chunk=500, waits=waits)
 
         monkeypatch.setattr(ItemStore, "enqueue", cut_short)
         with pytest.raises(_Stop):

@@ -29,6 +29,7 @@ is read in its own module:
     lines.py     line files and stdin, a line's key (URLs normalized)
     records.py   CSV and JSONL records, a record's key, the fields a template may use
     text.py      opening text so that a line that does not decode is found, with its number
+    waiting.py   a source that keeps its reader waiting (a pipe): its waits told, its lines as they come
 """
 
 from __future__ import annotations
@@ -38,7 +39,15 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from ..models import Unreadable
-from .lines import line_blocks, line_items, line_keys, normalize_line_key, read_blocks, stdin_blocks, stdin_items
+from .lines import (
+    line_blocks,
+    line_chunks,
+    line_items,
+    line_keys,
+    normalize_line_key,
+    stdin_blocks,
+    stdin_items,
+)
 from .records import csv_records, fields_of, items_of, jsonl_records, record_hash
 from .spec import (
     AsKind,
@@ -53,6 +62,7 @@ from .spec import (
     reads_as_lines,
 )
 from .text import open_text
+from .waiting import SourceWait, open_source_text
 from .walk import explicit_file, walk_dir
 
 __all__ = [
@@ -62,6 +72,7 @@ __all__ = [
     "SourceItem",
     "SourceKind",
     "SourceSpec",
+    "SourceWait",
     "build_spec",
     "describe",
     "fields_of",
@@ -101,7 +112,10 @@ def iter_items(
 
 
 def iter_blocks(
-    spec: SourceSpec, stdin: TextIO | None = None, unreadable: Unreadable | None = None
+    spec: SourceSpec,
+    stdin: TextIO | None = None,
+    unreadable: Unreadable | None = None,
+    wait: SourceWait | None = None,
 ) -> Iterator[SourceItem | Record | list[str]]:
     """The items of :func:`iter_items`, in the same order, with those of line sources (a lines
     file, stdin) in blocks: lists of their data (the stripped lines kept), whose keys are
@@ -109,17 +123,20 @@ def iter_blocks(
     cannot be read come as invalid items). The enqueue's fast path: no per-line item, origin
     or key here.
 
+    A source that may keep its reader waiting (stdin, a FIFO, a device) tells ``wait`` of its
+    waits, and its lines come as they are sent (see :mod:`.waiting`).
+
     Raises :class:`UserError` as :func:`iter_items` does, after the items before the error.
     """
     for entry in spec.entries:
         if entry.kind == "lines":
-            with open_text(entry.path, spec.encoding) as f:
-                yield from line_blocks(read_blocks(f), os.path.basename(entry.path), spec.encoding)
+            with open_source_text(entry.path, spec.encoding, wait=wait) as f:
+                yield from line_blocks(line_chunks(f, spec.encoding), os.path.basename(entry.path), spec.encoding)
         elif entry.kind == "stdin":
-            yield from stdin_blocks(stdin, spec.encoding)
+            yield from stdin_blocks(stdin, spec.encoding, wait)
         elif entry.kind == "csv":
-            yield from csv_records(entry.path, spec)
+            yield from csv_records(entry.path, spec, wait)
         elif entry.kind == "jsonl":
-            yield from jsonl_records(entry.path, spec)
+            yield from jsonl_records(entry.path, spec, wait)
         else:
             yield from iter_items(spec.model_copy(update={"entries": (entry,)}), stdin, unreadable)

@@ -18,6 +18,7 @@ from typing import Final, TextIO
 from ..errors import UserError
 from .spec import SourceItem
 from .text import MARK, MARK_ERRORS, codec, stream_error, undecodable
+from .waiting import SourceWait, WaitingReader, may_wait, pipe_blocks, waiting_text
 
 # The enqueue reads line sources in blocks of this many characters (or, from a stdin object
 # this module did not open, of this many lines): a few hundred kilobytes at a time.
@@ -68,16 +69,27 @@ def line_items(lines: Iterable[str], name: str, encoding: str) -> Iterator[Sourc
 
 
 @contextlib.contextmanager
-def _stdin_text(stdin: TextIO | None, encoding: str) -> Iterator[tuple[TextIO, bool]]:
+def _stdin_text(stdin: TextIO | None, encoding: str, wait: SourceWait | None = None) -> Iterator[tuple[TextIO, bool]]:
     """The text stream stdin (-) is read from, and whether it was opened here.
 
     The real stdin's bytes are decoded with the source's encoding (not the locale's), bad bytes
-    marked as for files; sys.stdin.buffer is left open afterwards. A stream passed in is read as
-    it is, and a decoding error in it becomes a UserError."""
+    marked as for files; sys.stdin.buffer is left open afterwards. With ``wait``, a stdin that
+    is no regular file (a pipe, a terminal) is read from its descriptor through
+    :class:`.waiting.WaitingReader` (nothing reads stdin before the enqueue: the preflight does
+    not). A stream passed in is read as it is, and a decoding error in it becomes a UserError."""
     if stdin is None or stdin is sys.stdin:
         if sys.stdin is None:
             raise UserError("stdin (-) was given but this process has no stdin")
         buffer = getattr(sys.stdin, "buffer", None)
+        fd = _fileno(buffer)
+        if wait is not None and fd is not None and may_wait(fd):
+            name = codec(encoding)
+            with waiting_text(fd, wait, name, closefd=False) as text:
+                try:
+                    yield text, True
+                except UnicodeError as exc:
+                    raise stream_error("<stdin>", encoding, exc) from None
+            return
         if buffer is not None:
             wrapper = io.TextIOWrapper(buffer, encoding=codec(encoding), errors=MARK_ERRORS)
             try:
@@ -92,6 +104,13 @@ def _stdin_text(stdin: TextIO | None, encoding: str) -> Iterator[tuple[TextIO, b
         yield stdin, False
     except UnicodeDecodeError:
         raise UserError(f"<stdin> is not valid {stdin.encoding or encoding} text") from None
+
+
+def _fileno(stream: object) -> int | None:
+    try:
+        return int(stream.fileno())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def stdin_items(stdin: TextIO | None, encoding: str) -> Iterator[SourceItem]:
@@ -110,6 +129,16 @@ def read_blocks(f: TextIO) -> Iterator[list[str]]:
             yield lines
     if tail:
         yield [tail]
+
+
+def line_chunks(f: TextIO, encoding: str) -> Iterator[list[str]]:
+    """:func:`read_blocks`, or of a source read through :class:`.waiting.WaitingReader` (nothing
+    read from ``f`` yet) a block of what has come at a time: ``f.read(n)`` waits for ``n``
+    characters or the end, and held back the lines a pipe sent before a pause."""
+    binary = getattr(f, "buffer", None)
+    if isinstance(binary, io.BufferedReader) and isinstance(binary.raw, WaitingReader):
+        return pipe_blocks(binary, encoding)
+    return read_blocks(f)
 
 
 def _iter_blocks(lines: Iterable[str]) -> Iterator[list[str]]:
@@ -139,11 +168,11 @@ def line_blocks(blocks: Iterable[list[str]], name: str, encoding: str) -> Iterat
             yield kept
 
 
-def stdin_blocks(stdin: TextIO | None, encoding: str) -> Iterator[list[str]]:
-    """:func:`stdin_items` a block at a time."""
-    with _stdin_text(stdin, encoding) as (text, opened):
+def stdin_blocks(stdin: TextIO | None, encoding: str, wait: SourceWait | None = None) -> Iterator[list[str]]:
+    """:func:`stdin_items` a block at a time (``wait``: see :func:`_stdin_text`)."""
+    with _stdin_text(stdin, encoding, wait) as (text, opened):
         # A stream not opened here has an unknown newline mode: split it as iterating it does.
-        yield from line_blocks(read_blocks(text) if opened else _iter_blocks(text), "<stdin>", encoding)
+        yield from line_blocks(line_chunks(text, encoding) if opened else _iter_blocks(text), "<stdin>", encoding)
 
 
 def normalize_line_key(line: str) -> str:

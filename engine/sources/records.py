@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..fmt import clean
 from .spec import Record, SourceItem, SourceSpec
 from .text import MARK, open_text, undecodable
+from .waiting import SourceWait, open_source_text
 
 _SNIFF_BYTES: Final = 64 * 1024
 
@@ -126,10 +127,11 @@ def items_of(records: Iterator[SourceItem | Record], name: str) -> Iterator[Sour
             yield SourceItem(key=key, data=data, origin=f"{name}:{n}")
 
 
-def csv_records(path: str, spec: SourceSpec) -> Iterator[SourceItem | Record]:
-    """The records of a CSV file; those that cannot be read as invalid items."""
+def csv_records(path: str, spec: SourceSpec, wait: SourceWait | None = None) -> Iterator[SourceItem | Record]:
+    """The records of a CSV file; those that cannot be read as invalid items (``wait``: a pipe's
+    waits are told there, see :mod:`.waiting`)."""
     key_field = spec.key_field
-    with open_text(path, spec.encoding, newline="") as f:
+    with open_source_text(path, spec.encoding, newline="", wait=wait) as f:
         head = CsvHead(f, path, spec)
         header = head.header
         width = len(header)
@@ -188,11 +190,12 @@ def _parse_jsonl_line(line: str, n: int, encoding: str) -> tuple[dict[str, Any] 
     return obj, None
 
 
-def jsonl_records(path: str, spec: SourceSpec) -> Iterator[SourceItem | Record]:
-    """The records of a JSONL file; those that cannot be read as invalid items."""
+def jsonl_records(path: str, spec: SourceSpec, wait: SourceWait | None = None) -> Iterator[SourceItem | Record]:
+    """The records of a JSONL file; those that cannot be read as invalid items (``wait``: a
+    pipe's waits are told there, see :mod:`.waiting`)."""
     name = os.path.basename(path)
     key_field = spec.key_field
-    with open_text(path, spec.encoding) as f:
+    with open_source_text(path, spec.encoding, wait=wait) as f:
         for n, raw in enumerate(f, 1):
             line = raw.strip()
             if not line:

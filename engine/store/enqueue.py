@@ -9,9 +9,9 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
@@ -90,7 +90,17 @@ def _insert_chunk(conn: sqlite3.Connection, batch: list[tuple[Any, ...] | LineBl
     return added
 
 
-def enqueue(store: ItemStore, rows: Iterable[tuple[Any, ...] | LineBlock], *, chunk: int) -> tuple[int, int]:
+class Waits(Protocol):
+    """What tells while the source keeps the enqueue waiting (engine/sources/waiting.py's
+    SourceWait): ``listen(fn)`` has ``fn`` called on every tick of a wait, in the thread that
+    reads the rows."""
+
+    def listen(self, fn: Callable[[], None]) -> None: ...
+
+
+def enqueue(
+    store: ItemStore, rows: Iterable[tuple[Any, ...] | LineBlock], *, chunk: int, waits: Waits | None = None
+) -> tuple[int, int]:
     """Insert rows in input order; duplicate keys are dropped. Resumable.
 
     A row is (key, data_json, kind, status, error_type, error_category, error_message,
@@ -102,6 +112,8 @@ def enqueue(store: ItemStore, rows: Iterable[tuple[Any, ...] | LineBlock], *, ch
     transaction also records how many source rows were consumed (``enqueue_read``) and the
     duplicates so far, so an enqueue cut short by a crash continues where it stopped: the
     caller skips the first ``enqueue_read`` rows of the source.
+    While the source keeps the reading waiting (``waits``, a pipe whose writer pauses), the rows
+    read so far are committed as a chunk of their own, so the views count them meanwhile.
     The caller's next commit makes the enqueued rows durable (see below).
     Returns (inserted, duplicates) of this call.
     """
@@ -145,20 +157,21 @@ def enqueue(store: ItemStore, rows: Iterable[tuple[Any, ...] | LineBlock], *, ch
         conn.execute("PRAGMA synchronous=NORMAL")
     thread = threading.Thread(target=writer, name="batchtui-enqueue", daemon=True)
     thread.start()
+    held = _Held()
+
+    def hand_over() -> None:
+        if held.rows and not failure:
+            chunks.put(held.take())
+
+    if waits is not None:
+        waits.listen(hand_over)  # called inside next(rows) below, in this thread
     try:
-        batch: list[tuple[Any, ...] | LineBlock] = []
-        size = 0
         for row in rows:
-            batch.append(row)
-            size += len(row) if isinstance(row, LineBlock) else 1
-            if size >= chunk:
+            if held.add(row) >= chunk:
                 if failure:
                     break
-                chunks.put(batch)
-                batch = []
-                size = 0
-        if batch and not failure:
-            chunks.put(batch)
+                chunks.put(held.take())
+        hand_over()
     finally:
         chunks.put(None)
         thread.join()
@@ -167,6 +180,25 @@ def enqueue(store: ItemStore, rows: Iterable[tuple[Any, ...] | LineBlock], *, ch
     if failure:
         raise failure[0]
     return inserted, dropped
+
+
+class _Held:
+    """The rows read and not handed to the writer yet, and how many items they stand for."""
+
+    __slots__ = ("rows", "size")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...] | LineBlock] = []
+        self.size = 0
+
+    def add(self, row: tuple[Any, ...] | LineBlock) -> int:
+        self.rows.append(row)
+        self.size += len(row) if isinstance(row, LineBlock) else 1
+        return self.size
+
+    def take(self) -> list[tuple[Any, ...] | LineBlock]:
+        rows, self.rows, self.size = self.rows, [], 0
+        return rows
 
 
 # -- reading a batch's source again (``resume --rescan``) ---------------------------------------

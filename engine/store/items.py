@@ -22,7 +22,7 @@ from ..files import FILE_MODE, fsync_dir, full_fsync, identity
 from ..models import MAX_SEQ, Counts, ErrorGroup
 from . import queries, selected
 from .connection import StoreError, connect_readonly, connect_rw, connect_unlinked, recover_hint
-from .enqueue import LineBlock, ScanOutcome, enqueue, rescan
+from .enqueue import LineBlock, ScanOutcome, Waits, enqueue, rescan
 from .queries import AttemptRow, ItemFilter, ItemRow, Selection, selection_condition
 from .schema import check_version, create_schema, migrate
 from .selection import RETRIABLE
@@ -163,10 +163,13 @@ class ItemStore:
 
     # -- enqueue ---------------------------------------------------------------------------
 
-    def enqueue(self, rows: Iterable[tuple[Any, ...] | LineBlock], *, chunk: int = 20000) -> tuple[int, int]:
+    def enqueue(
+        self, rows: Iterable[tuple[Any, ...] | LineBlock], *, chunk: int = 20000, waits: Waits | None = None
+    ) -> tuple[int, int]:
         """Insert rows in input order; duplicate keys are dropped. Resumable. Returns
-        (inserted, duplicates) of this call (see :func:`~.enqueue.enqueue`)."""
-        return enqueue(self, rows, chunk=chunk)
+        (inserted, duplicates) of this call (see :func:`~.enqueue.enqueue`; ``waits``: what
+        tells while the source keeps it waiting, when it commits what it read so far)."""
+        return enqueue(self, rows, chunk=chunk, waits=waits)
 
     def rescan(
         self, rows: Iterable[tuple[Any, ...] | LineBlock], *, drop_reason: str | None = None, at: str | None = None

@@ -1,0 +1,206 @@
+"""A source that keeps its reader waiting: a pipe, a FIFO, a terminal.
+
+A regular file is read as fast as the disk gives it, and every view sees the enqueue's commits
+to the store as its engine's signs of life (engine/liveness.py). A pipe gives what its writer
+sends, when it sends it: ``(seq 100; sleep 20; seq 100) | batchtui run -`` blocked the engine in
+a read for 20 s with nothing to commit, and every view said it had stopped responding. So such
+a source is read through :class:`WaitingReader`, which waits for its data with a timeout and
+says every :data:`TICK_S` seconds that it still waits (:meth:`SourceWait.waited`): the enqueue
+commits the items it holds then (a view counts them), and the engine touches its lock file
+(a view reads that as "waiting for its source": see :mod:`..liveness`). The reading thread
+itself says it, so an engine frozen (SIGSTOP) or hung elsewhere says nothing and reads as not
+responding.
+
+The lines of such a source are read as they come (:func:`pipe_blocks`), not 256 KiB at a time:
+a text file object's ``read(n)`` waits for ``n`` characters or the end, and held the 100 lines
+sent before the pause. A regular file (also one given as stdin, ``< file``) is read as before.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import io
+import os
+import select
+import stat
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Final, TextIO, TypeVar
+
+from ..errors import UserError
+from ..fmt import clean
+from .text import MARK_ERRORS, codec, open_text, stream_error
+
+#: How often a waiting reader says it still waits: well within liveness's 5 s.
+TICK_S: Final = 1.0
+
+#: At most this many bytes a read (what has come may be less).
+_READ_BYTES: Final = 256 * 1024
+
+T = TypeVar("T")
+
+
+class SourceWait:
+    """Told while a source keeps its reader waiting (every :data:`TICK_S` seconds of a wait).
+    The enqueue and the engine :meth:`listen`; the readers of the sources call :meth:`waited`."""
+
+    def __init__(self, first: Callable[[], None] | None = None, *, tick: float = TICK_S) -> None:
+        self.tick = tick
+        self._listeners: list[Callable[[], None]] = [first] if first is not None else []
+
+    def listen(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on every tick of a wait, after the listeners before it."""
+        self._listeners.append(fn)
+
+    def waited(self) -> None:
+        for fn in self._listeners:
+            fn()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` (a call that may block: opening a FIFO waits for its writer), ticking while
+        it has not returned. It runs in a thread of its own; if this one is interrupted (a
+        Ctrl-C), that thread is left to its call, which the process's exit ends."""
+        done = threading.Event()
+        got: list[T] = []
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                got.append(fn())
+            except BaseException as exc:
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="batchtui-source-open", daemon=True).start()
+        while not done.wait(self.tick):
+            self.waited()
+        if failed:
+            raise failed[0]
+        return got[0]
+
+
+def may_wait(fd: int) -> bool:
+    """Whether reading ``fd`` may wait on a writer: anything but a regular file (a pipe, a FIFO,
+    a terminal, a socket). False when it cannot be told."""
+    try:
+        return not stat.S_ISREG(os.fstat(fd).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+class WaitingReader(io.RawIOBase):
+    """The bytes of ``fd``, each read (the buffered reader above calls :meth:`readinto`) waiting
+    for data in ticks of ``wait.tick`` seconds and telling ``wait`` after each (see the module
+    doc). ``fd`` is closed with this reader only when ``closefd`` (stdin's is not)."""
+
+    def __init__(self, fd: int, wait: SourceWait, *, closefd: bool = True) -> None:
+        super().__init__()
+        self._fd = fd
+        self._wait = wait
+        self._closefd = closefd
+        self._poll: select.poll | None = None
+        if hasattr(select, "poll") and sys.platform != "darwin":  # macOS: poll fails on devices
+            self._poll = select.poll()
+            self._poll.register(fd, select.POLLIN | select.POLLPRI)
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def _ready(self) -> bool:
+        if self._poll is not None:
+            return bool(self._poll.poll(int(self._wait.tick * 1000)))
+        return bool(select.select([self._fd], [], [], self._wait.tick)[0])
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._ready():
+            self._wait.waited()
+        return os.readv(self._fd, [buffer])
+
+    def close(self) -> None:
+        if not self.closed and self._closefd:
+            os.close(self._fd)
+        super().close()
+
+
+def waiting_binary(fd: int, wait: SourceWait, *, closefd: bool = True) -> io.BufferedReader:
+    """``fd`` as a buffered binary file read through :class:`WaitingReader`."""
+    return io.BufferedReader(WaitingReader(fd, wait, closefd=closefd), buffer_size=_READ_BYTES)
+
+
+def waiting_text(
+    fd: int, wait: SourceWait, encoding: str, newline: str | None = None, *, closefd: bool = True
+) -> io.TextIOWrapper:
+    """``fd`` as text (``encoding`` as :func:`.text.codec` gives it, undecodable bytes marked),
+    read through :class:`WaitingReader`: a line is there as soon as it has come."""
+    return io.TextIOWrapper(
+        waiting_binary(fd, wait, closefd=closefd), encoding=encoding, errors=MARK_ERRORS, newline=newline
+    )
+
+
+@contextlib.contextmanager
+def open_source_text(
+    path: str, encoding: str, newline: str | None = None, wait: SourceWait | None = None
+) -> Iterator[TextIO]:
+    """:func:`.text.open_text`, but a source that is no regular file (a FIFO, ``/dev/fd/N``, a
+    device) is read through :class:`WaitingReader` when ``wait`` is given; a FIFO is also opened
+    ticking (the open waits for its writer)."""
+    if wait is None or _regular(path):
+        with open_text(path, encoding, newline) as f:
+            yield f
+        return
+    name = codec(encoding)
+    try:
+        fd = wait.call(lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        raise UserError(f"cannot read {clean(path)}: {exc.strerror or exc}") from None
+    with waiting_text(fd, wait, name, newline) as f:
+        try:
+            yield f
+        except UnicodeError as exc:
+            raise stream_error(clean(path), encoding, exc) from None
+
+
+def _regular(path: str) -> bool:
+    """A regular file, or a path that cannot be looked at (:func:`.text.open_text` says why)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
+
+
+def pipe_blocks(binary: io.BufferedReader, encoding: str) -> Iterator[list[str]]:
+    """The lines of a pipe (without their newline), a block of what has come at a time, decoded
+    and split as a text file opened with universal newlines splits them (``encoding``: a name
+    :func:`.text.codec` accepts). A line not ended yet waits for the rest."""
+    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder(codec(encoding))(errors=MARK_ERRORS), True)
+    tail = ""
+    while True:
+        data = binary.read1(_READ_BYTES)
+        chunk = decoder.decode(data, final=not data)
+        if chunk:
+            lines = (tail + chunk).split("\n") if tail else chunk.split("\n")
+            tail = lines.pop()
+            if lines:
+                yield lines
+        if not data:
+            break
+    if tail:
+        yield [tail]
+
+
+__all__ = [
+    "TICK_S",
+    "SourceWait",
+    "WaitingReader",
+    "may_wait",
+    "open_source_text",
+    "pipe_blocks",
+    "waiting_binary",
+    "waiting_text",
+]
