@@ -11,7 +11,11 @@ changes (a heartbeat: ``updated_at``), and holds the batch's ``flock`` from star
 
 The age counts from the later of ``updated_at`` and the lock's ``started_at``, so a new engine
 is not judged by the file its predecessor left; until the engine's first live write (it reads
-its source into the store), from the store's last write too. An engine that has written its final state
+its source into the store), from the store's last write too, and from the lock file's
+modification time: an engine whose source keeps it waiting (a pipe whose writer pauses) touches
+its lock file about once a second from the thread that waits (engine/sources/waiting.py), and is
+**waiting for its source** while that is its latest sign of life (``waiting_s``). Frozen
+(SIGSTOP) or hung elsewhere, it touches nothing and turns stale. An engine that has written its final state
 (finished, stopped, halted) and is still running its ``--on-finish`` hook is alive. Ages use
 the wall clock (``updated_at`` is UTC): a viewer on another host with a skewed clock sees the
 skew, which is why the bound is seconds, not a fraction of one.
@@ -30,6 +34,9 @@ from .fmt import fmt_duration as fmt_age
 from .models import ACTIVE_STATES, LiveProgress, LockInfo
 
 STALE_AFTER_S: Final = 5.0
+#: A touch of the lock is at least a second after the engine took it, and the commit of what it
+#: had read when its wait began may land just after the touch: both within this.
+TOUCH_SLACK_S: Final = 0.5
 
 
 class Liveness(StrEnum):
@@ -46,6 +53,8 @@ class EngineStatus(NamedTuple):
     silent_s: float | None  # seconds since the engine's last write; None when gone
     holder: LockInfo | None
     process: str | None = None  # stale only: running, stopped, zombie, gone; None when unknown
+    #: Alive and waiting for its source (its lock touched last): seconds since it stored anything.
+    waiting_s: float | None = None
 
     @property
     def held(self) -> bool:
@@ -111,11 +120,17 @@ def engine_status(
     started = _stamp(holder.started_at)
     written = _stamp(live.updated_at) if live is not None else 0.0
     last = max(started, written)
+    waiting_since: float | None = None
     if written < started and started > 0:
         # No live write from this engine yet: it makes the batch, or reads the rest of an
         # enqueue cut short, and each chunk it reads is a commit to the store (a 20M-line source
-        # read for a minute was "NOT RESPONDING ... hung" from its fifth second).
-        last = max(last, _store_written(bdir))
+        # read for a minute was "NOT RESPONDING ... hung" from its fifth second); while its source
+        # keeps it waiting, it touches its lock file instead.
+        stored = _store_written(bdir)
+        touched = _lock_touched(bdir, started)
+        last = max(last, stored, touched)
+        if touched and touched >= stored - TOUCH_SLACK_S:
+            waiting_since = max(started, stored)
     if last <= 0:
         # The lock's content is not written yet (it was taken a moment ago): no verdict.
         return EngineStatus(Liveness.ALIVE, None, holder)
@@ -127,7 +142,18 @@ def engine_status(
         return EngineStatus(Liveness.STALE, silent, holder, "gone")
     if silent > stale_after:
         return EngineStatus(Liveness.STALE, silent, holder, _process_state(holder))
-    return EngineStatus(Liveness.ALIVE, silent, holder)
+    waiting = None if waiting_since is None else max(0.0, now - waiting_since)
+    return EngineStatus(Liveness.ALIVE, silent, holder, waiting_s=waiting)
+
+
+def _lock_touched(bdir: BatchDir, started: float) -> float:
+    """When the engine last touched its lock file (:meth:`.batchdir.BatchLock.touch`), or 0 if it
+    has not since it wrote the file (when it took the lock, at ``started``)."""
+    try:
+        mtime = os.stat(bdir.lock).st_mtime
+    except OSError:
+        return 0.0
+    return mtime if mtime > started + TOUCH_SLACK_S else 0.0
 
 
 def _store_written(bdir: BatchDir) -> float:

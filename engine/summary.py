@@ -14,6 +14,11 @@ batch whose engine died, or whose engine could not write its manifest on a full 
 - an engine holds the lock and has written live_progress.json since it took the lock: its
   state and counts are the live ones (an engine that stopped writing is still shown, with its
   liveness ``stale``: see :mod:`.liveness`);
+- an engine holds the lock of a batch still ``created``, and its enqueue is not done: it reads
+  the batch's source into items.db (``run`` makes the batch, or ``resume`` reads the rest of an
+  enqueue cut short), so the counts are the store's, so far, and ``reading_source`` says so
+  (the state stays ``created``: nothing runs before the whole source is read; every view says
+  what it does with :func:`reading_text`);
 - otherwise the manifest's state and totals (they are rewritten on every state change and by
   every offline command).
 
@@ -35,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .batchdir import BatchDir, now_iso, parse_iso
 from .errors import UserError
 from .files import DamagedFile
-from .fmt import cut_percent
+from .fmt import cut_percent, fmt_duration
 from .liveness import EngineStatus, Liveness, engine_status
 from .models import ACTIVE_STATES, BatchState, Counts, LiveCounts, LiveProgress, LockInfo, Manifest
 from .timing import batch_timing
@@ -57,6 +62,9 @@ class EngineSummary(BaseModel):
     silent_s: float | None = None  # seconds since its last write
     problem: str | None = None  # what is wrong when it is stale (one sentence)
     badge: str = ""  # "NOT RESPONDING 13s" when stale, else empty
+    #: It reads its source and the source keeps it waiting (a pipe whose writer pauses): seconds
+    #: since it stored anything (see :mod:`.liveness`); None otherwise.
+    waiting_for_source_s: float | None = None
 
 
 class BatchSummary(BaseModel):
@@ -84,6 +92,9 @@ class BatchSummary(BaseModel):
     #: The batch's creation was cut short (its ``run`` killed while it read the source): the
     #: items read so far are in the batch (``totals``), the rest until the next ``resume``.
     enqueue_cut_short: bool = False
+    #: An engine reads the batch's source into items.db (state ``created``): ``totals`` are the
+    #: items stored so far, and none runs before the source is read to its end.
+    reading_source: bool = False
     #: The batch's active time: the sum of its runs (engine/timing.py), as of ``updated_at``.
     duration_s: float = 0.0
     #: The current run's time when an engine runs it (``run_running``), else the last run's.
@@ -140,7 +151,7 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
     dead = status.liveness == Liveness.STALE and status.process == "gone"
     counts = LiveCounts(**manifest.totals.model_dump())
     counts_from: Literal["live", "store", "manifest"] = "manifest"
-    cut_add = cut_enqueue = False
+    cut_add = cut_enqueue = reading = False
     state = manifest.state.value
     halt_reason = manifest.halt_reason
     updated = manifest.ended_at or manifest.started_at or manifest.created_at
@@ -168,9 +179,10 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
                 updated = live.updated_at  # the dead engine's last sign of life
     elif created and live is None:
         # An engine (or a resume) is still reading the source: what it stored so far.
-        stored, _ = _store_counts(bdir)
+        stored, cut = _store_counts(bdir)
         if stored is not None:
             counts, counts_from = stored, "store"
+        reading = holder is not None and cut == "enqueue"
     finished = state == BatchState.FINISHED.value
     timing = batch_timing(
         manifest.history,
@@ -186,13 +198,14 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
         state=state,
         manifest_state=manifest.state,
         halt_reason=halt_reason,
-        engine=_engine(status),
+        engine=_engine(status, reading),
         totals=counts,
         percent=cut_percent(counts.percent, 1),
         counts_from=counts_from,
         duplicates_dropped=manifest.duplicates_dropped,
         add_cut_short=cut_add,
         enqueue_cut_short=cut_enqueue,
+        reading_source=reading,
         duration_s=timing.active_s,
         run_s=timing.run_s,
         run_running=timing.running,
@@ -239,7 +252,27 @@ def describe_source(manifest: Manifest) -> str:
     return parts[0] if parts else ""
 
 
-def _engine(status: EngineStatus) -> EngineSummary | None:
+def reading_text(summary: BatchSummary) -> str:
+    """What the engine of a batch that reads its source does, for every view: ``reading its
+    source: 1,234,567 items so far`` or ``waiting for its source (nothing new for 12s): 100 items
+    so far``; empty for any other batch."""
+    if not summary.reading_source:
+        return ""
+    waited = summary.engine.waiting_for_source_s if summary.engine is not None else None
+    doing = (
+        "reading its source" if waited is None else f"waiting for its source (nothing new for {fmt_duration(waited)})"
+    )
+    return f"{doing}: {summary.totals.total:,} item{'' if summary.totals.total == 1 else 's'} so far"
+
+
+def reading_note(summary: BatchSummary) -> str:
+    """The sentence after :func:`reading_text` that says when the items run."""
+    if summary.engine is not None and summary.engine.waiting_for_source_s is not None:
+        return "its items run once the source ends (its writer closes it)"
+    return "its items run once the whole source is read"
+
+
+def _engine(status: EngineStatus, reading: bool) -> EngineSummary | None:
     holder = status.holder
     if holder is None:
         return None
@@ -251,6 +284,7 @@ def _engine(status: EngineStatus) -> EngineSummary | None:
         silent_s=None if status.silent_s is None else round(status.silent_s, 1),
         problem=status.explain() or None,
         badge=status.badge(),
+        waiting_for_source_s=None if status.waiting_s is None or not reading else round(status.waiting_s, 1),
     )
 
 
@@ -297,5 +331,7 @@ __all__ = [
     "EngineSummary",
     "describe_processor",
     "describe_source",
+    "reading_note",
+    "reading_text",
     "summarize",
 ]

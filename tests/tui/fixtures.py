@@ -11,6 +11,7 @@ import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,10 @@ def hold_lock(batch: Path, *, pid: int = 4242, host: str = "worker-1") -> Iterat
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, orjson.dumps({"pid": pid, "host": host, "started_at": T0}) + b"\n")
+        # Written when it was taken, as an engine's is: a lock file written since is an engine's
+        # sign of life (its touch while its source keeps it waiting: engine/liveness.py).
+        took = datetime.fromisoformat(T0).timestamp()
+        os.utime(fd, (took, took))
         yield
     finally:
         os.close(fd)
