@@ -21,7 +21,7 @@ from batchtui.engine.files import DamagedFile
 from batchtui.engine.fmt import shell_line
 from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import LiveProgress, NewerFormat
-from batchtui.engine.summary import DAMAGED, INTERRUPTED, BatchSummary, summarize
+from batchtui.engine.summary import DAMAGED, INTERRUPTED, BatchSummary, reading_note, reading_text, summarize
 
 from .completion import complete_batch
 from .group import CONTEXT
@@ -56,6 +56,7 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, show_all: bool, as_json: 
     click.echo(f"{'BATCH':<25} {'STATE':<12} {'ENGINE':<10} {'DONE':>15} {'FAILED':>7} {'CREATED':<17} NAME")
     problems: list[str] = []
     cut: list[str] = []
+    reading: list[str] = []
     for r in rows:
         if r.state == DAMAGED:
             click.echo(f"{r.batch_id:<25} {DAMAGED:<12} {'':<10} {'':>15} {'':>7} {'':<17} {plain(r.error)}")
@@ -71,6 +72,12 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, show_all: bool, as_json: 
             if r.state != INTERRUPTED:  # its engine is dead: what it left holds the lock a moment
                 state = "unresponsive"  # a frozen or hung engine: said in full below the table
             problems.append(f"{plain(r.batch_id)}: {r.engine.problem}")
+        elif r.engine and r.reading_source:
+            # Still `created` (the manifest's state): its engine reads the source, nothing runs yet.
+            waiting = r.engine.waiting_for_source_s is not None
+            state = "waiting" if waiting else "reading"
+            tag = "WAITING FOR SOURCE" if waiting else "READING SOURCE"
+            reading.append(f"{tag} {plain(r.batch_id)}: {reading_sentence(r)}")
         said = cut_short_text(r)
         if said is not None:
             cut.append(f"{said[0]} {plain(r.batch_id)}: {said[1]}")
@@ -79,6 +86,8 @@ def ls_cmd(ctx: click.Context, output_dir: str | None, show_all: bool, as_json: 
         click.echo(
             f"{r.batch_id:<25} {state:<12} {engine:<10} {progress:>15} {t.failed:>7} {created:<17} {plain(r.name)[:40]}"
         )
+    for line in reading:
+        click.echo(line)
     for problem in problems:
         click.echo(f"NOT RESPONDING {problem}")
     for line in cut:
@@ -110,6 +119,12 @@ def cut_short_text(summary: BatchSummary) -> tuple[str, str] | None:
         f"{what}, part of its source is not in the batch yet;"
         f" `{shell_line('batchtui', 'resume', summary.batch_id)}` reads the rest first"
     )
+
+
+def reading_sentence(summary: BatchSummary) -> str:
+    """What ``ls`` and ``show`` say of a batch whose engine reads its source (state ``created``)."""
+    who = f"its engine (pid {summary.engine.pid})" if summary.engine else "its engine"
+    return f"created, and {who} is {reading_text(summary)}; {reading_note(summary)}"
 
 
 def local_time(iso: str | None) -> str:
@@ -175,7 +190,11 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
             }
         )
         return
-    print_summary(bdir, manifest, counts, None, report, summary=summary, state=summary.state)
+    state = summary.state
+    if summary.reading_source and summary.engine is not None and not summary.stale:
+        waiting = summary.engine.waiting_for_source_s is not None
+        state += ": waiting for its source" if waiting else ": reading its source"
+    print_summary(bdir, manifest, counts, None, report, summary=summary, state=state)
     click.echo(f"  Processor: {plain(summary.command)}")
     engine = f"running, pid {engine_info.pid} on {engine_info.host}" if engine_info else "none"
     if engine_info and engine_info.badge:
@@ -193,6 +212,8 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
         click.echo(f"  Warning:   {plain(damaged_control)}")
     if summary.manifest_from_backup:
         click.echo(f"  Warning:   {bdir.manifest.name} is missing or damaged; this is its backup, manifest.json.bak")
+    if summary.reading_source and not summary.stale:
+        click.echo(f"  Now:       {reading_text(summary)}; {reading_note(summary)}")
     if live is not None and summary.counts_from == "live":
         # A frozen engine's figures are as old as its last write: not "now".
         click.echo(("  Last seen: " if summary.stale else "  Now:       ") + progress_line(live))

@@ -131,6 +131,9 @@ def cell_text(key: str, row: BatchSummary, width: int, now: float, warning: str,
         state = state_text(row.state, row.halt_reason, row.error)
         if row.engine is not None and row.stale:
             state += f" {row.engine.badge}"
+        elif row.engine is not None and row.reading_source:  # still "created": what it does first
+            doing = "waiting for source" if row.engine.waiting_for_source_s is not None else "reading source"
+            state = f"{doing}, {row.totals.total:,} so far"
         colour = warning if row.stale else (error if unreadable or row.state in ("halted", "interrupted") else "")
         return Text(cut_end(clean(state), width), style=f"bold {colour}".strip())
     if unreadable:

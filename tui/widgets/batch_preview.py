@@ -19,6 +19,7 @@ from textual.widgets import Static
 from batchtui.engine.batchdir import parse_iso
 from batchtui.engine.fmt import clean, fmt_ago, fmt_duration, fmt_percent
 from batchtui.engine.preview import BatchPreview, RunLine
+from batchtui.engine.summary import reading_text
 
 from ..text import plain
 from .labels import set_text
@@ -46,11 +47,14 @@ def age_of(iso: str | None, now: float) -> str:
         return ""
 
 
-def state_text(state: str, halt_reason: str | None, error: str | None = None) -> str:
+def state_text(state: str, halt_reason: str | None, error: str | None = None, doing: str = "") -> str:
     """A batch's state with why: ``halted: failure rate 23% over ...``, ``damaged: <why>``,
-    ``gone: <where it was>``."""
+    ``gone: <where it was>``, or with what its engine does (``doing``): ``created: reading its
+    source: 1,234,567 items so far`` (engine/summary.py's reading_text)."""
     if error:
         return f"{state}: {error}"
+    if doing:
+        return f"{state}: {doing}"
     if halt_reason and state in ("halted", "stopped", "stopping"):
         return f"{state}: {halt_reason}"
     return state
@@ -129,7 +133,8 @@ class BatchPreviewPane(VerticalScroll):
         out = Text(no_wrap=True, overflow="ellipsis")
         out.append(clean(s.name) or "(no name)", style="bold")
         out.append(f"  {clean(s.batch_id)}\n", style="dim")
-        out.append(clean(state_text(s.state, s.halt_reason, s.error)), style="bold")
+        doing = "" if s.stale else reading_text(s)  # still "created": what its engine does first
+        out.append(clean(state_text(s.state, s.halt_reason, s.error, doing)), style="bold")
         if s.engine is not None:
             out.append(f"  pid {s.engine.pid} on {clean(s.engine.host)}")
             if s.engine.badge:
