@@ -28,7 +28,7 @@ import pytest
 from batchtui.engine.batchdir import BatchDir, BatchLock
 from batchtui.engine.liveness import STALE_AFTER_S, Liveness, engine_status
 from batchtui.engine.sources import SourceWait, build_spec, iter_blocks
-from batchtui.engine.summary import reading_text, summarize
+from batchtui.engine.summary import BatchSummary, reading_text, summarize
 
 from .conftest import CLI, cli_env, feeding, only_batch, wait_until
 
@@ -222,6 +222,13 @@ def _stored(batch: Path) -> int:
         return 0
 
 
+def _cell(summary: BatchSummary) -> str:
+    """The browser's state cell of ``summary``, 40 columns wide."""
+    from batchtui.tui.screens.browser_columns import cell_text
+
+    return cell_text("state", summary, 40, time.time(), "yellow", "red").plain
+
+
 def test_the_views_say_reading_then_waiting_and_a_silent_one_is_stale(tmp_path: Path, out_dir: Path) -> None:
     batch = _reading_batch(tmp_path, out_dir, 30)
     bdir = BatchDir(batch)
@@ -236,6 +243,15 @@ def test_the_views_say_reading_then_waiting_and_a_silent_one_is_stale(tmp_path: 
         assert reading.state == "created" and reading.reading_source and reading.totals.total == 30
         assert reading.engine is not None and reading.engine.waiting_for_source_s is None
         assert reading_text(reading) == "reading its source: 30 items so far"
+        assert _cell(reading) == "reading source, 30 so far"
+        # ls on the real clock: a chunk committed just now.
+        os.utime(wal)
+        listed = _ls(out_dir)
+        assert f"{batch.name}  reading " in listed, listed
+        said = (
+            f"READING SOURCE {batch.name}: created, and its engine (pid {os.getpid()}) is reading its source: 30 items"
+        )
+        assert f"{said} so far; its items run once the whole source is read" in listed, listed
 
         os.utime(wal, (now - 12, now - 12))  # nothing stored for 12 s, but the lock touched just now
         os.utime(bdir.lock, (now - 0.5, now - 0.5))
@@ -243,11 +259,13 @@ def test_the_views_say_reading_then_waiting_and_a_silent_one_is_stale(tmp_path: 
         assert waiting.engine is not None and waiting.engine.liveness == "alive"
         assert waiting.engine.waiting_for_source_s == pytest.approx(12.0, abs=0.05)
         assert reading_text(waiting) == "waiting for its source (nothing new for 12s): 30 items so far"
+        assert _cell(waiting) == "waiting for source, 30 so far"
 
         os.utime(bdir.lock, (now - 8, now - 8))  # touched nothing for 8 s either: frozen or hung
         stale = summarize(bdir, now=now)
         assert stale.stale and stale.engine is not None and stale.engine.waiting_for_source_s is None
         assert stale.state == "created" and stale.engine.badge.startswith("NOT RESPONDING")
+        assert _cell(stale) == f"created {stale.engine.badge}"
     finally:
         lock.release()
     # Its engine gone (killed -9 while it read): cut short, as before.
