@@ -57,9 +57,10 @@ worker; shell items run on the worker's machine, their ``logs/`` are written the
 same batch path. On a LocalCluster ``set_workers(n)`` scales the cluster; on an existing cluster
 ``--workers`` only sets the runner's window (the tasks in flight follow the cluster's threads).
 
-The parts: this module's threads (dispatcher, collector, reaper, poller) talk to dask;
-:mod:`.dask_ledger` keeps where each item is and the one outcome it owes (the promise above, in
-one place, under one lock); :mod:`.dask_worker` runs on the workers.
+The parts: this module's threads (dispatcher, collector, poller) and :mod:`.dask_reaper`'s (a
+LocalCluster's worker restarts) talk to dask; :mod:`.dask_ledger` keeps where each item is and
+the one outcome it owes (the promise above, in one place, under one lock); :mod:`.dask_worker`
+runs on the workers.
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ import contextlib
 import itertools
 import logging
 import pickle
-import queue
 import threading
 import time
 import uuid
@@ -79,15 +79,14 @@ from .attempts import Classifier, Outcome
 from .config import BatchConfig
 from .dask_cluster import BROADCAST_TIMEOUT_S, DaskCluster
 from .dask_ledger import Ledger, Owed, Task, lost_outcomes
+from .dask_reaper import WorkerReaper
 from .dask_worker import (
     TaskSpec,
     cancel_tokens,
     kill_all_on_worker,
     kill_on_worker,
     outcomes_topic,
-    processing_on,
     run_chunk,
-    salvage_tasks,
     started_topic,
 )
 from .errors import WorkerLost
@@ -104,8 +103,6 @@ SWEEP_AFTER_S: Final = 5.0
 #: worker, the scheduler, this engine's collector and dispatcher) outlasted one task on a busy
 #: machine.
 TASKS_PER_THREAD: Final = 3
-#: How long after a restart of ours a task lost with that worker is put down to the restart.
-RESTART_WINDOW_S: Final = 30.0
 
 
 class DaskExecutor:
@@ -132,13 +129,12 @@ class DaskExecutor:
         self.handoff = Handoff()
         self.ledger = Ledger(self.handoff)
         self._ac: Any = None
-        self._restarted: dict[str, float] = {}  # worker address -> when the reaper restarted it
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self._counter = itertools.count()
         self._cluster_info: ClusterInfo | None = None
-        self._reap: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()  # (task key, index)
+        self.reaper = WorkerReaper(self)
 
     @property
     def client(self) -> Any:
@@ -170,7 +166,7 @@ class DaskExecutor:
             (self._poll, "batchtui-dask-info"),
         ]
         if self.cluster is not None and self.spec.kind != "shell":
-            threads.append((self._reaper, "batchtui-dask-reaper"))
+            threads.append((self.reaper.run, "batchtui-dask-reaper"))
         for target, name in threads:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -242,7 +238,7 @@ class DaskExecutor:
             return True
         if self.cluster is None:
             return False
-        self._reap.put((task.key, index))
+        self.reaper.put((task.key, index))
         return True
 
     def kill_all(self) -> int:
@@ -251,7 +247,7 @@ class DaskExecutor:
             self.dask.broadcast(kill_all_on_worker, self.task.cache_key)
         elif self.cluster is not None:
             for where in owed:
-                self._reap.put(where)
+                self.reaper.put(where)
         return len(owed)
 
     def cluster_info(self) -> ClusterInfo | None:
@@ -400,7 +396,7 @@ class DaskExecutor:
         begun: set[int] = set()
         arrived = False
         killed = type(exc).__name__ == "KilledWorker"  # its worker is gone, with what it knew
-        ours = killed and self._we_restarted(exc)
+        ours = killed and self.reaper.restarted_for(exc)
         if not killed:
             answers, _ = self.dask.ask_all(cancel_tokens, wanted)
             for reply in answers:
@@ -409,66 +405,6 @@ class DaskExecutor:
                 begun.update(indexes)
         returned, lost = self.ledger.lost(task, arrived, begun, killed, ours, began)
         self.completions.put(returned + self._lost(lost, exc))
-
-    def _we_restarted(self, exc: BaseException) -> bool:
-        """The task died with a worker the reaper restarted to stop another item (a task that
-        reached it after the salvage): not its items' failure."""
-        address = getattr(getattr(exc, "last_worker", None), "address", None)
-        at = self._restarted.get(address) if isinstance(address, str) else None
-        return at is not None and time.monotonic() - at < RESTART_WINDOW_S
-
-    def _reaper(self) -> None:
-        """LocalCluster, Python calls: stop killed items by restarting the workers running them."""
-        while not self._closing.is_set():
-            try:
-                killed = {self._reap.get(timeout=0.2)}
-            except queue.Empty:
-                continue
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    killed.add(self._reap.get_nowait())
-            self.ledger.hold()
-            try:
-                self._reap_now(killed)
-            except Exception:
-                if not self._closing.is_set():
-                    log.exception("dask reaper")
-            finally:
-                self.ledger.unhold()
-
-    def _reap_now(self, killed: set[tuple[str, int]]) -> None:
-        """On each worker still running a ``killed`` item (task key, index): salvage every task
-        of ours there (the outcomes decided, the items not begun), then restart the worker."""
-        sizes = self.ledger.sizes()
-        where: dict[str, str] = self.client.run_on_scheduler(processing_on, list(sizes))
-        workers = {where[k] for k, _ in killed if k in where}
-        for address in sorted(workers):
-            on_worker = [k for k, a in where.items() if a == address]
-            try:
-                wanted = {k: sizes[k] for k in on_worker}
-                mine = [(k, i) for k, i in killed if where.get(k) == address]
-                replies = self.client.run(salvage_tasks, wanted, mine, workers=[address], on_error="return")
-                reply = replies.get(address)
-            except Exception as exc:
-                reply = exc
-            if reply is None:
-                continue  # the killed items ended before: their outcomes come as usual
-            restart = False
-            for key in on_worker:
-                salvaged = self.ledger.salvaged(key, reply)
-                if salvaged is None:
-                    continue
-                out, lost, future = salvaged
-                restart = restart or bool(lost)
-                if future is not None:
-                    with contextlib.suppress(Exception):
-                        self.client.cancel([future])
-                self.completions.put(out + self._lost(lost, None, "killed by the engine"))
-            if restart and not self._closing.is_set():
-                log.info("restarting dask worker %s to stop a killed item", address)
-                self._restarted[address] = time.monotonic()
-                self.client.restart_workers([address], raise_for_error=False)
-                self._restarted[address] = time.monotonic()  # the window counts from its end
 
     def _poll(self) -> None:
         while not self._closing.wait(INFO_INTERVAL_S):
