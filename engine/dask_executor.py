@@ -221,9 +221,10 @@ class DaskExecutor:
         return self.ledger.since(seq)
 
     def counts(self) -> tuple[int, int]:
-        """(queued, running): the items of a task count as running once it began."""
+        """(queued, running): running, the item each task that began runs now (all of a chunked
+        callable's), at most one a worker thread (see :meth:`.dask_ledger.Ledger.counts`)."""
         queued, _ = self.handoff.counts()
-        owed_queued, running = self.ledger.counts()
+        owed_queued, running = self.ledger.counts(together=self.task.chunked, threads=self._cluster_threads())
         return queued + owed_queued, running
 
     def kill(self, seq: int, attempt: int | None = None) -> bool:
@@ -295,12 +296,15 @@ class DaskExecutor:
 
     # -- threads -------------------------------------------------------------------------------
 
+    def _cluster_threads(self) -> int:
+        """The cluster's worker threads (sampled about once a second), else --workers."""
+        info = self._cluster_info
+        return max(1, info.threads if info is not None and info.threads else self.config.workers)
+
     def _capacity(self) -> int:
         """Tasks in flight: TASKS_PER_THREAD per worker thread of the cluster, one running and the
         next ones waiting on its worker (behind its gate), so a thread never idles for a round trip."""
-        info = self._cluster_info
-        threads = info.threads if info is not None and info.threads else self.config.workers
-        return TASKS_PER_THREAD * max(1, threads)
+        return TASKS_PER_THREAD * self._cluster_threads()
 
     def _dispatch(self) -> None:
         """Take a chunk from the hand-off when a worker thread is free; submit it as one task."""

@@ -188,15 +188,21 @@ class Ledger:
             task = self._by_seq.get(seq)
             return task.since if task is not None else None
 
-    def counts(self) -> tuple[int, int]:
-        """(queued, running) of the items tasks owe: running once their task began."""
+    def counts(self, *, together: bool = False, threads: int | None = None) -> tuple[int, int]:
+        """(queued, running) of the items tasks owe. A task that began runs its items one at a
+        time (``together``: a chunked callable's, all at once): one of those it owes runs, the
+        others wait behind it in the task (or have ended, their outcomes on the way). One at a
+        time, no more run than the cluster's worker ``threads``: a task that ended on its worker,
+        its end not heard of yet, is still owing while the thread has begun the next."""
         queued = running = 0
         with self._lock:
             for task in self._tasks.values():
-                if task.since is None:
-                    queued += len(task.owed)
-                else:
-                    running += len(task.owed)
+                owed = len(task.owed)
+                now = 0 if task.since is None else owed if together else min(1, owed)
+                running += now
+                queued += owed - now
+        if threads is not None and not together and running > threads:
+            running = threads
         return queued, running
 
     def owing(self, seq: int, attempt: int | None) -> tuple[Task, int] | None:

@@ -317,6 +317,62 @@ def test_pause_starts_nothing_more_on_a_cluster(
 
 
 @needs_dask
+def test_running_is_one_item_a_worker_thread_and_a_pause_says_so_after_a_sigstop(
+    tmp_path: Path, out_dir: Path, cluster: Any
+) -> None:
+    """QA: every item of a dask task that had begun counted as running. On two single-threaded
+    workers, live progress said 13 to 52 items running (a task of ~50 items runs them one at a
+    time), and a pause sent while the engine was stopped (SIGSTOP; the cluster went on) said
+    "7 items already running finish". A task runs one item at a time, a worker thread one task."""
+    log = tmp_path / "starts.log"
+    engine = _chunked_run(tmp_path, out_dir, log, cluster, [])
+    try:
+        wait_until(lambda: _alive(engine) and _in_slow_tasks(log), timeout=30)
+        batch = only_batch(out_dir)
+        live = batch / "live_progress.json"
+        seen: dict[str, int] = {}  # updated_at -> running, over the engine's next writes
+
+        def sample() -> bool:
+            try:
+                now = orjson.loads(live.read_bytes())
+            except (OSError, orjson.JSONDecodeError):  # being replaced
+                return False
+            seen[now["updated_at"]] = now["counts"]["running"]
+            return len(seen) >= 8
+
+        wait_until(sample, timeout=30)
+        assert 1 <= max(seen.values()) <= 2, seen
+
+        os.kill(engine.pid, signal.SIGSTOP)
+        try:
+            begun = len(_seqs(log))
+            # The cluster runs on while the engine is stopped: items end, their outcomes wait.
+            wait_until(lambda: len(_seqs(log)) >= begun + 10, timeout=30)
+            pause = subprocess.Popen(
+                [*CLI, "pause", batch.name, "--wait", "30", "--json"],
+                env=cli_env(out_dir),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            control = batch / "control.jsonl"
+            wait_until(lambda: control.exists() and b'"pause"' in control.read_bytes(), timeout=30)
+        finally:
+            os.kill(engine.pid, signal.SIGCONT)
+        out, err = pause.communicate(timeout=60)
+        answer = orjson.loads(out)["result"]
+        running = int(answer.split(", ")[1].split()[0])
+        assert 1 <= running <= 2 and answer.endswith("items already running finish"), (answer, err)
+        stopped = subprocess.run(
+            [*CLI, "stop", batch.name], env=cli_env(out_dir), capture_output=True, text=True, timeout=60, check=False
+        )
+        assert stopped.returncode == 0, stopped.stderr
+        assert _end(engine, 30) == 130
+    finally:
+        _kill(engine)
+
+
+@needs_dask
 def test_skip_of_a_running_shell_item_kills_it_and_its_queued_chunk_mates_never_start(
     tmp_path: Path,
     out_dir: Path,

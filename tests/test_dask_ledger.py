@@ -120,3 +120,25 @@ def test_nothing_goes_out_while_a_worker_restarts() -> None:
     assert ledger.wait_for_room(6, 0.0)
     task = ledger.dispatch(again, _key)
     assert task is not None and [it.seq for it in task.items] == [0, 1]
+
+
+def test_a_task_that_began_runs_one_of_its_items_and_a_thread_one_task() -> None:
+    """QA: every item a begun task owed counted as running: 50 running on two worker threads,
+    and a pause answered "7 items already running finish". A task runs its items one at a time
+    (a chunked callable's all at once), and a worker thread runs one task."""
+    ledger = Ledger(Handoff())
+    first = _sent(ledger, _items(range(5)))
+    second = _sent(ledger, _items(range(5, 8)))
+    third = _sent(ledger, _items(range(8, 10)))
+    assert ledger.counts() == (10, 0)  # none began: all wait on the cluster
+    ledger.began(first.key)
+    ledger.began(second.key)
+    assert ledger.counts() == (8, 2)
+    assert ledger.counts(together=True) == (2, 8)
+    # A third began while the end of one is not heard of yet: never more than the threads run.
+    ledger.began(third.key)
+    assert ledger.counts() == (7, 3)
+    assert ledger.counts(threads=2) == (7, 2)
+    assert ledger.counts(together=True, threads=2) == (0, 10)  # a chunk's items run together
+    assert [o.seq for o in ledger.take(first.key, [_ok(it) for it in first.items])] == list(range(5))
+    assert ledger.counts(threads=2) == (3, 2)
