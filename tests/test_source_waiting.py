@@ -108,6 +108,44 @@ def test_an_engine_whose_pipe_pauses_is_waiting_for_its_source_and_frozen_is_not
     assert row["state"] == "finished" and row["totals"]["complete"] == 100, row  # type: ignore[index]
 
 
+def test_stdin_from_a_pipe_that_pauses_is_read_as_it_comes(tmp_path: Path, out_dir: Path) -> None:
+    """`producer | batchtui run -`: the lines sent before the producer pauses are in the store
+    while it is quiet, the engine waits for more, and the rest comes when it goes on."""
+    engine = subprocess.Popen(
+        [*CLI, "run", "-", "--cmd", "true", "--headless"],
+        env=cli_env(out_dir),
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert engine.stdin is not None
+    try:
+        engine.stdin.write("".join(f"é-{i}\r\n" for i in range(50)).encode())
+        engine.stdin.flush()
+        wait_until(lambda: out_dir.exists() and any(out_dir.glob("*/lock")), 30, "the batch")
+        batch = only_batch(out_dir)
+
+        def waiting_with_50() -> bool:
+            summary = summarize(batch)
+            engine_summary = summary.engine
+            waiting = engine_summary is not None and engine_summary.waiting_for_source_s is not None
+            return summary.reading_source and waiting and summary.totals.total == 50
+
+        wait_until(waiting_with_50, 30, "waiting for stdin with the 50 lines sent stored")
+        engine.stdin.write(b"last\n")
+        engine.stdin.close()
+        assert engine.wait(timeout=60) == 0, engine.stderr.read() if engine.stderr else b""
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+    keys = subprocess.run(
+        [*CLI, "export", batch.name], env=cli_env(out_dir), capture_output=True, timeout=60, check=True
+    ).stdout.decode()
+    assert [json.loads(line)["key"] for line in keys.splitlines()] == [*(f"é-{i}" for i in range(50)), "last"]
+
+
 # -- the reading side, on a real FIFO --------------------------------------------------------------
 
 
