@@ -49,6 +49,7 @@ from .selected import (
 )
 from .selection import ACTION_STATUSES, EVERYTHING, ItemFilter, Selection, selection_condition
 from .selection import where as filter_where
+from .slowest import slowest_page
 
 __all__ = [
     "ACTION_STATUSES",
@@ -172,22 +173,12 @@ def count(conn: sqlite3.Connection, f: ItemFilter) -> int:
 
 #: The orders a view can show items in: name -> ORDER BY (seq last, so pages never overlap).
 #: "duration" and "tries" put the slowest and most-tried first (NULLs, not run yet, last).
-#: "duration" is the one a view shows (:func:`shown_duration`, :func:`_shown_duration_sql`).
+#: "duration" is the one a view shows (:func:`shown_duration`), read by :mod:`.slowest`.
 ORDERS: Final[dict[str, str]] = {
     "seq": "seq",
-    "duration": "{shown} DESC, seq",
+    "duration": "shown duration DESC, seq",
     "tries": "attempts DESC, seq",
 }
-
-
-def _shown_duration_sql(running: Mapping[int, float]) -> tuple[str, list[Any]]:
-    """:func:`shown_duration` in SQL, and its arguments: the running items' times are bound
-    values (a view knows at most live_progress.json's 64 items in flight)."""
-    if not running:
-        return "(CASE WHEN status = 'processing' THEN NULL ELSE duration_s END)", []
-    cases = " ".join("WHEN ? THEN ?" for _ in running)
-    args = [value for seq, seconds in sorted(running.items()) for value in (seq, seconds)]
-    return f"(CASE WHEN status = 'processing' THEN (CASE seq {cases} END) ELSE duration_s END)", args
 
 
 def shown_duration(status: str, duration_s: float | None, running_s: float | None = None) -> float | None:
@@ -212,12 +203,12 @@ def page(
     "duration" orders those by it (the other items in flight show none: last)."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r} (one of {', '.join(ORDERS)})")
+    if order == "duration":
+        return [item_row(r) for r in slowest_page(conn, f, offset, limit, running or {})]
     where, args = filter_where(f)
     if order != "seq":
-        shown, order_args = _shown_duration_sql(running or {}) if order == "duration" else ("", [])
-        order_by = ORDERS[order].format(shown=shown)
-        sql = f"SELECT {_COLUMNS} FROM items{where} ORDER BY {order_by} LIMIT ? OFFSET ?"
-        return [item_row(r) for r in conn.execute(sql, [*args, *order_args, limit, offset]).fetchall()]
+        sql = f"SELECT {_COLUMNS} FROM items{where} ORDER BY {ORDERS[order]} LIMIT ? OFFSET ?"
+        return [item_row(r) for r in conn.execute(sql, [*args, limit, offset]).fetchall()]
     if not where:
         # Unfiltered: seq is dense, so a range scan beats OFFSET on a 1M-row table.
         sql = f"SELECT {_COLUMNS} FROM items WHERE seq >= ? ORDER BY seq LIMIT ?"

@@ -70,6 +70,17 @@ END;
 #: the costs read this small index instead of the whole table.
 COST_INDEX: Final = "CREATE INDEX IF NOT EXISTS items_cost ON items(cost) WHERE cost IS NOT NULL;"
 
+#: The items a view shows slowest first (engine/store/slowest.py): each status's finished items
+#: by stored duration, longest first, then seq. Not in a new store, nor added by :func:`migrate`:
+#: every completion writes an entry in a random place of it (a group commit of 1000 items
+#: writes about 1000 pages of it, where the table's rows, in seq order, take a few dozen), so
+#: the engine builds it only once a view asks for that order, and a store keeps it after.
+SLOWEST_INDEX_NAME: Final = "items_slowest"
+SLOWEST_INDEX: Final = (
+    f"CREATE INDEX IF NOT EXISTS {SLOWEST_INDEX_NAME} ON items(status, duration_s DESC, seq)"
+    " WHERE duration_s IS NOT NULL;"
+)
+
 #: Items to run before every other pending item (``prioritize``), front first: ``ord`` is the
 #: place in that queue (the rowid: the dispatcher reads it in order, by a cursor), new ones
 #: going in front of older ones. Rows of items no longer pending are dead and pruned; an empty
@@ -118,6 +129,12 @@ def migrate(conn: sqlite3.Connection) -> None:
     conn.execute(COMPLETE_TRIGGER)
     conn.execute(COST_INDEX)
     conn.execute(RUN_FIRST)
+
+
+def has_slowest_index(conn: sqlite3.Connection) -> bool:
+    """Whether the store has :data:`SLOWEST_INDEX` (one lookup in the schema)."""
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?"
+    return conn.execute(sql, (SLOWEST_INDEX_NAME,)).fetchone() is not None
 
 
 def check_version(conn: sqlite3.Connection, path: Path) -> None:
