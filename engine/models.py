@@ -388,7 +388,9 @@ class LiveProgress(_Model):
         return self.model_copy(update={**update, "eta_s": None, "eta_low_s": None, "eta_high_s": None})
 
 
-ControlOp = Literal["pause", "resume", "stop", "retry", "skip", "prioritize", "set_workers"]
+#: ``index`` (value: an order of ``queries.ORDERS``, "duration"): a view shows the items in that
+#: order; the engine builds the index it is read from (engine/store/slowest.py), once a store.
+ControlOp = Literal["pause", "resume", "stop", "retry", "skip", "prioritize", "set_workers", "index"]
 
 
 class ControlCommand(_Model):

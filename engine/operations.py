@@ -1,5 +1,5 @@
 """The control operations, applied on the runner's thread: pause, resume, stop, set_workers,
-skip, retry and prioritize (the channel that brings them, control.jsonl and other threads, is
+skip, retry, prioritize and index (the channel that brings them, control.jsonl and other threads, is
 engine/steering.py).
 
 The contract they keep (DESIGN section 6): once a pause, stop or skip is decided, no item that
@@ -9,6 +9,7 @@ attempt counted); a running item that is skipped is killed and ends 'skipped'.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from .batchdir import now_iso
@@ -62,6 +63,8 @@ class Operations:
             before = run.executor.workers
             run.executor.set_workers(n)
             return f"workers {before} -> {n}"
+        if cmd.op == "index":
+            return self.index(cmd.value)
         if cmd.op in ("skip", "retry", "prioritize"):
             from .client import command_selection  # the same reading of a command as offline
 
@@ -73,6 +76,21 @@ class Operations:
                 return self.retry(sel)
             return self.prioritize(sel)
         raise ValueError(f"unknown op {cmd.op}")
+
+    def index(self, order: object) -> str:
+        """A view shows the items in ``order`` ("duration": slowest first): build the index it
+        reads, unless the store has it (:meth:`~.store.items.ItemStore.index_slowest`). This
+        thread waits meanwhile (the items running go on); from then on each completion also
+        writes an entry of it."""
+        if order != "duration":
+            raise ValueError(f"no index for the order {order!r} (only duration)")
+        run = self.run
+        assert run.store is not None
+        run._commit()  # the committer's connection idle: the build takes the write lock
+        started = time.monotonic()
+        if not run.store.index_slowest():
+            return "the items are indexed slowest first already"
+        return f"items indexed slowest first ({time.monotonic() - started:.1f} s)"
 
     def _moved(self, changed: dict[str, int], to: str) -> None:
         """The run's counts after items of the old statuses in ``changed`` went to ``to``."""

@@ -37,7 +37,7 @@ from .connection import (
     connect_readonly,
     recover_hint,
 )
-from .schema import ITEM_COLUMNS, STATUSES, check_version
+from .schema import ITEM_COLUMNS, STATUSES, check_version, has_slowest_index
 from .selected import (
     count_selected,
     sample_selected,
@@ -359,6 +359,11 @@ class ItemQueries:
         ``running``: the running items' times so far, see :func:`page`)."""
         with self._reading():
             return page(self._conn, f, offset, limit, order, running)
+
+    def has_slowest_index(self) -> bool:
+        """Whether the store has the index slowest first is read from (engine/store/slowest.py)."""
+        with self._reading():
+            return has_slowest_index(self._conn)
 
     def rows(self, f: ItemFilter = EVERYTHING) -> Iterator[ItemRow]:
         """Every row the filter keeps, in seq order, streamed (an export)."""

@@ -280,10 +280,10 @@ class DashboardScreen(WorkerScreen):
             self.watcher.read_all()  # cheap stat; covers a missed inotify event
 
     def _show_flights(self, table: ItemsTable, *, reread: bool = True) -> None:
-        """The items in flight in the table as they are now, running or queued (none when no
-        engine holds the batch: one that died left what was in flight in the file)."""
+        """The items in flight in the table, running or queued (none without an engine: a dead one's are stale)."""
         alive = self.engine.held or self.in_process_engine
         table.show_flights(self._flights if alive else {}, self.host.clock(), reread=reread)
+        self.triage.ask_for_index(table.order)  # slowest first: read from an index, once an engine has it
 
     # -- selection and filters ---------------------------------------------------------------
 

@@ -59,6 +59,28 @@ class Triage:
 
     def __init__(self, screen: DashboardScreen) -> None:
         self.screen = screen
+        self._indexed = False  # the store has the index slowest first is read from
+        self._asked: set[str] = set()  # the engines (their lock's token) asked to build it
+
+    def ask_for_index(self, order: str) -> None:
+        """The items shown in ``order``: slowest first on a batch an engine runs, from a store
+        without the index that order is read from (without it each page sorts the whole view,
+        engine/store/slowest.py), asks that engine to build it, once. The engine waits for it
+        (1-2 s for 1M items) and keeps it: each completion after writes to it too, so it is
+        built only for a batch someone looks at slowest first."""
+        screen, holder = self.screen, self.screen.engine.holder
+        if order != "duration" or self._indexed or holder is None or not screen.engine_live:
+            return
+        if screen.host.read_only or holder.token() in self._asked:
+            return
+        try:
+            with ItemQueries(screen.bdir.items_db) as store:
+                self._indexed = store.has_slowest_index()
+        except StoreError:
+            return  # the table says why it cannot read the store
+        if not self._indexed:
+            self._asked.add(holder.token())
+            self.steer("index", "index the items slowest first", value="duration")
 
     def bulk(self, op: ControlOp) -> None:
         """Retry, skip or run first the marked items, or the item under the cursor when none is
@@ -147,10 +169,11 @@ class Triage:
         seqs: Sequence[int] | None = None,
         filter: dict[str, Any] | None = None,
         select: Selection | None = None,
+        value: Any = None,
     ) -> None:
         """Send ``op`` through the control client, off the UI thread; its ack is awaited by the
         event log (an engine holds the batch), or the store is changed offline (none does)."""
-        args = (op, what, seqs, filter, select, self.screen.host.clock)
+        args = (op, what, seqs, filter, select, value, self.screen.host.clock)
         self.screen.run_worker(
             partial(self._send, *args),
             name="sending a command",
@@ -167,6 +190,7 @@ class Triage:
         seqs: Sequence[int] | None,
         filter: dict[str, Any] | None,
         select: Selection | None,
+        value: Any,
         clock: Callable[[], float],
     ) -> None:
         """Runs in a worker thread: ``client.send`` may wait for the engine's ack."""
@@ -182,6 +206,7 @@ class Triage:
                 seqs=seqs,
                 filter=filter,
                 select=select,
+                value=value,
                 wait=None,
                 cancelled=lambda: worker.is_cancelled,
                 now=clock,
