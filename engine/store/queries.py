@@ -173,7 +173,8 @@ def count(conn: sqlite3.Connection, f: ItemFilter) -> int:
 
 #: The orders a view can show items in: name -> ORDER BY (seq last, so pages never overlap).
 #: "duration" and "tries" put the slowest and most-tried first (NULLs, not run yet, last).
-#: "duration" is the one a view shows (:func:`shown_duration`), read by :mod:`.slowest`.
+#: "duration" is the one a view shows (:func:`shown_duration`): no column, so its entry only
+#: says what it is; :mod:`.slowest` reads its pages.
 ORDERS: Final[dict[str, str]] = {
     "seq": "seq",
     "duration": "shown duration DESC, seq",

@@ -192,7 +192,7 @@ def _by_seq(conn: sqlite3.Connection, seqs: list[int]) -> dict[int, tuple[Any, .
     if not seqs:
         return {}
     sql = f"SELECT {_COLUMNS} FROM items WHERE seq IN (SELECT value FROM json_each(?))"
-    return {row[0]: row for row in conn.execute(sql, (_json(seqs),))}
+    return {row[0]: row for row in conn.execute(sql, (_json(seqs),)).fetchall()}
 
 
 def _json(values: Any) -> str:
