@@ -146,6 +146,51 @@ def test_stdin_from_a_pipe_that_pauses_is_read_as_it_comes(tmp_path: Path, out_d
     assert [json.loads(line)["key"] for line in keys.splitlines()] == [*(f"é-{i}" for i in range(50)), "last"]
 
 
+def test_a_run_killed_while_it_reads_stdin_says_no_resume_can_read_the_rest(tmp_path: Path, out_dir: Path) -> None:
+    """kill -9 while `producer | batchtui run -` waits for more: `ls` and `show` said "`batchtui
+    resume ID` reads the rest first", and that resume refused (stdin cannot be read again)."""
+    engine = subprocess.Popen(
+        [*CLI, "run", "-", "--cmd", "true", "--headless"],
+        env=cli_env(out_dir),
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert engine.stdin is not None
+    try:
+        engine.stdin.write("".join(f"{i}\n" for i in range(30)).encode())
+        engine.stdin.flush()
+        wait_until(lambda: out_dir.exists() and any(out_dir.glob("*/lock")), 30, "the batch")
+        batch = only_batch(out_dir)
+        wait_until(lambda: summarize(batch).totals.total == 30, 30, "the 30 lines sent stored")
+        engine.kill()  # SIGKILL, mid-read
+        engine.wait(timeout=30)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+    said = (
+        f"ENQUEUE CUT SHORT {batch.name}: the batch's enqueue was cut short while it read stdin, which"
+        " cannot be read again: its 30 items are not the whole input and no resume can read the rest;"
+        " start a new batch"
+    )
+    assert said in _ls(out_dir)
+    show = subprocess.run(
+        [*CLI, "show", batch.name], env=cli_env(out_dir), capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "no resume can read the rest" in show.stdout and "reads the rest first" not in show.stdout
+    resumed = subprocess.run(
+        [*CLI, "resume", batch.name, "--headless"],
+        env=cli_env(out_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert resumed.returncode == 2 and "stdin, which cannot be read again" in resumed.stderr
+
+
 # -- the reading side, on a real FIFO --------------------------------------------------------------
 
 

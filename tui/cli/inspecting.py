@@ -18,7 +18,7 @@ from batchtui.engine.adaptive import AdaptiveLimit, rule_text, timeout_text
 from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.files import DamagedFile
-from batchtui.engine.fmt import shell_line
+from batchtui.engine.fmt import count, shell_line
 from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import LiveProgress, NewerFormat
 from batchtui.engine.summary import DAMAGED, INTERRUPTED, BatchSummary, reading_note, reading_text, summarize
@@ -109,6 +109,13 @@ def gone_line(gone: int) -> str:
 def cut_short_text(summary: BatchSummary) -> tuple[str, str] | None:
     """What ``ls`` and ``show`` say of a batch whose ``add``, or whose own enqueue (its ``run``),
     was killed half-way: (the ``ls`` tag, the sentence), or None."""
+    if summary.enqueue_cut_short and any(e.get("kind") == "stdin" for e in summary.source.get("entries", ())):
+        # `resume` refuses it (engine/enqueue.py): what was read of stdin is gone with the engine.
+        return "ENQUEUE CUT SHORT", (
+            f"the batch's enqueue was cut short while it read stdin, which cannot be read again: its"
+            f" {count(summary.totals.total, 'item', grouped=True)} are not the whole input and no resume"
+            " can read the rest; start a new batch"
+        )
     if summary.enqueue_cut_short:
         tag, what = "ENQUEUE CUT SHORT", "the batch's enqueue was cut short"
     elif summary.add_cut_short:
