@@ -14,6 +14,7 @@ waits exactly where the test stopped writing, not at a moment a sleep guessed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -108,9 +109,10 @@ def test_an_engine_whose_pipe_pauses_is_waiting_for_its_source_and_frozen_is_not
     assert row["state"] == "finished" and row["totals"]["complete"] == 100, row  # type: ignore[index]
 
 
-def test_stdin_from_a_pipe_that_pauses_is_read_as_it_comes(tmp_path: Path, out_dir: Path) -> None:
-    """`producer | batchtui run -`: the lines sent before the producer pauses are in the store
-    while it is quiet, the engine waits for more, and the rest comes when it goes on."""
+@contextlib.contextmanager
+def _run_from_stdin(tmp_path: Path, out_dir: Path, first: bytes) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`producer | batchtui run -`: the engine, sent ``first`` and left waiting for more, and its
+    batch once it exists; killed at the end if it still runs."""
     engine = subprocess.Popen(
         [*CLI, "run", "-", "--cmd", "true", "--headless"],
         env=cli_env(out_dir),
@@ -121,10 +123,21 @@ def test_stdin_from_a_pipe_that_pauses_is_read_as_it_comes(tmp_path: Path, out_d
     )
     assert engine.stdin is not None
     try:
-        engine.stdin.write("".join(f"é-{i}\r\n" for i in range(50)).encode())
+        engine.stdin.write(first)
         engine.stdin.flush()
         wait_until(lambda: out_dir.exists() and any(out_dir.glob("*/lock")), 30, "the batch")
-        batch = only_batch(out_dir)
+        yield engine, only_batch(out_dir)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+
+
+def test_stdin_from_a_pipe_that_pauses_is_read_as_it_comes(tmp_path: Path, out_dir: Path) -> None:
+    """`producer | batchtui run -`: the lines sent before the producer pauses are in the store
+    while it is quiet, the engine waits for more, and the rest comes when it goes on."""
+    with _run_from_stdin(tmp_path, out_dir, "".join(f"é-{i}\r\n" for i in range(50)).encode()) as (engine, batch):
+        assert engine.stdin is not None
 
         def waiting_with_50() -> bool:
             summary = summarize(batch)
@@ -136,10 +149,6 @@ def test_stdin_from_a_pipe_that_pauses_is_read_as_it_comes(tmp_path: Path, out_d
         engine.stdin.write(b"last\n")
         engine.stdin.close()
         assert engine.wait(timeout=60) == 0, engine.stderr.read() if engine.stderr else b""
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.wait()
     keys = subprocess.run(
         [*CLI, "export", batch.name], env=cli_env(out_dir), capture_output=True, timeout=60, check=True
     ).stdout.decode()
@@ -149,27 +158,10 @@ def test_stdin_from_a_pipe_that_pauses_is_read_as_it_comes(tmp_path: Path, out_d
 def test_a_run_killed_while_it_reads_stdin_says_no_resume_can_read_the_rest(tmp_path: Path, out_dir: Path) -> None:
     """kill -9 while `producer | batchtui run -` waits for more: `ls` and `show` said "`batchtui
     resume ID` reads the rest first", and that resume refused (stdin cannot be read again)."""
-    engine = subprocess.Popen(
-        [*CLI, "run", "-", "--cmd", "true", "--headless"],
-        env=cli_env(out_dir),
-        cwd=tmp_path,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    assert engine.stdin is not None
-    try:
-        engine.stdin.write("".join(f"{i}\n" for i in range(30)).encode())
-        engine.stdin.flush()
-        wait_until(lambda: out_dir.exists() and any(out_dir.glob("*/lock")), 30, "the batch")
-        batch = only_batch(out_dir)
+    with _run_from_stdin(tmp_path, out_dir, "".join(f"{i}\n" for i in range(30)).encode()) as (engine, batch):
         wait_until(lambda: summarize(batch).totals.total == 30, 30, "the 30 lines sent stored")
         engine.kill()  # SIGKILL, mid-read
         engine.wait(timeout=30)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.wait()
     said = (
         f"ENQUEUE CUT SHORT {batch.name}: the batch's enqueue was cut short while it read stdin, which"
         " cannot be read again: its 30 items are not the whole input and no resume can read the rest;"
