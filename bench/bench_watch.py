@@ -105,9 +105,10 @@ HEADER = re.compile(r"\bseq\s+status\s+tries\s+duration\s+key\s+error\b")
 #: An item row; the focused table has a bar at its left edge (▊, or | with ASCII borders).
 ROW = re.compile(r"^[▊|]?\s*(\d+) (?:pending|processing|running|queued|complete|failed|skipped)\b.*?\bitem-(\d{7})\b")
 STATE_BADGE = re.compile(r"\[(?:FINISHED|RUNNING)\b[^\]]*\]")
-#: The counts row: "processing N" once the batch has ended, "running N/W · queued N" while it runs.
+#: The counts row: "processing N" once the batch has ended, "running N/W · queued N" while it runs
+#: ("running N" in versions before 2026-12-04, which an A/B against them reads).
 COUNTS = re.compile(
-    r"pending [\d,]+\s+(?:processing [\d,]+|running [\d,]+/[\d,]+ · queued [\d,]+(?: · retry wait [\d,]+)?)"
+    r"pending [\d,]+\s+(?:processing [\d,]+|running [\d,]+(?:/[\d,]+ · queued [\d,]+(?: · retry wait [\d,]+)?)?)"
     r"\s+complete [\d,]+\s+failed [\d,]+"
 )
 

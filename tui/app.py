@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -176,6 +177,7 @@ class BatchtuiApp(PlainApp[int]):
     # -- the engine in a worker thread ---------------------------------------------------------
 
     def _start_engine(self, runner: BatchRunner) -> None:
+        _start_resource_tracker()
         self.runner = runner
         self.engine_result = None
         self.engine_error = None
@@ -328,7 +330,6 @@ class BatchtuiApp(PlainApp[int]):
         return not started
 
     def run(self, *args: Any, **kwargs: Any) -> int | None:
-        _start_resource_tracker()
         try:
             return super().run(*args, **kwargs)
         finally:
@@ -470,18 +471,23 @@ class BatchtuiApp(PlainApp[int]):
 
 
 def _start_resource_tracker() -> None:
-    """Start multiprocessing's resource tracker while sys.stderr is still the terminal.
+    """Start multiprocessing's resource tracker, handed the real stderr, before an engine starts
+    in the app (on the app's thread, before the engine's own).
 
     The tracker is started by a process's first semaphore (a process pool's: ``--call`` runs
     on the process executor by default) and is handed ``sys.stderr.fileno()``. Inside the app
     sys.stderr is Textual's capture, whose ``fileno()`` is -1, and the start failed with
     "bad value(s) in fds_to_keep": an engine on the process executor never started in the app
-    (a run, or a resume from the browser). Started here, outside any run, it carries no run's
-    token either. A few ms: the parent only forks it."""
+    (a run, or a resume from the browser). It was started with every app, a Python process of
+    13 MB whose start-up took CPU from the first paint of every `watch` and browser, which never
+    need it. It carries no run's token (the orphan sweep spares it). Started once a process."""
+    if sys.__stderr__ is None:
+        return
     with contextlib.suppress(Exception):  # without it, a pool in the app fails as before, no worse
         from multiprocessing import resource_tracker
 
-        resource_tracker.ensure_running()
+        with contextlib.redirect_stderr(sys.__stderr__):  # this thread's few ms: nothing prints
+            resource_tracker.ensure_running()
 
 
 def _said(error: BaseException) -> str:

@@ -234,6 +234,46 @@ def test_an_engine_on_the_process_executor_runs_in_the_app(tmp_path: Path) -> No
     assert done.stdout.split() == ["None", "finished"], (done.stdout, done.stderr[-2000:])
 
 
+APP_WATCHING = """
+import sys
+from pathlib import Path
+from multiprocessing import resource_tracker
+from batchtui.tui.app import BatchtuiApp
+
+if __name__ == "__main__":
+    app = BatchtuiApp(output_dir=Path(sys.argv[1]), batch=Path(sys.argv[2]), handle_hangup=False)
+    app.call_later(lambda: app.set_timer(0.5, app.exit))
+    app.run(headless=True, size=(120, 40))
+    print(type(app.screen).__name__ if app.is_running else "ended", resource_tracker._resource_tracker._pid)
+"""
+
+
+def test_an_app_that_only_watches_starts_no_resource_tracker(tmp_path: Path) -> None:
+    """Every app started multiprocessing's resource tracker (a Python process of 13 MB) for the
+    engine it might run: its start-up took CPU from the first paint of every `watch` and
+    browser (bench_watch: first full screen 0.99 s against 0.76 s before it, RSS +15 MB). It
+    starts with the app's first engine now (test above)."""
+    import subprocess
+    import sys
+
+    from batchtui.engine.models import BatchState
+
+    from .fixtures import make_batch
+
+    batch = make_batch(tmp_path / "out", state=BatchState.FINISHED, n=20)
+    script = tmp_path / "app_watching.py"
+    script.write_text(APP_WATCHING)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "out"), str(batch)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ended", "None"], (done.stdout, done.stderr[-2000:])
+
+
 def test_a_batch_another_engine_runs_since_is_not_said_to_run_in_this_app(tmp_path: Path) -> None:
     """The app's engine ended (here: the batch finished; in the field, another dashboard stopped
     it); another app then resumed the batch. This dashboard says that engine's pid, not
