@@ -324,6 +324,17 @@ def _store_counts(bdir: BatchDir) -> tuple[LiveCounts | None, Literal["add", "en
     return LiveCounts(**counts.model_dump()), cut
 
 
+def reads_stdin(*sources: dict[str, Any] | None) -> bool:
+    """Whether any of these sources (a manifest's ``source``, its ``added_sources``) reads stdin,
+    which no resume or rescan can read again."""
+    return any(
+        isinstance(e, dict) and e.get("kind") == "stdin"
+        for source in sources
+        if isinstance(source, dict)
+        for e in (source.get("entries") or ())
+    )
+
+
 __all__ = [
     "DAMAGED",
     "INTERRUPTED",
@@ -333,5 +344,6 @@ __all__ = [
     "describe_source",
     "reading_note",
     "reading_text",
+    "reads_stdin",
     "summarize",
 ]

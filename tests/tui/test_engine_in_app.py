@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -210,26 +212,24 @@ if __name__ == "__main__":
 """
 
 
+def _script(tmp_path: Path, text: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``text`` run as a script by a fresh interpreter (its output captured)."""
+    script = tmp_path / "app_script.py"
+    script.write_text(text)
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
 def test_an_engine_on_the_process_executor_runs_in_the_app(tmp_path: Path) -> None:
     """The process pool's first semaphore starts multiprocessing's resource tracker, which is
     handed sys.stderr's descriptor: under Textual's capture that is -1, and every --call run in
     the app died at once ("bad value(s) in fds_to_keep"). A fresh interpreter: the tracker of
     this test process may be running already."""
-    import subprocess
-    import sys
-
     items = tmp_path / "items.txt"
     items.write_text("".join(f"i{i}\n" for i in range(6)))
-    script = tmp_path / "app_on_pool.py"
-    script.write_text(APP_ON_PROCESS_EXECUTOR)
     call = f"{Path(__file__).parent / 'drop_items.py'}:work"
-    done = subprocess.run(
-        [sys.executable, str(script), str(items), str(tmp_path / "out"), call],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _script(tmp_path, APP_ON_PROCESS_EXECUTOR, str(items), str(tmp_path / "out"), call)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["None", "finished"], (done.stdout, done.stderr[-2000:])
 
@@ -253,23 +253,12 @@ def test_an_app_that_only_watches_starts_no_resource_tracker(tmp_path: Path) -> 
     engine it might run: its start-up took CPU from the first paint of every `watch` and
     browser (bench_watch: first full screen 0.99 s against 0.76 s before it, RSS +15 MB). It
     starts with the app's first engine now (test above)."""
-    import subprocess
-    import sys
-
     from batchtui.engine.models import BatchState
 
     from .fixtures import make_batch
 
     batch = make_batch(tmp_path / "out", state=BatchState.FINISHED, n=20)
-    script = tmp_path / "app_watching.py"
-    script.write_text(APP_WATCHING)
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "out"), str(batch)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _script(tmp_path, APP_WATCHING, str(tmp_path / "out"), str(batch))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ended", "None"], (done.stdout, done.stderr[-2000:])
 

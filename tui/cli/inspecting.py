@@ -21,7 +21,15 @@ from batchtui.engine.files import DamagedFile
 from batchtui.engine.fmt import count, shell_line
 from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import LiveProgress, NewerFormat
-from batchtui.engine.summary import DAMAGED, INTERRUPTED, BatchSummary, reading_note, reading_text, summarize
+from batchtui.engine.summary import (
+    DAMAGED,
+    INTERRUPTED,
+    BatchSummary,
+    reading_note,
+    reading_text,
+    reads_stdin,
+    summarize,
+)
 
 from .completion import complete_batch
 from .group import CONTEXT
@@ -109,7 +117,7 @@ def gone_line(gone: int) -> str:
 def cut_short_text(summary: BatchSummary) -> tuple[str, str] | None:
     """What ``ls`` and ``show`` say of a batch whose ``add``, or whose own enqueue (its ``run``),
     was killed half-way: (the ``ls`` tag, the sentence), or None."""
-    if summary.enqueue_cut_short and any(e.get("kind") == "stdin" for e in summary.source.get("entries", ())):
+    if summary.enqueue_cut_short and reads_stdin(summary.source):
         # `resume` refuses it (engine/enqueue.py): what was read of stdin is gone with the engine.
         return "ENQUEUE CUT SHORT", (
             f"the batch's enqueue was cut short while it read stdin, which cannot be read again: its"

@@ -37,6 +37,7 @@ from batchtui.engine.errors import BatchtuiError
 from batchtui.engine.fmt import clean, count, shell_line
 from batchtui.engine.models import ACTIVE_STATES, BatchState, Counts
 from batchtui.engine.resume import ResumePlan, plan_resume
+from batchtui.engine.summary import reads_stdin
 
 from ..host import host
 from ..text import plain
@@ -98,9 +99,7 @@ def resumable(state: BatchState | None, counts: Counts, engine_held: bool, resca
 def rescannable(source: dict[str, Any] | None, added: list[dict[str, Any]]) -> bool:
     """Whether a batch's sources (a manifest's ``source`` and ``added_sources``) can be read
     again: stdin cannot."""
-    if source is None:
-        return False
-    return not any(e.get("kind") == "stdin" for spec in (source, *added) for e in spec.get("entries", ()))
+    return source is not None and not reads_stdin(source, *added)
 
 
 def cli_flags(argv: list[str]) -> dict[str, Any]:
