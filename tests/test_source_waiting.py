@@ -270,20 +270,25 @@ def _reading_batch(tmp_path: Path, out: Path, lines: int) -> Path:
     batch's lock then taken by this test (as the engine reading its source holds it)."""
     fifo = tmp_path / "slow.fifo"
     os.mkfifo(fifo)
-    proc = subprocess.Popen(
-        [*CLI, "run", str(fifo), "--as", "lines", "--cmd", "true", "--headless"],
-        env=cli_env(out),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        with feeding(fifo, "".join(f"k{i}\n" for i in range(lines))):
+    with (tmp_path / "engine.err").open("w") as err:
+        proc = subprocess.Popen(
+            [*CLI, "run", str(fifo), "--as", "lines", "--cmd", "true", "--headless"],
+            env=cli_env(out),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    # Killed while the writer still holds the pipe open: once the block below ends, the pipe's
+    # end reaches the engine, which would finish its enqueue if it ran first.
+    with feeding(fifo, "".join(f"k{i}\n" for i in range(lines))):
+        try:
             wait_until(lambda: out.exists() and any(out.glob("*/items.db")), 30, "the batch's store")
             batch = only_batch(out)
             wait_until(lambda: _stored(batch) == lines, 30, "the lines committed")
-    finally:
-        proc.kill()
-        proc.wait()
+        except AssertionError as exc:  # a wait ran out: what the engine said (once, under load)
+            raise AssertionError(f"{exc}; the engine's stderr: {(tmp_path / 'engine.err').read_text()}") from None
+        finally:
+            proc.kill()
+            proc.wait()
     return batch
 
 
