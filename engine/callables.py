@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from .errors import MissingResult, UserError
+from .errors import USER_MODULE_PREFIX, MissingResult, UserError
 from .outputs import DEFAULT_MAX_RESULT_BYTES, checked_result, cost_of, match_chunk
 from .shell.item import Item, ProcessOutput
 
@@ -118,7 +118,7 @@ def _load_file(path: Path) -> tuple[ModuleType, str]:  # _import_lock held
     source = path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()
     where = hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    name = f"batchtui_user_{where}_{digest[:16]}"
+    name = f"{USER_MODULE_PREFIX}{where}_{digest[:16]}"
     module = sys.modules.get(name)
     if module is None:
         spec = importlib.util.spec_from_file_location(name, path)

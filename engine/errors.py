@@ -11,6 +11,7 @@ import errno
 import math
 import os
 import re
+import sys
 from collections.abc import Collection
 from typing import Final, Literal, NamedTuple
 
@@ -244,7 +245,7 @@ def classify(
         category = "fatal"
         message = _first_line(_safe_str(exc)) or error_type
     else:
-        error_type = type(exc).__name__
+        error_type = _type_name(exc)
         if isinstance(exc, (TimeoutError, ConnectionError, WorkerLost)) or error_type in transient_types:
             category = "transient"
         else:
@@ -262,6 +263,31 @@ def classify(
     except Exception:  # a user's property that raises: no retry-after
         retry_after = None
     return ErrorInfo(_utf8(error_type), category, _utf8(message), _utf8(detail[-DETAIL_LIMIT:]), retry_after)
+
+
+#: The error types of batchtui's own refusals of an item (store.selection.UNRETRIABLE_TYPES: no
+#: retry puts them back). A user's exception class of one of these names is not one of them.
+#: The name of the module a ``--call path/to/file.py:fn`` is loaded as starts so (callables.py).
+USER_MODULE_PREFIX: Final = "batchtui_user_"
+RESERVED_TYPES: Final = frozenset({"CommandTooLong", "InvalidRecord", "MissingField", "NulByte"})
+
+
+def _type_name(exc: BaseException) -> str:
+    """``exc``'s class name, as error_type; a user's class named like one of batchtui's refusals
+    (:data:`RESERVED_TYPES`) by its module too (``mylib.MissingField``), so retry puts its items
+    back as any other failure's, and the error groups keep the two apart."""
+    cls = type(exc)
+    if cls.__name__ not in RESERVED_TYPES:
+        return cls.__name__
+    from .shell.template import CommandTooLong, MissingField, NulByte  # only for these names
+
+    if isinstance(exc, (CommandTooLong, InvalidRecord, MissingField, NulByte)):
+        return cls.__name__
+    module = cls.__module__
+    if module.startswith(USER_MODULE_PREFIX):  # a callable's file (callables.py): its name, not ours
+        file = getattr(sys.modules.get(module), "__file__", None) or module
+        module = os.path.splitext(os.path.basename(file))[0]
+    return f"{module}.{cls.__qualname__}"
 
 
 #: Frames in files under this folder are batchtui's engine (the code that called the user's).

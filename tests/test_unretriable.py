@@ -84,3 +84,43 @@ def test_retry_leaves_items_that_cannot_succeed_failed_and_says_why(
     skip = invoke_cli(["skip", batch.name, "--type", "NulByte"])
     assert skip.returncode == 0, skip.stderr
     assert _rows(batch)[2][0] == "skipped"
+
+
+#: A user's library with exception classes named like batchtui's refusals: its items failed
+#: for a reason of its own, which a retry may well fix (here: once the file "fixed" exists).
+USER_LIB = """
+import os
+
+
+class MissingField(KeyError):
+    pass
+
+
+class CommandTooLong(ValueError):
+    pass
+
+
+def fn(item):
+    if os.path.exists("fixed"):
+        return {"ok": item.data}
+    if item.data.endswith("1"):
+        raise MissingField("no 'price' in the upstream answer")
+    raise CommandTooLong("the API said: URI too long")
+"""
+
+
+def test_a_users_exception_named_like_a_refusal_is_retried_as_any_failure(
+    tmp_path: Path, out_dir: Path, invoke_cli: Cli
+) -> None:
+    (tmp_path / "userlib.py").write_text(USER_LIB)
+    (tmp_path / "items.txt").write_text("a1\nb2\n")
+    args = ["run", "items.txt", "--call", "userlib.py:fn", "--executor", "thread", "--headless"]
+    first = invoke_cli([*args, "--max-attempts", "1"])
+    assert first.returncode == 1, first.stderr
+    batch = only_batch(out_dir)
+    assert _rows(batch) == {0: ("failed", 1, "userlib.MissingField"), 1: ("failed", 1, "userlib.CommandTooLong")}
+    (tmp_path / "fixed").touch()
+    retry = invoke_cli(["resume", batch.name, "--retry-failed", "--headless"])
+    assert retry.returncode == 0, retry.stderr
+    assert "can't succeed on retry" not in retry.stderr
+    assert _rows(batch) == {0: ("complete", 2, None), 1: ("complete", 2, None)}

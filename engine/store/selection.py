@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import orjson
 
+from ..errors import RESERVED_TYPES
 from ..models import MAX_SEQ
 from .schema import STATUSES
 
@@ -132,7 +133,7 @@ ACTION_STATUSES: Final[dict[str, tuple[str, ...]]] = {
 #: The item and the command are the batch's for good: another attempt fails the same way at
 #: once, before any processor runs. They stay failed (skip settles them; a corrected source
 #: line with a new key comes in through ``resume --rescan``).
-UNRETRIABLE_TYPES: Final = ("CommandTooLong", "InvalidRecord", "MissingField", "NulByte")
+UNRETRIABLE_TYPES: Final = tuple(sorted(RESERVED_TYPES))  # errors.classify keeps a user's class apart
 #: The condition an item must meet to go back to pending (retry, prioritize, resume
 #: --retry-failed): none of :data:`UNRETRIABLE_TYPES`.
 RETRIABLE: Final = f"coalesce(error_type, '') NOT IN ({', '.join(repr(t) for t in UNRETRIABLE_TYPES)})"
