@@ -545,3 +545,21 @@ def test_an_ascii_only_stdout_gets_exact_utf8_from_export_and_escapes_on_a_termi
     shown = _on_a_terminal(["export", batch, "--format", "csv"], out_dir, tmp_path, ascii_env)
     text = shown.decode("ascii")  # only ASCII reaches the ASCII terminal
     assert "\\u5bbd\\u5b57\\u7b26\\xe9" in text, text
+
+
+def test_a_theme_given_to_a_run_without_a_dashboard_is_said_unused(tmp_path: Path, invoke_cli: RunCli) -> None:
+    (tmp_path / "in.txt").write_text("a\n")
+    note = "note: --theme styles the dashboard, which a {} run does not show: it is not used"
+    for flag in ("--headless", "--json"):
+        proc = invoke_cli(["run", "in.txt", "--cmd", "true", flag, "--theme", "light"])
+        assert proc.returncode == 0, proc.stderr
+        assert note.format(flag) in proc.stderr
+    # Not on a terminal, a run with no flag shows no dashboard either, but nobody asked for none:
+    # the same command line works on a terminal, where the theme is used.
+    plain = invoke_cli(["run", "in.txt", "--cmd", "true", "--theme", "light"])
+    assert plain.returncode == 0 and "--theme" not in plain.stderr, plain.stderr
+    # From the environment it is a standing preference, not a request for this run.
+    quiet = invoke_cli(["run", "in.txt", "--cmd", "true", "--headless"], env={"BATCHTUI_THEME": "light"})
+    assert quiet.returncode == 0 and "--theme" not in quiet.stderr, quiet.stderr
+    demo = invoke_cli(["demo", "--items", "3", "--headless", "--theme", "light"])
+    assert note.format("--headless") in demo.stderr

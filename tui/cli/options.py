@@ -264,6 +264,19 @@ def note_config_file(path: Path, explicit: bool) -> None:
         click.echo(f"config: {plain(str(path))}" + ("" if explicit else " (found in the current folder)"), err=True)
 
 
+def note_unused_theme(ctx: click.Context, *, headless: bool, as_json: bool, detach: bool) -> None:
+    """``--theme`` styles the dashboard: given on the command line to a run that shows none, say
+    so rather than take it silently (from the environment or a config file it is a standing
+    preference, not a request for this run)."""
+    if (
+        not (headless or as_json or detach)
+        or ctx.get_parameter_source("theme") != click.core.ParameterSource.COMMANDLINE
+    ):
+        return
+    how = "--detach" if detach else "--json" if as_json else "--headless"
+    click.echo(f"note: --theme styles the dashboard, which a {how} run does not show: it is not used", err=True)
+
+
 def output_dir_of(ctx: click.Context, flag: str | None) -> Path:
     """Where batches live: the verb's --output-dir, the group's, then the settings' layers."""
     value = flag or (ctx.obj or {}).get("output_dir")
@@ -295,6 +308,7 @@ __all__ = [
     "apply",
     "collect_flags",
     "note_config_file",
+    "note_unused_theme",
     "output_dir_of",
     "scope_of",
 ]

@@ -23,7 +23,16 @@ from batchtui.engine.runner import RunResult, exit_code_for
 
 from .completion import complete_batch
 from .group import CONTEXT, terminal
-from .options import COMMON_OPTIONS, OPERATIONAL_OPTIONS, Number, apply, collect_flags, note_config_file, scope_of
+from .options import (
+    COMMON_OPTIONS,
+    OPERATIONAL_OPTIONS,
+    Number,
+    apply,
+    collect_flags,
+    note_config_file,
+    note_unused_theme,
+    scope_of,
+)
 from .output import gate, say
 from .summary import finish_output, run_headless, start_detached
 from .watching import launch_tui
@@ -68,6 +77,7 @@ def resume_cmd(
     disappeared are reported, and skipped with --drop-missing. Stdin cannot be read again.
     """
     detach = bool(kwargs.pop("detach", False))
+    note_unused_theme(ctx, headless=headless, as_json=as_json, detach=detach)
     engine_action = str(kwargs.pop("engine_action", "resume"))
     overrides_json = kwargs.pop("overrides_json", None)
     lock_wait = kwargs.pop("lock_wait", None)

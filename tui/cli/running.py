@@ -35,6 +35,7 @@ from .options import (
     apply,
     collect_flags,
     note_config_file,
+    note_unused_theme,
     scope_of,
 )
 from .output import echo_json, fail, gate, note_one_item_list, plain, print_preflight
@@ -69,6 +70,7 @@ def run_cmd(ctx: click.Context, /, **kwargs: Any) -> None:
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise click.UsageError(f"{flags} only {'applies' if len(given) == 1 else 'apply'} with --dry-run")
+    note_unused_theme(ctx, headless=headless, as_json=as_json, detach=detach)
     config, spec, processor = _prepare(ctx, kwargs)
     pf = preflight_new(config, spec, processor)
     if dry:
@@ -131,6 +133,7 @@ def demo_cmd(
 ) -> None:
     """Run the built-in demo: a pretend paid API with latency, retries and a few permanent errors."""
     detach = bool(kwargs.pop("detach", False))
+    note_unused_theme(ctx, headless=headless, as_json=as_json, detach=detach)
     flags = collect_flags(kwargs, ctx)
     flags.setdefault("workers", 8)
     flags.setdefault("executor", "thread")
