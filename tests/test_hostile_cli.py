@@ -563,3 +563,12 @@ def test_a_theme_given_to_a_run_without_a_dashboard_is_said_unused(tmp_path: Pat
     assert quiet.returncode == 0 and "--theme" not in quiet.stderr, quiet.stderr
     demo = invoke_cli(["demo", "--items", "3", "--headless", "--theme", "light"])
     assert note.format("--headless") in demo.stderr
+
+
+def test_the_creation_line_counts_duplicates_in_words(tmp_path: Path, invoke_cli: RunCli) -> None:
+    (tmp_path / "one.txt").write_text("a\na\nb\n")
+    (tmp_path / "two.txt").write_text("a\na\na\n")
+    one = invoke_cli(["run", "one.txt", "--cmd", "true", "--headless"])
+    two = invoke_cli(["run", "two.txt", "--cmd", "true", "--headless"])
+    assert ": 2 items, 1 duplicate dropped -> " in one.stderr, one.stderr
+    assert ": 1 item, 2 duplicates dropped -> " in two.stderr, two.stderr

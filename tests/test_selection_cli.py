@@ -82,6 +82,7 @@ def test_the_fixture_is_what_the_tests_say(batch: Path) -> None:
         (["retry", "--seq", "3", "--seq", "88,90-100"], 2, [3, 88]),  # repeatable
         (["retry", "3", "37", "4"], 2, [3, 37]),  # positional seqs (4 is complete)
         (["retry", "105", "--seq", "50-60"], 2, [54, 105]),  # SEQ... and --seq: one list
+        (["retry", "0-30", "88,90-100"], 4, [3, 5, 20, 88]),  # SEQ... takes --seq's ranges too
         (["retry", "--type", "TimeoutError", "--seq", "50-200"], 2, [54, 105]),  # AND
         (["retry", "--match", "token", "--type", "exit 4", "--key", "*8"], 1, [88]),
         (["skip", "--status", "pending", "--key", "*/0012?"], 10, [120, 121, 122, 123, 124]),
@@ -142,6 +143,10 @@ def test_an_empty_selection_says_so_lists_types_and_groups_and_sends_nothing(bat
     assert got.exit_code == 1 and json.loads(got.stdout)["selected"] == 0
     got = cli("retry", str(batch), "--group", "fff")
     assert got.exit_code == 1 and "no error group id starts with fff" in got.stderr
+    # Numbers past the batch's last item: which numbers it has, not its error groups.
+    got = cli("skip", str(batch), "250", "300-400")
+    assert got.exit_code == 1 and "no item matches --seq 250,300-400\n  the batch's items are #0 to #199" in got.stderr
+    assert "error types" not in got.stderr
     assert files(batch) == before
 
 
@@ -166,6 +171,7 @@ def test_dry_run_with_a_live_engine_appends_nothing(batch: Path) -> None:
         (["prioritize"], "say which items to prioritize"),
         (["retry", "--seq", "7-3"], "first number is above its last"),
         (["retry", "--seq", "x"], "not an item number"),
+        (["retry", "5-x"], "'5-x' is not an item number or a range like 7-20"),
         (["retry", "--seq", "1,,2"], "not an item number"),
         (["retry", "--seq", str(1 << 63)], "item numbers are 0.."),
         (["retry", "--group", "zz"], "not an error group id"),

@@ -267,7 +267,7 @@ def _create_and_run(
         raise SystemExit(EXIT_INTERRUPTED) from None
     manifest = batch.read_manifest()
     t = manifest.totals
-    dup = f", {manifest.duplicates_dropped} duplicates dropped" if manifest.duplicates_dropped else ""
+    dup = f", {count(manifest.duplicates_dropped, 'duplicate')} dropped" if manifest.duplicates_dropped else ""
     bad = manifest.unreadable.count
     unread = f", {count(bad, 'unreadable path')} left out" if bad else ""
     items = count(t.total, "item")

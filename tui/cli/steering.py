@@ -20,7 +20,7 @@ from batchtui.engine.models import ControlOp
 
 from .completion import complete_batch
 from .group import CONTEXT
-from .options import DIR_OPTION, JSON_OPTION, MAX_SEQ, SEQ, WAIT_OPTION, Decorator, scope_of
+from .options import DIR_OPTION, JSON_OPTION, MAX_SEQ, WAIT_OPTION, Decorator, scope_of
 from .output import echo_json, fail, plain
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ class SeqRanges(SeqRangesParamType):
 def selection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The selection flags of retry, skip and prioritize (and --dry-run, --wait, --json...)."""
     decorators: list[Decorator] = [
-        click.argument("seqs", nargs=-1, type=SEQ),
+        click.argument("seqs", nargs=-1, type=SeqRanges()),  # 3 7-20 40,41: as --seq
         click.option(
             "--seq",
             "seq_ranges",
@@ -200,7 +200,7 @@ def _selection(
     op: str,
     bdir: BatchDir,
     view: ItemQueries,
-    seqs: tuple[int, ...],
+    seqs: tuple[list[tuple[int, int]], ...],
     seq_ranges: tuple[list[tuple[int, int]], ...],
     group: str | None,
     flags: SelectionFlags,
@@ -208,7 +208,7 @@ def _selection(
     """The selection the flags name, as (Selection, ItemFilter); exit 2 for a bad one."""
     from batchtui.engine.store.queries import ItemFilter, Selection
 
-    ranges = [(s, s) for s in seqs] + [r for given in seq_ranges for r in given]
+    ranges = [r for given in (*seqs, *seq_ranges) for r in given]
     gid = _group_id(bdir, view, group) if group else None
     if not ranges and not gid and not any(flags.values()):
         if op != "retry":
@@ -240,8 +240,12 @@ def _group_id(bdir: BatchDir, view: ItemQueries, prefix: str) -> str:
     fail(f"{bdir.batch_id}: no error group id starts with {prefix}" + _what_exists(view), 1)
 
 
-def _what_exists(view: ItemQueries) -> str:
-    """The error types and groups the batch has, for a selection that found nothing."""
+def _what_exists(view: ItemQueries, f: ItemFilter | None = None) -> str:
+    """The error types and groups the batch has, for a selection that found nothing; the batch's
+    item numbers for one that named only numbers (none of them is in it)."""
+    if f is not None and f.seq_ranges and not any(getattr(f, name) for name in _NOT_SEQ):
+        total = view.counts().total
+        return f"\n  the batch's items are #0 to #{total - 1}" if total else "\n  the batch has no items"
     groups = view.error_groups(None)
     if not groups:
         return "\n  the batch has no failed items"
@@ -255,6 +259,10 @@ def _what_exists(view: ItemQueries) -> str:
             f"    ... {len(groups) - len(shown)} more: `{shell_line('batchtui', 'errors', view.path.parent.name)}`"
         )
     return "\n".join(lines)
+
+
+#: The fields of a filter other than its item numbers.
+_NOT_SEQ: Final = ("error_group", "error_type", "match", "status", "key_glob")
 
 
 def _describe(f: ItemFilter) -> str:
@@ -279,7 +287,7 @@ def _select_and_send(
     ctx: click.Context,
     op: ControlOp,
     batch: str | None,
-    seqs: tuple[int, ...],
+    seqs: tuple[list[tuple[int, int]], ...],
     seq_ranges: tuple[list[tuple[int, int]], ...],
     group: str | None,
     flags: SelectionFlags,
@@ -310,7 +318,7 @@ def _select_and_send(
             elif matched:
                 why = f"{matched} item(s) match {what}, but none is {' or '.join(statuses)} ({op} changes only those)"
             else:
-                why = f"no item matches {what}" + _what_exists(view)
+                why = f"no item matches {what}" + _what_exists(view, f)
             if as_json:
                 echo_json({"batch_id": bdir.batch_id, "op": op, "selected": 0, "matched": matched}, indent=None)
             fail(f"{bdir.batch_id}: {op}: nothing to {op}: {why}", 1)
@@ -338,7 +346,7 @@ def _select_and_send(
 def retry_cmd(
     ctx: click.Context,
     batch: str | None,
-    seqs: tuple[int, ...],
+    seqs: tuple[list[tuple[int, int]], ...],
     seq_ranges: tuple[list[tuple[int, int]], ...],
     group: str | None,
     error_type: str | None,
@@ -369,7 +377,7 @@ def retry_cmd(
 def skip_cmd(
     ctx: click.Context,
     batch: str,
-    seqs: tuple[int, ...],
+    seqs: tuple[list[tuple[int, int]], ...],
     seq_ranges: tuple[list[tuple[int, int]], ...],
     group: str | None,
     error_type: str | None,
@@ -397,7 +405,7 @@ def skip_cmd(
 def prioritize_cmd(
     ctx: click.Context,
     batch: str,
-    seqs: tuple[int, ...],
+    seqs: tuple[list[tuple[int, int]], ...],
     seq_ranges: tuple[list[tuple[int, int]], ...],
     group: str | None,
     error_type: str | None,
