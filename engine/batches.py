@@ -32,6 +32,8 @@ class BatchScope(NamedTuple):
     def describe(self) -> str:
         """Where was looked, for messages."""
         if self.only:
+            if not self.output_dir.exists():  # -o given a file to write to, or a typo
+                return f"{self.output_dir}, which does not exist (-o/--output-dir is the folder of batches)"
             return str(self.output_dir)
         from .registry import registry_path
 
@@ -185,7 +187,7 @@ def latest_batch(where: Path | BatchScope) -> BatchDir:
     if not scope.only:
         for batch in iter_batches(scope):
             return BatchDir(batch.path.resolve())
-    raise UserError(f"no batch in {scope.describe()}" if not scope.only else f"no batch in {scope.output_dir}")
+    raise UserError(f"no batch in {scope.describe()}")
 
 
 def resolve_batch(arg: str | None, where: Path | BatchScope, *, unfinished: bool = False) -> BatchDir:

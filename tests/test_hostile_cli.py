@@ -572,3 +572,16 @@ def test_the_creation_line_counts_duplicates_in_words(tmp_path: Path, invoke_cli
     two = invoke_cli(["run", "two.txt", "--cmd", "true", "--headless"])
     assert ": 2 items, 1 duplicate dropped -> " in one.stderr, one.stderr
     assert ": 1 item, 2 duplicates dropped -> " in two.stderr, two.stderr
+
+
+def test_an_output_dir_that_does_not_exist_is_said_so(tmp_path: Path, invoke_cli: RunCli) -> None:
+    # A user who takes -o for export's output file: told what -o is, not only that no batch is found.
+    said = "out.csv, which does not exist (-o/--output-dir is the folder of batches)"
+    for args in (["export", "-o", "out.csv"], ["export", "some-id", "-o", "out.csv"]):
+        proc = invoke_cli(args)
+        assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+        _no_traceback(proc)
+        assert not (tmp_path / "out.csv").exists()
+    (tmp_path / "batches").mkdir()
+    there = invoke_cli(["export", "some-id", "-o", "batches"])
+    assert there.returncode == 2 and "does not exist" not in there.stderr, there.stderr
