@@ -37,9 +37,11 @@ running it is restarted, after its gate gave up the chunk-mates (the outcomes de
 back, the items not begun come back ``returned``; nothing is submitted while it restarts, and a
 task lost with it all the same is put down to the restart, not to its items); on an existing
 cluster ``kill`` answers False, as the thread executor does: the runner fails a timed-out item
-at once and ignores its late outcome, and a skipped or stopped call runs to its end. A task's
-start is when its worker's event saying so arrives (``started``, for ``--timeout``): time spent
-waiting on the scheduler or behind another task is not the item's.
+at once and ignores its late outcome, and a skipped or stopped call runs to its end. Each item of
+a task runs on its own clock (``started``, for ``--timeout``, the in-flight list and the ETA): the
+first from when its worker's event saying the task began arrives, each next one from when the
+event saying the one before ended arrives (it comes with the outcomes, so no message more). Time
+spent waiting on the scheduler, behind another task or behind a chunk-mate is not the item's.
 
 Failures. A worker that dies takes its tasks with it: dask reports ``KilledWorker`` (a
 LocalCluster is started with ``allowed-failures=0`` so this happens at once; an existing cluster
@@ -218,7 +220,9 @@ class DaskExecutor:
         return cancelled
 
     def started(self, seq: int) -> float | None:
-        return self.ledger.since(seq)
+        """When ``seq`` began to run, each item of a chunk by its own start (see
+        :meth:`.dask_ledger.Ledger.since`); None while it waits."""
+        return self.ledger.since(seq, together=self.task.chunked)
 
     def counts(self) -> tuple[int, int]:
         """(queued, running): running, the item each task that began runs now (all of a chunked
@@ -280,17 +284,20 @@ class DaskExecutor:
 
     def _on_outcomes(self, event: Any) -> None:
         """Outcomes a task handed over before it ended (on the client's event loop): those it
-        still owes go to the runner now; its result repeats them and is then dropped."""
+        still owes go to the runner now; its result repeats them and is then dropped. The event
+        is ``[key, pickled outcomes or None (too large: they come with the result), ended]``:
+        its items before index ``ended`` have ended, so the next one began."""
         msg = event[1] if isinstance(event, tuple) and len(event) == 2 else None
-        if not (isinstance(msg, list | tuple) and len(msg) == 2):
+        if not (isinstance(msg, list | tuple) and len(msg) in (2, 3)):
             return
-        key, blob = msg
+        key, blob = msg[0], msg[1]
+        ended = msg[2] if len(msg) == 3 and isinstance(msg[2], int) else None
         try:
-            outcomes = pickle.loads(blob)
+            outcomes = [] if blob is None else pickle.loads(blob)
         except Exception:
             log.exception("dask: outcomes that cannot be read (its task's result will carry them)")
             return
-        out = self.ledger.take(key, outcomes)
+        out = self.ledger.take(key, outcomes, ended)
         if out:
             self.completions.put(out)
 

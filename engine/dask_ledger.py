@@ -44,7 +44,11 @@ class Task:
     future: Any = None
     busy: bool = True  # it holds a worker thread (until its future is done)
     failed_at: float | None = None
-    since: float | None = None  # when it said it began (engine's monotonic clock)
+    #: When the item it runs now began (the engine's monotonic clock): when the task said it
+    #: began, then when its worker said the items before ``current`` had ended.
+    since: float | None = None
+    current: int = 0  # the items before this index ended (as its worker said): none runs now
+    refused: set[int] | None = None  # indexes cancelled before they began (no time spent there)
 
 
 #: Per task key: the task and some of the items it owes (seq -> index).
@@ -178,15 +182,30 @@ class Ledger:
                     if index is not None and index not in begun.get(key, ()) and self._by_seq.get(seq) is task:
                         cancelled.append(seq)
                         self._forget(task, seq)
+                        if task.refused is None:
+                            task.refused = set()
+                        task.refused.add(index)
                 if not task.owed and self._drop(task) and task.future is not None:
                     idle.append(task.future)
         return cancelled, idle
 
-    def since(self, seq: int) -> float | None:
-        """When the task owing ``seq`` said it began (None: not yet, or not owed)."""
+    def since(self, seq: int, *, together: bool = False) -> float | None:
+        """When ``seq`` began to run (None: it is not running, or not owed). A task runs its items
+        one after another: the item it runs now is the first at or after ``current`` not refused,
+        and it began when the end of the one before it was heard of (a few milliseconds late, so
+        its --timeout is never cut short), or when the task said it began; the items behind it have
+        not begun. An item given up on (dispatched again) stays the one its task runs until its
+        worker says it ended. ``together``: a chunked callable's items began all at once."""
         with self._lock:
             task = self._by_seq.get(seq)
-            return task.since if task is not None else None
+            if task is None or task.since is None:
+                return None
+            if together:
+                return task.since
+            index, at, refused = task.owed[seq], task.current, task.refused
+            while at < index and refused is not None and at in refused:
+                at += 1
+            return task.since if at == index else None
 
     def counts(self, *, together: bool = False, threads: int | None = None) -> tuple[int, int]:
         """(queued, running) of the items tasks owe. A task that began runs its items one at a
@@ -240,19 +259,32 @@ class Ledger:
     def began(self, key: Any) -> None:
         """Task ``key``'s worker says it began (on the client's event loop: no lock taken).
 
-        Its time is when the event arrives: a few milliseconds late, so a --timeout (which runs
-        from there) is never cut short, and time waiting behind another task is not counted."""
+        Its time is when the event arrives: a few milliseconds late, so the --timeout of its first
+        item (which runs from there) is never cut short, and time waiting behind another task is
+        not counted. Each later item's clock starts when the end of the one before is heard of
+        (:meth:`take`)."""
         task = self._tasks.get(key) if isinstance(key, str) else None
         if task is not None:
             self._began.add(task.key)
             if task.since is None:
                 task.since = time.monotonic()
 
-    def take(self, key: Any, outcomes: list[Outcome]) -> list[Outcome]:
-        """Outcomes task ``key`` handed over before it ended: those it still owes (settled)."""
+    def take(self, key: Any, outcomes: list[Outcome], ended: int | None = None) -> list[Outcome]:
+        """Outcomes task ``key`` handed over before it ended: those it still owes (settled).
+        ``ended``: its items before this index have ended (its worker says so with each group,
+        also of outcomes too large to stream); without it, read from the outcomes it owed. The
+        next item began then (:meth:`since`)."""
         with self._lock:
             task = self._tasks.get(key)
-            return self._take(task, outcomes) if task is not None else []
+            if task is None:
+                return []
+            if ended is None:
+                owed = task.owed
+                ended = 1 + max((owed[o.seq] for o in outcomes if o.seq in owed), default=-1)
+            if ended > task.current:
+                task.current = ended
+                task.since = time.monotonic()
+            return self._take(task, outcomes)
 
     def released(self, future: Any) -> None:
         """The scheduler says ``future``'s task ended: its worker thread is free (before its

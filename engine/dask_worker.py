@@ -17,6 +17,7 @@ engine cancelled it, or the engine is gone) starts no further item either.
        (begun? arrived?)  ◀────────  queued -> cancelled                     run_chunk(...)
     salvage_tasks(keys) ──▶ one worker: cancel what is queued, hand over the outcomes so far
     outcomes event  ◀── (an Outbox: at most 20 ms after each item ends) ───── run_chunk(...)
+       (and up to which item the chunk's items ended: the next one's clock starts)
 """
 
 from __future__ import annotations
@@ -223,10 +224,14 @@ def outcomes_topic(engine: str) -> str:
     return f"{engine}-outcomes"
 
 
-def _on_worker(task: TaskSpec, key: str) -> tuple[Callable[[], bool], Outbox | None]:
+def _on_worker(task: TaskSpec, key: str, chunk: list[Item]) -> tuple[Callable[[], bool], Outbox | None]:
     """Say (an event to the engine) that task ``key`` began here. Return a check of whether the
     client released it since (the engine cancelled it, or left: the worker marks an executing
-    task it was told to forget ``cancelled``), and the outbox that streams its outcomes."""
+    task it was told to forget ``cancelled``), and the outbox that streams its outcomes.
+
+    Each group of outcomes also says up to which item of the chunk the items have ended (the
+    same event, so no message more): the engine starts the next item's clock (--timeout, the
+    time it has run) then, not at the chunk's start. A group too large to stream still says so."""
     try:
         from distributed import get_worker  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
@@ -242,13 +247,16 @@ def _on_worker(task: TaskSpec, key: str) -> tuple[Callable[[], bool], Outbox | N
         ts = tasks.get(key)
         return ts is None or ts.state == "cancelled"
 
+    index_of = {item.seq: index for index, item in enumerate(chunk)}
+
     def send(outcomes: list[Outcome]) -> None:
         # From the task's thread or the outbox's flusher: log_event hands the message to the
         # worker's event loop, which batches it to the scheduler with the task's other messages.
-        blob = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
-        if len(blob) <= STREAM_MAX_BYTES:
-            with contextlib.suppress(Exception):  # the worker is closing: the result will say
-                worker.log_event(topic, [key, blob])
+        raw = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = raw if len(raw) <= STREAM_MAX_BYTES else None
+        ended = 1 + max(index_of[o.seq] for o in outcomes)
+        with contextlib.suppress(Exception):  # the worker is closing: the result will say
+            worker.log_event(topic, [key, blob, ended])
 
     return released, Outbox(send)
 
@@ -264,7 +272,7 @@ def run_chunk(task: TaskSpec, chunk: list[Item], key: str) -> list[Outcome]:
     event lost with its worker, or one too large to stream, costs nothing.
     """
     entry = _gates.arrive(key, len(chunk))
-    released, box = _on_worker(task, key)
+    released, box = _on_worker(task, key, chunk)
     out: list[Outcome] = []
     try:
         try:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import pytest
+
+from batchtui.engine import dask_ledger
 from batchtui.engine.attempts import Outcome
 from batchtui.engine.dask_ledger import Ledger, Task
 from batchtui.engine.handoff import Handoff
@@ -142,3 +145,73 @@ def test_a_task_that_began_runs_one_of_its_items_and_a_thread_one_task() -> None
     assert ledger.counts(together=True, threads=2) == (0, 10)  # a chunk's items run together
     assert [o.seq for o in ledger.take(first.key, [_ok(it) for it in first.items])] == list(range(5))
     assert ledger.counts(threads=2) == (3, 2)
+
+
+class _Clock:
+    """The ledger's ``time``, stepped by the test."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_each_item_of_a_task_runs_on_its_own_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task runs its items one after another: the one it runs now began when its worker said the
+    one before had ended, and those behind it have not begun. Every item a begun task owed had the
+    task's start: the --timeout watchdog judged its 4th item by the time of the 3 before it, and
+    the in-flight list showed its waiting items running."""
+    clock = _Clock()
+    monkeypatch.setattr(dask_ledger, "time", clock)
+    ledger = Ledger(Handoff())
+    task = _sent(ledger, _items(range(6)))
+    assert [ledger.since(s) for s in range(6)] == [None] * 6  # waiting on the cluster
+    ledger.began(task.key)
+    assert [ledger.since(s) for s in range(6)] == [100.0] + [None] * 5
+    clock.now = 101.0
+    ledger.take(task.key, [_ok(task.items[0])], 1)
+    assert [ledger.since(s) for s in range(1, 6)] == [101.0] + [None] * 4
+    # Outcomes too large to stream: the worker still says that 1 ended (they come with the result).
+    clock.now = 103.0
+    assert ledger.take(task.key, [], 2) == []
+    assert [ledger.since(s) for s in range(1, 6)] == [None, 103.0, None, None, None]
+    # 3 is cancelled before it began (it never will): 4 begins when 2 ends.
+    cancelled, remote = ledger.cancel_here([3])
+    assert cancelled == [] and ledger.cancelled(remote, {task.key}, {}, True)[0] == [3]
+    clock.now = 104.0
+    ledger.take(task.key, [_ok(task.items[2])], 3)
+    assert [ledger.since(s) for s in (4, 5)] == [104.0, None]
+    # Without the index (an older worker): read from the outcomes it owed.
+    clock.now = 105.0
+    ledger.take(task.key, [_ok(task.items[4])])
+    assert ledger.since(5) == 105.0
+
+
+def test_an_item_given_up_on_keeps_its_task_busy_until_its_worker_says_it_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The runner failed a hung call (a timeout on a cluster it cannot kill on) and handed it out
+    again: its first task still runs it, so the item behind it there has not begun."""
+    clock = _Clock()
+    monkeypatch.setattr(dask_ledger, "time", clock)
+    ledger = Ledger(Handoff())
+    first = _sent(ledger, _items(range(3)))
+    ledger.began(first.key)
+    again = _sent(ledger, _items(range(1), attempt=2))
+    assert ledger.since(1) is None and ledger.since(0) is None  # 0: owed by the new task, not begun
+    clock.now = 160.0
+    assert ledger.take(first.key, [Outcome(0, 1, 100.0, 60.0, result="late")], 1) == []
+    assert ledger.since(1) == 160.0
+    assert ledger.since(0) is None and again.since is None
+
+
+def test_a_chunked_callables_items_run_together() -> None:
+    ledger = Ledger(Handoff())
+    task = _sent(ledger, _items(range(3)))
+    ledger.began(task.key)
+    assert task.since is not None
+    assert [ledger.since(s, together=True) for s in range(3)] == [task.since] * 3
