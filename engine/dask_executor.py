@@ -440,8 +440,10 @@ class DaskExecutor:
         if info is not None:
             self._cluster_info = info
 
-    def _lost(self, items: list[Item], exc: BaseException | None, text: str = "") -> list[Outcome]:
-        return lost_outcomes(items, exc, self.classifier, self.dask.distributed.KilledWorker, text)
+    def _lost(
+        self, items: list[Item], exc: BaseException | None, text: str = "", began_at: float | None = None
+    ) -> list[Outcome]:
+        return lost_outcomes(items, exc, self.classifier, self.dask.distributed.KilledWorker, text, began_at)
 
 
 __all__ = ["DaskExecutor"]

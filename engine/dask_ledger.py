@@ -361,20 +361,22 @@ class Ledger:
         with self._lock:
             return {key: len(task.items) for key, task in self._tasks.items()}
 
-    def salvaged(self, key: str, reply: Any) -> tuple[list[Outcome], list[Item], Any] | None:
+    def salvaged(self, key: str, reply: Any) -> tuple[list[Outcome], list[Item], Any, float | None] | None:
         """A worker's gate answered ``reply`` to a salvage of task ``key`` before its restart
         (:func:`~.dask_worker.salvage_tasks`; not a dict: it did not answer, so everything it
         held may have begun). None if the task is no longer followed; else the outcomes still
         owed with ``returned`` ones for the items that never began, the items lost (they may
-        have begun: their worker is restarted), and its future to cancel."""
+        have begun: their worker is restarted), its future to cancel, and when the item it ran
+        began (``time.time()`` on the worker; None: not known)."""
         with self._lock:
             task = self._tasks.get(key)
             if task is None:
                 return None
             self._drop(task)
             outcomes: list[Outcome] = []
+            began_at: float | None = None
             if isinstance(reply, dict):
-                arrived, states, outcomes = reply.get(key, (False, b"", []))
+                arrived, states, outcomes, began_at = reply.get(key, (False, b"", [], None))
             else:
                 arrived, states = True, bytes([RUNNING]) * len(task.items)
             out = self._take(task, outcomes)
@@ -388,7 +390,7 @@ class Ledger:
                     out.append(Outcome(item.seq, item.attempt, now, 0.0, returned=True))
                 else:
                     lost.append(item)
-            return out, lost, task.future
+            return out, lost, task.future, began_at or None
 
     # -- the bookkeeping (lock held) -----------------------------------------------------------
 
@@ -430,10 +432,17 @@ class Ledger:
 
 
 def lost_outcomes(
-    items: list[Item], exc: BaseException | None, classifier: Classifier, killed_worker: type, text: str = ""
+    items: list[Item],
+    exc: BaseException | None,
+    classifier: Classifier,
+    killed_worker: type,
+    text: str = "",
+    began_at: float | None = None,
 ) -> list[Outcome]:
     """Outcomes for items whose task did not return: a lost worker (``killed_worker``, a broken
-    connection, a cancelled future) is transient; another error is classified as the item's."""
+    connection, a cancelled future) is transient; another error is classified as the item's.
+    ``began_at``: when they began (``time.time()``), so the attempt lasted until now (a killed
+    item's time is its own: the report, the ETA); else not known, a zero duration."""
     if not items:
         return []
     if exc is None or isinstance(exc, (killed_worker, OSError, TimeoutError)) or _is_cancelled(exc):
@@ -441,7 +450,8 @@ def lost_outcomes(
     else:
         info = classifier(exc)
     now = time.time()
-    return [Outcome(it.seq, it.attempt, now, 0.0, error=info) for it in items]
+    started = now if began_at is None else min(began_at, now)
+    return [Outcome(it.seq, it.attempt, started, now - started, error=info) for it in items]
 
 
 def _lost_text(exc: BaseException | None) -> str:

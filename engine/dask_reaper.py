@@ -88,12 +88,13 @@ class WorkerReaper:
                 salvaged = self._ex.ledger.salvaged(key, reply)
                 if salvaged is None:
                     continue
-                out, lost, future = salvaged
+                out, lost, future, began_at = salvaged
                 restart = restart or bool(lost)
                 if future is not None:
                     with contextlib.suppress(Exception):
                         self._ex.client.cancel([future])
-                self._ex.completions.put(out + self._ex._lost(lost, None, "killed by the engine"))
+                # The item killed ran from when its worker's gate began it (this machine's clock).
+                self._ex.completions.put(out + self._ex._lost(lost, None, "killed by the engine", began_at))
             if restart and not self._ex._closing.is_set():
                 log.info("restarting dask worker %s to stop a killed item", address)
                 self._restarted[address] = time.monotonic()

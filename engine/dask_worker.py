@@ -75,13 +75,14 @@ class TaskSpec:
 class _Slots:
     """The gate of one task on one worker: a state per item and the outcomes decided so far."""
 
-    __slots__ = ("arrived", "finished", "outcomes", "states")
+    __slots__ = ("arrived", "began_at", "finished", "outcomes", "states")
 
     def __init__(self, n: int) -> None:
         self.states = bytearray(n)
         self.arrived = False  # run_chunk began here (else: pre-cancelled slots of a task in transit)
         self.finished = False
         self.outcomes: list[Outcome] = []
+        self.began_at = 0.0  # time.time() when its latest item began (a chunked call's: all of them)
 
 
 class WorkerGates:
@@ -124,6 +125,7 @@ class WorkerGates:
             if entry.states[index] != QUEUED:
                 return False
             entry.states[index] = RUNNING
+            entry.began_at = time.time()
             return True
 
     def refuse(self, entry: _Slots, index: int) -> None:
@@ -168,12 +170,13 @@ class WorkerGates:
 
     def salvage(
         self, wanted: dict[str, int], killed: list[tuple[str, int]]
-    ) -> dict[str, tuple[bool, bytes, list[Outcome]]] | None:
+    ) -> dict[str, tuple[bool, bytes, list[Outcome], float]] | None:
         """Before the engine restarts this worker to stop the ``killed`` items (task key, index):
         None if none of them runs any more (nothing is touched). Else cancel what is queued of
         the tasks ``{key: chunk length}`` (pre-cancelled if not here yet); per key, whether it
-        arrived, its slots' states and the outcomes decided so far."""
-        out: dict[str, tuple[bool, bytes, list[Outcome]]] = {}
+        arrived, its slots' states, the outcomes decided so far and when the item it runs began
+        (``time.time()``: the killed item's attempt lasted from then)."""
+        out: dict[str, tuple[bool, bytes, list[Outcome], float]] = {}
         with self._lock:
             running = [self._tasks.get(key) for key, _ in killed]
             if not any(e is not None and e.states[i] == RUNNING for e, (_, i) in zip(running, killed, strict=True)):
@@ -184,7 +187,7 @@ class WorkerGates:
                 for index, state in enumerate(states):
                     if state == QUEUED:
                         states[index] = CANCELLED
-                out[key] = (entry.arrived, bytes(states), list(entry.outcomes))
+                out[key] = (entry.arrived, bytes(states), list(entry.outcomes), entry.began_at)
             self._trim()
         return out
 
@@ -340,7 +343,7 @@ def cancel_tokens(wanted: dict[str, tuple[int, list[int]]]) -> dict[str, tuple[b
 
 def salvage_tasks(
     wanted: dict[str, int], killed: list[tuple[str, int]]
-) -> dict[str, tuple[bool, bytes, list[Outcome]]] | None:
+) -> dict[str, tuple[bool, bytes, list[Outcome], float]] | None:
     """Run on one worker (``client.run``): see :meth:`WorkerGates.salvage`."""
     return _gates.salvage(wanted, killed)
 

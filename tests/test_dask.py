@@ -304,6 +304,10 @@ def test_timeout_of_a_hung_call_restarts_its_worker(tmp_path: Path, out_dir: Pat
     not_done = _db(batch, "SELECT seq, status, error_type FROM items WHERE status != 'complete'")
     assert db["complete"] == 39 and db["failed"] == 1, not_done
     assert _db(batch, "SELECT seq, error_type, attempts FROM items WHERE status = 'failed'") == [(2, "timeout", 2)]
+    # Each attempt ran until it was killed, past the 2 s (the report and the ETA count it): the
+    # outcome made up for the restarted worker said 0 s, begun and ended at the kill.
+    attempts = _db(batch, "SELECT attempt, duration_s, started_at < finished_at FROM attempts WHERE seq = 2")
+    assert len(attempts) == 2 and all(2.0 <= d < 30 and later for _, d, later in attempts), attempts
 
 
 @needs_dask

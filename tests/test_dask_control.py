@@ -586,7 +586,7 @@ def test_salvage_gives_the_outcomes_so_far_and_cancels_the_rest() -> None:
     assert gates.salvage({"k": 3}, [("k", 0)]) is None  # the killed item ended: nothing touched
     salvaged = gates.salvage({"k": 3}, [("k", 1)])
     assert salvaged is not None
-    arrived, states, outcomes = salvaged["k"]
+    arrived, states, outcomes, _ = salvaged["k"]
     assert arrived and list(states) == [DONE, RUNNING, CANCELLED]
     assert [o.result for o in outcomes] == ["r"]
     assert not gates.begin(entry, 2)
