@@ -35,8 +35,8 @@ from .test_dask import needs_dask
 
 pytestmark = pytest.mark.xdist_group("test_dask_clock")
 
-#: Each item logs when it began (its worker's clock), then takes 0.4 s; item HELD, if any, waits
-#: (up to 60 s) for the file RELEASE instead.
+#: Each item logs when it began (its worker's clock), then takes 0.4 s (item SLOW: 1.5 s); item
+#: HELD, if any, waits (up to 60 s) for the file RELEASE instead.
 STEPS = """
 import os
 import time
@@ -50,7 +50,7 @@ def step(item):
         while not os.path.exists({release!r}) and time.monotonic() < deadline:
             time.sleep(0.01)
     else:
-        time.sleep(0.4)
+        time.sleep(1.5 if item.seq == {slow!r} else 0.4)
     return {{"seq": item.seq}}
 """
 
@@ -78,13 +78,13 @@ def _began(log: Path) -> dict[int, float]:
 
 
 def _start(
-    tmp_path: Path, cluster: Any, *, held: int | None = None, timeout: float | None = None
+    tmp_path: Path, cluster: Any, *, held: int | None = None, slow: int | None = None, timeout: float | None = None
 ) -> tuple[Any, BatchRunner, threading.Thread, Path]:
     """CHUNK items of STEPS, handed out as one chunk, one task: (batch, runner, its thread, the
     items' log). The file ``release`` in tmp_path lets item ``held`` end."""
     log = tmp_path / "began.log"
     steps = tmp_path / "steps.py"
-    steps.write_text(STEPS.format(log=str(log), held=held, release=str(tmp_path / "release")))
+    steps.write_text(STEPS.format(log=str(log), held=held, slow=slow, release=str(tmp_path / "release")))
     items = tmp_path / "items.txt"
     items.write_text("".join(f"item-{i}\n" for i in range(CHUNK)))
     config = BatchConfig(
@@ -147,18 +147,23 @@ def test_the_item_a_task_runs_is_running_since_its_own_start_and_its_chunk_mates
 def test_the_timeout_judges_each_item_of_a_chunk_by_its_own_time(
     tmp_path: Path, cluster: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A task of 6 items of 0.4 s under --timeout 1: none times out, each recorded with its own
-    0.4 s. Counted from its task's start, item 2 passed 1 s after 0.2 s of its own and was failed
-    as timed out, and so were the items after it.
+    """A task of 6 items of 0.4 s, but item 2 takes 1.5 s, under --timeout 1: item 2 alone times
+    out (failed at once: a call cannot be interrupted on a cluster the engine does not own), and
+    the others complete, each recorded with its own 0.4 s. Counted from their task's start, items
+    2-5 were failed as timed out at 1.1 s, 4 and 5 before they had begun; judged by the running
+    item's clock, 3-5 (not begun) with it.
 
     The dispatcher hands out one item at a time under a --timeout on dask (so a timed-out call
     does not take chunk-mates down), and a chunk here is forced: what is tested is the clock."""
     monkeypatch.setattr(Dispatcher, "chunk_size", lambda self, total: CHUNK)
-    batch, _, thread, log = _start(tmp_path, cluster, timeout=1.0)
+    batch, _, thread, log = _start(tmp_path, cluster, slow=2, timeout=1.0)
     thread.join(60)
     assert not thread.is_alive()
     got = rows(batch.path, "SELECT seq, status, error_type, duration_s FROM items ORDER BY seq")
-    assert [(s, st, e) for s, st, e, _ in got] == [(s, "complete", None) for s in range(CHUNK)], got
-    assert all(0.39 <= float(d) < 0.9 for *_, d in got), got  # type: ignore[arg-type]
+    want = [(s, "failed", "timeout") if s == 2 else (s, "complete", None) for s in range(CHUNK)]
+    assert [(s, st, e) for s, st, e, _ in got] == want, got
+    durations = {int(s): float(d) for s, _, _, d in got}  # type: ignore[arg-type]
+    assert 1.0 <= durations.pop(2) < 1.5, got  # from its own start to the watchdog's verdict
+    assert all(0.39 <= d < 0.9 for d in durations.values()), got
     began = _began(log)
-    assert sorted(began) == list(range(CHUNK)) and began[5] - began[0] >= 1.9  # one task, in order
+    assert sorted(began) == list(range(CHUNK)) and began[5] - began[0] >= 2.9  # one task, in order
