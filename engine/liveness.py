@@ -14,7 +14,8 @@ is not judged by the file its predecessor left; until the engine's first live wr
 its source into the store), from the store's last write too, and from the lock file's
 modification time: an engine whose source keeps it waiting (a pipe whose writer pauses) touches
 its lock file about once a second from the thread that waits (engine/sources/waiting.py), and is
-**waiting for its source** while that is its latest sign of life (``waiting_s``). Frozen
+**waiting for its source** while that is its latest sign of life and it has stored nothing new
+for :data:`WAITING_AFTER_S` seconds (``waiting_s``). Frozen
 (SIGSTOP) or hung elsewhere, it touches nothing and turns stale. An engine that has written its final state
 (finished, stopped, halted) and is still running its ``--on-finish`` hook is alive. Ages use
 the wall clock (``updated_at`` is UTC): a viewer on another host with a skewed clock sees the
@@ -37,6 +38,11 @@ STALE_AFTER_S: Final = 5.0
 #: A touch of the lock is at least a second after the engine took it, and the commit of what it
 #: had read when its wait began may land just after the touch: both within this.
 TOUCH_SLACK_S: Final = 0.5
+#: Waiting for its source only once nothing new was stored for this long: a pipe that sends a
+#: burst every second or two keeps its engine's reading thread waiting between bursts (each wait
+#: of a second is a touch of the lock and a commit of the burst before it), and a view that
+#: asked every second said reading, waiting, reading. Well within :data:`STALE_AFTER_S`.
+WAITING_AFTER_S: Final = 3.0
 
 
 class Liveness(StrEnum):
@@ -143,6 +149,8 @@ def engine_status(
     if silent > stale_after:
         return EngineStatus(Liveness.STALE, silent, holder, _process_state(holder))
     waiting = None if waiting_since is None else max(0.0, now - waiting_since)
+    if waiting is not None and waiting < WAITING_AFTER_S:
+        waiting = None  # a pause between bursts: still reading
     return EngineStatus(Liveness.ALIVE, silent, holder, waiting_s=waiting)
 
 
