@@ -112,6 +112,16 @@ def unacked_message(
             f" The command is queued in {batch.control} (if the --detach ends before it starts that engine,"
             f" killed say, the command is {later})"
         )
+    if status.responding and holder is not None and _still_reading(batch, status):
+        # It reads the batch's source (state "created", engine/reading.py): it reads the
+        # commands once the source is read, before its first item runs.
+        who = f"pid {holder.pid} on {holder.host}"
+        if brief:
+            return f"{what}: queued; the engine ({who}) still reads the batch's source and applies it once it is read"
+        return (
+            f"{what} not acknowledged yet: the engine ({who}) is still reading the batch's source, and applies"
+            f" the command once the source is read, before any item runs. The command is queued in {batch.control}"
+        )
     if status.liveness == Liveness.GONE:
         if brief:
             return f"{what}: not acknowledged; the engine has ended (a queued {op} is {later})"
@@ -133,6 +143,14 @@ def unacked_message(
         else "dropped if this engine ends first"
     )
     return f"{head}. The command is queued in {batch.control} and applies when the engine reads it ({end})"
+
+
+def _still_reading(batch: BatchDir, status: EngineStatus) -> bool:
+    """Whether the engine holding ``batch`` still reads its source (engine/reading.py)."""
+    from .reading import source_reading
+
+    reading = source_reading(batch, status, batch.read_live())
+    return reading is not None and reading.engine
 
 
 def quiet_watchfiles() -> None:

@@ -37,12 +37,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .batchdir import BatchDir, now_iso, parse_iso
+from .batchdir import BatchDir, now_iso
 from .errors import UserError
 from .files import DamagedFile
-from .fmt import cut_percent, fmt_duration
+from .fmt import cut_percent
 from .liveness import EngineStatus, Liveness, engine_status
-from .models import ACTIVE_STATES, BatchState, Counts, LiveCounts, LiveProgress, LockInfo, Manifest
+from .models import ACTIVE_STATES, BatchState, Counts, LiveCounts, Manifest
+from .reading import reading_note as note_when_run
+from .reading import reading_words, written_since
 from .timing import batch_timing
 
 #: States a summary shows besides the :class:`BatchState` values.
@@ -156,7 +158,7 @@ def summarize(batch: BatchDir | Path, *, now: float | None = None) -> BatchSumma
     halt_reason = manifest.halt_reason
     updated = manifest.ended_at or manifest.started_at or manifest.created_at
     created = manifest.state == BatchState.CREATED
-    if holder is not None and not dead and live is not None and _written_since(live, holder):
+    if holder is not None and not dead and live is not None and written_since(live, holder):
         counts, counts_from = live.counts, "live"
         state = live.state.value
         halt_reason = live.halt_reason or halt_reason
@@ -255,21 +257,16 @@ def describe_source(manifest: Manifest) -> str:
 def reading_text(summary: BatchSummary) -> str:
     """What the engine of a batch that reads its source does, for every view: ``reading its
     source: 1,234,567 items so far`` or ``waiting for its source (nothing new for 12s): 100 items
-    so far``; empty for any other batch."""
+    so far`` (:func:`.reading.reading_words`); empty for any other batch."""
     if not summary.reading_source:
         return ""
     waited = summary.engine.waiting_for_source_s if summary.engine is not None else None
-    doing = (
-        "reading its source" if waited is None else f"waiting for its source (nothing new for {fmt_duration(waited)})"
-    )
-    return f"{doing}: {summary.totals.total:,} item{'' if summary.totals.total == 1 else 's'} so far"
+    return reading_words(summary.totals.total, waited)
 
 
 def reading_note(summary: BatchSummary) -> str:
     """The sentence after :func:`reading_text` that says when the items run."""
-    if summary.engine is not None and summary.engine.waiting_for_source_s is not None:
-        return "its items run once the source ends (its writer closes it)"
-    return "its items run once the whole source is read"
+    return note_when_run(summary.engine.waiting_for_source_s if summary.engine is not None else None)
 
 
 def _engine(status: EngineStatus, reading: bool) -> EngineSummary | None:
@@ -286,16 +283,6 @@ def _engine(status: EngineStatus, reading: bool) -> EngineSummary | None:
         badge=status.badge(),
         waiting_for_source_s=None if status.waiting_s is None or not reading else round(status.waiting_s, 1),
     )
-
-
-def _written_since(live: LiveProgress, holder: LockInfo) -> bool:
-    """Whether live_progress.json was written by the engine that holds the lock now (not left
-    by the one before it: a resumed engine has not written its first progress yet)."""
-    try:
-        started = parse_iso(holder.started_at) if holder.started_at else 0.0
-        return parse_iso(live.updated_at) >= started
-    except ValueError:
-        return True
 
 
 def _store_counts(bdir: BatchDir) -> tuple[LiveCounts | None, Literal["add", "enqueue"] | None]:
