@@ -30,9 +30,11 @@ class WorkerScreen(Screen[None]):
 
     @property
     def active_bindings(self) -> dict[str, ActiveBinding]:
-        """Textual's active bindings, those of FOOTER_FIRST first (only the order changes: the
-        footer and the keys panel read it; keys are dispatched through the binding chain)."""
-        bindings = super().active_bindings
+        """Textual's active bindings, those of FOOTER_FIRST first, without those the footer
+        leaves out now (only what is shown changes: the footer and the keys panel read it; keys
+        are dispatched through the binding chain)."""
+        hidden = self.footer_hidden()
+        bindings = {k: b for k, b in super().active_bindings.items() if b.binding.id not in hidden}
         rank = {binding_id: i for i, binding_id in enumerate(self.footer_first())}
         first = sorted(
             (key for key, active in bindings.items() if active.binding.id in rank),
@@ -43,6 +45,11 @@ class WorkerScreen(Screen[None]):
     def footer_first(self) -> tuple[str, ...]:
         """The binding ids the footer shows first now (a screen may order by its state)."""
         return self.FOOTER_FIRST
+
+    def footer_hidden(self) -> frozenset[str]:
+        """Binding ids the footer leaves out now: keys that do nothing in the screen's state and
+        answer with a toast that says why."""
+        return frozenset()
 
     #: Actions that change the batch (or another): refused when the app is read-only.
     STEERING: ClassVar[frozenset[str]] = frozenset()

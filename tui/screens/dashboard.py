@@ -32,6 +32,7 @@ from batchtui.engine.client import ACK_TIMEOUT_S
 from batchtui.engine.fmt import clean
 from batchtui.engine.liveness import EngineStatus, Liveness, engine_status
 from batchtui.engine.models import ACTIVE_STATES, BatchState, ControlOp, LiveProgress, Manifest
+from batchtui.engine.reading import SourceReading
 
 from ..flight import Flight, flights
 from ..host import Host, host
@@ -48,11 +49,12 @@ from ..widgets.labels import FigureTab
 from ..widgets.limits_panel import LimitsPanel
 from ..widgets.status import GONE, ProgressLine, TitleBar
 from .base import WorkerScreen
+from .dashboard_gates import DashboardGates
 from .dashboard_keys import DASHBOARD_BINDINGS
-from .dashboard_layout import TINY_BELOW, set_layout_classes
+from .dashboard_layout import set_layout_classes
 from .item_filters import TABS, ItemFilters
 from .modals import ConfirmScreen
-from .resume_dialog import ResumeDialog, ResumeStarted, rescannable, resumable
+from .resume_dialog import ResumeDialog, ResumeStarted
 from .triage import Triage
 
 _SORT_NAMES = {"seq": "seq", "duration": "slowest first", "tries": "most tries first"}
@@ -100,6 +102,8 @@ class DashboardScreen(WorkerScreen):
     #: This app's engine runs this batch (opened for it, its lock may not be taken yet). False
     #: once it ended, for good: another engine (another app's) may run the batch since.
     here: var[bool] = var(False)
+    #: An engine reads the batch's source (or its enqueue was cut short): engine/reading.py.
+    reading: var[SourceReading | None] = var(None)
 
     def __init__(self, batch: Path, *, in_process: bool = False) -> None:
         super().__init__()
@@ -113,6 +117,7 @@ class DashboardScreen(WorkerScreen):
         self.filters = ItemFilters(self)  # the items' tab, text filter and error group
         self.watcher: BatchWatcher | None = None
         self.triage = Triage(self)  # retry, skip, run first: confirm and send
+        self.gates = DashboardGates(self)  # which keys apply now, and why not
         self._flights: dict[int, Flight] = {}  # the items in flight, of the live progress shown
 
     @property
@@ -128,9 +133,9 @@ class DashboardScreen(WorkerScreen):
         cls, clock = DashboardScreen, self.host.clock
         with Vertical(id="top"):
             title = TitleBar(self.bdir.batch_id, in_process=self.in_process, id="title")
-            yield title.data_bind(cls.live, cls.manifest, cls.engine, cls.gone, in_process=cls.here)
+            yield title.data_bind(cls.live, cls.manifest, cls.engine, cls.gone, cls.reading, in_process=cls.here)
             progress = ProgressLine(in_process=self.in_process, id="progress-row")
-            yield progress.data_bind(cls.live, cls.engine, cls.gone, in_process=cls.here)
+            yield progress.data_bind(cls.live, cls.engine, cls.gone, cls.reading, in_process=cls.here)
             yield CountsRow(id="counts").data_bind(cls.live, cls.manifest)
             yield Charts(id="charts").data_bind(cls.live)
         with Horizontal(id="middle"):
@@ -186,6 +191,8 @@ class DashboardScreen(WorkerScreen):
     @on(ManifestUpdated)
     def _manifest(self, message: ManifestUpdated) -> None:
         self.manifest = message.manifest
+        if message.manifest.state == BatchState.CREATED and self.reading is None:
+            self._check_alive(force=True)  # an engine may read its source: say so at once
 
     @on(LiveUpdated)
     def _live(self, message: LiveUpdated) -> None:
@@ -254,10 +261,19 @@ class DashboardScreen(WorkerScreen):
             self._alive_stamp = now
             was = self.engine.held
             self.engine = engine_status(self.bdir.path, live=live or self.live, now=self.host.clock())
+            self.reading = self.gates.source_reading(live or self.live)
             if was != self.engine.held:
                 self.refresh_bindings()
         for log in self.query(EventLog):  # as in _event: timers go on while the screen recomposes
             log.check_acks(self.ACK_TIMEOUT_S)
+
+    def watch_reading(self, previous: SourceReading | None, reading: SourceReading | None) -> None:
+        if (previous is None, previous and previous.engine) != (reading is None, reading and reading.engine):
+            self.refresh_bindings()
+        if reading is not None and (previous is None or previous.items != reading.items):
+            for table in self.query(ItemsTable):  # no live progress yet: the rows read so far
+                table.refresh_data()
+            self.filters.label_tabs()
 
     def watch_gone(self, gone: bool) -> None:
         self.refresh_bindings()
@@ -321,17 +337,14 @@ class DashboardScreen(WorkerScreen):
 
     @property
     def engine_live(self) -> bool:
-        return self.engine.held and self.live is not None and self.live.state in ACTIVE_STATES
+        return self.gates.engine_live
 
     def may(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("toggle_pause", "stop"):
-            if not self.engine_live:
-                return None  # greyed out: nothing to pause or stop
-            if self.live is not None and self.live.state == BatchState.STOPPING:
-                return None
-        return True
+        return self.gates.may(action)
 
     def action_toggle_pause(self) -> None:
+        if self.gates.idle("toggle_pause"):
+            return
         if not self.engine_live or self.live is None:
             self.notify("no engine is running this batch", severity="warning")
             return
@@ -339,7 +352,7 @@ class DashboardScreen(WorkerScreen):
         self.triage.steer(op, op)
 
     def action_stop(self) -> None:
-        if not self.engine_live:
+        if self.gates.idle("stop") or not self.engine_live:
             return
 
         def confirmed(yes: bool | None) -> None:
@@ -419,12 +432,7 @@ class DashboardScreen(WorkerScreen):
 
     @property
     def resumable(self) -> bool:
-        """No engine holds the batch and a resume has something to do (resume_dialog.py)."""
-        state = self.live.state if self.live is not None else self.manifest.state if self.manifest else None
-        counts = self.live.counts if self.live is not None else self.manifest.totals if self.manifest else None
-        held = self.engine.held or self.in_process_engine
-        again = self.manifest is not None and rescannable(self.manifest.source, self.manifest.added_sources)
-        return counts is not None and not self.gone and resumable(state, counts, held, again)
+        return self.gates.resumable
 
     @property
     def in_process_engine(self) -> bool:
@@ -432,32 +440,20 @@ class DashboardScreen(WorkerScreen):
         return self.here and self.host.engine_running
 
     def footer_first(self) -> tuple[str, ...]:
-        steer = ("pause", "stop") if self.engine_live else ("resume_batch",)
-        return (*self.FOOTER_FIRST[:2], *steer, *self.FOOTER_FIRST[2:])
+        return self.gates.footer_first(self.FOOTER_FIRST)
+
+    def footer_hidden(self) -> frozenset[str]:
+        return self.gates.footer_hidden()
 
     def palette_offers(self, action: str) -> bool:
         return action != "resume_batch" or self.resumable
 
     def unavailable(self, action: str) -> str | None:
-        refused = self.refusal(action)
-        if refused is not None:
-            return refused
-        if action in ("toggle_pause", "stop"):
-            if not self.engine_live:
-                return "no engine runs this batch"
-            if self.live is not None and self.live.state == BatchState.STOPPING:
-                return "the batch is stopping"
-        if action == "focus_errors" and self.has_class("tiny"):
-            return f"the errors need {TINY_BELOW} rows, the terminal has {self.size.height}"
-        if action == "resume_batch" and self.gone:
-            return "the batch folder is gone"
-        if action == "resume_batch" and not self.resumable:
-            if self.engine.held or self.in_process_engine:
-                return "an engine runs this batch"
-            return "the batch is finished: nothing to resume"
-        return super().unavailable(action)
+        return self.refusal(action) or self.gates.unavailable(action) or super().unavailable(action)
 
     def action_resume_batch(self) -> None:
+        if self.gates.idle("resume_batch"):
+            return
         if self.gone:
             self.notify(clean(f"batch {self.bdir.batch_id}: its folder is gone"), severity="warning")
             return

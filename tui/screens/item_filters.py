@@ -92,6 +92,8 @@ class ItemFilters:
         tabs = screen.query_one("#tabs", Tabs)
         live, manifest = screen.live, screen.manifest
         counts: Counts | None = live.counts if live is not None else manifest.totals if manifest else None
+        if live is None and screen.reading is not None:  # its source is being read: all pending
+            counts = Counts(total=screen.reading.items, pending=screen.reading.items)
         text = self.text()
         bases = {
             tab_id: label

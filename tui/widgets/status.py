@@ -18,6 +18,7 @@ from batchtui.engine.eta import eta_text
 from batchtui.engine.fmt import bar_cells, clean, fmt_duration, fmt_percent
 from batchtui.engine.liveness import EngineStatus, Liveness
 from batchtui.engine.models import ACTIVE_STATES, BatchState, LiveProgress, Manifest
+from batchtui.engine.reading import SourceReading
 
 from ..glyphs import ASCII_CLASS
 from ..host import Host
@@ -33,8 +34,10 @@ GONE = EngineStatus(Liveness.GONE, None, None)
 class TitleBar(Static):
     """The batch id, its name and processor, and its state in a badge coloured by the theme.
 
-    The state shows as INTERRUPTED when the files say running but no engine holds the batch,
-    and as NOT RESPONDING when the engine holding it stopped writing.
+    The state shows as INTERRUPTED when the files say running but no engine holds the batch
+    (or its enqueue was cut short), as NOT RESPONDING when the engine holding it stopped
+    writing, and as READING SOURCE or WAITING FOR SOURCE while an engine reads the batch's
+    source (its state stays ``created``), STARTING until that engine's first write.
     """
 
     live: var[LiveProgress | None] = var(None)
@@ -45,6 +48,8 @@ class TitleBar(Static):
     #: This app's engine runs the batch (its lock may not be taken yet); False once it ended,
     #: whoever runs the batch since (bound to the dashboard's ``here``).
     in_process: var[bool] = var(False)
+    #: The batch's enqueue is not done: an engine reads its source, or it was cut short.
+    reading: var[SourceReading | None] = var(None)
 
     def __init__(self, batch_id: str, *, in_process: bool, id: str | None = None) -> None:
         super().__init__(plain(f"batch {batch_id}"), id=id)
@@ -74,6 +79,22 @@ class TitleBar(Static):
     def watch_in_process(self) -> None:
         self.redraw()
 
+    def watch_reading(self) -> None:
+        self.redraw()
+
+    def label(self) -> str:
+        """The state as the badge says it (lower case)."""
+        state, reading, held = self.state(), self.reading, self.engine.held or self.in_process
+        if self.gone:
+            return "gone"
+        if reading is not None:  # the state is "created" until the source is read
+            if not reading.engine:
+                return "interrupted"  # its enqueue cut short: its engine died
+            return "reading source" if reading.waiting_s is None else "waiting for source"
+        if state == BatchState.CREATED and held and self.manifest is not None:
+            return "starting"  # an engine took the batch, its first write to come
+        return state.value if state is not None else "interrupted"
+
     def state(self) -> BatchState | None:
         """The batch's state as this dashboard sees it; None: interrupted (an engine died)."""
         if self.live is not None:
@@ -89,7 +110,6 @@ class TitleBar(Static):
     def redraw(self) -> None:
         if not self._ready:
             return
-        state = self.state()
         live, engine = self.live, self.engine
         title = Text()
         title.append(clean(self.batch_id), style="bold")  # a folder given by path: any name
@@ -102,7 +122,7 @@ class TitleBar(Static):
             what = proc.get("command") or proc.get("call")
             about.append("  ")
             about.append_text(plain(f"{kind}: {what}" if what else f"{kind} processor", style="dim", limit=70))
-        label = "gone" if self.gone else state.value if state is not None else "interrupted"
+        label = self.label()
         stale = engine.liveness == Liveness.STALE and not self.gone
         self.set_class(label == "paused" and not stale, "paused")
         self.set_class(label in ("halted", "interrupted", "gone") and not stale, "halted")
@@ -112,6 +132,8 @@ class TitleBar(Static):
         where = ""
         if stale and not self.in_process:  # (never when gone)
             where = f" pid {engine.pid}"
+        elif label in ("reading source", "waiting for source", "starting"):
+            where = " in this app" if self.in_process else f" pid {engine.pid}" if engine.pid else ""
         elif live is not None and engine.held and not self.gone:  # a holder of the folder that went
             where = " in this app" if self.in_process else f" pid {live.pid}"
             cluster = live.cluster
@@ -276,6 +298,8 @@ class ProgressLine(Horizontal):
     """The batch folder went: the figures are its last, nothing runs there."""
     in_process: var[bool] = var(False)
     """This app's engine runs the batch (as :attr:`TitleBar.in_process`)."""
+    reading: var[SourceReading | None] = var(None)
+    """The batch's enqueue is not done (as :attr:`TitleBar.reading`): what it has read."""
 
     def __init__(self, *, in_process: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -303,6 +327,33 @@ class ProgressLine(Horizontal):
 
     def watch_in_process(self) -> None:
         self.redraw()
+
+    def watch_reading(self) -> None:
+        self.redraw()
+
+    def reading_parts(self, reading: SourceReading, text: StatusText) -> list[StatusPart]:
+        """The status line while the batch's source is read (nothing runs yet), or after its
+        reading was cut short: what it has read."""
+        style, muted = text.style_of, text.style_of("muted")
+        stale = self.engine.liveness == Liveness.STALE
+        if self.gone:
+            state = Text(" GONE ", style=style("halted"))
+        elif stale:
+            state = Text(f" no update {fmt_duration(self.engine.silent_s)} ", style=style("stale"))
+        elif not reading.engine:
+            state = Text(" INTERRUPTED ", style=style("halted"))
+        elif reading.waiting_s is not None:
+            state = Text(" WAITING FOR SOURCE ", style=style("paused"))
+        else:
+            state = Text(" READING SOURCE ", style=style("running"))
+        parts = [StatusPart(state, 0), StatusPart(Text(f"{reading.items:,} items so far"), 1)]
+        if not reading.engine:
+            parts[1] = StatusPart(Text(f"its enqueue was cut short: {reading.items:,} items read"), 1)
+        elif reading.waiting_s is not None and not stale:
+            parts.append(StatusPart(Text(f"nothing new for {fmt_duration(reading.waiting_s)}"), 2))
+        if reading.engine and not stale and not self.gone:
+            parts.append(StatusPart(Text(reading.note(), style=muted), 3))
+        return parts
 
     def parts(self, live: LiveProgress, text: StatusText) -> list[StatusPart]:
         """The status line's figures in their order, each with its rank."""
@@ -352,9 +403,12 @@ class ProgressLine(Horizontal):
         return parts
 
     def redraw(self) -> None:
-        live = self.live
-        if live is None or not self._ready:
+        live, reading = self.live, self.reading
+        if (live is None and reading is None) or not self._ready:
             return
         text = self.query_one(StatusText)
         text.set_class(self.engine.liveness == Liveness.STALE, "stale")
-        text.show(self.parts(live, text), live.percent)
+        if reading is not None:  # no engine has run the batch yet: nothing in live progress
+            text.show(self.reading_parts(reading, text), 0.0)
+        elif live is not None:
+            text.show(self.parts(live, text), live.percent)
