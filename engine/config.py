@@ -449,6 +449,9 @@ def format_validation_error(exc: ValidationError, origin: Mapping[str, str]) -> 
         msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         near = _near_setting(str(err["loc"][0])) if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 else None
         msg += f"; did you mean {near}?" if near else ""
+        if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 and isinstance(err.get("input"), dict):
+            # A [run] table, as other tools' files have: the settings are top-level keys here.
+            msg = f"unknown setting: a table; the settings are top-level keys (workers = 4), not in a [{loc}] table"
         suffix = f" (from {where})" if where else ""
         value = err.get("input")
         # As the file would spell it: true and false, not Python's True and False.

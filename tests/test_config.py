@@ -56,6 +56,15 @@ def test_an_unknown_setting_far_from_any_is_named_without_a_guess(tmp_path: Path
     assert "  zzzz: unknown setting (from " in str(err.value) and "did you mean" not in str(err.value)
 
 
+def test_a_table_of_settings_is_told_the_settings_are_top_level(tmp_path: Path) -> None:
+    # Other tools' files group settings in a [run] table; ours takes them at the top level.
+    (tmp_path / "batchtui.toml").write_text("[run]\nworkers = 4\n")
+    with pytest.raises(UserError) as err:
+        load_config({}, environ={}, cwd=tmp_path)
+    said = "  run: unknown setting: a table; the settings are top-level keys (workers = 4), not in a [run] table"
+    assert said in str(err.value)
+
+
 def test_bad_env_value_names_the_environment(tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
         load_config({}, environ={"BATCHTUI_WORKERS": "zero"}, cwd=tmp_path)
