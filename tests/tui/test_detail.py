@@ -181,10 +181,35 @@ def test_o_opens_the_attempts_logs_in_the_pager(finished: Path, pager: Path, mon
             await pilot.press("o")
             await pilot.pause()
         got = pager.read_text()
+        out, err = (line.removeprefix("== ") for line in got.splitlines() if line.startswith("== "))
+        assert [os.path.basename(out), os.path.basename(err)] == ["37.1.out", "37.1.err"]
+        assert os.path.basename(os.path.dirname(out)).startswith("batchtui-item-37-") and not os.path.exists(out)
         assert got == (
-            f"== {finished / 'logs' / '37.1.out'}\nconverting page 1\nconverting page 2\n"
-            f"== {finished / 'logs' / '37.1.err'}\nparse error: unexpected token at line 12\n"
+            f"== {out}\nconverting page 1\nconverting page 2\n== {err}\nparse error: unexpected token at line 12\n"
         )
+
+    run(body)
+
+
+def test_o_hands_the_pager_the_logs_with_their_escape_sequences_shown_not_sent(
+    finished: Path, pager: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An item's output is untrusted: OSC 52 writes the clipboard, a colour or a cursor move hides
+    # lines. $PAGER may send what it gets as it is (cat, less -r), so it gets them escaped, as
+    # `batchtui logs` prints them to a terminal.
+    (finished / "logs" / "37.1.out").write_bytes(b"\x1b]52;c;cm0gLXJmIH4=\x07copied\n\x1b[31mred\x1b[0m\ttab\n\xff\n")
+
+    async def body() -> None:
+        app = _app(finished)
+        monkeypatch.setattr(app, "suspend", lambda: _no_suspend(app))
+        async with app.run_test(size=(100, 40)) as pilot:
+            await _open_detail(app, pilot, finished, 37)
+            await pilot.press("o")
+            await pilot.pause()
+        got = pager.read_text()
+        assert "\x1b" not in got and "\x07" not in got
+        assert "\\x1b]52;c;cm0gLXJmIH4=\\x07copied\n\\x1b[31mred\\x1b[0m    tab\n\\xff\n" in got
+        assert "parse error: unexpected token at line 12\n" in got
 
     run(body)
 

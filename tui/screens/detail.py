@@ -51,7 +51,7 @@ from ..widgets.footer import KeyFooter
 from ..widgets.output_follow import OutputFollow
 from .base import WorkerScreen
 from .copy_menu import CopyChoice, CopyMenu
-from .detail_text import command_ending, ending, flight_cells, log_of, pretty, title
+from .detail_text import command_ending, ending, escaped_copies, flight_cells, log_of, pretty, title
 
 TAIL_BYTES = 16384
 
@@ -336,13 +336,14 @@ class ItemDetailScreen(WorkerScreen):
     # -- pager ----------------------------------------------------------------------------------
 
     def action_pager(self) -> None:
-        """The latest attempt's logs (stdout, then stderr) in $PAGER; the detail when there are none."""
+        """The latest attempt's logs (stdout, then stderr; escaped copies) in $PAGER, else the detail."""
         latest = self.logs[-1] if self.logs else None
         paths = [str(p) for p in (latest.out, latest.err) if p is not None] if latest is not None else []
         if not paths:
             self.action_pager_detail()
             return
-        self._page(paths)
+        with tempfile.TemporaryDirectory(prefix=f"batchtui-item-{self.seq}-") as folder:  # 0700
+            self._page(escaped_copies(paths, folder))
 
     def action_pager_detail(self) -> None:
         fd, name = tempfile.mkstemp(prefix=f"batchtui-item-{self.seq}-", suffix=".txt")  # 0600

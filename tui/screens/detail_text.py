@@ -4,11 +4,12 @@ live_progress.json says it does now (:mod:`..flight`): pure functions of their a
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from rich.text import Text
 
-from batchtui.engine.fmt import fmt_duration
+from batchtui.engine.fmt import clean_block, fmt_duration
 from batchtui.engine.logs import AttemptLog
 from batchtui.engine.store.queries import ItemRow
 
@@ -77,3 +78,24 @@ def flight_cells(flight: Flight, now: float) -> tuple[str, str, str, str]:
     if flight.queued:
         return str(flight.attempt), "queued", "", ""
     return str(flight.attempt), "running", flight.started_at, fmt_duration(flight.running_s(now))
+
+
+def escaped_copies(paths: list[str], folder: str) -> list[str]:
+    """Copies of an item's logs, named as they are, in ``folder``, for a pager on the app's
+    terminal: every control character but newlines shown escaped (``\\x1b``), as ``batchtui
+    logs`` prints them to a terminal. A log is the item's untrusted output (an escape sequence can
+    write the clipboard, retitle the window, answer into the terminal's input), and $PAGER may
+    send it on as it is (``cat``, ``less -r``). A log that cannot be read is left out."""
+    copies = []
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        copy = os.path.join(folder, os.path.basename(path))
+        with open(copy, "w", encoding="utf-8") as fh:
+            text = clean_block(data.decode("utf-8", "backslashreplace"))
+            fh.write(text + "\n" if text else "")
+        copies.append(copy)
+    return copies
