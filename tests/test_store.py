@@ -554,8 +554,11 @@ def test_item_queries_count_page_and_stream_the_same_filtered_items(tmp_path: Pa
     assert ItemFilter(status="", text="") == ItemFilter()
     with pytest.raises(ValueError, match="unknown status"):
         ItemFilter(status="running")
+    (tmp_path / "none").mkdir()
     with pytest.raises(StoreError, match="does not exist"):
         ItemQueries(tmp_path / "none" / "items.db")
+    with pytest.raises(StoreError, match="is gone"):  # its folder too (tests/tui/test_folder_gone.py)
+        ItemQueries(tmp_path / "gone" / "items.db")
     path.write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError):
         ItemQueries(path)

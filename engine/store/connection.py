@@ -58,6 +58,15 @@ def recover_hint(path: Path) -> str:
     return f"rebuild it from results.jsonl and the source with `{shell_line('batchtui', 'recover', path.parent.name)}`"
 
 
+def missing(path: Path) -> StoreError:
+    """The error for an ``items.db`` that is not there. With its batch folder gone too (moved or
+    deleted under a dashboard that still shows it), ``recover`` has nothing to rebuild from: the
+    error says the folder is gone, not how to rebuild the store alone."""
+    if not path.parent.is_dir():
+        return StoreError(f"the batch folder {path.parent} is gone (moved or deleted)")
+    return StoreError(f"{path} does not exist; {recover_hint(path)}")
+
+
 _CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 

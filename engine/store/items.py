@@ -21,7 +21,7 @@ import orjson
 from ..files import FILE_MODE, fsync_dir, full_fsync, identity
 from ..models import MAX_SEQ, Counts, ErrorGroup
 from . import queries, selected
-from .connection import StoreError, connect_readonly, connect_rw, connect_unlinked, recover_hint
+from .connection import connect_readonly, connect_rw, connect_unlinked, missing
 from .enqueue import LineBlock, ScanOutcome, Waits, enqueue, rescan
 from .queries import AttemptRow, ItemFilter, ItemRow, Selection, selection_condition
 from .schema import SLOWEST_INDEX, check_version, create_schema, has_slowest_index, migrate
@@ -101,7 +101,7 @@ class ItemStore:
     @classmethod
     def open(cls, path: Path, *, durable: bool = True) -> ItemStore:
         if not path.exists():
-            raise StoreError(f"{path} does not exist; {recover_hint(path)}")
+            raise missing(path)
         store = cls._open_rw(path, durable=durable)
         try:
             check_version(store.conn, path)
@@ -125,7 +125,7 @@ class ItemStore:
         """A read-only connection for the engine's own readers (views use
         :class:`~.queries.ItemQueries`); never blocks or disturbs the engine."""
         if not path.exists():
-            raise StoreError(f"{path} does not exist; {recover_hint(path)}")
+            raise missing(path)
         store = cls(connect_readonly(path), path, readonly=True)
         try:
             check_version(store.conn, path)

@@ -35,7 +35,7 @@ from .connection import (
     StoreUnreachable,
     busy,
     connect_readonly,
-    recover_hint,
+    missing,
 )
 from .schema import ITEM_COLUMNS, STATUSES, check_version, has_slowest_index
 from .selected import (
@@ -306,7 +306,7 @@ class ItemQueries:
     def __init__(self, path: Path) -> None:
         """Open ``path`` (raises :class:`StoreError` when it is missing or no batchtui store)."""
         if not path.exists():
-            raise StoreError(f"{path} does not exist; {recover_hint(path)}")
+            raise missing(path)
         self.path = path
         self._conn = connect_readonly(path)
         try:

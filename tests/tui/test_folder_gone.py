@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from batchtui.engine.config import load_config
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.models import BatchState
 from batchtui.engine.processors import shell_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
+from batchtui.engine.store import ItemStore
+from batchtui.engine.store.queries import ItemQueries, StoreError
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.widgets.status import ProgressLine, TitleBar
@@ -121,3 +125,53 @@ def test_a_watched_batch_whose_folder_goes_shows_gone_and_offers_no_resume(tmp_p
     gone = f"the batch folder {batch} is gone (moved or deleted): these are its last figures"
     assert gone in notes
     assert f"batch {batch.name}: its folder is gone" in notes
+
+
+def test_triage_on_a_batch_whose_folder_went_says_it_is_gone_not_to_recover(tmp_path: Path) -> None:
+    """A retry, skip or run-first of the item under the cursor, and its detail, once the batch
+    folder went: each says the folder is gone. It said '.../items.db does not exist; rebuild it
+    from results.jsonl and the source with `batchtui recover ID`', a way out with nothing left to
+    rebuild from (the table still shows the rows of the store it had open)."""
+    batch = make_batch(tmp_path, state=BatchState.HALTED, halt_reason="max failure rate")
+    notes: list[str] = []
+
+    async def body() -> None:
+        app = BatchtuiApp(
+            output_dir=tmp_path, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False
+        )
+        async with app.run_test(size=(140, 48), notifications=True) as pilot:
+            screen = app.screen
+            assert isinstance(screen, DashboardScreen)
+            await pilot.pause()
+            batch.rename(tmp_path / "moved")
+            for _ in range(100):
+                await pilot.pause(0.05)
+                if screen.gone:
+                    break
+            assert screen.gone
+            for key in ("r", "s", "plus"):
+                await pilot.press(key)
+                await pilot.pause()
+                assert app.screen is screen, f"{key}: a dialog over a store that is gone"
+            notes.extend(n.message for n in app._notifications)
+
+    run(body)
+    said = [n for n in notes if "items.db" in n]
+    assert len(said) == 3, notes
+    for note in said:
+        assert f"the batch folder {batch} is gone (moved or deleted)" in note, note
+        assert "recover" not in note, note
+
+
+def test_a_store_opened_once_its_folder_went_says_the_folder_is_gone(tmp_path: Path) -> None:
+    """ItemQueries and ItemStore on a batch folder that is gone say so; a folder that lost only
+    its items.db still gets the way to rebuild it."""
+    batch = make_batch(tmp_path, state=BatchState.FINISHED)
+    (batch / "items.db").unlink()
+    with pytest.raises(StoreError, match=r"rebuild it from results\.jsonl"):
+        ItemQueries(batch / "items.db")
+    batch.rename(tmp_path / "moved")
+    for opener in (ItemQueries, ItemStore.open, ItemStore.open_readonly):
+        with pytest.raises(StoreError) as got:
+            opener(batch / "items.db")
+        assert str(got.value) == f"the batch folder {batch} is gone (moved or deleted)", opener
