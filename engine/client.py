@@ -161,9 +161,9 @@ def describe_retry(changed: dict[str, int], invalid: Mapping[str, int] | None = 
     """The answer of a retry: how many failed items went back to pending (and skipped ones),
     and those of the selection it left failed, by error type (``invalid``: see
     :func:`invalid_note`)."""
-    text = f"{changed.get('failed', 0)} failed items back to pending"
+    text = f"{count(changed.get('failed', 0), 'failed item')} back to pending"
     if changed.get("skipped"):
-        text += f", and {changed['skipped']} skipped ones"
+        text += f", and {count(changed['skipped'], 'skipped one')}"
     return text + invalid_note(invalid)
 
 

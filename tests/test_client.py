@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from batchtui.engine.batchdir import BatchDir, BatchLock
-from batchtui.engine.client import Applied, NoEngine, NotAcknowledged, Sent, send
+from batchtui.engine.client import Applied, NoEngine, NotAcknowledged, Sent, describe_retry, send
 from batchtui.engine.liveness import Liveness, engine_status
 from batchtui.engine.models import NewerFormat
 
@@ -150,3 +150,12 @@ def test_a_newer_batch_is_refused_before_anything_is_sent(failed_batch: BatchDir
     with pytest.raises(NewerFormat):
         send(failed_batch, "retry")
     assert set(_statuses(failed_batch.path).values()) == {"failed"}
+
+
+def test_a_retry_of_one_item_says_one_item(failed_batch: BatchDir) -> None:
+    """The answer counts in the singular too: the item detail's r said '1 failed items back to
+    pending', and a retry of one skipped item 'and 1 skipped ones'."""
+    got = send(failed_batch, "retry", seqs=[3])
+    assert isinstance(got, Applied) and got.message.startswith("1 failed item back to pending;"), got.message
+    assert describe_retry({"failed": 0, "skipped": 1}) == "0 failed items back to pending, and 1 skipped one"
+    assert describe_retry({"failed": 2, "skipped": 3}) == "2 failed items back to pending, and 3 skipped ones"
