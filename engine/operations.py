@@ -149,12 +149,12 @@ class Operations:
             run._reset_scan()
         if changed.get("failed"):
             run.error_tally.reread(run.store)
-        return f"{skipped + sum(changed.values())} skipped, {killed} running killed"
+        return _skipped_text(skipped + sum(changed.values()), killed)
 
     def skip(self, seqs: list[int]) -> str:
         """Skip items by seq (see :meth:`_skip`)."""
         skipped, killed = self._skip(seqs)
-        return f"{skipped} skipped, {killed} running killed"
+        return _skipped_text(skipped, killed)
 
     def _skip(self, seqs: list[int]) -> tuple[int, int]:
         """Skip items: not started, they never start; running, they are killed (and end
@@ -184,3 +184,12 @@ class Operations:
         if any(before.get(seq) == "failed" for seq in changed):
             run.error_tally.reread(run.store)
         return len(changed), len(running)
+
+
+def _skipped_text(skipped: int, running: int) -> str:
+    """A skip's answer: ``40 skipped, and 1 running item ends skipped (killed where it can be)``
+    (the running ones are not among the 40 yet); with none running, ``40 skipped``."""
+    if not running:
+        return f"{skipped} skipped"
+    items = "1 running item ends" if running == 1 else f"{running} running items end"
+    return f"{skipped} skipped, and {items} skipped (killed where it can be)"

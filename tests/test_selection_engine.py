@@ -114,9 +114,12 @@ def test_skip_and_retry_of_a_selection_while_the_engine_runs(tmp_path: Path, mon
         # Item 0 runs (a Python call: it finishes, then ends skipped); 10..49 are pending.
         got = send(batch, "skip", select=Selection.of(ItemFilter(seq_ranges=((0, 0), (10, 49)))), wait=30)
         assert isinstance(got, Applied) and got.engine
-        assert got.message == "40 skipped, 1 running killed", got.message
+        assert got.message == "40 skipped, and 1 running item ends skipped (killed where it can be)", got.message
         got = send(batch, "retry", select=Selection.of(ItemFilter(seq_ranges=((40, 49),))), wait=30)
         assert isinstance(got, Applied) and got.message == "0 failed items back to pending, and 10 skipped ones"
+        # None of these runs: the answer says only what was skipped (nothing: they are already).
+        got = send(batch, "skip", select=Selection.of(ItemFilter(seq_ranges=((10, 12),))), wait=30)
+        assert isinstance(got, Applied) and got.message == "0 skipped", got.message
         release.touch()
         thread.join(60)
         assert not thread.is_alive()
