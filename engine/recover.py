@@ -152,7 +152,8 @@ def recover_batch(
     Refuses (UserError) while an engine runs the batch, when the store is healthy (unless
     ``force``), when the manifest is unreadable, and when the source cannot be read again.
     """
-    from .enqueue import enqueue_added, enqueue_source, source_unreadable
+    from .enqueue import enqueue_source, source_unreadable
+    from .growing import enqueue_added
     from .sources import SourceSpec  # here: `batchtui show` checks the store without the sources
 
     lock = BatchLock(batch.lock, engine=False)

@@ -7,7 +7,8 @@ import itertools
 from dataclasses import dataclass
 
 from .batchdir import BatchDir, now_iso
-from .enqueue import _check_rereadable, _rows, batch_sources
+from .enqueue import _rows
+from .growing import _check_rereadable, batch_sources
 from .store import ItemStore, LineBlock
 
 
@@ -24,7 +25,7 @@ def preview_rescan(bdir: BatchDir) -> RescanPreview:
     """Read every source of ``bdir`` and compare its keys with items.db, read-only (a view may
     call it while another process holds the batch). The keys are those of the creation
     (:func:`.enqueue._rows`); an item is known by its seq in a bitmap, a new key by a short hash, so a
-    1M-item batch costs a few megabytes. UserError as :func:`.enqueue.rescan_batch`."""
+    1M-item batch costs a few megabytes. UserError as :func:`.growing.rescan_batch`."""
     manifest = bdir.read_manifest()
     specs = batch_sources(manifest)
     _check_rereadable(specs, "cannot rescan")

@@ -202,7 +202,7 @@ def plan_resume(
     they are this batch's; else the lock is taken as usual.
     ``detach``: the lock is handed to a background engine once planned (the lock file says so,
     for what the views tell of a command sent meanwhile).
-    ``rescan``: read the batch's sources again first (:func:`.enqueue.rescan_batch`: new keys
+    ``rescan``: read the batch's sources again first (:func:`.growing.rescan_batch`: new keys
     become pending items, missing ones are counted, and skipped with ``drop_missing``).
     """
     if drop_missing and not rescan:
@@ -284,7 +284,7 @@ def _rescan(
 ) -> ScanOutcome:
     """The rescan of a resume, under the plan's lock (or, for a detached engine, a lock taken
     for it and let go of after), said to ``say``."""
-    from .enqueue import rescan_batch  # only a rescan loads the sources' readers
+    from .growing import rescan_batch  # only a rescan loads the sources' readers
 
     held = lock if lock is not None else BatchLock(bdir.lock, engine=False)
     held.acquire()

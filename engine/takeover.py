@@ -20,9 +20,10 @@ from .batchdir import HOST, now_iso
 from .committer import Committer
 from .control import ControlWatcher
 from .control_file import ControlReader
-from .enqueue import enqueue_source, finish_cut_add, pending_add, source_unreadable
+from .enqueue import enqueue_source, source_unreadable
 from .executors import EarlyHalt, WorkerInitError
 from .files import ResultsLog
+from .growing import finish_cut_add, pending_add
 from .models import (
     ACTIVE_STATES,
     BatchState,

@@ -24,7 +24,8 @@ import pytest
 
 from batchtui.engine.batchdir import BatchDir, BatchLock
 from batchtui.engine.config import load_config
-from batchtui.engine.enqueue import MISSING_REASON, create_batch, rescan_batch
+from batchtui.engine.enqueue import create_batch
+from batchtui.engine.growing import MISSING_REASON, rescan_batch
 from batchtui.engine.processors import shell_spec
 from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec
 

@@ -1,5 +1,5 @@
 """`add`: more items for a batch, from another source, with the key rules and the duplicate
-counting of its creation (engine/enqueue.py's :func:`add_source`).
+counting of its creation (engine/growing.py's :func:`add_source`).
 
 A batch an engine runs is refused (the engine is the store's only writer while it runs, and
 reading a large source inside its loop would stall it): stop it, add, resume.
@@ -14,8 +14,8 @@ import click
 
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.config import stored_config
-from batchtui.engine.enqueue import add_source
 from batchtui.engine.fmt import count, shell_line
+from batchtui.engine.growing import add_source
 from batchtui.engine.preflight import Preflight, check_template_fields
 from batchtui.engine.processors import ProcessorSpec
 from batchtui.engine.shell.template import CommandTemplate
