@@ -96,11 +96,20 @@ def rescan_batch(bdir: BatchDir, *, drop_missing: bool = False, durable: bool = 
         if pending is not None and pending["spec"] not in added:
             added.append(pending["spec"])
         specs = batch_sources(manifest.model_copy(update={"added_sources": added}))
-        _check_rereadable(specs, "cannot rescan")
         at = now_iso()
         unreadable = Unreadable()
         rows = itertools.chain.from_iterable(_rows(spec, None, at, 0, unreadable) for spec in specs)
-        outcome = store.rescan(rows, drop_reason=MISSING_REASON if drop_missing else None, at=at)
+        seq_from, dups, base = store.max_seq(), store.get_meta("duplicates_dropped"), store.get_meta("rescan_base")
+        try:
+            _check_rereadable(specs, "cannot rescan")
+            outcome = store.rescan(rows, drop_reason=MISSING_REASON if drop_missing else None, at=at)
+        except UserError:
+            # A source that cannot be read whole now (a bad line, a key field gone): refused with
+            # nothing changed, as `run` refuses it, not with the items read before the bad line
+            # added (a plain resume then ran them). A kill keeps them: the next rescan counts them.
+            take_back(store, seq_from, duplicates_dropped=dups, rescan_base=base)
+            write_views(bdir, manifest, store, durable=durable)
+            raise
         with store.transaction():
             store.set_meta("source_unreadable", unreadable.model_dump_json())
             store.set_meta("enqueue_done", 1)
@@ -152,35 +161,50 @@ def add_source(
                     f" `{shell_line('batchtui', 'resume', bdir.batch_id)}` finishes that first"
                 )
             manifest = mark_changing(bdir, manifest, durable=durable)
-            earlier = pending_add(store)
-            if earlier is not None:  # finished, and its counts written, whatever comes next
-                manifest = _continue_add(bdir, manifest, store, earlier, None, durable)
-                write_views(bdir, manifest, store, durable=durable, changing=manifest.changing)
-            spec = with_batch_key(bdir.batch_id, batch_sources_json(manifest), spec)
-            wanted = spec.model_dump(mode="json")
-            if wanted in batch_sources_json(manifest) and not any(e.kind == "stdin" for e in spec.entries):
-                write_views(bdir, manifest, store, durable=durable)  # nothing changes: no longer under way
-                raise UserError(
-                    f"batch {bdir.batch_id} already reads these sources:"
-                    f" `{shell_line('batchtui', 'resume', bdir.batch_id, '--rescan')}` reads them again"
-                )
-            with store.transaction():
-                note: dict[str, Any] = {
-                    "spec": spec.model_dump(mode="json"),
-                    "read_from": int(store.get_meta("enqueue_read", 0) or 0),
-                    "dup_from": int(store.get_meta("duplicates_dropped", 0) or 0),
-                    "seq_from": store.max_seq(),
-                }
-                store.set_meta("adding", orjson.dumps(note).decode())
-            unreadable = Unreadable()
-            manifest = _continue_add(bdir, manifest, store, note, stdin, durable, unreadable)
-            read = int(store.get_meta("enqueue_read", 0) or 0) - note["read_from"]
-            dups = int(store.get_meta("duplicates_dropped", 0) or 0) - note["dup_from"]
-            write_views(bdir, manifest, store, durable=durable)
+            try:
+                return _add(bdir, manifest, store, spec, stdin, durable)
+            except UserError:
+                write_views(bdir, bdir.read_manifest(), store, durable=durable)  # as it was: no change under way
+                raise
         finally:
             store.close()
     finally:
         lock.release()
+
+
+def _add(
+    bdir: BatchDir, manifest: Manifest, store: ItemStore, spec: SourceSpec, stdin: TextIO | None, durable: bool
+) -> AddOutcome:
+    """:func:`add_source` under the lock, the manifest marked as changing."""
+    from .control import write_views
+
+    earlier = pending_add(store)
+    if earlier is not None:  # finished, and its counts written, whatever comes next
+        try:
+            manifest = _continue_add(bdir, manifest, store, earlier, None, durable)
+        except UserError as exc:
+            raise UserError(f"an add cut short earlier could not be finished: {exc}; give this add again") from None
+        write_views(bdir, manifest, store, durable=durable, changing=manifest.changing)
+    spec = with_batch_key(bdir.batch_id, batch_sources_json(manifest), spec)
+    wanted = spec.model_dump(mode="json")
+    if wanted in batch_sources_json(manifest) and not any(e.kind == "stdin" for e in spec.entries):
+        raise UserError(
+            f"batch {bdir.batch_id} already reads these sources:"
+            f" `{shell_line('batchtui', 'resume', bdir.batch_id, '--rescan')}` reads them again"
+        )
+    with store.transaction():
+        note: dict[str, Any] = {
+            "spec": spec.model_dump(mode="json"),
+            "read_from": int(store.get_meta("enqueue_read", 0) or 0),
+            "dup_from": int(store.get_meta("duplicates_dropped", 0) or 0),
+            "seq_from": store.max_seq(),
+        }
+        store.set_meta("adding", orjson.dumps(note).decode())
+    unreadable = Unreadable()
+    manifest = _continue_add(bdir, manifest, store, note, stdin, durable, unreadable)
+    read = int(store.get_meta("enqueue_read", 0) or 0) - note["read_from"]
+    dups = int(store.get_meta("duplicates_dropped", 0) or 0) - note["dup_from"]
+    write_views(bdir, manifest, store, durable=durable)
     return AddOutcome(read, read - dups, dups, unreadable, earlier is not None)
 
 
@@ -205,7 +229,14 @@ def _continue_add(
             f"an earlier add to batch {bdir.batch_id} was cut short while reading stdin, which cannot be"
             f" read again: {done} of its items were added; add the rest again"
         )
-    store.enqueue(_rows(spec, stdin, now_iso(), done, unreadable))
+    try:
+        store.enqueue(_rows(spec, stdin, now_iso(), done, unreadable))
+    except UserError as exc:
+        # The source cannot be read whole (a bad line, a key field it lacks, gone since a kill):
+        # the add is refused whole, as `run` refuses such a source, and its note goes with it.
+        # Left in place, every later add, rescan and resume read it again and failed the same.
+        _take_back_add(bdir, manifest, store, note, durable)
+        raise UserError(f"{exc}; nothing was added to batch {bdir.batch_id}") from None
     added = list(manifest.added_sources)
     if not added or added[-1] != note["spec"]:  # else recorded by one killed before its note went
         added.append(note["spec"])
@@ -219,6 +250,34 @@ def _continue_add(
     with store.transaction():
         store.conn.execute("DELETE FROM meta WHERE k='adding'")
     return manifest
+
+
+def _take_back_add(bdir: BatchDir, manifest: Manifest, store: ItemStore, note: dict[str, Any], durable: bool) -> None:
+    """Undo the add ``note`` describes: its items (all after ``seq_from``; pending, since a cut
+    add is finished before anything runs) and its counts go, the manifest forgets its source."""
+    if manifest.added_sources and manifest.added_sources[-1] == note["spec"]:  # a kill after it was recorded
+        manifest = manifest.model_copy(update={"added_sources": manifest.added_sources[:-1]})
+        write_model(bdir.manifest, manifest, durable=durable, backup=True)
+    take_back(
+        store,
+        int(note["seq_from"]),
+        enqueue_read=note["read_from"],
+        duplicates_dropped=note["dup_from"],
+        adding=None,
+    )
+
+
+def take_back(store: ItemStore, seq_from: int, **meta: Any) -> None:
+    """Remove the items after ``seq_from``, which a reading that could not finish put in the store
+    (none has run), and put the store's ``meta`` values back as they were (None: absent)."""
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM run_first WHERE seq > ?", (seq_from,))
+        conn.execute("DELETE FROM items WHERE seq > ?", (seq_from,))
+        for k, v in meta.items():
+            if v is None:
+                conn.execute("DELETE FROM meta WHERE k=?", (k,))
+            else:
+                store.set_meta(k, v)
 
 
 def enqueue_added(store: ItemStore, manifest: Manifest) -> int:
