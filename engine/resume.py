@@ -293,20 +293,38 @@ def _rescan(
     finally:
         if held is not lock:
             held.release()
-    say(f"rescan: {rescan_summary(outcome)}")
+    say(f"rescan: {rescan_summary(outcome, drop_missing=drop_missing)}")
     return outcome
 
 
-def rescan_summary(outcome: ScanOutcome) -> str:
+def rescan_summary(outcome: ScanOutcome, *, drop_missing: bool = False) -> str:
     """One line for a rescan: "3 new, 2 missing (skipped 2: seq 4 'a', ...), 1 duplicate dropped"."""
     text = f"{outcome.new} new, {outcome.missing_total} missing"
     if outcome.missing_total:
         shown = ", ".join(f"{seq} {clean(key)[:60]!r}" for seq, key in outcome.sample)
         more = ", ..." if outcome.missing_total > len(outcome.sample) else ""
-        how = f"skipped {outcome.skipped}" if outcome.skipped else "kept; --drop-missing skips them"
-        text += f" ({how}; seq {shown}{more})"
+        text += f" ({_missing_how(outcome, drop_missing)}; seq {shown}{more})"
     dup = outcome.duplicates
     return text + f", {count(dup, 'duplicate')} dropped"
+
+
+def _missing_how(outcome: ScanOutcome, drop_missing: bool) -> str:
+    """What became of the missing items: --drop-missing never skips a complete one (nor says it
+    would), so those are counted as kept."""
+    done, settled = outcome.missing.get("complete", 0), outcome.missing.get("skipped", 0)
+    if not drop_missing:
+        open_ = outcome.missing_total - done - settled
+        if not open_:
+            return "kept"
+        return (
+            "kept; --drop-missing skips them"
+            if open_ == outcome.missing_total
+            else f"kept; --drop-missing skips the {open_} not done"
+        )
+    parts = [f"skipped {outcome.skipped}"] if outcome.skipped else []
+    parts += [f"{done} complete kept"] if done else []
+    parts += [f"{settled} skipped before"] if settled else []
+    return ", ".join(parts)
 
 
 def _target(

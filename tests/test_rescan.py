@@ -127,6 +127,21 @@ def test_rescan_without_drop_missing_reports_and_keeps_them(tmp_path: Path, out_
     assert [r[2] for r in _items(bdir)] == ["complete"] * 11
 
 
+def test_the_rescan_line_never_says_drop_missing_skips_complete_items() -> None:
+    """--drop-missing leaves a complete item complete: the line says so, never "kept;
+    --drop-missing skips them" of items it kept (it said that with --drop-missing given)."""
+    from batchtui.engine.resume import rescan_summary
+    from batchtui.engine.store import ScanOutcome
+
+    sample = [(0, "a"), (1, "b")]
+    done = ScanOutcome(read=2, distinct=2, new=0, missing={"complete": 2}, sample=sample, skipped=0)
+    assert rescan_summary(done, drop_missing=True).startswith("0 new, 2 missing (2 complete kept; seq 0 'a'")
+    assert rescan_summary(done).startswith("0 new, 2 missing (kept; seq 0 'a'")
+    mixed = ScanOutcome(read=2, distinct=2, new=1, missing={"complete": 1, "pending": 2}, sample=sample, skipped=2)
+    assert "(skipped 2, 1 complete kept; seq" in rescan_summary(mixed, drop_missing=True)
+    assert "(kept; --drop-missing skips the 2 not done; seq" in rescan_summary(mixed)
+
+
 def test_stdin_cannot_be_rescanned(tmp_path: Path, out_dir: Path, invoke_cli: Invoke) -> None:
     spec = SourceSpec(entries=(SourceEntry(kind="stdin", path="-"),))
     config = load_config({"output_dir": str(out_dir)}, environ={})
