@@ -24,7 +24,7 @@ from .files import write_model
 from .fmt import clean, count, shell_line
 from .keyrule import with_batch_key
 from .models import Manifest, Unreadable
-from .sources import SourceSpec
+from .sources import SourceSpec, SourceWait
 from .store import ItemStore, ScanOutcome
 
 #: Why ``resume --rescan --drop-missing`` skipped an item (its error_message).
@@ -61,6 +61,15 @@ def pending_add(store: ItemStore) -> dict[str, Any] | None:
     return orjson.loads(raw) if raw else None
 
 
+class _StdinCutShort(UserError):
+    """An add from stdin was cut short: what it read stays, the rest cannot be read again.
+    ``manifest``: as written, its source recorded."""
+
+    def __init__(self, message: str, manifest: Manifest) -> None:
+        super().__init__(message)
+        self.manifest = manifest
+
+
 def finish_cut_add(bdir: BatchDir, manifest: Manifest, store: ItemStore, durable: bool) -> tuple[Manifest, str]:
     """Finish the add that was cut short (the caller holds the lock and saw :func:`pending_add`),
     as the next ``add`` would: the rest of its source is read (keys are unique: nothing doubled)
@@ -70,6 +79,8 @@ def finish_cut_add(bdir: BatchDir, manifest: Manifest, store: ItemStore, durable
     assert note is not None
     try:
         manifest = _continue_add(bdir, manifest, store, note, None, durable)
+    except _StdinCutShort as exc:
+        return exc.manifest, str(exc)
     except UserError as exc:
         return manifest, str(exc)
     added = store.max_seq() - int(note["seq_from"])
@@ -223,14 +234,27 @@ def _continue_add(
     spec = SourceSpec.model_validate(note["spec"])
     done = int(store.get_meta("enqueue_read", 0) or 0) - int(note["read_from"])
     if (done or stdin is None) and any(e.kind == "stdin" for e in spec.entries):
+        if done and note["spec"] not in manifest.added_sources:
+            # Its items stay, so the manifest says where they came from: a rescan refuses the
+            # batch as for any add from stdin (it took them for keys gone from the sources, and
+            # --drop-missing skipped those not run yet).
+            dups = int(store.get_meta("duplicates_dropped", 0) or 0)
+            added = [*manifest.added_sources, note["spec"]]
+            manifest = manifest.model_copy(update={"added_sources": added, "duplicates_dropped": dups})
+            write_model(bdir.manifest, manifest, durable=durable, backup=True)
         with store.transaction():
             store.conn.execute("DELETE FROM meta WHERE k='adding'")
-        raise UserError(
+        raise _StdinCutShort(
             f"an earlier add to batch {bdir.batch_id} was cut short while reading stdin, which cannot be"
-            f" read again: {done} of its items were added; add the rest again"
+            f" read again: {done} of its items were added; add the rest again",
+            manifest,
         )
+    # A pipe or a FIFO that pauses has what was read so far committed once a tick (as a run's
+    # enqueue does), not held until 20,000 rows came: a kill or Ctrl-C lost them (stdin cannot
+    # be read again), and nothing showed in the batch meanwhile.
+    wait = SourceWait()
     try:
-        store.enqueue(_rows(spec, stdin, now_iso(), done, unreadable))
+        store.enqueue(_rows(spec, stdin, now_iso(), done, unreadable, wait), waits=wait)
     except UserError as exc:
         # The source cannot be read whole (a bad line, a key field it lacks, gone since a kill):
         # the add is refused whole, as `run` refuses such a source, and its note goes with it.

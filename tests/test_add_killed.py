@@ -177,3 +177,52 @@ def test_report_json_counts_the_duplicates_an_add_dropped(tmp_path: Path, out_di
     res = _cli(["resume", bdir.name, "--headless"], env, work)
     assert res.returncode == 0 and "nothing to resume" in res.stdout + res.stderr
     assert read_json(bdir / "report.json")["duplicates_dropped"] == 3
+
+
+def test_an_add_from_a_pipe_that_pauses_commits_what_came_and_keeps_it_after_a_kill_9(
+    tmp_path: Path, out_dir: Path
+) -> None:
+    """``add B -`` from a pipe whose writer pauses: the lines that came are in the batch within a
+    tick or so (they sat unread-for-the-store until 20,000 came or the pipe closed, and a kill -9
+    or Ctrl-C lost them, stdin being unreadable again). Killed, its items stay, and the manifest
+    says they came from stdin: a ``--rescan --drop-missing`` is refused, never skipping them as
+    keys gone from the sources."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = cli_env(out_dir)
+    (work / "base.txt").write_text("a\nb\nc\n")
+    assert _cli(["run", "base.txt", "--call", NOOP, "--executor", "thread", "--headless"], env, work).returncode == 0
+    bdir = only_batch(out_dir)
+    bid, db = bdir.name, bdir / "items.db"
+    proc = subprocess.Popen(
+        [*CLI, "add", bid, "-"],
+        env=env,
+        cwd=work,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b"".join(b"p-%d\n" % i for i in range(30)))
+        proc.stdin.flush()  # and held open: the writer pauses
+        wait_until(lambda: len(_keys(db)) == 33, timeout=20, what="the 30 lines committed while the pipe is open")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdin.close()
+    assert proc.returncode == -signal.SIGKILL
+
+    (work / "more.txt").write_text("m\n")
+    res = _cli(["add", bid, "more.txt"], env, work)  # finishes the cut add first: stdin cannot be
+    assert res.returncode == 2 and "30 of its items were added" in res.stderr, res.stderr
+    assert read_json(bdir / "manifest.json")["added_sources"][0]["entries"][0]["kind"] == "stdin"  # type: ignore[index]
+    res = _cli(["resume", bid, "--rescan", "--drop-missing", "--headless"], env, work)
+    assert res.returncode == 2 and "had items added from stdin" in res.stderr, res.stdout + res.stderr
+    res = _cli(["resume", bid, "--headless"], env, work)
+    assert res.returncode == 0, res.stdout + res.stderr
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        assert conn.execute("SELECT status, COUNT(*) FROM items GROUP BY status").fetchall() == [("complete", 33)]
+    finally:
+        conn.close()
