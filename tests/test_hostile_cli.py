@@ -585,3 +585,15 @@ def test_an_output_dir_that_does_not_exist_is_said_so(tmp_path: Path, invoke_cli
     (tmp_path / "batches").mkdir()
     there = invoke_cli(["export", "some-id", "-o", "batches"])
     assert there.returncode == 2 and "does not exist" not in there.stderr, there.stderr
+
+
+def test_add_and_cleanup_say_their_numbers_in_words(tmp_path: Path, out_dir: Path, invoke_cli: RunCli) -> None:
+    (tmp_path / "in.txt").write_text("a\n")
+    (tmp_path / "more.txt").write_text("".join(f"m{i}\n" for i in range(1500)) * 2)
+    assert invoke_cli(["run", "in.txt", "--cmd", "true", "--headless"]).returncode == 0
+    batch = only_batch(out_dir)
+    added = invoke_cli(["add", batch.name, "more.txt"])
+    assert added.returncode == 0, added.stderr
+    assert f"batch {batch.name}: 1,500 items added, 1,500 duplicates dropped;" in added.stdout, added.stdout
+    cleaned = invoke_cli(["cleanup", "--max-age-days", "0", "--include-unfinished"])
+    assert cleaned.returncode == 0 and "removed 1 batch, kept 0" in cleaned.stderr, cleaned.stderr

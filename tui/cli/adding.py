@@ -73,9 +73,9 @@ def add_cmd(ctx: click.Context, /, batch: str, sources: tuple[str, ...], as_json
         )
         return
     n, d = outcome.added, outcome.duplicates
-    dup = f", {count(d, 'duplicate')} dropped" if d else ""
+    dup = f", {count(d, 'duplicate', grouped=True)} dropped" if d else ""
     then = f"; `{shell_line('batchtui', 'resume', bdir.batch_id)}` runs {'it' if n == 1 else 'them'}" if n else ""
-    click.echo(f"batch {plain(bdir.batch_id)}: {count(n, 'item')} added{dup}{then}")
+    click.echo(f"batch {plain(bdir.batch_id)}: {count(n, 'item', grouped=True)} added{dup}{then}")
 
 
 __all__ = ["add_cmd"]

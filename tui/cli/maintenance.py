@@ -118,7 +118,8 @@ def cleanup_cmd(
     verb = "would remove" if dry_run else "removed"
     forgot = f", {'would forget' if dry_run else 'forgot'} {len(gone)} gone" if gone else ""
     click.echo(
-        f"{verb} {removed} batches, kept {kept}{forgot}" + (f", {failed} could not be removed" if failed else ""),
+        f"{verb} {removed} batch{'' if removed == 1 else 'es'}, kept {kept}{forgot}"
+        + (f", {failed} could not be removed" if failed else ""),
         err=True,
     )
     if failed:
