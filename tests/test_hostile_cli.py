@@ -572,6 +572,9 @@ def test_the_creation_line_counts_duplicates_in_words(tmp_path: Path, invoke_cli
     two = invoke_cli(["run", "two.txt", "--cmd", "true", "--headless"])
     assert ": 2 items, 1 duplicate dropped -> " in one.stderr, one.stderr
     assert ": 1 item, 2 duplicates dropped -> " in two.stderr, two.stderr
+    (tmp_path / "many.txt").write_text("".join(f"k{i}\n" for i in range(1200)) * 2)
+    many = invoke_cli(["run", "many.txt", "--cmd", "true", "--headless"])
+    assert ": 1,200 items, 1,200 duplicates dropped -> " in many.stderr, many.stderr
 
 
 def test_an_output_dir_that_does_not_exist_is_said_so(tmp_path: Path, invoke_cli: RunCli) -> None:

@@ -267,10 +267,14 @@ def _create_and_run(
         raise SystemExit(EXIT_INTERRUPTED) from None
     manifest = batch.read_manifest()
     t = manifest.totals
-    dup = f", {count(manifest.duplicates_dropped, 'duplicate')} dropped" if manifest.duplicates_dropped else ""
+    dup = (
+        f", {count(manifest.duplicates_dropped, 'duplicate', grouped=True)} dropped"
+        if manifest.duplicates_dropped
+        else ""
+    )
     bad = manifest.unreadable.count
     unread = f", {count(bad, 'unreadable path')} left out" if bad else ""
-    items = count(t.total, "item")
+    items = count(t.total, "item", grouped=True)
     click.echo(f"batch {batch.batch_id}: {items}{dup}{unread} -> {plain(str(batch.path))}", err=True)
     if bad:
         click.echo(f"warning: {plain(manifest.unreadable.summary())}", err=True)
