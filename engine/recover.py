@@ -245,7 +245,7 @@ def recover_batch(
         )
         write_model(batch.manifest, manifest, durable=durable, backup=True)
         note = f"{now_iso()} items.db rebuilt by `batchtui recover`" + (
-            f"; the damaged one is kept as {kept.name}" if kept else ""
+            f"; the damaged one is kept as {Path(moved[0][1]).name}" if kept else ""
         )
         _write_live(batch, state, counts, note)
         _update_report(batch, counts, durable)
@@ -261,7 +261,7 @@ def recover_batch(
             orphans=stats.orphans,
             duplicate_lines=stats.duplicates,
             invalid_lines=stats.invalid,
-            damaged_kept_as=str(kept) if kept else None,
+            damaged_kept_as=moved[0][1] if kept else None,  # items.db's, or its WAL's when it was gone
             counts=counts,
         )
     finally:

@@ -357,6 +357,22 @@ def test_missing_store_recover(tmp_path: Path, out_dir: Path, env: dict[str, str
     assert all(n == 1 for n in _runs(elog).values()), "an item ran twice"
 
 
+def test_recover_of_a_store_gone_but_its_wal_names_the_file_it_kept(
+    tmp_path: Path, out_dir: Path, env: dict[str, str]
+) -> None:
+    # items.db deleted, its write-ahead log left: what recover kept is that log, and it says so
+    # (it named items.db.corrupt-<stamp>, which was never made).
+    batch = _partial_batch(tmp_path, out_dir, env)
+    (batch / "items.db").unlink()
+    (batch / "items.db-shm").unlink(missing_ok=True)
+    (batch / "items.db-wal").write_bytes(b"the leftover log")
+    rec = invoke(["recover", batch.name, "--json"], out=out_dir, cwd=tmp_path)
+    assert rec.returncode == 0, rec.stderr
+    kept = Path(orjson.loads(rec.stdout)["damaged_kept_as"])
+    assert kept.name.startswith("items.db.corrupt-") and kept.name.endswith("-wal"), kept
+    assert kept.read_bytes() == b"the leftover log"
+
+
 def test_recover_keeps_failed_and_skipped_and_refuses_when_unsafe(tmp_path: Path, out_dir: Path) -> None:
     n = 60
     source = _lines(tmp_path, n)
