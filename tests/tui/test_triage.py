@@ -106,6 +106,9 @@ def test_errors_table_lists_groups_and_enter_filters_the_items_to_one(tmp_path: 
             dialog = app.screen
             assert isinstance(dialog, ConfirmScreen)
             assert dialog.question == f"Retry {len(disk)} items?"
+            gid = table.error_group
+            said = f"{len(disk)} failed (group {gid}, TimeoutError: disk full writing <path>) go back to pending."
+            assert dialog.detail.startswith(said), dialog.detail  # one pair of brackets
             assert [seq for seq, _ in dialog.samples] == disk[:5]
             await pilot.press("y")
             await app.workers.wait_for_complete()

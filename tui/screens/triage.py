@@ -104,7 +104,7 @@ class Triage:
             return
         group_id, label = chosen
         selection = Selection.of(ItemFilter(status="failed", error_group=group_id))
-        self.confirm("retry", selection, f"group {group_id} ({cut_middle(clean(label), 40)})", clear_marks=False)
+        self.confirm("retry", selection, f"group {group_id}, {cut_middle(clean(label), 40)}", clear_marks=False)
 
     def confirm(self, op: ControlOp, selection: Selection, what: str, *, clear_marks: bool) -> None:
         """Ask whether to apply ``op`` to ``selection`` (``what`` names it), saying what changes;
