@@ -273,3 +273,41 @@ def test_an_empty_batch_claims_no_success_rate(tmp_path: Path, out_dir: Path, in
     shown = invoke_cli(["show", only_batch(out_dir).name])
     assert shown.returncode == 0, shown.stderr
     assert "  Success:   — (nothing finished)\n" in shown.stdout, shown.stdout
+
+
+def test_show_of_a_running_batch_counts_in_flight_items_apart_from_pending(tmp_path: Path, out_dir: Path) -> None:
+    """The items handed to the workers are "In flight" (the dashboard's tab), not "Pending";
+    with no engine (killed), those it was running run again, and count as pending."""
+    import sqlite3
+
+    release = tmp_path / "release"
+    (tmp_path / "items.txt").write_text("".join(f"i{n}\n" for n in range(20)))
+    cmd = f"while [ ! -e '{release}' ]; do sleep 0.02; done"
+    env = cli_env(out_dir)
+    run_cli = [*CLI, "run", "items.txt", "--cmd", cmd, "-j", "2", "--detach"]
+    subprocess.run(run_cli, env=env, cwd=tmp_path, capture_output=True, timeout=60, check=True)
+    batch = only_batch(out_dir)
+
+    def counts() -> tuple[int, int]:
+        with contextlib.closing(sqlite3.connect(f"file:{batch / 'items.db'}?mode=ro", uri=True)) as db:
+            rows = dict(db.execute("SELECT status, count(*) FROM items GROUP BY status").fetchall())
+        return rows.get("pending", 0), rows.get("processing", 0)
+
+    try:
+        wait_until(lambda: counts()[1] >= 2, 30, "two items running")
+
+        def shown_as_stored() -> bool:
+            before = counts()
+            show = [*CLI, "show", batch.name]
+            out = subprocess.run(show, env=env, capture_output=True, text=True, timeout=60, check=True)
+            pending, flight = counts()
+            if (pending, flight) != before:
+                return False  # the window grew meanwhile: ask again
+            assert f"  In flight: {flight}\n" in out.stdout, out.stdout
+            assert (f"  Pending:   {pending}\n" in out.stdout) == (pending > 0), out.stdout
+            return True
+
+        wait_until(shown_as_stored, 30, "show with counts that held still")
+    finally:
+        release.touch()
+        subprocess.run([*CLI, "wait", batch.name], env=env, capture_output=True, timeout=120, check=False)

@@ -48,8 +48,11 @@ def print_summary(
         f"  Failed:    {counts.failed}",
         f"  Skipped:   {counts.skipped}",
     ]
-    if counts.pending or counts.processing:
-        lines.append(f"  Pending:   {counts.pending + counts.processing}")
+    running = counts.processing if summary.engine is not None and not summary.stale else 0
+    if counts.pending or counts.processing:  # with no engine, those it was running run again
+        lines.append(f"  Pending:   {counts.pending + counts.processing - running}")
+    if running:  # handed to the workers (running or queued there): the dashboard's in-flight tab
+        lines.append(f"  In flight: {running}")
     lines.append(f"  Success:   {success}")
     if manifest.duplicates_dropped:
         lines.append(f"  Duplicates dropped: {manifest.duplicates_dropped}")
