@@ -600,3 +600,26 @@ def test_add_and_cleanup_say_their_numbers_in_words(tmp_path: Path, out_dir: Pat
     assert f"batch {batch.name}: 1,500 items added, 1,500 duplicates dropped;" in added.stdout, added.stdout
     cleaned = invoke_cli(["cleanup", "--max-age-days", "0", "--include-unfinished"])
     assert cleaned.returncode == 0 and "removed 1 batch, kept 0" in cleaned.stderr, cleaned.stderr
+
+
+def test_a_reader_that_cannot_write_the_stores_index_is_not_told_to_resume(tmp_path: Path, out_dir: Path) -> None:
+    # export under a file size limit (ulimit -f): reading a WAL store writes items.db-shm (32 KiB),
+    # which the limit refuses. Nothing of the batch changes: no "free some space, then resume".
+    import resource
+
+    (tmp_path / "in.txt").write_text("a\nb\n")
+    env = cli_env(out_dir)
+    subprocess.run([*CLI, "run", "in.txt", "--cmd", "true", "--headless"], env=env, cwd=tmp_path, check=True)
+    batch = only_batch(out_dir)
+    assert not (batch / "items.db-shm").exists()  # the engine's last connection removed it
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    proc = subprocess.run(
+        [*CLI, "export", batch.name], env=env, capture_output=True, text=True, preexec_fn=limited, check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot read {batch / 'items.db'}: " in proc.stderr and "the batch is not changed" in proc.stderr
+    assert "resume" not in proc.stderr and "Nothing finished is lost" not in proc.stderr
+    _no_traceback(proc)

@@ -70,12 +70,19 @@ def missing(path: Path) -> StoreError:
 _CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
-def translate(exc: sqlite3.DatabaseError, path: Path) -> Exception:
-    """A SQLite error that means "damaged file" or "cannot write" as our own clear error."""
+def translate(exc: sqlite3.DatabaseError, path: Path, *, reader: bool = False) -> Exception:
+    """A SQLite error that means "damaged file" or "cannot write" as our own clear error.
+    ``reader``: a read-only connection's (export, a view), whose failure to write is no batch
+    left to resume: reading a WAL store writes its shared-memory index (items.db-shm)."""
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     if primary in _CORRUPT_CODES:
         return StoreCorrupt(f"{path} is damaged ({exc}); {recover_hint(path)}")
+    if reader and primary in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+        return StoreError(
+            f"cannot read {path}: {exc} (reading it writes its index items.db-shm: a full disk, a file"
+            " size limit such as ulimit -f, or a failing disk?); the batch is not changed"
+        )
     if primary == sqlite3.SQLITE_FULL:
         return WriteFailed(path, f"the disk is full ({exc})")
     if primary == sqlite3.SQLITE_IOERR:
@@ -88,59 +95,61 @@ def translate(exc: sqlite3.DatabaseError, path: Path) -> Exception:
 class _Cursor(sqlite3.Cursor):
     """A cursor whose errors come out translated (see :func:`translate`)."""
 
-    def _path(self) -> Path:
-        return getattr(self.connection, "db_path", Path("items.db"))
+    def _translate(self, exc: sqlite3.DatabaseError) -> Exception:
+        path = getattr(self.connection, "db_path", Path("items.db"))
+        return translate(exc, path, reader=getattr(self.connection, "reader", False))
 
     def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
         try:
             super().execute(sql, parameters)
             return self
         except sqlite3.DatabaseError as exc:
-            raise translate(exc, self._path()) from None
+            raise self._translate(exc) from None
 
     def executemany(self, sql: str, seq_of_parameters: Any, /) -> _Cursor:
         try:
             super().executemany(sql, seq_of_parameters)
             return self
         except sqlite3.DatabaseError as exc:
-            raise translate(exc, self._path()) from None
+            raise self._translate(exc) from None
 
     def executescript(self, sql_script: str, /) -> _Cursor:
         try:
             super().executescript(sql_script)
             return self
         except sqlite3.DatabaseError as exc:
-            raise translate(exc, self._path()) from None
+            raise self._translate(exc) from None
 
     def __next__(self) -> Any:
         try:
             return super().__next__()
         except sqlite3.DatabaseError as exc:
-            raise translate(exc, self._path()) from None
+            raise self._translate(exc) from None
 
     def fetchone(self) -> Any:
         try:
             return super().fetchone()
         except sqlite3.DatabaseError as exc:
-            raise translate(exc, self._path()) from None
+            raise self._translate(exc) from None
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
         try:
             return super().fetchmany(self.arraysize if size is None else size)
         except sqlite3.DatabaseError as exc:
-            raise translate(exc, self._path()) from None
+            raise self._translate(exc) from None
 
     def fetchall(self) -> list[Any]:
         try:
             return super().fetchall()
         except sqlite3.DatabaseError as exc:
-            raise translate(exc, self._path()) from None
+            raise self._translate(exc) from None
 
 
 class StoreConnection(sqlite3.Connection):
     """A connection whose shortcut methods use a translating cursor (see the module docstring)."""
 
     db_path: Path
+    reader: bool = False  # opened read-only (connect_readonly)
 
     def _cursor(self) -> _Cursor:
         cur = self.cursor(_Cursor)
@@ -187,11 +196,14 @@ def _check_regular(path: Path) -> None:
             raise StoreError(f"{name} is not a regular file (a fifo, a device or a folder); {recover_hint(path)}")
 
 
-def _opened(path: Path, target: str | Path, pragmas: tuple[str, ...], **kwargs: Any) -> StoreConnection:
+def _opened(
+    path: Path, target: str | Path, pragmas: tuple[str, ...], *, reader: bool = False, **kwargs: Any
+) -> StoreConnection:
     """A connection to ``path`` with ``pragmas`` run; any failure is a :class:`StoreError`."""
     conn: StoreConnection | None = None
     try:
         conn = _connect(target, path, isolation_level=None, check_same_thread=False, **kwargs)
+        conn.reader = reader
         for pragma in pragmas:
             conn.execute(pragma)
     except (StoreError, sqlite3.DatabaseError) as exc:
@@ -285,5 +297,5 @@ def connect_readonly(path: Path) -> StoreConnection:
                 f"committed pages that SQLite can only read with a {shm.name} file next to it; "
                 "copy the batch folder somewhere writable and read the copy"
             )
-        return _opened(path, sqlite_uri(path, "mode=ro", "immutable=1"), pragmas, uri=True)
-    return _opened(path, sqlite_uri(path, "mode=ro"), pragmas, uri=True)
+        return _opened(path, sqlite_uri(path, "mode=ro", "immutable=1"), pragmas, reader=True, uri=True)
+    return _opened(path, sqlite_uri(path, "mode=ro"), pragmas, reader=True, uri=True)
