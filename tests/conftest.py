@@ -418,3 +418,18 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@contextlib.contextmanager
+def dask_client(threads_per_worker: int) -> Iterator[Any]:
+    """A scheduler and two worker processes of ``threads_per_worker`` threads, and a client of
+    them (not the default one): the cluster a module's dask tests share, closed after."""
+    from distributed import Client, LocalCluster
+
+    local = LocalCluster(n_workers=2, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None)
+    client = Client(local, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        local.close()

@@ -22,7 +22,7 @@ import orjson
 import psutil
 import pytest
 
-from .conftest import CLI, cli_env, only_batch, read_json, read_jsonl
+from .conftest import CLI, cli_env, dask_client, only_batch, read_json, read_jsonl
 
 #: Whether the dask extra is installed, asked without importing it: importing distributed costs
 #: ~0.5 s of CPU in every test worker that collects this module, and one worker runs its tests.
@@ -85,15 +85,8 @@ def work(tmp_path: Path) -> Path:
 def cluster() -> Iterator[Any]:
     """A scheduler and two worker processes of two threads, shared by this module's tests that run
     on a cluster the engine does not own (those of the engine's own LocalCluster start theirs)."""
-    from distributed import Client, LocalCluster
-
-    local = LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None)
-    client = Client(local, set_as_default=False)
-    try:
+    with dask_client(2) as client:
         yield client
-    finally:
-        client.close()
-        local.close()
 
 
 def _items(tmp_path: Path, n: int) -> Path:

@@ -29,7 +29,7 @@ from batchtui.engine.processors import python_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
 
-from .conftest import wait_until
+from .conftest import dask_client, wait_until
 from .test_control_holds import rows
 from .test_dask import needs_dask
 
@@ -60,15 +60,8 @@ CHUNK = 6
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """A scheduler and two single-threaded worker processes, shared by this module's tests."""
-    from distributed import Client, LocalCluster
-
-    local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    client = Client(local, set_as_default=False)
-    try:
+    with dask_client(1) as client:
         yield client
-    finally:
-        client.close()
-        local.close()
 
 
 def _began(log: Path) -> dict[int, float]:

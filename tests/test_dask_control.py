@@ -31,7 +31,7 @@ from batchtui.engine.processors import python_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
 
-from .conftest import CLI, cli_env, only_batch
+from .conftest import CLI, cli_env, dask_client, only_batch
 from .test_control_holds import complete_seqs, logged_seqs, rows, wait_until
 from .test_dask import _check_invariants, _dask_workers, needs_dask
 
@@ -62,15 +62,8 @@ def work(item):
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """A scheduler and two single-threaded worker processes, shared by this module's tests."""
-    from distributed import Client, LocalCluster
-
-    local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    client = Client(local, set_as_default=False)
-    try:
+    with dask_client(1) as client:
         yield client
-    finally:
-        client.close()
-        local.close()
 
 
 def _work(tmp_path: Path, log: Path, seconds: float, slow_from: int = 0) -> Path:
