@@ -172,23 +172,29 @@ async def _open_detail(app: BatchtuiApp, pilot: Any, batch: Path, seq: int) -> I
     return screen
 
 
-def test_o_opens_the_attempts_logs_in_the_pager(finished: Path, pager: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _paged(batch: Path, pager: Path, monkeypatch: pytest.MonkeyPatch, key: str) -> str:
+    """What the recording $PAGER got when ``key`` was pressed in item 37's detail."""
+
     async def body() -> None:
-        app = _app(finished)
+        app = _app(batch)
         monkeypatch.setattr(app, "suspend", lambda: _no_suspend(app))
         async with app.run_test(size=(100, 40)) as pilot:
-            await _open_detail(app, pilot, finished, 37)
-            await pilot.press("o")
+            await _open_detail(app, pilot, batch, 37)
+            await pilot.press(key)
             await pilot.pause()
-        got = pager.read_text()
-        out, err = (line.removeprefix("== ") for line in got.splitlines() if line.startswith("== "))
-        assert [os.path.basename(out), os.path.basename(err)] == ["37.1.out", "37.1.err"]
-        assert os.path.basename(os.path.dirname(out)).startswith("batchtui-item-37-") and not os.path.exists(out)
-        assert got == (
-            f"== {out}\nconverting page 1\nconverting page 2\n== {err}\nparse error: unexpected token at line 12\n"
-        )
 
     run(body)
+    return pager.read_text()
+
+
+def test_o_opens_the_attempts_logs_in_the_pager(finished: Path, pager: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    got = _paged(finished, pager, monkeypatch, "o")
+    out, err = (line.removeprefix("== ") for line in got.splitlines() if line.startswith("== "))
+    assert [os.path.basename(out), os.path.basename(err)] == ["37.1.out", "37.1.err"]
+    assert os.path.basename(os.path.dirname(out)).startswith("batchtui-item-37-") and not os.path.exists(out)
+    assert got == (
+        f"== {out}\nconverting page 1\nconverting page 2\n== {err}\nparse error: unexpected token at line 12\n"
+    )
 
 
 def test_o_hands_the_pager_the_logs_with_their_escape_sequences_shown_not_sent(
@@ -199,41 +205,23 @@ def test_o_hands_the_pager_the_logs_with_their_escape_sequences_shown_not_sent(
     # `batchtui logs` prints them to a terminal.
     (finished / "logs" / "37.1.out").write_bytes(b"\x1b]52;c;cm0gLXJmIH4=\x07copied\n\x1b[31mred\x1b[0m\ttab\n\xff\n")
 
-    async def body() -> None:
-        app = _app(finished)
-        monkeypatch.setattr(app, "suspend", lambda: _no_suspend(app))
-        async with app.run_test(size=(100, 40)) as pilot:
-            await _open_detail(app, pilot, finished, 37)
-            await pilot.press("o")
-            await pilot.pause()
-        got = pager.read_text()
-        assert "\x1b" not in got and "\x07" not in got
-        assert "\\x1b]52;c;cm0gLXJmIH4=\\x07copied\n\\x1b[31mred\\x1b[0m    tab\n\\xff\n" in got
-        assert "parse error: unexpected token at line 12\n" in got
-
-    run(body)
+    got = _paged(finished, pager, monkeypatch, "o")
+    assert "\x1b" not in got and "\x07" not in got
+    assert "\\x1b]52;c;cm0gLXJmIH4=\\x07copied\n\\x1b[31mred\\x1b[0m    tab\n\\xff\n" in got
+    assert "parse error: unexpected token at line 12\n" in got
 
 
 def test_shift_o_pages_the_whole_detail_as_text_and_removes_its_file(
     finished: Path, pager: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def body() -> None:
-        app = _app(finished)
-        monkeypatch.setattr(app, "suspend", lambda: _no_suspend(app))
-        async with app.run_test(size=(100, 40)) as pilot:
-            await _open_detail(app, pilot, finished, 37)
-            await pilot.press("O")
-            await pilot.pause()
-        got = pager.read_text()
-        first, _, text = got.partition("\n")
-        name = first.removeprefix("== ")
-        assert os.path.basename(name).startswith("batchtui-item-37-") and not os.path.exists(name)
-        assert text.startswith("#37  https://api.example.com/v1/documents/00037  [FAILED]  attempts 1\n")
-        for part in ("\nRan\n", "\nAttempts\n1  failed", "logs/37.1.out  logs/37.1.err", "\nError\nexit 4 [item]"):
-            assert part in text, part
-        assert "logs/37.1.err\nparse error: unexpected token at line 12" in text
-
-    run(body)
+    got = _paged(finished, pager, monkeypatch, "O")
+    first, _, text = got.partition("\n")
+    name = first.removeprefix("== ")
+    assert os.path.basename(name).startswith("batchtui-item-37-") and not os.path.exists(name)
+    assert text.startswith("#37  https://api.example.com/v1/documents/00037  [FAILED]  attempts 1\n")
+    for part in ("\nRan\n", "\nAttempts\n1  failed", "logs/37.1.out  logs/37.1.err", "\nError\nexit 4 [item]"):
+        assert part in text, part
+    assert "logs/37.1.err\nparse error: unexpected token at line 12" in text
 
 
 def test_a_missing_pager_is_a_notification(finished: Path, monkeypatch: pytest.MonkeyPatch) -> None:
