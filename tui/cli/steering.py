@@ -243,7 +243,7 @@ def _group_id(bdir: BatchDir, view: ItemQueries, prefix: str) -> str:
 def _what_exists(view: ItemQueries, f: ItemFilter | None = None) -> str:
     """The error types and groups the batch has, for a selection that found nothing; the batch's
     item numbers for one that named only numbers (none of them is in it)."""
-    if f is not None and f.seq_ranges and not any(getattr(f, name) for name in _NOT_SEQ):
+    if f is not None and f.seq_ranges and not any(getattr(f, name) for name, _ in _NOT_SEQ):
         total = view.counts().total
         return f"\n  the batch's items are #0 to #{total - 1}" if total else "\n  the batch has no items"
     groups = view.error_groups(None)
@@ -261,8 +261,14 @@ def _what_exists(view: ItemQueries, f: ItemFilter | None = None) -> str:
     return "\n".join(lines)
 
 
-#: The fields of a filter other than its item numbers.
-_NOT_SEQ: Final = ("error_group", "error_type", "match", "status", "key_glob")
+#: The fields of a filter other than its item numbers, and the flag of each.
+_NOT_SEQ: Final = (
+    ("error_group", "--group"),
+    ("error_type", "--type"),
+    ("match", "--match"),
+    ("status", "--status"),
+    ("key_glob", "--key"),
+)
 
 
 def _describe(f: ItemFilter) -> str:
@@ -270,13 +276,7 @@ def _describe(f: ItemFilter) -> str:
     parts = []
     if f.seq_ranges:
         parts.append("--seq " + ",".join(str(a) if a == b else f"{a}-{b}" for a, b in f.seq_ranges[:6]))
-    for name, flag in (
-        ("error_group", "--group"),
-        ("error_type", "--type"),
-        ("match", "--match"),
-        ("status", "--status"),
-        ("key_glob", "--key"),
-    ):
+    for name, flag in _NOT_SEQ:
         value = getattr(f, name)
         if value:
             parts.append(f"{flag} {plain(value)!r}" if " " in value else f"{flag} {plain(value)}")
