@@ -4,12 +4,19 @@ watchfiles watches the *directory* with a filename filter (watching the file its
 atomic renames, which replace its inode) and a short debounce; a slow poll backs it up where
 inotify is unavailable. The thread only reads and parses, then posts messages: the UI never
 blocks on disk.
+
+A file is read again only when its stamp (inode, size, modification time) moved. A stamp taken
+within :data:`RACY_S` of the file's modification time is not trusted, as git's racy index
+entries: a file system keeps times to a tick (4 ms on ext4, 1-2 s on some), and a replacement in
+the same tick may reuse the freed inode and have the same size. Such a file is compared by its
+bytes until its time is older than that, so the last state an engine writes is never missed.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -17,13 +24,15 @@ from typing import Final
 from textual.message import Message
 
 from batchtui.engine.control import quiet_watchfiles
-from batchtui.engine.files import DamagedFile, read_model
+from batchtui.engine.files import DamagedFile, read_model, read_small_file
 from batchtui.engine.models import LiveProgress, Manifest
 
 from .messages import LiveUpdated, ManifestUpdated
 
 WATCHED: Final = ("manifest.json", "live_progress.json")  # manifest first: a fixed, sensible order
 POLL_S: Final = 1.0
+#: A stamp taken less than this after the file's modification time may hide a change (above).
+RACY_S: Final = 2.0
 
 
 class BatchWatcher:
@@ -34,7 +43,8 @@ class BatchWatcher:
         self.post = post
         self.use_inotify = use_inotify
         self._stop = threading.Event()
-        self._stamps: dict[str, tuple[int, int]] = {}
+        # name -> (its stamp, the bytes read under it while the stamp could not be trusted)
+        self._stamps: dict[str, tuple[tuple[int, int, int], bytes | None]] = {}
         self._thread = threading.Thread(target=self._run, name="batchtui-watch", daemon=True)
 
     def start(self) -> None:
@@ -59,10 +69,26 @@ class BatchWatcher:
             st = os.stat(path)
         except FileNotFoundError:
             return
-        stamp = (st.st_mtime_ns, st.st_ino)
-        if not force and self._stamps.get(name) == stamp:
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        racy = time.time_ns() - st.st_mtime_ns < RACY_S * 1e9
+        seen = self._stamps.get(name)
+        if not force and seen is not None and seen[0] == stamp:
+            if seen[1] is None and not racy:
+                return
+            try:
+                raw = read_small_file(path)
+            except (FileNotFoundError, DamagedFile, OSError):
+                return  # mid-replace: read again next time
+            if raw == seen[1]:
+                if not racy:
+                    self._stamps[name] = (stamp, None)  # settled: the stamp alone from now on
+                return
+        try:
+            kept = read_small_file(path) if racy else None
+        except (FileNotFoundError, DamagedFile, OSError):
+            self._stamps.pop(name, None)  # mid-replace or damaged: read again next time
             return
-        self._stamps[name] = stamp
+        self._stamps[name] = (stamp, kept)
         try:
             if name == "live_progress.json":
                 self.post(LiveUpdated(self.batch, read_model(path, LiveProgress, use_backup=False)))

@@ -99,13 +99,45 @@ async def _fill(pilot: Pilot[Any], dialog: ResumeDialog, **values: str) -> None:
     await pilot.pause(0.1)
 
 
-async def _until(pilot: Pilot[Any], pred: Callable[[], object], what: str, timeout: float = 90.0) -> None:
-    """Let the app run until ``pred`` holds (the app's loop goes on while waiting)."""
+async def _until(
+    pilot: Pilot[Any],
+    pred: Callable[[], object],
+    what: str,
+    timeout: float = 90.0,
+    state: Callable[[], str] | None = None,
+) -> None:
+    """Let the app run until ``pred`` holds (the app's loop goes on while waiting); ``state``
+    says, when the wait runs out, what there was to see."""
     for _ in range(int(timeout / 0.05)):
         if pred():
             return
         await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{state()}" if state else ""))
+
+
+def _on_disk(batch: BatchDir, dashboard: DashboardScreen) -> str:
+    """What a wait on a background engine had to go by: the batch's files, the engine holding
+    it, and the dashboard's view (a flake of the background test is then told apart: an engine
+    that did not finish, or a dashboard that did not see it)."""
+
+    def read(path: Path, tail: int = 0) -> str:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as exc:
+            return f"<{exc}>"
+        return text[-tail:] if tail else text
+
+    holder = engine_alive(batch.path)
+    live = dashboard.live
+    return "\n".join(
+        [
+            f"engine holding the batch: {holder}",
+            f"dashboard's live state: {None if live is None else live.state}",
+            f"live_progress.json: {read(batch.live_progress)[:600]}",
+            f"manifest state: {_manifest(batch).get('state')}",
+            f"engine.log (end): {read(batch.engine_log, 2000)}",
+        ]
+    )
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -289,6 +321,7 @@ def test_the_background_choice_starts_a_detached_engine_the_dashboard_watches(tm
                 pilot,
                 lambda: dashboard.live is not None and dashboard.live.state == BatchState.FINISHED,
                 "the dashboard to see the background engine finish",
+                state=lambda: _on_disk(batch, dashboard),
             )
             seen["pid"] = _manifest(batch)["history"][-1]["pid"]
             # The engine writes "finished" before it lets go of the lock and exits: the title

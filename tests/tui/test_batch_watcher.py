@@ -1,0 +1,85 @@
+"""The batch watcher reads a live file again whenever it may have changed, and only then.
+
+Its stamp of a file (modification time, inode, size) can repeat across a replacement: a file
+system keeps times to a tick (or a second), and a freed inode is reused. A dashboard that trusts
+such a stamp misses the engine's last write ("finished") for good. These tests make the stamp
+repeat on purpose (same inode, same size, the time set back) and check what is posted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+from textual.message import Message
+
+from batchtui.engine.batchdir import BatchDir
+from batchtui.engine.config import load_config
+from batchtui.engine.enqueue import create_batch
+from batchtui.engine.processors import shell_spec
+from batchtui.engine.runner import BatchRunner
+from batchtui.engine.sources import build_spec
+from batchtui.tui.messages import LiveUpdated
+from batchtui.tui.watch import RACY_S, BatchWatcher
+
+
+def _finished(tmp_path: Path) -> BatchDir:
+    source = tmp_path / "items.txt"
+    source.write_text("a\nb\nc\n")
+    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 1}, environ={}, cwd=tmp_path)
+    batch = create_batch(config, build_spec([str(source)]), shell_spec("true"))
+    BatchRunner(batch, config=config, action="run").run()
+    return batch
+
+
+def _states(posted: list[Message]) -> list[str]:
+    return [str(m.live.state) for m in posted if isinstance(m, LiveUpdated)]
+
+
+def _rewrite_keeping_stamp(path: Path, change: tuple[bytes, bytes], mtime_ns: int) -> None:
+    """New content of the same size in the same inode, its modification time put back."""
+    raw = path.read_bytes()
+    old, new = change
+    assert len(old) == len(new) and old in raw
+    with open(path, "r+b") as f:
+        f.write(raw.replace(old, new))
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def test_a_change_under_the_same_stamp_is_seen_while_the_stamp_is_recent(tmp_path: Path) -> None:
+    batch = _finished(tmp_path)
+    live = batch.live_progress
+    # As an engine leaves it a moment before its last write: running, written just now.
+    _rewrite_keeping_stamp(live, (b'"state": "finished"', b'"state": "running" '), os.stat(live).st_mtime_ns)
+    now = os.stat(live).st_mtime_ns
+    os.utime(live, ns=(now, now))
+    posted: list[Message] = []
+    watcher = BatchWatcher(batch.path, posted.append, use_inotify=False)
+    watcher.read_all()
+    assert _states(posted) == ["running"]
+    # The engine's last write: same inode, same size, same time (one tick).
+    _rewrite_keeping_stamp(live, (b'"state": "running" ', b'"state": "finished"'), now)
+    watcher.read_all()
+    assert _states(posted) == ["running", "finished"]
+    # Nothing changed: nothing more is posted, however often it looks.
+    watcher.read_all()
+    watcher.read_all()
+    assert _states(posted) == ["running", "finished"]
+
+
+def test_an_old_stamp_is_trusted_and_the_file_is_not_read_again(tmp_path: Path) -> None:
+    batch = _finished(tmp_path)
+    live = batch.live_progress
+    old = os.stat(live).st_mtime_ns - int((RACY_S + 10) * 1e9)
+    os.utime(live, ns=(old, old))
+    posted: list[Message] = []
+    watcher = BatchWatcher(batch.path, posted.append, use_inotify=False)
+    watcher.read_all()
+    assert _states(posted) == ["finished"]
+    # The same stamp, long settled, with other bytes behind it (which no writer does): the
+    # stamp is what the watcher goes by, so it does not read the file on every look.
+    _rewrite_keeping_stamp(live, (b'"state": "finished"', b'"state": "running" '), old)
+    watcher.read_all()
+    assert _states(posted) == ["finished"]
+    assert orjson.loads(live.read_bytes())["state"] == "running"
