@@ -10,7 +10,7 @@ from textual.reactive import var
 
 from batchtui.engine.files import read_model
 from batchtui.engine.liveness import EngineStatus, Liveness
-from batchtui.engine.models import BatchState, LiveProgress
+from batchtui.engine.models import BatchState, LiveProgress, LockInfo, Manifest
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.host import Host
 from batchtui.tui.widgets.charts import Charts
@@ -69,3 +69,35 @@ def test_the_app_is_the_host_the_screens_expect(tmp_path: Path) -> None:
     app = BatchtuiApp(output_dir=tmp_path, watch_files=False, clock=lambda: FROZEN, handle_hangup=False)
     assert isinstance(app, Host)
     assert not isinstance(PanelsApp(), Host)
+
+
+def test_the_title_says_starting_between_an_engine_taking_a_batch_and_its_first_write(tmp_path: Path) -> None:
+    """A batch made (state ``created``, its source read) that an engine has just locked: the
+    title says STARTING with the engine's pid, not CREATED; once the engine writes its state,
+    that state; the engine gone before its first write: CREATED again (nothing ran)."""
+    path = make_batch(tmp_path, state=BatchState.CREATED)
+    manifest = read_model(path / "manifest.json", Manifest)
+    assert manifest.state == BatchState.CREATED
+    holder = LockInfo(pid=4242, host="here", started_at="2026-11-18T09:00:00.000+00:00")
+
+    async def body() -> None:
+        app = PanelsApp()
+        async with app.run_test(size=(140, 20)) as pilot:
+            title = app.query_one(TitleBar)
+            title.manifest = manifest
+            await pilot.pause()
+            assert "[CREATED]" in _text(title)  # no engine: a batch made and not run
+            app.engine = EngineStatus(Liveness.ALIVE, 0.1, holder)
+            await pilot.pause()
+            assert "[STARTING pid 4242]" in _text(title)
+            app.live = read_model(
+                make_batch(tmp_path / "b", state=BatchState.RUNNING) / "live_progress.json", LiveProgress
+            )
+            await pilot.pause()
+            assert "[RUNNING pid " in _text(title) and "STARTING" not in _text(title)
+            app.live = None
+            app.engine = GONE
+            await pilot.pause()
+            assert "[CREATED]" in _text(title)
+
+    run(body)
