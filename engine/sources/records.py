@@ -11,7 +11,9 @@ import csv
 import hashlib
 import io
 import itertools
+import json
 import os
+import re
 import stat
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, TextIO
@@ -177,6 +179,29 @@ _JSON_TYPES: Final[dict[type, str]] = {
 }
 
 
+#: A run of digits long enough to be an integer orjson cannot hold: the cheap test before the
+#: exact one (:func:`_inexact_integer`), so ordinary lines are parsed once.
+_LONG_DIGITS: Final = re.compile(r"\d{19}")
+
+#: The integers orjson reads as integers; outside them it returns a float, silently.
+_INT_RANGE: Final = range(-(1 << 63), 1 << 64)
+
+
+def _inexact_integer(line: str) -> str | None:
+    """The first integer of the JSON ``line`` (a valid one) outside 64 bits, which orjson would
+    have read as a float: 123456789012345678901234567890 became 1.2345678901234568e+29, so two
+    such ids were one key (the second dropped as a duplicate) and the command got other digits."""
+    found: list[str] = []
+
+    def parse_int(text: str) -> int:
+        if not found and int(text) not in _INT_RANGE:
+            found.append(text)
+        return 0
+
+    json.loads(line, parse_int=parse_int)
+    return found[0] if found else None
+
+
 def _parse_jsonl_line(line: str, n: int, encoding: str) -> tuple[dict[str, Any] | None, str | None]:
     """(object, None) or (None, why not)."""
     if MARK in line:
@@ -190,6 +215,18 @@ def _parse_jsonl_line(line: str, n: int, encoding: str) -> tuple[dict[str, Any] 
     return obj, None
 
 
+def _parse_record(line: str, n: int, encoding: str) -> tuple[dict[str, Any] | None, str | None]:
+    """:func:`_parse_jsonl_line`, and an integer orjson could not keep is a reason too."""
+    obj, why = _parse_jsonl_line(line, n, encoding)
+    if obj is not None and _LONG_DIGITS.search(line) and (big := _inexact_integer(line)) is not None:
+        shown = big if len(big) <= 40 else f"{big[:20]}...{big[-8:]} ({len(big)} digits)"
+        return None, (
+            f"line {n}: the integer {shown} is beyond 64 bits and would be read as a float, losing digits;"
+            " write it as a string"
+        )
+    return obj, why
+
+
 def jsonl_records(path: str, spec: SourceSpec, wait: SourceWait | None = None) -> Iterator[SourceItem | Record]:
     """The records of a JSONL file; those that cannot be read as invalid items (``wait``: a
     pipe's waits are told there, see :mod:`.waiting`)."""
@@ -200,7 +237,7 @@ def jsonl_records(path: str, spec: SourceSpec, wait: SourceWait | None = None) -
             line = raw.strip()
             if not line:
                 continue
-            obj, why = _parse_jsonl_line(line, n, spec.encoding)
+            obj, why = _parse_record(line, n, spec.encoding)
             if obj is None:
                 shown = line[:_RAW_LIMIT].replace(MARK, "\ufffd")
                 yield SourceItem(key=f"{path}:{n}", data={"_raw": shown, "_line": n}, invalid=why, origin=f"{name}:{n}")
