@@ -362,7 +362,9 @@ def load_config(
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
-            raise UserError(f"config file {path} does not exist")
+            # /dev/null or a fifo exists: "does not exist" sent the user looking for a typo.
+            what = "is not a regular file" if path.exists() else "does not exist"
+            raise UserError(f"config file {path} {what}")
         layers.append((str(path), read_toml(path)))
         refuse_rule_twice(f"config file {path}", layers[-1][1])
         if on_file is not None:

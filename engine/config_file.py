@@ -16,8 +16,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     import tomllib  # here: most runs have no batchtui.toml
 
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        raw = path.read_bytes()
+        # A UTF-8 BOM (Notepad writes one) is no TOML; tomllib called it "Invalid statement".
+        data = tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode())
     except OSError as exc:
         raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -27,6 +28,14 @@ def read_toml(path: Path) -> dict[str, Any]:
     section = data.get("batchtui", data)
     if not isinstance(section, dict):
         raise UserError(f"config file {path}: [batchtui] must be a table")
+    outside = [key for key in data if key != "batchtui"] if section is not data else []
+    if outside:
+        # With a [batchtui] table only its keys were read: `workers = 8` above it was accepted,
+        # then ignored without a word.
+        raise UserError(
+            f"config file {path}: {', '.join(outside)} {'is' if len(outside) == 1 else 'are'} outside its"
+            " [batchtui] table, whose keys are the settings: move them into it (or drop the table line)"
+        )
     out: dict[str, Any] = {}
     spelt: dict[str, str] = {}
     for key, value in section.items():

@@ -41,6 +41,39 @@ def test_config_file_flag_and_section(tmp_path: Path) -> None:
     assert cfg.retry_exit_codes == (3, 4)
 
 
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("workers = 3\ntimeout = 5\n[batchtui]\nmax_attempts = 5\n", "workers, timeout are"),
+        ("[batchtui]\nmax_attempts = 5\n[run]\nworkers = 3\n", "run is"),
+    ],
+)
+def test_a_setting_outside_the_batchtui_table_is_refused_not_ignored(tmp_path: Path, text: str, named: str) -> None:
+    # Only the [batchtui] table was read: `workers = 3` above it was accepted and ignored.
+    other = tmp_path / "other.toml"
+    other.write_text(text)
+    with pytest.raises(UserError) as err:
+        load_config({}, config_file=other, environ={}, cwd=tmp_path)
+    assert str(err.value) == (
+        f"config file {other}: {named} outside its [batchtui] table, whose keys are the settings:"
+        " move them into it (or drop the table line)"
+    )
+
+
+def test_a_config_file_with_a_bom_is_read(tmp_path: Path) -> None:
+    (tmp_path / "batchtui.toml").write_bytes(b"\xef\xbb\xbfworkers = 3\n")  # as Notepad saves it
+    assert load_config({}, environ={}, cwd=tmp_path).workers == 3
+
+
+def test_a_config_file_that_is_no_regular_file_is_said_to_be_so(tmp_path: Path) -> None:
+    fifo = tmp_path / "cfg.toml"
+    os.mkfifo(fifo)
+    for path, what in ((fifo, "is not a regular file"), (tmp_path / "nope.toml", "does not exist")):
+        with pytest.raises(UserError) as err:
+            load_config({}, config_file=path, environ={}, cwd=tmp_path)
+        assert str(err.value) == f"config file {path} {what}"
+
+
 def test_unknown_setting_is_an_error_naming_its_source(tmp_path: Path) -> None:
     (tmp_path / "batchtui.toml").write_text("max_atempts = 5\n")
     with pytest.raises(UserError) as err:
