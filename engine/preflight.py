@@ -272,6 +272,15 @@ def check_config(pf: Preflight, config: BatchConfig, processor: ProcessorSpec) -
     pf.add("config", "ok", ", ".join(notes))
     if config.chunk_size is not None and processor.kind != "python":
         pf.add("config", "fail", "--chunk-size applies to --call processors only", "drop --chunk-size")
+    if config.scheduler and executor != "dask":
+        # Without --executor dask the items ran on local threads or processes: the scheduler a
+        # user named (often from BATCHTUI_SCHEDULER or a config file) was accepted and ignored.
+        pf.add(
+            "config",
+            "fail",
+            f"--scheduler applies to the dask executor only; this batch would run on the {executor} executor",
+            "add --executor dask, or drop --scheduler (BATCHTUI_SCHEDULER, scheduler in the config file)",
+        )
     if executor == "dask":
         try:
             import importlib

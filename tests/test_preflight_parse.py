@@ -178,3 +178,19 @@ def test_a_dry_run_says_when_run_would_refuse(tmp_path: Path, invoke_cli) -> Non
     assert res.returncode == 2 and json.loads(res.stdout)["preflight"] == "fail"
     ok = invoke_cli(["run", str(src), "--cmd", "cat {}", "--dry-run", "--json"])
     assert ok.returncode == 0 and json.loads(ok.stdout)["preflight"] == "ok"
+
+
+def test_a_scheduler_without_the_dask_executor_is_refused_not_ignored(tmp_path: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    # The items ran on local threads, the named scheduler accepted and never asked: a user who set
+    # BATCHTUI_SCHEDULER (or scheduler in a config file) believed the cluster ran them.
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    out = tmp_path / "out"
+    for how in (["--scheduler", "tcp://127.0.0.1:9"], []):
+        env = {} if how else {"BATCHTUI_SCHEDULER": "tcp://127.0.0.1:9"}
+        res = invoke_cli(["run", str(src), "--cmd", "echo {}", "--headless", "--output-dir", str(out), *how], env=env)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert (
+            "[FAIL] config: --scheduler applies to the dask executor only; this batch would run on the thread executor"
+        ) in res.stderr
+    assert not out.exists()  # refused before a batch was made
