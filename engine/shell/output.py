@@ -11,6 +11,8 @@ from typing import Any, Final
 
 import orjson
 
+from ..errors import InvalidResult
+from ..jsonexact import inexact_integer
 from ..outputs import check_finite, cost_of, too_large
 from .item import ProcessOutput
 
@@ -116,6 +118,11 @@ def parse_stdout(out: StdoutTail, max_result_bytes: int) -> ProcessOutput:
         if isinstance(obj, dict):
             cost = cost_of(obj)
             check_finite(obj)
+            if (big := inexact_integer(last)) is not None:
+                raise InvalidResult(
+                    f"the result holds the integer {big}, beyond 64 bits, which would be stored as a float"
+                    " with other digits: print it as a string"
+                )
             return ProcessOutput(obj, cost)
     tail = text[-_RESULT_TAIL * 4 :].decode(errors="replace")[-_RESULT_TAIL:].strip()
     return ProcessOutput({"stdout_tail": tail})

@@ -11,9 +11,7 @@ import csv
 import hashlib
 import io
 import itertools
-import json
 import os
-import re
 import stat
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, TextIO
@@ -22,6 +20,7 @@ import orjson
 
 from ..errors import UserError
 from ..fmt import clean
+from ..jsonexact import inexact_integer
 from .spec import Record, SourceItem, SourceSpec
 from .text import MARK, open_text, undecodable
 from .waiting import SourceWait, open_source_text
@@ -179,29 +178,6 @@ _JSON_TYPES: Final[dict[type, str]] = {
 }
 
 
-#: A run of digits long enough to be an integer orjson cannot hold: the cheap test before the
-#: exact one (:func:`_inexact_integer`), so ordinary lines are parsed once.
-_LONG_DIGITS: Final = re.compile(r"\d{19}")
-
-#: The integers orjson reads as integers; outside them it returns a float, silently.
-_INT_RANGE: Final = range(-(1 << 63), 1 << 64)
-
-
-def _inexact_integer(line: str) -> str | None:
-    """The first integer of the JSON ``line`` (a valid one) outside 64 bits, which orjson would
-    have read as a float: 123456789012345678901234567890 became 1.2345678901234568e+29, so two
-    such ids were one key (the second dropped as a duplicate) and the command got other digits."""
-    found: list[str] = []
-
-    def parse_int(text: str) -> int:
-        if not found and int(text) not in _INT_RANGE:
-            found.append(text)
-        return 0
-
-    json.loads(line, parse_int=parse_int)
-    return found[0] if found else None
-
-
 def _parse_jsonl_line(line: str, n: int, encoding: str) -> tuple[dict[str, Any] | None, str | None]:
     """(object, None) or (None, why not)."""
     if MARK in line:
@@ -218,10 +194,9 @@ def _parse_jsonl_line(line: str, n: int, encoding: str) -> tuple[dict[str, Any] 
 def _parse_record(line: str, n: int, encoding: str) -> tuple[dict[str, Any] | None, str | None]:
     """:func:`_parse_jsonl_line`, and an integer orjson could not keep is a reason too."""
     obj, why = _parse_jsonl_line(line, n, encoding)
-    if obj is not None and _LONG_DIGITS.search(line) and (big := _inexact_integer(line)) is not None:
-        shown = big if len(big) <= 40 else f"{big[:20]}...{big[-8:]} ({len(big)} digits)"
+    if obj is not None and (big := inexact_integer(line)) is not None:
         return None, (
-            f"line {n}: the integer {shown} is beyond 64 bits and would be read as a float, losing digits;"
+            f"line {n}: the integer {big} is beyond 64 bits and would be read as a float, losing digits;"
             " write it as a string"
         )
     return obj, why
