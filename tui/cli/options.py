@@ -277,6 +277,19 @@ def note_unused_theme(ctx: click.Context, *, headless: bool, as_json: bool, deta
     click.echo(f"note: --theme styles the dashboard, which a {how} run does not show: it is not used", err=True)
 
 
+def theme_of(ctx: click.Context, flag: str | None, config: BatchConfig | None = None) -> str:
+    """The dashboard's theme: the verb's --theme, the group's (``batchtui --theme T watch``), then
+    the settings' layers (``config``, when the verb has read them, else BATCHTUI_THEME and
+    batchtui.toml). Only the flags were read once: ``theme = "light"`` in batchtui.toml was
+    validated, stored in the manifest, and ignored by ``watch``, ``resume`` and the browser."""
+    value = flag or (ctx.find_root().obj or {}).get("theme")
+    if value:
+        return str(value)
+    if config is None:
+        config = load_config({}, on_file=note_config_file, implicit_code="drop")
+    return config.theme
+
+
 def output_dir_of(ctx: click.Context, flag: str | None) -> Path:
     """Where batches live: the verb's --output-dir, the group's, then the settings' layers."""
     value = flag or (ctx.obj or {}).get("output_dir")

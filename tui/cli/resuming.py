@@ -134,7 +134,13 @@ def resume_cmd(
     # The plan's counts are from before the requeue: those items are to do again.
     say(f"resuming batch {bdir.batch_id}: {counts.finished - requeued}/{counts.total} done")
     if not headless and not as_json and terminal():
-        launch_tui(ctx, output_dir=bdir.path.parent, runner=plan.runner(engine_action), theme=kwargs.get("theme"))
+        launch_tui(
+            ctx,
+            output_dir=bdir.path.parent,
+            runner=plan.runner(engine_action),
+            theme=kwargs.get("theme"),
+            config=plan.config,
+        )
     result = run_headless(plan.runner(engine_action, handle_signals=True), as_json)
     raise SystemExit(result.exit_code)
 

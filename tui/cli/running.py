@@ -289,7 +289,10 @@ def _create_and_run(
 
         runner = BatchRunner(batch, config=config, action="run")
         runner.lock = held[0]
-        launch_tui(click.get_current_context(), output_dir=batch.path.parent, runner=runner, theme=config.theme)
+        here = click.get_current_context()
+        # The run's own --theme, else the group's flag before the settings' (theme_of).
+        flag = config.theme if _given(here, "theme") else None
+        launch_tui(here, output_dir=batch.path.parent, runner=runner, theme=flag, config=config)
     runner = BatchRunner(batch, config=config, action="run", handle_signals=True)
     runner.lock = held[0]
     result = run_headless(runner, as_json)

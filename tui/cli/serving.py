@@ -14,7 +14,7 @@ from batchtui.engine.errors import EXIT_USAGE
 from .completion import complete_batch
 from .group import CONTEXT
 from .inspecting import refuse_newer
-from .options import DIR_OPTION, scope_of
+from .options import DIR_OPTION, scope_of, theme_of
 from .output import fail
 
 DEFAULT_PORT = 8787
@@ -88,7 +88,7 @@ def serve_cmd(
         sys.stdout.flush()
 
     server = DashboardServer(
-        app_command(scope=scope, batch=path, allow_control=allow_control, theme=theme),
+        app_command(scope=scope, batch=path, allow_control=allow_control, theme=theme_of(ctx, theme)),
         host=host,
         port=port,
         token=token,

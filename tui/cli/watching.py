@@ -25,7 +25,7 @@ from batchtui.engine.store.queries import ItemQueries
 from .completion import complete_batch
 from .group import CONTEXT, terminal
 from .inspecting import refuse_newer
-from .options import DIR_OPTION, scope_of
+from .options import DIR_OPTION, scope_of, theme_of
 from .output import fail, plain
 from .summary import finish_output, say_ended
 
@@ -55,9 +55,12 @@ def launch_tui(
     batch: Path | None = None,
     runner: Any = None,
     theme: str | None = None,
+    config: Any = None,
 ) -> NoReturn:
-    """Run the Textual app and exit with its return code."""
+    """Run the Textual app and exit with its return code (``theme``: the verb's --theme flag;
+    ``config``: the settings the verb read, whose theme comes after the flags')."""
     obj = ctx.find_root().obj or {}
+    theme = theme_of(ctx, theme, config)
     from ..themes import color_system  # imports no textual
 
     # Textual reads the colour system when imported and when the app is made; the environment
@@ -65,7 +68,7 @@ def launch_tui(
     with color_system(obj.get("color_system")):
         from ..app import BatchtuiApp  # textual: only when the app runs
 
-        app = BatchtuiApp(output_dir=output_dir, batch=batch, runner=runner, theme=theme or obj.get("theme"))
+        app = BatchtuiApp(output_dir=output_dir, batch=batch, runner=runner, theme=theme)
     interrupted = False
     try:
         with terminal_held():  # a --call module's logging handler never writes under the screen
