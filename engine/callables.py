@@ -99,6 +99,13 @@ def load_callable(call: str, cwd: str | None = None, *, code: str | None = None)
             raise
         except Exception as exc:  # an import error in the user's module is the user's to fix
             raise UserError(f"cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+        except SystemExit as exc:
+            # A script's own `sys.exit(main())` run at import: left to rise, it ended batchtui
+            # with the script's exit status and not a word.
+            raise UserError(
+                f"cannot import {module_name}: it exited as it was imported (SystemExit: {exc.code!r});"
+                ' a script\'s main code belongs under `if __name__ == "__main__":`'
+            ) from None
     if code is not None and digest is not None and digest != code:
         raise StaleCode(
             f"{getattr(module, '__file__', module_name)} is not the code this run started with"

@@ -1,0 +1,42 @@
+"""A ``--call`` that cannot work is refused before the batch is made, with what to fix: a
+module that exits as it is imported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchtui.engine.callables import load_callable
+from batchtui.engine.errors import UserError
+
+
+def _module(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.py"
+    path.write_text(text)
+    return path
+
+
+def _source(tmp_path: Path) -> Path:
+    items = tmp_path / "items.txt"
+    items.write_text("a\nb\n")
+    return items
+
+
+@pytest.mark.parametrize("exit_line", ["sys.exit(4)", "raise SystemExit('bye')", "sys.exit()"])
+def test_a_module_that_exits_as_it_is_imported_is_a_user_error(tmp_path: Path, exit_line: str) -> None:
+    # A script's `sys.exit(main())` at module level: it rose through the preflight and ended
+    # batchtui with the script's status and no word.
+    module = _module(tmp_path, f"import sys\ndef f(item):\n    return 1\n{exit_line}\n")
+    with pytest.raises(UserError, match=r"exited as it was imported \(SystemExit: .*__name__ == "):
+        load_callable(f"{module}:f")
+
+
+def test_run_refuses_a_module_that_exits_as_it_is_imported(tmp_path: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    module = _module(tmp_path, "import sys\ndef f(item):\n    return 1\nsys.exit(4)\n")
+    out = tmp_path / "out"
+    proc = invoke_cli(["run", str(_source(tmp_path)), "--call", f"{module}:f", "--headless", "-o", str(out)])
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "exited as it was imported (SystemExit: 4)" in proc.stderr
+    assert "FIX_ISSUES" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() or not any(p.is_dir() for p in out.iterdir())  # no batch was made
