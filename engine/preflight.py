@@ -11,6 +11,7 @@ The dry run (``--dry-run``, engine/dryrun.py) goes further: it reads every item.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import shutil
 import stat
@@ -245,6 +246,16 @@ def _check_callable(pf: Preflight, processor: ProcessorSpec) -> None:
             func = load_callable(processor.call, processor.cwd)
     except UserError as exc:
         pf.add("callable", "fail", str(exc), "fix the module or the --call spec")
+        return
+    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+        # Called as it is, it returns a coroutine and never runs: every item would fail with
+        # "coroutine is not JSON serializable" (and a "never awaited" warning in its log).
+        pf.add(
+            "callable",
+            "fail",
+            f"{processor.call} is an async function: batchtui calls it without an event loop",
+            "call it from a plain function: def run(item): return asyncio.run(f(item))",
+        )
         return
     if not accepts_one_argument(func):
         pf.add(

@@ -1,5 +1,5 @@
 """A ``--call`` that cannot work is refused before the batch is made, with what to fix: a
-module that exits as it is imported."""
+module that exits as it is imported, and an async function."""
 
 from __future__ import annotations
 
@@ -40,3 +40,22 @@ def test_run_refuses_a_module_that_exits_as_it_is_imported(tmp_path: Path, invok
     assert "exited as it was imported (SystemExit: 4)" in proc.stderr
     assert "FIX_ISSUES" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() or not any(p.is_dir() for p in out.iterdir())  # no batch was made
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["async def f(item):\n    return 1\n", "async def f(items):\n    yield 1\n"],
+    ids=["coroutine", "async-generator"],
+)
+@pytest.mark.parametrize("chunked", [False, True])
+def test_run_refuses_an_async_function(tmp_path: Path, invoke_cli, body: str, chunked: bool) -> None:  # type: ignore[no-untyped-def]
+    # Called as it is, an async def returns a coroutine that never runs: every item failed with
+    # "Type is not JSON serializable: coroutine".
+    module = _module(tmp_path, body)
+    out = tmp_path / "out"
+    args = ["run", str(_source(tmp_path)), "--call", f"{module}:f", "--headless", "-o", str(out)]
+    proc = invoke_cli([*args, "--chunk-size", "2"] if chunked else args)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert f"{module}:f is an async function" in proc.stderr
+    assert "asyncio.run(f(item))" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() or not any(p.is_dir() for p in out.iterdir())
