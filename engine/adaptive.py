@@ -310,6 +310,19 @@ class TimeoutPolicy:
             self._limit = limit if self.absolute is None else min(limit, self.absolute)
         return self._limit
 
+    def for_call(self, limit: float, items: int) -> float:
+        """The limit of one call of a chunked callable on ``items`` items, ``limit`` being the
+        one in force. Each of its items is recorded with its share of the call's time (the call's
+        time over its items), so the median learned is of shares: the adaptive limit is scaled by
+        the items of the call, or every chunk of more items than the percentage (a chunk of 20 at
+        300%) was killed once the median came into force. The absolute limit (``--timeout N``,
+        ``max=``) is the call's own."""
+        rule, median = self.rule, self._median
+        if items <= 1 or rule is None or median is None or not self.adaptive:
+            return limit
+        scaled = max(rule.floor_s, rule.factor * median * items)
+        return scaled if self.absolute is None else min(scaled, self.absolute)
+
     def view(self, now: float) -> TimeoutInForce | None:
         """The timeout in force as live_progress.json says it (None: no --timeout)."""
         if not self.enabled:

@@ -218,8 +218,10 @@ class Dispatcher:
             # saves the loop's round trips: quick commands go a few at a time, slow ones alone.
             return min(self.chunk, SHELL_MAX_CHUNK)
         times_out = self.config.timeout is not None or self.config.adaptive_timeout is not None
-        if times_out and self.config.resolved_executor(self.spec.kind) in ("process", "dask"):
-            return 1  # a timed-out call that does not unwind takes its process down: one item each
+        if times_out and not self.spec.chunked and self.config.resolved_executor(self.spec.kind) in ("process", "dask"):
+            # A timed-out call that does not unwind takes its process down: one item each. A
+            # chunked callable's chunk is one call (a bulk insert, say): its items time out together.
+            return 1
         cs = self.config.chunk_size
         if self.spec.chunked:
             if cs == "auto" or cs is None:

@@ -45,6 +45,8 @@ class Flight:
     started: float
     started_at: str
     marked: bool = False  # its 'processing' status is in the store
+    #: The items of its call: a chunked callable's chunk size (its items share one call's time).
+    share: int = 1
 
 
 def result_line(o: Outcome, key: str, finished_at: str) -> dict[str, Any]:

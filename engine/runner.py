@@ -251,10 +251,11 @@ class BatchRunner(TakeOver, Finishing):
             # The clock runs from the moment the item began to run, not from its dispatch: an
             # item waiting behind slow ones in the executor's queue has not used its time.
             began = self.executor.started(seq)
-            if began is None or now - began <= timeout or seq in self._kill_reasons:
+            limit = timeout if flight.share == 1 else timeouts.for_call(timeout, flight.share)
+            if began is None or now - began <= limit or seq in self._kill_reasons:
                 continue
             self._kill_reasons[seq] = "timeout"
-            self.outcomes.timeout_limits[seq] = timeout
+            self.outcomes.timeout_limits[seq] = limit
             if not self.executor.kill(seq, flight.item.attempt):
                 # A thread cannot be killed: fail the item now, ignore its late outcome.
                 self._kill_reasons.pop(seq, None)
@@ -266,7 +267,7 @@ class BatchRunner(TakeOver, Finishing):
                             flight.item.attempt,
                             time.time() - (now - began),
                             now - began,
-                            error=classify(ItemTimeout(timeout)),
+                            error=classify(ItemTimeout(limit)),
                         )
                     ]
                 )
@@ -315,9 +316,11 @@ class BatchRunner(TakeOver, Finishing):
             self.staging.delta["processing"] += taken.from_pending
         started_at = now_iso()
         inflight, submit = self._inflight, self.executor.submit
+        chunked = self.spec.chunked
         for chunk in taken.chunks:
+            share = len(chunk) if chunked else 1
             for item in chunk:
-                inflight[item.seq] = Flight(item, now, started_at)
+                inflight[item.seq] = Flight(item, now, started_at, share=share)
             submit(chunk)
 
     def _memory_ok(self) -> bool:
