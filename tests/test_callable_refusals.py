@@ -1,14 +1,19 @@
 """A ``--call`` that cannot work is refused before the batch is made, with what to fix: a
-module that exits as it is imported, and an async function."""
+module that exits as it is imported, and an async function; and a resume refused so changes
+nothing."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from batchtui.engine.callables import load_callable
 from batchtui.engine.errors import UserError
+
+from .conftest import only_batch
 
 
 def _module(tmp_path: Path, text: str) -> Path:
@@ -59,3 +64,18 @@ def test_run_refuses_an_async_function(tmp_path: Path, invoke_cli, body: str, ch
     assert f"{module}:f is an async function" in proc.stderr
     assert "asyncio.run(f(item))" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() or not any(p.is_dir() for p in out.iterdir())
+
+
+def test_a_refused_resume_retry_failed_leaves_the_failed_items_failed(tmp_path: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    module = _module(tmp_path, "def f(item):\n    raise ValueError('bad ' + item.data)\n")
+    out = tmp_path / "out"
+    first = invoke_cli(["run", str(_source(tmp_path)), "--call", f"{module}:f", "--headless", "-o", str(out)])
+    assert first.returncode == 1, (first.stdout, first.stderr)
+    batch = only_batch(out)
+    module.write_text("import sys\ndef f(item):\n    return 1\nsys.exit(4)\n")  # broken since
+    proc = invoke_cli(["resume", batch.name, "--retry-failed", "--headless", "-o", str(out)])
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "exited as it was imported" in proc.stderr and "requeued" not in proc.stderr
+    with closing(sqlite3.connect(batch / "items.db")) as db:
+        rows = db.execute("SELECT status, error_type, error_message FROM items ORDER BY seq").fetchall()
+    assert rows == [("failed", "ValueError", "bad a"), ("failed", "ValueError", "bad b")]

@@ -121,10 +121,13 @@ def resume_cmd(
         raise SystemExit(code)
     requeued = 0
     try:
+        # The checks first: a resume they refuse (the module no longer imports, say) changes
+        # nothing. Requeued before them, the failed items were pending with their errors gone
+        # from the errors view and the summary's retry line, after a command that did not run.
+        gate(plan.preflight())
         if retry_failed:
             requeued = plan.requeue_failed()
             say(f"requeued {count(requeued, 'failed item')}{invalid_note(plan.left_failed())}")
-        gate(plan.preflight())
     except BaseException:
         plan.release()
         raise
