@@ -23,6 +23,7 @@ __all__ = [
     "kind_of",
     "shell_line",
     "shell_word",
+    "unclean",
 ]
 
 
@@ -51,6 +52,35 @@ def clean(text: object, limit: int | None = None) -> str:
     if s.isprintable():
         return s
     return "".join(ch if ch.isprintable() else _escape(ch) for ch in s)
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_ESCAPE_DIGITS = {"x": 2, "u": 4, "U": 8}
+
+
+def unclean(text: str) -> str:
+    """``text`` as typed from a view: each escape :func:`clean` writes (``\\x1b``, ``\\u202e``,
+    ``\\U000e0001``) back to the character it stands for, where clean would have escaped that
+    character (``\\x41`` stays as typed); the rest as it is. A filter copied from the screen
+    then finds the message it was shown for."""
+    if "\\" not in text:
+        return text
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        width = _ESCAPE_DIGITS.get(text[i + 1]) if ch == "\\" and i + 1 < n else None
+        if width is not None:
+            digits = text[i + 2 : i + 2 + width]
+            if len(digits) == width and all(d in _HEX for d in digits):
+                code = int(digits, 16)
+                if code <= 0x10FFFF and not chr(code).isprintable():
+                    out.append(chr(code))
+                    i += 2 + width
+                    continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 #: The characters no POSIX shell reads specially in a word (those shlex.quote leaves as they are).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batchtui.engine.fmt import clean, clean_block, cut_percent, fmt_duration, fmt_percent
+from batchtui.engine.fmt import clean, clean_block, cut_percent, fmt_duration, fmt_percent, unclean
 from batchtui.engine.sources import build_spec, describe
 from batchtui.tui.text import plain, plain_block
 
@@ -155,3 +155,23 @@ def test_the_items_table_row_of_a_silent_failed_command_says_exit_once() -> None
     fields.update(seq=4, key="k", kind="line", status="failed", attempts=1, error_type="exit 3", error_message="exit 3")
     row = Row.from_item(ItemRow(**fields))
     assert row.error == "exit 3"
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("\\x1b[31mred", "\x1b[31mred"),  # as every view shows an ESC
+        ("\\x1B", "\x1b"),  # upper-case digits too
+        ("a\\u202eb \\U000e0001", "a\u202eb \U000e0001"),  # a bidi override, a tag character
+        ("\\x41 \\u00e9", "\\x41 \\u00e9"),  # printable: clean never writes these, so typed as meant
+        ("\\x1 \\xZZ \\u12 \\", "\\x1 \\xZZ \\u12 \\"),  # no escape
+        ("plain", "plain"),
+    ],
+)
+def test_unclean_reads_back_the_escapes_clean_writes(typed: str, meant: str) -> None:
+    assert unclean(typed) == meant
+
+
+def test_unclean_undoes_clean() -> None:
+    text = "\x1b]0;title\x07 tab\there \u200b\udcff [red]x[/]"
+    assert unclean(clean(text)) == text

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from batchtui.engine.errors import group_id, normalize_message
+from batchtui.engine.fmt import clean
 from batchtui.engine.store import ItemFilter, ItemQueries, ItemStore
 from batchtui.engine.store import bulk as bulk_mod
 from batchtui.engine.store.queries import Selection
@@ -299,3 +300,40 @@ def test_add_seqs_marks_runs_as_ranges_and_takes_them_out_of_the_exclusions() ->
     assert pinned.ranges == ((3, 5), (12, 12))
     assert pinned.excluded == ((9, 9),)  # 3 is marked again; 9 stays unmarked
     assert Selection().add_seqs([]).is_empty
+
+
+def test_a_filter_copied_from_the_screen_finds_a_message_with_control_characters(tmp_path: Path) -> None:
+    """Every view shows an ESC as ``\\x1b``; the filter typed from what it shows (``--match``,
+    the dashboard's /) finds the message holding the ESC itself, and a message holding the text
+    ``\\x1b`` (a backslash and three letters) is still found by that text."""
+    path = tmp_path / "items.db"
+    store = ItemStore.create(path, durable=False)
+    messages = {1: "\x1b[31mred\x1b[0m boom", 2: "a path \\x1b[31m as text", 3: "red boom"}
+    try:
+        store.enqueue([(f"k{i}", f'"k{i}"', "line", "pending", *(None,) * 6) for i in range(4)])
+        with store.transaction() as conn:
+            for seq, msg in messages.items():
+                row = (
+                    1,
+                    "exit 1",
+                    "item",
+                    msg,
+                    "",
+                    normalize_message(msg),
+                    "2026-01-01T00:00:01",
+                    0.1,
+                    "2026-01-01T00:00:01",
+                    seq,
+                )
+                conn.execute(bulk_mod.FAILED.sql, row)
+    finally:
+        store.close()
+    shown = clean(messages[1])
+    assert shown.startswith("\\x1b[31mred")
+    assert selected(path, Selection.of(ItemFilter(match="\\x1b[31mred"))) == [1]
+    assert selected(path, Selection.of(ItemFilter(match=shown))) == [1]
+    assert selected(path, Selection.of(ItemFilter(text="exit 1: \\x1b[31m"))) == [1]
+    assert selected(path, Selection.of(ItemFilter(match="path \\x1b"))) == [2]  # the text, as typed
+    assert selected(path, Selection.of(ItemFilter(match="\\x1b"))) == [1, 2]
+    with ItemQueries(path) as view:
+        assert view.count(ItemFilter(match=shown)) == 1

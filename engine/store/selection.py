@@ -19,6 +19,7 @@ from typing import Any, Final
 import orjson
 
 from ..errors import RESERVED_TYPES
+from ..fmt import unclean
 from ..models import MAX_SEQ
 from .schema import STATUSES
 
@@ -327,14 +328,16 @@ def _clauses(f: ItemFilter) -> tuple[list[str], list[Any]]:
     if f.text:
         # The error as the items table shows it ("exit 3: boom 7"): a filter typed from the
         # screen ("exit 3") found nothing when only the message was searched.
-        clauses.append(
-            "(key LIKE ? ESCAPE '\\' OR (error_type || ': ' || COALESCE(error_message, '')) LIKE ? ESCAPE '\\')"
-        )
-        pattern = _like(f.text)
-        args += [pattern, pattern]
+        shown = "(error_type || ': ' || COALESCE(error_message, ''))"
+        alternatives = []
+        for pattern in _patterns(f.text):
+            alternatives.append(f"key LIKE ? ESCAPE '\\' OR {shown} LIKE ? ESCAPE '\\'")
+            args += [pattern, pattern]
+        clauses.append("(" + " OR ".join(alternatives) + ")")
     if f.match:
-        clauses.append("error_message LIKE ? ESCAPE '\\'")
-        args.append(_like(f.match))
+        patterns = _patterns(f.match)
+        clauses.append("(" + " OR ".join(["error_message LIKE ? ESCAPE '\\'"] * len(patterns)) + ")")
+        args += patterns
     if f.key_glob:
         clauses.append("key GLOB ?")
         args.append(f.key_glob)
@@ -351,6 +354,14 @@ def _clauses(f: ItemFilter) -> tuple[list[str], list[Any]]:
 
 def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _patterns(text: str) -> list[str]:
+    """LIKE patterns for a text typed by a user: as typed, and, when it holds escapes as every
+    view shows a control character (``\\x1b[31m``, copied from the screen), with them read back
+    (:func:`~..fmt.unclean`): the message holds the ESC itself."""
+    raw = unclean(text)
+    return [_like(text)] if raw == text else [_like(text), _like(raw)]
 
 
 def where(f: ItemFilter) -> tuple[str, list[Any]]:
