@@ -45,16 +45,20 @@ def _salvage(chunk: Chunk, reported: set[int], exc: BaseException | None, text: 
     no attempt counted); items that started and were not reported fail as ``WorkerLost``
     (transient: retried), carrying the cause."""
     out: list[Outcome] = []
-    now = time.time()
+    now, mono = time.time(), time.monotonic()
     info = classify(WorkerLost(text if exc is None else f"{text}: {type(exc).__name__}: {exc}"))
     for index, item in enumerate(chunk.items):
         if item.seq in reported:
             continue
+        began = chunk.gate.started(index)  # a running item's start, read before the cancel
         state = chunk.gate.cancel(index)
         if state == QUEUED:
             out.append(Outcome(item.seq, item.attempt, now, 0.0, returned=True))
         elif state in (RUNNING, DONE):
-            out.append(Outcome(item.seq, item.attempt, now, 0.0, error=info))
+            # The time it ran until its process went (a timeout, a skip, a crash): recorded as
+            # 0.0 s, a timed-out attempt read as one that never ran.
+            ran = max(0.0, mono - began) if began is not None else 0.0
+            out.append(Outcome(item.seq, item.attempt, now - ran, ran, error=info))
     return out
 
 

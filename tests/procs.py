@@ -87,6 +87,16 @@ def sleepy(item: Any) -> None:
     time.sleep(30)
 
 
+def stubborn(item: Any) -> None:
+    """Sleeps on through whatever a kill raises in it: only its process's death ends it."""
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        try:
+            time.sleep(0.05)
+        except BaseException:  # the point: a call that does not unwind
+            pass
+
+
 def nap_or_hang(item: Any) -> None:
     """0.6 s per item, except seq 3 which outlasts any timeout the tests set."""
     time.sleep(8 if item.seq == 3 else 0.6)

@@ -312,6 +312,25 @@ def test_timeout_of_a_python_item_in_a_process_worker(tmp_path: Path, out_dir: P
     assert proc.returncode == 1, proc.stderr
     db = _db(only_batch(out_dir))
     assert db.execute("SELECT DISTINCT status, error_type FROM items").fetchall() == [("failed", "timeout")]
+    # Each attempt is recorded with the time it ran until it was killed, as on the thread
+    # executor: not 0.0 s, which read as an attempt that never ran.
+    durations = [d for (d,) in db.execute("SELECT duration_s FROM attempts")]
+    assert len(durations) == 2 and all(1.0 <= d < 30 for d in durations), durations
+
+
+def test_a_python_item_killed_with_its_process_is_recorded_with_the_time_it_ran(
+    tmp_path: Path, out_dir: Path, run_cli
+) -> None:  # type: ignore[no-untyped-def]
+    """A call that does not unwind when its timeout asks it to dies with its worker process
+    (KILL_ESCALATE_S later): its attempt still says how long it ran, not 0.0 s."""
+    items = _items(tmp_path, 1)
+    args = ["run", str(items), "--call", f"{PROCS}:stubborn", "--executor", "process", "-j", "1"]
+    proc = run_cli([*args, "--timeout", "1", "--max-attempts", "1"], timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    db = _db(only_batch(out_dir))
+    rows = db.execute("SELECT status, error_type, duration_s FROM attempts").fetchall()
+    assert len(rows) == 1 and rows[0][:2] == ("failed", "timeout"), rows
+    assert 1.0 <= rows[0][2] < 30, rows  # killed at the timeout and the escalation after it
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
