@@ -215,9 +215,14 @@ class ProcessExecutor(_HandoffExecutor):
                     put(got)
             except (EOFError, OSError, BrokenPipeError) as exc:
                 slot.proc.join(1)
-                text = f"worker process died ({_exit_text(slot.proc.exitcode)})"
+                code = slot.proc.exitcode
+                text = f"worker process died ({_exit_text(code)})"
+                # The pipe's end (EOF, a reset) is how its death shows here: the exit says it
+                # all ("exit 3: ConnectionResetError: [Errno 104]..." was noise). Another error
+                # of the pipe, with the process still there, is told.
+                said = exc if code is None and not isinstance(exc, EOFError) else None
                 for sent in slot.sent:
-                    put(_salvage(sent.chunk, sent.reported, None if isinstance(exc, EOFError) else exc, text))
+                    put(_salvage(sent.chunk, sent.reported, said, text))
                     handoff.done(sent.chunk)
                 slot.sent.clear()
                 slot.kills.clear()

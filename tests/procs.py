@@ -87,6 +87,11 @@ def sleepy(item: Any) -> None:
     time.sleep(30)
 
 
+def exits_hard(item: Any) -> None:
+    """Ends its worker process at once, as a C extension's abort or a stray os._exit does."""
+    os._exit(3)
+
+
 def stubborn(item: Any) -> None:
     """Sleeps on through whatever a kill raises in it: only its process's death ends it."""
     end = time.monotonic() + 30

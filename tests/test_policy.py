@@ -510,3 +510,15 @@ def test_help_says_the_failure_rate_limit_is_exclusive(invoke_cli) -> None:  # t
     text = " ".join(invoke_cli(["run", "--help"]).stdout.split())
     assert "Halt once failed/finished is over this (a rate equal to it goes on)." in text
     assert "Checked from the N-th finished item on [20]." in text
+
+
+def test_a_worker_process_that_dies_is_said_in_its_own_words(tmp_path: Path, out_dir: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """os._exit(3) in a call: the item fails as WorkerLost with the exit, and without the
+    ConnectionResetError its pipe's end raised in the engine (noise to the user)."""
+    items = _items(tmp_path, 12)  # chunks sent ahead: a worker dies with input unread (a reset)
+    args = ["run", str(items), "--call", f"{PROCS}:exits_hard", "--executor", "process", "-j", "2"]
+    proc = run_cli([*args, "--max-attempts", "1", "--chunk-size", "1"], timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    db = _db(only_batch(out_dir))
+    rows = db.execute("SELECT DISTINCT status, error_type, error_message FROM items").fetchall()
+    assert rows == [("failed", "WorkerLost", "worker process died (exit 3)")], rows
