@@ -164,6 +164,11 @@ BATCH_OPTIONS: list[Decorator] = [
         "that is no seq of the chunk fails the chunk (ChunkResultMismatch), a seq left out fails "
         "that item (MissingResult).",
     ),
+    click.option(
+        "--log-limit",
+        type=click.IntRange(0, 1 << 40),
+        help="Bytes of each attempt's stdout and stderr kept in logs/ (the last ones) [1048576: 1 MiB].",
+    ),
 ]
 
 COMMON_OPTIONS: list[Decorator] = [
