@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, Final, NoReturn, TextIO
 
 import click
 
@@ -117,6 +118,10 @@ def check_cmd(ctx: click.Context, /, batch_arg: str | None, **kwargs: Any) -> No
     raise SystemExit(0 if pf.proceed else EXIT_USAGE)
 
 
+#: What the demo runs with unless a flag, BATCHTUI_* or batchtui.toml says otherwise.
+DEMO_DEFAULTS: Final = {"workers": 8, "executor": "thread", "backoff": 0.2}
+
+
 @click.command("demo", context_settings=CONTEXT)
 @click.option(
     "--items",
@@ -135,10 +140,12 @@ def demo_cmd(
     detach = bool(kwargs.pop("detach", False))
     note_unused_theme(ctx, headless=headless, as_json=as_json, detach=detach)
     flags = collect_flags(kwargs, ctx)
-    flags.setdefault("workers", 8)
-    flags.setdefault("executor", "thread")
-    flags.setdefault("backoff", 0.2)
     config = load_config(flags, config_file=config_file, on_file=note_config_file)
+    # The demo's own defaults sit where every default does, below batchtui.toml and BATCHTUI_*:
+    # given as flags, they beat BATCHTUI_WORKERS and the file's workers.
+    unset = {k: v for k, v in DEMO_DEFAULTS.items() if k not in config.model_fields_set}
+    if unset:
+        config = load_config({**unset, **flags}, config_file=config_file, on_file=note_config_file)
     from batchtui.engine.demo import demo_items  # only the demo verb needs it
 
     if items is None:  # on a terminal long enough to explore the dashboard; headless short (CI)
@@ -148,6 +155,13 @@ def demo_cmd(
     spec = SourceSpec(entries=(SourceEntry(kind="stdin", path="-"),))
     lines = io.StringIO("".join(f"https://api.example.com/v1/documents/{i:07d}\n" for i in range(items)))
     _create_and_run(config, spec, demo_spec(), headless=headless, as_json=as_json, detach=detach, stdin=lines)
+
+
+# The shared options' help states run's defaults; the demo's own are these (each command has
+# its own Option objects, so this changes demo's --help only).
+for _param in demo_cmd.params:
+    if _param.name in DEMO_DEFAULTS and isinstance(_param, click.Option) and _param.help:
+        _param.help = re.sub(r"\[[^]]*\]", f"[default: {DEMO_DEFAULTS[_param.name]}]", _param.help, count=1)
 
 
 def _given(ctx: click.Context, name: str) -> bool:
