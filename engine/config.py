@@ -184,7 +184,7 @@ class BatchConfig(BaseModel):
         default=DEFAULT_MAX_RESULT_BYTES,
         ge=1,
         le=MAX_RESULT_BYTES_CAP,
-        description="an item whose result's JSON is larger fails with ResultTooLarge; 16M, 512K, 1G",
+        description="an item whose result's JSON is larger fails with ResultTooLarge; 16M, 512K, at most 512M",
     )
     theme: str = "dark"
 

@@ -148,7 +148,7 @@ OPERATIONAL_OPTIONS: list[Decorator] = [
     ),
     click.option(
         "--max-result-bytes",
-        help="An item whose result is more JSON than this fails (ResultTooLarge): 512K, 16M, 1G [16M].",
+        help="An item whose result is more JSON than this fails (ResultTooLarge): e.g. 512K or 64M [16M]; at most 512M.",
     ),
 ]
 
