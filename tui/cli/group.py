@@ -254,7 +254,7 @@ def _drop_stdout() -> None:
     type=click.Path(file_okay=False),
     help="Where batches live [./batch_output]; given, only that folder's batches [also every registered one].",
 )
-@click.option("--theme", help="TUI theme (dark, light, high-contrast, or one of yours).")
+@click.option("--theme", help="TUI theme (dark, light, high-contrast, nord, gruvbox-light, or one of yours).")
 @click.option(
     "--color-system",
     type=click.Choice(["auto", "standard", "256", "truecolor", "none"]),
