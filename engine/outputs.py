@@ -127,6 +127,8 @@ def checked_result(value: Any, limit: int) -> Any:
     try:
         raw = orjson.dumps(value, option=_OPTIONS)
     except TypeError as exc:
+        if str(exc) == "Recursion limit reached":  # orjson's words for nesting past 255 levels
+            raise TypeError("result is not JSON-serializable: it is nested more than 255 levels deep") from None
         raise TypeError(f"result is not JSON-serializable: {exc}") from None
     if len(raw) > limit:
         raise too_large(len(raw), limit)

@@ -350,3 +350,18 @@ def test_a_shell_cost_of_1e400_fails_items_from_the_cli_and_spends_nothing(
     assert rows[0][:2] == ("failed", "InvalidCost") and rows[0][4] is None
     assert rows[1][0] == "complete" and rows[1][4] == 2.0
     assert not math.isnan(rows[1][4])
+
+
+def test_a_result_nested_past_the_json_limit_says_so_in_words() -> None:
+    """orjson refuses nesting past 255 levels with 'Recursion limit reached': the item's error
+    says what is wrong with its result instead."""
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(300):
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(TypeError) as raised:
+        checked_result(deep, DEFAULT_MAX_RESULT_BYTES)
+    assert str(raised.value) == "result is not JSON-serializable: it is nested more than 255 levels deep"
+    with pytest.raises(TypeError, match=r"^result is not JSON-serializable: Type is not JSON serializable: set$"):
+        checked_result({1, 2}, DEFAULT_MAX_RESULT_BYTES)
