@@ -89,6 +89,8 @@ class DashboardGates:
         """``check_action`` for the batch's state: True runs, None greys."""
         if self.while_reading(action) is not None:
             return True  # the key answers why it does nothing
+        if action == "filter" and self.screen.focused is not None and self.screen.focused.id == "filter":
+            return False  # "/" typed in the field is text (its binding has priority)
         if action in ("toggle_pause", "stop"):
             if not self.engine_live:
                 return None  # greyed out: nothing to pause or stop

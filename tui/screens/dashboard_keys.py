@@ -41,7 +41,10 @@ DASHBOARD_BINDINGS: list[BindingType] = [
     Binding("i", "focus_items", "Items", id="focus_items", show=False, tooltip="Go to the items table"),
     Binding("x", "stop", "Stop", id="stop", tooltip="Stop the batch gracefully (resumable)"),
     Binding("enter", "details", "Details", id="details", tooltip="Open the selected item", show=False),
-    Binding("slash", "filter", "Filter", id="filter", tooltip="Filter the items by key or error text"),
+    # A priority binding runs as the app takes the key in, before the keys typed after it: the
+    # field has the focus for them ("/retry" is a filter, never a retry). Not while the field has
+    # the focus: there "/" is text (dashboard_gates.py).
+    Binding("slash", "filter", "Filter", id="filter", priority=True, tooltip="Filter the items by key or error text"),
     Binding("1", "tab('tab-all')", "All", id="tab1", show=False),
     Binding("2", "tab('tab-processing')", "In flight", id="tab2", show=False),
     Binding("3", "tab('tab-failed')", "Failed", id="tab3", show=False),

@@ -148,7 +148,9 @@ class ItemFilters:
         """Show the filter field and type into it."""
         field = self.screen.query_one("#filter", Input)
         field.display = True
-        field.focus()
+        # At once, not a turn later as focus() does: keys typed right after "/" (a burst from
+        # the terminal) are the filter's text, not dashboard keys ("/retry" must not retry).
+        self.screen.set_focus(field)
 
     def clear(self) -> None:
         """Drop the text filter and the group (the tab stays), back to the table."""
