@@ -8,6 +8,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -222,6 +223,30 @@ def test_shift_o_pages_the_whole_detail_as_text_and_removes_its_file(
     for part in ("\nRan\n", "\nAttempts\n1  failed", "logs/37.1.out  logs/37.1.err", "\nError\nexit 4 [item]"):
         assert part in text, part
     assert "logs/37.1.err\nparse error: unexpected token at line 12" in text
+
+
+def test_o_with_its_logs_gone_pages_the_detail_not_nothing(
+    finished: Path, pager: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The logs were there when the detail was read, gone by the `o` (the batch folder deleted
+    # while watching). The pager got no file at all: less said "Missing filename" and a pager
+    # that reads its input then (cat, more) sat on the terminal's keys.
+
+    async def body() -> None:
+        app = _app(finished)
+        monkeypatch.setattr(app, "suspend", lambda: _no_suspend(app))
+        async with app.run_test(size=(100, 40)) as pilot:
+            screen = await _open_detail(app, pilot, finished, 37)
+            assert screen.logs
+            shutil.rmtree(finished / "logs")
+            await pilot.press("o")
+            await pilot.pause()
+            assert any("cannot be read" in n.message for n in app._notifications)
+
+    run(body)
+    first, _, text = pager.read_text().partition("\n")
+    assert os.path.basename(first.removeprefix("== ")).startswith("batchtui-item-37-")
+    assert text.startswith("#37  https://api.example.com/v1/documents/00037  [FAILED]")
 
 
 def test_a_missing_pager_is_a_notification(finished: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,10 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
-import shutil
 import stat
-import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +23,7 @@ from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
-from textual.app import ComposeResult, SuspendNotSupported
+from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.notifications import SeverityLevel
@@ -46,6 +43,7 @@ from batchtui.engine.store.queries import AttemptRow, ItemQueries, ItemRow, Stor
 
 from ..flight import Flight, flights
 from ..host import host
+from ..pager import run_pager
 from ..text import plain, plain_block
 from ..widgets.footer import KeyFooter
 from ..widgets.output_follow import OutputFollow
@@ -343,7 +341,14 @@ class ItemDetailScreen(WorkerScreen):
             self.action_pager_detail()
             return
         with tempfile.TemporaryDirectory(prefix=f"batchtui-item-{self.seq}-") as folder:  # 0700
-            self._page(escaped_copies(paths, folder))
+            copies = escaped_copies(paths, folder)
+            if copies:
+                self._page(copies)
+                return
+        # Gone since the detail was read (the folder deleted): a pager given no file would wait
+        # on the terminal's keys (cat, more) or say "Missing filename" (less).
+        self.notify(f"item {self.seq}'s logs cannot be read now: the detail instead", severity="warning")
+        self.action_pager_detail()
 
     def action_pager_detail(self) -> None:
         fd, name = tempfile.mkstemp(prefix=f"batchtui-item-{self.seq}-", suffix=".txt")  # 0600
@@ -356,24 +361,10 @@ class ItemDetailScreen(WorkerScreen):
                 os.unlink(name)
 
     def _page(self, paths: list[str]) -> None:
-        """Suspend the app, run the pager on ``paths``, come back. A pager that cannot run is a
-        notification, never a crash."""
-        pager = os.environ.get("PAGER", "").strip() or "less"
-        try:
-            argv = shlex.split(pager)
-        except ValueError as exc:
-            self.notify(f"$PAGER cannot be read: {exc}", severity="error")
-            return
-        if not argv or shutil.which(argv[0]) is None:
-            self.notify(f"pager not found: {argv[0] if argv else repr(pager)} (set $PAGER)", severity="error")
-            return
-        try:
-            with self.app.suspend():
-                subprocess.run([*argv, *paths], check=False)
-        except SuspendNotSupported:
-            self.notify("this terminal cannot hand the screen to a pager", severity="error")
-        except OSError as exc:
-            self.notify(f"the pager could not run: {exc}", severity="error")
+        """The pager on ``paths`` (tui/pager.py); one that cannot run is a notification."""
+        problem = run_pager(self.app, paths)
+        if problem is not None:
+            self.notify(problem, severity="error")
         self.refresh()
 
     # -- copy -----------------------------------------------------------------------------------
