@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from batchtui.engine.batchdir import BatchDir, BatchLock
-from batchtui.tui.cli.watching import _tell_who_runs
+from batchtui.tui.cli.watching import _after_tui, _tell_who_runs
 
 
 @pytest.mark.parametrize("log", ["none", "older", "written"])
@@ -35,3 +36,15 @@ def test_the_log_line_names_only_a_log_the_holding_engine_writes(
     out = capsys.readouterr().out
     assert f"run by pid {os.getpid()} on" in out and "  stop:   batchtui stop" in out
     assert ("  log:    " in out) == (log == "written"), out
+
+
+def test_a_watched_batch_whose_folder_went_is_said_gone_on_exit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The folder deleted while watching: the exit said "batch ID: /its/path/manifest.json" (the
+    # FileNotFoundError's bare path), which reads as a manifest to look at, not a folder gone.
+    gone = tmp_path / "20260101_000000_abcdef12"
+    app = SimpleNamespace(handoff=None, engine_error=None, runner=None, engine_result=None, initial_batch=gone)
+    assert _after_tui(app, None) == 0
+    err = capsys.readouterr().err
+    assert err == f"batch 20260101_000000_abcdef12: its folder {gone} is gone (moved or deleted)\n"

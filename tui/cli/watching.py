@@ -120,6 +120,9 @@ def _after_tui(app: Any, code: int | None) -> int:
         return code or 0
     if handoff is not None and handoff.error:
         click.echo(f"error: batch {bdir.batch_id} was not handed over: {clean(handoff.error)}", err=True)
+    if not bdir.path.is_dir():  # deleted or moved while watched (the dashboard said GONE)
+        click.echo(f"batch {plain(bdir.batch_id)}: its folder {clean(bdir.path)} is gone (moved or deleted)", err=True)
+        return code or 0
     try:
         _tell_who_runs(bdir, handoff)
     except (OSError, ValueError) as exc:  # a damaged batch: the exit must not fail on it
