@@ -11,9 +11,10 @@ from pathlib import Path
 
 from textual.message import Message
 
+from batchtui.engine.fmt import clean
 from batchtui.engine.models import LiveProgress, Manifest
 
-__all__ = ["EngineFinished", "LiveUpdated", "ManifestUpdated"]
+__all__ = ["EngineFinished", "FileDamaged", "LiveUpdated", "ManifestUpdated"]
 
 
 @dataclass
@@ -36,6 +37,20 @@ class ManifestUpdated(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, ManifestUpdated) and message.batch == self.batch
+
+
+@dataclass
+class FileDamaged(Message):
+    """manifest.json (and its backup) or live_progress.json of the watched batch cannot be
+    parsed: posted once for each damage (the watcher reads it again at every poll)."""
+
+    batch: Path
+    name: str
+    reason: str
+
+    def line(self, *, shown: bool) -> str:
+        """The event log's line; ``shown``: figures read before are on the screen (and stay)."""
+        return f"{self.name} is damaged ({clean(self.reason)})" + (": the last good figures stay" if shown else "")
 
 
 @dataclass

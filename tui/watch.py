@@ -27,7 +27,7 @@ from batchtui.engine.control import quiet_watchfiles
 from batchtui.engine.files import DamagedFile, read_model, read_small_file
 from batchtui.engine.models import LiveProgress, Manifest
 
-from .messages import LiveUpdated, ManifestUpdated
+from .messages import FileDamaged, LiveUpdated, ManifestUpdated
 
 WATCHED: Final = ("manifest.json", "live_progress.json")  # manifest first: a fixed, sensible order
 POLL_S: Final = 1.0
@@ -45,6 +45,7 @@ class BatchWatcher:
         self._stop = threading.Event()
         # name -> (its stamp, the bytes read under it while the stamp could not be trusted)
         self._stamps: dict[str, tuple[tuple[int, int, int], bytes | None]] = {}
+        self._damaged: dict[str, str] = {}  # name -> why it cannot be parsed, told once
         self._thread = threading.Thread(target=self._run, name="batchtui-watch", daemon=True)
 
     def start(self) -> None:
@@ -94,8 +95,14 @@ class BatchWatcher:
                 self.post(LiveUpdated(self.batch, read_model(path, LiveProgress, use_backup=False)))
             else:
                 self.post(ManifestUpdated(self.batch, read_model(path, Manifest)))
-        except (FileNotFoundError, DamagedFile, OSError):
-            self._stamps.pop(name, None)  # mid-replace or damaged: read again next time
+            self._damaged.pop(name, None)
+        except DamagedFile as exc:  # whole but unparsable (files are replaced whole): say so once
+            self._stamps.pop(name, None)  # read again next time: it may be written whole again
+            if self._damaged.get(name) != exc.reason:
+                self._damaged[name] = exc.reason
+                self.post(FileDamaged(self.batch, name, exc.reason))
+        except (FileNotFoundError, OSError):
+            self._stamps.pop(name, None)  # mid-replace: read again next time
 
     def _run(self) -> None:
         if self.use_inotify:

@@ -36,7 +36,7 @@ from batchtui.engine.reading import SourceReading
 
 from ..flight import Flight, flights
 from ..host import Host, host
-from ..messages import EngineFinished, LiveUpdated, ManifestUpdated
+from ..messages import EngineFinished, FileDamaged, LiveUpdated, ManifestUpdated
 from ..watch import BatchWatcher
 from ..widgets.charts import Charts
 from ..widgets.counts import CountsRow
@@ -193,6 +193,10 @@ class DashboardScreen(WorkerScreen):
         self.manifest = message.manifest
         if message.manifest.state == BatchState.CREATED and self.reading is None:
             self._check_alive(force=True)  # an engine may read its source: say so at once
+
+    @on(FileDamaged)
+    def _damaged(self, message: FileDamaged) -> None:
+        self._event(message.line(shown=self.live is not None or self.manifest is not None))
 
     @on(LiveUpdated)
     def _live(self, message: LiveUpdated) -> None:

@@ -93,6 +93,8 @@ class TitleBar(Static):
             return "reading source" if reading.waiting_s is None else "waiting for source"
         if state == BatchState.CREATED and held and self.manifest is not None:
             return "starting"  # an engine took the batch, its first write to come
+        if self.manifest is None and self.live is None and not self.in_process:
+            return "unreadable"  # neither file parses (the event log says why): no state to show
         return state.value if state is not None else "interrupted"
 
     def state(self) -> BatchState | None:
@@ -125,7 +127,7 @@ class TitleBar(Static):
         label = self.label()
         stale = engine.liveness == Liveness.STALE and not self.gone
         self.set_class(label == "paused" and not stale, "paused")
-        self.set_class(label in ("halted", "interrupted", "gone") and not stale, "halted")
+        self.set_class(label in ("halted", "interrupted", "gone", "unreadable") and not stale, "halted")
         self.set_class(label == "finished" and not stale, "finished")
         self.set_class(stale, "stale")
         shown = engine.badge() if stale else label.upper()  # NOT RESPONDING 13s: frozen, hung or dead
