@@ -104,6 +104,15 @@ def fit(text: str, width: int, *, right: bool = False, middle: bool = False) -> 
     return pad + text if right else text + pad
 
 
+def _capped_key(key: str) -> str:
+    """``key`` made safe, at most :data:`TEXT_CAP` characters of it kept: its start and its end
+    (the column cuts it in the middle: the end tells rows apart), not its start alone."""
+    if len(key) <= TEXT_CAP:
+        return clean(key)
+    half = TEXT_CAP // 2
+    return clean(key[:half]) + "…" + clean(key[-(half - 1) :])
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """One row as drawn: already formatted and made safe, so the cache stays small."""
@@ -125,7 +134,7 @@ class Row:
             duration=""
             if (shown := shown_duration(item.status, item.duration_s)) is None
             else fmt_duration(shown, fine=True),
-            key=clean(item.key, TEXT_CAP),
+            key=_capped_key(item.key),
             error=clean(error, TEXT_CAP),
         )
 
