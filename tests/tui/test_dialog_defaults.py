@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from batchtui.engine.models import BatchState
+from batchtui.tui.screens.browser import BrowserScreen
 from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.screens.modals import ConfirmScreen, QuitScreen
 
@@ -64,3 +65,23 @@ def test_enter_on_the_quit_dialog_stays(tmp_path: Path) -> None:
 
     run(body)
     assert chosen == ["cancel"]
+
+
+def test_enter_on_the_browsers_delete_dialog_keeps_the_batch(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    batch = make_batch(out, state=BatchState.FINISHED)
+
+    async def body() -> None:
+        app = app_for(out)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            assert isinstance(app.screen, BrowserScreen)
+            await pilot.press("d")
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmScreen) and app.screen.question.startswith("Delete batch")
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, BrowserScreen)
+
+    run(body)
+    assert (batch / "items.db").is_file()
