@@ -33,6 +33,16 @@ def engine_label(row: BatchSummary) -> str:
     return f"pid {row.engine.pid}" + (f" {row.engine.badge}" if row.engine.badge else "")
 
 
+def _short(n: int) -> str:
+    """``n`` in a few cells: ``950``, ``31.5k``, ``1M``, ``2.5G``; rounded down (a batch is never
+    shown done when it is not)."""
+    for size, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if n >= size:
+            tenths = n * 10 // size
+            return f"{tenths // 10}{unit}" if tenths % 10 == 0 else f"{tenths // 10}.{tenths % 10}{unit}"
+    return str(n)
+
+
 def short_id(batch_id: str) -> str:
     """The 8-hex suffix of a batch id (what ``batchtui`` verbs accept as a short id)."""
     return batch_id.rsplit("_", 1)[-1]
@@ -143,7 +153,9 @@ def cell_text(key: str, row: BatchSummary, width: int, now: float, warning: str,
         room = width - len("100%") - 1
         return Text(f"{progress_bar(row.percent, room)} {pct:>4}" if room >= 3 else pct.rjust(width))
     if key == "done":
-        return Text(cut_end(f"{c.finished:,}/{c.total:,}", width))
+        whole = f"{c.finished:,}/{c.total:,}"
+        short = f"{_short(c.finished)}/{_short(c.total)}"  # the total kept where the figures do not fit
+        return Text(cut_end(whole if cell_len(whole) <= width else short, width))
     if key == "failed":
         return Text(f"{c.failed:,}", style=f"bold {error}" if c.failed else "")
     if key == "age":
