@@ -1,9 +1,8 @@
 """The live dashboard of one batch.
 
-Everything shown comes from the batch directory (live_progress.json, manifest.json, items.db
-read-only): the same view works for an engine in this app's worker thread, an engine in another
-process, or a finished batch. Commands go out through the control client (engine/client.py),
-like any other client's.
+Everything shown comes from the batch directory (live_progress.json, manifest.json, items.db read-only):
+the same view works for an engine in this app's worker thread, an engine in another process, or a
+finished batch. Commands go out through the control client (engine/client.py), like any other client's.
 
 The screen only composes the panels (tui/widgets/), feeds them the live progress, the manifest
 and the engine's liveness as reactive data (``data_bind``), and routes keys: what the items
@@ -197,6 +196,7 @@ class DashboardScreen(WorkerScreen):
     @on(FileDamaged)
     def _damaged(self, message: FileDamaged) -> None:
         self._event(message.line(shown=self.live is not None or self.manifest is not None))
+        self.query_one(TitleBar).unreadable |= self.manifest is None and message.name == "manifest.json"
 
     @on(LiveUpdated)
     def _live(self, message: LiveUpdated) -> None:

@@ -50,6 +50,8 @@ class TitleBar(Static):
     in_process: var[bool] = var(False)
     #: The batch's enqueue is not done: an engine reads its source, or it was cut short.
     reading: var[SourceReading | None] = var(None)
+    #: manifest.json (and its backup) is damaged and none was read before: no state to show.
+    unreadable: var[bool] = var(False)
 
     def __init__(self, batch_id: str, *, in_process: bool, id: str | None = None) -> None:
         super().__init__(plain(f"batch {batch_id}"), id=id)
@@ -82,6 +84,9 @@ class TitleBar(Static):
     def watch_reading(self) -> None:
         self.redraw()
 
+    def watch_unreadable(self) -> None:
+        self.redraw()
+
     def label(self) -> str:
         """The state as the badge says it (lower case)."""
         state, reading, held = self.state(), self.reading, self.engine.held or self.in_process
@@ -93,8 +98,8 @@ class TitleBar(Static):
             return "reading source" if reading.waiting_s is None else "waiting for source"
         if state == BatchState.CREATED and held and self.manifest is not None:
             return "starting"  # an engine took the batch, its first write to come
-        if self.manifest is None and self.live is None and not self.in_process:
-            return "unreadable"  # neither file parses (the event log says why): no state to show
+        if self.unreadable and self.live is None and self.manifest is None:
+            return "unreadable"  # the manifest does not parse (the event log says why): no state to show
         return state.value if state is not None else "interrupted"
 
     def state(self) -> BatchState | None:
