@@ -13,7 +13,7 @@ from rich.text import Text
 
 from batchtui.engine.fmt import clean, clean_block
 
-__all__ = ["cut_middle", "plain", "plain_block"]
+__all__ = ["cap_middle", "cut_middle", "plain", "plain_block"]
 
 
 def plain(text: object, style: str = "", limit: int | None = None) -> Text:
@@ -24,6 +24,17 @@ def plain(text: object, style: str = "", limit: int | None = None) -> Text:
 def plain_block(text: str, style: str = "") -> Text:
     """Multi-line untrusted text (logs, tracebacks) as a Rich Text, never markup."""
     return Text(clean_block(text), style=style)
+
+
+def cap_middle(text: str, limit: int) -> str:
+    """``text`` as one clean line (:func:`clean`) of at most ``limit`` of its characters: its
+    start and its end, an ellipsis between. What a view keeps of a key before it cuts it to a
+    width with :func:`cut_middle`: a cap that kept the start alone would lose the end that
+    tells keys apart (two 2,000-character keys would read alike, ``AAAA…AAAA…``)."""
+    if len(text) <= limit:
+        return clean(text)
+    half = limit // 2
+    return clean(text[:half]) + "…" + clean(text[len(text) - (limit - half - 1) :])
 
 
 def cut_middle(text: str, width: int) -> str:

@@ -15,7 +15,7 @@ from batchtui.engine.batchdir import parse_iso
 from batchtui.engine.fmt import fmt_duration
 from batchtui.engine.models import ACTIVE_STATES, LiveProgress
 
-from ..text import cut_middle, plain
+from ..text import cap_middle, cut_middle
 
 __all__ = ["InFlightPanel"]
 
@@ -128,7 +128,7 @@ class InFlightPanel(Vertical):
                 cells = (Text(""), Text(""), Text(""), Text(""))
             else:
                 # Keys differ at their end (.../documents/0031): cut in the middle to fit.
-                shown = cut_middle(plain(key, limit=400).plain, max(12, (self.size.width or 64) - 24))
+                shown = cut_middle(cap_middle(key, 400), max(12, (self.size.width or 64) - 24))
                 cells = (Text(str(seq)), Text(str(attempt)), Text(running), Text(shown))
             if i >= len(old):
                 table.add_row(*cells, key=f"r{i}")

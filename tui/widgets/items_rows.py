@@ -21,7 +21,7 @@ from batchtui.engine.fmt import clean, error_line, fmt_duration
 from batchtui.engine.store.queries import ItemRow, shown_duration
 
 from ..flight import Flight
-from ..text import cut_middle
+from ..text import cap_middle, cut_middle
 
 TEXT_CAP: Final = 1024
 """Key and error text kept per cached row; wider than any terminal column."""
@@ -104,15 +104,6 @@ def fit(text: str, width: int, *, right: bool = False, middle: bool = False) -> 
     return pad + text if right else text + pad
 
 
-def _capped_key(key: str) -> str:
-    """``key`` made safe, at most :data:`TEXT_CAP` characters of it kept: its start and its end
-    (the column cuts it in the middle: the end tells rows apart), not its start alone."""
-    if len(key) <= TEXT_CAP:
-        return clean(key)
-    half = TEXT_CAP // 2
-    return clean(key[:half]) + "…" + clean(key[-(half - 1) :])
-
-
 @dataclass(frozen=True, slots=True)
 class Row:
     """One row as drawn: already formatted and made safe, so the cache stays small."""
@@ -134,7 +125,7 @@ class Row:
             duration=""
             if (shown := shown_duration(item.status, item.duration_s)) is None
             else fmt_duration(shown, fine=True),
-            key=_capped_key(item.key),
+            key=cap_middle(item.key, TEXT_CAP),  # start and end: the column keeps the end
             error=clean(error, TEXT_CAP),
         )
 
