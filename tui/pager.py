@@ -18,8 +18,9 @@ __all__ = ["run_pager"]
 
 def run_pager(app: App[object], paths: list[str]) -> str | None:
     """Suspend ``app``, run ``$PAGER`` (``less`` when unset) on ``paths``, come back; None when it
-    ran, else why not. ``paths`` is never empty: a pager given no file reads the terminal."""
-    assert paths, "a pager given no file waits on the terminal's keys"
+    ran, else why not. No file, no pager: one given none reads the terminal's keys (cat, more)."""
+    if not paths:
+        return "nothing to page"
     pager = os.environ.get("PAGER", "").strip() or "less"
     try:
         argv = shlex.split(pager)

@@ -12,6 +12,7 @@ from textual.widgets import DataTable
 from batchtui.engine.files import read_model
 from batchtui.engine.models import BatchState, LiveProgress
 from batchtui.engine.store.queries import ItemRow
+from batchtui.tui.screens.detail_text import title
 from batchtui.tui.widgets.in_flight import InFlightPanel
 from batchtui.tui.widgets.items_rows import TEXT_CAP, Row, fit
 
@@ -58,3 +59,11 @@ def test_the_in_flight_panel_keeps_a_very_long_keys_end(tmp_path: Path) -> None:
             assert all(s.count("…") == 1 for s in shown), shown
 
     run(body)
+
+
+def test_the_item_details_title_keeps_a_very_long_keys_end() -> None:
+    row = ItemRow(
+        7, "A" * 2000 + "/part-0007.csv", "x", "line", "failed", 1, None, None, None, None, None, None, None, None, None
+    )
+    shown = title(row, None, 0.0).plain
+    assert "A…A" in shown and "/part-0007.csv  [FAILED]" in shown, shown

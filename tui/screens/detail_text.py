@@ -14,7 +14,7 @@ from batchtui.engine.logs import AttemptLog
 from batchtui.engine.store.queries import ItemRow
 
 from ..flight import Flight
-from ..text import plain
+from ..text import cap_middle
 
 
 def log_of(logs: list[AttemptLog], attempt: int) -> AttemptLog | None:
@@ -58,7 +58,7 @@ def title(row: ItemRow, flight: Flight | None, now: float) -> Text:
     on try N for so long, or QUEUED (handed out, waiting for a worker)."""
     text = Text()
     text.append(f"#{row.seq}  ", style="bold")
-    text.append_text(plain(row.key, limit=200))
+    text.append(cap_middle(row.key, 200))  # its start and its end: the end tells keys apart
     if flight is not None and not flight.queued:
         text.append(f"  [RUNNING]  try {flight.attempt}  {fmt_duration(flight.running_s(now))}", style="bold")
         return text

@@ -102,7 +102,7 @@ class ConfirmScreen(FittingDialog[bool]):
 
     ``samples`` are a few of the items the question is about, as ``(seq, key)``: each shown on
     its own line as plain text, cut in the middle, then how many more there are (of ``total``).
-    No has the focus: a stray enter or space cancels (``y`` is the one way to confirm).
+    No has the focus: a stray enter cancels (``y`` is the one way to confirm).
     """
 
     AUTO_FOCUS: ClassVar[str | None] = "#no"
@@ -143,7 +143,7 @@ class ConfirmScreen(FittingDialog[bool]):
 
 class QuitScreen(FittingDialog[str]):
     """Quitting while this app's engine runs: stop it (resumable), hand it off, or cancel.
-    Cancel has the focus: a stray enter or space stays (stop and hand-off have their keys)."""
+    Cancel has the focus: a stray enter stays (stop and hand-off have their keys)."""
 
     AUTO_FOCUS: ClassVar[str | None] = "#cancel"
 
