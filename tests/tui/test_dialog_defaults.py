@@ -14,6 +14,7 @@ from batchtui.engine.models import BatchState
 from batchtui.tui.screens.browser import BrowserScreen
 from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.screens.modals import ConfirmScreen, QuitScreen
+from batchtui.tui.widgets.batch_table import BatchTable
 
 from .conftest import run
 from .fixtures import make_batch
@@ -85,3 +86,25 @@ def test_enter_on_the_browsers_delete_dialog_keeps_the_batch(tmp_path: Path) -> 
 
     run(body)
     assert (batch / "items.db").is_file()
+
+
+def test_end_and_home_in_the_browser_move_to_the_last_and_first_batch(tmp_path: Path) -> None:
+    # end scrolled the DataTable sideways (nothing to see), so enter then opened the first batch
+    out = tmp_path / "out"
+    for state in (BatchState.RUNNING, BatchState.PAUSED, BatchState.HALTED, BatchState.FINISHED):
+        make_batch(out, state=state)
+
+    async def body() -> None:
+        app = app_for(out)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            table = screen.query_one(BatchTable)
+            table.focus()
+            await pilot.press("end")
+            assert table.cursor_row == table.row_count - 1 > 0
+            await pilot.press("home")
+            assert table.cursor_row == 0
+
+    run(body)

@@ -13,7 +13,10 @@ meanwhile (by another shell) must not move the selection to itself.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from batchtui.engine.summary import BatchSummary
@@ -29,7 +32,13 @@ _Lengths = dict[str, int]
 
 
 class BatchTable(DataTable[Text]):
-    """A row a batch (key: its id), in the order :meth:`show` gets them."""
+    """A row a batch (key: its id), in the order :meth:`show` gets them. ``home`` and ``end``
+    go to the first and the last batch, as in the items table (a DataTable scrolls sideways)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("home", "scroll_top", "First", id="browser_first", show=False, tooltip="The first batch"),
+        Binding("end", "scroll_bottom", "Last", id="browser_last", show=False, tooltip="The last batch"),
+    ]
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
