@@ -14,7 +14,7 @@ from batchtui.tui.widgets.status import TitleBar
 
 from .conftest import run
 from .fixtures import make_batch
-from .test_snapshots import app_for, settle
+from .test_snapshots import dashboard_open, settle
 
 
 def _damage(batch: Path, name: str) -> None:
@@ -33,11 +33,7 @@ def test_a_dashboard_opened_on_a_damaged_manifest_says_so(tmp_path: Path) -> Non
     _damage(batch, "live_progress.json")
 
     async def body() -> None:
-        app = app_for(out, batch)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await settle(pilot)
-            screen = app.screen
-            assert isinstance(screen, DashboardScreen)
+        async with dashboard_open(out, batch) as (_pilot, screen):
             title = str(screen.query_one(TitleBar).render())
             assert "UNREADABLE" in title and "INTERRUPTED" not in title, title
             events = _events(screen)
@@ -52,11 +48,7 @@ def test_a_manifest_damaged_while_watched_is_said_once(tmp_path: Path) -> None:
     batch = make_batch(out, state=BatchState.FINISHED)
 
     async def body() -> None:
-        app = app_for(out, batch)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await settle(pilot)
-            screen = app.screen
-            assert isinstance(screen, DashboardScreen)
+        async with dashboard_open(out, batch) as (pilot, screen):
             _damage(batch, "manifest.json")
             watcher = BatchWatcher(batch, screen.post_message)
             watcher.read_all(force=True)

@@ -10,13 +10,12 @@ import subprocess
 from pathlib import Path
 
 from batchtui.engine.models import BatchState
-from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.screens.resume_dialog import ResumeDialog
 
 from ..conftest import CLI, cli_env
 from .conftest import run
 from .fixtures import make_batch
-from .test_snapshots import app_for, settle
+from .test_snapshots import dashboard_open, settle
 
 NAME = "e\x1b[41mRED\x07"
 SHOWN = "e\\x1b[41mRED\\x07"
@@ -32,11 +31,8 @@ def test_the_dashboard_and_its_resume_dialog_show_a_hostile_folder_name_escaped(
     batch = make_batch(out, state=BatchState.HALTED, batch_id=NAME)
 
     async def body() -> None:
-        app = app_for(out, batch)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await settle(pilot)
-            screen = app.screen
-            assert isinstance(screen, DashboardScreen)
+        async with dashboard_open(out, batch) as (pilot, screen):
+            app = pilot.app
             title = _text(screen.query_one("#title"))
             assert SHOWN in title and "\x1b" not in title and "\x07" not in title, title
             await pilot.press("u")

@@ -3,7 +3,8 @@ frozen clock. Update on purpose with `pytest tests/tui/test_snapshots.py --snaps
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from textual.pilot import Pilot
 
 from batchtui.engine.models import BatchState
 from batchtui.tui.app import BatchtuiApp
+from batchtui.tui.screens.dashboard import DashboardScreen
 
 from .fixtures import FROZEN, T1, hold_lock, make_batch
 
@@ -36,6 +38,19 @@ def app_for(out: Path, batch: Path | None = None, theme: str = "dark") -> Batcht
         handle_hangup=False,
         strict_display=True,
     )
+
+
+@contextlib.asynccontextmanager
+async def dashboard_open(
+    out: Path, batch: Path, size: tuple[int, int] = (120, 40)
+) -> AsyncIterator[tuple[Pilot[Any], DashboardScreen]]:
+    """The app of :func:`app_for` on ``batch``, run and settled, with its dashboard screen."""
+    app = app_for(out, batch)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        yield pilot, screen
 
 
 async def settle(pilot: Pilot[Any]) -> None:

@@ -12,12 +12,11 @@ from textual import events
 
 from batchtui.engine.models import BatchState
 from batchtui.tui.app import BatchtuiApp
-from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.widgets.items_table import ItemsTable
 
 from .conftest import run
 from .fixtures import make_batch
-from .test_snapshots import app_for, settle
+from .test_snapshots import dashboard_open, settle
 
 
 def _statuses(batch: Path) -> list[tuple[int, str]]:
@@ -40,11 +39,8 @@ def test_text_typed_right_after_slash_goes_into_the_filter(tmp_path: Path) -> No
     batch = make_batch(out, state=BatchState.HALTED)
 
     async def body() -> None:
-        app = app_for(out, batch)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await settle(pilot)
-            screen = app.screen
-            assert isinstance(screen, DashboardScreen)
+        async with dashboard_open(out, batch) as (pilot, screen):
+            app = pilot.app
             screen.query_one(ItemsTable).focus()
             await settle(pilot)
             before = _statuses(batch)
@@ -64,11 +60,7 @@ def test_a_slash_in_the_filter_is_text(tmp_path: Path) -> None:
     batch = make_batch(out, state=BatchState.FINISHED)
 
     async def body() -> None:
-        app = app_for(out, batch)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await settle(pilot)
-            screen = app.screen
-            assert isinstance(screen, DashboardScreen)
+        async with dashboard_open(out, batch) as (pilot, screen):
             await pilot.press("slash", *"v1/documents/0001", "enter")
             await settle(pilot)
             assert screen.query_one(ItemsTable).text == "v1/documents/0001"
