@@ -73,6 +73,7 @@ class BatchWatcher:
         stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
         racy = time.time_ns() - st.st_mtime_ns < RACY_S * 1e9
         seen = self._stamps.get(name)
+        raw: bytes | None = None
         if not force and seen is not None and seen[0] == stamp:
             if seen[1] is None and not racy:
                 return
@@ -85,7 +86,7 @@ class BatchWatcher:
                     self._stamps[name] = (stamp, None)  # settled: the stamp alone from now on
                 return
         try:
-            kept = read_small_file(path) if racy else None
+            kept = (raw if raw is not None else read_small_file(path)) if racy else None
         except (FileNotFoundError, DamagedFile, OSError):
             self._stamps.pop(name, None)  # mid-replace or damaged: read again next time
             return
