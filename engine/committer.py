@@ -19,7 +19,13 @@ COMMIT, each of which would wait behind the busy runner thread: with quick items
 come many times a second, and those waits would add up to a large part of a run.
 
 Jobs queue up to :data:`MAX_QUEUED` deep; past that, :meth:`Committer.submit` waits
-(back-pressure).
+(back-pressure). A job may also build an index (:attr:`CommitJob.ddl`: the slowest-first one,
+which a view asks for): a scan of the whole table under the write lock, seconds on a large
+batch. It runs here, in its place among the commits, so the runner thread goes on handing out
+work and taking in outcomes meanwhile; the jobs it submits during the build queue up without
+back-pressure (the runner must not wait for the build), and the limit comes back down to
+:data:`MAX_QUEUED` as the committer works through them (the runner waits for none of those
+either unless the queue grows again).
 
 The runner applies a job's count changes only once it is committed (:meth:`Committer.done`),
 so live_progress.json and the manifest always show committed counts, with the commit_seq
@@ -31,7 +37,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import sqlite3
+import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -118,6 +126,13 @@ class CommitJob:
     offset: int
     commit_seq: int
     delta: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: More ``meta`` rows to write in the same transaction, after the changes (how far
+    #: control.jsonl is read: recorded after the effects of the commands read).
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    #: A statement to run first, in the same transaction (an index to build); its seconds are
+    #: in :attr:`ddl_s` once the job is committed.
+    ddl: str | None = None
+    ddl_s: float | None = None
 
 
 class Committer:
@@ -154,6 +169,9 @@ class Committer:
         self._done: list[CommitJob] = []
         self._busy = False
         self._closed = False
+        self._limit = MAX_QUEUED  # the queue's depth where submit waits (lifted by a build)
+        self._building = 0  # jobs with a ddl queued or running
+        self._settling = 0  # jobs committed since the limit was lifted
         self.failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="batchtui-commit", daemon=True)
         self._thread.start()
@@ -164,8 +182,11 @@ class Committer:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the committer is closed")
-            while len(self._queue) >= MAX_QUEUED and self.failure is None:
+            while len(self._queue) >= self._limit and self.failure is None:
                 self._cond.wait()
+            if job.ddl is not None:
+                self._building += 1
+                self._limit, self._settling = sys.maxsize, 0
             self._queue.append(job)
             self._cond.notify_all()
 
@@ -240,6 +261,14 @@ class Committer:
                         self._done.append(job)
             with self._cond:
                 self._busy = False
+                if job.ddl is not None:
+                    self._building -= 1
+                if not self._building and self._limit > MAX_QUEUED:
+                    # After a build: the limit falls with the backlog, by one more every second
+                    # job, so the runner waits a job's commit now and then, not for the backlog.
+                    self._settling += 1
+                    cap = self._limit - (self._settling & 1)
+                    self._limit = max(MAX_QUEUED, min(cap, len(self._queue) + 1))
                 self._cond.notify_all()
             self._wake()
 
@@ -249,7 +278,8 @@ class Committer:
                 self._results.datasync()  # the lines before the offset that records them
             self._synced = job.offset
         conn = self._store.conn
-        one = self._one.statement(job) if self._one is not None and not conn.in_transaction else None
+        plain = job.ddl is None and not job.meta
+        one = self._one.statement(job) if plain and self._one is not None and not conn.in_transaction else None
         if one is not None:
             try:
                 conn.execute(*one)  # autocommit: its own transaction, begun and committed in C
@@ -260,11 +290,17 @@ class Committer:
                     raise
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if job.ddl is not None:
+                started = time.monotonic()
+                conn.execute(job.ddl)
+                job.ddl_s = time.monotonic() - started
             for kind in self._order:
                 rows = job.rows.get(kind)
                 if rows:
                     self._bulk[kind].run(conn, rows)
             conn.execute(_META_SQL, (job.offset, job.commit_seq))
+            if job.meta:
+                conn.executemany("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", list(job.meta.items()))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -112,6 +112,7 @@ class Finishing(RunState):
         self.state = BatchState.STOPPING
         self.outcomes.drop()  # completions may have been dropped: the report reads the store
         self.staging.clear()
+        self.indexing = False  # a build staged or queued is dropped with the rest
         self.dispatcher.take_retries()
         self.dispatcher.drop_buffer()
         if self.committer is not None:

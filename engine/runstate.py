@@ -108,6 +108,7 @@ class RunState:
         #: The error breakdown, counted as the counts are (when a commit settles).
         self.error_tally = ErrorTally()
         self.commit_seq = 0
+        self.indexing = False  # the slowest-first index is being built (engine/operations.py)
         self.operations = Operations(self)
         self.control = ControlHandler(batch.control, self.operations.apply, self._save_control_offset, self._warn)
         self.watcher: ControlWatcher | None = None
@@ -237,11 +238,19 @@ class RunState:
     def _save_control_offset(self, offset: int, identity: str | None) -> None:
         """Store how far control.jsonl is read (and which file that offset is in)."""
         assert self.store is not None
-        self._commit()  # the committer is idle while this thread writes
-        with self.store.transaction():
-            self.store.set_meta("control_offset", offset)
-            if identity is not None:
-                self.store.set_meta("control_file", identity)
+        if self.committer is None:  # not running (yet): nobody else writes
+            with self.store.transaction():
+                self.store.set_meta("control_offset", offset)
+                if identity is not None:
+                    self.store.set_meta("control_file", identity)
+            return
+        # In a group commit, after the changes the commands made. Waited for (the commands'
+        # answers then show committed counts), unless an index is being built there: that
+        # must not hold this thread up (engine/committer.py).
+        self.staging.add_meta("control_offset", offset)
+        if identity is not None:
+            self.staging.add_meta("control_file", identity)
+        self._commit(wait=not self.indexing)
 
     # -- taking work back ------------------------------------------------------------------
 
@@ -368,6 +377,9 @@ class RunState:
             self.error_tally.settled(job.rows.get("failed", ()))  # with counts.failed, never apart
             self.staging.settled(job)
             self.commit_seq = job.commit_seq
+            if job.ddl is not None:
+                self.indexing = False
+                log.info("items indexed slowest first (%.1f s, while the run went on)", job.ddl_s or 0.0)
             # What ended, not the batch's finished count: a retry takes items back from it, and
             # the rate went down (below zero) while items went on ending at the same pace.
             self.ended += len(job.rows.get("complete", ())) + len(job.rows.get("failed", ()))

@@ -42,6 +42,20 @@ class Staging:
         self.staged = 0  # status changes staged (COMMIT_MAX_CHANGES counts these)
         self.first: float | None = None  # when the oldest staged row was staged
         self.unsettled: collections.Counter[str] = collections.Counter()
+        self.meta: dict[str, Any] = {}  # meta rows to write with the changes
+        self.ddl: str | None = None  # an index to build in the next commit
+
+    def add_meta(self, key: str, value: Any) -> None:
+        """Stage a ``meta`` row, written in the next commit after the changes staged so far."""
+        self.meta[key] = value
+        if self.first is None:
+            self.first = self._clock()
+
+    def build(self, ddl: str) -> None:
+        """Build an index in the next commit (on the committer's thread: see engine/committer.py)."""
+        self.ddl = ddl
+        if self.first is None:
+            self.first = self._clock()
 
     def add(self, kind: str, row: tuple[Any, ...]) -> None:
         """Stage one change. An item's status change counts toward the commit's size; the
@@ -58,10 +72,11 @@ class Staging:
 
     def take(self, results_offset: int, commit_seq: int) -> CommitJob:
         """Everything staged, as one commit job; the staging starts empty again."""
-        job = CommitJob(self.rows, results_offset, commit_seq, self.delta)
+        job = CommitJob(self.rows, results_offset, commit_seq, self.delta, self.meta, self.ddl)
         self.unsettled.update(self.delta)
         self.rows = collections.defaultdict(list)
         self.delta = collections.Counter()
+        self.meta, self.ddl = {}, None
         self.staged = 0
         self.first = None
         return job
@@ -73,6 +88,7 @@ class Staging:
         """Drop everything staged and unsettled (the disk is full: nothing uncommitted is trusted)."""
         self.rows.clear()
         self.delta.clear()
+        self.meta, self.ddl = {}, None
         self.staged = 0
         self.first = None
         self.unsettled.clear()

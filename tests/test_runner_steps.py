@@ -17,8 +17,6 @@ from typing import Any
 import pytest
 
 from batchtui.engine.attempts import Outcome
-from batchtui.engine.batchdir import BatchDir
-from batchtui.engine.client import NoEngine, send
 from batchtui.engine.config import BatchConfig
 from batchtui.engine.control import new_command
 from batchtui.engine.enqueue import create_batch
@@ -29,8 +27,6 @@ from batchtui.engine.models import BatchState, LiveProgress, Memory
 from batchtui.engine.processors import ProcessorSpec, python_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
-from batchtui.engine.store.queries import ItemFilter, ItemQueries
-from batchtui.engine.store.slowest import walks_index
 
 PROCS = Path(__file__).with_name("procs.py")
 FAIL = ErrorInfo("ValueError", "item", "bad", "")
@@ -438,44 +434,3 @@ def test_a_line_of_control_jsonl_that_is_no_command_is_said_not_dropped_in_silen
     assert runner.state == BatchState.PAUSED  # the good line after them still applies
     warned = [w for w in runner.live().warnings if "control.jsonl" in w]
     assert len(warned) == 1 and "2 line(s) that are no command ignored" in warned[0], runner.live().warnings
-
-
-def test_an_index_command_builds_the_slowest_first_index_once_and_the_run_goes_on(make_runner: Any) -> None:
-    """A view shows the items slowest first: the engine builds the index that order is read from
-    (a store has none until then), once, and each completion after it is in it."""
-    runner, ex = make_runner(20, workers=2)
-    t = time.monotonic()
-    runner.step(t)
-    for seq in ex.begin(2):
-        ex.end(seq)
-    runner.step(t)
-    with ItemQueries(runner.batch.items_db) as q:
-        assert not q.has_slowest_index()
-    answers = []
-    for value in ("duration", "duration", "tries"):
-        cmd = new_command("index", value=value)
-        runner.command(cmd)
-        runner.step(t)
-        live = LiveProgress.model_validate_json((runner.batch.path / "live_progress.json").read_bytes())
-        answers.append(live.control_results[cmd.id])
-    assert answers[0].startswith("items indexed slowest first ("), answers
-    assert answers[1:] == [
-        "the items are indexed slowest first already",
-        "failed: no index for the order 'tries' (only duration)",
-    ]
-    for _ in range(3):
-        for seq in ex.begin(2):
-            ex.end(seq)
-        runner.step(t)
-    runner._commit()
-    with ItemQueries(runner.batch.items_db) as q:
-        assert q.has_slowest_index() and walks_index(q._conn, ItemFilter())
-        rows = q.page(ItemFilter(), 0, 100, "duration")
-    assert [row.status for row in rows[:8]] == ["complete"] * 8 and len(rows) == 20
-
-
-def test_an_index_command_needs_an_engine(make_runner: Any) -> None:
-    runner, _ex = make_runner(3, workers=1)
-    runner.close()
-    with pytest.raises(NoEngine):
-        send(BatchDir(runner.batch.path), "index", value="duration")

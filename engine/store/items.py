@@ -24,7 +24,7 @@ from . import queries, selected
 from .connection import connect_readonly, connect_rw, connect_unlinked, missing
 from .enqueue import LineBlock, ScanOutcome, Waits, enqueue, rescan
 from .queries import AttemptRow, ItemFilter, ItemRow, Selection, selection_condition
-from .schema import SLOWEST_INDEX, check_version, create_schema, has_slowest_index, migrate
+from .schema import check_version, create_schema, has_slowest_index, migrate
 from .selection import RETRIABLE
 
 
@@ -229,16 +229,10 @@ class ItemStore:
         ).fetchone()
         return float(row[0]), float(row[1])
 
-    def index_slowest(self) -> bool:
-        """Build the index slowest-first views read (:data:`~.schema.SLOWEST_INDEX`); False when
-        the store has it already. One scan of the table, under the write lock (1-2 s for 1M
-        items); every completion after it writes an entry of it too, so it is built only when a
-        view asks (the ``index`` command), and kept."""
-        if has_slowest_index(self.conn):
-            return False
-        with self.transaction():
-            self.conn.execute(SLOWEST_INDEX)
-        return True
+    def has_slowest_index(self) -> bool:
+        """Whether the store has the index slowest-first views read (:data:`~.schema.SLOWEST_INDEX`:
+        the committer builds it when a view asks, engine/operations.py)."""
+        return has_slowest_index(self.conn)
 
     def statuses(self, seqs: Iterable[int]) -> dict[int, str]:
         out: dict[int, str] = {}

@@ -74,7 +74,8 @@ COST_INDEX: Final = "CREATE INDEX IF NOT EXISTS items_cost ON items(cost) WHERE 
 #: by stored duration, longest first, then seq. Not in a new store, nor added by :func:`migrate`:
 #: every completion writes an entry in a random place of it (a group commit of 1000 items
 #: writes about 1000 pages of it, where the table's rows, in seq order, take a few dozen), so
-#: the engine builds it only once a view asks for that order, and a store keeps it after.
+#: the engine builds it only once a view asks for that order (on its committer's thread, while
+#: the run goes on), and a store keeps it after.
 SLOWEST_INDEX_NAME: Final = "items_slowest"
 SLOWEST_INDEX: Final = (
     f"CREATE INDEX IF NOT EXISTS {SLOWEST_INDEX_NAME} ON items(status, duration_s DESC, seq)"

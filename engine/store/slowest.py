@@ -19,7 +19,7 @@ cannot be (an old store without the index; a text or error filter, which only th
 answer), the page is the view sorted whole by the duration shown, as it always was, but only
 its seqs go through the sort. The index is no part of a new store: every completion would write
 an entry in a random place of it, so the engine builds it only when a view asks for this order
-(``ItemStore.index_slowest``).
+(the ``index`` command, engine/operations.py).
 """
 
 from __future__ import annotations

@@ -65,9 +65,9 @@ class Triage:
     def ask_for_index(self, order: str) -> None:
         """The items shown in ``order``: slowest first on a batch an engine runs, from a store
         without the index that order is read from (without it each page sorts the whole view,
-        engine/store/slowest.py), asks that engine to build it, once. The engine waits for it
-        (1-2 s for 1M items) and keeps it: each completion after writes to it too, so it is
-        built only for a batch someone looks at slowest first."""
+        engine/store/slowest.py), asks that engine to build it, once. The engine builds it beside
+        the run (1-2 s for 1M items) and keeps it: each completion after writes to it too, so it
+        is built only for a batch someone looks at slowest first."""
         screen, holder = self.screen, self.screen.engine.holder
         if order != "duration" or self._indexed or holder is None or not screen.engine_live:
             return
