@@ -4,9 +4,12 @@ Builds an items.db of ``--items`` rows the way a batch half-way through looks (t
 finished, complete with a few failed and skipped, 64 items in flight, the rest pending, some
 retried), through the engine's own enqueue and bulk statements, then times one page of rows
 (200, the table's page) in slowest-first order at several depths and under the filters the
-table can ask for, with 32 items running.
+table can ask for, with 32 items running. ``--index`` builds the slowest-first index into the
+fixture first (a view asks the engine for it), so the views by status read it; a page deep in
+one is then timed with OFFSET (as before anchors), at its first read through anchors, and read
+again (engine/store/keyset.py). Target: a deep page read again costs about what page 0 does.
 
-    python -m bench.bench_slowest [--items 1000000] [--db PATH] [--reps 5]
+    python -m bench.bench_slowest [--items 1000000] [--db PATH] [--reps 5] [--index]
 
 ``--db`` reuses (or creates, once) a fixture at PATH.
 """
@@ -18,13 +21,16 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from batchtui.engine.errors import group_id, normalize_message
 from batchtui.engine.store import ItemStore, LineBlock
 from batchtui.engine.store.bulk import COMPLETE, FAILED, PENDING_WITH_ERROR, PROCESSING, SKIP
-from batchtui.engine.store.queries import ItemFilter, ItemQueries
+from batchtui.engine.store.keyset import Anchors
+from batchtui.engine.store.queries import ItemFilter, ItemQueries, page
+from batchtui.engine.store.schema import SLOWEST_INDEX
 from bench.common import cleanup, table, workdir
 
 PAGE = 200
@@ -104,14 +110,42 @@ FILTERS: dict[str, ItemFilter] = {
 
 
 def measure(path: Path, reps: int) -> list[tuple[str, ...]]:
+    """Per filter: page 0, then the middle and the last page three ways: with OFFSET (the read
+    before anchors, engine/store/keyset.py, and still the read just after a change), the first
+    read at that depth through anchors on a quiet store (it hops there), and the same page read
+    again (from an anchor)."""
     running = running_times(path)
-    rows: list[tuple[str, ...]] = [("filter", "rows", "page 0 (ms)", "middle page (ms)", "last page (ms)")]
+    rows: list[tuple[str, ...]] = [
+        ("filter", "rows", "page 0 (ms)", "middle: offset / first / again (ms)", "last: offset / first / again (ms)")
+    ]
     with ItemQueries(path) as q:
+        conn = q._conn
         for label, f in FILTERS.items():
             n = q.count(f)
-            cells = [label, f"{n:,}"]
-            for offset in (0, (n // 2) // PAGE * PAGE, max(0, n - 1) // PAGE * PAGE):
-                cells.append(f"{timed(lambda f=f, o=offset: q.page(f, o, PAGE, 'duration', running), reps):.1f}")
+            cells = [
+                label,
+                f"{n:,}",
+                f"{timed(partial(page, conn, f, 0, PAGE, 'duration', running), reps):.1f}",
+            ]
+            for offset in ((n // 2) // PAGE * PAGE, max(0, n - 1) // PAGE * PAGE):
+
+                def once(f: ItemFilter = f, o: int = offset, anchors: Anchors | None = None) -> Any:
+                    return page(conn, f, o, PAGE, "duration", running, anchors)
+
+                def first(once: Callable[..., Any] = once) -> float:
+                    fresh = Anchors()
+                    once(anchors=fresh)  # a read after a change (here: the first): OFFSET
+                    started = time.perf_counter()
+                    once(anchors=fresh)  # the store was quiet since: hops to the page
+                    return time.perf_counter() - started
+
+                kept = Anchors()
+                once(anchors=kept)
+                once(anchors=kept)
+                offset_ms = timed(once, reps)
+                first_ms = statistics.median(first() for _ in range(reps)) * 1000
+                again_ms = timed(partial(once, anchors=kept), reps)
+                cells.append(f"{offset_ms:.1f} / {first_ms:.1f} / {again_ms:.1f}")
             rows.append(tuple(cells))
     return rows
 
@@ -121,6 +155,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--db", type=Path)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--index", action="store_true", help="build the slowest-first index into the fixture first")
     args = ap.parse_args(argv)
     work = None
     if args.db is None:
@@ -131,6 +166,13 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
     try:
         if not db.exists():
             print(f"building {args.items:,} items: {build_fixture(db, args.items):.1f} s")
+        if args.index:
+            store = ItemStore.open(db, durable=False)
+            try:
+                with store.transaction() as conn:
+                    conn.execute(SLOWEST_INDEX)  # IF NOT EXISTS: a fixture that has it keeps it
+            finally:
+                store.close()
         rows = measure(db, args.reps)
         print(table(f"slowest first, one page of {PAGE} rows, {args.items:,} items", rows))
         return rows

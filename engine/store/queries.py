@@ -37,6 +37,7 @@ from .connection import (
     connect_readonly,
     missing,
 )
+from .keyset import Anchors
 from .schema import ITEM_COLUMNS, STATUSES, check_version, has_slowest_index
 from .selected import (
     count_selected,
@@ -197,15 +198,17 @@ def page(
     limit: int,
     order: str = "seq",
     running: Mapping[int, float] | None = None,
+    anchors: Anchors | None = None,
 ) -> list[ItemRow]:
     """Rows ``offset .. offset+limit`` of the filtered view, in ``order`` (one of :data:`ORDERS`).
 
     ``running``: how long each running item has run (seconds, by seq), as the view shows it;
-    "duration" orders those by it (the other items in flight show none: last)."""
+    "duration" orders those by it (the other items in flight show none: last). ``anchors``:
+    the connection's, so a deep page slowest first costs what the first does (keyset.py)."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r} (one of {', '.join(ORDERS)})")
     if order == "duration":
-        return [item_row(r) for r in slowest_page(conn, f, offset, limit, running or {})]
+        return [item_row(r) for r in slowest_page(conn, f, offset, limit, running or {}, anchors)]
     where, args = filter_where(f)
     if order != "seq":
         sql = f"SELECT {_COLUMNS} FROM items{where} ORDER BY {ORDERS[order]} LIMIT ? OFFSET ?"
@@ -309,6 +312,7 @@ class ItemQueries:
             raise missing(path)
         self.path = path
         self._conn = connect_readonly(path)
+        self._anchors = Anchors()  # of the slowest-first pages read through this connection
         try:
             check_version(self._conn, path)
         except BaseException:
@@ -359,7 +363,7 @@ class ItemQueries:
         """Rows ``offset .. offset+limit`` of the filtered view, in ``order`` (see :data:`ORDERS`;
         ``running``: the running items' times so far, see :func:`page`)."""
         with self._reading():
-            return page(self._conn, f, offset, limit, order, running)
+            return page(self._conn, f, offset, limit, order, running, self._anchors)
 
     def has_slowest_index(self) -> bool:
         """Whether the store has the index slowest first is read from (engine/store/slowest.py)."""

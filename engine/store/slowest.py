@@ -31,6 +31,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from .keyset import Anchors
 from .schema import ITEM_COLUMNS, SLOWEST_INDEX_NAME, has_slowest_index
 from .selection import ItemFilter
 from .selection import where as filter_where
@@ -43,21 +44,32 @@ _NOT_HANDED_OUT: Final = ("pending", "complete", "failed", "skipped")
 
 
 def slowest_page(
-    conn: sqlite3.Connection, f: ItemFilter, offset: int, limit: int, running: Mapping[int, float]
+    conn: sqlite3.Connection,
+    f: ItemFilter,
+    offset: int,
+    limit: int,
+    running: Mapping[int, float],
+    anchors: Anchors | None = None,
 ) -> list[tuple[Any, ...]]:
     """Rows ``offset .. offset+limit`` of the view ``f`` slowest first, as :data:`ITEM_COLUMNS`
     values; ``running``: the running items' times so far (seconds, by seq). One read
-    transaction (unless the caller's), so the reads agree however the engine writes."""
+    transaction (unless the caller's), so the reads agree however the engine writes.
+    ``anchors``: the connection's (engine/store/keyset.py), so a deep page walks no further
+    than a shallow one; used only in a transaction begun here (they are checked before it)."""
     if limit <= 0:
         return []
     # A NaN time is none (SQLite binds NaN as NULL): that item shows nothing, with the rest.
     times = {int(seq): s for seq, s in running.items() if s is not None and not math.isnan(s)}
     began = not conn.in_transaction
     if began:
+        if anchors is not None:
+            anchors.check(conn)
         conn.execute("BEGIN")
+    else:
+        anchors = None
     try:
         if walks_index(conn, f):
-            return _merged_page(conn, f, max(0, offset), limit, times)
+            return _merged_page(conn, f, max(0, offset), limit, times, anchors)
         return _sorted_page(conn, f, max(0, offset), limit, times)
     finally:
         if began:
@@ -76,16 +88,21 @@ def walks_index(conn: sqlite3.Connection, f: ItemFilter) -> bool:
 
 
 def _merged_page(
-    conn: sqlite3.Connection, f: ItemFilter, offset: int, limit: int, times: dict[int, float]
+    conn: sqlite3.Connection,
+    f: ItemFilter,
+    offset: int,
+    limit: int,
+    times: dict[int, float],
+    anchors: Anchors | None,
 ) -> list[tuple[Any, ...]]:
     moving = _running_rows(conn, f, times)
     finished: list[tuple[Any, int]] = []
     finished_too = f.status != "processing"  # else the view holds no finished item
     start = max(0, offset - len(moving)) if finished_too else 0
     wanted = offset + limit - start
+    runs = _Runs(conn, f, times, anchors)
     if finished_too:
-        sql = finished_sql(f.status)
-        finished = conn.execute(f"{sql} LIMIT ? OFFSET ?", (wanted, start)).fetchall()
+        finished = runs.finished(start, wanted)
     placed, above = _merge(start, finished, moving, offset, offset + limit)
     rows = _by_seq(conn, [item for item in placed if isinstance(item, int)])
     page = [rows[item] if isinstance(item, int) else item for item in placed]
@@ -93,25 +110,103 @@ def _merged_page(
         return page
     # The finished items end on this page or before it: the rest by seq, after them all.
     if not finished and start > 0:  # the read began past the last finished item: count them
-        above = conn.execute(f"SELECT COUNT(*) FROM ({finished_sql(f.status)})").fetchone()[0] + len(moving)
-    where, args = filter_where(f)
-    blank = (
-        "(status <> 'processing' AND duration_s IS NULL"
-        " OR status = 'processing' AND seq NOT IN (SELECT value FROM json_each(?)))"
-    )
-    sql = f"SELECT {_COLUMNS} FROM items{where}{' AND ' if where else ' WHERE '}{blank} ORDER BY seq LIMIT ? OFFSET ?"
-    rest = conn.execute(sql, [*args, _json(times), limit - len(page), max(0, offset - above)]).fetchall()
-    return page + rest
+        above = runs.finished_count() + len(moving)
+    return page + runs.rest(max(0, offset - above), limit - len(page))
 
 
-def finished_sql(status: str | None) -> str:
+class _Runs:
+    """The two ordered runs a merged page reads (see engine/store/keyset.py): the finished
+    items from the index, the rest by seq; each read from its anchor when there are anchors
+    and the store is quiet, else with OFFSET from its start."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, f: ItemFilter, times: dict[int, float], anchors: Anchors | None
+    ) -> None:
+        self.conn, self.status = conn, f.status
+        self.anchors = anchors if anchors is not None and anchors.quiet else None  # see keyset.py
+        where, args = filter_where(f)
+        blank = (
+            "(status <> 'processing' AND duration_s IS NULL"
+            " OR status = 'processing' AND seq NOT IN (SELECT value FROM json_each(?)))"
+        )
+        self._rest_sql = f"FROM items{where}{' AND ' if where else ' WHERE '}{blank}"
+        self._rest_args = [*args, _json(times)]
+        self._rest_run = ("rest", f, frozenset(times))
+
+    def finished(self, start: int, n: int) -> list[tuple[Any, int]]:
+        """``n`` finished items' (duration, seq) from the ``start``-th on."""
+        sql = finished_sql(self.status)
+        if self.anchors is None:
+            return self.conn.execute(f"{sql} LIMIT ? OFFSET ?", (n, start)).fetchall()
+        found = self.anchors.seek(("finished", self.status), start, self._finished_hop, self._finished_tail)
+        if found is None:
+            return []
+        at, key = found
+        sql = finished_sql(self.status, from_key=True)
+        return self.conn.execute(f"{sql} LIMIT :n OFFSET :skip", _key(key, n=n, skip=start - at)).fetchall()
+
+    def finished_count(self) -> int:
+        if self.anchors is None:
+            return int(self.conn.execute(f"SELECT COUNT(*) FROM ({finished_sql(self.status)})").fetchone()[0])
+        return self.anchors.size(("finished", self.status), self._finished_hop, self._finished_tail)
+
+    def _finished_hop(self, key: Any, skip: int) -> Any:
+        if key is None:
+            return self.conn.execute(f"{finished_sql(self.status)} LIMIT 1 OFFSET ?", (skip,)).fetchone()
+        sql = f"{finished_sql(self.status, from_key=True)} LIMIT 1 OFFSET :skip"
+        return self.conn.execute(sql, _key(key, skip=skip)).fetchone()
+
+    def _finished_tail(self, key: Any) -> int:
+        sql = f"SELECT COUNT(*) FROM ({finished_sql(self.status, from_key=True)})"
+        return int(self.conn.execute(sql, _key(key)).fetchone()[0])
+
+    def rest(self, start: int, n: int) -> list[tuple[Any, ...]]:
+        """``n`` rows of the items that show no duration, by seq, from the ``start``-th on."""
+        sql, args = self._rest_sql, self._rest_args
+        if self.anchors is None:
+            return self.conn.execute(
+                f"SELECT {_COLUMNS} {sql} ORDER BY seq LIMIT ? OFFSET ?", [*args, n, start]
+            ).fetchall()
+        found = self.anchors.seek(self._rest_run, start, self._rest_hop, self._rest_tail)
+        if found is None:
+            return []
+        at, seq = found
+        query = f"SELECT {_COLUMNS} {sql} AND seq >= ? ORDER BY seq LIMIT ? OFFSET ?"
+        return self.conn.execute(query, [*args, seq, n, start - at]).fetchall()
+
+    def _rest_hop(self, seq: int | None, skip: int) -> int | None:
+        sql, args = self._rest_sql, self._rest_args
+        if seq is None:
+            row = self.conn.execute(f"SELECT seq {sql} ORDER BY seq LIMIT 1 OFFSET ?", [*args, skip]).fetchone()
+        else:
+            query = f"SELECT seq {sql} AND seq >= ? ORDER BY seq LIMIT 1 OFFSET ?"
+            row = self.conn.execute(query, [*args, seq, skip]).fetchone()
+        return None if row is None else int(row[0])
+
+    def _rest_tail(self, seq: int) -> int:
+        query = f"SELECT COUNT(*) {self._rest_sql} AND seq >= ?"
+        return int(self.conn.execute(query, [*self._rest_args, seq]).fetchone()[0])
+
+
+def _key(key: tuple[Any, int], **more: int) -> dict[str, Any]:
+    """The parameters of :func:`finished_sql` ``from_key``: an entry's (duration, seq)."""
+    return {"d": key[0], "s": key[1], **more}
+
+
+def finished_sql(status: str | None, *, from_key: bool = False) -> str:
     """The ``(duration_s, seq)`` of the finished items (of ``status``; None: of every status),
-    in order, from the index: one ordered range of it per status, merged by SQLite."""
+    in order, from the index: one ordered range of it per status, merged by SQLite.
+    ``from_key``: from the entry ``(:d, :s)`` on (itself included): per status, the entries of
+    that duration from that seq, then those of a shorter one, each a range the index seeks to,
+    so nothing above the key is walked. :d is bound as read from the index, so it compares as
+    the index orders (a text duration above every number)."""
+    ranges = (" AND duration_s = :d AND seq >= :s", " AND duration_s < :d") if from_key else ("",)
     arms = [
         f"SELECT duration_s, seq FROM items INDEXED BY {SLOWEST_INDEX_NAME}"
-        f" WHERE status = '{s}' AND duration_s IS NOT NULL"
+        f" WHERE status = '{s}' AND duration_s IS NOT NULL{cond}"
         for s in ((status,) if status else _NOT_HANDED_OUT)
         if s in _NOT_HANDED_OUT  # a literal from the fixed set, never user text
+        for cond in ranges
     ]
     return " UNION ALL ".join(arms) + " ORDER BY 1 DESC, 2"
 
