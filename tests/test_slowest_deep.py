@@ -116,6 +116,24 @@ def test_a_deep_page_read_again_costs_what_the_first_does(tmp_path: Path, name: 
         assert _steps(q, f, rows // 2, 50) < 5 * first_cost + 5000
 
 
+def test_a_run_read_again_after_others_pushed_it_out_is_walked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anchors are kept for a few runs: one pushed out by others, then read again, gets its
+    anchors back (its length kept alone would leave it reading from its first entry)."""
+    monkeypatch.setattr(keyset, "_MAX_RUNS", 1)
+    path = tmp_path / "big.db"
+    _make_big(path, 20_000)
+    complete, failed = BY_STATUS["complete"], BY_STATUS["failed"]
+    with ItemQueries(path) as q:
+        last = (q.count(complete) - 1) // 50 * 50
+        first_cost = _steps(q, complete, 0, 50)
+        q.page(complete, q.count(complete) + 10, 50, "duration")  # past the end: walked whole
+        q.page(failed, 0, 50, "duration")  # another run: the first one's anchors go
+        _steps(q, complete, last, 50)  # hops there again
+        assert _steps(q, complete, last, 50) < 5 * first_cost + 5000
+
+
 def _make_big(path: Path, n: int) -> None:
     """``n`` items: 70% complete (durations with ties), a few failed, the rest pending."""
     from batchtui.engine.store import ItemStore, LineBlock

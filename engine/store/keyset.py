@@ -73,7 +73,9 @@ class Anchors:
         keys = self._keys.get(run)
         if keys is None:
             if len(self._keys) >= _MAX_RUNS:
-                self._keys.pop(next(iter(self._keys)))
+                oldest = next(iter(self._keys))
+                del self._keys[oldest]
+                self._sizes.pop(oldest, None)  # with its anchors: it is walked again if read
             first = hop(None, 0)
             if first is None:
                 self._sizes[run] = 0
