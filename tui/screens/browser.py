@@ -100,6 +100,7 @@ class BrowserScreen(WorkerScreen):
             "Resume here",
             id="browser_resume",
             tooltip="Resume the selected batch with its engine in this app",
+            priority=True,  # served: its dialog has the focus for the keys typed right after r
         ),
         Binding("p", "toggle_preview", "Preview", id="browser_preview", tooltip="Show or hide the preview pane"),
         Binding("d", "delete", "Delete", id="browser_delete", tooltip="Delete the selected batch (asks)"),

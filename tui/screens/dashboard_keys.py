@@ -41,9 +41,11 @@ DASHBOARD_BINDINGS: list[BindingType] = [
     Binding("i", "focus_items", "Items", id="focus_items", show=False, tooltip="Go to the items table"),
     Binding("x", "stop", "Stop", id="stop", tooltip="Stop the batch gracefully (resumable)"),
     Binding("enter", "details", "Details", id="details", tooltip="Open the selected item", show=False),
-    # A priority binding runs as the app takes the key in, before the keys typed after it: the
-    # field has the focus for them ("/retry" is a filter, never a retry). Not while the field has
-    # the focus: there "/" is text (dashboard_gates.py).
+    # A key that opens a field or a dialog is a priority binding: it runs as the app takes the key
+    # in, before the keys typed after it, and the field has the focus for them ("/retry" is a
+    # filter, never a retry; "u8" is 8 workers). Typed in the filter they are text: Textual leaves
+    # out a binding whose key the focused field takes as a character, but has no character for
+    # "slash", so "/" is left out there by dashboard_gates.py.
     Binding("slash", "filter", "Filter", id="filter", priority=True, tooltip="Filter the items by key or error text"),
     Binding("1", "tab('tab-all')", "All", id="tab1", show=False),
     Binding("2", "tab('tab-processing')", "In flight", id="tab2", show=False),
@@ -67,6 +69,7 @@ DASHBOARD_BINDINGS: list[BindingType] = [
         "resume_batch",
         "Resume batch",
         id="resume_batch",
+        priority=True,  # its dialog has the focus for the keys typed right after u (see "/")
         tooltip="Resume this batch: workers, failure-rate limit, timeout, retry failed, here or in the background",
     ),
 ]

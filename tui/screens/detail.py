@@ -99,7 +99,10 @@ class ItemDetailScreen(WorkerScreen):
         Binding("v", "stream", "Stream", id="detail_stream", tooltip="Show both streams, stdout or stderr"),
         Binding("o", "pager", "Pager", id="detail_pager", tooltip="Open the log in $PAGER (the detail if none)"),
         Binding("O", "pager_detail", "All→pager", id="detail_pager_all", tooltip="The whole detail in $PAGER"),
-        Binding("c", "copy", "Copy", id="detail_copy", tooltip="Copy the key, path, log, command or error"),
+        # Priority (as the app takes the key in): the menu is open for the letter typed after it.
+        Binding(
+            "c", "copy", "Copy", id="detail_copy", priority=True, tooltip="Copy the key, path, log, command or error"
+        ),
         Binding("y", "copy_json", "JSON", id="detail_json", tooltip="Copy the item as JSON"),
         Binding(
             "ctrl+c",
@@ -107,6 +110,7 @@ class ItemDetailScreen(WorkerScreen):
             "Copy",
             id="detail_ctrl_c",
             show=False,
+            priority=True,
             tooltip="Copy the selection, else a menu",
         ),
         Binding("f5", "reload", "Reload", id="detail_reload", tooltip="Read the item again"),

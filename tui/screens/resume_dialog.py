@@ -153,6 +153,10 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
     #resume-buttons Button { margin-left: 2; }
     """
 
+    #: Focused as the dialog is composed, before the plan is read: keys typed right after ``u``
+    #: (a burst from the terminal) are the workers' value, not lost.
+    AUTO_FOCUS: ClassVar[str | None] = "#field-workers"
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="resume_cancel", tooltip="Close without resuming"),
         # Between the fields as in a form (the radio set keeps its own arrows).
@@ -168,6 +172,8 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         #: The plan without the dialog's flags (what runs and the stored values); None until read.
         self.plan: ResumePlan | None = None
         self.starting = False
+        #: Enter was pressed before the plan was read (typed ahead): confirmed once it is.
+        self.confirm_asked = False
         #: What a rescan would find ("N new, M missing", or why it cannot), once read.
         self.rescan_note: str | None = None
 
@@ -238,8 +244,9 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         if manifest.state == BatchState.FINISHED and not (c.failed or c.pending or c.processing):
             self.query_one("#rescan", Checkbox).value = True
         self.query_one("#resume", Button).disabled = False
-        self.query_one(f"#field-{FIELDS[0][0]}", Input).focus()
         self._update()
+        if self.confirm_asked:
+            self.action_confirm()
 
     # -- what the form says ------------------------------------------------------------------
 
@@ -339,7 +346,10 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
             self.dismiss(None)
 
     def action_confirm(self) -> None:
-        if self.plan is None or self.starting:
+        if self.plan is None:
+            self.confirm_asked = True  # "u8⏎" in one burst: enter came before the plan
+            return
+        if self.starting:
             return
         error = self._update()
         if error is not None:
