@@ -22,10 +22,13 @@ from batchtui.engine.reading import SourceReading
 
 from ..glyphs import ASCII_CLASS
 from ..host import Host
-from ..text import plain
+from ..text import cut_middle, plain
 from .labels import set_text
 
 __all__ = ["GONE", "ProgressLine", "StatusPart", "StatusText", "TitleBar", "fit_parts", "render_parts"]
+
+#: Cells the batch id keeps at least when the title is cut (its start and its end).
+_ID_MIN = 16
 
 #: No engine holds the batch (the status before the first check).
 GONE = EngineStatus(Liveness.GONE, None, None)
@@ -150,18 +153,30 @@ class TitleBar(Static):
         app = self.app
         if isinstance(app, Host) and app.read_only:  # `batchtui serve` without --allow-control
             state_text.append(" [read-only]", style="bold")
+        badge = state_text.cell_len  # never cut
         if live is not None and live.halt_reason:
             state_text.append("  ")
             state_text.append_text(plain(live.halt_reason, limit=80))
         # The state and why it halted come right after the id when the whole line would not
         # fit (80 columns): they are what an operator must see; the name and command may be cut.
         room = self.size.width or 136
-        if len(title) + len(about) + len(state_text) <= room:
+        if title.cell_len + about.cell_len + state_text.cell_len <= room:
             title.append_text(about)
             title.append_text(state_text)
         else:
+            # An id too long for the badge beside it (a folder given by path: any name) keeps
+            # both its ends (ids differ at their end), so that the badge is whole (a cell is left
+            # for the ellipsis that says more was cut after it); in a pane too narrow for both
+            # at _ID_MIN, the id stays whole and the badge is cut.
+            id_room = room - badge - 1
+            if _ID_MIN <= id_room < title.cell_len:
+                title = Text(cut_middle(title.plain, id_room), style="bold")
             title.append_text(state_text)
             title.append_text(about)
+        # A line cut to the width ends with an ellipsis (it wrapped onto a hidden second line,
+        # cut at a word with no sign of it).
+        title.no_wrap = True
+        title.truncate(room, overflow="ellipsis")
         set_text(self, title)
 
 
