@@ -8,12 +8,15 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .batchdir import BatchDir, has_manifest, is_batch_dir
 from .errors import BatchtuiError, UserError
 from .files import DamagedFile
 from .fmt import clean
+
+if TYPE_CHECKING:
+    from .registry import RegistryEntry
 
 
 class BatchScope(NamedTuple):
@@ -155,13 +158,40 @@ def find_batch(arg: str, where: Path | BatchScope) -> BatchDir:
             return BatchDir(found[0].path.resolve())
         if found:
             raise AmbiguousBatch(_candidates(arg, how, found, names))
-    for entry in gone_batches(scope):  # named, but no longer there
-        if arg in (entry.batch_id, entry.name) or entry.batch_id.startswith(arg):
+    _refuse_gone(arg, scope, gone_batches(scope))
+    raise UserError(
+        f"no batch {_shown(arg)}: no such path, and none known by that id, name or part of an id"
+        f" (in {scope.describe()})"
+    )
+
+
+def _refuse_gone(arg: str, scope: BatchScope, gone: list[RegistryEntry]) -> None:
+    """Refuse a handle that names a registered batch whose folder is gone (moved or deleted),
+    by the same handles as a batch that is there (its old path, id, name, a unique part of its
+    id), saying where it was; nothing when none matches."""
+    spelled = {os.path.abspath(arg), os.path.abspath(scope.output_dir / arg)}
+    hexpart = re.fullmatch(r"[0-9a-f]+", arg) is not None
+    steps: tuple[Callable[[RegistryEntry], bool], ...] = (
+        lambda e: os.path.abspath(e.path) in spelled or e.batch_id == arg,
+        lambda e: e.name == arg,
+        lambda e: e.batch_id.startswith(arg) or (hexpart and arg in e.batch_id.rsplit("_", 1)[-1]),
+    )
+    for matches in steps:
+        found = [e for e in gone if matches(e)]
+        if len(found) == 1:
+            e = found[0]
+            name = f" ({clean(e.name)})" if e.name else ""
             raise UserError(
-                f"batch {entry.batch_id} ({clean(entry.name)}) was in {entry.path}, which is gone (moved or "
-                "deleted); give its new path, or forget it with `batchtui cleanup`"
+                f"batch {e.batch_id}{name}: its folder {clean(e.path)} is gone (moved or deleted); give its"
+                " new path, or forget it with `batchtui cleanup`"
             )
-    raise UserError(f"no batch {_shown(arg)}: no such path, and no id, name or part of an id in {scope.describe()}")
+        if found:
+            lines = [f"{_shown(arg)} matches {len(found)} batches whose folders are gone (moved or deleted):"]
+            lines += [f"  {e.batch_id}  {clean(e.name)[:40]:<40} {clean(e.path)}" for e in found[:10]]
+            if len(found) > 10:
+                lines.append(f"  ... and {len(found) - 10} more")
+            lines.append("give the new path of the one you mean, or forget them with `batchtui cleanup`")
+            raise AmbiguousBatch("\n".join(lines))
 
 
 def _candidates(arg: str, how: str, found: list[BatchDir], names: dict[str, str]) -> str:

@@ -161,7 +161,8 @@ def test_a_deleted_batch_is_gone_in_ls_refused_by_name_and_forgotten_by_cleanup(
     rows = {r["batch_id"]: r["state"] for r in json.loads(_cli(["ls", "--json"], b).stdout)}
     assert rows == {made["triage"]: "gone", made["other"]: "finished"}
     refused = _cli(["show", "triage"], b)
-    assert refused.returncode == 2 and "which is gone (moved or deleted)" in refused.stderr
+    assert refused.returncode == 2 and "(triage): its folder " in refused.stderr
+    assert "is gone (moved or deleted)" in refused.stderr
     dry = _cli(["cleanup", "--dry-run"], b)
     assert f"would forget {made['triage']}" in dry.stdout
     assert any(e.batch_id == made["triage"] for e in registered())
