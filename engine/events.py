@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from .batchdir import now_iso
 from .errors import group_id, normalize_message
 from .files import FILE_MODE
+from .fmt import decode_output
 
 if TYPE_CHECKING:
     import logging
@@ -174,7 +175,7 @@ def run_hook(
         if code == 0:
             return 0, ""
         out.seek(max(0, out.seek(0, os.SEEK_END) - _TAIL_BYTES))
-        tail = out.read().decode(errors="replace").strip().splitlines()[-1:] or [""]
+        tail = decode_output(out.read()).strip().splitlines()[-1:] or [""]
         return code, tail[0]
 
 

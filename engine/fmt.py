@@ -16,6 +16,7 @@ __all__ = [
     "clean_block",
     "count",
     "cut_percent",
+    "decode_output",
     "error_line",
     "fmt_ago",
     "fmt_duration",
@@ -52,6 +53,18 @@ def clean(text: object, limit: int | None = None) -> str:
     if s.isprintable():
         return s
     return "".join(ch if ch.isprintable() else _escape(ch) for ch in s)
+
+
+#: How bytes a process wrote (its output, its stderr, its logs) are decoded: a byte that is no
+#: UTF-8 becomes the escape :func:`clean` gives a control character (``\\xff``), so every view
+#: (item detail, pager, ``batchtui logs``, error lines) shows it alike and nothing is lost (the
+#: replacement character ``�`` said only that something was there).
+OUTPUT_ERRORS = "backslashreplace"
+
+
+def decode_output(data: bytes) -> str:
+    """Bytes a process wrote as text: invalid UTF-8 as ``\\xNN`` (see :data:`OUTPUT_ERRORS`)."""
+    return data.decode("utf-8", OUTPUT_ERRORS)
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")

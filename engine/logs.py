@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
 
+from .fmt import OUTPUT_ERRORS
+
 __all__ = [
     "DEFAULT_LOG_LIMIT",
     "STREAMS",
@@ -171,7 +173,7 @@ class _Tracker:
         self.ino = 0
         self.offset = 0
         self.gap = False
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors=OUTPUT_ERRORS)
 
     def close(self) -> None:
         if self.fd is not None:

@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from .batchdir import now_iso
 from .files import FILE_MODE, NOFOLLOW, ResultsLog, fsync_dir, full_fsync, write_all, write_failed
-from .fmt import count
+from .fmt import count, decode_output
 from .models import ResultLine
 from .store import ItemStore
 
@@ -238,7 +238,7 @@ def rebuild(store: ItemStore, log: ResultsLog) -> int:
 def _reject(out: Adoption, at: int, raw: bytes, reason: str, detail: str) -> None:
     out.rejected[reason] += 1
     if not out.example:
-        shown = raw[:_SHOWN].decode("utf-8", "replace")
+        shown = decode_output(raw[:_SHOWN])
         out.example = f"at byte {at}: {detail}: {shown}{'...' if len(raw) > _SHOWN else ''}"
 
 

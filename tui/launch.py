@@ -15,7 +15,7 @@ from typing import Any
 from batchtui.engine.batchdir import BatchDir, BatchLock, BatchLocked, check_batch_dir
 from batchtui.engine.errors import UserError
 from batchtui.engine.files import NOFOLLOW
-from batchtui.engine.fmt import clean, shell_line
+from batchtui.engine.fmt import clean, decode_output, shell_line
 from batchtui.engine.reaper import clean_env
 
 
@@ -175,7 +175,7 @@ def _own_lines(batch: BatchDir, offset: int, keep: int = 5) -> list[str]:
     try:
         with batch.engine_log.open("rb") as fh:
             fh.seek(offset)
-            text = fh.read().decode(errors="replace")
+            text = decode_output(fh.read())
     except OSError:
         return []
     return text.strip().splitlines()[-keep:]

@@ -12,6 +12,7 @@ from typing import Any, Final
 import orjson
 
 from ..errors import InvalidResult
+from ..fmt import decode_output
 from ..jsonexact import inexact_integer
 from ..outputs import check_finite, cost_of, too_large
 from .item import ProcessOutput
@@ -91,7 +92,7 @@ class StdoutTail(Tail):
 
 def decode_tail(err: Tail) -> str:
     """The end of stderr as the text an exception carries."""
-    return err.last(STDERR_TAIL).decode(errors="replace")
+    return decode_output(err.last(STDERR_TAIL))
 
 
 def parse_stdout(out: StdoutTail, max_result_bytes: int) -> ProcessOutput:
@@ -124,7 +125,7 @@ def parse_stdout(out: StdoutTail, max_result_bytes: int) -> ProcessOutput:
                     " with other digits: print it as a string"
                 )
             return ProcessOutput(obj, cost)
-    tail = text[-_RESULT_TAIL * 4 :].decode(errors="replace")[-_RESULT_TAIL:].strip()
+    tail = decode_output(text[-_RESULT_TAIL * 4 :])[-_RESULT_TAIL:].strip()
     return ProcessOutput({"stdout_tail": tail})
 
 

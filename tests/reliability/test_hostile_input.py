@@ -117,8 +117,9 @@ def test_hostile_file_names_printf_name(tmp_path: Path, hostile_dir: Path) -> No
         batch = only_batch(out)
         assert_invariants(batch, n_items=len(HOSTILE_NAMES) + 1, state="finished")
         results = _by_name(batch)
-        # The exact bytes were printed (the result shows stdout decoded, bad bytes replaced).
-        assert results["bad-\\xff\\xfe-name"]["result"] == {"stdout_tail": "bad-\ufffd\ufffd-name"}, template
+        # The exact bytes were printed (the result shows stdout decoded, a byte that is no UTF-8
+        # as \xNN, as in its key and in every view).
+        assert results["bad-\\xff\\xfe-name"]["result"] == {"stdout_tail": "bad-\\xff\\xfe-name"}, template
         for name in HOSTILE_NAMES:
             # printf prints the name byte for byte; the result keeps the stripped stdout (and a
             # last line that is a JSON object is the result: the file named "{}").

@@ -28,7 +28,7 @@ import click
 
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.batches import resolve_batch
-from batchtui.engine.fmt import clean, shell_line
+from batchtui.engine.fmt import clean, decode_output, shell_line
 from batchtui.engine.logs import LogChunk, Stream, attempt_logs, follow, log_limit_of, log_path
 
 from .completion import complete_batch
@@ -152,7 +152,7 @@ def _print_once(
     except FileNotFoundError:
         say(f"attempt {attempt} of item {seq} wrote nothing to {name}")
         return
-    text = data.decode(errors="replace")
+    text = decode_output(data)
     printer.write(LogChunk(stream, attempt, data, text), limit)
 
 

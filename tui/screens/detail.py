@@ -33,7 +33,7 @@ from textual.worker import get_current_worker
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.client import ACK_TIMEOUT_S, Applied, NotAcknowledged, send
 from batchtui.engine.errors import BatchtuiError
-from batchtui.engine.fmt import clean, clean_block
+from batchtui.engine.fmt import clean, clean_block, decode_output
 from batchtui.engine.liveness import engine_status
 from batchtui.engine.logs import AttemptLog, Stream, attempt_logs
 from batchtui.engine.models import ControlOp
@@ -69,7 +69,7 @@ def _tail(path: Path, limit: int = TAIL_BYTES) -> str | None:
         size = fh.tell()
         fh.seek(max(0, size - limit))
         data = fh.read()
-    text = data.decode(errors="replace")
+    text = decode_output(data)
     if size > limit:
         text = "…" + text.split("\n", 1)[-1]
     return text

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.text import Text
 
-from batchtui.engine.fmt import clean_block, fmt_duration
+from batchtui.engine.fmt import clean_block, decode_output, fmt_duration
 from batchtui.engine.logs import AttemptLog
 from batchtui.engine.store.queries import ItemRow
 
@@ -95,7 +95,7 @@ def escaped_copies(paths: list[str], folder: str) -> list[str]:
             continue
         copy = os.path.join(folder, os.path.basename(path))
         with open(copy, "w", encoding="utf-8") as fh:
-            text = clean_block(data.decode("utf-8", "backslashreplace"))
+            text = clean_block(decode_output(data))
             fh.write(text + "\n" if text else "")
         copies.append(copy)
     return copies
