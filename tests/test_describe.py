@@ -4,6 +4,8 @@ failure keeps: a command's stderr (never the engine's traceback), a callable's o
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,57 @@ def test_a_missing_field_is_described_as_why_nothing_ran(tmp_path: Path) -> None
     ran = describe_run(spec, seq=0, key="k", data={"x": 1}, kind="jsonl", attempt=1, batch_dir=str(tmp_path))
     assert ran.command is None and ran.problem == "item has no field 'nope'"
     assert "not run: item has no field 'nope'" in ran.as_text()
+
+
+#: Values a shown command must paste as: a control character, a tab, a newline, ESC, an
+#: undecodable byte of a file name (a surrogate escape), shell syntax and both quotes.
+HOSTILE_NAMES = [
+    "a\x01b",
+    "tab\there",
+    "two\nlines",
+    "esc\x1b[31mred",
+    "byte-\udcff-name",
+    '$(touch pwned) `touch pwned2` it\'s "q"',
+    "plain",
+]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="pastes into bash ($'...' quotes)")
+@pytest.mark.parametrize(
+    "template",
+    [
+        "printf '[%s]\\n' {name} \"{name}\" '{name}' pre{name}post",
+        "printf '[%s]\\n' {name}\nprintf '(%s)\\n' {name}",  # a script of two lines
+    ],
+    ids=["one line", "two lines"],
+)
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_the_shown_command_pastes_into_a_shell_as_what_ran(tmp_path: Path, template: str, name: str) -> None:
+    """The detail's ``command:`` line is one line of printable characters (nothing reaches the
+    terminal raw) and, pasted into a shell (bash), runs what the engine ran (``/bin/sh -c``)."""
+    spec = ProcessorSpec(kind="shell", command=template, cwd=str(tmp_path))
+    ran = describe_run(spec, seq=0, key="k", data={"name": name}, kind="jsonl", attempt=1, batch_dir=str(tmp_path))
+    assert ran.command is not None and ran.line is not None
+    assert ran.line.isprintable()
+    shown = ran.as_text().splitlines()[0]
+    assert shown == f"command: {ran.line}" and shown.isprintable()
+    env = {**os.environ, "LC_ALL": "C"}
+    engine = subprocess.run(["/bin/sh", "-c", ran.command], cwd=tmp_path, capture_output=True, env=env, check=True)
+    pasted = subprocess.run(["bash", "-c", ran.line], cwd=tmp_path, capture_output=True, env=env, check=True)
+    assert pasted.stdout == engine.stdout and os.fsencode(name) in engine.stdout
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+
+
+def test_the_shown_variables_paste_as_their_values(tmp_path: Path) -> None:
+    spec = ProcessorSpec(kind="shell", command="true {}", cwd=str(tmp_path))
+    data = "$(touch pwned)\x1b[2J 'x'"
+    ran = describe_run(spec, seq=0, key=data, data=data, kind="lines", attempt=1, batch_dir=str(tmp_path))
+    shown = [line for line in ran.as_text().splitlines() if line.startswith("BATCHTUI_")]
+    assert all(line.isprintable() for line in shown)
+    script = "\n".join([*shown, 'printf %s "$BATCHTUI_ITEM_JSON"'])
+    pasted = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, check=True)
+    assert pasted.stdout.decode() == dict(ran.env)["BATCHTUI_ITEM_JSON"]
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_a_python_item_is_described_by_its_callable(tmp_path: Path) -> None:

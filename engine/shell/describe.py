@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..fmt import clean, shell_line, shell_word
 from .item import Item, out_path
 from .itemfiles import ENV_JSON_MAX, ITEM_VARS, ItemEnv
 from .template import CommandTemplate, MissingField
@@ -20,7 +21,7 @@ from .template import CommandTemplate, MissingField
 if TYPE_CHECKING:
     from ..processors import ProcessorSpec
 
-__all__ = ["RunDescription", "describe_run"]
+__all__ = ["RunDescription", "describe_run", "pasteable"]
 
 #: The shell every shell processor runs its command with (ShellProcessor's default; the spec
 #: does not change it).
@@ -33,6 +34,7 @@ class RunDescription:
 
     ``kind`` is the processor's (``shell``, ``python``, ``demo``). For a shell item ``argv`` is
     the exact argument list (``/bin/sh -c <command>``) and ``command`` the rendered template;
+    ``line`` is that command as a view shows it, to paste into a shell (:func:`pasteable`);
     ``problem`` says why there is none (the item lacks a field the template names: it failed
     before anything ran). ``call`` is a Python processor's ``module:function``. ``env`` holds
     the variables batchtui adds, in the order they are set (an empty value is set empty).
@@ -41,6 +43,7 @@ class RunDescription:
     kind: str
     cwd: str
     command: str | None = None
+    line: str | None = None
     argv: tuple[str, ...] = ()
     call: str | None = None
     env: tuple[tuple[str, str], ...] = ()
@@ -49,8 +52,8 @@ class RunDescription:
     def as_text(self) -> str:
         """The description as plain lines (for a pager, a copy, a report)."""
         lines = []
-        if self.command is not None:
-            lines.append(f"command: {self.command}")
+        if self.line is not None:
+            lines.append(f"command: {self.line}")
         elif self.call is not None:
             lines.append(f"callable: {self.call}")
         elif self.kind == "demo":
@@ -58,7 +61,7 @@ class RunDescription:
         if self.problem:
             lines.append(f"not run: {self.problem}")
         lines.append(f"folder: {self.cwd}")
-        lines.extend(f"{name}={value}" for name, value in self.env)
+        lines.extend(f"{name}={shell_word(value)}" for name, value in self.env)
         return "\n".join(lines)
 
 
@@ -81,7 +84,18 @@ def describe_run(
         command = template.render(item, out_path(item) if template.uses_out else None)
     except (MissingField, ValueError) as exc:
         return RunDescription("shell", spec.cwd, env=env, problem=str(exc))
-    return RunDescription("shell", spec.cwd, command=command, argv=(SHELL, "-c", command), env=env)
+    line = pasteable(template, item, command)
+    return RunDescription("shell", spec.cwd, command=command, line=line, argv=(SHELL, "-c", command), env=env)
+
+
+def pasteable(template: CommandTemplate, item: Item, command: str) -> str:
+    """``command`` as one line to paste into a shell, that runs the same command: rendered again
+    with each value quoted by :func:`.fmt.shell_word` (a value holding a control character, a
+    tab, a newline or an undecodable byte as ``$'...'`` with it escaped, so it pastes as the
+    exact value and nothing reaches the terminal raw). A template whose own text holds such a
+    character (a script of several lines) is shown as what ran: ``/bin/sh -c $'...'``."""
+    line = template.render(item, out_path(item) if template.uses_out else None, quote=shell_word)
+    return line if clean(line) == line else shell_line(SHELL, "-c", command)
 
 
 def _item_env(item: Item) -> tuple[tuple[str, str], ...]:

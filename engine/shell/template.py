@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
 from ..errors import UserError
@@ -137,8 +138,9 @@ class CommandTemplate:
         """Whether the template uses ``{out}`` (the processor then creates that folder)."""
         return any(isinstance(p, _Slot) and p.name == "out" for p in self._parts)
 
-    def render(self, item: Item, out_dir: str | None) -> str:
+    def render(self, item: Item, out_dir: str | None, quote: Callable[[str], str] = shlex.quote) -> str:
         """The command line for ``item``. ``out_dir`` is ``{out}`` (default ``<batch_dir>/out/<seq>``).
+        ``quote`` quotes each value (a view passes one that writes control characters escaped).
 
         Raises :class:`MissingField` when the item lacks a field the template names, and
         :class:`NulByte` (a ValueError) when a value holds a NUL byte.
@@ -152,7 +154,7 @@ class CommandTemplate:
             text = value_text(_value(item, part.name, out_dir))
             if "\x00" in text:
                 raise NulByte(f"the value of {{{part.name}}} contains a NUL byte, which exec cannot pass")
-            quoted = shlex.quote(text)
+            quoted = quote(text)
             if part.wrap and quoted != text:
                 # Inside the template's own quotes: close them, add the quoted word, reopen them.
                 quoted = part.wrap + quoted + part.wrap

@@ -385,8 +385,9 @@ class ItemDetailScreen(WorkerScreen):
         if latest is not None:
             choices.append(CopyChoice("l", "log", "\n".join(str(p) for p in (latest.out, latest.err) if p)))
         ran = self.ran
-        if ran is not None and (ran.command or ran.call):
-            choices.append(CopyChoice("m", "command" if ran.command else "callable", ran.command or ran.call or ""))
+        if ran is not None and (ran.line or ran.call):
+            # The command as shown: one line that pastes as what ran (control characters escaped).
+            choices.append(CopyChoice("m", "command" if ran.line else "callable", ran.line or ran.call or ""))
         if row.error_type:
             error = f"{row.error_type} [{row.error_category}]: {row.error_message}"
             choices.append(CopyChoice("e", "error", f"{error}\n{row.error_detail}" if row.error_detail else error))
