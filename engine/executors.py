@@ -104,13 +104,15 @@ class Executor(Protocol):
 
 
 class EarlyHalt:
-    """The failure-rate halt, decided in the thread that reports outcomes, before that worker
-    takes its next item (the runner decides it too, a moment later, from the same outcomes).
+    """The halts an outcome decides (a fatal error, the failure rate), decided in the thread
+    that reports outcomes, before that worker takes its next item (the runner decides them
+    too, a moment later, from the same outcomes).
 
-    Without it, the workers of quick failing items run on while the runner catches up; with
-    it, the halt overshoots by at most the items already running when the limit is crossed.
-    It trips once: what it took back comes to the runner as ``returned`` outcomes, and if the
-    runner sees it otherwise (an operator retried failures meanwhile) they simply run later.
+    Without it, the workers of quick failing items run on while the runner catches up (a
+    fatal error with one worker: two or three more items started); with it, the halt
+    overshoots by at most the items already running when the limit is crossed. It trips
+    once: what it took back comes to the runner as ``returned`` outcomes, and if the runner
+    sees it otherwise (an operator retried failures meanwhile) they simply run later.
     """
 
     def __init__(self, check: Callable[[int, int], str | None], complete: int, failed: int, max_attempts: int) -> None:
@@ -121,29 +123,54 @@ class EarlyHalt:
         self._lock = threading.Lock()
         self._ignored: set[int] = set()
         self.tripped = False
+        #: The outcome that tripped it: until the runner has taken it in (and halted, or
+        #: :meth:`dismiss`-ed the trip), nothing more is handed to the workers (:meth:`admit`).
+        self.tripped_by: Outcome | None = None
+
+    def admit(self, hand_out: Callable[[], None]) -> bool:
+        """Call ``hand_out`` (work given to the workers) unless a trip holds it back: False
+        then. Under the lock a trip takes back the work not started with, so work is either
+        handed out before the trip (and taken back by it) or not at all: the runner, which has
+        not yet seen the trip's outcomes, filled the room they left after the trip."""
+        with self._lock:
+            if self.tripped:
+                return False
+            hand_out()
+            return True
+
+    def dismiss(self, complete: int, failed: int) -> None:
+        """The runner took the trip's outcomes in and did not halt (an operator retried
+        failures meanwhile): work goes out again, counted from the runner's counts."""
+        with self._lock:
+            self.tripped, self.tripped_by = False, None
+            self._complete, self._failed = complete, failed
 
     def ignore(self, seq: int) -> None:
         """The runner is killing ``seq`` (skip, stop): its outcome is not the item's verdict."""
         with self._lock:
             self._ignored.add(seq)
 
-    def __call__(self, outcomes: list[Outcome]) -> bool:
-        """Count ``outcomes``; True when the limit is crossed now (once)."""
+    def __call__(self, outcomes: list[Outcome], take_back: Callable[[], list[int]]) -> list[int] | None:
+        """Count ``outcomes``; when they halt the batch now (once), the seqs ``take_back``
+        took back from the workers (not started), else None."""
         with self._lock:
-            if self.tripped:
-                return False
+            if self.tripped or not outcomes:
+                return None
+            fatal = False
             for o in outcomes:
                 if o.returned or o.seq in self._ignored:
                     continue
                 err = o.error
                 if err is None:
                     self._complete += 1
-                elif err.category != "fatal" and not (err.retryable and o.attempt < self._max_attempts):
+                elif err.category == "fatal":
+                    fatal = True
+                elif not (err.retryable and o.attempt < self._max_attempts):
                     self._failed += 1
-            if self._check(self._complete, self._failed) is None:
-                return False
-            self.tripped = True
-            return True
+            if not fatal and self._check(self._complete, self._failed) is None:
+                return None
+            self.tripped, self.tripped_by = True, outcomes[-1]
+            return take_back()
 
 
 class _HandoffExecutor:
@@ -161,13 +188,20 @@ class _HandoffExecutor:
 
     def _report(self, outcomes: list[Outcome]) -> None:
         """Hand outcomes to the runner (from a worker or feeder thread)."""
-        if self.early_halt is not None and self.early_halt(outcomes):
-            taken = self.handoff.cancel_all()
-            outcomes = outcomes + [Outcome(seq, 0, 0.0, 0.0, returned=True) for seq in taken]
+        if self.early_halt is not None:
+            taken = self.early_halt(outcomes, self.handoff.cancel_all)
+            if taken is not None:
+                outcomes = outcomes + [Outcome(seq, 0, 0.0, 0.0, returned=True) for seq in taken]
         self.completions.put(outcomes)
 
     def submit(self, chunk: list[Item]) -> None:
-        self.handoff.put(chunk)
+        if self.early_halt is None:
+            self.handoff.put(chunk)
+            return
+        if self.early_halt.admit(lambda: self.handoff.put(chunk)):
+            return
+        # Held back by a trip the runner has not taken in yet: back to it, never started.
+        self.completions.put([Outcome(item.seq, 0, 0.0, 0.0, returned=True) for item in chunk])
 
     def cancel(self, seqs: Iterable[int]) -> list[int]:
         return self.handoff.cancel(seqs)

@@ -10,6 +10,9 @@ chunks by a feeder thread in the engine (the worker processes' side is :mod:`.po
 
 Each chunk's gate moves into memory shared with the process (:class:`~.handoff.SharedGate`), so
 the runner's cancel reaches items not started there, and a kill unwinds the one running item.
+An outcome that may halt the batch (a fatal error; any failure under --max-failure-rate) is
+answered "verdict" once the feeder has handed it on: the process starts nothing before (see
+:class:`.poolworker._Inbox`), so a halt it decides stops that process's next item too.
 The worker processes run :mod:`.poolworker`, a lean module (no settings model, no command line):
 their start-up is the first result's wait.
 """
@@ -37,7 +40,7 @@ from .executors import (
     _salvage,
 )
 from .handoff import RUNNING, Chunk, SharedGate
-from .poolworker import KILL_SIGNAL, WorkerSettings, WorkerSpec
+from .poolworker import KILL_SIGNAL, VERDICT, WorkerSettings, WorkerSpec
 
 if TYPE_CHECKING:
     import multiprocessing.connection
@@ -125,7 +128,13 @@ class ProcessExecutor(_HandoffExecutor):
         self._launched: list[_Slot] = []  # started by prelaunch(), not yet waited for
         cs = config.chunk_size
         self._capacity = max(MAX_CHUNK_SLOTS, cs if isinstance(cs, int) else 0, 10_000 if spec.chunked else 0)
-        self._settings = WorkerSettings(config.timeout, config.log_limit, config.max_result_bytes, self.classifier)
+        self._settings = WorkerSettings(
+            config.timeout,
+            config.log_limit,
+            config.max_result_bytes,
+            self.classifier,
+            failures_judged=config.max_failure_rate is not None,
+        )
         self._worker_spec = WorkerSpec(spec.kind, spec.command, spec.call, spec.cwd, spec.chunked)
 
     def send_output_to(self, batch_dir: str) -> None:
@@ -202,7 +211,7 @@ class ProcessExecutor(_HandoffExecutor):
                 if not slot.conn.poll(AHEAD_HOLD_S if len(slot.sent) > 1 else 0.25):
                     self._escalate(slot)
                     continue
-                kind, got = slot.conn.recv()
+                kind, got, *judge = slot.conn.recv()
                 head = slot.sent[0]  # the process runs its chunks in the order they were sent
                 if kind == "end":
                     slot.sent.popleft()
@@ -212,7 +221,9 @@ class ProcessExecutor(_HandoffExecutor):
                     handoff.done(head.chunk)
                 else:
                     head.reported.update([o.seq for o in got])
-                    put(got)
+                    put(got)  # a halt it decides cancels every item not started, then:
+                    if judge and judge[0]:
+                        slot.conn.send(VERDICT)  # the process may go on (see poolworker._Inbox)
             except (EOFError, OSError, BrokenPipeError) as exc:
                 slot.proc.join(1)
                 code = slot.proc.exitcode

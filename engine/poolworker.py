@@ -9,6 +9,7 @@ wait for the run's first result: only what running items needs (:mod:`.attempts`
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 from dataclasses import dataclass
@@ -25,6 +26,38 @@ if TYPE_CHECKING:
 
 #: The signal that asks a worker process to unwind one running item (:meth:`SharedGate.on_signal`).
 KILL_SIGNAL: Final = signal.SIGUSR1
+#: The engine's answer to a part sent with ``judge`` set: it has taken those outcomes in, and
+#: a halt they decide has cancelled every item not started (see :class:`_Inbox`).
+VERDICT: Final = "verdict"
+
+
+class _Inbox:
+    """The worker's end of the pipe from its engine: chunks, the leave (None), and verdicts.
+
+    An outcome that may halt the batch (a fatal error; any failure when a failure rate is
+    watched) is sent with ``judge`` set, and the worker starts nothing more until the engine's
+    feeder has taken it in and answered :data:`VERDICT`: by then a halt it decided has
+    cancelled every item not started (in the shared gates), so the worker's next ``begin``
+    says no. Without the wait the worker went straight on to its next item while the outcome
+    was on its way, and a halt overshot by one item per worker (a fatal error with one worker:
+    two items ran). Chunks sent ahead meanwhile are kept for :meth:`recv`."""
+
+    __slots__ = ("_conn", "_early")
+
+    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
+        self._conn = conn
+        self._early: collections.deque[Any] = collections.deque()
+
+    def recv(self) -> Any:
+        return self._early.popleft() if self._early else self._conn.recv()
+
+    def await_verdict(self) -> None:
+        """Block until the engine answers the part just sent (EOFError: the engine is gone)."""
+        while True:
+            got = self._conn.recv()
+            if isinstance(got, str) and got == VERDICT:
+                return
+            self._early.append(got)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +82,9 @@ class WorkerSettings:
     #: The batch directory: the worker's descriptors 1 and 2 and its items' prints go to its
     #: logs (see .capture). None: they stay where the engine's are.
     batch_dir: str | None = None
+    #: The run halts on a failure rate: every failure waits for the engine's :data:`VERDICT`,
+    #: not only a fatal error (see :class:`_Inbox`).
+    failures_judged: bool = False
 
 
 def child_main(conn: multiprocessing.connection.Connection, gate_parts: list[tuple[Any, ...]]) -> None:
@@ -99,14 +135,22 @@ def run_worker(
         return
     conn.send(("ready", os.getpid()))
     classifier = settings.classifier
+    inbox = _Inbox(conn)
+    every_failure = settings.failures_judged
 
     def report(outcomes: list[Outcome]) -> None:
-        conn.send(("part", outcomes))
+        judge = any(o.error is not None and (every_failure or o.error.category == "fatal") for o in outcomes)
+        conn.send(("part", outcomes, judge))
+        if judge:
+            try:
+                inbox.await_verdict()
+            except (EOFError, OSError):
+                os._exit(0)  # the engine is gone: nothing more may start (it reaps its items)
 
     index = 0
     while True:
         try:
-            got = conn.recv()
+            got = inbox.recv()
         except (EOFError, OSError):
             return
         if got is None:

@@ -278,6 +278,8 @@ class BatchRunner(TakeOver, Finishing):
         """Hand out what may go now: chunks from the dispatcher, into the executor's gate."""
         if self.paused or self.halt_reason or self.executor is None:
             return
+        if self._early_halt is not None and self._early_halt.tripped:
+            return  # its outcomes are on their way here: they halt the run, or dismiss the trip
         if not self._memory_ok():
             return
         dispatcher = self.dispatcher
@@ -363,11 +365,20 @@ class BatchRunner(TakeOver, Finishing):
         self.eta.durations(o.duration for o in outcomes if not o.returned and kills.get(o.seq, "timeout") == "timeout")
         if self.config.max_failure_rate is None or self.halt_reason:
             self.outcomes.record(outcomes)
-            return
-        for o in outcomes:
-            self.outcomes.record([o])
-            if not self.halt_reason:
-                self._check_failure_rate()
+        else:
+            for o in outcomes:
+                self.outcomes.record([o])
+                if not self.halt_reason:
+                    self._check_failure_rate()
+        early = self._early_halt
+        if (
+            early is not None
+            and early.tripped
+            and not self.halt_reason
+            and any(o is early.tripped_by for o in outcomes)
+        ):
+            decided, counts = self.staging.decided, self.counts
+            early.dismiss(decided(counts, "complete"), decided(counts, "failed"))
 
     def _check_failure_rate(self) -> None:
         """The failure-rate policy, decided as outcomes arrive (not when they are committed)."""

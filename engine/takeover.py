@@ -168,7 +168,7 @@ class TakeOver(RunState):
             synced_offset=0,  # the first commit syncs whatever the file holds
             wake=lambda: self.completions.put([]),
         )
-        if self.config.max_failure_rate is not None and hasattr(self.executor, "early_halt"):
+        if hasattr(self.executor, "early_halt"):  # a fatal error halts any run
             self._early_halt = EarlyHalt(
                 self.halts.failure_rate, self.counts.complete, self.counts.failed, self.config.max_attempts
             )
