@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from batchtui.engine.batchdir import parse_iso
 from batchtui.engine.models import ACTIVE_STATES, LiveProgress
 
-__all__ = ["Flight", "flights"]
+__all__ = ["Flight", "flights", "nothing_runs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,3 +55,14 @@ def flights(live: LiveProgress | None) -> dict[int, Flight]:
                 since = None
         out[f.seq] = Flight(attempt=f.attempt, queued=f.queued, since=since, started_at=f.started_at)
     return out
+
+
+def nothing_runs(live: LiveProgress, held: bool) -> LiveProgress:
+    """``live`` as a view shows it: the figures of an active batch that no engine holds any
+    more (killed: INTERRUPTED) with nothing running, queued or waiting, and no ETA. The file
+    still says what was in flight when its engine died, and the dashboard said "running 3/3",
+    an ETA and items running for 19s, 20s... on a batch nothing ran (``held``: an engine holds
+    the batch, or runs in this app)."""
+    if held or live.state not in ACTIVE_STATES:
+        return live
+    return live.ended(live.state, live.halt_reason)

@@ -49,9 +49,14 @@ def test_panels_show_the_live_progress_they_are_bound_to(tmp_path: Path) -> None
             assert _text(app.query_one("#title")) == "b1   [INTERRUPTED]"  # nothing known yet
             app.live = live
             await pilot.pause()
-            # Running, but no engine holds it: interrupted.
+            # Running, but no engine holds it: interrupted, with no ETA and nothing running.
             assert "[INTERRUPTED]" in _text(app.query_one("#title"))
             assert _text(app.query_one("#count-complete")) == f"complete {live.counts.complete:,}"
+            shown = _text(app.query_one("#progress-text"))
+            assert "ETA" not in shown and "running" not in shown and "pending" in shown, shown
+            app.engine = EngineStatus(Liveness.ALIVE, 0.5, LockInfo(pid=4242, host="here", started_at=live.updated_at))
+            await pilot.pause()
+            assert "[RUNNING pid 4242]" in _text(app.query_one("#title"))
             assert "ETA 10s" in _text(app.query_one("#progress-text"))
             assert app.query_one(InFlightPanel).query_one("#inflight").row_count == len(live.in_flight)  # type: ignore[attr-defined]
             assert list(app.query_one(Charts).rates) == [live.rate_per_s]

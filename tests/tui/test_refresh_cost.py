@@ -21,7 +21,7 @@ from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.widgets.footer import KeyFooter
 
 from .conftest import run
-from .fixtures import FROZEN, make_batch
+from .fixtures import FROZEN, hold_lock, make_batch
 
 
 class Refreshes:
@@ -304,6 +304,10 @@ def test_running_queued_and_retry_wait_add_up_to_the_in_flight_tab(tmp_path: Pat
 
     async def body() -> None:
         app = _app(tmp_path)
+        with hold_lock(batch):  # an engine runs it (no engine: nothing is shown running)
+            await in_flight_figures(app)
+
+    async def in_flight_figures(app: BatchtuiApp) -> None:
         async with app.run_test(size=(160, 40)) as pilot:
             screen = DashboardScreen(batch)
             await app.push_screen(screen)

@@ -30,10 +30,10 @@ from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.client import ACK_TIMEOUT_S
 from batchtui.engine.fmt import clean
 from batchtui.engine.liveness import EngineStatus, Liveness, engine_status
-from batchtui.engine.models import ACTIVE_STATES, BatchState, ControlOp, LiveProgress, Manifest
+from batchtui.engine.models import BatchState, ControlOp, LiveProgress, Manifest
 from batchtui.engine.reading import SourceReading
 
-from ..flight import Flight, flights
+from ..flight import Flight, flights, nothing_runs
 from ..host import Host, host
 from ..messages import EngineFinished, FileDamaged, LiveUpdated, ManifestUpdated
 from ..watch import BatchWatcher
@@ -226,8 +226,8 @@ class DashboardScreen(WorkerScreen):
             previous = self.live
             # A write from an engine thought frozen: say at once that it responds again.
             force = previous is None or previous.state != live.state or self.engine.liveness == Liveness.STALE
-            self._check_alive(force=force, live=live)
-            self.live = live
+            self._check_alive(force=force or not self.engine.held, live=live)
+            self.live = nothing_runs(live, self.engine.held or self.here)
         except Exception as exc:
             # A display bug must never take down an engine running in this app.
             if self.host.strict_display:
@@ -268,6 +268,7 @@ class DashboardScreen(WorkerScreen):
             self.reading = self.gates.source_reading(live or self.live)
             if was != self.engine.held:
                 self.refresh_bindings()
+                self.live = self.live and nothing_runs(self.live, self.engine.held or self.here)  # died?
         for log in self.query(EventLog):  # as in _event: timers go on while the screen recomposes
             log.check_acks(self.ACK_TIMEOUT_S)
 
@@ -285,9 +286,8 @@ class DashboardScreen(WorkerScreen):
             said = f"the batch folder {self.bdir.path} is gone (moved or deleted): these are its last figures"
             self._event(said)
             self.notify(said, severity="warning", timeout=8)
-            live = self.live
-            if live is not None and live.state in ACTIVE_STATES:  # nothing here runs any more
-                self.live = live.ended(live.state, live.halt_reason)
+            if self.live is not None:  # nothing here runs any more
+                self.live = nothing_runs(self.live, held=False)
 
     def _tick(self) -> None:
         self._check_alive()

@@ -383,7 +383,7 @@ class ProgressLine(Horizontal):
         c = live.counts
         stale = self.engine.liveness == Liveness.STALE
         held = self.engine.held or self.in_process
-        active = live.state in ACTIVE_STATES and not self.gone
+        active = live.state in ACTIVE_STATES and not self.gone and held  # not held: its engine died
         if self.gone:
             state = Text(" GONE ", style=style("halted"))  # moved or deleted: these are its last figures
         elif stale:  # the figures are the last the engine wrote: how old they are comes first
