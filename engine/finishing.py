@@ -91,7 +91,8 @@ class Finishing(RunState):
             )
             self._abandoned = True
         for seq in list(self._inflight):
-            self._inflight.pop(seq)
+            if self._inflight.pop(seq).skipped:
+                continue  # skipped while it ran (in the store already): it stays skipped
             self.staging.add("requeue", (seq,))
             self.staging.delta["processing"] -= 1
             self.staging.delta["pending"] += 1

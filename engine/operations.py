@@ -169,11 +169,22 @@ class Operations:
         run._commit()
         running = [s for s in seqs if s in run._inflight]
         for seq in running:
-            if seq not in run._kill_reasons:
+            flight = run._inflight[seq]
+            if not flight.skipped:
+                # Skipped in the store now, committed before the control offset that says the
+                # command was read: an engine killed before the item's outcome came loses no
+                # skip (the item ran again on resume, though the skip was answered). Marked, so
+                # that no 'processing' mark comes after it.
+                flight.skipped = flight.marked = True
+                run.staging.add("skip", ("skipped while running", now_iso(), seq))
+                run.staging.delta["processing"] -= 1
+                run.staging.delta["skipped"] += 1
+            if run._kill_reasons.get(seq) != "skip":  # a skip outranks a timeout or a stop under way
                 run._kill_reasons[seq] = "skip"
+                run.outcomes.timeout_limits.pop(seq, None)
                 if run._early_halt is not None:
                     run._early_halt.ignore(seq)
-                run.executor.kill(seq, run._inflight[seq].item.attempt)
+                run.executor.kill(seq, flight.item.attempt)
         rest = [s for s in seqs if s not in run._inflight]
         run.dispatcher.take_retries(set(rest))
         before = run.store.statuses(rest)

@@ -45,6 +45,9 @@ class Flight:
     started: float
     started_at: str
     marked: bool = False  # its 'processing' status is in the store
+    #: Skipped while it ran: its 'skipped' status is staged already, with the skip command (a
+    #: kill -9 between the skip's answer and the killed item's outcome must not lose it).
+    skipped: bool = False
     #: The items of its call: a chunked callable's chunk size (its items share one call's time).
     share: int = 1
 
@@ -216,7 +219,7 @@ class OutcomeRecorder:
             self.staging.delta["processing"] -= 1
             self.staging.delta["pending"] += 1
             return
-        if reason == "skip":
+        if reason == "skip":  # the item's 'skipped' was staged with the skip (Flight.skipped)
             self.staging.add(
                 "attempt",
                 (
@@ -232,9 +235,6 @@ class OutcomeRecorder:
                     None,
                 ),
             )
-            self.staging.add("skip", ("skipped while running", finished_at, o.seq))
-            self.staging.delta["processing"] -= 1
-            self.staging.delta["skipped"] += 1
             return
         limit = self.timeout_limits.pop(o.seq, None)
         if reason == "timeout" and (o.error is None or o.error.category != "timeout"):

@@ -266,9 +266,12 @@ class RunState:
         attempt counted (an item waiting out a retry backoff keeps the attempts it made)."""
         returned = 0
         for seq in seqs:
-            if self._inflight.pop(seq, None) is None:
+            flight = self._inflight.pop(seq, None)
+            if flight is None:
                 continue
             self._kill_reasons.pop(seq, None)
+            if flight.skipped:
+                continue  # skipped while it ran (in the store already): it stays skipped
             self.staging.add("requeue", (seq,))
             returned += 1
         if returned:

@@ -172,6 +172,12 @@ def held_one(item: Any) -> dict[str, int]:
     return {"seq": item.seq}
 
 
+def held_one_logged(item: Any) -> dict[str, int]:
+    """:func:`held_one`, each start logged in $BTUI_TEST_EXEC_LOG."""
+    _log_start(item)
+    return held_one(item)
+
+
 class Throttled(ConnectionError):
     """An HTTP 429: transient, with the server's Retry-After as ``retry_after`` (seconds)."""
 
