@@ -133,7 +133,7 @@ class ProcessExecutor(_HandoffExecutor):
             config.log_limit,
             config.max_result_bytes,
             self.classifier,
-            failures_judged=config.max_failure_rate is not None,
+            failures_judged_below=config.max_attempts if config.max_failure_rate is not None else 0,
         )
         self._worker_spec = WorkerSpec(spec.kind, spec.command, spec.call, spec.cwd, spec.chunked)
 

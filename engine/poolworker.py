@@ -82,9 +82,10 @@ class WorkerSettings:
     #: The batch directory: the worker's descriptors 1 and 2 and its items' prints go to its
     #: logs (see .capture). None: they stay where the engine's are.
     batch_dir: str | None = None
-    #: The run halts on a failure rate: every failure waits for the engine's :data:`VERDICT`,
-    #: not only a fatal error (see :class:`_Inbox`).
-    failures_judged: bool = False
+    #: The run halts on a failure rate: every failure for good (not one retried: attempts
+    #: below this) waits for the engine's :data:`VERDICT`, not only a fatal error (see
+    #: :class:`_Inbox`). 0: a fatal error only.
+    failures_judged_below: int = 0
 
 
 def child_main(conn: multiprocessing.connection.Connection, gate_parts: list[tuple[Any, ...]]) -> None:
@@ -136,10 +137,14 @@ def run_worker(
     conn.send(("ready", os.getpid()))
     classifier = settings.classifier
     inbox = _Inbox(conn)
-    every_failure = settings.failures_judged
+    judged = settings.failures_judged_below
 
     def report(outcomes: list[Outcome]) -> None:
-        judge = any(o.error is not None and (every_failure or o.error.category == "fatal") for o in outcomes)
+        judge = any(
+            (err := o.error) is not None
+            and (err.category == "fatal" or (judged and not (err.retryable and o.attempt < judged)))
+            for o in outcomes
+        )
         conn.send(("part", outcomes, judge))
         if judge:
             try:
