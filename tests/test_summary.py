@@ -300,16 +300,23 @@ def test_show_of_a_running_batch_counts_in_flight_items_apart_from_pending(tmp_p
             live = json.loads((batch / "live_progress.json").read_text())["counts"]
             return live["pending"], live["processing"]
 
+        def split() -> tuple[int, int]:
+            live = json.loads((batch / "live_progress.json").read_text())["counts"]
+            return live["running"], live["queued"]
+
         def shown_as_stored() -> bool:
-            before = counts()
+            before, split_before = counts(), split()
             if live_counts() != before:
                 return False  # the engine's live file (what show reads) is a tick behind its store
             show = [*CLI, "show", batch.name]
             out = subprocess.run(show, env=env, capture_output=True, text=True, timeout=60, check=True)
             pending, flight = counts()
-            if (pending, flight) != before or live_counts() != before:
+            if (pending, flight) != before or live_counts() != before or split() != split_before:
                 return False  # the window grew meanwhile: ask again
-            assert f"  In flight: {flight}\n" in out.stdout, out.stdout
+            running, queued = split_before
+            assert running <= 2, split_before  # -j 2: the rest of those in flight wait in a queue
+            shown = f" ({running} running, {queued} queued)" if running or queued else ""
+            assert f"  In flight: {flight}{shown}\n" in out.stdout, out.stdout
             assert (f"  Pending:   {pending}\n" in out.stdout) == (pending > 0), out.stdout
             return True
 

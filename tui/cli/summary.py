@@ -10,7 +10,7 @@ import click
 
 from batchtui.engine.batchdir import BatchDir, BatchLock, resume_command
 from batchtui.engine.fmt import clean, fmt_duration, fmt_percent, shell_line
-from batchtui.engine.models import BatchState, Counts, LiveProgress, Manifest
+from batchtui.engine.models import BatchState, Counts, LiveCounts, LiveProgress, Manifest
 from batchtui.engine.summary import BatchSummary, summarize
 
 from .output import echo_json, plain, read_json
@@ -18,6 +18,15 @@ from .progress import ProgressPrinter
 
 if TYPE_CHECKING:
     from batchtui.engine.runner import BatchRunner, RunResult
+
+
+def _in_flight_split(counts: Counts) -> str:
+    """How many of the items in flight run and how many wait in a worker's queue, as the live
+    file tells it (an item is 'processing' from its hand-out, so the total can exceed the
+    workers); nothing when the counts have no such split."""
+    if not isinstance(counts, LiveCounts) or not (counts.running or counts.queued):
+        return ""
+    return f" ({counts.running} running, {counts.queued} queued)"
 
 
 def print_summary(
@@ -52,7 +61,7 @@ def print_summary(
     if counts.pending or counts.processing:  # with no engine, those it was running run again
         lines.append(f"  Pending:   {counts.pending + counts.processing - running}")
     if running:  # handed to the workers (running or queued there): the dashboard's in-flight tab
-        lines.append(f"  In flight: {running}")
+        lines.append(f"  In flight: {running}{_in_flight_split(counts)}")
     lines.append(f"  Success:   {success}")
     if manifest.duplicates_dropped:
         lines.append(f"  Duplicates dropped: {manifest.duplicates_dropped}")
