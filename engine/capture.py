@@ -12,7 +12,8 @@ details), never to the terminal, where it would run through the dashboard or the
   reaches them below Python (a C extension, a child process the callable starts, a print at
   import time) lands there, appended.
   A callable in the thread executor shares the engine's descriptors: output written to them
-  directly (not through ``sys.stdout``) still reaches the terminal. The process executor, the
+  directly (not through ``sys.stdout``) still reaches the terminal (stderr, under ``--json``:
+  tui/cli/output.py ``json_stdout``). The process executor, the
   default for ``--call``, keeps it. One that closes descriptor 1 or 2 gets it back after its
   item (``end``); until then a file the engine opens may take the number.
 - A chunked callable's output goes to the log of the first item of the chunk.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import importlib
 import os
 import signal
@@ -24,7 +25,7 @@ import click
 
 from batchtui.engine.errors import EMPTY_MEANS_NONE, EXIT_INTERRUPTED, BatchtuiError
 
-from .output import fail
+from .output import fail, json_stdout
 
 #: The exit code when the reader of the output went away (``batchtui export B | head``): a death
 #: by SIGPIPE, as cat and every filter reports it under ``set -o pipefail``. 1 would read as
@@ -155,7 +156,7 @@ class Main(click.Group):
         module, name, _ = VERBS[cmd_name]
         command = getattr(importlib.import_module(f"{__package__}.{module}"), name)
         assert isinstance(command, click.Command), f"{module}.{name} is not a click command"
-        return refuse_empty(command)
+        return json_only(refuse_empty(command))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The verbs and their short help from :data:`VERBS`, as click lays them out (the
@@ -196,6 +197,26 @@ class Main(click.Group):
                 raise
             _drop_stdout()
             fail(f"cannot write the output: {exc.strerror}")
+
+
+def json_only(command: click.Command) -> click.Command:
+    """``command`` with its ``--json`` (when it has one) keeping stdout for the JSON alone: the
+    verb runs inside :func:`~.output.json_stdout`, so what user code, a library or a child
+    process writes to descriptor 1 meanwhile goes to stderr."""
+    inner = command.callback
+    if inner is None or getattr(command, "_json_only", False) or not any(p.name == "as_json" for p in command.params):
+        return command
+
+    @functools.wraps(inner)
+    def callback(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("as_json"):
+            return inner(*args, **kwargs)
+        with json_stdout():
+            return inner(*args, **kwargs)
+
+    command.callback = callback
+    command._json_only = True  # type: ignore[attr-defined]  # once, however often it is asked
+    return command
 
 
 def refuse_empty(command: click.Command) -> click.Command:

@@ -9,9 +9,12 @@ imports only click and the engine's light basics.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import io
 import json
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -44,8 +47,69 @@ def say(line: str) -> None:
 
 
 def echo_json(data: Any, *, indent: int | None = 2) -> None:
-    """Machine output (``--json``) on stdout."""
-    click.echo(json.dumps(data, indent=indent))
+    """Machine output (``--json``) on stdout: the descriptor :func:`json_stdout` keeps for it
+    while one is in force."""
+    text = json.dumps(data, indent=indent) + "\n"
+    sink = _json_sinks[-1] if _json_sinks else None
+    if isinstance(sink, int):
+        rest = memoryview(text.encode("utf-8"))
+        while rest:  # a pipe may take it in parts; EPIPE is BrokenPipeError (the group's to report)
+            rest = rest[os.write(sink, rest) :]
+    else:
+        click.echo(text, nl=False, file=sink)
+
+
+#: Where the JSON goes while :func:`json_stdout` is in force: a descriptor of our own (the real
+#: stdout, moved aside) or the stream that was ``sys.stdout`` (a test's ``CliRunner``).
+_json_sinks: list[int | TextIO] = []
+
+
+@contextlib.contextmanager
+def json_stdout() -> Iterator[None]:
+    """While a ``--json`` verb runs: stdout holds its JSON and nothing else.
+
+    A ``--call`` module imported here (the preflight, the thread executor), a C library, or a
+    child process that inherits descriptor 1 writes to it below Python, where no ``sys.stdout``
+    swap reaches: those bytes came before the JSON and broke ``run --json | jq``. So the real
+    stdout is kept on a private descriptor (close-on-exec: no child, pool worker or dask worker
+    ever holds it, so a reader sees its end when this process ends), descriptor 1 points at
+    stderr's file for everything else (children and worker processes started now inherit that),
+    and ``sys.stdout`` is ``sys.stderr`` (a stray ``print`` comes in order with our notes).
+    Only :func:`echo_json` writes to the kept descriptor. All of it is put back at the end."""
+    stream = sys.stdout
+    try:
+        own_fd = stream is not None and stream.fileno() == 1
+    except (OSError, ValueError, io.UnsupportedOperation):  # a CliRunner's stream, a closed one
+        own_fd = False
+    if stream is not None:
+        stream.flush()
+    kept: int | None = None
+    with contextlib.suppress(OSError):  # descriptor 1 closed: nothing to move
+        kept = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+    if kept is not None:
+        try:
+            os.dup2(2, 1)
+        except OSError:  # no stderr to point it at: leave descriptor 1 as it was
+            os.close(kept)
+            kept = None
+    sink: int | TextIO | None = kept if own_fd and kept is not None else stream
+    if sink is not None:
+        _json_sinks.append(sink)
+    if sys.stderr is not None:
+        sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        if sink is not None:
+            _json_sinks.remove(sink)
+        for each in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                if each is not None:
+                    each.flush()
+        sys.stdout = stream
+        if kept is not None:
+            os.dup2(kept, 1)
+            os.close(kept)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -98,7 +162,17 @@ def note_one_item_list(spec: SourceSpec, as_kind: AsKind) -> None:
         )
 
 
-__all__ = ["echo_json", "fail", "gate", "note_one_item_list", "plain", "print_preflight", "read_json", "say"]
+__all__ = [
+    "echo_json",
+    "fail",
+    "gate",
+    "json_stdout",
+    "note_one_item_list",
+    "plain",
+    "print_preflight",
+    "read_json",
+    "say",
+]
 
 
 @contextlib.contextmanager
