@@ -22,10 +22,11 @@ from .batchdir import BatchDir, BatchLock, now_iso
 from .config import BatchConfig
 from .errors import InvalidRecord, UserError, classify, normalize_message
 from .files import ResultsLog, WriteFailed, write_model
+from .fmt import clean, shell_line
 from .models import Manifest, Unreadable
 from .processors import ProcessorSpec
 from .registry import forget, register
-from .sources import SourceItem, SourceSpec, SourceWait, iter_blocks, line_keys
+from .sources import SourceItem, SourceSpec, SourceWait, iter_blocks, line_keys, named_pipes
 from .store import ItemStore, LineBlock
 
 # -- creating a batch ------------------------------------------------------------------------
@@ -42,34 +43,46 @@ def _rows(
     skip: int = 0,
     unreadable: Unreadable | None = None,
     wait: SourceWait | None = None,
+    stored: Callable[[list[str]], set[str]] | None = None,
 ) -> Iterator[tuple[Any, ...] | LineBlock]:
     """The store rows of every source item after the first ``skip`` (those an interrupted enqueue
     already stored), in source order. The source is still read from its start, so an error in
     it is raised whether or not it lies in the part skipped (and ``unreadable`` counts what it
-    could not read in all of it)."""
+    could not read in all of it).
+
+    ``stored`` (the keys of a list the batch holds): the part skipped is only what the batch
+    holds. The first key it lacks ends the skipping, and that row and all after it are read as
+    new (their known keys dropped as duplicates): a named pipe read again gives what its new
+    writer sends, which may go on from where the last one stopped rather than start over."""
     kinds = frozenset(e.kind for e in spec.entries)
     # The kind of every line when no entry makes files; else it is worked out per line.
     line_kind = "line" if kinds.isdisjoint({"dir", "files"}) else None
     dumps = orjson.dumps
     for block in iter_blocks(spec, stdin, unreadable, wait):
-        if isinstance(block, tuple):  # a record read
+        if isinstance(block, tuple | SourceItem):  # a record read, or an item
             if skip:
-                skip -= 1
-            else:
+                key = block[0] if isinstance(block, tuple) else block.key
+                if stored is None or key in stored([key]):
+                    skip -= 1
+                    continue
+                skip = 0
+            if isinstance(block, tuple):
                 yield (block[0], dumps(block[1]).decode(), "record", "pending", None, None, None, None, None, None)
-            continue
-        if isinstance(block, SourceItem):
-            if skip:
-                skip -= 1
             else:
                 yield _item_row(block, kinds, at)
             continue
         if skip:
-            if skip >= len(block):
-                skip -= len(block)
+            n = min(skip, len(block))
+            if stored is not None:
+                keys = line_keys(block[:n])
+                held = stored(keys)
+                new = next((i for i, k in enumerate(keys) if k not in held), n)
+                skip = new if new < n else skip  # a key it lacks: skipping ends there
+                n = new
+            skip -= n
+            block = block[n:]
+            if not block:
                 continue
-            block = block[skip:]
-            skip = 0
         yield from _line_rows(block, line_kind, kinds)
 
 
@@ -139,6 +152,8 @@ def enqueue_source(
     stdin: TextIO | None = None,
     on_enqueue: Callable[[int], None] | None = None,
     on_wait: Callable[[], None] | None = None,
+    writer_within: float | None = None,
+    on_no_writer: Callable[[list[str]], None] | None = None,
 ) -> int:
     """Enqueue every item of the source (or the rest of it, after an interrupted enqueue).
 
@@ -146,21 +161,83 @@ def enqueue_source(
     once a second ``on_wait`` is called (the engine touches its lock file, its sign of life
     while it waits) and the items read so far are committed (engine/sources/waiting.py).
 
+    ``writer_within`` (the rest of an interrupted enqueue): a named pipe whose writer does not
+    open it within that many seconds is passed over (``on_no_writer`` is told which); the part
+    skipped of a source read again is only what the batch holds (:func:`_rows`).
+
     Returns the total number of duplicates dropped.
     """
     already = int(store.get_meta("enqueue_read", 0) or 0)
     if already and any(e.kind == "stdin" for e in source.entries):
         raise UserError("this batch was interrupted while reading stdin, which cannot be read again; start a new batch")
     unreadable = Unreadable()
-    wait = SourceWait(on_wait)
-    rows = _rows(source, stdin, now_iso(), already, unreadable, wait)
+    wait = SourceWait(on_wait, writer_within=writer_within, go_on=writer_within is not None)
+    stored = store.known_keys if writer_within is not None and already else None
+    rows = _rows(source, stdin, now_iso(), already, unreadable, wait, stored)
     if on_enqueue is not None:
         rows = _report_every(rows, already, on_enqueue)
     store.enqueue(rows, waits=wait)
     with store.transaction():
         store.set_meta("source_unreadable", unreadable.model_dump_json())
         store.set_meta("enqueue_done", 1)
+    if wait.no_writer and on_no_writer is not None:
+        on_no_writer(wait.no_writer)
     return int(store.get_meta("duplicates_dropped", 0) or 0)
+
+
+def pipe_note(pipes: list[str], *, rescan: bool = False) -> str:
+    """What a reading again does with the named pipes ``pipes``: the rest of a reading cut
+    short (:func:`read_rest`), or a rescan, which takes what the writer sends as the whole source."""
+    from .sources import waiting
+
+    one = len(pipes) == 1
+    what = (
+        "it must send the whole source again: a key it does not send counts as missing"
+        if rescan
+        else "the lines the batch holds are skipped: it may send the whole source again or only the rest"
+    )
+    return (
+        f"{', '.join(clean(p) for p in pipes)} {'is a named pipe' if one else 'are named pipes'}, which"
+        f" {'gives' if one else 'give'} {'its' if one else 'their'} lines once: waiting up to"
+        f" {waiting.REREAD_WAIT_S:g} s for a writer to open {'it' if one else 'each'} again ({what})"
+    )
+
+
+def read_rest(
+    store: ItemStore, source: SourceSpec, *, batch_id: str, on_wait: Callable[[], None], say: Callable[[str], None]
+) -> int:
+    """The rest of an enqueue an engine's death cut short, read by the next engine before
+    anything runs, and what it does said to ``say``. Returns the duplicates dropped in all.
+
+    The items stored are kept. A file is read again from its start, past what the batch holds.
+    A named pipe gave its lines once, to the engine that died: its writer is gone with it (a
+    kill ends its writes with EPIPE). It is opened again for a new writer, which may send the
+    whole source again or only the rest (the lines the batch holds are skipped, never doubled),
+    but for :data:`~.sources.waiting.REREAD_WAIT_S` seconds at most: with no writer by then the
+    pipe is not read, the batch goes on with what it holds, and says so."""
+    from .sources import waiting  # its wait read now: a test shortens it
+
+    held = store.max_seq() + 1
+    pipes = named_pipes(e.path for e in source.entries)
+    if not pipes:
+        say("the previous engine died while enqueuing: reading the rest of the source")
+        return enqueue_source(store, source, on_wait=on_wait)
+    within = waiting.REREAD_WAIT_S
+    names = ", ".join(clean(p) for p in pipes)
+    say(f"the previous engine died while enqueuing: the {held:,} items it read are kept; {pipe_note(pipes)}")
+    missed: list[str] = []
+    dropped = enqueue_source(store, source, on_wait=on_wait, writer_within=within, on_no_writer=missed.extend)
+    added = store.max_seq() + 1 - held
+    if missed:
+        say(
+            f"no writer opened {', '.join(clean(p) for p in missed)} within {within:g} s: not read again;"
+            f" the batch goes on with the {held + added:,} items it holds"
+            f" (`{shell_line('batchtui', 'resume', batch_id, '--rescan')}` reads the pipe again, once a writer"
+            " sends to it)"
+        )
+    else:
+        say(f"read {names} again: {added:,} new items")
+    return dropped
 
 
 def source_unreadable(store: ItemStore) -> Unreadable:

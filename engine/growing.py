@@ -24,7 +24,7 @@ from .files import write_model
 from .fmt import clean, count, shell_line
 from .keyrule import with_batch_key
 from .models import Manifest, Unreadable
-from .sources import SourceSpec, SourceWait
+from .sources import NoWriter, SourceSpec, SourceWait, named_pipes, waiting
 from .store import ItemStore, ScanOutcome
 
 #: Why ``resume --rescan --drop-missing`` skipped an item (its error_message).
@@ -55,6 +55,11 @@ def _check_rereadable(specs: list[SourceSpec], what: str) -> None:
                 raise UserError(f"{what}: the batch's source {clean(entry.path)} is gone; put it back first")
 
 
+def source_pipes(manifest: Manifest) -> list[str]:
+    """The named pipes among the sources a rescan of the batch reads."""
+    return named_pipes(e.path for spec in batch_sources(manifest) for e in spec.entries if e.kind != "stdin")
+
+
 def pending_add(store: ItemStore) -> dict[str, Any] | None:
     """The note of an ``add`` that was cut short (killed, even -9), or None."""
     raw = store.get_meta("adding")
@@ -78,7 +83,7 @@ def finish_cut_add(bdir: BatchDir, manifest: Manifest, store: ItemStore, durable
     note = pending_add(store)
     assert note is not None
     try:
-        manifest = _continue_add(bdir, manifest, store, note, None, durable)
+        manifest = _continue_add(bdir, manifest, store, note, None, durable, again=True)
     except _StdinCutShort as exc:
         return exc.manifest, str(exc)
     except UserError as exc:
@@ -109,11 +114,18 @@ def rescan_batch(bdir: BatchDir, *, drop_missing: bool = False, durable: bool = 
         specs = batch_sources(manifest.model_copy(update={"added_sources": added}))
         at = now_iso()
         unreadable = Unreadable()
-        rows = itertools.chain.from_iterable(_rows(spec, None, at, 0, unreadable) for spec in specs)
+        # A named pipe with no writer within the wait is refused (NoWriter), nothing changed:
+        # read as empty, every key it gave would be "missing" (and skipped by --drop-missing).
+        wait = SourceWait(writer_within=waiting.REREAD_WAIT_S)
+        rows = itertools.chain.from_iterable(_rows(spec, None, at, 0, unreadable, wait) for spec in specs)
         seq_from, dups, base = store.max_seq(), store.get_meta("duplicates_dropped"), store.get_meta("rescan_base")
         try:
             _check_rereadable(specs, "cannot rescan")
             outcome = store.rescan(rows, drop_reason=MISSING_REASON if drop_missing else None, at=at)
+        except NoWriter as exc:
+            take_back(store, seq_from, duplicates_dropped=dups, rescan_base=base)
+            write_views(bdir, manifest, store, durable=durable)
+            raise UserError(f"cannot rescan: {exc}; nothing changed (start its writer, then rescan)") from None
         except UserError:
             # A source that cannot be read whole now (a bad line, a key field gone): refused with
             # nothing changed, as `run` refuses it, not with the items read before the bad line
@@ -192,7 +204,7 @@ def _add(
     earlier = pending_add(store)
     if earlier is not None:  # finished, and its counts written, whatever comes next
         try:
-            manifest = _continue_add(bdir, manifest, store, earlier, None, durable)
+            manifest = _continue_add(bdir, manifest, store, earlier, None, durable, again=True)
         except UserError as exc:
             raise UserError(f"an add cut short earlier could not be finished: {exc}; give this add again") from None
         write_views(bdir, manifest, store, durable=durable, changing=manifest.changing)
@@ -227,10 +239,16 @@ def _continue_add(
     stdin: TextIO | None,
     durable: bool,
     unreadable: Unreadable | None = None,
+    *,
+    again: bool = False,
 ) -> Manifest:
     """Enqueue the add ``note`` describes from where it stopped (the store's enqueue counts the
     rows read and the duplicates, chunk by chunk), then record its source in the manifest and
-    forget the note. Returns the manifest as written."""
+    forget the note. Returns the manifest as written.
+
+    ``again``: the add was cut short and its source is read a second time. A named pipe there
+    is opened for a new writer for :data:`~.sources.waiting.REREAD_WAIT_S` seconds at most (with
+    none, the add ends with the items it has), and only what the batch holds is skipped."""
     spec = SourceSpec.model_validate(note["spec"])
     done = int(store.get_meta("enqueue_read", 0) or 0) - int(note["read_from"])
     if (done or stdin is None) and any(e.kind == "stdin" for e in spec.entries):
@@ -252,9 +270,10 @@ def _continue_add(
     # A pipe or a FIFO that pauses has what was read so far committed once a tick (as a run's
     # enqueue does), not held until 20,000 rows came: a kill or Ctrl-C lost them (stdin cannot
     # be read again), and nothing showed in the batch meanwhile.
-    wait = SourceWait()
+    wait = SourceWait(writer_within=waiting.REREAD_WAIT_S if again else None, go_on=again)
+    stored = store.known_keys if again and done else None
     try:
-        store.enqueue(_rows(spec, stdin, now_iso(), done, unreadable, wait), waits=wait)
+        store.enqueue(_rows(spec, stdin, now_iso(), done, unreadable, wait, stored), waits=wait)
     except UserError as exc:
         # The source cannot be read whole (a bad line, a key field it lacks, gone since a kill):
         # the add is refused whole, as `run` refuses such a source, and its note goes with it.

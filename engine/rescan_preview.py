@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 from .batchdir import BatchDir, now_iso
 from .enqueue import _rows
-from .growing import _check_rereadable, batch_sources
+from .errors import UserError
+from .fmt import clean
+from .growing import _check_rereadable, batch_sources, source_pipes
 from .store import ItemStore, LineBlock
 
 
@@ -29,6 +31,12 @@ def preview_rescan(bdir: BatchDir) -> RescanPreview:
     manifest = bdir.read_manifest()
     specs = batch_sources(manifest)
     _check_rereadable(specs, "cannot rescan")
+    pipes = source_pipes(manifest)
+    if pipes:
+        # Read here, a pipe would give its lines to the preview, and the rescan find none.
+        raise UserError(
+            f"no preview: {clean(pipes[0])} is a named pipe, which gives its lines once (to the rescan itself)"
+        )
     store = ItemStore.open_readonly(bdir.items_db)
     try:
         total = store.counts().total

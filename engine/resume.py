@@ -284,11 +284,15 @@ def _rescan(
 ) -> ScanOutcome:
     """The rescan of a resume, under the plan's lock (or, for a detached engine, a lock taken
     for it and let go of after), said to ``say``."""
-    from .growing import rescan_batch  # only a rescan loads the sources' readers
+    from .enqueue import pipe_note
+    from .growing import rescan_batch, source_pipes  # only a rescan loads the sources' readers
 
     held = lock if lock is not None else BatchLock(bdir.lock, engine=False)
     held.acquire()
     try:
+        pipes = source_pipes(bdir.read_manifest())
+        if pipes:
+            say(f"rescan: {pipe_note(pipes, rescan=True)}")
         outcome = rescan_batch(bdir, drop_missing=drop_missing, durable=durable)
     finally:
         if held is not lock:

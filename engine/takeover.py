@@ -20,7 +20,7 @@ from .batchdir import HOST, now_iso
 from .committer import Committer
 from .control import ControlWatcher
 from .control_file import ControlReader
-from .enqueue import enqueue_source, source_unreadable
+from .enqueue import pipe_note, read_rest, source_unreadable
 from .executors import EarlyHalt, WorkerInitError
 from .files import ResultsLog
 from .growing import finish_cut_add, pending_add
@@ -32,7 +32,7 @@ from .models import (
 from .reaper import Reaper
 from .resultscheck import adopt_tail, finish_staged
 from .runstate import RunState
-from .sources import SourceSpec, describe
+from .sources import SourceSpec, describe, named_pipes
 from .store import ItemStore
 from .timing import batch_timing, close_dead_runs
 
@@ -99,15 +99,19 @@ class TakeOver(RunState):
         if self.results.torn_bytes:
             self._warn(f"cut a torn last line ({self.results.torn_bytes} bytes) from results.jsonl")
         if not store.get_meta("enqueue_done"):
-            self._warn("the previous engine died while enqueuing: reading the rest of the source")
-            dropped = enqueue_source(store, SourceSpec.model_validate(self.manifest.source), on_wait=self.lock.touch)
+            source = SourceSpec.model_validate(self.manifest.source)
+            dropped = read_rest(store, source, batch_id=self.batch.batch_id, on_wait=self.lock.touch, say=self._warn)
             self.manifest = self.manifest.model_copy(
                 update={"duplicates_dropped": dropped, "unreadable": source_unreadable(store)}
             )
         cut_add = pending_add(store)
         if cut_add is not None:  # an `add` killed half-way: finished before anything runs, as above
-            what = describe(SourceSpec.model_validate(cut_add["spec"]))
-            self._warn(f"an add to this batch was cut short: reading the rest of its source ({what})")
+            added_spec = SourceSpec.model_validate(cut_add["spec"])
+            pipes = named_pipes(e.path for e in added_spec.entries)
+            how = f"; {pipe_note(pipes)}" if pipes else ""
+            self._warn(
+                f"an add to this batch was cut short: reading the rest of its source ({describe(added_spec)}){how}"
+            )
             self.manifest, told = finish_cut_add(self.batch, self.manifest, store, durable)
             self._warn(told)
         requeued = store.requeue_processing()

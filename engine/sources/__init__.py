@@ -62,11 +62,12 @@ from .spec import (
     reads_as_lines,
 )
 from .text import open_text
-from .waiting import SourceWait, open_source_text
+from .waiting import NoWriter, SourceWait, named_pipes, open_source_text
 from .walk import explicit_file, walk_dir
 
 __all__ = [
     "AsKind",
+    "NoWriter",
     "Record",
     "SourceEntry",
     "SourceItem",
@@ -79,6 +80,7 @@ __all__ = [
     "iter_blocks",
     "iter_items",
     "line_keys",
+    "named_pipes",
     "normalize_line_key",
     "one_item_list",
     "reads_as_lines",
@@ -127,16 +129,23 @@ def iter_blocks(
     waits, and its lines come as they are sent (see :mod:`.waiting`).
 
     Raises :class:`UserError` as :func:`iter_items` does, after the items before the error.
+    A named pipe read again that no writer opened in time (:class:`NoWriter`) is passed over
+    when ``wait.go_on`` (noted in ``wait.no_writer``), else raised.
     """
     for entry in spec.entries:
-        if entry.kind == "lines":
-            with open_source_text(entry.path, spec.encoding, wait=wait) as f:
-                yield from line_blocks(line_chunks(f, spec.encoding), os.path.basename(entry.path), spec.encoding)
-        elif entry.kind == "stdin":
-            yield from stdin_blocks(stdin, spec.encoding, wait)
-        elif entry.kind == "csv":
-            yield from csv_records(entry.path, spec, wait)
-        elif entry.kind == "jsonl":
-            yield from jsonl_records(entry.path, spec, wait)
-        else:
-            yield from iter_items(spec.model_copy(update={"entries": (entry,)}), stdin, unreadable)
+        try:
+            if entry.kind == "lines":
+                with open_source_text(entry.path, spec.encoding, wait=wait) as f:
+                    yield from line_blocks(line_chunks(f, spec.encoding), os.path.basename(entry.path), spec.encoding)
+            elif entry.kind == "stdin":
+                yield from stdin_blocks(stdin, spec.encoding, wait)
+            elif entry.kind == "csv":
+                yield from csv_records(entry.path, spec, wait)
+            elif entry.kind == "jsonl":
+                yield from jsonl_records(entry.path, spec, wait)
+            else:
+                yield from iter_items(spec.model_copy(update={"entries": (entry,)}), stdin, unreadable)
+        except NoWriter:
+            if wait is None or not wait.go_on:
+                raise
+            wait.no_writer.append(entry.path)  # raised by the open: nothing of it was read

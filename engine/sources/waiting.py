@@ -26,7 +26,8 @@ import select
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final, TextIO, TypeVar
 
 from ..errors import UserError
@@ -36,18 +37,48 @@ from .text import MARK_ERRORS, codec, open_text, stream_error
 #: How often a waiting reader says it still waits: well within liveness's 5 s.
 TICK_S: Final = 1.0
 
+#: How long a named pipe read again (a resume of a reading cut short, a rescan) waits for a
+#: writer to open it: the one that fed it is gone with the reader it fed (a kill ends its
+#: writes with EPIPE), and one that never comes must not keep a resume waiting for ever.
+REREAD_WAIT_S: Final = 30.0
+
 #: At most this many bytes a read (what has come may be less).
 _READ_BYTES: Final = 256 * 1024
 
 T = TypeVar("T")
 
 
+class NoWriter(UserError):
+    """A named pipe read again (a resume, a rescan, an add finished) that no writer opened within
+    :attr:`SourceWait.writer_within` seconds."""
+
+    def __init__(self, path: str, within: float) -> None:
+        super().__init__(f"no writer opened the named pipe {clean(path)} within {within:g} s")
+        self.path = path
+
+
 class SourceWait:
     """Told while a source keeps its reader waiting (every :data:`TICK_S` seconds of a wait).
-    The enqueue and the engine :meth:`listen`; the readers of the sources call :meth:`waited`."""
+    The enqueue and the engine :meth:`listen`; the readers of the sources call :meth:`waited`.
 
-    def __init__(self, first: Callable[[], None] | None = None, *, tick: float = TICK_S) -> None:
+    ``writer_within``: for a source read *again* (a resume of a reading cut short, a rescan),
+    how long the open of a named pipe waits for its writer; None (a first reading) waits as long
+    as it takes, as ``cat`` does. A writer that never comes then is :class:`NoWriter`: raised
+    by the open, or, with ``go_on``, noted in :attr:`no_writer` and the pipe read as empty (the
+    other sources are read on)."""
+
+    def __init__(
+        self,
+        first: Callable[[], None] | None = None,
+        *,
+        tick: float = TICK_S,
+        writer_within: float | None = None,
+        go_on: bool = False,
+    ) -> None:
         self.tick = tick
+        self.writer_within = writer_within
+        self.go_on = go_on
+        self.no_writer: list[str] = []
         self._listeners: list[Callable[[], None]] = [first] if first is not None else []
 
     def listen(self, fn: Callable[[], None]) -> None:
@@ -79,6 +110,44 @@ class SourceWait:
             self.waited()
         if failed:
             raise failed[0]
+        return got[0]
+
+    def open_pipe(self, path: str) -> int:
+        """A descriptor reading the named pipe ``path``, opened once its writer opens it too;
+        :class:`NoWriter` when ``writer_within`` is set and no writer came by then."""
+        if self.writer_within is None or not named_pipes([path]):  # a device opens at once
+            return self.call(lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        deadline = time.monotonic() + self.writer_within
+        done = threading.Event()
+        got: list[int] = []
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                got.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            except BaseException as exc:
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="batchtui-source-open", daemon=True).start()
+        timed_out = False
+        while not done.wait(max(0.0, min(self.tick, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                timed_out = True
+                break
+            self.waited()
+        while timed_out and not done.is_set():
+            # Time is up: the open still waits. A writer's open that gives up at once ends it
+            # (no thread left blocked on the pipe); ENXIO until that open has begun to wait.
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            done.wait(0.05)
+        if failed:
+            raise failed[0]
+        if timed_out:
+            os.close(got[0])  # opened by the end of the wait (ours, or a writer's as it ended)
+            raise NoWriter(path, self.writer_within)
         return got[0]
 
 
@@ -156,7 +225,7 @@ def open_source_text(
         return
     name = codec(encoding)
     try:
-        fd = wait.call(lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        fd = wait.open_pipe(path)
     except OSError as exc:
         raise UserError(f"cannot read {clean(path)}: {exc.strerror or exc}") from None
     with waiting_text(fd, wait, name, newline) as f:
@@ -172,6 +241,17 @@ def _regular(path: str) -> bool:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return True
+
+
+def named_pipes(paths: Iterable[str]) -> list[str]:
+    """Those of ``paths`` that are named pipes now (a FIFO: what a second reading cannot read
+    as the first did)."""
+    found = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if stat.S_ISFIFO(os.stat(path).st_mode):
+                found.append(path)
+    return found
 
 
 def pipe_blocks(binary: io.BufferedReader, encoding: str) -> Iterator[list[str]]:
@@ -195,10 +275,13 @@ def pipe_blocks(binary: io.BufferedReader, encoding: str) -> Iterator[list[str]]
 
 
 __all__ = [
+    "REREAD_WAIT_S",
     "TICK_S",
+    "NoWriter",
     "SourceWait",
     "WaitingReader",
     "may_wait",
+    "named_pipes",
     "open_source_text",
     "pipe_blocks",
     "waiting_binary",

@@ -215,6 +215,15 @@ class ItemStore:
         top = self.conn.execute("SELECT max(seq) FROM items").fetchone()[0]
         return -1 if top is None else int(top)
 
+    def known_keys(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` that items.db holds."""
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            found.update(k for (k,) in self.conn.execute(f"SELECT key FROM items WHERE key IN ({marks})", part))
+        return found
+
     def requeue_processing(self) -> int:
         """Crash recovery: items left 'processing' go back to 'pending', attempts kept."""
         with self.transaction():
