@@ -13,7 +13,7 @@ import io
 import itertools
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, TextIO
 
 import orjson
@@ -23,7 +23,7 @@ from ..fmt import clean
 from ..jsonexact import inexact_integer
 from .spec import Record, SourceItem, SourceSpec
 from .text import MARK, open_text, undecodable
-from .waiting import SourceWait, open_source_text
+from .waiting import SourceWait, arrived_head, open_source_text
 
 _SNIFF_BYTES: Final = 64 * 1024
 
@@ -64,12 +64,20 @@ class CsvHead:
         if csv.field_size_limit() < _CSV_FIELD_LIMIT:
             csv.field_size_limit(_CSV_FIELD_LIMIT)
         # Sniff on the head, then read on from it without seeking (works for pipes too). The
-        # head is completed to a whole line so no physical line is split in two.
-        head = f.read(_SNIFF_BYTES)
-        if head and not head.endswith("\n"):
-            head += f.readline()
-        delimiter = spec.delimiter or _sniff_delimiter(head, path)
-        lines = itertools.chain(io.StringIO(head, newline=""), f)
+        # head is completed to a whole line so no physical line is split in two. A pipe's head
+        # is what has come (arrived_head): its first records are not held back for 64 KiB; with
+        # --delimiter there is nothing to sniff, and no head is read.
+        lines: Iterable[str]
+        if spec.delimiter:
+            delimiter, lines = spec.delimiter, f
+        elif (arrived := arrived_head(f, _SNIFF_BYTES, newline="")) is not None:
+            delimiter, lines = _sniff_delimiter(arrived[0], path), arrived[1]
+        else:
+            head = f.read(_SNIFF_BYTES)
+            if head and not head.endswith("\n"):
+                head += f.readline()
+            delimiter = _sniff_delimiter(head, path)
+            lines = itertools.chain(io.StringIO(head, newline=""), f)
         # strict: a quote left open would swallow the rest of the file into one field, and
         # ``"a"b`` would silently become ``ab``; both are refused at their line instead.
         self.reader = csv.reader(lines, delimiter=delimiter, strict=True)

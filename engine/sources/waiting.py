@@ -197,6 +197,67 @@ class WaitingReader(io.RawIOBase):
         super().close()
 
 
+#: A pipe's CSV head: after its first line, what more comes with gaps no longer than this.
+HEAD_GAP_S: Final = 0.25
+
+
+class _Prefixed(io.RawIOBase):
+    """The bytes ``prefix``, then the rest of ``rest`` (left open when this closes)."""
+
+    def __init__(self, prefix: bytes, rest: io.BufferedReader) -> None:
+        super().__init__()
+        self._prefix = memoryview(prefix)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._rest.read1(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def arrived_head(f: TextIO, limit: int, *, newline: str | None, gap: float = HEAD_GAP_S) -> tuple[str, TextIO] | None:
+    """For ``f`` read through a :class:`WaitingReader` (a pipe) and not read yet: the text that
+    has come so far, at least its first whole line (waited for as long as it takes), then what
+    comes with gaps no longer than ``gap`` seconds, at most ``limit`` bytes; and a text stream
+    that reads ``f`` from its start again (those bytes first, decoded as ``f`` decodes them, with
+    ``f``'s ``newline``).
+    None for any other stream (a regular file's head is read as it always was).
+
+    A CSV from a pipe sniffs its dialect on this: read to ``limit`` bytes, a writer that sends a
+    line a second kept its first record back for 64 KiB (about 18 hours of one-line records)."""
+    binary = getattr(f, "buffer", None)
+    raw = getattr(binary, "raw", None)
+    if not isinstance(binary, io.BufferedReader) or not isinstance(raw, WaitingReader):
+        return None
+    got = bytearray()
+    while len(got) < limit:
+        want = limit - len(got)
+        data = binary.read1(want)  # waits (telling the waits) for what comes first
+        if not data:
+            break  # the writer closed it
+        got += data
+        # Less than asked: nothing is left in the buffer, so what more there is is in the pipe.
+        if b"\n" in got and len(data) < want and not select.select([raw.fileno()], [], [], gap)[0]:
+            break
+    # Not final: a character cut at the end waits for its rest (the stream below decodes it).
+    head = codecs.getincrementaldecoder(f.encoding)(errors=f.errors or "strict").decode(bytes(got))
+    again = io.TextIOWrapper(
+        io.BufferedReader(_Prefixed(bytes(got), binary), buffer_size=_READ_BYTES),
+        encoding=f.encoding,
+        errors=f.errors,
+        newline=newline,
+    )
+    return head, again
+
+
 def waiting_binary(fd: int, wait: SourceWait, *, closefd: bool = True) -> io.BufferedReader:
     """``fd`` as a buffered binary file read through :class:`WaitingReader`."""
     return io.BufferedReader(WaitingReader(fd, wait, closefd=closefd), buffer_size=_READ_BYTES)
@@ -280,6 +341,7 @@ __all__ = [
     "NoWriter",
     "SourceWait",
     "WaitingReader",
+    "arrived_head",
     "may_wait",
     "named_pipes",
     "open_source_text",
