@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -25,6 +26,7 @@ from .files import ResultsLog, WriteFailed, write_model
 from .fmt import clean, shell_line
 from .models import Manifest, Unreadable
 from .processors import ProcessorSpec
+from .reading import WRITER_UNTIL
 from .registry import forget, register
 from .sources import SourceItem, SourceSpec, SourceWait, iter_blocks, line_keys, named_pipes
 from .store import ItemStore, LineBlock
@@ -226,7 +228,13 @@ def read_rest(
     names = ", ".join(clean(p) for p in pipes)
     say(f"the previous engine died while enqueuing: the {held:,} items it read are kept; {pipe_note(pipes)}")
     missed: list[str] = []
-    dropped = enqueue_source(store, source, on_wait=on_wait, writer_within=within, on_no_writer=missed.extend)
+    with store.transaction():  # the views say how long it waits (.reading.SourceReading.note)
+        store.set_meta(WRITER_UNTIL, repr(time.time() + within))
+    try:
+        dropped = enqueue_source(store, source, on_wait=on_wait, writer_within=within, on_no_writer=missed.extend)
+    finally:
+        with store.transaction():
+            store.conn.execute("DELETE FROM meta WHERE k=?", (WRITER_UNTIL,))
     added = store.max_seq() + 1 - held
     if missed:
         say(

@@ -14,13 +14,17 @@ far``), :func:`reading_note` (when the items run).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .batchdir import BatchDir, parse_iso
 from .fmt import fmt_duration
 from .liveness import EngineStatus, Liveness
 from .models import LiveProgress, LockInfo
+
+#: The store's meta key: until when (epoch seconds) a resume waits for a named pipe's writer.
+WRITER_UNTIL: Final = "pipe_writer_until"
 
 
 class SourceReading(NamedTuple):
@@ -32,13 +36,20 @@ class SourceReading(NamedTuple):
     items: int
     engine: bool
     waiting_s: float | None = None
+    #: A resume waits for a writer of a named pipe until then (epoch seconds; see
+    #: :func:`.enqueue.read_rest`), or None.
+    writer_until: float | None = None
 
     def text(self) -> str:
         """``reading its source: 1,234 items so far`` (see :func:`reading_words`)."""
         return reading_words(self.items, self.waiting_s)
 
     def note(self) -> str:
-        """When its items run (see :func:`reading_note`)."""
+        """When its items run (see :func:`reading_note`); while a resume waits for a pipe's
+        writer, how much longer it waits before it runs the items it holds."""
+        if self.writer_until is not None and self.waiting_s is not None:
+            left = max(0.0, self.writer_until - time.time())
+            return f"a named pipe read again: its items run in {fmt_duration(left)} unless a writer opens it"
         return reading_note(self.waiting_s)
 
 
@@ -52,12 +63,13 @@ def source_reading(batch: BatchDir | Path, status: EngineStatus, live: LiveProgr
     holder = status.holder
     if holder is not None and live is not None and written_since(live, holder):
         return None
-    stored = _enqueue_so_far(bdir)
-    if stored is None:
+    so_far = _enqueue_so_far(bdir)
+    if so_far is None:
         return None
+    stored, until = so_far
     dead = status.liveness == Liveness.STALE and status.process == "gone"
     reading = status.held and not dead
-    return SourceReading(stored, reading, status.waiting_s if reading else None)
+    return SourceReading(stored, reading, status.waiting_s if reading else None, until if reading else None)
 
 
 def reading_words(items: int, waiting_s: float | None) -> str:
@@ -89,8 +101,9 @@ def written_since(live: LiveProgress, holder: LockInfo) -> bool:
         return True
 
 
-def _enqueue_so_far(bdir: BatchDir) -> int | None:
-    """The items the enqueue has stored, while it is not done; None once it is (or unreadable).
+def _enqueue_so_far(bdir: BatchDir) -> tuple[int, float | None] | None:
+    """The items the enqueue has stored, while it is not done, and until when a resume waits
+    for a named pipe's writer (or None); None once it is done (or unreadable).
     Nothing runs before it is done, so every item is pending and seq is dense from 0: the
     highest seq says how many (one index lookup, where a count scans 20M rows)."""
     import sqlite3
@@ -105,11 +118,12 @@ def _enqueue_so_far(bdir: BatchDir) -> int | None:
     try:
         if store.get_meta("enqueue_done"):
             return None
-        return size(store.conn)
+        until = store.get_meta(WRITER_UNTIL)
+        return size(store.conn), float(until) if until else None
     except (StoreError, OSError, sqlite3.Error):
         return None
     finally:
         store.close()
 
 
-__all__ = ["SourceReading", "reading_note", "reading_words", "source_reading", "written_since"]
+__all__ = ["WRITER_UNTIL", "SourceReading", "reading_note", "reading_words", "source_reading", "written_since"]

@@ -110,7 +110,28 @@ def test_a_resume_with_no_writer_keeps_what_was_read_says_so_and_goes_on(tmp_pat
     out = tmp_path / "out"
     batch = _killed_mid_enqueue(tmp_path, out, FIRST)
     started = time.monotonic()
-    res = _resume(tmp_path, out, batch.name)
+    proc = subprocess.Popen(
+        [*SHORT_WAIT, "resume", batch.name, "--headless"],
+        env=cli_env(out),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # While it waits, the views can say for how long (the dashboard: "its items run in 1s
+    # unless a writer opens it"): the batch's source_reading carries the end of the wait.
+    from batchtui.engine.batchdir import BatchDir
+    from batchtui.engine.liveness import engine_status
+    from batchtui.engine.reading import source_reading
+
+    def waiting_until() -> float | None:
+        reading = source_reading(BatchDir(batch), engine_status(batch), None)
+        return reading.writer_until if reading is not None else None
+
+    wait_until(lambda: waiting_until() is not None, timeout=30, what="the wait for a writer shown to the views")
+    assert 0 < waiting_until() - time.time() <= WAIT_S  # type: ignore[operator]
+    stdout, stderr = proc.communicate(timeout=60)
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert res.returncode == 0, res.stderr
     assert time.monotonic() - started < 30  # the wait's 1.5 s, the run, the start-ups
     assert "the 5 items it read are kept" in res.stderr and "is a named pipe" in res.stderr
@@ -118,6 +139,19 @@ def test_a_resume_with_no_writer_keeps_what_was_read_says_so_and_goes_on(tmp_pat
     assert f"no writer opened {tmp_path / 'src.txt'} within {WAIT_S:g} s: not read again" in res.stderr
     assert _keys(batch / "items.db") == FIRST
     assert "(finished)" in res.stdout
+    conn = sqlite3.connect(f"file:{batch / 'items.db'}?mode=ro", uri=True)
+    try:  # the wait is over: no view says it waits
+        assert conn.execute("SELECT count(*) FROM meta WHERE k='pipe_writer_until'").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_the_note_of_a_resume_waiting_for_a_pipes_writer_says_how_long_it_waits() -> None:
+    from batchtui.engine.reading import SourceReading
+
+    note = SourceReading(5, True, 3.0, time.time() + 12.5).note()
+    assert note in (f"a named pipe read again: its items run in {s}s unless a writer opens it" for s in (11, 12))
+    assert SourceReading(5, True, 3.0).note() == "its items run once the source ends (its writer closes it)"
 
 
 @pytest.mark.parametrize("sent", ["the rest", "everything again"])
