@@ -382,8 +382,13 @@ class LiveProgress(_Model):
 
     def ended(self, state: BatchState, halt_reason: str | None) -> LiveProgress:
         """This progress as its run ended, for when the engine could not write that (its folder
-        went while it ran): the state it ended in and why, nothing running or queued, no ETA."""
-        counts = self.counts.model_copy(update={"running": 0, "queued": 0, "retrying": 0})
+        went while it ran, it was killed): the state it ended in and why, nothing running or
+        queued, no ETA, and the items it had handed out pending (the next run runs them again,
+        as its recovery puts them back to pending)."""
+        c = self.counts
+        counts = c.model_copy(
+            update={"pending": c.pending + c.processing, "processing": 0, "running": 0, "queued": 0, "retrying": 0}
+        )
         update: dict[str, Any] = {"state": state, "halt_reason": halt_reason, "in_flight": [], "counts": counts}
         return self.model_copy(update={**update, "eta_s": None, "eta_low_s": None, "eta_high_s": None})
 

@@ -324,3 +324,14 @@ def test_show_of_a_running_batch_counts_in_flight_items_apart_from_pending(tmp_p
     finally:
         release.touch()
         subprocess.run([*CLI, "wait", batch.name], env=env, capture_output=True, timeout=120, check=False)
+
+
+def test_in_flight_says_how_many_run_wait_in_a_queue_and_wait_to_retry() -> None:
+    """'In flight' counts every item handed out ('processing'): the split says what they do."""
+    from batchtui.engine.models import Counts, LiveCounts
+    from batchtui.tui.cli.summary import _in_flight_split
+
+    live = LiveCounts(total=20, pending=10, processing=10, running=2, queued=5, retrying=3)
+    assert _in_flight_split(live) == " (2 running, 5 queued, 3 waiting to retry)"
+    assert _in_flight_split(LiveCounts(total=20, processing=4, running=2, queued=2)) == " (2 running, 2 queued)"
+    assert _in_flight_split(Counts(total=20, processing=4)) == ""  # the manifest's: no split known

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from textual.widgets import DataTable
 
+from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.models import BatchState
 from batchtui.tui.screens.dashboard import DashboardScreen
 from batchtui.tui.widgets.in_flight import InFlightPanel
@@ -56,6 +57,10 @@ def test_an_engine_killed_while_watched_leaves_nothing_shown_running(tmp_path: P
                 assert shown.lstrip().startswith("INTERRUPTED"), shown
                 assert "ETA" not in shown and "running" not in shown and "queued" not in shown, shown
                 assert "pending" in shown, shown
+                # What was handed out runs again on resume: pending, as `show` counts it.
+                live = BatchDir(batch).read_live()
+                assert live is not None and live.counts.processing > 0
+                assert f"pending {live.counts.pending + live.counts.processing}" in _counts(screen), _counts(screen)
                 assert "running 0/" in _counts(screen) and "queued 0" in _counts(screen), _counts(screen)
                 assert _in_flight_rows(screen) == 0
                 assert "[INTERRUPTED]" in str(screen.query_one(TitleBar).render())

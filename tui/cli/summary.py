@@ -21,12 +21,13 @@ if TYPE_CHECKING:
 
 
 def _in_flight_split(counts: Counts) -> str:
-    """How many of the items in flight run and how many wait in a worker's queue, as the live
-    file tells it (an item is 'processing' from its hand-out, so the total can exceed the
-    workers); nothing when the counts have no such split."""
-    if not isinstance(counts, LiveCounts) or not (counts.running or counts.queued):
+    """How many of the items in flight run, how many wait in a worker's queue and how many wait
+    out a retry's backoff, as the live file tells it (an item is 'processing' from its hand-out
+    until it ends, so the total can exceed the workers); nothing when the counts have no split."""
+    if not isinstance(counts, LiveCounts) or not (counts.running or counts.queued or counts.retrying):
         return ""
-    return f" ({counts.running} running, {counts.queued} queued)"
+    retrying = f", {counts.retrying} waiting to retry" if counts.retrying else ""
+    return f" ({counts.running} running, {counts.queued} queued{retrying})"
 
 
 def print_summary(
