@@ -32,6 +32,7 @@ from typing import Final, TextIO, TypeVar
 
 from ..errors import UserError
 from ..fmt import clean
+from ..interrupts import held_signals
 from .text import MARK_ERRORS, codec, open_text, stream_error
 
 #: How often a waiting reader says it still waits: well within liveness's 5 s.
@@ -105,7 +106,8 @@ class SourceWait:
             finally:
                 done.set()
 
-        threading.Thread(target=run, name="batchtui-source-open", daemon=True).start()
+        with held_signals():  # a Ctrl-C inside start() broke its lock (engine/interrupts.py)
+            threading.Thread(target=run, name="batchtui-source-open", daemon=True).start()
         while not done.wait(self.tick):
             self.waited()
         if failed:
@@ -130,7 +132,8 @@ class SourceWait:
             finally:
                 done.set()
 
-        threading.Thread(target=run, name="batchtui-source-open", daemon=True).start()
+        with held_signals():  # a Ctrl-C inside start() broke its lock (engine/interrupts.py)
+            threading.Thread(target=run, name="batchtui-source-open", daemon=True).start()
         timed_out = False
         while not done.wait(max(0.0, min(self.tick, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:

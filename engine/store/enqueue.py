@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
+from ..interrupts import held_signals
 from .bulk import INSERT_INVALID, INSERT_PENDING
 
 if TYPE_CHECKING:
@@ -163,8 +164,12 @@ def enqueue(
     if full:
         conn.execute("PRAGMA synchronous=NORMAL")
     thread = threading.Thread(target=writer, name="batchtui-enqueue", daemon=True)
-    thread.start()
     held = _Held()
+
+    def put(item: list[tuple[Any, ...] | LineBlock] | None) -> None:
+        """To the writer; a Ctrl-C meanwhile comes once the queue is whole (engine/interrupts.py)."""
+        with held_signals():
+            chunks.put(item)
 
     every = waits.tick if waits is not None else math.inf
     due = time.monotonic() + every
@@ -173,23 +178,27 @@ def enqueue(
         nonlocal due
         due = time.monotonic() + every
         if held.rows and not failure:
-            chunks.put(held.take())
+            put(held.take())
 
     if waits is not None:
         waits.listen(hand_over)  # called inside next(rows) below, in this thread
     try:
+        with held_signals():  # started whole, or not at all (then the finally joins no thread)
+            thread.start()
         for row in rows:
             if held.add(row) >= chunk:
                 if failure:
                     break
-                chunks.put(held.take())
+                put(held.take())
                 due = time.monotonic() + every
             elif waits is not None and time.monotonic() >= due:
                 hand_over()
         hand_over()
     finally:
-        chunks.put(None)
-        thread.join()
+        with held_signals():  # the writer ends and is joined before a Ctrl-C goes on up
+            if thread.ident is not None:
+                chunks.put(None)
+                thread.join()
         if full:
             conn.execute("PRAGMA synchronous=FULL")
     if failure:
