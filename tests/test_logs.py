@@ -291,3 +291,62 @@ def test_the_logs_verb_prints_no_planted_link_and_no_traceback(tmp_path: Path) -
     got = CliRunner().invoke(cli, ["logs", str(path), "0"])
     assert got.exception is None, got.output
     assert (got.exit_code, got.output) == (0, "attempt 1 of item 0 wrote nothing to stdout\n")
+
+
+def test_an_attempt_run_again_under_its_number_keeps_the_log_of_its_cut_off_run(batch: Path) -> None:
+    """An attempt cut off before it was counted (an engine killed, a stop) runs again under the
+    same number: its first run's log is kept as .interrupted, never emptied (DESIGN: every
+    attempt's log kept)."""
+    first = LogFile(str(batch), 4, 1, "out", LIMIT)
+    first.add(b"first run, cut off\n")  # the engine dies here: the file stays as it is
+    again = LogFile(str(batch), 4, 1, "out", LIMIT)
+    again.add(b"run again\n")
+    again.close()
+    third = LogFile(str(batch), 4, 1, "out", LIMIT)
+    third.add(b"third\n")
+    third.close()
+    first.close()
+    logs = batch / "logs"
+    assert (logs / "4.1.out").read_bytes() == b"third\n"
+    assert (logs / "4.1.out.interrupted").read_bytes() == b"first run, cut off\n"
+    assert (logs / "4.1.out.interrupted.2").read_bytes() == b"run again\n"
+    # The views list attempts, not the runs kept aside.
+    assert [(a.attempt, a.out) for a in attempt_logs(batch, 4)] == [(1, logs / "4.1.out")]
+
+
+def test_a_resume_after_a_kill_keeps_the_output_of_the_run_it_cut_off(tmp_path: Path) -> None:
+    """End to end: kill -9 of the engine while an item prints and sleeps, then resume."""
+    import json
+    import signal
+
+    out = tmp_path / "out"
+    (tmp_path / "items.txt").write_text("a\n")
+    marker = tmp_path / "ran-once"
+    cmd = f"if [ -e {marker} ]; then echo second; else touch {marker}; echo first; sleep 60; fi"
+    env = cli_env(out)
+    made = subprocess.run(
+        [*CLI, "run", str(tmp_path / "items.txt"), "--cmd", cmd, "--detach"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    batch_dir = next(p for p in out.iterdir() if p.is_dir())
+    log = batch_dir / "logs" / "0.1.out"
+    wait_until(lambda: log.is_file() and log.read_bytes() == b"first\n", 30, "the first run's output")
+    pid = json.loads((batch_dir / "lock").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(
+        lambda: not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(),
+        10,
+        "engine gone",
+    )
+    resumed = subprocess.run(
+        [*CLI, "resume", str(batch_dir), "--headless"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert log.read_bytes() == b"second\n"
+    assert (batch_dir / "logs" / "0.1.out.interrupted").read_bytes() == b"first\n"

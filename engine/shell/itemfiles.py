@@ -34,6 +34,7 @@ __all__ = [
     "ItemEnv",
     "LogFile",
     "create_file",
+    "create_log",
     "make_out_dir",
     "too_big",
     "write_all",
@@ -147,6 +148,36 @@ def create_file(folder: int, name: str) -> int:
     return os.open(name, flags | os.O_EXCL, 0o600, dir_fd=folder)
 
 
+#: What the log of an attempt cut off (a crash, a stop) is kept as when that attempt runs again
+#: under its number: ``logs/<seq>.<attempt>.<stream>.interrupted`` (``.interrupted.2``, ...).
+INTERRUPTED: Final = ".interrupted"
+
+
+def create_log(folder: int, name: str) -> int:
+    """The log ``name`` in ``folder``, created anew (mode 0600). A log already there is that of
+    the same attempt cut off before it was counted (an engine killed, a stop): the attempt runs
+    again under its number, and its first run's output is kept beside it as ``name.interrupted``
+    (DESIGN: every attempt's log kept), not emptied. Costs nothing more on the usual path: one
+    exclusive open where an emptying one was."""
+    try:
+        return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
+    except FileExistsError:
+        pass
+    with contextlib.suppress(FileNotFoundError):
+        st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode) and st.st_size:
+            n = 1
+            while True:
+                aside = name + INTERRUPTED + ("" if n == 1 else f".{n}")
+                try:
+                    os.stat(aside, dir_fd=folder, follow_symlinks=False)
+                except FileNotFoundError:
+                    break
+                n += 1
+            os.rename(name, aside, src_dir_fd=folder, dst_dir_fd=folder)
+    return create_file(folder, name)  # an empty file, a link or a fifo there: replaced
+
+
 def write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` to ``fd``."""
     view = memoryview(data)
@@ -161,7 +192,8 @@ class LogFile:
     renamed over it, so a follower sees a new inode and never a file shrinking under it), and
     once more at :meth:`close` when it holds more than ``limit``. See :mod:`batchtui.engine.logs`.
 
-    An attempt run again after a crash (same number) starts its files afresh."""
+    An attempt run again after a crash or a stop (same number) keeps the files of its cut-off
+    run as ``<name>.interrupted`` (:func:`create_log`)."""
 
     __slots__ = ("batch_dir", "fd", "folder", "limit", "name", "size")
 
@@ -177,7 +209,7 @@ class LogFile:
             with BatchFolder(self.batch_dir, "logs") as logs:
                 assert logs is not None
                 self.folder = os.dup(logs)
-            self.fd = create_file(self.folder, self.name)
+            self.fd = create_log(self.folder, self.name)
         if len(data) >= self.limit and self.size + len(data) >= 2 * self.limit:
             self._cut(data[-self.limit :])  # the file would end as these bytes alone: skip the write
             return
