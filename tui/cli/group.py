@@ -16,6 +16,7 @@ import errno
 import functools
 import importlib
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -156,7 +157,7 @@ class Main(click.Group):
         module, name, _ = VERBS[cmd_name]
         command = getattr(importlib.import_module(f"{__package__}.{module}"), name)
         assert isinstance(command, click.Command), f"{module}.{name} is not a click command"
-        return json_only(refuse_empty(command))
+        return json_only(refuse_empty(negative_numbers(command)))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The verbs and their short help from :data:`VERBS`, as click lays them out (the
@@ -217,6 +218,43 @@ def json_only(command: click.Command) -> click.Command:
     command.callback = callback
     command._json_only = True  # type: ignore[attr-defined]  # once, however often it is asked
     return command
+
+
+_NEGATIVE: Final = re.compile(r"-[0-9]+(\.[0-9]+)?\Z")
+
+
+def negative_numbers(command: click.Command) -> click.Command:
+    """``command`` reading a negative number given where a value goes as that value, not as an
+    option: ``workers B -1`` said "No such option '-1'", not that N must be 1 to 4096."""
+    if getattr(command, "_negatives", False):
+        return command
+    parse = command.parse_args
+
+    def parse_args(ctx: click.Context, args: list[str]) -> list[str]:
+        return parse(ctx, numbers_as_values(command, args))
+
+    command.parse_args = parse_args  # type: ignore[method-assign]
+    command._negatives = True  # type: ignore[attr-defined]  # once, however often it is asked
+    return command
+
+
+def numbers_as_values(command: click.Command, args: list[str]) -> list[str]:
+    """``args`` with each negative number that is no option's value and no option's name moved
+    after a ``--`` at their end, where click reads it as a positional value (the last of them:
+    N of ``workers``, the seqs of ``skip``). Left as typed when they hold a ``--`` already."""
+    if "--" in args:
+        return args
+    options = [p for p in command.params if isinstance(p, click.Option)]
+    names = {name for p in options for name in (*p.opts, *p.secondary_opts)}
+    with_value = {name for p in options if not p.is_flag and not p.count for name in p.opts}
+    kept: list[str] = []
+    moved: list[str] = []
+    for i, token in enumerate(args):
+        if _NEGATIVE.match(token) and token not in names and not (i and args[i - 1] in with_value):
+            moved.append(token)
+        else:
+            kept.append(token)
+    return [*kept, "--", *moved] if moved else args
 
 
 def refuse_empty(command: click.Command) -> click.Command:
