@@ -39,15 +39,8 @@ def store_count(batch: Path, status: str) -> int:
         db.close()
 
 
-@pytest.mark.parametrize("workers", [1, 2, 4])
-@pytest.mark.parametrize("executor", ["thread", "process"])
-def test_failure_rate_halt_starts_nothing_after_the_crossing_outcome(
-    tmp_path: Path,
-    out_dir: Path,
-    invoke_cli,  # type: ignore[no-untyped-def]
-    executor: str,
-    workers: int,
-) -> None:
+def halting_run(invoke_cli: Any, tmp_path: Path, executor: str, workers: int, *policy: str) -> list[int]:
+    """300 items of ``exit 3`` under ``policy``, each logging its start: the seqs that started."""
     log = tmp_path / "runs.log"
     proc = invoke_cli(
         [
@@ -57,17 +50,26 @@ def test_failure_rate_halt_starts_nothing_after_the_crossing_outcome(
             f"echo {{seq}} >> {log}; exit 3",
             "--executor",
             executor,
-            "--max-failure-rate",
-            "0.5",
-            "--min-items",
-            "10",
+            *policy,
             "-j",
             str(workers),
             "--headless",
         ],
     )
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    ran = starts(log)
+    return starts(log)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_failure_rate_halt_starts_nothing_after_the_crossing_outcome(
+    tmp_path: Path,
+    out_dir: Path,
+    invoke_cli,  # type: ignore[no-untyped-def]
+    executor: str,
+    workers: int,
+) -> None:
+    ran = halting_run(invoke_cli, tmp_path, executor, workers, "--max-failure-rate", "0.5", "--min-items", "10")
     assert 10 <= len(ran) <= 9 + workers, (executor, workers, ran)
     assert len(set(ran)) == len(ran)
     assert store_count(only_batch(out_dir), "failed") == len(ran)
@@ -82,24 +84,7 @@ def test_fatal_halt_starts_nothing_after_the_fatal_outcome(
     executor: str,
     workers: int,
 ) -> None:
-    log = tmp_path / "runs.log"
-    proc = invoke_cli(
-        [
-            "run",
-            str(source(tmp_path, 300)),
-            "--cmd",
-            f"echo {{seq}} >> {log}; exit 3",
-            "--executor",
-            executor,
-            "--fatal-exit-codes",
-            "3",
-            "-j",
-            str(workers),
-            "--headless",
-        ],
-    )
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    ran = starts(log)
+    ran = halting_run(invoke_cli, tmp_path, executor, workers, "--fatal-exit-codes", "3")
     assert 1 <= len(ran) <= workers, (executor, workers, ran)
     # A fatal item goes back to pending: nothing was recorded as run to an end.
     batch = only_batch(out_dir)

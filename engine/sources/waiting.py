@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final, TextIO, TypeVar
+from typing import Final, Generic, TextIO, TypeVar
 
 from ..errors import UserError
 from ..fmt import clean
@@ -91,28 +91,12 @@ class SourceWait:
             fn()
 
     def call(self, fn: Callable[[], T]) -> T:
-        """``fn()`` (a call that may block: opening a FIFO waits for its writer), ticking while
-        it has not returned. It runs in a thread of its own; if this one is interrupted (a
-        Ctrl-C), that thread is left to its call, which the process's exit ends."""
-        done = threading.Event()
-        got: list[T] = []
-        failed: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                got.append(fn())
-            except BaseException as exc:
-                failed.append(exc)
-            finally:
-                done.set()
-
-        with held_signals():  # a Ctrl-C inside start() broke its lock (engine/interrupts.py)
-            threading.Thread(target=run, name="batchtui-source-open", daemon=True).start()
-        while not done.wait(self.tick):
+        """``fn()`` (a call that may block), ticking while it has not returned (see
+        :class:`_InThread`)."""
+        opening = _InThread(fn)
+        while not opening.done.wait(self.tick):
             self.waited()
-        if failed:
-            raise failed[0]
-        return got[0]
+        return opening.result()
 
     def open_pipe(self, path: str) -> int:
         """A descriptor reading the named pipe ``path``, opened once its writer opens it too;
@@ -120,20 +104,8 @@ class SourceWait:
         if self.writer_within is None or not named_pipes([path]):  # a device opens at once
             return self.call(lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC))
         deadline = time.monotonic() + self.writer_within
-        done = threading.Event()
-        got: list[int] = []
-        failed: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                got.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-            except BaseException as exc:
-                failed.append(exc)
-            finally:
-                done.set()
-
-        with held_signals():  # a Ctrl-C inside start() broke its lock (engine/interrupts.py)
-            threading.Thread(target=run, name="batchtui-source-open", daemon=True).start()
+        opening = _InThread(lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        done = opening.done
         timed_out = False
         while not done.wait(max(0.0, min(self.tick, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
@@ -146,12 +118,41 @@ class SourceWait:
             with contextlib.suppress(OSError):
                 os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
             done.wait(0.05)
-        if failed:
-            raise failed[0]
+        fd = opening.result()
         if timed_out:
-            os.close(got[0])  # opened by the end of the wait (ours, or a writer's as it ended)
+            os.close(fd)  # opened by the end of the wait (ours, or a writer's as it ended)
             raise NoWriter(path, self.writer_within)
-        return got[0]
+        return fd
+
+
+class _InThread(Generic[T]):
+    """``fn()``, a call that may block (opening a FIFO waits for its writer), run in a daemon
+    thread of its own; ``done`` is set once it has returned or raised. If the caller is
+    interrupted (a Ctrl-C), the thread is left to its call, which the process's exit ends."""
+
+    __slots__ = ("_failed", "_got", "done")
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self.done = threading.Event()
+        self._got: list[T] = []
+        self._failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._got.append(fn())
+            except BaseException as exc:
+                self._failed.append(exc)
+            finally:
+                self.done.set()
+
+        with held_signals():  # a Ctrl-C inside start() broke its lock (engine/interrupts.py)
+            threading.Thread(target=run, name="batchtui-source-open", daemon=True).start()
+
+    def result(self) -> T:
+        """What ``fn`` returned, once ``done``; what it raised is raised here."""
+        if self._failed:
+            raise self._failed[0]
+        return self._got[0]
 
 
 def may_wait(fd: int) -> bool:
