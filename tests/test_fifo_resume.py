@@ -171,7 +171,9 @@ def test_a_resume_reads_a_new_writer_whole_or_from_where_it_was_never_doubling_o
     assert manifest["totals"]["complete"] == 9
 
 
-def test_a_rescan_of_a_pipe_with_no_writer_is_refused_with_nothing_changed(tmp_path: Path) -> None:
+def _run_from_a_pipe(tmp_path: Path) -> tuple[Path, Path]:
+    """A batch run to its end from the named pipe src.txt (FIRST sent, then the pipe closed):
+    the output folder and the pipe."""
     out = tmp_path / "out"
     fifo = tmp_path / "src.txt"
     os.mkfifo(fifo)
@@ -187,6 +189,11 @@ def test_a_rescan_of_a_pipe_with_no_writer_is_refused_with_nothing_changed(tmp_p
     )
     writer.join(10)
     assert made.returncode == 0, made.stderr
+    return out, fifo
+
+
+def test_a_rescan_of_a_pipe_with_no_writer_is_refused_with_nothing_changed(tmp_path: Path) -> None:
+    out, fifo = _run_from_a_pipe(tmp_path)
     batch = only_batch(out)
     res = _resume(tmp_path, out, batch.name, "--rescan", "--drop-missing")
     assert res.returncode == 2, res.stderr
@@ -208,21 +215,7 @@ def test_the_rescan_preview_never_reads_a_named_pipe(tmp_path: Path) -> None:
     from batchtui.engine.errors import UserError
     from batchtui.engine.rescan_preview import preview_rescan
 
-    out = tmp_path / "out"
-    fifo = tmp_path / "src.txt"
-    os.mkfifo(fifo)
-    writer = _write_later(fifo, FIRST)
-    made = subprocess.run(
-        [*CLI, "run", "src.txt", "--cmd", "true", "--headless"],
-        env=cli_env(out),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    writer.join(10)
-    assert made.returncode == 0, made.stderr
+    out, fifo = _run_from_a_pipe(tmp_path)
     got: list[BaseException] = []
 
     def preview() -> None:
