@@ -69,6 +69,10 @@ _SCREEN_NAMES = {
 FIRST_PAINT_WAIT_S = 1.0
 #: How long a TUI whose terminal died may take to shut down before it just leaves.
 DEAD_TERMINAL_EXIT_S = 5.0
+#: A quit waiting for an ended run's engine to close the batch says so after this long.
+CLOSING_SAID_S = 0.5
+#: The states a run's end leaves (set by its last steps, before it closes the batch).
+_ENDED: frozenset[BatchState] = frozenset({BatchState.FINISHED, BatchState.HALTED, BatchState.STOPPED})
 
 
 class BatchtuiApp(PlainApp[int]):
@@ -209,6 +213,8 @@ class BatchtuiApp(PlainApp[int]):
             if event.state == WorkerState.ERROR:
                 self.handle_worker_error(worker)
             return
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR) and isinstance(self.screen, QuitScreen):
+            self.screen.dismiss(QuitScreen.ENDED)  # nothing left to stop or hand off: the quit goes on
         if event.state == WorkerState.SUCCESS:
             result = worker.result
             assert isinstance(result, RunResult)
@@ -295,8 +301,10 @@ class BatchtuiApp(PlainApp[int]):
     # -- quitting and hand-off -----------------------------------------------------------------
 
     async def action_quit(self) -> None:
+        if self.engine_running and self._engine_closing():
+            await self._wait_engine_closed()
         if not self.engine_running:
-            self.exit(self.engine_result.exit_code if self.engine_result else 0)
+            self._exit_after_engine()
             return
 
         async def chosen(choice: str | None) -> None:
@@ -304,8 +312,30 @@ class BatchtuiApp(PlainApp[int]):
                 await self._stop_engine_and_exit()
             elif choice == "handoff":
                 await self._handoff_and_exit()
+            elif choice == QuitScreen.ENDED:
+                self._exit_after_engine()
 
         self.push_screen(QuitScreen(), chosen)
+
+    def _exit_after_engine(self) -> None:
+        self.exit(self.engine_result.exit_code if self.engine_result else 0)
+
+    def _engine_closing(self) -> bool:
+        """The run is over (its state is final: the manifest says so, and the dashboard shows
+        it) and the engine's thread only lets go of the batch: its pool, its store, its lock."""
+        return self.runner is not None and self.runner.state in _ENDED
+
+    async def _wait_engine_closed(self) -> None:
+        """Quitting as a run ends: wait for its engine to close the batch instead of asking
+        whether to stop or hand off an engine that has nothing left to run (a CI run once
+        waited for ever on that question, the dashboard already showing FINISHED)."""
+        said = False
+        started = time.monotonic()
+        while self.engine_running:
+            if not said and time.monotonic() - started > CLOSING_SAID_S:
+                self.notify("the batch has ended; its engine is closing it (finish hooks, files, lock)...")
+                said = True
+            await asyncio.sleep(0.02)
 
     async def _stop_engine_and_exit(self) -> None:
         assert self.runner is not None and self.engine_worker is not None

@@ -74,6 +74,81 @@ def test_quit_and_stop_leaves_a_resumable_batch(tmp_path: Path) -> None:
     assert m["totals"]["pending"] > 0 and m["totals"]["processing"] == 0  # type: ignore[index]
 
 
+def test_quit_as_the_run_ends_waits_for_its_engine_instead_of_asking(tmp_path: Path) -> None:
+    """q once the run has ended (its manifest says finished, the dashboard shows FINISHED) but
+    its thread still lets go of the batch: the app waits for that and exits with the run's code.
+    It used to ask whether to stop or hand off that engine, and a CI run waited on the question."""
+    runner = _runner(tmp_path, n=4)
+    closing, release = threading.Event(), threading.Event()
+    close = runner.close
+
+    def held_close() -> None:  # the engine's last step, held open by the test
+        close()
+        closing.set()
+        release.wait(30)
+
+    runner.close = held_close  # type: ignore[method-assign]
+    app = BatchtuiApp(output_dir=runner.batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)
+
+    async def body() -> None:
+        async with app.run_test(size=(140, 48)) as pilot:
+            for _ in range(300):
+                await pilot.pause(0.05)
+                if closing.is_set():
+                    break
+            assert closing.is_set() and app.engine_running
+            assert _manifest(runner.batch.path)["state"] == "finished" and engine_alive(runner.batch.path) is None
+            # The press returns once the app has handled q: with the fix, once the engine has
+            # closed the batch (let go of it here, 1 s on); without, at once, on the dialog.
+            threading.Timer(1.0, release.set).start()
+            await pilot.press("q")
+            assert not isinstance(app.screen, QuitScreen)
+            assert any("its engine is closing it" in str(n.message) for n in app._notifications)
+            for _ in range(100):
+                if not app.is_running:
+                    break
+                await pilot.pause(0.05)
+        assert app.return_value == 0  # the run's own exit code: all complete
+        assert not app.engine_running
+
+    try:
+        run(body)
+    finally:
+        release.set()
+
+
+def test_the_quit_dialog_goes_when_the_engine_ends_under_it(tmp_path: Path) -> None:
+    """q while the engine runs asks; if the run ends while the question is shown, there is
+    nothing left to stop or hand off: the dialog goes and the app quits as asked."""
+    gate = tmp_path / "gate"
+    runner = _runner(tmp_path, n=4, gate=gate)
+    app = BatchtuiApp(output_dir=runner.batch.path.parent, runner=runner, handle_hangup=False, strict_display=True)
+
+    async def body() -> None:
+        async with app.run_test(size=(140, 48)) as pilot:
+            for _ in range(300):
+                await pilot.pause(0.05)
+                live = runner.batch.read_live()
+                if live is not None and live.counts.running:
+                    break
+            await pilot.press("q")
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, QuitScreen)
+            gate.touch()  # the items end, and so does the run
+            for _ in range(300):
+                await pilot.pause(0.05)
+                if not app.is_running:
+                    break
+        assert app.return_value == 0
+        assert not app.engine_running
+
+    try:
+        run(body)
+    finally:
+        gate.touch()
+    assert _manifest(runner.batch.path)["state"] == "finished"
+
+
 def test_quit_and_hand_off_lets_the_running_items_finish(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """q then Background: the app ends at once; nothing more starts in it, the two running items
     finish in it (none is killed and run again: items may be paid calls), then a background

@@ -146,6 +146,8 @@ class QuitScreen(FittingDialog[str]):
     Cancel has the focus: a stray enter stays (stop and hand-off have their keys)."""
 
     AUTO_FOCUS: ClassVar[str | None] = "#cancel"
+    #: What the dialog gives when the engine ended while it was shown: the quit goes on.
+    ENDED: ClassVar[str] = "ended"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         *FittingDialog.BINDINGS,
