@@ -210,7 +210,9 @@ def _add(
         write_views(bdir, manifest, store, durable=durable, changing=manifest.changing)
     spec = with_batch_key(bdir.batch_id, batch_sources_json(manifest), spec)
     wanted = spec.model_dump(mode="json")
-    if wanted in batch_sources_json(manifest) and not any(e.kind == "stdin" for e in spec.entries):
+    # A pipe read again gives what its writer sends this time: stdin, a FIFO, /dev/stdin.
+    again_new = any(e.kind == "stdin" for e in spec.entries) or named_pipes(e.path for e in spec.entries)
+    if wanted in batch_sources_json(manifest) and not again_new:
         raise UserError(
             f"batch {bdir.batch_id} already reads these sources:"
             f" `{shell_line('batchtui', 'resume', bdir.batch_id, '--rescan')}` reads them again"
@@ -222,6 +224,8 @@ def _add(
             "dup_from": int(store.get_meta("duplicates_dropped", 0) or 0),
             "seq_from": store.max_seq(),
         }
+        if spec.needs:  # not part of the spec as stored: kept for an add cut short and read again
+            note["needs"] = [list(need) for need in spec.needs]
         store.set_meta("adding", orjson.dumps(note).decode())
     unreadable = Unreadable()
     manifest = _continue_add(bdir, manifest, store, note, stdin, durable, unreadable)
@@ -250,6 +254,8 @@ def _continue_add(
     is opened for a new writer for :data:`~.sources.waiting.REREAD_WAIT_S` seconds at most (with
     none, the add ends with the items it has), and only what the batch holds is skipped."""
     spec = SourceSpec.model_validate(note["spec"])
+    if note.get("needs"):
+        spec = spec.model_copy(update={"needs": tuple((str(f), str(who)) for f, who in note["needs"])})
     done = int(store.get_meta("enqueue_read", 0) or 0) - int(note["read_from"])
     if (done or stdin is None) and any(e.kind == "stdin" for e in spec.entries):
         if done and note["spec"] not in manifest.added_sources:

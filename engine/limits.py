@@ -159,6 +159,15 @@ def parse_limit_by(text: str) -> LimitBy:
     return LimitBy(KeyTemplate(template), rate, concurrency)
 
 
+def limit_fields(limit_by: str | None, kinds: Iterable[str]) -> frozenset[str]:
+    """The record fields the key template takes from CSV/JSONL records ({host} among them: a
+    record's own host field); none when the sources are not all records."""
+    if not limit_by or not set(kinds) <= RECORD_KINDS:
+        return frozenset()
+    template = parse_limit_by(limit_by).template
+    return template.fields | (template.names & {"host"})
+
+
 def check_limit_source(limit_by: str | None, kinds: Iterable[str], available: Iterable[str] | None = None) -> None:
     """UserError when the key template names what this batch's items do not have: ``{host}``
     needs line sources (URLs) or records with a host field, a record field CSV or JSONL
@@ -170,7 +179,7 @@ def check_limit_source(limit_by: str | None, kinds: Iterable[str], available: It
     template = parse_limit_by(limit_by).template
     kinds = set(kinds)
     if available is not None and kinds <= RECORD_KINDS:
-        missing = sorted((template.fields | (template.names & {"host"})) - set(available))
+        missing = sorted(limit_fields(limit_by, kinds) - set(available))
         if missing:
             raise UserError(
                 f"--limit-by {template.template!r}: the sources have no field {', '.join(missing)} "

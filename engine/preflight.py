@@ -24,12 +24,12 @@ from typing import Final, Literal, NamedTuple
 
 from .config import BatchConfig
 from .errors import UserError
-from .fmt import count, shell_line
+from .fmt import clean, count, shell_line
 from .processors import ProcessorSpec, accepts_one_argument, load_callable
 from .shell.direct import DASH_BUILTINS, DASH_KEYWORDS
 from .shell.programs import scan_programs
 from .shell.template import CommandTemplate
-from .sources import SourceEntry, SourceSpec, fields_of, iter_items
+from .sources import SourceEntry, SourceSpec, fields_of, iter_items, piped_records
 
 Level = Literal["ok", "warn", "fail"]
 MIN_FREE_MB: Final = 100
@@ -209,6 +209,19 @@ def _check_command(pf: Preflight, processor: ProcessorSpec, source: SourceSpec |
         check_template_fields(pf, template, source)
 
 
+def fields_wanted(processor: ProcessorSpec, limit_by: str | None, source: SourceSpec) -> dict[str, str]:
+    """The record fields a run takes from its CSV/JSONL records, each with what names it:
+    what :func:`.sources.expect_fields` has a piped entry checked as it arrives."""
+    wanted: dict[str, str] = {}
+    if limit_by:
+        from .limits import limit_fields  # only for a run that sets --limit-by
+
+        wanted.update(dict.fromkeys(limit_fields(limit_by, (e.kind for e in source.entries)), "--limit-by"))
+    if processor.kind == "shell" and processor.command:
+        wanted.update(dict.fromkeys(CommandTemplate(processor.command).fields, "the template"))
+    return wanted
+
+
 def check_template_fields(pf: Preflight, template: CommandTemplate, source: SourceSpec) -> None:
     """The record fields the template names are in the source (CSV/JSONL headers or first
     records); nothing to check when it names none."""
@@ -225,7 +238,16 @@ def check_template_fields(pf: Preflight, template: CommandTemplate, source: Sour
         )
         return
     missing = sorted(needed - available)
-    if missing:
+    piped = piped_records(source)
+    if missing and piped:
+        pipes = ", ".join(clean(os.path.basename(p)) for p in piped)
+        pf.add(
+            "template fields",
+            "warn",
+            f"{', '.join(missing)} not checked yet: {pipes} {'is a pipe' if len(piped) == 1 else 'are pipes'},"
+            " whose header (first record) is checked as it arrives, before anything runs",
+        )
+    elif missing:
         pf.add(
             "template fields",
             "fail",

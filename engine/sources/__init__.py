@@ -48,7 +48,7 @@ from .lines import (
     stdin_blocks,
     stdin_items,
 )
-from .records import csv_records, fields_of, items_of, jsonl_records, record_hash
+from .records import csv_records, expect_fields, fields_of, items_of, jsonl_records, piped_records, record_hash
 from .spec import (
     AsKind,
     Record,
@@ -76,6 +76,7 @@ __all__ = [
     "SourceWait",
     "build_spec",
     "describe",
+    "expect_fields",
     "fields_of",
     "iter_blocks",
     "iter_items",
@@ -83,6 +84,7 @@ __all__ = [
     "named_pipes",
     "normalize_line_key",
     "one_item_list",
+    "piped_records",
     "reads_as_lines",
     "record_hash",
 ]

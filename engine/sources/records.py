@@ -143,6 +143,8 @@ def csv_records(path: str, spec: SourceSpec, wait: SourceWait | None = None) -> 
     with open_source_text(path, spec.encoding, newline="", wait=wait) as f:
         head = CsvHead(f, path, spec)
         header = head.header
+        if spec.needs and not _regular_file(f):
+            _check_needs(spec, head.name, header, "its header")
         width = len(header)
         for n, row in head.rows():
             if not any(field.strip() for field in row):
@@ -216,6 +218,7 @@ def jsonl_records(path: str, spec: SourceSpec, wait: SourceWait | None = None) -
     name = os.path.basename(path)
     key_field = spec.key_field
     with open_source_text(path, spec.encoding, wait=wait) as f:
+        unchecked = bool(spec.needs) and not _regular_file(f)
         for n, raw in enumerate(f, 1):
             line = raw.strip()
             if not line:
@@ -225,6 +228,9 @@ def jsonl_records(path: str, spec: SourceSpec, wait: SourceWait | None = None) -
                 shown = line[:_RAW_LIMIT].replace(MARK, "\ufffd")
                 yield SourceItem(key=f"{path}:{n}", data={"_raw": shown, "_line": n}, invalid=why, origin=f"{name}:{n}")
                 continue
+            if unchecked:  # the first record, as preflight reads a file's
+                _check_needs(spec, name, obj, f"its first record (line {n})")
+                unchecked = False
             yield _record(obj, key_field, path, n, name)
 
 
@@ -232,6 +238,54 @@ def record_hash(record: Mapping[str, Any]) -> str:
     """A record's key without --key-field: 32 hex chars of sha256 over its canonical JSON."""
     data = record if isinstance(record, dict) else dict(record)
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def _regular_file(f: TextIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+def _check_needs(spec: SourceSpec, name: str, have: Iterable[str], where: str) -> None:
+    """UserError when ``have`` (a piped entry's header or first record) lacks a field of
+    ``spec.needs``: said as preflight says it of a file, before any of the entry's items."""
+    have = set(have)
+    lacking: dict[str, list[str]] = {}
+    for field, who in spec.needs:
+        if field not in have:
+            lacking.setdefault(who, []).append(field)
+    if lacking:
+        uses = "; ".join(f"{who} uses {', '.join(fields)}" for who, fields in lacking.items())
+        raise UserError(
+            f"{clean(name)}: {uses}, which {where} lacks (it has: {', '.join(sorted(map(clean, have))) or 'nothing'})"
+        )
+
+
+def piped_records(spec: SourceSpec) -> list[str]:
+    """The CSV and JSONL entries that are no regular file (a FIFO, ``/dev/stdin``, a device):
+    their fields are known only as they are read."""
+    piped = []
+    for entry in spec.entries:
+        if entry.kind in ("csv", "jsonl"):
+            try:
+                regular = stat.S_ISREG(os.stat(entry.path).st_mode)
+            except OSError:
+                regular = True  # the reading says what is wrong with it
+            if not regular:
+                piped.append(entry.path)
+    return piped
+
+
+def expect_fields(spec: SourceSpec, wanted: Mapping[str, str]) -> SourceSpec:
+    """``spec``, told to check ``wanted`` (field -> what names it) in each piped CSV/JSONL
+    entry as it arrives: the fields that no regular file of it has (:func:`fields_of`, which
+    preflight checks, reads files only). Unchanged without piped entries."""
+    if not wanted or not piped_records(spec):
+        return spec
+    known = fields_of(spec) or set()
+    needs = tuple((field, who) for field, who in sorted(wanted.items()) if field not in known)
+    return spec.model_copy(update={"needs": needs}) if needs else spec
 
 
 def fields_of(spec: SourceSpec) -> set[str] | None:

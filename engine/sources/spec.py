@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
 from ..fmt import clean
@@ -58,6 +58,10 @@ class SourceSpec(BaseModel):
     #: Absolute directories pruned from directory walks (the batch output directory, so that
     #: ``run .`` never walks its own batch).
     exclude: tuple[str, ...] = ()
+    #: Fields each piped CSV/JSONL entry must have, with what names them ("the template",
+    #: "--limit-by"): checked on its header (its first record) as it arrives, since nothing can
+    #: look at a pipe ahead of its reading (see :func:`.records.expect_fields`). Not stored.
+    needs: tuple[tuple[str, str], ...] = Field(default=(), exclude=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,10 @@ from batchtui.engine.batches import resolve_batch
 from batchtui.engine.config import stored_config
 from batchtui.engine.fmt import count, shell_line
 from batchtui.engine.growing import add_source
-from batchtui.engine.preflight import Preflight, check_template_fields
+from batchtui.engine.preflight import Preflight, check_template_fields, fields_wanted
 from batchtui.engine.processors import ProcessorSpec
 from batchtui.engine.shell.template import CommandTemplate
-from batchtui.engine.sources import build_spec
+from batchtui.engine.sources import build_spec, expect_fields
 
 from .completion import complete_batch
 from .group import CONTEXT
@@ -53,6 +53,8 @@ def add_cmd(ctx: click.Context, /, batch: str, sources: tuple[str, ...], as_json
         for check in pf.checks:
             if check.level == "fail":
                 fail(f"cannot add these sources: {check.message}")
+    # A piped CSV/JSONL: the template's fields are checked in it as it arrives.
+    spec = expect_fields(spec, fields_wanted(processor, None, spec))
     durable = stored_config(manifest.config, bdir.manifest).fsync
     outcome = add_source(bdir, spec, stdin=sys.stdin, durable=durable)
     if outcome.finished_earlier:

@@ -21,10 +21,10 @@ from batchtui.engine.config import BatchConfig, load_config, stored_config
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import EXIT_INTERRUPTED, EXIT_USAGE
 from batchtui.engine.fmt import count
-from batchtui.engine.preflight import preflight_new, preflight_resume
+from batchtui.engine.preflight import fields_wanted, preflight_new, preflight_resume
 from batchtui.engine.processors import ProcessorSpec, demo_spec, python_spec, shell_spec
 from batchtui.engine.runner import BatchRunner
-from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec
+from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec, expect_fields
 
 from .group import CONTEXT, terminal
 from .options import (
@@ -188,14 +188,16 @@ def _prepare(ctx: click.Context, kwargs: dict[str, Any]) -> tuple[BatchConfig, S
     note_one_item_list(spec, source_args["as_kind"])
     if config.limit_by:  # limits' module only for a run that sets --limit-by
         from batchtui.engine.limits import check_limit_source
-        from batchtui.engine.sources.records import fields_of
+        from batchtui.engine.sources.records import fields_of, piped_records
 
-        check_limit_source(config.limit_by, [entry.kind for entry in spec.entries], fields_of(spec))
+        # A piped CSV/JSONL has its fields checked as it arrives (expect_fields below).
+        known = None if piped_records(spec) else fields_of(spec)
+        check_limit_source(config.limit_by, [entry.kind for entry in spec.entries], known)
     # Never walk our own output: a source dir that contains the output dir would feed the
     # batch its own files.
     spec = spec.model_copy(update={"exclude": (str(Path(config.output_dir).resolve()),)})
     processor = shell_spec(command) if command else python_spec(call or "", chunked=config.chunk_size is not None)
-    return config, spec, processor
+    return config, expect_fields(spec, fields_wanted(processor, config.limit_by, spec)), processor
 
 
 def _dry_run(
