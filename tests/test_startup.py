@@ -353,6 +353,7 @@ HEAVY_FOR_RUN = (
     "batchtui.engine.pool",
     "batchtui.engine.poolworker",
     "batchtui.tui.app",
+    "batchtui.tui.app_engine",
     "batchtui.tui.cli.watching",
 )
 

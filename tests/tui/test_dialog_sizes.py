@@ -43,9 +43,13 @@ async def _read_it_all(app: BatchtuiApp, pilot: object) -> str:
     text = app.screen.query_one(DialogText)
     seen = _drawn_text(app)
     while text.scroll_y < text.max_scroll_y:
-        scrolled = lambda before=text.scroll_y: text.scroll_y != before  # noqa: E731
+        # Scrolled, and drawn so: the offset moves before the next paint, and the rows of the
+        # last one read at the new offset were taken for other lines (a CI run read the first
+        # line twice).
+        y, rows = text.scroll_y, list(_drawn_text(app).values())
+        scrolled = lambda: text.scroll_y != y and list(_drawn_text(app).values()) != rows  # noqa: B023, E731
         await pilot.press("down")  # type: ignore[attr-defined]
-        await until(pilot, scrolled, "the text scrolled")
+        await until(pilot, scrolled, "the text scrolled and was drawn")
         seen.update(_drawn_text(app))
     return " ".join(" ".join(seen[y] for y in sorted(seen)).split())
 

@@ -221,9 +221,9 @@ def test_the_engine_starts_once_its_dashboard_has_painted(tmp_path: Path, monkey
     the test is of the signal, not of the machine's speed (CI, once)."""
     import gc
 
-    from batchtui.tui import app as app_module
+    from batchtui.tui import app_engine
 
-    monkeypatch.setattr(app_module, "FIRST_PAINT_WAIT_S", 60.0)
+    monkeypatch.setattr(app_engine, "FIRST_PAINT_WAIT_S", 60.0)
 
     from batchtui.tui.screens.dashboard import DashboardScreen
 
