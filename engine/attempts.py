@@ -59,6 +59,16 @@ class Outcome:
         )
 
 
+def may_halt(outcome: Outcome, judged_below: int) -> bool:
+    """Whether ``outcome`` may halt the batch, so that its worker starts nothing more until the
+    engine has taken it in (the verdict): a fatal error, or with a failure rate watched
+    (``judged_below``: --max-attempts, else 0) a failure for good."""
+    err = outcome.error
+    if err is None or outcome.returned:
+        return False
+    return err.category == "fatal" or bool(judged_below and not (err.retryable and outcome.attempt < judged_below))
+
+
 def _outcome_of_json(
     seq: int, attempt: int, started: float, duration: float, raw: bytes, cost: float | None, error: Any, returned: bool
 ) -> Outcome:

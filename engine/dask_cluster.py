@@ -165,6 +165,12 @@ class DaskCluster:
         answers = [r for r in replies.values() if not isinstance(r, BaseException)]
         return answers, len(answers) == len(replies)
 
+    def later(self, function: Callable[[], object]) -> None:
+        """Run ``function`` on a thread of the broadcasts (it may wait on :meth:`ask_all`: the
+        pool has a second thread for that)."""
+        with contextlib.suppress(RuntimeError):  # shut down: the run is over
+            self._rpc.submit(function)
+
     def broadcast(self, function: Callable[..., Any], *args: Any) -> None:
         """Run ``function`` on every worker without waiting for it."""
         with contextlib.suppress(Exception):

@@ -82,6 +82,7 @@ from .config import BatchConfig
 from .dask_cluster import BROADCAST_TIMEOUT_S, DaskCluster
 from .dask_ledger import Ledger, Owed, Task, lost_outcomes
 from .dask_reaper import WorkerReaper
+from .dask_verdicts import Verdicts
 from .dask_worker import (
     TaskSpec,
     cancel_tokens,
@@ -92,7 +93,7 @@ from .dask_worker import (
     started_topic,
 )
 from .errors import WorkerLost
-from .executors import CompletionQueue
+from .executors import CompletionQueue, EarlyHalt
 from .handoff import Handoff
 from .models import ClusterInfo
 from .processors import Item, ProcessorSpec, code_digest
@@ -125,11 +126,15 @@ class DaskExecutor:
             engine=self._key_prefix,
             max_result_bytes=config.max_result_bytes,
             code=code_digest(spec.call, spec.cwd) if spec.kind == "python" and spec.call else None,
+            judged_below=config.max_attempts if config.max_failure_rate is not None else 0,
         )
         self.workers = 0
         self.dask = DaskCluster(config)
         self.handoff = Handoff()
         self.ledger = Ledger(self.handoff)
+        self.verdicts = Verdicts(
+            self.ledger, self.dask, completions, self._key_prefix, self.task.judged_below, self._cancel_remote
+        )
         self._ac: Any = None
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -147,6 +152,16 @@ class DaskExecutor:
     def cluster(self) -> Any:
         """The LocalCluster this engine started and owns; None on an existing cluster."""
         return self.dask.local
+
+    @property
+    def early_halt(self) -> EarlyHalt | None:
+        """The halts an outcome decides, decided as the outcomes arrive here (set by the runner;
+        see :mod:`.dask_verdicts`)."""
+        return self.verdicts.early
+
+    @early_halt.setter
+    def early_halt(self, early: EarlyHalt | None) -> None:
+        self.verdicts.set_early_halt(early)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -197,7 +212,11 @@ class DaskExecutor:
     # -- the Executor interface ----------------------------------------------------------------
 
     def submit(self, chunk: list[Item]) -> None:
-        self.handoff.put(chunk)
+        early = self.verdicts.early
+        if early is None or early.admit(lambda: self.handoff.put(chunk)):
+            return
+        # Held back by a trip the runner has not taken in yet: back to it, never started.
+        self.completions.put([Outcome(item.seq, 0, 0.0, 0.0, returned=True) for item in chunk])
 
     def set_workers(self, n: int) -> None:
         """LocalCluster: scale to ``n`` worker processes. Existing cluster: the window size."""
@@ -285,21 +304,26 @@ class DaskExecutor:
     def _on_outcomes(self, event: Any) -> None:
         """Outcomes a task handed over before it ended (on the client's event loop): those it
         still owes go to the runner now; its result repeats them and is then dropped. The event
-        is ``[key, pickled outcomes or None (too large: they come with the result), ended]``:
-        its items before index ``ended`` have ended, so the next one began."""
+        is ``[key, pickled outcomes or None (too large: they come with the result), ended,
+        held]``: its items before index ``ended`` have ended, so the next one began; ``held``,
+        the (seq, attempt) of those that hold the worker until this engine's verdict."""
         msg = event[1] if isinstance(event, tuple) and len(event) == 2 else None
-        if not (isinstance(msg, list | tuple) and len(msg) in (2, 3)):
+        if not (isinstance(msg, list | tuple) and len(msg) in (2, 3, 4)):
             return
         key, blob = msg[0], msg[1]
-        ended = msg[2] if len(msg) == 3 and isinstance(msg[2], int) else None
+        ended = msg[2] if len(msg) >= 3 and isinstance(msg[2], int) else None
+        held = [(int(seq), int(attempt)) for seq, attempt in msg[3]] if len(msg) >= 4 and msg[3] else []
         try:
             outcomes = [] if blob is None else pickle.loads(blob)
         except Exception:
             log.exception("dask: outcomes that cannot be read (its task's result will carry them)")
-            return
-        out = self.ledger.take(key, outcomes, ended)
-        if out:
-            self.completions.put(out)
+            outcomes = None
+        with self.verdicts.lock:
+            if (outcomes is None or (held and not outcomes)) and self.ledger.has(key):
+                # They come with the task's result (too large for an event): judged then.
+                self.verdicts.held_until_result.setdefault(key, []).extend(held)
+                return
+            self.verdicts.report(self.ledger.take(key, outcomes or [], ended), held)
 
     # -- threads -------------------------------------------------------------------------------
 
@@ -340,7 +364,8 @@ class DaskExecutor:
 
     def _send(self, task: Task) -> None:
         try:
-            future = self.client.submit(run_chunk, self.task, task.items, task.key, key=task.key, pure=False)
+            strict = self.verdicts.strict_from()
+            future = self.client.submit(run_chunk, self.task, task.items, task.key, strict, key=task.key, pure=False)
         except Exception as exc:  # the client is closed or the scheduler is gone
             self.completions.put(self._lost(self.ledger.not_sent(task), exc))
             return
@@ -388,15 +413,16 @@ class DaskExecutor:
                 exc = value
             else:
                 exc = WorkerLost(f"dask task {future.status}")
-        done = self.ledger.finished(future, value if exc is None else None)
-        if done is None:
-            return  # cancelled or salvaged: what it owed was settled then
-        task, began, out, missing = done
-        if exc is None:
-            if missing:  # never: run_chunk answers for every item
-                out += self._lost(missing, WorkerLost("the dask task left items without an outcome"))
-            self.completions.put(out)
-            return
+        with self.verdicts.lock:
+            done = self.ledger.finished(future, value if exc is None else None)
+            if done is None:
+                return  # cancelled or salvaged: what it owed was settled then
+            task, began, out, missing = done
+            if exc is None:
+                if missing:  # never: run_chunk answers for every item
+                    out += self._lost(missing, WorkerLost("the dask task left items without an outcome"))
+                self.verdicts.report(out, self.verdicts.held_until_result.pop(future.key, None))
+                return
         self._lost_task(task, exc, began)
 
     def _lost_task(self, task: Task, exc: BaseException, began: bool) -> None:
@@ -414,8 +440,9 @@ class DaskExecutor:
                 here, indexes = reply.get(task.key, (False, []))
                 arrived = arrived or here
                 begun.update(indexes)
-        returned, lost = self.ledger.lost(task, arrived, begun, killed, ours, began)
-        self.completions.put(returned + self._lost(lost, exc))
+        with self.verdicts.lock:
+            returned, lost = self.ledger.lost(task, arrived, begun, killed, ours, began)
+            self.verdicts.report(returned + self._lost(lost, exc))
 
     def _poll(self) -> None:
         while not self._closing.wait(INFO_INTERVAL_S):

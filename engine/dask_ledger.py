@@ -224,6 +224,16 @@ class Ledger:
             running = threads
         return queued, running
 
+    def has(self, key: str) -> bool:
+        """Whether task ``key`` is still on the cluster (its result not yet delivered)."""
+        with self._lock:
+            return key in self._tasks
+
+    def owed(self) -> int:
+        """How many items the tasks on the cluster owe an outcome."""
+        with self._lock:
+            return len(self._by_seq)
+
     def owing(self, seq: int, attempt: int | None) -> tuple[Task, int] | None:
         """The task that owes ``seq`` (that attempt, if given) and its index there."""
         with self._lock:

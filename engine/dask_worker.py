@@ -33,16 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .attempts import Classifier, Outcome, run_items
+from .attempts import Classifier, Outcome, may_halt, run_items
+from .dask_gates import Slots, WorkerGates
 from .errors import Fatal, classify
-from .handoff import CANCELLED, DONE, QUEUED, RUNNING
 from .outbox import Outbox
 from .outputs import DEFAULT_MAX_RESULT_BYTES
 from .processors import CallableProcessor, Item, ProcessorSpec, build_processor, code_digest
 
-#: Slots a worker process remembers (queued, running, done, pre-cancelled), oldest tasks forgotten
-#: first: an outcome in transit is never mistaken for a cancel (100k items go by long after).
-GATE_SLOTS: Final = 100_000
 #: Processors kept per worker process (one per engine run: each engine's kills reach its own).
 PROCESSORS_KEPT: Final = 16
 #: A group of outcomes larger than this (pickled) is not streamed: it comes with its task's
@@ -66,130 +63,13 @@ class TaskSpec:
     #: The sha256 of the --call source where the engine runs: a worker loads that code or none
     #: (a long-lived worker re-imports an edited file; a worker with another copy refuses).
     code: str | None = None
+    #: --max-attempts when a failure rate is watched, else 0: with it, a failure for good holds
+    #: the worker as a fatal error does (:func:`~.attempts.may_halt`).
+    judged_below: int = 0
 
     @property
     def cache_key(self) -> str:
         return f"{self.engine}|{self.spec_json}|{self.timeout}|{self.log_limit}|{self.max_result_bytes}|{self.code}"
-
-
-class _Slots:
-    """The gate of one task on one worker: a state per item and the outcomes decided so far."""
-
-    __slots__ = ("arrived", "began_at", "finished", "outcomes", "states")
-
-    def __init__(self, n: int) -> None:
-        self.states = bytearray(n)
-        self.arrived = False  # run_chunk began here (else: pre-cancelled slots of a task in transit)
-        self.finished = False
-        self.outcomes: list[Outcome] = []
-        self.began_at = 0.0  # time.time() when its latest item began (a chunked call's: all of them)
-
-
-class WorkerGates:
-    """The start gates of the tasks a worker process has seen (or been told about), by task key."""
-
-    def __init__(self, limit: int = GATE_SLOTS) -> None:
-        self._lock = threading.Lock()
-        self._tasks: collections.OrderedDict[str, _Slots] = collections.OrderedDict()
-        self._size = 0
-        self._limit = limit
-
-    def _entry(self, key: str, n: int) -> _Slots:  # lock held
-        entry = self._tasks.get(key)
-        if entry is None:
-            entry = self._tasks[key] = _Slots(n)
-            self._size += n
-        return entry
-
-    def _trim(self, keep: str = "") -> None:  # lock held: forget the oldest tasks not running here
-        if self._size <= self._limit:
-            return
-        for key in list(self._tasks):
-            entry = self._tasks[key]
-            if key == keep or (entry.arrived and not entry.finished):
-                continue
-            del self._tasks[key]
-            self._size -= len(entry.states)
-            if self._size <= self._limit:
-                return
-
-    def arrive(self, key: str, n: int) -> _Slots:
-        with self._lock:
-            entry = self._entry(key, n)
-            entry.arrived = True
-            self._trim(keep=key)
-            return entry
-
-    def begin(self, entry: _Slots, index: int) -> bool:
-        with self._lock:
-            if entry.states[index] != QUEUED:
-                return False
-            entry.states[index] = RUNNING
-            entry.began_at = time.time()
-            return True
-
-    def refuse(self, entry: _Slots, index: int) -> None:
-        with self._lock:
-            if entry.states[index] == QUEUED:
-                entry.states[index] = CANCELLED
-
-    def end(self, entry: _Slots, index: int, outcomes: list[Outcome]) -> None:
-        with self._lock:
-            entry.outcomes.extend(outcomes)
-            entry.states[index] = DONE
-
-    def finish(self, entry: _Slots) -> None:
-        with self._lock:
-            entry.finished = True
-            entry.outcomes = []
-
-    def running(self, key: str, index: int) -> bool:
-        """Whether item ``index`` of task ``key`` began here and has not ended."""
-        with self._lock:
-            entry = self._tasks.get(key)
-            return entry is not None and entry.arrived and entry.states[index] == RUNNING
-
-    def cancel(self, wanted: dict[str, tuple[int, list[int]]]) -> dict[str, tuple[bool, list[int]]]:
-        """Queued -> cancelled for ``{key: (chunk length, indexes)}``; per key, whether the task
-        reached this worker and which of the indexes had begun here."""
-        out: dict[str, tuple[bool, list[int]]] = {}
-        with self._lock:
-            for key, (n, indexes) in wanted.items():
-                entry = self._entry(key, n)
-                states = entry.states
-                begun = []
-                for index in indexes:
-                    state = states[index]
-                    if state == QUEUED:
-                        states[index] = CANCELLED
-                    elif state != CANCELLED:
-                        begun.append(index)
-                out[key] = (entry.arrived, begun)
-            self._trim()
-        return out
-
-    def salvage(
-        self, wanted: dict[str, int], killed: list[tuple[str, int]]
-    ) -> dict[str, tuple[bool, bytes, list[Outcome], float]] | None:
-        """Before the engine restarts this worker to stop the ``killed`` items (task key, index):
-        None if none of them runs any more (nothing is touched). Else cancel what is queued of
-        the tasks ``{key: chunk length}`` (pre-cancelled if not here yet); per key, whether it
-        arrived, its slots' states, the outcomes decided so far and when the item it runs began
-        (``time.time()``: the killed item's attempt lasted from then)."""
-        out: dict[str, tuple[bool, bytes, list[Outcome], float]] = {}
-        with self._lock:
-            running = [self._tasks.get(key) for key, _ in killed]
-            if not any(e is not None and e.states[i] == RUNNING for e, (_, i) in zip(running, killed, strict=True)):
-                return None
-            for key, n in wanted.items():
-                entry = self._entry(key, n)
-                states = entry.states
-                for index, state in enumerate(states):
-                    if state == QUEUED:
-                        states[index] = CANCELLED
-                out[key] = (entry.arrived, bytes(states), list(entry.outcomes), entry.began_at)
-            self._trim()
-        return out
 
 
 _gates = WorkerGates()
@@ -227,7 +107,10 @@ def outcomes_topic(engine: str) -> str:
     return f"{engine}-outcomes"
 
 
-def _on_worker(task: TaskSpec, key: str, chunk: list[Item]) -> tuple[Callable[[], bool], Outbox | None]:
+Tell = Callable[[list[Outcome], list[tuple[int, int]]], None]
+
+
+def _on_worker(task: TaskSpec, key: str, chunk: list[Item]) -> tuple[Callable[[], bool], Outbox | None, Tell | None]:
     """Say (an event to the engine) that task ``key`` began here. Return a check of whether the
     client released it since (the engine cancelled it, or left: the worker marks an executing
     task it was told to forget ``cancelled``), and the outbox that streams its outcomes.
@@ -241,7 +124,7 @@ def _on_worker(task: TaskSpec, key: str, chunk: list[Item]) -> tuple[Callable[[]
         worker = get_worker()
         tasks = worker.state.tasks
     except (ImportError, ValueError, AttributeError):  # not in a dask worker (tests call it directly)
-        return (lambda: False), None
+        return (lambda: False), None, None
     with contextlib.suppress(Exception):
         worker.log_event(started_topic(task.engine), key)
     topic = outcomes_topic(task.engine)
@@ -252,19 +135,20 @@ def _on_worker(task: TaskSpec, key: str, chunk: list[Item]) -> tuple[Callable[[]
 
     index_of = {item.seq: index for index, item in enumerate(chunk)}
 
-    def send(outcomes: list[Outcome]) -> None:
+    def send(outcomes: list[Outcome], held: list[tuple[int, int]] | None = None) -> None:
         # From the task's thread or the outbox's flusher: log_event hands the message to the
         # worker's event loop, which batches it to the scheduler with the task's other messages.
+        # ``held``: the outcomes among them that hold this worker until the engine's verdict.
         raw = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
         blob = raw if len(raw) <= STREAM_MAX_BYTES else None
         ended = 1 + max(index_of[o.seq] for o in outcomes)
         with contextlib.suppress(Exception):  # the worker is closing: the result will say
-            worker.log_event(topic, [key, blob, ended])
+            worker.log_event(topic, [key, blob, ended, held or []])
 
-    return released, Outbox(send)
+    return released, Outbox(send), send
 
 
-def run_chunk(task: TaskSpec, chunk: list[Item], key: str) -> list[Outcome]:
+def run_chunk(task: TaskSpec, chunk: list[Item], key: str, strict: tuple[int, bool] = (0, False)) -> list[Outcome]:
     """The dask task: run a chunk on the worker, each item only through this process's gate.
 
     Never raises for an item's failure. Returns an outcome per item that ran and a
@@ -274,8 +158,9 @@ def run_chunk(task: TaskSpec, chunk: list[Item], key: str) -> list[Outcome]:
     slower ones. The returned list repeats them (the engine keeps the first copy it gets), so an
     event lost with its worker, or one too large to stream, costs nothing.
     """
+    _gates.set_strict(task.engine, strict)  # as when it was sent (a worker that joined since)
     entry = _gates.arrive(key, len(chunk))
-    released, box = _on_worker(task, key, chunk)
+    released, box, tell = _on_worker(task, key, chunk)
     out: list[Outcome] = []
     try:
         try:
@@ -292,10 +177,11 @@ def run_chunk(task: TaskSpec, chunk: list[Item], key: str) -> list[Outcome]:
                     out.append(Outcome(item.seq, item.attempt, now, 0.0, returned=True))
             return out
         if task.chunked and isinstance(processor, CallableProcessor):
-            return _run_together(processor, task, chunk, entry, released)
+            return _run_together(processor, task, chunk, entry, released, tell)
         classifier = task.classifier
         last = len(chunk) - 1
         for index, item in enumerate(chunk):
+            _gates.await_verdict(task.engine, entry, index, released)
             if released():
                 _gates.refuse(entry, index)
             if not _gates.begin(entry, index):
@@ -304,9 +190,12 @@ def run_chunk(task: TaskSpec, chunk: list[Item], key: str) -> list[Outcome]:
             # One item at a time, its outcome kept in the gate as soon as it is decided: an engine
             # that restarts this worker to stop a running call salvages the chunk-mates' outcomes.
             got = run_items(processor, [item], classifier, False)
+            held = _hold_if_judged(task, got)
             _gates.end(entry, index, got)
             out += got
-            if box is not None and index < last:  # the last one goes with the result at once
+            if held and tell is not None:  # at once, and so the engine knows to answer
+                tell(got, held)
+            elif box is not None and index < last:  # the last one goes with the result at once
                 now = time.perf_counter()
                 for o in got:
                     box.add(o, o.error is not None or o.cost is not None, now)
@@ -318,9 +207,10 @@ def run_chunk(task: TaskSpec, chunk: list[Item], key: str) -> list[Outcome]:
 
 
 def _run_together(
-    processor: CallableProcessor, task: TaskSpec, chunk: list[Item], entry: _Slots, released: Any
+    processor: CallableProcessor, task: TaskSpec, chunk: list[Item], entry: Slots, released: Any, tell: Tell | None
 ) -> list[Outcome]:
     """A chunked callable takes its items together: they begin (or were cancelled) together."""
+    _gates.await_verdict(task.engine, entry, None, released)
     if released():
         for index in range(len(chunk)):
             _gates.refuse(entry, index)
@@ -330,10 +220,37 @@ def _run_together(
     out = [Outcome(it.seq, it.attempt, now, 0.0, returned=True) for i, it in enumerate(chunk) if i not in ran]
     if begun:
         got = run_items(processor, [chunk[i] for i in begun], task.classifier, True)
+        held = _hold_if_judged(task, got)
         for n, i in enumerate(begun):
             _gates.end(entry, i, got if n == 0 else [])
         out += got
+        if held and tell is not None:
+            tell(got, held)
     return out
+
+
+def _hold_if_judged(task: TaskSpec, outcomes: list[Outcome]) -> list[tuple[int, int]]:
+    """Outcomes that may halt the batch hold this worker's items of the run until the engine has
+    judged them (:func:`lift_on_worker`, or a cancel): without it the worker started its next
+    queued task while the outcome was on its way, and a halt overshot (a fatal error with one
+    worker: three items ran). A failure for good holds only once the engine said the failure
+    rate is near its limit (:func:`strict_on_worker`): far from it, no failure can halt."""
+    judged = task.judged_below if task.engine in _gates.strict else 0
+    marks = [(o.seq, o.attempt) for o in outcomes if may_halt(o, judged)]
+    _gates.hold(task.engine, marks)
+    return marks
+
+
+def strict_on_worker(engine: str, said: tuple[int, bool]) -> None:
+    """Run on every worker (``client.run``): ``engine``'s failures for good hold (or no longer);
+    see :meth:`WorkerGates.set_strict`."""
+    _gates.set_strict(engine, said)
+
+
+def lift_on_worker(engine: str, marks: list[tuple[int, int]] | None) -> None:
+    """Run on every worker (``client.run``): the engine judged ``marks`` (None: every one of
+    its run) and does not halt; see :meth:`WorkerGates.lift`."""
+    _gates.lift(engine, marks)
 
 
 def cancel_tokens(wanted: dict[str, tuple[int, list[int]]]) -> dict[str, tuple[bool, list[int]]]:

@@ -115,17 +115,27 @@ class EarlyHalt:
     sees it otherwise (an operator retried failures meanwhile) they simply run later.
     """
 
-    def __init__(self, check: Callable[[int, int], str | None], complete: int, failed: int, max_attempts: int) -> None:
+    def __init__(
+        self,
+        check: Callable[[int, int], str | None],
+        complete: int,
+        failed: int,
+        max_attempts: int,
+        min_items: int = 0,
+    ) -> None:
         self._check = check
         self._complete = complete
         self._failed = failed
         self._max_attempts = max_attempts
+        self._min_items = min_items
         self._lock = threading.Lock()
         self._ignored: set[int] = set()
         self.tripped = False
         #: The outcome that tripped it: until the runner has taken it in (and halted, or
         #: :meth:`dismiss`-ed the trip), nothing more is handed to the workers (:meth:`admit`).
         self.tripped_by: Outcome | None = None
+        #: Called after :meth:`dismiss` (the dask executor's workers hold on a trip).
+        self.on_dismiss: Callable[[], None] | None = None
 
     def admit(self, hand_out: Callable[[], None]) -> bool:
         """Call ``hand_out`` (work given to the workers) unless a trip holds it back: False
@@ -144,6 +154,30 @@ class EarlyHalt:
         with self._lock:
             self.tripped, self.tripped_by = False, None
             self._complete, self._failed = complete, failed
+        if self.on_dismiss is not None:
+            self.on_dismiss()
+
+    def headroom(self, cap: int) -> int:
+        """How many more failures for good cannot halt the batch, whatever else comes (at most
+        ``cap``): counted with no success but those --min-items needs. 0 once tripped."""
+        with self._lock:
+            if self.tripped:
+                return 0
+            complete, failed, least = self._complete, self._failed, self._min_items
+
+            def trips(more: int) -> bool:
+                now = failed + more
+                return self._check(max(complete, least - now), now) is not None
+
+            if not trips(cap):
+                return cap
+            lo, hi = 0, cap  # the first count that trips is in (lo, hi]
+            if trips(0):
+                return 0
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if trips(mid) else (mid, hi)
+            return lo
 
     def ignore(self, seq: int) -> None:
         """The runner is killing ``seq`` (skip, stop): its outcome is not the item's verdict."""

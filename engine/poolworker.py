@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from . import capture
-from .attempts import Classifier, Outcome, run_items
+from .attempts import Classifier, Outcome, may_halt, run_items
 from .callables import build_processor
 from .handoff import ItemKilled, SharedGate
 from .reaper import die_with_parent
@@ -140,11 +140,7 @@ def run_worker(
     judged = settings.failures_judged_below
 
     def report(outcomes: list[Outcome]) -> None:
-        judge = any(
-            (err := o.error) is not None
-            and (err.category == "fatal" or (judged and not (err.retryable and o.attempt < judged)))
-            for o in outcomes
-        )
+        judge = any(may_halt(o, judged) for o in outcomes)
         conn.send(("part", outcomes, judge))
         if judge:
             try:

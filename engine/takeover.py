@@ -174,7 +174,11 @@ class TakeOver(RunState):
         )
         if hasattr(self.executor, "early_halt"):  # a fatal error halts any run
             self._early_halt = EarlyHalt(
-                self.halts.failure_rate, self.counts.complete, self.counts.failed, self.config.max_attempts
+                self.halts.failure_rate,
+                self.counts.complete,
+                self.counts.failed,
+                self.config.max_attempts,
+                self.config.min_items,
             )
             self.executor.early_halt = self._early_halt
         try:
