@@ -34,6 +34,16 @@ def cluster() -> Iterator[Any]:
         yield client
 
 
+def _on_dask(
+    invoke_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster: Any, *policy: str
+) -> tuple[list[int], int]:
+    """halting_run on dask: on ``cluster`` (two threads) when given, else on the engine's own
+    LocalCluster of one worker; the seqs that started, and the cluster's threads."""
+    if cluster is not None:
+        monkeypatch.setenv("BATCHTUI_SCHEDULER", cluster.scheduler.address)
+    return halting_run(invoke_cli, tmp_path, "dask", 1, *policy), 2 if cluster is not None else 1
+
+
 @needs_dask
 @pytest.mark.parametrize("on_cluster", [False, True])
 def test_fatal_halt_on_dask_starts_nothing_after_the_fatal_outcome(
@@ -45,10 +55,9 @@ def test_fatal_halt_on_dask_starts_nothing_after_the_fatal_outcome(
     on_cluster: bool,
 ) -> None:
     """The engine's own LocalCluster of one worker, and an existing cluster of two threads."""
-    if on_cluster:
-        monkeypatch.setenv("BATCHTUI_SCHEDULER", cluster.scheduler.address)
-    threads = 2 if on_cluster else 1
-    ran = halting_run(invoke_cli, tmp_path, "dask", 1, "--fatal-exit-codes", "3")
+    ran, threads = _on_dask(
+        invoke_cli, tmp_path, monkeypatch, cluster if on_cluster else None, "--fatal-exit-codes", "3"
+    )
     assert 1 <= len(ran) <= threads, ran
     assert len(set(ran)) == len(ran)
     batch = only_batch(out_dir)
@@ -66,10 +75,8 @@ def test_failure_rate_halt_on_dask_starts_nothing_after_the_crossing_outcome(
     cluster: Any,
     on_cluster: bool,
 ) -> None:
-    if on_cluster:
-        monkeypatch.setenv("BATCHTUI_SCHEDULER", cluster.scheduler.address)
-    threads = 2 if on_cluster else 1
-    ran = halting_run(invoke_cli, tmp_path, "dask", 1, "--max-failure-rate", "0.5", "--min-items", "10")
+    policy = ("--max-failure-rate", "0.5", "--min-items", "10")
+    ran, threads = _on_dask(invoke_cli, tmp_path, monkeypatch, cluster if on_cluster else None, *policy)
     assert 10 <= len(ran) <= 9 + threads, ran
     assert len(set(ran)) == len(ran)
     assert store_count(only_batch(out_dir), "failed") == len(ran)
