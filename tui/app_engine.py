@@ -114,8 +114,11 @@ class EngineApp(PlainApp[int]):
             if event.state == WorkerState.ERROR:
                 self.handle_worker_error(worker)
             return
-        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR) and isinstance(self.screen, QuitScreen):
-            self.screen.dismiss(QuitScreen.ENDED)  # nothing left to stop or hand off: the quit goes on
+        # The engine may end as the app shuts down, its screens already gone (CI, once): the
+        # stack is read as it is, never through ``self.screen``, which raises when it is empty.
+        stack = self.screen_stack
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR) and stack and isinstance(stack[-1], QuitScreen):
+            stack[-1].dismiss(QuitScreen.ENDED)  # nothing left to stop or hand off: the quit goes on
         if event.state == WorkerState.SUCCESS:
             result = worker.result
             assert isinstance(result, RunResult)
