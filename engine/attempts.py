@@ -59,13 +59,16 @@ class Outcome:
         )
 
 
-def may_halt(outcome: Outcome, judged_below: int) -> bool:
+def may_halt(outcome: Outcome, judged_below: int, successes: bool = False) -> bool:
     """Whether ``outcome`` may halt the batch, so that its worker starts nothing more until the
     engine has taken it in (the verdict): a fatal error, or with a failure rate watched
-    (``judged_below``: --max-attempts, else 0) a failure for good."""
+    (``judged_below``: --max-attempts, else 0) a failure for good, and a success too while
+    ``successes`` (before --min-items outcomes: :meth:`.executors.EarlyHalt.judges_successes`)."""
     err = outcome.error
-    if err is None or outcome.returned:
+    if outcome.returned:
         return False
+    if err is None:
+        return successes
     return err.category == "fatal" or bool(judged_below and not (err.retryable and outcome.attempt < judged_below))
 
 
@@ -110,14 +113,17 @@ def run_items(
     chunked: bool,
     gate: Gate | None = None,
     report: Report | None = None,
+    successes_judged: Callable[[], bool] | None = None,
 ) -> list[Outcome]:
     """Run a chunk of items; never raises (every failure of an item becomes its Outcome).
 
     ``gate`` (when given) decides, right before each item starts, whether it may: an item the
     runner cancelled while it waited is left out (no outcome; the runner has put it back).
     ``report`` (when given) receives the outcomes as they are decided (a failure or a cost at
-    once, others at most :data:`.outbox.REPORT_EVERY_S` later) and the function returns []; without
-    it the outcomes are returned together. Any exception of an item fails that item with its
+    once, others at most :data:`.outbox.REPORT_EVERY_S` later, a success at once too while
+    ``successes_judged()`` says it may halt the batch: see
+    :meth:`.executors.EarlyHalt.judges_successes`) and the function returns []; without it the
+    outcomes are returned together. Any exception of an item fails that item with its
     real type and message, ``SystemExit`` and ``KeyboardInterrupt`` included.
     """
     if chunked and isinstance(processor, CallableProcessor):
@@ -128,7 +134,7 @@ def run_items(
         return outcomes
     box = Outbox(report)
     try:
-        _run_each(processor, items, classifier, gate, None, box)
+        _run_each(processor, items, classifier, gate, None, box, successes_judged)
     finally:
         box.close()  # what is decided is handed over, whatever ends the chunk
     return []
@@ -141,6 +147,7 @@ def _run_each(
     gate: Gate | None,
     append: Callable[[Outcome], None] | None,
     box: Outbox | None,
+    successes_judged: Callable[[], bool] | None = None,
 ) -> None:
     """The items one after the other: each outcome to ``append``, or to ``box`` (the urgent
     ones marked), which hands them over as they are decided."""
@@ -193,7 +200,7 @@ def _run_each(
                 urgent = True
             else:
                 outcome = Outcome(item.seq, item.attempt, started, t1 - t0, result, cost)
-                urgent = cost is not None
+                urgent = cost is not None or (successes_judged is not None and successes_judged())
             del value
         if gate is not None:
             gate.end(index)

@@ -23,6 +23,11 @@ GATE_SLOTS: Final = 100_000
 #: failed broadcast must not stall the run for ever. An engine that is gone released its tasks,
 #: and those start nothing (see :func:`.dask_worker._on_worker`).
 VERDICT_WAIT_S: Final = 10.0
+#: What an engine run's workers hold for besides a fatal error (:meth:`WorkerGates.set_strict`):
+#: a failure for good (the failure rate is near its limit), and a success too (before
+#: --min-items outcomes are in, the outcome that makes them so may cross the limit).
+FAILURES: Final = 1
+SUCCESSES: Final = 2
 
 
 class Slots:
@@ -50,23 +55,24 @@ class WorkerGates:
         #: Per engine run, the (seq, attempt) of outcomes that may halt its batch and that its
         #: engine has not yet judged: while any is here, no item of that run begins here.
         self._held: dict[str, set[tuple[int, int]]] = {}
-        #: The engine runs whose failures for good hold too (near their failure rate's limit),
-        #: and per run the latest of its engine's says (a task sent before one says less).
-        self.strict: set[str] = set()
+        #: Per engine run, what else holds besides a fatal error (:data:`FAILURES` near the
+        #: failure rate's limit, :data:`SUCCESSES` too before --min-items outcomes), and the
+        #: latest of its engine's says (a task sent before one says less).
+        self.strict: dict[str, int] = {}
         self._said: dict[str, int] = {}
 
-    def set_strict(self, engine: str, said: tuple[int, bool]) -> None:
-        """What ``engine`` said (its count of changes, and whether its failures for good hold),
-        unless it said something later already."""
-        epoch, on = said
+    def set_strict(self, engine: str, said: tuple[int, int]) -> None:
+        """What ``engine`` said (its count of changes, and what holds: 0, :data:`FAILURES` or
+        :data:`SUCCESSES`), unless it said something later already."""
+        epoch, level = said
         with self._lock:
             if epoch < self._said.get(engine, 0):
                 return
             self._said[engine] = epoch
-            if on:
-                self.strict.add(engine)
+            if level:
+                self.strict[engine] = int(level)
             else:
-                self.strict.discard(engine)
+                self.strict.pop(engine, None)
 
     def hold(self, engine: str, marks: list[tuple[int, int]]) -> None:
         """Outcomes that may halt ``engine``'s batch were decided here: its items wait (before

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .attempts import Outcome
+from .dask_gates import FAILURES, SUCCESSES
 from .dask_ledger import Ledger, Owed
 from .dask_worker import lift_on_worker, strict_on_worker
 from .executors import CompletionQueue, EarlyHalt
@@ -51,9 +52,10 @@ class Verdicts:
         self._lifts: list[tuple[int, int]] = []
         self._lifts_all = False
         self._lifting = False
-        #: Whether failures for good hold their workers too (the failure rate is near its
-        #: limit), with the count of changes: what the workers are told.
-        self._said: tuple[int, bool] = (0, False)
+        #: What holds the workers besides a fatal error (0; FAILURES: the failure rate is near
+        #: its limit; SUCCESSES: and a success may still cross it), with the count of changes:
+        #: what the workers are told.
+        self._said: tuple[int, int] = (0, 0)
         #: What workers hold for outcomes too large for an event: judged with the task's result.
         self.held_until_result: dict[str, list[tuple[int, int]]] = {}
         #: Outcomes go from the ledger to the early halt under it: what the ledger no longer
@@ -125,23 +127,28 @@ class Verdicts:
         """The runner dismissed a trip (it did not halt after all): every worker goes on."""
         self._lift(None)
 
-    def strict_from(self) -> tuple[int, bool]:
+    def strict_from(self) -> tuple[int, int]:
         """Whether failures for good hold their workers from the task being sent on (the
         dispatcher's thread, the task in the ledger). Not while every item on the cluster could
         fail without halting the batch: then none of their failures needs the engine's verdict
         (a round trip through the scheduler, for each). Once not, every worker is told first,
         so that the failures of the tasks sent before hold too; told again (with room to spare,
-        not to flap) once the failures could all come without a halt again."""
+        not to flap) once the failures could all come without a halt again. While strict, and
+        before --min-items outcomes are in, successes hold too: the one that makes them so may
+        cross the limit (:meth:`.executors.EarlyHalt.judges_successes`). Far from the limit no
+        success can: the headroom counts the successes --min-items needs."""
         early = self.early
         if early is None or not self._judged_below:
             return self._said
         with self.lock:
             owed = self.ledger.owed()
             room = early.headroom(2 * owed)
-        strict = self._said[1]
-        if (room < 2 * owed) if strict else (room >= owed):
-            return self._said  # no change (back to free only with room to spare: no flapping)
+        # Back to free only with room to spare: no flapping.
+        strict = (room < 2 * owed) if self._said[1] else (room < owed)
+        level = (SUCCESSES if early.judges_successes() else FAILURES) if strict else 0
+        if level == self._said[1]:
+            return self._said
         # Numbered: a task sent before a change and started after it does not undo it.
-        self._said = (self._said[0] + 1, not strict)
+        self._said = (self._said[0] + 1, level)
         self.dask.ask_all(strict_on_worker, self._engine, self._said)
         return self._said

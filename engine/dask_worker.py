@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .attempts import Classifier, Outcome, may_halt, run_items
-from .dask_gates import Slots, WorkerGates
+from .dask_gates import SUCCESSES, Slots, WorkerGates
 from .errors import Fatal, classify
 from .outbox import Outbox
 from .outputs import DEFAULT_MAX_RESULT_BYTES
@@ -148,7 +148,7 @@ def _on_worker(task: TaskSpec, key: str, chunk: list[Item]) -> tuple[Callable[[]
     return released, Outbox(send), send
 
 
-def run_chunk(task: TaskSpec, chunk: list[Item], key: str, strict: tuple[int, bool] = (0, False)) -> list[Outcome]:
+def run_chunk(task: TaskSpec, chunk: list[Item], key: str, strict: tuple[int, int] = (0, 0)) -> list[Outcome]:
     """The dask task: run a chunk on the worker, each item only through this process's gate.
 
     Never raises for an item's failure. Returns an outcome per item that ran and a
@@ -234,16 +234,21 @@ def _hold_if_judged(task: TaskSpec, outcomes: list[Outcome]) -> list[tuple[int, 
     judged them (:func:`lift_on_worker`, or a cancel): without it the worker started its next
     queued task while the outcome was on its way, and a halt overshot (a fatal error with one
     worker: three items ran). A failure for good holds only once the engine said the failure
-    rate is near its limit (:func:`strict_on_worker`): far from it, no failure can halt."""
-    judged = task.judged_below if task.engine in _gates.strict else 0
-    marks = [(o.seq, o.attempt) for o in outcomes if may_halt(o, judged)]
+    rate is near its limit (:func:`strict_on_worker`): far from it, no failure can halt; and a
+    success too while the engine says it may still cross the limit (before --min-items
+    outcomes: :meth:`.executors.EarlyHalt.judges_successes`)."""
+    level = _gates.strict.get(task.engine, 0)
+    judged = task.judged_below if level else 0
+    successes = level >= SUCCESSES
+    marks = [(o.seq, o.attempt) for o in outcomes if may_halt(o, judged, successes)]
     _gates.hold(task.engine, marks)
     return marks
 
 
-def strict_on_worker(engine: str, said: tuple[int, bool]) -> None:
-    """Run on every worker (``client.run``): ``engine``'s failures for good hold (or no longer);
-    see :meth:`WorkerGates.set_strict`."""
+def strict_on_worker(engine: str, said: tuple[int, int]) -> None:
+    """Run on every worker (``client.run``): what holds ``engine``'s items besides a fatal
+    error (its failures for good, its successes too, or neither); see
+    :meth:`WorkerGates.set_strict`."""
     _gates.set_strict(engine, said)
 
 

@@ -40,7 +40,7 @@ from .executors import (
     _salvage,
 )
 from .handoff import RUNNING, Chunk, SharedGate
-from .poolworker import KILL_SIGNAL, VERDICT, WorkerSettings, WorkerSpec
+from .poolworker import KILL_SIGNAL, VERDICT, VERDICT_SUCCESSES_FREE, WorkerSettings, WorkerSpec
 
 if TYPE_CHECKING:
     import multiprocessing.connection
@@ -222,8 +222,10 @@ class ProcessExecutor(_HandoffExecutor):
                 else:
                     head.reported.update([o.seq for o in got])
                     put(got)  # a halt it decides cancels every item not started, then:
-                    if judge and judge[0]:
-                        slot.conn.send(VERDICT)  # the process may go on (see poolworker._Inbox)
+                    if judge and judge[0]:  # the process may go on (see poolworker._Inbox)
+                        early = self.early_halt
+                        free = early is None or not early.judges_successes()
+                        slot.conn.send(VERDICT_SUCCESSES_FREE if free else VERDICT)
             except (EOFError, OSError, BrokenPipeError) as exc:
                 slot.proc.join(1)
                 code = slot.proc.exitcode

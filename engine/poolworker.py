@@ -29,6 +29,9 @@ KILL_SIGNAL: Final = signal.SIGUSR1
 #: The engine's answer to a part sent with ``judge`` set: it has taken those outcomes in, and
 #: a halt they decide has cancelled every item not started (see :class:`_Inbox`).
 VERDICT: Final = "verdict"
+#: The verdict, and word that successes no longer wait for one: --min-items outcomes are in,
+#: and a success only lowers the failure rate from then on (see EarlyHalt.judges_successes).
+VERDICT_SUCCESSES_FREE: Final = "verdict; successes free"
 
 
 class _Inbox:
@@ -51,12 +54,13 @@ class _Inbox:
     def recv(self) -> Any:
         return self._early.popleft() if self._early else self._conn.recv()
 
-    def await_verdict(self) -> None:
-        """Block until the engine answers the part just sent (EOFError: the engine is gone)."""
+    def await_verdict(self) -> str:
+        """Block until the engine answers the part just sent, and return the answer
+        (EOFError: the engine is gone)."""
         while True:
             got = self._conn.recv()
-            if isinstance(got, str) and got == VERDICT:
-                return
+            if isinstance(got, str) and got in (VERDICT, VERDICT_SUCCESSES_FREE):
+                return got
             self._early.append(got)
 
 
@@ -138,13 +142,18 @@ def run_worker(
     classifier = settings.classifier
     inbox = _Inbox(conn)
     judged = settings.failures_judged_below
+    # With a failure rate watched, a success may halt the batch too until --min-items outcomes
+    # are in: it is reported at once and waits for its verdict, which says when that ends.
+    successes = [judged > 0]
+    urgent = (lambda: successes[0]) if judged else None
 
     def report(outcomes: list[Outcome]) -> None:
-        judge = any(may_halt(o, judged) for o in outcomes)
+        judge = any(may_halt(o, judged, successes[0]) for o in outcomes)
         conn.send(("part", outcomes, judge))
         if judge:
             try:
-                inbox.await_verdict()
+                if inbox.await_verdict() == VERDICT_SUCCESSES_FREE:
+                    successes[0] = False
             except (EOFError, OSError):
                 os._exit(0)  # the engine is gone: nothing more may start (it reaps its items)
 
@@ -160,7 +169,7 @@ def run_worker(
         gate = current[0] = gates[index]
         index = (index + 1) % len(gates)  # the engine uses the gates in turn, as it sends
         try:
-            run_items(processor, chunk, classifier, spec.chunked, gate, report)
+            run_items(processor, chunk, classifier, spec.chunked, gate, report, urgent)
         except ItemKilled:
             pass  # a kill that landed between two items: nothing of an item was lost
         conn.send(("end", None))

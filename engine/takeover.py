@@ -179,6 +179,7 @@ class TakeOver(RunState):
                 self.counts.failed,
                 self.config.max_attempts,
                 self.config.min_items,
+                rate_watched=self.config.max_failure_rate is not None,
             )
             self.executor.early_halt = self._early_halt
         try:

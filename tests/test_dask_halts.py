@@ -22,7 +22,7 @@ import pytest
 
 from .conftest import dask_client, only_batch
 from .test_dask import needs_dask
-from .test_halt_overshoot import halting_run, store_count
+from .test_halt_overshoot import crossing_run, halting_run, store_count
 
 pytestmark = pytest.mark.xdist_group("test_dask_halts")
 
@@ -80,6 +80,27 @@ def test_failure_rate_halt_on_dask_starts_nothing_after_the_crossing_outcome(
     assert 10 <= len(ran) <= 9 + threads, ran
     assert len(set(ran)) == len(ran)
     assert store_count(only_batch(out_dir), "failed") == len(ran)
+
+
+@needs_dask
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_a_failure_rate_crossed_by_a_success_on_dask_starts_nothing_after_it(
+    tmp_path: Path,
+    out_dir: Path,
+    invoke_cli,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    cluster: Any,
+    on_cluster: bool,
+) -> None:
+    """Items 0-7 fail, the rest succeed: the 10th outcome crosses 50% (see
+    test_halt_overshoot), with one thread a success. A success held nothing before: it waited
+    in its worker's outbox while the worker ran on."""
+    if on_cluster:
+        monkeypatch.setenv("BATCHTUI_SCHEDULER", cluster.scheduler.address)
+    ran = crossing_run(invoke_cli, tmp_path, out_dir, "dask", 1)
+    threads = 2 if on_cluster else 1
+    assert 10 <= len(ran) <= 9 + threads, ran
+    assert len(set(ran)) == len(ran)
 
 
 # -- the worker's hold, on its own ------------------------------------------------------------
@@ -144,7 +165,8 @@ def test_a_task_holds_its_worker_after_an_outcome_that_may_halt(tmp_path: Path) 
     spec = python_spec(f"{tmp_path / 'f.py'}:f").model_dump_json()
     chunk = [Item(seq=i, key=str(i), data=str(i), attempt=3, batch_dir=str(tmp_path)) for i in range(2)]
     # Near the failure rate's limit (strict), a failure for good holds too; far from it, never.
-    cases = (("e-fatal", 0, (0, False), set()), ("e-far", 3, (0, False), set()), ("e-near", 3, (1, True), {(1, 3)}))
+    near = (1, dask_gates.FAILURES)
+    cases = (("e-fatal", 0, (0, 0), set()), ("e-far", 3, (0, 0), set()), ("e-near", 3, near, {(1, 3)}))
     for engine, judged, strict, left in cases:
         task = TaskSpec(spec, None, 1 << 20, False, Classifier(), engine=engine, judged_below=judged)
         with pytest.MonkeyPatch.context() as mp:
@@ -157,7 +179,37 @@ def test_a_task_holds_its_worker_after_an_outcome_that_may_halt(tmp_path: Path) 
         assert [o.error.category if o.error else None for o in outcomes] == ["fatal", "item"]
         assert dask_worker._gates._held.get(engine, set()) == left  # a failure for good: only under a rate
         dask_worker._gates.lift(engine, None)
-        dask_worker._gates.strict.discard(engine)
+        dask_worker._gates.strict.pop(engine, None)
+
+
+def test_a_success_holds_its_worker_only_while_the_engine_says_successes_are_judged(tmp_path: Path) -> None:
+    """Before --min-items outcomes are in, the engine sends its tasks SUCCESSES: a success then
+    holds the run's next item until its verdict, as a failure does; with FAILURES it does not."""
+    from batchtui.engine import dask_gates, dask_worker
+    from batchtui.engine.attempts import Classifier
+    from batchtui.engine.dask_worker import TaskSpec
+    from batchtui.engine.processors import Item, python_spec
+
+    (tmp_path / "g.py").write_text("def g(item):\n    return item.seq\n")
+    spec = python_spec(f"{tmp_path / 'g.py'}:g").model_dump_json()
+    chunk = [Item(seq=i, key=str(i), data=str(i), attempt=1, batch_dir=str(tmp_path)) for i in range(2)]
+    for engine, level, left in (
+        ("s-judged", dask_gates.SUCCESSES, {(1, 1)}),
+        ("s-free", dask_gates.FAILURES, set()),
+    ):
+        task = TaskSpec(spec, None, 1 << 20, False, Classifier(), engine=engine, judged_below=3)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(dask_gates, "VERDICT_WAIT_S", 0.3)
+            started = time.monotonic()
+            outcomes = dask_worker.run_chunk(task, chunk, f"{engine}-0-0", (1, level))
+            waited = time.monotonic() - started
+        assert [o.error for o in outcomes] == [None, None]
+        assert dask_worker._gates._held.get(engine, set()) == left
+        # Item 1 waited out the verdict on item 0's success (none came: the hold lapsed), and
+        # its own success holds the next.
+        assert (waited >= 0.3) == bool(left)
+        dask_worker._gates.lift(engine, None)
+        dask_worker._gates.strict.pop(engine, None)
 
 
 # -- the engine's verdicts ---------------------------------------------------------------------
@@ -264,3 +316,49 @@ def test_a_task_sent_before_the_engine_changed_its_word_does_not_undo_it() -> No
     assert "e" not in gates.strict
     gates.set_strict("e", (3, True))
     assert "e" in gates.strict
+
+
+def test_successes_are_judged_until_min_items_outcomes_are_in() -> None:
+    """EarlyHalt.judges_successes: only with a failure rate watched, until --min-items outcomes
+    (the one that makes them so may cross the limit, a success too), never once tripped."""
+    from batchtui.engine.attempts import Outcome
+    from batchtui.engine.config import load_config
+    from batchtui.engine.executors import EarlyHalt
+    from batchtui.engine.policy import HaltCheck
+
+    check = HaltCheck(load_config({"max_failure_rate": 0.5, "min_items": 3}, environ={})).failure_rate
+    assert not EarlyHalt(check, 0, 0, 3, 3).judges_successes()  # rate not said to be watched
+    early = EarlyHalt(check, 0, 1, 3, 3, rate_watched=True)
+    assert early.judges_successes()
+    assert early([Outcome(1, 1, 0.0, 0.1)], list) is None  # 2 outcomes: the next may cross
+    assert early.judges_successes()
+    assert early([Outcome(2, 1, 0.0, 0.1)], list) is None  # 3 outcomes, 1 failure: 33%
+    assert not early.judges_successes()  # from here a success only lowers the rate
+    assert not EarlyHalt(check, 10, 0, 3, 3, rate_watched=True).judges_successes()  # a resume past it
+
+
+def test_the_engine_tells_its_workers_when_successes_hold_and_when_they_no_longer_do(tmp_path: Path) -> None:
+    """Near the limit before --min-items outcomes, the word is SUCCESSES (a success may cross
+    it); once they are in, FAILURES; each change told to every worker, numbered."""
+    from batchtui.engine.config import load_config
+    from batchtui.engine.dask_gates import FAILURES, SUCCESSES
+    from batchtui.engine.executors import EarlyHalt
+    from batchtui.engine.policy import HaltCheck
+
+    ex, _early, sent = _executor(tmp_path)
+    check = HaltCheck(load_config({"max_failure_rate": 0.5, "min_items": 10}, environ={})).failure_rate
+    early = EarlyHalt(check, 0, 6, 3, 10, rate_watched=True)  # 6 failures of 10: any outcome crosses
+    ex.early_halt = early
+    ex.verdicts._judged_below = 3
+    ex.verdicts.ledger.owed = lambda: 2  # type: ignore[method-assign]  # two items on the cluster
+    assert ex.verdicts.strict_from() == (1, SUCCESSES)
+    assert ex.verdicts.strict_from() == (1, SUCCESSES)  # unchanged: not told again
+    early.dismiss(10, 9)  # past --min-items, and two failures from the limit (11 of 21)
+    assert ex.verdicts.strict_from() == (2, FAILURES)
+    early.dismiss(40, 9)  # far from it: nothing holds but a fatal error
+    assert ex.verdicts.strict_from() == (3, 0)
+    assert [args for name, args in sent.sent if name == "strict_on_worker"] == [
+        (ex._key_prefix, (1, SUCCESSES)),
+        (ex._key_prefix, (2, FAILURES)),
+        (ex._key_prefix, (3, 0)),
+    ]

@@ -31,6 +31,39 @@ def source(tmp_path: Path, n: int) -> Path:
     return path
 
 
+def crossing_run(invoke_cli: Any, tmp_path: Path, out_dir: Path, executor: str, workers: int) -> list[int]:
+    """300 items, 0-7 failing and the rest succeeding, under a failure rate over 50% from 10
+    items: the run halts at its 10th outcome. The seqs that started."""
+    log = tmp_path / "runs.log"
+    proc = invoke_cli(
+        [
+            "run",
+            str(source(tmp_path, 300)),
+            "--cmd",
+            f"echo {{seq}} >> {log}; if [ {{seq}} -lt 8 ]; then exit 3; fi",
+            "--executor",
+            executor,
+            "--max-failure-rate",
+            "0.5",
+            "--min-items",
+            "10",
+            "-j",
+            str(workers),
+            "--headless",
+        ],
+    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "after 10 items" in only_manifest(out_dir)["halt_reason"]
+    return starts(log)
+
+
+def only_manifest(out_dir: Path) -> dict[str, Any]:
+    import json
+
+    manifest: dict[str, Any] = json.loads((only_batch(out_dir) / "manifest.json").read_text())
+    return manifest
+
+
 def store_count(batch: Path, status: str) -> int:
     db = sqlite3.connect(f"file:{batch / 'items.db'}?mode=ro", uri=True)
     try:
@@ -118,3 +151,67 @@ def test_a_trip_holds_back_work_handed_out_until_the_runner_takes_it_in(tmp_path
     ex.submit([Item(1, "k1", "v1", 1, str(tmp_path))])
     assert ex.handoff.counts() == (1, 0)
     ex.handoff.cancel_all()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_failure_rate_crossed_by_a_success_starts_nothing_after_it(
+    tmp_path: Path,
+    out_dir: Path,
+    invoke_cli,  # type: ignore[no-untyped-def]
+    executor: str,
+    workers: int,
+) -> None:
+    """The rate is judged from --min-items outcomes on, and the outcome that makes them 10
+    crosses the limit whatever it is. Items 0-7 fail and the rest succeed: any 10 outcomes a
+    run of one or two workers has taken (items begin in order, so at most one of items 0-10 is
+    still running) hold 7 or more failures, so the 10th outcome crosses 50%; with one worker it
+    is item 9's success. Before, a success waited in its worker's outbox (up to
+    REPORT_EVERY_S) while the worker ran on, and a pool worker never waited for a verdict on
+    one: 21 items ran with one thread worker, where 10 may."""
+    ran = crossing_run(invoke_cli, tmp_path, out_dir, executor, workers)
+    assert 10 <= len(ran) <= 10 - 1 + workers, ran
+    assert len(set(ran)) == len(ran)
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_crossing_success_stops_the_rest_of_its_chunk(
+    tmp_path: Path,
+    out_dir: Path,
+    invoke_cli,  # type: ignore[no-untyped-def]
+    executor: str,
+) -> None:
+    """As above with one worker and a quick callable, whose items go out many to a chunk: the
+    worker's next items are in its hands, not the runner's, so only the crossing success's verdict,
+    given before the next item begins, can stop them (without it, the success waited in the
+    worker's outbox while the chunk ran on)."""
+    log = tmp_path / "runs.log"
+    (tmp_path / "work.py").write_text(
+        "def work(item):\n"
+        f"    with open({str(log)!r}, 'a') as f:\n"
+        "        f.write(f'{item.seq}\\n')\n"
+        "    if item.seq < 8:\n"
+        "        raise ValueError('bad')\n"
+    )
+    proc = invoke_cli(
+        [
+            "run",
+            str(source(tmp_path, 300)),
+            "--call",
+            f"{tmp_path}/work.py:work",
+            "--executor",
+            executor,
+            "--max-attempts",
+            "1",
+            "--max-failure-rate",
+            "0.5",
+            "--min-items",
+            "10",
+            "-j",
+            "1",
+            "--headless",
+        ],
+    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "after 10 items" in only_manifest(out_dir)["halt_reason"]
+    assert starts(log) == list(range(10))
