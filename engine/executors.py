@@ -123,6 +123,7 @@ class EarlyHalt:
         max_attempts: int,
         min_items: int = 0,
         rate_watched: bool = False,
+        items: int | None = None,
     ) -> None:
         self._check = check
         self._complete = complete
@@ -132,6 +133,8 @@ class EarlyHalt:
         #: A failure rate is watched (--max-failure-rate): until --min-items outcomes are in,
         #: a success may halt the batch too (:meth:`judges_successes`).
         self.rate_watched = rate_watched
+        #: The batch's items (None: not known): fewer than --min-items, the rate is never judged.
+        self._items = items
         self._lock = threading.Lock()
         self._ignored: set[int] = set()
         self.tripped = False
@@ -167,11 +170,20 @@ class EarlyHalt:
         outcomes on: the outcome that makes them --min-items halts the batch when the failures
         among them are over the limit, a success as well as a failure. Past that, a success
         only lowers the rate. Before, a crossing success waited in its worker's outbox (up to
-        REPORT_EVERY_S) while that worker ran on: 21 items ran where 10 may."""
-        if not self.rate_watched:
+        REPORT_EVERY_S) while that worker ran on: 21 items ran where 10 may.
+
+        Only while that outcome may cross it: the failures by then (those in, and every
+        outcome before it at worst) over the limit at --min-items; and never when the batch
+        has fewer items than --min-items."""
+        least = self._min_items
+        if not self.rate_watched or (self._items is not None and self._items < least):
             return False
         with self._lock:
-            return not self.tripped and self._complete + self._failed < self._min_items
+            done = self._complete + self._failed
+            if self.tripped or done >= least:
+                return False
+            worst = self._failed + (least - done - 1)
+            return self._check(least - worst, worst) is not None
 
     def headroom(self, cap: int) -> int:
         """How many more failures for good cannot halt the batch, whatever else comes (at most

@@ -366,10 +366,7 @@ class BatchRunner(TakeOver, Finishing):
         if self.config.max_failure_rate is None or self.halt_reason:
             self.outcomes.record(outcomes)
         else:
-            for o in outcomes:
-                self.outcomes.record([o])
-                if not self.halt_reason:
-                    self._check_failure_rate()
+            self._record_judged(outcomes)
         early = self._early_halt
         if (
             early is not None
@@ -379,6 +376,38 @@ class BatchRunner(TakeOver, Finishing):
         ):
             decided, counts = self.staging.decided, self.counts
             early.dismiss(decided(counts, "complete"), decided(counts, "failed"))
+
+    def _record_judged(self, outcomes: list[Outcome]) -> None:
+        """Record outcomes under --max-failure-rate, the rate checked at every outcome where it
+        may cross the limit: after each failure, at the success that makes the outcomes
+        --min-items, and at the first success past that (the rate may be over already, on a
+        resume). Other successes only lower the rate, and go in runs: recorded one at a time,
+        100k quick calls took 3.0 s where they take 2.1 s without the policy (a results.jsonl
+        write each)."""
+        decided, counts, least, record = self.staging.decided, self.counts, self.config.min_items, self.outcomes.record
+        i, n = 0, len(outcomes)
+        while i < n:
+            if self.halt_reason:
+                record(outcomes[i:])
+                return
+            if outcomes[i].error is not None:
+                record(outcomes[i : i + 1])
+                i += 1
+                self._check_failure_rate()
+                continue
+            end = i + 1
+            while end < n and outcomes[end].error is None:
+                end += 1
+            done = decided(counts, "complete") + decided(counts, "failed")
+            # Up to the one making them --min-items (each adds one at most: those that count
+            # nothing, a late or handed-back outcome, leave the rest to the next turn), or one.
+            upto = min(end, i + max(1, least - done))
+            record(outcomes[i:upto])
+            self._check_failure_rate()
+            if not self.halt_reason and decided(counts, "complete") + decided(counts, "failed") >= least:
+                record(outcomes[upto:end])  # past --min-items, and not over: they only lower it
+                upto = end
+            i = upto
 
     def _check_failure_rate(self) -> None:
         """The failure-rate policy, decided as outcomes arrive (not when they are committed)."""

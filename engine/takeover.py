@@ -180,8 +180,15 @@ class TakeOver(RunState):
                 self.config.max_attempts,
                 self.config.min_items,
                 rate_watched=self.config.max_failure_rate is not None,
+                items=self.counts.total,
             )
             self.executor.early_halt = self._early_halt
+        rate, least = self.config.max_failure_rate, self.config.min_items
+        if rate is not None and self.counts.total < least:
+            self._warn(
+                f"--max-failure-rate never halts this batch: it is judged from --min-items {least} items on, "
+                f"and the batch has {self.counts.total}"
+            )
         try:
             self.executor.start()
         except WorkerInitError as exc:

@@ -35,13 +35,22 @@ def cluster() -> Iterator[Any]:
 
 
 def _on_dask(
-    invoke_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster: Any, *policy: str
+    invoke_cli: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cluster: Any,
+    *policy: str,
+    out_dir: Path | None = None,
 ) -> tuple[list[int], int]:
-    """halting_run on dask: on ``cluster`` (two threads) when given, else on the engine's own
-    LocalCluster of one worker; the seqs that started, and the cluster's threads."""
+    """halting_run on dask (crossing_run, given ``out_dir``): on ``cluster`` (two threads) when
+    given, else on the engine's own LocalCluster of one worker; the seqs that started, and the
+    cluster's threads."""
     if cluster is not None:
         monkeypatch.setenv("BATCHTUI_SCHEDULER", cluster.scheduler.address)
-    return halting_run(invoke_cli, tmp_path, "dask", 1, *policy), 2 if cluster is not None else 1
+    threads = 2 if cluster is not None else 1
+    if out_dir is not None:
+        return crossing_run(invoke_cli, tmp_path, out_dir, "dask", 1), threads
+    return halting_run(invoke_cli, tmp_path, "dask", 1, *policy), threads
 
 
 @needs_dask
@@ -95,10 +104,7 @@ def test_a_failure_rate_crossed_by_a_success_on_dask_starts_nothing_after_it(
     """Items 0-7 fail, the rest succeed: the 10th outcome crosses 50% (see
     test_halt_overshoot), with one thread a success. A success held nothing before: it waited
     in its worker's outbox while the worker ran on."""
-    if on_cluster:
-        monkeypatch.setenv("BATCHTUI_SCHEDULER", cluster.scheduler.address)
-    ran = crossing_run(invoke_cli, tmp_path, out_dir, "dask", 1)
-    threads = 2 if on_cluster else 1
+    ran, threads = _on_dask(invoke_cli, tmp_path, monkeypatch, cluster if on_cluster else None, out_dir=out_dir)
     assert 10 <= len(ran) <= 9 + threads, ran
     assert len(set(ran)) == len(ran)
 
@@ -318,23 +324,27 @@ def test_a_task_sent_before_the_engine_changed_its_word_does_not_undo_it() -> No
     assert "e" in gates.strict
 
 
-def test_successes_are_judged_until_min_items_outcomes_are_in() -> None:
-    """EarlyHalt.judges_successes: only with a failure rate watched, until --min-items outcomes
-    (the one that makes them so may cross the limit, a success too), never once tripped."""
+def test_successes_are_judged_only_while_the_one_making_min_items_may_cross() -> None:
+    """EarlyHalt.judges_successes: with a failure rate watched, before --min-items outcomes,
+    while the failures by the --min-items-th outcome (those in, and at worst every outcome
+    before it) may be over the limit; never once tripped, nor in a batch of fewer items."""
     from batchtui.engine.attempts import Outcome
     from batchtui.engine.config import load_config
     from batchtui.engine.executors import EarlyHalt
     from batchtui.engine.policy import HaltCheck
 
     check = HaltCheck(load_config({"max_failure_rate": 0.5, "min_items": 3}, environ={})).failure_rate
-    assert not EarlyHalt(check, 0, 0, 3, 3).judges_successes()  # rate not said to be watched
+    assert not EarlyHalt(check, 0, 1, 3, 3).judges_successes()  # rate not said to be watched
     early = EarlyHalt(check, 0, 1, 3, 3, rate_watched=True)
-    assert early.judges_successes()
-    assert early([Outcome(1, 1, 0.0, 0.1)], list) is None  # 2 outcomes: the next may cross
-    assert early.judges_successes()
-    assert early([Outcome(2, 1, 0.0, 0.1)], list) is None  # 3 outcomes, 1 failure: 33%
-    assert not early.judges_successes()  # from here a success only lowers the rate
-    assert not EarlyHalt(check, 10, 0, 3, 3, rate_watched=True).judges_successes()  # a resume past it
+    assert early.judges_successes()  # 1 failure in: the next may fail too, then a success: 2 of 3
+    assert early([Outcome(1, 1, 0.0, 0.1)], list) is None
+    assert not early.judges_successes()  # 1 failure of 2: the 3rd outcome makes at most 2 of 3...
+    assert EarlyHalt(check, 0, 2, 3, 3, rate_watched=True).judges_successes()  # ...or, with 2 in, 2 of 3
+    assert not EarlyHalt(check, 3, 0, 3, 3, rate_watched=True).judges_successes()  # a resume past it
+    assert not EarlyHalt(check, 0, 1, 3, 3, rate_watched=True, items=2).judges_successes()  # never judged
+    tripped = EarlyHalt(check, 0, 2, 3, 3, rate_watched=True)
+    assert tripped([Outcome(2, 1, 0.0, 0.1, error=_fatal(2).error)], list) == []
+    assert tripped.tripped and not tripped.judges_successes()
 
 
 def test_the_engine_tells_its_workers_when_successes_hold_and_when_they_no_longer_do(tmp_path: Path) -> None:

@@ -34,27 +34,10 @@ def source(tmp_path: Path, n: int) -> Path:
 def crossing_run(invoke_cli: Any, tmp_path: Path, out_dir: Path, executor: str, workers: int) -> list[int]:
     """300 items, 0-7 failing and the rest succeeding, under a failure rate over 50% from 10
     items: the run halts at its 10th outcome. The seqs that started."""
-    log = tmp_path / "runs.log"
-    proc = invoke_cli(
-        [
-            "run",
-            str(source(tmp_path, 300)),
-            "--cmd",
-            f"echo {{seq}} >> {log}; if [ {{seq}} -lt 8 ]; then exit 3; fi",
-            "--executor",
-            executor,
-            "--max-failure-rate",
-            "0.5",
-            "--min-items",
-            "10",
-            "-j",
-            str(workers),
-            "--headless",
-        ],
-    )
-    assert proc.returncode == 3, proc.stdout + proc.stderr
+    policy = ("--max-failure-rate", "0.5", "--min-items", "10")
+    ran = halting_run(invoke_cli, tmp_path, executor, workers, *policy, script="if [ {seq} -lt 8 ]; then exit 3; fi")
     assert "after 10 items" in only_manifest(out_dir)["halt_reason"]
-    return starts(log)
+    return ran
 
 
 def only_manifest(out_dir: Path) -> dict[str, Any]:
@@ -72,15 +55,17 @@ def store_count(batch: Path, status: str) -> int:
         db.close()
 
 
-def halting_run(invoke_cli: Any, tmp_path: Path, executor: str, workers: int, *policy: str) -> list[int]:
-    """300 items of ``exit 3`` under ``policy``, each logging its start: the seqs that started."""
+def halting_run(
+    invoke_cli: Any, tmp_path: Path, executor: str, workers: int, *policy: str, script: str = "exit 3"
+) -> list[int]:
+    """300 items of ``script`` under ``policy``, each logging its start: the seqs that started."""
     log = tmp_path / "runs.log"
     proc = invoke_cli(
         [
             "run",
             str(source(tmp_path, 300)),
             "--cmd",
-            f"echo {{seq}} >> {log}; exit 3",
+            f"echo {{seq}} >> {log}; {script}",
             "--executor",
             executor,
             *policy,

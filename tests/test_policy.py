@@ -505,6 +505,21 @@ def test_failure_rate_boundaries_in_a_real_run(
         assert m["state"] == "halted" and m["totals"]["failed"] == 2 and m["totals"]["complete"] == 0  # type: ignore[index]
 
 
+def test_a_failure_rate_that_can_never_be_judged_is_said(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    """--min-items over the batch's items: the policy can never halt it, and the run says so
+    (in its output and in live_progress.json's warnings, which the dashboard shows) rather than
+    watch in silence."""
+    items = tmp_path / "kinds.txt"
+    items.write_text("".join(f"fail-{i}\n" for i in range(5)))
+    args = ["run", str(items), "--call", f"{PROCS}:fail_marked", "--executor", "thread", "-j", "1", "--headless"]
+    proc = invoke_cli([*args, "--max-failure-rate", "0.5", "--min-items", "6"])
+    assert proc.returncode == 1, proc.stderr
+    said = "--max-failure-rate never halts this batch: it is judged from --min-items 6 items on, and the batch has 5"
+    assert said in proc.stdout + proc.stderr
+    live = read_json(only_batch(out_dir) / "live_progress.json")
+    assert any(said in w for w in live["warnings"])  # type: ignore[union-attr]
+
+
 def test_help_says_the_failure_rate_limit_is_exclusive(invoke_cli) -> None:  # type: ignore[no-untyped-def]
     """--help, the README and the code agree: over the limit halts, equal to it goes on."""
     text = " ".join(invoke_cli(["run", "--help"]).stdout.split())

@@ -434,3 +434,30 @@ def test_a_line_of_control_jsonl_that_is_no_command_is_said_not_dropped_in_silen
     assert runner.state == BatchState.PAUSED  # the good line after them still applies
     warned = [w for w in runner.live().warnings if "control.jsonl" in w]
     assert len(warned) == 1 and "2 line(s) that are no command ignored" in warned[0], runner.live().warnings
+
+
+def test_a_failure_rate_crossed_inside_a_group_of_outcomes_halts_at_the_crossing(make_runner: Any) -> None:
+    """Outcomes come in groups (a worker's outbox, a pool part). Under --max-failure-rate the
+    successes of a group are recorded together, not one at a time (a results.jsonl write each:
+    100k quick calls took 1.5x as long), but the rate is still judged at the very outcome
+    that crosses it: here the success that makes the outcomes --min-items (6 failures of 10),
+    though the ten successes after it bring the rate back under the limit."""
+    runner, ex = make_runner(40, workers=20, max_failure_rate=0.5, min_items=10, max_attempts=1, window=80)
+    t = time.monotonic()
+    assert runner.step(t)
+    begun = ex.begin(20)
+    assert len(begun) == 20
+    group = []
+    for n, seq in enumerate(begun):
+        chunk, index, item = ex.running.pop(seq)
+        chunk.gate.end(index)
+        group.append(Outcome(seq, item.attempt, time.time(), 0.01, None, None, FAIL if n < 6 else None))
+    ex.completions.put(group)  # one group, as one report: no early halt in between
+    runner.step(t)
+    assert runner.halt_reason == "failure rate 60% over --max-failure-rate 50% after 10 items"
+    while runner.step(t):
+        pass
+    runner.finish()
+    st = statuses(runner)
+    assert sum(1 for s, _a in st.values() if s == "failed") == 6
+    assert sum(1 for s, _a in st.values() if s == "complete") == 14  # all of the group recorded
