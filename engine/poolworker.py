@@ -29,8 +29,8 @@ KILL_SIGNAL: Final = signal.SIGUSR1
 #: The engine's answer to a part sent with ``judge`` set: it has taken those outcomes in, and
 #: a halt they decide has cancelled every item not started (see :class:`_Inbox`).
 VERDICT: Final = "verdict"
-#: The verdict, and word that successes no longer wait for one: --min-items outcomes are in,
-#: and a success only lowers the failure rate from then on (see EarlyHalt.judges_successes).
+#: The verdict, and word that successes need none (:data:`VERDICT` says they do): no success
+#: can cross the failure rate's limit now (see EarlyHalt.judges_successes).
 VERDICT_SUCCESSES_FREE: Final = "verdict; successes free"
 
 
@@ -152,8 +152,8 @@ def run_worker(
         conn.send(("part", outcomes, judge))
         if judge:
             try:
-                if inbox.await_verdict() == VERDICT_SUCCESSES_FREE:
-                    successes[0] = False
+                # Every verdict says it again (a trip the runner dismissed may lower the counts)
+                successes[0] = inbox.await_verdict() == VERDICT
             except (EOFError, OSError):
                 os._exit(0)  # the engine is gone: nothing more may start (it reaps its items)
 
