@@ -171,6 +171,18 @@ class BatchRunner(TakeOver, Finishing):
         self._now = now
         self._real_time = wait is None
         handled = self.control.handle()
+        if not self._rate_judged:
+            # Before anything is handed out, once the commands left for this run (a retry) are
+            # in: a batch already over its failure rate (a resume of one halted by it, with the
+            # limit unchanged) halts now. It ran one more item each time, to halt again.
+            self._rate_judged = True
+            judged = self.config.max_failure_rate is not None and not self.halt_reason
+            reason = self._check_failure_rate() if judged else None
+            if reason:
+                self._warn(
+                    f"nothing started: the batch is over its failure rate already ({reason}); "
+                    "resume with a higher --max-failure-rate, or --retry-failed"
+                )
         if (self._stop.is_set() or self.halt_reason) and self.state != BatchState.STOPPING:
             # Before a stop's acknowledgement is written: it says nothing more starts, so the work
             # handed out and not started is taken back first (this writes the live files).
@@ -409,9 +421,11 @@ class BatchRunner(TakeOver, Finishing):
                 upto = end
             i = upto
 
-    def _check_failure_rate(self) -> None:
-        """The failure-rate policy, decided as outcomes arrive (not when they are committed)."""
+    def _check_failure_rate(self) -> str | None:
+        """The failure-rate policy, decided as outcomes arrive (not when they are committed):
+        the reason it halts the batch, if it does."""
         decided, counts = self.staging.decided, self.counts
         reason = self.halts.failure_rate(decided(counts, "complete"), decided(counts, "failed"))
         if reason:
             self._halt(reason)
+        return reason

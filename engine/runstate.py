@@ -92,6 +92,8 @@ class RunState:
         self.handle_signals = handle_signals
         self._executor_factory = executor_factory or make_executor
         self._early_halt: EarlyHalt | None = None
+        #: The failure rate was judged before this run's first hand-out (see BatchRunner.step).
+        self._rate_judged = False
         self._now = time.monotonic()  # the time of the loop's current turn (see step)
         self._real_time = True  # the loop runs on the real clock (not a test's)
         self._stopping_since: float | None = None  # the grace counts from then (a later stop may cut it)

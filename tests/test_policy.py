@@ -505,6 +505,29 @@ def test_failure_rate_boundaries_in_a_real_run(
         assert m["state"] == "halted" and m["totals"]["failed"] == 2 and m["totals"]["complete"] == 0  # type: ignore[index]
 
 
+def test_a_resume_over_the_failure_rate_already_starts_nothing(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    """A batch halted by its failure rate, resumed with the limit unchanged, is over it before
+    anything runs: it halts at once (it ran one more item, a paid call perhaps, to halt again
+    each time), and says how to go on."""
+    log = tmp_path / "runs.log"
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"{i}\n" for i in range(50)))
+    cmd = f"echo {{seq}} >> {log}; if [ {{seq}} -lt 8 ]; then exit 3; fi"
+    policy = ["--max-failure-rate", "0.5", "--min-items", "10", "-j", "1", "--headless"]
+    assert invoke_cli(["run", str(items), "--cmd", cmd, *policy]).returncode == 3
+    ran = log.read_text().split()
+    batch = only_batch(out_dir)
+    again = invoke_cli(["resume", batch.name, "--headless"])
+    assert again.returncode == 3, again.stderr
+    assert log.read_text().split() == ran  # nothing started
+    said = "nothing started: the batch is over its failure rate already (failure rate 80% over"
+    assert said in again.stdout + again.stderr
+    m = read_json(batch / "manifest.json")
+    assert m["state"] == "halted" and m["totals"]["pending"] == 40  # type: ignore[index]
+    onward = invoke_cli(["resume", batch.name, "--headless", "--max-failure-rate", "0.9"])
+    assert onward.returncode == 1 and len(log.read_text().split()) == 50  # a higher limit: on to the end
+
+
 def test_a_failure_rate_that_can_never_be_judged_is_said(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
     """--min-items over the batch's items: the policy can never halt it, and the run says so
     (in its output and in live_progress.json's warnings, which the dashboard shows) rather than
