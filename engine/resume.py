@@ -94,6 +94,15 @@ class ResumePlan:
         c = self.counts
         return c.pending + c.processing + (c.failed if self.retry_failed else 0)
 
+    def halts_at_once(self, config: BatchConfig | None = None) -> str | None:
+        """Why this resume halts before anything starts, with ``config`` (default: the plan's):
+        its failure rate over the limit already (the failed items count unless retried; those
+        no retry can make succeed are few, and left out here). None when it does not."""
+        from .policy import HaltCheck
+
+        c = self.counts
+        return HaltCheck(config or self.config).failure_rate(c.complete, 0 if self.retry_failed else c.failed)
+
     def requeue_failed(self) -> int:
         """Put the failed items back to pending under the batch's lock (the plan's, or taken for
         the change and let go); how many were requeued (never one no retry can make succeed:

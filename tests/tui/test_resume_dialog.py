@@ -220,6 +220,35 @@ def test_a_halted_batch_resumed_with_a_raised_limit_runs_to_the_end(tmp_path: Pa
     assert _free(batch)
 
 
+def test_the_plan_says_when_the_settings_would_halt_before_anything_starts(tmp_path: Path) -> None:
+    """A batch halted by its failure rate, with the limit unchanged, would halt again before
+    anything starts (BatchRunner.step): the plan says so, and what would let it run, as the
+    fields change (a higher limit, the failed items retried)."""
+    batch = _halted(tmp_path)
+    before = _manifest(batch)["totals"]
+
+    async def body() -> None:
+        app = _app(batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            dialog = await _open_dialog(pilot)
+
+            def plan() -> str:
+                return " ".join(str(dialog.query_one("#resume-plan", Static).render()).split())
+
+            assert plan().startswith(
+                "Plan: nothing will run: with these settings the batch halts before anything starts (failure rate"
+            ), plan()
+            assert plan().endswith("Raise the failure-rate limit, or retry the failed items.")
+            await _fill(pilot, dialog, max_failure_rate="0.9")
+            assert plan().startswith(f"Plan: {before['pending']:,} of 40 items will run"), plan()
+            await _fill(pilot, dialog, max_failure_rate="")
+            assert plan().startswith("Plan: nothing will run")
+            await pilot.click("#retry-failed")
+            assert plan().startswith(f"Plan: {before['pending'] + before['failed']:,} of 40 items will run"), plan()
+
+    run(body)
+
+
 def test_overrides_are_recorded_in_the_history_exactly_as_the_cli_records_them(tmp_path: Path) -> None:
     by_dialog = _halted(tmp_path, "dialog")
     by_cli = _halted(tmp_path, "cli")

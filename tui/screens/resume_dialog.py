@@ -308,14 +308,22 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
         refuses (returned too; None when the form is valid)."""
         self.query_one("#resume-command", Static).update(plain(f"$ {self.command()}"))
         error: str | None = None
+        flags: dict[str, Any] = {}
         try:
-            cli_flags(self.argv())
+            flags = cli_flags(self.argv())
         except click.UsageError as exc:
             error = exc.format_message()
         self._say_error(error)
         if self.plan is not None:
             plan = dataclasses.replace(self.plan, retry_failed=self.retry_failed)
             text = _describe(plan, self.rescan)
+            rate: dict[str, Any] = {k: flags[k] for k in ("max_failure_rate", "min_items") if k in flags}
+            halts = None if plan.nothing_to_do else plan.halts_at_once(plan.config.model_copy(update=rate))
+            if halts:  # what the engine would do at once (BatchRunner.step): said before it is asked
+                text = (
+                    f"Plan: nothing will run: with these settings the batch halts before anything starts ({halts})."
+                    " Raise the failure-rate limit, or retry the failed items."
+                )
             if self.rescan and self.rescan_note:
                 text += f" Rescan: {self.rescan_note}."
             self.query_one("#resume-plan", Static).update(plain(text))
