@@ -67,6 +67,8 @@ class ResumePlan:
     rescan: ScanOutcome | None = None
     #: An ``add`` was cut short (killed): the engine finishes it before it runs anything.
     cut_add: bool = False
+    #: The items' costs so far (the sum, the largest), read when a cost cap is set.
+    cost: tuple[float, float] = (0.0, 0.0)
 
     @property
     def source(self) -> SourceSpec:
@@ -94,14 +96,21 @@ class ResumePlan:
         c = self.counts
         return c.pending + c.processing + (c.failed if self.retry_failed else 0)
 
-    def halts_at_once(self, config: BatchConfig | None = None) -> str | None:
-        """Why this resume halts before anything starts, with ``config`` (default: the plan's):
-        its failure rate over the limit already (the failed items count unless retried; those
-        no retry can make succeed are few, and left out here). None when it does not."""
+    def halts_at_once(self, config: BatchConfig | None = None) -> tuple[str, str] | None:
+        """Why this resume halts before anything starts with ``config`` (default: the plan's),
+        and what would let it run; None when it does not. Its failure rate over the limit
+        already (the failed items count unless retried; those no retry can make succeed are
+        few, and left out here), or its spend at --max-cost (not one more item fits)."""
         from .policy import HaltCheck
 
-        c = self.counts
-        return HaltCheck(config or self.config).failure_rate(c.complete, 0 if self.retry_failed else c.failed)
+        c, check = self.counts, HaltCheck(config or self.config)
+        rate = check.failure_rate(c.complete, 0 if self.retry_failed else c.failed)
+        if rate:
+            return rate, "raise the failure-rate limit, or retry the failed items"
+        budget = check.budget(self.cost[0], 0, self.cost[1])
+        if budget:
+            return budget, "resume with a higher --max-cost"
+        return None
 
     def requeue_failed(self) -> int:
         """Put the failed items back to pending under the batch's lock (the plan's, or taken for
@@ -265,6 +274,7 @@ def plan_resume(
         try:
             counts = store.counts()
             cut_add = bool(store.get_meta("adding"))
+            cost = store.cost_totals() if new.max_cost is not None else (0.0, 0.0)
         finally:
             store.close()
         if cut_add:
@@ -285,6 +295,7 @@ def plan_resume(
         rebuilt=rebuilt,
         rescan=scanned,
         cut_add=cut_add,
+        cost=cost,
     )
 
 

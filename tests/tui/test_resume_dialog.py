@@ -238,13 +238,37 @@ def test_the_plan_says_when_the_settings_would_halt_before_anything_starts(tmp_p
             assert plan().startswith(
                 "Plan: nothing will run: with these settings the batch halts before anything starts (failure rate"
             ), plan()
-            assert plan().endswith("Raise the failure-rate limit, or retry the failed items.")
+            assert plan().endswith("To run it: raise the failure-rate limit, or retry the failed items.")
             await _fill(pilot, dialog, max_failure_rate="0.9")
             assert plan().startswith(f"Plan: {before['pending']:,} of 40 items will run"), plan()
             await _fill(pilot, dialog, max_failure_rate="")
             assert plan().startswith("Plan: nothing will run")
             await pilot.click("#retry-failed")
             assert plan().startswith(f"Plan: {before['pending'] + before['failed']:,} of 40 items will run"), plan()
+
+    run(body)
+
+
+def test_the_plan_says_a_batch_at_its_cost_cap_would_halt_before_anything_starts(tmp_path: Path) -> None:
+    """The same for a batch halted at --max-cost (the cap is no field of the dialog: the way on
+    is the command line's)."""
+    source = tmp_path / "costly.txt"
+    source.write_text("".join(f"{i}\n" for i in range(20)))
+    flags = {"output_dir": str(tmp_path / "out"), "workers": 1, "name": "costly", "max_cost": 5.0}
+    config = load_config(flags, environ={}, cwd=tmp_path)
+    batch = create_batch(config, build_spec([str(source)]), shell_spec('echo "{{\\"cost\\": 1}}"'))
+    BatchRunner(batch, config=config, action="run").run()
+    assert _manifest(batch)["halt_reason"] == "cost 5 reached --max-cost 5"
+
+    async def body() -> None:
+        app = _app(batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            dialog = await _open_dialog(pilot)
+            plan = " ".join(str(dialog.query_one("#resume-plan", Static).render()).split())
+            assert plan == (
+                "Plan: nothing will run: with these settings the batch halts before anything starts"
+                " (cost 5 reached --max-cost 5). To run it: resume with a higher --max-cost."
+            ), plan
 
     run(body)
 

@@ -320,9 +320,10 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
             rate: dict[str, Any] = {k: flags[k] for k in ("max_failure_rate", "min_items") if k in flags}
             halts = None if plan.nothing_to_do else plan.halts_at_once(plan.config.model_copy(update=rate))
             if halts:  # what the engine would do at once (BatchRunner.step): said before it is asked
+                reason, way = halts
                 text = (
-                    f"Plan: nothing will run: with these settings the batch halts before anything starts ({halts})."
-                    " Raise the failure-rate limit, or retry the failed items."
+                    f"Plan: nothing will run: with these settings the batch halts before anything starts ({reason})."
+                    f" To run it: {way}."
                 )
             if self.rescan and self.rescan_note:
                 text += f" Rescan: {self.rescan_note}."
