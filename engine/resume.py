@@ -98,19 +98,8 @@ class ResumePlan:
 
     def halts_at_once(self, config: BatchConfig | None = None) -> tuple[str, str] | None:
         """Why this resume halts before anything starts with ``config`` (default: the plan's),
-        and what would let it run; None when it does not. Its failure rate over the limit
-        already (the failed items count unless retried; those no retry can make succeed are
-        few, and left out here), or its spend at --max-cost (not one more item fits)."""
-        from .policy import HaltCheck
-
-        c, check = self.counts, HaltCheck(config or self.config)
-        rate = check.failure_rate(c.complete, 0 if self.retry_failed else c.failed)
-        if rate:
-            return rate, "raise the failure-rate limit, or retry the failed items"
-        budget = check.budget(self.cost[0], 0, self.cost[1])
-        if budget:
-            return budget, "resume with a higher --max-cost"
-        return None
+        and what would let it run (:func:`halts_before_start`); None when it does not."""
+        return halts_before_start(config or self.config, self.counts, self.cost, self.retry_failed)
 
     def requeue_failed(self) -> int:
         """Put the failed items back to pending under the batch's lock (the plan's, or taken for
@@ -190,6 +179,54 @@ class ResumePlan:
             self.lock.release()
 
 
+def resume_config(
+    bdir: BatchDir,
+    manifest: Manifest,
+    flags: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | None = None,
+    on_file: Callable[[Path, bool], None] | None = None,
+) -> tuple[BatchConfig, BatchConfig]:
+    """The batch's stored config, and the one a resume with the operational ``flags`` runs
+    with (``batchtui check --batch`` checks that one too). UserError for a flag that may not
+    change on resume."""
+    stored = stored_config(manifest.config, bdir.manifest)
+    overrides_in = {k: v for k, v in (flags or {}).items() if k in OPERATIONAL}
+    new = load_config(
+        overrides_in, base=stored.model_dump(mode="json"), config_file=config_file, environ={}, on_file=on_file
+    )
+    # Only operational knobs may change on resume; the rest is the batch's identity.
+    old = stored.model_dump(mode="json")
+    changed = sorted(k for k, v in new.model_dump(mode="json").items() if k not in OPERATIONAL and old.get(k) != v)
+    if changed:
+        raise UserError(f"cannot change {', '.join(changed)} on resume (only operational settings may change)")
+    if new.limit_by != stored.limit_by:
+        from .limits import check_limit_source
+
+        check_limit_source(new.limit_by, (str(e.get("kind")) for e in manifest.source.get("entries", ())))
+    return stored, new
+
+
+def halts_before_start(
+    config: BatchConfig, counts: Counts, cost: tuple[float, float], retry_failed: bool = False
+) -> tuple[str, str] | None:
+    """Why a run of a batch with these ``counts`` and costs so far (the sum, the largest) halts
+    before anything starts under ``config``, and what would let it run; None when it does not:
+    its failure rate over the limit already (the failed items count unless retried; those no
+    retry can make succeed are few, and left out here), or its spend at --max-cost (not one
+    more item fits). What BatchRunner.step and the dispatch decide first."""
+    from .policy import HaltCheck
+
+    check = HaltCheck(config)
+    rate = check.failure_rate(counts.complete, 0 if retry_failed else counts.failed)
+    if rate:
+        return rate, "raise the failure-rate limit, or retry the failed items"
+    budget = check.budget(cost[0], 0, cost[1])
+    if budget:
+        return budget, "resume with a higher --max-cost"
+    return None
+
+
 def plan_resume(
     output_dir: Path | BatchScope,
     batch: str | Path | BatchDir | None = None,
@@ -238,20 +275,7 @@ def plan_resume(
     bdir, lock, reason = _target(batch, output_dir, hold=hold, lock_wait=lock_wait, take=take, say=say)
     try:
         manifest = bdir.read_manifest()
-        stored = stored_config(manifest.config, bdir.manifest)
-        overrides_in = {k: v for k, v in (flags or {}).items() if k in OPERATIONAL}
-        new = load_config(
-            overrides_in, base=stored.model_dump(mode="json"), config_file=config_file, environ={}, on_file=on_file
-        )
-        # Only operational knobs may change on resume; the rest is the batch's identity.
-        old = stored.model_dump(mode="json")
-        changed = sorted(k for k, v in new.model_dump(mode="json").items() if k not in OPERATIONAL and old.get(k) != v)
-        if changed:
-            raise UserError(f"cannot change {', '.join(changed)} on resume (only operational settings may change)")
-        if new.limit_by != stored.limit_by:
-            from .limits import check_limit_source
-
-            check_limit_source(new.limit_by, (str(e.get("kind")) for e in manifest.source.get("entries", ())))
+        stored, new = resume_config(bdir, manifest, flags, config_file=config_file, on_file=on_file)
         rebuilt = False
         if not bdir.items_db.exists() and not _has_results(bdir) and manifest.state == BatchState.CREATED:
             # The engine died while creating the batch, before items.db existed: nothing ran,

@@ -560,3 +560,26 @@ def test_a_worker_process_that_dies_is_said_in_its_own_words(tmp_path: Path, out
     db = _db(only_batch(out_dir))
     rows = db.execute("SELECT DISTINCT status, error_type, error_message FROM items").fetchall()
     assert rows == [("failed", "WorkerLost", "worker process died (exit 3)")], rows
+
+
+def test_check_of_a_resume_checks_its_flags_and_says_it_would_halt_at_once(
+    tmp_path: Path, out_dir: Path, invoke_cli
+) -> None:  # type: ignore[no-untyped-def]
+    """`check --batch B` checks the config the resume would run with (the stored one and the
+    operational flags given: they were parsed, then ignored), and says when that resume would
+    halt before anything starts."""
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"{i}\n" for i in range(50)))
+    cmd = "if [ {seq} -lt 8 ]; then exit 3; fi"
+    policy = ["--max-failure-rate", "0.5", "--min-items", "10", "-j", "1", "--headless"]
+    assert invoke_cli(["run", str(items), "--cmd", cmd, *policy]).returncode == 3
+    batch = only_batch(out_dir).name
+    same = invoke_cli(["check", "--batch", batch])
+    assert same.returncode == 0, same.stderr
+    text = " ".join(same.stdout.split())
+    assert "[warn] policy: a resume with these settings halts before anything starts (failure rate 80% over" in text
+    assert "fix: raise the failure-rate limit, or retry the failed items" in text
+    raised = invoke_cli(["check", "--batch", batch, "--max-failure-rate", "0.9", "--workers", "3"])
+    assert raised.returncode == 0, raised.stderr
+    assert "policy" not in raised.stdout
+    assert "config: 3 workers" in raised.stdout  # the flag given, not the stored 1

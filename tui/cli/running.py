@@ -17,7 +17,7 @@ import click
 
 from batchtui.engine.batchdir import BatchDir, BatchLock
 from batchtui.engine.batches import resolve_batch
-from batchtui.engine.config import BatchConfig, load_config, stored_config
+from batchtui.engine.config import BatchConfig, load_config
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import EXIT_INTERRUPTED, EXIT_USAGE
 from batchtui.engine.fmt import count
@@ -100,15 +100,24 @@ def check_cmd(ctx: click.Context, /, batch_arg: str | None, **kwargs: Any) -> No
     for k in ("detach", "headless"):
         kwargs.pop(k, None)
     if batch_arg:
+        from batchtui.engine.resume import resume_config
+
         bdir = resolve_batch(batch_arg, scope_of(ctx, kwargs.get("output_dir")))
         manifest = bdir.read_manifest()
-        config = stored_config(manifest.config, bdir.manifest)
+        # The config the resume would run with: the stored one and the operational flags given
+        # here (they were parsed, then ignored: `check --batch B --max-failure-rate 0.9` checked
+        # the stored 0.5).
+        flags = {k: v for k, v in collect_flags(kwargs, ctx).items() if k != "output_dir"}
+        _stored, config = resume_config(
+            bdir, manifest, flags, config_file=kwargs.get("config_file"), on_file=note_config_file
+        )
         pf = preflight_resume(
             config,
             bdir.path,
             SourceSpec.model_validate(manifest.source),
             ProcessorSpec.model_validate(manifest.processor),
         )
+        _check_halts_before_start(pf, bdir, manifest, config)
     else:
         if not kwargs.get("sources"):
             fail("give SOURCES and --cmd/--call as for `run`, or --batch BATCH")
@@ -116,6 +125,28 @@ def check_cmd(ctx: click.Context, /, batch_arg: str | None, **kwargs: Any) -> No
         pf = preflight_new(config, spec, processor)
     print_preflight(pf, as_json)
     raise SystemExit(0 if pf.proceed else EXIT_USAGE)
+
+
+def _check_halts_before_start(pf: Any, bdir: BatchDir, manifest: Any, config: BatchConfig) -> None:
+    """A resume that would halt before anything starts (its failure rate over the limit, its
+    spend at the cap) is said as a warning, with the way on."""
+    from batchtui.engine.resume import halts_before_start
+    from batchtui.engine.store import ItemStore, StoreError
+
+    cost = (0.0, 0.0)
+    if config.max_cost is not None:
+        try:
+            store = ItemStore.open_readonly(bdir.items_db)
+        except (StoreError, OSError):
+            return  # the store check above says why
+        try:
+            cost = store.cost_totals()
+        finally:
+            store.close()
+    halts = halts_before_start(config, manifest.totals, cost)
+    if halts:
+        reason, way = halts
+        pf.add("policy", "warn", f"a resume with these settings halts before anything starts ({reason})", way)
 
 
 #: What the demo runs with unless a flag, BATCHTUI_* or batchtui.toml says otherwise.
