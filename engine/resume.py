@@ -207,6 +207,18 @@ def resume_config(
     return stored, new
 
 
+def costs_so_far(bdir: BatchDir, config: BatchConfig) -> tuple[float, float]:
+    """The batch's items' costs so far (the sum, the largest) when ``config`` caps the cost,
+    else (0, 0) unread; StoreError when the store cannot be read."""
+    if config.max_cost is None:
+        return 0.0, 0.0
+    store = ItemStore.open_readonly(bdir.items_db)
+    try:
+        return store.cost_totals()
+    finally:
+        store.close()
+
+
 def halts_before_start(
     config: BatchConfig, counts: Counts, cost: tuple[float, float], retry_failed: bool = False
 ) -> tuple[str, str] | None:

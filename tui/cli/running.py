@@ -130,19 +130,13 @@ def check_cmd(ctx: click.Context, /, batch_arg: str | None, **kwargs: Any) -> No
 def _check_halts_before_start(pf: Any, bdir: BatchDir, manifest: Any, config: BatchConfig) -> None:
     """A resume that would halt before anything starts (its failure rate over the limit, its
     spend at the cap) is said as a warning, with the way on."""
-    from batchtui.engine.resume import halts_before_start
-    from batchtui.engine.store import ItemStore, StoreError
+    from batchtui.engine.errors import BatchtuiError
+    from batchtui.engine.resume import costs_so_far, halts_before_start
 
-    cost = (0.0, 0.0)
-    if config.max_cost is not None:
-        try:
-            store = ItemStore.open_readonly(bdir.items_db)
-        except (StoreError, OSError):
-            return  # the store check above says why
-        try:
-            cost = store.cost_totals()
-        finally:
-            store.close()
+    try:
+        cost = costs_so_far(bdir, config)
+    except (BatchtuiError, OSError):
+        return  # the store check above says why
     halts = halts_before_start(config, manifest.totals, cost)
     if halts:
         reason, way = halts
