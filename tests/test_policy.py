@@ -583,3 +583,8 @@ def test_check_of_a_resume_checks_its_flags_and_says_it_would_halt_at_once(
     assert raised.returncode == 0, raised.stderr
     assert "policy" not in raised.stdout
     assert "config: 3 workers" in raised.stdout  # the flag given, not the stored 1
+    # What a resume cannot take is refused as resume refuses it, not checked and ignored.
+    command = invoke_cli(["check", "--batch", batch, "--cmd", "echo {}"])
+    assert command.returncode == 2 and "which cannot change --cmd" in command.stderr, command.stderr
+    sources = invoke_cli(["check", "--batch", batch, str(items)])
+    assert sources.returncode == 2 and "which reads no SOURCES" in sources.stderr, sources.stderr

@@ -102,6 +102,7 @@ def check_cmd(ctx: click.Context, /, batch_arg: str | None, **kwargs: Any) -> No
     if batch_arg:
         from batchtui.engine.resume import resume_config
 
+        _only_what_a_resume_takes(ctx)
         bdir = resolve_batch(batch_arg, scope_of(ctx, kwargs.get("output_dir")))
         manifest = bdir.read_manifest()
         # The config the resume would run with: the stored one and the operational flags given
@@ -125,6 +126,31 @@ def check_cmd(ctx: click.Context, /, batch_arg: str | None, **kwargs: Any) -> No
         pf = preflight_new(config, spec, processor)
     print_preflight(pf, as_json)
     raise SystemExit(0 if pf.proceed else EXIT_USAGE)
+
+
+#: What `check --batch` takes besides the operational settings: it checks a resume.
+_CHECK_BATCH_TAKES: Final = frozenset({"batch_arg", "output_dir", "config_file", "as_json", "headless", "detach"})
+
+
+def _only_what_a_resume_takes(ctx: click.Context) -> None:
+    """`check --batch` checks a resume: SOURCES, a command, or a setting a resume cannot change
+    are refused as resume refuses them (they were taken and ignored: `check --batch B --cmd X`
+    checked the stored command and said PROCEED)."""
+    from batchtui.engine.config import OPERATIONAL
+
+    given = [
+        p
+        for p in ctx.command.params
+        if p.name is not None
+        and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE
+        and p.name not in OPERATIONAL
+        and p.name not in _CHECK_BATCH_TAKES
+    ]
+    if any(p.name == "sources" for p in given):
+        fail("check --batch checks a resume of that batch, which reads no SOURCES (`batchtui add` adds them)")
+    if given:
+        names = ", ".join(p.opts[0] if isinstance(p, click.Option) else p.name or "" for p in given)
+        fail(f"check --batch checks a resume, which cannot change {names} (only operational settings may change)")
 
 
 def _check_halts_before_start(pf: Any, bdir: BatchDir, manifest: Any, config: BatchConfig) -> None:
