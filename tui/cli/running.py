@@ -142,9 +142,11 @@ def _only_what_a_resume_takes(ctx: click.Context) -> None:
         p
         for p in ctx.command.params
         if p.name is not None
-        and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE
         and p.name not in OPERATIONAL
         and p.name not in _CHECK_BATCH_TAKES
+        # Given, with a value: click 8.1 says an empty nargs=-1 argument came from the command line.
+        and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE
+        and ctx.params.get(p.name) not in (None, ())
     ]
     if any(p.name == "sources" for p in given):
         fail("check --batch checks a resume of that batch, which reads no SOURCES (`batchtui add` adds them)")
