@@ -7,6 +7,12 @@ that waits, it can land between a lock's acquire and its release in :class:`thre
 ``RuntimeError: release unlocked lock`` and exit 1, not 130, or left a writer thread that was
 never joined. Such steps run inside :func:`held_signals`: a signal that comes meanwhile is noted
 and given to the handler it would have reached once the step is done.
+
+A signal that was ignored when this process started stays ignored (:func:`catch`): ``nohup``
+ignores SIGHUP so that a closed terminal does not end the command, and a non-interactive shell
+ignores SIGINT (and SIGQUIT) for what it starts with ``&``, so that a Ctrl-C meant for the script
+does not reach its background jobs. A handler of batchtui's in their place undid that: a
+``nohup batchtui run ... &`` over SSH stopped as the session closed ("SIGHUP received").
 """
 
 from __future__ import annotations
@@ -15,15 +21,35 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
-__all__ = ["HELD", "held_signals"]
+__all__ = ["HELD", "catch", "held_signals", "ignored"]
 
 #: The signals the CLI ends a verb by (DESIGN: exit 130 for the three).
 HELD: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
+
+
+def ignored(sig: signal.Signals) -> bool:
+    """Whether ``sig`` is ignored in this process (``SIG_IGN``): by whoever started it, since
+    batchtui never sets that for these signals in its own process."""
+    try:
+        return signal.getsignal(sig) == signal.SIG_IGN
+    except ValueError:  # not a signal this platform has
+        return False
+
+
+def catch(
+    signals: tuple[signal.Signals, ...], handler: Callable[[int, FrameType | None], Any]
+) -> dict[signal.Signals, Any]:
+    """Install ``handler`` for each of ``signals`` that is not :func:`ignored`; the handlers it
+    replaced, by signal (give them back with ``signal.signal``). An ignored signal stays ignored:
+    the caller of batchtui asked for that (``nohup``, a shell's ``&``). Main thread only
+    (``ValueError`` elsewhere, as ``signal.signal`` raises)."""
+    return {sig: signal.signal(sig, handler) for sig in signals if not ignored(sig)}
 
 
 @contextlib.contextmanager
@@ -41,8 +67,7 @@ def held_signals(signals: tuple[signal.Signals, ...] = HELD) -> Iterator[None]:
 
     before: dict[signal.Signals, signal.Handlers | object] = {}
     try:
-        for sig in signals:
-            before[sig] = signal.signal(sig, note)
+        before = catch(signals, note)  # an ignored one stays so: nothing comes to hold
     except ValueError:  # an embedding program's thread that calls itself main: nothing held
         pass
     try:

@@ -42,6 +42,7 @@ from .errors import (
 from .files import WriteFailed
 from .finishing import Finishing
 from .fmt import shell_line
+from .interrupts import catch
 from .models import (
     BatchState,
     Counts,
@@ -119,8 +120,8 @@ class BatchRunner(TakeOver, Finishing):
         try:
             self.open(watch=True)
             if self.handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    old_handlers[sig] = signal.signal(sig, self._on_signal)
+                # One ignored when this process started stays ignored (nohup's SIGHUP).
+                old_handlers = catch((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), self._on_signal)
             try:
                 self._loop()
             finally:

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from batchtui.engine.interrupts import catch
+
 WATCHED_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
 PROBE_INTERVAL_S = 0.5
 
@@ -89,7 +91,7 @@ class TerminalWatch:
         # handler interrupts the first one's (a lock held by the main thread would deadlock).
         self._calls = itertools.count()
         self._stop = threading.Event()
-        self._old: dict[int, Any] = {}
+        self._old: dict[signal.Signals, Any] = {}
         self._poller: threading.Thread | None = None
 
     @property
@@ -98,9 +100,10 @@ class TerminalWatch:
 
     def start(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            for sig in WATCHED_SIGNALS:
-                with contextlib.suppress(OSError, ValueError):
-                    self._old[sig] = signal.signal(sig, self._on_signal)
+            # One ignored when this process started stays ignored (nohup's SIGHUP): the tty
+            # poll below still sees the terminal go.
+            with contextlib.suppress(OSError, ValueError):
+                self._old.update(catch(WATCHED_SIGNALS, self._on_signal))
         if self.fd is not None:
             self._poller = threading.Thread(target=self._poll, name="batchtui-tty-watch", daemon=True)
             self._poller.start()

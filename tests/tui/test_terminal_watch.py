@@ -71,6 +71,23 @@ def test_sighup_and_sigterm_call_back_once_and_the_old_handlers_come_back(sig: s
     assert signal.getsignal(sig) == old
 
 
+def test_a_sighup_ignored_when_the_app_started_stays_ignored() -> None:
+    """Under nohup the watch leaves SIGHUP ignored (its tty poll still sees the terminal go)."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        watch, seen, _called = _watch()
+        watch.fd = None
+        watch.start()
+        try:
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) != signal.SIG_IGN  # watched as before
+        finally:
+            watch.stop()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN and seen == []
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
 def test_a_hand_off_that_fails_is_said_never_swallowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     items = tmp_path / "items.txt"
     # 2,000 items of 50 ms: the batch is still running when `b` asks for the hand-off, however

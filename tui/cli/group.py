@@ -25,6 +25,7 @@ from typing import Any, Final
 import click
 
 from batchtui.engine.errors import EMPTY_MEANS_NONE, EXIT_INTERRUPTED, BatchtuiError
+from batchtui.engine.interrupts import catch
 
 from .output import fail, json_stdout
 
@@ -366,7 +367,7 @@ def interrupted_by(*signals: signal.Signals) -> Iterator[None]:
         raise KeyboardInterrupt
 
     try:
-        before = {sig: signal.signal(sig, interrupt) for sig in signals}
+        before = catch(signals, interrupt)  # one ignored when batchtui started stays ignored
     except ValueError:  # not the main thread (the CLI called from a thread of another program)
         before = {}
     try:
