@@ -27,6 +27,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
     steps: list[tuple[str, list[str]]] = [
         ("bench_shell", ["--reps", "3" if quick else "5"]),
         ("bench_shell_designs", ["--reps", "3" if quick else "5"]),
+        ("bench_startup", ["--reps", "5" if quick else "9"]),
         ("bench_inproc", ["--reps", "2" if quick else "5"]),
         ("bench_pool", ["--reps", "3" if quick else "5"]),
         ("bench_dask_map", ["--items", "1000" if quick else "2000", "--reps", "2" if quick else "3"]),
