@@ -36,28 +36,34 @@ def _running(out_dir: Path) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT], ids=["nohup", "background-of-a-script"])
-def test_a_run_started_with_a_signal_ignored_keeps_it_ignored_and_runs_to_its_end(
-    tmp_path: Path, out_dir: Path, sig: signal.Signals
-) -> None:
+def _gated_run(tmp_path: Path, out_dir: Path, ignoring: signal.Signals | None) -> tuple[subprocess.Popen[str], Path]:
+    """`batchtui run` of items a, b, c whose commands wait for the gate file (returned), started
+    with ``ignoring`` set to SIG_IGN, as nohup (SIGHUP) or a script's `&` (SIGINT) does before
+    the exec; it returns once the first item runs (the engine's handlers are in place by then)."""
     items = tmp_path / "items.txt"
     items.write_text("a\nb\nc\n")
     gate = tmp_path / "gate"
     cmd = f"while [ ! -e {gate} ]; do sleep 0.05; done; echo {{}}"
-
-    # What nohup (SIGHUP) or a script's `&` (SIGINT) does before the exec: the signal ignored.
-    trap = f'trap "" {sig.name.removeprefix("SIG")}; exec "$@"'
+    run = [*CLI, "run", str(items), "--cmd", cmd, "--headless", "--workers", "1", "--grace", "0"]
+    if ignoring is not None:
+        run = ["sh", "-c", f'trap "" {ignoring.name.removeprefix("SIG")}; exec "$@"', "sh", *run]
     proc = subprocess.Popen(
-        ["sh", "-c", trap, "sh", *CLI, "run", str(items), "--cmd", cmd, "--headless", "--workers", "1"],
-        env=cli_env(out_dir),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        run, env=cli_env(out_dir), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        # The engine's handlers are in place once an item runs: the signal is still ignored then.
         wait_until(lambda: _running(out_dir), 60, "the first item running")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, gate
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT], ids=["nohup", "background-of-a-script"])
+def test_a_run_started_with_a_signal_ignored_keeps_it_ignored_and_runs_to_its_end(
+    tmp_path: Path, out_dir: Path, sig: signal.Signals
+) -> None:
+    proc, gate = _gated_run(tmp_path, out_dir, ignoring=sig)
+    try:
         assert _mask(proc.pid, "SigIgn", sig) and not _mask(proc.pid, "SigCgt", sig)
         proc.send_signal(sig)
         gate.touch()
@@ -72,20 +78,8 @@ def test_a_run_started_with_a_signal_ignored_keeps_it_ignored_and_runs_to_its_en
 
 def test_a_run_with_the_signal_not_ignored_still_stops_on_it(tmp_path: Path, out_dir: Path) -> None:
     """The other side: a SIGHUP the run was not told to ignore stops it, resumable (130)."""
-    items = tmp_path / "items.txt"
-    items.write_text("a\nb\n")
-    gate = tmp_path / "gate"
-    cmd = f"while [ ! -e {gate} ]; do sleep 0.05; done"
-    proc = subprocess.Popen(
-        [*CLI, "run", str(items), "--cmd", cmd, "--headless", "--workers", "1", "--grace", "0"],
-        env=cli_env(out_dir),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, _gate = _gated_run(tmp_path, out_dir, ignoring=None)
     try:
-        wait_until(lambda: _running(out_dir), 60, "the first item running")
         assert _mask(proc.pid, "SigCgt", signal.SIGHUP)
         proc.send_signal(signal.SIGHUP)
         _out, err = proc.communicate(timeout=120)
