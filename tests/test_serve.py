@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import queue
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -33,10 +34,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_serve(args: list[str], out: Path, cwd: Path) -> tuple[subprocess.Popen[str], str]:
-    """``batchtui serve ARGS``; returns the process and the URL it printed once its port was bound."""
+def start_serve(
+    args: list[str], out: Path, cwd: Path, wrapper: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[str], str]:
+    """``batchtui serve ARGS`` (after ``wrapper``, a command that execs the rest); returns the
+    process and the URL it printed once its port was bound."""
     proc = subprocess.Popen(
-        [*CLI, "serve", *args],
+        [*wrapper, *CLI, "serve", *args],
         env=cli_env(out),
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -220,6 +224,28 @@ def test_loopback_hosts() -> None:
 
 
 @needs_serve
+@needs_serve
+def test_a_ctrl_c_ignored_when_serve_started_stays_ignored(finished_batch: Path, tmp_path: Path) -> None:
+    """`batchtui serve ... &` in a script starts with SIGINT ignored (sh's `&`): the Ctrl-C meant
+    for the script does not end it; SIGTERM still does, cleanly."""
+    port = free_port()
+    trap = ("sh", "-c", 'trap "" INT; exec "$@"', "sh")
+    proc, _url = start_serve([finished_batch.name, "--port", str(port)], finished_batch.parent, tmp_path, trap)
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        masks = {
+            line.split(":")[0]: int(line.split()[1], 16)
+            for line in status.splitlines()
+            if line.startswith(("SigIgn", "SigCgt"))
+        }
+        interrupt, terminate = 1 << (signal.SIGINT - 1), 1 << (signal.SIGTERM - 1)
+        assert masks["SigIgn"] & interrupt and not masks["SigCgt"] & interrupt
+        assert masks["SigCgt"] & terminate
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
 def test_a_port_in_use_is_said_before_any_url(finished_batch: Path, tmp_path: Path) -> None:
     out_dir = finished_batch.parent
     with socket.socket() as taken:

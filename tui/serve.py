@@ -34,6 +34,7 @@ from aiohttp import web
 from textual_serve.server import Server
 
 from batchtui.engine.batches import BatchScope
+from batchtui.engine.interrupts import ignored
 from batchtui.engine.listing import list_batches
 from batchtui.engine.summary import summarize
 
@@ -115,8 +116,9 @@ class DashboardServer(Server):
         self.debug = debug
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        loop.add_signal_handler(signal.SIGINT, self.request_exit)
-        loop.add_signal_handler(signal.SIGTERM, self.request_exit)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if not ignored(sig):  # one ignored when batchtui started stays so (a script's `&`)
+                loop.add_signal_handler(sig, self.request_exit)
         web.run_app(
             self._make_app(),
             host=self.host,
