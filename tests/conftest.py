@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,19 @@ SUITE_ENV = frozenset({"BATCHTUI_SPAWNER"})
 
 def pytest_configure(config: pytest.Config) -> None:
     _share_compiled_modules(config)
+    _signals_at_their_defaults()
+
+
+def _signals_at_their_defaults() -> None:
+    """The suite's processes start with SIGINT, SIGTERM and SIGHUP not ignored, however the
+    suite was started: as a shell's background job (`pytest &`, CI scripts) SIGINT comes ignored,
+    under nohup SIGHUP does, and batchtui keeps a signal ignored when it started so
+    (tests/test_signals_ignored.py): every test that interrupts a `batchtui` it starts would then
+    see it run on. A signal ignored here is set back (SIGINT to Python's own handler, the others
+    to their default), and the children started from here inherit that."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
 
 
 def _share_compiled_modules(config: pytest.Config) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,6 @@ from batchtui.engine.interrupts import held_signals
 from batchtui.engine.store import ItemStore
 
 
-@pytest.fixture
-def python_sigint() -> Iterator[None]:
-    """Ctrl-C raises KeyboardInterrupt here, as in an interpreter started with SIGINT at its
-    default: one started as a shell's background job (`&`, no job control) ignores it, and so
-    would these tests (tests/test_signals_ignored.py is about that case)."""
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, before)
-
-
-@pytest.mark.usefixtures("python_sigint")
 def test_a_signal_inside_comes_once_the_body_is_done() -> None:
     done: list[str] = []
     before = signal.getsignal(signal.SIGINT)
@@ -60,7 +46,6 @@ def test_a_sigterm_reaches_the_handler_the_cli_put_in_place() -> None:
         signal.signal(signal.SIGTERM, old)
 
 
-@pytest.mark.usefixtures("python_sigint")
 def test_a_ctrl_c_as_the_enqueue_starts_its_writer_ends_it_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
