@@ -350,8 +350,34 @@ def main(ctx: click.Context, output_dir: str | None, theme: str | None, color_sy
 
 
 def terminal() -> bool:
-    """Whether a TUI can run: stdin and stdout are a terminal (not a pipe, not CI)."""
-    return sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+    """Whether a TUI can run: stdin and stdout are a terminal (not a pipe, not CI), and this
+    process is not a background job of it (:func:`in_background`)."""
+    return sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and not in_background()
+
+
+def in_background() -> bool:
+    """Whether this process is a background job of its terminal (`batchtui run ... &` in an
+    interactive shell): its process group is not the terminal's foreground group. A TUI there
+    is stopped by the kernel at its first touch of the terminal (SIGTTOU): the run sat stopped,
+    its batch locked, until `fg`. Such a run goes headless instead (:func:`dashboard_here`)."""
+    try:
+        return sys.stdin.isatty() and os.tcgetpgrp(sys.stdin.fileno()) != os.getpgrp()
+    except (OSError, ValueError):  # not this process's controlling terminal, or stdin closed
+        return False
+
+
+def dashboard_here(batch_id: str) -> bool:
+    """Whether `run` or `resume` shows the dashboard (:func:`terminal`); a run started as a
+    background job says once that it runs headless, and how to watch it."""
+    if terminal():
+        return True
+    if in_background():
+        click.echo(
+            f"note: started in the background: progress lines instead of the dashboard"
+            f" (`batchtui watch {batch_id}` shows it)",
+            err=True,
+        )
+    return False
 
 
 refuse_empty(main)
@@ -377,4 +403,14 @@ def interrupted_by(*signals: signal.Signals) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-__all__ = ["CONTEXT", "EMPTY_MEANS_NONE", "VERBS", "Main", "main", "refuse_empty", "terminal"]
+__all__ = [
+    "CONTEXT",
+    "EMPTY_MEANS_NONE",
+    "VERBS",
+    "Main",
+    "dashboard_here",
+    "in_background",
+    "main",
+    "refuse_empty",
+    "terminal",
+]

@@ -22,7 +22,7 @@ from batchtui.engine.resume import plan_resume
 from batchtui.engine.runner import RunResult, exit_code_for
 
 from .completion import complete_batch
-from .group import CONTEXT, terminal
+from .group import CONTEXT, dashboard_here
 from .options import (
     COMMON_OPTIONS,
     OPERATIONAL_OPTIONS,
@@ -136,7 +136,7 @@ def resume_cmd(
         raise SystemExit(0)
     # The plan's counts are from before the requeue: those items are to do again.
     say(f"resuming batch {bdir.batch_id}: {counts.finished - requeued}/{counts.total} done")
-    if not headless and not as_json and terminal():
+    if not headless and not as_json and dashboard_here(bdir.batch_id):
         launch_tui(
             ctx,
             output_dir=bdir.path.parent,

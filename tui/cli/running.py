@@ -26,7 +26,7 @@ from batchtui.engine.processors import ProcessorSpec, demo_spec, python_spec, sh
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import SourceEntry, SourceSpec, build_spec, expect_fields
 
-from .group import CONTEXT, terminal
+from .group import CONTEXT, dashboard_here, terminal
 from .options import (
     BATCH_OPTIONS,
     COMMON_OPTIONS,
@@ -353,7 +353,7 @@ def _create_and_run(
         start_detached(batch, action="run", as_json=as_json, lock=held[0])
         raise SystemExit(0)
     reads_stdin = stdin is None and any(e.kind == "stdin" for e in spec.entries)
-    if not headless and not as_json and terminal() and not reads_stdin:
+    if not headless and not as_json and not reads_stdin and dashboard_here(batch.batch_id):
         from .watching import launch_tui  # the dashboard's path only: a headless run never loads it
 
         runner = BatchRunner(batch, config=config, action="run")

@@ -23,7 +23,7 @@ from batchtui.engine.runner import RunResult, exit_code_for
 from batchtui.engine.store.queries import ItemQueries
 
 from .completion import complete_batch
-from .group import CONTEXT, terminal
+from .group import CONTEXT, in_background, terminal
 from .inspecting import refuse_newer
 from .options import DIR_OPTION, scope_of, theme_of
 from .output import fail, plain
@@ -43,6 +43,8 @@ def watch_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, the
     scope = scope_of(ctx, output_dir)
     bdir = resolve_batch(batch, scope)
     refuse_newer(bdir)
+    if in_background():
+        fail("watch draws on the terminal: run it in the foreground, not with & (or bring it back with fg)")
     if not terminal():
         fail(f"watch needs a terminal; for a text summary use `{shell_line('batchtui', 'show', bdir.batch_id)}`")
     launch_tui(ctx, output_dir=scope, batch=bdir.path, theme=theme)
