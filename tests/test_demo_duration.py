@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from batchtui.engine.demo import HEADLESS_ITEMS, TUI_SECONDS, demo_items, latency
-from batchtui.tui.cli import running, watching
+from batchtui.tui.cli import group, running, watching
 
 from .conftest import invoke_in_process
 
@@ -36,6 +36,7 @@ def _started(monkeypatch: pytest.MonkeyPatch, tty: bool) -> list[tuple[str, int,
         return start
 
     monkeypatch.setattr(running, "terminal", lambda: tty)
+    monkeypatch.setattr(group, "terminal", lambda: tty)  # what dashboard_here asks
     monkeypatch.setattr(watching, "launch_tui", record("tui"))  # imported by run/demo when they use it
     monkeypatch.setattr(running, "run_headless", record("headless"))
     return seen
