@@ -15,7 +15,7 @@ import logging
 import os
 import time
 
-from . import staging, warmstart
+from . import fdlimit, staging, warmstart
 from .batchdir import HOST, now_iso
 from .committer import Committer
 from .control import ControlWatcher
@@ -80,6 +80,21 @@ class TakeOver(RunState):
         # This run begins now that it holds the batch (a runner may be made well before it runs,
         # the app's for one): its time is counted from here.
         self._t0, self._started_at = time.monotonic(), now_iso()
+        # Before the executor opens anything: the soft limit on open files raised to the hard one
+        # (items failed with EMFILE near 200 shell workers under the common 1024), and said
+        # when even the hard one is too low for the workers.
+        executor = self.config.resolved_executor(self.spec.kind)
+        short = fdlimit.shortfall(
+            self.config.workers,
+            "process"
+            if executor == "process"
+            else "shell"
+            if self.spec.kind == "shell" and executor == "thread"
+            else "",
+            fdlimit.raise_soft_limit(),
+        )
+        if short:
+            self._warn(short)
         # Made first: a process pool's workers (a fresh interpreter each) start while the store
         # and the files are opened below; executor.start() waits for them.
         self.executor = self._executor_factory(self.spec, self.config, self.completions)
