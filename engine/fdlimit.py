@@ -1,11 +1,13 @@
 """Open files: a run raises this process's soft limit to its hard one, and says when even that
 is too low for its workers.
 
-A running shell item holds about five descriptors in the engine (its two pipes, its pidfd, its
-two log files once it writes), a process-pool worker about four (its pipes and gates). The soft
-limit many systems start a session with (1024, kept low for programs that still use
-``select()``) ran out near 200 shell workers: items failed with "Too many open files" before
-their command started, and the control watcher's thread died with a traceback. batchtui waits
+A running shell item holds three descriptors in the engine (its two pipes and its pidfd; 852
+for 280 running items, measured), five while its two log files are open; a process-pool worker
+about four (its pipes and gates). The soft limit many systems start a session with (1024, kept
+low for programs that still use ``select()``) runs out somewhere past 200-330 shell workers:
+items failed with "Too many open files" before their command started (265 of 300 under a soft
+limit of 48 and 32 workers), and the control watcher's thread died with a traceback (seen at 400
+workers under 1024). batchtui waits
 with ``poll`` and epoll, never ``select()``, so it raises the soft limit to the hard one when a
 run starts, as Go's runtime does for every program since 1.19; processes it starts inherit the
 raised limit. A hard limit that is still too low (a container's, a ``ulimit -Hn``) is said once,

@@ -81,8 +81,8 @@ class TakeOver(RunState):
         # the app's for one): its time is counted from here.
         self._t0, self._started_at = time.monotonic(), now_iso()
         # Before the executor opens anything: the soft limit on open files raised to the hard one
-        # (items failed with EMFILE near 200 shell workers under the common 1024), and said
-        # when even the hard one is too low for the workers.
+        # (items failed with EMFILE under a low one: see .fdlimit), and said when even the hard
+        # one is too low for the workers.
         executor = self.config.resolved_executor(self.spec.kind)
         short = fdlimit.shortfall(
             self.config.workers,
