@@ -1,5 +1,5 @@
-"""Open files: a run raises this process's soft limit to its hard one, and says when even that
-is too low for its workers.
+"""Open files: a run raises this process's soft limit as far as its workers may need, and says
+when even the hard limit is too low for them.
 
 A running shell item holds three descriptors in the engine (its two pipes and its pidfd; 852
 for 280 running items, measured), five while its two log files are open; a process-pool worker
@@ -8,10 +8,11 @@ low for programs that still use ``select()``) runs out somewhere past 200-330 sh
 items failed with "Too many open files" before their command started (265 of 300 under a soft
 limit of 48 and 32 workers), and the control watcher's thread died with a traceback (seen at 400
 workers under 1024). batchtui waits
-with ``poll`` and epoll, never ``select()``, so it raises the soft limit to the hard one when a
-run starts, as Go's runtime does for every program since 1.19; processes it starts inherit the
-raised limit. A hard limit that is still too low (a container's, a ``ulimit -Hn``) is said once,
-with what the workers may need.
+with ``poll`` and epoll, never ``select()``, so when a run starts (and when its workers are
+raised) it raises the soft limit to twice what the workers may need, up to the hard one (Go's
+runtime raises it to the hard one for every program since 1.19; only as far as needed here,
+since the processes a run starts inherit it). A hard limit that is too low (a container's, a
+``ulimit -Hn``) is said, with what the workers may need.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import resource
 from typing import Final
 
-__all__ = ["DESCRIPTORS_PER_WORKER", "ENGINE_DESCRIPTORS", "raise_soft_limit", "shortfall"]
+__all__ = ["DESCRIPTORS_PER_WORKER", "ENGINE_DESCRIPTORS", "ensure", "shortfall"]
 
 #: Descriptors the engine keeps open whatever its workers (the store and its WAL, results.jsonl,
 #: the lock, the logs, the control watcher, the reaper's pipe, Python's own), with room to spare.
@@ -30,24 +31,33 @@ ENGINE_DESCRIPTORS: Final = 64
 DESCRIPTORS_PER_WORKER: Final = {"shell": 5, "process": 4}
 
 
-def raise_soft_limit() -> tuple[int, int] | None:
-    """Raise the soft limit on open files to the hard one; the (soft, hard) limits in force
-    after it, or None where there are none to read. A refusal leaves the limit as it was."""
+def ensure(workers: int, kind: str) -> str | None:
+    """Make room for ``workers`` workers of ``kind`` (``shell``, ``process``; others hold no
+    descriptors the engine can count): the soft limit on open files raised to twice what they
+    may need, never above the hard limit and never lowered. What to say when even the hard
+    limit is too low (:func:`shortfall`), else None.
+
+    Raised only as far as needed, not to the hard limit: the processes a run starts inherit it,
+    and some programs walk every descriptor up to it (old daemons closing them all one by one,
+    which takes seconds at a limit of a million)."""
+    per = DESCRIPTORS_PER_WORKER.get(kind)
+    if per is None:
+        return None
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (OSError, ValueError):
         return None
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+    needed = ENGINE_DESCRIPTORS + per * workers
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return None
+    target = 2 * needed if hard == resource.RLIM_INFINITY else min(2 * needed, hard)
+    if target > soft:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (OSError, ValueError):  # macOS refuses RLIM_INFINITY (OPEN_MAX caps it): try that
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 10240), hard))
-                soft = max(soft, 10240)
-            except (OSError, ValueError):
-                pass
-    return soft, hard
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):  # refused (macOS caps it at OPEN_MAX): as it was
+            pass
+    return shortfall(workers, kind, (soft, hard))
 
 
 def shortfall(workers: int, kind: str, limits: tuple[int, int] | None) -> str | None:

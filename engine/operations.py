@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import fdlimit
 from .batchdir import now_iso
 from .models import BatchState, ControlCommand
 from .store.schema import SLOWEST_INDEX
@@ -61,6 +62,9 @@ class Operations:
             if not 1 <= n <= 4096:
                 raise ValueError(f"workers must be 1..4096, not {n}")
             before = run.executor.workers
+            short = fdlimit.ensure(n, run.descriptor_kind())  # their open files first
+            if short:
+                run._warn(short)
             run.executor.set_workers(n)
             return f"workers {before} -> {n}"
         if cmd.op == "index":

@@ -405,6 +405,13 @@ class RunState:
 
     # -- the live files --------------------------------------------------------------------
 
+    def descriptor_kind(self) -> str:
+        """What each worker of this run holds open in the engine, for :func:`.fdlimit.ensure`."""
+        executor = self.config.resolved_executor(self.spec.kind)
+        if executor == "process":
+            return "process"
+        return "shell" if executor == "thread" and self.spec.kind == "shell" else ""
+
     def _warn(self, text: str) -> None:
         log.warning(text)
         self.warnings.append(f"{now_iso()} {text}")

@@ -80,19 +80,9 @@ class TakeOver(RunState):
         # This run begins now that it holds the batch (a runner may be made well before it runs,
         # the app's for one): its time is counted from here.
         self._t0, self._started_at = time.monotonic(), now_iso()
-        # Before the executor opens anything: the soft limit on open files raised to the hard one
-        # (items failed with EMFILE under a low one: see .fdlimit), and said when even the hard
-        # one is too low for the workers.
-        executor = self.config.resolved_executor(self.spec.kind)
-        short = fdlimit.shortfall(
-            self.config.workers,
-            "process"
-            if executor == "process"
-            else "shell"
-            if self.spec.kind == "shell" and executor == "thread"
-            else "",
-            fdlimit.raise_soft_limit(),
-        )
+        # Before the executor opens anything: room for the workers' open files (items failed
+        # with EMFILE under a low soft limit: see .fdlimit), or said when there is none.
+        short = fdlimit.ensure(self.config.workers, self.descriptor_kind())
         if short:
             self._warn(short)
         # Made first: a process pool's workers (a fresh interpreter each) start while the store

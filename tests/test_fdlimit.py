@@ -1,5 +1,5 @@
-"""Open files (engine/fdlimit.py): a run raises the soft limit to the hard one, and says when
-the hard one is too low for its workers; the control watcher survives running out of them.
+"""Open files (engine/fdlimit.py): a run raises the soft limit as far as its workers may need,
+and says when the hard one is too low for them; the control watcher survives running out of them.
 
 Under the soft limit many sessions start with (1024; 48 here, to make it quick), shell items
 failed with "Too many open files" before their command started, counted as the items' own
@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from batchtui.engine.control import ControlWatcher
-from batchtui.engine.fdlimit import raise_soft_limit, shortfall
+from batchtui.engine.fdlimit import shortfall
 
-from .conftest import CLI, cli_env, only_batch, read_json
+from .conftest import CLI, cli_env, only_batch, read_json, wait_until
 
 _SOFT, _HARD = resource.getrlimit(resource.RLIMIT_NOFILE)
 
@@ -67,17 +67,40 @@ def test_shortfall_counts_what_the_engine_can_count() -> None:
     assert shortfall(1000, "", (64, 64)) is None  # a callable's threads: nothing to count
 
 
-def test_raising_the_soft_limit_reaches_the_hard_one() -> None:
-    code = "from batchtui.engine.fdlimit import raise_soft_limit; print(*raise_soft_limit())"
+@pytest.mark.skipif(_HARD != resource.RLIM_INFINITY and _HARD < 1024, reason="this machine's hard limit is low")
+def test_the_soft_limit_is_raised_only_as_far_as_the_workers_need() -> None:
+    """Twice what they may need (64 + 5 x 32 = 224: 448), not the hard limit: the processes a run
+    starts inherit it. Never lowered."""
+    code = (
+        "import resource; from batchtui.engine.fdlimit import ensure\n"
+        "print(ensure(32, 'shell'), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "print(ensure(1, 'shell'), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "print(ensure(1000, ''), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
     done = subprocess.run(
         ["sh", "-c", 'ulimit -Sn 64; exec "$@"', "sh", sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,
     )
-    soft, hard = map(int, done.stdout.split())
-    assert soft == hard == _HARD
-    assert raise_soft_limit() == (_HARD, _HARD) or _SOFT == resource.RLIM_INFINITY
+    assert done.stdout.split("\n")[:3] == ["None 448", "None 448", "None 448"]
+
+
+def test_raising_the_workers_makes_room_or_says_there_is_none() -> None:
+    code = (
+        "import resource; from batchtui.engine.fdlimit import ensure\n"
+        "print(ensure(8, 'process')); print(ensure(200, 'process'))"
+    )
+    done = subprocess.run(
+        ["sh", "-c", 'ulimit -n 512; exec "$@"', "sh", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    first, second = done.stdout.splitlines()
+    assert first == "None"
+    assert second.startswith("200 workers may need about 864 open files, and this process may open 512")
+    assert second.endswith("run at most 112 workers")
 
 
 class _NoDescriptors(importlib.abc.MetaPathFinder):
@@ -98,3 +121,45 @@ def test_the_control_watcher_survives_no_descriptor_left(tmp_path: Path, monkeyp
     watcher.start()
     watcher.stop()
     assert errors == []
+
+
+@pytest.mark.skipif(_HARD != resource.RLIM_INFINITY and _HARD < 1024, reason="this machine's hard limit is low")
+def test_more_workers_asked_of_a_running_engine_get_room_first(tmp_path: Path, out_dir: Path) -> None:
+    """`batchtui workers B 40` on an engine started with 1 worker under a soft limit of 64: its
+    soft limit is raised for the 40 (64 + 5 x 40 = 264: 528) before they start."""
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"{i}\n" for i in range(60)))
+    gate = tmp_path / "gate"
+    cmd = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    run = [*CLI, "run", str(items), "--cmd", cmd, "--headless", "--workers", "1"]
+    engine = subprocess.Popen(
+        ["sh", "-c", 'ulimit -Sn 64; exec "$@"', "sh", *run],
+        env=cli_env(out_dir),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def soft_limit() -> int:
+        line = next(x for x in Path(f"/proc/{engine.pid}/limits").read_text().splitlines() if "open files" in x)
+        return int(line.split()[3])
+
+    try:
+        wait_until(lambda: (out_dir.exists() and any(out_dir.iterdir())) and soft_limit() == 138, 60, "the engine")
+        asked = subprocess.run(
+            [*CLI, "workers", only_batch(out_dir).name, "40"],
+            env=cli_env(out_dir),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert asked.returncode == 0, asked.stderr
+        assert soft_limit() == 528
+    finally:
+        gate.touch()
+        engine.wait(timeout=120)
+        engine.kill()
+    assert engine.returncode == 0
