@@ -67,6 +67,12 @@ def test_shortfall_counts_what_the_engine_can_count() -> None:
     assert shortfall(1000, "", (64, 64)) is None  # a callable's threads: nothing to count
 
 
+def _python_under(ulimit: str, code: str) -> str:
+    """What ``python -c CODE`` prints under ``ulimit ULIMIT``."""
+    run = ["sh", "-c", f'ulimit {ulimit}; exec "$@"', "sh", sys.executable, "-c", code]
+    return subprocess.run(run, capture_output=True, text=True, check=True).stdout
+
+
 @pytest.mark.skipif(_HARD != resource.RLIM_INFINITY and _HARD < 1024, reason="this machine's hard limit is low")
 def test_the_soft_limit_is_raised_only_as_far_as_the_workers_need() -> None:
     """Twice what they may need (64 + 5 x 32 = 224: 448), not the hard limit: the processes a run
@@ -77,13 +83,7 @@ def test_the_soft_limit_is_raised_only_as_far_as_the_workers_need() -> None:
         "print(ensure(1, 'shell'), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
         "print(ensure(1000, ''), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
     )
-    done = subprocess.run(
-        ["sh", "-c", 'ulimit -Sn 64; exec "$@"', "sh", sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert done.stdout.split("\n")[:3] == ["None 448", "None 448", "None 448"]
+    assert _python_under("-Sn 64", code).splitlines() == ["None 448", "None 448", "None 448"]
 
 
 def test_raising_the_workers_makes_room_or_says_there_is_none() -> None:
@@ -91,13 +91,7 @@ def test_raising_the_workers_makes_room_or_says_there_is_none() -> None:
         "import resource; from batchtui.engine.fdlimit import ensure\n"
         "print(ensure(8, 'process')); print(ensure(200, 'process'))"
     )
-    done = subprocess.run(
-        ["sh", "-c", 'ulimit -n 512; exec "$@"', "sh", sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    first, second = done.stdout.splitlines()
+    first, second = _python_under("-n 512", code).splitlines()
     assert first == "None"
     assert second.startswith("200 workers may need about 864 open files, and this process may open 512")
     assert second.endswith("run at most 112 workers")
