@@ -30,11 +30,11 @@ from __future__ import annotations
 import argparse
 import re
 import sqlite3
+import subprocess
 import sys
 import time
 from collections import defaultdict
 from datetime import datetime
-from pathlib import Path
 
 from bench.common import (
     BATCHTUI,
@@ -123,11 +123,13 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
         timeline: dict[str, list[float]] = defaultdict(list)
         counter = [0]
 
+        run_one = ["run", str(one), "--cmd", "true", "--headless"]
+
         def batchtui() -> float:
             counter[0] += 1
             out = work / f"out{counter[0]}"
             launched = time.time()
-            cmd = [*BATCHTUI, "run", str(one), "--cmd", "true", "--headless"]
+            cmd = [*BATCHTUI, *run_one]
             t = check(run_timed(cmd, env=env_for(out), cwd=work, rss_interval=None), "batchtui run")
             batch = only_batch(out)
             began = _stamp(read_json(batch / "report.json")["started_at"])
@@ -158,45 +160,44 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
                 "xargs": xargs,
             },
         )
-        ms = lambda s: f"{s * 1000:.0f} ms"  # noqa: E731
-        t_run = median(times["batchtui"])
+
+        def row(label: str, values: list[float]) -> tuple[str, str, str]:
+            return label, _ms(median(values)), _range(values)
+
         rows: list[tuple[str, ...]] = [
             ("measure", "median", "range"),
-            ("python -c pass (the interpreter)", ms(median(times["python -c pass"])), _range(times["python -c pass"])),
-            ("the stack's floor: click + pydantic imported", ms(median(times["floor"])), _range(times["floor"])),
-            ("batchtui, 1 item: the engine's run began", ms(median(timeline["the engine's run began"])), _range(timeline["the engine's run began"])),
-            ("batchtui, 1 item: the item started", ms(median(timeline["the item started"])), _range(timeline["the item started"])),
-            ("batchtui, 1 item: end to end", ms(t_run), _range(times["batchtui"])),
-            ("xargs -n1 true, 1 item: end to end", ms(median(times["xargs"])), _range(times["xargs"])),
-        ]  # fmt: skip
+            row("python -c pass (the interpreter)", times["python -c pass"]),
+            row("the stack's floor: click + pydantic imported", times["floor"]),
+            row("batchtui, 1 item: the engine's run began", timeline["the engine's run began"]),
+            row("batchtui, 1 item: the item started", timeline["the item started"]),
+            row("batchtui, 1 item: end to end", times["batchtui"]),
+            row("xargs -n1 true, 1 item: end to end", times["xargs"]),
+        ]
         print(table(f"Start-up of a 1-item run ({args.reps} rounds; {machine_line()})", rows))
 
-        full = _importtime_stderr(one, work)
+        # One run more under -X importtime, untimed (its stderr whole: run_timed keeps a tail).
+        full = subprocess.run(
+            [sys.executable, "-X", "importtime", *BATCHTUI[1:], *run_one],
+            env=env_for(work / "importtime"),
+            cwd=work,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
         shares = import_shares(full)
         total = sum(shares.values())
         irows: list[tuple[str, ...]] = [("who pays", "self import time", "share")]
         for label, seconds in sorted(shares.items(), key=lambda kv: -kv[1]):
-            irows.append((label, ms(seconds), f"{seconds / total:.0%}"))
-        irows.append(("all imports (under importtime, inflated)", ms(total), ""))
+            irows.append((label, _ms(seconds), f"{seconds / total:.0%}"))
+        irows.append(("all imports (under importtime, inflated)", _ms(total), ""))
         print(table("Imports of a 1-item run, by who pays (python -X importtime)", irows))
         return rows + irows
     finally:
         cleanup(work)
 
 
-def _importtime_stderr(one: Path, work: Path) -> str:
-    import subprocess
-
-    out = work / "importtime-full"
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "batchtui.tui.cli", "run", str(one), "--cmd", "true", "--headless"],
-        env=env_for(out),
-        cwd=work,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return proc.stderr
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
 
 
 def _range(values: list[float]) -> str:

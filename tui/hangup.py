@@ -77,8 +77,8 @@ def silence_terminal() -> None:
 class TerminalWatch:
     """Calls ``on_gone(reason)`` once, on a thread of its own, when the terminal goes away.
 
-    ``start`` installs handlers for SIGHUP and SIGTERM (from the main thread; the previous
-    handlers come back on ``stop``) and starts the tty poll. ``trigger`` may be called by
+    ``start`` installs handlers for SIGHUP and SIGTERM, each unless it was ignored when the
+    process started (from the main thread; the previous handlers come back on ``stop``) and starts the tty poll. ``trigger`` may be called by
     anyone who finds the terminal gone (the app after an input error, say).
     """
 
