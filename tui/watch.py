@@ -47,6 +47,11 @@ class BatchWatcher:
         self._stamps: dict[str, tuple[tuple[int, int, int], bytes | None]] = {}
         self._damaged: dict[str, str] = {}  # name -> why it cannot be parsed, told once
         self._thread = threading.Thread(target=self._run, name="batchtui-watch", daemon=True)
+        # One read at a time: the watch thread and the dashboard's tick both read. Unserialized,
+        # a read of the old file could post after a read of the new one and replace its message
+        # (LiveUpdated.can_replace), while the new stamp stayed: the dashboard said "running"
+        # for good after the engine had finished.
+        self._reading = threading.Lock()
 
     def start(self) -> None:
         self.read_all(force=True)
@@ -65,6 +70,10 @@ class BatchWatcher:
             self._read(name, force=force)
 
     def _read(self, name: str, *, force: bool = False) -> None:
+        with self._reading:
+            self._read_locked(name, force=force)
+
+    def _read_locked(self, name: str, *, force: bool) -> None:
         path = self.batch / name
         try:
             st = os.stat(path)

@@ -9,17 +9,23 @@ repeat on purpose (same inode, same size, the time set back) and check what is p
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 from textual.message import Message
 
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.config import load_config
 from batchtui.engine.enqueue import create_batch
+from batchtui.engine.models import LiveProgress
 from batchtui.engine.processors import shell_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
+from batchtui.tui import watch
 from batchtui.tui.messages import LiveUpdated
 from batchtui.tui.watch import RACY_S, BatchWatcher
 
@@ -83,3 +89,48 @@ def test_an_old_stamp_is_trusted_and_the_file_is_not_read_again(tmp_path: Path) 
     watcher.read_all()
     assert _states(posted) == ["finished"]
     assert orjson.loads(live.read_bytes())["state"] == "running"
+
+
+def test_a_read_of_the_old_file_never_posts_after_a_read_of_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch thread and the dashboard's tick both read. The watch thread read "running",
+    was held before it posted; the tick read the engine's last write, "finished", and posted
+    it; then the watch thread posted "running", which replaced "finished" in the queue
+    (LiveUpdated.can_replace), while the stamp kept was the new file's: no later read posted
+    again. Seen once in CI: a dashboard said "running" 90 s after its engine had finished."""
+    batch = _finished(tmp_path)
+    live = batch.live_progress
+    finished = live.read_bytes()
+    live.write_bytes(finished.replace(b'"state": "finished"', b'"state": "running"'))
+    posted: list[Message] = []
+    watcher = BatchWatcher(batch.path, posted.append, use_inotify=False)
+    read_old, release = threading.Event(), threading.Event()
+    real_read_model = watch.read_model
+
+    def held_read(path: Path, model: Any, **kwargs: Any) -> Any:
+        value = real_read_model(path, model, **kwargs)
+        if threading.current_thread().name == "slow" and model is LiveProgress:
+            read_old.set()
+            assert release.wait(30)
+        return value
+
+    monkeypatch.setattr(watch, "read_model", held_read)
+    slow = threading.Thread(target=watcher.read_all, name="slow")
+    slow.start()
+    assert read_old.wait(30)  # it has read "running" and holds it
+    tmp = live.with_name("live_progress.json.tmp")
+    tmp.write_bytes(finished)
+    os.replace(tmp, live)  # the engine's last write, a new file
+    tick = threading.Thread(target=watcher.read_all, name="tick")
+    tick.start()
+    # Unserialized, the tick posts "finished" at once; serialized, it waits for the slow read.
+    deadline = time.monotonic() + 1.0
+    while "finished" not in _states(posted) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    slow.join(30)
+    tick.join(30)
+    for _ in range(3):  # the dashboard's ticks after that
+        watcher.read_all()
+    assert _states(posted)[-1] == "finished", _states(posted)
