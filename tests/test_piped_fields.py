@@ -9,8 +9,12 @@ lacks is refused as preflight refuses it in a file, with the fields the pipe has
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 from pathlib import Path
+
+import orjson
 
 from .conftest import CLI, cli_env, only_batch, read_jsonl
 
@@ -99,3 +103,19 @@ def test_a_csv_file_lacking_a_field_is_still_refused_by_preflight(tmp_path: Path
     res = _cli(["run", "a.csv", "--cmd", "echo {nope}"], tmp_path / "out", tmp_path)
     assert res.returncode == 2
     assert "[FAIL] template fields: the template uses nope, which the source lacks (it has: n, url)" in res.stderr
+
+
+def test_process_substitution_is_read_as_lines(tmp_path: Path) -> None:
+    """`batchtui run <(command)`, as bash runs it: the source is /dev/fd/N, a pipe with no
+    suffix. Its lines are the items (it used to be refused: "not a regular file: /dev/fd/63"),
+    and the batch is named after the descriptor whole, not "63"."""
+    out = tmp_path / "out"
+    cli = " ".join(shlex.quote(a) for a in CLI)
+    script = f"{cli} run <(printf 'http://a.example/x\\nhttp://b.example/y\\n') --cmd 'echo {{}}' --headless"
+    res = subprocess.run(
+        ["bash", "-c", script], env=cli_env(out), cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert sorted(_outputs(out)) == ["http://a.example/x", "http://b.example/y"]
+    manifest = orjson.loads((only_batch(out) / "manifest.json").read_bytes())
+    assert re.fullmatch(r"/dev/fd/\d+ \(lines\)", manifest["name"]), manifest["name"]

@@ -181,10 +181,18 @@ def test_build_spec_broken_symlink_fifo_and_unreadable(tmp_path: Path, monkeypat
         build_spec([str(tmp_path / "dangling")])
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    with pytest.raises(UserError, match=r"not a regular file: .*pipe"):
-        build_spec([str(fifo)])
-    # A pipe is fine to read lines from (e.g. bash process substitution).
+    # A pipe cannot be one item, the file itself: with no suffix its lines are the items, as
+    # stdin's (e.g. bash process substitution); a suffix still says how to read it.
+    assert build_spec([str(fifo)]).entries[0].kind == "lines"
     assert build_spec([str(fifo)], as_kind="lines").entries[0].kind == "lines"
+    os.mkfifo(tmp_path / "rows.csv")
+    assert build_spec([str(tmp_path / "rows.csv")]).entries[0].kind == "csv"
+    with pytest.raises(
+        UserError, match=r"not a regular file: .*pipe \(a pipe or a device: its lines are items with --as lines\)"
+    ):
+        build_spec([str(fifo)], as_kind="files")
+    (tmp_path / "plain").write_text("x\n")
+    assert build_spec([str(tmp_path / "plain")]).entries[0].kind == "files"  # a regular file stays one item
     write(tmp_path / "secret.txt")
     (tmp_path / "locked").mkdir()
     # Running as root makes chmod useless, so deny access the way os.access would.
@@ -770,6 +778,8 @@ def test_describe(tmp_path: Path) -> None:
     assert describe(build_spec([str(f1)])) == "x.bin"
     assert describe(build_spec([str(f1), str(f2)])) == "2 files"
     assert describe(build_spec(["-"])) == "stdin (lines)"
+    # A descriptor's path says what it is whole: "63 (lines)" did not.
+    assert describe(SourceSpec(entries=[SourceEntry(kind="lines", path="/dev/fd/63")])) == "/dev/fd/63 (lines)"
     assert describe(build_spec([str(u), str(c)])) == "2 sources"
     odd = write(tmp_path / "new\nline.txt")
     assert "\n" not in describe(build_spec([str(odd)]))

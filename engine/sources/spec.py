@@ -183,10 +183,17 @@ def _entry_for(arg: str, as_kind: AsKind) -> SourceEntry:
         if not os.access(path, os.R_OK | os.X_OK):
             raise UserError(f"directory not readable: {shown} (permission denied)")
         return SourceEntry(kind="dir", path=path)
-    kind: SourceKind = _SUFFIX_KINDS.get(os.path.splitext(path)[1].lower(), "files") if as_kind == "auto" else as_kind
+    stream = stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)
+    if as_kind != "auto":
+        kind: SourceKind = as_kind
+    else:
+        # A pipe (a FIFO, `<(command)`) or a device cannot be one item, the file itself: with no
+        # suffix that says otherwise, its lines are the items, as stdin's are.
+        kind = _SUFFIX_KINDS.get(os.path.splitext(path)[1].lower(), "lines" if stream else "files")
     if kind == "files":
         if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"not a regular file: {shown}")
+            hint = " (a pipe or a device: its lines are items with --as lines)" if stream else ""
+            raise UserError(f"not a regular file: {shown}{hint}")
     elif not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
         # A FIFO or /dev/fd/N (process substitution) is fine to read lines or records from.
         raise UserError(f"not a readable file: {shown}")
@@ -273,5 +280,6 @@ def describe(spec: SourceSpec) -> str:
         return clean(f"dir {entry.path}" + (f" ({spec.glob})" if spec.glob else ""))
     if entry.kind == "stdin":
         return "stdin (lines)"
-    name = os.path.basename(entry.path)
+    # /dev/fd/63 (`<(command)`) or /dev/stdin says more whole than as "63" or "stdin".
+    name = entry.path if entry.path.startswith(("/dev/", "/proc/")) else os.path.basename(entry.path)
     return clean(name if entry.kind == "files" else f"{name} ({entry.kind})")
