@@ -97,7 +97,7 @@ def memory_alone_text(batch: BatchDir, used: float, own: float, limit: float) ->
     stop = shell_line("batchtui", "stop", batch.batch_id)
     return (
         f"--memory-limit-mb {limit:g} is under what the engine alone uses with no item running"
-        f" ({used:.0f} MB: {own:.0f} MB itself, {used - own:.0f} MB its worker processes): no item can start."
+        f" ({used:.0f} MB: {own:.0f} MB itself, {used - own:.0f} MB its child processes): no item can start."
         f" Stop it (`{stop}`) and resume it with a higher limit: `{resume_command(batch)} --memory-limit-mb {higher}`"
     )
 
@@ -345,6 +345,12 @@ class BatchRunner(TakeOver, Finishing):
         mem = self.memory.sample()
         used = mem.rss_mb + mem.children_rss_mb
         over = used > limit
+        if over and not self._inflight and not self._mem_alone:
+            # The sample may be up to a second old, from before the last items' processes ended:
+            # look again before saying the engine alone is over (it said so of items just ended).
+            mem = self.memory.sample(force=True)
+            used = mem.rss_mb + mem.children_rss_mb
+            over = used > limit
         if over and not self._mem_waiting:
             held = self.executor.cancel_all() if self.executor is not None else []
             self._return_unstarted(held)

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from batchtui.engine.monitor import Memory
+
 from .conftest import CLI, cli_env, only_batch, read_json, wait_until
 from .test_runner_steps import FakeMemory, make_runner  # noqa: F401  (the fixture)
 
@@ -78,8 +80,41 @@ def test_over_with_items_running_waits_for_them_and_says_it_when_none_runs(make_
     runner.step(t + 2)
     runner.step(t + 3)
     alone = [w for w in runner.warnings if "is under what the engine alone uses" in w]
-    assert len(alone) == 1 and "(300 MB: 300 MB itself, 0 MB its worker processes)" in alone[0]
+    assert len(alone) == 1 and "(300 MB: 300 MB itself, 0 MB its child processes)" in alone[0]
     assert runner.live().memory_hold == runner.memory_hold and "no item can start" in runner.memory_hold
     memory.mb = 50.0
     runner.step(t + 4)
     assert runner.memory_hold is None and ex.queued() == 8
+
+
+class _StaleMemory(FakeMemory):
+    """A monitor whose cached reading (up to a second old) still counts the items' processes,
+    and whose forced reading (``force=True``) is of now."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now_mb = 10.0
+
+    def sample(self, force: bool = False) -> Memory:
+        return Memory(rss_mb=self.now_mb if force else self.mb, peak_rss_mb=self.peak_mb, children_rss_mb=0.0)
+
+
+def test_a_reading_from_before_the_items_ended_is_not_the_engine_alone(make_runner: Any) -> None:  # noqa: F811
+    """Seen by hand: `--memory-limit-mb 200` with items of 100 MB each said the engine alone used
+    380 MB ("no item can start. Stop it ..."), and went on a moment later: the reading was the
+    one of a second before, with the items' processes in it. The engine looks again first."""
+    runner, ex = make_runner(40, workers=2, memory_limit_mb=200)
+    memory = runner.memory = _StaleMemory()
+    t = time.monotonic()
+    runner.step(t)
+    running = ex.begin(2)
+    memory.mb = memory.now_mb = 300.0
+    runner.step(t + 1)
+    assert runner.memory_hold == "memory 300 MB over --memory-limit-mb 200: dispatch waits"
+    memory.now_mb = 60.0  # the items end, and their processes with them; the cached 300 stays
+    for seq in running:
+        ex.end(seq)
+    runner.step(t + 2)
+    runner.step(t + 3)
+    assert not any("engine alone" in w for w in runner.warnings), runner.warnings
+    assert "no item can start" not in (runner.memory_hold or "")
