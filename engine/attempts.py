@@ -14,13 +14,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import orjson
 
 from . import capture
 from .callables import CallableProcessor
-from .errors import ErrorInfo, classify
+from .errors import ErrorInfo, NoRoomToStart, classify
 from .handoff import Gate
 from .outbox import Outbox
 from .outputs import DEFAULT_MAX_RESULT_BYTES, checked_result, cost_of
@@ -46,17 +46,52 @@ class Outcome:
     cost: float | None = None
     error: ErrorInfo | None = None
     returned: bool = False  # never started after all: back to pending, no attempt counted
+    #: Returned because its command could not be started (:class:`.errors.NoRoomToStart`): why.
+    refused: str | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # An orjson.Fragment cannot be pickled: it travels (from a pool or dask worker) as bytes.
         result = self.result
         if type(result) is orjson.Fragment:
             fields = (self.seq, self.attempt, self.started, self.duration, orjson.dumps(result))
-            return (_outcome_of_json, (*fields, self.cost, self.error, self.returned))
+            return (_outcome_of_json, (*fields, self.cost, self.error, self.returned, self.refused))
         return (
             Outcome,
-            (self.seq, self.attempt, self.started, self.duration, result, self.cost, self.error, self.returned),
+            (self.seq, self.attempt, self.started, self.duration, result, self.cost, self.error, self.returned)
+            + ((self.refused,) if self.refused is not None else ()),
         )
+
+
+class RoomWait:
+    """A worker's wait between chunks while commands cannot be started (:class:`.errors.NoRoomToStart`).
+
+    Each chunk with a refused start doubles the wait (from :attr:`FIRST_S` up to :attr:`MOST_S`);
+    a chunk with none ends it. Workers that cannot start commands so wait, and those that can
+    go on: the run goes at what the system allows, and the refused items (handed back) start as
+    room frees, without a busy loop of failing starts."""
+
+    FIRST_S: ClassVar[float] = 0.05
+    MOST_S: ClassVar[float] = 2.0
+
+    __slots__ = ("delay", "refused")
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.refused = False
+
+    def saw(self, outcomes: Sequence[Outcome]) -> None:
+        for o in outcomes:
+            if o.returned and o.refused is not None:
+                self.refused = True
+
+    def after_chunk(self) -> float:
+        """Seconds to wait before taking the next chunk (0: none)."""
+        if self.refused:
+            self.refused = False
+            self.delay = min(self.MOST_S, self.delay * 2 or self.FIRST_S)
+        else:
+            self.delay = 0.0
+        return self.delay
 
 
 def may_halt(outcome: Outcome, judged_below: int, successes: bool = False) -> bool:
@@ -73,9 +108,17 @@ def may_halt(outcome: Outcome, judged_below: int, successes: bool = False) -> bo
 
 
 def _outcome_of_json(
-    seq: int, attempt: int, started: float, duration: float, raw: bytes, cost: float | None, error: Any, returned: bool
+    seq: int,
+    attempt: int,
+    started: float,
+    duration: float,
+    raw: bytes,
+    cost: float | None,
+    error: Any,
+    returned: bool,
+    refused: str | None = None,
 ) -> Outcome:
-    return Outcome(seq, attempt, started, duration, orjson.Fragment(raw), cost, error, returned)
+    return Outcome(seq, attempt, started, duration, orjson.Fragment(raw), cost, error, returned, refused)
 
 
 class Classifier(NamedTuple):
@@ -181,7 +224,11 @@ def _run_each(
             if _shutting_down(exc):
                 raise
             t1 = clock()
-            outcome = Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc))
+            if type(exc) is NoRoomToStart:
+                # Its command never started: back to pending, the reason for the runner to say.
+                outcome = Outcome(item.seq, item.attempt, started, 0.0, returned=True, refused=str(exc))
+            else:
+                outcome = Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc))
             urgent = True
         else:
             t1 = clock()

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import orjson
 
+from . import tasklimit
 from .batchdir import BatchDir, now_iso
 from .control_file import open_control
 from .files import read_model
@@ -187,6 +188,9 @@ class ControlWatcher:
     def _run(self) -> None:
         if self.delay > 0 and self._stop.wait(self.delay):
             return  # stopped before it began watching
+        left = tasklimit.room()
+        if left is not None and left < tasklimit.WATCHER_MARGIN:
+            return  # near a pids limit, watchfiles could abort the process (see .tasklimit)
         try:
             from watchfiles import watch
         except Exception:  # not installed, or no descriptor left to import it: the loop's stat still works

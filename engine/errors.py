@@ -98,6 +98,40 @@ class ItemTimeout(BatchtuiError):
         super().__init__(f"timed out after {seconds:g}s")
 
 
+#: Why a thread could not be started ("can't start new thread").
+NO_THREAD: Final = (
+    "the limit on processes is reached: ulimit -u, or a container's pids limit, which threads count against"
+)
+
+#: What starting a command fails with when the system, not the item, lacks room for it.
+_NO_ROOM: Final[dict[int, str]] = {
+    errno.EAGAIN: "no room under the limit on processes: ulimit -u, or a container's pids limit",
+    errno.ENOMEM: "out of memory",
+    errno.EMFILE: "no room under this process's limit on open files: ulimit -n",
+    errno.ENFILE: "no room under the system's limit on open files",
+}
+
+
+class NoRoomToStart(BatchtuiError):
+    """An item's command could not be started for lack of processes, memory or open files.
+
+    The item never ran, so this is no failure of the item's, and the engine never classifies it:
+    the worker hands the item back unstarted (pending again, no attempt counted) and waits
+    before it starts another, so the run goes on at what the system allows."""
+
+    def __init__(self, cause: OSError) -> None:
+        self.errno = cause.errno
+        reason = cause.strerror or str(cause)
+        super().__init__(f"cannot start commands: {reason} ({_NO_ROOM.get(cause.errno or 0, 'no room')})")
+
+    @staticmethod
+    def of(exc: BaseException) -> NoRoomToStart | None:
+        """``exc`` as a lack of room to start a command, None when it is anything else."""
+        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+            return NoRoomToStart(exc)
+        return None
+
+
 class WorkerLost(BatchtuiError):
     """The worker process running the item died (killed, out of memory, crashed)."""
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import capture
-from .attempts import Classifier, Outcome, run_items
+from .attempts import Classifier, Outcome, RoomWait, run_items
 from .callables import CallableProcessor
-from .errors import BatchtuiError, WorkerLost, classify
+from .errors import NO_THREAD, BatchtuiError, WorkerLost, classify
 from .handoff import DONE, QUEUED, RUNNING, Chunk, Handoff
 from .processors import Item, ProcessorSpec, build_processor
 
@@ -245,6 +245,8 @@ class _HandoffExecutor:
         self.classifier = Classifier.from_config(config)
         self.handoff = Handoff()
         self.workers = 0
+        #: Why fewer workers run than the last start or set_workers asked for (None: as asked).
+        self.shortfall: str | None = None
         self._lock = threading.Lock()
         self.early_halt: EarlyHalt | None = None
 
@@ -301,6 +303,7 @@ class ThreadExecutor(_HandoffExecutor):
         self.threads: list[threading.Thread] = []
         self._counter = 0
         self._captured = False
+        self._woken = threading.Event()  # set at shutdown: a worker waiting for room leaves
 
     def start(self) -> None:
         self.processor = build_processor(
@@ -321,6 +324,7 @@ class ThreadExecutor(_HandoffExecutor):
         # A success that may halt the batch goes to the early halt at once, in this thread,
         # before the worker's next item begins (see EarlyHalt.judges_successes).
         judged = early.judges_successes if early is not None and early.rate_watched else None
+        room = RoomWait()
         while True:
             chunk = handoff.take()
             if chunk is None:
@@ -329,6 +333,7 @@ class ThreadExecutor(_HandoffExecutor):
 
             def report(outcomes: list[Outcome], reported: set[int] = reported) -> None:
                 reported.update([o.seq for o in outcomes])
+                room.saw(outcomes)
                 put(outcomes)
 
             try:
@@ -339,14 +344,27 @@ class ThreadExecutor(_HandoffExecutor):
                 log.exception("a worker thread failed; its items are handed back")
                 put(_salvage(chunk, reported, exc, "the worker thread failed"))
             handoff.done(chunk)
+            wait = room.after_chunk()
+            if wait:
+                self._woken.wait(wait)  # no room to start commands: let it free (shutdown wakes)
 
     def set_workers(self, n: int) -> None:
+        """Grow or shrink to ``n`` worker threads. Where the system lets fewer start (a limit on
+        processes: threads count), the run goes on with those and :attr:`shortfall` says so;
+        none at all raises :class:`WorkerInitError`."""
         with self._lock:
             self.threads = [t for t in self.threads if t.is_alive()]
+            self.shortfall = None
             while self.workers < n:
                 self._counter += 1
                 t = threading.Thread(target=self._loop, name=f"batchtui-worker-{self._counter}", daemon=True)
-                t.start()
+                try:
+                    t.start()
+                except RuntimeError:  # "can't start new thread": no room for one more
+                    self.shortfall = f"{self.workers} of {n} workers started: cannot start a thread ({NO_THREAD})"
+                    if not self.workers:
+                        raise WorkerInitError(self.shortfall) from None
+                    break
                 self.threads.append(t)
                 self.workers += 1
             if self.workers > n:
@@ -361,6 +379,7 @@ class ThreadExecutor(_HandoffExecutor):
     def shutdown(self, wait: float = 5.0) -> None:
         self.handoff.cancel_all()  # the run is over: nothing still queued may start
         self.handoff.close(len(self.threads))
+        self._woken.set()
         deadline = time.monotonic() + wait
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))

@@ -75,6 +75,6 @@ def shortfall(workers: int, kind: str, limits: tuple[int, int] | None) -> str | 
     fits = max(1, (soft - ENGINE_DESCRIPTORS) // per)
     return (
         f"{workers} workers may need about {needed:,} open files, and this process may open "
-        f"{soft:,} (ulimit -n; its hard limit is {hard:,}): items may fail with 'Too many open "
-        f"files' before they start. Raise the limit (ulimit -n {needed}) or run at most {fits} workers"
+        f"{soft:,} (ulimit -n; its hard limit is {hard:,}): a command that cannot start for lack of "
+        f"them waits, so fewer run at a time. Raise the limit (ulimit -n {needed}) or run at most {fits} workers"
     )

@@ -378,6 +378,8 @@ class LiveProgress(_Model):
     timeout: TimeoutInForce | None = None
     #: Why dispatch waits for memory (--memory-limit-mb), None when it does not.
     memory_hold: str | None = None
+    #: Why commands cannot be started now (no processes, memory or open files), None when they can.
+    start_hold: str | None = None
     history: History = Field(default_factory=History)
 
     def ended(self, state: BatchState, halt_reason: str | None) -> LiveProgress:

@@ -66,6 +66,10 @@ class Operations:
             if short:
                 run._warn(short)
             run.executor.set_workers(n)
+            short = getattr(run.executor, "shortfall", None)
+            if short:
+                run._warn(short)
+                return f"workers {before} -> {run.executor.workers} ({short})"
             return f"workers {before} -> {n}"
         if cmd.op == "index":
             return self.index(cmd.value)

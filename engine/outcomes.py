@@ -114,6 +114,8 @@ class OutcomeRecorder:
         #: Told of each item that failed for good (seq, key, error type, category, message):
         #: the run's ``new-group`` event (engine/events.py).
         self.on_failed: Callable[[int, str, str, str, str], None] | None = None
+        #: Told why an item came back unstarted when its command could not be started.
+        self.on_refused: Callable[[str], None] | None = None
         self._iso_second = -1
         self._iso_prefix = ""
 
@@ -159,6 +161,8 @@ class OutcomeRecorder:
             if o.returned:
                 self.inflight[o.seq] = flight
                 self._on_returned([o.seq])
+                if o.refused is not None and self.on_refused is not None:
+                    self.on_refused(o.refused)
                 continue
             flight.started_at = iso(o.started)
             finished_at = iso(o.started + o.duration)

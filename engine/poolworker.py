@@ -12,11 +12,12 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from . import capture
-from .attempts import Classifier, Outcome, may_halt, run_items
+from .attempts import Classifier, Outcome, RoomWait, may_halt, run_items
 from .callables import build_processor
 from .handoff import ItemKilled, SharedGate
 from .reaper import die_with_parent
@@ -147,7 +148,10 @@ def run_worker(
     successes = [judged > 0]
     urgent = (lambda: successes[0]) if judged else None
 
+    room = RoomWait()
+
     def report(outcomes: list[Outcome]) -> None:
+        room.saw(outcomes)
         judge = any(may_halt(o, judged, successes[0]) for o in outcomes)
         conn.send(("part", outcomes, judge))
         if judge:
@@ -173,3 +177,6 @@ def run_worker(
         except ItemKilled:
             pass  # a kill that landed between two items: nothing of an item was lost
         conn.send(("end", None))
+        wait = room.after_chunk()
+        if wait:
+            time.sleep(wait)  # no room to start commands (RoomWait): let it free

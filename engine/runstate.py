@@ -64,6 +64,9 @@ COMMIT_INTERVAL_S: Final = 0.05
 COMMIT_MAX_CHANGES: Final = 1000
 #: An item is marked 'processing' in the store once it has run this long (views show it).
 MARK_AFTER_S: Final = 1.0
+#: Refused starts (engine/errors.py NoRoomToStart) are over once none came for this long (longer
+#: than a worker's longest wait for room, attempts.RoomWait) and items ended meanwhile.
+START_HOLD_CLEAR_S: Final = 3.0
 
 
 class RunState:
@@ -143,6 +146,7 @@ class RunState:
         self.timeouts = TimeoutPolicy(self.config.timeout, self.config.adaptive_timeout)
         if self.config.adaptive_timeout is not None:
             self.outcomes.learn = self.timeouts.learn
+        self.outcomes.on_refused = self._start_refused
 
         self.publisher = ProgressPublisher(batch, self.live, on_progress)
         self.events = BatchEvents(
@@ -178,6 +182,8 @@ class RunState:
         self.executor: Executor | None = None
         self._mem_waiting = False
         self.memory_hold: str | None = None  # why dispatch waits for memory (live_progress.json)
+        self.start_hold: str | None = None  # why commands cannot start now (live_progress.json)
+        self._refused = (0, 0.0, 0)  # starts refused while start_hold is said, the last one, items ended then
         self._mem_alone = False  # said that the engine alone is over the limit
         self.write_failure: WriteFailed | None = None
         self._marks_stamp = 0.0
@@ -280,6 +286,26 @@ class RunState:
             self.staging.delta["processing"] -= returned
             self.staging.delta["pending"] += returned
             self._reset_scan()
+
+    def _start_refused(self, reason: str) -> None:
+        """An item came back unstarted: the system had no room to start its command (see
+        :class:`.errors.NoRoomToStart`). Said once, then counted in live_progress.json."""
+        count = self._refused[0] + 1 if self.start_hold else 1
+        self._refused = (count, self._now, self.ended)
+        since = self.start_hold.partition(" refused since ")[2] if self.start_hold else now_iso()[11:19]
+        if not self.start_hold:
+            self._warn(
+                f"{reason}: the items go back to pending and start as room frees"
+                f" (fewer workers leave more: batchtui workers {self.batch.batch_id} N)"
+            )
+        self.start_hold = f"{reason}: {count} starts refused since {since}"
+
+    def _room_again(self) -> None:
+        """Commands start again: items ended since the last refused start, and none for a while."""
+        count, at, ended = self._refused
+        if self.ended > ended and self._now - at >= START_HOLD_CLEAR_S:
+            self._warn(f"commands start again ({count} starts were refused: their items went back to pending)")
+            self.start_hold = None
 
     def _requeue_waiting_retries(self) -> None:
         """Items waiting out a retry backoff are not running: back to pending (attempts kept)."""
@@ -418,6 +444,8 @@ class RunState:
 
     def _periodic(self) -> None:
         now = self._now
+        if self.start_hold:
+            self._room_again()
         if self.staging.first is None and now - self._marks_stamp >= MARK_AFTER_S / 2:
             # Nothing else to commit: long-running items still show as 'processing' in views.
             self._marks_stamp = now

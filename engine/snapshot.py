@@ -80,6 +80,7 @@ def snapshot(run: RunState) -> LiveProgress:
         cluster=getattr(run.executor, "cluster_info", lambda: None)(),  # dask: workers, memory
         timeout=run.timeouts.view(run._now),
         memory_hold=run.memory_hold,
+        start_hold=run.start_hold,
     )
 
 

@@ -199,6 +199,9 @@ class TakeOver(RunState):
         except WorkerInitError as exc:
             self.halt_reason = f"worker start failed: {exc}"
             raise
+        short = getattr(self.executor, "shortfall", None)
+        if short:
+            self._warn(short)
 
     def _adopt_results(self, offset: int) -> list[str]:
         """Lines past the committed offset: each is checked against its item, the valid ones are

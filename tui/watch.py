@@ -23,6 +23,7 @@ from typing import Final
 
 from textual.message import Message
 
+from batchtui.engine import tasklimit
 from batchtui.engine.control import quiet_watchfiles
 from batchtui.engine.files import DamagedFile, read_model, read_small_file
 from batchtui.engine.models import LiveProgress, Manifest
@@ -115,7 +116,9 @@ class BatchWatcher:
             self._stamps.pop(name, None)  # mid-replace: read again next time
 
     def _run(self) -> None:
-        if self.use_inotify:
+        left = tasklimit.room()
+        # Near a pids limit, watchfiles could abort the process (engine/tasklimit.py): poll.
+        if self.use_inotify and (left is None or left >= tasklimit.WATCHER_MARGIN):
             try:
                 from watchfiles import watch
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from typing import Final
 
-from ..errors import CommandFailed, CommandKilled, ItemTimeout, UserError, retry_after_of_output
+from ..errors import CommandFailed, CommandKilled, ItemTimeout, NoRoomToStart, UserError, retry_after_of_output
 from ..outputs import DEFAULT_MAX_RESULT_BYTES
 from . import direct, spawn, wait
 from .item import Item, ProcessOutput, out_path
@@ -127,9 +127,11 @@ class ShellProcessor:
 
     def _start(self, cmd: str, env: ItemEnv) -> spawn.Child:
         """Start the shell; on E2BIG, the item's JSON moves to its file and the start is tried
-        once more, else the error says which variable or total was too big."""
+        once more, else the error says which variable or total was too big. Raises
+        :class:`NoRoomToStart` when the system lacks processes, memory or descriptors for it
+        (the item is not at fault: it goes back unstarted)."""
         try:
-            return self._launcher.start(cmd, env.values())
+            return self._launch(cmd, env)
         except OSError as exc:
             if exc.errno != errno.E2BIG:
                 raise
@@ -139,10 +141,19 @@ class ShellProcessor:
         # JSON to its file and try once more.
         env.to_file()
         try:
-            return self._launcher.start(cmd, env.values())
+            return self._launch(cmd, env)
         except OSError as again:
             if again.errno == errno.E2BIG:
                 raise ValueError(too_big(cmd, self._env, env.values())) from again
+            raise
+
+    def _launch(self, cmd: str, env: ItemEnv) -> spawn.Child:
+        try:
+            return self._launcher.start(cmd, env.values())
+        except OSError as exc:
+            room = NoRoomToStart.of(exc)
+            if room is not None:
+                raise room from exc
             raise
 
     def _run(self, item: Item, cmd: str, env: ItemEnv) -> ProcessOutput:

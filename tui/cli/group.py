@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import click
 
-from batchtui.engine.errors import EMPTY_MEANS_NONE, EXIT_INTERRUPTED, BatchtuiError
+from batchtui.engine.errors import EMPTY_MEANS_NONE, EXIT_INTERRUPTED, EXIT_USAGE, NO_THREAD, BatchtuiError
 from batchtui.engine.interrupts import catch
 
 from .output import fail, json_stdout
@@ -187,6 +187,12 @@ class Main(click.Group):
         except KeyboardInterrupt:  # a Ctrl-C no verb handled (one while it starts, say)
             click.echo("interrupted", err=True)  # not click's "Aborted!" and exit 1 (some failed)
             raise SystemExit(EXIT_INTERRUPTED) from None
+        except RuntimeError as exc:
+            # threading's "can't start new thread": the system's limit on processes (which
+            # threads count against) is reached. Nothing of a batch is lost: say so plainly.
+            if "can't start new thread" not in str(exc):
+                raise
+            fail(f"cannot start a thread: {NO_THREAD}", EXIT_USAGE)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """click's main, and the one failure no verb can report well: its output could not be

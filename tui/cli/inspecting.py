@@ -234,6 +234,8 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
         click.echo(("  Last seen: " if summary.stale else "  Now:       ") + progress_line(live))
         if live.memory_hold:
             click.echo(f"  Memory:    {plain(live.memory_hold)}")
+        if live.start_hold:
+            click.echo(f"  Starts:    {plain(live.start_hold)}")
     for line in timeout_lines(manifest.config, live):
         click.echo(line)
     for line in hook_lines(manifest.config):

@@ -32,6 +32,8 @@ def progress_line(live: LiveProgress) -> str:
     )
     if live.state not in (BatchState.RUNNING, BatchState.FINISHED):
         line += f" | {live.state.value}"
+    if live.start_hold and live.state is not BatchState.FINISHED:
+        line += " | commands cannot start: waiting for room"  # the warning said why; `show` too
     return line
 
 
