@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from . import capture
+from . import capture, fdlimit, tasklimit
 from .attempts import Classifier, Outcome, RoomWait, run_items
 from .callables import CallableProcessor
 from .errors import NO_THREAD, BatchtuiError, WorkerLost, classify
@@ -250,6 +250,14 @@ class _HandoffExecutor:
         self._lock = threading.Lock()
         self.early_halt: EarlyHalt | None = None
 
+    def _files_fit(self, n: int, kind: str) -> tuple[int, str | None]:
+        """``n`` workers, or as many as the limit on open files has room for with the engine's
+        own files (:func:`.fdlimit.fitting`), and why."""
+        files = fdlimit.fitting(n, kind) if n > self.workers else None
+        if files is None:
+            return n, None
+        return files[0], f"the limit on open files (ulimit -n {files[1]}) has room for {files[0]}"
+
     def _report(self, outcomes: list[Outcome]) -> None:
         """Hand outcomes to the runner (from a worker or feeder thread)."""
         if self.early_halt is not None:
@@ -355,21 +363,47 @@ class ThreadExecutor(_HandoffExecutor):
         with self._lock:
             self.threads = [t for t in self.threads if t.is_alive()]
             self.shortfall = None
-            while self.workers < n:
+            target, note = self._fitting(n)
+            while self.workers < target:
                 self._counter += 1
                 t = threading.Thread(target=self._loop, name=f"batchtui-worker-{self._counter}", daemon=True)
                 try:
                     t.start()
                 except RuntimeError:  # "can't start new thread": no room for one more
-                    self.shortfall = f"{self.workers} of {n} workers started: cannot start a thread ({NO_THREAD})"
+                    note = f"cannot start a thread ({NO_THREAD})"
                     if not self.workers:
-                        raise WorkerInitError(self.shortfall) from None
+                        raise WorkerInitError(f"0 of {n} workers started: {note}") from None
                     break
                 self.threads.append(t)
                 self.workers += 1
+            if self.workers < n and note:
+                self.shortfall = f"{self.workers} of {n} workers started: {note}"
             if self.workers > n:
                 self.handoff.retire(self.workers - n)
                 self.workers = n
+
+    def _fitting(self, n: int) -> tuple[int, str | None]:
+        """How many workers to have of ``n``, and why fewer. A shell worker's item holds up to five
+        descriptors in the engine: under a low limit on open files, only the workers it has room
+        for start, so that the engine's own files (the store, live_progress.json) never meet
+        EMFILE. Where a pids limit leaves no room for more (each new worker takes a task, and
+        the command it runs another), fewer start too, and :data:`.tasklimit.RESERVE` tasks stay
+        free for the process's other threads (a dashboard's, which it needs to go on). One at
+        least: its start says whether there is room."""
+        more = n - self.workers
+        if more <= 0:
+            return n, None
+        target, note = self._files_fit(n, "shell" if self.spec.kind == "shell" else "")
+        left = tasklimit.room()
+        if left is not None:
+            fits = self.workers + max(0, (left - tasklimit.RESERVE) // 2)
+            if fits < target:
+                target = fits
+                note = (
+                    f"the pids limit leaves room for {left} more threads and processes, two a worker"
+                    f" (itself and its command) with {tasklimit.RESERVE} kept free"
+                )
+        return max(1, target), note
 
     def kill(self, seq: int, attempt: int | None = None) -> bool:
         if self.processor is None or self.handoff.state(seq) != RUNNING:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import resource
 from typing import Final
 
-__all__ = ["DESCRIPTORS_PER_WORKER", "ENGINE_DESCRIPTORS", "ensure", "shortfall"]
+__all__ = ["DESCRIPTORS_PER_WORKER", "ENGINE_DESCRIPTORS", "ensure", "fitting", "shortfall"]
 
 #: Descriptors the engine keeps open whatever its workers (the store and its WAL, results.jsonl,
 #: the lock, the logs, the control watcher, the reaper's pipe, Python's own), with room to spare.
@@ -75,6 +75,22 @@ def shortfall(workers: int, kind: str, limits: tuple[int, int] | None) -> str | 
     fits = max(1, (soft - ENGINE_DESCRIPTORS) // per)
     return (
         f"{workers} workers may need about {needed:,} open files, and this process may open "
-        f"{soft:,} (ulimit -n; its hard limit is {hard:,}): a command that cannot start for lack of "
-        f"them waits, so fewer run at a time. Raise the limit (ulimit -n {needed}) or run at most {fits} workers"
+        f"{soft:,} (ulimit -n; its hard limit is {hard:,}): so that the engine keeps room for its own"
+        f" files, it runs at most {fits} workers. Raise the limit (ulimit -n {needed}) for all {workers}"
     )
+
+
+def fitting(workers: int, kind: str) -> tuple[int, int] | None:
+    """How many of ``workers`` workers of ``kind`` the soft limit on open files has room for,
+    with the engine's own :data:`ENGINE_DESCRIPTORS` kept, and that limit; None when all fit
+    (or the limit is unknown, or ``kind`` holds nothing the engine can count)."""
+    per = DESCRIPTORS_PER_WORKER.get(kind)
+    if per is None:
+        return None
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY or ENGINE_DESCRIPTORS + per * workers <= soft:
+        return None
+    return max(1, (soft - ENGINE_DESCRIPTORS) // per), soft

@@ -179,7 +179,8 @@ class ProcessExecutor(_HandoffExecutor):
         before it opens the store and writes the batch's files, so each process's start-up (an
         interpreter, the imports, the processor) overlaps that work; :meth:`start` waits."""
         with self._lock:
-            while len(self._launched) < self.config.workers:
+            want, _ = self._files_fit(self.config.workers, "process")  # start() says why fewer
+            while len(self._launched) < want:
                 self._launched.append(self._launch())
 
     def start(self) -> None:
@@ -295,6 +296,9 @@ class ProcessExecutor(_HandoffExecutor):
 
     def set_workers(self, n: int) -> None:
         with self._lock:
+            asked = n
+            n, note = self._files_fit(n, "process")
+            self.shortfall = f"{n} of {asked} workers started: {note}" if note else None
             # Started together, then waited for: each process spends its start-up (an interpreter,
             # the imports, the processor) alongside the others, not after them.
             want = max(0, n - self.workers)

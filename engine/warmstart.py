@@ -26,6 +26,8 @@ import signal
 import threading
 from typing import Any, Final
 
+from . import fdlimit
+
 #: Slots in each shared gate of a warm worker: :data:`.executors.MAX_CHUNK_SLOTS` (a run whose
 #: chunks may be bigger, ``--chunk-size`` above it, starts workers of its own).
 CAPACITY: Final = 256
@@ -67,6 +69,9 @@ def start(workers: int) -> None:
     ignored while they start: a Ctrl-C during their imports would print a traceback from each.
     """
     global _token
+    fit = fdlimit.fitting(workers, "process")  # under a low limit on open files, those that fit
+    if fit is not None:
+        workers = fit[0]
     if workers < 1:
         return
     import multiprocessing

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import sqlite3
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,9 +35,10 @@ from batchtui.engine.models import BatchState, LiveProgress
 from batchtui.engine.processors import shell_spec
 from batchtui.tui.cli.progress import progress_line
 
-from .conftest import CLI, cli_env, only_batch, read_json
+from .conftest import CLI, cli_env, only_batch, read_json, wait_until
 
 _PIDS = Path("/sys/fs/cgroup/pids")
+PROCS = Path(__file__).with_name("procs.py")
 
 
 def _attempts(batch: Path) -> tuple[list[tuple[str, int, int]], int]:
@@ -52,9 +55,18 @@ def _items(tmp_path: Path, n: int) -> Path:
     return items
 
 
-def test_commands_that_cannot_start_for_lack_of_descriptors_run_later(tmp_path: Path, out_dir: Path) -> None:
-    """``ulimit -n 100`` (hard too) and 32 workers: about 7 fit. The rest wait, none fails."""
-    run = [*CLI, "run", str(_items(tmp_path, 300)), "--cmd", "sleep 0.05", "--workers", "32", "--headless"]
+@pytest.mark.parametrize(
+    ("processor", "fit"),
+    [(["--cmd", "sleep 0.05"], 7), (["--call", f"{PROCS}:noop", "--executor", "process"], 9)],
+    ids=["shell", "process"],
+)
+def test_workers_fit_a_low_limit_on_open_files(processor: list[str], fit: int, tmp_path: Path, out_dir: Path) -> None:
+    """``ulimit -n 100`` (hard too) and 32 workers asked: a running shell item holds up to five
+    descriptors in the engine (a pool worker four), so 7 (9) fit beside the engine's own.
+    Before, all 32 started: shell items failed with "Too many open files" before their command
+    started, and once (a CI run) the engine's own write of live_progress.json met EMFILE and it
+    died with a traceback; the process pool died with one as it launched its workers."""
+    run = [*CLI, "run", str(_items(tmp_path, 300)), *processor, "--workers", "32", "--headless"]
     done = subprocess.run(
         ["sh", "-c", 'ulimit -n 100; exec "$@"', "sh", *run],
         env=cli_env(out_dir),
@@ -65,11 +77,11 @@ def test_commands_that_cannot_start_for_lack_of_descriptors_run_later(tmp_path: 
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (
-        "cannot start commands: Too many open files (no room under this process's limit on open files: ulimit -n)"
-        in done.stderr
-    )
-    # Every item ran once: none was failed, and no attempt was counted for a start refused.
+    said = f"\n{fit} of 32 workers started: the limit on open files (ulimit -n 100) has room for {fit}\n"
+    assert said in done.stderr, done.stderr[-2000:]
+    assert "Too many open files" not in done.stderr and "Traceback" not in done.stderr
+    assert read_json(only_batch(out_dir) / "live_progress.json")["workers"] == fit
+    # Every item ran once: none was failed.
     assert _attempts(only_batch(out_dir)) == ([("complete", 1, 300)], 300)
 
 
@@ -106,22 +118,86 @@ def _run_in(
     )
 
 
-def test_a_pids_limit_slows_the_run_and_fails_nothing(pids_cgroup: Path, tmp_path: Path, out_dir: Path) -> None:
-    """pids.max 16 with 8 workers: the engine's threads take most of it, a few commands fit at a
-    time. Before: every start refused failed its item, and the control watcher (watchfiles)
-    aborted the process once it could not start its threads."""
+def test_workers_fit_a_pids_limit(pids_cgroup: Path, tmp_path: Path, out_dir: Path) -> None:
+    """pids.max 16 with 8 workers asked: the engine's own threads take most of it, so it starts
+    the workers that fit with their commands. Before: every start refused failed its item (all
+    of them under pids.max 12), and the control watcher (watchfiles) aborted the process when it
+    could not start its threads (SIGABRT at 16)."""
     items = str(_items(tmp_path, 200))
     done = _run_in(
         pids_cgroup, 16, ["run", items, "--cmd", "exec sleep 0.02", "-j", "8", "--headless"], tmp_path, out_dir
     )
     assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
-    assert (
-        "cannot start commands: Resource temporarily unavailable (no room under the limit on processes" in done.stderr
-    )
+    assert re.search(r"\n[1-3] of 8 workers started: the pids limit leaves room for \d+ more threads", done.stderr)
     assert "panicked" not in done.stderr
     assert _attempts(only_batch(out_dir)) == ([("complete", 1, 200)], 200)
-    report = read_json(only_batch(out_dir) / "report.json")
-    assert report["totals"]["failed"] == 0  # type: ignore[index]
+
+
+#: Another program of the same container: it takes every task the limit frees, for HOLD seconds.
+_NEIGHBOUR = """
+import os, sys, time
+end = time.monotonic() + float(sys.argv[1])
+kids = []
+while time.monotonic() < end:
+    try:
+        pid = os.fork()
+    except OSError:
+        time.sleep(0.001)
+        continue
+    if pid == 0:
+        time.sleep(max(0.0, end - time.monotonic()))
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    os.waitpid(pid, 0)
+print(len(kids))
+"""
+
+
+def test_a_neighbour_that_fills_the_pids_limit_holds_starts_and_fails_nothing(
+    pids_cgroup: Path, tmp_path: Path, out_dir: Path
+) -> None:
+    """A run under pids.max 48 with 4 workers; once 50 items are done, another program in the
+    same cgroup takes every free task for 1.5 s. The commands the engine starts meanwhile are
+    refused: their items go back to pending and run when the neighbour is gone, once each."""
+    (pids_cgroup / "pids.max").write_text("48")
+    items = str(_items(tmp_path, 1000))
+    join = f'echo $$ > {pids_cgroup / "cgroup.procs"}; exec "$@"'
+    run = [*CLI, "run", items, "--cmd", "exec sleep 0.02", "-j", "4", "--headless"]
+    engine = subprocess.Popen(
+        ["sh", "-c", join, "sh", *run],
+        env=cli_env(out_dir),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: _complete(out_dir) >= 50, 60, "50 items done")
+        took = subprocess.run(
+            ["sh", "-c", join, "sh", sys.executable, "-c", _NEIGHBOUR, "1.5"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert int(took.stdout) > 0
+        _, err = engine.communicate(timeout=120)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+    assert engine.returncode == 0, err[-3000:]
+    assert "cannot start commands: Resource temporarily unavailable (no room under the limit on processes" in err
+    assert re.search(r"commands start again \(\d+ starts were refused: their items went back to pending\)", err), err
+    assert _attempts(only_batch(out_dir)) == ([("complete", 1, 1000)], 1000)
+
+
+def _complete(out_dir: Path) -> int:
+    try:
+        return int(read_json(only_batch(out_dir) / "live_progress.json")["counts"]["complete"])  # type: ignore[index]
+    except (AssertionError, OSError, ValueError, FileNotFoundError):
+        return 0
 
 
 @pytest.mark.parametrize("limit", [3])
@@ -239,3 +315,60 @@ def test_the_progress_line_says_commands_wait_for_room() -> None:
     held = base.model_copy(update={"start_hold": "cannot start commands: x: 3 starts refused since 09:00:00"})
     assert progress_line(held).endswith(" | commands cannot start: waiting for room")
     assert "waiting for room" not in progress_line(base)
+
+
+#: In a pids cgroup with room for exactly the threads below and one more: the watcher's thread
+#: starts, and watchfiles (which needs two more) must not be started. Prints whether it was.
+_WATCH_NEAR_THE_LIMIT = """
+import sys, threading, time
+from pathlib import Path
+idle = threading.Event()
+for _ in range(int(sys.argv[2])):
+    threading.Thread(target=idle.wait, daemon=True).start()
+which, batch = sys.argv[1], Path(sys.argv[3])
+if which == "engine":
+    from batchtui.engine.control import ControlWatcher
+    watcher = ControlWatcher(batch, lambda: None, delay=0)
+else:
+    from batchtui.tui.watch import BatchWatcher
+    watcher = BatchWatcher(batch, lambda message: None)
+watcher.start()
+for i in range(10):
+    (batch / "control.jsonl").write_text("x\\n" * i)
+    time.sleep(0.05)
+watcher.stop()
+print("watchfiles" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("which", ["engine", "dashboard"])
+def test_watchfiles_is_not_started_near_a_pids_limit(which: str, pids_cgroup: Path, tmp_path: Path) -> None:
+    """watchfiles' Rust watcher aborts the whole process (a panic in a destructor: SIGABRT)
+    when it cannot start its threads. Near the limit the engine's control watcher and the
+    dashboard's batch watcher poll instead."""
+    (pids_cgroup / "pids.max").write_text("16")
+    join = f'echo $$ > {pids_cgroup / "cgroup.procs"}; exec "$@"'
+    done = subprocess.run(
+        ["sh", "-c", join, "sh", sys.executable, "-c", _WATCH_NEAR_THE_LIMIT, which, "13", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "False"
+
+
+def test_pool_workers_started_ahead_fit_the_limit_on_open_files() -> None:
+    """The CLI starts a `--call` run's pool workers before its imports (engine/warmstart.py):
+    under ``ulimit -n 100`` only the 9 the run can keep, not 32 to end 23 of them."""
+    code = "from batchtui.engine import warmstart\nwarmstart.start(32)\nprint(warmstart.count())\nwarmstart.discard()\n"
+    done = subprocess.run(
+        ["sh", "-c", 'ulimit -n 100; exec "$@"', "sh", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["9"]
