@@ -40,16 +40,10 @@ def ensure(workers: int, kind: str) -> str | None:
     Raised only as far as needed, not to the hard limit: the processes a run starts inherit it,
     and some programs walk every descriptor up to it (old daemons closing them all one by one,
     which takes seconds at a limit of a million)."""
-    per = DESCRIPTORS_PER_WORKER.get(kind)
-    if per is None:
+    short = _short(workers, kind)
+    if short is None:
         return None
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        return None
-    needed = ENGINE_DESCRIPTORS + per * workers
-    if soft == resource.RLIM_INFINITY or needed <= soft:
-        return None
+    needed, soft, hard = short
     target = 2 * needed if hard == resource.RLIM_INFINITY else min(2 * needed, hard)
     if target > soft:
         try:
@@ -84,13 +78,24 @@ def fitting(workers: int, kind: str) -> tuple[int, int] | None:
     """How many of ``workers`` workers of ``kind`` the soft limit on open files has room for,
     with the engine's own :data:`ENGINE_DESCRIPTORS` kept, and that limit; None when all fit
     (or the limit is unknown, or ``kind`` holds nothing the engine can count)."""
+    short = _short(workers, kind)
+    if short is None:
+        return None
+    soft = short[1]
+    return max(1, (soft - ENGINE_DESCRIPTORS) // DESCRIPTORS_PER_WORKER[kind]), soft
+
+
+def _short(workers: int, kind: str) -> tuple[int, int, int] | None:
+    """(what ``workers`` of ``kind`` may need, the soft limit, the hard one) when the soft limit
+    is under that need; None when it is not, or is unknown, or ``kind`` holds nothing we count."""
     per = DESCRIPTORS_PER_WORKER.get(kind)
     if per is None:
         return None
     try:
-        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (OSError, ValueError):
         return None
-    if soft == resource.RLIM_INFINITY or ENGINE_DESCRIPTORS + per * workers <= soft:
+    needed = ENGINE_DESCRIPTORS + per * workers
+    if soft == resource.RLIM_INFINITY or needed <= soft:
         return None
-    return max(1, (soft - ENGINE_DESCRIPTORS) // per), soft
+    return needed, soft, hard

@@ -49,6 +49,25 @@ def _attempts(batch: Path) -> tuple[list[tuple[str, int, int]], int]:
     return by_status, rows
 
 
+def _sh(
+    script: str, argv: list[str], out_dir: Path | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` run by ``sh -c SCRIPT`` (which ends ``exec "$@"``: a ulimit, a cgroup to join)."""
+    return subprocess.run(
+        ["sh", "-c", script, "sh", *argv],
+        env=cli_env(out_dir) if out_dir is not None else None,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _join(group: Path) -> str:
+    return f'echo $$ > {group / "cgroup.procs"}; exec "$@"'
+
+
 def _items(tmp_path: Path, n: int) -> Path:
     items = tmp_path / "items.txt"
     items.write_text("".join(f"{i}\n" for i in range(n)))
@@ -67,15 +86,7 @@ def test_workers_fit_a_low_limit_on_open_files(processor: list[str], fit: int, t
     started, and once (a CI run) the engine's own write of live_progress.json met EMFILE and it
     died with a traceback; the process pool died with one as it launched its workers."""
     run = [*CLI, "run", str(_items(tmp_path, 300)), *processor, "--workers", "32", "--headless"]
-    done = subprocess.run(
-        ["sh", "-c", 'ulimit -n 100; exec "$@"', "sh", *run],
-        env=cli_env(out_dir),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = _sh('ulimit -n 100; exec "$@"', run, out_dir, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     said = f"\n{fit} of 32 workers started: the limit on open files (ulimit -n 100) has room for {fit}\n"
     assert said in done.stderr, done.stderr[-2000:]
@@ -107,15 +118,7 @@ def _run_in(
     group: Path, limit: int, args: list[str], tmp_path: Path, out_dir: Path
 ) -> subprocess.CompletedProcess[str]:
     (group / "pids.max").write_text(str(limit))
-    return subprocess.run(
-        ["sh", "-c", f'echo $$ > {group / "cgroup.procs"}; exec "$@"', "sh", *CLI, *args],
-        env=cli_env(out_dir),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return _sh(_join(group), [*CLI, *args], out_dir, tmp_path)
 
 
 def test_workers_fit_a_pids_limit(pids_cgroup: Path, tmp_path: Path, out_dir: Path) -> None:
@@ -162,7 +165,7 @@ def test_a_neighbour_that_fills_the_pids_limit_holds_starts_and_fails_nothing(
     refused: their items go back to pending and run when the neighbour is gone, once each."""
     (pids_cgroup / "pids.max").write_text("48")
     items = str(_items(tmp_path, 1000))
-    join = f'echo $$ > {pids_cgroup / "cgroup.procs"}; exec "$@"'
+    join = _join(pids_cgroup)
     run = [*CLI, "run", items, "--cmd", "exec sleep 0.02", "-j", "4", "--headless"]
     engine = subprocess.Popen(
         ["sh", "-c", join, "sh", *run],
@@ -174,14 +177,8 @@ def test_a_neighbour_that_fills_the_pids_limit_holds_starts_and_fails_nothing(
     )
     try:
         wait_until(lambda: _complete(out_dir) >= 50, 60, "50 items done")
-        took = subprocess.run(
-            ["sh", "-c", join, "sh", sys.executable, "-c", _NEIGHBOUR, "1.5"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        assert int(took.stdout) > 0
+        took = _sh(join, [sys.executable, "-c", _NEIGHBOUR, "1.5"])
+        assert took.returncode == 0 and int(took.stdout) > 0, took.stderr
         _, err = engine.communicate(timeout=120)
     finally:
         if engine.poll() is None:
@@ -347,14 +344,7 @@ def test_watchfiles_is_not_started_near_a_pids_limit(which: str, pids_cgroup: Pa
     when it cannot start its threads. Near the limit the engine's control watcher and the
     dashboard's batch watcher poll instead."""
     (pids_cgroup / "pids.max").write_text("16")
-    join = f'echo $$ > {pids_cgroup / "cgroup.procs"}; exec "$@"'
-    done = subprocess.run(
-        ["sh", "-c", join, "sh", sys.executable, "-c", _WATCH_NEAR_THE_LIMIT, which, "13", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _sh(_join(pids_cgroup), [sys.executable, "-c", _WATCH_NEAR_THE_LIMIT, which, "13", str(tmp_path)])
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.strip() == "False"
 
@@ -363,12 +353,6 @@ def test_pool_workers_started_ahead_fit_the_limit_on_open_files() -> None:
     """The CLI starts a `--call` run's pool workers before its imports (engine/warmstart.py):
     under ``ulimit -n 100`` only the 9 the run can keep, not 32 to end 23 of them."""
     code = "from batchtui.engine import warmstart\nwarmstart.start(32)\nprint(warmstart.count())\nwarmstart.discard()\n"
-    done = subprocess.run(
-        ["sh", "-c", 'ulimit -n 100; exec "$@"', "sh", sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _sh('ulimit -n 100; exec "$@"', [sys.executable, "-c", code])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["9"]
