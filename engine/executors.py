@@ -250,13 +250,32 @@ class _HandoffExecutor:
         self._lock = threading.Lock()
         self.early_halt: EarlyHalt | None = None
 
-    def _files_fit(self, n: int, kind: str) -> tuple[int, str | None]:
-        """``n`` workers, or as many as the limit on open files has room for with the engine's
-        own files (:func:`.fdlimit.fitting`), and why."""
-        files = fdlimit.fitting(n, kind) if n > self.workers else None
-        if files is None:
+    def _fitting(self, n: int, files_kind: str, tasks: int) -> tuple[int, str | None]:
+        """How many workers to have of ``n``, and why fewer.
+
+        Under a low limit on open files, only the workers it has room for beside the engine's
+        own files (:func:`.fdlimit.fitting`, by ``files_kind``) start, so that the store and
+        live_progress.json never meet EMFILE. Under a pids limit (:func:`.tasklimit.room`), only
+        those with room for their ``tasks`` each (a thread and its command; a process, its
+        feeder thread and one more), with :data:`.tasklimit.RESERVE` tasks kept free for the
+        process's other threads (a dashboard's, which it needs to go on). One at least: its
+        start says whether there is room."""
+        if n <= self.workers:
             return n, None
-        return files[0], f"the limit on open files (ulimit -n {files[1]}) has room for {files[0]}"
+        target, note = n, None
+        files = fdlimit.fitting(n, files_kind)
+        if files is not None:
+            target, note = files[0], f"the limit on open files (ulimit -n {files[1]}) has room for {files[0]}"
+        left = tasklimit.room()
+        if left is not None:
+            fits = self.workers + max(0, (left - tasklimit.RESERVE) // tasks)
+            if fits < target:
+                target = fits
+                note = (
+                    f"the pids limit leaves room for {left} more threads and processes, {tasks} a worker"
+                    f" with {tasklimit.RESERVE} kept free"
+                )
+        return max(1, target), note
 
     def _report(self, outcomes: list[Outcome]) -> None:
         """Hand outcomes to the runner (from a worker or feeder thread)."""
@@ -363,7 +382,7 @@ class ThreadExecutor(_HandoffExecutor):
         with self._lock:
             self.threads = [t for t in self.threads if t.is_alive()]
             self.shortfall = None
-            target, note = self._fitting(n)
+            target, note = self._fitting(n, "shell" if self.spec.kind == "shell" else "", 2)
             while self.workers < target:
                 self._counter += 1
                 t = threading.Thread(target=self._loop, name=f"batchtui-worker-{self._counter}", daemon=True)
@@ -381,29 +400,6 @@ class ThreadExecutor(_HandoffExecutor):
             if self.workers > n:
                 self.handoff.retire(self.workers - n)
                 self.workers = n
-
-    def _fitting(self, n: int) -> tuple[int, str | None]:
-        """How many workers to have of ``n``, and why fewer. A shell worker's item holds up to five
-        descriptors in the engine: under a low limit on open files, only the workers it has room
-        for start, so that the engine's own files (the store, live_progress.json) never meet
-        EMFILE. Where a pids limit leaves no room for more (each new worker takes a task, and
-        the command it runs another), fewer start too, and :data:`.tasklimit.RESERVE` tasks stay
-        free for the process's other threads (a dashboard's, which it needs to go on). One at
-        least: its start says whether there is room."""
-        more = n - self.workers
-        if more <= 0:
-            return n, None
-        target, note = self._files_fit(n, "shell" if self.spec.kind == "shell" else "")
-        left = tasklimit.room()
-        if left is not None:
-            fits = self.workers + max(0, (left - tasklimit.RESERVE) // 2)
-            if fits < target:
-                target = fits
-                note = (
-                    f"the pids limit leaves room for {left} more threads and processes, two a worker"
-                    f" (itself and its command) with {tasklimit.RESERVE} kept free"
-                )
-        return max(1, target), note
 
     def kill(self, seq: int, attempt: int | None = None) -> bool:
         if self.processor is None or self.handoff.state(seq) != RUNNING:

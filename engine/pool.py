@@ -30,7 +30,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from . import warmstart
+from . import tasklimit, warmstart
+from .errors import NO_THREAD, NoRoomToStart
 from .executors import (
     KILL_ESCALATE_S,
     MAX_CHUNK_SLOTS,
@@ -179,9 +180,24 @@ class ProcessExecutor(_HandoffExecutor):
         before it opens the store and writes the batch's files, so each process's start-up (an
         interpreter, the imports, the processor) overlaps that work; :meth:`start` waits."""
         with self._lock:
-            want, _ = self._files_fit(self.config.workers, "process")  # start() says why fewer
-            while len(self._launched) < want:
-                self._launched.append(self._launch())
+            want, _ = self._fitting(
+                self.config.workers, "process", tasklimit.POOL_WORKER_TASKS
+            )  # start() says why fewer
+            more, _ = self._launch_some(want - len(self._launched))
+            self._launched += more
+
+    def _launch_some(self, count: int) -> tuple[list[_Slot], str | None]:
+        """Up to ``count`` worker processes launched, and why fewer: the system had no room
+        for one more (a process limit, memory, descriptors), said instead of a traceback."""
+        slots: list[_Slot] = []
+        for _ in range(count):
+            try:
+                slots.append(self._launch())
+            except OSError as exc:
+                if NoRoomToStart.of(exc) is None:
+                    raise
+                return slots, f"cannot start a worker process ({exc.strerror or exc}: {NO_THREAD})"
+        return slots, None
 
     def start(self) -> None:
         self.set_workers(self.config.workers)
@@ -297,13 +313,17 @@ class ProcessExecutor(_HandoffExecutor):
     def set_workers(self, n: int) -> None:
         with self._lock:
             asked = n
-            n, note = self._files_fit(n, "process")
-            self.shortfall = f"{n} of {asked} workers started: {note}" if note else None
+            n, note = self._fitting(n, "process", tasklimit.POOL_WORKER_TASKS)
             # Started together, then waited for: each process spends its start-up (an interpreter,
             # the imports, the processor) alongside the others, not after them.
             want = max(0, n - self.workers)
             launched, self._launched = self._launched[:want], self._launched[want:]
-            launched += [self._launch() for _ in range(want - len(launched))]
+            more, refused = self._launch_some(want - len(launched))
+            launched += more
+            if refused:
+                note = refused
+                if not launched and not self.workers:
+                    raise WorkerInitError(f"0 of {asked} workers started: {refused}")
             try:
                 for slot in launched:
                     self._ready(slot)
@@ -318,6 +338,9 @@ class ProcessExecutor(_HandoffExecutor):
                 slot.thread.start()
                 self.slots.append(slot)
                 self.workers += 1
+            self.shortfall = (
+                f"{self.workers} of {asked} workers started: {note}" if note and self.workers < asked else None
+            )
             if self.workers > n:
                 self.handoff.retire(self.workers - n)
                 self.workers = n

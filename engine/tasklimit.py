@@ -21,11 +21,15 @@ from __future__ import annotations
 import os
 from typing import Final
 
-__all__ = ["RESERVE", "WATCHER_MARGIN", "room"]
+__all__ = ["POOL_WORKER_TASKS", "RESERVE", "WATCHER_MARGIN", "room"]
 
 #: Tasks a run leaves free when it sizes its worker threads under a pids limit: for the other
 #: threads of its process (asyncio's, a dashboard's) and a command's own children.
 RESERVE: Final = 8
+
+#: Tasks a process-pool worker takes: its process, its feeder thread in the engine, and one more
+#: (a thread of its own, or the command of a shell item).
+POOL_WORKER_TASKS: Final = 3
 
 #: Tasks a process must have room for before it starts watchfiles' threads: the two it needs,
 #: and what the run's commands may take meanwhile.

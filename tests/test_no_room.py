@@ -32,7 +32,8 @@ from batchtui.engine.config import BatchConfig
 from batchtui.engine.errors import NoRoomToStart
 from batchtui.engine.executors import ThreadExecutor, WorkerInitError
 from batchtui.engine.models import BatchState, LiveProgress
-from batchtui.engine.processors import shell_spec
+from batchtui.engine.pool import ProcessExecutor
+from batchtui.engine.processors import python_spec, shell_spec
 from batchtui.tui.cli.progress import progress_line
 
 from .conftest import CLI, cli_env, only_batch, read_json, wait_until
@@ -119,6 +120,39 @@ def _run_in(
 ) -> subprocess.CompletedProcess[str]:
     (group / "pids.max").write_text(str(limit))
     return _sh(_join(group), [*CLI, *args], out_dir, tmp_path)
+
+
+def test_pool_workers_fit_a_pids_limit(pids_cgroup: Path, tmp_path: Path, out_dir: Path) -> None:
+    """The process pool under pids.max 18 with 16 workers asked: 1 fits (3 tasks a worker, 8
+    kept free). Before: its launch died of `BlockingIOError: [Errno 11]` with a traceback (at
+    18), or the engine's own threads found no room (at 24: "cannot start a thread")."""
+    args = ["run", str(_items(tmp_path, 100)), "--call", f"{PROCS}:noop", "-j", "16", "--headless"]
+    done = _run_in(pids_cgroup, 18, args, tmp_path, out_dir)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    assert re.search(r"\n1 of 16 workers started: the pids limit leaves room for \d+ more threads", done.stderr)
+    assert "Traceback" not in done.stderr
+    assert _attempts(only_batch(out_dir)) == ([("complete", 1, 100)], 100)
+
+
+def test_a_pool_that_cannot_launch_a_worker_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch refused for lack of room ends the launching with what started, and the reason;
+    any other launch error is raised as it was."""
+    pool = ProcessExecutor(python_spec(f"{PROCS}:noop"), BatchConfig(workers=4), queue.SimpleQueue())
+    launches: list[object] = []
+
+    def launch() -> object:
+        if len(launches) == 2:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        launches.append(object())
+        return launches[-1]
+
+    monkeypatch.setattr(pool, "_launch", launch)
+    slots, why = pool._launch_some(4)
+    assert slots == launches and len(slots) == 2
+    assert why is not None and why.startswith("cannot start a worker process (Resource temporarily unavailable: ")
+    monkeypatch.setattr(pool, "_launch", lambda: (_ for _ in ()).throw(FileNotFoundError(2, "python")))
+    with pytest.raises(FileNotFoundError):
+        pool._launch_some(1)
 
 
 def test_workers_fit_a_pids_limit(pids_cgroup: Path, tmp_path: Path, out_dir: Path) -> None:
