@@ -335,3 +335,11 @@ def test_in_flight_says_how_many_run_wait_in_a_queue_and_wait_to_retry() -> None
     assert _in_flight_split(live) == " (2 running, 5 queued, 3 waiting to retry)"
     assert _in_flight_split(LiveCounts(total=20, processing=4, running=2, queued=2)) == " (2 running, 2 queued)"
     assert _in_flight_split(Counts(total=20, processing=4)) == ""  # the manifest's: no split known
+    # The count is the last group commit's, the split the workers' of the moment: an item handed
+    # out since then was shown as "In flight: 15 (0 running, 16 queued)" (seen while starts were
+    # refused and handed back). The split is told within the count.
+    assert _in_flight_split(LiveCounts(total=99, processing=15, queued=16)) == " (0 running, 15 queued)"
+    assert (
+        _in_flight_split(LiveCounts(total=99, processing=3, running=2, queued=1, retrying=4))
+        == " (2 running, 1 queued)"
+    )

@@ -26,8 +26,15 @@ def _in_flight_split(counts: Counts) -> str:
     until it ends, so the total can exceed the workers); nothing when the counts have no split."""
     if not isinstance(counts, LiveCounts) or not (counts.running or counts.queued or counts.retrying):
         return ""
-    retrying = f", {counts.retrying} waiting to retry" if counts.retrying else ""
-    return f" ({counts.running} running, {counts.queued} queued{retrying})"
+    # 'processing' is the committed count (the store's, at most one group commit behind) and the
+    # split is the workers' of the moment: an item handed out since the last commit showed as
+    # "In flight: 15 (0 running, 16 queued)". The split is told within the committed count.
+    left = counts.processing
+    running = min(counts.running, left)
+    queued = min(counts.queued, left - running)
+    waiting = min(counts.retrying, left - running - queued)
+    retrying = f", {waiting} waiting to retry" if waiting else ""
+    return f" ({running} running, {queued} queued{retrying})"
 
 
 def print_summary(
