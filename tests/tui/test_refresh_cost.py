@@ -324,3 +324,28 @@ def test_running_queued_and_retry_wait_add_up_to_the_in_flight_tab(tmp_path: Pat
             assert str(screen.query_one("#tab-processing").render()).strip() == "2 In flight 10"
 
     run(body)
+
+
+def test_a_held_dispatch_shows_on_the_status_line_while_it_lasts(tmp_path: Path) -> None:
+    """Commands that cannot start (a process limit) and a memory hold were said once, in the
+    event log, where they scroll away: the status line says it while it lasts (as the headless
+    progress line does)."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    live = read_model(batch / "live_progress.json", LiveProgress)
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        with hold_lock(batch):
+            async with app.run_test(size=(160, 40)) as pilot:
+                screen = DashboardScreen(batch)
+                await app.push_screen(screen)
+                await _settled(pilot)
+                held = {"start_hold": "cannot start commands: x: 3 starts refused since 09:00:00", "memory_hold": "m"}
+                for update, shown in ((held, True), ({"start_hold": None, "memory_hold": None}, False)):
+                    screen.post_message(LiveUpdated(batch, live.model_copy(update=update)))
+                    await _settled(pilot)
+                    status = str(screen.query_one("#progress-text").render())
+                    assert ("commands cannot start" in status) == shown, status
+                    assert ("held for memory" in status) == shown, status
+
+    run(body)

@@ -410,6 +410,12 @@ class ProgressLine(Horizontal):
             parts.append(StatusPart(Text(f"queued {c.queued:,}", style=style("in-flight")), 9))
             if c.retrying:  # in flight too, waiting out a backoff: the three add up to the tab's
                 parts.append(StatusPart(Text(f"retry wait {c.retrying:,}", style=style("in-flight")), 9))
+            # Dispatch held (the warning in the log says why, `show` says it whole): as long as
+            # it lasts, not only in the one log line that scrolls away.
+            if live.start_hold:
+                parts.append(StatusPart(Text("commands cannot start", style=style("stalled")), 2))
+            if live.memory_hold:
+                parts.append(StatusPart(Text("held for memory", style=style("stalled")), 2))
         # Failures stay longer than the rate, the ETA and the percent: on a phone's 45 columns too.
         parts.append(StatusPart(Text(f"failed {c.failed:,}", style=style("failed") if c.failed else ""), 2))
         if c.skipped:
