@@ -180,9 +180,8 @@ class ProcessExecutor(_HandoffExecutor):
         before it opens the store and writes the batch's files, so each process's start-up (an
         interpreter, the imports, the processor) overlaps that work; :meth:`start` waits."""
         with self._lock:
-            want, _ = self._fitting(
-                self.config.workers, "process", tasklimit.POOL_WORKER_TASKS
-            )  # start() says why fewer
+            # Those that fit the limits (start() says why fewer, as set_workers does).
+            want, _ = self._fitting(self.config.workers, "process", tasklimit.POOL_WORKER_TASKS)
             more, _ = self._launch_some(want - len(self._launched))
             self._launched += more
 

@@ -183,7 +183,9 @@ class RunState:
         self._mem_waiting = False
         self.memory_hold: str | None = None  # why dispatch waits for memory (live_progress.json)
         self.start_hold: str | None = None  # why commands cannot start now (live_progress.json)
-        self._refused = (0, 0.0, 0)  # starts refused while start_hold is said, the last one, items ended then
+        # While start_hold is said: the starts refused, the last one's time, the items ended then,
+        # and when the first was refused (the wall clock's HH:MM:SS).
+        self._refused: tuple[int, float, int, str] = (0, 0.0, 0, "")
         self._mem_alone = False  # said that the engine alone is over the limit
         self.write_failure: WriteFailed | None = None
         self._marks_stamp = 0.0
@@ -290,9 +292,9 @@ class RunState:
     def _start_refused(self, reason: str) -> None:
         """An item came back unstarted: the system had no room to start its command (see
         :class:`.errors.NoRoomToStart`). Said once, then counted in live_progress.json."""
-        count = self._refused[0] + 1 if self.start_hold else 1
-        self._refused = (count, self._now, self.ended)
-        since = self.start_hold.partition(" refused since ")[2] if self.start_hold else now_iso()[11:19]
+        count, _, _, since = self._refused if self.start_hold else (0, 0.0, 0, now_iso()[11:19])
+        count += 1
+        self._refused = (count, self._now, self.ended, since)
         if not self.start_hold:
             self._warn(
                 f"{reason}: the items go back to pending and start as room frees"
@@ -302,7 +304,7 @@ class RunState:
 
     def _room_again(self) -> None:
         """Commands start again: items ended since the last refused start, and none for a while."""
-        count, at, ended = self._refused
+        count, at, ended, _ = self._refused
         if self.ended > ended and self._now - at >= START_HOLD_CLEAR_S:
             self._warn(f"commands start again ({count} starts were refused: their items went back to pending)")
             self.start_hold = None
