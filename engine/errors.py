@@ -121,8 +121,9 @@ class NoRoomToStart(BatchtuiError):
 
     def __init__(self, cause: OSError) -> None:
         self.errno = cause.errno
-        reason = cause.strerror or str(cause)
-        super().__init__(f"cannot start commands: {reason} ({_NO_ROOM.get(cause.errno or 0, 'no room')})")
+        #: What the system lacks, as the message says it.
+        self.lacks = _NO_ROOM.get(cause.errno or 0, "no room")
+        super().__init__(f"cannot start commands: {cause.strerror or cause} ({self.lacks})")
 
     @staticmethod
     def of(exc: BaseException) -> NoRoomToStart | None:

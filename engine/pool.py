@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import signal
@@ -193,9 +194,12 @@ class ProcessExecutor(_HandoffExecutor):
             try:
                 slots.append(self._launch())
             except OSError as exc:
-                if NoRoomToStart.of(exc) is None:
+                room = NoRoomToStart.of(exc)
+                if room is None:
                     raise
-                return slots, f"cannot start a worker process ({exc.strerror or exc}: {NO_THREAD})"
+                # Out of processes says which limit; out of descriptors or memory, not that one.
+                lacks = NO_THREAD if exc.errno == errno.EAGAIN else room.lacks
+                return slots, f"cannot start a worker process ({exc.strerror or exc}: {lacks})"
         return slots, None
 
     def start(self) -> None:

@@ -150,6 +150,11 @@ def test_a_pool_that_cannot_launch_a_worker_says_why(monkeypatch: pytest.MonkeyP
     slots, why = pool._launch_some(4)
     assert slots == launches and len(slots) == 2
     assert why is not None and why.startswith("cannot start a worker process (Resource temporarily unavailable: ")
+    # Out of descriptors is said as such, not as the limit on processes.
+    monkeypatch.setattr(pool, "_launch", lambda: (_ for _ in ()).throw(OSError(24, "Too many open files")))
+    assert pool._launch_some(1)[1] == (
+        "cannot start a worker process (Too many open files: no room under this process's limit on open files: ulimit -n)"
+    )
     monkeypatch.setattr(pool, "_launch", lambda: (_ for _ in ()).throw(FileNotFoundError(2, "python")))
     with pytest.raises(FileNotFoundError):
         pool._launch_some(1)
