@@ -21,9 +21,10 @@ import orjson
 
 from .batchdir import BatchDir, BatchLock, now_iso
 from .config import BatchConfig
-from .errors import InvalidRecord, UserError, classify, normalize_message
+from .errors import InvalidRecord, UserError, classify
 from .files import ResultsLog, WriteFailed, write_model
 from .fmt import clean, shell_line
+from .grouping import normalize_message
 from .models import Manifest, Unreadable
 from .processors import ProcessorSpec
 from .reading import WRITER_UNTIL
@@ -132,7 +133,7 @@ def _item_row(item: SourceItem, kinds: frozenset[str], at: str) -> tuple[Any, ..
         info.category,
         info.message,
         f"{item.origin}: {item.invalid}" if item.origin else item.invalid,
-        normalize_message(info.message),
+        normalize_message(info.message, item.key),
         at,
     )
 

@@ -20,7 +20,7 @@ import heapq
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from .errors import group_id
+from .grouping import group_id
 from .models import ErrorGroup
 from .store import ItemStore
 

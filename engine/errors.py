@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import math
 import os
-import re
 import sys
 from collections.abc import Collection
 from typing import Final, Literal, NamedTuple
@@ -351,35 +350,3 @@ def _utf8(text: str) -> str:
         except UnicodeEncodeError:  # a surrogate no byte gave: \udXXX
             return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
-
-
-_NORMALIZER_PATTERNS: Final = (
-    (r"(?:[A-Za-z]:)?(?:/[^\s/:'\"]+){2,}/?", "<path>"),
-    (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "<id>"),
-    (r"\b0x[0-9a-fA-F]+\b", "<hex>"),
-    (r"\b[0-9a-fA-F]{12,}\b", "<id>"),
-    (r"\d+(?:\.\d+)?", "<n>"),
-)
-#: Compiled at the first failure, not at import (every CLI command imports this module).
-_normalizers: tuple[tuple[re.Pattern[str], str], ...] | None = None
-
-
-def normalize_message(message: str) -> str:
-    """Fold the variable parts of an error message (paths, ids, numbers) so alike errors group."""
-    global _normalizers
-    if _normalizers is None:  # two threads may both compile: the same result, no harm
-        _normalizers = tuple((re.compile(pattern), repl) for pattern, repl in _NORMALIZER_PATTERNS)
-    out = message
-    for pattern, repl in _normalizers:
-        out = pattern.sub(repl, out)
-    return out[:200]
-
-
-def group_id(error_type: str, normalized_message: str) -> str:
-    """The short stable id of an error group: 8 lowercase hex digits of a blake2b of the type
-    and the normalized message (:func:`normalize_message`; items.db's ``error_group`` column
-    holds it). The same pair gives the same id in every view, every run and every version."""
-    import hashlib  # only error views need it (the CLI imports this module for every command)
-
-    digest = hashlib.blake2b(f"{error_type}\x00{normalized_message}".encode("utf-8", "surrogatepass"), digest_size=4)
-    return digest.hexdigest()

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, get_args
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from .batchdir import now_iso
-from .errors import group_id, normalize_message
 from .files import FILE_MODE
 from .fmt import decode_output
+from .grouping import group_id, normalize_message
 
 if TYPE_CHECKING:
     import logging
@@ -254,7 +254,7 @@ class BatchEvents:
         """An item failed for good: a ``new-group`` event when its group is new to the batch."""
         if "new-group" not in self._wanted:
             return
-        normalized = normalize_message(message)
+        normalized = normalize_message(message, key)
         gid = group_id(error_type, normalized)
         count = self._groups.get(gid)
         self._groups[gid] = (count or 0) + 1

@@ -265,7 +265,7 @@ class Cost(_Model):
 
 class ErrorGroup(_Model):
     """Failures grouped by error type and normalized message; ``id`` is the group's short
-    stable id (errors.group_id), what ``--group`` and the views' group filter take;
+    stable id (grouping.group_id), what ``--group`` and the views' group filter take;
     ``first_seen``/``last_seen`` are the earliest and latest ``finished_at`` of its items."""
 
     error_type: str

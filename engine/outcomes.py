@@ -22,8 +22,9 @@ import orjson
 from .attempts import Outcome
 from .config import BatchConfig
 from .dispatch import Dispatcher
-from .errors import ErrorInfo, ItemTimeout, classify, normalize_message
+from .errors import ErrorInfo, ItemTimeout, classify
 from .files import ResultsLog
+from .grouping import normalize_message
 from .models import RecentError
 from .policy import Backoff
 from .processors import Item
@@ -307,7 +308,7 @@ class OutcomeRecorder:
             err.category,
             err.message,
             err.detail,
-            normalize_message(err.message),
+            normalize_message(err.message, flight.item.key),
             finished_at,
             o.duration,
         )

@@ -34,6 +34,7 @@ from .batchdir import BatchDir, BatchLock, now_iso
 from .errors import UserError
 from .files import DamagedFile, ResultsLog, fsync_dir, iter_jsonl, read_model, write_model
 from .fmt import cut_percent, shell_line
+from .grouping import normalize_message
 from .models import BatchState, Counts, LiveCounts, LiveProgress, Report, ResultLine
 from .resultscheck import check_line, encode_line, rebuild
 from .store import ItemStore, StoreError
@@ -454,15 +455,14 @@ def _salvage(store: ItemStore, damaged: Path, results: Path, stats: _Stats) -> N
                     )
                     stats.salvaged_complete += 1
                     continue
+                group = None if row[7] is None else normalize_message(row[5] or "", key)  # today's rules
                 conn.execute(
                     "UPDATE items SET status=?, attempts=?, error_type=?, error_category=?, error_message=?,"
                     " error_detail=?, error_group=?, started_at=?, finished_at=?, duration_s=? WHERE seq=?",
-                    (status, *row[2:11], seq),
+                    (status, *row[2:7], group, *row[8:11], seq),
                 )
-                if status == "failed":
-                    stats.failed += 1
-                else:
-                    stats.skipped += 1
+                stats.failed += status == "failed"
+                stats.skipped += status == "skipped"
             if log is not None:
                 log.sync()  # the lines are durable before the store says complete
     finally:

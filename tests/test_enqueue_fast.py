@@ -17,7 +17,8 @@ import pytest
 
 from batchtui.engine import enqueue
 from batchtui.engine.enqueue import _kind_of, _report_every, _rows, enqueue_source
-from batchtui.engine.errors import InvalidRecord, UserError, classify, normalize_message
+from batchtui.engine.errors import InvalidRecord, UserError, classify
+from batchtui.engine.grouping import normalize_message
 from batchtui.engine.sources import (
     SourceItem,
     SourceSpec,
@@ -126,7 +127,7 @@ def reference_rows(spec: SourceSpec, stdin: io.StringIO | None = None) -> list[t
             continue
         info = classify(InvalidRecord(item.invalid))
         detail = f"{item.origin}: {item.invalid}" if item.origin else item.invalid
-        group = normalize_message(info.message)
+        group = normalize_message(info.message, item.key)
         rows.append((item.key, data, kind, "failed", info.error_type, info.category, info.message, detail, group, AT))
     return rows
 

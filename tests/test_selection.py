@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from batchtui.engine.errors import group_id, normalize_message
 from batchtui.engine.fmt import clean
+from batchtui.engine.grouping import group_id, normalize_message
 from batchtui.engine.store import ItemFilter, ItemQueries, ItemStore
 from batchtui.engine.store import bulk as bulk_mod
 from batchtui.engine.store.queries import Selection

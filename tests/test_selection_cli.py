@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from batchtui.engine.errors import group_id, normalize_message
+from batchtui.engine.grouping import group_id, normalize_message
 from batchtui.engine.models import BatchState
 from batchtui.tui.cli import main
 

@@ -160,7 +160,7 @@ def test_an_old_store_gets_the_run_first_table_on_open(tmp_path: Path) -> None:
 
 
 def test_report_and_live_progress_carry_the_group_ids(tmp_path: Path) -> None:
-    from batchtui.engine.errors import group_id
+    from batchtui.engine.grouping import group_id
 
     batch = _batch(tmp_path, 4, "always_transient")  # TimeoutError: upstream slow for N
     result = BatchRunner(batch).run()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from batchtui.engine.errors import group_id, normalize_message
+from batchtui.engine.grouping import group_id, normalize_message
 from batchtui.engine.store import ItemStore, LineBlock
 from batchtui.engine.store.queries import ItemFilter, ItemQueries, item_row
 from batchtui.engine.store.schema import ITEM_COLUMNS, SLOWEST_INDEX, has_slowest_index

@@ -508,7 +508,7 @@ def test_a_whole_run_never_changes_the_umask_and_the_store_files_are_0600(
 def test_item_queries_count_page_and_stream_the_same_filtered_items(tmp_path: Path) -> None:
     """The views' one store API: for each filter, the count, the pages and the stream agree,
     and each keeps exactly the items the filter names."""
-    from batchtui.engine.errors import group_id
+    from batchtui.engine.grouping import group_id
     from batchtui.engine.store import ItemFilter, ItemQueries, StoreError
 
     path = tmp_path / "items.db"

@@ -16,9 +16,10 @@ import stat
 from pathlib import Path
 from typing import Any, Final
 
-from ..errors import BatchtuiError, group_id
+from ..errors import BatchtuiError
 from ..files import HAS_FULLFSYNC, WriteFailed
 from ..fmt import shell_line
+from ..grouping import group_id
 
 
 class StoreError(BatchtuiError):
@@ -168,7 +169,7 @@ class StoreConnection(sqlite3.Connection):
 
 @functools.lru_cache(maxsize=4096)
 def _group_id(error_type: str | None, group: str | None) -> str | None:
-    """SQL ``batchtui_group_id(error_type, error_group)``: the group's id (errors.group_id), so
+    """SQL ``batchtui_group_id(error_type, error_group)``: the group's id (grouping.group_id), so
     a filter on a group id is SQL like any other; cached, since a group's rows share the pair."""
     if group is None:
         return None

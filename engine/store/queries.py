@@ -25,8 +25,9 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from ..errors import ErrorInfo, group_id
+from ..errors import ErrorInfo
 from ..files import WriteFailed
+from ..grouping import group_id
 from ..models import Counts, ErrorGroup
 from .connection import (
     StoreBusy,

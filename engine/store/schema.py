@@ -7,10 +7,12 @@ adds what later versions of batchtui put in (idempotent, ``IF NOT EXISTS``); eve
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Final
 
+from ..grouping import GROUPING_VERSION, normalize_message
 from .connection import StoreBusy, StoreCorrupt, StoreError, busy, recover_hint
 
 SCHEMA_VERSION: Final = 1
@@ -118,7 +120,8 @@ def create_schema(conn: sqlite3.Connection) -> None:
         + COST_INDEX
         + RUN_FIRST
         + COMPLETE_TRIGGER
-        + f"INSERT OR REPLACE INTO meta(k, v) VALUES ('schema_version', {int(SCHEMA_VERSION)});\nCOMMIT;"
+        + f"INSERT OR REPLACE INTO meta(k, v) VALUES ('schema_version', {int(SCHEMA_VERSION)});\n"
+        + f"INSERT OR REPLACE INTO meta(k, v) VALUES ('grouping', {int(GROUPING_VERSION)});\nCOMMIT;"
     )
 
 
@@ -126,10 +129,39 @@ def migrate(conn: sqlite3.Connection) -> None:
     """Bring a store made by an earlier batchtui up to date (on every read-write open): the
     trigger and the cost index came after schema 1's first stores (a one-time index build), the
     ``run_first`` table (prioritize) later still. An older batchtui ignores that table, so the
-    schema version stays 1."""
+    schema version stays 1. A store grouped by other rules is regrouped (:func:`regroup`)."""
     conn.execute(COMPLETE_TRIGGER)
     conn.execute(COST_INDEX)
     conn.execute(RUN_FIRST)
+    row = conn.execute("SELECT v FROM meta WHERE k='grouping'").fetchone()
+    if row is None or row[0] != GROUPING_VERSION:
+        regroup(conn)
+
+
+def regroup(conn: sqlite3.Connection) -> int:
+    """Recompute every stored error group (``error_group``, the normalized message) by this
+    version's rules (:mod:`batchtui.engine.grouping`) and record the rules' version, in one
+    transaction; return how many rows changed. An older store's groups then match the groups of
+    the failures this version adds, in every view, and a group id means the same everywhere. A
+    store written by a newer batchtui's rules is regrouped too: the views of this version must
+    agree with the failures it records."""
+    changed: list[tuple[str, int]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = conn.execute("SELECT seq, key, error_message, error_group FROM items WHERE error_group IS NOT NULL")
+        for seq, key, message, group in rows:
+            new = normalize_message(message or "", key)
+            if new != group:
+                changed.append((new, seq))
+        conn.executemany("UPDATE items SET error_group=? WHERE seq=?", changed)
+        conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('grouping', ?)", (GROUPING_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    return len(changed)
 
 
 def has_slowest_index(conn: sqlite3.Connection) -> bool:

@@ -41,7 +41,7 @@ class ItemFilter:
     """Which items a view shows or an action applies to: every field given narrows (AND).
 
     ``status`` is one of :data:`STATUSES`; ``error_type`` matches exactly; ``error_group`` is
-    a group's id (8 hex digits, :func:`~batchtui.engine.errors.group_id`); ``text`` is a
+    a group's id (8 hex digits, :func:`~batchtui.engine.grouping.group_id`); ``text`` is a
     case-insensitive substring of the key or the error as the items table shows it
     (``TYPE: message``), ``match`` of the error message only (``%`` and ``_`` are plain
     characters in both); ``key_glob`` is a glob on the key (``*``, ``?``, ``[...]``,

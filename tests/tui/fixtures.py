@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from batchtui.engine.errors import normalize_message
 from batchtui.engine.files import write_model
+from batchtui.engine.grouping import normalize_message
 from batchtui.engine.models import (
     BatchState,
     Cost,

@@ -10,8 +10,8 @@ from textual.widgets import DataTable, Tabs
 
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.control import write_views
-from batchtui.engine.errors import normalize_message
 from batchtui.engine.files import write_model
+from batchtui.engine.grouping import normalize_message
 from batchtui.engine.models import BatchState, LiveProgress
 from batchtui.engine.store import ItemStore
 from batchtui.engine.store.queries import ItemQueries

@@ -23,9 +23,9 @@ from textual.reactive import var
 from textual.widgets import DataTable, Static
 
 from batchtui.engine.adaptive import timeout_text
-from batchtui.engine.errors import group_id
 from batchtui.engine.fmt import count as plural
 from batchtui.engine.fmt import error_line
+from batchtui.engine.grouping import group_id
 from batchtui.engine.models import ErrorGroup, LiveProgress
 from batchtui.engine.store.queries import ItemQueries, StoreError
 

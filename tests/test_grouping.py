@@ -1,0 +1,223 @@
+"""Error groups that hold: one group per cause, however the messages vary per item.
+
+A command whose stderr ends in a random request id, or names the item it failed on, made one
+error group per item (36 failures of one cause, 36 groups), and triage by group (``errors``,
+``retry --group``, the dashboard's R) fell apart. Here: the normalization's rules, a real run
+whose failures carry random ids and item names, and the one-time regrouping of a store grouped
+by the earlier rules (on a read-write open, and by ``recover``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import string
+from pathlib import Path
+
+import pytest
+
+from batchtui.engine.grouping import GROUPING_VERSION, group_id, normalize_message
+from batchtui.engine.store import ItemQueries, ItemStore
+
+from .conftest import only_batch
+
+RNG_ALPHABET = string.ascii_letters + string.digits
+
+
+@pytest.mark.parametrize(
+    ("message", "item", "normalized"),
+    [
+        # Random ids: base64, mixed-case request ids, short git hashes, named ids.
+        ("bad signature aGVsbG8gd29ybGQ9876abcXYZ+/== at end.", None, "bad signature <token> at end."),
+        ("upload rejected: request id req_fqvSQyrEGtiIm", None, "upload rejected: request id <token>"),
+        ("commit 1a2b3c4d failed", None, "commit <token> failed"),
+        ("trace_id=abcDEFghi failed", None, "trace_id=<token> failed"),
+        ("token=abc1d2e3f4g5 invalid", None, "token=<token> invalid"),
+        ("slashes in Q/1pGPIFGZLhbA/x9Kq", None, "slashes in <token>"),
+        # URLs, e-mails, UUIDs, paths, numbers.
+        ("GET https://api.example.com/v1/items/abc?id=12 returned 503", None, "GET <url> returned <n>"),
+        ("mail to bob.smith@example.org bounced", None, "mail to <email> bounced"),
+        ("job 6ba7b812-9dad-11d1-80b4-00c04fd430c8 lost", None, "job <id> lost"),
+        ("cannot open /tmp/x/y: no such file", None, "cannot open <path>: no such file"),
+        # The item itself: its key, its file name, its stem; a whole word only.
+        ("cannot parse a17.json: line 3", "/data/in/a17.json", "cannot parse <item>: line <n>"),
+        ("gzip: /data/in/a17.json: unexpected end", "/data/in/a17.json", "gzip: <item>: unexpected end"),
+        ("no thumbnail for photo_x7 yet", "/data/in/photo_x7.jpg", "no thumbnail for <item> yet"),
+        ("Paris: HTTP 404", "Paris", "<item>: HTTP <n>"),
+        ("cannot parse data.txt", "/x/a.txt", "cannot parse data.txt"),  # not inside a longer name
+        ("error: not found", "error", "error: not found"),  # a plain word is not folded
+        ("exit 17", "17", "exit <n>"),  # a number is a number
+    ],
+)
+def test_variable_parts_fold(message: str, item: str | None, normalized: str) -> None:
+    assert normalize_message(message, item) == normalized
+
+
+@pytest.mark.parametrize(
+    "constant",
+    [
+        "ERR_HTTP2_PROTOCOL_ERROR",
+        "ConnectionResetError",
+        "getHTTPResponseCode",
+        "IsADirectoryError",
+        "XMLHttpRequest",
+        "some_snake_case_name",
+        "org.apache.hadoop.fs.FileSystem",
+        "key ABC_DEF",
+        "session Main-Branch",
+    ],
+)
+def test_names_and_constants_stay(constant: str) -> None:
+    assert "<token>" not in normalize_message(f"failed: {constant} here")
+
+
+def test_random_ids_make_one_group_and_the_rest_stays_apart() -> None:
+    rng = random.Random(22)
+    for length, most in ((24, 2), (16, 8)):  # of 200: the module's figures, with room
+        ids = ["".join(rng.choice(RNG_ALPHABET) for _ in range(length)) for _ in range(200)]
+        groups = {normalize_message(f"upload rejected: {i} (retry later)") for i in ids}
+        assert "upload rejected: <token> (retry later)" in groups
+        assert len(groups) - 1 <= most, (length, sorted(groups)[:5])
+    assert normalize_message("disk full on /dev/sda1") != normalize_message("permission denied on /dev/sda1")
+
+
+def test_item_folding_copes_with_every_occurrence_and_odd_keys() -> None:
+    assert normalize_message("a17.json vs a17.json.bak and xa17.json", "/in/a17.json") == (
+        "<item> vs <item>.bak and xa<n>.json"
+    )
+    assert normalize_message("failed", "") == "failed"
+    long_key = "x" * 600
+    assert normalize_message(f"bad {long_key}", long_key) == f"bad {long_key}"[:200]
+
+
+# -- a real run ---------------------------------------------------------------------------------
+
+
+def test_a_run_whose_failures_carry_random_ids_and_item_names_has_one_group_per_cause(
+    tmp_path: Path, out_dir: Path, invoke_cli
+) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(6)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(24):  # each .jpg holds a random request id its upload 'returns'
+        (src / f"photo_{rng.randrange(10**6)}{i}.jpg").write_text("req_" + "".join(rng.choices(RNG_ALPHABET, k=20)))
+    fruit = ["apple", "banana", "cherry", "damson", "elder", "fig", "grape", "kiwi", "lemon", "mango", "olive", "peach"]
+    for name in fruit:  # names that differ in letters: only the item's own name folds them
+        (src / f"{name}.csv").write_text("a,b\n")
+    cmd = (
+        'case {name} in *.jpg) echo "upload rejected: request id $(cat {path}) (retry later)" >&2; exit 3;;'
+        ' [a-f]*.csv) echo "parse error in {name}: bad header" >&2; exit 4;; *) echo ok;; esac'
+    )
+    told = tmp_path / "events.jsonl"
+    run = [
+        "run",
+        str(src),
+        "--cmd",
+        cmd,
+        "--headless",
+        "--max-attempts",
+        "1",
+        "--on-event",
+        "new-group",
+        f"cat >> {told}",
+    ]
+    proc = invoke_cli(run)
+    assert proc.returncode == 1, proc.stderr
+    batch = only_batch(out_dir)
+    shown = invoke_cli(["errors", batch.name, "--json"])
+    assert shown.returncode == 0, shown.stderr
+    listed = json.loads(shown.stdout)
+    groups = {(g["error_type"], g["message"]): g["count"] for g in listed}
+    assert groups == {
+        ("exit 3", "upload rejected: request id <token> (retry later)"): 24,
+        ("exit 4", "parse error in <item>: bad header"): 6,
+    }
+    # The new-group hook heard of each group once, by the id `errors` gives it.
+    events = [json.loads(line) for line in told.read_text().splitlines()]
+    assert sorted(e["group"]["id"] for e in events) == sorted(g["id"] for g in listed)
+    # The group is what triage acts on: one retry by its id takes every upload back.
+    gid = group_id("exit 3", "upload rejected: request id <token> (retry later)")
+    retried = invoke_cli(["retry", batch.name, "--group", gid])
+    assert retried.returncode == 0, retried.stderr
+    with ItemQueries(batch / "items.db") as view:
+        assert view.counts().pending == 24
+
+
+# -- regrouping a store grouped by the earlier rules ---------------------------------------------
+
+FAILURES = [
+    (0, "/in/a1.json", "cannot parse a1.json: request id req_fqvSQyrEGtiIm"),
+    (1, "/in/b22.json", "cannot parse b22.json: request id req_jCkHwitXedBu1th"),
+    (2, "/in/c3.json", "disk full"),
+]
+
+
+def _old_store(path: Path) -> None:
+    """A store as batchtui wrote it before the grouping version: the three failures grouped by
+    the earlier rules (three groups), and no ``grouping`` in its meta."""
+    store = ItemStore.create(path)
+    try:
+        with store.transaction() as conn:
+            for seq, key, message in FAILURES:
+                conn.execute(
+                    "INSERT INTO items(seq, key, data, status, attempts, error_type, error_category,"
+                    " error_message, error_group, finished_at) VALUES (?, ?, ?, 'failed', 1, 'exit 1',"
+                    " 'item', ?, ?, '2026-12-01T00:00:00Z')",
+                    (seq, key, json.dumps(key), message, message),
+                )
+            conn.execute("DELETE FROM meta WHERE k='grouping'")
+    finally:
+        store.close()
+
+
+def _groups(path: Path) -> dict[str, int]:
+    with ItemQueries(path) as view:
+        return {g.message: g.count for g in view.error_groups(None)}
+
+
+def test_a_store_grouped_by_the_earlier_rules_is_regrouped_once_on_a_read_write_open(tmp_path: Path) -> None:
+    db = tmp_path / "items.db"
+    _old_store(db)
+    assert len(_groups(db)) == 3  # a read-only view changes nothing
+    store = ItemStore.open(db)
+    try:
+        assert store.get_meta("grouping") == GROUPING_VERSION
+    finally:
+        store.close()
+    assert _groups(db) == {"cannot parse <item>: request id <token>": 2, "disk full": 1}
+    raw = sqlite3.connect(db)
+    try:
+        raw.execute("UPDATE items SET error_group='planted' WHERE seq=2")
+        raw.commit()
+    finally:
+        raw.close()
+    ItemStore.open(db).close()  # the version is recorded: not regrouped again
+    assert "planted" in _groups(db)
+
+
+def test_a_new_store_records_the_grouping_version(tmp_path: Path) -> None:
+    store = ItemStore.create(tmp_path / "items.db")
+    try:
+        assert store.get_meta("grouping") == GROUPING_VERSION
+    finally:
+        store.close()
+
+
+def test_recover_regroups_what_it_salvages(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "ids.txt"
+    source.write_text("".join(f"item-{i}\n" for i in range(6)))
+    cmd = 'echo "rejected {}: request id $(echo {} | sha256sum | cut -c1-6)Zq$(echo {} | cut -c6)xY" >&2; exit 3'
+    proc = invoke_cli(["run", str(source), "--cmd", cmd, "--headless", "--max-attempts", "1"])
+    assert proc.returncode == 1, proc.stderr
+    batch = only_batch(out_dir)
+    raw = sqlite3.connect(batch / "items.db")
+    try:  # as the earlier rules left them: one group per item
+        raw.execute("UPDATE items SET error_group = error_message")
+        raw.commit()
+    finally:
+        raw.close()
+    recovered = invoke_cli(["recover", batch.name, "--force", "--json"])
+    assert recovered.returncode == 0, recovered.stderr
+    assert json.loads(recovered.stdout)["salvaged_failed"] == 6
+    assert _groups(batch / "items.db") == {"rejected <item>: request id <token>": 6}
