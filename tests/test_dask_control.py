@@ -143,6 +143,20 @@ def _gate_states(client: Any) -> dict[str, bytes]:
     return out
 
 
+def _opened_since(then: dict[str, bytes], now: dict[str, bytes]) -> dict[str, list[int]]:
+    """The slots whose gate opened between two readings of :func:`_gate_states`, by task key
+    (the key's prefix tells which engine run's task it is): what a failure should name."""
+    from batchtui.engine.handoff import CANCELLED, QUEUED
+
+    late: dict[str, list[int]] = {}
+    for key, slots in now.items():
+        before = then.get(key, bytes(len(slots)))
+        opened = [i for i, s in enumerate(slots) if s not in (QUEUED, CANCELLED) and before[i] in (QUEUED, CANCELLED)]
+        if opened:
+            late[key] = opened
+    return late
+
+
 def _begun_seqs(states: dict[str, bytes], old: Iterable[str] = ()) -> set[int]:
     """The seqs whose gate opened, in tasks not in ``old``. A task's key is
     ``PREFIX-FIRSTSEQ-N`` and, with no retry, its items are FIRSTSEQ, FIRSTSEQ+1, ... in order
@@ -261,14 +275,15 @@ def test_stop_with_no_grace_starts_nothing_after_it(
         batch = only_batch(out_dir)
         stopped = run_cli(["stop", batch.name])
         assert stopped.returncode == 0, stopped.stderr
-        at_stop = _begun(cluster)
+        at_stop, gates_at_stop = _begun(cluster), _gate_states(cluster)
         assert _end(engine, 30) == 130
     finally:
         _kill(engine)
     # The engine is gone. The calls its tasks were in cannot be interrupted on a cluster it
     # does not own: they end, and then no worker runs anything of this batch.
     wait_until(lambda: _idle(cluster), timeout=20)
-    assert _begun(cluster) - before == at_stop - before  # no gate opened after the stop
+    assert _opened_since(gates_at_stop, _gate_states(cluster)) == {}  # no gate opened after the stop
+    assert _begun(cluster) - before == at_stop - before
     ran = collections.Counter(_seqs(log))
     assert sum(ran.values()) == at_stop - before  # each opened gate ran its item once
     assert [seq for seq, n in ran.items() if n > 1] == []
@@ -293,12 +308,13 @@ def test_pause_starts_nothing_more_on_a_cluster(
         batch = only_batch(out_dir)
         paused = run_cli(["pause", batch.name])
         assert paused.returncode == 0, paused.stderr
-        at_pause = _begun(cluster)
+        at_pause, gates_at_pause = _begun(cluster), _gate_states(cluster)
         # Once the items running at the pause end, nothing of the batch runs on the cluster.
         live = batch / "live_progress.json"
         wait_until(lambda: orjson.loads(live.read_bytes())["counts"]["processing"] == 0, timeout=20)
         wait_until(lambda: _idle(cluster), timeout=20)
-        assert _begun(cluster) == at_pause  # no gate opened after the pause
+        assert _opened_since(gates_at_pause, _gate_states(cluster)) == {}  # no gate opened after the pause
+        assert _begun(cluster) == at_pause
         assert run_cli(["stop", batch.name]).returncode == 0
         assert _end(engine, 30) == 130
     finally:
