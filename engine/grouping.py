@@ -69,8 +69,9 @@ _NAMED: Final = (
 )
 #: Letter-digit switches that make a run a token rather than a word.
 _TOKEN_SWITCHES: Final = 3
-#: Digits between ASCII letters, as in random text (one small pattern: compiled at import).
+#: Digits between ASCII letters, as in random text; any digit (small patterns: compiled at import).
 _INNER_DIGITS: Final = re.compile(r"[A-Za-z][0-9]+[A-Za-z]")
+_DIGIT: Final = re.compile(r"[0-9]")
 
 _Rules = tuple[tuple[re.Pattern[str], str, str], ...]
 _compiled: tuple[_Rules, re.Pattern[str], re.Pattern[str], _Rules] | None = None
@@ -130,6 +131,8 @@ def _looks_random(text: str) -> bool:
     more mix both cases with digits between letters (``Jujxgzeqc4rqwZmS``). A name such as
     ``Point2D`` or ``Win32Error`` may be taken for one: then two messages that differ only
     there are one group, a smaller harm than one group per item."""
+    if (text.islower() or text.isupper()) and not _DIGIT.search(text):
+        return False  # a word in one case (most runs): the cheap answer first
     if _switches(text) >= _TOKEN_SWITCHES or _random_case(text):
         return True
     if len(text) < 10 or text.islower() or text.isupper():
@@ -168,9 +171,9 @@ def _generic(text: str) -> str:
 def _distinctive(form: str) -> bool:
     """Whether ``form`` is unlikely to be an ordinary word of some other item's message: at
     least 4 characters with at least 3 letters or digits, and either 8 or more characters or
-    something besides lowercase letters (``Paris``, ``a.txt``, ``item-7``; not ``error``)."""
-    if not 4 <= len(form) <= _ITEM_FORM_LIMIT or sum(ch.isalnum() for ch in form) < 3:
-        return False
+    something besides lowercase letters (``Paris``, ``a.txt``, ``item-7``; not ``error``, nor a number)."""
+    if not 4 <= len(form) <= _ITEM_FORM_LIMIT or form.isdecimal() or sum(ch.isalnum() for ch in form) < 3:
+        return False  # a number stays a number (<n>)
     return len(form) >= 8 or not form.isalpha() or not form.islower()
 
 

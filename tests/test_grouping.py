@@ -48,6 +48,7 @@ RNG_ALPHABET = string.ascii_letters + string.digits
         ("cannot parse data.txt", "/x/a.txt", "cannot parse data.txt"),  # not inside a longer name
         ("error: not found", "error", "error: not found"),  # a plain word is not folded
         ("exit 17", "17", "exit <n>"),  # a number is a number
+        ("row 12345 is bad", "12345", "row <n> is bad"),
     ],
 )
 def test_variable_parts_fold(message: str, item: str | None, normalized: str) -> None:
