@@ -222,3 +222,29 @@ def test_recover_regroups_what_it_salvages(tmp_path: Path, out_dir: Path, invoke
     assert recovered.returncode == 0, recovered.stderr
     assert json.loads(recovered.stdout)["salvaged_failed"] == 6
     assert _groups(batch / "items.db") == {"rejected <item>: request id <token>": 6}
+
+
+def test_a_large_regrouping_says_so_before_it_begins(
+    tmp_path: Path, out_dir: Path, invoke_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from batchtui.engine.store import schema
+
+    source = tmp_path / "ids.txt"
+    source.write_text("".join(f"item-{i}\n" for i in range(5)))
+    proc = invoke_cli(["run", str(source), "--cmd", "echo broken {} >&2; exit 3", "--headless", "--max-attempts", "1"])
+    assert proc.returncode == 1, proc.stderr
+    batch = only_batch(out_dir)
+    raw = sqlite3.connect(batch / "items.db")
+    try:  # as an earlier batchtui left it
+        raw.execute("UPDATE items SET error_group = error_message")
+        raw.execute("DELETE FROM meta WHERE k='grouping'")
+        raw.commit()
+    finally:
+        raw.close()
+    monkeypatch.setattr(schema, "REGROUP_SAID", 5)  # a million, in small
+    retried = invoke_cli(["retry", batch.name, "--seq", "0"])
+    assert retried.returncode == 0, retried.stderr
+    assert "regrouping the batch's 5 failed items by this batchtui's error rules (once: about 1s)" in retried.stderr
+    again = invoke_cli(["retry", batch.name, "--seq", "1"])  # once: the version is recorded
+    assert again.returncode == 0 and "regrouping" not in again.stderr, again.stderr
+    assert _groups(batch / "items.db") == {"broken <item>": 3}

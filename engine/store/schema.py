@@ -8,6 +8,7 @@ adds what later versions of batchtui put in (idempotent, ``IF NOT EXISTS``); eve
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Final
@@ -16,6 +17,10 @@ from ..grouping import GROUPING_VERSION, normalize_message
 from .connection import StoreBusy, StoreCorrupt, StoreError, busy, recover_hint
 
 SCHEMA_VERSION: Final = 1
+#: A regrouping of more error messages than this says so before it begins (about 40,000 a
+#: second: a million failed items make a resume wait half a minute, once).
+REGROUP_SAID: Final = 100_000
+log = logging.getLogger("batchtui.engine")
 #: The item statuses, in their lifecycle order (DESIGN §3).
 STATUSES: Final = ("pending", "processing", "complete", "failed", "skipped")
 
@@ -148,6 +153,12 @@ def regroup(conn: sqlite3.Connection) -> int:
     changed: list[tuple[str, int]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
+        (total,) = conn.execute("SELECT COUNT(*) FROM items WHERE error_group IS NOT NULL").fetchone()
+        if total >= REGROUP_SAID:
+            log.warning(
+                f"regrouping the batch's {total:,} failed items by this batchtui's error rules"
+                f" (once: about {max(1, round(total / 40_000))}s)"
+            )
         rows = conn.execute("SELECT seq, key, error_message, error_group FROM items WHERE error_group IS NOT NULL")
         for seq, key, message, group in rows:
             new = normalize_message(message or "", key)
