@@ -142,13 +142,13 @@ def _looks_random(text: str) -> bool:
 
 def _token(match: re.Match[str]) -> str:
     run = match.group()
-    core = run.rstrip(".-")  # a sentence's full stop is not part of the token
+    core = run.rstrip(".")  # a sentence's full stop is not part of the token
     return "<token>" + run[len(core) :] if _looks_random(core) else run
 
 
 def _named(match: re.Match[str]) -> str:
     name, run = match.group(1, 2)
-    core = run.rstrip(".-")
+    core = run.rstrip(".")
     # A word stays ('key Name', 'session CLOSED'); digits or mixed case make an id.
     one_case = core == core.lower() or core == core.upper() or core.istitle()
     plain = core.isdecimal() or (one_case and not any("0" <= ch <= "9" for ch in core))  # numbers: <n>

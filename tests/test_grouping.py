@@ -23,6 +23,7 @@ from batchtui.engine.store import ItemQueries, ItemStore
 from .conftest import only_batch
 
 RNG_ALPHABET = string.ascii_letters + string.digits
+URLSAFE = RNG_ALPHABET + "-_"  # secrets.token_urlsafe's
 
 
 @pytest.mark.parametrize(
@@ -32,6 +33,7 @@ RNG_ALPHABET = string.ascii_letters + string.digits
         ("bad signature aGVsbG8gd29ybGQ9876abcXYZ+/== at end.", None, "bad signature <token> at end."),
         ("upload rejected: request id req_fqvSQyrEGtiIm", None, "upload rejected: request id <token>"),
         ("commit 1a2b3c4d failed", None, "commit <token> failed"),
+        ("request id req_Ab9xYz-Q1w- at byte 7", None, "request id <token> at byte <n>"),  # urlsafe base64
         ("trace_id=abcDEFghi failed", None, "trace_id=<token> failed"),
         ("token=abc1d2e3f4g5 invalid", None, "token=<token> invalid"),
         ("slashes in Q/1pGPIFGZLhbA/x9Kq", None, "slashes in <token>"),
@@ -75,8 +77,9 @@ def test_names_and_constants_stay(constant: str) -> None:
 
 def test_random_ids_make_one_group_and_the_rest_stays_apart() -> None:
     rng = random.Random(22)
-    for length, most in ((24, 2), (16, 8)):  # of 200: the module's figures, with room
-        ids = ["".join(rng.choice(RNG_ALPHABET) for _ in range(length)) for _ in range(200)]
+    for alphabet, length, most in ((RNG_ALPHABET, 24, 2), (RNG_ALPHABET, 16, 8), (URLSAFE, 16, 8)):
+        # of 200: the module's figures, with room
+        ids = ["".join(rng.choice(alphabet) for _ in range(length)) for _ in range(200)]
         groups = {normalize_message(f"upload rejected: {i} (retry later)") for i in ids}
         assert "upload rejected: <token> (retry later)" in groups
         assert len(groups) - 1 <= most, (length, sorted(groups)[:5])
