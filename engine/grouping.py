@@ -7,7 +7,8 @@ variable parts are folded into placeholders, in this order:
 1. the failing item itself, where the message names it (its key; for a path, also its file
    name and its stem): ``<item>``. Only forms distinctive enough not to be an ordinary word of
    other items' messages are folded (see :func:`_distinctive`);
-2. URLs (``<url>``), UUIDs and long hex strings (``<id>``), ``0x`` numbers (``<hex>``),
+2. URLs (``<url>``), UUIDs and hex ids (``<id>``: 12 hex digits or more, or 8 to 11 with a digit
+   and a letter, also after ``_`` as in ``token_5f3a9c1d``), ``0x`` numbers (``<hex>``),
    e-mail addresses (``<email>``);
 3. tokens (``<token>``): what follows a name such as ``id``, ``request id``, ``trace_id=`` or
    ``token:`` when it has a digit or mixes cases; and any run of 8 or more letters, digits and
@@ -49,7 +50,9 @@ _BEFORE_TOKENS: Final = (
     (r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]+", "<url>", "://"),
     (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "<id>", "-"),
     (r"\b0x[0-9a-fA-F]+\b", "<hex>", "0x"),
-    (r"\b[0-9a-fA-F]{12,}\b", "<id>", ""),
+    # Hex ids, also after '_' (token_5f3a...): 12 digits or more, or 8 to 11 with a digit and a letter.
+    (r"(?<![0-9A-Za-z])[0-9a-fA-F]{12,}(?![0-9A-Za-z])", "<id>", ""),
+    (r"(?<![0-9A-Za-z])(?=[a-fA-F]*[0-9])(?=[0-9]*[a-fA-F])[0-9a-fA-F]{8,11}(?![0-9A-Za-z])", "<id>", ""),
     (r"\b[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\b", "<email>", "@"),
 )
 #: After the tokens (a path whose parts are random is a token: base64 has slashes).

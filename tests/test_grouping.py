@@ -32,7 +32,12 @@ URLSAFE = RNG_ALPHABET + "-_"  # secrets.token_urlsafe's
         # Random ids: base64, mixed-case request ids, short git hashes, named ids.
         ("bad signature aGVsbG8gd29ybGQ9876abcXYZ+/== at end.", None, "bad signature <token> at end."),
         ("upload rejected: request id req_fqvSQyrEGtiIm", None, "upload rejected: request id <token>"),
-        ("commit 1a2b3c4d failed", None, "commit <token> failed"),
+        ("commit 1a2b3c4d failed", None, "commit <id> failed"),
+        # Hex after an underscore (found over ssh: 1 in 10 of a command's token_<12 hex> split off).
+        ("invalid JSON: token_123456df7890", None, "invalid JSON: token_<id>"),
+        ("invalid JSON: token_997785c20b99", None, "invalid JSON: token_<id>"),
+        ("invalid JSON: token_5f3a9c1d", None, "invalid JSON: token_<id>"),
+        ("no change at 20261206", None, "no change at <n>"),
         ("request id req_Ab9xYz-Q1w- at byte 7", None, "request id <token> at byte <n>"),  # urlsafe base64
         ("trace_id=abcDEFghi failed", None, "trace_id=<token> failed"),
         ("token=abc1d2e3f4g5 invalid", None, "token=<token> invalid"),
