@@ -35,7 +35,6 @@ that holds them.
 from __future__ import annotations
 
 import collections
-import contextlib
 import sqlite3
 import sys
 import threading
@@ -46,6 +45,7 @@ from typing import Any, Final
 
 from .files import ResultsLog
 from .store import JSON_BULK, Bulk, ItemStore
+from .store.connection import write_transaction
 
 MAX_QUEUED: Final = 2
 #: The offsets every commit records, after the item changes.
@@ -288,8 +288,7 @@ class Committer:
                 # Busy: another connection writes (it should not). BEGIN IMMEDIATE below waits.
                 if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF != sqlite3.SQLITE_BUSY:
                     raise
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             if job.ddl is not None:
                 started = time.monotonic()
                 conn.execute(job.ddl)
@@ -301,9 +300,3 @@ class Committer:
             conn.execute(_META_SQL, (job.offset, job.commit_seq))
             if job.meta:
                 conn.executemany("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", list(job.meta.items()))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise

@@ -9,10 +9,12 @@ the ``-wal`` and ``-shm`` files with the mode of the database file, which is 060
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -165,6 +167,22 @@ class StoreConnection(sqlite3.Connection):
 
     def executescript(self, sql_script: str, /) -> _Cursor:
         return self._cursor().executescript(sql_script)
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on ``conn`` (autocommit mode): BEGIN IMMEDIATE, then COMMIT, or
+    ROLLBACK when the body or the COMMIT fails (a full disk fails the COMMIT), so the connection
+    is usable again and nothing half-done is kept."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+        raise
 
 
 @functools.lru_cache(maxsize=4096)

@@ -21,7 +21,7 @@ import orjson
 from ..files import FILE_MODE, fsync_dir, full_fsync, identity
 from ..models import MAX_SEQ, Counts, ErrorGroup
 from . import queries, selected
-from .connection import connect_readonly, connect_rw, connect_unlinked, missing
+from .connection import connect_readonly, connect_rw, connect_unlinked, missing, write_transaction
 from .enqueue import LineBlock, ScanOutcome, Waits, enqueue, rescan
 from .queries import AttemptRow, ItemFilter, ItemRow, Selection, selection_condition
 from .schema import check_version, create_schema, has_slowest_index, migrate
@@ -140,17 +140,9 @@ class ItemStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back when its body or its COMMIT fails (a full disk
-        fails the COMMIT), so the connection is usable again and nothing half-done is kept."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                with contextlib.suppress(Exception):
-                    self.conn.execute("ROLLBACK")
-            raise
+        """One write transaction (:func:`.connection.write_transaction`)."""
+        with write_transaction(self.conn) as conn:
+            yield conn
 
     # -- meta ------------------------------------------------------------------------------
 

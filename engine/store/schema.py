@@ -7,14 +7,13 @@ adds what later versions of batchtui put in (idempotent, ``IF NOT EXISTS``); eve
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
 from pathlib import Path
 from typing import Final
 
 from ..grouping import GROUPING_VERSION, normalize_message
-from .connection import StoreBusy, StoreCorrupt, StoreError, busy, recover_hint
+from .connection import StoreBusy, StoreCorrupt, StoreError, busy, recover_hint, write_transaction
 
 SCHEMA_VERSION: Final = 1
 #: A regrouping of more error messages than this says so before it begins (about 40,000 a
@@ -151,8 +150,7 @@ def regroup(conn: sqlite3.Connection) -> int:
     store written by a newer batchtui's rules is regrouped too: the views of this version must
     agree with the failures it records."""
     changed: list[tuple[str, int]] = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         (total,) = conn.execute("SELECT COUNT(*) FROM items WHERE error_group IS NOT NULL").fetchone()
         if total >= REGROUP_SAID:
             log.warning(
@@ -166,12 +164,6 @@ def regroup(conn: sqlite3.Connection) -> int:
                 changed.append((new, seq))
         conn.executemany("UPDATE items SET error_group=? WHERE seq=?", changed)
         conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('grouping', ?)", (GROUPING_VERSION,))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
     return len(changed)
 
 
