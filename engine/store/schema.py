@@ -7,7 +7,6 @@ adds what later versions of batchtui put in (idempotent, ``IF NOT EXISTS``); eve
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from pathlib import Path
 from typing import Final
@@ -19,7 +18,6 @@ SCHEMA_VERSION: Final = 1
 #: A regrouping of more error messages than this says so before it begins (about 40,000 a
 #: second: a million failed items make a resume wait half a minute, once).
 REGROUP_SAID: Final = 100_000
-log = logging.getLogger("batchtui.engine")
 #: The item statuses, in their lifecycle order (DESIGN §3).
 STATUSES: Final = ("pending", "processing", "complete", "failed", "skipped")
 
@@ -153,7 +151,9 @@ def regroup(conn: sqlite3.Connection) -> int:
     with write_transaction(conn):
         (total,) = conn.execute("SELECT COUNT(*) FROM items WHERE error_group IS NOT NULL").fetchone()
         if total >= REGROUP_SAID:
-            log.warning(
+            import logging  # only here: a verb that reads a store loads no logging (tests/test_startup.py)
+
+            logging.getLogger("batchtui.engine").warning(
                 f"regrouping the batch's {total:,} failed items by this batchtui's error rules"
                 f" (once: about {max(1, round(total / 40_000))}s)"
             )
