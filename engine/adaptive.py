@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_serializer, m
 
 from .fmt import fmt_duration
 from .models import TimeoutInForce
+from .numbers import to_float, to_int
 
 __all__ = [
     "DEFAULT_AFTER",
@@ -92,7 +93,7 @@ def parse_duration(text: str) -> float:
             raw, scale = raw[: -len(unit)].strip(), factor
             break
     try:
-        value = float(raw)
+        value = to_float(raw)
     except ValueError:
         raise ValueError(f"{text.strip()!r} is not a duration such as 5s, 500ms or 2m") from None
     if not math.isfinite(value):
@@ -172,7 +173,7 @@ def split_timeout(text: str) -> tuple[float | None, AdaptiveLimit | None]:
         if "," in text or "=" in text:
             raise ValueError(f"{text!r}: parts such as min= follow a percentage, e.g. 300%,min=5s")
         try:
-            return float(text), None
+            return to_float(text), None
         except ValueError:
             raise ValueError(f"{text!r} is not a number of seconds or a percentage such as 300%") from None
     head, *parts = [p.strip() for p in text.split(",")]
@@ -180,7 +181,7 @@ def split_timeout(text: str) -> tuple[float | None, AdaptiveLimit | None]:
         raise ValueError(f"{text!r}: the percentage comes first, e.g. 300% or 300%,min=5s")
     number = head[:-1].strip()
     try:
-        percent = float(number)
+        percent = to_float(number)
     except ValueError:
         raise ValueError(f"{head!r}: {number!r} is not a number (e.g. 300%)") from None
     if not math.isfinite(percent):
@@ -196,7 +197,7 @@ def split_timeout(text: str) -> tuple[float | None, AdaptiveLimit | None]:
         seen.add(name)
         if name == "after":
             try:
-                fields["after"] = int(value.strip())
+                fields["after"] = to_int(value.strip())
             except ValueError:
                 raise ValueError(f"after={value.strip()}: a whole number of successes, e.g. after=10") from None
         elif name == "min":

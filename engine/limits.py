@@ -153,7 +153,7 @@ def parse_limit_by(text: str) -> LimitBy:
     concurrency: int | None = None
     conc = match.group("conc")
     if conc is not None:
-        if not conc.strip().isdigit() or not 1 <= int(conc) <= MAX_CONCURRENCY:
+        if not (conc.strip().isascii() and conc.strip().isdigit()) or not 1 <= int(conc) <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency {conc!r} is not a whole number from 1 to {MAX_CONCURRENCY}")
         concurrency = int(conc)
     return LimitBy(KeyTemplate(template), rate, concurrency)

@@ -171,7 +171,7 @@ def test_dry_run_with_a_live_engine_appends_nothing(batch: Path) -> None:
         (["prioritize"], "say which items to prioritize"),
         (["retry", "--seq", "7-3"], "first number is above its last"),
         (["retry", "--seq", "x"], "not an item number"),
-        (["retry", "5-x"], "'5-x' is not an item number or a range like 7-20"),
+        (["retry", "5-x"], "'5-x' is not an item number (digits 0-9) or a range like 7-20"),
         (["retry", "--seq", "1,,2"], "not an item number"),
         (["retry", "--seq", str(1 << 63)], "item numbers are 0.."),
         (["retry", "--group", "zz"], "not an error group id"),

@@ -16,6 +16,7 @@ import click
 from batchtui.engine.adaptive import split_timeout
 from batchtui.engine.batches import BatchScope
 from batchtui.engine.config import BatchConfig, check_number, load_config
+from batchtui.engine.numbers import ascii_number, to_float
 
 from .output import plain
 
@@ -42,13 +43,26 @@ class Number(FloatParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         try:
-            number = float(value)
+            number = to_float(value) if isinstance(value, str) else float(value)
         except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
+            self.fail(f"{value!r} is not a number (digits 0-9)", param, ctx)
         try:
             return check_number(self.field, number)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class Int(click.IntRange):
+    """A whole-number option or argument in a range, written with the digits 0-9 (click's own
+    int() took '٣' for 3: engine/numbers.py)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                ascii_number(value)
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class TimeoutValue(TimeoutParamType):
@@ -77,11 +91,11 @@ class TimeoutValue(TimeoutParamType):
 
 #: The largest seq (models.MAX_SEQ: SQLite's integers are 64-bit).
 MAX_SEQ: Final = (1 << 63) - 1
-SEQ: Final = click.IntRange(0, MAX_SEQ)
+SEQ: Final = Int(0, MAX_SEQ)
 
 
 OPERATIONAL_OPTIONS: list[Decorator] = [
-    click.option("--workers", "-j", type=click.IntRange(1, 4096), help="Items run at once [default: CPU count, 2+]."),
+    click.option("--workers", "-j", type=Int(1, 4096), help="Items run at once [default: CPU count, 2+]."),
     click.option(
         "--executor",
         type=click.Choice(["thread", "process", "dask"]),
@@ -90,7 +104,7 @@ OPERATIONAL_OPTIONS: list[Decorator] = [
     click.option(
         "--scheduler", help="Dask scheduler address tcp://HOST:PORT (with --executor dask) [a local cluster]."
     ),
-    click.option("--max-attempts", type=click.IntRange(1, 100), help="Attempts per item for transient errors [3]."),
+    click.option("--max-attempts", type=Int(1, 100), help="Attempts per item for transient errors [3]."),
     click.option(
         "--timeout",
         type=TimeoutValue(),
@@ -107,7 +121,7 @@ OPERATIONAL_OPTIONS: list[Decorator] = [
         type=Number("max_failure_rate"),
         help="Halt once failed/finished is over this (a rate equal to it goes on).",
     ),
-    click.option("--min-items", type=click.IntRange(min=1), help="Checked from the N-th finished item on [20]."),
+    click.option("--min-items", type=Int(min=1), help="Checked from the N-th finished item on [20]."),
     click.option(
         "--max-cost", type=Number("max_cost"), help="Halt before the summed `cost` passes this (at most 1e15)."
     ),
@@ -124,7 +138,7 @@ OPERATIONAL_OPTIONS: list[Decorator] = [
         type=Number("memory_limit_mb"),
         help="Pause dispatch while engine+children RSS is over this.",
     ),
-    click.option("--window", type=click.IntRange(min=1), help="Items in flight at most [4 x workers x chunk]."),
+    click.option("--window", type=Int(min=1), help="Items in flight at most [4 x workers x chunk]."),
     click.option("--fsync/--no-fsync", default=None, help="fsync results and the store at each group commit [on]."),
     click.option("--on-finish", help="Shell command run at the end with report.json on stdin."),
     click.option(
@@ -166,7 +180,7 @@ BATCH_OPTIONS: list[Decorator] = [
     ),
     click.option(
         "--log-limit",
-        type=click.IntRange(0, 1 << 40),
+        type=Int(0, 1 << 40),
         help="Bytes of each attempt's stdout and stderr kept in logs/ (the last ones) [1048576: 1 MiB].",
     ),
 ]
@@ -215,7 +229,7 @@ DRY_RUN_OPTIONS: list[Decorator] = [
     click.option("--extensions", help="Dry run: flag files whose suffix is not in this comma list (.pdf,.png)."),
     click.option(
         "--show-commands",
-        type=click.IntRange(0, 10_000),
+        type=Int(0, 10_000),
         default=5,
         show_default=True,
         help="Dry run: print what the first N items would run (the command line, values quoted, or the call).",

@@ -33,6 +33,7 @@ from .options import (
     DRY_RUN_OPTIONS,
     OPERATIONAL_OPTIONS,
     SOURCE_OPTIONS,
+    Int,
     apply,
     collect_flags,
     note_config_file,
@@ -179,7 +180,7 @@ DEMO_DEFAULTS: Final = {"workers": 8, "executor": "thread", "backoff": 0.2}
 @click.option(
     "--items",
     "-n",
-    type=click.IntRange(1, 10_000_000),
+    type=Int(1, 10_000_000),
     default=None,
     help="How many demo items [default: about a minute's worth on a terminal, else 200].",
 )

@@ -14,7 +14,7 @@ from batchtui.engine.errors import EXIT_USAGE
 from .completion import complete_batch
 from .group import CONTEXT
 from .inspecting import refuse_newer
-from .options import DIR_OPTION, scope_of, theme_of
+from .options import DIR_OPTION, Int, scope_of, theme_of
 from .output import fail
 
 DEFAULT_PORT = 8787
@@ -25,7 +25,7 @@ DEFAULT_PORT = 8787
 @DIR_OPTION
 @click.option(
     "--port",
-    type=click.IntRange(1, 65535),
+    type=Int(1, 65535),
     default=DEFAULT_PORT,
     show_default=True,
     help="TCP port to listen on.",

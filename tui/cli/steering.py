@@ -17,10 +17,11 @@ from batchtui.engine.batches import resolve_batch
 from batchtui.engine.client import Applied, NotAcknowledged, invalid_note, send
 from batchtui.engine.fmt import shell_line
 from batchtui.engine.models import ControlOp
+from batchtui.engine.numbers import to_int
 
 from .completion import complete_batch
 from .group import CONTEXT
-from .options import DIR_OPTION, JSON_OPTION, MAX_SEQ, WAIT_OPTION, Decorator, scope_of
+from .options import DIR_OPTION, JSON_OPTION, MAX_SEQ, WAIT_OPTION, Decorator, Int, scope_of
 from .output import echo_json, fail, plain
 
 if TYPE_CHECKING:
@@ -119,10 +120,10 @@ def parse_seq_ranges(text: str) -> list[tuple[int, int]]:
         part = part.strip()
         first, dash, last = part.partition("-")
         try:
-            a = int(first)
-            b = int(last) if dash else a
+            a = to_int(first)
+            b = to_int(last) if dash else a
         except ValueError:
-            raise ValueError(f"{part!r} is not an item number or a range like 7-20") from None
+            raise ValueError(f"{part!r} is not an item number (digits 0-9) or a range like 7-20") from None
         if not 0 <= a <= MAX_SEQ or not 0 <= b <= MAX_SEQ:
             raise ValueError(f"{part!r}: item numbers are 0..{MAX_SEQ}")
         if a > b:
@@ -430,7 +431,7 @@ def prioritize_cmd(
 
 @click.command("workers", context_settings=CONTEXT)
 @click.argument("batch", shell_complete=complete_batch)
-@click.argument("n", type=click.IntRange(1, 4096))
+@click.argument("n", type=Int(1, 4096))
 @WAIT_OPTION
 @DIR_OPTION
 @JSON_OPTION
