@@ -228,7 +228,7 @@ class BatchConfig(BaseModel):
     @field_validator("chunk_size", mode="before")
     @classmethod
     def _chunk(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             return int(value)
         return value
 

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from batchtui.engine.adaptive import parse_duration, split_timeout
-from batchtui.engine.config import parse_rate
+from batchtui.engine.config import BatchConfig, parse_rate
 from batchtui.engine.limits import parse_limit_by
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
@@ -85,4 +86,7 @@ def test_the_engines_parsers_take_ascii_only() -> None:
         split_timeout(f"{ARABIC_3}")
     with pytest.raises(ValueError):
         parse_limit_by(f"{{host}} 5/s,{ARABIC_3}")
+    with pytest.raises(ValidationError):
+        BatchConfig(chunk_size=ARABIC_3)  # --chunk-size, batchtui.toml's chunk-size alike
+    assert BatchConfig(chunk_size="3").chunk_size == 3
     assert parse_rate("3/s") == 3.0 and parse_duration("3s") == 3.0 and split_timeout("3") == (3.0, None)
