@@ -132,7 +132,7 @@ def _looks_random(text: str) -> bool:
     """Whether the run ``text`` is a token: letters and digits alternate (:func:`_switches`),
     or the letters switch case like random text (:func:`_random_case`), or 10 characters or
     more mix both cases with digits between letters (``Jujxgzeqc4rqwZmS``). A name such as
-    ``Point2D`` or ``Win32Error`` may be taken for one: then two messages that differ only
+    ``Texture2DArray`` or ``Win32Error`` may be taken for one: then two messages that differ only
     there are one group, a smaller harm than one group per item."""
     if (text.islower() or text.isupper()) and not _DIGIT.search(text):
         return False  # a word in one case (most runs): the cheap answer first
