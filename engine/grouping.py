@@ -31,9 +31,10 @@ opens it for writing (:func:`batchtui.engine.store.schema.migrate`).
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Sequence
+from typing import Final, NamedTuple
 
-__all__ = ["GROUPING_VERSION", "GROUP_LIMIT", "group_id", "normalize_message"]
+__all__ = ["GROUPING_VERSION", "GROUP_LIMIT", "Family", "families", "group_id", "normalize_message"]
 
 #: The version of :func:`normalize_message`'s rules; stored in items.db's meta as ``grouping``.
 #: Version 1 folded paths, ids, hex and numbers; version 2 adds items, URLs, e-mails, tokens.
@@ -242,3 +243,64 @@ def group_id(error_type: str, normalized_message: str) -> str:
 
     digest = hashlib.blake2b(f"{error_type}\x00{normalized_message}".encode("utf-8", "surrogatepass"), digest_size=4)
     return digest.hexdigest()
+
+
+class Family(NamedTuple):
+    """Error groups of one type whose normalized messages differ in one word only: what the
+    rules above did not fold (a word that is not a token to them), shown so an operator can act
+    on them together. ``members`` index the groups given to :func:`families`; ``pattern`` is
+    the message with ``*`` for that word; ``match`` the longest stretch of the words around it
+    that the raw messages hold as they are (for ``--match``), or None."""
+
+    error_type: str
+    pattern: str
+    members: list[int]
+    match: str | None
+
+
+#: Groups looked at by :func:`families` (the biggest: enough to find what splits, and bounded).
+FAMILY_SCAN: Final = 2000
+
+
+def families(groups: Sequence[tuple[str, str, int]], least: int = 3) -> list[Family]:
+    """Of ``(error type, normalized message, count)`` (biggest first, as the store lists them),
+    the families of at least ``least`` groups that differ in one word only, the biggest (by
+    items) first; a group is in one family at most."""
+    buckets: dict[tuple[str, int, int, str, str], list[int]] = {}
+    for index, (error_type, message, _count) in enumerate(groups[:FAMILY_SCAN]):
+        words = message.split(" ")
+        if len(words) < 2:
+            continue
+        for pos in range(len(words)):
+            key = (error_type, len(words), pos, " ".join(words[:pos]), " ".join(words[pos + 1 :]))
+            buckets.setdefault(key, []).append(index)
+    found = sorted(
+        ((key, members) for key, members in buckets.items() if len(members) >= least),
+        key=lambda item: (-sum(groups[i][2] for i in item[1]), -len(item[1]), item[1][0]),
+    )
+    taken: set[int] = set()
+    out: list[Family] = []
+    for (error_type, _n, _pos, before, after), members in found:
+        rest = [i for i in members if i not in taken]
+        if len(rest) < least:
+            continue
+        taken.update(rest)
+        pattern = " ".join(part for part in (before, "*", after) if part)
+        out.append(Family(error_type, pattern, rest, _plain_stretch([*before.split(" "), "", *after.split(" ")])))
+    return out
+
+
+def _plain_stretch(words: list[str]) -> str | None:
+    """The longest run of ``words`` (an empty word breaks a run) with no placeholder in it,
+    joined; None when under 6 characters."""
+    best = ""
+    run: list[str] = []
+    for word in [*words, ""]:
+        if word and "<" not in word:
+            run.append(word)
+            continue
+        text = " ".join(run)
+        if len(text) > len(best):
+            best = text
+        run = []
+    return best if len(best) >= 6 else None

@@ -256,3 +256,59 @@ def test_a_large_regrouping_says_so_before_it_begins(
     again = invoke_cli(["retry", batch.name, "--seq", "1"])  # once: the version is recorded
     assert again.returncode == 0 and "regrouping" not in again.stderr, again.stderr
     assert _groups(batch / "items.db") == {"broken <item>": 3}
+
+
+# -- families: groups that differ in one word only -------------------------------------------------
+
+
+def test_families_of_groups_that_differ_in_one_word() -> None:
+    from batchtui.engine.grouping import families
+
+    groups = [
+        ("exit 3", "something else", 9),
+        ("exit 3", "disk quota exceeded on node ALPHA", 5),
+        ("exit 3", "disk quota exceeded on node BRAVO", 3),
+        ("exit 3", "disk quota exceeded on node CHARLIE", 1),
+        ("exit 4", "disk quota exceeded on node DELTA", 1),  # another type: not one of them
+        ("exit 3", "upload <token> refused: code QWE", 1),
+        ("exit 3", "upload <token> refused: code RTY", 1),
+        ("exit 5", "two alike ONE", 1),
+        ("exit 5", "two alike TWO", 1),  # two are no family (at least 3)
+    ]
+    found = families(groups)
+    assert [(f.error_type, f.pattern, f.members, f.match) for f in found] == [
+        ("exit 3", "disk quota exceeded on node *", [1, 2, 3], "disk quota exceeded on node"),
+    ]
+    groups.append(("exit 3", "upload <token> refused: code UIO", 1))
+    second = families(groups)[1]
+    # The words around the one that differs, without a placeholder: what --match can find.
+    assert (second.pattern, second.members, second.match) == (
+        "upload <token> refused: code *",
+        [5, 6, 9],
+        "refused: code",
+    )
+    assert families([("t", "<n> <n> A", 1), ("t", "<n> <n> B", 1), ("t", "<n> <n> C", 1)])[0].match is None
+
+
+def test_errors_names_a_family_with_a_selection_that_takes_it_whole(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    import shlex
+
+    (tmp_path / "nodes.txt").write_text("alpha\nbravo\ncharlie\ndelta\necho\nfoxtrot\n")
+    cmd = (
+        'case {} in e*|f*) echo "bad header in input" >&2; exit 4;;'
+        ' *) echo "disk quota exceeded on node $(echo {} | tr a-z A-Z)" >&2; exit 3;; esac'
+    )
+    assert invoke_cli(["run", "nodes.txt", "--cmd", cmd, "--headless", "--max-attempts", "1"]).returncode == 1
+    batch = only_batch(out_dir)
+    shown = invoke_cli(["errors", batch.name])
+    assert shown.returncode == 0, shown.stderr
+    assert "4 groups of exit 3 (4 items) differ in one word only: disk quota exceeded on node *" in shown.stdout
+    together = [line for line in shown.stdout.splitlines() if line.startswith("  together: ")]
+    assert len(together) == 1, shown.stdout
+    words = shlex.split(together[0].removeprefix("  together: "))
+    assert words[:3] == ["batchtui", "retry", batch.name] and words[-1] == "--dry-run"
+    dry = invoke_cli([*words[1:], "--json"])
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["selected"] == 4  # the four nodes, not the bad headers
+    listed = json.loads(invoke_cli(["errors", batch.name, "--json"]).stdout)
+    assert len(listed) == 5 and all("pattern" not in g for g in listed)  # --json: the groups only

@@ -19,6 +19,7 @@ from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.files import DamagedFile
 from batchtui.engine.fmt import count, shell_line
+from batchtui.engine.grouping import families
 from batchtui.engine.listing import GONE, list_batches
 from batchtui.engine.models import LiveProgress, NewerFormat
 from batchtui.engine.summary import (
@@ -299,11 +300,13 @@ def errors_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as
     """The error groups of BATCH [default: the latest], biggest first.
 
     \b
-    A group is the failed items of one error type whose messages differ only in paths, ids and
-    numbers. ID is its stable id: `retry|skip|prioritize BATCH --group ID` act on its items (a
-    unique start of the id will do). FIRST and LAST are when its items failed (local time).
-    --json prints a list, one object per group: id, error_type, category, count, first_seen,
-    last_seen (ISO times), example_seq, message (normalized), example_message.
+    A group is the failed items of one error type whose messages differ only in variable parts:
+    the item's own name, URLs, e-mails, ids, random tokens, paths and numbers. ID is its stable
+    id: `retry|skip|prioritize BATCH --group ID` act on its items (a unique start of the id will
+    do). FIRST and LAST are when its items failed (local time). Below the table, groups of one
+    type whose messages differ in one word only are named, with a selection that takes them
+    together. --json prints a list, one object per group: id, error_type, category, count,
+    first_seen, last_seen (ISO times), example_seq, message (normalized), example_message.
     """
     from batchtui.engine.store.queries import ItemQueries  # not for `ls` (sqlite3)
 
@@ -318,6 +321,28 @@ def errors_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as
         click.echo(f"{plain(bdir.batch_id)}: no failed items")
         return
     click.echo(error_table(groups, shutil.get_terminal_size((80, 24)).columns))
+    for line in family_lines(bdir, groups):
+        click.echo(line)
+
+
+def family_lines(bdir: BatchDir, groups: list[Any], most: int = 3) -> list[str]:
+    """Lines naming the biggest families of groups that differ in one word only (grouping's
+    :func:`~batchtui.engine.grouping.families`), each with a `retry --dry-run` that selects
+    them together (by type, and the words around the one that differs)."""
+    lines = []
+    for family in families([(g.error_type, g.message, g.count) for g in groups])[:most]:
+        items = sum(groups[i].count for i in family.members)
+        lines.append(
+            f"{len(family.members)} groups of {plain(family.error_type)} ({count(items, 'item')}) differ in one word"
+            f" only: {plain(family.pattern)}"
+        )
+        match = ("--match", family.match) if family.match else ()
+        where = ("--output-dir", bdir.path.parent)
+        command = shell_line(
+            "batchtui", "retry", bdir.batch_id, *where, "--type", family.error_type, *match, "--dry-run"
+        )
+        lines.append(f"  together: {command}")
+    return lines
 
 
 def error_table(groups: list[Any], width: int = 80) -> str:
