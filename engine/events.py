@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from .batchdir import now_iso
 from .files import FILE_MODE
 from .fmt import decode_output
-from .grouping import group_id, normalize_message
+from .grouping import group_id
 
 if TYPE_CHECKING:
     import logging
@@ -250,11 +250,11 @@ class BatchEvents:
         for gid in ids:
             self._groups.setdefault(gid, 0)
 
-    def failed(self, seq: int, key: str, error_type: str, category: str, message: str) -> None:
-        """An item failed for good: a ``new-group`` event when its group is new to the batch."""
+    def failed(self, seq: int, key: str, error_type: str, category: str, message: str, normalized: str) -> None:
+        """An item failed for good: a ``new-group`` event when its group is new to the batch
+        (``normalized``: its message as the store groups it, grouping.normalize_message)."""
         if "new-group" not in self._wanted:
             return
-        normalized = normalize_message(message, key)
         gid = group_id(error_type, normalized)
         count = self._groups.get(gid)
         self._groups[gid] = (count or 0) + 1

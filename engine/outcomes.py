@@ -114,7 +114,7 @@ class OutcomeRecorder:
         self.timeout_limits: dict[int, float] = {}
         #: Told of each item that failed for good (seq, key, error type, category, message):
         #: the run's ``new-group`` event (engine/events.py).
-        self.on_failed: Callable[[int, str, str, str, str], None] | None = None
+        self.on_failed: Callable[[int, str, str, str, str, str], None] | None = None
         #: Told why an item came back unstarted when its command could not be started.
         self.on_refused: Callable[[str], None] | None = None
         self._iso_second = -1
@@ -302,13 +302,14 @@ class OutcomeRecorder:
                 attempt=o.attempt,
             )
         )
+        group = normalize_message(err.message, flight.item.key)
         fields = (
             o.attempt,
             err.error_type,
             err.category,
             err.message,
             err.detail,
-            normalize_message(err.message, flight.item.key),
+            group,
             finished_at,
             o.duration,
         )
@@ -349,4 +350,4 @@ class OutcomeRecorder:
         self.staging.delta["processing"] -= 1
         self.staging.delta["failed"] += 1
         if self.on_failed is not None:
-            self.on_failed(o.seq, flight.item.key, err.error_type, err.category, err.message)
+            self.on_failed(o.seq, flight.item.key, err.error_type, err.category, err.message, group)
