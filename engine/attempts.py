@@ -28,6 +28,7 @@ from .shell.item import Item
 
 if TYPE_CHECKING:  # a pool worker imports this module: it needs no settings models
     from .config import BatchConfig
+    from .inflight import Slot
 
 
 @dataclass(slots=True)
@@ -157,6 +158,7 @@ def run_items(
     gate: Gate | None = None,
     report: Report | None = None,
     successes_judged: Callable[[], bool] | None = None,
+    slot: Slot | None = None,
 ) -> list[Outcome]:
     """Run a chunk of items; never raises (every failure of an item becomes its Outcome).
 
@@ -168,16 +170,20 @@ def run_items(
     :meth:`.executors.EarlyHalt.judges_successes`) and the function returns []; without it the
     outcomes are returned together. Any exception of an item fails that item with its
     real type and message, ``SystemExit`` and ``KeyboardInterrupt`` included.
+
+    ``slot`` (the thread executor's, :mod:`.inflight`) holds the item while it runs, so that an
+    item that kills this process is known to the next engine. A chunk taken together is not
+    marked there.
     """
     if chunked and isinstance(processor, CallableProcessor):
         return _run_chunked(processor, items, classifier, gate, report)
     outcomes: list[Outcome] = []
     if report is None:
-        _run_each(processor, items, classifier, gate, outcomes.append, None)
+        _run_each(processor, items, classifier, gate, outcomes.append, None, slot=slot)
         return outcomes
     box = Outbox(report)
     try:
-        _run_each(processor, items, classifier, gate, None, box, successes_judged)
+        _run_each(processor, items, classifier, gate, None, box, successes_judged, slot)
     finally:
         box.close()  # what is decided is handed over, whatever ends the chunk
     return []
@@ -191,9 +197,10 @@ def _run_each(
     append: Callable[[Outcome], None] | None,
     box: Outbox | None,
     successes_judged: Callable[[], bool] | None = None,
+    slot: Slot | None = None,
 ) -> None:
     """The items one after the other: each outcome to ``append``, or to ``box`` (the urgent
-    ones marked), which hands them over as they are decided."""
+    ones marked), which hands them over as they are decided; each in ``slot`` while it runs."""
     limit: int = getattr(processor, "max_result_bytes", DEFAULT_MAX_RESULT_BYTES)
     clock, wall = time.perf_counter, time.time
     soft = gate is not None and getattr(gate, "kills_by_signal", False)
@@ -210,6 +217,8 @@ def _run_each(
         t0 = clock()
         if logged:
             capture.begin(item)
+        if slot is not None:
+            slot.set(item.seq, item.attempt, started)
         try:
             if soft:
                 gate.arm()  # type: ignore[union-attr]
@@ -217,6 +226,8 @@ def _run_each(
             if soft:
                 gate.disarm()  # type: ignore[union-attr]
         except BaseException as exc:
+            if slot is not None:
+                slot.clear()
             if soft:
                 gate.disarm()  # type: ignore[union-attr]
             if logged:
@@ -232,6 +243,8 @@ def _run_each(
             urgent = True
         else:
             t1 = clock()
+            if slot is not None:
+                slot.clear()
             if logged:
                 _end_capture()
             # Checked here, in the worker: an unfit result fails its item and never travels.

@@ -419,6 +419,7 @@ BATCH_FILES: Final = (
     "engine.log",
     "events.jsonl",
     "workers.log",
+    "inflight",
 )
 BATCH_DIRS: Final = ("logs", "out", "tmp")
 

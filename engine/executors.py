@@ -27,6 +27,7 @@ from .processors import Item, ProcessorSpec, build_processor
 
 if TYPE_CHECKING:  # a pool worker imports this module: it needs no settings models
     from .config import BatchConfig
+    from .inflight import InflightFile, Slot
 
 log = logging.getLogger("batchtui.engine")
 
@@ -331,6 +332,13 @@ class ThreadExecutor(_HandoffExecutor):
         self._counter = 0
         self._captured = False
         self._woken = threading.Event()  # set at shutdown: a worker waiting for room leaves
+        #: Where each worker notes the item it runs (engine/inflight.py): items run in this
+        #: process, and one that kills it must be known to the next engine.
+        self.inflight: InflightFile | None = None
+
+    def keep_inflight(self, inflight: InflightFile) -> None:
+        """Note the items in ``inflight`` while they run (before :meth:`start`)."""
+        self.inflight = inflight
 
     def start(self) -> None:
         self.processor = build_processor(
@@ -345,6 +353,16 @@ class ThreadExecutor(_HandoffExecutor):
         self.set_workers(self.config.workers)
 
     def _loop(self) -> None:
+        inflight = self.inflight
+        slot = inflight.take() if inflight is not None else None
+        try:
+            self._work(slot)
+        finally:
+            if inflight is not None:
+                inflight.give_back(slot)
+
+    def _work(self, slot: Slot | None) -> None:
+        """A worker thread's chunks, one after the other, until the hand-off closes."""
         processor, classifier, chunked = self.processor, self.classifier, self.spec.chunked
         handoff, put = self.handoff, self._report
         early = self.early_halt
@@ -364,7 +382,7 @@ class ThreadExecutor(_HandoffExecutor):
                 put(outcomes)
 
             try:
-                run_items(processor, chunk.items, classifier, chunked, chunk.gate, report, judged)
+                run_items(processor, chunk.items, classifier, chunked, chunk.gate, report, judged, slot)
             except BaseException as exc:
                 if sys.is_finalizing():
                     raise

@@ -313,6 +313,8 @@ class BatchRunner(TakeOver, Finishing):
         max_items = self.config.window or workers * 4 * size
         if budget and not self.outcomes.cost_known:
             max_items = 1  # no item finished yet: probe with one so the cap cannot be overrun
+        if self.suspects:
+            max_items = 1  # items the last engine died running: each alone (TakeOver._charge_dead)
         room = max_items - len(self._inflight)
         if room <= 0:
             return
@@ -381,6 +383,8 @@ class BatchRunner(TakeOver, Finishing):
         # What the ETA counts on: how long attempts take (a timeout is one; an item killed by a
         # stop or a skip was cut short, and one handed back never ran).
         kills = self._kill_reasons
+        if self.suspects:
+            self.suspects.difference_update(o.seq for o in outcomes)
         self.eta.durations(o.duration for o in outcomes if not o.returned and kills.get(o.seq, "timeout") == "timeout")
         if self.config.max_failure_rate is None or self.halt_reason:
             self.outcomes.record(outcomes)

@@ -14,6 +14,8 @@ import array
 import logging
 import os
 import time
+from datetime import UTC, datetime
+from typing import Final
 
 from . import fdlimit, staging, warmstart
 from .batchdir import HOST, now_iso
@@ -21,9 +23,12 @@ from .committer import Committer
 from .control import ControlWatcher
 from .control_file import ControlReader
 from .enqueue import pipe_note, read_rest, source_unreadable
+from .errors import WorkerLost, classify
 from .executors import EarlyHalt, WorkerInitError
 from .files import ResultsLog
+from .grouping import normalize_message
 from .growing import finish_cut_add, pending_add
+from .inflight import InflightFile, left_by_dead_engine
 from .models import (
     ACTIVE_STATES,
     BatchState,
@@ -34,13 +39,26 @@ from .resultscheck import adopt_tail, finish_staged
 from .runstate import RunState
 from .sources import SourceSpec, describe, named_pipes
 from .store import ItemStore
+from .store.queries import Selection
 from .timing import batch_timing, close_dead_runs
 
 log = logging.getLogger("batchtui.engine")
 
+#: The failure of an attempt a dead engine was running (engine/inflight.py).
+DIED_WHILE_RUNNING: Final = (
+    "the engine died while this item ran (a crash in the processor's own process, os._exit,"
+    " the OOM killer or a kill -9): counted as an attempt"
+)
+
 
 class TakeOver(RunState):
     """Part of :class:`~batchtui.engine.runner.BatchRunner`: :meth:`open` and :meth:`close`."""
+
+    #: Where the thread executor's workers note the items they run (engine/inflight.py).
+    inflight: InflightFile | None = None
+    #: Items the last engine was running when it died, not failed for it: this run takes them
+    #: first, one at a time, until each has an outcome (see :meth:`_charge_dead`).
+    suspects: set[int]
 
     def open(self, *, watch: bool = False) -> None:
         """Take the batch: its lock, its files, the executor. :meth:`run` calls it; a test may
@@ -69,6 +87,11 @@ class TakeOver(RunState):
             self.store.close()
         if self.results is not None:
             self.results.close()
+        if self.inflight is not None:
+            # Every item this engine ran is settled in the store (or, abandoned, may still run
+            # as the process exits: the next engine counts those attempts).
+            self.inflight.close(forget=not self._abandoned)
+            self.inflight = None
         if not self._abandoned:  # else the kernel drops the lock when this process exits
             self.lock.release()
         if self.reaper is not None:  # after the release: until then no other engine may take the batch
@@ -77,6 +100,9 @@ class TakeOver(RunState):
 
     def _setup(self) -> None:
         durable = self.config.fsync
+        # The items a dead engine was running: read before this run's own file replaces it.
+        dead = left_by_dead_engine(self.batch.path)
+        self.suspects = set()
         # This run begins now that it holds the batch (a runner may be made well before it runs,
         # the app's for one): its time is counted from here.
         self._t0, self._started_at = time.monotonic(), now_iso()
@@ -119,6 +145,8 @@ class TakeOver(RunState):
             )
             self.manifest, told = finish_cut_add(self.batch, self.manifest, store, durable)
             self._warn(told)
+        if dead:
+            self._charge_dead(dead)
         requeued = store.requeue_processing()
         if requeued:
             log.info("requeued %d items left processing by a previous engine", requeued)
@@ -194,6 +222,14 @@ class TakeOver(RunState):
                 f"--max-failure-rate never halts this batch: it is judged from --min-items {least} items on, "
                 f"and the batch has {self.counts.total}"
             )
+        keep_inflight = getattr(self.executor, "keep_inflight", None)
+        if keep_inflight is not None:
+            try:
+                self.inflight = InflightFile(self.batch.path)
+            except OSError as exc:  # the run goes on; an item that kills it is then not known
+                self._warn(f"cannot keep {self.batch.path.name}/inflight: {exc.strerror or exc}")
+            else:
+                keep_inflight(self.inflight)
         try:
             self.executor.start()
         except WorkerInitError as exc:
@@ -202,6 +238,41 @@ class TakeOver(RunState):
         short = getattr(self.executor, "shortfall", None)
         if short:
             self._warn(short)
+
+    def _charge_dead(self, dead: list[tuple[int, int, float]]) -> None:
+        """Count the attempts the last engine was running when it died, and say so: an item
+        that keeps taking the engine down fails at --max-attempts, and the batch goes on."""
+        assert self.store is not None
+        info = classify(WorkerLost(DIED_WHILE_RUNNING))
+        runs = [
+            (seq, attempt, datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds"))
+            for seq, attempt, at in dead
+        ]
+        error = (info.error_type, info.category, info.message, info.detail)
+        most = self.config.max_attempts
+        charged = self.store.charge_dead_runs(runs, error, normalize_message(info.message), most, now_iso())
+        if not charged:
+            return
+        # The ones to run again go first, and alone: run beside each other (or beside items that
+        # did nothing wrong), one that takes the engine down again would count an attempt of
+        # every item in flight with it, and fail them all in the end.
+        suspects = [seq for seq, _attempt, deaths in charged if deaths > 0]
+        if suspects:
+            self.store.prioritize(Selection.of_seqs(suspects))
+            self.suspects = set(suspects)
+        shown = ", ".join(
+            f"#{seq} (failed: it was running at {-deaths} engine deaths)"
+            if deaths < 0
+            else f"#{seq} (attempt {attempt})"
+            for seq, attempt, deaths in charged[:10]
+        )
+        more = f" and {len(charged) - 10} more" if len(charged) > 10 else ""
+        again = {0: "", 1: "; it runs again first, alone"}.get(len(suspects), "; they run again first, one at a time")
+        self._warn(
+            f"the last engine died while {len(charged)} item{'s' if len(charged) != 1 else ''} ran: {shown}{more};"
+            " each such attempt counts (WorkerLost), and an item running at two deaths fails once it"
+            f" reaches --max-attempts {self.config.max_attempts}{again}"
+        )
 
     def _adopt_results(self, offset: int) -> list[str]:
         """Lines past the committed offset: each is checked against its item, the valid ones are

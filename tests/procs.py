@@ -199,3 +199,16 @@ def fetch_url(item: Any) -> dict[str, Any]:
             header = exc.headers.get("Retry-After")
             raise Throttled(f"429 from {item.data}", float(header) if header else None) from None
         raise
+
+
+def poison(item: Any) -> dict[str, int]:
+    """Works $BTUI_TEST_SLEEP seconds (5 ms), but takes its whole process down half-way
+    (``os._exit(9)``, as a segfault in a C extension would) on the item whose key is
+    $BTUI_TEST_POISON; logs each start."""
+    _log_start(item)
+    work = float(os.environ.get("BTUI_TEST_SLEEP", "0.005"))
+    if item.key == os.environ.get("BTUI_TEST_POISON"):
+        time.sleep(work / 2)
+        os._exit(9)
+    time.sleep(work)
+    return {"seq": item.seq}

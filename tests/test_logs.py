@@ -314,7 +314,7 @@ def test_an_attempt_run_again_under_its_number_keeps_the_log_of_its_cut_off_run(
     assert [(a.attempt, a.out) for a in attempt_logs(batch, 4)] == [(1, logs / "4.1.out")]
 
 
-def test_a_resume_after_a_kill_keeps_the_output_of_the_run_it_cut_off(tmp_path: Path) -> None:
+def test_a_resume_after_a_kill_keeps_the_output_of_the_attempt_it_cut_off(tmp_path: Path) -> None:
     """End to end: kill -9 of the engine while an item prints and sleeps, then resume."""
     import json
     import signal
@@ -348,5 +348,7 @@ def test_a_resume_after_a_kill_keeps_the_output_of_the_run_it_cut_off(tmp_path: 
         check=False,
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert log.read_bytes() == b"second\n"
-    assert (batch_dir / "logs" / "0.1.out.interrupted").read_bytes() == b"first\n"
+    # The attempt the kill cut off counts (engine/inflight.py): the resume runs attempt 2, and
+    # attempt 1's output stays where it was written.
+    assert log.read_bytes() == b"first\n"
+    assert (batch_dir / "logs" / "0.2.out").read_bytes() == b"second\n"

@@ -14,7 +14,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -26,6 +26,10 @@ from .enqueue import LineBlock, ScanOutcome, Waits, enqueue, rescan
 from .queries import AttemptRow, ItemFilter, ItemRow, Selection, selection_condition
 from .schema import check_version, create_schema, has_slowest_index, migrate
 from .selection import RETRIABLE
+
+#: Engine deaths an item must have been running at before one fails it (with --max-attempts
+#: reached too): see :meth:`ItemStore.charge_dead_runs`.
+DEATHS_TO_FAIL: Final = 2
 
 
 class ItemStore:
@@ -215,6 +219,54 @@ class ItemStore:
             marks = ",".join("?" * len(part))
             found.update(k for (k,) in self.conn.execute(f"SELECT key FROM items WHERE key IN ({marks})", part))
         return found
+
+    def charge_dead_runs(
+        self,
+        runs: Sequence[tuple[int, int, str | None]],
+        error: tuple[str, str, str, str],
+        group: str,
+        max_attempts: int,
+        at: str,
+    ) -> list[tuple[int, int, int]]:
+        """Attempts ``(seq, attempt, started_at)`` a dead engine began (engine/inflight.py): each
+        is counted and logged with ``error`` (type, category, message, detail; ``group`` its
+        normalized message). Its item fails once the attempt is ``max_attempts`` and it has been
+        running at :data:`DEATHS_TO_FAIL` deaths (one death may be an operator's kill -9, which
+        is no fault of the items then running), else goes back to pending with that error. An
+        item that has ended since, or counts that attempt already, is left as it is. Returns
+        ``(seq, attempt, deaths)`` of the attempts counted (``deaths`` negative: it failed)."""
+        charged: list[tuple[int, int, int]] = []
+        with self.transaction():
+            for seq, attempt, started_at in runs:
+                row = self.conn.execute("SELECT status, attempts FROM items WHERE seq=?", (seq,)).fetchone()
+                if row is None or row[0] not in ("pending", "processing") or row[1] >= attempt:
+                    continue
+                before = self.conn.execute(
+                    "SELECT COUNT(*) FROM attempts WHERE seq=? AND error_type=? AND error_message=?",
+                    (seq, error[0], error[2]),
+                ).fetchone()[0]
+                deaths = int(before) + 1
+                failed = attempt >= max_attempts and deaths >= DEATHS_TO_FAIL
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO attempts(seq, attempt, status, started_at, finished_at, duration_s,"
+                    " error_type, error_category, error_message, error_detail) VALUES (?,?,'failed',?,NULL,NULL,?,?,?,?)",
+                    (seq, attempt, started_at, *error),
+                )
+                self.conn.execute(
+                    "UPDATE items SET status=?, attempts=?, error_type=?, error_category=?, error_message=?,"
+                    " error_detail=?, error_group=?, started_at=?, finished_at=?, duration_s=NULL WHERE seq=?",
+                    (
+                        "failed" if failed else "pending",
+                        attempt,
+                        *error,
+                        group,
+                        started_at,
+                        at if failed else None,
+                        seq,
+                    ),
+                )
+                charged.append((seq, attempt, -deaths if failed else deaths))
+        return charged
 
     def requeue_processing(self) -> int:
         """Crash recovery: items left 'processing' go back to 'pending', attempts kept."""
