@@ -51,7 +51,8 @@ class BatchWatcher:
         # One read at a time: the watch thread and the dashboard's tick both read. Unserialized,
         # a read of the old file could post after a read of the new one and replace its message
         # (LiveUpdated.can_replace), while the new stamp stayed: the dashboard said "running"
-        # for good after the engine had finished.
+        # for good after the engine had finished. Their posts may still reach the queue out of
+        # order (the thread's goes through the event loop): messages carry their read's order.
         self._reading = threading.Lock()
 
     def start(self) -> None:

@@ -3,7 +3,8 @@
 Its stamp of a file (modification time, inode, size) can repeat across a replacement: a file
 system keeps times to a tick (or a second), and a freed inode is reused. A dashboard that trusts
 such a stamp misses the engine's last write ("finished") for good. These tests make the stamp
-repeat on purpose (same inode, same size, the time set back) and check what is posted.
+repeat on purpose (same inode, same size, the time set back) and check what is posted. The last
+two check that the dashboard shows the later of two reads, whichever thread posted each.
 """
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ from textual.message import Message
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.config import load_config
 from batchtui.engine.enqueue import create_batch
-from batchtui.engine.models import LiveProgress
+from batchtui.engine.files import read_model, write_model
+from batchtui.engine.models import BatchState, LiveProgress
 from batchtui.engine.processors import shell_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
 from batchtui.tui import watch
 from batchtui.tui.messages import LiveUpdated
 from batchtui.tui.watch import RACY_S, BatchWatcher
+
+from .conftest import run
+from .fixtures import make_batch
+from .test_snapshots import dashboard_open, settle
 
 
 def _finished(tmp_path: Path) -> BatchDir:
@@ -134,3 +140,43 @@ def test_a_read_of_the_old_file_never_posts_after_a_read_of_the_new_one(
     for _ in range(3):  # the dashboard's ticks after that
         watcher.read_all()
     assert _states(posted)[-1] == "finished", _states(posted)
+
+
+def test_a_read_posted_from_the_watch_thread_never_lands_after_a_later_read_of_the_ui_thread(tmp_path: Path) -> None:
+    """The reads are serialized, but not the posts' ways into the screen's queue: the watch
+    thread's post goes through the event loop (call_soon_threadsafe) and reaches the queue only
+    when the loop next runs its callbacks, while the tick's (or the resume dialog's) read on the
+    UI thread puts its message in at once. The watch thread read "running" and posted it; before
+    the loop ran again, the UI thread read the engine's last write, "finished", and posted it;
+    then "running" was queued after it and replaced it (LiveUpdated.can_replace), with the new
+    stamp kept: the dashboard said "running" for good (a background resume, once in CI)."""
+    out = tmp_path / "out"
+    batch = make_batch(out, state=BatchState.RUNNING)
+    live = batch / "live_progress.json"
+    running = read_model(live, LiveProgress)
+
+    async def body() -> None:
+        async with dashboard_open(out, batch) as (pilot, screen):
+            assert screen.live is not None and screen.live.state == BatchState.RUNNING
+            watcher = BatchWatcher(batch, screen.post_message, use_inotify=False)
+            # The watch thread reads "running" and posts it; the loop has not run since.
+            thread = threading.Thread(target=watcher.read_all, kwargs={"force": True}, name="batchtui-watch")
+            thread.start()
+            thread.join(30)
+            write_model(live, running.model_copy(update={"state": BatchState.FINISHED}))  # the last write
+            watcher.read_all()  # the tick, on the UI thread: "finished", posted at once
+            for _ in range(3):  # the ticks after that
+                await settle(pilot)
+                watcher.read_all()
+            assert screen.live is not None and screen.live.state == BatchState.FINISHED, screen.live.state
+
+    run(body)
+
+
+def test_an_earlier_read_never_replaces_a_later_one_in_the_queue(tmp_path: Path) -> None:
+    batch = _finished(tmp_path)
+    live = read_model(batch.live_progress, LiveProgress)
+    earlier, later = LiveUpdated(batch.path, live), LiveUpdated(batch.path, live)
+    assert earlier.order < later.order
+    assert earlier.can_replace(later)  # the later read is handled instead of the earlier one
+    assert not later.can_replace(earlier)  # a thread's late post does not take the later one's place

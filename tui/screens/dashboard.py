@@ -35,7 +35,7 @@ from batchtui.engine.reading import SourceReading
 
 from ..flight import Flight, flights, nothing_runs
 from ..host import Host, host
-from ..messages import EngineFinished, FileDamaged, LiveUpdated, ManifestUpdated
+from ..messages import EngineFinished, FileDamaged, LiveUpdated, ManifestUpdated, on_latest
 from ..watch import BatchWatcher
 from ..widgets.charts import Charts
 from ..widgets.counts import CountsRow
@@ -187,7 +187,7 @@ class DashboardScreen(WorkerScreen):
 
     # -- data in -----------------------------------------------------------------------------
 
-    @on(ManifestUpdated)
+    @on_latest(ManifestUpdated)
     def _manifest(self, message: ManifestUpdated) -> None:
         self.manifest = message.manifest
         if message.manifest.state == BatchState.CREATED and self.reading is None:
@@ -198,7 +198,7 @@ class DashboardScreen(WorkerScreen):
         self._event(message.line(shown=self.live is not None or self.manifest is not None))
         self.query_one(TitleBar).unreadable |= self.manifest is None and message.name == "manifest.json"
 
-    @on(LiveUpdated)
+    @on_latest(LiveUpdated)
     def _live(self, message: LiveUpdated) -> None:
         live, previous = message.live, self.live
         if self.in_process_engine and previous is not None and previous.state == live.state:
