@@ -16,9 +16,10 @@ when it died. Each of those attempts is counted and logged as ``WorkerLost`` (tr
 a pool worker dies): the item is retried, and fails once it reaches ``--max-attempts``, so an
 item that keeps killing the engine stops doing so and the batch goes on.
 
-Layout: slots of 32 bytes, ``<qqdq``: seq + 1 (0: free), attempt, start (Unix time), unused.
-A slot is written attempt and start first, seq last, and cleared by its seq: a death between two
-stores leaves either a free slot or a whole one (an aligned 8-byte store is not torn).
+Layout: slots of 32 bytes, four 8-byte integers in this machine's byte order: seq + 1 (0: free),
+attempt, start (Unix time in milliseconds), unused. A slot is written attempt and start first, seq
+last, and cleared by its seq, each word by one aligned 8-byte store (not torn): a death between
+two stores leaves either a free slot or a whole one. About 0.2 us an item.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ __all__ = ["NAME", "SLOTS", "InflightFile", "Slot", "left_by_dead_engine"]
 
 #: The file in the batch directory.
 NAME: Final = "inflight"
-_SLOT: Final = struct.Struct("<qqdq")
-_SEQ: Final = struct.Struct("<q")
-_REST: Final = struct.Struct("<qd")  # attempt, start
+_SLOT: Final = struct.Struct("=qqqq")
+_WORDS: Final = _SLOT.size // 8
+_MOST_SEQ: Final = 1 << 62
+_MOST_ATTEMPT: Final = 1 << 31
+_MOST_MS: Final = 1 << 53  # (as a float, still exact)
 #: Slots in the file: twice the most workers a run may have (threads retired by a shrink finish
 #: their item while new ones start). 256 KiB, sparse: only the pages written take room.
 SLOTS: Final = 2 * 4096
@@ -45,18 +48,23 @@ SLOTS: Final = 2 * 4096
 class Slot:
     """One worker thread's slot: :meth:`set` before an item starts, :meth:`clear` after it ends."""
 
-    __slots__ = ("_map", "_offset")
+    __slots__ = ("_at", "_words")
 
-    def __init__(self, buf: mmap.mmap, index: int) -> None:
-        self._map = buf
-        self._offset = index * _SLOT.size
+    def __init__(self, words: memoryview, index: int) -> None:
+        self._words, self._at = words, index * _WORDS
 
     def set(self, seq: int, attempt: int, started: float) -> None:
-        _REST.pack_into(self._map, self._offset + 8, attempt, started)
-        _SEQ.pack_into(self._map, self._offset, seq + 1)
+        at, words = self._at, self._words
+        words[at + 1] = attempt
+        words[at + 2] = int(started * 1000)
+        words[at] = seq + 1
 
     def clear(self) -> None:
-        _SEQ.pack_into(self._map, self._offset, 0)
+        self._words[self._at] = 0
+
+    @property
+    def index(self) -> int:
+        return self._at // _WORDS
 
 
 class InflightFile:
@@ -69,9 +77,12 @@ class InflightFile:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
             os.ftruncate(fd, SLOTS * _SLOT.size)
-            self._map = mmap.mmap(fd, SLOTS * _SLOT.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            buf = mmap.mmap(fd, SLOTS * _SLOT.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
+        # Stores through these views are single machine stores (struct.pack_into costs 5 times
+        # more an item). They keep the map alive: it is unmapped once no slot refers to it.
+        self._words = memoryview(buf).cast("q")
         self._lock = threading.Lock()
         self._free = list(range(SLOTS - 1, -1, -1))
         self._closed = False
@@ -81,7 +92,7 @@ class InflightFile:
         with self._lock:
             if self._closed or not self._free:
                 return None
-            return Slot(self._map, self._free.pop())
+            return Slot(self._words, self._free.pop())
 
     def give_back(self, slot: Slot | None) -> None:
         """The slot of a thread that ends (cleared)."""
@@ -91,7 +102,7 @@ class InflightFile:
             if self._closed:
                 return
             slot.clear()
-            self._free.append(slot._offset // _SLOT.size)
+            self._free.append(slot.index)
 
     def close(self, *, forget: bool) -> None:
         """Unmap the file; ``forget``: remove it (the engine ends and has settled every item it
@@ -106,9 +117,8 @@ class InflightFile:
                     os.unlink(self.path)
                 except FileNotFoundError:
                     pass
-            # The workers' slots point into the map: a thread still running an item (a stop that
-            # gave up on it) must not write into unmapped memory, so the map stays referenced by
-            # them and is closed by the garbage collector once they let go.
+            # Not unmapped here: a thread still running an item (a stop that gave up on it) must
+            # not write into unmapped memory. The views keep the map until the last one goes.
 
 
 def left_by_dead_engine(batch_dir: Path) -> list[tuple[int, int, float]]:
@@ -127,9 +137,10 @@ def left_by_dead_engine(batch_dir: Path) -> list[tuple[int, int, float]]:
         os.close(fd)
     data = data[: len(data) - len(data) % _SLOT.size]
     found: dict[int, tuple[int, int, float]] = {}
-    for seq1, attempt, started, _unused in _SLOT.iter_unpack(data):
-        if seq1 > 0 and attempt > 0:
+    for seq1, attempt, started_ms, _unused in _SLOT.iter_unpack(data):
+        # What no engine writes (a damaged file) is passed over.
+        if 0 < seq1 <= _MOST_SEQ and 0 < attempt < _MOST_ATTEMPT and 0 <= started_ms < _MOST_MS:
             seq = seq1 - 1
             if seq not in found or attempt > found[seq][1]:
-                found[seq] = (seq, attempt, started)
+                found[seq] = (seq, attempt, started_ms / 1000)
     return sorted(found.values())
