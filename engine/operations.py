@@ -160,7 +160,16 @@ class Operations:
             run._reset_scan()
         if changed.get("failed"):
             run.error_tally.reread(run.store)
+        self._forget_skipped_suspects()
         return _skipped_text(skipped + sum(changed.values()), killed)
+
+    def _forget_skipped_suspects(self) -> None:
+        """Items the last engine died running that a skip took: no outcome will come for them,
+        and the run must not go on one item at a time for their sake (TakeOver._charge_dead)."""
+        run = self.run
+        if run.suspects and run.store is not None:
+            statuses = run.store.statuses(run.suspects)
+            run.suspects.difference_update(s for s in list(run.suspects) if statuses.get(s) == "skipped")
 
     def skip(self, seqs: list[int]) -> str:
         """Skip items by seq (see :meth:`_skip`)."""
@@ -205,6 +214,7 @@ class Operations:
             run._reset_scan()
         if any(before.get(seq) == "failed" for seq in changed):
             run.error_tally.reread(run.store)
+        self._forget_skipped_suspects()
         return len(changed), len(running)
 
 

@@ -383,8 +383,8 @@ class BatchRunner(TakeOver, Finishing):
         # What the ETA counts on: how long attempts take (a timeout is one; an item killed by a
         # stop or a skip was cut short, and one handed back never ran).
         kills = self._kill_reasons
-        if self.suspects:
-            self.suspects.difference_update(o.seq for o in outcomes)
+        if self.suspects:  # one that ran has its outcome; one handed back unstarted is still one
+            self.suspects.difference_update(o.seq for o in outcomes if not o.returned)
         self.eta.durations(o.duration for o in outcomes if not o.returned and kills.get(o.seq, "timeout") == "timeout")
         if self.config.max_failure_rate is None or self.halt_reason:
             self.outcomes.record(outcomes)

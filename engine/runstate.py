@@ -121,6 +121,9 @@ class RunState:
         self.warnings.extend(f"{now_iso()} {note}" for note in read_notes)
 
         self._inflight: dict[int, Flight] = {}
+        #: Items the last engine was running at two deaths or more, not failed for it: this run
+        #: takes them first, one at a time, until each has an outcome (TakeOver._charge_dead).
+        self.suspects: set[int] = set()
         self._kill_reasons: dict[int, str] = {}
         self.dispatcher = Dispatcher(
             self.config,

@@ -56,9 +56,6 @@ class TakeOver(RunState):
 
     #: Where the thread executor's workers note the items they run (engine/inflight.py).
     inflight: InflightFile | None = None
-    #: Items the last engine was running when it died, not failed for it: this run takes them
-    #: first, one at a time, until each has an outcome (see :meth:`_charge_dead`).
-    suspects: set[int]
 
     def open(self, *, watch: bool = False) -> None:
         """Take the batch: its lock, its files, the executor. :meth:`run` calls it; a test may
@@ -253,25 +250,28 @@ class TakeOver(RunState):
         charged = self.store.charge_dead_runs(runs, error, normalize_message(info.message), most, now_iso())
         if not charged:
             return
-        # The ones to run again go first, and alone: run beside each other (or beside items that
-        # did nothing wrong), one that takes the engine down again would count an attempt of
-        # every item in flight with it, and fail them all in the end.
-        suspects = [seq for seq, _attempt, deaths in charged if deaths > 0]
+        # Items that were running at more than one death go first, and one at a time: beside
+        # each other (or beside items that did nothing wrong), one that takes the engine down
+        # again would count an attempt of every item in flight with it, and only an item that
+        # dies alone is known to be the cause (charge_dead_runs fails no other). Items running
+        # at one death only go on as the others do: that death was most likely no item's (a
+        # kill -9, a reboot), and running them one at a time would cost a long batch dearly.
+        suspects = [seq for seq, _attempt, deaths, failed in charged if deaths > 1 and not failed]
         if suspects:
             self.store.prioritize(Selection.of_seqs(suspects))
             self.suspects = set(suspects)
         shown = ", ".join(
-            f"#{seq} (failed: it was running at {-deaths} engine deaths)"
-            if deaths < 0
-            else f"#{seq} (attempt {attempt})"
-            for seq, attempt, deaths in charged[:10]
+            f"#{seq} (failed: it was running, alone, at {deaths} engine deaths)"
+            if failed
+            else f"#{seq} (attempt {attempt}{f', running at {deaths} deaths' if deaths > 1 else ''})"
+            for seq, attempt, deaths, failed in charged[:10]
         )
         more = f" and {len(charged) - 10} more" if len(charged) > 10 else ""
         again = {0: "", 1: "; it runs again first, alone"}.get(len(suspects), "; they run again first, one at a time")
         self._warn(
             f"the last engine died while {len(charged)} item{'s' if len(charged) != 1 else ''} ran: {shown}{more};"
-            " each such attempt counts (WorkerLost), and an item running at two deaths fails once it"
-            f" reaches --max-attempts {self.config.max_attempts}{again}"
+            " each such attempt counts (WorkerLost): an item running at two deaths runs again alone,"
+            f" and one that dies alone fails at --max-attempts {self.config.max_attempts}{again}"
         )
 
     def _adopt_results(self, offset: int) -> list[str]:

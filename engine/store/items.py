@@ -227,15 +227,17 @@ class ItemStore:
         group: str,
         max_attempts: int,
         at: str,
-    ) -> list[tuple[int, int, int]]:
+    ) -> list[tuple[int, int, int, bool]]:
         """Attempts ``(seq, attempt, started_at)`` a dead engine began (engine/inflight.py): each
         is counted and logged with ``error`` (type, category, message, detail; ``group`` its
-        normalized message). Its item fails once the attempt is ``max_attempts`` and it has been
-        running at :data:`DEATHS_TO_FAIL` deaths (one death may be an operator's kill -9, which
-        is no fault of the items then running), else goes back to pending with that error. An
-        item that has ended since, or counts that attempt already, is left as it is. Returns
-        ``(seq, attempt, deaths)`` of the attempts counted (``deaths`` negative: it failed)."""
-        charged: list[tuple[int, int, int]] = []
+        normalized message), and its item goes back to pending with that error, unless this is
+        proof enough that the item kills the engine: it ran alone (the only attempt in ``runs``),
+        it has been running at :data:`DEATHS_TO_FAIL` deaths (one may be an operator's kill -9),
+        and the attempt is ``max_attempts``. Then it fails. An item that has ended since, or
+        counts that attempt already, is left as it is. Returns ``(seq, attempt, deaths, failed)``
+        of the attempts counted (``deaths``: how many it has been running at, this one in)."""
+        charged: list[tuple[int, int, int, bool]] = []
+        alone = len(runs) == 1
         with self.transaction():
             for seq, attempt, started_at in runs:
                 row = self.conn.execute("SELECT status, attempts FROM items WHERE seq=?", (seq,)).fetchone()
@@ -246,7 +248,7 @@ class ItemStore:
                     (seq, error[0], error[2]),
                 ).fetchone()[0]
                 deaths = int(before) + 1
-                failed = attempt >= max_attempts and deaths >= DEATHS_TO_FAIL
+                failed = alone and attempt >= max_attempts and deaths >= DEATHS_TO_FAIL
                 self.conn.execute(
                     "INSERT OR REPLACE INTO attempts(seq, attempt, status, started_at, finished_at, duration_s,"
                     " error_type, error_category, error_message, error_detail) VALUES (?,?,'failed',?,NULL,NULL,?,?,?,?)",
@@ -265,7 +267,7 @@ class ItemStore:
                         seq,
                     ),
                 )
-                charged.append((seq, attempt, -deaths if failed else deaths))
+                charged.append((seq, attempt, deaths, failed))
         return charged
 
     def requeue_processing(self) -> int:
