@@ -13,8 +13,9 @@ survives the death of the process (not a crash of the machine: the page cache go
 such an item is run again, as before). An engine that ends clears the file; the next engine to
 take the batch reads what a dead one left (:func:`left_by_dead_engine`): those items were running
 when it died. Each of those attempts is counted and logged as ``WorkerLost`` (transient, as when
-a pool worker dies): the item is retried, and fails once it reaches ``--max-attempts``, so an
-item that keeps killing the engine stops doing so and the batch goes on.
+a pool worker dies). Items that were running at two deaths run again one at a time, and one that
+dies alone fails once it reaches ``--max-attempts`` (engine/takeover.py, ``_charge_dead``): an
+item that keeps killing the engine stops doing so, and the batch goes on.
 
 Layout: slots of 32 bytes, four 8-byte integers in this machine's byte order: seq + 1 (0: free),
 attempt, start (Unix time in milliseconds), unused. A slot is written attempt and start first, seq
@@ -30,6 +31,8 @@ import struct
 import threading
 from pathlib import Path
 from typing import Final
+
+from .files import FILE_MODE
 
 __all__ = ["NAME", "SLOTS", "InflightFile", "Slot", "left_by_dead_engine"]
 
@@ -74,7 +77,8 @@ class InflightFile:
         self.path = batch_dir / NAME
         # O_NOFOLLOW: never written through a link (check_batch_dir refuses one too). Truncated
         # to nothing first: what a dead engine left was read before this engine made its own.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.path, flags, FILE_MODE)
         try:
             os.ftruncate(fd, SLOTS * _SLOT.size)
             buf = mmap.mmap(fd, SLOTS * _SLOT.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -127,12 +131,12 @@ def left_by_dead_engine(batch_dir: Path) -> list[tuple[int, int, float]]:
     batch's lock, before :class:`InflightFile` makes a new one."""
     try:
         fd = os.open(batch_dir / NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
     except OSError:
-        return []  # a link or unreadable: nothing to trust in it (check_batch_dir says why)
+        return []  # none; or a link, unreadable: nothing to trust in it (check_batch_dir says why)
     try:
         data = os.pread(fd, SLOTS * _SLOT.size, 0)
+    except OSError:
+        return []  # a folder in its place (check_batch_dir refuses it first), an I/O error
     finally:
         os.close(fd)
     data = data[: len(data) - len(data) % _SLOT.size]

@@ -41,6 +41,7 @@ def _attempts(batch: Path, seq: int) -> list[tuple[int, str, str | None]]:
 
 def test_a_slot_set_and_not_cleared_is_what_the_next_engine_reads(tmp_path: Path) -> None:
     marks = InflightFile(tmp_path)
+    assert (tmp_path / NAME).stat().st_mode & 0o777 == 0o600  # as every file of a batch
     a, b = marks.take(), marks.take()
     assert a is not None and b is not None
     a.set(7, 2, 1_700_000_000.5)
