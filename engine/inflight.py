@@ -109,9 +109,9 @@ class InflightFile:
             self._free.append(slot.index)
 
     def close(self, *, forget: bool) -> None:
-        """Unmap the file; ``forget``: remove it (the engine ends and has settled every item it
+        """Let the file go; ``forget``: remove it (the engine ends and has settled every item it
         ran: nothing in it is news to the next one). Without, what it holds stays for the next
-        engine (items may still run in this process as it exits)."""
+        engine, as when this process dies."""
         with self._lock:
             if self._closed:
                 return

@@ -85,9 +85,10 @@ class TakeOver(RunState):
         if self.results is not None:
             self.results.close()
         if self.inflight is not None:
-            # Every item this engine ran is settled in the store (or, abandoned, may still run
-            # as the process exits: the next engine counts those attempts).
-            self.inflight.close(forget=not self._abandoned)
+            # Every item this engine ran is settled in the store. Calls a stop gave up on
+            # (_abandon_in_flight) are back to pending already: they may still run in this
+            # process, but no engine died, and none is charged for them.
+            self.inflight.close(forget=True)
             self.inflight = None
         if not self._abandoned:  # else the kernel drops the lock when this process exits
             self.lock.release()

@@ -308,6 +308,8 @@ def test_a_call_that_outlives_the_grace_keeps_the_batch_locked_while_it_runs(
         result = runner.run()
         assert result.state.value == "stopped" and starts(tmp_path / "runs.log") == [0]
         assert rows(batch.path, "SELECT status FROM items WHERE seq=0") == [("pending",)]
+        # No engine died: the next one must not count the call it gave up on (engine/inflight.py).
+        assert not (batch.path / "inflight").exists()
         with pytest.raises(BatchLocked):
             BatchLock(batch.lock).acquire(wait=0.2)
     finally:
