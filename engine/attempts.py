@@ -171,12 +171,12 @@ def run_items(
     outcomes are returned together. Any exception of an item fails that item with its
     real type and message, ``SystemExit`` and ``KeyboardInterrupt`` included.
 
-    ``slot`` (the thread executor's, :mod:`.inflight`) holds the item while it runs, so that an
-    item that kills this process is known to the next engine. A chunk taken together is not
-    marked there.
+    ``slot`` (the thread executor's, :mod:`.inflight`) holds the item while it runs (a chunk
+    taken together: its items, in as many slots), so that an item that kills this process is
+    known to the next engine.
     """
     if chunked and isinstance(processor, CallableProcessor):
-        return _run_chunked(processor, items, classifier, gate, report)
+        return _run_chunked(processor, items, classifier, gate, report, slot)
     outcomes: list[Outcome] = []
     if report is None:
         _run_each(processor, items, classifier, gate, outcomes.append, None, slot=slot)
@@ -285,6 +285,7 @@ def _run_chunked(
     classifier: Classifier,
     gate: Gate | None,
     report: Report | None,
+    slot: Slot | None = None,
 ) -> list[Outcome]:
     """A chunked callable takes its items together: they begin (or were cancelled) together."""
     begun = [i for i in range(len(items)) if gate is None or gate.begin(i)]
@@ -296,9 +297,12 @@ def _run_chunked(
         logged = capture.installed()
         if logged:
             capture.begin(run[0])  # the chunk's output: in its first item's logs
+        held = slot.hold([(it.seq, it.attempt) for it in run], started) if slot is not None else None
         try:
             outputs = processor.run_chunk(run)
         except BaseException as exc:  # the whole chunk failed: each item carries the error
+            if held is not None:
+                held.release()
             if logged:
                 _end_capture()
             if _shutting_down(exc):
@@ -307,6 +311,8 @@ def _run_chunked(
             dur = (time.perf_counter() - t0) / len(run)
             outcomes = [Outcome(it.seq, it.attempt, started + i * dur, dur, error=info) for i, it in enumerate(run)]
         else:
+            if held is not None:
+                held.release()
             if logged:
                 _end_capture()
             dur = (time.perf_counter() - t0) / len(run)

@@ -34,7 +34,7 @@ from typing import Final
 
 from .files import FILE_MODE
 
-__all__ = ["NAME", "SLOTS", "InflightFile", "Slot", "left_by_dead_engine"]
+__all__ = ["NAME", "SLOTS", "Held", "InflightFile", "Slot", "left_by_dead_engine"]
 
 #: The file in the batch directory.
 NAME: Final = "inflight"
@@ -49,12 +49,13 @@ SLOTS: Final = 2 * 4096
 
 
 class Slot:
-    """One worker thread's slot: :meth:`set` before an item starts, :meth:`clear` after it ends."""
+    """One worker thread's slot: :meth:`set` before an item starts, :meth:`clear` after it ends;
+    :meth:`hold` for a chunk's items together."""
 
-    __slots__ = ("_at", "_words")
+    __slots__ = ("_at", "_file", "_words")
 
-    def __init__(self, words: memoryview, index: int) -> None:
-        self._words, self._at = words, index * _WORDS
+    def __init__(self, words: memoryview, index: int, file: InflightFile) -> None:
+        self._words, self._at, self._file = words, index * _WORDS, file
 
     def set(self, seq: int, attempt: int, started: float) -> None:
         at, words = self._at, self._words
@@ -68,6 +69,28 @@ class Slot:
     @property
     def index(self) -> int:
         return self._at // _WORDS
+
+    def hold(self, runs: list[tuple[int, int]], started: float) -> Held:
+        """Note ``(seq, attempt)`` of a chunk's items, run together: this slot and as many more
+        as the file has free (items past them go unmarked); :meth:`Held.release` after."""
+        extra = self._file.take_many(len(runs) - 1)
+        held = Held(self, extra)
+        for slot, (seq, attempt) in zip([self, *extra], runs, strict=False):
+            slot.set(seq, attempt, started)
+        return held
+
+
+class Held:
+    """The slots a chunk's items are noted in while it runs."""
+
+    __slots__ = ("_extra", "_own")
+
+    def __init__(self, own: Slot, extra: list[Slot]) -> None:
+        self._own, self._extra = own, extra
+
+    def release(self) -> None:
+        self._own.clear()
+        self._own._file.give_back_many(self._extra)
 
 
 class InflightFile:
@@ -96,7 +119,20 @@ class InflightFile:
         with self._lock:
             if self._closed or not self._free:
                 return None
-            return Slot(self._words, self._free.pop())
+            return Slot(self._words, self._free.pop(), self)
+
+    def take_many(self, n: int) -> list[Slot]:
+        """Up to ``n`` free slots (fewer when the file has fewer)."""
+        with self._lock:
+            if self._closed or n <= 0:
+                return []
+            taken = [Slot(self._words, self._free.pop(), self) for _ in range(min(n, len(self._free)))]
+        return taken
+
+    def give_back_many(self, slots: list[Slot]) -> None:
+        """Slots of :meth:`take_many`, cleared."""
+        for slot in slots:
+            self.give_back(slot)
 
     def give_back(self, slot: Slot | None) -> None:
         """The slot of a thread that ends (cleared)."""

@@ -212,3 +212,14 @@ def poison(item: Any) -> dict[str, int]:
         os._exit(9)
     time.sleep(work)
     return {"seq": item.seq}
+
+
+def poison_chunk(items: list[Any]) -> list[dict[str, int]]:
+    """:func:`poison` for ``--chunk-size``: the chunk holding the item $BTUI_TEST_POISON takes
+    its whole process down; logs each item's start."""
+    for item in items:
+        _log_start(item)
+    time.sleep(float(os.environ.get("BTUI_TEST_SLEEP", "0.005")))
+    if any(item.key == os.environ.get("BTUI_TEST_POISON") for item in items):
+        os._exit(9)
+    return [{"seq": item.seq} for item in items]

@@ -290,3 +290,29 @@ def test_a_suspect_skipped_before_it_runs_lets_the_run_go_on_side_by_side(tmp_pa
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_a_chunk_that_kills_the_engine_is_narrowed_down_to_its_item(
+    tmp_path: Path, out_dir: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """--chunk-size 4: a death charges the whole chunk; at their second death its items run
+    again one at a time (chunks of one), so the poison item dies alone and fails, and the
+    chunk's other items complete."""
+    lines = tmp_path / "items.txt"
+    lines.write_text("".join(f"k{i}\n" for i in range(8)))
+    exec_log = tmp_path / "exec.log"
+    env = {"BTUI_TEST_POISON": "k2", "BTUI_TEST_EXEC_LOG": str(exec_log)}
+    args = ["--call", f"{PROCS}:poison_chunk", "--chunk-size", "4", "--executor", "thread", "-j", "1"]
+    done = run_cli(["run", str(lines), *args, "--max-attempts", "2", "--headless"], env=env)
+    assert done.returncode == 9, done.stderr
+    batch = only_batch(out_dir)
+    assert [seq for seq, _a, _at in left_by_dead_engine(batch)] == [0, 1, 2, 3]  # the chunk, all noted
+    for _ in range(8):
+        done = run_cli(["resume", batch.name, "--headless"], env=env)
+        if done.returncode != 9:
+            break
+    assert "#2 (failed: it was running, alone, at " in done.stderr, done.stderr
+    assert done.returncode == 1, done.stderr
+    rows = _rows(batch)
+    assert rows[2][0::2] == ("failed", "WorkerLost")
+    assert all(rows[s][0] == "complete" for s in rows if s != 2), rows
