@@ -301,8 +301,6 @@ def _run_chunked(
         try:
             outputs = processor.run_chunk(run)
         except BaseException as exc:  # the whole chunk failed: each item carries the error
-            if held is not None:
-                held.release()
             if logged:
                 _end_capture()
             if _shutting_down(exc):
@@ -311,8 +309,6 @@ def _run_chunked(
             dur = (time.perf_counter() - t0) / len(run)
             outcomes = [Outcome(it.seq, it.attempt, started + i * dur, dur, error=info) for i, it in enumerate(run)]
         else:
-            if held is not None:
-                held.release()
             if logged:
                 _end_capture()
             dur = (time.perf_counter() - t0) / len(run)
@@ -324,6 +320,9 @@ def _run_chunked(
                     outcomes.append(Outcome(it.seq, it.attempt, at, dur, error=classifier(out)))
                 else:
                     outcomes.append(Outcome(it.seq, it.attempt, at, dur, out.result, out.cost))
+        finally:
+            if held is not None:
+                held.release()
     if gate is not None:
         for i in begun:
             gate.end(i)

@@ -32,6 +32,11 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def iso_at(epoch: float) -> str:
+    """A wall-clock time (``time.time()``) in :func:`now_iso`'s form."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
 def parse_iso(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 

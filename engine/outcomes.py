@@ -14,12 +14,12 @@ import array
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
 
 from .attempts import Outcome
+from .batchdir import iso_at
 from .config import BatchConfig
 from .dispatch import Dispatcher
 from .errors import ErrorInfo, ItemTimeout, classify
@@ -31,11 +31,6 @@ from .processors import Item
 from .staging import Staging
 
 RECENT_ERRORS: Final = 20
-
-
-def _iso_at(epoch: float) -> str:
-    """A wall-clock time as every batch file writes times (batchdir.now_iso's form)."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(slots=True)
@@ -126,7 +121,7 @@ class OutcomeRecorder:
         second = int(epoch)
         if second != self._iso_second:
             self._iso_second = second
-            self._iso_prefix = _iso_at(second)[:19]
+            self._iso_prefix = iso_at(second)[:19]
         return f"{self._iso_prefix}.{int((epoch - second) * 1000):03d}+00:00"
 
     def drop(self) -> None:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any, Final
 
-from .batchdir import BatchDir
+from .batchdir import BatchDir, iso_at
 from .files import write_model
 from .models import Counts, History, InFlight, LiveProgress, Manifest
 from .outcomes import Flight
@@ -32,11 +31,6 @@ HISTORY_INTERVAL_S: Final = 1.0
 HISTORY_SAMPLES: Final = 120
 
 
-def _iso_at(epoch: float) -> str:
-    """An ISO timestamp (UTC, as now_iso writes them) of a wall-clock time."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
-
-
 def in_flight_view(flights: Iterable[Flight], started: Callable[[int], float | None] | None) -> list[InFlight]:
     """Items handed out, running ones first with when they really began (``started`` gives the
     executor's monotonic start of a running item), queued ones with when they were handed out."""
@@ -46,7 +40,7 @@ def in_flight_view(flights: Iterable[Flight], started: Callable[[int], float | N
         if i >= IN_FLIGHT_SHOWN * 4:
             break
         since = started(f.item.seq) if started is not None else None
-        began = f.started_at if since is None else _iso_at(wall - (mono - since))
+        began = f.started_at if since is None else iso_at(wall - (mono - since))
         out.append(
             InFlight(seq=f.item.seq, key=f.item.key, attempt=f.item.attempt, started_at=began, queued=since is None)
         )

@@ -14,11 +14,10 @@ import array
 import logging
 import os
 import time
-from datetime import UTC, datetime
 from typing import Final
 
 from . import fdlimit, staging, warmstart
-from .batchdir import HOST, now_iso
+from .batchdir import HOST, iso_at, now_iso
 from .committer import Committer
 from .control import ControlWatcher
 from .control_file import ControlReader
@@ -26,6 +25,7 @@ from .enqueue import pipe_note, read_rest, source_unreadable
 from .errors import WorkerLost, classify
 from .executors import EarlyHalt, WorkerInitError
 from .files import ResultsLog
+from .fmt import count
 from .grouping import normalize_message
 from .growing import finish_cut_add, pending_add
 from .inflight import InflightFile, left_by_dead_engine
@@ -100,7 +100,6 @@ class TakeOver(RunState):
         durable = self.config.fsync
         # The items a dead engine was running: read before this run's own file replaces it.
         dead = left_by_dead_engine(self.batch.path)
-        self.suspects = set()
         # This run begins now that it holds the batch (a runner may be made well before it runs,
         # the app's for one): its time is counted from here.
         self._t0, self._started_at = time.monotonic(), now_iso()
@@ -242,13 +241,11 @@ class TakeOver(RunState):
         that keeps taking the engine down fails at --max-attempts, and the batch goes on."""
         assert self.store is not None
         info = classify(WorkerLost(DIED_WHILE_RUNNING))
-        runs = [
-            (seq, attempt, datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds"))
-            for seq, attempt, at in dead
-        ]
+        runs = [(seq, attempt, iso_at(at)) for seq, attempt, at in dead]
         error = (info.error_type, info.category, info.message, info.detail)
-        most = self.config.max_attempts
-        charged = self.store.charge_dead_runs(runs, error, normalize_message(info.message), most, now_iso())
+        charged = self.store.charge_dead_runs(
+            runs, error, normalize_message(info.message), self.config.max_attempts, now_iso()
+        )
         if not charged:
             return
         # Items that were running at more than one death go first, and one at a time: beside
@@ -270,7 +267,7 @@ class TakeOver(RunState):
         more = f" and {len(charged) - 10} more" if len(charged) > 10 else ""
         again = {0: "", 1: "; it runs again first, alone"}.get(len(suspects), "; they run again first, one at a time")
         self._warn(
-            f"the last engine died while {len(charged)} item{'s' if len(charged) != 1 else ''} ran: {shown}{more};"
+            f"the last engine died while {count(len(charged), 'item')} ran: {shown}{more};"
             " each such attempt counts (WorkerLost): an item running at two deaths runs again alone,"
             f" and one that dies alone fails at --max-attempts {self.config.max_attempts}{again}"
         )
