@@ -7,12 +7,18 @@ batchtui's time, each measured in this process (no interpreter start-up, no batc
 `true` commands (a dash builtin: each item is one `/bin/sh -c true`), interleaved round by round
 with the peers:
 
+  xargs         xargs -P J -n1 true (issue 22's peer: it execs /usr/bin/true)
   xargs-sh      xargs -P J -n1 sh -c true (one shell per item, as batchtui runs them)
   threads       J threads taking items from one queue, each calling ShellProcessor.run: what
                 the thread executor's workers do, without the runner, the store or the outbox
   event loop    ONE thread keeping J commands running: started with the same glibc spawner,
                 their exits seen through pidfds and their pipes read in one epoll. No thread per
                 worker and no GIL hand-off, the design the issue 22 note of 2026-12-03 proposed
+  floor         a fresh interpreter that imports what any CLI on batchtui's stack imports (click,
+                pydantic's BaseModel) and then runs the threads design: a Python tool that runs
+                commands as batchtui does and records nothing. What no bookkeeping and no
+                start-up work of batchtui's own could beat: if the floor is over xargs, so is
+                every design in this interpreter
   engine        `batchtui run --cmd true --headless -j J`, end to end (start-up included); its
                 report.json gives the run phase alone ("engine run phase")
 
@@ -24,6 +30,9 @@ while threads start them side by side (the glibc spawner releases the GIL); unde
 further behind than the threads. What separates batchtui from xargs is not how commands are run
 but the durable bookkeeping of the run phase (about 0.06 ms an item) and the interpreter's
 start-up (about 0.35 s).
+
+The floor, added 2026-12-06 (quiet, 3,000 items, medians of 5): see bench/HISTORY.md. It is the
+answer to issue 22's point 1 on `true`: whether <= 1.0x xargs is reachable at all here.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from batchtui.engine.shell.itemfiles import ITEM_VARS
 from batchtui.engine.shell.processor import ShellProcessor
 from bench.common import (
     BATCHTUI,
+    ROOT,
     check,
     cleanup,
     env_for,
@@ -53,6 +63,7 @@ from bench.common import (
     median,
     only_batch,
     read_json,
+    round_ratios,
     run_timed,
     spread,
     table,
@@ -88,6 +99,15 @@ def threads_design(items: list[Item], workers: int) -> float:
     seconds = time.perf_counter() - t0
     assert not failed, failed[:3]
     return seconds
+
+
+def floor_main(n: int, workers: int, scratch: str) -> None:
+    """The ``floor`` contender, in its own fresh interpreter: the stack's imports, then the
+    threads design on ``n`` items (see the module's text)."""
+    import click  # noqa: F401  (what the floor pays for)
+    from pydantic import BaseModel  # noqa: F401
+
+    threads_design([Item(i, str(i), f"item-{i}", 1, scratch) for i in range(n)], workers)
 
 
 def loop_design(n: int, workers: int) -> float:
@@ -154,6 +174,22 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
                     run_timed(["xargs", "-P", str(j), "-n1", "sh", "-c", "true"], stdin=fh, rss_interval=None), "xargs"
                 ).seconds
 
+        def xargs_true() -> float:
+            with src.open("rb") as fh:
+                return check(
+                    run_timed(["xargs", "-P", str(j), "-n1", "true"], stdin=fh, rss_interval=None), "xargs"
+                ).seconds
+
+        floor_code = (
+            "import sys; from bench.bench_shell_designs import floor_main; "
+            "floor_main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])"
+        )
+        floor_env = env_for(work / "floor")
+
+        def floor() -> float:
+            cmd = [sys.executable, "-c", floor_code, str(n), str(j), str(scratch)]
+            return check(run_timed(cmd, env=floor_env, cwd=ROOT, rss_interval=None), "floor").seconds
+
         def engine() -> float:
             counter[0] += 1
             out = work / f"out{counter[0]}"
@@ -166,20 +202,27 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             return t.seconds
 
         runners = {
+            "xargs": xargs_true,
             "xargs-sh": xargs_sh,
             "threads": lambda: threads_design(items, j),
             "event loop": lambda: loop_design(n, j),
+            "floor": floor,
             "engine": engine,
         }
         engine()  # warm the bytecode cache and the page cache
+        floor()
         run_phase.clear()
         times = interleave(args.reps, runners)
         base = median(times["xargs-sh"])
-        rows: list[tuple[str, ...]] = [("design", "seconds (rounds)", "per item", f"/ xargs-sh -P{j}")]
+        rows: list[tuple[str, ...]] = [
+            ("design", "seconds (rounds)", "per item", f"/ xargs-sh -P{j}", f"/ xargs -P{j} (per round)")
+        ]
         for name, values in times.items():
-            rows.append((name, spread(values), f"{median(values) / n * 1000:.3f} ms", f"{median(values) / base:.2f}x"))
+            ratio, _ = round_ratios(values, times["xargs"])
+            per_item = f"{median(values) / n * 1000:.3f} ms"
+            rows.append((name, spread(values), per_item, f"{median(values) / base:.2f}x", f"{ratio:.2f}x"))
         phase = median(run_phase)
-        rows.append(("engine run phase", f"{phase:.3f}", f"{phase / n * 1000:.3f} ms", f"{phase / base:.2f}x"))
+        rows.append(("engine run phase", f"{phase:.3f}", f"{phase / n * 1000:.3f} ms", f"{phase / base:.2f}x", ""))
         print(machine_line())
         print(table(f"{n} x `sh -c true`, {j} at a time, medians of {args.reps} interleaved rounds", rows))
         return rows
