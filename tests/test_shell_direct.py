@@ -205,3 +205,26 @@ def test_what_the_spawn_cannot_do_is_left_to_dash(
         assert out[0] == "ok" and out[1].result == {"stdout_tail": "from the script"}
     else:
         assert out[0] == "CommandFailed" and out[1] in (2, 126, 127) and out[2]
+
+
+def test_each_command_line_gets_its_own_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A constant line is parsed once (the launcher keeps the last plan), but a line that differs
+    # from the last one is parsed again: a plain command after a dash builtin starts without
+    # dash, and the builtin after the plain command goes through it, in one processor.
+    monkeypatch.setattr(spawn_glibc, "DIRECT", True)
+    parsed: list[str] = []
+    real = direct.parse
+
+    def counting(cmd: str) -> Any:
+        parsed.append(cmd)
+        return real(cmd)
+
+    monkeypatch.setattr(direct, "parse", counting)
+    batch = tmp_path / "b"
+    batch.mkdir(mode=0o700)
+    code = f"import os; print(os.getppid() == {os.getpid()})"
+    proc = ShellProcessor("{} -c '" + code + "'")
+    programs = [PY, PY, "echo", PY, "echo"]
+    got = [proc.run(_item(batch, program, seq)).result["stdout_tail"] for seq, program in enumerate(programs)]
+    assert got == ["True", "True", f"-c {code}", "True", f"-c {code}"]
+    assert len(parsed) == 4  # the second item's line was the first's

@@ -239,6 +239,7 @@ class GlibcLauncher:
         "_direct_entries",
         "_direct_slots",
         "_entries",
+        "_last_plan",
         "_local",
         "_path",
         "_shell",
@@ -257,6 +258,9 @@ class GlibcLauncher:
         self._direct_entries: list[bytes | None] = []
         self._direct_slots: tuple[int, ...] = ()
         self._path: bytes | None = None
+        #: The last command line parsed and its plan: a template without placeholders renders
+        #: the same line for every item, parsed once (one tuple: threads share it safely).
+        self._last_plan: tuple[str, direct.Plan | None] = ("", None)
         env = dict(popen.env)
         if DIRECT and direct.is_dash(popen.shell) and direct.usable_env(env):
             try:
@@ -314,7 +318,10 @@ class GlibcLauncher:
     def _spawn_direct(self, cmd: str, item_values: tuple[bytes, ...]) -> Child | None:
         """Start the one program ``cmd`` runs as dash would start it; None where dash must run
         (any failure of the spawn included: nothing ran, and dash then does what it does)."""
-        plan = direct.parse(cmd)
+        last_cmd, plan = self._last_plan
+        if cmd != last_cmd:
+            plan = direct.parse(cmd)
+            self._last_plan = (cmd, plan)
         if plan is None:
             return None
         path = direct.find(plan.argv[0], self._path)
