@@ -17,6 +17,12 @@ worker left waiting while it runs a longer item.
 
 One lock per outbox orders every hand-over: groups leave in the order their outcomes were
 decided, and :meth:`Outbox.close` returns only once the last one has left.
+
+The flusher is woken only when it sleeps with nothing to watch. While it waits for the earliest
+deadline of the outboxes it watches, a new one needs no wake-up: its group began later, so its
+deadline comes after the one the flusher waits for, and the flusher looks at every outbox then.
+Waking it for each group cost a thread switch per chunk, twice: with 4 `true` items a chunk,
+25 us an item of the worker's CPU, a third of all the executor adds to a shell item.
 """
 
 from __future__ import annotations
@@ -93,6 +99,7 @@ class _Flusher:
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._boxes: set[Outbox] = set()
+        self._idle = False  # asleep with no outbox to watch: only then does a new one wake it
         self._thread = threading.Thread(target=self._run, name="batchtui-outbox", daemon=True)
         self._thread.start()
 
@@ -100,7 +107,9 @@ class _Flusher:
         with self._cond:
             if box not in self._boxes:
                 self._boxes.add(box)
-                self._cond.notify()
+                if self._idle:
+                    self._idle = False
+                    self._cond.notify()
 
     def forget(self, box: Outbox) -> None:  # the box's lock held
         with self._cond:
@@ -111,7 +120,9 @@ class _Flusher:
         while True:
             with self._cond:
                 while not self._boxes:
+                    self._idle = True
                     self._cond.wait()
+                self._idle = False
                 boxes = list(self._boxes)
             # The boxes' locks are taken without this one held: add() takes them in the other order.
             next_at: float | None = None

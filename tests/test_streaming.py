@@ -41,6 +41,35 @@ def test_an_outcome_left_waiting_is_handed_over_without_a_next_one() -> None:
     assert sent == [["a"], ["b"], ["c", "d"]]
 
 
+def test_the_flusher_is_woken_only_from_its_idle_sleep_and_loses_no_group() -> None:
+    # The flusher is woken by a new outbox only when it sleeps with nothing to watch; one that
+    # comes while it waits for another's deadline is looked at when that deadline comes.
+    from batchtui.engine import outbox
+
+    def idle() -> bool:
+        return outbox._flusher()._idle
+
+    first: list[list[Any]] = []
+    Outbox(first.append).add("x", urgent=False, now=time.perf_counter())
+    wait_until(lambda: first == [["x"]] and idle(), timeout=5, what="the flusher idle")
+    # From its idle sleep: woken at once, and the group leaves about REPORT_EVERY_S later.
+    sent_a: list[list[Any]] = []
+    t0 = time.perf_counter()
+    Outbox(sent_a.append).add("a", urgent=False, now=t0)
+    assert not idle()
+    wait_until(lambda: sent_a == [["a"]], timeout=5, what="a group added while the flusher slept idle")
+    assert time.perf_counter() - t0 < 20 * REPORT_EVERY_S
+    # While it waits for A's deadline, B comes (no wake-up) and A is closed early: B still leaves.
+    wait_until(idle, timeout=5, what="the flusher idle again")
+    sent_b: list[list[Any]] = []
+    box_a, box_b = Outbox(sent_a.append), Outbox(sent_b.append)
+    box_a.add("a2", urgent=False, now=time.perf_counter())
+    box_b.add("b", urgent=False, now=time.perf_counter())
+    box_a.close()
+    assert sent_a[-1] == ["a2"] and sent_b == []
+    wait_until(lambda: sent_b == [["b"]], timeout=5, what="a group added while the flusher waited for another")
+
+
 @pytest.mark.parametrize("executor", ["thread", "process"])
 def test_quick_items_of_a_chunk_are_committed_while_its_slow_item_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str
