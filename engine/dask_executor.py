@@ -92,8 +92,9 @@ from .dask_worker import (
     run_chunk,
     started_topic,
 )
+from .earlyhalt import EarlyHalt
 from .errors import WorkerLost
-from .executors import CompletionQueue, EarlyHalt
+from .executors import CompletionQueue
 from .handoff import Handoff
 from .models import ClusterInfo
 from .processors import Item, ProcessorSpec, code_digest

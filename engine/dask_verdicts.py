@@ -26,7 +26,8 @@ from .attempts import Outcome
 from .dask_gates import FAILURES, SUCCESSES
 from .dask_ledger import Ledger, Owed
 from .dask_worker import lift_on_worker, strict_on_worker
-from .executors import CompletionQueue, EarlyHalt
+from .earlyhalt import EarlyHalt
+from .executors import CompletionQueue
 
 
 class Verdicts:

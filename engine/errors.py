@@ -173,10 +173,13 @@ class ErrorInfo(NamedTuple):
     #: Seconds the failure asked to wait before a retry (a 429's Retry-After): the retry waits
     #: at least that long, and the item's ``--limit-by`` key slows down (engine/limits.py).
     retry_after: float | None = None
+    #: Not retried whatever its category: a timed-out Python call on a thread, which cannot be
+    #: stopped and runs on (a retry would run the item twice at once; engine/executors.py).
+    final: bool = False
 
     @property
     def retryable(self) -> bool:
-        return self.category in ("transient", "timeout")
+        return not self.final and self.category in ("transient", "timeout")
 
 
 #: The longest retry-after taken: a day (a larger one is taken as a day).

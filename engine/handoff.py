@@ -206,6 +206,12 @@ class Handoff:
             self._cond.notify()
             return len(items)
 
+    def running_chunk(self, seq: int) -> Chunk | None:
+        """The chunk in which ``seq`` is running now (None: queued, ended, or not here)."""
+        with self._cond:
+            w = self._where.get(seq)
+            return w.chunk if w is not None and w.chunk.gate.state(w.index) == RUNNING else None
+
     def done(self, chunk: Chunk) -> None:
         """The worker is finished with ``chunk``: forget where its items were."""
         with self._cond:

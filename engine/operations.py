@@ -9,9 +9,11 @@ attempt counted); a running item that is skipped is killed and ends 'skipped'.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from . import fdlimit
+from .attempts import Outcome
 from .batchdir import now_iso
 from .models import BatchState, ControlCommand
 from .store.schema import SLOWEST_INDEX
@@ -154,7 +156,10 @@ class Operations:
         waiting = [r.seq for r in run.dispatcher.retries]
         one_by_one = sorted(run.store.selected_among(sel, [*run._inflight, *waiting]))
         skipped, killed = self._skip(one_by_one) if one_by_one else (0, 0)
-        changed = run.store.skip_selected(sel, statuses=("pending", "failed"), exclude=run._inflight, at=now_iso())
+        # Not those skipped one by one: a running one given up (a Python call in a thread) has
+        # left the in-flight set already, its 'skipped' staged, not yet in the store.
+        left = {*run._inflight, *one_by_one}
+        changed = run.store.skip_selected(sel, statuses=("pending", "failed"), exclude=left, at=now_iso())
         self._moved(changed, "skipped")
         if changed:
             run._reset_scan()
@@ -201,8 +206,13 @@ class Operations:
                 run.outcomes.timeout_limits.pop(seq, None)
                 if run._early_halt is not None:
                     run._early_halt.ignore(seq)
-                run.executor.kill(seq, flight.item.attempt)
-        rest = [s for s in seqs if s not in run._inflight]
+                began = run.executor.started(seq)
+                if not run.executor.kill(seq, flight.item.attempt) and run._give_up_worker(seq, "was skipped"):
+                    # A Python call in a thread: it runs on, given up; the item ends skipped now.
+                    ran = 0.0 if began is None else max(0.0, time.monotonic() - began)
+                    run._on_outcomes([Outcome(seq, flight.item.attempt, time.time() - ran, ran)])
+        in_flight = set(running)  # those not in flight when the skip came are skipped in the store
+        rest = [s for s in seqs if s not in in_flight]
         run.dispatcher.take_retries(set(rest))
         before = run.store.statuses(rest)
         changed = run.store.skip(rest, at=now_iso())

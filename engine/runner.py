@@ -60,6 +60,12 @@ log = logging.getLogger("batchtui.engine")
 #: process ends (:mod:`.switching`).
 SWITCH_INTERVAL_S: Final = 0.0005
 
+#: Why an item that timed out in a worker thread is not retried (its attempt's error detail).
+UNSTOPPABLE: Final = (
+    "a Python call in a thread cannot be stopped, so it runs on, and the item is not retried"
+    " (it would run twice at once); --executor process kills timed-out calls"
+)
+
 EXIT_OK: Final = 0
 EXIT_SOME_FAILED: Final = 1
 EXIT_HALTED: Final = 3
@@ -270,20 +276,41 @@ class BatchRunner(TakeOver, Finishing):
             self._kill_reasons[seq] = "timeout"
             self.outcomes.timeout_limits[seq] = limit
             if not self.executor.kill(seq, flight.item.attempt):
-                # A thread cannot be killed: fail the item now, ignore its late outcome.
+                # A thread cannot be killed: fail the item now, for good (its call runs on, and
+                # a retry would run it twice at once), give its worker thread up, and ignore
+                # its late outcome.
                 self._kill_reasons.pop(seq, None)
                 self.outcomes.timeout_limits.pop(seq, None)
+                error = classify(ItemTimeout(limit))._replace(detail=UNSTOPPABLE, final=True)
                 self._on_outcomes(
-                    [
-                        Outcome(
-                            seq,
-                            flight.item.attempt,
-                            time.time() - (now - began),
-                            now - began,
-                            error=classify(ItemTimeout(limit)),
-                        )
-                    ]
+                    [Outcome(seq, flight.item.attempt, time.time() - (now - began), now - began, error=error)]
                 )
+                self._give_up_worker(seq, f"timed out after {limit:g}s")
+
+    def _give_up_worker(self, seq: int, what: str) -> bool:
+        """Item ``seq`` ``what`` (timed out, was skipped) in a worker thread, which cannot stop
+        it: the executor gives that thread up and starts another (ThreadExecutor.abandon), the
+        run says so once, and past the executor's limit of threads given up it halts, before
+        every worker is held by a call that may never return. False: ``seq`` is not running in
+        a thread here (it just ended: its outcome is on its way)."""
+        abandon = getattr(self.executor, "abandon", None)
+        replaced = abandon(seq) if abandon is not None else None
+        if replaced is None:
+            return False
+        if not self._told_unstoppable:
+            self._told_unstoppable = True
+            self._warn(
+                f"item #{seq} {what} in a worker thread, where a Python call cannot be stopped: the call"
+                " runs on, its thread is given up and a new one takes its place, and its outcome is"
+                " ignored; --executor process kills such calls"
+            )
+        if replaced is False:
+            lost = getattr(self.executor, "lost", 0)
+            self._halt(
+                f"{lost} Python calls timed out or skipped still hold worker threads (a thread cannot"
+                " stop them): halted before every worker is held; --executor process kills such calls"
+            )
+        return True
 
     # -- dispatch --------------------------------------------------------------------------
 

@@ -26,15 +26,17 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .adaptive import TimeoutPolicy
+from .attempts import Outcome
 from .batchdir import BatchDir, BatchLock, now_iso
 from .committer import CommitJob, Committer
 from .config import BatchConfig, stored_config
 from .control import ControlWatcher
 from .dispatch import Dispatcher
+from .earlyhalt import EarlyHalt
 from .error_tally import ErrorTally
 from .eta import EtaEstimator
 from .events import BatchEvents
-from .executors import CompletionQueue, EarlyHalt, Executor, make_executor
+from .executors import CompletionQueue, Executor, make_executor
 from .files import ResultsLog, WriteFailed
 from .fmt import shell_line
 from .guard import FolderGuard
@@ -119,6 +121,7 @@ class RunState:
         self.watcher: ControlWatcher | None = None
         self.warnings: collections.deque[str] = collections.deque(maxlen=10)
         self.warnings.extend(f"{now_iso()} {note}" for note in read_notes)
+        self._told_unstoppable = False  # the run said once why a timed-out thread call is given up
 
         self._inflight: dict[int, Flight] = {}
         #: Items the last engine was running at two deaths or more, not failed for it: this run
@@ -266,6 +269,12 @@ class RunState:
         self._commit(wait=not self.indexing)
 
     # -- taking work back ------------------------------------------------------------------
+
+    def _on_outcomes(self, outcomes: list[Outcome]) -> None:  # BatchRunner's
+        raise NotImplementedError
+
+    def _give_up_worker(self, seq: int, what: str) -> bool:  # BatchRunner's
+        raise NotImplementedError
 
     def _halt(self, reason: str) -> None:
         """A policy stops the batch: nothing handed out that has not started will start."""

@@ -21,9 +21,10 @@ from .batchdir import HOST, iso_at, now_iso
 from .committer import Committer
 from .control import ControlWatcher
 from .control_file import ControlReader
+from .earlyhalt import EarlyHalt
 from .enqueue import pipe_note, read_rest, source_unreadable
 from .errors import WorkerLost, classify
-from .executors import EarlyHalt, WorkerInitError
+from .executors import WorkerInitError
 from .files import ResultsLog
 from .fmt import count
 from .grouping import normalize_message

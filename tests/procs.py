@@ -223,3 +223,18 @@ def poison_chunk(items: list[Any]) -> list[dict[str, int]]:
     if any(item.key == os.environ.get("BTUI_TEST_POISON") for item in items):
         os._exit(9)
     return [{"seq": item.seq} for item in items]
+
+
+def hang_marked(item: Any) -> dict[str, int]:
+    """Logs its start; the items named in $BTUI_TEST_HANG (seqs, comma-separated; "all") never
+    return (two minutes, swallowing whatever is raised in them), the others return at once."""
+    _log_start(item)
+    marked = os.environ.get("BTUI_TEST_HANG", "")
+    if marked == "all" or str(item.seq) in marked.split(","):
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            try:
+                time.sleep(0.05)
+            except BaseException:  # the point: a call that does not unwind
+                pass
+    return {"seq": item.seq}

@@ -240,7 +240,7 @@ def _executor(tmp_path: Path) -> tuple[Any, Any, _Broadcasts]:
 
     from batchtui.engine.config import load_config
     from batchtui.engine.dask_executor import DaskExecutor
-    from batchtui.engine.executors import EarlyHalt
+    from batchtui.engine.earlyhalt import EarlyHalt
     from batchtui.engine.processors import shell_spec
 
     config = load_config({"output_dir": str(tmp_path), "executor": "dask"}, environ={})
@@ -297,7 +297,7 @@ def test_headroom_is_the_failures_that_cannot_trip_the_rate_whatever_else_comes(
     """--max-failure-rate 0.5 --min-items 20: with nothing done, 10 failures and 10 successes
     do not trip it, 11 failures may (with 9 successes); 20 complete give room for 20 more."""
     from batchtui.engine.config import load_config
-    from batchtui.engine.executors import EarlyHalt
+    from batchtui.engine.earlyhalt import EarlyHalt
     from batchtui.engine.policy import HaltCheck
 
     config = load_config({"max_failure_rate": 0.5, "min_items": 20}, environ={})
@@ -330,7 +330,7 @@ def test_successes_are_judged_only_while_the_one_making_min_items_may_cross() ->
     before it) may be over the limit; never once tripped, nor in a batch of fewer items."""
     from batchtui.engine.attempts import Outcome
     from batchtui.engine.config import load_config
-    from batchtui.engine.executors import EarlyHalt
+    from batchtui.engine.earlyhalt import EarlyHalt
     from batchtui.engine.policy import HaltCheck
 
     check = HaltCheck(load_config({"max_failure_rate": 0.5, "min_items": 3}, environ={})).failure_rate
@@ -352,7 +352,7 @@ def test_the_engine_tells_its_workers_when_successes_hold_and_when_they_no_longe
     it); once they are in, FAILURES; each change told to every worker, numbered."""
     from batchtui.engine.config import load_config
     from batchtui.engine.dask_gates import FAILURES, SUCCESSES
-    from batchtui.engine.executors import EarlyHalt
+    from batchtui.engine.earlyhalt import EarlyHalt
     from batchtui.engine.policy import HaltCheck
 
     ex, _early, sent = _executor(tmp_path)

@@ -116,8 +116,9 @@ def test_a_trip_holds_back_work_handed_out_until_the_runner_takes_it_in(tmp_path
     taken back what was queued, and started: 25 items ran with 8 workers where 17 may)."""
     from batchtui.engine.attempts import Outcome
     from batchtui.engine.config import BatchConfig
+    from batchtui.engine.earlyhalt import EarlyHalt
     from batchtui.engine.errors import classify
-    from batchtui.engine.executors import EarlyHalt, ThreadExecutor
+    from batchtui.engine.executors import ThreadExecutor
     from batchtui.engine.processors import Item, shell_spec
 
     completions: queue.SimpleQueue[Any] = queue.SimpleQueue()

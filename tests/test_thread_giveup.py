@@ -1,0 +1,118 @@
+"""A Python call in a worker thread that times out or is skipped, and never returns: a thread
+cannot be stopped, so the engine gives that thread up (engine/executors.py ThreadExecutor.abandon).
+
+Before, the call held its worker for good: with every worker held the run stalled, "stalled 59s"
+and nothing said why; the timed-out item was retried while its first call still ran (twice at
+once, in one process); and a skipped one stayed in flight, so the run could never end.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from batchtui.engine.executors import LOST_PER_WORKER
+
+from .conftest import CLI, cli_env, only_batch, wait_until
+
+PROCS = Path(__file__).with_name("procs.py")
+
+
+def _items(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "items.txt"
+    path.write_text("".join(f"item-{i}\n" for i in range(n)))
+    return path
+
+
+def _rows(batch: Path) -> dict[int, tuple[str, int, str | None]]:
+    db = sqlite3.connect(batch / "items.db")
+    try:
+        return {s: (st, a, et) for s, st, a, et in db.execute("SELECT seq, status, attempts, error_type FROM items")}
+    finally:
+        db.close()
+
+
+def _starts(log: Path) -> list[tuple[int, int]]:
+    return [(int(s), int(a)) for s, a in (line.split() for line in log.read_text().splitlines())]
+
+
+def _run(tmp_path: Path, out: Path, hang: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    log = tmp_path / "starts.log"
+    env = cli_env(out, {"BTUI_TEST_HANG": hang, "BTUI_TEST_EXEC_LOG": str(log)})
+    cmd = [*CLI, "run", *args, "--call", f"{PROCS}:hang_marked", "--executor", "thread", "--headless"]
+    # A stall (the bug) runs into this timeout: subprocess.TimeoutExpired fails the test.
+    return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_a_timed_out_call_gives_its_worker_up_and_is_not_retried(tmp_path: Path, out_dir: Path) -> None:
+    # 3 of 12 items never return, on 2 workers, with retries allowed (--max-attempts 3).
+    items = _items(tmp_path, 12)
+    proc = _run(tmp_path, out_dir, "0,4,8", str(items), "-j", "2", "--timeout", "0.5", "--max-attempts", "3")
+    assert proc.returncode == 1, proc.stderr
+    rows = _rows(only_batch(out_dir))
+    assert {s: r for s, r in rows.items() if r[0] != "complete"} == {
+        0: ("failed", 1, "timeout"),
+        4: ("failed", 1, "timeout"),
+        8: ("failed", 1, "timeout"),
+    }
+    assert sum(r[0] == "complete" for r in rows.values()) == 9
+    # Each item started once: no retry of a call that still ran, no item run twice.
+    starts = _starts(tmp_path / "starts.log")
+    assert sorted(starts) == [(seq, 1) for seq in range(12)]
+    # Said once, with what to do about it.
+    assert proc.stderr.count("cannot be stopped") == 1, proc.stderr
+    assert "--executor process" in proc.stderr
+
+
+def test_threads_given_up_past_the_limit_halt_the_run(tmp_path: Path, out_dir: Path) -> None:
+    # Every item hangs, on 1 worker: each timeout gives a thread up and starts another, until
+    # LOST_PER_WORKER are held; the next one halts the run instead of stalling it.
+    items = _items(tmp_path, 20)
+    proc = _run(tmp_path, out_dir, "all", str(items), "-j", "1", "--timeout", "0.3")
+    assert proc.returncode == 3, proc.stderr  # halted by a policy
+    assert f"{LOST_PER_WORKER + 1} Python calls timed out or skipped still hold worker threads" in proc.stdout
+    rows = _rows(only_batch(out_dir))
+    failed = sorted(s for s, r in rows.items() if r[0] == "failed")
+    assert failed == list(range(LOST_PER_WORKER + 1))
+    assert all(rows[s] == ("failed", 1, "timeout") for s in failed)
+    assert sorted(s for s, r in rows.items() if r[0] == "pending") == list(range(LOST_PER_WORKER + 1, 20))
+    assert len(_starts(tmp_path / "starts.log")) == LOST_PER_WORKER + 1
+
+
+def test_a_skipped_call_that_never_returns_frees_its_worker(tmp_path: Path, out_dir: Path) -> None:
+    # One worker, item 0 never returns and there is no timeout: only a skip ends it.
+    items = _items(tmp_path, 6)
+    log = tmp_path / "starts.log"
+    env = cli_env(out_dir, {"BTUI_TEST_HANG": "0", "BTUI_TEST_EXEC_LOG": str(log)})
+    cmd = [*CLI, "run", str(items), "--call", f"{PROCS}:hang_marked", "--executor", "thread", "-j", "1", "--headless"]
+    engine = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: log.exists() and _starts(log) == [(0, 1)], 30, "item 0 running")
+        skip = subprocess.run(
+            [*CLI, "skip", only_batch(out_dir).name, "0"],
+            check=False,
+            env=cli_env(out_dir),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert skip.returncode == 0, skip.stderr
+        assert "1 running item ends skipped" in skip.stdout, skip.stdout
+        _, err = engine.communicate(timeout=60)  # a stall (the bug) runs into this timeout
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    assert engine.returncode == 1, err  # some skipped
+    rows = _rows(only_batch(out_dir))
+    # As a shell item skipped while it runs: skipped, its attempt recorded as such (not counted).
+    assert rows[0] == ("skipped", 0, None)
+    db = sqlite3.connect(only_batch(out_dir) / "items.db")
+    try:
+        attempt = db.execute("SELECT attempt, status, error_message FROM attempts WHERE seq = 0").fetchall()
+    finally:
+        db.close()
+    assert attempt == [(1, "skipped", "skipped while running")]
+    assert all(rows[s][0] == "complete" for s in range(1, 6)), rows
+    assert sorted(_starts(log)) == [(seq, 1) for seq in range(6)]
+    assert "was skipped in a worker thread" in err
