@@ -281,6 +281,8 @@ class BatchRunner(TakeOver, Finishing):
                 # its late outcome.
                 self._kill_reasons.pop(seq, None)
                 self.outcomes.timeout_limits.pop(seq, None)
+                if self.executor.started(seq) is None:
+                    continue  # it ended just now: its own outcome is on its way, and decides
                 error = classify(ItemTimeout(limit))._replace(detail=UNSTOPPABLE, final=True)
                 self._on_outcomes(
                     [Outcome(seq, flight.item.attempt, time.time() - (now - began), now - began, error=error)]
