@@ -462,8 +462,7 @@ class DashboardScreen(WorkerScreen):
             self.notify(clean(f"batch {self.bdir.batch_id}: its folder is gone"), severity="warning")
             return
         if self.engine.held or self.in_process_engine:
-            where = "this app" if self.in_process_engine else f"pid {self.engine.pid}"
-            self.notify(f"an engine ({where}) runs this batch: nothing to resume", severity="warning")
+            self.notify(self.gates.held_text(), severity="warning")
             return
         if not self.resumable:
             self.notify(clean(f"batch {self.bdir.batch_id} is finished: nothing to resume"), severity="warning")

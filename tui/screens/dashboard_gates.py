@@ -10,8 +10,11 @@ control.jsonl and applied once the items run, as the event log says.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
+from batchtui.engine.batchdir import HOST
+from batchtui.engine.fmt import shell_line
 from batchtui.engine.models import ACTIVE_STATES, BatchState, LiveProgress
 from batchtui.engine.reading import SourceReading, source_reading
 
@@ -32,6 +35,22 @@ class DashboardGates:
 
     def __init__(self, screen: DashboardScreen) -> None:
         self.screen = screen
+
+    def held_text(self) -> str:
+        """Why the batch cannot be resumed while its lock is held, and by whom."""
+        s = self.screen
+        holder = s.engine.holder
+        if not s.in_process_engine and holder is not None and (holder.pid, holder.host) == (os.getpid(), HOST):
+            # This app's engine ended, but a stop left Python calls running in its threads
+            # (engine/finishing.py): the lock stays with this process until they are gone.
+            again = shell_line("batchtui", "resume", s.bdir.batch_id, "--output-dir", s.bdir.path.parent)
+            return (
+                "this app still runs Python calls its engine's stop could not end (a thread cannot be"
+                " stopped): the batch stays locked so that none of them runs twice; quit the app (they"
+                f" end with it), then: {again}"
+            )
+        where = "this app" if s.in_process_engine else f"pid {s.engine.pid}"
+        return f"an engine ({where}) runs this batch: nothing to resume"
 
     @property
     def engine_live(self) -> bool:
