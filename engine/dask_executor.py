@@ -140,6 +140,8 @@ class DaskExecutor:
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._held: set[tuple[str, int]] = set()  # calls given up that still run (abandon)
+        self.lost = 0
         self._counter = itertools.count()
         self._cluster_info: ClusterInfo | None = None
         self.reaper = WorkerReaper(self)
@@ -265,6 +267,23 @@ class DaskExecutor:
             return False
         self.reaper.put((task.key, index))
         return True
+
+    #: What becomes of a call given up (:meth:`abandon`), and what would stop such calls.
+    GIVE_UP = "it holds its worker's thread until it returns"
+    REMEDY = "without --scheduler (a cluster of the engine's own) such calls are killed"
+
+    def abandon(self, seq: int) -> bool | None:
+        """Give up on ``seq``'s call (timed out or skipped; a Python call on a cluster this engine
+        does not own cannot be stopped): it holds its worker's thread until it returns. False
+        once such calls hold every thread of the cluster (the run halts: nothing could run);
+        None if ``seq`` is owed by no task here (it just ended)."""
+        owing = self.ledger.owing(seq, None)
+        if owing is None:
+            return None
+        self._held.add((owing[0].key, owing[1]))
+        self._held &= set(self.ledger.owed_everywhere())  # those whose call returned are gone
+        self.lost = len(self._held)
+        return self.lost < self._cluster_threads()
 
     def kill_all(self) -> int:
         owed = self.ledger.owed_everywhere()

@@ -281,6 +281,9 @@ class ThreadExecutor(_HandoffExecutor):
             if wait:
                 self._woken.wait(wait)  # no room to start commands: let it free (shutdown wakes)
 
+    #: What becomes of a call given up (:meth:`abandon`), and what would stop such calls.
+    GIVE_UP, REMEDY = "its thread is given up and a new one takes its place", "--executor process kills such calls"
+
     def abandon(self, seq: int) -> bool | None:
         """Give up on the worker thread running ``seq``: its Python call timed out, and a thread
         cannot be stopped. The items of its chunk not started go to the other workers at once,

@@ -303,14 +303,14 @@ class BatchRunner(TakeOver, Finishing):
             self._told_unstoppable = True
             self._warn(
                 f"item #{seq} {what} in a worker thread, where a Python call cannot be stopped: the call"
-                " runs on, its thread is given up and a new one takes its place, and its outcome is"
-                " ignored; --executor process kills such calls"
+                f" runs on and its outcome is ignored; {getattr(self.executor, 'GIVE_UP', '')};"
+                f" {getattr(self.executor, 'REMEDY', '')}"
             )
         if replaced is False:
             lost = getattr(self.executor, "lost", 0)
             self._halt(
                 f"{lost} Python calls timed out or skipped still hold worker threads (a thread cannot"
-                " stop them): halted before every worker is held; --executor process kills such calls"
+                f" stop them): halted before every worker is held; {getattr(self.executor, 'REMEDY', '')}"
             )
         return True
 
