@@ -92,9 +92,9 @@ def exits_hard(item: Any) -> None:
     os._exit(3)
 
 
-def stubborn(item: Any) -> None:
+def stubborn(item: Any, seconds: float = 30) -> None:
     """Sleeps on through whatever a kill raises in it: only its process's death ends it."""
-    end = time.monotonic() + 30
+    end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
             time.sleep(0.05)
@@ -231,10 +231,5 @@ def hang_marked(item: Any) -> dict[str, int]:
     _log_start(item)
     marked = os.environ.get("BTUI_TEST_HANG", "")
     if marked == "all" or str(item.seq) in marked.split(","):
-        end = time.monotonic() + 120
-        while time.monotonic() < end:
-            try:
-                time.sleep(0.05)
-            except BaseException:  # the point: a call that does not unwind
-                pass
+        stubborn(item, 120)
     return {"seq": item.seq}

@@ -8,13 +8,13 @@ once, in one process); and a skipped one stayed in flight, so the run could neve
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 from pathlib import Path
 
 from batchtui.engine.executors import LOST_PER_WORKER
 
 from .conftest import CLI, cli_env, only_batch, wait_until
+from .test_control_holds import rows
 
 PROCS = Path(__file__).with_name("procs.py")
 
@@ -26,11 +26,7 @@ def _items(tmp_path: Path, n: int) -> Path:
 
 
 def _rows(batch: Path) -> dict[int, tuple[str, int, str | None]]:
-    db = sqlite3.connect(batch / "items.db")
-    try:
-        return {s: (st, a, et) for s, st, a, et in db.execute("SELECT seq, status, attempts, error_type FROM items")}
-    finally:
-        db.close()
+    return {s: (st, a, et) for s, st, a, et in rows(batch, "SELECT seq, status, attempts, error_type FROM items")}
 
 
 def _starts(log: Path) -> list[tuple[int, int]]:
@@ -50,13 +46,13 @@ def test_a_timed_out_call_gives_its_worker_up_and_is_not_retried(tmp_path: Path,
     items = _items(tmp_path, 12)
     proc = _run(tmp_path, out_dir, "0,4,8", str(items), "-j", "2", "--timeout", "0.5", "--max-attempts", "3")
     assert proc.returncode == 1, proc.stderr
-    rows = _rows(only_batch(out_dir))
-    assert {s: r for s, r in rows.items() if r[0] != "complete"} == {
+    table = _rows(only_batch(out_dir))
+    assert {s: r for s, r in table.items() if r[0] != "complete"} == {
         0: ("failed", 1, "timeout"),
         4: ("failed", 1, "timeout"),
         8: ("failed", 1, "timeout"),
     }
-    assert sum(r[0] == "complete" for r in rows.values()) == 9
+    assert sum(r[0] == "complete" for r in table.values()) == 9
     # Each item started once: no retry of a call that still ran, no item run twice.
     starts = _starts(tmp_path / "starts.log")
     assert sorted(starts) == [(seq, 1) for seq in range(12)]
@@ -72,11 +68,11 @@ def test_threads_given_up_past_the_limit_halt_the_run(tmp_path: Path, out_dir: P
     proc = _run(tmp_path, out_dir, "all", str(items), "-j", "1", "--timeout", "0.3")
     assert proc.returncode == 3, proc.stderr  # halted by a policy
     assert f"{LOST_PER_WORKER + 1} Python calls timed out or skipped still hold worker threads" in proc.stdout
-    rows = _rows(only_batch(out_dir))
-    failed = sorted(s for s, r in rows.items() if r[0] == "failed")
+    table = _rows(only_batch(out_dir))
+    failed = sorted(s for s, r in table.items() if r[0] == "failed")
     assert failed == list(range(LOST_PER_WORKER + 1))
-    assert all(rows[s] == ("failed", 1, "timeout") for s in failed)
-    assert sorted(s for s, r in rows.items() if r[0] == "pending") == list(range(LOST_PER_WORKER + 1, 20))
+    assert all(table[s] == ("failed", 1, "timeout") for s in failed)
+    assert sorted(s for s, r in table.items() if r[0] == "pending") == list(range(LOST_PER_WORKER + 1, 20))
     assert len(_starts(tmp_path / "starts.log")) == LOST_PER_WORKER + 1
 
 
@@ -104,15 +100,11 @@ def test_a_skipped_call_that_never_returns_frees_its_worker(tmp_path: Path, out_
         if engine.poll() is None:
             engine.kill()
     assert engine.returncode == 1, err  # some skipped
-    rows = _rows(only_batch(out_dir))
+    table = _rows(only_batch(out_dir))
     # As a shell item skipped while it runs: skipped, its attempt recorded as such (not counted).
-    assert rows[0] == ("skipped", 0, None)
-    db = sqlite3.connect(only_batch(out_dir) / "items.db")
-    try:
-        attempt = db.execute("SELECT attempt, status, error_message FROM attempts WHERE seq = 0").fetchall()
-    finally:
-        db.close()
+    assert table[0] == ("skipped", 0, None)
+    attempt = rows(only_batch(out_dir), "SELECT attempt, status, error_message FROM attempts WHERE seq = 0")
     assert attempt == [(1, "skipped", "skipped while running")]
-    assert all(rows[s][0] == "complete" for s in range(1, 6)), rows
+    assert all(table[s][0] == "complete" for s in range(1, 6)), table
     assert sorted(_starts(log)) == [(seq, 1) for seq in range(6)]
     assert "was skipped in a worker thread" in err
