@@ -140,7 +140,7 @@ class DaskExecutor:
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._held: set[tuple[str, int]] = set()  # calls given up that still run (abandon)
+        self._held: dict[tuple[str, int], int] = {}  # (task, index) -> seq of calls given up (abandon)
         self.lost = 0
         self._counter = itertools.count()
         self._cluster_info: ClusterInfo | None = None
@@ -269,8 +269,7 @@ class DaskExecutor:
         return True
 
     #: What becomes of a call given up (:meth:`abandon`), and what would stop such calls.
-    GIVE_UP = "it holds its worker's thread until it returns"
-    REMEDY = "without --scheduler (a cluster of the engine's own) such calls are killed"
+    GIVE_UP, REMEDY = "it holds its worker's thread until it returns", "without --scheduler such calls are killed"
 
     def abandon(self, seq: int) -> bool | None:
         """Give up on ``seq``'s call (timed out or skipped; a Python call on a cluster this engine
@@ -280,10 +279,15 @@ class DaskExecutor:
         owing = self.ledger.owing(seq, None)
         if owing is None:
             return None
-        self._held.add((owing[0].key, owing[1]))
-        self._held &= set(self.ledger.owed_everywhere())  # those whose call returned are gone
-        self.lost = len(self._held)
+        self._held[(owing[0].key, owing[1])] = seq
+        self.lost = len(self.held())
         return self.lost < self._cluster_threads()
+
+    def held(self) -> set[int]:
+        """The items whose calls were given up and still run (a retry must wait for them)."""
+        owed = set(self.ledger.owed_everywhere())
+        self._held = {where: seq for where, seq in self._held.items() if where in owed}
+        return set(self._held.values())
 
     def kill_all(self) -> int:
         owed = self.ledger.owed_everywhere()

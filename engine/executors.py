@@ -212,7 +212,7 @@ class ThreadExecutor(_HandoffExecutor):
         #: The thread running each chunk taken (by id), and the chunks whose thread was given up
         #: (:meth:`abandon`): it leaves once its call returns. ``lost``: such threads still held.
         self._holders: dict[int, threading.Thread] = {}
-        self._lost: set[int] = set()
+        self._lost: dict[int, int] = {}  # chunk id -> the seq whose call holds its thread
         self.lost = 0
         self._asked = 1  # the workers last asked for
 
@@ -274,7 +274,7 @@ class ThreadExecutor(_HandoffExecutor):
                 del holders[id(chunk)]
                 handoff.done(chunk)
                 if id(chunk) in self._lost:  # given up (abandon): another thread took its place
-                    self._lost.discard(id(chunk))
+                    del self._lost[id(chunk)]
                     self.lost -= 1
                     return
             wait = room.after_chunk()
@@ -297,7 +297,7 @@ class ThreadExecutor(_HandoffExecutor):
             chunk = self.handoff.running_chunk(seq)
             if chunk is None or id(chunk) in self._lost:
                 return None
-            self._lost.add(id(chunk))
+            self._lost[id(chunk)] = seq
             self.lost += 1
             self.workers -= 1
             self.handoff.reclaim(chunk)
@@ -306,6 +306,11 @@ class ThreadExecutor(_HandoffExecutor):
                 return False
         self.set_workers(self._asked)
         return True
+
+    def held(self) -> set[int]:
+        """The items whose calls were given up and still run (a retry must wait for them)."""
+        with self._lock:
+            return set(self._lost.values())
 
     def set_workers(self, n: int) -> None:
         """Grow or shrink to ``n`` worker threads. Where the system lets fewer start (a limit on

@@ -117,7 +117,8 @@ class Operations:
         run = self.run
         assert run.store is not None
         run._commit()
-        changed = run.store.retry_selected(sel)
+        held = self._held(sel)
+        changed = run.store.retry_selected(sel, exclude=held)
         self._moved(changed, "pending")
         if changed:
             run._reset_scan()
@@ -125,7 +126,15 @@ class Operations:
             run.error_tally.reread(run.store)
         from .client import describe_retry  # the sender's module: imported by the commands only
 
-        return describe_retry(changed, run.store.unretriable_types(sel))
+        return describe_retry(changed, run.store.unretriable_types(sel)) + _held_note(held)
+
+    def _held(self, sel: Selection) -> set[int]:
+        """The items of ``sel`` whose calls were given up and still run (a Python call that
+        timed out, which its worker cannot stop, ThreadExecutor.abandon): a retry now would run
+        them twice at once, so they stay failed until the call returns."""
+        run = self.run
+        held: set[int] = getattr(run.executor, "held", set)()
+        return set(run.store.selected_among(sel, sorted(held))) if held and run.store is not None else set()
 
     def prioritize(self, sel: Selection) -> str:
         """The pending items of ``sel`` (and its failed ones, retried) go out before any other
@@ -133,7 +142,8 @@ class Operations:
         run = self.run
         assert run.store is not None
         run._commit()  # the store must show what is still pending
-        retried, moved = run.store.prioritize(sel)
+        held = self._held(sel)
+        retried, moved = run.store.prioritize(sel, exclude=held)
         self._moved(retried, "pending")
         if retried.get("failed"):
             run.error_tally.reread(run.store)
@@ -145,7 +155,7 @@ class Operations:
             run.dispatcher.prioritized()
         from .client import describe_prioritize
 
-        return describe_prioritize(retried, moved, run.store.unretriable_types(sel))
+        return describe_prioritize(retried, moved, run.store.unretriable_types(sel)) + _held_note(held)
 
     def skip_selection(self, sel: Selection) -> str:
         """Skip every not yet complete item of ``sel``: those in flight or waiting out a backoff
@@ -226,6 +236,14 @@ class Operations:
             run.error_tally.reread(run.store)
         self._forget_skipped_suspects()
         return len(changed), len(running)
+
+
+def _held_note(held: set[int]) -> str:
+    """What a retry left failed because the item's call still runs (see Operations._held)."""
+    if not held:
+        return ""
+    shown = ", ".join(f"#{s}" for s in sorted(held)[:5]) + (" ..." if len(held) > 5 else "")
+    return f"; {shown} not retried: the call that timed out still runs, and cannot be stopped (retry once it returns)"
 
 
 def _skipped_text(skipped: int, running: int) -> str:

@@ -227,9 +227,11 @@ def poison_chunk(items: list[Any]) -> list[dict[str, int]]:
 
 def hang_marked(item: Any) -> dict[str, int]:
     """Logs its start; the items named in $BTUI_TEST_HANG (seqs, comma-separated; "all") never
-    return (two minutes, swallowing whatever is raised in them), the others return at once."""
+    return (two minutes, swallowing whatever is raised in them), the others return after
+    $BTUI_TEST_NAP_S seconds (0)."""
     _log_start(item)
     marked = os.environ.get("BTUI_TEST_HANG", "")
     if marked == "all" or str(item.seq) in marked.split(","):
         stubborn(item, 120)
+    time.sleep(float(os.environ.get("BTUI_TEST_NAP_S", "0")))
     return {"seq": item.seq}

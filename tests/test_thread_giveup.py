@@ -108,3 +108,35 @@ def test_a_skipped_call_that_never_returns_frees_its_worker(tmp_path: Path, out_
     assert all(table[s][0] == "complete" for s in range(1, 6)), table
     assert sorted(_starts(log)) == [(seq, 1) for seq in range(6)]
     assert "was skipped in a worker thread" in err
+
+
+def test_a_retry_waits_for_the_call_that_still_runs(tmp_path: Path, out_dir: Path) -> None:
+    # Item 0 timed out and its call runs on: an operator's retry of it while the run goes on
+    # leaves it failed (it would run twice at once) and says why.
+    items = _items(tmp_path, 16)
+    log = tmp_path / "starts.log"
+    env = cli_env(out_dir, {"BTUI_TEST_HANG": "0", "BTUI_TEST_EXEC_LOG": str(log), "BTUI_TEST_NAP_S": "0.3"})
+    cmd = [*CLI, "run", str(items), "--call", f"{PROCS}:hang_marked", "--executor", "thread", "-j", "2"]
+    cmd += ["--timeout", "0.5", "--headless"]
+    engine = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: out_dir.exists() and any(out_dir.iterdir()), 30, "the batch")
+        live = only_batch(out_dir) / "live_progress.json"
+        wait_until(lambda: live.exists() and _rows(only_batch(out_dir))[0][0] == "failed", 30, "item 0 failed")
+        retry = subprocess.run(
+            [*CLI, "retry", only_batch(out_dir).name, "0"],
+            check=False,
+            env=cli_env(out_dir),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert retry.returncode == 0, retry.stderr
+        assert "0 failed items back to pending; #0 not retried: the call that timed out still runs" in retry.stdout
+        _, err = engine.communicate(timeout=60)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    assert engine.returncode == 1, err
+    assert _rows(only_batch(out_dir))[0] == ("failed", 1, "timeout")
+    assert [s for s in _starts(log) if s[0] == 0] == [(0, 1)]  # started once, never again

@@ -416,9 +416,10 @@ class ItemStore:
             )
         return changed
 
-    def retry_selected(self, sel: Selection) -> dict[str, int]:
-        """The failed and skipped items of ``sel`` back to pending: {old status: count}."""
-        cond, args = selection_condition(sel)
+    def retry_selected(self, sel: Selection, exclude: Iterable[int] = ()) -> dict[str, int]:
+        """The failed and skipped items of ``sel`` back to pending, but not those of ``exclude``:
+        {old status: count}."""
+        cond, args = _excluding(*selection_condition(sel), exclude)
         with self.transaction():
             return self._retry_where(("failed", "skipped"), cond, args)
 
@@ -433,11 +434,7 @@ class ItemStore:
     ) -> dict[str, int]:
         """The items of ``sel`` in ``statuses`` (not yet complete), but not those of ``exclude``
         (a running engine's items in flight, which it kills itself), skipped: {old status: count}."""
-        cond, args = selection_condition(sel)
-        left_out = sorted(set(exclude))
-        if left_out:
-            cond = f"{cond} AND seq NOT IN (SELECT value FROM json_each(?))"
-            args = [*args, orjson.dumps(left_out).decode()]
+        cond, args = _excluding(*selection_condition(sel), exclude)
         marks = ", ".join(f"'{s}'" for s in statuses)
         with self.transaction():
             changed = self._by_status(statuses, cond, args)
@@ -448,11 +445,11 @@ class ItemStore:
                 )
         return changed
 
-    def prioritize(self, sel: Selection) -> tuple[dict[str, int], int]:
+    def prioritize(self, sel: Selection, exclude: Iterable[int] = ()) -> tuple[dict[str, int], int]:
         """Move the items of ``sel`` to the front of the queue, in seq order, in front of any
         prioritized before; failed ones are put back to pending first. Returns (the retried by
-        old status, the number of pending items now at the front)."""
-        cond, args = selection_condition(sel)
+        old status, the number of pending items now at the front). Not those of ``exclude``."""
+        cond, args = _excluding(*selection_condition(sel), exclude)
         with self.transaction():
             retried = self._retry_where(("failed",), cond, args)
             # Dead places (items no longer pending) go, so the table stays as small as the queue.
@@ -472,3 +469,11 @@ class ItemStore:
                     [front - n - 1, *args],
                 )
         return retried, n
+
+
+def _excluding(cond: str, args: list[Any], exclude: Iterable[int]) -> tuple[str, list[Any]]:
+    """``cond`` (with its ``args``) narrowed to the items not in ``exclude``."""
+    left_out = sorted(set(exclude))
+    if not left_out:
+        return cond, args
+    return f"{cond} AND seq NOT IN (SELECT value FROM json_each(?))", [*args, orjson.dumps(left_out).decode()]
