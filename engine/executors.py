@@ -283,6 +283,7 @@ class ThreadExecutor(_HandoffExecutor):
 
     #: What becomes of a call given up (:meth:`abandon`), and what would stop such calls.
     GIVE_UP, REMEDY = "its thread is given up and a new one takes its place", "--executor process kills such calls"
+    HELD_HERE = True  # those calls run in this process: its lock is kept until it exits (TakeOver.close)
 
     def abandon(self, seq: int) -> bool | None:
         """Give up on the worker thread running ``seq``: its Python call timed out, and a thread

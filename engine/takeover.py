@@ -91,6 +91,10 @@ class TakeOver(RunState):
             # process, but no engine died, and none is charged for them.
             self.inflight.close(forget=True)
             self.inflight = None
+        if getattr(self.executor, "HELD_HERE", False) and self.executor.held():  # type: ignore[union-attr]
+            # Calls given up (ThreadExecutor.abandon) still run in this process: as for those a
+            # stop gave up on, no other engine may take the batch and run them again meanwhile.
+            self._abandoned = True
         if not self._abandoned:  # else the kernel drops the lock when this process exits
             self.lock.release()
         if self.reaper is not None:  # after the release: until then no other engine may take the batch

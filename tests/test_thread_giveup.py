@@ -8,10 +8,20 @@ once, in one process); and a skipped one stayed in flight, so the run could neve
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from batchtui.engine.config import BatchConfig
+from batchtui.engine.enqueue import create_batch
 from batchtui.engine.executors import LOST_PER_WORKER
+from batchtui.engine.liveness import engine_status
+from batchtui.engine.models import BatchState
+from batchtui.engine.processors import python_spec
+from batchtui.engine.runner import BatchRunner
+from batchtui.engine.sources import build_spec
 
 from .conftest import CLI, cli_env, only_batch, wait_until
 from .test_control_holds import rows
@@ -140,3 +150,32 @@ def test_a_retry_waits_for_the_call_that_still_runs(tmp_path: Path, out_dir: Pat
     assert engine.returncode == 1, err
     assert _rows(only_batch(out_dir))[0] == ("failed", 1, "timeout")
     assert [s for s in _starts(log) if s[0] == 0] == [(0, 1)]  # started once, never again
+
+
+def test_the_lock_stays_while_given_up_calls_run_in_the_process(
+    tmp_path: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An engine in a process that lives on (the dashboard's): its run ends with item 0's call
+    # still running in a given-up thread. Another engine must not take the batch and retry
+    # item 0 beside it: the lock stays with this process, as after a stop that gave calls up.
+    monkeypatch.setenv("BTUI_TEST_HANG", "0")
+    monkeypatch.setenv("BTUI_TEST_EXEC_LOG", str(tmp_path / "starts.log"))
+    items = _items(tmp_path, 4)
+    config = BatchConfig(output_dir=str(out_dir), workers=2, executor="thread", timeout=0.5, fsync=False)
+    batch = create_batch(config, build_spec([str(items)]), python_spec(f"{PROCS}:hang_marked"))
+    result = BatchRunner(batch).run()
+    assert result.state == BatchState.FINISHED
+    assert _rows(batch.path)[0] == ("failed", 1, "timeout")
+    status = engine_status(batch.path)
+    assert status.held and status.pid == os.getpid()
+    again = subprocess.run(
+        [*CLI, "resume", batch.batch_id, "--retry-failed", "--headless"],
+        check=False,
+        env=cli_env(out_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 2, again.stderr
+    assert f"pid {os.getpid()}" in again.stderr
+    assert [s for s in _starts(tmp_path / "starts.log") if s[0] == 0] == [(0, 1)]

@@ -27,7 +27,7 @@ def _text(tmp_path: Path, pid: int, host: str, in_process_engine: bool) -> str:
 
 def test_calls_left_running_in_this_app_say_so_and_how_to_go_on(tmp_path: Path) -> None:
     text = _text(tmp_path, os.getpid(), HOST, in_process_engine=False)
-    assert text.startswith("this app still runs Python calls its engine's stop could not end")
+    assert text.startswith("this app still runs Python calls its engine could not stop")
     assert text.endswith(f"then: batchtui resume 20261206_000000_0000abcd --output-dir '{tmp_path}/out dir'")
 
 

@@ -41,11 +41,11 @@ class DashboardGates:
         s = self.screen
         holder = s.engine.holder
         if not s.in_process_engine and holder is not None and (holder.pid, holder.host) == (os.getpid(), HOST):
-            # This app's engine ended, but a stop left Python calls running in its threads
-            # (engine/finishing.py): the lock stays with this process until they are gone.
+            # This app's engine ended, but Python calls it could not stop (a stop's, or timed-out
+            # ones given up) still run in its threads: the lock stays with this process.
             again = shell_line("batchtui", "resume", s.bdir.batch_id, "--output-dir", s.bdir.path.parent)
             return (
-                "this app still runs Python calls its engine's stop could not end (a thread cannot be"
+                "this app still runs Python calls its engine could not stop (a thread cannot be"
                 " stopped): the batch stays locked so that none of them runs twice; quit the app (they"
                 f" end with it), then: {again}"
             )
