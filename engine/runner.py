@@ -60,10 +60,11 @@ log = logging.getLogger("batchtui.engine")
 #: process ends (:mod:`.switching`).
 SWITCH_INTERVAL_S: Final = 0.0005
 
-#: Why an item that timed out in a worker thread is not retried (its attempt's error detail).
+#: Why an item that timed out in a worker thread is not retried (its attempt's error detail,
+#: with what would stop such calls on its executor).
 UNSTOPPABLE: Final = (
     "a Python call in a thread cannot be stopped, so it runs on, and the item is not retried"
-    " (it would run twice at once); --executor process kills timed-out calls"
+    " (it would run twice at once)"
 )
 
 EXIT_OK: Final = 0
@@ -283,7 +284,8 @@ class BatchRunner(TakeOver, Finishing):
                 self.outcomes.timeout_limits.pop(seq, None)
                 if self.executor.started(seq) is None:
                     continue  # it ended just now: its own outcome is on its way, and decides
-                error = classify(ItemTimeout(limit))._replace(detail=UNSTOPPABLE, final=True)
+                remedy = getattr(self.executor, "REMEDY", "--executor process kills such calls")
+                error = classify(ItemTimeout(limit))._replace(detail=f"{UNSTOPPABLE}; {remedy}", final=True)
                 self._on_outcomes(
                     [Outcome(seq, flight.item.attempt, time.time() - (now - began), now - began, error=error)]
                 )
