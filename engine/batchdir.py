@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ class BatchLock:
         self._fd: int | None = None
         self._dir_fd: int | None = None
         self.info: LockInfo | None = None
+        self._releasing = threading.Lock()  # a release may come from two threads (takeover.py)
 
     def acquire(self, *, wait: float = 1.0, on_wait: Callable[[LockInfo | None], None] | None = None) -> LockInfo:
         """Take the lock, trying for up to ``wait`` seconds; BatchLocked (naming the holder) if not.
@@ -217,19 +219,20 @@ class BatchLock:
         return self._own(fd, dir_fd, mine)
 
     def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-            # Unlock before closing: the run's watchdog holds a copy of this descriptor while it
-            # sweeps, and a close alone would leave the batch locked until that copy is gone.
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-            self.info = None
-        if self._dir_fd is not None:
-            os.close(self._dir_fd)  # and with it the folder's lock
-            self._dir_fd = None
+        with self._releasing:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, 0)
+                # Unlock before closing: the run's watchdog holds a copy of this descriptor while
+                # it sweeps, and a close alone would leave the batch locked until that copy is gone.
+                with contextlib.suppress(OSError):
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+                self._fd = None
+                self.info = None
+            if self._dir_fd is not None:
+                os.close(self._dir_fd)  # and with it the folder's lock
+                self._dir_fd = None
 
     @property
     def held(self) -> bool:

@@ -3,7 +3,8 @@
 A stop or a halt first takes back every item handed out and not started (they go back to
 pending at once, no attempt counted) and the retries waiting out a backoff; running items get
 the grace period, then are killed; Python calls on threads, which cannot be killed, are
-abandoned (back to pending, the batch stays locked while this process lives). A failed write
+abandoned (back to pending, the batch stays locked until they return or this process exits:
+engine/takeover.py). A failed write
 (a full disk) halts at once and trusts nothing uncommitted. The end writes each final file on
 its own, so a full disk still gets whatever fits.
 """
@@ -82,12 +83,13 @@ class Finishing(RunState):
 
     def _abandon_in_flight(self) -> None:
         """Items that outlived the grace and cannot be killed (Python calls on threads): back to
-        pending for the next run, and the batch stays locked while this process lives (they may
-        still be running in it): the next engine waits, no item runs in two processes at once."""
+        pending for the next run, and the batch stays locked until they return or this process
+        exits (they may still be running in it): the next engine waits, no item runs in two
+        processes at once."""
         if self._inflight:
             self._warn(
                 f"{len(self._inflight)} running Python call(s) cannot be killed: back to pending; the batch"
-                " stays locked until this process exits"
+                " stays locked until they return or this process exits"
             )
             self._abandoned = True
         for seq in list(self._inflight):

@@ -13,11 +13,12 @@ from __future__ import annotations
 import array
 import logging
 import os
+import threading
 import time
 from typing import Final
 
 from . import fdlimit, staging, warmstart
-from .batchdir import HOST, iso_at, now_iso
+from .batchdir import HOST, BatchLock, iso_at, now_iso
 from .committer import Committer
 from .control import ControlWatcher
 from .control_file import ControlReader
@@ -91,12 +92,18 @@ class TakeOver(RunState):
             # process, but no engine died, and none is charged for them.
             self.inflight.close(forget=True)
             self.inflight = None
-        if getattr(self.executor, "HELD_HERE", False) and self.executor.held():  # type: ignore[union-attr]
+        here = getattr(self.executor, "HELD_HERE", False)
+        if here and self.executor.held():  # type: ignore[union-attr]
             # Calls given up (ThreadExecutor.abandon) still run in this process: as for those a
             # stop gave up on, no other engine may take the batch and run them again meanwhile.
             self._abandoned = True
-        if not self._abandoned:  # else the kernel drops the lock when this process exits
+        if not self._abandoned:
             self.lock.release()
+        elif here:  # the lock goes once those calls have returned (or with this process)
+            held = [t for t in self.executor.threads if t.is_alive()]  # type: ignore[union-attr]
+            threading.Thread(
+                target=_release_after, args=(held, self.lock), name="batchtui-release", daemon=True
+            ).start()
         if self.reaper is not None:  # after the release: until then no other engine may take the batch
             self.reaper.close(unlock=not self._abandoned)
             self.reaper = None
@@ -289,3 +296,11 @@ class TakeOver(RunState):
         for text in notes:
             self._warn(text)
         return notes
+
+
+def _release_after(threads: list[threading.Thread], lock: BatchLock) -> None:
+    """Let the batch go once ``threads`` (workers holding calls this engine could not stop) have
+    ended: a long-lived process, the dashboard's, may then resume it in place."""
+    for thread in threads:
+        thread.join()
+    lock.release()

@@ -92,10 +92,11 @@ def exits_hard(item: Any) -> None:
     os._exit(3)
 
 
-def stubborn(item: Any, seconds: float = 30) -> None:
-    """Sleeps on through whatever a kill raises in it: only its process's death ends it."""
+def stubborn(item: Any, seconds: float = 30, until: str | None = None) -> None:
+    """Sleeps on through whatever a kill raises in it: only its process's death ends it (or, if
+    given, the file ``until`` appearing)."""
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    while time.monotonic() < end and not (until and os.path.exists(until)):
         try:
             time.sleep(0.05)
         except BaseException:  # the point: a call that does not unwind
@@ -227,11 +228,11 @@ def poison_chunk(items: list[Any]) -> list[dict[str, int]]:
 
 def hang_marked(item: Any) -> dict[str, int]:
     """Logs its start; the items named in $BTUI_TEST_HANG (seqs, comma-separated; "all") never
-    return (two minutes, swallowing whatever is raised in them), the others return after
-    $BTUI_TEST_NAP_S seconds (0)."""
+    return (two minutes, swallowing whatever is raised in them, or until the file
+    $BTUI_TEST_RELEASE appears), the others return after $BTUI_TEST_NAP_S seconds (0)."""
     _log_start(item)
     marked = os.environ.get("BTUI_TEST_HANG", "")
     if marked == "all" or str(item.seq) in marked.split(","):
-        stubborn(item, 120)
+        stubborn(item, 120, os.environ.get("BTUI_TEST_RELEASE"))
     time.sleep(float(os.environ.get("BTUI_TEST_NAP_S", "0")))
     return {"seq": item.seq}

@@ -152,7 +152,7 @@ def test_a_retry_waits_for_the_call_that_still_runs(tmp_path: Path, out_dir: Pat
     assert [s for s in _starts(log) if s[0] == 0] == [(0, 1)]  # started once, never again
 
 
-def test_the_lock_stays_while_given_up_calls_run_in_the_process(
+def test_the_lock_stays_while_given_up_calls_run_in_the_process_and_goes_after(
     tmp_path: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # An engine in a process that lives on (the dashboard's): its run ends with item 0's call
@@ -160,6 +160,8 @@ def test_the_lock_stays_while_given_up_calls_run_in_the_process(
     # item 0 beside it: the lock stays with this process, as after a stop that gave calls up.
     monkeypatch.setenv("BTUI_TEST_HANG", "0")
     monkeypatch.setenv("BTUI_TEST_EXEC_LOG", str(tmp_path / "starts.log"))
+    release = tmp_path / "release"
+    monkeypatch.setenv("BTUI_TEST_RELEASE", str(release))
     items = _items(tmp_path, 4)
     config = BatchConfig(output_dir=str(out_dir), workers=2, executor="thread", timeout=0.5, fsync=False)
     batch = create_batch(config, build_spec([str(items)]), python_spec(f"{PROCS}:hang_marked"))
@@ -179,3 +181,6 @@ def test_the_lock_stays_while_given_up_calls_run_in_the_process(
     assert again.returncode == 2, again.stderr
     assert f"pid {os.getpid()}" in again.stderr
     assert [s for s in _starts(tmp_path / "starts.log") if s[0] == 0] == [(0, 1)]
+    # Once that call returns, the batch is let go: this process could resume it in place.
+    release.touch()
+    wait_until(lambda: not engine_status(batch.path).held, 30, "the lock let go after the call returned")

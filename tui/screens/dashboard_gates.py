@@ -46,8 +46,8 @@ class DashboardGates:
             again = shell_line("batchtui", "resume", s.bdir.batch_id, "--output-dir", s.bdir.path.parent)
             return (
                 "this app still runs Python calls its engine could not stop (a thread cannot be"
-                " stopped): the batch stays locked so that none of them runs twice; quit the app (they"
-                f" end with it), then: {again}"
+                " stopped): the batch stays locked until they return, so that none of them runs twice;"
+                f" or quit the app (they end with it), then: {again}"
             )
         where = "this app" if s.in_process_engine else f"pid {s.engine.pid}"
         return f"an engine ({where}) runs this batch: nothing to resume"
