@@ -272,15 +272,15 @@ class DaskExecutor:
     GIVE_UP, REMEDY = "it holds its worker's thread until it returns", "without --scheduler such calls are killed"
 
     def abandon(self, seq: int) -> bool | None:
-        """Give up on ``seq``'s call (timed out or skipped; a Python call on a cluster this engine
-        does not own cannot be stopped): it holds its worker's thread until it returns. False
-        once such calls hold every thread of the cluster (the run halts: nothing could run);
-        None if ``seq`` is owed by no task here (it just ended)."""
+        """Give up on ``seq``'s call (a Python call on a cluster this engine does not own cannot be
+        stopped): it holds its worker's thread until it returns. False once such calls hold every
+        thread of the cluster (the run halts); None if no task here owes ``seq``."""
         owing = self.ledger.owing(seq, None)
         if owing is None:
             return None
         self._held[(owing[0].key, owing[1])] = seq
-        self.lost = len(self.held())
+        self.held()
+        self.lost = len({key for key, _ in self._held})  # a chunked call's items hold one thread
         return self.lost < self._cluster_threads()
 
     def held(self) -> set[int]:

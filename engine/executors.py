@@ -212,7 +212,7 @@ class ThreadExecutor(_HandoffExecutor):
         #: The thread running each chunk taken (by id), and the chunks whose thread was given up
         #: (:meth:`abandon`): it leaves once its call returns. ``lost``: such threads still held.
         self._holders: dict[int, threading.Thread] = {}
-        self._lost: dict[int, int] = {}  # chunk id -> the seq whose call holds its thread
+        self._lost: dict[int, list[int]] = {}  # chunk id -> the items its held call runs
         self.lost = 0
         self._asked = 1  # the workers last asked for
 
@@ -298,7 +298,7 @@ class ThreadExecutor(_HandoffExecutor):
             chunk = self.handoff.running_chunk(seq)
             if chunk is None or id(chunk) in self._lost:
                 return None
-            self._lost[id(chunk)] = seq
+            self._lost[id(chunk)] = self.running_with(seq)
             self.lost += 1
             self.workers -= 1
             self.handoff.reclaim(chunk)
@@ -311,7 +311,15 @@ class ThreadExecutor(_HandoffExecutor):
     def held(self) -> set[int]:
         """The items whose calls were given up and still run (a retry must wait for them)."""
         with self._lock:
-            return set(self._lost.values())
+            return {seq for seqs in self._lost.values() for seq in seqs}
+
+    def running_with(self, seq: int) -> list[int]:
+        """The items running in one call with ``seq`` (a chunked callable's: its chunk), ``seq``
+        included; [] if it is not running."""
+        chunk = self.handoff.running_chunk(seq)
+        if chunk is None:
+            return []
+        return [item.seq for index, item in enumerate(chunk.items) if chunk.gate.state(index) == RUNNING]
 
     def set_workers(self, n: int) -> None:
         """Grow or shrink to ``n`` worker threads. Where the system lets fewer start (a limit on

@@ -217,7 +217,13 @@ class Operations:
                 if run._early_halt is not None:
                     run._early_halt.ignore(seq)
                 began = run.executor.started(seq)
-                if not run.executor.kill(seq, flight.item.attempt) and run._give_up_worker(seq, "was skipped"):
+                # A call that runs items not skipped too (a chunked callable's) is waited for.
+                mates = getattr(run.executor, "running_with", None)
+                whole = mates is None or set(mates(seq)) <= set(seqs)
+                held: set[int] = getattr(run.executor, "held", set)()
+                if not run.executor.kill(seq, flight.item.attempt) and (
+                    seq in held or (whole and run._give_up_worker(seq, "was skipped"))
+                ):
                     # A Python call in a thread: it runs on, given up; the item ends skipped now.
                     ran = 0.0 if began is None else max(0.0, time.monotonic() - began)
                     run._on_outcomes([Outcome(seq, flight.item.attempt, time.time() - ran, ran)])

@@ -284,11 +284,21 @@ class BatchRunner(TakeOver, Finishing):
                 self.outcomes.timeout_limits.pop(seq, None)
                 if self.executor.started(seq) is None:
                     continue  # it ended just now: its own outcome is on its way, and decides
+                # The items its call runs (a chunked callable's chunk), read before the give-up.
+                mates = getattr(self.executor, "running_with", lambda s: [s])(seq) or [seq]
                 remedy = getattr(self.executor, "REMEDY", "--executor process kills such calls")
                 error = classify(ItemTimeout(limit))._replace(detail=f"{UNSTOPPABLE}; {remedy}", final=True)
-                self._on_outcomes(
-                    [Outcome(seq, flight.item.attempt, time.time() - (now - began), now - began, error=error)]
-                )
+                ran, at = now - began, time.time() - (now - began)
+                for mate in mates:
+                    held, reason = self._inflight.get(mate), self._kill_reasons.get(mate)
+                    if held is None or (mate != seq and reason == "stop"):
+                        continue  # settled, or the stop's (it gives up what outlives the grace)
+                    if mate != seq and reason == "skip":  # skipped while it ran: it ends skipped
+                        self._on_outcomes([Outcome(mate, held.item.attempt, at, ran)])
+                        continue
+                    self._kill_reasons.pop(mate, None)
+                    self.outcomes.timeout_limits.pop(mate, None)
+                    self._on_outcomes([Outcome(mate, held.item.attempt, at, ran, error=error)])
                 self._give_up_worker(seq, f"timed out after {limit:g}s")
 
     def _give_up_worker(self, seq: int, what: str) -> bool:

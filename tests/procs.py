@@ -236,3 +236,14 @@ def hang_marked(item: Any) -> dict[str, int]:
         stubborn(item, 120, os.environ.get("BTUI_TEST_RELEASE"))
     time.sleep(float(os.environ.get("BTUI_TEST_NAP_S", "0")))
     return {"seq": item.seq}
+
+
+def hang_marked_chunk(items: list[Any]) -> list[dict[str, int]]:
+    """A chunked callable: the chunk holding a seq named in $BTUI_TEST_HANG never returns (as
+    :func:`hang_marked`); the others return a result an item."""
+    for item in items:
+        _log_start(item)
+    marked = os.environ.get("BTUI_TEST_HANG", "").split(",")
+    if any(str(item.seq) in marked for item in items):
+        stubborn(items[0], 120, os.environ.get("BTUI_TEST_RELEASE"))
+    return [{"seq": item.seq} for item in items]

@@ -184,3 +184,19 @@ def test_the_lock_stays_while_given_up_calls_run_in_the_process_and_goes_after(
     # Once that call returns, the batch is let go: this process could resume it in place.
     release.touch()
     wait_until(lambda: not engine_status(batch.path).held, 30, "the lock let go after the call returned")
+
+
+def test_a_chunked_call_that_times_out_fails_its_whole_chunk_and_frees_the_run(tmp_path: Path, out_dir: Path) -> None:
+    # One call runs a chunk of 3 items: when it hangs, all 3 time out together and fail for
+    # good (only the first did, and the other two stayed in flight for good: the run never ended).
+    items = _items(tmp_path, 12)
+    log = tmp_path / "starts.log"
+    env = cli_env(out_dir, {"BTUI_TEST_HANG": "0", "BTUI_TEST_EXEC_LOG": str(log)})
+    cmd = [*CLI, "run", str(items), "--call", f"{PROCS}:hang_marked_chunk", "--executor", "thread", "-j", "2"]
+    cmd += ["--chunk-size", "3", "--timeout", "0.5", "--headless"]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90, check=False)
+    assert proc.returncode == 1, proc.stderr
+    table = _rows(only_batch(out_dir))
+    assert {s: r for s, r in table.items() if r[0] != "complete"} == dict.fromkeys((0, 1, 2), ("failed", 1, "timeout"))
+    assert sum(r[0] == "complete" for r in table.values()) == 9
+    assert sorted(_starts(log)) == [(seq, 1) for seq in range(12)]
