@@ -218,15 +218,19 @@ class Operations:
                     run._early_halt.ignore(seq)
                 began = run.executor.started(seq)
                 # A call that runs items not skipped too (a chunked callable's) is waited for.
-                mates = getattr(run.executor, "running_with", None)
-                whole = mates is None or set(mates(seq)) <= set(seqs)
+                mates = getattr(run.executor, "running_with", lambda s: [s])(seq) or [seq]
+                skipped = [m for m in mates if m in seqs or (m in run._inflight and run._inflight[m].skipped)]
                 held: set[int] = getattr(run.executor, "held", set)()
                 if not run.executor.kill(seq, flight.item.attempt) and (
-                    seq in held or (whole and run._give_up_worker(seq, "was skipped"))
+                    seq in held or (len(skipped) == len(mates) and run._give_up_worker(seq, "was skipped"))
                 ):
-                    # A Python call in a thread: it runs on, given up; the item ends skipped now.
+                    # A Python call in a thread: it runs on, given up; its items end skipped now
+                    # (those of this skip still to come in this loop, as they come).
                     ran = 0.0 if began is None else max(0.0, time.monotonic() - began)
-                    run._on_outcomes([Outcome(seq, flight.item.attempt, time.time() - ran, ran)])
+                    earlier = [m for m in mates if m != seq and m in run._inflight and run._inflight[m].skipped]
+                    for mate in [seq, *earlier]:
+                        item = run._inflight[mate].item
+                        run._on_outcomes([Outcome(mate, item.attempt, time.time() - ran, ran)])
         in_flight = set(running)  # those not in flight when the skip came are skipped in the store
         rest = [s for s in seqs if s not in in_flight]
         run.dispatcher.take_retries(set(rest))

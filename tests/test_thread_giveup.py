@@ -200,3 +200,40 @@ def test_a_chunked_call_that_times_out_fails_its_whole_chunk_and_frees_the_run(t
     assert {s: r for s, r in table.items() if r[0] != "complete"} == dict.fromkeys((0, 1, 2), ("failed", 1, "timeout"))
     assert sum(r[0] == "complete" for r in table.values()) == 9
     assert sorted(_starts(log)) == [(seq, 1) for seq in range(12)]
+
+
+def test_a_chunked_call_is_given_up_once_every_item_it_runs_is_skipped(tmp_path: Path, out_dir: Path) -> None:
+    # A skip of one item of a hung chunked call leaves the call alone (it runs other items too);
+    # once the other two are skipped as well, the call is given up and all three end skipped.
+    items = _items(tmp_path, 9)
+    log = tmp_path / "starts.log"
+    env = cli_env(out_dir, {"BTUI_TEST_HANG": "0", "BTUI_TEST_EXEC_LOG": str(log)})
+    cmd = [*CLI, "run", str(items), "--call", f"{PROCS}:hang_marked_chunk", "--executor", "thread", "-j", "1"]
+    cmd += ["--chunk-size", "3", "--headless"]
+    engine = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def skip(*seqs: str) -> str:
+        done = subprocess.run(
+            [*CLI, "skip", only_batch(out_dir).name, *seqs],
+            check=False,
+            env=cli_env(out_dir),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        wait_until(lambda: log.exists() and sorted(_starts(log)) == [(0, 1), (1, 1), (2, 1)], 30, "the chunk running")
+        assert "1 running item ends skipped" in skip("0")
+        assert engine.poll() is None
+        assert _starts(log)[3:] == []  # the one worker is still held: nothing else started
+        assert "2 running items end skipped" in skip("1", "2")
+        _, err = engine.communicate(timeout=60)  # a stall (the bug) runs into this timeout
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    assert engine.returncode == 1, err
+    table = _rows(only_batch(out_dir))
+    assert [table[s][0] for s in range(9)] == ["skipped"] * 3 + ["complete"] * 6
