@@ -51,6 +51,11 @@ def _run(tmp_path: Path, out: Path, hang: str, *args: str, timeout: float = 90) 
     return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def _cli(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``batchtui ARGS`` against the batches of ``out`` (a command beside a running engine)."""
+    return subprocess.run([*CLI, *args], check=False, env=cli_env(out), capture_output=True, text=True, timeout=60)
+
+
 def test_a_timed_out_call_gives_its_worker_up_and_is_not_retried(tmp_path: Path, out_dir: Path) -> None:
     # 3 of 12 items never return, on 2 workers, with retries allowed (--max-attempts 3).
     items = _items(tmp_path, 12)
@@ -95,14 +100,7 @@ def test_a_skipped_call_that_never_returns_frees_its_worker(tmp_path: Path, out_
     engine = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: log.exists() and _starts(log) == [(0, 1)], 30, "item 0 running")
-        skip = subprocess.run(
-            [*CLI, "skip", only_batch(out_dir).name, "0"],
-            check=False,
-            env=cli_env(out_dir),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        skip = _cli(out_dir, "skip", only_batch(out_dir).name, "0")
         assert skip.returncode == 0, skip.stderr
         assert "1 running item ends skipped" in skip.stdout, skip.stdout
         _, err = engine.communicate(timeout=60)  # a stall (the bug) runs into this timeout
@@ -133,14 +131,7 @@ def test_a_retry_waits_for_the_call_that_still_runs(tmp_path: Path, out_dir: Pat
         wait_until(lambda: out_dir.exists() and any(out_dir.iterdir()), 30, "the batch")
         live = only_batch(out_dir) / "live_progress.json"
         wait_until(lambda: live.exists() and _rows(only_batch(out_dir))[0][0] == "failed", 30, "item 0 failed")
-        retry = subprocess.run(
-            [*CLI, "retry", only_batch(out_dir).name, "0"],
-            check=False,
-            env=cli_env(out_dir),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        retry = _cli(out_dir, "retry", only_batch(out_dir).name, "0")
         assert retry.returncode == 0, retry.stderr
         assert "0 failed items back to pending; #0 not retried: the call that timed out still runs" in retry.stdout
         _, err = engine.communicate(timeout=60)
@@ -170,14 +161,7 @@ def test_the_lock_stays_while_given_up_calls_run_in_the_process_and_goes_after(
     assert _rows(batch.path)[0] == ("failed", 1, "timeout")
     status = engine_status(batch.path)
     assert status.held and status.pid == os.getpid()
-    again = subprocess.run(
-        [*CLI, "resume", batch.batch_id, "--retry-failed", "--headless"],
-        check=False,
-        env=cli_env(out_dir),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    again = _cli(out_dir, "resume", batch.batch_id, "--retry-failed", "--headless")
     assert again.returncode == 2, again.stderr
     assert f"pid {os.getpid()}" in again.stderr
     assert [s for s in _starts(tmp_path / "starts.log") if s[0] == 0] == [(0, 1)]
@@ -213,14 +197,7 @@ def test_a_chunked_call_is_given_up_once_every_item_it_runs_is_skipped(tmp_path:
     engine = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def skip(*seqs: str) -> str:
-        done = subprocess.run(
-            [*CLI, "skip", only_batch(out_dir).name, *seqs],
-            check=False,
-            env=cli_env(out_dir),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        done = _cli(out_dir, "skip", only_batch(out_dir).name, *seqs)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
