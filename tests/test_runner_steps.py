@@ -461,3 +461,54 @@ def test_a_failure_rate_crossed_inside_a_group_of_outcomes_halts_at_the_crossing
     st = statuses(runner)
     assert sum(1 for s, _a in st.values() if s == "failed") == 6
     assert sum(1 for s, _a in st.values() if s == "complete") == 14  # all of the group recorded
+
+
+def test_room_for_less_than_a_chunk_waits_for_a_whole_one(make_runner: Any) -> None:
+    """--chunk-size 3 on 2 workers: the window holds 24 items. One item ending left room for
+    one, and a chunk of one went out; it freed one place when it ended, and so on: a third of a
+    run's chunks were of one item. With every worker two chunks ahead, the runner waits until a
+    whole chunk fits."""
+    runner, ex = make_runner(200, workers=2, chunk_size=3)
+    sizes: list[int] = []
+    submit = ex.submit
+
+    def counted(chunk: Any) -> None:
+        sizes.append(len(chunk))
+        submit(chunk)
+
+    ex.submit = counted  # type: ignore[method-assign]
+    t = time.monotonic()
+    runner.step(t)
+    assert sizes == [3] * 8 and ex.queued() == 21 + 3
+    first = ex.begin(3)
+    ex.end(first[0])
+    runner.step(t + 0.01)  # takes the outcome in (after handing out)
+    runner.step(t + 0.011)
+    assert sizes == [3] * 8, "a chunk of one went out for one free place"
+    ex.end(first[1])
+    ex.end(first[2])
+    runner.step(t + 0.02)
+    runner.step(t + 0.021)
+    assert sizes == [3] * 9, str(sizes)
+    assert ex.queued() == 24
+
+
+def test_a_window_smaller_than_a_chunk_still_hands_out(make_runner: Any) -> None:
+    """The wait for a whole chunk holds only while the workers have two chunks each: --window 2
+    with chunks of 3 (room for 2 at most, never a whole chunk) still runs every item, and the
+    queue's last item goes out alone."""
+    runner, ex = make_runner(7, workers=2, chunk_size=3, window=2)
+    t = time.monotonic()
+    runner.step(t)
+    assert ex.queued() == 2
+    done = 0
+    while done < 7:
+        begun = ex.begin(3)
+        assert begun, f"nothing handed out after {done} items"
+        for seq in begun:
+            ex.end(seq)
+            done += 1
+        t += 0.01
+        runner.step(t)
+        runner.step(t + 0.001)
+    assert runner.finish().counts.complete == 7
