@@ -512,3 +512,44 @@ def test_a_window_smaller_than_a_chunk_still_hands_out(make_runner: Any) -> None
         runner.step(t)
         runner.step(t + 0.001)
     assert runner.finish().counts.complete == 7
+
+
+def test_the_loop_waits_between_turns_only_while_enough_work_is_handed_out(make_runner: Any) -> None:
+    """Each turn of the loop costs engine CPU on the cores the items run on: while the work
+    handed out lasts, a turn waits a quarter of it (at most 20 ms) after the one before, and
+    takes in several chunks' outcomes at once. Quick items, a pause or no duration known yet:
+    no wait."""
+    runner, _ = make_runner(200, workers=2, chunk_size=3)
+    t = time.monotonic()
+    runner.step(t)
+    assert len(runner._inflight) == 24
+    assert runner._coalesce_s() == 0.0  # no item has ended: no duration known
+    runner.dispatcher.note_duration(0.005)
+    assert runner._coalesce_s() == pytest.approx(24 * 0.005 / 2 / 4)  # 15 ms
+    runner.dispatcher.note_duration(0.5)
+    assert runner._coalesce_s() == pytest.approx(0.02)  # at most 20 ms
+    runner.dispatcher.note_duration(0.000_01)
+    assert runner._coalesce_s() == 0.0  # 24 no-op calls: nothing worth waiting for
+    runner.dispatcher.note_duration(0.5)
+    runner.paused = True
+    assert runner._coalesce_s() == 0.0
+
+
+def test_the_loop_turns_at_most_once_per_wait(make_runner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real loop (``_run_loop``) waits out the rest of the turn's wait before the next turn,
+    on the stop event (a Ctrl-C ends the wait), and not past what is due next."""
+    runner, _ = make_runner(20, workers=2)
+    turns: list[float] = []
+    waits: list[float] = []
+
+    def step(now: float, wait: float | None = 0.0) -> bool:
+        turns.append(now)
+        return len(turns) < 4
+
+    monkeypatch.setattr(runner, "step", step)
+    monkeypatch.setattr(runner, "_coalesce_s", lambda: 0.02)
+    monkeypatch.setattr(runner, "_next_wake", lambda now: 0.015)
+    monkeypatch.setattr(runner._stop, "wait", lambda seconds: waits.append(seconds) or False)
+    runner._run_loop()
+    assert len(turns) == 4
+    assert len(waits) == 3 and all(0 < w <= 0.015 for w in waits), waits
