@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from . import fdlimit
 from .attempts import Outcome
 from .batchdir import now_iso
+from .fmt import count
 from .models import BatchState, ControlCommand
 from .store.schema import SLOWEST_INDEX
 
@@ -46,7 +47,9 @@ class Operations:
             run._return_unstarted(held)
             run._requeue_waiting_retries()
             run._write_manifest()
-            return f"paused; {len(held)} queued items back to pending, {running} items already running finish"
+            finish = "finishes" if running == 1 else "finish"
+            back = count(len(held), "queued item")
+            return f"paused; {back} back to pending, {count(running, 'item')} already running {finish}"
         if cmd.op == "resume":
             if run.state != BatchState.PAUSED:
                 return f"not paused ({run.state.value})"

@@ -371,7 +371,8 @@ def test_running_is_one_item_a_worker_thread_and_a_pause_says_so_after_a_sigstop
         out, err = pause.communicate(timeout=60)
         answer = orjson.loads(out)["result"]
         running = int(answer.split(", ")[1].split()[0])
-        assert 1 <= running <= 2 and answer.endswith("items already running finish"), (answer, err)
+        said = "1 item already running finishes" if running == 1 else f"{running} items already running finish"
+        assert 1 <= running <= 2 and answer.endswith(said), (answer, err)
         stopped = subprocess.run(
             [*CLI, "stop", batch.name], env=cli_env(out_dir), capture_output=True, text=True, timeout=60, check=False
         )

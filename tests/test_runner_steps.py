@@ -553,3 +553,17 @@ def test_the_loop_turns_at_most_once_per_wait(make_runner: Any, monkeypatch: pyt
     runner._run_loop()
     assert len(turns) == 4
     assert len(waits) == 3 and all(0 < w <= 0.015 for w in waits), waits
+
+
+def test_the_pause_answer_says_one_item_in_the_singular(make_runner: Any) -> None:
+    """ "1 items already running finish" was the answer with one item running."""
+    runner, ex = make_runner(20, workers=1)
+    t = time.monotonic()
+    runner.step(t)
+    assert len(ex.begin(1)) == 1
+    cmd = new_command("pause")
+    runner.command(cmd)
+    runner.step(t)
+    live = LiveProgress.model_validate_json((runner.batch.path / "live_progress.json").read_bytes())
+    answer = live.control_results[cmd.id]
+    assert answer == "paused; 3 queued items back to pending, 1 item already running finishes", answer
