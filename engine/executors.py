@@ -273,10 +273,12 @@ class ThreadExecutor(_HandoffExecutor):
             with lock:
                 del holders[id(chunk)]
                 handoff.done(chunk)
-                if id(chunk) in self._lost:  # given up (abandon): another thread took its place
+                if id(chunk) in self._lost:  # given up (abandon)
                     del self._lost[id(chunk)]
                     self.lost -= 1
-                    return
+                    if self.workers >= self._asked:
+                        return  # another thread took its place
+                    self.workers += 1  # none did (the limit of threads given up): back to work
             wait = room.after_chunk()
             if wait:
                 self._woken.wait(wait)  # no room to start commands: let it free (shutdown wakes)

@@ -225,7 +225,7 @@ class Operations:
                 skipped = [m for m in mates if m in seqs or (m in run._inflight and run._inflight[m].skipped)]
                 held: set[int] = getattr(run.executor, "held", set)()
                 if not run.executor.kill(seq, flight.item.attempt) and (
-                    seq in held or (len(skipped) == len(mates) and run._give_up_worker(seq, "was skipped"))
+                    seq in held or (len(skipped) == len(mates) and run._give_up_worker(seq, "was skipped", halts=False))
                 ):
                     # A Python call in a thread: it runs on, given up; its items end skipped now
                     # (those of this skip still to come in this loop, as they come).

@@ -316,12 +316,15 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
                     self._on_outcomes([Outcome(mate, held.item.attempt, at, ran, error=error)])
                 self._give_up_worker(seq, f"timed out after {limit:g}s")
 
-    def _give_up_worker(self, seq: int, what: str) -> bool:
+    def _give_up_worker(self, seq: int, what: str, halts: bool = True) -> bool:
         """Item ``seq`` ``what`` (timed out, was skipped) in a worker thread, which cannot stop
         it: the executor gives that thread up and starts another (ThreadExecutor.abandon), the
-        run says so once, and past the executor's limit of threads given up it halts, before
-        every worker is held by a call that may never return. False: ``seq`` is not running in
-        a thread here (it just ended: its outcome is on its way)."""
+        run says so once, and past the executor's limit of threads given up a timeout halts it,
+        before every worker is held by a call that may never return. A skip (``halts`` False)
+        does not: the operator chose it, the call may well end soon, and the run waits for a
+        free thread meanwhile (two skips of running calls halted a run on a 2-thread cluster).
+        False: ``seq`` is not running in a thread here (it just ended: its outcome is on its
+        way)."""
         abandon = getattr(self.executor, "abandon", None)
         replaced = abandon(seq) if abandon is not None else None
         if replaced is None:
@@ -335,10 +338,17 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
             )
         if replaced is False:
             lost = getattr(self.executor, "lost", 0)
-            self._halt(
-                f"{lost} Python calls timed out or skipped still hold worker threads (a thread cannot"
-                f" stop them): halted before every worker is held; {getattr(self.executor, 'REMEDY', '')}"
-            )
+            if halts:
+                self._halt(
+                    f"{lost} Python calls timed out or skipped still hold worker threads (a thread cannot"
+                    f" stop them): halted before every worker is held; {getattr(self.executor, 'REMEDY', '')}"
+                )
+            elif not self._told_all_held:
+                self._told_all_held = True
+                self._warn(
+                    f"{lost} Python calls given up (timed out or skipped) still hold worker threads: the"
+                    " run goes on as threads come free, and waits while every one is held"
+                )
         return True
 
     # -- dispatch --------------------------------------------------------------------------

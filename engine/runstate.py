@@ -122,6 +122,7 @@ class RunState:
         self.warnings: collections.deque[str] = collections.deque(maxlen=10)
         self.warnings.extend(f"{now_iso()} {note}" for note in read_notes)
         self._told_unstoppable = False  # the run said once why a timed-out thread call is given up
+        self._told_all_held = False  # ... and that given-up calls held every thread, after a skip
 
         self._inflight: dict[int, Flight] = {}
         #: Items the last engine was running at two deaths or more, not failed for it: this run
@@ -273,7 +274,7 @@ class RunState:
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:  # BatchRunner's
         raise NotImplementedError
 
-    def _give_up_worker(self, seq: int, what: str) -> bool:  # BatchRunner's
+    def _give_up_worker(self, seq: int, what: str, halts: bool = True) -> bool:  # BatchRunner's
         raise NotImplementedError
 
     def _halt(self, reason: str) -> None:

@@ -108,3 +108,41 @@ def test_calls_holding_every_thread_halt_the_run(tmp_path: Path, cluster: Any) -
         (0, "failed", 1),
         (1, "failed", 1),
     ]
+
+
+def test_skips_of_calls_holding_every_thread_do_not_halt_the_run(tmp_path: Path, cluster: Any) -> None:
+    """The operator skips the two calls running on a 2-thread cluster it does not own: they
+    cannot be stopped and hold both threads. That halted the run (exit 3), as a timeout does;
+    a skip is the operator's triage, and such calls may well end soon: the run waits for a
+    free thread and goes on (seen under load in test_dask_control's skip test)."""
+    from batchtui.engine.client import send
+
+    from .conftest import wait_until
+
+    log, release = tmp_path / "starts.log", tmp_path / "release"
+    steps = tmp_path / "steps.py"
+    steps.write_text(STEPS.format(log=str(log), held=(0, 1), release=str(release)))
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"item-{i}\n" for i in range(8)))
+    config = BatchConfig(
+        output_dir=str(tmp_path / "out"), workers=2, executor="dask", scheduler=cluster.scheduler.address, fsync=False
+    )
+    batch = create_batch(config, build_spec([str(items)]), python_spec(f"{steps}:step"))
+    runner = BatchRunner(batch)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        started = lambda: log.exists() and {0, 1} <= {int(x.split()[0]) for x in log.read_text().splitlines()}  # noqa: E731
+        wait_until(started, 60, "items 0 and 1 running")
+        send(batch, "skip", seqs=[0, 1])
+        said = lambda: runner.halt_reason or any("still hold worker threads" in w for w in runner.warnings)  # noqa: E731
+        wait_until(said, 30, "the warning")
+        assert runner.halt_reason is None
+        release.touch()
+        thread.join(60)
+        assert not thread.is_alive(), "the run stalled"
+    finally:
+        release.touch()
+    assert runner.state.value == "finished", runner.halt_reason
+    assert rows(batch.path, "SELECT seq FROM items WHERE status = 'skipped'") == [(0,), (1,)]
+    assert rows(batch.path, "SELECT count(*) FROM items WHERE status = 'complete'") == [(6,)]

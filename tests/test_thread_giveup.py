@@ -214,3 +214,44 @@ def test_a_chunked_call_is_given_up_once_every_item_it_runs_is_skipped(tmp_path:
     assert engine.returncode == 1, err
     table = _rows(only_batch(out_dir))
     assert [table[s][0] for s in range(9)] == ["skipped"] * 3 + ["complete"] * 6
+
+
+def test_skips_past_the_limit_of_threads_given_up_do_not_halt_and_the_threads_come_back(
+    tmp_path: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One worker; items 0..LOST_PER_WORKER hang until released. The operator skips each as it
+    # runs: every skip gives its thread up, and the last one is past the limit. A timeout there
+    # halts the run (above); a skip did too: the operator's own triage halted the batch. Now the
+    # run waits, and once the calls return the thread that was not replaced works again (it
+    # left, and the pool was left with no thread: the run stalled).
+    import threading
+
+    from batchtui.engine.client import send
+
+    hung = LOST_PER_WORKER + 1
+    release = tmp_path / "release"
+    log = tmp_path / "starts.log"
+    monkeypatch.setenv("BTUI_TEST_HANG", ",".join(map(str, range(hung))))
+    monkeypatch.setenv("BTUI_TEST_EXEC_LOG", str(log))
+    monkeypatch.setenv("BTUI_TEST_RELEASE", str(release))
+    config = BatchConfig(output_dir=str(out_dir), workers=1, executor="thread", chunk_size=1, fsync=False)
+    batch = create_batch(config, build_spec([str(_items(tmp_path, hung + 5))]), python_spec(f"{PROCS}:hang_marked"))
+    runner = BatchRunner(batch)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        for seq in range(hung):
+            wait_until(lambda s=seq: log.exists() and (s, 1) in _starts(log), 30, f"item {seq} started")
+            send(batch, "skip", seqs=[seq])
+        said = lambda: runner.halt_reason or sum("still hold worker threads" in w for w in runner.warnings)  # noqa: E731
+        wait_until(said, 30, "the warning")
+        assert runner.halt_reason is None
+        release.touch()
+        thread.join(60)
+        assert not thread.is_alive(), "the run stalled: no thread took the items left"
+    finally:
+        release.touch()
+    assert runner.state == BatchState.FINISHED, runner.halt_reason
+    table = _rows(batch.path)
+    assert [s for s, r in table.items() if r[0] == "skipped"] == list(range(hung))
+    assert sum(r[0] == "complete" for r in table.values()) == 5
