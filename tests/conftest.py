@@ -447,3 +447,14 @@ def dask_client(threads_per_worker: int) -> Iterator[Any]:
     finally:
         client.close()
         local.close()
+
+
+def waits_for_held_calls(runner: Any, thread: Any, release: Path) -> None:
+    """A run whose given-up calls hold every worker thread (skipped, not timed out): it says so
+    once and does not halt; once ``release`` lets the calls return, it goes on to its end."""
+    said = lambda: runner.halt_reason or any("still hold worker threads" in w for w in runner.warnings)  # noqa: E731
+    wait_until(said, 30, "the warning that given-up calls hold the threads")
+    assert runner.halt_reason is None
+    release.touch()
+    thread.join(60)
+    assert not thread.is_alive(), "the run stalled: no thread took the items left"

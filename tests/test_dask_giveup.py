@@ -117,7 +117,7 @@ def test_skips_of_calls_holding_every_thread_do_not_halt_the_run(tmp_path: Path,
     free thread and goes on (seen under load in test_dask_control's skip test)."""
     from batchtui.engine.client import send
 
-    from .conftest import wait_until
+    from .conftest import wait_until, waits_for_held_calls
 
     log, release = tmp_path / "starts.log", tmp_path / "release"
     steps = tmp_path / "steps.py"
@@ -135,12 +135,7 @@ def test_skips_of_calls_holding_every_thread_do_not_halt_the_run(tmp_path: Path,
         started = lambda: log.exists() and {0, 1} <= {int(x.split()[0]) for x in log.read_text().splitlines()}  # noqa: E731
         wait_until(started, 60, "items 0 and 1 running")
         send(batch, "skip", seqs=[0, 1])
-        said = lambda: runner.halt_reason or any("still hold worker threads" in w for w in runner.warnings)  # noqa: E731
-        wait_until(said, 30, "the warning")
-        assert runner.halt_reason is None
-        release.touch()
-        thread.join(60)
-        assert not thread.is_alive(), "the run stalled"
+        waits_for_held_calls(runner, thread, release)
     finally:
         release.touch()
     assert runner.state.value == "finished", runner.halt_reason

@@ -23,7 +23,7 @@ from batchtui.engine.processors import python_spec
 from batchtui.engine.runner import BatchRunner
 from batchtui.engine.sources import build_spec
 
-from .conftest import CLI, cli_env, only_batch, wait_until
+from .conftest import CLI, cli_env, only_batch, wait_until, waits_for_held_calls
 from .test_control_holds import rows
 
 PROCS = Path(__file__).with_name("procs.py")
@@ -243,12 +243,7 @@ def test_skips_past_the_limit_of_threads_given_up_do_not_halt_and_the_threads_co
         for seq in range(hung):
             wait_until(lambda s=seq: log.exists() and (s, 1) in _starts(log), 30, f"item {seq} started")
             send(batch, "skip", seqs=[seq])
-        said = lambda: runner.halt_reason or sum("still hold worker threads" in w for w in runner.warnings)  # noqa: E731
-        wait_until(said, 30, "the warning")
-        assert runner.halt_reason is None
-        release.touch()
-        thread.join(60)
-        assert not thread.is_alive(), "the run stalled: no thread took the items left"
+        waits_for_held_calls(runner, thread, release)
     finally:
         release.touch()
     assert runner.state == BatchState.FINISHED, runner.halt_reason
