@@ -59,6 +59,14 @@ class Operations:
             return "running"
         if cmd.op == "stop":
             run.request_stop(f"stop command {cmd.id}")
+            if run.state != BatchState.STOPPING:
+                # The work handed out and not started is taken back now, before the answer can
+                # reach live_progress.json: the commit of how far control.jsonl is read, waited
+                # for right after this command, writes the live files when a write is due, and
+                # the answer said "nothing more starts" while items still began (on dask, where
+                # the workers' gates are a round trip away, one an engine worker, seen in CI).
+                run._enter_stopping()
+                run._stopping_since = run._now
             grace = run.config.grace
             limit = "all the time they need" if grace == float("inf") else f"{grace:g}s"
             return f"stopping: nothing more starts; running items get {limit} to finish"

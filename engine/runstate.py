@@ -277,6 +277,9 @@ class RunState:
     def _give_up_worker(self, seq: int, what: str, halts: bool = True) -> bool:  # BatchRunner's
         raise NotImplementedError
 
+    def _enter_stopping(self) -> None:  # Finishing's
+        raise NotImplementedError
+
     def _halt(self, reason: str) -> None:
         """A policy stops the batch: nothing handed out that has not started will start."""
         if not self.halt_reason:

@@ -282,7 +282,12 @@ def test_stop_with_no_grace_starts_nothing_after_it(
     # The engine is gone. The calls its tasks were in cannot be interrupted on a cluster it
     # does not own: they end, and then no worker runs anything of this batch.
     wait_until(lambda: _idle(cluster), timeout=20)
-    assert _opened_since(gates_at_stop, _gate_states(cluster)) == {}  # no gate opened after the stop
+    late = _opened_since(gates_at_stop, _gate_states(cluster))
+    # No gate opened after the stop. This failed twice in CI runs (about one in twenty), under
+    # load, with one queued slot in each of two of this run's tasks: the engine's own account
+    # (its warnings: a broadcast that timed out, a task reported lost) is what to read then.
+    said = engine.stderr.read()[-4000:] if engine.stderr is not None else ""
+    assert late == {}, (late, said)
     assert _begun(cluster) - before == at_stop - before
     ran = collections.Counter(_seqs(log))
     assert sum(ran.values()) == at_stop - before  # each opened gate ran its item once

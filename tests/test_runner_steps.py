@@ -18,7 +18,7 @@ import pytest
 
 from batchtui.engine.attempts import Outcome
 from batchtui.engine.config import BatchConfig
-from batchtui.engine.control import new_command
+from batchtui.engine.control import append_command, new_command
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.errors import ErrorInfo
 from batchtui.engine.executors import CompletionQueue, _HandoffExecutor
@@ -231,7 +231,13 @@ def test_a_command_is_acknowledged_only_once_nothing_handed_out_can_start(make_r
         return take_back()
 
     ex.cancel_all = cancel_all  # type: ignore[method-assign]
-    runner.command(cmd)
+    # A live write is due (the last one was a while ago). The command's answer must not go out
+    # in the write that follows the commit of how far control.jsonl is read, before the stop has
+    # taken the work back: that commit is waited for within the command's handling, and it
+    # wrote the live files when due (the dask stop test caught 2 items begun after a `stop`
+    # returned, about one CI run in twenty).
+    runner.publisher._live_stamp = float("-inf")
+    append_command(runner.batch, cmd)  # through control.jsonl, as the CLI sends it
     runner.step(t)
     assert acked_when_taken_back == [False]
     assert ex.queued() == 0
