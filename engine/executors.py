@@ -294,8 +294,9 @@ class ThreadExecutor(_HandoffExecutor):
         :data:`LOST_PER_WORKER` threads given up a worker asked for. The thread leaves when its
         call returns, whose outcome the runner ignores.
 
-        True: replaced. False: given up but not replaced, the limit is reached (the run should
-        halt before every worker is held). None: ``seq`` is not running here (it just ended)."""
+        True: replaced. False: given up but not replaced, the limit is reached (a timeout then
+        halts the run before every worker is held; after a skip the thread comes back to work
+        when its call returns). None: ``seq`` is not running here (it just ended)."""
         with self._lock:
             chunk = self.handoff.running_chunk(seq)
             if chunk is None or id(chunk) in self._lost:

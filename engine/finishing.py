@@ -61,6 +61,7 @@ class Finishing(RunState):
 
     def _enter_stopping(self) -> None:
         self.state = BatchState.STOPPING
+        self._stopping_since = self._now  # the grace counts from this turn
         if self.halt_reason:
             self.events.halted(self.halt_reason)  # its hooks run on their own thread
         if self.executor is not None:

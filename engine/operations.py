@@ -66,7 +66,6 @@ class Operations:
                 # the answer said "nothing more starts" while items still began (on dask, where
                 # the workers' gates are a round trip away, one an engine worker, seen in CI).
                 run._enter_stopping()
-                run._stopping_since = run._now
             grace = run.config.grace
             limit = "all the time they need" if grace == float("inf") else f"{grace:g}s"
             return f"stopping: nothing more starts; running items get {limit} to finish"

@@ -210,7 +210,6 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
             # Before a stop's acknowledgement is written: it says nothing more starts, so the work
             # handed out and not started is taken back first (this writes the live files).
             self._enter_stopping()
-            self._stopping_since = now
         elif handled:
             self._write_live(force=True)  # the acknowledgements, once each command took effect
         if self.state == BatchState.STOPPING:

@@ -58,7 +58,11 @@ def cluster() -> Iterator[Any]:
         yield client
 
 
-def _run(tmp_path: Path, cluster: Any, held: tuple[int, ...], n: int) -> tuple[Any, BatchRunner, Path]:
+def _start(
+    tmp_path: Path, cluster: Any, held: tuple[int, ...], n: int, timeout: float | None
+) -> tuple[Any, BatchRunner, threading.Thread, Path]:
+    """``n`` items of STEPS on the cluster, the run started in a thread: (batch, runner, its
+    thread, the items' log); the file ``release`` in tmp_path lets the ``held`` items return."""
     log, release = tmp_path / "starts.log", tmp_path / "release"
     steps = tmp_path / "steps.py"
     steps.write_text(STEPS.format(log=str(log), held=held, release=str(release)))
@@ -69,7 +73,7 @@ def _run(tmp_path: Path, cluster: Any, held: tuple[int, ...], n: int) -> tuple[A
         workers=2,
         executor="dask",
         scheduler=cluster.scheduler.address,
-        timeout=1.0,
+        timeout=timeout,
         max_attempts=3,
         fsync=False,
     )
@@ -77,6 +81,12 @@ def _run(tmp_path: Path, cluster: Any, held: tuple[int, ...], n: int) -> tuple[A
     runner = BatchRunner(batch)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
+    return batch, runner, thread, log
+
+
+def _run(tmp_path: Path, cluster: Any, held: tuple[int, ...], n: int) -> tuple[Any, BatchRunner, Path]:
+    batch, runner, thread, log = _start(tmp_path, cluster, held, n, timeout=1.0)
+    release = tmp_path / "release"
     try:
         thread.join(90)  # a stall (the bug) runs out this wait
         assert not thread.is_alive(), "the run stalled"
@@ -119,18 +129,8 @@ def test_skips_of_calls_holding_every_thread_do_not_halt_the_run(tmp_path: Path,
 
     from .conftest import wait_until, waits_for_held_calls
 
-    log, release = tmp_path / "starts.log", tmp_path / "release"
-    steps = tmp_path / "steps.py"
-    steps.write_text(STEPS.format(log=str(log), held=(0, 1), release=str(release)))
-    items = tmp_path / "items.txt"
-    items.write_text("".join(f"item-{i}\n" for i in range(8)))
-    config = BatchConfig(
-        output_dir=str(tmp_path / "out"), workers=2, executor="dask", scheduler=cluster.scheduler.address, fsync=False
-    )
-    batch = create_batch(config, build_spec([str(items)]), python_spec(f"{steps}:step"))
-    runner = BatchRunner(batch)
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
+    batch, runner, thread, log = _start(tmp_path, cluster, held=(0, 1), n=8, timeout=None)
+    release = tmp_path / "release"
     try:
         started = lambda: log.exists() and {0, 1} <= {int(x.split()[0]) for x in log.read_text().splitlines()}  # noqa: E731
         wait_until(started, 60, "items 0 and 1 running")
