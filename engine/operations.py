@@ -64,7 +64,7 @@ class Operations:
                 # reach live_progress.json: the commit of how far control.jsonl is read, waited
                 # for right after this command, writes the live files when a write is due, and
                 # the answer said "nothing more starts" while items still began (on dask, where
-                # the workers' gates are a round trip away, one an engine worker, seen in CI).
+                # the workers' gates are a round trip away, one more item a worker: seen in CI).
                 run._enter_stopping()
             grace = run.config.grace
             limit = "all the time they need" if grace == float("inf") else f"{grace:g}s"
