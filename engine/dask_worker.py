@@ -197,8 +197,8 @@ def run_chunk(task: TaskSpec, chunk: list[Item], key: str, strict: tuple[int, in
                 tell(got, held)
             elif box is not None and index < last:  # the last one goes with the result at once
                 now = time.perf_counter()
-                for o in got:
-                    box.add(o, o.error is not None or o.cost is not None, now)
+                for o in got:  # a failure that may halt went at once above (held)
+                    box.add(o, o.cost is not None, now)
         return out
     finally:
         if box is not None:

@@ -249,6 +249,8 @@ class ThreadExecutor(_HandoffExecutor):
         # A success that may halt the batch goes to the early halt at once, in this thread,
         # before the worker's next item begins (see EarlyHalt.judges_successes).
         judged = early.judges_successes if early is not None and early.rate_watched else None
+        # A failure that may halt it goes there at once too; the others in groups (run_items).
+        judged_below = self.config.max_attempts if early is not None and early.rate_watched else 0
         room = RoomWait()
         me, holders, lock = threading.current_thread(), self._holders, self._lock
         while True:
@@ -264,7 +266,7 @@ class ThreadExecutor(_HandoffExecutor):
                 put(outcomes)
 
             try:
-                run_items(processor, chunk.items, classifier, chunked, chunk.gate, report, judged, slot)
+                run_items(processor, chunk.items, classifier, chunked, chunk.gate, report, judged, slot, judged_below)
             except BaseException as exc:
                 if sys.is_finalizing():
                     raise

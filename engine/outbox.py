@@ -33,8 +33,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-#: An outcome reaches the runner at most this long after it is decided; a failure or a cost
-#: goes at once (the policies, failure rate, budget and fatal errors, decide on arrival).
+#: An outcome reaches the runner at most this long after it is decided; one a policy decides on
+#: goes at once (a cost for the budget; a failure that may halt the batch: attempts.may_halt).
 REPORT_EVERY_S: Final = 0.02
 
 

@@ -173,7 +173,7 @@ def run_worker(
         gate = current[0] = gates[index]
         index = (index + 1) % len(gates)  # the engine uses the gates in turn, as it sends
         try:
-            run_items(processor, chunk, classifier, spec.chunked, gate, report, urgent)
+            run_items(processor, chunk, classifier, spec.chunked, gate, report, urgent, None, judged)
         except ItemKilled:
             pass  # a kill that landed between two items: nothing of an item was lost
         conn.send(("end", None))
