@@ -335,12 +335,12 @@ def own_traceback(exc: BaseException) -> str:
     """``exc``'s traceback from the first frame that is not batchtui's engine: a callable's failure
     shows the frames of the user's code (and what it called), not the worker loop above it. An
     error the engine raised itself (a result too large, a missing field) is its type and message."""
-    import traceback  # only a failure needs it (the CLI imports this module for every command)
+    from .tracebacks import format_traceback  # only a failure needs it (the CLI imports this module)
 
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_ENGINE_DIR):
         tb = tb.tb_next
-    return "".join(traceback.TracebackException(type(exc), exc, tb).format())
+    return format_traceback(exc, tb)
 
 
 def _utf8(text: str) -> str:
