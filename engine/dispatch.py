@@ -15,7 +15,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
@@ -23,6 +23,7 @@ from .config import BatchConfig
 from .models import KeyLimit
 from .policy import HaltCheck, TokenBucket
 from .processors import Item, ProcessorSpec
+from .shell.item import load_data
 
 if TYPE_CHECKING:
     from .limits import KeyLimits
@@ -43,23 +44,15 @@ MAX_HELD: Final = 4096
 #: A retry whose key is at its in-flight cap looks again this often (an item of the key ending
 #: wakes the loop anyway).
 KEY_FULL_RECHECK_S: Final = 0.05
+#: A retry may start up to this late (a twentieth of its backoff at most), with every retry due
+#: by then: one a turn, as each backoff ended, 6,000 retries took 9,400 turns of the runner's
+#: loop, in chunks of one or two items.
+RETRY_GATHER_S: Final = 0.05
 
 #: The rows of ItemStore.next_pending: seq, key, data (JSON), source kind, attempts made.
 PendingRows = list[tuple[int, str, str, str, int]]
 #: The rows of ItemStore.next_first: the place in the run-first queue, then as PendingRows.
 FirstRows = list[tuple[int, int, str, str, str, int]]
-
-
-def load_data(text: str) -> Any:
-    """An item's data from its JSON in items.db. orjson refuses the ``\\udcXX`` escapes of a
-    file name that is not UTF-8 (see enqueue._data_json); the json module reads them back into
-    the surrogate-escaped str os.fsdecode gives, which open() and a shell get as the exact bytes."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        import json
-
-        return json.loads(text)
 
 
 @dataclass(order=True)
@@ -69,6 +62,9 @@ class Retry:
     ready: float
     seq: int
     item: Item = field(compare=False)
+    #: How late it may start (:data:`RETRY_GATHER_S`): it goes out once this late, with every
+    #: retry whose backoff is over by then (never one before its own).
+    late: float = field(compare=False, default=0.0)
 
 
 class Taken:
@@ -172,8 +168,13 @@ class Dispatcher:
             self._held.clear()
             self._held_seqs.clear()
 
-    def schedule_retry(self, item: Item, ready: float) -> None:
-        heapq.heappush(self.retries, Retry(ready, item.seq, item))
+    def schedule_retry(self, item: Item, ready: float, now: float) -> None:
+        late = min(RETRY_GATHER_S, max(0.0, ready - now) / 20)
+        heapq.heappush(self.retries, Retry(ready, item.seq, item, late))
+
+    def _retry_due(self, now: float) -> bool:
+        first = self.retries[0] if self.retries else None
+        return first is not None and first.ready + first.late <= now
 
     def take_retries(self, seqs: Container[int] | None = None) -> list[int]:
         """Retries waiting out a backoff, dropped (all, or those of ``seqs``): their seqs."""
@@ -191,7 +192,7 @@ class Dispatcher:
         """Seconds until something may be handed out that cannot now (a retry, a token)."""
         wait: float | None = None
         if self.retries:
-            wait = max(0.0, self.retries[0].ready - now)
+            wait = max(0.0, self.retries[0].ready + self.retries[0].late - now)
         if self.bucket is not None and not paused:
             bucket = max(0.001, self.bucket.wait_time(now))
             wait = bucket if wait is None else min(wait, bucket)
@@ -262,7 +263,7 @@ class Dispatcher:
         if self.bucket is None and budget is None:
             while room > 0:
                 want = min(room, chunk_size)
-                if self.retries and self.retries[0].ready <= now:
+                if self._retry_due(now):
                     chunk = self._pop_ready(now, want)
                 else:
                     chunk = self._take_pending(want, inflight)

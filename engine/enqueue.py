@@ -111,7 +111,7 @@ def _line_rows(lines: list[str], kind: str | None, kinds: frozenset[str]) -> lis
 def _data_json(data: Any) -> str:
     """An item's data as the JSON text items.db holds. A file name that is not UTF-8 (a str with
     surrogate escapes) is not UTF-8 JSON: its undecodable bytes are written as ``\\udcXX``
-    escapes then, which the dispatch reads back into the same str (see dispatch.load_data)."""
+    escapes then, which ``shell.item.load_data`` reads back into the same str."""
     try:
         return orjson.dumps(data).decode()
     except TypeError:  # orjson.JSONEncodeError: lone surrogates

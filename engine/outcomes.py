@@ -339,7 +339,8 @@ class OutcomeRecorder:
                 batch_dir=item.batch_dir,
                 kind=item.kind,
             )
-            self.dispatcher.schedule_retry(retry_item, self._clock() + delay)
+            now = self._clock()
+            self.dispatcher.schedule_retry(retry_item, now + delay, now)
             return
         self.staging.add("failed", (*fields, flight.started_at, o.seq))
         self.staging.delta["processing"] -= 1

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from batchtui.engine import dispatch
 from batchtui.engine.attempts import Outcome
 from batchtui.engine.config import BatchConfig
 from batchtui.engine.control import append_command, new_command
@@ -256,11 +257,15 @@ def test_retry_waits_out_its_backoff_on_the_clock_given(make_runner: Any) -> Non
     assert retry.item.attempt == 2 and retry.ready > t
     runner.step(retry.ready - 0.01)
     assert ex.queued() == 0
-    runner.step(retry.ready)
+    due = retry.ready + retry.late  # it may start a little late, with others due by then
+    assert retry.late == dispatch.RETRY_GATHER_S
+    runner.step(due - 0.001)
+    assert ex.queued() == 0
+    runner.step(due)
     assert ex.queued() == 1 and ex.begin(1) == [seq]
     ex.end(seq)
-    runner.step(retry.ready)
-    assert not runner.step(retry.ready)  # nothing left
+    runner.step(due)
+    assert not runner.step(due)  # nothing left
     assert runner.finish().state == BatchState.FINISHED
     assert statuses(runner)[seq] == ("complete", 2)
 

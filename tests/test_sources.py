@@ -13,10 +13,10 @@ import orjson
 import pytest
 
 from batchtui.engine import sources
-from batchtui.engine.dispatch import load_data
 from batchtui.engine.enqueue import _data_json
 from batchtui.engine.errors import UserError
 from batchtui.engine.models import Unreadable
+from batchtui.engine.shell.item import load_data
 from batchtui.engine.sources import (
     SourceEntry,
     SourceItem,

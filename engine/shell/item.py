@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Item", "ProcessOutput", "out_path", "value_text"]
+__all__ = ["Item", "ProcessOutput", "load_data", "out_path", "value_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +62,15 @@ def value_text(value: Any) -> str:
 def out_path(item: Item) -> str:
     """``{out}`` of ``item``: ``out/<seq>`` in its batch directory."""
     return os.path.join(item.batch_dir, "out", str(item.seq))
+
+
+def load_data(text: str) -> Any:
+    """An item's data from its JSON in items.db. orjson refuses the ``\\udcXX`` escapes of a
+    file name that is not UTF-8 (see enqueue._data_json); the json module reads them back into
+    the surrogate-escaped str os.fsdecode gives, which open() and a shell get as the exact bytes."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        import json
+
+        return json.loads(text)
