@@ -30,6 +30,7 @@ opens it for writing (:func:`batchtui.engine.store.schema.migrate`).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Final, NamedTuple
@@ -159,7 +160,9 @@ def _named(match: re.Match[str]) -> str:
     return match.group() if plain and not _looks_random(core) else name + "<token>" + run[len(core) :]
 
 
+@functools.lru_cache(maxsize=4096)
 def _generic(text: str) -> str:
+    # Cached: a batch that fails, fails with the same few messages over and over.
     before, named, token, after = _compile()
     for pattern, repl, needle in before:
         if needle in text:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .batchdir import HOST, now_iso
 from .eta import Eta
 from .fmt import cut_percent
-from .models import BatchState, Cost, LiveCounts, LiveProgress
+from .models import BatchState, Cost, LiveCounts, LiveProgress, RecentError
 from .publish import LIVE_ERROR_GROUPS, in_flight_view
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def snapshot(run: RunState) -> LiveProgress:
         errors_by_type=run.error_tally.by_type(),
         error_groups=run.error_tally.top(LIVE_ERROR_GROUPS),
         error_groups_total=run.error_tally.groups,
-        recent_errors=list(run.outcomes.recent),
+        recent_errors=[RecentError(**r._asdict()) for r in run.outcomes.recent],
         paused=run.paused,
         workers=run.executor.workers if run.executor else run.config.workers,
         control_ack=run.control.last_ack,

@@ -578,3 +578,20 @@ def test_the_pause_answer_says_one_item_in_the_singular(make_runner: Any) -> Non
     live = LiveProgress.model_validate_json((runner.batch.path / "live_progress.json").read_bytes())
     answer = live.control_results[cmd.id]
     assert answer == "paused; 3 queued items back to pending, 1 item already running finishes", answer
+
+
+def test_the_live_view_lists_the_latest_failures(make_runner: Any) -> None:
+    runner, ex = make_runner(3, workers=3, max_attempts=1)
+    t = time.monotonic()
+    runner.step(t)
+    first, second, third = ex.begin(3)
+    ex.end(first, ErrorInfo("ValueError", "item", "bad one", ""))
+    ex.end(second)
+    ex.end(third, ErrorInfo("KeyError", "item", "'x'", ""))
+    runner.step(t)
+    recent = runner.live().recent_errors
+    assert [(r.seq, r.key, r.error_type, r.category, r.message, r.attempt) for r in recent] == [
+        (first, f"item-{first}", "ValueError", "item", "bad one", 1),
+        (third, f"item-{third}", "KeyError", "item", "'x'", 1),
+    ]
+    assert all(r.at.endswith("+00:00") for r in recent)
