@@ -38,3 +38,15 @@ _NAP_S = float(os.environ.get("BENCH_NAP_S", "0.01"))
 def nap(item: Any) -> None:
     """Sleeps $BENCH_NAP_S seconds (10 ms by default): an item whose time is all waiting."""
     time.sleep(_NAP_S)
+
+
+def fail_most(item: Any) -> None:
+    """Fails 60% of the items (seq % 5 is 1, 2 or 3) with a ValueError naming the item."""
+    if item.seq % 5 in (1, 2, 3):
+        raise ValueError(f"bad record {item.seq}")
+
+
+def flaky_once(item: Any) -> None:
+    """Every 10th item's first attempt fails with a ConnectionError (transient: retried)."""
+    if item.seq % 10 == 4 and item.attempt == 1:
+        raise ConnectionError("peer reset")

@@ -30,6 +30,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
         ("bench_startup", ["--reps", "5" if quick else "9"]),
         ("bench_inproc", ["--reps", "2" if quick else "5"]),
         ("bench_pool", ["--reps", "3" if quick else "5"]),
+        ("bench_failures", ["--items", "20000" if quick else "60000", "--reps", "2" if quick else "3"]),
         ("bench_dask_map", ["--items", "1000" if quick else "2000", "--reps", "2" if quick else "3"]),
         ("bench_durability", ["--reps", "2" if quick else "3"]),
         ("bench_scale", ["--items", "100000" if quick else "1000000"]),
