@@ -14,7 +14,7 @@ import array
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import orjson
 
@@ -30,18 +30,6 @@ from .processors import Item
 from .staging import Staging
 
 RECENT_ERRORS: Final = 20
-
-
-class Recent(NamedTuple):
-    """One of the latest failures, as live_progress.json's recent_errors holds it (RecentError)."""
-
-    seq: int
-    key: str
-    error_type: str
-    category: str
-    message: str
-    at: str
-    attempt: int
 
 
 @dataclass(slots=True)
@@ -113,7 +101,10 @@ class OutcomeRecorder:
         # The durations of this run's completions, for the report; None when the batch had
         # completions before this run (the report then reads them all from the store).
         self.durations: array.array[float] | None = None
-        self.recent: collections.deque[Recent] = collections.deque(maxlen=RECENT_ERRORS)
+        #: The latest failures, in RecentError's fields and order (the model is built for the live view).
+        self.recent: collections.deque[tuple[int, str, str, str, str, str, int]] = collections.deque(
+            maxlen=RECENT_ERRORS
+        )
         #: Told of each success's duration: the adaptive --timeout's median (engine/adaptive.py).
         self.learn: Callable[[float], None] | None = None
         #: The limit each item timed out by the runner's watchdog was killed past (seq -> s).
@@ -299,9 +290,7 @@ class OutcomeRecorder:
         )
         # Its model (RecentError) is built only for the live view: a pydantic model for each
         # failure cost more than the rest of its bookkeeping here.
-        self.recent.append(
-            Recent(o.seq, flight.item.key, err.error_type, err.category, err.message, finished_at, o.attempt)
-        )
+        self.recent.append((o.seq, flight.item.key, err.error_type, err.category, err.message, finished_at, o.attempt))
         group = normalize_message(err.message, flight.item.key)
         fields = (
             o.attempt,

@@ -67,7 +67,9 @@ def snapshot(run: RunState) -> LiveProgress:
         errors_by_type=run.error_tally.by_type(),
         error_groups=run.error_tally.top(LIVE_ERROR_GROUPS),
         error_groups_total=run.error_tally.groups,
-        recent_errors=[RecentError(**r._asdict()) for r in run.outcomes.recent],
+        recent_errors=[
+            RecentError.model_validate(dict(zip(RecentError.model_fields, r, strict=True))) for r in run.outcomes.recent
+        ],
         paused=run.paused,
         workers=run.executor.workers if run.executor else run.config.workers,
         control_ack=run.control.last_ack,
