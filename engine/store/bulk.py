@@ -188,6 +188,9 @@ COMPLETE: Final = Bulk(
     shared=(0, 1, 3, 5),
 )
 
+#: A failure for good; a commit's failures mostly share the attempt, the error's type, category
+#: and group: those go once per group, and each element holds the rest (SQLite before 3.45
+#: parses the element again for every field, the error's text with it).
 FAILED: Final = Bulk(
     "UPDATE items SET status='failed', attempts=?, error_type=?, error_category=?, error_message=?,"
     " error_detail=?, error_group=?, finished_at=?, duration_s=?, started_at=? WHERE seq=?",
@@ -195,6 +198,10 @@ FAILED: Final = Bulk(
     " error_category=j.value ->> 2, error_message=j.value ->> 3, error_detail=j.value ->> 4,"
     " error_group=j.value ->> 5, finished_at=j.value ->> 6, duration_s=j.value ->> 7, started_at=j.value ->> 8"
     " FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 9",
+    "UPDATE items SET status='failed', attempts={p1}, error_type={p2}, error_category={p3},"
+    " error_message=j.value ->> 1, error_detail=j.value ->> 2, error_group={p4}, finished_at=j.value ->> 3,"
+    " duration_s=j.value ->> 4, started_at=j.value ->> 5 FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 0",
+    shared=(0, 1, 2, 5),
 )
 
 #: Waiting out a backoff: 'processing' in the store, so a re-scan never dispatches it twice.
@@ -205,6 +212,10 @@ RETRYING: Final = Bulk(
     " error_category=j.value ->> 2, error_message=j.value ->> 3, error_detail=j.value ->> 4,"
     " error_group=j.value ->> 5, finished_at=j.value ->> 6, duration_s=j.value ->> 7, started_at=j.value ->> 8"
     " FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 9",
+    "UPDATE items SET status='processing', attempts={p1}, error_type={p2}, error_category={p3},"
+    " error_message=j.value ->> 1, error_detail=j.value ->> 2, error_group={p4}, finished_at=j.value ->> 3,"
+    " duration_s=j.value ->> 4, started_at=j.value ->> 5 FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 0",
+    shared=(0, 1, 2, 5),
 )
 
 PENDING_WITH_ERROR: Final = Bulk(
