@@ -66,6 +66,11 @@ class Retry:
     #: retry whose backoff is over by then (never one before its own).
     late: float = field(compare=False, default=0.0)
 
+    @property
+    def due(self) -> float:
+        """When it goes out: its backoff's end, and as late as it may be."""
+        return self.ready + self.late
+
 
 class Taken:
     """What :meth:`Dispatcher.take` hands out: chunks, and how many came from pending."""
@@ -173,8 +178,7 @@ class Dispatcher:
         heapq.heappush(self.retries, Retry(ready, item.seq, item, late))
 
     def _retry_due(self, now: float) -> bool:
-        first = self.retries[0] if self.retries else None
-        return first is not None and first.ready + first.late <= now
+        return bool(self.retries) and self.retries[0].due <= now
 
     def take_retries(self, seqs: Container[int] | None = None) -> list[int]:
         """Retries waiting out a backoff, dropped (all, or those of ``seqs``): their seqs."""
@@ -192,7 +196,7 @@ class Dispatcher:
         """Seconds until something may be handed out that cannot now (a retry, a token)."""
         wait: float | None = None
         if self.retries:
-            wait = max(0.0, self.retries[0].ready + self.retries[0].late - now)
+            wait = max(0.0, self.retries[0].due - now)
         if self.bucket is not None and not paused:
             bucket = max(0.001, self.bucket.wait_time(now))
             wait = bucket if wait is None else min(wait, bucket)

@@ -41,11 +41,8 @@ class MemoryHold(RunState):
         if over and not self._mem_waiting:
             held = self.executor.cancel_all() if self.executor is not None else []
             self._return_unstarted(held)
-            self._warn(
-                f"memory {used:.0f} MB over --memory-limit-mb {limit:g}: dispatch waits"
-                + (f" ({len(held)} queued items back to pending)" if held else "")
-            )
             self.memory_hold = f"memory {used:.0f} MB over --memory-limit-mb {limit:g}: dispatch waits"
+            self._warn(self.memory_hold + (f" ({len(held)} queued items back to pending)" if held else ""))
         if over and not self._inflight:
             # No item runs: the engine alone (with its idle workers) is over the limit, and no
             # item ending will bring it under. Said once; live_progress.json has the figures now.
