@@ -219,64 +219,68 @@ def _run_each(
     func = processor.func if plain else processor.run
     # A callable's prints go to its item's logs (see .capture), when the run installed that.
     logged = capture.installed() and isinstance(processor, CallableProcessor)
-    for index, item in enumerate(items):
-        if gate is not None and not gate.begin(index):
-            continue
-        started = wall()
-        t0 = clock()
-        if logged:
-            capture.begin(item)
-        if slot is not None:
-            slot.set(item.seq, item.attempt, started)
-        try:
-            if soft:
-                gate.arm()  # type: ignore[union-attr]
-            value = func(item)
-            if soft:
-                gate.disarm()  # type: ignore[union-attr]
-        except BaseException as exc:
-            if slot is not None:
-                slot.clear()
-            if soft:
-                gate.disarm()  # type: ignore[union-attr]
+    try:
+        for index, item in enumerate(items):
+            if gate is not None and not gate.begin(index):
+                continue
+            started = wall()
+            t0 = clock()
             if logged:
-                _end_capture()
-            if _shutting_down(exc):
-                raise
-            t1 = clock()
-            if type(exc) is NoRoomToStart:
-                # Its command never started: back to pending, the reason for the runner to say.
-                outcome = Outcome(item.seq, item.attempt, started, 0.0, returned=True, refused=str(exc))
-            else:
-                outcome = Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc))
-            urgent = outcome.returned or may_halt(outcome, judged_below)
-        else:
-            t1 = clock()
+                capture.begin(item)
             if slot is not None:
-                slot.clear()
-            if logged:
-                _end_capture()
-            # Checked here, in the worker: an unfit result fails its item and never travels.
+                slot.set(item.seq, item.attempt, started)
             try:
-                if plain:
-                    cost = cost_of(value)
-                    result = checked_result(value, limit)
+                if soft:
+                    gate.arm()  # type: ignore[union-attr]
+                value = func(item)
+                if soft:
+                    gate.disarm()  # type: ignore[union-attr]
+            except BaseException as exc:
+                if slot is not None:
+                    slot.clear()
+                if soft:
+                    gate.disarm()  # type: ignore[union-attr]
+                if logged:
+                    _end_capture()
+                if _shutting_down(exc):
+                    raise
+                t1 = clock()
+                if type(exc) is NoRoomToStart:
+                    # Its command never started: back to pending, the reason for the runner to say.
+                    outcome = Outcome(item.seq, item.attempt, started, 0.0, returned=True, refused=str(exc))
                 else:
-                    cost = value.cost
-                    result = checked_result(value.result, limit)
-            except Exception as exc:
-                outcome = Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc))
-                urgent = may_halt(outcome, judged_below)
+                    outcome = Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc))
+                urgent = outcome.returned or may_halt(outcome, judged_below)
             else:
-                outcome = Outcome(item.seq, item.attempt, started, t1 - t0, result, cost)
-                urgent = cost is not None or (successes_judged is not None and successes_judged())
-            del value
-        if gate is not None:
-            gate.end(index)
-        if box is not None:
-            box.add(outcome, urgent, t1)
-        elif append is not None:
-            append(outcome)
+                t1 = clock()
+                if slot is not None:
+                    slot.clear()
+                if logged:
+                    _end_capture()
+                # Checked here, in the worker: an unfit result fails its item and never travels.
+                try:
+                    if plain:
+                        cost = cost_of(value)
+                        result = checked_result(value, limit)
+                    else:
+                        cost = value.cost
+                        result = checked_result(value.result, limit)
+                except Exception as exc:
+                    outcome = Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc))
+                    urgent = may_halt(outcome, judged_below)
+                else:
+                    outcome = Outcome(item.seq, item.attempt, started, t1 - t0, result, cost)
+                    urgent = cost is not None or (successes_judged is not None and successes_judged())
+                del value
+            if gate is not None:
+                gate.end(index)
+            if box is not None:
+                box.add(outcome, urgent, t1)
+            elif append is not None:
+                append(outcome)
+    finally:
+        if logged:
+            capture.put_back()  # a standard descriptor an item closed: once for the chunk
 
 
 def _end_capture() -> None:
@@ -332,6 +336,8 @@ def _run_chunked(
         finally:
             if held is not None:
                 held.release()
+            if logged:
+                capture.put_back()  # a standard descriptor the call closed
     if gate is not None:
         for i in begun:
             gate.end(i)

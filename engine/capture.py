@@ -140,13 +140,24 @@ def begin(item: Item) -> None:
 
 
 def end() -> None:
-    """The item of this thread has ended: its logs are cut to the limit and closed, and a
-    standard descriptor it closed is put back (:func:`_put_back_descriptors`)."""
+    """The item of this thread has ended: its logs are cut to the limit and closed."""
     logs: dict[str, LogFile] | None = getattr(_current, "logs", None)
     _current.item = _current.logs = None
     if logs:
         for log in logs.values():
             log.close()
+
+
+def put_back() -> None:
+    """A chunk of items has ended (its worker calls this once for the chunk): a standard
+    descriptor one of them closed is put back (:func:`_put_back_descriptors`).
+
+    Once a chunk, not once an item: the check is a system call for each descriptor, and done
+    after each item it took 0.42 s of a 1.52 s run phase of 100,000 quick calls on two threads
+    (each call lets go of the GIL, which the other worker and the runner then take). A chunk of
+    quick items lasts about 20 ms (:mod:`.dispatch`), so a closed descriptor comes back at most
+    that much later; a slow item is a chunk of its own, and it is back right after it, as
+    before. Meanwhile the other workers' items and the engine ran beside it either way."""
     if _saved:
         _put_back_descriptors()
 

@@ -10,9 +10,17 @@ history entry, so `ls` called it interrupted like a kill -9.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 from pathlib import Path
+
+import pytest
+
+from batchtui.engine import capture
+from batchtui.engine.attempts import Classifier, run_items
+from batchtui.engine.callables import CallableProcessor
+from batchtui.engine.shell.item import Item
 
 from .conftest import CLI, cli_env, only_batch
 
@@ -103,3 +111,42 @@ def test_an_observer_that_fails_is_dropped_and_the_run_ends_with_its_report(tmp_
     assert result.exit_code == 0 and calls == [1]  # told once, then dropped
     report = json.loads((batch.path / "report.json").read_text())
     assert report["state"] == "finished" and report["totals"]["complete"] == 10
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_closed_descriptor_is_looked_for_once_a_chunk_and_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunked: bool
+) -> None:
+    """The look for a closed descriptor is a system call for each, done by the worker that ran
+    the items. After each item it took 0.42 s of a 1.52 s run phase of 100,000 quick calls on
+    two threads (bench_inproc): once for the chunk, it is back within the chunk (about 20 ms of
+    quick items) and costs nothing an item."""
+    looks: list[int] = []
+    real = capture._put_back_descriptors
+
+    def counted() -> None:
+        looks.append(1)
+        real()
+
+    monkeypatch.setattr(capture, "_put_back_descriptors", counted)
+    funcs = tmp_path / "funcs.py"
+    funcs.write_text(
+        "import os\n\ndef one(item):\n    return item.data\n\n"
+        "def many(items):\n    return [item.data for item in items]\n\n"
+        "def closer(item):\n    os.close(2)\n    return item.data\n"
+    )
+    items = [Item(seq, str(seq), f"v{seq}", 1, str(tmp_path)) for seq in range(50)]
+    saved = os.dup(2)
+    capture.install(1000)
+    try:
+        outcomes = run_items(CallableProcessor(f"{funcs}:{'many' if chunked else 'one'}"), items, Classifier(), chunked)
+        assert [o.result for o in outcomes] == [f"v{seq}" for seq in range(50)]
+        assert len(looks) == 1
+        # and it does put a closed descriptor back, after the chunk
+        run_items(CallableProcessor(f"{funcs}:closer"), items[:3], Classifier(), False)
+        assert len(looks) == 2
+        os.fstat(2)  # open again: raises if it was left closed
+    finally:
+        capture.uninstall()
+        os.dup2(saved, 2)
+        os.close(saved)
