@@ -219,6 +219,7 @@ def _run_each(
     func = processor.func if plain else processor.run
     # A callable's prints go to its item's logs (see .capture), when the run installed that.
     logged = capture.installed() and isinstance(processor, CallableProcessor)
+    last = len(items) - 1
     try:
         for index, item in enumerate(items):
             if gate is not None and not gate.begin(index):
@@ -275,7 +276,10 @@ def _run_each(
             if gate is not None:
                 gate.end(index)
             if box is not None:
-                box.add(outcome, urgent, t1)
+                # The chunk's last outcome goes with its group now, as run_items' close() would
+                # send it a moment later: the flusher is not woken to watch a group that will not
+                # wait (two thread wake-ups an item, in a pool worker, for chunks of one item).
+                box.add(outcome, urgent or index == last, t1)
             elif append is not None:
                 append(outcome)
     finally:

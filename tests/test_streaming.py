@@ -15,11 +15,15 @@ from typing import Any
 
 import pytest
 
+from batchtui.engine import outbox
+from batchtui.engine.attempts import Classifier, Outcome, run_items
+from batchtui.engine.callables import CallableProcessor
 from batchtui.engine.config import BatchConfig
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.outbox import REPORT_EVERY_S, Outbox
 from batchtui.engine.processors import python_spec
 from batchtui.engine.runner import BatchRunner
+from batchtui.engine.shell.item import Item
 from batchtui.engine.sources import build_spec
 
 from .conftest import wait_until
@@ -68,6 +72,31 @@ def test_the_flusher_is_woken_only_from_its_idle_sleep_and_loses_no_group() -> N
     box_a.close()
     assert sent_a[-1] == ["a2"] and sent_b == []
     wait_until(lambda: sent_b == [["b"]], timeout=5, what="a group added while the flusher waited for another")
+
+
+def test_a_chunks_last_outcome_goes_at_once_without_the_flusher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk's close() follows its last item at once: that item's group goes with it, and
+    the flusher (a thread woken to watch the group, then again at its deadline) is not asked
+    to watch it. A chunk of one item: no watch at all; of three: one, for the first group."""
+    watched: list[object] = []
+
+    class Flusher:
+        def watch(self, box: object) -> None:
+            watched.append(box)
+
+    monkeypatch.setattr(outbox, "_flusher", Flusher)
+    monkeypatch.setattr(outbox, "REPORT_EVERY_S", 3600.0)  # a stalled test machine cuts no group
+    funcs = tmp_path / "funcs.py"
+    funcs.write_text("def work(item):\n    return item.data\n")
+    processor = CallableProcessor(f"{funcs}:work")
+    items = [Item(seq, str(seq), f"v{seq}", 1, str(tmp_path)) for seq in range(3)]
+    sent: list[list[Outcome]] = []
+    run_items(processor, items[:1], Classifier(), False, None, sent.append)
+    assert [[o.seq for o in group] for group in sent] == [[0]] and watched == []
+    run_items(processor, items, Classifier(), False, None, sent.append)
+    assert [[o.seq for o in group] for group in sent] == [[0], [0, 1, 2]] and len(watched) == 1
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
