@@ -119,6 +119,9 @@ class Chunk:
     items: list[Item]
     gate: LocalGate
     taken: bool = False
+    #: The items as a pool's feeder pickled them, when the chunk went back to the hand-off
+    #: unsent (too big to be sent ahead): whichever feeder takes it next sends these bytes.
+    pickled: bytes | None = None
 
 
 class _Where:
