@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from batchtui.engine import inotify
 from batchtui.engine.control import ControlWatcher
 from batchtui.engine.fdlimit import shortfall
 
@@ -109,6 +110,7 @@ def test_the_control_watcher_survives_no_descriptor_left(tmp_path: Path, monkeyp
     wakes it sooner, so it ends quietly."""
     errors: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    monkeypatch.setattr(inotify, "available", lambda: False)  # watchfiles, as off Linux
     monkeypatch.delitem(sys.modules, "watchfiles", raising=False)
     monkeypatch.setattr(sys, "meta_path", [_NoDescriptors(), *sys.meta_path])
     watcher = ControlWatcher(tmp_path, lambda: None, delay=0)

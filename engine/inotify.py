@@ -1,0 +1,149 @@
+"""Linux inotify through ctypes: a watch on one file of a directory, woken by that file alone.
+
+The engine's control watcher (.control.ControlWatcher) only needs to know that control.jsonl
+changed. watchfiles watches the whole batch directory, and its Rust thread woke for every write
+to items.db-wal and results.jsonl: 7,065 times in a run of 3,000 `true` commands, 2,104 in one
+of 2,000 Python calls of 5 ms, each a thread switch on the cores the items run on. inotify can
+be told which events to report: the directory's entries made, moved or removed (a name at a
+time: a few a second, the live files' atomic writes), and the writes of the file itself.
+
+Only what the watcher needs: :func:`available`, and :class:`Inotify` (add a watch, remove it,
+read the events waiting, close). Elsewhere (macOS, the BSDs) the watcher keeps watchfiles.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+import sys
+from collections.abc import Callable
+from typing import Final, NamedTuple
+
+__all__ = [
+    "IN_ATTRIB",
+    "IN_CLOSE_WRITE",
+    "IN_CREATE",
+    "IN_DELETE",
+    "IN_DELETE_SELF",
+    "IN_DONT_FOLLOW",
+    "IN_IGNORED",
+    "IN_MODIFY",
+    "IN_MOVED_FROM",
+    "IN_MOVED_TO",
+    "IN_MOVE_SELF",
+    "IN_ONLYDIR",
+    "IN_Q_OVERFLOW",
+    "Event",
+    "Inotify",
+    "available",
+]
+
+IN_MODIFY: Final = 0x00000002
+IN_ATTRIB: Final = 0x00000004
+IN_CLOSE_WRITE: Final = 0x00000008
+IN_MOVED_FROM: Final = 0x00000040
+IN_MOVED_TO: Final = 0x00000080
+IN_CREATE: Final = 0x00000100
+IN_DELETE: Final = 0x00000200
+IN_DELETE_SELF: Final = 0x00000400
+IN_MOVE_SELF: Final = 0x00000800
+IN_Q_OVERFLOW: Final = 0x00004000
+IN_IGNORED: Final = 0x00008000
+IN_ONLYDIR: Final = 0x01000000
+IN_DONT_FOLLOW: Final = 0x02000000
+_IN_NONBLOCK: Final = os.O_NONBLOCK
+_IN_CLOEXEC: Final = os.O_CLOEXEC
+
+#: struct inotify_event: int wd; uint32 mask, cookie, len; then len bytes of name (NUL padded).
+_HEADER: Final = struct.Struct("iIII")
+
+_libc: ctypes.CDLL | None = None
+
+
+class Event(NamedTuple):
+    wd: int
+    mask: int
+    name: str  # the entry's name for a directory's watch; "" for the watched file's own
+
+
+def _load() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is None and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            for name in ("inotify_init1", "inotify_add_watch", "inotify_rm_watch"):
+                getattr(libc, name)
+        except (OSError, AttributeError):
+            return None
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+        _libc = libc
+    return _libc
+
+
+def available() -> bool:
+    """Whether this system has inotify (Linux, with a libc that exports it)."""
+    return _load() is not None
+
+
+def _check(result: int, what: str, path: str = "") -> int:
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}", *((path,) if path else ()))
+    return result
+
+
+class Inotify:
+    """One inotify instance: a descriptor to poll, the watches added to it, their events.
+
+    Raises OSError where the system refuses one (EMFILE: ``max_user_instances``, 128 by default;
+    ENOSPC: ``max_user_watches``); the caller then does without.
+    """
+
+    def __init__(self) -> None:
+        libc = _load()
+        if libc is None:
+            raise OSError("inotify is not available here")
+        self._libc = libc
+        self.fd = _check(libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC), "inotify_init1")
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def add(self, path: str | os.PathLike[str], mask: int) -> int:
+        """Watch ``path`` for ``mask``'s events; the watch descriptor (the same one again for
+        a path whose file is watched already)."""
+        raw = os.fsencode(path)
+        return _check(self._libc.inotify_add_watch(self.fd, raw, mask), "inotify_add_watch", os.fsdecode(raw))
+
+    def remove(self, wd: int) -> None:
+        """Stop a watch; one whose file is gone was removed already (an IN_IGNORED came)."""
+        self._libc.inotify_rm_watch(self.fd, wd)
+
+    def read(self, decode: Callable[[bytes], str] = os.fsdecode) -> list[Event]:
+        """The events waiting (none: an empty list, never a wait)."""
+        try:
+            data = os.read(self.fd, 64 * 1024)
+        except BlockingIOError:
+            return []
+        events: list[Event] = []
+        at, size = 0, _HEADER.size
+        while at + size <= len(data):
+            wd, mask, _cookie, length = _HEADER.unpack_from(data, at)
+            name = data[at + size : at + size + length].split(b"\0", 1)[0]
+            events.append(Event(wd, mask, decode(name)))
+            at += size + length
+        return events
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Inotify:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
