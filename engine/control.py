@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -30,6 +30,9 @@ from .fmt import cut_percent
 from .fmt import fmt_duration as fmt_age
 from .liveness import EngineStatus, Liveness
 from .models import BatchState, ControlCommand, ControlOp, LiveProgress, Manifest
+
+if TYPE_CHECKING:
+    from .inotify import FolderWatch
 
 CONTROL_FILE: Final = "control.jsonl"
 # A responsive engine acknowledges within a loop turn (a quarter second): past this, every view
@@ -183,8 +186,7 @@ class ControlWatcher:
         self.poke = poke
         self.delay = delay
         self._stop = threading.Event()
-        self._wake = -1  # an eventfd that stop() writes to, for the inotify loop's poll
-        self._wake_lock = threading.Lock()  # never a write to its number once it is closed
+        self._inotify: FolderWatch | None = None
         #: Set once inotify's watches are in place (what happens from then on wakes it).
         self.watching = threading.Event()
         self._thread = threading.Thread(target=self._run, name="batchtui-control-watch", daemon=True)
@@ -195,65 +197,20 @@ class ControlWatcher:
     def _run(self) -> None:
         from . import inotify
 
-        if inotify.available():
-            try:
-                self._watch_inotify()
-            except OSError:  # no inotify instance or watch left (the limits): the loop's stat works
-                pass
+        if not inotify.available():
+            self._watch_watchfiles()
             return
-        self._watch_watchfiles()
-
-    def _watch_inotify(self) -> None:
-        import select
-
-        from . import inotify as ino
-
-        # control.jsonl made, moved into place (an atomic rewrite), removed; not a name moved
-        # away, which every atomic write of the live files does (the loop's stat sees that one).
-        entries = ino.IN_CREATE | ino.IN_MOVED_TO | ino.IN_DELETE
-        gone = ino.IN_DELETE_SELF | ino.IN_MOVE_SELF | ino.IN_IGNORED
-        writes = ino.IN_MODIFY | ino.IN_CLOSE_WRITE | ino.IN_ATTRIB
-        path = str(self.batch_dir / CONTROL_FILE)
-        with ino.Inotify() as watch:
-            folder = watch.add(self.batch_dir, entries | ino.IN_ONLYDIR | ino.IN_DONT_FOLLOW)
-
-            def watch_file() -> int | None:
-                try:  # not followed: a link in its place is damage, the reader says so
-                    return watch.add(path, writes | ino.IN_DONT_FOLLOW)
-                except FileNotFoundError:
-                    return None
-
-            wake = self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            try:
-                if self._stop.is_set():
-                    return
-                file = watch_file()
-                self.watching.set()
-                poller = select.poll()
-                poller.register(watch.fileno(), select.POLLIN)
-                poller.register(wake, select.POLLIN)
-                while not self._stop.is_set():
-                    poller.poll()
-                    poke = False
-                    for event in watch.read():
-                        if event.mask & ino.IN_Q_OVERFLOW:
-                            file, poke = watch_file(), True  # events were lost: look again
-                        elif event.wd == folder:
-                            if event.mask & gone:
-                                return  # the batch folder moved or went: the loop's stat still works
-                            if event.name == CONTROL_FILE:  # made, replaced or removed
-                                file, poke = watch_file(), True
-                        elif event.wd == file:
-                            if event.mask & ino.IN_IGNORED:
-                                file = None  # its file was removed: the folder's event says more
-                            else:
-                                poke = True
-                    if poke:
-                        self.poke()
-            finally:
-                with self._wake_lock:
-                    self._wake = -1
-                    os.close(wake)
+        try:
+            watch = inotify.FolderWatch(self.batch_dir, (CONTROL_FILE,), writes=(CONTROL_FILE,))
+        except OSError:  # no inotify instance or watch left (the limits): the loop's stat works
+            return
+        with watch:
+            self._inotify = watch
+            if self._stop.is_set():
+                return  # stop() came before the watch was there to stop
+            self.watching.set()
+            while watch.changes() is not None:
+                self.poke()
 
     def _watch_watchfiles(self) -> None:
         if self.delay > 0 and self._stop.wait(self.delay):
@@ -292,9 +249,9 @@ class ControlWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        with self._wake_lock:
-            if self._wake >= 0:
-                os.eventfd_write(self._wake, 1)
+        watch = self._inotify
+        if watch is not None:
+            watch.stop()
         self._thread.join(timeout=2)
 
 

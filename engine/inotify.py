@@ -7,17 +7,22 @@ of 2,000 Python calls of 5 ms, each a thread switch on the cores the items run o
 be told which events to report: the directory's entries made, moved or removed (a name at a
 time: a few a second, the live files' atomic writes), and the writes of the file itself.
 
-Only what the watcher needs: :func:`available`, and :class:`Inotify` (add a watch, remove it,
-read the events waiting, close). Elsewhere (macOS, the BSDs) the watcher keeps watchfiles.
+:class:`FolderWatch` is what the watchers use: it waits until some of a folder's names change
+(the control watcher: control.jsonl; the dashboard's: live_progress.json and manifest.json),
+and another thread can stop its wait. :class:`Inotify` is the system's interface beneath it
+(add a watch, remove it, read the events waiting). Elsewhere (macOS, the BSDs) the watchers
+keep watchfiles.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import select
 import struct
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Collection
 from typing import Final, NamedTuple
 
 __all__ = [
@@ -35,6 +40,7 @@ __all__ = [
     "IN_ONLYDIR",
     "IN_Q_OVERFLOW",
     "Event",
+    "FolderWatch",
     "Inotify",
     "available",
 ]
@@ -143,6 +149,106 @@ class Inotify:
             self.fd = -1
 
     def __enter__(self) -> Inotify:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: A name of the folder made, moved into place (an atomic rewrite), removed, or written and
+#: closed. Not a name moved away: every atomic write of the live files does that.
+_ENTRIES: Final = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_CLOSE_WRITE
+#: The folder itself moved or removed: nothing more will come.
+_GONE: Final = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED
+#: Every write of a file watched for its writes (one kept open by its writer says nothing else).
+_WRITES: Final = IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB
+
+
+class FolderWatch:
+    """Waits until some of ``names`` in ``folder`` change (:meth:`changes`), on one thread;
+    :meth:`stop` ends the wait from any other.
+
+    The names in ``writes`` are also watched for every write (a command appended to a
+    control.jsonl its writer keeps open): a watch on the file, set again on the file that
+    replaces it. Raises OSError when the system refuses an instance or a watch, or the folder
+    is not there: the caller then polls.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], names: Collection[str], *, writes: Collection[str] = ()) -> None:
+        self.folder = os.fspath(folder)
+        self.names = frozenset(names)
+        self._writes = frozenset(writes)
+        self._watch = Inotify()
+        self._lock = threading.Lock()  # never a write to the eventfd's number once it is closed
+        self._wake = -1
+        try:
+            self._folder_wd = self._watch.add(self.folder, _ENTRIES | IN_ONLYDIR | IN_DONT_FOLLOW)
+            self._files: dict[int, str] = {}  # watch descriptor -> the name it watches the writes of
+            for name in self._writes:
+                self._watch_file(name)
+            self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        except BaseException:
+            self._watch.close()
+            raise
+        self._poller = select.poll()
+        self._poller.register(self._watch.fileno(), select.POLLIN)
+        self._poller.register(self._wake, select.POLLIN)
+        self._stopped = threading.Event()
+
+    def _watch_file(self, name: str) -> None:
+        try:  # not followed: a link in its place is damage, its reader says so
+            wd = self._watch.add(os.path.join(self.folder, name), _WRITES | IN_DONT_FOLLOW)
+        except FileNotFoundError:
+            return
+        self._files[wd] = name
+
+    def changes(self, timeout: float | None = None) -> set[str] | None:
+        """The names that changed, once some did; an empty set after ``timeout`` seconds with
+        none; None once stopped, or when the folder itself moved or went."""
+        while not self._stopped.is_set():
+            ready = self._poller.poll(None if timeout is None else max(0, int(timeout * 1000)))
+            if self._stopped.is_set():
+                break
+            if not ready:
+                return set()
+            changed: set[str] = set()
+            for event in self._watch.read():
+                if event.mask & IN_Q_OVERFLOW:  # events were lost: every name may have changed
+                    for name in self._writes:
+                        self._watch_file(name)
+                    changed |= self.names
+                elif event.wd == self._folder_wd:
+                    if event.mask & _GONE:
+                        return None
+                    if event.name in self.names:
+                        changed.add(event.name)
+                        if event.name in self._writes and not event.mask & IN_CLOSE_WRITE:
+                            self._watch_file(event.name)  # a new file in its place, or none
+                elif event.wd in self._files:
+                    if event.mask & IN_IGNORED:
+                        del self._files[event.wd]  # its file went: the folder's event said so
+                    else:
+                        changed.add(self._files[event.wd])
+            if changed:
+                return changed
+        return None
+
+    def stop(self) -> None:
+        """End :meth:`changes` (now, or at its next call), from any thread."""
+        self._stopped.set()
+        with self._lock:
+            if self._wake >= 0:
+                os.eventfd_write(self._wake, 1)
+
+    def close(self) -> None:
+        """Release the descriptors (by the thread that waited, once it is done)."""
+        with self._lock:
+            if self._wake >= 0:
+                os.close(self._wake)
+                self._wake = -1
+        self._watch.close()
+
+    def __enter__(self) -> FolderWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -71,9 +71,16 @@ def test_it_wakes_for_control_jsonl_and_not_for_the_runs_own_writes(tmp_path: Pa
         fresh.write_bytes(b'{"op": "stop"}\n')
         os.replace(fresh, control)  # rewritten atomically: a new file in its place
         wait_until(lambda: len(pokes) > done, timeout=5, what="a poke for the replaced file")
-        done = len(pokes)
-        _append(control, b'{"op": "pause"}\n')  # and the new file's writes are watched
-        wait_until(lambda: len(pokes) > done, timeout=5, what="a poke for a write to the new file")
+        # A writer that keeps the new file open (`exec 3>>control.jsonl` in a script): its
+        # writes close nothing, so only the watch on the file itself tells of them.
+        held = os.open(control, os.O_WRONLY | os.O_APPEND)
+        try:
+            for op in (b"pause", b"resume"):
+                done = len(pokes)
+                os.write(held, b'{"op": "' + op + b'"}\n')
+                wait_until(lambda n=done: len(pokes) > n, timeout=5, what="a poke for a write kept open")
+        finally:
+            os.close(held)
     finally:
         watcher.stop()
         wal.close()

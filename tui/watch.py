@@ -1,8 +1,9 @@
 """Watching a batch directory: live_progress.json and manifest.json, parsed off the UI thread.
 
-watchfiles watches the *directory* with a filename filter (watching the file itself misses
-atomic renames, which replace its inode) and a short debounce; a slow poll backs it up where
-inotify is unavailable. The thread only reads and parses, then posts messages: the UI never
+On Linux, inotify (engine/inotify.py) watches the *directory* for those two names alone (watching
+the file itself misses atomic renames, which replace its inode): the engine's many writes to
+items.db and results.jsonl wake nothing. Elsewhere watchfiles watches the directory with a
+filename filter and a short debounce. A slow poll backs both up where neither can run. The thread only reads and parses, then posts messages: the UI never
 blocks on disk.
 
 A file is read again only when its stamp (inode, size, modification time) moved. A stamp taken
@@ -23,7 +24,7 @@ from typing import Final
 
 from textual.message import Message
 
-from batchtui.engine import tasklimit
+from batchtui.engine import inotify, tasklimit
 from batchtui.engine.control import quiet_watchfiles
 from batchtui.engine.files import DamagedFile, read_model, read_small_file
 from batchtui.engine.models import LiveProgress, Manifest
@@ -54,6 +55,7 @@ class BatchWatcher:
         # for good after the engine had finished. Their posts may still reach the queue out of
         # order (the thread's goes through the event loop): messages carry their read's order.
         self._reading = threading.Lock()
+        self._inotify: inotify.FolderWatch | None = None
 
     def start(self) -> None:
         self.read_all(force=True)
@@ -64,6 +66,9 @@ class BatchWatcher:
         interpreter that exits while a thread is inside it can abort ("FATAL: exception not
         rethrown", watchfiles 0.21) instead of exiting."""
         self._stop.set()
+        watch = self._inotify
+        if watch is not None:
+            watch.stop()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=1.0)
 
@@ -117,6 +122,30 @@ class BatchWatcher:
             self._stamps.pop(name, None)  # mid-replace: read again next time
 
     def _run(self) -> None:
+        if self.use_inotify and inotify.available():
+            self._watch_inotify()
+        else:
+            self._watch_watchfiles()
+        while not self._stop.wait(POLL_S / 4):
+            self.read_all()
+
+    def _watch_inotify(self) -> None:
+        """Until stopped (or the folder moves or goes: the poll takes over). Each second with
+        no change it reads both again (their stamps first), as the poll would."""
+        try:
+            watch = inotify.FolderWatch(self.batch, WATCHED)
+        except OSError:  # no inotify instance or watch left, the folder gone: poll
+            return
+        with watch:
+            self._inotify = watch
+            if self._stop.is_set():
+                return  # stop() came before the watch was there to stop
+            while (changed := watch.changes(POLL_S)) is not None:
+                for name in WATCHED:
+                    if not changed or name in changed:
+                        self._read(name)
+
+    def _watch_watchfiles(self) -> None:
         left = tasklimit.room()
         # Near a pids limit, watchfiles could abort the process (engine/tasklimit.py): poll.
         if self.use_inotify and (left is None or left >= tasklimit.WATCHER_MARGIN):
@@ -143,8 +172,5 @@ class BatchWatcher:
                     for name in WATCHED:
                         if name in names:
                             self._read(name)
-                return
             except Exception:  # no inotify, directory gone...: fall back to polling
                 pass
-        while not self._stop.wait(POLL_S / 4):
-            self.read_all()
