@@ -178,18 +178,21 @@ def run_items(
     taken together: its items, in as many slots), so that an item that kills this process is
     known to the next engine.
     """
-    if chunked and isinstance(processor, CallableProcessor):
-        return _run_chunked(processor, items, classifier, gate, report, slot)
-    outcomes: list[Outcome] = []
-    if report is None:
-        _run_each(processor, items, classifier, gate, outcomes.append, None, slot=slot)
-        return outcomes
-    box = Outbox(report)
     try:
-        _run_each(processor, items, classifier, gate, None, box, successes_judged, slot, judged_below)
+        if chunked and isinstance(processor, CallableProcessor):
+            return _run_chunked(processor, items, classifier, gate, report, slot)
+        outcomes: list[Outcome] = []
+        if report is None:
+            _run_each(processor, items, classifier, gate, outcomes.append, None, slot=slot)
+            return outcomes
+        box = Outbox(report)
+        try:
+            _run_each(processor, items, classifier, gate, None, box, successes_judged, slot, judged_below)
+        finally:
+            box.close()  # what is decided is handed over, whatever ends the chunk
+        return []
     finally:
-        box.close()  # what is decided is handed over, whatever ends the chunk
-    return []
+        capture.put_back()  # a standard descriptor an item closed: once for the chunk
 
 
 def _run_each(
@@ -220,71 +223,67 @@ def _run_each(
     # A callable's prints go to its item's logs (see .capture), when the run installed that.
     logged = capture.installed() and isinstance(processor, CallableProcessor)
     last = len(items) - 1
-    try:
-        for index, item in enumerate(items):
-            if gate is not None and not gate.begin(index):
-                continue
-            started = wall()
-            t0 = clock()
-            if logged:
-                capture.begin(item)
-            if slot is not None:
-                slot.set(item.seq, item.attempt, started)
-            try:
-                if soft:
-                    gate.arm()  # type: ignore[union-attr]
-                value = func(item)
-                if soft:
-                    gate.disarm()  # type: ignore[union-attr]
-            except BaseException as exc:
-                if slot is not None:
-                    slot.clear()
-                if soft:
-                    gate.disarm()  # type: ignore[union-attr]
-                if logged:
-                    _end_capture()
-                if _shutting_down(exc):
-                    raise
-                t1 = clock()
-                if type(exc) is NoRoomToStart:
-                    # Its command never started: back to pending, the reason for the runner to say.
-                    outcome = Outcome(item.seq, item.attempt, started, 0.0, returned=True, refused=str(exc))
-                else:
-                    outcome = Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc))
-                urgent = outcome.returned or may_halt(outcome, judged_below)
-            else:
-                t1 = clock()
-                if slot is not None:
-                    slot.clear()
-                if logged:
-                    _end_capture()
-                # Checked here, in the worker: an unfit result fails its item and never travels.
-                try:
-                    if plain:
-                        cost = cost_of(value)
-                        result = checked_result(value, limit)
-                    else:
-                        cost = value.cost
-                        result = checked_result(value.result, limit)
-                except Exception as exc:
-                    outcome = Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc))
-                    urgent = may_halt(outcome, judged_below)
-                else:
-                    outcome = Outcome(item.seq, item.attempt, started, t1 - t0, result, cost)
-                    urgent = cost is not None or (successes_judged is not None and successes_judged())
-                del value
-            if gate is not None:
-                gate.end(index)
-            if box is not None:
-                # The chunk's last outcome goes with its group now, as run_items' close() would
-                # send it a moment later: the flusher is not woken to watch a group that will not
-                # wait (two thread wake-ups an item, in a pool worker, for chunks of one item).
-                box.add(outcome, urgent or index == last, t1)
-            elif append is not None:
-                append(outcome)
-    finally:
+    for index, item in enumerate(items):
+        if gate is not None and not gate.begin(index):
+            continue
+        started = wall()
+        t0 = clock()
         if logged:
-            capture.put_back()  # a standard descriptor an item closed: once for the chunk
+            capture.begin(item)
+        if slot is not None:
+            slot.set(item.seq, item.attempt, started)
+        try:
+            if soft:
+                gate.arm()  # type: ignore[union-attr]
+            value = func(item)
+            if soft:
+                gate.disarm()  # type: ignore[union-attr]
+        except BaseException as exc:
+            if slot is not None:
+                slot.clear()
+            if soft:
+                gate.disarm()  # type: ignore[union-attr]
+            if logged:
+                _end_capture()
+            if _shutting_down(exc):
+                raise
+            t1 = clock()
+            if type(exc) is NoRoomToStart:
+                # Its command never started: back to pending, the reason for the runner to say.
+                outcome = Outcome(item.seq, item.attempt, started, 0.0, returned=True, refused=str(exc))
+            else:
+                outcome = Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc))
+            urgent = outcome.returned or may_halt(outcome, judged_below)
+        else:
+            t1 = clock()
+            if slot is not None:
+                slot.clear()
+            if logged:
+                _end_capture()
+            # Checked here, in the worker: an unfit result fails its item and never travels.
+            try:
+                if plain:
+                    cost = cost_of(value)
+                    result = checked_result(value, limit)
+                else:
+                    cost = value.cost
+                    result = checked_result(value.result, limit)
+            except Exception as exc:
+                outcome = Outcome(item.seq, item.attempt, started, t1 - t0, error=classifier(exc))
+                urgent = may_halt(outcome, judged_below)
+            else:
+                outcome = Outcome(item.seq, item.attempt, started, t1 - t0, result, cost)
+                urgent = cost is not None or (successes_judged is not None and successes_judged())
+            del value
+        if gate is not None:
+            gate.end(index)
+        if box is not None:
+            # The chunk's last outcome goes with its group now, as run_items' close() would
+            # send it a moment later: the flusher is not woken to watch a group that will not
+            # wait (two thread wake-ups an item, in a pool worker, for chunks of one item).
+            box.add(outcome, urgent or index == last, t1)
+        elif append is not None:
+            append(outcome)
 
 
 def _end_capture() -> None:
@@ -340,8 +339,6 @@ def _run_chunked(
         finally:
             if held is not None:
                 held.release()
-            if logged:
-                capture.put_back()  # a standard descriptor the call closed
     if gate is not None:
         for i in begun:
             gate.end(i)
