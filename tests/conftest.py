@@ -458,3 +458,20 @@ def waits_for_held_calls(runner: Any, thread: Any, release: Path) -> None:
     release.touch()
     thread.join(60)
     assert not thread.is_alive(), "the run stalled: no thread took the items left"
+
+
+@pytest.fixture
+def inotify_events(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every inotify event a watcher (engine/inotify.py) reads during the test, in order."""
+    from batchtui.engine import inotify
+
+    events: list[inotify.Event] = []
+    real = inotify.Inotify.read
+
+    def read(self: inotify.Inotify) -> list[inotify.Event]:
+        got = real(self)
+        events.extend(got)
+        return got
+
+    monkeypatch.setattr(inotify.Inotify, "read", read)
+    return events

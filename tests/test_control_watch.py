@@ -22,21 +22,6 @@ from .conftest import wait_until
 pytestmark = pytest.mark.skipif(not inotify.available(), reason="inotify: Linux only")
 
 
-@pytest.fixture
-def seen(monkeypatch: pytest.MonkeyPatch) -> list[inotify.Event]:
-    """Every event the watcher read."""
-    events: list[inotify.Event] = []
-    real = inotify.Inotify.read
-
-    def read(self: inotify.Inotify) -> list[inotify.Event]:
-        got = real(self)
-        events.extend(got)
-        return got
-
-    monkeypatch.setattr(inotify.Inotify, "read", read)
-    return events
-
-
 def _append(path: Path, line: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -45,7 +30,9 @@ def _append(path: Path, line: bytes) -> None:
         os.close(fd)
 
 
-def test_it_wakes_for_control_jsonl_and_not_for_the_runs_own_writes(tmp_path: Path, seen: list[inotify.Event]) -> None:
+def test_it_wakes_for_control_jsonl_and_not_for_the_runs_own_writes(
+    tmp_path: Path, inotify_events: list[inotify.Event]
+) -> None:
     pokes: list[int] = []
     wal = (tmp_path / "items.db-wal").open("ab")
     results = (tmp_path / "results.jsonl").open("ab")
@@ -62,7 +49,7 @@ def test_it_wakes_for_control_jsonl_and_not_for_the_runs_own_writes(tmp_path: Pa
         _append(control, b'{"op": "pause"}\n')  # made by the first command
         wait_until(lambda: pokes, timeout=5, what="a poke for the new control.jsonl")
         # Its events come after the 400 writes' in the one queue: every event read is of it.
-        assert seen and {e.name for e in seen} <= {CONTROL_FILE, ""}, seen
+        assert inotify_events and {e.name for e in inotify_events} <= {CONTROL_FILE, ""}, inotify_events
         done = len(pokes)
         _append(control, b'{"op": "resume"}\n')  # a command appended to the file watched
         wait_until(lambda: len(pokes) > done, timeout=5, what="a poke for an appended command")

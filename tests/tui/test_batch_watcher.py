@@ -186,21 +186,13 @@ def test_an_earlier_read_never_replaces_a_later_one_in_the_queue(tmp_path: Path)
 
 @pytest.mark.skipif(not inotify.available(), reason="inotify: Linux only")
 def test_the_engines_own_writes_wake_no_watcher_and_a_new_live_file_is_posted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inotify_events: list[inotify.Event]
 ) -> None:
     """With watchfiles on the folder, every write of the engine to items.db-wal and
     results.jsonl woke the dashboard's watcher thread (7,065 times in a run of 3,000 `true`).
     inotify reports the names of the folder made, moved in or removed, or closed after a write."""
     batch = _finished(tmp_path)
-    seen: list[inotify.Event] = []
-    real = inotify.Inotify.read
-
-    def read(self: inotify.Inotify) -> list[inotify.Event]:
-        got = real(self)
-        seen.extend(got)
-        return got
-
-    monkeypatch.setattr(inotify.Inotify, "read", read)
+    inotify_events.clear()  # what the run's own control watcher read
     monkeypatch.setattr(watch, "POLL_S", 600.0)  # no read again by time: only the event posts it
     posted: list[Message] = []
     watcher = BatchWatcher(batch.path, posted.append)
@@ -219,7 +211,7 @@ def test_the_engines_own_writes_wake_no_watcher_and_a_new_live_file_is_posted(
         before = len(posted)
         write_model(batch.live_progress, live, durable=False)  # atomically, as the engine does
         wait_until(lambda: "paused" in _states(posted[before:]), timeout=5, what="the new live file posted")
-        assert not {"items.db-wal", "results.jsonl"} & {e.name for e in seen}, seen
+        assert not {"items.db-wal", "results.jsonl"} & {e.name for e in inotify_events}, inotify_events
     finally:
         watcher.stop()
         wal.close()
