@@ -174,11 +174,12 @@ class ControlWatcher:
 
     On Linux it watches with inotify (.inotify) the batch directory's entries and the writes of
     control.jsonl alone: the writes to items.db and results.jsonl, many a second, wake nothing.
-    Elsewhere it uses watchfiles on the directory (filtered to the file), from ``delay`` seconds
-    after :meth:`start`: importing watchfiles (and anyio with it) costs a short run more than
-    all its items, and until then the runner's loop ``stat`` (at least every quarter second)
-    picks commands up, as it does wherever no watcher can run. A run that ends within ``delay``
-    never loads watchfiles.
+    Elsewhere it uses watchfiles on the directory (filtered to the file). Either starts
+    ``delay`` seconds after :meth:`start`: its imports (ctypes, about 15 ms with the watch made,
+    on a thread the run's end would wait for; watchfiles and anyio, more) cost a short run more
+    than all its items, and until then the runner's loop ``stat`` (at least every quarter
+    second) picks commands up, as it does wherever no watcher can run. A run that ends within
+    ``delay`` never loads either.
     """
 
     def __init__(self, batch_dir: Path, poke: Callable[[], None], *, delay: float = 0.5) -> None:
@@ -195,6 +196,8 @@ class ControlWatcher:
         self._thread.start()
 
     def _run(self) -> None:
+        if self.delay > 0 and self._stop.wait(self.delay):
+            return  # stopped before it began watching
         from . import inotify
 
         if not inotify.available():
@@ -213,8 +216,6 @@ class ControlWatcher:
                 self.poke()
 
     def _watch_watchfiles(self) -> None:
-        if self.delay > 0 and self._stop.wait(self.delay):
-            return  # stopped before it began watching
         left = tasklimit.room()
         if left is not None and left < tasklimit.WATCHER_MARGIN:
             return  # near a pids limit, watchfiles could abort the process (see .tasklimit)
