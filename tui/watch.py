@@ -1,10 +1,10 @@
 """Watching a batch directory: live_progress.json and manifest.json, parsed off the UI thread.
 
-On Linux, inotify (engine/inotify.py) watches the *directory* for those two names alone (watching
-the file itself misses atomic renames, which replace its inode): the engine's many writes to
-items.db and results.jsonl wake nothing. Elsewhere watchfiles watches the directory with a
-filename filter and a short debounce. A slow poll backs both up where neither can run. The thread only reads and parses, then posts messages: the UI never
-blocks on disk.
+On Linux, inotify (engine/inotify.py) watches the *directory* for those two names alone
+(watching the file itself misses atomic renames, which replace its inode): the engine's many
+writes to items.db and results.jsonl wake nothing. Elsewhere watchfiles watches the directory
+with a filename filter and a short debounce. A slow poll backs both up where neither can run.
+The thread only reads and parses, then posts messages: the UI never blocks on disk.
 
 A file is read again only when its stamp (inode, size, modification time) moved. A stamp taken
 within :data:`RACY_S` of the file's modification time is not trusted, as git's racy index
