@@ -1,6 +1,6 @@
 """A/B: this checkout's batchtui against another commit's, on one run, interleaved round by round.
 
-    python -m bench.ab --base REV [--reps 5] [--lines N] -- RUN-ARGS...
+    python -m bench.ab --base REV [--head REV] [--reps 5] [--lines N] -- RUN-ARGS...
 
     python -m bench.ab --base 30c1c2f --lines 100000 -- \\
         run {items} --call bench/procs.py:noop --executor thread -j 2 --headless
@@ -12,7 +12,8 @@ bare map between 2026-12-02 and 2026-12-06, unseen in every run's noise; run in 
 older commit it was 1.50-1.65 s against 0.87-0.96 s, and `git bisect run` over a script like
 this one found the commit (a system call per item). This script is that comparison.
 
-REV is checked out into a temporary git worktree. Its batchtui is imported instead of this one
+REV is checked out into a temporary git worktree (and --head's too, to compare two other commits,
+a change against its parent say). Its batchtui is imported instead of this one
 through PYTHONPATH: a ``batchtui`` package there whose ``__path__`` is the worktree, so
 ``batchtui.engine`` and ``batchtui.tui`` come from REV's files, in the CLI and in every process
 it starts (pool workers inherit the environment). The installed dependencies are this venv's.
@@ -75,6 +76,7 @@ def shim(folder: Path, source: Path) -> Path:
 def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", required=True, help="the commit to compare against (any git revision)")
+    ap.add_argument("--head", help="a commit in place of this checkout (e.g. the change whose parent is --base)")
     ap.add_argument("--reps", type=int, default=5, help="rounds; the median is reported [5]")
     ap.add_argument("--lines", type=int, default=10000, help="distinct lines in {items} [10000]")
     ap.add_argument("args", nargs=argparse.REMAINDER, help="after --: the batchtui arguments (a run)")
@@ -83,15 +85,18 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
     if not run_args:
         ap.error("give the batchtui arguments after --, e.g. -- run {items} --cmd true --headless")
     base = _git("rev-parse", "--verify", f"{args.base}^{{commit}}")
-    head = _git("rev-parse", "HEAD")
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    head = _git("rev-parse", "--verify", f"{args.head}^{{commit}}") if args.head else _git("rev-parse", "HEAD")
+    dirty = not args.head and bool(_git("status", "--porcelain", "--untracked-files=no"))
     work = workdir("bt-ab-")
-    tree = work / "base"
-    _git("worktree", "add", "--detach", str(tree), base)
+    trees = [work / "base"] + ([work / "head"] if args.head else [])
+    for tree, rev in zip(trees, (base, head), strict=False):
+        _git("worktree", "add", "--detach", str(tree), rev)
     try:
         items = write_lines(work / "items.txt", args.lines)
         command = [a.replace("{items}", str(items)) for a in run_args]
-        base_path = str(shim(work / "shim", tree))
+        paths = {"base": str(shim(work / "shim-base", trees[0]))}
+        if args.head:
+            paths["head"] = str(shim(work / "shim-head", trees[1]))
         counter = [0]
         phases: dict[str, list[float]] = {"base": [], "head": []}
 
@@ -99,8 +104,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             counter[0] += 1
             out = work / f"out{counter[0]}"
             env = env_for(out)
-            if name == "base":
-                env["PYTHONPATH"] = base_path
+            if name in paths:
+                env["PYTHONPATH"] = paths[name]
             t = check(run_timed([*BATCHTUI, *command], env=env, cwd=ROOT, rss_interval=None), f"{name} run")
             if record:
                 phases[name].append(float(read_json(only_batch(out) / "report.json")["duration_s"]))
@@ -113,18 +118,20 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
         r_wall, wall_text = round_ratios(walls["head"], walls["base"])
         r_run, run_text = round_ratios(phases["head"], phases["base"])
         label = f"{head[:7]}{' + changes' if dirty else ''}"
+        this = f"head {label}" if args.head else f"this checkout {label}"
         rows: list[tuple[str, ...]] = [
             ("contender", "whole process (median, range)", "run phase (median, range)"),
             (f"base {base[:7]}", spread(walls["base"]), spread(phases["base"])),
-            (f"this checkout {label}", spread(walls["head"]), spread(phases["head"])),
-            ("this / base (per round)", wall_text, run_text),
+            (this, spread(walls["head"]), spread(phases["head"])),
+            ("head / base (per round)", wall_text, run_text),
         ]
         print(table(f"A/B: batchtui {' '.join(run_args)} ({machine_line()})", rows))
         print(f"medians: whole process {median(walls['head']):.3f} / {median(walls['base']):.3f} s ({r_wall:.2f}x), "
               f"run phase {median(phases['head']):.3f} / {median(phases['base']):.3f} s ({r_run:.2f}x)")  # fmt: skip
         return rows
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+        for tree in trees:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
         cleanup(work)
 
 
