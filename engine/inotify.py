@@ -10,7 +10,7 @@ time: a few a second, the live files' atomic writes), and the writes of the file
 :class:`FolderWatch` is what the watchers use: it waits until some of a folder's names change
 (the control watcher: control.jsonl; the dashboard's: live_progress.json and manifest.json),
 and another thread can stop its wait. :class:`Inotify` is the system's interface beneath it
-(add a watch, remove it, read the events waiting). Elsewhere (macOS, the BSDs) the watchers
+(add a watch, read the events waiting). Elsewhere (macOS, the BSDs) the watchers
 keep watchfiles.
 """
 
@@ -22,33 +22,14 @@ import select
 import struct
 import sys
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Final, NamedTuple
 
-__all__ = [
-    "IN_ATTRIB",
-    "IN_CLOSE_WRITE",
-    "IN_CREATE",
-    "IN_DELETE",
-    "IN_DELETE_SELF",
-    "IN_DONT_FOLLOW",
-    "IN_IGNORED",
-    "IN_MODIFY",
-    "IN_MOVED_FROM",
-    "IN_MOVED_TO",
-    "IN_MOVE_SELF",
-    "IN_ONLYDIR",
-    "IN_Q_OVERFLOW",
-    "Event",
-    "FolderWatch",
-    "Inotify",
-    "available",
-]
+__all__ = ["Event", "FolderWatch", "Inotify", "available"]
 
 IN_MODIFY: Final = 0x00000002
 IN_ATTRIB: Final = 0x00000004
 IN_CLOSE_WRITE: Final = 0x00000008
-IN_MOVED_FROM: Final = 0x00000040
 IN_MOVED_TO: Final = 0x00000080
 IN_CREATE: Final = 0x00000100
 IN_DELETE: Final = 0x00000200
@@ -78,13 +59,12 @@ def _load() -> ctypes.CDLL | None:
     if _libc is None and sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            for name in ("inotify_init1", "inotify_add_watch", "inotify_rm_watch"):
+            for name in ("inotify_init1", "inotify_add_watch"):
                 getattr(libc, name)
         except (OSError, AttributeError):
             return None
         libc.inotify_init1.argtypes = [ctypes.c_int]
         libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
         _libc = libc
     return _libc
 
@@ -124,11 +104,7 @@ class Inotify:
         raw = os.fsencode(path)
         return _check(self._libc.inotify_add_watch(self.fd, raw, mask), "inotify_add_watch", os.fsdecode(raw))
 
-    def remove(self, wd: int) -> None:
-        """Stop a watch; one whose file is gone was removed already (an IN_IGNORED came)."""
-        self._libc.inotify_rm_watch(self.fd, wd)
-
-    def read(self, decode: Callable[[bytes], str] = os.fsdecode) -> list[Event]:
+    def read(self) -> list[Event]:
         """The events waiting (none: an empty list, never a wait)."""
         try:
             data = os.read(self.fd, 64 * 1024)
@@ -139,7 +115,7 @@ class Inotify:
         while at + size <= len(data):
             wd, mask, _cookie, length = _HEADER.unpack_from(data, at)
             name = data[at + size : at + size + length].split(b"\0", 1)[0]
-            events.append(Event(wd, mask, decode(name)))
+            events.append(Event(wd, mask, os.fsdecode(name)))
             at += size + length
         return events
 
