@@ -20,8 +20,11 @@ it starts (pool workers inherit the environment). The installed dependencies are
 ``{items}`` in RUN-ARGS is a file of --lines distinct lines, made once; each run writes to its
 own output folder (BATCHTUI_OUTPUT_DIR) and gets a warm-up run first (bytecode, page cache).
 
-For each side: the whole process's wall time and the run phase (report.json's duration_s), the
-median of --reps rounds, and the per-round ratios of this checkout to REV.
+For each side: the whole process's wall time, the run phase (report.json's duration_s) and the
+CPU (user and system) of the run's processes, the engine's and every one it reaped (its pool
+workers, its commands), the median of --reps rounds, and the per-round ratios of this checkout
+to REV. On a busy 2-core VM the CPU moves less than the wall time: the items' own CPU is the
+same on both sides, so what differs is what the engine adds.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             paths["head"] = str(shim(work / "shim-head", trees[1]))
         counter = [0]
         phases: dict[str, list[float]] = {"base": [], "head": []}
+        cpus: dict[str, list[float]] = {"base": [], "head": []}
 
         def side(name: str, record: bool = True) -> float:
             counter[0] += 1
@@ -109,6 +113,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             t = check(run_timed([*BATCHTUI, *command], env=env, cwd=ROOT, rss_interval=None), f"{name} run")
             if record:
                 phases[name].append(float(read_json(only_batch(out) / "report.json")["duration_s"]))
+                cpus[name].append(t.cpu_s)
             cleanup(out)
             return t.seconds
 
@@ -117,17 +122,19 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
         walls = interleave(args.reps, {"base": lambda: side("base"), "head": lambda: side("head")})
         r_wall, wall_text = round_ratios(walls["head"], walls["base"])
         r_run, run_text = round_ratios(phases["head"], phases["base"])
+        r_cpu, cpu_text = round_ratios(cpus["head"], cpus["base"])
         label = f"{head[:7]}{' + changes' if dirty else ''}"
         this = f"head {label}" if args.head else f"this checkout {label}"
         rows: list[tuple[str, ...]] = [
-            ("contender", "whole process (median, range)", "run phase (median, range)"),
-            (f"base {base[:7]}", spread(walls["base"]), spread(phases["base"])),
-            (this, spread(walls["head"]), spread(phases["head"])),
-            ("head / base (per round)", wall_text, run_text),
+            ("contender", "whole process (median, range)", "run phase (median, range)", "CPU, all its processes"),
+            (f"base {base[:7]}", spread(walls["base"]), spread(phases["base"]), spread(cpus["base"])),
+            (this, spread(walls["head"]), spread(phases["head"]), spread(cpus["head"])),
+            ("head / base (per round)", wall_text, run_text, cpu_text),
         ]
         print(table(f"A/B: batchtui {' '.join(run_args)} ({machine_line()})", rows))
         print(f"medians: whole process {median(walls['head']):.3f} / {median(walls['base']):.3f} s ({r_wall:.2f}x), "
-              f"run phase {median(phases['head']):.3f} / {median(phases['base']):.3f} s ({r_run:.2f}x)")  # fmt: skip
+              f"run phase {median(phases['head']):.3f} / {median(phases['base']):.3f} s ({r_run:.2f}x), "
+              f"CPU {median(cpus['head']):.3f} / {median(cpus['base']):.3f} s ({r_cpu:.2f}x)")  # fmt: skip
         return rows
     finally:
         for tree in trees:
