@@ -22,7 +22,7 @@ import orjson
 from . import capture
 from .callables import CallableProcessor
 from .errors import ErrorInfo, NoRoomToStart, classify
-from .handoff import Gate
+from .handoff import Gate, ItemKilled
 from .outbox import Outbox
 from .outputs import DEFAULT_MAX_RESULT_BYTES, checked_result, cost_of
 from .shell.item import Item
@@ -161,6 +161,7 @@ def run_items(
     successes_judged: Callable[[], bool] | None = None,
     slot: Slot | None = None,
     judged_below: int = 0,
+    end: Report | None = None,
 ) -> list[Outcome]:
     """Run a chunk of items; never raises (every failure of an item becomes its Outcome).
 
@@ -177,19 +178,40 @@ def run_items(
     ``slot`` (the thread executor's, :mod:`.inflight`) holds the item while it runs (a chunk
     taken together: its items, in as many slots), so that an item that kills this process is
     known to the next engine.
+
+    ``end`` (with ``report``): the chunk's last group, what is decided and not handed over when
+    the chunk ends (the last item's outcome at least, or nothing), goes to ``end`` instead, once,
+    whatever ends the chunk, so that the caller hands it over with the word that the chunk
+    ended: a pool worker sends one message where it sent two (each a wake-up of the engine's
+    feeder, on the cores the items run on).
     """
     try:
         if chunked and isinstance(processor, CallableProcessor):
-            return _run_chunked(processor, items, classifier, gate, report, slot)
+            if end is None:
+                return _run_chunked(processor, items, classifier, gate, report, slot)
+            end(_run_chunked(processor, items, classifier, gate, None, slot))
+            return []
         outcomes: list[Outcome] = []
         if report is None:
             _run_each(processor, items, classifier, gate, outcomes.append, None, slot=slot)
             return outcomes
         box = Outbox(report)
+        ended = end
         try:
-            _run_each(processor, items, classifier, gate, None, box, successes_judged, slot, judged_below)
+            _run_each(
+                processor, items, classifier, gate, None, box, successes_judged, slot, judged_below, end is not None
+            )
+        except BaseException as exc:
+            if type(exc) is not ItemKilled:  # the chunk did not end (the interpreter exits)
+                ended = None
+            raise
         finally:
-            box.close()  # what is decided is handed over, whatever ends the chunk
+            # What is decided is handed over, whatever ends the chunk (a kill between two
+            # items: the chunk ended); with the word that it ended, when it did.
+            if ended is None:
+                box.close()
+            else:
+                ended(box.take())
         return []
     finally:
         capture.put_back()  # a standard descriptor an item closed: once for the chunk
@@ -205,9 +227,11 @@ def _run_each(
     successes_judged: Callable[[], bool] | None = None,
     slot: Slot | None = None,
     judged_below: int = 0,
+    keep_last: bool = False,
 ) -> None:
     """The items one after the other: each outcome to ``append``, or to ``box`` (the urgent
     ones marked), which hands them over as they are decided; each in ``slot`` while it runs.
+    ``keep_last``: the last item's outcome stays in ``box``, for the caller to take at once.
 
     A failure is urgent only when it may halt the batch (:func:`may_halt`): the others go in
     groups as successes do. Each failure went on its own before, for nothing a policy decides:
@@ -279,9 +303,15 @@ def _run_each(
             gate.end(index)
         if box is not None:
             # The chunk's last outcome goes with its group now, as run_items' close() would
-            # send it a moment later: the flusher is not woken to watch a group that will not
-            # wait (two thread wake-ups an item, in a pool worker, for chunks of one item).
-            box.add(outcome, urgent or index == last, t1)
+            # send it a moment later (or stays for the caller's ``end``, as soon): the flusher
+            # is not woken to watch a group that will not wait (two thread wake-ups an item, in
+            # a pool worker, for chunks of one item).
+            if index != last:
+                box.add(outcome, urgent, t1)
+            elif keep_last:
+                box.keep(outcome)
+            else:
+                box.add(outcome, True, t1)
         elif append is not None:
             append(outcome)
 

@@ -233,21 +233,22 @@ class ProcessExecutor(_HandoffExecutor):
                 if not slot.conn.poll(AHEAD_HOLD_S if len(slot.sent) > 1 else 0.25):
                     self._escalate(slot)
                     continue
-                kind, got, *judge = slot.conn.recv()
+                # Outcomes ("part"), or the chunk's end with its last ones ("end").
+                kind, got, judge = slot.conn.recv()
                 head = slot.sent[0]  # the process runs its chunks in the order they were sent
+                if got:
+                    head.reported.update([o.seq for o in got])
+                    put(got)  # a halt it decides cancels every item not started, then:
+                    if judge:  # the process may go on (see poolworker._Inbox)
+                        early = self.early_halt
+                        free = early is None or not early.judges_successes()
+                        slot.conn.send(VERDICT_SUCCESSES_FREE if free else VERDICT)
                 if kind == "end":
                     slot.sent.popleft()
                     too_big = False
                     for key in [k for k in slot.kills if k[0] == head.index]:
                         del slot.kills[key]
                     handoff.done(head.chunk)
-                else:
-                    head.reported.update([o.seq for o in got])
-                    put(got)  # a halt it decides cancels every item not started, then:
-                    if judge and judge[0]:  # the process may go on (see poolworker._Inbox)
-                        early = self.early_halt
-                        free = early is None or not early.judges_successes()
-                        slot.conn.send(VERDICT_SUCCESSES_FREE if free else VERDICT)
             except (EOFError, OSError, BrokenPipeError) as exc:
                 slot.proc.join(1)
                 code = slot.proc.exitcode

@@ -150,16 +150,23 @@ def run_worker(
 
     room = RoomWait()
 
-    def report(outcomes: list[Outcome]) -> None:
+    def report(outcomes: list[Outcome], kind: str = "part") -> None:
         room.saw(outcomes)
         judge = any(may_halt(o, judged, successes[0]) for o in outcomes)
-        conn.send(("part", outcomes, judge))
+        conn.send((kind, outcomes, judge))
         if judge:
             try:
                 # Every verdict says it again (a trip the runner dismissed may lower the counts)
                 successes[0] = inbox.await_verdict() == VERDICT
             except (EOFError, OSError):
                 os._exit(0)  # the engine is gone: nothing more may start (it reaps its items)
+
+    ended = [False]
+
+    def end(outcomes: list[Outcome]) -> None:
+        """The chunk ended: its last outcomes go with the word (one message, not two)."""
+        ended[0] = True
+        report(outcomes, "end")
 
     index = 0
     while True:
@@ -172,11 +179,13 @@ def run_worker(
         chunk = got
         gate = current[0] = gates[index]
         index = (index + 1) % len(gates)  # the engine uses the gates in turn, as it sends
+        ended[0] = False
         try:
-            run_items(processor, chunk, classifier, spec.chunked, gate, report, urgent, None, judged)
+            run_items(processor, chunk, classifier, spec.chunked, gate, report, urgent, None, judged, end)
         except ItemKilled:
             pass  # a kill that landed between two items: nothing of an item was lost
-        conn.send(("end", None))
+        if not ended[0]:
+            conn.send(("end", [], False))
         wait = room.after_chunk()
         if wait:
             time.sleep(wait)  # no room to start commands (RoomWait): let it free

@@ -40,15 +40,12 @@ def work(item):
 def _no_flush_by_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # Groups end only at an urgent outcome or the chunk's end: a stall of the test machine
     # longer than REPORT_EVERY_S would otherwise cut a group anywhere.
+    # A flusher of the test's own: it may sleep towards a deadline an hour away (the streaming
+    # tests after this one, in the same process, waited for the process's flusher in vain).
+    monkeypatch.setattr(outbox, "_FLUSHER", None)
     monkeypatch.setattr(outbox, "REPORT_EVERY_S", 3600.0)
     yield
     monkeypatch.undo()
-    # The flusher is this process's: it may sleep towards a deadline an hour away, and it is
-    # woken only from an idle sleep. Woken now, it looks again with the real figure (the
-    # streaming tests after this one, in the same process, waited for it in vain).
-    flusher = outbox._flusher()
-    with flusher._cond:
-        flusher._cond.notify()
 
 
 def groups(tmp_path: Path, kinds: list[str], judged_below: int = 0, attempt: int = 1) -> list[list[str]]:

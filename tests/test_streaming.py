@@ -8,6 +8,7 @@ until the slow one ended (issue 16's leftover).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,7 +31,19 @@ from .conftest import wait_until
 from .test_control_holds import PROCS, complete_seqs, lines_file, logged_seqs, rows
 
 
-def test_an_outcome_left_waiting_is_handed_over_without_a_next_one() -> None:
+@pytest.fixture(params=["timer", "condition"])
+def flusher_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A flusher of its own for the test: on the kernel timer (Linux), or on the condition
+    variable used where there is none."""
+    kind: str = request.param
+    monkeypatch.setattr(outbox, "USE_TIMER", kind == "timer")
+    monkeypatch.setattr(outbox, "_FLUSHER", None)
+    flusher = outbox._flusher()
+    assert isinstance(flusher, outbox._TimedFlusher if kind == "timer" else outbox._Flusher)
+    return kind
+
+
+def test_an_outcome_left_waiting_is_handed_over_without_a_next_one(flusher_kind: str) -> None:
     sent: list[list[Any]] = []
     box = Outbox(sent.append)
     box.add("a", urgent=False, now=time.perf_counter())
@@ -45,10 +58,68 @@ def test_an_outcome_left_waiting_is_handed_over_without_a_next_one() -> None:
     assert sent == [["a"], ["b"], ["c", "d"]]
 
 
-def test_the_flusher_is_woken_only_from_its_idle_sleep_and_loses_no_group() -> None:
-    # The flusher is woken by a new outbox only when it sleeps with nothing to watch; one that
-    # comes while it waits for another's deadline is looked at when that deadline comes.
-    from batchtui.engine import outbox
+def test_groups_of_several_outboxes_each_leave_at_their_deadline(flusher_kind: str) -> None:
+    """One closed before its deadline, the other left waiting: the flusher still hands that one
+    over (on a timer set for the first's deadline, it sets it again for the second's)."""
+    sent_a: list[list[Any]] = []
+    sent_b: list[list[Any]] = []
+    box_a, box_b = Outbox(sent_a.append), Outbox(sent_b.append)
+    box_a.add("a", urgent=False, now=time.perf_counter())
+    box_b.add("b", urgent=False, now=time.perf_counter() + REPORT_EVERY_S / 2)
+    box_a.close()
+    assert sent_a == [["a"]] and sent_b == []
+    wait_until(lambda: sent_b == [["b"]], timeout=5, what="the group left waiting")
+
+
+def _timer_left(fd: int) -> float:
+    """What the kernel says is left of the timerfd ``fd`` (0: it is not set)."""
+    import ctypes
+
+    from batchtui.engine.timerfd import _Itimerspec
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    spec = _Itimerspec()
+    assert libc.timerfd_gettime(fd, ctypes.byref(spec)) == 0, ctypes.get_errno()
+    return spec.it_value.tv_sec + spec.it_value.tv_nsec / 1e9
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux's")
+def test_a_group_handed_over_before_its_deadline_unsets_the_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flusher on a timer is not woken for a group that leaves before its deadline (most
+    do: their chunk ended): the group's first outcome sets the kernel timer, its hand-over
+    unsets it, as long as no other group waits."""
+    monkeypatch.setattr(outbox, "USE_TIMER", True)
+    monkeypatch.setattr(outbox, "_FLUSHER", None)
+    monkeypatch.setattr(outbox, "REPORT_EVERY_S", 3600.0)  # a stalled test machine cuts no group
+    flusher = outbox._flusher()
+    assert isinstance(flusher, outbox._TimedFlusher)
+    fd = flusher._timer.fd
+    assert _timer_left(fd) == 0
+    sent: list[list[Any]] = []
+    box, other = Outbox(sent.append), Outbox(sent.append)
+    box.add("a", urgent=False, now=time.perf_counter())
+    assert 3500 < _timer_left(fd) <= 3600  # set for the group's deadline
+    other.add("x", urgent=False, now=time.perf_counter())
+    box.add("b", urgent=True, now=time.perf_counter())  # handed over, by its urgent outcome
+    assert sent == [["a", "b"]]
+    assert _timer_left(fd) > 0  # another group still waits: the timer stays set
+    assert other.take() == ["x"]  # taken by its worker (a pool worker's chunk end)
+    assert _timer_left(fd) == 0
+    box.add("c", urgent=False, now=time.perf_counter())
+    assert _timer_left(fd) > 0
+    box.close()
+    assert sent == [["a", "b"], ["c"]] and _timer_left(fd) == 0
+    box.add("d", urgent=False, now=time.perf_counter())
+    box.discard()
+    assert _timer_left(fd) == 0
+
+
+def test_the_flusher_is_woken_only_from_its_idle_sleep_and_loses_no_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The flusher on a condition variable (where there is no kernel timer) is woken by a new
+    # outbox only when it sleeps with nothing to watch; one that comes while it waits for
+    # another's deadline is looked at when that deadline comes.
+    monkeypatch.setattr(outbox, "USE_TIMER", False)
+    monkeypatch.setattr(outbox, "_FLUSHER", None)
 
     def idle() -> bool:
         return outbox._flusher()._idle
@@ -83,8 +154,11 @@ def test_a_chunks_last_outcome_goes_at_once_without_the_flusher(
     watched: list[object] = []
 
     class Flusher:
-        def watch(self, box: object) -> None:
+        def watch(self, box: object, at: float) -> None:
             watched.append(box)
+
+        def forget(self, box: object) -> None:
+            pass
 
     monkeypatch.setattr(outbox, "_flusher", Flusher)
     monkeypatch.setattr(outbox, "REPORT_EVERY_S", 3600.0)  # a stalled test machine cuts no group
