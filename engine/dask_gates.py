@@ -7,6 +7,7 @@ One per worker process (:data:`.dask_worker._gates`); see :mod:`.dask_worker` an
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ VERDICT_WAIT_S: Final = 10.0
 #: --min-items outcomes are in, the outcome that makes them so may cross the limit).
 FAILURES: Final = 1
 SUCCESSES: Final = 2
+
+log = logging.getLogger(__name__)
 
 
 class Slots:
@@ -116,6 +119,13 @@ class WorkerGates:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self._held.pop(engine, None)  # a lost verdict: go on, as without the hold
+                    # Said where the worker's output goes (the engine's terminal for its own
+                    # cluster): a halt decided meanwhile may have let this item start.
+                    log.warning(
+                        "batchtui: no verdict from the engine on an outcome that may halt its batch in %.0f s:"
+                        " this worker goes on (a halt may overshoot by its items)",
+                        VERDICT_WAIT_S if limit is None else limit,
+                    )
                     return
                 self._cond.wait(min(left, 0.05))  # released() is polled: a gone engine says no
 

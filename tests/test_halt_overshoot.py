@@ -31,11 +31,14 @@ def source(tmp_path: Path, n: int) -> Path:
     return path
 
 
-def crossing_run(invoke_cli: Any, tmp_path: Path, out_dir: Path, executor: str, workers: int) -> list[int]:
+def crossing_run(
+    invoke_cli: Any, tmp_path: Path, out_dir: Path, executor: str, workers: int, output: list[str] | None = None
+) -> list[int]:
     """300 items, 0-7 failing and the rest succeeding, under a failure rate over 50% from 10
     items: the run halts at its 10th outcome. The seqs that started."""
     policy = ("--max-failure-rate", "0.5", "--min-items", "10")
-    ran = halting_run(invoke_cli, tmp_path, executor, workers, *policy, script="if [ {seq} -lt 8 ]; then exit 3; fi")
+    script = "if [ {seq} -lt 8 ]; then exit 3; fi"
+    ran = halting_run(invoke_cli, tmp_path, executor, workers, *policy, script=script, output=output)
     assert "after 10 items" in only_manifest(out_dir)["halt_reason"]
     return ran
 
@@ -56,9 +59,16 @@ def store_count(batch: Path, status: str) -> int:
 
 
 def halting_run(
-    invoke_cli: Any, tmp_path: Path, executor: str, workers: int, *policy: str, script: str = "exit 3"
+    invoke_cli: Any,
+    tmp_path: Path,
+    executor: str,
+    workers: int,
+    *policy: str,
+    script: str = "exit 3",
+    output: list[str] | None = None,
 ) -> list[int]:
-    """300 items of ``script`` under ``policy``, each logging its start: the seqs that started."""
+    """300 items of ``script`` under ``policy``, each logging its start: the seqs that started
+    (and the run's stderr appended to ``output``, for an assertion to show)."""
     log = tmp_path / "runs.log"
     proc = invoke_cli(
         [
@@ -75,6 +85,8 @@ def halting_run(
         ],
     )
     assert proc.returncode == 3, proc.stdout + proc.stderr
+    if output is not None:
+        output.append(proc.stderr)
     return starts(log)
 
 
