@@ -7,6 +7,7 @@ worker thread that started it), then theirs."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def test_where_the_kernel_has_no_children_files_psutil_finds_them(
     family: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     memory = MemoryMonitor()
-    memory._proc_children = False  # as on a kernel without CONFIG_PROC_CHILDREN, or not Linux
+    memory._proc = psutil.Process(os.getpid())  # as on a kernel without CONFIG_PROC_CHILDREN, or not Linux
     monkeypatch.setattr(monitor, "descendants", lambda pid: pytest.fail("read /proc's children files"))
     expected = sum(psutil.Process(pid).memory_info().rss for pid in family) / 1048576
     assert memory.sample(force=True).children_rss_mb >= round(expected, 1) - 0.5
@@ -96,3 +97,21 @@ def test_a_child_that_ended_is_left_out_with_its_own(family: list[int]) -> None:
     os.waitpid(child, 0)  # reaped: its child now belongs to init (or a subreaper), not to us
     found = descendants(os.getpid())
     assert child not in found and grandchild not in found
+
+
+def test_the_linux_sample_reads_what_psutil_reads_without_importing_it(family: list[int]) -> None:
+    """Its own RSS and the system's available memory from /proc too: psutil's import (5-10 ms
+    of every run's start) is not made."""
+    code = (
+        "import json, sys\n"
+        "from batchtui.engine.monitor import MemoryMonitor\n"
+        "m = MemoryMonitor().sample(force=True)\n"
+        "print(json.dumps([m.rss_mb, m.system_available_mb, 'psutil' in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    rss, available, imported = json.loads(done.stdout)
+    assert not imported
+    assert 5 < rss < 200  # an interpreter with the engine's models imported
+    assert abs(available - psutil.virtual_memory().available / 1048576) < 512
+    sample = MemoryMonitor().sample(force=True)
+    assert abs(sample.rss_mb - psutil.Process().memory_info().rss / 1048576) < 16
