@@ -159,18 +159,12 @@ class _TimedFlusher:
                 self._timer.disarm()
 
     def _run(self) -> None:
-        clock = time.perf_counter
         while True:
             self._timer.wait()
             with self._lock:
                 self._armed = None  # expired (a watch since has set it again: _arm below keeps that)
                 boxes = list(self._boxes)
-            # The boxes' locks are taken without this one held: add() takes them in the other order.
-            next_at: float | None = None
-            for box in boxes:
-                at = box.due(clock())
-                if at is not None and (next_at is None or at < next_at):
-                    next_at = at
+            next_at = _hand_over_due(boxes)
             if next_at is not None:
                 with self._lock:
                     self._arm(next_at)
@@ -200,7 +194,6 @@ class _Flusher:
             self._boxes.discard(box)
 
     def _run(self) -> None:
-        clock = time.perf_counter
         while True:
             with self._cond:
                 while not self._boxes:
@@ -208,15 +201,22 @@ class _Flusher:
                     self._cond.wait()
                 self._idle = False
                 boxes = list(self._boxes)
-            # The boxes' locks are taken without this one held: add() takes them in the other order.
-            next_at: float | None = None
-            for box in boxes:
-                at = box.due(clock())
-                if at is not None and (next_at is None or at < next_at):
-                    next_at = at
+            next_at = _hand_over_due(boxes)
             if next_at is not None:
                 with self._cond:
-                    self._cond.wait(max(0.0, next_at - clock()))
+                    self._cond.wait(max(0.0, next_at - time.perf_counter()))
+
+
+def _hand_over_due(boxes: list[Outbox]) -> float | None:
+    """A flusher's look at the outboxes it watches: those whose group has waited its time hand
+    it over; the earliest deadline of the others (None: none waits). The boxes' locks are taken
+    without the flusher's held: add() takes them in the other order."""
+    next_at: float | None = None
+    for box in boxes:
+        at = box.due(time.perf_counter())
+        if at is not None and (next_at is None or at < next_at):
+            next_at = at
+    return next_at
 
 
 _FLUSHER: _Watcher | None = None
