@@ -258,3 +258,36 @@ def test_a_reclaimed_item_is_in_one_place_for_the_runner() -> None:
     assert handoff.cancel([1, 0]) == [1]  # the runner takes item 1 back from its new chunk; 0 runs
     handoff.done(chunk)  # the old chunk ends: the reclaimed item 2 is still known, in its new chunk
     assert handoff.state(2) == QUEUED and handoff.counts() == (1, 0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux's")
+def test_with_no_descriptor_left_for_a_timer_the_flusher_waits_on_a_condition() -> None:
+    """A process out of descriptors (its soft limit reached) gets the condition variable's
+    flusher, which needs none, and its groups still leave."""
+    import subprocess
+
+    code = (
+        "import os, resource, time\n"
+        "from batchtui.engine import outbox\n"
+        "from batchtui.engine.outbox import Outbox\n"
+        "import batchtui.engine.timerfd\n"  # ctypes and its libc loaded while descriptors are left
+        "batchtui.engine.timerfd._load()\n"
+        "keep = []\n"
+        "try:\n"
+        "    while True:\n"
+        "        keep.append(os.open(os.devnull, os.O_RDONLY))\n"
+        "except OSError:\n"
+        "    pass\n"
+        "sent = []\n"
+        "Outbox(sent.append).add('a', urgent=False, now=time.perf_counter())\n"
+        "deadline = time.monotonic() + 10\n"
+        "while not sent and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "print(type(outbox._flusher()).__name__, sent)\n"
+    )
+    prelude = "import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["_Flusher", "[['a']]"]
