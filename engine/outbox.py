@@ -240,9 +240,12 @@ def _flusher() -> _Watcher:
 
 def _new_flusher() -> _Watcher:
     if USE_TIMER:
-        from . import timerfd  # ctypes: imported by the first group that waits (a pool worker's too)
-
-        timer = timerfd.make()
+        try:
+            from . import timerfd  # ctypes: imported by the first group that waits (a pool worker's too)
+        except (ImportError, OSError):  # out of descriptors: the import cannot open its files
+            timer = None
+        else:
+            timer = timerfd.make()
         if timer is not None:
             return _TimedFlusher(timer)
     return _Flusher()

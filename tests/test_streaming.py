@@ -261,17 +261,20 @@ def test_a_reclaimed_item_is_in_one_place_for_the_runner() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux's")
-def test_with_no_descriptor_left_for_a_timer_the_flusher_waits_on_a_condition() -> None:
+@pytest.mark.parametrize("ctypes_loaded", [True, False])
+def test_with_no_descriptor_left_for_a_timer_the_flusher_waits_on_a_condition(ctypes_loaded: bool) -> None:
     """A process out of descriptors (its soft limit reached) gets the condition variable's
-    flusher, which needs none, and its groups still leave."""
+    flusher, which needs none, and its groups still leave: whether ctypes was loaded before
+    (the timer is refused) or is first imported then (its library cannot be opened)."""
     import subprocess
 
     code = (
-        "import os, resource, time\n"
+        "import os, resource, sys, time\n"
         "from batchtui.engine import outbox\n"
         "from batchtui.engine.outbox import Outbox\n"
-        "import batchtui.engine.timerfd\n"  # ctypes and its libc loaded while descriptors are left
-        "batchtui.engine.timerfd._load()\n"
+        "if sys.argv[1] == 'loaded':\n"  # ctypes and its libc loaded while descriptors are left
+        "    import batchtui.engine.timerfd\n"
+        "    batchtui.engine.timerfd._load()\n"
         "keep = []\n"
         "try:\n"
         "    while True:\n"
@@ -287,7 +290,11 @@ def test_with_no_descriptor_left_for_a_timer_the_flusher_waits_on_a_condition() 
     )
     prelude = "import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
     done = subprocess.run(
-        [sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", prelude + code, "loaded" if ctypes_loaded else "not"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["_Flusher", "[['a']]"]
