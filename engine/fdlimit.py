@@ -17,6 +17,7 @@ since the processes a run starts inherit it). A hard limit that is too low (a co
 
 from __future__ import annotations
 
+import os
 import resource
 from typing import Final
 
@@ -99,3 +100,28 @@ def _short(workers: int, kind: str) -> tuple[int, int, int] | None:
     if soft == resource.RLIM_INFINITY or needed <= soft:
         return None
     return needed, soft, hard
+
+
+#: Descriptors kept open on /dev/null while an engine runs, let go when the process has no
+#: other left (.files.OutOfDescriptors): the halt's final files (manifest, live progress,
+#: report: two descriptors each, one file at a time) need them.
+_SPARE: list[int] = []
+SPARE: Final = 4
+
+
+def reserve_spare() -> None:
+    """Keep :data:`SPARE` descriptors aside (an engine's start; once per process)."""
+    while len(_SPARE) < SPARE:
+        try:
+            _SPARE.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            return  # none to spare now: the halt's files may not all be written
+
+
+def release_spare() -> None:
+    """Let the spare descriptors go (the process has no other left, or the engine ended)."""
+    while _SPARE:
+        try:
+            os.close(_SPARE.pop())
+        except OSError:
+            pass

@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from . import fdlimit
 from .errors import BatchtuiError, UserError
 
 FILE_MODE: Final = 0o600
@@ -74,11 +75,25 @@ class WriteFailed(UserError):
     """
 
     def __init__(self, path: Path, reason: str) -> None:
-        self.path = path
-        self.reason = reason
+        self.path, self.reason = path, reason
         batch = next((p.name for p in (path.parent, path.parent.parent) if _BATCH_ID.match(p.name)), None)
         how = f"`batchtui resume {batch}`" if batch else "resume the batch"
         super().__init__(f"cannot write {path}: {reason}. Nothing finished is lost: free some space, then {how}")
+
+
+class OutOfDescriptors(WriteFailed):
+    """A batch file could not be opened: no file descriptor is left (``ulimit -n``), used up by a
+    callable on the thread executor, say (it shares the engine's). Halts the run like a full
+    disk; the spare descriptors (.fdlimit) are let go first: the final files are still written."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = path, reason
+        UserError.__init__(
+            self,
+            f"cannot open {path}: {reason}: this process has used up its file descriptors (ulimit -n); nothing"
+            " finished is lost: find what keeps files open (a Python callable on the thread executor shares the"
+            " engine's; --executor process runs it apart), then resume",
+        )
 
 
 class LinkRefused(WriteFailed):
@@ -87,8 +102,7 @@ class LinkRefused(WriteFailed):
     batch. Halts a run like a full disk does; resuming refuses until the link is gone."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.reason = "it, or the batch directory, is a symbolic link"
+        self.path, self.reason = path, "it, or the batch directory, is a symbolic link"
         UserError.__init__(
             self,
             f"refusing to write {path}: it, or its batch directory, is a symbolic link, and batch files "
@@ -102,9 +116,12 @@ NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 
 def write_failed(path: Path, exc: OSError) -> WriteFailed | OSError:
     """``exc`` as :class:`WriteFailed` when it means the disk cannot take the write (or
-    :class:`LinkRefused` when a link was not followed), else itself."""
+    :class:`OutOfDescriptors`, :class:`LinkRefused` when a link was not followed), else itself."""
     if exc.errno in WRITE_ERRNOS:
         return WriteFailed(path, exc.strerror or os.strerror(exc.errno or 0))
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        fdlimit.release_spare()  # room for the final files of the halt this causes
+        return OutOfDescriptors(path, exc.strerror or os.strerror(exc.errno or 0))
     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
         return LinkRefused(path)
     return exc

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from .batchdir import now_iso
 from .config import MAX_SECONDS
-from .files import WriteFailed, write_model
+from .files import OutOfDescriptors, WriteFailed, write_model
 from .models import (
     BatchState,
     Report,
@@ -112,7 +112,7 @@ class Finishing(RunState):
         files are then written where there is still room (:meth:`_finish`)."""
         log.error("%s", exc)
         self.write_failure = exc
-        self.halt_reason = f"disk full or not writable: {exc}"
+        self.halt_reason = write_halt_reason(exc)
         self.state = BatchState.STOPPING
         self.outcomes.drop()  # completions may have been dropped: the report reads the store
         self.staging.clear()
@@ -173,7 +173,15 @@ class Finishing(RunState):
 
     def _best_effort(self, write: Callable[[], object]) -> None:
         try:
-            write()
+            try:
+                write()
+            except OutOfDescriptors as exc:
+                write()  # once more, with the spare descriptors the failure let go
+                self._warn(
+                    f"this process used up its file descriptors (ulimit -n; {exc.reason} at {exc.path}): the"
+                    " final files were written with descriptors kept aside for this; find what keeps files open"
+                    " (a Python callable on the thread executor shares the engine's; --executor process runs it apart)"
+                )
         except FileNotFoundError as exc:
             if self.folder.moved() is None:  # looked at again: it may have gone since the last commit
                 raise
@@ -182,7 +190,7 @@ class Finishing(RunState):
             log.warning("%s", exc)
             if self.write_failure is None:  # the disk filled up at the very end
                 self.write_failure = exc
-                self.halt_reason = f"disk full or not writable: {exc}"
+                self.halt_reason = write_halt_reason(exc)
                 self.state = BatchState.HALTED
 
     def _report(self, ended: str, timing: BatchTiming) -> Report:
@@ -203,3 +211,10 @@ class Finishing(RunState):
             cost_spent=self.outcomes.cost_spent,
             config=self.config,
         )
+
+
+def write_halt_reason(exc: WriteFailed) -> str:
+    """The halt reason of a batch file that could not be written."""
+    if isinstance(exc, OutOfDescriptors):
+        return f"out of file descriptors: {exc}"
+    return f"disk full or not writable: {exc}"

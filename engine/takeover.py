@@ -63,6 +63,7 @@ class TakeOver(RunState):
         """Take the batch: its lock, its files, the executor. :meth:`run` calls it; a test may
         call it, then drive the loop with :meth:`step`, then :meth:`finish` and :meth:`close`."""
         self.lock.acquire()
+        fdlimit.reserve_spare()  # for the final files of a halt when descriptors run out
         # Before the executor starts (the shell processor copies the environment once): every
         # process of this run carries the reaper's mark, and dies with the run, kill -9 included.
         self.reaper = Reaper(self.batch.path, lock_fd=self.lock.fileno(), token=warmstart.claim_token())
@@ -107,6 +108,7 @@ class TakeOver(RunState):
         if self.reaper is not None:  # after the release: until then no other engine may take the batch
             self.reaper.close(unlock=not self._abandoned)
             self.reaper = None
+        fdlimit.release_spare()
 
     def _setup(self) -> None:
         durable = self.config.fsync
