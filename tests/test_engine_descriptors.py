@@ -34,7 +34,11 @@ def _low_limit() -> None:  # in the child, before it starts: a limit the test ca
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
 
-def test_a_callable_that_uses_up_the_descriptors_halts_the_run_with_a_reason(tmp_path: Path, out_dir: Path) -> None:
+def test_a_callable_that_uses_up_the_descriptors_halts_the_run_with_a_reason(
+    tmp_path: Path,
+    out_dir: Path,
+    run_cli,  # type: ignore[no-untyped-def]
+) -> None:
     (tmp_path / "hog.py").write_text(HOG)
     (tmp_path / "items.txt").write_text("".join(f"{i}\n" for i in range(300)))
     env = cli_env(out_dir)
@@ -59,16 +63,7 @@ def test_a_callable_that_uses_up_the_descriptors_halts_the_run_with_a_reason(tmp
     report = json.loads((batch / "report.json").read_text())
     assert report["state"] == "halted" and report["totals"]["pending"] > 0
     # Resumed (the callable no longer hogs): every item once.
-    env["HOG_DONE"] = "1"
-    again = subprocess.run(
-        [*CLI, "resume", batch.name, "--headless"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    again = run_cli(["resume", batch.name, "--headless"], env={"HOG_DONE": "1"})
     assert again.returncode == 0, again.stdout + again.stderr
     seqs = [json.loads(line)["seq"] for line in (batch / "results.jsonl").read_text().splitlines()]
     assert sorted(seqs) == list(range(300))
