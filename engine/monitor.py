@@ -39,10 +39,10 @@ class MemoryMonitor:
         self.last = Memory()
         self._stamp = 0.0
         self._kernel_start = kernel_peaks_mb()
-        # The main thread's file exists for as long as the process does, where the kernel has them.
-        self._proc_children = os.path.exists(f"/proc/{self.pid}/task/{self.pid}/children")
+        # psutil only where the kernel has no children files (the main thread's exists for as
+        # long as the process does, where it has them).
         self._proc: psutil.Process | None = None
-        if not self._proc_children:
+        if not os.path.exists(f"/proc/{self.pid}/task/{self.pid}/children"):
             import psutil  # here, not at module level: importing the runner (the TUI does) needs no psutil
 
             self._proc = psutil.Process(self.pid)

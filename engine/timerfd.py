@@ -95,11 +95,6 @@ class Timer:
         """Block until the timer expires (it may have already: then at once)."""
         os.read(self.fd, 8)
 
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
 
 def make() -> Timer | None:
     """A new timer, or None where there is none (not Linux, or the system refused one:
