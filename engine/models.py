@@ -450,6 +450,12 @@ class Report(_Model):
     items_per_s: float
     durations: DurationStats
     peak_memory_mb: float
+    #: This run's CPU seconds (user + system) in the engine's process (with the calls of the
+    #: thread executor, and the dashboard's when the run was started from the app), and in its
+    #: children: the commands and pool workers, with what they started and waited for
+    #: (engine/monitor.py). 0.0 in the report of an older engine.
+    engine_cpu_s: float = 0.0
+    children_cpu_s: float = 0.0
     cost_spent: float = 0.0
     errors_by_type: dict[str, int] = {}
     errors_by_category: dict[str, int] = {}

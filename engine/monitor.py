@@ -1,5 +1,5 @@
 """Measurements for live progress: memory of the engine and its children (the rate and the
-ETA are engine/eta.py's).
+ETA are engine/eta.py's); and the CPU a run used, for report.json.
 
 Memory (DESIGN section 2, ``memory`` of live_progress.json and report.json's peak) is the RSS
 of the engine's process plus its children's (process-executor workers, shell commands),
@@ -13,6 +13,13 @@ The children are found through /proc/PID/task/TID/children on Linux (each thread
 then theirs): psutil finds them by reading the parent of every process of the system, which on
 a host of 3,000 processes took 56 ms of the runner's thread each second (0.03 ms this way).
 Elsewhere, or on a kernel built without those files, psutil's way.
+
+CPU (report.json's ``engine_cpu_s`` and ``children_cpu_s``, user + system seconds of this run):
+the engine's process, and its children: those waited for (a shell item's command, with what it
+waited for in turn; ``os.times``), and those still running when the report is written (the
+pool's workers, the engine's watchdog; each with what it waited for). Where an operator asks
+"is batchtui or my command using the machine?", this is the answer: 3,000 x ``true`` on 2 cores
+here used about 0.25 ms of the engine's CPU and 0.7 ms of the commands' per item.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ class MemoryMonitor:
         self.last = Memory()
         self._stamp = 0.0
         self._kernel_start = kernel_peaks_mb()
+        self._times_start = os.times()
         # psutil only where the kernel has no children files (the main thread's exists for as
         # long as the process does, where it has them).
         self._proc: psutil.Process | None = None
@@ -74,6 +82,15 @@ class MemoryMonitor:
         self.sample(force=True)
         self.peak_mb = max(self.peak_mb, *self._grown_peaks())
         return round(self.peak_mb, 1)
+
+    def run_cpu_s(self) -> tuple[float, float]:
+        """CPU seconds (user + system) since the run began: this process's, and its children's
+        (those waited for, and those alive now with what they waited for)."""
+        now, start = os.times(), self._times_start
+        own = now.user - start.user + now.system - start.system
+        waited = now.children_user - start.children_user + now.children_system - start.children_system
+        alive = sum(map(_cpu_s, descendants(self.pid))) if self._proc is None else _psutil_children_cpu_s(self._proc)
+        return round(max(own, 0.0), 3), round(max(waited, 0.0) + alive, 3)
 
     def _grown_peaks(self) -> tuple[float, float]:
         """The kernel's high-water marks (this process, its exited children) that grew since
@@ -135,6 +152,20 @@ def _rss_bytes(pid: int) -> int:
         return 0
 
 
+_TICK: int = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_s(pid: int) -> float:
+    """The CPU seconds of ``pid`` and of the children it waited for (/proc/PID/stat's utime,
+    stime, cutime and cstime); 0 once it ended."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()  # the name may hold spaces and ")"
+        return sum(int(tick) for tick in fields[11:15]) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _available_bytes() -> int:
     """The memory the system can give without swapping (MemAvailable of /proc/meminfo, as
     psutil reads it); 0 where it cannot be read."""
@@ -163,3 +194,20 @@ def _psutil_sample(proc: psutil.Process) -> tuple[float, float, float]:
     except psutil.Error:
         pass
     return rss, children, psutil.virtual_memory().available / 1048576
+
+
+def _psutil_children_cpu_s(proc: psutil.Process) -> float:
+    """The CPU seconds of ``proc``'s living descendants, with those each waited for (psutil)."""
+    import psutil
+
+    total = 0.0
+    try:
+        for child in proc.children(recursive=True):
+            try:
+                t = child.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+    except psutil.Error:
+        pass
+    return total

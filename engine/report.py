@@ -14,9 +14,11 @@ from .timing import BatchTiming
 
 
 class PeakMemory(Protocol):
-    """Where the report reads the run's peak memory (:class:`~.monitor.MemoryMonitor`)."""
+    """Where the report reads the run's peak memory and CPU (:class:`~.monitor.MemoryMonitor`)."""
 
     def run_peak_mb(self) -> float: ...
+
+    def run_cpu_s(self) -> tuple[float, float]: ...
 
 
 def duration_stats(durations: Sequence[float]) -> DurationStats:
@@ -65,6 +67,7 @@ def build_report(
     by_type = store.errors_by("error_type")
     by_category = store.errors_by("error_category")
     groups = store.error_groups(50)
+    engine_cpu, children_cpu = memory.run_cpu_s()
     return Report(
         batch_id=batch.batch_id,
         name=manifest.name,
@@ -82,6 +85,8 @@ def build_report(
         items_per_s=timing.items_per_s,
         durations=stats,
         peak_memory_mb=memory.run_peak_mb(),
+        engine_cpu_s=engine_cpu,
+        children_cpu_s=children_cpu,
         cost_spent=round(cost_spent, 6),
         errors_by_type=by_type,
         errors_by_category=by_category,

@@ -51,6 +51,9 @@ class FakeMonitor:
         self.calls.append("peak")
         return 127.0
 
+    def run_cpu_s(self) -> tuple[float, float]:
+        return 1.5, 2.25
+
 
 def test_the_report_reads_the_peak_last(tmp_path: Path) -> None:
     calls: list[str] = []
@@ -78,6 +81,7 @@ def test_the_report_reads_the_peak_last(tmp_path: Path) -> None:
         config=BatchConfig(),
     )
     assert report.peak_memory_mb == 127.0
+    assert (report.engine_cpu_s, report.children_cpu_s) == (1.5, 2.25)
     assert calls[-1] == "peak" and calls.count("peak") == 1, calls
 
 

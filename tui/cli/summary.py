@@ -37,6 +37,23 @@ def _in_flight_split(counts: Counts) -> str:
     return f" ({running} running, {queued} queued{retrying})"
 
 
+def _cpu_text(report: dict[str, Any] | None) -> str:
+    """report.json's CPU of the last run, ``engine 1.8s, child processes 4.9s (last run)``;
+    empty for the report of an older engine (it has none) or a damaged one."""
+    engine = _seconds(report.get("engine_cpu_s")) if report else None
+    children = _seconds(report.get("children_cpu_s")) if report else None
+    if engine is None or children is None or not (engine or children):
+        return ""
+    return f"engine {fmt_duration(engine, fine=True)}, child processes {fmt_duration(children, fine=True)} (last run)"
+
+
+def _seconds(value: object) -> float | None:
+    """A count of seconds read from a file: a number >= 0, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        return None
+    return float(value)
+
+
 def print_summary(
     batch: BatchDir,
     manifest: Manifest,
@@ -81,6 +98,9 @@ def print_summary(
         lines.append(f"  Duration:  {duration_text(summary)}   {summary.items_per_s:.1f} items/s")
     if report and report.get("cost_spent"):
         lines.append(f"  Cost:      {report['cost_spent']:.4f}")
+    cpu = _cpu_text(report) if summary.engine is None else ""  # a running engine's is not written yet
+    if cpu:
+        lines.append(f"  CPU:       {cpu}")
     if manifest.halt_reason:
         lines.append(f"  Halted:    {plain(manifest.halt_reason)}")
     groups = (live.error_groups if live else []) or []
