@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import sysconfig
 from collections.abc import Callable
@@ -89,7 +90,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             if record:
                 rep = read_json(only_batch(out) / "report.json")
                 assert rep["totals"]["complete"] == n, rep["totals"]
-                engine_stats.append({"duration_s": rep["duration_s"], "peak_mb": rep["peak_memory_mb"]})
+                engine_stats.append(
+                    {
+                        "duration_s": rep["duration_s"],
+                        "peak_mb": rep["peak_memory_mb"],
+                        "engine_cpu_s": rep.get("engine_cpu_s", 0.0),
+                        "children_cpu_s": rep.get("children_cpu_s", 0.0),
+                    }
+                )
                 cpu.setdefault("batchtui", []).append(t.cpu_s)
             cleanup(out)
             return t.seconds
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             ("batchtui / xargs without start-up", f"{(t_b - t_one) / t_x:.2f}x" if steady > 0 else "n/a", ""),
             ("batchtui engine peak RSS (report.json)", f"{peak:.0f} MB", ""),
         ]
+        srows += cpu_rows(engine_stats, cpu, times, n)
         print(table("Shell: batchtui start-up and per-item cost", srows))
         if args.gzip_files:
             srows += gzip_bench(work, args, use_parallel)
@@ -197,6 +206,32 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
     finally:
         if not args.keep:
             cleanup(work)
+
+
+def cpu_rows(
+    engine_stats: list[dict[str, float]], cpu: dict[str, list[float]], times: dict[str, list[float]], n: int
+) -> list[tuple[str, ...]]:
+    """Where batchtui's CPU goes (report.json: the engine's run phase, its commands; the rest is
+    the start-up and the end), against xargs' whole tree, and how busy each kept the cores. With
+    the cores full, the time follows the CPU: batchtui's start-up and engine have to fit in what
+    its commands save against xargs' (dash here costs less than xargs' /usr/bin/true)."""
+    if not engine_stats or not cpu.get("batchtui") or not cpu.get("xargs"):
+        return []
+    engine = median([s["engine_cpu_s"] for s in engine_stats])
+    children = median([s["children_cpu_s"] for s in engine_stats])
+    tree = median(cpu["batchtui"])
+    cores = os.cpu_count() or 1
+
+    def busy(name: str) -> str:
+        return f"{median(cpu[name]) / median(times[name]):.2f} of {cores}"
+
+    return [
+        ("batchtui CPU: the engine's run phase, per item", f"{engine / n * 1000:.3f} ms", ""),
+        ("batchtui CPU: its commands (sh -c true), per item", f"{children / n * 1000:.3f} ms", ""),
+        ("batchtui CPU: start-up and end (the rest)", f"{max(tree - engine - children, 0.0) * 1000:.0f} ms", ""),
+        ("batchtui CPU, all / xargs' tree CPU", f"{tree / median(cpu['xargs']):.2f}x", ""),
+        ("cores busy: batchtui, xargs", f"{busy('batchtui')}; {busy('xargs')}", ""),
+    ]
 
 
 def stdlib_files(limit: int) -> list[Path]:
