@@ -23,8 +23,7 @@ MAX_SEQ: Final = (1 << 63) - 1
 
 
 class NewerFormat(DamagedFile, UserError):
-    """A manifest written by a newer batchtui: refused, never read as if it were ours (nor
-    rewritten in our older format).
+    """A manifest written by a newer batchtui: refused, never read as ours (nor rewritten).
 
     A DamagedFile, so every listing shows the batch as unreadable and goes on with the others;
     a UserError, so a command on the batch itself ends with this message (exit 2).
@@ -450,10 +449,7 @@ class Report(_Model):
     items_per_s: float
     durations: DurationStats
     peak_memory_mb: float
-    #: This run's CPU seconds (user + system) in the engine's process (with the calls of the
-    #: thread executor, and the dashboard's when the run was started from the app), and in its
-    #: children: the commands and pool workers, with what they started and waited for
-    #: (engine/monitor.py). 0.0 in the report of an older engine.
+    #: This run's CPU seconds: the engine's process, its child processes' (engine/monitor.py).
     engine_cpu_s: float = 0.0
     children_cpu_s: float = 0.0
     cost_spent: float = 0.0
