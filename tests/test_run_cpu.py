@@ -99,8 +99,8 @@ def test_a_runs_report_and_summary_hold_the_cpu_of_its_commands(
 @pytest.mark.parametrize(
     ("report", "text"),
     [
-        ({"engine_cpu_s": 1.84, "children_cpu_s": 4.86}, "engine 1.8s, child processes 4.9s (last run)"),
-        ({"engine_cpu_s": 0.25, "children_cpu_s": 125}, "engine 250ms, child processes 2m05s (last run)"),
+        ({"engine_cpu_s": 1.84, "children_cpu_s": 4.86}, "engine process 1.8s, child processes 4.9s (last run)"),
+        ({"engine_cpu_s": 0.25, "children_cpu_s": 125}, "engine process 250ms, child processes 2m05s (last run)"),
         ({"engine_cpu_s": 0.0, "children_cpu_s": 0.0}, ""),  # an older engine's defaults
         ({}, ""),  # an older engine's report
         (None, ""),  # no report

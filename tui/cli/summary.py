@@ -38,13 +38,14 @@ def _in_flight_split(counts: Counts) -> str:
 
 
 def _cpu_text(report: dict[str, Any] | None) -> str:
-    """report.json's CPU of the last run, ``engine 1.8s, child processes 4.9s (last run)``;
+    """report.json's CPU of the last run, ``engine process 1.8s, child processes 4.9s (last run)``;
     empty for the report of an older engine (it has none) or a damaged one."""
     engine = _seconds(report.get("engine_cpu_s")) if report else None
     children = _seconds(report.get("children_cpu_s")) if report else None
     if engine is None or children is None or not (engine or children):
         return ""
-    return f"engine {fmt_duration(engine, fine=True)}, child processes {fmt_duration(children, fine=True)} (last run)"
+    mine, theirs = fmt_duration(engine, fine=True), fmt_duration(children, fine=True)
+    return f"engine process {mine}, child processes {theirs} (last run)"
 
 
 def _seconds(value: object) -> float | None:
