@@ -12,7 +12,9 @@ since the run began, so a long-lived process (the TUI) never reports an earlier 
 The children are found through /proc/PID/task/TID/children on Linux (each thread's children,
 then theirs): psutil finds them by reading the parent of every process of the system, which on
 a host of 3,000 processes took 56 ms of the runner's thread each second (0.03 ms this way).
-Elsewhere, or on a kernel built without those files, psutil's way.
+Elsewhere, or on a kernel built without those files, psutil's way. A child between its vfork
+and its exec shares its parent's memory: on Linux it is left out (``kcmp``); through psutil it
+counts a second time for that moment.
 
 CPU (report.json's ``engine_cpu_s`` and ``children_cpu_s``, user + system seconds of this run):
 the engine's process, and its children: those waited for (a shell item's command, with what it
