@@ -183,8 +183,12 @@ def _same_memory(a: int, b: int) -> bool:
                 import ctypes
 
                 syscall = ctypes.CDLL(None, use_errno=True).syscall
-                long = ctypes.c_long  # syscall(2) reads each argument as a long
-                _kcmp = lambda x, y: int(syscall(long(number), long(x), long(y), long(_KCMP_VM), long(0), long(0)))  # noqa: E731
+                args = [ctypes.c_long(v) for v in (number, 0, 0, _KCMP_VM, 0, 0)]  # syscall(2) reads longs
+
+                def kcmp(x: int, y: int) -> int:
+                    return int(syscall(args[0], ctypes.c_long(x), ctypes.c_long(y), *args[3:]))
+
+                _kcmp = kcmp
             except (OSError, AttributeError):
                 _kcmp = None
     return _kcmp is not None and _kcmp(a, b) == 0

@@ -4,6 +4,7 @@ the line of a detached engine, and a headless run from its first progress line t
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Final
 
 import click
@@ -50,7 +51,7 @@ def _cpu_text(report: dict[str, Any] | None) -> str:
 
 def _seconds(value: object) -> float | None:
     """A count of seconds read from a file: a number >= 0, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
         return None
     return float(value)
 
