@@ -13,8 +13,8 @@ The children are found through /proc/PID/task/TID/children on Linux (each thread
 then theirs): psutil finds them by reading the parent of every process of the system, which on
 a host of 3,000 processes took 56 ms of the runner's thread each second (0.03 ms this way).
 Elsewhere, or on a kernel built without those files, psutil's way. A child between its vfork
-and its exec shares its parent's memory: on Linux it is left out (``kcmp``); through psutil it
-counts a second time for that moment.
+and its exec shares its parent's memory: on Linux it is left out (:func:`children_rss_bytes`);
+through psutil it counts a second time for that moment.
 
 CPU (report.json's ``engine_cpu_s`` and ``children_cpu_s``, user + system seconds of this run):
 the engine's process, and its children: those waited for (a shell item's command, with what it
@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .models import Memory
@@ -122,12 +121,13 @@ _PAGE: int = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 def descendants(pid: int) -> list[int]:
     """The pids of every descendant of ``pid`` (Linux, /proc/PID/task/TID/children): its
     children, theirs, and so on. A process that ends meanwhile is left out, with its own."""
-    return [child for child, _ in _family(pid)]
+    return [child for child, _, _ in _family(pid)]
 
 
-def _family(pid: int) -> list[tuple[int, int]]:
-    """(descendant, its parent) for every descendant of ``pid``, as :func:`descendants` finds them."""
-    found: list[tuple[int, int]] = []
+def _family(pid: int) -> list[tuple[int, int, str]]:
+    """(descendant, its parent, the parent's thread that made it) for every descendant of
+    ``pid``, as :func:`descendants` finds them."""
+    found: list[tuple[int, int, str]] = []
     seen = {pid}
     todo = [pid]
     while todo:
@@ -146,52 +146,47 @@ def _family(pid: int) -> list[tuple[int, int]]:
                 child = int(word)
                 if child not in seen:
                     seen.add(child)
-                    found.append((child, parent))
+                    found.append((child, parent, tid))
                     todo.append(child)
     return found
 
 
 def children_rss_bytes(pid: int) -> int:
     """The resident memory of ``pid``'s descendants, each counted once: a child started by
-    ``vfork`` (posix_spawn, how every shell item starts) runs in its parent's memory until it
-    execs, and its /proc files show the parent's RSS; counted, it doubled the engine's memory
-    in about one sample in eight of a run of quick commands (and could hold dispatch back
-    under ``--memory-limit-mb``). Such a child is left out (``kcmp``: they share one memory)."""
+    ``vfork`` (posix_spawn, how every shell item starts, and subprocess) runs in its parent's
+    memory until it execs, and its /proc files show the parent's RSS; counted, it doubled the
+    engine's memory in about one sample in eight of a run of quick commands (and could hold
+    dispatch back under ``--memory-limit-mb``). Such a child is left out."""
     total = 0
-    for child, parent in _family(pid):
-        if not _same_memory(parent, child):
+    for child, parent, tid in _family(pid):
+        if not _in_parents_memory(child, parent, tid):
             total += _rss_bytes(child)
     return total
 
 
-#: kcmp(2)'s number where it is known (the rest: every child counts), and its KCMP_VM.
-_KCMP: dict[str, int] = {"x86_64": 312, "aarch64": 272, "riscv64": 272, "i686": 349, "i386": 349}
-_KCMP_VM = 1
-_kcmp: Callable[..., int] | None = None
-_kcmp_tried = False
+#: /proc/PID/stat's flag of a process that has not exec'd since it was made (PF_FORKNOEXEC).
+_FORKNOEXEC = 0x40
 
 
-def _same_memory(a: int, b: int) -> bool:
-    """Whether processes ``a`` and ``b`` share one memory (kcmp KCMP_VM); False where that
-    cannot be asked (no such call here, not allowed, one ended)."""
-    global _kcmp, _kcmp_tried
-    if not _kcmp_tried:
-        _kcmp_tried = True
-        number = _KCMP.get(os.uname().machine)
-        if number is not None:
-            try:
-                import ctypes
+def _in_parents_memory(child: int, parent: int, tid: str) -> bool:
+    """Whether ``child`` is between its vfork and its exec: it has not exec'd (PF_FORKNOEXEC)
+    and the thread that made it still waits for it (state D: vfork's wait; after a fork the
+    thread goes on at once, and the child has its own memory). From /proc alone: no system
+    call a sandbox (seccomp) could refuse or punish."""
+    fields = _stat_fields(f"/proc/{child}/stat")
+    if fields is None or len(fields) < 7 or not int(fields[6]) & _FORKNOEXEC:
+        return False
+    thread = _stat_fields(f"/proc/{parent}/task/{tid}/stat")
+    return thread is not None and thread[:1] == [b"D"]
 
-                syscall = ctypes.CDLL(None, use_errno=True).syscall
-                args = [ctypes.c_long(v) for v in (number, 0, 0, _KCMP_VM, 0, 0)]  # syscall(2) reads longs
 
-                def kcmp(x: int, y: int) -> int:
-                    return int(syscall(args[0], ctypes.c_long(x), ctypes.c_long(y), *args[3:]))
-
-                _kcmp = kcmp
-            except (OSError, AttributeError):
-                _kcmp = None
-    return _kcmp is not None and _kcmp(a, b) == 0
+def _stat_fields(path: str) -> list[bytes] | None:
+    """The fields of a /proc stat file after the name (the state first); None once it ended."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().rpartition(b")")[2].split()  # the name may hold spaces and ")"
+    except OSError:
+        return None
 
 
 def _rss_bytes(pid: int) -> int:
@@ -209,11 +204,10 @@ _TICK: int = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 def _cpu_s(pid: int) -> float:
     """The CPU seconds of ``pid`` and of the children it waited for (/proc/PID/stat's utime,
     stime, cutime and cstime); 0 once it ended."""
+    fields = _stat_fields(f"/proc/{pid}/stat")
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()  # the name may hold spaces and ")"
-        return sum(int(tick) for tick in fields[11:15]) / _TICK
-    except (OSError, IndexError, ValueError):
+        return sum(int(tick) for tick in fields[11:15]) / _TICK if fields else 0.0
+    except ValueError:
         return 0.0
 
 

@@ -128,8 +128,6 @@ def test_a_child_not_yet_execd_by_vfork_is_not_counted_as_a_copy_of_its_parent(t
     quick commands showed the engine's memory doubled in about one sample in eight. Here the
     child is held before its exec (its stdin is a fifo nobody writes yet), in this process's
     memory, made big."""
-    if not monitor._same_memory(os.getpid(), os.getpid()):
-        pytest.skip("no kcmp here: every child counts")
     spawner = libc_spawner()
     if spawner is None:
         pytest.skip("no glibc posix_spawn here")
@@ -143,26 +141,63 @@ def test_a_child_not_yet_execd_by_vfork_is_not_counted_as_a_copy_of_its_parent(t
     # The engine's own way (ctypes: the GIL is let go while the child starts; os.posix_spawn
     # keeps it, and this thread could not open the fifo's other end).
     opens = ((0, str(fifo), os.O_RDONLY),)
-    thread = threading.Thread(
-        target=lambda: spawned.append(spawner.spawn_redirected(b"/bin/true", argv, envp, null[0], null[1], opens)),
-        daemon=True,
-    )
+    sleep = (ctypes.c_char_p * 3)(b"sleep", b"60", None)
+
+    def start() -> None:
+        # First a command that execs and runs on, from the same thread: the thread waiting for
+        # the held child lists it too, and it has its own memory.
+        spawned.append(spawner.spawn(b"/bin/sleep", sleep, envp, null[0], null[1]))
+        spawned.append(spawner.spawn_redirected(b"/bin/true", argv, envp, null[0], null[1], opens))
+
+    thread = threading.Thread(target=start, daemon=True)
+    before = set(descendants(os.getpid()))
     thread.start()
     held: list[int] = []
+
+    def started() -> bool:
+        """The sleep has started, and the second child is there (it cannot return before the fifo opens)."""
+        if len(spawned) == 1:
+            held[:] = sorted(set(descendants(os.getpid())) - before - set(spawned))
+        return bool(held)
+
     try:
-        wait_until(
-            lambda: held.extend(c for c in descendants(os.getpid()) if monitor._same_memory(os.getpid(), c)) or held,
-            what="the vfork child before its exec",
-        )
+        wait_until(started, what="the vfork child before its exec")
         naive = sum(monitor._rss_bytes(c) for c in descendants(os.getpid()))
         assert naive >= len(block)  # what /proc says of it: this process's memory
-        assert monitor.children_rss_bytes(os.getpid()) <= naive - len(block)
+        counted = monitor.children_rss_bytes(os.getpid())
+        assert counted <= naive - len(block)
+        assert counted >= monitor._rss_bytes(spawned[0]) > 0  # the running `sleep` counts
         assert MemoryMonitor().sample(force=True).children_rss_mb < (naive - len(block)) / 1048576 + 16
     finally:
+        if spawned:
+            os.kill(spawned[0], 9)
         os.close(os.open(fifo, os.O_WRONLY))  # its open returns; it execs /bin/true and ends
         thread.join(30)
         for fd in null:
             os.close(fd)
-    assert spawned == held
-    os.waitpid(spawned[0], 0)
+    assert spawned[1:] == held
+    for pid in spawned:
+        os.waitpid(pid, 0)
     del block
+
+
+def test_a_forked_child_that_has_not_execd_counts_with_its_own_memory() -> None:
+    """A fork (not a vfork) gives the child its own memory at once, and its parent goes on: such
+    a child (a callable's ``os.fork()``, a shell's subshell) counts, though it has not exec'd."""
+    before = set(descendants(os.getpid()))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own 100 MB, then wait to be told to go
+        os.close(write)
+        block = b"y" * (100 << 20)
+        os.read(read, 1)
+        os._exit(len(block) and 0)
+    os.close(read)
+    try:
+        wait_until(lambda: monitor._rss_bytes(pid) >= 100 << 20, what="the forked child's memory")
+        assert set(descendants(os.getpid())) - before == {pid}
+        assert monitor.children_rss_bytes(os.getpid()) >= 100 << 20
+    finally:
+        os.write(write, b"x")
+        os.close(write)
+        os.waitpid(pid, 0)
