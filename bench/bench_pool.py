@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
         first: dict[str, list[float]] = {"pool": [], "ppe": [], "batchtui": []}
         from_launch: dict[str, list[float]] = {"pool": [], "ppe": [], "batchtui": []}
         run: dict[str, list[float]] = {"pool": [], "ppe": [], "batchtui": []}
+        cpu: dict[str, list[float]] = {"pool": [], "ppe": [], "batchtui": []}  # the whole tree's
+        split: dict[str, list[float]] = {"engine": [], "children": []}  # batchtui's report.json
         counter = [0]
 
         def peer(kind: str) -> float:
@@ -130,6 +132,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             m = re.search(r"run_s=([\d.]+) first_s=([\d.]+) first_at=([\d.]+)", t.stderr)
             assert m, t.stderr
             run[kind].append(float(m.group(1)))
+            cpu[kind].append(t.cpu_s)
             first[kind].append(float(m.group(2)))
             from_launch[kind].append(float(m.group(3)) - launched)
             return t.seconds
@@ -147,6 +150,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             rep = read_json(batch / "report.json")
             assert rep["totals"]["complete"] == n, rep["totals"]
             run["batchtui"].append(rep["duration_s"])
+            cpu["batchtui"].append(t.cpu_s)
+            split["engine"].append(rep.get("engine_cpu_s", 0.0))
+            split["children"].append(rep.get("children_cpu_s", 0.0))
             began, first_at = first_result_at(batch)
             first["batchtui"].append(first_at - began)
             from_launch["batchtui"].append(first_at - launched)
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
 
         peer("pool")  # warm-up: page cache, bytecode cache
         batchtui()
-        for values in (*first.values(), *run.values(), *from_launch.values()):
+        for values in (*first.values(), *run.values(), *from_launch.values(), *cpu.values(), *split.values()):
             values.clear()
         walls = interleave(args.reps, {"pool": lambda: peer("pool"), "ppe": lambda: peer("ppe"), "batchtui": batchtui})
         ideal = n * args.ms / 1000 / j
@@ -189,6 +195,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             ("batchtui first result", f"{f_b:.3f} s", "", "", "", f"<= {TARGET_FIRST_S}  {verdict(f_b, TARGET_FIRST_S, at_most=True)}"),
             ("whole process / better peer's", f"{median(walls['batchtui']) / best_wall:.2f}x", "", "", "", "(CLI start-up in)"),
             ("ideal (items x ms / workers)", f"{ideal:.2f} s", "", "", "", ""),
+            ("CPU, whole process tree: Pool / PPE / batchtui", " / ".join(f"{median(cpu[k]):.2f} s" for k in ("pool", "ppe", "batchtui")), "", "", "", ""),
+            ("batchtui CPU over its run: engine / workers", f"{median(split['engine']):.2f} s / {median(split['children']):.2f} s", "", "", "", "(report.json)"),
         ]  # fmt: skip
         title = f"Process executor: {n:,} x {args.ms:g} ms of pure Python, {j} workers ({machine_line()})"
         print(table(title, rows))
