@@ -109,6 +109,7 @@ def test_a_runs_report_and_summary_hold_the_cpu_of_its_commands(
         ({"engine_cpu_s": -1, "children_cpu_s": 2}, ""),
         ({"engine_cpu_s": float("nan"), "children_cpu_s": 2}, ""),
         ({"engine_cpu_s": 1, "children_cpu_s": float("inf")}, ""),
+        ({"engine_cpu_s": 10**400, "children_cpu_s": 2}, ""),  # json.loads reads such an integer
     ],
 )
 def test_the_summarys_cpu_line(report: dict[str, Any] | None, text: str) -> None:

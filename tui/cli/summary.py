@@ -51,9 +51,13 @@ def _cpu_text(report: dict[str, Any] | None) -> str:
 
 def _seconds(value: object) -> float | None:
     """A count of seconds read from a file: a number >= 0, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        seconds = float(value)  # an integer past a float's range (JSON allows one) raises
+    except OverflowError:
+        return None
+    return seconds if 0 <= seconds < math.inf else None
 
 
 def print_summary(
