@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .models import Memory
@@ -229,28 +230,29 @@ def _psutil_sample(proc: psutil.Process) -> tuple[float, float, float]:
     import psutil
 
     rss = proc.memory_info().rss / 1048576
-    children = 0.0
-    try:
-        for child in proc.children(recursive=True):
-            try:
-                children += child.memory_info().rss / 1048576
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-    except psutil.Error:
-        pass
+    children = _psutil_sum(proc, lambda child: child.memory_info().rss / 1048576)
     return rss, children, psutil.virtual_memory().available / 1048576
 
 
 def _psutil_children_cpu_s(proc: psutil.Process) -> float:
     """The CPU seconds of ``proc``'s living descendants, with those each waited for (psutil)."""
+
+    def cpu(child: psutil.Process) -> float:
+        t = child.cpu_times()
+        return float(t.user + t.system + t.children_user + t.children_system)
+
+    return _psutil_sum(proc, cpu)
+
+
+def _psutil_sum(proc: psutil.Process, read: Callable[[psutil.Process], float]) -> float:
+    """``read`` summed over ``proc``'s living descendants (one that ends or hides meanwhile: 0)."""
     import psutil
 
     total = 0.0
     try:
         for child in proc.children(recursive=True):
             try:
-                t = child.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
+                total += read(child)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 pass
     except psutil.Error:
