@@ -248,12 +248,20 @@ class ControlWatcher:
         except Exception:  # a failing watcher must never take the engine down
             return
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop watching; ``wait=False`` returns at once, the thread ends meanwhile.
+
+        Its end takes time in the kernel: closing an inotify instance that has watches waits for
+        an SRCU grace period (``fsnotify_destroy_group``), 8-16 ms on this 2-core VM, during
+        which the closing thread sleeps. The runner asks it to stop as its loop ends and joins
+        it in :meth:`.TakeOver.close`, so that wait overlaps the final commit and files
+        instead of adding to the run's end (a process's exit waits for it too)."""
         self._stop.set()
         watch = self._inotify
         if watch is not None:
             watch.stop()
-        self._thread.join(timeout=2)
+        if wait:
+            self._thread.join(timeout=2)
 
 
 def apply_offline(

@@ -124,6 +124,8 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
             try:
                 self._loop()
             finally:
+                if self.watcher is not None:
+                    self.watcher.stop(wait=False)  # nothing reads a command now: see its stop()
                 self._finish()
         finally:
             for signum, handler in old_handlers.items():

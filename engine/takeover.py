@@ -78,7 +78,7 @@ class TakeOver(RunState):
     def close(self) -> None:
         """Let go of the batch: the watcher, the workers, the store, the files, the lock."""
         if self.watcher is not None:
-            self.watcher.stop()
+            self.watcher.stop(wait=False)  # joined last: its end takes a while (see its stop())
         if self.executor is not None:
             self.executor.shutdown(wait=1.0)
         if self.committer is not None:
@@ -109,6 +109,8 @@ class TakeOver(RunState):
             self.reaper.close(unlock=not self._abandoned)
             self.reaper = None
         fdlimit.release_spare()
+        if self.watcher is not None:
+            self.watcher.stop()
 
     def _setup(self) -> None:
         durable = self.config.fsync
