@@ -7,6 +7,7 @@ worker thread that started it), then theirs."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -201,3 +202,36 @@ def test_a_forked_child_that_has_not_execd_counts_with_its_own_memory() -> None:
         os.write(write, b"x")
         os.close(write)
         os.waitpid(pid, 0)
+
+
+# A child of several threads whose grandchild is started by a thread that is not its main one.
+THREADED = (
+    "import subprocess, sys, threading, time\n"
+    "def start():\n"
+    "    p = subprocess.Popen(['sleep', '60'])\n"
+    "    print(p.pid, flush=True)\n"
+    "    time.sleep(60)\n"
+    "threading.Thread(target=start, daemon=True).start()\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_a_child_of_several_threads_has_each_threads_children_found() -> None:
+    """A process of one thread has its children read from that thread's file alone (a sample
+    of hundreds of commands reads half the files it did); one of several has every thread's
+    read: a command that runs threads (a pool worker, a Python callable's Popen) starts its
+    own children from any of them."""
+    child = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        grandchild = int(child.stdout.readline())
+        found = descendants(os.getpid())
+        assert child.pid in found and grandchild in found, (child.pid, grandchild, found)
+        rss = monitor.children_rss_bytes(os.getpid())
+        assert rss >= monitor._rss_bytes(child.pid) + monitor._rss_bytes(grandchild) > 0
+    finally:
+        for pid in (child.pid,):
+            os.kill(pid, 9)
+        child.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(grandchild, 9)
