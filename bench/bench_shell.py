@@ -23,7 +23,10 @@ Targets (issue 22): batchtui <= 1.0x xargs on both workloads, while durable.
 Start-up is measured on its own (bare interpreter, the CLI's imports, a 1-item run) so the
 per-item cost can be told apart from the fixed cost. No RSS sampler runs during the timed
 rounds (it would steal CPU on a 2-core machine); batchtui's peak RSS comes from its report.
-CPU is user+system of the whole process tree (every reaped child included).
+CPU is user+system of the whole process tree (every reaped child included). After the timed
+rounds, one more run of batchtui and of xargs each, with /proc/stat sampled every 10 ms, says how
+much of the machine stayed idle in the first 0.25 s (batchtui's start-up, on one core) and after
+(a run bound by CPU leaves little: its time then follows its CPU).
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import subprocess
 import sys
 import sysconfig
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -197,6 +202,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, ...]]:
             ("batchtui engine peak RSS (report.json)", f"{peak:.0f} MB", ""),
         ]
         srows += cpu_rows(engine_stats, cpu, times, n)
+        if os.path.exists("/proc/stat"):
+            idle_out = work / "idle-out"
+            batchtui_cmd = [*BATCHTUI, "run", str(items), "--cmd", "true", "--headless", "--workers", j]
+            srows.append(idle_row("batchtui", batchtui_cmd, env_for(idle_out), work))
+            srows.append(idle_row("xargs", ["xargs", "-P", j, "-n1", "true"], None, work, stdin=items))
+            cleanup(idle_out)
         print(table("Shell: batchtui start-up and per-item cost", srows))
         if args.gzip_files:
             srows += gzip_bench(work, args, use_parallel)
@@ -232,6 +243,46 @@ def cpu_rows(
         ("batchtui CPU, all / xargs' tree CPU", f"{tree / median(cpu['xargs']):.2f}x", ""),
         ("cores busy: batchtui, xargs", f"{busy('batchtui')}; {busy('xargs')}", ""),
     ]
+
+
+#: How long the start of a run is (the idle share is given for it and for the rest apart).
+IDLE_HEAD_S = 0.25
+
+
+def idle_row(
+    name: str, cmd: list[str], env: dict[str, str] | None, cwd: Path, stdin: Path | None = None
+) -> tuple[str, ...]:
+    """How much of the machine stays idle while ``cmd`` runs once more (an extra round, not
+    timed): /proc/stat's idle and iowait time over all cores, sampled every 10 ms, over the
+    first IDLE_HEAD_S seconds (batchtui's start-up runs on one core) and over the rest. A run
+    bound by CPU leaves little idle: its time then follows its CPU. The whole machine's: other
+    load shows too."""
+    samples: list[tuple[float, int, int]] = []
+    with open(stdin or os.devnull, "rb") as fh:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=fh, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.perf_counter()
+        while proc.poll() is None:
+            samples.append((time.perf_counter(), *_cpu_idle_total()))
+            time.sleep(0.01)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} exited {proc.returncode} in the idle round")
+    end = samples[-1][0] if samples else t0
+    head, rest = _idle_share(samples, t0, t0 + IDLE_HEAD_S), _idle_share(samples, t0 + IDLE_HEAD_S, end)
+    return (f"machine idle while {name} runs: first {IDLE_HEAD_S} s / after", f"{head} / {rest}", "")
+
+
+def _idle_share(samples: list[tuple[float, int, int]], start: float, end: float) -> str:
+    inside = [x for x in samples if start <= x[0] <= end]
+    if len(inside) < 2:
+        return "n/a"
+    return f"{(inside[-1][1] - inside[0][1]) / max(1, inside[-1][2] - inside[0][2]):.0%}"
+
+
+def _cpu_idle_total() -> tuple[int, int]:
+    """(idle + iowait, all) jiffies of every core since boot, from /proc/stat's first line."""
+    with open("/proc/stat", "rb") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)
 
 
 def stdlib_files(limit: int) -> list[Path]:
