@@ -136,8 +136,13 @@ def test_the_watchs_slow_end_overlaps_the_runs_final_files(tmp_path: Path, monke
         events.append("stop asked")
         real_stop(self)
 
+    written = threading.Event()
+
     def slow_close(self: inotify.Inotify) -> None:
-        threading.Event().wait(1.0)  # the kernel's wait, made long
+        # The kernel's wait, made long: it ends a second after report.json is written (or
+        # after the first 10 s), so that what the run does meanwhile is in order before it.
+        written.wait(10)
+        threading.Event().wait(1.0)
         real_close(self)
         events.append("watch ended")
 
@@ -145,6 +150,7 @@ def test_the_watchs_slow_end_overlaps_the_runs_final_files(tmp_path: Path, monke
         real_write(path, *args, **kw)  # type: ignore[arg-type]
         if Path(path).name == "report.json":
             events.append("report written")
+            written.set()
 
     def noted_store_close(self: ItemStore) -> None:
         real_store_close(self)
