@@ -19,6 +19,7 @@ from collections.abc import Callable
 from .batchdir import now_iso
 from .config import MAX_SECONDS
 from .files import OutOfDescriptors, WriteFailed, write_model
+from .growing import pending_add
 from .models import (
     BatchState,
     Report,
@@ -150,7 +151,7 @@ class Finishing(RunState):
         c = self.counts
         if self.halt_reason:
             self.state = BatchState.HALTED
-        elif self._stop.is_set() or c.pending or c.processing:
+        elif c.pending or c.processing or (self._stop.is_set() and not self._source_read()):
             self.state = BatchState.STOPPED
         else:
             self.state = BatchState.FINISHED
@@ -170,6 +171,15 @@ class Finishing(RunState):
         if self.events.active:
             self.events.finish(self.state.value, report.model_dump(mode="json"))
             self._best_effort(lambda: self._write_live(force=True))  # a hook failure shows in the warnings
+
+    def _source_read(self) -> bool:
+        """Whether every item of the batch's source (and of an `add`) is in the store: a stop
+        while it was being read leaves items the counts do not show yet, for a resume to read."""
+        store = self.store
+        try:
+            return store is not None and bool(store.get_meta("enqueue_done")) and pending_add(store) is None
+        except sqlite3.Error:
+            return False  # unreadable now: stopped (resumable) is the safe word
 
     def _best_effort(self, write: Callable[[], object]) -> None:
         try:

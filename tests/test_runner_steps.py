@@ -595,3 +595,44 @@ def test_the_live_view_lists_the_latest_failures(make_runner: Any) -> None:
         (third, f"item-{third}", "KeyError", "item", "'x'", 1),
     ]
     assert all(r.at.endswith("+00:00") for r in recent)
+
+
+def test_a_stop_that_left_nothing_undone_ends_the_batch_finished(make_runner: Any) -> None:
+    """A stop while the last items ran, which all ended within the grace: nothing is left to
+    resume, so the batch is finished (exit 0), not "stopped (resumable)" with exit 130 and a
+    `resume` line that would have nothing to do."""
+    runner, ex = make_runner(3, workers=3, grace=30.0)
+    t = time.monotonic()
+    runner.step(t)
+    begun = ex.begin(3)
+    assert len(begun) == 3
+    runner.request_stop("test")
+    runner.step(t)
+    assert runner.state == BatchState.STOPPING
+    for seq in begun:
+        ex.end(seq)
+    runner.step(t + 0.1)  # takes the outcomes in
+    assert not runner.step(t + 0.2)
+    result = runner.finish()
+    assert result.state == BatchState.FINISHED and result.exit_code == 0
+    assert result.counts.complete == 3 and ex.killed == []
+
+
+def test_a_stop_while_the_source_was_still_being_read_stays_stopped(make_runner: Any) -> None:
+    """Its counts show nothing pending, but the rest of the source is not in the store yet:
+    stopped, so that a resume reads it."""
+    runner, ex = make_runner(2, workers=2, grace=30.0)
+    assert runner.store is not None
+    runner.store.set_meta("enqueue_done", 0)  # as an enqueue cut short leaves it
+    t = time.monotonic()
+    runner.step(t)
+    begun = ex.begin(2)
+    runner.request_stop("test")
+    runner.step(t)
+    for seq in begun:
+        ex.end(seq)
+    runner.step(t + 0.1)
+    assert not runner.step(t + 0.2)
+    result = runner.finish()
+    assert result.counts.pending == 0 and result.counts.complete == 2
+    assert result.state == BatchState.STOPPED and result.exit_code == 130
