@@ -636,3 +636,22 @@ def test_a_stop_while_the_source_was_still_being_read_stays_stopped(make_runner:
     result = runner.finish()
     assert result.counts.pending == 0 and result.counts.complete == 2
     assert result.state == BatchState.STOPPED and result.exit_code == 130
+
+
+def test_a_stop_while_a_retry_waits_out_its_backoff_stays_stopped(make_runner: Any) -> None:
+    """A retry waiting for its backoff is work left: the stop puts it back to pending, and the
+    batch is stopped (a resume runs it), not finished."""
+    runner, ex = make_runner(2, workers=2, backoff=10.0, backoff_max=10.0, max_attempts=3)
+    t = time.monotonic()
+    runner.step(t)
+    first, second = ex.begin(2)
+    ex.end(first, TRANSIENT)
+    ex.end(second)
+    runner.step(t)
+    assert len(runner.dispatcher.retries) == 1
+    runner.request_stop("test")
+    runner.step(t + 0.1)
+    assert not runner.step(t + 0.2)
+    result = runner.finish()
+    assert result.counts.pending == 1 and result.counts.complete == 1
+    assert result.state == BatchState.STOPPED and result.exit_code == 130
