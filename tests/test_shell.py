@@ -373,6 +373,69 @@ def test_background_children_die_when_the_shell_exits(batch: Path) -> None:
     assert_gone_soon(read_pids(batch / "out" / "0" / "bg")[0])
 
 
+def counting_kills(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The process groups the processor kills, in order (the kills still happen)."""
+    from batchtui.engine.shell import processor as processor_mod
+
+    kills: list[int] = []
+    real = processor_mod._killpg
+
+    def killpg(pgid: int) -> None:
+        kills.append(pgid)
+        real(pgid)
+
+    monkeypatch.setattr(processor_mod, "_killpg", killpg)
+    return kills
+
+
+def test_one_group_kill_an_item(batch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the shell's exit is seen its group is killed, and not again before the reap (a
+    system call that holds the GIL, on every item)."""
+    kills = counting_kills(monkeypatch)
+    proc = ShellProcessor("echo $$ > {out}/pid")
+    for seq in range(3):
+        proc.run(make_item(batch, "v", seq=seq))
+    assert kills == [read_pids(batch / "out" / str(seq) / "pid")[0] for seq in range(3)]
+
+
+def test_a_wait_cut_short_by_an_error_still_kills_the_group_before_the_reap(
+    batch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the wait ends another way than the shell's exit (here an error from the poll), the
+    group is killed on the way out, before the shell is reaped: reaping a shell that still
+    runs would wait for it (30 s here), and its background job would live on."""
+    from batchtui.engine.shell import wait as wait_mod
+
+    kills = counting_kills(monkeypatch)
+    real_watch = wait_mod.watch
+    bg = batch / "out" / "3" / "bg"
+
+    def failing_watch(child: Any) -> Any:
+        watch = real_watch(child)
+
+        def wait(timeout_ms: int) -> list[int]:
+            deadline = time.monotonic() + 10
+            while not (bg.exists() and bg.read_text().endswith("\n")):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            raise RuntimeError("the poll failed")
+
+        watch.wait = wait
+        return watch
+
+    monkeypatch.setattr(wait_mod, "watch", failing_watch)
+    proc = ShellProcessor("echo $$ > {out}/pid; sleep 30 & echo $! > {out}/bg; sleep 30")
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="the poll failed"):
+        proc.run(make_item(batch, "v", seq=3))
+    assert time.monotonic() - started < 10
+    shell = read_pids(batch / "out" / "3" / "pid")[0]
+    assert kills == [shell]
+    assert_gone_soon(read_pids(bg)[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(shell, 0)  # reaped, not left a zombie
+
+
 def test_kill_from_another_thread(batch: Path) -> None:
     proc = ShellProcessor("sleep 30 & echo $! > {out}/bg; sleep 30")
     assert proc.kill(7) is False

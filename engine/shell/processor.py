@@ -192,8 +192,7 @@ class ShellProcessor:
                     self._running.pop(item.seq, None)
                     killed = item.seq in self._killed
                     self._killed.discard(item.seq)
-                _killpg(pid)  # before reaping: the group id is still ours
-                code = child.reap()
+                code = child.reap()  # _collect killed the group, while its id was still ours
             if code < 0 and child.direct and not killed and not timed_out:
                 # Started without dash (see .direct): report the signal as dash does.
                 from .spawn_glibc import libc_spawner
@@ -227,10 +226,11 @@ class ShellProcessor:
         out = StdoutTail(STDOUT_KEEP, self.max_result_bytes)
         err = Tail(STDERR_TAIL)
         tails: dict[int, Tail] = {child.stdout: out, child.stderr: err}
-        watch = wait.watch(child)
         end = None if self.timeout is None else time.monotonic() + self.timeout
         timed_out = group_killed = False
+        watch: wait.ExitWatch | None = None
         try:
+            watch = wait.watch(child)
             while not (watch.exited and not tails):
                 if end is None:
                     wait_ms = -1
@@ -262,7 +262,12 @@ class ShellProcessor:
                     if tails:
                         end = time.monotonic() + _DRAIN_GRACE
         finally:
-            watch.close()
+            if not group_killed:
+                # Whatever cut the wait short (an error, an interrupt): the group goes before
+                # the shell is reaped, once, here (not again after the usual kill above).
+                _killpg(child.pid)
+            if watch is not None:
+                watch.close()
         return out, err, timed_out
 
     def kill(self, seq: int, attempt: int | None = None) -> bool:
