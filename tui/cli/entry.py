@@ -28,11 +28,13 @@ import sys
 import threading
 from typing import NoReturn
 
+from . import collector
 from .group import main
 
 
 def run() -> NoReturn:
     """The console script and ``python -m batchtui.tui.cli``: the CLI, then :func:`leave`."""
+    collector.pause()  # until the verb's module is imported (collector.py)
     _main_is_the_package()
     _standard_descriptors()
     _tolerant_stdout()

@@ -27,6 +27,7 @@ import click
 from batchtui.engine.errors import EMPTY_MEANS_NONE, EXIT_INTERRUPTED, EXIT_USAGE, NO_THREAD, BatchtuiError
 from batchtui.engine.interrupts import catch
 
+from . import collector
 from .output import fail, json_stdout
 
 #: The exit code when the reader of the output went away (``batchtui export B | head``): a death
@@ -150,7 +151,10 @@ class Main(click.Group):
             from .warmup import start_ahead
 
             start_ahead(args[1:])
-        return super().resolve_command(ctx, args)
+        try:
+            return super().resolve_command(ctx, args)
+        finally:
+            collector.resume()  # the start's imports are done: see collector.py
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in VERBS:
