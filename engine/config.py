@@ -31,6 +31,7 @@ from pydantic import (
 
 from .adaptive import MIN_FLOOR_S, AdaptiveLimit, split_timeout
 from .config_env import ENV_PREFIX, env_layer, refuse_rule_twice
+from .config_errors import describe_errors, has_bool, near_setting
 from .config_file import read_toml
 from .errors import EMPTY_MEANS_NONE, UserError
 from .events import EventHook, parse_hooks
@@ -154,7 +155,7 @@ class BatchConfig(BaseModel):
     max_attempts: int = Field(default=3, ge=1, le=100)
     backoff: float = Field(default=1.0, ge=0)
     backoff_max: float = Field(default=60.0, ge=0)
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: float | None = None  # bounds: NUMBER_BOUNDS (the floor said as the flag says it)
     adaptive_timeout: AdaptiveLimit | None = Field(
         default=None, description="--timeout P%: the limit follows the median success (engine/adaptive.py)"
     )
@@ -285,7 +286,7 @@ class BatchConfig(BaseModel):
     def _not_boolean(cls, value: Any) -> Any:
         # The last "before" validator defined, so the first to run: a boolean is refused as such,
         # before any other validator reads it as a number (a list's items too: [3, true]).
-        if _has_bool(value):
+        if has_bool(value):
             raise ValueError("must be a number, not true or false")
         return value
 
@@ -333,7 +334,10 @@ def parse_rate(text: str) -> float:
     match = _RATE.match(text)
     if not match:
         raise ValueError(f"rate {text!r} is not N, N/s, N/m or N/h")
-    return float(match.group(1)) / _PER[match.group(2) or "s"]
+    rate = float(match.group(1)) / _PER[match.group(2) or "s"]
+    if rate <= 0:
+        raise ValueError(f"rate {text!r} must be more than 0 (e.g. 5/s, 100/m or 1/h)")
+    return rate
 
 
 def load_config(
@@ -437,38 +441,14 @@ def stored_config(config: Mapping[str, Any], manifest: Path) -> BatchConfig:
         raise UserError(text.replace("invalid configuration:", "invalid stored configuration:", 1)) from None
 
 
-def _has_bool(value: Any) -> bool:
-    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value))
-
-
 def format_validation_error(exc: ValidationError, origin: Mapping[str, str]) -> str:
     """A readable multi-line message naming each bad setting and where it came from."""
-    lines = ["invalid configuration:"]
-    for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"]) or "config"
-        where = origin.get(str(err["loc"][0]), "") if err["loc"] else ""
-        # pydantic starts a validator's own message with "Value error, ": noise to the user.
-        msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        near = _near_setting(str(err["loc"][0])) if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 else None
-        msg += f"; did you mean {near}?" if near else ""
-        if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 and isinstance(err.get("input"), dict):
-            # A [run] table, as other tools' files have: the settings are top-level keys here.
-            msg = f"unknown setting: a table; the settings are top-level keys (workers = 4), not in a [{loc}] table"
-        suffix = f" (from {where})" if where else ""
-        value = err.get("input")
-        # As the file would spell it: true and false, not Python's True and False.
-        text = repr(value).replace("True", "true").replace("False", "false") if _has_bool(value) else repr(value)
-        shown = f" = {text}" if err["type"] != "extra_forbidden" and not isinstance(value, dict) else ""
-        lines.append(f"  {loc}{shown}: {msg}{suffix}")
-    return "\n".join(lines)
+    return describe_errors(exc.errors(), origin, list(BatchConfig.model_fields))
 
 
 def _near_setting(name: str) -> str | None:
     """The setting a misspelt name ("wrokers") most likely meant, if any is close."""
-    import difflib
-
-    near = difflib.get_close_matches(name.replace("-", "_").lower(), list(BatchConfig.model_fields), n=1)
-    return near[0] if near else None
+    return near_setting(name, list(BatchConfig.model_fields))
 
 
 def operational_overrides(stored: BatchConfig, new: BatchConfig) -> dict[str, Any]:

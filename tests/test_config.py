@@ -104,6 +104,46 @@ def test_bad_env_value_names_the_environment(tmp_path: Path) -> None:
     assert "workers" in str(err.value) and "environment" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("environ", "line"),
+    [
+        ({"BATCHTUI_WORKERS": "0"}, "workers = '0': must be at least 1 (from environment)"),
+        ({"BATCHTUI_WORKERS": "1.5"}, "workers = '1.5': must be a whole number (from environment)"),
+        ({"BATCHTUI_MAX_FAILURE_RATE": "2"}, "max_failure_rate = '2': must be at most 1 (from environment)"),
+        ({"BATCHTUI_FSYNC": "maybe"}, "fsync = 'maybe': must be true or false (from environment)"),
+        ({"BATCHTUI_EXECUTOR": "gpu"}, "executor = 'gpu': must be 'thread', 'process' or 'dask' (from environment)"),
+        # A setting of two kinds: one line saying both, under the name the user wrote.
+        ({"BATCHTUI_CHUNK_SIZE": "abc"}, "chunk_size = 'abc': must be a whole number or 'auto' (from environment)"),
+        # An item of a list: which one, and its value.
+        (
+            {"BATCHTUI_RETRY_EXIT_CODES": "3,x"},
+            "retry_exit_codes = 'x': must be a whole number (item 2 of the list) (from environment)",
+        ),
+        ({"BATCHTUI_RATE": "0/m"}, "rate = '0/m': rate '0/m' must be more than 0 (e.g. 5/s, 100/m or 1/h)"),
+        # The floor said as the flag says it (not pydantic's "greater than 0", which 0.001 passed).
+        ({"BATCHTUI_TIMEOUT": "0"}, "timeout = 0.0: 0 must be at least 0.01 (10 ms"),
+    ],
+)
+def test_a_bad_value_is_one_line_in_the_flags_words(tmp_path: Path, environ: dict[str, str], line: str) -> None:
+    with pytest.raises(UserError) as err:
+        load_config({}, environ=environ, cwd=tmp_path)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "invalid configuration:"
+    assert len(lines) == 2, lines
+    assert lines[1].startswith("  " + line), lines
+    assert "Input should" not in lines[1]
+
+
+def test_several_bad_values_each_get_their_line(tmp_path: Path) -> None:
+    toml = tmp_path / "batchtui.toml"
+    toml.write_text('workers = 0\nchunk_size = "big"\nwrokers = 2\n')
+    with pytest.raises(UserError) as err:
+        load_config({}, config_file=toml, environ={}, cwd=tmp_path)
+    lines = str(err.value).splitlines()[1:]
+    assert sorted(line.split(":")[0].strip() for line in lines) == ["chunk_size = 'big'", "workers = 0", "wrokers"]
+    assert any("did you mean workers?" in line for line in lines)
+
+
 def test_item_env_vars_are_not_settings(tmp_path: Path) -> None:
     # Commands run by batchtui see BATCHTUI_SEQ etc.; a nested batchtui must not choke on them.
     cfg = load_config({}, environ={"BATCHTUI_SEQ": "3", "BATCHTUI_ITEM_JSON": "{}"}, cwd=tmp_path)

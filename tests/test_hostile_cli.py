@@ -97,7 +97,7 @@ def test_a_newer_manifest_is_refused_by_every_verb_and_left_untouched(
 @pytest.mark.parametrize(
     ("config", "words"),
     [
-        ({"workers": -3}, ["workers = -3", "greater than or equal to 1", "manifest.json"]),
+        ({"workers": -3}, ["workers = -3: must be at least 1", "manifest.json"]),
         ({"timeout": 1e10}, ["timeout = 10000000000.0", "30 days"]),
         ({"frobnicate": 1}, ["frobnicate", "unknown setting", "newer batchtui"]),
     ],
