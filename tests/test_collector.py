@@ -43,7 +43,7 @@ def get_command(self, ctx, name):
 seen = []
 group.Main.get_command = get_command
 import atexit
-atexit.register(lambda: note.write_text(json.dumps(seen)))
+atexit.register(lambda: note.write_text(json.dumps({"verb": seen, "exit": gc.isenabled()})))
 from batchtui.tui.cli.entry import run
 sys.argv[0] = "batchtui"
 run()
@@ -68,7 +68,7 @@ def _run(tmp_path: Path, host: str = "") -> tuple[list[bool], list[dict[str, obj
     )
     assert done.returncode == 0, done.stderr
     results = read_jsonl(only_batch(out) / "results.jsonl")
-    return json.loads(seen.read_text()), [r["result"] for r in results]  # type: ignore[misc]
+    return json.loads(seen.read_text())["verb"], [r["result"] for r in results]  # type: ignore[misc]
 
 
 def test_off_while_the_verb_is_imported_on_with_the_start_frozen_once_work_runs(tmp_path: Path) -> None:
@@ -86,6 +86,24 @@ def test_a_host_that_turned_the_collector_off_keeps_it_off(tmp_path: Path) -> No
     assert seen and not any(seen)
     assert [r["enabled"] for r in results] == [False] * 5  # not turned on behind its back
     assert {r["frozen"] for r in results} == {0}  # and nothing of it frozen
+
+
+def test_without_a_verb_the_collector_is_back_too(tmp_path: Path) -> None:
+    """`batchtui` alone starts the batch browser (a long-lived app) on a terminal, `ls`
+    elsewhere: no verb's module is imported, and the collector comes back all the same."""
+    note = tmp_path / "seen.json"
+    done = subprocess.run(
+        [sys.executable, "-c", WRAP.replace("HOST", ""), str(note)],
+        capture_output=True,
+        text=True,
+        env=cli_env(tmp_path / "out"),
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no batches" in (done.stdout + done.stderr).lower()  # ls ran
+    assert json.loads(note.read_text())["exit"] is True
 
 
 def test_the_group_called_in_process_leaves_the_collector_alone(tmp_path: Path) -> None:

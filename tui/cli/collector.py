@@ -9,9 +9,11 @@ of what a run loses to xargs (issue 22). None of it is garbage: an import makes 
 and functions that stay.
 
 So :func:`pause` (the console script's first step) turns the collector off, and :func:`resume`
-(once the verb's module is imported: the group's ``resolve_command``) freezes what exists then,
-which later collections leave out, and turns it back on, before any work of the verb (a
-``--call`` function of the user's included) runs. A process whose collector was already off
+(the group's own callback, which every invocation passes once the verb's module is imported,
+and before the batch browser starts when no verb is given) freezes what exists then, which
+later collections leave out, and turns it back on, before any work of the verb (a ``--call``
+function of the user's included) runs. Only ``--help``, ``--version`` and a usage error end the
+process before it, at once. A process whose collector was already off
 (a host that set its own policy) is left as it is; so is a program that calls the click group
 in-process (tests, scripts): only :func:`pause` makes :func:`resume` do anything.
 """

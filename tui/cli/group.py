@@ -151,10 +151,7 @@ class Main(click.Group):
             from .warmup import start_ahead
 
             start_ahead(args[1:])
-        try:
-            return super().resolve_command(ctx, args)
-        finally:
-            collector.resume()  # the start's imports are done: see collector.py
+        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in VERBS:
@@ -344,6 +341,9 @@ def main(ctx: click.Context, output_dir: str | None, theme: str | None, color_sy
     Exit codes: 0 all complete, 1 some failed or skipped, 2 usage or config error,
     3 halted by a policy, 130 interrupted (resumable); `wait --timeout` running out: 124.
     """
+    # Every invocation passes here, after the verb's module is imported and before it runs (or
+    # before the batch browser starts, when no verb is given): the start is over.
+    collector.resume()
     ctx.ensure_object(dict)
     ctx.obj["output_dir"] = output_dir
     ctx.obj["theme"] = theme
