@@ -145,7 +145,9 @@ def test_a_fall_back_to_the_backup_is_said_on_stderr_and_in_the_engines_warnings
         ("--timeout", "inf", "not a finite number"),
         ("--timeout", "1e10", "30 days"),
         ("--timeout", "nan", "not a finite number"),
-        ("--grace", "1e400", "not a finite number"),
+        ("--grace", "1e400", "1e400 is not a finite number"),  # as typed, not "inf"
+        ("--timeout", "1e400", "1e400 is not a finite number"),
+        ("--progress-interval", "-1e999", "-1e999 is not a finite number"),
         ("--backoff", "-inf", "not a finite number"),
         ("--backoff-max", "1e10", "30 days"),
         ("--max-failure-rate", "nan", "not a finite number"),
