@@ -17,7 +17,8 @@ and its exec shares its parent's memory: on Linux it is left out (:func:`childre
 through psutil it counts a second time for that moment.
 
 CPU (report.json's ``engine_cpu_s`` and ``children_cpu_s``, user + system seconds of this run):
-the engine's process, and its children: those waited for (a shell item's command, with what it
+the engine's process (less the dashboard's own thread, when the engine runs in the app), and its
+children: those waited for (a shell item's command, with what it
 waited for in turn; ``os.times``), and those still running when the report is written (the
 pool's workers, the engine's watchdog; each with what it waited for). Where an operator asks
 "is batchtui or my command using the machine?", this is the answer: 3,000 x ``true`` on 2 cores
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -50,6 +52,7 @@ class MemoryMonitor:
         self._stamp = 0.0
         self._kernel_start = kernel_peaks_mb()
         self._times_start = os.times()
+        self._host: tuple[int, float] | None = None  # see begin_run()
         # psutil only where the kernel has no children files (the main thread's exists for as
         # long as the process does, where it has them).
         self._proc: psutil.Process | None = None
@@ -86,11 +89,37 @@ class MemoryMonitor:
         self.peak_mb = max(self.peak_mb, *self._grown_peaks())
         return round(self.peak_mb, 1)
 
+    def begin_run(self) -> None:
+        """The run begins (on this thread): its CPU is counted from now. A runner may be made
+        well before it runs (the dashboard's is made before the app starts, whose start is no
+        engine's CPU). Where the run is not on the main thread, that thread is a host's (the
+        dashboard's event loop): its CPU over the run is left out of the engine's."""
+        self._times_start = os.times()
+        self._host = None
+        main = threading.main_thread()
+        if threading.current_thread() is main or main.ident is None or not hasattr(time, "pthread_getcpuclockid"):
+            return
+        try:
+            clock = time.pthread_getcpuclockid(main.ident)
+            self._host = (clock, time.clock_gettime(clock))
+        except OSError:  # no clock for another thread here: the host's CPU stays in
+            pass
+
+    def _host_cpu_s(self) -> float:
+        if self._host is None:
+            return 0.0
+        clock, start = self._host
+        try:
+            return max(time.clock_gettime(clock) - start, 0.0)
+        except OSError:  # the host's thread has ended: its CPU cannot be told apart any more
+            return 0.0
+
     def run_cpu_s(self) -> tuple[float, float]:
-        """CPU seconds (user + system) since the run began: this process's, and its children's
-        (those waited for, and those alive now with what they waited for)."""
+        """CPU seconds (user + system) since the run began: this process's (less its host's
+        thread, see :meth:`begin_run`), and its children's (those waited for, and those alive
+        now with what they waited for)."""
         now, start = os.times(), self._times_start
-        own = now.user - start.user + now.system - start.system
+        own = now.user - start.user + now.system - start.system - self._host_cpu_s()
         waited = now.children_user - start.children_user + now.children_system - start.children_system
         alive = (
             sum(_cpu_s(fields) for *_, fields in _family(self.pid))

@@ -119,6 +119,7 @@ class TakeOver(RunState):
         # This run begins now that it holds the batch (a runner may be made well before it runs,
         # the app's for one): its time is counted from here.
         self._t0, self._started_at = time.monotonic(), now_iso()
+        self.memory.begin_run()  # and its CPU
         # Before the executor opens anything: room for the workers' open files (items failed
         # with EMFILE under a low soft limit: see .fdlimit), or said when there is none.
         short = fdlimit.ensure(self.config.workers, self.descriptor_kind())

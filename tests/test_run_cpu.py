@@ -56,6 +56,62 @@ print(json.dumps({{"own": own, "before": before, "waited": waited, "with_alive":
 """
 
 
+#: A runner made, then (``HOST``) CPU burned on its thread before it runs, or by the main
+#: thread while it runs on another (the app's way: the dashboard's loop on the main thread).
+HOST_SCRIPT = f"""
+import json, sys, threading, time
+from pathlib import Path
+from batchtui.engine.config import load_config
+from batchtui.engine.enqueue import create_batch
+from batchtui.engine.processors import shell_spec
+from batchtui.engine.runner import BatchRunner
+from batchtui.engine.sources import build_spec
+
+BURN = {BURN * 2}
+def burn():
+    t = time.thread_time()
+    while time.thread_time() - t < BURN:
+        pass
+
+where = Path(sys.argv[2])
+(where / "items.txt").write_text("".join(f"{{i}}\\n" for i in range(20)))
+config = load_config({{"output_dir": str(where / "out"), "workers": 2}}, environ={{}})
+batch = create_batch(config, build_spec([str(where / "items.txt")]), shell_spec("sleep 0.05"))
+runner = BatchRunner(batch, config=config)
+if sys.argv[1] == "before":  # made, then its host starts (the app's start) before it runs
+    burn()
+    runner.run()
+else:  # it runs on another thread while the main thread works (the dashboard's loop)
+    done = threading.Event()
+    def run():
+        runner.run()
+        done.set()
+    thread = threading.Thread(target=run)
+    thread.start()
+    burn()
+    thread.join()
+print(json.dumps(json.loads((batch.path / "report.json").read_text())["engine_cpu_s"]))
+"""
+
+
+@pytest.mark.parametrize("host", ["before", "beside"])
+def test_the_engines_cpu_leaves_out_its_hosts(host: str, tmp_path: Path) -> None:
+    """In the app the engine shares its process with the dashboard: the app's start (before the
+    run) and the dashboard's loop (the main thread, while the run is on another) are not the
+    engine's CPU. The run itself (20 x sleep 0.05 on 2 workers) uses far less than the host's
+    burn (twice BURN)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", HOST_SCRIPT, host, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    engine_cpu = json.loads(proc.stdout.splitlines()[-1])
+    assert 0 < engine_cpu < BURN, engine_cpu
+
+
 @pytest.mark.parametrize("way", ["proc", "psutil"])
 def test_the_monitor_counts_its_own_cpu_and_its_childrens_waited_for_and_alive(way: str) -> None:
     proc = subprocess.run(
