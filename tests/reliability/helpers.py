@@ -124,16 +124,43 @@ def start(
     stdout: Any = subprocess.DEVNULL,
     stderr: Any = subprocess.PIPE,
 ) -> subprocess.Popen[bytes]:
-    """Start ``batchtui ARGS`` in its own session (so its whole group can be killed)."""
+    """Start ``batchtui ARGS`` in its own session (so its whole group can be killed), with
+    faulthandler on: :func:`wait_or_dump` asks a hung engine for its threads' stacks."""
     return subprocess.Popen(
         [*CLI, *args],
-        env=env_for(out, env),
+        env=env_for(out, {"PYTHONFAULTHANDLER": "1", **(env or {})}),
         cwd=cwd,
         stdout=stdout,
         stderr=stderr,
         start_new_session=True,
         preexec_fn=preexec_fn,  # noqa: PLW1509 - the tests set a umask or RLIMIT_FSIZE in the child; no threads here
     )
+
+
+def wait_or_dump(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """``proc.wait(timeout)``; past it, the failure holds where the process hung: SIGABRT makes
+    faulthandler (on in every process :func:`start` starts) print each thread's stack on its
+    stderr, which is read here (when it is a pipe), and the whole group is killed. A hang that
+    happened once in a hundred runs said nothing of where the engine was."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.kill(proc.pid, signal.SIGABRT)
+    except ProcessLookupError:
+        pass
+    try:
+        _, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        err = b""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # what it started, and itself if the dump hung
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+    text = err.decode(errors="replace") if isinstance(err, bytes) else ""
+    raise AssertionError(f"pid {proc.pid} did not end within {timeout:g} s; its threads then:\n{text[-20000:]}")
 
 
 def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:

@@ -32,6 +32,7 @@ from .helpers import (
     start,
     store_counts,
     strict_jsonl,
+    wait_or_dump,
     wait_until,
 )
 
@@ -283,7 +284,7 @@ def test_sigkill_shell_child_fails_item_never_hangs(
         wait_until(lambda: bool(_sleeps_under(proc.pid)), 30, "a running sleep")
         victim = _sleeps_under(proc.pid)[0]
         victim.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)  # never hangs
+        wait_or_dump(proc)  # never hangs
     finally:
         if proc.poll() is None:
             kill_group(proc)

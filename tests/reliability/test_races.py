@@ -31,6 +31,7 @@ from .helpers import (
     read_json,
     start,
     store_items,
+    wait_or_dump,
     wait_until,
 )
 
@@ -285,7 +286,7 @@ def test_offline_commands_racing_an_engine_start(tmp_path: Path, out_dir: Path) 
         finally:
             hold.touch()
             if engine.poll() is None:
-                engine.wait(timeout=60)
+                wait_or_dump(engine)
         assert engine.returncode == 130, (point, engine.stderr.read() if engine.stderr else "")
     final = cli(["resume", batch.name, "--headless", "-j", "8"], out=out_dir, cwd=tmp_path)
     assert final.returncode == 1, final.stderr  # the paced failures and the skipped items
