@@ -31,7 +31,7 @@ from pydantic import (
 
 from .adaptive import MIN_FLOOR_S, AdaptiveLimit, split_timeout
 from .config_env import ENV_PREFIX, env_layer, refuse_rule_twice
-from .config_errors import describe_errors, has_bool, near_setting
+from .config_errors import describe_errors, has_bool, near_setting, union_settings
 from .config_file import read_toml
 from .errors import EMPTY_MEANS_NONE, UserError
 from .events import EventHook, parse_hooks
@@ -443,7 +443,8 @@ def stored_config(config: Mapping[str, Any], manifest: Path) -> BatchConfig:
 
 def format_validation_error(exc: ValidationError, origin: Mapping[str, str]) -> str:
     """A readable multi-line message naming each bad setting and where it came from."""
-    return describe_errors(exc.errors(), origin, list(BatchConfig.model_fields))
+    fields = BatchConfig.model_fields
+    return describe_errors(exc.errors(), origin, list(fields), union_settings(fields))
 
 
 def _near_setting(name: str) -> str | None:

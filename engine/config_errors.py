@@ -11,10 +11,12 @@ it, and the checks said as the flags say them ("must be at least 1", "must be a 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+import types
+import typing
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-__all__ = ["describe_errors", "has_bool", "near_setting"]
+__all__ = ["describe_errors", "has_bool", "near_setting", "union_settings"]
 
 #: pydantic's check -> our words; ``{}`` is the bound (from the error's context).
 _BOUNDS = {
@@ -74,16 +76,34 @@ def _shown(value: Any) -> str:
     return repr(value).replace("True", "true").replace("False", "false") if has_bool(value) else repr(value)
 
 
-def describe_errors(errors: Sequence[Mapping[str, Any]], origin: Mapping[str, str], settings: Sequence[str]) -> str:
+def union_settings(fields: Mapping[str, Any]) -> frozenset[str]:
+    """The settings of a pydantic model's ``fields`` that take values of several kinds (``int |
+    Literal["auto"]``; ``X | None`` is one kind), whose errors pydantic gives one per kind."""
+    return frozenset(
+        name
+        for name, field in fields.items()
+        if typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+        and len([arg for arg in typing.get_args(field.annotation) if arg is not type(None)]) > 1
+    )
+
+
+def describe_errors(
+    errors: Sequence[Mapping[str, Any]],
+    origin: Mapping[str, str],
+    settings: Sequence[str],
+    union: Collection[str] = (),
+) -> str:
     """``invalid configuration:`` and a line for each bad setting of ``errors`` (pydantic's
-    ``ValidationError.errors()``); ``origin`` says where each setting came from."""
+    ``ValidationError.errors()``); ``origin`` says where each setting came from; ``union``: the
+    settings of several kinds (:func:`union_settings`)."""
     lines = ["invalid configuration:"]
-    # The errors of one setting of several kinds (a union: chunk_size is a number or "auto")
-    # come one per kind, each under the kind's name: one line says what it may be.
+    # The errors of one setting of several kinds (chunk_size is a number or "auto") come one per
+    # kind, each under the kind's name: one line says what it may be. (A setting that is a
+    # model, adaptive_timeout, has its own fields' errors under their names: a line each.)
     unions: dict[str, list[Mapping[str, Any]]] = {}
     for err in errors:
         loc = err["loc"]
-        if len(loc) == 2 and isinstance(loc[1], str) and err["type"] != "extra_forbidden":
+        if len(loc) == 2 and str(loc[0]) in union and err["type"] != "extra_forbidden":
             unions.setdefault(str(loc[0]), []).append(err)
     told: set[str] = set()
     for err in errors:
@@ -114,6 +134,8 @@ def describe_errors(errors: Sequence[Mapping[str, Any]], origin: Mapping[str, st
             msg = _said(err)
             if len(loc) == 2 and isinstance(loc[1], int):
                 msg += f" (item {loc[1] + 1} of the list)"
+            elif len(loc) > 1:
+                name = ".".join(str(part) for part in loc)  # a field of a setting that is a model
         shown = "" if isinstance(value, dict) else f" = {_shown(value)}"
         lines.append(f"  {name}{shown}: {msg}{suffix}")
     return "\n".join(lines)

@@ -144,6 +144,19 @@ def test_several_bad_values_each_get_their_line(tmp_path: Path) -> None:
     assert any("did you mean workers?" in line for line in lines)
 
 
+def test_a_setting_that_is_a_model_names_each_bad_field(tmp_path: Path) -> None:
+    """adaptive_timeout is a table of its own fields: each bad one is its line, under its own
+    name (not merged as if they were the kinds of a setting of several kinds, as chunk_size's)."""
+    toml = tmp_path / "batchtui.toml"
+    toml.write_text('adaptive_timeout = {percent = 0, after = "x"}\n')
+    with pytest.raises(UserError) as err:
+        load_config({}, config_file=toml, environ={}, cwd=tmp_path)
+    lines = str(err.value).splitlines()[1:]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("  adaptive_timeout.percent = 0: 0% must be more than 100%"), lines
+    assert lines[1] == f"  adaptive_timeout.after = 'x': must be a whole number (from {toml})", lines
+
+
 def test_item_env_vars_are_not_settings(tmp_path: Path) -> None:
     # Commands run by batchtui see BATCHTUI_SEQ etc.; a nested batchtui must not choke on them.
     cfg = load_config({}, environ={"BATCHTUI_SEQ": "3", "BATCHTUI_ITEM_JSON": "{}"}, cwd=tmp_path)
