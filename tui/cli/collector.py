@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import gc
 
-__all__ = ["pause", "paused", "resume"]
+__all__ = ["pause", "resume"]
 
 _paused = False
 
@@ -46,8 +46,3 @@ def resume() -> None:
         _paused = False
         gc.freeze()
         gc.enable()
-
-
-def paused() -> bool:
-    """Whether :func:`pause` turned the collector off and it is not back yet."""
-    return _paused
