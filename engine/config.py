@@ -31,7 +31,7 @@ from pydantic import (
 
 from .adaptive import MIN_FLOOR_S, AdaptiveLimit, split_timeout
 from .config_env import ENV_PREFIX, env_layer, refuse_rule_twice
-from .config_errors import describe_errors, has_bool, near_setting, union_settings
+from .config_errors import describe_errors, fmt_number, has_bool, near_setting, union_settings
 from .config_file import read_toml
 from .errors import EMPTY_MEANS_NONE, UserError
 from .events import EventHook, parse_hooks
@@ -106,30 +106,28 @@ NUMERIC_FIELDS: Final = (
 CODE_SETTINGS: Final = frozenset({"on_finish", "on_event", "scheduler"})
 
 
-def _fmt_number(value: float) -> str:
-    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else f"{value:g}"
-
-
 #: What a batch made before the floors of :data:`FLOOR_WHY` may store (a resume reads it, and a
 #: flag given then replaces it): more than 0, as it was.
 STORED_FLOOR: Final = (0.0, True)
 
 
-def check_number(name: str, value: float, *, stored: bool = False) -> float:
+def check_number(name: str, value: float, *, stored: bool = False, typed: str | None = None) -> float:
     """``value`` when it is finite and within the bounds of ``name`` (:data:`NUMBER_BOUNDS`);
     else ValueError saying why, e.g. ``inf is not a finite number``. ``stored``: the value a
-    batch's manifest holds, which is not refused for a floor it was made before."""
+    batch's manifest holds, which is not refused for a floor it was made before. ``typed``: the
+    text it was read from, which a message about a value that is not finite quotes (``1e400``,
+    not the ``inf`` it reads as)."""
     if not math.isfinite(value):
-        raise ValueError(f"{value} is not a finite number")
+        raise ValueError(f"{typed.strip() if typed else value} is not a finite number")
     low, low_open, high = NUMBER_BOUNDS[name]
     if stored and name in FLOOR_WHY:
         low, low_open = STORED_FLOOR
     if value < low or (low_open and value == low):
         why = f" ({FLOOR_WHY[name]})" if name in FLOOR_WHY else ""
-        raise ValueError(f"{_fmt_number(value)} must be {'more than' if low_open else 'at least'} {low:g}{why}")
+        raise ValueError(f"{fmt_number(value)} must be {'more than' if low_open else 'at least'} {low:g}{why}")
     if value > high:
         days = " (30 days)" if high == MAX_SECONDS else ""
-        raise ValueError(f"{_fmt_number(value)} is more than the maximum, {_fmt_number(high)}{days}")
+        raise ValueError(f"{fmt_number(value)} is more than the maximum, {fmt_number(high)}{days}")
     return value
 
 

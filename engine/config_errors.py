@@ -16,7 +16,7 @@ import typing
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-__all__ = ["describe_errors", "has_bool", "near_setting", "union_settings"]
+__all__ = ["describe_errors", "fmt_number", "has_bool", "near_setting", "union_settings"]
 
 #: pydantic's check -> our words; ``{}`` is the bound (from the error's context).
 _BOUNDS = {
@@ -50,10 +50,10 @@ def near_setting(name: str, settings: Sequence[str]) -> str | None:
     return near[0] if near else None
 
 
-def _number(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
-        return str(int(value))
-    return str(value)
+def fmt_number(value: float) -> str:
+    """A number as the messages write it: 3, not 3.0; 1e-09, not 0.000000001."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else f"{value:g}"
 
 
 def _said(err: Mapping[str, Any]) -> str:
@@ -62,7 +62,7 @@ def _said(err: Mapping[str, Any]) -> str:
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
         if key in ctx:
-            return words.format(_number(ctx[key]))
+            return words.format(fmt_number(ctx[key]))
     if kind in _KINDS:
         return _KINDS[kind]
     if kind == "literal_error" and "expected" in ctx:

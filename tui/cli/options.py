@@ -7,7 +7,6 @@ validator (:class:`Number`), so a bad value is a usage error before anything run
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -47,10 +46,8 @@ class Number(FloatParamType):
             number = to_float(value) if isinstance(value, str) else float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number (digits 0-9)", param, ctx)
-        if isinstance(value, str) and not math.isfinite(number):
-            self.fail(f"{value.strip()} is not a finite number", param, ctx)  # as typed: 1e400, not inf
         try:
-            return check_number(self.field, number)
+            return check_number(self.field, number, typed=value if isinstance(value, str) else None)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -81,9 +78,7 @@ class TimeoutValue(TimeoutParamType):
             seconds, rule = split_timeout(str(value))
             if rule is None:
                 assert seconds is not None
-                if not math.isfinite(seconds):
-                    raise ValueError(f"{str(value).strip()} is not a finite number")  # as typed
-                return check_number("timeout", seconds)
+                return check_number("timeout", seconds, typed=str(value))
             if seconds is not None:
                 try:
                     check_number("timeout", seconds)
