@@ -303,7 +303,10 @@ def test_the_final_live_progress_says_the_batchs_time_as_the_report_and_show_do(
     dashboard of a batch `show` gave 2m05s (CI, once)."""
     out = tmp_path / "out"
     items = tmp_path / "items.txt"
-    items.write_text("".join(f"{i}\n" for i in range(20)))
+    # 60 items of 50 ms on 2 workers (1.5 s; the live file every 0.25 s): the stop comes with most
+    # items pending. With 20 (0.5 s), a loaded machine saw 6 done only as the last items ran, and
+    # the stop, leaving nothing undone, ended the batch finished (CI, once).
+    items.write_text("".join(f"{i}\n" for i in range(60)))
     config = BatchConfig(output_dir=str(out), workers=2, executor="thread", max_attempts=1)
     batch = create_batch(config, build_spec([str(items)]), python_spec(f"{PROCS}:slow_switch"))
     _run_in_thread_until(BatchRunner(batch, config=config), batch.path, 6)  # stopped part-way
