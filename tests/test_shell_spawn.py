@@ -7,6 +7,7 @@ the whole process group. Each test runs on both paths and checks which one was t
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -168,6 +169,60 @@ def test_sigpipe_is_at_its_default(path: str, spy: Spy, work: Path, batch: Path)
         processor(path, work, "yes | head -n 1 >/dev/null; exit 3").run(make_item(batch, seq=1))
     assert "Broken pipe" not in err.value.stderr_tail
     assert spy.took(path)
+
+
+def _status_mask(status: str, field: str) -> int:
+    return int(next(x for x in status.splitlines() if x.startswith(f"{field}:")).split()[1], 16)
+
+
+@pytest.mark.parametrize(
+    "command", ["grep -E '^Sig(Ign|Cgt):' /proc/$$/status", "grep -E '^Sig(Ign|Cgt):' /proc/self/status"]
+)
+def test_a_signal_ignored_here_stays_ignored_and_a_handled_one_is_at_its_default(
+    path: str, spy: Spy, work: Path, batch: Path, command: str
+) -> None:
+    """What an exec after Popen's fork gives: SIGHUP ignored here (as under nohup) stays
+    ignored in the command, SIGUSR1 handled here is at its default there, as is SIGUSR2 (at its
+    default here). The glibc spawner tells posix_spawn every signal to set to its default
+    instead of letting its child ask about each one; the set is made from this process's
+    signals when the processor is made, so they are changed first. Through dash and without it
+    (``grep`` on /proc/self is started directly where /bin/sh is dash)."""
+    hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    usr1 = signal.signal(signal.SIGUSR1, lambda *_: None)
+    try:
+        status = stdout_of(processor(path, work, command), batch)
+    finally:
+        signal.signal(signal.SIGHUP, hup)
+        signal.signal(signal.SIGUSR1, usr1)
+    ignored, caught = _status_mask(status, "SigIgn"), _status_mask(status, "SigCgt")
+    assert ignored & (1 << (signal.SIGHUP - 1))
+    for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
+        assert not (ignored | caught) & (1 << (sig - 1)), sig
+    assert spy.took(path)
+
+
+def test_the_spawner_sets_every_signal_not_ignored_here_to_its_default() -> None:
+    """The attributes a launcher starts commands with name every signal this process does not
+    ignore (and SIGPIPE, SIGXFSZ, which Python ignores): with only those two named, glibc's
+    child asks about each of the others before the exec (about 120 system calls a command,
+    not 64; bench_shell)."""
+    needs_glibc_spawner()
+    spawner = spawn_glibc.libc_spawner()
+    assert spawner is not None
+    libc = ctypes.CDLL(None)
+    hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        launcher = spawn_mod.launcher("/bin/sh", {b"PATH": b"/usr/bin:/bin"}, (), None)
+        ignored = spawn_glibc.ignored_here()
+    finally:
+        signal.signal(signal.SIGHUP, hup)
+    assert isinstance(launcher, spawn_glibc.GlibcLauncher)
+    sigset = ctypes.create_string_buffer(512)
+    assert libc.posix_spawnattr_getsigdefault(launcher._attr, sigset) == 0
+    named = {int(sig) for sig in signal.valid_signals() if libc.sigismember(sigset, int(sig)) == 1}
+    assert signal.SIGHUP in ignored and signal.SIGPIPE in ignored  # Python ignores SIGPIPE itself
+    assert named == {int(sig) for sig in signal.valid_signals()} - {int(signal.SIGHUP)}
+    assert named == spawn_glibc.signals_to_default(ignored)
 
 
 def test_environment_and_folder(path: str, spy: Spy, work: Path, batch: Path) -> None:

@@ -6,6 +6,16 @@ does this. The child gets what Popen gives it: a new session, SIGPIPE/SIGXFSZ at
 ``/dev/null`` (read-write) as stdin, the two pipes as stdout and stderr, and every other
 descriptor closed (``addclosefrom_np``, glibc 2.34, as Popen's close_fds).
 
+Signals: what an exec does after Popen's fork (a handled signal at its default, an ignored one
+still ignored), SIGPIPE and SIGXFSZ at their defaults (Popen's restore_signals). glibc's child
+gets there by asking the disposition of each of the 64 signals and setting every one not
+ignored to its default: two system calls a signal, about 120 before each exec, while the
+starting thread waits. Told which signals to set to their defaults (``POSIX_SPAWN_SETSIGDEF``:
+every one not ignored here), it sets them without asking, one call each. The set is made from
+this process's dispositions when a launcher is made (:func:`ignored_here`): a signal ignored
+here after that would reach its commands at its default (the engine ignores none: only its
+pool and dask workers and its watchdog do, in their own processes).
+
 Where that cannot give the same result, a command is started by Popen instead: commands run in
 another folder than this process's (posix_spawn cannot enter one, and this process must not), a
 NUL byte in a value (Popen raises its ValueError), or one of descriptors 0-2 closed here (the
@@ -24,7 +34,16 @@ from typing import Final
 from . import direct
 from .spawn import Child, PopenLauncher
 
-__all__ = ["ACTIONS_KEPT", "DIRECT", "SIGNALS_AT_DEFAULT", "GlibcLauncher", "LibcSpawn", "libc_spawner"]
+__all__ = [
+    "ACTIONS_KEPT",
+    "DIRECT",
+    "SIGNALS_AT_DEFAULT",
+    "GlibcLauncher",
+    "LibcSpawn",
+    "ignored_here",
+    "libc_spawner",
+    "signals_to_default",
+]
 
 #: Signals Python ignores that a command must get at their defaults (as Popen's restore_signals).
 SIGNALS_AT_DEFAULT: Final = ("SIGPIPE", "SIGXFSZ")
@@ -44,13 +63,19 @@ class LibcSpawn:
 
     __slots__ = (
         "_attr",
+        "_attrs",
         "_cache",
         "_closefrom",
         "_destroy",
         "_dup2",
         "_init",
         "_open",
+        "_setflags",
+        "_setsigdefault",
+        "_sigaddset",
+        "_sigemptyset",
         "_spawn",
+        "_spawnattr_init",
         "_strsignal",
     )
 
@@ -75,19 +100,31 @@ class LibcSpawn:
         self._strsignal.argtypes = [cint]
         self._strsignal.restype = ctypes.c_char_p
         self._cache: dict[tuple[int, int], ctypes.Array[ctypes.c_char]] = {}
-        # The attributes never change: set once, then only read (by any thread at once).
-        self._attr = ctypes.create_string_buffer(_ATTR_SIZE)
+        self._spawnattr_init = libc.posix_spawnattr_init
+        self._sigemptyset, self._sigaddset = libc.sigemptyset, libc.sigaddset
+        self._setsigdefault, self._setflags = libc.posix_spawnattr_setsigdefault, libc.posix_spawnattr_setflags
+        # Attributes, by the signals ignored here: each made once, then only read (by any
+        # thread at once). Those of this process's signals now are made at once, so that a
+        # libc that refuses them is known before any command starts.
+        self._attrs: dict[frozenset[int], ctypes.Array[ctypes.c_char]] = {}
+        self._attr = self.attributes(ignored_here())
+
+    def attributes(self, ignored: frozenset[int]) -> ctypes.Array[ctypes.c_char]:
+        """The spawn attributes for a process that ignores the signals ``ignored``: a new
+        session, and every other signal (SIGPIPE and SIGXFSZ always) set to its default."""
+        attr = self._attrs.get(ignored)
+        if attr is not None:
+            return attr
+        attr = ctypes.create_string_buffer(_ATTR_SIZE)
         sigset = ctypes.create_string_buffer(_SIGSET_SIZE)
-        if libc.posix_spawnattr_init(self._attr) or libc.sigemptyset(sigset):
+        if self._spawnattr_init(attr) or self._sigemptyset(sigset):
             raise OSError("posix_spawnattr_init or sigemptyset failed")
-        for name in SIGNALS_AT_DEFAULT:
-            sig = getattr(signal, name, None)
-            if sig is not None and libc.sigaddset(sigset, int(sig)):
-                raise OSError(f"sigaddset({int(sig)}) failed")
-        if libc.posix_spawnattr_setsigdefault(self._attr, sigset) or libc.posix_spawnattr_setflags(
-            self._attr, ctypes.c_short(_SPAWN_SETSIGDEF | _SPAWN_SETSID)
-        ):
+        for sig in sorted(signals_to_default(ignored)):
+            if self._sigaddset(sigset, sig):
+                raise OSError(f"sigaddset({sig}) failed")
+        if self._setsigdefault(attr, sigset) or self._setflags(attr, ctypes.c_short(_SPAWN_SETSIGDEF | _SPAWN_SETSID)):
             raise OSError("posix_spawnattr_setsigdefault or setflags failed")
+        return self._attrs.setdefault(ignored, attr)  # another thread's copy, if it was first
 
     def _actions(self, out_w: int, err_w: int) -> tuple[ctypes.Array[ctypes.c_char], bool]:
         """File actions giving the child /dev/null, ``out_w`` and ``err_w`` as 0-2 and nothing
@@ -130,11 +167,12 @@ class LibcSpawn:
         out_w: int,
         err_w: int,
         redirects: tuple[tuple[int, str, int], ...],
+        attr: ctypes.Array[ctypes.c_char] | None = None,
     ) -> int:
         """:meth:`spawn`, then ``redirects`` (``(fd, path, flags)``, opened 0666 under the umask
         in this order, as dash opens them) in the child; OSError if any step fails."""
         if not redirects:
-            return self.spawn(path, argv, envp, out_w, err_w)
+            return self.spawn(path, argv, envp, out_w, err_w, attr)
         actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
         code = self._init(actions)
         if code:
@@ -151,7 +189,7 @@ class LibcSpawn:
             if code:
                 raise OSError(code, os.strerror(code))
             pid = ctypes.c_int()
-            code = self._spawn(ctypes.byref(pid), path, actions, self._attr, argv, envp)
+            code = self._spawn(ctypes.byref(pid), path, actions, self._attr if attr is None else attr, argv, envp)
         finally:
             self._destroy(actions)
         if code:
@@ -165,19 +203,43 @@ class LibcSpawn:
         envp: ctypes.Array[ctypes.c_char_p],
         out_w: int,
         err_w: int,
+        attr: ctypes.Array[ctypes.c_char] | None = None,
     ) -> int:
         """Start ``path`` with ``argv`` and ``envp`` (NULL-terminated), ``out_w`` and ``err_w``
-        (both above 2) as its stdout and stderr; its pid, or OSError as Popen raises it."""
+        (both above 2) as its stdout and stderr; its pid, or OSError as Popen raises it.
+        ``attr``: from :meth:`attributes` (default: for the signals ignored when this spawner
+        was made)."""
         actions, kept = self._actions(out_w, err_w)
         pid = ctypes.c_int()
         try:
-            code = self._spawn(ctypes.byref(pid), path, actions, self._attr, argv, envp)
+            code = self._spawn(ctypes.byref(pid), path, actions, self._attr if attr is None else attr, argv, envp)
         finally:
             if not kept:
                 self._destroy(actions)
         if code:
             raise OSError(code, os.strerror(code), os.fsdecode(path))
         return pid.value
+
+
+def ignored_here() -> frozenset[int]:
+    """The signals this process ignores (``SIG_IGN``), as Python knows them: what it found when
+    it started (nohup's SIGHUP, the SIGINT of a shell's ``&``) and what Python code set since."""
+    ignored = set()
+    for sig in signal.valid_signals():
+        try:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                ignored.add(int(sig))
+        except ValueError:  # a signal Python cannot name here
+            continue
+    return frozenset(ignored)
+
+
+def signals_to_default(ignored: frozenset[int]) -> frozenset[int]:
+    """The signals a command starts with at their defaults when this process ignores
+    ``ignored``: every one not ignored (its handler here would not survive the exec anyway),
+    and SIGPIPE and SIGXFSZ, which Python ignores for itself and Popen restores."""
+    always = {int(sig) for name in SIGNALS_AT_DEFAULT if (sig := getattr(signal, name, None)) is not None}
+    return frozenset({int(sig) for sig in signal.valid_signals()} - ignored | always)
 
 
 _libc_spawn: LibcSpawn | None = None
@@ -235,6 +297,7 @@ class GlibcLauncher:
     """
 
     __slots__ = (
+        "_attr",
         "_direct_cwd",
         "_direct_entries",
         "_direct_slots",
@@ -251,6 +314,8 @@ class GlibcLauncher:
     def __init__(self, spawner: LibcSpawn, popen: PopenLauncher) -> None:
         self._spawner = spawner
         self.popen = popen
+        #: The spawn attributes for this process's signals as they are now (see the module).
+        self._attr = spawner.attributes(ignored_here())
         self._shell = os.fsencode(popen.shell)
         self._entries, self._slots = _layout(popen.env, popen.item_names)
         self._local = threading.local()  # per worker thread: its argv and envp arrays, reused
@@ -306,7 +371,7 @@ class GlibcLauncher:
             return None
         out_r, out_w, err_r, err_w = fds
         try:
-            pid = self._spawner.spawn(self._shell, argv, envp, out_w, err_w)
+            pid = self._spawner.spawn(self._shell, argv, envp, out_w, err_w, self._attr)
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -346,7 +411,7 @@ class GlibcLauncher:
             return None
         out_r, out_w, err_r, err_w = fds
         try:
-            pid = self._spawner.spawn_redirected(path, argv, envp, out_w, err_w, plan.redirects)
+            pid = self._spawner.spawn_redirected(path, argv, envp, out_w, err_w, plan.redirects, self._attr)
         except OSError:
             for fd in fds:
                 os.close(fd)
