@@ -119,8 +119,15 @@ class LibcSpawn:
         sigset = ctypes.create_string_buffer(_SIGSET_SIZE)
         if self._spawnattr_init(attr) or self._sigemptyset(sigset):
             raise OSError("posix_spawnattr_init or sigemptyset failed")
+        words = (ctypes.c_ulong * (_SIGSET_SIZE // ctypes.sizeof(ctypes.c_ulong))).from_buffer(sigset)
+        bits = 8 * ctypes.sizeof(ctypes.c_ulong)
+        valid = signal.valid_signals()
         for sig in sorted(signals_to_default(ignored)):
-            if self._sigaddset(sigset, sig):
+            if sig not in valid:
+                # glibc's own signals (32 and 33), which sigaddset refuses: their bits set as
+                # glibc's sigset_t lays them out (__sigword, __sigmask).
+                words[(sig - 1) // bits] |= 1 << ((sig - 1) % bits)
+            elif self._sigaddset(sigset, sig):
                 raise OSError(f"sigaddset({sig}) failed")
         if self._setsigdefault(attr, sigset) or self._setflags(attr, ctypes.c_short(_SPAWN_SETSIGDEF | _SPAWN_SETSID)):
             raise OSError("posix_spawnattr_setsigdefault or setflags failed")
@@ -237,9 +244,14 @@ def ignored_here() -> frozenset[int]:
 def signals_to_default(ignored: frozenset[int]) -> frozenset[int]:
     """The signals a command starts with at their defaults when this process ignores
     ``ignored``: every one not ignored (its handler here would not survive the exec anyway),
-    and SIGPIPE and SIGXFSZ, which Python ignores for itself and Popen restores."""
+    SIGPIPE and SIGXFSZ, which Python ignores for itself and Popen restores, and glibc's own
+    (32 and 33, outside :func:`signal.valid_signals`): glibc handles them in every process, so
+    after Popen's fork and exec they are at their defaults; left out, glibc's posix_spawn sets
+    them to "ignored" in its child, and a command got them ignored."""
     always = {int(sig) for name in SIGNALS_AT_DEFAULT if (sig := getattr(signal, name, None)) is not None}
-    return frozenset({int(sig) for sig in signal.valid_signals()} - ignored | always)
+    valid = {int(sig) for sig in signal.valid_signals()}
+    internal = set(range(1, signal.NSIG)) - valid
+    return frozenset(valid - ignored | always | internal)
 
 
 _libc_spawn: LibcSpawn | None = None
