@@ -11,10 +11,11 @@ still ignored), SIGPIPE and SIGXFSZ at their defaults (Popen's restore_signals).
 gets there by asking the disposition of each of the 64 signals and setting every one not
 ignored to its default: two system calls a signal, about 120 before each exec, while the
 starting thread waits. Told which signals to set to their defaults (``POSIX_SPAWN_SETSIGDEF``:
-every one not ignored here), it sets them without asking, one call each. The set is made from
-this process's dispositions when a launcher is made (:func:`ignored_here`): a signal ignored
-here after that would reach its commands at its default (the engine ignores none: only its
-pool and dask workers and its watchdog do, in their own processes).
+every one not ignored here, and glibc's own 32 and 33, which it would set to "ignored"), it
+sets them without asking, one call each. The set is made from this process's dispositions when
+a launcher is made (:func:`ignored_here`): a signal ignored here after that would reach its
+commands at its default (the engine ignores none: only its pool and dask workers and its
+watchdog do, in their own processes).
 
 Where that cannot give the same result, a command is started by Popen instead: commands run in
 another folder than this process's (posix_spawn cannot enter one, and this process must not), a
