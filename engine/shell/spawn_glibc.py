@@ -3,8 +3,10 @@
 ``os.posix_spawn`` holds the GIL until the child has exec'd (glibc's vfork-style clone keeps the
 caller waiting), so the engine's other threads stall for every start; Popen releases it, and so
 does this. The child gets what Popen gives it: a new session, SIGPIPE/SIGXFSZ at their defaults,
-``/dev/null`` (read-write) as stdin, the two pipes as stdout and stderr, and every other
-descriptor closed (``addclosefrom_np``, glibc 2.34, as Popen's close_fds).
+``/dev/null`` (read-write) as stdin, the two pipes as stdout and stderr, every other
+descriptor closed (``addclosefrom_np``, glibc 2.34, as Popen's close_fds), and the command's
+folder entered in the child (``addchdir_np``, glibc 2.29, as Popen's cwd): whichever folder this
+process is in, a resume from another folder included, commands start the same way.
 
 Signals: what an exec does after Popen's fork (a handled signal at its default, an ignored one
 still ignored), SIGPIPE and SIGXFSZ at their defaults (Popen's restore_signals). glibc's child
@@ -17,10 +19,10 @@ a launcher is made (:func:`ignored_here`): a signal ignored here after that woul
 commands at its default (the engine ignores none: only its pool and dask workers and its
 watchdog do, in their own processes).
 
-Where that cannot give the same result, a command is started by Popen instead: commands run in
-another folder than this process's (posix_spawn cannot enter one, and this process must not), a
-NUL byte in a value (Popen raises its ValueError), or one of descriptors 0-2 closed here (the
-pipes would take its number).
+Where that cannot give the same result, a command is started by Popen instead: a NUL byte in a
+value (Popen raises its ValueError), one of descriptors 0-2 closed here (the pipes would take
+its number), or a start that failed while entering a folder (a folder removed since: Popen's
+error names it, posix_spawn's would name the shell).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import threading
 from collections.abc import Mapping
 from typing import Final
 
+from ..errors import NoRoomToStart
 from . import direct
 from .spawn import Child, PopenLauncher
 
@@ -66,6 +69,7 @@ class LibcSpawn:
         "_attr",
         "_attrs",
         "_cache",
+        "_chdir",
         "_closefrom",
         "_destroy",
         "_dup2",
@@ -95,12 +99,15 @@ class LibcSpawn:
         self._dup2.argtypes = [ptr, cint, cint]
         self._closefrom = libc.posix_spawn_file_actions_addclosefrom_np
         self._closefrom.argtypes = [ptr, cint]
-        for func in (self._spawn, self._init, self._destroy, self._open, self._dup2, self._closefrom):
+        self._chdir = libc.posix_spawn_file_actions_addchdir_np
+        self._chdir.argtypes = [ptr, ctypes.c_char_p]
+        funcs = (self._spawn, self._init, self._destroy, self._open, self._dup2, self._closefrom, self._chdir)
+        for func in funcs:
             func.restype = cint
         self._strsignal = libc.strsignal
         self._strsignal.argtypes = [cint]
         self._strsignal.restype = ctypes.c_char_p
-        self._cache: dict[tuple[int, int], ctypes.Array[ctypes.c_char]] = {}
+        self._cache: dict[tuple[int, int, bytes | None], ctypes.Array[ctypes.c_char]] = {}
         self._spawnattr_init = libc.posix_spawnattr_init
         self._sigemptyset, self._sigaddset = libc.sigemptyset, libc.sigaddset
         self._setsigdefault, self._setflags = libc.posix_spawnattr_setsigdefault, libc.posix_spawnattr_setflags
@@ -134,11 +141,13 @@ class LibcSpawn:
             raise OSError("posix_spawnattr_setsigdefault or setflags failed")
         return self._attrs.setdefault(ignored, attr)  # another thread's copy, if it was first
 
-    def _actions(self, out_w: int, err_w: int) -> tuple[ctypes.Array[ctypes.c_char], bool]:
-        """File actions giving the child /dev/null, ``out_w`` and ``err_w`` as 0-2 and nothing
-        else, and whether they are kept. They depend on the two numbers only, so each pair is
-        built once and kept (then only read, by any thread); the pipes' numbers repeat."""
-        actions = self._cache.get((out_w, err_w))
+    def _actions(self, out_w: int, err_w: int, cwd: bytes | None) -> tuple[ctypes.Array[ctypes.c_char], bool]:
+        """File actions entering ``cwd`` (None: staying in this process's folder) and giving the
+        child /dev/null, ``out_w`` and ``err_w`` as 0-2 and nothing else, and whether they are
+        kept. They depend on the two numbers and the folder only, so each is built once and kept
+        (then only read, by any thread); the pipes' numbers repeat."""
+        key = (out_w, err_w, cwd)
+        actions = self._cache.get(key)
         if actions is not None:
             return actions, True
         actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
@@ -146,7 +155,8 @@ class LibcSpawn:
         if code:
             raise OSError(code, os.strerror(code))
         code = (
-            self._open(actions, 0, b"/dev/null", os.O_RDWR, 0)  # subprocess.DEVNULL's mode
+            (self._chdir(actions, cwd) if cwd is not None else 0)
+            or self._open(actions, 0, b"/dev/null", os.O_RDWR, 0)  # subprocess.DEVNULL's mode
             or self._dup2(actions, out_w, 1)
             or self._dup2(actions, err_w, 2)
             or self._closefrom(actions, 3)
@@ -157,7 +167,7 @@ class LibcSpawn:
         if len(self._cache) >= ACTIONS_KEPT:
             return actions, False  # that many pairs: the caller frees these after use
         # Another thread may have built the same pair meanwhile: keep one, free the other.
-        kept = self._cache.setdefault((out_w, err_w), actions)
+        kept = self._cache.setdefault(key, actions)
         if kept is not actions:
             self._destroy(actions)
         return kept, True
@@ -176,18 +186,21 @@ class LibcSpawn:
         err_w: int,
         redirects: tuple[tuple[int, str, int], ...],
         attr: ctypes.Array[ctypes.c_char] | None = None,
+        cwd: bytes | None = None,
     ) -> int:
         """:meth:`spawn`, then ``redirects`` (``(fd, path, flags)``, opened 0666 under the umask
-        in this order, as dash opens them) in the child; OSError if any step fails."""
+        in this order, as dash opens them: a relative path in ``cwd``) in the child; OSError if
+        any step fails."""
         if not redirects:
-            return self.spawn(path, argv, envp, out_w, err_w, attr)
+            return self.spawn(path, argv, envp, out_w, err_w, attr, cwd)
         actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
         code = self._init(actions)
         if code:
             raise OSError(code, os.strerror(code))
         try:
             code = (
-                self._open(actions, 0, b"/dev/null", os.O_RDWR, 0)
+                (self._chdir(actions, cwd) if cwd is not None else 0)
+                or self._open(actions, 0, b"/dev/null", os.O_RDWR, 0)
                 or self._dup2(actions, out_w, 1)
                 or self._dup2(actions, err_w, 2)
             )
@@ -212,12 +225,13 @@ class LibcSpawn:
         out_w: int,
         err_w: int,
         attr: ctypes.Array[ctypes.c_char] | None = None,
+        cwd: bytes | None = None,
     ) -> int:
         """Start ``path`` with ``argv`` and ``envp`` (NULL-terminated), ``out_w`` and ``err_w``
-        (both above 2) as its stdout and stderr; its pid, or OSError as Popen raises it.
-        ``attr``: from :meth:`attributes` (default: for the signals ignored when this spawner
-        was made)."""
-        actions, kept = self._actions(out_w, err_w)
+        (both above 2) as its stdout and stderr, in the folder ``cwd`` (None: this process's);
+        its pid, or OSError as Popen raises it. ``attr``: from :meth:`attributes` (default: for
+        the signals ignored when this spawner was made)."""
+        actions, kept = self._actions(out_w, err_w, cwd)
         pid = ctypes.c_int()
         try:
             code = self._spawn(ctypes.byref(pid), path, actions, self._attr if attr is None else attr, argv, envp)
@@ -311,6 +325,7 @@ class GlibcLauncher:
 
     __slots__ = (
         "_attr",
+        "_cwd",
         "_direct_cwd",
         "_direct_entries",
         "_direct_slots",
@@ -329,6 +344,8 @@ class GlibcLauncher:
         self.popen = popen
         #: The spawn attributes for this process's signals as they are now (see the module).
         self._attr = spawner.attributes(ignored_here())
+        #: The folder commands run in, entered by each child (None: this process's, as it is then).
+        self._cwd = None if popen.cwd is None else os.fsencode(popen.cwd)
         self._shell = os.fsencode(popen.shell)
         self._entries, self._slots = _layout(popen.env, popen.item_names)
         self._local = threading.local()  # per worker thread: its argv and envp arrays, reused
@@ -355,13 +372,6 @@ class GlibcLauncher:
 
     def _spawn(self, cmd: str, item_values: tuple[bytes, ...]) -> Child | None:
         """Start the shell with posix_spawn exactly as Popen would; None where only Popen can."""
-        cwd = self.popen.cwd
-        if cwd is not None:
-            try:
-                if os.getcwd() != cwd:
-                    return None  # posix_spawn cannot enter another folder, and this process must not
-            except OSError:
-                return None  # this process's folder is gone: Popen enters cwd by its path
         command = os.fsencode(cmd)
         if b"\0" in command or any(b"\0" in value for value in item_values):
             return None  # Popen raises its ValueError
@@ -384,7 +394,13 @@ class GlibcLauncher:
             return None
         out_r, out_w, err_r, err_w = fds
         try:
-            pid = self._spawner.spawn(self._shell, argv, envp, out_w, err_w, self._attr)
+            pid = self._spawner.spawn(self._shell, argv, envp, out_w, err_w, self._attr, self._cwd)
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            if self._cwd is not None and NoRoomToStart.of(exc) is None and not _enterable(self._cwd):
+                return None  # the folder is what failed: Popen's error names it, as it always did
+            raise
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -405,11 +421,12 @@ class GlibcLauncher:
         path = direct.find(plan.argv[0], self._path)
         if path is None:
             return None
-        try:
-            if os.getcwd() != self._direct_cwd:
-                return None  # PWD was worked out for that folder
-        except OSError:
-            return None
+        if self._cwd is None:  # commands run in this process's folder, wherever it is now
+            try:
+                if os.getcwd() != self._direct_cwd:
+                    return None  # PWD was worked out for that folder
+            except OSError:
+                return None
         argv = (ctypes.c_char_p * (len(plan.argv) + 1))(*[os.fsencode(word) for word in plan.argv], None)
         local = self._local
         try:
@@ -424,7 +441,7 @@ class GlibcLauncher:
             return None
         out_r, out_w, err_r, err_w = fds
         try:
-            pid = self._spawner.spawn_redirected(path, argv, envp, out_w, err_w, plan.redirects, self._attr)
+            pid = self._spawner.spawn_redirected(path, argv, envp, out_w, err_w, plan.redirects, self._attr, self._cwd)
         except OSError:
             for fd in fds:
                 os.close(fd)
@@ -440,6 +457,12 @@ class GlibcLauncher:
     def strsignal(self, sig: int) -> bytes | None:
         """libc's description of signal ``sig``."""
         return self._spawner.strsignal(sig)
+
+
+def _enterable(folder: bytes) -> bool:
+    """Whether a child could enter ``folder`` (asked only after a start failed: a failed
+    ``chdir`` and a failed exec give the same errors)."""
+    return os.path.isdir(folder) and os.access(folder, os.X_OK)
 
 
 def _pipes() -> tuple[int, int, int, int] | None:
