@@ -315,6 +315,30 @@ def test_commands_enter_their_folder_in_the_child_wherever_this_process_is(
     assert (spy.spawns, spy.popens) == (4, 0)
 
 
+def test_a_relative_path_entry_is_looked_up_in_the_commands_folder(
+    spy: Spy, tmp_path: Path, work: Path, batch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``PATH=bin:/usr/bin:/bin`` and a command ``env``: dash, in the command's folder, runs
+    that folder's bin/env. Started without dash, the lookup must be made there too, not in this
+    process's folder (which has no bin/): else /usr/bin/env ran instead."""
+    needs_glibc_spawner()
+    (work / "bin").mkdir()
+    script = work / "bin" / "env"
+    script.write_text('#!/bin/sh\necho "from the folder $PPID"\n')
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    env = {"PATH": "bin:/usr/bin:/bin"}
+    real = os.path.realpath(work)
+    monkeypatch.setattr(spawn_glibc, "DIRECT", True)
+    if not spawn_glibc.direct.is_dash("/bin/sh"):
+        pytest.skip("/bin/sh is not dash: every command goes through it")
+    # Its parent is this process: started directly, the file dash would have run.
+    assert stdout_of(ShellProcessor("env", cwd=real, env=env), batch) == f"from the folder {os.getpid()}"
+    monkeypatch.setattr(spawn_glibc, "DIRECT", False)  # through dash: the same file
+    assert stdout_of(ShellProcessor("env", cwd=real, env=env), batch, seq=1).startswith("from the folder ")
+    assert spy.popens == 0
+
+
 def test_a_folder_gone_since_is_named_in_the_error_as_popen_names_it(
     spy: Spy, tmp_path: Path, work: Path, batch: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

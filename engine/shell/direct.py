@@ -165,17 +165,21 @@ def _word(cmd: str, i: int) -> tuple[str | None, int]:
     return "".join(parts), i
 
 
-def find(name: str, path: bytes | None) -> bytes | None:
-    """The file dash would execute for ``name`` with ``PATH`` = ``path``: the first regular
-    executable file on it (an empty entry is the current folder), or None (dash then decides:
-    it tries each entry with execve, so one we skip it fails on too)."""
+def find(name: str, path: bytes | None, cwd: str | None = None) -> bytes | None:
+    """The file dash would execute for ``name`` with ``PATH`` = ``path``, running in the folder
+    ``cwd`` (None: this process's): the first regular executable file on it (an empty or
+    relative entry is looked up in that folder), or None (dash then decides: it tries each entry
+    with execve, so one we skip it fails on too)."""
     if "/" in name:
-        return os.fsencode(name)
+        return os.fsencode(name)  # executed as is, in the command's folder
     if path is None:
         return None
     raw = os.fsencode(name)
+    folder = None if cwd is None else os.fsencode(cwd)
     for entry in path.split(b":"):
         candidate = (entry or b".") + b"/" + raw
+        if folder is not None and not candidate.startswith(b"/"):
+            candidate = os.path.join(folder, candidate)
         try:
             st = os.stat(candidate)
         except (OSError, ValueError):

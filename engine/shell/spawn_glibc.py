@@ -418,7 +418,7 @@ class GlibcLauncher:
             self._last_plan = (cmd, plan)
         if plan is None:
             return None
-        path = direct.find(plan.argv[0], self._path)
+        path = direct.find(plan.argv[0], self._path, self._direct_cwd)
         if path is None:
             return None
         if self._cwd is None:  # commands run in this process's folder, wherever it is now
