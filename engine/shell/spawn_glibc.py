@@ -150,6 +150,21 @@ class LibcSpawn:
         actions = self._cache.get(key)
         if actions is not None:
             return actions, True
+        actions = self._build(out_w, err_w, cwd)
+        if len(self._cache) >= ACTIONS_KEPT:
+            return actions, False  # that many pairs: the caller frees these after use
+        # Another thread may have built the same pair meanwhile: keep one, free the other.
+        kept = self._cache.setdefault(key, actions)
+        if kept is not actions:
+            self._destroy(actions)
+        return kept, True
+
+    def _build(
+        self, out_w: int, err_w: int, cwd: bytes | None, redirects: tuple[tuple[int, str, int], ...] = ()
+    ) -> ctypes.Array[ctypes.c_char]:
+        """New file actions, in the order the child takes them: enter ``cwd``, /dev/null as 0,
+        ``out_w`` and ``err_w`` as 1 and 2, ``redirects`` (opened in ``cwd``), every other
+        descriptor closed. The caller destroys them; OSError (none left) if a step fails."""
         actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
         code = self._init(actions)
         if code:
@@ -159,18 +174,29 @@ class LibcSpawn:
             or self._open(actions, 0, b"/dev/null", os.O_RDWR, 0)  # subprocess.DEVNULL's mode
             or self._dup2(actions, out_w, 1)
             or self._dup2(actions, err_w, 2)
-            or self._closefrom(actions, 3)
         )
+        for fd, target, flags in redirects:
+            code = code or self._open(actions, fd, os.fsencode(target), flags, 0o666)
+        code = code or self._closefrom(actions, 3)
         if code:
             self._destroy(actions)
             raise OSError(code, os.strerror(code))
-        if len(self._cache) >= ACTIONS_KEPT:
-            return actions, False  # that many pairs: the caller frees these after use
-        # Another thread may have built the same pair meanwhile: keep one, free the other.
-        kept = self._cache.setdefault(key, actions)
-        if kept is not actions:
-            self._destroy(actions)
-        return kept, True
+        return actions
+
+    def _start(
+        self,
+        path: bytes,
+        actions: ctypes.Array[ctypes.c_char],
+        attr: ctypes.Array[ctypes.c_char] | None,
+        argv: ctypes.Array[ctypes.c_char_p],
+        envp: ctypes.Array[ctypes.c_char_p],
+    ) -> int:
+        """posix_spawn itself: the pid, or OSError naming ``path`` as Popen does."""
+        pid = ctypes.c_int()
+        code = self._spawn(ctypes.byref(pid), path, actions, self._attr if attr is None else attr, argv, envp)
+        if code:
+            raise OSError(code, os.strerror(code), os.fsdecode(path))
+        return pid.value
 
     def strsignal(self, sig: int) -> bytes | None:
         """libc's description of signal ``sig`` (what dash prints)."""
@@ -193,29 +219,11 @@ class LibcSpawn:
         any step fails."""
         if not redirects:
             return self.spawn(path, argv, envp, out_w, err_w, attr, cwd)
-        actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
-        code = self._init(actions)
-        if code:
-            raise OSError(code, os.strerror(code))
+        actions = self._build(out_w, err_w, cwd, redirects)
         try:
-            code = (
-                (self._chdir(actions, cwd) if cwd is not None else 0)
-                or self._open(actions, 0, b"/dev/null", os.O_RDWR, 0)
-                or self._dup2(actions, out_w, 1)
-                or self._dup2(actions, err_w, 2)
-            )
-            for fd, target, flags in redirects:
-                code = code or self._open(actions, fd, os.fsencode(target), flags, 0o666)
-            code = code or self._closefrom(actions, 3)
-            if code:
-                raise OSError(code, os.strerror(code))
-            pid = ctypes.c_int()
-            code = self._spawn(ctypes.byref(pid), path, actions, self._attr if attr is None else attr, argv, envp)
+            return self._start(path, actions, attr, argv, envp)
         finally:
             self._destroy(actions)
-        if code:
-            raise OSError(code, os.strerror(code), os.fsdecode(path))
-        return pid.value
 
     def spawn(
         self,
@@ -232,15 +240,11 @@ class LibcSpawn:
         its pid, or OSError as Popen raises it. ``attr``: from :meth:`attributes` (default: for
         the signals ignored when this spawner was made)."""
         actions, kept = self._actions(out_w, err_w, cwd)
-        pid = ctypes.c_int()
         try:
-            code = self._spawn(ctypes.byref(pid), path, actions, self._attr if attr is None else attr, argv, envp)
+            return self._start(path, actions, attr, argv, envp)
         finally:
             if not kept:
                 self._destroy(actions)
-        if code:
-            raise OSError(code, os.strerror(code), os.fsdecode(path))
-        return pid.value
 
 
 def ignored_here() -> frozenset[int]:
