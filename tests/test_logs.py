@@ -167,6 +167,9 @@ def test_logs_refuses_what_is_not_there_with_exit_2(tmp_path: Path) -> None:
         (["logs", str(path), "9"], "has no item 9: its items are 0 to 1"),
         (["logs", str(path), "1", "--attempt", "2"], "item 1 of batch"),
         (["logs", "nosuchbatch", "0"], "no batch 'nosuchbatch'"),
+        # Past SQLite's integers: a usage error, not the store's OverflowError.
+        (["logs", str(path), str(1 << 63)], "is not in the range 0<=x<=9223372036854775807"),
+        (["logs", str(path), "1", "--attempt", str(1 << 63)], "is not in the range 1<=x<=9223372036854775807"),
     ]:
         got = runner.invoke(cli, args, env=env)
         assert got.exit_code == 2, got.output

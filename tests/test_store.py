@@ -550,6 +550,8 @@ def test_item_queries_count_page_and_stream_the_same_filtered_items(tmp_path: Pa
             (1, "failed", "exit 1")
         ]
         assert view.item(30) is None and view.row(30) is None
+        # Numbers no item can have (SQLite's integers are 64-bit): none, not an OverflowError.
+        assert view.item(1 << 63) is None and view.row(1 << 63) is None and view.row(-1) is None
         assert [(g.error_type, g.count) for g in view.error_groups()] == [("Timeout", 5), ("exit 1", 5)]
     assert ItemFilter(status="", text="") == ItemFilter()
     with pytest.raises(ValueError, match="unknown status"):

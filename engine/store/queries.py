@@ -28,7 +28,7 @@ import orjson
 from ..errors import ErrorInfo
 from ..files import WriteFailed
 from ..grouping import group_id
-from ..models import Counts, ErrorGroup
+from ..models import MAX_SEQ, Counts, ErrorGroup
 from .connection import (
     StoreBusy,
     StoreCorrupt,
@@ -239,6 +239,8 @@ def iter_rows(conn: sqlite3.Connection, f: ItemFilter) -> Iterator[ItemRow]:
 
 
 def get_row(conn: sqlite3.Connection, seq: int) -> ItemRow | None:
+    if not 0 <= seq <= MAX_SEQ:
+        return None  # no such item; SQLite could not even take the number (64-bit integers)
     row = conn.execute(f"SELECT {_COLUMNS} FROM items WHERE seq=?", (seq,)).fetchone()
     return item_row(row) if row else None
 

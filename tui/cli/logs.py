@@ -33,7 +33,7 @@ from batchtui.engine.logs import LogChunk, Stream, attempt_logs, follow, log_lim
 
 from .completion import complete_batch
 from .group import CONTEXT
-from .options import DIR_OPTION, Int, scope_of
+from .options import DIR_OPTION, MAX_SEQ, SEQ, Int, scope_of
 from .output import fail, plain, say
 
 if TYPE_CHECKING:
@@ -77,8 +77,8 @@ class _Printer:
 
 @click.command("logs", context_settings=CONTEXT)
 @click.argument("batch", shell_complete=complete_batch)
-@click.argument("seq", type=Int(min=0))
-@click.option("--attempt", "-a", type=Int(min=1), help="The attempt [default: the latest].")
+@click.argument("seq", type=SEQ)
+@click.option("--attempt", "-a", type=Int(1, MAX_SEQ), help="The attempt [default: the latest].")
 @click.option("--err", "stderr", is_flag=True, help="Stderr instead of stdout.")
 @click.option(
     "--follow", "-f", "following", is_flag=True, help="Go on printing as the item writes, until it has finished."
