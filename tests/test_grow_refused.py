@@ -131,3 +131,14 @@ def test_an_add_killed_9_whose_source_then_cannot_be_read_is_taken_back_by_resum
     res = _cli(["add", bdir.name, "good.csv"], env, work)
     assert res.returncode == 0, res.stderr
     assert _db(db, "SELECT COUNT(*) FROM items") == [(5,)]
+
+
+def test_an_add_of_the_batches_own_folder_is_refused_and_adds_nothing(tmp_path: Path, out_dir: Path) -> None:
+    """`add B OUT` and `add B OUT/B` made the batch's store, WAL, lock and logs its items."""
+    work, env, bdir = _made(tmp_path, out_dir)
+    for source in (out_dir, bdir):
+        res = _cli(["add", bdir.name, str(source)], env, work)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "the folder batchtui keeps its batches in" in res.stderr, res.stderr
+        assert f"nothing was added to batch {bdir.name}" in res.stderr and "Traceback" not in res.stderr
+        _as_it_was(bdir, env, work)

@@ -376,6 +376,21 @@ def test_excluded_directory_is_pruned(tmp_path: Path) -> None:
     assert rel_keys(root, got) == ["in.txt"]
 
 
+@pytest.mark.parametrize("source", ["batch_output", "batch_output/b1", "batch_output/b1/logs", "link"])
+def test_a_source_in_the_excluded_directory_is_refused_not_walked(tmp_path: Path, source: str) -> None:
+    """`run out -o out`, `add B out`, `add B out/B`: the batches' own files were items."""
+    root = tmp_path / "root"
+    write(root / "batch_output" / "b1" / "items.db")
+    write(root / "batch_output" / "b1" / "logs" / "0.1.out")
+    (root / "link").symlink_to(root / "batch_output" / "b1")
+    with pytest.raises(UserError, match="the folder batchtui keeps its batches in"):
+        items(dir_spec(root / source, exclude=(str(root / "batch_output"),)))
+    # Next to it, or above it, the walk goes on and prunes it.
+    write(root / "batch_outputs" / "x.txt")
+    got = items(dir_spec(root / "batch_outputs", exclude=(str(root / "batch_output"),)))
+    assert rel_keys(root / "batch_outputs", got) == ["x.txt"]
+
+
 def test_dir_walk_is_lazy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "root"
     for i in range(30):

@@ -135,6 +135,22 @@ def _special_kind(path: str) -> str:
         return "a special file"
 
 
+def _refuse_excluded_root(root: str, exclude: set[str]) -> None:
+    """A folder to walk that is an excluded one (the batches' output folder) or inside it: its
+    files are the batches' own (their stores, results, logs, locks), never items. A walk prunes
+    such a folder where it meets it below; given as the source itself (`run out -o out`, `add B
+    out`, `add B out/B`) it is refused, not walked."""
+    real = os.path.realpath(root)
+    for folder in exclude:
+        if real == folder or real.startswith(folder.rstrip(os.sep) + os.sep):
+            where = "is" if real == folder else f"is inside {clean(folder)},"
+            raise UserError(
+                f"the source {clean(root)} {where} the folder batchtui keeps its batches in: its files are"
+                " the batches' own (stores, results, logs), not items; give the folder the items are in,"
+                " or keep the batches elsewhere (-o)"
+            )
+
+
 def walk_dir(root: str, spec: SourceSpec, unreadable: Unreadable) -> Iterator[SourceItem]:
     follow = spec.follow_symlinks
     matcher = _glob_matcher(spec.glob)
@@ -144,6 +160,7 @@ def walk_dir(root: str, spec: SourceSpec, unreadable: Unreadable) -> Iterator[So
         top = _scan(root)
     except OSError as exc:
         raise UserError(f"cannot read directory {clean(root)}: {exc.strerror or exc}") from None
+    _refuse_excluded_root(root, exclude)
     path_max = _path_max(root)
     # A path of as many characters as this may be too long (a character is 1 to 4 bytes): only
     # those are measured in bytes.
