@@ -11,7 +11,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,8 +78,11 @@ class BatchLock:
     engine's lock is taken over without fuss; the pid/host inside are for messages only.
     """
 
-    def __init__(self, path: Path, *, engine: bool = True, hands_over: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, engine: bool = True, hands_over: bool = False, set_aside: Collection[str] = ()
+    ) -> None:
         self.path = path
+        self.set_aside = set_aside  # see check_batch_dir
         self.engine = engine  # written into the lock file: False for a brief offline change
         self.hands_over = hands_over  # written too: a --detach that hands the batch on (LockInfo)
         self._fd: int | None = None
@@ -98,7 +101,7 @@ class BatchLock:
         if self._fd is not None and self.info is not None:
             return self.info
         # Whoever takes the lock writes the batch: never through a link planted in it.
-        check_batch_dir(self.path.parent)
+        check_batch_dir(self.path.parent, set_aside=self.set_aside)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, FILE_MODE)
         except OSError as exc:
@@ -430,26 +433,32 @@ BATCH_FILES: Final = (
     "inflight",
 )
 BATCH_DIRS: Final = ("logs", "out", "tmp")
+#: The item store's files. Removed, the store is not made anew by the engine: ``recover`` sets
+#: them aside, whatever they are, and rebuilds it from the source and results.jsonl.
+STORE_FILES: Final = ("items.db", "items.db-wal", "items.db-shm", "items.db-journal")
 
 
 class UnsafeBatchDir(UserError):
     """A batch directory is, or holds, a symbolic link (or a wrong kind of file) where the engine
     writes: it is refused rather than written through."""
 
-    def __init__(self, path: Path, what: str, *, link: bool = True) -> None:
-        why = (
-            "the engine never writes through a link in a batch directory (remove it, or put the real file there)"
-            if link
-            else "it is damaged (remove it: the engine makes it anew)"
-        )
+    def __init__(self, path: Path, what: str, *, link: bool = True, name: str = "") -> None:
+        if name in STORE_FILES:
+            way = f"`{shell_line('batchtui', 'recover', path.name)}` sets the item store aside and rebuilds it"
+            why = f"put the real file there, or {way}" if link else f"the item store is damaged: {way}"
+        elif link:
+            why = "the engine never writes through a link in a batch directory (remove it, or put the real file there)"
+        else:
+            why = "it is damaged (remove it: the engine makes it anew)"
         super().__init__(f"refusing to use batch {path.name}: {what}; {why}, then try again")
 
 
-def check_batch_dir(path: Path) -> None:
+def check_batch_dir(path: Path, *, set_aside: Collection[str] = ()) -> None:
     """Refuse (:class:`UnsafeBatchDir`) a batch directory that is a symbolic link or whose files
     and folders the engine writes (:data:`BATCH_FILES`, :data:`BATCH_DIRS`) include a link or the
     wrong kind of entry. SQLite opens items.db and its -wal/-shm by path, following links: this
-    check before an engine takes the batch is what keeps them inside it."""
+    check before an engine takes the batch is what keeps them inside it. ``set_aside``: names
+    the caller moves away whatever they are, unopened (``recover``'s store files)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -464,18 +473,20 @@ def check_batch_dir(path: Path) -> None:
         raise UnsafeBatchDir(path, f"{path} cannot be opened as a directory ({exc.strerror})") from None
     try:
         for name in (*BATCH_FILES, *BATCH_DIRS):
+            if name in set_aside:
+                continue
             try:
                 est = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if stat.S_ISLNK(est.st_mode):
                 target = os.readlink(name, dir_fd=dfd)
-                raise UnsafeBatchDir(path, f"{name} is a symbolic link (to {target})")
+                raise UnsafeBatchDir(path, f"{name} is a symbolic link (to {target})", name=name)
             if name in BATCH_DIRS and not stat.S_ISDIR(est.st_mode):
                 raise UnsafeBatchDir(path, f"{name} is not a directory", link=False)
             if name in BATCH_FILES and not stat.S_ISREG(est.st_mode):
                 kind = "a folder" if stat.S_ISDIR(est.st_mode) else "a fifo, a device or a socket"
-                raise UnsafeBatchDir(path, f"{name} is not a regular file ({kind})", link=False)
+                raise UnsafeBatchDir(path, f"{name} is not a regular file ({kind})", link=False, name=name)
     finally:
         os.close(dfd)
 

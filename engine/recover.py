@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -30,7 +31,7 @@ from typing import Any, Final, TextIO
 
 import orjson
 
-from .batchdir import BatchDir, BatchLock, now_iso
+from .batchdir import STORE_FILES, BatchDir, BatchLock, now_iso
 from .errors import UserError
 from .files import DamagedFile, ResultsLog, fsync_dir, iter_jsonl, read_model, write_model
 from .fmt import cut_percent, shell_line
@@ -38,7 +39,7 @@ from .grouping import normalize_message
 from .models import BatchState, Counts, LiveCounts, LiveProgress, Report, ResultLine
 from .resultscheck import check_line, encode_line, rebuild
 from .store import ItemStore, StoreError
-from .store.connection import StoreBusy, StoreUnreachable, busy, sqlite_uri
+from .store.connection import StoreBusy, StoreLinked, StoreUnreachable, busy, sqlite_uri
 
 SALVAGE_CHUNK: Final = 500
 _UPDATE_BATCH: Final = 5000
@@ -111,8 +112,8 @@ def store_is_healthy(path: Path, budget_s: float | None = None) -> bool:
     """
     try:
         store = ItemStore.open_readonly(path)
-    except (StoreUnreachable, StoreBusy):
-        raise  # not damaged: the caller says why it cannot be read
+    except (StoreUnreachable, StoreBusy, StoreLinked):
+        raise  # not known damaged: the caller says why it cannot be read
     except (StoreError, sqlite3.Error, OSError):
         return False
     cut = False
@@ -145,6 +146,13 @@ def store_is_healthy(path: Path, budget_s: float | None = None) -> bool:
     return [tuple(r) for r in rows] == [("ok",)]
 
 
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def recover_batch(
     batch: BatchDir, *, force: bool = False, salvage: bool = True, stdin: TextIO | None = None
 ) -> RecoverResult:
@@ -157,7 +165,9 @@ def recover_batch(
     from .growing import enqueue_added
     from .sources import SourceSpec  # here: `batchtui show` checks the store without the sources
 
-    lock = BatchLock(batch.lock, engine=False)
+    # The store's files are what recover replaces: a link or a folder in their place is set
+    # aside with the rest (never opened, never followed), not a reason to refuse.
+    lock = BatchLock(batch.lock, engine=False, set_aside=STORE_FILES)
     lock.acquire(wait=0.5)
     try:
         try:
@@ -166,7 +176,7 @@ def recover_batch(
             raise UserError(f"{batch.manifest} is missing: recover needs the batch's manifest") from None
         source = SourceSpec.model_validate(manifest.source)
         db = batch.items_db
-        present = db.exists()
+        present = _is_regular(db)  # a store that can be read (and salvaged)
         if present and not force and store_is_healthy(db):
             raise UserError(
                 f"{db} is healthy: nothing to recover (`{shell_line('batchtui', 'recover', batch.batch_id, '--force')}` rebuilds it anyway)"
@@ -212,7 +222,7 @@ def recover_batch(
         store.close()
 
         kept: Path | None = None
-        if present or Path(f"{db}-wal").exists():
+        if any(os.path.lexists(f"{db}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")):
             stamp = time.strftime("%Y%m%d_%H%M%S")
             kept = db.with_name(f"{db.name}.corrupt-{stamp}")
             n = 1
@@ -223,7 +233,7 @@ def recover_batch(
             try:
                 for suffix in ("", "-wal", "-shm", "-journal"):
                     src = Path(f"{db}{suffix}")
-                    if src.exists():
+                    if os.path.lexists(src):  # a link moves as a link: its target is left alone
                         os.replace(src, f"{kept}{suffix}")
                         moved.append((src, f"{kept}{suffix}"))
             except OSError as exc:  # an immutable items.db, say: put back what moved, change nothing

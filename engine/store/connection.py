@@ -38,6 +38,13 @@ class StoreCorrupt(StoreError, sqlite3.DatabaseError):
     """
 
 
+class StoreLinked(StoreError):
+    """items.db (or its -wal, -shm) is a symbolic link: never opened, since SQLite follows it
+    and writes its -wal and -shm next to the target, outside the batch. Not known damaged."""
+
+    hint = ""  # none below: the message names the two ways out
+
+
 class StoreBusy(StoreError):
     """Another process held items.db locked longer than a reader waits: an engine opening it
     (while it sets up its WAL), stopped there by Ctrl-Z or SIGSTOP, say. Nothing is damaged."""
@@ -205,12 +212,20 @@ def _connect(target: str | Path, path: Path, **kwargs: Any) -> StoreConnection:
 
 def _check_regular(path: Path) -> None:
     """SQLite opens what it is given: a fifo in the place of items.db (or of its -wal, -shm)
-    blocked the reader for good (``show``, ``export``). Each that exists must be a file."""
+    blocked the reader for good (``show``, ``export``). Each that exists must be a file, and not
+    a symbolic link: SQLite follows one, and makes its ``-wal`` and ``-shm`` next to the link's
+    target, outside the batch (a view wrote them there and served another folder's store)."""
     for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         try:
-            mode = os.stat(name).st_mode
+            mode = os.lstat(name).st_mode
         except OSError:
             continue  # none yet, or unreadable: SQLite says what it finds
+        if stat.S_ISLNK(mode):
+            raise StoreLinked(
+                f"{name} is a symbolic link (to {os.readlink(name)}): a batch's store is read and written only in"
+                " its own folder (put the file itself there, or rebuild the store with"
+                f" `{shell_line('batchtui', 'recover', path.parent.name)}`)"
+            )
         if not stat.S_ISREG(mode):
             raise StoreError(f"{name} is not a regular file (a fifo, a device or a folder); {recover_hint(path)}")
 

@@ -33,6 +33,7 @@ from .connection import (
     StoreBusy,
     StoreCorrupt,
     StoreError,
+    StoreLinked,
     StoreUnreachable,
     busy,
     connect_readonly,
@@ -67,6 +68,7 @@ __all__ = [
     "StoreBusy",
     "StoreCorrupt",
     "StoreError",
+    "StoreLinked",
     "StoreUnreachable",
     "selection_condition",
 ]

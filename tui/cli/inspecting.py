@@ -161,7 +161,7 @@ def local_time(iso: str | None) -> str:
 def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_json: bool) -> None:
     """Summary, error breakdown and settings of BATCH [default: the latest]."""
     from batchtui.engine.recover import store_is_healthy  # not for `ls` (it loads the store)
-    from batchtui.engine.store.queries import ItemQueries, StoreBusy, StoreError, StoreUnreachable
+    from batchtui.engine.store.queries import ItemQueries, StoreBusy, StoreError, StoreLinked, StoreUnreachable
 
     bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     manifest = bdir.read_manifest()
@@ -181,8 +181,8 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
         with ItemQueries(bdir.items_db) as store:
             groups = [g.model_dump() for g in store.error_groups(20)]
             by_category = store.errors_by("error_category")
-    except (StoreUnreachable, StoreBusy) as exc:
-        fail(exc.describe())  # not damaged: recover is not the way out
+    except (StoreUnreachable, StoreBusy, StoreLinked) as exc:
+        fail(exc.describe())  # not known damaged: the error says the way out
     except StoreError:
         fail(damaged)
     # The state, counts, engine, duration and rate ls, the browser and report.json show too.
