@@ -164,3 +164,13 @@ def test_an_export_to_dev_stdout_reaches_a_pipe(tmp_path: Path) -> None:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert [json.loads(line)["seq"] for line in done.stdout.splitlines()] == [0, 1, 2, 3, 4]
+
+
+def test_out_dash_is_stdout_not_a_file_named_dash(tmp_path: Path, invoke_cli: Any) -> None:
+    batch = make_batch(tmp_path / "out", state=BatchState.FINISHED, n=3)
+    to_stdout = invoke_cli(["export", str(batch)])
+    for flag in ("--out", "-O"):
+        done = invoke_cli(["export", str(batch), flag, "-"], cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == to_stdout.stdout and len(done.stdout.splitlines()) == 3
+        assert not (tmp_path / "-").exists() and "exported" not in done.stderr

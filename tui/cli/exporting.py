@@ -43,7 +43,7 @@ from .output import fail, plain, whole_file
     "-O",
     "out_file",
     type=click.Path(dir_okay=False),
-    help="Write here instead of stdout, whole or not at all (written beside it, then renamed into place).",
+    help="Write here instead of stdout, whole or not at all (written beside it, then renamed into place); - is stdout.",
 )
 @click.option(
     "--spreadsheet",
@@ -81,6 +81,8 @@ def export_cmd(
 
     if spreadsheet and fmt != "csv":
         fail("--spreadsheet applies only with --format csv")
+    if out_file == "-":
+        out_file = None  # stdout, as for curl -o - and wget -O - (it wrote a file named "-")
     bdir = resolve_batch(batch, scope_of(ctx, output_dir))
     refuse_newer(bdir)
     if out_file:
