@@ -70,6 +70,15 @@ class Sent:
     cmd: ControlCommand
     status: EngineStatus
 
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "id": self.cmd.id,
+            "op": self.cmd.op,
+            "engine": self.status.held,
+            "acknowledged": None,  # not waited for (--wait 0)
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Applied:

@@ -275,6 +275,16 @@ def test_ack_timeout_message(tmp_path: Path, out_dir: Path, invoke_cli, op: str)
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
         res = invoke_cli([op, batch.name, "--wait", "0.3"])
         assert res.returncode == 1 and "did not acknowledge" in res.stderr
+        # --wait 0: queued and not waited for, which is what was asked: exit 0, no error.
+        res = invoke_cli([op, batch.name, "--wait", "0"])
+        assert res.returncode == 0, res.stderr
+        assert f"{batch.name}: {op}: queued for the engine" in res.stdout and "not waited for" in res.stdout
+        res = invoke_cli([op, batch.name, "--wait", "0", "--json"])
+        assert res.returncode == 0, res.stderr
+        said = json.loads(res.stdout)
+        assert (said["op"], said["engine"], said["acknowledged"]) == (op, True, None)
+        queued = [json.loads(line) for line in (batch / "control.jsonl").read_text().splitlines()]
+        assert [c["op"] for c in queued] == [op, op, op] and queued[-1]["id"] == said["id"]
     finally:
         holder.kill()
 

@@ -241,7 +241,7 @@ WAIT_OPTION: Final = click.option(
     type=Number("wait"),
     default=5.0,
     show_default=True,
-    help="Seconds to wait for the engine's acknowledgement (at most 30 days).",
+    help="Seconds to wait for the engine's acknowledgement (at most 30 days; 0: queue it and return).",
 )
 DIR_OPTION: Final = click.option(
     "--output-dir",

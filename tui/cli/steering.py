@@ -14,7 +14,8 @@ import click
 
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.batches import resolve_batch
-from batchtui.engine.client import Applied, NotAcknowledged, invalid_note, send
+from batchtui.engine.client import Applied, NotAcknowledged, Sent, invalid_note, send
+from batchtui.engine.control import CONTROL_FILE
 from batchtui.engine.fmt import shell_line
 from batchtui.engine.models import ControlOp
 from batchtui.engine.numbers import to_int
@@ -49,7 +50,19 @@ def _control(
     """Send one command to BATCH through the control client (engine/client.py) and print what
     came of it: acknowledged, applied offline, or queued without an acknowledgement (exit 1)."""
     bdir = batch if isinstance(batch, BatchDir) else resolve_batch(batch, scope_of(ctx, output_dir))
-    result = send(bdir, op, wait=wait, **fields)
+    # --wait 0: queue it for the engine and go (it said "not acknowledged within 0s" and exit 1).
+    result = send(bdir, op, wait=wait or None, **fields)
+    if isinstance(result, Sent):
+        if as_json:
+            echo_json({**result.as_json(), **(extra or {})}, indent=None)
+        else:
+            holder = result.status.holder
+            who = f" (pid {holder.pid} on {plain(holder.host)})" if holder else ""
+            click.echo(
+                f"{plain(bdir.batch_id)}: {op}: queued for the engine{who}, which applies it when it reads"
+                f" {CONTROL_FILE} (not waited for: --wait 0)"
+            )
+        return
     if isinstance(result, NotAcknowledged):
         # Exit 1 (not 2: the command was valid): it did not take effect, yet; it stays queued.
         if as_json:
