@@ -35,7 +35,7 @@ from .config_errors import describe_errors, fmt_number, has_bool, near_setting, 
 from .config_file import read_toml
 from .errors import EMPTY_MEANS_NONE, UserError
 from .events import EventHook, parse_hooks
-from .outputs import DEFAULT_MAX_RESULT_BYTES, MAX_RESULT_BYTES_CAP, parse_size
+from .outputs import DEFAULT_MAX_RESULT_BYTES, MAX_COST, MAX_RESULT_BYTES_CAP, parse_size
 
 CONFIG_FILENAME: Final = "batchtui.toml"
 DEFAULT_OUTPUT_DIR: Final = "./batch_output"
@@ -45,7 +45,6 @@ DEFAULT_OUTPUT_DIR: Final = "./batch_output"
 MAX_SECONDS: Final = 30 * 86400.0
 MAX_RATE: Final = 1e6  # items a second
 MAX_MEMORY_MB: Final = float(1 << 30)  # 1 PiB
-MAX_COST: Final = 1e15
 MAX_AGE_DAYS: Final = 36500.0  # cleanup --max-age-days: a hundred years
 MAX_HOOK_S: Final = 3600.0  # --hook-timeout: the end of a run waits for its hooks
 #: Why a number under a floor above zero is refused, said with it. --memory-limit-mb counts the

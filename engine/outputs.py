@@ -73,8 +73,15 @@ def too_large(size: int, limit: int, *, at_least: bool = False) -> ResultTooLarg
     )
 
 
+#: The largest cost: of ``--max-cost``, and of one item's. Each item's is bounded so that the
+#: batch's total stays a finite number (two items of 1e308 summed to infinity, and the total
+#: spent vanished from live_progress.json, report.json and `show`).
+MAX_COST: Final = 1e15
+
+
 def checked_cost(raw: Any) -> float:
-    """A given cost as the budget counts it; :class:`InvalidCost` unless a finite number >= 0.
+    """A given cost as the budget counts it; :class:`InvalidCost` unless a finite number from 0
+    to :data:`MAX_COST`.
 
     A numeric string ("7") is refused rather than parsed: "7", "7.5", "$7" and "1,5" would each
     need a guess, and a wrong guess spends the budget wrongly without a word."""
@@ -95,6 +102,8 @@ def checked_cost(raw: Any) -> float:
         raise InvalidCost(f"cost {cost!r} is not finite")
     if cost < 0:
         raise InvalidCost(f"cost {raw!r} is negative")
+    if cost > MAX_COST:
+        raise InvalidCost(f"cost {raw!r} is over {MAX_COST:g}, the most one item (or a budget) may cost")
     return cost
 
 

@@ -324,6 +324,9 @@ def test_nan_or_infinity_in_a_python_result_fails_the_item_never_becomes_null(tm
         ('{"cost": -1e400}', "InvalidCost", "cost -inf is not finite"),
         ('{"cost": NaN}', "InvalidCost", "cost nan is not finite"),
         ('{"cost": -50000}', "InvalidCost", "cost -50000 is negative"),
+        # Finite, but two of them summed to infinity: the batch's total spent vanished.
+        ('{"cost": 1e308}', "InvalidCost", "cost 1e+308 is over 1e+15, the most one item"),
+        ('{"cost": 1000000000000001}', "InvalidCost", "cost 1000000000000001 is over 1e+15"),
         ('{"cost": "7"}', "InvalidCost", "cost '7' is not a number"),
         ('{"cost": null}', "InvalidCost", "cost None is not a number"),
         ('{"x": Infinity, "cost": 1}', "InvalidResult", "result['x'] is NaN or infinite"),
@@ -365,3 +368,8 @@ def test_a_result_nested_past_the_json_limit_says_so_in_words() -> None:
     assert str(raised.value) == "result is not JSON-serializable: it is nested more than 255 levels deep"
     with pytest.raises(TypeError, match=r"^result is not JSON-serializable: Type is not JSON serializable: set$"):
         checked_result({1, 2}, DEFAULT_MAX_RESULT_BYTES)
+
+
+def test_a_cost_of_exactly_the_most_is_taken(batch: Path) -> None:
+    (batch / "line").write_text('{"cost": 1e15}\n')
+    assert run_shell(batch, f"cat {batch / 'line'}").cost == 1e15
