@@ -98,6 +98,7 @@ NUMERIC_FIELDS: Final = (
     *("retry_exit_codes", "fatal_exit_codes"),
 )
 
+_EXIT_TYPE: Final = re.compile(r"exit \d+")
 #: Settings that run or load code: `on_finish` and `on_event` are shell commands; `scheduler` is a dask
 #: scheduler whose results this process unpickles (which can run anything). They are refused
 #: from a batchtui.toml found implicitly in the current folder (see :func:`load_config`).
@@ -285,6 +286,39 @@ class BatchConfig(BaseModel):
         # before any other validator reads it as a number (a list's items too: [3, true]).
         if has_bool(value):
             raise ValueError("must be a number, not true or false")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, value: str | None, info: ValidationInfo) -> str | None:
+        stored = isinstance(info.context, dict) and "name" in info.context.get("stored", ())
+        if value is not None and not value.strip() and not stored:
+            raise ValueError("is blank: give a name, or leave it out")
+        return value
+
+    @field_validator("on_finish", mode="before")
+    @classmethod
+    def _blank_command_is_none(cls, value: Any) -> Any:
+        # Empty means none (EMPTY_MEANS_NONE); blanks run nothing either, so they mean none too
+        # rather than a hook that is "set" and does nothing.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("transient_errors")
+    @classmethod
+    def _error_names(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        # Matched against a Python exception's type (engine/errors.py): its class name, or a
+        # dotted one for a class named like batchtui's own; any other text never matches. A
+        # batch's stored config keeps what it was made with (a resume is not refused for it).
+        if isinstance(info.context, dict) and "transient_errors" in info.context.get("stored", ()):
+            return value
+        for name in value:
+            if _EXIT_TYPE.fullmatch(name):
+                raise ValueError(f"{name!r} is an exit code: give it to --retry-exit-codes")
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(
+                    f"{name!r} is no exception name (a class name such as HTTPError, or mylib.HTTPError):"
+                    " no error could ever match it"
+                )
         return value
 
     @field_validator("retry_exit_codes", "fatal_exit_codes")

@@ -372,3 +372,32 @@ def test_the_cli_refuses_a_setting_given_twice_in_the_environment_in_one_line(tm
             == "error: the environment: BATCHTUI_WORKERS and BATCHTUI_workers are the same setting: keep one\n"
         )
     assert not (tmp_path / "out").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        ({"name": "  "}, "name = '  ': is blank: give a name"),
+        ({"transient_errors": "HTTPError,x y"}, "'x y' is no exception name"),
+        ({"transient_errors": ["Timeout", "exit 3"]}, "'exit 3' is an exit code: give it to --retry-exit-codes"),
+        ({"transient_errors": "1abc"}, "'1abc' is no exception name"),
+        ({"transient_errors": "signal 9"}, "'signal 9' is no exception name"),  # a kill is never transient
+    ],
+)
+def test_values_that_could_never_mean_anything_are_refused(settings: dict[str, object], said: str) -> None:
+    """A blank name showed as nothing; an error name no error type can equal retried nothing."""
+    with pytest.raises(UserError, match=said):
+        load_config(settings, environ={})
+
+
+def test_error_names_and_blank_hooks_that_mean_something_are_taken() -> None:
+    config = load_config(
+        {"transient_errors": "HTTPError, requests.exceptions.HTTPError", "on_finish": "  "}, environ={}
+    )
+    assert config.transient_errors == ("HTTPError", "requests.exceptions.HTTPError")
+    assert config.on_finish is None  # blanks run nothing: no hook, as for ''
+    # A batch's stored config keeps what it was made with: its resume is not refused.
+    from batchtui.engine.config import stored_config
+
+    kept = stored_config({"name": " ", "transient_errors": ["x y"]}, Path("manifest.json"))
+    assert (kept.name, kept.transient_errors) == (" ", ("x y",))
