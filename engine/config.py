@@ -415,6 +415,14 @@ def load_config(
                 raise UserError(_untrusted_message(default, code))
             refuse_rule_twice(f"config file {default}", found)
             layers.append((str(default), {k: v for k, v in found.items() if k not in CODE_SETTINGS}))
+        elif os.path.lexists(default):
+            # A folder, a fifo, a broken link in its place was passed over without a word, and
+            # the settings meant to be in it were not in force.
+            kind = "a folder" if default.is_dir() else "a broken symbolic link" if not default.exists() else None
+            raise UserError(
+                f"{default} is not a regular file ({kind or 'a fifo, a device or a socket'}): batchtui reads"
+                f" the settings of a {CONFIG_FILENAME} in the current folder; put the file there, or rename this"
+            )
     env, names = env_layer(os.environ if environ is None else environ, BatchConfig.model_fields, _near_setting)
     refuse_rule_twice("the environment", env, names)
     layers.append(("environment", env))

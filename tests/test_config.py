@@ -401,3 +401,25 @@ def test_error_names_and_blank_hooks_that_mean_something_are_taken() -> None:
 
     kept = stored_config({"name": " ", "transient_errors": ["x y"]}, Path("manifest.json"))
     assert (kept.name, kept.transient_errors) == (" ", ("x y",))
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "broken link", "link to a device"])
+def test_a_batchtui_toml_here_that_is_no_file_is_refused_not_passed_over(tmp_path: Path, kind: str) -> None:
+    """It was ignored without a word, and the settings meant to be in it were not in force."""
+    toml = tmp_path / "batchtui.toml"
+    if kind == "folder":
+        toml.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(toml)
+    else:
+        toml.symlink_to(tmp_path / "gone" if kind == "broken link" else Path("/dev/null"))
+    with pytest.raises(UserError, match=r"batchtui\.toml is not a regular file \((a folder|a fifo|a broken)"):
+        load_config({}, environ={}, cwd=tmp_path)
+    # A link to a file is read as the file.
+    if kind == "folder":
+        toml.rmdir()
+    else:
+        toml.unlink()
+    (tmp_path / "real.toml").write_text("workers = 3\n")
+    toml.symlink_to(tmp_path / "real.toml")
+    assert load_config({}, environ={}, cwd=tmp_path).workers == 3
