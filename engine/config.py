@@ -300,8 +300,8 @@ class BatchConfig(BaseModel):
     @classmethod
     def _blank_command_is_none(cls, value: Any) -> Any:
         # Empty means none (EMPTY_MEANS_NONE); blanks run nothing either, so they mean none too
-        # rather than a hook that is "set" and does nothing.
-        return None if isinstance(value, str) and not value.strip() else value
+        # (stored as the empty one is) rather than a hook that is "set" and does nothing.
+        return "" if isinstance(value, str) and not value.strip() else value
 
     @field_validator("transient_errors")
     @classmethod

@@ -395,7 +395,7 @@ def test_error_names_and_blank_hooks_that_mean_something_are_taken() -> None:
         {"transient_errors": "HTTPError, requests.exceptions.HTTPError", "on_finish": "  "}, environ={}
     )
     assert config.transient_errors == ("HTTPError", "requests.exceptions.HTTPError")
-    assert config.on_finish is None  # blanks run nothing: no hook, as for ''
+    assert config.on_finish == ""  # blanks run nothing: no hook, as for ''
     # A batch's stored config keeps what it was made with: its resume is not refused.
     from batchtui.engine.config import stored_config
 
