@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from batchtui.engine.batchdir import BatchDir, BatchLock, UnsafeBatchDir
+from batchtui.engine.batchdir import BatchDir, BatchLock
+from batchtui.engine.batchsafe import UnsafeBatchDir
 from batchtui.engine.files import LinkRefused, ResultsLog, atomic_write_bytes
 
 from .conftest import CLI, cli_env, only_batch, read_json, wait_until

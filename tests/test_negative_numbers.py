@@ -16,7 +16,7 @@ from batchtui.tui.cli.group import main as cli
         (["workers", "b1", "-1", "--wait", "2"], "-1 is not in the range 1<=x<=4096"),
         (["workers", "b1", "3", "--wait", "-1"], "'--wait': -1 must be at least 0"),  # an option's value stays
         (["skip", "b1", "4", "-1"], "'-1' is not an item number (digits 0-9) or a range"),
-        (["logs", "b1", "-2"], "-2 is not in the range x>=0"),
+        (["logs", "b1", "-2"], "-2 is not in the range 0<=x<=9223372036854775807"),
         (["workers", "b1", "--", "-1"], "-1 is not in the range 1<=x<=4096"),  # as typed
     ],
 )

@@ -240,7 +240,7 @@ def test_values_json_cannot_hold_fall_back_to_executemany(tmp_path: Path) -> Non
 def test_a_bounded_health_check_stops_in_time_and_still_finds_a_damaged_header(tmp_path: Path) -> None:
     import time
 
-    from batchtui.engine.recover import store_is_healthy
+    from batchtui.engine.store.health import store_is_healthy
 
     path = tmp_path / "items.db"
     store = ItemStore.create(path, durable=False)
@@ -263,7 +263,7 @@ def test_a_busy_answer_to_the_health_check_is_busy_not_damaged(tmp_path: Path, m
     engine that just took the batch): the check says busy, never False, which would send
     `recover` to rebuild a healthy store. (An exclusive lock cannot come between: in WAL mode
     the open reader's shared lock keeps it out, so SQLite's own error is planted here.)"""
-    from batchtui.engine import recover
+    from batchtui.engine.store import health
     from batchtui.engine.store.connection import StoreBusy
 
     path = tmp_path / "items.db"
@@ -289,11 +289,11 @@ def test_a_busy_answer_to_the_health_check_is_busy_not_damaged(tmp_path: Path, m
         store.conn = BusyCheck(store.conn)  # type: ignore[assignment]
         return store
 
-    monkeypatch.setattr(recover.ItemStore, "open_readonly", staticmethod(open_busy))
+    monkeypatch.setattr(health.ItemStore, "open_readonly", staticmethod(open_busy))
     with pytest.raises(StoreBusy, match="locked by another process"):
-        recover.store_is_healthy(path)
+        health.store_is_healthy(path)
     monkeypatch.undo()
-    assert recover.store_is_healthy(path)
+    assert health.store_is_healthy(path)
 
 
 def test_completing_an_item_logs_its_attempt(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from batchtui.engine.batchdir import BatchDir, BatchLock, BatchLocked, check_batch_dir
+from batchtui.engine.batchdir import BatchDir, BatchLock, BatchLocked
+from batchtui.engine.batchsafe import check_batch_dir
 from batchtui.engine.errors import UserError
 from batchtui.engine.files import NOFOLLOW
 from batchtui.engine.fmt import clean, decode_output, shell_line
