@@ -138,10 +138,16 @@ class ResumePlan:
         """The checks before the engine starts (the full store check only after a crash)."""
         return preflight_resume(self.config, self.batch.path, self.source, self.processor, thorough=None)
 
-    def runner(self, action: str = "resume", *, handle_signals: bool = False) -> BatchRunner:
-        """The engine for this plan, holding the plan's lock (its own acquire returns at once)."""
+    def runner(self, action: str = "resume", *, handle_signals: bool = False, paused: bool = False) -> BatchRunner:
+        """The engine for this plan, holding the plan's lock (its own acquire returns at once);
+        ``paused``: it begins paused (see RunState.start_paused)."""
         runner = BatchRunner(
-            self.batch, config=self.config, action=action, overrides=self.overrides, handle_signals=handle_signals
+            self.batch,
+            config=self.config,
+            action=action,
+            overrides=self.overrides,
+            handle_signals=handle_signals,
+            start_paused=paused,
         )
         if self.lock is not None:
             runner.lock = self.lock

@@ -85,8 +85,12 @@ class RunState:
         on_progress: Callable[[LiveProgress], None] | None = None,
         handle_signals: bool = False,
         executor_factory: Callable[[ProcessorSpec, BatchConfig, CompletionQueue], Executor] | None = None,
+        start_paused: bool = False,
     ) -> None:
         self.batch = batch
+        #: Begin paused (a TUI's hand-off of a paused batch: the pause is the operator's, and
+        #: the engine that takes the batch over keeps it).
+        self.start_paused = start_paused
         self._batch_dir = str(batch.path)
         read_notes: list[str] = []  # a fall-back to manifest.json.bak: a warning once running
         self.manifest = batch.read_manifest(on_backup=read_notes.append)

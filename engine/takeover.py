@@ -194,9 +194,12 @@ class TakeOver(RunState):
             overrides=self.overrides,
             notes=results_notes,
         )
+        if self.start_paused:
+            self.paused = True
+            self.state = BatchState.PAUSED
         self.manifest = self.manifest.model_copy(
             update={
-                "state": BatchState.RUNNING,
+                "state": self.state,
                 "started_at": self.manifest.started_at or self._started_at,
                 "ended_at": None,
                 "halt_reason": None,

@@ -284,8 +284,13 @@ class EngineApp(PlainApp[int]):
                 self.handoff = HandOff(note=f"the engine in the TUI ended the batch: {result.state.value}")
                 engine_log(batch, f"not handed over: {self.handoff.note}")
                 return self.handoff
+            # An operator's pause goes with the batch: the background engine begins paused (as
+            # the engine here ended it: a pause or unpause during the drain counts).
+            paused = runner.paused
             try:
-                pid = detach_engine(batch, action="resume", lock_wait=HANDOFF_LOCK_WAIT_S, wait=confirm_s)
+                pid = detach_engine(
+                    batch, action="resume", lock_wait=HANDOFF_LOCK_WAIT_S, wait=confirm_s, paused=paused
+                )
             except BatchLocked as exc:
                 self.handoff = HandOff(error=f"the background engine could not take the batch: {exc}")
             except Exception as exc:
@@ -295,7 +300,8 @@ class EngineApp(PlainApp[int]):
             if self.handoff.error:
                 engine_log(batch, f"HAND-OFF FAILED: {self.handoff.error}")
             else:
-                engine_log(batch, f"handed the batch to a background engine, pid {self.handoff.pid}")
+                kept = " (paused, as the operator left it: `batchtui unpause` lets it go on)" if paused else ""
+                engine_log(batch, f"handed the batch to a background engine, pid {self.handoff.pid}{kept}")
             return self.handoff
         finally:
             self._handoff_done.set()

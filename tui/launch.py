@@ -31,6 +31,7 @@ def detach_engine(
     on_slow: Callable[[int], None] | None = None,
     slow_after: float = 3.0,
     lock: BatchLock | None = None,
+    paused: bool = False,
 ) -> int:
     """Start the engine for ``batch`` as a background process in its own session.
 
@@ -47,6 +48,8 @@ def detach_engine(
     that is alive but does not hold the batch yet is :class:`EngineNotReady` (exit 1), not a
     quiet return. ``on_slow(pid)`` is called once when it takes longer than ``slow_after``.
 
+    ``paused``: the engine begins paused (the TUI hands over a batch its operator paused).
+
     ``lock``: the batch's lock, held by the caller (``run --detach`` from the batch's creation,
     ``resume --detach`` from its plan): the engine inherits it, so the batch is never free
     between this process and that engine; the caller's copy is let go of once the engine runs
@@ -61,6 +64,8 @@ def detach_engine(
         args += ["--overrides-json", json.dumps(overrides)]
     if lock_wait:
         args += ["--lock-wait", f"{lock_wait:g}"]
+    if paused:
+        args += ["--start-paused"]
     held: tuple[int, ...] = ()
     ready: int | None = None  # the read end of the pipe the engine writes to once it holds the batch
     if lock is not None and lock.held:

@@ -50,6 +50,7 @@ from .watching import launch_tui
 @click.option("--lock-wait", type=Number("lock_wait"), hidden=True)
 @click.option("--held-lock", hidden=True)  # FD[,DIRFD]: the lock a --detach hands to this engine
 @click.option("--ready-fd", type=int, hidden=True)  # written to once this engine holds the batch
+@click.option("--start-paused", is_flag=True, hidden=True)  # a TUI's hand-off of a paused batch
 @apply(OPERATIONAL_OPTIONS)
 @apply(COMMON_OPTIONS)
 @click.pass_context
@@ -83,6 +84,7 @@ def resume_cmd(
     lock_wait = kwargs.pop("lock_wait", None)
     held_lock = _descriptors(kwargs.pop("held_lock", None))
     ready_fd = kwargs.pop("ready_fd", None)
+    start_paused = bool(kwargs.pop("start_paused", False))
     out = scope_of(ctx, kwargs.get("output_dir"))
     flags = {k: v for k, v in collect_flags(kwargs, ctx).items() if k != "output_dir"}
     if overrides_json:
@@ -140,11 +142,11 @@ def resume_cmd(
         launch_tui(
             ctx,
             output_dir=bdir.path.parent,
-            runner=plan.runner(engine_action),
+            runner=plan.runner(engine_action, paused=start_paused),
             theme=kwargs.get("theme"),
             config=plan.config,
         )
-    result = run_headless(plan.runner(engine_action, handle_signals=True), as_json)
+    result = run_headless(plan.runner(engine_action, handle_signals=True, paused=start_paused), as_json)
     raise SystemExit(result.exit_code)
 
 
