@@ -285,6 +285,12 @@ def _engine(status: EngineStatus, reading: bool) -> EngineSummary | None:
     )
 
 
+def stored_counts(bdir: BatchDir) -> LiveCounts | None:
+    """items.db's counts (None when it cannot be read): what a dead engine committed, which its
+    last live_progress.json may not show yet (it is written after the commit)."""
+    return _store_counts(bdir)[0]
+
+
 def _store_counts(bdir: BatchDir) -> tuple[LiveCounts | None, Literal["add", "enqueue"] | None]:
     """items.db's counts, or None when it cannot be read (the manifest's then stand), and what
     was cut short: the batch's own enqueue (``run`` killed while it read the source) or an

@@ -88,3 +88,41 @@ def test_a_batch_whose_engine_was_killed_opens_with_nothing_running(tmp_path: Pa
             assert _in_flight_rows(screen) == 0
 
     run(body)
+
+
+def test_the_counts_of_a_killed_engine_are_the_stores_not_its_last_write(tmp_path: Path) -> None:
+    """The engine commits, then writes live_progress.json: killed between the two, its last
+    write is a commit behind. The dashboard showed 36/200 where `show`, `ls` and its own table
+    said 44 (and a Complete tab of 18 over a table of 20 rows)."""
+    import sqlite3
+
+    from batchtui.engine.summary import summarize
+
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    live = BatchDir(batch).read_live()
+    assert live is not None
+    db = sqlite3.connect(batch / "items.db")
+    with db:  # the commit the dead engine made after its last write
+        db.execute(
+            "UPDATE items SET status='complete', attempts=1 WHERE seq IN"
+            " (SELECT seq FROM items WHERE status='pending' ORDER BY seq LIMIT 8)"
+        )
+    db.close()
+    complete = live.counts.complete + 8
+    assert summarize(batch).totals.complete == complete  # what `show` and `ls` say
+
+    async def body() -> None:
+        app = frozen_app(tmp_path, batch)
+        async with app.run_test(size=(140, 48)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, DashboardScreen)
+            await pilot.pause()
+            shown = _status(screen)
+            assert shown.lstrip().startswith("INTERRUPTED"), shown
+            finished = complete + live.counts.failed + live.counts.skipped
+            assert f"{finished}/{live.counts.total}" in shown, shown
+            assert f"complete {complete}" in _counts(screen), _counts(screen)
+            tabs = " ".join(str(tab.label) for tab in screen.query("#tabs Tab"))
+            assert f"Complete {complete}" in tabs, tabs
+
+    run(body)
