@@ -351,3 +351,48 @@ def test_a_held_dispatch_shows_on_the_status_line_while_it_lasts(tmp_path: Path)
                     assert ("held for memory" in status) == shown, status
 
     run(body)
+
+
+def test_the_in_flight_tab_lists_every_item_its_count_counts(tmp_path: Path) -> None:
+    """Items handed out since the engine's last commit are 'pending' in the store: the tab said
+    "In flight 8" over 2 rows. It lists what live_progress.json has in flight, queued ones too."""
+    import sqlite3
+
+    from batchtui.engine.models import InFlight
+    from batchtui.tui.widgets.items_table import ItemsTable
+
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    live = read_model(batch / "live_progress.json", LiveProgress)
+    db = sqlite3.connect(batch / "items.db")
+    try:
+        processing = [seq for (seq,) in db.execute("SELECT seq FROM items WHERE status='processing' ORDER BY seq")]
+        pending = [seq for (seq,) in db.execute("SELECT seq FROM items WHERE status='pending' ORDER BY seq LIMIT 6")]
+    finally:
+        db.close()
+    at = live.updated_at
+    flying = [InFlight(seq=s, key=str(s), attempt=1, started_at=at) for s in processing]
+    flying += [InFlight(seq=s, key=str(s), attempt=1, started_at=at, queued=True) for s in pending]
+    update = {"processing": len(flying), "running": len(processing), "queued": len(pending), "retrying": 0}
+    written = live.model_copy(update={"in_flight": flying, "counts": live.counts.model_copy(update=update)})
+
+    async def body() -> None:
+        app = _app(tmp_path)
+        async with app.run_test(size=(160, 50)) as pilot:
+            screen = DashboardScreen(batch)
+            await app.push_screen(screen)
+            await _settled(pilot)
+            screen.post_message(LiveUpdated(batch, written))
+            await _settled(pilot)
+            await pilot.press("2")
+            await _settled(pilot)
+            assert str(screen.query_one("#tab-processing").render()).strip() == f"2 In flight {len(flying)}"
+            table = screen.query_one(ItemsTable)
+            assert table.row_count == len(flying) == len(processing) + 6
+            shown = [r and table._in_flight.row(r) for r in (table._row_at(i) for i in range(table.row_count))]
+            assert [r.seq for r in shown if r is not None] == sorted(processing + pending)
+            assert {r.seq: r.status for r in shown if r is not None and r.seq in pending} == dict.fromkeys(
+                pending, "queued"
+            )
+
+    with hold_lock(batch):
+        run(body)

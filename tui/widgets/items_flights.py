@@ -33,10 +33,17 @@ class FlightRows:
         self.flights, self.now = flights, now
         return self.running_times() != before
 
+    @property
+    def seqs(self) -> frozenset[int]:
+        """The items in flight: what the In flight tab lists while an engine runs."""
+        return frozenset(self.flights)
+
     def row(self, row: Row) -> Row:
         """``row`` as it is shown now: an item the store says is 'processing' as running or
         queued when live_progress.json has it in flight."""
-        if row.status == "processing" and (flight := self.flights.get(row.seq)) is not None:
+        # An item handed out is 'pending' in the store until the engine's next commit: in
+        # flight all the same (queued, or already running).
+        if row.status in ("processing", "pending") and (flight := self.flights.get(row.seq)) is not None:
             return in_flight(row, flight, self.now)
         return row
 

@@ -255,8 +255,11 @@ class ItemsTable(ScrollView, can_focus=True):
         changed (a running item's time: once a second). Sorted slowest first, the running
         items' places move with their times: the rows are read again (``reread`` False: the
         caller does it, :meth:`refresh_data`)."""
+        seqs = self._in_flight.seqs
         if self._in_flight.set(flights, now) and reread and self.order == "duration":
             self.refresh_data()
+        elif reread and self.status == "processing" and self._in_flight.seqs != seqs:
+            self.refresh_data()  # the In flight tab lists what is in flight: it changed
         top = int(self.scroll_y)
         rows = range(top, min(top + self._body_height, self._count)) if flights else ()
         for index in self._in_flight.changed_lines((index, self._row_at(index)) for index in rows):
@@ -434,7 +437,15 @@ class ItemsTable(ScrollView, can_focus=True):
     @property
     def item_filter(self) -> ItemFilter:
         """The items this view shows, as the store's filter (what a bulk action applies to)."""
-        return ItemFilter(status=self.status, error_type=self.error_type, text=self.text, error_group=self.error_group)
+        status, seqs = self.status, None
+        if status == "processing" and self._in_flight.flights:
+            # The In flight tab, while an engine runs: the items live_progress.json has in
+            # flight. Those handed out since the engine's last commit are still 'pending' in the
+            # store, and the tab listed fewer rows than its count (2 of "In flight 8").
+            status, seqs = None, self._in_flight.seqs
+        return ItemFilter(
+            status=status, error_type=self.error_type, text=self.text, error_group=self.error_group, seqs=seqs
+        )
 
     @property
     def _body_height(self) -> int:
