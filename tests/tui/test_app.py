@@ -256,7 +256,13 @@ def test_item_detail_and_offline_retry_and_skip(tmp_path: Path) -> None:
             assert isinstance(detail, ItemDetailScreen) and detail.row is not None
             assert detail.row.status == "failed" and len(detail.attempt_rows) == 1
             assert "upstream timed out" in _text(detail.query_one("#detail-stderr"))
-            await pilot.press("r")  # no engine: the store is changed under the lock
+            await pilot.press("r")  # asked first, as on the dashboard
+            await pilot.pause(0.1)
+            from batchtui.tui.screens.modals import ConfirmScreen
+
+            assert isinstance(app.screen, ConfirmScreen) and _status(batch, 3) == "failed"
+            assert "Retry item #3?" in _text(app.screen.query_one(".dialog-title"))
+            await pilot.press("y")  # no engine: the store is changed under the lock
             await _until(pilot, lambda: _status(batch, 3) == "pending")
             await pilot.press("escape")
             await pilot.pause(0.1)

@@ -137,7 +137,7 @@ def test_item_detail_says_a_skip_was_not_acknowledged(tmp_path: Path, monkeypatc
                 monkeypatch.setattr(app, "notify", lambda message, **_kw: said.append(str(message)))
                 await app.push_screen(ItemDetailScreen(batch, 250))  # a pending item
                 await pilot.pause(0.1)
-                await pilot.press("s")
+                await pilot.press("s", "y")  # the key, then its confirmation
                 await _until(pilot, lambda: any("not acknowledged" in m for m in said))
                 assert [orjson.loads(line)["op"] for line in (batch / "control.jsonl").read_bytes().splitlines()] == [
                     "skip"

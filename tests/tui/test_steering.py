@@ -134,7 +134,7 @@ def test_an_os_error_in_the_detail_worker_is_notified_and_the_app_goes_on(
                 app.notify = lambda message, **kw: said.append((str(message), kw.get("severity", "")))  # type: ignore[method-assign]
                 await app.push_screen(ItemDetailScreen(batch, 250))
                 await pilot.pause(0.1)
-                await pilot.press("s")
+                await pilot.press("s", "y")  # the key, then its confirmation
                 await _until(pilot, lambda: any("Permission denied" in m for m, _ in said))
                 message, severity = next((m, s) for m, s in said if "Permission denied" in m)
                 assert message.startswith("sending a command failed: PermissionError: [Errno 13]"), message

@@ -50,6 +50,7 @@ from ..widgets.output_follow import OutputFollow
 from .base import WorkerScreen
 from .copy_menu import CopyChoice, CopyMenu
 from .detail_text import command_ending, ending, escaped_copies, flight_cells, log_of, pretty, title
+from .modals import ConfirmScreen
 
 TAIL_BYTES = 16384
 
@@ -457,16 +458,37 @@ class ItemDetailScreen(WorkerScreen):
         return json.dumps(obj, indent=2, ensure_ascii=False, default=str)
 
     def action_retry(self) -> None:
-        if self.row is None or self.row.status != "failed":
+        row = self.row
+        if row is None or row.status != "failed":
             self.notify("only a failed item can be retried", severity="warning")
             return
-        self._command("retry", host(self).clock)
+        self._confirm(
+            "retry", f"Retry item #{row.seq}?", f"It goes back to pending and runs again (try {row.attempts + 1})."
+        )
 
     def action_skip(self) -> None:
-        if self.row is None or self.row.status not in ("pending", "processing", "failed"):
+        row = self.row
+        if row is None or row.status not in ("pending", "processing", "failed"):
             self.notify("this item cannot be skipped now", severity="warning")
             return
-        self._command("skip", host(self).clock)
+        detail = {
+            "processing": "It is in flight: if it runs, its processes are killed, and it does not run again.",
+            "pending": "It will not run.",
+            "failed": "It stays as it is, skipped: a retry of the failed items leaves it out.",
+        }[row.status]
+        self._confirm("skip", f"Skip item #{row.seq}?", detail)
+
+    def _confirm(self, op: ControlOp, question: str, detail: str) -> None:
+        """Ask first, as the dashboard does for the same keys: one key here killed a running
+        item (a paid call cut short) without a word."""
+        assert self.row is not None
+        clock = host(self).clock
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._command(op, clock)
+
+        self.app.push_screen(ConfirmScreen(question, detail, samples=[(self.row.seq, self.row.key)], total=1), answered)
 
     @work(thread=True, group="detail", name="sending a command", exit_on_error=False)
     def _command(self, op: ControlOp, clock: Callable[[], float]) -> None:
