@@ -10,6 +10,7 @@ attempt counted); a running item that is skipped is killed and ends 'skipped'.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from . import fdlimit
@@ -171,10 +172,19 @@ class Operations:
         """Skip every not yet complete item of ``sel``: those in flight or waiting out a backoff
         one by one (:meth:`skip`), the rest (300k pending ones, say) in one statement."""
         run = self.run
-        assert run.store is not None
+        assert run.store is not None and run.executor is not None
         run._commit()
         waiting = [r.seq for r in run.dispatcher.retries]
-        one_by_one = sorted(run.store.selected_among(sel, [*run._inflight, *waiting]))
+        # The items in flight are matched as what they are, not as their rows say (a row's
+        # 'processing' mark may not be committed yet): those begun as 'processing', those handed
+        # out and not begun as 'pending'. By their rows, `skip --status pending` left queued
+        # items to start after the skip was answered, and killed a running one.
+        begun = {seq for seq in run._inflight if run.executor.started(seq) is not None}
+        one_by_one = sorted(
+            run.store.selected_among(sel, waiting)
+            | self._among_as(sel, begun, "processing")
+            | self._among_as(sel, set(run._inflight) - begun, "pending")
+        )
         skipped, killed = self._skip(one_by_one) if one_by_one else (0, 0)
         # Not those skipped one by one: a running one given up (a Python call in a thread) has
         # left the in-flight set already, its 'skipped' staged, not yet in the store.
@@ -187,6 +197,18 @@ class Operations:
             run.error_tally.reread(run.store)
         self._forget_skipped_suspects()
         return _skipped_text(skipped + sum(changed.values()), killed)
+
+    def _among_as(self, sel: Selection, seqs: set[int], status: str) -> set[int]:
+        """Which of ``seqs`` ``sel`` holds, each read as having ``status`` (the rest of each
+        row as it is)."""
+        run = self.run
+        if not seqs:
+            return set()
+        assert run.store is not None
+        from .store.selection import Selection as Of
+
+        views = tuple(replace(v, status=None) for v in sel.views if v.status in (None, status))
+        return run.store.selected_among(Of(views, sel.ranges, sel.excluded if views else ()), seqs)
 
     def _forget_skipped_suspects(self) -> None:
         """Items the last engine died running that a skip took: no outcome will come for them,

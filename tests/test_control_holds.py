@@ -429,3 +429,38 @@ def test_a_lock_file_deleted_under_a_running_engine_lets_no_second_engine_in(tmp
             engine.kill()
     assert sorted(starts(log)) == list(range(20))  # each once
     assert logged_seqs(batch) == list(range(20))
+
+
+def test_a_skip_of_the_pending_items_skips_those_queued_too(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    """`skip --status pending`: the items handed out and not started (the store said
+    'processing') were left out, and started after the skip was answered."""
+    log = tmp_path / "runs.log"
+    engine = start_engine(
+        tmp_path,
+        out_dir,
+        [str(lines_file(tmp_path, 12)), "--cmd", f"echo {{seq}} >> {log}; sleep 0.7", "--workers", "1"],
+    )
+    try:
+        wait_until(lambda: starts(log) == [0])
+        batch = only_batch(out_dir)
+
+        def queued() -> int:
+            live = BatchDir(batch).read_live()
+            return 0 if live is None else live.counts.queued
+
+        wait_until(lambda: queued() > 0)  # the window holds items handed out, not started
+        skipped = invoke_cli(["skip", batch.name, "--status", "pending"])
+        assert skipped.returncode == 0, skipped.stderr
+        ran_by_then = starts(log)
+        assert engine.wait(timeout=60) == 1  # some skipped
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    assert starts(log) == ran_by_then  # nothing started after the skip was answered
+    # What had started ran to its end (not pending: the skip did not take it); every other item
+    # is skipped, none with an attempt.
+    assert complete_seqs(batch) == sorted(ran_by_then), rows(
+        batch, "SELECT seq, status, attempts, error_message FROM items"
+    )
+    skipped_rows = rows(batch, "SELECT seq, attempts FROM items WHERE status='skipped' ORDER BY seq")
+    assert skipped_rows == [(seq, 0) for seq in range(12) if seq not in ran_by_then]
