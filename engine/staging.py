@@ -26,10 +26,21 @@ STATEMENTS: Final = {
     "pending_with_error": bulk.PENDING_WITH_ERROR,
     "requeue": bulk.REQUEUE,
     "skip": bulk.SKIP,
+    "skipped_ran": bulk.SKIPPED_RAN,
     "attempt": bulk.ATTEMPT,
 }
 #: The order the kinds are applied in within one commit.
-ORDER: Final = ("processing", "retrying", "pending_with_error", "requeue", "skip", "failed", "complete", "attempt")
+ORDER: Final = (
+    "processing",
+    "retrying",
+    "pending_with_error",
+    "requeue",
+    "skip",
+    "skipped_ran",
+    "failed",
+    "complete",
+    "attempt",
+)
 
 
 class Staging:
@@ -61,7 +72,7 @@ class Staging:
         """Stage one change. An item's status change counts toward the commit's size; the
         attempt row that logs it goes with it and does not."""
         self.rows[kind].append(row)
-        if kind != "attempt":
+        if kind not in ("attempt", "skipped_ran"):
             self.staged += 1
         if self.first is None:
             self.first = self._clock()
