@@ -258,8 +258,6 @@ def test_item_detail_and_offline_retry_and_skip(tmp_path: Path) -> None:
             assert "upstream timed out" in _text(detail.query_one("#detail-stderr"))
             await pilot.press("r")  # asked first, as on the dashboard
             await pilot.pause(0.1)
-            from batchtui.tui.screens.modals import ConfirmScreen
-
             assert isinstance(app.screen, ConfirmScreen) and _status(batch, 3) == "failed"
             assert "Retry item #3?" in _text(app.screen.query_one(".dialog-title"))
             await pilot.press("y")  # no engine: the store is changed under the lock
@@ -355,3 +353,22 @@ def test_browser_r_resumes_a_batch_with_its_engine_in_the_app(tmp_path: Path) ->
     run(body)
     manifest = orjson.loads((batch.path / "manifest.json").read_bytes())
     assert manifest["state"] == "finished" and manifest["history"][0]["action"] == "resume"
+
+
+def test_the_detail_of_a_skipped_item_says_why_it_was_skipped(tmp_path: Path) -> None:
+    """Its Error section said "(none)" while the table said "skipped while running"."""
+    batch = make_batch(tmp_path, state=BatchState.HALTED)
+    db = sqlite3.connect(batch / "items.db")
+    with db:
+        db.execute("UPDATE items SET status='skipped', error_message='skipped while running' WHERE seq=250")
+    db.close()
+
+    async def body() -> None:
+        app = _app(tmp_path, batch)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await app.push_screen(ItemDetailScreen(batch, 250))
+            await pilot.pause(0.2)
+            assert _text(app.screen.query_one("#detail-error")).strip() == "(none: skipped while running)"
+
+    run(body)

@@ -273,7 +273,8 @@ class ItemDetailScreen(WorkerScreen):
 
     def _error_text(self, row: ItemRow) -> str:
         if not row.error_type:
-            return "(none)"
+            # A skipped item has no error, but says why it was skipped (the table shows it).
+            return f"(none: {row.error_message})" if row.status == "skipped" and row.error_message else "(none)"
         head = f"{row.error_type} [{row.error_category}]: {row.error_message}"
         if self.ran is not None and self.ran.kind == "shell" and command_ending(row.error_type):
             return f"{head}\n\nstderr (tail):\n{row.error_detail or '(no stderr)'}"
