@@ -237,7 +237,7 @@ class OutcomeRecorder:
                     None,
                 ),
             )
-            self.staging.add("skipped_ran", (o.attempt, flight.started_at, o.duration, o.seq))
+            self.staging.add("skipped_ran", (flight.started_at, o.duration, o.seq))
             return
         limit = self.timeout_limits.pop(o.seq, None)
         if reason == "timeout" and (o.error is None or o.error.category != "timeout"):

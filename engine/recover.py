@@ -41,7 +41,7 @@ from .models import BatchState, Counts, LiveCounts, LiveProgress, Report, Result
 from .resultscheck import check_line, encode_line, rebuild
 from .store import ItemStore
 from .store.connection import sqlite_uri
-from .store.health import store_is_healthy
+from .store.health import store_is_healthy as store_is_healthy  # `show` asks it here
 
 SALVAGE_CHUNK: Final = 500
 _UPDATE_BATCH: Final = 5000

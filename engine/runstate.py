@@ -88,9 +88,7 @@ class RunState:
         start_paused: bool = False,
     ) -> None:
         self.batch = batch
-        #: Begin paused (a TUI's hand-off of a paused batch: the pause is the operator's, and
-        #: the engine that takes the batch over keeps it).
-        self.start_paused = start_paused
+        self.start_paused = start_paused  # a TUI hands over a batch its operator paused: kept
         self._batch_dir = str(batch.path)
         read_notes: list[str] = []  # a fall-back to manifest.json.bak: a warning once running
         self.manifest = batch.read_manifest(on_backup=read_notes.append)
@@ -101,8 +99,7 @@ class RunState:
         self.handle_signals = handle_signals
         self._executor_factory = executor_factory or make_executor
         self._early_halt: EarlyHalt | None = None
-        #: The failure rate was judged before this run's first hand-out (see BatchRunner.step).
-        self._rate_judged = False
+        self._rate_judged = False  # the failure rate was judged before the first hand-out (BatchRunner.step)
         self._now = time.monotonic()  # the time of the loop's current turn (see step)
         self._real_time = True  # the loop runs on the real clock (not a test's)
         self._stopping_since: float | None = None  # the grace counts from then (a later stop may cut it)

@@ -376,11 +376,11 @@ def test_an_item_skipped_while_running_ends_skipped_not_failed(
         (2, 1, "skipped", None)
     ]
     assert rows(batch, "SELECT count(*) FROM items WHERE status = 'complete'") == [(4,)]
-    # Its row says the try it made and how long it ran, as its attempt row does (it said 0
-    # tries and no duration: the views showed an item that never ran).
+    # Its row says when that run began and how long it ran, as its attempt row does (it had no
+    # duration: the views showed an item that never ran); the try is not counted, as for a stop.
     (row,) = rows(batch, "SELECT attempts, started_at, duration_s FROM items WHERE seq = 2")
     (tried,) = rows(batch, "SELECT started_at, duration_s FROM attempts WHERE seq = 2")
-    assert row == (1, *tried) and isinstance(row[2], float) and row[2] > 0
+    assert row == (0, *tried) and isinstance(row[2], float) and row[2] > 0
 
 
 def test_run_first_puts_the_items_before_work_already_handed_out(tmp_path: Path, out_dir: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from batchtui.engine.batchdir import parse_iso
+from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.models import ACTIVE_STATES, LiveProgress
+from batchtui.engine.summary import stored_counts
 
 __all__ = ["Flight", "flights", "nothing_runs"]
 
@@ -57,12 +58,15 @@ def flights(live: LiveProgress | None) -> dict[int, Flight]:
     return out
 
 
-def nothing_runs(live: LiveProgress, held: bool) -> LiveProgress:
+def nothing_runs(live: LiveProgress, held: bool, batch: BatchDir | None = None) -> LiveProgress:
     """``live`` as a view shows it: the figures of an active batch that no engine holds any
     more (killed: INTERRUPTED) with nothing running, queued or waiting, and no ETA. The file
     still says what was in flight when its engine died, and the dashboard said "running 3/3",
     an ETA and items running for 19s, 20s... on a batch nothing ran (``held``: an engine holds
-    the batch, or runs in this app)."""
+    the batch, or runs in this app). Its counts are then ``batch``'s items.db's, when it can be
+    read: a killed engine commits before it writes live_progress.json, and its last write
+    can be a commit behind (the dashboard showed 36/200 where `show` and `ls` said 44)."""
     if held or live.state not in ACTIVE_STATES:
         return live
-    return live.ended(live.state, live.halt_reason)
+    counts = None if batch is None else stored_counts(batch)
+    return (live if counts is None else live.model_copy(update={"counts": counts})).ended(live.state, live.halt_reason)

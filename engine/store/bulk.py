@@ -238,12 +238,14 @@ SKIP: Final = Bulk(
     " FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 2",
 )
 
-#: An item skipped while it ran, once its run has ended: the try it made, when it began and how
-#: long it ran (its row said 0 tries and no duration beside an attempt row that had both).
+#: An item skipped while it ran, once its run has ended: when that run began and how long it
+#: ran (its row had no duration beside an attempt row that had one). Its try is not counted in
+#: ``attempts``, as for a stop: the operator's kill is no failure of the item's, and a later
+#: retry keeps its whole --max-attempts.
 SKIPPED_RAN: Final = Bulk(
-    "UPDATE items SET attempts=?, started_at=?, duration_s=? WHERE seq=? AND status='skipped'",
-    "UPDATE items SET attempts=j.value ->> 0, started_at=j.value ->> 1, duration_s=j.value ->> 2"
-    " FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 3 AND items.status = 'skipped'",
+    "UPDATE items SET started_at=?, duration_s=? WHERE seq=? AND status='skipped'",
+    "UPDATE items SET started_at=j.value ->> 0, duration_s=j.value ->> 1"
+    " FROM json_each({blob}) AS j WHERE items.seq = j.value ->> 2 AND items.status = 'skipped'",
 )
 
 ATTEMPT: Final = Bulk(

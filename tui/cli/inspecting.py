@@ -160,7 +160,7 @@ def local_time(iso: str | None) -> str:
 @click.pass_context
 def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_json: bool) -> None:
     """Summary, error breakdown and settings of BATCH [default: the latest]."""
-    from batchtui.engine.store.health import store_is_healthy  # not for `ls` (it loads the store)
+    from batchtui.engine.recover import store_is_healthy  # not for `ls` (it loads the store)
     from batchtui.engine.store.queries import ItemQueries, StoreBusy, StoreError, StoreLinked, StoreUnreachable
 
     bdir = resolve_batch(batch, scope_of(ctx, output_dir))

@@ -32,7 +32,6 @@ from batchtui.engine.fmt import clean
 from batchtui.engine.liveness import EngineStatus, Liveness, engine_status
 from batchtui.engine.models import BatchState, ControlOp, LiveProgress, Manifest
 from batchtui.engine.reading import SourceReading
-from batchtui.engine.summary import stored_counts
 
 from ..flight import Flight, flights, nothing_runs
 from ..host import Host, host
@@ -228,7 +227,7 @@ class DashboardScreen(WorkerScreen):
             # A write from an engine thought frozen: say at once that it responds again.
             force = previous is None or previous.state != live.state or self.engine.liveness == Liveness.STALE
             self._check_alive(force=force or not self.engine.held, live=live)
-            self.live = self._as_shown(live)
+            self.live = nothing_runs(live, self.engine.held or self.here, self.bdir)
         except Exception as exc:
             # A display bug must never take down an engine running in this app.
             if self.host.strict_display:
@@ -269,20 +268,9 @@ class DashboardScreen(WorkerScreen):
             self.reading = self.gates.source_reading(live or self.live)
             if was != self.engine.held:
                 self.refresh_bindings()
-                self.live = self.live and self._as_shown(self.live)  # died?
+                self.live = self.live and nothing_runs(self.live, self.engine.held or self.here, self.bdir)  # died?
         for log in self.query(EventLog):  # as in _event: timers go on while the screen recomposes
             log.check_acks(self.ACK_TIMEOUT_S)
-
-    def _as_shown(self, live: LiveProgress) -> LiveProgress:
-        """``live`` as shown: with nothing in flight once no engine holds an active batch (see
-        nothing_runs), and then with items.db's counts. A killed engine commits before it
-        writes live_progress.json: its last write can be a commit behind, and the dashboard
-        showed 36/200 where `show`, `ls` and its own table had 44."""
-        held = self.engine.held or self.here
-        if nothing_runs(live, held) is live:
-            return live
-        stored = stored_counts(self.bdir)
-        return nothing_runs(live if stored is None else live.model_copy(update={"counts": stored}), held)
 
     def watch_reading(self, previous: SourceReading | None, reading: SourceReading | None) -> None:
         if (previous is None, previous and previous.engine) != (reading is None, reading and reading.engine):

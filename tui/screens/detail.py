@@ -49,7 +49,7 @@ from ..widgets.footer import KeyFooter
 from ..widgets.output_follow import OutputFollow
 from .base import WorkerScreen
 from .copy_menu import CopyChoice, CopyMenu
-from .detail_text import command_ending, ending, escaped_copies, flight_cells, log_of, pretty, title
+from .detail_text import ending, error_text, escaped_copies, flight_cells, log_of, pretty, steer_question, title
 from .modals import ConfirmScreen
 
 TAIL_BYTES = 16384
@@ -215,7 +215,9 @@ class ItemDetailScreen(WorkerScreen):
             cells = flight_cells(self.flight, host(self).clock())
             log = "" if self.flight.queued else self._log_names(logs.get(self.flight.attempt)).replace("logs/", "")
             table.add_row(*map(Text, cells), Text(""), plain(log), key="now")
-        self.query_one("#detail-error", Static).update(plain_block(self._error_text(row)))
+        self.query_one("#detail-error", Static).update(
+            plain_block(error_text(row, self.ran is not None and self.ran.kind == "shell"))
+        )
         self.query_one("#detail-result", Static).update(
             plain_block(pretty(row.result) if row.status == "complete" else "(not complete)")
         )
@@ -271,15 +273,6 @@ class ItemDetailScreen(WorkerScreen):
         # A big item's JSON variable would fill the screen: its start says enough (y copies all).
         return "\n".join(line if len(line) <= 300 else line[:300] + "…" for line in "\n".join(lines).splitlines())
 
-    def _error_text(self, row: ItemRow) -> str:
-        if not row.error_type:
-            # A skipped item has no error, but says why it was skipped (the table shows it).
-            return f"(none: {row.error_message})" if row.status == "skipped" and row.error_message else "(none)"
-        head = f"{row.error_type} [{row.error_category}]: {row.error_message}"
-        if self.ran is not None and self.ran.kind == "shell" and command_ending(row.error_type):
-            return f"{head}\n\nstderr (tail):\n{row.error_detail or '(no stderr)'}"
-        return f"{head}\n\n{row.error_detail or ''}".rstrip("\n")
-
     def detail_text(self) -> str:
         """The whole detail as plain text (for the pager)."""
         row = self.row
@@ -297,7 +290,7 @@ class ItemDetailScreen(WorkerScreen):
                 + (f"  {self._log_names(log)}" if (log := log_of(self.logs, a.attempt)) else "")
                 for a in self.attempt_rows
             ),
-            "Error\n" + self._error_text(row),
+            "Error\n" + error_text(row, self.ran is not None and self.ran.kind == "shell"),
             "Result\n" + (pretty(row.result) if row.status == "complete" else "(not complete)"),
         ]
         for log in self.logs:
@@ -459,37 +452,23 @@ class ItemDetailScreen(WorkerScreen):
         return json.dumps(obj, indent=2, ensure_ascii=False, default=str)
 
     def action_retry(self) -> None:
-        row = self.row
-        if row is None or row.status != "failed":
-            self.notify("only a failed item can be retried", severity="warning")
-            return
-        self._confirm(
-            "retry", f"Retry item #{row.seq}?", f"It goes back to pending and runs again (try {row.attempts + 1})."
-        )
+        self._confirm("retry")
 
     def action_skip(self) -> None:
-        row = self.row
-        if row is None or row.status not in ("pending", "processing", "failed"):
-            self.notify("this item cannot be skipped now", severity="warning")
-            return
-        detail = {
-            "processing": "It is in flight: if it runs, its processes are killed, and it does not run again.",
-            "pending": "It will not run.",
-            "failed": "It stays as it is, skipped: a retry of the failed items leaves it out.",
-        }[row.status]
-        self._confirm("skip", f"Skip item #{row.seq}?", detail)
+        self._confirm("skip")
 
-    def _confirm(self, op: ControlOp, question: str, detail: str) -> None:
-        """Ask first, as the dashboard does for the same keys: one key here killed a running
-        item (a paid call cut short) without a word."""
-        assert self.row is not None
-        clock = host(self).clock
+    def _confirm(self, op: ControlOp) -> None:
+        """Ask first, as the dashboard does for the same keys (one key here killed a running item)."""
+        asked, clock = steer_question(op, self.row), host(self).clock
+        if isinstance(asked, str) or self.row is None:
+            self.notify(str(asked), severity="warning")
+            return
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self._command(op, clock)
 
-        self.app.push_screen(ConfirmScreen(question, detail, samples=[(self.row.seq, self.row.key)], total=1), answered)
+        self.app.push_screen(ConfirmScreen(*asked, samples=[(self.row.seq, self.row.key)], total=1), answered)
 
     @work(thread=True, group="detail", name="sending a command", exit_on_error=False)
     def _command(self, op: ControlOp, clock: Callable[[], float]) -> None:

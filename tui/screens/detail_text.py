@@ -99,3 +99,32 @@ def escaped_copies(paths: list[str], folder: str) -> list[str]:
             fh.write(text + "\n" if text else "")
         copies.append(copy)
     return copies
+
+
+def steer_question(op: str, row: ItemRow | None) -> tuple[str, str] | str:
+    """The confirmation of ``op`` (retry, skip) on this item, as (question, what it does), or
+    why it does not apply."""
+    if op == "retry":
+        if row is None or row.status != "failed":
+            return "only a failed item can be retried"
+        return f"Retry item #{row.seq}?", f"It goes back to pending and runs again (try {row.attempts + 1})."
+    if row is None or row.status not in ("pending", "processing", "failed"):
+        return "this item cannot be skipped now"
+    does = {
+        "processing": "It is in flight: if it runs, its processes are killed, and it does not run again.",
+        "pending": "It will not run.",
+        "failed": "It stays as it is, skipped: a retry of the failed items leaves it out.",
+    }[row.status]
+    return f"Skip item #{row.seq}?", does
+
+
+def error_text(row: ItemRow, shell: bool) -> str:
+    """The item's error as the detail shows it (``shell``: it ran a command, whose stderr's tail
+    is the error's detail)."""
+    if not row.error_type:
+        # A skipped item has no error, but says why it was skipped (the table shows it).
+        return f"(none: {row.error_message})" if row.status == "skipped" and row.error_message else "(none)"
+    head = f"{row.error_type} [{row.error_category}]: {row.error_message}"
+    if shell and command_ending(row.error_type):
+        return f"{head}\n\nstderr (tail):\n{row.error_detail or '(no stderr)'}"
+    return f"{head}\n\n{row.error_detail or ''}".rstrip("\n")

@@ -47,7 +47,9 @@ BULK: Final[dict[str, tuple[str, str, str]]] = {
 }
 _STATUS_WORD: Final = {
     "pending": "pending",
-    "processing": "running",
+    # Handed out: running, queued behind the workers or waiting out a retry's backoff (the
+    # store does not tell them apart; "running" counted the backoff's items as running).
+    "processing": "in flight",
     "complete": "complete",
     "failed": "failed",
     "skipped": "skipped",

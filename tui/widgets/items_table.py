@@ -438,11 +438,8 @@ class ItemsTable(ScrollView, can_focus=True):
     def item_filter(self) -> ItemFilter:
         """The items this view shows, as the store's filter (what a bulk action applies to)."""
         status, seqs = self.status, None
-        if status == "processing" and self._in_flight.flights:
-            # The In flight tab, while an engine runs: the items live_progress.json has in
-            # flight. Those handed out since the engine's last commit are still 'pending' in the
-            # store, and the tab listed fewer rows than its count (2 of "In flight 8").
-            status, seqs = None, self._in_flight.seqs
+        if status == "processing" and self._in_flight.flights:  # what live_progress.json has in flight:
+            status, seqs = None, self._in_flight.seqs  # those handed out since a commit are 'pending' rows
         return ItemFilter(
             status=status, error_type=self.error_type, text=self.text, error_group=self.error_group, seqs=seqs
         )
