@@ -41,7 +41,7 @@ from .models import BatchState, Counts, LiveCounts, LiveProgress, Report, Result
 from .resultscheck import check_line, encode_line, rebuild
 from .store import ItemStore
 from .store.connection import sqlite_uri
-from .store.health import store_is_healthy as store_is_healthy  # `show` asks it here
+from .store.health import store_is_healthy
 
 SALVAGE_CHUNK: Final = 500
 _UPDATE_BATCH: Final = 5000
@@ -464,3 +464,6 @@ def _update_report(batch: BatchDir, counts: Counts, durable: bool) -> None:
         update={"totals": counts, "success_rate": round(counts.complete / done, 6) if done else 1.0}
     )
     write_model(batch.report, report, durable=durable)
+
+
+__all__ = ["RecoverResult", "recover_batch", "store_is_healthy"]  # `show` asks the last here
