@@ -62,6 +62,11 @@ class NoEngine(UserError):
     exit_code = 1
 
 
+def _queued_json(batch_id: str, cmd: ControlCommand, status: EngineStatus, acked: bool | None) -> dict[str, Any]:
+    """A command appended to control.jsonl and not (or not yet) acknowledged, as --json says it."""
+    return {"batch_id": batch_id, "id": cmd.id, "op": cmd.op, "engine": status.held, "acknowledged": acked}
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
     """Appended to control.jsonl; the caller did not wait for the acknowledgement."""
@@ -71,13 +76,7 @@ class Sent:
     status: EngineStatus
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "batch_id": self.batch_id,
-            "id": self.cmd.id,
-            "op": self.cmd.op,
-            "engine": self.status.held,
-            "acknowledged": None,  # not waited for (--wait 0)
-        }
+        return _queued_json(self.batch_id, self.cmd, self.status, None)  # None: not waited for (--wait 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +127,7 @@ class NotAcknowledged:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "batch_id": self.batch_id,
-            "id": self.cmd.id,
-            "op": self.cmd.op,
-            "engine": self.status.held,
-            "acknowledged": False,
+            **_queued_json(self.batch_id, self.cmd, self.status, False),
             "queued_in": str(self.batch.control),
             "liveness": self.status.liveness.value,
             "silent_s": None if self.status.silent_s is None else round(self.status.silent_s, 1),
