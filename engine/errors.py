@@ -222,8 +222,15 @@ def retry_after_of_output(*tails: bytes) -> float | None:
     return None
 
 
+def _lines(text: str) -> list[str]:
+    """The lines of a process's output or a message: split at a newline only. str.splitlines
+    also splits at U+0085 (NEL), U+2028 and the C0 separators, and an error's message was cut
+    to "nel" there."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def _last_line(text: str) -> str:
-    for line in reversed(text.splitlines()):
+    for line in reversed(_lines(text)):
         if line.strip():
             return line.strip()[:MESSAGE_LIMIT]
     return ""
@@ -238,7 +245,7 @@ def _safe_str(exc: BaseException) -> str:
 
 
 def _first_line(text: str) -> str:
-    for line in text.splitlines():
+    for line in _lines(text):
         if line.strip():
             return line.strip()[:MESSAGE_LIMIT]
     return ""

@@ -42,7 +42,17 @@ class Tail:
             del self.buf[: -self.keep]
 
     def last(self, limit: int) -> bytes:
-        return bytes(self.buf[-limit:]) if limit > 0 else b""
+        """The last ``limit`` bytes. Where that cuts the output, it begins at a character: the
+        continuation bytes of one cut in two are left out (an error message began "\\xad中")."""
+        if limit <= 0:
+            return b""
+        tail = bytes(self.buf[-limit:])
+        if len(tail) < self.total:  # cut: skip what is left of a character begun before
+            skip = 0
+            while skip < min(3, len(tail)) and 0x80 <= tail[skip] <= 0xBF:
+                skip += 1
+            tail = tail[skip:]
+        return tail
 
 
 class StdoutTail(Tail):
