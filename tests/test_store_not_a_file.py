@@ -29,6 +29,15 @@ def _batch(tmp_path: Path, out_dir: Path) -> Path:
     return only_batch(out_dir)
 
 
+def _moved_away(batch: Path, tmp_path: Path) -> Path:
+    """The batch's store files moved to a folder outside it; that folder."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for p in batch.glob("items.db*"):
+        p.rename(elsewhere / p.name)
+    return elsewhere
+
+
 def _listing(folder: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
 
@@ -38,12 +47,11 @@ def test_the_views_refuse_a_linked_store_and_write_nothing_next_to_its_target(
     tmp_path: Path, out_dir: Path, name: str
 ) -> None:
     batch = _batch(tmp_path, out_dir)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
     if name == "items.db":
-        for p in batch.glob("items.db*"):
-            p.rename(elsewhere / p.name)
+        elsewhere = _moved_away(batch, tmp_path)
     else:  # a -wal planted as a link next to the real store
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
         (batch / "items.db-wal").unlink(missing_ok=True)
         (elsewhere / "items.db-wal").write_bytes(b"")
     (batch / name).symlink_to(elsewhere / name)
@@ -62,10 +70,7 @@ def test_recover_sets_a_linked_store_aside_as_a_link_and_rebuilds(
     tmp_path: Path, out_dir: Path, dangling: bool
 ) -> None:
     batch = _batch(tmp_path, out_dir)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    for p in batch.glob("items.db*"):
-        p.rename(elsewhere / p.name)
+    elsewhere = _moved_away(batch, tmp_path)
     (batch / "items.db").symlink_to(elsewhere / "items.db")
     if dangling:
         (elsewhere / "items.db").unlink()
