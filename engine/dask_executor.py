@@ -19,7 +19,7 @@ which the engine reaches with a broadcast:
                          └─ the rest: client.run(cancel_tokens) on every worker: queued ->
                             cancelled (a task in transit finds its slots pre-cancelled);
                             cancelled = asked - begun anywhere, when every worker answered
-    worker ── outcomes event (as decided) ──▶ _on_outcomes ──┐
+    worker ── outcomes event (as decided) ──▶ on_outcomes ───┐
     collector (as_completed) ──▶ each task's result ─────────┴──▶ the runner's completion queue
 
 An item's outcome reaches the runner as it is decided, not when its chunk ends: the task hands
@@ -58,6 +58,8 @@ and closes (:mod:`.dask_cluster` connects, checks and asks it). batchtui, the ``
 worker; shell items run on the worker's machine, their ``logs/`` are written there, under the
 same batch path. On a LocalCluster ``set_workers(n)`` scales the cluster; on an existing cluster
 ``--workers`` only sets the runner's window (the tasks in flight follow the cluster's threads).
+On an existing cluster an engine killed -9 leaves its running items behind: the next run of
+the batch kills or waits for them before they run again (:mod:`.dask_orphans`).
 
 The parts: this module's threads (dispatcher, collector, poller) and :mod:`.dask_reaper`'s (a
 LocalCluster's worker restarts) talk to dask; :mod:`.dask_ledger` keeps where each item is and
@@ -70,21 +72,23 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import pickle
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, Final
 
 from .attempts import Classifier, Outcome
 from .config import BatchConfig
 from .dask_cluster import BROADCAST_TIMEOUT_S, DaskCluster
 from .dask_ledger import Ledger, Owed, Task, lost_outcomes
+from .dask_orphans import Orphans
 from .dask_reaper import WorkerReaper
 from .dask_verdicts import Verdicts
 from .dask_worker import (
     TaskSpec,
+    batch_token,
     cancel_tokens,
     kill_all_on_worker,
     kill_on_worker,
@@ -145,6 +149,8 @@ class DaskExecutor:
         self._counter = itertools.count()
         self._cluster_info: ClusterInfo | None = None
         self.reaper = WorkerReaper(self)
+        self.orphans = Orphans(self)
+        self.shortfall: str | None = None  # what holds the run back as it starts (said once)
 
     @property
     def client(self) -> Any:
@@ -176,9 +182,11 @@ class DaskExecutor:
         except BaseException:
             self.shutdown(wait=1.0)
             raise
+        if self.cluster is None and self.task.batch:  # see .dask_orphans
+            self.shortfall = self.orphans.take_batch()
         self._ac = self.dask.distributed.as_completed(loop=self.client.loop, with_results=True, raise_errors=False)
         self.client.subscribe_topic(started_topic(self._key_prefix), self._on_began)
-        self.client.subscribe_topic(outcomes_topic(self._key_prefix), self._on_outcomes)
+        self.client.subscribe_topic(outcomes_topic(self._key_prefix), self.verdicts.on_outcomes)
         self._refresh_info()
         threads: list[tuple[Callable[[], None], str]] = [
             (self._dispatch, "batchtui-dask-dispatcher"),
@@ -211,6 +219,10 @@ class DaskExecutor:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.dask.close(wait, (started_topic(self._key_prefix), outcomes_topic(self._key_prefix)))
+
+    def send_output_to(self, batch_dir: str) -> None:
+        """The batch this run holds: named in every task, so the next run finds what is left."""
+        self.task = replace(self.task, batch=batch_token(batch_dir))
 
     # -- the Executor interface ----------------------------------------------------------------
 
@@ -325,30 +337,6 @@ class DaskExecutor:
         """A task's worker says it began (on the client's event loop): ``(time, key)``."""
         self.ledger.began(event[1] if isinstance(event, tuple) and len(event) == 2 else None)
 
-    def _on_outcomes(self, event: Any) -> None:
-        """Outcomes a task handed over before it ended (on the client's event loop): those it
-        still owes go to the runner now; its result repeats them and is then dropped. The event
-        is ``[key, pickled outcomes or None (too large: they come with the result), ended,
-        held]``: its items before index ``ended`` have ended, so the next one began; ``held``,
-        the (seq, attempt) of those that hold the worker until this engine's verdict."""
-        msg = event[1] if isinstance(event, tuple) and len(event) == 2 else None
-        if not (isinstance(msg, list | tuple) and len(msg) in (2, 3, 4)):
-            return
-        key, blob = msg[0], msg[1]
-        ended = msg[2] if len(msg) >= 3 and isinstance(msg[2], int) else None
-        held = [(int(seq), int(attempt)) for seq, attempt in msg[3]] if len(msg) >= 4 and msg[3] else []
-        try:
-            outcomes = [] if blob is None else pickle.loads(blob)
-        except Exception:
-            log.exception("dask: outcomes that cannot be read (its task's result will carry them)")
-            outcomes = None
-        with self.verdicts.lock:
-            if (outcomes is None or (held and not outcomes)) and self.ledger.has(key):
-                # They come with the task's result (too large for an event): judged then.
-                self.verdicts.held_until_result.setdefault(key, []).extend(held)
-                return
-            self.verdicts.report(self.ledger.take(key, outcomes or [], ended), held)
-
     # -- threads -------------------------------------------------------------------------------
 
     def _cluster_threads(self) -> int:
@@ -363,7 +351,7 @@ class DaskExecutor:
 
     def _dispatch(self) -> None:
         """Take a chunk from the hand-off when a worker thread is free; submit it as one task."""
-        handoff, ledger = self.handoff, self.ledger
+        handoff, ledger, orphans = self.handoff, self.ledger, self.orphans
         prefix, counter = self._key_prefix, self._counter
 
         def key_for(first: Item) -> str:
@@ -373,7 +361,7 @@ class DaskExecutor:
             if not ledger.wait_for_room(self._capacity(), 0.2):
                 continue
             try:
-                chunk = handoff.take(timeout=0.2)
+                chunk = handoff.take(timeout=0.2, held=orphans.blocks if orphans.seqs else None)
             except TimeoutError:
                 continue
             if chunk is None:
@@ -471,6 +459,7 @@ class DaskExecutor:
     def _poll(self) -> None:
         while not self._closing.wait(INFO_INTERVAL_S):
             self._refresh_info()
+            self.orphans.refresh()
             self.ledger.wake()  # the cluster may have more threads now
             self._sweep()
 

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class Slots:
     """The gate of one task on one worker: a state per item and the outcomes decided so far."""
 
-    __slots__ = ("arrived", "began_at", "finished", "outcomes", "states")
+    __slots__ = ("arrived", "batch", "began_at", "engine", "finished", "outcomes", "seqs", "states")
 
     def __init__(self, n: int) -> None:
         self.states = bytearray(n)
@@ -44,6 +44,9 @@ class Slots:
         self.finished = False
         self.outcomes: list[Outcome] = []
         self.began_at = 0.0  # time.time() when its latest item began (a chunked call's: all of them)
+        # Set as the task arrives: its batch's token, its engine run, and its items' seqs.
+        self.batch = self.engine = ""
+        self.seqs: tuple[int, ...] = ()
 
 
 class WorkerGates:
@@ -63,6 +66,9 @@ class WorkerGates:
         #: latest of its engine's says (a task sent before one says less).
         self.strict: dict[str, int] = {}
         self._said: dict[str, int] = {}
+        #: Per batch (its token), the engine run that holds it now (:meth:`take_batch`): the
+        #: tasks of any other run of that batch begin nothing more here.
+        self._owners: dict[str, str] = {}
 
     def set_strict(self, engine: str, said: tuple[int, int]) -> None:
         """What ``engine`` said (its count of changes, and what holds: 0, :data:`FAILURES` or
@@ -148,12 +154,47 @@ class WorkerGates:
             if self._size <= self._limit:
                 return
 
-    def arrive(self, key: str, n: int) -> Slots:
+    def arrive(self, key: str, n: int, batch: str = "", engine: str = "", seqs: tuple[int, ...] = ()) -> Slots:
+        """Task ``key`` (``n`` items, of ``engine``'s run of ``batch``) began here. A task of a
+        run whose batch another run took since (:meth:`take_batch`) begins none of its items."""
         with self._lock:
             entry = self._entry(key, n)
             entry.arrived = True
+            entry.batch, entry.engine, entry.seqs = batch, engine, seqs
+            if batch and self._owners.get(batch, engine) != engine:
+                entry.states[:] = bytes([CANCELLED]) * len(entry.states)
             self._trim(keep=key)
             return entry
+
+    def take_batch(self, batch: str, engine: str) -> tuple[set[str], list[int]]:
+        """``engine``'s run holds ``batch`` now (an engine that held it before died, or left
+        Python calls it gave up running): the items of every other run of the batch that have
+        not begun here never will. Returns those runs and the seqs of their items still running
+        here (:meth:`orphans`)."""
+        with self._cond:
+            self._owners[batch] = engine
+            others = {e.engine for e in self._tasks.values() if e.batch == batch and e.engine != engine}
+            self._cond.notify_all()  # an item waiting for a verdict of the old run is refused now
+            return others, self._orphans(batch, engine)
+
+    def orphans(self, batch: str, engine: str) -> list[int]:
+        """The seqs of ``batch``'s items that runs other than ``engine``'s are running here (each
+        refusing what it has queued: nothing of them begins any more)."""
+        with self._lock:
+            return self._orphans(batch, engine)
+
+    def _orphans(self, batch: str, engine: str) -> list[int]:  # lock held
+        running: list[int] = []
+        for entry in self._tasks.values():
+            if entry.batch != batch or entry.engine == engine or not entry.arrived or entry.finished:
+                continue
+            states = entry.states
+            for index, state in enumerate(states):
+                if state == QUEUED:
+                    states[index] = CANCELLED
+                elif state == RUNNING and index < len(entry.seqs):
+                    running.append(entry.seqs[index])
+        return running
 
     def begin(self, entry: Slots, index: int) -> bool:
         with self._lock:

@@ -18,6 +18,8 @@ that starts after it does not undo it), before any task is sent under the new wo
 
 from __future__ import annotations
 
+import logging
+import pickle
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +30,8 @@ from .dask_ledger import Ledger, Owed
 from .dask_worker import lift_on_worker, strict_on_worker
 from .earlyhalt import EarlyHalt
 from .executors import CompletionQueue
+
+log = logging.getLogger("batchtui.engine.dask")
 
 
 class Verdicts:
@@ -153,3 +157,27 @@ class Verdicts:
         self._said = (self._said[0] + 1, level)
         self.dask.ask_all(strict_on_worker, self._engine, self._said)
         return self._said
+
+    def on_outcomes(self, event: Any) -> None:
+        """Outcomes a task handed over before it ended (on the client's event loop): those it
+        still owes go to the runner now; its result repeats them and is then dropped. The event
+        is ``[key, pickled outcomes or None (too large: they come with the result), ended,
+        held]``: its items before index ``ended`` have ended, so the next one began; ``held``,
+        the (seq, attempt) of those that hold the worker until this engine's verdict."""
+        msg = event[1] if isinstance(event, tuple) and len(event) == 2 else None
+        if not (isinstance(msg, list | tuple) and len(msg) in (2, 3, 4)):
+            return
+        key, blob = msg[0], msg[1]
+        ended = msg[2] if len(msg) >= 3 and isinstance(msg[2], int) else None
+        held = [(int(seq), int(attempt)) for seq, attempt in msg[3]] if len(msg) >= 4 and msg[3] else []
+        try:
+            outcomes = [] if blob is None else pickle.loads(blob)
+        except Exception:
+            log.exception("dask: outcomes that cannot be read (its task's result will carry them)")
+            outcomes = None
+        with self.lock:
+            if (outcomes is None or (held and not outcomes)) and self.ledger.has(key):
+                # They come with the task's result (too large for an event): judged then.
+                self.held_until_result.setdefault(key, []).extend(held)
+                return
+            self.report(self.ledger.take(key, outcomes or [], ended), held)

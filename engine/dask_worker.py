@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
+import os
 import pickle
 import signal
 import socket
@@ -66,6 +68,9 @@ class TaskSpec:
     #: --max-attempts when a failure rate is watched, else 0: with it, a failure for good holds
     #: the worker as a fatal error does (:func:`~.attempts.may_halt`).
     judged_below: int = 0
+    #: The batch's token (its folder, :func:`batch_token`): a later engine run of the batch
+    #: finds what an earlier one left running on the workers (:func:`take_batch_on_worker`).
+    batch: str = ""
 
     @property
     def cache_key(self) -> str:
@@ -159,7 +164,7 @@ def run_chunk(task: TaskSpec, chunk: list[Item], key: str, strict: tuple[int, in
     event lost with its worker, or one too large to stream, costs nothing.
     """
     _gates.set_strict(task.engine, strict)  # as when it was sent (a worker that joined since)
-    entry = _gates.arrive(key, len(chunk))
+    entry = _gates.arrive(key, len(chunk), task.batch, task.engine, tuple(item.seq for item in chunk))
     released, box, tell = _on_worker(task, key, chunk)
     out: list[Outcome] = []
     try:
@@ -297,6 +302,33 @@ def kill_all_on_worker(cache_key: str) -> int:
     """Run on every worker (``client.run``): kill every running shell item of this engine run."""
     processor = _processors.get(cache_key)
     return 0 if processor is None else int(processor.kill_all())
+
+
+def take_batch_on_worker(batch: str, engine: str) -> list[int]:
+    """Run on every worker (``client.run``) as ``engine``'s run of ``batch`` starts on a cluster
+    it does not own: nothing more begins here of the batch's earlier runs (an engine killed -9
+    leaves its tasks on such a cluster), their shell items are killed (process groups, as for a
+    stop), and the seqs of their items still running here are returned (a Python call cannot be
+    stopped: the new run holds those items until they end, :func:`orphans_on_worker`)."""
+    others, running = _gates.take_batch(batch, engine)
+    if others and running:
+        with _processors_lock:
+            theirs = [p for cache_key, p in _processors.items() if cache_key.partition("|")[0] in others]
+        for processor in theirs:
+            processor.kill_all()
+    return running
+
+
+def orphans_on_worker(batch: str, engine: str) -> list[int]:
+    """Run on every worker (``client.run``): the seqs of ``batch``'s items that runs other than
+    ``engine``'s still run here (see :func:`take_batch_on_worker`)."""
+    return _gates.orphans(batch, engine)
+
+
+def batch_token(batch_dir: str) -> str:
+    """What names a batch on the workers: a digest of its folder's real path (the engine's path
+    of it, which every worker shares: see :mod:`.dask_executor`)."""
+    return hashlib.sha256(os.path.realpath(batch_dir).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def forget_topics(topics: list[str], dask_scheduler: Any = None) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -177,13 +177,23 @@ class Handoff:
             self._chunks.extendleft([None] * workers)
             self._cond.notify_all()
 
-    def take(self, timeout: float | None = None) -> Chunk | None:
-        """The next chunk (blocking); None tells the worker to leave. Raises TimeoutError."""
+    def take(self, timeout: float | None = None, held: Callable[[Chunk], bool] | None = None) -> Chunk | None:
+        """The next chunk (blocking); None tells the worker to leave. Raises TimeoutError. A
+        chunk ``held`` says must wait stays where it is (a cancel finds it), the next one goes."""
         with self._cond:
-            while not self._chunks:
+            while True:
+                if held is None:
+                    if self._chunks:
+                        chunk = self._chunks.popleft()
+                        break
+                else:
+                    at = next((i for i, c in enumerate(self._chunks) if c is None or not held(c)), None)
+                    if at is not None:
+                        chunk = self._chunks[at]
+                        del self._chunks[at]
+                        break
                 if not self._cond.wait(timeout):
                     raise TimeoutError
-            chunk = self._chunks.popleft()
             if chunk is not None:
                 chunk.taken = True
             return chunk
