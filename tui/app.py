@@ -29,7 +29,7 @@ from .app_engine import EngineApp
 from .commands import ActionsProvider
 from .glyphs import ASCII_CLASS, ascii_driver, ascii_terminal
 from .hangup import TerminalWatch
-from .keys import key_entries, key_words, user_keymap
+from .keys import binding_ids, check_keymap, key_entries, key_words, user_keymap
 from .screens.browser import BrowserScreen
 from .screens.dashboard import DashboardScreen
 from .screens.modals import HelpScreen
@@ -124,11 +124,17 @@ class BatchtuiApp(EngineApp):
         return key_words(shown) if self.ascii_only else shown
 
     def _load_keymap(self) -> None:
-        keymap, problem = user_keymap(user_dir().parent / "keymap.toml")
-        if problem:
-            self.notify(clean(problem), severity="warning")
-        elif keymap:
+        """The user's keymap: what can be applied is, and each entry that cannot is said (an id
+        no binding has, a key that is not one): none is dropped without a word."""
+        path = user_dir().parent / "keymap.toml"
+        keymap, problem = user_keymap(path)
+        problems = [problem] if problem else []
+        if keymap:
+            keymap, wrong = check_keymap(keymap, binding_ids())
+            problems += [f"{path}: {p}" for p in wrong]
             self.set_keymap(keymap)
+        for text in problems:
+            self.notify(clean(text), severity="warning", timeout=10)
 
     def resume_batch(self, path: Path, plan: ResumePlan | None = None) -> None:
         """Resume a batch with its engine in this app (the browser's ``r``; the dashboard's
