@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from textual.actions import parse
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.dom import DOMNode
 from textual.keys import ASCII_KEY_NAMES, KEY_NAME_REPLACEMENTS, Keys
 from textual.screen import Screen
 
-__all__ = ["KeyEntry", "binding_ids", "check_keymap", "is_key", "key_entries", "key_words", "user_keymap"]
+__all__ = ["KeyEntry", "binding_ids", "check_keymap", "explained", "is_key", "key_entries", "key_words", "user_keymap"]
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,28 @@ def _rank(node: DOMNode, screen: Screen[Any]) -> int:
     return 1  # the focused widget or one of its parents
 
 
+def explained(bindings: list[BindingType], actions: tuple[str, ...]) -> list[BindingType]:
+    """``bindings``, and after each binding of ``actions`` a hidden one on the same key (and id:
+    a keymap moves both) that says why the key does nothing while ``check_action`` greys its
+    action out (Textual passes a key it refuses on to the key's next binding): a greyed key
+    pressed said nothing, where the palette said why."""
+    out: list[BindingType] = []
+    for b in bindings:
+        out.append(b)
+        if isinstance(b, Binding) and b.action in actions:
+            said = f"why_not({b.action!r}, {b.description!r})"
+            out.append(Binding(b.key, said, "", show=False, id=b.id, priority=b.priority, system=True))
+    return out
+
+
 def key_entries(screen: Screen[Any]) -> list[KeyEntry]:
     """The screen's keys: its own first (in the order it binds them), then the focused
     widget's, then the app's; keys bound to the same action of the same node are one entry."""
     grouped: dict[tuple[int, str], list[tuple[str, Binding, bool, DOMNode]]] = {}
     for node, bindings in screen._modal_binding_chain:
         for key, binding in bindings:
+            if binding.system:  # a greyed key's explanation (explained) is its key's own
+                continue
             # check_action: None is greyed, False hidden from the footer (the detail's stream
             # switch while no output shows); either way the key is listed, as not applying now.
             state = _action_state(node, binding.action)

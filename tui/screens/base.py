@@ -14,6 +14,8 @@ from textual.binding import ActiveBinding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from batchtui.engine.fmt import clean
+
 from ..host import host
 
 __all__ = ["WorkerScreen"]
@@ -92,6 +94,12 @@ class WorkerScreen(Screen[None]):
         if self.check_action(action, ()) is not True or not self.palette_offers(action):
             return "not available now"
         return None
+
+    def action_why_not(self, action: str, title: str) -> None:
+        """A key whose ``action`` is greyed out now was pressed: say why (see keys.explained)."""
+        why = self.unavailable(action)
+        if why is not None:
+            self.notify(clean(f"{title}: {why}"), severity="warning", timeout=6)
 
     @on(Worker.StateChanged)
     def _worker_ended(self, event: Worker.StateChanged) -> None:

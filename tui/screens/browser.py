@@ -35,6 +35,7 @@ from batchtui.engine.registry import forget
 from batchtui.engine.summary import BatchSummary
 
 from ..host import host
+from ..keys import explained
 from ..text import plain
 from ..widgets.batch_preview import BatchPreviewPane
 from ..widgets.batch_table import BatchTable
@@ -106,6 +107,7 @@ class BrowserScreen(WorkerScreen):
         Binding("d", "delete", "Delete", id="browser_delete", tooltip="Delete the selected batch (asks)"),
         Binding("f5", "reload", "Refresh", id="browser_refresh", tooltip="Read the batches again"),
     ]
+    BINDINGS = explained(BINDINGS, ("resume", "delete"))  # greyed: pressed, they say why
 
     def __init__(self, output_dir: Path | BatchScope) -> None:
         super().__init__()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from textual.binding import Binding, BindingType
 
+from ..keys import explained
+
 __all__ = ["DASHBOARD_BINDINGS"]
 
-DASHBOARD_BINDINGS: list[BindingType] = [
+_BINDINGS: list[BindingType] = [
     Binding("p", "toggle_pause", "Pause/Resume", id="pause", tooltip="Pause dispatch, or let it go on"),
     Binding("r", "bulk('retry')", "Retry", id="retry", tooltip="Retry the marked items (or the one under the cursor)"),
     Binding(
@@ -73,3 +75,6 @@ DASHBOARD_BINDINGS: list[BindingType] = [
         tooltip="Resume this batch: workers, failure-rate limit, timeout, retry failed, here or in the background",
     ),
 ]
+
+#: Greyed out while no engine runs the batch, or it stops: pressed then, they say why.
+DASHBOARD_BINDINGS = explained(_BINDINGS, ("toggle_pause", "stop"))
