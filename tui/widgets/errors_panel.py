@@ -12,11 +12,12 @@ not listed and where they are.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import var
@@ -32,7 +33,7 @@ from batchtui.engine.store.queries import ItemQueries, StoreError
 from ..text import plain
 from .labels import set_text
 
-__all__ = ["MOST_ROWS", "ErrorsPanel", "group_label", "row_key_at_cursor"]
+__all__ = ["MOST_ROWS", "ErrorsPanel", "ErrorsTable", "group_label", "row_key_at_cursor"]
 
 #: The most groups the table lists (a DataTable holds its rows; `batchtui errors` lists them all).
 MOST_ROWS: Final = 500
@@ -46,6 +47,16 @@ def _id(group: ErrorGroup) -> str:
 def group_label(group: ErrorGroup) -> str:
     """``type: message`` of a group, for a line that names it (the tab, a dialog)."""
     return error_line(group.error_type, group.message or group.example_message)
+
+
+class ErrorsTable(DataTable[Any]):
+    """The error groups' table: Home and End go to the first and the last group, as in the
+    items table (a DataTable's own scroll sideways, which showed nothing here)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("home", "scroll_top", "First", id="errors_first", show=False, tooltip="The first error group"),
+        Binding("end", "scroll_bottom", "Last", id="errors_last", show=False, tooltip="The last error group"),
+    ]
 
 
 def row_key_at_cursor(table: DataTable[Any]) -> str | None:
@@ -100,7 +111,7 @@ class ErrorsPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("Errors", classes="box-title", id="errors-title")
-        yield DataTable(id="errors", cursor_type="row", zebra_stripes=True)
+        yield ErrorsTable(id="errors", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#errors", DataTable)
