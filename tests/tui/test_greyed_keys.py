@@ -1,6 +1,7 @@
-"""A greyed-out key pressed says why it does nothing (tui/keys.py ``explained``): `p` and `x` on a
-batch no engine runs, `d` and `r` in the browser with no batch to act on. Before, they did
-nothing without a word (only the command palette said why)."""
+"""Keys that do nothing say so: a greyed-out key pressed says why (tui/keys.py ``explained``):
+`p` and `x` on a batch no engine runs, `d` and `r` in the browser with no batch to act on
+(before, they did nothing without a word; only the command palette said why); and the footer
+of a screen under a dialog, whose keys the dialog takes, is hidden."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 from batchtui.engine.models import BatchState
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.keys import key_entries
+from batchtui.tui.screens.resume_dialog import ResumeDialog
+from batchtui.tui.widgets.footer import KeyFooter
 
 from .conftest import run
 from .fixtures import FROZEN, make_batch
@@ -80,5 +83,26 @@ def test_browser_keys_with_no_batch_to_act_on_say_why(tmp_path: Path) -> None:
             await pilot.press("r")
             await pilot.pause()
             assert _said(app) == ["Delete: no batch selected", "Resume here: no batch selected"]
+
+    run(body)
+
+
+def test_the_footer_of_a_screen_under_a_dialog_is_hidden_until_the_dialog_closes(tmp_path: Path) -> None:
+    """A dialog takes every key: the dashboard's footer under it listed keys that did nothing."""
+    batch = make_batch(tmp_path / "out", state=BatchState.FINISHED, n=40)
+
+    async def body() -> None:
+        app = _dashboard(batch)
+        async with app.run_test(size=(80, 24), notifications=True) as pilot:
+            await pilot.pause()
+            footer = app.screen.query_one(KeyFooter)
+            assert footer.visible
+            await pilot.press("u")  # the resume dialog
+            await pilot.pause()
+            assert isinstance(app.screen, ResumeDialog)
+            assert not footer.visible
+            await pilot.press("escape")
+            await pilot.pause()
+            assert footer.visible and footer.region.height == 1
 
     run(body)

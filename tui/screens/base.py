@@ -17,6 +17,7 @@ from textual.worker import Worker, WorkerState
 from batchtui.engine.fmt import clean
 
 from ..host import host
+from ..widgets.footer import KeyFooter
 
 __all__ = ["WorkerScreen"]
 
@@ -43,6 +44,17 @@ class WorkerScreen(Screen[None]):
             key=lambda key: rank[bindings[key].binding.id or ""],
         )
         return {key: bindings[key] for key in [*first, *(k for k in bindings if k not in first)]}
+
+    def on_screen_suspend(self) -> None:
+        """A screen is on top of this one (a dialog shows this one under it): the footer's keys
+        are not this screen's to answer then. Hidden, its row kept (nothing moves), until this
+        screen is back on top."""
+        for footer in self.query(KeyFooter):
+            footer.visible = False
+
+    def on_screen_resume(self) -> None:
+        for footer in self.query(KeyFooter):
+            footer.visible = True
 
     def footer_first(self) -> tuple[str, ...]:
         """The binding ids the footer shows first now (a screen may order by its state)."""
