@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
 
-from .fmt import OUTPUT_ERRORS
+from .fmt import OUTPUT_ERRORS, decode_output
 
 __all__ = [
     "DEFAULT_LOG_LIMIT",
@@ -41,6 +41,7 @@ __all__ = [
     "log_limit_of",
     "log_name",
     "log_path",
+    "log_tail",
 ]
 
 Stream = Literal["out", "err"]
@@ -53,6 +54,8 @@ _READ: Final = 1 << 16
 #: How many attempts past the one followed are looked for (an attempt that printed nothing has
 #: no file: the next one with output may be a few further on).
 _LOOK_AHEAD: Final = 8
+#: How much of a log's end the item detail shows (:func:`log_tail`).
+TAIL_BYTES: Final = 16384
 _OPEN_FLAGS: Final = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC
 
 
@@ -139,6 +142,28 @@ def attempt_logs(batch_dir: str | os.PathLike[str], seq: int, *, upto: int | Non
             )
         )
     return found
+
+
+def log_tail(path: Path, limit: int = TAIL_BYTES) -> str | None:
+    """The end of a log file (its last ``limit`` bytes, from the first whole line, as text);
+    None when there is none, or it is no regular file (a link or a fifo put there since the
+    logs were listed: never followed, never waited on)."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen: it raises on a folder
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - limit))
+        data = fh.read()
+    text = decode_output(data)
+    if size > limit:
+        text = "…" + text.split("\n", 1)[-1]
+    return text
 
 
 def log_limit_of(batch_dir: str | os.PathLike[str]) -> int:

@@ -127,7 +127,7 @@ def test_show_of_a_batch_whose_report_is_a_fifo_shows_the_rest(batch: Path) -> N
 
 
 def test_the_item_detail_shows_no_output_for_a_fifo_or_a_link_in_place_of_a_log(tmp_path: Path) -> None:
-    from batchtui.tui.screens.detail import _tail
+    from batchtui.engine.logs import log_tail as _tail
 
     secret = tmp_path / "secret"
     secret.write_text("not a log\n")
@@ -241,7 +241,7 @@ def test_a_folder_is_damaged_and_its_descriptor_closed(tmp_path: Path) -> None:
 
 
 def test_the_item_detail_shows_no_output_for_a_folder_in_place_of_a_log(tmp_path: Path) -> None:
-    from batchtui.tui.screens.detail import _tail
+    from batchtui.engine.logs import log_tail as _tail
 
     (tmp_path / "0.1.out").mkdir()
     assert _tail(tmp_path / "0.1.out") is None

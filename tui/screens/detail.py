@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,9 +32,9 @@ from textual.worker import get_current_worker
 from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.client import ACK_TIMEOUT_S, Applied, NotAcknowledged, send
 from batchtui.engine.errors import BatchtuiError
-from batchtui.engine.fmt import clean, clean_block, decode_output
+from batchtui.engine.fmt import clean, clean_block
 from batchtui.engine.liveness import engine_status
-from batchtui.engine.logs import AttemptLog, Stream, attempt_logs
+from batchtui.engine.logs import AttemptLog, Stream, attempt_logs, log_tail
 from batchtui.engine.models import ControlOp
 from batchtui.engine.processors import ProcessorSpec
 from batchtui.engine.shell.describe import RunDescription, describe_run
@@ -51,29 +50,6 @@ from .base import WorkerScreen
 from .copy_menu import CopyChoice, CopyMenu
 from .detail_text import ending, error_text, escaped_copies, flight_cells, log_of, pretty, steer_question, title
 from .modals import ConfirmScreen
-
-TAIL_BYTES = 16384
-
-
-def _tail(path: Path, limit: int = TAIL_BYTES) -> str | None:
-    """The end of a log file; None when there is none, or it is no regular file (a link or a
-    fifo put there since the logs were listed: never followed, never waited on)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen: it raises on a folder
-        os.close(fd)
-        return None
-    with os.fdopen(fd, "rb") as fh:
-        fh.seek(0, 2)
-        size = fh.tell()
-        fh.seek(max(0, size - limit))
-        data = fh.read()
-    text = decode_output(data)
-    if size > limit:
-        text = "…" + text.split("\n", 1)[-1]
-    return text
 
 
 class ItemDetailScreen(WorkerScreen):
@@ -227,7 +203,7 @@ class ItemDetailScreen(WorkerScreen):
         streams: tuple[tuple[Stream, str], ...] = (("out", "#detail-stdout"), ("err", "#detail-stderr"))
         for stream, wid in streams:
             path = latest.path(stream) if latest is not None else None
-            text = _tail(path) if path is not None else None
+            text = log_tail(path) if path is not None else None
             shown = text if text is not None else "(no output)"
             if text is not None and latest is not None and latest.attempt != current:
                 shown = f"(attempt {latest.attempt}: the later ones printed nothing)\n{text}"
@@ -297,7 +273,7 @@ class ItemDetailScreen(WorkerScreen):
             for stream in ("out", "err"):
                 path = log.path(stream)
                 if path is not None:
-                    parts.append(f"{os.path.relpath(path, self.bdir.path)}\n{_tail(path, 1 << 20) or ''}")
+                    parts.append(f"{os.path.relpath(path, self.bdir.path)}\n{log_tail(path, 1 << 20) or ''}")
         return clean_block("\n\n".join(parts))
 
     def action_back(self) -> None:
