@@ -162,7 +162,8 @@ def test_item_detail_at_80x24_keeps_help_quit_and_back_in_the_footer(tmp_path: P
         async with app.run_test(size=(80, 24)) as pilot:
             await until(pilot, lambda: "300/300" in screen_lines(app)[1], "the dashboard")
             await pilot.press("3", "enter")
-            await until(pilot, lambda: "[FAILED]" in screen_lines(app)[0], "the item detail")
+            await until(pilot, lambda: "[FAILED]" in screen_lines(app)[1], "the item detail")
+            assert screen_lines(app)[0].lstrip().startswith("FINISHED")  # the batch's status line, kept
             footer = app.screen.query_one(KeyFooter)
             await until(pilot, lambda: len(footer.children) > 3, "the footer's keys")
             await pilot.pause()

@@ -335,7 +335,7 @@ class DashboardScreen(WorkerScreen):
     def _open_detail(self, seq: int) -> None:
         from .detail import ItemDetailScreen
 
-        self.app.push_screen(ItemDetailScreen(self.bdir.path, seq))
+        self.app.push_screen(ItemDetailScreen(self.bdir.path, seq, status_from=self))
 
     # -- actions -----------------------------------------------------------------------------
 

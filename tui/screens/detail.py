@@ -25,6 +25,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
+from textual.dom import DOMNode
 from textual.notifications import SeverityLevel
 from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
@@ -46,6 +47,7 @@ from ..pager import run_pager
 from ..text import plain, plain_block
 from ..widgets.footer import KeyFooter
 from ..widgets.output_follow import OutputFollow
+from ..widgets.status import ProgressLine
 from .base import WorkerScreen
 from .copy_menu import CopyChoice, CopyMenu
 from .detail_text import ending, error_text, escaped_copies, flight_cells, log_of, pretty, steer_question, title
@@ -93,8 +95,10 @@ class ItemDetailScreen(WorkerScreen):
         Binding("f5", "reload", "Reload", id="detail_reload", tooltip="Read the item again"),
     ]
 
-    def __init__(self, batch: Path, seq: int) -> None:
+    def __init__(self, batch: Path, seq: int, status_from: DOMNode | None = None) -> None:
+        """``status_from``: the batch's dashboard, whose status line this screen shows too."""
         super().__init__()
+        self.status_from = status_from
         self.bdir = BatchDir(batch)
         self.seq = seq
         self.row: ItemRow | None = None
@@ -106,6 +110,8 @@ class ItemDetailScreen(WorkerScreen):
         self.flight: Flight | None = None
 
     def compose(self) -> ComposeResult:
+        if self.status_from is not None:
+            yield ProgressLine(id="detail-progress")
         with VerticalScroll(id="detail"):
             yield Static(id="detail-title")
             # What went wrong first: on a small terminal the error is on screen at once.
@@ -136,6 +142,8 @@ class ItemDetailScreen(WorkerScreen):
             self.spec = None  # a damaged manifest: the rest of the detail is still worth showing
         self.action_reload()
         self.set_interval(1.0, self._tick)
+        if self.status_from is not None:
+            self.query_one(ProgressLine).follow(self.status_from)
 
     def action_reload(self) -> None:
         try:

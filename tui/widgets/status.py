@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -11,6 +11,7 @@ from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.dom import DOMNode
 from textual.reactive import var
 from textual.widgets import Static
 
@@ -330,6 +331,21 @@ class ProgressLine(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield StatusText(id="progress-text")
+
+    def follow(self, source: DOMNode) -> None:
+        """Show what ``source`` shows (a dashboard: its live, engine, gone and reading, and its
+        ``here`` as :attr:`in_process`), as it changes: a screen over it (the item detail) keeps
+        the batch's status line in sight."""
+
+        def mirror(name: str) -> Callable[[object], None]:
+            def set_value(value: object) -> None:
+                setattr(self, name, value)
+
+            return set_value
+
+        for name in ("live", "engine", "gone", "reading"):
+            self.watch(source, name, mirror(name))
+        self.watch(source, "here", mirror("in_process"))
 
     def on_mount(self) -> None:
         self._ready = True
