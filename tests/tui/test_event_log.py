@@ -223,7 +223,7 @@ def test_the_runs_last_items_and_its_end_come_before_engine_finished(tmp_path: P
     run(body)
 
 
-@pytest.mark.parametrize(("size", "rows"), [((80, 24), 15), ((60, 14), 8)])  # at 14 rows the log is hidden
+@pytest.mark.parametrize(("size", "rows"), [((80, 24), 15), ((60, 14), 8), ((120, 40), 30)])  # at 14 rows the log is hidden
 def test_l_shows_the_whole_log_on_the_screen_to_read_back_and_l_or_escape_goes_back(
     tmp_path: Path, size: tuple[int, int], rows: int
 ) -> None:
@@ -242,11 +242,17 @@ def test_l_shows_the_whole_log_on_the_screen_to_read_back_and_l_or_escape_goes_b
                 await until(pilot, lambda: "#29 try 1" in log.lines[-1], "the errors in the log")
                 await pilot.pause()
                 small = [row for row in _drawn(app, log) if row]
-                assert len(small) <= 3
+                assert len(small) < rows // 2  # the panel: a few rows
                 for key in ("l", "escape"):
                     await pilot.press("l")
                     await pilot.pause()
                     assert screen.maximized is log and screen.focused is log
+                    # The title and the status line stay above it (not the counts, the charts).
+                    top = [strip.text for strip in app.screen._compositor.render_strips()][:6]
+                    at = next(i for i, row in enumerate(top) if row.lstrip().startswith("RUNNING"))
+                    assert "[RUNNING" in top[0] and "180/300" in top[at], top
+                    below = [row for row in top[at + 1 :] if row.strip()]
+                    assert below[0].startswith("───"), top  # the log's own top edge next
                     whole = [row for row in _drawn(app, log) if row]
                     assert len(whole) >= rows and "#29 try 1" in whole[-1], whole
                     await pilot.press(key)

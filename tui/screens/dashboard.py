@@ -69,6 +69,7 @@ class DashboardScreen(WorkerScreen):
     STEERING: ClassVar[frozenset[str]] = frozenset({"toggle_pause", "stop", "bulk", "retry_group", "resume_batch"})
 
     BINDINGS: ClassVar[list[BindingType]] = DASHBOARD_BINDINGS
+    ALLOW_IN_MAXIMIZED_VIEW: ClassVar[str | None] = "#top, Footer"  # l: the run stays in sight (app.tcss)
 
     #: How often the progress of an engine in this app's thread is shown (issue 19, point 6).
     IN_PROCESS_EVERY_S: ClassVar[float] = 0.5
