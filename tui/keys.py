@@ -167,18 +167,25 @@ _KEY_NAMES = frozenset(
 )
 
 
+def _typed(character: str) -> bool:
+    """A character a key types (not a control, format or unassigned code point)."""
+    return unicodedata.category(character)[0] != "C"
+
+
 def is_key(key: str) -> bool:
     """Whether ``key`` names a key Textual can bind: a character, a key's name (``escape``,
     ``f5``, ``pageup``, ``question_mark``), either after modifiers (``ctrl+s``)."""
     if len(key) == 1:
-        return key.isprintable()
+        return _typed(key)
     if key in _KEY_NAMES:
         return True
     *mods, base = key.split("+")
     if not base or any(m not in MODIFIERS for m in mods):
         return False
-    if len(base) == 1 or base in _KEY_NAMES:
-        return base.isprintable()
+    if base in _KEY_NAMES:
+        return True
+    if len(base) == 1:
+        return _typed(base)
     try:  # a character's name, as Textual names a key it has no name for (``left_square_bracket``)
         return len(unicodedata.lookup(base.replace("_", " "))) == 1
     except KeyError:
