@@ -263,23 +263,10 @@ class TakeOver(RunState):
         info = classify(WorkerLost(DIED_WHILE_RUNNING))
         runs = [(seq, attempt, iso_at(at)) for seq, attempt, at in dead]
         error = (info.error_type, info.category, info.message, info.detail)
-        # Only a call in this process can take the engine down with it (the thread executor
-        # keeps the inflight file): a shell command runs in a process of its own, and its death
-        # was an operator's kill -9, a reboot, the OOM killer's choice, never the item's doing.
-        suspect = self.spec.kind != "shell"
         charged = self.store.charge_dead_runs(
-            runs, error, normalize_message(info.message), self.config.max_attempts, now_iso(), suspect=suspect
+            runs, error, normalize_message(info.message), self.config.max_attempts, now_iso()
         )
         if not charged:
-            return
-        if not suspect:
-            shown = ", ".join(f"#{seq} (attempt {attempt})" for seq, attempt, _deaths, _failed in charged[:10])
-            more = f" and {len(charged) - 10} more" if len(charged) > 10 else ""
-            self._warn(
-                f"the last engine died while {count(len(charged), 'item')} ran: {shown}{more}; each such attempt"
-                " counts (WorkerLost) and runs again (a shell command runs in a process of its own: it is never"
-                " failed for the engine's death)"
-            )
             return
         # Items that were running at more than one death go first, and one at a time: beside
         # each other (or beside items that did nothing wrong), one that takes the engine down

@@ -227,17 +227,13 @@ class ItemStore:
         group: str,
         max_attempts: int,
         at: str,
-        *,
-        suspect: bool = True,
     ) -> list[tuple[int, int, int, bool]]:
         """Attempts ``(seq, attempt, started_at)`` a dead engine began (engine/inflight.py): each
         is counted and logged with ``error`` (type, category, message, detail; ``group`` its
         normalized message), and its item goes back to pending with that error, unless this is
         proof enough that the item kills the engine: it ran alone (the only attempt in ``runs``),
         it has been running at :data:`DEATHS_TO_FAIL` deaths (one may be an operator's kill -9),
-        and the attempt is ``max_attempts``. Then it fails; never when ``suspect`` is False (the
-        items ran outside the engine's process: a shell command cannot take it down). An item
-        that has ended since, or
+        and the attempt is ``max_attempts``. Then it fails. An item that has ended since, or
         counts that attempt already, is left as it is. Returns ``(seq, attempt, deaths, failed)``
         of the attempts counted (``deaths``: how many it has been running at, this one in)."""
         charged: list[tuple[int, int, int, bool]] = []
@@ -252,7 +248,7 @@ class ItemStore:
                     (seq, error[0], error[2]),
                 ).fetchone()[0]
                 deaths = int(before) + 1
-                failed = suspect and alone and attempt >= max_attempts and deaths >= DEATHS_TO_FAIL
+                failed = alone and attempt >= max_attempts and deaths >= DEATHS_TO_FAIL
                 self.conn.execute(
                     "INSERT OR REPLACE INTO attempts(seq, attempt, status, started_at, finished_at, duration_s,"
                     " error_type, error_category, error_message, error_detail) VALUES (?,?,'failed',?,NULL,NULL,?,?,?,?)",
