@@ -223,7 +223,9 @@ def test_the_runs_last_items_and_its_end_come_before_engine_finished(tmp_path: P
     run(body)
 
 
-@pytest.mark.parametrize(("size", "rows"), [((80, 24), 15), ((60, 14), 8), ((120, 40), 30)])  # at 14 rows the log is hidden
+@pytest.mark.parametrize(
+    ("size", "rows"), [((80, 24), 15), ((60, 14), 8), ((120, 40), 30)]
+)  # at 14 rows the log is hidden
 def test_l_shows_the_whole_log_on_the_screen_to_read_back_and_l_or_escape_goes_back(
     tmp_path: Path, size: tuple[int, int], rows: int
 ) -> None:
