@@ -40,7 +40,8 @@ while [ $n -gt 0 ]; do
 done
 """
 
-#: Python: ``beat`` does the same for 4 s (in the worker's thread: it cannot be stopped).
+#: Python: ``beat`` does the same until the file ``release`` is beside it (a minute at most), in
+#: the worker's thread: it cannot be stopped.
 BEAT_PY = """
 import os
 import threading
@@ -55,7 +56,9 @@ def beat(item):
         fh.write(f"start {item.seq} {me} {time.time()}\\n")
     if os.path.exists(os.path.join(here, "fast")):
         return {"seq": item.seq}
-    for _ in range(40):
+    for _ in range(600):
+        if os.path.exists(os.path.join(here, "release")):
+            break
         time.sleep(0.1)
         with open(log, "a") as fh:
             fh.write(f"beat {item.seq} {me} {time.time()}\\n")
@@ -85,7 +88,7 @@ def _runs(log: Path) -> dict[int, list[tuple[str, float, float]]]:
 
 
 def _kill_mid_run_then_resume(
-    tmp_path: Path, out_dir: Path, cluster: Any, processor: list[str], log: Path
+    tmp_path: Path, out_dir: Path, cluster: Any, processor: list[str], log: Path, *, release: bool = False
 ) -> tuple[subprocess.CompletedProcess[str], dict[int, list[tuple[str, float, float]]], Path]:
     items = tmp_path / "items.txt"
     items.write_text("a\nb\n")
@@ -113,17 +116,31 @@ def _kill_mid_run_then_resume(
             engine.kill()
     (log.parent / "fast").touch()  # the next copies end at once
     batch = only_batch(out_dir)
-    proc = subprocess.run(
+    resume = subprocess.Popen(
         [*CLI, "resume", str(batch), "--headless"],
-        check=False,
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        if release:  # the earlier calls end once the new run has said that it waits for them
+            deadline = time.monotonic() + 90
+            while not any("still run on the dask cluster" in w for w in _live(batch).get("warnings", [])):
+                assert time.monotonic() < deadline and resume.poll() is None, "the resume never said it waits"
+                time.sleep(0.05)
+            time.sleep(0.5)  # it waits: nothing of them runs again meanwhile (_ran_one_at_a_time)
+            (log.parent / "release").touch()
+        out, err = resume.communicate(timeout=120)
+    finally:
+        if resume.poll() is None:
+            resume.kill()
     time.sleep(0.3)  # an earlier copy still running would beat meanwhile
-    return proc, _runs(log), batch
+    return subprocess.CompletedProcess(resume.args, resume.returncode, out, err), _runs(log), batch
+
+
+def _live(batch: Path) -> dict[str, Any]:
+    try:
+        return read_json(batch / "live_progress.json")
+    except (OSError, ValueError):
+        return {}
 
 
 def _ran_one_at_a_time(runs: dict[int, list[tuple[str, float, float]]]) -> None:
@@ -166,7 +183,7 @@ def test_python_calls_a_killed_engine_left_running_are_waited_for(tmp_path: Path
     (work / "beatmod.py").write_text(BEAT_PY)
     log = work / "ran.log"
     proc, runs, batch = _kill_mid_run_then_resume(
-        tmp_path, out_dir, cluster, ["--call", f"{work / 'beatmod.py'}:beat"], log
+        tmp_path, out_dir, cluster, ["--call", f"{work / 'beatmod.py'}:beat"], log, release=True
     )
     assert proc.returncode == 0, proc.stderr
     _ran_one_at_a_time(runs)
