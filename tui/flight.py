@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batchtui.engine.batchdir import BatchDir, parse_iso
+from batchtui.engine.errors import BatchtuiError
+from batchtui.engine.liveness import engine_status
 from batchtui.engine.models import ACTIVE_STATES, LiveProgress
 from batchtui.engine.summary import stored_counts
 
-__all__ = ["Flight", "flights", "nothing_runs"]
+__all__ = ["Flight", "flights", "item_flight", "nothing_runs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +72,14 @@ def nothing_runs(live: LiveProgress, held: bool, batch: BatchDir | None = None) 
         return live
     counts = None if batch is None else stored_counts(batch)
     return (live if counts is None else live.model_copy(update={"counts": counts})).ended(live.state, live.halt_reason)
+
+
+def item_flight(batch: BatchDir, seq: int, now: float) -> tuple[Flight | None, bool]:
+    """What item ``seq`` does now if an engine runs it (live_progress.json's in-flight list),
+    and whether an engine holds the batch (False as well when its files cannot be read)."""
+    try:
+        live = batch.read_live()
+        held = engine_status(batch, live=live, now=now).held
+    except (BatchtuiError, OSError, ValueError):
+        return None, False
+    return (flights(live).get(seq) if held else None), held

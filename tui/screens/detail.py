@@ -34,14 +34,13 @@ from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.client import ACK_TIMEOUT_S, Applied, NotAcknowledged, send
 from batchtui.engine.errors import BatchtuiError
 from batchtui.engine.fmt import clean, clean_block
-from batchtui.engine.liveness import engine_status
 from batchtui.engine.logs import AttemptLog, Stream, attempt_logs, log_tail
 from batchtui.engine.models import ControlOp
 from batchtui.engine.processors import ProcessorSpec
 from batchtui.engine.shell.describe import RunDescription, describe_run
 from batchtui.engine.store.queries import AttemptRow, ItemQueries, ItemRow, StoreError
 
-from ..flight import Flight, flights
+from ..flight import Flight, item_flight
 from ..host import host
 from ..pager import run_pager
 from ..text import plain, plain_block
@@ -108,6 +107,8 @@ class ItemDetailScreen(WorkerScreen):
         self.ran: RunDescription | None = None
         #: What the item does now while in flight (live_progress.json): running or queued.
         self.flight: Flight | None = None
+        #: An engine holds the batch (as last read with the in-flight list).
+        self.engine_held = False
 
     def compose(self) -> ComposeResult:
         if self.status_from is not None:
@@ -154,7 +155,7 @@ class ItemDetailScreen(WorkerScreen):
             return
         self.row, self.attempt_rows = (None, []) if detail is None else (detail.row, detail.attempts)
         row = self.row
-        self.flight = self._read_flight() if row is not None and row.status == "processing" else None
+        self.flight = self._read_flight() if row is not None and row.status in ("pending", "processing") else None
         self.logs = attempt_logs(self.bdir.path, self.seq, upto=row.attempts) if row is not None else []
         self.ran = None
         if row is not None and self.spec is not None:
@@ -219,25 +220,39 @@ class ItemDetailScreen(WorkerScreen):
 
     def _read_flight(self) -> Flight | None:
         """What the item does now, if an engine runs it (live_progress.json's in-flight list)."""
-        try:
-            live = self.bdir.read_live()
-            held = engine_status(self.bdir, live=live, now=host(self).clock()).held
-        except (BatchtuiError, OSError, ValueError):
-            return None
-        return flights(live).get(self.seq) if held else None
+        flight, self.engine_held = item_flight(self.bdir, self.seq, host(self).clock())
+        return flight
 
     def _tick(self) -> None:
-        """While the item is in flight: its running time, once a second; the detail read again
-        once it started, ended or went back (what the engine wrote says so)."""
-        if self.flight is None or self.row is None:
+        """Once a second. While the item is in flight: its running time, and the detail read
+        again once it started, ended or went back (what the engine wrote says so). Else, read
+        again once an engine has it in flight or the store says it changed: a pending item shown
+        while it ran stayed "pending" under a status line that said the batch had finished."""
+        if self.row is None:
             return
-        flight = self._read_flight()
+        flight = self._read_flight() if self.row.status in ("pending", "processing") else None
+        if self.flight is None:
+            if flight is not None or self._stored_changed():
+                self.action_reload()
+            return
         if flight != self.flight:
             self.action_reload()
         elif not flight.queued:
             now = host(self).clock()
             self.query_one("#detail-title", Static).update(title(self.row, flight, now))
             self.query_one("#attempts", DataTable).update_cell("now", "Duration", Text(flight_cells(flight, now)[3]))
+
+    def _stored_changed(self) -> bool:
+        """Whether the store's row of the item differs from the one shown (its status, tries, end)."""
+        try:
+            with ItemQueries(self.bdir.items_db) as store:
+                row = store.row(self.seq)
+        except StoreError:
+            return False
+        shown = self.row
+        if row is None or shown is None:
+            return False
+        return (row.status, row.attempts, row.finished_at) != (shown.status, shown.attempts, shown.finished_at)
 
     # -- what the sections say ------------------------------------------------------------------
 
@@ -253,7 +268,7 @@ class ItemDetailScreen(WorkerScreen):
             return "(the batch's manifest cannot be read: how it ran is unknown)"
         lines = ran.as_text().splitlines()
         if ran.kind == "shell":
-            lines.insert(1, f"ended: {ending(row, self.flight)}")
+            lines.insert(1, f"ended: {ending(row, self.flight, self.engine_held)}")
         # A big item's JSON variable would fill the screen: its start says enough (y copies all).
         return "\n".join(line if len(line) <= 300 else line[:300] + "…" for line in "\n".join(lines).splitlines())
 

@@ -26,8 +26,9 @@ def command_ending(error_type: str | None) -> bool:
     return error_type is not None and (error_type == "timeout" or error_type.startswith(("exit ", "signal ")))
 
 
-def ending(row: ItemRow, flight: Flight | None = None) -> str:
-    """How the item's command ended: exit code, signal or timeout (or that it has not)."""
+def ending(row: ItemRow, flight: Flight | None = None, held: bool = True) -> str:
+    """How the item's command ended: exit code, signal or timeout (or that it has not; ``held``:
+    an engine holds the batch, else an item left 'processing' is one a dead engine ran)."""
     if flight is not None:  # a try under way: the error shown (if any) is an earlier try's
         return "queued: not started yet" if flight.queued else f"running (try {flight.attempt})"
     if row.status == "complete":
@@ -40,7 +41,9 @@ def ending(row: ItemRow, flight: Flight | None = None) -> str:
         return str(row.error_type)
     if row.error_type:
         return f"did not run to an exit: {row.error_type}"
-    return "running" if row.status == "processing" else "not run yet" if row.status == "pending" else row.status
+    if row.status == "processing":
+        return "running" if held else "cut short: no engine runs the batch (a resume runs it again)"
+    return "not run yet" if row.status == "pending" else row.status
 
 
 def pretty(value: Any) -> str:
