@@ -9,13 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import Input
 
 from batchtui.engine.files import read_model, write_model
-from batchtui.engine.models import BatchState, LiveProgress, RecentError
+from batchtui.engine.liveness import EngineStatus, Liveness
+from batchtui.engine.models import BatchState, LiveProgress, LockInfo, RecentError
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.messages import EngineFinished, LiveUpdated
 from batchtui.tui.screens.dashboard import DashboardScreen
+from batchtui.tui.screens.modals import ConfirmScreen
 from batchtui.tui.widgets.event_log import EventLog
+from batchtui.tui.widgets.items_table import ItemsTable
+from batchtui.tui.widgets.status import GONE
 
 from .conftest import run
 from .fixtures import T1, frozen_app, hold_lock, make_batch, until
@@ -340,5 +345,57 @@ def test_a_long_line_takes_no_row_for_a_scrollbar_and_still_scrolls_sideways(tmp
                 await pilot.pause()
                 shown = _drawn(app, log)[-1]
                 assert "#9 try 1" not in shown and log.lines[-1].endswith(shown[-40:]), shown
+
+    run(body)
+
+
+def test_the_whole_screen_log_leaves_the_tables_keys_alone(tmp_path: Path) -> None:
+    """With the log on the whole screen, `/` opened a filter field no one could see (it took
+    the keys typed next), enter opened an item and `s` asked to skip one, all of the hidden items
+    table. Those keys do nothing there now, and the tables' keys are back with the tables."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+
+    async def body() -> None:
+        with hold_lock(batch):
+            app = frozen_app(tmp_path, batch)
+            async with app.run_test(size=(80, 24)) as pilot:
+                screen, log = await _dashboard(app, pilot)
+                await pilot.press("l")
+                await pilot.pause()
+                assert screen.maximized is log
+                await pilot.press("slash", "z", "enter", "s", "plus", "a", "o", "3")
+                await pilot.pause()
+                assert app.screen is screen and screen.maximized is log  # no dialog, no detail
+                assert not screen.query_one("#filter", Input).display
+                assert screen.query_one(ItemsTable).marked_count == 0
+                await pilot.press("l")
+                await pilot.pause()
+                assert screen.maximized is None and screen.query_one(ItemsTable).has_focus
+                await pilot.press("3", "s")
+                await pilot.pause()
+                assert isinstance(app.screen, ConfirmScreen)  # the skip of the failed item under the cursor
+
+    run(body)
+
+
+def test_an_engine_that_dies_is_said_in_the_log(tmp_path: Path) -> None:
+    """A kill -9 of the engine: the status line said INTERRUPTED, the log nothing. An engine
+    that lets the batch go once it has finished it says nothing there."""
+    batch = make_batch(tmp_path, state=BatchState.RUNNING)
+    alive = EngineStatus(Liveness.ALIVE, 0.2, LockInfo(pid=4242, host="worker-1", started_at=T1))
+
+    async def body() -> None:
+        app = frozen_app(tmp_path, batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            _screen, log = await _dashboard(app, pilot)
+            log.engine = alive
+            log.engine = GONE
+            assert log.lines[-1].endswith("engine gone (pid 4242) while the batch was running: nothing runs it now")
+            assert log.live is not None
+            log.live = log.live.model_copy(update={"state": BatchState.FINISHED})
+            lines = len(log.lines)
+            log.engine = alive
+            log.engine = GONE
+            assert len(log.lines) == lines  # nothing said
 
     run(body)

@@ -423,12 +423,8 @@ class DashboardScreen(WorkerScreen):
     def action_events(self) -> None:
         """The event log on the whole screen (its lines whole, scrolled with the keys), or back."""
         log = self.query_one(EventLog)
-        if self.maximized is log:
-            self.minimize()
-            self.set_focus(self.query_one(ItemsTable))
-            return
-        self.maximize(log, container=False)
-        self.set_focus(log)
+        self.set_focus(log if log.toggle_whole_screen() else self.query_one(ItemsTable))
+        self.refresh_bindings()  # the tables' keys go (dashboard_gates.py), or come back
 
     def action_tab(self, tab_id: str) -> None:
         self.query_one("#tabs", Tabs).active = tab_id

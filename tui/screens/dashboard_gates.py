@@ -28,6 +28,13 @@ __all__ = ["DashboardGates"]
 
 #: Keys that do nothing while the engine reads the source (binding ids: footer; actions: keys).
 _IDLE_WHILE_READING = {"pause": "toggle_pause", "stop": "stop", "resume_batch": "resume_batch"}
+#: The keys of the items and the errors tables: hidden while the event log has the whole screen
+#: (``l``): they acted on a table no one could see (enter opened an item, s skipped it, / opened
+#: a filter field that took the keys typed next).
+_ON_THE_TABLES = frozenset(
+    {"bulk", "retry_group", "mark_all", "mark", "mark_range", "sort", "details", "filter", "tab"}
+    | {"focus_errors", "focus_items"}
+)
 
 
 class DashboardGates:
@@ -110,6 +117,8 @@ class DashboardGates:
             return True  # the key answers why it does nothing
         if action == "filter" and self.screen.focused is not None and self.screen.focused.id == "filter":
             return False  # "/" typed in the field is text (its binding has priority)
+        if action in _ON_THE_TABLES and self.screen.maximized is not None:
+            return False
         if action in ("toggle_pause", "stop"):
             if not self.engine_live:
                 return None  # greyed out: nothing to pause or stop

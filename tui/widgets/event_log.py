@@ -23,7 +23,7 @@ from batchtui.engine.batchdir import BatchDir, parse_iso
 from batchtui.engine.client import NotAcknowledged, Sent
 from batchtui.engine.fmt import clean, error_line
 from batchtui.engine.liveness import EngineStatus, Liveness
-from batchtui.engine.models import BatchState, LiveProgress
+from batchtui.engine.models import ACTIVE_STATES, BatchState, LiveProgress
 
 from .status import GONE
 
@@ -134,11 +134,24 @@ class EventLog(Log):
         super().clear()
         Log.write_lines(self, self._rows(self._written), scroll_end=False)
 
+    def toggle_whole_screen(self) -> bool:
+        """The log on the whole screen (its lines whole, scrolled with the keys), or back in its
+        panel; whether it is on the whole screen now."""
+        if self.screen.maximized is self:
+            self.screen.minimize()
+            return False
+        self.screen.maximize(self, container=False)
+        return True
+
     def watch_engine(self, before: EngineStatus, after: EngineStatus) -> None:
         if before.liveness != Liveness.STALE and after.liveness == Liveness.STALE:
             self.write_event(f"engine not responding: {after.explain()}")
         elif before.liveness == Liveness.STALE and after.liveness == Liveness.ALIVE:
             self.write_event("engine responding again")
+        elif before.held and not after.held and self.live is not None and self.live.state in ACTIVE_STATES:
+            # Its lock went while its files say it runs: it died (a kill -9, a crash, a reboot).
+            who = f"pid {before.pid}" if before.pid is not None else "its process"
+            self.write_event(f"engine gone ({who}) while the batch was {self.live.state.value}: nothing runs it now")
 
     def watch_live(self, previous: LiveProgress | None, live: LiveProgress | None) -> None:
         if live is None:
