@@ -29,7 +29,8 @@ from .app_engine import EngineApp
 from .commands import ActionsProvider
 from .glyphs import ASCII_CLASS, ascii_driver, ascii_terminal
 from .hangup import TerminalWatch
-from .keys import binding_ids, check_keymap, key_entries, key_words, user_keymap
+from .keymap import binding_table, check_keymap, read_keymap, summary
+from .keys import key_entries, key_words
 from .screens.browser import BrowserScreen
 from .screens.dashboard import DashboardScreen
 from .screens.modals import HelpScreen
@@ -124,17 +125,17 @@ class BatchtuiApp(EngineApp):
         return key_words(shown) if self.ascii_only else shown
 
     def _load_keymap(self) -> None:
-        """The user's keymap: what can be applied is, and each entry that cannot is said (an id
-        no binding has, a key that is not one): none is dropped without a word."""
+        """The user's keymap: what can be applied is, and what cannot is said in one toast (an
+        id no binding has, a value that is not a key, a key another binding keeps...):
+        none of it is dropped without a word (tui/keymap.py)."""
         path = user_dir().parent / "keymap.toml"
-        keymap, problem = user_keymap(path)
-        problems = [problem] if problem else []
+        keymap, problems = read_keymap(path)
         if keymap:
-            keymap, wrong = check_keymap(keymap, binding_ids())
-            problems += [f"{path}: {p}" for p in wrong]
+            keymap, wrong = check_keymap(keymap, binding_table())
+            problems += wrong
             self.set_keymap(keymap)
-        for text in problems:
-            self.notify(clean(text), severity="warning", timeout=10)
+        if problems:
+            self.notify(clean(summary(path, problems)), severity="warning", timeout=15)
 
     def resume_batch(self, path: Path, plan: ResumePlan | None = None) -> None:
         """Resume a batch with its engine in this app (the browser's ``r``; the dashboard's

@@ -11,22 +11,16 @@ Whether an action applies is asked of the node it runs on through its public ``c
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import pkgutil
-import tomllib
-import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from textual.actions import parse
 from textual.binding import Binding, BindingType
 from textual.dom import DOMNode
-from textual.keys import ASCII_KEY_NAMES, KEY_NAME_REPLACEMENTS, Keys
 from textual.screen import Screen
+from textual.widgets import Button
 
-__all__ = ["KeyEntry", "binding_ids", "check_keymap", "explained", "is_key", "key_entries", "key_words", "user_keymap"]
+__all__ = ["KeyEntry", "explained", "key_entries", "key_words", "label_buttons", "rebound_key"]
 
 
 @dataclass(frozen=True)
@@ -127,107 +121,28 @@ def key_words(shown: str) -> str:
     return shown
 
 
-def user_keymap(path: Path) -> tuple[dict[str, str], str | None]:
-    """The user's key overrides, ``{binding id = "keys"}`` (at the top level or under
-    ``[keymap]``; a list of keys, or keys separated by commas), from ``path``
-    ($XDG_CONFIG_HOME/batchtui/keymap.toml); none if it does not exist. A file that cannot be
-    read gives no overrides and says why; an entry that is not one is left out and said
-    (:func:`check_keymap` says which ids and keys are not ours)."""
-    if not path.is_file():
-        return {}, None
-    try:
-        data = tomllib.loads(path.read_text())
-        table = data.get("keymap", data)
-        if not isinstance(table, dict):
-            raise AttributeError(f"[keymap] must be a table of binding ids, not {type(table).__name__}")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError) as exc:
-        return {}, f"{path}: {exc}"
-    keymap: dict[str, str] = {}
-    bad: list[str] = []
-    for name, value in table.items():
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            keymap[str(name)] = str(value)
-        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            keymap[str(name)] = ",".join(value)
-        else:
-            bad.append(f"{name} = {value!r} is not a key or a list of keys")
-    return keymap, f"{path}: {'; '.join(bad)}" if bad else None
+def rebound_key(screen: Screen[Any], binding_id: str) -> str | None:
+    """The key ``binding_id`` has on ``screen`` now (as shown), when the user's keymap moved it
+    from the screen's own; else None. A dialog's button says its key: "Yes (y)" stayed so with
+    ``confirm_yes = "j"``, and y did nothing."""
+    defaults = {
+        key.strip()
+        for b in type(screen).BINDINGS
+        if isinstance(b, Binding) and b.id == binding_id
+        for key in b.key.split(",")
+    }
+    for _node, bindings in screen._modal_binding_chain:
+        for key, binding in bindings:
+            if binding.id == binding_id and not binding.system:
+                return None if key in defaults else screen.app.get_key_display(binding)
+    return None
 
 
-#: The modifiers a key may have (``ctrl+shift+up``).
-MODIFIERS = frozenset({"ctrl", "shift", "alt", "meta", "super", "hyper"})
-
-
-#: The names of keys (besides characters' names, :func:`is_key`).
-_KEY_NAMES = frozenset(
-    {k.value for k in Keys}
-    | set(KEY_NAME_REPLACEMENTS.values())
-    | set(ASCII_KEY_NAMES.values())
-    | {"space", "enter", "tab", "backspace", "delete", "insert"}
-)
-
-
-def _typed(character: str) -> bool:
-    """A character a key types (not a control, format or unassigned code point)."""
-    return unicodedata.category(character)[0] != "C"
-
-
-def is_key(key: str) -> bool:
-    """Whether ``key`` names a key Textual can bind: a character, a key's name (``escape``,
-    ``f5``, ``pageup``, ``question_mark``), either after modifiers (``ctrl+s``)."""
-    if len(key) == 1:
-        return _typed(key)
-    if key in _KEY_NAMES:
-        return True
-    *mods, base = key.split("+")
-    if not base or any(m not in MODIFIERS for m in mods):
-        return False
-    if base in _KEY_NAMES:
-        return True
-    if len(base) == 1:
-        return _typed(base)
-    try:  # a character's name, as Textual names a key it has no name for (``left_square_bracket``)
-        return len(unicodedata.lookup(base.replace("_", " "))) == 1
-    except KeyError:
-        return False
-
-
-def binding_ids() -> set[str]:
-    """Every binding id a keymap may name: batchtui's screens' and widgets' (the ones not
-    loaded yet are imported: a keymap is checked only when there is one) and Textual's."""
-    importlib.import_module(f"{__package__}.app")
-    for package in ("screens", "widgets"):
-        module = importlib.import_module(f"{__package__}.{package}")
-        for info in pkgutil.iter_modules(module.__path__, f"{module.__name__}."):
-            importlib.import_module(info.name)
-    ids: set[str] = set()
-    pending: list[type[DOMNode]] = [DOMNode]
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        for binding in cls.__dict__.get("BINDINGS", ()):  # Textual's own too (command_palette)
-            if isinstance(binding, Binding) and binding.id:
-                ids.add(binding.id)
-    return ids
-
-
-def check_keymap(keymap: dict[str, str], ids: set[str]) -> tuple[dict[str, str], list[str]]:
-    """The entries of ``keymap`` that can be applied, and what is wrong with the others: an id
-    no binding has (with the ids it may mean), a key that is not one."""
-    good: dict[str, str] = {}
-    problems: list[str] = []
-    for name, keys in keymap.items():
-        if name not in ids:
-            near = difflib.get_close_matches(name, sorted(ids), n=3)
-            problems.append(f"no binding is named {name!r}" + (f" (did you mean {', '.join(near)}?)" if near else ""))
-            continue
-        listed = [k.strip() for k in keys.split(",")]
-        wrong = [k for k in listed if not is_key(k)]
-        if wrong:
-            problems.append(
-                f"{name} = {keys!r}: {', '.join(repr(k) for k in wrong)} is not a key"
-                " (a character, or a name such as ctrl+s, f5, escape, space, pageup)"
-            )
-            continue
-        good[name] = ",".join(listed)
-    return good, problems
+def label_buttons(screen: Screen[Any], buttons: dict[str, tuple[str, str]]) -> None:
+    """Each button of ``screen`` named in ``buttons`` (``{button id: (binding id, text)}``)
+    labelled ``text (key)`` with the key the user's keymap gave its binding (see
+    :func:`rebound_key`); one whose key is the screen's own keeps its label."""
+    for button_id, (binding_id, text) in buttons.items():
+        key = rebound_key(screen, binding_id)
+        if key is not None:
+            screen.query_one(f"#{button_id}", Button).label = f"{text} ({key})"

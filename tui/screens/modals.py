@@ -22,7 +22,7 @@ from textual.widgets import Button, Static
 
 from batchtui.engine.fmt import clean
 
-from ..keys import KeyEntry
+from ..keys import KeyEntry, label_buttons
 from ..text import cut_middle
 from .help_text import help_renderable
 
@@ -54,6 +54,12 @@ class FittingDialog(ModalScreen[_T]):
             "down", "scroll_text(1)", "Scroll down", id="dialog_scroll_down", tooltip="Scroll the text", show=False
         ),
     ]
+
+    #: Its buttons that say a key: ``{button id: (binding id, label)}`` (see keys.label_buttons).
+    BUTTON_KEYS: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    def on_mount(self) -> None:
+        label_buttons(self, self.BUTTON_KEYS)
 
     def on_resize(self, _event: events.Resize) -> None:
         width, height = _ROOMY
@@ -107,6 +113,7 @@ class ConfirmScreen(FittingDialog[bool]):
 
     AUTO_FOCUS: ClassVar[str | None] = "#no"
 
+    BUTTON_KEYS: ClassVar[dict[str, tuple[str, str]]] = {"yes": ("confirm_yes", "Yes"), "no": ("confirm_no", "No")}
     BINDINGS: ClassVar[list[BindingType]] = [
         *FittingDialog.BINDINGS,
         Binding("y", "answer(True)", "Yes", id="confirm_yes", tooltip="Confirm"),
@@ -149,6 +156,11 @@ class QuitScreen(FittingDialog[str]):
     #: What the dialog gives when the engine ended while it was shown: the quit goes on.
     ENDED: ClassVar[str] = "ended"
 
+    BUTTON_KEYS: ClassVar[dict[str, tuple[str, str]]] = {
+        "stop": ("quit_stop", "Stop"),
+        "handoff": ("quit_handoff", "Background"),
+        "cancel": ("quit_cancel", "Cancel"),
+    }
     BINDINGS: ClassVar[list[BindingType]] = [
         *FittingDialog.BINDINGS,
         Binding("s", "choose('stop')", "Stop", id="quit_stop", tooltip="Stop the batch (resumable) and quit"),

@@ -40,6 +40,7 @@ from batchtui.engine.resume import ResumePlan, plan_resume
 from batchtui.engine.summary import reads_stdin
 
 from ..host import host
+from ..keys import label_buttons
 from ..text import plain
 
 __all__ = ["FIELDS", "ResumeDialog", "ResumeStarted", "cli_flags", "resumable"]
@@ -204,6 +205,7 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
 
     def on_mount(self) -> None:
         self.query_one("#resume", Button).disabled = True
+        label_buttons(self, {"resume": ("resume_confirm", "Resume"), "cancel": ("resume_cancel", "Cancel")})
         self._read_plan()
 
     @work(thread=True, exclusive=True, group="resume-plan", name="planning the resume", exit_on_error=False)
