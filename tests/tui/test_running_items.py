@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Static, Tab
 
 from batchtui.engine.config import load_config
 from batchtui.engine.enqueue import create_batch
@@ -107,16 +107,23 @@ def test_the_in_flight_tab_tells_running_items_from_queued_ones(tmp_path: Path) 
 
 
 def test_items_of_an_engine_that_died_are_not_shown_running(tmp_path: Path) -> None:
-    """No engine holds the batch (it died): what the file says was in flight is not running."""
+    """No engine holds the batch (it died): what the file says was in flight is not running,
+    and the In flight tab lists none of it, as its count says ("In flight 0" listed 8 rows)."""
     batch = _batch(tmp_path)
 
     async def body() -> None:
         async with _app(tmp_path, batch, [FROZEN]).run_test(size=SIZE) as pilot:
             await settle(pilot)
+            table = pilot.app.screen.query_one(ItemsTable)
+            table.cursor_row = max(*RUNNING, *QUEUED)  # the All tab, scrolled to them
+            await settle(pilot)
+            rows = _rows(table)
+            assert {rows[seq][0] for seq in (*RUNNING, *QUEUED)} == {"processing"}, rows
             await pilot.press("2")
             await settle(pilot)
-            rows = _rows(pilot.app.screen.query_one(ItemsTable))
-            assert {rows[seq][0] for seq in (*RUNNING, *QUEUED)} == {"processing"}, rows
+            assert _rows(table) == {}
+            tab = pilot.app.screen.query_one("#tab-processing", Tab)
+            assert tab.label_text.endswith("In flight 0"), tab.label_text
 
     run(body)
 

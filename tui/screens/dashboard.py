@@ -303,7 +303,7 @@ class DashboardScreen(WorkerScreen):
     def _show_flights(self, table: ItemsTable, *, reread: bool = True) -> None:
         """The items in flight in the table, running or queued (none without an engine: a dead one's are stale)."""
         alive = self.engine.held or self.in_process_engine
-        table.show_flights(self._flights if alive else {}, self.host.clock(), reread=reread)
+        table.show_flights(self._flights if alive else {}, self.host.clock(), reread=reread, engine=alive)
         self.triage.ask_for_index(table.order)  # slowest first: read from an index, once an engine has it
 
     # -- selection and filters ---------------------------------------------------------------

@@ -24,19 +24,29 @@ class FlightRows:
     def __init__(self) -> None:
         self.flights: dict[int, Flight] = {}
         self.now = 0.0
+        #: An engine runs the batch (else nothing is in flight: a dead one's 'processing' rows
+        #: are pending to the next run, as the counts say).
+        self.engine = True
         self._shown: dict[int, Row] = {}  # the rows on screen this changed, by index
 
-    def set(self, flights: dict[int, Flight], now: float) -> bool:
-        """The items in flight are ``flights`` at ``now``; True when a running item's time
-        changed (its place in "slowest first" may have)."""
+    def set(self, flights: dict[int, Flight], now: float, engine: bool = True) -> bool:
+        """The items in flight are ``flights`` at ``now`` (``engine``: an engine runs the batch);
+        True when a running item's time changed (its place in "slowest first" may have)."""
         before = self.running_times()
-        self.flights, self.now = flights, now
+        self.flights, self.now, self.engine = flights, now, engine
         return self.running_times() != before
 
     @property
     def seqs(self) -> frozenset[int]:
         """The items in flight: what the In flight tab lists while an engine runs."""
         return frozenset(self.flights)
+
+    @property
+    def listed(self) -> frozenset[int] | None:
+        """The items the In flight tab lists: those in flight, none when no engine runs ("In
+        flight 0" listed a dead engine's 8 rows); None: the store's 'processing' rows (nothing
+        read of live_progress.json yet)."""
+        return self.seqs if self.flights or not self.engine else None
 
     def row(self, row: Row) -> Row:
         """``row`` as it is shown now: an item the store says is 'processing' as running or

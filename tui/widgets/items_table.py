@@ -249,16 +249,16 @@ class ItemsTable(ScrollView, can_focus=True):
         if seq is not None and self.selected_seq != seq and (index := self._pages.index_of(seq)) is not None:
             self.cursor_row = index
 
-    def show_flights(self, flights: dict[int, Flight], now: float, *, reread: bool = True) -> None:
+    def show_flights(self, flights: dict[int, Flight], now: float, *, reread: bool = True, engine: bool = True) -> None:
         """Show the items in flight as they are at ``now`` (running on try N for so long, or
         queued), not as the store's 'processing'; repaints only the lines on screen that
         changed (a running item's time: once a second). Sorted slowest first, the running
         items' places move with their times: the rows are read again (``reread`` False: the
-        caller does it, :meth:`refresh_data`)."""
-        seqs = self._in_flight.seqs
-        if self._in_flight.set(flights, now) and reread and self.order == "duration":
+        caller does it, :meth:`refresh_data`). ``engine`` False: no engine runs the batch."""
+        listed = self._in_flight.listed
+        if self._in_flight.set(flights, now, engine) and reread and self.order == "duration":
             self.refresh_data()
-        elif reread and self.status == "processing" and self._in_flight.seqs != seqs:
+        elif reread and self.status == "processing" and self._in_flight.listed != listed:
             self.refresh_data()  # the In flight tab lists what is in flight: it changed
         top = int(self.scroll_y)
         rows = range(top, min(top + self._body_height, self._count)) if flights else ()
@@ -438,8 +438,8 @@ class ItemsTable(ScrollView, can_focus=True):
     def item_filter(self) -> ItemFilter:
         """The items this view shows, as the store's filter (what a bulk action applies to)."""
         status, seqs = self.status, None
-        if status == "processing" and self._in_flight.flights:  # what live_progress.json has in flight:
-            status, seqs = None, self._in_flight.seqs  # those handed out since a commit are 'pending' rows
+        if status == "processing" and (listed := self._in_flight.listed) is not None:  # (FlightRows.listed)
+            status, seqs = None, listed  # those handed out since a commit are 'pending' rows
         return ItemFilter(
             status=status, error_type=self.error_type, text=self.text, error_group=self.error_group, seqs=seqs
         )
