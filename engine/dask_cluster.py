@@ -92,16 +92,27 @@ class DaskCluster:
         if "n_workers" in inspect.signature(self.client.scheduler_info).parameters:
             self._info_kwargs = {"n_workers": -1}
 
-    def check(self, task: TaskSpec, spec: ProcessorSpec, key: str) -> None:
-        """Wait for a worker, then build the processor on one: fail fast on a bad environment."""
+    def check(self, task: TaskSpec, spec: ProcessorSpec, key: str, *, probe_task: bool = True) -> None:
+        """Wait for a worker, then build the processor on one: fail fast on a bad environment.
+        ``probe_task`` False: no task (every thread is held by calls an earlier run of the batch
+        left running, which ran it here just now: a task would wait behind them)."""
         try:
             self.client.wait_for_workers(1, timeout=WORKER_WAIT_S)
         except (TimeoutError, OSError) as exc:
             raise DaskWorkerError(f"no dask worker joined {self.address()} within {WORKER_WAIT_S:g}s") from exc
         self._check_code(task, spec)
+        if not probe_task:
+            return
         future = self.client.submit(probe, task, pure=False, key=key)
         try:
             problem = future.result(timeout=WORKER_WAIT_S)
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                self.client.cancel([future])
+            raise DaskWorkerError(
+                f"no dask worker thread came free within {WORKER_WAIT_S:g}s to run the start-up check:"
+                f" every thread of {self.address()} is busy with other tasks"
+            ) from None
         except Exception as exc:  # batchtui missing on the worker, a version mismatch...
             problem = f"{type(exc).__name__}: {exc}"
         if problem:

@@ -178,12 +178,13 @@ class DaskExecutor:
         self.dask.connect()
         self.workers = self.config.workers
         try:
-            self.dask.check(self.task, self.spec, key=f"{self._key_prefix}-probe")
+            if self.cluster is None and self.task.batch:  # before the check, a task: see .dask_orphans
+                self.shortfall = self.orphans.take_batch()
+            calls_left = bool(self.orphans.seqs) and self.spec.kind != "shell"  # (shell ones: killed)
+            self.dask.check(self.task, self.spec, key=f"{self._key_prefix}-probe", probe_task=not calls_left)
         except BaseException:
             self.shutdown(wait=1.0)
             raise
-        if self.cluster is None and self.task.batch:  # see .dask_orphans
-            self.shortfall = self.orphans.take_batch()
         self._ac = self.dask.distributed.as_completed(loop=self.client.loop, with_results=True, raise_errors=False)
         self.client.subscribe_topic(started_topic(self._key_prefix), self._on_began)
         self.client.subscribe_topic(outcomes_topic(self._key_prefix), self.verdicts.on_outcomes)

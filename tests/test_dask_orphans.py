@@ -40,8 +40,8 @@ while [ $n -gt 0 ]; do
 done
 """
 
-#: Python: ``beat`` does the same until the file ``release`` is beside it (a minute at most), in
-#: the worker's thread: it cannot be stopped.
+#: Python: ``beat`` does the same until the file ``release`` is beside it (ten minutes at most:
+#: never of itself within the test), in the worker's thread: it cannot be stopped.
 BEAT_PY = """
 import os
 import threading
@@ -56,7 +56,7 @@ def beat(item):
         fh.write(f"start {item.seq} {me} {time.time()}\\n")
     if os.path.exists(os.path.join(here, "fast")):
         return {"seq": item.seq}
-    for _ in range(600):
+    for _ in range(6000):
         if os.path.exists(os.path.join(here, "release")):
             break
         time.sleep(0.1)
@@ -64,6 +64,12 @@ def beat(item):
             fh.write(f"beat {item.seq} {me} {time.time()}\\n")
     return {"seq": item.seq}
 """
+
+
+#: As many as the cluster has threads (two workers of two): the dead engine's items hold every
+#: one, so the resume's own start-up check, a task, would wait behind them (it did, 120 s, then
+#: failed) if the batch were not taken first.
+ITEMS = 4
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +97,9 @@ def _kill_mid_run_then_resume(
     tmp_path: Path, out_dir: Path, cluster: Any, processor: list[str], log: Path, *, release: bool = False
 ) -> tuple[subprocess.CompletedProcess[str], dict[int, list[tuple[str, float, float]]], Path]:
     items = tmp_path / "items.txt"
-    items.write_text("a\nb\n")
+    items.write_text("".join(f"i{n}\n" for n in range(ITEMS)))
     env = cli_env(out_dir, {"BATCHTUI_SCHEDULER": cluster.scheduler.address})
-    args = ["run", str(items), *processor, "--executor", "dask", "-j", "2", "--headless"]
+    args = ["run", str(items), *processor, "--executor", "dask", "-j", str(ITEMS), "--headless"]
     engine = subprocess.Popen(
         [*CLI, *args],
         env=env,
@@ -104,11 +110,11 @@ def _kill_mid_run_then_resume(
     )
     try:
         deadline = time.monotonic() + 90
-        while not (log.exists() and log.read_text().count("start ") == 2):
-            assert time.monotonic() < deadline, "the two items never started"
+        while not (log.exists() and log.read_text().count("start ") == ITEMS):
+            assert time.monotonic() < deadline, "the items never all started"
             assert engine.poll() is None, "the engine ended before its items did"
             time.sleep(0.05)
-        time.sleep(0.3)  # both beat: they run on the workers
+        time.sleep(0.3)  # they beat: they run on the workers
         os.kill(engine.pid, signal.SIGKILL)
         engine.wait(10)
     finally:
@@ -130,6 +136,7 @@ def _kill_mid_run_then_resume(
             (log.parent / "release").touch()
         out, err = resume.communicate(timeout=120)
     finally:
+        (log.parent / "release").touch()  # whatever happened: no call is left on the cluster
         if resume.poll() is None:
             resume.kill()
     time.sleep(0.3)  # an earlier copy still running would beat meanwhile
@@ -144,7 +151,7 @@ def _live(batch: Path) -> dict[str, Any]:
 
 
 def _ran_one_at_a_time(runs: dict[int, list[tuple[str, float, float]]]) -> None:
-    assert sorted(runs) == [0, 1]
+    assert sorted(runs) == list(range(ITEMS))
     for seq, copies in runs.items():
         assert len(copies) == 2, (seq, copies)
         (_, _, last_beat), (_, second_start, _) = sorted(copies, key=lambda c: c[1])
@@ -152,8 +159,8 @@ def _ran_one_at_a_time(runs: dict[int, list[tuple[str, float, float]]]) -> None:
 
 
 def _completed_once(batch: Path) -> None:
-    assert sorted(int(r["seq"]) for r in read_jsonl(batch / "results.jsonl")) == [0, 1]  # type: ignore[call-overload]
-    assert read_json(batch / "live_progress.json")["counts"]["complete"] == 2  # type: ignore[index]
+    assert sorted(int(r["seq"]) for r in read_jsonl(batch / "results.jsonl")) == list(range(ITEMS))  # type: ignore[call-overload]
+    assert read_json(batch / "live_progress.json")["counts"]["complete"] == ITEMS  # type: ignore[index]
 
 
 @needs_dask
@@ -173,7 +180,9 @@ def test_shell_items_a_killed_engine_left_running_are_killed_before_they_run_aga
     # Killed on the workers at once (they would have beaten for 20 s), not waited for.
     old = [sorted(copies, key=lambda c: c[1])[0] for copies in runs.values()]
     assert all(last - start < 10 for _, start, last in old), old
-    assert "2 items of an earlier run of this batch still run on the dask cluster (#0, #1): killed" in proc.stderr
+    assert (
+        "4 items of an earlier run of this batch still run on the dask cluster (#0, #1, #2, #3): killed" in proc.stderr
+    )
 
 
 @needs_dask
