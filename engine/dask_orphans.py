@@ -3,8 +3,10 @@
 An engine killed -9 (or one that gave up Python calls it could not stop, then ended) leaves its
 tasks on an existing cluster (``--scheduler``): the scheduler drops what had not begun once the
 engine's client is gone, but the items running then run on. The next engine run of the batch
-puts those items back to pending and would run them a second time, at the same time. So before
-it hands out anything it takes the batch on every worker (:func:`.dask_worker.take_batch_on_worker`):
+puts those items back to pending and would run them a second time, at the same time. So first
+of all, before its start-up check (a task: behind calls holding every thread it would wait, and
+the shell items went unkilled meanwhile), it takes the batch on every worker
+(:func:`.dask_worker.take_batch_on_worker`, out of band: it needs no free thread):
 
 - nothing more of the earlier runs of the batch begins there (their queued items are refused,
   and a task of theirs that arrives later begins none of its items);
