@@ -133,6 +133,8 @@ def _kill_mid_run_then_resume(
                 assert time.monotonic() < deadline and resume.poll() is None, "the resume never said it waits"
                 time.sleep(0.05)
             time.sleep(0.5)  # it waits: nothing of them runs again meanwhile (_ran_one_at_a_time)
+            shown = subprocess.run([*CLI, "show", str(batch)], env=env, capture_output=True, text=True, check=False)
+            assert "  Warnings:  " in shown.stdout and "still run on the dask cluster" in shown.stdout, shown.stdout
             (log.parent / "release").touch()
         out, err = resume.communicate(timeout=120)
     finally:

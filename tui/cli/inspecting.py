@@ -237,6 +237,10 @@ def show_cmd(ctx: click.Context, batch: str | None, output_dir: str | None, as_j
             click.echo(f"  Memory:    {plain(live.memory_hold)}")
         if live.start_hold:
             click.echo(f"  Starts:    {plain(live.start_hold)}")
+        # What the run said lately (an earlier run's calls it waits for, a shortfall of workers):
+        # the headless lines and the dashboard said it, show did not.
+        for i, said_line in enumerate(live.warnings[-3:]):
+            click.echo(("  Warnings:  " if i == 0 else "             ") + plain(said_line))
     for line in timeout_lines(manifest.config, live):
         click.echo(line)
     for line in hook_lines(manifest.config):
