@@ -131,8 +131,11 @@ class BatchtuiApp(EngineApp):
         path = user_dir().parent / "keymap.toml"
         keymap, problems = read_keymap(path)
         if keymap:
-            keymap, wrong = check_keymap(keymap, binding_table())
+            table = binding_table()
+            keymap, wrong = check_keymap(keymap, table)
             problems += wrong
+            if "help" in keymap and "help_close" not in keymap:  # the key that opens the help closes it
+                keymap["help_close"] = ",".join([*sorted(table["help_close"].keys), keymap["help"]])
             self.set_keymap(keymap)
         if problems:
             self.notify(clean(summary(path, problems)), severity="warning", timeout=15)

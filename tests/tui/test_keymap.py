@@ -12,7 +12,7 @@ import pytest
 from batchtui.tui.app import BatchtuiApp
 from batchtui.tui.keymap import binding_table, check_keymap, is_key, read_keymap, summary
 from batchtui.tui.keys import key_entries, key_words
-from batchtui.tui.screens.modals import ConfirmScreen
+from batchtui.tui.screens.modals import ConfirmScreen, HelpScreen
 
 from .conftest import run
 
@@ -191,3 +191,28 @@ def test_the_readme_names_every_binding_id_and_no_other() -> None:
     named |= {f"tab{n}" for n in range(1, 6)}
     ours = set(binding_table())
     assert named == ours
+
+
+def test_the_key_a_keymap_gives_the_help_closes_it_too(tmp_path: Path) -> None:
+    """help = "h": h opened the help and did not close it (its dialog closed on escape, q, ?)."""
+    xdg = Path(os.environ["XDG_CONFIG_HOME"]) / "batchtui"
+    xdg.mkdir(parents=True)
+    (xdg / "keymap.toml").write_text('help = "h"\n')
+    (tmp_path / "out").mkdir()
+
+    async def body() -> None:
+        app = BatchtuiApp(output_dir=tmp_path / "out", watch_files=False, handle_hangup=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            browser = app.screen
+            await pilot.press("h")
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press("h")
+            await pilot.pause()
+            assert app.screen is browser
+            await pilot.press("h", "question_mark")  # its own keys still close it
+            await pilot.pause()
+            assert app.screen is browser
+
+    run(body)
