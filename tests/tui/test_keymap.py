@@ -17,6 +17,15 @@ from batchtui.tui.screens.modals import ConfirmScreen, HelpScreen
 from .conftest import run
 
 
+def _browser_with_keymap(tmp_path: Path, keymap: str) -> BatchtuiApp:
+    """The app on an empty output folder, with ``keymap`` as the user's keymap.toml."""
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "batchtui"
+    config.mkdir(parents=True)
+    (config / "keymap.toml").write_text(keymap)
+    (tmp_path / "out").mkdir()
+    return BatchtuiApp(output_dir=tmp_path / "out", watch_files=False, handle_hangup=False)
+
+
 def test_a_keymap_file_is_read_at_the_top_level_and_under_keymap(tmp_path: Path) -> None:
     path = tmp_path / "keymap.toml"
     assert read_keymap(path) == ({}, [])  # none: nothing to say
@@ -141,13 +150,9 @@ def test_the_toast_lists_a_few_problems_each_cut_short(tmp_path: Path) -> None:
 def test_the_app_applies_what_it_can_of_a_keymap_and_says_what_it_cannot(tmp_path: Path) -> None:
     """A keymap with a typo'd id and a key that is none: the good entry works, the others are said
     in one toast (before, they were dropped without a word and the operator's key did nothing)."""
-    xdg = Path(os.environ["XDG_CONFIG_HOME"]) / "batchtui"
-    xdg.mkdir(parents=True)
-    (xdg / "keymap.toml").write_text('browser_refresh = "f6"\nskp = "x"\nbrowser_preview = "[b]"\n')
-    (tmp_path / "out").mkdir()
 
     async def body() -> None:
-        app = BatchtuiApp(output_dir=tmp_path / "out", watch_files=False, handle_hangup=False)
+        app = _browser_with_keymap(tmp_path, 'browser_refresh = "f6"\nskp = "x"\nbrowser_preview = "[b]"\n')
         async with app.run_test(size=(120, 40), notifications=True) as pilot:
             await pilot.pause()
             said = [str(n.message) for n in app._notifications]
@@ -162,13 +167,9 @@ def test_the_app_applies_what_it_can_of_a_keymap_and_says_what_it_cannot(tmp_pat
 
 def test_a_dialog_button_says_the_key_the_keymap_gave_it(tmp_path: Path) -> None:
     """confirm_yes = "j": the button said "Yes (y)" and y did nothing."""
-    xdg = Path(os.environ["XDG_CONFIG_HOME"]) / "batchtui"
-    xdg.mkdir(parents=True)
-    (xdg / "keymap.toml").write_text('confirm_yes = "j"\n')
-    (tmp_path / "out").mkdir()
 
     async def body() -> None:
-        app = BatchtuiApp(output_dir=tmp_path / "out", watch_files=False, handle_hangup=False)
+        app = _browser_with_keymap(tmp_path, 'confirm_yes = "j"\n')
         async with app.run_test(size=(120, 40)) as pilot:
             answers: list[bool | None] = []
             await app.push_screen(ConfirmScreen("Go?", "detail"), answers.append)
@@ -195,13 +196,9 @@ def test_the_readme_names_every_binding_id_and_no_other() -> None:
 
 def test_the_key_a_keymap_gives_the_help_closes_it_too(tmp_path: Path) -> None:
     """help = "h": h opened the help and did not close it (its dialog closed on escape, q, ?)."""
-    xdg = Path(os.environ["XDG_CONFIG_HOME"]) / "batchtui"
-    xdg.mkdir(parents=True)
-    (xdg / "keymap.toml").write_text('help = "h"\n')
-    (tmp_path / "out").mkdir()
 
     async def body() -> None:
-        app = BatchtuiApp(output_dir=tmp_path / "out", watch_files=False, handle_hangup=False)
+        app = _browser_with_keymap(tmp_path, 'help = "h"\n')
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
             browser = app.screen
