@@ -31,7 +31,7 @@ from pydantic import (
 
 from .adaptive import MIN_FLOOR_S, AdaptiveLimit, split_timeout
 from .config_env import ENV_PREFIX, env_layer, refuse_rule_twice
-from .config_errors import describe_errors, fmt_number, has_bool, near_setting, union_settings
+from .config_errors import describe_errors, fmt_number, has_bool, near_setting, union_settings, untrusted_message
 from .config_file import read_toml
 from .errors import EMPTY_MEANS_NONE, UserError
 from .events import EventHook, parse_hooks
@@ -339,7 +339,10 @@ class BatchConfig(BaseModel):
         if self.backoff_max < self.backoff:
             raise ValueError("backoff_max must be at least backoff")
         if self.scheduler and self.executor not in (None, "dask"):
-            raise ValueError("scheduler only applies to the dask executor")
+            raise ValueError(
+                f"scheduler only applies to the dask executor, not the {self.executor} one:"
+                " add --executor dask, or leave the scheduler out"
+            )
         return self
 
     def resolved_executor(self, processor_kind: str) -> str:
@@ -412,7 +415,7 @@ def load_config(
                 on_file(default, False)
             code = sorted(CODE_SETTINGS & found.keys())
             if code and implicit_code == "refuse":
-                raise UserError(_untrusted_message(default, code))
+                raise UserError(untrusted_message(default, code))
             refuse_rule_twice(f"config file {default}", found)
             layers.append((str(default), {k: v for k, v in found.items() if k not in CODE_SETTINGS}))
         elif os.path.lexists(default):
@@ -437,6 +440,12 @@ def load_config(
         for key, value in layer.items():
             merged[key] = value
             origin[key] = label
+    # `resume --executor process` of a batch that ran on a dask cluster: the batch moves off it,
+    # and the cluster's address goes with the executor that used it (the engine first makes sure
+    # nothing of the batch still runs there: engine/dask_leave.py).
+    moved = origin.get("executor") not in (None, "stored config") and merged.get("executor") not in (None, "dask")
+    if moved and origin.get("scheduler") == "stored config":
+        merged["scheduler"] = None
     stored = {key for key, label in origin.items() if label == "stored config"}
     try:
         return BatchConfig.model_validate(merged, context={"stored": stored})
@@ -457,15 +466,6 @@ def _refuse_empty(layers: list[tuple[str, Mapping[str, Any]]]) -> None:
     ]
     if empty:
         raise UserError("\n".join(["invalid configuration:", *empty]))
-
-
-def _untrusted_message(path: Path, names: list[str]) -> str:
-    flags = " or ".join(f"--{name.replace('_', '-')}" for name in names)
-    return (
-        f"{path} sets {', '.join(names)}, which runs code; a batchtui.toml that is only found in the"
-        f" current folder (it may have come with downloaded data) may not. If you trust it, name it:"
-        f" --config {path} (or give {flags} yourself)"
-    )
 
 
 def stored_config(config: Mapping[str, Any], manifest: Path) -> BatchConfig:

@@ -14,9 +14,10 @@ import difflib
 import types
 import typing
 from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["describe_errors", "fmt_number", "has_bool", "near_setting", "union_settings"]
+__all__ = ["describe_errors", "fmt_number", "has_bool", "near_setting", "union_settings", "untrusted_message"]
 
 #: pydantic's check -> our words; ``{}`` is the bound (from the error's context).
 _BOUNDS = {
@@ -139,3 +140,13 @@ def describe_errors(
         shown = "" if isinstance(value, dict) else f" = {_shown(value)}"
         lines.append(f"  {name}{shown}: {msg}{suffix}")
     return "\n".join(lines)
+
+
+def untrusted_message(path: Path, names: list[str]) -> str:
+    """Why a batchtui.toml only found in the current folder may not set ``names`` (they run code)."""
+    flags = " or ".join(f"--{name.replace('_', '-')}" for name in names)
+    return (
+        f"{path} sets {', '.join(names)}, which runs code; a batchtui.toml that is only found in the"
+        f" current folder (it may have come with downloaded data) may not. If you trust it, name it:"
+        f" --config {path} (or give {flags} yourself)"
+    )

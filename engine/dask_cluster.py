@@ -65,13 +65,14 @@ class DaskCluster:
         self._info_kwargs: dict[str, Any] = {}
         self._rpc = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="batchtui-dask-rpc")
 
-    def connect(self) -> None:
-        """Connect to ``--scheduler``, or start a LocalCluster of ``--workers`` processes."""
+    def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
+        """Connect to ``--scheduler`` (UserError when it does not answer within ``timeout``), or
+        start a LocalCluster of ``--workers`` processes."""
         distributed = self.distributed
         if self.config.scheduler:
             address = self.config.scheduler
             try:
-                self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+                self.client = distributed.Client(address, timeout=timeout, set_as_default=False)
             except (OSError, TimeoutError) as exc:
                 raise UserError(f"cannot connect to the dask scheduler at {address}: {exc}") from None
         else:

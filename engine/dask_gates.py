@@ -177,6 +177,17 @@ class WorkerGates:
             self._cond.notify_all()  # an item waiting for a verdict of the old run is refused now
             return others, self._orphans(batch, engine)
 
+    def batch_running(self, batch: str) -> list[int]:
+        """The seqs of ``batch``'s items running here now, of any run (nothing is changed)."""
+        with self._lock:
+            return [
+                seq
+                for entry in self._tasks.values()
+                if entry.batch == batch and entry.arrived and not entry.finished
+                for index, seq in enumerate(entry.seqs)
+                if index < len(entry.states) and entry.states[index] == RUNNING
+            ]
+
     def orphans(self, batch: str, engine: str) -> list[int]:
         """The seqs of ``batch``'s items that runs other than ``engine``'s are running here (each
         refusing what it has queued: nothing of them begins any more)."""

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("batchtui.engine.dask")
 
 
-def _seqs(seqs: list[int] | set[int] | frozenset[int]) -> str:
+def seq_list(seqs: list[int] | set[int] | frozenset[int]) -> str:
+    """``#3, #7, #12`` (the first eight, then ``...``)."""
     shown = sorted(seqs)
     return ", ".join(f"#{s}" for s in shown[:8]) + (" ..." if len(shown) > 8 else "")
 
@@ -62,7 +63,7 @@ class Orphans:
             shell = self._ex.spec.kind == "shell"
             notes.append(
                 f"{count(len(self.seqs), 'item')} of an earlier run of this batch still"
-                f" {'run' if len(self.seqs) != 1 else 'runs'} on the dask cluster ({_seqs(self.seqs)}):"
+                f" {'run' if len(self.seqs) != 1 else 'runs'} on the dask cluster ({seq_list(self.seqs)}):"
                 f" {'killed, and ' if shell else ''}each runs again here once it has ended"
                 f"{'' if shell else ' (a Python call cannot be stopped on a cluster the engine does not own)'}"
             )
@@ -80,7 +81,7 @@ class Orphans:
         ended = self.seqs - running
         self.seqs = running & self.seqs  # never more: an item of ours is never an orphan
         if ended:
-            log.info("dask: the earlier run's items %s ended: they go out now", _seqs(ended))
+            log.info("dask: the earlier run's items %s ended: they go out now", seq_list(ended))
 
     def blocks(self, chunk: Chunk) -> bool:
         """Whether ``chunk`` holds an item an earlier run still runs (it waits in the hand-off)."""

@@ -325,6 +325,12 @@ def orphans_on_worker(batch: str, engine: str) -> list[int]:
     return _gates.orphans(batch, engine)
 
 
+def running_on_worker(batch: str) -> list[int]:
+    """Run on every worker (``client.run``): the seqs of ``batch``'s items running here, of any
+    engine's run; a question only (``batchtui check``, a resume's checks before it takes the batch)."""
+    return _gates.batch_running(batch)
+
+
 def batch_token(batch_dir: str) -> str:
     """What names a batch on the workers: a digest of its folder's real path (the engine's path
     of it, which every worker shares: see :mod:`.dask_executor`)."""

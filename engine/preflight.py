@@ -17,12 +17,13 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 from .config import BatchConfig
+from .dask_leave import check_left_cluster, cluster_left
 from .errors import UserError
 from .fmt import clean, count, shell_line
 from .processors import ProcessorSpec, accepts_one_argument, load_callable
@@ -420,11 +421,22 @@ def preflight_new(config: BatchConfig, source: SourceSpec, processor: ProcessorS
 
 
 def preflight_resume(
-    config: BatchConfig, batch_path: Path, source: SourceSpec, processor: ProcessorSpec, *, thorough: bool | None = True
+    config: BatchConfig,
+    batch_path: Path,
+    source: SourceSpec,
+    processor: ProcessorSpec,
+    *,
+    thorough: bool | None = True,
+    last: Mapping[str, Any] | None = None,
 ) -> Preflight:
+    """The checks before a resume; ``last``: the config the batch last ran with (the manifest's),
+    for a resume that moves it off the dask cluster it ran on (:mod:`.dask_leave`)."""
     pf = Preflight()
     check_store(pf, batch_path, thorough=thorough)
     check_output_dir(pf, batch_path.parent, need_mb=10)
     check_processor(pf, processor, None)
     check_config(pf, config, processor)
+    left = cluster_left(last, config) if last is not None else None
+    if left is not None:
+        pf.add("cluster", *check_left_cluster(left, batch_path, processor.kind))
     return pf

@@ -136,7 +136,9 @@ class ResumePlan:
 
     def preflight(self) -> Preflight:
         """The checks before the engine starts (the full store check only after a crash)."""
-        return preflight_resume(self.config, self.batch.path, self.source, self.processor, thorough=None)
+        return preflight_resume(
+            self.config, self.batch.path, self.source, self.processor, thorough=None, last=self.manifest.config
+        )
 
     def runner(self, action: str = "resume", *, handle_signals: bool = False, paused: bool = False) -> BatchRunner:
         """The engine for this plan, holding the plan's lock (its own acquire returns at once);

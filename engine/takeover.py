@@ -22,6 +22,7 @@ from .batchdir import HOST, BatchLock, iso_at, now_iso
 from .committer import Committer
 from .control import ControlWatcher
 from .control_file import ControlReader
+from .dask_leave import cluster_left, leave_cluster
 from .earlyhalt import EarlyHalt
 from .enqueue import pipe_note, read_rest, source_unreadable
 from .errors import WorkerLost, classify
@@ -125,6 +126,13 @@ class TakeOver(RunState):
         short = fdlimit.ensure(self.config.workers, self.descriptor_kind())
         if short:
             self._warn(short)
+        # A resume that moves the batch off the dask cluster it last ran on: nothing of the batch
+        # may still run there (ClusterStillRuns refuses it, before anything changed).
+        left = cluster_left(self.manifest.config, self.config)
+        if left is not None:
+            note = leave_cluster(left, self.batch.path, self.spec.kind)
+            if note:
+                self._warn(note)
         # Made first: a process pool's workers (a fresh interpreter each) start while the store
         # and the files are opened below; executor.start() waits for them.
         self.executor = self._executor_factory(self.spec, self.config, self.completions)

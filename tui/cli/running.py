@@ -118,6 +118,7 @@ def check_cmd(ctx: click.Context, /, batch_arg: str | None, **kwargs: Any) -> No
             bdir.path,
             SourceSpec.model_validate(manifest.source),
             ProcessorSpec.model_validate(manifest.processor),
+            last=manifest.config,
         )
         _check_halts_before_start(pf, bdir, manifest, config)
     else:

@@ -1,0 +1,148 @@
+"""A resume that moves a batch off the dask cluster it last ran on (``--scheduler``).
+
+``batchtui resume B --executor process`` (a Python call that hangs can be killed there, not in a
+dask worker's thread), or ``--scheduler`` naming another cluster: the items of an earlier run of
+the batch may still run on the old cluster (its engine was killed -9, or it gave up calls it
+could not stop), and run here a second time at once (DESIGN section 6: no item runs in two
+processes at once). A resume on the same cluster waits for them (:mod:`.dask_orphans`); one that
+leaves it cannot, so before anything runs the engine takes the batch there, as such a resume
+does: nothing more of the earlier runs begins, their shell items are killed, and it waits a
+moment for those to end. An item still running then (a Python call) refuses the resume, naming
+it and the ways on. A cluster that does not answer is said, and the run goes on: nothing can
+tell then what still runs there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from .config import BatchConfig
+from .errors import UserError
+from .fmt import count
+
+if TYPE_CHECKING:
+    from .dask_cluster import DaskCluster
+
+#: How long a resume that leaves a cluster waits for its killed shell items to end.
+KILLED_WAIT_S: Final = 10.0
+#: How long it waits for the old cluster's scheduler to answer.
+ANSWER_WAIT_S: Final = 5.0
+
+
+class ClusterStillRuns(UserError):
+    """An earlier run's items still run on the cluster the batch is leaving."""
+
+
+def cluster_left(last: Mapping[str, Any], config: BatchConfig) -> str | None:
+    """The scheduler's address of the cluster the batch last ran on (``last``: that run's config,
+    as the manifest keeps it) when this run (``config``) runs elsewhere; else None."""
+    address = last.get("scheduler") if last.get("executor") == "dask" else None
+    if not isinstance(address, str) or not address:
+        return None
+    if config.executor == "dask" and config.scheduler == address:
+        return None
+    return address
+
+
+def _where(address: str) -> str:
+    return f"the dask cluster at {address} this batch last ran on"
+
+
+def _connect(address: str) -> tuple[DaskCluster | None, str]:
+    """A client of the cluster at ``address``, or None and what the run's warnings say."""
+    from .dask_cluster import DaskCluster
+
+    try:
+        cluster = DaskCluster(BatchConfig(executor="dask", scheduler=address))
+    except UserError as exc:  # dask is no longer installed here
+        return None, (
+            f"{_where(address)} cannot be asked whether items of its runs still run there ({exc}):"
+            " such an item would run a second time here"
+        )
+    try:
+        cluster.connect(timeout=ANSWER_WAIT_S)
+    except UserError:
+        cluster.close(wait=1.0)
+        return None, (
+            f"{_where(address)} does not answer: an item an earlier run left running on one of its"
+            " workers (an engine killed -9, a Python call given up) would run a second time here"
+        )
+    return cluster, ""
+
+
+def _refusal(address: str, seqs: set[int], kind: str) -> str:
+    from .dask_orphans import seq_list
+
+    why = "killed, and not ended yet" if kind == "shell" else "a Python call cannot be stopped there"
+    one = len(seqs) == 1
+    return (
+        f"{count(len(seqs), 'item')} of an earlier run of this batch still {'runs' if one else 'run'}"
+        f" on {_where(address)} ({seq_list(seqs)}: {why}), and would run twice at once if run here too."
+        f" Resume on that cluster (--executor dask --scheduler {address}: it runs each again once it has"
+        f" ended), or end {'it' if one else 'them'} there (restart its workers), then resume here"
+    )
+
+
+def check_left_cluster(address: str, batch_dir: Path, kind: str) -> tuple[Literal["ok", "warn", "fail"], str]:
+    """What a resume's checks say of the cluster it leaves, asking only (nothing is taken or
+    killed: ``batchtui check`` runs them too): (level, message) for the preflight."""
+    from .dask_worker import batch_token, running_on_worker
+
+    cluster, why = _connect(address)
+    if cluster is None:
+        return "warn", why
+    try:
+        answers, complete = cluster.ask_all(running_on_worker, batch_token(str(batch_dir)))
+    finally:
+        cluster.close(wait=1.0)
+    running = {seq for reply in answers for seq in reply}
+    if running and kind != "shell":
+        return "fail", _refusal(address, running, kind)
+    if running:
+        verb = "runs" if len(running) == 1 else "run"
+        return "warn", (
+            f"{count(len(running), 'shell item')} of an earlier run still {verb} on {_where(address)}:"
+            " killed before this run starts"
+        )
+    if not complete:
+        return "warn", (
+            f"not every worker of {_where(address)} answered whether items of an earlier run still run there"
+        )
+    return "ok", f"nothing of this batch runs on {_where(address)} any more"
+
+
+def leave_cluster(address: str, batch_dir: Path, kind: str) -> str | None:
+    """Take the batch on the cluster at ``address`` (see the module docstring): what the run's
+    warnings say (None: nothing was left there), or :class:`ClusterStillRuns`."""
+    from .dask_worker import batch_token, orphans_on_worker, take_batch_on_worker
+
+    cluster, why = _connect(address)
+    if cluster is None:
+        return why
+    try:
+        token, me = batch_token(str(batch_dir)), f"batchtui-leave-{os.getpid()}-{time.monotonic_ns()}"
+        answers, complete = cluster.ask_all(take_batch_on_worker, token, me)
+        left = {seq for reply in answers for seq in reply}
+        killed = len(left) if kind == "shell" else 0
+        deadline = time.monotonic() + (KILLED_WAIT_S if kind == "shell" else 0.0)
+        while left and complete and time.monotonic() < deadline:
+            time.sleep(0.2)
+            answers, complete = cluster.ask_all(orphans_on_worker, token, me)
+            left = {seq for reply in answers for seq in reply} if complete else left
+        if left:
+            raise ClusterStillRuns(_refusal(address, left, kind))
+        notes = []
+        if not complete:
+            notes.append(
+                f"not every worker of {_where(address)} answered: an item of an earlier run still running on"
+                " one would run a second time here"
+            )
+        if killed:
+            notes.append(f"killed {count(killed, 'shell item')} an earlier run left running on {_where(address)}")
+        return "; ".join(notes) or None
+    finally:
+        cluster.close(wait=1.0)
