@@ -73,7 +73,7 @@ class DaskCluster:
             address = self.config.scheduler
             try:
                 self.client = distributed.Client(address, timeout=timeout, set_as_default=False)
-            except (OSError, TimeoutError) as exc:
+            except Exception as exc:  # OSError, TimeoutError; ValueError for an address it cannot read
                 raise UserError(f"cannot connect to the dask scheduler at {address}: {exc}") from None
         else:
             try:

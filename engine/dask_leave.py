@@ -63,15 +63,21 @@ def _connect(address: str) -> tuple[DaskCluster | None, str]:
             f"{_where(address)} cannot be asked whether items of its runs still run there ({exc}):"
             " such an item would run a second time here"
         )
-    try:
-        cluster.connect(timeout=ANSWER_WAIT_S)
-    except UserError:
-        cluster.close(wait=1.0)
-        return None, (
-            f"{_where(address)} does not answer: an item an earlier run left running on one of its"
-            " workers (an engine killed -9, a Python call given up) would run a second time here"
-        )
-    return cluster, ""
+    from .preflight import scheduler_unreachable  # (it imports this module)
+
+    # A TCP connect first: a client that cannot connect says so again as it is collected.
+    problem = scheduler_unreachable(address, ANSWER_WAIT_S)
+    if problem is None:
+        try:
+            cluster.connect(timeout=ANSWER_WAIT_S)
+            return cluster, ""
+        except Exception as exc:  # an address the client reads otherwise, a scheduler that hangs
+            problem = ("reach", f"{type(exc).__name__}: {exc}")
+    cluster.close(wait=1.0)
+    return None, (
+        f"{_where(address)} does not answer ({problem[1]}): an item an earlier run left running on one of"
+        " its workers (an engine killed -9, a Python call given up) would run a second time here"
+    )
 
 
 def _refusal(address: str, seqs: set[int], kind: str) -> str:

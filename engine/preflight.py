@@ -326,36 +326,62 @@ def check_config(pf: Preflight, config: BatchConfig, processor: ProcessorSpec) -
             check_scheduler(pf, config.scheduler)
 
 
-def check_scheduler(pf: Preflight, address: str, timeout: float = 3.0) -> None:
-    """A TCP connect to the scheduler's address: a wrong one fails here in seconds, not after the
-    client's 15 s. Addresses that are not host:port over TCP (a scheduler file...) are left to
-    the client."""
+#: The comms a dask scheduler is reached by from another process (``inproc://`` is one process's).
+SCHEDULER_SCHEMES: Final = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def scheduler_unreachable(address: str, timeout: float = 3.0) -> tuple[str, str] | None:
+    """Whether a dask scheduler answers at ``address``: None when it does (or cannot be told
+    without a client: ws://, ucx://), else ("address", why) for an address that is not one, or
+    ("reach", "HOST:PORT: why") for one that does not answer as a scheduler. Over tcp:// a
+    scheduler speaks first: a port that takes the connection and says nothing (the dashboard's
+    8787, any web server) is not one, and a dask client waits on it for ever (distributed#8071)."""
     import socket
     from urllib.parse import urlsplit
 
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    if parts.scheme not in ("tcp", "tls"):
-        return
     try:
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")
         host, port = parts.hostname, parts.port
     except ValueError:
-        host, port = None, None
+        return "address", f"{address!r} is not host:port"
+    if parts.scheme not in SCHEDULER_SCHEMES:
+        return "address", f"{address!r} is not a dask scheduler's address (tcp://HOST:PORT; or tls://, ws://, wss://, ucx://)"
+    if parts.scheme not in ("tcp", "tls"):
+        return None
     if not host or port is None:
-        pf.add("scheduler", "fail", f"--scheduler {address!r} is not host:port", "e.g. tcp://10.0.0.5:8786")
-        return
+        return "address", f"{address!r} is not host:port"
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
+        return "reach", f"{host}:{port}: {exc.strerror or type(exc).__name__}"
+    with sock:
+        try:
+            if parts.scheme == "tcp" and not sock.recv(1):
+                return "reach", f"{host}:{port}: it closed the connection (no dask scheduler listens there)"
+        except TimeoutError:
+            return "reach", (
+                f"{host}:{port}: it took the connection and sent nothing in {timeout:g}s, where a dask scheduler"
+                " speaks at once (a dashboard's port, 8787, rather than the scheduler's, 8786?)"
+            )
+        except OSError as exc:
+            return "reach", f"{host}:{port}: {exc.strerror or type(exc).__name__}"
+    return None
+
+
+def check_scheduler(pf: Preflight, address: str, timeout: float = 3.0) -> None:
+    """The scheduler answers: a wrong address fails here in seconds, not after the client's 15 s."""
+    problem = scheduler_unreachable(address, timeout)
+    if problem is None:
+        pf.add("scheduler", "ok", f"dask scheduler {address} answers")
+    elif problem[0] == "address":
+        pf.add("scheduler", "fail", f"--scheduler {problem[1]}", "e.g. tcp://10.0.0.5:8786")
+    else:
         pf.add(
             "scheduler",
             "fail",
-            f"cannot reach the dask scheduler at {host}:{port}: {reason}",
+            f"cannot reach the dask scheduler at {problem[1]}",
             "start it (`dask scheduler`) or fix --scheduler",
         )
-        return
-    pf.add("scheduler", "ok", f"dask scheduler {host}:{port} answers")
 
 
 def check_store(pf: Preflight, batch_path: Path, *, thorough: bool | None = True) -> None:

@@ -389,6 +389,34 @@ def test_unreachable_scheduler_fails_in_preflight(tmp_path: Path, out_dir: Path,
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
+@needs_dask
+@pytest.mark.parametrize(
+    ("address", "said"),
+    [
+        ("tcp://[::1", "--scheduler 'tcp://[::1' is not host:port"),
+        ("inproc://x", "--scheduler 'inproc://x' is not a dask scheduler's address"),
+        ("WEB", "took the connection and sent nothing in 3s, where a dask scheduler speaks at once"),
+    ],
+)
+def test_what_is_not_a_scheduler_fails_in_preflight(  # type: ignore[no-untyped-def]
+    tmp_path: Path, out_dir: Path, run_cli, address: str, said: str
+) -> None:
+    """An address that cannot be one, or a port that is no scheduler's: a dask client waited on a
+    web server's port (the dashboard's, a common slip) for ever, its timeout unheeded (distributed
+    #8071), with the batch made; another address was a traceback."""
+    import socket
+
+    with socket.socket() as web:  # takes connections, and says nothing first, as a web server
+        web.bind(("127.0.0.1", 0))
+        web.listen()
+        address = address.replace("WEB", f"tcp://127.0.0.1:{web.getsockname()[1]}")
+        items = _items(tmp_path, 3)
+        proc = run_cli(["run", str(items), "--cmd", "true", "--executor", "dask", "--scheduler", address], timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert said in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
 # -- without dask ----------------------------------------------------------------------------------
 
 
