@@ -7,8 +7,6 @@ See engine/dask_leave.py.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from batchtui.engine.resume import plan_resume
 
 from .conftest import CLI, cli_env, dask_client, only_batch, read_json, read_jsonl
 from .test_dask import needs_dask
-from .test_dask_orphans import BEAT_PY, BEAT_SH, _runs
+from .test_dask_orphans import BEAT_PY, BEAT_SH, _runs, killed_mid_run
 
 pytestmark = pytest.mark.xdist_group("test_dask_leave")
 
@@ -45,28 +43,8 @@ def _killed_mid_run(tmp_path: Path, out_dir: Path, address: str, processor: list
     """A run on the cluster at ``address`` killed -9 while its ITEMS items run there."""
     items = tmp_path / "items.txt"
     items.write_text("".join(f"i{n}\n" for n in range(ITEMS)))
-    args = ["run", str(items), *processor, "--executor", "dask", "--scheduler", address, "-j", str(ITEMS)]
-    engine = subprocess.Popen(
-        [*CLI, *args, "--headless"],
-        env=cli_env(out_dir),
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while not (log.exists() and log.read_text().count("start ") == ITEMS):
-            assert time.monotonic() < deadline, "the items never all started"
-            assert engine.poll() is None, "the engine ended before its items did"
-            time.sleep(0.05)
-        time.sleep(0.3)
-        os.kill(engine.pid, signal.SIGKILL)
-        engine.wait(10)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-    return only_batch(out_dir)
+    args = ["run", str(items), *processor, "--executor", "dask", "--scheduler", address, "-j", str(ITEMS), "--headless"]
+    return killed_mid_run(tmp_path, out_dir, cli_env(out_dir), args, log, ITEMS)
 
 
 def _each_once_and_never_twice_at_once(batch: Path, log: Path) -> dict[int, list[tuple[str, float, float]]]:

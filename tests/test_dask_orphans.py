@@ -93,13 +93,9 @@ def _runs(log: Path) -> dict[int, list[tuple[str, float, float]]]:
     return runs
 
 
-def _kill_mid_run_then_resume(
-    tmp_path: Path, out_dir: Path, cluster: Any, processor: list[str], log: Path, *, release: bool = False
-) -> tuple[subprocess.CompletedProcess[str], dict[int, list[tuple[str, float, float]]], Path]:
-    items = tmp_path / "items.txt"
-    items.write_text("".join(f"i{n}\n" for n in range(ITEMS)))
-    env = cli_env(out_dir, {"BATCHTUI_SCHEDULER": cluster.scheduler.address})
-    args = ["run", str(items), *processor, "--executor", "dask", "-j", str(ITEMS), "--headless"]
+def killed_mid_run(tmp_path: Path, out_dir: Path, env: dict[str, str], args: list[str], log: Path, n: int) -> Path:
+    """The batch of an engine (``batchtui ARGS``) killed -9 once its ``n`` items run (``log`` has
+    their starts) on the cluster."""
     engine = subprocess.Popen(
         [*CLI, *args],
         env=env,
@@ -110,7 +106,7 @@ def _kill_mid_run_then_resume(
     )
     try:
         deadline = time.monotonic() + 90
-        while not (log.exists() and log.read_text().count("start ") == ITEMS):
+        while not (log.exists() and log.read_text().count("start ") == n):
             assert time.monotonic() < deadline, "the items never all started"
             assert engine.poll() is None, "the engine ended before its items did"
             time.sleep(0.05)
@@ -120,8 +116,18 @@ def _kill_mid_run_then_resume(
     finally:
         if engine.poll() is None:
             engine.kill()
+    return only_batch(out_dir)
+
+
+def _kill_mid_run_then_resume(
+    tmp_path: Path, out_dir: Path, cluster: Any, processor: list[str], log: Path, *, release: bool = False
+) -> tuple[subprocess.CompletedProcess[str], dict[int, list[tuple[str, float, float]]], Path]:
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"i{n}\n" for n in range(ITEMS)))
+    env = cli_env(out_dir, {"BATCHTUI_SCHEDULER": cluster.scheduler.address})
+    args = ["run", str(items), *processor, "--executor", "dask", "-j", str(ITEMS), "--headless"]
+    batch = killed_mid_run(tmp_path, out_dir, env, args, log, ITEMS)
     (log.parent / "fast").touch()  # the next copies end at once
-    batch = only_batch(out_dir)
     resume = subprocess.Popen(
         [*CLI, "resume", str(batch), "--headless"],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
