@@ -97,7 +97,7 @@ def _eta(run: RunState, remaining: int, running: int) -> Eta:
             since = started(seq)  # the executor's monotonic clock
             if since is not None:
                 elapsed.append(max(0.0, mono - since))
-    return run.eta.estimate(
+    eta = run.eta.estimate(
         now,
         remaining=remaining,
         running=elapsed,
@@ -106,3 +106,8 @@ def _eta(run: RunState, remaining: int, running: int) -> Eta:
         rate_limit=run.config.rate,
         paused=run.paused,
     )
+    if getattr(getattr(run.executor, "orphans", None), "seqs", None) and eta.stalled_s is None:
+        # Items wait for calls an earlier run left on the dask cluster (.dask_orphans): they
+        # end when those calls return, which no figure here tells ("ETA 1s" for 49 s).
+        return Eta(eta.rate_per_s)
+    return eta

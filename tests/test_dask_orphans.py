@@ -245,3 +245,31 @@ def test_a_chunk_held_waits_in_the_hand_off_and_the_next_goes_past_it() -> None:
     assert handoff.cancel([1]) == [1]
     with pytest.raises(TimeoutError):
         handoff.take(0.05)
+
+
+def test_while_items_wait_for_an_earlier_runs_calls_the_eta_is_unknown() -> None:
+    """They end when calls no engine can stop return: the ETA of the other items' pace ("1s",
+    for as long as the hold lasted) was a figure nobody could know."""
+    from types import SimpleNamespace
+
+    from batchtui.engine.eta import EtaEstimator
+    from batchtui.engine.snapshot import _eta
+
+    eta = EtaEstimator()
+    eta.durations([0.5] * 20)
+    eta.finished(0, 0.0)
+    eta.finished(20, 10.0)
+    orphans = SimpleNamespace(seqs=frozenset())
+    run = SimpleNamespace(
+        _clock=lambda: 10.5,
+        executor=SimpleNamespace(started=lambda seq: None, orphans=orphans),
+        _inflight={},
+        eta=eta,
+        dispatcher=SimpleNamespace(retries=[]),
+        config=SimpleNamespace(rate=None),
+        paused=False,
+    )
+    assert _eta(run, remaining=4, running=0).eta_s is not None  # type: ignore[arg-type]
+    orphans.seqs = frozenset({3})
+    held = _eta(run, remaining=4, running=0)  # type: ignore[arg-type]
+    assert held.eta_s is None and held.rate_per_s > 0
