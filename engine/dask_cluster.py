@@ -71,10 +71,17 @@ class DaskCluster:
         distributed = self.distributed
         if self.config.scheduler:
             address = self.config.scheduler
+            # Made, then started, so that a client whose start fails can be closed here: left to
+            # the collector, it waited 30 s at the process's exit and printed a traceback.
+            client = distributed.Client.__new__(distributed.Client)
             try:
-                self.client = distributed.Client(address, timeout=timeout, set_as_default=False)
+                client.__init__(address, timeout=timeout, set_as_default=False)
             except Exception as exc:  # OSError, TimeoutError; ValueError for an address it cannot read
-                raise UserError(f"cannot connect to the dask scheduler at {address}: {exc}") from None
+                with contextlib.suppress(Exception):
+                    client.close(timeout=1)
+                why = str(exc) or type(exc).__name__
+                raise DaskWorkerError(f"cannot connect to the dask scheduler at {address}: {why}") from None
+            self.client = client
         else:
             try:
                 self.local = distributed.LocalCluster(
@@ -171,8 +178,10 @@ class DaskCluster:
         worker gave one."""
         try:
             replies = self._rpc.submit(self.client.run, function, *args, on_error="return").result(timeout=timeout)
-        except Exception:
-            log.warning("a dask broadcast failed or timed out: only what answered is trusted", exc_info=True)
+        except Exception as exc:
+            log.warning(
+                "a dask broadcast failed or timed out (%s: %s): its answers are not trusted", type(exc).__name__, exc
+            )
             return [], False
         answers = [r for r in replies.values() if not isinstance(r, BaseException)]
         return answers, len(answers) == len(replies)

@@ -43,9 +43,14 @@ def cluster_left(last: Mapping[str, Any], config: BatchConfig) -> str | None:
     address = last.get("scheduler") if last.get("executor") == "dask" else None
     if not isinstance(address, str) or not address:
         return None
-    if config.executor == "dask" and config.scheduler == address:
+    if config.executor == "dask" and config.scheduler and _same(config.scheduler, address):
         return None
     return address
+
+
+def _same(a: str, b: str) -> bool:
+    """Whether two --scheduler values name one address (``127.0.0.1:8786`` is ``tcp://...``)."""
+    return (a if "://" in a else f"tcp://{a}").rstrip("/") == (b if "://" in b else f"tcp://{b}").rstrip("/")
 
 
 def _where(address: str) -> str:
@@ -71,7 +76,9 @@ def _connect(address: str) -> tuple[DaskCluster | None, str]:
         try:
             cluster.connect(timeout=ANSWER_WAIT_S)
             return cluster, ""
-        except Exception as exc:  # an address the client reads otherwise, a scheduler that hangs
+        except UserError as exc:
+            problem = ("reach", str(exc))
+        except Exception as exc:  # an address the client reads otherwise
             problem = ("reach", f"{type(exc).__name__}: {exc}")
     cluster.close(wait=1.0)
     return None, (
@@ -80,16 +87,27 @@ def _connect(address: str) -> tuple[DaskCluster | None, str]:
     )
 
 
-def _refusal(address: str, seqs: set[int], kind: str) -> str:
+def _refusal(address: str, seqs: set[int] | None, kind: str) -> str:
+    """Why the batch may not leave the cluster (``seqs`` None: not every worker answered)."""
     from .dask_orphans import seq_list
 
-    why = "killed, and not ended yet" if kind == "shell" else "a Python call cannot be stopped there"
-    one = len(seqs) == 1
+    if seqs is None:
+        what = (
+            f"not every worker of {_where(address)} answered whether items of an earlier run of this batch"
+            " still run there (one busy with a call that holds its GIL, or hung?); such an item would run"
+            " twice at once if run here too"
+        )
+    else:
+        why = "killed, and not ended yet" if kind == "shell" else "a Python call cannot be stopped there"
+        one = len(seqs) == 1
+        what = (
+            f"{count(len(seqs), 'item')} of an earlier run of this batch still {'runs' if one else 'run'}"
+            f" on {_where(address)} ({seq_list(seqs)}: {why}); run here too, {'it' if one else 'each'}"
+            " would run twice at once"
+        )
     return (
-        f"{count(len(seqs), 'item')} of an earlier run of this batch still {'runs' if one else 'run'}"
-        f" on {_where(address)} ({seq_list(seqs)}: {why}), and would run twice at once if run here too."
-        f" Resume on that cluster (--executor dask --scheduler {address}: it runs each again once it has"
-        f" ended), or end {'it' if one else 'them'} there (restart its workers), then resume here"
+        f"{what}. Resume on that cluster (--executor dask --scheduler {address}: it waits for them to end),"
+        " or end them there (restart its workers), then resume here"
     )
 
 
@@ -106,6 +124,8 @@ def check_left_cluster(address: str, batch_dir: Path, kind: str) -> tuple[Litera
     finally:
         cluster.close(wait=1.0)
     running = {seq for reply in answers for seq in reply}
+    if not complete:
+        return "fail", _refusal(address, None, kind)
     if running and kind != "shell":
         return "fail", _refusal(address, running, kind)
     if running:
@@ -113,10 +133,6 @@ def check_left_cluster(address: str, batch_dir: Path, kind: str) -> tuple[Litera
         return "warn", (
             f"{count(len(running), 'shell item')} of an earlier run still {verb} on {_where(address)}:"
             " killed before this run starts"
-        )
-    if not complete:
-        return "warn", (
-            f"not every worker of {_where(address)} answered whether items of an earlier run still run there"
         )
     return "ok", f"nothing of this batch runs on {_where(address)} any more"
 
@@ -139,16 +155,10 @@ def leave_cluster(address: str, batch_dir: Path, kind: str) -> str | None:
             time.sleep(0.2)
             answers, complete = cluster.ask_all(orphans_on_worker, token, me)
             left = {seq for reply in answers for seq in reply} if complete else left
-        if left:
-            raise ClusterStillRuns(_refusal(address, left, kind))
-        notes = []
-        if not complete:
-            notes.append(
-                f"not every worker of {_where(address)} answered: an item of an earlier run still running on"
-                " one would run a second time here"
-            )
-        if killed:
-            notes.append(f"killed {count(killed, 'shell item')} an earlier run left running on {_where(address)}")
-        return "; ".join(notes) or None
+        if left or not complete:
+            raise ClusterStillRuns(_refusal(address, left if complete else None, kind))
+        return (
+            f"killed {count(killed, 'shell item')} an earlier run left running on {_where(address)}" if killed else None
+        )
     finally:
         cluster.close(wait=1.0)

@@ -47,23 +47,33 @@ class Orphans:
         self._ex = executor
         #: Their seqs: replaced whole, never changed in place (the dispatcher reads it unlocked).
         self.seqs: frozenset[int] = frozenset()
+        #: The items the last engine was running when it died (its inflight file): held too when
+        #: a worker does not answer (one whose call holds its GIL cannot), until every one does.
+        self.suspects: frozenset[int] = frozenset()
 
     def take_batch(self) -> str | None:
         """Take the batch on every worker; what the operator is told (None: nothing was left)."""
         task = self._ex.task
         answers, complete = self._ex.dask.ask_all(take_batch_on_worker, task.batch, task.engine)
-        self.seqs = frozenset(seq for reply in answers for seq in reply)
+        running = self.seqs = frozenset(seq for reply in answers for seq in reply)
         notes = []
-        if not complete:
+        if not complete and self.suspects:
+            self.seqs = running | self.suspects
+            notes.append(
+                "not every dask worker answered whether an earlier run of this batch left items running there"
+                f" (one busy with a call that holds its GIL?): the {count(len(self.suspects), 'item')} the last"
+                f" engine was running ({seq_list(self.suspects)}) wait until every worker says none of them runs"
+            )
+        elif not complete:
             notes.append(
                 "not every dask worker answered whether an earlier run of this batch left items running there:"
                 " such items may run a second time, beside this run's"
             )
-        if self.seqs:
+        if running:
             shell = self._ex.spec.kind == "shell"
             notes.append(
-                f"{count(len(self.seqs), 'item')} of an earlier run of this batch still"
-                f" {'run' if len(self.seqs) != 1 else 'runs'} on the dask cluster ({seq_list(self.seqs)}):"
+                f"{count(len(running), 'item')} of an earlier run of this batch still"
+                f" {'run' if len(running) != 1 else 'runs'} on the dask cluster ({seq_list(running)}):"
                 f" {'killed, and ' if shell else ''}each runs again here once it has ended"
                 f"{'' if shell else ' (a Python call cannot be stopped on a cluster the engine does not own)'}"
             )

@@ -344,11 +344,14 @@ def scheduler_unreachable(address: str, timeout: float = 3.0) -> tuple[str, str]
         host, port = parts.hostname, parts.port
     except ValueError:
         return "address", f"{address!r} is not host:port"
-    if parts.scheme not in SCHEDULER_SCHEMES:
-        return "address", f"{address!r} is not a dask scheduler's address (tcp://HOST:PORT; or tls://, ws://, wss://, ucx://)"
+    if address.partition("://")[0] not in SCHEDULER_SCHEMES and "://" in address:  # dask reads no TCP://
+        return (
+            "address",
+            f"{address!r} is not a dask scheduler's address (tcp://HOST:PORT; or tls://, ws://, wss://, ucx://)",
+        )
     if parts.scheme not in ("tcp", "tls"):
         return None
-    if not host or port is None:
+    if not host or port is None or parts.path or parts.query or parts.fragment:
         return "address", f"{address!r} is not host:port"
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
@@ -361,7 +364,7 @@ def scheduler_unreachable(address: str, timeout: float = 3.0) -> tuple[str, str]
         except TimeoutError:
             return "reach", (
                 f"{host}:{port}: it took the connection and sent nothing in {timeout:g}s, where a dask scheduler"
-                " speaks at once (a dashboard's port, 8787, rather than the scheduler's, 8786?)"
+                " speaks at once (a hung scheduler, or another server: a dashboard's port, 8787?)"
             )
         except OSError as exc:
             return "reach", f"{host}:{port}: {exc.strerror or type(exc).__name__}"

@@ -38,6 +38,7 @@ from .errors import (
     ItemTimeout,
     classify,
 )
+from .executors import WorkerInitError
 from .files import WriteFailed
 from .finishing import Finishing
 from .interrupts import catch
@@ -117,7 +118,11 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
         old_handlers: dict[signal.Signals, Any] = {}
         switching.shorten(SWITCH_INTERVAL_S)  # process-wide: restored by the last run to end
         try:
-            self.open(watch=True)
+            try:
+                self.open(watch=True)
+            except WorkerInitError:
+                self._finish()  # halted, saying why: the manifest said running, with no engine
+                raise
             if self.handle_signals:
                 # One ignored when this process started stays ignored (nohup's SIGHUP).
                 old_handlers = catch((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), self._on_signal)

@@ -192,6 +192,7 @@ class TakeOver(RunState):
             self.timeouts.seed(store.durations())  # --timeout P%: the earlier runs' successes count
         self.eta.finished(self.ended, self._clock())  # the run's start
 
+        last_config = self.manifest.config
         history = close_dead_runs(self.manifest.history, last_live)
         self.before_s = batch_timing(history, self.counts).active_s  # the batch's time before this run
         entry = HistoryEntry(
@@ -255,10 +256,16 @@ class TakeOver(RunState):
                 self._warn(f"cannot keep {self.batch.path.name}/inflight: {exc.strerror or exc}")
             else:
                 keep_inflight(self.inflight)
+        orphans = getattr(self.executor, "orphans", None)
+        if orphans is not None:  # dask: what may still run on the cluster (.dask_orphans)
+            orphans.suspects = frozenset(seq for seq, _attempt, _at in dead)
         try:
             self.executor.start()
         except WorkerInitError as exc:
             self.halt_reason = f"worker start failed: {exc}"
+            # A run that never started leaves the settings the batch runs with as the last run
+            # that did (a resume's --scheduler that never answered is not where it last ran).
+            self.manifest = self.manifest.model_copy(update={"config": last_config})
             raise
         short = getattr(self.executor, "shortfall", None)
         if short:

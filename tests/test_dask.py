@@ -395,6 +395,8 @@ def test_unreachable_scheduler_fails_in_preflight(tmp_path: Path, out_dir: Path,
     [
         ("tcp://[::1", "--scheduler 'tcp://[::1' is not host:port"),
         ("inproc://x", "--scheduler 'inproc://x' is not a dask scheduler's address"),
+        ("TCP://127.0.0.1:8786", "--scheduler 'TCP://127.0.0.1:8786' is not a dask scheduler's address"),
+        ("tcp://127.0.0.1:8786/x", "--scheduler 'tcp://127.0.0.1:8786/x' is not host:port"),
         ("WEB", "took the connection and sent nothing in 3s, where a dask scheduler speaks at once"),
     ],
 )
@@ -415,6 +417,48 @@ def test_what_is_not_a_scheduler_fails_in_preflight(  # type: ignore[no-untyped-
     assert proc.returncode == 2, proc.stderr
     assert said in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+@needs_dask
+def test_a_cluster_that_cannot_start_halts_the_run_and_leaves_its_settings(  # type: ignore[no-untyped-def]
+    tmp_path: Path, out_dir: Path, run_cli
+) -> None:
+    """Something that speaks first but is no scheduler passes the checks; the client then fails.
+    The batch said "running" with no engine after that, and its settings said it last ran on that
+    address (a later resume elsewhere went to ask it about items that never ran there)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def babble() -> None:
+        with server:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.sendall(b"x" * 64)
+
+    threading.Thread(target=babble, daemon=True).start()
+    items = _items(tmp_path, 2)
+    first = run_cli(["run", str(items), "--cmd", "exit 3", "--max-attempts", "1"], timeout=60)
+    assert first.returncode == 1, first.stderr
+    batch = only_batch(out_dir)
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    moved = run_cli(["resume", str(batch), "--retry-failed", "--executor", "dask", "--scheduler", address], timeout=60)
+    server.close()
+    assert moved.returncode == 2, moved.stderr
+    assert f"error: cannot connect to the dask scheduler at {address}: " in moved.stderr
+    manifest = read_json(batch / "manifest.json")
+    assert manifest["state"] == "halted" and "cannot connect" in manifest["halt_reason"]  # type: ignore[index,operator]
+    assert manifest["history"][-1]["outcome"] == "halted"  # type: ignore[index]
+    assert manifest["config"]["executor"] is None and manifest["config"]["scheduler"] is None  # type: ignore[index]
+    again = run_cli(["resume", str(batch), "--headless"], timeout=60)  # here, with what it last ran with
+    assert again.returncode == 1 and "does not answer" not in again.stderr, again.stderr
 
 
 # -- without dask ----------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_a_python_call_still_running_on_the_cluster_refuses_a_resume_elsewhere(
         manifest_before = (batch / "manifest.json").read_bytes()
         refused = _cli(env, tmp_path, "resume", str(batch), "--executor", "thread", "--headless")
         assert refused.returncode == 2, refused.stdout + refused.stderr
-        assert "would run twice at once if run here too" in refused.stderr
+        assert "run here too, each would run twice at once" in refused.stderr
         assert f"Resume on that cluster (--executor dask --scheduler {address}" in refused.stderr
         assert (batch / "manifest.json").read_bytes() == manifest_before  # refused before anything changed
         # The engine's own refusal (the TUI's resume, or calls begun after the checks): a run
@@ -159,3 +159,55 @@ def test_which_resumes_leave_the_cluster_the_batch_last_ran_on() -> None:
     assert cluster_left(last, BatchConfig(executor="dask", scheduler="tcp://a:1")) is None
     assert cluster_left({"executor": "dask", "scheduler": None}, BatchConfig(executor="thread")) is None
     assert cluster_left({"executor": "thread"}, BatchConfig(executor="thread")) is None
+
+
+class _Deaf:
+    """A cluster one of whose workers never answers (its call holds the GIL, or it hangs)."""
+
+    def __init__(self, running: list[int]) -> None:
+        self.running = running
+        self.closed = False
+
+    def ask_all(self, function: Any, *args: Any) -> tuple[list[list[int]], bool]:
+        return [self.running], False
+
+    def close(self, wait: float) -> None:
+        self.closed = True
+
+
+def test_a_worker_that_does_not_answer_refuses_a_resume_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What it runs cannot be known: such an item would run twice at once (a call holding its
+    worker's GIL blocked the answer, and the resume went on with a warning: 11 s of overlap)."""
+    from batchtui.engine import dask_leave
+
+    deaf = _Deaf([])
+    monkeypatch.setattr(dask_leave, "_connect", lambda address: (deaf, ""))
+    for kind in ("python", "shell"):
+        with pytest.raises(ClusterStillRuns, match="not every worker of the dask cluster at tcp://a:1"):
+            dask_leave.leave_cluster("tcp://a:1", Path("/nowhere"), kind)
+        level, said = dask_leave.check_left_cluster("tcp://a:1", Path("/nowhere"), kind)
+        assert level == "fail" and "would run twice at once if run here too" in said, said
+    assert deaf.closed
+
+
+def test_a_worker_that_does_not_answer_holds_what_the_dead_engine_was_running() -> None:
+    """On the same cluster: the items the killed engine was running wait until every worker
+    answers (they went out at once, with a warning, and ran twice)."""
+    from types import SimpleNamespace
+
+    from batchtui.engine.dask_orphans import Orphans
+
+    deaf = _Deaf([7])
+    executor = SimpleNamespace(
+        dask=deaf, task=SimpleNamespace(batch="b", engine="e"), spec=SimpleNamespace(kind="python")
+    )
+    orphans = Orphans(executor)  # type: ignore[arg-type]
+    orphans.suspects = frozenset({3, 7, 9})
+    said = orphans.take_batch()
+    assert orphans.seqs == {3, 7, 9}
+    assert said is not None and "the 3 items the last engine was running (#3, #7, #9) wait" in said
+    orphans.refresh()  # still one deaf worker: held
+    assert orphans.seqs == {3, 7, 9}
+    deaf.ask_all = lambda function, *args: ([[9]], True)  # type: ignore[method-assign]
+    orphans.refresh()
+    assert orphans.seqs == {9}
