@@ -180,7 +180,8 @@ class DaskExecutor:
         try:
             if self.cluster is None and self.task.batch:  # before the check, a task: see .dask_orphans
                 self.shortfall = self.orphans.take_batch()
-            calls_left = bool(self.orphans.seqs) and self.spec.kind != "shell"  # (shell ones: killed)
+            # (shell ones: killed; a worker that did not answer may be busy with such a call)
+            calls_left = (bool(self.orphans.seqs) and self.spec.kind != "shell") or self.orphans.unknown
             self.dask.check(self.task, self.spec, key=f"{self._key_prefix}-probe", probe_task=not calls_left)
         except BaseException:
             self.shutdown(wait=1.0)
@@ -362,7 +363,7 @@ class DaskExecutor:
             if not ledger.wait_for_room(self._capacity(), 0.2):
                 continue
             try:
-                chunk = handoff.take(timeout=0.2, held=orphans.blocks if orphans.seqs else None)
+                chunk = handoff.take(timeout=0.2, held=orphans.blocks if orphans.holding else None)
             except TimeoutError:
                 continue
             if chunk is None:

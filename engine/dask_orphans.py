@@ -47,9 +47,9 @@ class Orphans:
         self._ex = executor
         #: Their seqs: replaced whole, never changed in place (the dispatcher reads it unlocked).
         self.seqs: frozenset[int] = frozenset()
-        #: The items the last engine was running when it died (its inflight file): held too when
-        #: a worker does not answer (one whose call holds its GIL cannot), until every one does.
-        self.suspects: frozenset[int] = frozenset()
+        #: Not every worker answered (one whose call holds its GIL cannot, a hung one): what an
+        #: earlier run still runs there is not known, so nothing goes out until every one has.
+        self.unknown = False
 
     def take_batch(self) -> str | None:
         """Take the batch on every worker; what the operator is told (None: nothing was left)."""
@@ -57,17 +57,12 @@ class Orphans:
         answers, complete = self._ex.dask.ask_all(take_batch_on_worker, task.batch, task.engine)
         running = self.seqs = frozenset(seq for reply in answers for seq in reply)
         notes = []
-        if not complete and self.suspects:
-            self.seqs = running | self.suspects
+        if not complete:
+            self.unknown = True
             notes.append(
                 "not every dask worker answered whether an earlier run of this batch left items running there"
-                f" (one busy with a call that holds its GIL?): the {count(len(self.suspects), 'item')} the last"
-                f" engine was running ({seq_list(self.suspects)}) wait until every worker says none of them runs"
-            )
-        elif not complete:
-            notes.append(
-                "not every dask worker answered whether an earlier run of this batch left items running there:"
-                " such items may run a second time, beside this run's"
+                " (one busy with a call that holds its GIL, or hung?): nothing starts here until every worker"
+                " has answered (a hung worker: restart it)"
             )
         if running:
             shell = self._ex.spec.kind == "shell"
@@ -80,10 +75,18 @@ class Orphans:
         return "; ".join(notes) or None
 
     def refresh(self) -> None:
-        """Ask the workers which of them still run (a worker that does not answer keeps its own)."""
+        """Ask the workers which of them still run (a worker that does not answer keeps its own);
+        while not every worker has answered, take the batch again."""
+        task = self._ex.task
+        if self.unknown:
+            answers, complete = self._ex.dask.ask_all(take_batch_on_worker, task.batch, task.engine)
+            if complete:
+                self.seqs = frozenset(seq for reply in answers for seq in reply)  # nothing of ours began
+                self.unknown = False
+                log.info("dask: every worker answered; the earlier run's items %s still run", seq_list(self.seqs))
+            return
         if not self.seqs:
             return
-        task = self._ex.task
         answers, complete = self._ex.dask.ask_all(orphans_on_worker, task.batch, task.engine)
         if not complete:
             return
@@ -94,9 +97,14 @@ class Orphans:
             log.info("dask: the earlier run's items %s ended: they go out now", seq_list(ended))
 
     def blocks(self, chunk: Chunk) -> bool:
-        """Whether ``chunk`` holds an item an earlier run still runs (it waits in the hand-off)."""
+        """Whether ``chunk`` holds an item an earlier run still runs, or may (it waits in the hand-off)."""
         seqs = self.seqs
-        return bool(seqs) and any(item.seq in seqs for item in chunk.items)
+        return self.unknown or (bool(seqs) and any(item.seq in seqs for item in chunk.items))
+
+    @property
+    def holding(self) -> bool:
+        """Whether any chunk may be held (:meth:`blocks`)."""
+        return self.unknown or bool(self.seqs)
 
 
 __all__ = ["Orphans"]

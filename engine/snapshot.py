@@ -106,7 +106,7 @@ def _eta(run: RunState, remaining: int, running: int) -> Eta:
         rate_limit=run.config.rate,
         paused=run.paused,
     )
-    if getattr(getattr(run.executor, "orphans", None), "seqs", None) and eta.stalled_s is None:
+    if getattr(getattr(run.executor, "orphans", None), "holding", False) and eta.stalled_s is None:
         # Items wait for calls an earlier run left on the dask cluster (.dask_orphans): they
         # end when those calls return, which no figure here tells ("ETA 1s" for 49 s).
         return Eta(eta.rate_per_s)

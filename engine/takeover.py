@@ -256,9 +256,6 @@ class TakeOver(RunState):
                 self._warn(f"cannot keep {self.batch.path.name}/inflight: {exc.strerror or exc}")
             else:
                 keep_inflight(self.inflight)
-        orphans = getattr(self.executor, "orphans", None)
-        if orphans is not None:  # dask: what may still run on the cluster (.dask_orphans)
-            orphans.suspects = frozenset(seq for seq, _attempt, _at in dead)
         try:
             self.executor.start()
         except WorkerInitError as exc:

@@ -19,6 +19,7 @@ from batchtui.engine.config import BatchConfig, load_config
 from batchtui.engine.dask_leave import ClusterStillRuns, cluster_left
 from batchtui.engine.errors import UserError
 from batchtui.engine.resume import plan_resume
+from batchtui.engine.shell.item import Item
 
 from .conftest import CLI, cli_env, dask_client, only_batch, read_json, read_jsonl
 from .test_dask import needs_dask
@@ -190,9 +191,9 @@ def test_a_worker_that_does_not_answer_refuses_a_resume_elsewhere(monkeypatch: p
     assert deaf.closed
 
 
-def test_a_worker_that_does_not_answer_holds_what_the_dead_engine_was_running() -> None:
-    """On the same cluster: the items the killed engine was running wait until every worker
-    answers (they went out at once, with a warning, and ran twice)."""
+def test_a_worker_that_does_not_answer_holds_every_item_until_it_does() -> None:
+    """On the same cluster: what an earlier run still runs there is not known, so nothing goes
+    out until every worker has answered (the run went on with a warning, and ran items twice)."""
     from types import SimpleNamespace
 
     from batchtui.engine.dask_orphans import Orphans
@@ -202,12 +203,13 @@ def test_a_worker_that_does_not_answer_holds_what_the_dead_engine_was_running() 
         dask=deaf, task=SimpleNamespace(batch="b", engine="e"), spec=SimpleNamespace(kind="python")
     )
     orphans = Orphans(executor)  # type: ignore[arg-type]
-    orphans.suspects = frozenset({3, 7, 9})
     said = orphans.take_batch()
-    assert orphans.seqs == {3, 7, 9}
-    assert said is not None and "the 3 items the last engine was running (#3, #7, #9) wait" in said
-    orphans.refresh()  # still one deaf worker: held
-    assert orphans.seqs == {3, 7, 9}
-    deaf.ask_all = lambda function, *args: ([[9]], True)  # type: ignore[method-assign]
+    assert said is not None and "nothing starts here until every worker has answered" in said
+    other = SimpleNamespace(items=[Item(2, "c", "c", 1, "")])
+    assert orphans.holding and orphans.blocks(other)  # type: ignore[arg-type]
+    orphans.refresh()  # still one deaf worker: everything waits
+    assert orphans.blocks(other)  # type: ignore[arg-type]
+    deaf.ask_all = lambda function, *args: ([[9], []], True)  # type: ignore[method-assign]
     orphans.refresh()
-    assert orphans.seqs == {9}
+    assert orphans.seqs == {9} and not orphans.blocks(other)  # type: ignore[arg-type]
+    assert orphans.blocks(SimpleNamespace(items=[Item(9, "i", "i", 1, "")]))  # type: ignore[arg-type]

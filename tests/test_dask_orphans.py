@@ -259,7 +259,7 @@ def test_while_items_wait_for_an_earlier_runs_calls_the_eta_is_unknown() -> None
     eta.durations([0.5] * 20)
     eta.finished(0, 0.0)
     eta.finished(20, 10.0)
-    orphans = SimpleNamespace(seqs=frozenset())
+    orphans = SimpleNamespace(holding=False)
     run = SimpleNamespace(
         _clock=lambda: 10.5,
         executor=SimpleNamespace(started=lambda seq: None, orphans=orphans),
@@ -270,6 +270,6 @@ def test_while_items_wait_for_an_earlier_runs_calls_the_eta_is_unknown() -> None
         paused=False,
     )
     assert _eta(run, remaining=4, running=0).eta_s is not None  # type: ignore[arg-type]
-    orphans.seqs = frozenset({3})
+    orphans.holding = True
     held = _eta(run, remaining=4, running=0)  # type: ignore[arg-type]
     assert held.eta_s is None and held.rate_per_s > 0
