@@ -178,10 +178,11 @@ class DaskCluster:
         worker gave one."""
         try:
             replies = self._rpc.submit(self.client.run, function, *args, on_error="return").result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            log.warning("not every dask worker answered within %gs: the answers are not trusted", timeout)
+            return [], False
         except Exception as exc:
-            log.warning(
-                "a dask broadcast failed or timed out (%s: %s): its answers are not trusted", type(exc).__name__, exc
-            )
+            log.warning("a dask broadcast failed (%s: %s): its answers are not trusted", type(exc).__name__, exc)
             return [], False
         answers = [r for r in replies.values() if not isinstance(r, BaseException)]
         return answers, len(answers) == len(replies)
