@@ -178,7 +178,7 @@ class DaskExecutor:
         self.dask.connect()
         self.workers = self.config.workers
         try:
-            if self.cluster is None and self.task.batch:  # before the check, a task: see .dask_orphans
+            if self.cluster is None and self.task.batch and self.orphans.earlier:  # before the check: .dask_orphans
                 self.shortfall = self.orphans.take_batch()
             # (shell ones: killed; a worker that did not answer may be busy with such a call)
             calls_left = (bool(self.orphans.seqs) and self.spec.kind != "shell") or self.orphans.unknown

@@ -50,6 +50,8 @@ class Orphans:
         #: Not every worker answered (one whose call holds its GIL cannot, a hung one): what an
         #: earlier run still runs there is not known, so nothing goes out until every one has.
         self.unknown = False
+        #: Whether the batch ran before (the engine says; a first run has nothing to take).
+        self.earlier = True
 
     def take_batch(self) -> str | None:
         """Take the batch on every worker; what the operator is told (None: nothing was left)."""

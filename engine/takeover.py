@@ -256,6 +256,9 @@ class TakeOver(RunState):
                 self._warn(f"cannot keep {self.batch.path.name}/inflight: {exc.strerror or exc}")
             else:
                 keep_inflight(self.inflight)
+        orphans = getattr(self.executor, "orphans", None)
+        if orphans is not None:  # dask: only an earlier run of the batch can have left items on a cluster
+            orphans.earlier = len(self.manifest.history) > 1
         try:
             self.executor.start()
         except WorkerInitError as exc:

@@ -213,3 +213,30 @@ def test_a_worker_that_does_not_answer_holds_every_item_until_it_does() -> None:
     orphans.refresh()
     assert orphans.seqs == {9} and not orphans.blocks(other)  # type: ignore[arg-type]
     assert orphans.blocks(SimpleNamespace(items=[Item(9, "i", "i", 1, "")]))  # type: ignore[arg-type]
+
+
+@needs_dask
+def test_only_a_batch_that_ran_before_is_taken_on_the_cluster(
+    tmp_path: Path, cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run has nothing of an earlier run to find, and a worker slow to answer (busy with
+    another batch's call) would hold all of it: it asks nothing; a resume does."""
+    from batchtui.engine.dask_orphans import Orphans
+    from batchtui.engine.enqueue import create_batch
+    from batchtui.engine.processors import shell_spec
+    from batchtui.engine.runner import BatchRunner
+    from batchtui.engine.sources import build_spec
+
+    asked: list[str] = []
+    taken = Orphans.take_batch
+    monkeypatch.setattr(Orphans, "take_batch", lambda self: asked.append("take") or taken(self))
+    items = tmp_path / "items.txt"
+    items.write_text("a\nb\n")
+    config = BatchConfig(output_dir=str(tmp_path / "out"), executor="dask", scheduler=cluster.scheduler.address)
+    batch = create_batch(config, build_spec([str(items)]), shell_spec("exit 3"))
+    assert BatchRunner(batch).run().counts.failed == 2
+    assert asked == []
+    plan = plan_resume(tmp_path / "out", batch, retry_failed=True)
+    plan.requeue_failed()
+    assert plan.runner().run().counts.failed == 2
+    assert asked == ["take"]
