@@ -136,8 +136,18 @@ class DaskCluster:
         later is checked as it loads (its items fail fatal, the batch halts)."""
         if task.code is None or spec.call is None:
             return
+        asked = self._rpc.submit(self.client.run, code_on_worker, spec.call, spec.cwd, on_error="return")
         try:
-            replies = self.client.run(code_on_worker, spec.call, spec.cwd, on_error="return")
+            replies = asked.result(timeout=BROADCAST_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            # A worker busy with a call that holds its GIL (another batch's) held the whole start
+            # here, unbounded. Each worker checks the source as it loads it anyway (see above).
+            log.warning(
+                "not every dask worker answered within %gs whether it holds this --call source:"
+                " each one checks it as it loads the function",
+                BROADCAST_TIMEOUT_S,
+            )
+            return
         except Exception as exc:  # the probe that follows says what is wrong with the cluster
             log.warning("could not compare the --call source on the workers: %s", exc)
             return
@@ -178,8 +188,8 @@ class DaskCluster:
         worker gave one."""
         try:
             replies = self._rpc.submit(self.client.run, function, *args, on_error="return").result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            log.warning("not every dask worker answered within %gs: the answers are not trusted", timeout)
+        except concurrent.futures.TimeoutError:  # each caller says what it means for it
+            log.info("not every dask worker answered within %gs: the answers are not trusted", timeout)
             return [], False
         except Exception as exc:
             log.warning("a dask broadcast failed (%s: %s): its answers are not trusted", type(exc).__name__, exc)

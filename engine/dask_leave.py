@@ -49,8 +49,22 @@ def cluster_left(last: Mapping[str, Any], config: BatchConfig) -> str | None:
 
 
 def _same(a: str, b: str) -> bool:
-    """Whether two --scheduler values name one address (``127.0.0.1:8786`` is ``tcp://...``)."""
-    return (a if "://" in a else f"tcp://{a}").rstrip("/") == (b if "://" in b else f"tcp://{b}").rstrip("/")
+    """Whether two --scheduler values name one scheduler: ``127.0.0.1:8786`` is
+    ``tcp://127.0.0.1:8786``, and ``tcp://localhost:8786`` too where localhost is 127.0.0.1."""
+    import socket
+    from urllib.parse import urlsplit
+
+    a, b = ((x if "://" in x else f"tcp://{x}").rstrip("/") for x in (a, b))
+    if a == b:
+        return True
+    try:
+        pa, pb = urlsplit(a), urlsplit(b)
+        if pa.scheme != pb.scheme or pa.port is None or pa.port != pb.port or not pa.hostname or not pb.hostname:
+            return False
+        ips = [{info[4][0] for info in socket.getaddrinfo(p.hostname, p.port)} for p in (pa, pb)]
+    except (OSError, ValueError):
+        return False
+    return bool(ips[0] & ips[1])
 
 
 def _where(address: str) -> str:

@@ -158,6 +158,10 @@ def test_which_resumes_leave_the_cluster_the_batch_last_ran_on() -> None:
     assert cluster_left(last, BatchConfig(executor="dask", scheduler="tcp://b:1")) == "tcp://a:1"
     assert cluster_left(last, BatchConfig(executor="dask")) == "tcp://a:1"  # a LocalCluster of its own
     assert cluster_left(last, BatchConfig(executor="dask", scheduler="tcp://a:1")) is None
+    assert cluster_left(last, BatchConfig(executor="dask", scheduler="a:1")) is None  # one address
+    here = {"executor": "dask", "scheduler": "tcp://127.0.0.1:8786"}
+    assert cluster_left(here, BatchConfig(executor="dask", scheduler="tcp://localhost:8786")) is None
+    assert cluster_left(here, BatchConfig(executor="dask", scheduler="tcp://localhost:8787")) == "tcp://127.0.0.1:8786"
     assert cluster_left({"executor": "dask", "scheduler": None}, BatchConfig(executor="thread")) is None
     assert cluster_left({"executor": "thread"}, BatchConfig(executor="thread")) is None
 
@@ -240,3 +244,31 @@ def test_only_a_batch_that_ran_before_is_taken_on_the_cluster(
     plan.requeue_failed()
     assert plan.runner().run().counts.failed == 2
     assert asked == ["take"]
+
+
+@needs_dask
+def test_the_code_check_does_not_wait_on_a_worker_that_does_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker busy with a call holding its GIL (another batch's) held a run's whole start in
+    the --call source check, without bound (32 s; for ever for a hung one)."""
+    import threading
+    from types import SimpleNamespace
+
+    from batchtui.engine import dask_cluster
+    from batchtui.engine.processors import python_spec
+
+    release = threading.Event()
+    monkeypatch.setattr(dask_cluster, "BROADCAST_TIMEOUT_S", 0.2)
+    cluster = dask_cluster.DaskCluster(BatchConfig(executor="dask", scheduler="tcp://127.0.0.1:1"))
+    cluster.client = SimpleNamespace(run=lambda *args, **kwargs: release.wait(60))
+    (tmp_path / "m.py").write_text("def f(item):\n    return 1\n")
+    task = SimpleNamespace(code="0" * 64)
+    try:
+        done = threading.Thread(target=cluster._check_code, args=(task, python_spec(f"{tmp_path / 'm.py'}:f")))
+        done.start()
+        done.join(10)
+        assert not done.is_alive(), "the check waited on the worker that does not answer"
+    finally:
+        release.set()
+        cluster._rpc.shutdown(wait=False)
