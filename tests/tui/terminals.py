@@ -284,9 +284,24 @@ def item_processes(tui_pid: int) -> list[psutil.Process]:
         return []
 
 
-def kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
+def process_of(pid: int) -> psutil.Process | None:
+    """The process with ``pid`` now, to signal later with :func:`kill_quietly` (None: gone)."""
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
+
+
+def kill_quietly(proc: psutil.Process | None, sig: int = signal.SIGKILL) -> None:
+    """Signal ``proc`` unless it has ended. A process object, taken when its pid was learned,
+    and not a pid: pids wrap within the hour here (pid_max 32768), and a test's clean-up that
+    SIGKILLed a pid after its process had ended could hit whatever had the pid since (a CI run
+    died so, mid-test)."""
+    if proc is None:
+        return
+    with contextlib.suppress(psutil.Error):
+        if proc.is_running():  # the same process: its start time is checked
+            proc.send_signal(sig)
 
 
 def _tail(path: Path, n: int = 30) -> str:

@@ -18,7 +18,7 @@ import pytest
 
 from batchtui.engine.batchdir import engine_alive
 
-from .terminals import CLI, Tmux, follow_until_finished, gone, kill_quietly, tui_env, wait_until
+from .terminals import CLI, Tmux, follow_until_finished, gone, kill_quietly, process_of, tui_env, wait_until
 
 N = 6
 SLOW_S = 6  # items 0 and 1: past the grace a stop would give them (3 s)
@@ -41,14 +41,14 @@ def test_running_items_finish_before_the_hand_off(tmp_path: Path, how: str) -> N
     items.write_text("".join(f"{i}\n" for i in range(N)))
     cmd = f"echo {{seq}} >> {log}; [ {{seq}} -ge 2 ] || sleep {SLOW_S}"
     tmux = Tmux(tmp_path)
-    tui_pid = -1
+    tui_pid, tui_proc = -1, None
     try:
         tmux.start([*CLI, "run", str(items), "--cmd", cmd, "-j", "2"], cwd=tmp_path, env=tui_env(tmp_path, out))
         wait_until(lambda: len(_starts(log)) >= 2, 30, "two items run")
         batch = next(out.glob("*/items.db")).parent
         holder = engine_alive(batch)
         assert holder is not None
-        tui_pid = holder.pid
+        tui_pid, tui_proc = holder.pid, process_of(holder.pid)
         assert sorted(_starts(log)) == [0, 1]
         if how == "quit-background":
             tmux.keys("q")
@@ -86,5 +86,4 @@ def test_running_items_finish_before_the_hand_off(tmp_path: Path, how: str) -> N
         raise
     finally:
         tmux.kill_server()
-        if tui_pid > 0:
-            kill_quietly(tui_pid)
+        kill_quietly(tui_proc)

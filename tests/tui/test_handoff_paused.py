@@ -17,7 +17,7 @@ import pytest
 
 from batchtui.engine.batchdir import engine_alive
 
-from .terminals import CLI, Tmux, gone, kill_quietly, read_state, tui_env, wait_until
+from .terminals import CLI, Tmux, gone, kill_quietly, process_of, read_state, tui_env, wait_until
 
 N = 12
 
@@ -34,14 +34,14 @@ def test_a_paused_batch_stays_paused_under_the_background_engine(tmp_path: Path,
     cmd = f"echo {{seq}} >> {log}; sleep 0.4"
     env = tui_env(tmp_path, out)
     tmux = Tmux(tmp_path)
-    tui_pid = -1
+    tui_pid, tui_proc = -1, None
     try:
         tmux.start([*CLI, "run", "items.txt", "--cmd", cmd, "-j", "2"], cwd=tmp_path, env=env)
         wait_until(lambda: len(_starts(log)) >= 2, 30, "two items run")
         batch = next(out.glob("*/items.db")).parent
         holder = engine_alive(batch)
         assert holder is not None
-        tui_pid = holder.pid
+        tui_pid, tui_proc = holder.pid, process_of(holder.pid)
         tmux.keys("p")
         wait_until(lambda: read_state(batch) == "paused", 10, "the pause")
         if how == "quit-background":
@@ -90,8 +90,7 @@ def test_a_paused_batch_stays_paused_under_the_background_engine(tmp_path: Path,
         raise
     finally:
         tmux.kill_server()
-        if tui_pid > 0:
-            kill_quietly(tui_pid)
+        kill_quietly(tui_proc)
         info = engine_alive(next(out.glob("*/"), tmp_path)) if out.exists() else None
         if info is not None:
-            kill_quietly(info.pid)
+            kill_quietly(process_of(info.pid))

@@ -33,6 +33,7 @@ from .terminals import (
     gone,
     item_processes,
     kill_quietly,
+    process_of,
     start_sshd,
     tui_env,
     wait_until,
@@ -72,7 +73,7 @@ def _drop_round(tmp: Path, r: Round, sshd: object = None) -> None:
     tmux: Tmux | None = None
     ssh: subprocess.Popen[bytes] | None = None
     racer: subprocess.Popen[bytes] | None = None
-    tui_pid = -1
+    tui_pid, tui_proc = -1, None
     try:
         if r.drop == "ssh-kill9":
             assert sshd is not None
@@ -102,7 +103,7 @@ def _drop_round(tmp: Path, r: Round, sshd: object = None) -> None:
 
         wait_until(engine_in_tui, 20, "the TUI's engine takes the lock")
         assert holder is not None
-        tui_pid = holder.pid
+        tui_pid, tui_proc = holder.pid, process_of(holder.pid)
         threshold = r.items - r.workers if r.finishing else r.workers
 
         def progressed() -> bool:
@@ -169,9 +170,8 @@ def _drop_round(tmp: Path, r: Round, sshd: object = None) -> None:
         if ssh is not None and ssh.poll() is None:
             ssh.kill()
         if racer is not None and racer.poll() is None:
-            kill_quietly(racer.pid)
-        if tui_pid > 0:
-            kill_quietly(tui_pid)
+            racer.kill()  # our child, not reaped yet: its pid is still its own
+        kill_quietly(tui_proc)
 
 
 QUICK = [
