@@ -23,7 +23,7 @@ from batchtui.engine.shell.item import Item
 
 from .conftest import CLI, cli_env, dask_client, only_batch, read_json, read_jsonl
 from .test_dask import needs_dask
-from .test_dask_orphans import BEAT_PY, BEAT_SH, _runs, killed_mid_run
+from .test_dask_orphans import BEAT_PY, _runs, beat_script, killed_mid_run
 
 pytestmark = pytest.mark.xdist_group("test_dask_leave")
 
@@ -106,14 +106,9 @@ def test_a_python_call_still_running_on_the_cluster_refuses_a_resume_elsewhere(
 def test_shell_items_still_running_on_the_cluster_are_killed_before_a_resume_elsewhere(
     tmp_path: Path, out_dir: Path, cluster: Any
 ) -> None:
-    work = tmp_path / "work"
-    work.mkdir()
-    script = work / "beat.sh"
-    script.write_text(BEAT_SH)
-    script.chmod(0o755)
-    log = work / "ran.log"
+    script, log = beat_script(tmp_path)
     batch = _killed_mid_run(tmp_path, out_dir, cluster.scheduler.address, ["--cmd", f"{script} {{seq}} {log}"], log)
-    (work / "fast").touch()
+    (log.parent / "fast").touch()
     done = _cli(cli_env(out_dir), tmp_path, "resume", str(batch), "--executor", "thread", "--headless")
     assert done.returncode == 0, done.stderr
     assert "killed 2 shell items an earlier run left running on the dask cluster" in done.stderr

@@ -151,6 +151,16 @@ def _kill_mid_run_then_resume(
     return subprocess.CompletedProcess(resume.args, resume.returncode, out, err), _runs(log), batch
 
 
+def beat_script(tmp_path: Path) -> tuple[Path, Path]:
+    """BEAT_SH in a folder of its own, and the log its items write."""
+    work = tmp_path / "work"
+    work.mkdir()
+    script = work / "beat.sh"
+    script.write_text(BEAT_SH)
+    script.chmod(0o755)
+    return script, work / "ran.log"
+
+
 def _live(batch: Path) -> dict[str, Any]:
     try:
         return read_json(batch / "live_progress.json")
@@ -175,12 +185,7 @@ def _completed_once(batch: Path) -> None:
 def test_shell_items_a_killed_engine_left_running_are_killed_before_they_run_again(
     tmp_path: Path, out_dir: Path, cluster: Any
 ) -> None:
-    work = tmp_path / "work"
-    work.mkdir()
-    script = work / "beat.sh"
-    script.write_text(BEAT_SH)
-    script.chmod(0o755)
-    log = work / "ran.log"
+    script, log = beat_script(tmp_path)
     proc, runs, batch = _kill_mid_run_then_resume(tmp_path, out_dir, cluster, ["--cmd", f"{script} {{seq}} {log}"], log)
     assert proc.returncode == 0, proc.stderr
     _ran_one_at_a_time(runs)
