@@ -8,8 +8,9 @@ processes at once). A resume on the same cluster waits for them (:mod:`.dask_orp
 leaves it cannot, so before anything runs the engine takes the batch there, as such a resume
 does: nothing more of the earlier runs begins, their shell items are killed, and it waits a
 moment for those to end. An item still running then (a Python call) refuses the resume, naming
-it and the ways on. A cluster that does not answer is said, and the run goes on: nothing can
-tell then what still runs there.
+it and the ways on; so does a worker that does not answer (a call holding its GIL blocks it: it
+may well run one). A scheduler that does not answer is said, and the run goes on: nothing can
+tell then what still runs there, and the warning says so.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def _connect(address: str) -> tuple[DaskCluster | None, str]:
         )
     from .preflight import scheduler_unreachable  # (it imports this module)
 
-    # A TCP connect first: a client that cannot connect says so again as it is collected.
+    # A probe first: on a port that takes the connection and says nothing, a dask client waits for
+    # ever (distributed#8071).
     problem = scheduler_unreachable(address, ANSWER_WAIT_S)
     if problem is None:
         try:
