@@ -22,13 +22,17 @@ def _line(screen: ItemDetailScreen) -> str:
     return str(screen.query_one("#detail-progress", ProgressLine).query_one(StatusText).render())
 
 
+def _app(batch: Path) -> BatchtuiApp:
+    return BatchtuiApp(
+        output_dir=batch.parent, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False
+    )
+
+
 def test_the_detail_shows_the_status_line_and_follows_the_dashboards(tmp_path: Path) -> None:
     batch = make_batch(tmp_path / "out", state=BatchState.PAUSED, n=300)
 
     async def body() -> None:
-        app = BatchtuiApp(
-            output_dir=batch.parent, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False
-        )
+        app = _app(batch)
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause()
             dashboard = app.screen
@@ -59,9 +63,7 @@ def test_a_pending_item_shown_is_read_again_once_the_store_says_it_ran(tmp_path:
     batch = make_batch(tmp_path / "out", state=BatchState.RUNNING, n=300)
 
     async def body() -> None:
-        app = BatchtuiApp(
-            output_dir=batch.parent, batch=batch, watch_files=False, clock=lambda: FROZEN, handle_hangup=False
-        )
+        app = _app(batch)
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause()
             await app.push_screen(ItemDetailScreen(batch, 299))
