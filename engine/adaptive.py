@@ -31,8 +31,9 @@ import math
 from collections.abc import Iterable
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_serializer, model_validator
+from pydantic import ConfigDict, field_validator, model_serializer, model_validator
 
+from .basemodel import Model
 from .fmt import fmt_duration
 from .models import TimeoutInForce
 from .numbers import to_float, to_int
@@ -101,7 +102,7 @@ def parse_duration(text: str) -> float:
     return value * scale
 
 
-class AdaptiveLimit(BaseModel):
+class AdaptiveLimit(Model):
     """The adaptive part of ``--timeout P%``: kill past ``percent``% of the median success,
     once there are ``after`` successes, never below ``floor_s``. Stored in the manifest's
     config as its text, ``300%,min=1s,after=10``."""

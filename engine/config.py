@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -30,6 +29,7 @@ from pydantic import (
 )
 
 from .adaptive import MIN_FLOOR_S, AdaptiveLimit, split_timeout
+from .basemodel import Model
 from .config_env import ENV_PREFIX, env_layer, refuse_rule_twice
 from .config_errors import describe_errors, fmt_number, has_bool, near_setting, union_settings, untrusted_message
 from .config_file import read_toml
@@ -135,7 +135,7 @@ def _default_workers() -> int:
     return max(2, os.cpu_count() or 2)
 
 
-class BatchConfig(BaseModel):
+class BatchConfig(Model):
     """The full effective configuration of a batch."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -25,8 +25,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, get_args
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import ConfigDict, field_validator
 
+from .basemodel import Model
 from .batchdir import now_iso
 from .files import FILE_MODE
 from .fmt import decode_output
@@ -53,7 +54,7 @@ KILL_GRACE_S: Final = 2.0
 _TAIL_BYTES: Final = 4096
 
 
-class EventHook(BaseModel):
+class EventHook(Model):
     """One ``--on-event KINDS CMD``: the kinds it hears of and the shell command it runs."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

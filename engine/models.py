@@ -10,15 +10,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from .basemodel import Model
 from .errors import UserError
 from .files import DamagedFile
 
 #: The manifest format this batchtui writes and the newest it reads.
 MANIFEST_VERSION: Final = 1
-#: The largest seq there can be: SQLite's integers are 64-bit. A larger one names no item (and
-#: would overflow every query it took part in).
+#: The largest seq there can be (SQLite's integers are 64-bit): a larger one names no item.
 MAX_SEQ: Final = (1 << 63) - 1
 
 
@@ -75,13 +75,13 @@ class BatchState(StrEnum):
 ACTIVE_STATES: Final = frozenset({BatchState.RUNNING, BatchState.PAUSED, BatchState.STOPPING})
 
 
-class _Model(BaseModel):
+class _Model(Model):
     # Readers ignore fields they do not know, so a newer engine's files stay readable.
     # An empty list or dict default is written as the value (``= []``): pydantic copies a mutable
     # default for each instance, as ``default_factory=list`` would; but for a factory it reads the
     # signature, and the builtin list's is parsed from its text (tokenize: 0.2 ms a field, 4.6 ms
-    # the first), paid by every command that validates the model.
-    model_config = ConfigDict(extra="ignore", defer_build=True)
+    # the first), paid by every command that validates the model. Built at first use (Model).
+    model_config = ConfigDict(extra="ignore")
 
 
 class Counts(_Model):
@@ -466,7 +466,7 @@ class ResultLine(_Model):
     checks. Strict: a line whose ``attempts`` is ``"3"`` was not written by an engine, so it is
     refused, not coerced (resume adopts only lines that validate, see engine/resultscheck.py)."""
 
-    model_config = ConfigDict(extra="ignore", strict=True, defer_build=True)
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     seq: int = Field(ge=0)
     key: str

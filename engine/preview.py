@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from .basemodel import Model
 from .batchdir import BatchDir, parse_iso, resume_command
 from .errors import UserError
 from .files import DamagedFile
@@ -25,7 +26,7 @@ from .summary import BatchSummary
 TOP_GROUPS = 5
 
 
-class RunLine(BaseModel):
+class RunLine(Model):
     """One run or resume of a batch, as the preview lists it."""
 
     model_config = ConfigDict(frozen=True)
@@ -42,7 +43,7 @@ class RunLine(BaseModel):
     changes: str = ""
 
 
-class BatchPreview(BaseModel):
+class BatchPreview(Model):
     """The preview of one batch: its summary and what the summary leaves out."""
 
     model_config = ConfigDict(frozen=True)

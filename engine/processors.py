@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from .basemodel import Model
 from .callables import CallableProcessor, StaleCode, build_processor, code_digest, load_callable
 from .errors import Fatal, UserError
 from .outputs import cost_of
@@ -43,7 +44,7 @@ class Processor(Protocol):
     def kill_all(self) -> int: ...
 
 
-class ProcessorSpec(BaseModel):
+class ProcessorSpec(Model):
     """What processes the items; stored in manifest.json as ``processor``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

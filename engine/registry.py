@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
+from .basemodel import Model
 from .files import FILE_MODE, NOFOLLOW, atomic_write_bytes, write_all
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ LOCK_NAME: Final = "registry.lock"
 _warned: set[str] = set()
 
 
-class RegistryEntry(BaseModel):
+class RegistryEntry(Model):
     """One line of the registry: a batch directory that was created."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")

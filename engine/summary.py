@@ -35,8 +35,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from .basemodel import Model
 from .batchdir import BatchDir, now_iso
 from .errors import UserError
 from .files import DamagedFile
@@ -52,7 +53,7 @@ INTERRUPTED = "interrupted"  # the files say an engine works on it; none does
 DAMAGED = "damaged"  # no readable manifest (nor its backup)
 
 
-class EngineSummary(BaseModel):
+class EngineSummary(Model):
     """The engine that holds the batch's lock, and whether it is still writing."""
 
     model_config = ConfigDict(frozen=True)
@@ -69,7 +70,7 @@ class EngineSummary(BaseModel):
     waiting_for_source_s: float | None = None
 
 
-class BatchSummary(BaseModel):
+class BatchSummary(Model):
     """What every view shows of one batch (see the module docstring for how it is decided)."""
 
     model_config = ConfigDict(frozen=True)

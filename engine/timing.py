@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from .basemodel import Model
 from .batchdir import parse_iso
 from .models import Counts, HistoryEntry, LiveProgress
 
@@ -30,7 +31,7 @@ from .models import Counts, HistoryEntry, LiveProgress
 KILLED = "killed"
 
 
-class RunSpan(BaseModel):
+class RunSpan(Model):
     """One run of a batch as the figures count it."""
 
     model_config = ConfigDict(frozen=True)
@@ -44,7 +45,7 @@ class RunSpan(BaseModel):
     duration_s: float = 0.0
 
 
-class BatchTiming(BaseModel):
+class BatchTiming(Model):
     """The batch's time and rate (see the module docstring)."""
 
     model_config = ConfigDict(frozen=True)

@@ -217,6 +217,33 @@ def test_a_ctrl_c_while_the_sources_are_read_makes_no_batch_and_exits_130(tmp_pa
     assert [p for p in out.iterdir() if p.is_dir()] == []
 
 
+#: The CLI, with a SIGINT sent to itself when click is first imported (before any verb runs).
+CLI_INTERRUPTED_IN_IMPORTS = [
+    sys.executable,
+    "-c",
+    "import os, runpy, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "class Finder:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'click':\n"
+    "            sys.meta_path.remove(self)\n"
+    "            os.kill(os.getpid(), signal.SIGINT)\n"
+    "        return None\n"
+    "sys.meta_path.insert(0, Finder())\n"
+    "sys.argv[0] = 'batchtui'\n"
+    "runpy.run_module('batchtui.tui.cli', run_name='__main__', alter_sys=True)\n",
+]
+
+
+def test_a_ctrl_c_while_the_cli_imports_click_exits_130_with_one_line(tmp_path: Path) -> None:
+    """Before, Python's traceback from inside click's import, and death by SIGINT."""
+    done = subprocess.run(
+        [*CLI_INTERRUPTED_IN_IMPORTS, "ls"],
+        env=cli_env(tmp_path / "out"), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (130, "interrupted\n")
+
+
 def test_a_ctrl_c_a_verb_does_not_handle_exits_130_with_one_line(tmp_path: Path) -> None:
     """`logs -f` of an item that never ends, interrupted: one line, exit 130."""
     out = tmp_path / "out"

@@ -44,7 +44,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from batchtui.engine.basemodel import Model
 
 if TYPE_CHECKING:
     from textual.theme import Theme
@@ -103,7 +105,7 @@ Colour = Annotated[str, AfterValidator(_check_colour)]
 """A colour as Textual parses it: "#rrggbb", "#rrggbbaa", "rgb(…)", "hsl(…)", a name, "ansi_red"."""
 
 
-class ThemeFile(BaseModel):
+class ThemeFile(Model):
     """One theme file (TOML), validated; ``to_textual`` makes it a Textual ``Theme``.
 
     Unknown keys are errors (a typo must not silently fall back to a default), and

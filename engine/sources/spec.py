@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from ..basemodel import Model
 from ..errors import UserError
 from ..fmt import clean
 from .text import codec
@@ -34,7 +35,7 @@ _SUFFIX_KINDS: Final[dict[str, SourceKind]] = {
 }
 
 
-class SourceEntry(BaseModel):
+class SourceEntry(Model):
     """One source argument: its kind and its absolute path ("-" for stdin)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -43,7 +44,7 @@ class SourceEntry(BaseModel):
     path: str
 
 
-class SourceSpec(BaseModel):
+class SourceSpec(Model):
     """Where the items come from and how to read them; stored in manifest.json as ``source``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

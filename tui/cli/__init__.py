@@ -12,6 +12,20 @@ The headless paths never import textual, so a server without a terminal pays not
 
 from __future__ import annotations
 
-from .group import main
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .group import main
 
 __all__ = ["main"]
+
+
+def __getattr__(name: str) -> Any:
+    """``main`` is imported when asked for: the console script imports this package before its
+    own code runs, and a Ctrl-C during click's import was Python's traceback there, not the
+    CLI's "interrupted" (tui/cli/entry.py imports the group where it can catch it)."""
+    if name == "main":
+        from .group import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,12 +29,20 @@ import threading
 from typing import NoReturn
 
 from . import collector
-from .group import main
+
+#: DESIGN's exit status for a Ctrl-C (engine/errors.py's EXIT_INTERRUPTED, not imported here:
+#: this module's imports are the ones a Ctrl-C can still cut short).
+_INTERRUPTED = 130
 
 
 def run() -> NoReturn:
     """The console script and ``python -m batchtui.tui.cli``: the CLI, then :func:`leave`."""
     collector.pause()  # until the verb's module is imported (collector.py)
+    try:
+        from .group import main  # click and the group: a Ctrl-C comes here as often as anywhere
+    except KeyboardInterrupt:
+        _say_interrupted()
+        leave(_INTERRUPTED)
     _main_is_the_package()
     _standard_descriptors()
     _tolerant_stdout()
@@ -43,6 +51,14 @@ def run() -> NoReturn:
     except SystemExit as exc:
         leave(exc.code)
     leave(0)  # standalone click always raises SystemExit; a plain return means success
+
+
+def _say_interrupted() -> None:
+    """The group's line for a Ctrl-C no verb handled (tui/cli/group.py), not a traceback."""
+    try:
+        print("interrupted", file=sys.stderr)
+    except (OSError, ValueError):  # a hung-up terminal
+        pass
 
 
 def _main_is_the_package() -> None:

@@ -195,6 +195,19 @@ class Main(click.Group):
                 raise
             fail(f"cannot start a thread: {NO_THREAD}", EXIT_USAGE)
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        """click's, with a Ctrl-C while the arguments are read said as one (exit 130): click's
+        main makes any KeyboardInterrupt outside :meth:`invoke` "Aborted!" and exit 1, which
+        says "some items failed"."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            with contextlib.suppress(OSError, ValueError):  # a hung-up terminal
+                click.echo("interrupted", err=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """click's main, and the one failure no verb can report well: its output could not be
         written (a full disk, ``> /dev/full``). One line on stderr, exit 2, no traceback."""
