@@ -111,6 +111,8 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
     Everything else runs on the thread that called :meth:`run`.
     """
 
+    _signals: list[int] | None = None  # noted by _on_signal (None: run() installed no handler)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def run(self) -> RunResult:
@@ -124,6 +126,7 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
                 self._finish()  # halted, saying why: the manifest said running, with no engine
                 raise
             if self.handle_signals:
+                self._signals = []
                 # One ignored when this process started stays ignored (nohup's SIGHUP).
                 old_handlers = catch((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), self._on_signal)
             try:
@@ -148,11 +151,22 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
         return self.result()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if self._stop.is_set() and signum == signal.SIGINT:
-            self._stop_reason = f"{name} again: stopping now"
-            self.config = self.config.model_copy(update={"grace": 0.0})
-        self.request_stop(f"{name} received")
+        """SIGINT, SIGTERM, SIGHUP: noted, the loop woken; no lock taken (it runs in the loop's
+        own waits: an ``Event.set`` here, landing as ``_stop.wait`` took that Event's lock back,
+        waited for its own thread, and a SIGTERM'd engine hung). SimpleQueue.put is reentrant."""
+        if self._signals is not None:
+            self._signals.append(signum)
+            self.completions.put([])  # wakes a wait for outcomes; a coalescing wait is short
+
+    def _take_signals(self) -> None:
+        """The stops the noted signals ask for: the first is graceful, a second SIGINT kills."""
+        while self._signals:
+            signum = self._signals.pop(0)
+            name = signal.Signals(signum).name
+            if self._stop.is_set() and signum == signal.SIGINT:
+                self._stop_reason = f"{name} again: stopping now"
+                self.config = self.config.model_copy(update={"grace": 0.0})
+            self.request_stop(f"{name} received")
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -200,6 +214,7 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
         """
         self._now = now
         self._real_time = wait is None
+        self._take_signals()
         handled = self.control.handle()
         if not self._rate_judged:
             # Before anything is handed out, once the commands left for this run (a retry) are

@@ -8,7 +8,9 @@ decision was made, and what the decision did to work handed out and not started.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -655,3 +657,34 @@ def test_a_stop_while_a_retry_waits_out_its_backoff_stays_stopped(make_runner: A
     result = runner.finish()
     assert result.counts.pending == 1 and result.counts.complete == 1
     assert result.state == BatchState.STOPPED and result.exit_code == 130
+
+
+def test_a_signal_in_the_loops_own_wait_takes_no_lock_and_stops_the_run_at_the_next_turn(make_runner: Any) -> None:
+    """An engine SIGTERM'd under load hung for good: the handler ran inside the loop's
+    ``_stop.wait`` just as that took the Event's lock back, and its ``_stop.set()`` waited for
+    the lock its own thread held. Here the locks are held while the handler runs (on another
+    thread, which the bug blocks instead of hanging the test); a second SIGINT kills at once."""
+    runner, ex = make_runner(10, workers=1, grace=30.0)
+    runner._signals = []  # as run() makes it before it puts the handler in place
+    t = time.monotonic()
+    runner.step(t)
+    (seq,) = ex.begin(1)
+    handled = threading.Event()
+
+    def handler() -> None:
+        runner._on_signal(signal.SIGINT, None)
+        handled.set()
+
+    with runner._stop._cond, runner._wake._cond:  # the loop's thread inside its waits
+        thread = threading.Thread(target=handler)
+        thread.start()
+        assert handled.wait(10), "the handler waited for a lock the loop's thread held"
+    thread.join()
+    assert runner.completions.get_nowait() == []  # the loop's wait for outcomes is woken
+    assert runner.state == BatchState.RUNNING  # nothing decided in the handler
+    runner.step(t)
+    assert runner.state == BatchState.STOPPING and runner._stop_reason == "SIGINT received"
+    assert ex.killed == []  # graceful: the running item gets its grace
+    runner._on_signal(signal.SIGINT, None)
+    runner.step(t + 1)
+    assert runner._stop_reason == "SIGINT again: stopping now" and ex.killed == [seq]

@@ -164,11 +164,14 @@ def wait_or_dump(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
 
 
 def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """``sig`` to ``proc``'s whole group, then wait for ``proc``; one that does not end within
+    60 s fails the test with its threads' stacks (:func:`wait_or_dump`): a SIGTERM'd engine that
+    hung once under a loaded suite said only "timed out"."""
     try:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
-    proc.wait(timeout=60)
+    wait_or_dump(proc, 60)
 
 
 def batches(out: Path) -> list[Path]:
