@@ -11,7 +11,8 @@ Resuming a batch is a handful of decisions taken in a fixed order, each of which
 5. items.db's counts, which say whether anything is left to do.
 
 :func:`plan_resume` takes them and returns a :class:`ResumePlan`, which the CLI's ``resume``
-prints and executes (retry-failed, preflight, detach or run) and the TUI's resume runs. Nothing
+prints and executes (preflight, then the changes a resume makes: the rescan, retry-failed;
+then detach or run) and the TUI's resume runs. A resume the preflight refuses changes nothing. Nothing
 here prints: notes go to ``say`` (the CLI's stderr, a background engine's engine.log).
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,10 @@ class ResumePlan:
     reason: str | None = None
     #: items.db was built from the source first (the batch's creation was cut short).
     rebuilt: bool = False
-    #: What ``--rescan`` found (new keys, those missing), when the source was read again.
+    #: ``--rescan`` was asked for (:meth:`rescanned` reads the sources; ``--drop-missing``).
+    rescan_asked: bool = False
+    drop_missing: bool = False
+    #: What the rescan found (new keys, those missing), once :meth:`rescanned` read the sources.
     rescan: ScanOutcome | None = None
     #: An ``add`` was cut short (killed): the engine finishes it before it runs anything.
     cut_add: bool = False
@@ -80,10 +84,12 @@ class ResumePlan:
 
     @property
     def nothing_to_do(self) -> bool:
-        """The batch is finished with no item pending, and no failed item is to be retried."""
+        """The batch is finished with no item pending, no failed item is to be retried, and no
+        rescan is still to read its sources (what it finds is to do)."""
         c = self.counts
         return (
             not self.cut_add
+            and not (self.rescan_asked and self.rescan is None)
             and self.manifest.state == BatchState.FINISHED
             and not (c.pending or c.processing)
             and not (self.retry_failed and c.failed)
@@ -100,6 +106,21 @@ class ResumePlan:
         """Why this resume halts before anything starts with ``config`` (default: the plan's),
         and what would let it run (:func:`halts_before_start`); None when it does not."""
         return halts_before_start(config or self.config, self.counts, self.cost, self.retry_failed)
+
+    def rescanned(self, say: Callable[[str], None] = _quiet) -> ResumePlan:
+        """This plan once ``--rescan`` read the batch's sources again (:func:`.growing.rescan_batch`:
+        new keys become pending items, missing ones are counted, and skipped with
+        ``--drop-missing``), under the plan's lock, with its counts read again; the plan itself
+        when no rescan was asked for or it was done. Called after the preflight: a resume it
+        refuses adds nothing to the batch (the new keys were pending after a command that did
+        not run, and ran at the next resume of another kind)."""
+        if not self.rescan_asked or self.rescan is not None:
+            return self
+        scanned = _rescan(self.batch, self.lock, drop_missing=self.drop_missing, durable=self.config.fsync, say=say)
+        counts, cut_add, cost = _store_state(self.batch, self.config, _quiet)  # said when planned
+        return replace(
+            self, manifest=self.batch.read_manifest(), counts=counts, cut_add=cut_add, cost=cost, rescan=scanned
+        )
 
     def requeue_failed(self) -> int:
         """Put the failed items back to pending under the batch's lock (the plan's, or taken for
@@ -277,8 +298,8 @@ def plan_resume(
     they are this batch's; else the lock is taken as usual.
     ``detach``: the lock is handed to a background engine once planned (the lock file says so,
     for what the views tell of a command sent meanwhile).
-    ``rescan``: read the batch's sources again first (:func:`.growing.rescan_batch`: new keys
-    become pending items, missing ones are counted, and skipped with ``drop_missing``).
+    ``rescan``: the plan is to read the batch's sources again (``drop_missing``: and skip the
+    items no longer there), which :meth:`ResumePlan.rescanned` does once the preflight passed.
     """
     if drop_missing and not rescan:
         raise UserError("--drop-missing applies only with --rescan")
@@ -310,19 +331,7 @@ def plan_resume(
             if hold:
                 lock = take(bdir, lock_wait)
             rebuilt = True
-        scanned = None
-        if rescan:
-            scanned = _rescan(bdir, lock, drop_missing=drop_missing, durable=new.fsync, say=say)
-            manifest = bdir.read_manifest()
-        store = ItemStore.open_readonly(bdir.items_db)
-        try:
-            counts = store.counts()
-            cut_add = bool(store.get_meta("adding"))
-            cost = store.cost_totals() if new.max_cost is not None else (0.0, 0.0)
-        finally:
-            store.close()
-        if cut_add:
-            say(f"batch {bdir.batch_id}: an add was cut short; the engine reads the rest of its source first")
+        counts, cut_add, cost = _store_state(bdir, new, say)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -337,10 +346,28 @@ def plan_resume(
         retry_failed=retry_failed,
         reason=reason,
         rebuilt=rebuilt,
-        rescan=scanned,
+        rescan_asked=rescan,
+        drop_missing=drop_missing,
         cut_add=cut_add,
         cost=cost,
     )
+
+
+def _store_state(
+    bdir: BatchDir, config: BatchConfig, say: Callable[[str], None]
+) -> tuple[Counts, bool, tuple[float, float]]:
+    """items.db's counts, whether an ``add`` was cut short (said), and the items' costs (the
+    sum, the largest) when ``config`` caps them."""
+    store = ItemStore.open_readonly(bdir.items_db)
+    try:
+        counts = store.counts()
+        cut_add = bool(store.get_meta("adding"))
+        cost = store.cost_totals() if config.max_cost is not None else (0.0, 0.0)
+    finally:
+        store.close()
+    if cut_add:
+        say(f"batch {bdir.batch_id}: an add was cut short; the engine reads the rest of its source first")
+    return counts, cut_add, cost
 
 
 def _rescan(

@@ -79,3 +79,30 @@ def test_a_refused_resume_retry_failed_leaves_the_failed_items_failed(tmp_path: 
     with closing(sqlite3.connect(batch / "items.db")) as db:
         rows = db.execute("SELECT status, error_type, error_message FROM items ORDER BY seq").fetchall()
     assert rows == [("failed", "ValueError", "bad a"), ("failed", "ValueError", "bad b")]
+
+
+def test_a_refused_resume_rescan_adds_nothing_to_the_batch(tmp_path: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
+    """The rescan read the source before the preflight: the new keys were pending after a
+    command that did not run, and ran at the next resume of any kind."""
+    module = _module(tmp_path, "def f(item):\n    return item.data\n")
+    source = _source(tmp_path)
+    out = tmp_path / "out"
+    first = invoke_cli(["run", str(source), "--call", f"{module}:f", "--headless", "-o", str(out)])
+    assert first.returncode == 0, (first.stdout, first.stderr)
+    batch = only_batch(out)
+    source.write_text("a\nb\nc\n")  # a new key
+    module.write_text("import sys\ndef f(item):\n    return 1\nsys.exit(4)\n")  # broken since
+    proc = invoke_cli(["resume", batch.name, "--rescan", "--headless", "-o", str(out)])
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "exited as it was imported" in proc.stderr and "rescan:" not in proc.stderr
+    with closing(sqlite3.connect(batch / "items.db")) as db:
+        rows = db.execute("SELECT key, status FROM items ORDER BY seq").fetchall()
+    assert rows == [("a", "complete"), ("b", "complete")]
+
+    module.write_text("def f(item):\n    return item.data\n")  # fixed: the rescan runs the new key
+    again = invoke_cli(["resume", batch.name, "--rescan", "--headless", "-o", str(out)])
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert "rescan: 1 new, 0 missing" in again.stderr
+    with closing(sqlite3.connect(batch / "items.db")) as db:
+        rows = db.execute("SELECT key, status FROM items ORDER BY seq").fetchall()
+    assert rows == [("a", "complete"), ("b", "complete"), ("c", "complete")]

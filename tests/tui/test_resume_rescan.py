@@ -78,3 +78,33 @@ def test_a_finished_batch_whose_source_grew_is_rescanned_from_the_dashboard(tmp_
     with ItemQueries(batch.items_db) as queries:
         counts = queries.counts()
     assert (counts.total, counts.complete) == (5, 5)
+
+
+def test_a_rescan_the_preflight_refuses_adds_nothing_to_the_batch(tmp_path: Path) -> None:
+    """The dialog's resume read the source before its preflight: refused (the command's script
+    is gone), the new keys were in the batch anyway, pending, for a resume that did not run."""
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    source = tmp_path / "evens.txt"
+    source.write_text("0\n2\n")
+    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 1}, environ={}, cwd=tmp_path)
+    batch = create_batch(config, build_spec([str(source)]), shell_spec(f"{script} {{}}"))
+    BatchRunner(batch, config=config, action="run").run()
+    source.write_text("0\n2\n4\n")
+    script.unlink()
+
+    async def body() -> None:
+        app = _app(batch)
+        async with app.run_test(size=(80, 24)) as pilot:
+            dialog = await _open_dialog(pilot)
+            plan = dialog.query_one("#resume-plan", Static)
+            await _until(pilot, lambda: "Rescan: 1 new, 0 missing." in str(plan.render()), "the rescan's preview")
+            await pilot.click("#resume")
+            error = dialog.query_one("#resume-error", Static)
+            await _until(pilot, lambda: "is not an executable file" in str(error.render()), "the refusal")
+            assert app.engine_result is None
+
+    run(body)
+    with ItemQueries(batch.items_db) as queries:
+        assert queries.counts().total == 2

@@ -109,6 +109,16 @@ def resume_cmd(
     )
     if ready_fd is not None:
         _ready(ready_fd)
+    if not plan.nothing_to_do:  # (a rescan still to read is something to do)
+        try:
+            # The checks first: a resume they refuse (the module no longer imports, say) changes
+            # nothing. Before them, a rescan added the new keys and a retry requeued the failed
+            # items (their errors gone from the errors view) for a command that did not run.
+            gate(plan.preflight())
+            plan = plan.rescanned(say)
+        except BaseException:
+            plan.release()
+            raise
     bdir, counts, manifest = plan.batch, plan.counts, plan.manifest
     if plan.nothing_to_do:
         try:
@@ -123,10 +133,6 @@ def resume_cmd(
         raise SystemExit(code)
     requeued = 0
     try:
-        # The checks first: a resume they refuse (the module no longer imports, say) changes
-        # nothing. Requeued before them, the failed items were pending with their errors gone
-        # from the errors view and the summary's retry line, after a command that did not run.
-        gate(plan.preflight())
         if retry_failed:
             requeued = plan.requeue_failed()
             say(f"requeued {count(requeued, 'failed item')}{invalid_note(plan.left_failed())}")

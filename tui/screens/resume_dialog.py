@@ -406,6 +406,9 @@ class ResumeDialog(ModalScreen[ResumeStarted | None]):
             if not preflight.proceed:
                 failed = [f"{c.name}: {c.message}" for c in preflight.checks if c.level == "fail"]
                 raise _Refused("preflight: " + "; ".join(failed))
+            plan = plan.rescanned()  # after the preflight: a refused resume adds nothing
+            if plan.nothing_to_do:
+                raise _Refused(f"batch {plan.batch.batch_id} is finished; the rescan found nothing new to run")
             requeued = plan.requeue_failed() if retry_failed else 0
             if background:
                 pid = detach_engine(plan.batch, action="resume", overrides=plan.overrides, lock=plan.lock)
