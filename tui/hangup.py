@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import queue
 import select
 import signal
 import sys
@@ -93,6 +94,8 @@ class TerminalWatch:
         self._stop = threading.Event()
         self._old: dict[signal.Signals, Any] = {}
         self._poller: threading.Thread | None = None
+        # What the signal handlers noted, for the relay thread to trigger on (None: stop).
+        self._noted: queue.SimpleQueue[str | None] = queue.SimpleQueue()
 
     @property
     def fired(self) -> bool:
@@ -104,6 +107,8 @@ class TerminalWatch:
             # poll below still sees the terminal go.
             with contextlib.suppress(OSError, ValueError):
                 self._old.update(catch(WATCHED_SIGNALS, self._on_signal))
+            if self._old:
+                threading.Thread(target=self._relay, name="batchtui-signal-relay", daemon=True).start()
         if self.fd is not None:
             self._poller = threading.Thread(target=self._poll, name="batchtui-tty-watch", daemon=True)
             self._poller.start()
@@ -115,6 +120,8 @@ class TerminalWatch:
             for sig, old in self._old.items():
                 with contextlib.suppress(OSError, ValueError, TypeError):
                     signal.signal(sig, old)
+            if self._old:
+                self._noted.put(None)  # the relay ends
             self._old.clear()
 
     def trigger(self, reason: str) -> bool:
@@ -137,7 +144,15 @@ class TerminalWatch:
             self.done.set()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.trigger(f"{signal.Signals(signum).name} received")
+        """Noted for the relay thread, nothing more: a handler runs on the main thread between
+        any two of its bytecodes, and the thread :meth:`trigger` starts takes threading's own
+        lock, which the main thread may hold right then (starting a worker thread, say): the
+        app would wait for itself. ``SimpleQueue.put`` takes no lock (it is reentrant)."""
+        self._noted.put(f"{signal.Signals(signum).name} received")
+
+    def _relay(self) -> None:
+        while (reason := self._noted.get()) is not None:
+            self.trigger(reason)
 
     def _poll(self) -> None:
         fd = self.fd

@@ -124,3 +124,30 @@ def test_a_hand_off_that_fails_is_said_never_swallowed(tmp_path: Path, monkeypat
     assert app.handoff.error is not None and "pid 4242 on elsewhere" in app.handoff.error
     log = batch.engine_log.read_text()
     assert "HAND-OFF FAILED" in log and "pid 4242 on elsewhere" in log, log
+
+
+def test_a_signal_while_the_main_thread_holds_threadings_lock_does_not_wait_for_it() -> None:
+    """The handler started the hand-off's thread itself, which takes threading's lock of the
+    threads starting: a SIGHUP that landed while the main thread held it (starting a worker
+    thread) would have waited for the main thread, in the main thread. The handler runs here on
+    another thread (which the old code blocked, instead of hanging the test) with the lock held."""
+    watch, seen, called = _watch()
+    watch.fd = None
+    watch.start()
+    go, handled = threading.Event(), threading.Event()
+
+    def handler() -> None:
+        go.wait()
+        watch._on_signal(signal.SIGHUP, None)
+        handled.set()
+
+    thread = threading.Thread(target=handler)
+    thread.start()
+    try:
+        with threading._active_limbo_lock:  # type: ignore[attr-defined]  # what Thread.start takes
+            go.set()
+            assert handled.wait(10), "the handler waited for threading's lock"
+        thread.join()
+        assert called.wait(10) and seen == ["SIGHUP received"]
+    finally:
+        watch.stop()
