@@ -32,7 +32,7 @@ from .fmt import clean, count
 from .models import BatchState, Counts, LockInfo, Manifest
 from .preflight import Preflight, preflight_resume
 from .processors import ProcessorSpec
-from .resumable import choose_resumable
+from .resumable import NothingToResume, choose_resumable
 from .runner import BatchRunner
 from .sources import SourceSpec
 from .store import ItemStore, ScanOutcome
@@ -313,7 +313,15 @@ def plan_resume(
                 return lock
         return _hold_lock(bdir, wait, say, lock_try, hands_over=detach)
 
-    bdir, lock, reason = _target(batch, output_dir, hold=hold, lock_wait=lock_wait, take=take, say=say)
+    try:
+        bdir, lock, reason = _target(batch, output_dir, hold=hold, lock_wait=lock_wait, take=take, say=say)
+    except NothingToResume as exc:  # a finished batch is never chosen: both flags are for one
+        what = "rescan" if rescan else "retry the failed items of" if retry_failed else None
+        if what is None or not str(exc).startswith("no unfinished batch"):
+            raise
+        flag = "--rescan" if rescan else "--retry-failed"
+        hint = f"to {what} a finished batch, name it: `batchtui resume ID {flag}` (`batchtui ls` lists them)"
+        raise NothingToResume(f"{exc}; {hint}") from None
     try:
         manifest = bdir.read_manifest()
         stored, new = resume_config(bdir, manifest, flags, config_file=config_file, on_file=on_file)

@@ -127,6 +127,25 @@ def test_rescan_without_drop_missing_reports_and_keeps_them(tmp_path: Path, out_
     assert [r[2] for r in _items(bdir)] == ["complete"] * 11
 
 
+@pytest.mark.parametrize("flag", ["--rescan", "--retry-failed"])
+def test_a_rescan_or_retry_with_no_batch_named_says_how_to_name_a_finished_one(
+    tmp_path: Path, out_dir: Path, invoke_cli: Invoke, flag: str
+) -> None:
+    """Only unfinished batches are chosen for you; both flags are for finished ones too, which
+    `resume FLAG` alone answered with a bare "no unfinished batch"."""
+    work = tmp_path / "work"
+    work.mkdir()
+    src, extra, cmd = _write_source("lines", tmp_path, ["a"])
+    bdir = _make(out_dir, "lines", src, extra, cmd, work)
+    assert invoke_cli(["resume", bdir.batch_id, "--headless"]).returncode == 0
+
+    res = invoke_cli(["resume", flag, "--headless"])
+
+    assert res.returncode == 2, res.stderr
+    assert f"a finished batch, name it: `batchtui resume ID {flag}` (`batchtui ls` lists them)" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_the_rescan_line_never_says_drop_missing_skips_complete_items() -> None:
     """--drop-missing leaves a complete item complete: the line says so, never "kept;
     --drop-missing skips them" of items it kept (it said that with --drop-missing given)."""
