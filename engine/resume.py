@@ -11,9 +11,9 @@ Resuming a batch is a handful of decisions taken in a fixed order, each of which
 5. items.db's counts, which say whether anything is left to do.
 
 :func:`plan_resume` takes them and returns a :class:`ResumePlan`, which the CLI's ``resume``
-prints and executes (preflight, then the changes a resume makes: the rescan, retry-failed;
-then detach or run) and the TUI's resume runs. A resume the preflight refuses changes nothing. Nothing
-here prints: notes go to ``say`` (the CLI's stderr, a background engine's engine.log).
+prints and executes (the preflight, then the rescan and retry-failed, which a refused resume
+never makes; then detach or run) and the TUI's resume runs. Nothing here prints: notes go to
+``say`` (the CLI's stderr, a background engine's engine.log).
 """
 
 from __future__ import annotations
