@@ -138,7 +138,7 @@ def test_an_empty_selection_says_so_lists_types_and_groups_and_sends_nothing(bat
     assert files(batch) == before and not (batch / "control.jsonl").exists()
     # Items that match but that the verb would not change: said as such.
     got = cli("retry", str(batch), "--seq", "0-2")
-    assert got.exit_code == 1 and "3 item(s) match --seq 0-2, but none is failed or skipped" in got.stderr
+    assert got.exit_code == 1 and "3 items match --seq 0-2, but none is failed or skipped" in got.stderr
     got = cli("retry", str(batch), "--group", "ffffffff", "--json")
     assert got.exit_code == 1 and json.loads(got.stdout)["selected"] == 0
     got = cli("retry", str(batch), "--group", "fff")
@@ -157,7 +157,7 @@ def test_dry_run_with_a_live_engine_appends_nothing(batch: Path) -> None:
         got = cli("skip", str(batch), "--status", "pending", "--dry-run")
     assert got.exit_code == 0, got.output
     assert (
-        "skip would change 80 item(s)" in got.stdout
+        "skip would change 80 items (" in got.stdout
         and "#120  https://api.example.com/v1/documents/00120" in got.stdout
     )
     assert "... and 75 more" in got.stdout

@@ -274,9 +274,8 @@ class EngineApp(PlainApp[int]):
             wait_drain_under_way(runner, self._engine_done)
             engine_log(
                 batch,
-                f"{reason}: the engine in the TUI (pid {os.getpid()}) starts nothing more; the"
-                f" {self._drain_figure.running(runner)} item(s) running at the hand-off end first,"
-                " then a background engine takes the batch",
+                f"{reason}: the engine in the TUI (pid {os.getpid()}) starts nothing more;"
+                f" {_drain_words(self._drain_figure.running(runner))}",
             )
             self._engine_done.wait()
             result = self.engine_result
@@ -362,3 +361,15 @@ def _said(error: BaseException) -> str:
 def _exit_later(code: int, delay: float) -> None:
     time.sleep(delay)
     os._exit(code)
+
+
+def _drain_words(running: int) -> str:
+    """What the hand-off waits for, in engine.log: the items running at the hand-off, if any."""
+    if not running:
+        return "no item was running at the hand-off: a background engine takes the batch now"
+    items = (
+        "the 1 item running at the hand-off ends"
+        if running == 1
+        else f"the {running} items running at the hand-off end"
+    )
+    return f"{items} first, then a background engine takes the batch"

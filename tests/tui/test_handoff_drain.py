@@ -76,7 +76,7 @@ def test_running_items_finish_before_the_hand_off(tmp_path: Path, how: str) -> N
         assert [h["action"] for h in manifest["history"]] == ["run", "resume"]
         assert manifest["history"][-1]["pid"] != tui_pid  # the rest ran in a background engine
         engine_log = (batch / "engine.log").read_text()
-        assert "the 2 item(s) running at the hand-off end first" in engine_log, engine_log
+        assert "the 2 items running at the hand-off end first" in engine_log, engine_log
         assert "handed the batch to a background engine" in engine_log, engine_log
         wait_until(lambda: gone(tui_pid), 20, "the TUI's process ends")
         if how == "quit-background":

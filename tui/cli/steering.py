@@ -16,7 +16,7 @@ from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.batches import resolve_batch
 from batchtui.engine.client import Applied, NotAcknowledged, Sent, invalid_note, send
 from batchtui.engine.control import CONTROL_FILE
-from batchtui.engine.fmt import shell_line
+from batchtui.engine.fmt import count, shell_line
 from batchtui.engine.models import ControlOp
 from batchtui.engine.numbers import to_int
 
@@ -285,6 +285,11 @@ _NOT_SEQ: Final = (
 )
 
 
+def _match(n: int) -> str:
+    """ "1 item matches", "3 items match"."""
+    return f"{count(n, 'item', grouped=True)} {'matches' if n == 1 else 'match'}"
+
+
 def _describe(f: ItemFilter) -> str:
     """The flags of a filter, as the user gave them (for a message)."""
     parts = []
@@ -328,9 +333,9 @@ def _select_and_send(
             matched = by_status.total
             what = _describe(f)
             if invalid:
-                why = f"{matched} item(s) match {what}{invalid_note(left)}"
+                why = f"{_match(matched)} {what}{invalid_note(left)}"
             elif matched:
-                why = f"{matched} item(s) match {what}, but none is {' or '.join(statuses)} ({op} changes only those)"
+                why = f"{_match(matched)} {what}, but none is {' or '.join(statuses)} ({op} changes only those)"
             else:
                 why = f"no item matches {what}" + _what_exists(view, f)
             if as_json:
@@ -344,7 +349,7 @@ def _select_and_send(
             )
             return
         click.echo(
-            f"{plain(bdir.batch_id)}: {op} would change {n} item(s) ({' or '.join(statuses)} now); nothing changed"
+            f"{plain(bdir.batch_id)}: {op} would change {count(n, 'item', grouped=True)} ({' or '.join(statuses)} now); nothing changed"
         )
         for seq, key in sample:
             click.echo(f"  #{seq}  {plain(key)}")
