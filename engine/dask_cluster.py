@@ -26,6 +26,7 @@ from .config import BatchConfig
 from .dask_worker import TaskSpec, code_on_worker, dask_setup, forget_topics, probe
 from .errors import UserError
 from .executors import WorkerInitError
+from .fmt import count
 from .models import ClusterInfo
 from .processors import ProcessorSpec
 
@@ -155,7 +156,7 @@ class DaskCluster:
         if other:
             source = spec.call.rpartition(":")[0]
             raise DaskWorkerError(
-                f"{len(other)} dask worker(s) have another {source} than this engine"
+                f"{count(len(other), 'dask worker')} {'has' if len(other) == 1 else 'have'} another {source} than this engine"
                 f" (sha256 {task.code[:12]} here): {', '.join(other)}; put the same file on every worker"
             )
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from .batchdir import now_iso
 from .config import MAX_SECONDS
 from .files import OutOfDescriptors, WriteFailed, write_model
+from .fmt import count
 from .growing import pending_add
 from .models import (
     BatchState,
@@ -90,7 +91,7 @@ class Finishing(RunState):
         processes at once."""
         if self._inflight:
             self._warn(
-                f"{len(self._inflight)} running Python call(s) cannot be killed: back to pending; the batch"
+                f"{count(len(self._inflight), 'running Python call')} cannot be killed: back to pending; the batch"
                 " stays locked until they return or this process exits"
             )
             self._abandoned = True

@@ -141,7 +141,7 @@ def check_source(pf: Preflight, source: SourceSpec) -> None:
     if first is None:
         pf.add("source", "warn", "the source has no items", "check the path and --glob")
     else:
-        pf.add("source", "ok", f"{len(source.entries)} source(s) readable, first item {first!r}"[:160])
+        pf.add("source", "ok", f"{count(len(source.entries), 'source')} readable, first item {first!r}"[:160])
 
 
 def _read_once(entry: SourceEntry) -> bool:

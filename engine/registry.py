@@ -27,6 +27,7 @@ from pydantic import ConfigDict, ValidationError
 
 from .basemodel import Model
 from .files import FILE_MODE, NOFOLLOW, atomic_write_bytes, write_all
+from .fmt import count
 
 if TYPE_CHECKING:
     from .batches import BatchScope
@@ -146,7 +147,7 @@ def registered() -> list[RegistryEntry]:
         entries.pop(entry.path, None)
         entries[entry.path] = entry
     if damaged:
-        _warn(f"skipped {damaged} damaged line(s) in the batch registry {path}")
+        _warn(f"skipped {count(damaged, 'damaged line')} in the batch registry {path}")
     return list(entries.values())
 
 

@@ -20,6 +20,7 @@ from .batchdir import parse_iso
 from .control import NOT_APPLIED
 from .control_file import ControlReader
 from .files import WriteFailed
+from .fmt import count
 from .models import ControlCommand, LockInfo
 
 ANSWERS_KEPT: Final = 50
@@ -82,7 +83,8 @@ class ControlHandler:
             else:
                 self.answer(cmd, f"{NOT_APPLIED}: it was sent to an engine that ended before reading it")
         if stale:
-            self._warn(f"{stale} control command(s) were queued for the previous engine, which never read them")
+            was, it = ("was", "it") if stale == 1 else ("were", "them")
+            self._warn(f"{count(stale, 'control command')} {was} queued for the previous engine, which never read {it}")
         self.save()
 
     def _read(self) -> list[ControlCommand]:
@@ -103,7 +105,8 @@ class ControlHandler:
         if self.reader.bad_lines > before:
             n = self.reader.bad_lines - before
             self._warn(
-                f"control.jsonl: {n} line(s) that are no command ignored (not JSON, or no op this version knows)"
+                f"control.jsonl: {count(n, 'line')} that {'is' if n == 1 else 'are'} no command ignored"
+                " (not JSON, or no op this version knows)"
             )
         return commands
 

@@ -180,7 +180,7 @@ def test_a_damaged_registry_line_is_skipped_with_a_warning(made: dict[str, Any])
     listed = _cli(["ls", "--json"], made["b"])
     assert listed.returncode == 0, listed.stderr
     assert {r["batch_id"] for r in json.loads(listed.stdout)} == {made["triage"], made["other"]}
-    assert "skipped 3 damaged line(s) in the batch registry" in listed.stderr
+    assert "skipped 3 damaged lines in the batch registry" in listed.stderr
     assert _shown_id(["other"], made["b"]) == made["other"]
 
 

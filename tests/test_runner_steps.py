@@ -446,7 +446,7 @@ def test_a_line_of_control_jsonl_that_is_no_command_is_said_not_dropped_in_silen
     runner.step(t + 2)
     assert runner.state == BatchState.PAUSED  # the good line after them still applies
     warned = [w for w in runner.live().warnings if "control.jsonl" in w]
-    assert len(warned) == 1 and "2 line(s) that are no command ignored" in warned[0], runner.live().warnings
+    assert len(warned) == 1 and "2 lines that are no command ignored" in warned[0], runner.live().warnings
 
 
 def test_a_failure_rate_crossed_inside_a_group_of_outcomes_halts_at_the_crossing(make_runner: Any) -> None:
