@@ -201,7 +201,10 @@ class OutcomeRecorder:
     def _outcome(self, o: Outcome, flight: Flight, finished_at: str) -> None:
         """One outcome off the common path: killed (stop, skip, timeout), failed, or with a cost."""
         reason = self.kill_reasons.pop(o.seq, None)
-        if reason == "stop":
+        # A stop's kill that came too late (a Python call in a thread cannot be cut short; a
+        # command that exited 0 as it was signalled) leaves a success: it is one, never thrown
+        # away to run (and be paid for) again at the resume.
+        if reason == "stop" and o.error is not None:
             self.staging.add(
                 "attempt",
                 (

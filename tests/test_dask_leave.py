@@ -115,7 +115,7 @@ def test_shell_items_still_running_on_the_cluster_are_killed_before_a_resume_els
     time.sleep(0.3)  # an old copy left running would beat meanwhile
     runs = _each_once_and_never_twice_at_once(batch, log)
     old = [sorted(copies, key=lambda c: c[1])[0] for copies in runs.values()]
-    assert all(last - start < 10 for _, start, last in old), old  # killed, not waited out (20 s)
+    assert all(last - start < 15 for _, start, last in old), old  # killed, not waited out (20 s or more)
 
 
 @needs_dask

@@ -192,7 +192,7 @@ def test_shell_items_a_killed_engine_left_running_are_killed_before_they_run_aga
     _completed_once(batch)
     # Killed on the workers at once (they would have beaten for 20 s), not waited for.
     old = [sorted(copies, key=lambda c: c[1])[0] for copies in runs.values()]
-    assert all(last - start < 10 for _, start, last in old), old
+    assert all(last - start < 15 for _, start, last in old), old  # killed, not waited out (20 s or more)
     assert (
         "4 items of an earlier run of this batch still run on the dask cluster (#0, #1, #2, #3): killed" in proc.stderr
     )

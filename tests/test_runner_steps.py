@@ -8,6 +8,7 @@ decision was made, and what the decision did to work handed out and not started.
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import threading
@@ -688,3 +689,27 @@ def test_a_signal_in_the_loops_own_wait_takes_no_lock_and_stops_the_run_at_the_n
     runner._on_signal(signal.SIGINT, None)
     runner.step(t + 1)
     assert runner._stop_reason == "SIGINT again: stopping now" and ex.killed == [seq]
+
+
+def test_a_success_that_comes_after_the_stops_kill_is_complete_not_run_again(make_runner: Any) -> None:
+    """A Python call in a thread cannot be cut short: killed at the end of the grace, it went on,
+    returned its result, and the stop threw it away (back to pending): the resume ran it, and
+    paid for it, again."""
+    runner, ex = make_runner(10, workers=2, grace=1.0)
+    t = time.monotonic()
+    runner.step(t)
+    done, cut = ex.begin(2)
+    runner.request_stop("test")
+    runner.step(t)
+    runner.step(t + 1.1)
+    assert sorted(ex.killed) == sorted([done, cut])
+    ex.end(done)  # returned anyway
+    ex.end(cut, ErrorInfo("ItemKilled", "item", "killed", ""))
+    runner.step(t + 1.2)
+    while runner.step(t + 1.3):
+        pass
+    assert runner.finish().state == BatchState.STOPPED
+    st = statuses(runner)
+    assert st[done] == ("complete", 1) and st[cut] == ("pending", 0)
+    lines = (runner.batch.path / "results.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [done]

@@ -162,5 +162,5 @@ def test_a_worker_with_another_copy_is_named_and_the_run_refused(tmp_path: Path,
     with pytest.raises(DaskWorkerError) as refused:
         executor.start()
     message = str(refused.value)
-    assert f"have another {code} than this engine (sha256 000000000000 here)" in message, message
+    assert f"1 dask worker has another {code} than this engine (sha256 000000000000 here)" in message, message
     assert all(address in message for address in workers), (workers, message)

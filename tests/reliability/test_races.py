@@ -350,7 +350,9 @@ def test_command_queued_for_an_engine_that_dies_is_not_lost(tmp_path: Path, out_
     assert final.returncode == 1, final.stderr  # 1: item 90 skipped
     assert store_items(batch)[90][1] == "skipped", "the queued skip was never applied"
     live = read_json(batch / "live_progress.json")
-    assert any("never read them" in w for w in live["warnings"]), live["warnings"]
+    assert any(
+        "1 control command was queued for the previous engine, which never read it" in w for w in live["warnings"]
+    ), live["warnings"]
 
 
 def test_session_commands_for_a_dead_engine_do_not_act_on_the_next(tmp_path: Path, out_dir: Path) -> None:

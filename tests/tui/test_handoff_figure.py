@@ -31,7 +31,7 @@ def _starts(log: Path) -> list[int]:
 def _engine_log_figure(batch: Path) -> int | None:
     path = batch / "engine.log"
     found = (
-        re.search(r"the (\d+) item\(s\) running at the hand-off end first", path.read_text()) if path.exists() else None
+        re.search(r"the (\d+) items? running at the hand-off ends? first", path.read_text()) if path.exists() else None
     )
     return int(found.group(1)) if found else None
 
