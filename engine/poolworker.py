@@ -93,6 +93,28 @@ class WorkerSettings:
     failures_judged_below: int = 0
 
 
+def _leave_the_engines_group() -> None:
+    """SIGTERM and SIGHUP sent to the engine's whole process group (a closed terminal, ``kill --
+    -PGID``) killed the workers at once: their running items were lost (WorkerLost, an attempt
+    spent; failed for good at ``--max-attempts 1``) while the engine meant to give them
+    ``--grace``. The worker starts a session of its own, as a shell item's command does, so
+    such signals miss it and what its calls start; its end is the engine's to decide (it dies
+    with the engine: die_with_parent). A SIGHUP sent to it alone does nothing either (a
+    handler, not SIG_IGN: what its calls start gets the default action back when it execs).
+    SIGTERM keeps its default: multiprocessing ends its daemon processes with it at exit (the
+    pool workers of a run refused before it began), and a stop of a whole control group
+    (systemd's) still ends the workers with the engine."""
+    try:
+        os.setsid()
+    except OSError:  # already a session leader
+        pass
+    signal.signal(signal.SIGHUP, _engine_decides)
+
+
+def _engine_decides(signum: int, frame: Any) -> None:
+    """A pool worker's SIGHUP: nothing (see :func:`_leave_the_engines_group`)."""
+
+
 def child_main(conn: multiprocessing.connection.Connection, gate_parts: list[tuple[Any, ...]]) -> None:
     """Entry point of a process-pool worker: wait for its spec and settings (``go``: the engine
     sends them once it has the run, which may begin after this process started, see
@@ -100,6 +122,7 @@ def child_main(conn: multiprocessing.connection.Connection, gate_parts: list[tup
     shared gate, the next through the second, and so on in turn."""
     die_with_parent()  # a worker never outlives its engine (kill -9 included)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when its workers stop
+    _leave_the_engines_group()
     try:
         go = conn.recv()
     except (EOFError, OSError):

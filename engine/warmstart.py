@@ -43,6 +43,7 @@ _token: str | None = None
 def launch(ctx: Any, capacity: int, gates: int) -> tuple[Any, Any, list[tuple[Any, ...]]]:
     """Start one pool worker process in multiprocessing context ``ctx``: its shared gates (each
     ``capacity`` slots), its pipe, the process. It waits for its spec and settings (``go``)."""
+    _tracker_started()
     parts = [
         (ctx.RawArray("b", capacity), ctx.RawArray("d", capacity), ctx.RawValue("i", -1), ctx.Lock())
         for _ in range(gates)
@@ -52,6 +53,22 @@ def launch(ctx: Any, capacity: int, gates: int) -> tuple[Any, Any, list[tuple[An
     proc.start()
     child.close()
     return proc, parent, parts
+
+
+def _tracker_started() -> None:
+    """multiprocessing's resource tracker (it unlinks the gates' semaphores should the engine
+    die), started with SIGHUP blocked, which it keeps: it ignores SIGINT and SIGTERM itself, not
+    SIGHUP, and a hang-up sent to the engine's process group (a closed terminal) killed it: the
+    run then printed "resource_tracker: process died unexpectedly" and a KeyError traceback
+    for each semaphore. Blocked in this thread only, for the start: a SIGHUP meant for the
+    engine meanwhile reaches it once unblocked."""
+    from multiprocessing import resource_tracker
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def worker_entry(conn: Any, gate_parts: list[tuple[Any, ...]]) -> None:
