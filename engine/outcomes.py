@@ -98,6 +98,9 @@ class OutcomeRecorder:
         self.cost_spent = 0.0
         self.max_item_cost = 0.0
         self.cost_known = False  # an item finished: its cost (or none) is known
+        #: The signals that stop this run (the runner's handler adds them: a set's add takes no
+        #: lock). A command killed by one of them was hit by it too, not failed (see _outcome).
+        self.stop_signals: set[int] = set()
         # The durations of this run's completions, for the report; None when the batch had
         # completions before this run (the report then reads them all from the store).
         self.durations: array.array[float] | None = None
@@ -201,6 +204,12 @@ class OutcomeRecorder:
     def _outcome(self, o: Outcome, flight: Flight, finished_at: str) -> None:
         """One outcome off the common path: killed (stop, skip, timeout), failed, or with a cost."""
         reason = self.kill_reasons.pop(o.seq, None)
+        # A signal sent to the whole process group (a Ctrl-C, a closed terminal) reaches a
+        # command started that very moment, before its setsid takes it out of the group: it
+        # died of the stop, as one the stop killed, and goes back to pending (it was stored
+        # failed for good, "signal 2", an attempt spent).
+        if reason is None and o.error is not None and o.error.error_type in self._stop_deaths():
+            reason = "stop"
         # A stop's kill that came too late (a Python call in a thread cannot be cut short; a
         # command that exited 0 as it was signalled) leaves a success: it is one, never thrown
         # away to run (and be paid for) again at the resume.
@@ -249,6 +258,11 @@ class OutcomeRecorder:
             self._complete(o, flight, finished_at)
         else:
             self._failed(o, flight, finished_at, o.error)
+
+    def _stop_deaths(self) -> set[str]:
+        """The error types of a command killed by a signal that stops the run (the set copied
+        in one C call: the handler may add to it between two steps of a loop over it)."""
+        return {f"signal {signum}" for signum in tuple(self.stop_signals)}
 
     def _complete(self, o: Outcome, flight: Flight, finished_at: str) -> None:
         assert self.results is not None

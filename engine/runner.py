@@ -112,7 +112,6 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
     """
 
     _signals: list[int] | None = None  # noted by _on_signal (None: run() installed no handler)
-
     # -- lifecycle -------------------------------------------------------------------------
 
     def run(self) -> RunResult:
@@ -156,6 +155,7 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
         waited for its own thread, and a SIGTERM'd engine hung). SimpleQueue.put is reentrant."""
         if self._signals is not None:
             self._signals.append(signum)
+            self.outcomes.stop_signals.add(signum)
             self.completions.put([])  # wakes a wait for outcomes; a coalescing wait is short
 
     def _take_signals(self) -> None:

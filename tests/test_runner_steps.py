@@ -713,3 +713,22 @@ def test_a_success_that_comes_after_the_stops_kill_is_complete_not_run_again(mak
     assert st[done] == ("complete", 1) and st[cut] == ("pending", 0)
     lines = (runner.batch.path / "results.jsonl").read_bytes().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == [done]
+
+
+def test_a_command_killed_by_the_signal_that_stops_the_run_goes_back_to_pending(make_runner: Any) -> None:
+    """A Ctrl-C (a closed terminal: SIGHUP) reaches the whole process group, and a command
+    started that very moment, before its setsid, with it: it was stored failed for good
+    ("signal 2", an attempt spent) and the run exited 1. One killed by another signal failed."""
+    runner, ex = make_runner(10, workers=2, grace=30.0)
+    runner._signals = []  # as run() makes it before it puts the handler in place
+    t = time.monotonic()
+    runner.step(t)
+    hit, other = ex.begin(2)
+    runner._on_signal(signal.SIGINT, None)
+    ex.end(hit, ErrorInfo("signal 2", "item", "killed by signal 2", ""))
+    ex.end(other, ErrorInfo("signal 9", "item", "killed by signal 9", ""))
+    while runner.step(t):
+        pass
+    assert runner.finish().state == BatchState.STOPPED
+    st = statuses(runner)
+    assert st[hit] == ("pending", 0) and st[other] == ("failed", 1)
