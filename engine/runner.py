@@ -41,7 +41,7 @@ from .errors import (
 from .executors import WorkerInitError
 from .files import WriteFailed
 from .finishing import Finishing
-from .interrupts import catch
+from .interrupts import catch, held_signals
 from .memhold import MemoryHold
 from .models import (
     BatchState,
@@ -112,6 +112,7 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
     """
 
     _signals: list[int] | None = None  # noted by _on_signal (None: run() installed no handler)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def run(self) -> RunResult:
@@ -124,9 +125,8 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
             except WorkerInitError:
                 self._finish()  # halted, saying why: the manifest said running, with no engine
                 raise
-            if self.handle_signals:
+            if self.handle_signals:  # (one ignored when this process started stays so: nohup's SIGHUP)
                 self._signals = []
-                # One ignored when this process started stays ignored (nohup's SIGHUP).
                 old_handlers = catch((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), self._on_signal)
             try:
                 self._loop()
@@ -135,9 +135,10 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
                     self.watcher.stop(wait=False)  # nothing reads a command now: see its stop()
                 self._finish()
         finally:
+            with held_signals():  # let go of whole (one came meanwhile: to the handler after)
+                self.close()
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
-            self.close()
             switching.release()
         return self.result()
 
@@ -150,9 +151,8 @@ class BatchRunner(TakeOver, Finishing, MemoryHold):
         return self.result()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        """SIGINT, SIGTERM, SIGHUP: noted, the loop woken; no lock taken (it runs in the loop's
-        own waits: an ``Event.set`` here, landing as ``_stop.wait`` took that Event's lock back,
-        waited for its own thread, and a SIGTERM'd engine hung). SimpleQueue.put is reentrant."""
+        """Noted, the loop woken; no lock taken (it runs in the loop's own waits: an Event.set
+        here, as ``_stop.wait`` took that lock back, waited for its own thread: a hung engine)."""
         if self._signals is not None:
             self._signals.append(signum)
             self.outcomes.stop_signals.add(signum)

@@ -32,6 +32,7 @@ from .fmt import count
 from .grouping import normalize_message
 from .growing import finish_cut_add, pending_add
 from .inflight import InflightFile, left_by_dead_engine
+from .interrupts import held_signals
 from .models import (
     ACTIVE_STATES,
     BatchState,
@@ -67,13 +68,17 @@ class TakeOver(RunState):
         fdlimit.reserve_spare()  # for the final files of a halt when descriptors run out
         # Before the executor starts (the shell processor copies the environment once): every
         # process of this run carries the reaper's mark, and dies with the run, kill -9 included.
-        self.reaper = Reaper(self.batch.path, lock_fd=self.lock.fileno(), token=warmstart.claim_token())
-        self.reaper.start()
+        # Each made and started whole (a Ctrl-C between the two left close() a reaper whose mark
+        # was never set, a watcher never started: tracebacks, exit 1): see engine/interrupts.py.
+        with held_signals():
+            self.reaper = Reaper(self.batch.path, lock_fd=self.lock.fileno(), token=warmstart.claim_token())
+            self.reaper.start()
         # Where the last engine stopped reading control.jsonl is in the store (_setup).
         self.control.reader = ControlReader(self.batch.control)
         if watch:
-            self.watcher = ControlWatcher(self.batch.path, lambda: self.completions.put([]))
-            self.watcher.start()
+            with held_signals():
+                self.watcher = ControlWatcher(self.batch.path, lambda: self.completions.put([]))
+                self.watcher.start()
         self._setup()
 
     def close(self) -> None:

@@ -349,3 +349,47 @@ def test_a_damaged_manifest_read_from_its_backup_is_warned_once_per_command(tmp_
         assert done.returncode == 0, done.stderr
         assert done.stderr.count("manifest.json is damaged") == 1, (verb, done.stderr)
         assert f"{batch}/manifest.json is damaged" in done.stderr  # the absolute path
+
+
+#: The CLI, with a SIGTERM sent to itself inside ``start`` of the module named first (the
+#: reaper, the control watcher), once the attribute named second of its object is set.
+CLI_SIGTERM_INSIDE_START_OF = [
+    sys.executable,
+    "-c",
+    "import os, runpy, signal, sys\n"
+    "target, after = sys.argv.pop(1), sys.argv.pop(1)\n"
+    "def inside(frame, event, arg):\n"
+    "    if event == 'line' and getattr(frame.f_locals.get('self'), after, None) is not None:\n"
+    "        sys.settrace(None)\n"
+    "        frame.f_trace = None\n"
+    "        os.kill(os.getpid(), signal.SIGTERM)\n"
+    "    return inside\n"
+    "def tracer(frame, event, arg):\n"
+    "    code = frame.f_code\n"
+    "    return inside if code.co_name == 'start' and code.co_filename.endswith(target) else None\n"
+    "sys.settrace(tracer)\n"
+    "sys.argv[0] = 'batchtui'\n"
+    "runpy.run_module('batchtui.tui.cli', run_name='__main__', alter_sys=True)\n",
+]
+
+
+@pytest.mark.parametrize(("module", "after"), [("engine/reaper.py", "_write_fd"), ("engine/control.py", "batch_dir")])
+def test_a_sigterm_as_the_engine_starts_its_helpers_exits_130_and_the_batch_resumes(
+    tmp_path: Path, module: str, after: str
+) -> None:
+    """A SIGTERM inside the step that makes and starts the reaper (or the control watcher) left
+    close() one half started: StopIteration, "cannot join thread before it is started", a
+    traceback and exit 1."""
+    (tmp_path / "items.txt").write_text("a\nb\n")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [*CLI_SIGTERM_INSIDE_START_OF, module, after, "run", str(tmp_path / "items.txt"), "--cmd", "true", "--headless"],
+        env=cli_env(out), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    resumed = subprocess.run(
+        [*CLI, "resume", only_batch(out).name, "--headless"],
+        env=cli_env(out), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
