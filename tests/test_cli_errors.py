@@ -8,6 +8,7 @@ or store, and a new error says its own way out without touching the CLI.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -393,3 +394,16 @@ def test_a_sigterm_as_the_engine_starts_its_helpers_exits_130_and_the_batch_resu
         env=cli_env(out), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_sigterm_or_sighup_while_the_cli_imports_click_exits_130_with_one_line(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Before, death by the signal's default action (143, 129) with nothing said."""
+    wrapper = [*CLI_INTERRUPTED_IN_IMPORTS]
+    wrapper[2] = wrapper[2].replace("signal.SIGINT)", f"signal.{sig.name})")
+    done = subprocess.run(
+        [*wrapper, "ls"], env=cli_env(tmp_path / "out"), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stderr) == (130, "interrupted\n")

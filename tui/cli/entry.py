@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 import threading
 from typing import NoReturn
@@ -38,6 +39,7 @@ _INTERRUPTED = 130
 def run() -> NoReturn:
     """The console script and ``python -m batchtui.tui.cli``: the CLI, then :func:`leave`."""
     collector.pause()  # until the verb's module is imported (collector.py)
+    _interrupt_on_term()
     try:
         from .group import main  # click and the group: a Ctrl-C comes here as often as anywhere
     except KeyboardInterrupt:
@@ -51,6 +53,22 @@ def run() -> NoReturn:
     except SystemExit as exc:
         leave(exc.code)
     leave(0)  # standalone click always raises SystemExit; a plain return means success
+
+
+def _interrupt_on_term() -> None:
+    """SIGTERM and SIGHUP end the start (the imports, the arguments) as a Ctrl-C does, as the
+    group makes them do for the verb: "interrupted" and exit 130 (DESIGN), not death by the
+    signal's default action with nothing said (143, 129). One ignored stays ignored (nohup)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, interrupt)
+        except ValueError:  # not the main thread
+            return
 
 
 def _say_interrupted() -> None:
@@ -111,9 +129,13 @@ def _tolerant_stdout() -> None:
 
 def leave(code: object) -> NoReturn:
     """End the process with ``code`` (a ``SystemExit`` code), without finalizing the interpreter
-    when that is safe (the module docstring says when)."""
+    when that is safe (the module docstring says when). Then the verb's outcome is decided
+    and only flushes are left: a signal changes nothing of it (the exit status was the
+    signal's). Python's own exit (threads to wait for) stays interruptible."""
     if not _may_skip_teardown():
         raise SystemExit(code)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # (the main thread: _may_skip_teardown said so)
     status = _status(code)
     atexit._run_exitfuncs()
     try:
