@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,15 @@ def _module(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "job.py"
     path.write_text(text)
     return path
+
+
+#: The module as it is since the first run: it exits as it is imported.
+BROKEN = "import sys\ndef f(item):\n    return 1\nsys.exit(4)\n"
+
+
+def _rows(batch: Path, columns: str) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(batch / "items.db")) as db:
+        return db.execute(f"SELECT {columns} FROM items ORDER BY seq").fetchall()
 
 
 def _source(tmp_path: Path) -> Path:
@@ -72,13 +82,14 @@ def test_a_refused_resume_retry_failed_leaves_the_failed_items_failed(tmp_path: 
     first = invoke_cli(["run", str(_source(tmp_path)), "--call", f"{module}:f", "--headless", "-o", str(out)])
     assert first.returncode == 1, (first.stdout, first.stderr)
     batch = only_batch(out)
-    module.write_text("import sys\ndef f(item):\n    return 1\nsys.exit(4)\n")  # broken since
+    module.write_text(BROKEN)
     proc = invoke_cli(["resume", batch.name, "--retry-failed", "--headless", "-o", str(out)])
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "exited as it was imported" in proc.stderr and "requeued" not in proc.stderr
-    with closing(sqlite3.connect(batch / "items.db")) as db:
-        rows = db.execute("SELECT status, error_type, error_message FROM items ORDER BY seq").fetchall()
-    assert rows == [("failed", "ValueError", "bad a"), ("failed", "ValueError", "bad b")]
+    assert _rows(batch, "status, error_type, error_message") == [
+        ("failed", "ValueError", "bad a"),
+        ("failed", "ValueError", "bad b"),
+    ]
 
 
 def test_a_refused_resume_rescan_adds_nothing_to_the_batch(tmp_path: Path, invoke_cli) -> None:  # type: ignore[no-untyped-def]
@@ -91,18 +102,14 @@ def test_a_refused_resume_rescan_adds_nothing_to_the_batch(tmp_path: Path, invok
     assert first.returncode == 0, (first.stdout, first.stderr)
     batch = only_batch(out)
     source.write_text("a\nb\nc\n")  # a new key
-    module.write_text("import sys\ndef f(item):\n    return 1\nsys.exit(4)\n")  # broken since
+    module.write_text(BROKEN)
     proc = invoke_cli(["resume", batch.name, "--rescan", "--headless", "-o", str(out)])
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "exited as it was imported" in proc.stderr and "rescan:" not in proc.stderr
-    with closing(sqlite3.connect(batch / "items.db")) as db:
-        rows = db.execute("SELECT key, status FROM items ORDER BY seq").fetchall()
-    assert rows == [("a", "complete"), ("b", "complete")]
+    assert _rows(batch, "key, status") == [("a", "complete"), ("b", "complete")]
 
     module.write_text("def f(item):\n    return item.data\n")  # fixed: the rescan runs the new key
     again = invoke_cli(["resume", batch.name, "--rescan", "--headless", "-o", str(out)])
     assert again.returncode == 0, (again.stdout, again.stderr)
     assert "rescan: 1 new, 0 missing" in again.stderr
-    with closing(sqlite3.connect(batch / "items.db")) as db:
-        rows = db.execute("SELECT key, status FROM items ORDER BY seq").fetchall()
-    assert rows == [("a", "complete"), ("b", "complete"), ("c", "complete")]
+    assert _rows(batch, "key, status") == [("a", "complete"), ("b", "complete"), ("c", "complete")]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from textual.widgets import Static
 
+from batchtui.engine.batchdir import BatchDir
 from batchtui.engine.config import load_config
 from batchtui.engine.enqueue import create_batch
 from batchtui.engine.processors import shell_spec
@@ -44,16 +45,22 @@ def test_the_dialog_shows_what_a_rescan_finds_and_resumes_with_it(tmp_path: Path
         assert queries.counts().total == 42
 
 
+def _finished_then_grown(tmp_path: Path, template: str, lines: str, grown: str) -> BatchDir:
+    """A batch of ``lines`` run to its end with ``template``, its source then holding ``grown``."""
+    source = tmp_path / "evens.txt"
+    source.write_text(lines)
+    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2}, environ={}, cwd=tmp_path)
+    batch = create_batch(config, build_spec([str(source)]), shell_spec(template))
+    BatchRunner(batch, config=config, action="run").run()
+    source.write_text(grown)
+    return batch
+
+
 def test_a_finished_batch_whose_source_grew_is_rescanned_from_the_dashboard(tmp_path: Path) -> None:
     """A finished batch with nothing failed: `u` opens the dialog with the rescan ticked (the
     only resume it has, as `batchtui resume --rescan`), which says what it finds; confirmed, the
     new items run. Before, `u` said "finished: nothing to resume"."""
-    source = tmp_path / "evens.txt"
-    source.write_text("0\n2\n4\n")
-    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 2}, environ={}, cwd=tmp_path)
-    batch = create_batch(config, build_spec([str(source)]), shell_spec(HALF_FAIL))
-    BatchRunner(batch, config=config, action="run").run()
-    source.write_text("0\n2\n4\n6\n8\n")
+    batch = _finished_then_grown(tmp_path, HALF_FAIL, "0\n2\n4\n", "0\n2\n4\n6\n8\n")
 
     async def body() -> None:
         app = _app(batch)
@@ -86,12 +93,7 @@ def test_a_rescan_the_preflight_refuses_adds_nothing_to_the_batch(tmp_path: Path
     script = tmp_path / "job.sh"
     script.write_text("#!/bin/sh\nexit 0\n")
     script.chmod(0o755)
-    source = tmp_path / "evens.txt"
-    source.write_text("0\n2\n")
-    config = load_config({"output_dir": str(tmp_path / "out"), "workers": 1}, environ={}, cwd=tmp_path)
-    batch = create_batch(config, build_spec([str(source)]), shell_spec(f"{script} {{}}"))
-    BatchRunner(batch, config=config, action="run").run()
-    source.write_text("0\n2\n4\n")
+    batch = _finished_then_grown(tmp_path, f"{script} {{}}", "0\n2\n", "0\n2\n4\n")
     script.unlink()
 
     async def body() -> None:
