@@ -34,9 +34,8 @@ HELD: tuple[signal.Signals, ...] = tuple(
 
 
 def ignored(sig: signal.Signals) -> bool:
-    """Whether ``sig`` is ignored in this process (``SIG_IGN``): by whoever started it. batchtui
-    itself ignores one here only for an instant, on the main thread (SIGINT while
-    engine/warmstart.py starts its workers), never while a handler is being put in place."""
+    """Whether ``sig`` is ignored in this process (``SIG_IGN``): by whoever started it (batchtui
+    never ignores one itself; its pool workers start with some blocked: engine/warmstart.py)."""
     try:
         return signal.getsignal(sig) == signal.SIG_IGN
     except ValueError:  # not a signal this platform has

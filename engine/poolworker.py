@@ -21,6 +21,7 @@ from .attempts import Classifier, Outcome, RoomWait, may_halt, run_items
 from .callables import build_processor
 from .handoff import ItemKilled, SharedGate
 from .reaper import die_with_parent
+from .warmstart import STARTING_BLOCKED
 
 if TYPE_CHECKING:
     import multiprocessing.connection
@@ -123,6 +124,7 @@ def child_main(conn: multiprocessing.connection.Connection, gate_parts: list[tup
     die_with_parent()  # a worker never outlives its engine (kill -9 included)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when its workers stop
     _leave_the_engines_group()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STARTING_BLOCKED)  # (blocked as it started: .warmstart)
     try:
         go = conn.recv()
     except (EOFError, OSError):

@@ -31,6 +31,8 @@ from . import fdlimit
 #: Slots in each shared gate of a warm worker: :data:`.executors.MAX_CHUNK_SLOTS` (a run whose
 #: chunks may be bigger, ``--chunk-size`` above it, starts workers of its own).
 CAPACITY: Final = 256
+#: The signals a worker starts with blocked (it unblocks them once it ignores or handles them).
+STARTING_BLOCKED: Final = frozenset({signal.SIGINT, signal.SIGHUP})
 #: Gates a worker is given (:data:`.pool.AHEAD`: one for the running chunk, one for the next).
 GATES: Final = 2
 
@@ -50,7 +52,15 @@ def launch(ctx: Any, capacity: int, gates: int) -> tuple[Any, Any, list[tuple[An
     ]
     parent, child = ctx.Pipe(duplex=True)
     proc = ctx.Process(target=worker_entry, args=(child, parts), daemon=True, name="batchtui-pool-worker")
-    proc.start()
+    # It starts with SIGINT and SIGHUP blocked (a mask survives the exec) until it has put its
+    # own dispositions in place (poolworker.child_main): a Ctrl-C or a hang-up sent to the
+    # process group while it imports printed a KeyboardInterrupt traceback from each worker.
+    # Blocked in this thread alone, for the start: one meant for the engine reaches it after.
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STARTING_BLOCKED)
+    try:
+        proc.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
     child.close()
     return proc, parent, parts
 
@@ -82,8 +92,8 @@ def worker_entry(conn: Any, gate_parts: list[tuple[Any, ...]]) -> None:
 def start(workers: int) -> None:
     """Start ``workers`` pool worker processes now, for the run this process is about to begin.
 
-    Call it from the main thread (a worker dies with the thread that started it). SIGINT is
-    ignored while they start: a Ctrl-C during their imports would print a traceback from each.
+    Call it from the main thread (a worker dies with the thread that started it). Each starts
+    with SIGINT and SIGHUP blocked (:func:`launch`).
     """
     global _token
     fit = fdlimit.fitting(workers, "process")  # under a low limit on open files, those that fit
@@ -102,14 +112,12 @@ def start(workers: int) -> None:
             return  # already started, not yet adopted or ended
         before = os.environ.get(RUN_TOKEN_VAR)
         os.environ[RUN_TOKEN_VAR] = token
-        sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             for _ in range(workers):
                 _warm.append(launch(ctx, CAPACITY, GATES))
         except OSError:
             pass  # the run starts its workers itself
         finally:
-            signal.signal(signal.SIGINT, sigint)
             if before is None:
                 os.environ.pop(RUN_TOKEN_VAR, None)
             else:

@@ -295,3 +295,47 @@ def test_warm_workers_a_thread_run_does_not_want_are_ended_as_it_begins(tmp_path
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == "0 [0, 0] 0"
     assert "Traceback" not in done.stderr
+
+
+LAUNCH_IN_A_THREAD_AND_INTERRUPT = textwrap.dedent(
+    """
+    import multiprocessing, os, signal, sys, threading
+    from batchtui.engine import warmstart
+    from batchtui.engine.attempts import Classifier
+    from batchtui.engine.poolworker import WorkerSettings, WorkerSpec
+
+    if __name__ == "__main__":
+        ctx = multiprocessing.get_context("spawn")
+        got, done = [], threading.Event()
+
+        def feeder():  # as the pool's feeder thread replaces a worker (and outlives it)
+            got.append(warmstart.launch(ctx, 8, 2))
+            done.wait()
+
+        thread = threading.Thread(target=feeder)
+        thread.start()
+        while not got:
+            pass
+        proc, conn, _ = got[0]
+        os.kill(proc.pid, signal.SIGINT)  # a Ctrl-C and a hang-up while it starts
+        os.kill(proc.pid, signal.SIGHUP)
+        conn.send((WorkerSpec("python", None, sys.argv[1], os.getcwd(), False), WorkerSettings(None, 1 << 20, 1 << 20, Classifier())))
+        answer = conn.recv()[0] if conn.poll(60) else "silent"
+        conn.send(None)
+        proc.join(10)
+        done.set()
+        print(answer, proc.exitcode)
+    """
+)
+
+
+@LINUX
+def test_a_worker_the_pool_starts_lives_through_a_ctrl_c_and_a_hang_up_as_it_starts(tmp_path: Path) -> None:
+    """Workers the pool starts itself (more than were started ahead, or one replaced) had the
+    default SIGINT and SIGHUP while they imported: a Ctrl-C or a hang-up to the process group
+    printed a KeyboardInterrupt traceback from each, or killed it."""
+    (tmp_path / "calls.py").write_text("def noop(item):\n    return None\n")
+    done = _script(tmp_path, LAUNCH_IN_A_THREAD_AND_INTERRUPT, f"{tmp_path}/calls.py:noop")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
+    assert done.stdout.splitlines() == ["ready 0"]
