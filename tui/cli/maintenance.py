@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import time
+from pathlib import Path
 
 import click
 
-from batchtui.engine.batchdir import BatchDir, BatchLock, BatchLocked, parse_iso
+from batchtui.engine.batchdir import BATCH_ID_RE, BatchDir, BatchLock, BatchLocked, has_manifest, parse_iso
 from batchtui.engine.batches import iter_batches, resolve_batch
 from batchtui.engine.errors import UserError
 from batchtui.engine.files import DamagedFile, fsync_dir
@@ -74,6 +77,15 @@ def cleanup_cmd(
             for left in folder.glob(f"{_REMOVING}*"):
                 click.echo(f"finishing the removal of {plain(left.name[len(_REMOVING) :])}")
                 shutil.rmtree(left, ignore_errors=True)
+    for folder in sorted({scope.output_dir, *(b.path.parent for b in batches)}):
+        for path in _stillborn(folder):
+            click.echo(
+                f"{'would remove' if dry_run else 'removing'} {plain(path.name)}: its creation was killed"
+                " before its manifest was written (nothing in it to resume)"
+            )
+            if not dry_run:
+                with contextlib.suppress(BatchLocked, OSError):  # being made again, or gone
+                    _remove(BatchDir(path))
     for bdir in batches:
         if bdir.path.is_symlink():
             # Its batch lives elsewhere: never removed through a link (nor the link taken for it).
@@ -129,6 +141,34 @@ def cleanup_cmd(
 #: A batch being removed is first renamed to this prefix and its id (no listing reads such a
 #: name), so a cleanup killed half-way leaves no half batch that reads as resumable.
 _REMOVING = ".removing-"
+
+
+#: What a batch folder holds when its creation was killed before the manifest was written.
+_STILLBORN_FILES = re.compile(r"lock|\.manifest\.json\..+\.tmp")
+#: How old such a folder must be: one younger may be a creation under way (made, not yet locked).
+_STILLBORN_AGE_S = 60.0
+
+
+def _stillborn(folder: Path) -> list[Path]:
+    """The batch folders in ``folder`` whose creation was killed before the manifest was written
+    (a kill -9 then): a lock file and a temporary manifest at most, no listing shows them, and
+    nothing in them can be resumed. One an engine holds is left to it (:func:`_remove`)."""
+    found = []
+    try:
+        children = list(folder.iterdir())
+    except OSError:
+        return []
+    for path in children:
+        try:
+            if path.is_symlink() or not path.is_dir() or not BATCH_ID_RE.match(path.name) or has_manifest(path):
+                continue
+            if time.time() - path.stat().st_mtime < _STILLBORN_AGE_S:
+                continue
+            if all(_STILLBORN_FILES.fullmatch(name) for name in os.listdir(path)):
+                found.append(path)
+        except OSError:
+            continue
+    return sorted(found)
 
 
 def _remove(bdir: BatchDir) -> None:
