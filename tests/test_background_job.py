@@ -28,7 +28,10 @@ pid = os.fork()
 if pid == 0:
     os.setpgid(0, 0)
     os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
-os.setpgid(pid, pid)
+try:
+    os.setpgid(pid, pid)  # as a shell does; the child's own call may have come first
+except PermissionError:  # the child has exec'd already (its own setpgid came first)
+    pass
 _, status = os.waitpid(pid, os.WUNTRACED)
 if os.WIFSTOPPED(status):
     print("STOPPED", os.WSTOPSIG(status), flush=True)
