@@ -250,7 +250,9 @@ class ProcessExecutor(_HandoffExecutor):
                         del slot.kills[key]
                     handoff.done(head.chunk)
             except (EOFError, OSError, BrokenPipeError) as exc:
-                slot.proc.join(1)
+                # Its pipe broke as it died: its exit follows (1 s was short on a loaded machine,
+                # and the death read "still running: ConnectionResetError").
+                slot.proc.join(5)
                 code = slot.proc.exitcode
                 text = f"worker process died ({_exit_text(code)})"
                 # The pipe's end (EOF, a reset) is how its death shows here: the exit says it
